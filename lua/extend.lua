@@ -1,0 +1,77 @@
+--[[
+extend: add between minMicros and wantMicros (as much as fits) to a live reservation, in the periods
+and session it was booked in. Re-checks the key (revoked, provider) and every limit as they are now.
+
+KEYS[1]     key record hash       lp:{h}:key
+KEYS[2..6]  booked period hashes  minute, hourly, daily, weekly, monthly (fields spent, held)
+KEYS[7]     booked session hash, or a placeholder, never touched, when ARGV[3] = '0'
+KEYS[8]     reservation record    lp:{h}:r:<requestId>
+
+ARGV[1]     minMicros
+ARGV[2]     wantMicros (>= minMicros)
+ARGV[3]     '1' when the reservation was booked in a session, else '0'
+ARGV[4]     TTL seconds for a period key found without one (recreated after it expired)
+
+Returns one of
+  {'ok', grantedMicros}
+  {'not_held'}                                   no live reservation: never made, settled or abandoned
+  {'invalid_key'} | {'key_revoked'} | {'provider_not_allowed'}
+  {'budget_exceeded', windowIndex 1..5, limitMicros, spentPlusHeldMicros}
+  {'session_budget_exceeded', budgetMicros, spentPlusHeldMicros}
+]]
+
+local function int(n) return string.format('%d', n) end
+local function num(v) if v then return tonumber(v) end return nil end
+local function lowest(a, b)
+  if a == nil then return b end
+  if b == nil or a <= b then return a end
+  return b
+end
+
+-- 1. Only a held reservation grows.
+local res = redis.call('HMGET', KEYS[8], 'state', 'provider')
+if res[1] ~= 'held' then return {'not_held'} end
+
+-- 2. The key must still exist, be active and allow the reservation's provider.
+local rec = redis.call('HMGET', KEYS[1], 'active', 'providers',
+  'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly', 'lim:monthly', 'session_budget')
+if not rec[1] then return {'invalid_key'} end
+if rec[1] ~= '1' then return {'key_revoked'} end
+if not string.find(',' .. (rec[2] or '') .. ',', ',' .. (res[2] or '') .. ',', 1, true) then
+  return {'provider_not_allowed'}
+end
+
+local minMicros = tonumber(ARGV[1])
+local grant = tonumber(ARGV[2])
+
+-- 3. Every limited window, with the limits as they are now, must hold minMicros.
+for i = 1, 5 do
+  local limit = num(rec[2 + i])
+  if limit then
+    local p = redis.call('HMGET', KEYS[1 + i], 'spent', 'held')
+    local used = (num(p[1]) or 0) + (num(p[2]) or 0)
+    if limit - used < minMicros then return {'budget_exceeded', i, limit, used} end
+    if limit - used < grant then grant = limit - used end
+  end
+end
+
+-- 4. The session budget (lowered by a new key default too). An expired session is not recreated.
+local hasSession = ARGV[3] == '1' and redis.call('EXISTS', KEYS[7]) == 1
+if hasSession then
+  local s = redis.call('HMGET', KEYS[7], 'budget', 'spent', 'held')
+  local budget = lowest(num(s[1]), num(rec[8]))
+  if budget then
+    local used = (num(s[2]) or 0) + (num(s[3]) or 0)
+    if budget - used < minMicros then return {'session_budget_exceeded', budget, used} end
+    if budget - used < grant then grant = budget - used end
+  end
+end
+
+-- 5. Hold the extra amount everywhere the reservation lives.
+for i = 1, 5 do
+  redis.call('HINCRBY', KEYS[1 + i], 'held', int(grant))
+  if redis.call('TTL', KEYS[1 + i]) < 0 then redis.call('EXPIRE', KEYS[1 + i], ARGV[4]) end
+end
+if hasSession then redis.call('HINCRBY', KEYS[7], 'held', int(grant)) end
+redis.call('HINCRBY', KEYS[8], 'amount', int(grant))
+return {'ok', grant}

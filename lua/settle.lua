@@ -1,0 +1,53 @@
+--[[
+settle: charge a request's actual cost and release its hold, exactly once per request id, in the
+periods and session the reservation was booked in (even if the clock has since moved on).
+
+KEYS[1]     key record hash (unused; kept so every script shares one KEYS layout)
+KEYS[2..6]  booked period hashes  minute, hourly, daily, weekly, monthly (fields spent, held)
+KEYS[7]     booked session hash, or a placeholder, never touched, when ARGV[2] = '0'
+KEYS[8]     reservation record    lp:{h}:r:<requestId>
+
+ARGV[1]     actualMicros (may exceed the reservation: the provider's bill is charged as it is)
+ARGV[2]     '1' when the reservation was booked in a session, else '0'
+ARGV[3]     reservation record TTL seconds (for the settled record or tombstone)
+ARGV[4]     TTL seconds for a period key found without one (recreated after it expired)
+
+Returns one of
+  {'settled', chargedMicros}
+  {'already', chargedMicros}                     settled before: nothing changed
+]]
+
+local function int(n) return string.format('%d', n) end
+local function num(v) if v then return tonumber(v) end return nil end
+
+-- 1. Idempotent: a settled record (or tombstone) reports its earlier charge and changes nothing.
+local res = redis.call('HMGET', KEYS[8], 'state', 'amount', 'charged')
+if res[1] == 'settled' then return {'already', num(res[3]) or 0} end
+
+-- 2. What is held is the record's amount (it includes every extension). No record: nothing to
+--    release, but the request did run, so its cost is still charged.
+local reserved = 0
+if res[1] == 'held' then reserved = num(res[2]) or 0 end
+local actual = tonumber(ARGV[1])
+
+-- Charge `actual`, release up to `reserved`; held never goes below zero.
+local function book(key)
+  local held = num(redis.call('HGET', key, 'held')) or 0
+  local release = math.min(held, reserved)
+  if release > 0 then redis.call('HINCRBY', key, 'held', int(-release)) end
+  if actual > 0 then redis.call('HINCRBY', key, 'spent', int(actual)) end
+end
+
+-- 3. Every booked period; a period key that expired meanwhile is recreated with a TTL.
+for i = 2, 6 do
+  book(KEYS[i])
+  if redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+end
+
+-- 4. The session, unless it has expired meanwhile (it is not recreated).
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then book(KEYS[7]) end
+
+-- 5. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused.
+redis.call('HSET', KEYS[8], 'state', 'settled', 'charged', int(actual))
+redis.call('EXPIRE', KEYS[8], ARGV[3])
+return {'settled', actual}

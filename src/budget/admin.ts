@@ -1,0 +1,143 @@
+/**
+ * Key and budget administration for the CLI: plain Redis commands on the key record and the key
+ * index. Any Redis fault is rethrown as StoreUnavailableError.
+ */
+import { StoreUnavailableError } from '../errors.js'
+import { generateKey, hashKey, isKeyHash } from '../keys.js'
+import { isProviderId, type ProviderId } from '../providers/types.js'
+import type { RedisClient } from './redis-client.js'
+import { KEY_INDEX, periodKey, recordKey } from './redis-keys.js'
+import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type WindowName, type WindowStatus } from './types.js'
+import { periodOf } from './windows.js'
+
+export interface KeyAdminOptions {
+  /** Clock in ms since the epoch (creation time, current periods). Default Date.now. */
+  now?: () => number
+}
+
+const limitField = (window: WindowName): string => `lim:${window}`
+
+/** Admin operations on `redis`. Unknown or malformed hashes read as "no such key". */
+export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): KeyAdmin {
+  const now = opts.now ?? Date.now
+
+  async function createKey(name: string, providers: ProviderId[]): Promise<{ key: string; record: KeyRecord }> {
+    if (name.trim() === '') throw new RangeError('a key needs a name')
+    if (providers.length === 0) throw new RangeError('a key needs at least one provider')
+    for (const p of providers) if (!isProviderId(p)) throw new RangeError(`unknown provider: ${String(p)}`)
+    const key = generateKey()
+    const record: KeyRecord = {
+      hash: hashKey(key),
+      name,
+      providers: [...new Set(providers)],
+      active: true,
+      createdAt: new Date(now()).toISOString(),
+      limits: {},
+      sessionBudgetMicros: null,
+      sessionMaxSteps: null,
+    }
+    await run('create key', async () => {
+      // Record first: an index entry must never name a missing record. (Different slots: no MULTI.)
+      await redis.hset(recordKey(record.hash), {
+        name: record.name,
+        providers: record.providers.join(','),
+        active: '1',
+        created_at: record.createdAt,
+      })
+      await redis.sadd(KEY_INDEX, record.hash)
+    })
+    return { key, record }
+  }
+
+  async function getKey(hash: string): Promise<KeyRecord | null> {
+    if (!isKeyHash(hash)) return null
+    const fields = await run('read key', () => redis.hgetall(recordKey(hash)))
+    return fields.active === undefined ? null : toRecord(hash, fields)
+  }
+
+  async function listKeys(): Promise<KeyRecord[]> {
+    const hashes = await run('list keys', () => redis.smembers(KEY_INDEX))
+    const records = await Promise.all(hashes.map(getKey))
+    return records
+      .filter((r): r is KeyRecord => r !== null)
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.name.localeCompare(b.name))
+  }
+
+  async function revokeKey(hash: string): Promise<boolean> {
+    if ((await getKey(hash)) === null) return false
+    await run('revoke key', () => redis.hset(recordKey(hash), 'active', '0'))
+    return true
+  }
+
+  async function setBudget(hash: string, change: BudgetChange): Promise<KeyRecord | null> {
+    const set: Record<string, string> = {}
+    const remove: string[] = []
+    const apply = (field: string, value: number | undefined): void => {
+      if (value === undefined) return
+      if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${field} must be a non-negative integer`)
+      if (value === 0) remove.push(field)
+      else set[field] = String(value)
+    }
+    for (const window of WINDOW_NAMES) apply(limitField(window), change.limits?.[window])
+    apply('session_budget', change.sessionBudgetMicros)
+    apply('session_max_steps', change.sessionMaxSteps)
+    if ((await getKey(hash)) === null) return null
+    await run('set budget', async () => {
+      if (Object.keys(set).length > 0) await redis.hset(recordKey(hash), set)
+      if (remove.length > 0) await redis.hdel(recordKey(hash), ...remove)
+    })
+    return getKey(hash)
+  }
+
+  async function status(hash: string): Promise<Record<WindowName, WindowStatus> | null> {
+    const record = await getKey(hash)
+    if (record === null) return null
+    const nowMs = now()
+    const entries = await Promise.all(
+      WINDOW_NAMES.map(async (window): Promise<[WindowName, WindowStatus]> => {
+        const period = periodOf(window, nowMs)
+        const [spent, held] = await run('read status', () => redis.hmget(periodKey(hash, window, period.id), 'spent', 'held'))
+        return [
+          window,
+          {
+            limitMicros: record.limits[window] ?? null,
+            spentMicros: Number(spent ?? 0),
+            heldMicros: Number(held ?? 0),
+            resetsAt: period.resetsAt,
+          },
+        ]
+      }),
+    )
+    return Object.fromEntries(entries) as Record<WindowName, WindowStatus>
+  }
+
+  return { createKey, listKeys, getKey, revokeKey, setBudget, status }
+}
+
+function toRecord(hash: string, f: Record<string, string>): KeyRecord {
+  const limits: Partial<Record<WindowName, number>> = {}
+  for (const window of WINDOW_NAMES) {
+    const v = f[limitField(window)]
+    if (v !== undefined) limits[window] = Number(v)
+  }
+  return {
+    hash,
+    name: f.name ?? '',
+    providers: (f.providers ?? '').split(',').filter(isProviderId),
+    active: f.active === '1',
+    createdAt: f.created_at ?? '',
+    limits,
+    sessionBudgetMicros: f.session_budget === undefined ? null : Number(f.session_budget),
+    sessionMaxSteps: f.session_max_steps === undefined ? null : Number(f.session_max_steps),
+  }
+}
+
+async function run<T>(what: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call()
+  } catch (err) {
+    throw new StoreUnavailableError(`budget store ${what} failed: ${err instanceof Error ? err.message : String(err)}`, {
+      cause: err,
+    })
+  }
+}

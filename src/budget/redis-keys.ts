@@ -1,0 +1,35 @@
+/**
+ * The one place that names Redis keys. Every key of one proxy key carries the hash tag `{<hash>}`,
+ * so Redis Cluster keeps them in one slot and a Lua script may touch them all.
+ */
+import type { WindowName } from './types.js'
+
+/** Set of every key hash; read by the admin/CLI only, never by the Lua scripts (it lives in another slot). */
+export const KEY_INDEX = 'lp:keys'
+
+const prefix = (hash: string): string => `lp:{${hash}}`
+
+/** The key record hash (name, providers, active, created_at, lim:<window>, session defaults). */
+export function recordKey(hash: string): string {
+  return `${prefix(hash)}:key`
+}
+
+/** One period of one window, a hash with integer fields `spent` and `held` (micro-USD). */
+export function periodKey(hash: string, window: WindowName, periodId: string): string {
+  return `${prefix(hash)}:w:${window}:${periodId}`
+}
+
+/** A session: budget, max_steps, steps, spent, held. */
+export function sessionKey(hash: string, sessionId: string): string {
+  return `${prefix(hash)}:s:${sessionId}`
+}
+
+/** Placeholder in the session position of a script's KEYS when the request has no session; never written. */
+export function noSessionKey(hash: string): string {
+  return `${prefix(hash)}:nosession`
+}
+
+/** A reservation record (state, amount, provider, booked keys, charged), or a settled tombstone. */
+export function reservationKey(hash: string, requestId: string): string {
+  return `${prefix(hash)}:r:${requestId}`
+}

@@ -1,0 +1,220 @@
+/**
+ * The budget store on Redis: each method is one Lua script, one round trip, atomic across every
+ * window period and the session of a key. Refusals are typed results; any Redis fault (unreachable,
+ * timeout, error reply) is rethrown as StoreUnavailableError so the proxy fails closed.
+ */
+import { readFileSync } from 'node:fs'
+import { StoreUnavailableError } from '../errors.js'
+import { isKeyHash } from '../keys.js'
+import type { RedisClient } from './redis-client.js'
+import { noSessionKey, periodKey, recordKey, reservationKey, sessionKey } from './redis-keys.js'
+import type {
+  BudgetStore,
+  ExtendResult,
+  Micros,
+  Refusal,
+  Reservation,
+  ReserveInput,
+  ReserveResult,
+  SettleResult,
+} from './types.js'
+import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from './windows.js'
+
+export interface BudgetStoreOptions {
+  /** Clock in ms since the epoch; decides the window periods. Default Date.now. */
+  now?: () => number
+  /** Idle lifetime of a session, refreshed by each of its requests. Default 86 400 (one day). */
+  sessionTtlSeconds?: number
+}
+
+/** Reservation records outlive the longest period key (31-day month + 1-day grace), so no hold expires early. */
+export const RESERVATION_TTL_SECONDS = 35 * 86_400
+export const DEFAULT_SESSION_TTL_SECONDS = 86_400
+const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+/** The commands `defineCommand` adds; each runs its script by EVALSHA, falling back to EVAL. */
+interface BudgetCommands {
+  lpReserve(...args: (string | number)[]): Promise<unknown>
+  lpExtend(...args: (string | number)[]): Promise<unknown>
+  lpSettle(...args: (string | number)[]): Promise<unknown>
+  lpAbandon(...args: (string | number)[]): Promise<unknown>
+}
+
+type Reply = [string, ...(string | number)[]]
+
+const SCRIPTS = [
+  ['lpReserve', 'reserve', 8],
+  ['lpExtend', 'extend', 8],
+  ['lpSettle', 'settle', 8],
+  ['lpAbandon', 'abandon', 1],
+] as const
+
+/** Registers the Lua scripts on `redis` and returns the store (no Redis round trip happens here). */
+export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions = {}): BudgetStore {
+  const now = opts.now ?? Date.now
+  const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
+  for (const [command, file, numberOfKeys] of SCRIPTS) {
+    redis.defineCommand(command, { numberOfKeys, lua: loadLua(file) })
+  }
+  const cmd = redis as unknown as BudgetCommands
+
+  async function reserve(input: ReserveInput): Promise<ReserveResult> {
+    assertMicros('minMicros', input.minMicros)
+    assertMicros('maxMicros', input.maxMicros)
+    if (input.minMicros > input.maxMicros) throw new RangeError('minMicros must not exceed maxMicros')
+    assertRequestId(input.requestId)
+    const { keyHash: hash, session } = input
+    // The contract's format (CONTRACT §4); it also keeps the space-separated booked list unambiguous.
+    if (session !== null && !SESSION_ID.test(session.id)) throw new RangeError('session id must be 1–128 of [A-Za-z0-9._:-]')
+    if (session?.budgetMicros != null) assertMicros('session.budgetMicros', session.budgetMicros)
+    if (session?.maxSteps != null) assertMicros('session.maxSteps', session.maxSteps)
+    if (!isKeyHash(hash)) return { ok: false, reason: 'invalid_key' }
+
+    const nowMs = now()
+    const periods = currentPeriods(nowMs)
+    const periodKeys = periods.map((p) => periodKey(hash, p.window, p.id))
+    const sessionKeyName = session === null ? noSessionKey(hash) : sessionKey(hash, session.id)
+    const reply = await run('reserve', () =>
+      cmd.lpReserve(
+        recordKey(hash), ...periodKeys, sessionKeyName, reservationKey(hash, input.requestId),
+        input.provider, input.minMicros, input.maxMicros,
+        ...periods.map((p) => p.ttlSeconds),
+        session === null ? '0' : '1', session?.budgetMicros ?? '', session?.maxSteps ?? '',
+        sessionTtlSeconds, RESERVATION_TTL_SECONDS, new Date(nowMs).toISOString(),
+      ),
+    )
+    if (reply[0] === 'ok') {
+      const bookedKeys = Object.freeze(session === null ? periodKeys : [...periodKeys, sessionKeyName])
+      return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: int(reply[1]), bookedKeys } }
+    }
+    // A reused request id means a caller bug or a racing abandon; admitting it could double-book.
+    if (reply[0] === 'duplicate') throw new StoreUnavailableError(`request id ${input.requestId} was already used`)
+    return refusal(reply, periods)
+  }
+
+  async function extend(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
+    assertMicros('minMicros', minMicros)
+    assertMicros('wantMicros', wantMicros)
+    if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
+    const reply = await run('extend', () =>
+      cmd.lpExtend(...scriptKeys(reservation), minMicros, wantMicros, sessionFlag(reservation), PERIOD_GRACE_SECONDS),
+    )
+    if (reply[0] === 'ok') {
+      const grantedMicros = int(reply[1])
+      reservation.reservedMicros += grantedMicros
+      return { ok: true, grantedMicros }
+    }
+    if (reply[0] === 'not_held') {
+      throw new StoreUnavailableError(`reservation ${reservation.requestId} is not held (settled or abandoned)`)
+    }
+    return refusal(reply, currentPeriods(now()))
+  }
+
+  async function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
+    assertMicros('actualMicros', actualMicros)
+    const reply = await run('settle', () =>
+      cmd.lpSettle(
+        ...scriptKeys(reservation), actualMicros, sessionFlag(reservation), RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS,
+      ),
+    )
+    if (reply[0] !== 'settled' && reply[0] !== 'already') throw unexpected('settle', reply)
+    return { chargedMicros: int(reply[1]), alreadySettled: reply[0] === 'already' }
+  }
+
+  async function abandon(keyHash: string, requestId: string): Promise<void> {
+    assertRequestId(requestId)
+    if (!isKeyHash(keyHash)) return
+    const reply = await run('abandon', () => cmd.lpAbandon(reservationKey(keyHash, requestId), RESERVATION_TTL_SECONDS))
+    if (reply[0] !== 'held') return
+    // The reserve did run: release its hold (settle at 0) in the keys it booked.
+    const bookedKeys = String(reply[2] ?? '').split(' ').filter((k) => k !== '')
+    await settle({ keyHash, requestId, reservedMicros: int(reply[1]), bookedKeys }, 0)
+  }
+
+  async function ping(): Promise<void> {
+    await run('ping', () => redis.ping(), false)
+  }
+
+  return { reserve, extend, settle, abandon, ping }
+}
+
+let luaCache: Map<string, string> | null = null
+
+/** Script text from `lua/` at the package root (the same relative path from src/ and dist/). */
+function loadLua(name: string): string {
+  luaCache ??= new Map()
+  let text = luaCache.get(name)
+  if (text === undefined) {
+    text = readFileSync(new URL(`../../lua/${name}.lua`, import.meta.url), 'utf8')
+    luaCache.set(name, text)
+  }
+  return text
+}
+
+/** The shared KEYS layout of extend/settle: record, five booked periods, session (or placeholder), record. */
+function scriptKeys(r: Reservation): string[] {
+  if (r.bookedKeys.length !== 5 && r.bookedKeys.length !== 6) {
+    throw new RangeError(`reservation ${r.requestId} has ${r.bookedKeys.length} booked keys, expected 5 or 6`)
+  }
+  return [
+    recordKey(r.keyHash),
+    ...r.bookedKeys.slice(0, 5),
+    r.bookedKeys[5] ?? noSessionKey(r.keyHash),
+    reservationKey(r.keyHash, r.requestId),
+  ]
+}
+
+function sessionFlag(r: Reservation): '0' | '1' {
+  return r.bookedKeys.length === 6 ? '1' : '0'
+}
+
+/** Runs one Redis call; any failure becomes StoreUnavailableError. */
+async function run(what: string, call: () => Promise<unknown>): Promise<Reply>
+async function run(what: string, call: () => Promise<unknown>, expectReply: false): Promise<unknown>
+async function run(what: string, call: () => Promise<unknown>, expectReply = true): Promise<unknown> {
+  let raw: unknown
+  try {
+    raw = await call()
+  } catch (err) {
+    throw new StoreUnavailableError(`budget store ${what} failed: ${err instanceof Error ? err.message : String(err)}`, {
+      cause: err,
+    })
+  }
+  if (expectReply && !(Array.isArray(raw) && typeof raw[0] === 'string')) throw unexpected(what, raw)
+  return raw
+}
+
+function refusal(reply: Reply, periods: Period[]): Refusal {
+  const [reason, a, b, c] = reply
+  switch (reason) {
+    case 'invalid_key':
+    case 'key_revoked':
+    case 'provider_not_allowed':
+    case 'session_steps_exceeded':
+      return { ok: false, reason }
+    case 'session_budget_exceeded':
+      return { ok: false, reason, limitMicros: int(a), spentMicros: int(b) }
+    case 'budget_exceeded': {
+      const period = periods[int(a) - 1]
+      if (period === undefined) break
+      return { ok: false, reason, window: period.window, limitMicros: int(b), spentMicros: int(c), resetsAt: period.resetsAt }
+    }
+  }
+  throw unexpected('refusal', reply)
+}
+
+function unexpected(what: string, reply: unknown): StoreUnavailableError {
+  return new StoreUnavailableError(`budget store ${what}: unexpected reply ${JSON.stringify(reply)}`)
+}
+
+function int(v: string | number | undefined): number {
+  return typeof v === 'number' ? v : Number(v)
+}
+
+function assertMicros(name: string, v: number): void {
+  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${name} must be a non-negative safe integer, got ${v}`)
+}
+
+function assertRequestId(id: string): void {
+  if (id.length === 0 || id.length > 256) throw new RangeError('requestId must be 1–256 characters')
+}

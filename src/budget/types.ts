@@ -1,0 +1,123 @@
+import type { ProviderId } from '../providers/types.js'
+
+/** The five fixed UTC windows, in the order they are checked (first limit hit wins). */
+export const WINDOW_NAMES = ['minute', 'hourly', 'daily', 'weekly', 'monthly'] as const
+export type WindowName = (typeof WINDOW_NAMES)[number]
+
+/** Money inside Loopers is integer micro-USD (1 USD = 1_000_000). */
+export type Micros = number
+
+/** A proxy key's stored record (never the raw key). */
+export interface KeyRecord {
+  hash: string
+  name: string
+  providers: ProviderId[]
+  active: boolean
+  createdAt: string
+  /** Limits per window in micro-USD; a missing window is unlimited. */
+  limits: Partial<Record<WindowName, Micros>>
+  /** Key-level defaults applied to every session; null = none. */
+  sessionBudgetMicros: Micros | null
+  sessionMaxSteps: number | null
+}
+
+/** Session limits a request asks for (header values); null fields leave the session as it is. */
+export interface SessionRequest {
+  id: string
+  budgetMicros: Micros | null
+  maxSteps: number | null
+}
+
+export interface ReserveInput {
+  keyHash: string
+  provider: ProviderId
+  /** Unique per request; settlement is idempotent on it. */
+  requestId: string
+  /** The least that makes the request useful; refuse when even this does not fit. */
+  minMicros: Micros
+  /** The worst case; grant as much of it as fits, at least `minMicros`. */
+  maxMicros: Micros
+  session: SessionRequest | null
+}
+
+/** A held reservation. `reservedMicros` grows with each successful extend. */
+export interface Reservation {
+  keyHash: string
+  requestId: string
+  reservedMicros: Micros
+  /** Opaque: the Redis keys of the window periods and session the hold was booked in. */
+  readonly bookedKeys: readonly string[]
+}
+
+export type RefusalReason =
+  | 'invalid_key'
+  | 'key_revoked'
+  | 'provider_not_allowed'
+  | 'budget_exceeded'
+  | 'session_budget_exceeded'
+  | 'session_steps_exceeded'
+
+export interface Refusal {
+  ok: false
+  reason: RefusalReason
+  /** Set for budget_exceeded: the first window that could not hold the request. */
+  window?: WindowName
+  limitMicros?: Micros
+  /** Settled spend plus what in-flight requests hold, in that window or session. */
+  spentMicros?: Micros
+  /** When the refusing window resets (budget_exceeded only). */
+  resetsAt?: Date
+}
+
+export type ReserveResult = { ok: true; reservation: Reservation } | Refusal
+export type ExtendResult = { ok: true; grantedMicros: Micros } | Refusal
+
+export interface SettleResult {
+  chargedMicros: Micros
+  /** True when this request id had been settled before; nothing changed. */
+  alreadySettled: boolean
+}
+
+/**
+ * The budget engine. Every method is one atomic Lua call, one round trip. Methods throw only for
+ * infrastructure faults (store unreachable, timeout); "no budget" is a typed Refusal.
+ */
+export interface BudgetStore {
+  /** Checks key, provider, every limited window and the session; holds the grant everywhere or nowhere. */
+  reserve(input: ReserveInput): Promise<ReserveResult>
+  /** Adds between `minMicros` and `wantMicros` to a live reservation (as much as fits); re-checks key and limits. */
+  extend(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult>
+  /** Charges `actualMicros`, releases the rest of the hold, in the periods it was booked in. Idempotent per request id. */
+  settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult>
+  /** Releases a reservation whose reserve call may or may not have run (it timed out): settles it at 0, or blocks it. */
+  abandon(keyHash: string, requestId: string): Promise<void>
+  /** Resolves when the store answers. */
+  ping(): Promise<void>
+}
+
+export interface WindowStatus {
+  limitMicros: Micros | null
+  spentMicros: Micros
+  heldMicros: Micros
+  resetsAt: Date
+}
+
+/** Key and budget administration, used by the CLI. */
+export interface KeyAdmin {
+  /** Stores a new key record; returns the raw key once. */
+  createKey(name: string, providers: ProviderId[]): Promise<{ key: string; record: KeyRecord }>
+  listKeys(): Promise<KeyRecord[]>
+  getKey(hash: string): Promise<KeyRecord | null>
+  /** Returns false when no such key exists. */
+  revokeKey(hash: string): Promise<boolean>
+  /** Applies limit changes; a value of 0 removes that limit. Returns the updated record or null if unknown. */
+  setBudget(hash: string, change: BudgetChange): Promise<KeyRecord | null>
+  /** Current period of every window. */
+  status(hash: string): Promise<Record<WindowName, WindowStatus> | null>
+}
+
+export interface BudgetChange {
+  limits?: Partial<Record<WindowName, Micros>>
+  sessionBudgetMicros?: Micros
+  sessionMaxSteps?: number
+}

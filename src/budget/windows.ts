@@ -1,0 +1,77 @@
+/**
+ * Fixed UTC calendar periods of the five budget windows. Pure: every function takes the time in ms,
+ * so callers pass their injectable clock's reading.
+ */
+import { WINDOW_NAMES, type WindowName } from './types.js'
+
+const MINUTE_MS = 60_000
+const HOUR_MS = 60 * MINUTE_MS
+const DAY_MS = 24 * HOUR_MS
+const WEEK_MS = 7 * DAY_MS
+
+/** How long a period key outlives its period, so a late settlement still finds it. */
+export const PERIOD_GRACE_SECONDS = 86_400
+
+export interface Period {
+  window: WindowName
+  /** Stable id inside the window: `2026-05-04T13:07`, `2026-05-04T13`, `2026-05-04`, `2026-W19`, `2026-05`. */
+  id: string
+  start: Date
+  /** Start of the next period. */
+  resetsAt: Date
+  /** TTL for the period's Redis key: the period's length plus PERIOD_GRACE_SECONDS. */
+  ttlSeconds: number
+}
+
+/** The period of `window` that contains the instant `nowMs`. */
+export function periodOf(window: WindowName, nowMs: number): Period {
+  const d = new Date(nowMs)
+  const y = d.getUTCFullYear()
+  const mo = d.getUTCMonth()
+  const day = d.getUTCDate()
+  const h = d.getUTCHours()
+  const date = `${pad(y, 4)}-${pad(mo + 1)}-${pad(day)}`
+  switch (window) {
+    case 'minute': {
+      const start = Date.UTC(y, mo, day, h, d.getUTCMinutes())
+      return period(window, `${date}T${pad(h)}:${pad(d.getUTCMinutes())}`, start, start + MINUTE_MS)
+    }
+    case 'hourly': {
+      const start = Date.UTC(y, mo, day, h)
+      return period(window, `${date}T${pad(h)}`, start, start + HOUR_MS)
+    }
+    case 'daily': {
+      const start = Date.UTC(y, mo, day)
+      return period(window, date, start, start + DAY_MS)
+    }
+    case 'weekly': {
+      // ISO 8601: weeks start on Monday; a week belongs to the year that holds its Thursday.
+      const start = Date.UTC(y, mo, day) - ((d.getUTCDay() + 6) % 7) * DAY_MS
+      const thursday = start + 3 * DAY_MS
+      const weekYear = new Date(thursday).getUTCFullYear()
+      const week = Math.floor((thursday - Date.UTC(weekYear, 0, 1)) / WEEK_MS) + 1
+      return period(window, `${pad(weekYear, 4)}-W${pad(week)}`, start, start + WEEK_MS)
+    }
+    case 'monthly':
+      return period(window, `${pad(y, 4)}-${pad(mo + 1)}`, Date.UTC(y, mo, 1), Date.UTC(y, mo + 1, 1))
+  }
+}
+
+/** The current period of every window, in WINDOW_NAMES order (minute → monthly). */
+export function currentPeriods(nowMs: number): Period[] {
+  return WINDOW_NAMES.map((window) => periodOf(window, nowMs))
+}
+
+function period(window: WindowName, id: string, startMs: number, endMs: number): Period {
+  return {
+    window,
+    id,
+    start: new Date(startMs),
+    resetsAt: new Date(endMs),
+    ttlSeconds: (endMs - startMs) / 1000 + PERIOD_GRACE_SECONDS,
+  }
+}
+
+function pad(n: number, width = 2): string {
+  return String(n).padStart(width, '0')
+}

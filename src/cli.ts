@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+import { main } from './cli/program.js'
+
+/** Entry of the `loopers` binary: runs the CLI, then lets the process end (or keeps it up for `serve`). */
+
+const outcome = await main(process.argv)
+if (outcome !== 'serving') {
+  process.exitCode = outcome
+  // Nothing should keep a one-shot command alive; if something does (a stray socket), do not hang the user's script.
+  setTimeout(() => process.exit(outcome), 2_000).unref()
+}

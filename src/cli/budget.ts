@@ -1,0 +1,156 @@
+import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type WindowName, type WindowStatus } from '../budget/types.js'
+import { unknownKey, usageError } from './errors.js'
+import { NONE, formatTime, renderBar, renderTable } from './format.js'
+import { renderFields } from './keys.js'
+import { AmountError, formatUsd, microsToUsd, parseCount, parseUsd } from './money.js'
+
+/** `loopers budget …`: each command takes a KeyAdmin and returns the text to print on stdout. */
+
+/** The flags of `budget set` as commander hands them over (raw strings; undefined = not given). */
+export interface BudgetFlags {
+  minute?: string
+  hourly?: string
+  daily?: string
+  weekly?: string
+  monthly?: string
+  session?: string
+  sessionMaxSteps?: string
+}
+
+const FLAG_LIST = '--minute, --hourly, --daily, --weekly, --monthly, --session, --session-max-steps'
+
+/** Turns `budget set` flags into a BudgetChange (0 removes a limit); usage error on a bad value or no flag at all. */
+export function parseBudgetFlags(flags: BudgetFlags): BudgetChange {
+  const change: BudgetChange = {}
+  const limits: Partial<Record<WindowName, number>> = {}
+  for (const window of WINDOW_NAMES) {
+    const raw = flags[window]
+    if (raw !== undefined) limits[window] = parsed(`--${window}`, () => parseUsd(raw))
+  }
+  if (Object.keys(limits).length > 0) change.limits = limits
+  const session = flags.session
+  if (session !== undefined) change.sessionBudgetMicros = parsed('--session', () => parseUsd(session))
+  const steps = flags.sessionMaxSteps
+  if (steps !== undefined) change.sessionMaxSteps = parsed('--session-max-steps', () => parseCount(steps, 'the step limit'))
+  if (Object.keys(change).length === 0) throw usageError(`budget set needs at least one of ${FLAG_LIST}`)
+  return change
+}
+
+function parsed(flag: string, parse: () => number): number {
+  try {
+    return parse()
+  } catch (err) {
+    if (err instanceof AmountError) throw usageError(`${flag}: ${err.message}`)
+    throw err
+  }
+}
+
+/** `budget set`: applies the change and returns the key's resulting limits (JSON or prose); unknownKey if none. */
+export async function setBudget(admin: KeyAdmin, hash: string, change: BudgetChange, json: boolean): Promise<string> {
+  const record = await admin.setBudget(hash, change)
+  if (record === null) throw unknownKey(hash)
+  if (json) {
+    return JSON.stringify({
+      hash: record.hash,
+      limits_usd: Object.fromEntries(WINDOW_NAMES.map((w) => [w, usdOrNull(record.limits[w])])),
+      session_budget_usd: usdOrNull(record.sessionBudgetMicros),
+      session_max_steps: record.sessionMaxSteps ?? null,
+    })
+  }
+  return [
+    `Updated budget of key ${record.hash} ("${record.name}"):`,
+    renderFields([
+      ...WINDOW_NAMES.map((w) => [w, limitText(record.limits[w])] as const),
+      ['session', sessionText(record)],
+    ]),
+  ].join('\n')
+}
+
+/** The public JSON shape of one window (CONTRACT §3 `budget status`). */
+export interface WindowJson {
+  limit_usd: number | null
+  spent_usd: number
+  held_usd: number
+  remaining_usd: number | null
+  resets_at: string
+}
+
+/** One window in the public JSON shape; remaining = limit − spent − held, never below 0; null when unlimited. */
+export function windowJson(status: WindowStatus): WindowJson {
+  const remaining = remainingMicros(status)
+  return {
+    limit_usd: usdOrNull(status.limitMicros),
+    spent_usd: microsToUsd(status.spentMicros),
+    held_usd: microsToUsd(status.heldMicros),
+    remaining_usd: remaining === null ? null : microsToUsd(remaining),
+    resets_at: status.resetsAt.toISOString(),
+  }
+}
+
+/** `budget status`: every window's current period, as `{hash, windows}` JSON or a table with spend bars. */
+export async function budgetStatus(admin: KeyAdmin, hash: string, json: boolean): Promise<string> {
+  if (json) {
+    const windows = await admin.status(hash)
+    if (windows === null) throw unknownKey(hash)
+    return JSON.stringify({ hash, windows: Object.fromEntries(WINDOW_NAMES.map((w) => [w, windowJson(windows[w])])) })
+  }
+  const record = await admin.getKey(hash)
+  const windows = record === null ? null : await admin.status(hash)
+  if (record === null || windows === null) throw unknownKey(hash)
+  return renderStatus(record, windows)
+}
+
+/** The human status view: a heading, one row per window, then the session defaults. */
+export function renderStatus(record: KeyRecord, windows: Record<WindowName, WindowStatus>): string {
+  const state = record.active ? 'active' : 'REVOKED'
+  const table = renderTable(
+    [
+      { header: 'window' },
+      { header: 'limit', align: 'right' },
+      { header: 'spent', align: 'right' },
+      { header: 'held', align: 'right' },
+      { header: 'remaining', align: 'right' },
+      { header: 'resets at' },
+      { header: 'used' },
+    ],
+    WINDOW_NAMES.map((w) => {
+      const s = windows[w]
+      const remaining = remainingMicros(s)
+      return [
+        w,
+        s.limitMicros === null ? NONE : formatUsd(s.limitMicros),
+        formatUsd(s.spentMicros),
+        formatUsd(s.heldMicros),
+        remaining === null ? NONE : formatUsd(remaining),
+        formatTime(s.resetsAt),
+        renderBar(s.spentMicros, s.limitMicros),
+      ]
+    }),
+  )
+  return [
+    `Budget of key ${record.hash} ("${record.name}", ${state}, ${record.providers.join(', ')})`,
+    '',
+    table,
+    '',
+    `Session defaults: ${sessionText(record)}`,
+  ].join('\n')
+}
+
+function remainingMicros(status: WindowStatus): number | null {
+  if (status.limitMicros === null) return null
+  return Math.max(0, status.limitMicros - status.spentMicros - status.heldMicros)
+}
+
+function usdOrNull(micros: number | null | undefined): number | null {
+  return micros === null || micros === undefined ? null : microsToUsd(micros)
+}
+
+function limitText(micros: number | undefined): string {
+  return micros === undefined ? 'no limit' : formatUsd(micros)
+}
+
+function sessionText(record: KeyRecord): string {
+  const budget = record.sessionBudgetMicros === null ? 'no budget' : `${formatUsd(record.sessionBudgetMicros)} per session`
+  const steps = record.sessionMaxSteps === null ? 'no step limit' : `at most ${record.sessionMaxSteps} steps`
+  return `${budget}, ${steps}`
+}

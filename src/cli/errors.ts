@@ -1,0 +1,43 @@
+/**
+ * Errors the CLI reports to the user: one line on stderr after "loopers: ", never a stack.
+ * Exit codes: 1 for a failure at run time (unknown key, store, configuration), 2 for a usage error.
+ */
+
+export const EXIT_FAILURE = 1
+export const EXIT_USAGE = 2
+
+export class CliError extends Error {
+  readonly internal: string
+  readonly exitCode: number
+  constructor(internal: string, message: string, exitCode: number = EXIT_FAILURE, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'CliError'
+    this.internal = internal
+    this.exitCode = exitCode
+  }
+}
+
+/** A flag or argument the user got wrong (bad amount, unknown provider, missing flag). Exit 2. */
+export function usageError(message: string): CliError {
+  return new CliError('LP_ERR_CLI_USAGE', message, EXIT_USAGE)
+}
+
+/** No key record has this hash. Exit 1. */
+export function unknownKey(hash: string): CliError {
+  return new CliError('LP_ERR_CLI_UNKNOWN_KEY', `unknown key hash ${hash}`)
+}
+
+/** The budget store could not be reached or did not answer. Exit 1. */
+export function storeUnreachable(where: string, reason: string, cause?: unknown): CliError {
+  return new CliError(
+    'LP_ERR_CLI_STORE_UNREACHABLE',
+    `cannot reach the budget store at ${where} (${reason}); check REDIS_URL`,
+    EXIT_FAILURE,
+    { cause },
+  )
+}
+
+/** The server could not start (port in use, bad pricing file, …). Exit 1. */
+export function serveFailed(reason: string, cause?: unknown): CliError {
+  return new CliError('LP_ERR_CLI_SERVE', `cannot start the proxy: ${reason}`, EXIT_FAILURE, { cause })
+}

@@ -1,0 +1,155 @@
+import { readFileSync } from 'node:fs'
+import { Command, CommanderError } from 'commander'
+import { ConfigError, loadConfig } from '../config.js'
+import { PROVIDER_IDS } from '../providers/types.js'
+import { budgetStatus, parseBudgetFlags, setBudget, type BudgetFlags } from './budget.js'
+import { CliError, EXIT_FAILURE, EXIT_USAGE, serveFailed } from './errors.js'
+import { createKey, listKeys, normaliseHash, parseName, parseProviders, revokeKey } from './keys.js'
+import { withKeyAdmin } from './store.js'
+
+/** The `loopers` command line (CONTRACT §3). Argument parsing and error reporting only; commands live beside it. */
+
+/** What `main` leaves behind: an exit code, or `serving` when the proxy runs and the process must stay up. */
+export type Outcome = number | 'serving'
+
+interface Io {
+  out: (text: string) => void
+  err: (text: string) => void
+}
+
+const defaultIo: Io = {
+  out: (text) => process.stdout.write(`${text}\n`),
+  err: (text) => process.stderr.write(`${text}\n`),
+}
+
+/** Runs the CLI on `argv` (process.argv form); reports every error as one stderr line per problem, never a stack. */
+export async function main(argv: readonly string[], io: Io = defaultIo): Promise<Outcome> {
+  let outcome: Outcome = 0
+  const program = buildProgram(io, () => {
+    outcome = 'serving'
+  })
+  try {
+    await program.parseAsync([...argv])
+    return outcome
+  } catch (err) {
+    return report(err, io)
+  }
+}
+
+function report(err: unknown, io: Io): number {
+  // Commander has already printed its own message (through outputError below).
+  if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : EXIT_USAGE
+  if (err instanceof ConfigError) {
+    for (const problem of err.problems) io.err(`loopers: bad configuration: ${problem}`)
+    return EXIT_FAILURE
+  }
+  if (err instanceof CliError) {
+    io.err(`loopers: ${err.message}`)
+    return err.exitCode
+  }
+  const message = err instanceof Error ? err.message : String(err)
+  io.err(`loopers: ${message.split('\n')[0] ?? 'unexpected error'}`)
+  return EXIT_FAILURE
+}
+
+function buildProgram(io: Io, onServing: () => void): Command {
+  const program = new Command('loopers')
+  // Set before any subcommand is added: commander copies these settings into each subcommand.
+  program
+    .exitOverride()
+    .configureOutput({
+      writeOut: (str) => process.stdout.write(str),
+      writeErr: (str) => process.stderr.write(str),
+      // One line per error: commander puts its "(Did you mean …?)" hint on a line of its own.
+      outputError: (str, write) => write(`loopers: ${str.replace(/^error: /, '').trim().replace(/\s*\n\s*/g, ' ')}\n`),
+    })
+    .showSuggestionAfterError(true)
+  program
+    .description('A reverse proxy that enforces hard dollar budgets on LLM API keys.')
+    .version(readVersion(), '-V, --version')
+    .addHelpText('after', '\nConfiguration comes from the environment (REDIS_URL, PORT, …), for the proxy and the CLI alike.')
+
+  program
+    .command('serve')
+    .description('start the proxy')
+    .action(async () => {
+      const config = loadConfig()
+      const { startServer } = await import('../server.js')
+      try {
+        await startServer(config)
+      } catch (err) {
+        if (err instanceof ConfigError) throw err
+        throw serveFailed(err instanceof Error ? (err.message.split('\n')[0] ?? err.name) : String(err), err)
+      }
+      onServing()
+    })
+
+  const keys = program.command('keys').description('create, list and revoke proxy keys')
+  keys
+    .command('create')
+    .description('create a proxy key; its raw value is printed once and never stored')
+    .requiredOption('--name <name>', 'a label for the key')
+    .requiredOption('--provider <ids>', `allowed providers, comma-separated (${PROVIDER_IDS.join(', ')})`, collect)
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { name: string; provider: string[]; json?: boolean }) => {
+      const name = parseName(opts.name)
+      const providers = parseProviders(opts.provider)
+      io.out(await withKeyAdmin(loadConfig(), (admin) => createKey(admin, name, providers, opts.json === true)))
+    })
+  keys
+    .command('list')
+    .description('list every key (hash, name, providers, active, created)')
+    .option('--json', 'print a JSON array')
+    .action(async (opts: { json?: boolean }) => {
+      io.out(await withKeyAdmin(loadConfig(), (admin) => listKeys(admin, opts.json === true)))
+    })
+  keys
+    .command('revoke')
+    .description('revoke a key: its next request is refused')
+    .argument('<hash>', 'the key hash (SHA-256 hex of the key)')
+    .action(async (hash: string) => {
+      io.out(await withKeyAdmin(loadConfig(), (admin) => revokeKey(admin, normaliseHash(hash))))
+    })
+
+  const budget = program.command('budget').description("set and inspect a key's budget")
+  budget
+    .command('set')
+    .description('set limits in USD; 0 removes a limit (at least one flag)')
+    .argument('<hash>', 'the key hash')
+    .option('--minute <usd>', 'limit per UTC minute')
+    .option('--hourly <usd>', 'limit per UTC hour')
+    .option('--daily <usd>', 'limit per UTC day')
+    .option('--weekly <usd>', 'limit per ISO week (from Monday 00:00 UTC)')
+    .option('--monthly <usd>', 'limit per UTC calendar month')
+    .option('--session <usd>', 'default budget of every session')
+    .option('--session-max-steps <n>', 'default step limit of every session')
+    .option('--json', 'print the resulting limits as JSON')
+    .action(async (hash: string, opts: BudgetFlags & { json?: boolean }) => {
+      const change = parseBudgetFlags(opts)
+      io.out(await withKeyAdmin(loadConfig(), (admin) => setBudget(admin, normaliseHash(hash), change, opts.json === true)))
+    })
+  budget
+    .command('status')
+    .description('show limit, spent, held and remaining of every window')
+    .argument('<hash>', 'the key hash')
+    .option('--json', 'print {hash, windows} as JSON')
+    .action(async (hash: string, opts: { json?: boolean }) => {
+      io.out(await withKeyAdmin(loadConfig(), (admin) => budgetStatus(admin, normaliseHash(hash), opts.json === true)))
+    })
+
+  return program
+}
+
+/** Accumulates a repeatable option's values. */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value]
+}
+
+function readVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown }
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown'
+  } catch {
+    return 'unknown'
+  }
+}

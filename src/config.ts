@@ -1,0 +1,161 @@
+import { z } from 'zod'
+
+/** The only module that reads the environment. Everything else receives a `Config`. */
+
+const url = z.url({ protocol: /^https?$/ })
+const redisUrl = z.url({ protocol: /^rediss?$/ })
+const port = z.coerce.number().int().min(0).max(65535)
+const positiveInt = z.coerce.number().int().positive()
+const optionalText = z.string().trim().min(1).optional()
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+const flag = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')
+const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')
+
+const schema = z.object({
+  REDIS_URL: redisUrl.default('redis://127.0.0.1:6379'),
+  REDIS_CLUSTER_NODES: z
+    .string()
+    .trim()
+    .min(1)
+    .transform((s) => s.split(',').map((n) => n.trim()))
+    .pipe(z.array(hostPort).min(1))
+    .optional(),
+  PORT: port.default(8080),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  LOOPERS_ADMIN_PORT: port.default(9090),
+  LOOPERS_ADMIN_HOST: z.string().min(1).default('127.0.0.1'),
+  LOOPERS_OPENAI_BASE_URL: url.default('https://api.openai.com'),
+  LOOPERS_ANTHROPIC_BASE_URL: url.default('https://api.anthropic.com'),
+  LOOPERS_GEMINI_BASE_URL: url.default('https://generativelanguage.googleapis.com'),
+  LOOPERS_MISTRAL_BASE_URL: url.default('https://api.mistral.ai'),
+  LOOPERS_BEDROCK_BASE_URL: url.optional(),
+  LOOPERS_AZURE_ENDPOINT: url.optional(),
+  LOOPERS_OPENAI_API_KEY: optionalText,
+  LOOPERS_ANTHROPIC_API_KEY: optionalText,
+  LOOPERS_GEMINI_API_KEY: optionalText,
+  LOOPERS_MISTRAL_API_KEY: optionalText,
+  LOOPERS_AZURE_API_KEY: optionalText,
+  LOOPERS_BEDROCK_API_KEY: optionalText,
+  AWS_ACCESS_KEY_ID: optionalText,
+  AWS_SECRET_ACCESS_KEY: optionalText,
+  AWS_SESSION_TOKEN: optionalText,
+  AWS_REGION: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS region such as us-east-1').default('us-east-1'),
+  LOOPERS_PRICING_PATH: optionalText,
+  LOG_LEVEL: logLevel.default('info'),
+  LOOPERS_MAX_BODY_BYTES: positiveInt.default(10 * 1024 * 1024),
+  LOOPERS_REDIS_TIMEOUT_MS: positiveInt.default(500),
+  LOOPERS_UPSTREAM_CONNECT_TIMEOUT_MS: positiveInt.default(10_000),
+  LOOPERS_UPSTREAM_TIMEOUT_MS: positiveInt.default(600_000),
+  LOOPERS_SESSION_TTL_SECONDS: positiveInt.default(86_400),
+  LOOPERS_STREAM_SLICE_TOKENS: positiveInt.default(1024),
+  LOOPERS_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(30_000),
+  LOOPERS_METRICS_PER_KEY: flag.default(false),
+})
+
+export interface Config {
+  redis: { url: string; clusterNodes: string[] | null; commandTimeoutMs: number }
+  listen: { host: string; port: number }
+  admin: { host: string; port: number }
+  upstream: {
+    openai: string
+    anthropic: string
+    gemini: string
+    mistral: string
+    /** Full base URL of Bedrock runtime (region-derived unless overridden). */
+    bedrock: string
+    /** Azure resource endpoint; null when Azure is not configured. */
+    azure: string | null
+    connectTimeoutMs: number
+    /** Longest wait for upstream response headers, and longest silence inside a body. */
+    timeoutMs: number
+  }
+  /** Server-held upstream credentials; null when not set. */
+  credentials: {
+    openai: string | null
+    anthropic: string | null
+    gemini: string | null
+    mistral: string | null
+    azure: string | null
+    bedrockApiKey: string | null
+    aws: { accessKeyId: string; secretAccessKey: string; sessionToken: string | null } | null
+    awsRegion: string
+  }
+  pricingPath: string | null
+  logLevel: z.infer<typeof logLevel>
+  maxBodyBytes: number
+  sessionTtlSeconds: number
+  /** Output tokens reserved ahead of a stream each time its reservation is extended. */
+  streamSliceTokens: number
+  shutdownGraceMs: number
+  metricsPerKey: boolean
+}
+
+/** Thrown for bad configuration; `problems` holds one line per problem, never a stack. */
+export class ConfigError extends Error {
+  readonly problems: string[]
+  constructor(problems: string[]) {
+    super(problems.join('\n'))
+    this.name = 'ConfigError'
+    this.problems = problems
+  }
+}
+
+function trimTrailingSlash(value: string): string {
+  return value.replace(/\/+$/, '')
+}
+
+/** Parses the environment into a Config; throws ConfigError listing every problem. Empty strings count as unset. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const input: Record<string, string> = {}
+  for (const [name, value] of Object.entries(env)) {
+    if (value !== undefined && value !== '') input[name] = value
+  }
+  const parsed = schema.safeParse(input)
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => `${issue.path.join('.') || 'environment'}: ${issue.message}`),
+    )
+  }
+  const e = parsed.data
+  const problems: string[] = []
+  if ((e.AWS_ACCESS_KEY_ID === undefined) !== (e.AWS_SECRET_ACCESS_KEY === undefined)) {
+    problems.push('AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together')
+  }
+  if (problems.length > 0) throw new ConfigError(problems)
+
+  return {
+    redis: { url: e.REDIS_URL, clusterNodes: e.REDIS_CLUSTER_NODES ?? null, commandTimeoutMs: e.LOOPERS_REDIS_TIMEOUT_MS },
+    listen: { host: e.HOST, port: e.PORT },
+    admin: { host: e.LOOPERS_ADMIN_HOST, port: e.LOOPERS_ADMIN_PORT },
+    upstream: {
+      openai: trimTrailingSlash(e.LOOPERS_OPENAI_BASE_URL),
+      anthropic: trimTrailingSlash(e.LOOPERS_ANTHROPIC_BASE_URL),
+      gemini: trimTrailingSlash(e.LOOPERS_GEMINI_BASE_URL),
+      mistral: trimTrailingSlash(e.LOOPERS_MISTRAL_BASE_URL),
+      bedrock: trimTrailingSlash(e.LOOPERS_BEDROCK_BASE_URL ?? `https://bedrock-runtime.${e.AWS_REGION}.amazonaws.com`),
+      azure: e.LOOPERS_AZURE_ENDPOINT === undefined ? null : trimTrailingSlash(e.LOOPERS_AZURE_ENDPOINT),
+      connectTimeoutMs: e.LOOPERS_UPSTREAM_CONNECT_TIMEOUT_MS,
+      timeoutMs: e.LOOPERS_UPSTREAM_TIMEOUT_MS,
+    },
+    credentials: {
+      openai: e.LOOPERS_OPENAI_API_KEY ?? null,
+      anthropic: e.LOOPERS_ANTHROPIC_API_KEY ?? null,
+      gemini: e.LOOPERS_GEMINI_API_KEY ?? null,
+      mistral: e.LOOPERS_MISTRAL_API_KEY ?? null,
+      azure: e.LOOPERS_AZURE_API_KEY ?? null,
+      bedrockApiKey: e.LOOPERS_BEDROCK_API_KEY ?? null,
+      aws:
+        e.AWS_ACCESS_KEY_ID !== undefined && e.AWS_SECRET_ACCESS_KEY !== undefined
+          ? { accessKeyId: e.AWS_ACCESS_KEY_ID, secretAccessKey: e.AWS_SECRET_ACCESS_KEY, sessionToken: e.AWS_SESSION_TOKEN ?? null }
+          : null,
+      awsRegion: e.AWS_REGION,
+    },
+    pricingPath: e.LOOPERS_PRICING_PATH ?? null,
+    logLevel: e.LOG_LEVEL,
+    maxBodyBytes: e.LOOPERS_MAX_BODY_BYTES,
+    sessionTtlSeconds: e.LOOPERS_SESSION_TTL_SECONDS,
+    streamSliceTokens: e.LOOPERS_STREAM_SLICE_TOKENS,
+    shutdownGraceMs: e.LOOPERS_SHUTDOWN_GRACE_MS,
+    metricsPerKey: e.LOOPERS_METRICS_PER_KEY,
+  }
+}

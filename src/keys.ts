@@ -1,0 +1,39 @@
+import { createHash, randomBytes } from 'node:crypto'
+
+/** The 62 characters a proxy key body is drawn from. */
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
+const KEY_PREFIX = 'lp-'
+const KEY_BODY_LENGTH = 43
+/** 248 = 4 · 62: bytes at or above it are rejected, so `byte % 62` is uniform (no modulo bias). */
+const REJECT_FROM = 256 - (256 % ALPHABET.length)
+
+const PROXY_KEY = /^lp-[A-Za-z0-9]{43}$/
+const KEY_HASH = /^[0-9a-f]{64}$/
+
+/** A fresh proxy key: `lp-` and 43 uniformly random characters of [A-Za-z0-9] (≈256 bits). */
+export function generateKey(): string {
+  let body = ''
+  while (body.length < KEY_BODY_LENGTH) {
+    for (const byte of randomBytes(64)) {
+      if (byte >= REJECT_FROM) continue
+      body += ALPHABET[byte % ALPHABET.length]
+      if (body.length === KEY_BODY_LENGTH) break
+    }
+  }
+  return KEY_PREFIX + body
+}
+
+/** The key's stored identity: lowercase hex SHA-256 of the whole key string, prefix included. */
+export function hashKey(key: string): string {
+  return createHash('sha256').update(key, 'utf8').digest('hex')
+}
+
+/** True when `s` is exactly a proxy key (`lp-` + 43 of [A-Za-z0-9]). */
+export function isProxyKey(s: string): boolean {
+  return PROXY_KEY.test(s)
+}
+
+/** True when `s` has the shape of a key hash (64 lowercase hex digits). */
+export function isKeyHash(s: string): boolean {
+  return KEY_HASH.test(s)
+}

@@ -1,0 +1,152 @@
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { z } from 'zod'
+import type { Micros } from '../budget/types.js'
+import { PROVIDER_IDS, type ProviderId } from '../providers/types.js'
+import type { Price, PricingTable } from './types.js'
+
+/** The built-in table: `<root>/pricing/default.json`, two levels above both `src/pricing/` and `dist/pricing/`. */
+export const DEFAULT_PRICING_PATH = fileURLToPath(new URL('../../pricing/default.json', import.meta.url))
+
+/** The key of a provider's catch-all entry, used when no model entry matches. */
+export const FALLBACK_KEY = '_fallback'
+
+const DEFAULT_MAX_OUTPUT_TOKENS = 4096
+const DEFAULT_TOKENS_PER_MEDIA = 2000
+/** $10,000 per 1M tokens: far above any list price, and low enough that cost math stays below 2^53. */
+const MAX_USD_PER_1M = 10_000
+
+const usdPer1M = z.number().finite().min(0).max(MAX_USD_PER_1M)
+
+const entrySchema = z.strictObject({
+  input_per_1m: usdPer1M,
+  output_per_1m: usdPer1M,
+  cached_input_per_1m: usdPer1M.optional(),
+  cache_write_per_1m: usdPer1M.optional(),
+  max_output_tokens: z.number().int().min(0).max(10_000_000).optional(),
+  hidden_reasoning: z.boolean().optional(),
+  tokens_per_media: z.number().int().min(0).max(10_000_000).optional(),
+})
+
+const modelsSchema = z.record(z.string().min(1), entrySchema)
+
+const fileSchema = z.strictObject(
+  Object.fromEntries(PROVIDER_IDS.map((id) => [id, modelsSchema.optional()])) as Record<
+    ProviderId,
+    z.ZodOptional<typeof modelsSchema>
+  >,
+)
+
+type PriceEntry = z.infer<typeof entrySchema>
+
+/**
+ * Loads the built-in table and merges the file at `filePath` over it (a model entry in the file replaces
+ * the built-in one; `_fallback` prices unknown models of that provider). Throws an Error with one line per
+ * problem, each naming the file and the JSON path, when either file is unreadable or invalid.
+ */
+export function loadPricing(opts: { filePath: string | null }): PricingTable {
+  const builtIn = readPricingFile(DEFAULT_PRICING_PATH)
+  const override = opts.filePath === null ? {} : readPricingFile(opts.filePath)
+  const prices = new Map<ProviderId, Map<string, Price>>()
+  for (const provider of PROVIDER_IDS) {
+    const models = new Map<string, Price>()
+    for (const source of [builtIn[provider], override[provider]]) {
+      for (const [model, entry] of Object.entries(source ?? {})) models.set(model, toPrice(entry))
+    }
+    prices.set(provider, models)
+  }
+  return {
+    lookup(provider, model) {
+      const models = prices.get(provider)
+      if (models === undefined) return null
+      for (const candidate of candidateIds(provider, model)) {
+        const price = models.get(candidate)
+        if (price !== undefined) return price
+      }
+      return models.get(FALLBACK_KEY) ?? null
+    },
+  }
+}
+
+/** Reads and validates one pricing file; throws one line per problem. */
+function readPricingFile(filePath: string): z.infer<typeof fileSchema> {
+  let text: string
+  try {
+    text = readFileSync(filePath, 'utf8')
+  } catch (err) {
+    throw new Error(`${filePath}: cannot read pricing file: ${(err as Error).message}`)
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (err) {
+    throw new Error(`${filePath}: invalid JSON: ${(err as Error).message}`)
+  }
+  const parsed = fileSchema.safeParse(json)
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `${filePath}: ${jsonPath(issue.path)}: ${issue.message}`)
+    throw new Error(lines.join('\n'))
+  }
+  return parsed.data
+}
+
+function jsonPath(path: readonly PropertyKey[]): string {
+  let out = '$'
+  for (const key of path) {
+    if (typeof key === 'number') out += `[${key}]`
+    else if (typeof key === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) out += `.${key}`
+    else out += `[${JSON.stringify(String(key))}]`
+  }
+  return out
+}
+
+function toMicros(usd: number): Micros {
+  return Math.round(usd * 1e6)
+}
+
+function toPrice(entry: PriceEntry): Price {
+  const inputPer1M = toMicros(entry.input_per_1m)
+  return {
+    inputPer1M,
+    outputPer1M: toMicros(entry.output_per_1m),
+    cachedInputPer1M: entry.cached_input_per_1m === undefined ? inputPer1M : toMicros(entry.cached_input_per_1m),
+    cacheWritePer1M: entry.cache_write_per_1m === undefined ? inputPer1M : toMicros(entry.cache_write_per_1m),
+    maxOutputTokens: entry.max_output_tokens ?? DEFAULT_MAX_OUTPUT_TOKENS,
+    hiddenReasoning: entry.hidden_reasoning ?? false,
+    tokensPerMedia: entry.tokens_per_media ?? DEFAULT_TOKENS_PER_MEDIA,
+  }
+}
+
+const SNAPSHOT_SUFFIX = /-(?:\d{4}-\d{2}-\d{2}|\d{8})$/
+/** Bedrock cross-region inference profile prefixes (`us.anthropic.…`, `global.anthropic.…`). */
+const BEDROCK_REGION_PREFIX = /^(?:us|us-gov|eu|apac|ap|jp|au|ca|global)\./
+const BEDROCK_ARN = /^arn:[^:]+:bedrock:[^:]*:[^:]*:(?:foundation-model|inference-profile)\/(.+)$/
+
+/** The ids tried in order: exact, without a date snapshot; for Bedrock also from an ARN and without a region prefix. */
+function candidateIds(provider: ProviderId, model: string): string[] {
+  const ids = withSnapshot(model)
+  if (provider !== 'bedrock') return ids
+  let id = model
+  // The model id travels in the URL path, so an ARN may still be percent-encoded.
+  if (id.includes('%')) {
+    try {
+      id = decodeURIComponent(id)
+    } catch {
+      // not valid percent-encoding: keep the id as it is
+    }
+    ids.push(...withSnapshot(id))
+  }
+  const arn = BEDROCK_ARN.exec(id)
+  if (arn?.[1] !== undefined) {
+    id = arn[1]
+    ids.push(...withSnapshot(id))
+  }
+  const unprefixed = id.replace(BEDROCK_REGION_PREFIX, '')
+  if (unprefixed !== id) ids.push(...withSnapshot(unprefixed))
+  return ids
+}
+
+function withSnapshot(id: string): string[] {
+  const base = id.replace(SNAPSHOT_SUFFIX, '')
+  return base === id || base.length === 0 ? [id] : [id, base]
+}

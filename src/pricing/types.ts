@@ -1,0 +1,24 @@
+import type { Micros } from '../budget/types.js'
+import type { ProviderId } from '../providers/types.js'
+
+/** One model's prices in integer micro-USD per 1M tokens. */
+export interface Price {
+  inputPer1M: Micros
+  outputPer1M: Micros
+  /** Cache reads; defaults to the input price when the table gives none. */
+  cachedInputPer1M: Micros
+  /** Cache writes (Anthropic, Bedrock); defaults to the input price when the table gives none. */
+  cacheWritePer1M: Micros
+  /** The model's largest possible output, used when a request sets no cap. */
+  maxOutputTokens: number
+  /** The model bills reasoning tokens it does not stream, so a stream cannot be metered from deltas. */
+  hiddenReasoning: boolean
+  /** Upper bound of input tokens one image (or audio/file part) can cost with this model. */
+  tokensPerMedia: number
+}
+
+/** The merged built-in and file pricing table. */
+export interface PricingTable {
+  /** Exact id, then the id without a date/version suffix, then the provider's `_fallback`; null if none. */
+  lookup(provider: ProviderId, model: string): Price | null
+}

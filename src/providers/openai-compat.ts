@@ -1,0 +1,250 @@
+import { invalidRequest } from '../errors.js'
+import { createSseFramer } from '../stream/sse.js'
+import { countChatTokens, countEmbeddingTokens, countResponsesTokens } from '../tokens/tiktoken.js'
+import { boundInputTokens } from '../tokens/bound.js'
+import { isObject, readCount, readFlag, readPositiveInt, requireString, type Json } from './body.js'
+import type { ErrorInfo, RequestFacts, RouteMatch, StreamParser, Usage } from './types.js'
+
+/**
+ * The OpenAI wire format, shared by OpenAI, Azure OpenAI and Mistral: request facts for chat,
+ * responses and embeddings, usage readers, stream parsers, error bodies and cutoff frames.
+ */
+
+export type CompatOperation = 'chat' | 'responses' | 'embeddings'
+
+// A Responses request that continues a stored conversation is billed for context the body does not
+// carry; without it in hand, the bound is the largest context window any priced model accepts.
+const STORED_CONTEXT_BOUND_TOKENS = 1_048_576
+
+export function compatRoute(operation: CompatOperation, pathModel: string | null = null): RouteMatch {
+  return { operation, pathModel, pathStream: operation === 'embeddings' ? false : null }
+}
+
+/** Reads model, stream and output cap; the model may come from the path (Azure deployment). */
+export function describeCompat(route: RouteMatch, body: Json): RequestFacts {
+  const model = route.pathModel ?? requireString(body, 'model')
+  switch (route.operation) {
+    case 'chat': {
+      const choices = readPositiveInt(body, 'n') ?? 1
+      const perChoice = readPositiveInt(body, 'max_completion_tokens') ?? readPositiveInt(body, 'max_tokens')
+      return { model, stream: readFlag(body, 'stream'), maxOutputTokens: perChoice === null ? null : perChoice * choices, choices }
+    }
+    case 'responses': {
+      if (readFlag(body, 'background')) {
+        throw invalidRequest('background responses are settled after the request ends and cannot be metered; send them without background')
+      }
+      return { model, stream: readFlag(body, 'stream'), maxOutputTokens: readPositiveInt(body, 'max_output_tokens'), choices: 1 }
+    }
+    case 'embeddings':
+      return { model, stream: false, maxOutputTokens: 0, choices: 1 }
+    default:
+      throw invalidRequest(`unsupported operation ${route.operation}`)
+  }
+}
+
+/**
+ * Bytes of the body plus media parts; a stored conversation adds the largest context window. No priming
+ * overhead: each message's JSON (`{"role":"user","content":""}`, 28 bytes) outweighs its 4 wrapper tokens.
+ */
+export function boundCompatInput(route: RouteMatch, body: Json, raw: Buffer, tokensPerMedia: number): number {
+  const bound = boundInputTokens(raw, body, tokensPerMedia)
+  const stored = route.operation === 'responses' && (body.previous_response_id != null || body.conversation != null)
+  return stored ? bound + STORED_CONTEXT_BOUND_TOKENS : bound
+}
+
+/** Exact tiktoken count of what the body carries (null for stored conversations, which it cannot see). */
+export function countCompatInput(route: RouteMatch, body: Json, model: string, limit: number): number | null {
+  switch (route.operation) {
+    case 'chat':
+      return countChatTokens(body, model, limit)
+    case 'responses':
+      if (body.previous_response_id != null || body.conversation != null) return null
+      return countResponsesTokens(body, model, limit)
+    case 'embeddings':
+      return countEmbeddingTokens(body, model, limit)
+    default:
+      return null
+  }
+}
+
+/** Forces usage on streams and lowers the output cap; returns true if the body changed. */
+export function prepareCompatBody(route: RouteMatch, body: Json, facts: RequestFacts, maxOutputTokens: number | null): boolean {
+  let changed = false
+  if (route.operation === 'chat' && facts.stream) {
+    // Usage arrives only when asked for; settlement needs it.
+    const options = isObject(body.stream_options) ? body.stream_options : {}
+    if (options.include_usage !== true) {
+      body.stream_options = { ...options, include_usage: true }
+      changed = true
+    }
+  }
+  if (maxOutputTokens !== null) {
+    if (route.operation === 'chat') {
+      const perChoice = Math.max(1, Math.floor(maxOutputTokens / facts.choices))
+      if (body.max_tokens != null && body.max_completion_tokens == null) body.max_tokens = perChoice
+      else body.max_completion_tokens = perChoice
+      changed = true
+    } else if (route.operation === 'responses') {
+      body.max_output_tokens = Math.max(16, maxOutputTokens)
+      changed = true
+    }
+  }
+  return changed
+}
+
+/** Usage of a chat or embeddings response (`prompt_tokens` includes cached tokens). */
+export function chatUsage(usage: unknown): Usage | null {
+  if (!isObject(usage)) return null
+  const prompt = readCount(usage, 'prompt_tokens')
+  const cached = readCount(usage.prompt_tokens_details, 'cached_tokens') ?? 0
+  const result: Usage = { outputTokens: readCount(usage, 'completion_tokens') ?? 0 }
+  if (prompt !== undefined) {
+    result.inputTokens = Math.max(0, prompt - cached)
+    result.cachedInputTokens = Math.min(cached, prompt)
+  }
+  return result
+}
+
+/** Usage of a Responses API response (`input_tokens` includes cached tokens; output includes reasoning). */
+export function responsesUsage(usage: unknown): Usage | null {
+  if (!isObject(usage)) return null
+  const input = readCount(usage, 'input_tokens')
+  const cached = readCount(usage.input_tokens_details, 'cached_tokens') ?? 0
+  const result: Usage = { outputTokens: readCount(usage, 'output_tokens') ?? 0 }
+  if (input !== undefined) {
+    result.inputTokens = Math.max(0, input - cached)
+    result.cachedInputTokens = Math.min(cached, input)
+  }
+  return result
+}
+
+export function compatUsageFromBody(route: RouteMatch, json: unknown): Usage | null {
+  if (!isObject(json)) return null
+  return route.operation === 'responses' ? responsesUsage(json.usage) : chatUsage(json.usage)
+}
+
+/** Adds the generated text of one chat chunk: content, refusal, reasoning and tool-call arguments. */
+function addChatDelta(chunk: Json, state: CompatStreamState): void {
+  const choices = chunk.choices
+  if (!Array.isArray(choices)) return
+  for (const choice of choices) {
+    const delta = isObject(choice) ? choice.delta : undefined
+    if (!isObject(delta)) continue
+    state.addText(delta.content)
+    state.addText(delta.refusal)
+    state.addText(delta.reasoning_content)
+    state.addText(delta.reasoning)
+    if (Array.isArray(delta.tool_calls)) {
+      for (const call of delta.tool_calls) {
+        if (!isObject(call) || !isObject(call.function)) continue
+        state.addText(call.function.name)
+        state.addText(call.function.arguments)
+      }
+    }
+    if (isObject(delta.function_call)) state.addText(delta.function_call.arguments)
+  }
+}
+
+/** Tracks generated text and reported usage for one OpenAI-format stream. */
+class CompatStreamState {
+  usage: Usage = {}
+  outputBytes = 0
+  text: string[] = []
+  failed = false
+
+  addText(value: unknown): void {
+    if (typeof value !== 'string' || value.length === 0) return
+    this.outputBytes += Buffer.byteLength(value)
+    this.text.push(value)
+  }
+}
+
+/** Parser for `chat/completions` streams: `data: {chunk}` events, usage on the last chunk, `[DONE]`. */
+export function createChatStreamParser(): StreamParser {
+  const state = new CompatStreamState()
+  const framer = createSseFramer((event) => {
+    if (event.data === '[DONE]') return
+    let chunk: unknown
+    try {
+      chunk = JSON.parse(event.data)
+    } catch {
+      return
+    }
+    if (!isObject(chunk)) return
+    if (chunk.error !== undefined) state.failed = true
+    addChatDelta(chunk, state)
+    const usage = chatUsage(chunk.usage)
+    if (usage !== null) state.usage = usage
+  })
+  return streamParserFrom(framer, state)
+}
+
+const RESPONSES_TEXT_EVENTS = new Set([
+  'response.output_text.delta',
+  'response.refusal.delta',
+  'response.function_call_arguments.delta',
+  'response.reasoning_text.delta',
+  'response.reasoning_summary_text.delta',
+  'response.custom_tool_call_input.delta',
+  'response.code_interpreter_call_code.delta',
+  'response.mcp_call_arguments.delta',
+])
+
+/** Parser for Responses API streams: typed events, usage in `response.completed`/`incomplete`/`failed`. */
+export function createResponsesStreamParser(): StreamParser {
+  const state = new CompatStreamState()
+  const framer = createSseFramer((event) => {
+    let data: unknown
+    try {
+      data = JSON.parse(event.data)
+    } catch {
+      return
+    }
+    if (!isObject(data)) return
+    const type = typeof data.type === 'string' ? data.type : event.event
+    if (type === undefined) return
+    if (RESPONSES_TEXT_EVENTS.has(type)) {
+      state.addText(data.delta)
+    } else if (type === 'response.completed' || type === 'response.incomplete' || type === 'response.failed') {
+      const usage = isObject(data.response) ? responsesUsage(data.response.usage) : null
+      if (usage !== null) state.usage = usage
+      if (type === 'response.failed') state.failed = true
+    } else if (type === 'error') {
+      state.failed = true
+    }
+  })
+  return streamParserFrom(framer, state)
+}
+
+function streamParserFrom(framer: ReturnType<typeof createSseFramer>, state: CompatStreamState): StreamParser {
+  return {
+    push: (chunk) => framer.push(chunk),
+    flush: () => framer.flush(),
+    reported: () => state.usage,
+    estimatedOutputTokens: () => state.outputBytes,
+    outputText: () => state.text.join(''),
+    upstreamError: () => state.failed,
+  }
+}
+
+export function createCompatStreamParser(route: RouteMatch): StreamParser {
+  return route.operation === 'responses' ? createResponsesStreamParser() : createChatStreamParser()
+}
+
+/** OpenAI's error object, with the Loopers code and budget details inside it. */
+export function compatErrorBody(error: ErrorInfo): Json {
+  return { error: { message: error.message, type: error.code, param: null, code: error.code, ...error.details } }
+}
+
+/**
+ * Ends a cut stream so the SDK raises: chat streams get an `error` chunk and `[DONE]`; Responses
+ * streams an `error` event that also carries the `error` object the SDK looks for.
+ */
+export function compatCutoffFrame(route: RouteMatch, error: ErrorInfo): Buffer {
+  const body = compatErrorBody(error)
+  if (route.operation === 'responses') {
+    const event = { type: 'error', code: error.code, message: error.message, param: null, ...body }
+    return Buffer.from(`event: error\ndata: ${JSON.stringify(event)}\n\n`)
+  }
+  return Buffer.from(`data: ${JSON.stringify(body)}\n\ndata: [DONE]\n\n`)
+}

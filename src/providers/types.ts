@@ -1,0 +1,135 @@
+import type { IncomingHttpHeaders } from 'node:http'
+
+/** The six upstreams Loopers fronts; the first path segment of every proxied route. */
+export const PROVIDER_IDS = ['openai', 'anthropic', 'gemini', 'bedrock', 'azure', 'mistral'] as const
+export type ProviderId = (typeof PROVIDER_IDS)[number]
+
+export function isProviderId(value: string): value is ProviderId {
+  return (PROVIDER_IDS as readonly string[]).includes(value)
+}
+
+/** A metered operation recognised by an adapter, e.g. OpenAI `chat` or Gemini `generateContent`. */
+export interface RouteMatch {
+  /** Adapter-defined operation name, stable for logs and metrics. */
+  operation: string
+  /** Model named by the path (Gemini, Bedrock, Azure deployment); null when the body names it. */
+  pathModel: string | null
+  /** Streaming decided by the path (Gemini `:streamGenerateContent`, Bedrock `-stream`); null when the body decides. */
+  pathStream: boolean | null
+}
+
+/** What the proxy needs to know about a request before it reserves. */
+export interface RequestFacts {
+  /** The pricing key: the model id, or the Azure deployment name. */
+  model: string
+  stream: boolean
+  /** Output tokens the request may produce across all choices, or null when the body sets no cap. */
+  maxOutputTokens: number | null
+  /** How many completions one request yields (`n`); caps are per choice, so output bounds multiply by it. */
+  choices: number
+}
+
+/**
+ * Token usage normalised across providers. Undefined means the provider did not report the field.
+ * `inputTokens` excludes cached and cache-write tokens; `outputTokens` includes reasoning/thinking tokens.
+ */
+export interface Usage {
+  inputTokens?: number
+  cachedInputTokens?: number
+  cacheWriteTokens?: number
+  outputTokens?: number
+}
+
+/** Incremental reader of one upstream stream body. It never changes bytes: it only watches them. */
+export interface StreamParser {
+  /**
+   * Feeds upstream bytes. Returns the bytes of the frames completed by this chunk (possibly empty),
+   * so the meter forwards whole frames only and a cutoff frame never lands inside another frame.
+   */
+  push(chunk: Buffer): Buffer
+  /** Remaining bytes of an unfinished frame at end of stream (forwarded as they are). */
+  flush(): Buffer
+  /** Usage reported by the provider so far (cumulative); fields stay undefined until reported. */
+  reported(): Usage
+  /** Upper bound of output tokens generated so far, counted from the deltas seen (UTF-8 bytes of text). */
+  estimatedOutputTokens(): number
+  /** The output text seen so far, for an exact recount near the limit; null when not kept. */
+  outputText(): string | null
+  /** An error the upstream sent inside the stream, if any (the stream then bills nothing more). */
+  upstreamError(): boolean
+}
+
+/** Where and how to send the upstream request. Credential injection sees the final body (SigV4 signs it). */
+export interface UpstreamRequest {
+  url: string
+  headers: Record<string, string>
+  body: Buffer
+}
+
+/** What an adapter receives to build the upstream request. */
+export interface UpstreamContext {
+  route: RouteMatch
+  /** The path after `/{provider}`, without query string, as the client sent it. */
+  path: string
+  /** The raw query string without `?` (may be empty). Adapters drop credential parameters. */
+  query: string
+  headers: IncomingHttpHeaders
+  /** Upstream credential chosen by the proxy (header, path-auth SDK key, or environment); null if none. */
+  credential: UpstreamCredential | null
+  body: Buffer
+}
+
+export type UpstreamCredential =
+  | { kind: 'apiKey'; value: string }
+  | { kind: 'aws'; accessKeyId: string; secretAccessKey: string; sessionToken?: string; region: string }
+
+/** Proxy-produced error, rendered in the provider's own shape. */
+export interface ErrorInfo {
+  status: number
+  code: string
+  message: string
+  /** Extra fields for budget errors (window, limit_usd, spent_usd, resets_at). */
+  details?: Record<string, unknown>
+}
+
+/**
+ * Everything Loopers knows about one provider. Shared code never branches on the provider id;
+ * a need that is not expressible here is a missing member of this interface.
+ */
+export interface ProviderAdapter {
+  id: ProviderId
+  /** The proxy key from where this provider's SDK sends its key; null when absent. */
+  readKey(headers: IncomingHttpHeaders, query: URLSearchParams): string | null
+  /** Matches a metered POST operation; null means the path is not metered (and so refused). */
+  findRoute(method: string, path: string): RouteMatch | null
+  /** True for requests forwarded without a reservation because they cost nothing (model lists, token counts). */
+  isFree(method: string, path: string): boolean
+  /** Reads model, stream flag and output cap; throws ProxyError(invalid_request) on a body it cannot meter. */
+  describe(route: RouteMatch, body: Record<string, unknown>): RequestFacts
+  /** Cheap upper bound of input tokens (never below the true count). */
+  boundInputTokens(route: RouteMatch, body: Record<string, unknown>, raw: Buffer, tokensPerMedia: number): number
+  /**
+   * Exact input count with the model's real tokenizer (media parts excluded), or null when this
+   * provider has none here. Stops early and returns a count above `limit` once it exceeds it.
+   */
+  countInputTokens(route: RouteMatch, body: Record<string, unknown>, model: string, limit: number): number | null
+  /**
+   * Rewrites the body before forwarding: forces usage reporting on streams and, when `maxOutputTokens`
+   * is given, lowers the cap to it (per choice). Returns true if the body changed.
+   */
+  prepareBody(route: RouteMatch, body: Record<string, unknown>, facts: RequestFacts, maxOutputTokens: number | null): boolean
+  /** The upstream credential as the client sent it in the SDK's usual place (used under path auth). */
+  readClientCredential(headers: IncomingHttpHeaders, query: URLSearchParams): UpstreamCredential | null
+  /** Server-held credential from configuration, or null. */
+  defaultCredential(): UpstreamCredential | null
+  /** Builds URL and headers for the upstream, injecting the credential; never forwards the proxy key. */
+  buildUpstream(ctx: UpstreamContext): UpstreamRequest
+  /** Usage from a complete non-streaming JSON response; null if it reports none. */
+  usageFromBody(route: RouteMatch, json: unknown): Usage | null
+  /** A fresh parser for one streamed response body. */
+  createStreamParser(route: RouteMatch): StreamParser
+  /** The bytes that end a stream cut at the budget, in this provider's stream format. */
+  cutoffFrame(route: RouteMatch, error: ErrorInfo): Buffer
+  /** Error response body in this provider's shape (content-type is JSON). */
+  errorBody(error: ErrorInfo): unknown
+}

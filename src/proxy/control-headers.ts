@@ -1,0 +1,55 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import type { SessionRequest } from '../budget/types.js'
+import { AmountError, parseUsd } from '../cli/money.js'
+import { invalidRequest } from '../errors.js'
+import type { UpstreamCredential } from '../providers/types.js'
+import { headerValue } from './headers.js'
+
+/** The `X-Loopers-*` request headers: session limits and upstream credentials. None is forwarded. */
+
+const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+/** Session limits from the headers; null without `X-Loopers-Session-ID`. Throws invalid_request on bad values. */
+export function readSession(headers: IncomingHttpHeaders): SessionRequest | null {
+  const id = headerValue(headers, 'x-loopers-session-id')
+  const budget = headerValue(headers, 'x-loopers-session-budget')
+  const steps = headerValue(headers, 'x-loopers-session-max-steps') ?? headerValue(headers, 'x-loopers-max-steps')
+  if (id === null) {
+    if (budget !== null || steps !== null) throw invalidRequest('X-Loopers-Session-Budget and -Max-Steps need X-Loopers-Session-ID')
+    return null
+  }
+  if (!SESSION_ID.test(id)) throw invalidRequest('X-Loopers-Session-ID must be 1-128 characters of A-Z a-z 0-9 . _ : -')
+  let budgetMicros: number | null = null
+  if (budget !== null) {
+    try {
+      budgetMicros = parseUsd(budget)
+    } catch (error) {
+      if (error instanceof AmountError) throw invalidRequest(`X-Loopers-Session-Budget: ${error.message}`)
+      throw error
+    }
+    if (budgetMicros === 0) throw invalidRequest('X-Loopers-Session-Budget must be above 0')
+  }
+  let maxSteps: number | null = null
+  if (steps !== null) {
+    if (!/^\d{1,9}$/.test(steps) || Number(steps) < 1) throw invalidRequest('X-Loopers-Session-Max-Steps must be a positive integer')
+    maxSteps = Number(steps)
+  }
+  return { id, budgetMicros, maxSteps }
+}
+
+/** An upstream credential given in `X-Loopers-*` headers (AWS SigV4 set, or a provider key); null if none. */
+export function readLoopersCredential(headers: IncomingHttpHeaders, defaultRegion: string): UpstreamCredential | null {
+  const accessKeyId = headerValue(headers, 'x-loopers-aws-access-key')
+  const secretAccessKey = headerValue(headers, 'x-loopers-aws-secret-key')
+  if (accessKeyId !== null || secretAccessKey !== null) {
+    if (accessKeyId === null || secretAccessKey === null) {
+      throw invalidRequest('X-Loopers-AWS-Access-Key and X-Loopers-AWS-Secret-Key must be sent together')
+    }
+    const sessionToken = headerValue(headers, 'x-loopers-aws-session-token')
+    const region = headerValue(headers, 'x-loopers-aws-region') ?? defaultRegion
+    if (!/^[a-z]{2}(-[a-z]+)+-\d$/.test(region)) throw invalidRequest('X-Loopers-AWS-Region is not an AWS region')
+    return { kind: 'aws', accessKeyId, secretAccessKey, region, ...(sessionToken === null ? {} : { sessionToken }) }
+  }
+  const key = headerValue(headers, 'x-loopers-provider-key')
+  return key === null ? null : { kind: 'apiKey', value: key }
+}

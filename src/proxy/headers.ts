@@ -1,0 +1,79 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+
+// Hop-by-hop and framing headers are per connection; undici and Node set their own.
+const NOT_FORWARDED = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+  'host',
+  'content-length',
+  // Identity encoding so the proxy can read usage from bodies and streams without inflating them.
+  'accept-encoding',
+  // Every credential header any SDK sends: the adapter sets the one upstream credential itself.
+  'authorization',
+  'x-api-key',
+  'api-key',
+  'x-goog-api-key',
+  'x-amz-security-token',
+  'x-amz-date',
+  'x-amz-content-sha256',
+])
+
+/**
+ * Client request headers that may travel upstream: no hop-by-hop headers, no credentials,
+ * no `X-Loopers-*` control headers, no HTTP/2 pseudo-headers.
+ */
+export function forwardableRequestHeaders(incoming: IncomingHttpHeaders): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [name, value] of Object.entries(incoming)) {
+    if (value === undefined || name.startsWith(':') || NOT_FORWARDED.has(name) || name.startsWith('x-loopers-')) continue
+    out[name] = Array.isArray(value) ? value.join(', ') : value
+  }
+  out['accept-encoding'] = 'identity'
+  return out
+}
+
+const RESPONSE_NOT_RELAYED = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-connection',
+  'content-length',
+  'trailer',
+  'http2-settings',
+])
+
+/** Upstream response headers to relay to the client (content-length is recomputed by the server). */
+export function relayableResponseHeaders(upstream: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {}
+  for (const [name, value] of Object.entries(upstream)) {
+    if (value === undefined || RESPONSE_NOT_RELAYED.has(name)) continue
+    out[name] = value
+  }
+  return out
+}
+
+/** First value of a header, trimmed; null when absent or empty. */
+export function headerValue(headers: IncomingHttpHeaders, name: string): string | null {
+  const raw = headers[name]
+  const value = Array.isArray(raw) ? raw[0] : raw
+  if (value === undefined) return null
+  const trimmed = value.trim()
+  return trimmed.length > 0 ? trimmed : null
+}
+
+/** The token of an `Authorization: Bearer <token>` header, or null. */
+export function bearerToken(headers: IncomingHttpHeaders): string | null {
+  const value = headerValue(headers, 'authorization')
+  if (value === null) return null
+  const match = /^Bearer\s+(\S+)$/i.exec(value)
+  return match?.[1] ?? null
+}

@@ -1,0 +1,47 @@
+import type { Refusal } from '../budget/types.js'
+import { microsToUsd } from '../cli/money.js'
+import {
+  budgetExceeded,
+  invalidKey,
+  keyRevoked,
+  providerNotAllowed,
+  sessionBudgetExceeded,
+  sessionStepsExceeded,
+  type ProxyError,
+} from '../errors.js'
+import type { ProviderId } from '../providers/types.js'
+
+/** Turns a typed store refusal into the contract's error, with budget details and Retry-After. */
+export function refusalError(refusal: Refusal, provider: ProviderId, now: number): ProxyError {
+  switch (refusal.reason) {
+    case 'invalid_key':
+      return invalidKey('unknown Loopers proxy key')
+    case 'key_revoked':
+      return keyRevoked('this Loopers proxy key has been revoked')
+    case 'provider_not_allowed':
+      return providerNotAllowed(`this Loopers proxy key may not use ${provider}`)
+    case 'session_steps_exceeded':
+      return sessionStepsExceeded('the session has used all its steps')
+    case 'session_budget_exceeded':
+      return sessionBudgetExceeded('the session budget cannot hold this request', {
+        details: { limit_usd: usd(refusal.limitMicros), spent_usd: usd(refusal.spentMicros) },
+      })
+    case 'budget_exceeded': {
+      const resetsAt = refusal.resetsAt ?? new Date(now)
+      const retryAfterSeconds = Math.max(1, Math.ceil((resetsAt.getTime() - now) / 1000))
+      return budgetExceeded(`the ${refusal.window ?? ''} budget cannot hold this request`.replace('  ', ' '), {
+        details: {
+          window: refusal.window ?? null,
+          limit_usd: usd(refusal.limitMicros),
+          spent_usd: usd(refusal.spentMicros),
+          resets_at: resetsAt.toISOString(),
+        },
+        retryAfterSeconds,
+      })
+    }
+  }
+}
+
+function usd(micros: number | undefined): number | null {
+  return micros === undefined ? null : microsToUsd(micros)
+}

@@ -1,0 +1,27 @@
+import type { FastifyReply } from 'fastify'
+import type { ProxyError } from '../errors.js'
+import { compatErrorBody } from '../providers/openai-compat.js'
+import type { ErrorInfo, ProviderAdapter } from '../providers/types.js'
+
+// SDKs retry 429s on their own; past a minute of waiting a retry only burns the client's time.
+const LONGEST_USEFUL_RETRY_SECONDS = 60
+
+export function toErrorInfo(error: ProxyError): ErrorInfo {
+  return { status: error.status, code: error.code, message: error.message, ...(error.details ? { details: error.details } : {}) }
+}
+
+/**
+ * Sends a proxy-produced error in the provider's shape (OpenAI's when no provider is known), with
+ * `X-Loopers-Error-Code`, `Retry-After` for windows, and `x-should-retry: false` where retrying cannot help.
+ */
+export function sendError(reply: FastifyReply, adapter: ProviderAdapter | null, error: ProxyError): void {
+  const info = toErrorInfo(error)
+  reply.code(error.status).header('x-loopers-error-code', error.code).header('content-type', 'application/json')
+  if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds))
+  const hopeless =
+    error.code === 'session_budget_exceeded' ||
+    error.code === 'session_steps_exceeded' ||
+    (error.code === 'budget_exceeded' && (error.retryAfterSeconds ?? 0) > LONGEST_USEFUL_RETRY_SECONDS)
+  if (hopeless) reply.header('x-should-retry', 'false')
+  reply.send(JSON.stringify(adapter === null ? compatErrorBody(info) : adapter.errorBody(info)))
+}

@@ -1,0 +1,36 @@
+import { isProviderId, type ProviderId } from '../providers/types.js'
+
+/** Where a proxied request goes: `/{provider}/{path}` or, with path auth, `/{lp-key}/{provider}/{path}`. */
+export interface Target {
+  /** The proxy key carried in the path (path auth), else null. */
+  pathKey: string | null
+  provider: ProviderId
+  /** The provider's own API path, starting with `/`. */
+  path: string
+  /** Raw query string without `?`. */
+  query: string
+}
+
+/** Splits a request URL into its target; null when the URL names no provider. */
+export function parseTarget(url: string): Target | null {
+  const queryStart = url.indexOf('?')
+  const pathname = queryStart < 0 ? url : url.slice(0, queryStart)
+  const query = queryStart < 0 ? '' : url.slice(queryStart + 1)
+  const segments = pathname.split('/')
+  // segments[0] is the empty string before the leading slash.
+  let index = 1
+  let pathKey: string | null = null
+  if (segments[index]?.startsWith('lp-')) {
+    pathKey = segments[index] ?? null
+    index++
+  }
+  const provider = segments[index]
+  if (provider === undefined || !isProviderId(provider)) return null
+  const rest = segments.slice(index + 1).join('/')
+  return { pathKey, provider, path: `/${rest}`, query }
+}
+
+/** The URL with any path key and credential query parameters masked, for logs. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/lp-[A-Za-z0-9]+/g, '/lp-***').replace(/([?&](?:key|api-key|api_key)=)[^&]*/gi, '$1***')
+}

@@ -1,0 +1,79 @@
+import type { Readable } from 'node:stream'
+import { Agent, errors as undiciErrors, type Dispatcher } from 'undici'
+import { ProxyError, upstreamTimeout, upstreamUnreachable } from '../errors.js'
+import type { UpstreamRequest } from '../providers/types.js'
+
+/** The answer of an upstream: status, headers, and a body stream that must be consumed or destroyed. */
+export interface UpstreamResponse {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: Readable
+}
+
+export interface UpstreamClient {
+  /**
+   * Sends one request. Rejects with ProxyError(upstream_unreachable | upstream_timeout) when the
+   * upstream cannot be reached or does not answer in time, or with the abort reason when `signal` fires.
+   */
+  send(request: UpstreamRequest, signal: AbortSignal, method?: 'POST' | 'GET' | 'HEAD'): Promise<UpstreamResponse>
+  close(): Promise<void>
+}
+
+export interface UpstreamOptions {
+  connectTimeoutMs: number
+  /** Longest wait for response headers and longest silence inside a response body. */
+  timeoutMs: number
+  /** For tests: a dispatcher to use instead of a pooled Agent. */
+  dispatcher?: Dispatcher
+}
+
+export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
+  const dispatcher =
+    options.dispatcher ??
+    new Agent({
+      connect: { timeout: options.connectTimeoutMs },
+      headersTimeout: options.timeoutMs,
+      bodyTimeout: options.timeoutMs,
+      keepAliveTimeout: 30_000,
+      connections: 256,
+    })
+  return {
+    async send(request, signal, method = 'POST') {
+      try {
+        const response = await dispatcher.request({
+          origin: new URL(request.url).origin,
+          path: pathOf(request.url),
+          method,
+          headers: request.headers,
+          body: method === 'POST' ? request.body : null,
+          signal,
+        })
+        return { status: response.statusCode, headers: response.headers, body: response.body }
+      } catch (error) {
+        throw classify(error, signal)
+      }
+    },
+    async close() {
+      if (options.dispatcher === undefined) await dispatcher.close()
+    },
+  }
+}
+
+function pathOf(url: string): string {
+  const parsed = new URL(url)
+  return `${parsed.pathname}${parsed.search}`
+}
+
+/** Maps transport failures to the contract's 502/504 errors; an abort by the client passes through. */
+export function classify(error: unknown, signal?: AbortSignal): unknown {
+  if (signal?.aborted) return error
+  if (error instanceof ProxyError) return error
+  if (
+    error instanceof undiciErrors.ConnectTimeoutError ||
+    error instanceof undiciErrors.HeadersTimeoutError ||
+    error instanceof undiciErrors.BodyTimeoutError
+  ) {
+    return upstreamTimeout('the provider did not answer in time', { cause: error })
+  }
+  return upstreamUnreachable('the provider could not be reached', { cause: error })
+}

@@ -1,0 +1,111 @@
+import type { Readable } from 'node:stream'
+import type { Micros } from '../budget/types.js'
+import type { ErrorInfo, StreamParser } from '../providers/types.js'
+
+/** How a metered stream ended. */
+export type StreamOutcome = 'completed' | 'cutoff' | 'client_closed' | 'upstream_failed'
+
+/** The client side of a stream: Node's ServerResponse or Http2ServerResponse. */
+export interface StreamSink {
+  write(chunk: Buffer): boolean
+  end(chunk?: Buffer): unknown
+  once(event: 'close' | 'drain', listener: () => void): unknown
+  off(event: 'close' | 'drain', listener: () => void): unknown
+  readonly writableEnded: boolean
+  readonly destroyed: boolean
+}
+
+export interface MeterOptions {
+  parser: StreamParser
+  upstream: Readable
+  client: StreamSink
+  /** What the reservation holds now (it grows with each extension). */
+  reservedMicros(): Micros
+  /** What the stream has cost so far, from reported usage or the parser's estimate. */
+  costMicros(): Micros
+  /** Grows the reservation by at least `needMicros`; resolves null when granted, else the error to cut with. */
+  extend(needMicros: Micros): Promise<ErrorInfo | null>
+  /** The provider-format frame that ends a cut stream. */
+  cutoffFrame(error: ErrorInfo): Buffer
+  /** The error a client sees when the upstream breaks mid-stream. */
+  upstreamFailure: ErrorInfo
+}
+
+export interface MeterResult {
+  outcome: StreamOutcome
+  /** The error the stream was ended with (cutoff or upstream failure). */
+  error: ErrorInfo | null
+}
+
+/**
+ * Forwards an upstream stream to the client whole frame by whole frame, bytes unchanged. Before a
+ * frame that would pass the reservation is forwarded, the reservation is extended; when that is
+ * refused the stream ends with a cutoff frame and the upstream is destroyed. A client that goes
+ * away destroys the upstream at once. Resolves exactly once, after the upstream is released.
+ */
+export async function meterStream(options: MeterOptions): Promise<MeterResult> {
+  const { parser, upstream, client } = options
+  let clientClosed = client.destroyed
+  const onClientClose = (): void => {
+    if (client.writableEnded) return
+    clientClosed = true
+    upstream.destroy()
+  }
+  client.once('close', onClientClose)
+
+  async function forward(bytes: Buffer): Promise<ErrorInfo | null> {
+    const cost = options.costMicros()
+    const reserved = options.reservedMicros()
+    if (cost > reserved) {
+      const refusal = await options.extend(cost - reserved)
+      if (refusal !== null) return refusal
+    }
+    if (clientClosed) return null
+    if (!client.write(bytes)) await drained(client)
+    return null
+  }
+
+  try {
+    for await (const chunk of upstream as AsyncIterable<Buffer>) {
+      if (clientClosed) return { outcome: 'client_closed', error: null }
+      const ready = parser.push(chunk)
+      if (ready.length === 0) continue
+      const refusal = await forward(ready)
+      if (clientClosed) return { outcome: 'client_closed', error: null }
+      if (refusal !== null) return cut(refusal, 'cutoff')
+    }
+    const rest = parser.flush()
+    if (rest.length > 0) {
+      const refusal = await forward(rest)
+      if (clientClosed) return { outcome: 'client_closed', error: null }
+      if (refusal !== null) return cut(refusal, 'cutoff')
+    }
+    client.end()
+    return { outcome: 'completed', error: null }
+  } catch {
+    if (clientClosed) return { outcome: 'client_closed', error: null }
+    return cut(options.upstreamFailure, 'upstream_failed')
+  } finally {
+    client.off('close', onClientClose)
+    if (!upstream.destroyed) upstream.destroy()
+  }
+
+  function cut(error: ErrorInfo, outcome: StreamOutcome): MeterResult {
+    upstream.destroy()
+    if (!client.writableEnded && !client.destroyed) client.end(options.cutoffFrame(error))
+    return { outcome, error }
+  }
+}
+
+/** Resolves when the client can take more bytes, or when it has gone away. */
+function drained(client: StreamSink): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      client.off('drain', done)
+      client.off('close', done)
+      resolve()
+    }
+    client.once('drain', done)
+    client.once('close', done)
+  })
+}

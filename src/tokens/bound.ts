@@ -1,0 +1,98 @@
+/**
+ * Cheap, provable upper bounds of a request's input tokens. Every tokenizer the providers use is byte-level
+ * (each token is at least one UTF-8 byte of text), so a body's byte length bounds the text tokens in it;
+ * media parts (images, audio, files) are counted apart and priced per part by the caller's model.
+ */
+
+/**
+ * Tokens a provider adds to every request beyond its body bytes: chat priming and message wrappers, and
+ * Anthropic's tool-use system prompt (up to 530 tokens, Claude 3 Opus). Provider-defined tools that expand
+ * to more (computer use, text editor) are the adapter's to add through `overheadTokens`.
+ */
+export const PRIMING_TOKENS = 1024
+
+/** Values visited at most by `mediaParts`: a 10 MiB JSON body holds about 5 million. */
+export const MAX_MEDIA_WALK_NODES = 6_000_000
+
+/** The fewest JSON bytes one media part can take (`{"type":"file"}`), for bounding a body too large to walk. */
+const MIN_MEDIA_PART_BYTES = 15
+
+/** `type` values of media content parts: OpenAI chat/responses, Mistral, Anthropic. */
+const MEDIA_TYPES = new Set([
+  'image_url', // OpenAI chat, Mistral
+  'input_image', // OpenAI responses
+  'input_audio', // OpenAI chat, Mistral
+  'input_file', // OpenAI responses
+  'file', // OpenAI chat
+  'document_url', // Mistral
+  'image', // Anthropic
+  'document', // Anthropic
+])
+
+/** Keys whose object value is one media part: Gemini (both JSON spellings). */
+const GEMINI_MEDIA_KEYS = ['inlineData', 'inline_data', 'fileData', 'file_data'] as const
+/** Bedrock Converse (and Nova invoke) blocks `{image|document|video: {format, source}}`. */
+const SOURCED_MEDIA_KEYS = ['image', 'document', 'video'] as const
+
+/** UTF-8 byte length of a raw body or a string. */
+export function utf8Bytes(raw: Buffer | string): number {
+  return typeof raw === 'string' ? Buffer.byteLength(raw, 'utf8') : raw.length
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** True for one image/audio/video/file content part in any provider's request format. */
+export function isMediaPart(node: Record<string, unknown>): boolean {
+  if (typeof node.type === 'string' && MEDIA_TYPES.has(node.type)) return true
+  for (const key of GEMINI_MEDIA_KEYS) if (isObject(node[key])) return true
+  for (const key of SOURCED_MEDIA_KEYS) {
+    const block = node[key]
+    if (isObject(block) && 'source' in block) return true
+  }
+  return false
+}
+
+/**
+ * Counts media parts anywhere in a parsed JSON body, iteratively (deep nesting cannot overflow the stack)
+ * and visiting at most `maxNodes` values. Returns null when the body has more values than that.
+ * A counted part is not searched further.
+ */
+export function mediaParts(body: unknown, maxNodes: number = MAX_MEDIA_WALK_NODES): number | null {
+  let parts = 0
+  let visited = 0
+  const stack: unknown[] = [body]
+  while (stack.length > 0) {
+    const node = stack.pop()
+    if (typeof node !== 'object' || node === null) continue
+    if (++visited > maxNodes) return null
+    if (Array.isArray(node)) {
+      for (const item of node) if (typeof item === 'object' && item !== null) stack.push(item)
+      continue
+    }
+    const record = node as Record<string, unknown>
+    if (isMediaPart(record)) {
+      parts += 1
+      continue
+    }
+    for (const key in record) {
+      const value = record[key]
+      if (typeof value === 'object' && value !== null) stack.push(value)
+    }
+  }
+  return parts
+}
+
+/**
+ * Upper bound of a request's input tokens: body bytes + media parts × `tokensPerMedia` + `overheadTokens`
+ * (what the adapter knows its provider adds beyond the body: PRIMING_TOKENS where the body's own JSON
+ * does not already outweigh it). A body too large to walk is assumed to be
+ * made of the smallest possible media parts. Content the body only references (a previous response, a
+ * cached context, a stored prompt) is not in the body and not in this bound.
+ */
+export function boundInputTokens(raw: Buffer, body: unknown, tokensPerMedia: number, overheadTokens = 0): number {
+  const bytes = raw.length
+  const parts = mediaParts(body) ?? Math.floor(bytes / MIN_MEDIA_PART_BYTES)
+  return Math.min(bytes + parts * tokensPerMedia + overheadTokens, Number.MAX_SAFE_INTEGER)
+}

@@ -1,0 +1,296 @@
+import { createRequire } from 'node:module'
+import type { TiktokenBPE } from 'js-tiktoken/lite'
+import { isMediaPart } from './bound.js'
+
+/**
+ * Exact OpenAI token counts from js-tiktoken's rank files. Pieces are split with tiktoken's own regex and
+ * merged with a heap (O(n log n) per piece): js-tiktoken's `encode` merges in O(n²) string joins, so one
+ * 2,048-character run without a break costs it 0.3 s (2.4 s in CJK) and a crafted prompt could hold the
+ * event loop for minutes.
+ * The counts equal `new Tiktoken(ranks).encode(text, [], []).length` (special tokens count as plain text,
+ * as the API treats them in user content).
+ */
+
+export type Encoding = 'o200k_base' | 'cl100k_base'
+
+interface Encoder {
+  /** tiktoken's pre-tokenizer; shared, so reset `lastIndex` before each use. */
+  pattern: RegExp
+  /** Token bytes (as a latin1 string, one char per byte) → rank. */
+  ranks: Map<string, number>
+}
+
+const encoders = new Map<Encoding, Encoder>()
+const requireRanks = createRequire(import.meta.url)
+
+/** o200k_base for gpt-4o, gpt-4.1, gpt-4.5, o-series, gpt-5 and any other OpenAI model; cl100k_base for gpt-4, gpt-3.5, embeddings. */
+export function encodingForModel(model: string): Encoding {
+  const base = model.startsWith('ft:') ? model.slice(3) : model
+  return /^(?:gpt-3\.5|gpt-35|gpt-4(?![o.])|text-embedding-)/.test(base) ? 'cl100k_base' : 'o200k_base'
+}
+
+function buildEncoder(data: TiktokenBPE): Encoder {
+  const ranks = new Map<string, number>()
+  // js-tiktoken's compressed format: lines of `! <first rank> <base64 token> <base64 token> …`.
+  for (const line of data.bpe_ranks.split('\n')) {
+    const fields = line.split(' ')
+    const first = Number.parseInt(fields[1] ?? '', 10)
+    if (Number.isNaN(first)) continue
+    for (let i = 2; i < fields.length; i++) {
+      ranks.set(Buffer.from(fields[i] as string, 'base64').toString('latin1'), first + i - 2)
+    }
+  }
+  return { pattern: new RegExp(data.pat_str, 'gu'), ranks }
+}
+
+function rankData(module: unknown): TiktokenBPE {
+  const mod = module as { default?: TiktokenBPE } & TiktokenBPE
+  return mod.default ?? mod
+}
+
+/** The encoder, built on first use (~0.3 s, ~70 MB for o200k) and kept for the life of the process. */
+function getEncoder(encoding: Encoding): Encoder {
+  let encoder = encoders.get(encoding)
+  if (encoder === undefined) {
+    // Synchronous because the adapters' counters are; nothing is loaded before the first count.
+    encoder = buildEncoder(rankData(requireRanks(`js-tiktoken/ranks/${encoding}`)))
+    encoders.set(encoding, encoder)
+  }
+  return encoder
+}
+
+/** Loads the rank file with a dynamic import and builds the encoder, so a server can warm it when idle. */
+export async function preloadEncoding(encoding: Encoding): Promise<void> {
+  if (encoders.has(encoding)) return
+  const module = encoding === 'o200k_base' ? await import('js-tiktoken/ranks/o200k_base') : await import('js-tiktoken/ranks/cl100k_base')
+  if (!encoders.has(encoding)) encoders.set(encoding, buildEncoder(rankData(module)))
+}
+
+const SHIFT = 2 ** 32 // heap key = rank × 2^32 + position: rank < 2^18, so keys stay below 2^53
+
+/** Tokens of one piece (its UTF-8 bytes as a latin1 string) after byte-pair merging: lowest rank first, leftmost on ties. */
+function mergedTokens(bytes: string, ranks: Map<string, number>): number {
+  const n = bytes.length
+  if (n < 2) return n
+  const next = new Int32Array(n + 1)
+  const prev = new Int32Array(n)
+  for (let i = 0; i < n; i++) {
+    next[i] = i + 1
+    prev[i] = i - 1
+  }
+  next[n] = n
+  const alive = new Uint8Array(n).fill(1)
+  const heap: number[] = []
+  for (let i = 0; i + 1 < n; i++) {
+    const rank = ranks.get(bytes.slice(i, i + 2))
+    if (rank !== undefined) heapPush(heap, rank * SHIFT + i)
+  }
+  let parts = n
+  while (heap.length > 0) {
+    const key = heapPop(heap)
+    const rank = Math.floor(key / SHIFT)
+    const i = key - rank * SHIFT
+    if (alive[i] === 0) continue
+    const j = next[i] as number
+    if (j >= n) continue
+    const end = next[j] as number
+    // A stale entry: part i has grown since, so its pair with the next part is a different string.
+    if (ranks.get(bytes.slice(i, end)) !== rank) continue
+    alive[j] = 0
+    next[i] = end
+    if (end < n) prev[end] = i
+    parts -= 1
+    if (end < n) {
+      const right = ranks.get(bytes.slice(i, next[end] as number))
+      if (right !== undefined) heapPush(heap, right * SHIFT + i)
+    }
+    const p = prev[i] as number
+    if (p >= 0) {
+      const left = ranks.get(bytes.slice(p, end))
+      if (left !== undefined) heapPush(heap, left * SHIFT + p)
+    }
+  }
+  return parts
+}
+
+function heapPush(heap: number[], key: number): void {
+  let i = heap.length
+  heap.push(key)
+  while (i > 0) {
+    const parent = (i - 1) >> 1
+    const up = heap[parent] as number
+    if (up <= key) break
+    heap[i] = up
+    i = parent
+  }
+  heap[i] = key
+}
+
+function heapPop(heap: number[]): number {
+  const top = heap[0] as number
+  const last = heap.pop() as number
+  const size = heap.length
+  if (size === 0) return top
+  let i = 0
+  for (;;) {
+    const left = 2 * i + 1
+    if (left >= size) break
+    const right = left + 1
+    const child = right < size && (heap[right] as number) < (heap[left] as number) ? right : left
+    if ((heap[child] as number) >= last) break
+    heap[i] = heap[child] as number
+    i = child
+  }
+  heap[i] = last
+  return top
+}
+
+const NON_ASCII = /[^\x00-\x7f]/
+
+/**
+ * Exact token count of `text`. Stops as soon as the running count exceeds `limit` and returns the count so
+ * far, so a caller that only needs "does it fit" never tokenizes past its budget.
+ */
+export function countTextTokens(text: string, encoding: Encoding, limit: number = Number.POSITIVE_INFINITY): number {
+  if (text.length === 0) return 0
+  const { pattern, ranks } = getEncoder(encoding)
+  pattern.lastIndex = 0
+  let count = 0
+  let match: RegExpExecArray | null
+  while ((match = pattern.exec(text)) !== null) {
+    const piece = match[0]
+    const bytes = NON_ASCII.test(piece) ? Buffer.from(piece, 'utf8').toString('latin1') : piece
+    count += ranks.has(bytes) ? 1 : mergedTokens(bytes, ranks)
+    if (count > limit) break
+  }
+  pattern.lastIndex = 0
+  return count
+}
+
+/** Every message's wrapper (`<|start|>role … <|end|>`): 3 in OpenAI's cookbook, +1 for a name. */
+const MESSAGE_TOKENS = 4
+/** The reply priming `<|start|>assistant<|message|>`. */
+const REPLY_PRIMING_TOKENS = 3
+/** Rendering of each assistant tool call beyond its strings (recipient, wrapper). */
+const TOOL_CALL_TOKENS = 8
+/** The namespace/system wrapper around tool definitions or a response schema. */
+const DEFINITIONS_TOKENS = 16
+
+/** Accumulates counts of one request and stops tokenizing once past `limit`. */
+class Tally {
+  count = 0
+  constructor(
+    private readonly encoding: Encoding,
+    private readonly limit: number,
+  ) {}
+
+  get done(): boolean {
+    return this.count > this.limit
+  }
+
+  add(tokens: number): void {
+    this.count += tokens
+  }
+
+  text(text: string): void {
+    if (!this.done) this.count += countTextTokens(text, this.encoding, this.limit - this.count)
+  }
+
+  /** Definitions (tools, schemas) are counted as their JSON text, which is longer than OpenAI's rendering. */
+  json(value: unknown): void {
+    if (value !== undefined && value !== null) this.text(JSON.stringify(value))
+  }
+
+  /** Every string, number and boolean inside `value`, skipping media parts (the caller prices those). */
+  strings(value: unknown): void {
+    const stack: unknown[] = [value]
+    while (stack.length > 0 && !this.done) {
+      const node = stack.pop()
+      if (typeof node === 'string') this.text(node)
+      else if (typeof node === 'number' || typeof node === 'boolean') this.text(String(node))
+      else if (Array.isArray(node)) for (let i = node.length - 1; i >= 0; i--) stack.push(node[i])
+      else if (typeof node === 'object' && node !== null) {
+        const record = node as Record<string, unknown>
+        if (isMediaPart(record)) continue
+        for (const key of Object.keys(record).reverse()) {
+          const field = record[key]
+          // Encrypted reasoning replayed as input: its byte length bounds the reasoning tokens it carries.
+          if (key === 'encrypted_content' && typeof field === 'string') this.add(Buffer.byteLength(field))
+          else stack.push(field)
+        }
+      }
+    }
+  }
+
+  definitions(...values: unknown[]): void {
+    const present = values.filter((v) => v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0))
+    if (present.length === 0) return
+    this.add(DEFINITIONS_TOKENS)
+    for (const value of present) this.json(value)
+  }
+}
+
+/**
+ * Upper bound of the input tokens OpenAI bills for a Chat Completions body: per message 4 + its strings
+ * (content text, name, tool call ids, names and arguments), tool/function definitions and a json_schema
+ * response format as JSON text, +3 priming. Media parts are not counted. Stops early past `limit`.
+ */
+export function countChatTokens(body: Record<string, unknown>, model: string, limit: number = Number.POSITIVE_INFINITY): number {
+  const tally = new Tally(encodingForModel(model), limit)
+  tally.add(REPLY_PRIMING_TOKENS)
+  const messages = Array.isArray(body.messages) ? body.messages : []
+  for (const message of messages) {
+    if (tally.done) break
+    tally.add(MESSAGE_TOKENS)
+    const calls = (message as { tool_calls?: unknown } | null)?.tool_calls
+    if (Array.isArray(calls)) tally.add(calls.length * TOOL_CALL_TOKENS)
+    tally.strings(message)
+  }
+  const format = body.response_format as { type?: unknown } | undefined
+  tally.definitions(body.tools, body.functions, format?.type === 'text' ? undefined : format)
+  if (typeof body.tool_choice === 'object') tally.json(body.tool_choice)
+  return tally.count
+}
+
+/**
+ * Upper bound of the input tokens of a Responses API body as sent: instructions, input (a string or items,
+ * each with a message wrapper), tools, text.format and prompt variables. What the body only references
+ * (previous_response_id, conversation, a stored prompt, hosted tool results) is not counted.
+ */
+export function countResponsesTokens(body: Record<string, unknown>, model: string, limit: number = Number.POSITIVE_INFINITY): number {
+  const tally = new Tally(encodingForModel(model), limit)
+  tally.add(REPLY_PRIMING_TOKENS)
+  if (typeof body.instructions === 'string') {
+    tally.add(MESSAGE_TOKENS)
+    tally.text(body.instructions)
+  }
+  if (typeof body.input === 'string') {
+    tally.add(MESSAGE_TOKENS)
+    tally.text(body.input)
+  } else if (Array.isArray(body.input)) {
+    for (const item of body.input) {
+      if (tally.done) break
+      tally.add(MESSAGE_TOKENS)
+      tally.strings(item)
+    }
+  }
+  const text = body.text as { format?: { type?: unknown } } | undefined
+  const format = text?.format?.type === 'text' ? undefined : text?.format
+  tally.definitions(body.tools, format)
+  if (typeof body.tool_choice === 'object') tally.json(body.tool_choice)
+  if (typeof body.prompt === 'object') tally.strings(body.prompt)
+  return tally.count
+}
+
+/** Exact input tokens of an embeddings body: a string, strings, or token arrays (each counts its length). */
+export function countEmbeddingTokens(body: Record<string, unknown>, model: string, limit: number = Number.POSITIVE_INFINITY): number {
+  const tally = new Tally(encodingForModel(model), limit)
+  const input = body.input
+  const items: unknown[] = Array.isArray(input) && input.every((v) => typeof v === 'number') ? [input] : Array.isArray(input) ? input : [input]
+  for (const item of items) {
+    if (tally.done) break
+    if (typeof item === 'string') tally.text(item)
+    else if (Array.isArray(item)) tally.add(item.length)
+  }
+  return tally.count
+}

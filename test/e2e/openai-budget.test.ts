@@ -1,0 +1,199 @@
+import OpenAI from 'openai'
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
+import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
+import { startRedis, type TestRedis } from '../support/redis.js'
+
+// Test prices make one token cost one micro-USD, so micros below are token counts.
+let redis: TestRedis
+let fake: FakeOpenAi
+let proxy: TestProxy
+let key: string
+let hash: string
+
+function client(headers: Record<string, string> = {}): OpenAI {
+  return new OpenAI({
+    apiKey: key,
+    baseURL: `${proxy.url}/openai/v1`,
+    defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-upstream', ...headers },
+    maxRetries: 0,
+  })
+}
+
+async function daily(): Promise<{ spent: number; held: number }> {
+  const status = await proxy.admin.status(hash)
+  return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
+}
+
+/** The proxy's summary line for the last request of this key. */
+function lastSummary(): Record<string, unknown> {
+  const lines = proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8))
+  return lines[lines.length - 1] ?? {}
+}
+
+beforeAll(async () => {
+  redis = await startRedis()
+  fake = await startFakeOpenAi()
+  // Small stream slices so a stream must extend its reservation several times.
+  proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: fake.url, LOOPERS_STREAM_SLICE_TOKENS: '16' })
+})
+
+afterAll(async () => {
+  await proxy?.close()
+  await fake?.close()
+  await redis?.stop()
+})
+
+beforeEach(async () => {
+  fake.received.length = 0
+  fake.ledger.length = 0
+  fake.options = {}
+  const created = await proxy.admin.createKey('budget', ['openai'])
+  key = created.key
+  hash = created.record.hash
+})
+
+describe('streams metered chunk by chunk', () => {
+  it('extends a stream slice by slice when the budget allows, and settles the reported usage', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 100_000 } })
+    fake.options = { chunks: 40 }
+    const stream = await client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'go' }], stream: true })
+    let text = ''
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ''
+    expect(text).toBe('tok '.repeat(40))
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    expect((await daily()).spent).toBe(12 + 40)
+  })
+
+  it('cuts a stream at the budget with an error event the SDK raises, and closes the upstream', async () => {
+    fake.options = { chunks: 200, chunkDelayMs: 2 }
+    // Measure this request's input bound with an ample budget first, then leave room for 10 chunks.
+    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+    const body = { model: 'gpt-test', messages: [{ role: 'user' as const, content: 'go' }], stream: true as const, max_tokens: 900 }
+    fake.options = { chunks: 1 }
+    for await (const _ of await client().chat.completions.create(body)) void _
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const inputBound = Number(lastSummary().inputBound)
+    expect(inputBound).toBeGreaterThan(0)
+
+    const before = (await daily()).spent
+    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 4 * 10 } })
+    fake.options = { chunks: 200, chunkDelayMs: 2 }
+    let text = ''
+    const error = await (async () => {
+      for await (const chunk of await client().chat.completions.create(body)) text += chunk.choices[0]?.delta.content ?? ''
+    })().catch((e: unknown) => e)
+
+    expect(error).toBeInstanceOf(OpenAI.APIError)
+    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_exceeded')
+    expect(text).toBe('tok '.repeat(10))
+    await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
+    expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const summary = lastSummary()
+    expect(summary.outcome).toBe('cutoff')
+    // Charged: the input bound and the output counted, including the event that did not fit.
+    expect(summary.inputTokens).toBe(inputBound)
+    expect((await daily()).spent - before).toBe(inputBound + Number(summary.outputTokens))
+    expect(Number(summary.outputTokens)).toBe(4 * 11)
+  })
+
+  it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+    fake.options = { chunks: 500, chunkDelayMs: 5 }
+    const controller = new AbortController()
+    const stream = await client().chat.completions.create(
+      { model: 'gpt-test', messages: [{ role: 'user', content: 'go' }], stream: true },
+      { signal: controller.signal },
+    )
+    let received = 0
+    await (async () => {
+      for await (const chunk of stream) {
+        if (chunk.choices[0]?.delta.content) received++
+        if (received === 3) controller.abort()
+      }
+    })().catch(() => undefined)
+
+    await eventually(() => fake.ledger[0]?.clientAborted === true, 'upstream aborted')
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const written = fake.ledger[0]!.outputTokensWritten
+    expect(written).toBeLessThan(500)
+    const summary = lastSummary()
+    expect(summary.outcome).toBe('client_closed')
+    const output = Number(summary.outputTokens)
+    expect(output).toBeGreaterThanOrEqual(4 * 3)
+    expect(output).toBeLessThanOrEqual(4 * written)
+    const spent = (await daily()).spent
+    expect(spent).toBe(Number(summary.inputTokens) + output)
+    await new Promise((r) => setTimeout(r, 200))
+    expect((await daily()).spent).toBe(spent)
+  })
+})
+
+describe('non-streamed requests', () => {
+  it('lowers max tokens to what the budget holds and says so in X-Loopers-Max-Tokens', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 600 } })
+    const { response } = await client()
+      .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })
+      .withResponse()
+    const lowered = Number(response.headers.get('x-loopers-max-tokens'))
+    expect(lowered).toBeGreaterThan(16)
+    expect(lowered).toBeLessThan(1000)
+    expect(fake.received[0]?.body?.max_completion_tokens).toBe(lowered)
+    expect(Number(lastSummary().inputTokens) + lowered).toBeLessThanOrEqual(600)
+  })
+
+  it('refuses with 429 when not even a useful part fits', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 20 } })
+    await expect(client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })).rejects.toBeInstanceOf(
+      OpenAI.RateLimitError,
+    )
+    expect(fake.received).toHaveLength(0)
+  })
+
+  it('holds the worst case for models that bill reasoning they do not stream', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+    fake.options = { chunks: 2, chunkDelayMs: 100 }
+    const stream = await client().chat.completions.create({ model: 'gpt-test-reasoning', messages: [{ role: 'user', content: 'go' }], stream: true })
+    const iterator = stream[Symbol.asyncIterator]()
+    await iterator.next()
+    // While the stream runs it holds input plus the model's full 1,000-token output.
+    expect((await daily()).held).toBeGreaterThanOrEqual(1000)
+    while (!(await iterator.next()).done);
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    expect((await daily()).spent).toBe(12 + 2)
+  })
+})
+
+describe('sessions', () => {
+  it('counts steps and refuses the step past the limit', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+    const agent = client({ 'X-Loopers-Session-ID': `run-${Date.now()}`, 'X-Loopers-Session-Max-Steps': '2' })
+    await agent.embeddings.create({ model: 'embed-test', input: 'a' })
+    await agent.embeddings.create({ model: 'embed-test', input: 'b' })
+    const error = await agent.embeddings.create({ model: 'embed-test', input: 'c' }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpenAI.RateLimitError)
+    expect((error as InstanceType<typeof OpenAI.RateLimitError>).code).toBe('session_steps_exceeded')
+    expect(fake.received).toHaveLength(2)
+  })
+
+  it('refuses a session past its budget while the key still has budget', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+    const agent = client({ 'X-Loopers-Session-ID': `budget-${Date.now()}`, 'X-Loopers-Session-Budget': '0.0003' })
+    await agent.embeddings.create({ model: 'embed-test', input: 'a' })
+    // About 800 tokens even when counted exactly: past the 300 micro-USD session budget.
+    const long = Array.from({ length: 400 }, (_, i) => `w${i}`).join(' ')
+    const error = await agent.embeddings.create({ model: 'embed-test', input: long }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpenAI.RateLimitError)
+    expect((error as InstanceType<typeof OpenAI.RateLimitError>).code).toBe('session_budget_exceeded')
+  })
+
+  it('rejects malformed session headers with 400', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+    const bad = client({ 'X-Loopers-Session-ID': 'has spaces', 'X-Loopers-Session-Budget': '1' })
+    await expect(bad.embeddings.create({ model: 'embed-test', input: 'a' })).rejects.toBeInstanceOf(OpenAI.BadRequestError)
+    const badBudget = client({ 'X-Loopers-Session-ID': 'ok', 'X-Loopers-Session-Budget': '-1' })
+    await expect(badBudget.embeddings.create({ model: 'embed-test', input: 'a' })).rejects.toBeInstanceOf(OpenAI.BadRequestError)
+    expect(fake.received).toHaveLength(0)
+  })
+})

@@ -1,0 +1,216 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+
+/** A request as the fake upstream received it. */
+export interface Received {
+  method: string
+  url: string
+  headers: http.IncomingHttpHeaders
+  raw: string
+  body: Record<string, unknown> | null
+}
+
+/** What one streamed response actually put on the wire before it ended or the client went away. */
+export interface LedgerEntry {
+  url: string
+  chunksWritten: number
+  outputTokensWritten: number
+  finished: boolean
+  clientAborted: boolean
+}
+
+export interface FakeOpenAiOptions {
+  /** Prompt tokens the fake reports (default 12). */
+  promptTokens?: number
+  /** Content deltas per streamed answer (default 5); each is one token of text `word`. */
+  chunks?: number
+  /** Completion tokens of a non-streamed answer (default 7). */
+  completionTokens?: number
+  /** Text of one streamed token (default "tok "). */
+  word?: string
+  /** Milliseconds between stream chunks (default 0). */
+  chunkDelayMs?: number
+  /** Answer every POST with this status and body instead. */
+  fail?: { status: number; body: unknown }
+  /** Never answer POSTs (for timeouts and client aborts before headers). */
+  hang?: boolean
+  /** Destroy the socket after this many stream chunks. */
+  resetAfterChunks?: number
+}
+
+/**
+ * A fake api.openai.com speaking the real wire format (chat completions, responses, embeddings,
+ * model list), recording every request and keeping a ledger of what each stream served.
+ */
+export interface FakeOpenAi {
+  url: string
+  received: Received[]
+  ledger: LedgerEntry[]
+  options: FakeOpenAiOptions
+  close(): Promise<void>
+}
+
+export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<FakeOpenAi> {
+  const received: Received[] = []
+  const ledger: LedgerEntry[] = []
+  const fake: FakeOpenAi = { url: '', received, ledger, options: initial, close: async () => undefined }
+  const sockets = new Set<import('node:net').Socket>()
+
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks).toString('utf8')
+      let body: Record<string, unknown> | null = null
+      try {
+        body = raw.length > 0 ? (JSON.parse(raw) as Record<string, unknown>) : null
+      } catch {
+        body = null
+      }
+      received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, raw, body })
+      void answer(req, res, body ?? {})
+    })
+  })
+  server.on('connection', (socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
+
+  async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>): Promise<void> {
+    const o = fake.options
+    const path = (req.url ?? '').split('?')[0]
+    if (req.method === 'GET' && path === '/v1/models') {
+      return json(res, 200, { object: 'list', data: [{ id: 'gpt-test', object: 'model', created: 0, owned_by: 'test' }] })
+    }
+    if (o.hang) return
+    if (o.fail) return json(res, o.fail.status, o.fail.body)
+    const model = String(body.model ?? 'unknown')
+    const promptTokens = o.promptTokens ?? 12
+    if (path === '/v1/embeddings') {
+      return json(res, 200, {
+        object: 'list',
+        // The SDK asks for base64 by default and decodes it back to floats.
+        data: [{ object: 'embedding', index: 0, embedding: body.encoding_format === 'base64' ? Buffer.from(new Float32Array([0.5, 0.25, 0.125]).buffer).toString('base64') : [0.5, 0.25, 0.125] }],
+        model,
+        usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+      })
+    }
+    if (path === '/v1/chat/completions') {
+      if (body.stream === true) return streamChat(req, res, body, model, promptTokens)
+      const completion = o.completionTokens ?? 7
+      return json(res, 200, {
+        id: 'chatcmpl-1',
+        object: 'chat.completion',
+        created: 1,
+        model,
+        choices: [{ index: 0, message: { role: 'assistant', content: 'hello from the fake', refusal: null }, finish_reason: 'stop', logprobs: null }],
+        usage: { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion },
+      })
+    }
+    if (path === '/v1/responses') {
+      if (body.stream === true) return streamResponses(req, res, model, promptTokens)
+      const completion = o.completionTokens ?? 7
+      return json(res, 200, responseObject(model, 'completed', 'hello from the fake', promptTokens, completion))
+    }
+    return json(res, 404, { error: { message: 'no such route', type: 'invalid_request_error', param: null, code: null } })
+  }
+
+  async function streamChat(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number) {
+    const o = fake.options
+    const entry = openLedger(req, res)
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
+    const base = { id: 'chatcmpl-2', object: 'chat.completion.chunk', created: 1, model }
+    const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true
+    const count = o.chunks ?? 5
+    if (!write(res, entry, `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] })}\n\n`, 0)) return
+    for (let i = 0; i < count; i++) {
+      if (o.chunkDelayMs) await sleep(o.chunkDelayMs)
+      if (entry.clientAborted) return
+      if (o.resetAfterChunks !== undefined && i === o.resetAfterChunks) {
+        res.socket?.destroy()
+        return
+      }
+      const chunk = { ...base, choices: [{ index: 0, delta: { content: o.word ?? 'tok ' }, finish_reason: null }] }
+      if (!write(res, entry, `data: ${JSON.stringify(chunk)}\n\n`, 1)) return
+    }
+    write(res, entry, `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`, 0)
+    if (includeUsage) {
+      const usage = { prompt_tokens: promptTokens, completion_tokens: count, total_tokens: promptTokens + count }
+      write(res, entry, `data: ${JSON.stringify({ ...base, choices: [], usage })}\n\n`, 0)
+    }
+    write(res, entry, 'data: [DONE]\n\n', 0)
+    entry.finished = true
+    res.end()
+  }
+
+  async function streamResponses(req: http.IncomingMessage, res: http.ServerResponse, model: string, promptTokens: number) {
+    const o = fake.options
+    const entry = openLedger(req, res)
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    const count = o.chunks ?? 5
+    let seq = 0
+    const event = (type: string, data: Record<string, unknown>, tokens: number) =>
+      write(res, entry, `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`, tokens)
+    if (!event('response.created', { response: responseObject(model, 'in_progress', '', null, null) }, 0)) return
+    let text = ''
+    for (let i = 0; i < count; i++) {
+      if (o.chunkDelayMs) await sleep(o.chunkDelayMs)
+      if (entry.clientAborted) return
+      const delta = o.word ?? 'tok '
+      text += delta
+      if (!event('response.output_text.delta', { item_id: 'msg_1', output_index: 0, content_index: 0, delta, logprobs: [] }, 1)) return
+    }
+    event('response.completed', { response: responseObject(model, 'completed', text, promptTokens, count) }, 0)
+    entry.finished = true
+    res.end()
+  }
+
+  function openLedger(req: http.IncomingMessage, res: http.ServerResponse): LedgerEntry {
+    const entry: LedgerEntry = { url: req.url ?? '', chunksWritten: 0, outputTokensWritten: 0, finished: false, clientAborted: false }
+    ledger.push(entry)
+    res.once('close', () => {
+      if (!entry.finished) entry.clientAborted = true
+    })
+    return entry
+  }
+
+  const address = await new Promise<AddressInfo>((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address() as AddressInfo)))
+  fake.url = `http://127.0.0.1:${address.port}`
+  fake.close = async () => {
+    for (const socket of sockets) socket.destroy()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  }
+  return fake
+}
+
+function write(res: http.ServerResponse, entry: LedgerEntry, text: string, tokens: number): boolean {
+  if (entry.clientAborted || res.destroyed) return false
+  res.write(text)
+  entry.chunksWritten++
+  entry.outputTokensWritten += tokens
+  return true
+}
+
+function responseObject(model: string, status: string, text: string, input: number | null, output: number | null) {
+  return {
+    id: 'resp_1',
+    object: 'response',
+    created_at: 1,
+    status,
+    model,
+    output: text === '' ? [] : [{ id: 'msg_1', type: 'message', role: 'assistant', status: 'completed', content: [{ type: 'output_text', text, annotations: [] }] }],
+    usage:
+      input === null || output === null
+        ? null
+        : { input_tokens: input, input_tokens_details: { cached_tokens: 0 }, output_tokens: output, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: input + output },
+  }
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' })
+  res.end(JSON.stringify(body))
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}

@@ -1,0 +1,73 @@
+import { fileURLToPath } from 'node:url'
+import { Writable } from 'node:stream'
+import { createKeyAdmin } from '../../src/budget/admin.js'
+import { createRedisClient, type RedisClient } from '../../src/budget/redis-client.js'
+import type { KeyAdmin } from '../../src/budget/types.js'
+import { loadConfig } from '../../src/config.js'
+import { createLogger } from '../../src/logger.js'
+import { startServer, type RunningServer } from '../../src/server.js'
+
+/** Test prices: 1 USD per 1M tokens, so one token costs exactly one micro-USD. */
+export const TEST_PRICING_PATH = fileURLToPath(new URL('../fixtures/pricing/test-prices.json', import.meta.url))
+
+export interface TestProxy {
+  url: string
+  server: RunningServer
+  admin: KeyAdmin
+  /** Every log line the proxy wrote, parsed. */
+  logs: Array<Record<string, unknown>>
+  /** Raw log text, to check nothing secret was logged. */
+  logText(): string
+  close(): Promise<void>
+}
+
+/** Starts the real proxy on a free loopback port with the given environment on top of test defaults. */
+export async function startProxy(env: Record<string, string>, options: { waitForStore?: boolean } = {}): Promise<TestProxy> {
+  const config = loadConfig({ HOST: '127.0.0.1', PORT: '0', LOOPERS_PRICING_PATH: TEST_PRICING_PATH, LOG_LEVEL: 'info', ...env })
+  const lines: string[] = []
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(chunk.toString('utf8'))
+      done()
+    },
+  })
+  const server = await startServer(config, createLogger(config.logLevel, sink))
+  const adminRedis: RedisClient = createRedisClient({ url: config.redis.url, clusterNodes: null, commandTimeoutMs: 2000 })
+  if (options.waitForStore !== false) await waitReady(adminRedis)
+  const admin = createKeyAdmin(adminRedis)
+  return {
+    url: server.url,
+    server,
+    admin,
+    get logs() {
+      return lines.join('').split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l) as Record<string, unknown>)
+    },
+    logText: () => lines.join(''),
+    async close() {
+      await server.close()
+      adminRedis.disconnect()
+    },
+  }
+}
+
+/** Polls `check` until it returns true or `timeoutMs` passes; throws with `what` on timeout. */
+export async function eventually(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await check()) return
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
+
+/** Resolves once a fail-closed client (no offline queue) has connected. */
+export async function waitReady(client: RedisClient): Promise<void> {
+  if (client.status === 'ready') return
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('redis did not become ready')), 5000)
+    client.once('ready', () => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
+}

@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest'
+import { ConfigError, loadConfig } from '../../src/config.js'
+
+describe('loadConfig', () => {
+  it('applies the contract defaults', () => {
+    const config = loadConfig({})
+    expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379', clusterNodes: null, commandTimeoutMs: 500 })
+    expect(config.listen).toEqual({ host: '0.0.0.0', port: 8080 })
+    expect(config.admin).toEqual({ host: '127.0.0.1', port: 9090 })
+    expect(config.upstream.openai).toBe('https://api.openai.com')
+    expect(config.upstream.bedrock).toBe('https://bedrock-runtime.us-east-1.amazonaws.com')
+    expect(config.upstream.azure).toBeNull()
+    expect(config.maxBodyBytes).toBe(10 * 1024 * 1024)
+    expect(config.logLevel).toBe('info')
+    expect(config.credentials.aws).toBeNull()
+  })
+
+  it('reads overrides and derives the Bedrock host from the region', () => {
+    const config = loadConfig({
+      REDIS_URL: 'rediss://cache:6380',
+      REDIS_CLUSTER_NODES: '10.0.0.1:7000, 10.0.0.2:7001',
+      PORT: '9000',
+      LOOPERS_OPENAI_BASE_URL: 'http://127.0.0.1:4000/',
+      AWS_REGION: 'eu-west-3',
+      AWS_ACCESS_KEY_ID: 'id',
+      AWS_SECRET_ACCESS_KEY: 'secret',
+      LOOPERS_OPENAI_API_KEY: 'upstream',
+      LOOPERS_MAX_BODY_BYTES: '1024',
+    })
+    expect(config.redis.url).toBe('rediss://cache:6380')
+    expect(config.redis.clusterNodes).toEqual(['10.0.0.1:7000', '10.0.0.2:7001'])
+    expect(config.listen.port).toBe(9000)
+    expect(config.upstream.openai).toBe('http://127.0.0.1:4000')
+    expect(config.upstream.bedrock).toBe('https://bedrock-runtime.eu-west-3.amazonaws.com')
+    expect(config.credentials.aws).toEqual({ accessKeyId: 'id', secretAccessKey: 'secret', sessionToken: null })
+    expect(config.credentials.openai).toBe('upstream')
+    expect(config.maxBodyBytes).toBe(1024)
+  })
+
+  it('treats empty variables as unset', () => {
+    expect(loadConfig({ PORT: '', LOOPERS_OPENAI_API_KEY: '' }).listen.port).toBe(8080)
+  })
+
+  it('reports every problem on its own line', () => {
+    let error: unknown
+    try {
+      loadConfig({ PORT: 'abc', REDIS_URL: 'http://x', REDIS_CLUSTER_NODES: 'a:1,b', LOG_LEVEL: 'loud' })
+    } catch (e) {
+      error = e
+    }
+    expect(error).toBeInstanceOf(ConfigError)
+    const problems = (error as ConfigError).problems
+    expect(problems).toHaveLength(4)
+    expect(problems.some((p) => p.startsWith('PORT:'))).toBe(true)
+    expect(problems.some((p) => p.startsWith('REDIS_URL:'))).toBe(true)
+    expect(problems.some((p) => p.startsWith('REDIS_CLUSTER_NODES'))).toBe(true)
+    expect(problems.some((p) => p.startsWith('LOG_LEVEL:'))).toBe(true)
+    for (const p of problems) expect(p).not.toContain('\n')
+  })
+
+  it('requires AWS key id and secret together', () => {
+    expect(() => loadConfig({ AWS_ACCESS_KEY_ID: 'id' })).toThrow(/must be set together/)
+  })
+})
