@@ -7,17 +7,27 @@ import { createBudgetStore } from './budget/store.js'
 import type { Config } from './config.js'
 import { createDualServer } from './http/dual-server.js'
 import { createLogger } from './logger.js'
+import { buildAdminApp } from './admin.js'
+import { createMetrics } from './metrics.js'
+import { createInflight } from './proxy/inflight.js'
 import { loadPricing } from './pricing/table.js'
 import { createUpstreamClient } from './proxy/upstream.js'
 import { createAdapters } from './providers/registry.js'
 
 export interface RunningServer {
   app: FastifyInstance
+  admin: FastifyInstance
   redis: RedisClient
-  /** The bound address, e.g. `http://127.0.0.1:8080`. */
+  /** The bound proxy address, e.g. `http://127.0.0.1:8080`. */
   url: string
-  /** Stops accepting, ends open connections, closes Redis and upstream pools. */
-  close(): Promise<void>
+  /** The bound admin address. */
+  adminUrl: string
+  /**
+   * Graceful stop: refuses new requests, lets in-flight requests and streams finish for up to
+   * `graceMs` (default from config), then cuts the rest like a budget cutoff, settles every
+   * reservation, and closes Redis. Idempotent.
+   */
+  close(graceMs?: number): Promise<void>
 }
 
 /**
@@ -39,8 +49,12 @@ export async function startServer(config: Config, logger: Logger = createLogger(
         )
     },
   })
-  const store = createBudgetStore(redis, { sessionTtlSeconds: config.sessionTtlSeconds })
+  const metrics = createMetrics({ perKey: config.metricsPerKey })
+  const store = metrics.instrumentStore(createBudgetStore(redis, { sessionTtlSeconds: config.sessionTtlSeconds }))
   const keys = createKeyAdmin(redis)
+  const inflight = createInflight()
+  const shutdown = new AbortController()
+  let stopping = false
   const upstream = createUpstreamClient({ connectTimeoutMs: config.upstream.connectTimeoutMs, timeoutMs: config.upstream.timeoutMs })
   let dual: ReturnType<typeof createDualServer> | null = null
   const app = buildApp({
@@ -51,27 +65,83 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     pricing,
     adapters: createAdapters(config),
     upstream,
+    metrics,
+    inflight,
+    shutdown: shutdown.signal,
     serverFactory: (handler) => {
       dual = createDualServer(handler)
       return dual
     },
   })
+  const admin = buildAdminApp({ logger, store, metrics, isStopping: () => stopping })
   await waitForStore(redis, STARTUP_STORE_WAIT_MS)
   const url = await app.listen({ host: config.listen.host, port: config.listen.port })
-  logger.info({ url }, 'loopers listening')
+  let adminUrl: string
+  try {
+    adminUrl = await admin.listen({ host: config.admin.host, port: config.admin.port })
+  } catch (error) {
+    await app.close()
+    await upstream.close()
+    redis.disconnect()
+    throw error
+  }
+  logger.info({ url, admin: adminUrl }, 'loopers listening')
+
+  let closed: Promise<void> | null = null
+  async function stop(graceMs: number): Promise<void> {
+    stopping = true
+    const server = dual as ReturnType<typeof createDualServer> | null
+    // Stop accepting; idle keep-alive connections close, in-flight ones run on.
+    const closing = app.close()
+    server?.closeExtraConnections()
+    const inflightAtStop = inflight.count
+    const deadline = new Promise<'deadline'>((resolve) => setTimeout(() => resolve('deadline'), graceMs).unref())
+    if ((await Promise.race([inflight.drained().then(() => 'drained' as const), deadline])) === 'deadline') {
+      logger.warn({ inflight: inflight.count }, 'shutdown grace period over: cutting the remaining requests and streams')
+      shutdown.abort()
+    }
+    // Every request settles before its handler returns, so this waits for all settlements.
+    await inflight.drained()
+    // Let the last responses flush before connections that are still open are destroyed.
+    server?.closeIdleConnections()
+    const flushed = await Promise.race([closing.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 1_000).unref())])
+    if (!flushed) server?.closeAllConnections()
+    await closing
+    await admin.close()
+    await upstream.close()
+    await redis.quit().catch(() => redis.disconnect())
+    logger.info({ inflightAtStop }, 'loopers stopped; every reservation settled')
+  }
   return {
     app,
+    admin,
     redis,
     url,
-    async close() {
-      const closing = app.close()
-      // h2c sessions and silent sockets are not tracked by the HTTP/1 server and would keep `close` waiting.
-      ;(dual as ReturnType<typeof createDualServer> | null)?.closeExtraConnections()
-      await closing
-      await upstream.close()
-      redis.disconnect()
+    adminUrl,
+    close(graceMs = config.shutdownGraceMs) {
+      closed ??= stop(graceMs)
+      return closed
     },
   }
+}
+
+/** Stops gracefully on SIGTERM and SIGINT, then exits; a second signal exits at once. */
+export function stopOnSignals(running: RunningServer, logger: Logger): void {
+  let signalled = false
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (signalled) process.exit(1)
+    signalled = true
+    logger.info({ signal }, 'stopping: finishing in-flight requests')
+    running.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed')
+        process.exit(1)
+      },
+    )
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
 }
 
 // Give Redis a moment at start-up so the first requests are not refused while it connects.

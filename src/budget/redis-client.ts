@@ -50,11 +50,17 @@ export function createRedisClient(opts: RedisClientOptions): RedisClient {
   return client
 }
 
-/** Always listens for 'error' (an unhandled one would crash the process) and reports transitions once. */
+/**
+ * Always listens for 'error' (an unhandled one would crash the process). Reports each transition once,
+ * and while down also the first error (its 'close' may come before it), not every failed reconnect.
+ */
 function watchStatus(client: RedisClient, onStatus: RedisClientOptions['onStatus']): void {
   let last: RedisStatus | null = null
+  let errorReported = false
   const report = (status: RedisStatus, err?: Error): void => {
-    if (status === last) return
+    if (status === last && (status === 'ready' || err === undefined || errorReported)) return
+    if (status !== last) errorReported = false
+    if (err !== undefined) errorReported = true
     last = status
     onStatus?.(status, err)
   }

@@ -74,9 +74,11 @@ function buildProgram(io: Io, onServing: () => void): Command {
     .description('start the proxy')
     .action(async () => {
       const config = loadConfig()
-      const { startServer } = await import('../server.js')
+      const { startServer, stopOnSignals } = await import('../server.js')
+      const { createLogger } = await import('../logger.js')
+      const logger = createLogger(config.logLevel)
       try {
-        await startServer(config)
+        stopOnSignals(await startServer(config, logger), logger)
       } catch (err) {
         if (err instanceof ConfigError) throw err
         throw serveFailed(err instanceof Error ? (err.message.split('\n')[0] ?? err.name) : String(err), err)

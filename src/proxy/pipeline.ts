@@ -20,9 +20,11 @@ import type { Price, PricingTable } from '../pricing/types.js'
 import { isObject, type Json } from '../providers/body.js'
 import type { AdapterRegistry } from '../providers/registry.js'
 import type { ErrorInfo, ProviderAdapter, ProviderId, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { Metrics } from '../metrics.js'
 import { meterStream } from '../stream/meter.js'
 import { mediaParts } from '../tokens/bound.js'
 import { readLoopersCredential, readSession } from './control-headers.js'
+import type { Inflight } from './inflight.js'
 import { relayableResponseHeaders } from './headers.js'
 import { loweredOutputCap, planReservation, type ReservationPlan } from './plan.js'
 import { refusalError } from './refusal.js'
@@ -38,6 +40,10 @@ export interface PipelineDeps {
   adapters: AdapterRegistry
   upstream: UpstreamClient
   logger: Logger
+  metrics: Metrics
+  inflight: Inflight
+  /** Fires after the shutdown grace period: in-flight upstream calls are aborted and streams cut. */
+  shutdown: AbortSignal
   now?: () => number
 }
 
@@ -59,6 +65,11 @@ interface Summary {
   reservedUsd?: number
   chargedUsd?: number
   maxTokens?: number
+  /** The refusing budget window. */
+  window?: string
+  /** Milliseconds spent before the upstream was called. */
+  addedMs?: number
+  priced?: boolean
 }
 
 const MAX_ERROR_BODY_BYTES = 1024 * 1024
@@ -75,6 +86,7 @@ export function createPipeline(deps: PipelineDeps) {
     const started = performance.now()
     const summary: Summary = {}
     let adapter: ProviderAdapter | null = null
+    deps.inflight.begin()
     try {
       const target = parseTarget(request.url)
       if (target === null) throw notFound('unknown route: paths start with /{provider}/, e.g. /openai/v1/chat/completions')
@@ -113,6 +125,7 @@ export function createPipeline(deps: PipelineDeps) {
       summary.model = facts.model
       summary.stream = facts.stream
       const price = pricing.lookup(adapter.id, facts.model)
+      summary.priced = price !== null
       if (price === null) throw modelNotPriced(`no price for ${adapter.id} model '${facts.model}': add it to the pricing file (LOOPERS_PRICING_PATH)`)
       const session = readSession(request.headers)
 
@@ -133,17 +146,38 @@ export function createPipeline(deps: PipelineDeps) {
       const reservation = result.reservation
       summary.inputBound = plan.inputTokens
       summary.reservedUsd = microsToUsd(reservation.reservedMicros)
-      await forwardMetered({ request, reply, adapter, target, route, facts, price, plan, body, raw, credential, reservation, summary })
+      await forwardMetered({ request, reply, adapter, target, route, facts, price, plan, body, raw, credential, reservation, summary, started })
     } catch (error) {
       const proxyError = toProxyError(error)
       summary.code = proxyError.code
-      summary.outcome ??= 'refused'
+      summary.outcome ??= proxyError.status >= 500 ? 'error' : 'refused'
+      if (typeof proxyError.details?.window === 'string') summary.window = proxyError.details.window
       if (!reply.sent && !reply.raw.headersSent) sendError(reply, adapter, proxyError)
       if (proxyError.status >= 500 && !(error instanceof ProxyError)) deps.logger.error({ err: error }, 'unexpected error')
     } finally {
       summary.status ??= reply.raw.statusCode
-      deps.logger.info({ ...summary, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request')
+      const ms = performance.now() - started
+      deps.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
+      record(summary, ms)
+      deps.inflight.end()
     }
+  }
+
+  function record(summary: Summary, ms: number): void {
+    const refused = summary.outcome === 'refused' || summary.outcome === 'error'
+    deps.metrics.recordRequest({
+      provider: summary.provider ?? 'none',
+      model: summary.model === undefined ? '_none' : summary.priced ? summary.model : '_unpriced',
+      outcome: summary.outcome ?? 'error',
+      ...(refused && summary.code !== undefined ? { refusal: { reason: summary.code, window: summary.window ?? '' } } : {}),
+      cutoff: summary.outcome === 'cutoff',
+      spendUsd: summary.chargedUsd ?? 0,
+      inputTokens: summary.chargedUsd === undefined ? 0 : (summary.inputTokens ?? 0),
+      outputTokens: summary.chargedUsd === undefined ? 0 : (summary.outputTokens ?? 0),
+      durationSeconds: ms / 1000,
+      ...(summary.addedMs === undefined ? {} : { addedSeconds: summary.addedMs / 1000 }),
+      ...(summary.key === undefined ? {} : { key: summary.key }),
+    })
   }
 
   async function reserve(input: Parameters<BudgetStore['reserve']>[0]): Promise<ReserveResult> {
@@ -207,7 +241,7 @@ export function createPipeline(deps: PipelineDeps) {
       credential,
       body: raw,
     })
-    const abort = abortOnClientClose(reply)
+    const abort = abortOnClientClose(reply, deps.shutdown)
     const method = request.method === 'HEAD' ? 'HEAD' : request.method === 'GET' ? 'GET' : 'POST'
     const response = await deps.upstream.send(upstreamRequest, abort.signal, method)
     summary.outcome = 'free'
@@ -229,6 +263,7 @@ export function createPipeline(deps: PipelineDeps) {
     credential: UpstreamCredential
     reservation: Reservation
     summary: Summary
+    started: number
   }
 
   async function forwardMetered(f: Forward): Promise<void> {
@@ -259,13 +294,18 @@ export function createPipeline(deps: PipelineDeps) {
         credential: f.credential,
         body: changed ? Buffer.from(JSON.stringify(f.body)) : f.raw,
       })
-      const abort = abortOnClientClose(reply)
+      const abort = abortOnClientClose(reply, deps.shutdown)
       if (abort.signal.aborted) return await settle(plan.inputMicros, 'client_closed')
 
       let response: UpstreamResponse
       try {
+        summary.addedMs = Math.round((performance.now() - f.started) * 1000) / 1000
         response = await deps.upstream.send(upstreamRequest, abort.signal)
       } catch (error) {
+        if (deps.shutdown.aborted) {
+          await settle(facts.stream ? plan.inputMicros : reservation.reservedMicros, 'shutdown')
+          throw shuttingDown()
+        }
         if (abort.signal.aborted) {
           // Gone before the upstream answered: a stream had produced nothing yet; a non-streamed
           // request may have been fully generated, so it keeps its whole hold.
@@ -291,6 +331,10 @@ export function createPipeline(deps: PipelineDeps) {
         try {
           bytes = await readBody(response, Number.POSITIVE_INFINITY)
         } catch (error) {
+          if (deps.shutdown.aborted) {
+            await settle(reservation.reservedMicros, 'shutdown')
+            throw shuttingDown()
+          }
           if (abort.signal.aborted) return await settle(reservation.reservedMicros, 'client_closed')
           await settle(reservation.reservedMicros, 'upstream_failed')
           throw upstreamUnreachable('the provider connection broke before the answer was complete', { cause: error })
@@ -328,7 +372,10 @@ export function createPipeline(deps: PipelineDeps) {
     const slice = tokensCost(config.streamSliceTokens, price.outputPer1M)
     reply.hijack()
     reply.raw.writeHead(response.status, headers as Record<string, string>)
+    deps.metrics.streamStarted()
     const result = await meterStream({
+      stopSignal: deps.shutdown,
+      stopError: toErrorInfo(shuttingDown()),
       parser,
       upstream: response.body,
       client: reply.raw,
@@ -344,7 +391,7 @@ export function createPipeline(deps: PipelineDeps) {
       },
       cutoffFrame: (error) => adapter.cutoffFrame(route, error),
       upstreamFailure: toErrorInfo(upstreamUnreachable('the provider connection broke during the stream')),
-    })
+    }).finally(() => deps.metrics.streamEnded())
     summary.inputTokens = parser.reported().inputTokens ?? plan.inputTokens
     summary.outputTokens = outputTokens()
     if (result.error !== null) summary.code = result.error.code
@@ -373,10 +420,18 @@ function safeJson(bytes: Buffer): unknown {
   }
 }
 
-/** An AbortController that fires when the client goes away before the response is complete. */
-function abortOnClientClose(reply: FastifyReply): AbortController {
+function shuttingDown(): ProxyError {
+  return budgetUnavailable('the proxy is shutting down; retry the request')
+}
+
+/** An AbortController that fires when the client goes away before the response is complete, or at shutdown. */
+function abortOnClientClose(reply: FastifyReply, shutdown?: AbortSignal): AbortController {
   const controller = new AbortController()
   const raw = reply.raw
+  if (shutdown !== undefined) {
+    if (shutdown.aborted) controller.abort()
+    else shutdown.addEventListener('abort', () => controller.abort(), { once: true })
+  }
   if (raw.destroyed && !raw.writableEnded) controller.abort()
   raw.once('close', () => {
     if (!raw.writableEnded) controller.abort()

@@ -3,7 +3,7 @@ import type { Micros } from '../budget/types.js'
 import type { ErrorInfo, StreamParser } from '../providers/types.js'
 
 /** How a metered stream ended. */
-export type StreamOutcome = 'completed' | 'cutoff' | 'client_closed' | 'upstream_failed'
+export type StreamOutcome = 'completed' | 'cutoff' | 'client_closed' | 'upstream_failed' | 'shutdown'
 
 /** The client side of a stream: Node's ServerResponse or Http2ServerResponse. */
 export interface StreamSink {
@@ -29,6 +29,9 @@ export interface MeterOptions {
   cutoffFrame(error: ErrorInfo): Buffer
   /** The error a client sees when the upstream breaks mid-stream. */
   upstreamFailure: ErrorInfo
+  /** Fires when the server stops: the stream is cut with `stopError` like a budget cutoff. */
+  stopSignal?: AbortSignal
+  stopError?: ErrorInfo
 }
 
 export interface MeterResult {
@@ -52,6 +55,13 @@ export async function meterStream(options: MeterOptions): Promise<MeterResult> {
     upstream.destroy()
   }
   client.once('close', onClientClose)
+  let stopped = false
+  const onStop = (): void => {
+    stopped = true
+    upstream.destroy()
+  }
+  if (options.stopSignal?.aborted) onStop()
+  options.stopSignal?.addEventListener('abort', onStop, { once: true })
 
   async function forward(bytes: Buffer): Promise<ErrorInfo | null> {
     const cost = options.costMicros()
@@ -84,9 +94,11 @@ export async function meterStream(options: MeterOptions): Promise<MeterResult> {
     return { outcome: 'completed', error: null }
   } catch {
     if (clientClosed) return { outcome: 'client_closed', error: null }
+    if (stopped && options.stopError) return cut(options.stopError, 'shutdown')
     return cut(options.upstreamFailure, 'upstream_failed')
   } finally {
     client.off('close', onClientClose)
+    options.stopSignal?.removeEventListener('abort', onStop)
     if (!upstream.destroyed) upstream.destroy()
   }
 

@@ -23,7 +23,7 @@ export interface TestProxy {
 
 /** Starts the real proxy on a free loopback port with the given environment on top of test defaults. */
 export async function startProxy(env: Record<string, string>, options: { waitForStore?: boolean } = {}): Promise<TestProxy> {
-  const config = loadConfig({ HOST: '127.0.0.1', PORT: '0', LOOPERS_PRICING_PATH: TEST_PRICING_PATH, LOG_LEVEL: 'info', ...env })
+  const config = loadConfig({ HOST: '127.0.0.1', PORT: '0', LOOPERS_ADMIN_PORT: '0', LOOPERS_PRICING_PATH: TEST_PRICING_PATH, LOG_LEVEL: 'info', ...env })
   const lines: string[] = []
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
@@ -44,7 +44,7 @@ export async function startProxy(env: Record<string, string>, options: { waitFor
     },
     logText: () => lines.join(''),
     async close() {
-      await server.close()
+      await server.close(0)
       adminRedis.disconnect()
     },
   }

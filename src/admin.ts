@@ -1,0 +1,44 @@
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import type { BudgetStore } from './budget/types.js'
+import type { Metrics } from './metrics.js'
+
+export interface AdminOptions {
+  logger: Logger
+  store: BudgetStore
+  metrics: Metrics
+  /** True once shutdown has begun: `/ready` turns 503 so load balancers stop sending traffic. */
+  isStopping(): boolean
+}
+
+/**
+ * The admin listener (loopback by default): `/metrics` in Prometheus format, `/health` (the budget
+ * store answers) and `/ready` (healthy and not shutting down).
+ */
+export function buildAdminApp(options: AdminOptions): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: options.logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+  })
+  app.get('/metrics', async (_request, reply) => {
+    reply.header('content-type', options.metrics.registry.contentType)
+    return options.metrics.registry.metrics()
+  })
+  const storeAnswers = async (): Promise<boolean> => {
+    try {
+      await options.store.ping()
+      return true
+    } catch {
+      return false
+    }
+  }
+  app.get('/health', async (_request, reply) => {
+    const ok = await storeAnswers()
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', store: ok ? 'ok' : 'unreachable' })
+  })
+  app.get('/ready', async (_request, reply) => {
+    const ok = !options.isStopping() && (await storeAnswers())
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not_ready', stopping: options.isStopping() })
+  })
+  return app
+}

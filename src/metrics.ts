@@ -1,0 +1,135 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { BudgetStore } from './budget/types.js'
+
+/** Every metric Loopers exports; the Grafana dashboard may use only these. */
+export const METRIC_NAMES = [
+  'loopers_requests_total',
+  'loopers_refusals_total',
+  'loopers_cutoffs_total',
+  'loopers_spend_usd_total',
+  'loopers_tokens_total',
+  'loopers_store_errors_total',
+  'loopers_store_latency_seconds',
+  'loopers_request_duration_seconds',
+  'loopers_added_latency_seconds',
+  'loopers_inflight_streams',
+] as const
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
+const DURATION_BUCKETS = [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+
+/** What one finished request contributes to the metrics. */
+export interface RequestRecord {
+  provider: string
+  /** A priced model id, or a placeholder: labels never carry arbitrary client strings. */
+  model: string
+  outcome: string
+  /** Public error code of a refusal, with the budget window when one refused. */
+  refusal?: { reason: string; window: string }
+  cutoff: boolean
+  spendUsd: number
+  inputTokens: number
+  outputTokens: number
+  durationSeconds: number
+  /** Time spent in the proxy before the upstream was called; absent when it never was. */
+  addedSeconds?: number
+  /** Hash prefix of the key, only recorded when per-key labels are enabled. */
+  key?: string
+}
+
+export interface Metrics {
+  registry: Registry
+  recordRequest(record: RequestRecord): void
+  streamStarted(): void
+  streamEnded(): void
+  /** Wraps a budget store so every call is timed and every fault counted. */
+  instrumentStore(store: BudgetStore): BudgetStore
+}
+
+/** A fresh registry per server (tests start several in one process). `perKey` adds a key label to request and spend series. */
+export function createMetrics(options: { perKey: boolean }): Metrics {
+  const registry = new Registry()
+  const keyLabel = options.perKey ? ['key'] : []
+  const requests = new Counter({
+    name: 'loopers_requests_total',
+    help: 'Proxied requests by provider, model and outcome',
+    labelNames: ['provider', 'model', 'outcome', ...keyLabel],
+    registers: [registry],
+  })
+  const refusals = new Counter({
+    name: 'loopers_refusals_total',
+    help: 'Requests refused by the proxy, by reason and budget window',
+    labelNames: ['reason', 'window'],
+    registers: [registry],
+  })
+  const cutoffs = new Counter({ name: 'loopers_cutoffs_total', help: 'Streams cut at the budget', labelNames: ['provider'], registers: [registry] })
+  const spend = new Counter({
+    name: 'loopers_spend_usd_total',
+    help: 'Settled spend in USD',
+    labelNames: ['provider', ...keyLabel],
+    registers: [registry],
+  })
+  const tokens = new Counter({ name: 'loopers_tokens_total', help: 'Settled tokens', labelNames: ['provider', 'kind'], registers: [registry] })
+  const storeErrors = new Counter({ name: 'loopers_store_errors_total', help: 'Budget store faults', labelNames: ['op'], registers: [registry] })
+  const storeLatency = new Histogram({
+    name: 'loopers_store_latency_seconds',
+    help: 'Budget store call latency',
+    labelNames: ['op'],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  })
+  const duration = new Histogram({
+    name: 'loopers_request_duration_seconds',
+    help: 'Whole request duration, streams included',
+    labelNames: ['provider'],
+    buckets: DURATION_BUCKETS,
+    registers: [registry],
+  })
+  const added = new Histogram({
+    name: 'loopers_added_latency_seconds',
+    help: 'Time the proxy spends on a request before calling the upstream',
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  })
+  const inflight = new Gauge({ name: 'loopers_inflight_streams', help: 'Streams being relayed now', registers: [registry] })
+
+  function timed<A extends unknown[], R>(op: string, call: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+    return async (...args) => {
+      const end = storeLatency.startTimer({ op })
+      try {
+        return await call(...args)
+      } catch (error) {
+        storeErrors.inc({ op })
+        throw error
+      } finally {
+        end()
+      }
+    }
+  }
+
+  return {
+    registry,
+    recordRequest(r) {
+      const keyed = options.perKey && r.key !== undefined ? { key: r.key } : {}
+      requests.inc({ provider: r.provider, model: r.model, outcome: r.outcome, ...keyed })
+      if (r.refusal) refusals.inc({ reason: r.refusal.reason, window: r.refusal.window })
+      if (r.cutoff) cutoffs.inc({ provider: r.provider })
+      if (r.spendUsd > 0) spend.inc({ provider: r.provider, ...keyed }, r.spendUsd)
+      if (r.inputTokens > 0) tokens.inc({ provider: r.provider, kind: 'input' }, r.inputTokens)
+      if (r.outputTokens > 0) tokens.inc({ provider: r.provider, kind: 'output' }, r.outputTokens)
+      duration.observe({ provider: r.provider }, r.durationSeconds)
+      if (r.addedSeconds !== undefined) added.observe(r.addedSeconds)
+    },
+    streamStarted: () => inflight.inc(),
+    streamEnded: () => inflight.dec(),
+    instrumentStore(store) {
+      return {
+        reserve: timed('reserve', store.reserve.bind(store)),
+        extend: timed('extend', store.extend.bind(store)),
+        settle: timed('settle', store.settle.bind(store)),
+        abandon: timed('abandon', store.abandon.bind(store)),
+        ping: timed('ping', store.ping.bind(store)),
+      }
+    },
+  }
+}

@@ -1,0 +1,32 @@
+/** Counts requests in progress so shutdown can wait until every one has settled. */
+export interface Inflight {
+  begin(): void
+  end(): void
+  readonly count: number
+  /** Resolves when no request is in progress. */
+  drained(): Promise<void>
+}
+
+export function createInflight(): Inflight {
+  let count = 0
+  let waiters: Array<() => void> = []
+  return {
+    begin() {
+      count++
+    },
+    end() {
+      count--
+      if (count === 0) {
+        const ready = waiters
+        waiters = []
+        for (const resolve of ready) resolve()
+      }
+    },
+    get count() {
+      return count
+    },
+    drained() {
+      return count === 0 ? Promise.resolve() : new Promise((resolve) => waiters.push(resolve))
+    },
+  }
+}
