@@ -428,12 +428,13 @@ function shuttingDown(): ProxyError {
 function abortOnClientClose(reply: FastifyReply, shutdown?: AbortSignal): AbortController {
   const controller = new AbortController()
   const raw = reply.raw
-  if (shutdown !== undefined) {
-    if (shutdown.aborted) controller.abort()
-    else shutdown.addEventListener('abort', () => controller.abort(), { once: true })
-  }
+  const onShutdown = (): void => controller.abort()
+  if (shutdown?.aborted) controller.abort()
+  // The shutdown signal lives as long as the server: its listener must go when the response does.
+  else shutdown?.addEventListener('abort', onShutdown, { once: true })
   if (raw.destroyed && !raw.writableEnded) controller.abort()
   raw.once('close', () => {
+    shutdown?.removeEventListener('abort', onShutdown)
     if (!raw.writableEnded) controller.abort()
   })
   return controller

@@ -165,6 +165,27 @@ describe('non-streamed requests', () => {
   })
 })
 
+describe('settlement without usage and exact counting', () => {
+  it('charges the whole reservation for a 2xx answer that reports no usage', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+    fake.options = { omitUsage: true }
+    await client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 40 })
+    const summary = lastSummary()
+    expect(await daily()).toEqual({ spent: Number(summary.inputBound) + 40, held: 0 })
+  })
+
+  it('counts exactly with the tokenizer only when the byte bound does not fit, and admits what fits', async () => {
+    // 'hello ' × 200 is 1,200 bytes but about 200 tokens: the bound refuses, the exact count admits.
+    await proxy.admin.setBudget(hash, { limits: { daily: 400 } })
+    const input = 'hello '.repeat(200)
+    const result = await client().embeddings.create({ model: 'embed-test', input })
+    expect(result.data).toHaveLength(1)
+    const summary = lastSummary()
+    expect(Number(summary.inputBound)).toBeLessThan(Buffer.byteLength(input))
+    expect(Number(summary.inputBound)).toBeGreaterThanOrEqual(200)
+  })
+})
+
 describe('sessions', () => {
   it('counts steps and refuses the step past the limit', async () => {
     await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })

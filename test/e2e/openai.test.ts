@@ -82,6 +82,19 @@ describe('openai SDK through the proxy', () => {
     expect(await daily()).toEqual({ spent: 12 + 6, held: 0 })
   })
 
+  it('forwards stream bytes exactly as the upstream sent them', async () => {
+    fake.options = { chunks: 7 }
+    const body = JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], stream: true, stream_options: { include_usage: true } })
+    const direct = await (await fetch(`${fake.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })).text()
+    const proxied = await fetch(`${proxy.url}/openai/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'x-loopers-provider-key': UPSTREAM_KEY },
+      body,
+    })
+    expect(proxied.headers.get('content-type')).toBe('text/event-stream')
+    expect(await proxied.text()).toBe(direct)
+  })
+
   it('responses: non-streaming and streaming settle the reported usage', async () => {
     const response = await client().responses.create({ model: 'gpt-test', input: 'hi' })
     expect(response.output_text).toBe('hello from the fake')
@@ -150,6 +163,8 @@ describe('openai SDK through the proxy', () => {
     expect(rate.code).toBe('budget_exceeded')
     expect(rate.headers.get('x-loopers-error-code')).toBe('budget_exceeded')
     expect(Number(rate.headers.get('retry-after'))).toBeGreaterThan(0)
+    // A daily window resets in more than a minute: the SDK is told not to retry on its own.
+    expect(rate.headers.get('x-should-retry')).toBe('false')
     expect(rate.error).toMatchObject({ window: 'daily', limit_usd: 0.000005, spent_usd: 0 })
     expect(fake.received).toHaveLength(0)
   })

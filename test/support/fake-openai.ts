@@ -36,6 +36,8 @@ export interface FakeOpenAiOptions {
   hang?: boolean
   /** Destroy the socket after this many stream chunks. */
   resetAfterChunks?: number
+  /** Answer non-streamed chat without a usage object. */
+  omitUsage?: boolean
 }
 
 /**
@@ -104,7 +106,7 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
         created: 1,
         model,
         choices: [{ index: 0, message: { role: 'assistant', content: 'hello from the fake', refusal: null }, finish_reason: 'stop', logprobs: null }],
-        usage: { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion },
+        ...(o.omitUsage ? {} : { usage: { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion } }),
       })
     }
     if (path === '/v1/responses') {
