@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { buildApp } from './app.js'
@@ -54,6 +55,8 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   const keys = createKeyAdmin(redis)
   const inflight = createInflight()
   const shutdown = new AbortController()
+  // Every in-flight request listens for shutdown; thousands at once are expected, not a leak.
+  setMaxListeners(0, shutdown.signal)
   let stopping = false
   const upstream = createUpstreamClient({ connectTimeoutMs: config.upstream.connectTimeoutMs, timeoutMs: config.upstream.timeoutMs })
   let dual: ReturnType<typeof createDualServer> | null = null

@@ -67,6 +67,8 @@ interface Summary {
   maxTokens?: number
   /** The refusing budget window. */
   window?: string
+  /** Why a 5xx happened (store or transport fault), never a request detail. */
+  cause?: string
   /** Milliseconds spent before the upstream was called. */
   addedMs?: number
   priced?: boolean
@@ -153,6 +155,7 @@ export function createPipeline(deps: PipelineDeps) {
       summary.outcome ??= proxyError.status >= 500 ? 'error' : 'refused'
       if (typeof proxyError.details?.window === 'string') summary.window = proxyError.details.window
       if (!reply.sent && !reply.raw.headersSent) sendError(reply, adapter, proxyError)
+      if (proxyError.status >= 500 && proxyError.cause instanceof Error) summary.cause = proxyError.cause.message
       if (proxyError.status >= 500 && !(error instanceof ProxyError)) deps.logger.error({ err: error }, 'unexpected error')
     } finally {
       summary.status ??= reply.raw.statusCode
@@ -319,9 +322,9 @@ export function createPipeline(deps: PipelineDeps) {
       if (lowered !== null) headers['x-loopers-max-tokens'] = String(lowered)
 
       if (response.status >= 400) {
-        // Providers do not bill refused requests: refund everything, relay the error unchanged.
+        // Providers do not bill refused requests (unless the adapter says so): refund, relay the error unchanged.
         const bytes = await readBody(response, MAX_ERROR_BODY_BYTES).catch(() => Buffer.alloc(0))
-        await settle(0, 'upstream_error')
+        await settle(adapter.errorBillsInput?.(route, response.status, safeJson(bytes)) === true ? plan.inputMicros : 0, 'upstream_error')
         reply.code(response.status).headers(headers).send(bytes)
         return
       }
@@ -339,7 +342,7 @@ export function createPipeline(deps: PipelineDeps) {
           await settle(reservation.reservedMicros, 'upstream_failed')
           throw upstreamUnreachable('the provider connection broke before the answer was complete', { cause: error })
         }
-        const usage = adapter.usageFromBody(route, safeJson(bytes))
+        const usage = adapter.usageFromHeaders?.(route, response.headers) ?? adapter.usageFromBody(route, safeJson(bytes))
         // No usage reported: charge what was held, never less than may have been spent.
         const actual = usage === null ? reservation.reservedMicros : costMicros(price, { inputTokens: plan.inputTokens, ...usage })
         summary.inputTokens = usage?.inputTokens
