@@ -10,7 +10,7 @@ import { createDualServer } from './http/dual-server.js'
 import { createLogger } from './logger.js'
 import { buildAdminApp } from './admin.js'
 import { createMetrics } from './metrics.js'
-import { createInflight } from './proxy/inflight.js'
+import { createInflight, type Inflight } from './proxy/inflight.js'
 import { loadPricing } from './pricing/table.js'
 import { createUpstreamClient } from './proxy/upstream.js'
 import { createAdapters } from './providers/registry.js'
@@ -23,6 +23,8 @@ export interface RunningServer {
   url: string
   /** The bound admin address. */
   adminUrl: string
+  /** Requests in progress; each counts until it has settled. */
+  inflight: Inflight
   /**
    * Graceful stop: refuses new requests, lets in-flight requests and streams finish for up to
    * `graceMs` (default from config), then cuts the rest like a budget cutoff, settles every
@@ -121,6 +123,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     redis,
     url,
     adminUrl,
+    inflight,
     close(graceMs = config.shutdownGraceMs) {
       closed ??= stop(graceMs)
       return closed

@@ -113,7 +113,7 @@ export function createPipeline(deps: PipelineDeps) {
         await forwardFree(request, reply, adapter, target, credential, summary)
         return
       }
-      const route = method === 'POST' ? adapter.findRoute(method, target.path) : null
+      const route = method === 'POST' ? adapter.findRoute(method, target.path, query) : null
       if (route === null) {
         throw invalidRequest(`${method} ${target.path} is not a metered ${adapter.id} operation; Loopers does not forward it unmetered`)
       }
@@ -324,8 +324,8 @@ export function createPipeline(deps: PipelineDeps) {
       if (response.status >= 400) {
         // Providers do not bill refused requests (unless the adapter says so): refund, relay the error unchanged.
         const bytes = await readBody(response, MAX_ERROR_BODY_BYTES).catch(() => Buffer.alloc(0))
-        await settle(adapter.errorBillsInput?.(route, response.status, safeJson(bytes)) === true ? plan.inputMicros : 0, 'upstream_error')
         reply.code(response.status).headers(headers).send(bytes)
+        await settle(adapter.errorBillsInput?.(route, response.status, safeJson(bytes)) === true ? plan.inputMicros : 0, 'upstream_error')
         return
       }
 
@@ -347,8 +347,9 @@ export function createPipeline(deps: PipelineDeps) {
         const actual = usage === null ? reservation.reservedMicros : costMicros(price, { inputTokens: plan.inputTokens, ...usage })
         summary.inputTokens = usage?.inputTokens
         summary.outputTokens = usage?.outputTokens
-        await settle(actual, 'completed')
+        // Answer first: the hold keeps the money booked until settlement lands a round trip later.
         reply.code(response.status).headers(headers).send(bytes)
+        await settle(actual, 'completed')
         return
       }
 

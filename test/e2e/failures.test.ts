@@ -22,7 +22,9 @@ async function post(path: string, body: string, headers: Record<string, string> 
   })
 }
 
+/** The daily window once every request so far has settled (settlement lands just after the answer). */
 async function daily(): Promise<{ spent: number; held: number }> {
+  await eventually(() => proxy.inflight() === 0, 'settlement')
   const status = await proxy.admin.status(hash)
   return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
 }

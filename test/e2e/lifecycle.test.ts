@@ -120,6 +120,7 @@ describe('admin listener', () => {
       await sdk(proxy, key)
         .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'x' }] })
         .catch(() => undefined)
+      await eventually(() => proxy.inflight() === 0, 'settlement')
       const admin = proxy.server.adminUrl
       expect(new URL(admin).hostname).toBe('127.0.0.1')
       const metrics = await (await fetch(`${admin}/metrics`)).text()

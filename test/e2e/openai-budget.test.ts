@@ -20,13 +20,16 @@ function client(headers: Record<string, string> = {}): OpenAI {
   })
 }
 
+/** The daily window once every request so far has settled (settlement lands just after the answer). */
 async function daily(): Promise<{ spent: number; held: number }> {
+  await eventually(() => proxy.inflight() === 0, 'settlement')
   const status = await proxy.admin.status(hash)
   return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
 }
 
 /** The proxy's summary line for the last request of this key. */
-function lastSummary(): Record<string, unknown> {
+async function lastSummary(): Promise<Record<string, unknown>> {
+  await eventually(() => proxy.inflight() === 0, 'settlement')
   const lines = proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8))
   return lines[lines.length - 1] ?? {}
 }
@@ -73,7 +76,7 @@ describe('streams metered chunk by chunk', () => {
     fake.options = { chunks: 1 }
     for await (const _ of await client().chat.completions.create(body)) void _
     await eventually(async () => (await daily()).held === 0, 'settlement')
-    const inputBound = Number(lastSummary().inputBound)
+    const inputBound = Number((await lastSummary()).inputBound)
     expect(inputBound).toBeGreaterThan(0)
 
     const before = (await daily()).spent
@@ -90,7 +93,7 @@ describe('streams metered chunk by chunk', () => {
     await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
     expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
     await eventually(async () => (await daily()).held === 0, 'settlement')
-    const summary = lastSummary()
+    const summary = (await lastSummary())
     expect(summary.outcome).toBe('cutoff')
     // Charged: the input bound and the output counted, including the event that did not fit.
     expect(summary.inputTokens).toBe(inputBound)
@@ -118,7 +121,7 @@ describe('streams metered chunk by chunk', () => {
     await eventually(async () => (await daily()).held === 0, 'settlement')
     const written = fake.ledger[0]!.outputTokensWritten
     expect(written).toBeLessThan(500)
-    const summary = lastSummary()
+    const summary = (await lastSummary())
     expect(summary.outcome).toBe('client_closed')
     const output = Number(summary.outputTokens)
     expect(output).toBeGreaterThanOrEqual(4 * 3)
@@ -140,7 +143,7 @@ describe('non-streamed requests', () => {
     expect(lowered).toBeGreaterThan(16)
     expect(lowered).toBeLessThan(1000)
     expect(fake.received[0]?.body?.max_completion_tokens).toBe(lowered)
-    expect(Number(lastSummary().inputTokens) + lowered).toBeLessThanOrEqual(600)
+    expect(Number((await lastSummary()).inputTokens) + lowered).toBeLessThanOrEqual(600)
   })
 
   it('refuses with 429 when not even a useful part fits', async () => {
@@ -158,7 +161,7 @@ describe('non-streamed requests', () => {
     const iterator = stream[Symbol.asyncIterator]()
     await iterator.next()
     // While the stream runs it holds input plus the model's full 1,000-token output.
-    expect((await daily()).held).toBeGreaterThanOrEqual(1000)
+    expect((await proxy.admin.status(hash))!.daily.heldMicros).toBeGreaterThanOrEqual(1000)
     while (!(await iterator.next()).done);
     await eventually(async () => (await daily()).held === 0, 'settlement')
     expect((await daily()).spent).toBe(12 + 2)
@@ -170,7 +173,7 @@ describe('settlement without usage and exact counting', () => {
     await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
     fake.options = { omitUsage: true }
     await client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 40 })
-    const summary = lastSummary()
+    const summary = (await lastSummary())
     expect(await daily()).toEqual({ spent: Number(summary.inputBound) + 40, held: 0 })
   })
 
@@ -180,7 +183,7 @@ describe('settlement without usage and exact counting', () => {
     const input = 'hello '.repeat(200)
     const result = await client().embeddings.create({ model: 'embed-test', input })
     expect(result.data).toHaveLength(1)
-    const summary = lastSummary()
+    const summary = (await lastSummary())
     expect(Number(summary.inputBound)).toBeLessThan(Buffer.byteLength(input))
     expect(Number(summary.inputBound)).toBeGreaterThanOrEqual(200)
   })

@@ -21,7 +21,9 @@ function client(options: { apiKey?: string; baseURL?: string; headers?: Record<s
   })
 }
 
+/** The daily window once every request so far has settled (settlement lands just after the answer). */
 async function daily(): Promise<{ spent: number; held: number }> {
+  await eventually(() => proxy.inflight() === 0, 'settlement')
   const status = await proxy.admin.status(hash)
   return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
 }

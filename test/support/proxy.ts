@@ -18,6 +18,8 @@ export interface TestProxy {
   logs: Array<Record<string, unknown>>
   /** Raw log text, to check nothing secret was logged. */
   logText(): string
+  /** Requests the proxy is still handling (a request counts until it has settled and logged). */
+  inflight(): number
   close(): Promise<void>
 }
 
@@ -43,6 +45,7 @@ export async function startProxy(env: Record<string, string>, options: { waitFor
       return lines.join('').split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l) as Record<string, unknown>)
     },
     logText: () => lines.join(''),
+    inflight: () => server.inflight.count,
     async close() {
       await server.close(0)
       adminRedis.disconnect()
