@@ -123,8 +123,14 @@ export function compatUsageFromBody(route: RouteMatch, json: unknown): Usage | n
   return route.operation === 'responses' ? responsesUsage(json.usage) : chatUsage(json.usage)
 }
 
+/**
+ * Reads generated text a provider's chat deltas carry beyond OpenAI's string fields (Mistral's content
+ * parts and object-valued tool arguments); `add` takes strings and ignores anything else.
+ */
+export type DeltaTextReader = (delta: Json, add: (text: unknown) => void) => void
+
 /** Adds the generated text of one chat chunk: content, refusal, reasoning and tool-call arguments. */
-function addChatDelta(chunk: Json, state: CompatStreamState): void {
+function addChatDelta(chunk: Json, state: CompatStreamState, readExtra: DeltaTextReader | undefined): void {
   const choices = chunk.choices
   if (!Array.isArray(choices)) return
   for (const choice of choices) {
@@ -142,6 +148,7 @@ function addChatDelta(chunk: Json, state: CompatStreamState): void {
       }
     }
     if (isObject(delta.function_call)) state.addText(delta.function_call.arguments)
+    readExtra?.(delta, (text) => state.addText(text))
   }
 }
 
@@ -159,8 +166,11 @@ class CompatStreamState {
   }
 }
 
-/** Parser for `chat/completions` streams: `data: {chunk}` events, usage on the last chunk, `[DONE]`. */
-export function createChatStreamParser(): StreamParser {
+/**
+ * Parser for `chat/completions` streams: `data: {chunk}` events, usage on the last chunk, `[DONE]`.
+ * `readExtra` counts provider-specific delta text on top of OpenAI's fields.
+ */
+export function createChatStreamParser(readExtra?: DeltaTextReader): StreamParser {
   const state = new CompatStreamState()
   const framer = createSseFramer((event) => {
     if (event.data === '[DONE]') return
@@ -171,8 +181,9 @@ export function createChatStreamParser(): StreamParser {
       return
     }
     if (!isObject(chunk)) return
-    if (chunk.error !== undefined) state.failed = true
-    addChatDelta(chunk, state)
+    // OpenAI nests an `error` object; Mistral sends its error object itself (`"object": "error"`).
+    if (chunk.error !== undefined || chunk.object === 'error') state.failed = true
+    addChatDelta(chunk, state, readExtra)
     const usage = chatUsage(chunk.usage)
     if (usage !== null) state.usage = usage
   })

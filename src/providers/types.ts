@@ -57,6 +57,13 @@ export interface StreamParser {
   outputText(): string | null
   /** An error the upstream sent inside the stream, if any (the stream then bills nothing more). */
   upstreamError(): boolean
+  /**
+   * Optional: the bytes that end this stream when it is cut, for formats whose ending depends on what the
+   * client already has (Gemini's JSON array needs `[`, `,` or nothing before its error element).
+   * `forwardedBytes`: how many bytes of the frames `push`/`flush` returned reached the client.
+   * Absent: the adapter's `cutoffFrame` is used.
+   */
+  cutoffFrame?(error: ErrorInfo, forwardedBytes: number): Buffer
 }
 
 /** Where and how to send the upstream request. Credential injection sees the final body (SigV4 signs it). */
@@ -100,8 +107,12 @@ export interface ProviderAdapter {
   id: ProviderId
   /** The proxy key from where this provider's SDK sends its key; null when absent. */
   readKey(headers: IncomingHttpHeaders, query: URLSearchParams): string | null
-  /** Matches a metered POST operation; null means the path is not metered (and so refused). */
-  findRoute(method: string, path: string): RouteMatch | null
+  /**
+   * Matches a metered POST operation; null means the path is not metered (and so refused). `query` is the
+   * request's query string (Gemini's `alt` picks the stream format); throws ProxyError(invalid_request)
+   * for a query it cannot meter.
+   */
+  findRoute(method: string, path: string, query?: URLSearchParams): RouteMatch | null
   /** True for requests forwarded without a reservation because they cost nothing (model lists, token counts). */
   isFree(method: string, path: string): boolean
   /** Reads model, stream flag and output cap; throws ProxyError(invalid_request) on a body it cannot meter. */
@@ -132,4 +143,16 @@ export interface ProviderAdapter {
   cutoffFrame(route: RouteMatch, error: ErrorInfo): Buffer
   /** Error response body in this provider's shape (content-type is JSON). */
   errorBody(error: ErrorInfo): unknown
+  /**
+   * Optional: true when an upstream error response still bills the request's input (Azure charges prompts
+   * its content filter refused); the proxy then charges the input it reserved. Absent or false: nothing is billed.
+   */
+  errorBillsInput?(route: RouteMatch, status: number, json: unknown): boolean
+  /**
+   * Optional: usage a complete non-streaming response reports in its headers (Bedrock InvokeModel's
+   * `x-amzn-bedrock-*-token-count`, present for every model family); preferred over `usageFromBody`. Null if none.
+   */
+  usageFromHeaders?(route: RouteMatch, headers: Record<string, string | string[] | undefined>): Usage | null
+  /** Optional: extra headers for a proxy-produced error (Bedrock's `x-amzn-errortype`, which picks the SDK's typed error). */
+  errorHeaders?(error: ErrorInfo): Record<string, string>
 }

@@ -23,5 +23,6 @@ export function sendError(reply: FastifyReply, adapter: ProviderAdapter | null, 
     error.code === 'session_steps_exceeded' ||
     (error.code === 'budget_exceeded' && (error.retryAfterSeconds ?? 0) > LONGEST_USEFUL_RETRY_SECONDS)
   if (hopeless) reply.header('x-should-retry', 'false')
+  if (adapter?.errorHeaders) reply.headers(adapter.errorHeaders(info))
   reply.send(JSON.stringify(adapter === null ? compatErrorBody(info) : adapter.errorBody(info)))
 }

@@ -25,7 +25,7 @@ export interface MeterOptions {
   costMicros(): Micros
   /** Grows the reservation by at least `needMicros`; resolves null when granted, else the error to cut with. */
   extend(needMicros: Micros): Promise<ErrorInfo | null>
-  /** The provider-format frame that ends a cut stream. */
+  /** The provider-format frame that ends a cut stream, unless the parser builds its own (`StreamParser.cutoffFrame`). */
   cutoffFrame(error: ErrorInfo): Buffer
   /** The error a client sees when the upstream breaks mid-stream. */
   upstreamFailure: ErrorInfo
@@ -49,6 +49,8 @@ export interface MeterResult {
 export async function meterStream(options: MeterOptions): Promise<MeterResult> {
   const { parser, upstream, client } = options
   let clientClosed = client.destroyed
+  // Bytes of whole frames written to the client, so a parser can end its format after exactly those.
+  let forwardedBytes = 0
   const onClientClose = (): void => {
     if (client.writableEnded) return
     clientClosed = true
@@ -71,7 +73,9 @@ export async function meterStream(options: MeterOptions): Promise<MeterResult> {
       if (refusal !== null) return refusal
     }
     if (clientClosed) return null
-    if (!client.write(bytes)) await drained(client)
+    const flushed = client.write(bytes)
+    forwardedBytes += bytes.length
+    if (!flushed) await drained(client)
     return null
   }
 
@@ -104,7 +108,7 @@ export async function meterStream(options: MeterOptions): Promise<MeterResult> {
 
   function cut(error: ErrorInfo, outcome: StreamOutcome): MeterResult {
     upstream.destroy()
-    if (!client.writableEnded && !client.destroyed) client.end(options.cutoffFrame(error))
+    if (!client.writableEnded && !client.destroyed) client.end(parser.cutoffFrame?.(error, forwardedBytes) ?? options.cutoffFrame(error))
     return { outcome, error }
   }
 }
