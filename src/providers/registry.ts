@@ -1,4 +1,6 @@
 import type { Config } from '../config.js'
+import { createAnthropicAdapter } from './anthropic.js'
+import { createGeminiAdapter } from './gemini.js'
 import { createOpenAiAdapter } from './openai.js'
 import type { ProviderAdapter, ProviderId } from './types.js'
 
@@ -7,6 +9,8 @@ export type AdapterRegistry = Partial<Record<ProviderId, ProviderAdapter>>
 /** One adapter per supported provider id, built from configuration. Adding a provider adds one line here. */
 export function createAdapters(config: Config): AdapterRegistry {
   return {
+    anthropic: createAnthropicAdapter({ baseUrl: config.upstream.anthropic, apiKey: config.credentials.anthropic }),
+    gemini: createGeminiAdapter({ baseUrl: config.upstream.gemini, apiKey: config.credentials.gemini }),
     openai: createOpenAiAdapter({ baseUrl: config.upstream.openai, apiKey: config.credentials.openai }),
   }
 }

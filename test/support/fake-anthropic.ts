@@ -1,0 +1,166 @@
+import http from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import type { LedgerEntry, Received } from './fake-openai.js'
+
+export type { LedgerEntry, Received }
+
+export interface FakeAnthropicOptions {
+  /** `input_tokens` the fake reports (default 12). */
+  inputTokens?: number
+  /** `cache_read_input_tokens` and `cache_creation_input_tokens` reported (default 0 each). */
+  cacheReadTokens?: number
+  cacheWriteTokens?: number
+  /** `output_tokens` of a non-streamed answer (default 7). */
+  outputTokens?: number
+  /** Text deltas per streamed answer (default 5, at most `max_tokens`); each is one token of text `word`. */
+  chunks?: number
+  /** Text of one streamed token (default "tok "). */
+  word?: string
+  /** Milliseconds between stream deltas (default 0). */
+  chunkDelayMs?: number
+  /** Answer every metered POST with this status and body instead. */
+  fail?: { status: number; body: unknown }
+  /** Never answer metered POSTs. */
+  hang?: boolean
+  /** End the stream with an `overloaded_error` event after this many deltas. */
+  overloadAfterChunks?: number
+}
+
+/**
+ * A fake api.anthropic.com speaking the real wire format: Messages (JSON and SSE streams with usage in
+ * `message_start` and `message_delta`), token counting and the model list. It records every request and
+ * keeps a ledger of what each stream put on the wire.
+ */
+export interface FakeAnthropic {
+  url: string
+  received: Received[]
+  ledger: LedgerEntry[]
+  options: FakeAnthropicOptions
+  close(): Promise<void>
+}
+
+export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Promise<FakeAnthropic> {
+  const received: Received[] = []
+  const ledger: LedgerEntry[] = []
+  const fake: FakeAnthropic = { url: '', received, ledger, options: initial, close: async () => undefined }
+  const sockets = new Set<Socket>()
+
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks).toString('utf8')
+      let body: Record<string, unknown> | null = null
+      try {
+        body = raw.length > 0 ? (JSON.parse(raw) as Record<string, unknown>) : null
+      } catch {
+        body = null
+      }
+      received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, raw, body })
+      void answer(req, res, body ?? {})
+    })
+  })
+  server.on('connection', (socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
+
+  async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>): Promise<void> {
+    const o = fake.options
+    const path = (req.url ?? '').split('?')[0]
+    if (req.method === 'GET' && path === '/v1/models') {
+      const model = { type: 'model', id: 'claude-test', display_name: 'Claude Test', created_at: '2025-01-01T00:00:00Z' }
+      return json(res, 200, { data: [model], has_more: false, first_id: 'claude-test', last_id: 'claude-test' })
+    }
+    if (req.method === 'POST' && path === '/v1/messages/count_tokens') {
+      return json(res, 200, { input_tokens: o.inputTokens ?? 12 })
+    }
+    if (req.method !== 'POST' || path !== '/v1/messages') {
+      return json(res, 404, { type: 'error', error: { type: 'not_found_error', message: 'Not found' } })
+    }
+    if (o.hang) return
+    if (o.fail) return json(res, o.fail.status, o.fail.body)
+    const model = String(body.model ?? 'unknown')
+    if (body.stream === true) return streamMessage(req, res, body, model)
+    const output = o.outputTokens ?? 7
+    return json(res, 200, {
+      id: 'msg_01fake',
+      type: 'message',
+      role: 'assistant',
+      model,
+      content: [{ type: 'text', text: 'hello from the fake' }],
+      stop_reason: 'end_turn',
+      stop_sequence: null,
+      usage: { ...inputUsage(), output_tokens: output, service_tier: 'standard' },
+    })
+  }
+
+  function inputUsage(): Record<string, number> {
+    const o = fake.options
+    return {
+      input_tokens: o.inputTokens ?? 12,
+      cache_creation_input_tokens: o.cacheWriteTokens ?? 0,
+      cache_read_input_tokens: o.cacheReadTokens ?? 0,
+    }
+  }
+
+  async function streamMessage(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string) {
+    const o = fake.options
+    const entry: LedgerEntry = { url: req.url ?? '', chunksWritten: 0, outputTokensWritten: 0, finished: false, clientAborted: false }
+    ledger.push(entry)
+    res.once('close', () => {
+      if (!entry.finished) entry.clientAborted = true
+    })
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'request-id': 'req_fake' })
+    const maxTokens = typeof body.max_tokens === 'number' ? body.max_tokens : Number.POSITIVE_INFINITY
+    const count = Math.min(o.chunks ?? 5, maxTokens)
+    const event = (type: string, data: Record<string, unknown>, tokens = 0): boolean =>
+      write(res, entry, `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`, tokens)
+    const message = { id: 'msg_01fake', type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null }
+    if (!event('message_start', { message: { ...message, usage: { ...inputUsage(), output_tokens: 1 } } })) return
+    if (!event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } })) return
+    if (!event('ping', {})) return
+    for (let i = 0; i < count; i++) {
+      if (o.chunkDelayMs) await sleep(o.chunkDelayMs)
+      if (entry.clientAborted) return
+      if (o.overloadAfterChunks === i) {
+        event('error', { error: { type: 'overloaded_error', message: 'Overloaded' } })
+        entry.finished = true
+        res.end()
+        return
+      }
+      if (!event('content_block_delta', { index: 0, delta: { type: 'text_delta', text: o.word ?? 'tok ' } }, 1)) return
+    }
+    event('content_block_stop', { index: 0 })
+    const stopReason = count === maxTokens ? 'max_tokens' : 'end_turn'
+    event('message_delta', { delta: { stop_reason: stopReason, stop_sequence: null }, usage: { output_tokens: count } })
+    event('message_stop', {})
+    entry.finished = true
+    res.end()
+  }
+
+  const address = await new Promise<AddressInfo>((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address() as AddressInfo)))
+  fake.url = `http://127.0.0.1:${address.port}`
+  fake.close = async () => {
+    for (const socket of sockets) socket.destroy()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  }
+  return fake
+}
+
+function write(res: http.ServerResponse, entry: LedgerEntry, text: string, tokens: number): boolean {
+  if (entry.clientAborted || res.destroyed) return false
+  res.write(text)
+  entry.chunksWritten++
+  entry.outputTokensWritten += tokens
+  return true
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'request-id': 'req_fake' })
+  res.end(JSON.stringify(body))
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
