@@ -38,8 +38,12 @@ export function createDualServer(handler: http.RequestListener): http.Server & {
       undecided.delete(socket)
       socket.pause()
       socket.unshift(first)
-      if (first.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START)) h2.emit('connection', socket)
-      else for (const listener of http1Listeners) listener.call(h1, socket)
+      if (first.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START)) {
+        // The HTTP/1 server accepts half-open sockets; HTTP/2 relies on a peer's FIN closing the socket,
+        // or its session (and every stream of it) never learns that the client went away.
+        socket.allowHalfOpen = false
+        h2.emit('connection', socket)
+      } else for (const listener of http1Listeners) listener.call(h1, socket)
       process.nextTick(() => socket.resume())
     })
   })

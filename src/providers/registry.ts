@@ -1,5 +1,6 @@
 import type { Config } from '../config.js'
 import { createAnthropicAdapter } from './anthropic.js'
+import { createBedrockAdapter } from './bedrock.js'
 import { createGeminiAdapter } from './gemini.js'
 import { createOpenAiAdapter } from './openai.js'
 import type { ProviderAdapter, ProviderId } from './types.js'
@@ -10,6 +11,7 @@ export type AdapterRegistry = Partial<Record<ProviderId, ProviderAdapter>>
 export function createAdapters(config: Config): AdapterRegistry {
   return {
     anthropic: createAnthropicAdapter({ baseUrl: config.upstream.anthropic, apiKey: config.credentials.anthropic }),
+    bedrock: createBedrockAdapter({ baseUrl: config.upstream.bedrock, apiKey: config.credentials.bedrockApiKey, aws: config.credentials.aws, region: config.credentials.awsRegion }),
     gemini: createGeminiAdapter({ baseUrl: config.upstream.gemini, apiKey: config.credentials.gemini }),
     openai: createOpenAiAdapter({ baseUrl: config.upstream.openai, apiKey: config.credentials.openai }),
   }

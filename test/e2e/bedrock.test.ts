@@ -1,0 +1,439 @@
+import {
+  AccessDeniedException,
+  BedrockRuntimeClient,
+  BedrockRuntimeServiceException,
+  ConverseCommand,
+  ConverseStreamCommand,
+  CountTokensCommand,
+  InvokeModelCommand,
+  InvokeModelWithResponseStreamCommand,
+  ListAsyncInvokesCommand,
+  ThrottlingException,
+  ValidationException,
+} from '@aws-sdk/client-bedrock-runtime'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { startFakeBedrock, type FakeBedrock } from '../support/fake-bedrock.js'
+import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
+import { startRedis, type TestRedis } from '../support/redis.js'
+
+// Test prices make one token cost one micro-USD, so micros below are token counts.
+const SERVER_AWS = { accessKeyId: 'AKIDSERVERHELD', secret: 'server-held-secret' }
+const CLIENT_AWS = { accessKeyId: 'AKIDFROMHEADERS', secret: 'header-secret', sessionToken: 'header-session-token' }
+const UPSTREAM_API_KEY = 'ABSKupstreambedrockkey'
+const AWS_HEADERS = {
+  'x-loopers-aws-access-key': CLIENT_AWS.accessKeyId,
+  'x-loopers-aws-secret-key': CLIENT_AWS.secret,
+  'x-loopers-aws-session-token': CLIENT_AWS.sessionToken,
+  'x-loopers-aws-region': 'eu-central-1',
+}
+const CLAUDE = 'us.anthropic.claude-test-v1:0'
+const NOVA = 'amazon.nova-test-v1:0'
+
+let redis: TestRedis
+let fake: FakeBedrock
+let proxy: TestProxy
+let key: string
+let hash: string
+const clients: BedrockRuntimeClient[] = []
+
+interface ClientOptions {
+  /** X-Loopers-* headers added to every request (default: the client-side AWS credential). */
+  headers?: Record<string, string>
+  /** Authenticate as a Bedrock API key (`Authorization: Bearer`) instead of SigV4. */
+  token?: string
+  accessKeyId?: string
+  endpoint?: string
+}
+
+/** The official SDK pointed at the proxy, with the lp- key as its access key id (or API key). */
+function client(options: ClientOptions = {}): BedrockRuntimeClient {
+  const endpoint = options.endpoint ?? `${proxy.url}/bedrock`
+  const sdk =
+    options.token === undefined
+      ? new BedrockRuntimeClient({ endpoint, region: 'us-east-1', credentials: { accessKeyId: options.accessKeyId ?? key, secretAccessKey: 'unused' }, maxAttempts: 1 })
+      : new BedrockRuntimeClient({ endpoint, region: 'us-east-1', token: { token: options.token }, authSchemePreference: ['httpBearerAuth'], maxAttempts: 1 })
+  const headers = options.headers ?? AWS_HEADERS
+  sdk.middlewareStack.add(
+    (next) => async (args) => {
+      Object.assign((args.request as { headers: Record<string, string> }).headers, headers)
+      return next(args)
+    },
+    { step: 'build', name: 'loopersHeaders' },
+  )
+  clients.push(sdk)
+  return sdk
+}
+
+const claudeBody = (maxTokens = 100) => JSON.stringify({ anthropic_version: 'bedrock-2023-05-31', max_tokens: maxTokens, messages: [{ role: 'user', content: 'hi' }] })
+const converseInput = (modelId = NOVA, maxTokens?: number) => ({
+  modelId,
+  messages: [{ role: 'user' as const, content: [{ text: 'go' }] }],
+  ...(maxTokens === undefined ? {} : { inferenceConfig: { maxTokens } }),
+})
+
+async function daily(): Promise<{ spent: number; held: number }> {
+  const status = await proxy.admin.status(hash)
+  return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
+}
+
+/** The proxy's summary line of this key's `n`th request, once written (it follows the response). */
+async function summary(n: number): Promise<Record<string, unknown>> {
+  const lines = (): Array<Record<string, unknown>> => proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8))
+  await eventually(() => lines().length >= n, `summary line ${n}`)
+  return lines()[n - 1] ?? {}
+}
+
+/** Nothing the upstream received may contain the proxy key or a Loopers control header. */
+function expectNoProxyKeyUpstream(): void {
+  expect(fake.received.length).toBeGreaterThan(0)
+  for (const request of fake.received) {
+    expect(JSON.stringify(request.headers)).not.toContain(key)
+    expect(request.url).not.toContain('lp-')
+    expect(request.raw).not.toContain(key)
+    expect(Object.keys(request.headers).filter((h) => h.startsWith('x-loopers-') || h.startsWith('amz-sdk-'))).toEqual([])
+  }
+}
+
+async function collectConverse(stream: AsyncIterable<{ contentBlockDelta?: { delta?: { text?: string } } }> | undefined): Promise<string> {
+  let text = ''
+  for await (const event of stream ?? []) text += event.contentBlockDelta?.delta?.text ?? ''
+  return text
+}
+
+async function collectInvoke(body: AsyncIterable<{ chunk?: { bytes?: Uint8Array } }> | undefined): Promise<string> {
+  let text = ''
+  for await (const event of body ?? []) {
+    if (event.chunk?.bytes === undefined) continue
+    const chunk = JSON.parse(Buffer.from(event.chunk.bytes).toString('utf8')) as { type?: string; delta?: { text?: string } }
+    if (chunk.type === 'content_block_delta') text += chunk.delta?.text ?? ''
+  }
+  return text
+}
+
+beforeAll(async () => {
+  redis = await startRedis()
+  fake = await startFakeBedrock({
+    aws: { [SERVER_AWS.accessKeyId]: { secret: SERVER_AWS.secret }, [CLIENT_AWS.accessKeyId]: { secret: CLIENT_AWS.secret, sessionToken: CLIENT_AWS.sessionToken } },
+    apiKeys: [UPSTREAM_API_KEY],
+  })
+  proxy = await startProxy({
+    REDIS_URL: redis.url,
+    LOOPERS_BEDROCK_BASE_URL: fake.url,
+    AWS_ACCESS_KEY_ID: SERVER_AWS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: SERVER_AWS.secret,
+    AWS_REGION: 'us-west-2',
+    // Small stream slices so a stream must extend its reservation several times.
+    LOOPERS_STREAM_SLICE_TOKENS: '16',
+  })
+})
+
+afterAll(async () => {
+  await proxy?.close()
+  await fake?.close()
+  await redis?.stop()
+})
+
+beforeEach(async () => {
+  fake.received.length = 0
+  fake.ledger.length = 0
+  fake.rejected.length = 0
+  fake.options = {}
+  const created = await proxy.admin.createKey('bedrock-e2e', ['bedrock'])
+  key = created.key
+  hash = created.record.hash
+  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+})
+
+afterEach(() => {
+  for (const sdk of clients.splice(0)) sdk.destroy()
+})
+
+describe('AWS SDK (SigV4 over h2c) through the proxy', () => {
+  it('InvokeModel: signs upstream with the X-Loopers-AWS credential over the exact bytes, settles the reported usage', async () => {
+    const response = await client().send(new InvokeModelCommand({ modelId: CLAUDE, body: claudeBody(), contentType: 'application/json', accept: 'application/json' }))
+    const answer = JSON.parse(Buffer.from(response.body).toString('utf8')) as { content: Array<{ text: string }> }
+    expect(answer.content[0]?.text).toBe('hello from the fake')
+    expect(fake.received).toHaveLength(1)
+    const request = fake.received[0]!
+    expect(request.url).toBe('/model/us.anthropic.claude-test-v1%3A0/invoke')
+    expect(request.auth).toMatchObject({ kind: 'sigv4', accessKeyId: CLIENT_AWS.accessKeyId, region: 'eu-central-1' })
+    expect(request.headers['x-amz-security-token']).toBe(CLIENT_AWS.sessionToken)
+    expect(request.headers['accept-encoding']).toBe('identity')
+    expect(request.raw).toBe(claudeBody())
+    expectNoProxyKeyUpstream()
+    expect(await daily()).toEqual({ spent: 12 + 7, held: 0 })
+  })
+
+  it('InvokeModel usage from the x-amzn-bedrock token headers when the body has none (Mistral), and embeddings', async () => {
+    await client().send(new InvokeModelCommand({ modelId: 'mistral.mistral-test-v1:0', body: JSON.stringify({ prompt: '<s>[INST] hi [/INST]', max_tokens: 50 }) }))
+    expect(await daily()).toEqual({ spent: 19, held: 0 })
+    expect(await summary(1)).toMatchObject({ inputTokens: 12, outputTokens: 7, outcome: 'completed' })
+    const embedded = await client().send(new InvokeModelCommand({ modelId: 'amazon.titan-embed-test-v1', body: JSON.stringify({ inputText: 'hello world' }) }))
+    expect(JSON.parse(Buffer.from(embedded.body).toString('utf8'))).toMatchObject({ embedding: [0.5, 0.25, 0.125] })
+    expect(await daily()).toEqual({ spent: 19 + 12, held: 0 })
+  })
+
+  it('Converse with an ARN model id: the path goes upstream exactly as the SDK encoded it; pricing sees the decoded id', async () => {
+    const arn = 'arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.amazon.nova-test-v1:0'
+    const response = await client().send(new ConverseCommand(converseInput(arn, 64)))
+    expect(response.output?.message?.content?.[0]?.text).toBe('hello from the fake')
+    expect(response.usage).toMatchObject({ inputTokens: 12, outputTokens: 7 })
+    expect(fake.received[0]?.url).toBe(`/model/${encodeURIComponent(arn)}/converse`)
+    expect(await summary(1)).toMatchObject({ model: arn, op: 'converse' })
+    expect(await daily()).toEqual({ spent: 19, held: 0 })
+  })
+
+  it('without X-Loopers credentials the server-held AWS_* credentials sign, in AWS_REGION', async () => {
+    await client({ headers: {} }).send(new ConverseCommand(converseInput(NOVA, 64)))
+    expect(fake.received[0]?.auth).toMatchObject({ kind: 'sigv4', accessKeyId: SERVER_AWS.accessKeyId, region: 'us-west-2' })
+    expect(fake.received[0]?.headers['x-amz-security-token']).toBeUndefined()
+    expectNoProxyKeyUpstream()
+  })
+
+  it('X-Loopers-Provider-Key is sent upstream as a Bedrock API key', async () => {
+    await client({ headers: { 'x-loopers-provider-key': UPSTREAM_API_KEY } }).send(new ConverseCommand(converseInput(NOVA, 64)))
+    expect(fake.received[0]?.auth).toEqual({ kind: 'bearer', token: UPSTREAM_API_KEY })
+    expect(fake.received[0]?.headers['x-amz-date']).toBeUndefined()
+    expectNoProxyKeyUpstream()
+  })
+
+  it('the SDK with the lp- key as a Bedrock API key (Bearer) works the same', async () => {
+    const response = await client({ token: key, headers: {} }).send(new ConverseCommand(converseInput(NOVA, 64)))
+    expect(response.stopReason).toBe('end_turn')
+    expect(fake.received[0]?.auth).toMatchObject({ kind: 'sigv4', accessKeyId: SERVER_AWS.accessKeyId })
+    expectNoProxyKeyUpstream()
+    expect(await daily()).toEqual({ spent: 19, held: 0 })
+  })
+
+  it('path auth: the Bedrock API key the SDK sends becomes the upstream credential', async () => {
+    await client({ endpoint: `${proxy.url}/${key}/bedrock`, token: UPSTREAM_API_KEY, headers: {} }).send(new ConverseCommand(converseInput(NOVA, 64)))
+    expect(fake.received[0]?.auth).toEqual({ kind: 'bearer', token: UPSTREAM_API_KEY })
+    expect(fake.received[0]?.url).toBe(`/model/${encodeURIComponent(NOVA)}/converse`)
+    expectNoProxyKeyUpstream()
+  })
+
+  it('InvokeModelWithResponseStream: relays every chunk and settles the invocation metrics', async () => {
+    fake.options = { chunks: 6 }
+    const response = await client().send(new InvokeModelWithResponseStreamCommand({ modelId: CLAUDE, body: claudeBody() }))
+    expect(await collectInvoke(response.body)).toBe('tok '.repeat(6))
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    expect(await daily()).toEqual({ spent: 12 + 6, held: 0 })
+    expect(fake.received[0]?.url).toBe('/model/us.anthropic.claude-test-v1%3A0/invoke-with-response-stream')
+    expectNoProxyKeyUpstream()
+  })
+
+  it('ConverseStream: relays every event and settles the metadata usage', async () => {
+    fake.options = { chunks: 9 }
+    const response = await client().send(new ConverseStreamCommand(converseInput()))
+    expect(await collectConverse(response.stream)).toBe('tok '.repeat(9))
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    expect(await daily()).toEqual({ spent: 12 + 9, held: 0 })
+    expectNoProxyKeyUpstream()
+  })
+
+  it('ListAsyncInvokes (a GET) and CountTokens pass through free, signed', async () => {
+    const list = await client().send(new ListAsyncInvokesCommand({ maxResults: 5 }))
+    expect(list.asyncInvokeSummaries).toEqual([])
+    const counted = await client().send(new CountTokensCommand({ modelId: CLAUDE, input: { invokeModel: { body: new TextEncoder().encode(claudeBody()) } } }))
+    expect(counted.inputTokens).toBe(12)
+    expect(fake.received.map((r) => [r.method, r.url.split('?')[0], r.auth.kind])).toEqual([
+      ['GET', '/async-invoke', 'sigv4'],
+      ['POST', '/model/us.anthropic.claude-test-v1%3A0/count-tokens', 'sigv4'],
+    ])
+    expect(fake.rejected).toEqual([])
+    expect(await daily()).toEqual({ spent: 0, held: 0 })
+  })
+})
+
+describe('errors the SDK raises as typed exceptions', () => {
+  it('a refused budget raises ThrottlingException carrying the Loopers code and window', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 5 } })
+    const error = await client()
+      .send(new ConverseCommand(converseInput(NOVA, 64)))
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ThrottlingException)
+    expect(error).toMatchObject({ code: 'budget_exceeded', window: 'daily', limit_usd: 0.000005, $metadata: { httpStatusCode: 429 } })
+    expect(fake.received).toHaveLength(0)
+  })
+
+  it('unknown key, foreign key and unpriced model raise UnrecognizedClient, AccessDenied and Validation exceptions', async () => {
+    const unknown = await client({ accessKeyId: `lp-${'a'.repeat(43)}` })
+      .send(new ConverseCommand(converseInput(NOVA, 64)))
+      .catch((e: unknown) => e)
+    expect(unknown).toBeInstanceOf(BedrockRuntimeServiceException)
+    expect(unknown).toMatchObject({ name: 'UnrecognizedClientException', code: 'invalid_key', $metadata: { httpStatusCode: 401 } })
+    const other = await proxy.admin.createKey('openai only', ['openai'])
+    await expect(client({ accessKeyId: other.key }).send(new ConverseCommand(converseInput(NOVA, 64)))).rejects.toBeInstanceOf(AccessDeniedException)
+    const unpriced = await client()
+      .send(new ConverseCommand(converseInput('amazon.nova-unknown-v9:0', 64)))
+      .catch((e: unknown) => e)
+    expect(unpriced).toBeInstanceOf(ValidationException)
+    expect(unpriced).toMatchObject({ code: 'model_not_priced' })
+    expect(fake.received).toHaveLength(0)
+  })
+
+  it('an upstream error passes through unchanged (its own typed exception) and refunds the hold', async () => {
+    fake.options = { fail: { status: 400, type: 'ValidationException', message: 'Malformed input request: #: extraneous key [foo] is not permitted' } }
+    const error = await client()
+      .send(new InvokeModelCommand({ modelId: CLAUDE, body: claudeBody() }))
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ValidationException)
+    expect((error as Error).message).toContain('extraneous key')
+    expect(await daily()).toEqual({ spent: 0, held: 0 })
+  })
+
+  it('a wrong upstream secret is caught by the upstream signature check (403) and nothing is charged', async () => {
+    const error = await client({ headers: { ...AWS_HEADERS, 'x-loopers-aws-secret-key': 'not-the-secret' } })
+      .send(new ConverseCommand(converseInput(NOVA, 64)))
+      .catch((e: unknown) => e)
+    expect(error).toMatchObject({ name: 'InvalidSignatureException', $metadata: { httpStatusCode: 403 } })
+    expect(fake.rejected).toEqual([{ url: `/model/${encodeURIComponent(NOVA)}/converse`, reason: 'InvalidSignatureException' }])
+    expect(await daily()).toEqual({ spent: 0, held: 0 })
+  })
+})
+
+describe('budgets', () => {
+  it('a non-streamed request the budget cannot fully hold is sent with a lowered cap, signed over the rewritten body', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+    await client().send(new ConverseCommand(converseInput(NOVA, 900)))
+    const inputBound = Number((await summary(1)).inputBound)
+    const before = (await daily()).spent
+    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 300 } })
+    fake.received.length = 0
+    await client().send(new ConverseCommand(converseInput(NOVA, 900)))
+    const lowered = (fake.received[0]?.body?.inferenceConfig as { maxTokens: number }).maxTokens
+    expect(lowered).toBeLessThanOrEqual(300)
+    expect(lowered).toBeGreaterThan(16)
+    expect((await summary(2)).maxTokens).toBe(lowered)
+    expect(fake.rejected).toEqual([])
+  })
+
+  it('cuts a ConverseStream at the budget with a throttlingException event the SDK raises, and closes the upstream', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+    fake.options = { chunks: 1 }
+    await collectConverse((await client().send(new ConverseStreamCommand(converseInput(NOVA, 900)))).stream)
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const inputBound = Number((await summary(1)).inputBound)
+    expect(inputBound).toBeGreaterThan(0)
+
+    const before = (await daily()).spent
+    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 4 * 10 } })
+    fake.options = { chunks: 200, chunkDelayMs: 2 }
+    let text = ''
+    const error = await (async () => {
+      const response = await client().send(new ConverseStreamCommand(converseInput(NOVA, 900)))
+      for await (const event of response.stream ?? []) text += event.contentBlockDelta?.delta?.text ?? ''
+    })().catch((e: unknown) => e)
+
+    expect(error).toBeInstanceOf(ThrottlingException)
+    // The SDK keeps only the message of a stream exception; it leads with the Loopers code.
+    expect((error as Error).message).toBe('budget_exceeded: the daily budget cannot hold this request')
+    expect(text).toBe('tok '.repeat(10))
+    await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
+    expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const line = await summary(2)
+    expect(line.outcome).toBe('cutoff')
+    expect(line.code).toBe('budget_exceeded')
+    expect(line.inputTokens).toBe(inputBound)
+    expect(Number(line.outputTokens)).toBe(4 * 11)
+    expect((await daily()).spent - before).toBe(inputBound + 4 * 11)
+  })
+
+  it('cuts an InvokeModelWithResponseStream too (input reported early): the SDK raises ThrottlingException', async () => {
+    const llama = (): InvokeModelWithResponseStreamCommand =>
+      new InvokeModelWithResponseStreamCommand({ modelId: 'meta.llama-test-v1:0', body: JSON.stringify({ prompt: 'go', max_gen_len: 900 }) })
+    await collectInvoke((await client().send(llama())).body)
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const inputBound = Number((await summary(1)).inputBound)
+    const before = (await daily()).spent
+    // Room for admission only: the stream runs on its first slice, priced with the 12 input tokens Llama reports.
+    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 16 } })
+    const word = 'twenty-byte-token-- '
+    fake.options = { chunks: 400, chunkDelayMs: 2, word }
+    let generated = ''
+    const error = await (async () => {
+      for await (const event of (await client().send(llama())).body ?? []) {
+        if (event.chunk?.bytes) generated += (JSON.parse(Buffer.from(event.chunk.bytes).toString('utf8')) as { generation: string }).generation
+      }
+    })().catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ThrottlingException)
+    const delivered = Math.floor((inputBound + 16 - 12) / word.length)
+    expect(generated).toBe(word.repeat(delivered))
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    expect(await summary(2)).toMatchObject({ outcome: 'cutoff', inputTokens: 12, outputTokens: word.length * (delivered + 1) })
+    expect((await daily()).spent - before).toBe(12 + word.length * (delivered + 1))
+  })
+
+  it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {
+    fake.options = { chunks: 500, chunkDelayMs: 5 }
+    const controller = new AbortController()
+    const response = await client().send(new ConverseStreamCommand(converseInput()), { abortSignal: controller.signal })
+    let received = 0
+    await (async () => {
+      for await (const event of response.stream ?? []) {
+        if (event.contentBlockDelta?.delta?.text) received++
+        if (received === 3) controller.abort()
+      }
+    })().catch(() => undefined)
+
+    await eventually(() => fake.ledger[0]?.clientAborted === true, 'upstream aborted')
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const written = fake.ledger[0]!.outputTokensWritten
+    expect(written).toBeLessThan(500)
+    const line = await summary(1)
+    expect(line.outcome).toBe('client_closed')
+    const output = Number(line.outputTokens)
+    expect(output).toBeGreaterThanOrEqual(4 * 3)
+    expect(output).toBeLessThanOrEqual(4 * written)
+    const spent = (await daily()).spent
+    expect(spent).toBe(Number(line.inputTokens) + output)
+    await new Promise((r) => setTimeout(r, 200))
+    expect((await daily()).spent).toBe(spent)
+  })
+
+  it('a corrupted upstream frame reaches the SDK, which raises on its checksum; the stream settles on what was counted', async () => {
+    fake.options = { chunks: 20, corruptAfterChunks: 3 }
+    const error = await (async () => {
+      const response = await client().send(new ConverseStreamCommand(converseInput()))
+      await collectConverse(response.stream)
+    })().catch((e: unknown) => e)
+    expect(String(error)).toMatch(/checksum/i)
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const line = await summary(1)
+    // Input bound plus the three good deltas and every byte from the corrupt frame on.
+    expect(Number(line.outputTokens)).toBeGreaterThan(4 * 3)
+    expect((await daily()).spent).toBe(Number(line.inputTokens) + Number(line.outputTokens))
+  })
+
+  it('a flood of 200 concurrent requests against a budget for exactly 37 admits 37, and the upstream sees 37', async () => {
+    await client().send(new ConverseCommand(converseInput(NOVA, 10)))
+    const inputBound = Number((await summary(1)).inputBound)
+    const before = (await daily()).spent
+    const admitted = 37
+    await proxy.admin.setBudget(hash, { limits: { daily: before + admitted * (inputBound + 10) } })
+    fake.received.length = 0
+    let release!: () => void
+    fake.options = { gate: new Promise<void>((resolve) => (release = resolve)) }
+    let refused = 0
+    const sdk = client()
+    const all = Array.from({ length: 200 }, () =>
+      sdk.send(new ConverseCommand(converseInput(NOVA, 10))).then(
+        () => 'ok',
+        (e: unknown) => {
+          refused++
+          return e instanceof ThrottlingException ? 'throttled' : String(e)
+        },
+      ),
+    )
+    await eventually(() => fake.received.length + refused === 200, 'every request admitted or refused', 20_000)
+    expect(fake.received).toHaveLength(admitted)
+    release()
+    const outcomes = await Promise.all(all)
+    expect(outcomes.filter((o) => o === 'ok')).toHaveLength(admitted)
+    expect(outcomes.filter((o) => o === 'throttled')).toHaveLength(200 - admitted)
+    await new Promise((r) => setTimeout(r, 100))
+    expect(fake.received).toHaveLength(admitted)
+    expect(await daily()).toEqual({ spent: before + admitted * 19, held: 0 })
+  })
+})

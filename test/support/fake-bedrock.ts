@@ -1,0 +1,383 @@
+import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto'
+import http from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import { SignatureV4 } from '@smithy/signature-v4'
+import { baseModelId } from '../../src/providers/bedrock-native.js'
+import { encodeEventStreamMessage } from '../../src/stream/event-stream.js'
+
+/** A request as the fake Bedrock received it, with how it authenticated. */
+export interface Received {
+  method: string
+  url: string
+  headers: http.IncomingHttpHeaders
+  raw: string
+  body: Record<string, unknown> | null
+  auth: { kind: 'sigv4'; accessKeyId: string; region: string; signedHeaders: string[] } | { kind: 'bearer'; token: string }
+}
+
+/** What one streamed response put on the wire before it ended or the client went away. */
+export interface LedgerEntry {
+  url: string
+  chunksWritten: number
+  outputTokensWritten: number
+  finished: boolean
+  clientAborted: boolean
+}
+
+export interface FakeBedrockOptions {
+  /** Input tokens the fake reports (default 12). */
+  promptTokens?: number
+  /** Text deltas per streamed answer (default 5); each is one token of text `word`. */
+  chunks?: number
+  /** Output tokens of a non-streamed answer (default 7). */
+  completionTokens?: number
+  /** Text of one streamed token (default "tok "). */
+  word?: string
+  chunkDelayMs?: number
+  /** Answer every POST with this AWS error instead. */
+  fail?: { status: number; type: string; message: string }
+  /** Never answer POSTs. */
+  hang?: boolean
+  /** Hold every answer until this promise settles (for floods). */
+  gate?: Promise<void>
+  /** Destroy the socket after this many stream deltas. */
+  resetAfterChunks?: number
+  /** After this many stream deltas, send a frame whose message checksum is wrong. */
+  corruptAfterChunks?: number
+}
+
+export interface FakeBedrock {
+  url: string
+  received: Received[]
+  ledger: LedgerEntry[]
+  options: FakeBedrockOptions
+  /** Requests refused for authentication (bad or missing signature, unknown key). */
+  rejected: Array<{ url: string; reason: string }>
+  close(): Promise<void>
+}
+
+/** Accepted upstream credentials: SigV4 access key id → secret (and session token), Bedrock API keys. */
+export interface FakeBedrockAuth {
+  aws: Record<string, { secret: string; sessionToken?: string }>
+  apiKeys: string[]
+}
+
+/** Frame of one InvokeModelWithResponseStream chunk: `{"bytes": base64(chunk), "p": padding}`. */
+export function invokeChunkFrame(chunk: unknown, padding = 'abcdefghijklmnopqrstuvwxyzABCDEFGH'): Buffer {
+  const payload = { bytes: Buffer.from(JSON.stringify(chunk)).toString('base64'), p: padding }
+  return encodeEventStreamMessage(
+    { ':event-type': 'chunk', ':content-type': 'application/json', ':message-type': 'event' },
+    Buffer.from(JSON.stringify(payload)),
+  )
+}
+
+/** Frame of one ConverseStream event (`messageStart`, `contentBlockDelta`, `metadata`, …). */
+export function converseEventFrame(eventType: string, payload: unknown): Buffer {
+  return encodeEventStreamMessage(
+    { ':event-type': eventType, ':content-type': 'application/json', ':message-type': 'event' },
+    Buffer.from(JSON.stringify(payload)),
+  )
+}
+
+/** Frame of a modeled stream exception (`throttlingException`, `modelStreamErrorException`, …). */
+export function exceptionFrame(exceptionType: string, payload: unknown): Buffer {
+  return encodeEventStreamMessage(
+    { ':exception-type': exceptionType, ':content-type': 'application/json', ':message-type': 'exception' },
+    Buffer.from(JSON.stringify(payload)),
+  )
+}
+
+/** One event of a fixture's JSON source (`test/fixtures/bedrock/*.json`). */
+export type FixtureEvent = { chunk: unknown; p?: string } | { event: string; payload: unknown } | { exception: string; payload: unknown }
+
+/** The wire bytes of a fixture's events: how the `.bin` fixtures are made from their `.json` sources. */
+export function fixtureFrames(events: FixtureEvent[]): Buffer {
+  return Buffer.concat(
+    events.map((e) =>
+      'chunk' in e ? invokeChunkFrame(e.chunk, e.p) : 'event' in e ? converseEventFrame(e.event, e.payload) : exceptionFrame(e.exception, e.payload),
+    ),
+  )
+}
+
+/** node:crypto behind the hash interface @smithy/signature-v4 expects (plain or keyed SHA-256). */
+export class Sha256 {
+  private hash: Hash | Hmac
+  constructor(private readonly secret?: string | ArrayBuffer | ArrayBufferView) {
+    this.hash = this.create()
+  }
+  private create(): Hash | Hmac {
+    if (this.secret === undefined) return createHash('sha256')
+    const key = typeof this.secret === 'string' ? this.secret : Buffer.from(ArrayBuffer.isView(this.secret) ? this.secret.buffer.slice(this.secret.byteOffset, this.secret.byteOffset + this.secret.byteLength) : this.secret)
+    return createHmac('sha256', key)
+  }
+  update(data: string | Uint8Array): void {
+    this.hash.update(data)
+  }
+  async digest(): Promise<Uint8Array> {
+    return new Uint8Array(this.hash.digest())
+  }
+  reset(): void {
+    this.hash = this.create()
+  }
+}
+
+const AUTH_PATTERN = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$/
+
+/**
+ * Verifies a SigV4 request the way Bedrock does, with @smithy/signature-v4 (the AWS SDK's own signer)
+ * recomputing the signature from what arrived: the path as received, the signed headers, the body bytes.
+ */
+async function verifySigV4(req: http.IncomingMessage, body: Buffer, auth: FakeBedrockAuth): Promise<Received['auth'] | string> {
+  const match = AUTH_PATTERN.exec(String(req.headers.authorization))
+  if (match === null) return 'malformed Authorization'
+  const [, accessKeyId = '', , region = '', service, signedList = '', signature] = match
+  const known = auth.aws[accessKeyId]
+  if (known === undefined) return 'UnrecognizedClientException'
+  if (service !== 'bedrock') return `service ${service}`
+  const amzDate = String(req.headers['x-amz-date'] ?? '')
+  const signingDate = new Date(amzDate.replace(/^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/, '$1-$2-$3T$4:$5:$6Z'))
+  if (Number.isNaN(signingDate.getTime()) || Math.abs(Date.now() - signingDate.getTime()) > 15 * 60_000) return 'bad x-amz-date'
+  const contentSha = req.headers['x-amz-content-sha256']
+  if (contentSha !== undefined && contentSha !== createHash('sha256').update(body).digest('hex')) return 'x-amz-content-sha256 does not match the body'
+  const signedHeaders = signedList.split(';')
+  const headers: Record<string, string> = {}
+  for (const name of signedHeaders) {
+    const value = req.headers[name]
+    if (value === undefined) return `signed header ${name} missing`
+    headers[name] = Array.isArray(value) ? value.join(',') : value
+  }
+  const [path = '/', rawQuery = ''] = (req.url ?? '/').split('?')
+  const query: Record<string, string> = {}
+  for (const [name, value] of new URLSearchParams(rawQuery)) query[name] = value
+  const signer = new SignatureV4({
+    credentials: { accessKeyId, secretAccessKey: known.secret, ...(known.sessionToken ? { sessionToken: known.sessionToken } : {}) },
+    region,
+    service: 'bedrock',
+    sha256: Sha256,
+    applyChecksum: false,
+  })
+  const signed = await signer.sign(
+    { method: req.method ?? 'POST', protocol: 'http:', hostname: String(req.headers.host), path, query, headers, body },
+    { signingDate },
+  )
+  const expected = String(signed.headers.authorization ?? '')
+  if (!expected.endsWith(`Signature=${signature}`)) return 'InvalidSignatureException'
+  if (known.sessionToken !== undefined && req.headers['x-amz-security-token'] !== known.sessionToken) return 'bad security token'
+  return { kind: 'sigv4', accessKeyId, region, signedHeaders }
+}
+
+/**
+ * A fake bedrock-runtime speaking the real wire formats: Anthropic, Llama, Nova and Titan native bodies,
+ * Converse, and both event streams. It authenticates every request (SigV4 recomputed from the received
+ * bytes, or a Bedrock API key), records it, and keeps a ledger of what each stream served.
+ */
+export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedrockOptions = {}): Promise<FakeBedrock> {
+  const received: Received[] = []
+  const ledger: LedgerEntry[] = []
+  const rejected: FakeBedrock['rejected'] = []
+  const sockets = new Set<Socket>()
+  const fake: FakeBedrock = { url: '', received, ledger, rejected, options: initial, close: async () => undefined }
+
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => void handle(req, res, Buffer.concat(chunks)))
+  })
+  server.on('connection', (socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer): Promise<void> {
+    const authorization = String(req.headers.authorization ?? '')
+    let who: Received['auth'] | string
+    if (authorization.startsWith('Bearer ')) {
+      const token = authorization.slice(7)
+      who = auth.apiKeys.includes(token) ? { kind: 'bearer', token } : 'UnrecognizedClientException'
+    } else if (authorization.startsWith('AWS4-HMAC-SHA256 ')) {
+      who = await verifySigV4(req, raw, auth)
+    } else {
+      who = 'MissingAuthenticationTokenException'
+    }
+    if (typeof who === 'string') {
+      rejected.push({ url: req.url ?? '', reason: who })
+      const type = who === 'UnrecognizedClientException' || who === 'MissingAuthenticationTokenException' ? who : 'InvalidSignatureException'
+      return awsError(res, 403, type, `request refused: ${who}`)
+    }
+    const text = raw.toString('utf8')
+    let body: Record<string, unknown> | null = null
+    try {
+      body = text.length > 0 ? (JSON.parse(text) as Record<string, unknown>) : null
+    } catch {
+      body = null
+    }
+    received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, raw: text, body, auth: who })
+    await answer(req, res, body ?? {})
+  }
+
+  async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>): Promise<void> {
+    const o = fake.options
+    const path = (req.url ?? '').split('?')[0] ?? ''
+    if (req.method === 'GET' && path === '/async-invoke') return json(res, 200, { asyncInvokeSummaries: [] })
+    const route = /^\/model\/([^/]+)\/([a-z-]+)$/.exec(path)
+    if (route === null) return awsError(res, 404, 'UnknownOperationException', 'no such operation')
+    const modelId = decodeURIComponent(route[1] ?? '')
+    const operation = route[2] ?? ''
+    if (operation === 'count-tokens') return json(res, 200, { inputTokens: o.promptTokens ?? 12 })
+    if (o.hang) return
+    if (o.gate) await o.gate
+    if (o.fail) return awsError(res, o.fail.status, o.fail.type, o.fail.message)
+    const input = o.promptTokens ?? 12
+    const output = o.completionTokens ?? 7
+    const family = baseModelId(modelId).split('.')[0]
+    switch (operation) {
+      case 'invoke':
+        return invokeAnswer(res, modelId, family ?? '', input, output)
+      case 'converse':
+        return json(res, 200, {
+          output: { message: { role: 'assistant', content: [{ text: 'hello from the fake' }] } },
+          stopReason: 'end_turn',
+          usage: { inputTokens: input, outputTokens: output, totalTokens: input + output, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 },
+          metrics: { latencyMs: 42 },
+        })
+      case 'invoke-with-response-stream':
+        return stream(req, res, family === 'anthropic' ? anthropicEvents(input) : llamaEvents(input))
+      case 'converse-stream':
+        return stream(req, res, converseEvents(input))
+      default:
+        return awsError(res, 404, 'UnknownOperationException', `no operation ${operation}`)
+    }
+  }
+
+  function invokeAnswer(res: http.ServerResponse, modelId: string, family: string, input: number, output: number): void {
+    const counts = { 'x-amzn-bedrock-input-token-count': String(input), 'x-amzn-bedrock-output-token-count': String(output), 'x-amzn-bedrock-invocation-latency': '42' }
+    if (/embed/.test(modelId)) {
+      return json(res, 200, { embedding: [0.5, 0.25, 0.125], inputTextTokenCount: input }, { ...counts, 'x-amzn-bedrock-output-token-count': '0' })
+    }
+    if (family === 'anthropic') {
+      return json(res, 200, {
+        id: 'msg_bdrk_01',
+        type: 'message',
+        role: 'assistant',
+        model: 'claude-test',
+        content: [{ type: 'text', text: 'hello from the fake' }],
+        stop_reason: 'end_turn',
+        stop_sequence: null,
+        usage: { input_tokens: input, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: output },
+      }, counts)
+    }
+    if (family === 'meta') return json(res, 200, { generation: 'hello from the fake', prompt_token_count: input, generation_token_count: output, stop_reason: 'stop' }, counts)
+    // Mistral's body reports no usage: only the headers do.
+    return json(res, 200, { outputs: [{ text: 'hello from the fake', stop_reason: 'stop' }] }, counts)
+  }
+
+  /** One stream: frames before the deltas, a frame per delta, frames after (given the delta count). */
+  interface StreamPlan {
+    before: Buffer[]
+    delta(word: string): Buffer
+    after(count: number): Buffer[]
+  }
+
+  function anthropicEvents(input: number): StreamPlan {
+    return {
+      before: [
+        invokeChunkFrame({
+          type: 'message_start',
+          message: { id: 'msg_bdrk_02', type: 'message', role: 'assistant', model: 'claude-test', content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: input, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 1 } },
+        }),
+        invokeChunkFrame({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }),
+      ],
+      delta: (word) => invokeChunkFrame({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: word } }),
+      after: (count) => [
+        invokeChunkFrame({ type: 'content_block_stop', index: 0 }),
+        invokeChunkFrame({ type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: count } }),
+        invokeChunkFrame({ type: 'message_stop', 'amazon-bedrock-invocationMetrics': { inputTokenCount: input, outputTokenCount: count, invocationLatency: 42, firstByteLatency: 7 } }),
+      ],
+    }
+  }
+
+  function llamaEvents(input: number): StreamPlan {
+    let generated = 0
+    return {
+      before: [],
+      delta: (word) => invokeChunkFrame({ generation: word, prompt_token_count: generated === 0 ? input : null, generation_token_count: ++generated, stop_reason: null }),
+      after: (count) => [
+        invokeChunkFrame({
+          generation: '',
+          prompt_token_count: null,
+          generation_token_count: count,
+          stop_reason: 'stop',
+          'amazon-bedrock-invocationMetrics': { inputTokenCount: input, outputTokenCount: count, invocationLatency: 42, firstByteLatency: 7 },
+        }),
+      ],
+    }
+  }
+
+  function converseEvents(input: number): StreamPlan {
+    return {
+      before: [converseEventFrame('messageStart', { role: 'assistant', p: 'abcdef' })],
+      delta: (word) => converseEventFrame('contentBlockDelta', { contentBlockIndex: 0, delta: { text: word }, p: 'abcdefghij' }),
+      after: (count) => [
+        converseEventFrame('contentBlockStop', { contentBlockIndex: 0 }),
+        converseEventFrame('messageStop', { stopReason: 'end_turn' }),
+        converseEventFrame('metadata', { usage: { inputTokens: input, outputTokens: count, totalTokens: input + count }, metrics: { latencyMs: 42 } }),
+      ],
+    }
+  }
+
+  async function stream(req: http.IncomingMessage, res: http.ServerResponse, plan: StreamPlan): Promise<void> {
+    const o = fake.options
+    const entry: LedgerEntry = { url: req.url ?? '', chunksWritten: 0, outputTokensWritten: 0, finished: false, clientAborted: false }
+    ledger.push(entry)
+    res.once('close', () => {
+      if (!entry.finished) entry.clientAborted = true
+    })
+    res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream', 'x-amzn-requestid': 'req-fake', 'x-amzn-bedrock-content-type': 'application/json' })
+    for (const frame of plan.before) if (!write(res, entry, frame, 0)) return
+    const count = o.chunks ?? 5
+    for (let i = 0; i < count; i++) {
+      if (o.chunkDelayMs) await sleep(o.chunkDelayMs)
+      if (entry.clientAborted) return
+      if (o.resetAfterChunks !== undefined && i === o.resetAfterChunks) {
+        res.socket?.destroy()
+        return
+      }
+      const frame = plan.delta(o.word ?? 'tok ')
+      if (o.corruptAfterChunks !== undefined && i === o.corruptAfterChunks) frame.writeUInt32BE((frame.readUInt32BE(frame.length - 4) ^ 1) >>> 0, frame.length - 4)
+      if (!write(res, entry, frame, 1)) return
+    }
+    for (const frame of plan.after(count)) if (!write(res, entry, frame, 0)) return
+    entry.finished = true
+    res.end()
+  }
+
+  const address = await new Promise<AddressInfo>((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address() as AddressInfo)))
+  fake.url = `http://127.0.0.1:${address.port}`
+  fake.close = async () => {
+    for (const socket of sockets) socket.destroy()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  }
+  return fake
+}
+
+function write(res: http.ServerResponse, entry: LedgerEntry, frame: Buffer, tokens: number): boolean {
+  if (entry.clientAborted || res.destroyed) return false
+  res.write(frame)
+  entry.chunksWritten++
+  entry.outputTokensWritten += tokens
+  return true
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'x-amzn-requestid': 'req-fake', ...headers })
+  res.end(JSON.stringify(body))
+}
+
+/** An AWS restJson1 error: `x-amzn-errortype` names the exception, the body carries `message`. */
+function awsError(res: http.ServerResponse, status: number, type: string, message: string): void {
+  json(res, status, { message }, { 'x-amzn-errortype': `${type}:http://internal.amazon.com/coral/com.amazon.bedrock/` })
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
