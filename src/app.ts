@@ -1,6 +1,6 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerFactory } from 'fastify'
 import type { Logger } from 'pino'
-import { invalidRequest, notFound, payloadTooLarge, ProxyError } from './errors.js'
+import { internalError, invalidRequest, notFound, payloadTooLarge, ProxyError } from './errors.js'
 import { createPipeline, type PipelineDeps } from './proxy/pipeline.js'
 import { sendError } from './proxy/respond.js'
 import { parseTarget } from './proxy/target.js'
@@ -39,7 +39,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
       return sendError(reply, adapter, invalidRequest(error.message))
     }
     request.log.error({ err: error }, 'unhandled error')
-    return sendError(reply, adapter, new ProxyError('LP_ERR_INTERNAL', 'invalid_request', 500, 'internal error'))
+    return sendError(reply, adapter, internalError('internal error'))
   })
   app.setNotFoundHandler((request, reply) => {
     sendError(reply, adapterFor(options, request.url), notFound('unknown route: paths start with /{provider}/, e.g. /openai/v1/chat/completions'))

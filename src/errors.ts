@@ -17,6 +17,7 @@ export type PublicErrorCode =
   | 'upstream_unreachable'
   | 'upstream_timeout'
   | 'not_found'
+  | 'internal_error'
 
 export class ProxyError extends Error {
   readonly internal: string
@@ -76,6 +77,9 @@ export const budgetUnavailable = coded('LP_ERR_STORE_UNAVAILABLE', 'budget_unava
 export const upstreamUnreachable = coded('LP_ERR_UPSTREAM_UNREACHABLE', 'upstream_unreachable', 502)
 /** Upstream did not answer in time. 504. */
 export const upstreamTimeout = coded('LP_ERR_UPSTREAM_TIMEOUT', 'upstream_timeout', 504)
+
+/** A fault in the proxy itself (a bug): 500, logged with its cause. Any hold is settled as usual. */
+export const internalError = coded('LP_ERR_INTERNAL', 'internal_error', 500)
 
 /** Thrown by the budget store for infrastructure faults; the pipeline maps it to budget_unavailable. */
 export class StoreUnavailableError extends Error {

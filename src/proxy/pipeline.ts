@@ -6,6 +6,7 @@ import { microsToUsd } from '../cli/money.js'
 import type { Config } from '../config.js'
 import {
   budgetUnavailable,
+  internalError,
   invalidKey,
   invalidRequest,
   modelNotPriced,
@@ -123,7 +124,7 @@ export function createPipeline(deps: PipelineDeps) {
       }
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
       const body = parseJsonBody(raw)
-      const facts = adapter.describe(route, body)
+      const facts = checkFacts(adapter.describe(route, body))
       summary.model = facts.model
       summary.stream = facts.stream
       const price = pricing.lookup(adapter.id, facts.model)
@@ -298,7 +299,8 @@ export function createPipeline(deps: PipelineDeps) {
         body: changed ? Buffer.from(JSON.stringify(f.body)) : f.raw,
       })
       const abort = abortOnClientClose(reply, deps.shutdown)
-      if (abort.signal.aborted) return await settle(plan.inputMicros, 'client_closed')
+      // Gone before anything was sent: the provider was never called, so nothing is charged.
+      if (abort.signal.aborted) return await settle(0, 'client_closed')
 
       let response: UpstreamResponse
       try {
@@ -462,7 +464,23 @@ async function readBody(response: UpstreamResponse, limit: number): Promise<Buff
 function toProxyError(error: unknown): ProxyError {
   if (error instanceof ProxyError) return error
   if (error instanceof StoreUnavailableError) return budgetUnavailable('the budget store is unavailable', { cause: error })
-  return new ProxyError('LP_ERR_INTERNAL', 'upstream_unreachable', 502, 'internal proxy error', { cause: error })
+  return internalError('internal proxy error', { cause: error })
+}
+
+// No model generates more than this in one answer, nor more choices in one request (OpenAI's `n` ≤ 128);
+// within them every bound stays an exact integer (2^20 × 128 tokens × $1,000/1M < 2^53 micro-USD).
+const MAX_OUTPUT_TOKENS_PER_CHOICE = 1_048_576
+const MAX_CHOICES = 128
+
+/** Refuses output caps and choice counts no provider accepts, so reservation arithmetic stays exact. */
+function checkFacts(facts: RequestFacts): RequestFacts {
+  if (!Number.isSafeInteger(facts.choices) || facts.choices < 1 || facts.choices > MAX_CHOICES) {
+    throw invalidRequest(`a request may ask for 1 to ${MAX_CHOICES} choices`)
+  }
+  if (facts.maxOutputTokens !== null && facts.maxOutputTokens > MAX_OUTPUT_TOKENS_PER_CHOICE * facts.choices) {
+    throw invalidRequest(`the output cap may be at most ${MAX_OUTPUT_TOKENS_PER_CHOICE} tokens per choice`)
+  }
+  return facts
 }
 
 export type { ErrorInfo }
