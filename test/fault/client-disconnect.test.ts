@@ -1,0 +1,114 @@
+import OpenAI from 'openai'
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { chargedMicros, daily, reservations, settleCalls, sleep, summaries } from '../support/fault-checks.js'
+import { startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
+import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
+import { startRedis, type TestRedis } from '../support/redis.js'
+
+// Client disconnects at the phases the e2e suite leaves out (mid-stream is covered there): before the
+// upstream has answered, and while the upstream is about to send (or has just sent) its usage chunk.
+let redis: TestRedis
+let upstream: FaultUpstream
+let proxy: TestProxy
+let key: string
+let hash: string
+
+function sdk(): OpenAI {
+  return new OpenAI({ apiKey: key, baseURL: `${proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
+}
+
+/** After the abort: one settle call, one settled reservation, nothing held, and the charge does not move. */
+async function expectSettledOnce(settlesBefore: number, expectedMicros: number): Promise<void> {
+  await eventually(async () => (await daily(proxy.admin, hash)).held === 0, 'settlement')
+  await eventually(() => summaries(proxy, hash).length === 1, 'summary line')
+  const summary = summaries(proxy, hash)[0]!
+  expect(summary.outcome).toBe('client_closed')
+  expect(chargedMicros(summary)).toBe(expectedMicros)
+  expect(await daily(proxy.admin, hash)).toEqual({ spent: expectedMicros, held: 0 })
+  expect(await reservations(redis.url, hash)).toEqual([{ state: 'settled', amount: expect.any(Number), charged: expectedMicros }])
+  await sleep(150)
+  expect((await settleCalls(proxy.server.adminUrl)) - settlesBefore).toBe(1)
+  expect(await daily(proxy.admin, hash)).toEqual({ spent: expectedMicros, held: 0 })
+}
+
+beforeAll(async () => {
+  redis = await startRedis()
+  upstream = await startFaultUpstream()
+  proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: upstream.url })
+})
+
+afterAll(async () => {
+  await proxy?.close()
+  await upstream?.close()
+  await redis?.stop()
+})
+
+beforeEach(async () => {
+  upstream.plan = {}
+  upstream.exchanges.length = 0
+  const created = await proxy.admin.createKey('disconnects', ['openai'])
+  key = created.key
+  hash = created.record.hash
+  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+})
+
+describe('client gone before the upstream answers', () => {
+  it.each([
+    // A stream has produced nothing yet: the input is charged.
+    ['streamed', true, (s: Record<string, unknown>) => Number(s.inputBound)],
+    // A non-streamed answer may have been fully generated: the whole hold is kept.
+    ['non-streamed', false, (s: Record<string, unknown>) => Math.round(Number(s.reservedUsd) * 1_000_000)],
+  ])('%s: the proxy closes the upstream request and settles once', async (_name, stream, expected) => {
+    upstream.plan = { mode: 'hang' }
+    const settles = await settleCalls(proxy.server.adminUrl)
+    const controller = new AbortController()
+    const request = sdk()
+      .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'wait' }], stream }, { signal: controller.signal })
+      .catch((e: unknown) => e)
+    await eventually(() => upstream.exchanges.length === 1, 'request upstream')
+    await sleep(50)
+    controller.abort()
+    expect(await request).toBeInstanceOf(OpenAI.APIUserAbortError)
+    await eventually(() => upstream.last().closedEarly, 'the upstream sees its connection closed')
+    await eventually(() => summaries(proxy, hash).length === 1, 'summary line')
+    await expectSettledOnce(settles, expected(summaries(proxy, hash)[0]!))
+  })
+})
+
+describe('client gone at the end of a stream', () => {
+  it.each([
+    // Before the usage chunk: no usage reported, so the proxy's own count is charged.
+    ['right before the usage chunk', 'usage' as const, (inputBound: number, chunks: number) => inputBound + 4 * chunks],
+    // After it: the provider's reported usage (12 prompt tokens, one token per delta) is charged.
+    ['right after the usage chunk', 'done' as const, (_inputBound: number, chunks: number) => 12 + chunks],
+  ])('%s: upstream aborted, settled once, nothing held', async (_name, stallAt, expected) => {
+    const chunks = 6
+    upstream.plan = { chunks, stallAt, stallMs: 10_000 }
+    const settles = await settleCalls(proxy.server.adminUrl)
+    const controller = new AbortController()
+    const stream = await sdk().chat.completions.create(
+      { model: 'gpt-test', messages: [{ role: 'user', content: 'go' }], stream: true },
+      { signal: controller.signal },
+    )
+    let text = ''
+    let finished = false
+    let usage = false
+    const reading = (async () => {
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta.content ?? ''
+        if (chunk.choices[0]?.finish_reason === 'stop') finished = true
+        if (chunk.usage) usage = true
+      }
+    })().catch((e: unknown) => e)
+    await eventually(() => finished && upstream.last().stage === 'stalled', 'the upstream stalls at the end')
+    if (stallAt === 'done') await eventually(() => usage, 'usage chunk relayed')
+    controller.abort()
+    // The SDK ends an aborted stream's iteration quietly.
+    expect(await reading).toBeUndefined()
+    expect(text).toBe('tok '.repeat(chunks))
+    await eventually(() => upstream.last().closedEarly, 'upstream aborted')
+    expect(upstream.last().stage).toBe('stalled')
+    await eventually(() => summaries(proxy, hash).length === 1, 'summary line')
+    await expectSettledOnce(settles, expected(Number(summaries(proxy, hash)[0]!.inputBound), chunks))
+  })
+})

@@ -1,0 +1,160 @@
+import OpenAI from 'openai'
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { chargedMicros, daily, settleCalls, summaries, type Totals } from '../support/fault-checks.js'
+import { COMPLETION_TOKENS, startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
+import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
+import { startRedis, type TestRedis } from '../support/redis.js'
+
+// Redis faults on a persistent Redis (appendonly, fsync always): SIGKILL + restart between requests and
+// in the middle of a stream, and a Redis frozen for longer than the command timeout mid-stream.
+let redis: TestRedis
+let upstream: FaultUpstream
+let proxy: TestProxy
+let key: string
+let hash: string
+
+const SLICE_TOKENS = 16
+const SETTLE_FAILED = 'settlement failed; the hold stays booked until its windows end'
+/** A non-streamed answer of the fake costs its 12 prompt tokens plus 7 completion tokens. */
+const ANSWER_MICROS = 12 + COMPLETION_TOKENS
+
+function sdk(): OpenAI {
+  return new OpenAI({ apiKey: key, baseURL: `${proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
+}
+
+const ask = (): Promise<unknown> => sdk().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })
+
+const totals = (): Promise<Totals> => daily(proxy.admin, hash)
+
+async function health(): Promise<number> {
+  return (await fetch(`${proxy.url}/health`)).status
+}
+
+/** Streams a long answer, calls `fault` once three deltas have arrived, and returns what the client got. */
+async function streamThrough(fault: () => Promise<void> | void): Promise<{ error: unknown; deltas: number }> {
+  upstream.plan = { chunks: 400, chunkDelayMs: 10 }
+  let deltas = 0
+  const error = await (async () => {
+    const stream = await sdk().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'go' }], stream: true })
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.delta.content) deltas++
+      if (deltas === 3) await fault()
+    }
+  })().catch((e: unknown) => e)
+  return { error, deltas }
+}
+
+beforeAll(async () => {
+  redis = await startRedis({ appendonly: true })
+  upstream = await startFaultUpstream()
+  proxy = await startProxy({
+    REDIS_URL: redis.url,
+    LOOPERS_OPENAI_BASE_URL: upstream.url,
+    LOOPERS_REDIS_TIMEOUT_MS: '300',
+    LOOPERS_STREAM_SLICE_TOKENS: String(SLICE_TOKENS),
+  })
+})
+
+afterAll(async () => {
+  await proxy?.close()
+  await upstream?.close()
+  await redis?.stop()
+})
+
+beforeEach(async () => {
+  upstream.plan = {}
+  upstream.exchanges.length = 0
+  const created = await proxy.admin.createKey('redis-faults', ['openai'])
+  key = created.key
+  hash = created.record.hash
+  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+})
+
+describe('Redis killed (SIGKILL) and restarted', () => {
+  it('loses no settled spend, refuses with 503 without calling the provider while gone, then serves', async () => {
+    await ask()
+    await ask()
+    expect(await totals()).toEqual({ spent: 2 * ANSWER_MICROS, held: 0 })
+
+    await redis.kill()
+    try {
+      const refused = await ask().catch((e: unknown) => e)
+      expect(refused).toBeInstanceOf(OpenAI.InternalServerError)
+      expect((refused as InstanceType<typeof OpenAI.APIError>).status).toBe(503)
+      expect((refused as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_unavailable')
+      expect(await health()).toBe(503)
+      expect(upstream.exchanges).toHaveLength(2)
+    } finally {
+      await redis.restart()
+    }
+    await eventually(async () => (await health()) === 200, 'store back', 10_000)
+    // The key, its limit and its spend came back from the append-only file.
+    expect(await totals()).toEqual({ spent: 2 * ANSWER_MICROS, held: 0 })
+    expect((await proxy.admin.getKey(hash))?.limits.daily).toBe(1_000_000)
+    await ask()
+    expect(await totals()).toEqual({ spent: 3 * ANSWER_MICROS, held: 0 })
+    expect(upstream.exchanges).toHaveLength(3)
+  })
+
+  it('mid-stream: the stream is cut with budget_unavailable, the lost settlement leaves the hold booked (conservative)', async () => {
+    const before = await totals()
+    const { error, deltas } = await streamThrough(() => redis.kill())
+    try {
+      expect(error).toBeInstanceOf(OpenAI.APIError)
+      expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_unavailable')
+      await eventually(() => upstream.last().closedEarly, 'upstream closed')
+      expect(upstream.last().tokensWritten).toBeLessThan(400)
+      await eventually(() => proxy.logText().includes(SETTLE_FAILED), 'the failed settlement is logged')
+    } finally {
+      await redis.restart()
+    }
+    await eventually(async () => (await health()) === 200, 'store back', 10_000)
+    const inputBound = Number(summaries(proxy, hash).at(-1)!.inputBound)
+    const after = await totals()
+    // Nothing was handed back: the hold covers every byte the client received, plus at most the slice
+    // reserved ahead; nothing was charged either (the settlement never reached Redis).
+    expect(after.spent).toBe(before.spent)
+    expect(after.held).toBeGreaterThanOrEqual(inputBound + 4 * deltas)
+    expect(after.held).toBeLessThanOrEqual(inputBound + 4 * deltas + 2 * SLICE_TOKENS)
+    expect(after.spent + after.held).toBeGreaterThanOrEqual(12 + upstream.last().tokensWritten)
+
+    // The proxy serves again; the orphaned hold stays until its windows end.
+    await ask()
+    expect(await totals()).toEqual({ spent: before.spent + ANSWER_MICROS, held: after.held })
+  })
+})
+
+describe('Redis frozen (SIGSTOP) past the command timeout mid-stream', () => {
+  it('cuts the stream with budget_unavailable; the settlement sent while frozen lands when Redis wakes', async () => {
+    const settles = await settleCalls(proxy.server.adminUrl)
+    const logged = proxy.logText().split(SETTLE_FAILED).length
+    let paused = false
+    const { error, deltas } = await streamThrough(() => {
+      if (!paused) redis.pause()
+      paused = true
+    })
+    try {
+      expect(error).toBeInstanceOf(OpenAI.APIError)
+      expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_unavailable')
+      await eventually(() => upstream.last().closedEarly, 'upstream closed')
+      // The proxy gave up on the settlement after the command timeout, while Redis was still frozen.
+      await eventually(() => proxy.logText().split(SETTLE_FAILED).length > logged, 'the settle timeout is logged')
+      expect((await settleCalls(proxy.server.adminUrl)) - settles).toBe(1)
+    } finally {
+      redis.resume()
+    }
+    // Redis runs the commands still queued on the connection (the extend, then the settle): held returns
+    // to 0 and the charge is what the proxy counted at the cut.
+    await eventually(async () => (await totals()).held === 0, 'the queued settlement lands', 5_000)
+    const summary = summaries(proxy, hash).at(-1)!
+    expect(summary.outcome).toBe('cutoff')
+    const inputBound = Number(summary.inputBound)
+    const { spent } = await totals()
+    expect(spent).toBe(chargedMicros(summary))
+    expect(spent).toBeGreaterThan(inputBound + 4 * deltas)
+    expect(spent).toBeLessThanOrEqual(inputBound + 4 * deltas + 12)
+    expect(await health()).toBe(200)
+    await ask()
+    expect(await totals()).toEqual({ spent: spent + ANSWER_MICROS, held: 0 })
+  })
+})

@@ -1,0 +1,96 @@
+import OpenAI from 'openai'
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { sessionKey } from '../../src/budget/redis-keys.js'
+import { chargedMicros, daily, reservations, settleCalls, summaries } from '../support/fault-checks.js'
+import { startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
+import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
+import { startRedis, type TestRedis } from '../support/redis.js'
+
+// The key's standing changes while one of its streams runs: the next extension re-checks it and cuts.
+let redis: TestRedis
+let upstream: FaultUpstream
+let proxy: TestProxy
+let key: string
+let hash: string
+
+beforeAll(async () => {
+  redis = await startRedis()
+  upstream = await startFaultUpstream()
+  proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: upstream.url, LOOPERS_STREAM_SLICE_TOKENS: '16' })
+})
+
+afterAll(async () => {
+  await proxy?.close()
+  await upstream?.close()
+  await redis?.stop()
+})
+
+beforeEach(async () => {
+  upstream.plan = { chunks: 500, chunkDelayMs: 5 }
+  upstream.exchanges.length = 0
+  const created = await proxy.admin.createKey('revocation', ['openai'])
+  key = created.key
+  hash = created.record.hash
+  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+})
+
+describe('the key changes under a running stream', () => {
+  it.each([
+    ['the key is revoked', 'key_revoked', async () => void (await proxy.admin.revokeKey(hash))],
+    [
+      'the daily limit is lowered to what is already used',
+      'budget_exceeded',
+      async () => {
+        const { spent, held } = await daily(proxy.admin, hash)
+        await proxy.admin.setBudget(hash, { limits: { daily: spent + held } })
+      },
+    ],
+    [
+      "the key's session budget is lowered below what the session used",
+      'session_budget_exceeded',
+      async () => {
+        // The session exists and holds the stream's reservation.
+        expect(Number((await proxy.server.redis.hget(sessionKey(hash, 'run-1'), 'held')) ?? 0)).toBeGreaterThan(0)
+        await proxy.admin.setBudget(hash, { sessionBudgetMicros: 1 })
+      },
+    ],
+  ])('%s: the next extension is refused, the stream is cut with %s, upstream closed, settled once', async (_name, code, change) => {
+    const settles = await settleCalls(proxy.server.adminUrl)
+    const sdk = new OpenAI({
+      apiKey: key,
+      baseURL: `${proxy.url}/openai/v1`,
+      defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up', 'X-Loopers-Session-ID': 'run-1' },
+      maxRetries: 0,
+    })
+    let deltas = 0
+    const error = await (async () => {
+      const stream = await sdk.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'go' }], stream: true })
+      for await (const chunk of stream) {
+        if (chunk.choices[0]?.delta.content) deltas++
+        if (deltas === 3) await change()
+      }
+    })().catch((e: unknown) => e)
+
+    expect(error).toBeInstanceOf(OpenAI.APIError)
+    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe(code)
+    await eventually(() => upstream.last().closedEarly, 'upstream closed')
+    expect(upstream.last().stage).toBe('streaming')
+    expect(upstream.last().tokensWritten).toBeLessThan(500)
+    // 16-token slices of 4-token deltas: the refusal comes within a few deltas of the change.
+    expect(deltas).toBeGreaterThanOrEqual(3)
+    expect(deltas).toBeLessThanOrEqual(3 + 5)
+
+    await eventually(async () => (await daily(proxy.admin, hash)).held === 0, 'settlement')
+    const summary = summaries(proxy, hash).at(-1)!
+    expect(summary.outcome).toBe('cutoff')
+    expect(summary.code).toBe(code)
+    const inputBound = Number(summary.inputBound)
+    const { spent } = await daily(proxy.admin, hash)
+    expect(spent).toBe(chargedMicros(summary))
+    // Charged: input and every delta relayed, plus what was read but refused (at most a few deltas).
+    expect(spent).toBeGreaterThan(inputBound + 4 * deltas)
+    expect(spent).toBeLessThanOrEqual(inputBound + 4 * deltas + 12)
+    expect(await reservations(redis.url, hash)).toEqual([{ state: 'settled', amount: expect.any(Number), charged: spent }])
+    expect((await settleCalls(proxy.server.adminUrl)) - settles).toBe(1)
+  })
+})

@@ -1,0 +1,57 @@
+/** Reading what a request left behind: window totals, summary lines, settle calls, reservation records. */
+import { Redis } from 'ioredis'
+import type { KeyAdmin } from '../../src/budget/types.js'
+import type { TestProxy } from './proxy.js'
+
+export interface Totals {
+  spent: number
+  held: number
+}
+
+/** The daily window's settled spend and live holds of `hash`, in micro-USD (= tokens at test prices). */
+export async function daily(admin: KeyAdmin, hash: string): Promise<Totals> {
+  const status = await admin.status(hash)
+  if (status === null) throw new Error(`no key ${hash}`)
+  return { spent: status.daily.spentMicros, held: status.daily.heldMicros }
+}
+
+/** The proxy's summary lines ("request") of one key, oldest first. */
+export function summaries(proxy: Pick<TestProxy, 'logs'>, hash: string): Array<Record<string, unknown>> {
+  return proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8))
+}
+
+/** Micro-USD a summary line says was charged (the pipeline logs USD). */
+export function chargedMicros(summary: Record<string, unknown>): number {
+  return Math.round(Number(summary.chargedUsd) * 1_000_000)
+}
+
+/** How many times the proxy has called the store's settle, from its Prometheus metrics. */
+export async function settleCalls(adminUrl: string): Promise<number> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text()
+  const match = /^loopers_store_latency_seconds_count\{op="settle"\} (\d+)$/m.exec(text)
+  return match === null ? 0 : Number(match[1])
+}
+
+export interface ReservationRecord {
+  state: string
+  amount: number
+  charged: number | null
+}
+
+/** Every reservation record of `hash` in Redis (one per request that reserved). */
+export async function reservations(redisUrl: string, hash: string): Promise<ReservationRecord[]> {
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 0, lazyConnect: true })
+  redis.on('error', () => undefined)
+  try {
+    await redis.connect()
+    const keys = await redis.keys(`lp:{${hash}}:r:*`)
+    const records = await Promise.all(keys.map((k) => redis.hgetall(k)))
+    return records.map((r) => ({ state: r.state ?? '', amount: Number(r.amount ?? 0), charged: r.charged === undefined ? null : Number(r.charged) }))
+  } finally {
+    redis.disconnect()
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
