@@ -103,8 +103,8 @@ export function createPipeline(deps: PipelineDeps) {
       const keyHash = hashKey(proxyKey)
       summary.key = keyHash.slice(0, 8)
       const credential =
-        readLoopersCredential(request.headers, config.credentials.awsRegion) ??
-        (target.pathKey === null ? null : adapter.readClientCredential(request.headers, query)) ??
+        notProxyKey(readLoopersCredential(request.headers, config.credentials.awsRegion)) ??
+        notProxyKey(target.pathKey === null ? null : adapter.readClientCredential(request.headers, query)) ??
         adapter.defaultCredential()
 
       const method = request.method
@@ -403,6 +403,13 @@ export function createPipeline(deps: PipelineDeps) {
     if (result.error !== null) summary.code = result.error.code
     await settle(cost(), result.outcome)
   }
+}
+
+/** A client-sent credential unless it is a Loopers key: a proxy key is never sent upstream. */
+function notProxyKey(credential: UpstreamCredential | null): UpstreamCredential | null {
+  if (credential === null) return null
+  const id = credential.kind === 'apiKey' ? credential.value : credential.accessKeyId
+  return isProxyKey(id) ? null : credential
 }
 
 /** The request body as a JSON object; invalid_request otherwise. */

@@ -80,8 +80,9 @@ describe('streams metered chunk by chunk', () => {
     expect(inputBound).toBeGreaterThan(0)
 
     const before = (await daily()).spent
-    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 4 * 10 } })
-    fake.options = { chunks: 200, chunkDelayMs: 2 }
+    const room = inputBound + 4 * 10
+    await proxy.admin.setBudget(hash, { limits: { daily: before + room } })
+    fake.options = { chunks: 200, chunkDelayMs: 10 }
     let text = ''
     const error = await (async () => {
       for await (const chunk of await client().chat.completions.create(body)) text += chunk.choices[0]?.delta.content ?? ''
@@ -89,16 +90,24 @@ describe('streams metered chunk by chunk', () => {
 
     expect(error).toBeInstanceOf(OpenAI.APIError)
     expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_exceeded')
-    expect(text).toBe('tok '.repeat(10))
+    // Room for 10 chunks: the client got whole chunks, never more than fit. (Events that reach the
+    // proxy in one read are forwarded or cut together, so under load it may get fewer.)
+    const delivered = text.length / 4
+    expect(text).toBe('tok '.repeat(delivered))
+    expect(delivered).toBeGreaterThanOrEqual(1)
+    expect(delivered).toBeLessThanOrEqual(10)
     await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
     expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
     await eventually(async () => (await daily()).held === 0, 'settlement')
-    const summary = (await lastSummary())
+    const summary = await lastSummary()
     expect(summary.outcome).toBe('cutoff')
-    // Charged: the input bound and the output counted, including the event that did not fit.
+    // Charged: the input bound and the output counted, including the event(s) that did not fit.
     expect(summary.inputTokens).toBe(inputBound)
-    expect((await daily()).spent - before).toBe(inputBound + Number(summary.outputTokens))
-    expect(Number(summary.outputTokens)).toBe(4 * 11)
+    const counted = Number(summary.outputTokens)
+    expect((await daily()).spent - before).toBe(inputBound + counted)
+    expect(counted).toBeGreaterThan(4 * delivered)
+    expect(counted).toBeLessThanOrEqual(4 * fake.ledger[fake.ledger.length - 1]!.outputTokensWritten)
+    expect(inputBound + 4 * delivered).toBeLessThanOrEqual(room)
   })
 
   it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {

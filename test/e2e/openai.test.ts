@@ -135,6 +135,18 @@ describe('openai SDK through the proxy', () => {
     expect((await daily()).spent).toBe(19)
   })
 
+  it('never sends a proxy key upstream, even when the client offers one as the provider credential', async () => {
+    const sdk = new OpenAI({ apiKey: key, baseURL: `${proxy.url}/${key}/openai/v1`, maxRetries: 0 })
+    await expect(sdk.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })).rejects.toMatchObject({
+      status: 400,
+      code: 'invalid_request',
+    })
+    await expect(
+      client({ headers: { 'X-Loopers-Provider-Key': key } }).chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] }),
+    ).rejects.toMatchObject({ status: 400, code: 'invalid_request' })
+    expect(fake.received).toHaveLength(0)
+  })
+
   it('unknown, revoked and foreign keys raise the SDK typed errors; nothing reaches the upstream', async () => {
     const unknown = client({ apiKey: `lp-${'a'.repeat(43)}` })
     await expect(unknown.chat.completions.create({ model: 'gpt-test', messages: [] })).rejects.toMatchObject({
