@@ -1,0 +1,167 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import { invalidRequest } from '../errors.js'
+import { bearerToken, forwardableRequestHeaders, headerValue } from '../proxy/headers.js'
+import { isObject } from './body.js'
+import { compatRoute, describeCompat, type CompatOperation } from './openai-compat.js'
+import { compatMembers } from './openai.js'
+import type { ProviderAdapter, RouteMatch, UpstreamCredential } from './types.js'
+
+/**
+ * Azure OpenAI speaks OpenAI's wire format; this adapter embeds the OpenAI pieces and overrides what
+ * differs: routes (a deployment in the path is the model), the `api-key` header, the one configured
+ * resource endpoint, request fields old api-versions refuse, no exact count (a deployment name does not
+ * say which tokenizer it runs), and prompt-filter refusals that Azure still bills.
+ */
+
+// Azure deployment names: letters, digits, `.`, `_` and `-`, at most 64. The leading letter or digit rules out `.` and `..`.
+const DEPLOYMENT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+const DEPLOYMENT_ROUTE = /^\/openai\/deployments\/([^/]+)\/(chat\/completions|embeddings|responses)$/
+const DEPLOYMENT_OPERATIONS: Record<string, CompatOperation> = { 'chat/completions': 'chat', embeddings: 'embeddings', responses: 'responses' }
+
+/** Routes whose body names the model (the deployment): the v1 API, and Responses as the SDK sends it. */
+const BODY_MODEL_ROUTES = new Map<string, CompatOperation>([
+  ['/openai/v1/chat/completions', 'chat'],
+  ['/openai/v1/responses', 'responses'],
+  ['/openai/v1/embeddings', 'embeddings'],
+  ['/openai/responses', 'responses'],
+])
+
+// Before 2024-09-01(-preview) Azure refuses `stream_options` and `max_completion_tokens` as unrecognized arguments.
+const FIRST_MODERN_API_VERSION = '2024-09-01'
+
+// Query parameters that carry a credential (`api-key`, `subscription-key`, `access_token`, SAS `sig`, function `code`).
+const CREDENTIAL_PARAM = /key|token|secret|password|auth|credential|signature|^sig$|^code$/i
+const PROXY_KEY = /lp-[A-Za-z0-9]{43}/
+
+// A Microsoft Entra ID access token is a JWT and travels as a Bearer token; an Azure key goes in `api-key`.
+const JWT = /^eyJ[\w-]*\.[\w-]*\.[\w-]*$/
+
+/** The metered operation of a POST path; null for anything else. */
+export function findAzureRoute(path: string): RouteMatch | null {
+  const bodyModel = BODY_MODEL_ROUTES.get(path)
+  if (bodyModel !== undefined) return compatRoute(bodyModel)
+  const match = DEPLOYMENT_ROUTE.exec(path)
+  const deployment = match?.[1]
+  const operation = match?.[2] === undefined ? undefined : DEPLOYMENT_OPERATIONS[match[2]]
+  if (deployment === undefined || operation === undefined || !DEPLOYMENT.test(deployment)) return null
+  return compatRoute(operation, deployment)
+}
+
+/**
+ * True when `path` stays under `/openai/` of the endpoint: no `.` or `..` segment and no slash or
+ * backslash hidden in a segment, raw or percent-encoded.
+ */
+export function isSafeAzurePath(path: string): boolean {
+  if (!path.startsWith('/openai/') || path.includes('\\')) return false
+  for (const segment of path.split('/')) {
+    let decoded: string
+    try {
+      decoded = decodeURIComponent(segment)
+    } catch {
+      return false
+    }
+    if (decoded === '.' || decoded === '..' || decoded.includes('/') || decoded.includes('\\')) return false
+  }
+  return true
+}
+
+/** The query to forward (with its `?`), without credential parameters or anything holding a proxy key. */
+export function forwardableAzureQuery(query: string): string {
+  const kept = query.split('&').filter((pair) => {
+    if (pair.length === 0) return false
+    const eq = pair.indexOf('=')
+    try {
+      const name = decodeURIComponent((eq < 0 ? pair : pair.slice(0, eq)).replace(/\+/g, ' '))
+      const value = eq < 0 ? '' : decodeURIComponent(pair.slice(eq + 1).replace(/\+/g, ' '))
+      return !CREDENTIAL_PARAM.test(name) && !PROXY_KEY.test(name) && !PROXY_KEY.test(value)
+    } catch {
+      return false
+    }
+  })
+  return kept.length === 0 ? '' : `?${kept.join('&')}`
+}
+
+/** True for a dated api-version older than the first that knows `stream_options` and `max_completion_tokens`. */
+export function isLegacyApiVersion(query: string): boolean {
+  const version = new URLSearchParams(query).get('api-version')
+  const date = version === null ? undefined : /^\d{4}-\d{2}-\d{2}/.exec(version)?.[0]
+  return date !== undefined && date < FIRST_MODERN_API_VERSION
+}
+
+/**
+ * A chat body a legacy api-version accepts: no `stream_options` (its streams carry no usage, so the proxy's
+ * own count settles them) and `max_tokens` instead of `max_completion_tokens`. Unchanged bytes when neither is there.
+ */
+export function toLegacyChatBody(raw: Buffer): Buffer {
+  if (!raw.includes('"stream_options"') && !raw.includes('"max_completion_tokens"')) return raw
+  let body: unknown
+  try {
+    body = JSON.parse(raw.toString('utf8'))
+  } catch {
+    return raw
+  }
+  if (!isObject(body) || (body.stream_options === undefined && body.max_completion_tokens === undefined)) return raw
+  delete body.stream_options
+  const completion = body.max_completion_tokens
+  if (typeof completion === 'number') {
+    body.max_tokens = typeof body.max_tokens === 'number' ? Math.min(body.max_tokens, completion) : completion
+  }
+  delete body.max_completion_tokens
+  return Buffer.from(JSON.stringify(body))
+}
+
+/** Keys where Azure SDKs send one: `api-key` (keys), then `Authorization: Bearer` (Entra ID tokens, the v1 API). */
+function sentKeys(headers: IncomingHttpHeaders): string[] {
+  return [headerValue(headers, 'api-key'), bearerToken(headers)].filter((key): key is string => key !== null)
+}
+
+/**
+ * Azure OpenAI on the resource at `endpoint` (LOOPERS_AZURE_ENDPOINT), the only host it ever connects to.
+ * Without an endpoint every request is refused with invalid_request before anything is reserved or sent.
+ */
+export function createAzureAdapter(options: { endpoint: string | null; apiKey: string | null }): ProviderAdapter {
+  function requireEndpoint(): string {
+    if (options.endpoint === null) {
+      throw invalidRequest('Azure OpenAI is not configured on this proxy: set LOOPERS_AZURE_ENDPOINT to the resource endpoint')
+    }
+    return options.endpoint
+  }
+
+  return {
+    id: 'azure',
+    ...compatMembers,
+    readKey(headers) {
+      const keys = sentKeys(headers)
+      return keys.find((key) => key.startsWith('lp-')) ?? keys[0] ?? null
+    },
+    findRoute: (method, path) => (method === 'POST' ? findAzureRoute(path) : null),
+    isFree: (method, path) => (method === 'GET' || method === 'HEAD') && path.startsWith('/openai/'),
+    describe(route, body) {
+      requireEndpoint()
+      return describeCompat(route, body)
+    },
+    countInputTokens: () => null,
+    readClientCredential(headers): UpstreamCredential | null {
+      // A proxy key is never an upstream credential, wherever the client put it.
+      const token = sentKeys(headers).find((key) => !key.startsWith('lp-'))
+      return token === undefined ? null : { kind: 'apiKey', value: token }
+    },
+    defaultCredential: () => (options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }),
+    buildUpstream(ctx) {
+      const endpoint = requireEndpoint()
+      if (!isSafeAzurePath(ctx.path)) throw invalidRequest(`${ctx.path} is not an Azure OpenAI path`)
+      const headers = forwardableRequestHeaders(ctx.headers)
+      if (ctx.credential?.kind === 'apiKey') {
+        const value = ctx.credential.value
+        if (JWT.test(value)) headers.authorization = `Bearer ${value}`
+        else headers['api-key'] = value
+      }
+      const body = ctx.route.operation === 'chat' && isLegacyApiVersion(ctx.query) ? toLegacyChatBody(ctx.body) : ctx.body
+      return { url: `${endpoint}${ctx.path}${forwardableAzureQuery(ctx.query)}`, headers, body }
+    },
+    errorBillsInput(_route, status, json) {
+      // Azure bills the prompt its content filter evaluated and refused (HTTP 400, code content_filter).
+      return status === 400 && isObject(json) && isObject(json.error) && json.error.code === 'content_filter'
+    },
+  }
+}

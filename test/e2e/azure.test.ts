@@ -1,0 +1,448 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import OpenAI, { AzureOpenAI } from 'openai'
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { startFakeAzure, type FakeAzure } from '../support/fake-azure.js'
+import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
+import { startRedis, type TestRedis } from '../support/redis.js'
+
+// Test prices make one token cost one micro-USD (deployments my-gpt4o and my-embed), so micros are token counts.
+const UPSTREAM_KEY = 'azure-upstream-key-0123456789abcdef'
+const SERVER_KEY = 'azure-server-held-key'
+const API_VERSION = '2024-10-21'
+const FALLBACK_PRICES = fileURLToPath(new URL('../fixtures/azure/fallback-prices.json', import.meta.url))
+const CONTENT_FILTER_ERROR = JSON.parse(readFileSync(new URL('../fixtures/azure/content-filter-error.json', import.meta.url), 'utf8')) as unknown
+const HI = [{ role: 'user' as const, content: 'hi' }]
+
+let redis: TestRedis
+let fake: FakeAzure
+let proxy: TestProxy
+let key: string
+let hash: string
+
+interface ClientOptions {
+  deployment?: string | undefined
+  apiVersion?: string
+  apiKey?: string
+  endpoint?: string
+  /** The X-Loopers-Provider-Key header; null sends none. */
+  providerKey?: string | null
+}
+
+function azure(options: ClientOptions = {}): AzureOpenAI {
+  const providerKey = options.providerKey === undefined ? UPSTREAM_KEY : options.providerKey
+  return new AzureOpenAI({
+    endpoint: options.endpoint ?? `${proxy.url}/azure`,
+    apiKey: options.apiKey ?? key,
+    apiVersion: options.apiVersion ?? API_VERSION,
+    deployment: 'deployment' in options ? options.deployment : 'my-gpt4o',
+    defaultHeaders: providerKey === null ? {} : { 'X-Loopers-Provider-Key': providerKey },
+    maxRetries: 0,
+  })
+}
+
+/** The daily window once every request so far has settled (settlement lands just after the answer). */
+async function daily(also: TestProxy[] = []): Promise<{ spent: number; held: number }> {
+  for (const running of [proxy, ...also]) await eventually(() => running.inflight() === 0, 'settlement')
+  const status = await proxy.admin.status(hash)
+  return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
+}
+
+/** The summary line of this key's `count`-th request, once the proxy has written it. */
+async function summaryOf(count: number): Promise<Record<string, unknown>> {
+  const lines = () => proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8))
+  await eventually(() => lines().length >= count, `summary line ${count}`)
+  return lines()[count - 1]!
+}
+
+/**
+ * A stream cut at a budget for 10 chunks of 4 tokens: the client got whole chunks and never more than the
+ * budget, and the proxy counted the chunk that did not fit. That is exactly 10 and 11 when each upstream
+ * chunk arrives alone; a busy machine can coalesce chunks, and a batch that crosses the limit is cut whole.
+ */
+function expectCutAtBudget(text: string, counted: number): void {
+  expect(text).toBe('tok '.repeat(Math.floor(text.length / 4)))
+  expect(text.length).toBeLessThanOrEqual(4 * 10)
+  expect(text.length).toBeGreaterThanOrEqual(4 * 5)
+  expect(counted).toBeGreaterThan(text.length)
+}
+
+/** Nothing the upstream received may contain the proxy key or a Loopers control header. */
+function expectNoProxyKeyUpstream(): void {
+  for (const request of fake.received) {
+    expect(JSON.stringify(request.headers)).not.toContain(key)
+    expect(request.url).not.toContain('lp-')
+    expect(request.raw).not.toContain(key)
+    expect(Object.keys(request.headers).filter((h) => h.startsWith('x-loopers-'))).toEqual([])
+  }
+}
+
+/** A request written byte for byte (path, Host header) as no SDK would. */
+function rawRequest(method: string, path: string, headers: Record<string, string>, body = ''): Promise<{ status: number; text: string }> {
+  const target = new URL(proxy.url)
+  return new Promise((resolve, reject) => {
+    const request = http.request({ host: target.hostname, port: target.port, method, path, headers: { 'content-length': String(Buffer.byteLength(body)), ...headers } }, (response) => {
+      const chunks: Buffer[] = []
+      response.on('data', (c: Buffer) => chunks.push(c))
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }))
+    })
+    request.on('error', reject)
+    request.end(body)
+  })
+}
+
+beforeAll(async () => {
+  redis = await startRedis()
+  fake = await startFakeAzure()
+  proxy = await startProxy({
+    REDIS_URL: redis.url,
+    LOOPERS_AZURE_ENDPOINT: fake.url,
+    LOOPERS_AZURE_API_KEY: SERVER_KEY,
+    // A loaded CI machine must not turn the flood's budget checks into store timeouts (503s).
+    LOOPERS_REDIS_TIMEOUT_MS: '5000',
+    // Small stream slices so a stream must extend its reservation several times.
+    LOOPERS_STREAM_SLICE_TOKENS: '16',
+  })
+})
+
+afterAll(async () => {
+  await proxy?.close()
+  await fake?.close()
+  await redis?.stop()
+})
+
+beforeEach(async () => {
+  fake.received.length = 0
+  fake.ledger.length = 0
+  fake.options = {}
+  const created = await proxy.admin.createKey('azure-e2e', ['azure'])
+  key = created.key
+  hash = created.record.hash
+  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+})
+
+describe('AzureOpenAI through the proxy', () => {
+  it('chat completion: deployment route, api-version forwarded, api-key injected, proxy key never forwarded', async () => {
+    const completion = await azure().chat.completions.create({ model: 'gpt-4o', messages: HI })
+    expect(completion.choices[0]?.message.content).toBe('hello from azure')
+    expect(fake.received).toHaveLength(1)
+    const upstream = fake.received[0]!
+    expect(upstream.url).toBe(`/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}`)
+    expect(upstream.headers['api-key']).toBe(UPSTREAM_KEY)
+    expect(upstream.headers.authorization).toBeUndefined()
+    expect(upstream.headers['accept-encoding']).toBe('identity')
+    expectNoProxyKeyUpstream()
+    // 12 prompt + 7 completion tokens, priced by the deployment name.
+    expect(await daily()).toEqual({ spent: 19, held: 0 })
+    expect((await summaryOf(1)).model).toBe('my-gpt4o')
+  })
+
+  it('chat stream: prompt-filter and annotation chunks pass through, include_usage is forced, the usage settles', async () => {
+    fake.options = { chunks: 6 }
+    const stream = await azure().chat.completions.create({ model: 'gpt-4o', messages: HI, stream: true })
+    let text = ''
+    let chunks = 0
+    let promptFilters = 0
+    for await (const chunk of stream) {
+      chunks++
+      if ('prompt_filter_results' in chunk) promptFilters++
+      text += chunk.choices[0]?.delta?.content ?? ''
+    }
+    expect(text).toBe('tok '.repeat(6))
+    expect(promptFilters).toBe(1)
+    // Opening filter chunk, role, 6 tokens, 1 annotation, finish, usage.
+    expect(chunks).toBe(11)
+    expect(fake.received[0]?.body?.stream_options).toEqual({ include_usage: true })
+    expectNoProxyKeyUpstream()
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    expect(await daily()).toEqual({ spent: 12 + 6, held: 0 })
+  })
+
+  it('an api-version older than 2024-09-01 gets no stream_options and settles the proxy’s own count', async () => {
+    fake.options = { chunks: 3 }
+    const stream = await azure({ apiVersion: '2024-06-01' }).chat.completions.create({ model: 'gpt-4o', messages: HI, stream: true })
+    let text = ''
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? ''
+    expect(text).toBe('tok '.repeat(3))
+    expect(fake.received[0]?.body).not.toHaveProperty('stream_options')
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const summary = await summaryOf(1)
+    expect(summary.outcome).toBe('completed')
+    expect(summary.outputTokens).toBe(12)
+    expect((await daily()).spent).toBe(Number(summary.inputBound) + 12)
+  })
+
+  it('an old api-version gets its lowered cap as max_tokens', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 600 } })
+    const { response } = await azure({ apiVersion: '2024-02-01' }).chat.completions.create({ model: 'gpt-4o', messages: HI }).withResponse()
+    const lowered = Number(response.headers.get('x-loopers-max-tokens'))
+    expect(lowered).toBeGreaterThan(16)
+    expect(fake.received[0]?.body?.max_tokens).toBe(lowered)
+    expect(fake.received[0]?.body).not.toHaveProperty('max_completion_tokens')
+  })
+
+  it('embeddings are metered on input, by the embedding deployment', async () => {
+    const result = await azure({ deployment: 'my-embed' }).embeddings.create({ model: 'text-embedding-3-small', input: 'hello world' })
+    expect(result.data[0]?.embedding).toEqual([0.5, 0.25, 0.125])
+    expect(fake.received[0]?.url).toBe(`/openai/deployments/my-embed/embeddings?api-version=${API_VERSION}`)
+    expect(await daily()).toEqual({ spent: 12, held: 0 })
+  })
+
+  it('responses go to /openai/responses with the deployment in the body', async () => {
+    const response = await azure({ apiVersion: '2025-03-01-preview', deployment: undefined }).responses.create({ model: 'my-gpt4o', input: 'hi' })
+    expect(response.output_text).toBe('hello from azure')
+    expect(fake.received[0]?.url).toBe('/openai/responses?api-version=2025-03-01-preview')
+    expect(await daily()).toEqual({ spent: 19, held: 0 })
+  })
+
+  it('the v1 API: the OpenAI SDK with Bearer auth and the deployment as model', async () => {
+    const client = new OpenAI({ apiKey: key, baseURL: `${proxy.url}/azure/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': UPSTREAM_KEY }, maxRetries: 0 })
+    const completion = await client.chat.completions.create({ model: 'my-gpt4o', messages: HI })
+    expect(completion.choices[0]?.message.content).toBe('hello from azure')
+    expect(fake.received[0]?.url).toBe('/openai/v1/chat/completions')
+    expect(fake.received[0]?.headers['api-key']).toBe(UPSTREAM_KEY)
+    expect(fake.received[0]?.headers.authorization).toBeUndefined()
+    expectNoProxyKeyUpstream()
+    expect(await daily()).toEqual({ spent: 19, held: 0 })
+  })
+
+  it('the model list passes through free', async () => {
+    const models = await azure().models.list()
+    expect(models.data.map((m) => m.id)).toEqual(['gpt-4o-2024-11-20'])
+    expect(fake.received[0]?.method).toBe('GET')
+    expect(fake.received[0]?.url).toBe(`/openai/models?api-version=${API_VERSION}`)
+    expect(await daily()).toEqual({ spent: 0, held: 0 })
+  })
+
+  it('path auth: the key AzureOpenAI sends becomes the upstream credential', async () => {
+    const client = azure({ endpoint: `${proxy.url}/${key}/azure`, apiKey: 'azure-real-key-from-sdk', providerKey: null })
+    await client.chat.completions.create({ model: 'gpt-4o', messages: HI })
+    expect(fake.received[0]?.headers['api-key']).toBe('azure-real-key-from-sdk')
+    expect(fake.received[0]?.url).toBe(`/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}`)
+    expectNoProxyKeyUpstream()
+    expect((await daily()).spent).toBe(19)
+  })
+
+  it('without a client credential the server-held LOOPERS_AZURE_API_KEY is injected', async () => {
+    await azure({ providerKey: null }).chat.completions.create({ model: 'gpt-4o', messages: HI })
+    expect(fake.received[0]?.headers['api-key']).toBe(SERVER_KEY)
+    expectNoProxyKeyUpstream()
+  })
+
+  it('a refused budget raises RateLimitError with the window details; nothing reaches Azure', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 5 } })
+    const error = await azure({ deployment: 'my-embed' })
+      .embeddings.create({ model: 'x', input: 'hello '.repeat(50) })
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpenAI.RateLimitError)
+    const rate = error as InstanceType<typeof OpenAI.RateLimitError>
+    expect(rate.code).toBe('budget_exceeded')
+    expect(rate.headers.get('x-loopers-error-code')).toBe('budget_exceeded')
+    expect(Number(rate.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect(rate.error).toMatchObject({ window: 'daily', limit_usd: 0.000005, spent_usd: 0 })
+    expect(fake.received).toHaveLength(0)
+  })
+
+  it('an unpriced deployment is refused with model_not_priced before any reservation', async () => {
+    const error = await azure({ deployment: 'unpriced-deployment' })
+      .chat.completions.create({ model: 'gpt-4o', messages: HI })
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError)
+    expect((error as InstanceType<typeof OpenAI.BadRequestError>).code).toBe('model_not_priced')
+    expect(fake.received).toHaveLength(0)
+    expect(await daily()).toEqual({ spent: 0, held: 0 })
+  })
+
+  it('a pricing file with an azure _fallback prices any deployment', async () => {
+    const other = await startProxy({ REDIS_URL: redis.url, LOOPERS_AZURE_ENDPOINT: fake.url, LOOPERS_PRICING_PATH: FALLBACK_PRICES })
+    try {
+      await azure({ endpoint: `${other.url}/azure`, deployment: 'any-deployment' }).chat.completions.create({ model: 'gpt-4o', messages: HI })
+      expect(fake.received[0]?.url).toBe(`/openai/deployments/any-deployment/chat/completions?api-version=${API_VERSION}`)
+      // _fallback: 5 USD per 1M input, 20 USD per 1M output.
+      expect(await daily([other])).toEqual({ spent: 12 * 5 + 7 * 20, held: 0 })
+    } finally {
+      await other.close()
+    }
+  })
+
+  it('a prompt refused by the content filter is relayed unchanged and bills its input, as Azure does', async () => {
+    fake.options = { fail: { status: 400, body: CONTENT_FILTER_ERROR } }
+    const error = await azure()
+      .chat.completions.create({ model: 'gpt-4o', messages: HI })
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError)
+    expect((error as InstanceType<typeof OpenAI.BadRequestError>).code).toBe('content_filter')
+    const summary = await summaryOf(1)
+    expect(summary.outcome).toBe('upstream_error')
+    expect(await daily()).toEqual({ spent: Number(summary.inputBound), held: 0 })
+
+    fake.options = { fail: { status: 429, body: { error: { code: '429', message: 'Rate limit is exceeded. Try again in 6 seconds.' } } } }
+    const before = (await daily()).spent
+    await expect(azure().chat.completions.create({ model: 'gpt-4o', messages: HI })).rejects.toBeInstanceOf(OpenAI.RateLimitError)
+    expect(await daily()).toEqual({ spent: before, held: 0 })
+  })
+
+  it('without LOOPERS_AZURE_ENDPOINT requests are refused with a clear error and nothing is reserved', async () => {
+    const unconfigured = await startProxy({ REDIS_URL: redis.url })
+    try {
+      const error = await azure({ endpoint: `${unconfigured.url}/azure` })
+        .chat.completions.create({ model: 'gpt-4o', messages: HI })
+        .catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(OpenAI.BadRequestError)
+      const bad = error as InstanceType<typeof OpenAI.BadRequestError>
+      expect(bad.code).toBe('invalid_request')
+      expect(bad.message).toContain('LOOPERS_AZURE_ENDPOINT')
+      await expect(azure({ endpoint: `${unconfigured.url}/azure` }).models.list()).rejects.toBeInstanceOf(OpenAI.BadRequestError)
+      expect(fake.received).toHaveLength(0)
+      expect(await daily([unconfigured])).toEqual({ spent: 0, held: 0 })
+    } finally {
+      await unconfigured.close()
+    }
+  })
+})
+
+describe('the upstream origin comes only from LOOPERS_AZURE_ENDPOINT', () => {
+  let evil: http.Server
+  let evilHost: string
+  const evilRequests: string[] = []
+
+  beforeAll(async () => {
+    evil = http.createServer((req, res) => {
+      evilRequests.push(`${req.method} ${req.url}`)
+      res.end('{}')
+    })
+    const address = await new Promise<AddressInfo>((resolve) => evil.listen(0, '127.0.0.1', () => resolve(evil.address() as AddressInfo)))
+    evilHost = `127.0.0.1:${address.port}`
+  })
+
+  afterAll(async () => {
+    await new Promise<void>((resolve) => evil.close(() => resolve()))
+  })
+
+  const chat = JSON.stringify({ messages: HI })
+  const headers = (): Record<string, string> => ({ 'api-key': key, 'x-loopers-provider-key': UPSTREAM_KEY, 'content-type': 'application/json' })
+
+  it('a Host header does not choose the upstream', async () => {
+    const answer = await rawRequest('POST', `/azure/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}`, { ...headers(), host: evilHost }, chat)
+    expect(answer.status).toBe(200)
+    expect(fake.received).toHaveLength(1)
+    expect(fake.received[0]?.headers.host).toBe(new URL(fake.url).host)
+    expect(evilRequests).toEqual([])
+  })
+
+  it.each([
+    ['an absolute URL as the request target', 'POST', () => `http://${evilHost}/azure/openai/deployments/my-gpt4o/chat/completions?api-version=1`],
+    ['.. segments out of the deployment route', 'POST', () => '/azure/openai/deployments/my-gpt4o/../../../../v1/chat/completions'],
+    ['.. segments in a free read', 'GET', () => '/azure/openai/../../models'],
+    ['percent-encoded .. segments', 'GET', () => '/azure/openai/%2e%2e/%2E%2E/models'],
+    ['userinfo in the deployment', 'POST', () => `/azure/openai/deployments/x@${evilHost}/chat/completions?api-version=1`],
+    ['an encoded slash in the deployment', 'POST', () => `/azure/openai/deployments/x%2F..%2F..%2Fevil/chat/completions?api-version=1`],
+    ['a backslash path', 'GET', () => '/azure/openai/\\\\evil/models'],
+  ])('%s is refused and connects nowhere', async (_name, method, path) => {
+    const answer = await rawRequest(method, path(), headers(), method === 'POST' ? chat : '')
+    expect(answer.status).toBeGreaterThanOrEqual(400)
+    expect(answer.status).toBeLessThan(500)
+    expect(fake.received).toHaveLength(0)
+    expect(evilRequests).toEqual([])
+    expect(await daily()).toEqual({ spent: 0, held: 0 })
+  })
+
+  it('userinfo or a second host in a free read stays a path on the configured endpoint', async () => {
+    const answer = await rawRequest('GET', `/azure/openai/@${evilHost}/models`, headers())
+    expect(answer.status).toBe(404)
+    expect(fake.received.map((r) => r.url)).toEqual([`/openai/@${evilHost}/models`])
+    await rawRequest('GET', `/azure/openai//${evilHost}/models`, headers())
+    expect(fake.received[1]?.url).toBe(`/openai//${evilHost}/models`)
+    expect(evilRequests).toEqual([])
+  })
+
+  it('credential query parameters are stripped; api-version is forwarded', async () => {
+    const path = `/azure/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}&api-key=leaked&subscription-key=s&proxy=${key}`
+    const answer = await rawRequest('POST', path, headers(), chat)
+    expect(answer.status).toBe(200)
+    expect(fake.received[0]?.url).toBe(`/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}`)
+    expectNoProxyKeyUpstream()
+  })
+})
+
+describe('streams metered chunk by chunk', () => {
+  it('cuts a stream at the budget with an error the SDK raises, and closes the upstream', async () => {
+    const body = { model: 'gpt-4o', messages: [{ role: 'user' as const, content: 'go' }], stream: true as const, max_tokens: 900 }
+    // Measure this request's input bound with an ample budget first, then leave room for 10 chunks.
+    fake.options = { chunks: 1 }
+    for await (const _ of await azure().chat.completions.create(body)) void _
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const inputBound = Number((await summaryOf(1)).inputBound)
+    expect(inputBound).toBeGreaterThan(0)
+
+    const before = (await daily()).spent
+    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 4 * 10 } })
+    fake.options = { chunks: 200, chunkDelayMs: 2 }
+    let text = ''
+    const error = await (async () => {
+      for await (const chunk of await azure().chat.completions.create(body)) text += chunk.choices[0]?.delta?.content ?? ''
+    })().catch((e: unknown) => e)
+
+    expect(error).toBeInstanceOf(OpenAI.APIError)
+    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_exceeded')
+    await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
+    expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const summary = await summaryOf(2)
+    expect(summary.outcome).toBe('cutoff')
+    expect(summary.inputTokens).toBe(inputBound)
+    expectCutAtBudget(text, Number(summary.outputTokens))
+    expect((await daily()).spent - before).toBe(inputBound + Number(summary.outputTokens))
+  })
+
+  it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {
+    fake.options = { chunks: 500, chunkDelayMs: 5 }
+    const controller = new AbortController()
+    const stream = await azure().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'go' }], stream: true }, { signal: controller.signal })
+    let received = 0
+    await (async () => {
+      for await (const chunk of stream) {
+        if (chunk.choices[0]?.delta?.content) received++
+        if (received === 3) controller.abort()
+      }
+    })().catch(() => undefined)
+
+    await eventually(() => fake.ledger[0]?.clientAborted === true, 'upstream aborted')
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const written = fake.ledger[0]!.outputTokensWritten
+    expect(written).toBeLessThan(500)
+    const summary = await summaryOf(1)
+    expect(summary.outcome).toBe('client_closed')
+    const output = Number(summary.outputTokens)
+    expect(output).toBeGreaterThanOrEqual(4 * 3)
+    expect(output).toBeLessThanOrEqual(4 * written)
+    const spent = (await daily()).spent
+    expect(spent).toBe(Number(summary.inputTokens) + output)
+    await new Promise((r) => setTimeout(r, 200))
+    expect((await daily()).spent).toBe(spent)
+  })
+})
+
+describe('concurrency', () => {
+  it('200 concurrent requests against a budget for exactly 37: 37 admitted, 37 reach Azure', async () => {
+    // Each embedding is billed its body's byte length, which is exactly its input bound: cost = reservation.
+    fake.options = { promptTokensFromBody: true }
+    const client = azure({ deployment: 'my-embed' })
+    await client.embeddings.create({ model: 'x', input: 'flood' })
+    const cost = (await daily()).spent
+    expect(cost).toBeGreaterThan(20)
+    fake.received.length = 0
+
+    const admitted = 37
+    await proxy.admin.setBudget(hash, { limits: { daily: cost + admitted * cost } })
+    const results = await Promise.allSettled(Array.from({ length: 200 }, () => client.embeddings.create({ model: 'x', input: 'flood' })))
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(admitted)
+    expect(refused).toHaveLength(200 - admitted)
+    for (const r of refused) expect(r.reason).toBeInstanceOf(OpenAI.RateLimitError)
+    expect(fake.received).toHaveLength(admitted)
+    expect(await daily()).toEqual({ spent: cost * (admitted + 1), held: 0 })
+  })
+})

@@ -1,0 +1,347 @@
+import { HTTPClient, Mistral } from '@mistralai/mistralai'
+import { MistralError } from '@mistralai/mistralai/models/errors'
+import OpenAI from 'openai'
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { startFakeMistral, type FakeMistral } from '../support/fake-mistral.js'
+import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
+import { startRedis, type TestRedis } from '../support/redis.js'
+
+// Test prices make one token cost one micro-USD (mistral-test, mistral-embed-test), so micros are token counts.
+const UPSTREAM_KEY = 'mistral-upstream-key-0123456789'
+const SERVER_KEY = 'mistral-server-held-key'
+const HI = [{ role: 'user' as const, content: 'hi' }]
+
+let redis: TestRedis
+let fake: FakeMistral
+let proxy: TestProxy
+let key: string
+let hash: string
+
+/** The Mistral SDK pointed at the proxy; the upstream key travels in X-Loopers-Provider-Key via an HTTPClient hook. */
+function mistral(options: { apiKey?: string; serverURL?: string; providerKey?: string | null } = {}): Mistral {
+  const providerKey = options.providerKey === undefined ? UPSTREAM_KEY : options.providerKey
+  const httpClient = new HTTPClient()
+  if (providerKey !== null) {
+    httpClient.addHook('beforeRequest', (request) => {
+      request.headers.set('X-Loopers-Provider-Key', providerKey)
+    })
+  }
+  return new Mistral({ apiKey: options.apiKey ?? key, serverURL: options.serverURL ?? `${proxy.url}/mistral`, httpClient })
+}
+
+/** The daily window once every request so far has settled (settlement lands just after the answer). */
+async function daily(also: TestProxy[] = []): Promise<{ spent: number; held: number }> {
+  for (const running of [proxy, ...also]) await eventually(() => running.inflight() === 0, 'settlement')
+  const status = await proxy.admin.status(hash)
+  return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
+}
+
+/** The summary line of this key's `count`-th request, once the proxy has written it. */
+async function summaryOf(count: number): Promise<Record<string, unknown>> {
+  const lines = () => proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8))
+  await eventually(() => lines().length >= count, `summary line ${count}`)
+  return lines()[count - 1]!
+}
+
+/**
+ * A stream cut at a budget for 10 chunks of 4 tokens: the client got whole chunks and never more than the
+ * budget, and the proxy counted the chunk that did not fit. That is exactly 10 and 11 when each upstream
+ * chunk arrives alone; a busy machine can coalesce chunks, and a batch that crosses the limit is cut whole.
+ */
+function expectCutAtBudget(text: string, counted: number): void {
+  expect(text).toBe('tok '.repeat(Math.floor(text.length / 4)))
+  expect(text.length).toBeLessThanOrEqual(4 * 10)
+  expect(text.length).toBeGreaterThanOrEqual(4 * 5)
+  expect(counted).toBeGreaterThan(text.length)
+}
+
+/** Nothing the upstream received may contain the proxy key or a Loopers control header. */
+function expectNoProxyKeyUpstream(): void {
+  for (const request of fake.received) {
+    expect(JSON.stringify(request.headers)).not.toContain(key)
+    expect(request.url).not.toContain('lp-')
+    expect(request.raw).not.toContain(key)
+    expect(Object.keys(request.headers).filter((h) => h.startsWith('x-loopers-'))).toEqual([])
+  }
+}
+
+beforeAll(async () => {
+  redis = await startRedis()
+  fake = await startFakeMistral()
+  proxy = await startProxy({
+    REDIS_URL: redis.url,
+    LOOPERS_MISTRAL_BASE_URL: fake.url,
+    LOOPERS_MISTRAL_API_KEY: SERVER_KEY,
+    // A loaded CI machine must not turn the flood's budget checks into store timeouts (503s).
+    LOOPERS_REDIS_TIMEOUT_MS: '5000',
+    // Small stream slices so a stream must extend its reservation several times.
+    LOOPERS_STREAM_SLICE_TOKENS: '16',
+  })
+})
+
+afterAll(async () => {
+  await proxy?.close()
+  await fake?.close()
+  await redis?.stop()
+})
+
+beforeEach(async () => {
+  fake.received.length = 0
+  fake.ledger.length = 0
+  fake.options = {}
+  const created = await proxy.admin.createKey('mistral-e2e', ['mistral'])
+  key = created.key
+  hash = created.record.hash
+  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+})
+
+describe('@mistralai/mistralai through the proxy', () => {
+  it('chat.complete: forwards with the upstream key, never the proxy key, and settles the reported usage', async () => {
+    const response = await mistral().chat.complete({ model: 'mistral-test', messages: HI })
+    expect(response.choices?.[0]?.message?.content).toBe('hello from mistral')
+    expect(fake.received).toHaveLength(1)
+    expect(fake.received[0]?.url).toBe('/v1/chat/completions')
+    expect(fake.received[0]?.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`)
+    expect(fake.received[0]?.headers['accept-encoding']).toBe('identity')
+    expectNoProxyKeyUpstream()
+    expect(await daily()).toEqual({ spent: 12 + 7, held: 0 })
+  })
+
+  it('chat.stream: no stream_options upstream (Mistral refuses it), usage from the last chunk settles', async () => {
+    fake.options = { chunks: 6 }
+    const stream = await mistral().chat.stream({ model: 'mistral-test', messages: HI })
+    let text = ''
+    for await (const event of stream) {
+      const content = event.data.choices[0]?.delta.content
+      if (typeof content === 'string') text += content
+    }
+    expect(text).toBe('tok '.repeat(6))
+    expect(fake.received[0]?.body?.stream).toBe(true)
+    expect(fake.received[0]?.body).not.toHaveProperty('stream_options')
+    expectNoProxyKeyUpstream()
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    expect(await daily()).toEqual({ spent: 12 + 6, held: 0 })
+  })
+
+  it('embeddings.create is metered on input', async () => {
+    const result = await mistral().embeddings.create({ model: 'mistral-embed-test', inputs: ['hello world'] })
+    expect(result.data[0]?.embedding).toEqual([0.5, 0.25, 0.125])
+    expect(fake.received[0]?.url).toBe('/v1/embeddings')
+    expect(await daily()).toEqual({ spent: 12, held: 0 })
+  })
+
+  it('fim.complete and fim.stream are metered like chat', async () => {
+    const completion = await mistral().fim.complete({ model: 'mistral-test', prompt: 'def fib(n):', suffix: 'print(fib(5))' })
+    expect(completion.choices?.[0]?.message?.content).toBe('hello from mistral')
+    expect(await daily()).toEqual({ spent: 19, held: 0 })
+    fake.options = { chunks: 3 }
+    let text = ''
+    for await (const event of await mistral().fim.stream({ model: 'mistral-test', prompt: 'def fib(n):' })) {
+      const content = event.data.choices[0]?.delta.content
+      if (typeof content === 'string') text += content
+    }
+    expect(text).toBe('tok '.repeat(3))
+    expect(fake.received.map((r) => r.url)).toEqual(['/v1/fim/completions', '/v1/fim/completions'])
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    expect(await daily()).toEqual({ spent: 19 + 12 + 3, held: 0 })
+  })
+
+  it('a lowered output cap goes upstream as max_tokens', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 600 } })
+    await mistral().chat.complete({ model: 'mistral-test', messages: HI })
+    const lowered = Number(fake.received[0]?.body?.max_tokens)
+    expect(lowered).toBeGreaterThan(16)
+    expect(lowered).toBeLessThan(1000)
+    expect(fake.received[0]?.body).not.toHaveProperty('max_completion_tokens')
+  })
+
+  it('the model list passes through free', async () => {
+    const models = await mistral().models.list()
+    expect(models.data?.map((m) => ('id' in m ? m.id : null))).toEqual(['mistral-test'])
+    expect(fake.received[0]?.method).toBe('GET')
+    expect(fake.received[0]?.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`)
+    expect(await daily()).toEqual({ spent: 0, held: 0 })
+  })
+
+  it('without X-Loopers-Provider-Key the server-held LOOPERS_MISTRAL_API_KEY is injected', async () => {
+    await mistral({ providerKey: null }).chat.complete({ model: 'mistral-test', messages: HI })
+    expect(fake.received[0]?.headers.authorization).toBe(`Bearer ${SERVER_KEY}`)
+    expectNoProxyKeyUpstream()
+    expect((await daily()).spent).toBe(19)
+  })
+
+  it('path auth: the key the SDK sends becomes the upstream credential', async () => {
+    const client = mistral({ apiKey: 'mistral-real-key-from-sdk', serverURL: `${proxy.url}/${key}/mistral`, providerKey: null })
+    await client.chat.complete({ model: 'mistral-test', messages: HI })
+    expect(fake.received[0]?.headers.authorization).toBe('Bearer mistral-real-key-from-sdk')
+    expect(fake.received[0]?.url).toBe('/v1/chat/completions')
+    expectNoProxyKeyUpstream()
+    expect((await daily()).spent).toBe(19)
+  })
+
+  it('a refused budget raises the SDK error with status 429 and Mistral’s error object', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 5 } })
+    const error = await mistral()
+      .embeddings.create({ model: 'mistral-embed-test', inputs: ['hello '.repeat(50)] })
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(MistralError)
+    const failure = error as MistralError
+    expect(failure.statusCode).toBe(429)
+    expect(failure.headers.get('x-loopers-error-code')).toBe('budget_exceeded')
+    expect(Number(failure.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect(JSON.parse(failure.body)).toMatchObject({ object: 'error', type: 'budget_exceeded', code: 'budget_exceeded', window: 'daily', limit_usd: 0.000005 })
+    expect(fake.received).toHaveLength(0)
+  })
+
+  it('unknown, foreign and unpriced requests raise SDK errors; nothing reaches Mistral', async () => {
+    const unknown = await mistral({ apiKey: `lp-${'a'.repeat(43)}` })
+      .chat.complete({ model: 'mistral-test', messages: HI })
+      .catch((e: unknown) => e)
+    expect((unknown as MistralError).statusCode).toBe(401)
+    expect(JSON.parse((unknown as MistralError).body)).toMatchObject({ object: 'error', code: 'invalid_key' })
+    const other = await proxy.admin.createKey('openai only', ['openai'])
+    const foreign = await mistral({ apiKey: other.key })
+      .chat.complete({ model: 'mistral-test', messages: HI })
+      .catch((e: unknown) => e)
+    expect((foreign as MistralError).statusCode).toBe(403)
+    const unpriced = await mistral()
+      .chat.complete({ model: 'mistral-unknown-model', messages: HI })
+      .catch((e: unknown) => e)
+    expect((unpriced as MistralError).statusCode).toBe(400)
+    expect(JSON.parse((unpriced as MistralError).body)).toMatchObject({ object: 'error', code: 'model_not_priced' })
+    expect(fake.received).toHaveLength(0)
+    expect(await daily()).toEqual({ spent: 0, held: 0 })
+  })
+
+  it('an upstream error passes through unchanged and refunds the hold', async () => {
+    fake.options = { fail: { status: 429, body: { object: 'error', message: 'Requests rate limit exceeded', type: 'rate_limited', param: null, code: '1300' } } }
+    const error = await mistral()
+      .chat.complete({ model: 'mistral-test', messages: HI })
+      .catch((e: unknown) => e)
+    expect((error as MistralError).statusCode).toBe(429)
+    expect(JSON.parse((error as MistralError).body)).toMatchObject({ type: 'rate_limited', code: '1300' })
+    expect(await daily()).toEqual({ spent: 0, held: 0 })
+  })
+})
+
+describe('streams metered chunk by chunk', () => {
+  /** Runs one chat stream with `max_tokens: 900`; resolves to the text and the error that ended it. */
+  async function streamChat(client: Mistral): Promise<{ text: string; error: unknown }> {
+    let text = ''
+    try {
+      for await (const event of await client.chat.stream({ model: 'mistral-test', messages: [{ role: 'user', content: 'go' }], maxTokens: 900 })) {
+        const content = event.data.choices[0]?.delta.content
+        if (typeof content === 'string') text += content
+      }
+      return { text, error: null }
+    } catch (error) {
+      return { text, error }
+    }
+  }
+
+  /** Measures the input bound of the test stream, then leaves budget for exactly 10 chunks of 4 tokens. */
+  async function budgetForTenChunks(): Promise<{ before: number; inputBound: number }> {
+    fake.options = { chunks: 1 }
+    expect((await streamChat(mistral())).error).toBeNull()
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const inputBound = Number((await summaryOf(1)).inputBound)
+    expect(inputBound).toBeGreaterThan(0)
+    const before = (await daily()).spent
+    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 4 * 10 } })
+    return { before, inputBound }
+  }
+
+  it('cuts a stream at the budget with an event the Mistral SDK raises on, and closes the upstream', async () => {
+    const { before, inputBound } = await budgetForTenChunks()
+    fake.options = { chunks: 200, chunkDelayMs: 2 }
+    const { text, error } = await streamChat(mistral())
+
+    // The SDK validates each event as a completion chunk: Mistral's error object fails that and the
+    // iteration throws the validation error (it carries no message of ours, but the stream never ends quietly).
+    expect(error).toBeInstanceOf(Error)
+    expect((error as Error).name).toBe('ZodError')
+    expect((error as Error).message).toContain('"id"')
+    await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
+    expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const summary = await summaryOf(2)
+    expect(summary.outcome).toBe('cutoff')
+    expect(summary.code).toBe('budget_exceeded')
+    expect(summary.inputTokens).toBe(inputBound)
+    expectCutAtBudget(text, Number(summary.outputTokens))
+    expect((await daily()).spent - before).toBe(inputBound + Number(summary.outputTokens))
+  })
+
+  it('the same cutoff raises a typed APIError in the OpenAI SDK pointed at Mistral', async () => {
+    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+    const openai = new OpenAI({ apiKey: key, baseURL: `${proxy.url}/mistral/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': UPSTREAM_KEY }, maxRetries: 0 })
+    const body = { model: 'mistral-test', messages: [{ role: 'user' as const, content: 'go' }], stream: true as const, max_tokens: 900 }
+    fake.options = { chunks: 1 }
+    for await (const _ of await openai.chat.completions.create(body)) void _
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const inputBound = Number((await summaryOf(1)).inputBound)
+    const before = (await daily()).spent
+    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 4 * 10 } })
+    fake.options = { chunks: 200, chunkDelayMs: 2 }
+    let text = ''
+    const error = await (async () => {
+      for await (const chunk of await openai.chat.completions.create(body)) text += chunk.choices[0]?.delta.content ?? ''
+    })().catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpenAI.APIError)
+    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_exceeded')
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const summary = await summaryOf(2)
+    expect(summary.outcome).toBe('cutoff')
+    expectCutAtBudget(text, Number(summary.outputTokens))
+    expect((await daily()).spent - before).toBe(inputBound + Number(summary.outputTokens))
+  })
+
+  it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {
+    fake.options = { chunks: 500, chunkDelayMs: 5 }
+    const controller = new AbortController()
+    const stream = await mistral().chat.stream({ model: 'mistral-test', messages: [{ role: 'user', content: 'go' }] }, { signal: controller.signal })
+    let received = 0
+    await (async () => {
+      for await (const event of stream) {
+        if (event.data.choices[0]?.delta.content) received++
+        if (received === 3) controller.abort()
+      }
+    })().catch(() => undefined)
+
+    await eventually(() => fake.ledger[0]?.clientAborted === true, 'upstream aborted')
+    await eventually(async () => (await daily()).held === 0, 'settlement')
+    const written = fake.ledger[0]!.outputTokensWritten
+    expect(written).toBeLessThan(500)
+    const summary = await summaryOf(1)
+    expect(summary.outcome).toBe('client_closed')
+    const output = Number(summary.outputTokens)
+    expect(output).toBeGreaterThanOrEqual(4 * 3)
+    expect(output).toBeLessThanOrEqual(4 * written)
+    const spent = (await daily()).spent
+    expect(spent).toBe(Number(summary.inputTokens) + output)
+    await new Promise((r) => setTimeout(r, 200))
+    expect((await daily()).spent).toBe(spent)
+  })
+})
+
+describe('concurrency', () => {
+  it('200 concurrent requests against a budget for exactly 37: 37 admitted, 37 reach Mistral', async () => {
+    // Each embedding is billed its body's byte length, which is exactly its input bound: cost = reservation.
+    fake.options = { promptTokensFromBody: true }
+    const client = mistral()
+    await client.embeddings.create({ model: 'mistral-embed-test', inputs: ['flood'] })
+    const cost = (await daily()).spent
+    expect(cost).toBeGreaterThan(20)
+    fake.received.length = 0
+
+    const admitted = 37
+    await proxy.admin.setBudget(hash, { limits: { daily: cost + admitted * cost } })
+    const results = await Promise.allSettled(Array.from({ length: 200 }, () => client.embeddings.create({ model: 'mistral-embed-test', inputs: ['flood'] })))
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(admitted)
+    expect(refused).toHaveLength(200 - admitted)
+    for (const r of refused) expect((r.reason as MistralError).statusCode).toBe(429)
+    expect(fake.received).toHaveLength(admitted)
+    expect(await daily()).toEqual({ spent: cost * (admitted + 1), held: 0 })
+  })
+})

@@ -1,0 +1,220 @@
+import http from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import type { LedgerEntry, Received } from './fake-openai.js'
+
+export type { LedgerEntry, Received }
+
+export interface FakeAzureOptions {
+  /** Prompt tokens the fake reports (default 12). */
+  promptTokens?: number
+  /** Report the request body's byte length as its prompt tokens, so a request costs exactly its input bound. */
+  promptTokensFromBody?: boolean
+  /** Content deltas per streamed answer (default 5); each is one token of text `word`. */
+  chunks?: number
+  /** Completion tokens of a non-streamed answer (default 7). */
+  completionTokens?: number
+  /** Text of one streamed token (default "tok "). */
+  word?: string
+  /** Milliseconds between stream chunks (default 0). */
+  chunkDelayMs?: number
+  /** Answer every POST with this status and body instead. */
+  fail?: { status: number; body: unknown }
+}
+
+/**
+ * A fake Azure OpenAI resource speaking its wire format: deployment and v1 routes, `api-key` auth,
+ * `api-version` required on deployment routes, old api-versions refusing `stream_options` and
+ * `max_completion_tokens`, prompt and content filter annotations in streams, usage only when asked.
+ * It records every request and keeps a ledger of what each stream served.
+ */
+export interface FakeAzure {
+  url: string
+  received: Received[]
+  ledger: LedgerEntry[]
+  options: FakeAzureOptions
+  close(): Promise<void>
+}
+
+const SAFE = { filtered: false, severity: 'safe' }
+const FILTER_RESULTS = { hate: SAFE, self_harm: SAFE, sexual: SAFE, violence: SAFE }
+const PROMPT_FILTER = [{ prompt_index: 0, content_filter_results: FILTER_RESULTS }]
+const DEPLOYMENT_ROUTE = /^\/openai\/deployments\/([^/]+)\/(chat\/completions|embeddings|responses)$/
+
+export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<FakeAzure> {
+  const received: Received[] = []
+  const ledger: LedgerEntry[] = []
+  const fake: FakeAzure = { url: '', received, ledger, options: initial, close: async () => undefined }
+  const sockets = new Set<Socket>()
+
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks).toString('utf8')
+      let body: Record<string, unknown> | null = null
+      try {
+        body = raw.length > 0 ? (JSON.parse(raw) as Record<string, unknown>) : null
+      } catch {
+        body = null
+      }
+      received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, raw, body })
+      void answer(req, res, body ?? {}, Buffer.byteLength(raw))
+    })
+  })
+  server.on('connection', (socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
+
+  async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, bodyBytes: number): Promise<void> {
+    const o = fake.options
+    const url = new URL(req.url ?? '/', 'http://fake')
+    const path = url.pathname
+    const apiVersion = url.searchParams.get('api-version')
+    if (req.headers['api-key'] === undefined && req.headers.authorization === undefined) {
+      return json(res, 401, { error: { code: '401', message: 'Access denied due to invalid subscription key or wrong API endpoint.' } })
+    }
+    if (req.method === 'GET' && (path === '/openai/models' || path === '/openai/v1/models')) {
+      return json(res, 200, { object: 'list', data: [{ id: 'gpt-4o-2024-11-20', object: 'model', created_at: 0, status: 'succeeded' }] })
+    }
+    const deployment = DEPLOYMENT_ROUTE.exec(path)
+    const operation = deployment?.[2] ?? bodyModelOperation(path)
+    if (operation === null || (deployment !== null && apiVersion === null)) {
+      return json(res, 404, { error: { code: '404', message: 'Resource not found' } })
+    }
+    if (o.fail) return json(res, o.fail.status, o.fail.body)
+    if (apiVersion !== null && /^\d{4}-\d{2}-\d{2}/.test(apiVersion) && apiVersion < '2024-09-01') {
+      for (const field of ['stream_options', 'max_completion_tokens']) {
+        if (body[field] !== undefined) {
+          return json(res, 400, { error: { message: `Unrecognized request argument supplied: ${field}`, type: 'invalid_request_error', param: null, code: null } })
+        }
+      }
+    }
+    const promptTokens = o.promptTokensFromBody ? bodyBytes : (o.promptTokens ?? 12)
+    const model = operation === 'embeddings' ? 'text-embedding-3-small' : 'gpt-4o-2024-11-20'
+    if (operation === 'embeddings') {
+      return json(res, 200, {
+        object: 'list',
+        // The SDK asks for base64 by default and decodes it back to floats.
+        data: [{ object: 'embedding', index: 0, embedding: body.encoding_format === 'base64' ? Buffer.from(new Float32Array([0.5, 0.25, 0.125]).buffer).toString('base64') : [0.5, 0.25, 0.125] }],
+        model,
+        usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+      })
+    }
+    if (operation === 'responses') {
+      const completion = o.completionTokens ?? 7
+      return json(res, 200, {
+        id: 'resp_1',
+        object: 'response',
+        created_at: 1,
+        status: 'completed',
+        model,
+        output: [{ id: 'msg_1', type: 'message', role: 'assistant', status: 'completed', content: [{ type: 'output_text', text: 'hello from azure', annotations: [] }] }],
+        usage: { input_tokens: promptTokens, input_tokens_details: { cached_tokens: 0 }, output_tokens: completion, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: promptTokens + completion },
+      })
+    }
+    if (body.stream === true) return streamChat(req, res, body, model, promptTokens)
+    const completion = o.completionTokens ?? 7
+    return json(res, 200, {
+      choices: [
+        {
+          content_filter_results: FILTER_RESULTS,
+          finish_reason: 'stop',
+          index: 0,
+          logprobs: null,
+          message: { annotations: [], content: 'hello from azure', refusal: null, role: 'assistant' },
+        },
+      ],
+      created: 1,
+      id: 'chatcmpl-az1',
+      model,
+      object: 'chat.completion',
+      prompt_filter_results: PROMPT_FILTER,
+      system_fingerprint: 'fp_ee1d74bde0',
+      usage: { completion_tokens: completion, prompt_tokens: promptTokens, prompt_tokens_details: { cached_tokens: 0 }, total_tokens: promptTokens + completion },
+    })
+  }
+
+  async function streamChat(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number) {
+    const o = fake.options
+    const entry = openLedger(req, res)
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'apim-request-id': 'apim-1' })
+    const base = { created: 1, id: 'chatcmpl-az2', model, object: 'chat.completion.chunk', system_fingerprint: 'fp_ee1d74bde0' }
+    const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true
+    const count = o.chunks ?? 5
+    const choice = (delta: Record<string, unknown>, finish: string | null, filter: unknown = FILTER_RESULTS) => ({
+      choices: [{ content_filter_results: filter, delta, finish_reason: finish, index: 0, logprobs: null }],
+      ...base,
+    })
+    // Azure opens with the prompt's filter results and no choices.
+    const opening = { choices: [], created: 0, id: '', model: '', object: '', prompt_filter_results: PROMPT_FILTER }
+    if (!write(res, entry, `data: ${JSON.stringify(opening)}\n\n`, 0)) return
+    if (!write(res, entry, `data: ${JSON.stringify(choice({ content: '', refusal: null, role: 'assistant' }, null, {}))}\n\n`, 0)) return
+    for (let i = 0; i < count; i++) {
+      if (o.chunkDelayMs) await sleep(o.chunkDelayMs)
+      if (entry.clientAborted) return
+      if (!write(res, entry, `data: ${JSON.stringify(choice({ content: o.word ?? 'tok ' }, null))}\n\n`, 1)) return
+      if (i === 1) {
+        // An asynchronous-filter annotation: offsets, no delta.
+        const annotation = { id: '', object: '', created: 0, model: '', choices: [{ index: 0, finish_reason: null, content_filter_results: FILTER_RESULTS, content_filter_offsets: { check_offset: 0, start_offset: 0, end_offset: 8 } }], usage: null }
+        if (!write(res, entry, `data: ${JSON.stringify(annotation)}\n\n`, 0)) return
+      }
+    }
+    write(res, entry, `data: ${JSON.stringify(choice({}, 'stop', {}))}\n\n`, 0)
+    if (includeUsage) {
+      const usage = { completion_tokens: count, prompt_tokens: promptTokens, prompt_tokens_details: { cached_tokens: 0 }, total_tokens: promptTokens + count }
+      write(res, entry, `data: ${JSON.stringify({ choices: [], ...base, usage })}\n\n`, 0)
+    }
+    write(res, entry, 'data: [DONE]\n\n', 0)
+    entry.finished = true
+    res.end()
+  }
+
+  function openLedger(req: http.IncomingMessage, res: http.ServerResponse): LedgerEntry {
+    const entry: LedgerEntry = { url: req.url ?? '', chunksWritten: 0, outputTokensWritten: 0, finished: false, clientAborted: false }
+    ledger.push(entry)
+    res.once('close', () => {
+      if (!entry.finished) entry.clientAborted = true
+    })
+    return entry
+  }
+
+  const address = await new Promise<AddressInfo>((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address() as AddressInfo)))
+  fake.url = `http://127.0.0.1:${address.port}`
+  fake.close = async () => {
+    for (const socket of sockets) socket.destroy()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  }
+  return fake
+}
+
+function bodyModelOperation(path: string): string | null {
+  switch (path) {
+    case '/openai/v1/chat/completions':
+      return 'chat/completions'
+    case '/openai/v1/embeddings':
+      return 'embeddings'
+    case '/openai/v1/responses':
+    case '/openai/responses':
+      return 'responses'
+    default:
+      return null
+  }
+}
+
+function write(res: http.ServerResponse, entry: LedgerEntry, text: string, tokens: number): boolean {
+  if (entry.clientAborted || res.destroyed) return false
+  res.write(text)
+  entry.chunksWritten++
+  entry.outputTokensWritten += tokens
+  return true
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' })
+  res.end(JSON.stringify(body))
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}

@@ -1,0 +1,159 @@
+import http from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import type { LedgerEntry, Received } from './fake-openai.js'
+
+export type { LedgerEntry, Received }
+
+export interface FakeMistralOptions {
+  /** Prompt tokens the fake reports (default 12). */
+  promptTokens?: number
+  /** Report the request body's byte length as its prompt tokens, so a request costs exactly its input bound. */
+  promptTokensFromBody?: boolean
+  /** Content deltas per streamed answer (default 5); each is one token of text `word`. */
+  chunks?: number
+  /** Completion tokens of a non-streamed answer (default 7). */
+  completionTokens?: number
+  /** Text of one streamed token (default "tok "). */
+  word?: string
+  /** Milliseconds between stream chunks (default 0). */
+  chunkDelayMs?: number
+  /** Answer every POST with this status and body instead. */
+  fail?: { status: number; body: unknown }
+}
+
+/**
+ * A fake api.mistral.ai speaking its wire format: Bearer auth, chat / FIM completions and embeddings,
+ * unknown body fields refused with 422 `extra_forbidden` (as `stream_options` is), stream usage on the
+ * last chunk unasked. It records every request and keeps a ledger of what each stream served.
+ */
+export interface FakeMistral {
+  url: string
+  received: Received[]
+  ledger: LedgerEntry[]
+  options: FakeMistralOptions
+  close(): Promise<void>
+}
+
+/** Fields of OpenAI's chat API that Mistral's request schema does not have. */
+const FORBIDDEN_FIELDS = ['stream_options', 'max_completion_tokens', 'logprobs', 'store']
+
+export async function startFakeMistral(initial: FakeMistralOptions = {}): Promise<FakeMistral> {
+  const received: Received[] = []
+  const ledger: LedgerEntry[] = []
+  const fake: FakeMistral = { url: '', received, ledger, options: initial, close: async () => undefined }
+  const sockets = new Set<Socket>()
+
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks).toString('utf8')
+      let body: Record<string, unknown> | null = null
+      try {
+        body = raw.length > 0 ? (JSON.parse(raw) as Record<string, unknown>) : null
+      } catch {
+        body = null
+      }
+      received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, raw, body })
+      void answer(req, res, body ?? {}, Buffer.byteLength(raw))
+    })
+  })
+  server.on('connection', (socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
+
+  async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, bodyBytes: number): Promise<void> {
+    const o = fake.options
+    const path = (req.url ?? '').split('?')[0]
+    if (!/^Bearer \S+$/.test(req.headers.authorization ?? '')) return json(res, 401, { message: 'Unauthorized', request_id: 'req-1' })
+    if (req.method === 'GET' && path === '/v1/models') {
+      return json(res, 200, { object: 'list', data: [{ id: 'mistral-test', object: 'model', created: 0, owned_by: 'mistralai', capabilities: { completion_chat: true, completion_fim: true }, max_context_length: 131072, type: 'base' }] })
+    }
+    if (path !== '/v1/chat/completions' && path !== '/v1/fim/completions' && path !== '/v1/embeddings') {
+      return json(res, 404, { detail: 'Not Found' })
+    }
+    if (o.fail) return json(res, o.fail.status, o.fail.body)
+    const extra = FORBIDDEN_FIELDS.filter((field) => body[field] !== undefined)
+    if (extra.length > 0) {
+      const detail = extra.map((field) => ({ type: 'extra_forbidden', loc: ['body', field], msg: 'Extra inputs are not permitted', input: body[field] }))
+      return json(res, 422, { object: 'error', message: { detail }, type: 'invalid_request_error', param: null, code: null })
+    }
+    const model = String(body.model ?? 'unknown')
+    const promptTokens = o.promptTokensFromBody ? bodyBytes : (o.promptTokens ?? 12)
+    if (path === '/v1/embeddings') {
+      return json(res, 200, {
+        id: 'emb-1',
+        object: 'list',
+        data: [{ object: 'embedding', embedding: [0.5, 0.25, 0.125], index: 0 }],
+        model,
+        usage: { prompt_tokens: promptTokens, total_tokens: promptTokens, completion_tokens: 0 },
+      })
+    }
+    if (body.stream === true) return streamChat(req, res, model, promptTokens)
+    const completion = o.completionTokens ?? 7
+    return json(res, 200, {
+      id: 'cmpl-1',
+      object: 'chat.completion',
+      model,
+      usage: { prompt_tokens: promptTokens, total_tokens: promptTokens + completion, completion_tokens: completion },
+      created: 1,
+      choices: [{ index: 0, message: { role: 'assistant', tool_calls: null, content: 'hello from mistral' }, finish_reason: 'stop' }],
+    })
+  }
+
+  async function streamChat(req: http.IncomingMessage, res: http.ServerResponse, model: string, promptTokens: number) {
+    const o = fake.options
+    const entry = openLedger(req, res)
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8' })
+    const base = { id: 'cmpl-2', object: 'chat.completion.chunk', created: 1, model }
+    const count = o.chunks ?? 5
+    const chunk = (delta: Record<string, unknown>, finish: string | null, usage?: unknown) =>
+      `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta, finish_reason: finish }], ...(usage === undefined ? {} : { usage }) })}\n\n`
+    if (!write(res, entry, chunk({ role: 'assistant', content: '' }, null), 0)) return
+    for (let i = 0; i < count; i++) {
+      if (o.chunkDelayMs) await sleep(o.chunkDelayMs)
+      if (entry.clientAborted) return
+      if (!write(res, entry, chunk({ content: o.word ?? 'tok ' }, null), 1)) return
+    }
+    // Mistral puts usage on the last chunk, beside the finish reason.
+    write(res, entry, chunk({ content: '' }, 'stop', { prompt_tokens: promptTokens, total_tokens: promptTokens + count, completion_tokens: count }), 0)
+    write(res, entry, 'data: [DONE]\n\n', 0)
+    entry.finished = true
+    res.end()
+  }
+
+  function openLedger(req: http.IncomingMessage, res: http.ServerResponse): LedgerEntry {
+    const entry: LedgerEntry = { url: req.url ?? '', chunksWritten: 0, outputTokensWritten: 0, finished: false, clientAborted: false }
+    ledger.push(entry)
+    res.once('close', () => {
+      if (!entry.finished) entry.clientAborted = true
+    })
+    return entry
+  }
+
+  const address = await new Promise<AddressInfo>((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address() as AddressInfo)))
+  fake.url = `http://127.0.0.1:${address.port}`
+  fake.close = async () => {
+    for (const socket of sockets) socket.destroy()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  }
+  return fake
+}
+
+function write(res: http.ServerResponse, entry: LedgerEntry, text: string, tokens: number): boolean {
+  if (entry.clientAborted || res.destroyed) return false
+  res.write(text)
+  entry.chunksWritten++
+  entry.outputTokensWritten += tokens
+  return true
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' })
+  res.end(JSON.stringify(body))
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
