@@ -60,5 +60,5 @@ export function buildApp(options: AppOptions): FastifyInstance {
 
 function adapterFor(options: AppOptions, url: string) {
   const target = parseTarget(url)
-  return target === null ? null : (options.adapters[target.provider] ?? null)
+  return target === null ? null : options.adapters[target.provider]
 }

@@ -2,7 +2,7 @@ import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type Wi
 import { unknownKey, usageError } from './errors.js'
 import { NONE, formatTime, renderBar, renderTable } from './format.js'
 import { renderFields } from './keys.js'
-import { AmountError, formatUsd, microsToUsd, parseCount, parseUsd } from './money.js'
+import { AmountError, formatUsd, microsToUsd, parseCount, parseUsd } from '../money.js'
 
 /** `loopers budget …`: each command takes a KeyAdmin and returns the text to print on stdout. */
 

@@ -7,9 +7,9 @@ import { createMistralAdapter } from './mistral.js'
 import { createOpenAiAdapter } from './openai.js'
 import type { ProviderAdapter, ProviderId } from './types.js'
 
-export type AdapterRegistry = Partial<Record<ProviderId, ProviderAdapter>>
+export type AdapterRegistry = Record<ProviderId, ProviderAdapter>
 
-/** One adapter per supported provider id, built from configuration. Adding a provider adds one line here. */
+/** One adapter per provider id, built from configuration. Adding a provider adds one line here. */
 export function createAdapters(config: Config): AdapterRegistry {
   return {
     anthropic: createAnthropicAdapter({ baseUrl: config.upstream.anthropic, apiKey: config.credentials.anthropic }),

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { SessionRequest } from '../budget/types.js'
-import { AmountError, parseUsd } from '../cli/money.js'
+import { AmountError, parseUsd } from '../money.js'
 import { invalidRequest } from '../errors.js'
 import type { UpstreamCredential } from '../providers/types.js'
 import { headerValue } from './headers.js'

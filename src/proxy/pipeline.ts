@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { BudgetStore, KeyAdmin, Micros, Reservation, ReserveResult } from '../budget/types.js'
-import { microsToUsd } from '../cli/money.js'
+import { microsToUsd } from '../money.js'
 import type { Config } from '../config.js'
 import {
   budgetUnavailable,
@@ -93,8 +93,7 @@ export function createPipeline(deps: PipelineDeps) {
     try {
       const target = parseTarget(request.url)
       if (target === null) throw notFound('unknown route: paths start with /{provider}/, e.g. /openai/v1/chat/completions')
-      adapter = adapters[target.provider] ?? null
-      if (adapter === null) throw notFound(`the ${target.provider} provider is not available in this build`)
+      adapter = adapters[target.provider]
       summary.provider = adapter.id
       const query = new URLSearchParams(target.query)
       const proxyKey = target.pathKey ?? adapter.readKey(request.headers, query)

@@ -1,5 +1,5 @@
 import type { Refusal } from '../budget/types.js'
-import { microsToUsd } from '../cli/money.js'
+import { microsToUsd } from '../money.js'
 import {
   budgetExceeded,
   invalidKey,

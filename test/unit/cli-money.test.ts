@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { AmountError, formatUsd, microsToUsd, parseCount, parseUsd } from '../../src/cli/money.js'
+import { AmountError, formatUsd, microsToUsd, parseCount, parseUsd } from '../../src/money.js'
 import { NONE, formatTime, renderBar, renderTable } from '../../src/cli/format.js'
 import { parseBudgetFlags, windowJson } from '../../src/cli/budget.js'
 import { parseProviders } from '../../src/cli/keys.js'

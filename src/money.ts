@@ -1,6 +1,6 @@
-import type { Micros } from '../budget/types.js'
+import type { Micros } from './budget/types.js'
 
-/** USD amounts at the CLI edge: plain decimals in, integer micro-USD inside (CONTRACT §3, STYLE "money is integers"). */
+/** USD amounts at the edges (CLI, headers, JSON): plain decimals in, integer micro-USD inside. */
 
 const MICROS_PER_USD = 1_000_000
 const MICRO_DIGITS = 6
