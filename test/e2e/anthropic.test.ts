@@ -1,6 +1,8 @@
 import Anthropic from '@anthropic-ai/sdk'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { createTestKey, currentDaily, flood, latestSummary } from '../support/e2e.js'
 import { startFakeAnthropic, type FakeAnthropic } from '../support/fake-anthropic.js'
+import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -25,10 +27,7 @@ function client(options: { apiKey?: string; baseURL?: string; headers?: Record<s
 
 const ask = { model: 'claude-test', max_tokens: 100, messages: [{ role: 'user' as const, content: 'hi' }] }
 
-async function daily(): Promise<{ spent: number; held: number }> {
-  const status = await proxy.admin.status(hash)
-  return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
-}
+const daily = () => currentDaily(proxy, hash)
 
 async function settled(): Promise<{ spent: number; held: number }> {
   await eventually(async () => (await daily()).held === 0, 'settlement')
@@ -36,10 +35,7 @@ async function settled(): Promise<{ spent: number; held: number }> {
 }
 
 /** The proxy's summary line for the last request of this key. */
-function lastSummary(): Record<string, unknown> {
-  const lines = proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8))
-  return lines[lines.length - 1] ?? {}
-}
+const lastSummary = () => latestSummary(proxy, hash)
 
 /** Streams a Messages request through the SDK and returns its text and the error it raised, if any. */
 async function streamText(sdk: Anthropic, body: Anthropic.MessageCreateParamsStreaming, signal?: AbortSignal): Promise<{ text: string; error: unknown }> {
@@ -69,13 +65,10 @@ afterAll(async () => {
 })
 
 beforeEach(async () => {
-  fake.received.length = 0
-  fake.ledger.length = 0
-  fake.options = {}
-  const created = await proxy.admin.createKey('e2e-anthropic', ['anthropic'])
+  resetFake(fake)
+  const created = await createTestKey(proxy, 'e2e-anthropic', ['anthropic'], { daily: 1_000_000 })
   key = created.key
-  hash = created.record.hash
-  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+  hash = created.hash
 })
 
 afterEach(() => {
@@ -342,12 +335,10 @@ describe('budgets', () => {
     await proxy.admin.setBudget(hash, { limits: { daily: before + admitted * cost } })
 
     const sdk = client()
-    const results = await Promise.allSettled(Array.from({ length: 200 }, () => sdk.messages.create(body)))
-    const ok = results.filter((r) => r.status === 'fulfilled')
-    const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+    const { ok, refused } = await flood(200, () => sdk.messages.create(body))
     expect(ok).toHaveLength(admitted)
     expect(refused).toHaveLength(200 - admitted)
-    for (const r of refused) expect(r.reason).toBeInstanceOf(Anthropic.RateLimitError)
+    for (const reason of refused) expect(reason).toBeInstanceOf(Anthropic.RateLimitError)
     expect(fake.received).toHaveLength(admitted)
     expect(await settled()).toEqual({ spent: before + admitted * cost, held: 0 })
   })

@@ -12,7 +12,9 @@ import {
   ValidationException,
 } from '@aws-sdk/client-bedrock-runtime'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { createTestKey, currentDaily, summaryAt } from '../support/e2e.js'
 import { startFakeBedrock, type FakeBedrock } from '../support/fake-bedrock.js'
+import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -71,17 +73,10 @@ const converseInput = (modelId = NOVA, maxTokens?: number) => ({
   ...(maxTokens === undefined ? {} : { inferenceConfig: { maxTokens } }),
 })
 
-async function daily(): Promise<{ spent: number; held: number }> {
-  const status = await proxy.admin.status(hash)
-  return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
-}
+const daily = () => currentDaily(proxy, hash)
 
 /** The proxy's summary line of this key's `n`th request, once written (it follows the response). */
-async function summary(n: number): Promise<Record<string, unknown>> {
-  const lines = (): Array<Record<string, unknown>> => proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8))
-  await eventually(() => lines().length >= n, `summary line ${n}`)
-  return lines()[n - 1] ?? {}
-}
+const summary = (n: number) => summaryAt(proxy, hash, n)
 
 /** Nothing the upstream received may contain the proxy key or a Loopers control header. */
 function expectNoProxyKeyUpstream(): void {
@@ -134,14 +129,11 @@ afterAll(async () => {
 })
 
 beforeEach(async () => {
-  fake.received.length = 0
-  fake.ledger.length = 0
+  resetFake(fake)
   fake.rejected.length = 0
-  fake.options = {}
-  const created = await proxy.admin.createKey('bedrock-e2e', ['bedrock'])
+  const created = await createTestKey(proxy, 'bedrock-e2e', ['bedrock'], { daily: 1_000_000 })
   key = created.key
-  hash = created.record.hash
-  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+  hash = created.hash
 })
 
 afterEach(() => {

@@ -1,6 +1,8 @@
 import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { createTestKey, settledDaily } from '../support/e2e.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
+import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { freePort, startRedis, type TestRedis } from '../support/redis.js'
 
@@ -22,12 +24,8 @@ async function post(path: string, body: string, headers: Record<string, string> 
   })
 }
 
-/** The daily window once every request so far has settled (settlement lands just after the answer). */
-async function daily(): Promise<{ spent: number; held: number }> {
-  await eventually(() => proxy.inflight() === 0, 'settlement')
-  const status = await proxy.admin.status(hash)
-  return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
-}
+/** The daily window once every request so far has settled. */
+const daily = () => settledDaily(proxy, hash)
 
 beforeAll(async () => {
   redis = await startRedis()
@@ -42,13 +40,10 @@ afterAll(async () => {
 })
 
 beforeEach(async () => {
-  fake.received.length = 0
-  fake.ledger.length = 0
-  fake.options = {}
-  const created = await proxy.admin.createKey('failures', ['openai'])
+  resetFake(fake)
+  const created = await createTestKey(proxy, 'failures', ['openai'], { daily: 1_000_000 })
   key = created.key
-  hash = created.record.hash
-  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+  hash = created.hash
 })
 
 describe('upstream failures', () => {

@@ -1,7 +1,9 @@
 import { ApiError, GoogleGenAI } from '@google/genai'
 import { readFileSync } from 'node:fs'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { createTestKey, currentDaily, flood, summaryAt } from '../support/e2e.js'
 import { startFakeGemini, type FakeGemini } from '../support/fake-gemini.js'
+import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -32,21 +34,10 @@ async function post(path: string, body: unknown, headers: Record<string, string>
   })
 }
 
-async function daily(): Promise<{ spent: number; held: number }> {
-  const status = await proxy.admin.status(hash)
-  return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
-}
-
-/** The proxy's summary lines for this key's requests. */
-function summaries(): Array<Record<string, unknown>> {
-  return proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8))
-}
+const daily = () => currentDaily(proxy, hash)
 
 /** The summary of this key's `n`th request, once the proxy has written it (after the answer went out). */
-async function summaryOf(n: number): Promise<Record<string, unknown>> {
-  await eventually(() => summaries().length >= n, `summary line ${n}`)
-  return summaries()[n - 1]!
-}
+const summaryOf = (n: number) => summaryAt(proxy, hash, n)
 
 /** Nothing the upstream received may contain the proxy key or a Loopers control header; the upstream key arrived. */
 function expectProxyKeyNeverForwarded(): void {
@@ -77,13 +68,10 @@ afterAll(async () => {
 })
 
 beforeEach(async () => {
-  fake.received.length = 0
-  fake.ledger.length = 0
-  fake.options = {}
-  const created = await proxy.admin.createKey('gemini e2e', ['gemini'])
+  resetFake(fake)
+  const created = await createTestKey(proxy, 'gemini e2e', ['gemini'], { daily: 1_000_000 })
   key = created.key
-  hash = created.record.hash
-  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+  hash = created.hash
 })
 
 describe('@google/genai through the proxy', () => {
@@ -348,9 +336,9 @@ describe('streams metered chunk by chunk', () => {
 describe('concurrency', () => {
   it('admits exactly as many of 200 concurrent requests as the budget holds, and the upstream sees only those', async () => {
     const sdk = client()
-    const flood = () => sdk.models.generateContent({ model: 'gemini-test', contents: 'flood', config: { maxOutputTokens: 10 } })
+    const send = () => sdk.models.generateContent({ model: 'gemini-test', contents: 'flood', config: { maxOutputTokens: 10 } })
     fake.options = { completionTokens: 10 }
-    await flood()
+    await send()
     const bound = Number((await summaryOf(1)).inputBound)
     const cost = bound + 10
     // The fake reports exactly what was reserved, so settling frees nothing for a later request.
@@ -360,15 +348,9 @@ describe('concurrency', () => {
     const admitted = 37
     await proxy.admin.setBudget(hash, { limits: { daily: before + admitted * cost } })
 
-    const results = await Promise.all(
-      Array.from({ length: 200 }, () =>
-        flood()
-          .then(() => 'ok' as const)
-          .catch((e: unknown) => (e instanceof ApiError ? e.status : e)),
-      ),
-    )
-    expect(results.filter((r) => r === 'ok')).toHaveLength(admitted)
-    expect(results.filter((r) => r === 429)).toHaveLength(200 - admitted)
+    const { ok, refused } = await flood(200, send)
+    expect(ok).toHaveLength(admitted)
+    expect(refused.filter((e) => e instanceof ApiError && e.status === 429)).toHaveLength(200 - admitted)
     expect(fake.received).toHaveLength(admitted)
     await eventually(async () => (await daily()).held === 0, 'settlement')
     expect((await daily()).spent - before).toBe(admitted * cost)

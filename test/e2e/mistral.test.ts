@@ -2,7 +2,9 @@ import { HTTPClient, Mistral } from '@mistralai/mistralai'
 import { MistralError } from '@mistralai/mistralai/models/errors'
 import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { createTestKey, expectCutAtBudget, expectNoProxyKeyIn, flood, settledDaily, summaryAt } from '../support/e2e.js'
 import { startFakeMistral, type FakeMistral } from '../support/fake-mistral.js'
+import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -29,41 +31,13 @@ function mistral(options: { apiKey?: string; serverURL?: string; providerKey?: s
   return new Mistral({ apiKey: options.apiKey ?? key, serverURL: options.serverURL ?? `${proxy.url}/mistral`, httpClient })
 }
 
-/** The daily window once every request so far has settled (settlement lands just after the answer). */
-async function daily(also: TestProxy[] = []): Promise<{ spent: number; held: number }> {
-  for (const running of [proxy, ...also]) await eventually(() => running.inflight() === 0, 'settlement')
-  const status = await proxy.admin.status(hash)
-  return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
-}
+/** The daily window once every request so far has settled here and on `also`. */
+const daily = (also: TestProxy[] = []) => settledDaily(proxy, hash, also)
 
 /** The summary line of this key's `count`-th request, once the proxy has written it. */
-async function summaryOf(count: number): Promise<Record<string, unknown>> {
-  const lines = () => proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8))
-  await eventually(() => lines().length >= count, `summary line ${count}`)
-  return lines()[count - 1]!
-}
+const summaryOf = (count: number) => summaryAt(proxy, hash, count)
 
-/**
- * A stream cut at a budget for 10 chunks of 4 tokens: the client got whole chunks and never more than the
- * budget, and the proxy counted the chunk that did not fit. That is exactly 10 and 11 when each upstream
- * chunk arrives alone; a busy machine can coalesce chunks, and a batch that crosses the limit is cut whole.
- */
-function expectCutAtBudget(text: string, counted: number): void {
-  expect(text).toBe('tok '.repeat(Math.floor(text.length / 4)))
-  expect(text.length).toBeLessThanOrEqual(4 * 10)
-  expect(text.length).toBeGreaterThanOrEqual(4 * 5)
-  expect(counted).toBeGreaterThan(text.length)
-}
-
-/** Nothing the upstream received may contain the proxy key or a Loopers control header. */
-function expectNoProxyKeyUpstream(): void {
-  for (const request of fake.received) {
-    expect(JSON.stringify(request.headers)).not.toContain(key)
-    expect(request.url).not.toContain('lp-')
-    expect(request.raw).not.toContain(key)
-    expect(Object.keys(request.headers).filter((h) => h.startsWith('x-loopers-'))).toEqual([])
-  }
-}
+const expectNoProxyKeyUpstream = (): void => expectNoProxyKeyIn(fake.received, key)
 
 beforeAll(async () => {
   redis = await startRedis()
@@ -86,13 +60,10 @@ afterAll(async () => {
 })
 
 beforeEach(async () => {
-  fake.received.length = 0
-  fake.ledger.length = 0
-  fake.options = {}
-  const created = await proxy.admin.createKey('mistral-e2e', ['mistral'])
+  resetFake(fake)
+  const created = await createTestKey(proxy, 'mistral-e2e', ['mistral'], { daily: 1_000_000 })
   key = created.key
-  hash = created.record.hash
-  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+  hash = created.hash
 })
 
 describe('@mistralai/mistralai through the proxy', () => {
@@ -336,11 +307,10 @@ describe('concurrency', () => {
 
     const admitted = 37
     await proxy.admin.setBudget(hash, { limits: { daily: cost + admitted * cost } })
-    const results = await Promise.allSettled(Array.from({ length: 200 }, () => client.embeddings.create({ model: 'mistral-embed-test', inputs: ['flood'] })))
-    const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
-    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(admitted)
+    const { ok, refused } = await flood(200, () => client.embeddings.create({ model: 'mistral-embed-test', inputs: ['flood'] }))
+    expect(ok).toHaveLength(admitted)
     expect(refused).toHaveLength(200 - admitted)
-    for (const r of refused) expect((r.reason as MistralError).statusCode).toBe(429)
+    for (const reason of refused) expect((reason as MistralError).statusCode).toBe(429)
     expect(fake.received).toHaveLength(admitted)
     expect(await daily()).toEqual({ spent: cost * (admitted + 1), held: 0 })
   })

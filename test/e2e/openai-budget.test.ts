@@ -1,6 +1,8 @@
 import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { createTestKey, latestSummary, settle, settledDaily } from '../support/e2e.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
+import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -20,18 +22,13 @@ function client(headers: Record<string, string> = {}): OpenAI {
   })
 }
 
-/** The daily window once every request so far has settled (settlement lands just after the answer). */
-async function daily(): Promise<{ spent: number; held: number }> {
-  await eventually(() => proxy.inflight() === 0, 'settlement')
-  const status = await proxy.admin.status(hash)
-  return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
-}
+/** The daily window once every request so far has settled. */
+const daily = () => settledDaily(proxy, hash)
 
 /** The proxy's summary line for the last request of this key. */
 async function lastSummary(): Promise<Record<string, unknown>> {
-  await eventually(() => proxy.inflight() === 0, 'settlement')
-  const lines = proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8))
-  return lines[lines.length - 1] ?? {}
+  await settle(proxy)
+  return latestSummary(proxy, hash)
 }
 
 beforeAll(async () => {
@@ -48,12 +45,10 @@ afterAll(async () => {
 })
 
 beforeEach(async () => {
-  fake.received.length = 0
-  fake.ledger.length = 0
-  fake.options = {}
-  const created = await proxy.admin.createKey('budget', ['openai'])
+  resetFake(fake)
+  const created = await createTestKey(proxy, 'budget', ['openai'])
   key = created.key
-  hash = created.record.hash
+  hash = created.hash
 })
 
 describe('streams metered chunk by chunk', () => {

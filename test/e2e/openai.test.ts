@@ -1,6 +1,8 @@
 import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { createTestKey, expectNoProxyKeyIn, settledDaily } from '../support/e2e.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
+import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -21,22 +23,9 @@ function client(options: { apiKey?: string; baseURL?: string; headers?: Record<s
   })
 }
 
-/** The daily window once every request so far has settled (settlement lands just after the answer). */
-async function daily(): Promise<{ spent: number; held: number }> {
-  await eventually(() => proxy.inflight() === 0, 'settlement')
-  const status = await proxy.admin.status(hash)
-  return { spent: status!.daily.spentMicros, held: status!.daily.heldMicros }
-}
-
-/** Nothing the upstream received may contain the proxy key or a Loopers control header. */
-function expectNoProxyKeyUpstream(): void {
-  for (const request of fake.received) {
-    expect(JSON.stringify(request.headers)).not.toContain(key)
-    expect(request.url).not.toContain('lp-')
-    expect(request.raw).not.toContain(key)
-    expect(Object.keys(request.headers).filter((h) => h.startsWith('x-loopers-'))).toEqual([])
-  }
-}
+/** The daily window once every request so far has settled. */
+const daily = () => settledDaily(proxy, hash)
+const expectNoProxyKeyUpstream = (): void => expectNoProxyKeyIn(fake.received, key)
 
 beforeAll(async () => {
   redis = await startRedis()
@@ -51,13 +40,10 @@ afterAll(async () => {
 })
 
 beforeEach(async () => {
-  fake.received.length = 0
-  fake.ledger.length = 0
-  fake.options = {}
-  const created = await proxy.admin.createKey('e2e', ['openai'])
+  resetFake(fake)
+  const created = await createTestKey(proxy, 'e2e', ['openai'], { daily: 1_000_000 })
   key = created.key
-  hash = created.record.hash
-  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+  hash = created.hash
 })
 
 describe('openai SDK through the proxy', () => {

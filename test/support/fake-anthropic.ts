@@ -1,8 +1,7 @@
-import http from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
-import type { LedgerEntry, Received } from './fake-openai.js'
+import type http from 'node:http'
+import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
-export type { LedgerEntry, Received }
+export type { LedgerEntry, Received } from './fake-server.js'
 
 export interface FakeAnthropicOptions {
   /** `input_tokens` the fake reports (default 12). */
@@ -31,59 +30,30 @@ export interface FakeAnthropicOptions {
  * `message_start` and `message_delta`), token counting and the model list. It records every request and
  * keeps a ledger of what each stream put on the wire.
  */
-export interface FakeAnthropic {
-  url: string
-  received: Received[]
-  ledger: LedgerEntry[]
-  options: FakeAnthropicOptions
-  close(): Promise<void>
-}
+export type FakeAnthropic = FakeUpstream<FakeAnthropicOptions>
 
 export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Promise<FakeAnthropic> {
-  const received: Received[] = []
-  const ledger: LedgerEntry[] = []
-  const fake: FakeAnthropic = { url: '', received, ledger, options: initial, close: async () => undefined }
-  const sockets = new Set<Socket>()
-
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => {
-      const raw = Buffer.concat(chunks).toString('utf8')
-      let body: Record<string, unknown> | null = null
-      try {
-        body = raw.length > 0 ? (JSON.parse(raw) as Record<string, unknown>) : null
-      } catch {
-        body = null
-      }
-      received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, raw, body })
-      void answer(req, res, body ?? {})
-    })
-  })
-  server.on('connection', (socket) => {
-    sockets.add(socket)
-    socket.once('close', () => sockets.delete(socket))
-  })
+  const fake = await startRecordingServer(initial, answer)
 
   async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>): Promise<void> {
     const o = fake.options
     const path = (req.url ?? '').split('?')[0]
     if (req.method === 'GET' && path === '/v1/models') {
       const model = { type: 'model', id: 'claude-test', display_name: 'Claude Test', created_at: '2025-01-01T00:00:00Z' }
-      return json(res, 200, { data: [model], has_more: false, first_id: 'claude-test', last_id: 'claude-test' })
+      return reply(res, 200, { data: [model], has_more: false, first_id: 'claude-test', last_id: 'claude-test' })
     }
     if (req.method === 'POST' && path === '/v1/messages/count_tokens') {
-      return json(res, 200, { input_tokens: o.inputTokens ?? 12 })
+      return reply(res, 200, { input_tokens: o.inputTokens ?? 12 })
     }
     if (req.method !== 'POST' || path !== '/v1/messages') {
-      return json(res, 404, { type: 'error', error: { type: 'not_found_error', message: 'Not found' } })
+      return reply(res, 404, { type: 'error', error: { type: 'not_found_error', message: 'Not found' } })
     }
     if (o.hang) return
-    if (o.fail) return json(res, o.fail.status, o.fail.body)
+    if (o.fail) return reply(res, o.fail.status, o.fail.body)
     const model = String(body.model ?? 'unknown')
     if (body.stream === true) return streamMessage(req, res, body, model)
     const output = o.outputTokens ?? 7
-    return json(res, 200, {
+    return reply(res, 200, {
       id: 'msg_01fake',
       type: 'message',
       role: 'assistant',
@@ -106,11 +76,7 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
 
   async function streamMessage(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string) {
     const o = fake.options
-    const entry: LedgerEntry = { url: req.url ?? '', chunksWritten: 0, outputTokensWritten: 0, finished: false, clientAborted: false }
-    ledger.push(entry)
-    res.once('close', () => {
-      if (!entry.finished) entry.clientAborted = true
-    })
+    const entry = fake.openLedger(req, res)
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'request-id': 'req_fake' })
     const maxTokens = typeof body.max_tokens === 'number' ? body.max_tokens : Number.POSITIVE_INFINITY
     const count = Math.min(o.chunks ?? 5, maxTokens)
@@ -121,12 +87,10 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
     if (!event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } })) return
     if (!event('ping', {})) return
     for (let i = 0; i < count; i++) {
-      if (o.chunkDelayMs) await sleep(o.chunkDelayMs)
-      if (entry.clientAborted) return
+      if (!(await pace(res, entry, o.chunkDelayMs))) return
       if (o.overloadAfterChunks === i) {
         event('error', { error: { type: 'overloaded_error', message: 'Overloaded' } })
-        entry.finished = true
-        res.end()
+        finish(res, entry)
         return
       }
       if (!event('content_block_delta', { index: 0, delta: { type: 'text_delta', text: o.word ?? 'tok ' } }, 1)) return
@@ -135,32 +99,13 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
     const stopReason = count === maxTokens ? 'max_tokens' : 'end_turn'
     event('message_delta', { delta: { stop_reason: stopReason, stop_sequence: null }, usage: { output_tokens: count } })
     event('message_stop', {})
-    entry.finished = true
-    res.end()
+    finish(res, entry)
   }
 
-  const address = await new Promise<AddressInfo>((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address() as AddressInfo)))
-  fake.url = `http://127.0.0.1:${address.port}`
-  fake.close = async () => {
-    for (const socket of sockets) socket.destroy()
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-  }
   return fake
 }
 
-function write(res: http.ServerResponse, entry: LedgerEntry, text: string, tokens: number): boolean {
-  if (entry.clientAborted || res.destroyed) return false
-  res.write(text)
-  entry.chunksWritten++
-  entry.outputTokensWritten += tokens
-  return true
-}
-
-function json(res: http.ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json', 'request-id': 'req_fake' })
-  res.end(JSON.stringify(body))
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
+/** A JSON answer carrying the `request-id` header every Anthropic answer has. */
+function reply(res: http.ServerResponse, status: number, body: unknown): void {
+  json(res, status, body, { 'request-id': 'req_fake' })
 }

@@ -1,8 +1,8 @@
-import http from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
-import type { LedgerEntry, Received } from './fake-openai.js'
+import type http from 'node:http'
+import { embeddingList, responseObject } from './fake-openai.js'
+import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
-export type { LedgerEntry, Received }
+export type { LedgerEntry, Received } from './fake-server.js'
 
 export interface FakeAzureOptions {
   /** Prompt tokens the fake reports (default 12). */
@@ -27,13 +27,7 @@ export interface FakeAzureOptions {
  * `max_completion_tokens`, prompt and content filter annotations in streams, usage only when asked.
  * It records every request and keeps a ledger of what each stream served.
  */
-export interface FakeAzure {
-  url: string
-  received: Received[]
-  ledger: LedgerEntry[]
-  options: FakeAzureOptions
-  close(): Promise<void>
-}
+export type FakeAzure = FakeUpstream<FakeAzureOptions>
 
 const SAFE = { filtered: false, severity: 'safe' }
 const FILTER_RESULTS = { hate: SAFE, self_harm: SAFE, sexual: SAFE, violence: SAFE }
@@ -41,30 +35,7 @@ const PROMPT_FILTER = [{ prompt_index: 0, content_filter_results: FILTER_RESULTS
 const DEPLOYMENT_ROUTE = /^\/openai\/deployments\/([^/]+)\/(chat\/completions|embeddings|responses)$/
 
 export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<FakeAzure> {
-  const received: Received[] = []
-  const ledger: LedgerEntry[] = []
-  const fake: FakeAzure = { url: '', received, ledger, options: initial, close: async () => undefined }
-  const sockets = new Set<Socket>()
-
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => {
-      const raw = Buffer.concat(chunks).toString('utf8')
-      let body: Record<string, unknown> | null = null
-      try {
-        body = raw.length > 0 ? (JSON.parse(raw) as Record<string, unknown>) : null
-      } catch {
-        body = null
-      }
-      received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, raw, body })
-      void answer(req, res, body ?? {}, Buffer.byteLength(raw))
-    })
-  })
-  server.on('connection', (socket) => {
-    sockets.add(socket)
-    socket.once('close', () => sockets.delete(socket))
-  })
+  const fake = await startRecordingServer(initial, (req, res, body, raw) => answer(req, res, body, Buffer.byteLength(raw)))
 
   async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, bodyBytes: number): Promise<void> {
     const o = fake.options
@@ -93,25 +64,11 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
     const promptTokens = o.promptTokensFromBody ? bodyBytes : (o.promptTokens ?? 12)
     const model = operation === 'embeddings' ? 'text-embedding-3-small' : 'gpt-4o-2024-11-20'
     if (operation === 'embeddings') {
-      return json(res, 200, {
-        object: 'list',
-        // The SDK asks for base64 by default and decodes it back to floats.
-        data: [{ object: 'embedding', index: 0, embedding: body.encoding_format === 'base64' ? Buffer.from(new Float32Array([0.5, 0.25, 0.125]).buffer).toString('base64') : [0.5, 0.25, 0.125] }],
-        model,
-        usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
-      })
+      return json(res, 200, embeddingList(body, model, promptTokens))
     }
     if (operation === 'responses') {
       const completion = o.completionTokens ?? 7
-      return json(res, 200, {
-        id: 'resp_1',
-        object: 'response',
-        created_at: 1,
-        status: 'completed',
-        model,
-        output: [{ id: 'msg_1', type: 'message', role: 'assistant', status: 'completed', content: [{ type: 'output_text', text: 'hello from azure', annotations: [] }] }],
-        usage: { input_tokens: promptTokens, input_tokens_details: { cached_tokens: 0 }, output_tokens: completion, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: promptTokens + completion },
-      })
+      return json(res, 200, responseObject(model, 'completed', 'hello from azure', promptTokens, completion))
     }
     if (body.stream === true) return streamChat(req, res, body, model, promptTokens)
     const completion = o.completionTokens ?? 7
@@ -137,13 +94,13 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
 
   async function streamChat(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number) {
     const o = fake.options
-    const entry = openLedger(req, res)
+    const entry = fake.openLedger(req, res)
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'apim-request-id': 'apim-1' })
     const base = { created: 1, id: 'chatcmpl-az2', model, object: 'chat.completion.chunk', system_fingerprint: 'fp_ee1d74bde0' }
     const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true
     const count = o.chunks ?? 5
-    const choice = (delta: Record<string, unknown>, finish: string | null, filter: unknown = FILTER_RESULTS) => ({
-      choices: [{ content_filter_results: filter, delta, finish_reason: finish, index: 0, logprobs: null }],
+    const choice = (delta: Record<string, unknown>, finishReason: string | null, filter: unknown = FILTER_RESULTS) => ({
+      choices: [{ content_filter_results: filter, delta, finish_reason: finishReason, index: 0, logprobs: null }],
       ...base,
     })
     // Azure opens with the prompt's filter results and no choices.
@@ -151,8 +108,7 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
     if (!write(res, entry, `data: ${JSON.stringify(opening)}\n\n`, 0)) return
     if (!write(res, entry, `data: ${JSON.stringify(choice({ content: '', refusal: null, role: 'assistant' }, null, {}))}\n\n`, 0)) return
     for (let i = 0; i < count; i++) {
-      if (o.chunkDelayMs) await sleep(o.chunkDelayMs)
-      if (entry.clientAborted) return
+      if (!(await pace(res, entry, o.chunkDelayMs))) return
       if (!write(res, entry, `data: ${JSON.stringify(choice({ content: o.word ?? 'tok ' }, null))}\n\n`, 1)) return
       if (i === 1) {
         // An asynchronous-filter annotation: offsets, no delta.
@@ -166,25 +122,9 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
       write(res, entry, `data: ${JSON.stringify({ choices: [], ...base, usage })}\n\n`, 0)
     }
     write(res, entry, 'data: [DONE]\n\n', 0)
-    entry.finished = true
-    res.end()
+    finish(res, entry)
   }
 
-  function openLedger(req: http.IncomingMessage, res: http.ServerResponse): LedgerEntry {
-    const entry: LedgerEntry = { url: req.url ?? '', chunksWritten: 0, outputTokensWritten: 0, finished: false, clientAborted: false }
-    ledger.push(entry)
-    res.once('close', () => {
-      if (!entry.finished) entry.clientAborted = true
-    })
-    return entry
-  }
-
-  const address = await new Promise<AddressInfo>((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address() as AddressInfo)))
-  fake.url = `http://127.0.0.1:${address.port}`
-  fake.close = async () => {
-    for (const socket of sockets) socket.destroy()
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-  }
   return fake
 }
 
@@ -200,21 +140,4 @@ function bodyModelOperation(path: string): string | null {
     default:
       return null
   }
-}
-
-function write(res: http.ServerResponse, entry: LedgerEntry, text: string, tokens: number): boolean {
-  if (entry.clientAborted || res.destroyed) return false
-  res.write(text)
-  entry.chunksWritten++
-  entry.outputTokensWritten += tokens
-  return true
-}
-
-function json(res: http.ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json' })
-  res.end(JSON.stringify(body))
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }

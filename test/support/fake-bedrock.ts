@@ -1,27 +1,26 @@
 import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto'
-import http from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
+import type http from 'node:http'
 import { SignatureV4 } from '@smithy/signature-v4'
 import { baseModelId } from '../../src/providers/bedrock-native.js'
 import { encodeEventStreamMessage } from '../../src/stream/event-stream.js'
+import {
+  finish,
+  json,
+  openLedger,
+  pace,
+  parseBody,
+  startFakeServer,
+  write,
+  type FakeUpstream,
+  type LedgerEntry,
+  type Received as BaseReceived,
+} from './fake-server.js'
+
+export type { LedgerEntry }
 
 /** A request as the fake Bedrock received it, with how it authenticated. */
-export interface Received {
-  method: string
-  url: string
-  headers: http.IncomingHttpHeaders
-  raw: string
-  body: Record<string, unknown> | null
+export interface Received extends BaseReceived {
   auth: { kind: 'sigv4'; accessKeyId: string; region: string; signedHeaders: string[] } | { kind: 'bearer'; token: string }
-}
-
-/** What one streamed response put on the wire before it ended or the client went away. */
-export interface LedgerEntry {
-  url: string
-  chunksWritten: number
-  outputTokensWritten: number
-  finished: boolean
-  clientAborted: boolean
 }
 
 export interface FakeBedrockOptions {
@@ -46,14 +45,9 @@ export interface FakeBedrockOptions {
   corruptAfterChunks?: number
 }
 
-export interface FakeBedrock {
-  url: string
-  received: Received[]
-  ledger: LedgerEntry[]
-  options: FakeBedrockOptions
+export interface FakeBedrock extends FakeUpstream<FakeBedrockOptions, Received> {
   /** Requests refused for authentication (bad or missing signature, unknown key). */
   rejected: Array<{ url: string; reason: string }>
-  close(): Promise<void>
 }
 
 /** Accepted upstream credentials: SigV4 access key id → secret (and session token), Bedrock API keys. */
@@ -175,18 +169,9 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
   const received: Received[] = []
   const ledger: LedgerEntry[] = []
   const rejected: FakeBedrock['rejected'] = []
-  const sockets = new Set<Socket>()
-  const fake: FakeBedrock = { url: '', received, ledger, rejected, options: initial, close: async () => undefined }
-
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => void handle(req, res, Buffer.concat(chunks)))
-  })
-  server.on('connection', (socket) => {
-    sockets.add(socket)
-    socket.once('close', () => sockets.delete(socket))
-  })
+  // Authentication comes before recording, so this fake records for itself.
+  const server = await startFakeServer((req, res, raw) => void handle(req, res, raw))
+  const fake: FakeBedrock = { url: server.url, received, ledger, rejected, options: initial, close: server.close }
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer): Promise<void> {
     const authorization = String(req.headers.authorization ?? '')
@@ -205,12 +190,7 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
       return awsError(res, 403, type, `request refused: ${who}`)
     }
     const text = raw.toString('utf8')
-    let body: Record<string, unknown> | null = null
-    try {
-      body = text.length > 0 ? (JSON.parse(text) as Record<string, unknown>) : null
-    } catch {
-      body = null
-    }
+    const body = parseBody(text)
     received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, raw: text, body, auth: who })
     await answer(req, res, body ?? {})
   }
@@ -218,12 +198,12 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
   async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>): Promise<void> {
     const o = fake.options
     const path = (req.url ?? '').split('?')[0] ?? ''
-    if (req.method === 'GET' && path === '/async-invoke') return json(res, 200, { asyncInvokeSummaries: [] })
+    if (req.method === 'GET' && path === '/async-invoke') return awsJson(res, 200, { asyncInvokeSummaries: [] })
     const route = /^\/model\/([^/]+)\/([a-z-]+)$/.exec(path)
     if (route === null) return awsError(res, 404, 'UnknownOperationException', 'no such operation')
     const modelId = decodeURIComponent(route[1] ?? '')
     const operation = route[2] ?? ''
-    if (operation === 'count-tokens') return json(res, 200, { inputTokens: o.promptTokens ?? 12 })
+    if (operation === 'count-tokens') return awsJson(res, 200, { inputTokens: o.promptTokens ?? 12 })
     if (o.hang) return
     if (o.gate) await o.gate
     if (o.fail) return awsError(res, o.fail.status, o.fail.type, o.fail.message)
@@ -234,7 +214,7 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
       case 'invoke':
         return invokeAnswer(res, modelId, family ?? '', input, output)
       case 'converse':
-        return json(res, 200, {
+        return awsJson(res, 200, {
           output: { message: { role: 'assistant', content: [{ text: 'hello from the fake' }] } },
           stopReason: 'end_turn',
           usage: { inputTokens: input, outputTokens: output, totalTokens: input + output, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 },
@@ -252,10 +232,10 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
   function invokeAnswer(res: http.ServerResponse, modelId: string, family: string, input: number, output: number): void {
     const counts = { 'x-amzn-bedrock-input-token-count': String(input), 'x-amzn-bedrock-output-token-count': String(output), 'x-amzn-bedrock-invocation-latency': '42' }
     if (/embed/.test(modelId)) {
-      return json(res, 200, { embedding: [0.5, 0.25, 0.125], inputTextTokenCount: input }, { ...counts, 'x-amzn-bedrock-output-token-count': '0' })
+      return awsJson(res, 200, { embedding: [0.5, 0.25, 0.125], inputTextTokenCount: input }, { ...counts, 'x-amzn-bedrock-output-token-count': '0' })
     }
     if (family === 'anthropic') {
-      return json(res, 200, {
+      return awsJson(res, 200, {
         id: 'msg_bdrk_01',
         type: 'message',
         role: 'assistant',
@@ -266,9 +246,9 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
         usage: { input_tokens: input, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: output },
       }, counts)
     }
-    if (family === 'meta') return json(res, 200, { generation: 'hello from the fake', prompt_token_count: input, generation_token_count: output, stop_reason: 'stop' }, counts)
+    if (family === 'meta') return awsJson(res, 200, { generation: 'hello from the fake', prompt_token_count: input, generation_token_count: output, stop_reason: 'stop' }, counts)
     // Mistral's body reports no usage: only the headers do.
-    return json(res, 200, { outputs: [{ text: 'hello from the fake', stop_reason: 'stop' }] }, counts)
+    return awsJson(res, 200, { outputs: [{ text: 'hello from the fake', stop_reason: 'stop' }] }, counts)
   }
 
   /** One stream: frames before the deltas, a frame per delta, frames after (given the delta count). */
@@ -327,57 +307,29 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
 
   async function stream(req: http.IncomingMessage, res: http.ServerResponse, plan: StreamPlan): Promise<void> {
     const o = fake.options
-    const entry: LedgerEntry = { url: req.url ?? '', chunksWritten: 0, outputTokensWritten: 0, finished: false, clientAborted: false }
-    ledger.push(entry)
-    res.once('close', () => {
-      if (!entry.finished) entry.clientAborted = true
-    })
+    const entry = openLedger(ledger, req, res)
     res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream', 'x-amzn-requestid': 'req-fake', 'x-amzn-bedrock-content-type': 'application/json' })
     for (const frame of plan.before) if (!write(res, entry, frame, 0)) return
     const count = o.chunks ?? 5
     for (let i = 0; i < count; i++) {
-      if (o.chunkDelayMs) await sleep(o.chunkDelayMs)
-      if (entry.clientAborted) return
-      if (o.resetAfterChunks !== undefined && i === o.resetAfterChunks) {
-        res.socket?.destroy()
-        return
-      }
+      if (!(await pace(res, entry, o.chunkDelayMs, i === o.resetAfterChunks))) return
       const frame = plan.delta(o.word ?? 'tok ')
       if (o.corruptAfterChunks !== undefined && i === o.corruptAfterChunks) frame.writeUInt32BE((frame.readUInt32BE(frame.length - 4) ^ 1) >>> 0, frame.length - 4)
       if (!write(res, entry, frame, 1)) return
     }
     for (const frame of plan.after(count)) if (!write(res, entry, frame, 0)) return
-    entry.finished = true
-    res.end()
+    finish(res, entry)
   }
 
-  const address = await new Promise<AddressInfo>((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address() as AddressInfo)))
-  fake.url = `http://127.0.0.1:${address.port}`
-  fake.close = async () => {
-    for (const socket of sockets) socket.destroy()
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-  }
   return fake
 }
 
-function write(res: http.ServerResponse, entry: LedgerEntry, frame: Buffer, tokens: number): boolean {
-  if (entry.clientAborted || res.destroyed) return false
-  res.write(frame)
-  entry.chunksWritten++
-  entry.outputTokensWritten += tokens
-  return true
-}
-
-function json(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { 'content-type': 'application/json', 'x-amzn-requestid': 'req-fake', ...headers })
-  res.end(JSON.stringify(body))
+/** A JSON answer carrying the request id every AWS answer has. */
+function awsJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  json(res, status, body, { 'x-amzn-requestid': 'req-fake', ...headers })
 }
 
 /** An AWS restJson1 error: `x-amzn-errortype` names the exception, the body carries `message`. */
 function awsError(res: http.ServerResponse, status: number, type: string, message: string): void {
-  json(res, status, { message }, { 'x-amzn-errortype': `${type}:http://internal.amazon.com/coral/com.amazon.bedrock/` })
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
+  awsJson(res, status, { message }, { 'x-amzn-errortype': `${type}:http://internal.amazon.com/coral/com.amazon.bedrock/` })
 }

@@ -1,8 +1,7 @@
-import http from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
-import type { LedgerEntry, Received } from './fake-openai.js'
+import type http from 'node:http'
+import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
-export type { LedgerEntry, Received }
+export type { LedgerEntry, Received } from './fake-server.js'
 
 export interface FakeMistralOptions {
   /** Prompt tokens the fake reports (default 12). */
@@ -26,42 +25,13 @@ export interface FakeMistralOptions {
  * unknown body fields refused with 422 `extra_forbidden` (as `stream_options` is), stream usage on the
  * last chunk unasked. It records every request and keeps a ledger of what each stream served.
  */
-export interface FakeMistral {
-  url: string
-  received: Received[]
-  ledger: LedgerEntry[]
-  options: FakeMistralOptions
-  close(): Promise<void>
-}
+export type FakeMistral = FakeUpstream<FakeMistralOptions>
 
 /** Fields of OpenAI's chat API that Mistral's request schema does not have. */
 const FORBIDDEN_FIELDS = ['stream_options', 'max_completion_tokens', 'logprobs', 'store']
 
 export async function startFakeMistral(initial: FakeMistralOptions = {}): Promise<FakeMistral> {
-  const received: Received[] = []
-  const ledger: LedgerEntry[] = []
-  const fake: FakeMistral = { url: '', received, ledger, options: initial, close: async () => undefined }
-  const sockets = new Set<Socket>()
-
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => {
-      const raw = Buffer.concat(chunks).toString('utf8')
-      let body: Record<string, unknown> | null = null
-      try {
-        body = raw.length > 0 ? (JSON.parse(raw) as Record<string, unknown>) : null
-      } catch {
-        body = null
-      }
-      received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, raw, body })
-      void answer(req, res, body ?? {}, Buffer.byteLength(raw))
-    })
-  })
-  server.on('connection', (socket) => {
-    sockets.add(socket)
-    socket.once('close', () => sockets.delete(socket))
-  })
+  const fake = await startRecordingServer(initial, (req, res, body, raw) => answer(req, res, body, Buffer.byteLength(raw)))
 
   async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, bodyBytes: number): Promise<void> {
     const o = fake.options
@@ -104,56 +74,22 @@ export async function startFakeMistral(initial: FakeMistralOptions = {}): Promis
 
   async function streamChat(req: http.IncomingMessage, res: http.ServerResponse, model: string, promptTokens: number) {
     const o = fake.options
-    const entry = openLedger(req, res)
+    const entry = fake.openLedger(req, res)
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8' })
     const base = { id: 'cmpl-2', object: 'chat.completion.chunk', created: 1, model }
     const count = o.chunks ?? 5
-    const chunk = (delta: Record<string, unknown>, finish: string | null, usage?: unknown) =>
-      `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta, finish_reason: finish }], ...(usage === undefined ? {} : { usage }) })}\n\n`
+    const chunk = (delta: Record<string, unknown>, finishReason: string | null, usage?: unknown) =>
+      `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta, finish_reason: finishReason }], ...(usage === undefined ? {} : { usage }) })}\n\n`
     if (!write(res, entry, chunk({ role: 'assistant', content: '' }, null), 0)) return
     for (let i = 0; i < count; i++) {
-      if (o.chunkDelayMs) await sleep(o.chunkDelayMs)
-      if (entry.clientAborted) return
+      if (!(await pace(res, entry, o.chunkDelayMs))) return
       if (!write(res, entry, chunk({ content: o.word ?? 'tok ' }, null), 1)) return
     }
     // Mistral puts usage on the last chunk, beside the finish reason.
     write(res, entry, chunk({ content: '' }, 'stop', { prompt_tokens: promptTokens, total_tokens: promptTokens + count, completion_tokens: count }), 0)
     write(res, entry, 'data: [DONE]\n\n', 0)
-    entry.finished = true
-    res.end()
+    finish(res, entry)
   }
 
-  function openLedger(req: http.IncomingMessage, res: http.ServerResponse): LedgerEntry {
-    const entry: LedgerEntry = { url: req.url ?? '', chunksWritten: 0, outputTokensWritten: 0, finished: false, clientAborted: false }
-    ledger.push(entry)
-    res.once('close', () => {
-      if (!entry.finished) entry.clientAborted = true
-    })
-    return entry
-  }
-
-  const address = await new Promise<AddressInfo>((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address() as AddressInfo)))
-  fake.url = `http://127.0.0.1:${address.port}`
-  fake.close = async () => {
-    for (const socket of sockets) socket.destroy()
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-  }
   return fake
-}
-
-function write(res: http.ServerResponse, entry: LedgerEntry, text: string, tokens: number): boolean {
-  if (entry.clientAborted || res.destroyed) return false
-  res.write(text)
-  entry.chunksWritten++
-  entry.outputTokensWritten += tokens
-  return true
-}
-
-function json(res: http.ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json' })
-  res.end(JSON.stringify(body))
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }

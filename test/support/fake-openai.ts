@@ -1,23 +1,7 @@
-import http from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type http from 'node:http'
+import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
-/** A request as the fake upstream received it. */
-export interface Received {
-  method: string
-  url: string
-  headers: http.IncomingHttpHeaders
-  raw: string
-  body: Record<string, unknown> | null
-}
-
-/** What one streamed response actually put on the wire before it ended or the client went away. */
-export interface LedgerEntry {
-  url: string
-  chunksWritten: number
-  outputTokensWritten: number
-  finished: boolean
-  clientAborted: boolean
-}
+export type { LedgerEntry, Received } from './fake-server.js'
 
 export interface FakeOpenAiOptions {
   /** Prompt tokens the fake reports (default 12). */
@@ -44,39 +28,10 @@ export interface FakeOpenAiOptions {
  * A fake api.openai.com speaking the real wire format (chat completions, responses, embeddings,
  * model list), recording every request and keeping a ledger of what each stream served.
  */
-export interface FakeOpenAi {
-  url: string
-  received: Received[]
-  ledger: LedgerEntry[]
-  options: FakeOpenAiOptions
-  close(): Promise<void>
-}
+export type FakeOpenAi = FakeUpstream<FakeOpenAiOptions>
 
 export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<FakeOpenAi> {
-  const received: Received[] = []
-  const ledger: LedgerEntry[] = []
-  const fake: FakeOpenAi = { url: '', received, ledger, options: initial, close: async () => undefined }
-  const sockets = new Set<import('node:net').Socket>()
-
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => {
-      const raw = Buffer.concat(chunks).toString('utf8')
-      let body: Record<string, unknown> | null = null
-      try {
-        body = raw.length > 0 ? (JSON.parse(raw) as Record<string, unknown>) : null
-      } catch {
-        body = null
-      }
-      received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, raw, body })
-      void answer(req, res, body ?? {})
-    })
-  })
-  server.on('connection', (socket) => {
-    sockets.add(socket)
-    socket.once('close', () => sockets.delete(socket))
-  })
+  const fake = await startRecordingServer(initial, answer)
 
   async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>): Promise<void> {
     const o = fake.options
@@ -89,13 +44,7 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
     const model = String(body.model ?? 'unknown')
     const promptTokens = o.promptTokens ?? 12
     if (path === '/v1/embeddings') {
-      return json(res, 200, {
-        object: 'list',
-        // The SDK asks for base64 by default and decodes it back to floats.
-        data: [{ object: 'embedding', index: 0, embedding: body.encoding_format === 'base64' ? Buffer.from(new Float32Array([0.5, 0.25, 0.125]).buffer).toString('base64') : [0.5, 0.25, 0.125] }],
-        model,
-        usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
-      })
+      return json(res, 200, embeddingList(body, model, promptTokens))
     }
     if (path === '/v1/chat/completions') {
       if (body.stream === true) return streamChat(req, res, body, model, promptTokens)
@@ -119,19 +68,14 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
 
   async function streamChat(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number) {
     const o = fake.options
-    const entry = openLedger(req, res)
+    const entry = fake.openLedger(req, res)
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
     const base = { id: 'chatcmpl-2', object: 'chat.completion.chunk', created: 1, model }
     const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true
     const count = o.chunks ?? 5
     if (!write(res, entry, `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] })}\n\n`, 0)) return
     for (let i = 0; i < count; i++) {
-      if (o.chunkDelayMs) await sleep(o.chunkDelayMs)
-      if (entry.clientAborted) return
-      if (o.resetAfterChunks !== undefined && i === o.resetAfterChunks) {
-        res.socket?.destroy()
-        return
-      }
+      if (!(await pace(res, entry, o.chunkDelayMs, i === o.resetAfterChunks))) return
       const chunk = { ...base, choices: [{ index: 0, delta: { content: o.word ?? 'tok ' }, finish_reason: null }] }
       if (!write(res, entry, `data: ${JSON.stringify(chunk)}\n\n`, 1)) return
     }
@@ -141,13 +85,12 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
       write(res, entry, `data: ${JSON.stringify({ ...base, choices: [], usage })}\n\n`, 0)
     }
     write(res, entry, 'data: [DONE]\n\n', 0)
-    entry.finished = true
-    res.end()
+    finish(res, entry)
   }
 
   async function streamResponses(req: http.IncomingMessage, res: http.ServerResponse, model: string, promptTokens: number) {
     const o = fake.options
-    const entry = openLedger(req, res)
+    const entry = fake.openLedger(req, res)
     res.writeHead(200, { 'content-type': 'text/event-stream' })
     const count = o.chunks ?? 5
     let seq = 0
@@ -156,44 +99,31 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
     if (!event('response.created', { response: responseObject(model, 'in_progress', '', null, null) }, 0)) return
     let text = ''
     for (let i = 0; i < count; i++) {
-      if (o.chunkDelayMs) await sleep(o.chunkDelayMs)
-      if (entry.clientAborted) return
+      if (!(await pace(res, entry, o.chunkDelayMs))) return
       const delta = o.word ?? 'tok '
       text += delta
       if (!event('response.output_text.delta', { item_id: 'msg_1', output_index: 0, content_index: 0, delta, logprobs: [] }, 1)) return
     }
     event('response.completed', { response: responseObject(model, 'completed', text, promptTokens, count) }, 0)
-    entry.finished = true
-    res.end()
+    finish(res, entry)
   }
 
-  function openLedger(req: http.IncomingMessage, res: http.ServerResponse): LedgerEntry {
-    const entry: LedgerEntry = { url: req.url ?? '', chunksWritten: 0, outputTokensWritten: 0, finished: false, clientAborted: false }
-    ledger.push(entry)
-    res.once('close', () => {
-      if (!entry.finished) entry.clientAborted = true
-    })
-    return entry
-  }
-
-  const address = await new Promise<AddressInfo>((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address() as AddressInfo)))
-  fake.url = `http://127.0.0.1:${address.port}`
-  fake.close = async () => {
-    for (const socket of sockets) socket.destroy()
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-  }
   return fake
 }
 
-function write(res: http.ServerResponse, entry: LedgerEntry, text: string, tokens: number): boolean {
-  if (entry.clientAborted || res.destroyed) return false
-  res.write(text)
-  entry.chunksWritten++
-  entry.outputTokensWritten += tokens
-  return true
+/** An embeddings list of one vector, base64-encoded when the request asks for it. */
+export function embeddingList(body: Record<string, unknown>, model: string, promptTokens: number): Record<string, unknown> {
+  return {
+    object: 'list',
+    // The SDK asks for base64 by default and decodes it back to floats.
+    data: [{ object: 'embedding', index: 0, embedding: body.encoding_format === 'base64' ? Buffer.from(new Float32Array([0.5, 0.25, 0.125]).buffer).toString('base64') : [0.5, 0.25, 0.125] }],
+    model,
+    usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+  }
 }
 
-function responseObject(model: string, status: string, text: string, input: number | null, output: number | null) {
+/** A Responses API object; `usage` is null while the response is in progress (`input` or `output` null). */
+export function responseObject(model: string, status: string, text: string, input: number | null, output: number | null): Record<string, unknown> {
   return {
     id: 'resp_1',
     object: 'response',
@@ -206,13 +136,4 @@ function responseObject(model: string, status: string, text: string, input: numb
         ? null
         : { input_tokens: input, input_tokens_details: { cached_tokens: 0 }, output_tokens: output, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: input + output },
   }
-}
-
-function json(res: http.ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json' })
-  res.end(JSON.stringify(body))
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }

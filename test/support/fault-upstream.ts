@@ -3,8 +3,8 @@
  * meet (an answer, silence, a socket destroyed before headers, an error status, a stall right before
  * the usage chunk); every exchange records how far it got and whether the proxy closed it early.
  */
-import http from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
+import type http from 'node:http'
+import { json, parseBody, sleep, startFakeServer } from './fake-server.js'
 
 export interface FaultPlan {
   /** answer (default): JSON or SSE per the body's `stream`; hang: never answer; destroy: kill the socket on request; fail: `fail`. */
@@ -47,9 +47,16 @@ export const COMPLETION_TOKENS = 7
 
 export async function startFaultUpstream(): Promise<FaultUpstream> {
   const exchanges: Exchange[] = []
-  const sockets = new Set<Socket>()
+  const server = await startFakeServer((req, res, raw) => {
+    const exchange: Exchange = { url: req.url ?? '', body: parseBody(raw.toString('utf8')), stage: 'received', tokensWritten: 0, closedEarly: false }
+    exchanges.push(exchange)
+    res.once('close', () => {
+      if (exchange.stage !== 'finished') exchange.closedEarly = true
+    })
+    void answer(req, res, exchange, upstream.plan)
+  })
   const upstream: FaultUpstream = {
-    url: '',
+    url: server.url,
     plan: {},
     exchanges,
     last() {
@@ -57,31 +64,8 @@ export async function startFaultUpstream(): Promise<FaultUpstream> {
       if (exchange === undefined) throw new Error('the fake upstream received no request')
       return exchange
     },
-    close: async () => undefined,
+    close: server.close,
   }
-
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => {
-      let body: Record<string, unknown> | null = null
-      try {
-        body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>
-      } catch {
-        body = null
-      }
-      const exchange: Exchange = { url: req.url ?? '', body, stage: 'received', tokensWritten: 0, closedEarly: false }
-      exchanges.push(exchange)
-      res.once('close', () => {
-        if (exchange.stage !== 'finished') exchange.closedEarly = true
-      })
-      void answer(req, res, exchange, upstream.plan)
-    })
-  })
-  server.on('connection', (socket) => {
-    sockets.add(socket)
-    socket.once('close', () => sockets.delete(socket))
-  })
 
   async function answer(req: http.IncomingMessage, res: http.ServerResponse, exchange: Exchange, plan: FaultPlan): Promise<void> {
     const mode = plan.mode ?? 'answer'
@@ -100,18 +84,14 @@ export async function startFaultUpstream(): Promise<FaultUpstream> {
     const prompt = plan.promptTokens ?? 12
     if (exchange.body?.stream !== true) {
       exchange.stage = 'finished'
-      res.writeHead(200, { 'content-type': 'application/json' })
-      res.end(
-        JSON.stringify({
-          id: 'chatcmpl-f',
-          object: 'chat.completion',
-          created: 1,
-          model,
-          choices: [{ index: 0, message: { role: 'assistant', content: 'fine', refusal: null }, finish_reason: 'stop', logprobs: null }],
-          usage: { prompt_tokens: prompt, completion_tokens: COMPLETION_TOKENS, total_tokens: prompt + COMPLETION_TOKENS },
-        }),
-      )
-      return
+      return json(res, 200, {
+        id: 'chatcmpl-f',
+        object: 'chat.completion',
+        created: 1,
+        model,
+        choices: [{ index: 0, message: { role: 'assistant', content: 'fine', refusal: null }, finish_reason: 'stop', logprobs: null }],
+        usage: { prompt_tokens: prompt, completion_tokens: COMPLETION_TOKENS, total_tokens: prompt + COMPLETION_TOKENS },
+      })
     }
     await stream(res, exchange, plan, model, prompt)
   }
@@ -152,15 +132,5 @@ export async function startFaultUpstream(): Promise<FaultUpstream> {
     res.end()
   }
 
-  const address = await new Promise<AddressInfo>((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address() as AddressInfo)))
-  upstream.url = `http://127.0.0.1:${address.port}`
-  upstream.close = async () => {
-    for (const socket of sockets) socket.destroy()
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-  }
   return upstream
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }

@@ -1,0 +1,80 @@
+/**
+ * Mechanics the e2e suites share: a fresh key with its budget, a key's daily window once settled, its
+ * summary lines, a flood of concurrent requests, and the checks every provider's suite makes the same way.
+ */
+import { expect } from 'vitest'
+import type { Micros, WindowName } from '../../src/budget/types.js'
+import type { ProviderId } from '../../src/providers/types.js'
+import { daily, summaries, type Totals } from './fault-checks.js'
+import type { Received } from './fake-server.js'
+import { eventually, type TestProxy } from './proxy.js'
+
+/** Creates a key for `providers` and, when given, sets its `limits`; returns the raw key and its hash. */
+export async function createTestKey(
+  proxy: TestProxy,
+  name: string,
+  providers: ProviderId[],
+  limits?: Partial<Record<WindowName, Micros>>,
+): Promise<{ key: string; hash: string }> {
+  const created = await proxy.admin.createKey(name, providers)
+  if (limits !== undefined) await proxy.admin.setBudget(created.record.hash, { limits })
+  return { key: created.key, hash: created.record.hash }
+}
+
+/** The daily window of `hash` as it stands now, holds of running requests included. */
+export function currentDaily(proxy: TestProxy, hash: string): Promise<Totals> {
+  return daily(proxy.admin, hash)
+}
+
+/** Resolves once every request so far has settled on each of `proxies` (settlement lands just after the answer). */
+export async function settle(...proxies: TestProxy[]): Promise<void> {
+  for (const running of proxies) await eventually(() => running.inflight() === 0, 'settlement')
+}
+
+/** The daily window of `hash` once every request so far has settled on `proxy` and `others`. */
+export async function settledDaily(proxy: TestProxy, hash: string, others: TestProxy[] = []): Promise<Totals> {
+  await settle(proxy, ...others)
+  return currentDaily(proxy, hash)
+}
+
+/** The summary line of the key's `n`th request, once the proxy has written it (it follows the answer). */
+export async function summaryAt(proxy: TestProxy, hash: string, n: number): Promise<Record<string, unknown>> {
+  await eventually(() => summaries(proxy, hash).length >= n, `summary line ${n}`)
+  return summaries(proxy, hash)[n - 1]!
+}
+
+/** The summary line of the key's latest request written so far; `{}` before the first. */
+export function latestSummary(proxy: TestProxy, hash: string): Record<string, unknown> {
+  return summaries(proxy, hash).at(-1) ?? {}
+}
+
+/** Sends `count` requests at once; resolves with the answers of those admitted and the errors of those refused. */
+export async function flood<T>(count: number, send: () => Promise<T>): Promise<{ ok: T[]; refused: unknown[] }> {
+  const results = await Promise.allSettled(Array.from({ length: count }, () => send()))
+  return {
+    ok: results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])),
+    refused: results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : [])),
+  }
+}
+
+/** Nothing the upstream received may contain the proxy key or a Loopers control header. */
+export function expectNoProxyKeyIn(received: Received[], key: string): void {
+  for (const request of received) {
+    expect(JSON.stringify(request.headers)).not.toContain(key)
+    expect(request.url).not.toContain('lp-')
+    expect(request.raw).not.toContain(key)
+    expect(Object.keys(request.headers).filter((h) => h.startsWith('x-loopers-'))).toEqual([])
+  }
+}
+
+/**
+ * A stream cut at a budget for 10 chunks of 4 tokens: the client got whole chunks and never more than the
+ * budget, and the proxy counted the chunk that did not fit. That is exactly 10 and 11 when each upstream
+ * chunk arrives alone; a busy machine can coalesce chunks, and a batch that crosses the limit is cut whole.
+ */
+export function expectCutAtBudget(text: string, counted: number): void {
+  expect(text).toBe('tok '.repeat(Math.floor(text.length / 4)))
+  expect(text.length).toBeLessThanOrEqual(4 * 10)
+  expect(text.length).toBeGreaterThanOrEqual(4 * 5)
+  expect(counted).toBeGreaterThan(text.length)
+}
