@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
-import type { BudgetStore, KeyAdmin, Micros, Reservation, ReserveResult } from '../budget/types.js'
+import type { BudgetStore, KeyAdmin, ReserveResult } from '../budget/types.js'
 import { microsToUsd } from '../money.js'
 import type { Config } from '../config.js'
 import {
@@ -13,25 +13,23 @@ import {
   notFound,
   ProxyError,
   StoreUnavailableError,
-  upstreamUnreachable,
 } from '../errors.js'
 import { hashKey, isProxyKey } from '../keys.js'
-import { costMicros, tokensCost } from '../pricing/cost.js'
 import type { Price, PricingTable } from '../pricing/types.js'
 import { isObject, type Json } from '../providers/body.js'
 import type { AdapterRegistry } from '../providers/registry.js'
-import type { ErrorInfo, ProviderAdapter, ProviderId, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { ProviderAdapter, ProviderId, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
 import type { Metrics } from '../metrics.js'
-import { meterStream } from '../stream/meter.js'
 import { mediaParts } from '../tokens/bound.js'
 import { readLoopersCredential, readSession } from './control-headers.js'
 import type { Inflight } from './inflight.js'
-import { relayableResponseHeaders } from './headers.js'
-import { loweredOutputCap, planReservation, type ReservationPlan } from './plan.js'
+import { planReservation, type ReservationPlan } from './plan.js'
 import { refusalError } from './refusal.js'
-import { sendError, toErrorInfo } from './respond.js'
-import { parseTarget, type Target } from './target.js'
-import type { UpstreamClient, UpstreamResponse } from './upstream.js'
+import { sendError } from './respond.js'
+import { createForwarder } from './forward.js'
+import { recordRequest, type Summary } from './summary.js'
+import { parseTarget } from './target.js'
+import type { UpstreamClient } from './upstream.js'
 
 export interface PipelineDeps {
   config: Config
@@ -48,34 +46,6 @@ export interface PipelineDeps {
   now?: () => number
 }
 
-/** One summary line per request; never a key, credential, URL query or prompt. */
-interface Summary {
-  key?: string
-  provider?: ProviderId
-  op?: string
-  model?: string
-  stream?: boolean
-  status?: number
-  outcome?: string
-  code?: string
-  /** Input tokens the reservation assumed (bound or exact count). */
-  inputBound?: number
-  /** Tokens charged: reported by the provider, else counted by the proxy. */
-  inputTokens?: number
-  outputTokens?: number
-  reservedUsd?: number
-  chargedUsd?: number
-  maxTokens?: number
-  /** The refusing budget window. */
-  window?: string
-  /** Why a 5xx happened (store or transport fault), never a request detail. */
-  cause?: string
-  /** Milliseconds spent before the upstream was called. */
-  addedMs?: number
-  priced?: boolean
-}
-
-const MAX_ERROR_BODY_BYTES = 1024 * 1024
 
 /**
  * The request path: authenticate → resolve route → describe → price → reserve → forward → meter → settle.
@@ -84,6 +54,7 @@ const MAX_ERROR_BODY_BYTES = 1024 * 1024
 export function createPipeline(deps: PipelineDeps) {
   const now = deps.now ?? Date.now
   const { config, store, pricing, adapters } = deps
+  const { forwardFree, forwardMetered } = createForwarder({ ...deps, now })
 
   return async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const started = performance.now()
@@ -161,26 +132,9 @@ export function createPipeline(deps: PipelineDeps) {
       summary.status ??= reply.raw.statusCode
       const ms = performance.now() - started
       deps.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
-      record(summary, ms)
+      recordRequest(deps.metrics, summary, ms)
       deps.inflight.end()
     }
-  }
-
-  function record(summary: Summary, ms: number): void {
-    const refused = summary.outcome === 'refused' || summary.outcome === 'error'
-    deps.metrics.recordRequest({
-      provider: summary.provider ?? 'none',
-      model: summary.model === undefined ? '_none' : summary.priced ? summary.model : '_unpriced',
-      outcome: summary.outcome ?? 'error',
-      ...(refused && summary.code !== undefined ? { refusal: { reason: summary.code, window: summary.window ?? '' } } : {}),
-      cutoff: summary.outcome === 'cutoff',
-      spendUsd: summary.chargedUsd ?? 0,
-      inputTokens: summary.chargedUsd === undefined ? 0 : (summary.inputTokens ?? 0),
-      outputTokens: summary.chargedUsd === undefined ? 0 : (summary.outputTokens ?? 0),
-      durationSeconds: ms / 1000,
-      ...(summary.addedMs === undefined ? {} : { addedSeconds: summary.addedMs / 1000 }),
-      ...(summary.key === undefined ? {} : { key: summary.key }),
-    })
   }
 
   async function reserve(input: Parameters<BudgetStore['reserve']>[0]): Promise<ReserveResult> {
@@ -227,181 +181,6 @@ export function createPipeline(deps: PipelineDeps) {
     if (!record.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())
   }
 
-  async function forwardFree(
-    request: FastifyRequest,
-    reply: FastifyReply,
-    adapter: ProviderAdapter,
-    target: Target,
-    credential: UpstreamCredential | null,
-    summary: Summary,
-  ): Promise<void> {
-    const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
-    const upstreamRequest = adapter.buildUpstream({
-      route: { operation: 'free', pathModel: null, pathStream: null },
-      path: target.path,
-      query: target.query,
-      headers: request.headers,
-      credential,
-      body: raw,
-    })
-    const abort = abortOnClientClose(reply, deps.shutdown)
-    const method = request.method === 'HEAD' ? 'HEAD' : request.method === 'GET' ? 'GET' : 'POST'
-    const response = await deps.upstream.send(upstreamRequest, abort.signal, method)
-    summary.outcome = 'free'
-    const bytes = await readBody(response, Number.POSITIVE_INFINITY)
-    reply.code(response.status).headers(relayableResponseHeaders(response.headers)).send(bytes)
-  }
-
-  interface Forward {
-    request: FastifyRequest
-    reply: FastifyReply
-    adapter: ProviderAdapter
-    target: Target
-    route: RouteMatch
-    facts: RequestFacts
-    price: Price
-    plan: ReservationPlan
-    body: Json
-    raw: Buffer
-    credential: UpstreamCredential
-    reservation: Reservation
-    summary: Summary
-    started: number
-  }
-
-  async function forwardMetered(f: Forward): Promise<void> {
-    const { reply, adapter, route, facts, price, plan, reservation, summary } = f
-    let settled = false
-    const settle = async (actual: Micros, outcome: string): Promise<void> => {
-      if (settled) return
-      settled = true
-      summary.outcome = outcome
-      summary.chargedUsd = microsToUsd(actual)
-      try {
-        await store.settle(reservation, actual)
-      } catch (error) {
-        // The hold stays booked (conservative) and expires with its window; the log says so.
-        deps.logger.error({ err: error, key: summary.key }, 'settlement failed; the hold stays booked until its windows end')
-      }
-    }
-
-    try {
-      const lowered = loweredOutputCap(plan, price, reservation.reservedMicros)
-      if (lowered !== null) summary.maxTokens = lowered
-      const changed = adapter.prepareBody(route, f.body, facts, lowered)
-      const upstreamRequest = adapter.buildUpstream({
-        route,
-        path: f.target.path,
-        query: f.target.query,
-        headers: f.request.headers,
-        credential: f.credential,
-        body: changed ? Buffer.from(JSON.stringify(f.body)) : f.raw,
-      })
-      const abort = abortOnClientClose(reply, deps.shutdown)
-      // Gone before anything was sent: the provider was never called, so nothing is charged.
-      if (abort.signal.aborted) return await settle(0, 'client_closed')
-
-      let response: UpstreamResponse
-      try {
-        summary.addedMs = Math.round((performance.now() - f.started) * 1000) / 1000
-        response = await deps.upstream.send(upstreamRequest, abort.signal)
-      } catch (error) {
-        if (deps.shutdown.aborted) {
-          await settle(facts.stream ? plan.inputMicros : reservation.reservedMicros, 'shutdown')
-          throw shuttingDown()
-        }
-        if (abort.signal.aborted) {
-          // Gone before the upstream answered: a stream had produced nothing yet; a non-streamed
-          // request may have been fully generated, so it keeps its whole hold.
-          return await settle(facts.stream ? plan.inputMicros : reservation.reservedMicros, 'client_closed')
-        }
-        await settle(0, 'upstream_unreachable')
-        throw error
-      }
-      summary.status = response.status
-      const headers = relayableResponseHeaders(response.headers)
-      if (lowered !== null) headers['x-loopers-max-tokens'] = String(lowered)
-
-      if (response.status >= 400) {
-        // Providers do not bill refused requests (unless the adapter says so): refund, relay the error unchanged.
-        const bytes = await readBody(response, MAX_ERROR_BODY_BYTES).catch(() => Buffer.alloc(0))
-        reply.code(response.status).headers(headers).send(bytes)
-        await settle(adapter.errorBillsInput?.(route, response.status, safeJson(bytes)) === true ? plan.inputMicros : 0, 'upstream_error')
-        return
-      }
-
-      if (!facts.stream) {
-        let bytes: Buffer
-        try {
-          bytes = await readBody(response, Number.POSITIVE_INFINITY)
-        } catch (error) {
-          if (deps.shutdown.aborted) {
-            await settle(reservation.reservedMicros, 'shutdown')
-            throw shuttingDown()
-          }
-          if (abort.signal.aborted) return await settle(reservation.reservedMicros, 'client_closed')
-          await settle(reservation.reservedMicros, 'upstream_failed')
-          throw upstreamUnreachable('the provider connection broke before the answer was complete', { cause: error })
-        }
-        const usage = adapter.usageFromHeaders?.(route, response.headers) ?? adapter.usageFromBody(route, safeJson(bytes))
-        // No usage reported: charge what was held, never less than may have been spent.
-        const actual = usage === null ? reservation.reservedMicros : costMicros(price, { inputTokens: plan.inputTokens, ...usage })
-        summary.inputTokens = usage?.inputTokens
-        summary.outputTokens = usage?.outputTokens
-        // Answer first: the hold keeps the money booked until settlement lands a round trip later.
-        reply.code(response.status).headers(headers).send(bytes)
-        await settle(actual, 'completed')
-        return
-      }
-
-      await relayStream(f, response, headers, settle)
-    } finally {
-      if (!settled) await settle(reservation.reservedMicros, 'aborted')
-    }
-  }
-
-  async function relayStream(
-    f: Forward,
-    response: UpstreamResponse,
-    headers: Record<string, unknown>,
-    settle: (actual: Micros, outcome: string) => Promise<void>,
-  ): Promise<void> {
-    const { reply, adapter, route, price, plan, reservation, summary } = f
-    const parser = adapter.createStreamParser(route)
-    const outputTokens = (): number => parser.reported().outputTokens ?? parser.estimatedOutputTokens()
-    const cost = (): Micros => {
-      const reported = parser.reported()
-      if (reported.inputTokens === undefined) return plan.inputMicros + tokensCost(outputTokens(), price.outputPer1M)
-      return costMicros(price, { ...reported, outputTokens: outputTokens() })
-    }
-    const slice = tokensCost(config.streamSliceTokens, price.outputPer1M)
-    reply.hijack()
-    reply.raw.writeHead(response.status, headers as Record<string, string>)
-    deps.metrics.streamStarted()
-    const result = await meterStream({
-      stopSignal: deps.shutdown,
-      stopError: toErrorInfo(shuttingDown()),
-      parser,
-      upstream: response.body,
-      client: reply.raw,
-      reservedMicros: () => reservation.reservedMicros,
-      costMicros: cost,
-      extend: async (need) => {
-        try {
-          const extended = await store.extend(reservation, need, need + slice)
-          return extended.ok ? null : toErrorInfo(refusalError(extended, adapter.id, now()))
-        } catch (error) {
-          return toErrorInfo(budgetUnavailable('the budget store became unavailable during the stream', { cause: error }))
-        }
-      },
-      cutoffFrame: (error) => adapter.cutoffFrame(route, error),
-      upstreamFailure: toErrorInfo(upstreamUnreachable('the provider connection broke during the stream')),
-    }).finally(() => deps.metrics.streamEnded())
-    summary.inputTokens = parser.reported().inputTokens ?? plan.inputTokens
-    summary.outputTokens = outputTokens()
-    if (result.error !== null) summary.code = result.error.code
-    await settle(cost(), result.outcome)
-  }
 }
 
 /** A client-sent credential unless it is a Loopers key: a proxy key is never sent upstream. */
@@ -422,49 +201,6 @@ function parseJsonBody(raw: Buffer): Json {
   }
   if (!isObject(parsed)) throw invalidRequest('the request body must be a JSON object')
   return parsed
-}
-
-function safeJson(bytes: Buffer): unknown {
-  try {
-    return JSON.parse(bytes.toString('utf8'))
-  } catch {
-    return null
-  }
-}
-
-function shuttingDown(): ProxyError {
-  return budgetUnavailable('the proxy is shutting down; retry the request')
-}
-
-/** An AbortController that fires when the client goes away before the response is complete, or at shutdown. */
-function abortOnClientClose(reply: FastifyReply, shutdown?: AbortSignal): AbortController {
-  const controller = new AbortController()
-  const raw = reply.raw
-  const onShutdown = (): void => controller.abort()
-  if (shutdown?.aborted) controller.abort()
-  // The shutdown signal lives as long as the server: its listener must go when the response does.
-  else shutdown?.addEventListener('abort', onShutdown, { once: true })
-  if (raw.destroyed && !raw.writableEnded) controller.abort()
-  raw.once('close', () => {
-    shutdown?.removeEventListener('abort', onShutdown)
-    if (!raw.writableEnded) controller.abort()
-  })
-  return controller
-}
-
-/** Reads a whole upstream body, refusing more than `limit` bytes. */
-async function readBody(response: UpstreamResponse, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of response.body as AsyncIterable<Buffer>) {
-    size += chunk.length
-    if (size > limit) {
-      response.body.destroy()
-      break
-    }
-    chunks.push(chunk)
-  }
-  return Buffer.concat(chunks)
 }
 
 function toProxyError(error: unknown): ProxyError {
@@ -489,4 +225,3 @@ function checkFacts(facts: RequestFacts): RequestFacts {
   return facts
 }
 
-export type { ErrorInfo }

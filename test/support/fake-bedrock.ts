@@ -195,7 +195,7 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
     await answer(req, res, body ?? {})
   }
 
-  async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>): Promise<void> {
+  async function answer(req: http.IncomingMessage, res: http.ServerResponse, _body: Record<string, unknown>): Promise<void> {
     const o = fake.options
     const path = (req.url ?? '').split('?')[0] ?? ''
     if (req.method === 'GET' && path === '/async-invoke') return awsJson(res, 200, { asyncInvokeSummaries: [] })

@@ -1,0 +1,262 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Logger } from 'pino'
+import type { BudgetStore, Micros, Reservation } from '../budget/types.js'
+import type { Config } from '../config.js'
+import { budgetUnavailable, ProxyError, upstreamUnreachable } from '../errors.js'
+import type { Metrics } from '../metrics.js'
+import { costMicros, tokensCost } from '../pricing/cost.js'
+import type { Price } from '../pricing/types.js'
+import type { Json } from '../providers/body.js'
+import type { ProviderAdapter, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import { microsToUsd } from '../money.js'
+import { meterStream } from '../stream/meter.js'
+import { relayableResponseHeaders } from './headers.js'
+import { loweredOutputCap, type ReservationPlan } from './plan.js'
+import { refusalError } from './refusal.js'
+import { toErrorInfo } from './respond.js'
+import type { Summary } from './summary.js'
+import type { Target } from './target.js'
+import type { UpstreamClient, UpstreamResponse } from './upstream.js'
+
+export interface ForwardDeps {
+  config: Config
+  store: BudgetStore
+  upstream: UpstreamClient
+  logger: Logger
+  metrics: Metrics
+  /** Fires after the shutdown grace period: in-flight upstream calls are aborted and streams cut. */
+  shutdown: AbortSignal
+  now: () => number
+}
+
+const MAX_ERROR_BODY_BYTES = 1024 * 1024
+
+/**
+ * The forwarding half of the pipeline: free requests pass through; metered ones are sent with their
+ * reservation, relayed (streams through the meter) and settled exactly once, whatever happens.
+ */
+export function createForwarder(deps: ForwardDeps) {
+  const { config, store } = deps
+  const now = deps.now
+
+  async function forwardFree(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    adapter: ProviderAdapter,
+    target: Target,
+    credential: UpstreamCredential | null,
+    summary: Summary,
+  ): Promise<void> {
+    const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
+    const upstreamRequest = adapter.buildUpstream({
+      route: { operation: 'free', pathModel: null, pathStream: null },
+      path: target.path,
+      query: target.query,
+      headers: request.headers,
+      credential,
+      body: raw,
+    })
+    const abort = abortOnClientClose(reply, deps.shutdown)
+    const method = request.method === 'HEAD' ? 'HEAD' : request.method === 'GET' ? 'GET' : 'POST'
+    const response = await deps.upstream.send(upstreamRequest, abort.signal, method)
+    summary.outcome = 'free'
+    const bytes = await readBody(response, Number.POSITIVE_INFINITY)
+    reply.code(response.status).headers(relayableResponseHeaders(response.headers)).send(bytes)
+  }
+
+  interface Forward {
+    request: FastifyRequest
+    reply: FastifyReply
+    adapter: ProviderAdapter
+    target: Target
+    route: RouteMatch
+    facts: RequestFacts
+    price: Price
+    plan: ReservationPlan
+    body: Json
+    raw: Buffer
+    credential: UpstreamCredential
+    reservation: Reservation
+    summary: Summary
+    started: number
+  }
+
+  async function forwardMetered(f: Forward): Promise<void> {
+    const { reply, adapter, route, facts, price, plan, reservation, summary } = f
+    let settled = false
+    const settle = async (actual: Micros, outcome: string): Promise<void> => {
+      if (settled) return
+      settled = true
+      summary.outcome = outcome
+      summary.chargedUsd = microsToUsd(actual)
+      try {
+        await store.settle(reservation, actual)
+      } catch (error) {
+        // The hold stays booked (conservative) and expires with its window; the log says so.
+        deps.logger.error({ err: error, key: summary.key }, 'settlement failed; the hold stays booked until its windows end')
+      }
+    }
+
+    try {
+      const lowered = loweredOutputCap(plan, price, reservation.reservedMicros)
+      if (lowered !== null) summary.maxTokens = lowered
+      const changed = adapter.prepareBody(route, f.body, facts, lowered)
+      const upstreamRequest = adapter.buildUpstream({
+        route,
+        path: f.target.path,
+        query: f.target.query,
+        headers: f.request.headers,
+        credential: f.credential,
+        body: changed ? Buffer.from(JSON.stringify(f.body)) : f.raw,
+      })
+      const abort = abortOnClientClose(reply, deps.shutdown)
+      // Gone before anything was sent: the provider was never called, so nothing is charged.
+      if (abort.signal.aborted) return await settle(0, 'client_closed')
+
+      let response: UpstreamResponse
+      try {
+        summary.addedMs = Math.round((performance.now() - f.started) * 1000) / 1000
+        response = await deps.upstream.send(upstreamRequest, abort.signal)
+      } catch (error) {
+        if (deps.shutdown.aborted) {
+          await settle(facts.stream ? plan.inputMicros : reservation.reservedMicros, 'shutdown')
+          throw shuttingDown()
+        }
+        if (abort.signal.aborted) {
+          // Gone before the upstream answered: a stream had produced nothing yet; a non-streamed
+          // request may have been fully generated, so it keeps its whole hold.
+          return await settle(facts.stream ? plan.inputMicros : reservation.reservedMicros, 'client_closed')
+        }
+        await settle(0, 'upstream_unreachable')
+        throw error
+      }
+      summary.status = response.status
+      const headers = relayableResponseHeaders(response.headers)
+      if (lowered !== null) headers['x-loopers-max-tokens'] = String(lowered)
+
+      if (response.status >= 400) {
+        // Providers do not bill refused requests (unless the adapter says so): refund, relay the error unchanged.
+        const bytes = await readBody(response, MAX_ERROR_BODY_BYTES).catch(() => Buffer.alloc(0))
+        reply.code(response.status).headers(headers).send(bytes)
+        await settle(adapter.errorBillsInput?.(route, response.status, safeJson(bytes)) === true ? plan.inputMicros : 0, 'upstream_error')
+        return
+      }
+
+      if (!facts.stream) {
+        let bytes: Buffer
+        try {
+          bytes = await readBody(response, Number.POSITIVE_INFINITY)
+        } catch (error) {
+          if (deps.shutdown.aborted) {
+            await settle(reservation.reservedMicros, 'shutdown')
+            throw shuttingDown()
+          }
+          if (abort.signal.aborted) return await settle(reservation.reservedMicros, 'client_closed')
+          await settle(reservation.reservedMicros, 'upstream_failed')
+          throw upstreamUnreachable('the provider connection broke before the answer was complete', { cause: error })
+        }
+        const usage = adapter.usageFromHeaders?.(route, response.headers) ?? adapter.usageFromBody(route, safeJson(bytes))
+        // No usage reported: charge what was held, never less than may have been spent.
+        const actual = usage === null ? reservation.reservedMicros : costMicros(price, { inputTokens: plan.inputTokens, ...usage })
+        summary.inputTokens = usage?.inputTokens
+        summary.outputTokens = usage?.outputTokens
+        // Answer first: the hold keeps the money booked until settlement lands a round trip later.
+        reply.code(response.status).headers(headers).send(bytes)
+        await settle(actual, 'completed')
+        return
+      }
+
+      await relayStream(f, response, headers, settle)
+    } finally {
+      if (!settled) await settle(reservation.reservedMicros, 'aborted')
+    }
+  }
+
+  async function relayStream(
+    f: Forward,
+    response: UpstreamResponse,
+    headers: Record<string, unknown>,
+    settle: (actual: Micros, outcome: string) => Promise<void>,
+  ): Promise<void> {
+    const { reply, adapter, route, price, plan, reservation, summary } = f
+    const parser = adapter.createStreamParser(route)
+    const outputTokens = (): number => parser.reported().outputTokens ?? parser.estimatedOutputTokens()
+    const cost = (): Micros => {
+      const reported = parser.reported()
+      if (reported.inputTokens === undefined) return plan.inputMicros + tokensCost(outputTokens(), price.outputPer1M)
+      return costMicros(price, { ...reported, outputTokens: outputTokens() })
+    }
+    const slice = tokensCost(config.streamSliceTokens, price.outputPer1M)
+    reply.hijack()
+    reply.raw.writeHead(response.status, headers as Record<string, string>)
+    deps.metrics.streamStarted()
+    const result = await meterStream({
+      stopSignal: deps.shutdown,
+      stopError: toErrorInfo(shuttingDown()),
+      parser,
+      upstream: response.body,
+      client: reply.raw,
+      reservedMicros: () => reservation.reservedMicros,
+      costMicros: cost,
+      extend: async (need) => {
+        try {
+          const extended = await store.extend(reservation, need, need + slice)
+          return extended.ok ? null : toErrorInfo(refusalError(extended, adapter.id, now()))
+        } catch (error) {
+          return toErrorInfo(budgetUnavailable('the budget store became unavailable during the stream', { cause: error }))
+        }
+      },
+      cutoffFrame: (error) => adapter.cutoffFrame(route, error),
+      upstreamFailure: toErrorInfo(upstreamUnreachable('the provider connection broke during the stream')),
+    }).finally(() => deps.metrics.streamEnded())
+    summary.inputTokens = parser.reported().inputTokens ?? plan.inputTokens
+    summary.outputTokens = outputTokens()
+    if (result.error !== null) summary.code = result.error.code
+    await settle(cost(), result.outcome)
+  }
+
+  return { forwardFree, forwardMetered }
+}
+
+function safeJson(bytes: Buffer): unknown {
+  try {
+    return JSON.parse(bytes.toString('utf8'))
+  } catch {
+    return null
+  }
+}
+
+function shuttingDown(): ProxyError {
+  return budgetUnavailable('the proxy is shutting down; retry the request')
+}
+
+/** An AbortController that fires when the client goes away before the response is complete, or at shutdown. */
+function abortOnClientClose(reply: FastifyReply, shutdown?: AbortSignal): AbortController {
+  const controller = new AbortController()
+  const raw = reply.raw
+  const onShutdown = (): void => controller.abort()
+  if (shutdown?.aborted) controller.abort()
+  // The shutdown signal lives as long as the server: its listener must go when the response does.
+  else shutdown?.addEventListener('abort', onShutdown, { once: true })
+  if (raw.destroyed && !raw.writableEnded) controller.abort()
+  raw.once('close', () => {
+    shutdown?.removeEventListener('abort', onShutdown)
+    if (!raw.writableEnded) controller.abort()
+  })
+  return controller
+}
+
+/** Reads a whole upstream body, refusing more than `limit` bytes. */
+async function readBody(response: UpstreamResponse, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of response.body as AsyncIterable<Buffer>) {
+    size += chunk.length
+    if (size > limit) {
+      response.body.destroy()
+      break
+    }
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks)
+}

@@ -1,0 +1,47 @@
+import type { Metrics } from '../metrics.js'
+import type { ProviderId } from '../providers/types.js'
+
+/** One summary line per request; never a key, credential, URL query or prompt. */
+export interface Summary {
+  key?: string
+  provider?: ProviderId
+  op?: string
+  model?: string
+  stream?: boolean
+  status?: number
+  outcome?: string
+  code?: string
+  /** Input tokens the reservation assumed (bound or exact count). */
+  inputBound?: number
+  /** Tokens charged: reported by the provider, else counted by the proxy. */
+  inputTokens?: number
+  outputTokens?: number
+  reservedUsd?: number
+  chargedUsd?: number
+  maxTokens?: number
+  /** The refusing budget window. */
+  window?: string
+  /** Why a 5xx happened (store or transport fault), never a request detail. */
+  cause?: string
+  /** Milliseconds spent before the upstream was called. */
+  addedMs?: number
+  priced?: boolean
+}
+
+/** Adds one finished request to the metrics; labels carry only priced model ids and known outcomes. */
+export function recordRequest(metrics: Metrics, summary: Summary, ms: number): void {
+  const refused = summary.outcome === 'refused' || summary.outcome === 'error'
+  metrics.recordRequest({
+    provider: summary.provider ?? 'none',
+    model: summary.model === undefined ? '_none' : summary.priced ? summary.model : '_unpriced',
+    outcome: summary.outcome ?? 'error',
+    ...(refused && summary.code !== undefined ? { refusal: { reason: summary.code, window: summary.window ?? '' } } : {}),
+    cutoff: summary.outcome === 'cutoff',
+    spendUsd: summary.chargedUsd ?? 0,
+    inputTokens: summary.chargedUsd === undefined ? 0 : (summary.inputTokens ?? 0),
+    outputTokens: summary.chargedUsd === undefined ? 0 : (summary.outputTokens ?? 0),
+    durationSeconds: ms / 1000,
+    ...(summary.addedMs === undefined ? {} : { addedSeconds: summary.addedMs / 1000 }),
+    ...(summary.key === undefined ? {} : { key: summary.key }),
+  })
+}
