@@ -43,7 +43,7 @@ const schema = z.object({
   LOOPERS_PRICING_PATH: optionalText,
   LOG_LEVEL: logLevel.default('info'),
   LOOPERS_MAX_BODY_BYTES: positiveInt.default(10 * 1024 * 1024),
-  LOOPERS_REDIS_TIMEOUT_MS: positiveInt.default(500),
+  LOOPERS_REDIS_TIMEOUT_MS: positiveInt.default(1_000),
   LOOPERS_UPSTREAM_CONNECT_TIMEOUT_MS: positiveInt.default(10_000),
   LOOPERS_UPSTREAM_TIMEOUT_MS: positiveInt.default(600_000),
   LOOPERS_SESSION_TTL_SECONDS: positiveInt.default(86_400),

