@@ -46,6 +46,20 @@ export interface Metrics {
   instrumentStore(store: BudgetStore): BudgetStore
 }
 
+/** Memoises the labelled child of a metric per distinct label values. */
+function children<T>(make: (values: string[]) => T): (values: string[]) => T {
+  const cache = new Map<string, T>()
+  return (values) => {
+    const id = values.join('\u0000')
+    let child = cache.get(id)
+    if (child === undefined) {
+      child = make(values)
+      cache.set(id, child)
+    }
+    return child
+  }
+}
+
 /** A fresh registry per server (tests start several in one process). `perKey` adds a key label to request and spend series. */
 export function createMetrics(options: { perKey: boolean }): Metrics {
   const registry = new Registry()
@@ -107,17 +121,26 @@ export function createMetrics(options: { perKey: boolean }): Metrics {
     }
   }
 
+  // Label sets repeat (providers × priced models × outcomes): resolving each child once skips
+  // prom-client's per-call label hashing, which otherwise costs a tenth of the proxy's CPU.
+  const requestsBy = children((values) => requests.labels(...values))
+  const refusalsBy = children((values) => refusals.labels(...values))
+  const cutoffsBy = children((values) => cutoffs.labels(...values))
+  const spendBy = children((values) => spend.labels(...values))
+  const tokensBy = children((values) => tokens.labels(...values))
+  const durationBy = children((values) => duration.labels(...values))
+
   return {
     registry,
     recordRequest(r) {
-      const keyed = options.perKey && r.key !== undefined ? { key: r.key } : {}
-      requests.inc({ provider: r.provider, model: r.model, outcome: r.outcome, ...keyed })
-      if (r.refusal) refusals.inc({ reason: r.refusal.reason, window: r.refusal.window })
-      if (r.cutoff) cutoffs.inc({ provider: r.provider })
-      if (r.spendUsd > 0) spend.inc({ provider: r.provider, ...keyed }, r.spendUsd)
-      if (r.inputTokens > 0) tokens.inc({ provider: r.provider, kind: 'input' }, r.inputTokens)
-      if (r.outputTokens > 0) tokens.inc({ provider: r.provider, kind: 'output' }, r.outputTokens)
-      duration.observe({ provider: r.provider }, r.durationSeconds)
+      const key = options.perKey && r.key !== undefined ? [r.key] : options.perKey ? [''] : []
+      requestsBy([r.provider, r.model, r.outcome, ...key]).inc()
+      if (r.refusal) refusalsBy([r.refusal.reason, r.refusal.window]).inc()
+      if (r.cutoff) cutoffsBy([r.provider]).inc()
+      if (r.spendUsd > 0) spendBy([r.provider, ...key]).inc(r.spendUsd)
+      if (r.inputTokens > 0) tokensBy([r.provider, 'input']).inc(r.inputTokens)
+      if (r.outputTokens > 0) tokensBy([r.provider, 'output']).inc(r.outputTokens)
+      durationBy([r.provider]).observe(r.durationSeconds)
       if (r.addedSeconds !== undefined) added.observe(r.addedSeconds)
     },
     streamStarted: () => inflight.inc(),

@@ -59,6 +59,11 @@ function getEncoder(encoding: Encoding): Encoder {
   return encoder
 }
 
+/** The encodings built so far in this process (each is built once, on first use). */
+export function loadedEncodings(): Encoding[] {
+  return [...encoders.keys()]
+}
+
 /** Loads the rank file with a dynamic import and builds the encoder, so a server can warm it when idle. */
 export async function preloadEncoding(encoding: Encoding): Promise<void> {
   if (encoders.has(encoding)) return
