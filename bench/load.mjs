@@ -1,0 +1,198 @@
+// Load generators for the benchmark, on undici pools, every loop bounded in count and in time.
+// - openLoop: request i is due at start + i/rate whatever happened before; its latency is measured
+//   from that scheduled time, so a slow server's queueing shows up instead of slowing the sender.
+// - closedLoop: C workers send back to back for a fixed duration (peak throughput).
+// - burst: N requests at once (floods, open-stream memory), each with its own connection.
+// CLI: `node bench/load.mjs --url=http://127.0.0.1:8080/v1/chat/completions --rate=1000 --duration=5
+//       [--closed=64] [--body='{"model":…}'] [--header=authorization:Bearer\ …]` prints the JSON summary.
+import { performance } from 'node:perf_hooks'
+import { pathToFileURL } from 'node:url'
+import { Pool } from 'undici'
+
+/** Requests still unanswered this long after the run's end are cut and counted as transport errors. */
+const DEFAULT_DRAIN_MS = 10_000
+const DEFAULT_TIMEOUT_MS = 30_000
+
+/** A pool to one origin; pass it to several runs so warm-up connections are reused. */
+export function createPool(origin, connections, timeoutMs = DEFAULT_TIMEOUT_MS) {
+  return new Pool(origin, { connections, pipelining: 1, keepAliveTimeout: 120_000, headersTimeout: timeoutMs, bodyTimeout: timeoutMs })
+}
+
+/** Percentiles (ms) of a list of latencies. */
+export function summarize(latencies) {
+  const sorted = Float64Array.from(latencies).sort()
+  const at = (q) => (sorted.length === 0 ? null : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)])
+  const mean = sorted.length === 0 ? null : sorted.reduce((a, b) => a + b, 0) / sorted.length
+  return { count: sorted.length, p50: at(0.5), p90: at(0.9), p99: at(0.99), max: at(1), mean }
+}
+
+/**
+ * Sends one request and reads the whole answer. Resolves { status, firstByteAt, endAt, reads } or
+ * { error } for a transport failure; never rejects.
+ */
+function send(pool, req) {
+  return pool
+    .request({ path: req.path, method: req.method ?? 'POST', headers: req.headers, body: req.body })
+    .then(
+      ({ statusCode, body }) =>
+        new Promise((resolve) => {
+          let firstByteAt = null
+          let reads = 0
+          // A refused request's body says why; keep its start for the report.
+          let text = statusCode >= 200 && statusCode <= 299 ? null : ''
+          body.on('data', (chunk) => {
+            if (reads++ === 0) firstByteAt = performance.now()
+            if (text !== null && text.length < 300) text += chunk.toString('utf8', 0, 300)
+          })
+          body.once('end', () => resolve({ status: statusCode, firstByteAt, endAt: performance.now(), reads, text }))
+          body.once('error', (error) => resolve({ error: error.code ?? error.message }))
+        }),
+      (error) => ({ error: error.code ?? error.message }),
+    )
+}
+
+/** Collects outcomes of one run. */
+function createTally() {
+  const tally = { latencies: [], ttfb: [], statuses: {}, transportErrors: 0, errorSamples: [], bodySamples: {}, reads: 0, ok: 0 }
+  tally.add = (outcome, startedAt) => {
+    if (outcome.error !== undefined) {
+      tally.transportErrors++
+      if (tally.errorSamples.length < 5) tally.errorSamples.push(outcome.error)
+      return
+    }
+    tally.statuses[outcome.status] = (tally.statuses[outcome.status] ?? 0) + 1
+    if (outcome.status < 200 || outcome.status > 299) {
+      tally.bodySamples[outcome.status] ??= outcome.text.slice(0, 300)
+      return
+    }
+    tally.ok++
+    tally.reads += outcome.reads
+    tally.latencies.push(outcome.endAt - startedAt)
+    if (outcome.firstByteAt !== null) tally.ttfb.push(outcome.firstByteAt - startedAt)
+  }
+  return tally
+}
+
+function report(tally, extra) {
+  const non2xx = Object.entries(tally.statuses).reduce((n, [s, c]) => (Number(s) >= 200 && Number(s) <= 299 ? n : n + c), 0)
+  return {
+    ...extra,
+    ok: tally.ok,
+    statuses: tally.statuses,
+    non2xx,
+    transportErrors: tally.transportErrors,
+    errorSamples: tally.errorSamples,
+    bodySamples: tally.bodySamples,
+    latencyMs: summarize(tally.latencies),
+    ttfbMs: summarize(tally.ttfb),
+    readsPerResponse: tally.ok === 0 ? null : tally.reads / tally.ok,
+  }
+}
+
+/** Waits for `pending` to settle, for at most `ms`; then destroys the pool so the stragglers fail. */
+async function drain(pending, pool, ms, ownPool) {
+  let timer
+  const late = new Promise((resolve) => (timer = setTimeout(() => resolve('late'), ms)))
+  const outcome = await Promise.race([Promise.all(pending).then(() => 'done'), late])
+  clearTimeout(timer)
+  if (outcome === 'late') {
+    await pool.destroy()
+    await Promise.all(pending)
+  } else if (ownPool) await pool.close()
+}
+
+/**
+ * Open loop: `rate` requests per second for `durationMs`, latency from each scheduled send time.
+ * `request` is { path, method?, headers, body }. Returns percentiles, achieved rate and errors.
+ */
+export async function openLoop({ origin, request, rate, durationMs, pool, connections = 256, drainMs = DEFAULT_DRAIN_MS }) {
+  const own = pool === undefined
+  const dispatcher = pool ?? createPool(origin, connections)
+  const total = Math.max(1, Math.floor((rate * durationMs) / 1000))
+  const interval = 1000 / rate
+  const tally = createTally()
+  const pending = []
+  const lags = []
+  const start = performance.now() + 5
+  let i = 0
+  await new Promise((resolve) => {
+    const tick = () => {
+      const now = performance.now()
+      while (i < total && start + i * interval <= now) {
+        const due = start + i * interval
+        lags.push(now - due)
+        pending.push(send(dispatcher, request).then((outcome) => tally.add(outcome, due)))
+        i++
+      }
+      if (i >= total) return resolve()
+      setTimeout(tick, Math.max(0, start + i * interval - performance.now()))
+    }
+    setTimeout(tick, 5)
+  })
+  const sentFor = performance.now() - start
+  await drain(pending, dispatcher, drainMs, own)
+  const elapsed = performance.now() - start
+  return report(tally, {
+    mode: 'open',
+    targetRate: rate,
+    sent: total,
+    achievedRate: tally.ok / (elapsed / 1000),
+    sendRate: total / (sentFor / 1000),
+    sendLagMs: summarize(lags),
+    elapsedMs: elapsed,
+  })
+}
+
+/** Closed loop: `concurrency` workers back to back for `durationMs` (at most `maxRequests` in all). */
+export async function closedLoop({ origin, request, concurrency, durationMs, pool, maxRequests = 10_000_000, drainMs = DEFAULT_DRAIN_MS }) {
+  const own = pool === undefined
+  const dispatcher = pool ?? createPool(origin, concurrency)
+  const tally = createTally()
+  const start = performance.now()
+  const end = start + durationMs
+  let issued = 0
+  const worker = async () => {
+    while (performance.now() < end && issued < maxRequests) {
+      issued++
+      const sentAt = performance.now()
+      tally.add(await send(dispatcher, request), sentAt)
+    }
+  }
+  const workers = Array.from({ length: concurrency }, worker)
+  await drain(workers, dispatcher, durationMs + drainMs, own)
+  const elapsed = performance.now() - start
+  return report(tally, { mode: 'closed', concurrency, sent: issued, achievedRate: tally.ok / (elapsed / 1000), elapsedMs: elapsed })
+}
+
+/** Sends every request of `requests` at once (one connection each); latency from the common start. */
+export async function burst({ origin, requests, pool, drainMs = 60_000 }) {
+  const own = pool === undefined
+  const dispatcher = pool ?? createPool(origin, requests.length)
+  const tally = createTally()
+  const start = performance.now()
+  const pending = requests.map((r) => send(dispatcher, r).then((outcome) => tally.add(outcome, start)))
+  await drain(pending, dispatcher, drainMs, own)
+  return report(tally, { mode: 'burst', sent: requests.length, elapsedMs: performance.now() - start })
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const arg = (name, fallback) => {
+    const hit = process.argv.find((a) => a.startsWith(`--${name}=`))
+    return hit === undefined ? fallback : hit.slice(name.length + 3)
+  }
+  const url = new URL(arg('url', 'http://127.0.0.1:8080/v1/chat/completions'))
+  const headers = { 'content-type': 'application/json' }
+  for (const h of process.argv.filter((a) => a.startsWith('--header='))) {
+    const [name, ...value] = h.slice('--header='.length).split(':')
+    headers[name.trim().toLowerCase()] = value.join(':').trim()
+  }
+  const body = arg('body', JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 }))
+  const request = { path: `${url.pathname}${url.search}`, headers, body }
+  const durationMs = Number(arg('duration', '5')) * 1000
+  const closed = arg('closed', null)
+  const result =
+    closed === null
+      ? await openLoop({ origin: url.origin, request, rate: Number(arg('rate', '1000')), durationMs })
+      : await closedLoop({ origin: url.origin, request, concurrency: Number(closed), durationMs })
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`)
+}

@@ -1,0 +1,297 @@
+// Child processes of the benchmark: pinning, start/stop of Redis, the fake upstream and proxies, and
+// what /proc says about them. Every child is registered and killed when this process exits.
+import { execFileSync, spawn } from 'node:child_process'
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url))
+export const PROXY_CORE = 0
+export const OTHERS_CORE = 1
+const START_TIMEOUT_MS = 15_000
+
+const children = new Set()
+process.on('exit', () => {
+  for (const child of children) {
+    try {
+      child.kill('SIGKILL')
+    } catch {}
+  }
+})
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Whether `taskset` can pin to cores 0 and 1 here; `reason` says why not. */
+export function detectPinning() {
+  if (os.availableParallelism() < 2) return { used: false, reason: 'fewer than 2 cores' }
+  try {
+    execFileSync('taskset', ['-c', '1', 'true'], { stdio: 'ignore' })
+    execFileSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore' })
+    return { used: true, reason: `proxy on core ${PROXY_CORE}; load generator, fake upstream, Redis on core ${OTHERS_CORE}` }
+  } catch {
+    return { used: false, reason: 'taskset unavailable or not permitted' }
+  }
+}
+
+/** Pins every thread of this process (and so every child it spawns unpinned) to `core`. */
+export function pinSelf(core) {
+  execFileSync('taskset', ['-a', '-p', '-c', String(core), String(process.pid)], { stdio: 'ignore' })
+}
+
+/** Spawns `cmd args` pinned to `core` (when `pin`); stdout/stderr go to files when given, else are ignored. */
+export function spawnChild(cmd, args, { core, pin, env = process.env, stdoutFile, stderrFile, pipeStdout = false }) {
+  const fds = []
+  const out = pipeStdout ? 'pipe' : stdoutFile ? fds[fds.push(openSync(stdoutFile, 'a')) - 1] : 'ignore'
+  const err = stderrFile ? fds[fds.push(openSync(stderrFile, 'a')) - 1] : 'ignore'
+  const [file, argv] = pin ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args]
+  const child = spawn(file, argv, { env, stdio: ['ignore', out, err], cwd: ROOT })
+  for (const fd of fds) closeSync(fd)
+  children.add(child)
+  child.once('exit', () => children.delete(child))
+  child.once('error', () => children.delete(child))
+  return child
+}
+
+/** Stops a child: `signal`, then SIGKILL after `timeoutMs`. Resolves once it has exited. */
+export async function stopChild(child, { signal = 'SIGTERM', timeoutMs = 5_000 } = {}) {
+  if (child === null || child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  child.kill(signal)
+  if ((await Promise.race([exited.then(() => 'exited'), sleep(timeoutMs).then(() => 'timeout')])) === 'timeout') {
+    child.kill('SIGKILL')
+    await exited
+  }
+}
+
+const CLK_TCK = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
+  } catch {
+    return 100
+  }
+})()
+
+/** CPU seconds in user and kernel mode (all threads) a process has used, from /proc/<pid>/stat. */
+export function cpuTimes(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return { user: Number(fields[11]) / CLK_TCK, system: Number(fields[12]) / CLK_TCK }
+}
+
+/** CPU seconds (user + system, all threads) a process has used. */
+export function cpuSeconds(pid) {
+  const { user, system } = cpuTimes(pid)
+  return user + system
+}
+
+/** Resident set size of a process in MiB, from /proc/<pid>/status. */
+export function rssMb(pid) {
+  const match = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return match === null ? null : Number(match[1]) / 1024
+}
+
+/** Busy fraction of each core between two `coreTimes()` readings. */
+export function coreTimes() {
+  const lines = readFileSync('/proc/stat', 'utf8').split('\n').filter((l) => /^cpu\d+ /.test(l))
+  return lines.map((l) => {
+    const v = l.trim().split(/\s+/).slice(1).map(Number)
+    const idle = v[3] + (v[4] ?? 0)
+    return { idle, total: v.reduce((a, b) => a + b, 0) }
+  })
+}
+export function coreBusy(before, after) {
+  return after.map((a, i) => {
+    const total = a.total - before[i].total
+    return total <= 0 ? null : 1 - (a.idle - before[i].idle) / total
+  })
+}
+
+/**
+ * On a shared machine, waits (in 500 ms windows) until the proxy's core is less than `maxBusy` busy
+ * while the proxy idles, for at most `maxWaitMs`. Resolves { waitedMs, busy } (busy of the last window).
+ */
+export async function waitForQuiet({ maxBusy = 0.2, maxWaitMs = 10_000 } = {}) {
+  const started = Date.now()
+  for (;;) {
+    const before = coreTimes()
+    await sleep(500)
+    const busy = coreBusy(before, coreTimes())[PROXY_CORE]
+    if (busy === null || busy < maxBusy || Date.now() - started >= maxWaitMs) return { waitedMs: Date.now() - started, busy }
+  }
+}
+
+/** A port that was free a moment ago on 127.0.0.1. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address()
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** Polls `check` until it returns true; throws `what` after `timeoutMs` or when `child` exits first. */
+async function waitUntil(check, what, child, timeoutMs = START_TIMEOUT_MS) {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what}: process exited (${child.exitCode ?? child.signalCode})`)
+    if (await check().catch(() => false)) return
+    await sleep(50)
+  }
+  throw new Error(`${what}: not ready within ${timeoutMs} ms`)
+}
+
+function redisPing(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port })
+    let reply = ''
+    const done = (ok) => {
+      socket.destroy()
+      resolve(ok)
+    }
+    socket.setTimeout(500, () => done(false))
+    socket.once('error', () => done(false))
+    socket.once('connect', () => socket.write('PING\r\n'))
+    socket.on('data', (c) => {
+      reply += c
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'))
+    })
+  })
+}
+
+/** Starts `redis-server` without persistence on a free port. */
+export async function startRedis({ pin, dir }) {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort()
+    const child = spawnChild('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+      core: OTHERS_CORE,
+      pin,
+      stderrFile: join(dir, 'redis.err'),
+    })
+    try {
+      await waitUntil(() => redisPing(port), 'redis-server', child)
+      return { url: `redis://127.0.0.1:${port}`, pid: child.pid, child, stop: () => stopChild(child) }
+    } catch (error) {
+      await stopChild(child, { signal: 'SIGKILL' })
+      if (attempt >= 3) throw error
+    }
+  }
+}
+
+/** Spawns a bench script that prints one JSON line `{"url": …}` once it listens; resolves with the URL. */
+async function startUrlChild(script, args, core, pin) {
+  const child = spawnChild(process.execPath, [join(ROOT, script), ...args], { core, pin, pipeStdout: true })
+  const url = await new Promise((resolve, reject) => {
+    let text = ''
+    const timer = setTimeout(() => reject(new Error(`${script} did not start`)), START_TIMEOUT_MS)
+    child.stdout.on('data', (c) => {
+      text += c
+      if (text.includes('\n')) {
+        clearTimeout(timer)
+        resolve(JSON.parse(text.split('\n')[0]).url)
+      }
+    })
+    child.once('exit', (code) => reject(new Error(`${script} exited (${code})`)))
+  })
+  return { url, pid: child.pid, child, stop: () => stopChild(child) }
+}
+
+/** Starts the fake upstream as its own process; resolves with its URL and a control client. */
+export async function startFake({ pin }) {
+  const fake = await startUrlChild('bench/fake-upstream.mjs', ['--port=0'], OTHERS_CORE, pin)
+  const control = async (path, body) => {
+    const response = await fetch(`${fake.url}${path}`, body === undefined ? {} : { method: 'POST', body: JSON.stringify(body) })
+    return response.json()
+  }
+  return { ...fake, reset: (options = {}) => control('/__reset', options), ledger: () => control('/__ledger') }
+}
+
+/** Starts the plain relay (bench/relay-floor.mjs) in front of `upstreamUrl`, on the proxy's core. */
+export function startRelayFloor({ pin, upstreamUrl }) {
+  return startUrlChild('bench/relay-floor.mjs', [`--upstream=${upstreamUrl}`, '--port=0'], PROXY_CORE, pin)
+}
+
+/**
+ * Starts `node dist/cli.js serve` on a free port against `redisUrl` and `upstreamUrl`, pinned to the
+ * proxy core. `cpuProfDir` adds `--cpu-prof` (the profile is written when it stops gracefully).
+ */
+export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn', dir, name = 'proxy', cpuProfDir = null, extraEnv = {}, nodeOptions = [], cliPath = join(ROOT, 'dist/cli.js') }) {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort()
+    const adminPort = await freePort()
+    const env = {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: process.env.HOME ?? '/tmp',
+      REDIS_URL: redisUrl,
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      LOOPERS_ADMIN_HOST: '127.0.0.1',
+      LOOPERS_ADMIN_PORT: String(adminPort),
+      LOOPERS_OPENAI_BASE_URL: upstreamUrl,
+      LOOPERS_OPENAI_API_KEY: 'sk-bench-upstream',
+      LOOPERS_PRICING_PATH: join(ROOT, 'bench/prices.json'),
+      LOG_LEVEL: logLevel,
+      LOOPERS_SHUTDOWN_GRACE_MS: '2000',
+      ...extraEnv,
+    }
+    const nodeArgs = [...nodeOptions]
+    if (cpuProfDir !== null) {
+      mkdirSync(cpuProfDir, { recursive: true })
+      nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`)
+    }
+    const child = spawnChild(process.execPath, [...nodeArgs, cliPath, 'serve'], {
+      core: PROXY_CORE,
+      pin,
+      env,
+      stdoutFile: join(dir, `${name}.log`),
+      stderrFile: join(dir, `${name}.err`),
+    })
+    const url = `http://127.0.0.1:${port}`
+    try {
+      await waitUntil(async () => (await fetch(`${url}/health`)).status === 200, `proxy (${name})`, child)
+      const adminUrl = `http://127.0.0.1:${adminPort}`
+      return { url, adminUrl, pid: child.pid, child, logFile: join(dir, `${name}.log`), stop: () => stopChild(child, { timeoutMs: 10_000 }) }
+    } catch (error) {
+      await stopChild(child, { signal: 'SIGKILL' })
+      const stderr = readTail(join(dir, `${name}.err`))
+      if (attempt >= 3 || !/EADDRINUSE/.test(stderr)) throw new Error(`${error.message}\n${stderr}`)
+    }
+  }
+}
+
+function readTail(file) {
+  try {
+    return readFileSync(file, 'utf8').slice(-2_000)
+  } catch {
+    return ''
+  }
+}
+
+/** Versions and facts for the report's environment table. */
+export function environment(pinning) {
+  const run = (cmd, args) => {
+    try {
+      return execFileSync(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim()
+    } catch {
+      return 'unknown'
+    }
+  }
+  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8')
+  const dirty = run('git', ['status', '--porcelain']) !== ''
+  return {
+    cpu: /model name\s*:\s*(.+)/.exec(cpuinfo)?.[1]?.trim() ?? 'unknown',
+    cores: os.cpus().length,
+    memoryGb: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    node: process.version,
+    redis: /v=(\S+)/.exec(run('redis-server', ['--version']))?.[1] ?? 'unknown',
+    commit: `${run('git', ['rev-parse', '--short', 'HEAD'])}${dirty ? ' (work tree dirty)' : ''}`,
+    taskset: pinning.used,
+    pinning: pinning.reason,
+    loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100),
+  }
+}

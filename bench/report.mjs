@@ -1,0 +1,163 @@
+// Turns scenario results into figures (median and spread over trials, judged against targets) and
+// renders them as Markdown.
+
+/** min / median / max of the numbers in `values` (nulls dropped). */
+export function spread(values) {
+  const v = values.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b)
+  if (v.length === 0) return { min: null, median: null, max: null, n: 0 }
+  const mid = Math.floor(v.length / 2)
+  return { min: v[0], median: v.length % 2 === 1 ? v[mid] : (v[mid - 1] + v[mid]) / 2, max: v[v.length - 1], n: v.length }
+}
+
+/**
+ * A figure: `value` is judged by `target` ({ op: '<=' | '>=' | '==', limit }) on its median, or with
+ * `worst` on its worst trial (for invariants that must hold every time).
+ */
+function figure(scenario, metric, values, unit, target = null, note = '', worst = false) {
+  const s = spread(Array.isArray(values) ? values : [values])
+  let status = '—'
+  if (target !== null && s.median !== null) {
+    const m = !worst ? s.median : target.op === '>=' ? s.min : target.op === '<=' ? s.max : [s.min, s.max].find((v) => v !== target.limit) ?? s.min
+    const ok = target.op === '<=' ? m <= target.limit : target.op === '>=' ? m >= target.limit : m === target.limit
+    status = ok ? 'PASS' : 'MISS'
+  } else if (target !== null) status = 'MISS'
+  return { scenario, metric, unit, ...s, target, status, note, judgedOn: worst ? 'worst trial' : 'median' }
+}
+
+const errorsOf = (run) => run.non2xx + run.transportErrors
+const pctOf = (fraction) => (fraction === null || fraction === undefined ? null : fraction * 100)
+/** A warning when other processes took a fifth or more of the proxy's core during the proxied runs. */
+function noise(runs) {
+  const foreign = spread(runs.map((r) => r.foreignOnProxyCore)).median
+  return foreign !== null && foreign >= 0.2 ? `⚠ noisy: other processes used ${Math.round(foreign * 100)}% of the proxy core` : ''
+}
+
+/** Every figure of a results object, in report order. */
+export function figures(results) {
+  const out = []
+  const lat = results.latency
+  if (lat?.byRate !== undefined) {
+    for (const [rate, trials] of Object.entries(lat.byRate)) {
+      const judged = Number(rate) === 1000
+      const name = `a. chat, ${rate} req/s open loop`
+      const warn = noise(trials.map((t) => t.proxied))
+      out.push(figure(name, 'added latency p50', trials.map((t) => t.added.p50), 'ms', judged ? { op: '<=', limit: 1 } : null, warn))
+      out.push(figure(name, 'added latency p90', trials.map((t) => t.added.p90), 'ms'))
+      out.push(figure(name, 'added latency p99', trials.map((t) => t.added.p99), 'ms', judged ? { op: '<=', limit: 5 } : null, warn))
+      out.push(figure(name, 'added latency max', trials.map((t) => t.added.max), 'ms'))
+      out.push(figure(name, 'proxied latency p50 / p99', trials.map((t) => t.proxied.latencyMs.p50), 'ms', null, `p99 median ${num(spread(trials.map((t) => t.proxied.latencyMs.p99)).median)} ms`))
+      out.push(figure(name, 'direct latency p50 / p99', trials.map((t) => t.direct.latencyMs.p50), 'ms', null, `p99 median ${num(spread(trials.map((t) => t.direct.latencyMs.p99)).median)} ms`))
+      out.push(figure(name, 'achieved rate (proxied)', trials.map((t) => t.proxied.achievedRate), 'req/s'))
+      out.push(figure(name, 'errors (proxied, non-2xx + transport)', trials.map((t) => errorsOf(t.proxied)), 'count', { op: '==', limit: 0 }))
+      out.push(figure(name, 'proxy CPU per request', trials.map((t) => t.proxied.proxyCpuUsPerRequest), 'µs'))
+      out.push(figure(name, 'other processes on the proxy core', trials.map((t) => pctOf(t.proxied.foreignOnProxyCore)), '%', null, 'noise: share of core 0 used by anything but the proxy'))
+    }
+  }
+  const info = results.logging
+  if (info?.info !== undefined) {
+    const name = 'a. chat, 1000 req/s: LOG_LEVEL=info vs warn (once, back to back)'
+    for (const p of ['p50', 'p99']) {
+      out.push(figure(name, `added latency ${p}, info`, info.info.added[p], 'ms', null, `warn in the same minute: ${num(info.warn.added[p])} ms`))
+    }
+    out.push(figure(name, 'proxy CPU per request, info', info.info.proxied.proxyCpuUsPerRequest, 'µs', null, `warn: ${num(info.warn.proxied.proxyCpuUsPerRequest)} µs`))
+    out.push(figure(name, 'log bytes per request', info.logBytesPerRequest, 'B'))
+  }
+  const st = results.streams
+  if (st?.ttfb !== undefined) {
+    const name = `b. streams (${st.ttfb.rate}/s, ${st.ttfb.chunks} chunks)`
+    const assumed = 'target assumed: same as a'
+    out.push(figure(name, 'added time to first byte p50', st.ttfb.trials.map((t) => t.added.p50), 'ms', { op: '<=', limit: 1 }, assumed))
+    out.push(figure(name, 'added time to first byte p99', st.ttfb.trials.map((t) => t.added.p99), 'ms', { op: '<=', limit: 5 }, assumed))
+    const c = st.cpu
+    const note = `(CPU of ${c.streams} × ${c.chunksHigh} chunks − ${c.streams} × ${c.chunksLow}) ÷ chunk difference; relay + meter`
+    const name2 = `b. streams, ${c.streams} concurrent`
+    out.push(figure(name2, 'proxy CPU per chunk', c.trials.map((t) => t.proxy.usPerChunk), 'µs', { op: '<=', limit: 20 }, note))
+    out.push(figure(name2, 'of which kernel (system time)', c.trials.map((t) => t.proxy.systemUsPerChunk), 'µs', null, 'socket reads and writes'))
+    out.push(figure(name2, 'plain Node relay, CPU per chunk', c.trials.map((t) => t.floor.usPerChunk), 'µs', null, 'bench/relay-floor.mjs: node:http + undici, no parsing, no budget'))
+    out.push(figure(name2, 'client reads per 1000-chunk stream', c.trials.map((t) => t.proxy.hi.clientReadsPerStream), 'reads', null, 'near 1000 = chunks arrived one by one, not coalesced'))
+  }
+  const pk = results.peak
+  if (pk?.trials !== undefined) {
+    const name = `c. peak, closed loop C=${pk.concurrency}`
+    out.push(figure(name, 'throughput through the proxy', pk.trials.map((t) => t.proxied.achievedRate), 'req/s', { op: '>=', limit: 5000 }, noise(pk.trials.map((t) => t.proxied))))
+    out.push(figure(name, 'errors through the proxy', pk.trials.map((t) => errorsOf(t.proxied)), 'count', { op: '==', limit: 0 }))
+    out.push(figure(name, 'capacity implied by proxy CPU per request', pk.trials.map((t) => (t.proxied.proxyCpuUsPerRequest ? 1e6 / t.proxied.proxyCpuUsPerRequest : null)), 'req/s', null, '1 s ÷ CPU per request: what one whole core would carry, less sensitive to other tenants'))
+    out.push(figure(name, 'throughput direct to upstream', pk.trials.map((t) => t.direct.achievedRate), 'req/s'))
+    out.push(figure(name, 'proxy core busy (proxied run)', pk.trials.map((t) => t.proxied.coreBusy[0] * 100), '%', null, 'near 100% = the proxy was the bottleneck'))
+    out.push(figure(name, 'other core busy (proxied run)', pk.trials.map((t) => t.proxied.coreBusy[1] * 100), '%', null, 'load generator + fake + Redis'))
+    out.push(figure(name, 'proxy CPU per request', pk.trials.map((t) => t.proxied.proxyCpuUsPerRequest), 'µs'))
+    out.push(figure(name, 'other processes on the proxy core', pk.trials.map((t) => pctOf(t.proxied.foreignOnProxyCore)), '%', null, 'noise: share of core 0 used by anything but the proxy'))
+  }
+  const lk = results.leakage
+  if (lk?.floods !== undefined) {
+    const groups = new Map()
+    for (const f of lk.floods) {
+      const id = `${f.kind}|${f.proxies}|${f.cold === true}`
+      groups.set(id, [...(groups.get(id) ?? []), f])
+    }
+    for (const fs of groups.values()) {
+      const f = fs[0]
+      const what = `${lk.requests} ${f.kind === 'stream' ? 'streams' : 'embeddings'}, ${f.proxies} ${f.cold ? 'freshly started ' : ''}prox${f.proxies === 1 ? 'y' : 'ies'}`
+      const name = `d. flood: ${what}`
+      const statuses = fs.map((x) => JSON.stringify(x.clientStatuses)).join('; ')
+      out.push(figure(name, 'overshoot at the ledger', fs.map((x) => x.overshootMicros), 'µUSD', { op: '==', limit: 0 }, `budget ${f.budgetMicros} µUSD; worst trial judged`, true))
+      out.push(figure(name, 'admitted ÷ what the budget holds', fs.map((x) => x.admittedRatio * 100), '%', { op: '>=', limit: 98 }, `holds ${f.holds}; worst trial judged; statuses ${statuses}`, true))
+    }
+  }
+  const mem = results.memory
+  if (mem?.idleMb !== undefined) {
+    out.push(figure('e. memory', 'idle RSS after warm-up', mem.idleMb, 'MiB', { op: '<=', limit: 80 }))
+    out.push(figure('e. memory', `RSS with ${mem.streams} concurrent streams`, mem.underLoadMb, 'MiB', { op: '<=', limit: 250 }, `at most ${mem.maxOpenUpstream} were open upstream at once`))
+    out.push(figure('e. memory', 'streams completed', mem.completed, 'count', { op: '==', limit: mem.streams }, `in ${num(mem.elapsedMs / 1000)} s for ${mem.streamSeconds} s streams`))
+    out.push(figure('e. memory', 'time to first byte p50 / p99, 1000 streams at once', mem.ttfbMs.p50, 'ms', null, `p99 ${num(mem.ttfbMs.p99)} ms; streams past the upstream connection limit wait for a free one`))
+  }
+  return out
+}
+
+export function num(n) {
+  if (n === null || n === undefined || !Number.isFinite(n)) return '—'
+  const abs = Math.abs(n)
+  return abs >= 1000 ? String(Math.round(n)) : abs >= 100 ? n.toFixed(0) : abs >= 10 ? n.toFixed(1) : n.toFixed(2)
+}
+
+function target(t) {
+  if (t === null) return '—'
+  return `${t.op === '==' ? '=' : t.op === '<=' ? '≤' : '≥'} ${t.limit}`
+}
+
+/** The Markdown report: environment, figures against targets, method, and any profile. */
+export function renderMarkdown({ env, mode, startedAt, durationS, quietWaitedS = 0, results, figures: rows, profile, notes }) {
+  const lines = []
+  lines.push('# Loopers benchmark', '')
+  lines.push(`Run ${startedAt} (${mode}, ${Math.round(durationS)} s). Medians over trials; spread is min – max. Generated by \`npm run bench\`.`, '')
+  lines.push('## Environment', '', '| | |', '| --- | --- |')
+  lines.push(`| CPU | ${env.cpu} (${env.cores} cores, ${env.memoryGb} GiB) |`)
+  lines.push(`| Kernel | ${env.kernel} |`)
+  lines.push(`| Node | ${env.node} |`)
+  lines.push(`| redis-server | ${env.redis} |`)
+  lines.push(`| Commit | ${env.commit} |`)
+  lines.push(`| taskset used | ${env.taskset ? 'yes' : 'no'}: ${env.pinning} |`)
+  lines.push(`| Load average at start | ${env.loadAverage.join(' / ')} |`)
+  lines.push(`| Waited for a quiet proxy core | ${num(quietWaitedS)} s in all |`)
+  lines.push('', '## Results', '', '| Scenario | Metric | Median | Spread (min – max) | n | Target | Status | Note |', '| --- | --- | ---: | ---: | ---: | --- | --- | --- |')
+  for (const r of rows) {
+    const range = r.n > 1 ? `${num(r.min)} – ${num(r.max)}` : '—'
+    lines.push(`| ${r.scenario} | ${r.metric} | ${num(r.median)} ${r.unit} | ${range} | ${r.n} | ${target(r.target)} | ${r.status} | ${r.note} |`)
+  }
+  const errors = Object.entries(results).filter(([, v]) => v?.error !== undefined)
+  if (errors.length > 0) {
+    lines.push('', '## Scenarios that failed to run', '')
+    for (const [name, v] of errors) lines.push(`- ${name}: ${v.error}`)
+  }
+  if (notes.length > 0) lines.push('', '## Method', '', ...notes.map((n) => `- ${n}`))
+  if (profile !== null) {
+    lines.push('', `## Proxy CPU profile (${profile.file})`, '', `${num(profile.totalMs)} ms sampled; GC ${num(profile.gcPct)}%, idle excluded.`, '')
+    lines.push('| Self % | Self ms | Function | Where |', '| ---: | ---: | --- | --- |')
+    for (const f of profile.top) lines.push(`| ${num(f.pct)} | ${num(f.ms)} | ${f.name} | ${f.where} |`)
+    lines.push('', '| Inclusive % | Inclusive ms | Our function | Where |', '| ---: | ---: | --- | --- |')
+    for (const f of profile.inclusive) lines.push(`| ${num(f.pct)} | ${num(f.ms)} | ${f.name} | ${f.where} |`)
+    lines.push('', '| Self % by origin | |', '| ---: | --- |')
+    for (const g of profile.byOrigin) lines.push(`| ${num(g.pct)} | ${g.origin} |`)
+  }
+  return `${lines.join('\n')}\n`
+}

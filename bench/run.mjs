@@ -1,0 +1,191 @@
+// Loopers benchmark: `npm run bench` (builds first), or `node bench/run.mjs` after `npm run build`.
+//   --quick            ~1-minute smoke run (1 trial, short runs)
+//   --only=a,b,…       scenarios: latency (a), logging (a, info level), streams (b), peak (c), leakage (d), memory (e)
+//   --trials=N         trials per latency/throughput scenario (default 3, quick 1)
+//   --profile          run the main proxy under `node --cpu-prof` and add its hot functions to the report
+//   --out=NAME         write bench/results/NAME.json and NAME.md (default latest)
+//   --no-wait          do not wait for a quiet proxy core before measured trials (see quiet() in scenarios.mjs)
+// Starts redis-server, a fake OpenAI upstream and `node dist/cli.js serve` on 127.0.0.1 only; the proxy
+// is pinned to core 0 and everything else (this process included) to core 1 when taskset allows.
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { leakage } from './leakage.mjs'
+import { detectPinning, environment, OTHERS_CORE, pinSelf, ROOT, startFake, startProxy, startRedis } from './procs.mjs'
+import { summarizeProfile } from './profile.mjs'
+import { figures, renderMarkdown } from './report.mjs'
+import { infoLogging, latency, memory, peak, streams } from './scenarios.mjs'
+
+const SCENARIOS = { latency, logging: infoLogging, streams, peak, leakage, memory }
+const ALIASES = { a: ['latency', 'logging'], b: ['streams'], c: ['peak'], d: ['leakage'], e: ['memory'] }
+const LATENCY_BUDGET = 10_000_000_000_000 // µUSD: a daily limit far above anything the bench spends, so enforcement runs but never refuses
+
+const log = (line) => process.stdout.write(`${line}\n`)
+const args = parseArgs(process.argv.slice(2))
+const quick = args.quick === true
+const trials = Number(args.trials ?? (quick ? 1 : 3))
+const selected = selectScenarios(args.only)
+const outName = typeof args.out === 'string' ? args.out : 'latest'
+
+// The whole run is bounded: past this, everything is killed (the exit handler of procs.mjs).
+const watchdog = setTimeout(
+  () => {
+    log(`bench: over its time limit; stopping`)
+    process.exit(1)
+  },
+  (quick ? 5 : 15) * 60_000,
+)
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130))
+
+let dist
+try {
+  dist = {
+    redis: await import('../dist/budget/redis-client.js'),
+    admin: await import('../dist/budget/admin.js'),
+  }
+} catch (error) {
+  log(`bench: cannot load dist/ (${error.message}); run \`npm run build\` first, or use \`npm run bench\``)
+  process.exit(2)
+}
+
+const started = performance.now()
+const startedAt = new Date().toISOString()
+const pinning = detectPinning()
+if (pinning.used) pinSelf(OTHERS_CORE)
+const env = environment(pinning)
+log(`bench (${quick ? 'quick' : 'full'}): ${selected.join(', ')}; ${trials} trial(s); taskset ${pinning.used ? 'used' : 'not used'} (${pinning.reason})`)
+
+const dir = mkdtempSync(join(tmpdir(), 'loopers-bench-'))
+const profileDir = args.profile === true ? join(ROOT, 'bench/results/profiles') : null
+const results = {}
+let redis = null
+let fake = null
+let proxy = null
+let client = null
+let failed = false
+let ctx = null
+// On a shared machine, measured trials first wait (bounded, this much in all) for a quiet proxy core.
+const initialQuietBudgetMs = args['no-wait'] === true ? 0 : quick ? 10_000 : 60_000
+try {
+  redis = await startRedis({ pin: pinning.used, dir })
+  fake = await startFake({ pin: pinning.used })
+  const startProxyFor = (opts = {}) => startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, ...opts })
+  proxy = await startProxyFor({ name: 'proxy', cpuProfDir: profileDir })
+  client = dist.redis.createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 5_000 })
+  await ready(client)
+  const admin = dist.admin.createKeyAdmin(client)
+  const { key, record } = await admin.createKey('bench-latency', ['openai'])
+  await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET } })
+  ctx = { quick, trials, pin: pinning.used, quietBudgetMs: initialQuietBudgetMs, fake, proxy, redis: client, admin, key, startProxy: startProxyFor, log }
+  for (const name of selected) {
+    log(`${name}…`)
+    try {
+      results[name] = await SCENARIOS[name](ctx)
+    } catch (error) {
+      failed = true
+      results[name] = { error: error.message }
+      log(`  ${name} failed: ${error.stack}`)
+    }
+  }
+} catch (error) {
+  failed = true
+  log(`bench: setup failed: ${error.stack}`)
+} finally {
+  await proxy?.stop() // graceful: also writes the CPU profile
+  client?.disconnect()
+  await fake?.stop()
+  await redis?.stop()
+}
+
+const profile = profileDir === null ? null : newestProfile(profileDir)
+const rows = figures(results)
+const report = {
+  mode: quick ? 'quick' : selected.length === Object.keys(SCENARIOS).length ? 'full' : `only ${selected.join(',')}`,
+  startedAt,
+  durationS: (performance.now() - started) / 1000,
+  env,
+  trials,
+  figures: rows,
+  quietWaitedS: ctx === null ? 0 : (initialQuietBudgetMs - ctx.quietBudgetMs) / 1000,
+  results,
+  profile,
+}
+const notes = methodNotes(pinning)
+const markdown = renderMarkdown({ ...report, figures: rows, notes })
+writeFileSync(join(ROOT, `bench/results/${outName}.json`), `${JSON.stringify(report, null, 2)}\n`)
+writeFileSync(join(ROOT, `bench/results/${outName}.md`), markdown)
+log(`\n${markdown}`)
+log(`wrote bench/results/${outName}.json and bench/results/${outName}.md`)
+const missed = rows.filter((r) => r.status === 'MISS').length
+if (missed > 0) log(`${missed} figure(s) missed their target`)
+if (failed) log(`logs of the failed run are kept in ${dir}`)
+else rmSync(dir, { recursive: true, force: true })
+clearTimeout(watchdog)
+process.exit(failed ? 1 : 0)
+
+function parseArgs(argv) {
+  const out = {}
+  for (const arg of argv) {
+    const match = /^--([a-z-]+)(?:=(.*))?$/.exec(arg)
+    if (match === null) {
+      log(`bench: unknown argument ${arg} (see the top of bench/run.mjs)`)
+      process.exit(2)
+    }
+    out[match[1]] = match[2] ?? true
+  }
+  return out
+}
+
+function selectScenarios(only) {
+  if (only === undefined || only === true) return Object.keys(SCENARIOS)
+  const names = String(only)
+    .split(',')
+    .flatMap((n) => ALIASES[n.trim()] ?? [n.trim()])
+  for (const n of names) {
+    if (!(n in SCENARIOS)) {
+      log(`bench: unknown scenario '${n}'; choose from ${Object.keys(SCENARIOS).join(', ')} (or a–e)`)
+      process.exit(2)
+    }
+  }
+  return Object.keys(SCENARIOS).filter((n) => names.includes(n))
+}
+
+/** Resolves once a client without an offline queue has connected (it rejects commands until then). */
+function ready(redisClient) {
+  if (redisClient.status === 'ready') return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('redis client not ready within 5 s')), 5_000)
+    redisClient.once('ready', () => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
+}
+
+function newestProfile(profilesDir) {
+  try {
+    const files = readdirSync(profilesDir).filter((f) => f.endsWith('.cpuprofile'))
+    if (files.length === 0) return null
+    const newest = files.map((f) => join(profilesDir, f)).sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0]
+    return summarizeProfile(newest)
+  } catch (error) {
+    log(`bench: cannot read the CPU profile: ${error.message}`)
+    return null
+  }
+}
+
+function methodNotes(pin) {
+  return [
+    `Pinning: ${pin.used ? `taskset, ${pin.reason}` : `none (${pin.reason}); every process shares all cores`}. The machine is shared, so absolute figures move between runs; the spread column shows by how much.`,
+    'Shared machine: before each measured trial the bench waits (at most 10 s a trial, 60 s a run) until other processes use under 20% of the proxy core; rows whose proxied runs still saw 20% or more of that core taken by others are marked ⚠ noisy.',
+    'Added latency = proxied − direct at the same percentile, in the same trial, with the same request sent straight to the fake upstream; direct and proxied alternate order between trials.',
+    'Open loop: request i is due at start + i/rate; latency runs from that scheduled time to the last body byte, so queueing anywhere (including in the load generator) is counted, never hidden.',
+    'Every proxied request goes through budget enforcement: the key has a daily limit (far above what the bench spends), so each request runs the reserve and settle scripts in Redis.',
+    'Prices (bench/prices.json): bench-model costs 1 USD per 1M tokens in and out, so 1 token = 1 µUSD.',
+    'CPU: utime + stime of the proxy process (all threads) from /proc/<pid>/stat, 10 ms ticks; per chunk = CPU(K streams × 1000 chunks) − CPU(K × 10), divided by the chunk difference; chunks 2 ms apart so each arrives on its own.',
+    'Leakage: each flood sends 1,000 identical requests at once against a fresh key whose daily budget is exactly 500 × one request\'s cost; the request is chosen so the proxy\'s reservation equals the bill (embeddings billed at their byte bound; streams with max_tokens = 20, one 1-byte token per chunk, include_usage set). With no remainder in the budget, it holds exactly 500 requests. Judged only by the fake upstream\'s ledger: spend must not pass the budget, and admitted must be ≥ 98% of 500.',
+    'Ledger: a request is billed its prompt when the fake starts answering; an output token counts when its chunk is handed to a socket that is still open.',
+    'Memory: VmRSS of a fresh proxy from /proc/<pid>/status, idle after 2 s at 1,000 req/s and 50 streams; under load sampled every 100 ms while 1,000 streams are open at the client.',
+  ]
+}

@@ -1,0 +1,281 @@
+// Latency, streaming, throughput and memory scenarios. Each proxied run is paired with the same load
+// sent straight to the fake upstream in the same trial; "added" is proxied − direct per percentile.
+import { statSync } from 'node:fs'
+import { burst, closedLoop, createPool, openLoop } from './load.mjs'
+import { coreBusy, coreTimes, cpuSeconds, cpuTimes, rssMb, sleep, startRelayFloor, waitForQuiet } from './procs.mjs'
+
+const CHAT_BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
+
+/** Bodies of streamed chat requests; without max_tokens the fake's `chunks` decides the length. */
+export function streamBody(maxTokens = null) {
+  return JSON.stringify({
+    model: 'bench-model',
+    messages: [{ role: 'user', content: 'Tell me a story.' }],
+    stream: true,
+    stream_options: { include_usage: true },
+    ...(maxTokens === null ? {} : { max_tokens: maxTokens }),
+  })
+}
+
+/** The same request to the proxy (with a Loopers key) and straight to the fake upstream. */
+export function requestPair(key, body, operation = 'chat/completions') {
+  const headers = (auth) => ({ 'content-type': 'application/json', authorization: `Bearer ${auth}` })
+  return {
+    proxied: { path: `/openai/v1/${operation}`, headers: headers(key), body },
+    direct: { path: `/v1/${operation}`, headers: headers('sk-bench-upstream'), body },
+  }
+}
+
+const PERCENTILES = ['p50', 'p90', 'p99', 'max']
+function added(direct, proxied) {
+  return Object.fromEntries(PERCENTILES.map((p) => [p, proxied[p] === null || direct[p] === null ? null : proxied[p] - direct[p]]))
+}
+
+/** A run's result without its bulky parts. */
+function slim(run) {
+  const { errorSamples, bodySamples, ...rest } = run
+  return {
+    ...rest,
+    ...(errorSamples.length > 0 ? { errorSamples } : {}),
+    ...(Object.keys(bodySamples).length > 0 ? { bodySamples } : {}),
+  }
+}
+
+/**
+ * Before a measured trial: waits a bounded while for other tenants to leave the proxy's core alone
+ * (the run's whole budget for this is ctx.quietBudgetMs); returns what it saw.
+ */
+async function quiet(ctx) {
+  if (ctx.quietBudgetMs <= 0) return { waitedMs: 0, busy: null }
+  const seen = await waitForQuiet({ maxWaitMs: Math.min(10_000, ctx.quietBudgetMs) })
+  ctx.quietBudgetMs -= seen.waitedMs
+  return seen
+}
+
+/** Runs `fn` while reading the proxy's CPU time around it; adds `proxyCpuUsPerRequest`. */
+async function withCpu(pid, fn) {
+  const before = cpuSeconds(pid)
+  const cores = coreTimes()
+  const run = await fn()
+  const cpu = cpuSeconds(pid) - before
+  const busy = coreBusy(cores, coreTimes())
+  return {
+    ...slim(run),
+    proxyCpuSeconds: cpu,
+    proxyCpuUsPerRequest: run.ok > 0 ? (cpu * 1e6) / run.ok : null,
+    coreBusy: busy,
+    // Share of the proxy's core used by other processes during the run (noise on a shared machine).
+    foreignOnProxyCore: busy[0] === null ? null : Math.max(0, busy[0] - cpu / (run.elapsedMs / 1000)),
+  }
+}
+
+/** (a) Non-streamed chat through budget enforcement, open loop at each rate, paired with direct. */
+export async function latency(ctx, { rates = [1000, 2000], proxy = ctx.proxy, trials = ctx.trials, label = 'warn' } = {}) {
+  const durationMs = ctx.quick ? 2_000 : 5_000
+  const pair = requestPair(ctx.key, CHAT_BODY)
+  await ctx.fake.reset({ completionTokens: 16 })
+  const pools = { proxied: createPool(proxy.url, 256), direct: createPool(ctx.fake.url, 256) }
+  try {
+    const warmMs = ctx.quick ? 2_000 : 3_000
+    for (const side of ['direct', 'proxied']) {
+      await openLoop({ origin: side === 'direct' ? ctx.fake.url : proxy.url, request: pair[side], rate: rates[0], durationMs: warmMs, pool: pools[side] })
+    }
+    const byRate = {}
+    for (const rate of rates) {
+      const runs = []
+      for (let t = 0; t < trials; t++) {
+        const sides = t % 2 === 0 ? ['direct', 'proxied'] : ['proxied', 'direct']
+        const trial = { quiet: await quiet(ctx) }
+        for (const side of sides) {
+          await sleep(300)
+          const origin = side === 'direct' ? ctx.fake.url : proxy.url
+          trial[side] = await withCpu(proxy.pid, () => openLoop({ origin, request: pair[side], rate, durationMs, pool: pools[side] }))
+        }
+        trial.added = added(trial.direct.latencyMs, trial.proxied.latencyMs)
+        runs.push(trial)
+        ctx.log(`  latency ${label} ${rate}/s trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms, proxied errors ${trial.proxied.non2xx + trial.proxied.transportErrors}`)
+      }
+      byRate[rate] = runs
+    }
+    return { durationMs, body: CHAT_BODY, byRate }
+  } finally {
+    await Promise.all([pools.proxied.close(), pools.direct.close()])
+  }
+}
+
+/**
+ * The cost of production's log level: the same open loop at 1,000 req/s through the main proxy (warn)
+ * and through a second proxy logging at info, back to back, once.
+ */
+export async function infoLogging(ctx) {
+  const proxy = await ctx.startProxy({ name: 'proxy-info', logLevel: 'info' })
+  try {
+    const warn = await latency(ctx, { rates: [1000], trials: 1, label: 'warn' })
+    const info = await latency(ctx, { rates: [1000], proxy, trials: 1, label: 'info' })
+    const served = info.byRate[1000][0].proxied.ok
+    // The info proxy served its warm-up (1,000 req/s for warmMs) and the measured run.
+    const warmed = (ctx.quick ? 2 : 3) * 1000
+    return { warn: warn.byRate[1000][0], info: info.byRate[1000][0], logBytesPerRequest: statSync(proxy.logFile).size / (served + warmed) }
+  } finally {
+    await proxy.stop()
+  }
+}
+
+/** (b) Streams: added time to first byte, and the proxy's CPU per relayed and metered chunk. */
+export async function streams(ctx) {
+  const pair = requestPair(ctx.key, streamBody(64))
+  const rate = 100
+  const durationMs = ctx.quick ? 1_500 : 3_000
+  await ctx.fake.reset({ chunks: 20, chunkDelayMs: 5, word: ' tok' })
+  const pools = { proxied: createPool(ctx.proxy.url, 256), direct: createPool(ctx.fake.url, 256) }
+  const ttfb = []
+  try {
+    for (const side of ['direct', 'proxied']) {
+      const origin = side === 'direct' ? ctx.fake.url : ctx.proxy.url
+      await openLoop({ origin, request: pair[side], rate, durationMs: 1_000, pool: pools[side] })
+    }
+    for (let t = 0; t < ctx.trials; t++) {
+      const trial = { quiet: await quiet(ctx) }
+      for (const side of t % 2 === 0 ? ['direct', 'proxied'] : ['proxied', 'direct']) {
+        await sleep(300)
+        const origin = side === 'direct' ? ctx.fake.url : ctx.proxy.url
+        trial[side] = slim(await openLoop({ origin, request: pair[side], rate, durationMs, pool: pools[side] }))
+      }
+      trial.added = added(trial.direct.ttfbMs, trial.proxied.ttfbMs)
+      ttfb.push(trial)
+      ctx.log(`  streams ttfb trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms`)
+    }
+  } finally {
+    await Promise.all([pools.proxied.close(), pools.direct.close()])
+  }
+
+  // CPU per chunk: K streams of M_HI chunks minus K streams of M_LO chunks, divided by the chunk difference;
+  // the same for a plain relay (bench/relay-floor.mjs) shows what relaying alone costs in Node here.
+  const K = ctx.quick ? 10 : 20
+  const M_HI = 1000
+  const M_LO = 10
+  const delayMs = 2
+  const floor = await startRelayFloor({ pin: ctx.pin, upstreamUrl: ctx.fake.url })
+  const targets = {
+    proxy: { url: ctx.proxy.url, pid: ctx.proxy.pid, request: requestPair(ctx.key, streamBody()).proxied },
+    floor: { url: floor.url, pid: floor.pid, request: requestPair(ctx.key, streamBody()).direct },
+  }
+  const cpu = []
+  try {
+    for (const target of Object.values(targets)) {
+      target.pool = createPool(target.url, K)
+      await ctx.fake.reset({ chunks: M_LO, chunkDelayMs: delayMs, word: ' tok' })
+      await burst({ origin: target.url, requests: Array(K).fill(target.request), pool: target.pool })
+    }
+    for (let t = 0; t < ctx.trials; t++) {
+      const trial = { quiet: await quiet(ctx) }
+      for (const [name, target] of Object.entries(targets)) {
+        const measure = async (chunks) => {
+          await ctx.fake.reset({ chunks, chunkDelayMs: delayMs, word: ' tok' })
+          await sleep(200)
+          const before = cpuTimes(target.pid)
+          const run = await burst({ origin: target.url, requests: Array(K).fill(target.request), pool: target.pool })
+          const after = cpuTimes(target.pid)
+          const ledger = await ctx.fake.ledger()
+          return { user: after.user - before.user, system: after.system - before.system, ok: run.ok, completed: ledger.streamsCompleted, chunks: ledger.outputTokens, clientReadsPerStream: run.readsPerResponse, elapsedMs: run.elapsedMs }
+        }
+        const hi = await measure(M_HI)
+        const lo = await measure(M_LO)
+        const chunks = hi.chunks - lo.chunks
+        trial[name] = { hi, lo, usPerChunk: ((hi.user + hi.system - lo.user - lo.system) * 1e6) / chunks, userUsPerChunk: ((hi.user - lo.user) * 1e6) / chunks, systemUsPerChunk: ((hi.system - lo.system) * 1e6) / chunks }
+      }
+      cpu.push(trial)
+      const p = trial.proxy
+      ctx.log(`  streams cpu trial ${t + 1}: proxy ${fmt(p.usPerChunk)} µs/chunk (user ${fmt(p.userUsPerChunk)}, kernel ${fmt(p.systemUsPerChunk)}; ${p.hi.completed}/${K} complete, ${fmt(p.hi.clientReadsPerStream)} client reads per stream), plain relay ${fmt(trial.floor.usPerChunk)} µs/chunk`)
+    }
+  } finally {
+    await Promise.all(Object.values(targets).map((t) => t.pool?.close()))
+    await floor.stop()
+  }
+  return { ttfb: { rate, durationMs, chunks: 20, chunkDelayMs: 5, trials: ttfb }, cpu: { streams: K, chunksHigh: M_HI, chunksLow: M_LO, chunkDelayMs: delayMs, trials: cpu } }
+}
+
+/** (c) Peak throughput, closed loop, proxied and direct. */
+export async function peak(ctx) {
+  const concurrency = 64
+  const durationMs = ctx.quick ? 2_000 : 5_000
+  const pair = requestPair(ctx.key, CHAT_BODY)
+  await ctx.fake.reset({ completionTokens: 16 })
+  const pools = { proxied: createPool(ctx.proxy.url, concurrency), direct: createPool(ctx.fake.url, concurrency) }
+  const trials = []
+  try {
+    for (const side of ['direct', 'proxied']) {
+      const origin = side === 'direct' ? ctx.fake.url : ctx.proxy.url
+      await closedLoop({ origin, request: pair[side], concurrency, durationMs: 1_000, pool: pools[side] })
+    }
+    for (let t = 0; t < ctx.trials; t++) {
+      const trial = { quiet: await quiet(ctx) }
+      for (const side of t % 2 === 0 ? ['direct', 'proxied'] : ['proxied', 'direct']) {
+        await sleep(500)
+        const origin = side === 'direct' ? ctx.fake.url : ctx.proxy.url
+        trial[side] = await withCpu(ctx.proxy.pid, () => closedLoop({ origin, request: pair[side], concurrency, durationMs, pool: pools[side] }))
+      }
+      trials.push(trial)
+      const p = trial.proxied
+      ctx.log(`  peak trial ${t + 1}: proxied ${Math.round(p.achievedRate)} req/s (errors ${p.non2xx + p.transportErrors}, proxy core busy ${pct(p.coreBusy[0])}, other core ${pct(p.coreBusy[1])}), direct ${Math.round(trial.direct.achievedRate)} req/s`)
+    }
+  } finally {
+    await Promise.all([pools.proxied.close(), pools.direct.close()])
+  }
+  return { concurrency, durationMs, trials }
+}
+
+/** (e) Memory of a fresh proxy: idle after warm-up, and peak with 1,000 concurrent streams open. */
+export async function memory(ctx) {
+  const proxy = await ctx.startProxy({ name: 'proxy-memory' })
+  const streamsCount = 1000
+  try {
+    const chat = requestPair(ctx.key, CHAT_BODY).proxied
+    const stream = requestPair(ctx.key, streamBody()).proxied
+    const afterStart = rssMb(proxy.pid)
+    await ctx.fake.reset({ completionTokens: 16, chunks: 20, chunkDelayMs: 1, word: ' tok' })
+    await openLoop({ origin: proxy.url, request: chat, rate: 1000, durationMs: 2_000 })
+    await burst({ origin: proxy.url, requests: Array(50).fill(stream) })
+    await sleep(1_000)
+    const idle = rssMb(proxy.pid)
+
+    const chunks = ctx.quick ? 20 : 100
+    const chunkDelayMs = 50
+    await ctx.fake.reset({ chunks, chunkDelayMs, word: ' tok' })
+    let peakRss = idle
+    let sampling = true
+    const sampler = (async () => {
+      while (sampling) {
+        peakRss = Math.max(peakRss, rssMb(proxy.pid) ?? 0)
+        await sleep(100)
+      }
+    })()
+    const run = await burst({ origin: proxy.url, requests: Array(streamsCount).fill(stream), drainMs: 120_000 })
+    sampling = false
+    await sampler
+    const ledger = await ctx.fake.ledger()
+    await sleep(1_000)
+    return {
+      afterStartMb: afterStart,
+      idleMb: idle,
+      underLoadMb: peakRss,
+      afterLoadMb: rssMb(proxy.pid),
+      streams: streamsCount,
+      streamSeconds: (chunks * chunkDelayMs) / 1000,
+      completed: run.ok,
+      errors: run.non2xx + run.transportErrors,
+      maxOpenUpstream: ledger.maxOpen,
+      elapsedMs: run.elapsedMs,
+      ttfbMs: run.ttfbMs,
+    }
+  } finally {
+    await proxy.stop()
+  }
+}
+
+export function fmt(n) {
+  return n === null || n === undefined || Number.isNaN(n) ? '—' : n.toFixed(Math.abs(n) >= 100 ? 0 : 2)
+}
+function pct(x) {
+  return x === null ? '—' : `${Math.round(x * 100)}%`
+}
