@@ -200,6 +200,8 @@ export function createForwarder(deps: ForwardDeps) {
     const slice = tokensCost(config.streamSliceTokens, price.outputPer1M)
     reply.hijack()
     reply.raw.writeHead(response.status, headers as Record<string, string>)
+    // Headers go out now, not with the first whole event: the client learns at once that its stream began.
+    reply.raw.flushHeaders()
     deps.metrics.streamStarted()
     const result = await meterStream({
       stopSignal: deps.shutdown,
