@@ -39,6 +39,11 @@ export function readAnthropicKey(headers: IncomingHttpHeaders): string | null {
   return sent.find((value) => value !== null && isProxyKey(value)) ?? sent.find((value) => value !== null) ?? null
 }
 
+/** Extended thinking is on (`thinking: {type: "enabled", …}`). */
+function thinkingEnabled(body: Json): boolean {
+  return isObject(body.thinking) && body.thinking.type === 'enabled'
+}
+
 /** `max_tokens`: required, a whole number; 0 only warms the prompt cache and generates nothing. */
 function readMaxTokens(body: Json): number {
   const value = body.max_tokens
@@ -212,6 +217,8 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
       return method === 'POST' && path === MESSAGES_PATH ? { operation: 'messages', pathModel: null, pathStream: null } : null
     },
     isFree: (method, path) => method === 'GET' || method === 'HEAD' || (method === 'POST' && FREE_POSTS.has(path)),
+    // Claude 4 streams a summary of its thinking but bills all of it; without thinking there is nothing hidden.
+    hidesReasoning: (_route, body, modelHidesReasoning) => modelHidesReasoning && thinkingEnabled(body),
     describe(_route, body) {
       const model = requireString(body, 'model')
       // `thinking.budget_tokens` is part of max_tokens, so max_tokens bounds all output.

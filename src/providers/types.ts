@@ -117,6 +117,11 @@ export interface ProviderAdapter {
   isFree(method: string, path: string): boolean
   /** Reads model, stream flag and output cap; throws ProxyError(invalid_request) on a body it cannot meter. */
   describe(route: RouteMatch, body: Record<string, unknown>): RequestFacts
+  /**
+   * Optional: whether this request bills reasoning its stream does not show, so a stream cannot be
+   * metered from deltas and must hold its worst case up front. Absent: the model's `hiddenReasoning` price flag.
+   */
+  hidesReasoning?(route: RouteMatch, body: Record<string, unknown>, modelHidesReasoning: boolean): boolean
   /** Cheap upper bound of input tokens (never below the true count). */
   boundInputTokens(route: RouteMatch, body: Record<string, unknown>, raw: Buffer, tokensPerMedia: number): number
   /**

@@ -97,9 +97,11 @@ export function createPipeline(deps: PipelineDeps) {
       const facts = checkFacts(adapter.describe(route, body))
       summary.model = facts.model
       summary.stream = facts.stream
-      const price = pricing.lookup(adapter.id, facts.model)
-      summary.priced = price !== null
-      if (price === null) throw modelNotPriced(`no price for ${adapter.id} model '${facts.model}': add it to the pricing file (LOOPERS_PRICING_PATH)`)
+      const listed = pricing.lookup(adapter.id, facts.model)
+      summary.priced = listed !== null
+      if (listed === null) throw modelNotPriced(`no price for ${adapter.id} model '${facts.model}': add it to the pricing file (LOOPERS_PRICING_PATH)`)
+      const hidden = adapter.hidesReasoning?.(route, body, listed.hiddenReasoning) ?? listed.hiddenReasoning
+      const price = hidden === listed.hiddenReasoning ? listed : { ...listed, hiddenReasoning: hidden }
       const session = readSession(request.headers)
 
       const bound = adapter.boundInputTokens(route, body, raw, price.tokensPerMedia)

@@ -310,6 +310,21 @@ describe('budgets', () => {
     expect((await daily()).spent).toBe(spent)
   })
 
+  it.each([
+    ['without thinking, a stream is metered from its deltas', undefined, (held: number, input: number) => held < input + 1000],
+    ['with thinking, whose full cost the stream hides, it holds the worst case up front', { type: 'enabled' as const, budget_tokens: 512 }, (held: number, input: number) => held >= input + 1000],
+  ])('claude 4 style model: %s', async (_name, thinking, expected) => {
+    fake.options = { chunks: 3, chunkDelayMs: 100 }
+    const body = { model: 'claude-test-thinking', max_tokens: 1000, messages: [{ role: 'user' as const, content: 'go' }], stream: true as const, ...(thinking ? { thinking } : {}) }
+    const stream = await client().messages.create(body)
+    const iterator = stream[Symbol.asyncIterator]()
+    await iterator.next()
+    const held = (await daily()).held
+    while (!(await iterator.next()).done);
+    await settled()
+    expect(expected(held, Number(lastSummary().inputBound))).toBe(true)
+  })
+
   it('lowers max_tokens to what the budget holds and says so in X-Loopers-Max-Tokens', async () => {
     const body = { ...ask, max_tokens: 1000 }
     await client().messages.create(body)
