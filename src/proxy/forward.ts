@@ -108,6 +108,7 @@ export function createForwarder(deps: ForwardDeps) {
       }
     }
 
+    let sent = false
     try {
       const lowered = loweredOutputCap(plan, price, reservation.reservedMicros)
       if (lowered !== null) summary.maxTokens = lowered
@@ -127,6 +128,7 @@ export function createForwarder(deps: ForwardDeps) {
       let response: UpstreamResponse
       try {
         summary.addedMs = Math.round((performance.now() - f.started) * 1000) / 1000
+        sent = true
         response = await deps.upstream.send(upstreamRequest, abort.signal)
       } catch (error) {
         if (deps.shutdown.aborted) {
@@ -179,7 +181,9 @@ export function createForwarder(deps: ForwardDeps) {
 
       await relayStream(f, response, headers, settle)
     } finally {
-      if (!settled) await settle(reservation.reservedMicros, 'aborted')
+      // A fault this code did not foresee: nothing is charged if the provider was never called,
+      // else the whole hold (the provider may have generated all of it).
+      if (!settled) await settle(sent ? reservation.reservedMicros : 0, 'aborted')
     }
   }
 
