@@ -173,6 +173,7 @@ export function createMessagesStreamParser(): StreamParser {
   })
   return {
     push: (chunk) => framer.push(chunk),
+    frames: (chunk) => framer.frames(chunk),
     flush: () => framer.flush(),
     reported: () => state.usage,
     estimatedOutputTokens: () => state.outputTokens,

@@ -76,6 +76,7 @@ export function createBedrockStreamParser(kind: 'invoke' | 'converse'): StreamPa
   const framer = createEventStreamFramer(onMessage)
   return {
     push: (chunk) => framer.push(chunk),
+    frames: (chunk) => framer.frames(chunk),
     flush: () => framer.flush(),
     reported: () => ({ ...usage }),
     estimatedOutputTokens: () => outputBytes + framer.corruptBytes(),

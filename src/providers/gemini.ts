@@ -171,9 +171,15 @@ function partTokens(part: Json): number {
   return tokens
 }
 
-function parserFrom(framer: { push(chunk: Buffer): Buffer; flush(): Buffer }, state: GeminiStreamState): StreamParser {
+function parserFrom(
+  framer: { push(chunk: Buffer): Buffer; frames?(chunk: Buffer): Iterable<Buffer>; flush(): Buffer },
+  state: GeminiStreamState,
+): StreamParser {
+  const frames = framer.frames?.bind(framer)
   return {
     push: (chunk) => framer.push(chunk),
+    // The SSE framer yields event by event; the JSON-array framer regroups whole reads only.
+    ...(frames === undefined ? {} : { frames }),
     flush: () => framer.flush(),
     reported: () => state.usage,
     estimatedOutputTokens: () => state.outputTokens,

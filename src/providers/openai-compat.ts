@@ -230,6 +230,7 @@ export function createResponsesStreamParser(): StreamParser {
 function streamParserFrom(framer: ReturnType<typeof createSseFramer>, state: CompatStreamState): StreamParser {
   return {
     push: (chunk) => framer.push(chunk),
+    frames: (chunk) => framer.frames(chunk),
     flush: () => framer.flush(),
     reported: () => state.usage,
     estimatedOutputTokens: () => state.outputBytes,

@@ -47,6 +47,11 @@ export interface StreamParser {
    * so the meter forwards whole frames only and a cutoff frame never lands inside another frame.
    */
   push(chunk: Buffer): Buffer
+  /**
+   * Optional, preferred by the meter: like `push`, but yields the completed frames one at a time and
+   * counts each just before yielding it, so a read holding several events can be cut between them.
+   */
+  frames?(chunk: Buffer): Iterable<Buffer>
   /** Remaining bytes of an unfinished frame at end of stream (forwarded as they are). */
   flush(): Buffer
   /** Usage reported by the provider so far (cumulative); fields stay undefined until reported. */

@@ -20,6 +20,8 @@ export interface EventStreamFramer {
    * After corruption every byte is returned as soon as it arrives: framing can no longer be trusted.
    */
   push(chunk: Buffer): Buffer
+  /** Yields each complete message's bytes once it has been reported (see SseFramer.frames). */
+  frames(chunk: Buffer): Generator<Buffer, void, undefined>
   /** Returns the bytes of an unfinished trailing message. */
   flush(): Buffer
   /** Bytes passed through after a checksum or length failure; 0 while the stream is sound. */
@@ -74,40 +76,49 @@ export function createEventStreamFramer(onMessage: (message: EventStreamMessage)
     pending = EMPTY
   }
 
+  /** Yields each checksummed message as soon as it is complete and reported; a broken stream yields its bytes as they come. */
+  function* frames(chunk: Buffer): Generator<Buffer, void, undefined> {
+    if (broken) {
+      corrupt += chunk.length
+      if (chunk.length > 0) yield chunk
+      return
+    }
+    if (chunk.length > 0) pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk])
+    while (pending.length >= PRELUDE_BYTES) {
+      const data = pending
+      const total = data.readUInt32BE(0)
+      const headersLength = data.readUInt32BE(4)
+      const preludeValid =
+        crc32(data.subarray(0, 8)) === data.readUInt32BE(8) &&
+        total >= MIN_MESSAGE_BYTES &&
+        total <= MAX_MESSAGE_BYTES &&
+        headersLength <= MAX_HEADERS_BYTES &&
+        headersLength <= total - MIN_MESSAGE_BYTES
+      if (!preludeValid) {
+        breakAt(data, 0)
+        yield data
+        return
+      }
+      if (data.length < total) return
+      const frame = data.subarray(0, total)
+      const message = frame.readUInt32BE(total - CHECKSUM_BYTES) === crc32(frame.subarray(0, total - CHECKSUM_BYTES)) ? decodeFrame(frame, headersLength) : null
+      if (message === null) {
+        breakAt(data, 0)
+        yield data
+        return
+      }
+      pending = total < data.length ? data.subarray(total) : EMPTY
+      onMessage(message)
+      yield frame
+    }
+  }
+
   return {
     push(chunk) {
-      if (broken) {
-        corrupt += chunk.length
-        return chunk
-      }
-      const data = pending.length === 0 ? chunk : Buffer.concat([pending, chunk])
-      let offset = 0
-      while (data.length - offset >= PRELUDE_BYTES) {
-        const total = data.readUInt32BE(offset)
-        const headersLength = data.readUInt32BE(offset + 4)
-        const preludeValid =
-          crc32(data.subarray(offset, offset + 8)) === data.readUInt32BE(offset + 8) &&
-          total >= MIN_MESSAGE_BYTES &&
-          total <= MAX_MESSAGE_BYTES &&
-          headersLength <= MAX_HEADERS_BYTES &&
-          headersLength <= total - MIN_MESSAGE_BYTES
-        if (!preludeValid) {
-          breakAt(data, offset)
-          return data
-        }
-        if (data.length - offset < total) break
-        const frame = data.subarray(offset, offset + total)
-        const message = frame.readUInt32BE(total - CHECKSUM_BYTES) === crc32(frame.subarray(0, total - CHECKSUM_BYTES)) ? decodeFrame(frame, headersLength) : null
-        if (message === null) {
-          breakAt(data, offset)
-          return data
-        }
-        onMessage(message)
-        offset += total
-      }
-      pending = offset < data.length ? Buffer.from(data.subarray(offset)) : EMPTY
-      return offset === 0 ? EMPTY : data.subarray(0, offset)
+      const complete = [...frames(chunk)]
+      return complete.length === 1 ? (complete[0] as Buffer) : complete.length === 0 ? EMPTY : Buffer.concat(complete)
     },
+    frames,
     flush() {
       const rest = pending
       pending = EMPTY

@@ -82,11 +82,13 @@ export async function meterStream(options: MeterOptions): Promise<MeterResult> {
   try {
     for await (const chunk of upstream as AsyncIterable<Buffer>) {
       if (clientClosed) return { outcome: 'client_closed', error: null }
-      const ready = parser.push(chunk)
-      if (ready.length === 0) continue
-      const refusal = await forward(ready)
-      if (clientClosed) return { outcome: 'client_closed', error: null }
-      if (refusal !== null) return cut(refusal, 'cutoff')
+      // Frame by frame where the parser can: a read holding several events is cut between them.
+      for (const ready of parser.frames ? parser.frames(chunk) : [parser.push(chunk)]) {
+        if (ready.length === 0) continue
+        const refusal = await forward(ready)
+        if (clientClosed) return { outcome: 'client_closed', error: null }
+        if (refusal !== null) return cut(refusal, 'cutoff')
+      }
     }
     const rest = parser.flush()
     if (rest.length > 0) {
