@@ -79,7 +79,7 @@ describe('AWS SigV4 test suite', () => {
 
 describe('agrees with the AWS SDK signer (@smithy/signature-v4) on Bedrock requests', () => {
   const date = new Date('2026-03-14T09:26:53Z')
-  const credentials = { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' }
+  const credentials = { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY' }
 
   it.each([
     ['an inference profile id (colon encoded by the SDK)', '/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke', '', '{"anthropic_version":"bedrock-2023-05-31","max_tokens":64,"messages":[]}', undefined],
