@@ -1,8 +1,7 @@
-import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { recordKey } from '../../src/budget/redis-keys.js'
-import { WINDOW_NAMES, type Reservation, type ReserveInput } from '../../src/budget/types.js'
-import { createBudgetFixture, type BudgetFixture } from '../support/budget-fixture.js'
+import { WINDOW_NAMES, type Reservation } from '../../src/budget/types.js'
+import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
 let server: TestRedis
@@ -16,22 +15,6 @@ afterAll(async () => {
   await f?.close()
   await server?.stop()
 })
-
-const input = (keyHash: string, micros: number, extra: Partial<ReserveInput> = {}): ReserveInput => ({
-  keyHash,
-  provider: 'openai',
-  requestId: randomUUID(),
-  minMicros: micros,
-  maxMicros: micros,
-  session: null,
-  ...extra,
-})
-
-async function reserved(hash: string, micros: number, extra: Partial<ReserveInput> = {}): Promise<Reservation> {
-  const r = await f.store.reserve(input(hash, micros, extra))
-  if (!r.ok) throw new Error(`refused: ${r.reason}`)
-  return r.reservation
-}
 
 /** Extends `r` by (min, want) until refused; returns how many extensions were granted. */
 async function extendUntilRefused(r: Reservation, min: number, want: number): Promise<number> {
@@ -49,7 +32,7 @@ async function extendUntilRefused(r: Reservation, min: number, want: number): Pr
 describe('extend', () => {
   it('adds to the hold everywhere and to the reservation', async () => {
     const hash = await f.newKey({ limits: { daily: 1_000 } })
-    const r = await reserved(hash, 100, { session: { id: 'x', budgetMicros: null, maxSteps: null } })
+    const r = await f.reserved(hash, 100, { session: { id: 'x', budgetMicros: null, maxSteps: null } })
     expect(await f.store.extend(r, 50, 200)).toEqual({ ok: true, grantedMicros: 200 })
     expect(r.reservedMicros).toBe(300)
     for (const w of WINDOW_NAMES) expect(await f.period(hash, w)).toEqual({ spent: 0, held: 300 })
@@ -67,7 +50,7 @@ describe('extend', () => {
   ])('never overshoots under contention: 50 live reservations, %s', async (_, min, want) => {
     const limit = 10_000
     const hash = await f.newKey({ limits: { daily: limit } })
-    const live = await Promise.all(Array.from({ length: 50 }, () => reserved(hash, 100)))
+    const live = await Promise.all(Array.from({ length: 50 }, () => f.reserved(hash, 100)))
     await Promise.all(live.map((r) => extendUntilRefused(r, min, want)))
     const { spent, held } = await f.period(hash, 'daily')
     expect(spent + held).toBeLessThanOrEqual(limit)
@@ -82,7 +65,7 @@ describe('extend', () => {
   it('never overshoots while new reserves race the extensions', async () => {
     const limit = 20_000
     const hash = await f.newKey({ limits: { daily: limit, hourly: limit - 1_000 } })
-    const live = await Promise.all(Array.from({ length: 20 }, () => reserved(hash, 50)))
+    const live = await Promise.all(Array.from({ length: 20 }, () => f.reserved(hash, 50)))
     const extending = live.map(async (r) => {
       for (let i = 0; i < 60; i++) await f.store.extend(r, 10, 40)
     })
@@ -97,7 +80,7 @@ describe('extend', () => {
 describe('revocation and budget changes apply at once', () => {
   it('a revoked key is refused on the next reserve and on extend', async () => {
     const hash = await f.newKey()
-    const r = await reserved(hash, 100)
+    const r = await f.reserved(hash, 100)
     expect(await f.admin.revokeKey(hash)).toBe(true)
     expect(await f.store.extend(r, 1, 10)).toEqual({ ok: false, reason: 'key_revoked' })
     expect(await f.store.reserve(input(hash, 1))).toEqual({ ok: false, reason: 'key_revoked' })
@@ -108,7 +91,7 @@ describe('revocation and budget changes apply at once', () => {
 
   it('a lowered limit refuses the next reserve and extend; raising or removing it admits again', async () => {
     const hash = await f.newKey({ limits: { daily: 1_000 } })
-    const r = await reserved(hash, 500)
+    const r = await f.reserved(hash, 500)
     await f.admin.setBudget(hash, { limits: { daily: 400 } })
     expect(await f.store.extend(r, 1, 10)).toMatchObject({ ok: false, reason: 'budget_exceeded', window: 'daily', limitMicros: 400, spentMicros: 500 })
     expect(await f.store.reserve(input(hash, 0, { minMicros: 0, maxMicros: 10 }))).toMatchObject({ ok: false, window: 'daily' })
@@ -122,14 +105,14 @@ describe('revocation and budget changes apply at once', () => {
 
   it('a provider removed from the key refuses extend', async () => {
     const hash = await f.newKey({}, ['openai', 'mistral'])
-    const r = await reserved(hash, 100, { provider: 'mistral' })
+    const r = await f.reserved(hash, 100, { provider: 'mistral' })
     await f.redis.hset(recordKey(hash), 'providers', 'openai')
     expect(await f.store.extend(r, 1, 1)).toEqual({ ok: false, reason: 'provider_not_allowed' })
   })
 
   it('a lowered session default refuses extend', async () => {
     const hash = await f.newKey()
-    const r = await reserved(hash, 100, { session: { id: 'agent', budgetMicros: 1_000, maxSteps: null } })
+    const r = await f.reserved(hash, 100, { session: { id: 'agent', budgetMicros: 1_000, maxSteps: null } })
     expect((await f.store.extend(r, 100, 100)).ok).toBe(true)
     await f.admin.setBudget(hash, { sessionBudgetMicros: 250 })
     expect(await f.store.extend(r, 100, 100)).toEqual({ ok: false, reason: 'session_budget_exceeded', limitMicros: 250, spentMicros: 200 })
@@ -138,7 +121,7 @@ describe('revocation and budget changes apply at once', () => {
 
   it('a deleted key refuses extend', async () => {
     const hash = await f.newKey()
-    const r = await reserved(hash, 100)
+    const r = await f.reserved(hash, 100)
     await f.redis.del(recordKey(hash))
     expect(await f.store.extend(r, 1, 1)).toEqual({ ok: false, reason: 'invalid_key' })
   })

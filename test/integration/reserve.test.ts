@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { recordKey, reservationKey } from '../../src/budget/redis-keys.js'
-import { WINDOW_NAMES, type ReserveInput, type WindowName } from '../../src/budget/types.js'
+import { WINDOW_NAMES, type WindowName } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
-import { createBudgetFixture, type BudgetFixture } from '../support/budget-fixture.js'
+import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
 let server: TestRedis
@@ -16,16 +16,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await f?.close()
   await server?.stop()
-})
-
-const input = (keyHash: string, micros: number, extra: Partial<ReserveInput> = {}): ReserveInput => ({
-  keyHash,
-  provider: 'openai',
-  requestId: randomUUID(),
-  minMicros: micros,
-  maxMicros: micros,
-  session: null,
-  ...extra,
 })
 
 describe('flood: 1,000 concurrent reserves against a budget of exactly N requests', () => {

@@ -1,7 +1,5 @@
-import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { Reservation, ReserveInput } from '../../src/budget/types.js'
-import { createBudgetFixture, type BudgetFixture } from '../support/budget-fixture.js'
+import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
 let server: TestRedis
@@ -16,30 +14,15 @@ afterAll(async () => {
   await server?.stop()
 })
 
-const input = (keyHash: string, micros: number): ReserveInput => ({
-  keyHash,
-  provider: 'openai',
-  requestId: randomUUID(),
-  minMicros: micros,
-  maxMicros: micros,
-  session: null,
-})
-
-async function reserved(hash: string, micros: number): Promise<Reservation> {
-  const r = await f.store.reserve(input(hash, micros))
-  if (!r.ok) throw new Error(`refused: ${r.reason}`)
-  return r.reservation
-}
-
 describe('window rollover (injected clock)', () => {
   it('spend in one minute does not count in the next; settling after rollover books into the original minute', async () => {
     f.clock.set('2026-05-04T12:00:30.000Z')
     const hash = await f.newKey({ limits: { minute: 100 } })
-    const first = await reserved(hash, 100)
+    const first = await f.reserved(hash, 100)
     expect(await f.store.reserve(input(hash, 1))).toMatchObject({ ok: false, window: 'minute' })
 
     f.clock.set('2026-05-04T12:01:05.000Z')
-    const second = await reserved(hash, 100)
+    const second = await f.reserved(hash, 100)
     expect(await f.store.settle(first, 60)).toEqual({ chargedMicros: 60, alreadySettled: false })
     expect(await f.period(hash, 'minute', '2026-05-04T12:00:00.000Z')).toEqual({ spent: 60, held: 0 })
     expect(await f.period(hash, 'minute')).toEqual({ spent: 0, held: 100 })
@@ -55,7 +38,7 @@ describe('window rollover (injected clock)', () => {
   it('an extension after rollover grows the hold in the periods the reservation was booked in', async () => {
     f.clock.set('2026-05-04T12:00:59.000Z')
     const hash = await f.newKey({ limits: { minute: 150 } })
-    const r = await reserved(hash, 100)
+    const r = await f.reserved(hash, 100)
     f.clock.set('2026-05-04T12:01:01.000Z')
     expect(await f.store.extend(r, 1, 100)).toEqual({ ok: true, grantedMicros: 50 })
     expect(await f.period(hash, 'minute', '2026-05-04T12:00:00.000Z')).toEqual({ spent: 0, held: 150 })
@@ -73,7 +56,7 @@ describe('window rollover (injected clock)', () => {
   ] as const)('%s: a full period refuses until it resets, then admits again', async (window, before, after) => {
     f.clock.set(before)
     const hash = await f.newKey({ limits: { [window]: 500 } })
-    const r = await reserved(hash, 500)
+    const r = await f.reserved(hash, 500)
     const refused = await f.store.reserve(input(hash, 1))
     expect(refused).toMatchObject({ ok: false, window })
     expect(refused.ok === false && refused.resetsAt?.toISOString()).toBe(after)
@@ -87,7 +70,7 @@ describe('window rollover (injected clock)', () => {
   it('a settlement that finds its period key expired recreates it with a TTL', async () => {
     f.clock.set('2026-05-04T12:00:00.000Z')
     const hash = await f.newKey()
-    const r = await reserved(hash, 100)
+    const r = await f.reserved(hash, 100)
     const minuteKey = r.bookedKeys[0] as string
     await f.redis.del(minuteKey)
     await f.store.settle(r, 70)

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { reservationKey } from '../../src/budget/redis-keys.js'
-import { WINDOW_NAMES, type Reservation, type ReserveInput } from '../../src/budget/types.js'
+import { WINDOW_NAMES, type Reservation } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
-import { createBudgetFixture, type BudgetFixture } from '../support/budget-fixture.js'
+import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
 let server: TestRedis
@@ -18,26 +18,10 @@ afterAll(async () => {
   await server?.stop()
 })
 
-const input = (keyHash: string, micros: number, extra: Partial<ReserveInput> = {}): ReserveInput => ({
-  keyHash,
-  provider: 'openai',
-  requestId: randomUUID(),
-  minMicros: micros,
-  maxMicros: micros,
-  session: null,
-  ...extra,
-})
-
-async function reserved(hash: string, micros: number, extra: Partial<ReserveInput> = {}): Promise<Reservation> {
-  const r = await f.store.reserve(input(hash, micros, extra))
-  if (!r.ok) throw new Error(`refused: ${r.reason}`)
-  return r.reservation
-}
-
 describe('settle', () => {
   it('charges the actual cost and refunds the rest of the hold', async () => {
     const hash = await f.newKey({ limits: { daily: 1_000 } })
-    const r = await reserved(hash, 800)
+    const r = await f.reserved(hash, 800)
     expect(await f.store.settle(r, 300)).toEqual({ chargedMicros: 300, alreadySettled: false })
     for (const w of WINDOW_NAMES) expect(await f.period(hash, w)).toEqual({ spent: 300, held: 0 })
     expect((await f.store.reserve(input(hash, 700))).ok).toBe(true)
@@ -45,7 +29,7 @@ describe('settle', () => {
 
   it('charges once when settled twice, even with a different amount', async () => {
     const hash = await f.newKey()
-    const r = await reserved(hash, 500)
+    const r = await f.reserved(hash, 500)
     expect(await f.store.settle(r, 400)).toEqual({ chargedMicros: 400, alreadySettled: false })
     expect(await f.store.settle(r, 400)).toEqual({ chargedMicros: 400, alreadySettled: true })
     expect(await f.store.settle(r, 999)).toEqual({ chargedMicros: 400, alreadySettled: true })
@@ -54,7 +38,7 @@ describe('settle', () => {
 
   it('charges once under concurrent settles of the same request', async () => {
     const hash = await f.newKey()
-    const r = await reserved(hash, 500)
+    const r = await f.reserved(hash, 500)
     const results = await Promise.all(Array.from({ length: 20 }, () => f.store.settle(r, 123)))
     expect(results.filter((s) => !s.alreadySettled)).toHaveLength(1)
     expect(await f.period(hash, 'hourly')).toEqual({ spent: 123, held: 0 })
@@ -62,22 +46,22 @@ describe('settle', () => {
 
   it('charges the full actual when the provider billed more than was held, and held never goes negative', async () => {
     const hash = await f.newKey({ limits: { daily: 1_000 } })
-    const r = await reserved(hash, 100)
+    const r = await f.reserved(hash, 100)
     expect(await f.store.settle(r, 250)).toEqual({ chargedMicros: 250, alreadySettled: false })
     expect(await f.period(hash, 'daily')).toEqual({ spent: 250, held: 0 })
   })
 
   it('releases only what its own reservation holds (other holds stay)', async () => {
     const hash = await f.newKey()
-    const a = await reserved(hash, 100)
-    await reserved(hash, 40)
+    const a = await f.reserved(hash, 100)
+    await f.reserved(hash, 40)
     await f.store.settle(a, 0)
     expect(await f.period(hash, 'daily')).toEqual({ spent: 0, held: 40 })
   })
 
   it('releases the amount recorded in Redis, including extensions the caller did not see', async () => {
     const hash = await f.newKey()
-    const r = await reserved(hash, 100)
+    const r = await f.reserved(hash, 100)
     const stale: Reservation = { ...r, bookedKeys: r.bookedKeys }
     expect((await f.store.extend(r, 50, 50)).ok).toBe(true)
     await f.store.settle(stale, 10)
@@ -86,7 +70,7 @@ describe('settle', () => {
 
   it('without a reservation record, charges the actual and tombstones the id', async () => {
     const hash = await f.newKey()
-    const r = await reserved(hash, 100)
+    const r = await f.reserved(hash, 100)
     await f.redis.del(reservationKey(hash, r.requestId))
     expect(await f.store.settle(r, 30)).toEqual({ chargedMicros: 30, alreadySettled: false })
     expect(await f.period(hash, 'daily')).toEqual({ spent: 30, held: 100 })
@@ -95,7 +79,7 @@ describe('settle', () => {
 
   it('refuses to extend a settled reservation (a fault, not a refusal)', async () => {
     const hash = await f.newKey()
-    const r = await reserved(hash, 100)
+    const r = await f.reserved(hash, 100)
     await f.store.settle(r, 100)
     await expect(f.store.extend(r, 1, 1)).rejects.toBeInstanceOf(StoreUnavailableError)
     expect(await f.period(hash, 'daily')).toEqual({ spent: 100, held: 0 })
@@ -105,7 +89,7 @@ describe('settle', () => {
 describe('abandon', () => {
   it('releases a held reservation (settles it at 0)', async () => {
     const hash = await f.newKey({ limits: { daily: 100 } })
-    const r = await reserved(hash, 100)
+    const r = await f.reserved(hash, 100)
     await f.store.abandon(hash, r.requestId)
     for (const w of WINDOW_NAMES) expect(await f.period(hash, w)).toEqual({ spent: 0, held: 0 })
     expect(await f.store.settle(r, 80)).toEqual({ chargedMicros: 0, alreadySettled: true })
@@ -114,7 +98,7 @@ describe('abandon', () => {
 
   it('releases a session hold too', async () => {
     const hash = await f.newKey()
-    const r = await reserved(hash, 70, { session: { id: 's1', budgetMicros: 100, maxSteps: null } })
+    const r = await f.reserved(hash, 70, { session: { id: 's1', budgetMicros: 100, maxSteps: null } })
     await f.store.abandon(hash, r.requestId)
     const s = await f.session(hash, 's1')
     expect([Number(s.held), Number(s.spent ?? 0), Number(s.steps)]).toEqual([0, 0, 1])
@@ -131,7 +115,7 @@ describe('abandon', () => {
 
   it('is harmless after a settle and when repeated', async () => {
     const hash = await f.newKey()
-    const r = await reserved(hash, 100)
+    const r = await f.reserved(hash, 100)
     await f.store.settle(r, 60)
     await f.store.abandon(hash, r.requestId)
     await f.store.abandon(hash, r.requestId)
@@ -140,7 +124,7 @@ describe('abandon', () => {
 
   it('a hold that is never settled stays held (no early expiry of the reservation)', async () => {
     const hash = await f.newKey()
-    const r = await reserved(hash, 100)
+    const r = await f.reserved(hash, 100)
     expect(await f.redis.hget(reservationKey(hash, r.requestId), 'state')).toBe('held')
     for (const key of r.bookedKeys) expect(await f.redis.ttl(key)).toBeLessThan(await f.redis.ttl(reservationKey(hash, r.requestId)))
   })

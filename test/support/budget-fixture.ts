@@ -1,9 +1,10 @@
 /** A budget store, key admin and hand-driven clock on a test Redis, plus helpers to read raw state. */
+import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { createKeyAdmin } from '../../src/budget/admin.js'
 import { periodKey, sessionKey } from '../../src/budget/redis-keys.js'
 import { createBudgetStore } from '../../src/budget/store.js'
-import type { BudgetChange, BudgetStore, KeyAdmin, WindowName } from '../../src/budget/types.js'
+import type { BudgetChange, BudgetStore, KeyAdmin, Reservation, ReserveInput, WindowName } from '../../src/budget/types.js'
 import { periodOf } from '../../src/budget/windows.js'
 import type { ProviderId } from '../../src/providers/types.js'
 
@@ -36,7 +37,14 @@ export interface BudgetFixture {
   /** spent/held of a window's period at the clock's current time (or at `atIso`). */
   period(hash: string, window: WindowName, atIso?: string): Promise<{ spent: number; held: number }>
   session(hash: string, id: string): Promise<Record<string, string>>
+  /** Reserves `reserveInput(hash, micros, extra)`; throws when refused. */
+  reserved(hash: string, micros: number, extra?: Partial<ReserveInput>): Promise<Reservation>
   close(): Promise<void>
+}
+
+/** A reservation request for exactly `micros` on openai with no session, unless `extra` says otherwise. */
+export function reserveInput(keyHash: string, micros: number, extra: Partial<ReserveInput> = {}): ReserveInput {
+  return { keyHash, provider: 'openai', requestId: randomUUID(), minMicros: micros, maxMicros: micros, session: null, ...extra }
 }
 
 export async function createBudgetFixture(
@@ -64,6 +72,11 @@ export async function createBudgetFixture(
       return { spent: Number(spent ?? 0), held: Number(held ?? 0) }
     },
     session: (hash, id) => redis.hgetall(sessionKey(hash, id)),
+    async reserved(hash, micros, extra = {}) {
+      const r = await store.reserve(reserveInput(hash, micros, extra))
+      if (!r.ok) throw new Error(`refused: ${r.reason}`)
+      return r.reservation
+    },
     async close() {
       redis.disconnect()
     },
