@@ -2,7 +2,7 @@
 # The CLI is /app/loopers (also `loopers` on PATH): `docker exec <container> /app/loopers keys create …`.
 
 # ---- build: full dependency tree, TypeScript -> dist/ ------------------------------------------
-FROM node:20.20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 # Scripts skipped here: `prepare` would build before the sources are copied. Dependencies first, so
@@ -13,7 +13,7 @@ COPY src ./src
 RUN npm run build
 
 # ---- runtime: production dependencies, the build, Lua scripts, prices ---------------------------
-FROM node:20.20-bookworm-slim AS runtime
+FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./

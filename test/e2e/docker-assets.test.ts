@@ -35,7 +35,7 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const read = (path: string): string => readFileSync(join(ROOT, path), 'utf8')
 const TEST_PASSWORD = 'dockerAssetsTestPassword0123456789'
 const KEY_FORMAT = /^lp-[A-Za-z0-9]{43}$/
-// The image's node is on PATH as `node`; make sure that is this Node 20 here too.
+// The image's node is on PATH as `node`; make sure that is this Node here too.
 const PATH = [dirname(process.execPath), process.env.PATH ?? ''].join(delimiter)
 
 interface Run {
@@ -144,9 +144,9 @@ describe('Dockerfile', () => {
     expect(problems).toEqual([])
   })
 
-  it('builds on Node 20 and runs production dependencies only, as the node user', () => {
+  it('builds on Node 24 LTS and runs production dependencies only, as the node user', () => {
     expect(stages.length).toBeGreaterThanOrEqual(2)
-    for (const stage of stages) expect(stage.image).toMatch(/^node:20\.\d+-(bookworm-slim|alpine)$/)
+    for (const stage of stages) expect(stage.image).toMatch(/^node:24(\.\d+)*-bookworm-slim$/)
     const build = stages[0]!
     expect(instructionsOf(build, 'RUN').join('\n')).toMatch(/\bnpm ci\b/)
     expect(instructionsOf(build, 'RUN').join('\n')).toMatch(/\bnpm run build\b/)
