@@ -35,8 +35,7 @@ export function fingerprintRequest(shape: LoopShape | null, body: Json): LoopFin
 /** Instructions, the server-side thread, and the first run of input items (the first user turn). */
 function hashOpening(transcript: LoopTranscript): string {
   const digest = new Digest(MAX_NODES, OPENING_CHARS)
-  digest.add('system')
-  digest.value(transcript.system)
+  hashItem(digest, { role: 'input', tag: 'system', parts: transcript.system }, false)
   digest.add('thread')
   digest.value(transcript.thread)
   const { items } = transcript

@@ -22,8 +22,8 @@ export interface LoopItem {
 
 /** A conversation as sent: oldest item first. */
 export interface LoopTranscript {
-  /** Instructions outside the item list (Anthropic/Bedrock `system`, Gemini `systemInstruction`, Responses `instructions`). */
-  system: unknown
+  /** Parts of the instructions outside the item list (Anthropic/Bedrock `system`, Gemini `systemInstruction`, Responses `instructions`). */
+  system: readonly unknown[]
   /** A server-side conversation id the body continues (Responses `conversation`), hashed into the opening; else undefined. */
   thread: unknown
   items: readonly unknown[]

@@ -19,7 +19,7 @@ function replay(fixture: LoopFixture, keyLimit: number | null = null): LoopVerdi
 }
 
 describe('recorded agent transcripts', () => {
-  it('covers at least five looping and five healthy transcripts of five providers' formats (three loop shapes)', () => {
+  it('covers at least five looping and five healthy transcripts in the formats of five providers (three loop shapes)', () => {
     expect(looping.length).toBeGreaterThanOrEqual(5)
     expect(healthy.length).toBeGreaterThanOrEqual(5)
     expect(new Set(fixtures.map((f) => f.shape)).size).toBe(3) // messages (OpenAI chat, Anthropic, Converse), Responses, Gemini

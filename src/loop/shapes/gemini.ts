@@ -14,6 +14,6 @@ export const geminiShape: LoopShape = {
     const contents = isRecord(body.contents) ? [body.contents] : body.contents
     if (!Array.isArray(contents)) return null
     const system = body.systemInstruction ?? body.system_instruction
-    return { system, thread: body.cachedContent ?? body.cached_content, items: contents, item: readContent }
+    return { system: itemParts(isRecord(system) ? system.parts : system), thread: body.cachedContent ?? body.cached_content, items: contents, item: readContent }
   },
 }

@@ -22,7 +22,7 @@ function readMessage(value: unknown): LoopItem | null {
 export const messagesShape: LoopShape = {
   read(body): LoopTranscript | null {
     if (!Array.isArray(body.messages)) return null
-    return { system: body.system, thread: undefined, items: body.messages, item: readMessage }
+    return { system: itemParts(body.system), thread: undefined, items: body.messages, item: readMessage }
   },
 }
 
@@ -33,7 +33,7 @@ export const promptShape: LoopShape = {
   read(body): LoopTranscript | null {
     const prompt = typeof body.prompt === 'string' ? body.prompt : body.inputText
     if (typeof prompt !== 'string') return null
-    return { system: body.system, thread: undefined, items: [prompt], item: readPrompt }
+    return { system: itemParts(body.system), thread: undefined, items: [prompt], item: readPrompt }
   },
 }
 

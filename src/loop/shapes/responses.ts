@@ -25,6 +25,6 @@ export const responsesShape: LoopShape = {
     const input = body.input
     if (typeof input !== 'string' && !Array.isArray(input)) return null
     const conversation = isRecord(body.conversation) ? body.conversation.id : body.conversation
-    return { system: body.instructions, thread: conversation, items: typeof input === 'string' ? [input] : input, item: readItem }
+    return { system: itemParts(body.instructions), thread: conversation, items: typeof input === 'string' ? [input] : input, item: readItem }
   },
 }
