@@ -1,20 +1,35 @@
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 
 /**
- * A bounded canonical encoding of JSON values, hashed to 16 hex chars (64 bits). Work is capped by
- * node and character budgets, never by body size: long strings are sampled (length, head, middle, tail).
+ * A bounded canonical encoding of JSON values, hashed to 16 hex chars (the first 64 bits of SHA-256).
+ * Work is capped by node and character budgets, never by body size: long strings are sampled (length,
+ * head, middle, tail). The encoding is built as one string and hashed once: native SHA-256 runs several
+ * times faster than any per-character hash loop in JavaScript.
  */
 
-const WHOLE_STRING_CHARS = 4096
-const EDGE_CHARS = 2048
+const WHOLE_STRING_CHARS = 2048
+const EDGE_CHARS = 1024
 const SAMPLE_CHARS = 128
 const MAX_DEPTH = 16
 const MAX_KEYS = 64
 const MAX_ELEMENTS = 256
 
+// Markers separate what is fed so that no two different values encode alike.
+const TAG = 1
+const CUT = 2
+const SCALAR = 3
+const NONE = 4
+const NULL = 5
+const KEY = 6
+const STRING = 7
+const SAMPLED = 8
+const ARRAY = 9
+const OBJECT = 10
+const END = 11
+
 /** Bounded hash input: feed values with `add`/`value`, read the result with `hex`. */
 export class Digest {
-  private text = ''
+  private encoded = ''
   private nodes: number
   private readonly maxChars: number
 
@@ -26,13 +41,14 @@ export class Digest {
 
   /** A structural marker (role, part kind); markers cannot collide with encoded values. */
   add(tag: string): void {
-    this.text += `\u0001${tag}`
+    this.code(TAG)
+    this.text(tag, 0, tag.length)
   }
 
   /** Encodes any JSON value canonically (object keys sorted), skipping the top-level keys in `omit`. */
   value(value: unknown, omit?: ReadonlySet<string>, depth = 0): void {
     if (--this.nodes < 0 || depth > MAX_DEPTH) {
-      this.text += '\u0002'
+      this.code(CUT)
       return
     }
     switch (typeof value) {
@@ -40,56 +56,79 @@ export class Digest {
         this.string(value)
         return
       case 'number':
-      case 'boolean':
-        this.text += `\u0003${String(value)}`
+      case 'boolean': {
+        const text = String(value)
+        this.code(SCALAR)
+        this.text(text, 0, text.length)
         return
+      }
       case 'object':
         break
       default:
-        this.text += '\u0004'
+        this.code(NONE)
         return
     }
     if (value === null) {
-      this.text += '\u0005'
+      this.code(NULL)
     } else if (Array.isArray(value)) {
       const count = Math.min(value.length, MAX_ELEMENTS)
-      this.text += `[${value.length}`
+      this.code(ARRAY)
+      this.count(value.length)
       for (let i = 0; i < count; i++) this.value(value[i], undefined, depth + 1)
-      this.text += ']'
+      this.code(END)
     } else {
       const record = value as Record<string, unknown>
       const keys = Object.keys(record)
       if (keys.length > 1) keys.sort()
-      this.text += '{'
+      this.code(OBJECT)
       const count = Math.min(keys.length, MAX_KEYS)
       for (let i = 0; i < count; i++) {
         const key = keys[i] as string
         if (omit?.has(key) === true) continue
-        this.text += `\u0006${key}`
+        this.code(KEY)
+        this.text(key, 0, key.length)
         this.value(record[key], undefined, depth + 1)
       }
-      this.text += '}'
+      this.code(END)
     }
   }
 
   /** The first 64 bits of SHA-256 over what was fed, as 16 hex chars. */
   hex(): string {
-    return createHash('sha256').update(this.text).digest('hex').slice(0, 16)
+    return hash('sha256', this.encoded).slice(0, 16)
+  }
+
+  /** A marker: one control character. */
+  private code(code: number): void {
+    this.encoded += String.fromCharCode(code)
+  }
+
+  /** A length, written where the grammar expects one: digits and a colon. */
+  private count(n: number): void {
+    this.encoded += `${n}:`
+  }
+
+  /** Feeds `value` in [start, end). */
+  private text(value: string, start: number, end: number): void {
+    this.encoded += start === 0 && end === value.length ? value : value.slice(start, end)
   }
 
   private string(value: string): void {
-    const room = this.maxChars - this.text.length
-    const whole = Math.min(WHOLE_STRING_CHARS, room)
-    if (value.length <= whole) {
-      this.text += `\u0007${value.length}:${value}`
+    const n = value.length
+    const room = this.maxChars - this.encoded.length
+    if (n <= Math.min(WHOLE_STRING_CHARS, room)) {
+      this.code(STRING)
+      this.count(n)
+      this.text(value, 0, n)
       return
     }
     // Sampled: the length plus head, three middle samples and tail tell apart all but contrived look-alikes.
     const edge = Math.max(16, Math.min(EDGE_CHARS, room >> 2))
     const sample = Math.min(SAMPLE_CHARS, edge)
-    const n = value.length
-    this.text += `\u0008${n}:${value.slice(0, edge)}`
-    for (const at of [n >> 2, n >> 1, (3 * n) >> 2]) this.text += `|${value.slice(at, at + sample)}`
-    this.text += `|${value.slice(n - edge)}`
+    this.code(SAMPLED)
+    this.count(n)
+    this.text(value, 0, edge)
+    for (const at of [n >> 2, n >> 1, (3 * n) >> 2]) this.text(value, at, Math.min(n, at + sample))
+    this.text(value, n - edge, n)
   }
 }

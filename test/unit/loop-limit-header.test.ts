@@ -39,7 +39,7 @@ describe('X-Loopers-Loop-Limit', () => {
   })
 
   it('is validated with the session headers', () => {
-    expect(readSession({ 'x-loopers-session-id': 'run-1', 'x-loopers-loop-limit': '2' })).toEqual({ id: 'run-1', budgetMicros: null, maxSteps: null })
+    expect(readSession({ 'x-loopers-session-id': 'run-1', 'x-loopers-loop-limit': '2' })).toMatchObject({ id: 'run-1', budgetMicros: null, maxSteps: null })
     expect(invalid(() => readSession({ 'x-loopers-session-id': 'run-1', 'x-loopers-loop-limit': 'many' })).code).toBe('invalid_request')
   })
 })
