@@ -4,7 +4,7 @@ import { hashPart, partKind } from './parts.js'
 import type { LoopFingerprint, LoopItem, LoopShape, LoopTranscript } from './types.js'
 
 /**
- * A step is the conversation plus its newest STEP_EXCHANGES exchanges; an exchange is one model turn
+ * A step is a conversation's newest STEP_EXCHANGES exchanges; an exchange is one model turn
  * and the input that answers it (tool results, the next user message). Two exchanges, not one, so an
  * agent re-running the same check between different edits makes progress, while a loop of any period
  * still repeats its steps.
@@ -26,8 +26,9 @@ export function fingerprintRequest(shape: LoopShape | null, body: Json): LoopFin
   const transcript = shape?.read(body) ?? null
   if (transcript === null || transcript.items.length === 0) return null
   const conversation = hashOpening(transcript)
+  // The step leaves the opening out: within a session it stays the same when the opening does not
+  // (agents that put the time or a scratchpad into their system prompt).
   const step = new Digest(MAX_NODES, STEP_CHARS)
-  step.add(conversation)
   hashNewest(step, transcript)
   return { conversation, step: step.hex() }
 }

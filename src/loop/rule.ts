@@ -34,6 +34,7 @@ export function effectiveLoopLimit(keyLimit: number | null, sessionLimit: number
 /**
  * Where a request's loop state lives under its key: the session when the request names one, else the
  * conversation (so the same prompt in two sessions, or in two conversations, never counts together).
+ * Steps count per scope: within a session, the same step in two of its conversations counts together.
  */
 export function loopScope(sessionId: string | null, fingerprint: LoopFingerprint): string {
   return sessionId === null ? `c:${fingerprint.conversation}` : `s:${sessionId}`

@@ -4,7 +4,7 @@ import type { Json } from '../providers/body.js'
 export interface LoopFingerprint {
   /** 16 hex chars: the conversation's opening (instructions + first user turn); the scope when there is no session. */
   conversation: string
-  /** 16 hex chars: the conversation plus its newest exchanges; a repeated step yields the same value. */
+  /** 16 hex chars: the conversation's newest exchanges (not its opening); a repeated step yields the same value. */
   step: string
 }
 

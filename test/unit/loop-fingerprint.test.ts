@@ -67,11 +67,12 @@ describe('fingerprintRequest', () => {
     expect(otherSystem.conversation).not.toBe(first.conversation)
   })
 
-  it('mixes the conversation into the step: the same exchange in two conversations is two steps', () => {
-    const tail = toolExchange('c1', '{"q":"status"}', 'pending')
-    const a = fp(messagesShape, { messages: [{ role: 'system', content: 'Agent A' }, USER, ...tail] })
-    const b = fp(messagesShape, { messages: [{ role: 'system', content: 'Agent B' }, USER, ...tail] })
-    expect(a.step).not.toBe(b.step)
+  it('leaves the opening out of the step: a system prompt that changes every turn does not hide a repeat', () => {
+    const tail = [USER, ...toolExchange('c1', '{"q":"status"}', 'pending'), ...toolExchange('c2', '{"q":"status"}', 'pending')]
+    const a = fp(messagesShape, { messages: [{ role: 'system', content: 'Agent. Time: 12:00:01' }, ...tail] })
+    const b = fp(messagesShape, { messages: [{ role: 'system', content: 'Agent. Time: 12:00:09' }, ...tail] })
+    expect(a.step).toBe(b.step)
+    expect(a.conversation).not.toBe(b.conversation)
   })
 
   it('reads tool arguments as objects whatever their key order (Anthropic, Gemini, Bedrock)', () => {
