@@ -1,4 +1,6 @@
 // CPU cost of the loop guard's fingerprint on a parsed body (the pipeline parses JSON once anyway).
+// The last scenario is adversarial: V8 enumerates a dictionary-mode object's keys in O(n log n) before
+// the first one, so a huge object in the newest turn costs about what the pipeline's own walk of it does.
 // `npm run build && node bench/loop-fingerprint.mjs [--seconds=1]`; prints one JSON line per scenario:
 // microseconds per fingerprint (median of rounds), and JSON.parse of the same body for scale.
 import { fingerprintRequest } from '../dist/loop/fingerprint.js'
@@ -35,6 +37,8 @@ const scenarios = [
   ['openai-chat 10 MiB: 20 turns, one 10 MiB result last', messagesShape, (() => { const b = chatAgent(20, 1_024); b.messages.at(-1).content = text(TEN_MIB, 'huge'); return b })()],
   ['openai-chat 10 MiB: 5,000 turns of 2 KiB', messagesShape, chatAgent(5_000, 2_048)],
   ['openai-chat 10 MiB: 100,000 short user messages', messagesShape, { messages: Array.from({ length: 100_000 }, (_, i) => ({ role: 'user', content: text(100, `m${i}`) })) }],
+  ['anthropic 10 MiB: 100,000 content blocks in the last message', messagesShape, { messages: [{ role: 'user', content: Array.from({ length: 100_000 }, (_, i) => ({ type: 'text', text: text(100, `b${i}`) })) }] }],
+  ['anthropic 10 MiB: tool input with 400,000 keys', messagesShape, { messages: [{ role: 'user', content: 'go' }, { role: 'assistant', content: [{ type: 'tool_use', id: 't', name: 'f', input: Object.fromEntries(Array.from({ length: 400_000 }, (_, i) => [`key_${i}`, text(12, i)])) }] }] }],
 ]
 
 for (const [name, shape, body] of scenarios) {
@@ -44,9 +48,10 @@ for (const [name, shape, body] of scenarios) {
   process.stdout.write(`${JSON.stringify({ scenario: name, body_bytes: Buffer.byteLength(json), fingerprint_us: round(micros), json_parse_us: round(parseMicros) })}\n`)
 }
 
-/** Median microseconds per call over rounds of about 20 ms, for `budget` seconds. */
+/** Median microseconds per call over rounds of about 20 ms (at least one call), for `budget` seconds. */
 function time(run, budget) {
-  for (let i = 0; i < 50; i++) run()
+  const warm = performance.now() + 200
+  for (let i = 0; i < 50 && performance.now() < warm; i++) run()
   const rounds = []
   const end = performance.now() + budget * 1000
   while (performance.now() < end) {

@@ -42,7 +42,7 @@ export class Digest {
   /** A structural marker (role, part kind); markers cannot collide with encoded values. */
   add(tag: string): void {
     this.code(TAG)
-    this.text(tag, 0, tag.length)
+    this.string(tag)
   }
 
   /** Encodes any JSON value canonically (object keys sorted), skipping the top-level keys in `omit`. */
@@ -74,19 +74,20 @@ export class Digest {
       const count = Math.min(value.length, MAX_ELEMENTS)
       this.code(ARRAY)
       this.count(value.length)
-      for (let i = 0; i < count; i++) this.value(value[i], undefined, depth + 1)
+      for (let i = 0; i < count && this.nodes > 0; i++) this.value(value[i], undefined, depth + 1)
       this.code(END)
     } else {
       const record = value as Record<string, unknown>
       const keys = Object.keys(record)
+      // Cut before sorting: sorting a million keys would stall every other request.
+      if (keys.length > MAX_KEYS) keys.length = MAX_KEYS
       if (keys.length > 1) keys.sort()
       this.code(OBJECT)
-      const count = Math.min(keys.length, MAX_KEYS)
-      for (let i = 0; i < count; i++) {
+      for (let i = 0; i < keys.length && this.nodes > 0; i++) {
         const key = keys[i] as string
         if (omit?.has(key) === true) continue
         this.code(KEY)
-        this.text(key, 0, key.length)
+        this.string(key)
         this.value(record[key], undefined, depth + 1)
       }
       this.code(END)
@@ -116,6 +117,12 @@ export class Digest {
   private string(value: string): void {
     const n = value.length
     const room = this.maxChars - this.encoded.length
+    if (room <= 0) {
+      // Out of characters: the length alone still tells most strings apart.
+      this.code(SAMPLED)
+      this.count(n)
+      return
+    }
     if (n <= Math.min(WHOLE_STRING_CHARS, room)) {
       this.code(STRING)
       this.count(n)

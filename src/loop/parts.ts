@@ -34,7 +34,8 @@ export function partKind(part: unknown): PartKind {
   if (part.toolUse !== undefined || part.functionCall !== undefined) return 'call'
   // Bedrock reasoning blocks, Gemini thought summaries and bare cache points change nothing the model did.
   if (part.reasoningContent !== undefined || part.thought === true) return 'skip'
-  if (part.cachePoint !== undefined && Object.keys(part).length === 1) return 'skip'
+  // A Converse content block sets exactly one member, so a cache point block carries nothing else.
+  if (part.cachePoint !== undefined) return 'skip'
   return 'content'
 }
 
