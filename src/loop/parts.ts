@@ -8,14 +8,15 @@ import type { Digest } from './digest.js'
 
 export type PartKind = 'call' | 'content' | 'skip'
 
+/** At most this many parts of one item or tool result are hashed. */
+export const MAX_PARTS = 256
+
 const VOLATILE = new Set([
   'id', 'call_id', 'tool_call_id', 'tool_use_id', 'toolUseId', 'cache_control', 'cachePoint', 'signature',
   'thoughtSignature', 'thought_signature', 'citations', 'annotations', 'logprobs', 'status', 'index',
 ])
 const REASONING_TYPES = new Set(['thinking', 'redacted_thinking', 'reasoning'])
 const CALL_TYPES = new Set(['tool_use', 'server_tool_use', 'mcp_tool_use', 'function', 'function_call', 'custom_tool_call'])
-/** At most this many parts of one item or tool result are hashed. */
-export const MAX_PARTS = 256
 const TEXT_TYPES = new Set(['text', 'input_text', 'output_text'])
 
 function isRecord(value: unknown): value is Record<string, unknown> {
