@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { invalidRequest } from '../errors.js'
 import { isProxyKey } from '../keys.js'
+import { messagesShape } from '../loop/shapes/messages.js'
 import { bearerToken, forwardableRequestHeaders, headerValue } from '../proxy/headers.js'
 import { createSseFramer } from '../stream/sse.js'
 import { boundInputTokens, PRIMING_TOKENS } from '../tokens/bound.js'
@@ -260,6 +261,7 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
     },
     usageFromBody: (_route, json) => (isObject(json) ? messageUsage(json.usage) : null),
     createStreamParser: () => createMessagesStreamParser(),
+    loopShape: () => messagesShape,
     cutoffFrame(_route: RouteMatch, error: ErrorInfo) {
       // @anthropic-ai/sdk throws an APIError for any `event: error` (core/streaming: fromSSEResponse).
       return Buffer.from(`event: error\ndata: ${JSON.stringify(anthropicErrorBody(error))}\n\n`)

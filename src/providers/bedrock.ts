@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { invalidRequest } from '../errors.js'
+import { invokeShape, messagesShape } from '../loop/shapes/messages.js'
 import { bearerToken, forwardableRequestHeaders, headerValue } from '../proxy/headers.js'
 import { encodeEventStreamMessage } from '../stream/event-stream.js'
 import { boundInputTokens, PRIMING_TOKENS } from '../tokens/bound.js'
@@ -153,6 +154,7 @@ export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
       return isConverse(route) ? (isObject(json) ? converseUsage(json.usage) : null) : nativeBodyUsage(json)
     },
     usageFromHeaders: (_route, headers) => usageFromHeaders(headers),
+    loopShape: (route) => (isConverse(route) ? messagesShape : isEmbeddingModel(route.pathModel ?? '') ? null : invokeShape),
     createStreamParser: (route) => createBedrockStreamParser(isConverse(route) ? 'converse' : 'invoke'),
     cutoffFrame(_route, error) {
       const exceptionType = STREAM_EXCEPTIONS[error.status] ?? 'internalServerException'

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { invalidRequest } from '../errors.js'
 import { isProxyKey } from '../keys.js'
+import { geminiShape } from '../loop/shapes/gemini.js'
 import { forwardableRequestHeaders, headerValue } from '../proxy/headers.js'
 import { createJsonArrayFramer, type JsonArrayState } from '../stream/json-array.js'
 import { createSseFramer } from '../stream/sse.js'
@@ -331,6 +332,7 @@ export function createGeminiAdapter(options: { baseUrl: string; apiKey: string |
       // A complete answer that reports usage without candidate tokens generated none (a blocked prompt).
       return usage === null ? null : { outputTokens: 0, ...usage }
     },
+    loopShape: (route) => (EMBED.has(route.operation) ? null : geminiShape),
     createStreamParser: (route) => (route.operation === STREAM_SSE ? createSseParser() : createArrayParser()),
     cutoffFrame(route: RouteMatch, error: ErrorInfo) {
       // The array parser ends its own streams knowing what was forwarded; without it, assume an element was.

@@ -1,3 +1,5 @@
+import { messagesShape } from '../loop/shapes/messages.js'
+import { responsesShape } from '../loop/shapes/responses.js'
 import { bearerToken, forwardableRequestHeaders } from '../proxy/headers.js'
 import {
   boundCompatInput,
@@ -29,6 +31,7 @@ export const compatMembers = {
   createStreamParser: createCompatStreamParser,
   cutoffFrame: compatCutoffFrame,
   errorBody: compatErrorBody,
+  loopShape: (route) => (route.operation === 'chat' ? messagesShape : route.operation === 'responses' ? responsesShape : null),
 } satisfies Partial<ProviderAdapter>
 
 /** OpenAI: Bearer auth, chat completions, responses and embeddings; every GET is a free read. */

@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
+import type { LoopShape } from '../loop/types.js'
 
 /** The six upstreams Loopers fronts; the first path segment of every proxied route. */
 export const PROVIDER_IDS = ['openai', 'anthropic', 'gemini', 'bedrock', 'azure', 'mistral'] as const
@@ -165,4 +166,6 @@ export interface ProviderAdapter {
   usageFromHeaders?(route: RouteMatch, headers: Record<string, string | string[] | undefined>): Usage | null
   /** Optional: extra headers for a proxy-produced error (Bedrock's `x-amzn-errortype`, which picks the SDK's typed error). */
   errorHeaders?(error: ErrorInfo): Record<string, string>
+  /** The wire shape the loop guard reads this route's conversation with; null (or absent) when it has none (embeddings). */
+  loopShape?(route: RouteMatch): LoopShape | null
 }

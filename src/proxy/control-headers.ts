@@ -14,8 +14,11 @@ export function readSession(headers: IncomingHttpHeaders): SessionRequest | null
   const id = headerValue(headers, 'x-loopers-session-id')
   const budget = headerValue(headers, 'x-loopers-session-budget')
   const steps = headerValue(headers, 'x-loopers-session-max-steps') ?? headerValue(headers, 'x-loopers-max-steps')
+  const loopLimit = readLoopLimit(headers)
   if (id === null) {
-    if (budget !== null || steps !== null) throw invalidRequest('X-Loopers-Session-Budget and -Max-Steps need X-Loopers-Session-ID')
+    if (budget !== null || steps !== null || loopLimit !== null) {
+      throw invalidRequest('X-Loopers-Session-Budget, -Max-Steps and -Loop-Limit need X-Loopers-Session-ID')
+    }
     return null
   }
   if (!SESSION_ID.test(id)) throw invalidRequest('X-Loopers-Session-ID must be 1-128 characters of A-Z a-z 0-9 . _ : -')
@@ -35,6 +38,17 @@ export function readSession(headers: IncomingHttpHeaders): SessionRequest | null
     maxSteps = Number(steps)
   }
   return { id, budgetMicros, maxSteps }
+}
+
+/**
+ * `X-Loopers-Loop-Limit`: the repeats of one step the session allows (0 = none), never above the key's;
+ * null when absent. Throws invalid_request unless it is a non-negative integer.
+ */
+export function readLoopLimit(headers: IncomingHttpHeaders): number | null {
+  const value = headerValue(headers, 'x-loopers-loop-limit')
+  if (value === null) return null
+  if (!/^\d{1,9}$/.test(value)) throw invalidRequest('X-Loopers-Loop-Limit must be a non-negative integer')
+  return Number(value)
 }
 
 /** An upstream credential given in `X-Loopers-*` headers (AWS SigV4 set, or a provider key); null if none. */

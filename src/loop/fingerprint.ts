@@ -1,0 +1,106 @@
+import type { Json } from '../providers/body.js'
+import { Digest } from './digest.js'
+import { hashPart, partKind } from './parts.js'
+import type { LoopFingerprint, LoopItem, LoopShape, LoopTranscript } from './types.js'
+
+/**
+ * A step is a conversation's newest STEP_EXCHANGES exchanges; an exchange is one model turn
+ * and the input that answers it (tool results, the next user message). Two exchanges, not one, so an
+ * agent re-running the same check between different edits makes progress, while a loop of any period
+ * still repeats its steps.
+ */
+export const STEP_EXCHANGES = 2
+
+// Bounds that keep a 10 MiB body as cheap as a small one: items read from each end, values and characters hashed.
+const OPENING_ITEMS = 16
+const STEP_ITEMS = 64
+const MAX_NODES = 4096
+const OPENING_CHARS = 32 * 1024
+const STEP_CHARS = 96 * 1024
+
+/**
+ * The loop fingerprint of a request whose body has the given wire shape; null when the route has no
+ * shape (embeddings, FIM) or the body holds no conversation. Reads only the opening and the newest items.
+ */
+export function fingerprintRequest(shape: LoopShape | null, body: Json): LoopFingerprint | null {
+  const transcript = shape?.read(body) ?? null
+  if (transcript === null || transcript.items.length === 0) return null
+  const conversation = hashOpening(transcript)
+  // The step leaves the opening out: within a session it stays the same when the opening does not
+  // (agents that put the time or a scratchpad into their system prompt).
+  const step = new Digest(MAX_NODES, STEP_CHARS)
+  hashNewest(step, transcript)
+  return { conversation, step: step.hex() }
+}
+
+/** Instructions, the server-side thread, and the first run of input items (the first user turn). */
+function hashOpening(transcript: LoopTranscript): string {
+  const digest = new Digest(MAX_NODES, OPENING_CHARS)
+  hashItem(digest, { role: 'input', tag: 'system', parts: transcript.system }, false)
+  digest.add('thread')
+  digest.value(transcript.thread)
+  const { items } = transcript
+  const end = Math.min(items.length, OPENING_ITEMS)
+  for (let i = 0; i < end; i++) {
+    const item = transcript.item(items[i])
+    if (item === null) continue
+    if (item.role === 'output') break
+    hashItem(digest, item, false)
+  }
+  return digest.hex()
+}
+
+/** The newest exchanges: items from the end back to the start of the STEP_EXCHANGES-th model turn from the end. */
+function hashNewest(digest: Digest, transcript: LoopTranscript): void {
+  const { items } = transcript
+  const newest: LoopItem[] = []
+  let turns = 0
+  let inOutput = false
+  const stop = Math.max(-1, items.length - 1 - 4 * STEP_ITEMS)
+  for (let i = items.length - 1; i > stop && newest.length < STEP_ITEMS; i--) {
+    const item = transcript.item(items[i])
+    if (item === null) continue
+    if (item.role === 'output') {
+      if (!inOutput) turns++
+      inOutput = true
+    } else {
+      if (inOutput && turns === STEP_EXCHANGES) break
+      inOutput = false
+    }
+    newest.push(item)
+  }
+  // Oldest first; a model turn is hashed whole so that its tool calls, when it made any, replace its text.
+  for (let i = newest.length - 1; i >= 0; ) {
+    const first = newest[i] as LoopItem
+    if (first.role === 'input') {
+      hashItem(digest, first, false)
+      i--
+      continue
+    }
+    let end = i
+    let calls = false
+    while (end >= 0 && (newest[end] as LoopItem).role === 'output') {
+      calls ||= (newest[end] as LoopItem).parts.some((part) => partKind(part) === 'call')
+      end--
+    }
+    for (let j = i; j > end; j--) {
+      const item = newest[j] as LoopItem
+      if (!calls || item.parts.some((part) => partKind(part) === 'call')) hashItem(digest, item, calls)
+    }
+    i = end
+  }
+}
+
+/**
+ * One item: its tag and parts. `callsOnly` keeps only the tool calls of a model turn that made some:
+ * the text around a call varies from run to run while the action repeats.
+ */
+function hashItem(digest: Digest, item: LoopItem, callsOnly: boolean): void {
+  digest.add(item.role === 'output' ? 'out' : 'in')
+  digest.add(item.tag)
+  for (const part of item.parts) {
+    const kind = partKind(part)
+    if (kind === 'skip' || (callsOnly && kind !== 'call')) continue
+    hashPart(digest, part)
+  }
+}

@@ -1,0 +1,41 @@
+import type { LoopFingerprint } from './types.js'
+
+/**
+ * The loop rule every budget store implements inside its reserve call (README.md beside this file):
+ *
+ *   scope = loopScope(session, fingerprint); limit = effectiveLoopLimit(keyLimit, sessionLimit)
+ *   entry = state[scope][fingerprint.step]  (count, sinceMs)
+ *   if entry is absent or nowMs >= sinceMs + windowMs: entry = (0, nowMs)
+ *   if limit is not null and entry.count > limit: refuse loop_detected (repeats = entry.count); record nothing
+ *   else, only if the request is admitted (every other check passed): entry.count += 1, sinceMs kept
+ *
+ * entry.count counts earlier admitted requests of the step, so a request is its (count)-th repeat:
+ * `limit` repeats pass and the next is refused. A scope keeps at most LOOP_STEPS_PER_SCOPE entries
+ * (expired ones go first, then the oldest sinceMs); its state may expire windowMs after its last write.
+ */
+
+/** Repeats of one step a conversation may make within the window when the key sets no limit. */
+export const DEFAULT_LOOP_LIMIT = 10
+/** The window in which repeats count when the key sets none: 10 minutes. */
+export const DEFAULT_LOOP_WINDOW_SECONDS = 600
+/** Steps remembered per scope; beyond it the oldest are forgotten (loops repeat few steps). */
+export const LOOP_STEPS_PER_SCOPE = 256
+
+/**
+ * The limit in force: the key's (`0` = guard off, null = the default) lowered by a session's
+ * `X-Loopers-Loop-Limit` (`0` = no repeat at all); null means the guard is off.
+ */
+export function effectiveLoopLimit(keyLimit: number | null, sessionLimit: number | null): number | null {
+  const key = keyLimit ?? DEFAULT_LOOP_LIMIT
+  if (key === 0) return sessionLimit
+  return sessionLimit === null ? key : Math.min(key, sessionLimit)
+}
+
+/**
+ * Where a request's loop state lives under its key: the session when the request names one, else the
+ * conversation (so the same prompt in two sessions, or in two conversations, never counts together).
+ * Steps count per scope: within a session, the same step in two of its conversations counts together.
+ */
+export function loopScope(sessionId: string | null, fingerprint: LoopFingerprint): string {
+  return sessionId === null ? `c:${fingerprint.conversation}` : `s:${sessionId}`
+}

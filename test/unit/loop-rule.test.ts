@@ -1,0 +1,94 @@
+import { describe, expect, it } from 'vitest'
+import { DEFAULT_LOOP_LIMIT, effectiveLoopLimit, LOOP_STEPS_PER_SCOPE, loopScope } from '../../src/loop/rule.js'
+import type { LoopFingerprint } from '../../src/loop/types.js'
+import { createLoopReference, type LoopRequest } from '../support/loop-reference.js'
+
+const fp = (step: string, conversation = 'c0'): LoopFingerprint => ({ conversation, step })
+const at = (seconds: number, step = 's1', extra: Partial<LoopRequest> = {}): LoopRequest => ({
+  fingerprint: fp(step), sessionId: null, sessionLimit: null, nowMs: seconds * 1000, ...extra,
+})
+
+describe('effectiveLoopLimit', () => {
+  it.each([
+    [null, null, DEFAULT_LOOP_LIMIT],
+    [5, null, 5],
+    [5, 3, 3],
+    [5, 9, 5],
+    [5, 0, 0],
+    [0, null, null],
+    [0, 4, 4],
+  ])('key %j, session %j → %j', (key, session, expected) => {
+    expect(effectiveLoopLimit(key, session)).toBe(expected)
+  })
+})
+
+describe('loopScope', () => {
+  it('is the session when there is one, else the conversation', () => {
+    expect(loopScope('run-1', fp('s', 'abc'))).toBe('s:run-1')
+    expect(loopScope(null, fp('s', 'abc'))).toBe('c:abc')
+  })
+})
+
+describe('the loop rule (reference)', () => {
+  it('lets `limit` repeats through and refuses the next, recording nothing once refused', () => {
+    const rule = createLoopReference(2, 60)
+    expect([0, 1, 2].map((s) => rule.check(at(s)))).toEqual([
+      { ok: true, repeats: 0, limit: 2 },
+      { ok: true, repeats: 1, limit: 2 },
+      { ok: true, repeats: 2, limit: 2 },
+    ])
+    expect(rule.check(at(3))).toEqual({ ok: false, repeats: 3, limit: 2 })
+    expect(rule.check(at(4))).toEqual({ ok: false, repeats: 3, limit: 2 })
+    expect(rule.check(at(5, 's2')).ok).toBe(true)
+  })
+
+  it('forgets a step once its window, counted from its first sighting, has passed', () => {
+    const rule = createLoopReference(1, 60)
+    rule.check(at(0))
+    rule.check(at(30))
+    expect(rule.check(at(59)).ok).toBe(false)
+    expect(rule.check(at(60))).toEqual({ ok: true, repeats: 0, limit: 1 })
+  })
+
+  it('counts only admitted requests', () => {
+    const rule = createLoopReference(1, 60)
+    rule.check(at(0))
+    expect(rule.check(at(1, 's1', { admitted: false })).ok).toBe(true)
+    expect(rule.check(at(2)).ok).toBe(true)
+    expect(rule.check(at(3)).ok).toBe(false)
+  })
+
+  it('keeps sessions apart, and conversations apart without a session', () => {
+    const rule = createLoopReference(1, 60)
+    rule.check(at(0, 's1', { sessionId: 'a' }))
+    rule.check(at(0, 's1', { sessionId: 'a' }))
+    expect(rule.check(at(0, 's1', { sessionId: 'b' })).repeats).toBe(0)
+    expect(rule.check(at(0, 's1')).repeats).toBe(0)
+    expect(rule.check(at(0, 's1', { fingerprint: fp('s1', 'c1') })).repeats).toBe(0)
+    expect(rule.check(at(0, 's1', { sessionId: 'a' })).ok).toBe(false)
+  })
+
+  it('takes a session header that lowers the limit, keeps the lowering, and never raises the key limit', () => {
+    const rule = createLoopReference(5, 60)
+    const session = (limit: number | null) => at(0, 's1', { sessionId: 'run', sessionLimit: limit })
+    expect(rule.check(session(9)).limit).toBe(5)
+    expect(rule.check(session(1)).limit).toBe(1)
+    expect(rule.check(session(null))).toEqual({ ok: false, repeats: 2, limit: 1 })
+    expect(rule.check(session(7))).toEqual({ ok: false, repeats: 2, limit: 1 })
+  })
+
+  it('turns the guard off for a key limit of 0 unless a session asks for it', () => {
+    const rule = createLoopReference(0, 60)
+    for (let s = 0; s < 50; s++) expect(rule.check(at(s)).ok).toBe(true)
+    rule.check(at(0, 'x', { sessionId: 'strict', sessionLimit: 0 }))
+    expect(rule.check(at(1, 'x', { sessionId: 'strict', sessionLimit: null }))).toEqual({ ok: false, repeats: 1, limit: 0 })
+  })
+
+  it(`keeps at most ${LOOP_STEPS_PER_SCOPE} steps per scope, forgetting the oldest first`, () => {
+    const rule = createLoopReference(1, 600)
+    for (let i = 0; i <= LOOP_STEPS_PER_SCOPE; i++) rule.check(at(i, `step-${i}`))
+    // step-0 was the oldest: it is forgotten; step-1 is still counted.
+    expect(rule.check(at(300, 'step-0')).repeats).toBe(0)
+    expect(rule.check(at(300, 'step-2')).repeats).toBe(1)
+  })
+})
