@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { invalidRequest } from '../errors.js'
-import { bearerToken, forwardableRequestHeaders, headerValue } from '../proxy/headers.js'
+import { bearerToken, forwardableRequestHeaders, headerValue } from '../http/headers.js'
 import { isObject } from './body.js'
 import { compatRoute, describeCompat, type CompatOperation } from './openai-compat.js'
 import { compatMembers } from './openai.js'

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { invalidRequest } from '../errors.js'
 import { invokeShape, messagesShape } from '../loop/shapes/messages.js'
-import { bearerToken, forwardableRequestHeaders, headerValue } from '../proxy/headers.js'
+import { bearerToken, forwardableRequestHeaders, headerValue } from '../http/headers.js'
 import { encodeEventStreamMessage } from '../stream/event-stream.js'
 import { boundInputTokens, PRIMING_TOKENS } from '../tokens/bound.js'
 import { isObject, readPositiveInt, type Json } from './body.js'

@@ -1,4 +1,4 @@
-import { bearerToken, forwardableRequestHeaders } from '../proxy/headers.js'
+import { bearerToken, forwardableRequestHeaders } from '../http/headers.js'
 import { boundInputTokens, PRIMING_TOKENS } from '../tokens/bound.js'
 import { isObject, type Json } from './body.js'
 import { createChatStreamParser, describeCompat, type DeltaTextReader } from './openai-compat.js'

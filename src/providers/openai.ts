@@ -1,6 +1,6 @@
 import { messagesShape } from '../loop/shapes/messages.js'
 import { responsesShape } from '../loop/shapes/responses.js'
-import { bearerToken, forwardableRequestHeaders } from '../proxy/headers.js'
+import { bearerToken, forwardableRequestHeaders } from '../http/headers.js'
 import {
   boundCompatInput,
   compatCutoffFrame,
