@@ -1,3 +1,4 @@
+import { Transform, type Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { BudgetStore, Micros, Reservation } from '../budget/types.js'
@@ -30,6 +31,7 @@ export interface ForwardDeps {
 }
 
 const MAX_ERROR_BODY_BYTES = 1024 * 1024
+const MAX_FREE_RESPONSE_BYTES = 16 * 1024 * 1024
 // A settlement that fails (Redis slow or briefly away) is retried after these pauses, then logged.
 const SETTLE_RETRY_DELAYS_MS = [100, 500, 2_000]
 
@@ -62,8 +64,8 @@ export function createForwarder(deps: ForwardDeps) {
     const method = request.method === 'HEAD' ? 'HEAD' : request.method === 'GET' ? 'GET' : 'POST'
     const response = await deps.upstream.send(upstreamRequest, abort.signal, method)
     summary.outcome = 'free'
-    const bytes = await readBody(response, Number.POSITIVE_INFINITY)
-    reply.code(response.status).headers(relayableResponseHeaders(response.headers)).send(bytes)
+    // Streamed through, never buffered whole; a reply past the cap is cut (a model list is a few hundred KiB).
+    reply.code(response.status).headers(relayableResponseHeaders(response.headers)).send(capped(response.body, MAX_FREE_RESPONSE_BYTES))
   }
 
   interface Forward {
@@ -261,6 +263,23 @@ function abortOnClientClose(reply: FastifyReply, shutdown?: AbortSignal): AbortC
     if (!raw.writableEnded) controller.abort()
   })
   return controller
+}
+
+/** `body` passed through until `limit` bytes, then ended with an error (the client sees a cut response). */
+function capped(body: Readable, limit: number): Readable {
+  let size = 0
+  const out = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      size += chunk.length
+      if (size > limit) {
+        body.destroy()
+        return done(new Error(`free response above ${limit} bytes`))
+      }
+      done(null, chunk)
+    },
+  })
+  body.on('error', (error) => out.destroy(error))
+  return body.pipe(out)
 }
 
 /** Reads a whole upstream body, refusing more than `limit` bytes. */

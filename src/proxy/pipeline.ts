@@ -14,6 +14,7 @@ import {
   ProxyError,
   StoreUnavailableError,
 } from '../errors.js'
+import { findDuplicateKey } from '../http/json-keys.js'
 import { hashKey, isProxyKey } from '../keys.js'
 import type { Price, PricingTable } from '../pricing/types.js'
 import { isObject, type Json } from '../providers/body.js'
@@ -28,7 +29,7 @@ import { refusalError } from './refusal.js'
 import { sendError } from './respond.js'
 import { createForwarder } from './forward.js'
 import { recordRequest, type Summary } from './summary.js'
-import { parseTarget } from './target.js'
+import { parseTarget, readQuery } from './target.js'
 import type { UpstreamClient } from './upstream.js'
 
 export interface PipelineDeps {
@@ -66,7 +67,9 @@ export function createPipeline(deps: PipelineDeps) {
       if (target === null) throw notFound('unknown route: paths start with /{provider}/, e.g. /openai/v1/chat/completions')
       adapter = adapters[target.provider]
       summary.provider = adapter.id
-      const query = new URLSearchParams(target.query)
+      // From here on the target's query is the canonical one: what the meter reads is what goes upstream.
+      const { params: query, query: canonical } = readQuery(request.url, target)
+      target.query = canonical
       const proxyKey = target.pathKey ?? adapter.readKey(request.headers, query)
       if (proxyKey === null) throw invalidKey('missing Loopers proxy key: use your lp- key as the API key')
       if (!isProxyKey(proxyKey)) throw invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)')
@@ -94,6 +97,9 @@ export function createPipeline(deps: PipelineDeps) {
       }
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
       const body = parseJsonBody(raw)
+      // A repeated key could be read either way by the provider: refuse rather than guess which one it keeps.
+      const duplicate = await findDuplicateKey(raw)
+      if (duplicate !== null) throw invalidRequest(`the JSON key '${duplicate.slice(0, 64)}' appears twice in one object; send each key once`)
       const facts = checkFacts(adapter.describe(route, body))
       summary.model = facts.model
       summary.stream = facts.stream
