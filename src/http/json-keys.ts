@@ -56,9 +56,9 @@ function stringEnd(raw: Buffer, start: number): number {
  * escapes is decoded first, so `"mod\u0065l"` and `"model"` are the same key.
  */
 function keyText(raw: Buffer, start: number, end: number): string {
-  if (!raw.subarray(start + 1, end).includes(BACKSLASH)) return raw.latin1Slice(start + 1, end)
+  if (!raw.subarray(start + 1, end).includes(BACKSLASH)) return raw.toString('latin1', start + 1, end)
   const decoded = JSON.parse(raw.toString('utf8', start, end + 1)) as string
-  return Buffer.from(decoded, 'utf8').latin1Slice()
+  return Buffer.from(decoded, 'utf8').toString('latin1')
 }
 
 /**

@@ -7,6 +7,7 @@ import { upstreamUrl } from '../http/upstream-url.js'
 import { createSseFramer } from '../stream/sse.js'
 import { boundInputTokens, PRIMING_TOKENS } from '../tokens/bound.js'
 import { isObject, readCount, readFlag, requireString, type Json } from './body.js'
+import { anthropicReferencedInput } from './hosted-tools.js'
 import { isModelRead } from './openai.js'
 import type { ErrorInfo, ProviderAdapter, RouteMatch, StreamParser, UpstreamCredential, Usage } from './types.js'
 
@@ -228,6 +229,7 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
       // `thinking.budget_tokens` is part of max_tokens, so max_tokens bounds all output.
       return { model, stream: readFlag(body, 'stream'), maxOutputTokens: readMaxTokens(body), choices: 1 }
     },
+    referencedInputTokens: (_route, body, headers) => anthropicReferencedInput(body, headers),
     boundInputTokens(_route, body, raw, tokensPerMedia) {
       // PRIMING_TOKENS covers the tool-use system prompt Anthropic adds to any request with tools.
       return boundInputTokens(raw, body, tokensPerMedia, PRIMING_TOKENS + toolOverheadTokens(body.tools))

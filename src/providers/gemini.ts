@@ -8,6 +8,7 @@ import { createJsonArrayFramer, type JsonArrayState } from '../stream/json-array
 import { createSseFramer } from '../stream/sse.js'
 import { boundInputTokens, MAX_MEDIA_WALK_NODES, PRIMING_TOKENS } from '../tokens/bound.js'
 import { isObject, readCount, textBytes, type Json } from './body.js'
+import { geminiReferencedInput } from './hosted-tools.js'
 import type { ErrorInfo, ProviderAdapter, RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage } from './types.js'
 
 /**
@@ -298,6 +299,7 @@ export function createGeminiAdapter(options: { baseUrl: string; apiKey: string |
       // maxOutputTokens caps thinking and answer together, for each candidate.
       return { model, stream: route.pathStream === true, maxOutputTokens: perCandidate === null ? null : perCandidate * choices, choices }
     },
+    referencedInputTokens: (_route, body) => geminiReferencedInput(body),
     boundInputTokens(route, body, raw, tokensPerMedia) {
       // Embeddings have no chat template: their body bytes outweigh every token they embed.
       if (EMBED.has(route.operation)) return boundInputTokens(raw, body, tokensPerMedia)

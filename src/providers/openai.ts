@@ -14,6 +14,7 @@ import {
   prepareCompatBody,
   type CompatOperation,
 } from './openai-compat.js'
+import { compatReferencedInput } from './hosted-tools.js'
 import type { ProviderAdapter, UpstreamCredential } from './types.js'
 
 const OPERATIONS: Record<string, CompatOperation> = {
@@ -34,6 +35,7 @@ export function isModelRead(method: string, path: string, reads: RegExp): boolea
 export const compatMembers = {
   describe: describeCompat,
   boundInputTokens: boundCompatInput,
+  referencedInputTokens: (route, body) => compatReferencedInput(route, body),
   countInputTokens: countCompatInput,
   prepareBody: prepareCompatBody,
   usageFromBody: compatUsageFromBody,

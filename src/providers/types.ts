@@ -128,6 +128,13 @@ export interface ProviderAdapter {
    * metered from deltas and must hold its worst case up front. Absent: the model's `hiddenReasoning` price flag.
    */
   hidesReasoning?(route: RouteMatch, body: Record<string, unknown>, modelHidesReasoning: boolean): boolean
+  /**
+   * Optional: input tokens the provider reads or generates beyond the body that the shared check of
+   * fetched parts (`referencesProviderContent`) does not see: hosted tools' results, stored prompts; 0 when
+   * none. Throws ProxyError(invalid_request) for what the proxy cannot price yet: a price tier other than
+   * the standard one, a hosted tool with a per-call fee.
+   */
+  referencedInputTokens?(route: RouteMatch, body: Record<string, unknown>, headers: IncomingHttpHeaders): number
   /** Cheap upper bound of input tokens (never below the true count). */
   boundInputTokens(route: RouteMatch, body: Record<string, unknown>, raw: Buffer, tokensPerMedia: number): number
   /**

@@ -140,7 +140,7 @@ export function createForwarder(deps: ForwardDeps) {
         if (abort.signal.aborted) {
           // Gone before the upstream answered: a stream had produced nothing yet; a non-streamed
           // request may have been fully generated, so it keeps its whole hold.
-          return await settle(facts.stream ? plan.inputMicros : reservation.reservedMicros, 'client_closed')
+          return await settle(facts.stream && !price.hiddenReasoning ? plan.inputMicros : reservation.reservedMicros, 'client_closed')
         }
         await settle(0, 'upstream_unreachable')
         throw error
@@ -231,7 +231,10 @@ export function createForwarder(deps: ForwardDeps) {
     summary.inputTokens = parser.reported().inputTokens ?? plan.inputTokens
     summary.outputTokens = outputTokens()
     if (result.error !== null) summary.code = result.error.code
-    await settle(cost(), result.outcome)
+    // Reasoning the stream never showed is billed by the provider: without its reported usage, the
+    // whole hold (the request's worst case) is what may have been spent.
+    const unreported = price.hiddenReasoning && parser.reported().outputTokens === undefined
+    await settle(unreported ? Math.max(reservation.reservedMicros, cost()) : cost(), result.outcome)
   }
 
   return { forwardFree, forwardMetered }

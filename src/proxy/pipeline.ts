@@ -21,7 +21,7 @@ import { isObject, type Json } from '../providers/body.js'
 import type { AdapterRegistry } from '../providers/registry.js'
 import type { ProviderAdapter, ProviderId, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
 import type { Metrics } from '../metrics.js'
-import { mediaParts } from '../tokens/bound.js'
+import { mediaParts, REFERENCED_CONTEXT_TOKENS, referencesProviderContent } from '../tokens/bound.js'
 import { readLoopersCredential, readSession } from './control-headers.js'
 import type { Inflight } from './inflight.js'
 import { planReservation, type ReservationPlan } from './plan.js'
@@ -110,14 +110,17 @@ export function createPipeline(deps: PipelineDeps) {
       const price = hidden === listed.hiddenReasoning ? listed : { ...listed, hiddenReasoning: hidden }
       const session = readSession(request.headers)
 
-      const bound = adapter.boundInputTokens(route, body, raw, price.tokensPerMedia)
+      // Content the provider fetches or generates itself is not in the body: its context window bounds it.
+      const referenced =
+        (adapter.referencedInputTokens?.(route, body, request.headers) ?? 0) + (referencesProviderContent(body) ? REFERENCED_CONTEXT_TOKENS : 0)
+      const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia) + referenced, Number.MAX_SAFE_INTEGER)
       let plan = planReservation(facts, price, bound, config.streamSliceTokens)
       const requestId = randomUUID()
       const reserveInput = { keyHash, provider: adapter.id, requestId, session }
       let result = await reserve({ ...reserveInput, minMicros: plan.minMicros, maxMicros: plan.maxMicros })
       if (!result.ok && (result.reason === 'budget_exceeded' || result.reason === 'session_budget_exceeded')) {
         // The cheap bound does not fit: count exactly, and only as far as the budget could reach.
-        const exact = exactPlan(adapter, route, body, facts, price, plan, result)
+        const exact = exactPlan(adapter, route, body, facts, price, plan, result, referenced)
         if (exact !== null) {
           plan = exact
           result = await reserve({ ...reserveInput, minMicros: plan.minMicros, maxMicros: plan.maxMicros })
@@ -166,13 +169,14 @@ export function createPipeline(deps: PipelineDeps) {
     price: Price,
     plan: ReservationPlan,
     refusal: Extract<ReserveResult, { ok: false }>,
+    referenced: number,
   ): ReservationPlan | null {
     const available = Math.max(0, (refusal.limitMicros ?? 0) - (refusal.spentMicros ?? 0))
     const inputRate = Math.max(price.inputPer1M, price.cacheWritePer1M)
     const affordable = Math.floor((available * 1_000_000) / Math.max(1, inputRate)) + 1
     const exact = adapter.countInputTokens(route, body, facts.model, affordable)
     if (exact === null) return null
-    const counted = exact + (mediaParts(body) ?? Number.POSITIVE_INFINITY) * price.tokensPerMedia
+    const counted = exact + (mediaParts(body) ?? Number.POSITIVE_INFINITY) * price.tokensPerMedia + referenced
     if (counted >= plan.inputTokens || counted > affordable) return null
     return planReservation(facts, price, counted, config.streamSliceTokens)
   }
