@@ -1,4 +1,5 @@
-import { Transform, type Readable } from 'node:stream'
+import { Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { BudgetStore, Micros, Reservation } from '../budget/types.js'
@@ -65,7 +66,15 @@ export function createForwarder(deps: ForwardDeps) {
     const response = await deps.upstream.send(upstreamRequest, abort.signal, method)
     summary.outcome = 'free'
     // Streamed through, never buffered whole; a reply past the cap is cut (a model list is a few hundred KiB).
-    reply.code(response.status).headers(relayableResponseHeaders(response.headers)).send(capped(response.body, MAX_FREE_RESPONSE_BYTES))
+    reply.hijack()
+    reply.raw.writeHead(response.status, relayableResponseHeaders(response.headers))
+    try {
+      await pipeline(response.body, capped(MAX_FREE_RESPONSE_BYTES), reply.raw)
+    } catch {
+      // Cut at the cap, or either side went away: the client sees a truncated answer, nothing is charged.
+      response.body.destroy()
+      reply.raw.destroy()
+    }
   }
 
   interface Forward {
@@ -268,21 +277,16 @@ function abortOnClientClose(reply: FastifyReply, shutdown?: AbortSignal): AbortC
   return controller
 }
 
-/** `body` passed through until `limit` bytes, then ended with an error (the client sees a cut response). */
-function capped(body: Readable, limit: number): Readable {
+/** A pass-through that fails once more than `limit` bytes went through it. */
+function capped(limit: number): Transform {
   let size = 0
-  const out = new Transform({
+  return new Transform({
     transform(chunk: Buffer, _encoding, done) {
       size += chunk.length
-      if (size > limit) {
-        body.destroy()
-        return done(new Error(`free response above ${limit} bytes`))
-      }
+      if (size > limit) return done(new Error(`free response above ${limit} bytes`))
       done(null, chunk)
     },
   })
-  body.on('error', (error) => out.destroy(error))
-  return body.pipe(out)
 }
 
 /** Reads a whole upstream body, refusing more than `limit` bytes. */
