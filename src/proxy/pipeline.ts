@@ -15,6 +15,7 @@ import {
   StoreUnavailableError,
 } from '../errors.js'
 import { findDuplicateKey } from '../http/json-keys.js'
+import { unsafePathReason } from '../http/upstream-url.js'
 import { hashKey, isProxyKey } from '../keys.js'
 import type { Price, PricingTable } from '../pricing/types.js'
 import { isObject, type Json } from '../providers/body.js'
@@ -67,6 +68,9 @@ export function createPipeline(deps: PipelineDeps) {
       if (target === null) throw notFound('unknown route: paths start with /{provider}/, e.g. /openai/v1/chat/completions')
       adapter = adapters[target.provider]
       summary.provider = adapter.id
+      // Early, before any store call: no path may leave a base URL (adapters apply their own stricter rule when building).
+      const unsafe = unsafePathReason(target.path, { allowEncodedSlash: true })
+      if (unsafe !== null) throw invalidRequest(`${unsafe}: Loopers forwards only the provider's own API paths`)
       // From here on the target's query is the canonical one: what the meter reads is what goes upstream.
       const { params: query, query: canonical } = readQuery(request.url, target)
       target.query = canonical
