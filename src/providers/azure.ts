@@ -95,7 +95,9 @@ export function toLegacyChatBody(raw: Buffer): Buffer {
   delete body.stream_options
   const completion = body.max_completion_tokens
   if (typeof completion === 'number') {
-    body.max_tokens = typeof body.max_tokens === 'number' ? Math.min(body.max_tokens, completion) : completion
+    // The cap the meter read is `max_completion_tokens`; a `max_tokens` beside it only lowers it when it is a valid cap.
+    const other = body.max_tokens
+    body.max_tokens = typeof other === 'number' && Number.isSafeInteger(other) && other >= 1 ? Math.min(other, completion) : completion
   }
   delete body.max_completion_tokens
   return Buffer.from(JSON.stringify(body))
