@@ -229,7 +229,7 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
       // `thinking.budget_tokens` is part of max_tokens, so max_tokens bounds all output.
       return { model, stream: readFlag(body, 'stream'), maxOutputTokens: readMaxTokens(body), choices: 1 }
     },
-    referencedInputTokens: (_route, body, headers) => anthropicReferencedInput(body, headers),
+    referencedInput: (_route, body, headers) => anthropicReferencedInput(body, headers),
     boundInputTokens(_route, body, raw, tokensPerMedia) {
       // PRIMING_TOKENS covers the tool-use system prompt Anthropic adds to any request with tools.
       return boundInputTokens(raw, body, tokensPerMedia, PRIMING_TOKENS + toolOverheadTokens(body.tools))

@@ -102,7 +102,7 @@ export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
       const perChoice = readNativeCap(model, body)
       return { model, stream, maxOutputTokens: perChoice === null ? null : perChoice * choices, choices }
     },
-    referencedInputTokens: (_route, body, headers) => bedrockReferencedInput(body, headers),
+    referencedInput: (_route, body, headers) => bedrockReferencedInput(body, headers),
     // Chat templates and tool-use system prompts add tokens beyond the body (embeddings add none).
     boundInputTokens: (route, body, raw, tokensPerMedia) =>
       boundInputTokens(raw, body, tokensPerMedia, !isConverse(route) && isEmbeddingModel(route.pathModel ?? '') ? 0 : PRIMING_TOKENS),

@@ -299,7 +299,7 @@ export function createGeminiAdapter(options: { baseUrl: string; apiKey: string |
       // maxOutputTokens caps thinking and answer together, for each candidate.
       return { model, stream: route.pathStream === true, maxOutputTokens: perCandidate === null ? null : perCandidate * choices, choices }
     },
-    referencedInputTokens: (_route, body) => geminiReferencedInput(body),
+    referencedInput: (_route, body) => geminiReferencedInput(body),
     boundInputTokens(route, body, raw, tokensPerMedia) {
       // Embeddings have no chat template: their body bytes outweigh every token they embed.
       if (EMBED.has(route.operation)) return boundInputTokens(raw, body, tokensPerMedia)

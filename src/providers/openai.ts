@@ -35,7 +35,7 @@ export function isModelRead(method: string, path: string, reads: RegExp): boolea
 export const compatMembers = {
   describe: describeCompat,
   boundInputTokens: boundCompatInput,
-  referencedInputTokens: (route, body) => compatReferencedInput(route, body),
+  referencedInput: (route, body) => compatReferencedInput(route, body),
   countInputTokens: countCompatInput,
   prepareBody: prepareCompatBody,
   usageFromBody: compatUsageFromBody,

@@ -143,13 +143,13 @@ export function createForwarder(deps: ForwardDeps) {
         response = await deps.upstream.send(upstreamRequest, abort.signal)
       } catch (error) {
         if (deps.shutdown.aborted) {
-          await settle(facts.stream ? plan.inputMicros : reservation.reservedMicros, 'shutdown')
+          await settle(facts.stream ? plan.inputMicros + plan.feeMicros : reservation.reservedMicros, 'shutdown')
           throw shuttingDown()
         }
         if (abort.signal.aborted) {
           // Gone before the upstream answered: a stream had produced nothing yet; a non-streamed
           // request may have been fully generated, so it keeps its whole hold.
-          return await settle(facts.stream && !price.hiddenReasoning ? plan.inputMicros : reservation.reservedMicros, 'client_closed')
+          return await settle(facts.stream && !price.hiddenReasoning ? plan.inputMicros + plan.feeMicros : reservation.reservedMicros, 'client_closed')
         }
         await settle(0, 'upstream_unreachable')
         throw error
@@ -181,7 +181,8 @@ export function createForwarder(deps: ForwardDeps) {
         }
         const usage = adapter.usageFromHeaders?.(route, response.headers) ?? adapter.usageFromBody(route, safeJson(bytes))
         // No usage reported: charge what was held, never less than may have been spent.
-        const actual = usage === null ? reservation.reservedMicros : costMicros(price, { inputTokens: plan.inputTokens, ...usage })
+        // Hosted-tool fees are charged at the calls the request allowed (usage does not itemise them here).
+        const actual = usage === null ? reservation.reservedMicros : costMicros(price, { inputTokens: plan.inputTokens, ...usage }) + plan.feeMicros
         summary.inputTokens = usage?.inputTokens
         summary.outputTokens = usage?.outputTokens
         // Answer first: the hold keeps the money booked until settlement lands a round trip later.
@@ -209,8 +210,8 @@ export function createForwarder(deps: ForwardDeps) {
     const outputTokens = (): number => parser.reported().outputTokens ?? parser.estimatedOutputTokens()
     const cost = (): Micros => {
       const reported = parser.reported()
-      if (reported.inputTokens === undefined) return plan.inputMicros + tokensCost(outputTokens(), price.outputPer1M)
-      return costMicros(price, { ...reported, outputTokens: outputTokens() })
+      if (reported.inputTokens === undefined) return plan.inputMicros + plan.feeMicros + tokensCost(outputTokens(), price.outputPer1M)
+      return costMicros(price, { ...reported, outputTokens: outputTokens() }) + plan.feeMicros
     }
     const slice = tokensCost(config.streamSliceTokens, price.outputPer1M)
     reply.hijack()

@@ -115,10 +115,11 @@ export function createPipeline(deps: PipelineDeps) {
       const session = readSession(request.headers)
 
       // Content the provider fetches or generates itself is not in the body: its context window bounds it.
-      const referenced =
-        (adapter.referencedInputTokens?.(route, body, request.headers) ?? 0) + (referencesProviderContent(body) ? REFERENCED_CONTEXT_TOKENS : 0)
+      const extra = adapter.referencedInput?.(route, body, request.headers)
+      const referenced = (extra?.tokens ?? 0) + (referencesProviderContent(body) ? REFERENCED_CONTEXT_TOKENS : 0)
+      const feeMicros = toolFees(adapter.id, extra?.toolCalls ?? {})
       const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia) + referenced, Number.MAX_SAFE_INTEGER)
-      let plan = planReservation(facts, price, bound, config.streamSliceTokens)
+      let plan = planReservation(facts, price, bound, config.streamSliceTokens, feeMicros)
       const requestId = randomUUID()
       const reserveInput = { keyHash, provider: adapter.id, requestId, session }
       let result = await reserve({ ...reserveInput, minMicros: plan.minMicros, maxMicros: plan.maxMicros })
@@ -182,7 +183,18 @@ export function createPipeline(deps: PipelineDeps) {
     if (exact === null) return null
     const counted = exact + (mediaParts(body) ?? Number.POSITIVE_INFINITY) * price.tokensPerMedia + referenced
     if (counted >= plan.inputTokens || counted > affordable) return null
-    return planReservation(facts, price, counted, config.streamSliceTokens)
+    return planReservation(facts, price, counted, config.streamSliceTokens, plan.feeMicros)
+  }
+
+  /** The fees of the hosted-tool calls a request allows, each at its most calls; invalid_request for a tool not priced. */
+  function toolFees(provider: ProviderId, calls: Record<string, number>): number {
+    let total = 0
+    for (const [tool, count] of Object.entries(calls)) {
+      const fee = pricing.toolFee(provider, tool)
+      if (fee === null) throw invalidRequest(`the hosted tool '${tool.slice(0, 64)}' bills a per-call fee Loopers has no price for (tool_fees in the pricing file)`)
+      total += fee * count
+    }
+    return total
   }
 
   async function authorizeFree(keyHash: string, provider: ProviderId): Promise<void> {

@@ -62,13 +62,16 @@ describe('finding 2: content the provider fetches itself is reserved as a whole 
   })
 })
 
-describe('finding 2: hosted tools with a per-call fee are refused until priced', () => {
+describe('finding 2: hosted tools with a per-call fee are priced per call, or refused until they can be', () => {
   it.each([
+    // Priced per call, but nothing bounds the number of calls.
     ['openai', '/openai/v1/responses', { model: 'gpt-test', input: 'news?', tools: [{ type: 'web_search' }] }],
+    ['anthropic', '/anthropic/v1/messages', { model: 'claude-test', max_tokens: 16, messages: [{ role: 'user', content: 'news?' }], tools: [{ type: 'web_search_20250305', name: 'web_search' }] }],
+    // Billed per container, per grounded prompt or not published: not priced.
     ['openai', '/openai/v1/responses', { model: 'gpt-test', input: 'run', tools: [{ type: 'code_interpreter', container: { type: 'auto' } }] }],
     ['openai', '/openai/v1/responses', { model: 'gpt-test', input: 'find', tools: [{ type: 'file_search', vector_store_ids: ['vs_1'] }] }],
     ['openai', '/openai/v1/chat/completions', { model: 'gpt-test', messages: [{ role: 'user', content: 'news?' }], web_search_options: {} }],
-    ['anthropic', '/anthropic/v1/messages', { model: 'claude-test', max_tokens: 16, messages: [{ role: 'user', content: 'news?' }], tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 5 }] }],
+    ['azure', '/azure/openai/v1/responses', { model: 'my-gpt4o', input: 'news?', max_tool_calls: 2, tools: [{ type: 'web_search_preview' }] }],
     ['anthropic', '/anthropic/v1/messages', { model: 'claude-test', max_tokens: 16, messages: [{ role: 'user', content: 'run' }], tools: [{ type: 'code_execution_20250825', name: 'code_execution' }] }],
     ['gemini', '/gemini/v1beta/models/gemini-test:generateContent', { contents: [{ parts: [{ text: 'news?' }] }], tools: [{ googleSearch: {} }] }],
     ['bedrock', '/bedrock/model/amazon.nova-test-v1%3A0/converse', { messages: [{ role: 'user', content: [{ text: 'x' }] }], toolConfig: { tools: [{ systemTool: { name: 'nova_grounding' } }] } }],
@@ -77,7 +80,28 @@ describe('finding 2: hosted tools with a per-call fee are refused until priced',
     const answer = await send(provider, key, path, body)
     expect(answer.status).toBe(400)
     expect(answer.headers['x-loopers-error-code']).toBe('invalid_request')
-    expect(answer.text).toMatch(/per-call fee/)
+    expect(answer.text).toMatch(/per-call fee|billed per call/)
     expect(world.received()).toEqual([])
+  })
+
+  it('Anthropic web search with max_uses is reserved and charged at $10 per 1,000 searches for every allowed search', async () => {
+    const { key, hash } = await world.key(10 * ONE_USD)
+    world.fakes.anthropic.options = { inputTokens: 40, outputTokens: 9 }
+    const body = { model: 'claude-test', max_tokens: 16, messages: [{ role: 'user', content: 'news?' }], tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 3 }] }
+    const answer = await send('anthropic', key, '/anthropic/v1/messages', body)
+    expect(answer.status).toBe(200)
+    // Usage at token rates plus three searches at 10,000 µUSD each (the proxy does not itemise calls made).
+    expect((await settledDaily(world.proxy, hash)).spent).toBe(40 + 9 + 3 * 10_000)
+  })
+
+  it('OpenAI web search with max_tool_calls is reserved with its fees: it does not fit a budget below them', async () => {
+    const { key } = await world.key(2_200_000)
+    const body = { model: 'gpt-test', max_output_tokens: 16, input: 'news?', max_tool_calls: 100, tools: [{ type: 'web_search' }] }
+    // A 2,097,152-token context for the results plus 100 calls at $0.01: more than $2.20.
+    const answer = await send('openai', key, '/openai/v1/responses', body)
+    expect(answer.status).toBe(429)
+    expect(world.received()).toEqual([])
+    const fits = await send('openai', key, '/openai/v1/responses', { ...body, max_tool_calls: 5 })
+    expect(fits.status).toBe(200)
   })
 })

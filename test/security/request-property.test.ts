@@ -50,7 +50,7 @@ const adapters: Record<ProviderId, ProviderAdapter> = {
 /** One `"key":value` entry; keys may be written with a `\u` escape, as a provider's parser would still read them. */
 const entry = (name: string, value: fc.Arbitrary<unknown>): fc.Arbitrary<string[]> =>
   fc.oneof(
-    { weight: 4, arbitrary: fc.constant([]) },
+    { weight: 4, arbitrary: fc.constant<string[]>([]) },
     { weight: 5, arbitrary: value.map((v) => [`${JSON.stringify(name)}:${JSON.stringify(v)}`]) },
     { weight: 1, arbitrary: value.map((v) => [`"\\u${name.charCodeAt(0).toString(16).padStart(4, '0')}${name.slice(1)}":${JSON.stringify(v)}`]) },
     { weight: 1, arbitrary: fc.tuple(value, value).map(([a, b]) => [`${JSON.stringify(name)}:${JSON.stringify(a)}`, `${JSON.stringify(name)}:${JSON.stringify(b)}`]) },

@@ -110,7 +110,7 @@ export async function startFakesWorld(env: Record<string, string> = {}): Promise
       ALL_PROVIDERS.flatMap((provider) => fakes[provider].received.map((r) => ({ provider, method: r.method, url: r.url, raw: r.raw }))),
     reset: () => {
       for (const provider of ALL_PROVIDERS) {
-        resetFake(fakes[provider])
+        resetFake(fakes[provider] as FakeOpenAi)
         if (provider === 'bedrock') fakes.bedrock.rejected.length = 0
       }
     },
