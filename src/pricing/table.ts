@@ -30,12 +30,19 @@ const entrySchema = z.strictObject({
 
 const modelsSchema = z.record(z.string().min(1), entrySchema)
 
-const fileSchema = z.strictObject(
-  Object.fromEntries(PROVIDER_IDS.map((id) => [id, modelsSchema.optional()])) as Record<
+/** A hosted tool's fee per call, with where it was published. */
+const toolFeeSchema = z.strictObject({ usd_per_call: z.number().finite().min(0).max(100), source: z.string().min(1) })
+const toolFeesSchema = z.strictObject(
+  Object.fromEntries(PROVIDER_IDS.map((id) => [id, z.record(z.string().min(1), toolFeeSchema).optional()])) as Record<
     ProviderId,
-    z.ZodOptional<typeof modelsSchema>
+    z.ZodOptional<z.ZodRecord<z.ZodString, typeof toolFeeSchema>>
   >,
 )
+
+const fileSchema = z.strictObject({
+  ...(Object.fromEntries(PROVIDER_IDS.map((id) => [id, modelsSchema.optional()])) as Record<ProviderId, z.ZodOptional<typeof modelsSchema>>),
+  tool_fees: toolFeesSchema.optional(),
+})
 
 type PriceEntry = z.infer<typeof entrySchema>
 
@@ -55,7 +62,14 @@ export function loadPricing(opts: { filePath: string | null }): PricingTable {
     }
     prices.set(provider, models)
   }
+  const fees = new Map<string, Micros>()
+  for (const source of [builtIn.tool_fees, override.tool_fees]) {
+    for (const provider of PROVIDER_IDS) {
+      for (const [tool, fee] of Object.entries(source?.[provider] ?? {})) fees.set(`${provider}/${tool}`, toMicros(fee.usd_per_call))
+    }
+  }
   return {
+    toolFee: (provider, tool) => fees.get(`${provider}/${tool}`) ?? null,
     lookup(provider, model) {
       const models = prices.get(provider)
       if (models === undefined) return null

@@ -21,4 +21,6 @@ export interface Price {
 export interface PricingTable {
   /** Exact id, then the id without a date/version suffix, then the provider's `_fallback`; null if none. */
   lookup(provider: ProviderId, model: string): Price | null
+  /** The fee of one call of a provider's hosted tool (e.g. OpenAI `web_search`), from `tool_fees`; null when not priced. */
+  toolFee(provider: ProviderId, tool: string): Micros | null
 }

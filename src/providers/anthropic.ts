@@ -2,19 +2,24 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { invalidRequest } from '../errors.js'
 import { isProxyKey } from '../keys.js'
 import { messagesShape } from '../loop/shapes/messages.js'
-import { bearerToken, forwardableRequestHeaders, headerValue } from '../proxy/headers.js'
+import { bearerToken, forwardableRequestHeaders, headerValue } from '../http/headers.js'
+import { upstreamUrl } from '../http/upstream-url.js'
 import { createSseFramer } from '../stream/sse.js'
 import { boundInputTokens, PRIMING_TOKENS } from '../tokens/bound.js'
 import { isObject, readCount, readFlag, requireString, type Json } from './body.js'
+import { anthropicReferencedInput } from './hosted-tools.js'
+import { isModelRead } from './openai.js'
 import type { ErrorInfo, ProviderAdapter, RouteMatch, StreamParser, UpstreamCredential, Usage } from './types.js'
 
 /**
  * Anthropic's Messages API: `POST /v1/messages`, streamed or not, is metered; token counting and every
- * GET (model lists) pass through free. Usage, stream events and error bodies in Anthropic's wire format.
+ * model read pass through free. Usage, stream events and error bodies in Anthropic's wire format.
  */
 
 const MESSAGES_PATH = '/v1/messages'
 const FREE_POSTS = new Set(['/v1/messages/count_tokens'])
+/** The only reads forwarded: `GET /v1/models` and `/v1/models/{id}` (never batches, files or results). */
+const MODEL_READS = /^\/v1\/models(?:\/[^/]+)?$/
 
 /**
  * Input tokens an Anthropic-defined tool adds beyond its few bytes of JSON: its real definition (and, for
@@ -202,12 +207,10 @@ export function anthropicErrorBody(error: ErrorInfo): Json {
 
 /** The query string to forward: as sent, minus any parameter carrying a proxy key. */
 function upstreamQuery(query: string): string {
-  if (query.length === 0) return ''
-  if (!query.includes('lp-')) return `?${query}`
+  if (query.length === 0 || !query.includes('lp-')) return query
   const params = new URLSearchParams(query)
   for (const [name, value] of [...params]) if (isProxyKey(value)) params.delete(name, value)
-  const rest = params.toString()
-  return rest.length > 0 ? `?${rest}` : ''
+  return params.toString()
 }
 
 /** Anthropic: `x-api-key` or Bearer auth, the Messages API metered, token counting and GETs free. */
@@ -218,7 +221,7 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
     findRoute(method, path) {
       return method === 'POST' && path === MESSAGES_PATH ? { operation: 'messages', pathModel: null, pathStream: null } : null
     },
-    isFree: (method, path) => method === 'GET' || method === 'HEAD' || (method === 'POST' && FREE_POSTS.has(path)),
+    isFree: (method, path) => isModelRead(method, path, MODEL_READS) || (method === 'POST' && FREE_POSTS.has(path)),
     // Claude 4 streams a summary of its thinking but bills all of it; without thinking there is nothing hidden.
     hidesReasoning: (_route, body, modelHidesReasoning) => modelHidesReasoning && thinkingEnabled(body),
     describe(_route, body) {
@@ -226,6 +229,7 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
       // `thinking.budget_tokens` is part of max_tokens, so max_tokens bounds all output.
       return { model, stream: readFlag(body, 'stream'), maxOutputTokens: readMaxTokens(body), choices: 1 }
     },
+    referencedInput: (_route, body, headers) => anthropicReferencedInput(body, headers),
     boundInputTokens(_route, body, raw, tokensPerMedia) {
       // PRIMING_TOKENS covers the tool-use system prompt Anthropic adds to any request with tools.
       return boundInputTokens(raw, body, tokensPerMedia, PRIMING_TOKENS + toolOverheadTokens(body.tools))
@@ -257,7 +261,7 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
         if (bearerToken(ctx.headers) === credential.value) headers.authorization = `Bearer ${credential.value}`
         else headers['x-api-key'] = credential.value
       }
-      return { url: `${options.baseUrl}${ctx.path}${upstreamQuery(ctx.query)}`, headers, body: ctx.body }
+      return { url: upstreamUrl(options.baseUrl, ctx.path, upstreamQuery(ctx.query)), headers, body: ctx.body }
     },
     usageFromBody: (_route, json) => (isObject(json) ? messageUsage(json.usage) : null),
     createStreamParser: () => createMessagesStreamParser(),

@@ -1,9 +1,10 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { invalidRequest } from '../errors.js'
-import { bearerToken, forwardableRequestHeaders, headerValue } from '../proxy/headers.js'
+import { bearerToken, forwardableRequestHeaders, headerValue } from '../http/headers.js'
+import { unsafePathReason, upstreamUrl } from '../http/upstream-url.js'
 import { isObject } from './body.js'
 import { compatRoute, describeCompat, type CompatOperation } from './openai-compat.js'
-import { compatMembers } from './openai.js'
+import { compatMembers, isModelRead } from './openai.js'
 import type { ProviderAdapter, RouteMatch, UpstreamCredential } from './types.js'
 
 /**
@@ -12,6 +13,9 @@ import type { ProviderAdapter, RouteMatch, UpstreamCredential } from './types.js
  * resource endpoint, request fields old api-versions refuse, no exact count (a deployment name does not
  * say which tokenizer it runs), and prompt-filter refusals that Azure still bills.
  */
+
+/** The only reads forwarded: the model list and one model, on the dated and the v1 API. */
+const MODEL_READS = /^\/openai\/(?:v1\/)?models(?:\/[^/]+)?$/
 
 // Azure deployment names: letters, digits, `.`, `_` and `-`, at most 64. The leading letter or digit rules out `.` and `..`.
 const DEPLOYMENT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
@@ -47,22 +51,9 @@ export function findAzureRoute(path: string): RouteMatch | null {
   return compatRoute(operation, deployment)
 }
 
-/**
- * True when `path` stays under `/openai/` of the endpoint: no `.` or `..` segment and no slash or
- * backslash hidden in a segment, raw or percent-encoded.
- */
+/** True when `path` stays under `/openai/` of the endpoint (the shared path rules of every adapter). */
 export function isSafeAzurePath(path: string): boolean {
-  if (!path.startsWith('/openai/') || path.includes('\\')) return false
-  for (const segment of path.split('/')) {
-    let decoded: string
-    try {
-      decoded = decodeURIComponent(segment)
-    } catch {
-      return false
-    }
-    if (decoded === '.' || decoded === '..' || decoded.includes('/') || decoded.includes('\\')) return false
-  }
-  return true
+  return path.startsWith('/openai/') && unsafePathReason(path) === null
 }
 
 /** The query to forward (with its `?`), without credential parameters or anything holding a proxy key. */
@@ -104,7 +95,9 @@ export function toLegacyChatBody(raw: Buffer): Buffer {
   delete body.stream_options
   const completion = body.max_completion_tokens
   if (typeof completion === 'number') {
-    body.max_tokens = typeof body.max_tokens === 'number' ? Math.min(body.max_tokens, completion) : completion
+    // The cap the meter read is `max_completion_tokens`; a `max_tokens` beside it only lowers it when it is a valid cap.
+    const other = body.max_tokens
+    body.max_tokens = typeof other === 'number' && Number.isSafeInteger(other) && other >= 1 ? Math.min(other, completion) : completion
   }
   delete body.max_completion_tokens
   return Buffer.from(JSON.stringify(body))
@@ -135,7 +128,7 @@ export function createAzureAdapter(options: { endpoint: string | null; apiKey: s
       return keys.find((key) => key.startsWith('lp-')) ?? keys[0] ?? null
     },
     findRoute: (method, path) => (method === 'POST' ? findAzureRoute(path) : null),
-    isFree: (method, path) => (method === 'GET' || method === 'HEAD') && path.startsWith('/openai/'),
+    isFree: (method, path) => isModelRead(method, path, MODEL_READS),
     describe(route, body) {
       requireEndpoint()
       return describeCompat(route, body)
@@ -157,7 +150,7 @@ export function createAzureAdapter(options: { endpoint: string | null; apiKey: s
         else headers['api-key'] = value
       }
       const body = ctx.route.operation === 'chat' && isLegacyApiVersion(ctx.query) ? toLegacyChatBody(ctx.body) : ctx.body
-      return { url: `${endpoint}${ctx.path}${forwardableAzureQuery(ctx.query)}`, headers, body }
+      return { url: upstreamUrl(endpoint, ctx.path, forwardableAzureQuery(ctx.query).slice(1)), headers, body }
     },
     errorBillsInput(_route, status, json) {
       // Azure bills the prompt its content filter evaluated and refused (HTTP 400, code content_filter).

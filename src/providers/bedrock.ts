@@ -1,7 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { invalidRequest } from '../errors.js'
 import { invokeShape, messagesShape } from '../loop/shapes/messages.js'
-import { bearerToken, forwardableRequestHeaders, headerValue } from '../proxy/headers.js'
+import { bearerToken, forwardableRequestHeaders, headerValue } from '../http/headers.js'
+import { upstreamUrl } from '../http/upstream-url.js'
 import { encodeEventStreamMessage } from '../stream/event-stream.js'
 import { boundInputTokens, PRIMING_TOKENS } from '../tokens/bound.js'
 import { isObject, readPositiveInt, type Json } from './body.js'
@@ -15,6 +16,7 @@ import {
   writePath,
 } from './bedrock-native.js'
 import { createBedrockStreamParser } from './bedrock-stream.js'
+import { bedrockReferencedInput } from './hosted-tools.js'
 import { signRequest } from './sigv4.js'
 import type { ErrorInfo, ProviderAdapter, RouteMatch, Usage, UpstreamCredential } from './types.js'
 
@@ -83,8 +85,9 @@ export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
       const modelId = decodeModelId(match[1] ?? '')
       return modelId === null ? null : { operation, pathModel: modelId, pathStream: operation.endsWith('-stream') }
     },
-    // Model and async-job reads cost nothing, and Bedrock does not charge for CountTokens.
-    isFree: (method, path) => method === 'GET' || method === 'HEAD' || (method === 'POST' && /^\/model\/[^/]+\/count-tokens$/.test(path)),
+    // The runtime host has no model reads (those live on the control-plane host), and its other GETs list
+    // async jobs of the whole account: no GET is forwarded. Bedrock does not charge for CountTokens.
+    isFree: (method, path) => method === 'POST' && /^\/model\/[^/]+\/count-tokens$/.test(path),
     describe(route, body) {
       const model = route.pathModel ?? ''
       const stream = route.pathStream === true
@@ -99,6 +102,7 @@ export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
       const perChoice = readNativeCap(model, body)
       return { model, stream, maxOutputTokens: perChoice === null ? null : perChoice * choices, choices }
     },
+    referencedInput: (_route, body, headers) => bedrockReferencedInput(body, headers),
     // Chat templates and tool-use system prompts add tokens beyond the body (embeddings add none).
     boundInputTokens: (route, body, raw, tokensPerMedia) =>
       boundInputTokens(raw, body, tokensPerMedia, !isConverse(route) && isEmbeddingModel(route.pathModel ?? '') ? 0 : PRIMING_TOKENS),
@@ -129,7 +133,8 @@ export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
     buildUpstream(ctx) {
       const credential = ctx.credential
       const base = credential?.kind === 'aws' ? regionalBase(options.baseUrl, credential.region) : options.baseUrl
-      const url = new URL(`${base}${ctx.path}${forwardedQuery(ctx.query)}`)
+      // Model ids are ARNs whose `/` the SDK percent-encodes inside their one path segment.
+      const url = new URL(upstreamUrl(base, ctx.path, forwardedQuery(ctx.query).slice(1), { allowEncodedSlash: true }))
       const headers = forwardableRequestHeaders(ctx.headers)
       for (const name of Object.keys(headers)) {
         // The client's own signing and SDK attempt metadata; the proxy signs its own request.
@@ -140,8 +145,8 @@ export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
       } else if (credential?.kind === 'aws') {
         headers.host = url.host
         const { accessKeyId, secretAccessKey, sessionToken, region } = credential
-        // Bedrock's free operations are GETs, except CountTokens; every metered one is a POST.
-        const method = ctx.route.operation === 'free' && !ctx.path.endsWith('/count-tokens') ? 'GET' : 'POST'
+        // Every operation forwarded to Bedrock, free CountTokens included, is a POST.
+        const method = 'POST'
         const signed = signRequest(
           { method, path: url.pathname, query: url.search.slice(1), headers, body: ctx.body },
           { credentials: { accessKeyId, secretAccessKey, ...(sessionToken === undefined ? {} : { sessionToken }) }, region, service: SERVICE, date: new Date(), contentSha256: true },

@@ -2,17 +2,19 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { invalidRequest } from '../errors.js'
 import { isProxyKey } from '../keys.js'
 import { geminiShape } from '../loop/shapes/gemini.js'
-import { forwardableRequestHeaders, headerValue } from '../proxy/headers.js'
+import { forwardableRequestHeaders, headerValue } from '../http/headers.js'
+import { upstreamUrl } from '../http/upstream-url.js'
 import { createJsonArrayFramer, type JsonArrayState } from '../stream/json-array.js'
 import { createSseFramer } from '../stream/sse.js'
 import { boundInputTokens, MAX_MEDIA_WALK_NODES, PRIMING_TOKENS } from '../tokens/bound.js'
 import { isObject, readCount, textBytes, type Json } from './body.js'
+import { geminiReferencedInput } from './hosted-tools.js'
 import type { ErrorInfo, ProviderAdapter, RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage } from './types.js'
 
 /**
  * Google's Generative Language API (Gemini): `generateContent`, `streamGenerateContent` (SSE with
  * `alt=sse`, else a streamed JSON array), `embedContent` and `batchEmbedContents` on `models/…` and
- * `tunedModels/…` under v1, v1beta and v1alpha are metered; `countTokens` and GETs pass through free.
+ * `tunedModels/…` under v1, v1beta and v1alpha are metered; `countTokens` and model reads pass through free.
  * The pricing key is the model id without `models/`; a tuned model keeps its `tunedModels/…` name (its
  * base model is not in the request), so it is priced by a pricing-file entry of that name or `_fallback`.
  */
@@ -24,6 +26,8 @@ const STREAM_ARRAY = 'streamGenerateContent'
 const STREAM_SSE = 'streamGenerateContent:sse'
 const EMBED = new Set(['embedContent', 'batchEmbedContents'])
 const FREE_VERBS = new Set(['countTokens'])
+/** The only reads forwarded: `GET /v1beta/models` and `/v1beta/models/{model}` (and v1, v1alpha); never files, caches, batches or tuned models. */
+const MODEL_READS = /^\/v1(?:beta|alpha)?\/models(?:\/[A-Za-z0-9._-]+)?$/
 
 /**
  * What a request may read beyond its body (a cached context, a continued generation, uploaded files,
@@ -282,10 +286,8 @@ export function createGeminiAdapter(options: { baseUrl: string; apiKey: string |
       return { operation: readAlt(query, true) === 'sse' ? STREAM_SSE : STREAM_ARRAY, pathModel, pathStream: true }
     },
     isFree(method, path) {
-      const match = ROUTE.exec(path)
-      // Model reads are free; a GET naming a model operation is not (nothing billable goes unmetered).
-      if (method === 'GET' || method === 'HEAD') return match === null
-      return method === 'POST' && FREE_VERBS.has(match?.[2] ?? '')
+      if (method === 'GET' || method === 'HEAD') return MODEL_READS.test(path)
+      return method === 'POST' && FREE_VERBS.has(ROUTE.exec(path)?.[2] ?? '')
     },
     describe(route, body): RequestFacts {
       const model = route.pathModel
@@ -297,6 +299,7 @@ export function createGeminiAdapter(options: { baseUrl: string; apiKey: string |
       // maxOutputTokens caps thinking and answer together, for each candidate.
       return { model, stream: route.pathStream === true, maxOutputTokens: perCandidate === null ? null : perCandidate * choices, choices }
     },
+    referencedInput: (_route, body) => geminiReferencedInput(body),
     boundInputTokens(route, body, raw, tokensPerMedia) {
       // Embeddings have no chat template: their body bytes outweigh every token they embed.
       if (EMBED.has(route.operation)) return boundInputTokens(raw, body, tokensPerMedia)
@@ -324,7 +327,7 @@ export function createGeminiAdapter(options: { baseUrl: string; apiKey: string |
       for (const name of NOT_FORWARDED) delete headers[name]
       if (ctx.credential?.kind === 'apiKey') headers['x-goog-api-key'] = ctx.credential.value
       const query = upstreamQuery(ctx.query, ctx.route.operation !== 'free')
-      return { url: `${options.baseUrl}${ctx.path}${query.length > 0 ? `?${query}` : ''}`, headers, body: ctx.body }
+      return { url: upstreamUrl(options.baseUrl, ctx.path, query), headers, body: ctx.body }
     },
     usageFromBody(_route, json) {
       if (!isObject(json)) return null

@@ -1,8 +1,9 @@
-import { bearerToken, forwardableRequestHeaders } from '../proxy/headers.js'
+import { bearerToken, forwardableRequestHeaders } from '../http/headers.js'
+import { upstreamUrl } from '../http/upstream-url.js'
 import { boundInputTokens, PRIMING_TOKENS } from '../tokens/bound.js'
 import { isObject, type Json } from './body.js'
 import { createChatStreamParser, describeCompat, type DeltaTextReader } from './openai-compat.js'
-import { compatMembers } from './openai.js'
+import { compatMembers, isModelRead, OPENAI_MODEL_READS } from './openai.js'
 import type { ErrorInfo, ProviderAdapter, RouteMatch, UpstreamCredential } from './types.js'
 
 /**
@@ -60,7 +61,8 @@ export function mistralErrorBody(error: ErrorInfo): Json {
 }
 
 /**
- * Mistral: Bearer auth; chat completions, FIM completions and embeddings are metered; every GET is a free read.
+ * Mistral: Bearer auth; chat completions, FIM completions and embeddings are metered; model reads
+ * (`GET /v1/models`, `/v1/models/{id}`) are free. Conversations, files, batches and agents are refused.
  */
 export function createMistralAdapter(options: { baseUrl: string; apiKey: string | null }): ProviderAdapter {
   return {
@@ -71,7 +73,7 @@ export function createMistralAdapter(options: { baseUrl: string; apiKey: string 
       const operation = method === 'POST' ? OPERATIONS.get(path) : undefined
       return operation === undefined ? null : { operation, pathModel: null, pathStream: operation === 'embeddings' ? false : null }
     },
-    isFree: (method) => method === 'GET' || method === 'HEAD',
+    isFree: (method, path) => isModelRead(method, path, OPENAI_MODEL_READS),
     describe: (route, body) => describeCompat(asChat(route), body),
     boundInputTokens: (route, body, raw, tokensPerMedia) =>
       boundInputTokens(raw, body, tokensPerMedia, injectsSystemPrompt(route, body) ? PRIMING_TOKENS : 0),
@@ -102,8 +104,7 @@ export function createMistralAdapter(options: { baseUrl: string; apiKey: string 
     buildUpstream(ctx) {
       const headers = forwardableRequestHeaders(ctx.headers)
       if (ctx.credential?.kind === 'apiKey') headers.authorization = `Bearer ${ctx.credential.value}`
-      const query = ctx.query.length > 0 ? `?${ctx.query}` : ''
-      return { url: `${options.baseUrl}${ctx.path}${query}`, headers, body: ctx.body }
+      return { url: upstreamUrl(options.baseUrl, ctx.path, ctx.query), headers, body: ctx.body }
     },
   }
 }

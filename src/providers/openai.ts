@@ -1,6 +1,7 @@
 import { messagesShape } from '../loop/shapes/messages.js'
 import { responsesShape } from '../loop/shapes/responses.js'
-import { bearerToken, forwardableRequestHeaders } from '../proxy/headers.js'
+import { bearerToken, forwardableRequestHeaders } from '../http/headers.js'
+import { upstreamUrl } from '../http/upstream-url.js'
 import {
   boundCompatInput,
   compatCutoffFrame,
@@ -13,6 +14,7 @@ import {
   prepareCompatBody,
   type CompatOperation,
 } from './openai-compat.js'
+import { compatReferencedInput } from './hosted-tools.js'
 import type { ProviderAdapter, UpstreamCredential } from './types.js'
 
 const OPERATIONS: Record<string, CompatOperation> = {
@@ -21,10 +23,19 @@ const OPERATIONS: Record<string, CompatOperation> = {
   '/v1/embeddings': 'embeddings',
 }
 
+/** The only reads forwarded: the model list and one model (`GET /v1/models`, `/v1/models/{id}`). */
+export const OPENAI_MODEL_READS = /^\/v1\/models(?:\/[^/]+)?$/
+
+/** True for a GET or HEAD of a model list or one model under `reads`; every other read could expose another tenant's data. */
+export function isModelRead(method: string, path: string, reads: RegExp): boolean {
+  return (method === 'GET' || method === 'HEAD') && reads.test(path)
+}
+
 /** The OpenAI-format pieces every OpenAI-compatible adapter shares (Azure and Mistral reuse them). */
 export const compatMembers = {
   describe: describeCompat,
   boundInputTokens: boundCompatInput,
+  referencedInput: (route, body) => compatReferencedInput(route, body),
   countInputTokens: countCompatInput,
   prepareBody: prepareCompatBody,
   usageFromBody: compatUsageFromBody,
@@ -34,7 +45,7 @@ export const compatMembers = {
   loopShape: (route) => (route.operation === 'chat' ? messagesShape : route.operation === 'responses' ? responsesShape : null),
 } satisfies Partial<ProviderAdapter>
 
-/** OpenAI: Bearer auth, chat completions, responses and embeddings; every GET is a free read. */
+/** OpenAI: Bearer auth, chat completions, responses and embeddings; model reads are free. */
 export function createOpenAiAdapter(options: { baseUrl: string; apiKey: string | null }): ProviderAdapter {
   return {
     id: 'openai',
@@ -44,7 +55,7 @@ export function createOpenAiAdapter(options: { baseUrl: string; apiKey: string |
       const operation = method === 'POST' ? OPERATIONS[path] : undefined
       return operation === undefined ? null : compatRoute(operation)
     },
-    isFree: (method) => method === 'GET' || method === 'HEAD',
+    isFree: (method, path) => isModelRead(method, path, OPENAI_MODEL_READS),
     readClientCredential(headers): UpstreamCredential | null {
       const token = bearerToken(headers)
       return token === null ? null : { kind: 'apiKey', value: token }
@@ -53,8 +64,7 @@ export function createOpenAiAdapter(options: { baseUrl: string; apiKey: string |
     buildUpstream(ctx) {
       const headers = forwardableRequestHeaders(ctx.headers)
       if (ctx.credential?.kind === 'apiKey') headers.authorization = `Bearer ${ctx.credential.value}`
-      const query = ctx.query.length > 0 ? `?${ctx.query}` : ''
-      return { url: `${options.baseUrl}${ctx.path}${query}`, headers, body: ctx.body }
+      return { url: upstreamUrl(options.baseUrl, ctx.path, ctx.query), headers, body: ctx.body }
     },
   }
 }

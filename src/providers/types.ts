@@ -19,6 +19,14 @@ export interface RouteMatch {
   pathStream: boolean | null
 }
 
+/** Input and paid tool calls a request adds beyond its body. */
+export interface ReferencedInput {
+  /** Input tokens the provider may read or generate beyond the body (hosted tools' results), 0 when none. */
+  tokens: number
+  /** The most calls the request allows each hosted tool with a per-call fee (`tool_fees` in the pricing table). */
+  toolCalls: Record<string, number>
+}
+
 /** What the proxy needs to know about a request before it reserves. */
 export interface RequestFacts {
   /** The pricing key: the model id, or the Azure deployment name. */
@@ -128,6 +136,13 @@ export interface ProviderAdapter {
    * metered from deltas and must hold its worst case up front. Absent: the model's `hiddenReasoning` price flag.
    */
   hidesReasoning?(route: RouteMatch, body: Record<string, unknown>, modelHidesReasoning: boolean): boolean
+  /**
+   * Optional: what the request makes the provider read or run beyond the body that the shared check of
+   * fetched parts (`referencesProviderContent`) does not see: hosted tools and stored prompts. Throws
+   * ProxyError(invalid_request) for what the proxy cannot price: a price tier other than the standard one,
+   * a hosted tool whose calls are not bounded or whose fee is not per call.
+   */
+  referencedInput?(route: RouteMatch, body: Record<string, unknown>, headers: IncomingHttpHeaders): ReferencedInput
   /** Cheap upper bound of input tokens (never below the true count). */
   boundInputTokens(route: RouteMatch, body: Record<string, unknown>, raw: Buffer, tokensPerMedia: number): number
   /**

@@ -3,7 +3,7 @@ import type { SessionRequest } from '../budget/types.js'
 import { AmountError, parseUsd } from '../money.js'
 import { invalidRequest } from '../errors.js'
 import type { UpstreamCredential } from '../providers/types.js'
-import { headerValue } from './headers.js'
+import { headerValue } from '../http/headers.js'
 
 /** The `X-Loopers-*` request headers: session limits and upstream credentials. None is forwarded. */
 

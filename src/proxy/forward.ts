@@ -1,3 +1,5 @@
+import { Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { BudgetStore, Micros, Reservation } from '../budget/types.js'
@@ -10,7 +12,7 @@ import type { Json } from '../providers/body.js'
 import type { ProviderAdapter, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
 import { microsToUsd } from '../money.js'
 import { meterStream } from '../stream/meter.js'
-import { relayableResponseHeaders } from './headers.js'
+import { relayableResponseHeaders } from '../http/headers.js'
 import { loweredOutputCap, type ReservationPlan } from './plan.js'
 import { refusalError } from './refusal.js'
 import { toErrorInfo } from './respond.js'
@@ -30,6 +32,7 @@ export interface ForwardDeps {
 }
 
 const MAX_ERROR_BODY_BYTES = 1024 * 1024
+const MAX_FREE_RESPONSE_BYTES = 16 * 1024 * 1024
 // A settlement that fails (Redis slow or briefly away) is retried after these pauses, then logged.
 const SETTLE_RETRY_DELAYS_MS = [100, 500, 2_000]
 
@@ -62,8 +65,16 @@ export function createForwarder(deps: ForwardDeps) {
     const method = request.method === 'HEAD' ? 'HEAD' : request.method === 'GET' ? 'GET' : 'POST'
     const response = await deps.upstream.send(upstreamRequest, abort.signal, method)
     summary.outcome = 'free'
-    const bytes = await readBody(response, Number.POSITIVE_INFINITY)
-    reply.code(response.status).headers(relayableResponseHeaders(response.headers)).send(bytes)
+    // Streamed through, never buffered whole; a reply past the cap is cut (a model list is a few hundred KiB).
+    reply.hijack()
+    reply.raw.writeHead(response.status, relayableResponseHeaders(response.headers))
+    try {
+      await pipeline(response.body, capped(MAX_FREE_RESPONSE_BYTES), reply.raw)
+    } catch {
+      // Cut at the cap, or either side went away: the client sees a truncated answer, nothing is charged.
+      response.body.destroy()
+      reply.raw.destroy()
+    }
   }
 
   interface Forward {
@@ -132,13 +143,13 @@ export function createForwarder(deps: ForwardDeps) {
         response = await deps.upstream.send(upstreamRequest, abort.signal)
       } catch (error) {
         if (deps.shutdown.aborted) {
-          await settle(facts.stream ? plan.inputMicros : reservation.reservedMicros, 'shutdown')
+          await settle(facts.stream ? plan.inputMicros + plan.feeMicros : reservation.reservedMicros, 'shutdown')
           throw shuttingDown()
         }
         if (abort.signal.aborted) {
           // Gone before the upstream answered: a stream had produced nothing yet; a non-streamed
           // request may have been fully generated, so it keeps its whole hold.
-          return await settle(facts.stream ? plan.inputMicros : reservation.reservedMicros, 'client_closed')
+          return await settle(facts.stream && !price.hiddenReasoning ? plan.inputMicros + plan.feeMicros : reservation.reservedMicros, 'client_closed')
         }
         await settle(0, 'upstream_unreachable')
         throw error
@@ -170,7 +181,8 @@ export function createForwarder(deps: ForwardDeps) {
         }
         const usage = adapter.usageFromHeaders?.(route, response.headers) ?? adapter.usageFromBody(route, safeJson(bytes))
         // No usage reported: charge what was held, never less than may have been spent.
-        const actual = usage === null ? reservation.reservedMicros : costMicros(price, { inputTokens: plan.inputTokens, ...usage })
+        // Hosted-tool fees are charged at the calls the request allowed (usage does not itemise them here).
+        const actual = usage === null ? reservation.reservedMicros : costMicros(price, { inputTokens: plan.inputTokens, ...usage }) + plan.feeMicros
         summary.inputTokens = usage?.inputTokens
         summary.outputTokens = usage?.outputTokens
         // Answer first: the hold keeps the money booked until settlement lands a round trip later.
@@ -198,8 +210,8 @@ export function createForwarder(deps: ForwardDeps) {
     const outputTokens = (): number => parser.reported().outputTokens ?? parser.estimatedOutputTokens()
     const cost = (): Micros => {
       const reported = parser.reported()
-      if (reported.inputTokens === undefined) return plan.inputMicros + tokensCost(outputTokens(), price.outputPer1M)
-      return costMicros(price, { ...reported, outputTokens: outputTokens() })
+      if (reported.inputTokens === undefined) return plan.inputMicros + plan.feeMicros + tokensCost(outputTokens(), price.outputPer1M)
+      return costMicros(price, { ...reported, outputTokens: outputTokens() }) + plan.feeMicros
     }
     const slice = tokensCost(config.streamSliceTokens, price.outputPer1M)
     reply.hijack()
@@ -229,7 +241,10 @@ export function createForwarder(deps: ForwardDeps) {
     summary.inputTokens = parser.reported().inputTokens ?? plan.inputTokens
     summary.outputTokens = outputTokens()
     if (result.error !== null) summary.code = result.error.code
-    await settle(cost(), result.outcome)
+    // Reasoning the stream never showed is billed by the provider: without its reported usage, the
+    // whole hold (the request's worst case) is what may have been spent.
+    const unreported = price.hiddenReasoning && parser.reported().outputTokens === undefined
+    await settle(unreported ? Math.max(reservation.reservedMicros, cost()) : cost(), result.outcome)
   }
 
   return { forwardFree, forwardMetered }
@@ -261,6 +276,18 @@ function abortOnClientClose(reply: FastifyReply, shutdown?: AbortSignal): AbortC
     if (!raw.writableEnded) controller.abort()
   })
   return controller
+}
+
+/** A pass-through that fails once more than `limit` bytes went through it. */
+function capped(limit: number): Transform {
+  let size = 0
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      size += chunk.length
+      if (size > limit) return done(new Error(`free response above ${limit} bytes`))
+      done(null, chunk)
+    },
+  })
 }
 
 /** Reads a whole upstream body, refusing more than `limit` bytes. */

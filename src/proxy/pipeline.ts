@@ -14,13 +14,15 @@ import {
   ProxyError,
   StoreUnavailableError,
 } from '../errors.js'
+import { findDuplicateKey } from '../http/json-keys.js'
+import { unsafePathReason } from '../http/upstream-url.js'
 import { hashKey, isProxyKey } from '../keys.js'
 import type { Price, PricingTable } from '../pricing/types.js'
 import { isObject, type Json } from '../providers/body.js'
 import type { AdapterRegistry } from '../providers/registry.js'
 import type { ProviderAdapter, ProviderId, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
 import type { Metrics } from '../metrics.js'
-import { mediaParts } from '../tokens/bound.js'
+import { mediaParts, REFERENCED_CONTEXT_TOKENS, referencesProviderContent } from '../tokens/bound.js'
 import { readLoopersCredential, readSession } from './control-headers.js'
 import type { Inflight } from './inflight.js'
 import { planReservation, type ReservationPlan } from './plan.js'
@@ -28,7 +30,7 @@ import { refusalError } from './refusal.js'
 import { sendError } from './respond.js'
 import { createForwarder } from './forward.js'
 import { recordRequest, type Summary } from './summary.js'
-import { parseTarget } from './target.js'
+import { parseTarget, readQuery } from './target.js'
 import type { UpstreamClient } from './upstream.js'
 
 export interface PipelineDeps {
@@ -66,7 +68,12 @@ export function createPipeline(deps: PipelineDeps) {
       if (target === null) throw notFound('unknown route: paths start with /{provider}/, e.g. /openai/v1/chat/completions')
       adapter = adapters[target.provider]
       summary.provider = adapter.id
-      const query = new URLSearchParams(target.query)
+      // Early, before any store call: no path may leave a base URL (adapters apply their own stricter rule when building).
+      const unsafe = unsafePathReason(target.path, { allowEncodedSlash: true })
+      if (unsafe !== null) throw invalidRequest(`${unsafe}: Loopers forwards only the provider's own API paths`)
+      // From here on the target's query is the canonical one: what the meter reads is what goes upstream.
+      const { params: query, query: canonical } = readQuery(request.url, target)
+      target.query = canonical
       const proxyKey = target.pathKey ?? adapter.readKey(request.headers, query)
       if (proxyKey === null) throw invalidKey('missing Loopers proxy key: use your lp- key as the API key')
       if (!isProxyKey(proxyKey)) throw invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)')
@@ -94,6 +101,9 @@ export function createPipeline(deps: PipelineDeps) {
       }
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
       const body = parseJsonBody(raw)
+      // A repeated key could be read either way by the provider: refuse rather than guess which one it keeps.
+      const duplicate = await findDuplicateKey(raw)
+      if (duplicate !== null) throw invalidRequest(`the JSON key '${duplicate.slice(0, 64)}' appears twice in one object; send each key once`)
       const facts = checkFacts(adapter.describe(route, body))
       summary.model = facts.model
       summary.stream = facts.stream
@@ -104,14 +114,18 @@ export function createPipeline(deps: PipelineDeps) {
       const price = hidden === listed.hiddenReasoning ? listed : { ...listed, hiddenReasoning: hidden }
       const session = readSession(request.headers)
 
-      const bound = adapter.boundInputTokens(route, body, raw, price.tokensPerMedia)
-      let plan = planReservation(facts, price, bound, config.streamSliceTokens)
+      // Content the provider fetches or generates itself is not in the body: its context window bounds it.
+      const extra = adapter.referencedInput?.(route, body, request.headers)
+      const referenced = (extra?.tokens ?? 0) + (referencesProviderContent(body) ? REFERENCED_CONTEXT_TOKENS : 0)
+      const feeMicros = toolFees(adapter.id, extra?.toolCalls ?? {})
+      const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia) + referenced, Number.MAX_SAFE_INTEGER)
+      let plan = planReservation(facts, price, bound, config.streamSliceTokens, feeMicros)
       const requestId = randomUUID()
       const reserveInput = { keyHash, provider: adapter.id, requestId, session }
       let result = await reserve({ ...reserveInput, minMicros: plan.minMicros, maxMicros: plan.maxMicros })
       if (!result.ok && (result.reason === 'budget_exceeded' || result.reason === 'session_budget_exceeded')) {
         // The cheap bound does not fit: count exactly, and only as far as the budget could reach.
-        const exact = exactPlan(adapter, route, body, facts, price, plan, result)
+        const exact = exactPlan(adapter, route, body, facts, price, plan, result, referenced)
         if (exact !== null) {
           plan = exact
           result = await reserve({ ...reserveInput, minMicros: plan.minMicros, maxMicros: plan.maxMicros })
@@ -160,15 +174,27 @@ export function createPipeline(deps: PipelineDeps) {
     price: Price,
     plan: ReservationPlan,
     refusal: Extract<ReserveResult, { ok: false }>,
+    referenced: number,
   ): ReservationPlan | null {
     const available = Math.max(0, (refusal.limitMicros ?? 0) - (refusal.spentMicros ?? 0))
     const inputRate = Math.max(price.inputPer1M, price.cacheWritePer1M)
     const affordable = Math.floor((available * 1_000_000) / Math.max(1, inputRate)) + 1
     const exact = adapter.countInputTokens(route, body, facts.model, affordable)
     if (exact === null) return null
-    const counted = exact + (mediaParts(body) ?? Number.POSITIVE_INFINITY) * price.tokensPerMedia
+    const counted = exact + (mediaParts(body) ?? Number.POSITIVE_INFINITY) * price.tokensPerMedia + referenced
     if (counted >= plan.inputTokens || counted > affordable) return null
-    return planReservation(facts, price, counted, config.streamSliceTokens)
+    return planReservation(facts, price, counted, config.streamSliceTokens, plan.feeMicros)
+  }
+
+  /** The fees of the hosted-tool calls a request allows, each at its most calls; invalid_request for a tool not priced. */
+  function toolFees(provider: ProviderId, calls: Record<string, number>): number {
+    let total = 0
+    for (const [tool, count] of Object.entries(calls)) {
+      const fee = pricing.toolFee(provider, tool)
+      if (fee === null) throw invalidRequest(`the hosted tool '${tool.slice(0, 64)}' bills a per-call fee Loopers has no price for (tool_fees in the pricing file)`)
+      total += fee * count
+    }
+    return total
   }
 
   async function authorizeFree(keyHash: string, provider: ProviderId): Promise<void> {

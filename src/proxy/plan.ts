@@ -8,6 +8,8 @@ export interface ReservationPlan {
   inputTokens: number
   /** Input at the dearest input rate (a cache write can cost more than plain input). */
   inputMicros: Micros
+  /** Per-call fees of the hosted tools the request allows, at their most calls; charged whole once sent. */
+  feeMicros: Micros
   /** The most output the request can produce (all choices). */
   outputCap: number
   /** Metered streams start with a slice of output and extend as they run. */
@@ -20,27 +22,29 @@ export interface ReservationPlan {
 const MIN_USEFUL_OUTPUT_TOKENS = 16
 
 /** Reserve bounds: metered streams hold input plus one slice; everything else the worst case, at least a useful part. */
-export function planReservation(facts: RequestFacts, price: Price, inputTokens: number, sliceTokens: number): ReservationPlan {
+export function planReservation(facts: RequestFacts, price: Price, inputTokens: number, sliceTokens: number, feeMicros: Micros = 0): ReservationPlan {
   const outputCap = facts.maxOutputTokens ?? price.maxOutputTokens * facts.choices
   const inputMicros = tokensCost(inputTokens, Math.max(price.inputPer1M, price.cacheWritePer1M))
+  const fixed = inputMicros + feeMicros
   // Reasoning a model bills but does not stream cannot be counted from deltas: hold the worst case up front.
   const metered = facts.stream && !price.hiddenReasoning && outputCap > 0
   if (metered) {
-    const first = inputMicros + tokensCost(Math.min(outputCap, sliceTokens), price.outputPer1M)
-    return { inputTokens, inputMicros, outputCap, metered, minMicros: first, maxMicros: first }
+    const first = fixed + tokensCost(Math.min(outputCap, sliceTokens), price.outputPer1M)
+    return { inputTokens, inputMicros, feeMicros, outputCap, metered, minMicros: first, maxMicros: first }
   }
   return {
     inputTokens,
     inputMicros,
+    feeMicros,
     outputCap,
     metered,
-    minMicros: inputMicros + tokensCost(Math.min(outputCap, MIN_USEFUL_OUTPUT_TOKENS), price.outputPer1M),
-    maxMicros: inputMicros + tokensCost(outputCap, price.outputPer1M),
+    minMicros: fixed + tokensCost(Math.min(outputCap, MIN_USEFUL_OUTPUT_TOKENS), price.outputPer1M),
+    maxMicros: fixed + tokensCost(outputCap, price.outputPer1M),
   }
 }
 
 /** The output cap a grant below the worst case can pay for, or null when the grant covers the request's own cap. */
 export function loweredOutputCap(plan: ReservationPlan, price: Price, grantedMicros: Micros): number | null {
   if (plan.metered || grantedMicros >= plan.maxMicros) return null
-  return Math.min(plan.outputCap, outputTokensFor(price, grantedMicros, plan.inputMicros))
+  return Math.min(plan.outputCap, outputTokensFor(price, grantedMicros, plan.inputMicros + plan.feeMicros))
 }

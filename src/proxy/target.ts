@@ -1,3 +1,5 @@
+import { invalidRequest } from '../errors.js'
+import { canonicalQuery } from '../http/upstream-url.js'
 import { isProviderId, type ProviderId } from '../providers/types.js'
 
 /** Where a proxied request goes: `/{provider}/{path}` or, with path auth, `/{lp-key}/{provider}/{path}`. */
@@ -28,6 +30,16 @@ export function parseTarget(url: string): Target | null {
   if (provider === undefined || !isProviderId(provider)) return null
   const rest = segments.slice(index + 1).join('/')
   return { pathKey, provider, path: `/${rest}`, query }
+}
+
+/**
+ * The query of a target the proxy will act on, refusing what could be read two ways: a `#` fragment
+ * (Fastify keeps it in the URL, an upstream URL drops it) and a repeated query parameter. Returns the
+ * parsed parameters and the re-encoded query that goes upstream, so both read the same values.
+ */
+export function readQuery(url: string, target: Target): { params: URLSearchParams; query: string } {
+  if (url.includes('#')) throw invalidRequest('the request target may not hold a # fragment')
+  return canonicalQuery(target.query)
 }
 
 /** The URL with any path key and credential query parameters masked, for logs. */

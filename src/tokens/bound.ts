@@ -96,3 +96,50 @@ export function boundInputTokens(raw: Buffer, body: unknown, tokensPerMedia: num
   const parts = mediaParts(body) ?? Math.floor(bytes / MIN_MEDIA_PART_BYTES)
   return Math.min(bytes + parts * tokensPerMedia + overheadTokens, Number.MAX_SAFE_INTEGER)
 }
+
+/**
+ * Input tokens a request can make the provider read beyond its body (a file by id or URL, an S3 object,
+ * a hosted tool's results): the largest context window any priced model accepts (Gemini 1.5 Pro).
+ */
+export const REFERENCED_CONTEXT_TOKENS = 2_097_152
+
+/** `source.type` values of Anthropic blocks the provider fetches itself. */
+const FETCHED_SOURCES = new Set(['url', 'file'])
+
+/** True for one part that makes the provider fetch content the body does not carry. */
+function fetchesContent(node: Record<string, unknown>): boolean {
+  const type = node.type
+  // OpenAI Responses `input_file` and chat `file` parts by id or URL; Mistral `document_url` and `file` by id.
+  if (type === 'input_file' && (node.file_id != null || node.file_url != null)) return true
+  if (type === 'file' && (node.file_id != null || (isObject(node.file) && (node.file.file_id != null || node.file.file_url != null)))) return true
+  if (type === 'document_url' || type === 'container_upload') return true
+  // Anthropic documents and images by URL or Files API id.
+  if (isObject(node.source) && typeof node.source.type === 'string' && FETCHED_SOURCES.has(node.source.type) && (type === 'document' || type === 'image')) return true
+  // Bedrock Converse and Nova: any media source in S3.
+  return isObject(node.s3Location) || isObject(node.s3_location)
+}
+
+/**
+ * True when any part of the body makes the provider fetch content itself (see `fetchesContent`), or the
+ * body has more values than can be walked (then it is assumed to).
+ */
+export function referencesProviderContent(body: unknown, maxNodes: number = MAX_MEDIA_WALK_NODES): boolean {
+  let visited = 0
+  const stack: unknown[] = [body]
+  while (stack.length > 0) {
+    const node = stack.pop()
+    if (typeof node !== 'object' || node === null) continue
+    if (++visited > maxNodes) return true
+    if (Array.isArray(node)) {
+      for (const item of node) if (typeof item === 'object' && item !== null) stack.push(item)
+      continue
+    }
+    const record = node as Record<string, unknown>
+    if (fetchesContent(record)) return true
+    for (const key in record) {
+      const value = record[key]
+      if (typeof value === 'object' && value !== null) stack.push(value)
+    }
+  }
+  return false
+}

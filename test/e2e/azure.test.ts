@@ -320,12 +320,11 @@ describe('the upstream origin comes only from LOOPERS_AZURE_ENDPOINT', () => {
     expect(await daily()).toEqual({ spent: 0, held: 0 })
   })
 
-  it('userinfo or a second host in a free read stays a path on the configured endpoint', async () => {
+  it('userinfo or a second host in a read is refused: only model reads are forwarded (issue 13)', async () => {
     const answer = await rawRequest('GET', `/azure/openai/@${evilHost}/models`, headers())
-    expect(answer.status).toBe(404)
-    expect(fake.received.map((r) => r.url)).toEqual([`/openai/@${evilHost}/models`])
-    await rawRequest('GET', `/azure/openai//${evilHost}/models`, headers())
-    expect(fake.received[1]?.url).toBe(`/openai//${evilHost}/models`)
+    expect(answer.status).toBe(400)
+    expect((await rawRequest('GET', `/azure/openai//${evilHost}/models`, headers())).status).toBe(400)
+    expect(fake.received).toEqual([])
     expect(evilRequests).toEqual([])
   })
 

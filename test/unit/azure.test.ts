@@ -43,7 +43,10 @@ describe('routes', () => {
     ['POST', '/openai/responses', 'responses', null, false],
     ['GET', '/openai/models', null, null, true],
     ['GET', '/openai/v1/models', null, null, true],
-    ['HEAD', '/openai/deployments/my-gpt4o', null, null, true],
+    // Only model reads are free (issue 13: any other GET could read another tenant's data with the server key).
+    ['HEAD', '/openai/deployments/my-gpt4o', null, null, false],
+    ['GET', '/openai/models/gpt-4o', null, null, true],
+    ['GET', '/openai/files/file-1/content', null, null, false],
     ['GET', '/models', null, null, false],
     ['POST', '/openai/deployments/my-gpt4o/completions', null, null, false],
     ['POST', '/openai/deployments/my-gpt4o/audio/speech', null, null, false],

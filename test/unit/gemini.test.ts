@@ -63,7 +63,10 @@ describe('routes', () => {
     ['GET', '/v1beta/models', true],
     ['GET', '/v1beta/models/gemini-2.5-flash', true],
     ['HEAD', '/v1/models', true],
-    ['GET', '/v1beta/files/abc-123', true],
+    // Only model reads are free (issue 13: files, caches and batches are other tenants' data).
+    ['GET', '/v1beta/files/abc-123', false],
+    ['GET', '/v1beta/cachedContents', false],
+    ['GET', '/v1beta/tunedModels', false],
     ['POST', '/v1beta/models/gemini-2.5-flash:countTokens', true],
     ['POST', '/v1/tunedModels/mine:countTokens', true],
     ['GET', '/v1beta/models/gemini-2.5-flash:generateContent', false],

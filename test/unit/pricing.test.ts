@@ -27,9 +27,18 @@ function price(provider: ProviderId, model: string): Price {
 
 describe('built-in pricing table', () => {
   it('covers every provider, Azure with no entries', () => {
-    expect(Object.keys(builtIn).sort()).toEqual([...PROVIDER_IDS].sort())
+    // Every provider, plus the per-call fees of hosted tools.
+    expect(Object.keys(builtIn).sort()).toEqual([...PROVIDER_IDS, 'tool_fees'].sort())
     expect(builtIn.azure).toEqual({})
     expect(table.lookup('azure', 'gpt-4o')).toBeNull()
+  })
+
+  it('prices hosted tools per call, each fee with its source', () => {
+    expect(table.toolFee('openai', 'web_search')).toBe(10_000)
+    expect(table.toolFee('openai', 'file_search')).toBe(2_500)
+    expect(table.toolFee('anthropic', 'web_search')).toBe(10_000)
+    expect(table.toolFee('openai', 'code_interpreter')).toBeNull()
+    expect(table.toolFee('azure', 'web_search')).toBeNull()
   })
 
   const entries = PROVIDER_IDS.flatMap((provider) => Object.keys(builtIn[provider] ?? {}).map((model) => [provider, model] as const))

@@ -1,0 +1,102 @@
+import { setImmediate as yieldToLoop } from 'node:timers/promises'
+
+/**
+ * Duplicate-key detection over a JSON body's raw bytes. `JSON.parse` keeps the last of two equal keys; a
+ * provider's parser may keep the first, so a body with a repeated key could be metered one way and run
+ * another (`"stream":false,…,"stream":true`, or a `"type"` that hides a file part). The proxy refuses such
+ * bodies instead of re-serializing them, which would cost a second full pass in JS and change bytes the
+ * client chose (number spelling, escapes, key order, what a SigV4 client expects).
+ */
+
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+const OPEN_OBJECT = 0x7b
+const CLOSE_OBJECT = 0x7d
+const OPEN_ARRAY = 0x5b
+const CLOSE_ARRAY = 0x5d
+const COMMA = 0x2c
+
+/** Bytes scanned between two yields to the event loop (a few milliseconds of work at most). */
+export const SCAN_SLICE_BYTES = 1 << 18
+
+/** One open container: an object's keys so far (and whether a key comes next), or null for an array. */
+type Frame = { keys: string[]; set: Set<string> | null; expectKey: boolean } | null
+
+// Objects up to this many keys are searched linearly; larger ones get a Set.
+const LINEAR_KEYS = 16
+
+/** True when `key` was already in the object; records it otherwise. */
+function seen(frame: NonNullable<Frame>, key: string): boolean {
+  if (frame.set !== null) {
+    if (frame.set.has(key)) return true
+    frame.set.add(key)
+    return false
+  }
+  const keys = frame.keys
+  for (let k = 0; k < keys.length; k++) if (keys[k] === key) return true
+  keys.push(key)
+  if (keys.length > LINEAR_KEYS) frame.set = new Set(keys)
+  return false
+}
+
+/** The index of the quote that closes the string opened at `start`, skipping escaped quotes; -1 if none. */
+function stringEnd(raw: Buffer, start: number): number {
+  let end = raw.indexOf(QUOTE, start + 1)
+  while (end > 0) {
+    let slashes = 0
+    for (let k = end - 1; k > start && raw[k] === BACKSLASH; k--) slashes++
+    if (slashes % 2 === 0) return end
+    end = raw.indexOf(QUOTE, end + 1)
+  }
+  return -1
+}
+
+/**
+ * A key's identity as its UTF-8 bytes read one char per byte (latin1, the cheapest slice); a key with
+ * escapes is decoded first, so `"mod\u0065l"` and `"model"` are the same key.
+ */
+function keyText(raw: Buffer, start: number, end: number): string {
+  if (!raw.subarray(start + 1, end).includes(BACKSLASH)) return raw.toString('latin1', start + 1, end)
+  const decoded = JSON.parse(raw.toString('utf8', start, end + 1)) as string
+  return Buffer.from(decoded, 'utf8').toString('latin1')
+}
+
+/**
+ * The first key that appears twice in one object anywhere in `raw` (valid JSON), or null. Strings are
+ * skipped natively (`Buffer.indexOf`); the scan yields to the event loop every `sliceBytes`, so a 10 MiB
+ * body never holds the loop for more than a slice.
+ */
+export async function findDuplicateKey(raw: Buffer, sliceBytes = SCAN_SLICE_BYTES): Promise<string | null> {
+  const stack: Frame[] = []
+  let top: Frame = null
+  let nextYield = sliceBytes
+  let i = 0
+  while (i < raw.length) {
+    if (i >= nextYield) {
+      await yieldToLoop()
+      nextYield = i + sliceBytes
+    }
+    const c = raw[i]
+    if (c === QUOTE) {
+      const end = stringEnd(raw, i)
+      if (end < 0) return null
+      if (top !== null && top.expectKey) {
+        const key = keyText(raw, i, end)
+        if (seen(top, key)) return Buffer.from(key, 'latin1').toString('utf8')
+        top.expectKey = false
+      }
+      i = end + 1
+      continue
+    }
+    if (c === OPEN_OBJECT || c === OPEN_ARRAY) {
+      stack.push(top)
+      top = c === OPEN_OBJECT ? { keys: [], set: null, expectKey: true } : null
+    } else if (c === CLOSE_OBJECT || c === CLOSE_ARRAY) {
+      top = stack.pop() ?? null
+    } else if (c === COMMA && top !== null) {
+      top.expectKey = true
+    }
+    i++
+  }
+  return null
+}

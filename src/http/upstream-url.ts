@@ -1,0 +1,61 @@
+import { invalidRequest } from '../errors.js'
+
+/**
+ * Upstream URLs every adapter builds the same way: the configured base URL (which may have a path, e.g. a
+ * gateway's `/openai`) followed by the client's path, which must stay below that base however the URL is
+ * later normalised, and by a query string that reads one way only.
+ */
+
+/** Options for a path: Bedrock model ids are ARNs whose `/` the SDK sends percent-encoded inside one segment. */
+export interface PathRules {
+  allowEncodedSlash?: boolean
+}
+
+/**
+ * Why `path` could leave the base URL's path or be read two ways, or null when it is safe: a `.` or `..`
+ * segment raw or percent-encoded (any case, also inside a segment with an encoded slash), a backslash, an
+ * encoded slash (unless allowed), a `%` left after decoding (double encoding), or a control character.
+ */
+export function unsafePathReason(path: string, rules: PathRules = {}): string | null {
+  if (!path.startsWith('/')) return 'the path must start with /'
+  if (path.includes('\\')) return 'backslashes are not allowed in the path'
+  if (path.includes('#') || path.includes('?')) return 'the path may not hold # or ?'
+  for (const segment of path.split('/')) {
+    let decoded: string
+    try {
+      decoded = decodeURIComponent(segment)
+    } catch {
+      return 'the path is not valid percent-encoding'
+    }
+    if (/[\u0000-\u001f\u007f\\%]/.test(decoded)) return 'encoded backslashes, percent signs and control characters are not allowed in the path'
+    if (decoded.includes('/') && rules.allowEncodedSlash !== true) return 'encoded slashes are not allowed in the path'
+    if (decoded.split('/').some((part) => part === '.' || part === '..')) return 'dot segments are not allowed in the path'
+  }
+  return null
+}
+
+/** `base + path + query` after checking `path`; throws invalid_request for a path that could leave the base. */
+export function upstreamUrl(base: string, path: string, query: string, rules: PathRules = {}): string {
+  const reason = unsafePathReason(path, rules)
+  if (reason !== null) throw invalidRequest(`${reason}: Loopers forwards only the provider's own API paths`)
+  const url = `${base}${path}${query.length > 0 ? `?${query}` : ''}`
+  // Belt and braces: whatever the URL parser normalises, the path must still start with the base's path.
+  const basePath = new URL(base).pathname.replace(/\/$/, '')
+  if (!new URL(url).pathname.startsWith(`${basePath}/`)) throw invalidRequest('the path leaves the provider API')
+  return url
+}
+
+/**
+ * The query string as the proxy parsed it, re-encoded, so the upstream reads exactly the parameters the
+ * meter read. Throws invalid_request for a parameter given twice (`alt=sse&alt=json`): a provider could read
+ * either. Names compare after decoding (`al%74` is `alt`).
+ */
+export function canonicalQuery(raw: string): { params: URLSearchParams; query: string } {
+  const params = new URLSearchParams(raw)
+  const seen = new Set<string>()
+  for (const name of params.keys()) {
+    if (seen.has(name)) throw invalidRequest(`the query parameter '${name.slice(0, 64)}' is given more than once`)
+    seen.add(name)
+  }
+  return { params, query: params.toString() }
+}

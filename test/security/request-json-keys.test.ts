@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest'
+import { findDuplicateKey } from '../../src/http/json-keys.js'
+
+// Issue 13, finding 1: the scanner behind the refusal of repeated JSON keys, and its cost on a 10 MiB body.
+
+describe('duplicate-key scanner', () => {
+  it('finds a repeated key at any depth, escaped or not, and nothing in strings or arrays', async () => {
+    expect(await findDuplicateKey(Buffer.from('{"a":{"b":1,"c":[{"x":1},{"x":2}]},"stream":false,"str\\u0065am":true}'))).toBe('stream')
+    expect(await findDuplicateKey(Buffer.from('{"a":"\\"b\\\\","b":{"a":1},"c":["a","a"],"d":"{\\"a\\":1,\\"a\\":2}"}'))).toBeNull()
+    expect(await findDuplicateKey(Buffer.from('{"m":[{"content":[{"type":"text","type":"input_file"}]}]}'))).toBe('type')
+    expect(await findDuplicateKey(Buffer.from('{"é":1,"\\u00e9":2}'))).toBe('é')
+  })
+
+  it('scans a 10 MiB body in slices that leave the event loop free', async () => {
+    const messages = Array.from({ length: 60_000 }, (_, i) => ({ role: 'user', content: [{ type: 'text', text: `message ${i} ${'x'.repeat(120)}` }] }))
+    const raw = Buffer.from(JSON.stringify({ model: 'gpt-test', messages }))
+    expect(raw.length).toBeGreaterThan(9 * 1024 * 1024)
+    let ticks = 0
+    let stop = false
+    const tick = (): void => {
+      ticks++
+      if (!stop) setImmediate(tick)
+    }
+    setImmediate(tick)
+    expect(await findDuplicateKey(raw)).toBeNull()
+    stop = true
+    // At least one turn of the event loop per 256 KiB slice: other requests run while it scans.
+    expect(ticks).toBeGreaterThanOrEqual(Math.floor(raw.length / (1 << 18)) - 1)
+  })
+})

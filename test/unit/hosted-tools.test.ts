@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest'
+import { anthropicReferencedInput, bedrockReferencedInput, compatReferencedInput, geminiReferencedInput } from '../../src/providers/hosted-tools.js'
+import { REFERENCED_CONTEXT_TOKENS, referencesProviderContent } from '../../src/tokens/bound.js'
+
+const responses = { operation: 'responses', pathModel: null, pathStream: null }
+const chat = { operation: 'chat', pathModel: null, pathStream: null }
+
+describe('content the provider fetches itself', () => {
+  it.each([
+    [{ input: [{ content: [{ type: 'input_file', file_id: 'file-1' }] }] }, true],
+    [{ input: [{ content: [{ type: 'input_file', file_url: 'https://x/y.pdf' }] }] }, true],
+    [{ input: [{ content: [{ type: 'input_file', file_data: 'data:application/pdf;base64,AAAA' }] }] }, false],
+    [{ messages: [{ content: [{ type: 'file', file: { file_id: 'file-1' } }] }] }, true],
+    [{ messages: [{ content: [{ type: 'document', source: { type: 'url', url: 'https://x' } }] }] }, true],
+    [{ messages: [{ content: [{ type: 'document', source: { type: 'base64', data: 'AAAA' } }] }] }, false],
+    [{ messages: [{ content: [{ type: 'image', source: { type: 'file', file_id: 'f' } }] }] }, true],
+    [{ messages: [{ content: [{ type: 'container_upload', file_id: 'f' }] }] }, true],
+    [{ messages: [{ content: [{ video: { format: 'mp4', source: { s3Location: { uri: 's3://b/v.mp4' } } } }] }] }, true],
+    [{ messages: [{ content: [{ type: 'document_url', document_url: 'https://x' }] }] }, true],
+    [{ messages: [{ role: 'user', content: 'file_id file_url s3Location' }] }, false],
+  ])('%j → %s', (body, expected) => {
+    expect(referencesProviderContent(body)).toBe(expected)
+  })
+
+  it('a body too large to walk is assumed to fetch content', () => {
+    expect(referencesProviderContent({ a: [{}, {}, {}] }, 2)).toBe(true)
+  })
+})
+
+describe('hosted tools and tiers', () => {
+  it('OpenAI: client tools add nothing; paid tools need max_tool_calls; unpriced tools and tiers are refused', () => {
+    expect(compatReferencedInput(responses, { tools: [{ type: 'function', name: 'f' }] })).toEqual({ tokens: 0, toolCalls: {} })
+    expect(compatReferencedInput(responses, { max_tool_calls: 4, tools: [{ type: 'web_search' }, { type: 'file_search' }] })).toEqual({
+      tokens: REFERENCED_CONTEXT_TOKENS,
+      toolCalls: { web_search: 4, file_search: 4 },
+    })
+    expect(compatReferencedInput(responses, { tools: [{ type: 'mcp', server_url: 'https://x' }] }).tokens).toBe(REFERENCED_CONTEXT_TOKENS)
+    expect(compatReferencedInput(responses, { prompt: { id: 'pmpt_1' } }).tokens).toBe(REFERENCED_CONTEXT_TOKENS)
+    expect(() => compatReferencedInput(responses, { tools: [{ type: 'web_search' }] })).toThrow(/max_tool_calls/)
+    expect(() => compatReferencedInput(responses, { tools: [{ type: 'image_generation' }] })).toThrow(/per-call fee/)
+    expect(() => compatReferencedInput(chat, { tools: [{ type: 'web_search' }], max_tool_calls: 2 })).toThrow(/per-call fee/)
+    for (const tier of ['priority', 'flex', 'scale', 7]) expect(() => compatReferencedInput(chat, { service_tier: tier })).toThrow(/standard tier/)
+    for (const tier of ['auto', 'default', null]) expect(compatReferencedInput(chat, { service_tier: tier }).tokens).toBe(0)
+  })
+
+  it('Anthropic: web search per use with max_uses, code execution refused, web fetch and MCP read content, 1M beta refused', () => {
+    const search = (maxUses?: number) => ({ tools: [{ type: 'web_search_20250305', name: 'web_search', ...(maxUses === undefined ? {} : { max_uses: maxUses }) }] })
+    expect(anthropicReferencedInput(search(3), {})).toEqual({ tokens: REFERENCED_CONTEXT_TOKENS, toolCalls: { web_search: 3 } })
+    expect(() => anthropicReferencedInput(search(), {})).toThrow(/max_uses/)
+    expect(() => anthropicReferencedInput(search(0), {})).toThrow(/max_uses/)
+    expect(() => anthropicReferencedInput({ tools: [{ type: 'code_execution_20250825', name: 'c' }] }, {})).toThrow(/per-call fee/)
+    expect(anthropicReferencedInput({ tools: [{ type: 'web_fetch_20250910', name: 'w' }] }, {}).tokens).toBe(REFERENCED_CONTEXT_TOKENS)
+    expect(anthropicReferencedInput({ mcp_servers: [{ type: 'url', url: 'https://x' }] }, {}).tokens).toBe(REFERENCED_CONTEXT_TOKENS)
+    expect(anthropicReferencedInput({ tools: [{ type: 'bash_20250124', name: 'bash' }, { name: 'mine', input_schema: {} }] }, {}).tokens).toBe(0)
+    expect(() => anthropicReferencedInput({}, { 'anthropic-beta': 'context-1m-2025-08-07' })).toThrow(/standard tier/)
+  })
+
+  it('Gemini grounding and Bedrock tiers and system tools are refused', () => {
+    expect(() => geminiReferencedInput({ tools: [{ google_search: {} }] })).toThrow(/per-call fee/)
+    expect(geminiReferencedInput({ tools: [{ codeExecution: {} }, { functionDeclarations: [] }] })).toEqual({ tokens: 0, toolCalls: {} })
+    expect(() => bedrockReferencedInput({ performanceConfig: { latency: 'optimized' } }, {})).toThrow(/standard tier/)
+    expect(() => bedrockReferencedInput({}, { 'x-amzn-bedrock-service-tier': 'flex' })).toThrow(/standard tier/)
+    expect(() => bedrockReferencedInput({ toolConfig: { tools: [{ systemTool: { name: 'nova_grounding' } }] } }, {})).toThrow(/per-call fee/)
+    expect(bedrockReferencedInput({ performanceConfig: { latency: 'standard' }, serviceTier: { type: 'default' } }, {})).toEqual({ tokens: 0, toolCalls: {} })
+  })
+})
