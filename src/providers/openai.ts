@@ -7,7 +7,7 @@ import {
   compatErrorBody,
   compatRoute,
   compatUsageFromBody,
-  countCompatInput,
+  exactCompatInput,
   createCompatStreamParser,
   describeCompat,
   prepareCompatBody,
@@ -25,7 +25,7 @@ const OPERATIONS: Record<string, CompatOperation> = {
 export const compatMembers = {
   describe: describeCompat,
   boundInputTokens: boundCompatInput,
-  countInputTokens: countCompatInput,
+  exactInput: exactCompatInput,
   prepareBody: prepareCompatBody,
   usageFromBody: compatUsageFromBody,
   createStreamParser: createCompatStreamParser,
