@@ -26,8 +26,12 @@ export interface TokenCounter {
 }
 
 export interface TokenCounterOptions {
-  /** Longest wait for one count before the caller falls back to its bound. Default 5 s (building an encoder takes ~0.5 s). */
+  /**
+   * Longest wait for one count before the caller falls back to its bound: this plus `timeoutMsPerMiB` for
+   * each MiB of body. Default 5 s (building an encoder takes ~1 s) + 2 s per MiB (tiktoken counts ~3 MiB/s).
+   */
   timeoutMs?: number
+  timeoutMsPerMiB?: number
   /** Jobs waiting or running at once; beyond it a count resolves to null at once. Default 4,096. */
   maxPending?: number
   /** Body bytes waiting or running at once. Default 64 MiB. */
@@ -42,6 +46,7 @@ interface Pending {
 
 export function createTokenCounter(options: TokenCounterOptions = {}): TokenCounter {
   const timeoutMs = options.timeoutMs ?? 5_000
+  const timeoutMsPerMiB = options.timeoutMsPerMiB ?? 2_000
   const maxPending = options.maxPending ?? 4_096
   const maxPendingBytes = options.maxPendingBytes ?? 64 * 1024 * 1024
   const pending = new Map<number, Pending>()
@@ -77,7 +82,7 @@ export function createTokenCounter(options: TokenCounterOptions = {}): TokenCoun
     if (pending.size >= maxPending || pendingBytes + bytes > maxPendingBytes) return Promise.resolve(null)
     const running = start()
     return new Promise((resolve) => {
-      const timer = setTimeout(() => settle(request.id, null), timeoutMs)
+      const timer = setTimeout(() => settle(request.id, null), timeoutMs + (bytes / 1_048_576) * timeoutMsPerMiB)
       timer.unref()
       pending.set(request.id, { resolve, bytes, timer })
       pendingBytes += bytes
