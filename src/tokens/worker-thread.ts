@@ -2,6 +2,8 @@
  * The counting worker's thread: parses request bodies and counts their tokens with tiktoken, off the
  * proxy's event loop. Encoders are built here, once, on first use or on a `warm` message.
  */
+import { readlinkSync } from 'node:fs'
+import { setPriority } from 'node:os'
 import { parentPort } from 'node:worker_threads'
 import { mediaParts } from './bound.js'
 import { countChatTokens, countEmbeddingTokens, countResponsesTokens, preloadEncoding, type Encoding } from './tiktoken.js'
@@ -25,6 +27,20 @@ function count(job: CountJob): Omit<CountReply, 'id'> {
   const tokens = job.anyEncoding === true ? Math.max(counter(record, 'gpt-4o', limit), counter(record, 'gpt-4', limit)) : counter(record, job.model, limit)
   return { tokens: Math.ceil(tokens * job.factor), media: mediaParts(body) }
 }
+
+/**
+ * Counting yields the CPU to the proxy's event loop when they share a core: on Linux this thread (and only
+ * it, by its thread id) runs at the lowest priority. Elsewhere it runs at the process's priority.
+ */
+function lowerThreadPriority(): void {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop())
+    if (Number.isSafeInteger(tid) && tid > 0) setPriority(tid, 19)
+  } catch {
+    // Not Linux, or not permitted: counting still runs off the event loop.
+  }
+}
+lowerThreadPriority()
 
 parentPort?.on('message', (message: WorkerRequest) => {
   if (message.type === 'warm') {
