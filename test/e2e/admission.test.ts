@@ -10,7 +10,7 @@ import { countChatTokens, countResponsesTokens } from '../../src/tokens/tiktoken
 import { startFakeAnthropic, type FakeAnthropic } from '../support/fake-anthropic.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
 import { resetFake } from '../support/fake-server.js'
-import { startProxy, type TestProxy } from '../support/proxy.js'
+import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
 let redis: TestRedis
@@ -119,19 +119,28 @@ describe('streams start with what fits', () => {
 
 describe('refusals: other requests’ holds are retryable, settled spend is not', () => {
   it('a request blocked only by an in-flight hold gets a short Retry-After and no x-should-retry: false', async () => {
-    openai.options = { chunks: 400, chunkDelayMs: 10, word: 'x' }
-    const body = { model: 'gpt-test', stream: true, max_tokens: 400, messages: [{ role: 'user', content: 'hi' }] }
+    openai.options = { hang: true }
+    const body = { model: 'gpt-test', max_tokens: 400, messages: [{ role: 'user', content: 'hi' }] }
     const input = countChatTokens(body, 'gpt-test')
-    // Room for the stream's slice and 10 more tokens: not for a second request's input + 16 while it runs.
+    // Room for the first request's worst case and 10 more tokens: not for a second one's input + 16 while it runs.
     const { key } = await keyWithDaily('openai', 2 * input + 400 + 10)
-    const first = await sendOpenAi(key, 'chat/completions', body)
-    expect(first.status).toBe(200)
-    // The first stream holds input + 400 for 4 s or more; the second waits for it (3 s), then is told to retry.
-    const second = await sendOpenAi(key, 'chat/completions', { ...body, stream: false })
-    await first.text()
+    const abort = new AbortController()
+    const first = fetch(`${proxy.url}/openai/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: abort.signal,
+    }).catch(() => null)
+    await eventually(() => openai.received.length === 1, 'the first request upstream')
+    // The first request holds input + 400 until it ends; the second waits for it (3 s), then is told to retry.
+    const second = await sendOpenAi(key, 'chat/completions', body)
     expect(second.status).toBe(429)
     expect(second.headers.get('retry-after')).toBe('1')
     expect(second.headers.get('x-should-retry')).toBeNull()
+    expect(openai.received).toHaveLength(1)
+    abort.abort()
+    await first
+    await eventually(() => proxy.inflight() === 0, 'the first request settled')
   })
 
   it('a request the settled spend cannot hold is not retryable', async () => {
