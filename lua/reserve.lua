@@ -23,9 +23,9 @@ Returns one of
   {'ok', grantedMicros}
   {'invalid_key'} | {'key_revoked'} | {'provider_not_allowed'}
   {'duplicate'}                                  the request id was used before (a fault, not a refusal)
-  {'budget_exceeded', windowIndex 1..5, limitMicros, spentPlusHeldMicros}
+  {'budget_exceeded', windowIndex 1..5, limitMicros, spentPlusHeldMicros, heldMicros}
   {'session_steps_exceeded', maxSteps, steps}
-  {'session_budget_exceeded', budgetMicros, spentPlusHeldMicros}
+  {'session_budget_exceeded', budgetMicros, spentPlusHeldMicros, heldMicros}
 ]]
 
 -- Lua numbers are doubles; how Redis turns one into a command argument differs between versions
@@ -65,7 +65,7 @@ for i = 1, 5 do
   if limit then
     local p = redis.call('HMGET', KEYS[1 + i], 'spent', 'held')
     local used = (num(p[1]) or 0) + (num(p[2]) or 0)
-    if limit - used < minMicros then return {'budget_exceeded', i, limit, used} end
+    if limit - used < minMicros then return {'budget_exceeded', i, limit, used, num(p[2]) or 0} end
     if limit - used < grant then grant = limit - used end
   end
 end
@@ -83,7 +83,7 @@ if hasSession then
   end
   if sessionBudget then
     local used = (num(s[4]) or 0) + (num(s[5]) or 0)
-    if sessionBudget - used < minMicros then return {'session_budget_exceeded', sessionBudget, used} end
+    if sessionBudget - used < minMicros then return {'session_budget_exceeded', sessionBudget, used, num(s[5]) or 0} end
     if sessionBudget - used < grant then grant = sessionBudget - used end
   end
 end

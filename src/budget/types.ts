@@ -65,6 +65,8 @@ export interface Refusal {
   limitMicros?: Micros
   /** Settled spend plus what in-flight requests hold, in that window or session. */
   spentMicros?: Micros
+  /** The part of `spentMicros` that in-flight holds make up (reserve refusals). */
+  heldMicros?: Micros
   /** When the refusing window resets (budget_exceeded only). */
   resetsAt?: Date
 }

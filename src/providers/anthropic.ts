@@ -5,11 +5,11 @@ import { messagesShape } from '../loop/shapes/messages.js'
 import { bearerToken, forwardableRequestHeaders, headerValue } from '../http/headers.js'
 import { upstreamUrl } from '../http/upstream-url.js'
 import { createSseFramer } from '../stream/sse.js'
-import { boundInputTokens, PRIMING_TOKENS } from '../tokens/bound.js'
+import { boundInputTokens } from '../tokens/bound.js'
 import { isObject, readCount, readFlag, requireString, type Json } from './body.js'
 import { anthropicReferencedInput } from './hosted-tools.js'
 import { isModelRead } from './openai.js'
-import type { ErrorInfo, ProviderAdapter, RouteMatch, StreamParser, UpstreamCredential, Usage } from './types.js'
+import type { ErrorInfo, ExactInput, ProviderAdapter, RouteMatch, StreamParser, UpstreamCredential, Usage } from './types.js'
 
 /**
  * Anthropic's Messages API: `POST /v1/messages`, streamed or not, is metered; token counting and every
@@ -17,9 +17,18 @@ import type { ErrorInfo, ProviderAdapter, RouteMatch, StreamParser, UpstreamCred
  */
 
 const MESSAGES_PATH = '/v1/messages'
-const FREE_POSTS = new Set(['/v1/messages/count_tokens'])
+const COUNT_PATH = '/v1/messages/count_tokens'
+const FREE_POSTS = new Set([COUNT_PATH])
 /** The only reads forwarded: `GET /v1/models` and `/v1/models/{id}` (never batches, files or results). */
 const MODEL_READS = /^\/v1\/models(?:\/[^/]+)?$/
+/** The fields of a Messages body that `count_tokens` accepts (it refuses the others, e.g. max_tokens). */
+const COUNTED_FIELDS = ['model', 'messages', 'system', 'tools', 'tool_choice', 'thinking', 'mcp_servers'] as const
+
+/**
+ * The system prompt Anthropic adds when a request has tools: at most 530 tokens (Claude 3 Opus; Claude 4
+ * models 346). A request without tools gets none: its JSON wrappers outweigh the message delimiters.
+ */
+export const TOOL_USE_PROMPT_TOKENS = 530
 
 /**
  * Input tokens an Anthropic-defined tool adds beyond its few bytes of JSON: its real definition (and, for
@@ -213,6 +222,27 @@ function upstreamQuery(query: string): string {
   return params.toString()
 }
 
+/** True when a server tool (web search, web fetch, code execution…) feeds content the count cannot see. */
+function fetchesContent(tools: unknown): boolean {
+  if (!Array.isArray(tools)) return false
+  return tools.some((tool) => isObject(tool) && typeof tool.type === 'string' && tool.type !== 'custom' && !TOOL_OVERHEAD_TOKENS.some(([p]) => (tool.type as string).startsWith(p)))
+}
+
+/**
+ * Asks `count_tokens` (free) for the input the request holds, tool prompts and media included; null when
+ * server tools fetch content the count cannot see (the bound's allowance stands).
+ */
+export function anthropicCount(body: Json): ExactInput | null {
+  if (fetchesContent(body.tools) || body.mcp_servers != null) return null
+  const counted: Json = {}
+  for (const field of COUNTED_FIELDS) if (body[field] !== undefined) counted[field] = body[field]
+  return { kind: 'endpoint', path: COUNT_PATH, body: counted, read: (json) => (isObject(json) ? readTokens(json.input_tokens) : null) }
+}
+
+function readTokens(value: unknown): number | null {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : null
+}
+
 /** Anthropic: `x-api-key` or Bearer auth, the Messages API metered, token counting and GETs free. */
 export function createAnthropicAdapter(options: { baseUrl: string; apiKey: string | null }): ProviderAdapter {
   return {
@@ -231,10 +261,10 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
     },
     referencedInput: (_route, body, headers) => anthropicReferencedInput(body, headers),
     boundInputTokens(_route, body, raw, tokensPerMedia) {
-      // PRIMING_TOKENS covers the tool-use system prompt Anthropic adds to any request with tools.
-      return boundInputTokens(raw, body, tokensPerMedia, PRIMING_TOKENS + toolOverheadTokens(body.tools))
+      const hasTools = Array.isArray(body.tools) && body.tools.length > 0
+      return boundInputTokens(raw, body, tokensPerMedia, hasTools ? TOOL_USE_PROMPT_TOKENS + toolOverheadTokens(body.tools) : 0)
     },
-    countInputTokens: () => null,
+    exactInput: (_route, _path, body) => anthropicCount(body),
     prepareBody(_route, body, _facts, maxOutputTokens) {
       if (maxOutputTokens === null) return false
       const cap = Math.max(1, maxOutputTokens)

@@ -133,7 +133,11 @@ export function createAzureAdapter(options: { endpoint: string | null; apiKey: s
       requireEndpoint()
       return describeCompat(route, body)
     },
-    countInputTokens: () => null,
+    exactInput(route, path, body, model) {
+      // A deployment name does not say which encoding its model uses: count with both, keep the larger.
+      const how = compatMembers.exactInput(route, path, body, model)
+      return how?.kind === 'local' ? { ...how, anyEncoding: true } : how
+    },
     readClientCredential(headers): UpstreamCredential | null {
       // A proxy key is never an upstream credential, wherever the client put it.
       const token = sentKeys(headers).find((key) => !key.startsWith('lp-'))

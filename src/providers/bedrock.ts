@@ -18,7 +18,7 @@ import {
 import { createBedrockStreamParser } from './bedrock-stream.js'
 import { bedrockReferencedInput } from './hosted-tools.js'
 import { signRequest } from './sigv4.js'
-import type { ErrorInfo, ProviderAdapter, RouteMatch, Usage, UpstreamCredential } from './types.js'
+import type { ErrorInfo, ExactInput, ProviderAdapter, RouteMatch, Usage, UpstreamCredential } from './types.js'
 
 /**
  * AWS Bedrock runtime: InvokeModel (model-native bodies), Converse, and their streaming forms.
@@ -73,6 +73,39 @@ export interface BedrockOptions {
   region: string
 }
 
+/** True when the request defines tools: Converse `toolConfig.tools`, or a native body's `tools`. */
+function hasTools(route: RouteMatch, body: Json): boolean {
+  if (isConverse(route)) return isObject(body.toolConfig) && Array.isArray(body.toolConfig.tools) && body.toolConfig.tools.length > 0
+  return Array.isArray(body.tools) && body.tools.length > 0
+}
+
+/** Converse fields CountTokens accepts under `input.converse`. */
+const CONVERSE_COUNTED = ['messages', 'system', 'toolConfig', 'additionalModelRequestFields'] as const
+
+/**
+ * Asks CountTokens (`POST /model/{id}/count-tokens`, free) for the input the request holds: a Converse
+ * request's messages, or an InvokeModel body as sent (base64). Models without CountTokens answer an
+ * error, and the bound stands.
+ */
+function bedrockCount(route: RouteMatch, body: Json): ExactInput | null {
+  const modelId = route.pathModel
+  if (modelId === null || (!isConverse(route) && isEmbeddingModel(modelId))) return null
+  let input: Json
+  if (isConverse(route)) {
+    const converse: Json = {}
+    for (const field of CONVERSE_COUNTED) if (body[field] !== undefined) converse[field] = body[field]
+    input = { converse }
+  } else {
+    input = { invokeModel: { body: Buffer.from(JSON.stringify(body)).toString('base64') } }
+  }
+  return {
+    kind: 'endpoint',
+    path: `/model/${encodeURIComponent(modelId)}/count-tokens`,
+    body: { input },
+    read: (json) => (isObject(json) && typeof json.inputTokens === 'number' && Number.isSafeInteger(json.inputTokens) ? json.inputTokens : null),
+  }
+}
+
 /** The Bedrock runtime adapter; shared code reaches it only through the ProviderAdapter members. */
 export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
   return {
@@ -103,10 +136,9 @@ export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
       return { model, stream, maxOutputTokens: perChoice === null ? null : perChoice * choices, choices }
     },
     referencedInput: (_route, body, headers) => bedrockReferencedInput(body, headers),
-    // Chat templates and tool-use system prompts add tokens beyond the body (embeddings add none).
-    boundInputTokens: (route, body, raw, tokensPerMedia) =>
-      boundInputTokens(raw, body, tokensPerMedia, !isConverse(route) && isEmbeddingModel(route.pathModel ?? '') ? 0 : PRIMING_TOKENS),
-    countInputTokens: () => null,
+    // Tool-use system prompts add tokens beyond the body; without tools the JSON outweighs chat templates.
+    boundInputTokens: (route, body, raw, tokensPerMedia) => boundInputTokens(raw, body, tokensPerMedia, hasTools(route, body) ? PRIMING_TOKENS : 0),
+    exactInput: (route, _path, body) => bedrockCount(route, body),
     prepareBody(route, body, facts, maxOutputTokens) {
       if (maxOutputTokens === null || facts.maxOutputTokens === 0) return false
       const perChoice = Math.max(1, Math.floor(maxOutputTokens / facts.choices))

@@ -9,7 +9,7 @@ import { createSseFramer } from '../stream/sse.js'
 import { boundInputTokens, MAX_MEDIA_WALK_NODES, PRIMING_TOKENS } from '../tokens/bound.js'
 import { isObject, readCount, textBytes, type Json } from './body.js'
 import { geminiReferencedInput } from './hosted-tools.js'
-import type { ErrorInfo, ProviderAdapter, RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage } from './types.js'
+import type { ErrorInfo, ExactInput, ProviderAdapter, RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage } from './types.js'
 
 /**
  * Google's Generative Language API (Gemini): `generateContent`, `streamGenerateContent` (SSE with
@@ -265,6 +265,28 @@ function sentKeys(headers: IncomingHttpHeaders, query: URLSearchParams): string[
   return [headerValue(headers, 'x-goog-api-key'), query.get('key')?.trim() || null].filter((v): v is string => v !== null)
 }
 
+/** Fields of a generateContent body that `countTokens` counts (under `generateContentRequest`). */
+const COUNTED_FIELDS = ['contents', 'systemInstruction', 'system_instruction', 'tools', 'toolConfig', 'tool_config'] as const
+
+/**
+ * Asks `:countTokens` (free) for the input a generateContent request holds, media included; null for
+ * embeddings and for requests that read content beyond their body (the bound's allowance stands).
+ */
+function geminiCount(route: RouteMatch, path: string, body: Json): ExactInput | null {
+  if (EMBED.has(route.operation) || readsBeyondBody(body)) return null
+  const colon = path.lastIndexOf(':')
+  const slash = path.indexOf('/', 1)
+  if (colon < 0 || slash < 0) return null
+  const request: Json = { model: path.slice(slash + 1, colon) }
+  for (const field of COUNTED_FIELDS) if (body[field] !== undefined) request[field] = body[field]
+  return {
+    kind: 'endpoint',
+    path: `${path.slice(0, colon)}:countTokens`,
+    body: { generateContentRequest: request },
+    read: (json) => (isObject(json) && typeof json.totalTokens === 'number' && Number.isSafeInteger(json.totalTokens) ? json.totalTokens : null),
+  }
+}
+
 export function createGeminiAdapter(options: { baseUrl: string; apiKey: string | null }): ProviderAdapter {
   return {
     id: 'gemini',
@@ -303,10 +325,11 @@ export function createGeminiAdapter(options: { baseUrl: string; apiKey: string |
     boundInputTokens(route, body, raw, tokensPerMedia) {
       // Embeddings have no chat template: their body bytes outweigh every token they embed.
       if (EMBED.has(route.operation)) return boundInputTokens(raw, body, tokensPerMedia)
-      const bound = boundInputTokens(raw, body, tokensPerMedia, PRIMING_TOKENS)
+      // Function declarations are rendered into a tool prompt; without tools the JSON outweighs the turn markers.
+      const bound = boundInputTokens(raw, body, tokensPerMedia, Array.isArray(body.tools) && body.tools.length > 0 ? PRIMING_TOKENS : 0)
       return readsBeyondBody(body) ? bound + REFERENCED_CONTEXT_TOKENS : bound
     },
-    countInputTokens: () => null,
+    exactInput: (route, path, body) => geminiCount(route, path, body),
     prepareBody(route, body, facts, maxOutputTokens) {
       // Gemini reports usage on every response and stream chunk unasked; only the cap may change.
       if (maxOutputTokens === null || EMBED.has(route.operation)) return false

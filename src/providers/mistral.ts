@@ -13,6 +13,12 @@ import type { ErrorInfo, ProviderAdapter, RouteMatch, UpstreamCredential } from 
  * and shapes errors as `{object: "error", message, type, param, code}`.
  */
 
+/**
+ * Mistral tokens per o200k token, for the input estimate: Tekken (NeMo and later) encodes English about as
+ * densely as o200k, SentencePiece v3 (older models) up to ~20% less densely; this rarely undercounts.
+ */
+export const MISTRAL_PER_O200K_TOKEN = 1.2
+
 type MistralOperation = 'chat' | 'embeddings' | 'fim'
 
 const OPERATIONS = new Map<string, MistralOperation>([
@@ -77,8 +83,11 @@ export function createMistralAdapter(options: { baseUrl: string; apiKey: string 
     describe: (route, body) => describeCompat(asChat(route), body),
     boundInputTokens: (route, body, raw, tokensPerMedia) =>
       boundInputTokens(raw, body, tokensPerMedia, injectsSystemPrompt(route, body) ? PRIMING_TOKENS : 0),
-    // Mistral's tokenizers (Tekken, SentencePiece) are not available here; tiktoken would miscount.
-    countInputTokens: () => null,
+    // Mistral's tokenizers (Tekken, SentencePiece) are not available here: an o200k count × a factor estimates them.
+    exactInput: (route, _path, body) =>
+      route.operation === 'fim' || typeof body.model !== 'string'
+        ? null
+        : { kind: 'local', counter: route.operation === 'embeddings' ? 'embeddings' : 'chat', model: 'o200k', factor: MISTRAL_PER_O200K_TOKEN },
     prepareBody(route, body, facts, maxOutputTokens) {
       // No `stream_options`: Mistral reports usage on the last stream chunk by itself and refuses the field (422).
       if (maxOutputTokens === null || route.operation === 'embeddings') return false

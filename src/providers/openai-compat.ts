@@ -1,9 +1,8 @@
 import { invalidRequest } from '../errors.js'
 import { createSseFramer } from '../stream/sse.js'
-import { countChatTokens, countEmbeddingTokens, countResponsesTokens } from '../tokens/tiktoken.js'
 import { boundInputTokens } from '../tokens/bound.js'
 import { isObject, readCount, readFlag, readPositiveInt, requireString, type Json } from './body.js'
-import type { ErrorInfo, RequestFacts, RouteMatch, StreamParser, Usage } from './types.js'
+import type { ErrorInfo, ExactInput, RequestFacts, RouteMatch, StreamParser, Usage } from './types.js'
 
 /**
  * The OpenAI wire format, shared by OpenAI, Azure OpenAI and Mistral: request facts for chat,
@@ -52,16 +51,18 @@ export function boundCompatInput(route: RouteMatch, body: Json, raw: Buffer, tok
   return stored ? bound + STORED_CONTEXT_BOUND_TOKENS : bound
 }
 
-/** Exact tiktoken count of what the body carries (null for stored conversations, which it cannot see). */
-export function countCompatInput(route: RouteMatch, body: Json, model: string, limit: number): number | null {
+/**
+ * Counted exactly with tiktoken in the counting worker (the model's encoding); null for stored
+ * conversations, which the body does not carry.
+ */
+export function exactCompatInput(route: RouteMatch, _path: string, body: Json, model: string): ExactInput | null {
   switch (route.operation) {
     case 'chat':
-      return countChatTokens(body, model, limit)
+    case 'embeddings':
+      return { kind: 'local', counter: route.operation, model, factor: 1 }
     case 'responses':
       if (body.previous_response_id != null || body.conversation != null) return null
-      return countResponsesTokens(body, model, limit)
-    case 'embeddings':
-      return countEmbeddingTokens(body, model, limit)
+      return { kind: 'local', counter: 'responses', model, factor: 1 }
     default:
       return null
   }

@@ -104,6 +104,26 @@ export type UpstreamCredential =
   | { kind: 'apiKey'; value: string }
   | { kind: 'aws'; accessKeyId: string; secretAccessKey: string; sessionToken?: string; region: string }
 
+/**
+ * An exact count of a request's input, as its provider allows:
+ * - `local`: in the proxy's counting worker, tiktoken over an OpenAI-format body (`factor` 1), or an o200k
+ *   estimate of a tokenizer the proxy cannot run (`factor` > 1, chosen so it rarely undercounts). Media
+ *   parts are priced apart, per part.
+ * - `endpoint`: the provider's free counting endpoint, sent through `buildUpstream` (the request's own
+ *   credential and base URL) to `path` with `body`; `read` takes the count from its JSON answer. It
+ *   counts everything the request holds, media included.
+ */
+export type ExactInput =
+  | {
+      kind: 'local'
+      counter: 'chat' | 'responses' | 'embeddings'
+      model: string
+      factor: number
+      /** Count with o200k and cl100k and keep the larger: the model's encoding is not known (an Azure deployment name). */
+      anyEncoding?: boolean
+    }
+  | { kind: 'endpoint'; path: string; body: Record<string, unknown>; read(json: unknown): number | null }
+
 /** Proxy-produced error, rendered in the provider's own shape. */
 export interface ErrorInfo {
   status: number
@@ -146,10 +166,11 @@ export interface ProviderAdapter {
   /** Cheap upper bound of input tokens (never below the true count). */
   boundInputTokens(route: RouteMatch, body: Record<string, unknown>, raw: Buffer, tokensPerMedia: number): number
   /**
-   * Exact input count with the model's real tokenizer (media parts excluded), or null when this
-   * provider has none here. Stops early and returns a count above `limit` once it exceeds it.
+   * How to count this request's input exactly when its bound does not fit the budget, or null when
+   * nothing counts better than the bound (content the body only references, an unknown format).
+   * `path` is the provider path the request was sent to.
    */
-  countInputTokens(route: RouteMatch, body: Record<string, unknown>, model: string, limit: number): number | null
+  exactInput(route: RouteMatch, path: string, body: Record<string, unknown>, model: string): ExactInput | null
   /**
    * Rewrites the body before forwarding: forces usage reporting on streams and, when `maxOutputTokens`
    * is given, lowers the cap to it (per choice). Returns true if the body changed.

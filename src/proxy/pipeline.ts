@@ -20,14 +20,17 @@ import { hashKey, isProxyKey } from '../keys.js'
 import type { Price, PricingTable } from '../pricing/types.js'
 import { isObject, type Json } from '../providers/body.js'
 import type { AdapterRegistry } from '../providers/registry.js'
-import type { ProviderAdapter, ProviderId, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { ProviderAdapter, ProviderId, RequestFacts, UpstreamCredential } from '../providers/types.js'
 import type { Metrics } from '../metrics.js'
-import { mediaParts, REFERENCED_CONTEXT_TOKENS, referencesProviderContent } from '../tokens/bound.js'
+import { REFERENCED_CONTEXT_TOKENS, referencesProviderContent } from '../tokens/bound.js'
+import { sharedTokenCounter, type TokenCounter } from '../tokens/worker.js'
+import { blockedByHolds, createAdmission, settledRoom, type Admission } from './admission.js'
 import { readLoopersCredential, readSession } from './control-headers.js'
 import type { Inflight } from './inflight.js'
 import { planReservation, type ReservationPlan } from './plan.js'
 import { refusalError } from './refusal.js'
 import { sendError } from './respond.js'
+import { countExactInput } from './exact-count.js'
 import { createForwarder } from './forward.js'
 import { recordRequest, type Summary } from './summary.js'
 import { parseTarget, readQuery } from './target.js'
@@ -46,6 +49,10 @@ export interface PipelineDeps {
   /** Fires after the shutdown grace period: in-flight upstream calls are aborted and streams cut. */
   shutdown: AbortSignal
   now?: () => number
+  /** Exact token counts off the event loop; default: the process's shared counting worker. */
+  counter?: TokenCounter
+  /** Near-limit memory and hold queues; default: this pipeline's own. */
+  admission?: Admission
 }
 
 
@@ -56,7 +63,20 @@ export interface PipelineDeps {
 export function createPipeline(deps: PipelineDeps) {
   const now = deps.now ?? Date.now
   const { config, store, pricing, adapters } = deps
-  const { forwardFree, forwardMetered } = createForwarder({ ...deps, now })
+  const counter = deps.counter ?? sharedTokenCounter()
+  const admission = deps.admission ?? createAdmission(now)
+  // Every settlement releases a hold: the key's queue of requests blocked by holds retries at once.
+  const settling: BudgetStore = {
+    ...store,
+    async settle(reservation, actualMicros) {
+      try {
+        return await store.settle(reservation, actualMicros)
+      } finally {
+        admission.released(reservation.keyHash)
+      }
+    },
+  }
+  const { forwardFree, forwardMetered } = createForwarder({ ...deps, store: settling, now })
 
   return async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const started = performance.now()
@@ -119,19 +139,25 @@ export function createPipeline(deps: PipelineDeps) {
       const referenced = (extra?.tokens ?? 0) + (referencesProviderContent(body) ? REFERENCED_CONTEXT_TOKENS : 0)
       const feeMicros = toolFees(adapter.id, extra?.toolCalls ?? {})
       const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia) + referenced, Number.MAX_SAFE_INTEGER)
-      let plan = planReservation(facts, price, bound, config.streamSliceTokens, feeMicros)
       const requestId = randomUUID()
       const reserveInput = { keyHash, provider: adapter.id, requestId, session }
-      let result = await reserve({ ...reserveInput, minMicros: plan.minMicros, maxMicros: plan.maxMicros })
-      if (!result.ok && (result.reason === 'budget_exceeded' || result.reason === 'session_budget_exceeded')) {
-        // The cheap bound does not fit: count exactly, and only as far as the budget could reach.
-        const exact = exactPlan(adapter, route, body, facts, price, plan, result, referenced)
-        if (exact !== null) {
-          plan = exact
-          result = await reserve({ ...reserveInput, minMicros: plan.minMicros, maxMicros: plan.maxMicros })
-        }
-      }
-      if (!result.ok) throw refusalError(result, adapter.id, now())
+      const admit = await admitRequest({
+        keyHash,
+        plan: planReservation(facts, price, bound, config.streamSliceTokens, feeMicros),
+        reserveOnce: (p) => reserve({ ...reserveInput, minMicros: p.minMicros, maxMicros: p.maxMicros }),
+        facts,
+        price,
+        count: async (limit) => {
+          const counted = await countExactInput(
+            { counter, upstream: deps.upstream },
+            { adapter: adapter as ProviderAdapter, route, path: target.path, headers: request.headers, credential, body, raw, model: facts.model, tokensPerMedia: price.tokensPerMedia, limit },
+          )
+          return counted === null ? null : counted + referenced
+        },
+      })
+      const plan = admit.plan
+      const result = admit.result
+      if (!result.ok) throw refusalError(result, adapter.id, now(), blockedByHolds(result, plan.minMicros))
       const reservation = result.reservation
       summary.inputBound = plan.inputTokens
       summary.reservedUsd = microsToUsd(reservation.reservedMicros)
@@ -166,26 +192,6 @@ export function createPipeline(deps: PipelineDeps) {
     }
   }
 
-  function exactPlan(
-    adapter: ProviderAdapter,
-    route: RouteMatch,
-    body: Json,
-    facts: RequestFacts,
-    price: Price,
-    plan: ReservationPlan,
-    refusal: Extract<ReserveResult, { ok: false }>,
-    referenced: number,
-  ): ReservationPlan | null {
-    const available = Math.max(0, (refusal.limitMicros ?? 0) - (refusal.spentMicros ?? 0))
-    const inputRate = Math.max(price.inputPer1M, price.cacheWritePer1M)
-    const affordable = Math.floor((available * 1_000_000) / Math.max(1, inputRate)) + 1
-    const exact = adapter.countInputTokens(route, body, facts.model, affordable)
-    if (exact === null) return null
-    const counted = exact + (mediaParts(body) ?? Number.POSITIVE_INFINITY) * price.tokensPerMedia + referenced
-    if (counted >= plan.inputTokens || counted > affordable) return null
-    return planReservation(facts, price, counted, config.streamSliceTokens, plan.feeMicros)
-  }
-
   /** The fees of the hosted-tool calls a request allows, each at its most calls; invalid_request for a tool not priced. */
   function toolFees(provider: ProviderId, calls: Record<string, number>): number {
     let total = 0
@@ -195,6 +201,46 @@ export function createPipeline(deps: PipelineDeps) {
       total += fee * count
     }
     return total
+  }
+
+  /**
+   * Reserves a request: at its cheap bound while the key is far from its limits; counted exactly once the
+   * bound does not fit or the key was refused lately; and, when only other requests' holds stand in the
+   * way, queued until they are released (a bounded wait).
+   */
+  async function admitRequest(a: {
+    keyHash: string
+    plan: ReservationPlan
+    facts: RequestFacts
+    price: Price
+    reserveOnce(plan: ReservationPlan): Promise<ReserveResult>
+    count(limitTokens: number): Promise<number | null>
+  }): Promise<{ plan: ReservationPlan; result: ReserveResult }> {
+    let plan = a.plan
+    let counted = false
+    const exact = async (roomMicros: number): Promise<void> => {
+      counted = true
+      const inputRate = Math.max(a.price.inputPer1M, a.price.cacheWritePer1M)
+      const affordable = Math.floor((roomMicros * 1_000_000) / Math.max(1, inputRate)) + 1
+      const tokens = await a.count(Math.min(affordable, plan.inputTokens))
+      if (tokens !== null && tokens < plan.inputTokens && tokens <= affordable) {
+        plan = planReservation(a.facts, a.price, tokens, config.streamSliceTokens, plan.feeMicros)
+      }
+    }
+    const tightRoom = admission.tightRoom(a.keyHash)
+    if (tightRoom !== null) await exact(tightRoom)
+    let result = await a.reserveOnce(plan)
+    if (!isBudgetRefusal(result)) return { plan, result }
+    admission.markTight(a.keyHash, settledRoom(result))
+    if (!counted) {
+      const before = plan
+      await exact(settledRoom(result))
+      if (plan !== before) result = await a.reserveOnce(plan)
+    }
+    const blocked = (r: ReserveResult) => isBudgetRefusal(r) && blockedByHolds(r, plan.minMicros)
+    if (blocked(result)) result = await admission.waitForHolds(a.keyHash, () => a.reserveOnce(plan), blocked)
+    if (isBudgetRefusal(result)) admission.markTight(a.keyHash, settledRoom(result))
+    return { plan, result }
   }
 
   async function authorizeFree(keyHash: string, provider: ProviderId): Promise<void> {
@@ -209,6 +255,11 @@ export function createPipeline(deps: PipelineDeps) {
     if (!record.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())
   }
 
+}
+
+/** A refusal that more budget (or fewer holds) could turn into an admission. */
+function isBudgetRefusal(result: ReserveResult): result is Extract<ReserveResult, { ok: false }> {
+  return !result.ok && (result.reason === 'budget_exceeded' || result.reason === 'session_budget_exceeded')
 }
 
 /** A client-sent credential unless it is a Loopers key: a proxy key is never sent upstream. */

@@ -18,10 +18,13 @@ export interface ReservationPlan {
   maxMicros: Micros
 }
 
-// The least output worth forwarding a non-streamed request for, when the budget cannot hold its cap.
-const MIN_USEFUL_OUTPUT_TOKENS = 16
+// The least output worth forwarding a request for: a non-streamed request's cap, a stream's first slice.
+export const MIN_USEFUL_OUTPUT_TOKENS = 16
 
-/** Reserve bounds: metered streams hold input plus one slice; everything else the worst case, at least a useful part. */
+/**
+ * Reserve bounds: metered streams hold input plus one slice (as much of it as fits, at least a useful
+ * part); everything else the worst case, at least a useful part. `feeMicros`: hosted-tool fees, held whole.
+ */
 export function planReservation(facts: RequestFacts, price: Price, inputTokens: number, sliceTokens: number, feeMicros: Micros = 0): ReservationPlan {
   const outputCap = facts.maxOutputTokens ?? price.maxOutputTokens * facts.choices
   const inputMicros = tokensCost(inputTokens, Math.max(price.inputPer1M, price.cacheWritePer1M))
@@ -30,7 +33,8 @@ export function planReservation(facts: RequestFacts, price: Price, inputTokens: 
   const metered = facts.stream && !price.hiddenReasoning && outputCap > 0
   if (metered) {
     const first = fixed + tokensCost(Math.min(outputCap, sliceTokens), price.outputPer1M)
-    return { inputTokens, inputMicros, feeMicros, outputCap, metered, minMicros: first, maxMicros: first }
+    const useful = fixed + tokensCost(Math.min(outputCap, sliceTokens, MIN_USEFUL_OUTPUT_TOKENS), price.outputPer1M)
+    return { inputTokens, inputMicros, feeMicros, outputCap, metered, minMicros: useful, maxMicros: first }
   }
   return {
     inputTokens,

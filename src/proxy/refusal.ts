@@ -11,8 +11,14 @@ import {
 } from '../errors.js'
 import type { ProviderId } from '../providers/types.js'
 
-/** Turns a typed store refusal into the contract's error, with budget details and Retry-After. */
-export function refusalError(refusal: Refusal, provider: ProviderId, now: number): ProxyError {
+/** Retry-After of a refusal caused by other requests' holds: they are released as those requests end. */
+export const HOLDS_RETRY_AFTER_SECONDS = 1
+
+/**
+ * Turns a typed store refusal into the contract's error, with budget details and Retry-After. A refusal
+ * `blockedByHolds` (settled spend leaves room; in-flight holds do not) is retryable: a short Retry-After.
+ */
+export function refusalError(refusal: Refusal, provider: ProviderId, now: number, blockedByHolds = false): ProxyError {
   switch (refusal.reason) {
     case 'invalid_key':
       return invalidKey('unknown Loopers proxy key')
@@ -23,13 +29,15 @@ export function refusalError(refusal: Refusal, provider: ProviderId, now: number
     case 'session_steps_exceeded':
       return sessionStepsExceeded('the session has used all its steps')
     case 'session_budget_exceeded':
-      return sessionBudgetExceeded('the session budget cannot hold this request', {
+      return sessionBudgetExceeded(`the session budget cannot hold this request${blockedByHolds ? ' while other requests hold their share' : ''}`, {
         details: { limit_usd: usd(refusal.limitMicros), spent_usd: usd(refusal.spentMicros) },
+        ...(blockedByHolds ? { retryAfterSeconds: HOLDS_RETRY_AFTER_SECONDS } : {}),
       })
     case 'budget_exceeded': {
       const resetsAt = refusal.resetsAt ?? new Date(now)
-      const retryAfterSeconds = Math.max(1, Math.ceil((resetsAt.getTime() - now) / 1000))
-      return budgetExceeded(`the ${refusal.window ?? ''} budget cannot hold this request`.replace('  ', ' '), {
+      const retryAfterSeconds = blockedByHolds ? HOLDS_RETRY_AFTER_SECONDS : Math.max(1, Math.ceil((resetsAt.getTime() - now) / 1000))
+      const why = blockedByHolds ? ' while other requests hold their share' : ''
+      return budgetExceeded(`the ${refusal.window ?? ''} budget cannot hold this request${why}`.replace('  ', ' '), {
         details: {
           window: refusal.window ?? null,
           limit_usd: usd(refusal.limitMicros),

@@ -19,7 +19,8 @@ export function sendError(reply: FastifyReply, adapter: ProviderAdapter | null, 
   reply.code(error.status).header('x-loopers-error-code', error.code).header('content-type', 'application/json')
   if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds))
   const hopeless =
-    error.code === 'session_budget_exceeded' ||
+    // A session refusal with a Retry-After was caused by other requests' holds: retrying helps.
+    (error.code === 'session_budget_exceeded' && error.retryAfterSeconds === undefined) ||
     error.code === 'session_steps_exceeded' ||
     (error.code === 'budget_exceeded' && (error.retryAfterSeconds ?? 0) > LONGEST_USEFUL_RETRY_SECONDS)
   if (hopeless) reply.header('x-should-retry', 'false')

@@ -5,9 +5,9 @@
  */
 
 /**
- * Tokens a provider adds to every request beyond its body bytes: chat priming and message wrappers, and
- * Anthropic's tool-use system prompt (up to 530 tokens, Claude 3 Opus). Provider-defined tools that expand
- * to more (computer use, text editor) are the adapter's to add through `overheadTokens`.
+ * Tokens a provider adds beyond the body bytes when it renders tool definitions into a system prompt
+ * (Gemini, Bedrock) or injects a system prompt of its own (Mistral's safety and reasoning prompts). Not
+ * added to requests without them: their JSON wrappers outweigh the chat template's message delimiters.
  */
 export const PRIMING_TOKENS = 1024
 

@@ -12,7 +12,7 @@ import {
   ValidationException,
 } from '@aws-sdk/client-bedrock-runtime'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { createTestKey, currentDaily, summaryAt } from '../support/e2e.js'
+import { createTestKey, currentDaily, metered, summaryAt } from '../support/e2e.js'
 import { startFakeBedrock, type FakeBedrock } from '../support/fake-bedrock.js'
 import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
@@ -244,7 +244,7 @@ describe('errors the SDK raises as typed exceptions', () => {
       .catch((e: unknown) => e)
     expect(error).toBeInstanceOf(ThrottlingException)
     expect(error).toMatchObject({ code: 'budget_exceeded', window: 'daily', limit_usd: 0.000005, $metadata: { httpStatusCode: 429 } })
-    expect(fake.received).toHaveLength(0)
+    expect(metered(fake.received)).toHaveLength(0)
   })
 
   it('unknown key, foreign key and unpriced model raise UnrecognizedClient, AccessDenied and Validation exceptions', async () => {
@@ -405,7 +405,8 @@ describe('budgets', () => {
     await proxy.admin.setBudget(hash, { limits: { daily: before + admitted * (inputBound + 10) } })
     fake.received.length = 0
     let release!: () => void
-    fake.options = { gate: new Promise<void>((resolve) => (release = resolve)) }
+    // The provider counts (and bills) the bound: the budget holds 37 at its count too.
+    fake.options = { promptTokens: inputBound, gate: new Promise<void>((resolve) => (release = resolve)) }
     let refused = 0
     const sdk = client()
     const all = Array.from({ length: 200 }, () =>
@@ -417,14 +418,15 @@ describe('budgets', () => {
         },
       ),
     )
-    await eventually(() => fake.received.length + refused === 200, 'every request admitted or refused', 20_000)
-    expect(fake.received).toHaveLength(admitted)
+    await eventually(() => metered(fake.received).length + refused === 200, 'every request admitted or refused', 20_000)
+    expect(metered(fake.received)).toHaveLength(admitted)
     release()
     const outcomes = await Promise.all(all)
     expect(outcomes.filter((o) => o === 'ok')).toHaveLength(admitted)
     expect(outcomes.filter((o) => o === 'throttled')).toHaveLength(200 - admitted)
     await new Promise((r) => setTimeout(r, 100))
-    expect(fake.received).toHaveLength(admitted)
-    expect(await daily()).toEqual({ spent: before + admitted * 19, held: 0 })
+    expect(metered(fake.received)).toHaveLength(admitted)
+    // Each bills its input (the bound, as the fake counts it) and the fake's 7 output tokens.
+    expect(await daily()).toEqual({ spent: before + admitted * (inputBound + 7), held: 0 })
   })
 })

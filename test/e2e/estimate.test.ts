@@ -1,6 +1,6 @@
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { loadedEncodings } from '../../src/tokens/tiktoken.js'
+import { countChatTokens, loadedEncodings } from '../../src/tokens/tiktoken.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
@@ -40,11 +40,14 @@ describe('the input estimate', () => {
     expect(Number(summary.inputBound)).toBeGreaterThan(1_000_000)
   })
 
-  it('counts exactly, building the tokenizer once, only when the bound does not fit', async () => {
+  it('counts exactly only when the bound does not fit, in the counting worker: the event loop builds no tokenizer', async () => {
     // About 240,000 tokens by count, over 1 MB by bytes: a 600,000 micro-USD budget holds the count only.
-    const { sdk } = await keyWithDailyLimit(600_000)
+    const { sdk, hash } = await keyWithDailyLimit(600_000)
     const prompt = 'hello world, '.repeat(80_000)
     await sdk.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: prompt }], max_tokens: 10 })
-    expect(loadedEncodings()).toEqual(['o200k_base'])
+    await eventually(() => proxy.inflight() === 0, 'settlement')
+    expect(loadedEncodings()).toEqual([])
+    const summary = proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8)).at(-1)!
+    expect(Number(summary.inputBound)).toBe(countChatTokens({ messages: [{ role: 'user', content: prompt }] }, 'gpt-test'))
   })
 })

@@ -1,7 +1,7 @@
 import { ApiError, GoogleGenAI } from '@google/genai'
 import { readFileSync } from 'node:fs'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { createTestKey, currentDaily, flood, summaryAt } from '../support/e2e.js'
+import { createTestKey, currentDaily, flood, metered, summaryAt } from '../support/e2e.js'
 import { startFakeGemini, type FakeGemini } from '../support/fake-gemini.js'
 import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
@@ -181,7 +181,7 @@ describe('@google/genai through the proxy', () => {
     expect(raw.status).toBe(429)
     expect(raw.headers.get('x-loopers-error-code')).toBe('budget_exceeded')
     expect(Number(raw.headers.get('retry-after'))).toBeGreaterThan(0)
-    expect(fake.received).toHaveLength(0)
+    expect(metered(fake.received)).toHaveLength(0)
   })
 
   it('an upstream error passes through unchanged and refunds the hold', async () => {
@@ -351,7 +351,7 @@ describe('concurrency', () => {
     const { ok, refused } = await flood(200, send)
     expect(ok).toHaveLength(admitted)
     expect(refused.filter((e) => e instanceof ApiError && e.status === 429)).toHaveLength(200 - admitted)
-    expect(fake.received).toHaveLength(admitted)
+    expect(metered(fake.received)).toHaveLength(admitted)
     await eventually(async () => (await daily()).held === 0, 'settlement')
     expect((await daily()).spent - before).toBe(admitted * cost)
   })

@@ -45,7 +45,7 @@ describe('sessions', () => {
     const hash = await f.newKey()
     const a = await reserved(hash, 60, session('s', 100))
     expect(await f.store.reserve(input(hash, 50, session('s')))).toEqual({
-      ok: false, reason: 'session_budget_exceeded', limitMicros: 100, spentMicros: 60,
+      ok: false, reason: 'session_budget_exceeded', limitMicros: 100, spentMicros: 60, heldMicros: 60,
     })
     await f.store.settle(a, 30)
     const b = await f.store.reserve(input(hash, 100, session('s'), 1))

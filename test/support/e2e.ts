@@ -57,6 +57,11 @@ export async function flood<T>(count: number, send: () => Promise<T>): Promise<{
   }
 }
 
+/** What an upstream received minus its free token-counting calls (the proxy's exact counts near a limit). */
+export function metered<R extends Received>(received: R[]): R[] {
+  return received.filter((r) => !/count_tokens|:countTokens|\/count-tokens/.test(r.url))
+}
+
 /** Nothing the upstream received may contain the proxy key or a Loopers control header. */
 export function expectNoProxyKeyIn(received: Received[], key: string): void {
   for (const request of received) {

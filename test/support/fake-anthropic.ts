@@ -21,6 +21,8 @@ export interface FakeAnthropicOptions {
   fail?: { status: number; body: unknown }
   /** Never answer metered POSTs. */
   hang?: boolean
+  /** Answer `count_tokens` with this error status instead of a count. */
+  countFails?: number
   /** End the stream with an `overloaded_error` event after this many deltas. */
   overloadAfterChunks?: number
 }
@@ -43,7 +45,7 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
       return reply(res, 200, { data: [model], has_more: false, first_id: 'claude-test', last_id: 'claude-test' })
     }
     if (req.method === 'POST' && path === '/v1/messages/count_tokens') {
-      return reply(res, 200, { input_tokens: o.inputTokens ?? 12 })
+      return answerCountTokens(res, o)
     }
     if (req.method !== 'POST' || path !== '/v1/messages') {
       return reply(res, 404, { type: 'error', error: { type: 'not_found_error', message: 'Not found' } })
@@ -106,6 +108,12 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
 }
 
 /** A JSON answer carrying the `request-id` header every Anthropic answer has. */
+/** `POST /v1/messages/count_tokens`: the input tokens a message with this body would bill, as the API counts them. */
+function answerCountTokens(res: http.ServerResponse, o: FakeAnthropicOptions): void {
+  if (o.countFails !== undefined) return reply(res, o.countFails, { type: 'error', error: { type: 'api_error', message: 'counting failed' } })
+  reply(res, 200, { input_tokens: o.inputTokens ?? 12 })
+}
+
 function reply(res: http.ServerResponse, status: number, body: unknown): void {
   json(res, status, body, { 'request-id': 'req_fake' })
 }

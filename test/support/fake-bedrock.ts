@@ -26,6 +26,8 @@ export interface Received extends BaseReceived {
 export interface FakeBedrockOptions {
   /** Input tokens the fake reports (default 12). */
   promptTokens?: number
+  /** Answer CountTokens with this error status instead of a count. */
+  countFails?: number
   /** Text deltas per streamed answer (default 5); each is one token of text `word`. */
   chunks?: number
   /** Output tokens of a non-streamed answer (default 7). */
@@ -203,7 +205,7 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
     if (route === null) return awsError(res, 404, 'UnknownOperationException', 'no such operation')
     const modelId = decodeURIComponent(route[1] ?? '')
     const operation = route[2] ?? ''
-    if (operation === 'count-tokens') return awsJson(res, 200, { inputTokens: o.promptTokens ?? 12 })
+    if (operation === 'count-tokens') return answerCountTokens(res, o)
     if (o.hang) return
     if (o.gate) await o.gate
     if (o.fail) return awsError(res, o.fail.status, o.fail.type, o.fail.message)
@@ -325,6 +327,12 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
 }
 
 /** A JSON answer carrying the request id every AWS answer has. */
+/** CountTokens (`POST /model/{id}/count-tokens`): the input tokens the request would bill, as the API counts them. */
+function answerCountTokens(res: http.ServerResponse, o: FakeBedrockOptions): void {
+  if (o.countFails !== undefined) return awsError(res, o.countFails, 'ValidationException', 'The provided model does not support counting tokens.')
+  awsJson(res, 200, { inputTokens: o.promptTokens ?? 12 })
+}
+
 function awsJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   json(res, status, body, { 'x-amzn-requestid': 'req-fake', ...headers })
 }

@@ -6,6 +6,8 @@ export type { LedgerEntry, Received } from './fake-server.js'
 export interface FakeGeminiOptions {
   /** promptTokenCount the fake reports (default 12). */
   promptTokens?: number
+  /** Answer `:countTokens` with this error status instead of a count. */
+  countFails?: number
   /** Text chunks per streamed answer (default 5), each carrying `word`. */
   chunks?: number
   /** Text of one streamed chunk (default "tok "). */
@@ -50,7 +52,7 @@ export async function startFakeGemini(initial: FakeGeminiOptions = {}): Promise<
     const model = (match[1] ?? '').replace(/^models\//, '')
     const verb = match[2]
     const promptTokens = o.promptTokens ?? 12
-    if (verb === 'countTokens') return reply(res, 200, { totalTokens: promptTokens, promptTokensDetails: [{ modality: 'TEXT', tokenCount: promptTokens }] })
+    if (verb === 'countTokens') return answerCountTokens(res, o.countFails, promptTokens)
     if (o.fail) return reply(res, o.fail.status, o.fail.body)
     if (verb === 'embedContent') return reply(res, 200, { embedding: { values: [0.5, 0.25, 0.125] } })
     if (verb === 'batchEmbedContents') {
@@ -105,6 +107,12 @@ function response(model: string, text: string, finishReason: string | undefined,
 }
 
 /** A JSON answer with the charset Google's front end names. */
+/** `:countTokens`: the prompt tokens a generation with this body would bill, as the API counts them. */
+function answerCountTokens(res: http.ServerResponse, fails: number | undefined, promptTokens: number): void {
+  if (fails !== undefined) return reply(res, fails, { error: { code: fails, message: 'counting failed', status: 'INTERNAL' } })
+  reply(res, 200, { totalTokens: promptTokens, promptTokensDetails: [{ modality: 'TEXT', tokenCount: promptTokens }] })
+}
+
 function reply(res: http.ServerResponse, status: number, body: unknown): void {
   json(res, status, body, { 'content-type': 'application/json; charset=UTF-8' })
 }

@@ -4,9 +4,8 @@ import Anthropic from '@anthropic-ai/sdk'
 import { Stream } from '@anthropic-ai/sdk/core/streaming'
 import { describe, expect, it } from 'vitest'
 import { ProxyError } from '../../src/errors.js'
-import { createAnthropicAdapter, toolOverheadTokens } from '../../src/providers/anthropic.js'
+import { createAnthropicAdapter, TOOL_USE_PROMPT_TOKENS, toolOverheadTokens } from '../../src/providers/anthropic.js'
 import type { ErrorInfo, RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage } from '../../src/providers/types.js'
-import { PRIMING_TOKENS } from '../../src/tokens/bound.js'
 
 const PROXY_KEY = `lp-${'k'.repeat(43)}`
 const OTHER_PROXY_KEY = `lp-${'z'.repeat(43)}`
@@ -107,26 +106,37 @@ describe('request facts', () => {
 })
 
 describe('input bound', () => {
-  it('adds priming and the published overhead of each Anthropic-defined tool; client tools add none', () => {
+  it('adds the tool-use system prompt and the published overhead of each Anthropic-defined tool; client tools add none', () => {
     const body = json('request-tools.json')
     const bytes = raw('request-tools.json')
     // bash 245 + text editor 700 + computer use 735 + 499 + web search allowance 1024.
     expect(toolOverheadTokens(body.tools)).toBe(245 + 700 + 1234 + 1024)
-    expect(adapter.boundInputTokens(MESSAGES, body, bytes, 2000)).toBe(bytes.length + PRIMING_TOKENS + 3203)
+    expect(adapter.boundInputTokens(MESSAGES, body, bytes, 2000)).toBe(bytes.length + TOOL_USE_PROMPT_TOKENS + 3203)
   })
 
   it('prices each image and document part, inline or referenced, at tokensPerMedia', () => {
     const body = json('request-media.json')
     const bytes = raw('request-media.json')
-    expect(adapter.boundInputTokens(MESSAGES, body, bytes, 1500)).toBe(bytes.length + 3 * 1500 + PRIMING_TOKENS)
+    // No tools: no tool-use prompt, and no "priming" either (the JSON outweighs the message delimiters).
+    expect(adapter.boundInputTokens(MESSAGES, body, bytes, 1500)).toBe(bytes.length + 3 * 1500)
   })
 
   it.each([[undefined], [[]], ['tools'], [[{ name: 'x', input_schema: {} }, null, 3]]])('no overhead for tools %j', (tools) => {
     expect(toolOverheadTokens(tools)).toBe(0)
   })
 
-  it('has no exact tokenizer', () => {
-    expect(adapter.countInputTokens(MESSAGES, { model: 'm', max_tokens: 1 }, 'm', 100)).toBeNull()
+  it('counts exactly at the free count_tokens endpoint, sending only the fields it accepts', () => {
+    const body = { model: 'm', max_tokens: 1, stream: true, system: 's', messages: [{ role: 'user', content: 'hi' }], tools: [{ name: 'f', input_schema: {} }] }
+    const how = adapter.exactInput(MESSAGES, '/v1/messages', body, 'm')
+    expect(how).toMatchObject({ kind: 'endpoint', path: '/v1/messages/count_tokens', body: { model: 'm', system: 's', messages: body.messages, tools: body.tools } })
+    if (how?.kind !== 'endpoint') throw new Error('endpoint expected')
+    expect(Object.keys(how.body).sort()).toEqual(['messages', 'model', 'system', 'tools'])
+    expect(how.read({ input_tokens: 42 })).toBe(42)
+    expect(how.read({ error: {} })).toBeNull()
+  })
+
+  it('keeps the bound when a server tool fetches content the count cannot see', () => {
+    expect(adapter.exactInput(MESSAGES, '/v1/messages', { model: 'm', messages: [], tools: [{ type: 'web_search_20250305', name: 'web_search' }] }, 'm')).toBeNull()
   })
 })
 

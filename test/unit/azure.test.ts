@@ -118,8 +118,14 @@ describe('request facts', () => {
     ).toThrow(/LOOPERS_AZURE_ENDPOINT/)
   })
 
-  it('has no exact token count: a deployment name does not say which tokenizer runs behind it', () => {
-    expect(adapter.countInputTokens(CHAT, { messages: [{ role: 'user', content: 'hi' }] }, 'my-gpt4o', 1000)).toBeNull()
+  it('counts exactly with both encodings (a deployment name does not say which one its model uses)', () => {
+    expect(adapter.exactInput(CHAT, '/openai/deployments/my-gpt4o/chat/completions', { messages: [{ role: 'user', content: 'hi' }] }, 'my-gpt4o')).toEqual({
+      kind: 'local',
+      counter: 'chat',
+      model: 'my-gpt4o',
+      factor: 1,
+      anyEncoding: true,
+    })
   })
 
   it('bounds input by body bytes and media parts', () => {

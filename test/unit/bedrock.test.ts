@@ -143,14 +143,21 @@ describe('request facts', () => {
     expect(() => adapter.describe(route(path), body)).toThrow(expect.objectContaining({ code: 'invalid_request' }))
   })
 
-  it('bounds input by body bytes, media parts and the chat-template overhead (none for embeddings)', () => {
+  it('bounds input by body bytes and media parts, the tool-use overhead only with tools (none for embeddings)', () => {
     const body = { messages: [{ role: 'user', content: [{ text: 'hi' }, { image: { format: 'png', source: { bytes: 'AAAA' } } }] }] }
     const raw = Buffer.from(JSON.stringify(body))
-    expect(adapter.boundInputTokens(route('/model/amazon.nova-pro-v1%3A0/converse'), body, raw, 3000)).toBe(raw.length + 3000 + PRIMING_TOKENS)
+    expect(adapter.boundInputTokens(route('/model/amazon.nova-pro-v1%3A0/converse'), body, raw, 3000)).toBe(raw.length + 3000)
+    const tools = { ...body, toolConfig: { tools: [{ toolSpec: { name: 'f', inputSchema: { json: {} } } }] } }
+    const toolsRaw = Buffer.from(JSON.stringify(tools))
+    expect(adapter.boundInputTokens(route('/model/amazon.nova-pro-v1%3A0/converse'), tools, toolsRaw, 3000)).toBe(toolsRaw.length + 3000 + PRIMING_TOKENS)
     const embed = { inputText: 'hello world' }
     const embedRaw = Buffer.from(JSON.stringify(embed))
     expect(adapter.boundInputTokens(route('/model/amazon.titan-embed-text-v2%3A0/invoke'), embed, embedRaw, 2000)).toBe(embedRaw.length)
-    expect(adapter.countInputTokens(route('/model/amazon.nova-pro-v1%3A0/converse'), body, 'amazon.nova-pro-v1:0', 10)).toBeNull()
+    expect(adapter.exactInput(route('/model/amazon.titan-embed-text-v2%3A0/invoke'), '/model/amazon.titan-embed-text-v2%3A0/invoke', embed, 'amazon.titan-embed-text-v2:0')).toBeNull()
+    const how = adapter.exactInput(route('/model/amazon.nova-pro-v1%3A0/converse'), '/model/amazon.nova-pro-v1%3A0/converse', { ...body, inferenceConfig: { maxTokens: 5 } }, 'amazon.nova-pro-v1:0')
+    expect(how).toMatchObject({ kind: 'endpoint', path: '/model/amazon.nova-pro-v1%3A0/count-tokens', body: { input: { converse: { messages: body.messages } } } })
+    if (how?.kind !== 'endpoint') throw new Error('endpoint expected')
+    expect(how.read({ inputTokens: 17 })).toBe(17)
   })
 })
 

@@ -174,20 +174,26 @@ describe('input bound', () => {
   const CONTEXT = 2_097_152
 
   it.each([
-    ['text: bytes plus the priming overhead', GENERATE, text, bytes(text) + PRIMING_TOKENS],
-    ['function declarations stay in the body', GENERATE, { ...text, tools: [{ functionDeclarations: [{ name: 'f' }] }] }, bytes({ ...text, tools: [{ functionDeclarations: [{ name: 'f' }] }] }) + PRIMING_TOKENS],
-    ['an inline image', GENERATE, { contents: [{ parts: [{ inlineData: { mimeType: 'image/png', data: 'AAAA' } }] }] }, bytes({ contents: [{ parts: [{ inlineData: { mimeType: 'image/png', data: 'AAAA' } }] }] }) + 4200 + PRIMING_TOKENS],
-    ['a cached context', GENERATE, { ...text, cachedContent: 'cachedContents/abc' }, bytes({ ...text, cachedContent: 'cachedContents/abc' }) + PRIMING_TOKENS + CONTEXT],
-    ['a continued generation', GENERATE, { continuationToken: 'tok' }, bytes({ continuationToken: 'tok' }) + PRIMING_TOKENS + CONTEXT],
+    ['text: bytes only (no tools, no tool prompt)', GENERATE, text, bytes(text)],
+    ['function declarations add the tool prompt', GENERATE, { ...text, tools: [{ functionDeclarations: [{ name: 'f' }] }] }, bytes({ ...text, tools: [{ functionDeclarations: [{ name: 'f' }] }] }) + PRIMING_TOKENS],
+    ['an inline image', GENERATE, { contents: [{ parts: [{ inlineData: { mimeType: 'image/png', data: 'AAAA' } }] }] }, bytes({ contents: [{ parts: [{ inlineData: { mimeType: 'image/png', data: 'AAAA' } }] }] }) + 4200],
+    ['a cached context', GENERATE, { ...text, cachedContent: 'cachedContents/abc' }, bytes({ ...text, cachedContent: 'cachedContents/abc' }) + CONTEXT],
+    ['a continued generation', GENERATE, { continuationToken: 'tok' }, bytes({ continuationToken: 'tok' }) + CONTEXT],
     ['a built-in search tool', GENERATE, { ...text, tools: [{ googleSearch: {} }] }, bytes({ ...text, tools: [{ googleSearch: {} }] }) + PRIMING_TOKENS + CONTEXT],
-    ['an uploaded file', GENERATE, { contents: [{ parts: [{ file_data: { file_uri: 'https://f/1' } }] }] }, bytes({ contents: [{ parts: [{ file_data: { file_uri: 'https://f/1' } }] }] }) + 4200 + PRIMING_TOKENS + CONTEXT],
+    ['an uploaded file', GENERATE, { contents: [{ parts: [{ file_data: { file_uri: 'https://f/1' } }] }] }, bytes({ contents: [{ parts: [{ file_data: { file_uri: 'https://f/1' } }] }] }) + 4200 + CONTEXT],
     ['an embedding: bytes only', EMBED, { content: { parts: [{ text: 'héllo' }] } }, bytes({ content: { parts: [{ text: 'héllo' }] } })],
   ])('%s', (_name, route, body, expected) => {
     expect(bound(route, body)).toBe(expected)
   })
 
-  it('has no exact tokenizer', () => {
-    expect(adapter.countInputTokens(GENERATE, text, 'gemini-2.5-flash', 100)).toBeNull()
+  it('counts exactly at the free countTokens endpoint of the same API version, except for content beyond the body', () => {
+    const path = '/v1beta/models/gemini-2.5-flash:generateContent'
+    const how = adapter.exactInput(GENERATE, path, { ...text, generationConfig: { maxOutputTokens: 5 } }, 'gemini-2.5-flash')
+    expect(how).toMatchObject({ kind: 'endpoint', path: '/v1beta/models/gemini-2.5-flash:countTokens', body: { generateContentRequest: { model: 'models/gemini-2.5-flash', contents: text.contents } } })
+    if (how?.kind !== 'endpoint') throw new Error('endpoint expected')
+    expect(how.body.generateContentRequest).not.toHaveProperty('generationConfig')
+    expect(how.read({ totalTokens: 9 })).toBe(9)
+    expect(adapter.exactInput(GENERATE, path, { ...text, cachedContent: 'cachedContents/abc' }, 'gemini-2.5-flash')).toBeNull()
   })
 })
 

@@ -7,7 +7,7 @@ import {
 } from '@mistralai/mistralai/models/components'
 import { describe, expect, it } from 'vitest'
 import { ProxyError } from '../../src/errors.js'
-import { createMistralAdapter } from '../../src/providers/mistral.js'
+import { createMistralAdapter, MISTRAL_PER_O200K_TOKEN } from '../../src/providers/mistral.js'
 import type { RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage } from '../../src/providers/types.js'
 import { PRIMING_TOKENS } from '../../src/tokens/bound.js'
 
@@ -107,10 +107,11 @@ describe('request facts', () => {
     expect(adapter.boundInputTokens(match, body, bytes, 4200)).toBe(bytes.length + overhead)
   })
 
-  it('has no exact token count (tiktoken is not Mistral’s tokenizer), bounds input by bytes and media parts', () => {
+  it('estimates input as o200k × a factor (tiktoken is not Mistral’s tokenizer), bounds input by bytes and media parts', () => {
     const body = { model: 'pixtral-12b', messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }, { type: 'image_url', image_url: 'https://x/y.png' }] }] }
     const bytes = Buffer.from(JSON.stringify(body))
-    expect(adapter.countInputTokens(CHAT, body, 'pixtral-12b', 10_000)).toBeNull()
+    expect(adapter.exactInput(CHAT, '/v1/chat/completions', body, 'pixtral-12b')).toEqual({ kind: 'local', counter: 'chat', model: 'o200k', factor: MISTRAL_PER_O200K_TOKEN })
+    expect(adapter.exactInput(FIM, '/v1/fim/completions', { model: 'codestral-latest', prompt: 'x' }, 'codestral-latest')).toBeNull()
     expect(adapter.boundInputTokens(CHAT, body, bytes, 4200)).toBe(bytes.length + 4200)
   })
 })

@@ -1,0 +1,85 @@
+/**
+ * Exact input counts for requests whose cheap bound does not fit: locally in the counting worker
+ * (tiktoken, or an o200k estimate × factor), or at the provider's free counting endpoint with the
+ * request's own credential. Any failure answers null, and the caller keeps the bound.
+ */
+import type { IncomingHttpHeaders } from 'node:http'
+import type { ProviderAdapter, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { TokenCounter } from '../tokens/worker.js'
+import type { UpstreamClient } from './upstream.js'
+
+/** Longest wait for a provider's counting endpoint: past it, the bound stands. */
+export const COUNT_ENDPOINT_TIMEOUT_MS = 2_000
+/** A counting endpoint's answer is small; a larger one is not a count. */
+const MAX_COUNT_ANSWER_BYTES = 64 * 1024
+
+export interface ExactCountInput {
+  adapter: ProviderAdapter
+  route: RouteMatch
+  /** The provider path and query the request was sent to. */
+  path: string
+  headers: IncomingHttpHeaders
+  credential: UpstreamCredential
+  body: Record<string, unknown>
+  raw: Buffer
+  model: string
+  tokensPerMedia: number
+  /** Counting may stop once past this many tokens: the caller only needs to know it does not fit. */
+  limit: number
+}
+
+export interface ExactCountDeps {
+  counter: TokenCounter
+  upstream: UpstreamClient
+}
+
+/** Exact input tokens (media included), a count above `limit` when it stopped early, or null when it cannot count. */
+export async function countExactInput(deps: ExactCountDeps, input: ExactCountInput): Promise<number | null> {
+  const how = input.adapter.exactInput(input.route, input.path, input.body, input.model)
+  if (how === null) return null
+  if (how.kind === 'local') {
+    const limit = Number.isFinite(input.limit) ? Math.max(0, Math.ceil(input.limit)) : Number.MAX_SAFE_INTEGER
+    const job = { counter: how.counter, model: how.model, factor: how.factor, raw: input.raw, limit, ...(how.anyEncoding === true ? { anyEncoding: true } : {}) }
+    const counted = await deps.counter.count(job)
+    // A body too large to walk for media has an unknown number of parts: the bound stands.
+    if (counted === null || counted.media === null) return null
+    return counted.tokens + counted.media * input.tokensPerMedia
+  }
+  return askEndpoint(deps.upstream, input, how.path, how.body, how.read)
+}
+
+async function askEndpoint(
+  upstream: UpstreamClient,
+  input: ExactCountInput,
+  path: string,
+  body: Record<string, unknown>,
+  read: (json: unknown) => number | null,
+): Promise<number | null> {
+  const signal = AbortSignal.timeout(COUNT_ENDPOINT_TIMEOUT_MS)
+  try {
+    const request = input.adapter.buildUpstream({
+      route: input.route,
+      path,
+      query: '',
+      headers: { ...input.headers, 'content-type': 'application/json', accept: 'application/json' },
+      credential: input.credential,
+      body: Buffer.from(JSON.stringify(body)),
+    })
+    const response = await upstream.send(request, signal)
+    const chunks: Buffer[] = []
+    let size = 0
+    for await (const chunk of response.body) {
+      size += (chunk as Buffer).length
+      if (size > MAX_COUNT_ANSWER_BYTES) {
+        response.body.destroy()
+        return null
+      }
+      chunks.push(chunk as Buffer)
+    }
+    if (response.status !== 200) return null
+    const tokens = read(JSON.parse(Buffer.concat(chunks).toString('utf8')))
+    return tokens !== null && Number.isSafeInteger(tokens) && tokens >= 0 ? tokens : null
+  } catch {
+    return null
+  }
+}

@@ -1,0 +1,26 @@
+import type { Encoding } from './tiktoken.js'
+
+/** A local count the worker knows how to run: tiktoken over an OpenAI-format body, times `factor`. */
+export interface CountJob {
+  counter: 'chat' | 'responses' | 'embeddings'
+  /** Picks the encoding (`encodingForModel`). */
+  model: string
+  /** Count with both encodings and keep the larger (the model's encoding is unknown). */
+  anyEncoding?: boolean
+  /** 1 for an exact tiktoken count; above 1 for an o200k estimate of another tokenizer. */
+  factor: number
+  /** The request body as sent (the worker parses it). */
+  raw: Uint8Array
+  /** Counting stops once the count passes this: the caller only needs to know it does not fit. */
+  limit: number
+}
+
+export type WorkerRequest = { type: 'count'; id: number; job: CountJob } | { type: 'warm'; id: number; encodings: Encoding[] }
+
+/** The worker's answer: tokens (null when the body cannot be counted) and the media parts in the body. */
+export interface CountReply {
+  id: number
+  tokens: number | null
+  media: number | null
+  error?: string
+}

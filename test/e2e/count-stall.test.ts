@@ -1,0 +1,114 @@
+/**
+ * No request may stall the others: while a 10 MiB prompt is counted exactly (its byte bound does not fit
+ * the key's budget, so the proxy counts its tokens in the counting worker), small requests through the
+ * same proxy process keep flowing and none is refused with 503. A count on the event loop holds every
+ * small request for the whole count (seconds); here none waits longer than a second. The issue's target
+ * (p99 grows by at most 10 ms) is measured by `bench/leakage.mjs` (countStall); on a shared test machine
+ * the baseline p99 alone varies by more than that, so this test logs the growth and asserts the stall.
+ * The big request's budget stops just short of its token count, so the count runs through ~95% of the body
+ * and the request is then refused: the fake upstream (in this process) never parses 10 MiB mid-measurement.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest'
+import { createKeyAdmin } from '../../src/budget/admin.js'
+import { createRedisClient, type RedisClient } from '../../src/budget/redis-client.js'
+import type { KeyAdmin } from '../../src/budget/types.js'
+import { countChatTokens } from '../../src/tokens/tiktoken.js'
+import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
+import { startProxyProcess, type ProxyProcess } from '../support/proxy-process.js'
+import { waitReady } from '../support/proxy.js'
+import { startRedis, type TestRedis } from '../support/redis.js'
+
+let redis: TestRedis
+let fake: FakeOpenAi
+let proxy: ProxyProcess
+let client: RedisClient
+let admin: KeyAdmin
+
+beforeAll(async () => {
+  redis = await startRedis()
+  fake = await startFakeOpenAi()
+  proxy = await startProxyProcess({
+    REDIS_URL: redis.url,
+    LOOPERS_OPENAI_BASE_URL: fake.url,
+    LOOPERS_OPENAI_API_KEY: 'sk-upstream',
+    LOOPERS_MAX_BODY_BYTES: String(11 * 1024 * 1024),
+  })
+  client = createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 2_000 })
+  await waitReady(client)
+  admin = createKeyAdmin(client)
+}, 60_000)
+
+afterAll(async () => {
+  await proxy?.stop()
+  client?.disconnect()
+  await fake?.close()
+  await redis?.stop()
+})
+
+const SMALL = JSON.stringify({ model: 'gpt-test', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] })
+
+async function small(key: string): Promise<{ ms: number; status: number }> {
+  const started = performance.now()
+  const response = await fetch(`${proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: SMALL })
+  await response.arrayBuffer()
+  return { ms: performance.now() - started, status: response.status }
+}
+
+/** Small requests, 4 at a time, until `done()`: their latencies and statuses. */
+async function smallLoad(key: string, done: () => boolean): Promise<Array<{ ms: number; status: number }>> {
+  const results: Array<{ ms: number; status: number }> = []
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      while (!done()) results.push(await small(key))
+    }),
+  )
+  return results
+}
+
+const forMs = (ms: number) => {
+  const until = performance.now() + ms
+  return () => performance.now() >= until
+}
+
+function p99(results: Array<{ ms: number }>): number {
+  const sorted = results.map((r) => r.ms).sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] ?? 0
+}
+
+it('counts a 10 MiB prompt off the event loop: small requests keep flowing and none gets a 503', async () => {
+  const smallKey = await admin.createKey('small', ['openai'])
+  const bigKey = await admin.createKey('big', ['openai'])
+  const prompt = 'The quick brown fox jumps over the lazy dog while the budget holds. '.repeat(Math.floor((10 * 1024 * 1024) / 68))
+  const bigBody = { model: 'gpt-test', max_tokens: 5, messages: [{ role: 'user', content: prompt }] }
+  const tokens = countChatTokens(bigBody, 'gpt-test')
+  // The byte bound (~10.5M) is refused at once; the exact count runs through 95% of the prompt before it stops.
+  await admin.setBudget(bigKey.record.hash, { limits: { daily: Math.floor(tokens * 0.95) } })
+  const big = JSON.stringify(bigBody)
+
+  // Warm-up: the proxy's paths, and the worker's encoder (built once, in the worker).
+  await smallLoad(smallKey.key, forMs(500))
+  const warmKey = await admin.createKey('warm', ['openai'])
+  await admin.setBudget(warmKey.record.hash, { limits: { daily: 10 } })
+  await fetch(`${proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${warmKey.key}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...bigBody, messages: [{ role: 'user', content: 'x'.repeat(100) }] }) })
+  const baseline = await smallLoad(smallKey.key, forMs(2_000))
+
+  let bigDone = false
+  const bigStarted = performance.now()
+  const bigRequest = fetch(`${proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${bigKey.key}`, 'content-type': 'application/json' }, body: big })
+    .then(async (response) => ({ status: response.status, code: response.headers.get('x-loopers-error-code'), text: await response.text() }))
+    .finally(() => (bigDone = true))
+  const during = await smallLoad(smallKey.key, () => bigDone)
+  const bigMs = performance.now() - bigStarted
+  const answer = await bigRequest
+
+  const longest = Math.max(...during.map((r) => r.ms))
+  console.log(`count stall: 10 MiB count ${Math.round(bigMs)} ms; small p99 ${p99(baseline).toFixed(1)} → ${p99(during).toFixed(1)} ms, longest ${longest.toFixed(1)} ms over ${during.length} requests`)
+  // The count ran (a refusal at the bound alone answers in milliseconds) and found the prompt too large.
+  expect(answer.status).toBe(429)
+  expect(answer.code).toBe('budget_exceeded')
+  expect(bigMs).toBeGreaterThan(1_000)
+  expect(fake.received.some((r) => r.raw.length > 1_000_000)).toBe(false)
+  expect(during.length).toBeGreaterThan(50)
+  expect(during.filter((r) => r.status !== 200)).toEqual([])
+  expect(Math.max(...during.map((r) => r.ms))).toBeLessThan(Math.min(1_000, bigMs / 2))
+}, 90_000)
