@@ -148,11 +148,13 @@ export function createPipeline(deps: PipelineDeps) {
         facts,
         price,
         count: async (limit) => {
+          // Fetched content is bounded by a whole context window whatever the body counts: no count call.
+          if (referenced > 0) return null
           const counted = await countExactInput(
             { counter, upstream: deps.upstream },
             { adapter: adapter as ProviderAdapter, route, path: target.path, headers: request.headers, credential, body, raw, model: facts.model, tokensPerMedia: price.tokensPerMedia, limit },
           )
-          return counted === null ? null : counted + referenced
+          return counted
         },
       })
       const plan = admit.plan
