@@ -122,12 +122,12 @@ describe('the spend dashboard in Chromium', () => {
     // Sections whose endpoints this server does not have yet keep their placeholders.
     for (const id of ['sessions', 'events', 'history']) await expect.poll(() => page.locator(`#${id} .placeholder`).textContent()).toBe('Not recorded by this server yet.')
 
-    await page.evaluate(() => ((window as unknown as { marker: number }).marker = 7))
+    await page.evaluate(() => ((globalThis as unknown as { marker: number }).marker = 7))
     const batchDaily = card(page, 'nightly-batch').locator('tr[data-window="daily"] td.spent')
     expect(await batchDaily.textContent()).toBe('$0.00')
     await ask(open, batchKey, 30)
     await expect.poll(() => batchDaily.textContent(), { timeout: 10_000 }).not.toBe('$0.00')
-    expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(7) // same document: not reloaded
+    expect(await page.evaluate(() => (globalThis as unknown as { marker?: number }).marker)).toBe(7) // same document: not reloaded
     expect(await page.content()).not.toContain(agentKey)
     expect(await page.content()).not.toContain('lp-')
 
