@@ -1,9 +1,9 @@
 import type { FastifyInstance, FastifyReply } from 'fastify'
-import { WINDOW_NAMES, type KeyAdmin, type KeyRecord } from '../budget/types.js'
+import { WINDOW_NAMES, type KeyAdmin, type KeyRecord, type WindowName } from '../budget/types.js'
 import { windowJson, type WindowJson } from '../cli/budget.js'
 import { keyJson } from '../cli/keys.js'
+import { StoreUnavailableError } from '../errors.js'
 import { isKeyHash } from '../keys.js'
-import type { WindowName } from '../budget/types.js'
 
 /** The dashboard's read-only JSON (CONTRACT §4): keys in the `keys list --json` shape plus `windows` as `budget status --json`. */
 
@@ -39,8 +39,9 @@ export function registerKeyApi(app: FastifyInstance, keys: KeyAdmin): void {
 async function answer<T>(reply: FastifyReply, work: () => Promise<T>): Promise<T | FastifyReply> {
   try {
     return await work()
-  } catch {
-    return fail(reply, 503, 'budget_unavailable', 'the budget store did not answer')
+  } catch (error) {
+    if (error instanceof StoreUnavailableError) return fail(reply, 503, 'budget_unavailable', 'the budget store did not answer')
+    throw error
   }
 }
 

@@ -7,7 +7,7 @@ import { startServer } from '../../src/server.js'
 import { createTestKey, settle } from '../support/e2e.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
 import { startProxy, type TestProxy } from '../support/proxy.js'
-import { startRedis, type TestRedis } from '../support/redis.js'
+import { freePort, startRedis, type TestRedis } from '../support/redis.js'
 
 /**
  * The admin listener's dashboard and JSON API: the same shapes as `keys list --json` and `budget status --json`,
@@ -71,6 +71,17 @@ describe('GET /api/keys and /api/keys/{hash}', () => {
       const response = await get(open, path)
       expect(response.status).toBe(404)
       expect(((await response.json()) as { error: { code: string } }).error.code).toBe('not_found')
+    }
+  })
+
+  it('answer 503 budget_unavailable while the store is away', async () => {
+    const away = await startProxy({ REDIS_URL: `redis://127.0.0.1:${await freePort()}` }, { waitForStore: false })
+    try {
+      const response = await get(away, '/api/keys')
+      expect(response.status).toBe(503)
+      expect(((await response.json()) as { error: { code: string } }).error.code).toBe('budget_unavailable')
+    } finally {
+      await away.close()
     }
   })
 })
