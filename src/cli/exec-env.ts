@@ -93,6 +93,8 @@ function parseSession(flags: ExecFlags): ExecTarget['session'] {
   }
   const id = flags.session.trim()
   if (!SESSION_ID.test(id)) throw usageError('--session must be 1-128 characters of A-Z a-z 0-9 . _ : -')
+  // A URL parser would resolve these as path steps and drop the session from the base URL.
+  if (id === '.' || id === '..') throw usageError(`--session cannot be '${id}' (it is a path step in a URL)`)
   let budget: string | null = null
   if (flags.sessionBudget !== undefined) {
     budget = flags.sessionBudget.trim()

@@ -49,6 +49,7 @@ describe('loopers exec: the child environment', () => {
     ['unknown provider', { key: KEY, provider: 'bedrock' }, NO_ENV],
     ['budget without session', { key: KEY, sessionBudget: '1' }, NO_ENV],
     ['bad session id', { key: KEY, session: 'a b' }, NO_ENV],
+    ['a session id a URL would resolve away', { key: KEY, session: '..' }, NO_ENV],
     ['zero budget', { key: KEY, session: 's', sessionBudget: '0' }, NO_ENV],
     ['bad steps', { key: KEY, session: 's', sessionMaxSteps: '1.5' }, NO_ENV],
   ])('refuses %s with a usage error', (_what, flags, env) => {
