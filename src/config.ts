@@ -24,6 +24,7 @@ const schema = z.object({
   HOST: z.string().min(1).default('0.0.0.0'),
   LOOPERS_ADMIN_PORT: port.default(9090),
   LOOPERS_ADMIN_HOST: z.string().min(1).default('127.0.0.1'),
+  LOOPERS_ADMIN_TOKEN: optionalText,
   LOOPERS_OPENAI_BASE_URL: url.default('https://api.openai.com'),
   LOOPERS_ANTHROPIC_BASE_URL: url.default('https://api.anthropic.com'),
   LOOPERS_GEMINI_BASE_URL: url.default('https://generativelanguage.googleapis.com'),
@@ -55,7 +56,8 @@ const schema = z.object({
 export interface Config {
   redis: { url: string; clusterNodes: string[] | null; commandTimeoutMs: number }
   listen: { host: string; port: number }
-  admin: { host: string; port: number }
+  /** `token`: the bearer token every admin route but /health and /ready needs; null = none (loopback only). */
+  admin: { host: string; port: number; token: string | null }
   upstream: {
     openai: string
     anthropic: string
@@ -100,8 +102,47 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * Refuses (ConfigError, one line) to serve the admin listener beyond loopback without LOOPERS_ADMIN_TOKEN.
+ * Checked when the server starts, not in loadConfig, so CLI commands run wherever the server's environment is.
+ */
+export function checkAdminExposure(config: Config): void {
+  if (config.admin.token === null && !isLoopback(config.admin.host)) {
+    throw new ConfigError([
+      `LOOPERS_ADMIN_HOST=${config.admin.host} is not a loopback address: set LOOPERS_ADMIN_TOKEN, or bind the admin listener to 127.0.0.1`,
+    ])
+  }
+}
+
+/** True for names and addresses that only this machine can reach. */
+function isLoopback(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '')
+  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h) || h === '::ffff:127.0.0.1'
+}
+
 function trimTrailingSlash(value: string): string {
   return value.replace(/\/+$/, '')
+}
+
+/** What `loopers exec` reads: its two variables, and the environment its child inherits. */
+export interface ExecEnvironment {
+  /** LOOPERS_PROXY_KEY, else null (then `--key` is required). */
+  proxyKey: string | null
+  /** LOOPERS_PROXY_URL, else null (then `--url` or the default applies). */
+  proxyUrl: string | null
+  /** The whole environment, handed to the child with the base-URL variables set on top. */
+  inherited: Record<string, string>
+}
+
+/** The environment of `loopers exec`; it needs none of the proxy's own configuration, so it validates nothing here. */
+export function loadExecEnvironment(env: NodeJS.ProcessEnv = process.env): ExecEnvironment {
+  const inherited: Record<string, string> = {}
+  for (const [name, value] of Object.entries(env)) if (value !== undefined) inherited[name] = value
+  return {
+    proxyKey: env.LOOPERS_PROXY_KEY?.trim() || null,
+    proxyUrl: env.LOOPERS_PROXY_URL?.trim() || null,
+    inherited,
+  }
 }
 
 /** Parses the environment into a Config; throws ConfigError listing every problem. Empty strings count as unset. */
@@ -126,7 +167,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     redis: { url: e.REDIS_URL, clusterNodes: e.REDIS_CLUSTER_NODES ?? null, commandTimeoutMs: e.LOOPERS_REDIS_TIMEOUT_MS },
     listen: { host: e.HOST, port: e.PORT },
-    admin: { host: e.LOOPERS_ADMIN_HOST, port: e.LOOPERS_ADMIN_PORT },
+    admin: { host: e.LOOPERS_ADMIN_HOST, port: e.LOOPERS_ADMIN_PORT, token: e.LOOPERS_ADMIN_TOKEN ?? null },
     upstream: {
       openai: trimTrailingSlash(e.LOOPERS_OPENAI_BASE_URL),
       anthropic: trimTrailingSlash(e.LOOPERS_ANTHROPIC_BASE_URL),

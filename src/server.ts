@@ -5,7 +5,7 @@ import { buildApp } from './app.js'
 import { createKeyAdmin } from './budget/admin.js'
 import { createRedisClient, type RedisClient } from './budget/redis-client.js'
 import { createBudgetStore } from './budget/store.js'
-import type { Config } from './config.js'
+import { checkAdminExposure, type Config } from './config.js'
 import { createDualServer } from './http/dual-server.js'
 import { createLogger } from './logger.js'
 import { buildAdminApp } from './admin.js'
@@ -38,6 +38,7 @@ export interface RunningServer {
  * with 503 until the store answers, and one log line says what to do.
  */
 export async function startServer(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
+  checkAdminExposure(config)
   const pricing = loadPricing({ filePath: config.pricingPath })
   const redis = createRedisClient({
     url: config.redis.url,
@@ -78,7 +79,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       return dual
     },
   })
-  const admin = buildAdminApp({ logger, store, metrics, isStopping: () => stopping })
+  const admin = buildAdminApp({ logger, store, keys, metrics, token: config.admin.token, isStopping: () => stopping })
   await waitForStore(redis, STARTUP_STORE_WAIT_MS)
   const url = await app.listen({ host: config.listen.host, port: config.listen.port })
   let adminUrl: string

@@ -4,6 +4,7 @@ import { ConfigError, loadConfig } from '../config.js'
 import { PROVIDER_IDS } from '../providers/types.js'
 import { budgetStatus, parseBudgetFlags, setBudget, type BudgetFlags } from './budget.js'
 import { CliError, EXIT_FAILURE, EXIT_USAGE, serveFailed } from './errors.js'
+import { addExecCommand } from './exec.js'
 import { createKey, listKeys, normaliseHash, parseName, parseProviders, revokeKey } from './keys.js'
 import { withKeyAdmin } from './store.js'
 
@@ -44,7 +45,7 @@ function report(err: unknown, io: Io): number {
     return EXIT_FAILURE
   }
   if (err instanceof CliError) {
-    io.err(`loopers: ${err.message}`)
+    if (err.message !== '') io.err(`loopers: ${err.message}`)
     return err.exitCode
   }
   const message = err instanceof Error ? err.message : String(err)
@@ -139,6 +140,7 @@ function buildProgram(io: Io, onServing: () => void): Command {
       io.out(await withKeyAdmin(loadConfig(), (admin) => budgetStatus(admin, normaliseHash(hash), opts.json === true)))
     })
 
+  addExecCommand(program)
   return program
 }
 

@@ -4,16 +4,24 @@ import { AmountError, parseUsd } from '../money.js'
 import { invalidRequest } from '../errors.js'
 import type { UpstreamCredential } from '../providers/types.js'
 import { headerValue } from '../http/headers.js'
+import type { PathSession } from './target.js'
 
 /** The `X-Loopers-*` request headers: session limits and upstream credentials. None is forwarded. */
 
 const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
-/** Session limits from the headers; null without `X-Loopers-Session-ID`. Throws invalid_request on bad values. */
-export function readSession(headers: IncomingHttpHeaders): SessionRequest | null {
-  const id = headerValue(headers, 'x-loopers-session-id')
-  const budget = headerValue(headers, 'x-loopers-session-budget')
-  const steps = headerValue(headers, 'x-loopers-session-max-steps') ?? headerValue(headers, 'x-loopers-max-steps')
+/**
+ * Session limits from the headers and the path (`/session/{id}/…`, see target.ts); null without a session id.
+ * Throws invalid_request on bad values, and when path and header give one value two different ways.
+ */
+export function readSession(headers: IncomingHttpHeaders, path: PathSession | null = null): SessionRequest | null {
+  const id = oneOf('session id', path?.id, headerValue(headers, 'x-loopers-session-id'))
+  const budget = oneOf('session budget', path?.budget, headerValue(headers, 'x-loopers-session-budget'))
+  const steps = oneOf(
+    'session step limit',
+    path?.maxSteps,
+    headerValue(headers, 'x-loopers-session-max-steps') ?? headerValue(headers, 'x-loopers-max-steps'),
+  )
   const loopLimit = readLoopLimit(headers)
   if (id === null) {
     if (budget !== null || steps !== null || loopLimit !== null) {
@@ -49,6 +57,13 @@ export function readLoopLimit(headers: IncomingHttpHeaders): number | null {
   if (value === null) return null
   if (!/^\d{1,9}$/.test(value)) throw invalidRequest('X-Loopers-Loop-Limit must be a non-negative integer')
   return Number(value)
+}
+
+/** The value given in the path or the header; both is fine only when they agree. */
+function oneOf(what: string, fromPath: string | null | undefined, fromHeader: string | null): string | null {
+  if (fromPath === undefined || fromPath === null) return fromHeader
+  if (fromHeader !== null && fromHeader !== fromPath) throw invalidRequest(`the ${what} in the path and in the X-Loopers header differ`)
+  return fromPath
 }
 
 /** An upstream credential given in `X-Loopers-*` headers (AWS SigV4 set, or a provider key); null if none. */

@@ -132,7 +132,7 @@ export function createPipeline(deps: PipelineDeps) {
       if (listed === null) throw modelNotPriced(`no price for ${adapter.id} model '${facts.model}': add it to the pricing file (LOOPERS_PRICING_PATH)`)
       const hidden = adapter.hidesReasoning?.(route, body, listed.hiddenReasoning) ?? listed.hiddenReasoning
       const price = hidden === listed.hiddenReasoning ? listed : { ...listed, hiddenReasoning: hidden }
-      const session = readSession(request.headers)
+      const session = readSession(request.headers, target.pathSession)
 
       // Content the provider fetches or generates itself is not in the body: its context window bounds it.
       const extra = adapter.referencedInput?.(route, body, request.headers)

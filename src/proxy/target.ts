@@ -2,15 +2,27 @@ import { invalidRequest } from '../errors.js'
 import { canonicalQuery } from '../http/upstream-url.js'
 import { isProviderId, type ProviderId } from '../providers/types.js'
 
-/** Where a proxied request goes: `/{provider}/{path}` or, with path auth, `/{lp-key}/{provider}/{path}`. */
+/**
+ * Where a proxied request goes: `/{provider}/{path}` or, with path auth, `/{lp-key}/{provider}/{path}`.
+ * A session may sit before the provider, for clients that can set a base URL but no header (`loopers exec`):
+ * `…/session/{id}[/budget/{usd}][/max-steps/{n}]/{provider}/{path}`.
+ */
 export interface Target {
   /** The proxy key carried in the path (path auth), else null. */
   pathKey: string | null
+  /** Session values carried in the path, unvalidated (readSession checks them like the headers); null when absent. */
+  pathSession: PathSession | null
   provider: ProviderId
   /** The provider's own API path, starting with `/`. */
   path: string
   /** Raw query string without `?`. */
   query: string
+}
+
+export interface PathSession {
+  id: string
+  budget: string | null
+  maxSteps: string | null
 }
 
 /** Splits a request URL into its target; null when the URL names no provider. */
@@ -26,10 +38,23 @@ export function parseTarget(url: string): Target | null {
     pathKey = segments[index] ?? null
     index++
   }
+  let pathSession: PathSession | null = null
+  if (segments[index] === 'session') {
+    pathSession = { id: segments[index + 1] ?? '', budget: null, maxSteps: null }
+    index += 2
+    if (segments[index] === 'budget') {
+      pathSession.budget = segments[index + 1] ?? ''
+      index += 2
+    }
+    if (segments[index] === 'max-steps') {
+      pathSession.maxSteps = segments[index + 1] ?? ''
+      index += 2
+    }
+  }
   const provider = segments[index]
   if (provider === undefined || !isProviderId(provider)) return null
   const rest = segments.slice(index + 1).join('/')
-  return { pathKey, provider, path: `/${rest}`, query }
+  return { pathKey, pathSession, provider, path: `/${rest}`, query }
 }
 
 /**

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest'
-import { ConfigError, loadConfig } from '../../src/config.js'
+import { ConfigError, checkAdminExposure, loadConfig, loadExecEnvironment } from '../../src/config.js'
 
 describe('loadConfig', () => {
   it('applies the contract defaults', () => {
     const config = loadConfig({})
     expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379', clusterNodes: null, commandTimeoutMs: 1000 })
     expect(config.listen).toEqual({ host: '0.0.0.0', port: 8080 })
-    expect(config.admin).toEqual({ host: '127.0.0.1', port: 9090 })
+    expect(config.admin).toEqual({ host: '127.0.0.1', port: 9090, token: null })
     expect(config.upstream.openai).toBe('https://api.openai.com')
     expect(config.upstream.bedrock).toBe('https://bedrock-runtime.us-east-1.amazonaws.com')
     expect(config.upstream.azure).toBeNull()
@@ -60,5 +60,33 @@ describe('loadConfig', () => {
 
   it('requires AWS key id and secret together', () => {
     expect(() => loadConfig({ AWS_ACCESS_KEY_ID: 'id' })).toThrow(/must be set together/)
+  })
+
+  it('reads LOOPERS_ADMIN_TOKEN; an admin listener beyond loopback without it is refused at start-up in one line', () => {
+    expect(loadConfig({ LOOPERS_ADMIN_TOKEN: ' t0ken ' }).admin.token).toBe('t0ken')
+    for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]']) {
+      expect(() => checkAdminExposure(loadConfig({ LOOPERS_ADMIN_HOST: host })), host).not.toThrow()
+    }
+    for (const host of ['0.0.0.0', '::', '10.0.0.5', 'admin.internal']) {
+      let error: unknown
+      try {
+        checkAdminExposure(loadConfig({ LOOPERS_ADMIN_HOST: host }))
+      } catch (e) {
+        error = e
+      }
+      expect(error, host).toBeInstanceOf(ConfigError)
+      expect((error as ConfigError).problems).toHaveLength(1)
+      expect((error as ConfigError).problems[0]).toContain('LOOPERS_ADMIN_TOKEN')
+      expect(() => checkAdminExposure(loadConfig({ LOOPERS_ADMIN_HOST: host, LOOPERS_ADMIN_TOKEN: 'secret' }))).not.toThrow()
+    }
+  })
+})
+
+describe('loadExecEnvironment', () => {
+  it('reads LOOPERS_PROXY_KEY and LOOPERS_PROXY_URL and hands the whole environment on', () => {
+    const env = loadExecEnvironment({ LOOPERS_PROXY_KEY: ' lp-x ', LOOPERS_PROXY_URL: '', OPENAI_API_KEY: 'sk-1', UNSET: undefined })
+    expect(env.proxyKey).toBe('lp-x')
+    expect(env.proxyUrl).toBeNull()
+    expect(env.inherited).toEqual({ LOOPERS_PROXY_KEY: ' lp-x ', LOOPERS_PROXY_URL: '', OPENAI_API_KEY: 'sk-1' })
   })
 })

@@ -1,0 +1,50 @@
+import type { FastifyInstance, FastifyReply } from 'fastify'
+import { WINDOW_NAMES, type KeyAdmin, type KeyRecord, type WindowName } from '../budget/types.js'
+import { windowJson, type WindowJson } from '../cli/budget.js'
+import { keyJson } from '../cli/keys.js'
+import { StoreUnavailableError } from '../errors.js'
+import { isKeyHash } from '../keys.js'
+
+/** The dashboard's read-only JSON (CONTRACT §4): keys in the `keys list --json` shape plus `windows` as `budget status --json`. */
+
+export type KeyWithWindows = ReturnType<typeof keyJson> & { windows: Record<WindowName, WindowJson> }
+
+/** One key with its windows, through the CLI's own JSON functions so the shapes cannot drift; null when the key is gone. */
+export async function keyWithWindows(keys: KeyAdmin, record: KeyRecord): Promise<KeyWithWindows | null> {
+  const windows = await keys.status(record.hash)
+  if (windows === null) return null
+  return { ...keyJson(record), windows: Object.fromEntries(WINDOW_NAMES.map((w) => [w, windowJson(windows[w])])) as Record<WindowName, WindowJson> }
+}
+
+/** Registers `GET /api/keys` and `GET /api/keys/{hash}` on `app`; a store fault answers 503 `budget_unavailable`. */
+export function registerKeyApi(app: FastifyInstance, keys: KeyAdmin): void {
+  app.get('/api/keys', async (_request, reply) =>
+    answer(reply, async () => {
+      const records = await keys.listKeys()
+      const all = await Promise.all(records.map((record) => keyWithWindows(keys, record)))
+      return all.filter((k): k is KeyWithWindows => k !== null)
+    }),
+  )
+  app.get<{ Params: { hash: string } }>('/api/keys/:hash', async (request, reply) =>
+    answer(reply, async () => {
+      const hash = request.params.hash.toLowerCase()
+      const record = isKeyHash(hash) ? await keys.getKey(hash) : null
+      const key = record === null ? null : await keyWithWindows(keys, record)
+      if (key === null) return fail(reply, 404, 'not_found', 'no key with this hash (the full 64-digit SHA-256 hex)')
+      return key
+    }),
+  )
+}
+
+async function answer<T>(reply: FastifyReply, work: () => Promise<T>): Promise<T | FastifyReply> {
+  try {
+    return await work()
+  } catch (error) {
+    if (error instanceof StoreUnavailableError) return fail(reply, 503, 'budget_unavailable', 'the budget store did not answer')
+    throw error
+  }
+}
+
+function fail(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+  return reply.code(status).header('x-loopers-error-code', code).send({ error: { code, message } })
+}
