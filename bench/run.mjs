@@ -41,8 +41,8 @@ for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exi
 let dist
 try {
   dist = {
-    redis: await import('../dist/budget/redis-client.js'),
-    admin: await import('../dist/budget/admin.js'),
+    redis: await import('../dist/budget/redis/redis-client.js'),
+    admin: await import('../dist/budget/redis/admin.js'),
   }
 } catch (error) {
   log(`bench: cannot load dist/ (${error.message}); run \`npm run build\` first, or use \`npm run bench\``)

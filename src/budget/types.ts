@@ -1,11 +1,9 @@
+import type { Micros } from '../money.js'
 import type { ProviderId } from '../providers/types.js'
 
 /** The five fixed UTC windows, in the order they are checked (first limit hit wins). */
 export const WINDOW_NAMES = ['minute', 'hourly', 'daily', 'weekly', 'monthly'] as const
 export type WindowName = (typeof WINDOW_NAMES)[number]
-
-/** Money inside Loopers is integer micro-USD (1 USD = 1_000_000). */
-export type Micros = number
 
 /** A proxy key's stored record (never the raw key). */
 export interface KeyRecord {

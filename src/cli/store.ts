@@ -1,7 +1,7 @@
 import type { Config } from '../config.js'
 import type { KeyAdmin } from '../budget/types.js'
-import { createRedisClient } from '../budget/redis-client.js'
-import { createKeyAdmin } from '../budget/admin.js'
+import { createRedisClient } from '../budget/redis/redis-client.js'
+import { createKeyAdmin } from '../budget/redis/admin.js'
 import { StoreUnavailableError } from '../errors.js'
 import { CliError, storeUnreachable } from './errors.js'
 

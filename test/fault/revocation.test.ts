@@ -1,6 +1,6 @@
 import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { sessionKey } from '../../src/budget/redis-keys.js'
+import { sessionKey } from '../../src/budget/redis/redis-keys.js'
 import { chargedMicros, daily, reservations, settleCalls, summaries } from '../support/fault-checks.js'
 import { startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'

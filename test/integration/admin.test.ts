@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { hashKey, isProxyKey } from '../../src/keys.js'
-import { KEY_INDEX, recordKey } from '../../src/budget/redis-keys.js'
+import { KEY_INDEX, recordKey } from '../../src/budget/redis/redis-keys.js'
 import { WINDOW_NAMES } from '../../src/budget/types.js'
 import { createBudgetFixture, type BudgetFixture } from '../support/budget-fixture.js'
 import { startRedis, type TestRedis } from '../support/redis.js'

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { recordKey } from '../../src/budget/redis-keys.js'
+import { recordKey } from '../../src/budget/redis/redis-keys.js'
 import { WINDOW_NAMES, type Reservation } from '../../src/budget/types.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
 import { startRedis, type TestRedis } from '../support/redis.js'

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { recordKey, reservationKey } from '../../src/budget/redis-keys.js'
+import { recordKey, reservationKey } from '../../src/budget/redis/redis-keys.js'
 import { WINDOW_NAMES, type WindowName } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'

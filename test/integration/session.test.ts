@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { sessionKey } from '../../src/budget/redis-keys.js'
+import { sessionKey } from '../../src/budget/redis/redis-keys.js'
 import type { Reservation, ReserveInput, SessionRequest } from '../../src/budget/types.js'
 import { createBudgetFixture, type BudgetFixture } from '../support/budget-fixture.js'
 import { startRedis, type TestRedis } from '../support/redis.js'

@@ -1,9 +1,9 @@
 /** A budget store, key admin and hand-driven clock on a test Redis, plus helpers to read raw state. */
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
-import { createKeyAdmin } from '../../src/budget/admin.js'
-import { periodKey, sessionKey } from '../../src/budget/redis-keys.js'
-import { createBudgetStore } from '../../src/budget/store.js'
+import { createKeyAdmin } from '../../src/budget/redis/admin.js'
+import { periodKey, sessionKey } from '../../src/budget/redis/redis-keys.js'
+import { createBudgetStore } from '../../src/budget/redis/store.js'
 import type { BudgetChange, BudgetStore, KeyAdmin, Reservation, ReserveInput, WindowName } from '../../src/budget/types.js'
 import { periodOf } from '../../src/budget/windows.js'
 import type { ProviderId } from '../../src/providers/types.js'

@@ -4,9 +4,9 @@
  */
 import { Writable } from 'node:stream'
 import { buildApp } from '../../src/app.js'
-import { createKeyAdmin } from '../../src/budget/admin.js'
-import { createRedisClient } from '../../src/budget/redis-client.js'
-import { createBudgetStore } from '../../src/budget/store.js'
+import { createKeyAdmin } from '../../src/budget/redis/admin.js'
+import { createRedisClient } from '../../src/budget/redis/redis-client.js'
+import { createBudgetStore } from '../../src/budget/redis/store.js'
 import type { KeyAdmin } from '../../src/budget/types.js'
 import { loadConfig } from '../../src/config.js'
 import { createLogger } from '../../src/logger.js'
