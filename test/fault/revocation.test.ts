@@ -50,7 +50,7 @@ describe('the key changes under a running stream', () => {
       'session_budget_exceeded',
       async () => {
         // The session exists and holds the stream's reservation.
-        expect(Number((await proxy.server.redis.hget(sessionKey(hash, 'run-1'), 'held')) ?? 0)).toBeGreaterThan(0)
+        expect(Number((await proxy.server.redis!.hget(sessionKey(hash, 'run-1'), 'held')) ?? 0)).toBeGreaterThan(0)
         await proxy.admin.setBudget(hash, { sessionBudgetMicros: 1 })
       },
     ],

@@ -38,6 +38,7 @@ export async function startClockedProxy(env: Record<string, string>, clock: Cloc
     },
   })
   const logger = createLogger(config.logLevel, sink)
+  if (config.redis === null) throw new Error('startClockedProxy runs on Redis: pass REDIS_URL')
   const redis = createRedisClient({ url: config.redis.url, clusterNodes: null, commandTimeoutMs: config.redis.commandTimeoutMs })
   await waitReady(redis)
   const metrics = createMetrics({ perKey: false })
