@@ -93,7 +93,7 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       const hash = await f.newKey({ limits: { daily: 1_000 } })
       const r = await f.reserved(hash, 500)
       await f.admin.setBudget(hash, { limits: { daily: 400 } })
-      expect(await f.store.extend(r, 1, 10)).toMatchObject({ ok: false, reason: 'budget_exceeded', window: 'daily', limitMicros: 400, spentMicros: 500 })
+      expect(await f.store.extend(r, 1, 10)).toMatchObject({ ok: false, reason: 'budget_exceeded', window: 'daily', limitMicros: 400, spentMicros: 500, heldMicros: 500 })
       expect(await f.store.reserve(input(hash, 0, { minMicros: 0, maxMicros: 10 }))).toMatchObject({ ok: false, window: 'daily' })
       await f.admin.setBudget(hash, { limits: { daily: 600 } })
       expect(await f.store.extend(r, 1, 500)).toEqual({ ok: true, grantedMicros: 100 })
@@ -115,7 +115,7 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       const r = await f.reserved(hash, 100, { session: { id: 'agent', budgetMicros: 1_000, maxSteps: null } })
       expect((await f.store.extend(r, 100, 100)).ok).toBe(true)
       await f.admin.setBudget(hash, { sessionBudgetMicros: 250 })
-      expect(await f.store.extend(r, 100, 100)).toEqual({ ok: false, reason: 'session_budget_exceeded', limitMicros: 250, spentMicros: 200 })
+      expect(await f.store.extend(r, 100, 100)).toEqual({ ok: false, reason: 'session_budget_exceeded', limitMicros: 250, spentMicros: 200, heldMicros: 200 })
       expect(await f.store.extend(r, 10, 100)).toEqual({ ok: true, grantedMicros: 50 })
     })
 

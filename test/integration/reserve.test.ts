@@ -29,7 +29,7 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       const admitted = results.filter((r) => r.ok)
       expect(admitted).toHaveLength(N)
       for (const r of results) {
-        if (!r.ok) expect(r).toMatchObject({ reason: 'budget_exceeded', window, limitMicros: N * X, spentMicros: N * X })
+        if (!r.ok) expect(r).toMatchObject({ reason: 'budget_exceeded', window, limitMicros: N * X, spentMicros: N * X, heldMicros: N * X })
       }
       for (const w of WINDOW_NAMES) expect(await f.period(hash, w)).toEqual({ spent: 0, held: N * X })
     })
@@ -44,7 +44,8 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       await f.store.settle(first.reservation, 600)
       expect((await f.store.reserve(input(hash, 400))).ok).toBe(true)
       const refused = await f.store.reserve(input(hash, 1))
-      expect(refused).toMatchObject({ ok: false, reason: 'budget_exceeded', window, limitMicros: 1_000, spentMicros: 1_000 })
+      // 600 settled + 400 still held: the refusal says which part holds make up.
+      expect(refused).toMatchObject({ ok: false, reason: 'budget_exceeded', window, limitMicros: 1_000, spentMicros: 1_000, heldMicros: 400 })
       if (!refused.ok) expect(refused.resetsAt?.getTime()).toBeGreaterThan(f.clock.now())
     })
 

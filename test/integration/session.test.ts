@@ -45,7 +45,7 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       const hash = await f.newKey()
       const a = await reserved(hash, 60, session('s', 100))
       expect(await f.store.reserve(input(hash, 50, session('s')))).toEqual({
-        ok: false, reason: 'session_budget_exceeded', limitMicros: 100, spentMicros: 60,
+        ok: false, reason: 'session_budget_exceeded', limitMicros: 100, spentMicros: 60, heldMicros: 60,
       })
       await f.store.settle(a, 30)
       const b = await f.store.reserve(input(hash, 100, session('s'), 1))
@@ -89,11 +89,26 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       expect(await f.store.reserve(input(hash, 21, session('s', 1_000)))).toMatchObject({ reason: 'session_budget_exceeded', limitMicros: 50 })
     })
 
-    it('a refused request does not change the session limits', async () => {
+    it('a lowering sticks even when the request that asks for it is refused (CONTRACT §4)', async () => {
       const hash = await f.newKey({ limits: { daily: 10 } })
-      await reserved(hash, 5, session('s', 100))
-      expect(await f.store.reserve(input(hash, 50, session('s', 20)))).toMatchObject({ reason: 'budget_exceeded' })
-      expect((await f.session(hash, 's')).budget).toBe('100')
+      await reserved(hash, 5, session('s', 100, 9))
+      expect(await f.store.reserve(input(hash, 50, session('s', 20, 4)))).toMatchObject({ reason: 'budget_exceeded' })
+      expect(await f.session(hash, 's')).toMatchObject({ budget: '20', max_steps: '4', steps: '1' })
+      // Refused by the session itself: the lower step limit it asked for is kept as well.
+      expect(await f.store.reserve(input(hash, 1, session('s', null, 1)))).toEqual({ ok: false, reason: 'session_steps_exceeded' })
+      expect(await f.session(hash, 's')).toMatchObject({ budget: '20', max_steps: '1', steps: '1' })
+      // A raise is ignored, refused or not.
+      expect(await f.store.reserve(input(hash, 1, session('s', 500, 50)))).toEqual({ ok: false, reason: 'session_steps_exceeded' })
+      expect(await f.session(hash, 's')).toMatchObject({ budget: '20', max_steps: '1' })
+    })
+
+    it('a refused first request of a session still sets the limits it asks for', async () => {
+      const hash = await f.newKey({ limits: { daily: 10 } })
+      expect(await f.store.reserve(input(hash, 50, session('new', 30, 3)))).toMatchObject({ reason: 'budget_exceeded' })
+      expect(await f.session(hash, 'new')).toMatchObject({ budget: '30', max_steps: '3' })
+      expect(Number((await f.session(hash, 'new')).steps ?? 0)).toBe(0)
+      expect((await f.store.reserve(input(hash, 5, session('new', 100)))).ok).toBe(true)
+      expect(await f.session(hash, 'new')).toMatchObject({ budget: '30', max_steps: '3', steps: '1' })
     })
 
     it('apply the key defaults, the smaller of default and header', async () => {

@@ -188,19 +188,14 @@ function refusal(reply: Reply, periods: Period[]): Refusal {
     case 'session_steps_exceeded':
       return { ok: false, reason }
     case 'session_budget_exceeded':
-      return { ok: false, reason, limitMicros: int(a), spentMicros: int(b), ...held(c) }
+      return { ok: false, reason, limitMicros: int(a), spentMicros: int(b), heldMicros: int(c) }
     case 'budget_exceeded': {
       const period = periods[int(a) - 1]
       if (period === undefined) break
-      return { ok: false, reason, window: period.window, limitMicros: int(b), spentMicros: int(c), ...held(d), resetsAt: period.resetsAt }
+      return { ok: false, reason, window: period.window, limitMicros: int(b), spentMicros: int(c), heldMicros: int(d), resetsAt: period.resetsAt }
     }
   }
   throw unexpected('refusal', reply)
-}
-
-/** The held part of a refusal's spend, when the script reported it (reserve does; extend does not). */
-function held(v: string | number | undefined): { heldMicros?: Micros } {
-  return v === undefined ? {} : { heldMicros: int(v) }
 }
 
 function unexpected(what: string, reply: unknown): StoreUnavailableError {
