@@ -82,6 +82,19 @@ export function holdInPeriod(db: Db, hash: string, window: WindowName, period: s
   ).run({ hash, win: window, period, add, exp: expiresAt, now: nowMs })
 }
 
+/** A reserve's hold in all five window periods in one statement (same rules as holdInPeriod). */
+export function holdInAllPeriods(db: Db, hash: string, periods: readonly { window: WindowName; period: string; expiresAt: number }[], add: Micros, nowMs: number): void {
+  if (periods.length !== WINDOW_NAMES.length) throw new RangeError(`expected ${WINDOW_NAMES.length} periods, got ${periods.length}`)
+  const values = periods.map((_, i) => `(?1, ?${3 + 3 * i}, ?${4 + 3 * i}, 0, ?2, ?${5 + 3 * i})`).join(', ')
+  db.statement(
+    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values}
+     ON CONFLICT (hash, win, period) DO UPDATE SET
+       spent = CASE WHEN expires_at > ?18 THEN spent ELSE 0 END,
+       held = CASE WHEN expires_at > ?18 THEN held ELSE 0 END + excluded.held,
+       expires_at = CASE WHEN expires_at > ?18 THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`,
+  ).run(hash, add, ...periods.flatMap((p) => [p.window, p.period, p.expiresAt]), nowMs)
+}
+
 /** Charges `actual` and releases up to `reserved` of the hold (never below zero); a missing row is recreated. */
 export function bookInPeriod(db: Db, hash: string, window: WindowName, period: string, actual: Micros, reserved: Micros, expiresAt: number, nowMs: number): void {
   db.statement(

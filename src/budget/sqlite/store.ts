@@ -105,11 +105,8 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     }
 
     // Admitted: hold the grant in every window period (limited or not, so status shows all spend).
-    const booked: rows.Booked[] = []
-    for (const { period, id } of periods) {
-      rows.holdInPeriod(db, hash, period.window, id, grant, period.resetsAt.getTime() + GRACE_MS, nowMs)
-      booked.push({ kind: 'period', window: period.window, period: id })
-    }
+    const booked: rows.Booked[] = periods.map(({ period, id }) => ({ kind: 'period', window: period.window, period: id }))
+    rows.holdInAllPeriods(db, hash, periods.map(({ period, id }) => ({ window: period.window, period: id, expiresAt: period.resetsAt.getTime() + GRACE_MS })), grant, nowMs)
     if (session !== null && s !== undefined) {
       rows.writeSession(db, hash, session.id, { ...s, steps: s.steps + 1, held: s.held + grant }, sessionExpiresAt)
       booked.push({ kind: 'session', id: session.id })
