@@ -16,7 +16,6 @@ const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')
 const schema = z.object({
   REDIS_URL: redisUrl.optional(),
   LOOPERS_DB: optionalText,
-  HOME: optionalText,
   REDIS_CLUSTER_NODES: z
     .string()
     .trim()
@@ -145,7 +144,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
             clusterNodes: e.REDIS_CLUSTER_NODES ?? null,
             commandTimeoutMs: e.LOOPERS_REDIS_TIMEOUT_MS,
           },
-    db: { path: resolve(e.LOOPERS_DB ?? join(e.HOME ?? homedir(), '.loopers', 'loopers.db')) },
+    db: { path: resolve(e.LOOPERS_DB ?? join(input.HOME ?? homedir(), '.loopers', 'loopers.db')) },
     listen: { host: e.HOST, port: e.PORT },
     admin: { host: e.LOOPERS_ADMIN_HOST, port: e.LOOPERS_ADMIN_PORT },
     upstream: {

@@ -127,11 +127,6 @@ export function writeSession(db: Db, hash: string, id: string, s: SessionRow, ex
   ).run({ hash, id, budget: s.budget, max: s.max_steps, steps: s.steps, spent: s.spent, held: s.held, exp: expiresAt })
 }
 
-/** Refreshes a live session's idle lifetime. */
-export function touchSession(db: Db, hash: string, id: string, expiresAt: number, nowMs: number): void {
-  db.statement('UPDATE sessions SET expires_at = ? WHERE hash = ? AND id = ? AND expires_at > ?').run(expiresAt, hash, id, nowMs)
-}
-
 /** Adds to a live session's hold; an expired session is not recreated. */
 export function holdInSession(db: Db, hash: string, id: string, add: Micros, nowMs: number): void {
   db.statement('UPDATE sessions SET held = held + ? WHERE hash = ? AND id = ? AND expires_at > ?').run(add, hash, id, nowMs)
