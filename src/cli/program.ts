@@ -69,8 +69,11 @@ function buildProgram(io: Io, onServing: () => void): Command {
     .version(readVersion(), '-V, --version')
     .addHelpText('after', '\nConfiguration comes from the environment (LOOPERS_DB or REDIS_URL, PORT, …), for the proxy and the CLI alike.')
 
-  /** Human output ends with the store it worked on; JSON stays as it is. */
-  const out = (text: string, json: boolean | undefined): void => io.out(json === true ? text : `${text}\n${storeNote(loadConfig())}`)
+  /** Human output is followed by the store it worked on, on stderr so stdout stays what scripts parse; JSON stays as it is. */
+  const out = (text: string, json: boolean | undefined): void => {
+    io.out(text)
+    if (json !== true) io.err(storeNote(loadConfig()))
+  }
 
   program
     .command('serve')

@@ -70,7 +70,7 @@ describe('first run: `loopers serve` with nothing but Node', () => {
       const { key, hash } = JSON.parse(created.stdout) as { key: string; hash: string }
       const set = await cli('budget', 'set', hash, '--daily', '0.001')
       expect(set.code, set.stderr).toBe(0)
-      expect(set.stdout).toContain(`budget store: embedded SQLite at ${dbPath}`)
+      expect(set.stderr).toBe(`budget store: embedded SQLite at ${dbPath}\n`)
 
       const sdk = new OpenAI({ apiKey: key, baseURL: `${url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
       const answer = await sdk.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 20 })
