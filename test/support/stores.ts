@@ -5,6 +5,8 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { DatabaseSync } from 'node:sqlite'
+import { reservations, type ReservationRecord } from './fault-checks.js'
 import { startRedis, type TestRedis } from './redis.js'
 
 export type StoreKind = 'sqlite' | 'redis'
@@ -18,6 +20,8 @@ export interface TestStore {
   redis: TestRedis | null
   /** The database file (sqlite only). */
   dbPath: string | null
+  /** Every reservation record of a key as stored (charged: null while held). */
+  reservations(hash: string): Promise<ReservationRecord[]>
   stop(): Promise<void>
 }
 
@@ -25,7 +29,7 @@ export interface TestStore {
 export async function startTestStore(kind: StoreKind = 'sqlite'): Promise<TestStore> {
   if (kind === 'redis') {
     const redis = await startRedis()
-    return { kind, env: { REDIS_URL: redis.url }, redis, dbPath: null, stop: () => redis.stop() }
+    return { kind, env: { REDIS_URL: redis.url }, redis, dbPath: null, reservations: (hash) => reservations(redis.url, hash), stop: () => redis.stop() }
   }
   const dir = mkdtempSync(join(tmpdir(), 'loopers-db-'))
   const dbPath = join(dir, 'loopers.db')
@@ -34,6 +38,15 @@ export async function startTestStore(kind: StoreKind = 'sqlite'): Promise<TestSt
     env: { LOOPERS_DB: dbPath },
     redis: null,
     dbPath,
+    reservations: async (hash) => {
+      const db = new DatabaseSync(dbPath, { readOnly: true })
+      try {
+        const rows = db.prepare('SELECT state, amount, charged FROM reservations WHERE hash = ?').all(hash) as Array<{ state: string; amount: number; charged: number }>
+        return rows.map((r) => ({ state: r.state, amount: r.amount, charged: r.state === 'held' ? null : r.charged }))
+      } finally {
+        db.close()
+      }
+    },
     stop: async () => rmSync(dir, { recursive: true, force: true }),
   }
 }
