@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
+import { DatabaseSync } from 'node:sqlite'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -8,7 +9,8 @@ import { createSqliteKeyAdmin } from '../../src/budget/sqlite/admin.js'
 import { createDb } from '../../src/budget/sqlite/database.js'
 import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
 import { WINDOW_NAMES } from '../../src/budget/types.js'
-import { createBudgetFixture, type BudgetFixture } from '../support/budget-fixture.js'
+import { StoreUnavailableError } from '../../src/errors.js'
+import { createBudgetFixture, reserveInput, type BudgetFixture } from '../support/budget-fixture.js'
 import { startTestStore, type TestStore } from '../support/stores.js'
 
 /** The embedded store shared by several processes on one machine (`npm test` builds dist/ first). */
@@ -62,6 +64,31 @@ describe('embedded store across processes on one database file', () => {
     const live = await createSqliteKeyAdmin(db).status(hash)
     db.close()
     for (const w of WINDOW_NAMES) expect(live?.[w]).toMatchObject({ spentMicros: 0, heldMicros: N * X })
+  })
+
+  it('waits for a write lock held by another connection on timers, never blocking the event loop, then fails closed', async () => {
+    const hash = await f.newKey({ limits: { daily: 1_000 } })
+    const other = new DatabaseSync(server.dbPath!)
+    try {
+      other.exec('BEGIN IMMEDIATE')
+      let ticks = 0
+      const ticker = setInterval(() => ticks++, 5)
+      const started = performance.now()
+      const refused = await f.store.reserve(reserveInput(hash, 10)).catch((e: unknown) => e)
+      const waited = performance.now() - started
+      clearInterval(ticker)
+      expect(refused).toBeInstanceOf(StoreUnavailableError)
+      // It waited about the busy timeout (250 ms), and the loop ran timers all along.
+      expect(waited).toBeGreaterThanOrEqual(200)
+      expect(ticks).toBeGreaterThanOrEqual(10)
+      // Released within the wait: the next reserve gets the lock and is admitted.
+      const pending = f.store.reserve(reserveInput(hash, 10))
+      setTimeout(() => other.exec('COMMIT'), 30)
+      expect((await pending).ok).toBe(true)
+    } finally {
+      if (other.isTransaction) other.exec('ROLLBACK')
+      other.close()
+    }
   })
 
   it('creates the folder 0700 and the file 0600', async () => {

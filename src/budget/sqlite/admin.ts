@@ -50,7 +50,7 @@ export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): Key
       sessionBudgetMicros: null,
       sessionMaxSteps: null,
     }
-    db.transaction('create key', () => {
+    await db.transaction('create key', () => {
       db.statement('INSERT INTO keys (hash, name, providers, active, created_at) VALUES (?, ?, ?, 1, ?)').run(
         record.hash,
         record.name,
@@ -74,7 +74,7 @@ export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): Key
 
   async function revokeKey(hash: string): Promise<boolean> {
     if (!isKeyHash(hash)) return false
-    const changed = db.transaction('revoke key', () => db.statement('UPDATE keys SET active = 0 WHERE hash = ?').run(hash))
+    const changed = await db.transaction('revoke key', () => db.statement('UPDATE keys SET active = 0 WHERE hash = ?').run(hash))
     return Number(changed.changes) > 0
   }
 
@@ -89,7 +89,7 @@ export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): Key
     apply('session_budget', change.sessionBudgetMicros)
     apply('session_max_steps', change.sessionMaxSteps)
     if (!isKeyHash(hash)) return null
-    const found = db.transaction('set budget', () => {
+    const found = await db.transaction('set budget', () => {
       if (db.statement('SELECT 1 FROM keys WHERE hash = ?').get(hash) === undefined) return false
       // Column names come from the fixed list above, never from input.
       if (columns.length > 0) {

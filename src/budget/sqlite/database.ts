@@ -8,15 +8,26 @@ import { dirname } from 'node:path'
 import { DatabaseSync, type StatementSync } from 'node:sqlite'
 import { StoreUnavailableError } from '../../errors.js'
 
-/** How long one operation waits for another process's write lock before it fails closed (503). */
+/**
+ * How long one operation waits for another process's write lock before it fails closed (503). The
+ * wait is asynchronous (retries on timers), so a lock held elsewhere never blocks the event loop.
+ */
 export const DEFAULT_BUSY_TIMEOUT_MS = 250
+/** Retry delays while the write lock is taken: 1, 2, 4, 8, then 16 ms. */
+const MAX_RETRY_DELAY_MS = 16
 
 export interface Db {
   readonly path: string
   /** Prepared once per SQL text and reused. */
   statement(sql: string): StatementSync
-  /** Runs `work` in one BEGIN IMMEDIATE transaction; any SQLite fault becomes StoreUnavailableError. */
-  transaction<T>(what: string, work: () => T): T
+  /**
+   * Runs `work` (synchronous, a few statements) in one BEGIN IMMEDIATE transaction. While another
+   * process holds the write lock it retries on timers for up to the busy timeout; then, and for any
+   * other SQLite fault, it rejects with StoreUnavailableError.
+   */
+  transaction<T>(what: string, work: () => T): Promise<T>
+  /** The same, once, without waiting for a lock held elsewhere (for background work that retries anyway). */
+  transactionNow<T>(what: string, work: () => T): T
   /** Runs a read (no transaction); faults become StoreUnavailableError. */
   read<T>(what: string, work: () => T): T
   close(): void
@@ -100,6 +111,13 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       throw error
     }
   }
+  function transactionNow<T>(what: string, work: () => T): T {
+    return guard(what, (conn) => {
+      const result = inTransaction(conn, work)
+      report('ready')
+      return result
+    })
+  }
   return {
     path,
     statement(sql) {
@@ -110,12 +128,18 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       }
       return s
     },
-    transaction: (what, work) =>
-      guard(what, (conn) => {
-        const result = inTransaction(conn, work)
-        report('ready')
-        return result
-      }),
+    transactionNow,
+    async transaction(what, work) {
+      const deadline = Date.now() + busyTimeoutMs
+      for (let delay = 1; ; delay = Math.min(2 * delay, MAX_RETRY_DELAY_MS)) {
+        try {
+          return transactionNow(what, work)
+        } catch (err) {
+          if (!(err instanceof StoreUnavailableError && isBusy(err.cause)) || Date.now() + delay > deadline) throw err
+        }
+        await new Promise((resolve) => setTimeout(resolve, delay))
+      }
+    },
     read: (what, work) => guard(what, () => work()),
     close() {
       if (closed) return
@@ -136,6 +160,8 @@ function open(path: string, busyTimeoutMs: number): DatabaseSync {
     // fsynced at checkpoints, so a power cut can lose the last commits (README: durability).
     db.exec('PRAGMA synchronous = NORMAL')
     inTransaction(db, () => db.exec(SCHEMA))
+    // From here on a taken write lock fails at once; Db.transaction waits for it on timers instead.
+    db.exec('PRAGMA busy_timeout = 0')
     return db
   } catch (err) {
     db.close()

@@ -53,7 +53,7 @@ export function startHousekeeping(db: Db, now: () => number = Date.now, interval
 
   const sweep = (): number => {
     const nowMs = now()
-    return db.transaction('clean up', () => TABLES.reduce((sum, table) => sum + sweepTable(table, nowMs), 0))
+    return db.transactionNow('clean up', () => TABLES.reduce((sum, table) => sum + sweepTable(table, nowMs), 0))
   }
   const timer = setInterval(() => {
     try {

@@ -126,7 +126,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     assertReserveInput(input)
     if (!isKeyHash(input.keyHash)) return { ok: false, reason: 'invalid_key' }
     const nowMs = now()
-    return db.transaction('reserve', () => reserveTx(input, nowMs))
+    return await db.transaction('reserve', () => reserveTx(input, nowMs))
   }
 
   async function extend(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
@@ -136,7 +136,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     const { keyHash: hash, requestId } = reservation
     const booked = reservation.bookedKeys.map(rows.parseBooked)
     const nowMs = now()
-    const result = db.transaction('extend', (): ExtendResult => {
+    const result = await db.transaction('extend', (): ExtendResult => {
       const held = rows.readReservation(db, hash, requestId, nowMs)
       if (held?.state !== 'held') throw new StoreUnavailableError(`reservation ${requestId} is not held (settled or abandoned)`)
       const checked = checkKey(hash, held.provider)
@@ -190,14 +190,14 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     assertMicros('actualMicros', actualMicros)
     const { keyHash, requestId, bookedKeys } = reservation
     const nowMs = now()
-    return db.transaction('settle', () => settleTx(keyHash, requestId, bookedKeys, actualMicros, nowMs))
+    return await db.transaction('settle', () => settleTx(keyHash, requestId, bookedKeys, actualMicros, nowMs))
   }
 
   async function abandon(keyHash: string, requestId: string): Promise<void> {
     assertRequestId(requestId)
     if (!isKeyHash(keyHash)) return
     const nowMs = now()
-    db.transaction('abandon', () => {
+    await db.transaction('abandon', () => {
       const record = rows.readReservation(db, keyHash, requestId, nowMs)
       if (record?.state === 'settled') return
       // Held: release it (settle at 0) where it was booked. None: the tombstone blocks a late reserve.
@@ -207,7 +207,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   }
 
   async function ping(): Promise<void> {
-    db.transaction('ping', () => undefined)
+    await db.transaction('ping', () => undefined)
   }
 
   return { reserve, extend, settle, abandon, ping }
