@@ -171,6 +171,7 @@ function open(path: string, busyTimeoutMs: number): DatabaseSync {
 
 /** SQLITE_BUSY / SQLITE_LOCKED: another process held the write lock past the busy timeout. */
 function isBusy(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false
   const errcode = (err as { errcode?: number }).errcode
   return errcode !== undefined && ((errcode & 0xff) === 5 || (errcode & 0xff) === 6)
 }
