@@ -169,11 +169,14 @@ export function growReservation(db: Db, hash: string, requestId: string, add: Mi
   db.statement('UPDATE reservations SET amount = amount + ? WHERE hash = ? AND request_id = ?').run(add, hash, requestId)
 }
 
-/** Marks a request settled with `charged`; with no live record, a settled tombstone blocks the id. */
+/**
+ * Marks a request settled with `charged` (dropping its booked list, no longer needed: a settled record
+ * only answers a repeated settle and blocks the id); with no live record, a tombstone blocks the id.
+ */
 export function settleReservation(db: Db, hash: string, requestId: string, charged: Micros, createdAt: string, expiresAt: number): void {
   db.statement(
     `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)
      VALUES (:hash, :rid, 'settled', 0, '', '', :charged, :created, :exp)
-     ON CONFLICT (hash, request_id) DO UPDATE SET state = 'settled', charged = :charged, expires_at = :exp`,
+     ON CONFLICT (hash, request_id) DO UPDATE SET state = 'settled', charged = :charged, booked = '', expires_at = :exp`,
   ).run({ hash, rid: requestId, charged, created: createdAt, exp: expiresAt })
 }
