@@ -161,14 +161,3 @@ export function stopOnSignals(running: RunningServer, logger: Logger): void {
 
 // Give the store a moment at start-up so the first requests are not refused while it connects.
 const STARTUP_STORE_WAIT_MS = 2_000
-
-/** The Redis URL without its password, for logs. */
-export function redactRedisUrl(url: string): string {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== '') parsed.password = '***'
-    return parsed.toString()
-  } catch {
-    return 'redis (unparseable URL)'
-  }
-}
