@@ -8,6 +8,7 @@ import { createRedisClient, type RedisClient } from './redis/redis-client.js'
 import { createBudgetStore } from './redis/store.js'
 import { createSqliteKeyAdmin } from './sqlite/admin.js'
 import { createDb } from './sqlite/database.js'
+import { startCheckpointer, type Checkpointer } from './sqlite/checkpointer.js'
 import { startHousekeeping } from './sqlite/housekeeping.js'
 import { createSqliteBudgetStore } from './sqlite/store.js'
 import type { BudgetStore, KeyAdmin } from './types.js'
@@ -31,7 +32,10 @@ export interface OpenStoreOptions {
   sessionTtlSeconds?: number
   /** Called on each transition between answering and not answering. */
   onStatus?: (status: StoreStatus, err?: Error) => void
-  /** Delete expired rows of the embedded store on a timer (the server: yes; a one-shot CLI: no). */
+  /**
+   * Background work of a long-running process on the embedded store (the server: yes; a one-shot CLI:
+   * no): expired rows deleted on a timer, WAL checkpoints in a worker thread.
+   */
   housekeeping?: boolean
 }
 
@@ -42,15 +46,30 @@ export function openStore(config: Config, opts: OpenStoreOptions = {}): OpenedSt
     const db = createDb(config.db.path, opts.onStatus === undefined ? {} : { onStatus: opts.onStatus })
     const store = createSqliteBudgetStore(db, ttl)
     const sweeper = opts.housekeeping === true ? startHousekeeping(db) : null
+    // The worker needs the file to exist: it starts once the store has answered.
+    let checkpointer: Checkpointer | null = null
+    const startBackground = (): void => {
+      if (opts.housekeeping !== true || checkpointer !== null) return
+      db.setAutoCheckpoint(false)
+      checkpointer = startCheckpointer(config.db.path, () => db.setAutoCheckpoint(true))
+    }
     return {
       kind: 'sqlite',
       description: describeStore(config),
       store,
       keys: createSqliteKeyAdmin(db),
       redis: null,
-      ready: async () => store.ping().then(() => true, () => false),
+      ready: async () =>
+        store.ping().then(
+          () => {
+            startBackground()
+            return true
+          },
+          () => false,
+        ),
       close: async () => {
         sweeper?.stop()
+        await checkpointer?.stop()
         db.close()
       },
     }

@@ -28,6 +28,8 @@ export interface Db {
   transaction<T>(what: string, work: () => T): Promise<T>
   /** The same, once, without waiting for a lock held elsewhere (for background work that retries anyway). */
   transactionNow<T>(what: string, work: () => T): T
+  /** Turns SQLite's automatic WAL checkpoints (run inside a commit, on this thread) on or off. */
+  setAutoCheckpoint(on: boolean): void
   /** Runs a read (no transaction); faults become StoreUnavailableError. */
   read<T>(what: string, work: () => T): T
   close(): void
@@ -77,6 +79,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
   let lastFailure: { at: number; error: StoreUnavailableError } | null = null
   let status: 'ready' | 'down' | null = null
   let closed = false
+  let autoCheckpoint = true
   const statements = new Map<string, StatementSync>()
   const report = (next: 'ready' | 'down', err?: Error): void => {
     if (next === status) return
@@ -90,6 +93,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     if (lastFailure !== null && Date.now() - lastFailure.at < REOPEN_INTERVAL_MS) throw lastFailure.error
     try {
       db = open(path, busyTimeoutMs)
+      if (!autoCheckpoint) db.exec('PRAGMA wal_autocheckpoint = 0')
       lastFailure = null
       report('ready')
       return db
@@ -141,6 +145,10 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       }
     },
     read: (what, work) => guard(what, () => work()),
+    setAutoCheckpoint(on) {
+      autoCheckpoint = on
+      db?.exec(`PRAGMA wal_autocheckpoint = ${on ? 1000 : 0}`)
+    },
     close() {
       if (closed) return
       closed = true
@@ -159,6 +167,8 @@ function open(path: string, busyTimeoutMs: number): DatabaseSync {
     // NORMAL in WAL: a commit is in the OS before it returns (kill -9 loses nothing settled); the WAL is
     // fsynced at checkpoints, so a power cut can lose the last commits (README: durability).
     db.exec('PRAGMA synchronous = NORMAL')
+    // After a checkpoint lets the WAL start over, a WAL that grew under load is cut back to this.
+    db.exec('PRAGMA journal_size_limit = 16777216')
     inTransaction(db, () => db.exec(SCHEMA))
     // From here on a taken write lock fails at once; Db.transaction waits for it on timers instead.
     db.exec('PRAGMA busy_timeout = 0')
