@@ -226,7 +226,8 @@ export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn'
     const env = {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       HOME: process.env.HOME ?? '/tmp',
-      REDIS_URL: redisUrl,
+      // No REDIS_URL (null): the proxy runs on the embedded store (extraEnv names LOOPERS_DB).
+      ...(redisUrl === null ? {} : { REDIS_URL: redisUrl }),
       HOST: '127.0.0.1',
       PORT: String(port),
       LOOPERS_ADMIN_HOST: '127.0.0.1',

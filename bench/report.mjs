@@ -88,6 +88,21 @@ export function figures(results) {
     out.push(figure(name, 'proxy CPU per request', pk.trials.map((t) => t.proxied.proxyCpuUsPerRequest), 'µs'))
     out.push(figure(name, 'other processes on the proxy core', pk.trials.map((t) => pctOf(t.proxied.foreignOnProxyCore)), '%', null, 'noise: share of core 0 used by anything but the proxy'))
   }
+  const sto = results.stores
+  if (sto?.sqlite?.peak !== undefined && sto?.redis?.peak !== undefined) {
+    const name = 'f. embedded SQLite store beside Redis (same machine, back to back, 1 trial each)'
+    const lat = (store) => sto[store].latency.byRate[sto.rate][0]
+    const pk = (store) => sto[store].peak.trials[0].proxied
+    for (const store of ['redis', 'sqlite']) {
+      const label = store === 'redis' ? 'Redis' : 'embedded'
+      out.push(figure(name, `${label}: added latency p50 / p99 at ${sto.rate} req/s`, lat(store).added.p50, 'ms', null, `p99 ${num(lat(store).added.p99)} ms`))
+      out.push(figure(name, `${label}: peak throughput (C=${sto[store].peak.concurrency})`, pk(store).achievedRate, 'req/s', null, `errors ${errorsOf(pk(store))}`))
+      out.push(figure(name, `${label}: proxy CPU per request at peak`, pk(store).proxyCpuUsPerRequest, 'µs', null, store === 'redis' ? 'Redis itself runs on the other core, not counted' : 'SQLite runs inside the proxy process'))
+    }
+    // "Not slower": the embedded store's peak within measurement noise (5%) of Redis's, or above it.
+    out.push(figure(name, 'embedded ÷ Redis peak throughput', pk('sqlite').achievedRate / pk('redis').achievedRate, 'ratio', { op: '>=', limit: 0.95 }, noise([pk('sqlite'), pk('redis')])))
+    out.push(figure(name, `embedded − Redis added latency p50 at ${sto.rate} req/s`, lat('sqlite').added.p50 - lat('redis').added.p50, 'ms', { op: '<=', limit: 0.1 }))
+  }
   const lk = results.leakage
   if (lk?.floods !== undefined) {
     const groups = new Map()

@@ -1,6 +1,7 @@
 // Loopers benchmark: `npm run bench` (builds first), or `node bench/run.mjs` after `npm run build`.
 //   --quick            ~1-minute smoke run (1 trial, short runs)
-//   --only=a,b,…       scenarios: latency (a), logging (a, info level), streams (b), peak (c), leakage (d), memory (e)
+//   --only=a,b,…       scenarios: latency (a), logging (a, info level), streams (b), peak (c), leakage (d), memory (e),
+//                      stores (f: the embedded SQLite store beside Redis)
 //   --trials=N         trials per latency/throughput scenario (default 3, quick 1)
 //   --profile          run the main proxy under `node --cpu-prof` and add its hot functions to the report
 //   --out=NAME         write bench/results/NAME.json and NAME.md (default latest)
@@ -16,9 +17,10 @@ import { detectPinning, environment, OTHERS_CORE, pinSelf, ROOT, startFake, star
 import { summarizeProfile } from './profile.mjs'
 import { figures, renderMarkdown } from './report.mjs'
 import { infoLogging, latency, memory, peak, streams } from './scenarios.mjs'
+import { stores } from './stores.mjs'
 
-const SCENARIOS = { latency, logging: infoLogging, streams, peak, leakage, memory }
-const ALIASES = { a: ['latency', 'logging'], b: ['streams'], c: ['peak'], d: ['leakage'], e: ['memory'] }
+const SCENARIOS = { latency, logging: infoLogging, streams, peak, leakage, memory, stores }
+const ALIASES = { a: ['latency', 'logging'], b: ['streams'], c: ['peak'], d: ['leakage'], e: ['memory'], f: ['stores'] }
 const LATENCY_BUDGET = 10_000_000_000_000 // µUSD: a daily limit far above anything the bench spends, so enforcement runs but never refuses
 
 const log = (line) => process.stdout.write(`${line}\n`)
@@ -41,8 +43,8 @@ for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exi
 let dist
 try {
   dist = {
-    redis: await import('../dist/budget/redis-client.js'),
-    admin: await import('../dist/budget/admin.js'),
+    redis: await import('../dist/budget/redis/redis-client.js'),
+    admin: await import('../dist/budget/redis/admin.js'),
   }
 } catch (error) {
   log(`bench: cannot load dist/ (${error.message}); run \`npm run build\` first, or use \`npm run bench\``)

@@ -16,8 +16,8 @@ Returns one of
   {'ok', grantedMicros}
   {'not_held'}                                   no live reservation: never made, settled or abandoned
   {'invalid_key'} | {'key_revoked'} | {'provider_not_allowed'}
-  {'budget_exceeded', windowIndex 1..5, limitMicros, spentPlusHeldMicros}
-  {'session_budget_exceeded', budgetMicros, spentPlusHeldMicros}
+  {'budget_exceeded', windowIndex 1..5, limitMicros, spentPlusHeldMicros, heldMicros}
+  {'session_budget_exceeded', budgetMicros, spentPlusHeldMicros, heldMicros}
 ]]
 
 local function int(n) return string.format('%d', n) end
@@ -49,8 +49,9 @@ for i = 1, 5 do
   local limit = num(rec[2 + i])
   if limit then
     local p = redis.call('HMGET', KEYS[1 + i], 'spent', 'held')
-    local used = (num(p[1]) or 0) + (num(p[2]) or 0)
-    if limit - used < minMicros then return {'budget_exceeded', i, limit, used} end
+    local held = num(p[2]) or 0
+    local used = (num(p[1]) or 0) + held
+    if limit - used < minMicros then return {'budget_exceeded', i, limit, used, held} end
     if limit - used < grant then grant = limit - used end
   end
 end
@@ -61,8 +62,9 @@ if hasSession then
   local s = redis.call('HMGET', KEYS[7], 'budget', 'spent', 'held')
   local budget = lowest(num(s[1]), num(rec[8]))
   if budget then
-    local used = (num(s[2]) or 0) + (num(s[3]) or 0)
-    if budget - used < minMicros then return {'session_budget_exceeded', budget, used} end
+    local held = num(s[3]) or 0
+    local used = (num(s[2]) or 0) + held
+    if budget - used < minMicros then return {'session_budget_exceeded', budget, used, held} end
     if budget - used < grant then grant = budget - used end
   end
 end

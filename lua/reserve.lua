@@ -55,57 +55,62 @@ local minMicros = tonumber(ARGV[2])
 local grant = tonumber(ARGV[3])
 local hasSession = ARGV[9] == '1'
 
--- Every request with a session keeps that session alive, admitted or not.
-if hasSession and redis.call('EXISTS', KEYS[7]) == 1 then redis.call('EXPIRE', KEYS[7], ARGV[12]) end
+-- 3. The session's limits are the lowest of what it has, what this request asks and the key's
+--    defaults, so they can be lowered and never raised. A lowering sticks even when this request is
+--    refused (CONTRACT §4), and every request with a session keeps that session alive, admitted or not.
+local s, sessionBudget, sessionMaxSteps
+if hasSession then
+  s = redis.call('HMGET', KEYS[7], 'budget', 'max_steps', 'steps', 'spent', 'held')
+  sessionBudget = lowest(lowest(num(s[1]), num(ARGV[10])), num(rec[8]))
+  sessionMaxSteps = lowest(lowest(num(s[2]), num(ARGV[11])), num(rec[9]))
+  if sessionBudget and sessionBudget ~= num(s[1]) then redis.call('HSET', KEYS[7], 'budget', int(sessionBudget)) end
+  if sessionMaxSteps and sessionMaxSteps ~= num(s[2]) then redis.call('HSET', KEYS[7], 'max_steps', int(sessionMaxSteps)) end
+  if redis.call('EXISTS', KEYS[7]) == 1 then redis.call('EXPIRE', KEYS[7], ARGV[12]) end
+end
 
--- 3. Every limited window must hold minMicros; the grant shrinks to the tightest one.
+-- 4. Every limited window must hold minMicros; the grant shrinks to the tightest one.
 --    Reaching a limit exactly is allowed: limit - used may equal the grant.
 for i = 1, 5 do
   local limit = num(rec[2 + i])
   if limit then
     local p = redis.call('HMGET', KEYS[1 + i], 'spent', 'held')
-    local used = (num(p[1]) or 0) + (num(p[2]) or 0)
-    if limit - used < minMicros then return {'budget_exceeded', i, limit, used, num(p[2]) or 0} end
+    local held = num(p[2]) or 0
+    local used = (num(p[1]) or 0) + held
+    if limit - used < minMicros then return {'budget_exceeded', i, limit, used, held} end
     if limit - used < grant then grant = limit - used end
   end
 end
 
--- 4. The session: its budget and step limit are the lowest of what it has, what this request asks
---    and the key's defaults, so they can be lowered and never raised. Steps are checked first.
-local sessionBudget, sessionMaxSteps
+-- 5. The session: steps are checked first, then its budget.
 if hasSession then
-  local s = redis.call('HMGET', KEYS[7], 'budget', 'max_steps', 'steps', 'spent', 'held')
-  sessionBudget = lowest(lowest(num(s[1]), num(ARGV[10])), num(rec[8]))
-  sessionMaxSteps = lowest(lowest(num(s[2]), num(ARGV[11])), num(rec[9]))
   local steps = num(s[3]) or 0
   if sessionMaxSteps and steps >= sessionMaxSteps then
     return {'session_steps_exceeded', sessionMaxSteps, steps}
   end
   if sessionBudget then
-    local used = (num(s[4]) or 0) + (num(s[5]) or 0)
-    if sessionBudget - used < minMicros then return {'session_budget_exceeded', sessionBudget, used, num(s[5]) or 0} end
+    local held = num(s[5]) or 0
+    local used = (num(s[4]) or 0) + held
+    if sessionBudget - used < minMicros then return {'session_budget_exceeded', sessionBudget, used, held} end
     if sessionBudget - used < grant then grant = sessionBudget - used end
   end
 end
 
--- 5. Admitted: hold the grant in every window period (limited or not, so status shows all spend).
+-- 6. Admitted: hold the grant in every window period (limited or not, so status shows all spend).
 for i = 1, 5 do
   redis.call('HINCRBY', KEYS[1 + i], 'held', int(grant))
   redis.call('EXPIRE', KEYS[1 + i], ARGV[3 + i])
 end
 
--- 6. The session counts one step, holds the grant and remembers its (possibly lowered) limits.
+-- 7. The session counts one step and holds the grant (its limits were written in step 3).
 local booked = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
 if hasSession then
   redis.call('HINCRBY', KEYS[7], 'held', int(grant))
   redis.call('HINCRBY', KEYS[7], 'steps', 1)
-  if sessionBudget then redis.call('HSET', KEYS[7], 'budget', int(sessionBudget)) end
-  if sessionMaxSteps then redis.call('HSET', KEYS[7], 'max_steps', int(sessionMaxSteps)) end
   redis.call('EXPIRE', KEYS[7], ARGV[12])
   booked[6] = KEYS[7]
 end
 
--- 7. The reservation record: what is held and where, so extend, settle and abandon need no lookups.
+-- 8. The reservation record: what is held and where, so extend, settle and abandon need no lookups.
 --    Its TTL outlives every period key, so a hold is never released by expiry.
 redis.call('HSET', KEYS[8], 'state', 'held', 'amount', int(grant), 'provider', ARGV[1],
   'booked', table.concat(booked, ' '), 'created_at', ARGV[14])

@@ -1,3 +1,5 @@
+import { homedir } from 'node:os'
+import { join, resolve } from 'node:path'
 import { z } from 'zod'
 
 /** The only module that reads the environment. Everything else receives a `Config`. */
@@ -12,7 +14,8 @@ const flag = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' |
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')
 
 const schema = z.object({
-  REDIS_URL: redisUrl.default('redis://127.0.0.1:6379'),
+  REDIS_URL: redisUrl.optional(),
+  LOOPERS_DB: optionalText,
   REDIS_CLUSTER_NODES: z
     .string()
     .trim()
@@ -53,8 +56,17 @@ const schema = z.object({
   LOOPERS_METRICS_PER_KEY: flag.default(false),
 })
 
+export interface RedisConfig {
+  url: string
+  clusterNodes: string[] | null
+  commandTimeoutMs: number
+}
+
 export interface Config {
-  redis: { url: string; clusterNodes: string[] | null; commandTimeoutMs: number }
+  /** The Redis budget store; null selects the embedded one (`db`). */
+  redis: RedisConfig | null
+  /** The embedded store's SQLite file, used when `redis` is null. */
+  db: { path: string }
   listen: { host: string; port: number }
   /** `token`: the bearer token every admin route but /health and /ready needs; null = none (loopback only). */
   admin: { host: string; port: number; token: string | null }
@@ -165,7 +177,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (problems.length > 0) throw new ConfigError(problems)
 
   return {
-    redis: { url: e.REDIS_URL, clusterNodes: e.REDIS_CLUSTER_NODES ?? null, commandTimeoutMs: e.LOOPERS_REDIS_TIMEOUT_MS },
+    redis:
+      e.REDIS_URL === undefined && e.REDIS_CLUSTER_NODES === undefined
+        ? null
+        : {
+            url: e.REDIS_URL ?? 'redis://127.0.0.1:6379',
+            clusterNodes: e.REDIS_CLUSTER_NODES ?? null,
+            commandTimeoutMs: e.LOOPERS_REDIS_TIMEOUT_MS,
+          },
+    db: { path: resolve(e.LOOPERS_DB ?? join(input.HOME ?? homedir(), '.loopers', 'loopers.db')) },
     listen: { host: e.HOST, port: e.PORT },
     admin: { host: e.LOOPERS_ADMIN_HOST, port: e.LOOPERS_ADMIN_PORT, token: e.LOOPERS_ADMIN_TOKEN ?? null },
     upstream: {

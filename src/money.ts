@@ -1,4 +1,5 @@
-import type { Micros } from './budget/types.js'
+/** Money inside Loopers is integer micro-USD (1 USD = 1_000_000). */
+export type Micros = number
 
 /** USD amounts at the edges (CLI, headers, JSON): plain decimals in, integer micro-USD inside. */
 

@@ -2,9 +2,8 @@ import { setMaxListeners } from 'node:events'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { buildApp } from './app.js'
-import { createKeyAdmin } from './budget/admin.js'
-import { createRedisClient, type RedisClient } from './budget/redis-client.js'
-import { createBudgetStore } from './budget/store.js'
+import { openStore, type OpenedStore } from './budget/open-store.js'
+import type { RedisClient } from './budget/redis/redis-client.js'
 import { checkAdminExposure, type Config } from './config.js'
 import { createDualServer } from './http/dual-server.js'
 import { createLogger } from './logger.js'
@@ -18,7 +17,10 @@ import { createAdapters } from './providers/registry.js'
 export interface RunningServer {
   app: FastifyInstance
   admin: FastifyInstance
-  redis: RedisClient
+  /** The budget store in use (kind, description). */
+  budgetStore: OpenedStore
+  /** The Redis connection when the store is Redis, else null. */
+  redis: RedisClient | null
   /** The bound proxy address, e.g. `http://127.0.0.1:8080`. */
   url: string
   /** The bound admin address. */
@@ -28,34 +30,38 @@ export interface RunningServer {
   /**
    * Graceful stop: refuses new requests, lets in-flight requests and streams finish for up to
    * `graceMs` (default from config), then cuts the rest like a budget cutoff, settles every
-   * reservation, and closes Redis. Idempotent.
+   * reservation, and closes the store. Idempotent.
    */
   close(graceMs?: number): Promise<void>
 }
 
 /**
- * Starts the proxy on `config.listen`. It starts even when Redis is absent: requests are refused
- * with 503 until the store answers, and one log line says what to do.
+ * Starts the proxy on `config.listen` with the store config selects (Redis, else the embedded SQLite
+ * file). It starts even when the store is absent or cannot be opened: requests are refused with 503
+ * until the store answers, and one log line says what to do.
  */
 export async function startServer(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   checkAdminExposure(config)
   const pricing = loadPricing({ filePath: config.pricingPath })
-  const redis = createRedisClient({
-    url: config.redis.url,
-    clusterNodes: config.redis.clusterNodes,
-    commandTimeoutMs: config.redis.commandTimeoutMs,
+  const fix = config.redis === null ? 'check LOOPERS_DB (folder writable, disk not full)' : 'start Redis or fix REDIS_URL'
+  let opened: OpenedStore | null = null
+  const where = (): string => opened?.description ?? 'budget store'
+  opened = openStore(config, {
+    sessionTtlSeconds: config.sessionTtlSeconds,
+    housekeeping: true,
     onStatus: (status, err) => {
-      if (status === 'ready') logger.info({ store: redactRedisUrl(config.redis.url) }, 'budget store connected; serving')
+      if (status === 'ready') logger.info({ store: where() }, 'budget store connected; serving')
       else
         logger.error(
-          { store: redactRedisUrl(config.redis.url), reason: err?.message },
-          'budget store unreachable: every request is refused with 503 until it answers; start Redis or fix REDIS_URL',
+          { store: where(), reason: err?.message },
+          `budget store unreachable: every request is refused with 503 until it answers; ${fix}`,
         )
     },
   })
+  const budgetStore = opened
   const metrics = createMetrics({ perKey: config.metricsPerKey })
-  const store = metrics.instrumentStore(createBudgetStore(redis, { sessionTtlSeconds: config.sessionTtlSeconds }))
-  const keys = createKeyAdmin(redis)
+  const store = metrics.instrumentStore(budgetStore.store)
+  const keys = budgetStore.keys
   const inflight = createInflight()
   const shutdown = new AbortController()
   // Every in-flight request listens for shutdown; thousands at once are expected, not a leak.
@@ -80,7 +86,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     },
   })
   const admin = buildAdminApp({ logger, store, keys, metrics, token: config.admin.token, isStopping: () => stopping })
-  await waitForStore(redis, STARTUP_STORE_WAIT_MS)
+  await budgetStore.ready(STARTUP_STORE_WAIT_MS)
   const url = await app.listen({ host: config.listen.host, port: config.listen.port })
   let adminUrl: string
   try {
@@ -88,10 +94,10 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   } catch (error) {
     await app.close()
     await upstream.close()
-    redis.disconnect()
+    await budgetStore.close()
     throw error
   }
-  logger.info({ url, admin: adminUrl }, 'loopers listening')
+  logger.info({ url, admin: adminUrl, store: budgetStore.description }, `loopers listening on ${url}, budget store: ${budgetStore.description}`)
 
   let closed: Promise<void> | null = null
   async function stop(graceMs: number): Promise<void> {
@@ -115,13 +121,14 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     await closing
     await admin.close()
     await upstream.close()
-    await redis.quit().catch(() => redis.disconnect())
+    await budgetStore.close()
     logger.info({ inflightAtStop }, 'loopers stopped; every reservation settled')
   }
   return {
     app,
     admin,
-    redis,
+    budgetStore,
+    redis: budgetStore.redis,
     url,
     adminUrl,
     inflight,
@@ -153,30 +160,5 @@ export function stopOnSignals(running: RunningServer, logger: Logger): void {
   process.on('SIGINT', onSignal)
 }
 
-// Give Redis a moment at start-up so the first requests are not refused while it connects.
+// Give the store a moment at start-up so the first requests are not refused while it connects.
 const STARTUP_STORE_WAIT_MS = 2_000
-
-/** Resolves when Redis is ready or `ms` have passed; the proxy serves (fail-closed) either way. */
-function waitForStore(redis: RedisClient, ms: number): Promise<void> {
-  if (redis.status === 'ready') return Promise.resolve()
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer)
-      redis.off('ready', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    redis.once('ready', done)
-  })
-}
-
-/** The Redis URL without its password, for logs. */
-export function redactRedisUrl(url: string): string {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== '') parsed.password = '***'
-    return parsed.toString()
-  } catch {
-    return 'redis (unparseable URL)'
-  }
-}

@@ -1,11 +1,9 @@
+import type { Micros } from '../money.js'
 import type { ProviderId } from '../providers/types.js'
 
 /** The five fixed UTC windows, in the order they are checked (first limit hit wins). */
 export const WINDOW_NAMES = ['minute', 'hourly', 'daily', 'weekly', 'monthly'] as const
 export type WindowName = (typeof WINDOW_NAMES)[number]
-
-/** Money inside Loopers is integer micro-USD (1 USD = 1_000_000). */
-export type Micros = number
 
 /** A proxy key's stored record (never the raw key). */
 export interface KeyRecord {
@@ -45,7 +43,7 @@ export interface Reservation {
   keyHash: string
   requestId: string
   reservedMicros: Micros
-  /** Opaque: the Redis keys of the window periods and session the hold was booked in. */
+  /** Opaque to callers: where the store booked the hold (five window periods, then the session if any). */
   readonly bookedKeys: readonly string[]
 }
 
@@ -65,7 +63,10 @@ export interface Refusal {
   limitMicros?: Micros
   /** Settled spend plus what in-flight requests hold, in that window or session. */
   spentMicros?: Micros
-  /** The part of `spentMicros` that in-flight holds make up (reserve refusals). */
+  /**
+   * The part of `spentMicros` that in-flight holds make up (budget and session budget refusals):
+   * a refusal whose holds alone block the request may pass once they settle.
+   */
   heldMicros?: Micros
   /** When the refusing window resets (budget_exceeded only). */
   resetsAt?: Date
@@ -81,7 +82,7 @@ export interface SettleResult {
 }
 
 /**
- * The budget engine. Every method is one atomic Lua call, one round trip. Methods throw only for
+ * The budget engine. Every method is one atomic step (a Lua call on Redis, one transaction on SQLite). Methods throw only for
  * infrastructure faults (store unreachable, timeout); "no budget" is a typed Refusal.
  */
 export interface BudgetStore {

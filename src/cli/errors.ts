@@ -28,10 +28,10 @@ export function unknownKey(hash: string): CliError {
 }
 
 /** The budget store could not be reached or did not answer. Exit 1. */
-export function storeUnreachable(where: string, reason: string, cause?: unknown): CliError {
+export function storeUnreachable(where: string, reason: string, cause?: unknown, check = 'REDIS_URL'): CliError {
   return new CliError(
     'LP_ERR_CLI_STORE_UNREACHABLE',
-    `cannot reach the budget store at ${where} (${reason}); check REDIS_URL`,
+    `cannot reach the budget store at ${where} (${reason}); check ${check}`,
     EXIT_FAILURE,
     { cause },
   )

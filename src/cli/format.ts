@@ -1,4 +1,4 @@
-import type { Micros } from '../budget/types.js'
+import type { Micros } from '../money.js'
 
 /** Plain-text rendering for the human (non --json) CLI output. Pure functions: strings in, strings out. */
 

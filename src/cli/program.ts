@@ -6,7 +6,7 @@ import { budgetStatus, parseBudgetFlags, setBudget, type BudgetFlags } from './b
 import { CliError, EXIT_FAILURE, EXIT_USAGE, serveFailed } from './errors.js'
 import { addExecCommand } from './exec.js'
 import { createKey, listKeys, normaliseHash, parseName, parseProviders, revokeKey } from './keys.js'
-import { withKeyAdmin } from './store.js'
+import { storeNote, withKeyAdmin } from './store.js'
 
 /** The `loopers` command line (CONTRACT §3). Argument parsing and error reporting only; commands live beside it. */
 
@@ -68,7 +68,13 @@ function buildProgram(io: Io, onServing: () => void): Command {
   program
     .description('A reverse proxy that enforces hard dollar budgets on LLM API keys.')
     .version(readVersion(), '-V, --version')
-    .addHelpText('after', '\nConfiguration comes from the environment (REDIS_URL, PORT, …), for the proxy and the CLI alike.')
+    .addHelpText('after', '\nConfiguration comes from the environment (LOOPERS_DB or REDIS_URL, PORT, …), for the proxy and the CLI alike.')
+
+  /** Human output is followed by the store it worked on, on stderr so stdout stays what scripts parse; JSON stays as it is. */
+  const out = (text: string, json: boolean | undefined): void => {
+    io.out(text)
+    if (json !== true) io.err(storeNote(loadConfig()))
+  }
 
   program
     .command('serve')
@@ -97,21 +103,21 @@ function buildProgram(io: Io, onServing: () => void): Command {
     .action(async (opts: { name: string; provider: string[]; json?: boolean }) => {
       const name = parseName(opts.name)
       const providers = parseProviders(opts.provider)
-      io.out(await withKeyAdmin(loadConfig(), (admin) => createKey(admin, name, providers, opts.json === true)))
+      out(await withKeyAdmin(loadConfig(), (admin) => createKey(admin, name, providers, opts.json === true)), opts.json)
     })
   keys
     .command('list')
     .description('list every key (hash, name, providers, active, created)')
     .option('--json', 'print a JSON array')
     .action(async (opts: { json?: boolean }) => {
-      io.out(await withKeyAdmin(loadConfig(), (admin) => listKeys(admin, opts.json === true)))
+      out(await withKeyAdmin(loadConfig(), (admin) => listKeys(admin, opts.json === true)), opts.json)
     })
   keys
     .command('revoke')
     .description('revoke a key: its next request is refused')
     .argument('<hash>', 'the key hash (SHA-256 hex of the key)')
     .action(async (hash: string) => {
-      io.out(await withKeyAdmin(loadConfig(), (admin) => revokeKey(admin, normaliseHash(hash))))
+      out(await withKeyAdmin(loadConfig(), (admin) => revokeKey(admin, normaliseHash(hash))), false)
     })
 
   const budget = program.command('budget').description("set and inspect a key's budget")
@@ -129,7 +135,7 @@ function buildProgram(io: Io, onServing: () => void): Command {
     .option('--json', 'print the resulting limits as JSON')
     .action(async (hash: string, opts: BudgetFlags & { json?: boolean }) => {
       const change = parseBudgetFlags(opts)
-      io.out(await withKeyAdmin(loadConfig(), (admin) => setBudget(admin, normaliseHash(hash), change, opts.json === true)))
+      out(await withKeyAdmin(loadConfig(), (admin) => setBudget(admin, normaliseHash(hash), change, opts.json === true)), opts.json)
     })
   budget
     .command('status')
@@ -137,7 +143,7 @@ function buildProgram(io: Io, onServing: () => void): Command {
     .argument('<hash>', 'the key hash')
     .option('--json', 'print {hash, windows} as JSON')
     .action(async (hash: string, opts: { json?: boolean }) => {
-      io.out(await withKeyAdmin(loadConfig(), (admin) => budgetStatus(admin, normaliseHash(hash), opts.json === true)))
+      out(await withKeyAdmin(loadConfig(), (admin) => budgetStatus(admin, normaliseHash(hash), opts.json === true)), opts.json)
     })
 
   addExecCommand(program)

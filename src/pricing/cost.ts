@@ -1,4 +1,4 @@
-import type { Micros } from '../budget/types.js'
+import type { Micros } from '../money.js'
 import type { Usage } from '../providers/types.js'
 import type { Price } from './types.js'
 

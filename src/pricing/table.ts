@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { z } from 'zod'
-import type { Micros } from '../budget/types.js'
+import type { Micros } from '../money.js'
 import { PROVIDER_IDS, type ProviderId } from '../providers/types.js'
 import type { Price, PricingTable } from './types.js'
 

@@ -1,4 +1,4 @@
-import type { Micros } from '../budget/types.js'
+import type { Micros } from '../money.js'
 import type { ProviderId } from '../providers/types.js'
 
 /** One model's prices in integer micro-USD per 1M tokens. */

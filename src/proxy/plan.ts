@@ -1,4 +1,4 @@
-import type { Micros } from '../budget/types.js'
+import type { Micros } from '../money.js'
 import { outputTokensFor, tokensCost } from '../pricing/cost.js'
 import type { Price } from '../pricing/types.js'
 import type { RequestFacts } from '../providers/types.js'

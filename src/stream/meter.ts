@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream'
-import type { Micros } from '../budget/types.js'
+import type { Micros } from '../money.js'
 import type { ErrorInfo, StreamParser } from '../providers/types.js'
 
 /** How a metered stream ended. */

@@ -4,13 +4,13 @@ import { createTestKey, currentDaily, flood, latestSummary, metered } from '../s
 import { startFakeAnthropic, type FakeAnthropic } from '../support/fake-anthropic.js'
 import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
-import { startRedis, type TestRedis } from '../support/redis.js'
+import { startTestStore, type TestStore } from '../support/stores.js'
 
 // Test prices make one claude-test token cost one micro-USD, so micros below are token counts.
 const UPSTREAM_KEY = 'sk-ant-upstream-test-credential'
 const TEXT = 'text_delta'
 
-let redis: TestRedis
+let store: TestStore
 let fake: FakeAnthropic
 let proxy: TestProxy
 let key: string
@@ -52,16 +52,16 @@ async function streamText(sdk: Anthropic, body: Anthropic.MessageCreateParamsStr
 }
 
 beforeAll(async () => {
-  redis = await startRedis()
+  store = await startTestStore()
   fake = await startFakeAnthropic()
   // Small stream slices so a stream must extend its reservation several times.
-  proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_ANTHROPIC_BASE_URL: fake.url, LOOPERS_STREAM_SLICE_TOKENS: '16' })
+  proxy = await startProxy({ ...store.env, LOOPERS_ANTHROPIC_BASE_URL: fake.url, LOOPERS_STREAM_SLICE_TOKENS: '16' })
 })
 
 afterAll(async () => {
   await proxy?.close()
   await fake?.close()
-  await redis?.stop()
+  await store?.stop()
 })
 
 beforeEach(async () => {

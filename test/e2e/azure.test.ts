@@ -8,7 +8,7 @@ import { createTestKey, expectCutAtBudget, expectNoProxyKeyIn, flood, settledDai
 import { startFakeAzure, type FakeAzure } from '../support/fake-azure.js'
 import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
-import { startRedis, type TestRedis } from '../support/redis.js'
+import { startTestStore, type TestStore } from '../support/stores.js'
 
 // Test prices make one token cost one micro-USD (deployments my-gpt4o and my-embed), so micros are token counts.
 const UPSTREAM_KEY = 'azure-upstream-key-0123456789abcdef'
@@ -18,7 +18,7 @@ const FALLBACK_PRICES = fileURLToPath(new URL('../fixtures/azure/fallback-prices
 const CONTENT_FILTER_ERROR = JSON.parse(readFileSync(new URL('../fixtures/azure/content-filter-error.json', import.meta.url), 'utf8')) as unknown
 const HI = [{ role: 'user' as const, content: 'hi' }]
 
-let redis: TestRedis
+let store: TestStore
 let fake: FakeAzure
 let proxy: TestProxy
 let key: string
@@ -68,10 +68,10 @@ function rawRequest(method: string, path: string, headers: Record<string, string
 }
 
 beforeAll(async () => {
-  redis = await startRedis()
+  store = await startTestStore()
   fake = await startFakeAzure()
   proxy = await startProxy({
-    REDIS_URL: redis.url,
+    ...store.env,
     LOOPERS_AZURE_ENDPOINT: fake.url,
     LOOPERS_AZURE_API_KEY: SERVER_KEY,
     // A loaded CI machine must not turn the flood's budget checks into store timeouts (503s).
@@ -84,7 +84,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await proxy?.close()
   await fake?.close()
-  await redis?.stop()
+  await store?.stop()
 })
 
 beforeEach(async () => {
@@ -227,7 +227,7 @@ describe('AzureOpenAI through the proxy', () => {
   })
 
   it('a pricing file with an azure _fallback prices any deployment', async () => {
-    const other = await startProxy({ REDIS_URL: redis.url, LOOPERS_AZURE_ENDPOINT: fake.url, LOOPERS_PRICING_PATH: FALLBACK_PRICES })
+    const other = await startProxy({ ...store.env, LOOPERS_AZURE_ENDPOINT: fake.url, LOOPERS_PRICING_PATH: FALLBACK_PRICES })
     try {
       await azure({ endpoint: `${other.url}/azure`, deployment: 'any-deployment' }).chat.completions.create({ model: 'gpt-4o', messages: HI })
       expect(fake.received[0]?.url).toBe(`/openai/deployments/any-deployment/chat/completions?api-version=${API_VERSION}`)
@@ -256,7 +256,7 @@ describe('AzureOpenAI through the proxy', () => {
   })
 
   it('without LOOPERS_AZURE_ENDPOINT requests are refused with a clear error and nothing is reserved', async () => {
-    const unconfigured = await startProxy({ REDIS_URL: redis.url })
+    const unconfigured = await startProxy({ ...store.env, })
     try {
       const error = await azure({ endpoint: `${unconfigured.url}/azure` })
         .chat.completions.create({ model: 'gpt-4o', messages: HI })

@@ -16,7 +16,7 @@ import { createTestKey, currentDaily, metered, summaryAt } from '../support/e2e.
 import { startFakeBedrock, type FakeBedrock } from '../support/fake-bedrock.js'
 import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
-import { startRedis, type TestRedis } from '../support/redis.js'
+import { startTestStore, type TestStore } from '../support/stores.js'
 
 // Test prices make one token cost one micro-USD, so micros below are token counts.
 const SERVER_AWS = { accessKeyId: 'AKIDSERVERHELD', secret: 'server-held-secret' }
@@ -31,7 +31,7 @@ const AWS_HEADERS = {
 const CLAUDE = 'us.anthropic.claude-test-v1:0'
 const NOVA = 'amazon.nova-test-v1:0'
 
-let redis: TestRedis
+let store: TestStore
 let fake: FakeBedrock
 let proxy: TestProxy
 let key: string
@@ -106,13 +106,13 @@ async function collectInvoke(body: AsyncIterable<{ chunk?: { bytes?: Uint8Array 
 }
 
 beforeAll(async () => {
-  redis = await startRedis()
+  store = await startTestStore()
   fake = await startFakeBedrock({
     aws: { [SERVER_AWS.accessKeyId]: { secret: SERVER_AWS.secret }, [CLIENT_AWS.accessKeyId]: { secret: CLIENT_AWS.secret, sessionToken: CLIENT_AWS.sessionToken } },
     apiKeys: [UPSTREAM_API_KEY],
   })
   proxy = await startProxy({
-    REDIS_URL: redis.url,
+    ...store.env,
     LOOPERS_BEDROCK_BASE_URL: fake.url,
     AWS_ACCESS_KEY_ID: SERVER_AWS.accessKeyId,
     AWS_SECRET_ACCESS_KEY: SERVER_AWS.secret,
@@ -125,7 +125,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await proxy?.close()
   await fake?.close()
-  await redis?.stop()
+  await store?.stop()
 })
 
 beforeEach(async () => {

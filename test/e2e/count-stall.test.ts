@@ -9,8 +9,8 @@
  * and the request is then refused: the fake upstream (in this process) never parses 10 MiB mid-measurement.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { createKeyAdmin } from '../../src/budget/admin.js'
-import { createRedisClient, type RedisClient } from '../../src/budget/redis-client.js'
+import { createKeyAdmin } from '../../src/budget/redis/admin.js'
+import { createRedisClient, type RedisClient } from '../../src/budget/redis/redis-client.js'
 import type { KeyAdmin } from '../../src/budget/types.js'
 import { countChatTokens } from '../../src/tokens/tiktoken.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'

@@ -3,22 +3,22 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { countChatTokens, loadedEncodings } from '../../src/tokens/tiktoken.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
-import { startRedis, type TestRedis } from '../support/redis.js'
+import { startTestStore, type TestStore } from '../support/stores.js'
 
 // The proxy runs in this process, so the tokenizer module the test inspects is the one it uses.
-let redis: TestRedis
+let store: TestStore
 let fake: FakeOpenAi
 let proxy: TestProxy
 
 beforeAll(async () => {
-  redis = await startRedis()
+  store = await startTestStore()
   fake = await startFakeOpenAi()
-  proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: fake.url })
+  proxy = await startProxy({ ...store.env, LOOPERS_OPENAI_BASE_URL: fake.url })
 })
 afterAll(async () => {
   await proxy?.close()
   await fake?.close()
-  await redis?.stop()
+  await store?.stop()
 })
 
 async function keyWithDailyLimit(micros: number): Promise<{ sdk: OpenAI; hash: string }> {

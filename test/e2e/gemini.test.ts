@@ -5,14 +5,14 @@ import { createTestKey, currentDaily, flood, metered, summaryAt } from '../suppo
 import { startFakeGemini, type FakeGemini } from '../support/fake-gemini.js'
 import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
-import { startRedis, type TestRedis } from '../support/redis.js'
+import { startTestStore, type TestStore } from '../support/stores.js'
 
 // Test prices make one token cost one micro-USD, so micros below are token counts.
 const UPSTREAM_KEY = 'AIza-upstream-test-credential'
 const GENERATE = '/gemini/v1beta/models/gemini-test:generateContent'
 const STREAM = '/gemini/v1beta/models/gemini-test:streamGenerateContent'
 
-let redis: TestRedis
+let store: TestStore
 let fake: FakeGemini
 let proxy: TestProxy
 let key: string
@@ -55,16 +55,16 @@ function expectProxyKeyNeverForwarded(): void {
 const contents = [{ role: 'user', parts: [{ text: 'go' }] }]
 
 beforeAll(async () => {
-  redis = await startRedis()
+  store = await startTestStore()
   fake = await startFakeGemini()
   // Small stream slices so a stream must extend its reservation several times.
-  proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_GEMINI_BASE_URL: fake.url, LOOPERS_STREAM_SLICE_TOKENS: '16' })
+  proxy = await startProxy({ ...store.env, LOOPERS_GEMINI_BASE_URL: fake.url, LOOPERS_STREAM_SLICE_TOKENS: '16' })
 })
 
 afterAll(async () => {
   await proxy?.close()
   await fake?.close()
-  await redis?.stop()
+  await store?.stop()
 })
 
 beforeEach(async () => {

@@ -6,14 +6,14 @@ import { createTestKey, expectCutAtBudget, expectNoProxyKeyIn, flood, settledDai
 import { startFakeMistral, type FakeMistral } from '../support/fake-mistral.js'
 import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
-import { startRedis, type TestRedis } from '../support/redis.js'
+import { startTestStore, type TestStore } from '../support/stores.js'
 
 // Test prices make one token cost one micro-USD (mistral-test, mistral-embed-test), so micros are token counts.
 const UPSTREAM_KEY = 'mistral-upstream-key-0123456789'
 const SERVER_KEY = 'mistral-server-held-key'
 const HI = [{ role: 'user' as const, content: 'hi' }]
 
-let redis: TestRedis
+let store: TestStore
 let fake: FakeMistral
 let proxy: TestProxy
 let key: string
@@ -40,10 +40,10 @@ const summaryOf = (count: number) => summaryAt(proxy, hash, count)
 const expectNoProxyKeyUpstream = (): void => expectNoProxyKeyIn(fake.received, key)
 
 beforeAll(async () => {
-  redis = await startRedis()
+  store = await startTestStore()
   fake = await startFakeMistral()
   proxy = await startProxy({
-    REDIS_URL: redis.url,
+    ...store.env,
     LOOPERS_MISTRAL_BASE_URL: fake.url,
     LOOPERS_MISTRAL_API_KEY: SERVER_KEY,
     // A loaded CI machine must not turn the flood's budget checks into store timeouts (503s).
@@ -56,7 +56,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await proxy?.close()
   await fake?.close()
-  await redis?.stop()
+  await store?.stop()
 })
 
 beforeEach(async () => {

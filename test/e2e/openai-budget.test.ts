@@ -4,222 +4,225 @@ import { createTestKey, latestSummary, settle, settledDaily } from '../support/e
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
 import { resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
-import { startRedis, type TestRedis } from '../support/redis.js'
+import { startTestStore, STORE_KINDS, type StoreKind, type TestStore } from '../support/stores.js'
 
-// Test prices make one token cost one micro-USD, so micros below are token counts.
-let redis: TestRedis
-let fake: FakeOpenAi
-let proxy: TestProxy
-let key: string
-let hash: string
+/** The embedded store (the default) and Redis: the same end-to-end behaviour on both. */
+describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
+  // Test prices make one token cost one micro-USD, so micros below are token counts.
+  let store: TestStore
+  let fake: FakeOpenAi
+  let proxy: TestProxy
+  let key: string
+  let hash: string
 
-function client(headers: Record<string, string> = {}): OpenAI {
-  return new OpenAI({
-    apiKey: key,
-    baseURL: `${proxy.url}/openai/v1`,
-    defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-upstream', ...headers },
-    maxRetries: 0,
-  })
-}
+  function client(headers: Record<string, string> = {}): OpenAI {
+    return new OpenAI({
+      apiKey: key,
+      baseURL: `${proxy.url}/openai/v1`,
+      defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-upstream', ...headers },
+      maxRetries: 0,
+    })
+  }
 
-/** The daily window once every request so far has settled. */
-const daily = () => settledDaily(proxy, hash)
+  /** The daily window once every request so far has settled. */
+  const daily = () => settledDaily(proxy, hash)
 
-/** The proxy's summary line for the last request of this key. */
-async function lastSummary(): Promise<Record<string, unknown>> {
-  await settle(proxy)
-  return latestSummary(proxy, hash)
-}
+  /** The proxy's summary line for the last request of this key. */
+  async function lastSummary(): Promise<Record<string, unknown>> {
+    await settle(proxy)
+    return latestSummary(proxy, hash)
+  }
 
-beforeAll(async () => {
-  redis = await startRedis()
-  fake = await startFakeOpenAi()
-  // Small stream slices so a stream must extend its reservation several times.
-  proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: fake.url, LOOPERS_STREAM_SLICE_TOKENS: '16' })
-})
-
-afterAll(async () => {
-  await proxy?.close()
-  await fake?.close()
-  await redis?.stop()
-})
-
-beforeEach(async () => {
-  resetFake(fake)
-  const created = await createTestKey(proxy, 'budget', ['openai'])
-  key = created.key
-  hash = created.hash
-})
-
-describe('streams metered chunk by chunk', () => {
-  it('extends a stream slice by slice when the budget allows, and settles the reported usage', async () => {
-    await proxy.admin.setBudget(hash, { limits: { daily: 100_000 } })
-    fake.options = { chunks: 40 }
-    const stream = await client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'go' }], stream: true })
-    let text = ''
-    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ''
-    expect(text).toBe('tok '.repeat(40))
-    await eventually(async () => (await daily()).held === 0, 'settlement')
-    expect((await daily()).spent).toBe(12 + 40)
+  beforeAll(async () => {
+    store = await startTestStore(kind)
+    fake = await startFakeOpenAi()
+    // Small stream slices so a stream must extend its reservation several times.
+    proxy = await startProxy({ ...store.env, LOOPERS_OPENAI_BASE_URL: fake.url, LOOPERS_STREAM_SLICE_TOKENS: '16' })
   })
 
-  it('cuts a stream at the budget with an error event the SDK raises, and closes the upstream', async () => {
-    fake.options = { chunks: 200, chunkDelayMs: 2 }
-    // Measure this request's input bound with an ample budget first, then leave room for 10 chunks.
-    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
-    const body = { model: 'gpt-test', messages: [{ role: 'user' as const, content: 'go' }], stream: true as const, max_tokens: 900 }
-    fake.options = { chunks: 1 }
-    for await (const _ of await client().chat.completions.create(body)) void _
-    await eventually(async () => (await daily()).held === 0, 'settlement')
-    const inputBound = Number((await lastSummary()).inputBound)
-    expect(inputBound).toBeGreaterThan(0)
-
-    const before = (await daily()).spent
-    const room = inputBound + 4 * 10
-    await proxy.admin.setBudget(hash, { limits: { daily: before + room } })
-    fake.options = { chunks: 200, chunkDelayMs: 1 }
-    let text = ''
-    const error = await (async () => {
-      for await (const chunk of await client().chat.completions.create(body)) text += chunk.choices[0]?.delta.content ?? ''
-    })().catch((e: unknown) => e)
-
-    expect(error).toBeInstanceOf(OpenAI.APIError)
-    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_exceeded')
-    // Room for exactly 10 chunks, however the events were grouped into network reads: the meter
-    // checks them one at a time.
-    const delivered = text.length / 4
-    expect(text).toBe('tok '.repeat(10))
-    await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
-    expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
-    await eventually(async () => (await daily()).held === 0, 'settlement')
-    const summary = await lastSummary()
-    expect(summary.outcome).toBe('cutoff')
-    // Charged: the input bound and the output counted, including the event(s) that did not fit.
-    expect(summary.inputTokens).toBe(inputBound)
-    const counted = Number(summary.outputTokens)
-    expect((await daily()).spent - before).toBe(inputBound + counted)
-    // The 11th event, the one that did not fit, is counted: the provider generated it.
-    expect(counted).toBe(4 * (delivered + 1))
-    expect(inputBound + 4 * delivered).toBeLessThanOrEqual(room)
+  afterAll(async () => {
+    await proxy?.close()
+    await fake?.close()
+    await store?.stop()
   })
 
-  it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {
-    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
-    fake.options = { chunks: 500, chunkDelayMs: 5 }
-    const controller = new AbortController()
-    const stream = await client().chat.completions.create(
-      { model: 'gpt-test', messages: [{ role: 'user', content: 'go' }], stream: true },
-      { signal: controller.signal },
-    )
-    let received = 0
-    await (async () => {
-      for await (const chunk of stream) {
-        if (chunk.choices[0]?.delta.content) received++
-        if (received === 3) controller.abort()
-      }
-    })().catch(() => undefined)
-
-    await eventually(() => fake.ledger[0]?.clientAborted === true, 'upstream aborted')
-    await eventually(async () => (await daily()).held === 0, 'settlement')
-    const written = fake.ledger[0]!.outputTokensWritten
-    expect(written).toBeLessThan(500)
-    const summary = (await lastSummary())
-    expect(summary.outcome).toBe('client_closed')
-    const output = Number(summary.outputTokens)
-    expect(output).toBeGreaterThanOrEqual(4 * 3)
-    expect(output).toBeLessThanOrEqual(4 * written)
-    const spent = (await daily()).spent
-    expect(spent).toBe(Number(summary.inputTokens) + output)
-    await new Promise((r) => setTimeout(r, 200))
-    expect((await daily()).spent).toBe(spent)
-  })
-})
-
-describe('non-streamed requests', () => {
-  it('lowers max tokens to what the budget holds and says so in X-Loopers-Max-Tokens', async () => {
-    await proxy.admin.setBudget(hash, { limits: { daily: 600 } })
-    const { response } = await client()
-      .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })
-      .withResponse()
-    const lowered = Number(response.headers.get('x-loopers-max-tokens'))
-    expect(lowered).toBeGreaterThan(16)
-    expect(lowered).toBeLessThan(1000)
-    expect(fake.received[0]?.body?.max_completion_tokens).toBe(lowered)
-    expect(Number((await lastSummary()).inputTokens) + lowered).toBeLessThanOrEqual(600)
+  beforeEach(async () => {
+    resetFake(fake)
+    const created = await createTestKey(proxy, 'budget', ['openai'])
+    key = created.key
+    hash = created.hash
   })
 
-  it('refuses with 429 when not even a useful part fits', async () => {
-    await proxy.admin.setBudget(hash, { limits: { daily: 20 } })
-    await expect(client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })).rejects.toBeInstanceOf(
-      OpenAI.RateLimitError,
-    )
-    expect(fake.received).toHaveLength(0)
+  describe('streams metered chunk by chunk', () => {
+    it('extends a stream slice by slice when the budget allows, and settles the reported usage', async () => {
+      await proxy.admin.setBudget(hash, { limits: { daily: 100_000 } })
+      fake.options = { chunks: 40 }
+      const stream = await client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'go' }], stream: true })
+      let text = ''
+      for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ''
+      expect(text).toBe('tok '.repeat(40))
+      await eventually(async () => (await daily()).held === 0, 'settlement')
+      expect((await daily()).spent).toBe(12 + 40)
+    })
+
+    it('cuts a stream at the budget with an error event the SDK raises, and closes the upstream', async () => {
+      fake.options = { chunks: 200, chunkDelayMs: 2 }
+      // Measure this request's input bound with an ample budget first, then leave room for 10 chunks.
+      await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+      const body = { model: 'gpt-test', messages: [{ role: 'user' as const, content: 'go' }], stream: true as const, max_tokens: 900 }
+      fake.options = { chunks: 1 }
+      for await (const _ of await client().chat.completions.create(body)) void _
+      await eventually(async () => (await daily()).held === 0, 'settlement')
+      const inputBound = Number((await lastSummary()).inputBound)
+      expect(inputBound).toBeGreaterThan(0)
+
+      const before = (await daily()).spent
+      const room = inputBound + 4 * 10
+      await proxy.admin.setBudget(hash, { limits: { daily: before + room } })
+      fake.options = { chunks: 200, chunkDelayMs: 1 }
+      let text = ''
+      const error = await (async () => {
+        for await (const chunk of await client().chat.completions.create(body)) text += chunk.choices[0]?.delta.content ?? ''
+      })().catch((e: unknown) => e)
+
+      expect(error).toBeInstanceOf(OpenAI.APIError)
+      expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_exceeded')
+      // Room for exactly 10 chunks, however the events were grouped into network reads: the meter
+      // checks them one at a time.
+      const delivered = text.length / 4
+      expect(text).toBe('tok '.repeat(10))
+      await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
+      expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
+      await eventually(async () => (await daily()).held === 0, 'settlement')
+      const summary = await lastSummary()
+      expect(summary.outcome).toBe('cutoff')
+      // Charged: the input bound and the output counted, including the event(s) that did not fit.
+      expect(summary.inputTokens).toBe(inputBound)
+      const counted = Number(summary.outputTokens)
+      expect((await daily()).spent - before).toBe(inputBound + counted)
+      // The 11th event, the one that did not fit, is counted: the provider generated it.
+      expect(counted).toBe(4 * (delivered + 1))
+      expect(inputBound + 4 * delivered).toBeLessThanOrEqual(room)
+    })
+
+    it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {
+      await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+      fake.options = { chunks: 500, chunkDelayMs: 5 }
+      const controller = new AbortController()
+      const stream = await client().chat.completions.create(
+        { model: 'gpt-test', messages: [{ role: 'user', content: 'go' }], stream: true },
+        { signal: controller.signal },
+      )
+      let received = 0
+      await (async () => {
+        for await (const chunk of stream) {
+          if (chunk.choices[0]?.delta.content) received++
+          if (received === 3) controller.abort()
+        }
+      })().catch(() => undefined)
+
+      await eventually(() => fake.ledger[0]?.clientAborted === true, 'upstream aborted')
+      await eventually(async () => (await daily()).held === 0, 'settlement')
+      const written = fake.ledger[0]!.outputTokensWritten
+      expect(written).toBeLessThan(500)
+      const summary = (await lastSummary())
+      expect(summary.outcome).toBe('client_closed')
+      const output = Number(summary.outputTokens)
+      expect(output).toBeGreaterThanOrEqual(4 * 3)
+      expect(output).toBeLessThanOrEqual(4 * written)
+      const spent = (await daily()).spent
+      expect(spent).toBe(Number(summary.inputTokens) + output)
+      await new Promise((r) => setTimeout(r, 200))
+      expect((await daily()).spent).toBe(spent)
+    })
   })
 
-  it('holds the worst case for models that bill reasoning they do not stream', async () => {
-    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
-    fake.options = { chunks: 2, chunkDelayMs: 100 }
-    const stream = await client().chat.completions.create({ model: 'gpt-test-reasoning', messages: [{ role: 'user', content: 'go' }], stream: true })
-    const iterator = stream[Symbol.asyncIterator]()
-    await iterator.next()
-    // While the stream runs it holds input plus the model's full 1,000-token output.
-    expect((await proxy.admin.status(hash))!.daily.heldMicros).toBeGreaterThanOrEqual(1000)
-    while (!(await iterator.next()).done);
-    await eventually(async () => (await daily()).held === 0, 'settlement')
-    expect((await daily()).spent).toBe(12 + 2)
-  })
-})
+  describe('non-streamed requests', () => {
+    it('lowers max tokens to what the budget holds and says so in X-Loopers-Max-Tokens', async () => {
+      await proxy.admin.setBudget(hash, { limits: { daily: 600 } })
+      const { response } = await client()
+        .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })
+        .withResponse()
+      const lowered = Number(response.headers.get('x-loopers-max-tokens'))
+      expect(lowered).toBeGreaterThan(16)
+      expect(lowered).toBeLessThan(1000)
+      expect(fake.received[0]?.body?.max_completion_tokens).toBe(lowered)
+      expect(Number((await lastSummary()).inputTokens) + lowered).toBeLessThanOrEqual(600)
+    })
 
-describe('settlement without usage and exact counting', () => {
-  it('charges the whole reservation for a 2xx answer that reports no usage', async () => {
-    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
-    fake.options = { omitUsage: true }
-    await client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 40 })
-    const summary = (await lastSummary())
-    expect(await daily()).toEqual({ spent: Number(summary.inputBound) + 40, held: 0 })
-  })
+    it('refuses with 429 when not even a useful part fits', async () => {
+      await proxy.admin.setBudget(hash, { limits: { daily: 20 } })
+      await expect(client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })).rejects.toBeInstanceOf(
+        OpenAI.RateLimitError,
+      )
+      expect(fake.received).toHaveLength(0)
+    })
 
-  it('counts exactly with the tokenizer only when the byte bound does not fit, and admits what fits', async () => {
-    // 'hello ' × 200 is 1,200 bytes but about 200 tokens: the bound refuses, the exact count admits.
-    await proxy.admin.setBudget(hash, { limits: { daily: 400 } })
-    const input = 'hello '.repeat(200)
-    const result = await client().embeddings.create({ model: 'embed-test', input })
-    expect(result.data).toHaveLength(1)
-    const summary = (await lastSummary())
-    expect(Number(summary.inputBound)).toBeLessThan(Buffer.byteLength(input))
-    expect(Number(summary.inputBound)).toBeGreaterThanOrEqual(200)
-  })
-})
-
-describe('sessions', () => {
-  it('counts steps and refuses the step past the limit', async () => {
-    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
-    const agent = client({ 'X-Loopers-Session-ID': `run-${Date.now()}`, 'X-Loopers-Session-Max-Steps': '2' })
-    await agent.embeddings.create({ model: 'embed-test', input: 'a' })
-    await agent.embeddings.create({ model: 'embed-test', input: 'b' })
-    const error = await agent.embeddings.create({ model: 'embed-test', input: 'c' }).catch((e: unknown) => e)
-    expect(error).toBeInstanceOf(OpenAI.RateLimitError)
-    expect((error as InstanceType<typeof OpenAI.RateLimitError>).code).toBe('session_steps_exceeded')
-    expect(fake.received).toHaveLength(2)
+    it('holds the worst case for models that bill reasoning they do not stream', async () => {
+      await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+      fake.options = { chunks: 2, chunkDelayMs: 100 }
+      const stream = await client().chat.completions.create({ model: 'gpt-test-reasoning', messages: [{ role: 'user', content: 'go' }], stream: true })
+      const iterator = stream[Symbol.asyncIterator]()
+      await iterator.next()
+      // While the stream runs it holds input plus the model's full 1,000-token output.
+      expect((await proxy.admin.status(hash))!.daily.heldMicros).toBeGreaterThanOrEqual(1000)
+      while (!(await iterator.next()).done);
+      await eventually(async () => (await daily()).held === 0, 'settlement')
+      expect((await daily()).spent).toBe(12 + 2)
+    })
   })
 
-  it('refuses a session past its budget while the key still has budget', async () => {
-    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
-    const agent = client({ 'X-Loopers-Session-ID': `budget-${Date.now()}`, 'X-Loopers-Session-Budget': '0.0003' })
-    await agent.embeddings.create({ model: 'embed-test', input: 'a' })
-    // About 800 tokens even when counted exactly: past the 300 micro-USD session budget.
-    const long = Array.from({ length: 400 }, (_, i) => `w${i}`).join(' ')
-    const error = await agent.embeddings.create({ model: 'embed-test', input: long }).catch((e: unknown) => e)
-    expect(error).toBeInstanceOf(OpenAI.RateLimitError)
-    expect((error as InstanceType<typeof OpenAI.RateLimitError>).code).toBe('session_budget_exceeded')
+  describe('settlement without usage and exact counting', () => {
+    it('charges the whole reservation for a 2xx answer that reports no usage', async () => {
+      await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+      fake.options = { omitUsage: true }
+      await client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 40 })
+      const summary = (await lastSummary())
+      expect(await daily()).toEqual({ spent: Number(summary.inputBound) + 40, held: 0 })
+    })
+
+    it('counts exactly with the tokenizer only when the byte bound does not fit, and admits what fits', async () => {
+      // 'hello ' × 200 is 1,200 bytes but about 200 tokens: the bound refuses, the exact count admits.
+      await proxy.admin.setBudget(hash, { limits: { daily: 400 } })
+      const input = 'hello '.repeat(200)
+      const result = await client().embeddings.create({ model: 'embed-test', input })
+      expect(result.data).toHaveLength(1)
+      const summary = (await lastSummary())
+      expect(Number(summary.inputBound)).toBeLessThan(Buffer.byteLength(input))
+      expect(Number(summary.inputBound)).toBeGreaterThanOrEqual(200)
+    })
   })
 
-  it('rejects malformed session headers with 400', async () => {
-    await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
-    const bad = client({ 'X-Loopers-Session-ID': 'has spaces', 'X-Loopers-Session-Budget': '1' })
-    await expect(bad.embeddings.create({ model: 'embed-test', input: 'a' })).rejects.toBeInstanceOf(OpenAI.BadRequestError)
-    const badBudget = client({ 'X-Loopers-Session-ID': 'ok', 'X-Loopers-Session-Budget': '-1' })
-    await expect(badBudget.embeddings.create({ model: 'embed-test', input: 'a' })).rejects.toBeInstanceOf(OpenAI.BadRequestError)
-    expect(fake.received).toHaveLength(0)
+  describe('sessions', () => {
+    it('counts steps and refuses the step past the limit', async () => {
+      await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+      const agent = client({ 'X-Loopers-Session-ID': `run-${Date.now()}`, 'X-Loopers-Session-Max-Steps': '2' })
+      await agent.embeddings.create({ model: 'embed-test', input: 'a' })
+      await agent.embeddings.create({ model: 'embed-test', input: 'b' })
+      const error = await agent.embeddings.create({ model: 'embed-test', input: 'c' }).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(OpenAI.RateLimitError)
+      expect((error as InstanceType<typeof OpenAI.RateLimitError>).code).toBe('session_steps_exceeded')
+      expect(fake.received).toHaveLength(2)
+    })
+
+    it('refuses a session past its budget while the key still has budget', async () => {
+      await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+      const agent = client({ 'X-Loopers-Session-ID': `budget-${Date.now()}`, 'X-Loopers-Session-Budget': '0.0003' })
+      await agent.embeddings.create({ model: 'embed-test', input: 'a' })
+      // About 800 tokens even when counted exactly: past the 300 micro-USD session budget.
+      const long = Array.from({ length: 400 }, (_, i) => `w${i}`).join(' ')
+      const error = await agent.embeddings.create({ model: 'embed-test', input: long }).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(OpenAI.RateLimitError)
+      expect((error as InstanceType<typeof OpenAI.RateLimitError>).code).toBe('session_budget_exceeded')
+    })
+
+    it('rejects malformed session headers with 400', async () => {
+      await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+      const bad = client({ 'X-Loopers-Session-ID': 'has spaces', 'X-Loopers-Session-Budget': '1' })
+      await expect(bad.embeddings.create({ model: 'embed-test', input: 'a' })).rejects.toBeInstanceOf(OpenAI.BadRequestError)
+      const badBudget = client({ 'X-Loopers-Session-ID': 'ok', 'X-Loopers-Session-Budget': '-1' })
+      await expect(badBudget.embeddings.create({ model: 'embed-test', input: 'a' })).rejects.toBeInstanceOf(OpenAI.BadRequestError)
+      expect(fake.received).toHaveLength(0)
+    })
   })
 })

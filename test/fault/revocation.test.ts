@@ -1,6 +1,6 @@
 import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { sessionKey } from '../../src/budget/redis-keys.js'
+import { sessionKey } from '../../src/budget/redis/redis-keys.js'
 import { chargedMicros, daily, reservations, settleCalls, summaries } from '../support/fault-checks.js'
 import { startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
@@ -50,7 +50,7 @@ describe('the key changes under a running stream', () => {
       'session_budget_exceeded',
       async () => {
         // The session exists and holds the stream's reservation.
-        expect(Number((await proxy.server.redis.hget(sessionKey(hash, 'run-1'), 'held')) ?? 0)).toBeGreaterThan(0)
+        expect(Number((await proxy.server.redis!.hget(sessionKey(hash, 'run-1'), 'held')) ?? 0)).toBeGreaterThan(0)
         await proxy.admin.setBudget(hash, { sessionBudgetMicros: 1 })
       },
     ],

@@ -3,7 +3,8 @@
  * summary lines, a flood of concurrent requests, and the checks every provider's suite makes the same way.
  */
 import { expect } from 'vitest'
-import type { Micros, WindowName } from '../../src/budget/types.js'
+import type { WindowName } from '../../src/budget/types.js'
+import type { Micros } from '../../src/money.js'
 import type { ProviderId } from '../../src/providers/types.js'
 import { daily, summaries, type Totals } from './fault-checks.js'
 import type { Received } from './fake-server.js'

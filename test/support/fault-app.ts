@@ -4,9 +4,9 @@
  */
 import { Writable } from 'node:stream'
 import { buildApp } from '../../src/app.js'
-import { createKeyAdmin } from '../../src/budget/admin.js'
-import { createRedisClient } from '../../src/budget/redis-client.js'
-import { createBudgetStore } from '../../src/budget/store.js'
+import { createKeyAdmin } from '../../src/budget/redis/admin.js'
+import { createRedisClient } from '../../src/budget/redis/redis-client.js'
+import { createBudgetStore } from '../../src/budget/redis/store.js'
 import type { KeyAdmin } from '../../src/budget/types.js'
 import { loadConfig } from '../../src/config.js'
 import { createLogger } from '../../src/logger.js'
@@ -38,6 +38,7 @@ export async function startClockedProxy(env: Record<string, string>, clock: Cloc
     },
   })
   const logger = createLogger(config.logLevel, sink)
+  if (config.redis === null) throw new Error('startClockedProxy runs on Redis: pass REDIS_URL')
   const redis = createRedisClient({ url: config.redis.url, clusterNodes: null, commandTimeoutMs: config.redis.commandTimeoutMs })
   await waitReady(redis)
   const metrics = createMetrics({ perKey: false })

@@ -23,7 +23,8 @@ process.once('exit', () => {
 })
 
 /** Starts `loopers serve` on a free loopback port and resolves once its GET /health answers 200. */
-export async function spawnProxy(env: { REDIS_URL: string; LOOPERS_OPENAI_BASE_URL: string } & Record<string, string>): Promise<ProxyProcess> {
+/** `env` names the store: REDIS_URL, or LOOPERS_DB for the embedded one. */
+export async function spawnProxy(env: ({ REDIS_URL: string } | { LOOPERS_DB: string }) & { LOOPERS_OPENAI_BASE_URL: string } & Record<string, string>): Promise<ProxyProcess> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first (npm test does)`)
   const port = await freePort()
   const child = spawn(process.execPath, [CLI, 'serve'], {

@@ -1,4 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { TEST_PRICING_PATH } from './proxy.js'
 import { freePort } from './redis.js'
@@ -16,9 +19,14 @@ export interface ProxyProcess {
   kill(): Promise<void>
 }
 
-/** Runs the built CLI's `serve` as its own process, the way operators run it, and waits for /health. */
+/**
+ * Runs the built CLI's `serve` as its own process, the way operators run it, and waits for /health.
+ * With neither REDIS_URL nor LOOPERS_DB in `env` it runs on the embedded store in a fresh temporary file.
+ */
 export async function startProxyProcess(env: Record<string, string>): Promise<ProxyProcess> {
   const port = await freePort()
+  const ownDir = env.REDIS_URL === undefined && env.LOOPERS_DB === undefined ? mkdtempSync(join(tmpdir(), 'loopers-db-')) : null
+  const storeEnv = ownDir === null ? {} : { LOOPERS_DB: join(ownDir, 'loopers.db') }
   const child = spawn(process.execPath, [CLI, 'serve'], {
     env: {
       PATH: process.env.PATH ?? '',
@@ -27,6 +35,7 @@ export async function startProxyProcess(env: Record<string, string>): Promise<Pr
       LOOPERS_ADMIN_PORT: '0',
       LOOPERS_PRICING_PATH: TEST_PRICING_PATH,
       LOG_LEVEL: process.env.LOOPERS_TEST_PROXY_LOG_LEVEL ?? 'warn',
+      ...storeEnv,
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -34,7 +43,12 @@ export async function startProxyProcess(env: Record<string, string>): Promise<Pr
   let output = ''
   child.stdout?.on('data', (c: Buffer) => (output += c.toString()))
   child.stderr?.on('data', (c: Buffer) => (output += c.toString()))
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      if (ownDir !== null) rmSync(ownDir, { recursive: true, force: true })
+      resolve(code)
+    }),
+  )
   const url = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 15_000
   for (;;) {

@@ -1,7 +1,10 @@
 import { fileURLToPath } from 'node:url'
 import { Writable } from 'node:stream'
-import { createKeyAdmin } from '../../src/budget/admin.js'
-import { createRedisClient, type RedisClient } from '../../src/budget/redis-client.js'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { openStore } from '../../src/budget/open-store.js'
+import type { RedisClient } from '../../src/budget/redis/redis-client.js'
 import type { KeyAdmin } from '../../src/budget/types.js'
 import { loadConfig } from '../../src/config.js'
 import { createLogger } from '../../src/logger.js'
@@ -23,9 +26,14 @@ export interface TestProxy {
   close(): Promise<void>
 }
 
-/** Starts the real proxy on a free loopback port with the given environment on top of test defaults. */
+/**
+ * Starts the real proxy on a free loopback port with the given environment on top of test defaults.
+ * With neither REDIS_URL nor LOOPERS_DB in `env` it runs on the embedded store in a fresh temporary file.
+ */
 export async function startProxy(env: Record<string, string>, options: { waitForStore?: boolean } = {}): Promise<TestProxy> {
-  const config = loadConfig({ HOST: '127.0.0.1', PORT: '0', LOOPERS_ADMIN_PORT: '0', LOOPERS_PRICING_PATH: TEST_PRICING_PATH, LOG_LEVEL: 'info', ...env })
+  const ownDir = env.REDIS_URL === undefined && env.LOOPERS_DB === undefined ? mkdtempSync(join(tmpdir(), 'loopers-db-')) : null
+  const storeEnv = ownDir === null ? {} : { LOOPERS_DB: join(ownDir, 'loopers.db') }
+  const config = loadConfig({ HOST: '127.0.0.1', PORT: '0', LOOPERS_ADMIN_PORT: '0', LOOPERS_PRICING_PATH: TEST_PRICING_PATH, LOG_LEVEL: 'info', ...storeEnv, ...env })
   const lines: string[] = []
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
@@ -34,9 +42,10 @@ export async function startProxy(env: Record<string, string>, options: { waitFor
     },
   })
   const server = await startServer(config, createLogger(config.logLevel, sink))
-  const adminRedis: RedisClient = createRedisClient({ url: config.redis.url, clusterNodes: null, commandTimeoutMs: 2000 })
-  if (options.waitForStore !== false) await waitReady(adminRedis)
-  const admin = createKeyAdmin(adminRedis)
+  // The CLI's view: its own connection to the same store.
+  const adminStore = openStore({ ...config, redis: config.redis === null ? null : { ...config.redis, clusterNodes: null, commandTimeoutMs: 2000 } })
+  if (options.waitForStore !== false && !(await adminStore.ready(5000))) throw new Error('the budget store did not become ready')
+  const admin = adminStore.keys
   return {
     url: server.url,
     server,
@@ -48,7 +57,9 @@ export async function startProxy(env: Record<string, string>, options: { waitFor
     inflight: () => server.inflight.count,
     async close() {
       await server.close(0)
-      adminRedis.disconnect()
+      adminStore.redis?.disconnect()
+      await adminStore.close()
+      if (ownDir !== null) rmSync(ownDir, { recursive: true, force: true })
     },
   }
 }

@@ -2,9 +2,17 @@ import { describe, expect, it } from 'vitest'
 import { ConfigError, checkAdminExposure, loadConfig, loadExecEnvironment } from '../../src/config.js'
 
 describe('loadConfig', () => {
+  it('selects Redis when only REDIS_CLUSTER_NODES or only REDIS_URL is set, and reads LOOPERS_DB', () => {
+    expect(loadConfig({ REDIS_CLUSTER_NODES: 'a:1' }).redis).toEqual({ url: 'redis://127.0.0.1:6379', clusterNodes: ['a:1'], commandTimeoutMs: 1000 })
+    expect(loadConfig({ REDIS_URL: 'redis://r:1' }).redis).toEqual({ url: 'redis://r:1', clusterNodes: null, commandTimeoutMs: 1000 })
+    expect(loadConfig({ LOOPERS_DB: '/data/budget.db' }).db.path).toBe('/data/budget.db')
+  })
+
   it('applies the contract defaults', () => {
-    const config = loadConfig({})
-    expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379', clusterNodes: null, commandTimeoutMs: 1000 })
+    const config = loadConfig({ HOME: '/home/someone' })
+    // No REDIS_URL nor REDIS_CLUSTER_NODES: the embedded store in the home folder.
+    expect(config.redis).toBeNull()
+    expect(config.db).toEqual({ path: '/home/someone/.loopers/loopers.db' })
     expect(config.listen).toEqual({ host: '0.0.0.0', port: 8080 })
     expect(config.admin).toEqual({ host: '127.0.0.1', port: 9090, token: null })
     expect(config.upstream.openai).toBe('https://api.openai.com')
@@ -27,8 +35,8 @@ describe('loadConfig', () => {
       LOOPERS_OPENAI_API_KEY: 'upstream',
       LOOPERS_MAX_BODY_BYTES: '1024',
     })
-    expect(config.redis.url).toBe('rediss://cache:6380')
-    expect(config.redis.clusterNodes).toEqual(['10.0.0.1:7000', '10.0.0.2:7001'])
+    expect(config.redis?.url).toBe('rediss://cache:6380')
+    expect(config.redis?.clusterNodes).toEqual(['10.0.0.1:7000', '10.0.0.2:7001'])
     expect(config.listen.port).toBe(9000)
     expect(config.upstream.openai).toBe('http://127.0.0.1:4000')
     expect(config.upstream.bedrock).toBe('https://bedrock-runtime.eu-west-3.amazonaws.com')

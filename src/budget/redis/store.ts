@@ -4,21 +4,28 @@
  * timeout, error reply) is rethrown as StoreUnavailableError so the proxy fails closed.
  */
 import { readFileSync } from 'node:fs'
-import { StoreUnavailableError } from '../errors.js'
-import { isKeyHash } from '../keys.js'
+import { StoreUnavailableError } from '../../errors.js'
+import { isKeyHash } from '../../keys.js'
+import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
 import { noSessionKey, periodKey, recordKey, reservationKey, sessionKey } from './redis-keys.js'
 import type {
   BudgetStore,
   ExtendResult,
-  Micros,
   Refusal,
   Reservation,
   ReserveInput,
   ReserveResult,
   SettleResult,
-} from './types.js'
-import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from './windows.js'
+} from '../types.js'
+import {
+  assertMicros,
+  assertRequestId,
+  assertReserveInput,
+  DEFAULT_SESSION_TTL_SECONDS,
+  RESERVATION_TTL_SECONDS,
+} from '../validate.js'
+import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 
 export interface BudgetStoreOptions {
   /** Clock in ms since the epoch; decides the window periods. Default Date.now. */
@@ -26,11 +33,6 @@ export interface BudgetStoreOptions {
   /** Idle lifetime of a session, refreshed by each of its requests. Default 86 400 (one day). */
   sessionTtlSeconds?: number
 }
-
-/** Reservation records outlive the longest period key (31-day month + 1-day grace), so no hold expires early. */
-export const RESERVATION_TTL_SECONDS = 35 * 86_400
-export const DEFAULT_SESSION_TTL_SECONDS = 86_400
-const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 /** The commands `defineCommand` adds; each runs its script by EVALSHA, falling back to EVAL. */
 interface BudgetCommands {
@@ -59,15 +61,8 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   const cmd = redis as unknown as BudgetCommands
 
   async function reserve(input: ReserveInput): Promise<ReserveResult> {
-    assertMicros('minMicros', input.minMicros)
-    assertMicros('maxMicros', input.maxMicros)
-    if (input.minMicros > input.maxMicros) throw new RangeError('minMicros must not exceed maxMicros')
-    assertRequestId(input.requestId)
+    assertReserveInput(input)
     const { keyHash: hash, session } = input
-    // The contract's format (CONTRACT §4); it also keeps the space-separated booked list unambiguous.
-    if (session !== null && !SESSION_ID.test(session.id)) throw new RangeError('session id must be 1–128 of [A-Za-z0-9._:-]')
-    if (session?.budgetMicros != null) assertMicros('session.budgetMicros', session.budgetMicros)
-    if (session?.maxSteps != null) assertMicros('session.maxSteps', session.maxSteps)
     if (!isKeyHash(hash)) return { ok: false, reason: 'invalid_key' }
 
     const nowMs = now()
@@ -145,7 +140,7 @@ function loadLua(name: string): string {
   luaCache ??= new Map()
   let text = luaCache.get(name)
   if (text === undefined) {
-    text = readFileSync(new URL(`../../lua/${name}.lua`, import.meta.url), 'utf8')
+    text = readFileSync(new URL(`../../../lua/${name}.lua`, import.meta.url), 'utf8')
     luaCache.set(name, text)
   }
   return text
@@ -193,19 +188,14 @@ function refusal(reply: Reply, periods: Period[]): Refusal {
     case 'session_steps_exceeded':
       return { ok: false, reason }
     case 'session_budget_exceeded':
-      return { ok: false, reason, limitMicros: int(a), spentMicros: int(b), ...held(c) }
+      return { ok: false, reason, limitMicros: int(a), spentMicros: int(b), heldMicros: int(c) }
     case 'budget_exceeded': {
       const period = periods[int(a) - 1]
       if (period === undefined) break
-      return { ok: false, reason, window: period.window, limitMicros: int(b), spentMicros: int(c), ...held(d), resetsAt: period.resetsAt }
+      return { ok: false, reason, window: period.window, limitMicros: int(b), spentMicros: int(c), heldMicros: int(d), resetsAt: period.resetsAt }
     }
   }
   throw unexpected('refusal', reply)
-}
-
-/** The held part of a refusal's spend, when the script reported it (reserve does; extend does not). */
-function held(v: string | number | undefined): { heldMicros?: Micros } {
-  return v === undefined ? {} : { heldMicros: int(v) }
 }
 
 function unexpected(what: string, reply: unknown): StoreUnavailableError {
@@ -214,12 +204,4 @@ function unexpected(what: string, reply: unknown): StoreUnavailableError {
 
 function int(v: string | number | undefined): number {
   return typeof v === 'number' ? v : Number(v)
-}
-
-function assertMicros(name: string, v: number): void {
-  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${name} must be a non-negative safe integer, got ${v}`)
-}
-
-function assertRequestId(id: string): void {
-  if (id.length === 0 || id.length > 256) throw new RangeError('requestId must be 1–256 characters')
 }

@@ -2,7 +2,7 @@
  * The one place that names Redis keys. Every key of one proxy key carries the hash tag `{<hash>}`,
  * so Redis Cluster keeps them in one slot and a Lua script may touch them all.
  */
-import type { WindowName } from './types.js'
+import type { WindowName } from '../types.js'
 
 /** Set of every key hash; read by the admin/CLI only, never by the Lua scripts (it lives in another slot). */
 export const KEY_INDEX = 'lp:keys'

@@ -2,13 +2,13 @@
  * Key and budget administration for the CLI: plain Redis commands on the key record and the key
  * index. Any Redis fault is rethrown as StoreUnavailableError.
  */
-import { StoreUnavailableError } from '../errors.js'
-import { generateKey, hashKey, isKeyHash } from '../keys.js'
-import { isProviderId, type ProviderId } from '../providers/types.js'
+import { StoreUnavailableError } from '../../errors.js'
+import { generateKey, hashKey, isKeyHash } from '../../keys.js'
+import { isProviderId, type ProviderId } from '../../providers/types.js'
 import type { RedisClient } from './redis-client.js'
 import { KEY_INDEX, periodKey, recordKey } from './redis-keys.js'
-import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type WindowName, type WindowStatus } from './types.js'
-import { periodOf } from './windows.js'
+import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
+import { periodOf } from '../windows.js'
 
 export interface KeyAdminOptions {
   /** Clock in ms since the epoch (creation time, current periods). Default Date.now. */

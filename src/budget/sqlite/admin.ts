@@ -1,0 +1,137 @@
+/**
+ * Key and budget administration on the embedded store. Each change is one transaction; the budget
+ * store reads the key row on every request (no cache), so a change bites on the next request.
+ */
+import { generateKey, hashKey, isKeyHash } from '../../keys.js'
+import { isProviderId, type ProviderId } from '../../providers/types.js'
+import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
+import { periodOf } from '../windows.js'
+import type { Db } from './database.js'
+import { readPeriod } from './rows.js'
+
+export interface SqliteAdminOptions {
+  /** Clock in ms since the epoch (creation time, current periods). Default Date.now. */
+  now?: () => number
+}
+
+interface KeyRecordRow {
+  hash: string
+  name: string
+  providers: string
+  active: number
+  created_at: string
+  lim_minute: number | null
+  lim_hourly: number | null
+  lim_daily: number | null
+  lim_weekly: number | null
+  lim_monthly: number | null
+  session_budget: number | null
+  session_max_steps: number | null
+}
+
+const SELECT_KEY = 'SELECT * FROM keys'
+
+/** Admin operations on `db`. Unknown or malformed hashes read as "no such key". */
+export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): KeyAdmin {
+  const now = opts.now ?? Date.now
+
+  async function createKey(name: string, providers: ProviderId[]): Promise<{ key: string; record: KeyRecord }> {
+    if (name.trim() === '') throw new RangeError('a key needs a name')
+    if (providers.length === 0) throw new RangeError('a key needs at least one provider')
+    for (const p of providers) if (!isProviderId(p)) throw new RangeError(`unknown provider: ${String(p)}`)
+    const key = generateKey()
+    const record: KeyRecord = {
+      hash: hashKey(key),
+      name,
+      providers: [...new Set(providers)],
+      active: true,
+      createdAt: new Date(now()).toISOString(),
+      limits: {},
+      sessionBudgetMicros: null,
+      sessionMaxSteps: null,
+    }
+    await db.transaction('create key', () => {
+      db.statement('INSERT INTO keys (hash, name, providers, active, created_at) VALUES (?, ?, ?, 1, ?)').run(
+        record.hash,
+        record.name,
+        record.providers.join(','),
+        record.createdAt,
+      )
+    })
+    return { key, record }
+  }
+
+  function read(hash: string): KeyRecord | null {
+    if (!isKeyHash(hash)) return null
+    const row = db.read('read key', () => db.statement(`${SELECT_KEY} WHERE hash = ?`).get(hash)) as KeyRecordRow | undefined
+    return row === undefined ? null : toRecord(row)
+  }
+
+  async function listKeys(): Promise<KeyRecord[]> {
+    const all = db.read('list keys', () => db.statement(`${SELECT_KEY} ORDER BY created_at, name`).all()) as unknown as KeyRecordRow[]
+    return all.map(toRecord)
+  }
+
+  async function revokeKey(hash: string): Promise<boolean> {
+    if (!isKeyHash(hash)) return false
+    const changed = await db.transaction('revoke key', () => db.statement('UPDATE keys SET active = 0 WHERE hash = ?').run(hash))
+    return Number(changed.changes) > 0
+  }
+
+  async function setBudget(hash: string, change: BudgetChange): Promise<KeyRecord | null> {
+    const columns: Array<[string, number | null]> = []
+    const apply = (column: string, value: number | undefined): void => {
+      if (value === undefined) return
+      if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${column} must be a non-negative integer`)
+      columns.push([column, value === 0 ? null : value])
+    }
+    for (const window of WINDOW_NAMES) apply(`lim_${window}`, change.limits?.[window])
+    apply('session_budget', change.sessionBudgetMicros)
+    apply('session_max_steps', change.sessionMaxSteps)
+    if (!isKeyHash(hash)) return null
+    const found = await db.transaction('set budget', () => {
+      if (db.statement('SELECT 1 FROM keys WHERE hash = ?').get(hash) === undefined) return false
+      // Column names come from the fixed list above, never from input.
+      if (columns.length > 0) {
+        db.statement(`UPDATE keys SET ${columns.map(([c]) => `${c} = ?`).join(', ')} WHERE hash = ?`).run(
+          ...columns.map(([, v]) => v),
+          hash,
+        )
+      }
+      return true
+    })
+    return found ? read(hash) : null
+  }
+
+  async function status(hash: string): Promise<Record<WindowName, WindowStatus> | null> {
+    const record = read(hash)
+    if (record === null) return null
+    const nowMs = now()
+    const entries = WINDOW_NAMES.map((window): [WindowName, WindowStatus] => {
+      const period = periodOf(window, nowMs)
+      const { spent, held } = db.read('read status', () => readPeriod(db, hash, window, period.id, nowMs))
+      return [window, { limitMicros: record.limits[window] ?? null, spentMicros: spent, heldMicros: held, resetsAt: period.resetsAt }]
+    })
+    return Object.fromEntries(entries) as Record<WindowName, WindowStatus>
+  }
+
+  return { createKey, listKeys, getKey: async (hash) => read(hash), revokeKey, setBudget, status }
+}
+
+function toRecord(row: KeyRecordRow): KeyRecord {
+  const limits: Partial<Record<WindowName, number>> = {}
+  for (const window of WINDOW_NAMES) {
+    const v = row[`lim_${window}`]
+    if (v !== null) limits[window] = v
+  }
+  return {
+    hash: row.hash,
+    name: row.name,
+    providers: row.providers.split(',').filter(isProviderId),
+    active: row.active === 1,
+    createdAt: row.created_at,
+    limits,
+    sessionBudgetMicros: row.session_budget,
+    sessionMaxSteps: row.session_max_steps,
+  }
+}

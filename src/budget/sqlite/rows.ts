@@ -1,0 +1,182 @@
+/**
+ * The embedded store's row operations: one prepared statement each, every one a primary-key lookup or
+ * upsert, so an operation is a handful of index probes. Rows past `expires_at` count as absent until
+ * the housekeeping timer deletes them, as an expired Redis key would.
+ */
+import type { Micros } from '../../money.js'
+import { WINDOW_NAMES, type WindowName } from '../types.js'
+import type { Db } from './database.js'
+
+export interface KeyRow {
+  active: number
+  providers: string
+  lim_minute: number | null
+  lim_hourly: number | null
+  lim_daily: number | null
+  lim_weekly: number | null
+  lim_monthly: number | null
+  session_budget: number | null
+  session_max_steps: number | null
+}
+
+export interface SessionRow {
+  budget: number | null
+  max_steps: number | null
+  steps: number
+  spent: number
+  held: number
+}
+
+export interface ReservationRow {
+  state: 'held' | 'settled'
+  amount: number
+  provider: string
+  booked: string
+  charged: number
+}
+
+/** One booked place of a reservation: a window period or a session. */
+export type Booked = { kind: 'period'; window: WindowName; period: string } | { kind: 'session'; id: string }
+
+/** The opaque `bookedKeys` strings of a reservation: `w:<window>:<period>` and `s:<session id>`. */
+export function bookedKey(b: Booked): string {
+  return b.kind === 'period' ? `w:${b.window}:${b.period}` : `s:${b.id}`
+}
+
+export function parseBooked(key: string): Booked {
+  if (key.startsWith('s:')) return { kind: 'session', id: key.slice(2) }
+  const at = key.indexOf(':', 2)
+  const window = key.slice(2, at) as WindowName
+  if (!key.startsWith('w:') || at === -1 || !WINDOW_NAMES.includes(window)) throw new RangeError(`not a booked key: ${key}`)
+  return { kind: 'period', window, period: key.slice(at + 1) }
+}
+
+export function limitOf(row: KeyRow, window: WindowName): Micros | null {
+  return row[`lim_${window}`]
+}
+
+export function readKey(db: Db, hash: string): KeyRow | undefined {
+  return db
+    .statement(
+      `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget, session_max_steps
+       FROM keys WHERE hash = ?`,
+    )
+    .get(hash) as KeyRow | undefined
+}
+
+export function readPeriod(db: Db, hash: string, window: WindowName, period: string, nowMs: number): { spent: number; held: number } {
+  const row = db
+    .statement('SELECT spent, held FROM periods WHERE hash = ? AND win = ? AND period = ? AND expires_at > ?')
+    .get(hash, window, period, nowMs) as { spent: number; held: number } | undefined
+  return row ?? { spent: 0, held: 0 }
+}
+
+/** Adds `add` to a period's hold; a missing or expired row starts over with `expiresAt`. */
+export function holdInPeriod(db: Db, hash: string, window: WindowName, period: string, add: Micros, expiresAt: number, nowMs: number): void {
+  db.statement(
+    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (:hash, :win, :period, 0, :add, :exp)
+     ON CONFLICT (hash, win, period) DO UPDATE SET
+       spent = CASE WHEN expires_at > :now THEN spent ELSE 0 END,
+       held = CASE WHEN expires_at > :now THEN held ELSE 0 END + :add,
+       expires_at = CASE WHEN expires_at > :now THEN max(expires_at, :exp) ELSE :exp END`,
+  ).run({ hash, win: window, period, add, exp: expiresAt, now: nowMs })
+}
+
+/** A reserve's hold in all five window periods in one statement (same rules as holdInPeriod). */
+export function holdInAllPeriods(db: Db, hash: string, periods: readonly { window: WindowName; period: string; expiresAt: number }[], add: Micros, nowMs: number): void {
+  if (periods.length !== WINDOW_NAMES.length) throw new RangeError(`expected ${WINDOW_NAMES.length} periods, got ${periods.length}`)
+  const values = periods.map((_, i) => `(?1, ?${3 + 3 * i}, ?${4 + 3 * i}, 0, ?2, ?${5 + 3 * i})`).join(', ')
+  db.statement(
+    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values}
+     ON CONFLICT (hash, win, period) DO UPDATE SET
+       spent = CASE WHEN expires_at > ?18 THEN spent ELSE 0 END,
+       held = CASE WHEN expires_at > ?18 THEN held ELSE 0 END + excluded.held,
+       expires_at = CASE WHEN expires_at > ?18 THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`,
+  ).run(hash, add, ...periods.flatMap((p) => [p.window, p.period, p.expiresAt]), nowMs)
+}
+
+/** Charges `actual` and releases up to `reserved` of the hold (never below zero); a missing row is recreated. */
+export function bookInPeriod(db: Db, hash: string, window: WindowName, period: string, actual: Micros, reserved: Micros, expiresAt: number, nowMs: number): void {
+  db.statement(
+    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (:hash, :win, :period, :actual, 0, :exp)
+     ON CONFLICT (hash, win, period) DO UPDATE SET
+       spent = CASE WHEN expires_at > :now THEN spent ELSE 0 END + :actual,
+       held = CASE WHEN expires_at > :now THEN max(held - :reserved, 0) ELSE 0 END,
+       expires_at = CASE WHEN expires_at > :now THEN expires_at ELSE :exp END`,
+  ).run({ hash, win: window, period, actual, reserved, exp: expiresAt, now: nowMs })
+}
+
+export function readSession(db: Db, hash: string, id: string, nowMs: number): SessionRow | undefined {
+  return db
+    .statement('SELECT budget, max_steps, steps, spent, held FROM sessions WHERE hash = ? AND id = ? AND expires_at > ?')
+    .get(hash, id, nowMs) as SessionRow | undefined
+}
+
+/** Drops a session row whose idle lifetime is over, so what follows sees a new session. */
+export function dropExpiredSession(db: Db, hash: string, id: string, nowMs: number): void {
+  db.statement('DELETE FROM sessions WHERE hash = ? AND id = ? AND expires_at <= ?').run(hash, id, nowMs)
+}
+
+/** Writes a live session's limits, counters and lifetime (creating it when new). */
+export function writeSession(db: Db, hash: string, id: string, s: SessionRow, expiresAt: number): void {
+  db.statement(
+    `INSERT INTO sessions (hash, id, budget, max_steps, steps, spent, held, expires_at)
+     VALUES (:hash, :id, :budget, :max, :steps, :spent, :held, :exp)
+     ON CONFLICT (hash, id) DO UPDATE SET budget = :budget, max_steps = :max, steps = :steps, spent = :spent,
+       held = :held, expires_at = :exp`,
+  ).run({ hash, id, budget: s.budget, max: s.max_steps, steps: s.steps, spent: s.spent, held: s.held, exp: expiresAt })
+}
+
+/** Adds to a live session's hold; an expired session is not recreated. */
+export function holdInSession(db: Db, hash: string, id: string, add: Micros, nowMs: number): void {
+  db.statement('UPDATE sessions SET held = held + ? WHERE hash = ? AND id = ? AND expires_at > ?').run(add, hash, id, nowMs)
+}
+
+export function bookInSession(db: Db, hash: string, id: string, actual: Micros, reserved: Micros, nowMs: number): void {
+  db.statement('UPDATE sessions SET spent = spent + ?, held = max(held - ?, 0) WHERE hash = ? AND id = ? AND expires_at > ?').run(
+    actual,
+    reserved,
+    hash,
+    id,
+    nowMs,
+  )
+}
+
+export function readReservation(db: Db, hash: string, requestId: string, nowMs: number): ReservationRow | undefined {
+  return db
+    .statement(
+      'SELECT state, amount, provider, booked, charged FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ?',
+    )
+    .get(hash, requestId, nowMs) as ReservationRow | undefined
+}
+
+export function writeReservation(
+  db: Db,
+  hash: string,
+  requestId: string,
+  r: ReservationRow & { createdAt: string },
+  expiresAt: number,
+): void {
+  db.statement(
+    `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)
+     VALUES (:hash, :rid, :state, :amount, :provider, :booked, :charged, :created, :exp)
+     ON CONFLICT (hash, request_id) DO UPDATE SET state = :state, amount = :amount, provider = :provider, booked = :booked,
+       charged = :charged, created_at = :created, expires_at = :exp`,
+  ).run({ hash, rid: requestId, state: r.state, amount: r.amount, provider: r.provider, booked: r.booked, charged: r.charged, created: r.createdAt, exp: expiresAt })
+}
+
+export function growReservation(db: Db, hash: string, requestId: string, add: Micros): void {
+  db.statement('UPDATE reservations SET amount = amount + ? WHERE hash = ? AND request_id = ?').run(add, hash, requestId)
+}
+
+/**
+ * Marks a request settled with `charged` (dropping its booked list, no longer needed: a settled record
+ * only answers a repeated settle and blocks the id); with no live record, a tombstone blocks the id.
+ */
+export function settleReservation(db: Db, hash: string, requestId: string, charged: Micros, createdAt: string, expiresAt: number): void {
+  db.statement(
+    `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)
+     VALUES (:hash, :rid, 'settled', 0, '', '', :charged, :created, :exp)
+     ON CONFLICT (hash, request_id) DO UPDATE SET state = 'settled', charged = :charged, booked = '', expires_at = :exp`,
+  ).run({ hash, rid: requestId, charged, created: createdAt, exp: expiresAt })
+}

@@ -1,0 +1,214 @@
+/**
+ * The embedded budget store on SQLite: the Redis store's contract, each method one BEGIN IMMEDIATE
+ * transaction of a few indexed statements, so processes sharing the file stay exact together.
+ * Refusals are typed results; any SQLite fault (cannot open, busy past the timeout, disk) is
+ * rethrown as StoreUnavailableError so the proxy fails closed.
+ */
+import { StoreUnavailableError } from '../../errors.js'
+import { isKeyHash } from '../../keys.js'
+import type { Micros } from '../../money.js'
+import type { BudgetStore, ExtendResult, Refusal, Reservation, ReserveInput, ReserveResult, SettleResult } from '../types.js'
+import {
+  assertMicros,
+  assertRequestId,
+  assertReserveInput,
+  DEFAULT_SESSION_TTL_SECONDS,
+  lowest,
+  RESERVATION_TTL_SECONDS,
+} from '../validate.js'
+import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
+import type { Db } from './database.js'
+import * as rows from './rows.js'
+
+export interface SqliteStoreOptions {
+  /** Clock in ms since the epoch; decides the window periods and expiry. Default Date.now. */
+  now?: () => number
+  /** Idle lifetime of a session, refreshed by each of its requests. Default 86 400 (one day). */
+  sessionTtlSeconds?: number
+}
+
+const GRACE_MS = PERIOD_GRACE_SECONDS * 1000
+const RESERVATION_TTL_MS = RESERVATION_TTL_SECONDS * 1000
+
+type KeyCheck = { ok: true; key: rows.KeyRow } | Refusal
+
+/** The budget store on the database `db`. */
+export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): BudgetStore {
+  const now = opts.now ?? Date.now
+  const sessionTtlMs = (opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS) * 1000
+
+  function checkKey(hash: string, provider: string): KeyCheck {
+    const key = rows.readKey(db, hash)
+    if (key === undefined) return { ok: false, reason: 'invalid_key' }
+    if (key.active !== 1) return { ok: false, reason: 'key_revoked' }
+    if (!key.providers.split(',').includes(provider)) return { ok: false, reason: 'provider_not_allowed' }
+    return { ok: true, key }
+  }
+
+  /** Every limited window must hold `minMicros`; returns the grant shrunk to the tightest one, or the refusal. */
+  function fitWindows(hash: string, key: rows.KeyRow, periods: readonly { period: Period; id: string }[], minMicros: Micros, want: Micros, nowMs: number): Micros | Refusal {
+    let grant = want
+    for (const { period, id } of periods) {
+      const limit = rows.limitOf(key, period.window)
+      if (limit === null) continue
+      const { spent, held } = rows.readPeriod(db, hash, period.window, id, nowMs)
+      const used = spent + held
+      if (limit - used < minMicros) {
+        return { ok: false, reason: 'budget_exceeded', window: period.window, limitMicros: limit, spentMicros: used, heldMicros: held, resetsAt: period.resetsAt }
+      }
+      grant = Math.min(grant, limit - used)
+    }
+    return grant
+  }
+
+  function reserveTx(input: ReserveInput, nowMs: number): ReserveResult {
+    const { keyHash: hash, session } = input
+    const checked = checkKey(hash, input.provider)
+    if (!checked.ok) return checked
+    const { key } = checked
+    // A request id is used once: a held, settled or tombstoned record means a caller fault.
+    if (rows.readReservation(db, hash, input.requestId, nowMs) !== undefined) {
+      throw new StoreUnavailableError(`request id ${input.requestId} was already used`)
+    }
+    const periods = currentPeriods(nowMs).map((period) => ({ period, id: period.id }))
+    const sessionExpiresAt = nowMs + sessionTtlMs
+
+    // The session's limits are the lowest of what it has, what this request asks and the key's
+    // defaults: lowered, never raised, and a lowering sticks even when this request is refused.
+    let s: rows.SessionRow | undefined
+    if (session !== null) {
+      rows.dropExpiredSession(db, hash, session.id, nowMs)
+      const stored = rows.readSession(db, hash, session.id, nowMs)
+      s = {
+        budget: lowest(lowest(stored?.budget ?? null, session.budgetMicros), key.session_budget),
+        max_steps: lowest(lowest(stored?.max_steps ?? null, session.maxSteps), key.session_max_steps),
+        steps: stored?.steps ?? 0,
+        spent: stored?.spent ?? 0,
+        held: stored?.held ?? 0,
+      }
+      // Every request with a session keeps it alive, admitted or not.
+      if (stored !== undefined || s.budget !== null || s.max_steps !== null) rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
+    }
+
+    const fitted = fitWindows(hash, key, periods, input.minMicros, input.maxMicros, nowMs)
+    if (typeof fitted !== 'number') return fitted
+    let grant = fitted
+    if (session !== null && s !== undefined) {
+      if (s.max_steps !== null && s.steps >= s.max_steps) return { ok: false, reason: 'session_steps_exceeded' }
+      if (s.budget !== null) {
+        const used = s.spent + s.held
+        if (s.budget - used < input.minMicros) {
+          return { ok: false, reason: 'session_budget_exceeded', limitMicros: s.budget, spentMicros: used, heldMicros: s.held }
+        }
+        grant = Math.min(grant, s.budget - used)
+      }
+    }
+
+    // Admitted: hold the grant in every window period (limited or not, so status shows all spend).
+    const booked: rows.Booked[] = periods.map(({ period, id }) => ({ kind: 'period', window: period.window, period: id }))
+    rows.holdInAllPeriods(db, hash, periods.map(({ period, id }) => ({ window: period.window, period: id, expiresAt: period.resetsAt.getTime() + GRACE_MS })), grant, nowMs)
+    if (session !== null && s !== undefined) {
+      rows.writeSession(db, hash, session.id, { ...s, steps: s.steps + 1, held: s.held + grant }, sessionExpiresAt)
+      booked.push({ kind: 'session', id: session.id })
+    }
+    const bookedKeys = Object.freeze(booked.map(rows.bookedKey))
+    rows.writeReservation(
+      db,
+      hash,
+      input.requestId,
+      { state: 'held', amount: grant, provider: input.provider, booked: bookedKeys.join('\n'), charged: 0, createdAt: new Date(nowMs).toISOString() },
+      nowMs + RESERVATION_TTL_MS,
+    )
+    return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: grant, bookedKeys } }
+  }
+
+  async function reserve(input: ReserveInput): Promise<ReserveResult> {
+    assertReserveInput(input)
+    if (!isKeyHash(input.keyHash)) return { ok: false, reason: 'invalid_key' }
+    const nowMs = now()
+    return await db.transaction('reserve', () => reserveTx(input, nowMs))
+  }
+
+  async function extend(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
+    assertMicros('minMicros', minMicros)
+    assertMicros('wantMicros', wantMicros)
+    if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
+    const { keyHash: hash, requestId } = reservation
+    const booked = reservation.bookedKeys.map(rows.parseBooked)
+    const nowMs = now()
+    const result = await db.transaction('extend', (): ExtendResult => {
+      const held = rows.readReservation(db, hash, requestId, nowMs)
+      if (held?.state !== 'held') throw new StoreUnavailableError(`reservation ${requestId} is not held (settled or abandoned)`)
+      const checked = checkKey(hash, held.provider)
+      if (!checked.ok) return checked
+      const nowPeriods = currentPeriods(nowMs)
+      const periods = booked.flatMap((b) => {
+        if (b.kind !== 'period') return []
+        const period = nowPeriods.find((p) => p.window === b.window) as Period
+        return [{ period, id: b.period }]
+      })
+      const fitted = fitWindows(hash, checked.key, periods, minMicros, wantMicros, nowMs)
+      if (typeof fitted !== 'number') return fitted
+      let grant = fitted
+      // The session budget (lowered by a new key default too). An expired session is not recreated.
+      const sessionId = booked.find((b) => b.kind === 'session')?.id
+      const s = sessionId === undefined ? undefined : rows.readSession(db, hash, sessionId, nowMs)
+      if (s !== undefined) {
+        const budget = lowest(s.budget, checked.key.session_budget)
+        if (budget !== null) {
+          const used = s.spent + s.held
+          if (budget - used < minMicros) {
+            return { ok: false, reason: 'session_budget_exceeded', limitMicros: budget, spentMicros: used, heldMicros: s.held }
+          }
+          grant = Math.min(grant, budget - used)
+        }
+      }
+      for (const { id, period } of periods) rows.holdInPeriod(db, hash, period.window, id, grant, nowMs + GRACE_MS, nowMs)
+      if (sessionId !== undefined && s !== undefined) rows.holdInSession(db, hash, sessionId, grant, nowMs)
+      rows.growReservation(db, hash, requestId, grant)
+      return { ok: true, grantedMicros: grant }
+    })
+    if (result.ok) reservation.reservedMicros += result.grantedMicros
+    return result
+  }
+
+  /** Charges `actual` and releases the hold in the booked places, once per request id. */
+  function settleTx(hash: string, requestId: string, bookedKeys: readonly string[], actual: Micros, nowMs: number): SettleResult {
+    const record = rows.readReservation(db, hash, requestId, nowMs)
+    if (record?.state === 'settled') return { chargedMicros: record.charged, alreadySettled: true }
+    // No record: nothing to release, but the request did run, so its cost is still charged.
+    const reserved = record?.state === 'held' ? record.amount : 0
+    for (const b of bookedKeys.map(rows.parseBooked)) {
+      if (b.kind === 'period') rows.bookInPeriod(db, hash, b.window, b.period, actual, reserved, nowMs + GRACE_MS, nowMs)
+      else rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
+    }
+    rows.settleReservation(db, hash, requestId, actual, new Date(nowMs).toISOString(), nowMs + RESERVATION_TTL_MS)
+    return { chargedMicros: actual, alreadySettled: false }
+  }
+
+  async function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
+    assertMicros('actualMicros', actualMicros)
+    const { keyHash, requestId, bookedKeys } = reservation
+    const nowMs = now()
+    return await db.transaction('settle', () => settleTx(keyHash, requestId, bookedKeys, actualMicros, nowMs))
+  }
+
+  async function abandon(keyHash: string, requestId: string): Promise<void> {
+    assertRequestId(requestId)
+    if (!isKeyHash(keyHash)) return
+    const nowMs = now()
+    await db.transaction('abandon', () => {
+      const record = rows.readReservation(db, keyHash, requestId, nowMs)
+      if (record?.state === 'settled') return
+      // Held: release it (settle at 0) where it was booked. None: the tombstone blocks a late reserve.
+      const booked = record === undefined ? [] : record.booked.split('\n').filter((k) => k !== '')
+      settleTx(keyHash, requestId, booked, 0, nowMs)
+    })
+  }
+
+  async function ping(): Promise<void> {
+    await db.transaction('ping', () => undefined)
+  }
+
+  return { reserve, extend, settle, abandon, ping }
+}

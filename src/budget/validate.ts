@@ -1,0 +1,40 @@
+/**
+ * Argument checks and lifetimes both budget stores share, so the two enforce one contract.
+ * A failed check is a caller bug: RangeError, never a refusal.
+ */
+import type { Micros } from '../money.js'
+import type { ReserveInput } from './types.js'
+
+/** Reservation records outlive the longest period (31-day month + 1-day grace), so no hold expires early. */
+export const RESERVATION_TTL_SECONDS = 35 * 86_400
+export const DEFAULT_SESSION_TTL_SECONDS = 86_400
+
+/** CONTRACT §4; it also keeps the Redis store's space-separated booked list unambiguous. */
+const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+/** Checks every argument of a reserve call. */
+export function assertReserveInput(input: ReserveInput): void {
+  assertMicros('minMicros', input.minMicros)
+  assertMicros('maxMicros', input.maxMicros)
+  if (input.minMicros > input.maxMicros) throw new RangeError('minMicros must not exceed maxMicros')
+  assertRequestId(input.requestId)
+  const { session } = input
+  if (session !== null && !SESSION_ID.test(session.id)) throw new RangeError('session id must be 1–128 of [A-Za-z0-9._:-]')
+  if (session?.budgetMicros != null) assertMicros('session.budgetMicros', session.budgetMicros)
+  if (session?.maxSteps != null) assertMicros('session.maxSteps', session.maxSteps)
+}
+
+export function assertMicros(name: string, v: Micros): void {
+  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${name} must be a non-negative safe integer, got ${v}`)
+}
+
+export function assertRequestId(id: string): void {
+  if (id.length === 0 || id.length > 256) throw new RangeError('requestId must be 1–256 characters')
+}
+
+/** The smaller of two optional limits; null means "no limit". */
+export function lowest(a: number | null, b: number | null): number | null {
+  if (a === null) return b
+  if (b === null || a <= b) return a
+  return b
+}

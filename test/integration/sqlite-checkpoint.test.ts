@@ -1,0 +1,35 @@
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { openStore } from '../../src/budget/open-store.js'
+import { loadConfig } from '../../src/config.js'
+import { reserveInput } from '../support/budget-fixture.js'
+import { eventually } from '../support/proxy.js'
+
+// The server's embedded store checkpoints its WAL from a worker thread about once a second (bounding
+// what a power cut can lose), never inside a request's commit on the event loop.
+describe('embedded store WAL checkpoints', () => {
+  it('a long-running store copies committed pages into the database file in the background', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'loopers-ckpt-'))
+    const path = join(dir, 'loopers.db')
+    const opened = openStore(loadConfig({ LOOPERS_DB: path }), { housekeeping: true })
+    try {
+      expect(await opened.ready(2_000)).toBe(true)
+      const { record } = await opened.keys.createKey('ckpt', ['openai'])
+      await new Promise((r) => setTimeout(r, 1_200))
+      const size = statSync(path).size
+      // Far fewer pages than SQLite's own auto-checkpoint (1,000) would wait for: only the worker moves them.
+      for (let i = 0; i < 50; i++) {
+        const r = await opened.store.reserve(reserveInput(record.hash, 1))
+        if (!r.ok) throw new Error('refused')
+        await opened.store.settle(r.reservation, 1)
+      }
+      expect(statSync(path).size).toBe(size)
+      await eventually(() => statSync(path).size > size, 'a background checkpoint', 5_000)
+    } finally {
+      await opened.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
