@@ -19,13 +19,17 @@ describe('embedded store WAL checkpoints', () => {
       const { record } = await opened.keys.createKey('ckpt', ['openai'])
       await new Promise((r) => setTimeout(r, 1_200))
       const size = statSync(path).size
+      const started = performance.now()
       // Far fewer pages than SQLite's own auto-checkpoint (1,000) would wait for: only the worker moves them.
       for (let i = 0; i < 50; i++) {
         const r = await opened.store.reserve(reserveInput(record.hash, 1))
         if (!r.ok) throw new Error('refused')
         await opened.store.settle(r.reservation, 1)
       }
-      expect(statSync(path).size).toBe(size)
+      // The commits themselves never checkpoint. On a loaded machine the loop can outlast the worker's
+      // one-second tick, and a background checkpoint may then land inside it: only a short loop proves it.
+      if (performance.now() - started < 500) expect(statSync(path).size).toBe(size)
+      expect(statSync(`${path}-wal`).size).toBeGreaterThan(0)
       await eventually(() => statSync(path).size > size, 'a background checkpoint', 5_000)
     } finally {
       await opened.close()
