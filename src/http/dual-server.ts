@@ -58,6 +58,8 @@ export function createDualServer(
       requestTimeout: limits.requestTimeoutMs,
       keepAliveTimeout: limits.keepAliveTimeoutMs,
       maxHeaderSize: limits.maxHeaderBytes,
+      // How often Node looks for connections past these timeouts (its default, 30 s, would double them).
+      connectionsCheckingInterval: Math.min(5_000, Math.ceil(limits.headersTimeoutMs / 4)),
     },
     handler,
   )
