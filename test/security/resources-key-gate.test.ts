@@ -151,3 +151,23 @@ describe('the pre-check costs legitimate traffic no store round trip', () => {
     expect(added[0]).toMatchObject({ provider: 'openai', outcome: 'refused', code: 'invalid_key', status: 401 })
   })
 })
+
+describe('what a client sends is logged truncated', () => {
+  it('a 100 kB model name appears in the summary line as at most 128 characters', async () => {
+    const { key, hash } = await createTestKey(proxy, 'long-model', ['openai'], { daily: 1_000_000 })
+    const model = `m${'x'.repeat(100_000)}`
+    const response = await fetch(`${proxy.url}/openai/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }] }),
+    })
+    expect(response.status).toBe(400)
+    await response.arrayBuffer()
+    const line = proxy.logs.find((l) => l.msg === 'request' && l.key === hash.slice(0, 8))
+    expect(line?.code).toBe('model_not_priced')
+    expect(typeof line?.model).toBe('string')
+    expect((line?.model as string).length).toBeLessThanOrEqual(129)
+    expect((line?.model as string).startsWith('mxxx')).toBe(true)
+    expect(proxy.logText()).not.toContain('x'.repeat(200))
+  })
+})
