@@ -49,7 +49,7 @@ afterEach(() => vi.restoreAllMocks())
 describe('a long event is copied about once, not once per chunk', () => {
   it.each(framers)('%s: an 8 MiB event in 16 KiB chunks', (_name, create, shape) => {
     const { head, fill, tail } = shape(8 * MiB)
-    let out = Buffer.alloc(0)
+    let out: Buffer = Buffer.alloc(0)
     // The test's own final concat in `feed` counts too: at most ~3 copies of the event in all.
     const copied = copiedBy(() => (out = feed(create(), head, fill, 8 * MiB, tail)))
     expect(out.length).toBe(head.length + 8 * MiB + tail.length)

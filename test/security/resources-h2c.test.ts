@@ -170,7 +170,7 @@ describe('the dual server limits', () => {
     expect(server.headersTimeout).toBe(dualServer.DEFAULT_SERVER_LIMITS.headersTimeoutMs)
     expect(server.requestTimeout).toBe(dualServer.DEFAULT_SERVER_LIMITS.requestTimeoutMs)
     expect(server.keepAliveTimeout).toBe(dualServer.DEFAULT_SERVER_LIMITS.keepAliveTimeoutMs)
-    expect(server.maxHeaderSize).toBe(dualServer.DEFAULT_SERVER_LIMITS.maxHeaderBytes)
+    expect((server as unknown as { maxHeaderSize?: number }).maxHeaderSize).toBe(dualServer.DEFAULT_SERVER_LIMITS.maxHeaderBytes)
     expect(dualServer.DEFAULT_SERVER_LIMITS.headersTimeoutMs).toBeLessThanOrEqual(60_000)
     expect(dualServer.DEFAULT_SERVER_LIMITS.maxConcurrentStreams).toBeLessThanOrEqual(100)
   })
