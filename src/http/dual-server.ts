@@ -34,7 +34,8 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
   // A 10 MiB body at 100 kB/s; a response may then take as long as it needs.
   requestTimeoutMs: 120_000,
   keepAliveTimeoutMs: 5_000,
-  maxHeaderBytes: 32 * 1024,
+  // Node's own HTTP/1.1 default; SDK requests carry 1–3 KiB of headers.
+  maxHeaderBytes: 16 * 1024,
   maxConcurrentStreams: 100,
   maxSessionMemoryMb: 32,
   sessionIdleTimeoutMs: 60_000,
