@@ -42,7 +42,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
       if (!(error instanceof ProxyError)) throw error
       // The unread body is not drained: HTTP/1.1 closes the connection after the answer.
       if (request.raw.httpVersionMajor === 1 && hasBody(request.headers)) reply.header('connection', 'close')
-      const summary = { provider: adapterFor(options, request.url)?.id, outcome: 'refused', code: error.code, status: error.status }
+      const key = gate.keyOf(request.url, request.headers)?.keyHash.slice(0, 8)
+      const summary = { key, provider: adapterFor(options, request.url)?.id, outcome: 'refused', code: error.code, status: error.status }
       const ms = performance.now() - started
       options.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
       recordRequest(options.metrics, summary, ms)

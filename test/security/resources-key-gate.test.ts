@@ -1,5 +1,6 @@
 import net from 'node:net'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { hashKey } from '../../src/keys.js'
 import { createTestKey } from '../support/e2e.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
 import { startProxy, type TestProxy } from '../support/proxy.js'
@@ -148,7 +149,7 @@ describe('the pre-check costs legitimate traffic no store round trip', () => {
     await post(UNKNOWN_KEY)
     const added = proxy.logs.slice(lines).filter((l) => l.msg === 'request')
     expect(added).toHaveLength(1)
-    expect(added[0]).toMatchObject({ provider: 'openai', outcome: 'refused', code: 'invalid_key', status: 401 })
+    expect(added[0]).toMatchObject({ key: hashKey(UNKNOWN_KEY).slice(0, 8), provider: 'openai', outcome: 'refused', code: 'invalid_key', status: 401 })
   })
 })
 
