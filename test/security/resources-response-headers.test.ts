@@ -36,6 +36,12 @@ beforeAll(async () => {
   redis = await startRedis()
   upstream = await startFakeServer((req, res, raw) => {
     const headers = { ...ACCOUNT_HEADERS, ...SDK_HEADERS }
+    const path = (req.url ?? '').split('?')[0]
+    // Only its own two paths answer, so nothing else mistakes this fake for a proxy (e.g. its /health).
+    if (path !== '/v1/models' && path !== '/v1/chat/completions') {
+      res.writeHead(404)
+      return void res.end()
+    }
     if (req.method === 'GET') {
       res.writeHead(200, { 'content-type': 'application/json', ...headers })
       return void res.end(JSON.stringify({ object: 'list', data: [] }))

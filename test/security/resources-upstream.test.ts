@@ -48,11 +48,16 @@ async function pour(res: http.ServerResponse, head: string, fill: number, total:
 beforeAll(async () => {
   redis = await startRedis()
   upstream = await startFakeServer((req, res, raw) => {
+    const path = (req.url ?? '').split('?')[0] ?? ''
+    // Only the two metered paths answer, so nothing else mistakes this fake for a proxy (e.g. its /health).
+    if (req.method !== 'POST' || (path !== '/v1/chat/completions' && !path.endsWith(':streamGenerateContent'))) {
+      res.writeHead(404)
+      return void res.end()
+    }
+    const body = JSON.parse(raw.toString('utf8')) as { stream?: boolean }
     const entry: Served = { bytes: 0, closedEarly: false }
     served.push(entry)
     res.once('close', () => (entry.closedEarly = !res.writableFinished))
-    const body = JSON.parse(raw.toString('utf8')) as { stream?: boolean }
-    const path = (req.url ?? '').split('?')[0] ?? ''
     if (path.endsWith(':streamGenerateContent')) {
       // A JSON-array stream whose first element never closes.
       res.writeHead(200, { 'content-type': 'application/json' })
