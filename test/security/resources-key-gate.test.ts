@@ -78,7 +78,7 @@ function errorCodeOf(head: string): string | null {
 }
 
 async function hgetallCalls(): Promise<number> {
-  const info = await proxy.server.redis.info('commandstats')
+  const info = await proxy.server.redis!.info('commandstats')
   const match = /cmdstat_hgetall:calls=(\d+)/.exec(info)
   return match === null ? 0 : Number(match[1])
 }
