@@ -1,8 +1,11 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerFactory } from 'fastify'
+import type { IncomingHttpHeaders } from 'node:http'
 import type { Logger } from 'pino'
 import { internalError, invalidRequest, notFound, payloadTooLarge, ProxyError } from './errors.js'
+import { createKeyGate } from './proxy/key-gate.js'
 import { createPipeline, type PipelineDeps } from './proxy/pipeline.js'
 import { sendError } from './proxy/respond.js'
+import { recordRequest } from './proxy/summary.js'
 import { parseTarget } from './proxy/target.js'
 
 export interface AppOptions extends PipelineDeps {
@@ -28,6 +31,32 @@ export function buildApp(options: AppOptions): FastifyInstance {
   // Bodies stay raw bytes: the proxy forwards them unchanged unless it must rewrite them.
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body))
+
+  // The key is checked before the body is read: an unknown client cannot make the proxy buffer anything.
+  const gate = createKeyGate({ keys: options.keys, adapters: options.adapters })
+  app.addHook('onRequest', async (request, reply) => {
+    const started = performance.now()
+    try {
+      await gate.check(request.url, request.headers)
+    } catch (error) {
+      if (!(error instanceof ProxyError)) throw error
+      // The unread body is not drained: HTTP/1.1 closes the connection after the answer.
+      if (request.raw.httpVersionMajor === 1 && hasBody(request.headers)) reply.header('connection', 'close')
+      const key = gate.keyOf(request.url, request.headers)?.keyHash.slice(0, 8)
+      const summary = { key, provider: adapterFor(options, request.url)?.id, outcome: 'refused', code: error.code, status: error.status }
+      const ms = performance.now() - started
+      options.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
+      recordRequest(options.metrics, summary, ms)
+      throw error
+    }
+  })
+  // A key the store refused is checked again before its next body is read.
+  app.addHook('onResponse', async (request, reply) => {
+    const code = reply.getHeader('x-loopers-error-code')
+    if (code !== 'invalid_key' && code !== 'key_revoked' && code !== 'provider_not_allowed') return
+    const key = gate.keyOf(request.url, request.headers)
+    if (key !== null) gate.forget(key.keyHash)
+  })
 
   app.setErrorHandler((error: Error & { code?: string; statusCode?: number }, request, reply) => {
     const adapter = adapterFor(options, request.url)
@@ -56,6 +85,10 @@ export function buildApp(options: AppOptions): FastifyInstance {
 
   app.route({ method: [...PROXIED_METHODS], url: '/*', handler: createPipeline(options) })
   return app
+}
+
+function hasBody(headers: IncomingHttpHeaders): boolean {
+  return headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0')
 }
 
 function adapterFor(options: AppOptions, url: string) {

@@ -21,9 +21,28 @@ const REDACT = [
 const STDOUT_BUFFER_BYTES = 4096
 const FLUSH_INTERVAL_MS = 1_000
 
-/** The process logger: JSON lines at `level`, to `destination` or buffered stdout; credentials redacted. */
+// Fields of a log line can carry what a client sent (a model name of megabytes); each is cut to this length.
+const MAX_FIELD_CHARS = 128
+
+/** The line's top-level string fields, each cut to MAX_FIELD_CHARS characters (marked with `…`). */
+function truncateFields(object: Record<string, unknown>): Record<string, unknown> {
+  let out: Record<string, unknown> | null = null
+  for (const [name, value] of Object.entries(object)) {
+    if (typeof value !== 'string' || value.length <= MAX_FIELD_CHARS) continue
+    out ??= { ...object }
+    out[name] = `${value.slice(0, MAX_FIELD_CHARS)}…`
+  }
+  return out ?? object
+}
+
+/** The process logger: JSON lines at `level`, to `destination` or buffered stdout; credentials redacted, fields truncated. */
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
-  const options = { level, base: { service: 'loopers' }, redact: { paths: REDACT, censor: '[redacted]' } }
+  const options = {
+    level,
+    base: { service: 'loopers' },
+    redact: { paths: REDACT, censor: '[redacted]' },
+    formatters: { log: truncateFields },
+  }
   if (destination !== undefined) return pino(options, destination)
   const logger = pino(options, pino.destination({ dest: 1, minLength: STDOUT_BUFFER_BYTES, sync: false }))
   setInterval(() => logger.flush(), FLUSH_INTERVAL_MS).unref()

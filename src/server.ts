@@ -81,7 +81,8 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     inflight,
     shutdown: shutdown.signal,
     serverFactory: (handler) => {
-      dual = createDualServer(handler)
+      // A stream may be silent as long as its upstream may be; past that the upstream side has given up too.
+      dual = createDualServer(handler, { streamIdleTimeoutMs: config.upstream.timeoutMs + 60_000 })
       return dual
     },
   })

@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import type { IncomingHttpHeaders } from 'node:http'
 
 // Hop-by-hop and framing headers are per connection; undici and Node set their own.
 const NOT_FORWARDED = new Set([
@@ -37,27 +37,6 @@ export function forwardableRequestHeaders(incoming: IncomingHttpHeaders): Record
     out[name] = Array.isArray(value) ? value.join(', ') : value
   }
   out['accept-encoding'] = 'identity'
-  return out
-}
-
-const RESPONSE_NOT_RELAYED = new Set([
-  'connection',
-  'keep-alive',
-  'transfer-encoding',
-  'upgrade',
-  'proxy-connection',
-  'content-length',
-  'trailer',
-  'http2-settings',
-])
-
-/** Upstream response headers to relay to the client (content-length is recomputed by the server). */
-export function relayableResponseHeaders(upstream: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {}
-  for (const [name, value] of Object.entries(upstream)) {
-    if (value === undefined || RESPONSE_NOT_RELAYED.has(name)) continue
-    out[name] = value
-  }
   return out
 }
 

@@ -11,9 +11,10 @@ import { costMicros, tokensCost } from '../pricing/cost.js'
 import type { Price } from '../pricing/types.js'
 import type { Json } from '../providers/body.js'
 import type { ProviderAdapter, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import { relayableResponseHeaders } from '../http/response-headers.js'
 import { microsToUsd } from '../money.js'
+import { guardEventLimit, MAX_BODY_BYTES, UpstreamTooLargeError } from '../stream/limits.js'
 import { meterStream } from '../stream/meter.js'
-import { relayableResponseHeaders } from '../http/headers.js'
 import { loweredOutputCap, type ReservationPlan } from './plan.js'
 import { refusalError } from './refusal.js'
 import { toErrorInfo } from './respond.js'
@@ -170,14 +171,16 @@ export function createForwarder(deps: ForwardDeps) {
       if (!facts.stream) {
         let bytes: Buffer
         try {
-          bytes = await readBody(response, Number.POSITIVE_INFINITY)
+          bytes = await readBody(response, MAX_BODY_BYTES)
         } catch (error) {
           if (deps.shutdown.aborted) {
             await settle(reservation.reservedMicros, 'shutdown')
             throw shuttingDown()
           }
           if (abort.signal.aborted) return await settle(reservation.reservedMicros, 'client_closed')
+          // Too large or broken: the provider may have billed it all, so the whole hold is charged.
           await settle(reservation.reservedMicros, 'upstream_failed')
+          if (error instanceof UpstreamTooLargeError) throw upstreamUnreachable(`the provider's answer exceeded the ${error.limitBytes}-byte limit`, { cause: error })
           throw upstreamUnreachable('the provider connection broke before the answer was complete', { cause: error })
         }
         const usage = adapter.usageFromHeaders?.(route, response.headers) ?? adapter.usageFromBody(route, safeJson(bytes))
@@ -207,7 +210,8 @@ export function createForwarder(deps: ForwardDeps) {
     settle: (actual: Micros, outcome: string) => Promise<void>,
   ): Promise<void> {
     const { reply, adapter, route, price, plan, reservation, summary } = f
-    const parser = adapter.createStreamParser(route)
+    const guarded = guardEventLimit(adapter.createStreamParser(route))
+    const parser = guarded.parser
     const outputTokens = (): number => parser.reported().outputTokens ?? parser.estimatedOutputTokens()
     const cost = (): Micros => {
       const reported = parser.reported()
@@ -243,9 +247,11 @@ export function createForwarder(deps: ForwardDeps) {
     summary.outputTokens = outputTokens()
     if (result.error !== null) summary.code = result.error.code
     // Reasoning the stream never showed is billed by the provider: without its reported usage, the
-    // whole hold (the request's worst case) is what may have been spent.
+    // whole hold (the request's worst case) is what may have been spent. So is an event past the size
+    // limit: what the provider generated beyond it is unknown.
     const unreported = price.hiddenReasoning && parser.reported().outputTokens === undefined
-    await settle(unreported ? Math.max(reservation.reservedMicros, cost()) : cost(), result.outcome)
+    if (guarded.overflowed()) summary.cause = 'upstream stream event above the size limit'
+    await settle(unreported || guarded.overflowed() ? Math.max(reservation.reservedMicros, cost()) : cost(), result.outcome)
   }
 
   return { forwardFree, forwardMetered }
@@ -291,7 +297,7 @@ function capped(limit: number): Transform {
   })
 }
 
-/** Reads a whole upstream body, refusing more than `limit` bytes. */
+/** Reads a whole upstream body; past `limit` bytes the upstream is released and UpstreamTooLargeError thrown. */
 async function readBody(response: UpstreamResponse, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = []
   let size = 0
@@ -299,7 +305,7 @@ async function readBody(response: UpstreamResponse, limit: number): Promise<Buff
     size += chunk.length
     if (size > limit) {
       response.body.destroy()
-      break
+      throw new UpstreamTooLargeError('an upstream body', limit)
     }
     chunks.push(chunk)
   }

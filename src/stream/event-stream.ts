@@ -66,14 +66,26 @@ export function crc32(bytes: Uint8Array): number {
  * parsed and the remaining bytes pass through unchanged (the client's decoder then fails on them).
  */
 export function createEventStreamFramer(onMessage: (message: EventStreamMessage) => void): EventStreamFramer {
-  let pending: Buffer = EMPTY
+  // Bytes of the unfinished message, as received: joined once the prelude or the whole message is here,
+  // so a large message costs linear time.
+  let parts: Buffer[] = []
+  let pendingBytes = 0
+  // Length of the message being received, from its prelude; 0 until the prelude is here.
+  let needed = 0
   let corrupt = 0
   let broken = false
+
+  function joined(): Buffer {
+    const data = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)
+    parts = data.length > 0 ? [data] : []
+    return data
+  }
 
   function breakAt(data: Buffer, start: number): void {
     broken = true
     corrupt += data.length - start
-    pending = EMPTY
+    parts = []
+    pendingBytes = 0
   }
 
   /** Yields each checksummed message as soon as it is complete and reported; a broken stream yields its bytes as they come. */
@@ -83,9 +95,12 @@ export function createEventStreamFramer(onMessage: (message: EventStreamMessage)
       if (chunk.length > 0) yield chunk
       return
     }
-    if (chunk.length > 0) pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk])
-    while (pending.length >= PRELUDE_BYTES) {
-      const data = pending
+    if (chunk.length > 0) {
+      parts.push(chunk)
+      pendingBytes += chunk.length
+    }
+    while (pendingBytes >= Math.max(PRELUDE_BYTES, needed)) {
+      const data = joined()
       const total = data.readUInt32BE(0)
       const headersLength = data.readUInt32BE(4)
       const preludeValid =
@@ -99,6 +114,7 @@ export function createEventStreamFramer(onMessage: (message: EventStreamMessage)
         yield data
         return
       }
+      needed = total
       if (data.length < total) return
       const frame = data.subarray(0, total)
       const message = frame.readUInt32BE(total - CHECKSUM_BYTES) === crc32(frame.subarray(0, total - CHECKSUM_BYTES)) ? decodeFrame(frame, headersLength) : null
@@ -107,7 +123,9 @@ export function createEventStreamFramer(onMessage: (message: EventStreamMessage)
         yield data
         return
       }
-      pending = total < data.length ? data.subarray(total) : EMPTY
+      parts = total < data.length ? [data.subarray(total)] : []
+      pendingBytes = data.length - total
+      needed = 0
       onMessage(message)
       yield frame
     }
@@ -120,8 +138,10 @@ export function createEventStreamFramer(onMessage: (message: EventStreamMessage)
     },
     frames,
     flush() {
-      const rest = pending
-      pending = EMPTY
+      const rest = joined()
+      parts = []
+      pendingBytes = 0
+      needed = 0
       return rest
     },
     corruptBytes: () => corrupt,

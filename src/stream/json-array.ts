@@ -1,3 +1,5 @@
+import { MAX_EVENT_BYTES, UpstreamTooLargeError } from './limits.js'
+
 /**
  * Splits a streamed JSON array (`[{…}\n,\r\n{…}\n]`, as Google APIs stream without `alt=sse`) into
  * frames that each end with a complete element (or with the array's closing `]`), and hands every
@@ -35,9 +37,19 @@ function isSpace(byte: number): boolean {
   return byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09
 }
 
-export function createJsonArrayFramer(onElement: (text: string) => void, onOpaque?: (bytes: Buffer) => void): JsonArrayFramer {
-  let pending: Buffer = EMPTY
-  // Absolute stream offset of pending[0].
+/**
+ * `maxEventBytes` caps one element and the unfinished bytes after the last frame: past it `push` throws
+ * UpstreamTooLargeError. Unfinished bytes are kept as the chunks they came in and joined once, when their
+ * frame completes, so a long element costs linear time.
+ */
+export function createJsonArrayFramer(
+  onElement: (text: string) => void,
+  onOpaque?: (bytes: Buffer) => void,
+  maxEventBytes = MAX_EVENT_BYTES,
+): JsonArrayFramer {
+  // Bytes not yet returned, as received; `base` is the absolute stream offset of the first of them.
+  let parts: Buffer[] = []
+  let pendingBytes = 0
   let base = 0
   let phase: Phase = 'before'
   let depth = 0
@@ -49,22 +61,40 @@ export function createJsonArrayFramer(onElement: (text: string) => void, onOpaqu
   let firstElementAt = -1
   let closedAt = -1
 
-  /** Scans data[from..] and returns the index of the last byte of the last complete frame, or -1. */
-  function scan(data: Buffer, from: number): number {
+  /** The pending bytes at absolute offsets [from, to), joined; found from the newest part back. */
+  function bytesBetween(from: number, to: number): Buffer {
+    let index = parts.length
+    let start = base + pendingBytes
+    while (index > 0 && start > from) start -= (parts[--index] as Buffer).length
+    const pieces: Buffer[] = []
+    for (let at = start; index < parts.length && at < to; index++) {
+      const part = parts[index] as Buffer
+      const lo = Math.max(0, from - at)
+      const hi = Math.min(part.length, to - at)
+      if (hi > lo) pieces.push(part.subarray(lo, hi))
+      at += part.length
+    }
+    return pieces.length === 1 ? (pieces[0] as Buffer) : Buffer.concat(pieces)
+  }
+
+  /** Scans `chunk`, which starts at absolute offset `offset`; returns the absolute offset of the last byte of the last complete frame, or -1. */
+  function scan(chunk: Buffer, offset: number): number {
     let boundary = -1
     const endElement = (last: number): void => {
-      onElement(data.toString('utf8', elementStart - base, last + 1))
-      if (firstElementAt < 0) firstElementAt = base + last + 1
-      boundary = last
+      const end = offset + last + 1
+      if (end - elementStart > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream element', maxEventBytes)
+      onElement(bytesBetween(elementStart, end).toString('utf8'))
+      if (firstElementAt < 0) firstElementAt = end
+      boundary = end - 1
       phase = 'between'
     }
-    for (let i = from; i < data.length; i++) {
-      const byte = data[i] as number
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i] as number
       switch (phase) {
         case 'before':
           if (byte === OPEN_BRACKET) {
             phase = 'between'
-            openedAt = base + i + 1
+            openedAt = offset + i + 1
           } else if (!isSpace(byte)) {
             phase = 'opaque'
           }
@@ -73,10 +103,10 @@ export function createJsonArrayFramer(onElement: (text: string) => void, onOpaqu
           if (isSpace(byte) || byte === COMMA) break
           if (byte === CLOSE_BRACKET) {
             phase = 'after'
-            closedAt = base + i + 1
+            closedAt = offset + i + 1
             break
           }
-          elementStart = base + i
+          elementStart = offset + i
           if (byte === OPEN_BRACE || byte === OPEN_BRACKET) {
             phase = 'container'
             depth = 1
@@ -115,33 +145,39 @@ export function createJsonArrayFramer(onElement: (text: string) => void, onOpaqu
       }
     }
     // Nothing can follow the array or an opaque body that a frame would have to wait for.
-    return phase === 'after' || phase === 'opaque' ? data.length - 1 : boundary
+    return phase === 'after' || phase === 'opaque' ? offset + chunk.length - 1 : boundary
   }
 
   return {
     push(chunk) {
-      const start = pending.length
-      const data = start === 0 ? chunk : Buffer.concat([pending, chunk])
-      const boundary = scan(data, start)
-      if (boundary < 0) {
-        pending = data
+      const offset = base + pendingBytes
+      if (chunk.length > 0) {
+        parts.push(chunk)
+        pendingBytes += chunk.length
+      }
+      const end = scan(chunk, offset) + 1
+      if (end <= base) {
+        if (pendingBytes > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream element', maxEventBytes)
         return EMPTY
       }
-      const complete = data.subarray(0, boundary + 1)
-      pending = boundary + 1 < data.length ? Buffer.from(data.subarray(boundary + 1)) : EMPTY
-      base += boundary + 1
+      const complete = bytesBetween(base, end)
+      const rest = bytesBetween(end, base + pendingBytes)
+      parts = rest.length > 0 ? [rest] : []
+      pendingBytes = rest.length
+      base = end
       if (phase === 'opaque') onOpaque?.(complete)
       return complete
     },
     flush() {
-      const rest = pending
+      const rest = bytesBetween(base, base + pendingBytes)
       if (phase === 'scalar' && rest.length > 0) {
         // A scalar element that the end of the body terminates.
         onElement(rest.toString('utf8', elementStart - base))
         if (firstElementAt < 0) firstElementAt = base + rest.length
         phase = 'between'
       }
-      pending = EMPTY
+      parts = []
+      pendingBytes = 0
       base += rest.length
       return rest
     },

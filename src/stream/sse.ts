@@ -1,4 +1,5 @@
 import { createParser, type EventSourceMessage } from 'eventsource-parser'
+import { MAX_EVENT_BYTES, UpstreamTooLargeError } from './limits.js'
 
 /**
  * Splits a Server-Sent Events byte stream at event boundaries (a blank line after CR, LF or CRLF
@@ -21,11 +22,18 @@ const LF = 0x0a
 const CR = 0x0d
 const EMPTY = Buffer.alloc(0)
 
-export function createSseFramer(onEvent: (event: EventSourceMessage) => void): SseFramer {
+/**
+ * `maxEventBytes` caps one event: an upstream that sends more without ending it makes `push`/`frames`
+ * throw UpstreamTooLargeError. Unfinished bytes are kept as the chunks they came in and joined once, when
+ * their event completes, so a long event costs linear time.
+ */
+export function createSseFramer(onEvent: (event: EventSourceMessage) => void, maxEventBytes = MAX_EVENT_BYTES): SseFramer {
   const parser = createParser({ onEvent })
   const decoder = new TextDecoder()
-  let pending: Buffer = EMPTY
-  // Scan state carried across calls: how far `pending` was scanned without finding a boundary,
+  // Bytes of the unfinished event: every chunk but the last was scanned without finding its end.
+  let parts: Buffer[] = []
+  let pendingBytes = 0
+  // Scan state carried across calls: how far the last part was scanned without finding a boundary,
   // characters on the current line, and whether the last byte was a CR (its LF may follow later).
   let scanned = 0
   let lineLength = 0
@@ -35,10 +43,10 @@ export function createSseFramer(onEvent: (event: EventSourceMessage) => void): S
     if (bytes.length > 0) parser.feed(decoder.decode(bytes, { stream: true }))
   }
 
-  /** Index of the last byte of the first complete event in `pending`, or -1. */
-  function nextBoundary(): number {
-    for (let i = scanned; i < pending.length; i++) {
-      const byte = pending[i]
+  /** Index in `part` of the last byte of the first complete event, or -1. */
+  function nextBoundary(part: Buffer): number {
+    for (let i = scanned; i < part.length; i++) {
+      const byte = part[i]
       if (byte === LF) {
         if (afterCr) {
           // The LF of a CRLF pair: the line already ended at the CR.
@@ -50,7 +58,7 @@ export function createSseFramer(onEvent: (event: EventSourceMessage) => void): S
       } else if (byte === CR) {
         if (lineLength === 0) {
           // A blank line: take its LF too when it is already here, else remember to skip it.
-          if (pending[i + 1] === LF) return i + 1
+          if (part[i + 1] === LF) return i + 1
           afterCr = true
           return i
         }
@@ -61,17 +69,30 @@ export function createSseFramer(onEvent: (event: EventSourceMessage) => void): S
         afterCr = false
       }
     }
-    scanned = pending.length
+    scanned = part.length
     return -1
   }
 
   function* frames(chunk: Buffer): Generator<Buffer, void, undefined> {
-    if (chunk.length > 0) pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk])
+    if (chunk.length > 0) {
+      parts.push(chunk)
+      pendingBytes += chunk.length
+      scanned = 0
+    }
     for (;;) {
-      const boundary = nextBoundary()
-      if (boundary < 0) return
-      const frame = pending.subarray(0, boundary + 1)
-      pending = boundary + 1 < pending.length ? pending.subarray(boundary + 1) : EMPTY
+      const last = parts[parts.length - 1]
+      if (last === undefined) return
+      const boundary = nextBoundary(last)
+      if (boundary < 0) {
+        if (pendingBytes > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
+        return
+      }
+      const head = last.subarray(0, boundary + 1)
+      const frame = parts.length === 1 ? head : Buffer.concat([...parts.slice(0, -1), head])
+      if (frame.length > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
+      const rest = last.subarray(boundary + 1)
+      parts = rest.length > 0 ? [rest] : []
+      pendingBytes = rest.length
       scanned = 0
       lineLength = 0
       emit(frame)
@@ -89,8 +110,9 @@ export function createSseFramer(onEvent: (event: EventSourceMessage) => void): S
     },
     frames,
     flush() {
-      const rest = pending
-      pending = EMPTY
+      const rest = parts.length === 1 ? (parts[0] as Buffer) : parts.length === 0 ? EMPTY : Buffer.concat(parts)
+      parts = []
+      pendingBytes = 0
       scanned = 0
       emit(rest)
       // A final event without its blank line is still dispatched by a trailing line end.

@@ -1,0 +1,104 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import type { KeyAdmin, KeyRecord } from '../budget/types.js'
+import { budgetUnavailable, invalidKey } from '../errors.js'
+import { hashKey, isProxyKey } from '../keys.js'
+import type { AdapterRegistry } from '../providers/registry.js'
+import type { ProviderId } from '../providers/types.js'
+import { refusalError } from './refusal.js'
+import { parseTarget } from './target.js'
+
+/** The proxy key of a request, read before its body: where its provider's SDK sends it, or from the path. */
+export interface GateKey {
+  provider: ProviderId
+  keyHash: string
+}
+
+/**
+ * Refuses requests whose proxy key is missing, malformed, unknown, revoked or not allowed for the provider,
+ * before their body is read. A key this process has recently seen valid passes without a store round trip
+ * (the reserve call still checks it atomically); any other key pays one store lookup.
+ */
+export interface KeyGate {
+  /** Throws the contract's ProxyError for a refused key; null for a URL that names no provider (the router answers). */
+  check(url: string, headers: IncomingHttpHeaders): Promise<GateKey | null>
+  /** The key of a request without checking it (for `forget` after a refusal); null when there is none. */
+  keyOf(url: string, headers: IncomingHttpHeaders): GateKey | null
+  /** Drops a key from the recently-valid set: the store refused it, so its next request is checked again. */
+  forget(keyHash: string): void
+}
+
+export interface KeyGateOptions {
+  keys: Pick<KeyAdmin, 'getKey'>
+  adapters: AdapterRegistry
+  /** How many recently-valid keys are remembered (oldest dropped first). */
+  maxKeys?: number
+  /** How long a key stays remembered as valid. */
+  ttlMs?: number
+  now?: () => number
+}
+
+const DEFAULT_MAX_KEYS = 10_000
+const DEFAULT_TTL_MS = 10 * 60_000
+
+export function createKeyGate(options: KeyGateOptions): KeyGate {
+  const maxKeys = options.maxKeys ?? DEFAULT_MAX_KEYS
+  const ttlMs = options.ttlMs ?? DEFAULT_TTL_MS
+  const now = options.now ?? Date.now
+  // Insertion order is age order: a re-validated key is moved to the end.
+  const valid = new Map<string, { providers: readonly ProviderId[]; until: number }>()
+  // Concurrent first requests of one key share one lookup.
+  const lookups = new Map<string, Promise<KeyRecord | null>>()
+
+  /** The provider a URL names and the key its request carries (null when none); null for no provider. */
+  function read(url: string, headers: IncomingHttpHeaders): { provider: ProviderId; key: string | null } | null {
+    const target = parseTarget(url)
+    if (target === null) return null
+    const key = target.pathKey ?? options.adapters[target.provider].readKey(headers, new URLSearchParams(target.query))
+    return { provider: target.provider, key }
+  }
+
+  async function lookup(keyHash: string): Promise<KeyRecord | null> {
+    let pending = lookups.get(keyHash)
+    if (pending === undefined) {
+      pending = options.keys.getKey(keyHash).finally(() => lookups.delete(keyHash))
+      lookups.set(keyHash, pending)
+    }
+    try {
+      return await pending
+    } catch (error) {
+      throw budgetUnavailable('the budget store is unavailable; no request is forwarded until it answers', { cause: error })
+    }
+  }
+
+  return {
+    keyOf(url, headers) {
+      const found = read(url, headers)
+      if (found?.key == null || !isProxyKey(found.key)) return null
+      return { provider: found.provider, keyHash: hashKey(found.key) }
+    },
+    async check(url, headers) {
+      const found = read(url, headers)
+      if (found === null) return null
+      const { provider, key } = found
+      if (key === null) throw invalidKey('missing Loopers proxy key: use your lp- key as the API key')
+      if (!isProxyKey(key)) throw invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)')
+      const keyHash = hashKey(key)
+      const seen = valid.get(keyHash)
+      if (seen !== undefined && seen.until > now()) {
+        if (!seen.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())
+        return { provider, keyHash }
+      }
+      valid.delete(keyHash)
+      const record = await lookup(keyHash)
+      if (record === null) throw refusalError({ ok: false, reason: 'invalid_key' }, provider, now())
+      if (!record.active) throw refusalError({ ok: false, reason: 'key_revoked' }, provider, now())
+      valid.set(keyHash, { providers: record.providers, until: now() + ttlMs })
+      if (valid.size > maxKeys) valid.delete(valid.keys().next().value as string)
+      if (!record.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())
+      return { provider, keyHash }
+    },
+    forget(keyHash) {
+      valid.delete(keyHash)
+    },
+  }
+}

@@ -1,0 +1,103 @@
+import { describe, expect, it } from 'vitest'
+import type { KeyRecord } from '../../src/budget/types.js'
+import { loadConfig } from '../../src/config.js'
+import { ProxyError, StoreUnavailableError } from '../../src/errors.js'
+import { generateKey, hashKey } from '../../src/keys.js'
+import { createAdapters } from '../../src/providers/registry.js'
+import { createKeyGate } from '../../src/proxy/key-gate.js'
+
+const adapters = createAdapters(loadConfig({}))
+const URL_OPENAI = '/openai/v1/chat/completions'
+
+function record(key: string, overrides: Partial<KeyRecord> = {}): KeyRecord {
+  return { hash: hashKey(key), name: 'k', providers: ['openai'], active: true, createdAt: '', limits: {}, sessionBudgetMicros: null, sessionMaxSteps: null, ...overrides }
+}
+
+/** A gate over an in-memory key table that counts lookups. */
+function gateOver(records: KeyRecord[], options: { maxKeys?: number; ttlMs?: number; now?: () => number; fail?: boolean } = {}) {
+  const byHash = new Map(records.map((r) => [r.hash, r]))
+  const calls = { lookups: 0 }
+  const gate = createKeyGate({
+    adapters,
+    keys: {
+      async getKey(hash) {
+        calls.lookups++
+        await new Promise((r) => setTimeout(r, 1))
+        if (options.fail) throw new StoreUnavailableError('down')
+        return byHash.get(hash) ?? null
+      },
+    },
+    ...options,
+  })
+  return { gate, calls, byHash }
+}
+
+const bearer = (key: string) => ({ authorization: `Bearer ${key}` })
+
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  const error = await promise.then(() => null, (e: unknown) => e)
+  return error instanceof ProxyError ? error.code : 'passed'
+}
+
+describe('key gate', () => {
+  it('passes a known key, refuses unknown, revoked and not-allowed keys with their codes', async () => {
+    const good = generateKey()
+    const revoked = generateKey()
+    const anthropicOnly = generateKey()
+    const { gate } = gateOver([record(good), record(revoked, { active: false }), record(anthropicOnly, { providers: ['anthropic'] })])
+    expect(await gate.check(URL_OPENAI, bearer(good))).toEqual({ provider: 'openai', keyHash: hashKey(good) })
+    expect(await codeOf(gate.check(URL_OPENAI, bearer(generateKey())))).toBe('invalid_key')
+    expect(await codeOf(gate.check(URL_OPENAI, bearer(revoked)))).toBe('key_revoked')
+    expect(await codeOf(gate.check(URL_OPENAI, bearer(anthropicOnly)))).toBe('provider_not_allowed')
+    expect(await codeOf(gate.check(URL_OPENAI, {}))).toBe('invalid_key')
+    expect(await codeOf(gate.check(URL_OPENAI, bearer('sk-not-ours')))).toBe('invalid_key')
+    expect(await gate.check('/health', {})).toBeNull()
+  })
+
+  it('looks a valid key up once, then again after forget or when its time is up', async () => {
+    let clock = 0
+    const key = generateKey()
+    const { gate, calls } = gateOver([record(key)], { ttlMs: 1_000, now: () => clock })
+    await gate.check(URL_OPENAI, bearer(key))
+    await gate.check(URL_OPENAI, bearer(key))
+    expect(calls.lookups).toBe(1)
+    gate.forget(hashKey(key))
+    await gate.check(URL_OPENAI, bearer(key))
+    expect(calls.lookups).toBe(2)
+    clock += 1_001
+    await gate.check(URL_OPENAI, bearer(key))
+    expect(calls.lookups).toBe(3)
+  })
+
+  it('remembers at most maxKeys keys, dropping the oldest', async () => {
+    const keys = [generateKey(), generateKey(), generateKey()]
+    const { gate, calls } = gateOver(keys.map((k) => record(k)), { maxKeys: 2 })
+    for (const key of keys) await gate.check(URL_OPENAI, bearer(key))
+    expect(calls.lookups).toBe(3)
+    await gate.check(URL_OPENAI, bearer(keys[2]!))
+    await gate.check(URL_OPENAI, bearer(keys[1]!))
+    expect(calls.lookups).toBe(3)
+    await gate.check(URL_OPENAI, bearer(keys[0]!))
+    expect(calls.lookups).toBe(4)
+  })
+
+  it('concurrent first requests of one key share one lookup; a store fault fails closed', async () => {
+    const key = generateKey()
+    const { gate, calls } = gateOver([record(key)])
+    await Promise.all(Array.from({ length: 20 }, () => gate.check(URL_OPENAI, bearer(key))))
+    expect(calls.lookups).toBe(1)
+    const down = gateOver([record(key)], { fail: true })
+    expect(await codeOf(down.gate.check(URL_OPENAI, bearer(key)))).toBe('budget_unavailable')
+  })
+
+  it('reads the key where each provider SDK sends it, and from the path', async () => {
+    const key = generateKey()
+    const { gate } = gateOver([record(key, { providers: ['openai', 'anthropic', 'gemini', 'azure'] })])
+    expect(await gate.check(`/${key}/openai/v1/chat/completions`, {})).not.toBeNull()
+    expect(await gate.check('/anthropic/v1/messages', { 'x-api-key': key })).not.toBeNull()
+    expect(await gate.check(`/gemini/v1beta/models/g:generateContent?key=${key}`, {})).not.toBeNull()
+    expect(await gate.check('/azure/openai/deployments/d/chat/completions', { 'api-key': key })).not.toBeNull()
+    expect(gate.keyOf(URL_OPENAI, bearer(key))).toEqual({ provider: 'openai', keyHash: hashKey(key) })
+    expect(gate.keyOf(URL_OPENAI, {})).toBeNull()
+  })
+})
