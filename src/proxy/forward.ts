@@ -12,6 +12,7 @@ import type { Json } from '../providers/body.js'
 import type { ProviderAdapter, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
 import { microsToUsd } from '../money.js'
 import { meterStream } from '../stream/meter.js'
+import { createOutputCounter } from '../tokens/output-counter.js'
 import { relayableResponseHeaders } from '../http/headers.js'
 import { loweredOutputCap, type ReservationPlan } from './plan.js'
 import { refusalError } from './refusal.js'
@@ -206,8 +207,8 @@ export function createForwarder(deps: ForwardDeps) {
     settle: (actual: Micros, outcome: string) => Promise<void>,
   ): Promise<void> {
     const { reply, adapter, route, price, plan, reservation, summary } = f
-    const parser = adapter.createStreamParser(route)
-    const outputTokens = (): number => parser.reported().outputTokens ?? parser.estimatedOutputTokens()
+    const parser = adapter.createStreamParser(route, createOutputCounter(price.tokenizer))
+    const outputTokens = (): number => parser.outputTokens()
     const cost = (): Micros => {
       const reported = parser.reported()
       if (reported.inputTokens === undefined) return plan.inputMicros + plan.feeMicros + tokensCost(outputTokens(), price.outputPer1M)
