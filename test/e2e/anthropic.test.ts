@@ -87,7 +87,7 @@ describe('@anthropic-ai/sdk through the proxy', () => {
   it('messages.create: injects the upstream key, forwards anthropic-version and -beta, settles the reported usage', async () => {
     const sdk = client({ headers: { 'anthropic-beta': 'prompt-caching-2024-07-31' } })
     const message = await sdk.messages.create(ask)
-    expect(message.content[0]).toMatchObject({ type: 'text', text: 'hello from the fake' })
+    expect(message.content[0]).toMatchObject({ type: 'text', text: 'hello again from the fake server now' })
     expect(fake.received).toHaveLength(1)
     const upstream = fake.received[0]!
     expect(upstream.url).toBe('/v1/messages')
@@ -106,7 +106,7 @@ describe('@anthropic-ai/sdk through the proxy', () => {
     fake.options = { chunks: 6 }
     const { text, error } = await streamText(client(), { ...ask, stream: true })
     expect(error).toBeNull()
-    expect(text).toBe('tok '.repeat(6))
+    expect(text).toBe(' tok'.repeat(6))
     expect(fake.received[0]?.body).toEqual({ ...ask, stream: true })
     expect(await settled()).toEqual({ spent: 12 + 6, held: 0 })
     expect(lastSummary()).toMatchObject({ outcome: 'completed', inputTokens: 12, outputTokens: 6 })
@@ -115,7 +115,7 @@ describe('@anthropic-ai/sdk through the proxy', () => {
   it('messages.stream(): the helper assembles the final message', async () => {
     fake.options = { chunks: 3 }
     const final = await client().messages.stream(ask).finalMessage()
-    expect(final.content[0]).toMatchObject({ type: 'text', text: 'tok tok tok ' })
+    expect(final.content[0]).toMatchObject({ type: 'text', text: ' tok tok tok' })
     expect(final.usage).toMatchObject({ input_tokens: 12, output_tokens: 3 })
     expect(await settled()).toEqual({ spent: 15, held: 0 })
   })
@@ -241,7 +241,7 @@ describe('errors in Anthropic shape raise the SDK typed errors', () => {
   it('an overloaded_error event mid-stream raises APIError and settles what was counted', async () => {
     fake.options = { chunks: 10, overloadAfterChunks: 3 }
     const { text, error } = await streamText(client(), { ...ask, stream: true })
-    expect(text).toBe('tok '.repeat(3))
+    expect(text).toBe(' tok'.repeat(3))
     expect(error).toBeInstanceOf(Anthropic.APIError)
     expect(error).toMatchObject({ type: 'overloaded_error' })
     const { spent } = await settled()
@@ -270,7 +270,7 @@ describe('budgets', () => {
 
     expect(error).toBeInstanceOf(Anthropic.APIError)
     expect(error).toMatchObject({ type: 'budget_exceeded', errorCode: 'budget_exceeded' })
-    expect(text).toBe('tok '.repeat(10))
+    expect(text).toBe(' tok'.repeat(10))
     await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
     expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
     const { spent } = await settled()

@@ -97,7 +97,7 @@ beforeEach(async () => {
 describe('AzureOpenAI through the proxy', () => {
   it('chat completion: deployment route, api-version forwarded, api-key injected, proxy key never forwarded', async () => {
     const completion = await azure().chat.completions.create({ model: 'gpt-4o', messages: HI })
-    expect(completion.choices[0]?.message.content).toBe('hello from azure')
+    expect(completion.choices[0]?.message.content).toBe('hello again from the fake server now')
     expect(fake.received).toHaveLength(1)
     const upstream = fake.received[0]!
     expect(upstream.url).toBe(`/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}`)
@@ -121,7 +121,7 @@ describe('AzureOpenAI through the proxy', () => {
       if ('prompt_filter_results' in chunk) promptFilters++
       text += chunk.choices[0]?.delta?.content ?? ''
     }
-    expect(text).toBe('tok '.repeat(6))
+    expect(text).toBe(' tok'.repeat(6))
     expect(promptFilters).toBe(1)
     // Opening filter chunk, role, 6 tokens, 1 annotation, finish, usage.
     expect(chunks).toBe(11)
@@ -136,7 +136,7 @@ describe('AzureOpenAI through the proxy', () => {
     const stream = await azure({ apiVersion: '2024-06-01' }).chat.completions.create({ model: 'gpt-4o', messages: HI, stream: true })
     let text = ''
     for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? ''
-    expect(text).toBe('tok '.repeat(3))
+    expect(text).toBe(' tok'.repeat(3))
     expect(fake.received[0]?.body).not.toHaveProperty('stream_options')
     await eventually(async () => (await daily()).held === 0, 'settlement')
     const summary = await summaryOf(1)
@@ -163,7 +163,7 @@ describe('AzureOpenAI through the proxy', () => {
 
   it('responses go to /openai/responses with the deployment in the body', async () => {
     const response = await azure({ apiVersion: '2025-03-01-preview', deployment: undefined }).responses.create({ model: 'my-gpt4o', input: 'hi' })
-    expect(response.output_text).toBe('hello from azure')
+    expect(response.output_text).toBe('hello again from the fake server now')
     expect(fake.received[0]?.url).toBe('/openai/responses?api-version=2025-03-01-preview')
     expect(await daily()).toEqual({ spent: 19, held: 0 })
   })
@@ -171,7 +171,7 @@ describe('AzureOpenAI through the proxy', () => {
   it('the v1 API: the OpenAI SDK with Bearer auth and the deployment as model', async () => {
     const client = new OpenAI({ apiKey: key, baseURL: `${proxy.url}/azure/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': UPSTREAM_KEY }, maxRetries: 0 })
     const completion = await client.chat.completions.create({ model: 'my-gpt4o', messages: HI })
-    expect(completion.choices[0]?.message.content).toBe('hello from azure')
+    expect(completion.choices[0]?.message.content).toBe('hello again from the fake server now')
     expect(fake.received[0]?.url).toBe('/openai/v1/chat/completions')
     expect(fake.received[0]?.headers['api-key']).toBe(UPSTREAM_KEY)
     expect(fake.received[0]?.headers.authorization).toBeUndefined()

@@ -144,7 +144,7 @@ describe('AWS SDK (SigV4 over h2c) through the proxy', () => {
   it('InvokeModel: signs upstream with the X-Loopers-AWS credential over the exact bytes, settles the reported usage', async () => {
     const response = await client().send(new InvokeModelCommand({ modelId: CLAUDE, body: claudeBody(), contentType: 'application/json', accept: 'application/json' }))
     const answer = JSON.parse(Buffer.from(response.body).toString('utf8')) as { content: Array<{ text: string }> }
-    expect(answer.content[0]?.text).toBe('hello from the fake')
+    expect(answer.content[0]?.text).toBe('hello again from the fake server now')
     expect(fake.received).toHaveLength(1)
     const request = fake.received[0]!
     expect(request.url).toBe('/model/us.anthropic.claude-test-v1%3A0/invoke')
@@ -168,7 +168,7 @@ describe('AWS SDK (SigV4 over h2c) through the proxy', () => {
   it('Converse with an ARN model id: the path goes upstream exactly as the SDK encoded it; pricing sees the decoded id', async () => {
     const arn = 'arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.amazon.nova-test-v1:0'
     const response = await client().send(new ConverseCommand(converseInput(arn, 64)))
-    expect(response.output?.message?.content?.[0]?.text).toBe('hello from the fake')
+    expect(response.output?.message?.content?.[0]?.text).toBe('hello again from the fake server now')
     expect(response.usage).toMatchObject({ inputTokens: 12, outputTokens: 7 })
     expect(fake.received[0]?.url).toBe(`/model/${encodeURIComponent(arn)}/converse`)
     expect(await summary(1)).toMatchObject({ model: arn, op: 'converse' })
@@ -207,7 +207,7 @@ describe('AWS SDK (SigV4 over h2c) through the proxy', () => {
   it('InvokeModelWithResponseStream: relays every chunk and settles the invocation metrics', async () => {
     fake.options = { chunks: 6 }
     const response = await client().send(new InvokeModelWithResponseStreamCommand({ modelId: CLAUDE, body: claudeBody() }))
-    expect(await collectInvoke(response.body)).toBe('tok '.repeat(6))
+    expect(await collectInvoke(response.body)).toBe(' tok'.repeat(6))
     await eventually(async () => (await daily()).held === 0, 'settlement')
     expect(await daily()).toEqual({ spent: 12 + 6, held: 0 })
     expect(fake.received[0]?.url).toBe('/model/us.anthropic.claude-test-v1%3A0/invoke-with-response-stream')
@@ -217,7 +217,7 @@ describe('AWS SDK (SigV4 over h2c) through the proxy', () => {
   it('ConverseStream: relays every event and settles the metadata usage', async () => {
     fake.options = { chunks: 9 }
     const response = await client().send(new ConverseStreamCommand(converseInput()))
-    expect(await collectConverse(response.stream)).toBe('tok '.repeat(9))
+    expect(await collectConverse(response.stream)).toBe(' tok'.repeat(9))
     await eventually(async () => (await daily()).held === 0, 'settlement')
     expect(await daily()).toEqual({ spent: 12 + 9, held: 0 })
     expectNoProxyKeyUpstream()
@@ -319,7 +319,7 @@ describe('budgets', () => {
     expect(error).toBeInstanceOf(ThrottlingException)
     // The SDK keeps only the message of a stream exception; it leads with the Loopers code.
     expect((error as Error).message).toBe('budget_exceeded: the daily budget cannot hold this request')
-    expect(text).toBe('tok '.repeat(10))
+    expect(text).toBe(' tok'.repeat(10))
     await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
     expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
     await eventually(async () => (await daily()).held === 0, 'settlement')

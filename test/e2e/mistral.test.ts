@@ -69,7 +69,7 @@ beforeEach(async () => {
 describe('@mistralai/mistralai through the proxy', () => {
   it('chat.complete: forwards with the upstream key, never the proxy key, and settles the reported usage', async () => {
     const response = await mistral().chat.complete({ model: 'mistral-test', messages: HI })
-    expect(response.choices?.[0]?.message?.content).toBe('hello from mistral')
+    expect(response.choices?.[0]?.message?.content).toBe('hello again from the fake server now')
     expect(fake.received).toHaveLength(1)
     expect(fake.received[0]?.url).toBe('/v1/chat/completions')
     expect(fake.received[0]?.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`)
@@ -86,7 +86,7 @@ describe('@mistralai/mistralai through the proxy', () => {
       const content = event.data.choices[0]?.delta.content
       if (typeof content === 'string') text += content
     }
-    expect(text).toBe('tok '.repeat(6))
+    expect(text).toBe(' tok'.repeat(6))
     expect(fake.received[0]?.body?.stream).toBe(true)
     expect(fake.received[0]?.body).not.toHaveProperty('stream_options')
     expectNoProxyKeyUpstream()
@@ -103,7 +103,7 @@ describe('@mistralai/mistralai through the proxy', () => {
 
   it('fim.complete and fim.stream are metered like chat', async () => {
     const completion = await mistral().fim.complete({ model: 'mistral-test', prompt: 'def fib(n):', suffix: 'print(fib(5))' })
-    expect(completion.choices?.[0]?.message?.content).toBe('hello from mistral')
+    expect(completion.choices?.[0]?.message?.content).toBe('hello again from the fake server now')
     expect(await daily()).toEqual({ spent: 19, held: 0 })
     fake.options = { chunks: 3 }
     let text = ''
@@ -111,7 +111,7 @@ describe('@mistralai/mistralai through the proxy', () => {
       const content = event.data.choices[0]?.delta.content
       if (typeof content === 'string') text += content
     }
-    expect(text).toBe('tok '.repeat(3))
+    expect(text).toBe(' tok'.repeat(3))
     expect(fake.received.map((r) => r.url)).toEqual(['/v1/fim/completions', '/v1/fim/completions'])
     await eventually(async () => (await daily()).held === 0, 'settlement')
     expect(await daily()).toEqual({ spent: 19 + 12 + 3, held: 0 })

@@ -58,7 +58,7 @@ describe('streams metered chunk by chunk', () => {
     const stream = await client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'go' }], stream: true })
     let text = ''
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ''
-    expect(text).toBe('tok '.repeat(40))
+    expect(text).toBe(' tok'.repeat(40))
     await eventually(async () => (await daily()).held === 0, 'settlement')
     expect((await daily()).spent).toBe(12 + 40)
   })
@@ -88,7 +88,7 @@ describe('streams metered chunk by chunk', () => {
     // Room for exactly 10 chunks, however the events were grouped into network reads: the meter
     // checks them one at a time.
     const delivered = text.length / 4
-    expect(text).toBe('tok '.repeat(10))
+    expect(text).toBe(' tok'.repeat(10))
     await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
     expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
     await eventually(async () => (await daily()).held === 0, 'settlement')

@@ -7,14 +7,31 @@ import { answerChunks, billedTokens, familyOf, type Delta, type Family } from '.
 
 export { ANSWER_TEXT, answerChunks, answerDeltas, billedTokens, familyOf, warmBilling, type Delta, type Family } from '../../bench/fake-billing.mjs'
 
+/** What a fake streams unless told otherwise: one token (in every family's billing) per delta. */
+export const DEFAULT_WORD = ' tok'
+
+/** The text of every fake's non-streamed answer: 7 tokens in every family's billing. */
+export const NON_STREAM_TEXT = 'hello again from the fake server now'
+
+/** What a fake streams: the options every fake shares. */
+export interface StreamTextOptions {
+  /** Deltas per streamed answer (default 5). */
+  chunks?: number
+  /** Stream the realistic answer (1-4 tokens per delta, code and non-English text) instead of `word`. */
+  answer?: boolean
+  /** Text of every delta (default " tok", one token); ignored with `answer`. */
+  word?: string
+}
+
 /**
- * The deltas a fake streams: `chunks` deltas of the realistic answer, or `chunks` repeats of `word` when a
- * test names one. Each delta carries the tokens it bills; `tokens` is the whole answer's bill.
+ * The deltas a fake streams, each with the tokens it bills: `chunks` deltas of the realistic answer, or
+ * `chunks` repeats of `word`. `tokens` is the whole answer's bill, counted in context as the provider does.
  */
-export function streamPlan(family: Family, chunks: number, word?: string, model?: string): { deltas: Delta[]; tokens: number } {
-  if (word === undefined) return answerChunks(chunks, family, model)
-  const text = word.repeat(chunks)
-  const tokens = billedTokens(text, family, model)
+export function streamPlan(family: Family, o: StreamTextOptions, model?: string): { deltas: Delta[]; tokens: number } {
+  const chunks = o.chunks ?? 5
+  if (o.answer === true) return answerChunks(chunks, family, model)
+  const word = o.word ?? DEFAULT_WORD
+  const tokens = billedTokens(word.repeat(chunks), family, model)
   // Repeats of one word: the bill of the whole text, spread over the chunks (the remainder on the first ones).
   const deltas = Array.from({ length: chunks }, (_, i) => ({ text: word, tokens: Math.floor(tokens / chunks) + (i < tokens % chunks ? 1 : 0) }))
   return { deltas, tokens }

@@ -1,5 +1,5 @@
 import type http from 'node:http'
-import { billedFor, capDeltas, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, capDeltas, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
@@ -12,9 +12,11 @@ export interface FakeAnthropicOptions {
   cacheWriteTokens?: number
   /** `output_tokens` of a non-streamed answer (default: the billed count of its text). */
   outputTokens?: number
-  /** Text deltas per streamed answer (default 5, stopping at `max_tokens`): 1-4 tokens each of a realistic answer, billed as Claude (billing.ts). */
+  /** Text deltas per streamed answer (default 5, stopping at `max_tokens`) billed as Claude (billing.ts). */
   chunks?: number
-  /** Stream this text as every delta instead. */
+  /** Stream the realistic answer (1-4 tokens per delta, code and non-English text) instead of `word`. */
+  answer?: boolean
+  /** Text of every delta (default " tok", one token), billed as the family bills it. */
   word?: string
   /** Destroy the socket after this many stream deltas. */
   resetAfterChunks?: number
@@ -58,13 +60,13 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
     if (o.fail) return reply(res, o.fail.status, o.fail.body)
     const model = String(body.model ?? 'unknown')
     if (body.stream === true) return streamMessage(req, res, body, model)
-    const output = o.outputTokens ?? billedFor(model, 'hello from the fake')
+    const output = o.outputTokens ?? billedFor(model, NON_STREAM_TEXT)
     return reply(res, 200, {
       id: 'msg_01fake',
       type: 'message',
       role: 'assistant',
       model,
-      content: [{ type: 'text', text: 'hello from the fake' }],
+      content: [{ type: 'text', text: NON_STREAM_TEXT }],
       stop_reason: 'end_turn',
       stop_sequence: null,
       usage: { ...inputUsage(), output_tokens: output, service_tier: 'standard' },
@@ -85,7 +87,7 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
     const entry = fake.openLedger(req, res)
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'request-id': 'req_fake' })
     const maxTokens = typeof body.max_tokens === 'number' ? body.max_tokens : null
-    const planned = streamPlan('claude', o.chunks ?? 5, o.word, model).deltas
+    const planned = streamPlan('claude', o, model).deltas
     const deltas = capDeltas(planned, maxTokens)
     let billed = 0
     const event = (type: string, data: Record<string, unknown>, tokens = 0): boolean =>

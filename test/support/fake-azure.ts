@@ -1,6 +1,6 @@
 import type http from 'node:http'
 import { embeddingList, responseObject } from './fake-openai.js'
-import { billedFor, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
@@ -10,11 +10,13 @@ export interface FakeAzureOptions {
   promptTokens?: number
   /** Report the request body's byte length as its prompt tokens, so a request costs exactly its input bound. */
   promptTokensFromBody?: boolean
-  /** Content deltas per streamed answer (default 5): 1-4 tokens each of a realistic answer, billed by tiktoken. */
+  /** Content deltas per streamed answer (default 5): billed by tiktoken. */
   chunks?: number
   /** Completion tokens of a non-streamed answer (default: tiktoken's count of its text). */
   completionTokens?: number
-  /** Stream this text as every delta instead (billed by tiktoken in context). */
+  /** Stream the realistic answer (1-4 tokens per delta, code and non-English text) instead of `word`. */
+  answer?: boolean
+  /** Text of every delta (default " tok", one token), billed by tiktoken in context. */
   word?: string
   /** Destroy the socket after this many stream chunks. */
   resetAfterChunks?: number
@@ -71,11 +73,11 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
       return json(res, 200, embeddingList(body, model, promptTokens))
     }
     if (operation === 'responses') {
-      const completion = o.completionTokens ?? billedFor(model, 'hello from azure')
-      return json(res, 200, responseObject(model, 'completed', 'hello from azure', promptTokens, completion))
+      const completion = o.completionTokens ?? billedFor(model, NON_STREAM_TEXT)
+      return json(res, 200, responseObject(model, 'completed', NON_STREAM_TEXT, promptTokens, completion))
     }
     if (body.stream === true) return streamChat(req, res, body, model, promptTokens)
-    const completion = o.completionTokens ?? billedFor(model, 'hello from azure')
+    const completion = o.completionTokens ?? billedFor(model, NON_STREAM_TEXT)
     return json(res, 200, {
       choices: [
         {
@@ -83,7 +85,7 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
           finish_reason: 'stop',
           index: 0,
           logprobs: null,
-          message: { annotations: [], content: 'hello from azure', refusal: null, role: 'assistant' },
+          message: { annotations: [], content: NON_STREAM_TEXT, refusal: null, role: 'assistant' },
         },
       ],
       created: 1,
@@ -102,7 +104,7 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'apim-request-id': 'apim-1' })
     const base = { created: 1, id: 'chatcmpl-az2', model, object: 'chat.completion.chunk', system_fingerprint: 'fp_ee1d74bde0' }
     const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true
-    const deltas = capDeltas(streamPlan('openai', o.chunks ?? 5, o.word, model).deltas, capOf(body, 'max_completion_tokens', 'max_tokens'))
+    const deltas = capDeltas(streamPlan('openai', o, model).deltas, capOf(body, 'max_completion_tokens', 'max_tokens'))
     let billed = 0
     const choice = (delta: Record<string, unknown>, finishReason: string | null, filter: unknown = FILTER_RESULTS) => ({
       choices: [{ content_filter_results: filter, delta, finish_reason: finishReason, index: 0, logprobs: null }],

@@ -15,7 +15,7 @@ import {
   type LedgerEntry,
   type Received as BaseReceived,
 } from './fake-server.js'
-import { billedFor, familyOf, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, familyOf, streamPlan, warmBilling } from './billing.js'
 
 export type { LedgerEntry }
 
@@ -29,11 +29,13 @@ export interface FakeBedrockOptions {
   promptTokens?: number
   /** Answer CountTokens with this error status instead of a count. */
   countFails?: number
-  /** Text deltas per streamed answer (default 5): 1-4 tokens each of a realistic answer, billed as the model's family (billing.ts). */
+  /** Text deltas per streamed answer (default 5) billed as the model's family (billing.ts). */
   chunks?: number
   /** Output tokens of a non-streamed answer (default: the billed count of its text). */
   completionTokens?: number
-  /** Stream this text as every delta instead. */
+  /** Stream the realistic answer (1-4 tokens per delta, code and non-English text) instead of `word`. */
+  answer?: boolean
+  /** Text of every delta (default " tok", one token), billed as the family bills it. */
   word?: string
   chunkDelayMs?: number
   /** Answer every POST with this AWS error instead. */
@@ -212,14 +214,14 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
     if (o.gate) await o.gate
     if (o.fail) return awsError(res, o.fail.status, o.fail.type, o.fail.message)
     const input = o.promptTokens ?? 12
-    const output = o.completionTokens ?? billedFor(modelId, 'hello from the fake')
+    const output = o.completionTokens ?? billedFor(modelId, NON_STREAM_TEXT)
     const family = baseModelId(modelId).split('.')[0]
     switch (operation) {
       case 'invoke':
         return invokeAnswer(res, modelId, family ?? '', input, output)
       case 'converse':
         return awsJson(res, 200, {
-          output: { message: { role: 'assistant', content: [{ text: 'hello from the fake' }] } },
+          output: { message: { role: 'assistant', content: [{ text: NON_STREAM_TEXT }] } },
           stopReason: 'end_turn',
           usage: { inputTokens: input, outputTokens: output, totalTokens: input + output, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 },
           metrics: { latencyMs: 42 },
@@ -244,15 +246,15 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
         type: 'message',
         role: 'assistant',
         model: 'claude-test',
-        content: [{ type: 'text', text: 'hello from the fake' }],
+        content: [{ type: 'text', text: NON_STREAM_TEXT }],
         stop_reason: 'end_turn',
         stop_sequence: null,
         usage: { input_tokens: input, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: output },
       }, counts)
     }
-    if (family === 'meta') return awsJson(res, 200, { generation: 'hello from the fake', prompt_token_count: input, generation_token_count: output, stop_reason: 'stop' }, counts)
+    if (family === 'meta') return awsJson(res, 200, { generation: NON_STREAM_TEXT, prompt_token_count: input, generation_token_count: output, stop_reason: 'stop' }, counts)
     // Mistral's body reports no usage: only the headers do.
-    return awsJson(res, 200, { outputs: [{ text: 'hello from the fake', stop_reason: 'stop' }] }, counts)
+    return awsJson(res, 200, { outputs: [{ text: NON_STREAM_TEXT, stop_reason: 'stop' }] }, counts)
   }
 
   /** One stream: frames before the deltas, a frame per delta (given the tokens billed so far), frames after (given the bill). */
@@ -314,7 +316,7 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
     const entry = openLedger(ledger, req, res)
     res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream', 'x-amzn-requestid': 'req-fake', 'x-amzn-bedrock-content-type': 'application/json' })
     for (const frame of plan.before) if (!write(res, entry, frame, 0)) return
-    const { deltas } = streamPlan(familyOf(modelId), o.chunks ?? 5, o.word, modelId)
+    const { deltas } = streamPlan(familyOf(modelId), o, modelId)
     let billed = 0
     for (const [i, delta] of deltas.entries()) {
       if (!(await pace(res, entry, o.chunkDelayMs, i === o.resetAfterChunks))) return

@@ -1,5 +1,5 @@
 import type http from 'node:http'
-import { billedFor, capDeltas, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, capDeltas, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
@@ -9,9 +9,11 @@ export interface FakeGeminiOptions {
   promptTokens?: number
   /** Answer `:countTokens` with this error status instead of a count. */
   countFails?: number
-  /** Text chunks per streamed answer (default 5, stopping at maxOutputTokens): 1-4 tokens each of a realistic answer, billed as Gemini (billing.ts). */
+  /** Text chunks per streamed answer (default 5, stopping at maxOutputTokens) billed as Gemini (billing.ts). */
   chunks?: number
-  /** Stream this text as every chunk instead. */
+  /** Stream the realistic answer (1-4 tokens per delta, code and non-English text) instead of `word`. */
+  answer?: boolean
+  /** Text of every chunk (default " tok", one token), billed as Gemini bills it. */
   word?: string
   /** candidatesTokenCount each streamed chunk adds instead of its billed count. */
   tokensPerChunk?: number
@@ -62,8 +64,8 @@ export async function startFakeGemini(initial: FakeGeminiOptions = {}): Promise<
       return reply(res, 200, { embeddings: requests.map(() => ({ values: [0.5, 0.25, 0.125] })) })
     }
     if (verb === 'generateContent') {
-      const completion = o.completionTokens ?? billedFor(model, 'hello from the fake')
-      return reply(res, 200, response(model, 'hello from the fake', 'STOP', usage(promptTokens, completion, o.thoughtsTokens)))
+      const completion = o.completionTokens ?? billedFor(model, NON_STREAM_TEXT)
+      return reply(res, 200, response(model, NON_STREAM_TEXT, 'STOP', usage(promptTokens, completion, o.thoughtsTokens)))
     }
     if (verb === 'streamGenerateContent') return stream(req, res, body, model, promptTokens, url.searchParams.get('alt') === 'sse')
     return reply(res, 400, { error: { code: 400, message: `unsupported ${verb}`, status: 'INVALID_ARGUMENT' } })
@@ -75,7 +77,7 @@ export async function startFakeGemini(initial: FakeGeminiOptions = {}): Promise<
     res.writeHead(200, { 'content-type': sse ? 'text/event-stream' : 'application/json; charset=UTF-8' })
     const config = (body.generationConfig ?? body.generation_config) as Record<string, unknown> | undefined
     const cap = typeof config?.maxOutputTokens === 'number' ? config.maxOutputTokens : null
-    const planned = streamPlan('gemini', o.chunks ?? 5, o.word, model).deltas.map((d) => (o.tokensPerChunk === undefined ? d : { text: d.text, tokens: o.tokensPerChunk }))
+    const planned = streamPlan('gemini', o, model).deltas.map((d) => (o.tokensPerChunk === undefined ? d : { text: d.text, tokens: o.tokensPerChunk }))
     const deltas = capDeltas(planned, cap)
     const count = deltas.length
     let billed = 0

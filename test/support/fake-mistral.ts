@@ -1,5 +1,5 @@
 import type http from 'node:http'
-import { billedFor, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
@@ -9,11 +9,13 @@ export interface FakeMistralOptions {
   promptTokens?: number
   /** Report the request body's byte length as its prompt tokens, so a request costs exactly its input bound. */
   promptTokensFromBody?: boolean
-  /** Content deltas per streamed answer (default 5): 1-4 tokens each of a realistic answer, billed as Mistral (billing.ts). */
+  /** Content deltas per streamed answer (default 5) billed as Mistral (billing.ts). */
   chunks?: number
   /** Completion tokens of a non-streamed answer (default: the billed count of its text). */
   completionTokens?: number
-  /** Stream this text as every delta instead. */
+  /** Stream the realistic answer (1-4 tokens per delta, code and non-English text) instead of `word`. */
+  answer?: boolean
+  /** Text of every delta (default " tok", one token), billed as the family bills it. */
   word?: string
   /** Destroy the socket after this many stream chunks. */
   resetAfterChunks?: number
@@ -65,14 +67,14 @@ export async function startFakeMistral(initial: FakeMistralOptions = {}): Promis
       })
     }
     if (body.stream === true) return streamChat(req, res, body, model, promptTokens)
-    const completion = o.completionTokens ?? billedFor(model, 'hello from mistral')
+    const completion = o.completionTokens ?? billedFor(model, NON_STREAM_TEXT)
     return json(res, 200, {
       id: 'cmpl-1',
       object: 'chat.completion',
       model,
       usage: { prompt_tokens: promptTokens, total_tokens: promptTokens + completion, completion_tokens: completion },
       created: 1,
-      choices: [{ index: 0, message: { role: 'assistant', tool_calls: null, content: 'hello from mistral' }, finish_reason: 'stop' }],
+      choices: [{ index: 0, message: { role: 'assistant', tool_calls: null, content: NON_STREAM_TEXT }, finish_reason: 'stop' }],
     })
   }
 
@@ -81,7 +83,7 @@ export async function startFakeMistral(initial: FakeMistralOptions = {}): Promis
     const entry = fake.openLedger(req, res)
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8' })
     const base = { id: 'cmpl-2', object: 'chat.completion.chunk', created: 1, model }
-    const deltas = capDeltas(streamPlan('mistral', o.chunks ?? 5, o.word, model).deltas, capOf(body, 'max_tokens'))
+    const deltas = capDeltas(streamPlan('mistral', o, model).deltas, capOf(body, 'max_tokens'))
     let billed = 0
     const chunk = (delta: Record<string, unknown>, finishReason: string | null, usage?: unknown) =>
       `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta, finish_reason: finishReason }], ...(usage === undefined ? {} : { usage }) })}\n\n`

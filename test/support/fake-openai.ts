@@ -1,5 +1,5 @@
 import type http from 'node:http'
-import { billedFor, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
@@ -7,11 +7,13 @@ export type { LedgerEntry, Received } from './fake-server.js'
 export interface FakeOpenAiOptions {
   /** Prompt tokens the fake reports (default 12). */
   promptTokens?: number
-  /** Content deltas per streamed answer (default 5): 1-4 tokens each of a realistic answer, billed by tiktoken. */
+  /** Content deltas per streamed answer (default 5): billed by tiktoken. */
   chunks?: number
   /** Completion tokens of a non-streamed answer (default: tiktoken's count of its text). */
   completionTokens?: number
-  /** Stream this text as every delta instead (billed by tiktoken in context). */
+  /** Stream the realistic answer (1-4 tokens per delta, code and non-English text) instead of `word`. */
+  answer?: boolean
+  /** Text of every delta (default " tok", one token), billed by tiktoken in context. */
   word?: string
   /** Milliseconds between stream chunks (default 0). */
   chunkDelayMs?: number
@@ -74,7 +76,7 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
     const base = { id: 'chatcmpl-2', object: 'chat.completion.chunk', created: 1, model }
     const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true
-    const deltas = capDeltas(streamPlan('openai', o.chunks ?? 5, o.word, model).deltas, capOf(body, 'max_completion_tokens', 'max_tokens'))
+    const deltas = capDeltas(streamPlan('openai', o, model).deltas, capOf(body, 'max_completion_tokens', 'max_tokens'))
     if (!write(res, entry, `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] })}\n\n`, 0)) return
     let billed = 0
     for (const [i, delta] of deltas.entries()) {
@@ -96,7 +98,7 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
     const o = fake.options
     const entry = fake.openLedger(req, res)
     res.writeHead(200, { 'content-type': 'text/event-stream' })
-    const deltas = capDeltas(streamPlan('openai', o.chunks ?? 5, o.word, model).deltas, capOf(body, 'max_output_tokens'))
+    const deltas = capDeltas(streamPlan('openai', o, model).deltas, capOf(body, 'max_output_tokens'))
     let billed = 0
     let seq = 0
     const event = (type: string, data: Record<string, unknown>, tokens: number) =>
@@ -115,9 +117,6 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
 
   return fake
 }
-
-/** The text of every non-streamed answer. */
-const NON_STREAM_TEXT = 'hello from the fake'
 
 /** An embeddings list of one vector, base64-encoded when the request asks for it. */
 export function embeddingList(body: Record<string, unknown>, model: string, promptTokens: number): Record<string, unknown> {
