@@ -19,6 +19,11 @@ export interface OutputCounter {
   tokens(): number
 }
 
+/** Builds the encoder in slices; a failed build keeps the byte bound, which is never below the truth. */
+function warm(encoding: Encoding): void {
+  preloadEncoding(encoding).catch(() => undefined)
+}
+
 // A piece longer than this (a run without breaks, e.g. base64) is counted and dropped rather than carried,
 // so carrying never makes a stream quadratic; the split costs at most a token or two at that point.
 const MAX_CARRY_CHARS = 256
@@ -26,11 +31,13 @@ const MAX_CARRY_CHARS = 256
 /**
  * A counter that tokenizes each delta together with the last pre-tokenizer pieces before it, so the
  * total equals counting the whole text at once (± a token where a piece outgrew the carry). Until the
- * encoder is built (in slices, started by the first delta) a delta counts its UTF-8 bytes, an upper
+ * encoder is built (in slices, started with the first stream) a delta counts its UTF-8 bytes, an upper
  * bound for any byte-level tokenizer; that text is recounted exactly once the encoder is ready.
  */
 export function createOutputCounter(spec: TokenizerSpec): OutputCounter {
   const { encoding, factor } = spec
+  // Started with the stream, so the build has the provider's time to first token as a head start.
+  if (!encoderReady(encoding)) warm(encoding)
   let complete = 0 // tokens of pieces the next delta can no longer change
   let carry = ''
   let carryTokens = 0
@@ -61,8 +68,6 @@ export function createOutputCounter(spec: TokenizerSpec): OutputCounter {
       if (encoderReady(encoding)) return absorb(text)
       pending.push(text)
       pendingBytes += Buffer.byteLength(text)
-      // Started by the first delta and built in slices: no request, this one included, waits for it.
-      preloadEncoding(encoding).catch(() => undefined) // a failed build keeps the byte bound: never below the truth
     },
     addTokens(tokens) {
       if (Number.isFinite(tokens) && tokens > 0) extra += tokens

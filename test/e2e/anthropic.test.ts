@@ -1,5 +1,6 @@
 import Anthropic from '@anthropic-ai/sdk'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { preloadEncoding } from '../../src/tokens/tiktoken.js'
 import { createTestKey, currentDaily, flood, latestSummary, metered } from '../support/e2e.js'
 import { startFakeAnthropic, type FakeAnthropic } from '../support/fake-anthropic.js'
 import { resetFake } from '../support/fake-server.js'
@@ -52,6 +53,8 @@ async function streamText(sdk: Anthropic, body: Anthropic.MessageCreateParamsStr
 }
 
 beforeAll(async () => {
+  // The proxy runs in this process and counts output with o200k: built first, so no stream here meets the byte fallback.
+  await preloadEncoding('o200k_base')
   redis = await startRedis()
   fake = await startFakeAnthropic()
   // Small stream slices so a stream must extend its reservation several times.
@@ -263,8 +266,8 @@ describe('budgets', () => {
     expect(inputBound).toBeLessThan(1024)
 
     // The fake reports the bound as its input, so the cost before and after message_start agree; the budget
-    // holds the text block's 16-token overhead and ten 4-byte deltas.
-    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 16 + 4 * 10 } })
+    // holds the text block's 2-token overhead and ten one-token deltas estimated at × 1.35 (14; eleven count 15).
+    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 2 + 14 } })
     fake.options = { chunks: 200, chunkDelayMs: 2, inputTokens: inputBound }
     const { text, error } = await streamText(client(), body)
 
@@ -279,8 +282,8 @@ describe('budgets', () => {
     expect(summary.code).toBe('budget_exceeded')
     // Charged: the input and the output counted, including the delta that did not fit.
     expect(summary.inputTokens).toBe(inputBound)
-    expect(Number(summary.outputTokens)).toBe(16 + 4 * 11)
-    expect(spent - before).toBe(inputBound + 16 + 4 * 11)
+    expect(Number(summary.outputTokens)).toBe(2 + 15)
+    expect(spent - before).toBe(inputBound + 2 + 15)
   })
 
   it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {
@@ -301,11 +304,11 @@ describe('budgets', () => {
     expect(written).toBeLessThan(500)
     const summary = lastSummary()
     expect(summary.outcome).toBe('client_closed')
-    // Input as message_start reported it; output counted from the deltas (4 bytes each) plus the block overhead.
+    // Input as message_start reported it; output estimated from the deltas (o200k × 1.35) plus the block overhead.
     expect(summary.inputTokens).toBe(12)
     const output = Number(summary.outputTokens)
-    expect(output).toBeGreaterThanOrEqual(16 + 4 * 3)
-    expect(output).toBeLessThanOrEqual(16 + 4 * written)
+    expect(output).toBeGreaterThanOrEqual(2 + Math.ceil(1.35 * 3))
+    expect(output).toBeLessThanOrEqual(2 + Math.ceil(1.35 * written))
     expect(spent).toBe(12 + output)
     await new Promise((r) => setTimeout(r, 200))
     expect((await daily()).spent).toBe(spent)
