@@ -183,6 +183,29 @@ function heapPop(heap: number[]): number {
 
 const NON_ASCII = /[^\x00-\x7f]/
 
+// Counts of short pieces, per rank map: words recur, and a stream recounts its last pieces with each delta.
+const MAX_CACHED_PIECE = 24
+const MAX_CACHED_PIECES = 50_000
+const pieceCache = new WeakMap<Map<string, number>, Map<string, number>>()
+
+/** Tokens of one pre-tokenizer piece: one if it is a token, else its byte-pair merge (cached for short pieces). */
+function pieceTokens(piece: string, ranks: Map<string, number>): number {
+  let cache = pieceCache.get(ranks)
+  if (cache === undefined) {
+    cache = new Map()
+    pieceCache.set(ranks, cache)
+  }
+  const cached = cache.get(piece)
+  if (cached !== undefined) return cached
+  const bytes = NON_ASCII.test(piece) ? Buffer.from(piece, 'utf8').toString('latin1') : piece
+  const tokens = ranks.has(bytes) ? 1 : mergedTokens(bytes, ranks)
+  if (piece.length <= MAX_CACHED_PIECE) {
+    if (cache.size >= MAX_CACHED_PIECES) cache.clear()
+    cache.set(piece, tokens)
+  }
+  return tokens
+}
+
 /**
  * Exact token count of `text`. Stops as soon as the running count exceeds `limit` and returns the count so
  * far, so a caller that only needs "does it fit" never tokenizes past its budget.
@@ -194,9 +217,7 @@ export function countTextTokens(text: string, encoding: Encoding, limit: number 
   let count = 0
   let match: RegExpExecArray | null
   while ((match = pattern.exec(text)) !== null) {
-    const piece = match[0]
-    const bytes = NON_ASCII.test(piece) ? Buffer.from(piece, 'utf8').toString('latin1') : piece
-    count += ranks.has(bytes) ? 1 : mergedTokens(bytes, ranks)
+    count += pieceTokens(match[0], ranks)
     if (count > limit) break
   }
   pattern.lastIndex = 0
@@ -215,11 +236,7 @@ export function countCompletePieces(text: string, encoding: Encoding): { tokens:
   while ((match = pattern.exec(text)) !== null) pieces.push(match[0])
   pattern.lastIndex = 0
   let tokens = 0
-  for (let i = 0; i < pieces.length - 2; i++) {
-    const piece = pieces[i] as string
-    const bytes = NON_ASCII.test(piece) ? Buffer.from(piece, 'utf8').toString('latin1') : piece
-    tokens += ranks.has(bytes) ? 1 : mergedTokens(bytes, ranks)
-  }
+  for (let i = 0; i < pieces.length - 2; i++) tokens += pieceTokens(pieces[i] as string, ranks)
   return { tokens, rest: pieces.slice(Math.max(0, pieces.length - 2)).join('') }
 }
 
