@@ -144,9 +144,9 @@ async function prepare(c: Case): Promise<{ key: string; hash: string; fake: Fake
   const inputBound = Number(latestSummary(proxy, hash).inputBound)
   expect(inputBound).toBeGreaterThan(0)
   // The fake bills the bound as its prompt, so input and output are judged apart.
-  // A delta every 10 ms (~250 tokens a second, faster than providers generate): what a provider writes while
-  // the proxy is closing the connection is billed but never seen by anyone, as with a real provider.
-  fake.options = { answer: true, chunks: 1500, chunkDelayMs: 10, [c.promptOption]: inputBound }
+  // A delta every 25 ms (~100 tokens a second, as providers generate): a delta a provider writes while the
+  // proxy decides a cut or closes the connection is billed but seen by no one; at this pace there is none.
+  fake.options = { answer: true, chunks: 1500, chunkDelayMs: 25, [c.promptOption]: inputBound }
   return { key, hash, fake, inputBound }
 }
 

@@ -29,9 +29,9 @@ describe('encoder lifecycle', () => {
     clearInterval(timer)
     expect(encoderReady('o200k_base')).toBe(true)
     // The whole build takes hundreds of ms of CPU; no single pause is near that (a 4 ms slice, or ~30 ms compiling
-    // the rank module; the bound leaves room for a loaded machine's scheduling).
+    // the rank module; the bound leaves room for a loaded machine's scheduling; a synchronous build is one pause of the whole).
     expect(took).toBeGreaterThan(longest * 4)
-    expect(longest).toBeLessThan(150)
+    expect(longest).toBeLessThan(250)
   })
 
   it('counts UTF-8 bytes (an upper bound) until the encoder is ready, then recounts that text exactly', async () => {
