@@ -2,26 +2,29 @@
 // Run as its own process: `node bench/fake-upstream.mjs [--port=0]`; prints one JSON line `{"url": …}`.
 //
 // Ledger rules (the provider's view of the bill, which is what leakage is judged by):
-// - a 200 answer bills its prompt when the answer starts (prompt = request body bytes by default, the
-//   proxy's own upper bound, so a reservation can equal the bill; or a fixed `promptTokens`);
+// - a 200 answer bills its prompt when the answer starts: by default as OpenAI counts it (tiktoken o200k of
+//   every message's text, 4 tokens a message, 3 for the reply), or the body's bytes (`'bytes'`), or a number;
+// - output is the realistic answer of bench/fake-billing.mjs (1-4 tokens a delta, code and non-English text)
+//   billed with tiktoken, or `word` repeated when one is set (billed in context, so "x" × 20 is not 20 tokens);
 // - output tokens count as written when their chunk is handed to a socket that is still open;
 //   a stream stops writing as soon as its client goes away.
 // Control: `GET /__ledger` → totals; `POST /__reset` with optional JSON options → zeroes the ledger.
 import http from 'node:http'
 import { pathToFileURL } from 'node:url'
+import { answerChunks, billedTokens, warmBilling } from './fake-billing.mjs'
 
 /** Behaviour of the fake; every field can be changed by `POST /__reset`. */
 export const DEFAULT_OPTIONS = Object.freeze({
-  /** 'bytes' bills the request body's byte length as prompt tokens; a number bills that many. */
-  promptTokens: 'bytes',
-  /** Output tokens of a non-streamed chat answer (capped by the request's max_tokens). */
+  /** 'tiktoken' bills the prompt as OpenAI counts it; 'bytes' the body's byte length; a number that many. */
+  promptTokens: 'tiktoken',
+  /** Output tokens of a non-streamed chat answer at most (capped by the request's max_tokens). */
   completionTokens: 16,
-  /** Content chunks of a streamed answer, one token each (capped by the request's max_tokens). */
+  /** Content chunks of a streamed answer (stopping at the request's max_tokens). */
   chunks: 20,
   /** Milliseconds between stream chunks; 0 writes them back to back. */
   chunkDelayMs: 0,
-  /** Text of one output token. */
-  word: 'x',
+  /** Text of every chunk instead of the realistic answer (null: the answer). */
+  word: null,
   /** Prices the ledger bills at, micro-USD per 1M tokens (bench/prices.json: 1 USD each). */
   inputPer1M: 1_000_000,
   outputPer1M: 1_000_000,
@@ -46,6 +49,7 @@ function emptyLedger() {
 
 /** Creates the fake's HTTP server (not listening) and its ledger. */
 export function createFakeUpstream(initial = {}) {
+  warmBilling()
   let options = { ...DEFAULT_OPTIONS, ...initial }
   let ledger = emptyLedger()
   let epoch = 0
@@ -80,7 +84,7 @@ export function createFakeUpstream(initial = {}) {
       return json(res, 400, { error: { message: 'invalid JSON', type: 'invalid_request_error', param: null, code: null } })
     }
     const model = typeof body.model === 'string' ? body.model : 'unknown'
-    const prompt = options.promptTokens === 'bytes' ? raw.length : Number(options.promptTokens)
+    const prompt = options.promptTokens === 'bytes' ? raw.length : options.promptTokens === 'tiktoken' ? promptTokens(path, body, model) : Number(options.promptTokens)
     if (path === '/v1/embeddings') return embeddings(res, model, prompt)
     if (path === '/v1/chat/completions') return body.stream === true ? stream(res, body, model, prompt) : chat(res, body, model, prompt)
     return json(res, 404, { error: { message: 'no such route', type: 'invalid_request_error', param: null, code: null } })
@@ -107,7 +111,7 @@ export function createFakeUpstream(initial = {}) {
 
   function chat(res, body, model, prompt) {
     if (res.destroyed) return
-    const completion = Math.min(options.completionTokens, cap(body))
+    const { text, tokens: completion } = answerOf(options, Math.min(options.completionTokens, cap(body)), model)
     ledger.requests++
     ledger.chat++
     bill(prompt, completion)
@@ -116,7 +120,7 @@ export function createFakeUpstream(initial = {}) {
       object: 'chat.completion',
       created: 1,
       model,
-      choices: [{ index: 0, message: { role: 'assistant', content: options.word.repeat(completion), refusal: null }, finish_reason: 'stop', logprobs: null }],
+      choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, finish_reason: 'stop', logprobs: null }],
       usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion },
     })
   }
@@ -125,10 +129,11 @@ export function createFakeUpstream(initial = {}) {
     if (res.destroyed) return
     const o = options
     const at = epoch
-    const count = Math.min(o.chunks, cap(body))
+    const deltas = streamDeltas(o, model, cap(body))
+    const count = deltas.length
     const includeUsage = body.stream_options?.include_usage === true
     const head = `data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1,"model":${JSON.stringify(model)},"choices":`
-    const tokenFrame = `${head}[{"index":0,"delta":{"content":${JSON.stringify(o.word)}},"finish_reason":null}]}\n\n`
+    const frames = deltas.map((d) => `${head}[{"index":0,"delta":{"content":${JSON.stringify(d.text)}},"finish_reason":null}]}\n\n`)
     ledger.requests++
     ledger.streams++
     bill(prompt, 0)
@@ -146,11 +151,13 @@ export function createFakeUpstream(initial = {}) {
     }
     res.once('close', () => close(false))
     const alive = () => open && !res.destroyed && res.socket !== null && !res.socket.destroyed
+    let sent = 0
     const writeToken = () => {
       if (!alive()) return false
-      res.write(tokenFrame)
-      written++
-      if (at === epoch) bill(0, 1)
+      const tokens = deltas[sent]?.tokens ?? 0
+      res.write(frames[sent++])
+      written += tokens
+      if (at === epoch) bill(0, tokens)
       return true
     }
     const finish = () => {
@@ -183,6 +190,56 @@ export function createFakeUpstream(initial = {}) {
       return ledger
     },
   }
+}
+
+/** The non-streamed answer: the realistic answer's deltas (or `word` repeated) while they bill at most `limit`. */
+function answerOf(options, limit, model) {
+  if (options.word !== null && options.word !== undefined) {
+    let n = 0
+    while (n < 10_000 && billedTokens(options.word.repeat(n + 1), 'openai', model) <= limit) n++
+    const text = options.word.repeat(n)
+    return { text, tokens: billedTokens(text, 'openai', model) }
+  }
+  const deltas = capped(answerChunks(Math.max(1, Math.min(limit, 10_000)), 'openai', model).deltas, limit)
+  return { text: deltas.map((d) => d.text).join(''), tokens: deltas.reduce((n, d) => n + d.tokens, 0) }
+}
+
+/** A stream's deltas with their tokens: `chunks` of the answer (or of `word`), stopping before `limit` tokens are passed. */
+function streamDeltas(options, model, limit) {
+  if (options.word !== null && options.word !== undefined) {
+    const total = billedTokens(options.word.repeat(options.chunks), 'openai', model)
+    const deltas = Array.from({ length: options.chunks }, (_, i) => ({ text: options.word, tokens: Math.floor(total / options.chunks) + (i < total % options.chunks ? 1 : 0) }))
+    return capped(deltas, limit)
+  }
+  return capped(answerChunks(options.chunks, 'openai', model).deltas, limit)
+}
+
+function capped(deltas, limit) {
+  const out = []
+  let total = 0
+  for (const delta of deltas) {
+    if (total + delta.tokens > limit) break
+    total += delta.tokens
+    out.push(delta)
+  }
+  return out
+}
+
+/** Prompt tokens as OpenAI bills them: 3 + per message 4 + its text (chat); the input strings (embeddings). */
+function promptTokens(path, body, model) {
+  if (path === '/v1/embeddings') {
+    const inputs = Array.isArray(body.input) ? body.input : [body.input]
+    return inputs.reduce((n, input) => n + (typeof input === 'string' ? billedTokens(input, 'openai', model) : Array.isArray(input) ? input.length : 0), 0)
+  }
+  let tokens = 3
+  for (const message of Array.isArray(body.messages) ? body.messages : []) {
+    tokens += 4
+    const content = message?.content
+    const parts = typeof content === 'string' ? [content] : Array.isArray(content) ? content.map((p) => (typeof p?.text === 'string' ? p.text : '')) : []
+    for (const text of parts) tokens += billedTokens(text, 'openai', model)
+    if (typeof message?.name === 'string') tokens += 1 + billedTokens(message.name, 'openai', model)
+  }
+  return tokens
 }
 
 /** The request's output cap (max_completion_tokens, else max_tokens), or Infinity. */

@@ -1,5 +1,6 @@
 import type { Micros } from '../money.js'
 import type { ProviderId } from '../providers/types.js'
+import type { TokenizerSpec } from '../tokens/output-counter.js'
 
 /** One model's prices in integer micro-USD per 1M tokens. */
 export interface Price {
@@ -15,6 +16,8 @@ export interface Price {
   hiddenReasoning: boolean
   /** Upper bound of input tokens one image (or audio/file part) can cost with this model. */
   tokensPerMedia: number
+  /** How streamed output is counted: the model's tiktoken encoding (exact, factor 1) or o200k × a family factor. */
+  tokenizer: TokenizerSpec
 }
 
 /** The merged built-in and file pricing table. */

@@ -6,6 +6,7 @@ import { bearerToken, forwardableRequestHeaders, headerValue } from '../http/hea
 import { upstreamUrl } from '../http/upstream-url.js'
 import { createSseFramer } from '../stream/sse.js'
 import { boundInputTokens } from '../tokens/bound.js'
+import type { OutputCounter } from '../tokens/output-counter.js'
 import { isObject, readCount, readFlag, requireString, type Json } from './body.js'
 import { anthropicReferencedInput } from './hosted-tools.js'
 import { isModelRead } from './openai.js'
@@ -45,6 +46,7 @@ const OTHER_TOOL_OVERHEAD_TOKENS = 1024
 
 // Each content block costs delimiter tokens no delta shows (thinking blocks and tool calls are wrapped).
 const BLOCK_OVERHEAD_TOKENS = 16
+const TEXT_BLOCK_OVERHEAD_TOKENS = 2
 // Extended thinking needs 1,024 ≤ budget_tokens < max_tokens.
 const MIN_THINKING_BUDGET = 1024
 
@@ -101,24 +103,25 @@ export function messageUsage(usage: unknown): Usage | null {
   return result
 }
 
-/** Counts generated text as UTF-8 bytes and keeps the usage the stream reported. */
+/** Counts generated text (an o200k estimate × the pricing table's factor) and keeps the usage the stream reported. */
 class MessagesStreamState {
   usage: Usage = {}
-  /** UTF-8 bytes of generated text plus each block's overhead: an upper bound of output tokens. */
-  outputTokens = 0
   failed = false
 
+  constructor(readonly counter: OutputCounter) {}
+
   add(value: unknown): void {
-    if (typeof value === 'string') this.outputTokens += Buffer.byteLength(value)
+    this.counter.add(value)
   }
 
   /** A block opens: text, thinking and tool names may already carry generated text (tool results do not). */
   blockStart(block: unknown): void {
-    this.outputTokens += BLOCK_OVERHEAD_TOKENS
+    this.counter.addTokens(isObject(block) && block.type === 'text' ? TEXT_BLOCK_OVERHEAD_TOKENS : BLOCK_OVERHEAD_TOKENS)
     if (!isObject(block)) return
     this.add(block.text)
     this.add(block.thinking)
-    this.add(block.data) // redacted_thinking: billed thinking shown only encrypted
+    // redacted_thinking: billed thinking shown only encrypted; the counter cannot know it, its bytes bound it.
+    if (typeof block.data === 'string') this.counter.addTokens(Buffer.byteLength(block.data))
     if (typeof block.type === 'string' && block.type.endsWith('tool_use')) {
       this.add(block.name)
       if (isObject(block.input) && Object.keys(block.input).length > 0) this.add(JSON.stringify(block.input))
@@ -156,10 +159,10 @@ class MessagesStreamState {
 
 /**
  * Parser for Messages streams. Input usage comes first, in `message_start`; its `output_tokens` is a
- * placeholder, so output stays unreported (the byte count meters it) until `message_delta` gives the total.
+ * placeholder, so output stays unreported (the counter meters it) until `message_delta` gives the total.
  */
-export function createMessagesStreamParser(): StreamParser {
-  const state = new MessagesStreamState()
+export function createMessagesStreamParser(counter: OutputCounter): StreamParser {
+  const state = new MessagesStreamState(counter)
   const framer = createSseFramer((event) => {
     if (event.event === 'error') state.failed = true
     let data: unknown
@@ -191,9 +194,8 @@ export function createMessagesStreamParser(): StreamParser {
     frames: (chunk) => framer.frames(chunk),
     flush: () => framer.flush(),
     reported: () => state.usage,
-    estimatedOutputTokens: () => state.outputTokens,
-    // No Claude tokenizer here to recount with: nothing is kept.
-    outputText: () => null,
+    // `message_delta` reports the total; until then the counter's estimate stands.
+    outputTokens: () => state.usage.outputTokens ?? state.counter.tokens(),
     upstreamError: () => state.failed,
   }
 }
@@ -294,7 +296,7 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
       return { url: upstreamUrl(options.baseUrl, ctx.path, upstreamQuery(ctx.query)), headers, body: ctx.body }
     },
     usageFromBody: (_route, json) => (isObject(json) ? messageUsage(json.usage) : null),
-    createStreamParser: () => createMessagesStreamParser(),
+    createStreamParser: (_route, counter) => createMessagesStreamParser(counter),
     loopShape: () => messagesShape,
     cutoffFrame(_route: RouteMatch, error: ErrorInfo) {
       // @anthropic-ai/sdk throws an APIError for any `event: error` (core/streaming: fromSSEResponse).

@@ -1,6 +1,7 @@
 import { createEventStreamFramer, type EventStreamMessage } from '../stream/event-stream.js'
 import { isObject, type Json } from './body.js'
 import { anthropicUsage, converseUsage, generatedTexts, invocationMetricsUsage } from './bedrock-native.js'
+import type { OutputCounter } from '../tokens/output-counter.js'
 import type { StreamParser, Usage } from './types.js'
 
 /**
@@ -10,22 +11,18 @@ import type { StreamParser, Usage } from './types.js'
  * contentBlockDelta, …, metadata) with usage in `metadata.usage`. Exceptions are frames with
  * `:message-type` `exception`.
  *
+ * Generated text is counted by `counter` (o200k × the model family's factor from the pricing table).
  * A checksum failure ends parsing (see createEventStreamFramer): the stream is marked as an upstream
  * error and every byte after it counts as one output token, an upper bound the meter can trust.
  * Output counts reported before the end of a stream (Anthropic's `message_start` says 1, AI21's first
  * chunk says 0) are ignored, so the meter counts deltas until a final count arrives.
  */
-export function createBedrockStreamParser(kind: 'invoke' | 'converse'): StreamParser {
+export function createBedrockStreamParser(kind: 'invoke' | 'converse', counter: OutputCounter): StreamParser {
   let usage: Usage = {}
-  const texts: string[] = []
-  let outputBytes = 0
   let failed = false
 
   function addTexts(node: unknown): void {
-    for (const text of generatedTexts(node)) {
-      outputBytes += Buffer.byteLength(text)
-      texts.push(text)
-    }
+    for (const text of generatedTexts(node)) counter.add(text)
   }
 
   function mergeInput(found: Usage | null): void {
@@ -79,8 +76,8 @@ export function createBedrockStreamParser(kind: 'invoke' | 'converse'): StreamPa
     frames: (chunk) => framer.frames(chunk),
     flush: () => framer.flush(),
     reported: () => ({ ...usage }),
-    estimatedOutputTokens: () => outputBytes + framer.corruptBytes(),
-    outputText: () => texts.join(''),
+    // The final usage (metadata, invocation metrics) replaces the count; until then the count stands.
+    outputTokens: () => usage.outputTokens ?? counter.tokens() + framer.corruptBytes(),
     upstreamError: () => failed || framer.corruptBytes() > 0,
   }
 }

@@ -192,7 +192,7 @@ export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
     },
     usageFromHeaders: (_route, headers) => usageFromHeaders(headers),
     loopShape: (route) => (isConverse(route) ? messagesShape : isEmbeddingModel(route.pathModel ?? '') ? null : invokeShape),
-    createStreamParser: (route) => createBedrockStreamParser(isConverse(route) ? 'converse' : 'invoke'),
+    createStreamParser: (route, counter) => createBedrockStreamParser(isConverse(route) ? 'converse' : 'invoke', counter),
     cutoffFrame(_route, error) {
       const exceptionType = STREAM_EXCEPTIONS[error.status] ?? 'internalServerException'
       // The SDK keeps only `message` of a stream exception's payload, so the code leads it there too.

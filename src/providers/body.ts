@@ -41,8 +41,3 @@ export function readCount(source: unknown, field: string): number | undefined {
   const value = source[field]
   return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.ceil(value) : undefined
 }
-
-/** UTF-8 byte length of a string, the cheap upper bound of the tokens it encodes. */
-export function textBytes(value: unknown): number {
-  return typeof value === 'string' ? Buffer.byteLength(value) : 0
-}

@@ -7,7 +7,8 @@ import { upstreamUrl } from '../http/upstream-url.js'
 import { createJsonArrayFramer, type JsonArrayState } from '../stream/json-array.js'
 import { createSseFramer } from '../stream/sse.js'
 import { boundInputTokens, MAX_MEDIA_WALK_NODES, PRIMING_TOKENS } from '../tokens/bound.js'
-import { isObject, readCount, textBytes, type Json } from './body.js'
+import type { OutputCounter } from '../tokens/output-counter.js'
+import { isObject, readCount, type Json } from './body.js'
 import { geminiReferencedInput } from './hosted-tools.js'
 import type { ErrorInfo, ExactInput, ProviderAdapter, RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage } from './types.js'
 
@@ -137,11 +138,24 @@ export function geminiUsage(metadata: unknown): Usage | null {
   return usage
 }
 
-/** Watches GenerateContentResponse objects: counts generated parts, keeps the latest cumulative usage. */
+/**
+ * Watches GenerateContentResponse objects: keeps the latest cumulative usage (each chunk carries one) and
+ * counts the parts generated since it, so a chunk without usage is still metered.
+ */
 class GeminiStreamState {
   usage: Usage = {}
-  outputTokens = 0
   failed = false
+  /** The counter's value when the latest usage arrived: what it counted since then is not in that usage. */
+  private countedAtReport = 0
+
+  constructor(readonly counter: OutputCounter) {}
+
+  /** The latest reported running count plus the estimate of what streamed after it. */
+  outputTokens(): number {
+    const counted = this.counter.tokens()
+    if (this.usage.outputTokens === undefined) return counted
+    return this.usage.outputTokens + Math.max(0, counted - this.countedAtReport)
+  }
 
   observe(text: string): void {
     let response: unknown
@@ -155,25 +169,35 @@ class GeminiStreamState {
     if (Array.isArray(response.candidates)) {
       for (const candidate of response.candidates) {
         const parts = isObject(candidate) && isObject(candidate.content) ? candidate.content.parts : undefined
-        if (Array.isArray(parts)) for (const part of parts) if (isObject(part)) this.outputTokens += partTokens(part)
+        if (Array.isArray(parts)) for (const part of parts) if (isObject(part)) countPart(part, this.counter)
       }
     }
-    // Each chunk reports the running totals so far (not a delta): the latest value of each field wins.
+    // Each chunk reports the running totals so far (not a delta), its own parts included: the latest wins.
     const usage = geminiUsage(response.usageMetadata)
-    if (usage !== null) this.usage = { ...this.usage, ...usage }
+    if (usage !== null) {
+      this.usage = { ...this.usage, ...usage }
+      if (usage.outputTokens !== undefined) this.countedAtReport = this.counter.tokens()
+    }
   }
 }
 
-/** Upper bound of the output tokens one generated part costs: its text (thought summaries included) as UTF-8 bytes. */
-function partTokens(part: Json): number {
-  let tokens = textBytes(part.text)
+/** Counts one generated part: its text (thought summaries included), call and code parts with their framing, media. */
+function countPart(part: Json, counter: OutputCounter): void {
+  counter.add(part.text)
   if (isObject(part.functionCall)) {
-    tokens += PART_OVERHEAD_TOKENS + textBytes(part.functionCall.name) + textBytes(JSON.stringify(part.functionCall.args ?? {}))
+    counter.addTokens(PART_OVERHEAD_TOKENS)
+    counter.add(part.functionCall.name)
+    counter.add(JSON.stringify(part.functionCall.args ?? {}))
   }
-  if (isObject(part.executableCode)) tokens += PART_OVERHEAD_TOKENS + textBytes(part.executableCode.code)
-  if (isObject(part.codeExecutionResult)) tokens += PART_OVERHEAD_TOKENS + textBytes(part.codeExecutionResult.output)
-  if (isObject(part.inlineData)) tokens += MEDIA_OUTPUT_TOKENS
-  return tokens
+  if (isObject(part.executableCode)) {
+    counter.addTokens(PART_OVERHEAD_TOKENS)
+    counter.add(part.executableCode.code)
+  }
+  if (isObject(part.codeExecutionResult)) {
+    counter.addTokens(PART_OVERHEAD_TOKENS)
+    counter.add(part.codeExecutionResult.output)
+  }
+  if (isObject(part.inlineData)) counter.addTokens(MEDIA_OUTPUT_TOKENS)
 }
 
 function parserFrom(
@@ -187,16 +211,14 @@ function parserFrom(
     ...(frames === undefined ? {} : { frames }),
     flush: () => framer.flush(),
     reported: () => state.usage,
-    estimatedOutputTokens: () => state.outputTokens,
-    // No Gemini tokenizer here: an exact recount is not possible.
-    outputText: () => null,
+    outputTokens: () => state.outputTokens(),
     upstreamError: () => state.failed,
   }
 }
 
 /** Parser for `alt=sse` streams: one `data: {GenerateContentResponse}` event per chunk. */
-function createSseParser(): StreamParser {
-  const state = new GeminiStreamState()
+function createSseParser(counter: OutputCounter): StreamParser {
+  const state = new GeminiStreamState(counter)
   return parserFrom(
     createSseFramer((event) => state.observe(event.data)),
     state,
@@ -204,12 +226,12 @@ function createSseParser(): StreamParser {
 }
 
 /** Parser for the JSON-array stream; its cutoff keeps the array well-formed after whatever the client has. */
-function createArrayParser(): StreamParser {
-  const state = new GeminiStreamState()
+function createArrayParser(counter: OutputCounter): StreamParser {
+  const state = new GeminiStreamState(counter)
   // A body that is not an array cannot be read: every byte of it counts as an output token.
   const framer = createJsonArrayFramer(
     (text) => state.observe(text),
-    (bytes) => (state.outputTokens += bytes.length),
+    (bytes) => counter.addTokens(bytes.length),
   )
   return { ...parserFrom(framer, state), cutoffFrame: (error, forwarded) => arrayCutoff(error, framer.stateAt(forwarded)) }
 }
@@ -359,7 +381,7 @@ export function createGeminiAdapter(options: { baseUrl: string; apiKey: string |
       return usage === null ? null : { outputTokens: 0, ...usage }
     },
     loopShape: (route) => (EMBED.has(route.operation) ? null : geminiShape),
-    createStreamParser: (route) => (route.operation === STREAM_SSE ? createSseParser() : createArrayParser()),
+    createStreamParser: (route, counter) => (route.operation === STREAM_SSE ? createSseParser(counter) : createArrayParser(counter)),
     cutoffFrame(route: RouteMatch, error: ErrorInfo) {
       // The array parser ends its own streams knowing what was forwarded; without it, assume an element was.
       if (route.operation !== STREAM_SSE) return arrayCutoff(error, 'element')

@@ -94,7 +94,7 @@ export function createMistralAdapter(options: { baseUrl: string; apiKey: string 
       body.max_tokens = Math.max(1, Math.floor(maxOutputTokens / facts.choices))
       return true
     },
-    createStreamParser: () => createChatStreamParser(readMistralDelta),
+    createStreamParser: (_route, counter) => createChatStreamParser(counter, readMistralDelta),
     /**
      * Ends a cut stream with Mistral's error object as a data event: @mistralai/mistralai validates every
      * event as a chunk and throws on it; the nested `error` makes OpenAI-SDK clients of Mistral throw too.

@@ -1,6 +1,7 @@
 import { invalidRequest } from '../errors.js'
 import { createSseFramer } from '../stream/sse.js'
 import { boundInputTokens } from '../tokens/bound.js'
+import type { OutputCounter } from '../tokens/output-counter.js'
 import { isObject, readCount, readFlag, readPositiveInt, requireString, type Json } from './body.js'
 import type { ErrorInfo, ExactInput, RequestFacts, RouteMatch, StreamParser, Usage } from './types.js'
 
@@ -153,17 +154,15 @@ function addChatDelta(chunk: Json, state: CompatStreamState, readExtra: DeltaTex
   }
 }
 
-/** Tracks generated text and reported usage for one OpenAI-format stream. */
+/** Tracks generated text (through the counter) and reported usage for one OpenAI-format stream. */
 class CompatStreamState {
   usage: Usage = {}
-  outputBytes = 0
-  text: string[] = []
   failed = false
 
+  constructor(readonly counter: OutputCounter) {}
+
   addText(value: unknown): void {
-    if (typeof value !== 'string' || value.length === 0) return
-    this.outputBytes += Buffer.byteLength(value)
-    this.text.push(value)
+    this.counter.add(value)
   }
 }
 
@@ -171,8 +170,8 @@ class CompatStreamState {
  * Parser for `chat/completions` streams: `data: {chunk}` events, usage on the last chunk, `[DONE]`.
  * `readExtra` counts provider-specific delta text on top of OpenAI's fields.
  */
-export function createChatStreamParser(readExtra?: DeltaTextReader): StreamParser {
-  const state = new CompatStreamState()
+export function createChatStreamParser(counter: OutputCounter, readExtra?: DeltaTextReader): StreamParser {
+  const state = new CompatStreamState(counter)
   const framer = createSseFramer((event) => {
     if (event.data === '[DONE]') return
     let chunk: unknown
@@ -203,8 +202,8 @@ const RESPONSES_TEXT_EVENTS = new Set([
 ])
 
 /** Parser for Responses API streams: typed events, usage in `response.completed`/`incomplete`/`failed`. */
-export function createResponsesStreamParser(): StreamParser {
-  const state = new CompatStreamState()
+export function createResponsesStreamParser(counter: OutputCounter): StreamParser {
+  const state = new CompatStreamState(counter)
   const framer = createSseFramer((event) => {
     let data: unknown
     try {
@@ -234,14 +233,14 @@ function streamParserFrom(framer: ReturnType<typeof createSseFramer>, state: Com
     frames: (chunk) => framer.frames(chunk),
     flush: () => framer.flush(),
     reported: () => state.usage,
-    estimatedOutputTokens: () => state.outputBytes,
-    outputText: () => state.text.join(''),
+    // The final chunk's usage replaces the count; until then (cut, disconnect, reset) the count stands.
+    outputTokens: () => state.usage.outputTokens ?? state.counter.tokens(),
     upstreamError: () => state.failed,
   }
 }
 
-export function createCompatStreamParser(route: RouteMatch): StreamParser {
-  return route.operation === 'responses' ? createResponsesStreamParser() : createChatStreamParser()
+export function createCompatStreamParser(route: RouteMatch, counter: OutputCounter): StreamParser {
+  return route.operation === 'responses' ? createResponsesStreamParser(counter) : createChatStreamParser(counter)
 }
 
 /** OpenAI's error object, with the Loopers code and budget details inside it. */

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { LoopShape } from '../loop/types.js'
+import type { OutputCounter } from '../tokens/output-counter.js'
 
 /** The six upstreams Loopers fronts; the first path segment of every proxied route. */
 export const PROVIDER_IDS = ['openai', 'anthropic', 'gemini', 'bedrock', 'azure', 'mistral'] as const
@@ -65,10 +66,12 @@ export interface StreamParser {
   flush(): Buffer
   /** Usage reported by the provider so far (cumulative); fields stay undefined until reported. */
   reported(): Usage
-  /** Upper bound of output tokens generated so far, counted from the deltas seen (UTF-8 bytes of text). */
-  estimatedOutputTokens(): number
-  /** The output text seen so far, for an exact recount near the limit; null when not kept. */
-  outputText(): string | null
+  /**
+   * Output tokens generated so far, what the cut and every settlement without reported usage use: the
+   * provider's reported count once it reports one (a running count plus what streamed after it), else the
+   * `OutputCounter`'s count of the deltas. Reasoning the stream does not show is never in it.
+   */
+  outputTokens(): number
   /** An error the upstream sent inside the stream, if any (the stream then bills nothing more). */
   upstreamError(): boolean
   /**
@@ -184,8 +187,8 @@ export interface ProviderAdapter {
   buildUpstream(ctx: UpstreamContext): UpstreamRequest
   /** Usage from a complete non-streaming JSON response; null if it reports none. */
   usageFromBody(route: RouteMatch, json: unknown): Usage | null
-  /** A fresh parser for one streamed response body. */
-  createStreamParser(route: RouteMatch): StreamParser
+  /** A fresh parser for one streamed response body; `counter` counts the generated text it sees. */
+  createStreamParser(route: RouteMatch, counter: OutputCounter): StreamParser
   /** The bytes that end a stream cut at the budget, in this provider's stream format. */
   cutoffFrame(route: RouteMatch, error: ErrorInfo): Buffer
   /** Error response body in this provider's shape (content-type is JSON). */

@@ -15,6 +15,7 @@ import { relayableResponseHeaders } from '../http/response-headers.js'
 import { microsToUsd } from '../money.js'
 import { guardEventLimit, MAX_BODY_BYTES, UpstreamTooLargeError } from '../stream/limits.js'
 import { meterStream } from '../stream/meter.js'
+import { createOutputCounter } from '../tokens/output-counter.js'
 import { loweredOutputCap, type ReservationPlan } from './plan.js'
 import { refusalError } from './refusal.js'
 import { toErrorInfo } from './respond.js'
@@ -210,9 +211,9 @@ export function createForwarder(deps: ForwardDeps) {
     settle: (actual: Micros, outcome: string) => Promise<void>,
   ): Promise<void> {
     const { reply, adapter, route, price, plan, reservation, summary } = f
-    const guarded = guardEventLimit(adapter.createStreamParser(route))
+    const guarded = guardEventLimit(adapter.createStreamParser(route, createOutputCounter(price.tokenizer)))
     const parser = guarded.parser
-    const outputTokens = (): number => parser.reported().outputTokens ?? parser.estimatedOutputTokens()
+    const outputTokens = (): number => parser.outputTokens()
     const cost = (): Micros => {
       const reported = parser.reported()
       if (reported.inputTokens === undefined) return plan.inputMicros + plan.feeMicros + tokensCost(outputTokens(), price.outputPer1M)

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module'
 import type { TiktokenBPE } from 'js-tiktoken/lite'
 import { isMediaPart } from './bound.js'
+import { RankBuilder } from './rank-builder.js'
 
 /**
  * Exact OpenAI token counts from js-tiktoken's rank files. Pieces are split with tiktoken's own regex and
@@ -29,34 +30,38 @@ export function encodingForModel(model: string): Encoding {
   return /^(?:gpt-3\.5|gpt-35|gpt-4(?![o.])|text-embedding-)/.test(base) ? 'cl100k_base' : 'o200k_base'
 }
 
-function buildEncoder(data: TiktokenBPE): Encoder {
-  const ranks = new Map<string, number>()
-  // js-tiktoken's compressed format: lines of `! <first rank> <base64 token> <base64 token> …`.
-  for (const line of data.bpe_ranks.split('\n')) {
-    const fields = line.split(' ')
-    const first = Number.parseInt(fields[1] ?? '', 10)
-    if (Number.isNaN(first)) continue
-    for (let i = 2; i < fields.length; i++) {
-      ranks.set(Buffer.from(fields[i] as string, 'base64').toString('latin1'), first + i - 2)
-    }
-  }
-  return { pattern: new RegExp(data.pat_str, 'gu'), ranks }
-}
-
 function rankData(module: unknown): TiktokenBPE {
   const mod = module as { default?: TiktokenBPE } & TiktokenBPE
   return mod.default ?? mod
 }
 
-/** The encoder, built on first use (~0.3 s, ~70 MB for o200k) and kept for the life of the process. */
-function getEncoder(encoding: Encoding): Encoder {
-  let encoder = encoders.get(encoding)
-  if (encoder === undefined) {
-    // Synchronous because the adapters' counters are; nothing is loaded before the first count.
-    encoder = buildEncoder(rankData(requireRanks(`js-tiktoken/ranks/${encoding}`)))
-    encoders.set(encoding, encoder)
+/** Builds in progress, each with the pattern it will use; a synchronous `getEncoder` finishes one at once. */
+const building = new Map<Encoding, { pattern: RegExp; builder: RankBuilder }>()
+
+function startBuild(encoding: Encoding, data: TiktokenBPE): { pattern: RegExp; builder: RankBuilder } {
+  let build = building.get(encoding)
+  if (build === undefined) {
+    build = { pattern: new RegExp(data.pat_str, 'gu'), builder: new RankBuilder(data.bpe_ranks) }
+    building.set(encoding, build)
   }
+  return build
+}
+
+function finishBuild(encoding: Encoding, build: { pattern: RegExp; builder: RankBuilder }): Encoder {
+  const encoder = { pattern: build.pattern, ranks: build.builder.ranks }
+  encoders.set(encoding, encoder)
+  building.delete(encoding)
   return encoder
+}
+
+/** The encoder, built on first use (~0.3 s CPU, ~70 MB for o200k) and kept for the life of the process. */
+function getEncoder(encoding: Encoding): Encoder {
+  const encoder = encoders.get(encoding)
+  if (encoder !== undefined) return encoder
+  // Synchronous because the adapters' input counters are; it finishes a sliced build already under way.
+  const build = building.get(encoding) ?? startBuild(encoding, rankData(requireRanks(`js-tiktoken/ranks/${encoding}`)))
+  build.builder.step()
+  return finishBuild(encoding, build)
 }
 
 /** The encodings built so far in this process (each is built once, on first use). */
@@ -64,11 +69,37 @@ export function loadedEncodings(): Encoding[] {
   return [...encoders.keys()]
 }
 
-/** Loads the rank file with a dynamic import and builds the encoder, so a server can warm it when idle. */
-export async function preloadEncoding(encoding: Encoding): Promise<void> {
-  if (encoders.has(encoding)) return
+/** True once `encoding` is built, so counting with it costs only the text's own work. */
+export function encoderReady(encoding: Encoding): boolean {
+  return encoders.has(encoding)
+}
+
+// A build yields to the event loop every few milliseconds, so other requests wait at most one slice.
+const BUILD_SLICE_MS = 4
+const warming = new Map<Encoding, Promise<void>>()
+
+/**
+ * Loads the rank file with a dynamic import and builds the encoder in slices of a few milliseconds, so
+ * no request waits for the whole build (~0.3 s CPU). Idempotent: every caller gets the same promise.
+ */
+export function preloadEncoding(encoding: Encoding): Promise<void> {
+  if (encoders.has(encoding)) return Promise.resolve()
+  let promise = warming.get(encoding)
+  if (promise === undefined) {
+    promise = buildInSlices(encoding).finally(() => warming.delete(encoding))
+    warming.set(encoding, promise)
+  }
+  return promise
+}
+
+async function buildInSlices(encoding: Encoding): Promise<void> {
   const module = encoding === 'o200k_base' ? await import('js-tiktoken/ranks/o200k_base') : await import('js-tiktoken/ranks/cl100k_base')
-  if (!encoders.has(encoding)) encoders.set(encoding, buildEncoder(rankData(module)))
+  if (encoders.has(encoding)) return
+  const build = startBuild(encoding, rankData(module))
+  while (!encoders.has(encoding)) {
+    if (build.builder.step(performance.now() + BUILD_SLICE_MS)) finishBuild(encoding, build)
+    else await new Promise((resolve) => setImmediate(resolve))
+  }
 }
 
 const SHIFT = 2 ** 32 // heap key = rank × 2^32 + position: rank < 2^18, so keys stay below 2^53
@@ -152,6 +183,29 @@ function heapPop(heap: number[]): number {
 
 const NON_ASCII = /[^\x00-\x7f]/
 
+// Counts of short pieces, per rank map: words recur, and a stream recounts its last pieces with each delta.
+const MAX_CACHED_PIECE = 24
+const MAX_CACHED_PIECES = 50_000
+const pieceCache = new WeakMap<Map<string, number>, Map<string, number>>()
+
+/** Tokens of one pre-tokenizer piece: one if it is a token, else its byte-pair merge (cached for short pieces). */
+function pieceTokens(piece: string, ranks: Map<string, number>): number {
+  let cache = pieceCache.get(ranks)
+  if (cache === undefined) {
+    cache = new Map()
+    pieceCache.set(ranks, cache)
+  }
+  const cached = cache.get(piece)
+  if (cached !== undefined) return cached
+  const bytes = NON_ASCII.test(piece) ? Buffer.from(piece, 'utf8').toString('latin1') : piece
+  const tokens = ranks.has(bytes) ? 1 : mergedTokens(bytes, ranks)
+  if (piece.length <= MAX_CACHED_PIECE) {
+    if (cache.size >= MAX_CACHED_PIECES) cache.clear()
+    cache.set(piece, tokens)
+  }
+  return tokens
+}
+
 /**
  * Exact token count of `text`. Stops as soon as the running count exceeds `limit` and returns the count so
  * far, so a caller that only needs "does it fit" never tokenizes past its budget.
@@ -163,13 +217,27 @@ export function countTextTokens(text: string, encoding: Encoding, limit: number 
   let count = 0
   let match: RegExpExecArray | null
   while ((match = pattern.exec(text)) !== null) {
-    const piece = match[0]
-    const bytes = NON_ASCII.test(piece) ? Buffer.from(piece, 'utf8').toString('latin1') : piece
-    count += ranks.has(bytes) ? 1 : mergedTokens(bytes, ranks)
+    count += pieceTokens(match[0], ranks)
     if (count > limit) break
   }
   pattern.lastIndex = 0
   return count
+}
+
+/**
+ * For counting a stream delta by delta: the tokens of every pre-tokenizer piece of `text` except the last
+ * two, and those two pieces as `rest`, which the next delta may still extend or re-split (`'s`, digit runs).
+ */
+export function countCompletePieces(text: string, encoding: Encoding): { tokens: number; rest: string } {
+  const { pattern, ranks } = getEncoder(encoding)
+  pattern.lastIndex = 0
+  const pieces: string[] = []
+  let match: RegExpExecArray | null
+  while ((match = pattern.exec(text)) !== null) pieces.push(match[0])
+  pattern.lastIndex = 0
+  let tokens = 0
+  for (let i = 0; i < pieces.length - 2; i++) tokens += pieceTokens(pieces[i] as string, ranks)
+  return { tokens, rest: pieces.slice(Math.max(0, pieces.length - 2)).join('') }
 }
 
 /** Every message's wrapper (`<|start|>role … <|end|>`): 3 in OpenAI's cookbook, +1 for a name. */

@@ -1,5 +1,6 @@
 import Anthropic from '@anthropic-ai/sdk'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { preloadEncoding } from '../../src/tokens/tiktoken.js'
 import { createTestKey, currentDaily, flood, latestSummary, metered } from '../support/e2e.js'
 import { startFakeAnthropic, type FakeAnthropic } from '../support/fake-anthropic.js'
 import { resetFake } from '../support/fake-server.js'
@@ -52,6 +53,8 @@ async function streamText(sdk: Anthropic, body: Anthropic.MessageCreateParamsStr
 }
 
 beforeAll(async () => {
+  // The proxy runs in this process and counts output with o200k: built first, so no stream here meets the byte fallback.
+  await preloadEncoding('o200k_base')
   store = await startTestStore()
   fake = await startFakeAnthropic()
   // Small stream slices so a stream must extend its reservation several times.
@@ -87,7 +90,7 @@ describe('@anthropic-ai/sdk through the proxy', () => {
   it('messages.create: injects the upstream key, forwards anthropic-version and -beta, settles the reported usage', async () => {
     const sdk = client({ headers: { 'anthropic-beta': 'prompt-caching-2024-07-31' } })
     const message = await sdk.messages.create(ask)
-    expect(message.content[0]).toMatchObject({ type: 'text', text: 'hello from the fake' })
+    expect(message.content[0]).toMatchObject({ type: 'text', text: 'hello again from the fake server now' })
     expect(fake.received).toHaveLength(1)
     const upstream = fake.received[0]!
     expect(upstream.url).toBe('/v1/messages')
@@ -106,7 +109,7 @@ describe('@anthropic-ai/sdk through the proxy', () => {
     fake.options = { chunks: 6 }
     const { text, error } = await streamText(client(), { ...ask, stream: true })
     expect(error).toBeNull()
-    expect(text).toBe('tok '.repeat(6))
+    expect(text).toBe(' tok'.repeat(6))
     expect(fake.received[0]?.body).toEqual({ ...ask, stream: true })
     expect(await settled()).toEqual({ spent: 12 + 6, held: 0 })
     expect(lastSummary()).toMatchObject({ outcome: 'completed', inputTokens: 12, outputTokens: 6 })
@@ -115,7 +118,7 @@ describe('@anthropic-ai/sdk through the proxy', () => {
   it('messages.stream(): the helper assembles the final message', async () => {
     fake.options = { chunks: 3 }
     const final = await client().messages.stream(ask).finalMessage()
-    expect(final.content[0]).toMatchObject({ type: 'text', text: 'tok tok tok ' })
+    expect(final.content[0]).toMatchObject({ type: 'text', text: ' tok tok tok' })
     expect(final.usage).toMatchObject({ input_tokens: 12, output_tokens: 3 })
     expect(await settled()).toEqual({ spent: 15, held: 0 })
   })
@@ -241,7 +244,7 @@ describe('errors in Anthropic shape raise the SDK typed errors', () => {
   it('an overloaded_error event mid-stream raises APIError and settles what was counted', async () => {
     fake.options = { chunks: 10, overloadAfterChunks: 3 }
     const { text, error } = await streamText(client(), { ...ask, stream: true })
-    expect(text).toBe('tok '.repeat(3))
+    expect(text).toBe(' tok'.repeat(3))
     expect(error).toBeInstanceOf(Anthropic.APIError)
     expect(error).toMatchObject({ type: 'overloaded_error' })
     const { spent } = await settled()
@@ -263,14 +266,14 @@ describe('budgets', () => {
     expect(inputBound).toBeLessThan(1024)
 
     // The fake reports the bound as its input, so the cost before and after message_start agree; the budget
-    // holds the text block's 16-token overhead and ten 4-byte deltas.
-    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 16 + 4 * 10 } })
+    // holds the text block's 2-token overhead and ten one-token deltas estimated at × 1.35 (14; eleven count 15).
+    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 2 + 14 } })
     fake.options = { chunks: 200, chunkDelayMs: 2, inputTokens: inputBound }
     const { text, error } = await streamText(client(), body)
 
     expect(error).toBeInstanceOf(Anthropic.APIError)
     expect(error).toMatchObject({ type: 'budget_exceeded', errorCode: 'budget_exceeded' })
-    expect(text).toBe('tok '.repeat(10))
+    expect(text).toBe(' tok'.repeat(10))
     await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
     expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
     const { spent } = await settled()
@@ -279,8 +282,8 @@ describe('budgets', () => {
     expect(summary.code).toBe('budget_exceeded')
     // Charged: the input and the output counted, including the delta that did not fit.
     expect(summary.inputTokens).toBe(inputBound)
-    expect(Number(summary.outputTokens)).toBe(16 + 4 * 11)
-    expect(spent - before).toBe(inputBound + 16 + 4 * 11)
+    expect(Number(summary.outputTokens)).toBe(2 + 15)
+    expect(spent - before).toBe(inputBound + 2 + 15)
   })
 
   it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {
@@ -301,11 +304,11 @@ describe('budgets', () => {
     expect(written).toBeLessThan(500)
     const summary = lastSummary()
     expect(summary.outcome).toBe('client_closed')
-    // Input as message_start reported it; output counted from the deltas (4 bytes each) plus the block overhead.
+    // Input as message_start reported it; output estimated from the deltas (o200k × 1.35) plus the block overhead.
     expect(summary.inputTokens).toBe(12)
     const output = Number(summary.outputTokens)
-    expect(output).toBeGreaterThanOrEqual(16 + 4 * 3)
-    expect(output).toBeLessThanOrEqual(16 + 4 * written)
+    expect(output).toBeGreaterThanOrEqual(2 + Math.ceil(1.35 * 3))
+    expect(output).toBeLessThanOrEqual(2 + Math.ceil(1.35 * written))
     expect(spent).toBe(12 + output)
     await new Promise((r) => setTimeout(r, 200))
     expect((await daily()).spent).toBe(spent)

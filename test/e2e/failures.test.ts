@@ -84,7 +84,7 @@ describe('upstream failures', () => {
     })().catch((e: unknown) => e)
     expect(error).toBeInstanceOf(OpenAI.APIError)
     expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('upstream_unreachable')
-    expect(text).toBe('tok '.repeat(5))
+    expect(text).toBe(' tok'.repeat(5))
     await eventually(async () => (await daily()).held === 0, 'settlement')
     expect((await daily()).spent).toBeGreaterThan(0)
   })

@@ -78,7 +78,7 @@ describe('@google/genai through the proxy', () => {
   it('generateContent: forwards with the upstream key, never the proxy key, and settles the reported usage', async () => {
     fake.options = { thoughtsTokens: 5 }
     const response = await client().models.generateContent({ model: 'gemini-test', contents: 'hi', config: { maxOutputTokens: 200 } })
-    expect(response.text).toBe('hello from the fake')
+    expect(response.text).toBe('hello again from the fake server now')
     expect(fake.received).toHaveLength(1)
     expect(fake.received[0]?.url).toBe('/v1beta/models/gemini-test:generateContent')
     expect(fake.received[0]?.headers['accept-encoding']).toBe('identity')
@@ -92,7 +92,7 @@ describe('@google/genai through the proxy', () => {
     fake.options = { chunks: 6 }
     let text = ''
     for await (const chunk of await client().models.generateContentStream({ model: 'gemini-test', contents: 'hi' })) text += chunk.text ?? ''
-    expect(text).toBe('tok '.repeat(6))
+    expect(text).toBe(' tok'.repeat(6))
     expect(fake.received[0]?.url).toBe('/v1beta/models/gemini-test:streamGenerateContent?alt=sse')
     expectProxyKeyNeverForwarded()
     await eventually(async () => (await daily()).held === 0, 'settlement')
@@ -109,7 +109,7 @@ describe('@google/genai through the proxy', () => {
     const text = await response.text()
     expect(text).toBe(direct)
     const elements = JSON.parse(text) as Array<{ candidates: Array<{ content: { parts: Array<{ text: string }> } }> }>
-    expect(elements.map((e) => e.candidates[0]?.content.parts[0]?.text).join('')).toBe('tok '.repeat(4))
+    expect(elements.map((e) => e.candidates[0]?.content.parts[0]?.text).join('')).toBe(' tok'.repeat(4))
     expect(fake.received[0]?.url).toBe('/v1beta/models/gemini-test:streamGenerateContent')
     expectProxyKeyNeverForwarded()
     await eventually(async () => (await daily()).held === 0, 'settlement')
@@ -239,7 +239,7 @@ describe('streams metered chunk by chunk', () => {
     expect(error).toBeInstanceOf(ApiError)
     expect((error as ApiError).status).toBe(429)
     expect((error as ApiError).message).toContain('budget_exceeded')
-    expect(text).toBe('tok '.repeat(40))
+    expect(text).toBe(' tok'.repeat(40))
     await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
     expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
     await eventually(async () => (await daily()).held === 0, 'settlement')
@@ -315,7 +315,7 @@ describe('streams metered chunk by chunk', () => {
     })().catch((e: unknown) => e)
     expect(error).toBeInstanceOf(ApiError)
     expect((error as ApiError).status).toBe(502)
-    expect(text).toBe('tok '.repeat(5))
+    expect(text).toBe(' tok'.repeat(5))
     await eventually(async () => (await daily()).held === 0, 'settlement')
     expect((await daily()).spent).toBe(12 + 5)
   })

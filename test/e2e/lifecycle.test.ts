@@ -43,7 +43,7 @@ describe('graceful shutdown', () => {
       return text
     })()
     const closing = proxy.server.close(5_000)
-    expect(await reading).toBe('tok '.repeat(20))
+    expect(await reading).toBe(' tok'.repeat(20))
     await closing
     const after = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: fake.url })
     try {

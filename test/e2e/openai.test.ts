@@ -51,7 +51,7 @@ describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
   describe('openai SDK through the proxy', () => {
     it('chat completion: forwards with the upstream key, never the proxy key, and settles the reported usage', async () => {
       const completion = await client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })
-      expect(completion.choices[0]?.message.content).toBe('hello from the fake')
+      expect(completion.choices[0]?.message.content).toBe('hello again from the fake server now')
       expect(fake.received).toHaveLength(1)
       expect(fake.received[0]?.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`)
       expect(fake.received[0]?.headers['accept-encoding']).toBe('identity')
@@ -65,7 +65,7 @@ describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
       const stream = await client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
       let text = ''
       for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ''
-      expect(text).toBe('tok '.repeat(6))
+      expect(text).toBe(' tok'.repeat(6))
       expect((fake.received[0]?.body?.stream_options as { include_usage: boolean }).include_usage).toBe(true)
       expectNoProxyKeyUpstream()
       await eventually(async () => (await daily()).held === 0, 'settlement')
@@ -87,14 +87,14 @@ describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
 
     it('responses: non-streaming and streaming settle the reported usage', async () => {
       const response = await client().responses.create({ model: 'gpt-test', input: 'hi' })
-      expect(response.output_text).toBe('hello from the fake')
+      expect(response.output_text).toBe('hello again from the fake server now')
       expect(await daily()).toEqual({ spent: 19, held: 0 })
 
       fake.options = { chunks: 4 }
       const stream = await client().responses.create({ model: 'gpt-test', input: 'hi', stream: true })
       let text = ''
       for await (const event of stream) if (event.type === 'response.output_text.delta') text += event.delta
-      expect(text).toBe('tok '.repeat(4))
+      expect(text).toBe(' tok'.repeat(4))
       await eventually(async () => (await daily()).held === 0, 'settlement')
       expect(await daily()).toEqual({ spent: 19 + 16, held: 0 })
       expectNoProxyKeyUpstream()

@@ -1,5 +1,6 @@
 import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { countTextTokens, preloadEncoding } from '../../src/tokens/tiktoken.js'
 import { daily, settleCalls, summaries, chargedMicros } from '../support/fault-checks.js'
 import { startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
@@ -28,6 +29,8 @@ function post(body: string): Promise<Response> {
 }
 
 beforeAll(async () => {
+  // The proxy runs in this process and counts output with o200k: built first, so no stream here meets the byte fallback.
+  await preloadEncoding('o200k_base')
   redis = await startRedis()
   upstream = await startFaultUpstream()
   proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: upstream.url, LOOPERS_UPSTREAM_TIMEOUT_MS: String(TIMEOUT_MS), LOG_LEVEL: 'info' })
@@ -154,8 +157,11 @@ describe('an upstream that falls silent mid-stream', () => {
     await eventually(async () => (await daily(proxy.admin, hash)).held === 0, 'settlement')
     const summary = summaries(proxy, hash).at(-1)!
     // No usage arrived: input bound plus the output counted (4 bytes of text per delta).
-    expect((await daily(proxy.admin, hash)).spent).toBe(Number(summary.inputBound) + 4 * 3)
-    expect(chargedMicros(summary)).toBe(Number(summary.inputBound) + 4 * 3)
+    // Output counted in o200k tokens: "tok tok tok " is four ("tok", " tok", " tok", " ").
+    const counted = countTextTokens('tok '.repeat(3), 'o200k_base')
+    expect(counted).toBe(4)
+    expect((await daily(proxy.admin, hash)).spent).toBe(Number(summary.inputBound) + counted)
+    expect(chargedMicros(summary)).toBe(Number(summary.inputBound) + counted)
     expect((await settleCalls(proxy.server.adminUrl)) - settles).toBe(1)
   })
 })

@@ -74,13 +74,11 @@ export function expectNoProxyKeyIn(received: Received[], key: string): void {
 }
 
 /**
- * A stream cut at a budget for 10 chunks of 4 tokens: the client got whole chunks and never more than the
- * budget, and the proxy counted the chunk that did not fit. That is exactly 10 and 11 when each upstream
- * chunk arrives alone; a busy machine can coalesce chunks, and a batch that crosses the limit is cut whole.
+ * A stream of one-token " tok" chunks cut at a budget for `chunks` of them (counted × `factor`, the model's
+ * estimate factor, rounded up): the client got exactly those whole chunks (the meter checks event by event,
+ * however reads group them) and the proxy counted the next one, the one that did not fit.
  */
-export function expectCutAtBudget(text: string, counted: number): void {
-  expect(text).toBe('tok '.repeat(Math.floor(text.length / 4)))
-  expect(text.length).toBeLessThanOrEqual(4 * 10)
-  expect(text.length).toBeGreaterThanOrEqual(4 * 5)
-  expect(counted).toBeGreaterThan(text.length)
+export function expectCutAtBudget(text: string, counted: number, factor = 1, chunks = 20): void {
+  expect(text).toBe(' tok'.repeat(chunks))
+  expect(counted).toBe(Math.ceil((chunks + 1) * factor))
 }

@@ -1,4 +1,5 @@
 import type http from 'node:http'
+import { NON_STREAM_TEXT, billedFor, capDeltas, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
@@ -9,12 +10,16 @@ export interface FakeAnthropicOptions {
   /** `cache_read_input_tokens` and `cache_creation_input_tokens` reported (default 0 each). */
   cacheReadTokens?: number
   cacheWriteTokens?: number
-  /** `output_tokens` of a non-streamed answer (default 7). */
+  /** `output_tokens` of a non-streamed answer (default: the billed count of its text). */
   outputTokens?: number
-  /** Text deltas per streamed answer (default 5, at most `max_tokens`); each is one token of text `word`. */
+  /** Text deltas per streamed answer (default 5, stopping at `max_tokens`) billed as Claude (billing.ts). */
   chunks?: number
-  /** Text of one streamed token (default "tok "). */
+  /** Stream the realistic answer (1-4 tokens per delta, code and non-English text) instead of `word`. */
+  answer?: boolean
+  /** Text of every delta (default " tok", one token), billed as the family bills it. */
   word?: string
+  /** Destroy the socket after this many stream deltas. */
+  resetAfterChunks?: number
   /** Milliseconds between stream deltas (default 0). */
   chunkDelayMs?: number
   /** Answer every metered POST with this status and body instead. */
@@ -35,6 +40,7 @@ export interface FakeAnthropicOptions {
 export type FakeAnthropic = FakeUpstream<FakeAnthropicOptions>
 
 export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Promise<FakeAnthropic> {
+  warmBilling()
   const fake = await startRecordingServer(initial, answer)
 
   async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>): Promise<void> {
@@ -54,13 +60,13 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
     if (o.fail) return reply(res, o.fail.status, o.fail.body)
     const model = String(body.model ?? 'unknown')
     if (body.stream === true) return streamMessage(req, res, body, model)
-    const output = o.outputTokens ?? 7
+    const output = o.outputTokens ?? billedFor(model, NON_STREAM_TEXT)
     return reply(res, 200, {
       id: 'msg_01fake',
       type: 'message',
       role: 'assistant',
       model,
-      content: [{ type: 'text', text: 'hello from the fake' }],
+      content: [{ type: 'text', text: NON_STREAM_TEXT }],
       stop_reason: 'end_turn',
       stop_sequence: null,
       usage: { ...inputUsage(), output_tokens: output, service_tier: 'standard' },
@@ -80,26 +86,29 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
     const o = fake.options
     const entry = fake.openLedger(req, res)
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'request-id': 'req_fake' })
-    const maxTokens = typeof body.max_tokens === 'number' ? body.max_tokens : Number.POSITIVE_INFINITY
-    const count = Math.min(o.chunks ?? 5, maxTokens)
+    const maxTokens = typeof body.max_tokens === 'number' ? body.max_tokens : null
+    const planned = streamPlan('claude', o, model).deltas
+    const deltas = capDeltas(planned, maxTokens)
+    let billed = 0
     const event = (type: string, data: Record<string, unknown>, tokens = 0): boolean =>
       write(res, entry, `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`, tokens)
     const message = { id: 'msg_01fake', type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null }
     if (!event('message_start', { message: { ...message, usage: { ...inputUsage(), output_tokens: 1 } } })) return
     if (!event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } })) return
     if (!event('ping', {})) return
-    for (let i = 0; i < count; i++) {
-      if (!(await pace(res, entry, o.chunkDelayMs))) return
+    for (const [i, delta] of deltas.entries()) {
+      if (!(await pace(res, entry, o.chunkDelayMs, i === o.resetAfterChunks))) return
       if (o.overloadAfterChunks === i) {
         event('error', { error: { type: 'overloaded_error', message: 'Overloaded' } })
         finish(res, entry)
         return
       }
-      if (!event('content_block_delta', { index: 0, delta: { type: 'text_delta', text: o.word ?? 'tok ' } }, 1)) return
+      if (!event('content_block_delta', { index: 0, delta: { type: 'text_delta', text: delta.text } }, delta.tokens)) return
+      billed += delta.tokens
     }
     event('content_block_stop', { index: 0 })
-    const stopReason = count === maxTokens ? 'max_tokens' : 'end_turn'
-    event('message_delta', { delta: { stop_reason: stopReason, stop_sequence: null }, usage: { output_tokens: count } })
+    const stopReason = deltas.length < planned.length ? 'max_tokens' : 'end_turn'
+    event('message_delta', { delta: { stop_reason: stopReason, stop_sequence: null }, usage: { output_tokens: billed } })
     event('message_stop', {})
     finish(res, entry)
   }

@@ -1,5 +1,6 @@
 import type http from 'node:http'
 import { embeddingList, responseObject } from './fake-openai.js'
+import { NON_STREAM_TEXT, billedFor, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
@@ -9,12 +10,16 @@ export interface FakeAzureOptions {
   promptTokens?: number
   /** Report the request body's byte length as its prompt tokens, so a request costs exactly its input bound. */
   promptTokensFromBody?: boolean
-  /** Content deltas per streamed answer (default 5); each is one token of text `word`. */
+  /** Content deltas per streamed answer (default 5): billed by tiktoken. */
   chunks?: number
-  /** Completion tokens of a non-streamed answer (default 7). */
+  /** Completion tokens of a non-streamed answer (default: tiktoken's count of its text). */
   completionTokens?: number
-  /** Text of one streamed token (default "tok "). */
+  /** Stream the realistic answer (1-4 tokens per delta, code and non-English text) instead of `word`. */
+  answer?: boolean
+  /** Text of every delta (default " tok", one token), billed by tiktoken in context. */
   word?: string
+  /** Destroy the socket after this many stream chunks. */
+  resetAfterChunks?: number
   /** Milliseconds between stream chunks (default 0). */
   chunkDelayMs?: number
   /** Answer every POST with this status and body instead. */
@@ -35,6 +40,7 @@ const PROMPT_FILTER = [{ prompt_index: 0, content_filter_results: FILTER_RESULTS
 const DEPLOYMENT_ROUTE = /^\/openai\/deployments\/([^/]+)\/(chat\/completions|embeddings|responses)$/
 
 export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<FakeAzure> {
+  warmBilling()
   const fake = await startRecordingServer(initial, (req, res, body, raw) => answer(req, res, body, Buffer.byteLength(raw)))
 
   async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, bodyBytes: number): Promise<void> {
@@ -67,11 +73,11 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
       return json(res, 200, embeddingList(body, model, promptTokens))
     }
     if (operation === 'responses') {
-      const completion = o.completionTokens ?? 7
-      return json(res, 200, responseObject(model, 'completed', 'hello from azure', promptTokens, completion))
+      const completion = o.completionTokens ?? billedFor(model, NON_STREAM_TEXT)
+      return json(res, 200, responseObject(model, 'completed', NON_STREAM_TEXT, promptTokens, completion))
     }
     if (body.stream === true) return streamChat(req, res, body, model, promptTokens)
-    const completion = o.completionTokens ?? 7
+    const completion = o.completionTokens ?? billedFor(model, NON_STREAM_TEXT)
     return json(res, 200, {
       choices: [
         {
@@ -79,7 +85,7 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
           finish_reason: 'stop',
           index: 0,
           logprobs: null,
-          message: { annotations: [], content: 'hello from azure', refusal: null, role: 'assistant' },
+          message: { annotations: [], content: NON_STREAM_TEXT, refusal: null, role: 'assistant' },
         },
       ],
       created: 1,
@@ -98,7 +104,8 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'apim-request-id': 'apim-1' })
     const base = { created: 1, id: 'chatcmpl-az2', model, object: 'chat.completion.chunk', system_fingerprint: 'fp_ee1d74bde0' }
     const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true
-    const count = o.chunks ?? 5
+    const deltas = capDeltas(streamPlan('openai', o, model).deltas, capOf(body, 'max_completion_tokens', 'max_tokens'))
+    let billed = 0
     const choice = (delta: Record<string, unknown>, finishReason: string | null, filter: unknown = FILTER_RESULTS) => ({
       choices: [{ content_filter_results: filter, delta, finish_reason: finishReason, index: 0, logprobs: null }],
       ...base,
@@ -107,9 +114,10 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
     const opening = { choices: [], created: 0, id: '', model: '', object: '', prompt_filter_results: PROMPT_FILTER }
     if (!write(res, entry, `data: ${JSON.stringify(opening)}\n\n`, 0)) return
     if (!write(res, entry, `data: ${JSON.stringify(choice({ content: '', refusal: null, role: 'assistant' }, null, {}))}\n\n`, 0)) return
-    for (let i = 0; i < count; i++) {
-      if (!(await pace(res, entry, o.chunkDelayMs))) return
-      if (!write(res, entry, `data: ${JSON.stringify(choice({ content: o.word ?? 'tok ' }, null))}\n\n`, 1)) return
+    for (const [i, delta] of deltas.entries()) {
+      if (!(await pace(res, entry, o.chunkDelayMs, i === o.resetAfterChunks))) return
+      if (!write(res, entry, `data: ${JSON.stringify(choice({ content: delta.text }, null))}\n\n`, delta.tokens)) return
+      billed += delta.tokens
       if (i === 1) {
         // An asynchronous-filter annotation: offsets, no delta.
         const annotation = { id: '', object: '', created: 0, model: '', choices: [{ index: 0, finish_reason: null, content_filter_results: FILTER_RESULTS, content_filter_offsets: { check_offset: 0, start_offset: 0, end_offset: 8 } }], usage: null }
@@ -118,7 +126,7 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
     }
     write(res, entry, `data: ${JSON.stringify(choice({}, 'stop', {}))}\n\n`, 0)
     if (includeUsage) {
-      const usage = { completion_tokens: count, prompt_tokens: promptTokens, prompt_tokens_details: { cached_tokens: 0 }, total_tokens: promptTokens + count }
+      const usage = { completion_tokens: billed, prompt_tokens: promptTokens, prompt_tokens_details: { cached_tokens: 0 }, total_tokens: promptTokens + billed }
       write(res, entry, `data: ${JSON.stringify({ choices: [], ...base, usage })}\n\n`, 0)
     }
     write(res, entry, 'data: [DONE]\n\n', 0)

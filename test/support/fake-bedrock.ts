@@ -15,6 +15,7 @@ import {
   type LedgerEntry,
   type Received as BaseReceived,
 } from './fake-server.js'
+import { NON_STREAM_TEXT, billedFor, familyOf, streamPlan, warmBilling } from './billing.js'
 
 export type { LedgerEntry }
 
@@ -28,11 +29,13 @@ export interface FakeBedrockOptions {
   promptTokens?: number
   /** Answer CountTokens with this error status instead of a count. */
   countFails?: number
-  /** Text deltas per streamed answer (default 5); each is one token of text `word`. */
+  /** Text deltas per streamed answer (default 5) billed as the model's family (billing.ts). */
   chunks?: number
-  /** Output tokens of a non-streamed answer (default 7). */
+  /** Output tokens of a non-streamed answer (default: the billed count of its text). */
   completionTokens?: number
-  /** Text of one streamed token (default "tok "). */
+  /** Stream the realistic answer (1-4 tokens per delta, code and non-English text) instead of `word`. */
+  answer?: boolean
+  /** Text of every delta (default " tok", one token), billed as the family bills it. */
   word?: string
   chunkDelayMs?: number
   /** Answer every POST with this AWS error instead. */
@@ -171,6 +174,7 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
   const received: Received[] = []
   const ledger: LedgerEntry[] = []
   const rejected: FakeBedrock['rejected'] = []
+  warmBilling()
   // Authentication comes before recording, so this fake records for itself.
   const server = await startFakeServer((req, res, raw) => void handle(req, res, raw))
   const fake: FakeBedrock = { url: server.url, received, ledger, rejected, options: initial, close: server.close }
@@ -210,22 +214,22 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
     if (o.gate) await o.gate
     if (o.fail) return awsError(res, o.fail.status, o.fail.type, o.fail.message)
     const input = o.promptTokens ?? 12
-    const output = o.completionTokens ?? 7
+    const output = o.completionTokens ?? billedFor(modelId, NON_STREAM_TEXT)
     const family = baseModelId(modelId).split('.')[0]
     switch (operation) {
       case 'invoke':
         return invokeAnswer(res, modelId, family ?? '', input, output)
       case 'converse':
         return awsJson(res, 200, {
-          output: { message: { role: 'assistant', content: [{ text: 'hello from the fake' }] } },
+          output: { message: { role: 'assistant', content: [{ text: NON_STREAM_TEXT }] } },
           stopReason: 'end_turn',
           usage: { inputTokens: input, outputTokens: output, totalTokens: input + output, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 },
           metrics: { latencyMs: 42 },
         })
       case 'invoke-with-response-stream':
-        return stream(req, res, family === 'anthropic' ? anthropicEvents(input) : llamaEvents(input))
+        return stream(req, res, modelId, family === 'anthropic' ? anthropicEvents(input) : llamaEvents(input))
       case 'converse-stream':
-        return stream(req, res, converseEvents(input))
+        return stream(req, res, modelId, converseEvents(input))
       default:
         return awsError(res, 404, 'UnknownOperationException', `no operation ${operation}`)
     }
@@ -242,22 +246,22 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
         type: 'message',
         role: 'assistant',
         model: 'claude-test',
-        content: [{ type: 'text', text: 'hello from the fake' }],
+        content: [{ type: 'text', text: NON_STREAM_TEXT }],
         stop_reason: 'end_turn',
         stop_sequence: null,
         usage: { input_tokens: input, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: output },
       }, counts)
     }
-    if (family === 'meta') return awsJson(res, 200, { generation: 'hello from the fake', prompt_token_count: input, generation_token_count: output, stop_reason: 'stop' }, counts)
+    if (family === 'meta') return awsJson(res, 200, { generation: NON_STREAM_TEXT, prompt_token_count: input, generation_token_count: output, stop_reason: 'stop' }, counts)
     // Mistral's body reports no usage: only the headers do.
-    return awsJson(res, 200, { outputs: [{ text: 'hello from the fake', stop_reason: 'stop' }] }, counts)
+    return awsJson(res, 200, { outputs: [{ text: NON_STREAM_TEXT, stop_reason: 'stop' }] }, counts)
   }
 
-  /** One stream: frames before the deltas, a frame per delta, frames after (given the delta count). */
+  /** One stream: frames before the deltas, a frame per delta (given the tokens billed so far), frames after (given the bill). */
   interface StreamPlan {
     before: Buffer[]
-    delta(word: string): Buffer
-    after(count: number): Buffer[]
+    delta(text: string, billed: number): Buffer
+    after(billed: number): Buffer[]
   }
 
   function anthropicEvents(input: number): StreamPlan {
@@ -269,7 +273,7 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
         }),
         invokeChunkFrame({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }),
       ],
-      delta: (word) => invokeChunkFrame({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: word } }),
+      delta: (text) => invokeChunkFrame({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } }),
       after: (count) => [
         invokeChunkFrame({ type: 'content_block_stop', index: 0 }),
         invokeChunkFrame({ type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: count } }),
@@ -282,7 +286,7 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
     let generated = 0
     return {
       before: [],
-      delta: (word) => invokeChunkFrame({ generation: word, prompt_token_count: generated === 0 ? input : null, generation_token_count: ++generated, stop_reason: null }),
+      delta: (text, billed) => invokeChunkFrame({ generation: text, prompt_token_count: generated++ === 0 ? input : null, generation_token_count: billed, stop_reason: null }),
       after: (count) => [
         invokeChunkFrame({
           generation: '',
@@ -298,7 +302,7 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
   function converseEvents(input: number): StreamPlan {
     return {
       before: [converseEventFrame('messageStart', { role: 'assistant', p: 'abcdef' })],
-      delta: (word) => converseEventFrame('contentBlockDelta', { contentBlockIndex: 0, delta: { text: word }, p: 'abcdefghij' }),
+      delta: (text) => converseEventFrame('contentBlockDelta', { contentBlockIndex: 0, delta: { text }, p: 'abcdefghij' }),
       after: (count) => [
         converseEventFrame('contentBlockStop', { contentBlockIndex: 0 }),
         converseEventFrame('messageStop', { stopReason: 'end_turn' }),
@@ -307,19 +311,21 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
     }
   }
 
-  async function stream(req: http.IncomingMessage, res: http.ServerResponse, plan: StreamPlan): Promise<void> {
+  async function stream(req: http.IncomingMessage, res: http.ServerResponse, modelId: string, plan: StreamPlan): Promise<void> {
     const o = fake.options
     const entry = openLedger(ledger, req, res)
     res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream', 'x-amzn-requestid': 'req-fake', 'x-amzn-bedrock-content-type': 'application/json' })
     for (const frame of plan.before) if (!write(res, entry, frame, 0)) return
-    const count = o.chunks ?? 5
-    for (let i = 0; i < count; i++) {
+    const { deltas } = streamPlan(familyOf(modelId), o, modelId)
+    let billed = 0
+    for (const [i, delta] of deltas.entries()) {
       if (!(await pace(res, entry, o.chunkDelayMs, i === o.resetAfterChunks))) return
-      const frame = plan.delta(o.word ?? 'tok ')
+      const frame = plan.delta(delta.text, billed + delta.tokens)
       if (o.corruptAfterChunks !== undefined && i === o.corruptAfterChunks) frame.writeUInt32BE((frame.readUInt32BE(frame.length - 4) ^ 1) >>> 0, frame.length - 4)
-      if (!write(res, entry, frame, 1)) return
+      if (!write(res, entry, frame, delta.tokens)) return
+      billed += delta.tokens
     }
-    for (const frame of plan.after(count)) if (!write(res, entry, frame, 0)) return
+    for (const frame of plan.after(billed)) if (!write(res, entry, frame, 0)) return
     finish(res, entry)
   }
 

@@ -1,4 +1,5 @@
 import type http from 'node:http'
+import { NON_STREAM_TEXT, billedFor, capDeltas, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
@@ -8,13 +9,15 @@ export interface FakeGeminiOptions {
   promptTokens?: number
   /** Answer `:countTokens` with this error status instead of a count. */
   countFails?: number
-  /** Text chunks per streamed answer (default 5), each carrying `word`. */
+  /** Text chunks per streamed answer (default 5, stopping at maxOutputTokens) billed as Gemini (billing.ts). */
   chunks?: number
-  /** Text of one streamed chunk (default "tok "). */
+  /** Stream the realistic answer (1-4 tokens per delta, code and non-English text) instead of `word`. */
+  answer?: boolean
+  /** Text of every chunk (default " tok", one token), billed as Gemini bills it. */
   word?: string
-  /** candidatesTokenCount each streamed chunk adds (default 1). */
+  /** candidatesTokenCount each streamed chunk adds instead of its billed count. */
   tokensPerChunk?: number
-  /** candidatesTokenCount of a non-streamed answer (default 7). */
+  /** candidatesTokenCount of a non-streamed answer (default: the billed count of its text). */
   completionTokens?: number
   /** thoughtsTokenCount reported from the first chunk on, as thinking models do (default none). */
   thoughtsTokens?: number
@@ -37,6 +40,7 @@ export type FakeGemini = FakeUpstream<FakeGeminiOptions>
 const ROUTE = /^\/v1(?:beta|alpha)?\/((?:models|tunedModels)\/[^/:]+):([A-Za-z]+)$/
 
 export async function startFakeGemini(initial: FakeGeminiOptions = {}): Promise<FakeGemini> {
+  warmBilling()
   const fake = await startRecordingServer(initial, answer)
 
   async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>): Promise<void> {
@@ -60,25 +64,32 @@ export async function startFakeGemini(initial: FakeGeminiOptions = {}): Promise<
       return reply(res, 200, { embeddings: requests.map(() => ({ values: [0.5, 0.25, 0.125] })) })
     }
     if (verb === 'generateContent') {
-      const completion = o.completionTokens ?? 7
-      return reply(res, 200, response(model, 'hello from the fake', 'STOP', usage(promptTokens, completion, o.thoughtsTokens)))
+      const completion = o.completionTokens ?? billedFor(model, NON_STREAM_TEXT)
+      return reply(res, 200, response(model, NON_STREAM_TEXT, 'STOP', usage(promptTokens, completion, o.thoughtsTokens)))
     }
-    if (verb === 'streamGenerateContent') return stream(req, res, model, promptTokens, url.searchParams.get('alt') === 'sse')
+    if (verb === 'streamGenerateContent') return stream(req, res, body, model, promptTokens, url.searchParams.get('alt') === 'sse')
     return reply(res, 400, { error: { code: 400, message: `unsupported ${verb}`, status: 'INVALID_ARGUMENT' } })
   }
 
-  async function stream(req: http.IncomingMessage, res: http.ServerResponse, model: string, promptTokens: number, sse: boolean): Promise<void> {
+  async function stream(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number, sse: boolean): Promise<void> {
     const o = fake.options
     const entry = fake.openLedger(req, res)
     res.writeHead(200, { 'content-type': sse ? 'text/event-stream' : 'application/json; charset=UTF-8' })
-    const count = o.chunks ?? 5
-    const perChunk = o.tokensPerChunk ?? 1
-    for (let i = 0; i < count; i++) {
+    const config = (body.generationConfig ?? body.generation_config) as Record<string, unknown> | undefined
+    const cap = typeof config?.maxOutputTokens === 'number' ? config.maxOutputTokens : null
+    const planned = streamPlan('gemini', o, model).deltas.map((d) => (o.tokensPerChunk === undefined ? d : { text: d.text, tokens: o.tokensPerChunk }))
+    const deltas = capDeltas(planned, cap)
+    const count = deltas.length
+    let billed = 0
+    for (const [i, delta] of deltas.entries()) {
       if (!(await pace(res, entry, i > 0 ? o.chunkDelayMs : 0, i === o.resetAfterChunks))) return
-      const chunk = response(model, o.word ?? 'tok ', i === count - 1 ? 'STOP' : undefined, usage(promptTokens, (i + 1) * perChunk, o.thoughtsTokens))
+      billed += delta.tokens
+      // Every chunk carries the running usage, its own tokens included.
+      const done = i === count - 1 ? (count < planned.length ? 'MAX_TOKENS' : 'STOP') : undefined
+      const chunk = response(model, delta.text, done, usage(promptTokens, billed, o.thoughtsTokens))
       // Gemini's SSE events end with CRLF CRLF; its JSON array is pretty-printed, elements joined by "\n,\r\n".
       const text = sse ? `data: ${JSON.stringify(chunk)}\r\n\r\n` : `${i === 0 ? '[' : '\n,\r\n'}${JSON.stringify(chunk, null, 2)}`
-      if (!write(res, entry, text, perChunk)) return
+      if (!write(res, entry, text, delta.tokens)) return
     }
     if (!sse) res.write(count === 0 ? '[]' : '\n]')
     finish(res, entry)

@@ -1,4 +1,5 @@
 import type http from 'node:http'
+import { NON_STREAM_TEXT, billedFor, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
@@ -8,12 +9,16 @@ export interface FakeMistralOptions {
   promptTokens?: number
   /** Report the request body's byte length as its prompt tokens, so a request costs exactly its input bound. */
   promptTokensFromBody?: boolean
-  /** Content deltas per streamed answer (default 5); each is one token of text `word`. */
+  /** Content deltas per streamed answer (default 5) billed as Mistral (billing.ts). */
   chunks?: number
-  /** Completion tokens of a non-streamed answer (default 7). */
+  /** Completion tokens of a non-streamed answer (default: the billed count of its text). */
   completionTokens?: number
-  /** Text of one streamed token (default "tok "). */
+  /** Stream the realistic answer (1-4 tokens per delta, code and non-English text) instead of `word`. */
+  answer?: boolean
+  /** Text of every delta (default " tok", one token), billed as the family bills it. */
   word?: string
+  /** Destroy the socket after this many stream chunks. */
+  resetAfterChunks?: number
   /** Milliseconds between stream chunks (default 0). */
   chunkDelayMs?: number
   /** Answer every POST with this status and body instead. */
@@ -31,6 +36,7 @@ export type FakeMistral = FakeUpstream<FakeMistralOptions>
 const FORBIDDEN_FIELDS = ['stream_options', 'max_completion_tokens', 'logprobs', 'store']
 
 export async function startFakeMistral(initial: FakeMistralOptions = {}): Promise<FakeMistral> {
+  warmBilling()
   const fake = await startRecordingServer(initial, (req, res, body, raw) => answer(req, res, body, Buffer.byteLength(raw)))
 
   async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, bodyBytes: number): Promise<void> {
@@ -60,33 +66,35 @@ export async function startFakeMistral(initial: FakeMistralOptions = {}): Promis
         usage: { prompt_tokens: promptTokens, total_tokens: promptTokens, completion_tokens: 0 },
       })
     }
-    if (body.stream === true) return streamChat(req, res, model, promptTokens)
-    const completion = o.completionTokens ?? 7
+    if (body.stream === true) return streamChat(req, res, body, model, promptTokens)
+    const completion = o.completionTokens ?? billedFor(model, NON_STREAM_TEXT)
     return json(res, 200, {
       id: 'cmpl-1',
       object: 'chat.completion',
       model,
       usage: { prompt_tokens: promptTokens, total_tokens: promptTokens + completion, completion_tokens: completion },
       created: 1,
-      choices: [{ index: 0, message: { role: 'assistant', tool_calls: null, content: 'hello from mistral' }, finish_reason: 'stop' }],
+      choices: [{ index: 0, message: { role: 'assistant', tool_calls: null, content: NON_STREAM_TEXT }, finish_reason: 'stop' }],
     })
   }
 
-  async function streamChat(req: http.IncomingMessage, res: http.ServerResponse, model: string, promptTokens: number) {
+  async function streamChat(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number) {
     const o = fake.options
     const entry = fake.openLedger(req, res)
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8' })
     const base = { id: 'cmpl-2', object: 'chat.completion.chunk', created: 1, model }
-    const count = o.chunks ?? 5
+    const deltas = capDeltas(streamPlan('mistral', o, model).deltas, capOf(body, 'max_tokens'))
+    let billed = 0
     const chunk = (delta: Record<string, unknown>, finishReason: string | null, usage?: unknown) =>
       `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta, finish_reason: finishReason }], ...(usage === undefined ? {} : { usage }) })}\n\n`
     if (!write(res, entry, chunk({ role: 'assistant', content: '' }, null), 0)) return
-    for (let i = 0; i < count; i++) {
-      if (!(await pace(res, entry, o.chunkDelayMs))) return
-      if (!write(res, entry, chunk({ content: o.word ?? 'tok ' }, null), 1)) return
+    for (const [i, delta] of deltas.entries()) {
+      if (!(await pace(res, entry, o.chunkDelayMs, i === o.resetAfterChunks))) return
+      if (!write(res, entry, chunk({ content: delta.text }, null), delta.tokens)) return
+      billed += delta.tokens
     }
     // Mistral puts usage on the last chunk, beside the finish reason.
-    write(res, entry, chunk({ content: '' }, 'stop', { prompt_tokens: promptTokens, total_tokens: promptTokens + count, completion_tokens: count }), 0)
+    write(res, entry, chunk({ content: '' }, 'stop', { prompt_tokens: promptTokens, total_tokens: promptTokens + billed, completion_tokens: billed }), 0)
     write(res, entry, 'data: [DONE]\n\n', 0)
     finish(res, entry)
   }

@@ -1,4 +1,5 @@
 import type http from 'node:http'
+import { NON_STREAM_TEXT, billedFor, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
@@ -6,11 +7,13 @@ export type { LedgerEntry, Received } from './fake-server.js'
 export interface FakeOpenAiOptions {
   /** Prompt tokens the fake reports (default 12). */
   promptTokens?: number
-  /** Content deltas per streamed answer (default 5); each is one token of text `word`. */
+  /** Content deltas per streamed answer (default 5): billed by tiktoken. */
   chunks?: number
-  /** Completion tokens of a non-streamed answer (default 7). */
+  /** Completion tokens of a non-streamed answer (default: tiktoken's count of its text). */
   completionTokens?: number
-  /** Text of one streamed token (default "tok "). */
+  /** Stream the realistic answer (1-4 tokens per delta, code and non-English text) instead of `word`. */
+  answer?: boolean
+  /** Text of every delta (default " tok", one token), billed by tiktoken in context. */
   word?: string
   /** Milliseconds between stream chunks (default 0). */
   chunkDelayMs?: number
@@ -31,6 +34,7 @@ export interface FakeOpenAiOptions {
 export type FakeOpenAi = FakeUpstream<FakeOpenAiOptions>
 
 export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<FakeOpenAi> {
+  warmBilling()
   const fake = await startRecordingServer(initial, answer)
 
   async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>): Promise<void> {
@@ -48,20 +52,20 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
     }
     if (path === '/v1/chat/completions') {
       if (body.stream === true) return streamChat(req, res, body, model, promptTokens)
-      const completion = o.completionTokens ?? 7
+      const completion = o.completionTokens ?? billedFor(model, NON_STREAM_TEXT)
       return json(res, 200, {
         id: 'chatcmpl-1',
         object: 'chat.completion',
         created: 1,
         model,
-        choices: [{ index: 0, message: { role: 'assistant', content: 'hello from the fake', refusal: null }, finish_reason: 'stop', logprobs: null }],
+        choices: [{ index: 0, message: { role: 'assistant', content: NON_STREAM_TEXT, refusal: null }, finish_reason: 'stop', logprobs: null }],
         ...(o.omitUsage ? {} : { usage: { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion } }),
       })
     }
     if (path === '/v1/responses') {
-      if (body.stream === true) return streamResponses(req, res, model, promptTokens)
-      const completion = o.completionTokens ?? 7
-      return json(res, 200, responseObject(model, 'completed', 'hello from the fake', promptTokens, completion))
+      if (body.stream === true) return streamResponses(req, res, body, model, promptTokens)
+      const completion = o.completionTokens ?? billedFor(model, NON_STREAM_TEXT)
+      return json(res, 200, responseObject(model, 'completed', NON_STREAM_TEXT, promptTokens, completion))
     }
     return json(res, 404, { error: { message: 'no such route', type: 'invalid_request_error', param: null, code: null } })
   }
@@ -72,39 +76,42 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
     const base = { id: 'chatcmpl-2', object: 'chat.completion.chunk', created: 1, model }
     const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true
-    const count = o.chunks ?? 5
+    const deltas = capDeltas(streamPlan('openai', o, model).deltas, capOf(body, 'max_completion_tokens', 'max_tokens'))
     if (!write(res, entry, `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] })}\n\n`, 0)) return
-    for (let i = 0; i < count; i++) {
+    let billed = 0
+    for (const [i, delta] of deltas.entries()) {
       if (!(await pace(res, entry, o.chunkDelayMs, i === o.resetAfterChunks))) return
-      const chunk = { ...base, choices: [{ index: 0, delta: { content: o.word ?? 'tok ' }, finish_reason: null }] }
-      if (!write(res, entry, `data: ${JSON.stringify(chunk)}\n\n`, 1)) return
+      const chunk = { ...base, choices: [{ index: 0, delta: { content: delta.text }, finish_reason: null }] }
+      if (!write(res, entry, `data: ${JSON.stringify(chunk)}\n\n`, delta.tokens)) return
+      billed += delta.tokens
     }
     write(res, entry, `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`, 0)
     if (includeUsage) {
-      const usage = { prompt_tokens: promptTokens, completion_tokens: count, total_tokens: promptTokens + count }
+      const usage = { prompt_tokens: promptTokens, completion_tokens: billed, total_tokens: promptTokens + billed }
       write(res, entry, `data: ${JSON.stringify({ ...base, choices: [], usage })}\n\n`, 0)
     }
     write(res, entry, 'data: [DONE]\n\n', 0)
     finish(res, entry)
   }
 
-  async function streamResponses(req: http.IncomingMessage, res: http.ServerResponse, model: string, promptTokens: number) {
+  async function streamResponses(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number) {
     const o = fake.options
     const entry = fake.openLedger(req, res)
     res.writeHead(200, { 'content-type': 'text/event-stream' })
-    const count = o.chunks ?? 5
+    const deltas = capDeltas(streamPlan('openai', o, model).deltas, capOf(body, 'max_output_tokens'))
+    let billed = 0
     let seq = 0
     const event = (type: string, data: Record<string, unknown>, tokens: number) =>
       write(res, entry, `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`, tokens)
     if (!event('response.created', { response: responseObject(model, 'in_progress', '', null, null) }, 0)) return
     let text = ''
-    for (let i = 0; i < count; i++) {
+    for (const delta of deltas) {
       if (!(await pace(res, entry, o.chunkDelayMs))) return
-      const delta = o.word ?? 'tok '
-      text += delta
-      if (!event('response.output_text.delta', { item_id: 'msg_1', output_index: 0, content_index: 0, delta, logprobs: [] }, 1)) return
+      text += delta.text
+      if (!event('response.output_text.delta', { item_id: 'msg_1', output_index: 0, content_index: 0, delta: delta.text, logprobs: [] }, delta.tokens)) return
+      billed += delta.tokens
     }
-    event('response.completed', { response: responseObject(model, 'completed', text, promptTokens, count) }, 0)
+    event('response.completed', { response: responseObject(model, 'completed', text, promptTokens, billed) }, 0)
     finish(res, entry)
   }
 

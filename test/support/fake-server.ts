@@ -128,7 +128,10 @@ export async function pace(res: http.ServerResponse, entry: LedgerEntry, delayMs
   if (delayMs) await sleep(delayMs)
   if (entry.clientAborted) return false
   if (reset) {
-    res.socket?.destroy()
+    // What was written reaches the wire first (a provider's reset loses nothing it already sent), then the socket dies.
+    const socket = res.socket
+    if (socket) await new Promise<void>((resolve) => socket.write('', () => resolve()))
+    socket?.destroy()
     return false
   }
   return true

@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import Anthropic from '@anthropic-ai/sdk'
 import { Stream } from '@anthropic-ai/sdk/core/streaming'
 import { describe, expect, it } from 'vitest'
+import { byteCounter, type ByteCounter } from '../support/counting.js'
 import { ProxyError } from '../../src/errors.js'
 import { createAnthropicAdapter, TOOL_USE_PROMPT_TOKENS, toolOverheadTokens } from '../../src/providers/anthropic.js'
 import type { ErrorInfo, RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage } from '../../src/providers/types.js'
@@ -10,6 +11,10 @@ import type { ErrorInfo, RequestFacts, RouteMatch, StreamParser, UpstreamCredent
 const PROXY_KEY = `lp-${'k'.repeat(43)}`
 const OTHER_PROXY_KEY = `lp-${'z'.repeat(43)}`
 const adapter = createAnthropicAdapter({ baseUrl: 'https://api.anthropic.test', apiKey: null })
+
+// Parser tests see what each parser counts through a byte counter; the real counter is tested in tokens tests.
+let counter: ByteCounter = byteCounter()
+const newParser = (...args: [RouteMatch]): StreamParser => adapter.createStreamParser(args[0], (counter = byteCounter()))
 const MESSAGES: RouteMatch = { operation: 'messages', pathModel: null, pathStream: null }
 
 function raw(name: string): Buffer {
@@ -247,13 +252,13 @@ interface StreamCase {
 
 // Estimates: UTF-8 bytes of text, thinking, redacted thinking, tool names, partial JSON and cited text, plus 16 per block.
 const STREAMS: StreamCase[] = [
-  { file: 'stream-text.sse', reported: { inputTokens: 25, cachedInputTokens: 0, cacheWriteTokens: 0, outputTokens: 12 }, estimate: 48, failed: false },
-  { file: 'stream-tool-use.sse', reported: { inputTokens: 472, cachedInputTokens: 0, cacheWriteTokens: 0, outputTokens: 89 }, estimate: 150, failed: false },
-  { file: 'stream-thinking.sse', reported: { inputTokens: 85, cachedInputTokens: 0, cacheWriteTokens: 0, outputTokens: 312 }, estimate: 212, failed: false },
+  { file: 'stream-text.sse', reported: { inputTokens: 25, cachedInputTokens: 0, cacheWriteTokens: 0, outputTokens: 12 }, estimate: 34, failed: false },
+  { file: 'stream-tool-use.sse', reported: { inputTokens: 472, cachedInputTokens: 0, cacheWriteTokens: 0, outputTokens: 89 }, estimate: 136, failed: false },
+  { file: 'stream-thinking.sse', reported: { inputTokens: 85, cachedInputTokens: 0, cacheWriteTokens: 0, outputTokens: 312 }, estimate: 198, failed: false },
   // Server tool results are input: the final message_delta restates the cumulative input.
-  { file: 'stream-web-search.sse', reported: { inputTokens: 10682, cachedInputTokens: 0, cacheWriteTokens: 0, outputTokens: 510 }, estimate: 205, failed: false },
-  { file: 'stream-cache-crlf.sse', reported: { inputTokens: 21, cachedInputTokens: 20480, cacheWriteTokens: 1552, outputTokens: 9 }, estimate: 40, failed: false },
-  { file: 'stream-overloaded.sse', reported: { inputTokens: 30 }, estimate: 28, failed: true },
+  { file: 'stream-web-search.sse', reported: { inputTokens: 10682, cachedInputTokens: 0, cacheWriteTokens: 0, outputTokens: 510 }, estimate: 177, failed: false },
+  { file: 'stream-cache-crlf.sse', reported: { inputTokens: 21, cachedInputTokens: 20480, cacheWriteTokens: 1552, outputTokens: 9 }, estimate: 26, failed: false },
+  { file: 'stream-overloaded.sse', reported: { inputTokens: 30 }, estimate: 14, failed: true },
 ]
 
 function feed(parser: StreamParser, chunks: Buffer[]): Buffer {
@@ -267,19 +272,20 @@ describe('stream parser', () => {
   it.each(STREAMS)('$file split at every byte boundary', ({ file, reported, estimate, failed }) => {
     const bytes = raw(file)
     for (let cut = 0; cut <= bytes.length; cut++) {
-      const parser = adapter.createStreamParser(MESSAGES)
+      const parser = newParser(MESSAGES)
       const forwarded = feed(parser, [bytes.subarray(0, cut), bytes.subarray(cut)])
       expect(forwarded.equals(bytes)).toBe(true)
       expect(parser.reported()).toEqual(reported)
-      expect(parser.estimatedOutputTokens()).toBe(estimate)
+      expect(counter.tokens()).toBe(estimate)
+      // The reported total replaces the count once message_delta brings it.
+      expect(parser.outputTokens()).toBe(reported.outputTokens ?? estimate)
       expect(parser.upstreamError()).toBe(failed)
-      expect(parser.outputText()).toBeNull()
     }
   })
 
   it.each(STREAMS)('$file fed one byte at a time forwards whole events only', ({ file, reported, estimate }) => {
     const bytes = raw(file)
-    const parser = adapter.createStreamParser(MESSAGES)
+    const parser = newParser(MESSAGES)
     const released: Buffer[] = []
     for (let i = 0; i < bytes.length; i++) {
       const ready = parser.push(bytes.subarray(i, i + 1))
@@ -292,27 +298,28 @@ describe('stream parser', () => {
     released.push(parser.flush())
     expect(Buffer.concat(released).equals(bytes)).toBe(true)
     expect(parser.reported()).toEqual(reported)
-    expect(parser.estimatedOutputTokens()).toBe(estimate)
+    expect(counter.tokens()).toBe(estimate)
   })
 
   it('reports input from message_start at once and output only from message_delta', () => {
     const bytes = raw('stream-text.sse').toString('utf8')
-    const parser = adapter.createStreamParser(MESSAGES)
+    const parser = newParser(MESSAGES)
     const firstDelta = bytes.indexOf('event: content_block_delta')
     parser.push(Buffer.from(bytes.slice(0, firstDelta)))
     // message_start's output_tokens (1) is a placeholder and must not stand in for the count.
     expect(parser.reported()).toEqual({ inputTokens: 25, cachedInputTokens: 0, cacheWriteTokens: 0 })
-    expect(parser.estimatedOutputTokens()).toBe(16)
+    expect(counter.tokens()).toBe(2)
+    expect(parser.outputTokens()).toBe(2)
     parser.push(Buffer.from(bytes.slice(firstDelta, bytes.indexOf('event: message_delta'))))
     expect(parser.reported().outputTokens).toBeUndefined()
-    expect(parser.estimatedOutputTokens()).toBe(48)
+    expect(counter.tokens()).toBe(34)
   })
 
   it('counts every string of a delta type it does not know', () => {
-    const parser = adapter.createStreamParser(MESSAGES)
+    const parser = newParser(MESSAGES)
     const event = { type: 'content_block_delta', index: 0, delta: { type: 'compaction_delta', content: 'summary é' } }
     parser.push(Buffer.from(`event: content_block_delta\ndata: ${JSON.stringify(event)}\n\n`))
-    expect(parser.estimatedOutputTokens()).toBe(10)
+    expect(counter.tokens()).toBe(10)
   })
 })
 
@@ -372,7 +379,7 @@ describe('errors in Anthropic shape', () => {
   it('the cutoff frame is one whole SSE event the stream parser sees as an error', () => {
     const frame = adapter.cutoffFrame(MESSAGES, budget)
     expect(frame.toString('utf8')).toMatch(/^event: error\ndata: \{.*\}\n\n$/)
-    const parser = adapter.createStreamParser(MESSAGES)
+    const parser = newParser(MESSAGES)
     expect(parser.push(frame).equals(frame)).toBe(true)
     expect(parser.upstreamError()).toBe(true)
   })

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import type { IncomingHttpHeaders } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
+import { byteCounter, type ByteCounter } from '../support/counting.js'
 import { ProxyError } from '../../src/errors.js'
 import { loadPricing } from '../../src/pricing/table.js'
 import {
@@ -16,6 +17,10 @@ import type { RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage 
 const PROXY_KEY = `lp-${'k'.repeat(43)}`
 const ENDPOINT = 'https://myres.openai.azure.com'
 const adapter = createAzureAdapter({ endpoint: ENDPOINT, apiKey: null })
+
+// Parser tests see what each parser counts through a byte counter; the real counter is tested in tokens tests.
+let counter: ByteCounter = byteCounter()
+const newParser = (...args: [RouteMatch]): StreamParser => adapter.createStreamParser(args[0], (counter = byteCounter()))
 const CHAT: RouteMatch = { operation: 'chat', pathModel: 'my-gpt4o', pathStream: null }
 const ENTRA_TOKEN = 'eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2NvZ25pdGl2ZXNlcnZpY2VzIn0.c2lnbmF0dXJl'
 
@@ -283,7 +288,7 @@ describe('usage', () => {
 
 /** Feeds `bytes` split at `at` (and in one piece when `at` is 0); returns the forwarded bytes and the parser. */
 function feed(bytes: Buffer, at: number): { out: Buffer; parser: StreamParser } {
-  const parser = adapter.createStreamParser(CHAT)
+  const parser = newParser(CHAT)
   const parts = at === 0 ? [bytes] : [bytes.subarray(0, at), bytes.subarray(at)]
   const out = Buffer.concat([...parts.map((part) => parser.push(part)), parser.flush()])
   return { out, parser }
@@ -305,15 +310,15 @@ describe('stream parser on Azure streams, split at every byte', () => {
       const { out, parser } = feed(bytes, at)
       expect(out.equals(bytes)).toBe(true)
       expect(parser.reported()).toEqual(usage)
-      expect(parser.estimatedOutputTokens()).toBe(estimated)
-      expect(parser.outputText()).toBe(text)
+      expect(counter.tokens()).toBe(estimated)
+      expect(counter.text()).toBe(text)
       expect(parser.upstreamError()).toBe(false)
     }
   })
 
   it('forwards whole events only', () => {
     const bytes = raw('chat-stream.sse')
-    const parser = adapter.createStreamParser(CHAT)
+    const parser = newParser(CHAT)
     const firstEvent = bytes.indexOf('\n\n') + 2
     expect(parser.push(bytes.subarray(0, firstEvent - 1)).length).toBe(0)
     expect(parser.push(bytes.subarray(firstEvent - 1, firstEvent + 5)).toString()).toBe(bytes.subarray(0, firstEvent).toString())
@@ -328,7 +333,7 @@ describe('errors', () => {
     expect(frame.endsWith('data: [DONE]\n\n')).toBe(true)
     const event = JSON.parse(frame.split('\n\n')[0]!.slice('data: '.length)) as { error: { code: string } }
     expect(event.error.code).toBe('budget_exceeded')
-    const parser = adapter.createStreamParser(CHAT)
+    const parser = newParser(CHAT)
     parser.push(Buffer.from(frame))
     expect(parser.upstreamError()).toBe(true)
   })

@@ -4,6 +4,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { EventStreamCodec } from '@smithy/core/event-streams'
 import { SignatureV4 } from '@smithy/signature-v4'
 import { describe, expect, it } from 'vitest'
+import { byteCounter, type ByteCounter } from '../support/counting.js'
 import { ProxyError } from '../../src/errors.js'
 import { createBedrockAdapter } from '../../src/providers/bedrock.js'
 import type { ErrorInfo, RouteMatch, StreamParser, UpstreamCredential } from '../../src/providers/types.js'
@@ -14,6 +15,10 @@ const KEY = `lp-${'A1b2C3'.repeat(7)}x`
 const AWS_CRED: UpstreamCredential = { kind: 'aws', accessKeyId: 'AKIDUPSTREAM', secretAccessKey: 'upstream-secret', region: 'eu-west-1' }
 
 const adapter = createBedrockAdapter({ baseUrl: 'https://bedrock.fake.test', apiKey: null, aws: null, region: 'us-east-1' })
+
+// Parser tests see what each parser counts through a byte counter; the real counter is tested in tokens tests.
+let counter: ByteCounter = byteCounter()
+const newParser = (...args: [RouteMatch]): StreamParser => adapter.createStreamParser(args[0], (counter = byteCounter()))
 
 function fixture(name: string): Buffer {
   return readFileSync(new URL(`../fixtures/bedrock/${name}`, import.meta.url))
@@ -311,7 +316,7 @@ describe('usage', () => {
 
 /** Feeds `parts` to a fresh parser; returns it with the bytes it released. */
 function run(r: RouteMatch, parts: Buffer[]): { parser: StreamParser; out: Buffer } {
-  const parser = adapter.createStreamParser(r)
+  const parser = newParser(r)
   const out = [...parts.map((p) => parser.push(p)), parser.flush()]
   return { parser, out: Buffer.concat(out) }
 }
@@ -341,30 +346,33 @@ describe('stream parsers, fed fixtures split at every byte boundary', () => {
       const { parser, out } = run(r, [bytes.subarray(0, cut), bytes.subarray(cut)])
       expect(out.equals(bytes)).toBe(true)
       expect(parser.reported()).toEqual(usage)
-      expect(parser.outputText()).toBe(text)
-      expect(parser.estimatedOutputTokens()).toBe(Buffer.byteLength(text))
+      expect(counter.text()).toBe(text)
+      expect(counter.tokens()).toBe(Buffer.byteLength(text))
       expect(parser.upstreamError()).toBe(false)
     }
     const bytewise = run(r, [...bytes].map((b) => Buffer.from([b])))
     expect(bytewise.parser.reported()).toEqual(usage)
-    expect(bytewise.parser.outputText()).toBe(text)
+    expect(counter.text()).toBe(text)
+    expect(bytewise.parser.outputTokens()).toBe(usage.outputTokens)
   })
 
   it('reports input before the end but no output count until the final one (so the meter counts deltas)', () => {
     const bytes = fixture('invoke-anthropic-stream.bin')
-    const parser = adapter.createStreamParser(route(INVOKE_STREAM))
+    const parser = newParser(route(INVOKE_STREAM))
     // Everything up to the end of the third frame: message_start, content_block_start, one text delta.
     let end = 0
     for (let i = 0; i < 3; i++) end += bytes.readUInt32BE(end)
     parser.push(bytes.subarray(0, end))
     expect(parser.reported()).toEqual({ inputTokens: 412, cachedInputTokens: 1536, cacheWriteTokens: 0 })
-    expect(parser.estimatedOutputTokens()).toBe(Buffer.byteLength('Je vais vérifier'))
+    expect(counter.tokens()).toBe(Buffer.byteLength('Je vais vérifier'))
+    // No final count yet: the meter's figure is the counter's.
+    expect(parser.outputTokens()).toBe(counter.tokens())
   })
 
   it('a modeled exception inside a stream marks it as an upstream error', () => {
     const { parser } = run(route('/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream'), [fixture('converse-stream-exception.bin')])
     expect(parser.upstreamError()).toBe(true)
-    expect(parser.outputText()).toBe('Partial answer')
+    expect(counter.text()).toBe('Partial answer')
   })
 
   it('a corrupted frame marks an upstream error and every byte from it on counts as output', () => {
@@ -375,9 +383,9 @@ describe('stream parsers, fed fixtures split at every byte boundary', () => {
     const { parser, out } = run(route(CONVERSE_STREAM), [bytes])
     expect(out.equals(bytes)).toBe(true)
     expect(parser.upstreamError()).toBe(true)
-    expect(parser.outputText()).toBe('')
+    expect(counter.text()).toBe('')
     expect(parser.reported()).toEqual({})
-    expect(parser.estimatedOutputTokens()).toBe(bytes.length - first)
+    expect(parser.outputTokens()).toBe(bytes.length - first)
   })
 
   it('the captured AI21 chunk reports its prompt tokens and no output yet', () => {

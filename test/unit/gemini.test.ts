@@ -1,12 +1,17 @@
 import { readFileSync } from 'node:fs'
 import type { IncomingHttpHeaders } from 'node:http'
 import { describe, expect, it } from 'vitest'
+import { byteCounter, type ByteCounter } from '../support/counting.js'
 import { ProxyError } from '../../src/errors.js'
 import { createGeminiAdapter } from '../../src/providers/gemini.js'
 import type { ErrorInfo, RouteMatch, StreamParser, UpstreamCredential } from '../../src/providers/types.js'
 import { PRIMING_TOKENS } from '../../src/tokens/bound.js'
 
 const adapter = createGeminiAdapter({ baseUrl: 'https://generativelanguage.googleapis.com', apiKey: 'AIza-server-key' })
+
+// Parser tests see what each parser counts through a byte counter; the real counter is tested in tokens tests.
+let counter: ByteCounter = byteCounter()
+const newParser = (...args: [RouteMatch]): StreamParser => adapter.createStreamParser(args[0], (counter = byteCounter()))
 const LP_KEY = `lp-${'K'.repeat(43)}`
 const fixture = (name: string): Buffer => readFileSync(new URL(`../fixtures/gemini/${name}`, import.meta.url))
 const json = (name: string): unknown => JSON.parse(fixture(name).toString('utf8'))
@@ -263,31 +268,30 @@ describe('stream parsers, fed fixtures split at every byte boundary', () => {
   ])('%s', (_name, route, name, usage, estimated, failed) => {
     const bytes = fixture(name)
     for (let at = 0; at <= bytes.length; at++) {
-      const parser = adapter.createStreamParser(route)
+      const parser = newParser(route)
       expect(feed(parser, bytes, at).equals(bytes), `split at ${at}`).toBe(true)
       expect(parser.reported(), `split at ${at}`).toEqual(usage)
-      expect(parser.estimatedOutputTokens(), `split at ${at}`).toBe(estimated)
+      expect(counter.tokens(), `split at ${at}`).toBe(estimated)
       expect(parser.upstreamError()).toBe(failed)
-      expect(parser.outputText()).toBeNull()
     }
   })
 
   it('reports usage fields only once the stream reported them', () => {
-    const parser = adapter.createStreamParser(STREAM_SSE)
+    const parser = newParser(STREAM_SSE)
     expect(parser.reported()).toEqual({})
     parser.push(Buffer.from('data: {"candidates":[{"content":{"parts":[{"text":"ab"}]}}],"usageMetadata":{"promptTokenCount":4,"totalTokenCount":4}}\n\n'))
     expect(parser.reported()).toEqual({ inputTokens: 4, cachedInputTokens: 0 })
-    expect(parser.estimatedOutputTokens()).toBe(2)
+    expect(counter.tokens()).toBe(2)
     parser.push(Buffer.from('data: {"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"iVBO"}}]}}]}\n\n'))
     expect(parser.reported()).toEqual({ inputTokens: 4, cachedInputTokens: 0 })
-    expect(parser.estimatedOutputTokens()).toBe(2 + 4200)
+    expect(counter.tokens()).toBe(2 + 4200)
   })
 
   it('counts every byte of a streamed body that is not a JSON array', () => {
-    const parser = adapter.createStreamParser(STREAM_ARRAY)
+    const parser = newParser(STREAM_ARRAY)
     const body = Buffer.from('<html>oops</html>')
     expect(parser.push(body).equals(body)).toBe(true)
-    expect(parser.estimatedOutputTokens()).toBe(body.length)
+    expect(counter.tokens()).toBe(body.length)
   })
 })
 
@@ -324,12 +328,12 @@ describe('errors and cutoff frames', () => {
     expect(frame.endsWith('\n\n')).toBe(true)
     const error = (JSON.parse(frame.slice('data: '.length)) as { error: Record<string, unknown> }).error
     expect(error).toMatchObject({ code: 429, status: 'RESOURCE_EXHAUSTED', message: BUDGET.message })
-    expect(adapter.createStreamParser(STREAM_SSE).cutoffFrame).toBeUndefined()
+    expect(newParser(STREAM_SSE).cutoffFrame).toBeUndefined()
   })
 
   it('keeps a cut JSON array well-formed whatever the client already has', () => {
     const bytes = fixture('stream-array.json')
-    const parser = adapter.createStreamParser(STREAM_ARRAY)
+    const parser = newParser(STREAM_ARRAY)
     // The client may have every prefix of frames the parser returned, fed here in awkward pieces.
     const cuts = [0]
     let forwarded = 0

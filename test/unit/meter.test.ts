@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest'
 import { compatCutoffFrame, createChatStreamParser } from '../../src/providers/openai-compat.js'
 import type { ErrorInfo, RouteMatch } from '../../src/providers/types.js'
 import { meterStream, type StreamSink } from '../../src/stream/meter.js'
+import { byteCounter } from '../support/counting.js'
 
 const chat: RouteMatch = { operation: 'chat', pathModel: null, pathStream: null }
 const budget: ErrorInfo = { status: 429, code: 'budget_exceeded', message: 'no budget' }
@@ -32,14 +33,15 @@ class Sink extends EventEmitter implements StreamSink {
 
 /** Meters `reads` (each one upstream read) against a fixed reservation of `reservedTokens`, 1 micro-USD per byte. */
 async function meter(reads: string[], reservedTokens: number) {
-  const parser = createChatStreamParser()
+  const counter = byteCounter()
+  const parser = createChatStreamParser(counter)
   const client = new Sink()
   const result = await meterStream({
     parser,
     upstream: Readable.from(reads.map((r) => Buffer.from(r))),
     client,
     reservedMicros: () => reservedTokens,
-    costMicros: () => parser.estimatedOutputTokens(),
+    costMicros: () => parser.outputTokens(),
     extend: async () => budget,
     cutoffFrame: (error) => compatCutoffFrame(chat, error),
     upstreamFailure: () => ({ status: 502, code: 'upstream_unreachable', message: 'broken' }),
@@ -54,7 +56,7 @@ describe('stream meter', () => {
     expect(result.outcome).toBe('cutoff')
     expect(client.text()).toBe(event('tok ').repeat(10) + compatCutoffFrame(chat, budget).toString())
     // Counted: the ten forwarded and the eleventh that did not fit; the rest were never read into the count.
-    expect(parser.estimatedOutputTokens()).toBe(44)
+    expect(parser.outputTokens()).toBe(44)
   })
 
   it('forwards every byte unchanged when the reservation holds', async () => {

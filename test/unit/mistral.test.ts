@@ -6,6 +6,7 @@ import {
   EmbeddingResponse$inboundSchema,
 } from '@mistralai/mistralai/models/components'
 import { describe, expect, it } from 'vitest'
+import { byteCounter, type ByteCounter } from '../support/counting.js'
 import { ProxyError } from '../../src/errors.js'
 import { createMistralAdapter, MISTRAL_PER_O200K_TOKEN } from '../../src/providers/mistral.js'
 import type { RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage } from '../../src/providers/types.js'
@@ -14,6 +15,10 @@ import { PRIMING_TOKENS } from '../../src/tokens/bound.js'
 const PROXY_KEY = `lp-${'k'.repeat(43)}`
 const BASE_URL = 'https://api.mistral.test'
 const adapter = createMistralAdapter({ baseUrl: BASE_URL, apiKey: null })
+
+// Parser tests see what each parser counts through a byte counter; the real counter is tested in tokens tests.
+let counter: ByteCounter = byteCounter()
+const newParser = (...args: [RouteMatch]): StreamParser => adapter.createStreamParser(args[0], (counter = byteCounter()))
 
 function raw(name: string): Buffer {
   return readFileSync(new URL(`../fixtures/mistral/${name}`, import.meta.url))
@@ -176,7 +181,7 @@ describe('usage', () => {
 })
 
 function feed(match: RouteMatch, bytes: Buffer, at: number): { out: Buffer; parser: StreamParser } {
-  const parser = adapter.createStreamParser(match)
+  const parser = newParser(match)
   const parts = at === 0 ? [bytes] : [bytes.subarray(0, at), bytes.subarray(at)]
   const out = Buffer.concat([...parts.map((part) => parser.push(part)), parser.flush()])
   return { out, parser }
@@ -194,17 +199,17 @@ describe('stream parser on Mistral streams, split at every byte', () => {
       const { out, parser } = feed(match, bytes, at)
       expect(out.equals(bytes)).toBe(true)
       expect(parser.reported()).toEqual(usage)
-      expect(parser.estimatedOutputTokens()).toBe(estimated)
-      expect(parser.outputText()).toBe(text)
+      expect(counter.tokens()).toBe(estimated)
+      expect(counter.text()).toBe(text)
       expect(parser.upstreamError()).toBe(false)
     }
   })
 
   it('counts object-valued tool arguments', () => {
-    const parser = adapter.createStreamParser(CHAT)
+    const parser = newParser(CHAT)
     const chunk = { id: 'x', model: 'm', choices: [{ index: 0, delta: { tool_calls: [{ function: { name: 'f', arguments: { a: 1 } } }] }, finish_reason: null }] }
     parser.push(Buffer.from(`data: ${JSON.stringify(chunk)}\n\n`))
-    expect(parser.estimatedOutputTokens()).toBe('f'.length + '{"a":1}'.length)
+    expect(counter.tokens()).toBe('f'.length + '{"a":1}'.length)
   })
 })
 
@@ -229,7 +234,7 @@ describe('errors', () => {
     expect(() => CompletionEvent$inboundSchema.parse({ data })).toThrow()
     const event = JSON.parse(data!) as Record<string, unknown>
     expect(event).toMatchObject({ object: 'error', code: 'budget_exceeded', error: { code: 'budget_exceeded', message: info.message } })
-    const parser = adapter.createStreamParser(CHAT)
+    const parser = newParser(CHAT)
     expect(parser.push(frame).equals(frame)).toBe(true)
     expect(parser.upstreamError()).toBe(true)
   })

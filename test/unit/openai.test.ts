@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
+import { byteCounter, type ByteCounter } from '../support/counting.js'
 import { ProxyError } from '../../src/errors.js'
 import { createOpenAiAdapter } from '../../src/providers/openai.js'
 import type { RouteMatch, StreamParser } from '../../src/providers/types.js'
@@ -7,6 +8,10 @@ import { createSseFramer } from '../../src/stream/sse.js'
 
 const fixture = (name: string): Buffer => readFileSync(new URL(`../fixtures/openai/${name}`, import.meta.url))
 const adapter = createOpenAiAdapter({ baseUrl: 'https://api.openai.test', apiKey: 'sk-server' })
+
+// Parser tests see what each parser counts through a byte counter; the real counter is tested in tokens tests.
+let counter: ByteCounter = byteCounter()
+const newParser = (...args: [RouteMatch]): StreamParser => adapter.createStreamParser(args[0], (counter = byteCounter()))
 const chat = adapter.findRoute('POST', '/v1/chat/completions') as RouteMatch
 const responses = adapter.findRoute('POST', '/v1/responses') as RouteMatch
 const embeddings = adapter.findRoute('POST', '/v1/embeddings') as RouteMatch
@@ -17,7 +22,7 @@ const bytesOf = (parts: string[]): number => parts.reduce((n, p) => n + Buffer.b
 
 /** Feeds `bytes` in the given pieces; returns what the parser passed on and the parser itself. */
 function feed(route: RouteMatch, pieces: Buffer[]): { out: Buffer; parser: StreamParser } {
-  const parser = adapter.createStreamParser(route)
+  const parser = newParser(route)
   const out = [...pieces.map((p) => parser.push(p)), parser.flush()]
   return { out: Buffer.concat(out), parser }
 }
@@ -34,7 +39,7 @@ describe.each([
       const { out, parser } = feed(route, [bytes.subarray(0, at), bytes.subarray(at)])
       expect(out.equals(bytes)).toBe(true)
       expect(parser.reported()).toEqual(usage)
-      expect(parser.estimatedOutputTokens()).toBe(bytesOf(text))
+      expect(counter.tokens()).toBe(bytesOf(text))
       expect(parser.upstreamError()).toBe(false)
     }
   })
@@ -43,11 +48,11 @@ describe.each([
     const { out, parser } = feed(route, [...bytes].map((b) => Buffer.from([b])))
     expect(out.equals(bytes)).toBe(true)
     expect(parser.reported()).toEqual(usage)
-    expect(parser.outputText()).toBe(text.join(''))
+    expect(counter.text()).toBe(text.join(''))
   })
 
   it('never passes on part of an event: every piece it returns ends at an event boundary', () => {
-    const parser = adapter.createStreamParser(route)
+    const parser = newParser(route)
     for (let at = 0; at < bytes.length; at += 7) {
       const ready = parser.push(bytes.subarray(at, at + 7))
       // An event ends with a blank line: two line ends (the LF of a last CRLF may come with the next read).

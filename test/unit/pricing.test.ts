@@ -177,6 +177,7 @@ describe('pricing file', () => {
       maxOutputTokens: 4096,
       hiddenReasoning: false,
       tokensPerMedia: 2000,
+      tokenizer: { encoding: 'o200k_base', factor: 1 },
     })
     expect(t.lookup('openai', 'gpt-4o-2024-08-06')?.inputPer1M).toBe(1_000_000)
     expect(t.lookup('openai', 'my-model')?.maxOutputTokens).toBe(999)
@@ -230,7 +231,7 @@ describe('pricing file', () => {
 })
 
 function flat(input: number, output: number, cached = input, write = input): Price {
-  return { inputPer1M: input, outputPer1M: output, cachedInputPer1M: cached, cacheWritePer1M: write, maxOutputTokens: 4096, hiddenReasoning: false, tokensPerMedia: 2000 }
+  return { inputPer1M: input, outputPer1M: output, cachedInputPer1M: cached, cacheWritePer1M: write, maxOutputTokens: 4096, hiddenReasoning: false, tokensPerMedia: 2000, tokenizer: { encoding: 'o200k_base', factor: 1 } }
 }
 
 /** Uniform integers up to `max` (fc.integer stops at 2^31 − 1). */
