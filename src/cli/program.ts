@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
-import { ConfigError, loadConfig } from '../config.js'
+import { ConfigError, environmentHelp, loadConfig, loadDotEnv } from '../config.js'
 import { PROVIDER_IDS } from '../providers/types.js'
 import { budgetStatus, parseBudgetFlags, setBudget, type BudgetFlags } from './budget.js'
 import { CliError, EXIT_FAILURE, EXIT_USAGE, serveFailed } from './errors.js'
@@ -68,7 +68,16 @@ function buildProgram(io: Io, onServing: () => void): Command {
   program
     .description('A reverse proxy that enforces hard dollar budgets on LLM API keys.')
     .version(readVersion(), '-V, --version')
-    .addHelpText('after', '\nConfiguration comes from the environment (LOOPERS_DB or REDIS_URL, PORT, …), for the proxy and the CLI alike.')
+    .addHelpText(
+      'after',
+      '\nConfiguration comes from the environment (LOOPERS_DB or REDIS_URL, PORT, …), for the proxy and the CLI alike,\n' +
+        'and from a .env file in the working directory when there is one (variables already set win).\n' +
+        '`loopers serve --help` lists every variable.',
+    )
+    // Every command but the self-contained demo reads ./.env, so the CLI and the proxy use the same store.
+    .hook('preAction', (_program, command) => {
+      if (command.name() !== 'demo') loadDotEnv()
+    })
 
   /** Human output is followed by the store it worked on, on stderr so stdout stays what scripts parse; JSON stays as it is. */
   const out = (text: string, json: boolean | undefined): void => {
@@ -79,6 +88,7 @@ function buildProgram(io: Io, onServing: () => void): Command {
   program
     .command('serve')
     .description('start the proxy')
+    .addHelpText('after', `\nEnvironment (read from ./.env too; variables already set win), [default]:\n${environmentHelp()}`)
     .action(async () => {
       const config = loadConfig()
       const { startServer, stopOnSignals } = await import('../server.js')

@@ -15,6 +15,8 @@ export interface Price {
   hiddenReasoning: boolean
   /** Upper bound of input tokens one image (or audio/file part) can cost with this model. */
   tokensPerMedia: number
+  /** Azure: the OpenAI model the deployment runs (pricing entry `model`, LOOPERS_AZURE_DEPLOYMENTS); count its tokens as that model's. */
+  model?: string
 }
 
 /** The merged built-in and file pricing table. */
