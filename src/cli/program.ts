@@ -103,6 +103,14 @@ function buildProgram(io: Io, onServing: () => void): Command {
       onServing()
     })
 
+  program
+    .command('demo')
+    .description('a self-contained run against a built-in fake provider: a refusal and a cut-off, no provider key, no money')
+    .action(async () => {
+      const { runDemo } = await import('./demo.js')
+      await runDemo(io.out)
+    })
+
   const keys = program.command('keys').description('create, list and revoke proxy keys')
   keys
     .command('create')
