@@ -125,6 +125,28 @@ describe('docker-compose.yml', () => {
     expect(header).toContain('openssl rand -hex 32')
   })
 
+  it("the README's Compose set-up lines make a .env with a generated password that compose accepts", async () => {
+    const readme = read('README.md')
+    const section = readme.slice(readme.indexOf('### With Docker Compose'))
+    const block = /```sh\n([\s\S]*?)```/.exec(section)?.[1] ?? ''
+    const setup = block.split('\n').filter((line) => /^(cp|sed) /.test(line))
+    expect(setup).toHaveLength(2)
+    expect(block).toMatch(/^docker compose up -d/m)
+    const dir = mkdtempSync(join(scratch, 'readme-'))
+    writeFileSync(join(dir, '.env.example'), read('.env.example'))
+    const made = await new Promise<Run>((resolve) =>
+      execFile('bash', ['-euc', setup.join('\n')], { cwd: dir, env: { PATH } }, (err, stdout, stderr) => resolve({ code: err === null ? 0 : 1, stdout, stderr })),
+    )
+    expect(made.code, made.stderr).toBe(0)
+    const envText = readFileSync(join(dir, '.env'), 'utf8')
+    const password = /^REDIS_PASSWORD=(.*)$/m.exec(envText)?.[1] ?? ''
+    expect(password).toMatch(/^[0-9a-f]{64}$/)
+    expect(readdirSync(dir).sort()).toEqual(['.env', '.env.example'])
+    const result = await composeConfig(envText)
+    expect(result.code, result.stderr).toBe(0)
+    expect(service(parseYaml(result.stdout) as ComposeFile, 'loopers').environment?.REDIS_URL).toBe(`redis://:${password}@redis:6379`)
+  })
+
   it('holds no secret: every credential comes from .env', () => {
     const raw = parseYaml(read('docker-compose.yml')) as ComposeFile
     for (const [name, svc] of Object.entries(raw.services)) {
