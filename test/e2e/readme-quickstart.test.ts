@@ -22,12 +22,11 @@ const MARKER = '<!-- quickstart: run -->'
 /** The marked blocks' commands, one per logical line (backslash continuations joined). */
 function quickStartCommands(readme: string): string[][] {
   const blocks: string[][] = []
-  let at = readme.indexOf(MARKER)
-  while (at >= 0) {
-    const fence = /^```sh\n([\s\S]*?)^```$/m.exec(readme.slice(at + MARKER.length))
-    if (fence === null || fence.index > 2) throw new Error(`${MARKER} must be followed by a \`\`\`sh block`)
+  // The marker on a line of its own, directly above the block it marks.
+  for (const marked of readme.matchAll(new RegExp(`^${MARKER}\\n(.*)$`, 'gm'))) {
+    const fence = /^```sh\n([\s\S]*?)^```$/m.exec(readme.slice(marked.index + MARKER.length + 1))
+    if (marked[1] !== '```sh' || fence === null || fence.index !== 0) throw new Error(`${MARKER} must be followed by a \`\`\`sh block`)
     blocks.push(fence[1]!.replace(/\\\n/g, ' ').split('\n').filter((line) => line.trim() !== ''))
-    at = readme.indexOf(MARKER, at + MARKER.length)
   }
   return blocks
 }
