@@ -63,7 +63,8 @@ export async function runDemo(print: Print): Promise<void> {
     let refused = false
     for (const maxTokens of [150, 150]) {
       const r = await agent.complete(maxTokens)
-      print(`${++step}. request  ${r.status}  ${r.summary}${r.usage ? `, costs ${formatUsd(costMicros(price, r.usage))}` : ''}`)
+      const cost = r.usage === undefined ? '' : `, costs ${formatUsd(costMicros(price, r.usage))}`
+      print(`${++step}. request  ${r.status}  ${r.summary}${cost}${r.left ?? ''}`)
     }
     // A long answer: admitted with a first slice of output, extended as it streams, cut when the budget is gone.
     const s = await agent.stream()
@@ -98,6 +99,8 @@ interface Outcome {
   status: number
   summary: string
   usage?: { inputTokens: number; outputTokens: number }
+  /** What the proxy reported as left (X-Loopers-Budget-Remaining-USD), or ''. */
+  left?: string
   cut: boolean
 }
 
@@ -116,7 +119,8 @@ function createAgent(url: string, key: string) {
       const json = (await res.json()) as { usage?: { prompt_tokens: number; completion_tokens: number }; error?: { code?: string; message?: string } }
       if (!res.ok) return { status: res.status, summary: refusal(res, json.error), cut: false }
       const usage = { inputTokens: json.usage?.prompt_tokens ?? 0, outputTokens: json.usage?.completion_tokens ?? 0 }
-      return { status: res.status, summary: `answered: ${usage.inputTokens} input + ${usage.outputTokens} output tokens`, usage, cut: false }
+      const summary = `answered: ${usage.inputTokens} input + ${usage.outputTokens} output tokens`
+      return { status: res.status, summary, usage, left: remaining(res), cut: false }
     },
 
     async stream(): Promise<Outcome> {
@@ -145,6 +149,12 @@ function createAgent(url: string, key: string) {
       return { status: res.status, summary: `CUT OFF after ${deltas} words: ${error.code} (${error.message ?? ''})`, cut: true }
     },
   }
+}
+
+/** What the proxy says the tightest limit has left, when it says so. */
+function remaining(res: Response): string {
+  const usd = res.headers.get('x-loopers-budget-remaining-usd')
+  return usd === null ? '' : `, $${usd} left`
 }
 
 function refusal(res: Response, error: { code?: string; message?: string } | undefined): string {

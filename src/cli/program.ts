@@ -54,6 +54,8 @@ function report(err: unknown, io: Io): number {
 }
 
 function buildProgram(io: Io, onServing: () => void): Command {
+  /** The .env file read before the command ran, if any. */
+  let dotEnv: string | null = null
   const program = new Command('loopers')
   // Set before any subcommand is added: commander copies these settings into each subcommand.
   program
@@ -76,7 +78,7 @@ function buildProgram(io: Io, onServing: () => void): Command {
     )
     // Every command but the self-contained demo reads ./.env, so the CLI and the proxy use the same store.
     .hook('preAction', (_program, command) => {
-      if (command.name() !== 'demo') loadDotEnv()
+      if (command.name() !== 'demo') dotEnv = loadDotEnv()
     })
 
   /** Human output is followed by the store it worked on, on stderr so stdout stays what scripts parse; JSON stays as it is. */
@@ -95,6 +97,7 @@ function buildProgram(io: Io, onServing: () => void): Command {
       const { createLogger } = await import('../logger.js')
       const logger = createLogger(config.logLevel)
       try {
+        if (dotEnv !== null) logger.info({ file: dotEnv }, 'configuration read from .env too (variables already set win)')
         stopOnSignals(await startServer(config, logger), logger)
       } catch (err) {
         if (err instanceof ConfigError) throw err
