@@ -129,7 +129,7 @@ describe('docker-compose.yml', () => {
     const readme = read('README.md')
     const section = readme.slice(readme.indexOf('### With Docker Compose'))
     const block = /```sh\n([\s\S]*?)```/.exec(section)?.[1] ?? ''
-    const setup = block.split('\n').filter((line) => /^(cp|sed) /.test(line))
+    const setup = block.replace(/\\\n/g, ' ').split('\n').filter((line) => /^(cp|sed) /.test(line))
     expect(setup).toHaveLength(2)
     expect(block).toMatch(/^docker compose up -d/m)
     const dir = mkdtempSync(join(scratch, 'readme-'))
@@ -141,6 +141,9 @@ describe('docker-compose.yml', () => {
     const envText = readFileSync(join(dir, '.env'), 'utf8')
     const password = /^REDIS_PASSWORD=(.*)$/m.exec(envText)?.[1] ?? ''
     expect(password).toMatch(/^[0-9a-f]{64}$/)
+    const token = /^LOOPERS_ADMIN_TOKEN=(.*)$/m.exec(envText)?.[1] ?? ''
+    expect(token).toMatch(/^[0-9a-f]{64}$/)
+    expect(token).not.toBe(password)
     expect(readdirSync(dir).sort()).toEqual(['.env', '.env.example'])
     const result = await composeConfig(envText)
     expect(result.code, result.stderr).toBe(0)
