@@ -320,12 +320,3 @@ export function loadDotEnv(dir: string = process.cwd()): string | null {
   return path
 }
 
-/** The variables that select the budget store, as this process's environment sets them (for `loopers demo`). */
-export function storeEnvironment(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const name of ['REDIS_URL', 'REDIS_CLUSTER_NODES'] as const) {
-    const value = env[name]
-    if (value !== undefined && value !== '') out[name] = value
-  }
-  return out
-}

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { loadConfig, storeEnvironment } from '../config.js'
+import { loadConfig } from '../config.js'
 import { startDemoProvider, type DemoProvider } from '../demo/fake-provider.js'
 import { createLogger } from '../logger.js'
 import { formatUsd } from '../money.js'
@@ -29,8 +29,8 @@ export async function runDemo(print: Print): Promise<void> {
   let server: RunningServer | null = null
   try {
     provider = await startDemoProvider()
+    // Only what the demo sets: a throw-away embedded store, never the user's REDIS_URL or LOOPERS_DB.
     const config = loadConfig({
-      ...storeEnvironment(),
       LOOPERS_DB: join(dir, 'loopers.db'),
       HOST: '127.0.0.1',
       PORT: '0',

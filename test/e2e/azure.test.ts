@@ -232,7 +232,7 @@ describe('AzureOpenAI through the proxy', () => {
 
   it('LOOPERS_AZURE_DEPLOYMENTS prices a deployment as the OpenAI model it names', async () => {
     // gpt-test: 1 USD per 1M input and output (the test prices), so micros are tokens.
-    const other = await startProxy({ REDIS_URL: redis.url, LOOPERS_AZURE_ENDPOINT: fake.url, LOOPERS_AZURE_DEPLOYMENTS: 'prod-dep=gpt-test' })
+    const other = await startProxy({ ...store.env, LOOPERS_AZURE_ENDPOINT: fake.url, LOOPERS_AZURE_DEPLOYMENTS: 'prod-dep=gpt-test' })
     try {
       await azure({ endpoint: `${other.url}/azure`, deployment: 'prod-dep' }).chat.completions.create({ model: 'gpt-4o', messages: HI })
       expect(fake.received[0]?.url).toBe(`/openai/deployments/prod-dep/chat/completions?api-version=${API_VERSION}`)

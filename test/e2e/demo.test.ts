@@ -1,26 +1,24 @@
 import { execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startRedis, type TestRedis } from '../support/redis.js'
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
 
-/** `loopers demo` as a new user runs it: the built CLI, nothing but PATH and the store in its environment. */
+/**
+ * `loopers demo` as a new user runs it: the built CLI with nothing but PATH and an empty HOME, and a
+ * REDIS_URL pointing nowhere that the demo must ignore (it runs on its own throw-away embedded store).
+ */
 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
-
-let redis: TestRedis
-
-beforeAll(async () => {
-  redis = await startRedis()
-})
-afterAll(async () => {
-  await redis?.stop()
-})
+const home = mkdtempSync(join(tmpdir(), 'loopers-demo-home-'))
+afterAll(() => rmSync(home, { recursive: true, force: true }))
 
 describe('loopers demo', () => {
   it('shows a request refused and a stream cut off, judged by the fake provider it runs, in well under a minute', async () => {
     const started = Date.now()
     const run = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      execFile(process.execPath, [CLI, 'demo'], { env: { PATH: process.env.PATH ?? '', REDIS_URL: redis.url }, timeout: 60_000 }, (err, stdout, stderr) =>
+      execFile(process.execPath, [CLI, 'demo'], { env: { PATH: process.env.PATH ?? '', HOME: home, REDIS_URL: 'redis://127.0.0.1:1' }, timeout: 60_000 }, (err, stdout, stderr) =>
         resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr }),
       )
     })
@@ -43,5 +41,7 @@ describe('loopers demo', () => {
     const cutWords = Number(/CUT OFF after (\d+) words/.exec(out)![1])
     expect(Number(served![3])).toBeGreaterThanOrEqual(answered + cutWords)
     expect(Number(served![3])).toBeLessThan(answered + 1000)
+    // Nothing left behind in the user's home: the demo's store was a temporary file.
+    expect(readdirSync(home)).toEqual([])
   })
 })

@@ -5,12 +5,12 @@ import { delimiter, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
-import { freePort, startRedis, type TestRedis } from '../support/redis.js'
+import { freePort } from '../support/redis.js'
 
 /**
  * The README's quick start, run as written so it cannot rot: every ```sh block marked
  * `<!-- quickstart: run -->` runs line by line in one bash (set -e), in a fresh copy of the checkout's
- * layout, against a fake OpenAI. The only changes: the environment names the fake as the OpenAI
+ * layout with an empty HOME (so the embedded store starts empty), against a fake OpenAI. The only changes: the environment names the fake as the OpenAI
  * upstream (variables already set win over .env) and free ports replace 8080/9090, so the run
  * shares nothing with the machine; npx works offline and runs no install scripts (CI built dist/).
  */
@@ -31,18 +31,15 @@ function quickStartCommands(readme: string): string[][] {
   return blocks
 }
 
-let redis: TestRedis
 let fake: FakeOpenAi
 let dir: string
 
 beforeAll(async () => {
-  redis = await startRedis()
   fake = await startFakeOpenAi()
   dir = mkdtempSync(join(tmpdir(), 'loopers-quickstart-'))
 })
 afterAll(async () => {
   await fake?.close()
-  await redis?.stop()
   rmSync(dir, { recursive: true, force: true })
 })
 
@@ -85,7 +82,6 @@ describe('README quick start', () => {
     const env = {
       PATH: [dirname(process.execPath), process.env.PATH ?? ''].join(delimiter),
       HOME: home,
-      REDIS_URL: redis.url,
       PORT: String(port),
       LOOPERS_ADMIN_PORT: String(adminPort),
       LOOPERS_OPENAI_BASE_URL: fake.url,

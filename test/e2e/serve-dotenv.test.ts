@@ -27,7 +27,7 @@ interface Run {
 
 function cli(args: string[], cwd: string, env: Record<string, string> = {}): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { cwd, env: { PATH: process.env.PATH ?? '', ...env }, timeout: 15_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], { cwd, env: { PATH: process.env.PATH ?? '', HOME: cwd, ...env }, timeout: 15_000 }, (err, stdout, stderr) => {
       resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr })
     })
   })
@@ -75,7 +75,7 @@ describe('loopers serve reads ./.env', () => {
     const port = await freePort()
     const child = spawn(process.execPath, [CLI, 'serve'], {
       cwd: dir,
-      env: { PATH: process.env.PATH ?? '', PORT: String(port), HOST: '127.0.0.1', LOOPERS_ADMIN_PORT: '0', LOOPERS_OPENAI_BASE_URL: fake.url },
+      env: { PATH: process.env.PATH ?? '', HOME: dir, PORT: String(port), HOST: '127.0.0.1', LOOPERS_ADMIN_PORT: '0', LOOPERS_OPENAI_BASE_URL: fake.url },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     serving = child
@@ -118,7 +118,7 @@ describe('help that answers', () => {
     const example = readFileSync(join(ROOT, '.env.example'), 'utf8')
     for (const [name, { default: shown }] of Object.entries(ENVIRONMENT)) {
       expect(run.stdout).toMatch(new RegExp(`^  ${name} +\\[${shown.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\] `, 'm'))
-      expect(example, name).toMatch(new RegExp(`^#? ?${name}=`, 'm'))
+      if (name !== 'HOME') expect(example, name).toMatch(new RegExp(`^#? ?${name}=`, 'm'))
     }
     expect(run.stdout).toContain('.env')
   })
