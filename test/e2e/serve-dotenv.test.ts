@@ -118,7 +118,7 @@ describe('help that answers', () => {
     const example = readFileSync(join(ROOT, '.env.example'), 'utf8')
     for (const [name, { default: shown }] of Object.entries(ENVIRONMENT)) {
       expect(run.stdout).toMatch(new RegExp(`^  ${name} +\\[${shown.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\] `, 'm'))
-      if (name !== 'HOME') expect(example, name).toMatch(new RegExp(`^#? ?${name}=`, 'm'))
+      expect(example, name).toMatch(new RegExp(`^#? ?${name}=`, 'm'))
     }
     expect(run.stdout).toContain('.env')
   })

@@ -127,7 +127,7 @@ describe('the documented environment (loopers serve --help)', () => {
     expect(names.length).toBeGreaterThan(30)
     for (const name of names) {
       const actual = schemaDefault(name)
-      const derived = ['none', 'https://bedrock-runtime.<AWS_REGION>.amazonaws.com', '~/.loopers/loopers.db', "the user's home"]
+      const derived = ['none', 'https://bedrock-runtime.<AWS_REGION>.amazonaws.com', '~/.loopers/loopers.db']
       if (actual === null) expect(derived, name).toContain(ENVIRONMENT[name].default)
       else expect(ENVIRONMENT[name].default, name).toBe(actual)
     }
@@ -135,8 +135,7 @@ describe('the documented environment (loopers serve --help)', () => {
 
   it('documents every variable in .env.example with the same default', () => {
     const lines = readFileSync(new URL('../../.env.example', import.meta.url), 'utf8').split('\n')
-    // HOME only locates the default LOOPERS_DB: it belongs to the user's session, not to .env.
-    for (const name of names.filter((n) => n !== 'HOME')) {
+    for (const name of names) {
       const at = lines.findIndex((l) => new RegExp(`^#?\\s?${name}=`).test(l))
       expect(at, name).toBeGreaterThan(0)
       // The comment block above the variable (and the variables grouped with it) names its default.

@@ -20,8 +20,7 @@ function configVariables(): string[] {
   return [...source.slice(start, end).matchAll(/^\s+([A-Z][A-Z0-9_]*):/gm)].map((m) => m[1]!)
 }
 
-// HOME only locates the default LOOPERS_DB: it belongs to the user's session, not to .env.
-const configVars = configVariables().filter((name) => name !== 'HOME')
+const configVars = configVariables()
 const lines = read('.env.example').split('\n')
 const namesMatching = (pattern: RegExp): string[] => lines.flatMap((l) => pattern.exec(l)?.[1] ?? [])
 /** `NAME=` lines: set through `.env`. */
