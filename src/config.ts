@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { z } from 'zod'
@@ -12,6 +13,8 @@ const optionalText = z.string().trim().min(1).optional()
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
 const flag = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')
+// An Azure deployment name (letters, digits, `.`, `_`, `-`), `=`, and the OpenAI model it runs.
+const AZURE_DEPLOYMENT_PAIR = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\s*=\s*[A-Za-z0-9][A-Za-z0-9._:-]*$/
 
 const schema = z.object({
   REDIS_URL: redisUrl.optional(),
@@ -45,6 +48,13 @@ const schema = z.object({
   AWS_SESSION_TOKEN: optionalText,
   AWS_REGION: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS region such as us-east-1').default('us-east-1'),
   LOOPERS_PRICING_PATH: optionalText,
+  LOOPERS_AZURE_DEPLOYMENTS: z
+    .string()
+    .trim()
+    .min(1)
+    .transform((s) => s.split(',').map((pair) => pair.trim()).filter((pair) => pair.length > 0))
+    .pipe(z.array(z.string().regex(AZURE_DEPLOYMENT_PAIR, 'expected deployment=openai-model pairs, e.g. my-dep=gpt-4o,other=gpt-4o-mini')))
+    .optional(),
   LOG_LEVEL: logLevel.default('info'),
   LOOPERS_MAX_BODY_BYTES: positiveInt.default(10 * 1024 * 1024),
   LOOPERS_REDIS_TIMEOUT_MS: positiveInt.default(1_000),
@@ -55,6 +65,64 @@ const schema = z.object({
   LOOPERS_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(30_000),
   LOOPERS_METRICS_PER_KEY: flag.default(false),
 })
+
+/** The variables `schema` reads. */
+export type EnvName = keyof typeof schema.shape
+
+/**
+ * Every variable with its default as shown to users (`loopers serve --help`), kept beside the schema so
+ * neither can drift: the type requires every schema key, and a test checks each default against the schema.
+ */
+export const ENVIRONMENT: Record<EnvName, { default: string; meaning: string }> = {
+  REDIS_URL: { default: 'none', meaning: 'a Redis budget store (rediss:// for TLS); unset: the embedded store' },
+  LOOPERS_DB: { default: '~/.loopers/loopers.db', meaning: 'the embedded budget store (SQLite), used without REDIS_URL or REDIS_CLUSTER_NODES; HOME locates ~' },
+  REDIS_CLUSTER_NODES: { default: 'none', meaning: 'host:port,host:port selects a Redis Cluster instead' },
+  PORT: { default: '8080', meaning: 'proxy listener port (HTTP/1.1 and h2c)' },
+  HOST: { default: '0.0.0.0', meaning: 'proxy listener address' },
+  LOOPERS_ADMIN_PORT: { default: '9090', meaning: 'admin listener port: /metrics, /health, /ready, dashboard' },
+  LOOPERS_ADMIN_HOST: { default: '127.0.0.1', meaning: 'admin listener address' },
+  LOOPERS_ADMIN_TOKEN: { default: 'none', meaning: 'Bearer token for every admin route but /health and /ready; required off loopback' },
+  LOOPERS_OPENAI_BASE_URL: { default: 'https://api.openai.com', meaning: 'OpenAI upstream' },
+  LOOPERS_ANTHROPIC_BASE_URL: { default: 'https://api.anthropic.com', meaning: 'Anthropic upstream' },
+  LOOPERS_GEMINI_BASE_URL: { default: 'https://generativelanguage.googleapis.com', meaning: 'Gemini upstream' },
+  LOOPERS_MISTRAL_BASE_URL: { default: 'https://api.mistral.ai', meaning: 'Mistral upstream' },
+  LOOPERS_BEDROCK_BASE_URL: { default: 'https://bedrock-runtime.<AWS_REGION>.amazonaws.com', meaning: 'Bedrock upstream' },
+  LOOPERS_AZURE_ENDPOINT: { default: 'none', meaning: 'the Azure OpenAI resource, e.g. https://myres.openai.azure.com' },
+  LOOPERS_OPENAI_API_KEY: { default: 'none', meaning: 'server-held OpenAI key, used when a request brings none' },
+  LOOPERS_ANTHROPIC_API_KEY: { default: 'none', meaning: 'server-held Anthropic key' },
+  LOOPERS_GEMINI_API_KEY: { default: 'none', meaning: 'server-held Gemini key' },
+  LOOPERS_MISTRAL_API_KEY: { default: 'none', meaning: 'server-held Mistral key' },
+  LOOPERS_AZURE_API_KEY: { default: 'none', meaning: 'server-held Azure OpenAI key' },
+  LOOPERS_BEDROCK_API_KEY: { default: 'none', meaning: 'server-held Bedrock API key (tried before AWS_*)' },
+  AWS_ACCESS_KEY_ID: { default: 'none', meaning: 'server-held Bedrock SigV4 access key id' },
+  AWS_SECRET_ACCESS_KEY: { default: 'none', meaning: 'its secret (set both or neither)' },
+  AWS_SESSION_TOKEN: { default: 'none', meaning: 'its session token' },
+  AWS_REGION: { default: 'us-east-1', meaning: 'Bedrock region' },
+  LOOPERS_PRICING_PATH: { default: 'none', meaning: 'a pricing JSON file merged over the built-in table' },
+  LOOPERS_AZURE_DEPLOYMENTS: { default: 'none', meaning: 'deployment=openai-model,…: price and tokenize Azure deployments as that model' },
+  LOG_LEVEL: { default: 'info', meaning: 'fatal, error, warn, info, debug, trace or silent' },
+  LOOPERS_MAX_BODY_BYTES: { default: '10485760', meaning: 'larger request bodies get 413' },
+  LOOPERS_REDIS_TIMEOUT_MS: { default: '1000', meaning: 'a slower budget store call fails closed (503)' },
+  LOOPERS_UPSTREAM_CONNECT_TIMEOUT_MS: { default: '10000', meaning: 'connecting to a provider' },
+  LOOPERS_UPSTREAM_TIMEOUT_MS: { default: '600000', meaning: 'waiting for response headers, and the longest silence in a body' },
+  LOOPERS_SESSION_TTL_SECONDS: { default: '86400', meaning: 'a session expires after this long without a request' },
+  LOOPERS_STREAM_SLICE_TOKENS: { default: '1024', meaning: 'output tokens a stream reserves ahead each time it extends' },
+  LOOPERS_SHUTDOWN_GRACE_MS: { default: '30000', meaning: 'how long in-flight requests may finish after SIGTERM' },
+  LOOPERS_METRICS_PER_KEY: { default: 'false', meaning: 'add a key-hash-prefix label to request and spend metrics' },
+}
+
+/** The schema's own default of `name` as text, or null when it has none (for the drift test). */
+export function schemaDefault(name: EnvName): string | null {
+  const parsed = schema.shape[name].safeParse(undefined)
+  return parsed.success && parsed.data !== undefined ? String(parsed.data) : null
+}
+
+/** The `--help` text listing every variable, its default and its meaning, one per line. */
+export function environmentHelp(): string {
+  const names = Object.keys(ENVIRONMENT) as EnvName[]
+  const width = Math.max(...names.map((n) => n.length))
+  return names.map((n) => `  ${n.padEnd(width)}  [${ENVIRONMENT[n].default}] ${ENVIRONMENT[n].meaning}`).join('\n')
+}
 
 export interface RedisConfig {
   url: string
@@ -95,6 +163,8 @@ export interface Config {
     awsRegion: string
   }
   pricingPath: string | null
+  /** Azure deployment name → the OpenAI model it is priced and tokenized as (LOOPERS_AZURE_DEPLOYMENTS). */
+  azureDeployments: Record<string, string>
   logLevel: z.infer<typeof logLevel>
   maxBodyBytes: number
   sessionTtlSeconds: number
@@ -174,6 +244,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if ((e.AWS_ACCESS_KEY_ID === undefined) !== (e.AWS_SECRET_ACCESS_KEY === undefined)) {
     problems.push('AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together')
   }
+  const deployments = (e.LOOPERS_AZURE_DEPLOYMENTS ?? []).map((pair) => pair.split('=')[0]!.trim())
+  for (const name of new Set(deployments.filter((name, i) => deployments.indexOf(name) !== i))) {
+    problems.push(`LOOPERS_AZURE_DEPLOYMENTS: deployment '${name}' is named more than once`)
+  }
   if (problems.length > 0) throw new ConfigError(problems)
 
   return {
@@ -212,6 +286,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       awsRegion: e.AWS_REGION,
     },
     pricingPath: e.LOOPERS_PRICING_PATH ?? null,
+    azureDeployments: parseDeployments(e.LOOPERS_AZURE_DEPLOYMENTS ?? []),
     logLevel: e.LOG_LEVEL,
     maxBodyBytes: e.LOOPERS_MAX_BODY_BYTES,
     sessionTtlSeconds: e.LOOPERS_SESSION_TTL_SECONDS,
@@ -220,3 +295,28 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsPerKey: e.LOOPERS_METRICS_PER_KEY,
   }
 }
+
+function parseDeployments(pairs: string[]): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=')
+    out[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim()
+  }
+  return out
+}
+
+/**
+ * Loads `<dir>/.env` into the environment when the file exists (Node's own parser); variables already
+ * set, even to an empty value, win. Returns the file's path, or null when there is none.
+ */
+export function loadDotEnv(dir: string = process.cwd()): string | null {
+  const path = join(dir, '.env')
+  if (!existsSync(path)) return null
+  try {
+    process.loadEnvFile(path)
+  } catch (err) {
+    throw new ConfigError([`${path}: cannot read: ${(err as Error).message.split('\n')[0]}`])
+  }
+  return path
+}
+

@@ -42,7 +42,7 @@ export interface RunningServer {
  */
 export async function startServer(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   checkAdminExposure(config)
-  const pricing = loadPricing({ filePath: config.pricingPath })
+  const pricing = loadPricing({ filePath: config.pricingPath, azureDeployments: config.azureDeployments })
   const fix = config.redis === null ? 'check LOOPERS_DB (folder writable, disk not full)' : 'start Redis or fix REDIS_URL'
   let opened: OpenedStore | null = null
   const where = (): string => opened?.description ?? 'budget store'

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
-import { ConfigError, loadConfig } from '../config.js'
+import { ConfigError, environmentHelp, loadConfig, loadDotEnv } from '../config.js'
 import { PROVIDER_IDS } from '../providers/types.js'
 import { budgetStatus, parseBudgetFlags, setBudget, type BudgetFlags } from './budget.js'
 import { CliError, EXIT_FAILURE, EXIT_USAGE, serveFailed } from './errors.js'
@@ -54,6 +54,8 @@ function report(err: unknown, io: Io): number {
 }
 
 function buildProgram(io: Io, onServing: () => void): Command {
+  /** The .env file read before the command ran, if any. */
+  let dotEnv: string | null = null
   const program = new Command('loopers')
   // Set before any subcommand is added: commander copies these settings into each subcommand.
   program
@@ -68,7 +70,16 @@ function buildProgram(io: Io, onServing: () => void): Command {
   program
     .description('A reverse proxy that enforces hard dollar budgets on LLM API keys.')
     .version(readVersion(), '-V, --version')
-    .addHelpText('after', '\nConfiguration comes from the environment (LOOPERS_DB or REDIS_URL, PORT, …), for the proxy and the CLI alike.')
+    .addHelpText(
+      'after',
+      '\nConfiguration comes from the environment (LOOPERS_DB or REDIS_URL, PORT, …), for the proxy and the CLI alike,\n' +
+        'and from a .env file in the working directory when there is one (variables already set win).\n' +
+        '`loopers serve --help` lists every variable.',
+    )
+    // Every command but the self-contained demo reads ./.env, so the CLI and the proxy use the same store.
+    .hook('preAction', (_program, command) => {
+      if (command.name() !== 'demo') dotEnv = loadDotEnv()
+    })
 
   /** Human output is followed by the store it worked on, on stderr so stdout stays what scripts parse; JSON stays as it is. */
   const out = (text: string, json: boolean | undefined): void => {
@@ -79,18 +90,28 @@ function buildProgram(io: Io, onServing: () => void): Command {
   program
     .command('serve')
     .description('start the proxy')
+    .addHelpText('after', `\nEnvironment (read from ./.env too; variables already set win), [default]:\n${environmentHelp()}`)
     .action(async () => {
       const config = loadConfig()
       const { startServer, stopOnSignals } = await import('../server.js')
       const { createLogger } = await import('../logger.js')
       const logger = createLogger(config.logLevel)
       try {
+        if (dotEnv !== null) logger.info({ file: dotEnv }, 'configuration read from .env too (variables already set win)')
         stopOnSignals(await startServer(config, logger), logger)
       } catch (err) {
         if (err instanceof ConfigError) throw err
         throw serveFailed(err instanceof Error ? (err.message.split('\n')[0] ?? err.name) : String(err), err)
       }
       onServing()
+    })
+
+  program
+    .command('demo')
+    .description('a self-contained run against a built-in fake provider: a refusal and a cut-off, no provider key, no money')
+    .action(async () => {
+      const { runDemo } = await import('./demo.js')
+      await runDemo(io.out)
     })
 
   const keys = program.command('keys').description('create, list and revoke proxy keys')

@@ -21,17 +21,19 @@ const MAX_USD_PER_1M = 10_000
 const usdPer1M = z.number().finite().min(0).max(MAX_USD_PER_1M)
 
 const entrySchema = z.strictObject({
-  input_per_1m: usdPer1M,
-  output_per_1m: usdPer1M,
+  /** Azure only: the OpenAI model this deployment runs; its price applies unless the entry sets its own. */
+  model: z.string().min(1).optional(),
+  input_per_1m: usdPer1M.optional(),
+  output_per_1m: usdPer1M.optional(),
   cached_input_per_1m: usdPer1M.optional(),
   cache_write_per_1m: usdPer1M.optional(),
   max_output_tokens: z.number().int().min(0).max(10_000_000).optional(),
   hidden_reasoning: z.boolean().optional(),
   tokens_per_media: z.number().int().min(0).max(10_000_000).optional(),
-  // The OpenAI model an Azure deployment runs: its tokenizer counts the deployment's output.
-  model: z.string().min(1).optional(),
   // Output tokens per o200k token for a family without a public tokenizer (an estimate, rounded up).
   token_factor: z.number().finite().min(0.5).max(4).optional(),
+}).refine((e) => e.model !== undefined || (e.input_per_1m !== undefined && e.output_per_1m !== undefined), {
+  message: 'needs input_per_1m and output_per_1m (or, for an Azure deployment, "model")',
 })
 
 const modelsSchema = z.record(z.string().min(1), entrySchema)
@@ -57,14 +59,23 @@ type PriceEntry = z.infer<typeof entrySchema>
  * the built-in one; `_fallback` prices unknown models of that provider). Throws an Error with one line per
  * problem, each naming the file and the JSON path, when either file is unreadable or invalid.
  */
-export function loadPricing(opts: { filePath: string | null }): PricingTable {
+export function loadPricing(opts: { filePath: string | null; azureDeployments?: Record<string, string> }): PricingTable {
   const builtIn = readPricingFile(DEFAULT_PRICING_PATH)
   const override = opts.filePath === null ? {} : readPricingFile(opts.filePath)
   const prices = new Map<ProviderId, Map<string, Price>>()
-  for (const provider of PROVIDER_IDS) {
+  // OpenAI first: an Azure deployment that names its model is priced from the merged OpenAI table.
+  for (const provider of ['openai', ...PROVIDER_IDS.filter((id) => id !== 'openai')] as const) {
     const models = new Map<string, Price>()
-    for (const source of [builtIn[provider], override[provider]]) {
-      for (const [model, entry] of Object.entries(source ?? {})) models.set(model, toPrice(entry, tokenizerFor(provider, model, entry)))
+    const deployments = provider === 'azure' ? deploymentEntries(opts.azureDeployments ?? {}) : {}
+    const sources: Array<[string, Record<string, PriceEntry> | undefined]> = [
+      [DEFAULT_PRICING_PATH, builtIn[provider]],
+      ['LOOPERS_AZURE_DEPLOYMENTS', deployments],
+      [opts.filePath ?? '', override[provider]],
+    ]
+    for (const [source, entries] of sources) {
+      for (const [model, entry] of Object.entries(entries ?? {})) {
+        models.set(model, toPrice(source, provider, model, entry, prices.get('openai')))
+      }
     }
     prices.set(provider, models)
   }
@@ -79,13 +90,23 @@ export function loadPricing(opts: { filePath: string | null }): PricingTable {
     lookup(provider, model) {
       const models = prices.get(provider)
       if (models === undefined) return null
-      for (const candidate of candidateIds(provider, model)) {
-        const price = models.get(candidate)
-        if (price !== undefined) return price
-      }
-      return models.get(FALLBACK_KEY) ?? null
+      return findPrice(provider, models, model) ?? models.get(FALLBACK_KEY) ?? null
     },
   }
+}
+
+/** The entry of `model` (exact, then its candidate ids), without the provider's fallback; null if none. */
+function findPrice(provider: ProviderId, models: Map<string, Price>, model: string): Price | null {
+  for (const candidate of candidateIds(provider, model)) {
+    const price = models.get(candidate)
+    if (price !== undefined) return price
+  }
+  return null
+}
+
+/** LOOPERS_AZURE_DEPLOYMENTS as pricing entries: `{ "<deployment>": { "model": "<openai model>" } }`. */
+function deploymentEntries(deployments: Record<string, string>): Record<string, PriceEntry> {
+  return Object.fromEntries(Object.entries(deployments).map(([deployment, model]) => [deployment, { model }]))
 }
 
 /** Reads and validates one pricing file; throws one line per problem. */
@@ -138,17 +159,33 @@ function tokenizerFor(provider: ProviderId, id: string, entry: PriceEntry): Toke
   return { encoding: named === null ? 'o200k_base' : encodingForModel(named), factor: entry.token_factor ?? DEFAULT_TOKEN_FACTOR[provider] }
 }
 
-function toPrice(entry: PriceEntry, tokenizer: TokenizerSpec): Price {
-  const inputPer1M = toMicros(entry.input_per_1m)
+/**
+ * One entry as a Price. An Azure entry naming `model` starts from that OpenAI model's price (fields the
+ * entry sets win) and keeps `model`, so it is tokenized as that model too. Throws one line naming the source.
+ */
+function toPrice(source: string, provider: ProviderId, id: string, entry: PriceEntry, openai: Map<string, Price> | undefined): Price {
+  let base: Price | null = null
+  if (entry.model !== undefined) {
+    if (provider !== 'azure') throw new Error(`${source}: $.${provider}[${JSON.stringify(id)}].model: only Azure deployments name a model`)
+    base = openai === undefined ? null : findPrice('openai', openai, entry.model)
+    if (base === null) {
+      throw new Error(`${source}: Azure deployment '${id}' names model '${entry.model}', which has no OpenAI price (add it under "openai" in the pricing file)`)
+    }
+  }
+  const inputPer1M = entry.input_per_1m === undefined ? base!.inputPer1M : toMicros(entry.input_per_1m)
+  const explicitInput = entry.input_per_1m !== undefined
   return {
     inputPer1M,
-    outputPer1M: toMicros(entry.output_per_1m),
-    cachedInputPer1M: entry.cached_input_per_1m === undefined ? inputPer1M : toMicros(entry.cached_input_per_1m),
-    cacheWritePer1M: entry.cache_write_per_1m === undefined ? inputPer1M : toMicros(entry.cache_write_per_1m),
-    maxOutputTokens: entry.max_output_tokens ?? DEFAULT_MAX_OUTPUT_TOKENS,
-    hiddenReasoning: entry.hidden_reasoning ?? false,
-    tokensPerMedia: entry.tokens_per_media ?? DEFAULT_TOKENS_PER_MEDIA,
-    tokenizer,
+    outputPer1M: entry.output_per_1m === undefined ? base!.outputPer1M : toMicros(entry.output_per_1m),
+    cachedInputPer1M:
+      entry.cached_input_per_1m !== undefined ? toMicros(entry.cached_input_per_1m) : explicitInput || base === null ? inputPer1M : base.cachedInputPer1M,
+    cacheWritePer1M:
+      entry.cache_write_per_1m !== undefined ? toMicros(entry.cache_write_per_1m) : explicitInput || base === null ? inputPer1M : base.cacheWritePer1M,
+    maxOutputTokens: entry.max_output_tokens ?? base?.maxOutputTokens ?? DEFAULT_MAX_OUTPUT_TOKENS,
+    hiddenReasoning: entry.hidden_reasoning ?? base?.hiddenReasoning ?? false,
+    tokensPerMedia: entry.tokens_per_media ?? base?.tokensPerMedia ?? DEFAULT_TOKENS_PER_MEDIA,
+    tokenizer: tokenizerFor(provider, id, entry),
+    ...(entry.model === undefined ? {} : { model: entry.model }),
   }
 }
 

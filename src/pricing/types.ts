@@ -18,6 +18,8 @@ export interface Price {
   tokensPerMedia: number
   /** How streamed output is counted: the model's tiktoken encoding (exact, factor 1) or o200k × a family factor. */
   tokenizer: TokenizerSpec
+  /** Azure: the OpenAI model the deployment runs (pricing entry `model`, LOOPERS_AZURE_DEPLOYMENTS); count its tokens as that model's. */
+  model?: string
 }
 
 /** The merged built-in and file pricing table. */

@@ -10,8 +10,9 @@ import type { ProviderAdapter, RouteMatch, UpstreamCredential } from './types.js
 /**
  * Azure OpenAI speaks OpenAI's wire format; this adapter embeds the OpenAI pieces and overrides what
  * differs: routes (a deployment in the path is the model), the `api-key` header, the one configured
- * resource endpoint, request fields old api-versions refuse, no exact count (a deployment name does not
- * say which tokenizer it runs), and prompt-filter refusals that Azure still bills.
+ * resource endpoint, request fields old api-versions refuse, exact counts only for deployments whose price
+ * names the OpenAI model they run (a deployment name does not say which tokenizer it runs), and
+ * prompt-filter refusals that Azure still bills.
  */
 
 /** The only reads forwarded: the model list and one model, on the dated and the v1 API. */
@@ -133,11 +134,16 @@ export function createAzureAdapter(options: { endpoint: string | null; apiKey: s
       requireEndpoint()
       return describeCompat(route, body)
     },
-    exactInput(route, path, body, model) {
-      // A deployment name does not say which encoding its model uses: count with both, keep the larger.
-      const how = compatMembers.exactInput(route, path, body, model)
-      return how?.kind === 'local' ? { ...how, anyEncoding: true } : how
+    exactInput(route, path, body, deployment, price) {
+      // A deployment counts as the OpenAI model its price entry names; without one its encoding is
+      // unknown: count with both and keep the larger.
+      const how = compatMembers.exactInput(route, path, body, price?.model ?? deployment)
+      return how?.kind === 'local' && price?.model === undefined ? { ...how, anyEncoding: true } : how
     },
+    unpricedHint: (deployment) =>
+      `name the OpenAI model this deployment runs, either in the environment ` +
+      `(LOOPERS_AZURE_DEPLOYMENTS=${deployment}=gpt-4o, comma-separated for several) or in the pricing file ` +
+      `(LOOPERS_PRICING_PATH: {"azure": {"${deployment}": {"model": "gpt-4o"}}}), or give it input_per_1m and output_per_1m there`,
     readClientCredential(headers): UpstreamCredential | null {
       // A proxy key is never an upstream credential, wherever the client put it.
       const token = sentKeys(headers).find((key) => !key.startsWith('lp-'))

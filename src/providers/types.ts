@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { LoopShape } from '../loop/types.js'
 import type { OutputCounter } from '../tokens/output-counter.js'
+import type { Price } from '../pricing/types.js'
 
 /** The six upstreams Loopers fronts; the first path segment of every proxied route. */
 export const PROVIDER_IDS = ['openai', 'anthropic', 'gemini', 'bedrock', 'azure', 'mistral'] as const
@@ -171,9 +172,10 @@ export interface ProviderAdapter {
   /**
    * How to count this request's input exactly when its bound does not fit the budget, or null when
    * nothing counts better than the bound (content the body only references, an unknown format).
-   * `path` is the provider path the request was sent to.
+   * `path` is the provider path the request was sent to; `price` is the request's price entry, whose
+   * `model` names the OpenAI model an Azure deployment runs.
    */
-  exactInput(route: RouteMatch, path: string, body: Record<string, unknown>, model: string): ExactInput | null
+  exactInput(route: RouteMatch, path: string, body: Record<string, unknown>, model: string, price?: Price): ExactInput | null
   /**
    * Rewrites the body before forwarding: forces usage reporting on streams and, when `maxOutputTokens`
    * is given, lowers the cap to it (per choice). Returns true if the body changed.
@@ -203,6 +205,8 @@ export interface ProviderAdapter {
    * `x-amzn-bedrock-*-token-count`, present for every model family); preferred over `usageFromBody`. Null if none.
    */
   usageFromHeaders?(route: RouteMatch, headers: Record<string, string | string[] | undefined>): Usage | null
+  /** Optional: how to price an unpriced `model`, for the model_not_priced message. Absent: add it to the pricing file. */
+  unpricedHint?(model: string): string
   /** Optional: extra headers for a proxy-produced error (Bedrock's `x-amzn-errortype`, which picks the SDK's typed error). */
   errorHeaders?(error: ErrorInfo): Record<string, string>
   /** The wire shape the loop guard reads this route's conversation with; null (or absent) when it has none (embeddings). */

@@ -4,6 +4,7 @@
  * request's own credential. Any failure answers null, and the caller keeps the bound.
  */
 import type { IncomingHttpHeaders } from 'node:http'
+import type { Price } from '../pricing/types.js'
 import type { ProviderAdapter, RouteMatch, UpstreamCredential } from '../providers/types.js'
 import type { TokenCounter } from '../tokens/worker.js'
 import type { UpstreamClient } from './upstream.js'
@@ -23,6 +24,8 @@ export interface ExactCountInput {
   body: Record<string, unknown>
   raw: Buffer
   model: string
+  /** The request's price entry (an Azure deployment's `model` picks its tokenizer). */
+  price?: Price
   tokensPerMedia: number
   /** Counting may stop once past this many tokens: the caller only needs to know it does not fit. */
   limit: number
@@ -35,7 +38,7 @@ export interface ExactCountDeps {
 
 /** Exact input tokens (media included), a count above `limit` when it stopped early, or null when it cannot count. */
 export async function countExactInput(deps: ExactCountDeps, input: ExactCountInput): Promise<number | null> {
-  const how = input.adapter.exactInput(input.route, input.path, input.body, input.model)
+  const how = input.adapter.exactInput(input.route, input.path, input.body, input.model, input.price)
   if (how === null) return null
   if (how.kind === 'local') {
     const limit = Number.isFinite(input.limit) ? Math.max(0, Math.ceil(input.limit)) : Number.MAX_SAFE_INTEGER

@@ -129,7 +129,10 @@ export function createPipeline(deps: PipelineDeps) {
       summary.stream = facts.stream
       const listed = pricing.lookup(adapter.id, facts.model)
       summary.priced = listed !== null
-      if (listed === null) throw modelNotPriced(`no price for ${adapter.id} model '${facts.model}': add it to the pricing file (LOOPERS_PRICING_PATH)`)
+      if (listed === null) {
+        const hint = adapter.unpricedHint?.(facts.model) ?? 'add it to the pricing file (LOOPERS_PRICING_PATH)'
+        throw modelNotPriced(`no price for ${adapter.id} model '${facts.model}': ${hint}`)
+      }
       const hidden = adapter.hidesReasoning?.(route, body, listed.hiddenReasoning) ?? listed.hiddenReasoning
       const price = hidden === listed.hiddenReasoning ? listed : { ...listed, hiddenReasoning: hidden }
       const session = readSession(request.headers, target.pathSession)
@@ -152,7 +155,7 @@ export function createPipeline(deps: PipelineDeps) {
           if (referenced > 0) return null
           const counted = await countExactInput(
             { counter, upstream: deps.upstream },
-            { adapter: adapter as ProviderAdapter, route, path: target.path, headers: request.headers, credential, body, raw, model: facts.model, tokensPerMedia: price.tokensPerMedia, limit },
+            { adapter: adapter as ProviderAdapter, route, path: target.path, headers: request.headers, credential, body, raw, model: facts.model, price, tokensPerMedia: price.tokensPerMedia, limit },
           )
           return counted
         },

@@ -227,8 +227,24 @@ describe('AzureOpenAI through the proxy', () => {
       .catch((e: unknown) => e)
     expect(error).toBeInstanceOf(OpenAI.BadRequestError)
     expect((error as InstanceType<typeof OpenAI.BadRequestError>).code).toBe('model_not_priced')
+    // The message names both fixes, with this deployment's name filled in.
+    const message = (error as Error).message
+    expect(message).toContain('LOOPERS_AZURE_DEPLOYMENTS=unpriced-deployment=gpt-4o')
+    expect(message).toContain('{"azure": {"unpriced-deployment": {"model": "gpt-4o"}}}')
     expect(fake.received).toHaveLength(0)
     expect(await daily()).toEqual({ spent: 0, held: 0 })
+  })
+
+  it('LOOPERS_AZURE_DEPLOYMENTS prices a deployment as the OpenAI model it names', async () => {
+    // gpt-test: 1 USD per 1M input and output (the test prices), so micros are tokens.
+    const other = await startProxy({ ...store.env, LOOPERS_AZURE_ENDPOINT: fake.url, LOOPERS_AZURE_DEPLOYMENTS: 'prod-dep=gpt-test' })
+    try {
+      await azure({ endpoint: `${other.url}/azure`, deployment: 'prod-dep' }).chat.completions.create({ model: 'gpt-4o', messages: HI })
+      expect(fake.received[0]?.url).toBe(`/openai/deployments/prod-dep/chat/completions?api-version=${API_VERSION}`)
+      expect(await daily([other])).toEqual({ spent: 12 + 7, held: 0 })
+    } finally {
+      await other.close()
+    }
   })
 
   it('a pricing file with an azure _fallback prices any deployment', async () => {

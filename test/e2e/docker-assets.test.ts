@@ -118,6 +118,38 @@ describe('docker-compose.yml', () => {
     }
   })
 
+  it('says docker compose, with v1 docker-compose noted, and how to generate the password', () => {
+    const header = read('docker-compose.yml').split('\n').filter((l) => l.startsWith('#')).join('\n')
+    expect(header).toMatch(/^#\s+docker compose up -d$/m)
+    expect(header).not.toMatch(/^#\s+docker-compose /m)
+    expect(header).toContain('openssl rand -hex 32')
+  })
+
+  it("the README's Compose set-up lines make a .env with a generated password that compose accepts", async () => {
+    const readme = read('README.md')
+    const section = readme.slice(readme.indexOf('### With Docker Compose'))
+    const block = /```sh\n([\s\S]*?)```/.exec(section)?.[1] ?? ''
+    const setup = block.replace(/\\\n/g, ' ').split('\n').filter((line) => /^(cp|sed) /.test(line))
+    expect(setup).toHaveLength(2)
+    expect(block).toMatch(/^docker compose up -d/m)
+    const dir = mkdtempSync(join(scratch, 'readme-'))
+    writeFileSync(join(dir, '.env.example'), read('.env.example'))
+    const made = await new Promise<Run>((resolve) =>
+      execFile('bash', ['-euc', setup.join('\n')], { cwd: dir, env: { PATH } }, (err, stdout, stderr) => resolve({ code: err === null ? 0 : 1, stdout, stderr })),
+    )
+    expect(made.code, made.stderr).toBe(0)
+    const envText = readFileSync(join(dir, '.env'), 'utf8')
+    const password = /^REDIS_PASSWORD=(.*)$/m.exec(envText)?.[1] ?? ''
+    expect(password).toMatch(/^[0-9a-f]{64}$/)
+    const token = /^LOOPERS_ADMIN_TOKEN=(.*)$/m.exec(envText)?.[1] ?? ''
+    expect(token).toMatch(/^[0-9a-f]{64}$/)
+    expect(token).not.toBe(password)
+    expect(readdirSync(dir).sort()).toEqual(['.env', '.env.example'])
+    const result = await composeConfig(envText)
+    expect(result.code, result.stderr).toBe(0)
+    expect(service(parseYaml(result.stdout) as ComposeFile, 'loopers').environment?.REDIS_URL).toBe(`redis://:${password}@redis:6379`)
+  })
+
   it('holds no secret: every credential comes from .env', () => {
     const raw = parseYaml(read('docker-compose.yml')) as ComposeFile
     for (const [name, svc] of Object.entries(raw.services)) {
@@ -275,6 +307,28 @@ describe('the image, run here without a Docker engine', () => {
     const created = await run(inImage('/app/loopers'), ['keys', 'create', '--name', 't', '--provider', 'openai', '--json'], loopersEnv)
     expect(created.code, created.stderr).toBe(0)
     expectCreatedKey(created.stdout)
+  })
+
+  it('refuses a REDIS_PASSWORD that cannot go in the compose REDIS_URL, saying so and how to make one', async () => {
+    for (const password of ['a/b+c=', 'p@ss word#']) {
+      const result = await composeConfig(`REDIS_PASSWORD=${password}\n`)
+      expect(result.code, result.stderr).toBe(0)
+      const env = service(parseYaml(result.stdout) as ComposeFile, 'loopers').environment ?? {}
+      expect(env.REDIS_URL).toBe(`redis://:${password}@redis:6379`)
+      const [entry = '', ...args] = dockerCmd
+      const refused = await run(inImage(entry), args, { ...stageEnv(runtime), ...env })
+      expect(refused.code, password).toBe(1)
+      expect(refused.stdout).toBe('')
+      expect(refused.stderr.trimEnd().split('\n')).toEqual([expect.stringContaining('REDIS_PASSWORD in .env may hold only letters, digits')])
+      expect(refused.stderr).toContain('openssl rand -hex 32')
+      expect(refused.stderr).not.toContain(password)
+    }
+    // A generated password passes the check and reaches the CLI (which here reports its version).
+    const result = await composeConfig(`REDIS_PASSWORD=${'0a'.repeat(32)}\n`)
+    expect(result.code, result.stderr).toBe(0)
+    const env = service(parseYaml(result.stdout) as ComposeFile, 'loopers').environment ?? {}
+    const version = await run(inImage('/app/loopers'), ['--version'], env)
+    expect(version.code, version.stderr).toBe(0)
   })
 
   it('the image CMD serves: /health answers, the HEALTHCHECK passes, /metrics answers, SIGTERM exits 0', async () => {

@@ -22,6 +22,7 @@ const adapter = createAzureAdapter({ endpoint: ENDPOINT, apiKey: null })
 let counter: ByteCounter = byteCounter()
 const newParser = (...args: [RouteMatch]): StreamParser => adapter.createStreamParser(args[0], (counter = byteCounter()))
 const CHAT: RouteMatch = { operation: 'chat', pathModel: 'my-gpt4o', pathStream: null }
+const GPT4O_PRICE = loadPricing({ filePath: null }).lookup('openai', 'gpt-4o')!
 const ENTRA_TOKEN = 'eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2NvZ25pdGl2ZXNlcnZpY2VzIn0.c2lnbmF0dXJl'
 
 function raw(name: string): Buffer {
@@ -124,13 +125,23 @@ describe('request facts', () => {
   })
 
   it('counts exactly with both encodings (a deployment name does not say which one its model uses)', () => {
-    expect(adapter.exactInput(CHAT, '/openai/deployments/my-gpt4o/chat/completions', { messages: [{ role: 'user', content: 'hi' }] }, 'my-gpt4o')).toEqual({
-      kind: 'local',
-      counter: 'chat',
-      model: 'my-gpt4o',
-      factor: 1,
-      anyEncoding: true,
-    })
+    const body = { messages: [{ role: 'user', content: 'hi' }] }
+    const path = '/openai/deployments/my-gpt4o/chat/completions'
+    const both = { kind: 'local', counter: 'chat', model: 'my-gpt4o', factor: 1, anyEncoding: true }
+    expect(adapter.exactInput(CHAT, path, body, 'my-gpt4o')).toEqual(both)
+    expect(adapter.exactInput(CHAT, path, body, 'my-gpt4o', GPT4O_PRICE)).toEqual(both)
+  })
+
+  it('counts as the OpenAI model its price entry names, with that model\'s encoding only', () => {
+    const body = { messages: [{ role: 'user', content: 'hi' }] }
+    const path = '/openai/deployments/my-gpt4o/chat/completions'
+    expect(adapter.exactInput(CHAT, path, body, 'my-gpt4o', { ...GPT4O_PRICE, model: 'gpt-4o' })).toEqual({ kind: 'local', counter: 'chat', model: 'gpt-4o', factor: 1 })
+  })
+
+  it('says how to price an unpriced deployment, both ways', () => {
+    const hint = adapter.unpricedHint?.('my-dep') ?? ''
+    expect(hint).toContain('LOOPERS_AZURE_DEPLOYMENTS=my-dep=gpt-4o')
+    expect(hint).toContain('{"azure": {"my-dep": {"model": "gpt-4o"}}}')
   })
 
   it('bounds input by body bytes and media parts', () => {

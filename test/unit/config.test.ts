@@ -1,5 +1,8 @@
-import { describe, expect, it } from 'vitest'
-import { ConfigError, checkAdminExposure, loadConfig, loadExecEnvironment } from '../../src/config.js'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { ConfigError, ENVIRONMENT, checkAdminExposure, environmentHelp, loadConfig, loadDotEnv, loadExecEnvironment, schemaDefault, type EnvName } from '../../src/config.js'
 
 describe('loadConfig', () => {
   it('selects Redis when only REDIS_CLUSTER_NODES or only REDIS_URL is set, and reads LOOPERS_DB', () => {
@@ -96,5 +99,79 @@ describe('loadExecEnvironment', () => {
     expect(env.proxyKey).toBe('lp-x')
     expect(env.proxyUrl).toBeNull()
     expect(env.inherited).toEqual({ LOOPERS_PROXY_KEY: ' lp-x ', LOOPERS_PROXY_URL: '', OPENAI_API_KEY: 'sk-1' })
+  })
+})
+
+describe('LOOPERS_AZURE_DEPLOYMENTS', () => {
+  it('maps deployments to the OpenAI models they run', () => {
+    expect(loadConfig({}).azureDeployments).toEqual({})
+    expect(loadConfig({ LOOPERS_AZURE_DEPLOYMENTS: 'my-dep=gpt-4o, mini = gpt-4o-mini,' }).azureDeployments).toEqual({
+      'my-dep': 'gpt-4o',
+      mini: 'gpt-4o-mini',
+    })
+  })
+
+  it.each(['my-dep', 'my-dep=', '=gpt-4o', 'a b=gpt-4o', 'dep=gpt 4o'])('refuses %j with one line', (value) => {
+    expect(() => loadConfig({ LOOPERS_AZURE_DEPLOYMENTS: value })).toThrow(/^LOOPERS_AZURE_DEPLOYMENTS.*deployment=openai-model/)
+  })
+
+  it('refuses a deployment named twice', () => {
+    expect(() => loadConfig({ LOOPERS_AZURE_DEPLOYMENTS: 'd=gpt-4o,d=gpt-4o-mini' })).toThrow("deployment 'd' is named more than once")
+  })
+})
+
+describe('the documented environment (loopers serve --help)', () => {
+  const names = Object.keys(ENVIRONMENT) as EnvName[]
+
+  it('shows each variable with the default the schema applies', () => {
+    expect(names.length).toBeGreaterThan(30)
+    for (const name of names) {
+      const actual = schemaDefault(name)
+      const derived = ['none', 'https://bedrock-runtime.<AWS_REGION>.amazonaws.com', '~/.loopers/loopers.db']
+      if (actual === null) expect(derived, name).toContain(ENVIRONMENT[name].default)
+      else expect(ENVIRONMENT[name].default, name).toBe(actual)
+    }
+  })
+
+  it('documents every variable in .env.example with the same default', () => {
+    const lines = readFileSync(new URL('../../.env.example', import.meta.url), 'utf8').split('\n')
+    for (const name of names) {
+      const at = lines.findIndex((l) => new RegExp(`^#?\\s?${name}=`).test(l))
+      expect(at, name).toBeGreaterThan(0)
+      // The comment block above the variable (and the variables grouped with it) names its default.
+      let start = at
+      while (start > 0 && /^[#A-Z]/.test(lines[start - 1]!)) start--
+      const block = lines.slice(start, at + 1).join('\n')
+      const shown = ENVIRONMENT[name].default
+      if (shown !== 'none') expect(block, name).toContain(`[${shown}]`)
+    }
+  })
+
+  it('the help lists one line per variable', () => {
+    const help = environmentHelp().split('\n')
+    expect(help).toHaveLength(names.length)
+    names.forEach((name, i) => expect(help[i]).toMatch(new RegExp(`^  ${name} +\\[${ENVIRONMENT[name].default.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\] \\S`)))
+  })
+})
+
+describe('loadDotEnv', () => {
+  const set: string[] = []
+  afterEach(() => {
+    for (const name of set.splice(0)) delete process.env[name]
+  })
+
+  it('reads ./.env when present; variables already set, even empty, win', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'loopers-dotenv-'))
+    try {
+      expect(loadDotEnv(dir)).toBeNull()
+      writeFileSync(join(dir, '.env'), 'LOOPERS_T_A=file\nLOOPERS_T_B=file\nLOOPERS_T_C=file\n')
+      set.push('LOOPERS_T_A', 'LOOPERS_T_B', 'LOOPERS_T_C')
+      process.env.LOOPERS_T_A = 'shell'
+      process.env.LOOPERS_T_C = ''
+      expect(loadDotEnv(dir)).toBe(join(dir, '.env'))
+      expect([process.env.LOOPERS_T_A, process.env.LOOPERS_T_B, process.env.LOOPERS_T_C]).toEqual(['shell', 'file', ''])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

@@ -230,6 +230,47 @@ describe('pricing file', () => {
   })
 })
 
+describe('Azure deployments that name their model', () => {
+  it('LOOPERS_AZURE_DEPLOYMENTS prices a deployment as that OpenAI model and keeps the model for tokenizing', () => {
+    const t = loadPricing({ filePath: null, azureDeployments: { 'my-dep': 'gpt-4o', mini: 'gpt-4o-mini-2024-07-18' } })
+    expect(t.lookup('azure', 'my-dep')).toEqual({ ...price('openai', 'gpt-4o'), model: 'gpt-4o' })
+    expect(t.lookup('azure', 'mini')).toEqual({ ...price('openai', 'gpt-4o-mini'), model: 'gpt-4o-mini-2024-07-18' })
+    expect(t.lookup('azure', 'other')).toBeNull()
+    expect(price('openai', 'gpt-4o').model).toBeUndefined()
+  })
+
+  it('a pricing-file entry "model" does the same; its own prices win, and it wins over the environment', () => {
+    const t = loadPricing({
+      filePath: pricingFile({ azure: { 'my-dep': { model: 'o3' }, 'eu-dep': { model: 'gpt-4o', input_per_1m: 2.75 }, both: { model: 'gpt-4o-mini' } } }),
+      azureDeployments: { both: 'gpt-4o' },
+    })
+    expect(t.lookup('azure', 'my-dep')).toEqual({ ...price('openai', 'o3'), model: 'o3' })
+    expect(t.lookup('azure', 'my-dep')?.hiddenReasoning).toBe(price('openai', 'o3').hiddenReasoning)
+    expect(t.lookup('azure', 'eu-dep')).toEqual({
+      ...price('openai', 'gpt-4o'),
+      inputPer1M: 2_750_000,
+      cachedInputPer1M: 2_750_000,
+      cacheWritePer1M: 2_750_000,
+      model: 'gpt-4o',
+    })
+    expect(t.lookup('azure', 'both')?.model).toBe('gpt-4o-mini')
+  })
+
+  it('an OpenAI price from the same file applies to the deployment', () => {
+    const t = loadPricing({ filePath: pricingFile({ openai: { 'my-ft': { input_per_1m: 3, output_per_1m: 12 } }, azure: { d: { model: 'my-ft' } } }) })
+    expect(t.lookup('azure', 'd')?.outputPer1M).toBe(12_000_000)
+  })
+
+  it('refuses a model with no OpenAI price, "model" outside azure, and an entry with neither prices nor model', () => {
+    expect(() => loadPricing({ filePath: null, azureDeployments: { d: 'gpt-9' } })).toThrow(
+      /^LOOPERS_AZURE_DEPLOYMENTS: Azure deployment 'd' names model 'gpt-9', which has no OpenAI price/,
+    )
+    const path = pricingFile({ openai: { x: { model: 'gpt-4o' } } })
+    expect(() => loadPricing({ filePath: path })).toThrow('$.openai["x"].model: only Azure deployments name a model')
+    expect(() => loadPricing({ filePath: pricingFile({ azure: { d: { input_per_1m: 1 } } }) })).toThrow(/needs input_per_1m and output_per_1m/)
+  })
+})
+
 function flat(input: number, output: number, cached = input, write = input): Price {
   return { inputPer1M: input, outputPer1M: output, cachedInputPer1M: cached, cacheWritePer1M: write, maxOutputTokens: 4096, hiddenReasoning: false, tokensPerMedia: 2000, tokenizer: { encoding: 'o200k_base', factor: 1 } }
 }
