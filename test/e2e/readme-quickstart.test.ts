@@ -110,7 +110,7 @@ describe('README quick start', () => {
     expect(chats).toHaveLength(1)
     expect(chats[0]!.headers.authorization).toBe('Bearer sk-your-openai-key')
     expect(chats[0]!.raw).not.toMatch(/lp-[A-Za-z0-9]{43}/)
-    expect(stdout).toContain('"content":"hello from the fake"')
+    expect(stdout).toContain('"content":"hello again from the fake server now"')
     expect(stdout).toContain('{"status":"ok"}')
     // budget status shows the limits set and the answer's cost (12 input + 7 output tokens of gpt-4o-mini, > $0).
     expect(stdout).toMatch(/^daily +\$10\.00 +\$0\.0000\d+ /m)

@@ -92,7 +92,7 @@ describe('loopers serve reads ./.env', () => {
     // The agent holds only its lp- key.
     const openai = new OpenAI({ baseURL: `${url}/openai/v1`, apiKey: key, maxRetries: 0 })
     const reply = await openai.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })
-    expect(reply.choices[0]?.message.content).toBe('hello from the fake')
+    expect(reply.choices[0]?.message.content).toBe('hello again from the fake server now')
     expect(fake.received).toHaveLength(1)
     expect(fake.received[0]!.headers.authorization).toBe(`Bearer ${PROVIDER_KEY}`)
     expect(fake.received[0]!.raw).not.toContain(key)
