@@ -74,12 +74,12 @@ describe('a stream that spans the end of every window', () => {
     expect(deltas).toBe(chunks)
     expect(atRollover).toEqual(every({ spent: 0, held: 0 }))
     expect(afterRolloverRequest).toEqual(every({ spent: 12 + COMPLETION_TOKENS, held: 0 }))
-    // Extensions after the rollover (16-token slices, 4 tokens a delta) grew the hold in the old periods only.
+    // Extensions after the rollover (16-token slices, one token a delta) grew the hold in the old periods only.
     await eventually(() => summaries(proxy, hash).length === 2, 'summary lines')
     const inputBound = Number(summaries(proxy, hash).find((s) => s.stream === true)?.inputBound)
     expect(oldHeldAtRollover).toBeGreaterThan(0)
-    expect(oldHeldAtRollover).toBeLessThan(inputBound + 4 * 30)
-    for (const w of WINDOW_NAMES) expect(late?.old[w].held).toBeGreaterThanOrEqual(inputBound + 4 * 30)
+    expect(oldHeldAtRollover).toBeLessThan(inputBound + 30)
+    for (const w of WINDOW_NAMES) expect(late?.old[w].held).toBeGreaterThanOrEqual(inputBound + 30)
     expect(late?.current).toEqual(every({ spent: 12 + COMPLETION_TOKENS, held: 0 }))
 
     await eventually(async () => (await windows(proxy.adminAt(BEFORE), hash)).minute.held === 0, 'settlement')
