@@ -216,6 +216,17 @@ export function startRelayFloor({ pin, upstreamUrl }) {
 }
 
 /**
+ * Starts the floor (bench/floor.mjs) in front of `upstreamUrl` on the proxy's core: Fastify + undici with
+ * the same store round trips per request as Loopers; `store` is 'redis' (with `redisUrl`), 'sqlite' (with `dbPath`) or 'none'.
+ */
+export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null }) {
+  const args = [`--upstream=${upstreamUrl}`, '--port=0', `--store=${store}`]
+  if (redisUrl !== null) args.push(`--redis=${redisUrl}`)
+  if (dbPath !== null) args.push(`--db=${dbPath}`)
+  return startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin)
+}
+
+/**
  * Starts `node dist/cli.js serve` on a free port against `redisUrl` and `upstreamUrl`, pinned to the
  * proxy core. `cpuProfDir` adds `--cpu-prof` (the profile is written when it stops gracefully).
  */

@@ -13,18 +13,22 @@ export function spread(values) {
  * A figure: `value` is judged by `target` ({ op: '<=' | '>=' | '==', limit }) on its median, or with
  * `worst` on its worst trial (for invariants that must hold every time).
  */
-function figure(scenario, metric, values, unit, target = null, note = '', worst = false) {
+function figure(scenario, metric, values, unit, target = null, note = '', worst = false, floorValues = null) {
   const s = spread(Array.isArray(values) ? values : [values])
+  const floor = floorValues === null ? null : spread(Array.isArray(floorValues) ? floorValues : [floorValues]).median
   let status = '—'
   if (target !== null && s.median !== null) {
     const m = !worst ? s.median : target.op === '>=' ? s.min : target.op === '<=' ? s.max : [s.min, s.max].find((v) => v !== target.limit) ?? s.min
     const ok = target.op === '<=' ? m <= target.limit : target.op === '>=' ? m >= target.limit : m === target.limit
     status = ok ? 'PASS' : 'MISS'
   } else if (target !== null) status = 'MISS'
-  return { scenario, metric, unit, ...s, target, status, note, judgedOn: worst ? 'worst trial' : 'median' }
+  return { scenario, metric, unit, ...s, floor, target, status, note, judgedOn: worst ? 'worst trial' : 'median' }
 }
 
 const errorsOf = (run) => run.non2xx + run.transportErrors
+/** Per-trial ratio a ÷ b (null when either is missing or b is not positive). */
+const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b > 0 ? a / b : null)
+const floorNote = 'bench/floor.mjs: Fastify + undici pass-through, same store round trips, same run'
 const pctOf = (fraction) => (fraction === null || fraction === undefined ? null : fraction * 100)
 /** A warning when other processes took a fifth or more of the proxy's core during the proxied runs. */
 function noise(runs) {
@@ -41,15 +45,23 @@ export function figures(results) {
       const judged = Number(rate) === 1000
       const name = `a. chat, ${rate} req/s open loop`
       const warn = noise(trials.map((t) => t.proxied))
-      out.push(figure(name, 'added latency p50', trials.map((t) => t.added.p50), 'ms', judged ? { op: '<=', limit: 1 } : null, warn))
-      out.push(figure(name, 'added latency p90', trials.map((t) => t.added.p90), 'ms'))
-      out.push(figure(name, 'added latency p99', trials.map((t) => t.added.p99), 'ms', judged ? { op: '<=', limit: 5 } : null, warn))
+      const fl = trials.every((t) => t.floor !== undefined)
+      const floorOf = (get) => (fl ? trials.map(get) : null)
+      out.push(figure(name, 'added latency p50', trials.map((t) => t.added.p50), 'ms', judged ? { op: '<=', limit: 1 } : null, warn, false, floorOf((t) => t.floorAdded.p50)))
+      out.push(figure(name, 'added latency p90', trials.map((t) => t.added.p90), 'ms', null, '', false, floorOf((t) => t.floorAdded.p90)))
+      out.push(figure(name, 'added latency p99', trials.map((t) => t.added.p99), 'ms', judged ? { op: '<=', limit: 5 } : null, warn, false, floorOf((t) => t.floorAdded.p99)))
+      if (fl) {
+        for (const p of ['p50', 'p99']) {
+          out.push(figure(name, `added latency ${p} ÷ floor's`, trials.map((t) => ratio(t.added[p], t.floorAdded[p])), 'ratio', { op: '<=', limit: 1.2 }, `per trial; ${floorNote}`))
+        }
+        out.push(figure(name, 'CPU per request ÷ floor\'s', trials.map((t) => ratio(t.proxied.proxyCpuUsPerRequest, t.floor.proxyCpuUsPerRequest)), 'ratio', { op: '<=', limit: 1.1 }, `per trial; ${floorNote}`))
+      }
       out.push(figure(name, 'added latency max', trials.map((t) => t.added.max), 'ms'))
       out.push(figure(name, 'proxied latency p50 / p99', trials.map((t) => t.proxied.latencyMs.p50), 'ms', null, `p99 median ${num(spread(trials.map((t) => t.proxied.latencyMs.p99)).median)} ms`))
       out.push(figure(name, 'direct latency p50 / p99', trials.map((t) => t.direct.latencyMs.p50), 'ms', null, `p99 median ${num(spread(trials.map((t) => t.direct.latencyMs.p99)).median)} ms`))
       out.push(figure(name, 'achieved rate (proxied)', trials.map((t) => t.proxied.achievedRate), 'req/s'))
       out.push(figure(name, 'errors (proxied, non-2xx + transport)', trials.map((t) => errorsOf(t.proxied)), 'count', { op: '==', limit: 0 }))
-      out.push(figure(name, 'proxy CPU per request', trials.map((t) => t.proxied.proxyCpuUsPerRequest), 'µs'))
+      out.push(figure(name, 'proxy CPU per request', trials.map((t) => t.proxied.proxyCpuUsPerRequest), 'µs', null, '', false, floorOf((t) => t.floor.proxyCpuUsPerRequest)))
       out.push(figure(name, 'other processes on the proxy core', trials.map((t) => pctOf(t.proxied.foreignOnProxyCore)), '%', null, 'noise: share of core 0 used by anything but the proxy'))
     }
   }
@@ -71,7 +83,8 @@ export function figures(results) {
     const c = st.cpu
     const note = `(CPU of ${c.streams} × ${c.chunksHigh} chunks − ${c.streams} × ${c.chunksLow}) ÷ chunk difference; relay + meter`
     const name2 = `b. streams, ${c.streams} concurrent`
-    out.push(figure(name2, 'proxy CPU per chunk', c.trials.map((t) => t.proxy.usPerChunk), 'µs', { op: '<=', limit: 20 }, note))
+    out.push(figure(name2, 'proxy CPU per chunk', c.trials.map((t) => t.proxy.usPerChunk), 'µs', { op: '<=', limit: 20 }, note, false, c.trials.map((t) => t.floor.usPerChunk)))
+    out.push(figure(name2, 'CPU per chunk ÷ plain relay\'s', c.trials.map((t) => ratio(t.proxy.usPerChunk, t.floor.usPerChunk)), 'ratio', { op: '<=', limit: 1.1 }, 'per trial; floor = bench/relay-floor.mjs'))
     out.push(figure(name2, 'of which kernel (system time)', c.trials.map((t) => t.proxy.systemUsPerChunk), 'µs', null, 'socket reads and writes'))
     out.push(figure(name2, 'plain Node relay, CPU per chunk', c.trials.map((t) => t.floor.usPerChunk), 'µs', null, 'bench/relay-floor.mjs: node:http + undici, no parsing, no budget'))
     out.push(figure(name2, 'client reads per 1000-chunk stream', c.trials.map((t) => t.proxy.hi.clientReadsPerStream), 'reads', null, 'near 1000 = chunks arrived one by one, not coalesced'))
@@ -79,13 +92,18 @@ export function figures(results) {
   const pk = results.peak
   if (pk?.trials !== undefined) {
     const name = `c. peak, closed loop C=${pk.concurrency}`
-    out.push(figure(name, 'throughput through the proxy', pk.trials.map((t) => t.proxied.achievedRate), 'req/s', { op: '>=', limit: 5000 }, noise(pk.trials.map((t) => t.proxied))))
+    const pf = pk.trials.every((t) => t.floor !== undefined)
+    out.push(figure(name, 'throughput through the proxy', pk.trials.map((t) => t.proxied.achievedRate), 'req/s', { op: '>=', limit: 5000 }, noise(pk.trials.map((t) => t.proxied)), false, pf ? pk.trials.map((t) => t.floor.achievedRate) : null))
+    if (pf) {
+      out.push(figure(name, 'throughput ÷ floor\'s', pk.trials.map((t) => ratio(t.proxied.achievedRate, t.floor.achievedRate)), 'ratio', { op: '>=', limit: 0.9 }, `per trial; ${floorNote}`))
+      out.push(figure(name, 'CPU per request ÷ floor\'s', pk.trials.map((t) => ratio(t.proxied.proxyCpuUsPerRequest, t.floor.proxyCpuUsPerRequest)), 'ratio', { op: '<=', limit: 1.1 }, `per trial; ${floorNote}`))
+    }
     out.push(figure(name, 'errors through the proxy', pk.trials.map((t) => errorsOf(t.proxied)), 'count', { op: '==', limit: 0 }))
     out.push(figure(name, 'capacity implied by proxy CPU per request', pk.trials.map((t) => (t.proxied.proxyCpuUsPerRequest ? 1e6 / t.proxied.proxyCpuUsPerRequest : null)), 'req/s', null, '1 s ÷ CPU per request: what one whole core would carry, less sensitive to other tenants'))
     out.push(figure(name, 'throughput direct to upstream', pk.trials.map((t) => t.direct.achievedRate), 'req/s'))
     out.push(figure(name, 'proxy core busy (proxied run)', pk.trials.map((t) => t.proxied.coreBusy[0] * 100), '%', null, 'near 100% = the proxy was the bottleneck'))
     out.push(figure(name, 'other core busy (proxied run)', pk.trials.map((t) => t.proxied.coreBusy[1] * 100), '%', null, 'load generator + fake + Redis'))
-    out.push(figure(name, 'proxy CPU per request', pk.trials.map((t) => t.proxied.proxyCpuUsPerRequest), 'µs'))
+    out.push(figure(name, 'proxy CPU per request', pk.trials.map((t) => t.proxied.proxyCpuUsPerRequest), 'µs', null, '', false, pf ? pk.trials.map((t) => t.floor.proxyCpuUsPerRequest) : null))
     out.push(figure(name, 'other processes on the proxy core', pk.trials.map((t) => pctOf(t.proxied.foreignOnProxyCore)), '%', null, 'noise: share of core 0 used by anything but the proxy'))
   }
   const sto = results.stores
@@ -96,8 +114,13 @@ export function figures(results) {
     for (const store of ['redis', 'sqlite']) {
       const label = store === 'redis' ? 'Redis' : 'embedded'
       out.push(figure(name, `${label}: added latency p50 / p99 at ${sto.rate} req/s`, lat(store).added.p50, 'ms', null, `p99 ${num(lat(store).added.p99)} ms`))
-      out.push(figure(name, `${label}: peak throughput (C=${sto[store].peak.concurrency})`, pk(store).achievedRate, 'req/s', null, `errors ${errorsOf(pk(store))}`))
-      out.push(figure(name, `${label}: proxy CPU per request at peak`, pk(store).proxyCpuUsPerRequest, 'µs', null, store === 'redis' ? 'Redis itself runs on the other core, not counted' : 'SQLite runs inside the proxy process'))
+      out.push(figure(name, `${label}: peak throughput (C=${sto[store].peak.concurrency})`, pk(store).achievedRate, 'req/s', null, `errors ${errorsOf(pk(store))}`, false, sto[store].peak.trials[0].floor?.achievedRate ?? null))
+      const pf = sto[store].peak.trials[0].floor
+      out.push(figure(name, `${label}: proxy CPU per request at peak`, pk(store).proxyCpuUsPerRequest, 'µs', null, store === 'redis' ? 'Redis itself runs on the other core, not counted' : 'SQLite runs inside the proxy process', false, pf?.proxyCpuUsPerRequest ?? null))
+      if (pf !== undefined) {
+        out.push(figure(name, `${label}: peak throughput ÷ floor's`, ratio(pk(store).achievedRate, pf.achievedRate), 'ratio', { op: '>=', limit: 0.9 }, `floor on the same store (${store === 'redis' ? 'two EVALSHA' : 'two SQLite transactions'} per request)`))
+        out.push(figure(name, `${label}: CPU per request ÷ floor's`, ratio(pk(store).proxyCpuUsPerRequest, pf.proxyCpuUsPerRequest), 'ratio', { op: '<=', limit: 1.1 }, `floor on the same store`))
+      }
     }
     // "Not slower": the embedded store's peak within measurement noise (5%) of Redis's, or above it.
     out.push(figure(name, 'embedded ÷ Redis peak throughput', pk('sqlite').achievedRate / pk('redis').achievedRate, 'ratio', { op: '>=', limit: 0.95 }, noise([pk('sqlite'), pk('redis')])))
@@ -121,8 +144,9 @@ export function figures(results) {
   }
   const mem = results.memory
   if (mem?.idleMb !== undefined) {
-    out.push(figure('e. memory', 'idle RSS after warm-up', mem.idleMb, 'MiB', { op: '<=', limit: 80 }))
-    out.push(figure('e. memory', `RSS with ${mem.streams} concurrent streams`, mem.underLoadMb, 'MiB', { op: '<=', limit: 250 }, `at most ${mem.maxOpenUpstream} were open upstream at once`))
+    out.push(figure('e. memory', `idle RSS ${mem.idleAfterS} s after the last of ${mem.warmRequests} requests`, mem.idleMb, 'MiB', { op: '<=', limit: 80 }, `right after start: ${num(mem.afterStartMb)} MiB`))
+    if (mem.idleLateMb !== undefined) out.push(figure('e. memory', `idle RSS ${mem.idleLateAfterS} s after the last of ${mem.warmRequests} requests`, mem.idleLateMb, 'MiB', { op: '<=', limit: 80 }))
+    out.push(figure('e. memory', `RSS with ${mem.streams} concurrent streams`, mem.underLoadMb, 'MiB', { op: '<=', limit: 150 }, `at most ${mem.maxOpenUpstream} were open upstream at once`))
     out.push(figure('e. memory', 'streams completed', mem.completed, 'count', { op: '==', limit: mem.streams }, `in ${num(mem.elapsedMs / 1000)} s for ${mem.streamSeconds} s streams`))
     out.push(figure('e. memory', 'time to first byte p50 / p99, 1000 streams at once', mem.ttfbMs.p50, 'ms', null, `p99 ${num(mem.ttfbMs.p99)} ms; streams past the upstream connection limit wait for a free one`))
   }
@@ -154,10 +178,10 @@ export function renderMarkdown({ env, mode, startedAt, durationS, quietWaitedS =
   lines.push(`| taskset used | ${env.taskset ? 'yes' : 'no'}: ${env.pinning} |`)
   lines.push(`| Load average at start | ${env.loadAverage.join(' / ')} |`)
   lines.push(`| Waited for a quiet proxy core | ${num(quietWaitedS)} s in all |`)
-  lines.push('', '## Results', '', '| Scenario | Metric | Median | Spread (min – max) | n | Target | Status | Note |', '| --- | --- | ---: | ---: | ---: | --- | --- | --- |')
+  lines.push('', '## Results', '', '| Scenario | Metric | Median | Spread (min – max) | n | Floor (median) | Target | Status | Note |', '| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- |')
   for (const r of rows) {
     const range = r.n > 1 ? `${num(r.min)} – ${num(r.max)}` : '—'
-    lines.push(`| ${r.scenario} | ${r.metric} | ${num(r.median)} ${r.unit} | ${range} | ${r.n} | ${target(r.target)} | ${r.status} | ${r.note} |`)
+    lines.push(`| ${r.scenario} | ${r.metric} | ${num(r.median)} ${r.unit} | ${range} | ${r.n} | ${r.floor === null || r.floor === undefined ? '—' : `${num(r.floor)} ${r.unit}`} | ${target(r.target)} | ${r.status} | ${r.note} |`)
   }
   const errors = Object.entries(results).filter(([, v]) => v?.error !== undefined)
   if (errors.length > 0) {

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { leakage } from './leakage.mjs'
-import { detectPinning, environment, OTHERS_CORE, pinSelf, ROOT, startFake, startProxy, startRedis } from './procs.mjs'
+import { detectPinning, environment, OTHERS_CORE, pinSelf, ROOT, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
 import { summarizeProfile } from './profile.mjs'
 import { figures, renderMarkdown } from './report.mjs'
 import { infoLogging, latency, memory, peak, streams } from './scenarios.mjs'
@@ -64,6 +64,7 @@ const results = {}
 let redis = null
 let fake = null
 let proxy = null
+let floor = null
 let client = null
 let failed = false
 let ctx = null
@@ -74,12 +75,14 @@ try {
   fake = await startFake({ pin: pinning.used })
   const startProxyFor = (opts = {}) => startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, ...opts })
   proxy = await startProxyFor({ name: 'proxy', cpuProfDir: profileDir })
+  // The floor: the same store round trips (two EVALSHA) on a bare Fastify + undici pass-through.
+  floor = await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url })
   client = dist.redis.createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 5_000 })
   await ready(client)
   const admin = dist.admin.createKeyAdmin(client)
   const { key, record } = await admin.createKey('bench-latency', ['openai'])
   await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET } })
-  ctx = { quick, trials, pin: pinning.used, quietBudgetMs: initialQuietBudgetMs, fake, proxy, redis: client, admin, key, startProxy: startProxyFor, log }
+  ctx = { quick, trials, pin: pinning.used, quietBudgetMs: initialQuietBudgetMs, fake, proxy, floor, redis: client, admin, key, startProxy: startProxyFor, log }
   for (const name of selected) {
     log(`${name}…`)
     try {
@@ -95,6 +98,7 @@ try {
   log(`bench: setup failed: ${error.stack}`)
 } finally {
   await proxy?.stop() // graceful: also writes the CPU profile
+  await floor?.stop()
   client?.disconnect()
   await fake?.stop()
   await redis?.stop()
@@ -183,11 +187,12 @@ function methodNotes(pin) {
     'Shared machine: before each measured trial the bench waits (at most 10 s a trial, 60 s a run) until other processes use under 20% of the proxy core; rows whose proxied runs still saw 20% or more of that core taken by others are marked ⚠ noisy.',
     'Added latency = proxied − direct at the same percentile, in the same trial, with the same request sent straight to the fake upstream; direct and proxied alternate order between trials.',
     'Open loop: request i is due at start + i/rate; latency runs from that scheduled time to the last body byte, so queueing anywhere (including in the load generator) is counted, never hidden.',
+    'Floor: bench/floor.mjs, a bare Fastify + undici pass-through on the proxy core that makes the same store round trips per request as Loopers (two EVALSHA on Redis: one before forwarding, one after the answer; on the embedded store two small BEGIN IMMEDIATE transactions through node:sqlite). Ratios to it are per trial, floor and proxy measured back to back in the same run.',
     'Every proxied request goes through budget enforcement: the key has a daily limit (far above what the bench spends), so each request runs the reserve and settle scripts in Redis.',
     'Prices (bench/prices.json): bench-model costs 1 USD per 1M tokens in and out, so 1 token = 1 µUSD.',
     'CPU: utime + stime of the proxy process (all threads) from /proc/<pid>/stat, 10 ms ticks; per chunk = CPU(K streams × 1000 chunks) − CPU(K × 10), divided by the chunk difference; chunks 2 ms apart so each arrives on its own.',
     'Leakage: each flood sends 1,000 identical requests at once against a fresh key whose daily budget is exactly 500 × one request\'s cost at the provider\'s counts: the fake bills the prompt\'s tiktoken count (not its bytes, the proxy\'s cheap bound), streams with max_tokens = 20, one token per chunk, include_usage set. The budget holds exactly 500 requests. Judged only by the fake upstream\'s ledger: spend must not pass the budget, and admitted must be ≥ 98% of 500. Count stall: small requests\' p99 while a 10 MiB prompt is counted exactly (target: grows ≤ 10 ms, no 503). Common case: the proxy\'s CPU per small request far from any limit.',
     'Ledger: a request is billed its prompt when the fake starts answering; an output token counts when its chunk is handed to a socket that is still open.',
-    'Memory: VmRSS of a fresh proxy from /proc/<pid>/status, idle after 2 s at 1,000 req/s and 50 streams; under load sampled every 100 ms while 1,000 streams are open at the client.',
+    'Memory: VmRSS of a fresh proxy from /proc/<pid>/status, idle 3 s and 60 s (quick: 10 s) after the last of 20 requests (10 plain, 10 streamed, one at a time); under load sampled every 100 ms while 1,000 streams are open at the client.',
   ]
 }

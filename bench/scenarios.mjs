@@ -69,37 +69,46 @@ async function withCpu(pid, fn) {
   }
 }
 
-/** (a) Non-streamed chat through budget enforcement, open loop at each rate, paired with direct. */
-export async function latency(ctx, { rates = [1000, 2000], proxy = ctx.proxy, trials = ctx.trials, label = 'warn' } = {}) {
+/**
+ * (a) Non-streamed chat through budget enforcement, open loop at each rate, paired with direct and with
+ * the floor (bench/floor.mjs: the same store round trips on a bare Fastify + undici pass-through) when
+ * `floor` is given; the order of the sides rotates between trials.
+ */
+export async function latency(ctx, { rates = [1000, 2000], proxy = ctx.proxy, floor = ctx.floor ?? null, trials = ctx.trials, label = 'warn' } = {}) {
   const durationMs = ctx.quick ? 2_000 : 5_000
   const pair = requestPair(ctx.key, CHAT_BODY)
+  pair.floor = pair.proxied
   await ctx.fake.reset({ completionTokens: 16 })
-  const pools = { proxied: createPool(proxy.url, 256), direct: createPool(ctx.fake.url, 256) }
+  const targets = { direct: { url: ctx.fake.url, pid: proxy.pid }, proxied: { url: proxy.url, pid: proxy.pid }, ...(floor === null ? {} : { floor: { url: floor.url, pid: floor.pid } }) }
+  const names = Object.keys(targets)
+  const pools = Object.fromEntries(names.map((side) => [side, createPool(targets[side].url, 256)]))
   try {
     const warmMs = ctx.quick ? 2_000 : 3_000
-    for (const side of ['direct', 'proxied']) {
-      await openLoop({ origin: side === 'direct' ? ctx.fake.url : proxy.url, request: pair[side], rate: rates[0], durationMs: warmMs, pool: pools[side] })
+    for (const side of names) {
+      await openLoop({ origin: targets[side].url, request: pair[side], rate: rates[0], durationMs: warmMs, pool: pools[side] })
     }
     const byRate = {}
     for (const rate of rates) {
       const runs = []
       for (let t = 0; t < trials; t++) {
-        const sides = t % 2 === 0 ? ['direct', 'proxied'] : ['proxied', 'direct']
+        const sides = names.map((_, i) => names[(i + t) % names.length])
         const trial = { quiet: await quiet(ctx) }
         for (const side of sides) {
           await sleep(300)
-          const origin = side === 'direct' ? ctx.fake.url : proxy.url
-          trial[side] = await withCpu(proxy.pid, () => openLoop({ origin, request: pair[side], rate, durationMs, pool: pools[side] }))
+          const { url, pid } = targets[side]
+          trial[side] = await withCpu(pid, () => openLoop({ origin: url, request: pair[side], rate, durationMs, pool: pools[side] }))
         }
         trial.added = added(trial.direct.latencyMs, trial.proxied.latencyMs)
+        if (trial.floor !== undefined) trial.floorAdded = added(trial.direct.latencyMs, trial.floor.latencyMs)
         runs.push(trial)
-        ctx.log(`  latency ${label} ${rate}/s trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms, proxied errors ${trial.proxied.non2xx + trial.proxied.transportErrors}`)
+        const vsFloor = trial.floor === undefined ? '' : `; floor added p50 ${fmt(trial.floorAdded.p50)} ms, p99 ${fmt(trial.floorAdded.p99)} ms, CPU/request proxy ${fmt(trial.proxied.proxyCpuUsPerRequest)} µs vs floor ${fmt(trial.floor.proxyCpuUsPerRequest)} µs`
+        ctx.log(`  latency ${label} ${rate}/s trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms, proxied errors ${trial.proxied.non2xx + trial.proxied.transportErrors}${vsFloor}`)
       }
       byRate[rate] = runs
     }
     return { durationMs, body: CHAT_BODY, byRate }
   } finally {
-    await Promise.all([pools.proxied.close(), pools.direct.close()])
+    await Promise.all(Object.values(pools).map((p) => p.close()))
   }
 }
 
@@ -110,8 +119,8 @@ export async function latency(ctx, { rates = [1000, 2000], proxy = ctx.proxy, tr
 export async function infoLogging(ctx) {
   const proxy = await ctx.startProxy({ name: 'proxy-info', logLevel: 'info' })
   try {
-    const warn = await latency(ctx, { rates: [1000], trials: 1, label: 'warn' })
-    const info = await latency(ctx, { rates: [1000], proxy, trials: 1, label: 'info' })
+    const warn = await latency(ctx, { rates: [1000], floor: null, trials: 1, label: 'warn' })
+    const info = await latency(ctx, { rates: [1000], proxy, floor: null, trials: 1, label: 'info' })
     const served = info.byRate[1000][0].proxied.ok
     // The info proxy served its warm-up (1,000 req/s for warmMs) and the measured run.
     const warmed = (ctx.quick ? 2 : 3) * 1000
@@ -195,49 +204,63 @@ export async function streams(ctx) {
   return { ttfb: { rate, durationMs, chunks: 20, chunkDelayMs: 5, trials: ttfb }, cpu: { streams: K, chunksHigh: M_HI, chunksLow: M_LO, chunkDelayMs: delayMs, trials: cpu } }
 }
 
-/** (c) Peak throughput, closed loop, proxied and direct. */
+/** (c) Peak throughput, closed loop: proxied, direct, and the floor when `ctx.floor` is set; sides rotate between trials. */
 export async function peak(ctx) {
   const concurrency = 64
   const durationMs = ctx.quick ? 2_000 : 5_000
   const pair = requestPair(ctx.key, CHAT_BODY)
+  pair.floor = pair.proxied
+  const floor = ctx.floor ?? null
   await ctx.fake.reset({ completionTokens: 16 })
-  const pools = { proxied: createPool(ctx.proxy.url, concurrency), direct: createPool(ctx.fake.url, concurrency) }
+  const targets = { direct: { url: ctx.fake.url, pid: ctx.proxy.pid }, proxied: { url: ctx.proxy.url, pid: ctx.proxy.pid }, ...(floor === null ? {} : { floor: { url: floor.url, pid: floor.pid } }) }
+  const names = Object.keys(targets)
+  const pools = Object.fromEntries(names.map((side) => [side, createPool(targets[side].url, concurrency)]))
   const trials = []
   try {
-    for (const side of ['direct', 'proxied']) {
-      const origin = side === 'direct' ? ctx.fake.url : ctx.proxy.url
-      await closedLoop({ origin, request: pair[side], concurrency, durationMs: 1_000, pool: pools[side] })
+    for (const side of names) {
+      await closedLoop({ origin: targets[side].url, request: pair[side], concurrency, durationMs: 1_000, pool: pools[side] })
     }
     for (let t = 0; t < ctx.trials; t++) {
       const trial = { quiet: await quiet(ctx) }
-      for (const side of t % 2 === 0 ? ['direct', 'proxied'] : ['proxied', 'direct']) {
+      for (const side of names.map((_, i) => names[(i + t) % names.length])) {
         await sleep(500)
-        const origin = side === 'direct' ? ctx.fake.url : ctx.proxy.url
-        trial[side] = await withCpu(ctx.proxy.pid, () => closedLoop({ origin, request: pair[side], concurrency, durationMs, pool: pools[side] }))
+        const { url, pid } = targets[side]
+        trial[side] = await withCpu(pid, () => closedLoop({ origin: url, request: pair[side], concurrency, durationMs, pool: pools[side] }))
       }
       trials.push(trial)
       const p = trial.proxied
-      ctx.log(`  peak trial ${t + 1}: proxied ${Math.round(p.achievedRate)} req/s (errors ${p.non2xx + p.transportErrors}, proxy core busy ${pct(p.coreBusy[0])}, other core ${pct(p.coreBusy[1])}), direct ${Math.round(trial.direct.achievedRate)} req/s`)
+      const vsFloor = trial.floor === undefined ? '' : `, floor ${Math.round(trial.floor.achievedRate)} req/s (CPU/request proxy ${fmt(p.proxyCpuUsPerRequest)} µs vs floor ${fmt(trial.floor.proxyCpuUsPerRequest)} µs)`
+      ctx.log(`  peak trial ${t + 1}: proxied ${Math.round(p.achievedRate)} req/s (errors ${p.non2xx + p.transportErrors}, proxy core busy ${pct(p.coreBusy[0])}, other core ${pct(p.coreBusy[1])}), direct ${Math.round(trial.direct.achievedRate)} req/s${vsFloor}`)
     }
   } finally {
-    await Promise.all([pools.proxied.close(), pools.direct.close()])
+    await Promise.all(Object.values(pools).map((p) => p.close()))
   }
   return { concurrency, durationMs, trials }
 }
 
-/** (e) Memory of a fresh proxy: idle after warm-up, and peak with 1,000 concurrent streams open. */
+/**
+ * (e) Memory of a fresh proxy: idle a few seconds and a minute (quick: 10 s) after the last of 20 requests,
+ * and peak with 1,000 concurrent streams open.
+ */
 export async function memory(ctx) {
   const proxy = await ctx.startProxy({ name: 'proxy-memory' })
   const streamsCount = 1000
+  const warmRequests = 20
+  const idleAfterS = 3
+  const idleLateAfterS = ctx.quick ? 10 : 60
   try {
     const chat = requestPair(ctx.key, CHAT_BODY).proxied
     const stream = requestPair(ctx.key, streamBody()).proxied
     const afterStart = rssMb(proxy.pid)
     await ctx.fake.reset({ completionTokens: 16, chunks: 20, chunkDelayMs: 1, word: ' tok' })
-    await openLoop({ origin: proxy.url, request: chat, rate: 1000, durationMs: 2_000 })
-    await burst({ origin: proxy.url, requests: Array(50).fill(stream) })
-    await sleep(1_000)
+    // Half plain, half streamed, one after another: what a lightly used proxy has seen.
+    const one = createPool(proxy.url, 1)
+    for (let i = 0; i < warmRequests; i++) await burst({ origin: proxy.url, requests: [i % 2 === 0 ? chat : stream], pool: one })
+    await one.close()
+    await sleep(idleAfterS * 1000)
     const idle = rssMb(proxy.pid)
+    await sleep((idleLateAfterS - idleAfterS) * 1000)
+    const idleLate = rssMb(proxy.pid)
 
     const chunks = ctx.quick ? 20 : 100
     const chunkDelayMs = 50
@@ -257,7 +280,11 @@ export async function memory(ctx) {
     await sleep(1_000)
     return {
       afterStartMb: afterStart,
+      warmRequests,
+      idleAfterS,
       idleMb: idle,
+      idleLateAfterS,
+      idleLateMb: idleLate,
       underLoadMb: peakRss,
       afterLoadMb: rssMb(proxy.pid),
       streams: streamsCount,

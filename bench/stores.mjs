@@ -5,6 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { startFloor } from './procs.mjs'
 import { latency, peak } from './scenarios.mjs'
 
 const LATENCY_BUDGET = 10_000_000_000_000 // µUSD: enforcement runs but never refuses
@@ -18,11 +19,13 @@ export async function stores(ctx) {
   const { createDb } = await import('../dist/budget/sqlite/database.js')
   const { createSqliteKeyAdmin } = await import('../dist/budget/sqlite/admin.js')
   const db = createDb(dbPath)
+  // The embedded store's floor: the same pass-through doing two small SQLite transactions per request.
+  const floor = await startFloor({ pin: ctx.pin, upstreamUrl: ctx.fake.url, store: 'sqlite', dbPath: join(dbDir, 'floor.db') })
   try {
     const admin = createSqliteKeyAdmin(db)
     const { key, record } = await admin.createKey('bench-sqlite', ['openai'])
     await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET } })
-    const on = { redis: ctx, sqlite: { ...ctx, proxy, key } }
+    const on = { redis: ctx, sqlite: { ...ctx, proxy, key, floor } }
     const out = { redis: {}, sqlite: {} }
     for (const store of ['redis', 'sqlite']) {
       ctx.log(`  stores: ${store}`)
@@ -35,6 +38,7 @@ export async function stores(ctx) {
     return { rate: RATE, ...out }
   } finally {
     db.close()
+    await floor.stop()
     await proxy.stop()
     rmSync(dbDir, { recursive: true, force: true })
   }

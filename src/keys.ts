@@ -28,6 +28,27 @@ export function hashKey(key: string): string {
   return createHash('sha256').update(key, 'utf8').digest('hex')
 }
 
+/** Distinct keys whose hash is remembered; past it the least recently used is dropped. */
+export const KEY_HASH_CACHE_SIZE = 1024
+const hashes = new Map<string, string>()
+
+/**
+ * hashKey for the request path: a small LRU of recent proxy keys, so a busy key is hashed once rather
+ * than on every request. Same result as hashKey; the raw keys stay in this map only (never logged).
+ */
+export function cachedKeyHash(key: string): string {
+  let hash = hashes.get(key)
+  if (hash !== undefined) {
+    hashes.delete(key)
+    hashes.set(key, hash)
+    return hash
+  }
+  hash = hashKey(key)
+  if (hashes.size >= KEY_HASH_CACHE_SIZE) hashes.delete(hashes.keys().next().value as string)
+  hashes.set(key, hash)
+  return hash
+}
+
 /** True when `s` is exactly a proxy key (`lp-` + 43 of [A-Za-z0-9]). */
 export function isProxyKey(s: string): boolean {
   return PROXY_KEY.test(s)

@@ -108,15 +108,21 @@ export function createMetrics(options: { perKey: boolean }): Metrics {
   const inflight = new Gauge({ name: 'loopers_inflight_streams', help: 'Streams being relayed now', registers: [registry] })
 
   function timed<A extends unknown[], R>(op: string, call: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+    // The op's children are resolved once, on first use (so the exported series stay as they were):
+    // prom-client hashes a label object on every labelled call.
+    let latency: ReturnType<typeof storeLatency.labels> | undefined
+    let errors: ReturnType<typeof storeErrors.labels> | undefined
     return async (...args) => {
-      const end = storeLatency.startTimer({ op })
+      const started = performance.now()
       try {
         return await call(...args)
       } catch (error) {
-        storeErrors.inc({ op })
+        errors ??= storeErrors.labels(op)
+        errors.inc()
         throw error
       } finally {
-        end()
+        latency ??= storeLatency.labels(op)
+        latency.observe((performance.now() - started) / 1000)
       }
     }
   }

@@ -46,7 +46,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   const fix = config.redis === null ? 'check LOOPERS_DB (folder writable, disk not full)' : 'start Redis or fix REDIS_URL'
   let opened: OpenedStore | null = null
   const where = (): string => opened?.description ?? 'budget store'
-  opened = openStore(config, {
+  opened = await openStore(config, {
     sessionTtlSeconds: config.sessionTtlSeconds,
     housekeeping: true,
     onStatus: (status, err) => {

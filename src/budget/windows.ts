@@ -57,9 +57,20 @@ export function periodOf(window: WindowName, nowMs: number): Period {
   }
 }
 
-/** The current period of every window, in WINDOW_NAMES order (minute → monthly). */
+let cachedMinute = Number.NaN
+let cached: Period[] = []
+
+/**
+ * The current period of every window, in WINDOW_NAMES order (minute → monthly). Every period starts on a
+ * minute boundary, so the answer is built once per UTC minute and shared (frozen: callers only read it).
+ */
 export function currentPeriods(nowMs: number): Period[] {
-  return WINDOW_NAMES.map((window) => periodOf(window, nowMs))
+  const minute = Math.floor(nowMs / MINUTE_MS)
+  if (minute !== cachedMinute) {
+    cached = Object.freeze(WINDOW_NAMES.map((window) => Object.freeze(periodOf(window, nowMs)))) as Period[]
+    cachedMinute = minute
+  }
+  return cached
 }
 
 function period(window: WindowName, id: string, startMs: number, endMs: number): Period {

@@ -16,7 +16,7 @@ const QUIT_TIMEOUT_MS = 500
  */
 export async function withKeyAdmin<T>(config: Config, work: (admin: KeyAdmin) => Promise<T>): Promise<T> {
   let firstError: Error | undefined
-  const opened = openStore(config, {
+  const opened = await openStore(config, {
     // The first connection failure is final for a one-shot command: fail fast instead of retrying.
     onStatus: (status, err) => {
       if (status === 'down' && err !== undefined) firstError ??= err

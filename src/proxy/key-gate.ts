@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { KeyAdmin, KeyRecord } from '../budget/types.js'
 import { budgetUnavailable, invalidKey } from '../errors.js'
-import { hashKey, isProxyKey } from '../keys.js'
+import { cachedKeyHash, isProxyKey } from '../keys.js'
 import type { AdapterRegistry } from '../providers/registry.js'
 import type { ProviderId } from '../providers/types.js'
 import { refusalError } from './refusal.js'
@@ -74,7 +74,7 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
     keyOf(url, headers) {
       const found = read(url, headers)
       if (found?.key == null || !isProxyKey(found.key)) return null
-      return { provider: found.provider, keyHash: hashKey(found.key) }
+      return { provider: found.provider, keyHash: cachedKeyHash(found.key) }
     },
     async check(url, headers) {
       const found = read(url, headers)
@@ -82,7 +82,7 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
       const { provider, key } = found
       if (key === null) throw invalidKey('missing Loopers proxy key: use your lp- key as the API key')
       if (!isProxyKey(key)) throw invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)')
-      const keyHash = hashKey(key)
+      const keyHash = cachedKeyHash(key)
       const seen = valid.get(keyHash)
       if (seen !== undefined && seen.until > now()) {
         if (!seen.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())

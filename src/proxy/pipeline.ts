@@ -16,7 +16,7 @@ import {
 } from '../errors.js'
 import { findDuplicateKey } from '../http/json-keys.js'
 import { unsafePathReason } from '../http/upstream-url.js'
-import { hashKey, isProxyKey } from '../keys.js'
+import { cachedKeyHash, isProxyKey } from '../keys.js'
 import type { Price, PricingTable } from '../pricing/types.js'
 import { isObject, type Json } from '../providers/body.js'
 import type { AdapterRegistry } from '../providers/registry.js'
@@ -97,7 +97,7 @@ export function createPipeline(deps: PipelineDeps) {
       const proxyKey = target.pathKey ?? adapter.readKey(request.headers, query)
       if (proxyKey === null) throw invalidKey('missing Loopers proxy key: use your lp- key as the API key')
       if (!isProxyKey(proxyKey)) throw invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)')
-      const keyHash = hashKey(proxyKey)
+      const keyHash = cachedKeyHash(proxyKey)
       summary.key = keyHash.slice(0, 8)
       const credential =
         notProxyKey(readLoopersCredential(request.headers, config.credentials.awsRegion)) ??

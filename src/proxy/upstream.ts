@@ -42,9 +42,11 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
   return {
     async send(request, signal, method = 'POST') {
       try {
+        // Parsed once: origin and path come from the same URL object.
+        const url = new URL(request.url)
         const response = await dispatcher.request({
-          origin: new URL(request.url).origin,
-          path: pathOf(request.url),
+          origin: url.origin,
+          path: `${url.pathname}${url.search}`,
           method,
           headers: request.headers,
           body: method === 'POST' ? request.body : null,
@@ -59,11 +61,6 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
       if (options.dispatcher === undefined) await dispatcher.close()
     },
   }
-}
-
-function pathOf(url: string): string {
-  const parsed = new URL(url)
-  return `${parsed.pathname}${parsed.search}`
 }
 
 /** Maps transport failures to the contract's 502/504 errors; an abort by the client passes through. */

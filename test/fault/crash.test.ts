@@ -21,7 +21,7 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
   beforeAll(async () => {
     store = await startTestStore(kind)
     upstream = await startFaultUpstream()
-    opened = openStore(loadConfig(store.env))
+    opened = await openStore(loadConfig(store.env))
     if (!(await opened.ready(5_000))) throw new Error('the store did not become ready')
     admin = opened.keys
   })

@@ -13,7 +13,7 @@ describe('embedded store WAL checkpoints', () => {
   it('a long-running store copies committed pages into the database file in the background', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'loopers-ckpt-'))
     const path = join(dir, 'loopers.db')
-    const opened = openStore(loadConfig({ LOOPERS_DB: path }), { housekeeping: true })
+    const opened = await openStore(loadConfig({ LOOPERS_DB: path }), { housekeeping: true })
     try {
       expect(await opened.ready(2_000)).toBe(true)
       const { record } = await opened.keys.createKey('ckpt', ['openai'])

@@ -43,7 +43,7 @@ export async function startProxy(env: Record<string, string>, options: { waitFor
   })
   const server = await startServer(config, createLogger(config.logLevel, sink))
   // The CLI's view: its own connection to the same store.
-  const adminStore = openStore({ ...config, redis: config.redis === null ? null : { ...config.redis, clusterNodes: null, commandTimeoutMs: 2000 } })
+  const adminStore = await openStore({ ...config, redis: config.redis === null ? null : { ...config.redis, clusterNodes: null, commandTimeoutMs: 2000 } })
   if (options.waitForStore !== false && !(await adminStore.ready(5000))) throw new Error('the budget store did not become ready')
   const admin = adminStore.keys
   return {

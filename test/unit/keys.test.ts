@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { generateKey, hashKey, isKeyHash, isProxyKey } from '../../src/keys.js'
+import { cachedKeyHash, generateKey, hashKey, isKeyHash, isProxyKey, KEY_HASH_CACHE_SIZE } from '../../src/keys.js'
 
 describe('generateKey', () => {
   it('is lp- followed by 43 characters of [A-Za-z0-9]', () => {
@@ -56,5 +56,16 @@ describe('isKeyHash', () => {
     ['g'.repeat(64), false],
   ])('%s → %s', (input, ok) => {
     expect(isKeyHash(input)).toBe(ok)
+  })
+})
+
+describe('cachedKeyHash', () => {
+  it('answers exactly what hashKey does, for keys seen again, evicted and seen again, and new', () => {
+    const keys = Array.from({ length: KEY_HASH_CACHE_SIZE + 50 }, generateKey)
+    for (const round of [0, 1]) {
+      for (const key of keys) expect(cachedKeyHash(key), `round ${round}`).toBe(hashKey(key))
+      // A hot key hit between new ones stays right after the others have pushed it towards eviction.
+      expect(cachedKeyHash(keys[0] as string)).toBe(hashKey(keys[0] as string))
+    }
   })
 })
