@@ -29,8 +29,6 @@ export interface ExactCountInput {
   tokensPerMedia: number
   /** Counting may stop once past this many tokens: the caller only needs to know it does not fit. */
   limit: number
-  /** Only a count the provider would bill exactly (its tokenizer or its endpoint), never an estimate × factor. */
-  exactOnly?: boolean
 }
 
 export interface ExactCountDeps {
@@ -42,7 +40,6 @@ export interface ExactCountDeps {
 export async function countExactInput(deps: ExactCountDeps, input: ExactCountInput): Promise<number | null> {
   const how = input.adapter.exactInput(input.route, input.path, input.body, input.model, input.price)
   if (how === null) return null
-  if (how.kind === 'local' && input.exactOnly === true && how.factor !== 1) return null
   if (how.kind === 'local') {
     const limit = Number.isFinite(input.limit) ? Math.max(0, Math.ceil(input.limit)) : Number.MAX_SAFE_INTEGER
     const job = { counter: how.counter, model: how.model, factor: how.factor, raw: input.raw, limit, ...(how.anyEncoding === true ? { anyEncoding: true } : {}) }

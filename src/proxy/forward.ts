@@ -95,8 +95,6 @@ export function createForwarder(deps: ForwardDeps) {
     reservation: Reservation
     summary: Summary
     started: number
-    /** Input tokens as the provider bills them (stops past `limit`), or null when only an estimate exists: settles a stream without reported usage. */
-    countInput?: (limitTokens: number) => Promise<number | null>
   }
 
   async function forwardMetered(f: Forward): Promise<void> {
@@ -216,11 +214,9 @@ export function createForwarder(deps: ForwardDeps) {
     const guarded = guardEventLimit(adapter.createStreamParser(route, createOutputCounter(price.tokenizer)))
     const parser = guarded.parser
     const outputTokens = (): number => parser.outputTokens()
-    // Input held at the request's bound until the provider reports it, or a count replaces the bound at settlement.
-    let inputMicros = plan.inputMicros
     const cost = (): Micros => {
       const reported = parser.reported()
-      if (reported.inputTokens === undefined) return inputMicros + plan.feeMicros + tokensCost(outputTokens(), price.outputPer1M)
+      if (reported.inputTokens === undefined) return plan.inputMicros + plan.feeMicros + tokensCost(outputTokens(), price.outputPer1M)
       return costMicros(price, { ...reported, outputTokens: outputTokens() }) + plan.feeMicros
     }
     const slice = tokensCost(config.streamSliceTokens, price.outputPer1M)
@@ -248,16 +244,7 @@ export function createForwarder(deps: ForwardDeps) {
       cutoffFrame: (error) => adapter.cutoffFrame(route, error),
       upstreamFailure: () => toErrorInfo(upstreamUnreachable('the provider connection broke during the stream')),
     }).finally(() => deps.metrics.streamEnded())
-    // A stream that ended without reported usage (cut, client gone, upstream broke) is charged the input
-    // the provider bills: counted exactly when the plan held only the cheap bound.
-    if (parser.reported().inputTokens === undefined && f.countInput !== undefined) {
-      const counted = await f.countInput(plan.inputTokens).catch(() => null)
-      if (counted !== null && counted < plan.inputTokens) {
-        inputMicros = tokensCost(counted, Math.max(price.inputPer1M, price.cacheWritePer1M))
-        summary.inputTokens = counted
-      }
-    }
-    summary.inputTokens ??= parser.reported().inputTokens ?? plan.inputTokens
+    summary.inputTokens = parser.reported().inputTokens ?? plan.inputTokens
     summary.outputTokens = outputTokens()
     if (result.error !== null) summary.code = result.error.code
     // Reasoning the stream never showed is billed by the provider: without its reported usage, the

@@ -144,21 +144,21 @@ export function createPipeline(deps: PipelineDeps) {
       const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia) + referenced, Number.MAX_SAFE_INTEGER)
       const requestId = randomUUID()
       const reserveInput = { keyHash, provider: adapter.id, requestId, session }
-      const countInput = async (limit: number, exactOnly = false): Promise<number | null> => {
-        // Fetched content is bounded by a whole context window whatever the body counts: no count call.
-        if (referenced > 0) return null
-        return countExactInput(
-          { counter, upstream: deps.upstream },
-          { adapter: adapter as ProviderAdapter, route, path: target.path, headers: request.headers, credential, body, raw, model: facts.model, price, tokensPerMedia: price.tokensPerMedia, limit, exactOnly },
-        )
-      }
       const admit = await admitRequest({
         keyHash,
         plan: planReservation(facts, price, bound, config.streamSliceTokens, feeMicros),
         reserveOnce: (p) => reserve({ ...reserveInput, minMicros: p.minMicros, maxMicros: p.maxMicros }),
         facts,
         price,
-        count: countInput,
+        count: async (limit) => {
+          // Fetched content is bounded by a whole context window whatever the body counts: no count call.
+          if (referenced > 0) return null
+          const counted = await countExactInput(
+            { counter, upstream: deps.upstream },
+            { adapter: adapter as ProviderAdapter, route, path: target.path, headers: request.headers, credential, body, raw, model: facts.model, price, tokensPerMedia: price.tokensPerMedia, limit },
+          )
+          return counted
+        },
       })
       const plan = admit.plan
       const result = admit.result
@@ -166,7 +166,7 @@ export function createPipeline(deps: PipelineDeps) {
       const reservation = result.reservation
       summary.inputBound = plan.inputTokens
       summary.reservedUsd = microsToUsd(reservation.reservedMicros)
-      await forwardMetered({ request, reply, adapter, target, route, facts, price, plan, body, raw, credential, reservation, summary, started, countInput: (limit) => countInput(limit, true) })
+      await forwardMetered({ request, reply, adapter, target, route, facts, price, plan, body, raw, credential, reservation, summary, started })
     } catch (error) {
       const proxyError = toProxyError(error)
       summary.code = proxyError.code

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ProviderId } from '../../src/providers/types.js'
 import { preloadEncoding } from '../../src/tokens/tiktoken.js'
-import { answerChunks, billedTokens, type Family } from '../support/billing.js'
+import { answerChunks, type Family } from '../support/billing.js'
 import { createTestKey, latestSummary, settle, settledDaily } from '../support/e2e.js'
 import { startFakeAnthropic } from '../support/fake-anthropic.js'
 import { startFakeAzure } from '../support/fake-azure.js'
@@ -32,14 +32,8 @@ interface Case {
   delivered: number
   /** How far the books may be from the provider's bill, for `billed` output tokens: [below, above]. */
   error(billed: number): [number, number]
-  /** The prompt option of this fake: what it bills as the request's input. */
+  /** The prompt option of this fake (so it bills exactly the input the proxy reserved). */
   promptOption: string
-  /**
-   * The input the provider bills for this prompt, where its tokenizer is public (OpenAI's chat format: 3
-   * tokens a message plus role and content, 3 priming the reply). Absent: the fake bills the proxy's bound
-   * (the Claude and Gemini fakes answer their count endpoints with it; Mistral's input is an estimate).
-   */
-  promptBill?: (model: string) => number
   /** Counts the content deltas in what the client received. */
   deltas(body: Buffer): number
   request(key: string): { path: string; headers: Record<string, string>; body: unknown }
@@ -52,15 +46,14 @@ const mistralError = (billed: number): [number, number] => [Math.ceil(0.05 * bil
 const count = (pattern: RegExp) => (body: Buffer) => body.toString('utf8').match(pattern)?.length ?? 0
 const chatDeltas = count(/"delta":\{"content":"[^"]/g)
 const PROMPT = 'Write a token bucket in TypeScript and explain it in a few languages.'
-const openAiPrompt = (model: string): number => 3 + 3 + billedTokens('user', 'openai', model) + billedTokens(PROMPT, 'openai', model)
 
 const CASES: Case[] = [
   {
-    provider: 'openai', family: 'openai', model: 'gpt-test', delivered: 0.9, error: exact, promptOption: 'promptTokens', promptBill: openAiPrompt, deltas: chatDeltas,
+    provider: 'openai', family: 'openai', model: 'gpt-test', delivered: 0.9, error: exact, promptOption: 'promptTokens', deltas: chatDeltas,
     request: (key) => ({ path: '/openai/v1/chat/completions', headers: { authorization: `Bearer ${key}` }, body: { model: 'gpt-test', stream: true, max_tokens: MAX_TOKENS, messages: [{ role: 'user', content: PROMPT }] } }),
   },
   {
-    provider: 'azure', family: 'openai', model: 'gpt-4o', delivered: 0.9, error: exact, promptOption: 'promptTokens', promptBill: openAiPrompt, deltas: chatDeltas,
+    provider: 'azure', family: 'openai', model: 'gpt-4o', delivered: 0.9, error: exact, promptOption: 'promptTokens', deltas: chatDeltas,
     request: (key) => ({ path: '/azure/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21', headers: { 'api-key': key }, body: { stream: true, max_tokens: MAX_TOKENS, messages: [{ role: 'user', content: PROMPT }] } }),
   },
   {
@@ -142,7 +135,7 @@ async function stream(c: Case, key: string, stopAfter = Number.POSITIVE_INFINITY
 }
 
 /** A key with an ample budget, and the input bound its stream request reserves (measured once). */
-async function prepare(c: Case): Promise<{ key: string; hash: string; fake: Fake; inputBound: number; prompt: number }> {
+async function prepare(c: Case): Promise<{ key: string; hash: string; fake: Fake; inputBound: number }> {
   const { key, hash } = await createTestKey(proxy, `out-${c.provider}`, [c.provider], { daily: 100_000_000 })
   const fake = fakes.get(c.provider) as Fake
   fake.options = { chunks: 1 }
@@ -150,19 +143,16 @@ async function prepare(c: Case): Promise<{ key: string; hash: string; fake: Fake
   await settle(proxy)
   const inputBound = Number(latestSummary(proxy, hash).inputBound)
   expect(inputBound).toBeGreaterThan(0)
-  // The fake bills the prompt as its provider would where that is public, else the bound: a stream that
-  // ends without reported usage must then be charged that input, not the bound it reserved.
-  const prompt = c.promptBill?.(c.model) ?? inputBound
-  expect(prompt).toBeLessThanOrEqual(inputBound)
+  // The fake bills the bound as its prompt, so input and output are judged apart.
   // A delta every 25 ms (~100 tokens a second, as providers generate): a delta a provider writes while the
   // proxy decides a cut or closes the connection is billed but seen by no one; at this pace there is none.
-  fake.options = { answer: true, chunks: 1500, chunkDelayMs: 25, [c.promptOption]: prompt }
-  return { key, hash, fake, inputBound, prompt }
+  fake.options = { answer: true, chunks: 1500, chunkDelayMs: 25, [c.promptOption]: inputBound }
+  return { key, hash, fake, inputBound }
 }
 
 /** The books (what the proxy charged) against the provider's bill (its ledger), for one stream. */
-async function expectBooksMatch(c: Case, hash: string, spentBefore: number, prompt: number, entry: LedgerEntry): Promise<void> {
-  const charged = (await settledDaily(proxy, hash)).spent - spentBefore - prompt
+async function expectBooksMatch(c: Case, hash: string, spentBefore: number, inputBound: number, entry: LedgerEntry): Promise<void> {
+  const charged = (await settledDaily(proxy, hash)).spent - spentBefore - inputBound
   const billed = entry.outputTokensWritten
   const [below, above] = c.error(billed)
   expect(charged, `${c.provider}: charged ${charged} output tokens, billed ${billed}`).toBeGreaterThanOrEqual(billed - below)
@@ -171,7 +161,7 @@ async function expectBooksMatch(c: Case, hash: string, spentBefore: number, prom
 
 describe.each(CASES)('$provider output counted in tokens', (c) => {
   it(`a budget for the prompt + ${ALLOWANCE} output tokens: the client gets at least its share, the provider bills at most max(1%, 20) over`, async () => {
-    const { key, hash, fake, inputBound, prompt } = await prepare(c)
+    const { key, hash, fake, inputBound } = await prepare(c)
     const before = (await settledDaily(proxy, hash)).spent
     await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + ALLOWANCE } })
     const received = await stream(c, key)
@@ -181,12 +171,12 @@ describe.each(CASES)('$provider output counted in tokens', (c) => {
     const delivered = answerChunks(c.deltas(received), c.family, c.model).tokens
     expect(delivered, `${c.provider}: ${delivered} of ${ALLOWANCE} tokens reached the client`).toBeGreaterThanOrEqual(c.delivered * ALLOWANCE)
     const limit = inputBound + ALLOWANCE
-    expect(prompt + entry.outputTokensWritten).toBeLessThanOrEqual(limit + Math.max(Math.ceil(0.01 * limit), 20))
-    await expectBooksMatch(c, hash, before, prompt, entry)
+    expect(inputBound + entry.outputTokensWritten).toBeLessThanOrEqual(limit + Math.max(Math.ceil(0.01 * limit), 20))
+    await expectBooksMatch(c, hash, before, inputBound, entry)
   })
 
   it('a client that leaves after 100 deltas is charged what the provider generated', async () => {
-    const { key, hash, fake, prompt } = await prepare(c)
+    const { key, hash, fake, inputBound } = await prepare(c)
     const before = (await settledDaily(proxy, hash)).spent
     const received = await stream(c, key, 100)
     expect(c.deltas(received)).toBeGreaterThanOrEqual(100)
@@ -194,11 +184,11 @@ describe.each(CASES)('$provider output counted in tokens', (c) => {
     const entry = fake.ledger.at(-1) as LedgerEntry
     expect(entry.clientAborted).toBe(true)
     expect(latestSummary(proxy, hash).outcome).toBe('client_closed')
-    await expectBooksMatch(c, hash, before, prompt, entry)
+    await expectBooksMatch(c, hash, before, inputBound, entry)
   })
 
   it('an upstream reset after 100 deltas is charged what the provider generated', async () => {
-    const { key, hash, fake, prompt } = await prepare(c)
+    const { key, hash, fake, inputBound } = await prepare(c)
     fake.options = { ...fake.options, resetAfterChunks: 100 }
     const before = (await settledDaily(proxy, hash)).spent
     await stream(c, key)
@@ -206,6 +196,6 @@ describe.each(CASES)('$provider output counted in tokens', (c) => {
     const entry = fake.ledger.at(-1) as LedgerEntry
     expect(entry.finished).toBe(false)
     expect(latestSummary(proxy, hash).outcome).toBe('upstream_failed')
-    await expectBooksMatch(c, hash, before, prompt, entry)
+    await expectBooksMatch(c, hash, before, inputBound, entry)
   })
 })
