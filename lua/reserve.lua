@@ -2,7 +2,8 @@
 reserve: admit a request by holding between minMicros and maxMicros in all five window periods and
 the session, atomically, or hold nothing and say why. Money is integer micro-USD.
 
-KEYS[1]     key record hash       lp:{h}:key  (active, providers, lim:<window>, session_budget, session_max_steps)
+KEYS[1]     key record hash       lp:{h}:key  (active, providers, lim:<window>, session_budget, session_max_steps,
+                                  unlimited)
 KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, daily, weekly, monthly (spent, held)
 KEYS[7]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held); a placeholder,
                                   never touched, when ARGV[9] = '0'
@@ -22,6 +23,7 @@ ARGV[14]    current time, ISO 8601 (kept on the record for forensics)
 Returns one of
   {'ok', grantedMicros}
   {'invalid_key'} | {'key_revoked'} | {'provider_not_allowed'}
+  {'budget_not_set'}                             no window is limited and the key is not marked unlimited
   {'duplicate'}                                  the request id was used before (a fault, not a refusal)
   {'budget_exceeded', windowIndex 1..5, limitMicros, spentPlusHeldMicros, heldMicros}
   {'session_steps_exceeded', maxSteps, steps}
@@ -39,14 +41,17 @@ local function lowest(a, b)
   return b
 end
 
--- 1. The key must exist, be active and allow this provider.
+-- 1. The key must exist, be active, allow this provider, and have a limit in some window or be
+--    marked unlimited.
 local rec = redis.call('HMGET', KEYS[1], 'active', 'providers',
-  'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly', 'lim:monthly', 'session_budget', 'session_max_steps')
+  'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly', 'lim:monthly', 'session_budget', 'session_max_steps',
+  'unlimited')
 if not rec[1] then return {'invalid_key'} end
 if rec[1] ~= '1' then return {'key_revoked'} end
 if not string.find(',' .. (rec[2] or '') .. ',', ',' .. ARGV[1] .. ',', 1, true) then
   return {'provider_not_allowed'}
 end
+if rec[10] ~= '1' and not (rec[3] or rec[4] or rec[5] or rec[6] or rec[7]) then return {'budget_not_set'} end
 
 -- 2. A request id is used once: a held, settled or tombstoned record means a caller fault.
 if redis.call('EXISTS', KEYS[8]) == 1 then return {'duplicate'} end

@@ -17,6 +17,8 @@ export interface KeyRecord {
   /** Key-level defaults applied to every session; null = none. */
   sessionBudgetMicros: Micros | null
   sessionMaxSteps: number | null
+  /** Marked `budget set --unlimited`: may spend without any window limit (else such a key is refused, budget_not_set). */
+  unlimited: boolean
 }
 
 /** Session limits a request asks for (header values); null fields leave the session as it is. */
@@ -54,6 +56,7 @@ export type RefusalReason =
   | 'budget_exceeded'
   | 'session_budget_exceeded'
   | 'session_steps_exceeded'
+  | 'budget_not_set'
 
 export interface Refusal {
   ok: false
@@ -107,8 +110,8 @@ export interface WindowStatus {
 
 /** Key and budget administration, used by the CLI. */
 export interface KeyAdmin {
-  /** Stores a new key record; returns the raw key once. */
-  createKey(name: string, providers: ProviderId[]): Promise<{ key: string; record: KeyRecord }>
+  /** Stores a new key record with the limits of `budget` (as setBudget applies them); returns the raw key once. */
+  createKey(name: string, providers: ProviderId[], budget?: BudgetChange): Promise<{ key: string; record: KeyRecord }>
   listKeys(): Promise<KeyRecord[]>
   getKey(hash: string): Promise<KeyRecord | null>
   /** Returns false when no such key exists. */
@@ -123,4 +126,6 @@ export interface BudgetChange {
   limits?: Partial<Record<WindowName, Micros>>
   sessionBudgetMicros?: Micros
   sessionMaxSteps?: number
+  /** True marks the key `--unlimited`, false clears the mark; a limit flag leaves it as it is. */
+  unlimited?: boolean
 }

@@ -15,12 +15,16 @@ export interface BudgetFlags {
   monthly?: string
   session?: string
   sessionMaxSteps?: string
+  unlimited?: boolean
 }
 
-const FLAG_LIST = '--minute, --hourly, --daily, --weekly, --monthly, --session, --session-max-steps'
+const FLAG_LIST = '--minute, --hourly, --daily, --weekly, --monthly, --session, --session-max-steps, --unlimited'
 
-/** Turns `budget set` flags into a BudgetChange (0 removes a limit); usage error on a bad value or no flag at all. */
-export function parseBudgetFlags(flags: BudgetFlags): BudgetChange {
+/**
+ * Turns `budget set` flags into a BudgetChange (0 removes a limit); usage error on a bad value, or on no
+ * flag at all unless `optional` (`keys create`, where they are the new key's first limits).
+ */
+export function parseBudgetFlags(flags: BudgetFlags, optional = false): BudgetChange {
   const change: BudgetChange = {}
   const limits: Partial<Record<WindowName, number>> = {}
   for (const window of WINDOW_NAMES) {
@@ -32,7 +36,8 @@ export function parseBudgetFlags(flags: BudgetFlags): BudgetChange {
   if (session !== undefined) change.sessionBudgetMicros = parsed('--session', () => parseUsd(session))
   const steps = flags.sessionMaxSteps
   if (steps !== undefined) change.sessionMaxSteps = parsed('--session-max-steps', () => parseCount(steps, 'the step limit'))
-  if (Object.keys(change).length === 0) throw usageError(`budget set needs at least one of ${FLAG_LIST}`)
+  if (flags.unlimited === true) change.unlimited = true
+  if (Object.keys(change).length === 0 && !optional) throw usageError(`budget set needs at least one of ${FLAG_LIST}`)
   return change
 }
 
@@ -55,6 +60,7 @@ export async function setBudget(admin: KeyAdmin, hash: string, change: BudgetCha
       limits_usd: Object.fromEntries(WINDOW_NAMES.map((w) => [w, usdOrNull(record.limits[w])])),
       session_budget_usd: usdOrNull(record.sessionBudgetMicros),
       session_max_steps: record.sessionMaxSteps ?? null,
+      unlimited: record.unlimited,
     })
   }
   return [
@@ -62,6 +68,7 @@ export async function setBudget(admin: KeyAdmin, hash: string, change: BudgetCha
     renderFields([
       ...WINDOW_NAMES.map((w) => [w, limitText(record.limits[w])] as const),
       ['session', sessionText(record)],
+      ['unlimited', unlimitedText(record)],
     ]),
   ].join('\n')
 }
@@ -133,6 +140,7 @@ export function renderStatus(record: KeyRecord, windows: Record<WindowName, Wind
     table,
     '',
     `Session defaults: ${sessionText(record)}`,
+    `Without a window limit: ${unlimitedText(record)}`,
   ].join('\n')
 }
 
@@ -147,6 +155,13 @@ function usdOrNull(micros: number | null | undefined): number | null {
 
 function limitText(micros: number | undefined): string {
   return micros === undefined ? 'no limit' : formatUsd(micros)
+}
+
+/** Whether a key with no window limit may be used (`--unlimited`), or is refused with budget_not_set. */
+export function unlimitedText(record: KeyRecord): string {
+  if (record.unlimited) return 'allowed (--unlimited)'
+  const limited = WINDOW_NAMES.some((w) => record.limits[w] !== undefined)
+  return limited ? 'refused (not --unlimited)' : 'refused: requests get budget_not_set until a limit or --unlimited is set'
 }
 
 function sessionText(record: KeyRecord): string {

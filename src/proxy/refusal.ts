@@ -2,6 +2,7 @@ import type { Refusal } from '../budget/types.js'
 import { microsToUsd } from '../money.js'
 import {
   budgetExceeded,
+  budgetNotSet,
   invalidKey,
   keyRevoked,
   providerNotAllowed,
@@ -18,7 +19,7 @@ export const HOLDS_RETRY_AFTER_SECONDS = 1
  * Turns a typed store refusal into the contract's error, with budget details and Retry-After. A refusal
  * `blockedByHolds` (settled spend leaves room; in-flight holds do not) is retryable: a short Retry-After.
  */
-export function refusalError(refusal: Refusal, provider: ProviderId, now: number, blockedByHolds = false): ProxyError {
+export function refusalError(refusal: Refusal, provider: ProviderId, now: number, blockedByHolds = false, keyHash = ''): ProxyError {
   switch (refusal.reason) {
     case 'invalid_key':
       return invalidKey('unknown Loopers proxy key')
@@ -26,6 +27,12 @@ export function refusalError(refusal: Refusal, provider: ProviderId, now: number
       return keyRevoked('this Loopers proxy key has been revoked')
     case 'provider_not_allowed':
       return providerNotAllowed(`this Loopers proxy key may not use ${provider}`)
+    case 'budget_not_set': {
+      const key = keyHash === '' ? '<key>' : keyHash.slice(0, 8)
+      return budgetNotSet(
+        `this Loopers key has no budget yet: set one with \`loopers budget set ${key} --daily USD\` (or mark it \`--unlimited\`)`,
+      )
+    }
     case 'session_steps_exceeded':
       return sessionStepsExceeded('the session has used all its steps')
     case 'session_budget_exceeded':

@@ -22,6 +22,8 @@ export function sendError(reply: FastifyReply, adapter: ProviderAdapter | null, 
     // A session refusal with a Retry-After was caused by other requests' holds: retrying helps.
     (error.code === 'session_budget_exceeded' && error.retryAfterSeconds === undefined) ||
     error.code === 'session_steps_exceeded' ||
+    error.code === 'budget_not_set' ||
+    error.code === 'loop_detected' ||
     (error.code === 'budget_exceeded' && (error.retryAfterSeconds ?? 0) > LONGEST_USEFUL_RETRY_SECONDS)
   if (hopeless) reply.header('x-should-retry', 'false')
   if (adapter?.errorHeaders) reply.headers(adapter.errorHeaders(info))

@@ -136,6 +136,7 @@ describe('loopers CLI (built)', () => {
         limits_usd: { minute: null, hourly: 10, daily: 2.000001, weekly: null, monthly: 100.5 },
         session_budget_usd: 0.25,
         session_max_steps: 40,
+        unlimited: false,
       })
     })
 

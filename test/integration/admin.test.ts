@@ -33,6 +33,7 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
         limits: {},
         sessionBudgetMicros: null,
         sessionMaxSteps: null,
+        unlimited: false,
       })
       // The Redis store also indexes every key hash for listing.
       if (kind === 'redis') expect(await f.redis.sismember(KEY_INDEX, record.hash)).toBe(1)

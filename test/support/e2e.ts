@@ -17,7 +17,7 @@ export async function createTestKey(
   providers: ProviderId[],
   limits?: Partial<Record<WindowName, Micros>>,
 ): Promise<{ key: string; hash: string }> {
-  const created = await proxy.admin.createKey(name, providers)
+  const created = await proxy.admin.createKey(name, providers, { unlimited: true })
   if (limits !== undefined) await proxy.admin.setBudget(created.record.hash, { limits })
   return { key: created.key, hash: created.record.hash }
 }

@@ -185,6 +185,7 @@ function refusal(reply: Reply, periods: Period[]): Refusal {
     case 'invalid_key':
     case 'key_revoked':
     case 'provider_not_allowed':
+    case 'budget_not_set':
     case 'session_steps_exceeded':
       return { ok: false, reason }
     case 'session_budget_exceeded':

@@ -41,7 +41,7 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS keys (
   hash TEXT PRIMARY KEY, name TEXT NOT NULL, providers TEXT NOT NULL, active INTEGER NOT NULL, created_at TEXT NOT NULL,
   lim_minute INTEGER, lim_hourly INTEGER, lim_daily INTEGER, lim_weekly INTEGER, lim_monthly INTEGER,
-  session_budget INTEGER, session_max_steps INTEGER
+  session_budget INTEGER, session_max_steps INTEGER, unlimited INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE TABLE IF NOT EXISTS periods (
   hash TEXT NOT NULL, win TEXT NOT NULL, period TEXT NOT NULL,
@@ -169,7 +169,10 @@ function open(path: string, busyTimeoutMs: number): DatabaseSync {
     db.exec('PRAGMA synchronous = NORMAL')
     // After a checkpoint lets the WAL start over, a WAL that grew under load is cut back to this.
     db.exec('PRAGMA journal_size_limit = 16777216')
-    inTransaction(db, () => db.exec(SCHEMA))
+    inTransaction(db, () => {
+      db.exec(SCHEMA)
+      addColumns(db)
+    })
     // From here on a taken write lock fails at once; Db.transaction waits for it on timers instead.
     db.exec('PRAGMA busy_timeout = 0')
     return db
@@ -177,6 +180,14 @@ function open(path: string, busyTimeoutMs: number): DatabaseSync {
     db.close()
     throw err
   }
+}
+
+/** Columns added to `keys` after its first release: a file created before them gains them on open. */
+const ADDED_KEY_COLUMNS: ReadonlyArray<readonly [string, string]> = [['unlimited', 'INTEGER NOT NULL DEFAULT 0']]
+
+function addColumns(db: DatabaseSync): void {
+  const have = new Set((db.prepare('PRAGMA table_info(keys)').all() as Array<{ name: string }>).map((c) => c.name))
+  for (const [name, type] of ADDED_KEY_COLUMNS) if (!have.has(name)) db.exec(`ALTER TABLE keys ADD COLUMN ${name} ${type}`)
 }
 
 /** SQLITE_BUSY / SQLITE_LOCKED: another process held the write lock past the busy timeout. */

@@ -17,6 +17,7 @@ export interface KeyRow {
   lim_monthly: number | null
   session_budget: number | null
   session_max_steps: number | null
+  unlimited: number
 }
 
 export interface SessionRow {
@@ -58,8 +59,8 @@ export function limitOf(row: KeyRow, window: WindowName): Micros | null {
 export function readKey(db: Db, hash: string): KeyRow | undefined {
   return db
     .statement(
-      `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget, session_max_steps
-       FROM keys WHERE hash = ?`,
+      `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget, session_max_steps,
+         unlimited FROM keys WHERE hash = ?`,
     )
     .get(hash) as KeyRow | undefined
 }

@@ -7,7 +7,7 @@
 import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
-import type { BudgetStore, ExtendResult, Refusal, Reservation, ReserveInput, ReserveResult, SettleResult } from '../types.js'
+import { WINDOW_NAMES, type BudgetStore, type ExtendResult, type Refusal, type Reservation, type ReserveInput, type ReserveResult, type SettleResult } from '../types.js'
 import {
   assertMicros,
   assertRequestId,
@@ -45,6 +45,11 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return { ok: true, key }
   }
 
+  /** A key with no limit in any window must be marked `--unlimited` to be used. */
+  function budgetNotSet(key: rows.KeyRow): boolean {
+    return key.unlimited !== 1 && WINDOW_NAMES.every((window) => rows.limitOf(key, window) === null)
+  }
+
   /** Every limited window must hold `minMicros`; returns the grant shrunk to the tightest one, or the refusal. */
   function fitWindows(hash: string, key: rows.KeyRow, periods: readonly { period: Period; id: string }[], minMicros: Micros, want: Micros, nowMs: number): Micros | Refusal {
     let grant = want
@@ -66,6 +71,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     const checked = checkKey(hash, input.provider)
     if (!checked.ok) return checked
     const { key } = checked
+    if (budgetNotSet(key)) return { ok: false, reason: 'budget_not_set' }
     // A request id is used once: a held, settled or tombstoned record means a caller fault.
     if (rows.readReservation(db, hash, input.requestId, nowMs) !== undefined) {
       throw new StoreUnavailableError(`request id ${input.requestId} was already used`)
