@@ -3,8 +3,9 @@ reserve: admit a request by holding between minMicros and maxMicros in all five 
 the session, atomically, or hold nothing and say why. Money is integer micro-USD.
 
 KEYS[1]     key record hash       lp:{h}:key  (active, providers, lim:<window>, session_budget, session_max_steps,
-                                  unlimited)
-KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, daily, weekly, monthly (spent, held)
+                                  unlimited, rpm)
+KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, daily, weekly, monthly (spent, held;
+                                  the minute's also requests: admitted requests)
 KEYS[7]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held); a placeholder,
                                   never touched, when ARGV[9] = '0'
 KEYS[8]     reservation record    lp:{h}:r:<requestId>
@@ -28,6 +29,7 @@ Returns one of
   {'budget_exceeded', windowIndex 1..5, limitMicros, spentPlusHeldMicros, heldMicros}
   {'session_steps_exceeded', maxSteps, steps}
   {'session_budget_exceeded', budgetMicros, spentPlusHeldMicros, heldMicros}
+  {'rate_limited', rpm, requestsThisMinute}
 ]]
 
 -- Lua numbers are doubles; how Redis turns one into a command argument differs between versions
@@ -45,7 +47,7 @@ end
 --    marked unlimited.
 local rec = redis.call('HMGET', KEYS[1], 'active', 'providers',
   'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly', 'lim:monthly', 'session_budget', 'session_max_steps',
-  'unlimited')
+  'unlimited', 'rpm')
 if not rec[1] then return {'invalid_key'} end
 if rec[1] ~= '1' then return {'key_revoked'} end
 if not string.find(',' .. (rec[2] or '') .. ',', ',' .. ARGV[1] .. ',', 1, true) then
@@ -71,6 +73,13 @@ if hasSession then
   if sessionBudget and sessionBudget ~= num(s[1]) then redis.call('HSET', KEYS[7], 'budget', int(sessionBudget)) end
   if sessionMaxSteps and sessionMaxSteps ~= num(s[2]) then redis.call('HSET', KEYS[7], 'max_steps', int(sessionMaxSteps)) end
   if redis.call('EXISTS', KEYS[7]) == 1 then redis.call('EXPIRE', KEYS[7], ARGV[12]) end
+end
+
+-- 3b. The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
+local rpm = num(rec[11])
+if rpm then
+  local count = num(redis.call('HGET', KEYS[2], 'requests')) or 0
+  if count >= rpm then return {'rate_limited', rpm, count} end
 end
 
 -- 4. Every limited window must hold minMicros; the grant shrinks to the tightest one.
@@ -100,7 +109,9 @@ if hasSession then
   end
 end
 
--- 6. Admitted: hold the grant in every window period (limited or not, so status shows all spend).
+-- 6. Admitted: hold the grant in every window period (limited or not, so status shows all spend),
+--    and count the request in the minute.
+redis.call('HINCRBY', KEYS[2], 'requests', 1)
 for i = 1, 5 do
   redis.call('HINCRBY', KEYS[1 + i], 'held', int(grant))
   redis.call('EXPIRE', KEYS[1 + i], ARGV[3 + i])

@@ -19,6 +19,8 @@ export interface KeyRecord {
   sessionMaxSteps: number | null
   /** Marked `budget set --unlimited`: may spend without any window limit (else such a key is refused, budget_not_set). */
   unlimited: boolean
+  /** Admitted requests per UTC minute (`--rpm`); null = no rate limit. */
+  rpm: number | null
 }
 
 /** Session limits a request asks for (header values); null fields leave the session as it is. */
@@ -57,6 +59,7 @@ export type RefusalReason =
   | 'session_budget_exceeded'
   | 'session_steps_exceeded'
   | 'budget_not_set'
+  | 'rate_limited'
 
 export interface Refusal {
   ok: false
@@ -71,8 +74,11 @@ export interface Refusal {
    * a refusal whose holds alone block the request may pass once they settle.
    */
   heldMicros?: Micros
-  /** When the refusing window resets (budget_exceeded only). */
+  /** When the refusing window resets (budget_exceeded; rate_limited: the next UTC minute). */
   resetsAt?: Date
+  /** rate_limited: the key's requests per minute, and how many this minute has admitted. */
+  limitCount?: number
+  count?: number
 }
 
 export type ReserveResult = { ok: true; reservation: Reservation } | Refusal
@@ -106,6 +112,8 @@ export interface WindowStatus {
   spentMicros: Micros
   heldMicros: Micros
   resetsAt: Date
+  /** Requests admitted in this period (kept for the minute window, where `--rpm` applies; else absent). */
+  requests?: number
 }
 
 /** Key and budget administration, used by the CLI. */
@@ -128,4 +136,6 @@ export interface BudgetChange {
   sessionMaxSteps?: number
   /** True marks the key `--unlimited`, false clears the mark; a limit flag leaves it as it is. */
   unlimited?: boolean
+  /** Requests per UTC minute; 0 removes the rate limit. */
+  rpm?: number
 }

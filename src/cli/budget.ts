@@ -16,9 +16,10 @@ export interface BudgetFlags {
   session?: string
   sessionMaxSteps?: string
   unlimited?: boolean
+  rpm?: string
 }
 
-const FLAG_LIST = '--minute, --hourly, --daily, --weekly, --monthly, --session, --session-max-steps, --unlimited'
+const FLAG_LIST = '--minute, --hourly, --daily, --weekly, --monthly, --session, --session-max-steps, --rpm, --unlimited'
 
 /**
  * Turns `budget set` flags into a BudgetChange (0 removes a limit); usage error on a bad value, or on no
@@ -36,6 +37,8 @@ export function parseBudgetFlags(flags: BudgetFlags, optional = false): BudgetCh
   if (session !== undefined) change.sessionBudgetMicros = parsed('--session', () => parseUsd(session))
   const steps = flags.sessionMaxSteps
   if (steps !== undefined) change.sessionMaxSteps = parsed('--session-max-steps', () => parseCount(steps, 'the step limit'))
+  const rpm = flags.rpm
+  if (rpm !== undefined) change.rpm = parsed('--rpm', () => parseCount(rpm, 'the request rate'))
   if (flags.unlimited === true) change.unlimited = true
   if (Object.keys(change).length === 0 && !optional) throw usageError(`budget set needs at least one of ${FLAG_LIST}`)
   return change
@@ -61,6 +64,7 @@ export async function setBudget(admin: KeyAdmin, hash: string, change: BudgetCha
       session_budget_usd: usdOrNull(record.sessionBudgetMicros),
       session_max_steps: record.sessionMaxSteps ?? null,
       unlimited: record.unlimited,
+      rpm: record.rpm,
     })
   }
   return [
@@ -68,6 +72,7 @@ export async function setBudget(admin: KeyAdmin, hash: string, change: BudgetCha
     renderFields([
       ...WINDOW_NAMES.map((w) => [w, limitText(record.limits[w])] as const),
       ['session', sessionText(record)],
+      ['rpm', record.rpm === null ? 'no rate limit' : `${record.rpm} requests per minute`],
       ['unlimited', unlimitedText(record)],
     ]),
   ].join('\n')
@@ -94,16 +99,33 @@ export function windowJson(status: WindowStatus): WindowJson {
   }
 }
 
-/** `budget status`: every window's current period, as `{hash, windows}` JSON or a table with spend bars. */
+/** The request-rate part of `budget status --json`: the key's `--rpm` and the current minute's admitted requests. */
+export interface RateJson {
+  rpm: number | null
+  requests_this_minute: number
+  resets_at: string
+}
+
+export function rateJson(record: KeyRecord, windows: Record<WindowName, WindowStatus>): RateJson {
+  return { rpm: record.rpm, requests_this_minute: windows.minute.requests ?? 0, resets_at: windows.minute.resetsAt.toISOString() }
+}
+
+/**
+ * `budget status`: every window's current period, as `{hash, windows, …}` JSON (the contract's shape
+ * plus `unlimited` and `rate`) or a table with spend bars.
+ */
 export async function budgetStatus(admin: KeyAdmin, hash: string, json: boolean): Promise<string> {
-  if (json) {
-    const windows = await admin.status(hash)
-    if (windows === null) throw unknownKey(hash)
-    return JSON.stringify({ hash, windows: Object.fromEntries(WINDOW_NAMES.map((w) => [w, windowJson(windows[w])])) })
-  }
   const record = await admin.getKey(hash)
   const windows = record === null ? null : await admin.status(hash)
   if (record === null || windows === null) throw unknownKey(hash)
+  if (json) {
+    return JSON.stringify({
+      hash,
+      windows: Object.fromEntries(WINDOW_NAMES.map((w) => [w, windowJson(windows[w])])),
+      unlimited: record.unlimited,
+      rate: rateJson(record, windows),
+    })
+  }
   return renderStatus(record, windows)
 }
 
@@ -141,6 +163,7 @@ export function renderStatus(record: KeyRecord, windows: Record<WindowName, Wind
     '',
     `Session defaults: ${sessionText(record)}`,
     `Without a window limit: ${unlimitedText(record)}`,
+    `Request rate: ${rateText(record, windows)}`,
   ].join('\n')
 }
 
@@ -155,6 +178,12 @@ function usdOrNull(micros: number | null | undefined): number | null {
 
 function limitText(micros: number | undefined): string {
   return micros === undefined ? 'no limit' : formatUsd(micros)
+}
+
+/** This minute's admitted requests against the key's `--rpm`. */
+function rateText(record: KeyRecord, windows: Record<WindowName, WindowStatus>): string {
+  const count = windows.minute.requests ?? 0
+  return record.rpm === null ? `${count} requests this minute, no limit` : `${count} of ${record.rpm} requests this minute`
 }
 
 /** Whether a key with no window limit may be used (`--unlimited`), or is refused with budget_not_set. */

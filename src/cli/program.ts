@@ -181,6 +181,7 @@ function addLimitOptions(command: Command): Command {
     .option('--monthly <usd>', 'limit per UTC calendar month')
     .option('--session <usd>', 'default budget of every session')
     .option('--session-max-steps <n>', 'default step limit of every session')
+    .option('--rpm <n>', 'at most this many requests per UTC minute (0 removes the limit)')
     .option('--unlimited', 'allow the key to spend without any window limit (a key with none is refused: budget_not_set)')
 }
 

@@ -6,6 +6,7 @@ import {
   invalidKey,
   keyRevoked,
   providerNotAllowed,
+  rateLimited,
   sessionBudgetExceeded,
   sessionStepsExceeded,
   type ProxyError,
@@ -32,6 +33,13 @@ export function refusalError(refusal: Refusal, provider: ProviderId, now: number
       return budgetNotSet(
         `this Loopers key has no budget yet: set one with \`loopers budget set ${key} --daily USD\` (or mark it \`--unlimited\`)`,
       )
+    }
+    case 'rate_limited': {
+      const resetsAt = refusal.resetsAt ?? new Date(now)
+      return rateLimited(`this Loopers key may make ${refusal.limitCount ?? 0} requests per minute; retry after the minute ends`, {
+        details: { limit_rpm: refusal.limitCount ?? null, requests: refusal.count ?? null, resets_at: resetsAt.toISOString() },
+        retryAfterSeconds: Math.max(1, Math.ceil((resetsAt.getTime() - now) / 1000)),
+      })
     }
     case 'session_steps_exceeded':
       return sessionStepsExceeded('the session has used all its steps')

@@ -137,6 +137,7 @@ describe('loopers CLI (built)', () => {
         session_budget_usd: 0.25,
         session_max_steps: 40,
         unlimited: false,
+        rpm: null,
       })
     })
 
@@ -146,7 +147,8 @@ describe('loopers CLI (built)', () => {
       const after = Date.now()
       expect(r.code, r.stderr).toBe(0)
       const status = JSON.parse(r.stdout) as { hash: string; windows: Record<string, Record<string, unknown>> }
-      expect(Object.keys(status).sort()).toEqual(['hash', 'windows'])
+      // The contract's {hash, windows}, plus the added key settings (unlimited, request rate).
+      expect(Object.keys(status).sort()).toEqual(['hash', 'rate', 'unlimited', 'windows'])
       expect(status.hash).toBe(jsonKey.hash)
       expect(Object.keys(status.windows)).toEqual([...WINDOW_NAMES])
       const limits = { minute: null, hourly: 10, daily: 2.000001, weekly: null, monthly: 100.5 }

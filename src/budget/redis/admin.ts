@@ -74,7 +74,9 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
     const entries = await Promise.all(
       WINDOW_NAMES.map(async (window): Promise<[WindowName, WindowStatus]> => {
         const period = periodOf(window, nowMs)
-        const [spent, held] = await run('read status', () => redis.hmget(periodKey(hash, window, period.id), 'spent', 'held'))
+        const [spent, held, requests] = await run('read status', () =>
+          redis.hmget(periodKey(hash, window, period.id), 'spent', 'held', 'requests'),
+        )
         return [
           window,
           {
@@ -82,6 +84,7 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
             spentMicros: Number(spent ?? 0),
             heldMicros: Number(held ?? 0),
             resetsAt: period.resetsAt,
+            ...(window === 'minute' ? { requests: Number(requests ?? 0) } : {}),
           },
         ]
       }),
@@ -105,6 +108,7 @@ function budgetFields(change: BudgetChange): { set: Record<string, string>; remo
   for (const window of WINDOW_NAMES) apply(limitField(window), change.limits?.[window])
   apply('session_budget', change.sessionBudgetMicros)
   apply('session_max_steps', change.sessionMaxSteps)
+  apply('rpm', change.rpm)
   if (change.unlimited !== undefined) apply('unlimited', change.unlimited ? 1 : 0)
   return { set, remove }
 }
@@ -125,6 +129,7 @@ function toRecord(hash: string, f: Record<string, string>): KeyRecord {
     sessionBudgetMicros: f.session_budget === undefined ? null : Number(f.session_budget),
     sessionMaxSteps: f.session_max_steps === undefined ? null : Number(f.session_max_steps),
     unlimited: f.unlimited === '1',
+    rpm: f.rpm === undefined ? null : Number(f.rpm),
   }
 }
 

@@ -190,6 +190,8 @@ function refusal(reply: Reply, periods: Period[]): Refusal {
       return { ok: false, reason }
     case 'session_budget_exceeded':
       return { ok: false, reason, limitMicros: int(a), spentMicros: int(b), heldMicros: int(c) }
+    case 'rate_limited':
+      return { ok: false, reason, limitCount: int(a), count: int(b), resetsAt: (periods[0] as Period).resetsAt }
     case 'budget_exceeded': {
       const period = periods[int(a) - 1]
       if (period === undefined) break

@@ -7,7 +7,7 @@ import { isProviderId, type ProviderId } from '../../providers/types.js'
 import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
 import { periodOf } from '../windows.js'
 import type { Db } from './database.js'
-import { readPeriod } from './rows.js'
+import { readPeriod, readRequests } from './rows.js'
 
 export interface SqliteAdminOptions {
   /** Clock in ms since the epoch (creation time, current periods). Default Date.now. */
@@ -28,6 +28,7 @@ interface KeyRecordRow {
   session_budget: number | null
   session_max_steps: number | null
   unlimited: number
+  rpm: number | null
 }
 
 const SELECT_KEY = 'SELECT * FROM keys'
@@ -99,7 +100,8 @@ export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): Key
     const entries = WINDOW_NAMES.map((window): [WindowName, WindowStatus] => {
       const period = periodOf(window, nowMs)
       const { spent, held } = db.read('read status', () => readPeriod(db, hash, window, period.id, nowMs))
-      return [window, { limitMicros: record.limits[window] ?? null, spentMicros: spent, heldMicros: held, resetsAt: period.resetsAt }]
+      const requests = window === 'minute' ? { requests: db.read('read status', () => readRequests(db, hash, window, period.id, nowMs)) } : {}
+      return [window, { limitMicros: record.limits[window] ?? null, spentMicros: spent, heldMicros: held, resetsAt: period.resetsAt, ...requests }]
     })
     return Object.fromEntries(entries) as Record<WindowName, WindowStatus>
   }
@@ -118,6 +120,7 @@ function budgetColumns(change: BudgetChange): Array<[string, number | null]> {
   for (const window of WINDOW_NAMES) apply(`lim_${window}`, change.limits?.[window])
   apply('session_budget', change.sessionBudgetMicros)
   apply('session_max_steps', change.sessionMaxSteps)
+  apply('rpm', change.rpm)
   if (change.unlimited !== undefined) columns.push(['unlimited', change.unlimited ? 1 : 0])
   return columns
 }
@@ -138,5 +141,6 @@ function toRecord(row: KeyRecordRow): KeyRecord {
     sessionBudgetMicros: row.session_budget,
     sessionMaxSteps: row.session_max_steps,
     unlimited: row.unlimited === 1,
+    rpm: row.rpm,
   }
 }

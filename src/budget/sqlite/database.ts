@@ -41,11 +41,11 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS keys (
   hash TEXT PRIMARY KEY, name TEXT NOT NULL, providers TEXT NOT NULL, active INTEGER NOT NULL, created_at TEXT NOT NULL,
   lim_minute INTEGER, lim_hourly INTEGER, lim_daily INTEGER, lim_weekly INTEGER, lim_monthly INTEGER,
-  session_budget INTEGER, session_max_steps INTEGER, unlimited INTEGER NOT NULL DEFAULT 0
+  session_budget INTEGER, session_max_steps INTEGER, unlimited INTEGER NOT NULL DEFAULT 0, rpm INTEGER
 ) STRICT;
 CREATE TABLE IF NOT EXISTS periods (
   hash TEXT NOT NULL, win TEXT NOT NULL, period TEXT NOT NULL,
-  spent INTEGER NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+  spent INTEGER NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL, requests INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (hash, win, period)
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
@@ -182,12 +182,18 @@ function open(path: string, busyTimeoutMs: number): DatabaseSync {
   }
 }
 
-/** Columns added to `keys` after its first release: a file created before them gains them on open. */
-const ADDED_KEY_COLUMNS: ReadonlyArray<readonly [string, string]> = [['unlimited', 'INTEGER NOT NULL DEFAULT 0']]
+/** Columns added after a table's first release: a file created before them gains them on open. */
+const ADDED_COLUMNS: ReadonlyArray<readonly [table: string, column: string, type: string]> = [
+  ['keys', 'unlimited', 'INTEGER NOT NULL DEFAULT 0'],
+  ['keys', 'rpm', 'INTEGER'],
+  ['periods', 'requests', 'INTEGER NOT NULL DEFAULT 0'],
+]
 
 function addColumns(db: DatabaseSync): void {
-  const have = new Set((db.prepare('PRAGMA table_info(keys)').all() as Array<{ name: string }>).map((c) => c.name))
-  for (const [name, type] of ADDED_KEY_COLUMNS) if (!have.has(name)) db.exec(`ALTER TABLE keys ADD COLUMN ${name} ${type}`)
+  for (const [table, column, type] of ADDED_COLUMNS) {
+    const have = (db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).some((c) => c.name === column)
+    if (!have) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`)
+  }
 }
 
 /** SQLITE_BUSY / SQLITE_LOCKED: another process held the write lock past the busy timeout. */

@@ -18,6 +18,7 @@ export interface KeyRow {
   session_budget: number | null
   session_max_steps: number | null
   unlimited: number
+  rpm: number | null
 }
 
 export interface SessionRow {
@@ -60,7 +61,7 @@ export function readKey(db: Db, hash: string): KeyRow | undefined {
   return db
     .statement(
       `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget, session_max_steps,
-         unlimited FROM keys WHERE hash = ?`,
+         unlimited, rpm FROM keys WHERE hash = ?`,
     )
     .get(hash) as KeyRow | undefined
 }
@@ -70,6 +71,14 @@ export function readPeriod(db: Db, hash: string, window: WindowName, period: str
     .statement('SELECT spent, held FROM periods WHERE hash = ? AND win = ? AND period = ? AND expires_at > ?')
     .get(hash, window, period, nowMs) as { spent: number; held: number } | undefined
   return row ?? { spent: 0, held: 0 }
+}
+
+/** Requests admitted in a period (only the minute's are counted). */
+export function readRequests(db: Db, hash: string, window: WindowName, period: string, nowMs: number): number {
+  const row = db
+    .statement('SELECT requests FROM periods WHERE hash = ? AND win = ? AND period = ? AND expires_at > ?')
+    .get(hash, window, period, nowMs) as { requests: number } | undefined
+  return row?.requests ?? 0
 }
 
 /** Adds `add` to a period's hold; a missing or expired row starts over with `expiresAt`. */
@@ -83,15 +92,17 @@ export function holdInPeriod(db: Db, hash: string, window: WindowName, period: s
   ).run({ hash, win: window, period, add, exp: expiresAt, now: nowMs })
 }
 
-/** A reserve's hold in all five window periods in one statement (same rules as holdInPeriod). */
+/** A reserve's hold in all five window periods in one statement (same rules as holdInPeriod); counts the request in the minute. */
 export function holdInAllPeriods(db: Db, hash: string, periods: readonly { window: WindowName; period: string; expiresAt: number }[], add: Micros, nowMs: number): void {
   if (periods.length !== WINDOW_NAMES.length) throw new RangeError(`expected ${WINDOW_NAMES.length} periods, got ${periods.length}`)
-  const values = periods.map((_, i) => `(?1, ?${3 + 3 * i}, ?${4 + 3 * i}, 0, ?2, ?${5 + 3 * i})`).join(', ')
+  // The request count is a literal per row (1 for the minute), so the SQL text, and its prepared statement, stays one.
+  const values = periods.map((p, i) => `(?1, ?${3 + 3 * i}, ?${4 + 3 * i}, 0, ?2, ?${5 + 3 * i}, ${p.window === 'minute' ? 1 : 0})`).join(', ')
   db.statement(
-    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values}
+    `INSERT INTO periods (hash, win, period, spent, held, expires_at, requests) VALUES ${values}
      ON CONFLICT (hash, win, period) DO UPDATE SET
        spent = CASE WHEN expires_at > ?18 THEN spent ELSE 0 END,
        held = CASE WHEN expires_at > ?18 THEN held ELSE 0 END + excluded.held,
+       requests = CASE WHEN expires_at > ?18 THEN requests ELSE 0 END + excluded.requests,
        expires_at = CASE WHEN expires_at > ?18 THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`,
   ).run(hash, add, ...periods.flatMap((p) => [p.window, p.period, p.expiresAt]), nowMs)
 }

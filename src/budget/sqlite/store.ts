@@ -96,6 +96,13 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       if (stored !== undefined || s.budget !== null || s.max_steps !== null) rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
     }
 
+    // The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
+    const minute = periods[0] as { period: Period; id: string }
+    if (key.rpm !== null) {
+      const count = rows.readRequests(db, hash, 'minute', minute.id, nowMs)
+      if (count >= key.rpm) return { ok: false, reason: 'rate_limited', limitCount: key.rpm, count, resetsAt: minute.period.resetsAt }
+    }
+
     const fitted = fitWindows(hash, key, periods, input.minMicros, input.maxMicros, nowMs)
     if (typeof fitted !== 'number') return fitted
     let grant = fitted
