@@ -21,6 +21,10 @@ export interface KeyRecord {
   unlimited: boolean
   /** Admitted requests per UTC minute (`--rpm`); null = no rate limit. */
   rpm: number | null
+  /** Repeats of one step a conversation may make (`--loop-limit`); null = DEFAULT_LOOP_LIMIT, 0 = guard off. */
+  loopLimit: number | null
+  /** The loop guard's window in seconds (`--loop-window`); null = DEFAULT_LOOP_WINDOW_SECONDS. */
+  loopWindowSeconds: number | null
 }
 
 /** Session limits a request asks for (header values); null fields leave the session as it is. */
@@ -28,6 +32,16 @@ export interface SessionRequest {
   id: string
   budgetMicros: Micros | null
   maxSteps: number | null
+  /** `X-Loopers-Loop-Limit`: lowers the session's loop limit (0 = no repeat), never raises it; null/absent leaves it. */
+  loopLimit?: number | null
+}
+
+/** The loop guard's view of a request (src/loop/README.md): where its state lives and which step it takes. */
+export interface LoopCheck {
+  /** `loopScope(sessionId, fingerprint)`: "s:<session id>" or "c:<conversation>". */
+  scope: string
+  /** 16 hex chars. */
+  step: string
 }
 
 export interface ReserveInput {
@@ -40,6 +54,8 @@ export interface ReserveInput {
   /** The worst case; grant as much of it as fits, at least `minMicros`. */
   maxMicros: Micros
   session: SessionRequest | null
+  /** The loop fingerprint of a conversation request; null/absent: no loop check. */
+  loop?: LoopCheck | null
 }
 
 /** A held reservation. `reservedMicros` grows with each successful extend. */
@@ -60,6 +76,7 @@ export type RefusalReason =
   | 'session_steps_exceeded'
   | 'budget_not_set'
   | 'rate_limited'
+  | 'loop_detected'
 
 export interface Refusal {
   ok: false
@@ -76,9 +93,14 @@ export interface Refusal {
   heldMicros?: Micros
   /** When the refusing window resets (budget_exceeded; rate_limited: the next UTC minute). */
   resetsAt?: Date
-  /** rate_limited: the key's requests per minute, and how many this minute has admitted. */
+  /**
+   * rate_limited: the key's requests per minute, and how many this minute has admitted. loop_detected:
+   * the loop limit in force, and how often the step was admitted before (its repeats).
+   */
   limitCount?: number
   count?: number
+  /** loop_detected: the repeated step's hash (never prompt text). */
+  step?: string
 }
 
 export type ReserveResult = { ok: true; reservation: Reservation } | Refusal
@@ -138,4 +160,8 @@ export interface BudgetChange {
   unlimited?: boolean
   /** Requests per UTC minute; 0 removes the rate limit. */
   rpm?: number
+  /** Loop limit; 0 turns the loop guard off (kept as 0, not removed). */
+  loopLimit?: number
+  /** Loop window in seconds; 0 goes back to the default. */
+  loopWindowSeconds?: number
 }

@@ -2,6 +2,7 @@ import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type Wi
 import { unknownKey, usageError } from './errors.js'
 import { NONE, formatTime, renderBar, renderTable } from './format.js'
 import { renderFields } from './keys.js'
+import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS } from '../loop/rule.js'
 import { AmountError, formatUsd, microsToUsd, parseCount, parseUsd } from '../money.js'
 
 /** `loopers budget …`: each command takes a KeyAdmin and returns the text to print on stdout. */
@@ -17,9 +18,12 @@ export interface BudgetFlags {
   sessionMaxSteps?: string
   unlimited?: boolean
   rpm?: string
+  loopLimit?: string
+  loopWindow?: string
 }
 
-const FLAG_LIST = '--minute, --hourly, --daily, --weekly, --monthly, --session, --session-max-steps, --rpm, --unlimited'
+const FLAG_LIST =
+  '--minute, --hourly, --daily, --weekly, --monthly, --session, --session-max-steps, --rpm, --loop-limit, --loop-window, --unlimited'
 
 /**
  * Turns `budget set` flags into a BudgetChange (0 removes a limit); usage error on a bad value, or on no
@@ -39,6 +43,10 @@ export function parseBudgetFlags(flags: BudgetFlags, optional = false): BudgetCh
   if (steps !== undefined) change.sessionMaxSteps = parsed('--session-max-steps', () => parseCount(steps, 'the step limit'))
   const rpm = flags.rpm
   if (rpm !== undefined) change.rpm = parsed('--rpm', () => parseCount(rpm, 'the request rate'))
+  const loopLimit = flags.loopLimit
+  if (loopLimit !== undefined) change.loopLimit = parsed('--loop-limit', () => parseCount(loopLimit, 'the loop limit'))
+  const loopWindow = flags.loopWindow
+  if (loopWindow !== undefined) change.loopWindowSeconds = parsed('--loop-window', () => parseCount(loopWindow, 'the loop window'))
   if (flags.unlimited === true) change.unlimited = true
   if (Object.keys(change).length === 0 && !optional) throw usageError(`budget set needs at least one of ${FLAG_LIST}`)
   return change
@@ -65,6 +73,7 @@ export async function setBudget(admin: KeyAdmin, hash: string, change: BudgetCha
       session_max_steps: record.sessionMaxSteps ?? null,
       unlimited: record.unlimited,
       rpm: record.rpm,
+      loop: loopJson(record),
     })
   }
   return [
@@ -73,6 +82,7 @@ export async function setBudget(admin: KeyAdmin, hash: string, change: BudgetCha
       ...WINDOW_NAMES.map((w) => [w, limitText(record.limits[w])] as const),
       ['session', sessionText(record)],
       ['rpm', record.rpm === null ? 'no rate limit' : `${record.rpm} requests per minute`],
+      ['loop guard', loopText(record)],
       ['unlimited', unlimitedText(record)],
     ]),
   ].join('\n')
@@ -124,6 +134,7 @@ export async function budgetStatus(admin: KeyAdmin, hash: string, json: boolean)
       windows: Object.fromEntries(WINDOW_NAMES.map((w) => [w, windowJson(windows[w])])),
       unlimited: record.unlimited,
       rate: rateJson(record, windows),
+      loop: loopJson(record),
     })
   }
   return renderStatus(record, windows)
@@ -164,6 +175,7 @@ export function renderStatus(record: KeyRecord, windows: Record<WindowName, Wind
     `Session defaults: ${sessionText(record)}`,
     `Without a window limit: ${unlimitedText(record)}`,
     `Request rate: ${rateText(record, windows)}`,
+    `Loop guard: ${loopText(record)}`,
   ].join('\n')
 }
 
@@ -178,6 +190,30 @@ function usdOrNull(micros: number | null | undefined): number | null {
 
 function limitText(micros: number | undefined): string {
   return micros === undefined ? 'no limit' : formatUsd(micros)
+}
+
+/** The loop guard settings of `budget status --json` and `budget set --json`: the limit in force (0 = off) and its window. */
+export interface LoopJson {
+  limit: number
+  window_seconds: number
+  /** True when the key leaves them at the defaults. */
+  default_limit: boolean
+  default_window: boolean
+}
+
+export function loopJson(record: KeyRecord): LoopJson {
+  return {
+    limit: record.loopLimit ?? DEFAULT_LOOP_LIMIT,
+    window_seconds: record.loopWindowSeconds ?? DEFAULT_LOOP_WINDOW_SECONDS,
+    default_limit: record.loopLimit === null,
+    default_window: record.loopWindowSeconds === null,
+  }
+}
+
+function loopText(record: KeyRecord): string {
+  const { limit, window_seconds: seconds } = loopJson(record)
+  if (limit === 0) return 'off (--loop-limit 0)'
+  return `a step may repeat ${limit} times within ${seconds} s${record.loopLimit === null ? ' (default)' : ''}`
 }
 
 /** This minute's admitted requests against the key's `--rpm`. */

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
 import { ConfigError, environmentHelp, loadConfig, loadDotEnv } from '../config.js'
 import { PROVIDER_IDS } from '../providers/types.js'
+import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS } from '../loop/rule.js'
 import { budgetStatus, parseBudgetFlags, setBudget, type BudgetFlags } from './budget.js'
 import { CliError, EXIT_FAILURE, EXIT_USAGE, serveFailed, usageError } from './errors.js'
 import { addExecCommand } from './exec.js'
@@ -182,6 +183,8 @@ function addLimitOptions(command: Command): Command {
     .option('--session <usd>', 'default budget of every session')
     .option('--session-max-steps <n>', 'default step limit of every session')
     .option('--rpm <n>', 'at most this many requests per UTC minute (0 removes the limit)')
+    .option('--loop-limit <n>', `repeats of one step a conversation may make before it is refused (default ${DEFAULT_LOOP_LIMIT}; 0 turns the loop guard off)`)
+    .option('--loop-window <seconds>', `the window in which repeats count (default ${DEFAULT_LOOP_WINDOW_SECONDS}; 0 goes back to it)`)
     .option('--unlimited', 'allow the key to spend without any window limit (a key with none is refused: budget_not_set)')
 }
 

@@ -5,6 +5,7 @@ import {
   budgetNotSet,
   invalidKey,
   keyRevoked,
+  loopDetected,
   providerNotAllowed,
   rateLimited,
   sessionBudgetExceeded,
@@ -32,6 +33,13 @@ export function refusalError(refusal: Refusal, provider: ProviderId, now: number
       const key = keyHash === '' ? '<key>' : keyHash.slice(0, 8)
       return budgetNotSet(
         `this Loopers key has no budget yet: set one with \`loopers budget set ${key} --daily USD\` (or mark it \`--unlimited\`)`,
+      )
+    }
+    case 'loop_detected': {
+      const repeats = refusal.count ?? 0
+      return loopDetected(
+        `loop detected: the same step (${refusal.step ?? '?'}) was already sent ${repeats} times in this conversation; the loop limit is ${refusal.limitCount ?? 0} repeats`,
+        { details: { step: refusal.step ?? null, repeats, loop_limit: refusal.limitCount ?? null } },
       )
     }
     case 'rate_limited': {

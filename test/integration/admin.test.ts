@@ -35,6 +35,8 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
         sessionMaxSteps: null,
         unlimited: false,
         rpm: null,
+        loopLimit: null,
+        loopWindowSeconds: null,
       })
       // The Redis store also indexes every key hash for listing.
       if (kind === 'redis') expect(await f.redis.sismember(KEY_INDEX, record.hash)).toBe(1)

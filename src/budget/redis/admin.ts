@@ -109,6 +109,12 @@ function budgetFields(change: BudgetChange): { set: Record<string, string>; remo
   apply('session_budget', change.sessionBudgetMicros)
   apply('session_max_steps', change.sessionMaxSteps)
   apply('rpm', change.rpm)
+  apply('loop_window', change.loopWindowSeconds)
+  // 0 is a loop limit (the guard off), not a removal: kept as written.
+  if (change.loopLimit !== undefined) {
+    if (!Number.isSafeInteger(change.loopLimit) || change.loopLimit < 0) throw new RangeError('loop_limit must be a non-negative integer')
+    set.loop_limit = String(change.loopLimit)
+  }
   if (change.unlimited !== undefined) apply('unlimited', change.unlimited ? 1 : 0)
   return { set, remove }
 }
@@ -130,6 +136,8 @@ function toRecord(hash: string, f: Record<string, string>): KeyRecord {
     sessionMaxSteps: f.session_max_steps === undefined ? null : Number(f.session_max_steps),
     unlimited: f.unlimited === '1',
     rpm: f.rpm === undefined ? null : Number(f.rpm),
+    loopLimit: f.loop_limit === undefined ? null : Number(f.loop_limit),
+    loopWindowSeconds: f.loop_window === undefined ? null : Number(f.loop_window),
   }
 }
 

@@ -29,6 +29,8 @@ interface KeyRecordRow {
   session_max_steps: number | null
   unlimited: number
   rpm: number | null
+  loop_limit: number | null
+  loop_window: number | null
 }
 
 const SELECT_KEY = 'SELECT * FROM keys'
@@ -121,6 +123,12 @@ function budgetColumns(change: BudgetChange): Array<[string, number | null]> {
   apply('session_budget', change.sessionBudgetMicros)
   apply('session_max_steps', change.sessionMaxSteps)
   apply('rpm', change.rpm)
+  apply('loop_window', change.loopWindowSeconds)
+  // 0 is a loop limit (the guard off), not a removal: kept as written.
+  if (change.loopLimit !== undefined) {
+    if (!Number.isSafeInteger(change.loopLimit) || change.loopLimit < 0) throw new RangeError('loop_limit must be a non-negative integer')
+    columns.push(['loop_limit', change.loopLimit])
+  }
   if (change.unlimited !== undefined) columns.push(['unlimited', change.unlimited ? 1 : 0])
   return columns
 }
@@ -142,5 +150,7 @@ function toRecord(row: KeyRecordRow): KeyRecord {
     sessionMaxSteps: row.session_max_steps,
     unlimited: row.unlimited === 1,
     rpm: row.rpm,
+    loopLimit: row.loop_limit,
+    loopWindowSeconds: row.loop_window,
   }
 }

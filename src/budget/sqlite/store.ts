@@ -14,11 +14,13 @@ import {
   assertReserveInput,
   DEFAULT_SESSION_TTL_SECONDS,
   lowest,
+  loopWindowMs,
   RESERVATION_TTL_SECONDS,
 } from '../validate.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 import type { Db } from './database.js'
 import * as rows from './rows.js'
+import { effectiveLoopLimit, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 
 export interface SqliteStoreOptions {
   /** Clock in ms since the epoch; decides the window periods and expiry. Default Date.now. */
@@ -91,9 +93,26 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         steps: stored?.steps ?? 0,
         spent: stored?.spent ?? 0,
         held: stored?.held ?? 0,
+        loop_limit: lowest(stored?.loop_limit ?? null, session.loopLimit ?? null),
       }
       // Every request with a session keeps it alive, admitted or not.
-      if (stored !== undefined || s.budget !== null || s.max_steps !== null) rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
+      if (stored !== undefined || s.budget !== null || s.max_steps !== null || s.loop_limit !== null) {
+        rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
+      }
+    }
+
+    // The loop guard (src/loop/README.md): a step admitted more than the limit within its window is refused.
+    const loop = input.loop ?? null
+    let loopEntry: { count: number; sinceMs: number; windowMs: number } | null = null
+    if (loop !== null) {
+      const windowMs = loopWindowMs(key.loop_window)
+      const found = rows.readLoopStep(db, hash, loop.scope, loop.step)
+      const live = found !== undefined && nowMs < found.since_ms + windowMs
+      loopEntry = { count: live ? found.count : 0, sinceMs: live ? found.since_ms : nowMs, windowMs }
+      const limit = effectiveLoopLimit(key.loop_limit, s?.loop_limit ?? null)
+      if (limit !== null && loopEntry.count > limit) {
+        return { ok: false, reason: 'loop_detected', step: loop.step, count: loopEntry.count, limitCount: limit }
+      }
     }
 
     // The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
@@ -123,6 +142,11 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     if (session !== null && s !== undefined) {
       rows.writeSession(db, hash, session.id, { ...s, steps: s.steps + 1, held: s.held + grant }, sessionExpiresAt)
       booked.push({ kind: 'session', id: session.id })
+    }
+    if (loop !== null && loopEntry !== null) {
+      const { count, sinceMs, windowMs } = loopEntry
+      rows.writeLoopStep(db, hash, loop.scope, loop.step, count + 1, sinceMs, sinceMs + windowMs)
+      if (count === 0) rows.trimLoopScope(db, hash, loop.scope, LOOP_STEPS_PER_SCOPE, windowMs, nowMs)
     }
     const bookedKeys = Object.freeze(booked.map(rows.bookedKey))
     rows.writeReservation(
