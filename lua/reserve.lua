@@ -30,7 +30,8 @@ ARGV[19]    default loop window seconds (a key without loop_window)
 ARGV[20]    steps kept per loop scope at most
 
 Returns one of
-  {'ok', grantedMicros}
+  {'ok', grantedMicros, remainingMicros}         remaining: what the tightest limited window or the session
+                                                 has left after this hold; '' when nothing is limited
   {'invalid_key'} | {'key_revoked'} | {'provider_not_allowed'}
   {'budget_not_set'}                             no window is limited and the key is not marked unlimited
   {'duplicate'}                                  the request id was used before (a fault, not a refusal)
@@ -113,8 +114,9 @@ if rpm then
   if count >= rpm then return {'rate_limited', rpm, count} end
 end
 
--- 4. Every limited window must hold minMicros; the grant shrinks to the tightest one.
---    Reaching a limit exactly is allowed: limit - used may equal the grant.
+-- 4. Every limited window must hold minMicros; the grant shrinks to the tightest one (room: what it
+--    has left before this request). Reaching a limit exactly is allowed: limit - used may equal the grant.
+local room = nil
 for i = 1, 5 do
   local limit = num(rec[2 + i])
   if limit then
@@ -123,6 +125,7 @@ for i = 1, 5 do
     local used = (num(p[1]) or 0) + held
     if limit - used < minMicros then return {'budget_exceeded', i, limit, used, held} end
     if limit - used < grant then grant = limit - used end
+    room = lowest(room, limit - used)
   end
 end
 
@@ -137,6 +140,7 @@ if hasSession then
     local used = (num(s[4]) or 0) + held
     if sessionBudget - used < minMicros then return {'session_budget_exceeded', sessionBudget, used, held} end
     if sessionBudget - used < grant then grant = sessionBudget - used end
+    room = lowest(room, sessionBudget - used)
   end
 end
 
@@ -181,4 +185,5 @@ end
 redis.call('HSET', KEYS[8], 'state', 'held', 'amount', int(grant), 'provider', ARGV[1],
   'booked', table.concat(booked, ' '), 'created_at', ARGV[14])
 redis.call('EXPIRE', KEYS[8], ARGV[13])
-return {'ok', grant}
+if room then return {'ok', grant, int(room - grant)} end
+return {'ok', grant, ''}

@@ -65,6 +65,11 @@ export interface Reservation {
   reservedMicros: Micros
   /** Opaque to callers: where the store booked the hold (five window periods, then the session if any). */
   readonly bookedKeys: readonly string[]
+  /**
+   * Set by reserve: what the tightest limited window or the session has left after this hold (settled
+   * spend and every hold counted); null when nothing is limited. Not updated by extend.
+   */
+  readonly remainingMicros?: Micros | null
 }
 
 export type RefusalReason =

@@ -84,7 +84,8 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     )
     if (reply[0] === 'ok') {
       const bookedKeys = Object.freeze(session === null ? periodKeys : [...periodKeys, sessionKeyName])
-      return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: int(reply[1]), bookedKeys } }
+      const remainingMicros = reply[2] === undefined || reply[2] === '' ? null : int(reply[2])
+      return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
     }
     // A reused request id means a caller bug or a racing abandon; admitting it could double-book.
     if (reply[0] === 'duplicate') throw new StoreUnavailableError(`request id ${input.requestId} was already used`)

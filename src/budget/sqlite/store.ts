@@ -52,9 +52,13 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return key.unlimited !== 1 && WINDOW_NAMES.every((window) => rows.limitOf(key, window) === null)
   }
 
-  /** Every limited window must hold `minMicros`; returns the grant shrunk to the tightest one, or the refusal. */
-  function fitWindows(hash: string, key: rows.KeyRow, periods: readonly { period: Period; id: string }[], minMicros: Micros, want: Micros, nowMs: number): Micros | Refusal {
+  /**
+   * Every limited window must hold `minMicros`; returns the grant shrunk to the tightest one and what that
+   * window had left before it (`room`, null when none is limited), or the refusal.
+   */
+  function fitWindows(hash: string, key: rows.KeyRow, periods: readonly { period: Period; id: string }[], minMicros: Micros, want: Micros, nowMs: number): { grant: Micros; room: Micros | null } | Refusal {
     let grant = want
+    let room: Micros | null = null
     for (const { period, id } of periods) {
       const limit = rows.limitOf(key, period.window)
       if (limit === null) continue
@@ -64,8 +68,9 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         return { ok: false, reason: 'budget_exceeded', window: period.window, limitMicros: limit, spentMicros: used, heldMicros: held, resetsAt: period.resetsAt }
       }
       grant = Math.min(grant, limit - used)
+      room = lowest(room, limit - used)
     }
-    return grant
+    return { grant, room }
   }
 
   function reserveTx(input: ReserveInput, nowMs: number): ReserveResult {
@@ -123,8 +128,9 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     }
 
     const fitted = fitWindows(hash, key, periods, input.minMicros, input.maxMicros, nowMs)
-    if (typeof fitted !== 'number') return fitted
-    let grant = fitted
+    if ('ok' in fitted) return fitted
+    let { grant } = fitted
+    let { room } = fitted
     if (session !== null && s !== undefined) {
       if (s.max_steps !== null && s.steps >= s.max_steps) return { ok: false, reason: 'session_steps_exceeded' }
       if (s.budget !== null) {
@@ -133,6 +139,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
           return { ok: false, reason: 'session_budget_exceeded', limitMicros: s.budget, spentMicros: used, heldMicros: s.held }
         }
         grant = Math.min(grant, s.budget - used)
+        room = lowest(room, s.budget - used)
       }
     }
 
@@ -156,7 +163,8 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       { state: 'held', amount: grant, provider: input.provider, booked: bookedKeys.join('\n'), charged: 0, createdAt: new Date(nowMs).toISOString() },
       nowMs + RESERVATION_TTL_MS,
     )
-    return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: grant, bookedKeys } }
+    const remainingMicros = room === null ? null : room - grant
+    return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: grant, bookedKeys, remainingMicros } }
   }
 
   async function reserve(input: ReserveInput): Promise<ReserveResult> {
@@ -185,8 +193,8 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         return [{ period, id: b.period }]
       })
       const fitted = fitWindows(hash, checked.key, periods, minMicros, wantMicros, nowMs)
-      if (typeof fitted !== 'number') return fitted
-      let grant = fitted
+      if ('ok' in fitted) return fitted
+      let grant = fitted.grant
       // The session budget (lowered by a new key default too). An expired session is not recreated.
       const sessionId = booked.find((b) => b.kind === 'session')?.id
       const s = sessionId === undefined ? undefined : rows.readSession(db, hash, sessionId, nowMs)
