@@ -50,9 +50,9 @@ describe.each(STORE_KINDS)('%s store: X-Loopers-Budget-Remaining-USD', (kind) =>
 
     // A refusal by the minute reports what that window has left.
     await proxy.admin.setBudget(hash, { limits: { minute: 1 } })
-    const refused = await client.chat.completions.create(body).catch((e: unknown) => e as InstanceType<typeof OpenAI.APIError>)
+    const refused: unknown = await client.chat.completions.create(body).catch((e: unknown) => e)
     expect(refused).toBeInstanceOf(OpenAI.RateLimitError)
-    expect((refused as InstanceType<typeof OpenAI.APIError>).headers.get(HEADER)).toBe('0.000000')
+    expect((refused as InstanceType<typeof OpenAI.APIError>).headers?.get(HEADER)).toBe('0.000000')
   })
 
   it('is the session budget when it is tighter, and absent when nothing is limited', async () => {
