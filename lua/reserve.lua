@@ -90,13 +90,17 @@ end
 -- 3a. The loop guard (src/loop/README.md): a step admitted more than loopLimit times within the
 --     window (counted from the step's first sighting) is refused. The key's limit (default ARGV[18],
 --     0 = off) is lowered by the session's.
+--     With the guard off (no limit in force) nothing is read or recorded.
 local hasLoop = ARGV[15] ~= ''
 local nowMs = tonumber(ARGV[16])
-local loopCount, loopSince, loopWindowMs
+local loopCount, loopSince, loopWindowMs, loopLimit
 if hasLoop then
   local keyLoop = num(rec[12]) or tonumber(ARGV[18])
-  local loopLimit = sessionLoop
+  loopLimit = sessionLoop
   if keyLoop ~= 0 then loopLimit = lowest(keyLoop, sessionLoop) end
+  if not loopLimit then hasLoop = false end
+end
+if hasLoop then
   loopWindowMs = (num(rec[13]) or tonumber(ARGV[19])) * 1000
   loopCount, loopSince = 0, nowMs
   local entry = redis.call('HGET', KEYS[9], ARGV[15])
@@ -104,7 +108,7 @@ if hasLoop then
     local c, since = string.match(entry, '^(%d+):(%d+)$')
     if c and nowMs < tonumber(since) + loopWindowMs then loopCount, loopSince = tonumber(c), tonumber(since) end
   end
-  if loopLimit and loopCount > loopLimit then return {'loop_detected', ARGV[15], loopCount, loopLimit} end
+  if loopCount > loopLimit then return {'loop_detected', ARGV[15], loopCount, loopLimit} end
 end
 
 -- 3b. The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.

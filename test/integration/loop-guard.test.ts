@@ -62,6 +62,10 @@ describe.each(STORE_KINDS)('%s store: loop guard', (kind) => {
     expect((await f.store.reserve(input(hash, 1, { loop }))).ok).toBe(true)
     expect((await f.admin.setBudget(hash, { loopLimit: 0 }))?.loopLimit).toBe(0)
     for (let i = 0; i < 30; i++) expect((await f.store.reserve(input(hash, 1, { loop }))).ok).toBe(true)
+    // Off records nothing: turned back on, the step goes on from its count while the guard was on (1).
+    await f.admin.setBudget(hash, { loopLimit: 1 })
+    expect((await f.store.reserve(input(hash, 1, { loop }))).ok).toBe(true)
+    expect(await f.store.reserve(input(hash, 1, { loop }))).toMatchObject({ reason: 'loop_detected', count: 2 })
   })
 
   it('a session header lowers the limit for the session, sticks even when refused, and never raises it', async () => {

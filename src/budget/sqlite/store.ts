@@ -107,16 +107,17 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     }
 
     // The loop guard (src/loop/README.md): a step admitted more than the limit within its window is refused.
+    // With the guard off (no limit in force) nothing is read or recorded.
     const loop = input.loop ?? null
+    const loopLimit = loop === null ? null : effectiveLoopLimit(key.loop_limit, s?.loop_limit ?? null)
     let loopEntry: { count: number; sinceMs: number; windowMs: number } | null = null
-    if (loop !== null) {
+    if (loop !== null && loopLimit !== null) {
       const windowMs = loopWindowMs(key.loop_window)
       const found = rows.readLoopStep(db, hash, loop.scope, loop.step)
       const live = found !== undefined && nowMs < found.since_ms + windowMs
       loopEntry = { count: live ? found.count : 0, sinceMs: live ? found.since_ms : nowMs, windowMs }
-      const limit = effectiveLoopLimit(key.loop_limit, s?.loop_limit ?? null)
-      if (limit !== null && loopEntry.count > limit) {
-        return { ok: false, reason: 'loop_detected', step: loop.step, count: loopEntry.count, limitCount: limit }
+      if (loopEntry.count > loopLimit) {
+        return { ok: false, reason: 'loop_detected', step: loop.step, count: loopEntry.count, limitCount: loopLimit }
       }
     }
 
