@@ -15,6 +15,9 @@ const arg = (name, fallback) => Number(process.argv.find((a) => a.startsWith(`--
 const N = arg('requests', 400)
 const ROUNDS = arg('rounds', 4)
 const CONCURRENCY = 8
+// --scopes=one (default): one conversation whose 256-step scope fills, then evicts on every request (the worst case);
+// --scopes=many: each request opens its own conversation (a read and a write per request, no eviction).
+const ONE_SCOPE = !process.argv.includes('--scopes=many')
 const TICKS = 100 // USER_HZ on Linux
 
 /** utime + stime of a process in ms, from /proc. */
@@ -25,7 +28,7 @@ function cpuMs(pid) {
 
 /** Request i of a conversation that grows by one exchange per request: never the same step twice. */
 function body(i) {
-  const messages = [{ role: 'system', content: 'You are a coding agent. '.repeat(20) }, { role: 'user', content: 'Fix the failing test in src/app.ts' }]
+  const messages = [{ role: 'system', content: 'You are a coding agent. '.repeat(20) }, { role: 'user', content: `Fix the failing test in src/app.ts${ONE_SCOPE ? '' : ` (${i})`}` }]
   for (let k = 0; k < 11; k++) {
     messages.push({ role: 'assistant', content: null, tool_calls: [{ id: `c${k}`, type: 'function', function: { name: 'read_file', arguments: JSON.stringify({ path: `src/f${k}.ts` }) } }] })
     messages.push({ role: 'tool', tool_call_id: `c${k}`, content: `export const v${k} = ${k};\n`.repeat(8) })
@@ -91,7 +94,7 @@ try {
   const perRequest = (ms) => (ms * 1000) / (ROUNDS * N)
   const on_ = perRequest(totals.on)
   const off_ = perRequest(totals.off)
-  console.log(JSON.stringify({ requests: ROUNDS * N, cpu_us_per_request: { guard_on: Math.round(on_), guard_off: Math.round(off_) }, overhead_pct: Math.round(((on_ - off_) / off_) * 1000) / 10 }))
+  console.log(JSON.stringify({ scopes: ONE_SCOPE ? 'one' : 'many', requests: ROUNDS * N, cpu_us_per_request: { guard_on: Math.round(on_), guard_off: Math.round(off_) }, overhead_pct: Math.round(((on_ - off_) / off_) * 1000) / 10 }))
 } finally {
   proxy.kill('SIGTERM')
   fake.server.close()
