@@ -81,7 +81,7 @@ async function measureCountStall(ctx) {
   const bigBody = { model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: prompt }] }
   const tokens = countChatTokens(bigBody, 'bench-model')
   const big = await ctx.admin.createKey('bench-count-stall', ['openai'])
-  await ctx.admin.setBudget(big.record.hash, { limits: { daily: Math.floor(tokens * 0.95) } })
+  await ctx.admin.setBudget(big.record.hash, { limits: { daily: Math.floor(tokens * 0.95) }, loopLimit: 0 })
   const forMs = (ms) => {
     const until = performance.now() + ms
     return () => performance.now() >= until
@@ -150,7 +150,7 @@ async function flood(ctx, kind, proxies, label = 'warm') {
   const costMicros = kind === 'embeddings' ? promptTokens : promptTokens + STREAM_TOKENS
   const budgetMicros = HOLDS * costMicros
   const { key, record } = await ctx.admin.createKey(`bench-flood-${kind}-${proxies.length}`, ['openai'])
-  await ctx.admin.setBudget(record.hash, { limits: { daily: budgetMicros } })
+  await ctx.admin.setBudget(record.hash, { limits: { daily: budgetMicros }, loopLimit: 0 })
   await ctx.fake.reset({ promptTokens, chunks: STREAM_TOKENS, chunkDelayMs: 1, word: 'x' })
 
   const request = requestPair(key, body, kind === 'embeddings' ? 'embeddings' : 'chat/completions').proxied

@@ -81,7 +81,7 @@ try {
   await ready(client)
   const admin = dist.admin.createKeyAdmin(client)
   const { key, record } = await admin.createKey('bench-latency', ['openai'])
-  await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET } })
+  await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET }, loopLimit: 0 })
   ctx = { quick, trials, pin: pinning.used, quietBudgetMs: initialQuietBudgetMs, fake, proxy, floor, redis: client, admin, key, startProxy: startProxyFor, log }
   for (const name of selected) {
     log(`${name}…`)

@@ -24,7 +24,7 @@ export async function stores(ctx) {
   try {
     const admin = createSqliteKeyAdmin(db)
     const { key, record } = await admin.createKey('bench-sqlite', ['openai'])
-    await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET } })
+    await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET }, loopLimit: 0 })
     const on = { redis: ctx, sqlite: { ...ctx, proxy, key, floor } }
     const out = { redis: {}, sqlite: {} }
     for (const store of ['redis', 'sqlite']) {

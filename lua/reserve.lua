@@ -2,11 +2,15 @@
 reserve: admit a request by holding between minMicros and maxMicros in all five window periods and
 the session, atomically, or hold nothing and say why. Money is integer micro-USD.
 
-KEYS[1]     key record hash       lp:{h}:key  (active, providers, lim:<window>, session_budget, session_max_steps)
-KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, daily, weekly, monthly (spent, held)
-KEYS[7]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held); a placeholder,
-                                  never touched, when ARGV[9] = '0'
+KEYS[1]     key record hash       lp:{h}:key  (active, providers, lim:<window>, session_budget, session_max_steps,
+                                  unlimited, rpm, loop_limit, loop_window)
+KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, daily, weekly, monthly (spent, held;
+                                  the minute's also requests: admitted requests)
+KEYS[7]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit); a
+                                  placeholder, never touched, when ARGV[9] = '0'
 KEYS[8]     reservation record    lp:{h}:r:<requestId>
+KEYS[9]     loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>'); a placeholder,
+                                  never touched, when ARGV[15] = ''
 
 ARGV[1]     provider id
 ARGV[2]     minMicros
@@ -18,14 +22,24 @@ ARGV[11]    session max steps the request asks for, or ''
 ARGV[12]    session TTL seconds
 ARGV[13]    reservation record TTL seconds
 ARGV[14]    current time, ISO 8601 (kept on the record for forensics)
+ARGV[15]    the request's loop step (16 hex chars), or '' for no loop check
+ARGV[16]    current time, ms since the epoch (loop windows)
+ARGV[17]    session loop limit the request asks for (X-Loopers-Loop-Limit), or ''
+ARGV[18]    default loop limit (a key without loop_limit)
+ARGV[19]    default loop window seconds (a key without loop_window)
+ARGV[20]    steps kept per loop scope at most
 
 Returns one of
-  {'ok', grantedMicros}
+  {'ok', grantedMicros, remainingMicros}         remaining: what the tightest limited window or the session
+                                                 has left after this hold; '' when nothing is limited
   {'invalid_key'} | {'key_revoked'} | {'provider_not_allowed'}
+  {'budget_not_set'}                             no window is limited and the key is not marked unlimited
   {'duplicate'}                                  the request id was used before (a fault, not a refusal)
   {'budget_exceeded', windowIndex 1..5, limitMicros, spentPlusHeldMicros, heldMicros}
   {'session_steps_exceeded', maxSteps, steps}
   {'session_budget_exceeded', budgetMicros, spentPlusHeldMicros, heldMicros}
+  {'rate_limited', rpm, requestsThisMinute}
+  {'loop_detected', step, repeats, loopLimit}
 ]]
 
 -- Lua numbers are doubles; how Redis turns one into a command argument differs between versions
@@ -39,14 +53,17 @@ local function lowest(a, b)
   return b
 end
 
--- 1. The key must exist, be active and allow this provider.
+-- 1. The key must exist, be active, allow this provider, and have a limit in some window or be
+--    marked unlimited.
 local rec = redis.call('HMGET', KEYS[1], 'active', 'providers',
-  'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly', 'lim:monthly', 'session_budget', 'session_max_steps')
+  'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly', 'lim:monthly', 'session_budget', 'session_max_steps',
+  'unlimited', 'rpm', 'loop_limit', 'loop_window')
 if not rec[1] then return {'invalid_key'} end
 if rec[1] ~= '1' then return {'key_revoked'} end
 if not string.find(',' .. (rec[2] or '') .. ',', ',' .. ARGV[1] .. ',', 1, true) then
   return {'provider_not_allowed'}
 end
+if rec[10] ~= '1' and not (rec[3] or rec[4] or rec[5] or rec[6] or rec[7]) then return {'budget_not_set'} end
 
 -- 2. A request id is used once: a held, settled or tombstoned record means a caller fault.
 if redis.call('EXISTS', KEYS[8]) == 1 then return {'duplicate'} end
@@ -58,18 +75,52 @@ local hasSession = ARGV[9] == '1'
 -- 3. The session's limits are the lowest of what it has, what this request asks and the key's
 --    defaults, so they can be lowered and never raised. A lowering sticks even when this request is
 --    refused (CONTRACT §4), and every request with a session keeps that session alive, admitted or not.
-local s, sessionBudget, sessionMaxSteps
+local s, sessionBudget, sessionMaxSteps, sessionLoop
 if hasSession then
-  s = redis.call('HMGET', KEYS[7], 'budget', 'max_steps', 'steps', 'spent', 'held')
+  s = redis.call('HMGET', KEYS[7], 'budget', 'max_steps', 'steps', 'spent', 'held', 'loop_limit')
   sessionBudget = lowest(lowest(num(s[1]), num(ARGV[10])), num(rec[8]))
   sessionMaxSteps = lowest(lowest(num(s[2]), num(ARGV[11])), num(rec[9]))
+  sessionLoop = lowest(num(s[6]), num(ARGV[17]))
   if sessionBudget and sessionBudget ~= num(s[1]) then redis.call('HSET', KEYS[7], 'budget', int(sessionBudget)) end
   if sessionMaxSteps and sessionMaxSteps ~= num(s[2]) then redis.call('HSET', KEYS[7], 'max_steps', int(sessionMaxSteps)) end
+  if sessionLoop and sessionLoop ~= num(s[6]) then redis.call('HSET', KEYS[7], 'loop_limit', int(sessionLoop)) end
   if redis.call('EXISTS', KEYS[7]) == 1 then redis.call('EXPIRE', KEYS[7], ARGV[12]) end
 end
 
--- 4. Every limited window must hold minMicros; the grant shrinks to the tightest one.
---    Reaching a limit exactly is allowed: limit - used may equal the grant.
+-- 3a. The loop guard (src/loop/README.md): a step admitted more than loopLimit times within the
+--     window (counted from the step's first sighting) is refused. The key's limit (default ARGV[18],
+--     0 = off) is lowered by the session's.
+--     With the guard off (no limit in force) nothing is read or recorded.
+local hasLoop = ARGV[15] ~= ''
+local nowMs = tonumber(ARGV[16])
+local loopCount, loopSince, loopWindowMs, loopLimit
+if hasLoop then
+  local keyLoop = num(rec[12]) or tonumber(ARGV[18])
+  loopLimit = sessionLoop
+  if keyLoop ~= 0 then loopLimit = lowest(keyLoop, sessionLoop) end
+  if not loopLimit then hasLoop = false end
+end
+if hasLoop then
+  loopWindowMs = (num(rec[13]) or tonumber(ARGV[19])) * 1000
+  loopCount, loopSince = 0, nowMs
+  local entry = redis.call('HGET', KEYS[9], ARGV[15])
+  if entry then
+    local c, since = string.match(entry, '^(%d+):(%d+)$')
+    if c and nowMs < tonumber(since) + loopWindowMs then loopCount, loopSince = tonumber(c), tonumber(since) end
+  end
+  if loopCount > loopLimit then return {'loop_detected', ARGV[15], loopCount, loopLimit} end
+end
+
+-- 3b. The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
+local rpm = num(rec[11])
+if rpm then
+  local count = num(redis.call('HGET', KEYS[2], 'requests')) or 0
+  if count >= rpm then return {'rate_limited', rpm, count} end
+end
+
+-- 4. Every limited window must hold minMicros; the grant shrinks to the tightest one (room: what it
+--    has left before this request). Reaching a limit exactly is allowed: limit - used may equal the grant.
+local room = nil
 for i = 1, 5 do
   local limit = num(rec[2 + i])
   if limit then
@@ -78,6 +129,7 @@ for i = 1, 5 do
     local used = (num(p[1]) or 0) + held
     if limit - used < minMicros then return {'budget_exceeded', i, limit, used, held} end
     if limit - used < grant then grant = limit - used end
+    room = lowest(room, limit - used)
   end
 end
 
@@ -92,10 +144,13 @@ if hasSession then
     local used = (num(s[4]) or 0) + held
     if sessionBudget - used < minMicros then return {'session_budget_exceeded', sessionBudget, used, held} end
     if sessionBudget - used < grant then grant = sessionBudget - used end
+    room = lowest(room, sessionBudget - used)
   end
 end
 
--- 6. Admitted: hold the grant in every window period (limited or not, so status shows all spend).
+-- 6. Admitted: hold the grant in every window period (limited or not, so status shows all spend),
+--    and count the request in the minute.
+redis.call('HINCRBY', KEYS[2], 'requests', 1)
 for i = 1, 5 do
   redis.call('HINCRBY', KEYS[1 + i], 'held', int(grant))
   redis.call('EXPIRE', KEYS[1 + i], ARGV[3 + i])
@@ -110,9 +165,29 @@ if hasSession then
   booked[6] = KEYS[7]
 end
 
+-- 7b. The loop step counts one more admitted request; a scope keeps at most ARGV[20] steps (expired
+--     ones go first, then the oldest) and expires a window after its last write.
+if hasLoop then
+  redis.call('HSET', KEYS[9], ARGV[15], int(loopCount + 1) .. ':' .. int(loopSince))
+  if loopCount == 0 and redis.call('HLEN', KEYS[9]) > tonumber(ARGV[20]) then
+    local all = redis.call('HGETALL', KEYS[9])
+    local live = {}
+    for i = 1, #all, 2 do
+      local since = tonumber(string.match(all[i + 1], ':(%d+)$') or '0')
+      if nowMs >= since + loopWindowMs then redis.call('HDEL', KEYS[9], all[i]) else live[#live + 1] = {all[i], since} end
+    end
+    if #live > tonumber(ARGV[20]) then
+      table.sort(live, function(a, b) if a[2] ~= b[2] then return a[2] < b[2] end return a[1] < b[1] end)
+      for i = 1, #live - tonumber(ARGV[20]) do redis.call('HDEL', KEYS[9], live[i][1]) end
+    end
+  end
+  redis.call('PEXPIRE', KEYS[9], loopWindowMs)
+end
+
 -- 8. The reservation record: what is held and where, so extend, settle and abandon need no lookups.
 --    Its TTL outlives every period key, so a hold is never released by expiry.
 redis.call('HSET', KEYS[8], 'state', 'held', 'amount', int(grant), 'provider', ARGV[1],
   'booked', table.concat(booked, ' '), 'created_at', ARGV[14])
 redis.call('EXPIRE', KEYS[8], ARGV[13])
-return {'ok', grant}
+if room then return {'ok', grant, int(room - grant)} end
+return {'ok', grant, ''}

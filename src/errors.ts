@@ -13,6 +13,9 @@ export type PublicErrorCode =
   | 'budget_exceeded'
   | 'session_budget_exceeded'
   | 'session_steps_exceeded'
+  | 'budget_not_set'
+  | 'rate_limited'
+  | 'loop_detected'
   | 'budget_unavailable'
   | 'upstream_unreachable'
   | 'upstream_timeout'
@@ -71,6 +74,12 @@ export const budgetExceeded = coded('LP_ERR_BUDGET_WINDOW', 'budget_exceeded', 4
 export const sessionBudgetExceeded = coded('LP_ERR_BUDGET_SESSION', 'session_budget_exceeded', 429)
 /** The session used all its steps. 429. */
 export const sessionStepsExceeded = coded('LP_ERR_BUDGET_STEPS', 'session_steps_exceeded', 429)
+/** The key has no limit in any window and is not marked `--unlimited`. 403. */
+export const budgetNotSet = coded('LP_ERR_BUDGET_NOT_SET', 'budget_not_set', 403)
+/** The key's requests per UTC minute (`--rpm`) are used up. 429 with Retry-After, retryable. */
+export const rateLimited = coded('LP_ERR_RATE_LIMITED', 'rate_limited', 429)
+/** The conversation repeated one step more often than the loop limit allows. 429, not retryable. */
+export const loopDetected = coded('LP_ERR_LOOP_DETECTED', 'loop_detected', 429)
 /** Redis unreachable, slow or erroring: fail closed. 503. */
 export const budgetUnavailable = coded('LP_ERR_STORE_UNAVAILABLE', 'budget_unavailable', 503)
 /** Upstream refused the connection or broke before answering. 502. */

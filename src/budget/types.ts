@@ -17,6 +17,14 @@ export interface KeyRecord {
   /** Key-level defaults applied to every session; null = none. */
   sessionBudgetMicros: Micros | null
   sessionMaxSteps: number | null
+  /** Marked `budget set --unlimited`: may spend without any window limit (else such a key is refused, budget_not_set). */
+  unlimited: boolean
+  /** Admitted requests per UTC minute (`--rpm`); null = no rate limit. */
+  rpm: number | null
+  /** Repeats of one step a conversation may make (`--loop-limit`); null = DEFAULT_LOOP_LIMIT, 0 = guard off. */
+  loopLimit: number | null
+  /** The loop guard's window in seconds (`--loop-window`); null = DEFAULT_LOOP_WINDOW_SECONDS. */
+  loopWindowSeconds: number | null
 }
 
 /** Session limits a request asks for (header values); null fields leave the session as it is. */
@@ -24,6 +32,16 @@ export interface SessionRequest {
   id: string
   budgetMicros: Micros | null
   maxSteps: number | null
+  /** `X-Loopers-Loop-Limit`: lowers the session's loop limit (0 = no repeat), never raises it; null/absent leaves it. */
+  loopLimit?: number | null
+}
+
+/** The loop guard's view of a request (src/loop/README.md): where its state lives and which step it takes. */
+export interface LoopCheck {
+  /** `loopScope(sessionId, fingerprint)`: "s:<session id>" or "c:<conversation>". */
+  scope: string
+  /** 16 hex chars. */
+  step: string
 }
 
 export interface ReserveInput {
@@ -36,6 +54,8 @@ export interface ReserveInput {
   /** The worst case; grant as much of it as fits, at least `minMicros`. */
   maxMicros: Micros
   session: SessionRequest | null
+  /** The loop fingerprint of a conversation request; null/absent: no loop check. */
+  loop?: LoopCheck | null
 }
 
 /** A held reservation. `reservedMicros` grows with each successful extend. */
@@ -45,6 +65,11 @@ export interface Reservation {
   reservedMicros: Micros
   /** Opaque to callers: where the store booked the hold (five window periods, then the session if any). */
   readonly bookedKeys: readonly string[]
+  /**
+   * Set by reserve: what the tightest limited window or the session has left after this hold (settled
+   * spend and every hold counted); null when nothing is limited. Not updated by extend.
+   */
+  readonly remainingMicros?: Micros | null
 }
 
 export type RefusalReason =
@@ -54,6 +79,9 @@ export type RefusalReason =
   | 'budget_exceeded'
   | 'session_budget_exceeded'
   | 'session_steps_exceeded'
+  | 'budget_not_set'
+  | 'rate_limited'
+  | 'loop_detected'
 
 export interface Refusal {
   ok: false
@@ -68,8 +96,16 @@ export interface Refusal {
    * a refusal whose holds alone block the request may pass once they settle.
    */
   heldMicros?: Micros
-  /** When the refusing window resets (budget_exceeded only). */
+  /** When the refusing window resets (budget_exceeded; rate_limited: the next UTC minute). */
   resetsAt?: Date
+  /**
+   * rate_limited: the key's requests per minute, and how many this minute has admitted. loop_detected:
+   * the loop limit in force, and how often the step was admitted before (its repeats).
+   */
+  limitCount?: number
+  count?: number
+  /** loop_detected: the repeated step's hash (never prompt text). */
+  step?: string
 }
 
 export type ReserveResult = { ok: true; reservation: Reservation } | Refusal
@@ -103,12 +139,14 @@ export interface WindowStatus {
   spentMicros: Micros
   heldMicros: Micros
   resetsAt: Date
+  /** Requests admitted in this period (kept for the minute window, where `--rpm` applies; else absent). */
+  requests?: number
 }
 
 /** Key and budget administration, used by the CLI. */
 export interface KeyAdmin {
-  /** Stores a new key record; returns the raw key once. */
-  createKey(name: string, providers: ProviderId[]): Promise<{ key: string; record: KeyRecord }>
+  /** Stores a new key record with the limits of `budget` (as setBudget applies them); returns the raw key once. */
+  createKey(name: string, providers: ProviderId[], budget?: BudgetChange): Promise<{ key: string; record: KeyRecord }>
   listKeys(): Promise<KeyRecord[]>
   getKey(hash: string): Promise<KeyRecord | null>
   /** Returns false when no such key exists. */
@@ -123,4 +161,12 @@ export interface BudgetChange {
   limits?: Partial<Record<WindowName, Micros>>
   sessionBudgetMicros?: Micros
   sessionMaxSteps?: number
+  /** True marks the key `--unlimited`, false clears the mark; a limit flag leaves it as it is. */
+  unlimited?: boolean
+  /** Requests per UTC minute; 0 removes the rate limit. */
+  rpm?: number
+  /** Loop limit; 0 turns the loop guard off (kept as 0, not removed). */
+  loopLimit?: number
+  /** Loop window in seconds; 0 goes back to the default. */
+  loopWindowSeconds?: number
 }

@@ -3,6 +3,7 @@
  * A failed check is a caller bug: RangeError, never a refusal.
  */
 import type { Micros } from '../money.js'
+import { DEFAULT_LOOP_WINDOW_SECONDS } from '../loop/rule.js'
 import type { ReserveInput } from './types.js'
 
 /** Reservation records outlive the longest period (31-day month + 1-day grace), so no hold expires early. */
@@ -22,6 +23,21 @@ export function assertReserveInput(input: ReserveInput): void {
   if (session !== null && !SESSION_ID.test(session.id)) throw new RangeError('session id must be 1–128 of [A-Za-z0-9._:-]')
   if (session?.budgetMicros != null) assertMicros('session.budgetMicros', session.budgetMicros)
   if (session?.maxSteps != null) assertMicros('session.maxSteps', session.maxSteps)
+  if (session?.loopLimit != null) assertMicros('session.loopLimit', session.loopLimit)
+  const { loop } = input
+  if (loop != null) {
+    if (!/^[0-9a-f]{16}$/.test(loop.step)) throw new RangeError('loop.step must be 16 hex chars')
+    if (!LOOP_SCOPE.test(loop.scope)) throw new RangeError('loop.scope must be s:<session id> or c:<16 hex chars>')
+    if (loop.scope.startsWith('s:') && loop.scope !== `s:${session?.id ?? ''}`) throw new RangeError('a session loop scope needs that session')
+  }
+}
+
+/** `loopScope` values: a session (s:<id>) or a conversation (c:<16 hex chars>). */
+const LOOP_SCOPE = /^(s:[A-Za-z0-9._:-]{1,128}|c:[0-9a-f]{16})$/
+
+/** The loop guard's window in ms for a key's `--loop-window` (null: the default). */
+export function loopWindowMs(seconds: number | null): number {
+  return (seconds ?? DEFAULT_LOOP_WINDOW_SECONDS) * 1000
 }
 
 export function assertMicros(name: string, v: Micros): void {

@@ -46,8 +46,7 @@ export async function runDemo(print: Print): Promise<void> {
     server = await startServer(config, createLogger('silent'))
     await waitForHealth(server.url)
     const { key, hash } = await withKeyAdmin(config, async (admin) => {
-      const { key, record } = await admin.createKey('demo-agent', ['openai'])
-      await admin.setBudget(record.hash, { limits: { daily: DAILY_LIMIT_MICROS } })
+      const { key, record } = await admin.createKey('demo-agent', ['openai'], { limits: { daily: DAILY_LIMIT_MICROS } })
       return { key, hash: record.hash }
     })
 

@@ -1,4 +1,4 @@
-import type { KeyAdmin, KeyRecord } from '../budget/types.js'
+import type { BudgetChange, KeyAdmin, KeyRecord } from '../budget/types.js'
 import { PROVIDER_IDS, isProviderId, type ProviderId } from '../providers/types.js'
 import { unknownKey, usageError } from './errors.js'
 import { formatStoredTime, renderTable } from './format.js'
@@ -45,10 +45,31 @@ export function keyJson(record: KeyRecord): { hash: string; name: string; provid
   }
 }
 
-/** `keys create`: stores a new key and returns its one-time announcement (JSON object with `key` first, or prose). */
-export async function createKey(admin: KeyAdmin, name: string, providers: ProviderId[], json: boolean): Promise<string> {
-  const { key, record } = await admin.createKey(name, providers)
-  if (json) return JSON.stringify({ key, ...keyJson(record) })
+/** How `keys create` prints the new key: prose, one JSON object, or shell lines (`LOOPERS_KEY=…`, `LOOPERS_HASH=…`). */
+export type CreateFormat = 'human' | 'json' | 'env'
+
+/**
+ * `keys create`: stores a new key with its first limits and returns its one-time announcement. With
+ * `env` the result is the shell lines, and `announce` gets the prose (the CLI prints it on stderr).
+ */
+export async function createKey(
+  admin: KeyAdmin,
+  name: string,
+  providers: ProviderId[],
+  budget: BudgetChange,
+  format: CreateFormat,
+  announce: (text: string) => void = () => undefined,
+): Promise<string> {
+  const { key, record } = await admin.createKey(name, providers, budget)
+  if (format === 'json') return JSON.stringify({ key, ...keyJson(record) })
+  const prose = announcement(key, record)
+  if (format === 'human') return prose
+  announce(prose)
+  return [`LOOPERS_KEY=${key}`, `LOOPERS_HASH=${record.hash}`].join('\n')
+}
+
+function announcement(key: string, record: KeyRecord): string {
+  const limited = record.unlimited || Object.keys(record.limits).length > 0
   return [
     `Created key "${record.name}".`,
     '',
@@ -62,6 +83,9 @@ export async function createKey(admin: KeyAdmin, name: string, providers: Provid
       ['providers', record.providers.join(', ')],
       ['created', formatStoredTime(record.createdAt)],
     ]),
+    ...(limited
+      ? []
+      : ['', `It has no budget yet and is refused until one is set: loopers budget set ${record.hash.slice(0, 8)} --daily USD (or --unlimited).`]),
   ].join('\n')
 }
 

@@ -2,8 +2,9 @@ import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
 import { ConfigError, environmentHelp, loadConfig, loadDotEnv } from '../config.js'
 import { PROVIDER_IDS } from '../providers/types.js'
+import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS } from '../loop/rule.js'
 import { budgetStatus, parseBudgetFlags, setBudget, type BudgetFlags } from './budget.js'
-import { CliError, EXIT_FAILURE, EXIT_USAGE, serveFailed } from './errors.js'
+import { CliError, EXIT_FAILURE, EXIT_USAGE, serveFailed, usageError } from './errors.js'
 import { addExecCommand } from './exec.js'
 import { createKey, listKeys, normaliseHash, parseName, parseProviders, revokeKey } from './keys.js'
 import { storeNote, withKeyAdmin } from './store.js'
@@ -115,16 +116,22 @@ function buildProgram(io: Io, onServing: () => void): Command {
     })
 
   const keys = program.command('keys').description('create, list and revoke proxy keys')
-  keys
+  const create = keys
     .command('create')
     .description('create a proxy key; its raw value is printed once and never stored')
     .requiredOption('--name <name>', 'a label for the key')
     .requiredOption('--provider <ids>', `allowed providers, comma-separated (${PROVIDER_IDS.join(', ')})`, collect)
+  addLimitOptions(create)
     .option('--json', 'print one JSON object')
-    .action(async (opts: { name: string; provider: string[]; json?: boolean }) => {
+    .option('--env', 'print LOOPERS_KEY=… and LOOPERS_HASH=… lines (the usual text goes to stderr)')
+    .action(async (opts: BudgetFlags & { name: string; provider: string[]; json?: boolean; env?: boolean }) => {
       const name = parseName(opts.name)
       const providers = parseProviders(opts.provider)
-      out(await withKeyAdmin(loadConfig(), (admin) => createKey(admin, name, providers, opts.json === true)), opts.json)
+      const change = parseBudgetFlags(opts, true)
+      if (opts.json === true && opts.env === true) throw usageError('--json and --env cannot be used together')
+      const format = opts.json === true ? 'json' : opts.env === true ? 'env' : 'human'
+      const text = await withKeyAdmin(loadConfig(), (admin) => createKey(admin, name, providers, change, format, io.err))
+      out(text, format !== 'human')
     })
   keys
     .command('list')
@@ -142,17 +149,11 @@ function buildProgram(io: Io, onServing: () => void): Command {
     })
 
   const budget = program.command('budget').description("set and inspect a key's budget")
-  budget
+  const set = budget
     .command('set')
     .description('set limits in USD; 0 removes a limit (at least one flag)')
     .argument('<hash>', 'the key hash')
-    .option('--minute <usd>', 'limit per UTC minute')
-    .option('--hourly <usd>', 'limit per UTC hour')
-    .option('--daily <usd>', 'limit per UTC day')
-    .option('--weekly <usd>', 'limit per ISO week (from Monday 00:00 UTC)')
-    .option('--monthly <usd>', 'limit per UTC calendar month')
-    .option('--session <usd>', 'default budget of every session')
-    .option('--session-max-steps <n>', 'default step limit of every session')
+  addLimitOptions(set)
     .option('--json', 'print the resulting limits as JSON')
     .action(async (hash: string, opts: BudgetFlags & { json?: boolean }) => {
       const change = parseBudgetFlags(opts)
@@ -169,6 +170,22 @@ function buildProgram(io: Io, onServing: () => void): Command {
 
   addExecCommand(program)
   return program
+}
+
+/** The limit flags of `budget set`, which `keys create` takes too. */
+function addLimitOptions(command: Command): Command {
+  return command
+    .option('--minute <usd>', 'limit per UTC minute')
+    .option('--hourly <usd>', 'limit per UTC hour')
+    .option('--daily <usd>', 'limit per UTC day')
+    .option('--weekly <usd>', 'limit per ISO week (from Monday 00:00 UTC)')
+    .option('--monthly <usd>', 'limit per UTC calendar month')
+    .option('--session <usd>', 'default budget of every session')
+    .option('--session-max-steps <n>', 'default step limit of every session')
+    .option('--rpm <n>', 'at most this many requests per UTC minute (0 removes the limit)')
+    .option('--loop-limit <n>', `repeats of one step a conversation may make before it is refused (default ${DEFAULT_LOOP_LIMIT}; 0 turns the loop guard off)`)
+    .option('--loop-window <seconds>', `the window in which repeats count (default ${DEFAULT_LOOP_WINDOW_SECONDS}; 0 goes back to it)`)
+    .option('--unlimited', 'allow the key to spend without any window limit (a key with none is refused: budget_not_set)')
 }
 
 /** Accumulates a repeatable option's values. */

@@ -45,7 +45,7 @@ export function readSession(headers: IncomingHttpHeaders, path: PathSession | nu
     if (!/^\d{1,9}$/.test(steps) || Number(steps) < 1) throw invalidRequest('X-Loopers-Session-Max-Steps must be a positive integer')
     maxSteps = Number(steps)
   }
-  return { id, budgetMicros, maxSteps }
+  return { id, budgetMicros, maxSteps, ...(loopLimit === null ? {} : { loopLimit }) }
 }
 
 /**

@@ -18,7 +18,7 @@ import { meterStream } from '../stream/meter.js'
 import { createOutputCounter } from '../tokens/output-counter.js'
 import { loweredOutputCap, type ReservationPlan } from './plan.js'
 import { refusalError } from './refusal.js'
-import { toErrorInfo } from './respond.js'
+import { REMAINING_HEADER, toErrorInfo, usdHeader } from './respond.js'
 import type { Summary } from './summary.js'
 import type { Target } from './target.js'
 import type { UpstreamClient, UpstreamResponse } from './upstream.js'
@@ -160,6 +160,8 @@ export function createForwarder(deps: ForwardDeps) {
       summary.status = response.status
       const headers = relayableResponseHeaders(response.headers)
       if (lowered !== null) headers['x-loopers-max-tokens'] = String(lowered)
+      const remaining = reservation.remainingMicros ?? null
+      if (remaining !== null) headers[REMAINING_HEADER] = usdHeader(remaining)
 
       if (response.status >= 400) {
         // Providers do not bill refused requests (unless the adapter says so): refund, relay the error unchanged.

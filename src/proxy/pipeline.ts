@@ -15,6 +15,8 @@ import {
   StoreUnavailableError,
 } from '../errors.js'
 import { findDuplicateKey } from '../http/json-keys.js'
+import { fingerprintRequest } from '../loop/fingerprint.js'
+import { loopScope } from '../loop/rule.js'
 import { unsafePathReason } from '../http/upstream-url.js'
 import { cachedKeyHash, isProxyKey } from '../keys.js'
 import type { Price, PricingTable } from '../pricing/types.js'
@@ -142,8 +144,11 @@ export function createPipeline(deps: PipelineDeps) {
       const referenced = (extra?.tokens ?? 0) + (referencesProviderContent(body) ? REFERENCED_CONTEXT_TOKENS : 0)
       const feeMicros = toolFees(adapter.id, extra?.toolCalls ?? {})
       const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia) + referenced, Number.MAX_SAFE_INTEGER)
+      // The loop guard reads the conversation's opening and newest step (bounded work, src/loop/README.md).
+      const fingerprint = fingerprintRequest(adapter.loopShape?.(route) ?? null, body)
+      const loop = fingerprint === null ? null : { scope: loopScope(session?.id ?? null, fingerprint), step: fingerprint.step }
       const requestId = randomUUID()
-      const reserveInput = { keyHash, provider: adapter.id, requestId, session }
+      const reserveInput = { keyHash, provider: adapter.id, requestId, session, loop }
       const admit = await admitRequest({
         keyHash,
         plan: planReservation(facts, price, bound, config.streamSliceTokens, feeMicros),
@@ -162,7 +167,7 @@ export function createPipeline(deps: PipelineDeps) {
       })
       const plan = admit.plan
       const result = admit.result
-      if (!result.ok) throw refusalError(result, adapter.id, now(), blockedByHolds(result, plan.minMicros))
+      if (!result.ok) throw refusalError(result, adapter.id, now(), blockedByHolds(result, plan.minMicros), keyHash)
       const reservation = result.reservation
       summary.inputBound = plan.inputTokens
       summary.reservedUsd = microsToUsd(reservation.reservedMicros)

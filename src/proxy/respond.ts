@@ -3,6 +3,14 @@ import type { ProxyError } from '../errors.js'
 import { compatErrorBody } from '../providers/openai-compat.js'
 import type { ErrorInfo, ProviderAdapter } from '../providers/types.js'
 
+/** What the tightest limited window or the session has left after this request's hold (CONTRACT §4). */
+export const REMAINING_HEADER = 'x-loopers-budget-remaining-usd'
+
+/** A micro-USD amount as the header's decimal USD (never negative, six decimals). */
+export function usdHeader(micros: number): string {
+  return (Math.max(0, micros) / 1_000_000).toFixed(6)
+}
+
 // SDKs retry 429s on their own; past a minute of waiting a retry only burns the client's time.
 const LONGEST_USEFUL_RETRY_SECONDS = 60
 
@@ -18,10 +26,15 @@ export function sendError(reply: FastifyReply, adapter: ProviderAdapter | null, 
   const info = toErrorInfo(error)
   reply.code(error.status).header('x-loopers-error-code', error.code).header('content-type', 'application/json')
   if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds))
+  // A budget refusal knows what its window or session has left (settled spend and holds counted).
+  const { limit_usd: limit, spent_usd: spent } = error.details ?? {}
+  if (typeof limit === 'number' && typeof spent === 'number') reply.header(REMAINING_HEADER, usdHeader(Math.round((limit - spent) * 1_000_000)))
   const hopeless =
     // A session refusal with a Retry-After was caused by other requests' holds: retrying helps.
     (error.code === 'session_budget_exceeded' && error.retryAfterSeconds === undefined) ||
     error.code === 'session_steps_exceeded' ||
+    error.code === 'budget_not_set' ||
+    error.code === 'loop_detected' ||
     (error.code === 'budget_exceeded' && (error.retryAfterSeconds ?? 0) > LONGEST_USEFUL_RETRY_SECONDS)
   if (hopeless) reply.header('x-should-retry', 'false')
   if (adapter?.errorHeaders) reply.headers(adapter.errorHeaders(info))

@@ -44,7 +44,7 @@ beforeEach(() => {
 })
 
 async function keyWithDaily(provider: 'openai' | 'anthropic', daily: number | null): Promise<{ key: string; hash: string }> {
-  const { key, record } = await proxy.admin.createKey(`admission-${provider}`, [provider])
+  const { key, record } = await proxy.admin.createKey(`admission-${provider}`, [provider], { unlimited: true, loopLimit: 0 })
   if (daily !== null) await proxy.admin.setBudget(record.hash, { limits: { daily } })
   return { key, hash: record.hash }
 }

@@ -186,7 +186,7 @@ describe('errors in Anthropic shape raise the SDK typed errors', () => {
     await expect(client({ apiKey: 'sk-ant-not-a-proxy-key' }).messages.create(ask)).rejects.toBeInstanceOf(Anthropic.AuthenticationError)
     await proxy.admin.revokeKey(hash)
     await expect(client().messages.create(ask)).rejects.toMatchObject({ status: 401, type: 'key_revoked' })
-    const other = await proxy.admin.createKey('openai only', ['openai'])
+    const other = await proxy.admin.createKey('openai only', ['openai'], { unlimited: true })
     const foreign = client({ apiKey: other.key }).messages.create(ask)
     await expect(foreign).rejects.toBeInstanceOf(Anthropic.PermissionDeniedError)
     await expect(client({ apiKey: other.key }).messages.create(ask)).rejects.toMatchObject({ type: 'provider_not_allowed' })

@@ -256,7 +256,7 @@ describe('errors the SDK raises as typed exceptions', () => {
       .catch((e: unknown) => e)
     expect(unknown).toBeInstanceOf(BedrockRuntimeServiceException)
     expect(unknown).toMatchObject({ name: 'UnrecognizedClientException', code: 'invalid_key', $metadata: { httpStatusCode: 401 } })
-    const other = await proxy.admin.createKey('openai only', ['openai'])
+    const other = await proxy.admin.createKey('openai only', ['openai'], { unlimited: true })
     await expect(client({ accessKeyId: other.key }).send(new ConverseCommand(converseInput(NOVA, 64)))).rejects.toBeInstanceOf(AccessDeniedException)
     const unpriced = await client()
       .send(new ConverseCommand(converseInput('amazon.nova-unknown-v9:0', 64)))

@@ -136,6 +136,9 @@ describe('loopers CLI (built)', () => {
         limits_usd: { minute: null, hourly: 10, daily: 2.000001, weekly: null, monthly: 100.5 },
         session_budget_usd: 0.25,
         session_max_steps: 40,
+        unlimited: false,
+        rpm: null,
+        loop: { limit: 10, window_seconds: 600, default_limit: true, default_window: true },
       })
     })
 
@@ -145,7 +148,8 @@ describe('loopers CLI (built)', () => {
       const after = Date.now()
       expect(r.code, r.stderr).toBe(0)
       const status = JSON.parse(r.stdout) as { hash: string; windows: Record<string, Record<string, unknown>> }
-      expect(Object.keys(status).sort()).toEqual(['hash', 'windows'])
+      // The contract's {hash, windows}, plus the added key settings (unlimited, request rate, loop guard).
+      expect(Object.keys(status).sort()).toEqual(['hash', 'loop', 'rate', 'unlimited', 'windows'])
       expect(status.hash).toBe(jsonKey.hash)
       expect(Object.keys(status.windows)).toEqual([...WINDOW_NAMES])
       const limits = { minute: null, hourly: 10, daily: 2.000001, weekly: null, monthly: 100.5 }

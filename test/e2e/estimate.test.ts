@@ -22,7 +22,7 @@ afterAll(async () => {
 })
 
 async function keyWithDailyLimit(micros: number): Promise<{ sdk: OpenAI; hash: string }> {
-  const { key, record } = await proxy.admin.createKey('estimate', ['openai'])
+  const { key, record } = await proxy.admin.createKey('estimate', ['openai'], { unlimited: true })
   await proxy.admin.setBudget(record.hash, { limits: { daily: micros } })
   const sdk = new OpenAI({ apiKey: key, baseURL: `${proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
   return { sdk, hash: record.hash }

@@ -144,7 +144,7 @@ describe('fail closed', () => {
     }
     await eventually(async () => (await fetch(`${proxy.url}/health`)).status === 200, 'store back', 10_000)
     // Redis restarted without persistence: recreate the key and serve normally again.
-    const created = await proxy.admin.createKey('after', ['openai'])
+    const created = await proxy.admin.createKey('after', ['openai'], { unlimited: true })
     key = created.key
     hash = created.record.hash
     const ok = await client().embeddings.create({ model: 'embed-test', input: 'x' })

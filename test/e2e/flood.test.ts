@@ -160,7 +160,7 @@ async function runFlood(flood: Flood, stream: boolean, proxyCount: number) {
   fake.ledger.length = 0
   const cost = flood.promptTokens + OUT
   const budget = flood.holds * cost
-  const { key, record } = await admin.createKey(`flood-${flood.provider}-${stream}-${proxyCount}`, [flood.provider as never])
+  const { key, record } = await admin.createKey(`flood-${flood.provider}-${stream}-${proxyCount}`, [flood.provider as never], { unlimited: true, loopLimit: 0 })
   await admin.setBudget(record.hash, { limits: { daily: budget } })
   const path = stream ? streamPath(flood) : flood.path
   const body = JSON.stringify(flood.body(stream))

@@ -160,7 +160,7 @@ describe('@google/genai through the proxy', () => {
     expect(unknown.status).toBe(401)
     expect(JSON.parse(unknown.message)).toMatchObject({ error: { code: 401, status: 'UNAUTHENTICATED', details: [{ reason: 'invalid_key' }] } })
     expect((await refused(client({ apiKey: 'AIza-not-a-proxy-key' }))).status).toBe(401)
-    const other = await proxy.admin.createKey('openai only', ['openai'])
+    const other = await proxy.admin.createKey('openai only', ['openai'], { unlimited: true })
     const foreign = await refused(client({ apiKey: other.key }))
     expect(foreign.status).toBe(403)
     expect(foreign.message).toContain('PERMISSION_DENIED')

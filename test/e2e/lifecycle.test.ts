@@ -18,7 +18,7 @@ afterAll(async () => {
 })
 
 async function keyFor(proxy: TestProxy): Promise<{ key: string; hash: string }> {
-  const created = await proxy.admin.createKey('lifecycle', ['openai'])
+  const created = await proxy.admin.createKey('lifecycle', ['openai'], { unlimited: true })
   await proxy.admin.setBudget(created.record.hash, { limits: { daily: 1_000_000 } })
   return { key: created.key, hash: created.record.hash }
 }

@@ -173,7 +173,7 @@ describe('@mistralai/mistralai through the proxy', () => {
       .catch((e: unknown) => e)
     expect((unknown as MistralError).statusCode).toBe(401)
     expect(JSON.parse((unknown as MistralError).body)).toMatchObject({ object: 'error', code: 'invalid_key' })
-    const other = await proxy.admin.createKey('openai only', ['openai'])
+    const other = await proxy.admin.createKey('openai only', ['openai'], { unlimited: true })
     const foreign = await mistral({ apiKey: other.key })
       .chat.complete({ model: 'mistral-test', messages: HI })
       .catch((e: unknown) => e)

@@ -148,7 +148,7 @@ describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
       const revoked = client().chat.completions.create({ model: 'gpt-test', messages: [] })
       await expect(revoked).rejects.toBeInstanceOf(OpenAI.AuthenticationError)
       await expect(client().chat.completions.create({ model: 'gpt-test', messages: [] })).rejects.toMatchObject({ code: 'key_revoked' })
-      const other = await proxy.admin.createKey('anthropic only', ['anthropic'])
+      const other = await proxy.admin.createKey('anthropic only', ['anthropic'], { unlimited: true })
       await expect(client({ apiKey: other.key }).chat.completions.create({ model: 'gpt-test', messages: [] })).rejects.toBeInstanceOf(
         OpenAI.PermissionDeniedError,
       )

@@ -46,7 +46,7 @@ async function flood(proxies: ProxyProcess[], key: string): Promise<number[]> {
 }
 
 async function floodAndCheck(proxies: ProxyProcess[], admin: KeyAdmin, created?: { key: string; record: { hash: string } }): Promise<void> {
-  const { key, record } = created ?? (await admin.createKey(`flood-${randomUUID()}`, ['openai']))
+  const { key, record } = created ?? (await admin.createKey(`flood-${randomUUID()}`, ['openai'], { unlimited: true, loopLimit: 0 }))
   await admin.setBudget(record.hash, { limits: { daily: ADMITTED * COST } })
   const before = fake.received.length
   const statuses = await flood(proxies, key)
@@ -115,7 +115,7 @@ describe('a three-master Redis Cluster', () => {
     // Pick one key per master: a key's budget data lives in the slot of its {hash} tag.
     const byMaster = new Map<string, { key: string; record: { hash: string } }>()
     for (let i = 0; i < 60 && byMaster.size < 3; i++) {
-      const created = await admin.createKey(`flood-${i}`, ['openai'])
+      const created = await admin.createKey(`flood-${i}`, ['openai'], { unlimited: true, loopLimit: 0 })
       const slot = Number(await cluster.call('CLUSTER', 'KEYSLOT', `{${created.record.hash}}`))
       const master = cluster.slots[slot]?.[0]
       if (master !== undefined && !byMaster.has(master)) byMaster.set(master, created)

@@ -45,7 +45,7 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
 
   describe('proxy killed with SIGKILL mid-stream', () => {
     it('leaves the hold booked (conservative), and a new process on the same store serves and settles; nothing settled is lost', async () => {
-      const { key, record } = await admin.createKey('crash', ['openai'])
+      const { key, record } = await admin.createKey('crash', ['openai'], { unlimited: true })
       const hash = record.hash
       await admin.setBudget(hash, { limits: { daily: 1_000_000 } })
       const first = await serve()

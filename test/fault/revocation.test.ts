@@ -31,7 +31,7 @@ afterAll(async () => {
 beforeEach(async () => {
   upstream.plan = { chunks: 500, chunkDelayMs: 5 }
   upstream.exchanges.length = 0
-  const created = await proxy.admin.createKey('revocation', ['openai'])
+  const created = await proxy.admin.createKey('revocation', ['openai'], { unlimited: true })
   key = created.key
   hash = created.record.hash
   await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })

@@ -45,7 +45,7 @@ const every = (totals: { spent: number; held: number }): Record<WindowName, { sp
 describe('a stream that spans the end of every window', () => {
   it('extends and settles in the periods it was reserved in; the new periods show no phantom spend', async () => {
     clock.set(BEFORE)
-    const { key, record } = await proxy.admin.createKey('rollover', ['openai'])
+    const { key, record } = await proxy.admin.createKey('rollover', ['openai'], { unlimited: true })
     const hash = record.hash
     await proxy.admin.setBudget(hash, { limits: { minute: 100_000, hourly: 100_000, daily: 100_000, weekly: 100_000, monthly: 100_000 } })
     const sdk = new OpenAI({ apiKey: key, baseURL: `${proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })

@@ -45,7 +45,7 @@ afterAll(async () => {
 beforeEach(async () => {
   upstream.plan = {}
   upstream.exchanges.length = 0
-  const created = await proxy.admin.createKey('upstream-faults', ['openai'])
+  const created = await proxy.admin.createKey('upstream-faults', ['openai'], { unlimited: true })
   key = created.key
   hash = created.record.hash
   await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })

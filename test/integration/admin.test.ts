@@ -33,6 +33,10 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
         limits: {},
         sessionBudgetMicros: null,
         sessionMaxSteps: null,
+        unlimited: false,
+        rpm: null,
+        loopLimit: null,
+        loopWindowSeconds: null,
       })
       // The Redis store also indexes every key hash for listing.
       if (kind === 'redis') expect(await f.redis.sismember(KEY_INDEX, record.hash)).toBe(1)
@@ -61,7 +65,7 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       await f.store.settle(r2.reservation, 1)
       const status = await f.admin.status(record.hash)
       expect(status).toEqual({
-        minute: { limitMicros: 7, spentMicros: 1, heldMicros: 5, resetsAt: new Date('2026-05-04T12:01:00.000Z') },
+        minute: { limitMicros: 7, spentMicros: 1, heldMicros: 5, requests: 2, resetsAt: new Date('2026-05-04T12:01:00.000Z') },
         hourly: { limitMicros: null, spentMicros: 1, heldMicros: 5, resetsAt: new Date('2026-05-04T13:00:00.000Z') },
         daily: { limitMicros: null, spentMicros: 1, heldMicros: 5, resetsAt: new Date('2026-05-05T00:00:00.000Z') },
         weekly: { limitMicros: null, spentMicros: 1, heldMicros: 5, resetsAt: new Date('2026-05-11T00:00:00.000Z') },

@@ -55,7 +55,7 @@ const input = (keyHash: string, micros: number, requestId = randomUUID()): Reser
 
 describe('on a Redis Cluster', () => {
   it('runs every budget operation and the admin round trip', async () => {
-    const { record } = await admin.createKey('cluster', ['openai'])
+    const { record } = await admin.createKey('cluster', ['openai'], { unlimited: true })
     expect(await admin.setBudget(record.hash, { limits: { daily: 1_000 } })).not.toBeNull()
     expect((await admin.listKeys()).map((k) => k.hash)).toContain(record.hash)
 
@@ -77,7 +77,7 @@ describe('on a Redis Cluster', () => {
   })
 
   it('fails closed when the node dies and serves again after it returns', async () => {
-    const { record } = await admin.createKey('cluster-outage', ['openai'])
+    const { record } = await admin.createKey('cluster-outage', ['openai'], { unlimited: true })
     await server.kill()
     const started = performance.now()
     await expect(store.reserve(input(record.hash, 1))).rejects.toBeInstanceOf(StoreUnavailableError)

@@ -16,7 +16,7 @@ describe('embedded store WAL checkpoints', () => {
     const opened = await openStore(loadConfig({ LOOPERS_DB: path }), { housekeeping: true })
     try {
       expect(await opened.ready(2_000)).toBe(true)
-      const { record } = await opened.keys.createKey('ckpt', ['openai'])
+      const { record } = await opened.keys.createKey('ckpt', ['openai'], { unlimited: true })
       await new Promise((r) => setTimeout(r, 1_200))
       const size = statSync(path).size
       const started = performance.now()

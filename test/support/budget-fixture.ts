@@ -63,7 +63,10 @@ export interface BudgetFixture {
   store: BudgetStore
   admin: KeyAdmin
   clock: Clock
-  /** A new key allowed for `providers` (default openai) with the given budget; returns its hash. */
+  /**
+   * A new key allowed for `providers` (default openai) with the given budget; returns its hash. It is
+   * marked `unlimited` (a key with no limit is refused: budget_not_set) unless `change` says `unlimited: false`.
+   */
   newKey(change?: BudgetChange, providers?: ProviderId[]): Promise<string>
   /** spent/held of a window's period at the clock's current time (or at `atIso`). */
   period(hash: string, window: WindowName, atIso?: string): Promise<Counters>
@@ -102,7 +105,7 @@ export async function createBudgetFixture(target: TestStore | string, opts: Fixt
     },
     clock,
     async newKey(change = {}, providers = ['openai']) {
-      const { record } = await parts.admin.createKey('test', providers)
+      const { record } = await parts.admin.createKey('test', providers, { unlimited: true })
       if (Object.keys(change).length > 0) await parts.admin.setBudget(record.hash, change)
       return record.hash
     },

@@ -10,14 +10,19 @@ import { daily, summaries, type Totals } from './fault-checks.js'
 import type { Received } from './fake-server.js'
 import { eventually, type TestProxy } from './proxy.js'
 
-/** Creates a key for `providers` and, when given, sets its `limits`; returns the raw key and its hash. */
+/**
+ * Creates a key for `providers` and, when given, sets its `limits`; returns the raw key and its hash.
+ * The key is marked `unlimited` (a key without limits is refused: budget_not_set) and its loop guard is
+ * off: these suites send one request many times at once (floods), which the guard rightly reads as a
+ * loop; the loop guard has suites of its own (test/integration/loop-guard, test/e2e/loop-guard).
+ */
 export async function createTestKey(
   proxy: TestProxy,
   name: string,
   providers: ProviderId[],
   limits?: Partial<Record<WindowName, Micros>>,
 ): Promise<{ key: string; hash: string }> {
-  const created = await proxy.admin.createKey(name, providers)
+  const created = await proxy.admin.createKey(name, providers, { unlimited: true, loopLimit: 0 })
   if (limits !== undefined) await proxy.admin.setBudget(created.record.hash, { limits })
   return { key: created.key, hash: created.record.hash }
 }

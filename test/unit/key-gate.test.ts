@@ -10,7 +10,7 @@ const adapters = createAdapters(loadConfig({}))
 const URL_OPENAI = '/openai/v1/chat/completions'
 
 function record(key: string, overrides: Partial<KeyRecord> = {}): KeyRecord {
-  return { hash: hashKey(key), name: 'k', providers: ['openai'], active: true, createdAt: '', limits: {}, sessionBudgetMicros: null, sessionMaxSteps: null, ...overrides }
+  return { hash: hashKey(key), name: 'k', providers: ['openai'], active: true, createdAt: '', limits: {}, sessionBudgetMicros: null, sessionMaxSteps: null, unlimited: false, rpm: null, loopLimit: null, loopWindowSeconds: null, ...overrides }
 }
 
 /** A gate over an in-memory key table that counts lookups. */

@@ -21,32 +21,20 @@ const limitField = (window: WindowName): string => `lim:${window}`
 export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): KeyAdmin {
   const now = opts.now ?? Date.now
 
-  async function createKey(name: string, providers: ProviderId[]): Promise<{ key: string; record: KeyRecord }> {
+  async function createKey(name: string, providers: ProviderId[], budget: BudgetChange = {}): Promise<{ key: string; record: KeyRecord }> {
     if (name.trim() === '') throw new RangeError('a key needs a name')
     if (providers.length === 0) throw new RangeError('a key needs at least one provider')
     for (const p of providers) if (!isProviderId(p)) throw new RangeError(`unknown provider: ${String(p)}`)
+    const limits = budgetFields(budget)
     const key = generateKey()
-    const record: KeyRecord = {
-      hash: hashKey(key),
-      name,
-      providers: [...new Set(providers)],
-      active: true,
-      createdAt: new Date(now()).toISOString(),
-      limits: {},
-      sessionBudgetMicros: null,
-      sessionMaxSteps: null,
-    }
+    const hash = hashKey(key)
+    const fields = { name, providers: [...new Set(providers)].join(','), active: '1', created_at: new Date(now()).toISOString(), ...limits.set }
     await run('create key', async () => {
-      // Record first: an index entry must never name a missing record. (Different slots: no MULTI.)
-      await redis.hset(recordKey(record.hash), {
-        name: record.name,
-        providers: record.providers.join(','),
-        active: '1',
-        created_at: record.createdAt,
-      })
-      await redis.sadd(KEY_INDEX, record.hash)
+      // Record first, limits in the same write: an index entry must never name a missing record. (Different slots: no MULTI.)
+      await redis.hset(recordKey(hash), fields)
+      await redis.sadd(KEY_INDEX, hash)
     })
-    return { key, record }
+    return { key, record: toRecord(hash, fields) }
   }
 
   async function getKey(hash: string): Promise<KeyRecord | null> {
@@ -70,17 +58,7 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
   }
 
   async function setBudget(hash: string, change: BudgetChange): Promise<KeyRecord | null> {
-    const set: Record<string, string> = {}
-    const remove: string[] = []
-    const apply = (field: string, value: number | undefined): void => {
-      if (value === undefined) return
-      if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${field} must be a non-negative integer`)
-      if (value === 0) remove.push(field)
-      else set[field] = String(value)
-    }
-    for (const window of WINDOW_NAMES) apply(limitField(window), change.limits?.[window])
-    apply('session_budget', change.sessionBudgetMicros)
-    apply('session_max_steps', change.sessionMaxSteps)
+    const { set, remove } = budgetFields(change)
     if ((await getKey(hash)) === null) return null
     await run('set budget', async () => {
       if (Object.keys(set).length > 0) await redis.hset(recordKey(hash), set)
@@ -96,7 +74,9 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
     const entries = await Promise.all(
       WINDOW_NAMES.map(async (window): Promise<[WindowName, WindowStatus]> => {
         const period = periodOf(window, nowMs)
-        const [spent, held] = await run('read status', () => redis.hmget(periodKey(hash, window, period.id), 'spent', 'held'))
+        const [spent, held, requests] = await run('read status', () =>
+          redis.hmget(periodKey(hash, window, period.id), 'spent', 'held', 'requests'),
+        )
         return [
           window,
           {
@@ -104,6 +84,7 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
             spentMicros: Number(spent ?? 0),
             heldMicros: Number(held ?? 0),
             resetsAt: period.resetsAt,
+            ...(window === 'minute' ? { requests: Number(requests ?? 0) } : {}),
           },
         ]
       }),
@@ -112,6 +93,30 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
   }
 
   return { createKey, listKeys, getKey, revokeKey, setBudget, status }
+}
+
+/** The record fields a budget change writes (`set`) and removes (`remove`: a 0 removes a limit). */
+function budgetFields(change: BudgetChange): { set: Record<string, string>; remove: string[] } {
+  const set: Record<string, string> = {}
+  const remove: string[] = []
+  const apply = (field: string, value: number | undefined): void => {
+    if (value === undefined) return
+    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${field} must be a non-negative integer`)
+    if (value === 0) remove.push(field)
+    else set[field] = String(value)
+  }
+  for (const window of WINDOW_NAMES) apply(limitField(window), change.limits?.[window])
+  apply('session_budget', change.sessionBudgetMicros)
+  apply('session_max_steps', change.sessionMaxSteps)
+  apply('rpm', change.rpm)
+  apply('loop_window', change.loopWindowSeconds)
+  // 0 is a loop limit (the guard off), not a removal: kept as written.
+  if (change.loopLimit !== undefined) {
+    if (!Number.isSafeInteger(change.loopLimit) || change.loopLimit < 0) throw new RangeError('loop_limit must be a non-negative integer')
+    set.loop_limit = String(change.loopLimit)
+  }
+  if (change.unlimited !== undefined) apply('unlimited', change.unlimited ? 1 : 0)
+  return { set, remove }
 }
 
 function toRecord(hash: string, f: Record<string, string>): KeyRecord {
@@ -129,6 +134,10 @@ function toRecord(hash: string, f: Record<string, string>): KeyRecord {
     limits,
     sessionBudgetMicros: f.session_budget === undefined ? null : Number(f.session_budget),
     sessionMaxSteps: f.session_max_steps === undefined ? null : Number(f.session_max_steps),
+    unlimited: f.unlimited === '1',
+    rpm: f.rpm === undefined ? null : Number(f.rpm),
+    loopLimit: f.loop_limit === undefined ? null : Number(f.loop_limit),
+    loopWindowSeconds: f.loop_window === undefined ? null : Number(f.loop_window),
   }
 }
 

@@ -33,3 +33,13 @@ export function noSessionKey(hash: string): string {
 export function reservationKey(hash: string, requestId: string): string {
   return `${prefix(hash)}:r:${requestId}`
 }
+
+/** The loop guard's state of one scope (`s:<session>` or `c:<conversation>`): field <step> = "<count>:<sinceMs>". */
+export function loopKey(hash: string, scope: string): string {
+  return `${prefix(hash)}:loop:${scope}`
+}
+
+/** Placeholder in the loop position of the reserve script's KEYS when the request has no loop check; never written. */
+export function noLoopKey(hash: string): string {
+  return `${prefix(hash)}:noloop`
+}

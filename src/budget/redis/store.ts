@@ -8,7 +8,8 @@ import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
-import { noSessionKey, periodKey, recordKey, reservationKey, sessionKey } from './redis-keys.js'
+import { loopKey, noLoopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey } from './redis-keys.js'
+import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 import type {
   BudgetStore,
   ExtendResult,
@@ -45,7 +46,7 @@ interface BudgetCommands {
 type Reply = [string, ...(string | number)[]]
 
 const SCRIPTS = [
-  ['lpReserve', 'reserve', 8],
+  ['lpReserve', 'reserve', 9],
   ['lpExtend', 'extend', 8],
   ['lpSettle', 'settle', 8],
   ['lpAbandon', 'abandon', 1],
@@ -63,6 +64,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   async function reserve(input: ReserveInput): Promise<ReserveResult> {
     assertReserveInput(input)
     const { keyHash: hash, session } = input
+    const loop = input.loop ?? null
     if (!isKeyHash(hash)) return { ok: false, reason: 'invalid_key' }
 
     const nowMs = now()
@@ -72,15 +74,18 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const reply = await run('reserve', () =>
       cmd.lpReserve(
         recordKey(hash), ...periodKeys, sessionKeyName, reservationKey(hash, input.requestId),
+        loop === null ? noLoopKey(hash) : loopKey(hash, loop.scope),
         input.provider, input.minMicros, input.maxMicros,
         ...periods.map((p) => p.ttlSeconds),
         session === null ? '0' : '1', session?.budgetMicros ?? '', session?.maxSteps ?? '',
         sessionTtlSeconds, RESERVATION_TTL_SECONDS, new Date(nowMs).toISOString(),
+        loop?.step ?? '', nowMs, session?.loopLimit ?? '', DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE,
       ),
     )
     if (reply[0] === 'ok') {
       const bookedKeys = Object.freeze(session === null ? periodKeys : [...periodKeys, sessionKeyName])
-      return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: int(reply[1]), bookedKeys } }
+      const remainingMicros = reply[2] === undefined || reply[2] === '' ? null : int(reply[2])
+      return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
     }
     // A reused request id means a caller bug or a racing abandon; admitting it could double-book.
     if (reply[0] === 'duplicate') throw new StoreUnavailableError(`request id ${input.requestId} was already used`)
@@ -185,10 +190,15 @@ function refusal(reply: Reply, periods: Period[]): Refusal {
     case 'invalid_key':
     case 'key_revoked':
     case 'provider_not_allowed':
+    case 'budget_not_set':
     case 'session_steps_exceeded':
       return { ok: false, reason }
     case 'session_budget_exceeded':
       return { ok: false, reason, limitMicros: int(a), spentMicros: int(b), heldMicros: int(c) }
+    case 'loop_detected':
+      return { ok: false, reason, step: String(a), count: int(b), limitCount: int(c) }
+    case 'rate_limited':
+      return { ok: false, reason, limitCount: int(a), count: int(b), resetsAt: (periods[0] as Period).resetsAt }
     case 'budget_exceeded': {
       const period = periods[int(a) - 1]
       if (period === undefined) break

@@ -7,7 +7,7 @@ import { isProviderId, type ProviderId } from '../../providers/types.js'
 import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
 import { periodOf } from '../windows.js'
 import type { Db } from './database.js'
-import { readPeriod } from './rows.js'
+import { readPeriod, readRequests } from './rows.js'
 
 export interface SqliteAdminOptions {
   /** Clock in ms since the epoch (creation time, current periods). Default Date.now. */
@@ -27,6 +27,10 @@ interface KeyRecordRow {
   lim_monthly: number | null
   session_budget: number | null
   session_max_steps: number | null
+  unlimited: number
+  rpm: number | null
+  loop_limit: number | null
+  loop_window: number | null
 }
 
 const SELECT_KEY = 'SELECT * FROM keys'
@@ -35,30 +39,26 @@ const SELECT_KEY = 'SELECT * FROM keys'
 export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): KeyAdmin {
   const now = opts.now ?? Date.now
 
-  async function createKey(name: string, providers: ProviderId[]): Promise<{ key: string; record: KeyRecord }> {
+  async function createKey(name: string, providers: ProviderId[], budget: BudgetChange = {}): Promise<{ key: string; record: KeyRecord }> {
     if (name.trim() === '') throw new RangeError('a key needs a name')
     if (providers.length === 0) throw new RangeError('a key needs at least one provider')
     for (const p of providers) if (!isProviderId(p)) throw new RangeError(`unknown provider: ${String(p)}`)
+    const columns = budgetColumns(budget).filter(([, value]) => value !== null)
     const key = generateKey()
-    const record: KeyRecord = {
-      hash: hashKey(key),
-      name,
-      providers: [...new Set(providers)],
-      active: true,
-      createdAt: new Date(now()).toISOString(),
-      limits: {},
-      sessionBudgetMicros: null,
-      sessionMaxSteps: null,
-    }
+    const hash = hashKey(key)
     await db.transaction('create key', () => {
-      db.statement('INSERT INTO keys (hash, name, providers, active, created_at) VALUES (?, ?, ?, 1, ?)').run(
-        record.hash,
-        record.name,
-        record.providers.join(','),
-        record.createdAt,
+      // Column names come from the fixed list in budgetColumns, never from input.
+      const names = ['hash', 'name', 'providers', 'active', 'created_at', ...columns.map(([c]) => c)]
+      db.statement(`INSERT INTO keys (${names.join(', ')}) VALUES (${names.map(() => '?').join(', ')})`).run(
+        hash,
+        name,
+        [...new Set(providers)].join(','),
+        1,
+        new Date(now()).toISOString(),
+        ...columns.map(([, v]) => v),
       )
     })
-    return { key, record }
+    return { key, record: read(hash) as KeyRecord }
   }
 
   function read(hash: string): KeyRecord | null {
@@ -79,15 +79,7 @@ export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): Key
   }
 
   async function setBudget(hash: string, change: BudgetChange): Promise<KeyRecord | null> {
-    const columns: Array<[string, number | null]> = []
-    const apply = (column: string, value: number | undefined): void => {
-      if (value === undefined) return
-      if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${column} must be a non-negative integer`)
-      columns.push([column, value === 0 ? null : value])
-    }
-    for (const window of WINDOW_NAMES) apply(`lim_${window}`, change.limits?.[window])
-    apply('session_budget', change.sessionBudgetMicros)
-    apply('session_max_steps', change.sessionMaxSteps)
+    const columns = budgetColumns(change)
     if (!isKeyHash(hash)) return null
     const found = await db.transaction('set budget', () => {
       if (db.statement('SELECT 1 FROM keys WHERE hash = ?').get(hash) === undefined) return false
@@ -110,12 +102,35 @@ export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): Key
     const entries = WINDOW_NAMES.map((window): [WindowName, WindowStatus] => {
       const period = periodOf(window, nowMs)
       const { spent, held } = db.read('read status', () => readPeriod(db, hash, window, period.id, nowMs))
-      return [window, { limitMicros: record.limits[window] ?? null, spentMicros: spent, heldMicros: held, resetsAt: period.resetsAt }]
+      const requests = window === 'minute' ? { requests: db.read('read status', () => readRequests(db, hash, window, period.id, nowMs)) } : {}
+      return [window, { limitMicros: record.limits[window] ?? null, spentMicros: spent, heldMicros: held, resetsAt: period.resetsAt, ...requests }]
     })
     return Object.fromEntries(entries) as Record<WindowName, WindowStatus>
   }
 
   return { createKey, listKeys, getKey: async (hash) => read(hash), revokeKey, setBudget, status }
+}
+
+/** The key columns a budget change writes; null clears one (a 0 removes a limit). */
+function budgetColumns(change: BudgetChange): Array<[string, number | null]> {
+  const columns: Array<[string, number | null]> = []
+  const apply = (column: string, value: number | undefined): void => {
+    if (value === undefined) return
+    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${column} must be a non-negative integer`)
+    columns.push([column, value === 0 ? null : value])
+  }
+  for (const window of WINDOW_NAMES) apply(`lim_${window}`, change.limits?.[window])
+  apply('session_budget', change.sessionBudgetMicros)
+  apply('session_max_steps', change.sessionMaxSteps)
+  apply('rpm', change.rpm)
+  apply('loop_window', change.loopWindowSeconds)
+  // 0 is a loop limit (the guard off), not a removal: kept as written.
+  if (change.loopLimit !== undefined) {
+    if (!Number.isSafeInteger(change.loopLimit) || change.loopLimit < 0) throw new RangeError('loop_limit must be a non-negative integer')
+    columns.push(['loop_limit', change.loopLimit])
+  }
+  if (change.unlimited !== undefined) columns.push(['unlimited', change.unlimited ? 1 : 0])
+  return columns
 }
 
 function toRecord(row: KeyRecordRow): KeyRecord {
@@ -133,5 +148,9 @@ function toRecord(row: KeyRecordRow): KeyRecord {
     limits,
     sessionBudgetMicros: row.session_budget,
     sessionMaxSteps: row.session_max_steps,
+    unlimited: row.unlimited === 1,
+    rpm: row.rpm,
+    loopLimit: row.loop_limit,
+    loopWindowSeconds: row.loop_window,
   }
 }

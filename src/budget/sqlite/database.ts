@@ -41,17 +41,23 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS keys (
   hash TEXT PRIMARY KEY, name TEXT NOT NULL, providers TEXT NOT NULL, active INTEGER NOT NULL, created_at TEXT NOT NULL,
   lim_minute INTEGER, lim_hourly INTEGER, lim_daily INTEGER, lim_weekly INTEGER, lim_monthly INTEGER,
-  session_budget INTEGER, session_max_steps INTEGER
+  session_budget INTEGER, session_max_steps INTEGER, unlimited INTEGER NOT NULL DEFAULT 0, rpm INTEGER,
+  loop_limit INTEGER, loop_window INTEGER
 ) STRICT;
 CREATE TABLE IF NOT EXISTS periods (
   hash TEXT NOT NULL, win TEXT NOT NULL, period TEXT NOT NULL,
-  spent INTEGER NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+  spent INTEGER NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL, requests INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (hash, win, period)
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
   hash TEXT NOT NULL, id TEXT NOT NULL, budget INTEGER, max_steps INTEGER,
-  steps INTEGER NOT NULL, spent INTEGER NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+  steps INTEGER NOT NULL, spent INTEGER NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL, loop_limit INTEGER,
   PRIMARY KEY (hash, id)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS loops (
+  hash TEXT NOT NULL, scope TEXT NOT NULL, step TEXT NOT NULL, count INTEGER NOT NULL, since_ms INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  PRIMARY KEY (hash, scope, step)
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reservations (
   hash TEXT NOT NULL, request_id TEXT NOT NULL, state TEXT NOT NULL, amount INTEGER NOT NULL, provider TEXT NOT NULL,
@@ -169,13 +175,33 @@ function open(path: string, busyTimeoutMs: number): DatabaseSync {
     db.exec('PRAGMA synchronous = NORMAL')
     // After a checkpoint lets the WAL start over, a WAL that grew under load is cut back to this.
     db.exec('PRAGMA journal_size_limit = 16777216')
-    inTransaction(db, () => db.exec(SCHEMA))
+    inTransaction(db, () => {
+      db.exec(SCHEMA)
+      addColumns(db)
+    })
     // From here on a taken write lock fails at once; Db.transaction waits for it on timers instead.
     db.exec('PRAGMA busy_timeout = 0')
     return db
   } catch (err) {
     db.close()
     throw err
+  }
+}
+
+/** Columns added after a table's first release: a file created before them gains them on open. */
+const ADDED_COLUMNS: ReadonlyArray<readonly [table: string, column: string, type: string]> = [
+  ['keys', 'unlimited', 'INTEGER NOT NULL DEFAULT 0'],
+  ['keys', 'rpm', 'INTEGER'],
+  ['keys', 'loop_limit', 'INTEGER'],
+  ['keys', 'loop_window', 'INTEGER'],
+  ['sessions', 'loop_limit', 'INTEGER'],
+  ['periods', 'requests', 'INTEGER NOT NULL DEFAULT 0'],
+]
+
+function addColumns(db: DatabaseSync): void {
+  for (const [table, column, type] of ADDED_COLUMNS) {
+    const have = (db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).some((c) => c.name === column)
+    if (!have) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`)
   }
 }
 

@@ -17,6 +17,10 @@ export interface KeyRow {
   lim_monthly: number | null
   session_budget: number | null
   session_max_steps: number | null
+  unlimited: number
+  rpm: number | null
+  loop_limit: number | null
+  loop_window: number | null
 }
 
 export interface SessionRow {
@@ -25,6 +29,8 @@ export interface SessionRow {
   steps: number
   spent: number
   held: number
+  /** Lowered by X-Loopers-Loop-Limit; absent on rows read by code that never sets it. */
+  loop_limit?: number | null
 }
 
 export interface ReservationRow {
@@ -58,8 +64,8 @@ export function limitOf(row: KeyRow, window: WindowName): Micros | null {
 export function readKey(db: Db, hash: string): KeyRow | undefined {
   return db
     .statement(
-      `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget, session_max_steps
-       FROM keys WHERE hash = ?`,
+      `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget, session_max_steps,
+         unlimited, rpm, loop_limit, loop_window FROM keys WHERE hash = ?`,
     )
     .get(hash) as KeyRow | undefined
 }
@@ -69,6 +75,14 @@ export function readPeriod(db: Db, hash: string, window: WindowName, period: str
     .statement('SELECT spent, held FROM periods WHERE hash = ? AND win = ? AND period = ? AND expires_at > ?')
     .get(hash, window, period, nowMs) as { spent: number; held: number } | undefined
   return row ?? { spent: 0, held: 0 }
+}
+
+/** Requests admitted in a period (only the minute's are counted). */
+export function readRequests(db: Db, hash: string, window: WindowName, period: string, nowMs: number): number {
+  const row = db
+    .statement('SELECT requests FROM periods WHERE hash = ? AND win = ? AND period = ? AND expires_at > ?')
+    .get(hash, window, period, nowMs) as { requests: number } | undefined
+  return row?.requests ?? 0
 }
 
 /** Adds `add` to a period's hold; a missing or expired row starts over with `expiresAt`. */
@@ -82,15 +96,17 @@ export function holdInPeriod(db: Db, hash: string, window: WindowName, period: s
   ).run({ hash, win: window, period, add, exp: expiresAt, now: nowMs })
 }
 
-/** A reserve's hold in all five window periods in one statement (same rules as holdInPeriod). */
+/** A reserve's hold in all five window periods in one statement (same rules as holdInPeriod); counts the request in the minute. */
 export function holdInAllPeriods(db: Db, hash: string, periods: readonly { window: WindowName; period: string; expiresAt: number }[], add: Micros, nowMs: number): void {
   if (periods.length !== WINDOW_NAMES.length) throw new RangeError(`expected ${WINDOW_NAMES.length} periods, got ${periods.length}`)
-  const values = periods.map((_, i) => `(?1, ?${3 + 3 * i}, ?${4 + 3 * i}, 0, ?2, ?${5 + 3 * i})`).join(', ')
+  // The request count is a literal per row (1 for the minute), so the SQL text, and its prepared statement, stays one.
+  const values = periods.map((p, i) => `(?1, ?${3 + 3 * i}, ?${4 + 3 * i}, 0, ?2, ?${5 + 3 * i}, ${p.window === 'minute' ? 1 : 0})`).join(', ')
   db.statement(
-    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values}
+    `INSERT INTO periods (hash, win, period, spent, held, expires_at, requests) VALUES ${values}
      ON CONFLICT (hash, win, period) DO UPDATE SET
        spent = CASE WHEN expires_at > ?18 THEN spent ELSE 0 END,
        held = CASE WHEN expires_at > ?18 THEN held ELSE 0 END + excluded.held,
+       requests = CASE WHEN expires_at > ?18 THEN requests ELSE 0 END + excluded.requests,
        expires_at = CASE WHEN expires_at > ?18 THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`,
   ).run(hash, add, ...periods.flatMap((p) => [p.window, p.period, p.expiresAt]), nowMs)
 }
@@ -108,7 +124,7 @@ export function bookInPeriod(db: Db, hash: string, window: WindowName, period: s
 
 export function readSession(db: Db, hash: string, id: string, nowMs: number): SessionRow | undefined {
   return db
-    .statement('SELECT budget, max_steps, steps, spent, held FROM sessions WHERE hash = ? AND id = ? AND expires_at > ?')
+    .statement('SELECT budget, max_steps, steps, spent, held, loop_limit FROM sessions WHERE hash = ? AND id = ? AND expires_at > ?')
     .get(hash, id, nowMs) as SessionRow | undefined
 }
 
@@ -120,11 +136,11 @@ export function dropExpiredSession(db: Db, hash: string, id: string, nowMs: numb
 /** Writes a live session's limits, counters and lifetime (creating it when new). */
 export function writeSession(db: Db, hash: string, id: string, s: SessionRow, expiresAt: number): void {
   db.statement(
-    `INSERT INTO sessions (hash, id, budget, max_steps, steps, spent, held, expires_at)
-     VALUES (:hash, :id, :budget, :max, :steps, :spent, :held, :exp)
+    `INSERT INTO sessions (hash, id, budget, max_steps, steps, spent, held, expires_at, loop_limit)
+     VALUES (:hash, :id, :budget, :max, :steps, :spent, :held, :exp, :loop)
      ON CONFLICT (hash, id) DO UPDATE SET budget = :budget, max_steps = :max, steps = :steps, spent = :spent,
-       held = :held, expires_at = :exp`,
-  ).run({ hash, id, budget: s.budget, max: s.max_steps, steps: s.steps, spent: s.spent, held: s.held, exp: expiresAt })
+       held = :held, expires_at = :exp, loop_limit = :loop`,
+  ).run({ hash, id, budget: s.budget, max: s.max_steps, steps: s.steps, spent: s.spent, held: s.held, exp: expiresAt, loop: s.loop_limit ?? null })
 }
 
 /** Adds to a live session's hold; an expired session is not recreated. */
@@ -179,4 +195,31 @@ export function settleReservation(db: Db, hash: string, requestId: string, charg
      VALUES (:hash, :rid, 'settled', 0, '', '', :charged, :created, :exp)
      ON CONFLICT (hash, request_id) DO UPDATE SET state = 'settled', charged = :charged, booked = '', expires_at = :exp`,
   ).run({ hash, rid: requestId, charged, created: createdAt, exp: expiresAt })
+}
+
+/** A loop step's admitted count and first sighting in its scope; undefined when absent. Expiry is the caller's (window) rule. */
+export function readLoopStep(db: Db, hash: string, scope: string, step: string): { count: number; since_ms: number } | undefined {
+  return db.statement('SELECT count, since_ms FROM loops WHERE hash = ? AND scope = ? AND step = ?').get(hash, scope, step) as
+    | { count: number; since_ms: number }
+    | undefined
+}
+
+/** Writes a loop step; the row may be swept once its window is over (`expiresAt`). */
+export function writeLoopStep(db: Db, hash: string, scope: string, step: string, count: number, sinceMs: number, expiresAt: number): void {
+  db.statement(
+    `INSERT INTO loops (hash, scope, step, count, since_ms, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+     ON CONFLICT (hash, scope, step) DO UPDATE SET count = ?4, since_ms = ?5, expires_at = ?6`,
+  ).run(hash, scope, step, count, sinceMs, expiresAt)
+}
+
+/** Keeps a scope to `max` steps: expired ones go first (window `windowMs`), then the oldest first sighting. */
+export function trimLoopScope(db: Db, hash: string, scope: string, max: number, windowMs: number, nowMs: number): void {
+  const size = (db.statement('SELECT count(*) AS n FROM loops WHERE hash = ? AND scope = ?').get(hash, scope) as { n: number }).n
+  if (size <= max) return
+  db.statement('DELETE FROM loops WHERE hash = ? AND scope = ? AND since_ms + ? <= ?').run(hash, scope, windowMs, nowMs)
+  db.statement(
+    `DELETE FROM loops WHERE hash = ?1 AND scope = ?2 AND step IN (
+       SELECT step FROM loops WHERE hash = ?1 AND scope = ?2 ORDER BY since_ms, step
+       LIMIT max(0, (SELECT count(*) FROM loops WHERE hash = ?1 AND scope = ?2) - ?3))`,
+  ).run(hash, scope, max)
 }

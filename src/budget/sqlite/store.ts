@@ -7,18 +7,20 @@
 import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
-import type { BudgetStore, ExtendResult, Refusal, Reservation, ReserveInput, ReserveResult, SettleResult } from '../types.js'
+import { WINDOW_NAMES, type BudgetStore, type ExtendResult, type Refusal, type Reservation, type ReserveInput, type ReserveResult, type SettleResult } from '../types.js'
 import {
   assertMicros,
   assertRequestId,
   assertReserveInput,
   DEFAULT_SESSION_TTL_SECONDS,
   lowest,
+  loopWindowMs,
   RESERVATION_TTL_SECONDS,
 } from '../validate.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 import type { Db } from './database.js'
 import * as rows from './rows.js'
+import { effectiveLoopLimit, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 
 export interface SqliteStoreOptions {
   /** Clock in ms since the epoch; decides the window periods and expiry. Default Date.now. */
@@ -45,9 +47,18 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return { ok: true, key }
   }
 
-  /** Every limited window must hold `minMicros`; returns the grant shrunk to the tightest one, or the refusal. */
-  function fitWindows(hash: string, key: rows.KeyRow, periods: readonly { period: Period; id: string }[], minMicros: Micros, want: Micros, nowMs: number): Micros | Refusal {
+  /** A key with no limit in any window must be marked `--unlimited` to be used. */
+  function budgetNotSet(key: rows.KeyRow): boolean {
+    return key.unlimited !== 1 && WINDOW_NAMES.every((window) => rows.limitOf(key, window) === null)
+  }
+
+  /**
+   * Every limited window must hold `minMicros`; returns the grant shrunk to the tightest one and what that
+   * window had left before it (`room`, null when none is limited), or the refusal.
+   */
+  function fitWindows(hash: string, key: rows.KeyRow, periods: readonly { period: Period; id: string }[], minMicros: Micros, want: Micros, nowMs: number): { grant: Micros; room: Micros | null } | Refusal {
     let grant = want
+    let room: Micros | null = null
     for (const { period, id } of periods) {
       const limit = rows.limitOf(key, period.window)
       if (limit === null) continue
@@ -57,8 +68,9 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         return { ok: false, reason: 'budget_exceeded', window: period.window, limitMicros: limit, spentMicros: used, heldMicros: held, resetsAt: period.resetsAt }
       }
       grant = Math.min(grant, limit - used)
+      room = lowest(room, limit - used)
     }
-    return grant
+    return { grant, room }
   }
 
   function reserveTx(input: ReserveInput, nowMs: number): ReserveResult {
@@ -66,6 +78,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     const checked = checkKey(hash, input.provider)
     if (!checked.ok) return checked
     const { key } = checked
+    if (budgetNotSet(key)) return { ok: false, reason: 'budget_not_set' }
     // A request id is used once: a held, settled or tombstoned record means a caller fault.
     if (rows.readReservation(db, hash, input.requestId, nowMs) !== undefined) {
       throw new StoreUnavailableError(`request id ${input.requestId} was already used`)
@@ -85,14 +98,40 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         steps: stored?.steps ?? 0,
         spent: stored?.spent ?? 0,
         held: stored?.held ?? 0,
+        loop_limit: lowest(stored?.loop_limit ?? null, session.loopLimit ?? null),
       }
       // Every request with a session keeps it alive, admitted or not.
-      if (stored !== undefined || s.budget !== null || s.max_steps !== null) rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
+      if (stored !== undefined || s.budget !== null || s.max_steps !== null || s.loop_limit !== null) {
+        rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
+      }
+    }
+
+    // The loop guard (src/loop/README.md): a step admitted more than the limit within its window is refused.
+    // With the guard off (no limit in force) nothing is read or recorded.
+    const loop = input.loop ?? null
+    const loopLimit = loop === null ? null : effectiveLoopLimit(key.loop_limit, s?.loop_limit ?? null)
+    let loopEntry: { count: number; sinceMs: number; windowMs: number } | null = null
+    if (loop !== null && loopLimit !== null) {
+      const windowMs = loopWindowMs(key.loop_window)
+      const found = rows.readLoopStep(db, hash, loop.scope, loop.step)
+      const live = found !== undefined && nowMs < found.since_ms + windowMs
+      loopEntry = { count: live ? found.count : 0, sinceMs: live ? found.since_ms : nowMs, windowMs }
+      if (loopEntry.count > loopLimit) {
+        return { ok: false, reason: 'loop_detected', step: loop.step, count: loopEntry.count, limitCount: loopLimit }
+      }
+    }
+
+    // The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
+    const minute = periods[0] as { period: Period; id: string }
+    if (key.rpm !== null) {
+      const count = rows.readRequests(db, hash, 'minute', minute.id, nowMs)
+      if (count >= key.rpm) return { ok: false, reason: 'rate_limited', limitCount: key.rpm, count, resetsAt: minute.period.resetsAt }
     }
 
     const fitted = fitWindows(hash, key, periods, input.minMicros, input.maxMicros, nowMs)
-    if (typeof fitted !== 'number') return fitted
-    let grant = fitted
+    if ('ok' in fitted) return fitted
+    let { grant } = fitted
+    let { room } = fitted
     if (session !== null && s !== undefined) {
       if (s.max_steps !== null && s.steps >= s.max_steps) return { ok: false, reason: 'session_steps_exceeded' }
       if (s.budget !== null) {
@@ -101,6 +140,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
           return { ok: false, reason: 'session_budget_exceeded', limitMicros: s.budget, spentMicros: used, heldMicros: s.held }
         }
         grant = Math.min(grant, s.budget - used)
+        room = lowest(room, s.budget - used)
       }
     }
 
@@ -111,6 +151,11 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       rows.writeSession(db, hash, session.id, { ...s, steps: s.steps + 1, held: s.held + grant }, sessionExpiresAt)
       booked.push({ kind: 'session', id: session.id })
     }
+    if (loop !== null && loopEntry !== null) {
+      const { count, sinceMs, windowMs } = loopEntry
+      rows.writeLoopStep(db, hash, loop.scope, loop.step, count + 1, sinceMs, sinceMs + windowMs)
+      if (count === 0) rows.trimLoopScope(db, hash, loop.scope, LOOP_STEPS_PER_SCOPE, windowMs, nowMs)
+    }
     const bookedKeys = Object.freeze(booked.map(rows.bookedKey))
     rows.writeReservation(
       db,
@@ -119,7 +164,8 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       { state: 'held', amount: grant, provider: input.provider, booked: bookedKeys.join('\n'), charged: 0, createdAt: new Date(nowMs).toISOString() },
       nowMs + RESERVATION_TTL_MS,
     )
-    return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: grant, bookedKeys } }
+    const remainingMicros = room === null ? null : room - grant
+    return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: grant, bookedKeys, remainingMicros } }
   }
 
   async function reserve(input: ReserveInput): Promise<ReserveResult> {
@@ -148,8 +194,8 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         return [{ period, id: b.period }]
       })
       const fitted = fitWindows(hash, checked.key, periods, minMicros, wantMicros, nowMs)
-      if (typeof fitted !== 'number') return fitted
-      let grant = fitted
+      if ('ok' in fitted) return fitted
+      let grant = fitted.grant
       // The session budget (lowered by a new key default too). An expired session is not recreated.
       const sessionId = booked.find((b) => b.kind === 'session')?.id
       const s = sessionId === undefined ? undefined : rows.readSession(db, hash, sessionId, nowMs)

@@ -1,0 +1,94 @@
+import { execFile } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import OpenAI from 'openai'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
+import { startProxy, type TestProxy } from '../support/proxy.js'
+import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
+
+/** Safe keys as a user meets them: the built CLI makes keys, the OpenAI SDK uses them (`npm test` builds first). */
+
+const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
+
+function cli(env: Record<string, string>, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 15_000 }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr })
+    })
+  })
+}
+
+describe.each(STORE_KINDS)('%s store: safe keys end to end', (kind) => {
+  let store: TestStore
+  let fake: FakeOpenAi
+  let proxy: TestProxy
+
+  beforeAll(async () => {
+    store = await startTestStore(kind)
+    fake = await startFakeOpenAi()
+    proxy = await startProxy({ ...store.env, LOOPERS_OPENAI_BASE_URL: fake.url })
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    await fake?.close()
+    await store?.stop()
+  })
+
+  const sdk = (key: string): OpenAI =>
+    new OpenAI({ apiKey: key, baseURL: `${proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
+  const ask = (key: string) => sdk(key).chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 })
+
+  it('a key created without limits is refused with budget_not_set until `budget set --unlimited`', async () => {
+    const created = await cli(store.env, 'keys', 'create', '--name', 'bare', '--provider', 'openai', '--env')
+    expect(created.code, created.stderr).toBe(0)
+    const lines = created.stdout.trimEnd().split('\n')
+    expect(lines).toHaveLength(2)
+    const key = /^LOOPERS_KEY=(lp-[A-Za-z0-9]{43})$/.exec(lines[0] ?? '')?.[1] as string
+    const hash = /^LOOPERS_HASH=([0-9a-f]{64})$/.exec(lines[1] ?? '')?.[1] as string
+    expect(key).toBeDefined()
+    expect(hash).toBeDefined()
+    // The usual announcement still reaches a human (stderr), with the hint to set a budget.
+    expect(created.stderr).toContain(hash)
+    expect(created.stderr).toContain(`loopers budget set ${hash.slice(0, 8)} --daily USD`)
+
+    const before = fake.received.length
+    const refused = await ask(key).catch((e: unknown) => e)
+    expect(refused).toBeInstanceOf(OpenAI.PermissionDeniedError)
+    const error = refused as InstanceType<typeof OpenAI.PermissionDeniedError>
+    expect(error.status).toBe(403)
+    expect(error.code).toBe('budget_not_set')
+    expect(error.headers.get('x-loopers-error-code')).toBe('budget_not_set')
+    expect(error.headers.get('x-should-retry')).toBe('false')
+    expect(error.message).toContain(`loopers budget set ${hash.slice(0, 8)} --daily USD`)
+    expect(error.message).toContain('--unlimited')
+    expect(fake.received.length).toBe(before)
+
+    const set = await cli(store.env, 'budget', 'set', hash, '--unlimited', '--json')
+    expect(set.code, set.stderr).toBe(0)
+    expect(JSON.parse(set.stdout)).toMatchObject({ hash, unlimited: true })
+    const answer = await ask(key)
+    expect(answer.usage?.total_tokens).toBeGreaterThan(0)
+    expect(fake.received.length).toBe(before + 1)
+  })
+
+  it('`keys create --daily` makes a usable, limited key in one step', async () => {
+    const created = await cli(store.env, 'keys', 'create', '--name', 'ready', '--provider', 'openai', '--daily', '10', '--json')
+    expect(created.code, created.stderr).toBe(0)
+    const { key, hash } = JSON.parse(created.stdout) as { key: string; hash: string }
+    const answer = await ask(key)
+    expect(answer.usage?.total_tokens).toBeGreaterThan(0)
+    const status = await cli(store.env, 'budget', 'status', hash, '--json')
+    expect(JSON.parse(status.stdout)).toMatchObject({ windows: { daily: { limit_usd: 10 } } })
+  })
+
+  it('`keys create` refuses a bad limit flag and --json with --env, creating nothing', async () => {
+    const listed = async (): Promise<number> => (JSON.parse((await cli(store.env, 'keys', 'list', '--json')).stdout) as unknown[]).length
+    const count = await listed()
+    const bad = await cli(store.env, 'keys', 'create', '--name', 'x', '--provider', 'openai', '--daily', 'ten')
+    expect(bad.code).not.toBe(0)
+    expect(bad.stderr).toMatch(/^loopers: --daily/)
+    const both = await cli(store.env, 'keys', 'create', '--name', 'x', '--provider', 'openai', '--json', '--env')
+    expect(both.code).not.toBe(0)
+    expect(await listed()).toBe(count)
+  })
+})

@@ -1,0 +1,150 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DEFAULT_LOOP_LIMIT, loopScope, LOOP_STEPS_PER_SCOPE } from '../../src/loop/rule.js'
+import type { LoopFingerprint } from '../../src/loop/types.js'
+import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
+import { createLoopReference } from '../support/loop-reference.js'
+import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
+
+// The loop rule of src/loop/README.md inside each store's reserve call, compared with the reference.
+
+const hex = (n: number): string => n.toString(16).padStart(16, '0')
+const fp = (conversation: number, step: number): LoopFingerprint => ({ conversation: hex(conversation), step: hex(step) })
+
+/** A small deterministic PRNG, so a failing sequence can be replayed. */
+function prng(seed: number): () => number {
+  let x = seed
+  return () => {
+    x = (x * 1_103_515_245 + 12_345) % 2_147_483_648
+    return x / 2_147_483_648
+  }
+}
+
+describe.each(STORE_KINDS)('%s store: loop guard', (kind) => {
+  let server: TestStore
+  let f: BudgetFixture
+
+  beforeAll(async () => {
+    server = await startTestStore(kind)
+    f = await createBudgetFixture(server)
+  })
+  afterAll(async () => {
+    await f?.close()
+    await server?.stop()
+  })
+
+  const loopOf = (fingerprint: LoopFingerprint, sessionId: string | null) => ({ scope: loopScope(sessionId, fingerprint), step: fingerprint.step })
+
+  it('lets the default limit of repeats through and refuses the next one, naming the step; nothing is held for it', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const hash = await f.newKey()
+    const request = fp(1, 7)
+    for (let i = 0; i <= DEFAULT_LOOP_LIMIT; i++) expect((await f.store.reserve(input(hash, 10, { loop: loopOf(request, null) }))).ok).toBe(true)
+    const refused = await f.store.reserve(input(hash, 10, { loop: loopOf(request, null) }))
+    expect(refused).toEqual({ ok: false, reason: 'loop_detected', step: request.step, count: DEFAULT_LOOP_LIMIT + 1, limitCount: DEFAULT_LOOP_LIMIT })
+    expect(await f.period(hash, 'daily')).toEqual({ spent: 0, held: 10 * (DEFAULT_LOOP_LIMIT + 1) })
+    // Another conversation, another step, or no loop check: not counted together.
+    expect((await f.store.reserve(input(hash, 10, { loop: loopOf(fp(2, 7), null) }))).ok).toBe(true)
+    expect((await f.store.reserve(input(hash, 10, { loop: loopOf(fp(1, 8), null) }))).ok).toBe(true)
+    expect((await f.store.reserve(input(hash, 10))).ok).toBe(true)
+    // The window counts from the step's first sighting: after it the loop may run again.
+    f.clock.advance(600_000)
+    expect((await f.store.reserve(input(hash, 10, { loop: loopOf(request, null) }))).ok).toBe(true)
+  })
+
+  it('--loop-limit and --loop-window bite on the next reserve; 0 turns the guard off', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const hash = await f.newKey({ loopLimit: 1, loopWindowSeconds: 5 })
+    const loop = loopOf(fp(3, 3), null)
+    expect((await f.store.reserve(input(hash, 1, { loop }))).ok).toBe(true)
+    expect((await f.store.reserve(input(hash, 1, { loop }))).ok).toBe(true)
+    expect(await f.store.reserve(input(hash, 1, { loop }))).toMatchObject({ reason: 'loop_detected', count: 2, limitCount: 1 })
+    f.clock.advance(5_000)
+    expect((await f.store.reserve(input(hash, 1, { loop }))).ok).toBe(true)
+    expect((await f.admin.setBudget(hash, { loopLimit: 0 }))?.loopLimit).toBe(0)
+    for (let i = 0; i < 30; i++) expect((await f.store.reserve(input(hash, 1, { loop }))).ok).toBe(true)
+    // Off records nothing: turned back on, the step goes on from its count while the guard was on (1).
+    await f.admin.setBudget(hash, { loopLimit: 1 })
+    expect((await f.store.reserve(input(hash, 1, { loop }))).ok).toBe(true)
+    expect(await f.store.reserve(input(hash, 1, { loop }))).toMatchObject({ reason: 'loop_detected', count: 2 })
+  })
+
+  it('a session header lowers the limit for the session, sticks even when refused, and never raises it', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const hash = await f.newKey({ loopLimit: 3 })
+    const request = fp(4, 4)
+    const session = (loopLimit: number | null) => ({ id: 'agent-1', budgetMicros: null, maxSteps: null, loopLimit })
+    const loop = loopOf(request, 'agent-1')
+    expect((await f.store.reserve(input(hash, 1, { session: session(1), loop }))).ok).toBe(true)
+    expect((await f.store.reserve(input(hash, 1, { session: session(null), loop }))).ok).toBe(true)
+    // Asking for 9 does not raise the session's 1.
+    expect(await f.store.reserve(input(hash, 1, { session: session(9), loop }))).toMatchObject({ reason: 'loop_detected', limitCount: 1 })
+    // A lowering to 0 sticks though this request is refused for budget: a fresh step may not repeat at all.
+    await f.admin.setBudget(hash, { limits: { daily: 2 } })
+    const other = loopOf(fp(4, 5), 'agent-1')
+    expect(await f.store.reserve(input(hash, 5, { session: session(0), loop: other }))).toMatchObject({ reason: 'budget_exceeded' })
+    await f.admin.setBudget(hash, { limits: { daily: 0 } })
+    expect((await f.store.reserve(input(hash, 1, { session: session(null), loop: other }))).ok).toBe(true)
+    expect(await f.store.reserve(input(hash, 1, { session: session(null), loop: other }))).toMatchObject({ reason: 'loop_detected', count: 1, limitCount: 0 })
+    // The same step in another session is its own scope, under the key's limit.
+    const elsewhere = { id: 'agent-2', budgetMicros: null, maxSteps: null }
+    for (let i = 0; i < 4; i++) expect((await f.store.reserve(input(hash, 1, { session: elsewhere, loop: loopOf(request, 'agent-2') }))).ok).toBe(true)
+    expect(await f.store.reserve(input(hash, 1, { session: elsewhere, loop: loopOf(request, 'agent-2') }))).toMatchObject({ reason: 'loop_detected' })
+  })
+
+  it('1,000 concurrent repeats of one step admit exactly limit + 1', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const hash = await f.newKey({ loopLimit: 24 })
+    const loop = loopOf(fp(5, 5), null)
+    const results = await Promise.all(Array.from({ length: 1_000 }, () => f.store.reserve(input(hash, 1, { loop }))))
+    expect(results.filter((r) => r.ok)).toHaveLength(25)
+    for (const r of results) if (!r.ok) expect(r).toMatchObject({ reason: 'loop_detected', count: 25, limitCount: 24 })
+  })
+
+  it('agrees with the reference rule over a random mix of steps, sessions, lowerings, refusals and time', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const hash = await f.newKey({ loopLimit: 4, loopWindowSeconds: 30, limits: { daily: 1_000_000_000 } })
+    const reference = createLoopReference(4, 30)
+    const random = prng(kind === 'redis' ? 7 : 11)
+    let refusedByLoop = 0
+    for (let i = 0; i < 600; i++) {
+      f.clock.advance(Math.floor(random() * 400))
+      const sessionId = random() < 0.5 ? `s${Math.floor(random() * 3)}` : null
+      const sessionLimit = sessionId !== null && random() < 0.05 ? Math.floor(random() * 5) : null
+      const fingerprint = fp(Math.floor(random() * 2), Math.floor(random() * 6))
+      // Now and then another check refuses (an amount above the daily limit): nothing may be recorded then.
+      const tooBig = random() < 0.1
+      const session = sessionId === null ? null : { id: sessionId, budgetMicros: null, maxSteps: null, loopLimit: sessionLimit }
+      const got = await f.store.reserve(input(hash, tooBig ? 2_000_000_000 : 1, { session, loop: loopOf(fingerprint, sessionId) }))
+      const want = reference.check({ fingerprint, sessionId, sessionLimit, nowMs: f.clock.now(), admitted: !tooBig })
+      if (!want.ok) {
+        refusedByLoop++
+        expect(got, `request ${i}`).toMatchObject({ ok: false, reason: 'loop_detected', count: want.repeats, limitCount: want.limit })
+      } else if (tooBig) expect(got, `request ${i}`).toMatchObject({ ok: false, reason: 'budget_exceeded' })
+      else expect(got.ok, `request ${i}`).toBe(true)
+    }
+    expect(refusedByLoop).toBeGreaterThan(20)
+  })
+
+  it(`a scope keeps at most ${LOOP_STEPS_PER_SCOPE} steps, forgetting the oldest first`, async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const hash = await f.newKey({ loopLimit: 1 })
+    const reference = createLoopReference(1, 600)
+    for (let round = 0; round < 2; round++) {
+      for (let step = 0; step < LOOP_STEPS_PER_SCOPE + 20; step++) {
+        f.clock.advance(10)
+        const fingerprint = fp(9, step)
+        const want = reference.check({ fingerprint, sessionId: null, sessionLimit: null, nowMs: f.clock.now() })
+        const got = await f.store.reserve(input(hash, 1, { loop: loopOf(fingerprint, null) }))
+        expect(got.ok, `round ${round} step ${step}`).toBe(want.ok)
+      }
+    }
+    // The newest step is remembered (its second repeat is refused); the oldest was forgotten (two more pass).
+    const loop = (step: number) => ({ loop: loopOf(fp(9, step), null) })
+    const newest = LOOP_STEPS_PER_SCOPE + 19
+    expect((await f.store.reserve(input(hash, 1, loop(newest)))).ok).toBe(true)
+    expect(await f.store.reserve(input(hash, 1, loop(newest)))).toMatchObject({ reason: 'loop_detected', count: 2 })
+    expect((await f.store.reserve(input(hash, 1, loop(0)))).ok).toBe(true)
+    expect((await f.store.reserve(input(hash, 1, loop(0)))).ok).toBe(true)
+    expect(await f.store.reserve(input(hash, 1, loop(0)))).toMatchObject({ reason: 'loop_detected', count: 2 })
+  })
+})
