@@ -3,7 +3,6 @@ import { WINDOW_NAMES, type KeyAdmin, type KeyRecord, type WindowName } from '..
 import { windowJson, type WindowJson } from '../cli/budget.js'
 import { keyJson } from '../cli/keys.js'
 import { StoreUnavailableError } from '../errors.js'
-import { isKeyHash } from '../keys.js'
 
 /** The dashboard's read-only JSON (CONTRACT §4): keys in the `keys list --json` shape plus `windows` as `budget status --json`. */
 
@@ -27,16 +26,30 @@ export function registerKeyApi(app: FastifyInstance, keys: KeyAdmin): void {
   )
   app.get<{ Params: { hash: string } }>('/api/keys/:hash', async (request, reply) =>
     answer(reply, async () => {
-      const hash = request.params.hash.toLowerCase()
-      const record = isKeyHash(hash) ? await keys.getKey(hash) : null
-      const key = record === null ? null : await keyWithWindows(keys, record)
-      if (key === null) return fail(reply, 404, 'not_found', 'no key with this hash (the full 64-digit SHA-256 hex)')
+      const record = await resolved(keys, request.params.hash, reply)
+      if (record === null) return reply
+      const key = await keyWithWindows(keys, record)
+      if (key === null) return fail(reply, 404, 'not_found', NOT_FOUND)
       return key
     }),
   )
 }
 
-async function answer<T>(reply: FastifyReply, work: () => Promise<T>): Promise<T | FastifyReply> {
+const NOT_FOUND = 'no key has this hash, hash prefix (8+ hex digits) or name'
+
+/**
+ * The key a path segment names (full hash, unique prefix of 8+ hex digits, or name); null after
+ * answering 404 `not_found` (no such key) or 400 `invalid_request` (ambiguous).
+ */
+export async function resolved(keys: KeyAdmin, ref: string, reply: FastifyReply): Promise<KeyRecord | null> {
+  const found = await keys.resolveKey(ref)
+  if (found.ok) return found.record
+  if (found.reason === 'ambiguous') fail(reply, 400, 'invalid_request', `ambiguous key: ${found.matches} keys match; give more of the hash`)
+  else fail(reply, 404, 'not_found', NOT_FOUND)
+  return null
+}
+
+export async function answer<T>(reply: FastifyReply, work: () => Promise<T>): Promise<T | FastifyReply> {
   try {
     return await work()
   } catch (error) {
@@ -45,6 +58,6 @@ async function answer<T>(reply: FastifyReply, work: () => Promise<T>): Promise<T
   }
 }
 
-function fail(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+export function fail(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
   return reply.code(status).header('x-loopers-error-code', code).send({ error: { code, message } })
 }

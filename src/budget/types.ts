@@ -117,7 +117,14 @@ export interface KeyAdmin {
   setBudget(hash: string, change: BudgetChange): Promise<KeyRecord | null>
   /** Current period of every window. */
   status(hash: string): Promise<Record<WindowName, WindowStatus> | null>
+  /** The one key `ref` names: its full hash, a unique prefix of at least MIN_HASH_PREFIX hex digits, or its name. */
+  resolveKey(ref: string): Promise<KeyLookup>
 }
+
+/** The shortest hash prefix that names a key (as logs and metrics show it). */
+export const MIN_HASH_PREFIX = 8
+
+export type KeyLookup = { ok: true; record: KeyRecord } | { ok: false; reason: 'unknown' | 'ambiguous'; matches: number }
 
 export interface BudgetChange {
   limits?: Partial<Record<WindowName, Micros>>

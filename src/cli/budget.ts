@@ -1,5 +1,6 @@
 import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type WindowName, type WindowStatus } from '../budget/types.js'
 import { unknownKey, usageError } from './errors.js'
+import { resolveRef } from './key-ref.js'
 import { NONE, formatTime, renderBar, renderTable } from './format.js'
 import { renderFields } from './keys.js'
 import { AmountError, formatUsd, microsToUsd, parseCount, parseUsd } from '../money.js'
@@ -46,7 +47,8 @@ function parsed(flag: string, parse: () => number): number {
 }
 
 /** `budget set`: applies the change and returns the key's resulting limits (JSON or prose); unknownKey if none. */
-export async function setBudget(admin: KeyAdmin, hash: string, change: BudgetChange, json: boolean): Promise<string> {
+export async function setBudget(admin: KeyAdmin, ref: string, change: BudgetChange, json: boolean): Promise<string> {
+  const hash = (await resolveRef(admin, ref)).hash
   const record = await admin.setBudget(hash, change)
   if (record === null) throw unknownKey(hash)
   if (json) {
@@ -88,7 +90,8 @@ export function windowJson(status: WindowStatus): WindowJson {
 }
 
 /** `budget status`: every window's current period, as `{hash, windows}` JSON or a table with spend bars. */
-export async function budgetStatus(admin: KeyAdmin, hash: string, json: boolean): Promise<string> {
+export async function budgetStatus(admin: KeyAdmin, ref: string, json: boolean): Promise<string> {
+  const hash = (await resolveRef(admin, ref)).hash
   if (json) {
     const windows = await admin.status(hash)
     if (windows === null) throw unknownKey(hash)

@@ -5,7 +5,7 @@ import { PROVIDER_IDS } from '../providers/types.js'
 import { budgetStatus, parseBudgetFlags, setBudget, type BudgetFlags } from './budget.js'
 import { CliError, EXIT_FAILURE, EXIT_USAGE, serveFailed } from './errors.js'
 import { addExecCommand } from './exec.js'
-import { createKey, listKeys, normaliseHash, parseName, parseProviders, revokeKey } from './keys.js'
+import { createKey, listKeys, parseName, parseProviders, revokeKey } from './keys.js'
 import { storeNote, withKeyAdmin } from './store.js'
 
 /** The `loopers` command line (CONTRACT §3). Argument parsing and error reporting only; commands live beside it. */
@@ -136,16 +136,16 @@ function buildProgram(io: Io, onServing: () => void): Command {
   keys
     .command('revoke')
     .description('revoke a key: its next request is refused')
-    .argument('<hash>', 'the key hash (SHA-256 hex of the key)')
+    .argument('<key>', KEY_ARG)
     .action(async (hash: string) => {
-      out(await withKeyAdmin(loadConfig(), (admin) => revokeKey(admin, normaliseHash(hash))), false)
+      out(await withKeyAdmin(loadConfig(), (admin) => revokeKey(admin, hash)), false)
     })
 
   const budget = program.command('budget').description("set and inspect a key's budget")
   budget
     .command('set')
     .description('set limits in USD; 0 removes a limit (at least one flag)')
-    .argument('<hash>', 'the key hash')
+    .argument('<key>', KEY_ARG)
     .option('--minute <usd>', 'limit per UTC minute')
     .option('--hourly <usd>', 'limit per UTC hour')
     .option('--daily <usd>', 'limit per UTC day')
@@ -156,20 +156,22 @@ function buildProgram(io: Io, onServing: () => void): Command {
     .option('--json', 'print the resulting limits as JSON')
     .action(async (hash: string, opts: BudgetFlags & { json?: boolean }) => {
       const change = parseBudgetFlags(opts)
-      out(await withKeyAdmin(loadConfig(), (admin) => setBudget(admin, normaliseHash(hash), change, opts.json === true)), opts.json)
+      out(await withKeyAdmin(loadConfig(), (admin) => setBudget(admin, hash, change, opts.json === true)), opts.json)
     })
   budget
     .command('status')
     .description('show limit, spent, held and remaining of every window')
-    .argument('<hash>', 'the key hash')
+    .argument('<key>', KEY_ARG)
     .option('--json', 'print {hash, windows} as JSON')
     .action(async (hash: string, opts: { json?: boolean }) => {
-      out(await withKeyAdmin(loadConfig(), (admin) => budgetStatus(admin, normaliseHash(hash), opts.json === true)), opts.json)
+      out(await withKeyAdmin(loadConfig(), (admin) => budgetStatus(admin, hash, opts.json === true)), opts.json)
     })
 
   addExecCommand(program)
   return program
 }
+
+const KEY_ARG = 'the key: its hash, a unique hash prefix (8+ hex digits) or its name'
 
 /** Accumulates a repeatable option's values. */
 function collect(value: string, previous: string[] | undefined): string[] {

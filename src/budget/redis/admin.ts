@@ -7,7 +7,8 @@ import { generateKey, hashKey, isKeyHash } from '../../keys.js'
 import { isProviderId, type ProviderId } from '../../providers/types.js'
 import type { RedisClient } from './redis-client.js'
 import { KEY_INDEX, periodKey, recordKey } from './redis-keys.js'
-import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
+import { parseKeyRef, pickKey } from '../resolve.js'
+import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyLookup, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
 import { periodOf } from '../windows.js'
 
 export interface KeyAdminOptions {
@@ -111,7 +112,14 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
     return Object.fromEntries(entries) as Record<WindowName, WindowStatus>
   }
 
-  return { createKey, listKeys, getKey, revokeKey, setBudget, status }
+  /** Hash prefix: the key index set; name: every record (admin-only, never on the request path). */
+  async function resolveKey(ref: string): Promise<KeyLookup> {
+    const { prefix, name } = parseKeyRef(ref)
+    const all = await listKeys()
+    return pickKey(all.filter((r) => (prefix !== null && r.hash.startsWith(prefix)) || r.name === name))
+  }
+
+  return { createKey, listKeys, getKey, revokeKey, setBudget, status, resolveKey }
 }
 
 function toRecord(hash: string, f: Record<string, string>): KeyRecord {

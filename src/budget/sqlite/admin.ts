@@ -4,7 +4,8 @@
  */
 import { generateKey, hashKey, isKeyHash } from '../../keys.js'
 import { isProviderId, type ProviderId } from '../../providers/types.js'
-import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
+import { parseKeyRef, pickKey } from '../resolve.js'
+import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyLookup, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
 import { periodOf } from '../windows.js'
 import type { Db } from './database.js'
 import { readPeriod } from './rows.js'
@@ -115,7 +116,17 @@ export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): Key
     return Object.fromEntries(entries) as Record<WindowName, WindowStatus>
   }
 
-  return { createKey, listKeys, getKey: async (hash) => read(hash), revokeKey, setBudget, status }
+  /** Hash prefix: a range scan of the primary key ('g' sorts after every hex digit); name: the keys_name index. */
+  async function resolveKey(ref: string): Promise<KeyLookup> {
+    const { prefix, name } = parseKeyRef(ref)
+    return db.read('resolve key', () => {
+      const byHash = prefix === null ? [] : db.statement(`${SELECT_KEY} WHERE hash >= ? AND hash < ? LIMIT 2`).all(prefix, `${prefix}g`)
+      const byName = db.statement(`${SELECT_KEY} WHERE name = ? LIMIT 2`).all(name)
+      return pickKey([...byHash, ...byName].map((row) => toRecord(row as unknown as KeyRecordRow)))
+    })
+  }
+
+  return { createKey, listKeys, getKey: async (hash) => read(hash), revokeKey, setBudget, status, resolveKey }
 }
 
 function toRecord(row: KeyRecordRow): KeyRecord {

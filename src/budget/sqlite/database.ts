@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS keys (
   lim_minute INTEGER, lim_hourly INTEGER, lim_daily INTEGER, lim_weekly INTEGER, lim_monthly INTEGER,
   session_budget INTEGER, session_max_steps INTEGER
 ) STRICT;
+CREATE INDEX IF NOT EXISTS keys_name ON keys (name);
 CREATE TABLE IF NOT EXISTS periods (
   hash TEXT NOT NULL, win TEXT NOT NULL, period TEXT NOT NULL,
   spent INTEGER NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL,
