@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { WINDOW_NAMES, type KeyAdmin, type KeyRecord, type WindowName } from '../budget/types.js'
 import { windowJson, type WindowJson } from '../cli/budget.js'
+import { DAYS_HINT, historyJson, parseDays } from '../cli/history.js'
 import { keyJson } from '../cli/keys.js'
 import { StoreUnavailableError } from '../errors.js'
 
@@ -31,6 +32,21 @@ export function registerKeyApi(app: FastifyInstance, keys: KeyAdmin): void {
       const key = await keyWithWindows(keys, record)
       if (key === null) return fail(reply, 404, 'not_found', NOT_FOUND)
       return key
+    }),
+  )
+}
+
+/** Registers `GET /api/keys/{key}/history?days=N` (the `budget history --json` shape); a bad `days` is a 400. */
+export function registerHistoryApi(app: FastifyInstance, keys: KeyAdmin): void {
+  app.get<{ Params: { hash: string }; Querystring: { days?: string } }>('/api/keys/:hash/history', async (request, reply) =>
+    answer(reply, async () => {
+      const count = parseDays(request.query.days)
+      if (count === null) return fail(reply, 400, 'invalid_request', DAYS_HINT.replace('--days', 'days'))
+      const record = await resolved(keys, request.params.hash, reply)
+      if (record === null) return reply
+      const days = await keys.history(record.hash, count)
+      if (days === null) return fail(reply, 404, 'not_found', NOT_FOUND)
+      return historyJson(record.hash, days)
     }),
   )
 }

@@ -1,5 +1,6 @@
 import type { Micros } from '../money.js'
 import type { ProviderId } from '../providers/types.js'
+import type { DaySpend } from './history.js'
 
 /** The five fixed UTC windows, in the order they are checked (first limit hit wins). */
 export const WINDOW_NAMES = ['minute', 'hourly', 'daily', 'weekly', 'monthly'] as const
@@ -119,6 +120,8 @@ export interface KeyAdmin {
   status(hash: string): Promise<Record<WindowName, WindowStatus> | null>
   /** The one key `ref` names: its full hash, a unique prefix of at least MIN_HASH_PREFIX hex digits, or its name. */
   resolveKey(ref: string): Promise<KeyLookup>
+  /** Settled spend of the last `days` UTC days (1..HISTORY_DAYS), oldest first, zero-filled; null if no such key. */
+  history(hash: string, days: number): Promise<DaySpend[] | null>
 }
 
 /** The shortest hash prefix that names a key (as logs and metrics show it). */

@@ -3,7 +3,9 @@ import { Command, CommanderError } from 'commander'
 import { ConfigError, environmentHelp, loadConfig, loadDotEnv } from '../config.js'
 import { PROVIDER_IDS } from '../providers/types.js'
 import { budgetStatus, parseBudgetFlags, setBudget, type BudgetFlags } from './budget.js'
-import { CliError, EXIT_FAILURE, EXIT_USAGE, serveFailed } from './errors.js'
+import { CliError, EXIT_FAILURE, EXIT_USAGE, serveFailed, usageError } from './errors.js'
+import { budgetHistory, DAYS_HINT, parseDays } from './history.js'
+import { DEFAULT_HISTORY_DAYS, HISTORY_DAYS } from '../budget/history.js'
 import { addExecCommand } from './exec.js'
 import { createKey, listKeys, parseName, parseProviders, revokeKey } from './keys.js'
 import { storeNote, withKeyAdmin } from './store.js'
@@ -165,6 +167,17 @@ function buildProgram(io: Io, onServing: () => void): Command {
     .option('--json', 'print {hash, windows} as JSON')
     .action(async (hash: string, opts: { json?: boolean }) => {
       out(await withKeyAdmin(loadConfig(), (admin) => budgetStatus(admin, hash, opts.json === true)), opts.json)
+    })
+
+  budget
+    .command('history')
+    .description(`settled spend per UTC day (kept ${HISTORY_DAYS} days), oldest first`)
+    .argument('<key>', KEY_ARG)
+    .option('--days <n>', `how many days up to today (1-${HISTORY_DAYS}, default ${DEFAULT_HISTORY_DAYS})`)
+    .option('--json', 'print {hash, days: [{date, spent_usd}]} as JSON')
+    .action(async (ref: string, opts: { days?: string; json?: boolean }) => {
+      if (parseDays(opts.days) === null) throw usageError(DAYS_HINT)
+      out(await withKeyAdmin(loadConfig(), (admin) => budgetHistory(admin, ref, opts.days, opts.json === true)), opts.json)
     })
 
   addExecCommand(program)

@@ -6,7 +6,8 @@ import { StoreUnavailableError } from '../../errors.js'
 import { generateKey, hashKey, isKeyHash } from '../../keys.js'
 import { isProviderId, type ProviderId } from '../../providers/types.js'
 import type { RedisClient } from './redis-client.js'
-import { KEY_INDEX, periodKey, recordKey } from './redis-keys.js'
+import { dayKey, KEY_INDEX, periodKey, recordKey } from './redis-keys.js'
+import { lastDays, type DaySpend } from '../history.js'
 import { parseKeyRef, pickKey } from '../resolve.js'
 import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyLookup, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
 import { periodOf } from '../windows.js'
@@ -119,7 +120,15 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
     return pickKey(all.filter((r) => (prefix !== null && r.hash.startsWith(prefix)) || r.name === name))
   }
 
-  return { createKey, listKeys, getKey, revokeKey, setBudget, status, resolveKey }
+  /** One MGET of the day counters (one hash tag, so one slot on a cluster). */
+  async function history(hash: string, days: number): Promise<DaySpend[] | null> {
+    const dates = lastDays(now(), days)
+    if ((await getKey(hash)) === null) return null
+    const values = await run('read history', () => redis.mget(...dates.map((date) => dayKey(hash, date))))
+    return dates.map((date, i) => ({ date, spentMicros: Number(values[i] ?? 0) }))
+  }
+
+  return { createKey, listKeys, getKey, revokeKey, setBudget, status, resolveKey, history }
 }
 
 function toRecord(hash: string, f: Record<string, string>): KeyRecord {

@@ -33,3 +33,8 @@ export function noSessionKey(hash: string): string {
 export function reservationKey(hash: string, requestId: string): string {
   return `${prefix(hash)}:r:${requestId}`
 }
+
+/** Settled spend of one UTC day (`YYYY-MM-DD`), an integer string in micro-USD, kept HISTORY_DAYS days. */
+export function dayKey(hash: string, date: string): string {
+  return `${prefix(hash)}:d:${date}`
+}

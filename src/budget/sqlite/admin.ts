@@ -4,6 +4,7 @@
  */
 import { generateKey, hashKey, isKeyHash } from '../../keys.js'
 import { isProviderId, type ProviderId } from '../../providers/types.js'
+import { lastDays, type DaySpend } from '../history.js'
 import { parseKeyRef, pickKey } from '../resolve.js'
 import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyLookup, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
 import { periodOf } from '../windows.js'
@@ -126,7 +127,19 @@ export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): Key
     })
   }
 
-  return { createKey, listKeys, getKey: async (hash) => read(hash), revokeKey, setBudget, status, resolveKey }
+  /** One range read of the (hash, day) primary key. */
+  async function history(hash: string, days: number): Promise<DaySpend[] | null> {
+    const nowMs = now()
+    const dates = lastDays(nowMs, days)
+    if (read(hash) === null) return null
+    const found = db.read('read history', () =>
+      db.statement('SELECT day, spent FROM daily_spend WHERE hash = ? AND day >= ? AND day <= ? AND expires_at > ?').all(hash, dates[0] ?? '', dates.at(-1) ?? '', nowMs),
+    ) as Array<{ day: string; spent: number }>
+    const byDay = new Map(found.map((r) => [r.day, r.spent]))
+    return dates.map((date) => ({ date, spentMicros: byDay.get(date) ?? 0 }))
+  }
+
+  return { createKey, listKeys, getKey: async (hash) => read(hash), revokeKey, setBudget, status, resolveKey, history }
 }
 
 function toRecord(row: KeyRecordRow): KeyRecord {

@@ -180,3 +180,11 @@ export function settleReservation(db: Db, hash: string, requestId: string, charg
      ON CONFLICT (hash, request_id) DO UPDATE SET state = 'settled', charged = :charged, booked = '', expires_at = :exp`,
   ).run({ hash, rid: requestId, charged, created: createdAt, exp: expiresAt })
 }
+
+/** Adds `actual` to the key's spend on `day` (spend history, kept until `expiresAt`). */
+export function bookDay(db: Db, hash: string, day: string, actual: Micros, expiresAt: number): void {
+  db.statement(
+    `INSERT INTO daily_spend (hash, day, spent, expires_at) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (hash, day) DO UPDATE SET spent = spent + ?3, expires_at = ?4`,
+  ).run(hash, day, actual, expiresAt)
+}
