@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { WINDOW_NAMES, type KeyAdmin, type KeyRecord, type WindowName } from '../budget/types.js'
 import { windowJson, type WindowJson } from '../cli/budget.js'
+import { eventJson, EVENTS_KEPT, parseLimit } from '../budget/events.js'
 import { DAYS_HINT, historyJson, parseDays } from '../cli/history.js'
 import { keyJson } from '../cli/keys.js'
 import { StoreUnavailableError } from '../errors.js'
@@ -47,6 +48,17 @@ export function registerHistoryApi(app: FastifyInstance, keys: KeyAdmin): void {
       const days = await keys.history(record.hash, count)
       if (days === null) return fail(reply, 404, 'not_found', NOT_FOUND)
       return historyJson(record.hash, days)
+    }),
+  )
+}
+
+/** Registers `GET /api/events?limit=N` (1..1000, default 50): recent refusals and cut-offs, newest first. */
+export function registerEventApi(app: FastifyInstance, keys: KeyAdmin): void {
+  app.get<{ Querystring: { limit?: string } }>('/api/events', async (request, reply) =>
+    answer(reply, async () => {
+      const limit = parseLimit(request.query.limit)
+      if (limit === null) return fail(reply, 400, 'invalid_request', `limit must be a whole number from 1 to ${EVENTS_KEPT}`)
+      return (await keys.recentEvents(limit)).map(eventJson)
     }),
   )
 }

@@ -1,5 +1,6 @@
 import type { Micros } from '../money.js'
 import type { ProviderId } from '../providers/types.js'
+import type { BudgetEvent } from './events.js'
 import type { DaySpend } from './history.js'
 
 /** The five fixed UTC windows, in the order they are checked (first limit hit wins). */
@@ -122,6 +123,10 @@ export interface KeyAdmin {
   resolveKey(ref: string): Promise<KeyLookup>
   /** Settled spend of the last `days` UTC days (1..HISTORY_DAYS), oldest first, zero-filled; null if no such key. */
   history(hash: string, days: number): Promise<DaySpend[] | null>
+  /** Adds a refusal or cut-off to the store's recent events (the newest EVENTS_KEPT stay). */
+  recordEvent(event: BudgetEvent): Promise<void>
+  /** The newest `limit` events, newest first. */
+  recentEvents(limit: number): Promise<BudgetEvent[]>
 }
 
 /** The shortest hash prefix that names a key (as logs and metrics show it). */

@@ -6,7 +6,8 @@ import { StoreUnavailableError } from '../../errors.js'
 import { generateKey, hashKey, isKeyHash } from '../../keys.js'
 import { isProviderId, type ProviderId } from '../../providers/types.js'
 import type { RedisClient } from './redis-client.js'
-import { dayKey, KEY_INDEX, periodKey, recordKey } from './redis-keys.js'
+import { dayKey, EVENTS_KEY, KEY_INDEX, periodKey, recordKey } from './redis-keys.js'
+import { eventFromJson, eventJson, EVENTS_KEPT, type BudgetEvent, type EventJson } from '../events.js'
 import { lastDays, type DaySpend } from '../history.js'
 import { parseKeyRef, pickKey } from '../resolve.js'
 import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyLookup, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
@@ -128,7 +129,17 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
     return dates.map((date, i) => ({ date, spentMicros: Number(values[i] ?? 0) }))
   }
 
-  return { createKey, listKeys, getKey, revokeKey, setBudget, status, resolveKey, history }
+  /** LPUSH and LTRIM in one MULTI: the list never holds more than EVENTS_KEPT. */
+  async function recordEvent(event: BudgetEvent): Promise<void> {
+    await run('record event', () => redis.multi().lpush(EVENTS_KEY, JSON.stringify(eventJson(event))).ltrim(EVENTS_KEY, 0, EVENTS_KEPT - 1).exec())
+  }
+
+  async function recentEvents(limit: number): Promise<BudgetEvent[]> {
+    const lines = await run('read events', () => redis.lrange(EVENTS_KEY, 0, Math.max(0, limit - 1)))
+    return lines.map((line) => eventFromJson(JSON.parse(line) as EventJson))
+  }
+
+  return { createKey, listKeys, getKey, revokeKey, setBudget, status, resolveKey, history, recordEvent, recentEvents }
 }
 
 function toRecord(hash: string, f: Record<string, string>): KeyRecord {

@@ -7,6 +7,9 @@ import type { WindowName } from '../types.js'
 /** Set of every key hash; read by the admin/CLI only, never by the Lua scripts (it lives in another slot). */
 export const KEY_INDEX = 'lp:keys'
 
+/** Recent refusals and cut-offs, a list of JSON lines, newest first (admin and a fire-and-forget push only). */
+export const EVENTS_KEY = 'lp:events'
+
 const prefix = (hash: string): string => `lp:{${hash}}`
 
 /** The key record hash (name, providers, active, created_at, lim:<window>, session defaults). */

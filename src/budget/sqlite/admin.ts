@@ -4,6 +4,7 @@
  */
 import { generateKey, hashKey, isKeyHash } from '../../keys.js'
 import { isProviderId, type ProviderId } from '../../providers/types.js'
+import { EVENTS_KEPT, type BudgetEvent } from '../events.js'
 import { lastDays, type DaySpend } from '../history.js'
 import { parseKeyRef, pickKey } from '../resolve.js'
 import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyLookup, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
@@ -139,7 +140,24 @@ export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): Key
     return dates.map((date) => ({ date, spentMicros: byDay.get(date) ?? 0 }))
   }
 
-  return { createKey, listKeys, getKey: async (hash) => read(hash), revokeKey, setBudget, status, resolveKey, history }
+  /** One insert and a delete of what falls past EVENTS_KEPT (by rowid), in one transaction. */
+  async function recordEvent(e: BudgetEvent): Promise<void> {
+    await db.transaction('record event', () => {
+      const added = db
+        .statement('INSERT INTO events (time, kind, key_hash_prefix, provider, reason, win) VALUES (?, ?, ?, ?, ?, ?)')
+        .run(e.time.toISOString(), e.kind, e.keyHashPrefix, e.provider, e.reason, e.window)
+      db.statement('DELETE FROM events WHERE id <= ?').run(Number(added.lastInsertRowid) - EVENTS_KEPT)
+    })
+  }
+
+  async function recentEvents(limit: number): Promise<BudgetEvent[]> {
+    const found = db.read('read events', () =>
+      db.statement('SELECT time, kind, key_hash_prefix, provider, reason, win FROM events ORDER BY id DESC LIMIT ?').all(limit),
+    ) as Array<{ time: string; kind: 'refusal' | 'cutoff'; key_hash_prefix: string; provider: string; reason: string; win: string | null }>
+    return found.map((r) => ({ time: new Date(r.time), kind: r.kind, keyHashPrefix: r.key_hash_prefix, provider: r.provider, reason: r.reason, window: r.win }))
+  }
+
+  return { createKey, listKeys, getKey: async (hash) => read(hash), revokeKey, setBudget, status, resolveKey, history, recordEvent, recentEvents }
 }
 
 function toRecord(row: KeyRecordRow): KeyRecord {
