@@ -5,6 +5,7 @@ import { eventJson, EVENTS_KEPT, parseLimit } from '../budget/events.js'
 import { DAYS_HINT, historyJson, parseDays } from '../cli/history.js'
 import { keyJson } from '../cli/keys.js'
 import { StoreUnavailableError } from '../errors.js'
+import { microsToUsd } from '../money.js'
 
 /** The dashboard's read-only JSON (CONTRACT §4): keys in the `keys list --json` shape plus `windows` as `budget status --json`. */
 
@@ -59,6 +60,44 @@ export function registerEventApi(app: FastifyInstance, keys: KeyAdmin): void {
       const limit = parseLimit(request.query.limit)
       if (limit === null) return fail(reply, 400, 'invalid_request', `limit must be a whole number from 1 to ${EVENTS_KEPT}`)
       return (await keys.recentEvents(limit)).map(eventJson)
+    }),
+  )
+}
+
+/** One live session in the API (`GET /api/sessions`): its key, spend, hold, steps and limits. */
+export interface SessionJson {
+  hash: string
+  name: string
+  id: string
+  spent_usd: number
+  held_usd: number
+  steps: number
+  budget_usd: number | null
+  max_steps: number | null
+}
+
+/** Registers `GET /api/sessions[?key=<key>]`: live sessions of every key (or one), by key then id, at most 200. */
+export function registerSessionApi(app: FastifyInstance, keys: KeyAdmin): void {
+  app.get<{ Querystring: { key?: string } }>('/api/sessions', async (request, reply) =>
+    answer(reply, async () => {
+      let hash: string | null = null
+      if (request.query.key !== undefined) {
+        const record = await resolved(keys, request.query.key, reply)
+        if (record === null) return reply
+        hash = record.hash
+      }
+      const [found, records] = await Promise.all([keys.sessions(hash), keys.listKeys()])
+      const names = new Map(records.map((r) => [r.hash, r.name]))
+      return found.map((s): SessionJson => ({
+        hash: s.hash,
+        name: names.get(s.hash) ?? '',
+        id: s.id,
+        spent_usd: microsToUsd(s.spentMicros),
+        held_usd: microsToUsd(s.heldMicros),
+        steps: s.steps,
+        budget_usd: s.budgetMicros === null ? null : microsToUsd(s.budgetMicros),
+        max_steps: s.maxSteps,
+      }))
     }),
   )
 }

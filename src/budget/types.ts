@@ -2,6 +2,7 @@ import type { Micros } from '../money.js'
 import type { ProviderId } from '../providers/types.js'
 import type { BudgetEvent } from './events.js'
 import type { DaySpend } from './history.js'
+import type { SessionStatus } from './sessions.js'
 
 /** The five fixed UTC windows, in the order they are checked (first limit hit wins). */
 export const WINDOW_NAMES = ['minute', 'hourly', 'daily', 'weekly', 'monthly'] as const
@@ -127,6 +128,8 @@ export interface KeyAdmin {
   recordEvent(event: BudgetEvent): Promise<void>
   /** The newest `limit` events, newest first. */
   recentEvents(limit: number): Promise<BudgetEvent[]>
+  /** Live (not expired) sessions of one key, or of every key when `hash` is null; at most SESSIONS_SHOWN. */
+  sessions(hash: string | null): Promise<SessionStatus[]>
 }
 
 /** The shortest hash prefix that names a key (as logs and metrics show it). */

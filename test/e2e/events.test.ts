@@ -5,8 +5,8 @@ import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
 
-/** A refusal and a stream cut-off appear in `GET /api/events`, from the store, on both stores (issue 11). */
-describe.each(STORE_KINDS)('%s store: GET /api/events', (kind) => {
+/** A refusal and a stream cut-off appear in `GET /api/events`, live sessions in `GET /api/sessions`, on both stores (issue 11). */
+describe.each(STORE_KINDS)('%s store: GET /api/events and /api/sessions', (kind) => {
   let store: TestStore
   let fake: FakeOpenAi
   let proxy: TestProxy
@@ -59,5 +59,27 @@ describe.each(STORE_KINDS)('%s store: GET /api/events', (kind) => {
     expect(await events('?limit=1')).toEqual([cutoff])
     expect(JSON.stringify(await events())).not.toContain(key)
     expect((await fetch(`${proxy.server.adminUrl}/api/events?limit=0`)).status).toBe(400)
+  })
+
+  it('lists a live session with its spend, steps and limits', async () => {
+    const { key, hash } = await createTestKey(proxy, 'session-agent', ['openai'], { daily: 1_000_000 })
+    const client = new OpenAI({
+      apiKey: key,
+      baseURL: `${proxy.url}/openai/v1`,
+      defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-upstream', 'X-Loopers-Session-ID': 'run-42', 'X-Loopers-Session-Budget': '0.5', 'X-Loopers-Session-Max-Steps': '7' },
+      maxRetries: 0,
+    })
+    fake.options = { chunks: 1 }
+    for (let i = 0; i < 2; i++) await client.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: `step ${i}` }], max_tokens: 20 })
+    await settle(proxy)
+    const spent = (await settledDaily(proxy, hash)).spent
+    const response = await fetch(`${proxy.server.adminUrl}/api/sessions?key=session-agent`)
+    expect(response.status).toBe(200)
+    expect(await response.json()).toEqual([
+      { hash, name: 'session-agent', id: 'run-42', spent_usd: spent / 1e6, held_usd: 0, steps: 2, budget_usd: 0.5, max_steps: 7 },
+    ])
+    const all = (await (await fetch(`${proxy.server.adminUrl}/api/sessions`)).json()) as Array<{ id: string }>
+    expect(all.map((s) => s.id)).toContain('run-42')
+    expect((await fetch(`${proxy.server.adminUrl}/api/sessions?key=nobody`)).status).toBe(404)
   })
 })

@@ -5,8 +5,10 @@
 import { StoreUnavailableError } from '../../errors.js'
 import { generateKey, hashKey, isKeyHash } from '../../keys.js'
 import { isProviderId, type ProviderId } from '../../providers/types.js'
+import { Cluster } from 'ioredis'
 import type { RedisClient } from './redis-client.js'
-import { dayKey, EVENTS_KEY, KEY_INDEX, periodKey, recordKey } from './redis-keys.js'
+import { dayKey, EVENTS_KEY, KEY_INDEX, parseSessionKey, periodKey, recordKey, sessionPattern } from './redis-keys.js'
+import { orderSessions, SESSIONS_SHOWN, type SessionStatus } from '../sessions.js'
 import { eventFromJson, eventJson, EVENTS_KEPT, type BudgetEvent, type EventJson } from '../events.js'
 import { lastDays, type DaySpend } from '../history.js'
 import { parseKeyRef, pickKey } from '../resolve.js'
@@ -139,7 +141,37 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
     return lines.map((line) => eventFromJson(JSON.parse(line) as EventJson))
   }
 
-  return { createKey, listKeys, getKey, revokeKey, setBudget, status, resolveKey, history, recordEvent, recentEvents }
+  /**
+   * SCAN for the session keys (every master of a cluster), then one HGETALL each. Admin-only: a scan walks
+   * the keyspace, so it never runs on the request path; it stops once SESSIONS_SHOWN are found.
+   */
+  async function sessions(hash: string | null): Promise<SessionStatus[]> {
+    if (hash !== null && !isKeyHash(hash)) return []
+    const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis]
+    const names: string[] = []
+    await run('scan sessions', async () => {
+      for (const node of nodes) {
+        let cursor = '0'
+        do {
+          const [next, batch] = await node.scan(cursor, 'MATCH', sessionPattern(hash), 'COUNT', 1000)
+          names.push(...batch)
+          cursor = next
+        } while (cursor !== '0' && names.length < SESSIONS_SHOWN)
+      }
+    })
+    const found = await Promise.all(
+      names.map(async (name): Promise<SessionStatus | null> => {
+        const where = parseSessionKey(name)
+        const f = where === null ? {} : await run('read session', () => redis.hgetall(name))
+        if (where === null || Object.keys(f).length === 0) return null // gone since the scan
+        const optional = (v: string | undefined): number | null => (v === undefined || v === '' ? null : Number(v))
+        return { ...where, spentMicros: Number(f.spent ?? 0), heldMicros: Number(f.held ?? 0), steps: Number(f.steps ?? 0), budgetMicros: optional(f.budget), maxSteps: optional(f.max_steps) }
+      }),
+    )
+    return orderSessions(found.filter((s): s is SessionStatus => s !== null))
+  }
+
+  return { createKey, listKeys, getKey, revokeKey, setBudget, status, resolveKey, history, recordEvent, recentEvents, sessions }
 }
 
 function toRecord(hash: string, f: Record<string, string>): KeyRecord {

@@ -27,6 +27,17 @@ export function sessionKey(hash: string, sessionId: string): string {
   return `${prefix(hash)}:s:${sessionId}`
 }
 
+/** SCAN pattern of the sessions of one key, or of every key when `hash` is null. */
+export function sessionPattern(hash: string | null): string {
+  return `lp:{${hash ?? '*'}}:s:*`
+}
+
+/** The key hash and session id of a session key name, or null when it is not one. */
+export function parseSessionKey(name: string): { hash: string; id: string } | null {
+  const m = /^lp:\{([0-9a-f]{64})\}:s:(.+)$/.exec(name)
+  return m === null ? null : { hash: m[1] as string, id: m[2] as string }
+}
+
 /** Placeholder in the session position of a script's KEYS when the request has no session; never written. */
 export function noSessionKey(hash: string): string {
   return `${prefix(hash)}:nosession`

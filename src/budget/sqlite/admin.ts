@@ -6,6 +6,7 @@ import { generateKey, hashKey, isKeyHash } from '../../keys.js'
 import { isProviderId, type ProviderId } from '../../providers/types.js'
 import { EVENTS_KEPT, type BudgetEvent } from '../events.js'
 import { lastDays, type DaySpend } from '../history.js'
+import { SESSIONS_SHOWN, type SessionStatus } from '../sessions.js'
 import { parseKeyRef, pickKey } from '../resolve.js'
 import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyLookup, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
 import { periodOf } from '../windows.js'
@@ -157,7 +158,21 @@ export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): Key
     return found.map((r) => ({ time: new Date(r.time), kind: r.kind, keyHashPrefix: r.key_hash_prefix, provider: r.provider, reason: r.reason, window: r.win }))
   }
 
-  return { createKey, listKeys, getKey: async (hash) => read(hash), revokeKey, setBudget, status, resolveKey, history, recordEvent, recentEvents }
+  /** One key: a primary-key prefix scan; every key: the whole (small, swept) sessions table. */
+  async function sessions(hash: string | null): Promise<SessionStatus[]> {
+    if (hash !== null && !isKeyHash(hash)) return []
+    const columns = 'SELECT hash, id, budget, max_steps, steps, spent, held FROM sessions'
+    const found = db.read('read sessions', () =>
+      hash === null
+        ? db.statement(`${columns} WHERE expires_at > ? ORDER BY hash, id LIMIT ?`).all(now(), SESSIONS_SHOWN)
+        : db.statement(`${columns} WHERE hash = ? AND expires_at > ? ORDER BY id LIMIT ?`).all(hash, now(), SESSIONS_SHOWN),
+    ) as Array<{ hash: string; id: string; budget: number | null; max_steps: number | null; steps: number; spent: number; held: number }>
+    return found.map((r) => ({ hash: r.hash, id: r.id, spentMicros: r.spent, heldMicros: r.held, steps: r.steps, budgetMicros: r.budget, maxSteps: r.max_steps }))
+  }
+
+  return {
+    createKey, listKeys, getKey: async (hash) => read(hash), revokeKey, setBudget, status, resolveKey, history, recordEvent, recentEvents, sessions,
+  }
 }
 
 function toRecord(row: KeyRecordRow): KeyRecord {
