@@ -116,7 +116,7 @@ export async function resolved(keys: KeyAdmin, ref: string, reply: FastifyReply)
   return null
 }
 
-export async function answer<T>(reply: FastifyReply, work: () => Promise<T>): Promise<T | FastifyReply> {
+async function answer<T>(reply: FastifyReply, work: () => Promise<T>): Promise<T | FastifyReply> {
   try {
     return await work()
   } catch (error) {
@@ -125,6 +125,6 @@ export async function answer<T>(reply: FastifyReply, work: () => Promise<T>): Pr
   }
 }
 
-export function fail(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+function fail(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
   return reply.code(status).header('x-loopers-error-code', code).send({ error: { code, message } })
 }
