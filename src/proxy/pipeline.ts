@@ -29,10 +29,10 @@ import { readLoopersCredential, readSession } from './control-headers.js'
 import type { Inflight } from './inflight.js'
 import { planReservation, type ReservationPlan } from './plan.js'
 import { refusalError } from './refusal.js'
-import { eventOf, type BudgetEvent } from '../budget/events.js'
 import { sendError } from './respond.js'
 import { countExactInput } from './exact-count.js'
 import { createForwarder } from './forward.js'
+import { recordEventLater } from './record-event.js'
 import { recordRequest, type Summary } from './summary.js'
 import { parseTarget, readQuery } from './target.js'
 import type { UpstreamClient } from './upstream.js'
@@ -181,20 +181,9 @@ export function createPipeline(deps: PipelineDeps) {
       const ms = performance.now() - started
       deps.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
       recordRequest(deps.metrics, summary, ms)
-      recordEvent(eventOf(summary, new Date(now())))
+      recordEventLater(deps.keys, deps.metrics, summary, new Date(now()))
       deps.inflight.end()
     }
-  }
-
-  /**
-   * A refusal or cut-off goes to the store's recent events after the answer, off the request path
-   * (fire-and-forget on the next turn): a failure only counts in loopers_store_errors_total{op="record_event"}.
-   */
-  function recordEvent(event: BudgetEvent | null): void {
-    if (event === null) return
-    setImmediate(() => {
-      deps.keys.recordEvent(event).catch(() => deps.metrics.eventLost())
-    })
   }
 
   async function reserve(input: Parameters<BudgetStore['reserve']>[0]): Promise<ReserveResult> {
