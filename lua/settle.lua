@@ -6,11 +6,13 @@ KEYS[1]     key record hash (unused; kept so every script shares one KEYS layout
 KEYS[2..6]  booked period hashes  minute, hourly, daily, weekly, monthly (fields spent, held)
 KEYS[7]     booked session hash, or a placeholder, never touched, when ARGV[2] = '0'
 KEYS[8]     reservation record    lp:{h}:r:<requestId>
+KEYS[9]     today's spend history lp:{h}:d:<YYYY-MM-DD> (a counter)
 
 ARGV[1]     actualMicros (may exceed the reservation: the provider's bill is charged as it is)
 ARGV[2]     '1' when the reservation was booked in a session, else '0'
 ARGV[3]     reservation record TTL seconds (for the settled record or tombstone)
 ARGV[4]     TTL seconds for a period key found without one (recreated after it expired)
+ARGV[5]     unix time (seconds) at which the history counter expires
 
 Returns one of
   {'settled', chargedMicros}
@@ -47,7 +49,13 @@ end
 -- 4. The session, unless it has expired meanwhile (it is not recreated).
 if ARGV[2] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then book(KEYS[7]) end
 
--- 5. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused.
+-- 5. Spend history: what was charged today, kept for 400 days.
+if actual > 0 then
+  redis.call('INCRBY', KEYS[9], int(actual))
+  redis.call('EXPIREAT', KEYS[9], ARGV[5])
+end
+
+-- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused.
 redis.call('HSET', KEYS[8], 'state', 'settled', 'charged', int(actual))
 redis.call('EXPIRE', KEYS[8], ARGV[3])
 return {'settled', actual}

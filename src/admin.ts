@@ -1,6 +1,6 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { registerKeyApi } from './admin/api.js'
+import { registerEventApi, registerHistoryApi, registerKeyApi, registerSessionApi } from './admin/api.js'
 import { loadDashboardAssets } from './admin/dashboard-assets.js'
 import { guardAdmin } from './admin/security.js'
 import type { BudgetStore, KeyAdmin } from './budget/types.js'
@@ -31,6 +31,9 @@ export function buildAdminApp(options: AdminOptions): FastifyInstance {
   guardAdmin(app, { token: options.token, sendLoginPage: dashboard.sendPage })
   dashboard.register(app)
   registerKeyApi(app, options.keys)
+  registerHistoryApi(app, options.keys)
+  registerEventApi(app, options.keys)
+  registerSessionApi(app, options.keys)
   app.get('/metrics', async (_request, reply) => {
     reply.header('content-type', options.metrics.registry.contentType)
     return options.metrics.registry.metrics()

@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { Logger } from 'pino'
 import { internalError, invalidRequest, notFound, payloadTooLarge, ProxyError } from './errors.js'
 import { createKeyGate } from './proxy/key-gate.js'
+import { recordEventLater } from './proxy/record-event.js'
 import { createPipeline, type PipelineDeps } from './proxy/pipeline.js'
 import { sendError } from './proxy/respond.js'
 import { recordRequest } from './proxy/summary.js'
@@ -47,6 +48,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
       const ms = performance.now() - started
       options.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
       recordRequest(options.metrics, summary, ms)
+      recordEventLater(options.keys, options.metrics, summary, new Date())
       throw error
     }
   })

@@ -42,6 +42,8 @@ export interface Metrics {
   recordRequest(record: RequestRecord): void
   streamStarted(): void
   streamEnded(): void
+  /** A refusal or cut-off the store could not record (counted as a store error, op record_event). */
+  eventLost(): void
   /** Wraps a budget store so every call is timed and every fault counted. */
   instrumentStore(store: BudgetStore): BudgetStore
 }
@@ -149,6 +151,7 @@ export function createMetrics(options: { perKey: boolean }): Metrics {
       durationBy([r.provider]).observe(r.durationSeconds)
       if (r.addedSeconds !== undefined) added.observe(r.addedSeconds)
     },
+    eventLost: () => storeErrors.inc({ op: 'record_event' }),
     streamStarted: () => inflight.inc(),
     streamEnded: () => inflight.dec(),
     instrumentStore(store) {

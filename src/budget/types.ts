@@ -1,5 +1,8 @@
 import type { Micros } from '../money.js'
 import type { ProviderId } from '../providers/types.js'
+import type { BudgetEvent } from './events.js'
+import type { DaySpend } from './history.js'
+import type { SessionStatus } from './sessions.js'
 
 /** The five fixed UTC windows, in the order they are checked (first limit hit wins). */
 export const WINDOW_NAMES = ['minute', 'hourly', 'daily', 'weekly', 'monthly'] as const
@@ -155,7 +158,22 @@ export interface KeyAdmin {
   setBudget(hash: string, change: BudgetChange): Promise<KeyRecord | null>
   /** Current period of every window. */
   status(hash: string): Promise<Record<WindowName, WindowStatus> | null>
+  /** The one key `ref` names: its full hash, a unique prefix of at least MIN_HASH_PREFIX hex digits, or its name. */
+  resolveKey(ref: string): Promise<KeyLookup>
+  /** Settled spend of the last `days` UTC days (1..HISTORY_DAYS), oldest first, zero-filled; null if no such key. */
+  history(hash: string, days: number): Promise<DaySpend[] | null>
+  /** Adds a refusal or cut-off to the store's recent events (the newest EVENTS_KEPT stay). */
+  recordEvent(event: BudgetEvent): Promise<void>
+  /** The newest `limit` events, newest first. */
+  recentEvents(limit: number): Promise<BudgetEvent[]>
+  /** Live (not expired) sessions of one key, or of every key when `hash` is null; at most SESSIONS_SHOWN. */
+  sessions(hash: string | null): Promise<SessionStatus[]>
 }
+
+/** The shortest hash prefix that names a key (as logs and metrics show it). */
+export const MIN_HASH_PREFIX = 8
+
+export type KeyLookup = { ok: true; record: KeyRecord } | { ok: false; reason: 'unknown' | 'ambiguous'; matches: number }
 
 export interface BudgetChange {
   limits?: Partial<Record<WindowName, Micros>>

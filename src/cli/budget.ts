@@ -1,5 +1,6 @@
 import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type WindowName, type WindowStatus } from '../budget/types.js'
 import { unknownKey, usageError } from './errors.js'
+import { resolveRef } from './key-ref.js'
 import { NONE, formatTime, renderBar, renderTable } from './format.js'
 import { renderFields } from './keys.js'
 import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS } from '../loop/rule.js'
@@ -62,7 +63,8 @@ function parsed(flag: string, parse: () => number): number {
 }
 
 /** `budget set`: applies the change and returns the key's resulting limits (JSON or prose); unknownKey if none. */
-export async function setBudget(admin: KeyAdmin, hash: string, change: BudgetChange, json: boolean): Promise<string> {
+export async function setBudget(admin: KeyAdmin, ref: string, change: BudgetChange, json: boolean): Promise<string> {
+  const hash = (await resolveRef(admin, ref)).hash
   const record = await admin.setBudget(hash, change)
   if (record === null) throw unknownKey(hash)
   if (json) {
@@ -124,7 +126,8 @@ export function rateJson(record: KeyRecord, windows: Record<WindowName, WindowSt
  * `budget status`: every window's current period, as `{hash, windows, …}` JSON (the contract's shape
  * plus `unlimited` and `rate`) or a table with spend bars.
  */
-export async function budgetStatus(admin: KeyAdmin, hash: string, json: boolean): Promise<string> {
+export async function budgetStatus(admin: KeyAdmin, ref: string, json: boolean): Promise<string> {
+  const hash = (await resolveRef(admin, ref)).hash
   const record = await admin.getKey(hash)
   const windows = record === null ? null : await admin.status(hash)
   if (record === null || windows === null) throw unknownKey(hash)

@@ -2,6 +2,7 @@ import type { BudgetChange, KeyAdmin, KeyRecord } from '../budget/types.js'
 import { PROVIDER_IDS, isProviderId, type ProviderId } from '../providers/types.js'
 import { unknownKey, usageError } from './errors.js'
 import { formatStoredTime, renderTable } from './format.js'
+import { resolveRef } from './key-ref.js'
 
 /** `loopers keys …`: each command takes a KeyAdmin and returns the text to print on stdout. */
 
@@ -27,11 +28,6 @@ export function parseName(value: string): string {
   if (name === '') throw usageError('--name must not be empty')
   if (/[\r\n]/.test(name)) throw usageError('--name must be a single line')
   return name
-}
-
-/** A user-typed key hash, normalised (trimmed, lower case); the store decides whether it exists. */
-export function normaliseHash(value: string): string {
-  return value.trim().toLowerCase()
 }
 
 /** The public JSON shape of a key record (CONTRACT §3 `keys list`). */
@@ -100,10 +96,10 @@ export async function listKeys(admin: KeyAdmin, json: boolean): Promise<string> 
   )
 }
 
-/** `keys revoke`: marks the key revoked (a no-op if it already is); throws unknownKey when no such key exists. */
-export async function revokeKey(admin: KeyAdmin, hash: string): Promise<string> {
-  const record = await admin.getKey(hash)
-  if (record === null) throw unknownKey(hash)
+/** `keys revoke <key>`: marks the key revoked (a no-op if it already is); throws when `ref` names no single key. */
+export async function revokeKey(admin: KeyAdmin, ref: string): Promise<string> {
+  const record = await resolveRef(admin, ref)
+  const hash = record.hash
   if (!record.active) return `Key ${hash} ("${record.name}") was already revoked.`
   if (!(await admin.revokeKey(hash))) throw unknownKey(hash)
   return `Revoked key ${hash} ("${record.name}"). Requests with it are refused from now on.`

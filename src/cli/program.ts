@@ -5,8 +5,10 @@ import { PROVIDER_IDS } from '../providers/types.js'
 import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS } from '../loop/rule.js'
 import { budgetStatus, parseBudgetFlags, setBudget, type BudgetFlags } from './budget.js'
 import { CliError, EXIT_FAILURE, EXIT_USAGE, serveFailed, usageError } from './errors.js'
+import { budgetHistory, DAYS_HINT, parseDays } from './history.js'
+import { DEFAULT_HISTORY_DAYS, HISTORY_DAYS } from '../budget/history.js'
 import { addExecCommand } from './exec.js'
-import { createKey, listKeys, normaliseHash, parseName, parseProviders, revokeKey } from './keys.js'
+import { createKey, listKeys, parseName, parseProviders, revokeKey } from './keys.js'
 import { storeNote, withKeyAdmin } from './store.js'
 
 /** The `loopers` command line (CONTRACT §3). Argument parsing and error reporting only; commands live beside it. */
@@ -143,29 +145,40 @@ function buildProgram(io: Io, onServing: () => void): Command {
   keys
     .command('revoke')
     .description('revoke a key: its next request is refused')
-    .argument('<hash>', 'the key hash (SHA-256 hex of the key)')
+    .argument('<key>', KEY_ARG)
     .action(async (hash: string) => {
-      out(await withKeyAdmin(loadConfig(), (admin) => revokeKey(admin, normaliseHash(hash))), false)
+      out(await withKeyAdmin(loadConfig(), (admin) => revokeKey(admin, hash)), false)
     })
 
   const budget = program.command('budget').description("set and inspect a key's budget")
   const set = budget
     .command('set')
     .description('set limits in USD; 0 removes a limit (at least one flag)')
-    .argument('<hash>', 'the key hash')
+    .argument('<key>', KEY_ARG)
   addLimitOptions(set)
     .option('--json', 'print the resulting limits as JSON')
     .action(async (hash: string, opts: BudgetFlags & { json?: boolean }) => {
       const change = parseBudgetFlags(opts)
-      out(await withKeyAdmin(loadConfig(), (admin) => setBudget(admin, normaliseHash(hash), change, opts.json === true)), opts.json)
+      out(await withKeyAdmin(loadConfig(), (admin) => setBudget(admin, hash, change, opts.json === true)), opts.json)
     })
   budget
     .command('status')
     .description('show limit, spent, held and remaining of every window')
-    .argument('<hash>', 'the key hash')
+    .argument('<key>', KEY_ARG)
     .option('--json', 'print {hash, windows} as JSON')
     .action(async (hash: string, opts: { json?: boolean }) => {
-      out(await withKeyAdmin(loadConfig(), (admin) => budgetStatus(admin, normaliseHash(hash), opts.json === true)), opts.json)
+      out(await withKeyAdmin(loadConfig(), (admin) => budgetStatus(admin, hash, opts.json === true)), opts.json)
+    })
+
+  budget
+    .command('history')
+    .description(`settled spend per UTC day (kept ${HISTORY_DAYS} days), oldest first`)
+    .argument('<key>', KEY_ARG)
+    .option('--days <n>', `how many days up to today (1-${HISTORY_DAYS}, default ${DEFAULT_HISTORY_DAYS})`)
+    .option('--json', 'print {hash, days: [{date, spent_usd}]} as JSON')
+    .action(async (ref: string, opts: { days?: string; json?: boolean }) => {
+      if (parseDays(opts.days) === null) throw usageError(DAYS_HINT)
+      out(await withKeyAdmin(loadConfig(), (admin) => budgetHistory(admin, ref, opts.days, opts.json === true)), opts.json)
     })
 
   addExecCommand(program)
@@ -187,6 +200,8 @@ function addLimitOptions(command: Command): Command {
     .option('--loop-window <seconds>', `the window in which repeats count (default ${DEFAULT_LOOP_WINDOW_SECONDS}; 0 goes back to it)`)
     .option('--unlimited', 'allow the key to spend without any window limit (a key with none is refused: budget_not_set)')
 }
+
+const KEY_ARG = 'the key: its hash, a unique hash prefix (8+ hex digits) or its name'
 
 /** Accumulates a repeatable option's values. */
 function collect(value: string, previous: string[] | undefined): string[] {

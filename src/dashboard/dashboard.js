@@ -100,66 +100,127 @@ function keyCard(key) {
   return card
 }
 
-/** A table of the objects in `rows`, columns from the first one (for endpoints whose rows are flat records). */
-function recordTable(rows) {
-  const table = el('table')
-  const columns = Object.keys(rows[0] ?? {})
+/** A table with a header row; each cell is text, a node to put in a cell, or a whole <td>. */
+function table(headers, rows, numeric = []) {
+  const t = el('table')
   const head = el('tr')
-  for (const column of columns) head.append(el('th', null, column))
-  table.append(head)
-  for (const row of rows) {
+  for (const name of headers) head.append(el('th', null, name))
+  t.append(head)
+  for (const cells of rows) {
     const tr = el('tr')
-    for (const column of columns) tr.append(el('td', null, typeof row[column] === 'object' ? JSON.stringify(row[column]) : row[column]))
-    table.append(tr)
+    cells.forEach((cell, i) => {
+      if (cell instanceof HTMLTableCellElement) return tr.append(cell) // a cell built whole, such as bar()
+      const td = cell instanceof Node ? el('td') : el('td', numeric.includes(i) ? 'num' : null, cell)
+      if (cell instanceof Node) td.append(cell)
+      tr.append(td)
+    })
+    t.append(tr)
   }
-  return table
+  return t
 }
 
-/** A section whose endpoint may not exist on this server: 404 keeps its placeholder; rows replace it. */
-async function refreshOptional(section) {
-  const { status, body } = await getJson(section.dataset.endpoint)
-  if (status !== 200) return
-  const rows = Array.isArray(body) ? body : Array.isArray(body?.events) ? body.events : Array.isArray(body?.sessions) ? body.sessions : []
-  const title = section.querySelector('h2')
-  section.replaceChildren(title, rows.length === 0 ? el('p', 'muted', 'None.') : recordTable(rows))
+/** "name 1a2b3c4d": a key as the page names it (its name when known, always the 8-digit prefix logs show). */
+function keyLabel(names, prefix) {
+  const span = el('span')
+  const name = names.get(prefix)
+  if (name) span.append(el('span', 'name', name), ' ')
+  span.append(el('code', 'muted', prefix))
+  return span
 }
 
-/** Daily spend of each key as a small bar chart, when the server keeps history (404 keeps the placeholder). */
+function fillSection(id, content) {
+  const section = $(id)
+  section.replaceChildren(section.querySelector('h2'), content)
+}
+
+/** Live sessions: key, id, spent, held, steps (of the limit), budget with a bar. */
+async function refreshSessions(names) {
+  const { status, body } = await getJson('/api/sessions')
+  if (status !== 200 || !Array.isArray(body)) throw new Error(body?.error?.message ?? `sessions: HTTP ${status}`)
+  if (body.length === 0) return fillSection('sessions', el('p', 'muted empty', 'No live sessions.'))
+  const rows = body.map((s) => [
+    keyLabel(names, s.hash.slice(0, 8)),
+    el('code', 'session-id', s.id),
+    usd(s.spent_usd),
+    usd(s.held_usd),
+    s.max_steps === null ? String(s.steps) : `${s.steps} / ${s.max_steps}`,
+    usd(s.budget_usd),
+    bar({ limit_usd: s.budget_usd, spent_usd: s.spent_usd, held_usd: s.held_usd }),
+  ])
+  const t = table(['key', 'session', 'spent', 'held', 'steps', 'budget', 'used'], rows, [2, 3, 4, 5])
+  t.querySelectorAll('tr').forEach((tr, i) => { if (i > 0) tr.dataset.session = body[i - 1].id })
+  fillSection('sessions', t)
+}
+
+const EVENT_KIND = { refusal: 'refused', cutoff: 'stream cut' }
+
+/** Recent refusals and cut-offs, newest first. */
+async function refreshEvents(names) {
+  const { status, body } = await getJson('/api/events?limit=50')
+  if (status !== 200 || !Array.isArray(body)) throw new Error(body?.error?.message ?? `events: HTTP ${status}`)
+  if (body.length === 0) return fillSection('events', el('p', 'muted empty', 'None recorded.'))
+  const rows = body.map((e) => [
+    new Date(e.time).toISOString().slice(0, 19).replace('T', ' ') + ' UTC',
+    el('span', `badge ${e.kind}`, EVENT_KIND[e.kind] ?? e.kind),
+    keyLabel(names, e.key_hash_prefix),
+    e.provider,
+    e.reason,
+    e.window ?? '—',
+  ])
+  const t = table(['time', 'what', 'key', 'provider', 'reason', 'window'], rows)
+  t.querySelectorAll('tr').forEach((tr, i) => { if (i > 0) tr.dataset.kind = body[i - 1].kind })
+  fillSection('events', t)
+}
+
+/** Daily spend of each key as a small inline SVG bar chart. */
 async function refreshHistory(keys) {
-  const section = $('history')
   const charts = []
   for (const key of keys) {
     const { status, body } = await getJson(`/api/keys/${encodeURIComponent(key.hash)}/history?days=30`)
-    if (status !== 200 || !Array.isArray(body?.days)) return
-    charts.push(historyChart(key.name, body.days))
+    if (status !== 200 || !Array.isArray(body?.days)) throw new Error(body?.error?.message ?? `history: HTTP ${status}`)
+    charts.push(historyChart(key, body.days))
   }
-  section.replaceChildren(section.querySelector('h2'), ...charts)
+  const section = $('history')
+  section.replaceChildren(section.querySelector('h2'), ...(charts.length > 0 ? charts : [el('p', 'muted empty', 'No keys yet.')]))
 }
 
-function historyChart(name, days) {
-  const figure = el('figure')
+function svg(tag, attributes) {
+  const node = document.createElementNS(SVG, tag)
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value))
+  return node
+}
+
+function historyChart(key, days) {
+  const figure = el('figure', 'history')
+  figure.dataset.hash = key.hash
   const width = 600
   const height = 80
+  const axis = 14
   const max = Math.max(...days.map((d) => d.spent_usd), 0)
-  const svg = document.createElementNS(SVG, 'svg')
-  svg.setAttribute('viewBox', `0 0 ${width} ${height}`)
-  svg.setAttribute('role', 'img')
-  svg.setAttribute('aria-label', `daily spend of ${name}`)
+  const total = days.reduce((sum, d) => sum + d.spent_usd, 0)
+  const chart = svg('svg', { viewBox: `0 0 ${width} ${height + axis}`, role: 'img', 'aria-label': `daily spend of ${key.name}` })
+  chart.append(svg('line', { x1: 0, y1: height, x2: width, y2: height, class: 'history-axis' }))
   const step = width / Math.max(days.length, 1)
   days.forEach((day, i) => {
     const h = max > 0 ? (day.spent_usd / max) * (height - 4) : 0
-    const rect = document.createElementNS(SVG, 'rect')
-    rect.setAttribute('x', String(i * step + 1))
-    rect.setAttribute('y', String(height - h))
-    rect.setAttribute('width', String(Math.max(step - 2, 1)))
-    rect.setAttribute('height', String(h))
-    rect.setAttribute('class', 'history-bar')
-    const tip = document.createElementNS(SVG, 'title')
+    const rect = svg('rect', { x: i * step + 1, y: height - h, width: Math.max(step - 2, 1), height: h, class: 'history-bar' })
+    rect.dataset.date = day.date
+    rect.dataset.spent = String(day.spent_usd)
+    const tip = svg('title', {})
     tip.textContent = `${day.date}: ${usd(day.spent_usd)}`
     rect.append(tip)
-    svg.append(rect)
+    chart.append(rect)
   })
-  figure.append(svg, el('figcaption', 'muted', `${name}: last ${days.length} days, peak ${usd(max)}`))
+  if (days.length > 0) {
+    const first = svg('text', { x: 0, y: height + axis - 2, class: 'history-label' })
+    first.textContent = days[0].date
+    const last = svg('text', { x: width, y: height + axis - 2, 'text-anchor': 'end', class: 'history-label' })
+    last.textContent = days[days.length - 1].date
+    chart.append(first, last)
+  }
+  const caption = el('figcaption', 'muted')
+  caption.append(el('span', 'name', key.name), ` · ${usd(total)} in ${days.length} days, busiest day ${usd(max)}`)
+  figure.append(chart, caption)
   return figure
 }
 
@@ -186,8 +247,8 @@ async function refresh() {
     $('content').hidden = false
     $('keys').replaceChildren(...body.map(keyCard))
     $('keys-empty').hidden = body.length > 0
-    await Promise.all([...document.querySelectorAll('section[data-endpoint]')].map(refreshOptional))
-    await refreshHistory(body)
+    const names = new Map(body.map((k) => [k.hash.slice(0, 8), k.name]))
+    await Promise.all([refreshSessions(names), refreshEvents(names), refreshHistory(body)])
     $('status').textContent = `Updated ${new Date().toLocaleTimeString()} · refreshes every ${REFRESH_MS / 1000} s`
     $('status').classList.remove('error')
   } catch (error) {

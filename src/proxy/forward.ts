@@ -248,7 +248,10 @@ export function createForwarder(deps: ForwardDeps) {
     }).finally(() => deps.metrics.streamEnded())
     summary.inputTokens = parser.reported().inputTokens ?? plan.inputTokens
     summary.outputTokens = outputTokens()
-    if (result.error !== null) summary.code = result.error.code
+    if (result.error !== null) {
+      summary.code = result.error.code
+      if (typeof result.error.details?.window === 'string') summary.window = result.error.details.window
+    }
     // Reasoning the stream never showed is billed by the provider: without its reported usage, the
     // whole hold (the request's worst case) is what may have been spent. So is an event past the size
     // limit: what the provider generated beyond it is unknown.

@@ -34,6 +34,7 @@ import { refusalError } from './refusal.js'
 import { sendError } from './respond.js'
 import { countExactInput } from './exact-count.js'
 import { createForwarder } from './forward.js'
+import { recordEventLater } from './record-event.js'
 import { recordRequest, type Summary } from './summary.js'
 import { parseTarget, readQuery } from './target.js'
 import type { UpstreamClient } from './upstream.js'
@@ -185,6 +186,7 @@ export function createPipeline(deps: PipelineDeps) {
       const ms = performance.now() - started
       deps.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
       recordRequest(deps.metrics, summary, ms)
+      recordEventLater(deps.keys, deps.metrics, summary, new Date(now()))
       deps.inflight.end()
     }
   }

@@ -5,10 +5,10 @@ import OpenAI from 'openai'
 import { chromium, type BrowserContext, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { formatUsd } from '../../src/money.js'
-import { createTestKey, settle } from '../support/e2e.js'
+import { createTestKey, latestSummary, settle } from '../support/e2e.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
 import { fileURLToPath } from 'node:url'
-import { startProxy, type TestProxy } from '../support/proxy.js'
+import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
 /**
@@ -58,6 +58,32 @@ async function ask(proxy: TestProxy, key: string, maxTokens: number): Promise<vo
   await settle(proxy)
 }
 
+const openai = (key: string, headers: Record<string, string> = {}) =>
+  new OpenAI({ baseURL: `${open.url}/openai/v1`, apiKey: key, maxRetries: 0, defaultHeaders: headers })
+
+/** One refusal (a budget of one cent) and one stream cut at its budget, as the events section shows them. */
+async function refuseAndCut(): Promise<void> {
+  const tiny = await createTestKey(open, 'tiny-budget', ['openai'], { daily: 10_000 })
+  await expect(openai(tiny.key).chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })).rejects.toBeInstanceOf(OpenAI.RateLimitError)
+  const streamer = await createTestKey(open, 'stream-agent', ['openai'], { daily: 5_000_000 })
+  const body = { model: 'gpt-test', messages: [{ role: 'user' as const, content: 'go' }], stream: true as const, max_tokens: 900 }
+  fake.options = { chunks: 1 }
+  for await (const _ of await openai(streamer.key).chat.completions.create(body)) void _
+  await settle(open)
+  const inputBound = Number(latestSummary(open, streamer.hash).inputBound)
+  const spent = (await open.admin.status(streamer.hash))!.daily.spentMicros
+  // Room for the input and about 40 output tokens: the 200-chunk stream is cut.
+  await open.admin.setBudget(streamer.hash, { limits: { daily: spent + inputBound * 4_000 + 40 * 10_000 } })
+  fake.options = { chunks: 200, chunkDelayMs: 1 }
+  const cut = await (async () => {
+    for await (const _ of await openai(streamer.key).chat.completions.create(body)) void _
+  })().catch((e: unknown) => e)
+  expect((cut as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_exceeded')
+  fake.options = {}
+  await settle(open)
+  await eventually(async () => ((await (await fetch(`${open.server.adminUrl}/api/events`)).json()) as unknown[]).length === 2, 'events recorded')
+}
+
 async function newPage(url: string): Promise<Page> {
   const page = await browser.newPage()
   page.on('pageerror', (error) => pageErrors.push(error.message))
@@ -73,15 +99,26 @@ const card = (page: Page, name: string) => page.locator('article.key', { has: pa
 beforeAll(async () => {
   redis = await startRedis()
   fake = await startFakeOpenAi()
-  const env = { REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: fake.url, LOOPERS_OPENAI_API_KEY: 'sk-server-held-0123456789', LOOPERS_PRICING_PATH: PRICES }
+  const env = { REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: fake.url, LOOPERS_OPENAI_API_KEY: 'sk-server-held-0123456789', LOOPERS_PRICING_PATH: PRICES, LOOPERS_STREAM_SLICE_TOKENS: '16' }
   open = await startProxy(env)
   guarded = await startProxy({ ...env, LOOPERS_ADMIN_TOKEN: TOKEN })
   const agent = await createTestKey(open, 'research-agent', ['openai', 'anthropic'], { daily: 2_000_000, monthly: 25_000_000 })
   agentKey = agent.key
   await ask(open, agentKey, 60)
+  // A live session of the agent, two steps in.
+  for (let i = 0; i < 2; i++) {
+    await openai(agentKey, { 'X-Loopers-Session-ID': 'task-1138', 'X-Loopers-Session-Budget': '0.5', 'X-Loopers-Session-Max-Steps': '25' }).chat.completions.create({
+      model: 'gpt-test',
+      messages: [{ role: 'user', content: `step ${i}` }],
+      max_tokens: 20,
+    })
+  }
+  await settle(open)
   // An hourly limit in whole cents that the spend so far fills to 80-85 %: its bar turns amber.
   const spent = (await open.admin.status(agent.hash))!.hourly.spentMicros
   await open.admin.setBudget(agent.hash, { limits: { hourly: Math.ceil(spent / 0.85 / 10_000) * 10_000 } })
+  await settle(open)
+  await refuseAndCut()
   batchKey = (await createTestKey(open, 'nightly-batch', ['openai'], { daily: 5_000_000 })).key
   const revoked = await createTestKey(open, 'old-ci-key', ['gemini'], { weekly: 5_000_000 })
   await open.admin.revokeKey(revoked.hash)
@@ -119,8 +156,31 @@ describe('the spend dashboard in Chromium', () => {
     expect(await hourly.getAttribute('class')).toMatch(/warn|over/)
     expect(await hourly.evaluate((el) => el.getBoundingClientRect().width)).toBeGreaterThan(0)
     expect(await page.locator('#token-form').isHidden()).toBe(true)
-    // Sections whose endpoints this server does not have yet keep their placeholders.
-    for (const id of ['sessions', 'events', 'history']) await expect.poll(() => page.locator(`#${id} .placeholder`).textContent()).toBe('Not recorded by this server yet.')
+    // The live session: its key, id, spend and steps of its limit.
+    const session = page.locator('#sessions tr[data-session="task-1138"]')
+    const sessionJson = ((await (await fetch(`${open.server.adminUrl}/api/sessions`)).json()) as Array<{ id: string; spent_usd: number }>).find((x) => x.id === 'task-1138')!
+    await expect.poll(() => session.locator('td').nth(0).textContent()).toBe(`research-agent ${agentJson.hash.slice(0, 8)}`)
+    expect(await session.locator('td').nth(2).textContent()).toBe(usd(sessionJson.spent_usd))
+    expect(sessionJson.spent_usd).toBeGreaterThan(0)
+    expect(await session.locator('td').nth(4).textContent()).toBe('2 / 25')
+    expect(await session.locator('td').nth(5).textContent()).toBe('$0.50')
+    // The refusal and the cut-off, newest first, with the key's name and the refusing window.
+    const events = page.locator('#events tr[data-kind]')
+    await expect.poll(() => events.count()).toBe(2)
+    expect(await events.nth(0).locator('td').allTextContents()).toEqual(expect.arrayContaining(['stream cut', 'openai', 'budget_exceeded', 'daily']))
+    expect(await events.nth(0).locator('td').nth(2).textContent()).toMatch(/^stream-agent [0-9a-f]{8}$/)
+    expect(await events.nth(1).locator('td').allTextContents()).toEqual(expect.arrayContaining(['refused', 'budget_exceeded', 'daily']))
+    expect(await events.nth(1).locator('td').nth(2).textContent()).toMatch(/^tiny-budget [0-9a-f]{8}$/)
+    // The history chart: 30 bars per key, today's the agent's settled spend, the bar drawn to scale.
+    const chart = page.locator(`#history figure[data-hash="${agentJson.hash}"]`)
+    await expect.poll(() => chart.locator('rect.history-bar').count()).toBe(30)
+    const today = new Date().toISOString().slice(0, 10)
+    const todayBar = chart.locator(`rect[data-date="${today}"]`)
+    const history = (await (await fetch(`${open.server.adminUrl}/api/keys/${agentJson.hash}/history?days=30`)).json()) as { days: Array<{ spent_usd: number }> }
+    expect(Number(await todayBar.getAttribute('data-spent'))).toBe(history.days.at(-1)!.spent_usd)
+    expect(history.days.at(-1)!.spent_usd).toBeGreaterThan(0)
+    expect(await todayBar.evaluate((el) => el.getBoundingClientRect().height)).toBeGreaterThan(10)
+    expect(await chart.locator('rect.history-bar').first().getAttribute('height')).toBe('0')
 
     await page.evaluate(() => ((globalThis as unknown as { marker: number }).marker = 7))
     const batchDaily = card(page, 'nightly-batch').locator('tr[data-window="daily"] td.spent')
@@ -128,6 +188,9 @@ describe('the spend dashboard in Chromium', () => {
     await ask(open, batchKey, 30)
     await expect.poll(() => batchDaily.textContent(), { timeout: 10_000 }).not.toBe('$0.00')
     expect(await page.evaluate(() => (globalThis as unknown as { marker?: number }).marker)).toBe(7) // same document: not reloaded
+    // The chart redraws too (it is fetched just after the key list).
+    const batchHash = await card(page, 'nightly-batch').getAttribute('data-hash')
+    await expect.poll(() => page.locator(`#history figure[data-hash="${batchHash}"] figcaption`).textContent()).not.toContain('$0.00 in')
     expect(await page.content()).not.toContain(agentKey)
     expect(await page.content()).not.toContain('lp-')
 

@@ -74,6 +74,21 @@ describe('GET /api/keys and /api/keys/{hash}', () => {
     }
   })
 
+  it('name a key by a unique hash prefix of 8+ digits or by its name; an ambiguous name is a 400', async () => {
+    const { hash } = await createTestKey(open, 'api-by-name', ['openai'], { daily: 1_000_000 })
+    for (const ref of [hash.slice(0, 8), 'api-by-name']) {
+      const response = await get(open, `/api/keys/${ref}`)
+      expect(response.status, ref).toBe(200)
+      expect(((await response.json()) as { hash: string }).hash).toBe(hash)
+    }
+    await createTestKey(open, 'api-twin', ['openai'], { daily: 1_000_000 })
+    await createTestKey(open, 'api-twin', ['openai'], { daily: 1_000_000 })
+    const ambiguous = await get(open, '/api/keys/api-twin')
+    expect(ambiguous.status).toBe(400)
+    expect(((await ambiguous.json()) as { error: { code: string; message: string } }).error.message).toMatch(/ambiguous key: 2 keys match/)
+    expect((await get(open, `/api/keys/${hash.slice(0, 7)}`)).status).toBe(404)
+  })
+
   it('answer 503 budget_unavailable while the store is away', async () => {
     const away = await startProxy({ REDIS_URL: `redis://127.0.0.1:${await freePort()}` }, { waitForStore: false })
     try {

@@ -151,7 +151,11 @@ function redisParts(url: string, clock: Clock, ttl: { sessionTtlSeconds?: number
     deleteKey: async (hash) => void (await redis.del(recordKey(hash))),
     dump: async () => {
       const keys = await redis.keys('*')
-      const values = await Promise.all(keys.map(async (k) => ((await redis.type(k)) === 'hash' ? redis.hgetall(k) : redis.smembers(k))))
+      const read = async (k: string): Promise<unknown> => {
+        const type = await redis.type(k)
+        return type === 'hash' ? redis.hgetall(k) : type === 'string' ? redis.get(k) : type === 'list' ? redis.lrange(k, 0, -1) : redis.smembers(k)
+      }
+      const values = await Promise.all(keys.map(read))
       return JSON.stringify([keys, values])
     },
   }
@@ -212,7 +216,7 @@ function sqliteParts(path: string, clock: Clock, ttl: { sessionTtlSeconds?: numb
     setProviders: async (hash, csv) => run('UPDATE keys SET providers = ? WHERE hash = ?', csv, hash),
     deleteKey: async (hash) => run('DELETE FROM keys WHERE hash = ?', hash),
     dump: async () =>
-      JSON.stringify(['keys', 'periods', 'sessions', 'reservations'].map((t) => sql().prepare(`SELECT * FROM ${t}`).all())),
+      JSON.stringify(['keys', 'periods', 'sessions', 'reservations', 'daily_spend'].map((t) => sql().prepare(`SELECT * FROM ${t}`).all())),
   }
   return {
     kind: 'sqlite',

@@ -5,9 +5,14 @@
 import { StoreUnavailableError } from '../../errors.js'
 import { generateKey, hashKey, isKeyHash } from '../../keys.js'
 import { isProviderId, type ProviderId } from '../../providers/types.js'
+import { Cluster } from 'ioredis'
 import type { RedisClient } from './redis-client.js'
-import { KEY_INDEX, periodKey, recordKey } from './redis-keys.js'
-import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
+import { dayKey, EVENTS_KEY, KEY_INDEX, parseSessionKey, periodKey, recordKey, sessionPattern } from './redis-keys.js'
+import { orderSessions, SESSIONS_SHOWN, type SessionStatus } from '../sessions.js'
+import { eventFromJson, eventJson, EVENTS_KEPT, type BudgetEvent, type EventJson } from '../events.js'
+import { lastDays, type DaySpend } from '../history.js'
+import { parseKeyRef, pickKey } from '../resolve.js'
+import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyLookup, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
 import { periodOf } from '../windows.js'
 
 export interface KeyAdminOptions {
@@ -92,7 +97,62 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
     return Object.fromEntries(entries) as Record<WindowName, WindowStatus>
   }
 
-  return { createKey, listKeys, getKey, revokeKey, setBudget, status }
+  /** Hash prefix: the key index set; name: every record (admin-only, never on the request path). */
+  async function resolveKey(ref: string): Promise<KeyLookup> {
+    const { prefix, name } = parseKeyRef(ref)
+    const all = await listKeys()
+    return pickKey(all.filter((r) => (prefix !== null && r.hash.startsWith(prefix)) || r.name === name))
+  }
+
+  /** One MGET of the day counters (one hash tag, so one slot on a cluster). */
+  async function history(hash: string, days: number): Promise<DaySpend[] | null> {
+    const dates = lastDays(now(), days)
+    if ((await getKey(hash)) === null) return null
+    const values = await run('read history', () => redis.mget(...dates.map((date) => dayKey(hash, date))))
+    return dates.map((date, i) => ({ date, spentMicros: Number(values[i] ?? 0) }))
+  }
+
+  /** LPUSH and LTRIM in one MULTI: the list never holds more than EVENTS_KEPT. */
+  async function recordEvent(event: BudgetEvent): Promise<void> {
+    await run('record event', () => redis.multi().lpush(EVENTS_KEY, JSON.stringify(eventJson(event))).ltrim(EVENTS_KEY, 0, EVENTS_KEPT - 1).exec())
+  }
+
+  async function recentEvents(limit: number): Promise<BudgetEvent[]> {
+    const lines = await run('read events', () => redis.lrange(EVENTS_KEY, 0, Math.max(0, limit - 1)))
+    return lines.map((line) => eventFromJson(JSON.parse(line) as EventJson))
+  }
+
+  /**
+   * SCAN for the session keys (every master of a cluster), then one HGETALL each. Admin-only: a scan walks
+   * the keyspace, so it never runs on the request path; it stops once SESSIONS_SHOWN are found.
+   */
+  async function sessions(hash: string | null): Promise<SessionStatus[]> {
+    if (hash !== null && !isKeyHash(hash)) return []
+    const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis]
+    const names: string[] = []
+    await run('scan sessions', async () => {
+      for (const node of nodes) {
+        let cursor = '0'
+        do {
+          const [next, batch] = await node.scan(cursor, 'MATCH', sessionPattern(hash), 'COUNT', 1000)
+          names.push(...batch)
+          cursor = next
+        } while (cursor !== '0' && names.length < SESSIONS_SHOWN)
+      }
+    })
+    const found = await Promise.all(
+      names.map(async (name): Promise<SessionStatus | null> => {
+        const where = parseSessionKey(name)
+        const f = where === null ? {} : await run('read session', () => redis.hgetall(name))
+        if (where === null || Object.keys(f).length === 0) return null // gone since the scan
+        const optional = (v: string | undefined): number | null => (v === undefined || v === '' ? null : Number(v))
+        return { ...where, spentMicros: Number(f.spent ?? 0), heldMicros: Number(f.held ?? 0), steps: Number(f.steps ?? 0), budgetMicros: optional(f.budget), maxSteps: optional(f.max_steps) }
+      }),
+    )
+    return orderSessions(found.filter((s): s is SessionStatus => s !== null))
+  }
+
+  return { createKey, listKeys, getKey, revokeKey, setBudget, status, resolveKey, history, recordEvent, recentEvents, sessions }
 }
 
 /** The record fields a budget change writes (`set`) and removes (`remove`: a 0 removes a limit). */

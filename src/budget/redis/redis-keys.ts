@@ -7,6 +7,9 @@ import type { WindowName } from '../types.js'
 /** Set of every key hash; read by the admin/CLI only, never by the Lua scripts (it lives in another slot). */
 export const KEY_INDEX = 'lp:keys'
 
+/** Recent refusals and cut-offs, a list of JSON lines, newest first (admin and a fire-and-forget push only). */
+export const EVENTS_KEY = 'lp:events'
+
 const prefix = (hash: string): string => `lp:{${hash}}`
 
 /** The key record hash (name, providers, active, created_at, lim:<window>, session defaults). */
@@ -22,6 +25,17 @@ export function periodKey(hash: string, window: WindowName, periodId: string): s
 /** A session: budget, max_steps, steps, spent, held. */
 export function sessionKey(hash: string, sessionId: string): string {
   return `${prefix(hash)}:s:${sessionId}`
+}
+
+/** SCAN pattern of the sessions of one key, or of every key when `hash` is null. */
+export function sessionPattern(hash: string | null): string {
+  return `lp:{${hash ?? '*'}}:s:*`
+}
+
+/** The key hash and session id of a session key name, or null when it is not one. */
+export function parseSessionKey(name: string): { hash: string; id: string } | null {
+  const m = /^lp:\{([0-9a-f]{64})\}:s:(.+)$/.exec(name)
+  return m === null ? null : { hash: m[1] as string, id: m[2] as string }
 }
 
 /** Placeholder in the session position of a script's KEYS when the request has no session; never written. */
@@ -42,4 +56,9 @@ export function loopKey(hash: string, scope: string): string {
 /** Placeholder in the loop position of the reserve script's KEYS when the request has no loop check; never written. */
 export function noLoopKey(hash: string): string {
   return `${prefix(hash)}:noloop`
+}
+
+/** Settled spend of one UTC day (`YYYY-MM-DD`), an integer string in micro-USD, kept HISTORY_DAYS days. */
+export function dayKey(hash: string, date: string): string {
+  return `${prefix(hash)}:d:${date}`
 }

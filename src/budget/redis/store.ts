@@ -8,7 +8,7 @@ import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
-import { loopKey, noLoopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey } from './redis-keys.js'
+import { dayKey, loopKey, noLoopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey } from './redis-keys.js'
 import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 import type {
   BudgetStore,
@@ -26,6 +26,7 @@ import {
   DEFAULT_SESSION_TTL_SECONDS,
   RESERVATION_TTL_SECONDS,
 } from '../validate.js'
+import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 
 export interface BudgetStoreOptions {
@@ -48,7 +49,7 @@ type Reply = [string, ...(string | number)[]]
 const SCRIPTS = [
   ['lpReserve', 'reserve', 9],
   ['lpExtend', 'extend', 8],
-  ['lpSettle', 'settle', 8],
+  ['lpSettle', 'settle', 9],
   ['lpAbandon', 'abandon', 1],
 ] as const
 
@@ -112,9 +113,11 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
 
   async function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
     assertMicros('actualMicros', actualMicros)
+    const nowMs = now()
     const reply = await run('settle', () =>
       cmd.lpSettle(
-        ...scriptKeys(reservation), actualMicros, sessionFlag(reservation), RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS,
+        ...scriptKeys(reservation), dayKey(reservation.keyHash, dayOf(nowMs)),
+        actualMicros, sessionFlag(reservation), RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS, Math.floor(dayExpiresAt(nowMs) / 1000),
       ),
     )
     if (reply[0] !== 'settled' && reply[0] !== 'already') throw unexpected('settle', reply)

@@ -4,7 +4,11 @@
  */
 import { generateKey, hashKey, isKeyHash } from '../../keys.js'
 import { isProviderId, type ProviderId } from '../../providers/types.js'
-import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
+import { EVENTS_KEPT, type BudgetEvent } from '../events.js'
+import { lastDays, type DaySpend } from '../history.js'
+import { SESSIONS_SHOWN, type SessionStatus } from '../sessions.js'
+import { parseKeyRef, pickKey } from '../resolve.js'
+import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyLookup, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
 import { periodOf } from '../windows.js'
 import type { Db } from './database.js'
 import { readPeriod, readRequests } from './rows.js'
@@ -108,7 +112,60 @@ export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): Key
     return Object.fromEntries(entries) as Record<WindowName, WindowStatus>
   }
 
-  return { createKey, listKeys, getKey: async (hash) => read(hash), revokeKey, setBudget, status }
+  /** Hash prefix: a range scan of the primary key ('g' sorts after every hex digit); name: the keys_name index. */
+  async function resolveKey(ref: string): Promise<KeyLookup> {
+    const { prefix, name } = parseKeyRef(ref)
+    return db.read('resolve key', () => {
+      const byHash = prefix === null ? [] : db.statement(`${SELECT_KEY} WHERE hash >= ? AND hash < ? LIMIT 2`).all(prefix, `${prefix}g`)
+      const byName = db.statement(`${SELECT_KEY} WHERE name = ? LIMIT 2`).all(name)
+      return pickKey([...byHash, ...byName].map((row) => toRecord(row as unknown as KeyRecordRow)))
+    })
+  }
+
+  /** One range read of the (hash, day) primary key. */
+  async function history(hash: string, days: number): Promise<DaySpend[] | null> {
+    const nowMs = now()
+    const dates = lastDays(nowMs, days)
+    if (read(hash) === null) return null
+    const found = db.read('read history', () =>
+      db.statement('SELECT day, spent FROM daily_spend WHERE hash = ? AND day >= ? AND day <= ? AND expires_at > ?').all(hash, dates[0] ?? '', dates.at(-1) ?? '', nowMs),
+    ) as Array<{ day: string; spent: number }>
+    const byDay = new Map(found.map((r) => [r.day, r.spent]))
+    return dates.map((date) => ({ date, spentMicros: byDay.get(date) ?? 0 }))
+  }
+
+  /** One insert and a delete of what falls past EVENTS_KEPT (by rowid), in one transaction. */
+  async function recordEvent(e: BudgetEvent): Promise<void> {
+    await db.transaction('record event', () => {
+      const added = db
+        .statement('INSERT INTO events (time, kind, key_hash_prefix, provider, reason, win) VALUES (?, ?, ?, ?, ?, ?)')
+        .run(e.time.toISOString(), e.kind, e.keyHashPrefix, e.provider, e.reason, e.window)
+      db.statement('DELETE FROM events WHERE id <= ?').run(Number(added.lastInsertRowid) - EVENTS_KEPT)
+    })
+  }
+
+  async function recentEvents(limit: number): Promise<BudgetEvent[]> {
+    const found = db.read('read events', () =>
+      db.statement('SELECT time, kind, key_hash_prefix, provider, reason, win FROM events ORDER BY id DESC LIMIT ?').all(limit),
+    ) as Array<{ time: string; kind: 'refusal' | 'cutoff'; key_hash_prefix: string; provider: string; reason: string; win: string | null }>
+    return found.map((r) => ({ time: new Date(r.time), kind: r.kind, keyHashPrefix: r.key_hash_prefix, provider: r.provider, reason: r.reason, window: r.win }))
+  }
+
+  /** One key: a primary-key prefix scan; every key: the whole (small, swept) sessions table. */
+  async function sessions(hash: string | null): Promise<SessionStatus[]> {
+    if (hash !== null && !isKeyHash(hash)) return []
+    const columns = 'SELECT hash, id, budget, max_steps, steps, spent, held FROM sessions'
+    const found = db.read('read sessions', () =>
+      hash === null
+        ? db.statement(`${columns} WHERE expires_at > ? ORDER BY hash, id LIMIT ?`).all(now(), SESSIONS_SHOWN)
+        : db.statement(`${columns} WHERE hash = ? AND expires_at > ? ORDER BY id LIMIT ?`).all(hash, now(), SESSIONS_SHOWN),
+    ) as Array<{ hash: string; id: string; budget: number | null; max_steps: number | null; steps: number; spent: number; held: number }>
+    return found.map((r) => ({ hash: r.hash, id: r.id, spentMicros: r.spent, heldMicros: r.held, steps: r.steps, budgetMicros: r.budget, maxSteps: r.max_steps }))
+  }
+
+  return {
+    createKey, listKeys, getKey: async (hash) => read(hash), revokeKey, setBudget, status, resolveKey, history, recordEvent, recentEvents, sessions,
+  }
 }
 
 /** The key columns a budget change writes; null clears one (a 0 removes a limit). */

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS keys (
   session_budget INTEGER, session_max_steps INTEGER, unlimited INTEGER NOT NULL DEFAULT 0, rpm INTEGER,
   loop_limit INTEGER, loop_window INTEGER
 ) STRICT;
+CREATE INDEX IF NOT EXISTS keys_name ON keys (name);
 CREATE TABLE IF NOT EXISTS periods (
   hash TEXT NOT NULL, win TEXT NOT NULL, period TEXT NOT NULL,
   spent INTEGER NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL, requests INTEGER NOT NULL DEFAULT 0,
@@ -59,6 +60,14 @@ CREATE TABLE IF NOT EXISTS loops (
   expires_at INTEGER NOT NULL,
   PRIMARY KEY (hash, scope, step)
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS daily_spend (
+  hash TEXT NOT NULL, day TEXT NOT NULL, spent INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+  PRIMARY KEY (hash, day)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL, key_hash_prefix TEXT NOT NULL, provider TEXT NOT NULL,
+  reason TEXT NOT NULL, win TEXT
+) STRICT;
 CREATE TABLE IF NOT EXISTS reservations (
   hash TEXT NOT NULL, request_id TEXT NOT NULL, state TEXT NOT NULL, amount INTEGER NOT NULL, provider TEXT NOT NULL,
   booked TEXT NOT NULL, charged INTEGER NOT NULL, created_at TEXT NOT NULL, expires_at INTEGER NOT NULL,

@@ -1,5 +1,5 @@
 /**
- * Deletes expired periods, sessions, reservation records and loop steps of the embedded store on an unref'd
+ * Deletes expired periods, sessions, reservation records, loop steps and spend history of the embedded store on an unref'd
  * timer, so no request pays for the clean-up. There is no index on expiry (it would cost every
  * request); each tick walks the next BATCH rows of every table in primary-key order from where the
  * last tick stopped, so one tick stays well under a millisecond and every row is seen once per lap.
@@ -28,6 +28,7 @@ const TABLES: readonly Table[] = [
   { name: 'sessions', key: ['hash', 'id'] },
   { name: 'reservations', key: ['hash', 'request_id'] },
   { name: 'loops', key: ['hash', 'scope', 'step'] },
+  { name: 'daily_spend', key: ['hash', 'day'] },
 ]
 
 type Row = Record<string, string | number>

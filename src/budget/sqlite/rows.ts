@@ -223,3 +223,11 @@ export function trimLoopScope(db: Db, hash: string, scope: string, max: number, 
        LIMIT max(0, (SELECT count(*) FROM loops WHERE hash = ?1 AND scope = ?2) - ?3))`,
   ).run(hash, scope, max)
 }
+
+/** Adds `actual` to the key's spend on `day` (spend history, kept until `expiresAt`). */
+export function bookDay(db: Db, hash: string, day: string, actual: Micros, expiresAt: number): void {
+  db.statement(
+    `INSERT INTO daily_spend (hash, day, spent, expires_at) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (hash, day) DO UPDATE SET spent = spent + ?3, expires_at = ?4`,
+  ).run(hash, day, actual, expiresAt)
+}

@@ -17,6 +17,7 @@ import {
   loopWindowMs,
   RESERVATION_TTL_SECONDS,
 } from '../validate.js'
+import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 import type { Db } from './database.js'
 import * as rows from './rows.js'
@@ -228,6 +229,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       if (b.kind === 'period') rows.bookInPeriod(db, hash, b.window, b.period, actual, reserved, nowMs + GRACE_MS, nowMs)
       else rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
     }
+    if (actual > 0) rows.bookDay(db, hash, dayOf(nowMs), actual, dayExpiresAt(nowMs))
     rows.settleReservation(db, hash, requestId, actual, new Date(nowMs).toISOString(), nowMs + RESERVATION_TTL_MS)
     return { chargedMicros: actual, alreadySettled: false }
   }
