@@ -92,6 +92,19 @@ describe.each(STORE_KINDS)('%s store: loop guard across two proxy processes', (k
     expect(fake.received.length - before).toBe(fixture.requests.length)
   })
 
+  it('byte-identical opening requests fired at once without a session are independent work, not a loop', async () => {
+    const body: ChatBody = { model: 'gpt-test', max_tokens: 5, messages: [{ role: 'user', content: 'classify this ticket' }] }
+    const clients = sdks(await newKey())
+    const before = fake.received.length
+    const answers = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => clients[i % 2]!.chat.completions.create(body)))
+    expect(answers.filter((a) => a.status === 'fulfilled')).toHaveLength(40)
+    expect(fake.received.length - before).toBe(40)
+    // The same request repeated within a session is a loop: the default limit (10 repeats) stops the 12th.
+    const session = sdks(await newKey(), { 'X-Loopers-Session-ID': 'one-run' })
+    for (let i = 0; i < 11; i++) await session[i % 2]!.chat.completions.create(body)
+    await expect(session[0]!.chat.completions.create(body)).rejects.toMatchObject({ code: 'loop_detected' })
+  })
+
   it('X-Loopers-Loop-Limit lowers the limit for a session; --loop-limit 0 turns the guard off', async () => {
     const body: ChatBody = { model: 'gpt-test', max_tokens: 5, messages: [{ role: 'user', content: 'same question' }] }
     const clients = sdks(await newKey(), { 'X-Loopers-Session-ID': 'strict', 'X-Loopers-Loop-Limit': '2' })

@@ -8,7 +8,7 @@ import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.j
 // The loop rule of src/loop/README.md inside each store's reserve call, compared with the reference.
 
 const hex = (n: number): string => n.toString(16).padStart(16, '0')
-const fp = (conversation: number, step: number): LoopFingerprint => ({ conversation: hex(conversation), step: hex(step) })
+const fp = (conversation: number, step: number): LoopFingerprint => ({ conversation: hex(conversation), step: hex(step), continued: true })
 
 /** A small deterministic PRNG, so a failing sequence can be replayed. */
 function prng(seed: number): () => number {
