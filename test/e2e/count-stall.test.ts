@@ -107,7 +107,8 @@ it('counts a 10 MiB prompt off the event loop: small requests keep flowing and n
   // The count ran (a refusal at the bound alone answers in milliseconds) and found the prompt too large.
   expect(answer.status).toBe(429)
   expect(answer.code).toBe('budget_exceeded')
-  expect(bigMs).toBeGreaterThan(1_000)
+  // A refusal at the bound answers once the body is parsed and scanned (~0.1 s for 10 MiB); the count takes several times that.
+  expect(bigMs).toBeGreaterThan(300)
   expect(fake.received.some((r) => r.raw.length > 1_000_000)).toBe(false)
   expect(during.length).toBeGreaterThan(50)
   expect(during.filter((r) => r.status !== 200)).toEqual([])
