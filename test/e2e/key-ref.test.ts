@@ -1,27 +1,10 @@
-import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { plantKey } from '../support/plant-key.js'
 import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
+import { runCli as cli, CLI, type CliRun as Run } from '../support/cli-run.js'
 
 /** Keys named by short hash, ambiguous prefix and name through the built CLI (issue 14 item 4, issue 9), on both stores. */
-
-const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
-
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-function cli(env: Record<string, string>, ...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 15_000 }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr })
-    })
-  })
-}
 
 function expectOneErrorLine(run: Run, pattern: RegExp): void {
   expect(run.code, run.stderr).toBe(1)

@@ -1,27 +1,17 @@
-import { execFile } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
 import { loadLoopFixtures } from '../support/loop-fixtures.js'
 import { startProxyProcess, type ProxyProcess } from '../support/proxy-process.js'
 import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
+import { runCli as cli } from '../support/cli-run.js'
 
 /**
  * The loop guard as an OpenAI-SDK agent meets it, through two proxy processes sharing one store (Redis,
  * or one SQLite file): requests alternate between them, so the loop state must live in the store.
  */
 
-const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
 const fixtures = new Map(loadLoopFixtures().map((f) => [f.name, f]))
-
-function cli(env: Record<string, string>, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 15_000 }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr })
-    })
-  })
-}
 
 type ChatBody = OpenAI.Chat.ChatCompletionCreateParamsNonStreaming
 

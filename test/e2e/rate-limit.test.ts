@@ -1,21 +1,11 @@
-import { execFile } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTestKey, flood } from '../support/e2e.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
 import { startProxy, type TestProxy } from '../support/proxy.js'
 import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
+import { runCli as cli } from '../support/cli-run.js'
 
-const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
-
-function cli(env: Record<string, string>, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 15_000 }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr })
-    })
-  })
-}
 
 describe.each(STORE_KINDS)('%s store: --rpm through the proxy', (kind) => {
   let store: TestStore
