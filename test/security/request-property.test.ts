@@ -67,7 +67,14 @@ interface Template {
   provider: ProviderId
   path: fc.Arbitrary<string>
   body: fc.Arbitrary<string>
+  /** Requests a client would normally send (one spelling, valid values), mixed in so both sides of the property are reached. */
+  plain: fc.Arbitrary<[string, string]>
 }
+
+/** `"key":value` always present, written once, with one of the valid values. */
+const once = (name: string, value: fc.Arbitrary<unknown>): fc.Arbitrary<string[]> => value.map((v) => [`${JSON.stringify(name)}:${JSON.stringify(v)}`])
+const validFlag = fc.constantFrom<unknown>(true, false)
+const validCap = fc.constantFrom<unknown>(16, 64, 900)
 
 const messages = `"messages":[{"role":"user","content":"hi"}]`
 const templates: Template[] = [
@@ -77,11 +84,13 @@ const templates: Template[] = [
     body: fc
       .tuple(entry('model', fc.constantFrom('gpt-test', 'gpt-test-reasoning', 'gpt-unpriced')), entry('stream', flag), entry('max_tokens', cap), entry('max_completion_tokens', cap), entry('max_output_tokens', cap), entry('n', fc.constantFrom(1, 2, 3)))
       .map((parts) => objectOf([[messages, `"input":"hi"`], ...parts])),
+    plain: fc.tuple(fc.constantFrom('/openai/v1/chat/completions', '/openai/v1/responses'), fc.tuple(once('model', fc.constant('gpt-test')), once('stream', validFlag)).map((parts) => objectOf([[messages, `"input":"hi"`], ...parts]))),
   },
   {
     provider: 'anthropic',
     path: fc.constant('/anthropic/v1/messages'),
     body: fc.tuple(entry('model', fc.constantFrom('claude-test', 'claude-test-thinking')), entry('stream', flag), entry('max_tokens', cap)).map((parts) => objectOf([[messages], ...parts])),
+    plain: fc.tuple(fc.constant('/anthropic/v1/messages'), fc.tuple(once('model', fc.constant('claude-test')), once('stream', validFlag), once('max_tokens', validCap)).map((parts) => objectOf([[messages], ...parts]))),
   },
   {
     provider: 'gemini',
@@ -89,21 +98,31 @@ const templates: Template[] = [
     body: fc
       .tuple(entry('maxOutputTokens', cap), entry('candidateCount', fc.constantFrom(1, 2)), entry('max_output_tokens', cap))
       .map((parts) => objectOf([[`"contents":[{"parts":[{"text":"x"}]}]`], [`"generationConfig":${objectOf(parts)}`]])),
+    plain: fc.tuple(
+      fc.constantFrom('generateContent', 'streamGenerateContent?alt=sse').map((verb) => `/gemini/v1beta/models/gemini-test:${verb}`),
+      once('maxOutputTokens', validCap).map((parts) => objectOf([[`"contents":[{"parts":[{"text":"x"}]}]`], [`"generationConfig":${objectOf([parts])}`]])),
+    ),
   },
   {
     provider: 'bedrock',
     path: fc.tuple(fc.constantFrom('converse', 'converse-stream', 'invoke'), query).map(([op, q]) => `/bedrock/model/amazon.nova-test-v1%3A0/${op}${q}`),
     body: fc.tuple(entry('maxTokens', cap), entry('max_new_tokens', cap)).map((parts) => objectOf([[`"messages":[{"role":"user","content":[{"text":"x"}]}]`], [`"inferenceConfig":${objectOf(parts)}`]])),
+    plain: fc.tuple(
+      fc.constantFrom('converse', 'converse-stream').map((op) => `/bedrock/model/amazon.nova-test-v1%3A0/${op}`),
+      once('maxTokens', validCap).map((parts) => objectOf([[`"messages":[{"role":"user","content":[{"text":"x"}]}]`], [`"inferenceConfig":${objectOf([parts])}`]])),
+    ),
   },
   {
     provider: 'azure',
     path: fc.constantFrom('?api-version=2024-10-21', '?api-version=2024-02-01', '?api-version=2024-10-21&api-version=2024-02-01', '?api-version=2024-10-21#x').map((q) => `/azure/openai/deployments/my-gpt4o/chat/completions${q}`),
     body: fc.tuple(entry('stream', flag), entry('max_tokens', cap), entry('max_completion_tokens', cap), entry('n', fc.constantFrom(1, 2))).map((parts) => objectOf([[messages], ...parts])),
+    plain: fc.tuple(fc.constant('/azure/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21'), fc.tuple(once('stream', validFlag), once('max_tokens', validCap)).map((parts) => objectOf([[messages], ...parts]))),
   },
   {
     provider: 'mistral',
     path: fc.tuple(fc.constantFrom('/mistral/v1/chat/completions', '/mistral/v1/fim/completions'), query).map(([p, q]) => `${p}${q}`),
     body: fc.tuple(entry('model', fc.constantFrom('mistral-test', 'mistral-large-latest')), entry('stream', flag), entry('max_tokens', cap)).map((parts) => objectOf([[messages, `"prompt":"def"`], ...parts])),
+    plain: fc.tuple(fc.constant('/mistral/v1/chat/completions'), fc.tuple(once('model', fc.constant('mistral-test')), once('stream', validFlag), once('max_tokens', validCap)).map((parts) => objectOf([[messages, `"prompt":"def"`], ...parts]))),
   },
 ]
 
@@ -128,7 +147,8 @@ describe('property: what the upstream receives is what the meter decided on, or 
       let forwarded = 0
       let refused = 0
       await fc.assert(
-        fc.asyncProperty(template.path, template.body, async (path, body) => {
+        // Two in three requests are adversarial; one in three is plain, so the forwarded side is reached too.
+        fc.asyncProperty(fc.oneof({ weight: 2, arbitrary: fc.tuple(template.path, template.body) }, { weight: 1, arbitrary: template.plain }), async ([path, body]) => {
           gateway.received.length = 0
           const before = summaries(proxy, hash).length
           const answer = await rawRequest(proxy.url, 'POST', path, { 'content-type': 'application/json', ...keyHeaders(template.provider, key) }, body)
