@@ -1,33 +1,19 @@
 import OpenAI from 'openai'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createTestKey, settle } from '../support/e2e.js'
-import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
-import { startProxy, type TestProxy } from '../support/proxy.js'
-import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
+import { useOpenAiStack } from '../support/openai-stack.js'
+import { STORE_KINDS } from '../support/stores.js'
 
 const HEADER = 'x-loopers-budget-remaining-usd'
 
 describe.each(STORE_KINDS)('%s store: X-Loopers-Budget-Remaining-USD', (kind) => {
-  let store: TestStore
-  let fake: FakeOpenAi
-  let proxy: TestProxy
-
-  beforeAll(async () => {
-    store = await startTestStore(kind)
-    fake = await startFakeOpenAi()
-    proxy = await startProxy({ ...store.env, LOOPERS_OPENAI_BASE_URL: fake.url })
-  })
-  afterAll(async () => {
-    await proxy?.close()
-    await fake?.close()
-    await store?.stop()
-  })
+  const stack = useOpenAiStack(kind)
 
   const sdk = (key: string, headers: Record<string, string> = {}): OpenAI =>
-    new OpenAI({ apiKey: key, baseURL: `${proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up', ...headers }, maxRetries: 0 })
+    new OpenAI({ apiKey: key, baseURL: `${stack.proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up', ...headers }, maxRetries: 0 })
 
   it('streamed and not: what the tightest window has left after this request’s hold; on a budget refusal too', async () => {
-    const { key, hash } = await createTestKey(proxy, 'remaining', ['openai'], { daily: 1_000_000, minute: 200_000 })
+    const { key, hash } = await createTestKey(stack.proxy, 'remaining', ['openai'], { daily: 1_000_000, minute: 200_000 })
     const client = sdk(key)
     const body = { model: 'gpt-test', messages: [{ role: 'user' as const, content: 'hi' }], max_tokens: 1_000 }
     const plain = await client.chat.completions.create(body).withResponse()
@@ -35,8 +21,8 @@ describe.each(STORE_KINDS)('%s store: X-Loopers-Budget-Remaining-USD', (kind) =>
     // The minute (the tighter limit) less this request's hold: it was answered before it settled.
     expect(first).toBeGreaterThan(0)
     expect(first).toBeLessThan(0.2)
-    await settle(proxy)
-    const settled = (await proxy.admin.status(hash))!.minute
+    await settle(stack.proxy)
+    const settled = (await stack.proxy.admin.status(hash))!.minute
     expect(settled.heldMicros).toBe(0)
 
     const streamed = await client.chat.completions.create({ ...body, stream: true }).withResponse()
@@ -46,17 +32,17 @@ describe.each(STORE_KINDS)('%s store: X-Loopers-Budget-Remaining-USD', (kind) =>
     const reserved = 200_000 - settled.spentMicros - Math.round(second * 1_000_000)
     expect(reserved).toBeGreaterThan(0)
     expect(streamed.response.headers.get(HEADER)).toMatch(/^\d+\.\d{6}$/)
-    await settle(proxy)
+    await settle(stack.proxy)
 
     // A refusal by the minute reports what that window has left.
-    await proxy.admin.setBudget(hash, { limits: { minute: 1 } })
+    await stack.proxy.admin.setBudget(hash, { limits: { minute: 1 } })
     const refused: unknown = await client.chat.completions.create(body).catch((e: unknown) => e)
     expect(refused).toBeInstanceOf(OpenAI.RateLimitError)
     expect((refused as InstanceType<typeof OpenAI.APIError>).headers?.get(HEADER)).toBe('0.000000')
   })
 
   it('is the session budget when it is tighter, and absent when nothing is limited', async () => {
-    const { key } = await createTestKey(proxy, 'session', ['openai'], { daily: 50_000_000 })
+    const { key } = await createTestKey(stack.proxy, 'session', ['openai'], { daily: 50_000_000 })
     const inSession = await sdk(key, { 'X-Loopers-Session-ID': 'r-1', 'X-Loopers-Session-Budget': '0.01' })
       .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100 })
       .withResponse()
@@ -64,7 +50,7 @@ describe.each(STORE_KINDS)('%s store: X-Loopers-Budget-Remaining-USD', (kind) =>
     expect(left).toBeGreaterThan(0)
     expect(left).toBeLessThan(0.01)
 
-    const open = await createTestKey(proxy, 'open', ['openai'])
+    const open = await createTestKey(stack.proxy, 'open', ['openai'])
     const unlimited = await sdk(open.key).chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }).withResponse()
     expect(unlimited.response.headers.get(HEADER)).toBeNull()
     void kind

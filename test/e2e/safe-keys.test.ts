@@ -1,35 +1,21 @@
 import OpenAI from 'openai'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
-import { startProxy, type TestProxy } from '../support/proxy.js'
-import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
+import { describe, expect, it } from 'vitest'
+import { useOpenAiStack } from '../support/openai-stack.js'
+import { STORE_KINDS } from '../support/stores.js'
 import { runCli as cli } from '../support/cli-run.js'
 
 /** Safe keys as a user meets them: the built CLI makes keys, the OpenAI SDK uses them (`npm test` builds first). */
 
 
 describe.each(STORE_KINDS)('%s store: safe keys end to end', (kind) => {
-  let store: TestStore
-  let fake: FakeOpenAi
-  let proxy: TestProxy
-
-  beforeAll(async () => {
-    store = await startTestStore(kind)
-    fake = await startFakeOpenAi()
-    proxy = await startProxy({ ...store.env, LOOPERS_OPENAI_BASE_URL: fake.url })
-  })
-  afterAll(async () => {
-    await proxy?.close()
-    await fake?.close()
-    await store?.stop()
-  })
+  const stack = useOpenAiStack(kind)
 
   const sdk = (key: string): OpenAI =>
-    new OpenAI({ apiKey: key, baseURL: `${proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
+    new OpenAI({ apiKey: key, baseURL: `${stack.proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
   const ask = (key: string) => sdk(key).chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 })
 
   it('a key created without limits is refused with budget_not_set until `budget set --unlimited`', async () => {
-    const created = await cli(store.env, 'keys', 'create', '--name', 'bare', '--provider', 'openai', '--env')
+    const created = await cli(stack.store.env, 'keys', 'create', '--name', 'bare', '--provider', 'openai', '--env')
     expect(created.code, created.stderr).toBe(0)
     const lines = created.stdout.trimEnd().split('\n')
     expect(lines).toHaveLength(2)
@@ -41,7 +27,7 @@ describe.each(STORE_KINDS)('%s store: safe keys end to end', (kind) => {
     expect(created.stderr).toContain(hash)
     expect(created.stderr).toContain(`loopers budget set ${hash.slice(0, 8)} --daily USD`)
 
-    const before = fake.received.length
+    const before = stack.fake.received.length
     const refused = await ask(key).catch((e: unknown) => e)
     expect(refused).toBeInstanceOf(OpenAI.PermissionDeniedError)
     const error = refused as InstanceType<typeof OpenAI.PermissionDeniedError>
@@ -51,33 +37,33 @@ describe.each(STORE_KINDS)('%s store: safe keys end to end', (kind) => {
     expect(error.headers.get('x-should-retry')).toBe('false')
     expect(error.message).toContain(`loopers budget set ${hash.slice(0, 8)} --daily USD`)
     expect(error.message).toContain('--unlimited')
-    expect(fake.received.length).toBe(before)
+    expect(stack.fake.received.length).toBe(before)
 
-    const set = await cli(store.env, 'budget', 'set', hash, '--unlimited', '--json')
+    const set = await cli(stack.store.env, 'budget', 'set', hash, '--unlimited', '--json')
     expect(set.code, set.stderr).toBe(0)
     expect(JSON.parse(set.stdout)).toMatchObject({ hash, unlimited: true })
     const answer = await ask(key)
     expect(answer.usage?.total_tokens).toBeGreaterThan(0)
-    expect(fake.received.length).toBe(before + 1)
+    expect(stack.fake.received.length).toBe(before + 1)
   })
 
   it('`keys create --daily` makes a usable, limited key in one step', async () => {
-    const created = await cli(store.env, 'keys', 'create', '--name', 'ready', '--provider', 'openai', '--daily', '10', '--json')
+    const created = await cli(stack.store.env, 'keys', 'create', '--name', 'ready', '--provider', 'openai', '--daily', '10', '--json')
     expect(created.code, created.stderr).toBe(0)
     const { key, hash } = JSON.parse(created.stdout) as { key: string; hash: string }
     const answer = await ask(key)
     expect(answer.usage?.total_tokens).toBeGreaterThan(0)
-    const status = await cli(store.env, 'budget', 'status', hash, '--json')
+    const status = await cli(stack.store.env, 'budget', 'status', hash, '--json')
     expect(JSON.parse(status.stdout)).toMatchObject({ windows: { daily: { limit_usd: 10 } } })
   })
 
   it('`keys create` refuses a bad limit flag and --json with --env, creating nothing', async () => {
-    const listed = async (): Promise<number> => (JSON.parse((await cli(store.env, 'keys', 'list', '--json')).stdout) as unknown[]).length
+    const listed = async (): Promise<number> => (JSON.parse((await cli(stack.store.env, 'keys', 'list', '--json')).stdout) as unknown[]).length
     const count = await listed()
-    const bad = await cli(store.env, 'keys', 'create', '--name', 'x', '--provider', 'openai', '--daily', 'ten')
+    const bad = await cli(stack.store.env, 'keys', 'create', '--name', 'x', '--provider', 'openai', '--daily', 'ten')
     expect(bad.code).not.toBe(0)
     expect(bad.stderr).toMatch(/^loopers: --daily/)
-    const both = await cli(store.env, 'keys', 'create', '--name', 'x', '--provider', 'openai', '--json', '--env')
+    const both = await cli(stack.store.env, 'keys', 'create', '--name', 'x', '--provider', 'openai', '--json', '--env')
     expect(both.code).not.toBe(0)
     expect(await listed()).toBe(count)
   })
