@@ -28,6 +28,7 @@ ARGV[17]    session loop limit the request asks for (X-Loopers-Loop-Limit), or '
 ARGV[18]    default loop limit (a key without loop_limit)
 ARGV[19]    default loop window seconds (a key without loop_window)
 ARGV[20]    steps kept per loop scope at most
+ARGV[21]    steps a trimmed loop scope keeps
 
 Returns one of
   {'ok', grantedMicros, remainingMicros}         remaining: what the tightest limited window or the session
@@ -165,8 +166,9 @@ if hasSession then
   booked[6] = KEYS[7]
 end
 
--- 7b. The loop step counts one more admitted request; a scope keeps at most ARGV[20] steps (expired
---     ones go first, then the oldest) and expires a window after its last write.
+-- 7b. The loop step counts one more admitted request; a scope that grows past ARGV[20] steps is trimmed to
+--     ARGV[21] (expired ones go first, then the oldest), so the trim's cost is spread over many new steps and a
+--     request pays O(1) (HLEN). The scope expires a window after its last write.
 if hasLoop then
   redis.call('HSET', KEYS[9], ARGV[15], int(loopCount + 1) .. ':' .. int(loopSince))
   if loopCount == 0 and redis.call('HLEN', KEYS[9]) > tonumber(ARGV[20]) then
@@ -176,9 +178,12 @@ if hasLoop then
       local since = tonumber(string.match(all[i + 1], ':(%d+)$') or '0')
       if nowMs >= since + loopWindowMs then redis.call('HDEL', KEYS[9], all[i]) else live[#live + 1] = {all[i], since} end
     end
-    if #live > tonumber(ARGV[20]) then
+    local keep = tonumber(ARGV[21])
+    if #live > keep then
       table.sort(live, function(a, b) if a[2] ~= b[2] then return a[2] < b[2] end return a[1] < b[1] end)
-      for i = 1, #live - tonumber(ARGV[20]) do redis.call('HDEL', KEYS[9], live[i][1]) end
+      local drop = {}
+      for i = 1, #live - keep do drop[i] = live[i][1] end
+      redis.call('HDEL', KEYS[9], unpack(drop))
     end
   end
   redis.call('PEXPIRE', KEYS[9], loopWindowMs)

@@ -1,4 +1,4 @@
-import { effectiveLoopLimit, loopScope, LOOP_STEPS_PER_SCOPE } from '../../src/loop/rule.js'
+import { effectiveLoopLimit, loopScope, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../src/loop/rule.js'
 import type { LoopFingerprint } from '../../src/loop/types.js'
 
 /**
@@ -51,11 +51,11 @@ export function createLoopReference(keyLimit: number | null, windowSeconds: numb
     return { ok: true, repeats, limit }
   }
 
-  /** Expired steps go first, then the oldest `sinceMs`, until the scope holds LOOP_STEPS_PER_SCOPE. */
+  /** Expired steps go first, then the oldest `sinceMs`, until the scope holds LOOP_STEPS_AFTER_TRIM. */
   function evict(scope: Map<string, StepState>, nowMs: number): void {
     for (const [step, state] of scope) if (nowMs >= state.sinceMs + windowMs) scope.delete(step)
     const oldest = [...scope].sort((a, b) => a[1].sinceMs - b[1].sinceMs || (a[0] < b[0] ? -1 : 1))
-    for (let i = 0; scope.size > LOOP_STEPS_PER_SCOPE; i++) scope.delete((oldest[i] as [string, StepState])[0])
+    for (let i = 0; scope.size > LOOP_STEPS_AFTER_TRIM; i++) scope.delete((oldest[i] as [string, StepState])[0])
   }
 
   return { check }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { DEFAULT_LOOP_LIMIT, effectiveLoopLimit, LOOP_STEPS_PER_SCOPE, loopScope } from '../../src/loop/rule.js'
+import { DEFAULT_LOOP_LIMIT, effectiveLoopLimit, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE, loopScope } from '../../src/loop/rule.js'
 import type { LoopFingerprint } from '../../src/loop/types.js'
 import { createLoopReference, type LoopRequest } from '../support/loop-reference.js'
 
@@ -84,11 +84,15 @@ describe('the loop rule (reference)', () => {
     expect(rule.check(at(1, 'x', { sessionId: 'strict', sessionLimit: null }))).toEqual({ ok: false, repeats: 1, limit: 0 })
   })
 
-  it(`keeps at most ${LOOP_STEPS_PER_SCOPE} steps per scope, forgetting the oldest first`, () => {
+  it(`keeps at most ${LOOP_STEPS_PER_SCOPE} steps per scope, trimming to the newest ${LOOP_STEPS_AFTER_TRIM} past it`, () => {
     const rule = createLoopReference(1, 600)
-    for (let i = 0; i <= LOOP_STEPS_PER_SCOPE; i++) rule.check(at(i, `step-${i}`))
-    // step-0 was the oldest: it is forgotten; step-1 is still counted.
-    expect(rule.check(at(300, 'step-0')).repeats).toBe(0)
-    expect(rule.check(at(300, 'step-2')).repeats).toBe(1)
+    for (let i = 0; i < LOOP_STEPS_PER_SCOPE; i++) rule.check(at(i, `step-${i}`))
+    // Full but not past the limit: nothing is forgotten yet.
+    expect(rule.check(at(300, 'step-0')).repeats).toBe(1)
+    rule.check(at(301, `step-${LOOP_STEPS_PER_SCOPE}`))
+    // Past it: the oldest steps went, down to LOOP_STEPS_AFTER_TRIM; the newest of those forgotten is forgotten, the next is counted.
+    const firstKept = LOOP_STEPS_PER_SCOPE + 1 - LOOP_STEPS_AFTER_TRIM
+    expect(rule.check(at(302, `step-${firstKept - 1}`)).repeats).toBe(0)
+    expect(rule.check(at(302, `step-${firstKept}`)).repeats).toBe(1)
   })
 })

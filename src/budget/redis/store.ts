@@ -9,7 +9,7 @@ import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
 import { dayKey, loopKey, noLoopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey } from './redis-keys.js'
-import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
+import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 import type {
   BudgetStore,
   ExtendResult,
@@ -81,6 +81,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
         session === null ? '0' : '1', session?.budgetMicros ?? '', session?.maxSteps ?? '',
         sessionTtlSeconds, RESERVATION_TTL_SECONDS, new Date(nowMs).toISOString(),
         loop?.step ?? '', nowMs, session?.loopLimit ?? '', DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE,
+        LOOP_STEPS_AFTER_TRIM,
       ),
     )
     if (reply[0] === 'ok') {

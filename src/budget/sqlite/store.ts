@@ -21,7 +21,7 @@ import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 import type { Db } from './database.js'
 import * as rows from './rows.js'
-import { effectiveLoopLimit, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
+import { effectiveLoopLimit, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 
 export interface SqliteStoreOptions {
   /** Clock in ms since the epoch; decides the window periods and expiry. Default Date.now. */
@@ -111,12 +111,12 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // With the guard off (no limit in force) nothing is read or recorded.
     const loop = input.loop ?? null
     const loopLimit = loop === null ? null : effectiveLoopLimit(key.loop_limit, s?.loop_limit ?? null)
-    let loopEntry: { count: number; sinceMs: number; windowMs: number } | null = null
+    let loopEntry: { count: number; sinceMs: number; windowMs: number; isNew: boolean } | null = null
     if (loop !== null && loopLimit !== null) {
       const windowMs = loopWindowMs(key.loop_window)
       const found = rows.readLoopStep(db, hash, loop.scope, loop.step)
       const live = found !== undefined && nowMs < found.since_ms + windowMs
-      loopEntry = { count: live ? found.count : 0, sinceMs: live ? found.since_ms : nowMs, windowMs }
+      loopEntry = { count: live ? found.count : 0, sinceMs: live ? found.since_ms : nowMs, windowMs, isNew: found === undefined }
       if (loopEntry.count > loopLimit) {
         return { ok: false, reason: 'loop_detected', step: loop.step, count: loopEntry.count, limitCount: loopLimit }
       }
@@ -153,9 +153,12 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       booked.push({ kind: 'session', id: session.id })
     }
     if (loop !== null && loopEntry !== null) {
-      const { count, sinceMs, windowMs } = loopEntry
+      const { count, sinceMs, windowMs, isNew } = loopEntry
       rows.writeLoopStep(db, hash, loop.scope, loop.step, count + 1, sinceMs, sinceMs + windowMs)
-      if (count === 0) rows.trimLoopScope(db, hash, loop.scope, LOOP_STEPS_PER_SCOPE, windowMs, nowMs)
+      // A new row grows the scope's counter; a restarted one only extends its life. Past the limit, trim (amortized).
+      if (count === 0 && rows.bumpLoopScope(db, hash, loop.scope, isNew ? 1 : 0, sinceMs + windowMs) > LOOP_STEPS_PER_SCOPE) {
+        rows.trimLoopScope(db, hash, loop.scope, LOOP_STEPS_AFTER_TRIM, windowMs, nowMs)
+      }
     }
     const bookedKeys = Object.freeze(booked.map(rows.bookedKey))
     rows.writeReservation(
