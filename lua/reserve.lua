@@ -166,12 +166,13 @@ if hasSession then
   booked[6] = KEYS[7]
 end
 
--- 7b. The loop step counts one more admitted request; a scope that grows past ARGV[20] steps is trimmed to
---     ARGV[21] (expired ones go first, then the oldest), so the trim's cost is spread over many new steps and a
---     request pays O(1) (HLEN). The scope expires a window after its last write.
+-- 7b. The loop step counts one more admitted request. A new step whose hash ends in 0 (one in 16, as
+--     checksScopeSize in src/loop/rule.ts) checks its scope's size; one found past ARGV[20] steps is trimmed to
+--     ARGV[21] (expired ones go first, then the oldest), so the trim's cost is spread over many new steps.
+--     The scope expires a window after its last write.
 if hasLoop then
-  redis.call('HSET', KEYS[9], ARGV[15], int(loopCount + 1) .. ':' .. int(loopSince))
-  if loopCount == 0 and redis.call('HLEN', KEYS[9]) > tonumber(ARGV[20]) then
+  local isNew = redis.call('HSET', KEYS[9], ARGV[15], int(loopCount + 1) .. ':' .. int(loopSince)) == 1
+  if isNew and string.sub(ARGV[15], -1) == '0' and redis.call('HLEN', KEYS[9]) > tonumber(ARGV[20]) then
     local all = redis.call('HGETALL', KEYS[9])
     local live = {}
     for i = 1, #all, 2 do

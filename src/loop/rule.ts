@@ -10,19 +10,25 @@ import type { LoopFingerprint } from './types.js'
  *   else, only if the request is admitted (every other check passed): entry.count += 1, sinceMs kept
  *
  * entry.count counts earlier admitted requests of the step, so a request is its (count)-th repeat:
- * `limit` repeats pass and the next is refused. A scope that grows past LOOP_STEPS_PER_SCOPE entries is
- * trimmed to LOOP_STEPS_AFTER_TRIM (expired ones go first, then the oldest sinceMs), so the trim runs once per
- * 64 new steps, not on every one; its state may expire windowMs after its last write.
+ * `limit` repeats pass and the next is refused. A new step that `checksScopeSize` picks (one in 16) counts its
+ * scope; one found past LOOP_STEPS_PER_SCOPE entries is trimmed to LOOP_STEPS_AFTER_TRIM (expired ones go
+ * first, then the oldest sinceMs). So counting and trimming are spread over many new steps, and recording a
+ * step writes only its own entry. The scope's state may expire windowMs after its last write.
  */
 
 /** Repeats of one step a conversation may make within the window when the key sets no limit. */
 export const DEFAULT_LOOP_LIMIT = 10
 /** The window in which repeats count when the key sets none: 10 minutes. */
 export const DEFAULT_LOOP_WINDOW_SECONDS = 600
-/** Steps remembered per scope at most; past it the oldest are forgotten (loops repeat few steps). */
+/** Steps a scope may hold before a trim (it may pass it by the few new steps until one checks its size). */
 export const LOOP_STEPS_PER_SCOPE = 256
 /** What a trim keeps of a scope that grew past LOOP_STEPS_PER_SCOPE: the trim's cost is spread over 64 new steps. */
 export const LOOP_STEPS_AFTER_TRIM = 192
+
+/** Whether a step new to its scope counts the scope (its hash ends in 0: one in 16), so a step costs no count. */
+export function checksScopeSize(step: string): boolean {
+  return step.endsWith('0')
+}
 
 /**
  * The limit in force: the key's (`0` = guard off, null = the default) lowered by a session's

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DEFAULT_LOOP_LIMIT, loopScope, LOOP_STEPS_PER_SCOPE } from '../../src/loop/rule.js'
+import { checksScopeSize, DEFAULT_LOOP_LIMIT, loopScope, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../src/loop/rule.js'
 import type { LoopFingerprint } from '../../src/loop/types.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
 import { createLoopReference } from '../support/loop-reference.js'
@@ -146,5 +146,22 @@ describe.each(STORE_KINDS)('%s store: loop guard', (kind) => {
     expect((await f.store.reserve(input(hash, 1, loop(0)))).ok).toBe(true)
     expect((await f.store.reserve(input(hash, 1, loop(0)))).ok).toBe(true)
     expect(await f.store.reserve(input(hash, 1, loop(0)))).toMatchObject({ reason: 'loop_detected', count: 2 })
+  })
+  it(`a scope found past ${LOOP_STEPS_PER_SCOPE} steps is trimmed to its newest ${LOOP_STEPS_AFTER_TRIM} at once, not one step per request`, async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const hash = await f.newKey({ loopLimit: 1 })
+    const loop = (step: number) => ({ loop: loopOf(fp(10, step), null) })
+    // Steps 0..271, each new: only step 256 (hex ...100) checks the size and finds 257 steps.
+    for (let step = 0; step < LOOP_STEPS_PER_SCOPE + 16; step++) {
+      f.clock.advance(10)
+      expect((await f.store.reserve(input(hash, 1, loop(step)))).ok).toBe(true)
+    }
+    expect(checksScopeSize(fp(10, LOOP_STEPS_PER_SCOPE).step)).toBe(true)
+    // The oldest 257 - 192 went: the last of them repeats as a new step (twice admitted), the first kept is remembered.
+    const firstKept = LOOP_STEPS_PER_SCOPE + 1 - LOOP_STEPS_AFTER_TRIM
+    expect((await f.store.reserve(input(hash, 1, loop(firstKept - 1)))).ok).toBe(true)
+    expect((await f.store.reserve(input(hash, 1, loop(firstKept - 1)))).ok).toBe(true)
+    expect((await f.store.reserve(input(hash, 1, loop(firstKept)))).ok).toBe(true)
+    expect(await f.store.reserve(input(hash, 1, loop(firstKept)))).toMatchObject({ reason: 'loop_detected', count: 2 })
   })
 })

@@ -1,4 +1,4 @@
-import { effectiveLoopLimit, loopScope, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../src/loop/rule.js'
+import { checksScopeSize, effectiveLoopLimit, loopScope, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../src/loop/rule.js'
 import type { LoopFingerprint } from '../../src/loop/types.js'
 
 /**
@@ -47,7 +47,7 @@ export function createLoopReference(keyLimit: number | null, windowSeconds: numb
     const repeats = entry.count
     scope.set(fingerprint.step, { count: entry.count + 1, sinceMs: entry.sinceMs })
     scopes.set(scopeKey, scope)
-    if (scope.size > LOOP_STEPS_PER_SCOPE) evict(scope, nowMs)
+    if (found === undefined && checksScopeSize(fingerprint.step) && scope.size > LOOP_STEPS_PER_SCOPE) evict(scope, nowMs)
     return { ok: true, repeats, limit }
   }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { DEFAULT_LOOP_LIMIT, effectiveLoopLimit, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE, loopScope } from '../../src/loop/rule.js'
+import { checksScopeSize, DEFAULT_LOOP_LIMIT, effectiveLoopLimit, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE, loopScope } from '../../src/loop/rule.js'
 import type { LoopFingerprint } from '../../src/loop/types.js'
 import { createLoopReference, type LoopRequest } from '../support/loop-reference.js'
 
@@ -84,14 +84,17 @@ describe('the loop rule (reference)', () => {
     expect(rule.check(at(1, 'x', { sessionId: 'strict', sessionLimit: null }))).toEqual({ ok: false, repeats: 1, limit: 0 })
   })
 
-  it(`keeps at most ${LOOP_STEPS_PER_SCOPE} steps per scope, trimming to the newest ${LOOP_STEPS_AFTER_TRIM} past it`, () => {
+  it(`trims a scope past ${LOOP_STEPS_PER_SCOPE} steps to the newest ${LOOP_STEPS_AFTER_TRIM} when a new step that checks its size comes`, () => {
     const rule = createLoopReference(1, 600)
-    for (let i = 0; i < LOOP_STEPS_PER_SCOPE; i++) rule.check(at(i, `step-${i}`))
-    // Full but not past the limit: nothing is forgotten yet.
+    for (let i = 0; i < LOOP_STEPS_PER_SCOPE + 4; i++) rule.check(at(i, `step-${i}`))
+    // Past the limit, but none of the last four new steps checks the size (their hash does not end in 0): nothing is forgotten.
+    expect(checksScopeSize(`step-${LOOP_STEPS_PER_SCOPE}`)).toBe(false)
     expect(rule.check(at(300, 'step-0')).repeats).toBe(1)
-    rule.check(at(301, `step-${LOOP_STEPS_PER_SCOPE}`))
-    // Past it: the oldest steps went, down to LOOP_STEPS_AFTER_TRIM; the newest of those forgotten is forgotten, the next is counted.
-    const firstKept = LOOP_STEPS_PER_SCOPE + 1 - LOOP_STEPS_AFTER_TRIM
+    const checker = `step-${LOOP_STEPS_PER_SCOPE + 4}`
+    expect(checksScopeSize(checker)).toBe(true)
+    rule.check(at(301, checker))
+    // Now the oldest went, down to LOOP_STEPS_AFTER_TRIM: the newest of those forgotten is forgotten, the next is counted.
+    const firstKept = LOOP_STEPS_PER_SCOPE + 5 - LOOP_STEPS_AFTER_TRIM
     expect(rule.check(at(302, `step-${firstKept - 1}`)).repeats).toBe(0)
     expect(rule.check(at(302, `step-${firstKept}`)).repeats).toBe(1)
   })

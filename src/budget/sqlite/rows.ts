@@ -212,36 +212,19 @@ export function writeLoopStep(db: Db, hash: string, scope: string, step: string,
   ).run(hash, scope, step, count, sinceMs, expiresAt)
 }
 
-/**
- * The scope's size counter, a row of the scope with step '' (no step is empty): adds `add` (1 for a new step row,
- * 0 to only refresh its lifetime) and returns the count. It never counts low: rows the sweep removes leave it high
- * until the next trim counts again, and it outlives every step row of its scope.
- */
-export function bumpLoopScope(db: Db, hash: string, scope: string, add: number, expiresAt: number): number {
-  const row = db
-    .statement(
-      `INSERT INTO loops (hash, scope, step, count, since_ms, expires_at) VALUES (?1, ?2, '', ?3, 0, ?4)
-       ON CONFLICT (hash, scope, step) DO UPDATE SET count = count + ?3, expires_at = max(expires_at, ?4) RETURNING count`,
-    )
-    .get(hash, scope, add, expiresAt) as { count: number }
-  return row.count
+/** How many steps a scope holds (a read: no page written). */
+export function countLoopSteps(db: Db, hash: string, scope: string): number {
+  return (db.statement('SELECT count(*) AS n FROM loops WHERE hash = ? AND scope = ?').get(hash, scope) as { n: number }).n
 }
 
-/**
- * Trims a scope to `keep` steps: expired ones go first (window `windowMs`), then the oldest first sighting;
- * then sets its size counter to what is left. Called only when the counter passed the limit.
- */
+/** Trims a scope to `keep` steps: expired ones go first (window `windowMs`), then the oldest first sighting. */
 export function trimLoopScope(db: Db, hash: string, scope: string, keep: number, windowMs: number, nowMs: number): void {
-  db.statement("DELETE FROM loops WHERE hash = ? AND scope = ? AND step <> '' AND since_ms + ? <= ?").run(hash, scope, windowMs, nowMs)
+  db.statement('DELETE FROM loops WHERE hash = ? AND scope = ? AND since_ms + ? <= ?').run(hash, scope, windowMs, nowMs)
   db.statement(
     `DELETE FROM loops WHERE hash = ?1 AND scope = ?2 AND step IN (
-       SELECT step FROM loops WHERE hash = ?1 AND scope = ?2 AND step <> '' ORDER BY since_ms, step
-       LIMIT max(0, (SELECT count(*) FROM loops WHERE hash = ?1 AND scope = ?2 AND step <> '') - ?3))`,
+       SELECT step FROM loops WHERE hash = ?1 AND scope = ?2 ORDER BY since_ms, step
+       LIMIT max(0, (SELECT count(*) FROM loops WHERE hash = ?1 AND scope = ?2) - ?3))`,
   ).run(hash, scope, keep)
-  db.statement(
-    `UPDATE loops SET count = (SELECT count(*) FROM loops WHERE hash = ?1 AND scope = ?2 AND step <> '')
-     WHERE hash = ?1 AND scope = ?2 AND step = ''`,
-  ).run(hash, scope)
 }
 
 /** Adds `actual` to the key's spend on `day` (spend history, kept until `expiresAt`). */

@@ -21,7 +21,7 @@ import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 import type { Db } from './database.js'
 import * as rows from './rows.js'
-import { effectiveLoopLimit, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
+import { checksScopeSize, effectiveLoopLimit, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 
 export interface SqliteStoreOptions {
   /** Clock in ms since the epoch; decides the window periods and expiry. Default Date.now. */
@@ -155,8 +155,8 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     if (loop !== null && loopEntry !== null) {
       const { count, sinceMs, windowMs, isNew } = loopEntry
       rows.writeLoopStep(db, hash, loop.scope, loop.step, count + 1, sinceMs, sinceMs + windowMs)
-      // A new row grows the scope's counter; a restarted one only extends its life. Past the limit, trim (amortized).
-      if (count === 0 && rows.bumpLoopScope(db, hash, loop.scope, isNew ? 1 : 0, sinceMs + windowMs) > LOOP_STEPS_PER_SCOPE) {
+      // Only a new step that checks its scope's size counts it (a read), and trims a scope found past the limit.
+      if (isNew && checksScopeSize(loop.step) && rows.countLoopSteps(db, hash, loop.scope) > LOOP_STEPS_PER_SCOPE) {
         rows.trimLoopScope(db, hash, loop.scope, LOOP_STEPS_AFTER_TRIM, windowMs, nowMs)
       }
     }
