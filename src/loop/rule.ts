@@ -25,6 +25,13 @@ export const LOOP_STEPS_PER_SCOPE = 256
 /** What a trim keeps of a scope that grew past LOOP_STEPS_PER_SCOPE: the trim's cost is spread over 64 new steps. */
 export const LOOP_STEPS_AFTER_TRIM = 192
 
+/**
+ * A repeat counts only while at most this many requests of its step are in flight. Not 0: settlement lands
+ * a round trip after the answer, so a client's previous request may still be in flight when its next
+ * arrives; more than one in flight means requests fired at once, which are not repeats.
+ */
+export const LOOP_IN_FLIGHT_TOLERATED = 1
+
 /** Whether a step new to its scope counts the scope (its hash ends in 0: one in 16), so a step costs no count. */
 export function checksScopeSize(step: string): boolean {
   return step.endsWith('0')

@@ -3,7 +3,7 @@ import { checksScopeSize, DEFAULT_LOOP_LIMIT, effectiveLoopLimit, LOOP_STEPS_AFT
 import type { LoopFingerprint } from '../../src/loop/types.js'
 import { createLoopReference, type LoopRequest } from '../support/loop-reference.js'
 
-const fp = (step: string, conversation = 'c0'): LoopFingerprint => ({ conversation, step, continued: true })
+const fp = (step: string, conversation = 'c0'): LoopFingerprint => ({ conversation, step })
 const at = (seconds: number, step = 's1', extra: Partial<LoopRequest> = {}): LoopRequest => ({
   fingerprint: fp(step), sessionId: null, sessionLimit: null, nowMs: seconds * 1000, ...extra,
 })
