@@ -4,13 +4,16 @@ import type { LoopFingerprint } from './types.js'
  * The loop rule every budget store implements inside its reserve call (README.md beside this file):
  *
  *   scope = loopScope(session, fingerprint); limit = effectiveLoopLimit(keyLimit, sessionLimit)
- *   entry = state[scope][fingerprint.step]  (count, sinceMs)
- *   if entry is absent or nowMs >= sinceMs + windowMs: entry = (0, nowMs)
+ *   entry = state[scope][fingerprint.step]  (count, sinceMs, inFlight)
+ *   if entry is absent or nowMs >= sinceMs + windowMs: entry = (0, nowMs, 0)
  *   if limit is not null and entry.count > limit: refuse loop_detected (repeats = entry.count); record nothing
- *   else, only if the request is admitted (every other check passed): entry.count += 1, sinceMs kept
+ *   else, only if the request is admitted (every other check passed):
+ *     if entry.inFlight <= LOOP_IN_FLIGHT_TOLERATED: entry.count += 1;  entry.inFlight += 1 (sinceMs kept)
+ *   when an admitted request settles or is abandoned (once): entry.inFlight -= 1, if the entry's sinceMs is
+ *     still the one it was admitted with (the stores book (scope, step, sinceMs) with the reservation)
  *
- * entry.count counts earlier admitted requests of the step, so a request is its (count)-th repeat:
- * `limit` repeats pass and the next is refused. A new step that `checksScopeSize` picks (one in 16) counts its
+ * entry.count counts the step's requests that were not fired alongside others of it, so a request is its
+ * (count)-th repeat: `limit` repeats pass and the next is refused. A new step that `checksScopeSize` picks (one in 16) counts its
  * scope; one found past LOOP_STEPS_PER_SCOPE entries is trimmed to LOOP_STEPS_AFTER_TRIM (expired ones go
  * first, then the oldest sinceMs). So counting and trimming are spread over many new steps, and recording a
  * step writes only its own entry. The scope's state may expire windowMs after its last write.

@@ -50,6 +50,25 @@ describe('the loop rule (reference)', () => {
     expect(rule.check(at(60))).toEqual({ ok: true, repeats: 0, limit: 1 })
   })
 
+  it('counts a repeat only while at most one request of its step is in flight; an ended one counts no more', () => {
+    const rule = createLoopReference(2, 60)
+    const fired = [0, 0, 0, 0, 0].map(() => rule.check(at(0, 's1', { endsAtOnce: false })))
+    // Fired at once: the first two count (the second may be a client's next request while the first settles).
+    expect(fired.map((v) => v.repeats)).toEqual([0, 1, 2, 2, 2])
+    for (const v of fired) if (v.ok) v.end()
+    for (const v of fired) if (v.ok) v.end() // ending twice changes nothing
+    expect(rule.check(at(1))).toEqual({ ok: true, repeats: 2, limit: 2 })
+    expect(rule.check(at(2))).toEqual({ ok: false, repeats: 3, limit: 2 })
+    // A request of an earlier window that ends late leaves the new window's entry alone.
+    const old = rule.check(at(61, 's2', { endsAtOnce: false }))
+    rule.check(at(62, 's2', { endsAtOnce: false }))
+    expect(rule.check(at(122, 's2', { endsAtOnce: false })).repeats).toBe(0) // a new window
+    expect(rule.check(at(123, 's2', { endsAtOnce: false })).repeats).toBe(1) // two in flight now
+    if (old.ok) old.end()
+    expect(rule.check(at(124, 's2', { endsAtOnce: false })).repeats).toBe(2) // not counted: two in flight
+    expect(rule.check(at(125, 's2', { endsAtOnce: false })).repeats).toBe(2)
+  })
+
   it('counts only admitted requests', () => {
     const rule = createLoopReference(1, 60)
     rule.check(at(0))
