@@ -1,29 +1,40 @@
-// The loop guard's cost: the proxy's CPU per request with the guard on (the default) and off
-// (`--loop-limit 0`), on the embedded store, for a growing 24-message agent conversation whose every
-// request is a new step (so the guard checks and records, and never refuses). Bounded: ROUNDS × 2 × N
-// requests, 8 at a time, to 127.0.0.1 only; every process it starts is stopped.
-// Run: `npm run build && node bench/loop-guard.mjs [--requests=N] [--rounds=R]`.
+// The loop guard's cost: CPU per request with the guard on (the default) and off (`--loop-limit 0`), for a
+// growing 24-message agent conversation whose every request is a new step (so the guard checks and records,
+// and never refuses). --store=sqlite (default): the proxy's CPU; --store=redis: the proxy's and redis-server's
+// (the Lua script runs there). Trials alternate on/off; the result is the median of the per-trial ratios
+// (the machine is shared and noisy). Bounded: (TRIALS × 2 + 1) × N requests, 8 at a time, to 127.0.0.1 only;
+// every process it starts is stopped.
+// Run: `npm run build && node bench/loop-guard.mjs [--store=sqlite|redis] [--scopes=one|many] [--requests=N] [--trials=T] [--control]`.
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createFakeUpstream } from './fake-upstream.mjs'
-import { createServer } from 'node:net'
-import { ROOT } from './procs.mjs'
+import { freePort, ROOT, startRedis } from './procs.mjs'
 
-const arg = (name, fallback) => Number(process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback)
-const N = arg('requests', 400)
-const ROUNDS = arg('rounds', 4)
+const option = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback
+const N = Number(option('requests', 400))
+const TRIALS = Number(option('trials', option('rounds', 6)))
+const STORE = option('store', 'sqlite')
+// one (default): one conversation whose 256-step scope fills, then evicts as it grows (the worst case);
+// many: each request opens its own conversation (a read and a write per request, no eviction).
+const ONE_SCOPE = option('scopes', 'one') !== 'many'
 const CONCURRENCY = 8
-// --scopes=one (default): one conversation whose 256-step scope fills, then evicts on every request (the worst case);
-// --scopes=many: each request opens its own conversation (a read and a write per request, no eviction).
-const ONE_SCOPE = !process.argv.includes('--scopes=many')
-const TICKS = 100 // USER_HZ on Linux
+// --control: both halves use a guard-off key (an A/A run): the spread it shows is the machine's noise.
+const CONTROL = process.argv.includes('--control')
+if (STORE !== 'sqlite' && STORE !== 'redis') throw new Error(`--store must be sqlite or redis, not ${STORE}`)
 
-/** utime + stime of a process in ms, from /proc. */
+/** CPU time of every thread of a process in ms, from /proc/<pid>/task/<tid>/schedstat (ns, unlike stat's 10 ms ticks). */
 function cpuMs(pid) {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS
+  let ns = 0
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0])
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return ns / 1e6
 }
 
 /** Request i of a conversation that grows by one exchange per request: never the same step twice. */
@@ -54,19 +65,51 @@ async function run(url, key, offset) {
   await Promise.all(Array.from({ length: CONCURRENCY }, worker))
 }
 
+/** Creates the guard-on and guard-off keys in the store the proxy uses; returns their raw keys. */
+async function makeKeys(env) {
+  const make = async (admin) => ({
+    on: (await admin.createKey('guard-on', ['openai'], CONTROL ? { unlimited: true, loopLimit: 0 } : { unlimited: true })).key,
+    off: (await admin.createKey('guard-off', ['openai'], { unlimited: true, loopLimit: 0 })).key,
+  })
+  if (STORE === 'sqlite') {
+    const { createDb } = await import('../dist/budget/sqlite/database.js')
+    const { createSqliteKeyAdmin } = await import('../dist/budget/sqlite/admin.js')
+    const db = createDb(env.LOOPERS_DB)
+    try {
+      return await make(createSqliteKeyAdmin(db))
+    } finally {
+      db.close()
+    }
+  }
+  const { createRedisClient } = await import('../dist/budget/redis/redis-client.js')
+  const { createKeyAdmin } = await import('../dist/budget/redis/admin.js')
+  const redis = createRedisClient({ url: env.REDIS_URL, clusterNodes: null, commandTimeoutMs: 2_000 })
+  try {
+    for (let t = 0; redis.status !== 'ready'; t++) {
+      if (t > 100) throw new Error('redis did not connect')
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    return await make(createKeyAdmin(redis))
+  } finally {
+    redis.disconnect()
+  }
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+
 const dir = mkdtempSync(join(tmpdir(), 'loopers-bench-loop-'))
 const fake = createFakeUpstream({ promptTokens: 100 })
 await new Promise((resolve) => fake.server.listen(0, '127.0.0.1', resolve))
-const port = await new Promise((resolve) => {
-  const probe = createServer().listen(0, '127.0.0.1', () => {
-    const { port: free } = probe.address()
-    probe.close(() => resolve(free))
-  })
-})
+const redis = STORE === 'redis' ? await startRedis({ pin: false, dir }) : null
+const port = await freePort()
 const env = {
   PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOOPERS_ADMIN_PORT: '0', LOG_LEVEL: 'warn',
-  LOOPERS_DB: join(dir, 'loopers.db'), LOOPERS_PRICING_PATH: join(ROOT, 'bench/prices.json'),
+  LOOPERS_PRICING_PATH: join(ROOT, 'bench/prices.json'),
   LOOPERS_OPENAI_BASE_URL: `http://127.0.0.1:${fake.server.address().port}`, LOOPERS_OPENAI_API_KEY: 'sk-bench',
+  ...(redis === null ? { LOOPERS_DB: join(dir, 'loopers.db') } : { REDIS_URL: redis.url }),
 }
 const proxy = spawn(process.execPath, [join(ROOT, 'dist/cli.js'), 'serve'], { env, stdio: 'ignore' })
 try {
@@ -75,28 +118,39 @@ try {
     if (t > 300) throw new Error('the proxy did not start')
     await new Promise((r) => setTimeout(r, 50))
   }
-  const { createDb } = await import('../dist/budget/sqlite/database.js')
-  const { createSqliteKeyAdmin } = await import('../dist/budget/sqlite/admin.js')
-  const db = createDb(env.LOOPERS_DB)
-  const admin = createSqliteKeyAdmin(db)
-  const on = (await admin.createKey('guard-on', ['openai'], { unlimited: true })).key
-  const off = (await admin.createKey('guard-off', ['openai'], { unlimited: true, loopLimit: 0 })).key
-  db.close()
-  await run(url, on, 1e6) // warm-up
-  const totals = { on: 0, off: 0 }
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const [name, key] of round % 2 === 0 ? [['on', on], ['off', off]] : [['off', off], ['on', on]]) {
-      const before = cpuMs(proxy.pid)
-      await run(url, key, (round * 2 + (name === 'on' ? 0 : 1)) * N)
-      totals[name] += cpuMs(proxy.pid) - before
+  const keys = await makeKeys(env)
+  const pids = redis === null ? [proxy.pid] : [proxy.pid, redis.pid]
+  const cpu = () => pids.map(cpuMs)
+  await run(url, keys.on, 1e6) // warm-up (and the one scope fills up)
+  const trials = []
+  for (let trial = 0; trial < TRIALS; trial++) {
+    const per = {}
+    for (const name of trial % 2 === 0 ? ['on', 'off'] : ['off', 'on']) {
+      const before = cpu()
+      await run(url, keys[name], (trial * 2 + (name === 'on' ? 0 : 1)) * N)
+      per[name] = cpu().map((ms, i) => ((ms - before[i]) * 1000) / N)
     }
+    trials.push(per)
   }
-  const perRequest = (ms) => (ms * 1000) / (ROUNDS * N)
-  const on_ = perRequest(totals.on)
-  const off_ = perRequest(totals.off)
-  console.log(JSON.stringify({ scopes: ONE_SCOPE ? 'one' : 'many', requests: ROUNDS * N, cpu_us_per_request: { guard_on: Math.round(on_), guard_off: Math.round(off_) }, overhead_pct: Math.round(((on_ - off_) / off_) * 1000) / 10 }))
+  const total = (xs) => xs.reduce((a, b) => a + b, 0)
+  const ratio = (pick) => median(trials.map((t) => pick(t.on) / pick(t.off)))
+  const pct = (r) => Math.round((r - 1) * 1000) / 10
+  const us = (pick, name) => Math.round(median(trials.map((t) => pick(t[name]))))
+  const result = {
+    store: STORE, control: CONTROL, scopes: ONE_SCOPE ? 'one' : 'many', requests: TRIALS * 2 * N, trials: TRIALS,
+    cpu_us_per_request: { guard_on: us(total, 'on'), guard_off: us(total, 'off') },
+    overhead_pct: pct(ratio(total)),
+    trial_overhead_pct: trials.map((t) => pct(total(t.on) / total(t.off))),
+  }
+  if (redis !== null) {
+    result.proxy_overhead_pct = pct(ratio((c) => c[0]))
+    result.redis_cpu_us_per_request = { guard_on: us((c) => c[1], 'on'), guard_off: us((c) => c[1], 'off') }
+    result.redis_overhead_pct = pct(ratio((c) => c[1]))
+  }
+  console.log(JSON.stringify(result))
 } finally {
   proxy.kill('SIGTERM')
+  await redis?.stop()
   fake.server.close()
   rmSync(dir, { recursive: true, force: true })
 }

@@ -9,7 +9,7 @@ KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, da
 KEYS[7]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit); a
                                   placeholder, never touched, when ARGV[9] = '0'
 KEYS[8]     reservation record    lp:{h}:r:<requestId>
-KEYS[9]     loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>'); a placeholder,
+KEYS[9]     loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>:<inFlight>'); a placeholder,
                                   never touched, when ARGV[15] = ''
 
 ARGV[1]     provider id
@@ -28,10 +28,15 @@ ARGV[17]    session loop limit the request asks for (X-Loopers-Loop-Limit), or '
 ARGV[18]    default loop limit (a key without loop_limit)
 ARGV[19]    default loop window seconds (a key without loop_window)
 ARGV[20]    steps kept per loop scope at most
+ARGV[21]    steps a trimmed loop scope keeps
+ARGV[22]    requests of a step that may be in flight while a repeat of it still counts
 
 Returns one of
-  {'ok', grantedMicros, remainingMicros}         remaining: what the tightest limited window or the session
-                                                 has left after this hold; '' when nothing is limited
+  {'ok', grantedMicros, remainingMicros, loopBooked}
+                                                 remaining: what the tightest limited window or the session
+                                                 has left after this hold, '' when nothing is limited;
+                                                 loopBooked: '<KEYS[9]>#<sinceMs>#<step>' when the step was
+                                                 recorded (settle ends it in flight), else ''
   {'invalid_key'} | {'key_revoked'} | {'provider_not_allowed'}
   {'budget_not_set'}                             no window is limited and the key is not marked unlimited
   {'duplicate'}                                  the request id was used before (a fault, not a refusal)
@@ -87,13 +92,13 @@ if hasSession then
   if redis.call('EXISTS', KEYS[7]) == 1 then redis.call('EXPIRE', KEYS[7], ARGV[12]) end
 end
 
--- 3a. The loop guard (src/loop/README.md): a step admitted more than loopLimit times within the
+-- 3a. The loop guard (src/loop/README.md): a step repeated more than loopLimit times within the
 --     window (counted from the step's first sighting) is refused. The key's limit (default ARGV[18],
 --     0 = off) is lowered by the session's.
 --     With the guard off (no limit in force) nothing is read or recorded.
 local hasLoop = ARGV[15] ~= ''
 local nowMs = tonumber(ARGV[16])
-local loopCount, loopSince, loopWindowMs, loopLimit
+local loopCount, loopSince, loopInFlight, loopWindowMs, loopLimit
 if hasLoop then
   local keyLoop = num(rec[12]) or tonumber(ARGV[18])
   loopLimit = sessionLoop
@@ -102,11 +107,13 @@ if hasLoop then
 end
 if hasLoop then
   loopWindowMs = (num(rec[13]) or tonumber(ARGV[19])) * 1000
-  loopCount, loopSince = 0, nowMs
+  loopCount, loopSince, loopInFlight = 0, nowMs, 0
   local entry = redis.call('HGET', KEYS[9], ARGV[15])
   if entry then
-    local c, since = string.match(entry, '^(%d+):(%d+)$')
-    if c and nowMs < tonumber(since) + loopWindowMs then loopCount, loopSince = tonumber(c), tonumber(since) end
+    local c, since, inFlight = string.match(entry, '^(%d+):(%d+):?(%d*)$')
+    if c and nowMs < tonumber(since) + loopWindowMs then
+      loopCount, loopSince, loopInFlight = tonumber(c), tonumber(since), tonumber(inFlight) or 0
+    end
   end
   if loopCount > loopLimit then return {'loop_detected', ARGV[15], loopCount, loopLimit} end
 end
@@ -165,20 +172,29 @@ if hasSession then
   booked[6] = KEYS[7]
 end
 
--- 7b. The loop step counts one more admitted request; a scope keeps at most ARGV[20] steps (expired
---     ones go first, then the oldest) and expires a window after its last write.
+-- 7b. The loop step counts one more repeat, unless more than ARGV[22] requests of it are in flight (requests
+--     fired at once are not repeats), and one more request in flight (settle ends it). A new step whose hash ends in 0 (one in 16, as
+--     checksScopeSize in src/loop/rule.ts) checks its scope's size; one found past ARGV[20] steps is trimmed to
+--     ARGV[21] (expired ones go first, then the oldest), so the trim's cost is spread over many new steps.
+--     The scope expires a window after its last write.
 if hasLoop then
-  redis.call('HSET', KEYS[9], ARGV[15], int(loopCount + 1) .. ':' .. int(loopSince))
-  if loopCount == 0 and redis.call('HLEN', KEYS[9]) > tonumber(ARGV[20]) then
+  if loopInFlight <= tonumber(ARGV[22]) then loopCount = loopCount + 1 end
+  local value = int(loopCount) .. ':' .. int(loopSince) .. ':' .. int(loopInFlight + 1)
+  local isNew = redis.call('HSET', KEYS[9], ARGV[15], value) == 1
+  booked[#booked + 1] = KEYS[9] .. '#' .. int(loopSince) .. '#' .. ARGV[15]
+  if isNew and string.sub(ARGV[15], -1) == '0' and redis.call('HLEN', KEYS[9]) > tonumber(ARGV[20]) then
     local all = redis.call('HGETALL', KEYS[9])
     local live = {}
     for i = 1, #all, 2 do
-      local since = tonumber(string.match(all[i + 1], ':(%d+)$') or '0')
+      local since = tonumber(string.match(all[i + 1], '^%d+:(%d+)') or '0')
       if nowMs >= since + loopWindowMs then redis.call('HDEL', KEYS[9], all[i]) else live[#live + 1] = {all[i], since} end
     end
-    if #live > tonumber(ARGV[20]) then
+    local keep = tonumber(ARGV[21])
+    if #live > keep then
       table.sort(live, function(a, b) if a[2] ~= b[2] then return a[2] < b[2] end return a[1] < b[1] end)
-      for i = 1, #live - tonumber(ARGV[20]) do redis.call('HDEL', KEYS[9], live[i][1]) end
+      local drop = {}
+      for i = 1, #live - keep do drop[i] = live[i][1] end
+      redis.call('HDEL', KEYS[9], unpack(drop))
     end
   end
   redis.call('PEXPIRE', KEYS[9], loopWindowMs)
@@ -189,5 +205,7 @@ end
 redis.call('HSET', KEYS[8], 'state', 'held', 'amount', int(grant), 'provider', ARGV[1],
   'booked', table.concat(booked, ' '), 'created_at', ARGV[14])
 redis.call('EXPIRE', KEYS[8], ARGV[13])
-if room then return {'ok', grant, int(room - grant)} end
-return {'ok', grant, ''}
+local loopBooked = ''
+if hasLoop then loopBooked = booked[#booked] end
+if room then return {'ok', grant, int(room - grant), loopBooked} end
+return {'ok', grant, '', loopBooked}

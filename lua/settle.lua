@@ -7,12 +7,16 @@ KEYS[2..6]  booked period hashes  minute, hourly, daily, weekly, monthly (fields
 KEYS[7]     booked session hash, or a placeholder, never touched, when ARGV[2] = '0'
 KEYS[8]     reservation record    lp:{h}:r:<requestId>
 KEYS[9]     today's spend history lp:{h}:d:<YYYY-MM-DD> (a counter)
+KEYS[10]    the loop scope the request's step was recorded in (lp:{h}:loop:<scope>), or a placeholder, never
+            touched, when ARGV[6] = ''
 
 ARGV[1]     actualMicros (may exceed the reservation: the provider's bill is charged as it is)
 ARGV[2]     '1' when the reservation was booked in a session, else '0'
 ARGV[3]     reservation record TTL seconds (for the settled record or tombstone)
 ARGV[4]     TTL seconds for a period key found without one (recreated after it expired)
 ARGV[5]     unix time (seconds) at which the history counter expires
+ARGV[6]     the request's loop step, or '' when none was recorded
+ARGV[7]     the step's first sighting (ms) when the request was admitted: only that window's entry is ended
 
 Returns one of
   {'settled', chargedMicros}
@@ -53,6 +57,17 @@ if ARGV[2] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then book(KEYS[7]) end
 if actual > 0 then
   redis.call('INCRBY', KEYS[9], int(actual))
   redis.call('EXPIREAT', KEYS[9], ARGV[5])
+end
+
+-- 5b. The request's loop step has one fewer request in flight (only in the window it was admitted in).
+if ARGV[6] ~= '' then
+  local entry = redis.call('HGET', KEYS[10], ARGV[6])
+  if entry then
+    local c, since, inFlight = string.match(entry, '^(%d+):(%d+):(%d+)$')
+    if since == ARGV[7] and tonumber(inFlight) > 0 then
+      redis.call('HSET', KEYS[10], ARGV[6], c .. ':' .. since .. ':' .. int(tonumber(inFlight) - 1))
+    end
+  end
 end
 
 -- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused.

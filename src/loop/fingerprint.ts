@@ -30,7 +30,7 @@ export function fingerprintRequest(shape: LoopShape | null, body: Json): LoopFin
   // (agents that put the time or a scratchpad into their system prompt).
   const step = new Digest(MAX_NODES, STEP_CHARS)
   hashNewest(step, transcript)
-  return { conversation, step: step.hex(), continued: holdsModelTurn(transcript) }
+  return { conversation, step: step.hex() }
 }
 
 /** Instructions, the server-side thread, and the first run of input items (the first user turn). */
@@ -104,15 +104,3 @@ function hashItem(digest: Digest, item: LoopItem, callsOnly: boolean): void {
     hashPart(digest, part)
   }
 }
-
-/** True when a model turn stands among the newest items (bounded: the last MAX_TURN_SCAN items are read). */
-function holdsModelTurn(transcript: LoopTranscript): boolean {
-  const { items } = transcript
-  for (let i = items.length - 1; i >= Math.max(0, items.length - MAX_TURN_SCAN); i--) {
-    if (transcript.item(items[i])?.role === 'output') return true
-  }
-  return false
-}
-
-// A conversation's model turns alternate with its inputs: one stands among its newest items or none does.
-const MAX_TURN_SCAN = 64

@@ -6,8 +6,6 @@ export interface LoopFingerprint {
   conversation: string
   /** 16 hex chars: the conversation's newest exchanges (not its opening); a repeated step yields the same value. */
   step: string
-  /** True when the request continues a conversation (it holds at least one model turn), false for an opening alone. */
-  continued: boolean
 }
 
 /** 'output' is what the model produced (assistant turns, tool calls); 'input' is what the client added. */

@@ -147,10 +147,9 @@ export function createPipeline(deps: PipelineDeps) {
       const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia) + referenced, Number.MAX_SAFE_INTEGER)
       // The loop guard reads the conversation's opening and newest step (bounded work, src/loop/README.md).
       const fingerprint = fingerprintRequest(adapter.loopShape?.(route) ?? null, body)
-      // Without a session only a continued conversation is watched: byte-identical opening requests fired at
-      // once (a load test, a batch) are independent work, not a loop; within a session every request counts.
-      const watched = fingerprint !== null && (session !== null || fingerprint.continued)
-      const loop = watched ? { scope: loopScope(session?.id ?? null, fingerprint), step: fingerprint.step } : null
+      // Requests of one step fired at once (a load test, a batch) are not repeats: the store counts a repeat
+      // only while no request of its step is in flight, and settle ends each (src/loop/README.md).
+      const loop = fingerprint === null ? null : { scope: loopScope(session?.id ?? null, fingerprint), step: fingerprint.step }
       const requestId = randomUUID()
       const reserveInput = { keyHash, provider: adapter.id, requestId, session, loop }
       const admit = await admitRequest({

@@ -95,6 +95,15 @@ describe.each(STORE_KINDS)('%s store: loop guard across two proxy processes', (k
     await expect(session[0]!.chat.completions.create(body)).rejects.toMatchObject({ code: 'loop_detected' })
   })
 
+  it('a client resending the same opening request one after another without a session is stopped at the limit', async () => {
+    const body: ChatBody = { model: 'gpt-test', max_tokens: 5, messages: [{ role: 'user', content: 'retry me all night' }] }
+    const clients = sdks(await newKey())
+    const before = fake.received.length
+    for (let i = 0; i < 11; i++) await clients[i % 2]!.chat.completions.create(body)
+    await expect(clients[1]!.chat.completions.create(body)).rejects.toMatchObject({ code: 'loop_detected' })
+    expect(fake.received.length - before).toBe(11)
+  })
+
   it('X-Loopers-Loop-Limit lowers the limit for a session; --loop-limit 0 turns the guard off', async () => {
     const body: ChatBody = { model: 'gpt-test', max_tokens: 5, messages: [{ role: 'user', content: 'same question' }] }
     const clients = sdks(await newKey(), { 'X-Loopers-Session-ID': 'strict', 'X-Loopers-Loop-Limit': '2' })

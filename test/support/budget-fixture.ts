@@ -185,6 +185,7 @@ function sqliteParts(path: string, clock: Clock, ttl: { sessionTtlSeconds?: numb
     r === undefined || (r.expires_at as number) <= live() ? -2 : Math.floor(((r.expires_at as number) - live()) / 1000)
   const where = (hash: string, key: string): [string, (string | number)[]] => {
     const b = parseBooked(key)
+    if (b.kind === 'loop') throw new RangeError(`a loop step holds no money: ${key}`)
     return b.kind === 'period'
       ? ['periods WHERE hash = ? AND win = ? AND period = ?', [hash, b.window, b.period]]
       : ['sessions WHERE hash = ? AND id = ?', [hash, b.id]]

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest'
-import { DEFAULT_LOOP_LIMIT, effectiveLoopLimit, LOOP_STEPS_PER_SCOPE, loopScope } from '../../src/loop/rule.js'
+import { checksScopeSize, DEFAULT_LOOP_LIMIT, effectiveLoopLimit, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE, loopScope } from '../../src/loop/rule.js'
 import type { LoopFingerprint } from '../../src/loop/types.js'
 import { createLoopReference, type LoopRequest } from '../support/loop-reference.js'
 
-const fp = (step: string, conversation = 'c0'): LoopFingerprint => ({ conversation, step, continued: true })
+const fp = (step: string, conversation = 'c0'): LoopFingerprint => ({ conversation, step })
 const at = (seconds: number, step = 's1', extra: Partial<LoopRequest> = {}): LoopRequest => ({
   fingerprint: fp(step), sessionId: null, sessionLimit: null, nowMs: seconds * 1000, ...extra,
 })
@@ -50,6 +50,25 @@ describe('the loop rule (reference)', () => {
     expect(rule.check(at(60))).toEqual({ ok: true, repeats: 0, limit: 1 })
   })
 
+  it('counts a repeat only while at most one request of its step is in flight; an ended one counts no more', () => {
+    const rule = createLoopReference(2, 60)
+    const fired = [0, 0, 0, 0, 0].map(() => rule.check(at(0, 's1', { endsAtOnce: false })))
+    // Fired at once: the first two count (the second may be a client's next request while the first settles).
+    expect(fired.map((v) => v.repeats)).toEqual([0, 1, 2, 2, 2])
+    for (const v of fired) if (v.ok) v.end()
+    for (const v of fired) if (v.ok) v.end() // ending twice changes nothing
+    expect(rule.check(at(1))).toEqual({ ok: true, repeats: 2, limit: 2 })
+    expect(rule.check(at(2))).toEqual({ ok: false, repeats: 3, limit: 2 })
+    // A request of an earlier window that ends late leaves the new window's entry alone.
+    const old = rule.check(at(61, 's2', { endsAtOnce: false }))
+    rule.check(at(62, 's2', { endsAtOnce: false }))
+    expect(rule.check(at(122, 's2', { endsAtOnce: false })).repeats).toBe(0) // a new window
+    expect(rule.check(at(123, 's2', { endsAtOnce: false })).repeats).toBe(1) // two in flight now
+    if (old.ok) old.end()
+    expect(rule.check(at(124, 's2', { endsAtOnce: false })).repeats).toBe(2) // not counted: two in flight
+    expect(rule.check(at(125, 's2', { endsAtOnce: false })).repeats).toBe(2)
+  })
+
   it('counts only admitted requests', () => {
     const rule = createLoopReference(1, 60)
     rule.check(at(0))
@@ -84,11 +103,18 @@ describe('the loop rule (reference)', () => {
     expect(rule.check(at(1, 'x', { sessionId: 'strict', sessionLimit: null }))).toEqual({ ok: false, repeats: 1, limit: 0 })
   })
 
-  it(`keeps at most ${LOOP_STEPS_PER_SCOPE} steps per scope, forgetting the oldest first`, () => {
+  it(`trims a scope past ${LOOP_STEPS_PER_SCOPE} steps to the newest ${LOOP_STEPS_AFTER_TRIM} when a new step that checks its size comes`, () => {
     const rule = createLoopReference(1, 600)
-    for (let i = 0; i <= LOOP_STEPS_PER_SCOPE; i++) rule.check(at(i, `step-${i}`))
-    // step-0 was the oldest: it is forgotten; step-1 is still counted.
-    expect(rule.check(at(300, 'step-0')).repeats).toBe(0)
-    expect(rule.check(at(300, 'step-2')).repeats).toBe(1)
+    for (let i = 0; i < LOOP_STEPS_PER_SCOPE + 4; i++) rule.check(at(i, `step-${i}`))
+    // Past the limit, but none of the last four new steps checks the size (their hash does not end in 0): nothing is forgotten.
+    expect(checksScopeSize(`step-${LOOP_STEPS_PER_SCOPE}`)).toBe(false)
+    expect(rule.check(at(300, 'step-0')).repeats).toBe(1)
+    const checker = `step-${LOOP_STEPS_PER_SCOPE + 4}`
+    expect(checksScopeSize(checker)).toBe(true)
+    rule.check(at(301, checker))
+    // Now the oldest went, down to LOOP_STEPS_AFTER_TRIM: the newest of those forgotten is forgotten, the next is counted.
+    const firstKept = LOOP_STEPS_PER_SCOPE + 5 - LOOP_STEPS_AFTER_TRIM
+    expect(rule.check(at(302, `step-${firstKept - 1}`)).repeats).toBe(0)
+    expect(rule.check(at(302, `step-${firstKept}`)).repeats).toBe(1)
   })
 })

@@ -9,7 +9,7 @@ import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
 import { dayKey, loopKey, noLoopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey } from './redis-keys.js'
-import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
+import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 import type {
   BudgetStore,
   ExtendResult,
@@ -49,7 +49,7 @@ type Reply = [string, ...(string | number)[]]
 const SCRIPTS = [
   ['lpReserve', 'reserve', 9],
   ['lpExtend', 'extend', 8],
-  ['lpSettle', 'settle', 9],
+  ['lpSettle', 'settle', 10],
   ['lpAbandon', 'abandon', 1],
 ] as const
 
@@ -81,10 +81,12 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
         session === null ? '0' : '1', session?.budgetMicros ?? '', session?.maxSteps ?? '',
         sessionTtlSeconds, RESERVATION_TTL_SECONDS, new Date(nowMs).toISOString(),
         loop?.step ?? '', nowMs, session?.loopLimit ?? '', DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE,
+        LOOP_STEPS_AFTER_TRIM, LOOP_IN_FLIGHT_TOLERATED,
       ),
     )
     if (reply[0] === 'ok') {
-      const bookedKeys = Object.freeze(session === null ? periodKeys : [...periodKeys, sessionKeyName])
+      const loopBooked = reply[3] === undefined || reply[3] === '' ? [] : [String(reply[3])]
+      const bookedKeys = Object.freeze([...periodKeys, ...(session === null ? [] : [sessionKeyName]), ...loopBooked])
       const remainingMicros = reply[2] === undefined || reply[2] === '' ? null : int(reply[2])
       return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
     }
@@ -114,10 +116,12 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   async function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
     assertMicros('actualMicros', actualMicros)
     const nowMs = now()
+    const loop = bookedLoop(reservation)
     const reply = await run('settle', () =>
       cmd.lpSettle(
-        ...scriptKeys(reservation), dayKey(reservation.keyHash, dayOf(nowMs)),
+        ...scriptKeys(reservation), dayKey(reservation.keyHash, dayOf(nowMs)), loop?.key ?? noLoopKey(reservation.keyHash),
         actualMicros, sessionFlag(reservation), RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS, Math.floor(dayExpiresAt(nowMs) / 1000),
+        loop?.step ?? '', loop?.sinceMs ?? '',
       ),
     )
     if (reply[0] !== 'settled' && reply[0] !== 'already') throw unexpected('settle', reply)
@@ -154,21 +158,36 @@ function loadLua(name: string): string {
   return text
 }
 
+/**
+ * A reservation's booked keys: five periods, then its session if any, then its loop step if recorded
+ * (`<loop scope key>#<sinceMs>#<step>`, the one entry with '#', which no key name holds).
+ */
+function bookedParts(r: Reservation): { periods: readonly string[]; session: string | undefined; loop: string | undefined } {
+  const rest = r.bookedKeys.slice(5)
+  const loop = rest.find((k) => k.includes('#'))
+  const session = rest.find((k) => !k.includes('#'))
+  if (r.bookedKeys.length < 5 || rest.length !== (loop === undefined ? 0 : 1) + (session === undefined ? 0 : 1)) {
+    throw new RangeError(`reservation ${r.requestId} has ${r.bookedKeys.length} booked keys, expected five periods, a session and a loop step at most`)
+  }
+  return { periods: r.bookedKeys.slice(0, 5), session, loop }
+}
+
 /** The shared KEYS layout of extend/settle: record, five booked periods, session (or placeholder), record. */
 function scriptKeys(r: Reservation): string[] {
-  if (r.bookedKeys.length !== 5 && r.bookedKeys.length !== 6) {
-    throw new RangeError(`reservation ${r.requestId} has ${r.bookedKeys.length} booked keys, expected 5 or 6`)
-  }
-  return [
-    recordKey(r.keyHash),
-    ...r.bookedKeys.slice(0, 5),
-    r.bookedKeys[5] ?? noSessionKey(r.keyHash),
-    reservationKey(r.keyHash, r.requestId),
-  ]
+  const { periods, session } = bookedParts(r)
+  return [recordKey(r.keyHash), ...periods, session ?? noSessionKey(r.keyHash), reservationKey(r.keyHash, r.requestId)]
 }
 
 function sessionFlag(r: Reservation): '0' | '1' {
-  return r.bookedKeys.length === 6 ? '1' : '0'
+  return bookedParts(r).session === undefined ? '0' : '1'
+}
+
+/** The loop step a reservation holds in flight: its scope's key, the step and the window it was admitted in. */
+function bookedLoop(r: Reservation): { key: string; sinceMs: string; step: string } | null {
+  const { loop } = bookedParts(r)
+  if (loop === undefined) return null
+  const [key, sinceMs, step] = loop.split('#') as [string, string, string]
+  return { key, sinceMs, step }
 }
 
 /** Runs one Redis call; any failure becomes StoreUnavailableError. */

@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS loops (
   hash TEXT NOT NULL, scope TEXT NOT NULL, step TEXT NOT NULL, count INTEGER NOT NULL, since_ms INTEGER NOT NULL,
-  expires_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL, inflight INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (hash, scope, step)
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS daily_spend (
@@ -205,6 +205,7 @@ const ADDED_COLUMNS: ReadonlyArray<readonly [table: string, column: string, type
   ['keys', 'loop_window', 'INTEGER'],
   ['sessions', 'loop_limit', 'INTEGER'],
   ['periods', 'requests', 'INTEGER NOT NULL DEFAULT 0'],
+  ['loops', 'inflight', 'INTEGER NOT NULL DEFAULT 0'],
 ]
 
 function addColumns(db: DatabaseSync): void {

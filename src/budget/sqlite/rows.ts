@@ -41,16 +41,25 @@ export interface ReservationRow {
   charged: number
 }
 
-/** One booked place of a reservation: a window period or a session. */
-export type Booked = { kind: 'period'; window: WindowName; period: string } | { kind: 'session'; id: string }
+/** One booked place of a reservation: a window period, a session, or the loop step it holds in flight. */
+export type Booked =
+  | { kind: 'period'; window: WindowName; period: string }
+  | { kind: 'session'; id: string }
+  | { kind: 'loop'; step: string; sinceMs: number; scope: string }
 
-/** The opaque `bookedKeys` strings of a reservation: `w:<window>:<period>` and `s:<session id>`. */
+/** The opaque `bookedKeys` strings: `w:<window>:<period>`, `s:<session id>` and `l:<step>:<sinceMs>:<scope>`. */
 export function bookedKey(b: Booked): string {
+  if (b.kind === 'loop') return `l:${b.step}:${b.sinceMs}:${b.scope}`
   return b.kind === 'period' ? `w:${b.window}:${b.period}` : `s:${b.id}`
 }
 
 export function parseBooked(key: string): Booked {
   if (key.startsWith('s:')) return { kind: 'session', id: key.slice(2) }
+  if (key.startsWith('l:')) {
+    // The step is 16 hex chars, the scope may hold ':' (a session id): split the since after the step.
+    const at = key.indexOf(':', 19)
+    return { kind: 'loop', step: key.slice(2, 18), sinceMs: Number(key.slice(19, at)), scope: key.slice(at + 1) }
+  }
   const at = key.indexOf(':', 2)
   const window = key.slice(2, at) as WindowName
   if (!key.startsWith('w:') || at === -1 || !WINDOW_NAMES.includes(window)) throw new RangeError(`not a booked key: ${key}`)
@@ -197,31 +206,44 @@ export function settleReservation(db: Db, hash: string, requestId: string, charg
   ).run({ hash, rid: requestId, charged, created: createdAt, exp: expiresAt })
 }
 
-/** A loop step's admitted count and first sighting in its scope; undefined when absent. Expiry is the caller's (window) rule. */
-export function readLoopStep(db: Db, hash: string, scope: string, step: string): { count: number; since_ms: number } | undefined {
-  return db.statement('SELECT count, since_ms FROM loops WHERE hash = ? AND scope = ? AND step = ?').get(hash, scope, step) as
-    | { count: number; since_ms: number }
+/** A loop step's counted repeats, first sighting and requests in flight; undefined when absent. Expiry is the caller's (window) rule. */
+export function readLoopStep(db: Db, hash: string, scope: string, step: string): { count: number; since_ms: number; inflight: number } | undefined {
+  return db.statement('SELECT count, since_ms, inflight FROM loops WHERE hash = ? AND scope = ? AND step = ?').get(hash, scope, step) as
+    | { count: number; since_ms: number; inflight: number }
     | undefined
 }
 
 /** Writes a loop step; the row may be swept once its window is over (`expiresAt`). */
-export function writeLoopStep(db: Db, hash: string, scope: string, step: string, count: number, sinceMs: number, expiresAt: number): void {
+export function writeLoopStep(db: Db, hash: string, scope: string, step: string, count: number, sinceMs: number, inflight: number, expiresAt: number): void {
   db.statement(
-    `INSERT INTO loops (hash, scope, step, count, since_ms, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-     ON CONFLICT (hash, scope, step) DO UPDATE SET count = ?4, since_ms = ?5, expires_at = ?6`,
-  ).run(hash, scope, step, count, sinceMs, expiresAt)
+    `INSERT INTO loops (hash, scope, step, count, since_ms, inflight, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT (hash, scope, step) DO UPDATE SET count = ?4, since_ms = ?5, inflight = ?6, expires_at = ?7`,
+  ).run(hash, scope, step, count, sinceMs, inflight, expiresAt)
 }
 
-/** Keeps a scope to `max` steps: expired ones go first (window `windowMs`), then the oldest first sighting. */
-export function trimLoopScope(db: Db, hash: string, scope: string, max: number, windowMs: number, nowMs: number): void {
-  const size = (db.statement('SELECT count(*) AS n FROM loops WHERE hash = ? AND scope = ?').get(hash, scope) as { n: number }).n
-  if (size <= max) return
+/** A request of the step ended: one fewer in flight, if the step is still in the window it was admitted in. */
+export function endLoopStep(db: Db, hash: string, scope: string, step: string, sinceMs: number): void {
+  db.statement('UPDATE loops SET inflight = inflight - 1 WHERE hash = ? AND scope = ? AND step = ? AND since_ms = ? AND inflight > 0').run(
+    hash,
+    scope,
+    step,
+    sinceMs,
+  )
+}
+
+/** How many steps a scope holds (a read: no page written). */
+export function countLoopSteps(db: Db, hash: string, scope: string): number {
+  return (db.statement('SELECT count(*) AS n FROM loops WHERE hash = ? AND scope = ?').get(hash, scope) as { n: number }).n
+}
+
+/** Trims a scope to `keep` steps: expired ones go first (window `windowMs`), then the oldest first sighting. */
+export function trimLoopScope(db: Db, hash: string, scope: string, keep: number, windowMs: number, nowMs: number): void {
   db.statement('DELETE FROM loops WHERE hash = ? AND scope = ? AND since_ms + ? <= ?').run(hash, scope, windowMs, nowMs)
   db.statement(
     `DELETE FROM loops WHERE hash = ?1 AND scope = ?2 AND step IN (
        SELECT step FROM loops WHERE hash = ?1 AND scope = ?2 ORDER BY since_ms, step
        LIMIT max(0, (SELECT count(*) FROM loops WHERE hash = ?1 AND scope = ?2) - ?3))`,
-  ).run(hash, scope, max)
+  ).run(hash, scope, keep)
 }
 
 /** Adds `actual` to the key's spend on `day` (spend history, kept until `expiresAt`). */

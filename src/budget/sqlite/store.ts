@@ -21,7 +21,7 @@ import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 import type { Db } from './database.js'
 import * as rows from './rows.js'
-import { effectiveLoopLimit, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
+import { checksScopeSize, effectiveLoopLimit, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 
 export interface SqliteStoreOptions {
   /** Clock in ms since the epoch; decides the window periods and expiry. Default Date.now. */
@@ -107,16 +107,18 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       }
     }
 
-    // The loop guard (src/loop/README.md): a step admitted more than the limit within its window is refused.
+    // The loop guard (src/loop/README.md): a step repeated more than the limit within its window is refused.
     // With the guard off (no limit in force) nothing is read or recorded.
     const loop = input.loop ?? null
     const loopLimit = loop === null ? null : effectiveLoopLimit(key.loop_limit, s?.loop_limit ?? null)
-    let loopEntry: { count: number; sinceMs: number; windowMs: number } | null = null
+    let loopEntry: { count: number; sinceMs: number; inflight: number; windowMs: number; isNew: boolean } | null = null
     if (loop !== null && loopLimit !== null) {
       const windowMs = loopWindowMs(key.loop_window)
       const found = rows.readLoopStep(db, hash, loop.scope, loop.step)
       const live = found !== undefined && nowMs < found.since_ms + windowMs
-      loopEntry = { count: live ? found.count : 0, sinceMs: live ? found.since_ms : nowMs, windowMs }
+      loopEntry = live
+        ? { count: found.count, sinceMs: found.since_ms, inflight: found.inflight, windowMs, isNew: false }
+        : { count: 0, sinceMs: nowMs, inflight: 0, windowMs, isNew: found === undefined }
       if (loopEntry.count > loopLimit) {
         return { ok: false, reason: 'loop_detected', step: loop.step, count: loopEntry.count, limitCount: loopLimit }
       }
@@ -153,9 +155,15 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       booked.push({ kind: 'session', id: session.id })
     }
     if (loop !== null && loopEntry !== null) {
-      const { count, sinceMs, windowMs } = loopEntry
-      rows.writeLoopStep(db, hash, loop.scope, loop.step, count + 1, sinceMs, sinceMs + windowMs)
-      if (count === 0) rows.trimLoopScope(db, hash, loop.scope, LOOP_STEPS_PER_SCOPE, windowMs, nowMs)
+      const { count, sinceMs, inflight, windowMs, isNew } = loopEntry
+      // A repeat counts unless requests of the step are in flight (beyond a previous one still settling): requests fired at once are not repeats.
+      const counted = inflight <= LOOP_IN_FLIGHT_TOLERATED ? count + 1 : count
+      rows.writeLoopStep(db, hash, loop.scope, loop.step, counted, sinceMs, inflight + 1, sinceMs + windowMs)
+      booked.push({ kind: 'loop', step: loop.step, sinceMs, scope: loop.scope })
+      // Only a new step that checks its scope's size counts it (a read), and trims a scope found past the limit.
+      if (isNew && checksScopeSize(loop.step) && rows.countLoopSteps(db, hash, loop.scope) > LOOP_STEPS_PER_SCOPE) {
+        rows.trimLoopScope(db, hash, loop.scope, LOOP_STEPS_AFTER_TRIM, windowMs, nowMs)
+      }
     }
     const bookedKeys = Object.freeze(booked.map(rows.bookedKey))
     rows.writeReservation(
@@ -227,7 +235,8 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     const reserved = record?.state === 'held' ? record.amount : 0
     for (const b of bookedKeys.map(rows.parseBooked)) {
       if (b.kind === 'period') rows.bookInPeriod(db, hash, b.window, b.period, actual, reserved, nowMs + GRACE_MS, nowMs)
-      else rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
+      else if (b.kind === 'session') rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
+      else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
     }
     if (actual > 0) rows.bookDay(db, hash, dayOf(nowMs), actual, dayExpiresAt(nowMs))
     rows.settleReservation(db, hash, requestId, actual, new Date(nowMs).toISOString(), nowMs + RESERVATION_TTL_MS)
