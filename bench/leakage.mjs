@@ -9,9 +9,7 @@
 //   count of the messages + STREAM_TOKENS.
 // The budget holds exactly HOLDS requests: admitted (served at the ledger) must be at least 98% of
 // HOLDS, and spend at the ledger must not pass the budget (overshoot 0).
-//
-// countStall: while a 10 MiB prompt is counted exactly (its byte bound does not fit its key's budget),
-// small requests through the same proxy keep their p99 (target: grows by at most 10 ms), none gets a 503.
+// (The count stall is its own scenario: bench/count-stall.mjs.)
 // commonCase: the proxy's CPU per small request far from any limit (the path with no counting at all).
 import { burst, createPool, openLoop } from './load.mjs'
 import { requestPair, streamBody } from './scenarios.mjs'
@@ -46,15 +44,14 @@ export async function leakage(ctx) {
       await Promise.all(cold.map((p) => p.stop()))
     }
   }
-  const countStall = await measureCountStall(ctx)
   const commonCase = await measureCommonCase(ctx)
-  return { requests: FLOOD_REQUESTS, holds: HOLDS, streamTokens: STREAM_TOKENS, floods, countStall, commonCase }
+  return { requests: FLOOD_REQUESTS, holds: HOLDS, streamTokens: STREAM_TOKENS, floods, commonCase }
 }
 
 const SMALL = JSON.stringify({ model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] })
 
 /** Small requests, `concurrency` at a time, until `done()`: latencies (ms) and statuses. */
-async function smallLoad(ctx, key, done, concurrency = 4) {
+export async function smallLoad(ctx, key, done, concurrency = 4) {
   const results = []
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
@@ -67,51 +64,6 @@ async function smallLoad(ctx, key, done, concurrency = 4) {
     }),
   )
   return results
-}
-
-function percentile(results, p) {
-  const sorted = results.map((r) => r.ms).sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? null
-}
-
-/** A 10 MiB prompt counted exactly (stopping at 95% of it, then refused) while small requests flow. */
-async function measureCountStall(ctx) {
-  await ctx.fake.reset({ promptTokens: 12, completionTokens: 5 })
-  const prompt = 'The quick brown fox jumps over the lazy dog while the budget holds. '.repeat(Math.floor((10 * 1024 * 1024 - 200) / 68))
-  const bigBody = { model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: prompt }] }
-  const tokens = countChatTokens(bigBody, 'bench-model')
-  const big = await ctx.admin.createKey('bench-count-stall', ['openai'])
-  await ctx.admin.setBudget(big.record.hash, { limits: { daily: Math.floor(tokens * 0.95) }, loopLimit: 0 })
-  const forMs = (ms) => {
-    const until = performance.now() + ms
-    return () => performance.now() >= until
-  }
-  await smallLoad(ctx, ctx.key, forMs(1_000))
-  const baseline = await smallLoad(ctx, ctx.key, forMs(3_000))
-  const trials = []
-  for (let t = 0; t < ctx.trials; t++) {
-    let done = false
-    const started = performance.now()
-    const request = fetch(`${ctx.proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${big.key}`, 'content-type': 'application/json' }, body: JSON.stringify(bigBody) })
-      .then(async (r) => (await r.arrayBuffer(), r.status))
-      .finally(() => (done = true))
-    const during = await smallLoad(ctx, ctx.key, () => done)
-    const status = await request
-    const trial = {
-      bigStatus: status,
-      countMs: performance.now() - started,
-      small: during.length,
-      small503: during.filter((r) => r.status === 503).length,
-      smallNot200: during.filter((r) => r.status !== 200).length,
-      p99Ms: percentile(during, 0.99),
-      baselineP99Ms: percentile(baseline, 0.99),
-    }
-    trial.p99GrowthMs = trial.p99Ms - trial.baselineP99Ms
-    trial.pass = trial.small503 === 0 && trial.smallNot200 === 0 && trial.p99GrowthMs <= 10
-    ctx.log(`  count stall trial ${t + 1}: 10 MiB count ${Math.round(trial.countMs)} ms (big request ${status}); small p99 ${trial.baselineP99Ms.toFixed(1)} → ${trial.p99Ms.toFixed(1)} ms (+${trial.p99GrowthMs.toFixed(1)}, target ≤ 10) over ${during.length} requests, ${trial.small503} × 503`)
-    trials.push(trial)
-  }
-  return { promptBytes: Buffer.byteLength(prompt), promptTokens: tokens, trials }
 }
 
 /** The proxy's CPU per small request far from any limit: the common path, with no counting. */
