@@ -8,10 +8,13 @@
 //   billed with tiktoken, or `word` repeated when one is set (billed in context, so "x" × 20 is not 20 tokens);
 // - output tokens count as written when their chunk is handed to a socket that is still open;
 //   a stream stops writing as soon as its client goes away.
+// - Azure, Mistral, Anthropic, Gemini and Bedrock Converse (non-streamed) answer and bill as
+//   bench/fake-providers.mjs says; `byKind` counts the answers each served.
 // Control: `GET /__ledger` → totals; `POST /__reset` with optional JSON options → zeroes the ledger.
 import http from 'node:http'
 import { pathToFileURL } from 'node:url'
-import { answerChunks, billedTokens, warmBilling } from './fake-billing.mjs'
+import { answerChunks, billedTokens, familyOf, warmBilling } from './fake-billing.mjs'
+import { mistralChat, providerRoute } from './fake-providers.mjs'
 
 /** Behaviour of the fake; every field can be changed by `POST /__reset`. */
 export const DEFAULT_OPTIONS = Object.freeze({
@@ -42,6 +45,7 @@ function emptyLedger() {
     outputTokens: 0,
     spendMicros: 0,
     badRequests: 0,
+    byKind: {},
     openNow: 0,
     maxOpen: 0,
   }
@@ -84,6 +88,9 @@ export function createFakeUpstream(initial = {}) {
       return json(res, 400, { error: { message: 'invalid JSON', type: 'invalid_request_error', param: null, code: null } })
     }
     const model = typeof body.model === 'string' ? body.model : 'unknown'
+    const other = providerRoute(path)
+    if (other !== null) return provider(res, other, body)
+    if (path === '/v1/chat/completions' && familyOf(model) !== 'openai' && body.stream !== true) return provider(res, { kind: 'mistral', handle: mistralChat }, body)
     const prompt = options.promptTokens === 'bytes' ? raw.length : options.promptTokens === 'tiktoken' ? promptTokens(path, body, model) : Number(options.promptTokens)
     if (path === '/v1/embeddings') return embeddings(res, model, prompt)
     if (path === '/v1/chat/completions') return body.stream === true ? stream(res, body, model, prompt) : chat(res, body, model, prompt)
@@ -94,6 +101,18 @@ export function createFakeUpstream(initial = {}) {
     ledger.inputTokens += inputTokens
     ledger.outputTokens += outputTokens
     ledger.spendMicros += cost(inputTokens, options.inputPer1M) + cost(outputTokens, options.outputPer1M)
+  }
+
+  /** An answer of another provider's wire format (fake-providers.mjs); counting calls bill nothing. */
+  function provider(res, route, body) {
+    if (res.destroyed) return
+    const { status, json: answer, bill: billed } = route.handle(body, options)
+    if (billed !== null) {
+      ledger.requests++
+      ledger.byKind[route.kind] = (ledger.byKind[route.kind] ?? 0) + 1
+      bill(billed[0], billed[1])
+    }
+    json(res, status, answer)
   }
 
   function embeddings(res, model, prompt) {

@@ -15,14 +15,15 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { countStall } from './count-stall.mjs'
 import { leakage } from './leakage.mjs'
+import { providerFloods } from './provider-floods.mjs'
 import { detectPinning, environment, OTHERS_CORE, pinSelf, ROOT, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
 import { summarizeProfile } from './profile.mjs'
 import { figures, renderMarkdown } from './report.mjs'
 import { infoLogging, latency, memory, peak, streams } from './scenarios.mjs'
 import { stores } from './stores.mjs'
 
-const SCENARIOS = { latency, logging: infoLogging, streams, peak, leakage, countStall, memory, stores }
-const ALIASES = { a: ['latency', 'logging'], b: ['streams'], c: ['peak'], d: ['leakage', 'countStall'], e: ['memory'], f: ['stores'] }
+const SCENARIOS = { latency, logging: infoLogging, streams, peak, leakage, floods: providerFloods, countStall, memory, stores }
+const ALIASES = { a: ['latency', 'logging'], b: ['streams'], c: ['peak'], d: ['leakage', 'floods', 'countStall'], e: ['memory'], f: ['stores'] }
 const LATENCY_BUDGET = 10_000_000_000_000 // µUSD: a daily limit far above anything the bench spends, so enforcement runs but never refuses
 
 const log = (line) => process.stdout.write(`${line}\n`)
