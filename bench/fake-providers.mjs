@@ -1,9 +1,12 @@
 // The bench fake's other wire formats: Azure OpenAI, Mistral, Anthropic, Gemini and Bedrock Converse, each
-// answering (non-streamed) and counting as its provider does, billed through bench/fake-billing.mjs.
+// answering (streamed or not) and counting as its provider does, billed through bench/fake-billing.mjs.
+// A streamed answer is the fake's `chunks` deltas of the realistic answer (1-4 tokens each), stopping
+// before the request's output cap; each delta is billed when written to a still-open socket.
 // Prompts: OpenAI-family text (OpenAI, Azure) as OpenAI bills it (tiktoken, 3 + 4 a message); Claude,
 // Gemini and Mistral text with fake-billing's stand-in tokenizer of the family (NOT the proxy's estimator)
 // plus a few template tokens a message. The free counting endpoints (Anthropic count_tokens, Gemini
 // countTokens, Bedrock CountTokens) answer exactly what the generate call then bills, as the real ones do.
+import { encodeEventStreamMessage } from '../dist/stream/event-stream.js'
 import { answerChunks, billedTokens, familyOf } from './fake-billing.mjs'
 
 /** Template tokens a provider adds: per request, and per message (role markers, turn delimiters). */
@@ -48,6 +51,21 @@ function answer(family, model, limit, completionTokens) {
   return { text: out.join(''), tokens }
 }
 
+/** A stream's deltas: the first `chunks` of the answer, stopping before they pass `limit` tokens. */
+function streamDeltas(family, model, limit, chunks) {
+  const out = []
+  let tokens = 0
+  for (const delta of answerChunks(chunks, family, model).deltas) {
+    if (tokens + delta.tokens > limit) break
+    tokens += delta.tokens
+    out.push(delta)
+  }
+  return out
+}
+
+const sse = (event, data) => `${event === null ? '' : `event: ${event}\n`}data: ${JSON.stringify(data)}\n\n`
+const converseFrame = (type, payload) => encodeEventStreamMessage({ ':event-type': type, ':content-type': 'application/json', ':message-type': 'event' }, Buffer.from(JSON.stringify(payload)))
+
 const positive = (v) => (Number.isInteger(v) && v > 0 ? v : Number.POSITIVE_INFINITY)
 
 const anthropicPrompt = (body) => promptOf('claude', body.model, (body.messages ?? []).map((m) => texts(m?.content)), texts(body.system))
@@ -71,6 +89,22 @@ export function providerRoute(path) {
       kind: 'anthropic',
       handle(body, o) {
         const input = anthropicPrompt(body)
+        if (body.stream === true) {
+          const deltas = streamDeltas('claude', body.model, positive(body.max_tokens), o.chunks)
+          const message = { id: 'msg_bench', type: 'message', role: 'assistant', model: body.model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: input, output_tokens: 1 } }
+          return {
+            prompt: input,
+            stream: {
+              contentType: 'text/event-stream',
+              opening: sse('message_start', { type: 'message_start', message }) + sse('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }),
+              frames: deltas.map((d) => ({ data: sse('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: d.text } }), tokens: d.tokens })),
+              closing: (written) =>
+                sse('content_block_stop', { type: 'content_block_stop', index: 0 }) +
+                sse('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: written } }) +
+                sse('message_stop', { type: 'message_stop' }),
+            },
+          }
+        }
         const { text, tokens } = answer('claude', body.model, positive(body.max_tokens), o.completionTokens)
         const json = { id: 'msg_bench', type: 'message', role: 'assistant', model: body.model, content: [{ type: 'text', text }], stop_reason: 'end_turn', stop_sequence: null, usage: { input_tokens: input, output_tokens: tokens } }
         return { status: 200, json, bill: [input, tokens] }
@@ -78,7 +112,7 @@ export function providerRoute(path) {
     }
   }
   if (path === '/v1/messages/count_tokens') return { kind: 'count', handle: (body) => ({ status: 200, json: { input_tokens: anthropicPrompt(body) }, bill: null }) }
-  m = /^\/v1(?:beta)?\/models\/([^/:]+):(generateContent|countTokens)$/.exec(path)
+  m = /^\/v1(?:beta)?\/models\/([^/:]+):(generateContent|streamGenerateContent|countTokens)$/.exec(path)
   if (m !== null) {
     const model = decodeURIComponent(m[1])
     if (m[2] === 'countTokens') return { kind: 'count', handle: (body) => ({ status: 200, json: { totalTokens: geminiPrompt(model, body.generateContentRequest ?? body) }, bill: null }) }
@@ -86,6 +120,21 @@ export function providerRoute(path) {
       kind: 'gemini',
       handle(body, o) {
         const input = geminiPrompt(model, body)
+        if (m[2] === 'streamGenerateContent') {
+          // Every chunk carries the running usage (alt=sse), as Gemini's do.
+          const deltas = streamDeltas('gemini', model, positive(body.generationConfig?.maxOutputTokens), o.chunks)
+          let running = 0
+          const chunk = (text, tokens, finish) => sse(null, { candidates: [{ content: { role: 'model', parts: [{ text }] }, index: 0, ...(finish ? { finishReason: 'STOP' } : {}) }], usageMetadata: { promptTokenCount: input, candidatesTokenCount: tokens, totalTokenCount: input + tokens }, modelVersion: model })
+          return {
+            prompt: input,
+            stream: {
+              contentType: 'text/event-stream',
+              opening: '',
+              frames: deltas.map((d) => ({ data: chunk(d.text, (running += d.tokens), false), tokens: d.tokens })),
+              closing: (written) => chunk('', written, true),
+            },
+          }
+        }
         const { text, tokens } = answer('gemini', model, positive(body.generationConfig?.maxOutputTokens), o.completionTokens)
         const json = {
           candidates: [{ content: { role: 'model', parts: [{ text }] }, finishReason: 'STOP', index: 0 }],
@@ -96,7 +145,7 @@ export function providerRoute(path) {
       },
     }
   }
-  m = /^\/model\/([^/]+)\/(converse|count-tokens)$/.exec(path)
+  m = /^\/model\/([^/]+)\/(converse|converse-stream|count-tokens)$/.exec(path)
   if (m !== null) {
     const model = decodeURIComponent(m[1])
     if (m[2] === 'count-tokens') return { kind: 'count', handle: (body) => ({ status: 200, json: { inputTokens: bedrockPrompt(model, body.input?.converse ?? {}) }, bill: null }) }
@@ -104,6 +153,23 @@ export function providerRoute(path) {
       kind: 'bedrock',
       handle(body, o) {
         const input = bedrockPrompt(model, body)
+        if (m[2] === 'converse-stream') {
+          const deltas = streamDeltas(familyOf(model), model, positive(body.inferenceConfig?.maxTokens), o.chunks)
+          return {
+            prompt: input,
+            stream: {
+              contentType: 'application/vnd.amazon.eventstream',
+              opening: converseFrame('messageStart', { role: 'assistant' }),
+              frames: deltas.map((d) => ({ data: converseFrame('contentBlockDelta', { contentBlockIndex: 0, delta: { text: d.text } }), tokens: d.tokens })),
+              closing: (written) =>
+                Buffer.concat([
+                  converseFrame('contentBlockStop', { contentBlockIndex: 0 }),
+                  converseFrame('messageStop', { stopReason: 'end_turn' }),
+                  converseFrame('metadata', { usage: { inputTokens: input, outputTokens: written, totalTokens: input + written }, metrics: { latencyMs: 1 } }),
+                ]),
+            },
+          }
+        }
         const { text, tokens } = answer(familyOf(model), model, positive(body.inferenceConfig?.maxTokens), o.completionTokens)
         const json = { output: { message: { role: 'assistant', content: [{ text }] } }, stopReason: 'end_turn', usage: { inputTokens: input, outputTokens: tokens, totalTokens: input + tokens }, metrics: { latencyMs: 1 } }
         return { status: 200, json, bill: [input, tokens] }
@@ -121,6 +187,22 @@ export function mistralChat(body, o) {
 /** A non-streamed OpenAI-format chat answer billed as `family` bills `model`. */
 function compatChat(body, o, family, model, answeredModel) {
   const input = promptOf(family, model, (body.messages ?? []).map((msg) => texts(msg?.content)))
+  if (body.stream === true) {
+    const deltas = streamDeltas(family, model, positive(body.max_completion_tokens ?? body.max_tokens), o.chunks)
+    const chunk = (delta, finish) => sse(null, { id: 'chatcmpl-bench', object: 'chat.completion.chunk', created: 1, model: answeredModel, choices: [{ index: 0, delta, finish_reason: finish }] })
+    // Usage in a last chunk: OpenAI and Azure when include_usage is set (the proxy sets it), Mistral always.
+    const usage = (written) => sse(null, { id: 'chatcmpl-bench', object: 'chat.completion.chunk', created: 1, model: answeredModel, choices: [], usage: { prompt_tokens: input, completion_tokens: written, total_tokens: input + written } })
+    const withUsage = family !== 'openai' || body.stream_options?.include_usage === true
+    return {
+      prompt: input,
+      stream: {
+        contentType: 'text/event-stream',
+        opening: chunk({ role: 'assistant', content: '' }, null),
+        frames: deltas.map((d) => ({ data: chunk({ content: d.text }, null), tokens: d.tokens })),
+        closing: (written) => `${chunk({}, 'stop')}${withUsage ? usage(written) : ''}data: [DONE]\n\n`,
+      },
+    }
+  }
   const { text, tokens } = answer(family, model, positive(body.max_completion_tokens ?? body.max_tokens), o.completionTokens)
   const json = {
     id: 'chatcmpl-bench',

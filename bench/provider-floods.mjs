@@ -1,10 +1,11 @@
 // (d) Floods for every other provider (OpenAI's are in leakage.mjs), judged only by the fake upstream's
-// ledger: FLOOD_REQUESTS identical non-streamed requests at once against a fresh key whose daily budget is
+// ledger: FLOOD_REQUESTS identical requests (streamed, and not) at once against a fresh key whose daily budget is
 // exactly HOLDS × c, where c is one request's bill at the provider's own counts (bench/fake-providers.mjs:
 // prompt and answer as the family bills them, which is not how the proxy bounds or estimates them).
 // Targets: admitted ≥ 98% of HOLDS (Azure) or ≥ 90% (Mistral, Anthropic, Gemini, Bedrock), overshoot 0.
-// One proxy and two proxies sharing Redis.
-import { burst, createPool } from './load.mjs'
+// One proxy and two proxies sharing Redis, both warmed first (JIT, connections, encoders: as leakage.mjs
+// does for OpenAI). Streams: 1-4 token deltas 1 ms apart, up to the cap.
+import { burst, createPool, openLoop } from './load.mjs'
 import { mistralChat, providerRoute } from './fake-providers.mjs'
 import { DEFAULT_OPTIONS } from './fake-upstream.mjs'
 import { sleep } from './procs.mjs'
@@ -25,7 +26,7 @@ const FLOODS = [
     path: '/azure/openai/deployments/bench-gpt4o/chat/completions?api-version=2024-10-21',
     headers: (key) => ({ 'api-key': key }),
     body: { max_tokens: OUT, messages: [{ role: 'user', content: PROMPT }] },
-    upstream: providerRoute('/openai/deployments/bench-gpt4o/chat/completions'),
+    upstream: () => providerRoute('/openai/deployments/bench-gpt4o/chat/completions'),
   },
   {
     provider: 'mistral',
@@ -33,7 +34,7 @@ const FLOODS = [
     path: '/mistral/v1/chat/completions',
     headers: (key) => ({ authorization: `Bearer ${key}` }),
     body: { model: 'mistral-bench', max_tokens: OUT, messages: [{ role: 'user', content: PROMPT }] },
-    upstream: { kind: 'mistral', handle: mistralChat },
+    upstream: () => ({ kind: 'mistral', handle: mistralChat }),
   },
   {
     provider: 'anthropic',
@@ -41,7 +42,7 @@ const FLOODS = [
     path: '/anthropic/v1/messages',
     headers: (key) => ({ 'x-api-key': key, 'anthropic-version': '2023-06-01' }),
     body: { model: 'claude-bench', max_tokens: OUT, messages: [{ role: 'user', content: PROMPT }] },
-    upstream: providerRoute('/v1/messages'),
+    upstream: () => providerRoute('/v1/messages'),
   },
   {
     provider: 'gemini',
@@ -49,7 +50,8 @@ const FLOODS = [
     path: '/gemini/v1beta/models/gemini-bench:generateContent',
     headers: (key) => ({ 'x-goog-api-key': key }),
     body: { contents: [{ role: 'user', parts: [{ text: PROMPT }] }], generationConfig: { maxOutputTokens: OUT } },
-    upstream: providerRoute('/v1beta/models/gemini-bench:generateContent'),
+    streamPath: '/gemini/v1beta/models/gemini-bench:streamGenerateContent?alt=sse',
+    upstream: (stream) => providerRoute(`/v1beta/models/gemini-bench:${stream ? 'streamGenerateContent' : 'generateContent'}`),
   },
   {
     provider: 'bedrock',
@@ -57,7 +59,8 @@ const FLOODS = [
     path: '/bedrock/model/anthropic.claude-bench-v1%3A0/converse',
     headers: (key) => ({ authorization: `Bearer ${key}` }),
     body: { messages: [{ role: 'user', content: [{ text: PROMPT }] }], inferenceConfig: { maxTokens: OUT } },
-    upstream: providerRoute('/model/anthropic.claude-bench-v1%3A0/converse'),
+    streamPath: '/bedrock/model/anthropic.claude-bench-v1%3A0/converse-stream',
+    upstream: (stream) => providerRoute(`/model/anthropic.claude-bench-v1%3A0/${stream ? 'converse-stream' : 'converse'}`),
   },
 ]
 
@@ -77,10 +80,13 @@ export async function providerFloods(ctx) {
   const proxies = [await ctx.startProxy({ name: 'proxy-floods-a', extraEnv: env(ctx.fake.url) }), await ctx.startProxy({ name: 'proxy-floods-b', extraEnv: env(ctx.fake.url) })]
   const floods = []
   try {
+    await warm(ctx, proxies)
     for (let t = 0; t < ctx.trials; t++) {
       for (const spec of FLOODS) {
-        floods.push(await flood(ctx, spec, proxies.slice(0, 1)))
-        floods.push(await flood(ctx, spec, proxies))
+        for (const stream of [false, true]) {
+          floods.push(await flood(ctx, spec, stream, proxies.slice(0, 1)))
+          floods.push(await flood(ctx, spec, stream, proxies))
+        }
       }
     }
   } finally {
@@ -89,16 +95,40 @@ export async function providerFloods(ctx) {
   return { requests: FLOOD_REQUESTS, holds: HOLDS, outputTokens: OUT, floods }
 }
 
-async function flood(ctx, spec, proxies) {
-  const options = { ...DEFAULT_OPTIONS, completionTokens: OUT }
-  await ctx.fake.reset({ completionTokens: OUT })
-  // One request's bill at the provider's counts: what the fake's own route bills for this body.
-  const [inputTokens, outputTokens] = spec.upstream.handle(structuredClone(spec.body), options).bill
+/** Brings each proxy's paths for every provider, streamed and not, to steady state with a key far from its limit. */
+async function warm(ctx, proxies) {
+  await ctx.fake.reset({ completionTokens: OUT, chunks: OUT, chunkDelayMs: 1 })
+  const { key, record } = await ctx.admin.createKey('bench-floods-warm', FLOODS.map((f) => f.provider))
+  await ctx.admin.setBudget(record.hash, { limits: { daily: 1_000_000_000_000 }, loopLimit: 0 })
+  for (const proxy of proxies) {
+    for (const spec of FLOODS) {
+      for (const stream of [false, true]) {
+        const body = JSON.stringify(stream ? { ...spec.body, stream: true } : spec.body)
+        const request = { path: stream ? (spec.streamPath ?? spec.path) : spec.path, headers: { 'content-type': 'application/json', ...spec.headers(key) }, body }
+        await openLoop({ origin: proxy.url, request, rate: 200, durationMs: 500 })
+      }
+    }
+  }
+}
+
+/** What one request bills at the provider's counts: what the fake's own route bills for this body. */
+function billOf(route, body, options) {
+  const answer = route.handle(structuredClone(body), options)
+  if (answer.stream === undefined) return answer.bill
+  return [answer.prompt, answer.stream.frames.reduce((n, f) => n + f.tokens, 0)]
+}
+
+async function flood(ctx, spec, stream, proxies) {
+  const fakeOptions = { completionTokens: OUT, chunks: OUT, chunkDelayMs: 1 }
+  await ctx.fake.reset(fakeOptions)
+  const body = stream ? { ...spec.body, stream: true } : spec.body
+  const upstream = spec.upstream(stream)
+  const [inputTokens, outputTokens] = billOf(upstream, body, { ...DEFAULT_OPTIONS, ...fakeOptions })
   const costMicros = inputTokens + outputTokens
   const budgetMicros = HOLDS * costMicros
-  const { key, record } = await ctx.admin.createKey(`bench-flood-${spec.provider}-${proxies.length}`, [spec.provider])
+  const { key, record } = await ctx.admin.createKey(`bench-flood-${spec.provider}-${stream ? 'stream' : 'plain'}-${proxies.length}`, [spec.provider])
   await ctx.admin.setBudget(record.hash, { limits: { daily: budgetMicros }, loopLimit: 0 })
-  const request = { path: spec.path, headers: { 'content-type': 'application/json', ...spec.headers(key) }, body: JSON.stringify(spec.body) }
+  const request = { path: stream ? (spec.streamPath ?? spec.path) : spec.path, headers: { 'content-type': 'application/json', ...spec.headers(key) }, body: JSON.stringify(body) }
   const share = Math.ceil(FLOOD_REQUESTS / proxies.length)
   const runs = await Promise.all(
     proxies.map((proxy, i) => {
@@ -107,7 +137,8 @@ async function flood(ctx, spec, proxies) {
       return burst({ origin: proxy.url, requests: Array(count).fill(request), pool }).finally(() => pool.close())
     }),
   )
-  await sleep(100)
+  // Let the fake finish writing whatever it still had in flight before reading the bill.
+  for (let i = 0; i < 50 && (await ctx.fake.ledger()).openNow > 0; i++) await sleep(100)
   const ledger = await ctx.fake.ledger()
   const statuses = {}
   const refusals = {}
@@ -117,10 +148,11 @@ async function flood(ctx, spec, proxies) {
     for (const [s, n] of Object.entries(run.statuses)) statuses[s] = (statuses[s] ?? 0) + n
     for (const [s, text] of Object.entries(run.bodySamples)) refusals[s] ??= text
   }
-  const admitted = ledger.byKind[spec.upstream.kind] ?? 0
+  const admitted = ledger.byKind[upstream.kind] ?? 0
   const overshootMicros = Math.max(0, ledger.spendMicros - budgetMicros)
   const result = {
     provider: spec.provider,
+    stream,
     proxies: proxies.length,
     requests: FLOOD_REQUESTS,
     inputTokens,
@@ -136,10 +168,11 @@ async function flood(ctx, spec, proxies) {
     clientStatuses: statuses,
     refusalSamples: refusals,
     transportErrors,
+    streamsAborted: ledger.streamsAborted,
     pass: overshootMicros === 0 && admitted >= Math.ceil(spec.target * HOLDS) && (statuses[503] ?? 0) === 0,
   }
   ctx.log(
-    `  flood ${spec.provider} × ${proxies.length} prox${proxies.length === 1 ? 'y' : 'ies'}: admitted ${admitted}/${HOLDS} (target ≥ ${Math.round(spec.target * 100)}%), ledger ${ledger.spendMicros}/${budgetMicros} µUSD (one request ${inputTokens} in + ${outputTokens} out), overshoot ${overshootMicros}, statuses ${JSON.stringify(statuses)}`,
+    `  flood ${spec.provider} ${stream ? 'streams' : 'plain'} × ${proxies.length} prox${proxies.length === 1 ? 'y' : 'ies'}: admitted ${admitted}/${HOLDS} (target ≥ ${Math.round(spec.target * 100)}%), ledger ${ledger.spendMicros}/${budgetMicros} µUSD (one request ${inputTokens} in + ${outputTokens} out), overshoot ${overshootMicros}, statuses ${JSON.stringify(statuses)}`,
   )
   return result
 }

@@ -145,10 +145,13 @@ export function figures(results) {
   const pf = results.floods
   if (pf?.floods !== undefined) {
     const groups = new Map()
-    for (const f of pf.floods) groups.set(`${f.provider}|${f.proxies}`, [...(groups.get(`${f.provider}|${f.proxies}`) ?? []), f])
+    for (const f of pf.floods) {
+      const id = `${f.provider}|${f.stream}|${f.proxies}`
+      groups.set(id, [...(groups.get(id) ?? []), f])
+    }
     for (const fs of groups.values()) {
       const f = fs[0]
-      const name = `d. flood: ${pf.requests} ${f.provider} requests, ${f.proxies} prox${f.proxies === 1 ? 'y' : 'ies'}`
+      const name = `d. flood: ${pf.requests} ${f.provider} ${f.stream ? 'streams' : 'requests'}, ${f.proxies} prox${f.proxies === 1 ? 'y' : 'ies'}`
       const statuses = fs.map((x) => JSON.stringify(x.clientStatuses)).join('; ')
       out.push(figure(name, 'overshoot at the ledger', fs.map((x) => x.overshootMicros), 'µUSD', { op: '==', limit: 0 }, `budget ${f.budgetMicros} µUSD (one request ${f.inputTokens} in + ${f.outputTokens} out at the provider's counts); worst trial judged`, true))
       out.push(figure(name, 'admitted ÷ what the budget holds', fs.map((x) => x.admittedRatio * 100), '%', { op: '>=', limit: f.target * 100 }, `holds ${f.holds}; worst trial judged; statuses ${statuses}`, true))
