@@ -239,7 +239,7 @@ function answerOf(options, limit, model) {
 }
 
 /** A stream's deltas with their tokens: `chunks` of the answer (or of `word`), stopping before `limit` tokens are passed. */
-function streamDeltas(options, model, limit) {
+export function streamDeltas(options, model, limit) {
   if (options.word !== null && options.word !== undefined) {
     const total = billedTokens(options.word.repeat(options.chunks), 'openai', model)
     const deltas = Array.from({ length: options.chunks }, (_, i) => ({ text: options.word, tokens: Math.floor(total / options.chunks) + (i < total % options.chunks ? 1 : 0) }))

@@ -5,13 +5,16 @@
 // prompt's tiktoken count (as OpenAI does), not its bytes, so the proxy's cheap byte bound (~4× the
 // count for English) does not fit near the limit and admission depends on its exact counting:
 // - embeddings: c = the input's tiktoken count;
-// - streams: max_tokens = STREAM_TOKENS, include_usage already set, one token per chunk; c = the chat
-//   count of the messages + STREAM_TOKENS.
+// - streams: max_tokens = STREAM_TOKENS, include_usage already set, the fake's realistic answer (1-4
+//   tokens a delta) up to the cap; c = the chat count of the messages + the tokens the fake's stream bills
+//   (computed by the fake's own streamDeltas: "x" × 20 bills 3 tokens, not 20, so a budget sized with 20
+//   held three times the requests it claimed to).
 // The budget holds exactly HOLDS requests: admitted (served at the ledger) must be at least 98% of
 // HOLDS, and spend at the ledger must not pass the budget (overshoot 0).
 // (The count stall is its own scenario: bench/count-stall.mjs.)
 // commonCase: the proxy's CPU per small request far from any limit (the path with no counting at all).
 import { burst, createPool, openLoop } from './load.mjs'
+import { DEFAULT_OPTIONS, streamDeltas } from './fake-upstream.mjs'
 import { requestPair, streamBody } from './scenarios.mjs'
 import { cpuSeconds, sleep } from './procs.mjs'
 import { countChatTokens, countEmbeddingTokens } from '../dist/tokens/tiktoken.js'
@@ -88,7 +91,7 @@ async function measureCommonCase(ctx) {
 
 /** Brings each proxy's request paths to steady state (JIT, connections) with the big-budget key. */
 async function warm(ctx, proxies) {
-  await ctx.fake.reset({ chunks: STREAM_TOKENS, chunkDelayMs: 1, word: 'x' })
+  await ctx.fake.reset({ chunks: STREAM_TOKENS, chunkDelayMs: 1 })
   for (const proxy of proxies) {
     await openLoop({ origin: proxy.url, request: requestPair(ctx.key, EMBEDDINGS_BODY, 'embeddings').proxied, rate: 500, durationMs: 1_000 })
     await openLoop({ origin: proxy.url, request: requestPair(ctx.key, streamBody(STREAM_TOKENS)).proxied, rate: 500, durationMs: 1_000 })
@@ -99,11 +102,12 @@ async function flood(ctx, kind, proxies, label = 'warm') {
   const body = kind === 'embeddings' ? EMBEDDINGS_BODY : streamBody(STREAM_TOKENS)
   // What OpenAI bills as the prompt: the tiktoken count of the input (of the messages, for chat).
   const promptTokens = kind === 'embeddings' ? countEmbeddingTokens(JSON.parse(body), 'bench-model') : countChatTokens(JSON.parse(body), 'bench-model')
-  const costMicros = kind === 'embeddings' ? promptTokens : promptTokens + STREAM_TOKENS
+  const streamed = streamDeltas({ ...DEFAULT_OPTIONS, chunks: STREAM_TOKENS }, 'bench-model', STREAM_TOKENS).reduce((n, d) => n + d.tokens, 0)
+  const costMicros = kind === 'embeddings' ? promptTokens : promptTokens + streamed
   const budgetMicros = HOLDS * costMicros
   const { key, record } = await ctx.admin.createKey(`bench-flood-${kind}-${proxies.length}`, ['openai'])
   await ctx.admin.setBudget(record.hash, { limits: { daily: budgetMicros }, loopLimit: 0 })
-  await ctx.fake.reset({ promptTokens, chunks: STREAM_TOKENS, chunkDelayMs: 1, word: 'x' })
+  await ctx.fake.reset({ promptTokens, chunks: STREAM_TOKENS, chunkDelayMs: 1 })
 
   const request = requestPair(key, body, kind === 'embeddings' ? 'embeddings' : 'chat/completions').proxied
   const storeBefore = await Promise.all(proxies.map((p) => scrapeCounters(p.adminUrl, 'loopers_store_')))
