@@ -19,14 +19,6 @@ const forMs = (ms) => {
   return () => performance.now() >= until
 }
 
-const CLK_TCK = 100
-/** CPU ms (user + system) the proxy's main thread (its event loop; tid = pid) has used. */
-function mainThreadCpuMs(pid) {
-  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK
-}
-
 function percentile(results, p) {
   const sorted = results.map((r) => r.ms).sort((a, b) => a - b)
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? null
@@ -80,18 +72,14 @@ async function measure(ctx, proxy, delayFile) {
     // On a shared machine: a bounded wait for a quiet proxy core (as the other scenarios do).
     if (ctx.quietBudgetMs > 0) ctx.quietBudgetMs -= (await waitForQuiet({ maxWaitMs: Math.min(10_000, ctx.quietBudgetMs) })).waitedMs
     const baselineFrom = Date.now()
-    const baselineCpu = mainThreadCpuMs(proxy.pid)
     const baseline = await smallLoad(on, ctx.key, forMs(BASELINE_MS))
-    const cpuPerSmall = (mainThreadCpuMs(proxy.pid) - baselineCpu) / Math.max(1, baseline.length)
     const baselineBlocks = blocksBetween(delayFile, baselineFrom, Date.now())
     let done = false
     const started = performance.now()
     const from = Date.now()
-    const duringCpu = mainThreadCpuMs(proxy.pid)
     const request = send().finally(() => (done = true))
     const during = await smallLoad(on, ctx.key, () => done)
     const status = await request
-    const mainCpu = mainThreadCpuMs(proxy.pid) - duringCpu
     const blocks = blocksBetween(delayFile, from, Date.now())
     const trial = {
       bigStatus: status,
@@ -105,14 +93,16 @@ async function measure(ctx, proxy, delayFile) {
       longestBlockMs: Math.max(0, ...blocks.map((b) => b.blockedMs)),
       blockedMs: blocks.reduce((n, b) => n + b.blockedMs, 0),
       baselineLongestBlockMs: Math.max(0, ...baselineBlocks.map((b) => b.blockedMs)),
-      // What the big request cost the event loop's thread: its CPU during the count less the small
-      // requests' share at the baseline's CPU per request (10 ms ticks: ± a few tens of ms).
-      bigMainThreadCpuMs: mainCpu - during.length * cpuPerSmall,
+      // The five longest blocks: when (ms after the big request was sent) and how long.
+      longestBlocks: blocks
+        .sort((a, b) => b.blockedMs - a.blockedMs)
+        .slice(0, 5)
+        .map((b) => ({ afterMs: b.at - from, blockedMs: b.blockedMs })),
     }
     trial.p99GrowthMs = trial.p99Ms - trial.baselineP99Ms
     trial.pass = status === 429 && trial.small503 === 0 && trial.smallNot200 === 0 && trial.p99GrowthMs <= 10
     ctx.log(
-      `  count stall trial ${t + 1}: 10 MiB count ${Math.round(trial.countMs)} ms (big request ${status}); small p99 ${trial.baselineP99Ms.toFixed(1)} → ${trial.p99Ms.toFixed(1)} ms (+${trial.p99GrowthMs.toFixed(1)}, target ≤ 10) over ${during.length} requests, ${trial.small503} × 503; proxy loop: longest block ${trial.longestBlockMs} ms (baseline ${trial.baselineLongestBlockMs} ms), ${Math.round(trial.blockedMs)} ms blocked in all; the big request's CPU on the loop's thread ~${Math.round(trial.bigMainThreadCpuMs)} ms`,
+      `  count stall trial ${t + 1}: 10 MiB count ${Math.round(trial.countMs)} ms (big request ${status}); small p99 ${trial.baselineP99Ms.toFixed(1)} → ${trial.p99Ms.toFixed(1)} ms (+${trial.p99GrowthMs.toFixed(1)}, target ≤ 10) over ${during.length} requests, ${trial.small503} × 503; proxy loop: longest block ${trial.longestBlockMs} ms (baseline ${trial.baselineLongestBlockMs} ms), ${Math.round(trial.blockedMs)} ms blocked in all; longest at ${trial.longestBlocks.map((b) => `+${b.afterMs} ms (${b.blockedMs})`).join(', ')}`,
     )
     trials.push(trial)
   }

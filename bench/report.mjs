@@ -165,7 +165,6 @@ export function figures(results) {
     out.push(figure(name, 'small requests\' p99 growth', ts.map((t) => t.p99GrowthMs), 'ms', { op: '<=', limit: 10 }, `p99 before ${ts.map((t) => num(t.baselineP99Ms)).join(', ')} ms → during ${ts.map((t) => num(t.p99Ms)).join(', ')} ms; worst trial judged`, true))
     out.push(figure(name, 'small requests answered 503 during the count', ts.map((t) => t.small503), 'count', { op: '==', limit: 0 }, `of ${ts.map((t) => t.small).join(', ')}; big request ${ts.map((t) => t.bigStatus).join(', ')}`, true))
     out.push(figure(name, 'exact count of the big request', ts.map((t) => t.countMs), 'ms', null, 'until its refusal (budget = 95% of its tokens)'))
-    out.push(figure(name, 'CPU of the big request on the event loop\'s thread', ts.map((t) => t.bigMainThreadCpuMs), 'ms', null, 'reading, parsing, scanning and handing the body to the counting worker (10 ms ticks)'))
     out.push(figure(name, 'longest block of the proxy\'s event loop', ts.map((t) => t.longestBlockMs), 'ms', null, `baseline ${ts.map((t) => num(t.baselineLongestBlockMs)).join(', ')} ms; blocked ${ts.map((t) => num(t.blockedMs)).join(', ')} ms in all during the count`))
   }
   const mem = results.memory
