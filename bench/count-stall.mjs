@@ -48,19 +48,26 @@ export async function countStall(ctx) {
     extraEnv: { LOOPERS_MAX_BODY_BYTES: String(PROMPT_BYTES + 1024 * 1024), LOOPERS_BENCH_LOOP_DELAY_FILE: delayFile },
   })
   try {
-    return await measure(ctx, proxy, delayFile)
+    // One long prompt (one string of 10 MiB), and as many bytes of short messages (a long agent transcript):
+    // the second costs the event loop far more per byte (parse, walks, scan), the first the counting worker.
+    const prose = 'The quick brown fox jumps over the lazy dog while the budget holds. '.repeat(Math.floor((PROMPT_BYTES - 200) / 68))
+    const proseBody = { model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: prose }] }
+    const turns = Array.from({ length: Math.floor(PROMPT_BYTES / 50) }, (_, i) => ({ role: i % 2 === 0 ? 'user' : 'assistant', content: `step ${i} ok` }))
+    const denseBody = { model: 'bench-model', max_tokens: 5, messages: turns }
+    const bodies = []
+    for (const [kind, body] of [['one 10 MiB prompt', proseBody], ['short messages (a long transcript)', denseBody]]) bodies.push({ kind, ...(await measure(ctx, proxy, delayFile, kind, body)) })
+    return { bodies }
   } finally {
     await proxy.stop()
   }
 }
 
-async function measure(ctx, proxy, delayFile) {
+async function measure(ctx, proxy, delayFile, kind, body) {
   const on = { proxy }
   await ctx.fake.reset({ promptTokens: 12, completionTokens: 5 })
-  const prompt = 'The quick brown fox jumps over the lazy dog while the budget holds. '.repeat(Math.floor((PROMPT_BYTES - 200) / 68))
-  const bigBody = JSON.stringify({ model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: prompt }] })
-  const tokens = countChatTokens(JSON.parse(bigBody), 'bench-model')
-  const big = await ctx.admin.createKey('bench-count-stall', ['openai'])
+  const bigBody = JSON.stringify(body)
+  const tokens = countChatTokens(body, 'bench-model')
+  const big = await ctx.admin.createKey(`bench-count-stall-${kind}`, ['openai'])
   await ctx.admin.setBudget(big.record.hash, { limits: { daily: Math.floor(tokens * 0.95) }, loopLimit: 0 })
   const send = () =>
     fetch(`${proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${big.key}`, 'content-type': 'application/json' }, body: bigBody }).then(async (r) => (await r.arrayBuffer(), r.status))
@@ -102,9 +109,9 @@ async function measure(ctx, proxy, delayFile) {
     trial.p99GrowthMs = trial.p99Ms - trial.baselineP99Ms
     trial.pass = status === 429 && trial.small503 === 0 && trial.smallNot200 === 0 && trial.p99GrowthMs <= 10
     ctx.log(
-      `  count stall trial ${t + 1}: 10 MiB count ${Math.round(trial.countMs)} ms (big request ${status}); small p99 ${trial.baselineP99Ms.toFixed(1)} → ${trial.p99Ms.toFixed(1)} ms (+${trial.p99GrowthMs.toFixed(1)}, target ≤ 10) over ${during.length} requests, ${trial.small503} × 503; proxy loop: longest block ${trial.longestBlockMs} ms (baseline ${trial.baselineLongestBlockMs} ms), ${Math.round(trial.blockedMs)} ms blocked in all; longest at ${trial.longestBlocks.map((b) => `+${b.afterMs} ms (${b.blockedMs})`).join(', ')}`,
+      `  count stall (${kind}) trial ${t + 1}: ${(Buffer.byteLength(bigBody) / 1_048_576).toFixed(1)} MiB count ${Math.round(trial.countMs)} ms (big request ${status}); small p99 ${trial.baselineP99Ms.toFixed(1)} → ${trial.p99Ms.toFixed(1)} ms (+${trial.p99GrowthMs.toFixed(1)}, target ≤ 10) over ${during.length} requests, ${trial.small503} × 503; proxy loop: longest block ${trial.longestBlockMs} ms (baseline ${trial.baselineLongestBlockMs} ms), ${Math.round(trial.blockedMs)} ms blocked in all; longest at ${trial.longestBlocks.map((b) => `+${b.afterMs} ms (${b.blockedMs})`).join(', ')}`,
     )
     trials.push(trial)
   }
-  return { promptBytes: Buffer.byteLength(prompt), promptTokens: tokens, trials }
+  return { bodyBytes: Buffer.byteLength(bigBody), promptTokens: tokens, trials }
 }

@@ -158,9 +158,8 @@ export function figures(results) {
       out.push(figure(name, '503 budget_unavailable answers', fs.map((x) => x.clientStatuses['503'] ?? 0), 'count', { op: '==', limit: 0 }, 'the store answered too late (a refusal, not an overspend); worst trial judged', true))
     }
   }
-  const cs = results.countStall
-  if (cs?.trials !== undefined) {
-    const name = `d. count stall: ${num(cs.promptBytes / 1_048_576)} MiB prompt counted exactly while small requests flow`
+  for (const cs of results.countStall?.bodies ?? []) {
+    const name = `d. count stall: ${cs.kind} (${num(cs.bodyBytes / 1_048_576)} MiB) counted exactly while small requests flow`
     const ts = cs.trials
     out.push(figure(name, 'small requests\' p99 growth', ts.map((t) => t.p99GrowthMs), 'ms', { op: '<=', limit: 10 }, `p99 before ${ts.map((t) => num(t.baselineP99Ms)).join(', ')} ms → during ${ts.map((t) => num(t.p99Ms)).join(', ')} ms; worst trial judged`, true))
     out.push(figure(name, 'small requests answered 503 during the count', ts.map((t) => t.small503), 'count', { op: '==', limit: 0 }, `of ${ts.map((t) => t.small).join(', ')}; big request ${ts.map((t) => t.bigStatus).join(', ')}`, true))
