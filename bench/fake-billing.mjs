@@ -119,4 +119,6 @@ export function answerChunks(n, family = 'openai', model) {
 export function warmBilling() {
   answerDeltas('openai')
   answerDeltas('claude')
+  answerDeltas('mistral')
+  answerDeltas('gemini')
 }

@@ -8,10 +8,13 @@
 //   billed with tiktoken, or `word` repeated when one is set (billed in context, so "x" × 20 is not 20 tokens);
 // - output tokens count as written when their chunk is handed to a socket that is still open;
 //   a stream stops writing as soon as its client goes away.
+// - Azure, Mistral, Anthropic, Gemini and Bedrock Converse (non-streamed) answer and bill as
+//   bench/fake-providers.mjs says; `byKind` counts the answers each served.
 // Control: `GET /__ledger` → totals; `POST /__reset` with optional JSON options → zeroes the ledger.
 import http from 'node:http'
 import { pathToFileURL } from 'node:url'
-import { answerChunks, billedTokens, warmBilling } from './fake-billing.mjs'
+import { answerChunks, billedTokens, familyOf, warmBilling } from './fake-billing.mjs'
+import { mistralChat, providerRoute } from './fake-providers.mjs'
 
 /** Behaviour of the fake; every field can be changed by `POST /__reset`. */
 export const DEFAULT_OPTIONS = Object.freeze({
@@ -42,6 +45,7 @@ function emptyLedger() {
     outputTokens: 0,
     spendMicros: 0,
     badRequests: 0,
+    byKind: {},
     openNow: 0,
     maxOpen: 0,
   }
@@ -84,6 +88,9 @@ export function createFakeUpstream(initial = {}) {
       return json(res, 400, { error: { message: 'invalid JSON', type: 'invalid_request_error', param: null, code: null } })
     }
     const model = typeof body.model === 'string' ? body.model : 'unknown'
+    const other = providerRoute(path)
+    if (other !== null) return provider(res, other, body)
+    if (path === '/v1/chat/completions' && familyOf(model) !== 'openai') return provider(res, { kind: 'mistral', handle: mistralChat }, body)
     const prompt = options.promptTokens === 'bytes' ? raw.length : options.promptTokens === 'tiktoken' ? promptTokens(path, body, model) : Number(options.promptTokens)
     if (path === '/v1/embeddings') return embeddings(res, model, prompt)
     if (path === '/v1/chat/completions') return body.stream === true ? stream(res, body, model, prompt) : chat(res, body, model, prompt)
@@ -94,6 +101,19 @@ export function createFakeUpstream(initial = {}) {
     ledger.inputTokens += inputTokens
     ledger.outputTokens += outputTokens
     ledger.spendMicros += cost(inputTokens, options.inputPer1M) + cost(outputTokens, options.outputPer1M)
+  }
+
+  /** An answer of another provider's wire format (fake-providers.mjs); counting calls bill nothing. */
+  function provider(res, route, body) {
+    if (res.destroyed) return
+    const { status, json: answer, bill: billed, stream: streamed, prompt } = route.handle(body, options)
+    if (streamed !== undefined) return serveStream(res, route.kind, prompt, streamed)
+    if (billed !== null) {
+      ledger.requests++
+      ledger.byKind[route.kind] = (ledger.byKind[route.kind] ?? 0) + 1
+      bill(billed[0], billed[1])
+    }
+    json(res, status, answer)
   }
 
   function embeddings(res, model, prompt) {
@@ -125,17 +145,35 @@ export function createFakeUpstream(initial = {}) {
     })
   }
 
+  /** An OpenAI chat stream: the role chunk, content chunks, the finish chunk, usage when asked for, [DONE]. */
   function stream(res, body, model, prompt) {
+    const deltas = streamDeltas(options, model, cap(body))
+    const head = `data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1,"model":${JSON.stringify(model)},"choices":`
+    serveStream(res, 'openai', prompt, {
+      contentType: 'text/event-stream',
+      opening: `${head}[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n`,
+      frames: deltas.map((d) => ({ data: `${head}[{"index":0,"delta":{"content":${JSON.stringify(d.text)}},"finish_reason":null}]}\n\n`, tokens: d.tokens })),
+      closing(written) {
+        let tail = `${head}[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n`
+        if (body.stream_options?.include_usage === true) {
+          tail += `${head}[],"usage":${JSON.stringify({ prompt_tokens: prompt, completion_tokens: written, total_tokens: prompt + written })}}\n\n`
+        }
+        return `${tail}data: [DONE]\n\n`
+      },
+    })
+  }
+
+  /**
+   * Serves a stream of any wire format: bills `prompt` at once, writes `opening`, then each frame `chunkDelayMs`
+   * apart (billing its tokens when handed to a still-open socket), then `closing(tokens written)`.
+   */
+  function serveStream(res, kind, prompt, { contentType, opening, frames, closing }) {
     if (res.destroyed) return
     const o = options
     const at = epoch
-    const deltas = streamDeltas(o, model, cap(body))
-    const count = deltas.length
-    const includeUsage = body.stream_options?.include_usage === true
-    const head = `data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1,"model":${JSON.stringify(model)},"choices":`
-    const frames = deltas.map((d) => `${head}[{"index":0,"delta":{"content":${JSON.stringify(d.text)}},"finish_reason":null}]}\n\n`)
     ledger.requests++
     ledger.streams++
+    ledger.byKind[kind] = (ledger.byKind[kind] ?? 0) + 1
     bill(prompt, 0)
     ledger.openNow++
     ledger.maxOpen = Math.max(ledger.maxOpen, ledger.openNow)
@@ -152,34 +190,30 @@ export function createFakeUpstream(initial = {}) {
     res.once('close', () => close(false))
     const alive = () => open && !res.destroyed && res.socket !== null && !res.socket.destroyed
     let sent = 0
-    const writeToken = () => {
+    const writeFrame = () => {
       if (!alive()) return false
-      const tokens = deltas[sent]?.tokens ?? 0
-      res.write(frames[sent++])
-      written += tokens
-      if (at === epoch) bill(0, tokens)
+      const frame = frames[sent++]
+      res.write(frame.data)
+      written += frame.tokens
+      if (at === epoch) bill(0, frame.tokens)
       return true
     }
     const finish = () => {
       if (!alive()) return
-      let tail = `${head}[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n`
-      if (includeUsage) {
-        const usage = { prompt_tokens: prompt, completion_tokens: written, total_tokens: prompt + written }
-        tail += `${head}[],"usage":${JSON.stringify(usage)}}\n\n`
-      }
+      const tail = closing(written)
       close(true)
-      res.end(`${tail}data: [DONE]\n\n`)
+      res.end(tail)
     }
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
-    res.write(`${head}[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n`)
+    res.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-cache' })
+    res.write(opening)
     if (o.chunkDelayMs <= 0) {
-      for (let i = 0; i < count; i++) if (!writeToken()) return
+      for (let i = 0; i < frames.length; i++) if (!writeFrame()) return
       return finish()
     }
     let i = 0
     const next = () => {
-      if (i++ >= count) return finish()
-      if (writeToken()) setTimeout(next, o.chunkDelayMs)
+      if (i++ >= frames.length) return finish()
+      if (writeFrame()) setTimeout(next, o.chunkDelayMs)
     }
     setTimeout(next, o.chunkDelayMs)
   }
@@ -205,7 +239,7 @@ function answerOf(options, limit, model) {
 }
 
 /** A stream's deltas with their tokens: `chunks` of the answer (or of `word`), stopping before `limit` tokens are passed. */
-function streamDeltas(options, model, limit) {
+export function streamDeltas(options, model, limit) {
   if (options.word !== null && options.word !== undefined) {
     const total = billedTokens(options.word.repeat(options.chunks), 'openai', model)
     const deltas = Array.from({ length: options.chunks }, (_, i) => ({ text: options.word, tokens: Math.floor(total / options.chunks) + (i < total % options.chunks ? 1 : 0) }))

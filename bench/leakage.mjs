@@ -5,15 +5,16 @@
 // prompt's tiktoken count (as OpenAI does), not its bytes, so the proxy's cheap byte bound (~4× the
 // count for English) does not fit near the limit and admission depends on its exact counting:
 // - embeddings: c = the input's tiktoken count;
-// - streams: max_tokens = STREAM_TOKENS, include_usage already set, one token per chunk; c = the chat
-//   count of the messages + STREAM_TOKENS.
+// - streams: max_tokens = STREAM_TOKENS, include_usage already set, the fake's realistic answer (1-4
+//   tokens a delta) up to the cap; c = the chat count of the messages + the tokens the fake's stream bills
+//   (computed by the fake's own streamDeltas: "x" × 20 bills 3 tokens, not 20, so a budget sized with 20
+//   held three times the requests it claimed to).
 // The budget holds exactly HOLDS requests: admitted (served at the ledger) must be at least 98% of
 // HOLDS, and spend at the ledger must not pass the budget (overshoot 0).
-//
-// countStall: while a 10 MiB prompt is counted exactly (its byte bound does not fit its key's budget),
-// small requests through the same proxy keep their p99 (target: grows by at most 10 ms), none gets a 503.
+// (The count stall is its own scenario: bench/count-stall.mjs.)
 // commonCase: the proxy's CPU per small request far from any limit (the path with no counting at all).
 import { burst, createPool, openLoop } from './load.mjs'
+import { DEFAULT_OPTIONS, streamDeltas } from './fake-upstream.mjs'
 import { requestPair, streamBody } from './scenarios.mjs'
 import { cpuSeconds, sleep } from './procs.mjs'
 import { countChatTokens, countEmbeddingTokens } from '../dist/tokens/tiktoken.js'
@@ -46,15 +47,14 @@ export async function leakage(ctx) {
       await Promise.all(cold.map((p) => p.stop()))
     }
   }
-  const countStall = await measureCountStall(ctx)
   const commonCase = await measureCommonCase(ctx)
-  return { requests: FLOOD_REQUESTS, holds: HOLDS, streamTokens: STREAM_TOKENS, floods, countStall, commonCase }
+  return { requests: FLOOD_REQUESTS, holds: HOLDS, streamTokens: STREAM_TOKENS, floods, commonCase }
 }
 
 const SMALL = JSON.stringify({ model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] })
 
 /** Small requests, `concurrency` at a time, until `done()`: latencies (ms) and statuses. */
-async function smallLoad(ctx, key, done, concurrency = 4) {
+export async function smallLoad(ctx, key, done, concurrency = 4) {
   const results = []
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
@@ -67,51 +67,6 @@ async function smallLoad(ctx, key, done, concurrency = 4) {
     }),
   )
   return results
-}
-
-function percentile(results, p) {
-  const sorted = results.map((r) => r.ms).sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? null
-}
-
-/** A 10 MiB prompt counted exactly (stopping at 95% of it, then refused) while small requests flow. */
-async function measureCountStall(ctx) {
-  await ctx.fake.reset({ promptTokens: 12, completionTokens: 5 })
-  const prompt = 'The quick brown fox jumps over the lazy dog while the budget holds. '.repeat(Math.floor((10 * 1024 * 1024 - 200) / 68))
-  const bigBody = { model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: prompt }] }
-  const tokens = countChatTokens(bigBody, 'bench-model')
-  const big = await ctx.admin.createKey('bench-count-stall', ['openai'])
-  await ctx.admin.setBudget(big.record.hash, { limits: { daily: Math.floor(tokens * 0.95) }, loopLimit: 0 })
-  const forMs = (ms) => {
-    const until = performance.now() + ms
-    return () => performance.now() >= until
-  }
-  await smallLoad(ctx, ctx.key, forMs(1_000))
-  const baseline = await smallLoad(ctx, ctx.key, forMs(3_000))
-  const trials = []
-  for (let t = 0; t < ctx.trials; t++) {
-    let done = false
-    const started = performance.now()
-    const request = fetch(`${ctx.proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${big.key}`, 'content-type': 'application/json' }, body: JSON.stringify(bigBody) })
-      .then(async (r) => (await r.arrayBuffer(), r.status))
-      .finally(() => (done = true))
-    const during = await smallLoad(ctx, ctx.key, () => done)
-    const status = await request
-    const trial = {
-      bigStatus: status,
-      countMs: performance.now() - started,
-      small: during.length,
-      small503: during.filter((r) => r.status === 503).length,
-      smallNot200: during.filter((r) => r.status !== 200).length,
-      p99Ms: percentile(during, 0.99),
-      baselineP99Ms: percentile(baseline, 0.99),
-    }
-    trial.p99GrowthMs = trial.p99Ms - trial.baselineP99Ms
-    trial.pass = trial.small503 === 0 && trial.smallNot200 === 0 && trial.p99GrowthMs <= 10
-    ctx.log(`  count stall trial ${t + 1}: 10 MiB count ${Math.round(trial.countMs)} ms (big request ${status}); small p99 ${trial.baselineP99Ms.toFixed(1)} → ${trial.p99Ms.toFixed(1)} ms (+${trial.p99GrowthMs.toFixed(1)}, target ≤ 10) over ${during.length} requests, ${trial.small503} × 503`)
-    trials.push(trial)
-  }
-  return { promptBytes: Buffer.byteLength(prompt), promptTokens: tokens, trials }
 }
 
 /** The proxy's CPU per small request far from any limit: the common path, with no counting. */
@@ -136,7 +91,7 @@ async function measureCommonCase(ctx) {
 
 /** Brings each proxy's request paths to steady state (JIT, connections) with the big-budget key. */
 async function warm(ctx, proxies) {
-  await ctx.fake.reset({ chunks: STREAM_TOKENS, chunkDelayMs: 1, word: 'x' })
+  await ctx.fake.reset({ chunks: STREAM_TOKENS, chunkDelayMs: 1 })
   for (const proxy of proxies) {
     await openLoop({ origin: proxy.url, request: requestPair(ctx.key, EMBEDDINGS_BODY, 'embeddings').proxied, rate: 500, durationMs: 1_000 })
     await openLoop({ origin: proxy.url, request: requestPair(ctx.key, streamBody(STREAM_TOKENS)).proxied, rate: 500, durationMs: 1_000 })
@@ -147,11 +102,12 @@ async function flood(ctx, kind, proxies, label = 'warm') {
   const body = kind === 'embeddings' ? EMBEDDINGS_BODY : streamBody(STREAM_TOKENS)
   // What OpenAI bills as the prompt: the tiktoken count of the input (of the messages, for chat).
   const promptTokens = kind === 'embeddings' ? countEmbeddingTokens(JSON.parse(body), 'bench-model') : countChatTokens(JSON.parse(body), 'bench-model')
-  const costMicros = kind === 'embeddings' ? promptTokens : promptTokens + STREAM_TOKENS
+  const streamed = streamDeltas({ ...DEFAULT_OPTIONS, chunks: STREAM_TOKENS }, 'bench-model', STREAM_TOKENS).reduce((n, d) => n + d.tokens, 0)
+  const costMicros = kind === 'embeddings' ? promptTokens : promptTokens + streamed
   const budgetMicros = HOLDS * costMicros
   const { key, record } = await ctx.admin.createKey(`bench-flood-${kind}-${proxies.length}`, ['openai'])
   await ctx.admin.setBudget(record.hash, { limits: { daily: budgetMicros }, loopLimit: 0 })
-  await ctx.fake.reset({ promptTokens, chunks: STREAM_TOKENS, chunkDelayMs: 1, word: 'x' })
+  await ctx.fake.reset({ promptTokens, chunks: STREAM_TOKENS, chunkDelayMs: 1 })
 
   const request = requestPair(key, body, kind === 'embeddings' ? 'embeddings' : 'chat/completions').proxied
   const storeBefore = await Promise.all(proxies.map((p) => scrapeCounters(p.adminUrl, 'loopers_store_')))

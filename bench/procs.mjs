@@ -11,6 +11,8 @@ export const ROOT = fileURLToPath(new URL('..', import.meta.url))
 export const PROXY_CORE = 0
 export const OTHERS_CORE = 1
 const START_TIMEOUT_MS = 15_000
+// Preloaded into each proxy: reports the ports it listens on (port 0) on descriptor 3.
+const LISTEN_REPORT = join(ROOT, 'test/support/listen-report.mjs')
 
 const children = new Set()
 process.on('exit', () => {
@@ -41,12 +43,12 @@ export function pinSelf(core) {
 }
 
 /** Spawns `cmd args` pinned to `core` (when `pin`); stdout/stderr go to files when given, else are ignored. */
-export function spawnChild(cmd, args, { core, pin, env = process.env, stdoutFile, stderrFile, pipeStdout = false }) {
+export function spawnChild(cmd, args, { core, pin, env = process.env, stdoutFile, stderrFile, pipeStdout = false, reportPipe = false }) {
   const fds = []
   const out = pipeStdout ? 'pipe' : stdoutFile ? fds[fds.push(openSync(stdoutFile, 'a')) - 1] : 'ignore'
   const err = stderrFile ? fds[fds.push(openSync(stderrFile, 'a')) - 1] : 'ignore'
   const [file, argv] = pin ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args]
-  const child = spawn(file, argv, { env, stdio: ['ignore', out, err], cwd: ROOT })
+  const child = spawn(file, argv, { env, stdio: ['ignore', out, err, ...(reportPipe ? ['pipe'] : [])], cwd: ROOT })
   for (const fd of fds) closeSync(fd)
   children.add(child)
   child.once('exit', () => children.delete(child))
@@ -122,7 +124,7 @@ export async function waitForQuiet({ maxBusy = 0.2, maxWaitMs = 10_000 } = {}) {
   }
 }
 
-/** A port that was free a moment ago on 127.0.0.1. */
+/** A port that was free a moment ago on 127.0.0.1 (another process can take it before a child binds it). */
 export function freePort() {
   return new Promise((resolve, reject) => {
     const server = net.createServer()
@@ -145,6 +147,27 @@ async function waitUntil(check, what, child, timeoutMs = START_TIMEOUT_MS) {
   throw new Error(`${what}: not ready within ${timeoutMs} ms`)
 }
 
+/** The `process_id` the Redis on `port` reports in INFO server; null when it does not answer. */
+function redisPid(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port })
+    let reply = ''
+    const done = (pid) => {
+      socket.destroy()
+      resolve(pid)
+    }
+    socket.setTimeout(500, () => done(null))
+    socket.once('error', () => done(null))
+    socket.once('connect', () => socket.write('INFO server\r\n'))
+    socket.on('data', (c) => {
+      reply += c
+      const match = /process_id:(\d+)\r\n/.exec(reply)
+      if (match !== null) done(Number(match[1]))
+      else if (reply.startsWith('-')) done(null)
+    })
+  })
+}
+
 function redisPing(port) {
   return new Promise((resolve) => {
     const socket = net.connect({ host: '127.0.0.1', port })
@@ -163,7 +186,10 @@ function redisPing(port) {
   })
 }
 
-/** Starts `redis-server` without persistence on a free port. */
+/**
+ * Starts `redis-server` without persistence on a free port. Redis cannot listen on port 0: another process
+ * may take the probed port first, so only an answer from this child's pid counts, and another port is tried.
+ */
 export async function startRedis({ pin, dir }) {
   for (let attempt = 1; ; attempt++) {
     const port = await freePort()
@@ -173,7 +199,8 @@ export async function startRedis({ pin, dir }) {
       stderrFile: join(dir, 'redis.err'),
     })
     try {
-      await waitUntil(() => redisPing(port), 'redis-server', child)
+      // taskset execs redis-server in place: the child's pid is Redis's.
+      await waitUntil(async () => (await redisPing(port)) && (await redisPid(port)) === child.pid, 'redis-server', child)
       return { url: `redis://127.0.0.1:${port}`, pid: child.pid, child, stop: () => stopChild(child) }
     } catch (error) {
       await stopChild(child, { signal: 'SIGKILL' })
@@ -231,48 +258,73 @@ export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = 
  * proxy core. `cpuProfDir` adds `--cpu-prof` (the profile is written when it stops gracefully).
  */
 export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn', dir, name = 'proxy', cpuProfDir = null, extraEnv = {}, nodeOptions = [], cliPath = join(ROOT, 'dist/cli.js') }) {
-  for (let attempt = 1; ; attempt++) {
-    const port = await freePort()
-    const adminPort = await freePort()
-    const env = {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      HOME: process.env.HOME ?? '/tmp',
-      // No REDIS_URL (null): the proxy runs on the embedded store (extraEnv names LOOPERS_DB).
-      ...(redisUrl === null ? {} : { REDIS_URL: redisUrl }),
-      HOST: '127.0.0.1',
-      PORT: String(port),
-      LOOPERS_ADMIN_HOST: '127.0.0.1',
-      LOOPERS_ADMIN_PORT: String(adminPort),
-      LOOPERS_OPENAI_BASE_URL: upstreamUrl,
-      LOOPERS_OPENAI_API_KEY: 'sk-bench-upstream',
-      LOOPERS_PRICING_PATH: join(ROOT, 'bench/prices.json'),
-      LOG_LEVEL: logLevel,
-      LOOPERS_SHUTDOWN_GRACE_MS: '2000',
-      ...extraEnv,
-    }
-    const nodeArgs = [...nodeOptions]
-    if (cpuProfDir !== null) {
-      mkdirSync(cpuProfDir, { recursive: true })
-      nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`)
-    }
-    const child = spawnChild(process.execPath, [...nodeArgs, cliPath, 'serve'], {
-      core: PROXY_CORE,
-      pin,
-      env,
-      stdoutFile: join(dir, `${name}.log`),
-      stderrFile: join(dir, `${name}.err`),
-    })
-    const url = `http://127.0.0.1:${port}`
-    try {
-      await waitUntil(async () => (await fetch(`${url}/health`)).status === 200, `proxy (${name})`, child)
-      const adminUrl = `http://127.0.0.1:${adminPort}`
-      return { url, adminUrl, pid: child.pid, child, logFile: join(dir, `${name}.log`), stop: () => stopChild(child, { timeoutMs: 10_000 }) }
-    } catch (error) {
-      await stopChild(child, { signal: 'SIGKILL' })
-      const stderr = readTail(join(dir, `${name}.err`))
-      if (attempt >= 3 || !/EADDRINUSE/.test(stderr)) throw new Error(`${error.message}\n${stderr}`)
-    }
+  const env = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? '/tmp',
+    // No REDIS_URL (null): the proxy runs on the embedded store (extraEnv names LOOPERS_DB).
+    ...(redisUrl === null ? {} : { REDIS_URL: redisUrl }),
+    HOST: '127.0.0.1',
+    // Port 0 for both listeners: the proxy reports the ports it was given (LISTEN_REPORT), proxy first.
+    PORT: '0',
+    LOOPERS_ADMIN_HOST: '127.0.0.1',
+    LOOPERS_ADMIN_PORT: '0',
+    LOOPERS_OPENAI_BASE_URL: upstreamUrl,
+    LOOPERS_OPENAI_API_KEY: 'sk-bench-upstream',
+    LOOPERS_PRICING_PATH: join(ROOT, 'bench/prices.json'),
+    LOG_LEVEL: logLevel,
+    LOOPERS_SHUTDOWN_GRACE_MS: '2000',
+    ...extraEnv,
   }
+  const nodeArgs = [...nodeOptions, '--import', LISTEN_REPORT]
+  if (cpuProfDir !== null) {
+    mkdirSync(cpuProfDir, { recursive: true })
+    nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`)
+  }
+  const child = spawnChild(process.execPath, [...nodeArgs, cliPath, 'serve'], {
+    core: PROXY_CORE,
+    pin,
+    env,
+    stdoutFile: join(dir, `${name}.log`),
+    stderrFile: join(dir, `${name}.err`),
+    reportPipe: true,
+  })
+  try {
+    const [port, adminPort] = await reportedPorts(child, 2, `proxy (${name})`)
+    const url = `http://127.0.0.1:${port}`
+    await waitUntil(async () => (await fetch(`${url}/health`)).status === 200, `proxy (${name})`, child)
+    const adminUrl = `http://127.0.0.1:${adminPort}`
+    return { url, adminUrl, pid: child.pid, child, logFile: join(dir, `${name}.log`), stop: () => stopChild(child, { timeoutMs: 10_000 }) }
+  } catch (error) {
+    await stopChild(child, { signal: 'SIGKILL' })
+    throw new Error(`${error.message}\n${readTail(join(dir, `${name}.err`))}`)
+  }
+}
+
+/** The first `count` ports a child started with LISTEN_REPORT reports on descriptor 3, in listening order. */
+function reportedPorts(child, count, what) {
+  return new Promise((resolve, reject) => {
+    const ports = []
+    let text = ''
+    const finish = (error) => {
+      clearTimeout(timer)
+      child.stdio[3].off('data', onData)
+      child.off('exit', onExit)
+      if (error === null) resolve(ports.slice(0, count))
+      else reject(error)
+    }
+    const onData = (chunk) => {
+      text += chunk
+      for (let end = text.indexOf('\n'); end >= 0; end = text.indexOf('\n')) {
+        ports.push(JSON.parse(text.slice(0, end)).port)
+        text = text.slice(end + 1)
+      }
+      if (ports.length >= count) finish(null)
+    }
+    const onExit = (code) => finish(new Error(`${what}: process exited (${code}) before listening`))
+    const timer = setTimeout(() => finish(new Error(`${what}: not listening within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS)
+    child.stdio[3].on('data', onData)
+    child.once('exit', onExit)
+  })
 }
 
 function readTail(file) {

@@ -142,6 +142,30 @@ export function figures(results) {
       out.push(figure(name, 'admitted ÷ what the budget holds', fs.map((x) => x.admittedRatio * 100), '%', { op: '>=', limit: 98 }, `holds ${f.holds}; worst trial judged; statuses ${statuses}`, true))
     }
   }
+  const pf = results.floods
+  if (pf?.floods !== undefined) {
+    const groups = new Map()
+    for (const f of pf.floods) {
+      const id = `${f.provider}|${f.stream}|${f.proxies}`
+      groups.set(id, [...(groups.get(id) ?? []), f])
+    }
+    for (const fs of groups.values()) {
+      const f = fs[0]
+      const name = `d. flood: ${pf.requests} ${f.provider} ${f.stream ? 'streams' : 'requests'}, ${f.proxies} prox${f.proxies === 1 ? 'y' : 'ies'}`
+      const statuses = fs.map((x) => JSON.stringify(x.clientStatuses)).join('; ')
+      out.push(figure(name, 'overshoot at the ledger', fs.map((x) => x.overshootMicros), 'µUSD', { op: '==', limit: 0 }, `budget ${f.budgetMicros} µUSD (one request ${f.inputTokens} in + ${f.outputTokens} out at the provider's counts); worst trial judged`, true))
+      out.push(figure(name, 'admitted ÷ what the budget holds', fs.map((x) => x.admittedRatio * 100), '%', { op: '>=', limit: f.target * 100 }, `holds ${f.holds}; worst trial judged; statuses ${statuses}`, true))
+      out.push(figure(name, '503 budget_unavailable answers', fs.map((x) => x.clientStatuses['503'] ?? 0), 'count', { op: '==', limit: 0 }, 'the store answered too late (a refusal, not an overspend); worst trial judged', true))
+    }
+  }
+  for (const cs of results.countStall?.bodies ?? []) {
+    const name = `d. count stall: ${cs.kind} (${num(cs.bodyBytes / 1_048_576)} MiB) counted exactly while small requests flow`
+    const ts = cs.trials
+    out.push(figure(name, 'small requests\' p99 growth', ts.map((t) => t.p99GrowthMs), 'ms', { op: '<=', limit: 10 }, `p99 before ${ts.map((t) => num(t.baselineP99Ms)).join(', ')} ms → during ${ts.map((t) => num(t.p99Ms)).join(', ')} ms; worst trial judged`, true))
+    out.push(figure(name, 'small requests answered 503 during the count', ts.map((t) => t.small503), 'count', { op: '==', limit: 0 }, `of ${ts.map((t) => t.small).join(', ')}; big request ${ts.map((t) => t.bigStatus).join(', ')}`, true))
+    out.push(figure(name, 'exact count of the big request', ts.map((t) => t.countMs), 'ms', null, 'until its refusal (budget = 95% of its tokens)'))
+    out.push(figure(name, 'longest block of the proxy\'s event loop', ts.map((t) => t.longestBlockMs), 'ms', null, `baseline ${ts.map((t) => num(t.baselineLongestBlockMs)).join(', ')} ms; blocked ${ts.map((t) => num(t.blockedMs)).join(', ')} ms in all during the count`))
+  }
   const mem = results.memory
   if (mem?.idleMb !== undefined) {
     out.push(figure('e. memory', `idle RSS ${mem.idleAfterS} s after the last of ${mem.warmRequests} requests`, mem.idleMb, 'MiB', { op: '<=', limit: 80 }, `right after start: ${num(mem.afterStartMb)} MiB`))

@@ -1,6 +1,7 @@
 // Loopers benchmark: `npm run bench` (builds first), or `node bench/run.mjs` after `npm run build`.
 //   --quick            ~1-minute smoke run (1 trial, short runs)
-//   --only=a,b,…       scenarios: latency (a), logging (a, info level), streams (b), peak (c), leakage (d), memory (e),
+//   --only=a,b,…       scenarios: latency (a), logging (a, info level), streams (b), peak (c), leakage (d: OpenAI
+//                      floods), floods (d: every other provider's), countStall (d), memory (e),
 //                      stores (f: the embedded SQLite store beside Redis)
 //   --trials=N         trials per latency/throughput scenario (default 3, quick 1)
 //   --profile          run the main proxy under `node --cpu-prof` and add its hot functions to the report
@@ -12,15 +13,17 @@ import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import { countStall } from './count-stall.mjs'
 import { leakage } from './leakage.mjs'
+import { providerFloods } from './provider-floods.mjs'
 import { detectPinning, environment, OTHERS_CORE, pinSelf, ROOT, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
 import { summarizeProfile } from './profile.mjs'
 import { figures, renderMarkdown } from './report.mjs'
 import { infoLogging, latency, memory, peak, streams } from './scenarios.mjs'
 import { stores } from './stores.mjs'
 
-const SCENARIOS = { latency, logging: infoLogging, streams, peak, leakage, memory, stores }
-const ALIASES = { a: ['latency', 'logging'], b: ['streams'], c: ['peak'], d: ['leakage'], e: ['memory'], f: ['stores'] }
+const SCENARIOS = { latency, logging: infoLogging, streams, peak, leakage, floods: providerFloods, countStall, memory, stores }
+const ALIASES = { a: ['latency', 'logging'], b: ['streams'], c: ['peak'], d: ['leakage', 'floods', 'countStall'], e: ['memory'], f: ['stores'] }
 const LATENCY_BUDGET = 10_000_000_000_000 // µUSD: a daily limit far above anything the bench spends, so enforcement runs but never refuses
 
 const log = (line) => process.stdout.write(`${line}\n`)
@@ -82,7 +85,7 @@ try {
   const admin = dist.admin.createKeyAdmin(client)
   const { key, record } = await admin.createKey('bench-latency', ['openai'])
   await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET }, loopLimit: 0 })
-  ctx = { quick, trials, pin: pinning.used, quietBudgetMs: initialQuietBudgetMs, fake, proxy, floor, redis: client, admin, key, startProxy: startProxyFor, log }
+  ctx = { quick, trials, pin: pinning.used, quietBudgetMs: initialQuietBudgetMs, fake, proxy, floor, redis: client, admin, key, startProxy: startProxyFor, dir, log }
   for (const name of selected) {
     log(`${name}…`)
     try {
@@ -191,7 +194,9 @@ function methodNotes(pin) {
     'Every proxied request goes through budget enforcement: the key has a daily limit (far above what the bench spends), so each request runs the reserve and settle scripts in Redis.',
     'Prices (bench/prices.json): bench-model costs 1 USD per 1M tokens in and out, so 1 token = 1 µUSD.',
     'CPU: utime + stime of the proxy process (all threads) from /proc/<pid>/stat, 10 ms ticks; per chunk = CPU(K streams × 1000 chunks) − CPU(K × 10), divided by the chunk difference; chunks 2 ms apart so each arrives on its own.',
-    'Leakage: each flood sends 1,000 identical requests at once against a fresh key whose daily budget is exactly 500 × one request\'s cost at the provider\'s counts: the fake bills the prompt\'s tiktoken count (not its bytes, the proxy\'s cheap bound), streams with max_tokens = 20, one token per chunk, include_usage set. The budget holds exactly 500 requests. Judged only by the fake upstream\'s ledger: spend must not pass the budget, and admitted must be ≥ 98% of 500. Count stall: small requests\' p99 while a 10 MiB prompt is counted exactly (target: grows ≤ 10 ms, no 503). Common case: the proxy\'s CPU per small request far from any limit.',
+    'Leakage: each flood sends 1,000 identical requests at once against a fresh key whose daily budget is exactly 500 × one request\'s cost at the provider\'s counts: the fake bills the prompt\'s tiktoken count (not its bytes, the proxy\'s cheap bound), streams with max_tokens = 20, the fake\'s realistic answer (1-4 tokens a delta) up to the cap, include_usage set; one request\'s cost is the fake\'s own bill for it. The budget holds exactly 500 requests. Judged only by the fake upstream\'s ledger: spend must not pass the budget, and admitted must be ≥ 98% of 500. Common case: the proxy\'s CPU per small request far from any limit.',
+    'Floods of the other providers (bench/provider-floods.mjs): Azure, Mistral, Anthropic, Gemini, Bedrock Converse, streamed and not, 1,000 requests at once against a budget for exactly 500 at the provider\'s counts (bench/fake-providers.mjs: OpenAI-family text with tiktoken, Claude/Gemini/Mistral text with the billing stand-in of bench/fake-billing.mjs, counting endpoints answering what the call then bills), one and two warmed proxies; targets ≥ 98% (Azure), ≥ 90% (the others), overshoot 0 at the ledger, no 503.',
+    'Count stall: small requests\' p99 (4 at a time) while a 10 MiB prompt is counted exactly, against their p99 just before (target: grows ≤ 10 ms, no 503); the proxy for it is its own, started with bench/loop-delay.mjs, which records each block of its event loop over 5 ms (longest block while the big request was read, parsed, counted and refused).',
     'Ledger: a request is billed its prompt when the fake starts answering; an output token counts when its chunk is handed to a socket that is still open.',
     'Memory: VmRSS of a fresh proxy from /proc/<pid>/status, idle 3 s and 60 s (quick: 10 s) after the last of 20 requests (10 plain, 10 streamed, one at a time); under load sampled every 100 ms while 1,000 streams are open at the client.',
   ]

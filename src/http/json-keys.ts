@@ -19,6 +19,12 @@ const COMMA = 0x2c
 /** Bytes scanned between two yields to the event loop (a few milliseconds of work at most). */
 export const SCAN_SLICE_BYTES = 1 << 18
 
+/**
+ * Strings and structural bytes visited between two yields: a dense body (many short keys and values)
+ * costs far more per byte than one long string, so slices are bounded in steps too (~1-3 ms each).
+ */
+export const SCAN_SLICE_STEPS = 4096
+
 /** One open container: an object's keys so far (and whether a key comes next), or null for an array. */
 type Frame = { keys: string[]; set: Set<string> | null; expectKey: boolean } | null
 
@@ -56,25 +62,29 @@ function stringEnd(raw: Buffer, start: number): number {
  * escapes is decoded first, so `"mod\u0065l"` and `"model"` are the same key.
  */
 function keyText(raw: Buffer, start: number, end: number): string {
-  if (!raw.subarray(start + 1, end).includes(BACKSLASH)) return raw.toString('latin1', start + 1, end)
+  let escaped = false
+  for (let k = start + 1; k < end && !escaped; k++) escaped = raw[k] === BACKSLASH
+  if (!escaped) return raw.toString('latin1', start + 1, end)
   const decoded = JSON.parse(raw.toString('utf8', start, end + 1)) as string
   return Buffer.from(decoded, 'utf8').toString('latin1')
 }
 
 /**
  * The first key that appears twice in one object anywhere in `raw` (valid JSON), or null. Strings are
- * skipped natively (`Buffer.indexOf`); the scan yields to the event loop every `sliceBytes`, so a 10 MiB
- * body never holds the loop for more than a slice.
+ * skipped natively (`Buffer.indexOf`); the scan yields to the event loop every `sliceBytes` or
+ * `sliceSteps` strings and structural bytes, so a 10 MiB body never holds the loop for more than a slice.
  */
-export async function findDuplicateKey(raw: Buffer, sliceBytes = SCAN_SLICE_BYTES): Promise<string | null> {
+export async function findDuplicateKey(raw: Buffer, sliceBytes = SCAN_SLICE_BYTES, sliceSteps = SCAN_SLICE_STEPS): Promise<string | null> {
   const stack: Frame[] = []
   let top: Frame = null
   let nextYield = sliceBytes
+  let steps = 0
   let i = 0
   while (i < raw.length) {
-    if (i >= nextYield) {
+    if (i >= nextYield || ++steps >= sliceSteps) {
       await yieldToLoop()
       nextYield = i + sliceBytes
+      steps = 0
     }
     const c = raw[i]
     if (c === QUOTE) {

@@ -7,7 +7,7 @@ import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
 import { TEST_PRICING_PATH } from '../support/proxy.js'
-import { freePort } from '../support/redis.js'
+import { listenPorts, REPORT_LISTEN_ARGS, REPORT_LISTEN_STDIO } from '../support/listen-ports.js'
 
 /**
  * The issue's done-check: on a machine with Node and nothing else, the built CLI serves a budgeted
@@ -43,17 +43,17 @@ afterAll(async () => {
 
 describe('first run: `loopers serve` with nothing but Node', () => {
   it('serves a budgeted OpenAI request on the embedded store, keys and budget set with the CLI', async () => {
-    const port = await freePort()
-    const serve = spawn(process.execPath, [CLI, 'serve'], {
-      env: { ...env, HOST: '127.0.0.1', PORT: String(port), LOOPERS_ADMIN_PORT: '0' },
+    const serve = spawn(process.execPath, [...REPORT_LISTEN_ARGS, CLI, 'serve'], {
+      env: { ...env, HOST: '127.0.0.1', PORT: '0', LOOPERS_ADMIN_PORT: '0' },
       cwd: home,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: REPORT_LISTEN_STDIO,
     })
     let output = ''
-    serve.stdout.on('data', (c: Buffer) => (output += c.toString()))
-    serve.stderr.on('data', (c: Buffer) => (output += c.toString()))
+    serve.stdout!.on('data', (c: Buffer) => (output += c.toString()))
+    serve.stderr!.on('data', (c: Buffer) => (output += c.toString()))
     const exited = new Promise<number | null>((resolve) => serve.once('exit', resolve))
     try {
+      const [port] = await listenPorts(serve, 1, 15_000, () => output)
       const url = `http://127.0.0.1:${port}`
       const deadline = Date.now() + 15_000
       while (!(await fetch(`${url}/health`).then((r) => r.status === 200, () => false))) {

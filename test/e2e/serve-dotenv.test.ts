@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ENVIRONMENT } from '../../src/config.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
 import { TEST_PRICING_PATH } from '../support/proxy.js'
-import { freePort, startRedis, type TestRedis } from '../support/redis.js'
+import { listenPorts, REPORT_LISTEN_ARGS, REPORT_LISTEN_STDIO } from '../support/listen-ports.js'
+import { startRedis, type TestRedis } from '../support/redis.js'
 
 /**
  * The built CLI started the way a user starts it: from a folder holding a `.env`, with nothing else in its
@@ -72,16 +73,16 @@ describe('loopers serve reads ./.env', () => {
     const { key, hash } = JSON.parse(created.stdout) as { key: string; hash: string }
     expect((await cli(['budget', 'set', hash, '--daily', '1'], dir)).code).toBe(0)
 
-    const port = await freePort()
-    const child = spawn(process.execPath, [CLI, 'serve'], {
+    const child = spawn(process.execPath, [...REPORT_LISTEN_ARGS, CLI, 'serve'], {
       cwd: dir,
-      env: { PATH: process.env.PATH ?? '', HOME: dir, PORT: String(port), HOST: '127.0.0.1', LOOPERS_ADMIN_PORT: '0', LOOPERS_OPENAI_BASE_URL: fake.url },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: process.env.PATH ?? '', HOME: dir, PORT: '0', HOST: '127.0.0.1', LOOPERS_ADMIN_PORT: '0', LOOPERS_OPENAI_BASE_URL: fake.url },
+      stdio: REPORT_LISTEN_STDIO,
     })
     serving = child
     let output = ''
-    child.stdout.on('data', (c: Buffer) => (output += c.toString()))
-    child.stderr.on('data', (c: Buffer) => (output += c.toString()))
+    child.stdout!.on('data', (c: Buffer) => (output += c.toString()))
+    child.stderr!.on('data', (c: Buffer) => (output += c.toString()))
+    const [port] = await listenPorts(child, 1, 15_000, () => output)
     const url = `http://127.0.0.1:${port}`
     const deadline = Date.now() + 15_000
     while ((await fetch(`${url}/health`).then((r) => r.status, () => 0)) !== 200) {

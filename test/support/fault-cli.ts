@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { TEST_PRICING_PATH } from './proxy.js'
-import { freePort } from './redis.js'
+import { listenPorts, REPORT_LISTEN_ARGS, REPORT_LISTEN_STDIO } from './listen-ports.js'
 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
 const START_TIMEOUT_MS = 10_000
@@ -26,18 +26,18 @@ process.once('exit', () => {
 /** `env` names the store: REDIS_URL, or LOOPERS_DB for the embedded one. */
 export async function spawnProxy(env: ({ REDIS_URL: string } | { LOOPERS_DB: string }) & { LOOPERS_OPENAI_BASE_URL: string } & Record<string, string>): Promise<ProxyProcess> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first (npm test does)`)
-  const port = await freePort()
-  const child = spawn(process.execPath, [CLI, 'serve'], {
+  // Port 0: the proxy reports the port it was given (its first listener; the admin listener is second).
+  const child = spawn(process.execPath, [...REPORT_LISTEN_ARGS, CLI, 'serve'], {
     env: {
       PATH: process.env.PATH ?? '',
       HOST: '127.0.0.1',
-      PORT: String(port),
+      PORT: '0',
       LOOPERS_ADMIN_PORT: '0',
       LOOPERS_PRICING_PATH: TEST_PRICING_PATH,
       LOG_LEVEL: 'warn',
       ...env,
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: REPORT_LISTEN_STDIO,
   })
   children.add(child)
   let output = ''
@@ -48,6 +48,11 @@ export async function spawnProxy(env: ({ REDIS_URL: string } | { LOOPERS_DB: str
   child.stderr?.on('data', keep)
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   void exited.then(() => children.delete(child))
+  const [port] = await listenPorts(child, 1, START_TIMEOUT_MS, () => output).catch(async (error: unknown) => {
+    child.kill('SIGKILL')
+    await exited
+    throw error
+  })
   const proc: ProxyProcess = {
     url: `http://127.0.0.1:${port}`,
     child,

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { TEST_PRICING_PATH } from './proxy.js'
-import { freePort } from './redis.js'
+import { listenPorts, REPORT_LISTEN_ARGS, REPORT_LISTEN_STDIO } from './listen-ports.js'
 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
 
@@ -24,21 +24,21 @@ export interface ProxyProcess {
  * With neither REDIS_URL nor LOOPERS_DB in `env` it runs on the embedded store in a fresh temporary file.
  */
 export async function startProxyProcess(env: Record<string, string>): Promise<ProxyProcess> {
-  const port = await freePort()
   const ownDir = env.REDIS_URL === undefined && env.LOOPERS_DB === undefined ? mkdtempSync(join(tmpdir(), 'loopers-db-')) : null
   const storeEnv = ownDir === null ? {} : { LOOPERS_DB: join(ownDir, 'loopers.db') }
-  const child = spawn(process.execPath, [CLI, 'serve'], {
+  // Port 0: the proxy reports the port it was given (its first listener; the admin listener is second).
+  const child = spawn(process.execPath, [...REPORT_LISTEN_ARGS, CLI, 'serve'], {
     env: {
       PATH: process.env.PATH ?? '',
       HOST: '127.0.0.1',
-      PORT: String(port),
+      PORT: '0',
       LOOPERS_ADMIN_PORT: '0',
       LOOPERS_PRICING_PATH: TEST_PRICING_PATH,
       LOG_LEVEL: process.env.LOOPERS_TEST_PROXY_LOG_LEVEL ?? 'warn',
       ...storeEnv,
       ...env,
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: REPORT_LISTEN_STDIO,
   })
   let output = ''
   child.stdout?.on('data', (c: Buffer) => (output += c.toString()))
@@ -49,8 +49,12 @@ export async function startProxyProcess(env: Record<string, string>): Promise<Pr
       resolve(code)
     }),
   )
-  const url = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 15_000
+  const [port] = await listenPorts(child, 1, 15_000, () => output).catch((error: unknown) => {
+    child.kill('SIGKILL')
+    throw error
+  })
+  const url = `http://127.0.0.1:${port}`
   for (;;) {
     if (child.exitCode !== null) throw new Error(`loopers serve exited (${child.exitCode}): ${output}`)
     const ok = await fetch(`${url}/health`).then((r) => r.status === 200, () => false)

@@ -27,18 +27,7 @@ export async function startRedisCluster(masters = 3): Promise<TestCluster> {
     rmSync(dir, { recursive: true, force: true })
   }
   try {
-    for (let i = 0; i < masters; i++) {
-      const port = await freePort()
-      const child = spawn(
-        'redis-server',
-        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--cluster-enabled', 'yes',
-          '--cluster-config-file', join(dir, `nodes-${port}.conf`), '--dir', dir],
-        { stdio: 'ignore' },
-      )
-      children.push(child)
-      nodes.push(`127.0.0.1:${port}`)
-    }
-    for (const node of nodes) await waitFor(async () => (await cli(node, 'PING')) === 'PONG', `${node} to answer`)
+    for (let i = 0; i < masters; i++) nodes.push(await startNode(dir, children))
     await run('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes'], { timeout: 20_000 })
     for (const node of nodes) {
       await waitFor(async () => (await cli(node, 'CLUSTER', 'INFO')).includes('cluster_state:ok'), `${node} cluster state ok`)
@@ -47,6 +36,28 @@ export async function startRedisCluster(masters = 3): Promise<TestCluster> {
   } catch (error) {
     await stop()
     throw error
+  }
+}
+
+/**
+ * One cluster-enabled redis-server on a probed free port. Another process may take the port before the
+ * node binds it: then the node exits, and another port is tried (only an answer from this node's pid counts).
+ */
+async function startNode(dir: string, children: ChildProcess[]): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort()
+    const child = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--cluster-enabled', 'yes',
+        '--cluster-config-file', join(dir, `nodes-${port}.conf`), '--dir', dir],
+      { stdio: 'ignore' },
+    )
+    children.push(child)
+    const node = `127.0.0.1:${port}`
+    const own = async (): Promise<boolean> => child.exitCode !== null || child.signalCode !== null || Number(/process_id:(\d+)/.exec(await cli(node, 'INFO', 'server'))?.[1]) === child.pid
+    await waitFor(own, `${node} to answer`)
+    if (child.exitCode === null && child.signalCode === null) return node
+    if (attempt >= 3) throw new Error(`redis-server on ${node} exited on start (${child.exitCode ?? child.signalCode})`)
   }
 }
 

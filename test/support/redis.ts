@@ -161,7 +161,8 @@ async function spawnServer(port: number, dir: string, opts: StartRedisOptions): 
   exited.catch(() => {}) // observed below; also silences the rejection after a normal later exit
   child.once('exit', () => children.delete(child))
   try {
-    await Promise.race([waitForPing('127.0.0.1', port), exited])
+    // Another process may have taken the probed port first: only a PONG from this child counts.
+    await Promise.race([waitForPing('127.0.0.1', port, child.pid), exited])
     if (opts.cluster === true) await assignAllSlots('127.0.0.1', port)
   } catch (err) {
     child.kill('SIGKILL')
@@ -242,14 +243,38 @@ export async function freePort(): Promise<number> {
   })
 }
 
-/** Resolves once Redis answers PING with PONG; rejects after START_TIMEOUT_MS. */
-async function waitForPing(host: string, port: number): Promise<void> {
+/**
+ * Resolves once Redis answers PING with PONG (and, given `pid`, says in INFO that it is that process);
+ * rejects after START_TIMEOUT_MS.
+ */
+async function waitForPing(host: string, port: number, pid?: number): Promise<void> {
   const deadline = Date.now() + START_TIMEOUT_MS
   for (;;) {
-    if (await pingOnce(host, port)) return
+    if ((await pingOnce(host, port)) && (pid === undefined || (await processIdOf(host, port)) === pid)) return
     if (Date.now() > deadline) throw new Error(`redis on ${host}:${port} did not answer PING within ${START_TIMEOUT_MS} ms`)
     await new Promise((r) => setTimeout(r, 20))
   }
+}
+
+/** The `process_id` a Redis reports in INFO server; null when it does not answer. */
+function processIdOf(host: string, port: number): Promise<number | null> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port })
+    let reply = ''
+    const done = (pid: number | null): void => {
+      socket.destroy()
+      resolve(pid)
+    }
+    socket.setTimeout(500, () => done(null))
+    socket.once('error', () => done(null))
+    socket.once('connect', () => socket.write('INFO server\r\n'))
+    socket.on('data', (chunk) => {
+      reply += chunk.toString()
+      const match = /process_id:(\d+)\r\n/.exec(reply)
+      if (match !== null) done(Number(match[1]))
+      else if (reply.startsWith('-')) done(null)
+    })
+  })
 }
 
 function pingOnce(host: string, port: number): Promise<boolean> {

@@ -1,0 +1,117 @@
+// Count stall (issue 8 point 5): while a 10 MiB prompt is counted exactly (its byte bound does not fit its
+// key's budget, so the proxy counts its tokens in the counting worker), small requests through the same
+// proxy keep their p99 (target: grows by at most 10 ms) and none gets a 503. The big request's budget
+// stops at 95% of its token count: the count runs through most of the body, then the request is refused.
+// The proxy here is its own, started with bench/loop-delay.mjs: it records every block of its event loop
+// over 5 ms, so the report says how long the loop was held while the big request was read, parsed, counted.
+import { readFileSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { smallLoad } from './leakage.mjs'
+import { ROOT, waitForQuiet } from './procs.mjs'
+import { countChatTokens } from '../dist/tokens/tiktoken.js'
+
+const PROMPT_BYTES = 10 * 1024 * 1024
+const WARM_MS = 1_000
+const BASELINE_MS = 3_000
+
+const forMs = (ms) => {
+  const until = performance.now() + ms
+  return () => performance.now() >= until
+}
+
+function percentile(results, p) {
+  const sorted = results.map((r) => r.ms).sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? null
+}
+
+/** Blocks of the proxy's event loop (loop-delay.mjs) between `from` and `to` (epoch ms). */
+function blocksBetween(file, from, to) {
+  let text = ''
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch {
+    return []
+  }
+  return text
+    .split('\n')
+    .filter((l) => l.length > 0)
+    .map((l) => JSON.parse(l))
+    .filter((b) => b.at >= from && b.at <= to + 50)
+}
+
+export async function countStall(ctx) {
+  const delayFile = join(ctx.dir, 'count-stall-loop-delay.jsonl')
+  rmSync(delayFile, { force: true })
+  const proxy = await ctx.startProxy({
+    name: 'proxy-count-stall',
+    nodeOptions: ['--import', join(ROOT, 'bench/loop-delay.mjs')],
+    extraEnv: { LOOPERS_MAX_BODY_BYTES: String(PROMPT_BYTES + 1024 * 1024), LOOPERS_BENCH_LOOP_DELAY_FILE: delayFile },
+  })
+  try {
+    // One long prompt (one string of 10 MiB), and as many bytes of short messages (a long agent transcript):
+    // the second costs the event loop far more per byte (parse, walks, scan), the first the counting worker.
+    const prose = 'The quick brown fox jumps over the lazy dog while the budget holds. '.repeat(Math.floor((PROMPT_BYTES - 200) / 68))
+    const proseBody = { model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: prose }] }
+    const turns = Array.from({ length: Math.floor(PROMPT_BYTES / 50) }, (_, i) => ({ role: i % 2 === 0 ? 'user' : 'assistant', content: `step ${i} ok` }))
+    const denseBody = { model: 'bench-model', max_tokens: 5, messages: turns }
+    const bodies = []
+    for (const [kind, body] of [['one 10 MiB prompt', proseBody], ['short messages (a long transcript)', denseBody]]) bodies.push({ kind, ...(await measure(ctx, proxy, delayFile, kind, body)) })
+    return { bodies }
+  } finally {
+    await proxy.stop()
+  }
+}
+
+async function measure(ctx, proxy, delayFile, kind, body) {
+  const on = { proxy }
+  await ctx.fake.reset({ promptTokens: 12, completionTokens: 5 })
+  const bigBody = JSON.stringify(body)
+  const tokens = countChatTokens(body, 'bench-model')
+  const big = await ctx.admin.createKey(`bench-count-stall-${kind}`, ['openai'])
+  await ctx.admin.setBudget(big.record.hash, { limits: { daily: Math.floor(tokens * 0.95) }, loopLimit: 0 })
+  const send = () =>
+    fetch(`${proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${big.key}`, 'content-type': 'application/json' }, body: bigBody }).then(async (r) => (await r.arrayBuffer(), r.status))
+  // Warm-up: the small path, and the worker's encoder (one big count before any measured one).
+  await smallLoad(on, ctx.key, forMs(WARM_MS))
+  await send()
+  const trials = []
+  for (let t = 0; t < ctx.trials; t++) {
+    // On a shared machine: a bounded wait for a quiet proxy core (as the other scenarios do).
+    if (ctx.quietBudgetMs > 0) ctx.quietBudgetMs -= (await waitForQuiet({ maxWaitMs: Math.min(10_000, ctx.quietBudgetMs) })).waitedMs
+    const baselineFrom = Date.now()
+    const baseline = await smallLoad(on, ctx.key, forMs(BASELINE_MS))
+    const baselineBlocks = blocksBetween(delayFile, baselineFrom, Date.now())
+    let done = false
+    const started = performance.now()
+    const from = Date.now()
+    const request = send().finally(() => (done = true))
+    const during = await smallLoad(on, ctx.key, () => done)
+    const status = await request
+    const blocks = blocksBetween(delayFile, from, Date.now())
+    const trial = {
+      bigStatus: status,
+      countMs: performance.now() - started,
+      small: during.length,
+      small503: during.filter((r) => r.status === 503).length,
+      smallNot200: during.filter((r) => r.status !== 200).length,
+      baselineP99Ms: percentile(baseline, 0.99),
+      p99Ms: percentile(during, 0.99),
+      // The proxy's event loop: its longest block while the big request was handled, and in the baseline.
+      longestBlockMs: Math.max(0, ...blocks.map((b) => b.blockedMs)),
+      blockedMs: blocks.reduce((n, b) => n + b.blockedMs, 0),
+      baselineLongestBlockMs: Math.max(0, ...baselineBlocks.map((b) => b.blockedMs)),
+      // The five longest blocks: when (ms after the big request was sent) and how long.
+      longestBlocks: blocks
+        .sort((a, b) => b.blockedMs - a.blockedMs)
+        .slice(0, 5)
+        .map((b) => ({ afterMs: b.at - from, blockedMs: b.blockedMs })),
+    }
+    trial.p99GrowthMs = trial.p99Ms - trial.baselineP99Ms
+    trial.pass = status === 429 && trial.small503 === 0 && trial.smallNot200 === 0 && trial.p99GrowthMs <= 10
+    ctx.log(
+      `  count stall (${kind}) trial ${t + 1}: ${(Buffer.byteLength(bigBody) / 1_048_576).toFixed(1)} MiB count ${Math.round(trial.countMs)} ms (big request ${status}); small p99 ${trial.baselineP99Ms.toFixed(1)} → ${trial.p99Ms.toFixed(1)} ms (+${trial.p99GrowthMs.toFixed(1)}, target ≤ 10) over ${during.length} requests, ${trial.small503} × 503; proxy loop: longest block ${trial.longestBlockMs} ms (baseline ${trial.baselineLongestBlockMs} ms), ${Math.round(trial.blockedMs)} ms blocked in all; longest at ${trial.longestBlocks.map((b) => `+${b.afterMs} ms (${b.blockedMs})`).join(', ')}`,
+    )
+    trials.push(trial)
+  }
+  return { bodyBytes: Buffer.byteLength(bigBody), promptTokens: tokens, trials }
+}
