@@ -1,11 +1,11 @@
 import type http from 'node:http'
-import { NON_STREAM_TEXT, billedFor, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, billedPrompt, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
 
 export interface FakeOpenAiOptions {
-  /** Prompt tokens the fake reports (default 12). */
+  /** Prompt tokens the fake reports (default: tiktoken's count of the prompt in the body, as OpenAI bills it). */
   promptTokens?: number
   /** Content deltas per streamed answer (default 5): billed by tiktoken. */
   chunks?: number
@@ -46,7 +46,8 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
     if (o.hang) return
     if (o.fail) return json(res, o.fail.status, o.fail.body)
     const model = String(body.model ?? 'unknown')
-    const promptTokens = o.promptTokens ?? 12
+    const promptTokens = o.promptTokens ?? billedPrompt(body, 'openai', model, path === '/v1/embeddings')
+    fake.prompts.push(promptTokens)
     if (path === '/v1/embeddings') {
       return json(res, 200, embeddingList(body, model, promptTokens))
     }
@@ -72,7 +73,7 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
 
   async function streamChat(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number) {
     const o = fake.options
-    const entry = fake.openLedger(req, res)
+    const entry = fake.openLedger(req, res, promptTokens)
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
     const base = { id: 'chatcmpl-2', object: 'chat.completion.chunk', created: 1, model }
     const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true
@@ -96,7 +97,7 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
 
   async function streamResponses(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number) {
     const o = fake.options
-    const entry = fake.openLedger(req, res)
+    const entry = fake.openLedger(req, res, promptTokens)
     res.writeHead(200, { 'content-type': 'text/event-stream' })
     const deltas = capDeltas(streamPlan('openai', o, model).deltas, capOf(body, 'max_output_tokens'))
     let billed = 0
