@@ -29,6 +29,8 @@ export interface FakeBedrockOptions {
   promptTokens?: number
   /** Answer CountTokens with this error status instead of a count. */
   countFails?: number
+  /** Never answer CountTokens (the caller's timeout decides). */
+  countHangs?: boolean
   /** Text deltas per streamed answer (default 5) billed as the model's family (billing.ts). */
   chunks?: number
   /** Output tokens of a non-streamed answer (default: the billed count of its text). */
@@ -210,6 +212,7 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
     if (route === null) return awsError(res, 404, 'UnknownOperationException', 'no such operation')
     const modelId = decodeURIComponent(route[1] ?? '')
     const operation = route[2] ?? ''
+    if (operation === 'count-tokens' && o.countHangs) return
     if (operation === 'count-tokens') return answerCountTokens(res, o, o.promptTokens ?? promptOf(modelId, countedBody(body)))
     if (o.hang) return
     if (o.gate) await o.gate

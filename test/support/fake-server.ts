@@ -158,3 +158,8 @@ export function json(res: http.ServerResponse, status: number, body: unknown, he
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
+
+/** Prompt tokens a fake billed in all, over every metered answer since its last reset. */
+export function billedInput(fake: { prompts: readonly number[] }): number {
+  return fake.prompts.reduce((sum, tokens) => sum + tokens, 0)
+}
