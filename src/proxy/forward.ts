@@ -258,7 +258,9 @@ export function createForwarder(deps: ForwardDeps) {
       extend: async (need) => {
         try {
           const extended = await store.extend(reservation, need, need + slice)
-          return extended.ok ? null : toErrorInfo(refusalError(extended, adapter.id, now()))
+          if (extended.ok) return null
+          if (extended.heldMicros !== undefined) summary.heldUsd = microsToUsd(extended.heldMicros)
+          return toErrorInfo(refusalError(extended, adapter.id, now()))
         } catch (error) {
           return toErrorInfo(budgetUnavailable('the budget store became unavailable during the stream', { cause: error }))
         }

@@ -171,6 +171,7 @@ export function createPipeline(deps: PipelineDeps) {
       })
       const plan = admit.plan
       const result = admit.result
+      if (!result.ok && result.heldMicros !== undefined) summary.heldUsd = microsToUsd(result.heldMicros)
       if (!result.ok) throw refusalError(result, adapter.id, now(), blockedByHolds(result, plan.minMicros), keyHash)
       const reservation = result.reservation
       summary.inputBound = plan.inputTokens

@@ -81,7 +81,7 @@ const WRAPPER_TOKENS = 3
 export function billedPrompt(body: Record<string, unknown>, family: Family, model?: string, embeddings = false): number {
   const text = (value: string): number => billedTokens(value, family, model)
   if (embeddings) {
-    const input = body.input ?? body.inputText ?? body.texts
+    const input = body.input ?? body.inputs ?? body.inputText ?? body.texts
     const items = Array.isArray(input) && input.every((v) => typeof v === 'number') ? [input] : Array.isArray(input) ? input : [input]
     return items.reduce<number>((sum, item) => sum + (typeof item === 'string' ? text(item) : Array.isArray(item) ? item.length : 0), 0)
   }

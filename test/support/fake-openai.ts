@@ -33,6 +33,9 @@ export interface FakeOpenAiOptions {
  */
 export type FakeOpenAi = FakeUpstream<FakeOpenAiOptions>
 
+/** Deltas between where one choice's answer starts and the next one's (`n` > 1): the choices differ. */
+const CHOICE_OFFSET = 37
+
 export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<FakeOpenAi> {
   warmBilling()
   const fake = await startRecordingServer(initial, answer)
@@ -77,16 +80,27 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
     const base = { id: 'chatcmpl-2', object: 'chat.completion.chunk', created: 1, model }
     const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true
-    const deltas = capDeltas(streamPlan('openai', o, model).deltas, capOf(body, 'max_completion_tokens', 'max_tokens'))
-    if (!write(res, entry, `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] })}\n\n`, 0)) return
+    // `n` choices stream interleaved, a delta of each in turn; choice c is the answer from delta CHOICE_OFFSET × c on.
+    const n = typeof body.n === 'number' && body.n > 1 ? body.n : 1
+    const chunks = o.chunks ?? 5
+    const planned = streamPlan('openai', { ...o, chunks: chunks + CHOICE_OFFSET * (n - 1) }, model).deltas
+    const cap = capOf(body, 'max_completion_tokens', 'max_tokens')
+    const choices = Array.from({ length: n }, (_, c) => capDeltas(planned.slice(CHOICE_OFFSET * c, CHOICE_OFFSET * c + chunks), cap))
+    const opening = choices.map((_, index) => ({ index, delta: { role: 'assistant', content: '' }, finish_reason: null }))
+    if (!write(res, entry, `data: ${JSON.stringify({ ...base, choices: opening })}\n\n`, 0)) return
     let billed = 0
-    for (const [i, delta] of deltas.entries()) {
+    for (let i = 0; i < (choices[0]?.length ?? 0); i++) {
       if (!(await pace(res, entry, o.chunkDelayMs, i === o.resetAfterChunks))) return
-      const chunk = { ...base, choices: [{ index: 0, delta: { content: delta.text }, finish_reason: null }] }
-      if (!write(res, entry, `data: ${JSON.stringify(chunk)}\n\n`, delta.tokens)) return
-      billed += delta.tokens
+      for (const [index, deltas] of choices.entries()) {
+        const delta = deltas[i]
+        if (delta === undefined) continue
+        const chunk = { ...base, choices: [{ index, delta: { content: delta.text }, finish_reason: null }] }
+        if (!write(res, entry, `data: ${JSON.stringify(chunk)}\n\n`, delta.tokens)) return
+        billed += delta.tokens
+      }
     }
-    write(res, entry, `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`, 0)
+    const stops = choices.map((_, index) => ({ index, delta: {}, finish_reason: 'stop' }))
+    write(res, entry, `data: ${JSON.stringify({ ...base, choices: stops })}\n\n`, 0)
     if (includeUsage) {
       const usage = { prompt_tokens: promptTokens, completion_tokens: billed, total_tokens: promptTokens + billed }
       write(res, entry, `data: ${JSON.stringify({ ...base, choices: [], usage })}\n\n`, 0)
