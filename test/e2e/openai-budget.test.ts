@@ -115,8 +115,9 @@ describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
 
     it('n > 1: each choice is counted as its own text; a reset stream is charged what the provider generated', async () => {
       await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
-      // Two choices of the realistic answer (multi-token deltas, code, non-English text), interleaved.
-      fake.options = { answer: true, chunks: 150, resetAfterChunks: 120 }
+      // Two choices of the realistic answer (code, non-English text) in 5-character deltas, interleaved:
+      // counted as one text, one choice's word fragments would glue onto the other's.
+      fake.options = { answer: true, chunks: 150, charDeltas: 5, resetAfterChunks: 120 }
       const stream = await client().chat.completions.create({ model: 'gpt-test', n: 2, messages: [{ role: 'user', content: 'go' }], stream: true })
       const indexes = new Set<number>()
       await (async () => {

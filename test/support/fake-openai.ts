@@ -1,5 +1,5 @@
 import type http from 'node:http'
-import { NON_STREAM_TEXT, billedFor, billedPrompt, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, billedPrompt, billedTokens, capDeltas, capOf, streamPlan, warmBilling, type Delta } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
@@ -25,6 +25,8 @@ export interface FakeOpenAiOptions {
   resetAfterChunks?: number
   /** Answer non-streamed chat without a usage object. */
   omitUsage?: boolean
+  /** Stream each choice's text in deltas of this many characters (mid-word), each billed as the text grows. */
+  charDeltas?: number
 }
 
 /**
@@ -85,7 +87,10 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
     const chunks = o.chunks ?? 5
     const planned = streamPlan('openai', { ...o, chunks: chunks + CHOICE_OFFSET * (n - 1) }, model).deltas
     const cap = capOf(body, 'max_completion_tokens', 'max_tokens')
-    const choices = Array.from({ length: n }, (_, c) => capDeltas(planned.slice(CHOICE_OFFSET * c, CHOICE_OFFSET * c + chunks), cap))
+    const choices = Array.from({ length: n }, (_, c) => {
+      const deltas = planned.slice(CHOICE_OFFSET * c, CHOICE_OFFSET * c + chunks)
+      return capDeltas(o.charDeltas === undefined ? deltas : splitDeltas(deltas, o.charDeltas, model), cap)
+    })
     const opening = choices.map((_, index) => ({ index, delta: { role: 'assistant', content: '' }, finish_reason: null }))
     if (!write(res, entry, `data: ${JSON.stringify({ ...base, choices: opening })}\n\n`, 0)) return
     let billed = 0
@@ -131,6 +136,19 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
   }
 
   return fake
+}
+
+/** `deltas` re-cut into pieces of `size` characters; each bills what the text's bill grew by with it. */
+function splitDeltas(deltas: Delta[], size: number, model: string): Delta[] {
+  const chars = [...deltas.map((d) => d.text).join('')]
+  const out: Delta[] = []
+  let billed = 0
+  for (let i = 0; i < chars.length; i += size) {
+    const total = billedTokens(chars.slice(0, i + size).join(''), 'openai', model)
+    out.push({ text: chars.slice(i, i + size).join(''), tokens: total - billed })
+    billed = total
+  }
+  return out
 }
 
 /** An embeddings list of one vector, base64-encoded when the request asks for it. */
