@@ -236,14 +236,15 @@ export function createPipeline(deps: PipelineDeps) {
   }): Promise<{ plan: ReservationPlan; result: ReserveResult; counted: boolean }> {
     let plan = a.plan
     let counted = false
-    // True once a count answered: the plan's input is then exact (or the bound was the smaller).
+    // True once a count finished within its limit: the plan's input is then exact (or the bound was the smaller).
     let known = false
     const exact = async (roomMicros: number): Promise<void> => {
       counted = true
       const inputRate = Math.max(a.price.inputPer1M, a.price.cacheWritePer1M)
       const affordable = Math.floor((roomMicros * 1_000_000) / Math.max(1, inputRate)) + 1
-      const tokens = await a.count(Math.min(affordable, plan.inputTokens))
-      if (tokens !== null) known = true
+      const limit = Math.min(affordable, plan.inputTokens)
+      const tokens = await a.count(limit)
+      if (tokens !== null && tokens <= limit) known = true
       if (tokens !== null && tokens < plan.inputTokens && tokens <= affordable) {
         plan = planReservation(a.facts, a.price, tokens, config.streamSliceTokens, plan.feeMicros)
       }
