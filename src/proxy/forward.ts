@@ -170,7 +170,10 @@ export function createForwarder(deps: ForwardDeps) {
         if (abort.signal.aborted) {
           // Gone before the upstream answered: a stream had produced nothing yet; a non-streamed
           // request may have been fully generated, so it keeps its whole hold.
-          return await settle(facts.stream && !price.hiddenReasoning ? (await endedInput(f)).micros + plan.feeMicros : reservation.reservedMicros, 'client_closed')
+          if (!facts.stream || price.hiddenReasoning) return await settle(reservation.reservedMicros, 'client_closed')
+          const input = await endedInput(f)
+          summary.inputTokens = input.tokens
+          return await settle(input.micros + plan.feeMicros, 'client_closed')
         }
         await settle(0, 'upstream_unreachable')
         throw error
