@@ -151,7 +151,7 @@ function toMicros(usd: number): Micros {
  * undercounts. Mistral: Tekken is close to o200k, the older SentencePiece tokenizers up to ~30% above it.
  * Gemini: only counts text before its first running usage arrives. OpenAI and Azure count exactly.
  */
-const DEFAULT_TOKEN_FACTOR: Record<ProviderId, number> = { openai: 1, azure: 1, anthropic: 1.35, bedrock: 1.35, mistral: 1.25, gemini: 1.25 }
+export const DEFAULT_TOKEN_FACTOR: Readonly<Record<ProviderId, number>> = { openai: 1, azure: 1, anthropic: 1.35, bedrock: 1.35, mistral: 1.25, gemini: 1.25 }
 
 /** OpenAI models by their id's encoding; an Azure deployment by its entry's `model`, else o200k; others o200k × factor. */
 function tokenizerFor(provider: ProviderId, id: string, entry: PriceEntry): TokenizerSpec {

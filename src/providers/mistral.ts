@@ -1,5 +1,6 @@
 import { bearerToken, forwardableRequestHeaders } from '../http/headers.js'
 import { upstreamUrl } from '../http/upstream-url.js'
+import { DEFAULT_TOKEN_FACTOR } from '../pricing/table.js'
 import { boundInputTokens, PRIMING_TOKENS } from '../tokens/bound.js'
 import { isObject, type Json } from './body.js'
 import { createChatStreamParser, describeCompat, type DeltaTextReader } from './openai-compat.js'
@@ -12,12 +13,6 @@ import type { ErrorInfo, ProviderAdapter, RouteMatch, UpstreamCredential } from 
  * chunk unasked, streams content as parts (Magistral's `thinking`), has no exact tokenizer in this proxy,
  * and shapes errors as `{object: "error", message, type, param, code}`.
  */
-
-/**
- * Mistral tokens per o200k token, for the input estimate: Tekken (NeMo and later) encodes English about as
- * densely as o200k, SentencePiece v3 (older models) up to ~20% less densely; this rarely undercounts.
- */
-export const MISTRAL_PER_O200K_TOKEN = 1.2
 
 type MistralOperation = 'chat' | 'embeddings' | 'fim'
 
@@ -84,10 +79,11 @@ export function createMistralAdapter(options: { baseUrl: string; apiKey: string 
     boundInputTokens: (route, body, raw, tokensPerMedia) =>
       boundInputTokens(raw, body, tokensPerMedia, injectsSystemPrompt(route, body) ? PRIMING_TOKENS : 0),
     // Mistral's tokenizers (Tekken, SentencePiece) are not available here: an o200k count × a factor estimates them.
-    exactInput: (route, _path, body) =>
+    // Input is estimated as output is: o200k × the pricing entry's token factor (one factor per model).
+    exactInput: (route, _path, body, _model, price) =>
       route.operation === 'fim' || typeof body.model !== 'string'
         ? null
-        : { kind: 'local', counter: route.operation === 'embeddings' ? 'embeddings' : 'chat', model: 'o200k', factor: MISTRAL_PER_O200K_TOKEN },
+        : { kind: 'local', counter: route.operation === 'embeddings' ? 'embeddings' : 'chat', model: 'o200k', factor: price?.tokenizer.factor ?? DEFAULT_TOKEN_FACTOR.mistral },
     prepareBody(route, body, facts, maxOutputTokens) {
       // No `stream_options`: Mistral reports usage on the last stream chunk by itself and refuses the field (422).
       if (maxOutputTokens === null || route.operation === 'embeddings') return false

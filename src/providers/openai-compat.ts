@@ -138,19 +138,22 @@ function addChatDelta(chunk: Json, state: CompatStreamState, readExtra: DeltaTex
   for (const choice of choices) {
     const delta = isObject(choice) ? choice.delta : undefined
     if (!isObject(delta)) continue
-    state.addText(delta.content)
-    state.addText(delta.refusal)
-    state.addText(delta.reasoning_content)
-    state.addText(delta.reasoning)
+    // With `n` > 1 the choices' deltas interleave: each choice is its own text, counted on its own.
+    const index = typeof choice.index === 'number' ? choice.index : 0
+    const add = (text: unknown): void => state.counter.add(text, index)
+    add(delta.content)
+    add(delta.refusal)
+    add(delta.reasoning_content)
+    add(delta.reasoning)
     if (Array.isArray(delta.tool_calls)) {
       for (const call of delta.tool_calls) {
         if (!isObject(call) || !isObject(call.function)) continue
-        state.addText(call.function.name)
-        state.addText(call.function.arguments)
+        add(call.function.name)
+        add(call.function.arguments)
       }
     }
-    if (isObject(delta.function_call)) state.addText(delta.function_call.arguments)
-    readExtra?.(delta, (text) => state.addText(text))
+    if (isObject(delta.function_call)) add(delta.function_call.arguments)
+    readExtra?.(delta, add)
   }
 }
 

@@ -95,6 +95,24 @@ export function createForwarder(deps: ForwardDeps) {
     reservation: Reservation
     summary: Summary
     started: number
+    /**
+     * The request's input tokens as the provider bills them (its tokenizer, its count endpoint, Mistral's
+     * estimate), stopping past `limitTokens`; null when it cannot count. Absent when the plan's input is exact.
+     */
+    countInput?: (limitTokens: number) => Promise<number | null>
+  }
+
+  /**
+   * The input a stream that ended without reported usage is charged: counted (off the event loop, after the
+   * client's answer) when the plan held only the byte bound; the bound when the count fails or is no smaller.
+   */
+  async function endedInput(f: Forward): Promise<{ tokens: number; micros: Micros }> {
+    const { plan, price } = f
+    const bound = { tokens: plan.inputTokens, micros: plan.inputMicros }
+    if (f.countInput === undefined) return bound
+    const counted = await f.countInput(plan.inputTokens).catch(() => null)
+    if (counted === null || counted >= plan.inputTokens) return bound
+    return { tokens: counted, micros: tokensCost(counted, Math.max(price.inputPer1M, price.cacheWritePer1M)) }
   }
 
   async function forwardMetered(f: Forward): Promise<void> {
@@ -152,7 +170,10 @@ export function createForwarder(deps: ForwardDeps) {
         if (abort.signal.aborted) {
           // Gone before the upstream answered: a stream had produced nothing yet; a non-streamed
           // request may have been fully generated, so it keeps its whole hold.
-          return await settle(facts.stream && !price.hiddenReasoning ? plan.inputMicros + plan.feeMicros : reservation.reservedMicros, 'client_closed')
+          if (!facts.stream || price.hiddenReasoning) return await settle(reservation.reservedMicros, 'client_closed')
+          const input = await endedInput(f)
+          summary.inputTokens = input.tokens
+          return await settle(input.micros + plan.feeMicros, 'client_closed')
         }
         await settle(0, 'upstream_unreachable')
         throw error
@@ -216,9 +237,11 @@ export function createForwarder(deps: ForwardDeps) {
     const guarded = guardEventLimit(adapter.createStreamParser(route, createOutputCounter(price.tokenizer)))
     const parser = guarded.parser
     const outputTokens = (): number => parser.outputTokens()
+    // Input is held at the plan's until the provider reports it (or a count at the end replaces the bound).
+    let input = { tokens: plan.inputTokens, micros: plan.inputMicros }
     const cost = (): Micros => {
       const reported = parser.reported()
-      if (reported.inputTokens === undefined) return plan.inputMicros + plan.feeMicros + tokensCost(outputTokens(), price.outputPer1M)
+      if (reported.inputTokens === undefined) return input.micros + plan.feeMicros + tokensCost(outputTokens(), price.outputPer1M)
       return costMicros(price, { ...reported, outputTokens: outputTokens() }) + plan.feeMicros
     }
     const slice = tokensCost(config.streamSliceTokens, price.outputPer1M)
@@ -238,7 +261,9 @@ export function createForwarder(deps: ForwardDeps) {
       extend: async (need) => {
         try {
           const extended = await store.extend(reservation, need, need + slice)
-          return extended.ok ? null : toErrorInfo(refusalError(extended, adapter.id, now()))
+          if (extended.ok) return null
+          if (extended.heldMicros !== undefined) summary.heldUsd = microsToUsd(extended.heldMicros)
+          return toErrorInfo(refusalError(extended, adapter.id, now()))
         } catch (error) {
           return toErrorInfo(budgetUnavailable('the budget store became unavailable during the stream', { cause: error }))
         }
@@ -246,7 +271,9 @@ export function createForwarder(deps: ForwardDeps) {
       cutoffFrame: (error) => adapter.cutoffFrame(route, error),
       upstreamFailure: () => toErrorInfo(upstreamUnreachable('the provider connection broke during the stream')),
     }).finally(() => deps.metrics.streamEnded())
-    summary.inputTokens = parser.reported().inputTokens ?? plan.inputTokens
+    // Ended without reported input (cut, client gone, upstream broke): charged the input the provider bills.
+    if (parser.reported().inputTokens === undefined) input = await endedInput(f)
+    summary.inputTokens = parser.reported().inputTokens ?? input.tokens
     summary.outputTokens = outputTokens()
     if (result.error !== null) {
       summary.code = result.error.code

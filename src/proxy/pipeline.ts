@@ -152,29 +152,32 @@ export function createPipeline(deps: PipelineDeps) {
       const loop = fingerprint === null ? null : { scope: loopScope(session?.id ?? null, fingerprint), step: fingerprint.step }
       const requestId = randomUUID()
       const reserveInput = { keyHash, provider: adapter.id, requestId, session, loop }
+      const count = async (limit: number): Promise<number | null> => {
+        // Fetched content is bounded by a whole context window whatever the body counts: no count call.
+        if (referenced > 0) return null
+        return countExactInput(
+          { counter, upstream: deps.upstream },
+          { adapter: adapter as ProviderAdapter, route, path: target.path, headers: request.headers, credential, body, raw, model: facts.model, price, tokensPerMedia: price.tokensPerMedia, limit },
+        )
+      }
       const admit = await admitRequest({
         keyHash,
         plan: planReservation(facts, price, bound, config.streamSliceTokens, feeMicros),
         reserveOnce: (p) => reserve({ ...reserveInput, minMicros: p.minMicros, maxMicros: p.maxMicros }),
         facts,
         price,
-        count: async (limit) => {
-          // Fetched content is bounded by a whole context window whatever the body counts: no count call.
-          if (referenced > 0) return null
-          const counted = await countExactInput(
-            { counter, upstream: deps.upstream },
-            { adapter: adapter as ProviderAdapter, route, path: target.path, headers: request.headers, credential, body, raw, model: facts.model, price, tokensPerMedia: price.tokensPerMedia, limit },
-          )
-          return counted
-        },
+        count,
       })
       const plan = admit.plan
       const result = admit.result
+      if (!result.ok && result.heldMicros !== undefined) summary.heldUsd = microsToUsd(result.heldMicros)
       if (!result.ok) throw refusalError(result, adapter.id, now(), blockedByHolds(result, plan.minMicros), keyHash)
       const reservation = result.reservation
       summary.inputBound = plan.inputTokens
       summary.reservedUsd = microsToUsd(reservation.reservedMicros)
-      await forwardMetered({ request, reply, adapter, target, route, facts, price, plan, body, raw, credential, reservation, summary, started })
+      // A plan that holds only the cheap bound is counted if the stream ends without reported usage.
+      const countInput = admit.counted || referenced > 0 ? undefined : count
+      await forwardMetered({ request, reply, adapter, target, route, facts, price, plan, body, raw, credential, reservation, summary, started, countInput })
     } catch (error) {
       const proxyError = toProxyError(error)
       summary.code = proxyError.code
@@ -229,14 +232,18 @@ export function createPipeline(deps: PipelineDeps) {
     price: Price
     reserveOnce(plan: ReservationPlan): Promise<ReserveResult>
     count(limitTokens: number): Promise<number | null>
-  }): Promise<{ plan: ReservationPlan; result: ReserveResult }> {
+  }): Promise<{ plan: ReservationPlan; result: ReserveResult; counted: boolean }> {
     let plan = a.plan
     let counted = false
+    // True once a count finished within its limit: the plan's input is then exact (or the bound was the smaller).
+    let known = false
     const exact = async (roomMicros: number): Promise<void> => {
       counted = true
       const inputRate = Math.max(a.price.inputPer1M, a.price.cacheWritePer1M)
       const affordable = Math.floor((roomMicros * 1_000_000) / Math.max(1, inputRate)) + 1
-      const tokens = await a.count(Math.min(affordable, plan.inputTokens))
+      const limit = Math.min(affordable, plan.inputTokens)
+      const tokens = await a.count(limit)
+      if (tokens !== null && tokens <= limit) known = true
       if (tokens !== null && tokens < plan.inputTokens && tokens <= affordable) {
         plan = planReservation(a.facts, a.price, tokens, config.streamSliceTokens, plan.feeMicros)
       }
@@ -244,7 +251,7 @@ export function createPipeline(deps: PipelineDeps) {
     const tightRoom = admission.tightRoom(a.keyHash)
     if (tightRoom !== null) await exact(tightRoom)
     let result = await a.reserveOnce(plan)
-    if (!isBudgetRefusal(result)) return { plan, result }
+    if (!isBudgetRefusal(result)) return { plan, result, counted: known }
     admission.markTight(a.keyHash, settledRoom(result))
     if (!counted) {
       const before = plan
@@ -254,7 +261,7 @@ export function createPipeline(deps: PipelineDeps) {
     const blocked = (r: ReserveResult) => isBudgetRefusal(r) && blockedByHolds(r, plan.minMicros)
     if (blocked(result)) result = await admission.waitForHolds(a.keyHash, () => a.reserveOnce(plan), blocked)
     if (isBudgetRefusal(result)) admission.markTight(a.keyHash, settledRoom(result))
-    return { plan, result }
+    return { plan, result, counted: known }
   }
 
   async function authorizeFree(keyHash: string, provider: ProviderId): Promise<void> {

@@ -21,6 +21,8 @@ export interface Summary {
   maxTokens?: number
   /** The refusing budget window. */
   window?: string
+  /** What in-flight requests held in the refusing window or session (a reservation's or an extension's refusal). */
+  heldUsd?: number
   /** Why a 5xx happened (store or transport fault), never a request detail. */
   cause?: string
   /** Milliseconds spent before the upstream was called. */

@@ -11,8 +11,11 @@ export interface TokenizerSpec {
 
 /** Counts one stream's generated output, delta by delta. Hidden reasoning it never sees is never in it. */
 export interface OutputCounter {
-  /** Adds one delta's generated text (non-strings and empty strings add nothing). */
-  add(text: unknown): void
+  /**
+   * Adds one delta's generated text (non-strings and empty strings add nothing). `context` names the
+   * text it continues (a choice's index when a request asks for several): each is tokenized on its own.
+   */
+  add(text: unknown, context?: number): void
   /** Adds tokens known without text: a block's or tool call's framing, a generated image. */
   addTokens(tokens: number): void
   /** Tokens so far: the text's count × factor, rounded up, plus the added tokens. */
@@ -27,54 +30,79 @@ function warm(encoding: Encoding): void {
 // A piece longer than this (a run without breaks, e.g. base64) is counted and dropped rather than carried,
 // so carrying never makes a stream quadratic; the split costs at most a token or two at that point.
 const MAX_CARRY_CHARS = 256
+// Contexts one stream may open (OpenAI's `n` is at most 128); text of any other continues the last one.
+const MAX_CONTEXTS = 128
+
+/** One text being generated: its settled tokens, the pieces the next delta may still change, text waiting for the encoder. */
+interface TextState {
+  complete: number
+  carry: string
+  carryTokens: number
+  pending: string[]
+  pendingBytes: number
+}
 
 /**
  * A counter that tokenizes each delta together with the last pre-tokenizer pieces before it, so the
- * total equals counting the whole text at once (± a token where a piece outgrew the carry). Until the
- * encoder is built (in slices, started with the first stream) a delta counts its UTF-8 bytes, an upper
- * bound for any byte-level tokenizer; that text is recounted exactly once the encoder is ready.
+ * total equals counting the whole text at once (± a token where a piece outgrew the carry); each context
+ * (choice) is its own text. Until the encoder is built (in slices, started with the first stream) a delta
+ * counts its UTF-8 bytes, an upper bound for any byte-level tokenizer; that text is recounted exactly
+ * once the encoder is ready.
  */
 export function createOutputCounter(spec: TokenizerSpec): OutputCounter {
   const { encoding, factor } = spec
   // Started with the stream, so the build has the provider's time to first token as a head start.
   if (!encoderReady(encoding)) warm(encoding)
-  let complete = 0 // tokens of pieces the next delta can no longer change
-  let carry = ''
-  let carryTokens = 0
+  const texts = new Map<number, TextState>()
   let extra = 0
-  let pending: string[] = []
-  let pendingBytes = 0
 
-  function absorb(text: string): void {
-    let joined = carry + text
-    if (pending.length > 0) {
-      joined = carry + pending.join('') + text
-      pending = []
-      pendingBytes = 0
+  function textOf(context: number): TextState {
+    let state = texts.get(context)
+    if (state === undefined) {
+      if (texts.size >= MAX_CONTEXTS) return [...texts.values()].at(-1) as TextState
+      state = { complete: 0, carry: '', carryTokens: 0, pending: [], pendingBytes: 0 }
+      texts.set(context, state)
+    }
+    return state
+  }
+
+  function absorb(state: TextState, text: string): void {
+    let joined = state.carry + text
+    if (state.pending.length > 0) {
+      joined = state.carry + state.pending.join('') + text
+      state.pending = []
+      state.pendingBytes = 0
     }
     const counted = countCompletePieces(joined, encoding)
-    complete += counted.tokens
-    carry = counted.rest
-    if (carry.length > MAX_CARRY_CHARS) {
-      complete += countTextTokens(carry, encoding)
-      carry = ''
+    state.complete += counted.tokens
+    state.carry = counted.rest
+    if (state.carry.length > MAX_CARRY_CHARS) {
+      state.complete += countTextTokens(state.carry, encoding)
+      state.carry = ''
     }
-    carryTokens = carry.length === 0 ? 0 : countTextTokens(carry, encoding)
+    state.carryTokens = state.carry.length === 0 ? 0 : countTextTokens(state.carry, encoding)
   }
 
   return {
-    add(text) {
+    add(text, context = 0) {
       if (typeof text !== 'string' || text.length === 0) return
-      if (encoderReady(encoding)) return absorb(text)
-      pending.push(text)
-      pendingBytes += Buffer.byteLength(text)
+      const state = textOf(Number.isSafeInteger(context) ? context : 0)
+      if (encoderReady(encoding)) return absorb(state, text)
+      state.pending.push(text)
+      state.pendingBytes += Buffer.byteLength(text)
     },
     addTokens(tokens) {
       if (Number.isFinite(tokens) && tokens > 0) extra += tokens
     },
     tokens() {
-      if (pending.length > 0 && encoderReady(encoding)) absorb('')
-      return Math.ceil((complete + carryTokens) * factor) + pendingBytes + extra
+      let counted = 0
+      let bytes = 0
+      for (const state of texts.values()) {
+        if (state.pending.length > 0 && encoderReady(encoding)) absorb(state, '')
+        counted += state.complete + state.carryTokens
+        bytes += state.pendingBytes
+      }
+      return Math.ceil(counted * factor) + bytes + extra
     },
   }
 }

@@ -3,7 +3,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { preloadEncoding } from '../../src/tokens/tiktoken.js'
 import { createTestKey, currentDaily, flood, latestSummary, metered } from '../support/e2e.js'
 import { startFakeAnthropic, type FakeAnthropic } from '../support/fake-anthropic.js'
-import { resetFake } from '../support/fake-server.js'
+import { billedInput, resetFake } from '../support/fake-server.js'
+import { billedPrompt } from '../support/billing.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startTestStore, type TestStore } from '../support/stores.js'
 
@@ -101,8 +102,8 @@ describe('@anthropic-ai/sdk through the proxy', () => {
     expect(upstream.headers['anthropic-beta']).toBe('prompt-caching-2024-07-31')
     expect(upstream.headers['accept-encoding']).toBe('identity')
     expect(upstream.body).toEqual(ask)
-    // 12 input + 7 output tokens.
-    expect(await settled()).toEqual({ spent: 19, held: 0 })
+    // The input Claude bills (the fake's ledger) + 7 output tokens.
+    expect(await settled()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
   })
 
   it('stream: relays every event unchanged and settles the reported usage', async () => {
@@ -111,16 +112,16 @@ describe('@anthropic-ai/sdk through the proxy', () => {
     expect(error).toBeNull()
     expect(text).toBe(' tok'.repeat(6))
     expect(fake.received[0]?.body).toEqual({ ...ask, stream: true })
-    expect(await settled()).toEqual({ spent: 12 + 6, held: 0 })
-    expect(lastSummary()).toMatchObject({ outcome: 'completed', inputTokens: 12, outputTokens: 6 })
+    expect(await settled()).toEqual({ spent: billedInput(fake) + 6, held: 0 })
+    expect(lastSummary()).toMatchObject({ outcome: 'completed', inputTokens: billedInput(fake), outputTokens: 6 })
   })
 
   it('messages.stream(): the helper assembles the final message', async () => {
     fake.options = { chunks: 3 }
     const final = await client().messages.stream(ask).finalMessage()
     expect(final.content[0]).toMatchObject({ type: 'text', text: ' tok tok tok' })
-    expect(final.usage).toMatchObject({ input_tokens: 12, output_tokens: 3 })
-    expect(await settled()).toEqual({ spent: 15, held: 0 })
+    expect(final.usage).toMatchObject({ input_tokens: billedInput(fake), output_tokens: 3 })
+    expect(await settled()).toEqual({ spent: billedInput(fake) + 3, held: 0 })
   })
 
   it('prices cache reads and cache writes at their own rates, streamed or not', async () => {
@@ -135,7 +136,9 @@ describe('@anthropic-ai/sdk through the proxy', () => {
 
   it('count_tokens and the model list pass through free, with the upstream key', async () => {
     const counted = await client().messages.countTokens({ model: 'claude-test', messages: ask.messages })
-    expect(counted.input_tokens).toBe(12)
+    // The count endpoint answers what a message with this body bills.
+    expect(counted.input_tokens).toBe(billedPrompt({ messages: ask.messages }, 'claude', 'claude-test'))
+    expect(counted.input_tokens).toBeGreaterThan(0)
     const models = await client().models.list()
     expect(models.data.map((m) => m.id)).toEqual(['claude-test'])
     expect(fake.received.map((r) => `${r.method} ${r.url.split('?')[0]}`)).toEqual(['POST /v1/messages/count_tokens', 'GET /v1/models'])
@@ -159,7 +162,7 @@ describe('@anthropic-ai/sdk through the proxy', () => {
     expect(response.status).toBe(200)
     expect(fake.received[1]?.headers['x-api-key']).toBe('sk-ant-real-legacy')
     expect(fake.received[1]?.headers.authorization).toBeUndefined()
-    expect(await settled()).toEqual({ spent: 38, held: 0 })
+    expect(await settled()).toEqual({ spent: billedInput(fake) + 7 + 7, held: 0 })
   })
 
   it('header auth with the lp- key in x-api-key, as older SDKs send it', async () => {
@@ -250,7 +253,7 @@ describe('errors in Anthropic shape raise the SDK typed errors', () => {
     const { spent } = await settled()
     const summary = lastSummary()
     expect(spent).toBe(Number(summary.inputTokens) + Number(summary.outputTokens))
-    expect(summary.inputTokens).toBe(12)
+    expect(summary.inputTokens).toBe(billedInput(fake))
   })
 })
 
@@ -305,11 +308,11 @@ describe('budgets', () => {
     const summary = lastSummary()
     expect(summary.outcome).toBe('client_closed')
     // Input as message_start reported it; output estimated from the deltas (o200k × 1.35) plus the block overhead.
-    expect(summary.inputTokens).toBe(12)
+    expect(summary.inputTokens).toBe(billedInput(fake))
     const output = Number(summary.outputTokens)
     expect(output).toBeGreaterThanOrEqual(2 + Math.ceil(1.35 * 3))
     expect(output).toBeLessThanOrEqual(2 + Math.ceil(1.35 * written))
-    expect(spent).toBe(12 + output)
+    expect(spent).toBe(billedInput(fake) + output)
     await new Promise((r) => setTimeout(r, 200))
     expect((await daily()).spent).toBe(spent)
   })
@@ -338,7 +341,7 @@ describe('budgets', () => {
     const { response } = await client().messages.create(body).withResponse()
     expect(response.headers.get('x-loopers-max-tokens')).toBe('200')
     expect(fake.received[1]?.body?.max_tokens).toBe(200)
-    expect((await settled()).spent - before).toBe(19)
+    expect((await settled()).spent - before).toBe((fake.prompts.at(-1) ?? 0) + 7)
   })
 
   it('a flood of 200 concurrent requests admits exactly as many as the budget holds', async () => {

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { preloadEncoding } from '../../src/tokens/tiktoken.js'
 import { createTestKey, expectCutAtBudget, expectNoProxyKeyIn, flood, settledDaily, summaryAt } from '../support/e2e.js'
 import { startFakeAzure, type FakeAzure } from '../support/fake-azure.js'
-import { resetFake } from '../support/fake-server.js'
+import { billedInput, resetFake, type LedgerEntry } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startTestStore, type TestStore } from '../support/stores.js'
 
@@ -108,8 +108,8 @@ describe('AzureOpenAI through the proxy', () => {
     expect(upstream.headers.authorization).toBeUndefined()
     expect(upstream.headers['accept-encoding']).toBe('identity')
     expectNoProxyKeyUpstream()
-    // 12 prompt + 7 completion tokens, priced by the deployment name.
-    expect(await daily()).toEqual({ spent: 19, held: 0 })
+    // The prompt as Azure bills it (the fake's ledger) + 7 completion tokens, priced by the deployment name.
+    expect(await daily()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
     expect((await summaryOf(1)).model).toBe('my-gpt4o')
   })
 
@@ -131,7 +131,7 @@ describe('AzureOpenAI through the proxy', () => {
     expect(fake.received[0]?.body?.stream_options).toEqual({ include_usage: true })
     expectNoProxyKeyUpstream()
     await eventually(async () => (await daily()).held === 0, 'settlement')
-    expect(await daily()).toEqual({ spent: 12 + 6, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(fake) + 6, held: 0 })
   })
 
   it('an api-version older than 2024-09-01 gets no stream_options and settles the proxy’s own count', async () => {
@@ -147,7 +147,12 @@ describe('AzureOpenAI through the proxy', () => {
     // No usage without stream_options: the proxy's own count, o200k tokens, equals what the fake billed.
     expect(summary.outputTokens).toBe(3)
     expect(fake.ledger[0]?.outputTokensWritten).toBe(3)
-    expect((await daily()).spent).toBe(Number(summary.inputBound) + 3)
+    // Nor input: the prompt is counted with tiktoken (message wrappers bounded from above), not charged at its byte bound.
+    const billed = fake.ledger[0]?.inputTokens ?? 0
+    expect(Number(summary.inputTokens)).toBeGreaterThanOrEqual(billed)
+    expect(Number(summary.inputTokens)).toBeLessThanOrEqual(billed + 2)
+    expect(Number(summary.inputTokens)).toBeLessThan(Number(summary.inputBound))
+    expect((await daily()).spent).toBe(Number(summary.inputTokens) + 3)
   })
 
   it('an old api-version gets its lowered cap as max_tokens', async () => {
@@ -163,14 +168,14 @@ describe('AzureOpenAI through the proxy', () => {
     const result = await azure({ deployment: 'my-embed' }).embeddings.create({ model: 'text-embedding-3-small', input: 'hello world' })
     expect(result.data[0]?.embedding).toEqual([0.5, 0.25, 0.125])
     expect(fake.received[0]?.url).toBe(`/openai/deployments/my-embed/embeddings?api-version=${API_VERSION}`)
-    expect(await daily()).toEqual({ spent: 12, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(fake), held: 0 })
   })
 
   it('responses go to /openai/responses with the deployment in the body', async () => {
     const response = await azure({ apiVersion: '2025-03-01-preview', deployment: undefined }).responses.create({ model: 'my-gpt4o', input: 'hi' })
     expect(response.output_text).toBe('hello again from the fake server now')
     expect(fake.received[0]?.url).toBe('/openai/responses?api-version=2025-03-01-preview')
-    expect(await daily()).toEqual({ spent: 19, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
   })
 
   it('the v1 API: the OpenAI SDK with Bearer auth and the deployment as model', async () => {
@@ -181,7 +186,7 @@ describe('AzureOpenAI through the proxy', () => {
     expect(fake.received[0]?.headers['api-key']).toBe(UPSTREAM_KEY)
     expect(fake.received[0]?.headers.authorization).toBeUndefined()
     expectNoProxyKeyUpstream()
-    expect(await daily()).toEqual({ spent: 19, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
   })
 
   it('the model list passes through free', async () => {
@@ -198,7 +203,7 @@ describe('AzureOpenAI through the proxy', () => {
     expect(fake.received[0]?.headers['api-key']).toBe('azure-real-key-from-sdk')
     expect(fake.received[0]?.url).toBe(`/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}`)
     expectNoProxyKeyUpstream()
-    expect((await daily()).spent).toBe(19)
+    expect((await daily()).spent).toBe(billedInput(fake) + 7)
   })
 
   it('without a client credential the server-held LOOPERS_AZURE_API_KEY is injected', async () => {
@@ -241,7 +246,7 @@ describe('AzureOpenAI through the proxy', () => {
     try {
       await azure({ endpoint: `${other.url}/azure`, deployment: 'prod-dep' }).chat.completions.create({ model: 'gpt-4o', messages: HI })
       expect(fake.received[0]?.url).toBe(`/openai/deployments/prod-dep/chat/completions?api-version=${API_VERSION}`)
-      expect(await daily([other])).toEqual({ spent: 12 + 7, held: 0 })
+      expect(await daily([other])).toEqual({ spent: billedInput(fake) + 7, held: 0 })
     } finally {
       await other.close()
     }
@@ -253,7 +258,7 @@ describe('AzureOpenAI through the proxy', () => {
       await azure({ endpoint: `${other.url}/azure`, deployment: 'any-deployment' }).chat.completions.create({ model: 'gpt-4o', messages: HI })
       expect(fake.received[0]?.url).toBe(`/openai/deployments/any-deployment/chat/completions?api-version=${API_VERSION}`)
       // _fallback: 5 USD per 1M input, 20 USD per 1M output.
-      expect(await daily([other])).toEqual({ spent: 12 * 5 + 7 * 20, held: 0 })
+      expect(await daily([other])).toEqual({ spent: billedInput(fake) * 5 + 7 * 20, held: 0 })
     } finally {
       await other.close()
     }
@@ -384,9 +389,12 @@ describe('streams metered chunk by chunk', () => {
     await eventually(async () => (await daily()).held === 0, 'settlement')
     const summary = await summaryOf(2)
     expect(summary.outcome).toBe('cutoff')
-    expect(summary.inputTokens).toBe(inputBound)
+    // Charged the input the provider bills (counted with tiktoken at the cut, message wrappers bounded from above), not the bound.
+    const billed = (fake.ledger.at(-1) as LedgerEntry).inputTokens
+    expect(Number(summary.inputTokens)).toBeGreaterThanOrEqual(billed)
+    expect(Number(summary.inputTokens)).toBeLessThanOrEqual(billed + 2)
     expectCutAtBudget(text, Number(summary.outputTokens))
-    expect((await daily()).spent - before).toBe(inputBound + Number(summary.outputTokens))
+    expect((await daily()).spent - before).toBe(Number(summary.inputTokens) + Number(summary.outputTokens))
   })
 
   it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {

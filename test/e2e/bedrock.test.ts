@@ -15,7 +15,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { countTextTokens, preloadEncoding } from '../../src/tokens/tiktoken.js'
 import { createTestKey, currentDaily, metered, summaryAt } from '../support/e2e.js'
 import { startFakeBedrock, type FakeBedrock } from '../support/fake-bedrock.js'
-import { resetFake } from '../support/fake-server.js'
+import { billedInput, resetFake, type LedgerEntry } from '../support/fake-server.js'
+import { billedPrompt } from '../support/billing.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startTestStore, type TestStore } from '../support/stores.js'
 
@@ -156,26 +157,28 @@ describe('AWS SDK (SigV4 over h2c) through the proxy', () => {
     expect(request.headers['accept-encoding']).toBe('identity')
     expect(request.raw).toBe(claudeBody())
     expectNoProxyKeyUpstream()
-    expect(await daily()).toEqual({ spent: 12 + 7, held: 0 })
+    // The prompt as the model's family bills it (the fake's ledger) + 7 output tokens.
+    expect(await daily()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
   })
 
   it('InvokeModel usage from the x-amzn-bedrock token headers when the body has none (Mistral), and embeddings', async () => {
     await client().send(new InvokeModelCommand({ modelId: 'mistral.mistral-test-v1:0', body: JSON.stringify({ prompt: '<s>[INST] hi [/INST]', max_tokens: 50 }) }))
-    expect(await daily()).toEqual({ spent: 19, held: 0 })
-    expect(await summary(1)).toMatchObject({ inputTokens: 12, outputTokens: 7, outcome: 'completed' })
+    const mistralPrompt = billedInput(fake)
+    expect(await daily()).toEqual({ spent: mistralPrompt + 7, held: 0 })
+    expect(await summary(1)).toMatchObject({ inputTokens: mistralPrompt, outputTokens: 7, outcome: 'completed' })
     const embedded = await client().send(new InvokeModelCommand({ modelId: 'amazon.titan-embed-test-v1', body: JSON.stringify({ inputText: 'hello world' }) }))
     expect(JSON.parse(Buffer.from(embedded.body).toString('utf8'))).toMatchObject({ embedding: [0.5, 0.25, 0.125] })
-    expect(await daily()).toEqual({ spent: 19 + 12, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
   })
 
   it('Converse with an ARN model id: the path goes upstream exactly as the SDK encoded it; pricing sees the decoded id', async () => {
     const arn = 'arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.amazon.nova-test-v1:0'
     const response = await client().send(new ConverseCommand(converseInput(arn, 64)))
     expect(response.output?.message?.content?.[0]?.text).toBe('hello again from the fake server now')
-    expect(response.usage).toMatchObject({ inputTokens: 12, outputTokens: 7 })
+    expect(response.usage).toMatchObject({ inputTokens: billedInput(fake), outputTokens: 7 })
     expect(fake.received[0]?.url).toBe(`/model/${encodeURIComponent(arn)}/converse`)
     expect(await summary(1)).toMatchObject({ model: arn, op: 'converse' })
-    expect(await daily()).toEqual({ spent: 19, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
   })
 
   it('without X-Loopers credentials the server-held AWS_* credentials sign, in AWS_REGION', async () => {
@@ -197,7 +200,7 @@ describe('AWS SDK (SigV4 over h2c) through the proxy', () => {
     expect(response.stopReason).toBe('end_turn')
     expect(fake.received[0]?.auth).toMatchObject({ kind: 'sigv4', accessKeyId: SERVER_AWS.accessKeyId })
     expectNoProxyKeyUpstream()
-    expect(await daily()).toEqual({ spent: 19, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
   })
 
   it('path auth: the Bedrock API key the SDK sends becomes the upstream credential', async () => {
@@ -212,7 +215,7 @@ describe('AWS SDK (SigV4 over h2c) through the proxy', () => {
     const response = await client().send(new InvokeModelWithResponseStreamCommand({ modelId: CLAUDE, body: claudeBody() }))
     expect(await collectInvoke(response.body)).toBe(' tok'.repeat(6))
     await eventually(async () => (await daily()).held === 0, 'settlement')
-    expect(await daily()).toEqual({ spent: 12 + 6, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(fake) + 6, held: 0 })
     expect(fake.received[0]?.url).toBe('/model/us.anthropic.claude-test-v1%3A0/invoke-with-response-stream')
     expectNoProxyKeyUpstream()
   })
@@ -222,7 +225,7 @@ describe('AWS SDK (SigV4 over h2c) through the proxy', () => {
     const response = await client().send(new ConverseStreamCommand(converseInput()))
     expect(await collectConverse(response.stream)).toBe(' tok'.repeat(9))
     await eventually(async () => (await daily()).held === 0, 'settlement')
-    expect(await daily()).toEqual({ spent: 12 + 9, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(fake) + 9, held: 0 })
     expectNoProxyKeyUpstream()
   })
 
@@ -230,7 +233,9 @@ describe('AWS SDK (SigV4 over h2c) through the proxy', () => {
     const list = await client().send(new ListAsyncInvokesCommand({ maxResults: 5 })).catch((e: unknown) => e)
     expect(list).toMatchObject({ code: 'invalid_request', $metadata: { httpStatusCode: 400 } })
     const counted = await client().send(new CountTokensCommand({ modelId: CLAUDE, input: { invokeModel: { body: new TextEncoder().encode(claudeBody()) } } }))
-    expect(counted.inputTokens).toBe(12)
+    // The count endpoint answers what the invoke body bills.
+    expect(counted.inputTokens).toBe(billedPrompt(JSON.parse(claudeBody()) as Record<string, unknown>, 'claude', CLAUDE))
+    expect(counted.inputTokens).toBeGreaterThan(0)
     expect(fake.received.map((r) => [r.method, r.url.split('?')[0], r.auth.kind])).toEqual([
       ['POST', '/model/us.anthropic.claude-test-v1%3A0/count-tokens', 'sigv4'],
     ])
@@ -330,9 +335,12 @@ describe('budgets', () => {
     const line = await summary(2)
     expect(line.outcome).toBe('cutoff')
     expect(line.code).toBe('budget_exceeded')
-    expect(line.inputTokens).toBe(inputBound)
+    // No usage before the cut: the input is counted at CountTokens after it, as the provider bills it.
+    const billed = (fake.ledger.at(-1) as LedgerEntry).inputTokens
+    expect(billed).toBeLessThan(inputBound)
+    expect(line.inputTokens).toBe(billed)
     expect(Number(line.outputTokens)).toBe(29)
-    expect((await daily()).spent - before).toBe(inputBound + 29)
+    expect((await daily()).spent - before).toBe(billed + 29)
   })
 
   it('cuts an InvokeModelWithResponseStream too (input reported early): the SDK raises ThrottlingException', async () => {
@@ -342,7 +350,7 @@ describe('budgets', () => {
     await eventually(async () => (await daily()).held === 0, 'settlement')
     const inputBound = Number((await summary(1)).inputBound)
     const before = (await daily()).spent
-    // Room for admission only: the stream runs on its first slice, priced with the 12 input tokens Llama reports.
+    // Room for admission only: the stream runs on its first slice, priced with the input tokens Llama reports.
     await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 16 } })
     const word = 'twenty-byte-token-- '
     fake.options = { chunks: 400, chunkDelayMs: 2, word }
@@ -353,15 +361,16 @@ describe('budgets', () => {
       }
     })().catch((e: unknown) => e)
     expect(error).toBeInstanceOf(ThrottlingException)
-    // Output is estimated as o200k × 1.35 (bedrock's factor): the words that fit the room left after 12 input tokens.
+    // Output is estimated as o200k × 1.35 (bedrock's factor): the words that fit the room left after the input reported.
+    const prompt = (fake.ledger.at(-1) as LedgerEntry).inputTokens
     const estimate = (words: number): number => Math.ceil(countTextTokens(word.repeat(words), 'o200k_base') * 1.35)
     let delivered = 0
-    while (estimate(delivered + 1) <= inputBound + 16 - 12) delivered++
+    while (estimate(delivered + 1) <= inputBound + 16 - prompt) delivered++
     expect(delivered).toBeGreaterThan(0)
     expect(generated).toBe(word.repeat(delivered))
     await eventually(async () => (await daily()).held === 0, 'settlement')
-    expect(await summary(2)).toMatchObject({ outcome: 'cutoff', inputTokens: 12, outputTokens: estimate(delivered + 1) })
-    expect((await daily()).spent - before).toBe(12 + estimate(delivered + 1))
+    expect(await summary(2)).toMatchObject({ outcome: 'cutoff', inputTokens: prompt, outputTokens: estimate(delivered + 1) })
+    expect((await daily()).spent - before).toBe(prompt + estimate(delivered + 1))
   })
 
   it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {

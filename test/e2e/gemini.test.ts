@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { createTestKey, currentDaily, flood, metered, summaryAt } from '../support/e2e.js'
 import { startFakeGemini, type FakeGemini } from '../support/fake-gemini.js'
-import { resetFake } from '../support/fake-server.js'
+import { billedInput, resetFake } from '../support/fake-server.js'
+import { billedPrompt } from '../support/billing.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startTestStore, type TestStore } from '../support/stores.js'
 
@@ -84,8 +85,8 @@ describe('@google/genai through the proxy', () => {
     expect(fake.received[0]?.headers['accept-encoding']).toBe('identity')
     expect(fake.received[0]?.body).toMatchObject({ generationConfig: { maxOutputTokens: 200 } })
     expectProxyKeyNeverForwarded()
-    // 12 prompt + 7 candidates + 5 thinking tokens.
-    expect(await daily()).toEqual({ spent: 24, held: 0 })
+    // The prompt Gemini bills (the fake's ledger) + 7 candidates + 5 thinking tokens.
+    expect(await daily()).toEqual({ spent: billedInput(fake) + 7 + 5, held: 0 })
   })
 
   it('generateContentStream: uses alt=sse, relays every chunk, settles the reported usage', async () => {
@@ -96,14 +97,15 @@ describe('@google/genai through the proxy', () => {
     expect(fake.received[0]?.url).toBe('/v1beta/models/gemini-test:streamGenerateContent?alt=sse')
     expectProxyKeyNeverForwarded()
     await eventually(async () => (await daily()).held === 0, 'settlement')
-    expect(await daily()).toEqual({ spent: 12 + 6, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(fake) + 6, held: 0 })
   })
 
   it('a JSON-array stream (no alt) passes through byte for byte, with the ?key= form of the proxy key', async () => {
     fake.options = { chunks: 4 }
     const body = { contents }
     const direct = await (await fetch(`${fake.url}/v1beta/models/gemini-test:streamGenerateContent`, { method: 'POST', body: JSON.stringify(body) })).text()
-    fake.received.length = 0
+    resetFake(fake)
+    fake.options = { chunks: 4 }
     const response = await post(`${STREAM}?key=${key}`, body)
     expect(response.status).toBe(200)
     const text = await response.text()
@@ -113,7 +115,7 @@ describe('@google/genai through the proxy', () => {
     expect(fake.received[0]?.url).toBe('/v1beta/models/gemini-test:streamGenerateContent')
     expectProxyKeyNeverForwarded()
     await eventually(async () => (await daily()).held === 0, 'settlement')
-    expect(await daily()).toEqual({ spent: 12 + 4, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(fake) + 4, held: 0 })
   })
 
   it('v1 and the ?key= form work for generateContent too; other query parameters are kept', async () => {
@@ -121,12 +123,14 @@ describe('@google/genai through the proxy', () => {
     expect(response.status).toBe(200)
     expect(fake.received[0]?.url).toBe('/v1/models/gemini-test:generateContent?prettyPrint=false')
     expectProxyKeyNeverForwarded()
-    expect((await daily()).spent).toBe(19)
+    expect((await daily()).spent).toBe(billedInput(fake) + 7)
   })
 
   it('countTokens and the model list pass through free, with the upstream key', async () => {
     const counted = await client().models.countTokens({ model: 'gemini-test', contents: 'hi' })
-    expect(counted.totalTokens).toBe(12)
+    // The count endpoint answers what a generation with these contents bills.
+    expect(counted.totalTokens).toBe(billedPrompt(fake.received[0]?.body ?? {}, 'gemini', 'gemini-test'))
+    expect(counted.totalTokens).toBeGreaterThan(0)
     const names: string[] = []
     for await (const model of await client().models.list()) names.push(model.name ?? '')
     expect(names).toEqual(['models/gemini-test'])
@@ -149,7 +153,7 @@ describe('@google/genai through the proxy', () => {
     await sdk.models.generateContent({ model: 'gemini-test', contents: 'hi' })
     expect(fake.received[0]?.url).toBe('/v1beta/models/gemini-test:generateContent')
     expectProxyKeyNeverForwarded()
-    expect((await daily()).spent).toBe(19)
+    expect((await daily()).spent).toBe(billedInput(fake) + 7)
   })
 
   it('unknown, revoked and foreign keys raise ApiError with Google status and the Loopers code; nothing reaches the upstream', async () => {
@@ -302,7 +306,7 @@ describe('streams metered chunk by chunk', () => {
     expect(output).toBeLessThanOrEqual(written)
     const spent = (await daily()).spent
     expect(spent).toBe(Number(summary.inputTokens) + output)
-    expect(Number(summary.inputTokens)).toBe(12)
+    expect(Number(summary.inputTokens)).toBe(billedInput(fake))
     await new Promise((r) => setTimeout(r, 200))
     expect((await daily()).spent).toBe(spent)
   })
@@ -317,7 +321,7 @@ describe('streams metered chunk by chunk', () => {
     expect((error as ApiError).status).toBe(502)
     expect(text).toBe(' tok'.repeat(5))
     await eventually(async () => (await daily()).held === 0, 'settlement')
-    expect((await daily()).spent).toBe(12 + 5)
+    expect((await daily()).spent).toBe(billedInput(fake) + 5)
   })
 
   it('holds the worst case for a model that thinks before it streams, and settles the thinking', async () => {
@@ -329,7 +333,7 @@ describe('streams metered chunk by chunk', () => {
     expect((await daily()).held).toBeGreaterThanOrEqual(1000)
     while (!(await iterator.next()).done);
     await eventually(async () => (await daily()).held === 0, 'settlement')
-    expect((await daily()).spent).toBe(12 + 2 + 30)
+    expect((await daily()).spent).toBe(billedInput(fake) + 2 + 30)
   })
 })
 

@@ -48,7 +48,7 @@ describe('graceful shutdown', () => {
     const after = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: fake.url })
     try {
       expect(await held(after, hash)).toBe(0)
-      expect((await after.admin.status(hash))!.daily.spentMicros).toBe(12 + 20)
+      expect((await after.admin.status(hash))!.daily.spentMicros).toBe((fake.prompts.at(-1) ?? 0) + 20)
     } finally {
       await after.close()
       await proxy.close()
@@ -110,7 +110,8 @@ describe('graceful shutdown', () => {
 
 describe('admin listener', () => {
   it('exports Prometheus metrics, health and readiness', async () => {
-    fake.options = {}
+    // A fixed prompt bill, so the exported spend is a known number (12 + 7 tokens at 1 micro-USD).
+    fake.options = { promptTokens: 12 }
     fake.received.length = 0
     const proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: fake.url })
     try {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { preloadEncoding } from '../../src/tokens/tiktoken.js'
 import { createTestKey, latestSummary, settle, settledDaily } from '../support/e2e.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
-import { resetFake } from '../support/fake-server.js'
+import { billedInput, resetFake, type LedgerEntry } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startTestStore, STORE_KINDS, type StoreKind, type TestStore } from '../support/stores.js'
 
@@ -65,7 +65,7 @@ describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
       for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ''
       expect(text).toBe(' tok'.repeat(40))
       await eventually(async () => (await daily()).held === 0, 'settlement')
-      expect((await daily()).spent).toBe(12 + 40)
+      expect((await daily()).spent).toBe(billedInput(fake) + 40)
     })
 
     it('cuts a stream at the budget with an error event the SDK raises, and closes the upstream', async () => {
@@ -100,13 +100,39 @@ describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
       await eventually(async () => (await daily()).held === 0, 'settlement')
       const summary = await lastSummary()
       expect(summary.outcome).toBe('cutoff')
-      // Charged: the input bound and the output counted, including the event(s) that did not fit.
-      expect(summary.inputTokens).toBe(inputBound)
+      // Charged: the input the provider bills (counted at the cut: tiktoken, message wrappers bounded from
+      // above) and the output counted, including the event(s) that did not fit.
+      const billed = (fake.ledger.at(-1) as LedgerEntry).inputTokens
+      expect(Number(summary.inputTokens)).toBeGreaterThanOrEqual(billed)
+      expect(Number(summary.inputTokens)).toBeLessThanOrEqual(billed + 2)
+      expect(Number(summary.inputTokens)).toBeLessThan(inputBound)
       const counted = Number(summary.outputTokens)
-      expect((await daily()).spent - before).toBe(inputBound + counted)
+      expect((await daily()).spent - before).toBe(Number(summary.inputTokens) + counted)
       // The 21st event, the one that did not fit, is counted: the provider generated it.
       expect(counted).toBe(delivered + 1)
       expect(inputBound + delivered).toBeLessThanOrEqual(room)
+    })
+
+    it('n > 1: each choice is counted as its own text; a reset stream is charged what the provider generated', async () => {
+      await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
+      // Two choices of the realistic answer (code, non-English text) in 5-character deltas, interleaved:
+      // counted as one text, one choice's word fragments would glue onto the other's.
+      fake.options = { answer: true, chunks: 150, charDeltas: 5, resetAfterChunks: 120 }
+      const stream = await client().chat.completions.create({ model: 'gpt-test', n: 2, messages: [{ role: 'user', content: 'go' }], stream: true })
+      const indexes = new Set<number>()
+      await (async () => {
+        for await (const chunk of stream) for (const choice of chunk.choices) indexes.add(choice.index)
+      })().catch(() => undefined)
+      expect([...indexes].sort()).toEqual([0, 1])
+      await eventually(async () => (await daily()).held === 0, 'settlement')
+      const entry = fake.ledger.at(-1) as LedgerEntry
+      expect(entry.finished).toBe(false)
+      const summary = await lastSummary()
+      expect(summary.outcome).toBe('upstream_failed')
+      // No usage arrived: the proxy's count (tiktoken, per choice) is what is charged, within 2 tokens of the bill.
+      const output = Number(summary.outputTokens)
+      expect(Math.abs(output - entry.outputTokensWritten), `counted ${output}, billed ${entry.outputTokensWritten}`).toBeLessThanOrEqual(2)
+      expect((await daily()).spent).toBe(Number(summary.inputTokens) + output)
     })
 
     it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {
@@ -173,7 +199,7 @@ describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
       expect((await proxy.admin.status(hash))!.daily.heldMicros).toBeGreaterThanOrEqual(1000)
       while (!(await iterator.next()).done);
       await eventually(async () => (await daily()).held === 0, 'settlement')
-      expect((await daily()).spent).toBe(12 + 2)
+      expect((await daily()).spent).toBe(billedInput(fake) + 2)
     })
   })
 

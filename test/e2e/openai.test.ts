@@ -2,7 +2,7 @@ import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { createTestKey, expectNoProxyKeyIn, settledDaily } from '../support/e2e.js'
 import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
-import { resetFake } from '../support/fake-server.js'
+import { billedInput, resetFake } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startTestStore, STORE_KINDS, type StoreKind, type TestStore } from '../support/stores.js'
 
@@ -56,8 +56,8 @@ describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
       expect(fake.received[0]?.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`)
       expect(fake.received[0]?.headers['accept-encoding']).toBe('identity')
       expectNoProxyKeyUpstream()
-      // 12 prompt + 7 completion tokens at 1 micro-USD each.
-      expect(await daily()).toEqual({ spent: 19, held: 0 })
+      // The prompt as OpenAI bills it (the fake's ledger) + 7 completion tokens, at 1 micro-USD each.
+      expect(await daily()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
     })
 
     it('chat stream: forces include_usage upstream, relays every chunk, settles the reported usage', async () => {
@@ -69,7 +69,7 @@ describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
       expect((fake.received[0]?.body?.stream_options as { include_usage: boolean }).include_usage).toBe(true)
       expectNoProxyKeyUpstream()
       await eventually(async () => (await daily()).held === 0, 'settlement')
-      expect(await daily()).toEqual({ spent: 12 + 6, held: 0 })
+      expect(await daily()).toEqual({ spent: billedInput(fake) + 6, held: 0 })
     })
 
     it('forwards stream bytes exactly as the upstream sent them', async () => {
@@ -88,7 +88,7 @@ describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
     it('responses: non-streaming and streaming settle the reported usage', async () => {
       const response = await client().responses.create({ model: 'gpt-test', input: 'hi' })
       expect(response.output_text).toBe('hello again from the fake server now')
-      expect(await daily()).toEqual({ spent: 19, held: 0 })
+      expect(await daily()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
 
       fake.options = { chunks: 4 }
       const stream = await client().responses.create({ model: 'gpt-test', input: 'hi', stream: true })
@@ -96,14 +96,14 @@ describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
       for await (const event of stream) if (event.type === 'response.output_text.delta') text += event.delta
       expect(text).toBe(' tok'.repeat(4))
       await eventually(async () => (await daily()).held === 0, 'settlement')
-      expect(await daily()).toEqual({ spent: 19 + 16, held: 0 })
+      expect(await daily()).toEqual({ spent: billedInput(fake) + 7 + 4, held: 0 })
       expectNoProxyKeyUpstream()
     })
 
     it('embeddings are metered on input', async () => {
       const result = await client().embeddings.create({ model: 'embed-test', input: 'hello world' })
       expect(result.data[0]?.embedding).toEqual([0.5, 0.25, 0.125])
-      expect(await daily()).toEqual({ spent: 12, held: 0 })
+      expect(await daily()).toEqual({ spent: billedInput(fake), held: 0 })
     })
 
     it('model list passes through free, with the upstream key', async () => {
@@ -120,7 +120,7 @@ describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
       expect(fake.received[0]?.headers.authorization).toBe('Bearer sk-real-key-from-sdk')
       expect(fake.received[0]?.url).toBe('/v1/chat/completions')
       expectNoProxyKeyUpstream()
-      expect((await daily()).spent).toBe(19)
+      expect((await daily()).spent).toBe(billedInput(fake) + 7)
     })
 
     it('never sends a proxy key upstream, even when the client offers one as the provider credential', async () => {

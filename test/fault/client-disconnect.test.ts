@@ -1,6 +1,6 @@
 import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { chargedMicros, daily, reservations, settleCalls, sleep, summaries } from '../support/fault-checks.js'
+import { chargedMicros, daily, expectCountedInput, reservations, settleCalls, sleep, summaries } from '../support/fault-checks.js'
 import { startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
@@ -54,8 +54,8 @@ beforeEach(async () => {
 
 describe('client gone before the upstream answers', () => {
   it.each([
-    // A stream has produced nothing yet: the input is charged.
-    ['streamed', true, (s: Record<string, unknown>) => Number(s.inputBound)],
+    // A stream has produced nothing yet: the input is charged, as the provider bills the prompt (counted).
+    ['streamed', true, (s: Record<string, unknown>) => expectCountedInput(s, upstream.last().body)],
     // A non-streamed answer may have been fully generated: the whole hold is kept.
     ['non-streamed', false, (s: Record<string, unknown>) => Math.round(Number(s.reservedUsd) * 1_000_000)],
   ])('%s: the proxy closes the upstream request and settles once', async (_name, stream, expected) => {
@@ -77,10 +77,10 @@ describe('client gone before the upstream answers', () => {
 
 describe('client gone at the end of a stream', () => {
   it.each([
-    // Before the usage chunk: no usage reported, so the proxy's own count is charged.
-    ['right before the usage chunk', 'usage' as const, (inputBound: number, chunks: number) => inputBound + 4 * chunks],
+    // Before the usage chunk: no usage reported, so the proxy's own counts (input and output) are charged.
+    ['right before the usage chunk', 'usage' as const, (s: Record<string, unknown>, chunks: number) => expectCountedInput(s, upstream.last().body) + 4 * chunks],
     // After it: the provider's reported usage (12 prompt tokens, one token per delta) is charged.
-    ['right after the usage chunk', 'done' as const, (_inputBound: number, chunks: number) => 12 + chunks],
+    ['right after the usage chunk', 'done' as const, (_s: Record<string, unknown>, chunks: number) => 12 + chunks],
   ])('%s: upstream aborted, settled once, nothing held', async (_name, stallAt, expected) => {
     const chunks = 6
     upstream.plan = { chunks, stallAt, stallMs: 10_000 }
@@ -109,6 +109,6 @@ describe('client gone at the end of a stream', () => {
     await eventually(() => upstream.last().closedEarly, 'upstream aborted')
     expect(upstream.last().stage).toBe('stalled')
     await eventually(() => summaries(proxy, hash).length === 1, 'summary line')
-    await expectSettledOnce(settles, expected(Number(summaries(proxy, hash)[0]!.inputBound), chunks))
+    await expectSettledOnce(settles, expected(summaries(proxy, hash)[0]!, chunks))
   })
 })

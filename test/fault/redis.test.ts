@@ -1,6 +1,7 @@
 import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { preloadEncoding } from '../../src/tokens/tiktoken.js'
+import { billedPrompt } from '../support/billing.js'
 import { chargedMicros, daily, settleCalls, summaries, type Totals } from '../support/fault-checks.js'
 import { COMPLETION_TOKENS, startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
@@ -158,9 +159,16 @@ describe('Redis frozen (SIGSTOP) past the command timeout mid-stream', () => {
     const inputBound = Number(summary.inputBound)
     const { spent } = await totals()
     expect(spent).toBe(chargedMicros(summary))
-    // Counted in o200k tokens: each "tok " delta is one, and the trailing space one more.
-    expect(spent).toBeGreaterThan(inputBound + deltas)
-    expect(spent).toBeLessThanOrEqual(inputBound + deltas + 4)
+    // No usage before the cut: the input is counted as OpenAI bills the prompt the upstream received
+    // (tiktoken; message wrappers bounded from above), not charged at its byte bound.
+    const input = Number(summary.inputTokens)
+    const billed = billedPrompt(upstream.last().body ?? {}, 'openai', String(upstream.last().body?.model))
+    expect(input).toBeGreaterThanOrEqual(billed)
+    expect(input).toBeLessThanOrEqual(billed + 2)
+    expect(input).toBeLessThan(inputBound)
+    // Output counted in o200k tokens: each "tok " delta is one, and the trailing space one more.
+    expect(spent).toBeGreaterThan(input + deltas)
+    expect(spent).toBeLessThanOrEqual(input + deltas + 4)
     expect(await health()).toBe(200)
     await ask()
     expect(await totals()).toEqual({ spent: spent + ANSWER_MICROS, held: 0 })

@@ -2,7 +2,7 @@ import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { preloadEncoding } from '../../src/tokens/tiktoken.js'
 import { sessionKey } from '../../src/budget/redis/redis-keys.js'
-import { chargedMicros, daily, reservations, settleCalls, summaries } from '../support/fault-checks.js'
+import { chargedMicros, daily, expectCountedInput, reservations, settleCalls, summaries } from '../support/fault-checks.js'
 import { startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
@@ -87,13 +87,13 @@ describe('the key changes under a running stream', () => {
     const summary = summaries(proxy, hash).at(-1)!
     expect(summary.outcome).toBe('cutoff')
     expect(summary.code).toBe(code)
-    const inputBound = Number(summary.inputBound)
     const { spent } = await daily(proxy.admin, hash)
     expect(spent).toBe(chargedMicros(summary))
-    // Charged: input and every delta relayed, plus what was read but refused (at most a few deltas).
-    // Counted in o200k tokens: each "tok " delta is one, and the trailing space one more.
-    expect(spent).toBeGreaterThan(inputBound + deltas)
-    expect(spent).toBeLessThanOrEqual(inputBound + deltas + 4)
+    // Charged: input (counted as the provider bills the prompt: no usage arrived) and every delta relayed,
+    // plus what was read but refused (at most a few deltas). Each "tok " delta is one o200k token, the trailing space one more.
+    const input = expectCountedInput(summary, upstream.last().body)
+    expect(spent).toBeGreaterThan(input + deltas)
+    expect(spent).toBeLessThanOrEqual(input + deltas + 4)
     expect(await reservations(redis.url, hash)).toEqual([{ state: 'settled', amount: expect.any(Number), charged: spent }])
     expect((await settleCalls(proxy.server.adminUrl)) - settles).toBe(1)
   })

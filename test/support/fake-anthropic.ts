@@ -1,11 +1,11 @@
 import type http from 'node:http'
-import { NON_STREAM_TEXT, billedFor, capDeltas, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, billedPrompt, capDeltas, familyOf, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
 
 export interface FakeAnthropicOptions {
-  /** `input_tokens` the fake reports (default 12). */
+  /** `input_tokens` the fake reports and counts (default: the prompt in the body billed as Claude (billing.ts)). */
   inputTokens?: number
   /** `cache_read_input_tokens` and `cache_creation_input_tokens` reported (default 0 each). */
   cacheReadTokens?: number
@@ -51,7 +51,7 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
       return reply(res, 200, { data: [model], has_more: false, first_id: 'claude-test', last_id: 'claude-test' })
     }
     if (req.method === 'POST' && path === '/v1/messages/count_tokens') {
-      return answerCountTokens(res, o)
+      return answerCountTokens(res, o, promptOf(body))
     }
     if (req.method !== 'POST' || path !== '/v1/messages') {
       return reply(res, 404, { type: 'error', error: { type: 'not_found_error', message: 'Not found' } })
@@ -59,7 +59,9 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
     if (o.hang) return
     if (o.fail) return reply(res, o.fail.status, o.fail.body)
     const model = String(body.model ?? 'unknown')
-    if (body.stream === true) return streamMessage(req, res, body, model)
+    const input = promptOf(body)
+    fake.prompts.push(input)
+    if (body.stream === true) return streamMessage(req, res, body, model, input)
     const output = o.outputTokens ?? billedFor(model, NON_STREAM_TEXT)
     return reply(res, 200, {
       id: 'msg_01fake',
@@ -69,22 +71,27 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
       content: [{ type: 'text', text: NON_STREAM_TEXT }],
       stop_reason: 'end_turn',
       stop_sequence: null,
-      usage: { ...inputUsage(), output_tokens: output, service_tier: 'standard' },
+      usage: { ...inputUsage(input), output_tokens: output, service_tier: 'standard' },
     })
   }
 
-  function inputUsage(): Record<string, number> {
+  /** The input tokens a message with this body bills: the option, else its prompt billed as Claude. */
+  function promptOf(body: Record<string, unknown>): number {
+    return fake.options.inputTokens ?? billedPrompt(body, familyOf(String(body.model ?? 'claude')), String(body.model ?? 'claude'))
+  }
+
+  function inputUsage(input: number): Record<string, number> {
     const o = fake.options
     return {
-      input_tokens: o.inputTokens ?? 12,
+      input_tokens: input,
       cache_creation_input_tokens: o.cacheWriteTokens ?? 0,
       cache_read_input_tokens: o.cacheReadTokens ?? 0,
     }
   }
 
-  async function streamMessage(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string) {
+  async function streamMessage(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, input: number) {
     const o = fake.options
-    const entry = fake.openLedger(req, res)
+    const entry = fake.openLedger(req, res, input)
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'request-id': 'req_fake' })
     const maxTokens = typeof body.max_tokens === 'number' ? body.max_tokens : null
     const planned = streamPlan('claude', o, model).deltas
@@ -93,7 +100,7 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
     const event = (type: string, data: Record<string, unknown>, tokens = 0): boolean =>
       write(res, entry, `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`, tokens)
     const message = { id: 'msg_01fake', type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null }
-    if (!event('message_start', { message: { ...message, usage: { ...inputUsage(), output_tokens: 1 } } })) return
+    if (!event('message_start', { message: { ...message, usage: { ...inputUsage(input), output_tokens: 1 } } })) return
     if (!event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } })) return
     if (!event('ping', {})) return
     for (const [i, delta] of deltas.entries()) {
@@ -118,9 +125,9 @@ export async function startFakeAnthropic(initial: FakeAnthropicOptions = {}): Pr
 
 /** A JSON answer carrying the `request-id` header every Anthropic answer has. */
 /** `POST /v1/messages/count_tokens`: the input tokens a message with this body would bill, as the API counts them. */
-function answerCountTokens(res: http.ServerResponse, o: FakeAnthropicOptions): void {
+function answerCountTokens(res: http.ServerResponse, o: FakeAnthropicOptions, input: number): void {
   if (o.countFails !== undefined) return reply(res, o.countFails, { type: 'error', error: { type: 'api_error', message: 'counting failed' } })
-  reply(res, 200, { input_tokens: o.inputTokens ?? 12 })
+  reply(res, 200, { input_tokens: input })
 }
 
 function reply(res: http.ServerResponse, status: number, body: unknown): void {

@@ -1,12 +1,12 @@
 import type http from 'node:http'
 import { embeddingList, responseObject } from './fake-openai.js'
-import { NON_STREAM_TEXT, billedFor, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, billedPrompt, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
 
 export interface FakeAzureOptions {
-  /** Prompt tokens the fake reports (default 12). */
+  /** Prompt tokens the fake reports (default: tiktoken's count of the prompt in the body, as Azure OpenAI bills it). */
   promptTokens?: number
   /** Report the request body's byte length as its prompt tokens, so a request costs exactly its input bound. */
   promptTokensFromBody?: boolean
@@ -67,8 +67,9 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
         }
       }
     }
-    const promptTokens = o.promptTokensFromBody ? bodyBytes : (o.promptTokens ?? 12)
     const model = operation === 'embeddings' ? 'text-embedding-3-small' : 'gpt-4o-2024-11-20'
+    const promptTokens = o.promptTokensFromBody ? bodyBytes : (o.promptTokens ?? billedPrompt(body, 'openai', model, operation === 'embeddings'))
+    fake.prompts.push(promptTokens)
     if (operation === 'embeddings') {
       return json(res, 200, embeddingList(body, model, promptTokens))
     }
@@ -100,7 +101,7 @@ export async function startFakeAzure(initial: FakeAzureOptions = {}): Promise<Fa
 
   async function streamChat(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number) {
     const o = fake.options
-    const entry = fake.openLedger(req, res)
+    const entry = fake.openLedger(req, res, promptTokens)
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'apim-request-id': 'apim-1' })
     const base = { created: 1, id: 'chatcmpl-az2', model, object: 'chat.completion.chunk', system_fingerprint: 'fp_ee1d74bde0' }
     const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true

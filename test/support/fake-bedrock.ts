@@ -15,7 +15,7 @@ import {
   type LedgerEntry,
   type Received as BaseReceived,
 } from './fake-server.js'
-import { NON_STREAM_TEXT, billedFor, familyOf, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, billedPrompt, familyOf, streamPlan, warmBilling } from './billing.js'
 
 export type { LedgerEntry }
 
@@ -25,10 +25,12 @@ export interface Received extends BaseReceived {
 }
 
 export interface FakeBedrockOptions {
-  /** Input tokens the fake reports (default 12). */
+  /** Input tokens the fake reports and counts (default: the prompt in the body billed as the model's family (billing.ts)). */
   promptTokens?: number
   /** Answer CountTokens with this error status instead of a count. */
   countFails?: number
+  /** Never answer CountTokens (the caller's timeout decides). */
+  countHangs?: boolean
   /** Text deltas per streamed answer (default 5) billed as the model's family (billing.ts). */
   chunks?: number
   /** Output tokens of a non-streamed answer (default: the billed count of its text). */
@@ -177,7 +179,8 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
   warmBilling()
   // Authentication comes before recording, so this fake records for itself.
   const server = await startFakeServer((req, res, raw) => void handle(req, res, raw))
-  const fake: FakeBedrock = { url: server.url, received, ledger, rejected, options: initial, close: server.close }
+  const prompts: number[] = []
+  const fake: FakeBedrock = { url: server.url, received, ledger, prompts, rejected, options: initial, close: server.close }
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer): Promise<void> {
     const authorization = String(req.headers.authorization ?? '')
@@ -201,7 +204,7 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
     await answer(req, res, body ?? {})
   }
 
-  async function answer(req: http.IncomingMessage, res: http.ServerResponse, _body: Record<string, unknown>): Promise<void> {
+  async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>): Promise<void> {
     const o = fake.options
     const path = (req.url ?? '').split('?')[0] ?? ''
     if (req.method === 'GET' && path === '/async-invoke') return awsJson(res, 200, { asyncInvokeSummaries: [] })
@@ -209,11 +212,13 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
     if (route === null) return awsError(res, 404, 'UnknownOperationException', 'no such operation')
     const modelId = decodeURIComponent(route[1] ?? '')
     const operation = route[2] ?? ''
-    if (operation === 'count-tokens') return answerCountTokens(res, o)
+    if (operation === 'count-tokens' && o.countHangs) return
+    if (operation === 'count-tokens') return answerCountTokens(res, o, o.promptTokens ?? promptOf(modelId, countedBody(body)))
     if (o.hang) return
     if (o.gate) await o.gate
     if (o.fail) return awsError(res, o.fail.status, o.fail.type, o.fail.message)
-    const input = o.promptTokens ?? 12
+    const input = o.promptTokens ?? promptOf(modelId, body)
+    prompts.push(input)
     const output = o.completionTokens ?? billedFor(modelId, NON_STREAM_TEXT)
     const family = baseModelId(modelId).split('.')[0]
     switch (operation) {
@@ -227,9 +232,9 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
           metrics: { latencyMs: 42 },
         })
       case 'invoke-with-response-stream':
-        return stream(req, res, modelId, family === 'anthropic' ? anthropicEvents(input) : llamaEvents(input))
+        return stream(req, res, modelId, family === 'anthropic' ? anthropicEvents(input) : llamaEvents(input), input)
       case 'converse-stream':
-        return stream(req, res, modelId, converseEvents(input))
+        return stream(req, res, modelId, converseEvents(input), input)
       default:
         return awsError(res, 404, 'UnknownOperationException', `no operation ${operation}`)
     }
@@ -311,9 +316,9 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
     }
   }
 
-  async function stream(req: http.IncomingMessage, res: http.ServerResponse, modelId: string, plan: StreamPlan): Promise<void> {
+  async function stream(req: http.IncomingMessage, res: http.ServerResponse, modelId: string, plan: StreamPlan, input: number): Promise<void> {
     const o = fake.options
-    const entry = openLedger(ledger, req, res)
+    const entry = openLedger(ledger, req, res, input)
     res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream', 'x-amzn-requestid': 'req-fake', 'x-amzn-bedrock-content-type': 'application/json' })
     for (const frame of plan.before) if (!write(res, entry, frame, 0)) return
     const { deltas } = streamPlan(familyOf(modelId), o, modelId)
@@ -334,9 +339,21 @@ export async function startFakeBedrock(auth: FakeBedrockAuth, initial: FakeBedro
 
 /** A JSON answer carrying the request id every AWS answer has. */
 /** CountTokens (`POST /model/{id}/count-tokens`): the input tokens the request would bill, as the API counts them. */
-function answerCountTokens(res: http.ServerResponse, o: FakeBedrockOptions): void {
+function answerCountTokens(res: http.ServerResponse, o: FakeBedrockOptions, input: number): void {
   if (o.countFails !== undefined) return awsError(res, o.countFails, 'ValidationException', 'The provided model does not support counting tokens.')
-  awsJson(res, 200, { inputTokens: o.promptTokens ?? 12 })
+  awsJson(res, 200, { inputTokens: input })
+}
+
+/** The prompt tokens a request to `modelId` with this body bills, as its family bills them. */
+function promptOf(modelId: string, body: Record<string, unknown>): number {
+  return billedPrompt(body, familyOf(modelId), modelId, /embed/.test(modelId))
+}
+
+/** The request a CountTokens body counts: `input.converse` as it is, or the base64 body of `input.invokeModel`. */
+function countedBody(body: Record<string, unknown>): Record<string, unknown> {
+  const input = (body.input ?? {}) as { converse?: Record<string, unknown>; invokeModel?: { body?: string } }
+  if (input.converse !== undefined) return input.converse
+  return parseBody(Buffer.from(input.invokeModel?.body ?? '', 'base64').toString('utf8')) ?? {}
 }
 
 function awsJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

@@ -1,11 +1,11 @@
 import type http from 'node:http'
-import { NON_STREAM_TEXT, billedFor, capDeltas, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, billedPrompt, capDeltas, familyOf, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
 
 export interface FakeGeminiOptions {
-  /** promptTokenCount the fake reports (default 12). */
+  /** promptTokenCount the fake reports and counts (default: the prompt in the body billed as Gemini (billing.ts)). */
   promptTokens?: number
   /** Answer `:countTokens` with this error status instead of a count. */
   countFails?: number
@@ -55,9 +55,12 @@ export async function startFakeGemini(initial: FakeGeminiOptions = {}): Promise<
     }
     const model = (match[1] ?? '').replace(/^models\//, '')
     const verb = match[2]
-    const promptTokens = o.promptTokens ?? 12
+    // countTokens counts the generation request it wraps (or its bare contents) as that generation bills it.
+    const counted = verb === 'countTokens' && isRecord(body.generateContentRequest) ? body.generateContentRequest : body
+    const promptTokens = o.promptTokens ?? billedPrompt(counted, familyOf(model), model, verb === 'embedContent' || verb === 'batchEmbedContents')
     if (verb === 'countTokens') return answerCountTokens(res, o.countFails, promptTokens)
     if (o.fail) return reply(res, o.fail.status, o.fail.body)
+    fake.prompts.push(promptTokens)
     if (verb === 'embedContent') return reply(res, 200, { embedding: { values: [0.5, 0.25, 0.125] } })
     if (verb === 'batchEmbedContents') {
       const requests = Array.isArray(body.requests) ? body.requests : []
@@ -73,7 +76,7 @@ export async function startFakeGemini(initial: FakeGeminiOptions = {}): Promise<
 
   async function stream(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number, sse: boolean): Promise<void> {
     const o = fake.options
-    const entry = fake.openLedger(req, res)
+    const entry = fake.openLedger(req, res, promptTokens)
     res.writeHead(200, { 'content-type': sse ? 'text/event-stream' : 'application/json; charset=UTF-8' })
     const config = (body.generationConfig ?? body.generation_config) as Record<string, unknown> | undefined
     const cap = typeof config?.maxOutputTokens === 'number' ? config.maxOutputTokens : null
@@ -96,6 +99,10 @@ export async function startFakeGemini(initial: FakeGeminiOptions = {}): Promise<
   }
 
   return fake
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
 function usage(prompt: number, candidates: number, thoughts: number | undefined): Record<string, unknown> {

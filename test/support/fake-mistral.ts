@@ -1,11 +1,11 @@
 import type http from 'node:http'
-import { NON_STREAM_TEXT, billedFor, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, billedPrompt, capDeltas, capOf, familyOf, streamPlan, warmBilling } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
 
 export interface FakeMistralOptions {
-  /** Prompt tokens the fake reports (default 12). */
+  /** Prompt tokens the fake reports (default: the prompt in the body billed as Mistral (billing.ts)). */
   promptTokens?: number
   /** Report the request body's byte length as its prompt tokens, so a request costs exactly its input bound. */
   promptTokensFromBody?: boolean
@@ -56,7 +56,8 @@ export async function startFakeMistral(initial: FakeMistralOptions = {}): Promis
       return json(res, 422, { object: 'error', message: { detail }, type: 'invalid_request_error', param: null, code: null })
     }
     const model = String(body.model ?? 'unknown')
-    const promptTokens = o.promptTokensFromBody ? bodyBytes : (o.promptTokens ?? 12)
+    const promptTokens = o.promptTokensFromBody ? bodyBytes : (o.promptTokens ?? billedPrompt(body, familyOf(model), model, path === '/v1/embeddings'))
+    fake.prompts.push(promptTokens)
     if (path === '/v1/embeddings') {
       return json(res, 200, {
         id: 'emb-1',
@@ -80,7 +81,7 @@ export async function startFakeMistral(initial: FakeMistralOptions = {}): Promis
 
   async function streamChat(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number) {
     const o = fake.options
-    const entry = fake.openLedger(req, res)
+    const entry = fake.openLedger(req, res, promptTokens)
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8' })
     const base = { id: 'cmpl-2', object: 'chat.completion.chunk', created: 1, model }
     const deltas = capDeltas(streamPlan('mistral', o, model).deltas, capOf(body, 'max_tokens'))

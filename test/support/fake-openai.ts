@@ -1,11 +1,11 @@
 import type http from 'node:http'
-import { NON_STREAM_TEXT, billedFor, capDeltas, capOf, streamPlan, warmBilling } from './billing.js'
+import { NON_STREAM_TEXT, billedFor, billedPrompt, billedTokens, capDeltas, capOf, streamPlan, warmBilling, type Delta } from './billing.js'
 import { finish, json, pace, startRecordingServer, write, type FakeUpstream } from './fake-server.js'
 
 export type { LedgerEntry, Received } from './fake-server.js'
 
 export interface FakeOpenAiOptions {
-  /** Prompt tokens the fake reports (default 12). */
+  /** Prompt tokens the fake reports (default: tiktoken's count of the prompt in the body, as OpenAI bills it). */
   promptTokens?: number
   /** Content deltas per streamed answer (default 5): billed by tiktoken. */
   chunks?: number
@@ -25,6 +25,8 @@ export interface FakeOpenAiOptions {
   resetAfterChunks?: number
   /** Answer non-streamed chat without a usage object. */
   omitUsage?: boolean
+  /** Stream each choice's text in deltas of this many characters (mid-word), each billed as the text grows. */
+  charDeltas?: number
 }
 
 /**
@@ -32,6 +34,9 @@ export interface FakeOpenAiOptions {
  * model list), recording every request and keeping a ledger of what each stream served.
  */
 export type FakeOpenAi = FakeUpstream<FakeOpenAiOptions>
+
+/** Deltas between where one choice's answer starts and the next one's (`n` > 1): the choices differ. */
+const CHOICE_OFFSET = 37
 
 export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<FakeOpenAi> {
   warmBilling()
@@ -46,7 +51,8 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
     if (o.hang) return
     if (o.fail) return json(res, o.fail.status, o.fail.body)
     const model = String(body.model ?? 'unknown')
-    const promptTokens = o.promptTokens ?? 12
+    const promptTokens = o.promptTokens ?? billedPrompt(body, 'openai', model, path === '/v1/embeddings')
+    fake.prompts.push(promptTokens)
     if (path === '/v1/embeddings') {
       return json(res, 200, embeddingList(body, model, promptTokens))
     }
@@ -72,20 +78,34 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
 
   async function streamChat(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number) {
     const o = fake.options
-    const entry = fake.openLedger(req, res)
+    const entry = fake.openLedger(req, res, promptTokens)
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
     const base = { id: 'chatcmpl-2', object: 'chat.completion.chunk', created: 1, model }
     const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true
-    const deltas = capDeltas(streamPlan('openai', o, model).deltas, capOf(body, 'max_completion_tokens', 'max_tokens'))
-    if (!write(res, entry, `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] })}\n\n`, 0)) return
+    // `n` choices stream interleaved, a delta of each in turn; choice c is the answer from delta CHOICE_OFFSET × c on.
+    const n = typeof body.n === 'number' && body.n > 1 ? body.n : 1
+    const chunks = o.chunks ?? 5
+    const planned = streamPlan('openai', { ...o, chunks: chunks + CHOICE_OFFSET * (n - 1) }, model).deltas
+    const cap = capOf(body, 'max_completion_tokens', 'max_tokens')
+    const choices = Array.from({ length: n }, (_, c) => {
+      const deltas = planned.slice(CHOICE_OFFSET * c, CHOICE_OFFSET * c + chunks)
+      return capDeltas(o.charDeltas === undefined ? deltas : splitDeltas(deltas, o.charDeltas, model), cap)
+    })
+    const opening = choices.map((_, index) => ({ index, delta: { role: 'assistant', content: '' }, finish_reason: null }))
+    if (!write(res, entry, `data: ${JSON.stringify({ ...base, choices: opening })}\n\n`, 0)) return
     let billed = 0
-    for (const [i, delta] of deltas.entries()) {
+    for (let i = 0; i < (choices[0]?.length ?? 0); i++) {
       if (!(await pace(res, entry, o.chunkDelayMs, i === o.resetAfterChunks))) return
-      const chunk = { ...base, choices: [{ index: 0, delta: { content: delta.text }, finish_reason: null }] }
-      if (!write(res, entry, `data: ${JSON.stringify(chunk)}\n\n`, delta.tokens)) return
-      billed += delta.tokens
+      for (const [index, deltas] of choices.entries()) {
+        const delta = deltas[i]
+        if (delta === undefined) continue
+        const chunk = { ...base, choices: [{ index, delta: { content: delta.text }, finish_reason: null }] }
+        if (!write(res, entry, `data: ${JSON.stringify(chunk)}\n\n`, delta.tokens)) return
+        billed += delta.tokens
+      }
     }
-    write(res, entry, `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`, 0)
+    const stops = choices.map((_, index) => ({ index, delta: {}, finish_reason: 'stop' }))
+    write(res, entry, `data: ${JSON.stringify({ ...base, choices: stops })}\n\n`, 0)
     if (includeUsage) {
       const usage = { prompt_tokens: promptTokens, completion_tokens: billed, total_tokens: promptTokens + billed }
       write(res, entry, `data: ${JSON.stringify({ ...base, choices: [], usage })}\n\n`, 0)
@@ -96,7 +116,7 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
 
   async function streamResponses(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>, model: string, promptTokens: number) {
     const o = fake.options
-    const entry = fake.openLedger(req, res)
+    const entry = fake.openLedger(req, res, promptTokens)
     res.writeHead(200, { 'content-type': 'text/event-stream' })
     const deltas = capDeltas(streamPlan('openai', o, model).deltas, capOf(body, 'max_output_tokens'))
     let billed = 0
@@ -116,6 +136,19 @@ export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<
   }
 
   return fake
+}
+
+/** `deltas` re-cut into pieces of `size` characters; each bills what the text's bill grew by with it. */
+function splitDeltas(deltas: Delta[], size: number, model: string): Delta[] {
+  const chars = [...deltas.map((d) => d.text).join('')]
+  const out: Delta[] = []
+  let billed = 0
+  for (let i = 0; i < chars.length; i += size) {
+    const total = billedTokens(chars.slice(0, i + size).join(''), 'openai', model)
+    out.push({ text: chars.slice(i, i + size).join(''), tokens: total - billed })
+    billed = total
+  }
+  return out
 }
 
 /** An embeddings list of one vector, base64-encoded when the request asks for it. */

@@ -18,6 +18,8 @@ export interface Received {
 /** What one streamed response actually put on the wire before it ended or the client went away. */
 export interface LedgerEntry {
   url: string
+  /** Prompt tokens this answer bills (what the fake reports as the request's input). */
+  inputTokens: number
   chunksWritten: number
   outputTokensWritten: number
   finished: boolean
@@ -29,13 +31,15 @@ export interface FakeUpstream<O, R extends Received = Received> {
   url: string
   received: R[]
   ledger: LedgerEntry[]
+  /** Prompt tokens each metered answer billed, in order (count endpoints bill nothing). */
+  prompts: number[]
   options: O
   close(): Promise<void>
 }
 
 /** A fake upstream's server: the test's view plus the ledger entry a streamed answer opens. */
 export interface RecordingServer<O> extends FakeUpstream<O> {
-  openLedger(req: http.IncomingMessage, res: http.ServerResponse): LedgerEntry
+  openLedger(req: http.IncomingMessage, res: http.ServerResponse, inputTokens: number): LedgerEntry
 }
 
 /** A running loopback server; `close` destroys open sockets so keep-alive clients cannot hold it open. */
@@ -76,19 +80,21 @@ export async function startRecordingServer<O>(
 ): Promise<RecordingServer<O>> {
   const received: Received[] = []
   const ledger: LedgerEntry[] = []
+  const prompts: number[] = []
   const server = await startFakeServer((req, res, bytes) => {
     const raw = bytes.toString('utf8')
     const body = parseBody(raw)
     received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, raw, body })
     void answer(req, res, body ?? {}, raw)
   })
-  return { url: server.url, received, ledger, options, close: server.close, openLedger: (req, res) => openLedger(ledger, req, res) }
+  return { url: server.url, received, ledger, prompts, options, close: server.close, openLedger: (req, res, inputTokens) => openLedger(ledger, req, res, inputTokens) }
 }
 
 /** Empties what a fake received and served and restores its default options, for the next test. */
 export function resetFake<O extends object>(fake: FakeUpstream<O, Received>): void {
   fake.received.length = 0
   fake.ledger.length = 0
+  fake.prompts.length = 0
   fake.options = {} as O
 }
 
@@ -101,9 +107,9 @@ export function parseBody(raw: string): Record<string, unknown> | null {
   }
 }
 
-/** Adds the entry of a streamed answer to `ledger`; it turns `clientAborted` if the connection closes before `finished`. */
-export function openLedger(ledger: LedgerEntry[], req: http.IncomingMessage, res: http.ServerResponse): LedgerEntry {
-  const entry: LedgerEntry = { url: req.url ?? '', chunksWritten: 0, outputTokensWritten: 0, finished: false, clientAborted: false }
+/** Adds the entry of a streamed answer billing `inputTokens` to `ledger`; it turns `clientAborted` if the connection closes before `finished`. */
+export function openLedger(ledger: LedgerEntry[], req: http.IncomingMessage, res: http.ServerResponse, inputTokens: number): LedgerEntry {
+  const entry: LedgerEntry = { url: req.url ?? '', inputTokens, chunksWritten: 0, outputTokensWritten: 0, finished: false, clientAborted: false }
   ledger.push(entry)
   res.once('close', () => {
     if (!entry.finished) entry.clientAborted = true
@@ -151,4 +157,9 @@ export function json(res: http.ServerResponse, status: number, body: unknown, he
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** Prompt tokens a fake billed in all, over every metered answer since its last reset. */
+export function billedInput(fake: { prompts: readonly number[] }): number {
+  return fake.prompts.reduce((sum, tokens) => sum + tokens, 0)
 }

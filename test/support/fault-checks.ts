@@ -1,6 +1,8 @@
 /** Reading what a request left behind: window totals, summary lines, settle calls, reservation records. */
 import { Redis } from 'ioredis'
 import type { KeyAdmin } from '../../src/budget/types.js'
+import { expect } from 'vitest'
+import { billedPrompt } from './billing.js'
 import type { TestProxy } from './proxy.js'
 
 export interface Totals {
@@ -54,4 +56,18 @@ export async function reservations(redisUrl: string, hash: string): Promise<Rese
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/**
+ * The input a stream that ended without reported usage was charged (its summary's `inputTokens`), checked
+ * against what OpenAI bills for the prompt the upstream received: tiktoken, with the proxy's message
+ * wrappers bounding it from above (at most 2 over), and below the byte bound it reserved. Returns it.
+ */
+export function expectCountedInput(summary: Record<string, unknown>, body: Record<string, unknown> | null): number {
+  const input = Number(summary.inputTokens)
+  const billed = billedPrompt(body ?? {}, 'openai', String(body?.model))
+  expect(input, `charged ${input} input tokens, OpenAI bills ${billed}`).toBeGreaterThanOrEqual(billed)
+  expect(input, `charged ${input} input tokens, OpenAI bills ${billed}`).toBeLessThanOrEqual(billed + 2)
+  expect(input).toBeLessThan(Number(summary.inputBound))
+  return input
 }

@@ -8,8 +8,10 @@ import {
 import { describe, expect, it } from 'vitest'
 import { byteCounter, type ByteCounter } from '../support/counting.js'
 import { ProxyError } from '../../src/errors.js'
-import { createMistralAdapter, MISTRAL_PER_O200K_TOKEN } from '../../src/providers/mistral.js'
+import { createMistralAdapter } from '../../src/providers/mistral.js'
+import { DEFAULT_TOKEN_FACTOR } from '../../src/pricing/table.js'
 import type { RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage } from '../../src/providers/types.js'
+import type { Price } from '../../src/pricing/types.js'
 import { PRIMING_TOKENS } from '../../src/tokens/bound.js'
 
 const PROXY_KEY = `lp-${'k'.repeat(43)}`
@@ -115,7 +117,10 @@ describe('request facts', () => {
   it('estimates input as o200k × a factor (tiktoken is not Mistral’s tokenizer), bounds input by bytes and media parts', () => {
     const body = { model: 'pixtral-12b', messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }, { type: 'image_url', image_url: 'https://x/y.png' }] }] }
     const bytes = Buffer.from(JSON.stringify(body))
-    expect(adapter.exactInput(CHAT, '/v1/chat/completions', body, 'pixtral-12b')).toEqual({ kind: 'local', counter: 'chat', model: 'o200k', factor: MISTRAL_PER_O200K_TOKEN })
+    expect(adapter.exactInput(CHAT, '/v1/chat/completions', body, 'pixtral-12b')).toEqual({ kind: 'local', counter: 'chat', model: 'o200k', factor: DEFAULT_TOKEN_FACTOR.mistral })
+    // One factor per model: the pricing entry's, for input as for output.
+    const price = { tokenizer: { encoding: 'o200k_base', factor: 1.4 } } as unknown as Price
+    expect(adapter.exactInput(CHAT, '/v1/chat/completions', body, 'pixtral-12b', price)).toMatchObject({ factor: 1.4 })
     expect(adapter.exactInput(FIM, '/v1/fim/completions', { model: 'codestral-latest', prompt: 'x' }, 'codestral-latest')).toBeNull()
     expect(adapter.boundInputTokens(CHAT, body, bytes, 4200)).toBe(bytes.length + 4200)
   })

@@ -57,6 +57,25 @@ describe('OutputCounter', () => {
     }
   })
 
+  it.each<[string, ProviderAdapter]>([
+    ['openai', createOpenAiAdapter({ baseUrl: 'http://unused', apiKey: null })],
+    ['mistral', createMistralAdapter({ baseUrl: 'http://unused', apiKey: null })],
+  ])('%s: n > 1 counts each choice as its own text, however their deltas interleave', async (_name, adapter) => {
+    await preloadEncoding('o200k_base')
+    // Two choices split mid-word: interleaved as one text they would tokenize as other words.
+    const chars = [...ANSWER_TEXT]
+    const choices = [chars.slice(0, 600), chars.slice(900, 1500)]
+    const expected = choices.reduce((sum, chars) => sum + countTextTokens(chars.join(''), 'o200k_base'), 0)
+    const parser = adapter.createStreamParser({ operation: 'chat', pathModel: null, pathStream: null }, createOutputCounter({ encoding: 'o200k_base', factor: 1 }))
+    for (let i = 0; i < 600; i += 5) {
+      for (const [index, text] of choices.entries()) {
+        const chunk = { id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index, delta: { content: text.slice(i, i + 5).join('') }, finish_reason: null }] }
+        parser.push(Buffer.from(`data: ${JSON.stringify(chunk)}\n\n`))
+      }
+    }
+    expect(Math.abs(parser.outputTokens() - expected)).toBeLessThanOrEqual(2)
+  })
+
   it('applies the family factor, rounding up, and adds framing tokens as they are', async () => {
     await preloadEncoding('o200k_base')
     const counter = createOutputCounter({ encoding: 'o200k_base', factor: 1.35 })
