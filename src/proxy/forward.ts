@@ -233,12 +233,24 @@ export function createForwarder(deps: ForwardDeps) {
     headers: Record<string, unknown>,
     settle: (actual: Micros, outcome: string) => Promise<void>,
   ): Promise<void> {
-    const { reply, adapter, route, price, plan, reservation, summary } = f
+    const { reply, adapter, route, facts, price, plan, reservation, summary } = f
     const guarded = guardEventLimit(adapter.createStreamParser(route, createOutputCounter(price.tokenizer)))
     const parser = guarded.parser
-    const outputTokens = (): number => parser.outputTokens()
-    // Input is held at the plan's until the provider reports it (or a count at the end replaces the bound).
+    // A count (or estimate) never passes the request's cap: the provider stops there, whatever the count says.
+    const cap = facts.maxOutputTokens
+    const outputTokens = (): number => {
+      const counted = parser.outputTokens()
+      return cap === null || parser.reported().outputTokens !== undefined ? counted : Math.min(counted, cap)
+    }
+    // Input is held at the plan's until the provider reports it, or until it is counted: at the first refused
+    // extension (the bound's surplus may hold the rest of the stream), else once the stream has ended.
     let input = { tokens: plan.inputTokens, micros: plan.inputMicros }
+    let inputCounted = false
+    const countInput = async (): Promise<void> => {
+      if (inputCounted || parser.reported().inputTokens !== undefined) return
+      inputCounted = true
+      input = await endedInput(f)
+    }
     const cost = (): Micros => {
       const reported = parser.reported()
       if (reported.inputTokens === undefined) return input.micros + plan.feeMicros + tokensCost(outputTokens(), price.outputPer1M)
@@ -260,7 +272,13 @@ export function createForwarder(deps: ForwardDeps) {
       costMicros: cost,
       extend: async (need) => {
         try {
-          const extended = await store.extend(reservation, need, need + slice)
+          let extended = await store.extend(reservation, need, need + slice)
+          if (!extended.ok && f.countInput !== undefined && !inputCounted && parser.reported().inputTokens === undefined) {
+            await countInput()
+            const rest = cost() - reservation.reservedMicros
+            if (rest <= 0) return null
+            extended = await store.extend(reservation, rest, rest + slice)
+          }
           if (extended.ok) return null
           if (extended.heldMicros !== undefined) summary.heldUsd = microsToUsd(extended.heldMicros)
           return toErrorInfo(refusalError(extended, adapter.id, now()))
@@ -272,7 +290,7 @@ export function createForwarder(deps: ForwardDeps) {
       upstreamFailure: () => toErrorInfo(upstreamUnreachable('the provider connection broke during the stream')),
     }).finally(() => deps.metrics.streamEnded())
     // Ended without reported input (cut, client gone, upstream broke): charged the input the provider bills.
-    if (parser.reported().inputTokens === undefined) input = await endedInput(f)
+    await countInput()
     summary.inputTokens = parser.reported().inputTokens ?? input.tokens
     summary.outputTokens = outputTokens()
     if (result.error !== null) {

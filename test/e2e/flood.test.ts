@@ -154,8 +154,8 @@ afterAll(async () => {
 
 async function runFlood(flood: Flood, stream: boolean, proxyCount: number) {
   const fake = fakes[flood.provider]!
-  // Non-streamed answers bill OUT output tokens; streams send OUT one-token chunks.
-  fake.options = { promptTokens: flood.promptTokens, inputTokens: flood.promptTokens, completionTokens: OUT, outputTokens: OUT, chunks: OUT, word: 'x' }
+  // Non-streamed answers bill OUT output tokens; streams send OUT one-token chunks (' tok', billed one token each).
+  fake.options = { promptTokens: flood.promptTokens, inputTokens: flood.promptTokens, completionTokens: OUT, outputTokens: OUT, chunks: OUT }
   fake.received.length = 0
   fake.ledger.length = 0
   const cost = flood.promptTokens + OUT

@@ -173,11 +173,11 @@ async function expectBooksMatch(c: Case, hash: string, spentBefore: number, entr
 
 describe.each(CASES)('$provider output counted in tokens', (c) => {
   it(`a budget for the prompt + ${ALLOWANCE} output tokens: the client gets at least its share, the provider bills at most max(1%, 20) over`, async () => {
-    const { key, hash, fake, inputBound } = await prepare(c)
+    const { key, hash, fake, prompt } = await prepare(c)
     const before = (await settledDaily(proxy, hash)).spent
-    // The prompt as the proxy holds it while the stream runs (its byte bound: it fits, so it is not counted
-    // before the stream) + the allowance; the output allowance is what is judged here.
-    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + ALLOWANCE } })
+    // The prompt as the provider bills it + the allowance. The proxy holds the prompt's byte bound until an
+    // extension is refused; then it counts the prompt, and the bound's surplus holds the rest of the allowance.
+    await proxy.admin.setBudget(hash, { limits: { daily: before + prompt + ALLOWANCE } })
     const received = await stream(c, key)
     const entry = fake.ledger.at(-1) as LedgerEntry
     await settle(proxy)
@@ -187,7 +187,7 @@ describe.each(CASES)('$provider output counted in tokens', (c) => {
     const delivered = answerChunks(c.deltas(received), c.family, c.model).tokens
     expect(delivered, `${c.provider}: ${delivered} of ${ALLOWANCE} tokens reached the client`).toBeGreaterThanOrEqual(c.delivered * ALLOWANCE)
     // The budget is the limit: what the provider bills (its prompt and output) passes it by at most max(1%, 20).
-    const limit = inputBound + ALLOWANCE
+    const limit = prompt + ALLOWANCE
     expect(entry.inputTokens + entry.outputTokensWritten).toBeLessThanOrEqual(limit + Math.max(Math.ceil(0.01 * limit), 20))
     await expectBooksMatch(c, hash, before, entry)
   })
@@ -214,5 +214,30 @@ describe.each(CASES)('$provider output counted in tokens', (c) => {
     expect(entry.finished).toBe(false)
     expect(latestSummary(proxy, hash).outcome).toBe('upstream_failed')
     await expectBooksMatch(c, hash, before, entry)
+  })
+})
+
+describe('a count never passes the request cap', () => {
+  it('anthropic: a stream the estimate (×1.35) would count past max_tokens runs to its end on a budget for prompt + cap', async () => {
+    const CAP = 40
+    const base = CASES.find((c) => c.provider === 'anthropic') as Case
+    const c: Case = { ...base, request: (key) => { const r = base.request(key); return { ...r, body: { ...(r.body as object), max_tokens: CAP } } } }
+    const { key, hash } = await createTestKey(proxy, 'out-cap', ['anthropic'], { daily: 100_000_000 })
+    const fake = fakes.get('anthropic') as Fake
+    // ' tok' deltas: the provider bills one token each; o200k × 1.35 counts 54 for the 40 of them.
+    fake.options = { chunks: CAP }
+    await stream(c, key)
+    await settle(proxy)
+    const prompt = (fake.ledger.at(-1) as LedgerEntry).inputTokens
+    const before = (await settledDaily(proxy, hash)).spent
+    await proxy.admin.setBudget(hash, { limits: { daily: before + prompt + CAP } })
+    const received = await stream(c, key)
+    await settle(proxy)
+    const entry = fake.ledger.at(-1) as LedgerEntry
+    expect(latestSummary(proxy, hash).outcome).toBe('completed')
+    expect(entry.finished).toBe(true)
+    expect(c.deltas(received)).toBe(CAP)
+    expect(entry.outputTokensWritten).toBe(CAP)
+    expect((await settledDaily(proxy, hash)).spent - before).toBe(prompt + CAP)
   })
 })
