@@ -81,25 +81,34 @@ function sameBytes(bytes: Uint8Array, starts: Uint32Array, token: number, from: 
   return true
 }
 
+const SPACE = 0x20
+const NEWLINE = 0x0a
+const BACKSLASH = 0x5c
+const PAD = 0x3d // '='
+/** Base64 digit values by char code; -1 for anything else. */
+const BASE64 = new Int8Array(256).fill(-1)
+for (const [i, c] of [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'].entries()) BASE64[c.charCodeAt(0)] = i
+
 /**
  * Builds a rank table from js-tiktoken's compressed rank text (`! <first rank> <base64> <base64> …`
- * lines) in resumable steps, so an encoder can be built in slices between other work on the event loop.
+ * lines; a line ends at a newline or at the two characters `\n` it is escaped to in the rank file) in
+ * resumable steps, so an encoder can be built in slices between other work on the event loop. It reads
+ * the text's bytes in place: no string per token, so the build leaves little garbage behind.
  */
 export class RankBuilder {
   private table: RankTable | null = null
   private pos = 0
-  private lineEnd = -1
   private field = 0
   private rank = Number.NaN
   private count = 0
   private used = 0
-  private bytes: Buffer
+  private bytes: Uint8Array
   private starts = new Uint32Array(1 << 16)
   private tokenRanks = new Int32Array(1 << 16)
 
-  constructor(private text: string) {
+  constructor(private text: Uint8Array) {
     // Base64 decodes to at most 3/4 of its length; trimmed to the bytes used once done.
-    this.bytes = Buffer.allocUnsafe(Math.ceil((text.length * 3) / 4) + 4)
+    this.bytes = new Uint8Array(Math.ceil((text.length * 3) / 4) + 4)
   }
 
   get done(): boolean {
@@ -119,32 +128,36 @@ export class RankBuilder {
     const length = text.length
     let parsed = 0
     while (this.pos < length) {
-      if (this.lineEnd < this.pos) {
-        // Found once per line: the files hold one very long line, so a search per token would be quadratic.
-        const end = text.indexOf('\n', this.pos)
-        this.lineEnd = end === -1 ? length : end
+      const c = text[this.pos] as number
+      if (c === NEWLINE || (c === BACKSLASH && text[this.pos + 1] === 0x6e)) {
         this.field = 0
+        this.pos += c === NEWLINE ? 1 : 2
+        continue
       }
-      let end = text.indexOf(' ', this.pos)
-      if (end === -1 || end > this.lineEnd) end = this.lineEnd
-      if (this.field === 1) this.rank = Number.parseInt(text.slice(this.pos, end), 10)
-      else if (this.field > 1 && end > this.pos && !Number.isNaN(this.rank)) this.add(text.slice(this.pos, end), this.rank++)
+      if (c === SPACE) {
+        this.pos += 1
+        continue
+      }
+      let end = this.pos
+      while (end < length && text[end] !== SPACE && text[end] !== NEWLINE && text[end] !== BACKSLASH) end++
+      if (this.field === 1) this.rank = parseDecimal(text, this.pos, end)
+      else if (this.field > 1 && !Number.isNaN(this.rank)) this.add(this.pos, end, this.rank++)
       this.field += 1
-      this.pos = end + 1
+      this.pos = end
       if (++parsed % 2048 === 0 && performance.now() > deadline) return false
     }
     this.finish()
     return true
   }
 
-  private add(base64: string, rank: number): void {
+  private add(from: number, to: number, rank: number): void {
     if (this.count + 2 > this.starts.length) {
       this.starts = grow(this.starts, new Uint32Array(this.starts.length * 2))
       this.tokenRanks = grow(this.tokenRanks, new Int32Array(this.tokenRanks.length * 2))
     }
     this.starts[this.count] = this.used
     this.tokenRanks[this.count] = rank
-    this.used += this.bytes.write(base64, this.used, 'base64')
+    this.used = decodeBase64(this.text, from, to, this.bytes, this.used)
     this.count += 1
   }
 
@@ -152,15 +165,44 @@ export class RankBuilder {
     const starts = new Uint32Array(this.count + 1)
     starts.set(this.starts.subarray(0, this.count))
     starts[this.count] = this.used
-    const bytes = new Uint8Array(this.used)
-    bytes.set(this.bytes.subarray(0, this.used))
-    this.table = RankTable.index(bytes, starts, this.tokenRanks.slice(0, this.count))
+    this.table = RankTable.index(this.bytes.slice(0, this.used), starts, this.tokenRanks.slice(0, this.count))
     // The rank text and the scratch buffers are large; nothing here needs them any more.
-    this.text = ''
-    this.bytes = Buffer.alloc(0)
+    this.text = new Uint8Array(0)
+    this.bytes = new Uint8Array(0)
     this.starts = new Uint32Array(0)
     this.tokenRanks = new Int32Array(0)
   }
+}
+
+/** A non-negative decimal in `text[from, to)`; NaN if it is not one. */
+function parseDecimal(text: Uint8Array, from: number, to: number): number {
+  if (to <= from) return Number.NaN
+  let n = 0
+  for (let i = from; i < to; i++) {
+    const digit = (text[i] as number) - 0x30
+    if (digit < 0 || digit > 9) return Number.NaN
+    n = n * 10 + digit
+  }
+  return n
+}
+
+/** Decodes base64 `text[from, to)` into `out` at `at` (stopping at padding or a non-digit); returns the new end. */
+function decodeBase64(text: Uint8Array, from: number, to: number, out: Uint8Array, at: number): number {
+  let bits = 0
+  let held = 0
+  for (let i = from; i < to; i++) {
+    const c = text[i] as number
+    if (c === PAD) break
+    const value = BASE64[c] as number
+    if (value < 0) break
+    bits = ((bits << 6) | value) & 0xffffff
+    held += 6
+    if (held >= 8) {
+      held -= 8
+      out[at++] = (bits >> held) & 0xff
+    }
+  }
+  return at
 }
 
 function grow<T extends Uint32Array | Int32Array>(from: T, to: T): T {

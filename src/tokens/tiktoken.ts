@@ -32,33 +32,46 @@ export function encodingForModel(model: string): Encoding {
   return /^(?:gpt-3\.5|gpt-35|gpt-4(?![o.])|text-embedding-)/.test(base) ? 'cl100k_base' : 'o200k_base'
 }
 
-/** js-tiktoken's CommonJS rank file for `encoding`: `module.exports = {JSON};`. */
+/** js-tiktoken's CommonJS rank file for `encoding`: `module.exports = {"pat_str":…,"bpe_ranks":"…"};`. */
 function rankFile(encoding: Encoding): string {
   return requireRanks.resolve(`js-tiktoken/ranks/${encoding}`)
 }
 
+/** The pre-tokenizer pattern and the rank text's bytes. */
+interface RankSource {
+  patStr: string
+  rankText: Uint8Array
+}
+
+const RANKS_FIELD = Buffer.from(',"bpe_ranks":"')
+
 /**
- * The rank data, parsed from the file's text rather than imported, so the 2 MB source does not stay
- * resident in the module cache once the table is built. Falls back to `require` if the layout changes.
+ * The rank data, read from the file's bytes rather than imported: the 2 MB text is neither kept in the
+ * module cache nor copied into strings. Falls back to `require` if the file's layout ever changes.
  */
-function rankData(encoding: Encoding, source: string): TiktokenBPE {
-  const json = source.slice(source.indexOf('{'), source.lastIndexOf('}') + 1)
-  try {
-    const data = JSON.parse(json) as TiktokenBPE
-    if (typeof data.pat_str === 'string' && typeof data.bpe_ranks === 'string') return data
-  } catch {
-    // not plain JSON: load it as the module it is
+function rankSource(encoding: Encoding, file: Buffer): RankSource {
+  const at = file.indexOf(RANKS_FIELD)
+  const open = file.indexOf(0x7b) // '{'
+  const close = file.lastIndexOf(0x22) // the closing quote of the rank text
+  if (at > open && open >= 0 && close > at + RANKS_FIELD.length) {
+    try {
+      const head = JSON.parse(`${file.toString('utf8', open, at)}}`) as { pat_str?: unknown }
+      if (typeof head.pat_str === 'string') return { patStr: head.pat_str, rankText: file.subarray(at + RANKS_FIELD.length, close) }
+    } catch {
+      // not the layout this reads: load it as the module it is
+    }
   }
-  return requireRanks(`js-tiktoken/ranks/${encoding}`) as TiktokenBPE
+  const data = requireRanks(`js-tiktoken/ranks/${encoding}`) as TiktokenBPE
+  return { patStr: data.pat_str, rankText: Buffer.from(data.bpe_ranks, 'latin1') }
 }
 
 /** Builds in progress, each with the pattern it will use; a synchronous `getEncoder` finishes one at once. */
 const building = new Map<Encoding, { pattern: RegExp; builder: RankBuilder }>()
 
-function startBuild(encoding: Encoding, data: TiktokenBPE): { pattern: RegExp; builder: RankBuilder } {
+function startBuild(encoding: Encoding, source: RankSource): { pattern: RegExp; builder: RankBuilder } {
   let build = building.get(encoding)
   if (build === undefined) {
-    build = { pattern: new RegExp(data.pat_str, 'gu'), builder: new RankBuilder(data.bpe_ranks) }
+    build = { pattern: new RegExp(source.patStr, 'gu'), builder: new RankBuilder(source.rankText) }
     building.set(encoding, build)
   }
   return build
@@ -76,7 +89,7 @@ function getEncoder(encoding: Encoding): Encoder {
   const encoder = encoders.get(encoding)
   if (encoder !== undefined) return encoder
   // Synchronous because the adapters' input counters are; it finishes a sliced build already under way.
-  const build = building.get(encoding) ?? startBuild(encoding, rankData(encoding, readFileSync(rankFile(encoding), 'utf8')))
+  const build = building.get(encoding) ?? startBuild(encoding, rankSource(encoding, readFileSync(rankFile(encoding))))
   build.builder.step()
   return finishBuild(encoding, build)
 }
@@ -110,9 +123,9 @@ export function preloadEncoding(encoding: Encoding): Promise<void> {
 }
 
 async function buildInSlices(encoding: Encoding): Promise<void> {
-  const source = await readFile(rankFile(encoding), 'utf8')
+  const file = await readFile(rankFile(encoding))
   if (encoders.has(encoding)) return
-  const build = building.get(encoding) ?? startBuild(encoding, rankData(encoding, source))
+  const build = building.get(encoding) ?? startBuild(encoding, rankSource(encoding, file))
   while (!encoders.has(encoding)) {
     if (build.builder.step(performance.now() + BUILD_SLICE_MS)) finishBuild(encoding, build)
     else await new Promise((resolve) => setImmediate(resolve))
