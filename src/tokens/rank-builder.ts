@@ -93,23 +93,23 @@ for (const [i, c] of [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
  * Builds a rank table from js-tiktoken's compressed rank text (`! <first rank> <base64> <base64> …`
  * lines; a line ends at a newline or at the two characters `\n` it is escaped to in the rank file) in
  * resumable steps, so an encoder can be built in slices between other work on the event loop. It reads
- * the text's bytes in place: no string per token, so the build leaves little garbage behind.
+ * the text's bytes in place, in two passes: the first sizes the arrays exactly, the second fills them,
+ * so the build allocates nothing it later drops but the text itself.
  */
 export class RankBuilder {
   private table: RankTable | null = null
+  /** 0 while sizing, 1 while filling. */
+  private pass = 0
   private pos = 0
   private field = 0
   private rank = Number.NaN
   private count = 0
   private used = 0
-  private bytes: Uint8Array
-  private starts = new Uint32Array(1 << 16)
-  private tokenRanks = new Int32Array(1 << 16)
+  private bytes = new Uint8Array(0)
+  private starts = new Uint32Array(0)
+  private tokenRanks = new Int32Array(0)
 
-  constructor(private text: Uint8Array) {
-    // Base64 decodes to at most 3/4 of its length; trimmed to the bytes used once done.
-    this.bytes = new Uint8Array(Math.ceil((text.length * 3) / 4) + 4)
-  }
+  constructor(private text: Uint8Array) {}
 
   get done(): boolean {
     return this.table !== null
@@ -127,51 +127,68 @@ export class RankBuilder {
     const text = this.text
     const length = text.length
     let parsed = 0
-    while (this.pos < length) {
-      const c = text[this.pos] as number
-      if (c === NEWLINE || (c === BACKSLASH && text[this.pos + 1] === 0x6e)) {
-        this.field = 0
-        this.pos += c === NEWLINE ? 1 : 2
-        continue
+    for (;;) {
+      while (this.pos < length) {
+        const c = text[this.pos] as number
+        if (c === NEWLINE || (c === BACKSLASH && text[this.pos + 1] === 0x6e)) {
+          this.field = 0
+          this.pos += c === NEWLINE ? 1 : 2
+          continue
+        }
+        if (c === SPACE) {
+          this.pos += 1
+          continue
+        }
+        let end = this.pos
+        while (end < length && text[end] !== SPACE && text[end] !== NEWLINE && text[end] !== BACKSLASH) end++
+        if (this.field === 1) this.rank = parseDecimal(text, this.pos, end)
+        else if (this.field > 1 && !Number.isNaN(this.rank)) this.add(this.pos, end, this.rank++)
+        this.field += 1
+        this.pos = end
+        if (++parsed % 2048 === 0 && performance.now() > deadline) return false
       }
-      if (c === SPACE) {
-        this.pos += 1
-        continue
-      }
-      let end = this.pos
-      while (end < length && text[end] !== SPACE && text[end] !== NEWLINE && text[end] !== BACKSLASH) end++
-      if (this.field === 1) this.rank = parseDecimal(text, this.pos, end)
-      else if (this.field > 1 && !Number.isNaN(this.rank)) this.add(this.pos, end, this.rank++)
-      this.field += 1
-      this.pos = end
-      if (++parsed % 2048 === 0 && performance.now() > deadline) return false
+      if (this.pass === 1) break
+      this.startFilling()
     }
     this.finish()
     return true
   }
 
   private add(from: number, to: number, rank: number): void {
-    if (this.count + 2 > this.starts.length) {
-      this.starts = grow(this.starts, new Uint32Array(this.starts.length * 2))
-      this.tokenRanks = grow(this.tokenRanks, new Int32Array(this.tokenRanks.length * 2))
+    if (this.pass === 0) {
+      this.used += decodedLength(this.text, from, to)
+    } else {
+      this.starts[this.count] = this.used
+      this.tokenRanks[this.count] = rank
+      this.used = decodeBase64(this.text, from, to, this.bytes, this.used)
     }
-    this.starts[this.count] = this.used
-    this.tokenRanks[this.count] = rank
-    this.used = decodeBase64(this.text, from, to, this.bytes, this.used)
     this.count += 1
   }
 
-  private finish(): void {
-    const starts = new Uint32Array(this.count + 1)
-    starts.set(this.starts.subarray(0, this.count))
-    starts[this.count] = this.used
-    this.table = RankTable.index(this.bytes.slice(0, this.used), starts, this.tokenRanks.slice(0, this.count))
-    // The rank text and the scratch buffers are large; nothing here needs them any more.
-    this.text = new Uint8Array(0)
-    this.bytes = new Uint8Array(0)
-    this.starts = new Uint32Array(0)
-    this.tokenRanks = new Int32Array(0)
+  private startFilling(): void {
+    this.bytes = new Uint8Array(this.used)
+    this.starts = new Uint32Array(this.count + 1)
+    this.tokenRanks = new Int32Array(this.count)
+    this.pass = 1
+    this.pos = 0
+    this.field = 0
+    this.rank = Number.NaN
+    this.count = 0
+    this.used = 0
   }
+
+  private finish(): void {
+    this.starts[this.count] = this.used
+    this.table = RankTable.index(this.bytes, this.starts, this.tokenRanks)
+    this.text = new Uint8Array(0) // the rank text is large; nothing here needs it any more
+  }
+}
+
+/** Bytes that base64 `text[from, to)` decodes to (up to padding or a non-digit). */
+function decodedLength(text: Uint8Array, from: number, to: number): number {
+  let digits = 0
+  while (from + digits < to && (BASE64[text[from + digits] as number] as number) >= 0) digits++
+  return (digits * 6) >> 3
 }
 
 /** A non-negative decimal in `text[from, to)`; NaN if it is not one. */
@@ -203,9 +220,4 @@ function decodeBase64(text: Uint8Array, from: number, to: number, out: Uint8Arra
     }
   }
   return at
-}
-
-function grow<T extends Uint32Array | Int32Array>(from: T, to: T): T {
-  to.set(from)
-  return to
 }
