@@ -1,9 +1,6 @@
-import { readFileSync } from 'node:fs'
-import { readFile } from 'node:fs/promises'
-import { createRequire } from 'node:module'
-import type { TiktokenBPE } from 'js-tiktoken/lite'
 import { isMediaPart } from './bound.js'
 import { RankBuilder, type RankTable } from './rank-builder.js'
+import { loadRankSource, readRankSource, type RankSource } from './rank-file.js'
 
 /**
  * Exact OpenAI token counts from js-tiktoken's rank files. Pieces are split with tiktoken's own regex and
@@ -24,45 +21,11 @@ interface Encoder {
 }
 
 const encoders = new Map<Encoding, Encoder>()
-const requireRanks = createRequire(import.meta.url)
 
 /** o200k_base for gpt-4o, gpt-4.1, gpt-4.5, o-series, gpt-5 and any other OpenAI model; cl100k_base for gpt-4, gpt-3.5, embeddings. */
 export function encodingForModel(model: string): Encoding {
   const base = model.startsWith('ft:') ? model.slice(3) : model
   return /^(?:gpt-3\.5|gpt-35|gpt-4(?![o.])|text-embedding-)/.test(base) ? 'cl100k_base' : 'o200k_base'
-}
-
-/** js-tiktoken's CommonJS rank file for `encoding`: `module.exports = {"pat_str":…,"bpe_ranks":"…"};`. */
-function rankFile(encoding: Encoding): string {
-  return requireRanks.resolve(`js-tiktoken/ranks/${encoding}`)
-}
-
-/** The pre-tokenizer pattern and the rank text's bytes. */
-interface RankSource {
-  patStr: string
-  rankText: Uint8Array
-}
-
-const RANKS_FIELD = Buffer.from(',"bpe_ranks":"')
-
-/**
- * The rank data, read from the file's bytes rather than imported: the 2 MB text is neither kept in the
- * module cache nor copied into strings. Falls back to `require` if the file's layout ever changes.
- */
-function rankSource(encoding: Encoding, file: Buffer): RankSource {
-  const at = file.indexOf(RANKS_FIELD)
-  const open = file.indexOf(0x7b) // '{'
-  const close = file.lastIndexOf(0x22) // the closing quote of the rank text
-  if (at > open && open >= 0 && close > at + RANKS_FIELD.length) {
-    try {
-      const head = JSON.parse(`${file.toString('utf8', open, at)}}`) as { pat_str?: unknown }
-      if (typeof head.pat_str === 'string') return { patStr: head.pat_str, rankText: file.subarray(at + RANKS_FIELD.length, close) }
-    } catch {
-      // not the layout this reads: load it as the module it is
-    }
-  }
-  const data = requireRanks(`js-tiktoken/ranks/${encoding}`) as TiktokenBPE
-  return { patStr: data.pat_str, rankText: Buffer.from(data.bpe_ranks, 'latin1') }
 }
 
 /** Builds in progress, each with the pattern it will use; a synchronous `getEncoder` finishes one at once. */
@@ -89,7 +52,7 @@ function getEncoder(encoding: Encoding): Encoder {
   const encoder = encoders.get(encoding)
   if (encoder !== undefined) return encoder
   // Synchronous because the adapters' input counters are; it finishes a sliced build already under way.
-  const build = building.get(encoding) ?? startBuild(encoding, rankSource(encoding, readFileSync(rankFile(encoding))))
+  const build = building.get(encoding) ?? startBuild(encoding, readRankSource(encoding))
   build.builder.step()
   return finishBuild(encoding, build)
 }
@@ -123,9 +86,9 @@ export function preloadEncoding(encoding: Encoding): Promise<void> {
 }
 
 async function buildInSlices(encoding: Encoding): Promise<void> {
-  const file = await readFile(rankFile(encoding))
+  const source = await loadRankSource(encoding)
   if (encoders.has(encoding)) return
-  const build = building.get(encoding) ?? startBuild(encoding, rankSource(encoding, file))
+  const build = building.get(encoding) ?? startBuild(encoding, source)
   while (!encoders.has(encoding)) {
     if (build.builder.step(performance.now() + BUILD_SLICE_MS)) finishBuild(encoding, build)
     else await new Promise((resolve) => setImmediate(resolve))
