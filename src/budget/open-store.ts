@@ -38,22 +38,29 @@ export interface OpenStoreOptions {
 export async function openStore(config: Config, opts: OpenStoreOptions = {}): Promise<OpenedStore> {
   const ttl = opts.sessionTtlSeconds === undefined ? {} : { sessionTtlSeconds: opts.sessionTtlSeconds }
   if (config.redis === null) {
-    const [{ createSqliteKeyAdmin }, { createDb }, { startCheckpointer }, { startHousekeeping }, { createSqliteBudgetStore }] = await Promise.all([
+    const [{ createSqliteKeyAdmin }, { createDb }, { startCheckpointer }, { startHousekeeping, SWEEP_TRANSACTION }, { createSqliteBudgetStore }] = await Promise.all([
       import('./sqlite/admin.js'),
       import('./sqlite/database.js'),
       import('./sqlite/checkpointer.js'),
       import('./sqlite/housekeeping.js'),
       import('./sqlite/store.js'),
     ])
-    const db = createDb(config.db.path, opts.onStatus === undefined ? {} : { onStatus: opts.onStatus })
+    // The checkpoint worker runs while commits happen (the empty sweeps every 250 ms do not count).
+    let checkpointer: Checkpointer | null = null
+    const db = createDb(config.db.path, {
+      ...(opts.onStatus === undefined ? {} : { onStatus: opts.onStatus }),
+      onCommit: (what) => {
+        if (what !== SWEEP_TRANSACTION) checkpointer?.wake()
+      },
+    })
     const store = createSqliteBudgetStore(db, ttl)
     const sweeper = opts.housekeeping === true ? startHousekeeping(db) : null
-    // The worker needs the file to exist: it starts once the store has answered.
-    let checkpointer: Checkpointer | null = null
+    // The worker needs the file to exist: it may start once the store has answered.
     const startBackground = (): void => {
       if (opts.housekeeping !== true || checkpointer !== null) return
       db.setAutoCheckpoint(false)
       checkpointer = startCheckpointer(config.db.path, () => db.setAutoCheckpoint(true))
+      checkpointer.wake() // what earlier runs left in the WAL is checkpointed too
     }
     return {
       kind: 'sqlite',

@@ -1,7 +1,6 @@
-import { createRequire } from 'node:module'
-import type { TiktokenBPE } from 'js-tiktoken/lite'
 import { isMediaPart } from './bound.js'
-import { RankBuilder } from './rank-builder.js'
+import { RankBuilder, type RankTable } from './rank-builder.js'
+import { loadRankSource, readRankSource, type RankSource } from './rank-file.js'
 
 /**
  * Exact OpenAI token counts from js-tiktoken's rank files. Pieces are split with tiktoken's own regex and
@@ -17,12 +16,11 @@ export type Encoding = 'o200k_base' | 'cl100k_base'
 interface Encoder {
   /** tiktoken's pre-tokenizer; shared, so reset `lastIndex` before each use. */
   pattern: RegExp
-  /** Token bytes (as a latin1 string, one char per byte) → rank. */
-  ranks: Map<string, number>
+  /** Token bytes (looked up as a range of a latin1 string, one char per byte) → rank. */
+  ranks: RankTable
 }
 
 const encoders = new Map<Encoding, Encoder>()
-const requireRanks = createRequire(import.meta.url)
 
 /** o200k_base for gpt-4o, gpt-4.1, gpt-4.5, o-series, gpt-5 and any other OpenAI model; cl100k_base for gpt-4, gpt-3.5, embeddings. */
 export function encodingForModel(model: string): Encoding {
@@ -30,18 +28,13 @@ export function encodingForModel(model: string): Encoding {
   return /^(?:gpt-3\.5|gpt-35|gpt-4(?![o.])|text-embedding-)/.test(base) ? 'cl100k_base' : 'o200k_base'
 }
 
-function rankData(module: unknown): TiktokenBPE {
-  const mod = module as { default?: TiktokenBPE } & TiktokenBPE
-  return mod.default ?? mod
-}
-
 /** Builds in progress, each with the pattern it will use; a synchronous `getEncoder` finishes one at once. */
 const building = new Map<Encoding, { pattern: RegExp; builder: RankBuilder }>()
 
-function startBuild(encoding: Encoding, data: TiktokenBPE): { pattern: RegExp; builder: RankBuilder } {
+function startBuild(encoding: Encoding, source: RankSource): { pattern: RegExp; builder: RankBuilder } {
   let build = building.get(encoding)
   if (build === undefined) {
-    build = { pattern: new RegExp(data.pat_str, 'gu'), builder: new RankBuilder(data.bpe_ranks) }
+    build = { pattern: new RegExp(source.patStr, 'gu'), builder: new RankBuilder(source.rankText) }
     building.set(encoding, build)
   }
   return build
@@ -54,12 +47,12 @@ function finishBuild(encoding: Encoding, build: { pattern: RegExp; builder: Rank
   return encoder
 }
 
-/** The encoder, built on first use (~0.3 s CPU, ~70 MB for o200k) and kept for the life of the process. */
+/** The encoder, built on first use (~0.2 s CPU, ~5 MB for o200k) and kept for the life of the process. */
 function getEncoder(encoding: Encoding): Encoder {
   const encoder = encoders.get(encoding)
   if (encoder !== undefined) return encoder
   // Synchronous because the adapters' input counters are; it finishes a sliced build already under way.
-  const build = building.get(encoding) ?? startBuild(encoding, rankData(requireRanks(`js-tiktoken/ranks/${encoding}`)))
+  const build = building.get(encoding) ?? startBuild(encoding, readRankSource(encoding))
   build.builder.step()
   return finishBuild(encoding, build)
 }
@@ -79,7 +72,7 @@ const BUILD_SLICE_MS = 4
 const warming = new Map<Encoding, Promise<void>>()
 
 /**
- * Loads the rank file with a dynamic import and builds the encoder in slices of a few milliseconds, so
+ * Reads the rank file asynchronously and builds the encoder in slices of a few milliseconds, so
  * no request waits for the whole build (~0.3 s CPU). Idempotent: every caller gets the same promise.
  */
 export function preloadEncoding(encoding: Encoding): Promise<void> {
@@ -93,9 +86,9 @@ export function preloadEncoding(encoding: Encoding): Promise<void> {
 }
 
 async function buildInSlices(encoding: Encoding): Promise<void> {
-  const module = encoding === 'o200k_base' ? await import('js-tiktoken/ranks/o200k_base') : await import('js-tiktoken/ranks/cl100k_base')
+  const source = await loadRankSource(encoding)
   if (encoders.has(encoding)) return
-  const build = startBuild(encoding, rankData(module))
+  const build = building.get(encoding) ?? startBuild(encoding, source)
   while (!encoders.has(encoding)) {
     if (build.builder.step(performance.now() + BUILD_SLICE_MS)) finishBuild(encoding, build)
     else await new Promise((resolve) => setImmediate(resolve))
@@ -105,7 +98,7 @@ async function buildInSlices(encoding: Encoding): Promise<void> {
 const SHIFT = 2 ** 32 // heap key = rank × 2^32 + position: rank < 2^18, so keys stay below 2^53
 
 /** Tokens of one piece (its UTF-8 bytes as a latin1 string) after byte-pair merging: lowest rank first, leftmost on ties. */
-function mergedTokens(bytes: string, ranks: Map<string, number>): number {
+function mergedTokens(bytes: string, ranks: RankTable): number {
   const n = bytes.length
   if (n < 2) return n
   const next = new Int32Array(n + 1)
@@ -118,8 +111,8 @@ function mergedTokens(bytes: string, ranks: Map<string, number>): number {
   const alive = new Uint8Array(n).fill(1)
   const heap: number[] = []
   for (let i = 0; i + 1 < n; i++) {
-    const rank = ranks.get(bytes.slice(i, i + 2))
-    if (rank !== undefined) heapPush(heap, rank * SHIFT + i)
+    const rank = ranks.rank(bytes, i, i + 2)
+    if (rank !== -1) heapPush(heap, rank * SHIFT + i)
   }
   let parts = n
   while (heap.length > 0) {
@@ -131,19 +124,19 @@ function mergedTokens(bytes: string, ranks: Map<string, number>): number {
     if (j >= n) continue
     const end = next[j] as number
     // A stale entry: part i has grown since, so its pair with the next part is a different string.
-    if (ranks.get(bytes.slice(i, end)) !== rank) continue
+    if (ranks.rank(bytes, i, end) !== rank) continue
     alive[j] = 0
     next[i] = end
     if (end < n) prev[end] = i
     parts -= 1
     if (end < n) {
-      const right = ranks.get(bytes.slice(i, next[end] as number))
-      if (right !== undefined) heapPush(heap, right * SHIFT + i)
+      const right = ranks.rank(bytes, i, next[end] as number)
+      if (right !== -1) heapPush(heap, right * SHIFT + i)
     }
     const p = prev[i] as number
     if (p >= 0) {
-      const left = ranks.get(bytes.slice(p, end))
-      if (left !== undefined) heapPush(heap, left * SHIFT + p)
+      const left = ranks.rank(bytes, p, end)
+      if (left !== -1) heapPush(heap, left * SHIFT + p)
     }
   }
   return parts
@@ -186,10 +179,10 @@ const NON_ASCII = /[^\x00-\x7f]/
 // Counts of short pieces, per rank map: words recur, and a stream recounts its last pieces with each delta.
 const MAX_CACHED_PIECE = 24
 const MAX_CACHED_PIECES = 50_000
-const pieceCache = new WeakMap<Map<string, number>, Map<string, number>>()
+const pieceCache = new WeakMap<RankTable, Map<string, number>>()
 
 /** Tokens of one pre-tokenizer piece: one if it is a token, else its byte-pair merge (cached for short pieces). */
-function pieceTokens(piece: string, ranks: Map<string, number>): number {
+function pieceTokens(piece: string, ranks: RankTable): number {
   let cache = pieceCache.get(ranks)
   if (cache === undefined) {
     cache = new Map()
@@ -198,7 +191,7 @@ function pieceTokens(piece: string, ranks: Map<string, number>): number {
   const cached = cache.get(piece)
   if (cached !== undefined) return cached
   const bytes = NON_ASCII.test(piece) ? Buffer.from(piece, 'utf8').toString('latin1') : piece
-  const tokens = ranks.has(bytes) ? 1 : mergedTokens(bytes, ranks)
+  const tokens = ranks.rank(bytes, 0, bytes.length) !== -1 ? 1 : mergedTokens(bytes, ranks)
   if (piece.length <= MAX_CACHED_PIECE) {
     if (cache.size >= MAX_CACHED_PIECES) cache.clear()
     cache.set(piece, tokens)

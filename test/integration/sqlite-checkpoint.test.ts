@@ -1,8 +1,10 @@
-import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { openStore } from '../../src/budget/open-store.js'
+import { createDb } from '../../src/budget/sqlite/database.js'
+import { startCheckpointer } from '../../src/budget/sqlite/checkpointer.js'
 import { loadConfig } from '../../src/config.js'
 import { reserveInput } from '../support/budget-fixture.js'
 import { eventually } from '../support/proxy.js'
@@ -33,6 +35,35 @@ describe('embedded store WAL checkpoints', () => {
       await eventually(() => statSync(path).size > size, 'a background checkpoint', 5_000)
     } finally {
       await opened.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  // The worker is a thread with its own V8 heap (~18 MB of RSS): an idle proxy should not keep it.
+  it('runs the worker only while commits happen, and checkpoints again after a pause', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'loopers-ckpt-'))
+    const path = join(dir, 'loopers.db')
+    const threads = (): number => readdirSync('/proc/self/task').length
+    let exited = false
+    const checkpointer = { current: null as ReturnType<typeof startCheckpointer> | null }
+    const db = createDb(path, { onCommit: () => checkpointer.current?.wake() })
+    try {
+      db.transactionNow('schema', () => db.statement('CREATE TABLE IF NOT EXISTS t (v TEXT) STRICT').run())
+      db.setAutoCheckpoint(false)
+      const before = threads()
+      checkpointer.current = startCheckpointer(path, () => (exited = true), { intervalMs: 50, idleStopMs: 400 })
+      expect(threads()).toBe(before) // nothing committed yet: no worker
+      const write = (): void => void db.transactionNow('write', () => db.statement('INSERT INTO t VALUES (?)').run('x'.repeat(20_000)))
+      write()
+      await eventually(() => threads() > before, 'the worker started by a commit', 5_000)
+      await eventually(() => threads() === before, 'the worker stopped after an idle period', 5_000)
+      const size = statSync(path).size
+      write()
+      await eventually(() => statSync(path).size > size, 'a checkpoint after the pause', 5_000)
+      expect(exited).toBe(false)
+    } finally {
+      await checkpointer.current?.stop()
+      db.close()
       rmSync(dir, { recursive: true, force: true })
     }
   })

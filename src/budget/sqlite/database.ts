@@ -79,6 +79,8 @@ export interface DbOptions {
   busyTimeoutMs?: number
   /** Called on each transition between usable and unusable (err: why it failed). */
   onStatus?: (status: 'ready' | 'down', err?: Error) => void
+  /** Called after each committed transaction, with its `what` (the WAL checkpointer wakes on it). */
+  onCommit?: (what: string) => void
 }
 
 /** Retry a failed open at most this often, so a missing disk costs a request no more than one try. */
@@ -133,6 +135,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
   function transactionNow<T>(what: string, work: () => T): T {
     return guard(what, (conn) => {
       const result = inTransaction(conn, work)
+      opts.onCommit?.(what)
       report('ready')
       return result
     })

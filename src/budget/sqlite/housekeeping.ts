@@ -13,6 +13,8 @@ export interface Housekeeping {
 }
 
 export const SWEEP_INTERVAL_MS = 250
+/** The sweep's transaction name: its deletes are redone after a crash, so they need no checkpoint of their own. */
+export const SWEEP_TRANSACTION = 'clean up'
 /** While a tick finds mostly expired rows, the next one follows after this instead (catching up). */
 const CATCH_UP_MS = 20
 /** Rows looked at per table per tick: a tick that deletes them all stays under a millisecond. */
@@ -58,7 +60,7 @@ export function startHousekeeping(db: Db, now: () => number = Date.now, interval
 
   const sweep = (): number => {
     const nowMs = now()
-    return db.transactionNow('clean up', () => TABLES.reduce((sum, table) => sum + sweepTable(table, nowMs), 0))
+    return db.transactionNow(SWEEP_TRANSACTION, () => TABLES.reduce((sum, table) => sum + sweepTable(table, nowMs), 0))
   }
   let timer: NodeJS.Timeout | null = null
   const tick = (): void => {

@@ -1,0 +1,74 @@
+import { execFileSync } from 'node:child_process'
+import { describe, expect, it } from 'vitest'
+import { RankBuilder } from '../../src/tokens/rank-builder.js'
+
+const b64 = (s: string): string => Buffer.from(s, 'latin1').toString('base64')
+const build = (text: string) => {
+  const builder = new RankBuilder(Buffer.from(text, 'latin1'))
+  expect(builder.step()).toBe(true)
+  return builder.ranks
+}
+
+describe('RankBuilder and RankTable', () => {
+  it('looks tokens up by a range of a latin1 string', () => {
+    const table = build(`! 0 ${b64('a')} ${b64('b')} ${b64('ab')} ${b64('\xff\x00')}`)
+    expect(table.size).toBe(4)
+    expect(table.rank('xab', 1, 3)).toBe(2)
+    expect(table.rank('xab', 1, 2)).toBe(0)
+    expect(table.rank('b', 0, 1)).toBe(1)
+    expect(table.rank('\xff\x00', 0, 2)).toBe(3)
+    expect(table.rank('abc', 0, 3)).toBe(-1)
+    expect(table.rank('ba', 0, 2)).toBe(-1)
+    expect(table.rank('', 0, 0)).toBe(-1)
+  })
+
+  it('reads lines split by newlines or by the escaped `\\n` of the rank file, each with its first rank', () => {
+    const table = build(`! 5 ${b64('x')} ${b64('yz')}\\n! 100 ${b64('q')}\n! 7 ${b64('long token')}`)
+    expect(table.rank('x', 0, 1)).toBe(5)
+    expect(table.rank('yz', 0, 2)).toBe(6)
+    expect(table.rank('q', 0, 1)).toBe(100)
+    expect(table.rank('long token', 0, 10)).toBe(7)
+  })
+
+  it('keeps the later rank of a repeated token, as a Map would', () => {
+    expect(build(`! 0 ${b64('a')} ${b64('b')} ${b64('a')}`).rank('a', 0, 1)).toBe(2)
+  })
+
+  it('builds in resumable steps with the same result', () => {
+    const tokens = Array.from({ length: 5000 }, (_, i) => b64(`t${i}`)).join(' ')
+    const builder = new RankBuilder(Buffer.from(`! 0 ${tokens}`, 'latin1'))
+    let steps = 0
+    while (!builder.step(0)) steps++
+    expect(steps).toBeGreaterThan(0)
+    expect(builder.ranks.rank('t4999', 0, 5)).toBe(4999)
+    expect(builder.ranks.rank('t0', 0, 2)).toBe(0)
+  })
+
+  // A Map of 200k strings held ~15 MB of heap (and ~30 MB of RSS) for o200k; the typed arrays ~5 MB.
+  it('holds o200k in under 10 MB of heap and array buffers', () => {
+    const script = `
+const { registerHooks } = require('node:module')
+registerHooks({
+  resolve(specifier, context, next) {
+    try { return next(specifier, context) } catch (error) {
+      if (specifier.startsWith('.') && specifier.endsWith('.js')) return next(specifier.slice(0, -3) + '.ts', context)
+      throw error
+    }
+  },
+})
+const held = () => { gc(); const m = process.memoryUsage(); return m.heapUsed + m.arrayBuffers }
+import(${JSON.stringify(new URL('../../src/tokens/tiktoken.ts', import.meta.url).href)}).then(async (t) => {
+  const before = held()
+  await t.preloadEncoding('o200k_base')
+  const count = t.countTextTokens('hello world', 'o200k_base')
+  // Let the build's garbage go: two rounds of timers, then a full collection.
+  await new Promise((r) => setTimeout(r, 50))
+  process.stdout.write(JSON.stringify({ count, heldMb: (held() - before) / 2 ** 20 }))
+})`
+    const out = execFileSync(process.execPath, ['--expose-gc', '--experimental-transform-types', '--no-warnings', '-e', script], { encoding: 'utf8', timeout: 60_000 })
+    const { count, heldMb } = JSON.parse(out) as { count: number; heldMb: number }
+    expect(count).toBe(2)
+    expect(heldMb).toBeGreaterThan(2)
+    expect(heldMb).toBeLessThan(10)
+  }, 60_000)
+})
