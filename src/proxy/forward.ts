@@ -2,7 +2,7 @@ import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
-import type { BudgetStore, Reservation } from '../budget/types.js'
+import type { BudgetStore, Refusal, Reservation } from '../budget/types.js'
 import type { Micros } from '../money.js'
 import type { Config } from '../config.js'
 import { budgetUnavailable, ProxyError, upstreamUnreachable } from '../errors.js'
@@ -273,7 +273,7 @@ export function createForwarder(deps: ForwardDeps) {
       extend: async (need) => {
         try {
           let extended = await store.extend(reservation, need, need + slice)
-          if (!extended.ok && f.countInput !== undefined && !inputCounted && parser.reported().inputTokens === undefined) {
+          if (!extended.ok && holdsSurplus(extended) && f.countInput !== undefined && !inputCounted && parser.reported().inputTokens === undefined) {
             await countInput()
             const rest = cost() - reservation.reservedMicros
             if (rest <= 0) return null
@@ -306,6 +306,15 @@ export function createForwarder(deps: ForwardDeps) {
   }
 
   return { forwardFree, forwardMetered }
+}
+
+/**
+ * A refusal that leaves the stream its own hold: the budget ran out with this hold inside the limit. A revoked
+ * key, or a limit lowered below what is already used, stops the stream at once, whatever the hold still covers.
+ */
+function holdsSurplus(refusal: Refusal): boolean {
+  if (refusal.reason !== 'budget_exceeded' && refusal.reason !== 'session_budget_exceeded') return false
+  return refusal.limitMicros !== undefined && refusal.spentMicros !== undefined && refusal.spentMicros <= refusal.limitMicros
 }
 
 function safeJson(bytes: Buffer): unknown {

@@ -372,10 +372,13 @@ describe('streams metered chunk by chunk', () => {
     await eventually(async () => (await daily()).held === 0, 'settlement')
     const inputBound = Number((await summaryOf(1)).inputBound)
     expect(inputBound).toBeGreaterThan(0)
+    const prompt = (fake.ledger.at(-1) as LedgerEntry).inputTokens
 
     const before = (await daily()).spent
-    // Room for 20 one-token chunks (more than the 16-token first slice).
-    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 20 } })
+    // Room for the prompt as the provider bills it and 20 one-token chunks (more than the 16-token first slice):
+    // the proxy counts the prompt once an extension is refused, and the bound's surplus carries output.
+    const room = prompt + 20
+    await proxy.admin.setBudget(hash, { limits: { daily: before + room } })
     fake.options = { chunks: 200, chunkDelayMs: 2 }
     let text = ''
     const error = await (async () => {
@@ -393,7 +396,10 @@ describe('streams metered chunk by chunk', () => {
     const billed = (fake.ledger.at(-1) as LedgerEntry).inputTokens
     expect(Number(summary.inputTokens)).toBeGreaterThanOrEqual(billed)
     expect(Number(summary.inputTokens)).toBeLessThanOrEqual(billed + 2)
-    expectCutAtBudget(text, Number(summary.outputTokens))
+    // Exactly the chunks the counted prompt leaves of the room.
+    const chunks = room - Number(summary.inputTokens)
+    expect(chunks).toBeGreaterThanOrEqual(18)
+    expectCutAtBudget(text, Number(summary.outputTokens), 1, chunks)
     expect((await daily()).spent - before).toBe(Number(summary.inputTokens) + Number(summary.outputTokens))
   })
 

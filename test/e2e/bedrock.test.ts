@@ -315,9 +315,12 @@ describe('budgets', () => {
     const inputBound = Number((await summary(1)).inputBound)
     expect(inputBound).toBeGreaterThan(0)
 
+    const prompt = (fake.ledger.at(-1) as LedgerEntry).inputTokens
     const before = (await daily()).spent
-    // Nova's output is estimated as o200k × 1.35 (bedrock's factor): 20 one-token deltas count 27, 21 count 29.
-    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 27 } })
+    // The prompt as billed, and output for 20 one-token deltas: Nova's output is estimated as o200k × 1.35
+    // (bedrock's factor), 20 count 27, 21 count 29. The proxy holds the byte bound until an extension is
+    // refused, then counts the prompt at CountTokens and the bound's surplus carries output.
+    await proxy.admin.setBudget(hash, { limits: { daily: before + prompt + 27 } })
     fake.options = { chunks: 200, chunkDelayMs: 2 }
     let text = ''
     const error = await (async () => {
@@ -335,7 +338,7 @@ describe('budgets', () => {
     const line = await summary(2)
     expect(line.outcome).toBe('cutoff')
     expect(line.code).toBe('budget_exceeded')
-    // No usage before the cut: the input is counted at CountTokens after it, as the provider bills it.
+    // No usage before the cut: the input is counted at CountTokens, as the provider bills it.
     const billed = (fake.ledger.at(-1) as LedgerEntry).inputTokens
     expect(billed).toBeLessThan(inputBound)
     expect(line.inputTokens).toBe(billed)

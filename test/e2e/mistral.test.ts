@@ -215,17 +215,33 @@ describe('streams metered chunk by chunk', () => {
     }
   }
 
-  /** Measures the input bound of the test stream, then leaves budget for exactly 20 one-token chunks. */
-  async function budgetForTenChunks(): Promise<{ before: number; inputBound: number }> {
+  /**
+   * Measures the input bound and billed prompt of the test stream, then leaves budget for the prompt as billed
+   * and 25 output tokens (Mistral's output is estimated as o200k × 1.25: 20 one-token chunks count 25).
+   */
+  async function budgetForTwentyChunks(): Promise<{ before: number; inputBound: number; room: number }> {
     fake.options = { chunks: 1 }
     expect((await streamChat(mistral())).error).toBeNull()
     await eventually(async () => (await daily()).held === 0, 'settlement')
     const inputBound = Number((await summaryOf(1)).inputBound)
     expect(inputBound).toBeGreaterThan(0)
     const before = (await daily()).spent
-    // Mistral's output is estimated as o200k × 1.25: 20 one-token chunks count 25, 21 count 27.
-    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 25 } })
-    return { before, inputBound }
+    const room = (fake.ledger.at(-1) as LedgerEntry).inputTokens + 25
+    await proxy.admin.setBudget(hash, { limits: { daily: before + room } })
+    return { before, inputBound, room }
+  }
+
+  /**
+   * The one-token chunks a cut stream delivers: the proxy holds the byte bound until an extension is refused,
+   * then estimates the prompt, and the room left carries as many chunks as their estimate (× 1.25) fits.
+   */
+  function chunksLeft(room: number, summary: Record<string, unknown>): number {
+    const output = room - Number(summary.inputTokens)
+    let chunks = 0
+    while (Math.ceil((chunks + 1) * 1.25) <= output) chunks++
+    // The estimate stays within its stated error of the bill (expectInputEstimated): most of the 20 fit.
+    expect(chunks).toBeGreaterThanOrEqual(12)
+    return chunks
   }
 
   /**
@@ -241,7 +257,7 @@ describe('streams metered chunk by chunk', () => {
   }
 
   it('cuts a stream at the budget with an event the Mistral SDK raises on, and closes the upstream', async () => {
-    const { before, inputBound } = await budgetForTenChunks()
+    const { before, inputBound, room } = await budgetForTwentyChunks()
     fake.options = { chunks: 200, chunkDelayMs: 2 }
     const { text, error } = await streamChat(mistral())
 
@@ -257,7 +273,7 @@ describe('streams metered chunk by chunk', () => {
     expect(summary.outcome).toBe('cutoff')
     expect(summary.code).toBe('budget_exceeded')
     expectInputEstimated(summary, inputBound)
-    expectCutAtBudget(text, Number(summary.outputTokens), 1.25)
+    expectCutAtBudget(text, Number(summary.outputTokens), 1.25, chunksLeft(room, summary))
     expect((await daily()).spent - before).toBe(Number(summary.inputTokens) + Number(summary.outputTokens))
   })
 
@@ -270,8 +286,9 @@ describe('streams metered chunk by chunk', () => {
     await eventually(async () => (await daily()).held === 0, 'settlement')
     const inputBound = Number((await summaryOf(1)).inputBound)
     const before = (await daily()).spent
-    // Mistral's output is estimated as o200k × 1.25: 20 one-token chunks count 25, 21 count 27.
-    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 25 } })
+    // The prompt as billed and 25 output tokens (20 one-token chunks estimated × 1.25).
+    const room = (fake.ledger.at(-1) as LedgerEntry).inputTokens + 25
+    await proxy.admin.setBudget(hash, { limits: { daily: before + room } })
     fake.options = { chunks: 200, chunkDelayMs: 2 }
     let text = ''
     const error = await (async () => {
@@ -283,7 +300,7 @@ describe('streams metered chunk by chunk', () => {
     const summary = await summaryOf(2)
     expect(summary.outcome).toBe('cutoff')
     expectInputEstimated(summary, inputBound)
-    expectCutAtBudget(text, Number(summary.outputTokens), 1.25)
+    expectCutAtBudget(text, Number(summary.outputTokens), 1.25, chunksLeft(room, summary))
     expect((await daily()).spent - before).toBe(Number(summary.inputTokens) + Number(summary.outputTokens))
   })
 

@@ -38,15 +38,30 @@ beforeEach(async () => {
 })
 
 describe('the key changes under a running stream', () => {
-  it.each([
-    ['the key is revoked', 'key_revoked', async () => void (await proxy.admin.revokeKey(hash))],
+  // `withinSlice`: the change bites at the next extension, within a 16-token slice. A limit lowered to exactly
+  // what is used leaves the stream its own hold (inside the limit): once an extension is refused, the prompt is
+  // counted and the bound's surplus may carry output; the stream is cut when that is used too.
+  it.each<[string, string, () => Promise<number | null>, boolean]>([
+    ['the key is revoked', 'key_revoked', async () => (await proxy.admin.revokeKey(hash), null), true],
+    [
+      'the daily limit is lowered below what is already used',
+      'budget_exceeded',
+      async () => {
+        const { spent, held } = await daily(proxy.admin, hash)
+        await proxy.admin.setBudget(hash, { limits: { daily: spent + held - 1 } })
+        return spent + held - 1
+      },
+      true,
+    ],
     [
       'the daily limit is lowered to what is already used',
       'budget_exceeded',
       async () => {
         const { spent, held } = await daily(proxy.admin, hash)
         await proxy.admin.setBudget(hash, { limits: { daily: spent + held } })
+        return spent + held
       },
+      false,
     ],
     [
       "the key's session budget is lowered below what the session used",
@@ -55,9 +70,11 @@ describe('the key changes under a running stream', () => {
         // The session exists and holds the stream's reservation.
         expect(Number((await proxy.server.redis!.hget(sessionKey(hash, 'run-1'), 'held')) ?? 0)).toBeGreaterThan(0)
         await proxy.admin.setBudget(hash, { sessionBudgetMicros: 1 })
+        return null
       },
+      true,
     ],
-  ])('%s: the next extension is refused, the stream is cut with %s, upstream closed, settled once', async (_name, code, change) => {
+  ])('%s: the stream is cut with %s, upstream closed, settled once', async (_name, code, change, withinSlice) => {
     const settles = await settleCalls(proxy.server.adminUrl)
     const sdk = new OpenAI({
       apiKey: key,
@@ -66,11 +83,12 @@ describe('the key changes under a running stream', () => {
       maxRetries: 0,
     })
     let deltas = 0
+    let limit: number | null = null
     const error = await (async () => {
       const stream = await sdk.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'go' }], stream: true })
       for await (const chunk of stream) {
         if (chunk.choices[0]?.delta.content) deltas++
-        if (deltas === 3) await change()
+        if (deltas === 3) limit = await change()
       }
     })().catch((e: unknown) => e)
 
@@ -79,9 +97,9 @@ describe('the key changes under a running stream', () => {
     await eventually(() => upstream.last().closedEarly, 'upstream closed')
     expect(upstream.last().stage).toBe('streaming')
     expect(upstream.last().tokensWritten).toBeLessThan(500)
-    // 16-token slices of one-token deltas: the refusal comes within a slice of the change.
     expect(deltas).toBeGreaterThanOrEqual(3)
-    expect(deltas).toBeLessThanOrEqual(3 + 17)
+    // 16-token slices of one-token deltas: the refusal comes within a slice of the change.
+    if (withinSlice) expect(deltas).toBeLessThanOrEqual(3 + 17)
 
     await eventually(async () => (await daily(proxy.admin, hash)).held === 0, 'settlement')
     const summary = summaries(proxy, hash).at(-1)!
@@ -94,6 +112,9 @@ describe('the key changes under a running stream', () => {
     const input = expectCountedInput(summary, upstream.last().body)
     expect(spent).toBeGreaterThan(input + deltas)
     expect(spent).toBeLessThanOrEqual(input + deltas + 4)
+    // The budget holds: a lowered daily limit is passed by no more than the event the provider generated but the
+    // meter refused (as above).
+    if (limit !== null) expect(spent).toBeLessThanOrEqual(limit + 4)
     expect(await reservations(redis.url, hash)).toEqual([{ state: 'settled', amount: expect.any(Number), charged: spent }])
     expect((await settleCalls(proxy.server.adminUrl)) - settles).toBe(1)
   })

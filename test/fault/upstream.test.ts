@@ -155,6 +155,8 @@ describe('an upstream that falls silent mid-stream', () => {
     expect(text).toBe('tok '.repeat(3))
     await eventually(() => upstream.last().closedEarly, 'upstream closed')
     await eventually(async () => (await daily(proxy.admin, hash)).held === 0, 'settlement')
+    // The summary line is written once settlement has returned, a moment after the store shows it.
+    await eventually(() => summaries(proxy, hash).length > 0, 'summary line')
     const summary = summaries(proxy, hash).at(-1)!
     // No usage arrived: the input counted as the provider bills the prompt, plus the output counted.
     // Output counted in o200k tokens: "tok tok tok " is four ("tok", " tok", " tok", " ").
