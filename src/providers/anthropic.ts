@@ -262,9 +262,9 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
       return { model, stream: readFlag(body, 'stream'), maxOutputTokens: readMaxTokens(body), choices: 1 }
     },
     referencedInput: (_route, body, headers) => anthropicReferencedInput(body, headers),
-    boundInputTokens(_route, body, raw, tokensPerMedia) {
+    boundInputTokens(_route, body, raw, tokensPerMedia, mediaParts) {
       const hasTools = Array.isArray(body.tools) && body.tools.length > 0
-      return boundInputTokens(raw, body, tokensPerMedia, hasTools ? TOOL_USE_PROMPT_TOKENS + toolOverheadTokens(body.tools) : 0)
+      return boundInputTokens(raw, body, tokensPerMedia, hasTools ? TOOL_USE_PROMPT_TOKENS + toolOverheadTokens(body.tools) : 0, mediaParts)
     },
     exactInput: (_route, _path, body) => anthropicCount(body),
     prepareBody(_route, body, _facts, maxOutputTokens) {

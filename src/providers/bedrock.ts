@@ -137,7 +137,7 @@ export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
     },
     referencedInput: (_route, body, headers) => bedrockReferencedInput(body, headers),
     // Tool-use system prompts add tokens beyond the body; without tools the JSON outweighs chat templates.
-    boundInputTokens: (route, body, raw, tokensPerMedia) => boundInputTokens(raw, body, tokensPerMedia, hasTools(route, body) ? PRIMING_TOKENS : 0),
+    boundInputTokens: (route, body, raw, tokensPerMedia, mediaParts) => boundInputTokens(raw, body, tokensPerMedia, hasTools(route, body) ? PRIMING_TOKENS : 0, mediaParts),
     exactInput: (route, _path, body) => bedrockCount(route, body),
     prepareBody(route, body, facts, maxOutputTokens) {
       if (maxOutputTokens === null || facts.maxOutputTokens === 0) return false

@@ -344,11 +344,11 @@ export function createGeminiAdapter(options: { baseUrl: string; apiKey: string |
       return { model, stream: route.pathStream === true, maxOutputTokens: perCandidate === null ? null : perCandidate * choices, choices }
     },
     referencedInput: (_route, body) => geminiReferencedInput(body),
-    boundInputTokens(route, body, raw, tokensPerMedia) {
+    boundInputTokens(route, body, raw, tokensPerMedia, mediaParts) {
       // Embeddings have no chat template: their body bytes outweigh every token they embed.
-      if (EMBED.has(route.operation)) return boundInputTokens(raw, body, tokensPerMedia)
+      if (EMBED.has(route.operation)) return boundInputTokens(raw, body, tokensPerMedia, 0, mediaParts)
       // Function declarations are rendered into a tool prompt; without tools the JSON outweighs the turn markers.
-      const bound = boundInputTokens(raw, body, tokensPerMedia, Array.isArray(body.tools) && body.tools.length > 0 ? PRIMING_TOKENS : 0)
+      const bound = boundInputTokens(raw, body, tokensPerMedia, Array.isArray(body.tools) && body.tools.length > 0 ? PRIMING_TOKENS : 0, mediaParts)
       return readsBeyondBody(body) ? bound + REFERENCED_CONTEXT_TOKENS : bound
     },
     exactInput: (route, path, body) => geminiCount(route, path, body),

@@ -46,8 +46,8 @@ export function describeCompat(route: RouteMatch, body: Json): RequestFacts {
  * Bytes of the body plus media parts; a stored conversation adds the largest context window. No priming
  * overhead: each message's JSON (`{"role":"user","content":""}`, 28 bytes) outweighs its 4 wrapper tokens.
  */
-export function boundCompatInput(route: RouteMatch, body: Json, raw: Buffer, tokensPerMedia: number): number {
-  const bound = boundInputTokens(raw, body, tokensPerMedia)
+export function boundCompatInput(route: RouteMatch, body: Json, raw: Buffer, tokensPerMedia: number, mediaParts?: number | null): number {
+  const bound = boundInputTokens(raw, body, tokensPerMedia, 0, mediaParts)
   const stored = route.operation === 'responses' && (body.previous_response_id != null || body.conversation != null)
   return stored ? bound + STORED_CONTEXT_BOUND_TOKENS : bound
 }

@@ -168,7 +168,7 @@ export interface ProviderAdapter {
    */
   referencedInput?(route: RouteMatch, body: Record<string, unknown>, headers: IncomingHttpHeaders): ReferencedInput
   /** Cheap upper bound of input tokens (never below the true count). */
-  boundInputTokens(route: RouteMatch, body: Record<string, unknown>, raw: Buffer, tokensPerMedia: number): number
+  boundInputTokens(route: RouteMatch, body: Record<string, unknown>, raw: Buffer, tokensPerMedia: number, mediaParts?: number | null): number
   /**
    * How to count this request's input exactly when its bound does not fit the budget, or null when
    * nothing counts better than the bound (content the body only references, an unknown format).

@@ -24,7 +24,7 @@ import { isObject, type Json } from '../providers/body.js'
 import type { AdapterRegistry } from '../providers/registry.js'
 import type { ProviderAdapter, ProviderId, RequestFacts, UpstreamCredential } from '../providers/types.js'
 import type { Metrics } from '../metrics.js'
-import { REFERENCED_CONTEXT_TOKENS, referencesProviderContent } from '../tokens/bound.js'
+import { REFERENCED_CONTEXT_TOKENS, scanBody } from '../tokens/bound.js'
 import { sharedTokenCounter, type TokenCounter } from '../tokens/worker.js'
 import { blockedByHolds, createAdmission, settledRoom, type Admission } from './admission.js'
 import { readLoopersCredential, readSession } from './control-headers.js'
@@ -142,9 +142,11 @@ export function createPipeline(deps: PipelineDeps) {
 
       // Content the provider fetches or generates itself is not in the body: its context window bounds it.
       const extra = adapter.referencedInput?.(route, body, request.headers)
-      const referenced = (extra?.tokens ?? 0) + (referencesProviderContent(body) ? REFERENCED_CONTEXT_TOKENS : 0)
+      // One walk, in slices, finds media parts and fetched content (a long transcript stalls no one).
+      const scan = await scanBody(body)
+      const referenced = (extra?.tokens ?? 0) + (scan.fetchesContent ? REFERENCED_CONTEXT_TOKENS : 0)
       const feeMicros = toolFees(adapter.id, extra?.toolCalls ?? {})
-      const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia) + referenced, Number.MAX_SAFE_INTEGER)
+      const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia, scan.mediaParts) + referenced, Number.MAX_SAFE_INTEGER)
       // The loop guard reads the conversation's opening and newest step (bounded work, src/loop/README.md).
       const fingerprint = fingerprintRequest(adapter.loopShape?.(route) ?? null, body)
       // Requests of one step fired at once (a load test, a batch) are not repeats: the store counts a repeat

@@ -89,11 +89,12 @@ export function mediaParts(body: unknown, maxNodes: number = MAX_MEDIA_WALK_NODE
  * (what the adapter knows its provider adds beyond the body: PRIMING_TOKENS where the body's own JSON
  * does not already outweigh it). A body too large to walk is assumed to be
  * made of the smallest possible media parts. Content the body only references (a previous response, a
- * cached context, a stored prompt) is not in the body and not in this bound.
+ * cached context, a stored prompt) is not in the body and not in this bound. `walked`: the parts `scanBody`
+ * already counted (else the body is walked here).
  */
-export function boundInputTokens(raw: Buffer, body: unknown, tokensPerMedia: number, overheadTokens = 0): number {
+export function boundInputTokens(raw: Buffer, body: unknown, tokensPerMedia: number, overheadTokens = 0, walked?: number | null): number {
   const bytes = raw.length
-  const parts = mediaParts(body) ?? Math.floor(bytes / MIN_MEDIA_PART_BYTES)
+  const parts = (walked === undefined ? mediaParts(body) : walked) ?? Math.floor(bytes / MIN_MEDIA_PART_BYTES)
   return Math.min(bytes + parts * tokensPerMedia + overheadTokens, Number.MAX_SAFE_INTEGER)
 }
 
@@ -119,27 +120,52 @@ function fetchesContent(node: Record<string, unknown>): boolean {
   return isObject(node.s3Location) || isObject(node.s3_location)
 }
 
+/** What one walk over a parsed body finds. */
+export interface BodyScan {
+  /** Media parts (as `mediaParts` counts them), or null when the body has more values than can be walked. */
+  mediaParts: number | null
+  /** Some part makes the provider fetch content itself (see `fetchesContent`); assumed for a body too large to walk. */
+  fetchesContent: boolean
+}
+
+/** Objects walked between two yields to the event loop (about a millisecond of work). */
+const SCAN_SLICE_NODES = 4096
+
 /**
- * True when any part of the body makes the provider fetch content itself (see `fetchesContent`), or the
- * body has more values than can be walked (then it is assumed to).
+ * `mediaParts` and the fetched-content search in one walk, in slices: a body of millions of small objects
+ * (a long transcript) yields to the event loop every few thousand, so it stalls no other request.
  */
-export function referencesProviderContent(body: unknown, maxNodes: number = MAX_MEDIA_WALK_NODES): boolean {
+export async function scanBody(body: unknown, maxNodes: number = MAX_MEDIA_WALK_NODES): Promise<BodyScan> {
+  let parts = 0
+  let fetches = false
   let visited = 0
+  // Parallel stacks: a value, and whether it lies inside a counted media part (searched, not counted again).
   const stack: unknown[] = [body]
+  const inMedia: boolean[] = [false]
   while (stack.length > 0) {
     const node = stack.pop()
+    const inside = inMedia.pop() as boolean
     if (typeof node !== 'object' || node === null) continue
-    if (++visited > maxNodes) return true
+    if (++visited > maxNodes) return { mediaParts: null, fetchesContent: true }
+    if (visited % SCAN_SLICE_NODES === 0) await new Promise<void>((resolve) => setImmediate(resolve))
     if (Array.isArray(node)) {
-      for (const item of node) if (typeof item === 'object' && item !== null) stack.push(item)
+      for (const item of node) {
+        if (typeof item !== 'object' || item === null) continue
+        stack.push(item)
+        inMedia.push(inside)
+      }
       continue
     }
     const record = node as Record<string, unknown>
-    if (fetchesContent(record)) return true
+    if (!fetches && fetchesContent(record)) fetches = true
+    const media = inside || isMediaPart(record)
+    if (media && !inside) parts += 1
     for (const key in record) {
       const value = record[key]
-      if (typeof value === 'object' && value !== null) stack.push(value)
+      if (typeof value !== 'object' || value === null) continue
+      stack.push(value)
+      inMedia.push(media)
     }
   }
-  return false
+  return { mediaParts: parts, fetchesContent: fetches }
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { anthropicReferencedInput, bedrockReferencedInput, compatReferencedInput, geminiReferencedInput } from '../../src/providers/hosted-tools.js'
-import { REFERENCED_CONTEXT_TOKENS, referencesProviderContent } from '../../src/tokens/bound.js'
+import { mediaParts, REFERENCED_CONTEXT_TOKENS, scanBody } from '../../src/tokens/bound.js'
 
 const responses = { operation: 'responses', pathModel: null, pathStream: null }
 const chat = { operation: 'chat', pathModel: null, pathStream: null }
@@ -18,12 +18,30 @@ describe('content the provider fetches itself', () => {
     [{ messages: [{ content: [{ video: { format: 'mp4', source: { s3Location: { uri: 's3://b/v.mp4' } } } }] }] }, true],
     [{ messages: [{ content: [{ type: 'document_url', document_url: 'https://x' }] }] }, true],
     [{ messages: [{ role: 'user', content: 'file_id file_url s3Location' }] }, false],
-  ])('%j → %s', (body, expected) => {
-    expect(referencesProviderContent(body)).toBe(expected)
+  ])('%j → %s', async (body, expected) => {
+    const scan = await scanBody(body)
+    expect(scan.fetchesContent).toBe(expected)
+    // The same walk counts media parts as mediaParts does.
+    expect(scan.mediaParts).toBe(mediaParts(body))
   })
 
-  it('a body too large to walk is assumed to fetch content', () => {
-    expect(referencesProviderContent({ a: [{}, {}, {}] }, 2)).toBe(true)
+  it('a body too large to walk is assumed to fetch content, and its media parts are unknown', async () => {
+    expect(await scanBody({ a: [{}, {}, {}] }, 2)).toEqual({ mediaParts: null, fetchesContent: true })
+  })
+
+  it('walks a long transcript in slices: other work runs while it does, and the answer is the same', async () => {
+    const body = { messages: Array.from({ length: 200_000 }, (_, i) => ({ role: i % 2 === 0 ? 'user' : 'assistant', content: [{ type: 'text', text: 'hi' }] })) }
+    body.messages.push({ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/png;base64,AA' } } as never, { type: 'input_file', file_id: 'f' } as never] })
+    let ticks = 0
+    const timer = setInterval(() => ticks++, 0)
+    const started = performance.now()
+    const scan = await scanBody(body)
+    const elapsed = performance.now() - started
+    clearInterval(timer)
+    expect(scan).toEqual({ mediaParts: 2, fetchesContent: true })
+    expect(scan.mediaParts).toBe(mediaParts(body))
+    // 600,000 objects in slices of 4,096: the event loop ran between slices.
+    expect(ticks, `${ticks} timer ticks in ${elapsed.toFixed(0)} ms`).toBeGreaterThanOrEqual(20)
   })
 })
 
