@@ -1,38 +1,21 @@
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { Logger } from 'pino'
-import type { BudgetStore, Refusal, Reservation } from '../budget/types.js'
-import type { Micros } from '../money.js'
-import type { Config } from '../config.js'
-import { budgetUnavailable, ProxyError, upstreamUnreachable } from '../errors.js'
-import type { Metrics } from '../metrics.js'
-import { costMicros, tokensCost } from '../pricing/cost.js'
-import type { Price } from '../pricing/types.js'
-import type { Json } from '../providers/body.js'
-import type { ProviderAdapter, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import { upstreamUnreachable } from '../errors.js'
 import { relayableResponseHeaders } from '../http/response-headers.js'
+import type { Micros } from '../money.js'
 import { microsToUsd } from '../money.js'
-import { guardEventLimit, MAX_BODY_BYTES, UpstreamTooLargeError } from '../stream/limits.js'
-import { meterStream } from '../stream/meter.js'
-import { createOutputCounter } from '../tokens/output-counter.js'
-import { loweredOutputCap, type ReservationPlan } from './plan.js'
-import { refusalError } from './refusal.js'
-import { REMAINING_HEADER, toErrorInfo, usdHeader } from './respond.js'
+import { costMicros } from '../pricing/cost.js'
+import type { ProviderAdapter, UpstreamCredential } from '../providers/types.js'
+import { MAX_BODY_BYTES, UpstreamTooLargeError } from '../stream/limits.js'
+import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
+import { loweredOutputCap } from './plan.js'
+import { createStreamRelay } from './relay-stream.js'
+import { REMAINING_HEADER, usdHeader } from './respond.js'
 import type { Summary } from './summary.js'
 import type { Target } from './target.js'
-import type { UpstreamClient, UpstreamResponse } from './upstream.js'
+import type { UpstreamResponse } from './upstream.js'
 
-export interface ForwardDeps {
-  config: Config
-  store: BudgetStore
-  upstream: UpstreamClient
-  logger: Logger
-  metrics: Metrics
-  /** Fires after the shutdown grace period: in-flight upstream calls are aborted and streams cut. */
-  shutdown: AbortSignal
-  now: () => number
-}
 
 const MAX_ERROR_BODY_BYTES = 1024 * 1024
 const MAX_FREE_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -44,8 +27,8 @@ const SETTLE_RETRY_DELAYS_MS = [100, 500, 2_000]
  * reservation, relayed (streams through the meter) and settled exactly once, whatever happens.
  */
 export function createForwarder(deps: ForwardDeps) {
-  const { config, store } = deps
-  const now = deps.now
+  const { store } = deps
+  const relayStream = createStreamRelay(deps)
 
   async function forwardFree(
     request: FastifyRequest,
@@ -80,40 +63,9 @@ export function createForwarder(deps: ForwardDeps) {
     }
   }
 
-  interface Forward {
-    request: FastifyRequest
-    reply: FastifyReply
-    adapter: ProviderAdapter
-    target: Target
-    route: RouteMatch
-    facts: RequestFacts
-    price: Price
-    plan: ReservationPlan
-    body: Json
-    raw: Buffer
-    credential: UpstreamCredential
-    reservation: Reservation
-    summary: Summary
-    started: number
-    /**
-     * The request's input tokens as the provider bills them (its tokenizer, its count endpoint, Mistral's
-     * estimate), stopping past `limitTokens`; null when it cannot count. Absent when the plan's input is exact.
-     */
-    countInput?: (limitTokens: number) => Promise<number | null>
-  }
 
-  /**
-   * The input a stream that ended without reported usage is charged: counted (off the event loop, after the
-   * client's answer) when the plan held only the byte bound; the bound when the count fails or is no smaller.
-   */
-  async function endedInput(f: Forward): Promise<{ tokens: number; micros: Micros }> {
-    const { plan, price } = f
-    const bound = { tokens: plan.inputTokens, micros: plan.inputMicros }
-    if (f.countInput === undefined) return bound
-    const counted = await f.countInput(plan.inputTokens).catch(() => null)
-    if (counted === null || counted >= plan.inputTokens) return bound
-    return { tokens: counted, micros: tokensCost(counted, Math.max(price.inputPer1M, price.cacheWritePer1M)) }
-  }
+
+
 
   async function forwardMetered(f: Forward): Promise<void> {
     const { reply, adapter, route, facts, price, plan, reservation, summary } = f
@@ -227,95 +179,11 @@ export function createForwarder(deps: ForwardDeps) {
     }
   }
 
-  async function relayStream(
-    f: Forward,
-    response: UpstreamResponse,
-    headers: Record<string, unknown>,
-    settle: (actual: Micros, outcome: string) => Promise<void>,
-  ): Promise<void> {
-    const { reply, adapter, route, facts, price, plan, reservation, summary } = f
-    const guarded = guardEventLimit(adapter.createStreamParser(route, createOutputCounter(price.tokenizer)))
-    const parser = guarded.parser
-    // A count (or estimate) never passes the request's cap: the provider stops there, whatever the count says.
-    const cap = facts.maxOutputTokens
-    const outputTokens = (): number => {
-      const counted = parser.outputTokens()
-      return cap === null || parser.reported().outputTokens !== undefined ? counted : Math.min(counted, cap)
-    }
-    // Input is held at the plan's until the provider reports it, or until it is counted: at the first refused
-    // extension (the bound's surplus may hold the rest of the stream), else once the stream has ended.
-    let input = { tokens: plan.inputTokens, micros: plan.inputMicros }
-    let inputCounted = false
-    const countInput = async (): Promise<void> => {
-      if (inputCounted || parser.reported().inputTokens !== undefined) return
-      inputCounted = true
-      input = await endedInput(f)
-    }
-    const cost = (): Micros => {
-      const reported = parser.reported()
-      if (reported.inputTokens === undefined) return input.micros + plan.feeMicros + tokensCost(outputTokens(), price.outputPer1M)
-      return costMicros(price, { ...reported, outputTokens: outputTokens() }) + plan.feeMicros
-    }
-    const slice = tokensCost(config.streamSliceTokens, price.outputPer1M)
-    reply.hijack()
-    reply.raw.writeHead(response.status, headers as Record<string, string>)
-    // Headers go out now, not with the first whole event: the client learns at once that its stream began.
-    reply.raw.flushHeaders()
-    deps.metrics.streamStarted()
-    const result = await meterStream({
-      stopSignal: deps.shutdown,
-      stopError: () => toErrorInfo(shuttingDown()),
-      parser,
-      upstream: response.body,
-      client: reply.raw,
-      reservedMicros: () => reservation.reservedMicros,
-      costMicros: cost,
-      extend: async (need) => {
-        try {
-          let extended = await store.extend(reservation, need, need + slice)
-          if (!extended.ok && holdsSurplus(extended) && f.countInput !== undefined && !inputCounted && parser.reported().inputTokens === undefined) {
-            await countInput()
-            const rest = cost() - reservation.reservedMicros
-            if (rest <= 0) return null
-            extended = await store.extend(reservation, rest, rest + slice)
-          }
-          if (extended.ok) return null
-          if (extended.heldMicros !== undefined) summary.heldUsd = microsToUsd(extended.heldMicros)
-          return toErrorInfo(refusalError(extended, adapter.id, now()))
-        } catch (error) {
-          return toErrorInfo(budgetUnavailable('the budget store became unavailable during the stream', { cause: error }))
-        }
-      },
-      cutoffFrame: (error) => adapter.cutoffFrame(route, error),
-      upstreamFailure: () => toErrorInfo(upstreamUnreachable('the provider connection broke during the stream')),
-    }).finally(() => deps.metrics.streamEnded())
-    // Ended without reported input (cut, client gone, upstream broke): charged the input the provider bills.
-    await countInput()
-    summary.inputTokens = parser.reported().inputTokens ?? input.tokens
-    summary.outputTokens = outputTokens()
-    if (result.error !== null) {
-      summary.code = result.error.code
-      if (typeof result.error.details?.window === 'string') summary.window = result.error.details.window
-    }
-    // Reasoning the stream never showed is billed by the provider: without its reported usage, the
-    // whole hold (the request's worst case) is what may have been spent. So is an event past the size
-    // limit: what the provider generated beyond it is unknown.
-    const unreported = price.hiddenReasoning && parser.reported().outputTokens === undefined
-    if (guarded.overflowed()) summary.cause = 'upstream stream event above the size limit'
-    await settle(unreported || guarded.overflowed() ? Math.max(reservation.reservedMicros, cost()) : cost(), result.outcome)
-  }
+
 
   return { forwardFree, forwardMetered }
 }
 
-/**
- * A refusal that leaves the stream its own hold: the budget ran out with this hold inside the limit. A revoked
- * key, or a limit lowered below what is already used, stops the stream at once, whatever the hold still covers.
- */
-function holdsSurplus(refusal: Refusal): boolean {
-  if (refusal.reason !== 'budget_exceeded' && refusal.reason !== 'session_budget_exceeded') return false
-  return refusal.limitMicros !== undefined && refusal.spentMicros !== undefined && refusal.spentMicros <= refusal.limitMicros
-}
 
 function safeJson(bytes: Buffer): unknown {
   try {
@@ -325,9 +193,6 @@ function safeJson(bytes: Buffer): unknown {
   }
 }
 
-function shuttingDown(): ProxyError {
-  return budgetUnavailable('the proxy is shutting down; retry the request')
-}
 
 /** An AbortController that fires when the client goes away before the response is complete, or at shutdown. */
 function abortOnClientClose(reply: FastifyReply, shutdown?: AbortSignal): AbortController {

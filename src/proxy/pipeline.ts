@@ -150,7 +150,7 @@ export function createPipeline(deps: PipelineDeps) {
       // The loop guard reads the conversation's opening and newest step (bounded work, src/loop/README.md).
       const fingerprint = fingerprintRequest(adapter.loopShape?.(route) ?? null, body)
       // Requests of one step fired at once (a load test, a batch) are not repeats: the store counts a repeat
-      // only while no request of its step is in flight, and settle ends each (src/loop/README.md).
+      // only while at most one request of its step is in flight, and settle ends each (src/loop/README.md).
       const loop = fingerprint === null ? null : { scope: loopScope(session?.id ?? null, fingerprint), step: fingerprint.step }
       const requestId = randomUUID()
       const reserveInput = { keyHash, provider: adapter.id, requestId, session, loop }

@@ -1,0 +1,65 @@
+/** What the forwarding half of the pipeline needs, and what it is given for one metered request. */
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Logger } from 'pino'
+import type { BudgetStore, Reservation } from '../budget/types.js'
+import type { Config } from '../config.js'
+import { budgetUnavailable, type ProxyError } from '../errors.js'
+import type { Metrics } from '../metrics.js'
+import type { Micros } from '../money.js'
+import { tokensCost } from '../pricing/cost.js'
+import type { Price } from '../pricing/types.js'
+import type { Json } from '../providers/body.js'
+import type { ProviderAdapter, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { ReservationPlan } from './plan.js'
+import type { Summary } from './summary.js'
+import type { Target } from './target.js'
+import type { UpstreamClient } from './upstream.js'
+
+export interface ForwardDeps {
+  config: Config
+  store: BudgetStore
+  upstream: UpstreamClient
+  logger: Logger
+  metrics: Metrics
+  /** Fires after the shutdown grace period: in-flight upstream calls are aborted and streams cut. */
+  shutdown: AbortSignal
+  now: () => number
+}
+
+export interface Forward {
+  request: FastifyRequest
+  reply: FastifyReply
+  adapter: ProviderAdapter
+  target: Target
+  route: RouteMatch
+  facts: RequestFacts
+  price: Price
+  plan: ReservationPlan
+  body: Json
+  raw: Buffer
+  credential: UpstreamCredential
+  reservation: Reservation
+  summary: Summary
+  started: number
+  /**
+   * The request's input tokens as the provider bills them (its tokenizer, its count endpoint, Mistral's
+   * estimate), stopping past `limitTokens`; null when it cannot count. Absent when the plan's input is exact.
+   */
+  countInput?: (limitTokens: number) => Promise<number | null>
+}
+/**
+ * The input a stream that ended without reported usage is charged: counted (off the event loop, after the
+ * client's answer) when the plan held only the byte bound; the bound when the count fails or is no smaller.
+ */
+export async function endedInput(f: Forward): Promise<{ tokens: number; micros: Micros }> {
+  const { plan, price } = f
+  const bound = { tokens: plan.inputTokens, micros: plan.inputMicros }
+  if (f.countInput === undefined) return bound
+  const counted = await f.countInput(plan.inputTokens).catch(() => null)
+  if (counted === null || counted >= plan.inputTokens) return bound
+  return { tokens: counted, micros: tokensCost(counted, Math.max(price.inputPer1M, price.cacheWritePer1M)) }
+}
+/** The error a request gets when the proxy is shutting down (retryable: another instance may answer). */
+export function shuttingDown(): ProxyError {
+  return budgetUnavailable('the proxy is shutting down; retry the request')
+}
