@@ -47,9 +47,10 @@ export interface Forward {
    */
   countInput?: (limitTokens: number) => Promise<number | null>
 }
+
 /**
- * The input a stream that ended without reported usage is charged: counted (off the event loop, after the
- * client's answer) when the plan held only the byte bound; the bound when the count fails or is no smaller.
+ * The input a stream without reported input is charged: counted off the event loop when the plan held only
+ * the byte bound; the bound when the count fails or is no smaller.
  */
 export async function endedInput(f: Forward): Promise<{ tokens: number; micros: Micros }> {
   const { plan, price } = f
@@ -59,6 +60,7 @@ export async function endedInput(f: Forward): Promise<{ tokens: number; micros: 
   if (counted === null || counted >= plan.inputTokens) return bound
   return { tokens: counted, micros: tokensCost(counted, Math.max(price.inputPer1M, price.cacheWritePer1M)) }
 }
+
 /** The error a request gets when the proxy is shutting down (retryable: another instance may answer). */
 export function shuttingDown(): ProxyError {
   return budgetUnavailable('the proxy is shutting down; retry the request')

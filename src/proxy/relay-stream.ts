@@ -34,15 +34,22 @@ export function createStreamRelay(deps: ForwardDeps) {
       const counted = parser.outputTokens()
       return cap === null || parser.reported().outputTokens !== undefined ? counted : Math.min(counted, cap)
     }
-    // Input is held at the plan's until the provider reports it, or until it is counted: at the first refused
+    // Input is held at the plan's until the provider reports it, or until it is counted (once): for a refused
     // extension (the bound's surplus may hold the rest of the stream), else once the stream has ended.
     let input = { tokens: plan.inputTokens, micros: plan.inputMicros }
-    let inputCounted = false
-    const countInput = async (): Promise<void> => {
-      if (inputCounted || parser.reported().inputTokens !== undefined) return
-      inputCounted = true
-      input = await endedInput(f)
+    let inputCount: Promise<void> | null = null
+    const countInput = (): Promise<void> => {
+      if (inputCount === null && parser.reported().inputTokens === undefined) {
+        inputCount = endedInput(f).then((counted) => void (input = counted))
+      }
+      return inputCount ?? Promise.resolve()
     }
+    // A stream the budget may not carry to its cap is counted as it starts, off the event loop, so a refused
+    // extension finds the count ready instead of pausing the stream (the provider goes on generating).
+    const left = reservation.remainingMicros
+    const mayNeed = plan.inputMicros + plan.feeMicros + tokensCost(plan.outputCap, price.outputPer1M) - reservation.reservedMicros
+    if (f.countInput !== undefined && left !== undefined && left !== null && left < mayNeed) void countInput()
+    let surplusTried = false
     const cost = (): Micros => {
       const reported = parser.reported()
       if (reported.inputTokens === undefined) return input.micros + plan.feeMicros + tokensCost(outputTokens(), price.outputPer1M)
@@ -65,7 +72,8 @@ export function createStreamRelay(deps: ForwardDeps) {
       extend: async (need) => {
         try {
           let extended = await store.extend(reservation, need, need + slice)
-          if (!extended.ok && holdsSurplus(extended) && f.countInput !== undefined && !inputCounted && parser.reported().inputTokens === undefined) {
+          if (!extended.ok && holdsSurplus(extended) && f.countInput !== undefined && !surplusTried && parser.reported().inputTokens === undefined) {
+            surplusTried = true
             await countInput()
             const rest = cost() - reservation.reservedMicros
             if (rest <= 0) return null

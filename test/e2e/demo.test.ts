@@ -41,6 +41,12 @@ describe('loopers demo', () => {
     const cutWords = Number(/CUT OFF after (\d+) words/.exec(out)![1])
     expect(Number(served![3])).toBeGreaterThanOrEqual(answered + cutWords)
     expect(Number(served![3])).toBeLessThan(answered + 1000)
+    // The books match the provider's bill: what the key was charged against what the fake billed, a few
+    // millionths apart at most (the word the meter refused is charged; the provider may write one more). A
+    // stream paused to count its prompt at the cut let the fake write on: it billed $0.000609 on this limit.
+    const charged = Number(/^daily +\$0\.0005 +\$([\d.]+) /m.exec(out)![1])
+    const billed = Number(/output tokens, \$([\d.]+) at list price/.exec(out)![1])
+    expect(Math.abs(charged - billed), out).toBeLessThanOrEqual(0.000003)
     // Nothing left behind in the user's home: the demo's store was a temporary file.
     expect(readdirSync(home)).toEqual([])
   })
