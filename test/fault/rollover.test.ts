@@ -78,7 +78,9 @@ describe('a stream that spans the end of every window', () => {
     await eventually(() => summaries(proxy, hash).length === 2, 'summary lines')
     const inputBound = Number(summaries(proxy, hash).find((s) => s.stream === true)?.inputBound)
     expect(oldHeldAtRollover).toBeGreaterThan(0)
-    expect(oldHeldAtRollover).toBeLessThan(inputBound + 30)
+    // The hold grew after the rollover, in the old periods. (Judged against the hold at the rollover, not a
+    // fixed mark: the proxy meters ahead of what the client has read, by however far the client lags.)
+    for (const w of WINDOW_NAMES) expect(late?.old[w].held).toBeGreaterThan(oldHeldAtRollover)
     for (const w of WINDOW_NAMES) expect(late?.old[w].held).toBeGreaterThanOrEqual(inputBound + 30)
     expect(late?.current).toEqual(every({ spent: 12 + COMPLETION_TOKENS, held: 0 }))
 
