@@ -11,30 +11,18 @@ import { parseKeyRef, pickKey } from '../resolve.js'
 import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyLookup, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
 import { periodOf } from '../windows.js'
 import type { Db } from './database.js'
-import { readPeriod, readRequests } from './rows.js'
+import { readPeriod, readRequests, type KeyRow } from './rows.js'
 
 export interface SqliteAdminOptions {
   /** Clock in ms since the epoch (creation time, current periods). Default Date.now. */
   now?: () => number
 }
 
-interface KeyRecordRow {
+/** A whole `keys` row: the columns reserve reads, and the ones only listings show. */
+interface KeyRecordRow extends KeyRow {
   hash: string
   name: string
-  providers: string
-  active: number
   created_at: string
-  lim_minute: number | null
-  lim_hourly: number | null
-  lim_daily: number | null
-  lim_weekly: number | null
-  lim_monthly: number | null
-  session_budget: number | null
-  session_max_steps: number | null
-  unlimited: number
-  rpm: number | null
-  loop_limit: number | null
-  loop_window: number | null
 }
 
 const SELECT_KEY = 'SELECT * FROM keys'
