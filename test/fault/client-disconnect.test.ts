@@ -1,7 +1,8 @@
 import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { preloadEncoding } from '../../src/tokens/tiktoken.js'
 import { chargedMicros, daily, expectCountedInput, reservations, settleCalls, sleep, summaries } from '../support/fault-checks.js'
-import { startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
+import { billed, DELTA_TEXT, startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -32,6 +33,8 @@ async function expectSettledOnce(settlesBefore: number, expectedMicros: number):
 }
 
 beforeAll(async () => {
+  // The proxy runs in this process and counts output with o200k: built first, so no stream here meets the byte fallback.
+  await preloadEncoding('o200k_base')
   redis = await startRedis()
   upstream = await startFaultUpstream()
   proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: upstream.url })
@@ -55,7 +58,7 @@ beforeEach(async () => {
 describe('client gone before the upstream answers', () => {
   it.each([
     // A stream has produced nothing yet: the input is charged, as the provider bills the prompt (counted).
-    ['streamed', true, (s: Record<string, unknown>) => expectCountedInput(s, upstream.last().body)],
+    ['streamed', true, (s: Record<string, unknown>) => expectCountedInput(s, upstream.last())],
     // A non-streamed answer may have been fully generated: the whole hold is kept.
     ['non-streamed', false, (s: Record<string, unknown>) => Math.round(Number(s.reservedUsd) * 1_000_000)],
   ])('%s: the proxy closes the upstream request and settles once', async (_name, stream, expected) => {
@@ -69,7 +72,7 @@ describe('client gone before the upstream answers', () => {
     await sleep(50)
     controller.abort()
     expect(await request).toBeInstanceOf(OpenAI.APIUserAbortError)
-    await eventually(() => upstream.last().closedEarly, 'the upstream sees its connection closed')
+    await eventually(() => upstream.last().clientAborted, 'the upstream sees its connection closed')
     await eventually(() => summaries(proxy, hash).length === 1, 'summary line')
     await expectSettledOnce(settles, expected(summaries(proxy, hash)[0]!))
   })
@@ -77,10 +80,11 @@ describe('client gone before the upstream answers', () => {
 
 describe('client gone at the end of a stream', () => {
   it.each([
-    // Before the usage chunk: no usage reported, so the proxy's own counts (input and output) are charged.
-    ['right before the usage chunk', 'usage' as const, (s: Record<string, unknown>, chunks: number) => expectCountedInput(s, upstream.last().body) + 4 * chunks],
-    // After it: the provider's reported usage (12 prompt tokens, one token per delta) is charged.
-    ['right after the usage chunk', 'done' as const, (_s: Record<string, unknown>, chunks: number) => 12 + chunks],
+    // Before the usage chunk: no usage reported, so the proxy's own counts are charged: the input within the
+    // wrappers' margin of the upstream's bill, the output (o200k, as OpenAI bills it) exactly the upstream's.
+    ['right before the usage chunk', 'usage' as const, (s: Record<string, unknown>) => expectCountedInput(s, upstream.last()) + upstream.last().outputTokensWritten],
+    // After it: the provider's reported usage is charged, which is what the upstream billed.
+    ['right after the usage chunk', 'done' as const, () => billed([upstream.last()])],
   ])('%s: upstream aborted, settled once, nothing held', async (_name, stallAt, expected) => {
     const chunks = 6
     upstream.plan = { chunks, stallAt, stallMs: 10_000 }
@@ -105,10 +109,10 @@ describe('client gone at the end of a stream', () => {
     controller.abort()
     // The SDK ends an aborted stream's iteration quietly.
     expect(await reading).toBeUndefined()
-    expect(text).toBe('tok '.repeat(chunks))
-    await eventually(() => upstream.last().closedEarly, 'upstream aborted')
+    expect(text).toBe(DELTA_TEXT.repeat(chunks))
+    await eventually(() => upstream.last().clientAborted, 'upstream aborted')
     expect(upstream.last().stage).toBe('stalled')
     await eventually(() => summaries(proxy, hash).length === 1, 'summary line')
-    await expectSettledOnce(settles, expected(summaries(proxy, hash)[0]!, chunks))
+    await expectSettledOnce(settles, expected(summaries(proxy, hash)[0]!))
   })
 })

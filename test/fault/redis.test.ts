@@ -1,9 +1,8 @@
 import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { preloadEncoding } from '../../src/tokens/tiktoken.js'
-import { billedPrompt } from '../support/billing.js'
-import { chargedMicros, daily, settleCalls, summaries, type Totals } from '../support/fault-checks.js'
-import { COMPLETION_TOKENS, startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
+import { chargedMicros, daily, expectCountedInput, settleCalls, summaries, type Totals } from '../support/fault-checks.js'
+import { billed, startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -17,8 +16,6 @@ let hash: string
 
 const SLICE_TOKENS = 16
 const SETTLE_FAILED = 'settlement failed; the hold stays booked until its windows end'
-/** A non-streamed answer of the fake costs its 12 prompt tokens plus 7 completion tokens. */
-const ANSWER_MICROS = 12 + COMPLETION_TOKENS
 
 function sdk(): OpenAI {
   return new OpenAI({ apiKey: key, baseURL: `${proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
@@ -78,7 +75,9 @@ describe('Redis killed (SIGKILL) and restarted', () => {
   it('loses no settled spend, refuses with 503 without calling the provider while gone, then serves', async () => {
     await ask()
     await ask()
-    expect(await totals()).toEqual({ spent: 2 * ANSWER_MICROS, held: 0 })
+    // Spend is what the upstream billed (its ledger), at the test prices.
+    expect(await totals()).toEqual({ spent: billed(upstream.exchanges), held: 0 })
+    const settled = billed(upstream.exchanges)
 
     await redis.kill()
     try {
@@ -93,10 +92,10 @@ describe('Redis killed (SIGKILL) and restarted', () => {
     }
     await eventually(async () => (await health()) === 200, 'store back', 10_000)
     // The key, its limit and its spend came back from the append-only file.
-    expect(await totals()).toEqual({ spent: 2 * ANSWER_MICROS, held: 0 })
+    expect(await totals()).toEqual({ spent: settled, held: 0 })
     expect((await proxy.admin.getKey(hash))?.limits.daily).toBe(1_000_000)
     await ask()
-    expect(await totals()).toEqual({ spent: 3 * ANSWER_MICROS, held: 0 })
+    expect(await totals()).toEqual({ spent: billed(upstream.exchanges), held: 0 })
     expect(upstream.exchanges).toHaveLength(3)
   })
 
@@ -106,8 +105,8 @@ describe('Redis killed (SIGKILL) and restarted', () => {
     try {
       expect(error).toBeInstanceOf(OpenAI.APIError)
       expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_unavailable')
-      await eventually(() => upstream.last().closedEarly, 'upstream closed')
-      expect(upstream.last().tokensWritten).toBeLessThan(400)
+      await eventually(() => upstream.last().clientAborted, 'upstream closed')
+      expect(upstream.last().outputTokensWritten).toBeLessThan(400)
       await eventually(() => proxy.logText().includes(SETTLE_FAILED), 'the failed settlement is logged')
     } finally {
       await redis.restart()
@@ -120,11 +119,12 @@ describe('Redis killed (SIGKILL) and restarted', () => {
     expect(after.spent).toBe(before.spent)
     expect(after.held).toBeGreaterThanOrEqual(inputBound + deltas)
     expect(after.held).toBeLessThanOrEqual(inputBound + deltas + 2 * SLICE_TOKENS)
-    expect(after.spent + after.held).toBeGreaterThanOrEqual(12 + upstream.last().tokensWritten)
+    // The hold covers all the upstream billed for the stream (its ledger).
+    expect(after.spent + after.held).toBeGreaterThanOrEqual(before.spent + billed([upstream.last()]))
 
-    // The proxy serves again; the orphaned hold stays until its windows end.
+    // The proxy serves again, settled at what the upstream billed; the orphaned hold stays until its windows end.
     await ask()
-    expect(await totals()).toEqual({ spent: before.spent + ANSWER_MICROS, held: after.held })
+    expect(await totals()).toEqual({ spent: before.spent + billed([upstream.last()]), held: after.held })
   })
 })
 
@@ -140,7 +140,7 @@ describe('Redis frozen (SIGSTOP) past the command timeout mid-stream', () => {
     try {
       expect(error).toBeInstanceOf(OpenAI.APIError)
       expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_unavailable')
-      await eventually(() => upstream.last().closedEarly, 'upstream closed')
+      await eventually(() => upstream.last().clientAborted, 'upstream closed')
       // The first settlement attempt times out while Redis is still frozen.
       await eventually(async () => (await settleCalls(proxy.server.adminUrl)) - settles >= 1, 'a settle attempt timed out')
     } finally {
@@ -159,18 +159,15 @@ describe('Redis frozen (SIGSTOP) past the command timeout mid-stream', () => {
     const inputBound = Number(summary.inputBound)
     const { spent } = await totals()
     expect(spent).toBe(chargedMicros(summary))
-    // No usage before the cut: the input is counted as OpenAI bills the prompt the upstream received
-    // (tiktoken; message wrappers bounded from above), not charged at its byte bound.
-    const input = Number(summary.inputTokens)
-    const billed = billedPrompt(upstream.last().body ?? {}, 'openai', String(upstream.last().body?.model))
-    expect(input).toBeGreaterThanOrEqual(billed)
-    expect(input).toBeLessThanOrEqual(billed + 2)
+    // No usage before the cut: the input is counted as the upstream billed the prompt (message wrappers
+    // bounded from above), not charged at its byte bound.
+    const input = expectCountedInput(summary, upstream.last())
     expect(input).toBeLessThan(inputBound)
     // Output counted in o200k tokens: each "tok " delta is one, and the trailing space one more.
     expect(spent).toBeGreaterThan(input + deltas)
     expect(spent).toBeLessThanOrEqual(input + deltas + 4)
     expect(await health()).toBe(200)
     await ask()
-    expect(await totals()).toEqual({ spent: spent + ANSWER_MICROS, held: 0 })
+    expect(await totals()).toEqual({ spent: spent + billed([upstream.last()]), held: 0 })
   })
 })

@@ -94,9 +94,9 @@ describe('the key changes under a running stream', () => {
 
     expect(error).toBeInstanceOf(OpenAI.APIError)
     expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe(code)
-    await eventually(() => upstream.last().closedEarly, 'upstream closed')
+    await eventually(() => upstream.last().clientAborted, 'upstream closed')
     expect(upstream.last().stage).toBe('streaming')
-    expect(upstream.last().tokensWritten).toBeLessThan(500)
+    expect(upstream.last().outputTokensWritten).toBeLessThan(500)
     expect(deltas).toBeGreaterThanOrEqual(3)
     // 16-token slices of one-token deltas: the refusal comes within a slice of the change.
     if (withinSlice) expect(deltas).toBeLessThanOrEqual(3 + 17)
@@ -109,7 +109,7 @@ describe('the key changes under a running stream', () => {
     expect(spent).toBe(chargedMicros(summary))
     // Charged: input (counted as the provider bills the prompt: no usage arrived) and every delta relayed,
     // plus what was read but refused (at most a few deltas). Each "tok " delta is one o200k token, the trailing space one more.
-    const input = expectCountedInput(summary, upstream.last().body)
+    const input = expectCountedInput(summary, upstream.last())
     expect(spent).toBeGreaterThan(input + deltas)
     expect(spent).toBeLessThanOrEqual(input + deltas + 4)
     // The budget holds: a lowered daily limit is passed by no more than the event the provider generated but the

@@ -1,8 +1,8 @@
 import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { countTextTokens, preloadEncoding } from '../../src/tokens/tiktoken.js'
+import { preloadEncoding } from '../../src/tokens/tiktoken.js'
 import { daily, expectCountedInput, settleCalls, summaries, chargedMicros } from '../support/fault-checks.js'
-import { startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
+import { DELTA_TEXT, startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -67,7 +67,7 @@ describe('an upstream that never answers', () => {
     expect(elapsed).toBeGreaterThanOrEqual(TIMEOUT_MS - 50)
     expect(elapsed).toBeLessThan(5_000)
     expect(upstream.exchanges).toHaveLength(1)
-    await eventually(() => upstream.last().closedEarly, 'the proxy closes the silent upstream connection')
+    await eventually(() => upstream.last().clientAborted, 'the proxy closes the silent upstream connection')
     expect(await daily(proxy.admin, hash)).toEqual({ spent: 0, held: 0 })
     expect((await settleCalls(proxy.server.adminUrl)) - settles).toBe(1)
   })
@@ -152,19 +152,19 @@ describe('an upstream that falls silent mid-stream', () => {
     })().catch((e: unknown) => e)
     expect(error).toBeInstanceOf(OpenAI.APIError)
     expect(['upstream_timeout', 'upstream_unreachable']).toContain((error as InstanceType<typeof OpenAI.APIError>).code)
-    expect(text).toBe('tok '.repeat(3))
-    await eventually(() => upstream.last().closedEarly, 'upstream closed')
+    expect(text).toBe(DELTA_TEXT.repeat(3))
+    await eventually(() => upstream.last().clientAborted, 'upstream closed')
     await eventually(async () => (await daily(proxy.admin, hash)).held === 0, 'settlement')
     // The summary line is written once settlement has returned, a moment after the store shows it.
     await eventually(() => summaries(proxy, hash).length > 0, 'summary line')
     const summary = summaries(proxy, hash).at(-1)!
-    // No usage arrived: the input counted as the provider bills the prompt, plus the output counted.
-    // Output counted in o200k tokens: "tok tok tok " is four ("tok", " tok", " tok", " ").
-    const input = expectCountedInput(summary, upstream.last().body)
-    const counted = countTextTokens('tok '.repeat(3), 'o200k_base')
-    expect(counted).toBe(4)
-    expect((await daily(proxy.admin, hash)).spent).toBe(input + counted)
-    expect(chargedMicros(summary)).toBe(input + counted)
+    // No usage arrived: the input counted as the upstream billed the prompt, plus the output counted in o200k
+    // tokens, exactly what the upstream billed for the deltas it wrote ("tok tok tok " is four: "tok", " tok", " tok", " ").
+    const input = expectCountedInput(summary, upstream.last())
+    const output = upstream.last().outputTokensWritten
+    expect(output).toBe(4)
+    expect((await daily(proxy.admin, hash)).spent).toBe(input + output)
+    expect(chargedMicros(summary)).toBe(input + output)
     expect((await settleCalls(proxy.server.adminUrl)) - settles).toBe(1)
   })
 })
