@@ -28,8 +28,8 @@ export interface ProviderStackOptions {
   kind?: StoreKind
   /** Added to the proxy's environment after the store's and the upstream's. */
   env?: Record<string, string>
-  /** Before each test: the fake's requests, ledger and options reset, and a key of this name with these limits. */
-  key?: { name: string; limits: Partial<Record<WindowName, Micros>> }
+  /** Before each test: the fake's requests, ledger and options reset, and a key of this name (with these limits, if any). */
+  key?: { name: string; limits?: Partial<Record<WindowName, Micros>> }
   /** The proxy runs in this process and counts output with o200k: built first, so no stream meets the byte fallback. */
   preload?: boolean
 }
