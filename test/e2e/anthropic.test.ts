@@ -5,15 +5,14 @@ import { startFakeAnthropic } from '../support/fake-anthropic.js'
 import { billedInput } from '../support/fake-server.js'
 import { billedPrompt } from '../support/billing.js'
 import { eventually } from '../support/proxy.js'
-import { useProviderStack } from '../support/provider-stack.js'
+import { SMALL_SLICES, useProviderStack } from '../support/provider-stack.js'
 
 // Test prices make one claude-test token cost one micro-USD, so micros below are token counts.
 const UPSTREAM_KEY = 'sk-ant-upstream-test-credential'
 const TEXT = 'text_delta'
 
-// Small stream slices so a stream must extend its reservation several times.
 const stack = useProviderStack('anthropic', () => startFakeAnthropic(), {
-  env: { LOOPERS_STREAM_SLICE_TOKENS: '16' },
+  env: SMALL_SLICES,
   key: { name: 'e2e-anthropic', limits: { daily: 1_000_000 } },
   preload: true,
 })

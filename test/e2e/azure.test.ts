@@ -8,7 +8,7 @@ import { expectCutAtBudget, expectNoProxyKeyIn, flood, settledDaily, summaryAt }
 import { startFakeAzure } from '../support/fake-azure.js'
 import { billedInput, type LedgerEntry } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
-import { useProviderStack } from '../support/provider-stack.js'
+import { PATIENT_STORE, SMALL_SLICES, useProviderStack } from '../support/provider-stack.js'
 
 // Test prices make one token cost one micro-USD (deployments my-gpt4o and my-embed), so micros are token counts.
 const UPSTREAM_KEY = 'azure-upstream-key-0123456789abcdef'
@@ -19,13 +19,7 @@ const CONTENT_FILTER_ERROR = JSON.parse(readFileSync(new URL('../fixtures/azure/
 const HI = [{ role: 'user' as const, content: 'hi' }]
 
 const stack = useProviderStack('azure', () => startFakeAzure(), {
-  env: {
-    LOOPERS_AZURE_API_KEY: SERVER_KEY,
-    // A loaded CI machine must not turn the flood's budget checks into store timeouts (503s).
-    LOOPERS_REDIS_TIMEOUT_MS: '5000',
-    // Small stream slices so a stream must extend its reservation several times.
-    LOOPERS_STREAM_SLICE_TOKENS: '16',
-  },
+  env: { LOOPERS_AZURE_API_KEY: SERVER_KEY, ...PATIENT_STORE, ...SMALL_SLICES },
   key: { name: 'azure-e2e', limits: { daily: 1_000_000 } },
   preload: true,
 })

@@ -18,7 +18,7 @@ import { startFakeBedrock } from '../support/fake-bedrock.js'
 import { billedInput, type LedgerEntry } from '../support/fake-server.js'
 import { billedPrompt } from '../support/billing.js'
 import { eventually } from '../support/proxy.js'
-import { useProviderStack } from '../support/provider-stack.js'
+import { SMALL_SLICES, useProviderStack } from '../support/provider-stack.js'
 
 // Test prices make one token cost one micro-USD, so micros below are token counts.
 const SERVER_AWS = { accessKeyId: 'AKIDSERVERHELD', secret: 'server-held-secret' }
@@ -45,8 +45,7 @@ const stack = useProviderStack(
       AWS_ACCESS_KEY_ID: SERVER_AWS.accessKeyId,
       AWS_SECRET_ACCESS_KEY: SERVER_AWS.secret,
       AWS_REGION: 'us-west-2',
-      // Small stream slices so a stream must extend its reservation several times.
-      LOOPERS_STREAM_SLICE_TOKENS: '16',
+      ...SMALL_SLICES,
     },
     key: { name: 'bedrock-e2e', limits: { daily: 1_000_000 } },
     preload: true,

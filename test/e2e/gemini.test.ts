@@ -6,16 +6,15 @@ import { startFakeGemini } from '../support/fake-gemini.js'
 import { billedInput, resetFake } from '../support/fake-server.js'
 import { billedPrompt } from '../support/billing.js'
 import { eventually } from '../support/proxy.js'
-import { useProviderStack } from '../support/provider-stack.js'
+import { SMALL_SLICES, useProviderStack } from '../support/provider-stack.js'
 
 // Test prices make one token cost one micro-USD, so micros below are token counts.
 const UPSTREAM_KEY = 'AIza-upstream-test-credential'
 const GENERATE = '/gemini/v1beta/models/gemini-test:generateContent'
 const STREAM = '/gemini/v1beta/models/gemini-test:streamGenerateContent'
 
-// Small stream slices so a stream must extend its reservation several times.
 const stack = useProviderStack('gemini', () => startFakeGemini(), {
-  env: { LOOPERS_STREAM_SLICE_TOKENS: '16' },
+  env: SMALL_SLICES,
   key: { name: 'gemini e2e', limits: { daily: 1_000_000 } },
 })
 

@@ -6,7 +6,7 @@ import { expectCutAtBudget, expectNoProxyKeyIn, flood, settledDaily, summaryAt }
 import { startFakeMistral } from '../support/fake-mistral.js'
 import { billedInput, type LedgerEntry } from '../support/fake-server.js'
 import { eventually, type TestProxy } from '../support/proxy.js'
-import { useProviderStack } from '../support/provider-stack.js'
+import { PATIENT_STORE, SMALL_SLICES, useProviderStack } from '../support/provider-stack.js'
 
 // Test prices make one token cost one micro-USD (mistral-test, mistral-embed-test), so micros are token counts.
 const UPSTREAM_KEY = 'mistral-upstream-key-0123456789'
@@ -14,13 +14,7 @@ const SERVER_KEY = 'mistral-server-held-key'
 const HI = [{ role: 'user' as const, content: 'hi' }]
 
 const stack = useProviderStack('mistral', () => startFakeMistral(), {
-  env: {
-    LOOPERS_MISTRAL_API_KEY: SERVER_KEY,
-    // A loaded CI machine must not turn the flood's budget checks into store timeouts (503s).
-    LOOPERS_REDIS_TIMEOUT_MS: '5000',
-    // Small stream slices so a stream must extend its reservation several times.
-    LOOPERS_STREAM_SLICE_TOKENS: '16',
-  },
+  env: { LOOPERS_MISTRAL_API_KEY: SERVER_KEY, ...PATIENT_STORE, ...SMALL_SLICES },
   key: { name: 'mistral-e2e', limits: { daily: 1_000_000 } },
   preload: true,
 })

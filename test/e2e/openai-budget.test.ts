@@ -5,15 +5,14 @@ import { startFakeOpenAi } from '../support/fake-openai.js'
 import { billedInput, type LedgerEntry } from '../support/fake-server.js'
 import { eventually } from '../support/proxy.js'
 import { STORE_KINDS, type StoreKind } from '../support/stores.js'
-import { useProviderStack } from '../support/provider-stack.js'
+import { SMALL_SLICES, useProviderStack } from '../support/provider-stack.js'
 
 /** The embedded store (the default) and Redis: the same end-to-end behaviour on both. */
 describe.each(STORE_KINDS)('%s store', (kind: StoreKind) => {
   // Test prices make one token cost one micro-USD, so micros below are token counts.
   const stack = useProviderStack('openai', () => startFakeOpenAi(), {
     kind,
-    // Small stream slices so a stream must extend its reservation several times.
-    env: { LOOPERS_STREAM_SLICE_TOKENS: '16' },
+    env: SMALL_SLICES,
     key: { name: 'budget' },
     preload: true,
   })

@@ -34,6 +34,12 @@ export interface ProviderStackOptions {
   preload?: boolean
 }
 
+/** Small stream slices, so a stream must extend its reservation several times. */
+export const SMALL_SLICES = { LOOPERS_STREAM_SLICE_TOKENS: '16' }
+
+/** A loaded CI machine must not turn a flood's budget checks into store timeouts (503s). */
+export const PATIENT_STORE = { LOOPERS_REDIS_TIMEOUT_MS: '5000' }
+
 /** The variable that points the proxy at a provider's upstream. */
 const UPSTREAM_ENV: Record<ProviderId, string> = {
   openai: 'LOOPERS_OPENAI_BASE_URL',
