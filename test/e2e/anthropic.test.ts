@@ -1,27 +1,26 @@
 import Anthropic from '@anthropic-ai/sdk'
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { preloadEncoding } from '../../src/tokens/tiktoken.js'
-import { createTestKey, currentDaily, flood, latestSummary, metered } from '../support/e2e.js'
-import { startFakeAnthropic, type FakeAnthropic } from '../support/fake-anthropic.js'
-import { billedInput, resetFake } from '../support/fake-server.js'
+import { afterEach, describe, expect, it } from 'vitest'
+import { currentDaily, flood, latestSummary, metered } from '../support/e2e.js'
+import { startFakeAnthropic } from '../support/fake-anthropic.js'
+import { billedInput } from '../support/fake-server.js'
 import { billedPrompt } from '../support/billing.js'
-import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
-import { startTestStore, type TestStore } from '../support/stores.js'
+import { eventually } from '../support/proxy.js'
+import { SMALL_SLICES, useProviderStack } from '../support/provider-stack.js'
 
 // Test prices make one claude-test token cost one micro-USD, so micros below are token counts.
 const UPSTREAM_KEY = 'sk-ant-upstream-test-credential'
 const TEXT = 'text_delta'
 
-let store: TestStore
-let fake: FakeAnthropic
-let proxy: TestProxy
-let key: string
-let hash: string
+const stack = useProviderStack('anthropic', () => startFakeAnthropic(), {
+  env: SMALL_SLICES,
+  key: { name: 'e2e-anthropic', limits: { daily: 1_000_000 } },
+  preload: true,
+})
 
 function client(options: { apiKey?: string; baseURL?: string; headers?: Record<string, string> } = {}): Anthropic {
   return new Anthropic({
-    apiKey: options.apiKey ?? key,
-    baseURL: options.baseURL ?? `${proxy.url}/anthropic`,
+    apiKey: options.apiKey ?? stack.key,
+    baseURL: options.baseURL ?? `${stack.proxy.url}/anthropic`,
     defaultHeaders: { 'X-Loopers-Provider-Key': UPSTREAM_KEY, ...options.headers },
     maxRetries: 0,
   })
@@ -29,7 +28,7 @@ function client(options: { apiKey?: string; baseURL?: string; headers?: Record<s
 
 const ask = { model: 'claude-test', max_tokens: 100, messages: [{ role: 'user' as const, content: 'hi' }] }
 
-const daily = () => currentDaily(proxy, hash)
+const daily = () => currentDaily(stack.proxy, stack.hash)
 
 async function settled(): Promise<{ spent: number; held: number }> {
   await eventually(async () => (await daily()).held === 0, 'settlement')
@@ -37,7 +36,7 @@ async function settled(): Promise<{ spent: number; held: number }> {
 }
 
 /** The proxy's summary line for the last request of this key. */
-const lastSummary = () => latestSummary(proxy, hash)
+const lastSummary = () => latestSummary(stack.proxy, stack.hash)
 
 /** Streams a Messages request through the SDK and returns its text and the error it raised, if any. */
 async function streamText(sdk: Anthropic, body: Anthropic.MessageCreateParamsStreaming, signal?: AbortSignal): Promise<{ text: string; error: unknown }> {
@@ -53,38 +52,16 @@ async function streamText(sdk: Anthropic, body: Anthropic.MessageCreateParamsStr
   }
 }
 
-beforeAll(async () => {
-  // The proxy runs in this process and counts output with o200k: built first, so no stream here meets the byte fallback.
-  await preloadEncoding('o200k_base')
-  store = await startTestStore()
-  fake = await startFakeAnthropic()
-  // Small stream slices so a stream must extend its reservation several times.
-  proxy = await startProxy({ ...store.env, LOOPERS_ANTHROPIC_BASE_URL: fake.url, LOOPERS_STREAM_SLICE_TOKENS: '16' })
-})
-
-afterAll(async () => {
-  await proxy?.close()
-  await fake?.close()
-  await store?.stop()
-})
-
-beforeEach(async () => {
-  resetFake(fake)
-  const created = await createTestKey(proxy, 'e2e-anthropic', ['anthropic'], { daily: 1_000_000 })
-  key = created.key
-  hash = created.hash
-})
-
 afterEach(() => {
   // Nothing the upstream received may carry the proxy key or a Loopers control header.
-  for (const request of fake.received) {
+  for (const request of stack.fake.received) {
     expect(JSON.stringify(request.headers)).not.toContain('lp-')
     expect(request.url).not.toContain('lp-')
-    expect(request.raw).not.toContain(key)
+    expect(request.raw).not.toContain(stack.key)
     expect(Object.keys(request.headers).filter((h) => h.startsWith('x-loopers-'))).toEqual([])
   }
-  expect(proxy.logText()).not.toContain(key)
-  expect(proxy.logText()).not.toContain(UPSTREAM_KEY)
+  expect(stack.proxy.logText()).not.toContain(stack.key)
+  expect(stack.proxy.logText()).not.toContain(UPSTREAM_KEY)
 })
 
 describe('@anthropic-ai/sdk through the proxy', () => {
@@ -92,8 +69,8 @@ describe('@anthropic-ai/sdk through the proxy', () => {
     const sdk = client({ headers: { 'anthropic-beta': 'prompt-caching-2024-07-31' } })
     const message = await sdk.messages.create(ask)
     expect(message.content[0]).toMatchObject({ type: 'text', text: 'hello again from the fake server now' })
-    expect(fake.received).toHaveLength(1)
-    const upstream = fake.received[0]!
+    expect(stack.fake.received).toHaveLength(1)
+    const upstream = stack.fake.received[0]!
     expect(upstream.url).toBe('/v1/messages')
     expect(upstream.headers['x-api-key']).toBe(UPSTREAM_KEY)
     expect(upstream.headers.authorization).toBeUndefined()
@@ -103,30 +80,30 @@ describe('@anthropic-ai/sdk through the proxy', () => {
     expect(upstream.headers['accept-encoding']).toBe('identity')
     expect(upstream.body).toEqual(ask)
     // The input Claude bills (the fake's ledger) + 7 output tokens.
-    expect(await settled()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
+    expect(await settled()).toEqual({ spent: billedInput(stack.fake) + 7, held: 0 })
   })
 
   it('stream: relays every event unchanged and settles the reported usage', async () => {
-    fake.options = { chunks: 6 }
+    stack.fake.options = { chunks: 6 }
     const { text, error } = await streamText(client(), { ...ask, stream: true })
     expect(error).toBeNull()
     expect(text).toBe(' tok'.repeat(6))
-    expect(fake.received[0]?.body).toEqual({ ...ask, stream: true })
-    expect(await settled()).toEqual({ spent: billedInput(fake) + 6, held: 0 })
-    expect(lastSummary()).toMatchObject({ outcome: 'completed', inputTokens: billedInput(fake), outputTokens: 6 })
+    expect(stack.fake.received[0]?.body).toEqual({ ...ask, stream: true })
+    expect(await settled()).toEqual({ spent: billedInput(stack.fake) + 6, held: 0 })
+    expect(lastSummary()).toMatchObject({ outcome: 'completed', inputTokens: billedInput(stack.fake), outputTokens: 6 })
   })
 
   it('messages.stream(): the helper assembles the final message', async () => {
-    fake.options = { chunks: 3 }
+    stack.fake.options = { chunks: 3 }
     const final = await client().messages.stream(ask).finalMessage()
     expect(final.content[0]).toMatchObject({ type: 'text', text: ' tok tok tok' })
-    expect(final.usage).toMatchObject({ input_tokens: billedInput(fake), output_tokens: 3 })
-    expect(await settled()).toEqual({ spent: billedInput(fake) + 3, held: 0 })
+    expect(final.usage).toMatchObject({ input_tokens: billedInput(stack.fake), output_tokens: 3 })
+    expect(await settled()).toEqual({ spent: billedInput(stack.fake) + 3, held: 0 })
   })
 
   it('prices cache reads and cache writes at their own rates, streamed or not', async () => {
     // claude-test-cache: input 1, cache read 0.5, cache write 2, output 1 micro-USD per token.
-    fake.options = { inputTokens: 12, cacheReadTokens: 20, cacheWriteTokens: 10, outputTokens: 7, chunks: 5 }
+    stack.fake.options = { inputTokens: 12, cacheReadTokens: 20, cacheWriteTokens: 10, outputTokens: 7, chunks: 5 }
     const body = { ...ask, model: 'claude-test-cache' }
     await client().messages.create(body)
     expect(await settled()).toEqual({ spent: 12 + 10 + 20 + 7, held: 0 })
@@ -141,40 +118,40 @@ describe('@anthropic-ai/sdk through the proxy', () => {
     expect(counted.input_tokens).toBeGreaterThan(0)
     const models = await client().models.list()
     expect(models.data.map((m) => m.id)).toEqual(['claude-test'])
-    expect(fake.received.map((r) => `${r.method} ${r.url.split('?')[0]}`)).toEqual(['POST /v1/messages/count_tokens', 'GET /v1/models'])
-    for (const request of fake.received) expect(request.headers['x-api-key']).toBe(UPSTREAM_KEY)
+    expect(stack.fake.received.map((r) => `${r.method} ${r.url.split('?')[0]}`)).toEqual(['POST /v1/messages/count_tokens', 'GET /v1/models'])
+    for (const request of stack.fake.received) expect(request.headers['x-api-key']).toBe(UPSTREAM_KEY)
     expect(await daily()).toEqual({ spent: 0, held: 0 })
   })
 
   it('path auth: the key the SDK sends is the upstream credential, in the header it came in', async () => {
     // SDK 1.x sends its apiKey as a bearer token.
-    const sdk = new Anthropic({ apiKey: 'sk-ant-real-from-sdk', baseURL: `${proxy.url}/${key}/anthropic`, maxRetries: 0 })
+    const sdk = new Anthropic({ apiKey: 'sk-ant-real-from-sdk', baseURL: `${stack.proxy.url}/${stack.key}/anthropic`, maxRetries: 0 })
     await sdk.messages.create(ask)
-    expect(fake.received[0]?.url).toBe('/v1/messages')
-    expect(fake.received[0]?.headers.authorization).toBe('Bearer sk-ant-real-from-sdk')
-    expect(fake.received[0]?.headers['x-api-key']).toBeUndefined()
+    expect(stack.fake.received[0]?.url).toBe('/v1/messages')
+    expect(stack.fake.received[0]?.headers.authorization).toBe('Bearer sk-ant-real-from-sdk')
+    expect(stack.fake.received[0]?.headers['x-api-key']).toBeUndefined()
     // Older SDKs send x-api-key.
-    const response = await fetch(`${proxy.url}/${key}/anthropic/v1/messages`, {
+    const response = await fetch(`${stack.proxy.url}/${stack.key}/anthropic/v1/messages`, {
       method: 'POST',
       headers: { 'x-api-key': 'sk-ant-real-legacy', 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
       body: JSON.stringify(ask),
     })
     expect(response.status).toBe(200)
-    expect(fake.received[1]?.headers['x-api-key']).toBe('sk-ant-real-legacy')
-    expect(fake.received[1]?.headers.authorization).toBeUndefined()
-    expect(await settled()).toEqual({ spent: billedInput(fake) + 7 + 7, held: 0 })
+    expect(stack.fake.received[1]?.headers['x-api-key']).toBe('sk-ant-real-legacy')
+    expect(stack.fake.received[1]?.headers.authorization).toBeUndefined()
+    expect(await settled()).toEqual({ spent: billedInput(stack.fake) + 7 + 7, held: 0 })
   })
 
   it('header auth with the lp- key in x-api-key, as older SDKs send it', async () => {
-    const response = await fetch(`${proxy.url}/anthropic/v1/messages?beta=true`, {
+    const response = await fetch(`${stack.proxy.url}/anthropic/v1/messages?beta=true`, {
       method: 'POST',
-      headers: { 'x-api-key': key, 'x-loopers-provider-key': UPSTREAM_KEY, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+      headers: { 'x-api-key': stack.key, 'x-loopers-provider-key': UPSTREAM_KEY, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
       body: JSON.stringify(ask),
     })
     expect(response.status).toBe(200)
-    expect(fake.received[0]?.url).toBe('/v1/messages?beta=true')
-    expect(fake.received[0]?.headers['x-api-key']).toBe(UPSTREAM_KEY)
-    expect(fake.received[0]?.headers['anthropic-version']).toBe('2023-06-01')
+    expect(stack.fake.received[0]?.url).toBe('/v1/messages?beta=true')
+    expect(stack.fake.received[0]?.headers['x-api-key']).toBe(UPSTREAM_KEY)
+    expect(stack.fake.received[0]?.headers['anthropic-version']).toBe('2023-06-01')
   })
 })
 
@@ -187,13 +164,13 @@ describe('errors in Anthropic shape raise the SDK typed errors', () => {
     expect(unknown).toMatchObject({ status: 401, type: 'invalid_key', errorCode: 'invalid_key' })
     expect((unknown as InstanceType<typeof Anthropic.APIError>).headers?.get('x-loopers-error-code')).toBe('invalid_key')
     await expect(client({ apiKey: 'sk-ant-not-a-proxy-key' }).messages.create(ask)).rejects.toBeInstanceOf(Anthropic.AuthenticationError)
-    await proxy.admin.revokeKey(hash)
+    await stack.proxy.admin.revokeKey(stack.hash)
     await expect(client().messages.create(ask)).rejects.toMatchObject({ status: 401, type: 'key_revoked' })
-    const other = await proxy.admin.createKey('openai only', ['openai'], { unlimited: true })
+    const other = await stack.proxy.admin.createKey('openai only', ['openai'], { unlimited: true })
     const foreign = client({ apiKey: other.key }).messages.create(ask)
     await expect(foreign).rejects.toBeInstanceOf(Anthropic.PermissionDeniedError)
     await expect(client({ apiKey: other.key }).messages.create(ask)).rejects.toMatchObject({ type: 'provider_not_allowed' })
-    expect(fake.received).toHaveLength(0)
+    expect(stack.fake.received).toHaveLength(0)
   })
 
   it('a request without max_tokens, an unpriced model and an unmetered POST are refused with 400', async () => {
@@ -207,12 +184,12 @@ describe('errors in Anthropic shape raise the SDK typed errors', () => {
     // Batches are billed after the request ends: never forwarded unmetered.
     const batch = client().messages.batches.create({ requests: [{ custom_id: 'a', params: ask }] })
     await expect(batch).rejects.toBeInstanceOf(Anthropic.BadRequestError)
-    expect(fake.received).toHaveLength(0)
+    expect(stack.fake.received).toHaveLength(0)
     expect(await daily()).toEqual({ spent: 0, held: 0 })
   })
 
   it('a refused budget raises RateLimitError with Retry-After and the window details', async () => {
-    await proxy.admin.setBudget(hash, { limits: { daily: 5 } })
+    await stack.proxy.admin.setBudget(stack.hash, { limits: { daily: 5 } })
     const error = await client()
       .messages.create(ask)
       .catch((e: unknown) => e)
@@ -224,28 +201,28 @@ describe('errors in Anthropic shape raise the SDK typed errors', () => {
     expect(Number(rate.headers.get('retry-after'))).toBeGreaterThan(0)
     expect(rate.error).toMatchObject({ type: 'error', error: { type: 'budget_exceeded', window: 'daily', limit_usd: 0.000005, spent_usd: 0 } })
     expect(rate.details).toMatchObject({ window: 'daily', limit_usd: 0.000005 })
-    expect(metered(fake.received)).toHaveLength(0)
+    expect(metered(stack.fake.received)).toHaveLength(0)
   })
 
   it('upstream errors pass through unchanged and refund the hold', async () => {
-    fake.options = { fail: { status: 529, body: { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } } } }
+    stack.fake.options = { fail: { status: 529, body: { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } } } }
     const overloaded = await client()
       .messages.create(ask)
       .catch((e: unknown) => e)
     expect(overloaded).toBeInstanceOf(Anthropic.OverloadedError)
     expect(overloaded).toMatchObject({ status: 529, type: 'overloaded_error' })
-    fake.options = { fail: { status: 400, body: { type: 'error', error: { type: 'invalid_request_error', message: 'messages: field required' } } } }
+    stack.fake.options = { fail: { status: 400, body: { type: 'error', error: { type: 'invalid_request_error', message: 'messages: field required' } } } }
     const bad = await client()
       .messages.create(ask)
       .catch((e: unknown) => e)
     expect(bad).toBeInstanceOf(Anthropic.BadRequestError)
     expect(bad).toMatchObject({ type: 'invalid_request_error', apiMessage: 'messages: field required' })
-    expect(fake.received).toHaveLength(2)
+    expect(stack.fake.received).toHaveLength(2)
     expect(await settled()).toEqual({ spent: 0, held: 0 })
   })
 
   it('an overloaded_error event mid-stream raises APIError and settles what was counted', async () => {
-    fake.options = { chunks: 10, overloadAfterChunks: 3 }
+    stack.fake.options = { chunks: 10, overloadAfterChunks: 3 }
     const { text, error } = await streamText(client(), { ...ask, stream: true })
     expect(text).toBe(' tok'.repeat(3))
     expect(error).toBeInstanceOf(Anthropic.APIError)
@@ -253,7 +230,7 @@ describe('errors in Anthropic shape raise the SDK typed errors', () => {
     const { spent } = await settled()
     const summary = lastSummary()
     expect(spent).toBe(Number(summary.inputTokens) + Number(summary.outputTokens))
-    expect(summary.inputTokens).toBe(billedInput(fake))
+    expect(summary.inputTokens).toBe(billedInput(stack.fake))
   })
 })
 
@@ -261,7 +238,7 @@ describe('budgets', () => {
   it('cuts a stream at the budget with an error event the SDK raises, and closes the upstream', async () => {
     const body = { ...ask, max_tokens: 900, stream: true as const }
     // Measure this request's input bound first.
-    fake.options = { chunks: 1 }
+    stack.fake.options = { chunks: 1 }
     await streamText(client(), body)
     const before = (await settled()).spent
     const inputBound = Number(lastSummary().inputBound)
@@ -270,15 +247,15 @@ describe('budgets', () => {
 
     // The fake reports the bound as its input, so the cost before and after message_start agree; the budget
     // holds the text block's 2-token overhead and ten one-token deltas estimated at × 1.35 (14; eleven count 15).
-    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 2 + 14 } })
-    fake.options = { chunks: 200, chunkDelayMs: 2, inputTokens: inputBound }
+    await stack.proxy.admin.setBudget(stack.hash, { limits: { daily: before + inputBound + 2 + 14 } })
+    stack.fake.options = { chunks: 200, chunkDelayMs: 2, inputTokens: inputBound }
     const { text, error } = await streamText(client(), body)
 
     expect(error).toBeInstanceOf(Anthropic.APIError)
     expect(error).toMatchObject({ type: 'budget_exceeded', errorCode: 'budget_exceeded' })
     expect(text).toBe(' tok'.repeat(10))
-    await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
-    expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
+    await eventually(() => stack.fake.ledger[stack.fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
+    expect(stack.fake.ledger[stack.fake.ledger.length - 1]?.finished).toBe(false)
     const { spent } = await settled()
     const summary = lastSummary()
     expect(summary.outcome).toBe('cutoff')
@@ -290,7 +267,7 @@ describe('budgets', () => {
   })
 
   it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {
-    fake.options = { chunks: 500, chunkDelayMs: 5 }
+    stack.fake.options = { chunks: 500, chunkDelayMs: 5 }
     const controller = new AbortController()
     let deltas = 0
     const stream = await client().messages.create({ ...ask, max_tokens: 1000, stream: true }, { signal: controller.signal })
@@ -301,18 +278,18 @@ describe('budgets', () => {
       }
     })().catch(() => undefined)
 
-    await eventually(() => fake.ledger[0]?.clientAborted === true, 'upstream aborted')
+    await eventually(() => stack.fake.ledger[0]?.clientAborted === true, 'upstream aborted')
     const { spent } = await settled()
-    const written = fake.ledger[0]!.outputTokensWritten
+    const written = stack.fake.ledger[0]!.outputTokensWritten
     expect(written).toBeLessThan(500)
     const summary = lastSummary()
     expect(summary.outcome).toBe('client_closed')
     // Input as message_start reported it; output estimated from the deltas (o200k × 1.35) plus the block overhead.
-    expect(summary.inputTokens).toBe(billedInput(fake))
+    expect(summary.inputTokens).toBe(billedInput(stack.fake))
     const output = Number(summary.outputTokens)
     expect(output).toBeGreaterThanOrEqual(2 + Math.ceil(1.35 * 3))
     expect(output).toBeLessThanOrEqual(2 + Math.ceil(1.35 * written))
-    expect(spent).toBe(billedInput(fake) + output)
+    expect(spent).toBe(billedInput(stack.fake) + output)
     await new Promise((r) => setTimeout(r, 200))
     expect((await daily()).spent).toBe(spent)
   })
@@ -321,7 +298,7 @@ describe('budgets', () => {
     ['without thinking, a stream is metered from its deltas', undefined, (held: number, input: number) => held < input + 1000],
     ['with thinking, whose full cost the stream hides, it holds the worst case up front', { type: 'enabled' as const, budget_tokens: 512 }, (held: number, input: number) => held >= input + 1000],
   ])('claude 4 style model: %s', async (_name, thinking, expected) => {
-    fake.options = { chunks: 3, chunkDelayMs: 100 }
+    stack.fake.options = { chunks: 3, chunkDelayMs: 100 }
     const body = { model: 'claude-test-thinking', max_tokens: 1000, messages: [{ role: 'user' as const, content: 'go' }], stream: true as const, ...(thinking ? { thinking } : {}) }
     const stream = await client().messages.create(body)
     const iterator = stream[Symbol.asyncIterator]()
@@ -337,11 +314,11 @@ describe('budgets', () => {
     await client().messages.create(body)
     const before = (await settled()).spent
     const inputBound = Number(lastSummary().inputBound)
-    await proxy.admin.setBudget(hash, { limits: { daily: before + inputBound + 200 } })
+    await stack.proxy.admin.setBudget(stack.hash, { limits: { daily: before + inputBound + 200 } })
     const { response } = await client().messages.create(body).withResponse()
     expect(response.headers.get('x-loopers-max-tokens')).toBe('200')
-    expect(fake.received[1]?.body?.max_tokens).toBe(200)
-    expect((await settled()).spent - before).toBe((fake.prompts.at(-1) ?? 0) + 7)
+    expect(stack.fake.received[1]?.body?.max_tokens).toBe(200)
+    expect((await settled()).spent - before).toBe((stack.fake.prompts.at(-1) ?? 0) + 7)
   })
 
   it('a flood of 200 concurrent requests admits exactly as many as the budget holds', async () => {
@@ -351,17 +328,17 @@ describe('budgets', () => {
     const inputBound = Number(lastSummary().inputBound)
     // Every request reports exactly what it holds, so settlement refunds nothing and the count is exact.
     const cost = inputBound + 50
-    fake.options = { inputTokens: inputBound, outputTokens: 50 }
-    fake.received.length = 0
+    stack.fake.options = { inputTokens: inputBound, outputTokens: 50 }
+    stack.fake.received.length = 0
     const admitted = 37
-    await proxy.admin.setBudget(hash, { limits: { daily: before + admitted * cost } })
+    await stack.proxy.admin.setBudget(stack.hash, { limits: { daily: before + admitted * cost } })
 
     const sdk = client()
     const { ok, refused } = await flood(200, () => sdk.messages.create(body))
     expect(ok).toHaveLength(admitted)
     expect(refused).toHaveLength(200 - admitted)
     for (const reason of refused) expect(reason).toBeInstanceOf(Anthropic.RateLimitError)
-    expect(metered(fake.received)).toHaveLength(admitted)
+    expect(metered(stack.fake.received)).toHaveLength(admitted)
     expect(await settled()).toEqual({ spent: before + admitted * cost, held: 0 })
   })
 })

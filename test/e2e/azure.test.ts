@@ -3,13 +3,12 @@ import type { AddressInfo } from 'node:net'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import OpenAI, { AzureOpenAI } from 'openai'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { preloadEncoding } from '../../src/tokens/tiktoken.js'
-import { createTestKey, expectCutAtBudget, expectNoProxyKeyIn, flood, settledDaily, summaryAt } from '../support/e2e.js'
-import { startFakeAzure, type FakeAzure } from '../support/fake-azure.js'
-import { billedInput, resetFake, type LedgerEntry } from '../support/fake-server.js'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { expectCutAtBudget, expectNoProxyKeyIn, flood, settledDaily, summaryAt } from '../support/e2e.js'
+import { startFakeAzure } from '../support/fake-azure.js'
+import { billedInput, type LedgerEntry } from '../support/fake-server.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
-import { startTestStore, type TestStore } from '../support/stores.js'
+import { PATIENT_STORE, SMALL_SLICES, useProviderStack } from '../support/provider-stack.js'
 
 // Test prices make one token cost one micro-USD (deployments my-gpt4o and my-embed), so micros are token counts.
 const UPSTREAM_KEY = 'azure-upstream-key-0123456789abcdef'
@@ -19,11 +18,11 @@ const FALLBACK_PRICES = fileURLToPath(new URL('../fixtures/azure/fallback-prices
 const CONTENT_FILTER_ERROR = JSON.parse(readFileSync(new URL('../fixtures/azure/content-filter-error.json', import.meta.url), 'utf8')) as unknown
 const HI = [{ role: 'user' as const, content: 'hi' }]
 
-let store: TestStore
-let fake: FakeAzure
-let proxy: TestProxy
-let key: string
-let hash: string
+const stack = useProviderStack('azure', () => startFakeAzure(), {
+  env: { LOOPERS_AZURE_API_KEY: SERVER_KEY, ...PATIENT_STORE, ...SMALL_SLICES },
+  key: { name: 'azure-e2e', limits: { daily: 1_000_000 } },
+  preload: true,
+})
 
 interface ClientOptions {
   deployment?: string | undefined
@@ -37,8 +36,8 @@ interface ClientOptions {
 function azure(options: ClientOptions = {}): AzureOpenAI {
   const providerKey = options.providerKey === undefined ? UPSTREAM_KEY : options.providerKey
   return new AzureOpenAI({
-    endpoint: options.endpoint ?? `${proxy.url}/azure`,
-    apiKey: options.apiKey ?? key,
+    endpoint: options.endpoint ?? `${stack.proxy.url}/azure`,
+    apiKey: options.apiKey ?? stack.key,
     apiVersion: options.apiVersion ?? API_VERSION,
     deployment: 'deployment' in options ? options.deployment : 'my-gpt4o',
     defaultHeaders: providerKey === null ? {} : { 'X-Loopers-Provider-Key': providerKey },
@@ -47,16 +46,16 @@ function azure(options: ClientOptions = {}): AzureOpenAI {
 }
 
 /** The daily window once every request so far has settled here and on `also`. */
-const daily = (also: TestProxy[] = []) => settledDaily(proxy, hash, also)
+const daily = (also: TestProxy[] = []) => settledDaily(stack.proxy, stack.hash, also)
 
 /** The summary line of this key's `count`-th request, once the proxy has written it. */
-const summaryOf = (count: number) => summaryAt(proxy, hash, count)
+const summaryOf = (count: number) => summaryAt(stack.proxy, stack.hash, count)
 
-const expectNoProxyKeyUpstream = (): void => expectNoProxyKeyIn(fake.received, key)
+const expectNoProxyKeyUpstream = (): void => expectNoProxyKeyIn(stack.fake.received, stack.key)
 
 /** A request written byte for byte (path, Host header) as no SDK would. */
 function rawRequest(method: string, path: string, headers: Record<string, string>, body = ''): Promise<{ status: number; text: string }> {
-  const target = new URL(proxy.url)
+  const target = new URL(stack.proxy.url)
   return new Promise((resolve, reject) => {
     const request = http.request({ host: target.hostname, port: target.port, method, path, headers: { 'content-length': String(Buffer.byteLength(body)), ...headers } }, (response) => {
       const chunks: Buffer[] = []
@@ -68,53 +67,24 @@ function rawRequest(method: string, path: string, headers: Record<string, string
   })
 }
 
-beforeAll(async () => {
-  // The proxy runs in this process and counts output with o200k: built first, so no stream here meets the byte fallback.
-  await preloadEncoding('o200k_base')
-  store = await startTestStore()
-  fake = await startFakeAzure()
-  proxy = await startProxy({
-    ...store.env,
-    LOOPERS_AZURE_ENDPOINT: fake.url,
-    LOOPERS_AZURE_API_KEY: SERVER_KEY,
-    // A loaded CI machine must not turn the flood's budget checks into store timeouts (503s).
-    LOOPERS_REDIS_TIMEOUT_MS: '5000',
-    // Small stream slices so a stream must extend its reservation several times.
-    LOOPERS_STREAM_SLICE_TOKENS: '16',
-  })
-})
-
-afterAll(async () => {
-  await proxy?.close()
-  await fake?.close()
-  await store?.stop()
-})
-
-beforeEach(async () => {
-  resetFake(fake)
-  const created = await createTestKey(proxy, 'azure-e2e', ['azure'], { daily: 1_000_000 })
-  key = created.key
-  hash = created.hash
-})
-
 describe('AzureOpenAI through the proxy', () => {
   it('chat completion: deployment route, api-version forwarded, api-key injected, proxy key never forwarded', async () => {
     const completion = await azure().chat.completions.create({ model: 'gpt-4o', messages: HI })
     expect(completion.choices[0]?.message.content).toBe('hello again from the fake server now')
-    expect(fake.received).toHaveLength(1)
-    const upstream = fake.received[0]!
+    expect(stack.fake.received).toHaveLength(1)
+    const upstream = stack.fake.received[0]!
     expect(upstream.url).toBe(`/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}`)
     expect(upstream.headers['api-key']).toBe(UPSTREAM_KEY)
     expect(upstream.headers.authorization).toBeUndefined()
     expect(upstream.headers['accept-encoding']).toBe('identity')
     expectNoProxyKeyUpstream()
     // The prompt as Azure bills it (the fake's ledger) + 7 completion tokens, priced by the deployment name.
-    expect(await daily()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(stack.fake) + 7, held: 0 })
     expect((await summaryOf(1)).model).toBe('my-gpt4o')
   })
 
   it('chat stream: prompt-filter and annotation chunks pass through, include_usage is forced, the usage settles', async () => {
-    fake.options = { chunks: 6 }
+    stack.fake.options = { chunks: 6 }
     const stream = await azure().chat.completions.create({ model: 'gpt-4o', messages: HI, stream: true })
     let text = ''
     let chunks = 0
@@ -128,27 +98,27 @@ describe('AzureOpenAI through the proxy', () => {
     expect(promptFilters).toBe(1)
     // Opening filter chunk, role, 6 tokens, 1 annotation, finish, usage.
     expect(chunks).toBe(11)
-    expect(fake.received[0]?.body?.stream_options).toEqual({ include_usage: true })
+    expect(stack.fake.received[0]?.body?.stream_options).toEqual({ include_usage: true })
     expectNoProxyKeyUpstream()
     await eventually(async () => (await daily()).held === 0, 'settlement')
-    expect(await daily()).toEqual({ spent: billedInput(fake) + 6, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(stack.fake) + 6, held: 0 })
   })
 
   it('an api-version older than 2024-09-01 gets no stream_options and settles the proxy’s own count', async () => {
-    fake.options = { chunks: 3 }
+    stack.fake.options = { chunks: 3 }
     const stream = await azure({ apiVersion: '2024-06-01' }).chat.completions.create({ model: 'gpt-4o', messages: HI, stream: true })
     let text = ''
     for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? ''
     expect(text).toBe(' tok'.repeat(3))
-    expect(fake.received[0]?.body).not.toHaveProperty('stream_options')
+    expect(stack.fake.received[0]?.body).not.toHaveProperty('stream_options')
     await eventually(async () => (await daily()).held === 0, 'settlement')
     const summary = await summaryOf(1)
     expect(summary.outcome).toBe('completed')
     // No usage without stream_options: the proxy's own count, o200k tokens, equals what the fake billed.
     expect(summary.outputTokens).toBe(3)
-    expect(fake.ledger[0]?.outputTokensWritten).toBe(3)
+    expect(stack.fake.ledger[0]?.outputTokensWritten).toBe(3)
     // Nor input: the prompt is counted with tiktoken (message wrappers bounded from above), not charged at its byte bound.
-    const billed = fake.ledger[0]?.inputTokens ?? 0
+    const billed = stack.fake.ledger[0]?.inputTokens ?? 0
     expect(Number(summary.inputTokens)).toBeGreaterThanOrEqual(billed)
     expect(Number(summary.inputTokens)).toBeLessThanOrEqual(billed + 2)
     expect(Number(summary.inputTokens)).toBeLessThan(Number(summary.inputBound))
@@ -156,64 +126,64 @@ describe('AzureOpenAI through the proxy', () => {
   })
 
   it('an old api-version gets its lowered cap as max_tokens', async () => {
-    await proxy.admin.setBudget(hash, { limits: { daily: 600 } })
+    await stack.proxy.admin.setBudget(stack.hash, { limits: { daily: 600 } })
     const { response } = await azure({ apiVersion: '2024-02-01' }).chat.completions.create({ model: 'gpt-4o', messages: HI }).withResponse()
     const lowered = Number(response.headers.get('x-loopers-max-tokens'))
     expect(lowered).toBeGreaterThan(16)
-    expect(fake.received[0]?.body?.max_tokens).toBe(lowered)
-    expect(fake.received[0]?.body).not.toHaveProperty('max_completion_tokens')
+    expect(stack.fake.received[0]?.body?.max_tokens).toBe(lowered)
+    expect(stack.fake.received[0]?.body).not.toHaveProperty('max_completion_tokens')
   })
 
   it('embeddings are metered on input, by the embedding deployment', async () => {
     const result = await azure({ deployment: 'my-embed' }).embeddings.create({ model: 'text-embedding-3-small', input: 'hello world' })
     expect(result.data[0]?.embedding).toEqual([0.5, 0.25, 0.125])
-    expect(fake.received[0]?.url).toBe(`/openai/deployments/my-embed/embeddings?api-version=${API_VERSION}`)
-    expect(await daily()).toEqual({ spent: billedInput(fake), held: 0 })
+    expect(stack.fake.received[0]?.url).toBe(`/openai/deployments/my-embed/embeddings?api-version=${API_VERSION}`)
+    expect(await daily()).toEqual({ spent: billedInput(stack.fake), held: 0 })
   })
 
   it('responses go to /openai/responses with the deployment in the body', async () => {
     const response = await azure({ apiVersion: '2025-03-01-preview', deployment: undefined }).responses.create({ model: 'my-gpt4o', input: 'hi' })
     expect(response.output_text).toBe('hello again from the fake server now')
-    expect(fake.received[0]?.url).toBe('/openai/responses?api-version=2025-03-01-preview')
-    expect(await daily()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
+    expect(stack.fake.received[0]?.url).toBe('/openai/responses?api-version=2025-03-01-preview')
+    expect(await daily()).toEqual({ spent: billedInput(stack.fake) + 7, held: 0 })
   })
 
   it('the v1 API: the OpenAI SDK with Bearer auth and the deployment as model', async () => {
-    const client = new OpenAI({ apiKey: key, baseURL: `${proxy.url}/azure/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': UPSTREAM_KEY }, maxRetries: 0 })
+    const client = new OpenAI({ apiKey: stack.key, baseURL: `${stack.proxy.url}/azure/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': UPSTREAM_KEY }, maxRetries: 0 })
     const completion = await client.chat.completions.create({ model: 'my-gpt4o', messages: HI })
     expect(completion.choices[0]?.message.content).toBe('hello again from the fake server now')
-    expect(fake.received[0]?.url).toBe('/openai/v1/chat/completions')
-    expect(fake.received[0]?.headers['api-key']).toBe(UPSTREAM_KEY)
-    expect(fake.received[0]?.headers.authorization).toBeUndefined()
+    expect(stack.fake.received[0]?.url).toBe('/openai/v1/chat/completions')
+    expect(stack.fake.received[0]?.headers['api-key']).toBe(UPSTREAM_KEY)
+    expect(stack.fake.received[0]?.headers.authorization).toBeUndefined()
     expectNoProxyKeyUpstream()
-    expect(await daily()).toEqual({ spent: billedInput(fake) + 7, held: 0 })
+    expect(await daily()).toEqual({ spent: billedInput(stack.fake) + 7, held: 0 })
   })
 
   it('the model list passes through free', async () => {
     const models = await azure().models.list()
     expect(models.data.map((m) => m.id)).toEqual(['gpt-4o-2024-11-20'])
-    expect(fake.received[0]?.method).toBe('GET')
-    expect(fake.received[0]?.url).toBe(`/openai/models?api-version=${API_VERSION}`)
+    expect(stack.fake.received[0]?.method).toBe('GET')
+    expect(stack.fake.received[0]?.url).toBe(`/openai/models?api-version=${API_VERSION}`)
     expect(await daily()).toEqual({ spent: 0, held: 0 })
   })
 
   it('path auth: the key AzureOpenAI sends becomes the upstream credential', async () => {
-    const client = azure({ endpoint: `${proxy.url}/${key}/azure`, apiKey: 'azure-real-key-from-sdk', providerKey: null })
+    const client = azure({ endpoint: `${stack.proxy.url}/${stack.key}/azure`, apiKey: 'azure-real-key-from-sdk', providerKey: null })
     await client.chat.completions.create({ model: 'gpt-4o', messages: HI })
-    expect(fake.received[0]?.headers['api-key']).toBe('azure-real-key-from-sdk')
-    expect(fake.received[0]?.url).toBe(`/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}`)
+    expect(stack.fake.received[0]?.headers['api-key']).toBe('azure-real-key-from-sdk')
+    expect(stack.fake.received[0]?.url).toBe(`/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}`)
     expectNoProxyKeyUpstream()
-    expect((await daily()).spent).toBe(billedInput(fake) + 7)
+    expect((await daily()).spent).toBe(billedInput(stack.fake) + 7)
   })
 
   it('without a client credential the server-held LOOPERS_AZURE_API_KEY is injected', async () => {
     await azure({ providerKey: null }).chat.completions.create({ model: 'gpt-4o', messages: HI })
-    expect(fake.received[0]?.headers['api-key']).toBe(SERVER_KEY)
+    expect(stack.fake.received[0]?.headers['api-key']).toBe(SERVER_KEY)
     expectNoProxyKeyUpstream()
   })
 
   it('a refused budget raises RateLimitError with the window details; nothing reaches Azure', async () => {
-    await proxy.admin.setBudget(hash, { limits: { daily: 5 } })
+    await stack.proxy.admin.setBudget(stack.hash, { limits: { daily: 5 } })
     const error = await azure({ deployment: 'my-embed' })
       .embeddings.create({ model: 'x', input: 'hello '.repeat(50) })
       .catch((e: unknown) => e)
@@ -223,7 +193,7 @@ describe('AzureOpenAI through the proxy', () => {
     expect(rate.headers.get('x-loopers-error-code')).toBe('budget_exceeded')
     expect(Number(rate.headers.get('retry-after'))).toBeGreaterThan(0)
     expect(rate.error).toMatchObject({ window: 'daily', limit_usd: 0.000005, spent_usd: 0 })
-    expect(fake.received).toHaveLength(0)
+    expect(stack.fake.received).toHaveLength(0)
   })
 
   it('an unpriced deployment is refused with model_not_priced before any reservation', async () => {
@@ -236,36 +206,36 @@ describe('AzureOpenAI through the proxy', () => {
     const message = (error as Error).message
     expect(message).toContain('LOOPERS_AZURE_DEPLOYMENTS=unpriced-deployment=gpt-4o')
     expect(message).toContain('{"azure": {"unpriced-deployment": {"model": "gpt-4o"}}}')
-    expect(fake.received).toHaveLength(0)
+    expect(stack.fake.received).toHaveLength(0)
     expect(await daily()).toEqual({ spent: 0, held: 0 })
   })
 
   it('LOOPERS_AZURE_DEPLOYMENTS prices a deployment as the OpenAI model it names', async () => {
     // gpt-test: 1 USD per 1M input and output (the test prices), so micros are tokens.
-    const other = await startProxy({ ...store.env, LOOPERS_AZURE_ENDPOINT: fake.url, LOOPERS_AZURE_DEPLOYMENTS: 'prod-dep=gpt-test' })
+    const other = await startProxy({ ...stack.store.env, LOOPERS_AZURE_ENDPOINT: stack.fake.url, LOOPERS_AZURE_DEPLOYMENTS: 'prod-dep=gpt-test' })
     try {
       await azure({ endpoint: `${other.url}/azure`, deployment: 'prod-dep' }).chat.completions.create({ model: 'gpt-4o', messages: HI })
-      expect(fake.received[0]?.url).toBe(`/openai/deployments/prod-dep/chat/completions?api-version=${API_VERSION}`)
-      expect(await daily([other])).toEqual({ spent: billedInput(fake) + 7, held: 0 })
+      expect(stack.fake.received[0]?.url).toBe(`/openai/deployments/prod-dep/chat/completions?api-version=${API_VERSION}`)
+      expect(await daily([other])).toEqual({ spent: billedInput(stack.fake) + 7, held: 0 })
     } finally {
       await other.close()
     }
   })
 
   it('a pricing file with an azure _fallback prices any deployment', async () => {
-    const other = await startProxy({ ...store.env, LOOPERS_AZURE_ENDPOINT: fake.url, LOOPERS_PRICING_PATH: FALLBACK_PRICES })
+    const other = await startProxy({ ...stack.store.env, LOOPERS_AZURE_ENDPOINT: stack.fake.url, LOOPERS_PRICING_PATH: FALLBACK_PRICES })
     try {
       await azure({ endpoint: `${other.url}/azure`, deployment: 'any-deployment' }).chat.completions.create({ model: 'gpt-4o', messages: HI })
-      expect(fake.received[0]?.url).toBe(`/openai/deployments/any-deployment/chat/completions?api-version=${API_VERSION}`)
+      expect(stack.fake.received[0]?.url).toBe(`/openai/deployments/any-deployment/chat/completions?api-version=${API_VERSION}`)
       // _fallback: 5 USD per 1M input, 20 USD per 1M output.
-      expect(await daily([other])).toEqual({ spent: billedInput(fake) * 5 + 7 * 20, held: 0 })
+      expect(await daily([other])).toEqual({ spent: billedInput(stack.fake) * 5 + 7 * 20, held: 0 })
     } finally {
       await other.close()
     }
   })
 
   it('a prompt refused by the content filter is relayed unchanged and bills its input, as Azure does', async () => {
-    fake.options = { fail: { status: 400, body: CONTENT_FILTER_ERROR } }
+    stack.fake.options = { fail: { status: 400, body: CONTENT_FILTER_ERROR } }
     const error = await azure()
       .chat.completions.create({ model: 'gpt-4o', messages: HI })
       .catch((e: unknown) => e)
@@ -275,14 +245,14 @@ describe('AzureOpenAI through the proxy', () => {
     expect(summary.outcome).toBe('upstream_error')
     expect(await daily()).toEqual({ spent: Number(summary.inputBound), held: 0 })
 
-    fake.options = { fail: { status: 429, body: { error: { code: '429', message: 'Rate limit is exceeded. Try again in 6 seconds.' } } } }
+    stack.fake.options = { fail: { status: 429, body: { error: { code: '429', message: 'Rate limit is exceeded. Try again in 6 seconds.' } } } }
     const before = (await daily()).spent
     await expect(azure().chat.completions.create({ model: 'gpt-4o', messages: HI })).rejects.toBeInstanceOf(OpenAI.RateLimitError)
     expect(await daily()).toEqual({ spent: before, held: 0 })
   })
 
   it('without LOOPERS_AZURE_ENDPOINT requests are refused with a clear error and nothing is reserved', async () => {
-    const unconfigured = await startProxy({ ...store.env, })
+    const unconfigured = await startProxy({ ...stack.store.env, })
     try {
       const error = await azure({ endpoint: `${unconfigured.url}/azure` })
         .chat.completions.create({ model: 'gpt-4o', messages: HI })
@@ -292,7 +262,7 @@ describe('AzureOpenAI through the proxy', () => {
       expect(bad.code).toBe('invalid_request')
       expect(bad.message).toContain('LOOPERS_AZURE_ENDPOINT')
       await expect(azure({ endpoint: `${unconfigured.url}/azure` }).models.list()).rejects.toBeInstanceOf(OpenAI.BadRequestError)
-      expect(fake.received).toHaveLength(0)
+      expect(stack.fake.received).toHaveLength(0)
       expect(await daily([unconfigured])).toEqual({ spent: 0, held: 0 })
     } finally {
       await unconfigured.close()
@@ -319,13 +289,13 @@ describe('the upstream origin comes only from LOOPERS_AZURE_ENDPOINT', () => {
   })
 
   const chat = JSON.stringify({ messages: HI })
-  const headers = (): Record<string, string> => ({ 'api-key': key, 'x-loopers-provider-key': UPSTREAM_KEY, 'content-type': 'application/json' })
+  const headers = (): Record<string, string> => ({ 'api-key': stack.key, 'x-loopers-provider-key': UPSTREAM_KEY, 'content-type': 'application/json' })
 
   it('a Host header does not choose the upstream', async () => {
     const answer = await rawRequest('POST', `/azure/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}`, { ...headers(), host: evilHost }, chat)
     expect(answer.status).toBe(200)
-    expect(fake.received).toHaveLength(1)
-    expect(fake.received[0]?.headers.host).toBe(new URL(fake.url).host)
+    expect(stack.fake.received).toHaveLength(1)
+    expect(stack.fake.received[0]?.headers.host).toBe(new URL(stack.fake.url).host)
     expect(evilRequests).toEqual([])
   })
 
@@ -341,7 +311,7 @@ describe('the upstream origin comes only from LOOPERS_AZURE_ENDPOINT', () => {
     const answer = await rawRequest(method, path(), headers(), method === 'POST' ? chat : '')
     expect(answer.status).toBeGreaterThanOrEqual(400)
     expect(answer.status).toBeLessThan(500)
-    expect(fake.received).toHaveLength(0)
+    expect(stack.fake.received).toHaveLength(0)
     expect(evilRequests).toEqual([])
     expect(await daily()).toEqual({ spent: 0, held: 0 })
   })
@@ -350,15 +320,15 @@ describe('the upstream origin comes only from LOOPERS_AZURE_ENDPOINT', () => {
     const answer = await rawRequest('GET', `/azure/openai/@${evilHost}/models`, headers())
     expect(answer.status).toBe(400)
     expect((await rawRequest('GET', `/azure/openai//${evilHost}/models`, headers())).status).toBe(400)
-    expect(fake.received).toEqual([])
+    expect(stack.fake.received).toEqual([])
     expect(evilRequests).toEqual([])
   })
 
   it('credential query parameters are stripped; api-version is forwarded', async () => {
-    const path = `/azure/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}&api-key=leaked&subscription-key=s&proxy=${key}`
+    const path = `/azure/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}&api-key=leaked&subscription-key=s&proxy=${stack.key}`
     const answer = await rawRequest('POST', path, headers(), chat)
     expect(answer.status).toBe(200)
-    expect(fake.received[0]?.url).toBe(`/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}`)
+    expect(stack.fake.received[0]?.url).toBe(`/openai/deployments/my-gpt4o/chat/completions?api-version=${API_VERSION}`)
     expectNoProxyKeyUpstream()
   })
 })
@@ -367,19 +337,19 @@ describe('streams metered chunk by chunk', () => {
   it('cuts a stream at the budget with an error the SDK raises, and closes the upstream', async () => {
     const body = { model: 'gpt-4o', messages: [{ role: 'user' as const, content: 'go' }], stream: true as const, max_tokens: 900 }
     // Measure this request's input bound with an ample budget first, then leave room for 20 chunks.
-    fake.options = { chunks: 1 }
+    stack.fake.options = { chunks: 1 }
     for await (const _ of await azure().chat.completions.create(body)) void _
     await eventually(async () => (await daily()).held === 0, 'settlement')
     const inputBound = Number((await summaryOf(1)).inputBound)
     expect(inputBound).toBeGreaterThan(0)
-    const prompt = (fake.ledger.at(-1) as LedgerEntry).inputTokens
+    const prompt = (stack.fake.ledger.at(-1) as LedgerEntry).inputTokens
 
     const before = (await daily()).spent
     // Room for the prompt as the provider bills it and 20 one-token chunks (more than the 16-token first slice):
     // the proxy counts the prompt once an extension is refused, and the bound's surplus carries output.
     const room = prompt + 20
-    await proxy.admin.setBudget(hash, { limits: { daily: before + room } })
-    fake.options = { chunks: 200, chunkDelayMs: 2 }
+    await stack.proxy.admin.setBudget(stack.hash, { limits: { daily: before + room } })
+    stack.fake.options = { chunks: 200, chunkDelayMs: 2 }
     let text = ''
     const error = await (async () => {
       for await (const chunk of await azure().chat.completions.create(body)) text += chunk.choices[0]?.delta?.content ?? ''
@@ -387,13 +357,13 @@ describe('streams metered chunk by chunk', () => {
 
     expect(error).toBeInstanceOf(OpenAI.APIError)
     expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_exceeded')
-    await eventually(() => fake.ledger[fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
-    expect(fake.ledger[fake.ledger.length - 1]?.finished).toBe(false)
+    await eventually(() => stack.fake.ledger[stack.fake.ledger.length - 1]?.clientAborted === true, 'upstream closed')
+    expect(stack.fake.ledger[stack.fake.ledger.length - 1]?.finished).toBe(false)
     await eventually(async () => (await daily()).held === 0, 'settlement')
     const summary = await summaryOf(2)
     expect(summary.outcome).toBe('cutoff')
     // Charged the input the provider bills (counted with tiktoken at the cut, message wrappers bounded from above), not the bound.
-    const billed = (fake.ledger.at(-1) as LedgerEntry).inputTokens
+    const billed = (stack.fake.ledger.at(-1) as LedgerEntry).inputTokens
     expect(Number(summary.inputTokens)).toBeGreaterThanOrEqual(billed)
     expect(Number(summary.inputTokens)).toBeLessThanOrEqual(billed + 2)
     // Exactly the chunks the counted prompt leaves of the room.
@@ -404,7 +374,7 @@ describe('streams metered chunk by chunk', () => {
   })
 
   it('a client abort mid-stream aborts the upstream and settles input plus the output so far, once', async () => {
-    fake.options = { chunks: 500, chunkDelayMs: 5 }
+    stack.fake.options = { chunks: 500, chunkDelayMs: 5 }
     const controller = new AbortController()
     const stream = await azure().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'go' }], stream: true }, { signal: controller.signal })
     let received = 0
@@ -415,9 +385,9 @@ describe('streams metered chunk by chunk', () => {
       }
     })().catch(() => undefined)
 
-    await eventually(() => fake.ledger[0]?.clientAborted === true, 'upstream aborted')
+    await eventually(() => stack.fake.ledger[0]?.clientAborted === true, 'upstream aborted')
     await eventually(async () => (await daily()).held === 0, 'settlement')
-    const written = fake.ledger[0]!.outputTokensWritten
+    const written = stack.fake.ledger[0]!.outputTokensWritten
     expect(written).toBeLessThan(500)
     const summary = await summaryOf(1)
     expect(summary.outcome).toBe('client_closed')
@@ -435,20 +405,20 @@ describe('streams metered chunk by chunk', () => {
 describe('concurrency', () => {
   it('200 concurrent requests against a budget for exactly 37: 37 admitted, 37 reach Azure', async () => {
     // Each embedding is billed its body's byte length, which is exactly its input bound: cost = reservation.
-    fake.options = { promptTokensFromBody: true }
+    stack.fake.options = { promptTokensFromBody: true }
     const client = azure({ deployment: 'my-embed' })
     await client.embeddings.create({ model: 'x', input: 'flood' })
     const cost = (await daily()).spent
     expect(cost).toBeGreaterThan(20)
-    fake.received.length = 0
+    stack.fake.received.length = 0
 
     const admitted = 37
-    await proxy.admin.setBudget(hash, { limits: { daily: cost + admitted * cost } })
+    await stack.proxy.admin.setBudget(stack.hash, { limits: { daily: cost + admitted * cost } })
     const { ok, refused } = await flood(200, () => client.embeddings.create({ model: 'x', input: 'flood' }))
     expect(ok).toHaveLength(admitted)
     expect(refused).toHaveLength(200 - admitted)
     for (const reason of refused) expect(reason).toBeInstanceOf(OpenAI.RateLimitError)
-    expect(fake.received).toHaveLength(admitted)
+    expect(stack.fake.received).toHaveLength(admitted)
     expect(await daily()).toEqual({ spent: cost * (admitted + 1), held: 0 })
   })
 })

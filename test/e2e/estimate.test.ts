@@ -1,30 +1,17 @@
 import OpenAI from 'openai'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { countChatTokens, loadedEncodings } from '../../src/tokens/tiktoken.js'
-import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
-import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
-import { startTestStore, type TestStore } from '../support/stores.js'
+import { startFakeOpenAi } from '../support/fake-openai.js'
+import { eventually } from '../support/proxy.js'
+import { useProviderStack } from '../support/provider-stack.js'
 
 // The proxy runs in this process, so the tokenizer module the test inspects is the one it uses.
-let store: TestStore
-let fake: FakeOpenAi
-let proxy: TestProxy
-
-beforeAll(async () => {
-  store = await startTestStore()
-  fake = await startFakeOpenAi()
-  proxy = await startProxy({ ...store.env, LOOPERS_OPENAI_BASE_URL: fake.url })
-})
-afterAll(async () => {
-  await proxy?.close()
-  await fake?.close()
-  await store?.stop()
-})
+const stack = useProviderStack('openai', () => startFakeOpenAi())
 
 async function keyWithDailyLimit(micros: number): Promise<{ sdk: OpenAI; hash: string }> {
-  const { key, record } = await proxy.admin.createKey('estimate', ['openai'], { unlimited: true })
-  await proxy.admin.setBudget(record.hash, { limits: { daily: micros } })
-  const sdk = new OpenAI({ apiKey: key, baseURL: `${proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
+  const { key, record } = await stack.proxy.admin.createKey('estimate', ['openai'], { unlimited: true })
+  await stack.proxy.admin.setBudget(record.hash, { limits: { daily: micros } })
+  const sdk = new OpenAI({ apiKey: key, baseURL: `${stack.proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
   return { sdk, hash: record.hash }
 }
 
@@ -34,9 +21,9 @@ describe('the input estimate', () => {
     const prompt = 'hello world, '.repeat(80_000)
     expect(Buffer.byteLength(prompt)).toBeGreaterThan(1_000_000)
     await sdk.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: prompt }] })
-    await eventually(() => proxy.inflight() === 0, 'settlement')
+    await eventually(() => stack.proxy.inflight() === 0, 'settlement')
     expect(loadedEncodings()).toEqual([])
-    const summary = proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8)).at(-1)!
+    const summary = stack.proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8)).at(-1)!
     expect(Number(summary.inputBound)).toBeGreaterThan(1_000_000)
   })
 
@@ -45,9 +32,9 @@ describe('the input estimate', () => {
     const { sdk, hash } = await keyWithDailyLimit(600_000)
     const prompt = 'hello world, '.repeat(80_000)
     await sdk.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: prompt }], max_tokens: 10 })
-    await eventually(() => proxy.inflight() === 0, 'settlement')
+    await eventually(() => stack.proxy.inflight() === 0, 'settlement')
     expect(loadedEncodings()).toEqual([])
-    const summary = proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8)).at(-1)!
+    const summary = stack.proxy.logs.filter((l) => l.msg === 'request' && l.key === hash.slice(0, 8)).at(-1)!
     expect(Number(summary.inputBound)).toBe(countChatTokens({ messages: [{ role: 'user', content: prompt }] }, 'gpt-test'))
   })
 })

@@ -5,7 +5,8 @@ import { openStore, type OpenedStore } from '../../src/budget/open-store.js'
 import type { KeyAdmin } from '../../src/budget/types.js'
 import { spawnProxy, type ProxyProcess } from '../support/fault-cli.js'
 import { daily } from '../support/fault-checks.js'
-import { COMPLETION_TOKENS, startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
+import { NON_STREAM_TEXT } from '../support/billing.js'
+import { billed, startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
 import { eventually } from '../support/proxy.js'
 import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
 
@@ -51,7 +52,8 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       const first = await serve()
       // One request settles before the crash: kill -9 must not lose it.
       await sdk(first, key).chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'first' }] })
-      const ANSWER = 12 + COMPLETION_TOKENS
+      // What the upstream billed for it (prompt and answer), in micro-USD at the test prices.
+      const ANSWER = billed([upstream.last()])
       await eventually(async () => (await daily(admin, hash)).spent === ANSWER, 'the first settlement')
 
       upstream.plan = { chunks: 1000, chunkDelayMs: 5 }
@@ -65,32 +67,36 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       })().catch((e: unknown) => e)
       expect(error).toBeInstanceOf(Error)
       expect(first.child.signalCode).toBe('SIGKILL')
-      await eventually(() => upstream.last().closedEarly, 'the upstream sees the connection drop')
-      const served = upstream.last().tokensWritten
+      await eventually(() => upstream.last().clientAborted, 'the upstream sees the connection drop')
+      const served = upstream.last().outputTokensWritten
       expect(served).toBeGreaterThanOrEqual(20)
       expect(served).toBeLessThan(1000)
 
       // Nothing settled, nothing handed back: the reservation is still held, covering at least the input
-      // and every delta the client got (4 tokens each); it covers what the upstream served (12 prompt
-      // tokens, one per delta) too.
+      // and every delta the client got (4 tokens each); it covers what the upstream billed (its ledger) too.
       const crashed = await daily(admin, hash)
       expect(crashed.spent).toBe(ANSWER)
       expect(crashed.held).toBeGreaterThan(4 * deltas)
-      expect(crashed.held).toBeGreaterThanOrEqual(12 + served)
+      expect(crashed.held).toBeGreaterThanOrEqual(billed([upstream.last()]))
       expect(await store.reservations(hash)).toContainEqual({ state: 'held', amount: crashed.held, charged: null })
 
       const second = await serve()
       const answer = await sdk(second, key).chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'again' }] })
-      expect(answer.choices[0]?.message.content).toBe('fine')
+      expect(answer.choices[0]?.message.content).toBe(NON_STREAM_TEXT)
       await eventually(async () => (await daily(admin, hash)).spent > ANSWER, 'settlement')
-      // Settled at the reported usage; the orphaned hold is untouched (it ends with its windows).
-      expect(await daily(admin, hash)).toEqual({ spent: 2 * ANSWER, held: crashed.held })
+      // Settled at the reported usage, what the upstream billed; the orphaned hold is untouched (it ends with its windows).
+      const AGAIN = billed([upstream.last()])
+      expect(await daily(admin, hash)).toEqual({ spent: ANSWER + AGAIN, held: crashed.held })
       const records = await store.reservations(hash)
       expect(records).toHaveLength(3)
-      expect(records.filter((r) => r.state === 'settled')).toEqual([
-        { state: 'settled', amount: expect.any(Number), charged: ANSWER },
-        { state: 'settled', amount: expect.any(Number), charged: ANSWER },
-      ])
+      // In charge order: the store lists its records in no particular order.
+      const byCharge = (x: { charged: number | null }, y: { charged: number | null }): number => (x.charged ?? 0) - (y.charged ?? 0)
+      expect(records.filter((r) => r.state === 'settled').sort(byCharge)).toEqual(
+        [
+          { state: 'settled', amount: expect.any(Number), charged: ANSWER },
+          { state: 'settled', amount: expect.any(Number), charged: AGAIN },
+        ].sort(byCharge),
+      )
     })
   })
 })

@@ -1,54 +1,25 @@
 import OpenAI from 'openai'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { preloadEncoding } from '../../src/tokens/tiktoken.js'
+import { describe, expect, it } from 'vitest'
 import { sessionKey } from '../../src/budget/redis/redis-keys.js'
 import { chargedMicros, daily, expectCountedInput, reservations, settleCalls, summaries } from '../support/fault-checks.js'
-import { startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
-import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
-import { startRedis, type TestRedis } from '../support/redis.js'
+import { eventually } from '../support/proxy.js'
+import { useFaultStack } from '../support/fault-stack.js'
 
 // The key's standing changes while one of its streams runs: the next extension re-checks it and cuts.
-let redis: TestRedis
-let upstream: FaultUpstream
-let proxy: TestProxy
-let key: string
-let hash: string
-
-beforeAll(async () => {
-  // The proxy runs in this process and counts output with o200k: built first, so no stream here meets the byte fallback.
-  await preloadEncoding('o200k_base')
-  redis = await startRedis()
-  upstream = await startFaultUpstream()
-  proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: upstream.url, LOOPERS_STREAM_SLICE_TOKENS: '16' })
-})
-
-afterAll(async () => {
-  await proxy?.close()
-  await upstream?.close()
-  await redis?.stop()
-})
-
-beforeEach(async () => {
-  upstream.plan = { chunks: 500, chunkDelayMs: 5 }
-  upstream.exchanges.length = 0
-  const created = await proxy.admin.createKey('revocation', ['openai'], { unlimited: true })
-  key = created.key
-  hash = created.record.hash
-  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
-})
+const stack = useFaultStack({ name: 'revocation', env: { LOOPERS_STREAM_SLICE_TOKENS: '16' }, plan: { chunks: 500, chunkDelayMs: 5 } })
 
 describe('the key changes under a running stream', () => {
   // `withinSlice`: the change bites at the next extension, within a 16-token slice. A limit lowered to exactly
   // what is used leaves the stream its own hold (inside the limit): once an extension is refused, the prompt is
   // counted and the bound's surplus may carry output; the stream is cut when that is used too.
   it.each<[string, string, () => Promise<number | null>, boolean]>([
-    ['the key is revoked', 'key_revoked', async () => (await proxy.admin.revokeKey(hash), null), true],
+    ['the key is revoked', 'key_revoked', async () => (await stack.proxy.admin.revokeKey(stack.hash), null), true],
     [
       'the daily limit is lowered below what is already used',
       'budget_exceeded',
       async () => {
-        const { spent, held } = await daily(proxy.admin, hash)
-        await proxy.admin.setBudget(hash, { limits: { daily: spent + held - 1 } })
+        const { spent, held } = await daily(stack.proxy.admin, stack.hash)
+        await stack.proxy.admin.setBudget(stack.hash, { limits: { daily: spent + held - 1 } })
         return spent + held - 1
       },
       true,
@@ -57,8 +28,8 @@ describe('the key changes under a running stream', () => {
       'the daily limit is lowered to what is already used',
       'budget_exceeded',
       async () => {
-        const { spent, held } = await daily(proxy.admin, hash)
-        await proxy.admin.setBudget(hash, { limits: { daily: spent + held } })
+        const { spent, held } = await daily(stack.proxy.admin, stack.hash)
+        await stack.proxy.admin.setBudget(stack.hash, { limits: { daily: spent + held } })
         return spent + held
       },
       false,
@@ -68,17 +39,17 @@ describe('the key changes under a running stream', () => {
       'session_budget_exceeded',
       async () => {
         // The session exists and holds the stream's reservation.
-        expect(Number((await proxy.server.redis!.hget(sessionKey(hash, 'run-1'), 'held')) ?? 0)).toBeGreaterThan(0)
-        await proxy.admin.setBudget(hash, { sessionBudgetMicros: 1 })
+        expect(Number((await stack.proxy.server.redis!.hget(sessionKey(stack.hash, 'run-1'), 'held')) ?? 0)).toBeGreaterThan(0)
+        await stack.proxy.admin.setBudget(stack.hash, { sessionBudgetMicros: 1 })
         return null
       },
       true,
     ],
   ])('%s: the stream is cut with %s, upstream closed, settled once', async (_name, code, change, withinSlice) => {
-    const settles = await settleCalls(proxy.server.adminUrl)
+    const settles = await settleCalls(stack.proxy.server.adminUrl)
     const sdk = new OpenAI({
-      apiKey: key,
-      baseURL: `${proxy.url}/openai/v1`,
+      apiKey: stack.key,
+      baseURL: `${stack.proxy.url}/openai/v1`,
       defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up', 'X-Loopers-Session-ID': 'run-1' },
       maxRetries: 0,
     })
@@ -94,28 +65,28 @@ describe('the key changes under a running stream', () => {
 
     expect(error).toBeInstanceOf(OpenAI.APIError)
     expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe(code)
-    await eventually(() => upstream.last().closedEarly, 'upstream closed')
-    expect(upstream.last().stage).toBe('streaming')
-    expect(upstream.last().tokensWritten).toBeLessThan(500)
+    await eventually(() => stack.upstream.last().clientAborted, 'upstream closed')
+    expect(stack.upstream.last().stage).toBe('streaming')
+    expect(stack.upstream.last().outputTokensWritten).toBeLessThan(500)
     expect(deltas).toBeGreaterThanOrEqual(3)
     // 16-token slices of one-token deltas: the refusal comes within a slice of the change.
     if (withinSlice) expect(deltas).toBeLessThanOrEqual(3 + 17)
 
-    await eventually(async () => (await daily(proxy.admin, hash)).held === 0, 'settlement')
-    const summary = summaries(proxy, hash).at(-1)!
+    await eventually(async () => (await daily(stack.proxy.admin, stack.hash)).held === 0, 'settlement')
+    const summary = summaries(stack.proxy, stack.hash).at(-1)!
     expect(summary.outcome).toBe('cutoff')
     expect(summary.code).toBe(code)
-    const { spent } = await daily(proxy.admin, hash)
+    const { spent } = await daily(stack.proxy.admin, stack.hash)
     expect(spent).toBe(chargedMicros(summary))
     // Charged: input (counted as the provider bills the prompt: no usage arrived) and every delta relayed,
     // plus what was read but refused (at most a few deltas). Each "tok " delta is one o200k token, the trailing space one more.
-    const input = expectCountedInput(summary, upstream.last().body)
+    const input = expectCountedInput(summary, stack.upstream.last())
     expect(spent).toBeGreaterThan(input + deltas)
     expect(spent).toBeLessThanOrEqual(input + deltas + 4)
     // The budget holds: a lowered daily limit is passed by no more than the event the provider generated but the
     // meter refused (as above).
     if (limit !== null) expect(spent).toBeLessThanOrEqual(limit + 4)
-    expect(await reservations(redis.url, hash)).toEqual([{ state: 'settled', amount: expect.any(Number), charged: spent }])
-    expect((await settleCalls(proxy.server.adminUrl)) - settles).toBe(1)
+    expect(await reservations(stack.redis.url, stack.hash)).toEqual([{ state: 'settled', amount: expect.any(Number), charged: spent }])
+    expect((await settleCalls(stack.proxy.server.adminUrl)) - settles).toBe(1)
   })
 })

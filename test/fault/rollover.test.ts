@@ -4,7 +4,7 @@ import { WINDOW_NAMES, type KeyAdmin, type WindowName } from '../../src/budget/t
 import { createClock } from '../support/budget-fixture.js'
 import { startClockedProxy, type ClockedProxy } from '../support/fault-app.js'
 import { summaries } from '../support/fault-checks.js'
-import { COMPLETION_TOKENS, startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
+import { billed, startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
 import { eventually } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -72,8 +72,12 @@ describe('a stream that spans the end of every window', () => {
       if (deltas === 30 && late === null) late = { old: await windows(proxy.adminAt(BEFORE), hash), current: await windows(proxy.admin, hash) }
     }
     expect(deltas).toBe(chunks)
+    // What the upstream billed (its ledger): the stream, then the request made after the rollover.
+    expect(upstream.exchanges).toHaveLength(2)
+    const streamed = upstream.exchanges[0]!
+    const later = upstream.exchanges[1]!
     expect(atRollover).toEqual(every({ spent: 0, held: 0 }))
-    expect(afterRolloverRequest).toEqual(every({ spent: 12 + COMPLETION_TOKENS, held: 0 }))
+    expect(afterRolloverRequest).toEqual(every({ spent: billed([later]), held: 0 }))
     // Extensions after the rollover (16-token slices, one token a delta) grew the hold in the old periods only.
     await eventually(() => summaries(proxy, hash).length === 2, 'summary lines')
     const inputBound = Number(summaries(proxy, hash).find((s) => s.stream === true)?.inputBound)
@@ -82,12 +86,12 @@ describe('a stream that spans the end of every window', () => {
     // fixed mark: the proxy meters ahead of what the client has read, by however far the client lags.)
     for (const w of WINDOW_NAMES) expect(late?.old[w].held).toBeGreaterThan(oldHeldAtRollover)
     for (const w of WINDOW_NAMES) expect(late?.old[w].held).toBeGreaterThanOrEqual(inputBound + 30)
-    expect(late?.current).toEqual(every({ spent: 12 + COMPLETION_TOKENS, held: 0 }))
+    expect(late?.current).toEqual(every({ spent: billed([later]), held: 0 }))
 
     await eventually(async () => (await windows(proxy.adminAt(BEFORE), hash)).minute.held === 0, 'settlement')
-    // Reported usage (12 prompt + 40 completion tokens), charged where the reservation was made.
-    expect(await windows(proxy.adminAt(BEFORE), hash)).toEqual(every({ spent: 12 + chunks, held: 0 }))
-    expect(await windows(proxy.admin, hash)).toEqual(every({ spent: 12 + COMPLETION_TOKENS, held: 0 }))
+    // Reported usage, what the upstream billed for the stream, charged where the reservation was made.
+    expect(await windows(proxy.adminAt(BEFORE), hash)).toEqual(every({ spent: billed([streamed]), held: 0 }))
+    expect(await windows(proxy.admin, hash)).toEqual(every({ spent: billed([later]), held: 0 }))
     expect(summaries(proxy, hash).map((s) => s.outcome)).toEqual(['completed', 'completed'])
   })
 })

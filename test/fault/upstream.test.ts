@@ -1,63 +1,35 @@
 import OpenAI from 'openai'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { countTextTokens, preloadEncoding } from '../../src/tokens/tiktoken.js'
+import { describe, expect, it } from 'vitest'
 import { daily, expectCountedInput, settleCalls, summaries, chargedMicros } from '../support/fault-checks.js'
-import { startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
-import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
-import { startRedis, type TestRedis } from '../support/redis.js'
+import { DELTA_TEXT } from '../support/fault-upstream.js'
+import { eventually } from '../support/proxy.js'
+import { useFaultStack } from '../support/fault-stack.js'
 
 // Upstream faults the e2e suite does not cover: silence past the timeout, 4xx pass-through, a socket
 // destroyed before any header, and silence in the middle of a stream.
-let redis: TestRedis
-let upstream: FaultUpstream
-let proxy: TestProxy
-let key: string
-let hash: string
-
 const TIMEOUT_MS = 300
+
+const stack = useFaultStack({ name: 'upstream-faults', env: { LOOPERS_UPSTREAM_TIMEOUT_MS: String(TIMEOUT_MS), LOG_LEVEL: 'info' } })
 
 function chat(stream: boolean): string {
   return JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], ...(stream ? { stream: true } : {}) })
 }
 
 function post(body: string): Promise<Response> {
-  return fetch(`${proxy.url}/openai/v1/chat/completions`, {
+  return fetch(`${stack.proxy.url}/openai/v1/chat/completions`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'x-loopers-provider-key': 'sk-up' },
+    headers: { authorization: `Bearer ${stack.key}`, 'content-type': 'application/json', 'x-loopers-provider-key': 'sk-up' },
     body,
   })
 }
-
-beforeAll(async () => {
-  // The proxy runs in this process and counts output with o200k: built first, so no stream here meets the byte fallback.
-  await preloadEncoding('o200k_base')
-  redis = await startRedis()
-  upstream = await startFaultUpstream()
-  proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: upstream.url, LOOPERS_UPSTREAM_TIMEOUT_MS: String(TIMEOUT_MS), LOG_LEVEL: 'info' })
-})
-
-afterAll(async () => {
-  await proxy?.close()
-  await upstream?.close()
-  await redis?.stop()
-})
-
-beforeEach(async () => {
-  upstream.plan = {}
-  upstream.exchanges.length = 0
-  const created = await proxy.admin.createKey('upstream-faults', ['openai'], { unlimited: true })
-  key = created.key
-  hash = created.record.hash
-  await proxy.admin.setBudget(hash, { limits: { daily: 1_000_000 } })
-})
 
 describe('an upstream that never answers', () => {
   it.each([
     ['non-streamed', false],
     ['streamed', true],
   ])('%s: 504 upstream_timeout after the timeout, upstream connection closed, full refund', async (_name, stream) => {
-    upstream.plan = { mode: 'hang' }
-    const settles = await settleCalls(proxy.server.adminUrl)
+    stack.upstream.plan = { mode: 'hang' }
+    const settles = await settleCalls(stack.proxy.server.adminUrl)
     const started = Date.now()
     const response = await post(chat(stream))
     const elapsed = Date.now() - started
@@ -66,10 +38,10 @@ describe('an upstream that never answers', () => {
     expect(((await response.json()) as { error: { code: string } }).error.code).toBe('upstream_timeout')
     expect(elapsed).toBeGreaterThanOrEqual(TIMEOUT_MS - 50)
     expect(elapsed).toBeLessThan(5_000)
-    expect(upstream.exchanges).toHaveLength(1)
-    await eventually(() => upstream.last().closedEarly, 'the proxy closes the silent upstream connection')
-    expect(await daily(proxy.admin, hash)).toEqual({ spent: 0, held: 0 })
-    expect((await settleCalls(proxy.server.adminUrl)) - settles).toBe(1)
+    expect(stack.upstream.exchanges).toHaveLength(1)
+    await eventually(() => stack.upstream.last().clientAborted, 'the proxy closes the silent upstream connection')
+    expect(await daily(stack.proxy.admin, stack.hash)).toEqual({ spent: 0, held: 0 })
+    expect((await settleCalls(stack.proxy.server.adminUrl)) - settles).toBe(1)
   })
 })
 
@@ -89,7 +61,7 @@ describe('upstream 4xx answers pass through unchanged', () => {
   it.each(cases.flatMap((c) => [{ ...c, stream: false }, { ...c, stream: true }]))(
     '$status (stream: $stream): status, body bytes and provider headers relayed; everything refunded',
     async ({ status, headers, body, stream }) => {
-      upstream.plan = { mode: 'fail', fail: { status, headers, body } }
+      stack.upstream.plan = { mode: 'fail', fail: { status, headers, body } }
       const response = await post(chat(stream))
       expect(response.status).toBe(status)
       expect(await response.text()).toBe(body)
@@ -97,25 +69,25 @@ describe('upstream 4xx answers pass through unchanged', () => {
       expect(response.headers.get('content-type')).toBe('application/json')
       // The provider's error, not one the proxy produced.
       expect(response.headers.get('x-loopers-error-code')).toBeNull()
-      expect(upstream.exchanges).toHaveLength(1)
-      expect(await daily(proxy.admin, hash)).toEqual({ spent: 0, held: 0 })
-      expect(summaries(proxy, hash).at(-1)).toMatchObject({ outcome: 'upstream_error', status })
+      expect(stack.upstream.exchanges).toHaveLength(1)
+      expect(await daily(stack.proxy.admin, stack.hash)).toEqual({ spent: 0, held: 0 })
+      expect(summaries(stack.proxy, stack.hash).at(-1)).toMatchObject({ outcome: 'upstream_error', status })
     },
   )
 
   it('the SDK raises its typed errors for them', async () => {
-    const sdk = new OpenAI({ apiKey: key, baseURL: `${proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
+    const sdk = new OpenAI({ apiKey: stack.key, baseURL: `${stack.proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
     const request = (): Promise<unknown> =>
       sdk.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] }).catch((e: unknown) => e)
-    upstream.plan = { mode: 'fail', fail: cases[0]! }
+    stack.upstream.plan = { mode: 'fail', fail: cases[0]! }
     const bad = await request()
     expect(bad).toBeInstanceOf(OpenAI.BadRequestError)
     expect((bad as InstanceType<typeof OpenAI.BadRequestError>).code).toBe('invalid_value')
-    upstream.plan = { mode: 'fail', fail: cases[1]! }
+    stack.upstream.plan = { mode: 'fail', fail: cases[1]! }
     const limited = await request()
     expect(limited).toBeInstanceOf(OpenAI.RateLimitError)
     expect((limited as InstanceType<typeof OpenAI.RateLimitError>).code).toBe('rate_limit_exceeded')
-    expect(await daily(proxy.admin, hash)).toEqual({ spent: 0, held: 0 })
+    expect(await daily(stack.proxy.admin, stack.hash)).toEqual({ spent: 0, held: 0 })
   })
 })
 
@@ -124,27 +96,27 @@ describe('an upstream that resets the connection before any header', () => {
     ['non-streamed', false],
     ['streamed', true],
   ])('%s: 502 upstream_unreachable and a full refund', async (_name, stream) => {
-    upstream.plan = { mode: 'destroy' }
-    const settles = await settleCalls(proxy.server.adminUrl)
+    stack.upstream.plan = { mode: 'destroy' }
+    const settles = await settleCalls(stack.proxy.server.adminUrl)
     const response = await post(chat(stream))
     expect(response.status).toBe(502)
     expect(response.headers.get('x-loopers-error-code')).toBe('upstream_unreachable')
     expect(((await response.json()) as { error: { code: string } }).error.code).toBe('upstream_unreachable')
     // Never retried: a POST may have been billed.
-    expect(upstream.exchanges).toHaveLength(1)
-    expect(await daily(proxy.admin, hash)).toEqual({ spent: 0, held: 0 })
-    expect((await settleCalls(proxy.server.adminUrl)) - settles).toBe(1)
+    expect(stack.upstream.exchanges).toHaveLength(1)
+    expect(await daily(stack.proxy.admin, stack.hash)).toEqual({ spent: 0, held: 0 })
+    expect((await settleCalls(stack.proxy.server.adminUrl)) - settles).toBe(1)
     // The proxy is not poisoned: the next request is answered.
-    upstream.plan = {}
+    stack.upstream.plan = {}
     expect((await post(chat(false))).status).toBe(200)
   })
 })
 
 describe('an upstream that falls silent mid-stream', () => {
   it('cuts the stream with an error event after the timeout, closes the upstream, charges what was counted', async () => {
-    upstream.plan = { chunks: 3, stallAt: 'usage', stallMs: 10_000 }
-    const settles = await settleCalls(proxy.server.adminUrl)
-    const sdk = new OpenAI({ apiKey: key, baseURL: `${proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
+    stack.upstream.plan = { chunks: 3, stallAt: 'usage', stallMs: 10_000 }
+    const settles = await settleCalls(stack.proxy.server.adminUrl)
+    const sdk = new OpenAI({ apiKey: stack.key, baseURL: `${stack.proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
     let text = ''
     const error = await (async () => {
       const stream = await sdk.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
@@ -152,19 +124,19 @@ describe('an upstream that falls silent mid-stream', () => {
     })().catch((e: unknown) => e)
     expect(error).toBeInstanceOf(OpenAI.APIError)
     expect(['upstream_timeout', 'upstream_unreachable']).toContain((error as InstanceType<typeof OpenAI.APIError>).code)
-    expect(text).toBe('tok '.repeat(3))
-    await eventually(() => upstream.last().closedEarly, 'upstream closed')
-    await eventually(async () => (await daily(proxy.admin, hash)).held === 0, 'settlement')
+    expect(text).toBe(DELTA_TEXT.repeat(3))
+    await eventually(() => stack.upstream.last().clientAborted, 'upstream closed')
+    await eventually(async () => (await daily(stack.proxy.admin, stack.hash)).held === 0, 'settlement')
     // The summary line is written once settlement has returned, a moment after the store shows it.
-    await eventually(() => summaries(proxy, hash).length > 0, 'summary line')
-    const summary = summaries(proxy, hash).at(-1)!
-    // No usage arrived: the input counted as the provider bills the prompt, plus the output counted.
-    // Output counted in o200k tokens: "tok tok tok " is four ("tok", " tok", " tok", " ").
-    const input = expectCountedInput(summary, upstream.last().body)
-    const counted = countTextTokens('tok '.repeat(3), 'o200k_base')
-    expect(counted).toBe(4)
-    expect((await daily(proxy.admin, hash)).spent).toBe(input + counted)
-    expect(chargedMicros(summary)).toBe(input + counted)
-    expect((await settleCalls(proxy.server.adminUrl)) - settles).toBe(1)
+    await eventually(() => summaries(stack.proxy, stack.hash).length > 0, 'summary line')
+    const summary = summaries(stack.proxy, stack.hash).at(-1)!
+    // No usage arrived: the input counted as the upstream billed the prompt, plus the output counted in o200k
+    // tokens, exactly what the upstream billed for the deltas it wrote ("tok tok tok " is four: "tok", " tok", " tok", " ").
+    const input = expectCountedInput(summary, stack.upstream.last())
+    const output = stack.upstream.last().outputTokensWritten
+    expect(output).toBe(4)
+    expect((await daily(stack.proxy.admin, stack.hash)).spent).toBe(input + output)
+    expect(chargedMicros(summary)).toBe(input + output)
+    expect((await settleCalls(stack.proxy.server.adminUrl)) - settles).toBe(1)
   })
 })

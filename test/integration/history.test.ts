@@ -1,21 +1,15 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { dayKey } from '../../src/budget/redis/redis-keys.js'
-import { createBudgetFixture, type BudgetFixture } from '../support/budget-fixture.js'
-import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
+import { type BudgetFixture } from '../support/budget-fixture.js'
+import { STORE_KINDS, type TestStore } from '../support/stores.js'
+import { useBudgetFixture } from '../support/budget-stack.js'
 
 /** Spend history (issue 11): booked by settle itself, per UTC day, kept 400 days, read zero-filled and oldest first. */
 describe.each(STORE_KINDS)('%s store: spend history', (kind) => {
   let server: TestStore
   let f: BudgetFixture
 
-  beforeAll(async () => {
-    server = await startTestStore(kind)
-    f = await createBudgetFixture(server)
-  })
-  afterAll(async () => {
-    await f?.close()
-    await server?.stop()
-  })
+  useBudgetFixture(kind, (started) => ({ server, f } = started))
 
   it('books what settle charges on the UTC day of the settlement, once per request id', async () => {
     f.clock.set('2026-05-02T23:59:59.000Z')

@@ -1,20 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
-import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
+import { describe, expect, it } from 'vitest'
+import { reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
+import { STORE_KINDS } from '../support/stores.js'
+import { useBudgetFixture } from '../support/budget-stack.js'
 
 // `--rpm N`: at most N admitted requests per UTC minute per key, checked in the reserve call.
 describe.each(STORE_KINDS)('%s store: request rate', (kind) => {
-  let server: TestStore
   let f: BudgetFixture
 
-  beforeAll(async () => {
-    server = await startTestStore(kind)
-    f = await createBudgetFixture(server)
-  })
-  afterAll(async () => {
-    await f?.close()
-    await server?.stop()
-  })
+  useBudgetFixture(kind, (started) => ({ f } = started))
 
   it('--rpm 100 under 1,000 concurrent reserves admits exactly 100; the refused hold nothing', async () => {
     f.clock.set('2026-05-04T12:00:30.000Z')

@@ -1,20 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createBudgetFixture, type BudgetFixture } from '../support/budget-fixture.js'
+import { describe, expect, it } from 'vitest'
+import { type BudgetFixture } from '../support/budget-fixture.js'
 import { plantKey } from '../support/plant-key.js'
-import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
+import { STORE_KINDS, type TestStore } from '../support/stores.js'
+import { useBudgetFixture } from '../support/budget-stack.js'
 
 describe.each(STORE_KINDS)('%s store: resolveKey', (kind) => {
   let server: TestStore
   let f: BudgetFixture
 
-  beforeAll(async () => {
-    server = await startTestStore(kind)
-    f = await createBudgetFixture(server)
-  })
-  afterAll(async () => {
-    await f?.close()
-    await server?.stop()
-  })
+  useBudgetFixture(kind, (started) => ({ server, f } = started))
 
   it('finds a key by full hash (any case), by a unique prefix of 8+ hex digits and by name', async () => {
     const { record } = await f.admin.createKey('resolve-me', ['openai'])

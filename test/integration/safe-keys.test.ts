@@ -1,20 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
-import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
+import { describe, expect, it } from 'vitest'
+import { reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
+import { STORE_KINDS } from '../support/stores.js'
+import { useBudgetFixture } from '../support/budget-stack.js'
 
 // A key with no limit in any window is refused (budget_not_set) until a limit or `--unlimited` is set.
 describe.each(STORE_KINDS)('%s store: safe keys', (kind) => {
-  let server: TestStore
   let f: BudgetFixture
 
-  beforeAll(async () => {
-    server = await startTestStore(kind)
-    f = await createBudgetFixture(server)
-  })
-  afterAll(async () => {
-    await f?.close()
-    await server?.stop()
-  })
+  useBudgetFixture(kind, (started) => ({ f } = started))
 
   it('refuses a key without limits and holds nothing; a limit lets it through on the next reserve', async () => {
     const { record } = await f.admin.createKey('bare', ['openai'])
