@@ -9,8 +9,9 @@ KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, da
 KEYS[7]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit); a
                                   placeholder, never touched, when ARGV[9] = '0'
 KEYS[8]     reservation record    lp:{h}:r:<requestId>
-KEYS[9]     loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>:<inFlight>'; '#e' = when
-                                  the scope expires, ms; '#z' = '1' once KEYS[10] indexes it); a placeholder,
+KEYS[9]     loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>', field <step>:<sinceMs> =
+                                  its requests in flight; '#e' = when the scope expires, ms; '#z' = '1' once
+                                  KEYS[10] indexes it); a placeholder,
                                   never touched, when ARGV[15] = ''
 KEYS[10]    its steps by age      lp:{h}:loopt:<scope> (sorted set: member <step>, score its sinceMs) of a scope
                                   that once grew past ARGV[20] steps; a placeholder like KEYS[9]
@@ -101,7 +102,7 @@ end
 --     With the guard off (no limit in force) nothing is read or recorded.
 local hasLoop = ARGV[15] ~= ''
 local nowMs = tonumber(ARGV[16])
-local loopCount, loopSince, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged
+local loopCount, loopSince, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale
 if hasLoop then
   local keyLoop = num(rec[12]) or tonumber(ARGV[18])
   loopLimit = sessionLoop
@@ -117,7 +118,12 @@ if hasLoop then
   if entry then
     local c, since, inFlight = string.match(entry, '^(%d+):(%d+):?(%d*)$')
     if c and nowMs < tonumber(since) + loopWindowMs then
-      loopCount, loopSince, loopInFlight, loopNewSince = tonumber(c), tonumber(since), tonumber(inFlight) or 0, false
+      loopCount, loopSince, loopNewSince = tonumber(c), tonumber(since), false
+      -- In flight: its own field '<step>:<sinceMs>' (settle decrements it blindly), or an older entry's third part.
+      if inFlight ~= '' then loopInFlight = tonumber(inFlight)
+      else loopInFlight = num(redis.call('HGET', KEYS[9], ARGV[15] .. ':' .. since)) or 0 end
+    elseif c then
+      loopStale = since
     end
   end
   if loopCount > loopLimit then return {'loop_detected', ARGV[15], loopCount, loopLimit} end
@@ -189,19 +195,22 @@ end
 --     extends it, so most writes set no TTL.
 if hasLoop then
   if loopInFlight <= tonumber(ARGV[22]) then loopCount = loopCount + 1 end
-  local value = int(loopCount) .. ':' .. int(loopSince) .. ':' .. int(loopInFlight + 1)
+  local value, flight = int(loopCount) .. ':' .. int(loopSince), ARGV[15] .. ':' .. int(loopSince)
   local ttl = loopWindowMs + math.floor(loopWindowMs / 8)
   local extend = loopNewSince and (not loopExpires or loopExpires < nowMs + loopWindowMs)
   if extend then
-    redis.call('HSET', KEYS[9], ARGV[15], value, '#e', int(nowMs + ttl))
+    redis.call('HSET', KEYS[9], ARGV[15], value, flight, int(loopInFlight + 1), '#e', int(nowMs + ttl))
   else
-    redis.call('HSET', KEYS[9], ARGV[15], value)
+    redis.call('HSET', KEYS[9], ARGV[15], value, flight, int(loopInFlight + 1))
   end
+  -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
+  if loopStale then redis.call('HDEL', KEYS[9], ARGV[15] .. ':' .. loopStale) end
   booked[#booked + 1] = KEYS[9] .. '#' .. int(loopSince) .. '#' .. ARGV[15]
   if loopAged and loopNewSince then redis.call('ZADD', KEYS[10], int(nowMs), ARGV[15]) end
   if loopIsNew and string.sub(ARGV[15], -1) == '0' then
     local size
-    if loopAged then size = redis.call('ZCARD', KEYS[10]) else size = redis.call('HLEN', KEYS[9]) - 1 end
+    -- Unindexed, the scope holds '#e' and two fields a step (the step, its in flight).
+    if loopAged then size = redis.call('ZCARD', KEYS[10]) else size = math.floor((redis.call('HLEN', KEYS[9]) - 1) / 2) end
     if size > tonumber(ARGV[20]) then
       if not loopAged then
         -- First time past the limit: index every step by its sinceMs (the one full read of the scope).
@@ -209,7 +218,7 @@ if hasLoop then
         local index = {}
         for i = 1, #all, 2 do
           local since = string.match(all[i + 1], '^%d+:(%d+)')
-          if since and string.sub(all[i], 1, 1) ~= '#' then
+          if since and not string.find(all[i], '[#:]') then
             index[#index + 1] = since
             index[#index + 1] = all[i]
           end
@@ -219,12 +228,17 @@ if hasLoop then
         loopAged, extend = true, true
       end
       -- Expired steps (sinceMs <= nowMs - window) are the oldest: the set's order (sinceMs, then step) is the trim's.
-      local drop = redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', int(nowMs - loopWindowMs))
-      local over = size - #drop - tonumber(ARGV[21])
-      if over > 0 then drop = redis.call('ZRANGE', KEYS[10], 0, #drop + over - 1) end
+      local drop = redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', int(nowMs - loopWindowMs), 'WITHSCORES')
+      local over = size - #drop / 2 - tonumber(ARGV[21])
+      if over > 0 then drop = redis.call('ZRANGE', KEYS[10], 0, #drop / 2 + over - 1, 'WITHSCORES') end
       if #drop > 0 then
-        redis.call('HDEL', KEYS[9], unpack(drop))
-        redis.call('ZREMRANGEBYRANK', KEYS[10], 0, #drop - 1)
+        local fields = {}
+        for i = 1, #drop, 2 do
+          fields[#fields + 1] = drop[i]
+          fields[#fields + 1] = drop[i] .. ':' .. drop[i + 1]
+        end
+        redis.call('HDEL', KEYS[9], unpack(fields))
+        redis.call('ZREMRANGEBYRANK', KEYS[10], 0, #drop / 2 - 1)
       end
     end
   end
