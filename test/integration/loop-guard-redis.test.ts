@@ -76,6 +76,21 @@ describe('redis store: the loop guard\'s commands', () => {
     expect(await f.redis.hlen(`lp:{${on}}:loop:${loopScope(null, { conversation: hex(2), step: '' })}`)).toBeLessThanOrEqual(2 * LOOP_STEPS_PER_SCOPE + 2 * 16 + 2)
   })
 
+  it('reads the entries an older release wrote (count:sinceMs:inFlight in one field) and rewrites them in the new layout', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const on = await f.newKey({ loopLimit: 2 })
+    const scope = `lp:{${on}}:loop:${loopScope(null, { conversation: hex(4), step: '' })}`
+    const since = f.clock.now() - 1_000
+    await f.redis.hset(scope, hex(1), `3:${since}:0`, hex(2), `1:${since}:2`)
+    expect(await f.store.reserve(input(on, 1, loop(4, 1)))).toMatchObject({ ok: false, reason: 'loop_detected', count: 3 })
+    // Two in flight: not a repeat; the entry moves to the new layout, its in flight in its own field.
+    const r = await f.store.reserve(input(on, 1, loop(4, 2)))
+    if (!r.ok) throw new Error(`refused: ${r.reason}`)
+    expect(await f.redis.hmget(scope, hex(2), `${hex(2)}:${since}`)).toEqual([`1:${since}`, '3'])
+    await f.store.settle(r.reservation, 1)
+    expect(await f.redis.hget(scope, `${hex(2)}:${since}`)).toBe('2')
+  })
+
   it('the scope expires a window (and at most an eighth more) after its newest step, on both of its keys', async () => {
     f.clock.set('2026-05-04T12:00:30.000Z')
     const on = await f.newKey({ loopWindowSeconds: 80 })
