@@ -179,7 +179,7 @@ export async function measureLoopGuard({ store = 'sqlite', requests: N = 400, tr
  * common case (conversations of 40 requests), beside an A/A control run (both halves guard off: the noise).
  */
 export async function loopGuard(ctx) {
-  const opts = { requests: ctx.quick ? 80 : 240, trials: ctx.quick ? 2 : 5, pin: ctx.pin }
+  const opts = { requests: ctx.quick ? 80 : 240, trials: ctx.quick ? 2 : 9, pin: ctx.pin }
   const out = { requests: opts.requests, trials: opts.trials, stores: {} }
   for (const store of ['sqlite', 'redis']) {
     ctx.log(`  loopGuard: ${store}`)
