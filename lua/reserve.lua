@@ -191,13 +191,14 @@ end
 --     in the sorted set KEYS[10] from then on ('#z' marks it), so each later trim reads only what it drops;
 --     smaller scopes (most conversations) never pay for it.
 --     Lifetime: a step matters for a window after its sinceMs, so the scope lives a window (and up to an
---     eighth more) after its newest sinceMs: '#e' holds when it expires, and only a new sinceMs past that
---     extends it, so most writes set no TTL.
+--     eighth more) after its newest sinceMs: '#e' holds when it expires, and only a step whose window ends
+--     past that extends it, so most writes set no TTL.
 if hasLoop then
   if loopInFlight <= tonumber(ARGV[22]) then loopCount = loopCount + 1 end
   local value, flight = int(loopCount) .. ':' .. int(loopSince), ARGV[15] .. ':' .. int(loopSince)
   local ttl = loopWindowMs + math.floor(loopWindowMs / 8)
-  local extend = loopNewSince and (not loopExpires or loopExpires < nowMs + loopWindowMs)
+  -- Past the recorded expiry: a new sinceMs, or an entry whose window was since raised on the key.
+  local extend = not loopExpires or loopExpires < loopSince + loopWindowMs
   if extend then
     redis.call('HSET', KEYS[9], ARGV[15], value, flight, int(loopInFlight + 1), '#e', int(nowMs + ttl))
   else

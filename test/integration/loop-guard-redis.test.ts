@@ -102,4 +102,13 @@ describe('redis store: the loop guard\'s commands', () => {
       expect(ttl, key).toBeLessThanOrEqual(90_000)
     }
   })
+
+  it('a window raised on the key keeps a looping scope (repeats only) for the new window', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const on = await f.newKey({ loopWindowSeconds: 80 })
+    await request(on, loop(5, 1))
+    await f.admin.setBudget(on, { loopWindowSeconds: 3_600 })
+    await request(on, loop(5, 1)) // a repeat: no new step, but its window now ends an hour after it began
+    expect(await f.redis.pttl(`lp:{${on}}:loop:${loopScope(null, { conversation: hex(5), step: '' })}`)).toBeGreaterThan(3_500_000)
+  })
 })
