@@ -48,7 +48,10 @@ export function reservationKey(hash: string, requestId: string): string {
   return `${prefix(hash)}:r:${requestId}`
 }
 
-/** The loop guard's state of one scope (`s:<session>` or `c:<conversation>`): field <step> = "<count>:<sinceMs>:<inFlight>". */
+/**
+ * The loop guard's state of one scope (`s:<session>` or `c:<conversation>`): field <step> = "<count>:<sinceMs>",
+ * field <step>:<sinceMs> = its requests in flight, '#e' = when the scope expires (ms), '#z' = indexed by age.
+ */
 export function loopKey(hash: string, scope: string): string {
   return `${prefix(hash)}:loop:${scope}`
 }
