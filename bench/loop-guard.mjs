@@ -3,26 +3,17 @@
 // and never refuses). --store=sqlite (default): the proxy's CPU; --store=redis: the proxy's and redis-server's
 // (the Lua script runs there). Trials alternate on/off; the result is the median of the per-trial ratios
 // (the machine is shared and noisy). Bounded: (TRIALS × 2 + 1) × N requests, 8 at a time, to 127.0.0.1 only;
-// every process it starts is stopped.
-// Run: `npm run build && node bench/loop-guard.mjs [--store=sqlite|redis] [--scopes=one|many] [--requests=N] [--trials=T] [--control]`.
-import { spawn } from 'node:child_process'
+// every process it starts is stopped. `npm run bench -- --only=loopGuard` runs it as a scenario (loopGuard below).
+// Run: `npm run build && node bench/loop-guard.mjs [--store=sqlite|redis] [--scopes=one|many|growing] [--requests=N] [--trials=T] [--control]`.
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { createFakeUpstream } from './fake-upstream.mjs'
-import { freePort, ROOT, startRedis } from './procs.mjs'
+import { freePort, PROXY_CORE, ROOT, spawnChild, startRedis } from './procs.mjs'
 
-const option = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback
-const N = Number(option('requests', 400))
-const TRIALS = Number(option('trials', option('rounds', 6)))
-const STORE = option('store', 'sqlite')
-// one (default): one conversation whose 256-step scope fills, then evicts as it grows (the worst case);
-// many: each request opens its own conversation (a read and a write per request, no eviction).
-const ONE_SCOPE = option('scopes', 'one') !== 'many'
 const CONCURRENCY = 8
-// --control: both halves use a guard-off key (an A/A run): the spread it shows is the machine's noise.
-const CONTROL = process.argv.includes('--control')
-if (STORE !== 'sqlite' && STORE !== 'redis') throw new Error(`--store must be sqlite or redis, not ${STORE}`)
+const CHUNK = 40
 
 /** CPU time of every thread of a process in ms, from /proc/<pid>/task/<tid>/schedstat (ns, unlike stat's 10 ms ticks). */
 function cpuMs(pid) {
@@ -37,9 +28,15 @@ function cpuMs(pid) {
   return ns / 1e6
 }
 
-/** Request i of a conversation that grows by one exchange per request: never the same step twice. */
-function body(i) {
-  const messages = [{ role: 'system', content: 'You are a coding agent. '.repeat(20) }, { role: 'user', content: `Fix the failing test in src/app.ts${ONE_SCOPE ? '' : ` (${i})`}` }]
+/**
+ * Request i of a conversation that grows by one exchange per request: never the same step twice. Scopes:
+ * one: every request in one conversation, whose 256-step scope fills, then is trimmed as it grows (the worst
+ * case); many: each request opens its own conversation (a new scope each); growing: conversations of 40
+ * requests, a healthy agent's (its scope never needs a trim: the common case).
+ */
+function body(i, scopes) {
+  const conversation = scopes === 'one' ? '' : ` (${scopes === 'many' ? i : Math.floor(i / 40)})`
+  const messages = [{ role: 'system', content: 'You are a coding agent. '.repeat(20) }, { role: 'user', content: `Fix the failing test in src/app.ts${conversation}` }]
   for (let k = 0; k < 11; k++) {
     messages.push({ role: 'assistant', content: null, tool_calls: [{ id: `c${k}`, type: 'function', function: { name: 'read_file', arguments: JSON.stringify({ path: `src/f${k}.ts` }) } }] })
     messages.push({ role: 'tool', tool_call_id: `c${k}`, content: `export const v${k} = ${k};\n`.repeat(8) })
@@ -48,7 +45,7 @@ function body(i) {
   return JSON.stringify({ model: 'bench-model', messages, max_tokens: 16 })
 }
 
-async function run(url, key, offset) {
+async function run(url, key, offset, N, scopes) {
   let next = 0
   const worker = async () => {
     while (next < N) {
@@ -56,7 +53,7 @@ async function run(url, key, offset) {
       const r = await fetch(`${url}/openai/v1/chat/completions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: body(i),
+        body: body(i, scopes),
       })
       await r.arrayBuffer()
       if (r.status !== 200) throw new Error(`request ${i}: ${r.status}`)
@@ -66,12 +63,12 @@ async function run(url, key, offset) {
 }
 
 /** Creates the guard-on and guard-off keys in the store the proxy uses; returns their raw keys. */
-async function makeKeys(env) {
+async function makeKeys(env, store, control) {
   const make = async (admin) => ({
-    on: (await admin.createKey('guard-on', ['openai'], CONTROL ? { unlimited: true, loopLimit: 0 } : { unlimited: true })).key,
+    on: (await admin.createKey('guard-on', ['openai'], control ? { unlimited: true, loopLimit: 0 } : { unlimited: true })).key,
     off: (await admin.createKey('guard-off', ['openai'], { unlimited: true, loopLimit: 0 })).key,
   })
-  if (STORE === 'sqlite') {
+  if (store === 'sqlite') {
     const { createDb } = await import('../dist/budget/sqlite/database.js')
     const { createSqliteKeyAdmin } = await import('../dist/budget/sqlite/admin.js')
     const db = createDb(env.LOOPERS_DB)
@@ -100,57 +97,111 @@ const median = (xs) => {
   return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'loopers-bench-loop-'))
-const fake = createFakeUpstream({ promptTokens: 100 })
-await new Promise((resolve) => fake.server.listen(0, '127.0.0.1', resolve))
-const redis = STORE === 'redis' ? await startRedis({ pin: false, dir }) : null
-const port = await freePort()
-const env = {
-  PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOOPERS_ADMIN_PORT: '0', LOG_LEVEL: 'warn',
-  LOOPERS_PRICING_PATH: join(ROOT, 'bench/prices.json'),
-  LOOPERS_OPENAI_BASE_URL: `http://127.0.0.1:${fake.server.address().port}`, LOOPERS_OPENAI_API_KEY: 'sk-bench',
-  ...(redis === null ? { LOOPERS_DB: join(dir, 'loopers.db') } : { REDIS_URL: redis.url }),
-}
-const proxy = spawn(process.execPath, [join(ROOT, 'dist/cli.js'), 'serve'], { env, stdio: 'ignore' })
-try {
-  const url = `http://127.0.0.1:${port}`
-  for (let t = 0; !(await fetch(`${url}/health`).then((r) => r.ok, () => false)); t++) {
-    if (t > 300) throw new Error('the proxy did not start')
-    await new Promise((r) => setTimeout(r, 50))
+/**
+ * CPU per request with the guard on vs off, `trials` alternating pairs of `requests` each; control: both
+ * halves guard off (an A/A run). pin: the proxy on the proxy core, Redis on the other (as the bench does).
+ */
+export async function measureLoopGuard({ store = 'sqlite', requests: N = 400, trials = 6, scopes = 'one', control = false, pin = false } = {}) {
+  if (store !== 'sqlite' && store !== 'redis') throw new Error(`store must be sqlite or redis, not ${store}`)
+  if (!['one', 'many', 'growing'].includes(scopes)) throw new Error(`scopes must be one, many or growing, not ${scopes}`)
+  const dir = mkdtempSync(join(tmpdir(), 'loopers-bench-loop-'))
+  const fake = createFakeUpstream({ promptTokens: 100 })
+  await new Promise((resolve) => fake.server.listen(0, '127.0.0.1', resolve))
+  const redis = store === 'redis' ? await startRedis({ pin, dir }) : null
+  const port = await freePort()
+  const env = {
+    PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOOPERS_ADMIN_PORT: '0', LOG_LEVEL: 'warn',
+    LOOPERS_PRICING_PATH: join(ROOT, 'bench/prices.json'),
+    LOOPERS_OPENAI_BASE_URL: `http://127.0.0.1:${fake.server.address().port}`, LOOPERS_OPENAI_API_KEY: 'sk-bench',
+    // A CPU measurement on a shared machine, not a fail-closed test: a Redis starved for a second is not a 503.
+    ...(redis === null ? { LOOPERS_DB: join(dir, 'loopers.db') } : { REDIS_URL: redis.url, LOOPERS_REDIS_TIMEOUT_MS: '10000' }),
   }
-  const keys = await makeKeys(env)
-  const pids = redis === null ? [proxy.pid] : [proxy.pid, redis.pid]
-  const cpu = () => pids.map(cpuMs)
-  await run(url, keys.on, 1e6) // warm-up (and the one scope fills up)
-  const trials = []
-  for (let trial = 0; trial < TRIALS; trial++) {
-    const per = {}
-    for (const name of trial % 2 === 0 ? ['on', 'off'] : ['off', 'on']) {
-      const before = cpu()
-      await run(url, keys[name], (trial * 2 + (name === 'on' ? 0 : 1)) * N)
-      per[name] = cpu().map((ms, i) => ((ms - before[i]) * 1000) / N)
+  const proxy = spawnChild(process.execPath, [join(ROOT, 'dist/cli.js'), 'serve'], { core: PROXY_CORE, pin, env })
+  try {
+    const url = `http://127.0.0.1:${port}`
+    for (let t = 0; !(await fetch(`${url}/health`).then((r) => r.ok, () => false)); t++) {
+      if (t > 300) throw new Error('the proxy did not start')
+      await new Promise((r) => setTimeout(r, 50))
     }
-    trials.push(per)
+    const keys = await makeKeys(env, store, control)
+    const pids = redis === null ? [proxy.pid] : [proxy.pid, redis.pid]
+    const cpu = () => pids.map(cpuMs)
+    // Warm-up of both keys (a key's first requests cost more), and the one scope fills past its 256 steps.
+    await run(url, keys.on, 1e6, Math.max(N, 320), scopes)
+    await run(url, keys.off, 1e6, Math.max(N, 320), scopes)
+    // Each trial alternates on and off every CHUNK requests, so both halves see the same neighbours (other
+    // tenants come and go in bursts of seconds, which made whole-trial halves differ by up to ±50%).
+    const pairs = []
+    const next = { on: 0, off: 0 }
+    for (let trial = 0; trial < trials; trial++) {
+      const per = { on: pids.map(() => 0), off: pids.map(() => 0) }
+      for (let done = 0; done < N; done += CHUNK) {
+        const n = Math.min(CHUNK, N - done)
+        for (const name of (trial + done / CHUNK) % 2 === 0 ? ['on', 'off'] : ['off', 'on']) {
+          const before = cpu()
+          await run(url, keys[name], next[name], n, scopes)
+          next[name] += n
+          cpu().forEach((ms, i) => (per[name][i] += ((ms - before[i]) * 1000) / N))
+        }
+      }
+      pairs.push(per)
+    }
+    const total = (xs) => xs.reduce((a, b) => a + b, 0)
+    const ratio = (pick) => median(pairs.map((t) => pick(t.on) / pick(t.off)))
+    const pct = (r) => Math.round((r - 1) * 1000) / 10
+    const us = (pick, name) => Math.round(median(pairs.map((t) => pick(t[name]))))
+    const result = {
+      store, control, scopes, requests: trials * 2 * N, trials,
+      cpu_us_per_request: { guard_on: us(total, 'on'), guard_off: us(total, 'off') },
+      overhead_pct: pct(ratio(total)),
+      trial_overhead_pct: pairs.map((t) => pct(total(t.on) / total(t.off))),
+    }
+    if (redis !== null) {
+      result.proxy_overhead_pct = pct(ratio((c) => c[0]))
+      result.redis_cpu_us_per_request = { guard_on: us((c) => c[1], 'on'), guard_off: us((c) => c[1], 'off') }
+      result.redis_overhead_pct = pct(ratio((c) => c[1]))
+      // Redis's added CPU paired within each trial, and as a share of both processes' CPU with the guard off.
+      result.redis_guard_us_per_request = Math.round(median(pairs.map((t) => t.on[1] - t.off[1])) * 10) / 10
+      result.redis_guard_pct_of_total = Math.round(median(pairs.map((t) => (t.on[1] - t.off[1]) / total(t.off))) * 1000) / 10
+    }
+    return result
+  } finally {
+    proxy.kill('SIGTERM')
+    await new Promise((resolve) => (proxy.exitCode === null ? proxy.once('exit', resolve) : resolve()))
+    await redis?.stop()
+    fake.server.close()
+    rmSync(dir, { recursive: true, force: true })
   }
-  const total = (xs) => xs.reduce((a, b) => a + b, 0)
-  const ratio = (pick) => median(trials.map((t) => pick(t.on) / pick(t.off)))
-  const pct = (r) => Math.round((r - 1) * 1000) / 10
-  const us = (pick, name) => Math.round(median(trials.map((t) => pick(t[name]))))
-  const result = {
-    store: STORE, control: CONTROL, scopes: ONE_SCOPE ? 'one' : 'many', requests: TRIALS * 2 * N, trials: TRIALS,
-    cpu_us_per_request: { guard_on: us(total, 'on'), guard_off: us(total, 'off') },
-    overhead_pct: pct(ratio(total)),
-    trial_overhead_pct: trials.map((t) => pct(total(t.on) / total(t.off))),
+}
+
+/**
+ * Bench scenario (g): the guard's cost on both stores, worst case (one conversation past its 256 steps) and
+ * common case (conversations of 40 requests), beside an A/A control run (both halves guard off: the noise).
+ */
+export async function loopGuard(ctx) {
+  const opts = { requests: ctx.quick ? 80 : 240, trials: ctx.quick ? 2 : 9, pin: ctx.pin }
+  const out = { requests: opts.requests, trials: opts.trials, stores: {} }
+  for (const store of ['sqlite', 'redis']) {
+    ctx.log(`  loopGuard: ${store}`)
+    out.stores[store] = {
+      worst: await measureLoopGuard({ store, scopes: 'one', ...opts }),
+      common: await measureLoopGuard({ store, scopes: 'growing', ...opts }),
+      control: await measureLoopGuard({ store, scopes: 'one', ...opts, control: true }),
+    }
   }
-  if (redis !== null) {
-    result.proxy_overhead_pct = pct(ratio((c) => c[0]))
-    result.redis_cpu_us_per_request = { guard_on: us((c) => c[1], 'on'), guard_off: us((c) => c[1], 'off') }
-    result.redis_overhead_pct = pct(ratio((c) => c[1]))
-  }
+  return out
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const option = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback
+  const result = await measureLoopGuard({
+    store: option('store', 'sqlite'),
+    requests: Number(option('requests', 400)),
+    trials: Number(option('trials', option('rounds', 6))),
+    scopes: option('scopes', 'one'),
+    // --control: both halves use a guard-off key (an A/A run): the spread it shows is the machine's noise.
+    control: process.argv.includes('--control'),
+  })
   console.log(JSON.stringify(result))
-} finally {
-  proxy.kill('SIGTERM')
-  await redis?.stop()
-  fake.server.close()
-  rmSync(dir, { recursive: true, force: true })
+  process.exit(0)
 }

@@ -2,7 +2,8 @@
 // loop check, then settle) with the guard on vs off (`--loop-limit 0`), in this process and, on Redis, in
 // redis-server (the Lua script runs there). Worst case by default: every request is a new step of one
 // conversation whose scope is full, so it grows past the limit and is trimmed. Trials alternate on/off; the
-// result is the median over trials of the difference in µs of CPU per request. Set it beside the proxy's CPU
+// result is the median over trials of the difference in µs of CPU per request (on and off alternate every 50
+// requests within a trial). Set it beside the proxy's CPU
 // per request (`bench/loop-guard.mjs`, ~1,100 µs) for the ratio: the end-to-end run on a shared 2-core machine
 // is too noisy to resolve 3% (its --control A/A run shows the spread).
 // Bounded: TRIALS × 2 × N sequential requests against a temporary store; every process it starts is stopped.
@@ -82,13 +83,18 @@ try {
   const cpu = () => pids.map(cpuMs)
   for (let i = 0; i < 600; i++) await request(keys.on) // warm-up; the one scope fills
   for (let i = 0; i < 300; i++) await request(keys.off)
+  // On and off alternate every CHUNK requests within a trial, so both see the same neighbours on a shared machine.
+  const CHUNK = 50
   const trials = []
   for (let trial = 0; trial < TRIALS; trial++) {
-    const per = {}
-    for (const name of trial % 2 === 0 ? ['on', 'off'] : ['off', 'on']) {
-      const before = cpu()
-      for (let i = 0; i < N; i++) await request(keys[name])
-      per[name] = cpu().map((ms, i) => ((ms - before[i]) * 1000) / N)
+    const per = { on: pids.map(() => 0), off: pids.map(() => 0) }
+    for (let done = 0; done < N; done += CHUNK) {
+      const n = Math.min(CHUNK, N - done)
+      for (const name of (trial + done / CHUNK) % 2 === 0 ? ['on', 'off'] : ['off', 'on']) {
+        const before = cpu()
+        for (let i = 0; i < n; i++) await request(keys[name])
+        cpu().forEach((ms, i) => (per[name][i] += ((ms - before[i]) * 1000) / N))
+      }
     }
     trials.push(per)
   }

@@ -166,6 +166,15 @@ export function figures(results) {
     out.push(figure(name, 'exact count of the big request', ts.map((t) => t.countMs), 'ms', null, 'until its refusal (budget = 95% of its tokens)'))
     out.push(figure(name, 'longest block of the proxy\'s event loop', ts.map((t) => t.longestBlockMs), 'ms', null, `baseline ${ts.map((t) => num(t.baselineLongestBlockMs)).join(', ')} ms; blocked ${ts.map((t) => num(t.blockedMs)).join(', ')} ms in all during the count`))
   }
+  for (const [store, lg] of Object.entries(results.loopGuard?.stores ?? {})) {
+    const name = `g. loop guard on ÷ off, ${store === 'redis' ? 'Redis (proxy + redis-server)' : 'embedded SQLite (proxy)'}`
+    const aa = lg.control.trial_overhead_pct
+    const control = `A/A control ${num(lg.control.overhead_pct)}% (trials ${num(Math.min(...aa))} to ${num(Math.max(...aa))}%)`
+    for (const [label, run] of [['worst case: one conversation past 256 steps', lg.worst], ['common case: conversations of 40 requests', lg.common]]) {
+      const redis = run.redis_guard_us_per_request === undefined ? '' : `; redis-server +${num(run.redis_guard_us_per_request)} µs (${num(run.redis_guard_pct_of_total)}% of both)`
+      out.push(figure(name, `CPU per request added, ${label}`, run.trial_overhead_pct, '%', { op: '<=', limit: 3 }, `${run.cpu_us_per_request.guard_on} vs ${run.cpu_us_per_request.guard_off} µs${redis}; ${control}`))
+    }
+  }
   const mem = results.memory
   if (mem?.idleMb !== undefined) {
     out.push(figure('e. memory', `idle RSS ${mem.idleAfterS} s after the last of ${mem.warmRequests} requests`, mem.idleMb, 'MiB', { op: '<=', limit: 80 }, `right after start: ${num(mem.afterStartMb)} MiB`))

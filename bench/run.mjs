@@ -2,7 +2,7 @@
 //   --quick            ~1-minute smoke run (1 trial, short runs)
 //   --only=a,b,…       scenarios: latency (a), logging (a, info level), streams (b), peak (c), leakage (d: OpenAI
 //                      floods), floods (d: every other provider's), countStall (d), memory (e),
-//                      stores (f: the embedded SQLite store beside Redis)
+//                      stores (f: the embedded SQLite store beside Redis), loopGuard (g: the loop guard's CPU, ~2 min)
 //   --trials=N         trials per latency/throughput scenario (default 3, quick 1)
 //   --profile          run the main proxy under `node --cpu-prof` and add its hot functions to the report
 //   --out=NAME         write bench/results/NAME.json and NAME.md (default latest)
@@ -15,6 +15,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { countStall } from './count-stall.mjs'
 import { leakage } from './leakage.mjs'
+import { loopGuard } from './loop-guard.mjs'
 import { providerFloods } from './provider-floods.mjs'
 import { detectPinning, environment, OTHERS_CORE, pinSelf, ROOT, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
 import { summarizeProfile } from './profile.mjs'
@@ -22,8 +23,8 @@ import { figures, renderMarkdown } from './report.mjs'
 import { infoLogging, latency, memory, peak, streams } from './scenarios.mjs'
 import { stores } from './stores.mjs'
 
-const SCENARIOS = { latency, logging: infoLogging, streams, peak, leakage, floods: providerFloods, countStall, memory, stores }
-const ALIASES = { a: ['latency', 'logging'], b: ['streams'], c: ['peak'], d: ['leakage', 'floods', 'countStall'], e: ['memory'], f: ['stores'] }
+const SCENARIOS = { latency, logging: infoLogging, streams, peak, leakage, floods: providerFloods, countStall, memory, stores, loopGuard }
+const ALIASES = { a: ['latency', 'logging'], b: ['streams'], c: ['peak'], d: ['leakage', 'floods', 'countStall'], e: ['memory'], f: ['stores'], g: ['loopGuard'] }
 const LATENCY_BUDGET = 10_000_000_000_000 // µUSD: a daily limit far above anything the bench spends, so enforcement runs but never refuses
 
 const log = (line) => process.stdout.write(`${line}\n`)
@@ -198,6 +199,7 @@ function methodNotes(pin) {
     'Floods of the other providers (bench/provider-floods.mjs): Azure, Mistral, Anthropic, Gemini, Bedrock Converse, streamed and not, 1,000 requests at once against a budget for exactly 500 at the provider\'s counts (bench/fake-providers.mjs: OpenAI-family text with tiktoken, Claude/Gemini/Mistral text with the billing stand-in of bench/fake-billing.mjs, counting endpoints answering what the call then bills), one and two warmed proxies; targets ≥ 98% (Azure), ≥ 90% (the others), overshoot 0 at the ledger, no 503.',
     'Count stall: small requests\' p99 (4 at a time) while a 10 MiB prompt is counted exactly, against their p99 just before (target: grows ≤ 10 ms, no 503); the proxy for it is its own, started with bench/loop-delay.mjs, which records each block of its event loop over 5 ms (longest block while the big request was read, parsed, counted and refused).',
     'Ledger: a request is billed its prompt when the fake starts answering; an output token counts when its chunk is handed to a socket that is still open.',
+    'Loop guard (bench/loop-guard.mjs): CPU per request of the proxy and, on Redis, redis-server (schedstat, ns), guard on (the default) ÷ off (`--loop-limit 0`), for a 24-message agent conversation whose every request is a new step, 8 at a time; on and off alternate every 40 requests within each trial, median of the per-trial ratios. Worst case: one conversation past its 256 steps (every new step recorded, the scope trimmed); common case: conversations of 40 requests. The A/A control (both halves guard off) shows the noise the ratio carries.',
     'Memory: VmRSS of a fresh proxy from /proc/<pid>/status, idle 3 s and 60 s (quick: 10 s) after the last of 20 requests (10 plain, 10 streamed, one at a time); under load sampled every 100 ms while 1,000 streams are open at the client.',
   ]
 }

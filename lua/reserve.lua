@@ -9,8 +9,12 @@ KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, da
 KEYS[7]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit); a
                                   placeholder, never touched, when ARGV[9] = '0'
 KEYS[8]     reservation record    lp:{h}:r:<requestId>
-KEYS[9]     loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>:<inFlight>'); a placeholder,
+KEYS[9]     loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>', field <step>:<sinceMs> =
+                                  its requests in flight; '#e' = when the scope expires, ms; '#z' = '1' once
+                                  KEYS[10] indexes it); a placeholder,
                                   never touched, when ARGV[15] = ''
+KEYS[10]    its steps by age      lp:{h}:loopt:<scope> (sorted set: member <step>, score its sinceMs) of a scope
+                                  that once grew past ARGV[20] steps; a placeholder like KEYS[9]
 
 ARGV[1]     provider id
 ARGV[2]     minMicros
@@ -98,7 +102,7 @@ end
 --     With the guard off (no limit in force) nothing is read or recorded.
 local hasLoop = ARGV[15] ~= ''
 local nowMs = tonumber(ARGV[16])
-local loopCount, loopSince, loopInFlight, loopWindowMs, loopLimit
+local loopCount, loopSince, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale
 if hasLoop then
   local keyLoop = num(rec[12]) or tonumber(ARGV[18])
   loopLimit = sessionLoop
@@ -107,12 +111,19 @@ if hasLoop then
 end
 if hasLoop then
   loopWindowMs = (num(rec[13]) or tonumber(ARGV[19])) * 1000
-  loopCount, loopSince, loopInFlight = 0, nowMs, 0
-  local entry = redis.call('HGET', KEYS[9], ARGV[15])
+  loopCount, loopSince, loopInFlight, loopNewSince = 0, nowMs, 0, true
+  local got = redis.call('HMGET', KEYS[9], ARGV[15], '#e', '#z')
+  local entry = got[1]
+  loopIsNew, loopExpires, loopAged = not entry, num(got[2]), got[3] == '1'
   if entry then
     local c, since, inFlight = string.match(entry, '^(%d+):(%d+):?(%d*)$')
     if c and nowMs < tonumber(since) + loopWindowMs then
-      loopCount, loopSince, loopInFlight = tonumber(c), tonumber(since), tonumber(inFlight) or 0
+      loopCount, loopSince, loopNewSince = tonumber(c), tonumber(since), false
+      -- In flight: its own field '<step>:<sinceMs>' (settle decrements it blindly), or an older entry's third part.
+      if inFlight ~= '' then loopInFlight = tonumber(inFlight)
+      else loopInFlight = num(redis.call('HGET', KEYS[9], ARGV[15] .. ':' .. since)) or 0 end
+    elseif c then
+      loopStale = since
     end
   end
   if loopCount > loopLimit then return {'loop_detected', ARGV[15], loopCount, loopLimit} end
@@ -173,31 +184,69 @@ if hasSession then
 end
 
 -- 7b. The loop step counts one more repeat, unless more than ARGV[22] requests of it are in flight (requests
---     fired at once are not repeats), and one more request in flight (settle ends it). A new step whose hash ends in 0 (one in 16, as
---     checksScopeSize in src/loop/rule.ts) checks its scope's size; one found past ARGV[20] steps is trimmed to
---     ARGV[21] (expired ones go first, then the oldest), so the trim's cost is spread over many new steps.
---     The scope expires a window after its last write.
+--     fired at once are not repeats), and one more request in flight (settle ends it).
+--     Size: a new step whose hash ends in 0 (one in 16, as checksScopeSize in src/loop/rule.ts) counts its
+--     scope; one found past ARGV[20] steps is trimmed to ARGV[21] (expired ones go first, then the oldest), so
+--     the trim's cost is spread over many new steps. A scope found past ARGV[20] once keeps its steps' sinceMs
+--     in the sorted set KEYS[10] from then on ('#z' marks it), so each later trim reads only what it drops;
+--     smaller scopes (most conversations) never pay for it.
+--     Lifetime: a step matters for a window after its sinceMs, so the scope lives a window (and up to an
+--     eighth more) after its newest sinceMs: '#e' holds when it expires, and only a step whose window ends
+--     past that extends it, so most writes set no TTL.
 if hasLoop then
   if loopInFlight <= tonumber(ARGV[22]) then loopCount = loopCount + 1 end
-  local value = int(loopCount) .. ':' .. int(loopSince) .. ':' .. int(loopInFlight + 1)
-  local isNew = redis.call('HSET', KEYS[9], ARGV[15], value) == 1
+  local value, flight = int(loopCount) .. ':' .. int(loopSince), ARGV[15] .. ':' .. int(loopSince)
+  local ttl = loopWindowMs + math.floor(loopWindowMs / 8)
+  -- Past the recorded expiry: a new sinceMs, or an entry whose window was since raised on the key.
+  local extend = not loopExpires or loopExpires < loopSince + loopWindowMs
+  if extend then
+    redis.call('HSET', KEYS[9], ARGV[15], value, flight, int(loopInFlight + 1), '#e', int(nowMs + ttl))
+  else
+    redis.call('HSET', KEYS[9], ARGV[15], value, flight, int(loopInFlight + 1))
+  end
+  -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
+  if loopStale then redis.call('HDEL', KEYS[9], ARGV[15] .. ':' .. loopStale) end
   booked[#booked + 1] = KEYS[9] .. '#' .. int(loopSince) .. '#' .. ARGV[15]
-  if isNew and string.sub(ARGV[15], -1) == '0' and redis.call('HLEN', KEYS[9]) > tonumber(ARGV[20]) then
-    local all = redis.call('HGETALL', KEYS[9])
-    local live = {}
-    for i = 1, #all, 2 do
-      local since = tonumber(string.match(all[i + 1], '^%d+:(%d+)') or '0')
-      if nowMs >= since + loopWindowMs then redis.call('HDEL', KEYS[9], all[i]) else live[#live + 1] = {all[i], since} end
-    end
-    local keep = tonumber(ARGV[21])
-    if #live > keep then
-      table.sort(live, function(a, b) if a[2] ~= b[2] then return a[2] < b[2] end return a[1] < b[1] end)
-      local drop = {}
-      for i = 1, #live - keep do drop[i] = live[i][1] end
-      redis.call('HDEL', KEYS[9], unpack(drop))
+  if loopAged and loopNewSince then redis.call('ZADD', KEYS[10], int(nowMs), ARGV[15]) end
+  if loopIsNew and string.sub(ARGV[15], -1) == '0' then
+    local size
+    -- Unindexed, the scope holds '#e' and two fields a step (the step, its in flight).
+    if loopAged then size = redis.call('ZCARD', KEYS[10]) else size = math.floor((redis.call('HLEN', KEYS[9]) - 1) / 2) end
+    if size > tonumber(ARGV[20]) then
+      if not loopAged then
+        -- First time past the limit: index every step by its sinceMs (the one full read of the scope).
+        local all = redis.call('HGETALL', KEYS[9])
+        local index = {}
+        for i = 1, #all, 2 do
+          local since = string.match(all[i + 1], '^%d+:(%d+)')
+          if since and not string.find(all[i], '[#:]') then
+            index[#index + 1] = since
+            index[#index + 1] = all[i]
+          end
+        end
+        redis.call('ZADD', KEYS[10], unpack(index))
+        redis.call('HSET', KEYS[9], '#z', '1', '#e', int(nowMs + ttl))
+        loopAged, extend = true, true
+      end
+      -- Expired steps (sinceMs <= nowMs - window) are the oldest: the set's order (sinceMs, then step) is the trim's.
+      local drop = redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', int(nowMs - loopWindowMs), 'WITHSCORES')
+      local over = size - #drop / 2 - tonumber(ARGV[21])
+      if over > 0 then drop = redis.call('ZRANGE', KEYS[10], 0, #drop / 2 + over - 1, 'WITHSCORES') end
+      if #drop > 0 then
+        local fields = {}
+        for i = 1, #drop, 2 do
+          fields[#fields + 1] = drop[i]
+          fields[#fields + 1] = drop[i] .. ':' .. drop[i + 1]
+        end
+        redis.call('HDEL', KEYS[9], unpack(fields))
+        redis.call('ZREMRANGEBYRANK', KEYS[10], 0, #drop / 2 - 1)
+      end
     end
   end
-  redis.call('PEXPIRE', KEYS[9], loopWindowMs)
+  if extend then
+    redis.call('PEXPIRE', KEYS[9], ttl)
+    if loopAged then redis.call('PEXPIRE', KEYS[10], ttl) end
+  end
 end
 
 -- 8. The reservation record: what is held and where, so extend, settle and abandon need no lookups.

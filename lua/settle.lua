@@ -59,15 +59,12 @@ if actual > 0 then
   redis.call('EXPIREAT', KEYS[9], ARGV[5])
 end
 
--- 5b. The request's loop step has one fewer request in flight (only in the window it was admitted in).
+-- 5b. The request's loop step has one fewer request in flight, in the window it was admitted in only: the
+--     field '<step>:<sinceMs>' goes with its step (a new window, a trim, the scope's expiry), so one found
+--     missing (now below zero) is removed again.
 if ARGV[6] ~= '' then
-  local entry = redis.call('HGET', KEYS[10], ARGV[6])
-  if entry then
-    local c, since, inFlight = string.match(entry, '^(%d+):(%d+):(%d+)$')
-    if since == ARGV[7] and tonumber(inFlight) > 0 then
-      redis.call('HSET', KEYS[10], ARGV[6], c .. ':' .. since .. ':' .. int(tonumber(inFlight) - 1))
-    end
-  end
+  local field = ARGV[6] .. ':' .. ARGV[7]
+  if redis.call('HINCRBY', KEYS[10], field, -1) < 0 then redis.call('HDEL', KEYS[10], field) end
 end
 
 -- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused.

@@ -16,7 +16,7 @@ import type { LoopFingerprint } from './types.js'
  * (count)-th repeat: `limit` repeats pass and the next is refused. A new step that `checksScopeSize` picks (one in 16) counts its
  * scope; one found past LOOP_STEPS_PER_SCOPE entries is trimmed to LOOP_STEPS_AFTER_TRIM (expired ones go
  * first, then the oldest sinceMs). So counting and trimming are spread over many new steps, and recording a
- * step writes only its own entry. The scope's state may expire windowMs after its last write.
+ * step writes only its own entry. The scope's state may expire windowMs after its newest sinceMs.
  */
 
 /** Repeats of one step a conversation may make within the window when the key sets no limit. */

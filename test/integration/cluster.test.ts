@@ -5,6 +5,7 @@ import { createRedisClient, type RedisClient, type RedisStatus } from '../../src
 import { createBudgetStore } from '../../src/budget/redis/store.js'
 import type { BudgetStore, KeyAdmin, ReserveInput } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
+import { LOOP_STEPS_PER_SCOPE } from '../../src/loop/rule.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
 // A Redis Cluster refuses any script or command whose keys span slots (CROSSSLOT), so every budget
@@ -74,6 +75,24 @@ describe('on a Redis Cluster', () => {
     expect(await admin.revokeKey(record.hash)).toBe(true)
     expect(await store.reserve(input(record.hash, 1))).toEqual({ ok: false, reason: 'key_revoked' })
     expect(statuses).toEqual(['ready'])
+  })
+
+  it('runs the loop guard through a scope that outgrows 256 steps (its age index shares the slot)', async () => {
+    const { record } = await admin.createKey('cluster-loop', ['openai'], { unlimited: true, loopLimit: 1 })
+    const hex = (n: number): string => n.toString(16).padStart(16, '0')
+    const step = (n: number) => ({ ...input(record.hash, 1), session: null, loop: { scope: `c:${hex(1)}`, step: hex(n) } })
+    for (let n = 0; n < LOOP_STEPS_PER_SCOPE + 80; n++) {
+      const r = await store.reserve(step(n))
+      if (!r.ok) throw new Error(`step ${n} refused: ${r.reason}`)
+      await store.settle(r.reservation, 1)
+    }
+    expect(await client.exists(`lp:{${record.hash}}:loopt:c:${hex(1)}`)).toBe(1)
+    // The newest step is remembered: its first repeat passes (limit 1), the second is refused.
+    const newest = LOOP_STEPS_PER_SCOPE + 79
+    const repeat = await store.reserve(step(newest))
+    if (!repeat.ok) throw new Error(`repeat refused: ${repeat.reason}`)
+    await store.settle(repeat.reservation, 1)
+    expect(await store.reserve(step(newest))).toMatchObject({ ok: false, reason: 'loop_detected', count: 2 })
   })
 
   it('fails closed when the node dies and serves again after it returns', async () => {

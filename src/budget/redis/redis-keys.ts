@@ -48,9 +48,17 @@ export function reservationKey(hash: string, requestId: string): string {
   return `${prefix(hash)}:r:${requestId}`
 }
 
-/** The loop guard's state of one scope (`s:<session>` or `c:<conversation>`): field <step> = "<count>:<sinceMs>". */
+/**
+ * The loop guard's state of one scope (`s:<session>` or `c:<conversation>`): field <step> = "<count>:<sinceMs>",
+ * field <step>:<sinceMs> = its requests in flight, '#e' = when the scope expires (ms), '#z' = indexed by age.
+ */
 export function loopKey(hash: string, scope: string): string {
   return `${prefix(hash)}:loop:${scope}`
+}
+
+/** The steps of one loop scope by age, a sorted set (member <step>, score its sinceMs), read by the trim. */
+export function loopAgeKey(hash: string, scope: string): string {
+  return `${prefix(hash)}:loopt:${scope}`
 }
 
 /** Placeholder in the loop position of the reserve script's KEYS when the request has no loop check; never written. */

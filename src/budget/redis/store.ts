@@ -8,7 +8,7 @@ import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
-import { dayKey, loopKey, noLoopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey } from './redis-keys.js'
+import { dayKey, loopAgeKey, loopKey, noLoopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey } from './redis-keys.js'
 import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 import type {
   BudgetStore,
@@ -47,7 +47,7 @@ interface BudgetCommands {
 type Reply = [string, ...(string | number)[]]
 
 const SCRIPTS = [
-  ['lpReserve', 'reserve', 9],
+  ['lpReserve', 'reserve', 10],
   ['lpExtend', 'extend', 8],
   ['lpSettle', 'settle', 10],
   ['lpAbandon', 'abandon', 1],
@@ -75,7 +75,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const reply = await run('reserve', () =>
       cmd.lpReserve(
         recordKey(hash), ...periodKeys, sessionKeyName, reservationKey(hash, input.requestId),
-        loop === null ? noLoopKey(hash) : loopKey(hash, loop.scope),
+        loop === null ? noLoopKey(hash) : loopKey(hash, loop.scope), loop === null ? noLoopKey(hash) : loopAgeKey(hash, loop.scope),
         input.provider, input.minMicros, input.maxMicros,
         ...periods.map((p) => p.ttlSeconds),
         session === null ? '0' : '1', session?.budgetMicros ?? '', session?.maxSteps ?? '',

@@ -1,0 +1,114 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { loopScope, LOOP_STEPS_PER_SCOPE } from '../../src/loop/rule.js'
+import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
+import { startTestStore, type TestStore } from '../support/stores.js'
+
+// What the loop guard costs inside the Redis scripts, counted by Redis itself (INFO commandstats counts
+// the commands a script runs): the guard's verdicts are the loop-guard tests'; this holds its price.
+
+const hex = (n: number): string => n.toString(16).padStart(16, '0')
+const loop = (conversation: number, step: number) => ({ loop: { scope: loopScope(null, { conversation: hex(conversation), step: hex(step) }), step: hex(step) } })
+
+describe('redis store: the loop guard\'s commands', () => {
+  let server: TestStore
+  let f: BudgetFixture
+
+  beforeAll(async () => {
+    server = await startTestStore('redis')
+    f = await createBudgetFixture(server)
+  })
+  afterAll(async () => {
+    await f?.close()
+    await server?.stop()
+  })
+
+  /** A sequential client's request: reserved, then settled. */
+  async function request(hash: string, extra: ReturnType<typeof loop> | object): Promise<void> {
+    f.clock.advance(10)
+    const r = await f.store.reserve(input(hash, 1, extra))
+    if (!r.ok) throw new Error(`refused: ${r.reason}`)
+    await f.store.settle(r.reservation, 1)
+  }
+
+  /** Calls of each command since the last reset, scripts' commands included (the scripts themselves left out). */
+  async function commands(): Promise<Record<string, number>> {
+    const out: Record<string, number> = {}
+    for (const m of (await f.redis.info('commandstats')).matchAll(/^cmdstat_([a-z|]+):calls=(\d+)/gm)) {
+      if (!['evalsha', 'eval', 'info', 'config|resetstat', 'script|load'].includes(m[1] as string)) out[m[1] as string] = Number(m[2])
+    }
+    return out
+  }
+  const total = (c: Record<string, number>): number => Object.values(c).reduce((a, b) => a + b, 0)
+
+  /** Commands per request of `n` requests, each made by `make(i)`, after a reset of the counters. */
+  async function perRequest(n: number, make: (i: number) => Promise<void>): Promise<{ all: number; by: Record<string, number> }> {
+    await f.redis.config('RESETSTAT')
+    for (let i = 0; i < n; i++) await make(i)
+    const by = await commands()
+    return { all: total(by) / n, by }
+  }
+
+  it('a new step of a conversation costs three commands in all: read and write it at reserve, end it in flight at settle', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const on = await f.newKey({})
+    const off = await f.newKey({ loopLimit: 0 })
+    for (let i = 0; i < 4; i++) await request(on, loop(1, i)) // the conversation exists
+    const without = await perRequest(32, () => request(off, {}))
+    const withGuard = await perRequest(32, (i) => request(on, loop(1, 100 + i)))
+    // 3 a request, and one HLEN each for the 2 of 32 new steps that count their scope (checksScopeSize).
+    expect(withGuard.all - without.all).toBeCloseTo(3 + 2 / 32, 5)
+    // No read at settle, and no TTL set again while the scope's recorded expiry is far enough.
+    expect(withGuard.by.hget ?? 0).toBe(without.by.hget ?? 0)
+    expect(withGuard.by.pexpire ?? 0).toBe(0)
+  })
+
+  it(`a scope past ${LOOP_STEPS_PER_SCOPE} steps is trimmed without reading it whole: only the steps it drops are read`, async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const on = await f.newKey({})
+    for (let i = 0; i < LOOP_STEPS_PER_SCOPE + 32; i++) await request(on, loop(2, i)) // past 256: indexed
+    const grown = await perRequest(192, (i) => request(on, loop(2, 1_000 + i)))
+    expect(grown.by.zremrangebyrank ?? 0).toBeGreaterThanOrEqual(2) // trims happened
+    expect(grown.by.hgetall ?? 0).toBe(0)
+    // Per new step: read, write, index (ZADD), end in flight; the size checks and trims spread thin.
+    expect(grown.all).toBeLessThan(
+      (await perRequest(32, () => request(on, {}))).all + 4.25,
+    )
+    expect(await f.redis.hlen(`lp:{${on}}:loop:${loopScope(null, { conversation: hex(2), step: '' })}`)).toBeLessThanOrEqual(2 * LOOP_STEPS_PER_SCOPE + 2 * 16 + 2)
+  })
+
+  it('reads the entries an older release wrote (count:sinceMs:inFlight in one field) and rewrites them in the new layout', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const on = await f.newKey({ loopLimit: 2 })
+    const scope = `lp:{${on}}:loop:${loopScope(null, { conversation: hex(4), step: '' })}`
+    const since = f.clock.now() - 1_000
+    await f.redis.hset(scope, hex(1), `3:${since}:0`, hex(2), `1:${since}:2`)
+    expect(await f.store.reserve(input(on, 1, loop(4, 1)))).toMatchObject({ ok: false, reason: 'loop_detected', count: 3 })
+    // Two in flight: not a repeat; the entry moves to the new layout, its in flight in its own field.
+    const r = await f.store.reserve(input(on, 1, loop(4, 2)))
+    if (!r.ok) throw new Error(`refused: ${r.reason}`)
+    expect(await f.redis.hmget(scope, hex(2), `${hex(2)}:${since}`)).toEqual([`1:${since}`, '3'])
+    await f.store.settle(r.reservation, 1)
+    expect(await f.redis.hget(scope, `${hex(2)}:${since}`)).toBe('2')
+  })
+
+  it('the scope expires a window (and at most an eighth more) after its newest step, on both of its keys', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const on = await f.newKey({ loopWindowSeconds: 80 })
+    for (let i = 0; i < LOOP_STEPS_PER_SCOPE + 32; i++) await request(on, loop(3, i))
+    const scope = loopScope(null, { conversation: hex(3), step: '' })
+    for (const key of [`lp:{${on}}:loop:${scope}`, `lp:{${on}}:loopt:${scope}`]) {
+      const ttl = await f.redis.pttl(key)
+      expect(ttl, key).toBeGreaterThan(70_000)
+      expect(ttl, key).toBeLessThanOrEqual(90_000)
+    }
+  })
+
+  it('a window raised on the key keeps a looping scope (repeats only) for the new window', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const on = await f.newKey({ loopWindowSeconds: 80 })
+    await request(on, loop(5, 1))
+    await f.admin.setBudget(on, { loopWindowSeconds: 3_600 })
+    await request(on, loop(5, 1)) // a repeat: no new step, but its window now ends an hour after it began
+    expect(await f.redis.pttl(`lp:{${on}}:loop:${loopScope(null, { conversation: hex(5), step: '' })}`)).toBeGreaterThan(3_500_000)
+  })
+})
