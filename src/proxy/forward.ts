@@ -103,7 +103,7 @@ export function createForwarder(deps: ForwardDeps) {
         query: f.target.query,
         headers: f.request.headers,
         credential: f.credential,
-        body: changed ? Buffer.from(JSON.stringify(f.body)) : f.raw,
+        body: changed ? await f.edited() : f.raw,
       })
       const abort = abortOnClientClose(reply, deps.shutdown)
       // Gone before anything was sent: the provider was never called, so nothing is charged.
