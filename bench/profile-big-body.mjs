@@ -22,10 +22,16 @@ const admin = createKeyAdmin(client)
 try {
   const prose = 'The quick brown fox jumps over the lazy dog while the budget holds. '.repeat(Math.floor((PROMPT_BYTES - 200) / 68))
   const turns = Array.from({ length: Math.floor(PROMPT_BYTES / 50) }, (_, i) => ({ role: i % 2 === 0 ? 'user' : 'assistant', content: `step ${i} ok` }))
-  for (const [kind, body] of [['prose', { model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: prose }] }], ['dense', { model: 'bench-model', max_tokens: 5, messages: turns }]]) {
+  const cases = [
+    ['prose', { model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: prose }] }, 0.95],
+    ['dense', { model: 'bench-model', max_tokens: 5, messages: turns }, 0.95],
+    // Forwarded (the budget holds it): the stream option is spliced in and 10 MiB go upstream.
+    ['dense, forwarded stream', { model: 'bench-model', max_tokens: 5, stream: true, messages: turns }, 2],
+  ]
+  for (const [kind, body, share] of cases) {
     const raw = JSON.stringify(body)
     const big = await admin.createKey(`bigprof-${kind}`, ['openai'])
-    await admin.setBudget(big.record.hash, { limits: { daily: Math.floor(countChatTokens(body, 'bench-model') * 0.95) }, loopLimit: 0 })
+    await admin.setBudget(big.record.hash, { limits: { daily: Math.floor(countChatTokens(body, 'bench-model') * share) }, loopLimit: 0 })
     for (let i = 0; i < 2; i++) {
       const started = performance.now()
       const r = await fetch(`${proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${big.key}`, 'content-type': 'application/json' }, body: raw })

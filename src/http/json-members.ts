@@ -100,7 +100,7 @@ export interface MemberEdit {
 }
 
 /** Bytes copied between two yields to the event loop (a fraction of a millisecond). */
-const COPY_SLICE_BYTES = 1 << 18
+const COPY_SLICE_BYTES = 1 << 17
 
 /**
  * `raw` with `edits` applied to its top-level members: a member that exists gets its value replaced or is
