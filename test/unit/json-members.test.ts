@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { spliceMembers, topLevelMembers } from '../../src/http/json-members.js'
+import { spliceMembers, topLevelMembers, type MemberEdit } from '../../src/http/json-members.js'
 
 // Big bodies are forwarded as the bytes the meter read, with only the edited top-level members replaced.
 
@@ -23,7 +23,7 @@ describe('top-level members', () => {
 describe('member splice', () => {
   const raw = Buffer.from('{"model":"m", "stream":true,\n "messages":[{"role":"user","content":"hi, \\"there\\""}],"max_tokens":900}')
   const members = topLevelMembers(raw)
-  const splice = async (edits: Array<{ key: string; json: string | null }>) => (await spliceMembers(raw, members, edits)).toString('utf8')
+  const splice = async (edits: MemberEdit[]) => (await spliceMembers(raw, members, edits)).toString('utf8')
 
   it.each([
     ['replace a value', [{ key: 'max_tokens', json: '16' }], { max_tokens: 16 }, []],
@@ -32,7 +32,7 @@ describe('member splice', () => {
     ['remove a middle member', [{ key: 'stream', json: null }], {}, ['stream']],
     ['remove the last member', [{ key: 'max_tokens', json: null }], {}, ['max_tokens']],
     ['remove the last two and add one', [{ key: 'messages', json: null }, { key: 'max_tokens', json: null }, { key: 'a', json: '1' }], { a: 1 }, ['messages', 'max_tokens']],
-    ['remove all and add one', members.map((m) => ({ key: m.key, json: null })).concat([{ key: 'a', json: '[]' }]), { a: [] }, ['model', 'stream', 'messages', 'max_tokens']],
+    ['remove all and add one', [...members.map((m): MemberEdit => ({ key: m.key, json: null })), { key: 'a', json: '[]' }], { a: [] }, ['model', 'stream', 'messages', 'max_tokens']],
   ])('%s: valid JSON with the edits applied and nothing else changed', async (_name, edits, set, removed) => {
     const out = await splice(edits)
     const expected: Record<string, unknown> = { ...(JSON.parse(raw.toString('utf8')) as Record<string, unknown>), ...set }
