@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import { errorCodes } from 'fastify'
@@ -69,4 +70,14 @@ export async function readRawBody(payload: IncomingMessage, limit: number): Prom
     }
   }
   return body
+}
+
+/** Hex SHA-256 of `body`, hashed COPY_SLICE_BYTES at a time with a turn of the event loop between slices. */
+export async function sha256InSlices(body: Buffer): Promise<string> {
+  const hash = createHash('sha256')
+  for (let from = 0; from < body.length; from += COPY_SLICE_BYTES) {
+    if (from > 0) await yieldToLoop()
+    hash.update(body.subarray(from, from + COPY_SLICE_BYTES))
+  }
+  return hash.digest('hex')
 }
