@@ -165,6 +165,7 @@ export function figures(results) {
     out.push(figure(name, 'small requests answered 503 during the count', ts.map((t) => t.small503), 'count', { op: '==', limit: 0 }, `of ${ts.map((t) => t.small).join(', ')}; big request ${ts.map((t) => t.bigStatus).join(', ')}`, true))
     out.push(figure(name, 'exact count of the big request', ts.map((t) => t.countMs), 'ms', null, 'until its refusal (budget = 95% of its tokens)'))
     out.push(figure(name, 'longest block of the proxy\'s event loop', ts.map((t) => t.longestBlockMs), 'ms', null, `baseline ${ts.map((t) => num(t.baselineLongestBlockMs)).join(', ')} ms; blocked ${ts.map((t) => num(t.blockedMs)).join(', ')} ms in all during the count`))
+    out.push(figure(name, 'longest block of the proxy\'s event loop, in its own CPU time', ts.map((t) => t.longestCpuBlockMs ?? null), 'ms', null, `baseline ${ts.map((t) => num(t.baselineLongestCpuBlockMs ?? null)).join(', ')} ms (main-thread CPU between two 2 ms timer ticks: the machine's load does not count)`))
   }
   for (const [store, lg] of Object.entries(results.loopGuard?.stores ?? {})) {
     const name = `g. loop guard on ÷ off, ${store === 'redis' ? 'Redis (proxy + redis-server)' : 'embedded SQLite (proxy)'}`

@@ -1,7 +1,8 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerFactory } from 'fastify'
-import type { IncomingHttpHeaders } from 'node:http'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, type FastifyServerFactory } from 'fastify'
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import type { Logger } from 'pino'
 import { internalError, invalidRequest, notFound, payloadTooLarge, ProxyError } from './errors.js'
+import { readRawBody } from './http/raw-body.js'
 import { createKeyGate } from './proxy/key-gate.js'
 import { recordEventLater } from './proxy/record-event.js'
 import { createPipeline, type PipelineDeps } from './proxy/pipeline.js'
@@ -29,16 +30,17 @@ export function buildApp(options: AppOptions): FastifyInstance {
     ...(options.serverFactory ? { serverFactory: options.serverFactory } : {}),
   })
 
-  // Bodies stay raw bytes: the proxy forwards them unchanged unless it must rewrite them.
+  // Bodies stay raw bytes: the proxy forwards them unchanged unless it must rewrite them (big ones in shared memory).
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body))
+  app.addContentTypeParser('*', (_request: FastifyRequest, payload: IncomingMessage) => readRawBody(payload, options.config.maxBodyBytes))
 
   // The key is checked before the body is read: an unknown client cannot make the proxy buffer anything.
   const gate = createKeyGate({ keys: options.keys, adapters: options.adapters })
+  app.decorateRequest('loopersKey', null)
   app.addHook('onRequest', async (request, reply) => {
     const started = performance.now()
     try {
-      await gate.check(request.url, request.headers)
+      request.loopersKey = await gate.check(request.url, request.headers)
     } catch (error) {
       if (!(error instanceof ProxyError)) throw error
       // The unread body is not drained: HTTP/1.1 closes the connection after the answer.

@@ -180,7 +180,7 @@ export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
         // Every operation forwarded to Bedrock, free CountTokens included, is a POST.
         const method = 'POST'
         const signed = signRequest(
-          { method, path: url.pathname, query: url.search.slice(1), headers, body: ctx.body },
+          { method, path: url.pathname, query: url.search.slice(1), headers, body: ctx.body, ...(ctx.bodySha256 === undefined ? {} : { bodySha256: ctx.bodySha256 }) },
           { credentials: { accessKeyId, secretAccessKey, ...(sessionToken === undefined ? {} : { sessionToken }) }, region, service: SERVICE, date: new Date(), contentSha256: true },
         )
         return { url: url.href, headers: signed, body: ctx.body }

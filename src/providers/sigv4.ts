@@ -21,6 +21,8 @@ export interface SigV4Request {
   /** Headers to send, lower- or mixed-case names; `host` must be among them. */
   headers: Record<string, string>
   body: Buffer
+  /** Hex SHA-256 of `body` when the caller already has it (a big body hashed in slices); else it is hashed here. */
+  bodySha256?: string
 }
 
 export interface SigV4Options {
@@ -66,7 +68,7 @@ export function signRequest(request: SigV4Request, options: SigV4Options): Recor
   const shortDate = amzDate.slice(0, 8)
   headers['x-amz-date'] = amzDate
   if (options.credentials.sessionToken !== undefined) headers['x-amz-security-token'] = options.credentials.sessionToken
-  const payloadHash = sha256Hex(request.body)
+  const payloadHash = request.bodySha256 ?? sha256Hex(request.body)
   if (options.contentSha256 === true) headers['x-amz-content-sha256'] = payloadHash
 
   const signed = Object.keys(headers)

@@ -102,6 +102,8 @@ export interface UpstreamContext {
   /** Upstream credential chosen by the proxy (header, path-auth SDK key, or environment); null if none. */
   credential: UpstreamCredential | null
   body: Buffer
+  /** Hex SHA-256 of `body`, given for a big body signed with an AWS credential (hashed in slices, off the critical path). */
+  bodySha256?: string
 }
 
 export type UpstreamCredential =

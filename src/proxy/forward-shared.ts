@@ -37,6 +37,8 @@ export interface Forward {
   plan: ReservationPlan
   body: Json
   raw: Buffer
+  /** The bytes to forward once `prepareBody` changed `body` (RequestBody.edited). */
+  edited: () => Promise<Buffer>
   credential: UpstreamCredential
   reservation: Reservation
   summary: Summary

@@ -2,6 +2,7 @@ import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { upstreamUnreachable } from '../errors.js'
+import { BIG_BODY_BYTES, sha256InSlices } from '../http/raw-body.js'
 import { relayableResponseHeaders } from '../http/response-headers.js'
 import type { Micros } from '../money.js'
 import { microsToUsd } from '../money.js'
@@ -97,13 +98,17 @@ export function createForwarder(deps: ForwardDeps) {
       const lowered = loweredOutputCap(plan, price, reservation.reservedMicros)
       if (lowered !== null) summary.maxTokens = lowered
       const changed = adapter.prepareBody(route, f.body, facts, lowered)
+      const body = changed ? await f.edited() : f.raw
+      // A signature covers the body's hash: a big one is hashed in slices here, not in one go while signing.
+      const signsBig = f.credential.kind === 'aws' && body.length >= BIG_BODY_BYTES
       const upstreamRequest = adapter.buildUpstream({
         route,
         path: f.target.path,
         query: f.target.query,
         headers: f.request.headers,
         credential: f.credential,
-        body: changed ? Buffer.from(JSON.stringify(f.body)) : f.raw,
+        body,
+        ...(signsBig ? { bodySha256: await sha256InSlices(body) } : {}),
       })
       const abort = abortOnClientClose(reply, deps.shutdown)
       // Gone before anything was sent: the provider was never called, so nothing is charged.

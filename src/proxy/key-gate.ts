@@ -13,6 +13,13 @@ export interface GateKey {
   keyHash: string
 }
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The proxy key the gate accepted, set before the body is read; null for a URL that names no provider. */
+    loopersKey: GateKey | null
+  }
+}
+
 /**
  * Refuses requests whose proxy key is missing, malformed, unknown, revoked or not allowed for the provider,
  * before their body is read. A key this process has recently seen valid passes without a store round trip

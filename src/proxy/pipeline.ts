@@ -14,27 +14,25 @@ import {
   ProxyError,
   StoreUnavailableError,
 } from '../errors.js'
-import { findDuplicateKey } from '../http/json-keys.js'
-import { fingerprintRequest } from '../loop/fingerprint.js'
 import { loopScope } from '../loop/rule.js'
 import { unsafePathReason } from '../http/upstream-url.js'
-import { cachedKeyHash, isProxyKey } from '../keys.js'
+import { isProxyKey } from '../keys.js'
 import type { Price, PricingTable } from '../pricing/types.js'
-import { isObject, type Json } from '../providers/body.js'
 import type { AdapterRegistry } from '../providers/registry.js'
 import type { ProviderAdapter, ProviderId, RequestFacts, UpstreamCredential } from '../providers/types.js'
 import type { Metrics } from '../metrics.js'
-import { REFERENCED_CONTEXT_TOKENS, scanBody } from '../tokens/bound.js'
+import { REFERENCED_CONTEXT_TOKENS } from '../tokens/bound.js'
 import { sharedTokenCounter, type TokenCounter } from '../tokens/worker.js'
 import { blockedByHolds, createAdmission, settledRoom, type Admission } from './admission.js'
 import { readLoopersCredential, readSession } from './control-headers.js'
 import type { Inflight } from './inflight.js'
-import { planReservation, type ReservationPlan } from './plan.js'
+import { checkFacts, planReservation, type ReservationPlan } from './plan.js'
 import { refusalError } from './refusal.js'
 import { sendError } from './respond.js'
 import { countExactInput } from './exact-count.js'
 import { createForwarder } from './forward.js'
 import { recordEventLater } from './record-event.js'
+import { readRequestBody } from './request-body.js'
 import { recordRequest, type Summary } from './summary.js'
 import { parseTarget, readQuery } from './target.js'
 import type { UpstreamClient } from './upstream.js'
@@ -97,10 +95,9 @@ export function createPipeline(deps: PipelineDeps) {
       // From here on the target's query is the canonical one: what the meter reads is what goes upstream.
       const { params: query, query: canonical } = readQuery(request.url, target)
       target.query = canonical
-      const proxyKey = target.pathKey ?? adapter.readKey(request.headers, query)
-      if (proxyKey === null) throw invalidKey('missing Loopers proxy key: use your lp- key as the API key')
-      if (!isProxyKey(proxyKey)) throw invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)')
-      const keyHash = cachedKeyHash(proxyKey)
+      // The key gate (key-gate.ts) read and checked the proxy key before the body was read, on every route.
+      const keyHash = request.loopersKey?.keyHash
+      if (keyHash === undefined) throw invalidKey('missing Loopers proxy key: use your lp- key as the API key')
       summary.key = keyHash.slice(0, 8)
       const credential =
         notProxyKey(readLoopersCredential(request.headers, config.credentials.awsRegion)) ??
@@ -123,10 +120,8 @@ export function createPipeline(deps: PipelineDeps) {
         throw invalidRequest(`no upstream credential: send X-Loopers-Provider-Key or set the server's LOOPERS_${adapter.id.toUpperCase()}_API_KEY`)
       }
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
-      const body = parseJsonBody(raw)
-      // A repeated key could be read either way by the provider: refuse rather than guess which one it keeps.
-      const duplicate = await findDuplicateKey(raw)
-      if (duplicate !== null) throw invalidRequest(`the JSON key '${duplicate.slice(0, 64)}' appears twice in one object; send each key once`)
+      const read = await readRequestBody(raw, adapter.loopShape?.(route) ?? null, counter)
+      const body = read.json
       const facts = checkFacts(adapter.describe(route, body))
       summary.model = facts.model
       summary.stream = facts.stream
@@ -142,13 +137,13 @@ export function createPipeline(deps: PipelineDeps) {
 
       // Content the provider fetches or generates itself is not in the body: its context window bounds it.
       const extra = adapter.referencedInput?.(route, body, request.headers)
-      // One walk, in slices, finds media parts and fetched content (a long transcript stalls no one).
-      const scan = await scanBody(body)
+      // One walk, in slices or in the worker, finds media parts and fetched content (a long transcript stalls no one).
+      const scan = await read.scan()
       const referenced = (extra?.tokens ?? 0) + (scan.fetchesContent ? REFERENCED_CONTEXT_TOKENS : 0)
       const feeMicros = toolFees(adapter.id, extra?.toolCalls ?? {})
       const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia, scan.mediaParts) + referenced, Number.MAX_SAFE_INTEGER)
       // The loop guard reads the conversation's opening and newest step (bounded work, src/loop/README.md).
-      const fingerprint = fingerprintRequest(adapter.loopShape?.(route) ?? null, body)
+      const fingerprint = read.fingerprint()
       // Requests of one step fired at once (a load test, a batch) are not repeats: the store counts a repeat
       // only while at most one request of its step is in flight, and settle ends each (src/loop/README.md).
       const loop = fingerprint === null ? null : { scope: loopScope(session?.id ?? null, fingerprint), step: fingerprint.step }
@@ -179,7 +174,7 @@ export function createPipeline(deps: PipelineDeps) {
       summary.reservedUsd = microsToUsd(reservation.reservedMicros)
       // A plan that holds only the cheap bound is counted if the stream ends without reported usage.
       const countInput = admit.counted || referenced > 0 ? undefined : count
-      await forwardMetered({ request, reply, adapter, target, route, facts, price, plan, body, raw, credential, reservation, summary, started, countInput })
+      await forwardMetered({ request, reply, adapter, target, route, facts, price, plan, body, raw, edited: read.edited, credential, reservation, summary, started, countInput })
     } catch (error) {
       const proxyError = toProxyError(error)
       summary.code = proxyError.code
@@ -292,38 +287,8 @@ function notProxyKey(credential: UpstreamCredential | null): UpstreamCredential 
   return isProxyKey(id) ? null : credential
 }
 
-/** The request body as a JSON object; invalid_request otherwise. */
-function parseJsonBody(raw: Buffer): Json {
-  if (raw.length === 0) throw invalidRequest('the request needs a JSON body')
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(raw.toString('utf8'))
-  } catch {
-    throw invalidRequest('the request body is not valid JSON')
-  }
-  if (!isObject(parsed)) throw invalidRequest('the request body must be a JSON object')
-  return parsed
-}
-
 function toProxyError(error: unknown): ProxyError {
   if (error instanceof ProxyError) return error
   if (error instanceof StoreUnavailableError) return budgetUnavailable('the budget store is unavailable', { cause: error })
   return internalError('internal proxy error', { cause: error })
 }
-
-// No model generates more than this in one answer, nor more choices in one request (OpenAI's `n` ≤ 128);
-// within them every bound stays an exact integer (2^20 × 128 tokens × $1,000/1M < 2^53 micro-USD).
-const MAX_OUTPUT_TOKENS_PER_CHOICE = 1_048_576
-const MAX_CHOICES = 128
-
-/** Refuses output caps and choice counts no provider accepts, so reservation arithmetic stays exact. */
-function checkFacts(facts: RequestFacts): RequestFacts {
-  if (!Number.isSafeInteger(facts.choices) || facts.choices < 1 || facts.choices > MAX_CHOICES) {
-    throw invalidRequest(`a request may ask for 1 to ${MAX_CHOICES} choices`)
-  }
-  if (facts.maxOutputTokens !== null && facts.maxOutputTokens > MAX_OUTPUT_TOKENS_PER_CHOICE * facts.choices) {
-    throw invalidRequest(`the output cap may be at most ${MAX_OUTPUT_TOKENS_PER_CHOICE} tokens per choice`)
-  }
-  return facts
-}
-

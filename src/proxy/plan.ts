@@ -1,3 +1,4 @@
+import { invalidRequest } from '../errors.js'
 import type { Micros } from '../money.js'
 import { outputTokensFor, tokensCost } from '../pricing/cost.js'
 import type { Price } from '../pricing/types.js'
@@ -52,3 +53,20 @@ export function loweredOutputCap(plan: ReservationPlan, price: Price, grantedMic
   if (plan.metered || grantedMicros >= plan.maxMicros) return null
   return Math.min(plan.outputCap, outputTokensFor(price, grantedMicros, plan.inputMicros + plan.feeMicros))
 }
+
+// No model generates more than this in one answer, nor more choices in one request (OpenAI's `n` ≤ 128);
+// within them every bound stays an exact integer (2^20 × 128 tokens × $1,000/1M < 2^53 micro-USD).
+const MAX_OUTPUT_TOKENS_PER_CHOICE = 1_048_576
+const MAX_CHOICES = 128
+
+/** Refuses output caps and choice counts no provider accepts, so reservation arithmetic stays exact. */
+export function checkFacts(facts: RequestFacts): RequestFacts {
+  if (!Number.isSafeInteger(facts.choices) || facts.choices < 1 || facts.choices > MAX_CHOICES) {
+    throw invalidRequest(`a request may ask for 1 to ${MAX_CHOICES} choices`)
+  }
+  if (facts.maxOutputTokens !== null && facts.maxOutputTokens > MAX_OUTPUT_TOKENS_PER_CHOICE * facts.choices) {
+    throw invalidRequest(`the output cap may be at most ${MAX_OUTPUT_TOKENS_PER_CHOICE} tokens per choice`)
+  }
+  return facts
+}
+

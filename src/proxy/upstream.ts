@@ -1,6 +1,8 @@
-import type { Readable } from 'node:stream'
+import { Readable } from 'node:stream'
+import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import { Agent, errors as undiciErrors, type Dispatcher } from 'undici'
 import { ProxyError, upstreamTimeout, upstreamUnreachable } from '../errors.js'
+import { BIG_BODY_BYTES } from '../http/raw-body.js'
 import type { UpstreamRequest } from '../providers/types.js'
 
 /** The answer of an upstream: status, headers, and a body stream that must be consumed or destroyed. */
@@ -48,8 +50,7 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
           origin: url.origin,
           path: `${url.pathname}${url.search}`,
           method,
-          headers: request.headers,
-          body: method === 'POST' ? request.body : null,
+          ...(method === 'POST' ? outgoing(request) : { headers: request.headers, body: null }),
           signal,
         })
         return { status: response.statusCode, headers: response.headers, body: response.body }
@@ -60,6 +61,25 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
     async close() {
       if (options.dispatcher === undefined) await dispatcher.close()
     },
+  }
+}
+
+/** Bytes of a big body written per turn of the event loop. */
+const SEND_SLICE_BYTES = 1 << 18
+
+/** Headers and body to send: a big body in slices, one per turn of the event loop, with its length declared. */
+function outgoing(request: UpstreamRequest): { headers: Record<string, string>; body: Buffer | Readable } {
+  const { body } = request
+  if (body.length < BIG_BODY_BYTES) return { headers: request.headers, body }
+  const headers = Object.fromEntries(Object.entries(request.headers).filter(([name]) => name.toLowerCase() !== 'content-length'))
+  headers['content-length'] = String(body.length)
+  return { headers, body: Readable.from(inSlices(body), { objectMode: false }) }
+}
+
+async function* inSlices(body: Buffer): AsyncGenerator<Buffer> {
+  for (let from = 0; from < body.length; from += SEND_SLICE_BYTES) {
+    if (from > 0) await yieldToLoop()
+    yield body.subarray(from, from + SEND_SLICE_BYTES)
   }
 }
 

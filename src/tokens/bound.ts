@@ -134,8 +134,9 @@ const SCAN_SLICE_NODES = 4096
 /**
  * `mediaParts` and the fetched-content search in one walk, in slices: a body of millions of small objects
  * (a long transcript) yields to the event loop every few thousand, so it stalls no other request.
+ * `sliceNodes`: objects between two yields (Infinity in the counting worker, which has no one to yield to).
  */
-export async function scanBody(body: unknown, maxNodes: number = MAX_MEDIA_WALK_NODES): Promise<BodyScan> {
+export async function scanBody(body: unknown, maxNodes: number = MAX_MEDIA_WALK_NODES, sliceNodes: number = SCAN_SLICE_NODES): Promise<BodyScan> {
   let parts = 0
   let fetches = false
   let visited = 0
@@ -147,7 +148,7 @@ export async function scanBody(body: unknown, maxNodes: number = MAX_MEDIA_WALK_
     const inside = inMedia.pop() as boolean
     if (typeof node !== 'object' || node === null) continue
     if (++visited > maxNodes) return { mediaParts: null, fetchesContent: true }
-    if (visited % SCAN_SLICE_NODES === 0) await new Promise<void>((resolve) => setImmediate(resolve))
+    if (visited % sliceNodes === 0) await new Promise<void>((resolve) => setImmediate(resolve))
     if (Array.isArray(node)) {
       for (const item of node) {
         if (typeof item !== 'object' || item === null) continue

@@ -1,3 +1,4 @@
+import type { Inspection } from './inspect-body.js'
 import type { Encoding } from './tiktoken.js'
 
 /** A local count the worker knows how to run: tiktoken over an OpenAI-format body, times `factor`. */
@@ -15,7 +16,11 @@ export interface CountJob {
   limit: number
 }
 
-export type WorkerRequest = { type: 'count'; id: number; job: CountJob } | { type: 'warm'; id: number; encodings: Encoding[] }
+export type WorkerRequest =
+  | { type: 'count'; id: number; job: CountJob }
+  | { type: 'warm'; id: number; encodings: Encoding[] }
+  /** A big body to read off the event loop (`inspectBody`); `shape` names its loop shape (LOOP_SHAPES). */
+  | { type: 'inspect'; id: number; raw: Uint8Array; shape: string | null }
 
 /** The worker's answer: tokens (null when the body cannot be counted) and the media parts in the body. */
 export interface CountReply {
@@ -24,3 +29,11 @@ export interface CountReply {
   media: number | null
   error?: string
 }
+
+/** The worker's reading of a big body; null when it failed (the caller then reads the body itself). */
+export interface InspectReply {
+  id: number
+  inspection: Inspection | null
+}
+
+export type WorkerReply = CountReply | InspectReply

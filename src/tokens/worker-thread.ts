@@ -1,11 +1,13 @@
 /**
- * The counting worker's thread: parses request bodies and counts their tokens with tiktoken, off the
- * proxy's event loop. Encoders are built here, once, on first use or on a `warm` message.
+ * The counting worker's thread: parses request bodies and counts their tokens with tiktoken, and reads
+ * big bodies for the pipeline (`inspectBody`), off the proxy's event loop. Encoders are built here, once,
+ * on first use or on a `warm` message.
  */
 import { readlinkSync } from 'node:fs'
 import { setPriority } from 'node:os'
 import { parentPort } from 'node:worker_threads'
 import { mediaParts } from './bound.js'
+import { inspectBody } from './inspect-body.js'
 import { countChatTokens, countEmbeddingTokens, countResponsesTokens, preloadEncoding, type Encoding } from './tiktoken.js'
 import type { CountJob, CountReply, WorkerRequest } from './worker-protocol.js'
 
@@ -45,6 +47,14 @@ lowerThreadPriority()
 parentPort?.on('message', (message: WorkerRequest) => {
   if (message.type === 'warm') {
     void Promise.all(message.encodings.map((e: Encoding) => preloadEncoding(e))).then(() => parentPort?.postMessage({ id: message.id, tokens: null, media: null }))
+    return
+  }
+  if (message.type === 'inspect') {
+    const raw = Buffer.from(message.raw.buffer, message.raw.byteOffset, message.raw.byteLength)
+    void inspectBody(raw, message.shape).then(
+      (inspection) => parentPort?.postMessage({ id: message.id, inspection }),
+      () => parentPort?.postMessage({ id: message.id, inspection: null }),
+    )
     return
   }
   let reply: CountReply

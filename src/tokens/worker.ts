@@ -6,7 +6,8 @@
  */
 import { Worker } from 'node:worker_threads'
 import type { Encoding } from './tiktoken.js'
-import type { CountJob, CountReply, WorkerRequest } from './worker-protocol.js'
+import type { Inspection } from './inspect-body.js'
+import type { CountJob, CountReply, InspectReply, WorkerReply, WorkerRequest } from './worker-protocol.js'
 
 export type { CountJob } from './worker-protocol.js'
 
@@ -19,6 +20,11 @@ export interface LocalCount {
 export interface TokenCounter {
   /** Counts one body in the worker; null when it cannot (queue full, timeout, worker fault, unparseable body). */
   count(job: CountJob): Promise<LocalCount | null>
+  /**
+   * Reads a big body off the event loop (`inspectBody`; `shape` a LOOP_SHAPES name); null when it cannot
+   * (queue full, timeout, worker fault). A body in a SharedArrayBuffer crosses without a copy.
+   */
+  inspect(raw: Buffer, shape: string | null): Promise<Inspection | null>
   /** Starts the worker and builds these encoders in it, so the first exact count does not wait for them. */
   warm(encodings: Encoding[]): Promise<void>
   /** Stops the worker; later counts start a new one. */
@@ -39,7 +45,7 @@ export interface TokenCounterOptions {
 }
 
 interface Pending {
-  resolve(reply: CountReply | null): void
+  resolve(reply: WorkerReply | null): void
   bytes: number
   timer: NodeJS.Timeout
 }
@@ -54,7 +60,7 @@ export function createTokenCounter(options: TokenCounterOptions = {}): TokenCoun
   let nextId = 1
   let worker: Worker | null = null
 
-  function settle(id: number, reply: CountReply | null): void {
+  function settle(id: number, reply: WorkerReply | null): void {
     const job = pending.get(id)
     if (job === undefined) return
     pending.delete(id)
@@ -67,7 +73,7 @@ export function createTokenCounter(options: TokenCounterOptions = {}): TokenCoun
     if (worker !== null) return worker
     const started = spawnWorker()
     started.unref()
-    started.on('message', (reply: CountReply) => settle(reply.id, reply))
+    started.on('message', (reply: WorkerReply) => settle(reply.id, reply))
     const fail = () => {
       if (worker === started) worker = null
       for (const id of [...pending.keys()]) settle(id, null)
@@ -78,7 +84,7 @@ export function createTokenCounter(options: TokenCounterOptions = {}): TokenCoun
     return started
   }
 
-  function send(request: WorkerRequest, bytes: number): Promise<CountReply | null> {
+  function send(request: WorkerRequest, bytes: number): Promise<WorkerReply | null> {
     if (pending.size >= maxPending || pendingBytes + bytes > maxPendingBytes) return Promise.resolve(null)
     const running = start()
     return new Promise((resolve) => {
@@ -92,8 +98,12 @@ export function createTokenCounter(options: TokenCounterOptions = {}): TokenCoun
 
   return {
     async count(job) {
-      const reply = await send({ type: 'count', id: nextId++, job }, job.raw.byteLength)
+      const reply = (await send({ type: 'count', id: nextId++, job }, job.raw.byteLength)) as CountReply | null
       return reply === null || reply.tokens === null ? null : { tokens: reply.tokens, media: reply.media }
+    },
+    async inspect(raw, shape) {
+      const reply = (await send({ type: 'inspect', id: nextId++, raw, shape }, raw.byteLength)) as InspectReply | null
+      return reply?.inspection ?? null
     },
     async warm(encodings) {
       await send({ type: 'warm', id: nextId++, encodings }, 0)

@@ -13,7 +13,7 @@ import {
 } from '@aws-sdk/client-bedrock-runtime'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { countTextTokens } from '../../src/tokens/tiktoken.js'
-import { currentDaily, metered, summaryAt } from '../support/e2e.js'
+import { createTestKey, currentDaily, metered, summaryAt } from '../support/e2e.js'
 import { startFakeBedrock } from '../support/fake-bedrock.js'
 import { billedInput, type LedgerEntry } from '../support/fake-server.js'
 import { billedPrompt } from '../support/billing.js'
@@ -171,6 +171,19 @@ describe('AWS SDK (SigV4 over h2c) through the proxy', () => {
     expect(stack.fake.received[0]?.auth).toMatchObject({ kind: 'sigv4', accessKeyId: SERVER_AWS.accessKeyId, region: 'us-west-2' })
     expect(stack.fake.received[0]?.headers['x-amz-security-token']).toBeUndefined()
     expectNoProxyKeyUpstream()
+  })
+
+  it('a Converse request above 1 MiB (read in shared memory, hashed in slices) is signed over the exact bytes the SDK sent', async () => {
+    const big = await createTestKey(stack.proxy, 'bedrock-big', ['bedrock'], { daily: 100_000_000 })
+    const text = Array.from({ length: 120_000 }, (_, i) => `word${i}`).join(' ')
+    const input = { ...converseInput(NOVA, 64), messages: [{ role: 'user' as const, content: [{ text }] }] }
+    const response = await client({ accessKeyId: big.key, headers: {} }).send(new ConverseCommand(input))
+    expect(response.output?.message?.role).toBe('assistant')
+    expect(stack.fake.rejected).toEqual([])
+    expect(stack.fake.received).toHaveLength(1)
+    expect(stack.fake.received[0]?.auth).toMatchObject({ kind: 'sigv4', accessKeyId: SERVER_AWS.accessKeyId })
+    expect(stack.fake.received[0]!.raw.length).toBeGreaterThan(1024 * 1024)
+    expect(JSON.parse(stack.fake.received[0]!.raw)).toMatchObject({ messages: [{ role: 'user', content: [{ text }] }], inferenceConfig: { maxTokens: 64 } })
   })
 
   it('X-Loopers-Provider-Key is sent upstream as a Bedrock API key', async () => {

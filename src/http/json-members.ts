@@ -1,0 +1,156 @@
+import { setImmediate as yieldToLoop } from 'node:timers/promises'
+
+/**
+ * The top-level members of a JSON object body as byte spans of its raw bytes, and the edit of some of them
+ * without re-serializing the rest: a big body is forwarded as the bytes the meter read, with only the
+ * small top-level fields the proxy sets (stream options, output caps) replaced, removed or added.
+ */
+
+/** One top-level member: its key (decoded) and where its key and value lie in the raw bytes. */
+export interface MemberSpan {
+  key: string
+  /** Index of the key's opening quote. */
+  keyStart: number
+  /** Index of the value's first byte, and one past its last. */
+  valueStart: number
+  valueEnd: number
+}
+
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+const OPEN_OBJECT = 0x7b
+const CLOSE_OBJECT = 0x7d
+const OPEN_ARRAY = 0x5b
+const CLOSE_ARRAY = 0x5d
+const COMMA = 0x2c
+const COLON = 0x3a
+
+const isSpace = (c: number | undefined): boolean => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09
+
+function skipSpace(raw: Buffer, i: number): number {
+  while (isSpace(raw[i])) i++
+  return i
+}
+
+/** One past the quote that closes the string opened at `start`. */
+function afterString(raw: Buffer, start: number): number {
+  let end = raw.indexOf(QUOTE, start + 1)
+  while (end > 0) {
+    let slashes = 0
+    for (let k = end - 1; k > start && raw[k] === BACKSLASH; k--) slashes++
+    if (slashes % 2 === 0) return end + 1
+    end = raw.indexOf(QUOTE, end + 1)
+  }
+  throw new SyntaxError('unterminated string')
+}
+
+/** One past the value that starts at `start` (a string, a container, or a literal up to `,` `}` `]`). */
+function afterValue(raw: Buffer, start: number): number {
+  const first = raw[start]
+  if (first === QUOTE) return afterString(raw, start)
+  if (first !== OPEN_OBJECT && first !== OPEN_ARRAY) {
+    let i = start
+    while (i < raw.length && raw[i] !== COMMA && raw[i] !== CLOSE_OBJECT && raw[i] !== CLOSE_ARRAY && !isSpace(raw[i])) i++
+    return i
+  }
+  let depth = 0
+  let i = start
+  while (i < raw.length) {
+    const c = raw[i]
+    if (c === QUOTE) {
+      i = afterString(raw, i)
+      continue
+    }
+    if (c === OPEN_OBJECT || c === OPEN_ARRAY) depth++
+    else if ((c === CLOSE_OBJECT || c === CLOSE_ARRAY) && --depth === 0) return i + 1
+    i++
+  }
+  throw new SyntaxError('unterminated container')
+}
+
+/**
+ * The members of the JSON object `raw` holds, in order. `raw` must be valid JSON (the caller parsed it);
+ * throws SyntaxError when it is not an object.
+ */
+export function topLevelMembers(raw: Buffer): MemberSpan[] {
+  const members: MemberSpan[] = []
+  let i = skipSpace(raw, 0)
+  if (raw[i] !== OPEN_OBJECT) throw new SyntaxError('not an object')
+  i = skipSpace(raw, i + 1)
+  while (raw[i] === QUOTE) {
+    const keyStart = i
+    const keyEnd = afterString(raw, i)
+    const key = JSON.parse(raw.toString('utf8', keyStart, keyEnd)) as string
+    i = skipSpace(raw, keyEnd)
+    if (raw[i] !== COLON) throw new SyntaxError('expected a colon')
+    const valueStart = skipSpace(raw, i + 1)
+    const valueEnd = afterValue(raw, valueStart)
+    members.push({ key, keyStart, valueStart, valueEnd })
+    i = skipSpace(raw, valueEnd)
+    if (raw[i] === COMMA) i = skipSpace(raw, i + 1)
+  }
+  if (raw[i] !== CLOSE_OBJECT) throw new SyntaxError('expected the end of the object')
+  return members
+}
+
+/** A member to set (its JSON text) or, with `json` null, to remove. */
+export interface MemberEdit {
+  key: string
+  json: string | null
+}
+
+/** Bytes copied between two yields to the event loop (a fraction of a millisecond). */
+const COPY_SLICE_BYTES = 1 << 17
+
+/**
+ * `raw` with `edits` applied to its top-level members: a member that exists gets its value replaced or is
+ * removed, a new one is added at the end. Every other byte is kept as it was (the separators between two
+ * kept neighbours too). The copy runs in slices of `COPY_SLICE_BYTES`, so a 10 MiB body never holds the
+ * event loop for long.
+ */
+export async function spliceMembers(raw: Buffer, members: readonly MemberSpan[], edits: readonly MemberEdit[]): Promise<Buffer> {
+  const byKey = new Map(edits.map((e) => [e.key, e.json]))
+  const first = members[0]
+  const last = members.at(-1)
+  // Before the first member and after the last one: the braces and whatever space the client put around them.
+  const head = first === undefined ? raw.subarray(0, raw.indexOf(OPEN_OBJECT) + 1) : raw.subarray(0, first.keyStart)
+  const tail = last === undefined ? raw.subarray(raw.indexOf(OPEN_OBJECT) + 1) : raw.subarray(last.valueEnd)
+  const pieces: Array<Buffer | string> = [head]
+  let previous = -2
+  let written = 0
+  members.forEach((member, m) => {
+    const edited = byKey.has(member.key)
+    const json = byKey.get(member.key)
+    byKey.delete(member.key)
+    if (edited && json === null) return
+    if (written > 0) pieces.push(previous === m - 1 ? raw.subarray(members[m - 1]!.valueEnd, member.keyStart) : ',')
+    if (edited) pieces.push(raw.subarray(member.keyStart, member.valueStart), json as string)
+    else pieces.push(raw.subarray(member.keyStart, member.valueEnd))
+    previous = m
+    written++
+  })
+  for (const [key, json] of byKey) {
+    if (json === null) continue
+    pieces.push(`${written > 0 ? ',' : ''}${JSON.stringify(key)}:${json}`)
+    written++
+  }
+  pieces.push(tail)
+  const parts = pieces.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p))
+  const out = Buffer.allocUnsafeSlow(parts.reduce((n, p) => n + p.length, 0))
+  let offset = 0
+  let sinceYield = 0
+  for (const part of parts) {
+    for (let from = 0; from < part.length; ) {
+      const n = Math.min(part.length - from, COPY_SLICE_BYTES - sinceYield)
+      part.copy(out, offset, from, from + n)
+      offset += n
+      from += n
+      sinceYield += n
+      if (sinceYield >= COPY_SLICE_BYTES) {
+        await yieldToLoop()
+        sinceYield = 0
+      }
+    }
+  }
+  return out
+}

@@ -1,0 +1,83 @@
+import { createHash } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import { setImmediate as yieldToLoop } from 'node:timers/promises'
+import { errorCodes } from 'fastify'
+
+/**
+ * Bodies at least this large are big: read into shared memory and parsed in the counting worker
+ * (src/proxy/request-body.ts), so no step proportional to their size runs on the event loop.
+ */
+export const BIG_BODY_BYTES = 1024 * 1024
+
+/** Bytes copied between two yields to the event loop while a big body without a length is assembled. */
+const COPY_SLICE_BYTES = 1 << 17
+
+/**
+ * Reads a request body whole, as Fastify's own buffer parser does (the same limit and content-length
+ * checks and errors), except that a body of BIG_BODY_BYTES or more lands in a SharedArrayBuffer: chunk by
+ * chunk as it arrives when its length is declared, else copied in slices at the end. No single concat
+ * of 10 MiB holds the event loop, and the counting worker then reads the body without a copy.
+ */
+export async function readRawBody(payload: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(payload.headers['content-length'])
+  if (declared > limit) throw new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE()
+  // Pages of a fresh shared buffer are touched (zeroed) as chunks are copied in: the cost is spread too.
+  const shared = declared >= BIG_BODY_BYTES ? Buffer.from(new SharedArrayBuffer(declared)) : null
+  const chunks: Buffer[] = []
+  let size = 0
+  await new Promise<void>((resolve, reject) => {
+    const finish = (error: (Error & { statusCode?: number }) | null | undefined): void => {
+      payload.removeListener('data', onData)
+      payload.removeListener('end', finish)
+      payload.removeListener('error', finish)
+      if (error == null) {
+        if (!Number.isNaN(declared) && size !== declared) reject(new errorCodes.FST_ERR_CTP_INVALID_CONTENT_LENGTH())
+        else resolve()
+        return
+      }
+      if (!(typeof error.statusCode === 'number' && error.statusCode >= 400)) error.statusCode = 400
+      reject(error)
+    }
+    let sinceYield = 0
+    const onData = (chunk: Buffer | string): void => {
+      const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+      if (size + bytes.length > limit) return finish(new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE())
+      if (shared === null) chunks.push(bytes)
+      else if (size + bytes.length > shared.length) return finish(new errorCodes.FST_ERR_CTP_INVALID_CONTENT_LENGTH())
+      else bytes.copy(shared, size)
+      size += bytes.length
+      // A fast client fills many reads in one turn of the loop: take at most a slice of them per turn.
+      sinceYield += bytes.length
+      if (sinceYield >= COPY_SLICE_BYTES) {
+        sinceYield = 0
+        payload.pause()
+        setImmediate(() => payload.resume())
+      }
+    }
+    payload.on('data', onData)
+    payload.on('end', finish)
+    payload.on('error', finish)
+    payload.resume()
+  })
+  if (shared !== null) return shared
+  if (size < BIG_BODY_BYTES) return Buffer.concat(chunks, size)
+  const body = Buffer.from(new SharedArrayBuffer(size))
+  let offset = 0
+  for (const chunk of chunks) {
+    for (let from = 0; from < chunk.length; from += COPY_SLICE_BYTES) {
+      offset += chunk.copy(body, offset, from, Math.min(chunk.length, from + COPY_SLICE_BYTES))
+      await yieldToLoop()
+    }
+  }
+  return body
+}
+
+/** Hex SHA-256 of `body`, hashed COPY_SLICE_BYTES at a time with a turn of the event loop between slices. */
+export async function sha256InSlices(body: Buffer): Promise<string> {
+  const hash = createHash('sha256')
+  for (let from = 0; from < body.length; from += COPY_SLICE_BYTES) {
+    if (from > 0) await yieldToLoop()
+    hash.update(body.subarray(from, from + COPY_SLICE_BYTES))
+  }
+  return hash.digest('hex')
+}

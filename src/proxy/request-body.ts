@@ -1,0 +1,157 @@
+/**
+ * The body stage of the pipeline: a request body read as one JSON object with no repeated key, its
+ * media and fetched-content scan, its loop fingerprint, and the bytes to forward once the adapter has
+ * edited it. A big body (BIG_BODY_BYTES or more) is parsed, checked and walked in the counting worker;
+ * the event loop parses only its small top-level members, and forwards the raw bytes with the edited
+ * members spliced in, so no step proportional to its size runs on the event loop.
+ */
+import { invalidRequest } from '../errors.js'
+import { findDuplicateKey } from '../http/json-keys.js'
+import { spliceMembers, type MemberEdit, type MemberSpan } from '../http/json-members.js'
+import { BIG_BODY_BYTES } from '../http/raw-body.js'
+import { fingerprintRequest } from '../loop/fingerprint.js'
+import { loopShapeName } from '../loop/shapes/index.js'
+import type { LoopFingerprint, LoopShape } from '../loop/types.js'
+import { isObject, type Json } from '../providers/body.js'
+import { scanBody, type BodyScan } from '../tokens/bound.js'
+import type { Inspection } from '../tokens/inspect-body.js'
+import type { TokenCounter } from '../tokens/worker.js'
+
+/** A top-level member of a big body up to this size is parsed on the event loop; a larger one on first read. */
+const MAX_EAGER_MEMBER_BYTES = 16 * 1024
+/** All eagerly parsed members of one big body together (~1 ms of parsing at most). */
+const MAX_EAGER_BYTES = 64 * 1024
+/** Top-level members a big body may have: no provider's request has more than a few dozen. */
+const MAX_BIG_BODY_MEMBERS = 1024
+
+export interface RequestBody {
+  /**
+   * The body as a JSON object, for the adapter to read and edit (`prepareBody`). Of a big body, a large
+   * top-level member is parsed when first read: the pipeline reads only small fields (model, caps, tools).
+   */
+  json: Json
+  raw: Buffer
+  /** Media parts and fetched content (`scanBody`), walked in slices or in the worker. */
+  scan(): Promise<BodyScan>
+  /** The loop fingerprint of the body as sent (before any edit). */
+  fingerprint(): LoopFingerprint | null
+  /** The bytes to forward after `json` was edited: re-serialized, or (big body) `raw` with the edited members spliced in. */
+  edited(): Promise<Buffer>
+}
+
+/** Reads `raw` for a route whose conversation has `shape`; throws invalid_request for a body the proxy cannot meter. */
+export async function readRequestBody(raw: Buffer, shape: LoopShape | null, counter: TokenCounter): Promise<RequestBody> {
+  if (raw.length < BIG_BODY_BYTES) return readSmall(raw, shape)
+  const name = shape === null ? null : loopShapeName(shape)
+  // A shape the worker does not know, or a worker that cannot answer: read it here (correct, not sliced).
+  const inspection = shape !== null && name === null ? null : await counter.inspect(raw, name)
+  if (inspection === null) return readSmall(raw, shape)
+  return readBig(raw, inspection)
+}
+
+async function readSmall(raw: Buffer, shape: LoopShape | null): Promise<RequestBody> {
+  const json = parseJsonBody(raw)
+  refuseDuplicate(await findDuplicateKey(raw))
+  return {
+    json,
+    raw,
+    scan: () => scanBody(json),
+    fingerprint: () => fingerprintRequest(shape, json),
+    edited: async () => Buffer.from(JSON.stringify(json)),
+  }
+}
+
+function readBig(raw: Buffer, inspection: Inspection): RequestBody {
+  if (!inspection.ok) {
+    if (inspection.problem === 'duplicate_key') refuseDuplicate(inspection.key)
+    throw inspection.problem === 'not_json' ? notJson() : notObject()
+  }
+  const { members, scan, fingerprint } = inspection
+  if (members.length > MAX_BIG_BODY_MEMBERS) throw invalidRequest(`a request body of 1 MiB or more may have at most ${MAX_BIG_BODY_MEMBERS} top-level fields`)
+  const json: Json = {}
+  const before = new Map<string, string>()
+  const materialized = new Set<string>()
+  let eagerBytes = 0
+  for (const member of members) {
+    const size = member.valueEnd - member.valueStart
+    const parse = (): unknown => JSON.parse(raw.toString('utf8', member.valueStart, member.valueEnd))
+    if (size <= MAX_EAGER_MEMBER_BYTES && eagerBytes + size <= MAX_EAGER_BYTES) {
+      eagerBytes += size
+      const value = parse()
+      before.set(member.key, JSON.stringify(value))
+      Object.defineProperty(json, member.key, { value, writable: true, enumerable: true, configurable: true })
+      continue
+    }
+    let value: unknown
+    Object.defineProperty(json, member.key, {
+      enumerable: true,
+      configurable: true,
+      get() {
+        if (!materialized.has(member.key)) value = parse()
+        materialized.add(member.key)
+        return value
+      },
+      set(next: unknown) {
+        Object.defineProperty(json, member.key, { value: next, writable: true, enumerable: true, configurable: true })
+      },
+    })
+  }
+  return {
+    json,
+    raw,
+    scan: async () => scan,
+    fingerprint: () => fingerprint,
+    async edited() {
+      const edits = memberEdits(json, members, before, materialized)
+      return edits.length === 0 ? raw : spliceMembers(raw, members, edits)
+    },
+  }
+}
+
+/**
+ * What changed in `json` since it was read: members set to a new value, removed or added. A large member
+ * still behind its lazy getter is unchanged unless it was read (it may have been edited in place).
+ */
+function memberEdits(json: Json, members: readonly MemberSpan[], before: Map<string, string>, materialized: Set<string>): MemberEdit[] {
+  const edits: MemberEdit[] = []
+  const original = new Set<string>()
+  for (const { key } of members) {
+    original.add(key)
+    const descriptor = Object.getOwnPropertyDescriptor(json, key)
+    if (descriptor === undefined) {
+      edits.push({ key, json: null })
+      continue
+    }
+    if (descriptor.get !== undefined && !materialized.has(key)) continue
+    const text = JSON.stringify(descriptor.get !== undefined ? json[key] : descriptor.value) as string | undefined
+    if (text === undefined) edits.push({ key, json: null })
+    else if (text !== before.get(key)) edits.push({ key, json: text })
+  }
+  for (const key of Object.keys(json)) {
+    if (original.has(key)) continue
+    const text = JSON.stringify(json[key]) as string | undefined
+    if (text !== undefined) edits.push({ key, json: text })
+  }
+  return edits
+}
+
+/** The request body as a JSON object; invalid_request otherwise. */
+function parseJsonBody(raw: Buffer): Json {
+  if (raw.length === 0) throw invalidRequest('the request needs a JSON body')
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(raw.toString('utf8'))
+  } catch {
+    throw notJson()
+  }
+  if (!isObject(parsed)) throw notObject()
+  return parsed
+}
+
+// A repeated key could be read either way by the provider: refuse rather than guess which one it keeps.
+function refuseDuplicate(key: string | null): void {
+  if (key !== null) throw invalidRequest(`the JSON key '${key.slice(0, 64)}' appears twice in one object; send each key once`)
+}
+
+const notJson = () => invalidRequest('the request body is not valid JSON')
+const notObject = () => invalidRequest('the request body must be a JSON object')

@@ -1,0 +1,130 @@
+import { afterAll, describe, expect, it } from 'vitest'
+import { ProxyError } from '../../src/errors.js'
+import { BIG_BODY_BYTES } from '../../src/http/raw-body.js'
+import { createAnthropicAdapter } from '../../src/providers/anthropic.js'
+import { createAzureAdapter } from '../../src/providers/azure.js'
+import { createBedrockAdapter } from '../../src/providers/bedrock.js'
+import { createGeminiAdapter } from '../../src/providers/gemini.js'
+import { createMistralAdapter } from '../../src/providers/mistral.js'
+import { createOpenAiAdapter } from '../../src/providers/openai.js'
+import type { ProviderAdapter, RouteMatch } from '../../src/providers/types.js'
+import { readRequestBody } from '../../src/proxy/request-body.js'
+import { createTokenCounter, type TokenCounter } from '../../src/tokens/worker.js'
+
+// A big body (1 MiB or more) is read in the counting worker: every fact the pipeline takes from it is the
+// one the small path (everything on the event loop) takes from the same bytes, and the bytes forwarded
+// after the adapter's edits read as the small path's re-serialized body.
+
+const worker = createTokenCounter()
+afterAll(() => worker.close())
+/** The same worker with no big-body reading: readRequestBody falls back to the small path. */
+const smallOnly: TokenCounter = { ...worker, inspect: async () => null }
+
+const PAD = 'The quick brown fox jumps over the lazy dog, ünïcödé 🦊 and "quotes" \\ too. '.repeat(Math.ceil(BIG_BODY_BYTES / 70))
+const image = { type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } }
+const tools = [{ type: 'function', function: { name: 'search', parameters: { type: 'object' } } }]
+const chat = (extra: Record<string, unknown>) => ({
+  model: 'gpt-4o',
+  stream: true,
+  max_tokens: 900,
+  messages: [
+    { role: 'system', content: 'be brief' },
+    { role: 'user', content: [{ type: 'text', text: PAD }, image] },
+    { role: 'assistant', content: 'ok' },
+    ...Array.from({ length: 2000 }, (_, i) => ({ role: i % 2 === 0 ? 'user' : 'assistant', content: `step ${i}` })),
+  ],
+  tools,
+  ...extra,
+})
+
+const cases: Array<[string, ProviderAdapter, string, Record<string, unknown>]> = [
+  ['openai chat', createOpenAiAdapter({ baseUrl: 'http://u', apiKey: null }), '/v1/chat/completions', chat({ n: 2 })],
+  ['openai responses', createOpenAiAdapter({ baseUrl: 'http://u', apiKey: null }), '/v1/responses', { model: 'gpt-4o', stream: true, instructions: 'be brief', max_output_tokens: 900, input: [{ role: 'user', content: [{ type: 'input_text', text: PAD }, { type: 'input_image', image_url: 'data:,' }] }] }],
+  ['openai embeddings', createOpenAiAdapter({ baseUrl: 'http://u', apiKey: null }), '/v1/embeddings', { model: 'text-embedding-3-small', input: [PAD, 'short'] }],
+  ['azure chat', createAzureAdapter({ endpoint: 'http://u', apiKey: null }), '/openai/deployments/my-gpt4o/chat/completions', chat({ model: undefined })],
+  ['mistral chat', createMistralAdapter({ baseUrl: 'http://u', apiKey: null }), '/v1/chat/completions', chat({ model: 'mistral-large-latest', safe_prompt: true })],
+  [
+    'anthropic messages',
+    createAnthropicAdapter({ baseUrl: 'http://u', apiKey: null }),
+    '/v1/messages',
+    { model: 'claude-sonnet-4-5', max_tokens: 900, stream: true, system: 'be brief', tools: [{ name: 'search', input_schema: { type: 'object' } }], messages: [{ role: 'user', content: [{ type: 'text', text: PAD }, { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'AAAA' } }] }, { role: 'assistant', content: 'ok' }, { role: 'user', content: 'go on' }] },
+  ],
+  [
+    'gemini',
+    createGeminiAdapter({ baseUrl: 'http://u', apiKey: null }),
+    '/v1beta/models/gemini-2.5-flash:generateContent',
+    { contents: [{ role: 'user', parts: [{ text: PAD }, { inlineData: { mimeType: 'image/png', data: 'AAAA' } }] }, { role: 'model', parts: [{ text: 'ok' }] }], systemInstruction: { parts: [{ text: 'be brief' }] }, generationConfig: { maxOutputTokens: 900, candidateCount: 1 } },
+  ],
+  [
+    'bedrock converse',
+    createBedrockAdapter({ baseUrl: 'http://u', apiKey: null, aws: null, region: 'us-east-1' }),
+    '/model/amazon.nova-pro-v1:0/converse-stream',
+    { messages: [{ role: 'user', content: [{ text: PAD }, { image: { format: 'png', source: { bytes: 'AAAA' } } }] }], system: [{ text: 'be brief' }], inferenceConfig: { maxTokens: 900 } },
+  ],
+]
+
+/** Everything the pipeline takes from a body, in order, then the bytes it forwards after lowering the cap to 50. */
+async function facts(adapter: ProviderAdapter, route: RouteMatch, path: string, raw: Buffer, counter: TokenCounter) {
+  const read = await readRequestBody(raw, adapter.loopShape?.(route) ?? null, counter)
+  const body = read.json
+  const described = adapter.describe(route, body)
+  const scan = await read.scan()
+  const seen = {
+    described,
+    hides: adapter.hidesReasoning?.(route, body, false) ?? null,
+    referenced: adapter.referencedInput?.(route, body, {}) ?? null,
+    scan,
+    bound: adapter.boundInputTokens(route, body, raw, 258, scan.mediaParts),
+    fingerprint: read.fingerprint(),
+    exact: JSON.stringify(adapter.exactInput(route, path, body, described.model)),
+  }
+  const changed = adapter.prepareBody(route, body, described, 50)
+  return { seen, changed, forwarded: JSON.parse((changed ? await read.edited() : raw).toString('utf8')) as unknown, read }
+}
+
+describe('big request bodies', () => {
+  it.each(cases)('%s: the facts and the forwarded body are the small path’s', async (_name, adapter, path, body) => {
+    const raw = Buffer.from(JSON.stringify(body))
+    expect(raw.length).toBeGreaterThanOrEqual(BIG_BODY_BYTES)
+    const route = adapter.findRoute('POST', path, new URLSearchParams('api-version=2024-10-21')) as RouteMatch
+    const big = await facts(adapter, route, path, raw, worker)
+    const small = await facts(adapter, route, path, raw, smallOnly)
+    // The big path ran (its large members parse on first read), and found a conversation where the route has one.
+    expect(Object.values(Object.getOwnPropertyDescriptors(big.read.json)).some((d) => d.get !== undefined)).toBe(true)
+    expect(Object.values(Object.getOwnPropertyDescriptors(small.read.json)).some((d) => d.get !== undefined)).toBe(false)
+    if (adapter.loopShape?.(route)) expect(big.seen.fingerprint).not.toBeNull()
+    expect(big.seen).toEqual(small.seen)
+    expect(big.changed).toBe(small.changed)
+    expect(big.forwarded).toEqual(small.forwarded)
+    // The big path forwards the client's bytes with only the edited members spliced in.
+    if (big.changed) expect(Buffer.from(JSON.stringify(big.forwarded)).length).toBeLessThan(raw.length + 200)
+  }, 60_000)
+
+  it('refuses a repeated key at any depth, invalid JSON and a body that is not an object, as the small path does', async () => {
+    const shape = createOpenAiAdapter({ baseUrl: 'http://u', apiKey: null }).loopShape?.({ operation: 'chat', pathModel: null, pathStream: null }) ?? null
+    const bodies = [
+      `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"${'x'.repeat(BIG_BODY_BYTES)}","type":"input_file"}]}]}`,
+      `{"model":"m","stream":false,"messages":[{"role":"user","content":"${'x'.repeat(BIG_BODY_BYTES)}"}],"str\\u0065am":true}`,
+      `{"model":"m","messages":[{"role":"user","content":"${'x'.repeat(BIG_BODY_BYTES)}"}]`,
+      `[{"model":"m","messages":[{"role":"user","content":"${'x'.repeat(BIG_BODY_BYTES)}"}]}]`,
+    ]
+    for (const text of bodies) {
+      const raw = Buffer.from(text)
+      const refusal = (counter: TokenCounter) => readRequestBody(raw, shape, counter).then(() => null, (error: unknown) => error)
+      const [big, small] = [await refusal(worker), await refusal(smallOnly)]
+      expect(big).toBeInstanceOf(ProxyError)
+      expect((big as ProxyError).message).toBe((small as ProxyError).message)
+    }
+  }, 60_000)
+
+  it('parses large members on the event loop only when they are read, and forwards an unedited body as it came', async () => {
+    const raw = Buffer.from(JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: PAD }], max_tokens: 10 }))
+    const read = await readRequestBody(raw, null, worker)
+    expect(Object.keys(read.json)).toEqual(['model', 'messages', 'max_tokens'])
+    expect(Object.getOwnPropertyDescriptor(read.json, 'messages')?.get).toBeTypeOf('function')
+    expect(Object.getOwnPropertyDescriptor(read.json, 'model')?.value).toBe('gpt-4o')
+    expect(await read.edited()).toBe(raw)
+    read.json.max_tokens = 5
+    expect((await read.edited()).toString('utf8')).toBe(raw.toString('utf8').replace('"max_tokens":10', '"max_tokens":5'))
+  }, 60_000)
+})
