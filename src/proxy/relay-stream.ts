@@ -58,8 +58,7 @@ export function createStreamRelay(deps: ForwardDeps) {
     const slice = tokensCost(config.streamSliceTokens, price.outputPer1M)
     reply.hijack()
     reply.raw.writeHead(response.status, headers as Record<string, string>)
-    // Headers go out now, not with the first whole event: the client learns at once that its stream began.
-    reply.raw.flushHeaders()
+    flushHeadersSoon(reply.raw, response.body.readableLength > 0)
     deps.metrics.streamStarted()
     const result = await meterStream({
       stopSignal: deps.shutdown,
@@ -106,6 +105,23 @@ export function createStreamRelay(deps: ForwardDeps) {
   }
 
   return relayStream
+}
+
+/**
+ * The client learns at once that its stream began. When the upstream's first bytes came with its headers
+ * (already buffered), the headers leave with the first event in one write, as the provider sent them: one
+ * socket write (and one client wake-up) fewer before the first byte. If that event is not written in this
+ * turn of the event loop (incomplete, or waiting for an extension), the headers go out alone at its end.
+ */
+function flushHeadersSoon(raw: { flushHeaders(): void; readonly destroyed: boolean; readonly writableEnded: boolean }, bodyBuffered: boolean): void {
+  const flush = (): void => {
+    // Node's HTTP/1 response marks headers that left with a write (flushing again would cost an empty write);
+    // HTTP/2's compatibility response has no mark and its flushHeaders is a no-op once they are sent.
+    if ((raw as { _headerSent?: boolean })._headerSent === true) return
+    if (!raw.destroyed && !raw.writableEnded) raw.flushHeaders()
+  }
+  if (bodyBuffered) setImmediate(flush)
+  else flush()
 }
 
 /**
