@@ -4,7 +4,7 @@ import { budgetUnavailable, upstreamUnreachable } from '../errors.js'
 import type { Micros } from '../money.js'
 import { microsToUsd } from '../money.js'
 import { costMicros, tokensCost } from '../pricing/cost.js'
-import { guardEventLimit } from '../stream/limits.js'
+import { UpstreamTooLargeError } from '../stream/limits.js'
 import { meterStream } from '../stream/meter.js'
 import { createOutputCounter } from '../tokens/output-counter.js'
 import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
@@ -26,8 +26,7 @@ export function createStreamRelay(deps: ForwardDeps) {
     settle: (actual: Micros, outcome: string) => Promise<void>,
   ): Promise<void> {
     const { reply, adapter, route, facts, price, plan, reservation, summary } = f
-    const guarded = guardEventLimit(adapter.createStreamParser(route, createOutputCounter(price.tokenizer)))
-    const parser = guarded.parser
+    const parser = adapter.createStreamParser(route, createOutputCounter(price.tokenizer))
     // A count (or estimate) never passes the request's cap: the provider stops there, whatever the count says.
     const cap = facts.maxOutputTokens
     const outputTokens = (): number => {
@@ -100,8 +99,9 @@ export function createStreamRelay(deps: ForwardDeps) {
     // whole hold (the request's worst case) is what may have been spent. So is an event past the size
     // limit: what the provider generated beyond it is unknown.
     const unreported = price.hiddenReasoning && parser.reported().outputTokens === undefined
-    if (guarded.overflowed()) summary.cause = 'upstream stream event above the size limit'
-    await settle(unreported || guarded.overflowed() ? Math.max(reservation.reservedMicros, cost()) : cost(), result.outcome)
+    const overflowed = result.thrown instanceof UpstreamTooLargeError
+    if (overflowed) summary.cause = 'upstream stream event above the size limit'
+    await settle(unreported || overflowed ? Math.max(reservation.reservedMicros, cost()) : cost(), result.outcome)
   }
 
   return relayStream
