@@ -130,32 +130,36 @@ export async function infoLogging(ctx) {
   }
 }
 
-/** (b) Streams: added time to first byte, and the proxy's CPU per relayed and metered chunk. */
+/**
+ * (b) Streams: added time to first byte (beside the floor's, bench/floor.mjs, when `ctx.floor` is set: the
+ * same store round trip before forwarding), and the proxy's CPU per relayed and metered chunk.
+ */
 export async function streams(ctx) {
   const pair = requestPair(ctx.key, streamBody(64))
+  pair.floor = pair.proxied
   const rate = 100
   const durationMs = ctx.quick ? 1_500 : 3_000
   await ctx.fake.reset({ chunks: 20, chunkDelayMs: 5, word: ' tok' })
-  const pools = { proxied: createPool(ctx.proxy.url, 256), direct: createPool(ctx.fake.url, 256) }
+  const origins = { direct: ctx.fake.url, proxied: ctx.proxy.url, ...(ctx.floor ? { floor: ctx.floor.url } : {}) }
+  const names = Object.keys(origins)
+  const pools = Object.fromEntries(names.map((side) => [side, createPool(origins[side], 256)]))
   const ttfb = []
   try {
-    for (const side of ['direct', 'proxied']) {
-      const origin = side === 'direct' ? ctx.fake.url : ctx.proxy.url
-      await openLoop({ origin, request: pair[side], rate, durationMs: 1_000, pool: pools[side] })
-    }
+    for (const side of names) await openLoop({ origin: origins[side], request: pair[side], rate, durationMs: 1_000, pool: pools[side] })
     for (let t = 0; t < ctx.trials; t++) {
       const trial = { quiet: await quiet(ctx) }
-      for (const side of t % 2 === 0 ? ['direct', 'proxied'] : ['proxied', 'direct']) {
+      for (const side of names.map((_, i) => names[(i + t) % names.length])) {
         await sleep(300)
-        const origin = side === 'direct' ? ctx.fake.url : ctx.proxy.url
-        trial[side] = slim(await openLoop({ origin, request: pair[side], rate, durationMs, pool: pools[side] }))
+        trial[side] = slim(await openLoop({ origin: origins[side], request: pair[side], rate, durationMs, pool: pools[side] }))
       }
       trial.added = added(trial.direct.ttfbMs, trial.proxied.ttfbMs)
+      if (trial.floor !== undefined) trial.floorAdded = added(trial.direct.ttfbMs, trial.floor.ttfbMs)
       ttfb.push(trial)
-      ctx.log(`  streams ttfb trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms`)
+      const vsFloor = trial.floor === undefined ? '' : `; floor added p50 ${fmt(trial.floorAdded.p50)} ms, p99 ${fmt(trial.floorAdded.p99)} ms`
+      ctx.log(`  streams ttfb trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms${vsFloor}`)
     }
   } finally {
-    await Promise.all([pools.proxied.close(), pools.direct.close()])
+    await Promise.all(Object.values(pools).map((p) => p.close()))
   }
 
   // CPU per chunk: K streams of M_HI chunks minus K streams of M_LO chunks, divided by the chunk difference;

@@ -24,6 +24,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
     loggerInstance: options.logger as FastifyBaseLogger,
     // The pipeline writes one summary line per request itself.
     logController: new LogController({ disableRequestLogging: true }),
+    // No child logger per request (a pino child and its bindings for every request): nothing logs a request id.
+    childLoggerFactory: (logger) => logger,
     bodyLimit: options.config.maxBodyBytes,
     // Proxy paths carry provider syntax such as `models/gemini-pro:generateContent`.
     routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 1000 },

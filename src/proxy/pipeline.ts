@@ -186,7 +186,8 @@ export function createPipeline(deps: PipelineDeps) {
     } finally {
       summary.status ??= reply.raw.statusCode
       const ms = performance.now() - started
-      deps.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
+      // Built only when written: at warn (production) the line's object would be garbage on every request.
+      if (deps.logger.isLevelEnabled('info')) deps.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
       recordRequest(deps.metrics, summary, ms)
       recordEventLater(deps.keys, deps.metrics, summary, new Date(now()))
       deps.inflight.end()

@@ -4,7 +4,7 @@ import { budgetUnavailable, upstreamUnreachable } from '../errors.js'
 import type { Micros } from '../money.js'
 import { microsToUsd } from '../money.js'
 import { costMicros, tokensCost } from '../pricing/cost.js'
-import { guardEventLimit } from '../stream/limits.js'
+import { UpstreamTooLargeError } from '../stream/limits.js'
 import { meterStream } from '../stream/meter.js'
 import { createOutputCounter } from '../tokens/output-counter.js'
 import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
@@ -26,8 +26,7 @@ export function createStreamRelay(deps: ForwardDeps) {
     settle: (actual: Micros, outcome: string) => Promise<void>,
   ): Promise<void> {
     const { reply, adapter, route, facts, price, plan, reservation, summary } = f
-    const guarded = guardEventLimit(adapter.createStreamParser(route, createOutputCounter(price.tokenizer)))
-    const parser = guarded.parser
+    const parser = adapter.createStreamParser(route, createOutputCounter(price.tokenizer))
     // A count (or estimate) never passes the request's cap: the provider stops there, whatever the count says.
     const cap = facts.maxOutputTokens
     const outputTokens = (): number => {
@@ -58,8 +57,7 @@ export function createStreamRelay(deps: ForwardDeps) {
     const slice = tokensCost(config.streamSliceTokens, price.outputPer1M)
     reply.hijack()
     reply.raw.writeHead(response.status, headers as Record<string, string>)
-    // Headers go out now, not with the first whole event: the client learns at once that its stream began.
-    reply.raw.flushHeaders()
+    flushHeadersSoon(reply.raw, response.body.readableLength > 0)
     deps.metrics.streamStarted()
     const result = await meterStream({
       stopSignal: deps.shutdown,
@@ -101,11 +99,29 @@ export function createStreamRelay(deps: ForwardDeps) {
     // whole hold (the request's worst case) is what may have been spent. So is an event past the size
     // limit: what the provider generated beyond it is unknown.
     const unreported = price.hiddenReasoning && parser.reported().outputTokens === undefined
-    if (guarded.overflowed()) summary.cause = 'upstream stream event above the size limit'
-    await settle(unreported || guarded.overflowed() ? Math.max(reservation.reservedMicros, cost()) : cost(), result.outcome)
+    const overflowed = result.thrown instanceof UpstreamTooLargeError
+    if (overflowed) summary.cause = 'upstream stream event above the size limit'
+    await settle(unreported || overflowed ? Math.max(reservation.reservedMicros, cost()) : cost(), result.outcome)
   }
 
   return relayStream
+}
+
+/**
+ * The client learns at once that its stream began. When the upstream's first bytes came with its headers
+ * (already buffered), the headers leave with the first event in one write, as the provider sent them: one
+ * socket write (and one client wake-up) fewer before the first byte. If that event is not written in this
+ * turn of the event loop (incomplete, or waiting for an extension), the headers go out alone at its end.
+ */
+function flushHeadersSoon(raw: { flushHeaders(): void; readonly destroyed: boolean; readonly writableEnded: boolean }, bodyBuffered: boolean): void {
+  const flush = (): void => {
+    // Node's HTTP/1 response marks headers that left with a write (flushing again would cost an empty write);
+    // HTTP/2's compatibility response has no mark and its flushHeaders is a no-op once they are sent.
+    if ((raw as { _headerSent?: boolean })._headerSent === true) return
+    if (!raw.destroyed && !raw.writableEnded) raw.flushHeaders()
+  }
+  if (bodyBuffered) setImmediate(flush)
+  else flush()
 }
 
 /**

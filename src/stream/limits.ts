@@ -1,5 +1,3 @@
-import type { StreamParser } from '../providers/types.js'
-
 /**
  * What a malicious or broken upstream can make the proxy hold: one unterminated event of a stream, or one
  * non-streamed body. Past either the answer is ended like an upstream failure and the whole hold is charged.
@@ -17,46 +15,5 @@ export class UpstreamTooLargeError extends Error {
     super(`${what} above the ${limitBytes}-byte limit`)
     this.name = 'UpstreamTooLargeError'
     this.limitBytes = limitBytes
-  }
-}
-
-/** A stream parser that remembers whether its framer gave up on an event past the limit. */
-export interface GuardedParser {
-  parser: StreamParser
-  /** True once an event went past the limit: the provider may have billed far more than was seen. */
-  overflowed(): boolean
-}
-
-/** Wraps `parser` so an UpstreamTooLargeError its framer throws is remembered (and still thrown). */
-export function guardEventLimit(parser: StreamParser): GuardedParser {
-  let overflowed = false
-  const note = (error: unknown): never => {
-    if (error instanceof UpstreamTooLargeError) overflowed = true
-    throw error
-  }
-  const frames = parser.frames?.bind(parser)
-  return {
-    parser: {
-      ...parser,
-      push: (chunk) => {
-        try {
-          return parser.push(chunk)
-        } catch (error) {
-          return note(error)
-        }
-      },
-      ...(frames === undefined
-        ? {}
-        : {
-            *frames(chunk: Buffer) {
-              try {
-                yield* frames(chunk)
-              } catch (error) {
-                note(error)
-              }
-            },
-          }),
-    },
-    overflowed: () => overflowed,
   }
 }

@@ -38,6 +38,8 @@ export interface MeterResult {
   outcome: StreamOutcome
   /** The error the stream was ended with (cutoff or upstream failure). */
   error: ErrorInfo | null
+  /** What the upstream side threw, when it broke (a transport error, or a framer's UpstreamTooLargeError). */
+  thrown?: unknown
 }
 
 /**
@@ -98,10 +100,10 @@ export async function meterStream(options: MeterOptions): Promise<MeterResult> {
     }
     client.end()
     return { outcome: 'completed', error: null }
-  } catch {
-    if (clientClosed) return { outcome: 'client_closed', error: null }
-    if (stopped && options.stopError) return cut(options.stopError(), 'shutdown')
-    return cut(options.upstreamFailure(), 'upstream_failed')
+  } catch (thrown) {
+    if (clientClosed) return { outcome: 'client_closed', error: null, thrown }
+    if (stopped && options.stopError) return { ...cut(options.stopError(), 'shutdown'), thrown }
+    return { ...cut(options.upstreamFailure(), 'upstream_failed'), thrown }
   } finally {
     client.off('close', onClientClose)
     options.stopSignal?.removeEventListener('abort', onStop)

@@ -21,6 +21,8 @@ export interface SseFramer {
 const LF = 0x0a
 const CR = 0x0d
 const EMPTY = Buffer.alloc(0)
+// One options object for every decode: an event's text may end mid-character, the rest comes with the next.
+const STREAMING = { stream: true }
 
 /**
  * `maxEventBytes` caps one event: an upstream that sends more without ending it makes `push`/`frames`
@@ -40,7 +42,7 @@ export function createSseFramer(onEvent: (event: EventSourceMessage) => void, ma
   let afterCr = false
 
   function emit(bytes: Buffer): void {
-    if (bytes.length > 0) parser.feed(decoder.decode(bytes, { stream: true }))
+    if (bytes.length > 0) parser.feed(decoder.decode(bytes, STREAMING))
   }
 
   /** Index in `part` of the last byte of the first complete event, or -1. */
