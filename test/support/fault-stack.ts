@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, beforeEach } from 'vitest'
 import { preloadEncoding } from '../../src/tokens/tiktoken.js'
+import { sharedTokenCounter } from '../../src/tokens/worker.js'
 import { startFaultUpstream, type FaultPlan, type FaultUpstream } from './fault-upstream.js'
 import { startProxy, type TestProxy } from './proxy.js'
 import { startRedis, type StartRedisOptions, type TestRedis } from './redis.js'
@@ -34,6 +35,9 @@ export function useFaultStack(options: FaultStackOptions): FaultStack {
   beforeAll(async () => {
     // The proxy runs in this process and counts output with o200k: built first, so no stream meets the byte fallback.
     await preloadEncoding('o200k_base')
+    // Its counting worker builds its own o200k on the first input count; on a loaded machine that first build can
+    // outlast the count's timeout, and the request is charged its bound (by design): built first, here too.
+    await sharedTokenCounter().warm(['o200k_base'])
     stack.redis = await startRedis(options.redis)
     stack.upstream = await startFaultUpstream()
     stack.proxy = await startProxy({ REDIS_URL: stack.redis.url, LOOPERS_OPENAI_BASE_URL: stack.upstream.url, ...options.env })
