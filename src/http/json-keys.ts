@@ -46,7 +46,7 @@ function seen(frame: NonNullable<Frame>, key: string): boolean {
 }
 
 /** The index of the quote that closes the string opened at `start`, skipping escaped quotes; -1 if none. */
-function stringEnd(raw: Buffer, start: number): number {
+export function stringEnd(raw: Buffer, start: number): number {
   let end = raw.indexOf(QUOTE, start + 1)
   while (end > 0) {
     let slashes = 0

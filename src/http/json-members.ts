@@ -1,4 +1,5 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
+import { stringEnd } from './json-keys.js'
 
 /**
  * The top-level members of a JSON object body as byte spans of its raw bytes, and the edit of some of them
@@ -17,7 +18,6 @@ export interface MemberSpan {
 }
 
 const QUOTE = 0x22
-const BACKSLASH = 0x5c
 const OPEN_OBJECT = 0x7b
 const CLOSE_OBJECT = 0x7d
 const OPEN_ARRAY = 0x5b
@@ -34,14 +34,9 @@ function skipSpace(raw: Buffer, i: number): number {
 
 /** One past the quote that closes the string opened at `start`. */
 function afterString(raw: Buffer, start: number): number {
-  let end = raw.indexOf(QUOTE, start + 1)
-  while (end > 0) {
-    let slashes = 0
-    for (let k = end - 1; k > start && raw[k] === BACKSLASH; k--) slashes++
-    if (slashes % 2 === 0) return end + 1
-    end = raw.indexOf(QUOTE, end + 1)
-  }
-  throw new SyntaxError('unterminated string')
+  const end = stringEnd(raw, start)
+  if (end < 0) throw new SyntaxError('unterminated string')
+  return end + 1
 }
 
 /** One past the value that starts at `start` (a string, a container, or a literal up to `,` `}` `]`). */

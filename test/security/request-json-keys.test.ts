@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { findDuplicateKey, SCAN_SLICE_STEPS } from '../../src/http/json-keys.js'
+import { countLoopTurns } from '../support/event-loop-turns.js'
 
 // Issue 13, finding 1: the scanner behind the refusal of repeated JSON keys, and its cost on a 10 MiB body.
 
@@ -15,15 +16,9 @@ describe('duplicate-key scanner', () => {
     const messages = Array.from({ length: 60_000 }, (_, i) => ({ role: 'user', content: [{ type: 'text', text: `message ${i} ${'x'.repeat(120)}` }] }))
     const raw = Buffer.from(JSON.stringify({ model: 'gpt-test', messages }))
     expect(raw.length).toBeGreaterThan(9 * 1024 * 1024)
-    let ticks = 0
-    let stop = false
-    const tick = (): void => {
-      ticks++
-      if (!stop) setImmediate(tick)
-    }
-    setImmediate(tick)
+    const stopCounting = countLoopTurns()
     expect(await findDuplicateKey(raw)).toBeNull()
-    stop = true
+    const ticks = stopCounting()
     // At least one turn of the event loop per 256 KiB slice: other requests run while it scans.
     expect(ticks).toBeGreaterThanOrEqual(Math.floor(raw.length / (1 << 18)) - 1)
   })
@@ -33,15 +28,9 @@ describe('duplicate-key scanner', () => {
     const messages = Array.from({ length: 200_000 }, (_, i) => ({ role: 'user', content: `hi ${i}`, n: i }))
     const raw = Buffer.from(JSON.stringify({ model: 'gpt-test', messages }))
     const keys = 2 + 3 * messages.length
-    let ticks = 0
-    let stop = false
-    const tick = (): void => {
-      ticks++
-      if (!stop) setImmediate(tick)
-    }
-    setImmediate(tick)
+    const stopCounting = countLoopTurns()
     expect(await findDuplicateKey(raw)).toBeNull()
-    stop = true
+    const ticks = stopCounting()
     // Every key is at least one step: one turn of the event loop per 4,096 keys at the least (the old
     // byte-only slices gave 36 turns for these 600,002 keys).
     expect(SCAN_SLICE_STEPS).toBeLessThanOrEqual(4096)

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { spliceMembers, topLevelMembers, type MemberEdit } from '../../src/http/json-members.js'
+import { countLoopTurns } from '../support/event-loop-turns.js'
 
 // Big bodies are forwarded as the bytes the meter read, with only the edited top-level members replaced.
 
@@ -48,15 +49,9 @@ describe('member splice', () => {
 
   it('copies a 10 MiB body in slices that leave the event loop free', async () => {
     const big = Buffer.from(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x'.repeat(10 * 1024 * 1024) }], max_tokens: 900 }))
-    let ticks = 0
-    let stop = false
-    const tick = (): void => {
-      ticks++
-      if (!stop) setImmediate(tick)
-    }
-    setImmediate(tick)
+    const stopCounting = countLoopTurns()
     const out = await spliceMembers(big, topLevelMembers(big), [{ key: 'max_tokens', json: '16' }])
-    stop = true
+    const ticks = stopCounting()
     expect(out.length).toBe(big.length - 1)
     expect(out.subarray(0, 100).equals(big.subarray(0, 100))).toBe(true)
     // At least one turn of the event loop per 128 KiB copied.

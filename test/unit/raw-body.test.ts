@@ -4,6 +4,7 @@ import { PassThrough } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import { BIG_BODY_BYTES, readRawBody, sha256InSlices } from '../../src/http/raw-body.js'
 import { signRequest } from '../../src/providers/sigv4.js'
+import { countLoopTurns } from '../support/event-loop-turns.js'
 
 /** A request body stream sending `body` in 64 KiB chunks, with `content-length` when given. */
 function payload(body: Buffer, contentLength?: number): IncomingMessage {
@@ -39,15 +40,9 @@ describe('raw request bodies', () => {
   })
 
   it('hashes a big body in slices to the same SHA-256, and a signature over that hash is the one over the body', async () => {
-    let ticks = 0
-    let stop = false
-    const tick = (): void => {
-      ticks++
-      if (!stop) setImmediate(tick)
-    }
-    setImmediate(tick)
+    const stopCounting = countLoopTurns()
     const hash = await sha256InSlices(big)
-    stop = true
+    const ticks = stopCounting()
     expect(hash).toBe(createHash('sha256').update(big).digest('hex'))
     expect(ticks).toBeGreaterThanOrEqual(Math.floor(big.length / (1 << 17)) - 1)
     const request = { method: 'POST', path: '/model/m/converse', query: '', headers: { host: 'bedrock-runtime.us-east-1.amazonaws.com' }, body: big }
