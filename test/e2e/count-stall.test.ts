@@ -8,48 +8,17 @@
  * The big request's budget stops just short of its token count, so the count runs through ~95% of the body
  * and the request is then refused: the fake upstream (in this process) never parses 10 MiB mid-measurement.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest'
-import { createKeyAdmin } from '../../src/budget/redis/admin.js'
-import { createRedisClient, type RedisClient } from '../../src/budget/redis/redis-client.js'
-import type { KeyAdmin } from '../../src/budget/types.js'
+import { expect, it } from 'vitest'
 import { countChatTokens } from '../../src/tokens/tiktoken.js'
-import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
-import { startProxyProcess, type ProxyProcess } from '../support/proxy-process.js'
-import { waitReady } from '../support/proxy.js'
-import { startRedis, type TestRedis } from '../support/redis.js'
+import { useSpawnedOpenAiStack } from '../support/spawned-stack.js'
 
-let redis: TestRedis
-let fake: FakeOpenAi
-let proxy: ProxyProcess
-let client: RedisClient
-let admin: KeyAdmin
-
-beforeAll(async () => {
-  redis = await startRedis()
-  fake = await startFakeOpenAi()
-  proxy = await startProxyProcess({
-    REDIS_URL: redis.url,
-    LOOPERS_OPENAI_BASE_URL: fake.url,
-    LOOPERS_OPENAI_API_KEY: 'sk-upstream',
-    LOOPERS_MAX_BODY_BYTES: String(11 * 1024 * 1024),
-  })
-  client = createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 2_000 })
-  await waitReady(client)
-  admin = createKeyAdmin(client)
-}, 60_000)
-
-afterAll(async () => {
-  await proxy?.stop()
-  client?.disconnect()
-  await fake?.close()
-  await redis?.stop()
-})
+const stack = useSpawnedOpenAiStack(() => ({ LOOPERS_MAX_BODY_BYTES: String(11 * 1024 * 1024) }))
 
 const SMALL = JSON.stringify({ model: 'gpt-test', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] })
 
 async function small(key: string): Promise<{ ms: number; status: number }> {
   const started = performance.now()
-  const response = await fetch(`${proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: SMALL })
+  const response = await fetch(`${stack.proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: SMALL })
   await response.arrayBuffer()
   return { ms: performance.now() - started, status: response.status }
 }
@@ -77,25 +46,25 @@ function p99(results: Array<{ ms: number }>): number {
 
 it('counts a 10 MiB prompt off the event loop: small requests keep flowing and none gets a 503', async () => {
   // The small load repeats one request thousands of times: a loop by the guard's rule, so its key turns the guard off.
-  const smallKey = await admin.createKey('small', ['openai'], { unlimited: true, loopLimit: 0 })
-  const bigKey = await admin.createKey('big', ['openai'], { unlimited: true })
+  const smallKey = await stack.admin.createKey('small', ['openai'], { unlimited: true, loopLimit: 0 })
+  const bigKey = await stack.admin.createKey('big', ['openai'], { unlimited: true })
   const prompt = 'The quick brown fox jumps over the lazy dog while the budget holds. '.repeat(Math.floor((10 * 1024 * 1024) / 68))
   const bigBody = { model: 'gpt-test', max_tokens: 5, messages: [{ role: 'user', content: prompt }] }
   const tokens = countChatTokens(bigBody, 'gpt-test')
   // The byte bound (~10.5M) is refused at once; the exact count runs through 95% of the prompt before it stops.
-  await admin.setBudget(bigKey.record.hash, { limits: { daily: Math.floor(tokens * 0.95) } })
+  await stack.admin.setBudget(bigKey.record.hash, { limits: { daily: Math.floor(tokens * 0.95) } })
   const big = JSON.stringify(bigBody)
 
   // Warm-up: the proxy's paths, and the worker's encoder (built once, in the worker).
   await smallLoad(smallKey.key, forMs(500))
-  const warmKey = await admin.createKey('warm', ['openai'], { unlimited: true })
-  await admin.setBudget(warmKey.record.hash, { limits: { daily: 10 } })
-  await fetch(`${proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${warmKey.key}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...bigBody, messages: [{ role: 'user', content: 'x'.repeat(100) }] }) })
+  const warmKey = await stack.admin.createKey('warm', ['openai'], { unlimited: true })
+  await stack.admin.setBudget(warmKey.record.hash, { limits: { daily: 10 } })
+  await fetch(`${stack.proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${warmKey.key}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...bigBody, messages: [{ role: 'user', content: 'x'.repeat(100) }] }) })
   const baseline = await smallLoad(smallKey.key, forMs(2_000))
 
   let bigDone = false
   const bigStarted = performance.now()
-  const bigRequest = fetch(`${proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${bigKey.key}`, 'content-type': 'application/json' }, body: big })
+  const bigRequest = fetch(`${stack.proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${bigKey.key}`, 'content-type': 'application/json' }, body: big })
     .then(async (response) => ({ status: response.status, code: response.headers.get('x-loopers-error-code'), text: await response.text() }))
     .finally(() => (bigDone = true))
   const during = await smallLoad(smallKey.key, () => bigDone)
@@ -109,7 +78,7 @@ it('counts a 10 MiB prompt off the event loop: small requests keep flowing and n
   expect(answer.code).toBe('budget_exceeded')
   // A refusal at the bound answers once the body is parsed and scanned (~0.1 s for 10 MiB); the count takes several times that.
   expect(bigMs).toBeGreaterThan(300)
-  expect(fake.received.some((r) => r.raw.length > 1_000_000)).toBe(false)
+  expect(stack.fake.received.some((r) => r.raw.length > 1_000_000)).toBe(false)
   expect(during.length).toBeGreaterThan(50)
   expect(during.filter((r) => r.status !== 200)).toEqual([])
   expect(Math.max(...during.map((r) => r.ms))).toBeLessThan(Math.min(1_000, bigMs / 2))
