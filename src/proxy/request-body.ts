@@ -37,6 +37,11 @@ export interface RequestBody {
   fingerprint(): LoopFingerprint | null
   /** The bytes to forward after `json` was edited: re-serialized, or (big body) `raw` with the edited members spliced in. */
   edited(): Promise<Buffer>
+  /**
+   * The JSON text of top-level member `key` as it stands, undefined when absent: of a big body, a large
+   * member not read since is the client's bytes (a span of `raw`, never parsed); others are serialized.
+   */
+  member(key: string): Buffer | string | undefined
 }
 
 /** Reads `raw` for a route whose conversation has `shape`; throws invalid_request for a body the proxy cannot meter. */
@@ -58,6 +63,7 @@ async function readSmall(raw: Buffer, shape: LoopShape | null): Promise<RequestB
     scan: () => scanBody(json),
     fingerprint: () => fingerprintRequest(shape, json),
     edited: async () => Buffer.from(JSON.stringify(json)),
+    member: (key) => (Object.hasOwn(json, key) ? (JSON.stringify(json[key]) as string | undefined) : undefined),
   }
 }
 
@@ -104,6 +110,13 @@ function readBig(raw: Buffer, inspection: Inspection): RequestBody {
     async edited() {
       const edits = memberEdits(json, members, before, materialized)
       return edits.length === 0 ? raw : spliceMembers(raw, members, edits)
+    },
+    member(key) {
+      const descriptor = Object.getOwnPropertyDescriptor(json, key)
+      if (descriptor === undefined) return undefined
+      const span = descriptor.get !== undefined && !materialized.has(key) ? members.find((m) => m.key === key) : undefined
+      if (span !== undefined) return raw.subarray(span.valueStart, span.valueEnd)
+      return JSON.stringify(descriptor.get !== undefined ? json[key] : descriptor.value) as string | undefined
     },
   }
 }

@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it, vi } from 'vitest'
 import { ProxyError } from '../../src/errors.js'
 import { BIG_BODY_BYTES } from '../../src/http/raw-body.js'
 import { createAnthropicAdapter } from '../../src/providers/anthropic.js'
@@ -8,6 +8,7 @@ import { createGeminiAdapter } from '../../src/providers/gemini.js'
 import { createMistralAdapter } from '../../src/providers/mistral.js'
 import { createOpenAiAdapter } from '../../src/providers/openai.js'
 import type { ProviderAdapter, RouteMatch } from '../../src/providers/types.js'
+import { assembleCountBody } from '../../src/proxy/count-body.js'
 import { readRequestBody } from '../../src/proxy/request-body.js'
 import { createTokenCounter, type TokenCounter } from '../../src/tokens/worker.js'
 
@@ -61,25 +62,57 @@ const cases: Array<[string, ProviderAdapter, string, Record<string, unknown>]> =
     '/model/amazon.nova-pro-v1:0/converse-stream',
     { messages: [{ role: 'user', content: [{ text: PAD }, { image: { format: 'png', source: { bytes: 'AAAA' } } }] }], system: [{ text: 'be brief' }], inferenceConfig: { maxTokens: 900 } },
   ],
+  [
+    'bedrock invoke',
+    createBedrockAdapter({ baseUrl: 'http://u', apiKey: null, aws: null, region: 'us-east-1' }),
+    '/model/anthropic.claude-sonnet-4-5-v1:0/invoke',
+    { anthropic_version: 'bedrock-2023-05-31', max_tokens: 900, system: 'be brief', messages: [{ role: 'user', content: [{ type: 'text', text: PAD }] }, { role: 'assistant', content: 'ok' }] },
+  ],
 ]
+
+const pick = (body: Record<string, unknown>, fields: string[]) => Object.fromEntries(fields.filter((f) => body[f] !== undefined).map((f) => [f, body[f]]))
+/** The count requests the adapters built from parsed values before they were assembled from member spans. */
+const OBJECT_BUILT_COUNT: Record<string, (body: Record<string, unknown>) => unknown> = {
+  'anthropic messages': (body) => pick(body, ['model', 'messages', 'system', 'tools', 'tool_choice', 'thinking', 'mcp_servers']),
+  gemini: (body) => ({ generateContentRequest: { model: 'models/gemini-2.5-flash', ...pick(body, ['contents', 'systemInstruction', 'system_instruction', 'tools', 'toolConfig', 'tool_config']) } }),
+  'bedrock converse': (body) => ({ input: { converse: pick(body, ['messages', 'system', 'toolConfig', 'additionalModelRequestFields']) } }),
+  'bedrock invoke': (body) => ({ input: { invokeModel: { body: Buffer.from(JSON.stringify(body)).toString('base64') } } }),
+}
+
+/** The largest string `JSON.parse` was given while `run` ran: a big body's large members must not be parsed here. */
+async function largestParse<T>(run: () => Promise<T>): Promise<{ result: T; chars: number }> {
+  const spy = vi.spyOn(JSON, 'parse')
+  try {
+    const result = await run()
+    return { result, chars: Math.max(0, ...spy.mock.calls.map(([text]) => String(text).length)) }
+  } finally {
+    spy.mockRestore()
+  }
+}
 
 /** Everything the pipeline takes from a body, in order, then the bytes it forwards after lowering the cap to 50. */
 async function facts(adapter: ProviderAdapter, route: RouteMatch, path: string, raw: Buffer, counter: TokenCounter) {
   const read = await readRequestBody(raw, adapter.loopShape?.(route) ?? null, counter)
   const body = read.json
-  const described = adapter.describe(route, body)
-  const scan = await read.scan()
-  const seen = {
-    described,
-    hides: adapter.hidesReasoning?.(route, body, false) ?? null,
-    referenced: adapter.referencedInput?.(route, body, {}) ?? null,
-    scan,
-    bound: adapter.boundInputTokens(route, body, raw, 258, scan.mediaParts),
-    fingerprint: read.fingerprint(),
-    exact: JSON.stringify(adapter.exactInput(route, path, body, described.model)),
-  }
-  const changed = adapter.prepareBody(route, body, described, 50)
-  return { seen, changed, forwarded: JSON.parse((changed ? await read.edited() : raw).toString('utf8')) as unknown, read }
+  // Every decision before forwarding, the count request included, reads only small members on the event loop.
+  const { result: seen, chars: parsedChars } = await largestParse(async () => {
+    const described = adapter.describe(route, body)
+    const scan = await read.scan()
+    const how = adapter.exactInput(route, path, body, described.model, undefined, scan)
+    return {
+      described,
+      hides: adapter.hidesReasoning?.(route, body, false) ?? null,
+      referenced: adapter.referencedInput?.(route, body, {}) ?? null,
+      scan,
+      bound: adapter.boundInputTokens(route, body, raw, 258, scan),
+      fingerprint: read.fingerprint(),
+      exact: JSON.stringify(how),
+      countRequest: how?.kind === 'endpoint' ? await assembleCountBody(how.body, read) : null,
+    }
+  })
+  const countRequest = seen.countRequest === null ? null : (JSON.parse(seen.countRequest.toString('utf8')) as unknown)
+  const changed = adapter.prepareBody(route, body, seen.described, 50)
+  return { seen: { ...seen, countRequest }, parsedChars, changed, forwarded: JSON.parse((changed ? await read.edited() : raw).toString('utf8')) as unknown, read }
 }
 
 describe('big request bodies', () => {
@@ -93,7 +126,10 @@ describe('big request bodies', () => {
     expect(Object.values(Object.getOwnPropertyDescriptors(big.read.json)).some((d) => d.get !== undefined)).toBe(true)
     expect(Object.values(Object.getOwnPropertyDescriptors(small.read.json)).some((d) => d.get !== undefined)).toBe(false)
     if (adapter.loopShape?.(route)) expect(big.seen.fingerprint).not.toBeNull()
+    expect(big.parsedChars).toBeLessThanOrEqual(64 * 1024)
     expect(big.seen).toEqual(small.seen)
+    // A count endpoint gets what it got when the request was built from parsed values.
+    expect(big.seen.countRequest).toEqual(OBJECT_BUILT_COUNT[_name]?.(body) ?? null)
     expect(big.changed).toBe(small.changed)
     expect(big.forwarded).toEqual(small.forwarded)
     // The big path forwards the client's bytes with only the edited members spliced in.
