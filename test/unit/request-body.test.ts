@@ -7,10 +7,11 @@ import { createBedrockAdapter } from '../../src/providers/bedrock.js'
 import { createGeminiAdapter } from '../../src/providers/gemini.js'
 import { createMistralAdapter } from '../../src/providers/mistral.js'
 import { createOpenAiAdapter } from '../../src/providers/openai.js'
+import type { LoopShape } from '../../src/loop/types.js'
 import type { ProviderAdapter, RouteMatch } from '../../src/providers/types.js'
 import { assembleCountBody } from '../../src/proxy/count-body.js'
-import { readRequestBody } from '../../src/proxy/request-body.js'
-import { createTokenCounter, type TokenCounter } from '../../src/tokens/worker.js'
+import { readParsedBody, readRequestBody, type RequestBody } from '../../src/proxy/request-body.js'
+import { createTokenCounter } from '../../src/tokens/worker.js'
 
 // A big body (1 MiB or more) is read in the counting worker: every fact the pipeline takes from it is the
 // one the small path (everything on the event loop) takes from the same bytes, and the bytes forwarded
@@ -18,8 +19,10 @@ import { createTokenCounter, type TokenCounter } from '../../src/tokens/worker.j
 
 const worker = createTokenCounter()
 afterAll(() => worker.close())
-/** The same worker with no big-body reading: readRequestBody falls back to the small path. */
-const smallOnly: TokenCounter = { ...worker, inspect: async () => null }
+type Reader = (raw: Buffer, shape: LoopShape | null) => Promise<RequestBody>
+/** The big path (the worker reads a body of BIG_BODY_BYTES or more), and the small path (all on the event loop). */
+const bigPath: Reader = (raw, shape) => readRequestBody(raw, shape, worker)
+const smallPath: Reader = readParsedBody
 
 const PAD = 'The quick brown fox jumps over the lazy dog, ünïcödé 🦊 and "quotes" \\ too. '.repeat(Math.ceil(BIG_BODY_BYTES / 70))
 const image = { type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } }
@@ -91,8 +94,8 @@ async function largestParse<T>(run: () => Promise<T>): Promise<{ result: T; char
 }
 
 /** Everything the pipeline takes from a body, in order, then the bytes it forwards after lowering the cap to 50. */
-async function facts(adapter: ProviderAdapter, route: RouteMatch, path: string, raw: Buffer, counter: TokenCounter) {
-  const read = await readRequestBody(raw, adapter.loopShape?.(route) ?? null, counter)
+async function facts(adapter: ProviderAdapter, route: RouteMatch, path: string, raw: Buffer, reader: Reader) {
+  const read = await reader(raw, adapter.loopShape?.(route) ?? null)
   const body = read.json
   // Every decision before forwarding, the count request included, reads only small members on the event loop.
   const { result: seen, chars: parsedChars } = await largestParse(async () => {
@@ -120,8 +123,8 @@ describe('big request bodies', () => {
     const raw = Buffer.from(JSON.stringify(body))
     expect(raw.length).toBeGreaterThanOrEqual(BIG_BODY_BYTES)
     const route = adapter.findRoute('POST', path, new URLSearchParams('api-version=2024-10-21')) as RouteMatch
-    const big = await facts(adapter, route, path, raw, worker)
-    const small = await facts(adapter, route, path, raw, smallOnly)
+    const big = await facts(adapter, route, path, raw, bigPath)
+    const small = await facts(adapter, route, path, raw, smallPath)
     // The big path ran (its large members parse on first read), and found a conversation where the route has one.
     expect(Object.values(Object.getOwnPropertyDescriptors(big.read.json)).some((d) => d.get !== undefined)).toBe(true)
     expect(Object.values(Object.getOwnPropertyDescriptors(small.read.json)).some((d) => d.get !== undefined)).toBe(false)
@@ -146,8 +149,8 @@ describe('big request bodies', () => {
     ]
     for (const text of bodies) {
       const raw = Buffer.from(text)
-      const refusal = (counter: TokenCounter) => readRequestBody(raw, shape, counter).then(() => null, (error: unknown) => error)
-      const [big, small] = [await refusal(worker), await refusal(smallOnly)]
+      const refusal = (reader: Reader) => reader(raw, shape).then(() => null, (error: unknown) => error)
+      const [big, small] = [await refusal(bigPath), await refusal(smallPath)]
       expect(big).toBeInstanceOf(ProxyError)
       expect((big as ProxyError).message).toBe((small as ProxyError).message)
     }
@@ -162,5 +165,37 @@ describe('big request bodies', () => {
     expect(await read.edited()).toBe(raw)
     read.json.max_tokens = 5
     expect((await read.edited()).toString('utf8')).toBe(raw.toString('utf8').replace('"max_tokens":10', '"max_tokens":5'))
+  }, 60_000)
+
+  it('a big body the worker has no room for waits for room, then is refused as retryable: never parsed on the event loop', async () => {
+    const raw = Buffer.from(JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: PAD }], max_tokens: 10 }))
+    // Queues with room for one big body, each filled by a count of it (the worker builds an encoder first).
+    const fill = (counter: ReturnType<typeof createTokenCounter>) => counter.count({ counter: 'chat', model: 'gpt-4o', factor: 1, raw, limit: Number.MAX_SAFE_INTEGER })
+    const refusing = createTokenCounter({ maxPendingBytes: raw.length, maxRoomWaitMs: 100 })
+    const waiting = createTokenCounter({ maxPendingBytes: raw.length, maxRoomWaitMs: 30_000 })
+    try {
+      void fill(refusing)
+      const started = performance.now()
+      const { result: refusal, chars } = await largestParse(() => readRequestBody(raw, null, refusing).then(() => null, (error: unknown) => error))
+      expect(performance.now() - started).toBeGreaterThanOrEqual(95)
+      expect(refusal).toBeInstanceOf(ProxyError)
+      expect(refusal).toMatchObject({ code: 'budget_unavailable', status: 503, retryAfterSeconds: 1 })
+      expect(chars).toBeLessThanOrEqual(64 * 1024)
+      // Once the count leaves the queue, a waiting body gets its room and is read by the worker.
+      const order: string[] = []
+      const counted = fill(waiting).then((c) => {
+        order.push('count')
+        return c
+      })
+      const read = await readRequestBody(raw, null, waiting).then((r) => {
+        order.push('read')
+        return r
+      })
+      expect(await counted).not.toBeNull()
+      expect(order).toEqual(['count', 'read'])
+      expect(Object.getOwnPropertyDescriptor(read.json, 'messages')?.get).toBeTypeOf('function')
+    } finally {
+      await Promise.all([refusing.close(), waiting.close()])
+    }
   }, 60_000)
 })
