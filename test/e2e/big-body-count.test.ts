@@ -164,3 +164,22 @@ it.each(CASES)('$path: a 10 MiB request counted at its count endpoint near its l
   expect(fake.received[0]!.body).toEqual(c.counted(body))
   expect(cpuMs).toBeLessThan(MAX_CPU_STRETCH_MS)
 }, 120_000)
+
+it('eight 10 MiB requests at once (more than the counting worker queues) wait for room or are refused as retryable, holding no event loop', async () => {
+  const c = CASES[0]!
+  // 1,000 tokens: the bound does not fit, and neither does the count (2,000): each is refused once counted.
+  const key = await admin.createKey('flood-big', [c.provider], { limits: { daily: 1_000 } })
+  const raw = JSON.stringify(c.body(prose))
+  const { result, cpuMs } = await longestStretch(async () => {
+    const sent = Array.from({ length: 8 }, () =>
+      fetch(`${proxy.url}${c.path}`, { method: 'POST', headers: { ...c.headers(key.key), 'content-type': 'application/json' }, body: raw }).then(async (response) => {
+        await response.arrayBuffer()
+        return `${response.status} ${response.headers.get('x-loopers-error-code')} ${response.headers.get('retry-after') ?? '-'}`
+      }),
+    )
+    return Promise.all(sent)
+  })
+  console.log(`eight big bodies at once: ${result.join(', ')}; longest CPU stretch of the proxy's event loop ${cpuMs} ms`)
+  for (const outcome of result) expect(outcome).toMatch(/^(429 budget_exceeded \d+|503 budget_unavailable 1)$/)
+  expect(cpuMs).toBeLessThan(MAX_CPU_STRETCH_MS)
+}, 120_000)
