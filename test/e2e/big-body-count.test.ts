@@ -183,3 +183,21 @@ it('eight 10 MiB requests at once (more than the counting worker queues) wait fo
   for (const outcome of result) expect(outcome).toMatch(/^(429 budget_exceeded \d+|503 budget_unavailable 1)$/)
   expect(cpuMs).toBeLessThan(MAX_CPU_STRETCH_MS)
 }, 120_000)
+
+it("a client's own 10 MiB Bedrock CountTokens call (free) is signed over its bytes without holding the event loop", async () => {
+  const key = await admin.createKey('free-big', ['bedrock'], { limits: { daily: 1_000 } })
+  const body = { input: { converse: { messages: [{ role: 'user', content: [{ text: prose }] }] } } }
+  const raw = JSON.stringify(body)
+  bedrock.received.length = 0
+  bedrock.rejected.length = 0
+  const { result, cpuMs } = await longestStretch(async () => {
+    const response = await fetch(`${proxy.url}/bedrock/model/amazon.nova-test-v1:0/count-tokens`, { method: 'POST', headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' }, body: raw })
+    return { status: response.status, json: (await response.json()) as unknown }
+  })
+  console.log(`big free CountTokens (${(raw.length / MIB).toFixed(1)} MiB): longest CPU stretch of the proxy's event loop ${cpuMs} ms`)
+  expect(result).toEqual({ status: 200, json: { inputTokens: COUNTED_TOKENS } })
+  // The fake recomputed the SigV4 signature over the bytes it received, and they are the client's.
+  expect(bedrock.rejected).toEqual([])
+  expect(bedrock.received.map((r) => r.raw === raw)).toEqual([true])
+  expect(cpuMs).toBeLessThan(MAX_CPU_STRETCH_MS)
+}, 120_000)
