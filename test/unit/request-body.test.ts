@@ -139,6 +139,30 @@ describe('big request bodies', () => {
     if (big.changed) expect(Buffer.from(JSON.stringify(big.forwarded)).length).toBeLessThan(raw.length + 200)
   }, 60_000)
 
+  it('Azure under a legacy api-version: the big body is rewritten by splicing its small members, as the small path rewrites it', async () => {
+    const adapter = createAzureAdapter({ endpoint: 'http://u', apiKey: null })
+    const path = '/openai/deployments/my-gpt4o/chat/completions'
+    const body = chat({ model: undefined, stream_options: { include_usage: false }, max_completion_tokens: 900, max_tokens: undefined })
+    const raw = Buffer.from(JSON.stringify(body))
+    const sent = async (reader: Reader) => {
+      const route = adapter.findRoute('POST', path, new URLSearchParams('api-version=2024-06-01')) as RouteMatch
+      const read = await reader(raw, adapter.loopShape?.(route) ?? null)
+      return largestParse(async () => {
+        expect(adapter.prepareBody(route, read.json, adapter.describe(route, read.json), 50)).toBe(true)
+        const edited = await read.edited()
+        return adapter.buildUpstream({ route, path, query: 'api-version=2024-06-01', headers: {}, credential: null, body: edited }).body
+      })
+    }
+    const [big, small] = [await sent(bigPath), await sent(smallPath)]
+    expect(big.chars).toBeLessThanOrEqual(64 * 1024)
+    const forwarded = JSON.parse(big.result.toString('utf8')) as Record<string, unknown>
+    expect(forwarded).toEqual(JSON.parse(small.result.toString('utf8')))
+    expect(forwarded).not.toHaveProperty('stream_options')
+    expect(forwarded).not.toHaveProperty('max_completion_tokens')
+    expect(forwarded.max_tokens).toBe(50)
+    expect(big.result.length).toBeLessThan(raw.length)
+  }, 60_000)
+
   it('refuses a repeated key at any depth, invalid JSON and a body that is not an object, as the small path does', async () => {
     const shape = createOpenAiAdapter({ baseUrl: 'http://u', apiKey: null }).loopShape?.({ operation: 'chat', pathModel: null, pathStream: null }) ?? null
     const bodies = [
