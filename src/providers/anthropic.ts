@@ -232,13 +232,17 @@ function fetchesContent(tools: unknown): boolean {
 
 /**
  * Asks `count_tokens` (free) for the input the request holds, tool prompts and media included; null when
- * server tools fetch content the count cannot see (the bound's allowance stands).
+ * server tools fetch content the count cannot see (the bound's allowance stands). The count body is the
+ * request's own counted members, as sent.
  */
 export function anthropicCount(body: Json): ExactInput | null {
   if (fetchesContent(body.tools) || body.mcp_servers != null) return null
-  const counted: Json = {}
-  for (const field of COUNTED_FIELDS) if (body[field] !== undefined) counted[field] = body[field]
-  return { kind: 'endpoint', path: COUNT_PATH, body: counted, read: (json) => (isObject(json) ? readTokens(json.input_tokens) : null) }
+  return {
+    kind: 'endpoint',
+    path: COUNT_PATH,
+    body: { kind: 'members', open: '{', extra: [], fields: COUNTED_FIELDS, close: '}' },
+    read: (json) => (isObject(json) ? readTokens(json.input_tokens) : null),
+  }
 }
 
 function readTokens(value: unknown): number | null {
@@ -262,9 +266,9 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
       return { model, stream: readFlag(body, 'stream'), maxOutputTokens: readMaxTokens(body), choices: 1 }
     },
     referencedInput: (_route, body, headers) => anthropicReferencedInput(body, headers),
-    boundInputTokens(_route, body, raw, tokensPerMedia, mediaParts) {
+    boundInputTokens(_route, body, raw, tokensPerMedia, scan) {
       const hasTools = Array.isArray(body.tools) && body.tools.length > 0
-      return boundInputTokens(raw, body, tokensPerMedia, hasTools ? TOOL_USE_PROMPT_TOKENS + toolOverheadTokens(body.tools) : 0, mediaParts)
+      return boundInputTokens(raw, body, tokensPerMedia, hasTools ? TOOL_USE_PROMPT_TOKENS + toolOverheadTokens(body.tools) : 0, scan?.mediaParts)
     },
     exactInput: (_route, _path, body) => anthropicCount(body),
     prepareBody(_route, body, _facts, maxOutputTokens) {

@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { invalidRequest } from '../errors.js'
 import { bearerToken, forwardableRequestHeaders, headerValue } from '../http/headers.js'
 import { unsafePathReason, upstreamUrl } from '../http/upstream-url.js'
-import { isObject } from './body.js'
+import { isObject, type Json } from './body.js'
 import { compatRoute, describeCompat, type CompatOperation } from './openai-compat.js'
 import { compatMembers, isModelRead } from './openai.js'
 import type { ProviderAdapter, RouteMatch, UpstreamCredential } from './types.js'
@@ -81,18 +81,12 @@ export function isLegacyApiVersion(query: string): boolean {
 }
 
 /**
- * A chat body a legacy api-version accepts: no `stream_options` (its streams carry no usage, so the proxy's
- * own count settles them) and `max_tokens` instead of `max_completion_tokens`. Unchanged bytes when neither is there.
+ * Edits a chat body into one a legacy api-version accepts: no `stream_options` (its streams carry no usage,
+ * so the proxy's own count settles them) and `max_tokens` instead of `max_completion_tokens`. It edits
+ * top-level fields only (a big body is forwarded with them spliced in); true when it changed the body.
  */
-export function toLegacyChatBody(raw: Buffer): Buffer {
-  if (!raw.includes('"stream_options"') && !raw.includes('"max_completion_tokens"')) return raw
-  let body: unknown
-  try {
-    body = JSON.parse(raw.toString('utf8'))
-  } catch {
-    return raw
-  }
-  if (!isObject(body) || (body.stream_options === undefined && body.max_completion_tokens === undefined)) return raw
+export function toLegacyChatBody(body: Json): boolean {
+  if (body.stream_options === undefined && body.max_completion_tokens === undefined) return false
   delete body.stream_options
   const completion = body.max_completion_tokens
   if (typeof completion === 'number') {
@@ -101,8 +95,11 @@ export function toLegacyChatBody(raw: Buffer): Buffer {
     body.max_tokens = typeof other === 'number' && Number.isSafeInteger(other) && other >= 1 ? Math.min(other, completion) : completion
   }
   delete body.max_completion_tokens
-  return Buffer.from(JSON.stringify(body))
+  return true
 }
+
+/** Chat routes matched under a legacy api-version (one route object per request): `prepareBody` rewrites their bodies. */
+const legacyChatRoutes = new WeakSet<RouteMatch>()
 
 /** Keys where Azure SDKs send one: `api-key` (keys), then `Authorization: Bearer` (Entra ID tokens, the v1 API). */
 function sentKeys(headers: IncomingHttpHeaders): string[] {
@@ -128,7 +125,15 @@ export function createAzureAdapter(options: { endpoint: string | null; apiKey: s
       const keys = sentKeys(headers)
       return keys.find((key) => key.startsWith('lp-')) ?? keys[0] ?? null
     },
-    findRoute: (method, path) => (method === 'POST' ? findAzureRoute(path) : null),
+    findRoute(method, path, query) {
+      const route = method === 'POST' ? findAzureRoute(path) : null
+      if (route?.operation === 'chat' && query !== undefined && isLegacyApiVersion(query.toString())) legacyChatRoutes.add(route)
+      return route
+    },
+    prepareBody(route, body, facts, maxOutputTokens) {
+      const changed = compatMembers.prepareBody(route, body, facts, maxOutputTokens)
+      return legacyChatRoutes.has(route) ? toLegacyChatBody(body) || changed : changed
+    },
     isFree: (method, path) => isModelRead(method, path, MODEL_READS),
     describe(route, body) {
       requireEndpoint()
@@ -159,8 +164,7 @@ export function createAzureAdapter(options: { endpoint: string | null; apiKey: s
         if (JWT.test(value)) headers.authorization = `Bearer ${value}`
         else headers['api-key'] = value
       }
-      const body = ctx.route.operation === 'chat' && isLegacyApiVersion(ctx.query) ? toLegacyChatBody(ctx.body) : ctx.body
-      return { url: upstreamUrl(endpoint, ctx.path, forwardableAzureQuery(ctx.query).slice(1)), headers, body }
+      return { url: upstreamUrl(endpoint, ctx.path, forwardableAzureQuery(ctx.query).slice(1)), headers, body: ctx.body }
     },
     errorBillsInput(_route, status, json) {
       // Azure bills the prompt its content filter evaluated and refused (HTTP 400, code content_filter).

@@ -87,21 +87,16 @@ const CONVERSE_COUNTED = ['messages', 'system', 'toolConfig', 'additionalModelRe
  * request's messages, or an InvokeModel body as sent (base64). Models without CountTokens answer an
  * error, and the bound stands.
  */
-function bedrockCount(route: RouteMatch, body: Json): ExactInput | null {
+function bedrockCount(route: RouteMatch): ExactInput | null {
   const modelId = route.pathModel
   if (modelId === null || (!isConverse(route) && isEmbeddingModel(modelId))) return null
-  let input: Json
-  if (isConverse(route)) {
-    const converse: Json = {}
-    for (const field of CONVERSE_COUNTED) if (body[field] !== undefined) converse[field] = body[field]
-    input = { converse }
-  } else {
-    input = { invokeModel: { body: Buffer.from(JSON.stringify(body)).toString('base64') } }
-  }
   return {
     kind: 'endpoint',
     path: `/model/${encodeURIComponent(modelId)}/count-tokens`,
-    body: { input },
+    // `{"input":{"converse":{…the counted members…}}}` or `{"input":{"invokeModel":{"body":"<base64 of the body>"}}}`.
+    body: isConverse(route)
+      ? { kind: 'members', open: '{"input":{"converse":{', extra: [], fields: CONVERSE_COUNTED, close: '}}}' }
+      : { kind: 'base64', open: '{"input":{"invokeModel":{"body":"', close: '"}}}' },
     read: (json) => (isObject(json) && typeof json.inputTokens === 'number' && Number.isSafeInteger(json.inputTokens) ? json.inputTokens : null),
   }
 }
@@ -137,8 +132,8 @@ export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
     },
     referencedInput: (_route, body, headers) => bedrockReferencedInput(body, headers),
     // Tool-use system prompts add tokens beyond the body; without tools the JSON outweighs chat templates.
-    boundInputTokens: (route, body, raw, tokensPerMedia, mediaParts) => boundInputTokens(raw, body, tokensPerMedia, hasTools(route, body) ? PRIMING_TOKENS : 0, mediaParts),
-    exactInput: (route, _path, body) => bedrockCount(route, body),
+    boundInputTokens: (route, body, raw, tokensPerMedia, scan) => boundInputTokens(raw, body, tokensPerMedia, hasTools(route, body) ? PRIMING_TOKENS : 0, scan?.mediaParts),
+    exactInput: (route) => bedrockCount(route),
     prepareBody(route, body, facts, maxOutputTokens) {
       if (maxOutputTokens === null || facts.maxOutputTokens === 0) return false
       const perChoice = Math.max(1, Math.floor(maxOutputTokens / facts.choices))

@@ -6,7 +6,7 @@ import { forwardableRequestHeaders, headerValue } from '../http/headers.js'
 import { upstreamUrl } from '../http/upstream-url.js'
 import { createJsonArrayFramer, type JsonArrayState } from '../stream/json-array.js'
 import { createSseFramer } from '../stream/sse.js'
-import { boundInputTokens, MAX_MEDIA_WALK_NODES, PRIMING_TOKENS } from '../tokens/bound.js'
+import { boundInputTokens, MAX_MEDIA_WALK_NODES, PRIMING_TOKENS, type BodyScan } from '../tokens/bound.js'
 import type { OutputCounter } from '../tokens/output-counter.js'
 import { isObject, readCount, type Json } from './body.js'
 import { geminiReferencedInput } from './hosted-tools.js'
@@ -91,7 +91,7 @@ function generationConfig(body: Json): { key: string; config: Json } | null {
 }
 
 /** True when the request makes the model read content the body does not carry. */
-function readsBeyondBody(body: Json): boolean {
+function readsBeyondBody(body: Json, scan?: BodyScan): boolean {
   if (body.cachedContent != null || body.cached_content != null) return true
   if (body.continuationToken != null || body.continuation_token != null) return true
   // Built-in tools (search, URL context, code execution, file search…) feed results back as input.
@@ -101,7 +101,8 @@ function readsBeyondBody(body: Json): boolean {
       if (Object.keys(tool).some((k) => k !== 'functionDeclarations' && k !== 'function_declarations' && tool[k] != null)) return true
     }
   }
-  return hasFileData(body)
+  // The body's one walk (in the worker, for a big body) already looked for uploaded files.
+  return scan === undefined ? hasFileData(body) : scan.fileData
 }
 
 /** True when any part references an uploaded file (or the body is too large to walk). */
@@ -294,17 +295,16 @@ const COUNTED_FIELDS = ['contents', 'systemInstruction', 'system_instruction', '
  * Asks `:countTokens` (free) for the input a generateContent request holds, media included; null for
  * embeddings and for requests that read content beyond their body (the bound's allowance stands).
  */
-function geminiCount(route: RouteMatch, path: string, body: Json): ExactInput | null {
-  if (EMBED.has(route.operation) || readsBeyondBody(body)) return null
+function geminiCount(route: RouteMatch, path: string, body: Json, scan?: BodyScan): ExactInput | null {
+  if (EMBED.has(route.operation) || readsBeyondBody(body, scan)) return null
   const colon = path.lastIndexOf(':')
   const slash = path.indexOf('/', 1)
   if (colon < 0 || slash < 0) return null
-  const request: Json = { model: path.slice(slash + 1, colon) }
-  for (const field of COUNTED_FIELDS) if (body[field] !== undefined) request[field] = body[field]
+  const model = JSON.stringify(path.slice(slash + 1, colon))
   return {
     kind: 'endpoint',
     path: `${path.slice(0, colon)}:countTokens`,
-    body: { generateContentRequest: request },
+    body: { kind: 'members', open: '{"generateContentRequest":{', extra: [`"model":${model}`], fields: COUNTED_FIELDS, close: '}}' },
     read: (json) => (isObject(json) && typeof json.totalTokens === 'number' && Number.isSafeInteger(json.totalTokens) ? json.totalTokens : null),
   }
 }
@@ -344,14 +344,14 @@ export function createGeminiAdapter(options: { baseUrl: string; apiKey: string |
       return { model, stream: route.pathStream === true, maxOutputTokens: perCandidate === null ? null : perCandidate * choices, choices }
     },
     referencedInput: (_route, body) => geminiReferencedInput(body),
-    boundInputTokens(route, body, raw, tokensPerMedia, mediaParts) {
+    boundInputTokens(route, body, raw, tokensPerMedia, scan) {
       // Embeddings have no chat template: their body bytes outweigh every token they embed.
-      if (EMBED.has(route.operation)) return boundInputTokens(raw, body, tokensPerMedia, 0, mediaParts)
+      if (EMBED.has(route.operation)) return boundInputTokens(raw, body, tokensPerMedia, 0, scan?.mediaParts)
       // Function declarations are rendered into a tool prompt; without tools the JSON outweighs the turn markers.
-      const bound = boundInputTokens(raw, body, tokensPerMedia, Array.isArray(body.tools) && body.tools.length > 0 ? PRIMING_TOKENS : 0, mediaParts)
-      return readsBeyondBody(body) ? bound + REFERENCED_CONTEXT_TOKENS : bound
+      const bound = boundInputTokens(raw, body, tokensPerMedia, Array.isArray(body.tools) && body.tools.length > 0 ? PRIMING_TOKENS : 0, scan?.mediaParts)
+      return readsBeyondBody(body, scan) ? bound + REFERENCED_CONTEXT_TOKENS : bound
     },
-    exactInput: (route, path, body) => geminiCount(route, path, body),
+    exactInput: (route, path, body, _model, _price, scan) => geminiCount(route, path, body, scan),
     prepareBody(route, body, facts, maxOutputTokens) {
       // Gemini reports usage on every response and stream chunk unasked; only the cap may change.
       if (maxOutputTokens === null || EMBED.has(route.operation)) return false

@@ -76,8 +76,8 @@ export function createMistralAdapter(options: { baseUrl: string; apiKey: string 
     },
     isFree: (method, path) => isModelRead(method, path, OPENAI_MODEL_READS),
     describe: (route, body) => describeCompat(asChat(route), body),
-    boundInputTokens: (route, body, raw, tokensPerMedia, mediaParts) =>
-      boundInputTokens(raw, body, tokensPerMedia, injectsSystemPrompt(route, body) ? PRIMING_TOKENS : 0, mediaParts),
+    boundInputTokens: (route, body, raw, tokensPerMedia, scan) =>
+      boundInputTokens(raw, body, tokensPerMedia, injectsSystemPrompt(route, body) ? PRIMING_TOKENS : 0, scan?.mediaParts),
     // Mistral's tokenizers (Tekken, SentencePiece) are not available here: an o200k count × a factor estimates them.
     // Input is estimated as output is: o200k × the pricing entry's token factor (one factor per model).
     exactInput: (route, _path, body, _model, price) =>

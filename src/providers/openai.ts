@@ -34,7 +34,7 @@ export function isModelRead(method: string, path: string, reads: RegExp): boolea
 /** The OpenAI-format pieces every OpenAI-compatible adapter shares (Azure and Mistral reuse them). */
 export const compatMembers = {
   describe: describeCompat,
-  boundInputTokens: boundCompatInput,
+  boundInputTokens: (route, body, raw, tokensPerMedia, scan) => boundCompatInput(route, body, raw, tokensPerMedia, scan?.mediaParts),
   referencedInput: (route, body) => compatReferencedInput(route, body),
   exactInput: exactCompatInput,
   prepareBody: prepareCompatBody,

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { LoopShape } from '../loop/types.js'
 import type { OutputCounter } from '../tokens/output-counter.js'
 import type { Price } from '../pricing/types.js'
+import type { BodyScan } from '../tokens/bound.js'
 
 /** The six upstreams Loopers fronts; the first path segment of every proxied route. */
 export const PROVIDER_IDS = ['openai', 'anthropic', 'gemini', 'bedrock', 'azure', 'mistral'] as const
@@ -128,7 +129,18 @@ export type ExactInput =
       /** Count with o200k and cl100k and keep the larger: the model's encoding is not known (an Azure deployment name). */
       anyEncoding?: boolean
     }
-  | { kind: 'endpoint'; path: string; body: Record<string, unknown>; read(json: unknown): number | null }
+  | { kind: 'endpoint'; path: string; body: CountBody; read(json: unknown): number | null }
+
+/**
+ * The JSON body of a count request, assembled from the request's own bytes (a big body's top-level members
+ * are copied as sent, never parsed on the event loop):
+ * - `members`: `open`, then `extra` (member texts such as `"model":"…"`) and each of `fields` the request
+ *   has as `"field":<its value as sent>`, comma-separated, then `close`.
+ * - `base64`: `open`, the request body as forwarded in base64, then `close`.
+ */
+export type CountBody =
+  | { kind: 'members'; open: string; extra: readonly string[]; fields: readonly string[]; close: string }
+  | { kind: 'base64'; open: string; close: string }
 
 /** Proxy-produced error, rendered in the provider's own shape. */
 export interface ErrorInfo {
@@ -169,15 +181,19 @@ export interface ProviderAdapter {
    * a hosted tool whose calls are not bounded or whose fee is not per call.
    */
   referencedInput?(route: RouteMatch, body: Record<string, unknown>, headers: IncomingHttpHeaders): ReferencedInput
-  /** Cheap upper bound of input tokens (never below the true count). */
-  boundInputTokens(route: RouteMatch, body: Record<string, unknown>, raw: Buffer, tokensPerMedia: number, mediaParts?: number | null): number
+  /**
+   * Cheap upper bound of input tokens (never below the true count). `scan`: the body's one walk (media parts,
+   * uploaded-file references); absent, the adapter walks `body` itself.
+   */
+  boundInputTokens(route: RouteMatch, body: Record<string, unknown>, raw: Buffer, tokensPerMedia: number, scan?: BodyScan): number
   /**
    * How to count this request's input exactly when its bound does not fit the budget, or null when
    * nothing counts better than the bound (content the body only references, an unknown format).
    * `path` is the provider path the request was sent to; `price` is the request's price entry, whose
-   * `model` names the OpenAI model an Azure deployment runs.
+   * `model` names the OpenAI model an Azure deployment runs. `scan` as for `boundInputTokens`. It reads only
+   * small top-level members of `body`: a count request copies the others as sent (`CountBody`).
    */
-  exactInput(route: RouteMatch, path: string, body: Record<string, unknown>, model: string, price?: Price): ExactInput | null
+  exactInput(route: RouteMatch, path: string, body: Record<string, unknown>, model: string, price?: Price, scan?: BodyScan): ExactInput | null
   /**
    * Rewrites the body before forwarding: forces usage reporting on streams and, when `maxOutputTokens`
    * is given, lowers the cap to it (per choice). Returns true if the body changed.

@@ -4,9 +4,12 @@
  * request's own credential. Any failure answers null, and the caller keeps the bound.
  */
 import type { IncomingHttpHeaders } from 'node:http'
+import { BIG_BODY_BYTES, sha256InSlices } from '../http/raw-body.js'
 import type { Price } from '../pricing/types.js'
-import type { ProviderAdapter, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { CountBody, ProviderAdapter, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { BodyScan } from '../tokens/bound.js'
 import type { TokenCounter } from '../tokens/worker.js'
+import { assembleCountBody, type CountSource } from './count-body.js'
 import type { UpstreamClient } from './upstream.js'
 
 /** Longest wait for a provider's counting endpoint: past it, the bound stands. */
@@ -23,6 +26,10 @@ export interface ExactCountInput {
   credential: UpstreamCredential
   body: Record<string, unknown>
   raw: Buffer
+  /** What a counting endpoint's request is assembled from: the body's members as sent (`RequestBody`). */
+  source: CountSource
+  /** The body's one walk (media parts, uploaded files), which the adapter's decision reads instead of the body. */
+  scan: BodyScan
   model: string
   /** The request's price entry (an Azure deployment's `model` picks its tokenizer). */
   price?: Price
@@ -38,7 +45,7 @@ export interface ExactCountDeps {
 
 /** Exact input tokens (media included), a count above `limit` when it stopped early, or null when it cannot count. */
 export async function countExactInput(deps: ExactCountDeps, input: ExactCountInput): Promise<number | null> {
-  const how = input.adapter.exactInput(input.route, input.path, input.body, input.model, input.price)
+  const how = input.adapter.exactInput(input.route, input.path, input.body, input.model, input.price, input.scan)
   if (how === null) return null
   if (how.kind === 'local') {
     const limit = Number.isFinite(input.limit) ? Math.max(0, Math.ceil(input.limit)) : Number.MAX_SAFE_INTEGER
@@ -55,18 +62,22 @@ async function askEndpoint(
   upstream: UpstreamClient,
   input: ExactCountInput,
   path: string,
-  body: Record<string, unknown>,
+  shape: CountBody,
   read: (json: unknown) => number | null,
 ): Promise<number | null> {
   const signal = AbortSignal.timeout(COUNT_ENDPOINT_TIMEOUT_MS)
   try {
+    const body = await assembleCountBody(shape, input.source)
+    // A signature covers the body's hash: a big one is hashed in slices, not in one go while signing.
+    const signsBig = input.credential.kind === 'aws' && body.length >= BIG_BODY_BYTES
     const request = input.adapter.buildUpstream({
       route: input.route,
       path,
       query: '',
       headers: { ...input.headers, 'content-type': 'application/json', accept: 'application/json' },
       credential: input.credential,
-      body: Buffer.from(JSON.stringify(body)),
+      body,
+      ...(signsBig ? { bodySha256: await sha256InSlices(body) } : {}),
     })
     const response = await upstream.send(request, signal)
     const chunks: Buffer[] = []

@@ -40,6 +40,8 @@ export function createForwarder(deps: ForwardDeps) {
     summary: Summary,
   ): Promise<void> {
     const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
+    // A big free body (a client's own Bedrock CountTokens call) is hashed for its signature in slices too.
+    const signsBig = credential?.kind === 'aws' && raw.length >= BIG_BODY_BYTES
     const upstreamRequest = adapter.buildUpstream({
       route: { operation: 'free', pathModel: null, pathStream: null },
       path: target.path,
@@ -47,6 +49,7 @@ export function createForwarder(deps: ForwardDeps) {
       headers: request.headers,
       credential,
       body: raw,
+      ...(signsBig ? { bodySha256: await sha256InSlices(raw) } : {}),
     })
     const abort = abortOnClientClose(reply, deps.shutdown)
     const method = request.method === 'HEAD' ? 'HEAD' : request.method === 'GET' ? 'GET' : 'POST'

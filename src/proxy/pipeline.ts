@@ -141,7 +141,7 @@ export function createPipeline(deps: PipelineDeps) {
       const scan = await read.scan()
       const referenced = (extra?.tokens ?? 0) + (scan.fetchesContent ? REFERENCED_CONTEXT_TOKENS : 0)
       const feeMicros = toolFees(adapter.id, extra?.toolCalls ?? {})
-      const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia, scan.mediaParts) + referenced, Number.MAX_SAFE_INTEGER)
+      const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia, scan) + referenced, Number.MAX_SAFE_INTEGER)
       // The loop guard reads the conversation's opening and newest step (bounded work, src/loop/README.md).
       const fingerprint = read.fingerprint()
       // Requests of one step fired at once (a load test, a batch) are not repeats: the store counts a repeat
@@ -154,7 +154,7 @@ export function createPipeline(deps: PipelineDeps) {
         if (referenced > 0) return null
         return countExactInput(
           { counter, upstream: deps.upstream },
-          { adapter: adapter as ProviderAdapter, route, path: target.path, headers: request.headers, credential, body, raw, model: facts.model, price, tokensPerMedia: price.tokensPerMedia, limit },
+          { adapter: adapter as ProviderAdapter, route, path: target.path, headers: request.headers, credential, body, raw, source: read, scan, model: facts.model, price, tokensPerMedia: price.tokensPerMedia, limit },
         )
       }
       const admit = await admitRequest({

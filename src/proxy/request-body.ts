@@ -5,7 +5,7 @@
  * the event loop parses only its small top-level members, and forwards the raw bytes with the edited
  * members spliced in, so no step proportional to its size runs on the event loop.
  */
-import { invalidRequest } from '../errors.js'
+import { budgetUnavailable, invalidRequest } from '../errors.js'
 import { findDuplicateKey } from '../http/json-keys.js'
 import { spliceMembers, type MemberEdit, type MemberSpan } from '../http/json-members.js'
 import { BIG_BODY_BYTES } from '../http/raw-body.js'
@@ -23,6 +23,8 @@ const MAX_EAGER_MEMBER_BYTES = 16 * 1024
 const MAX_EAGER_BYTES = 64 * 1024
 /** Top-level members a big body may have: no provider's request has more than a few dozen. */
 const MAX_BIG_BODY_MEMBERS = 1024
+/** Retry-After of a big body the counting worker had no room for: its queue drains in about that time. */
+const BUSY_RETRY_AFTER_SECONDS = 1
 
 export interface RequestBody {
   /**
@@ -37,19 +39,32 @@ export interface RequestBody {
   fingerprint(): LoopFingerprint | null
   /** The bytes to forward after `json` was edited: re-serialized, or (big body) `raw` with the edited members spliced in. */
   edited(): Promise<Buffer>
+  /**
+   * The JSON text of top-level member `key` as it stands, undefined when absent: of a big body, a large
+   * member not read since is the client's bytes (a span of `raw`, never parsed); others are serialized.
+   */
+  member(key: string): Buffer | string | undefined
 }
 
-/** Reads `raw` for a route whose conversation has `shape`; throws invalid_request for a body the proxy cannot meter. */
+/**
+ * Reads `raw` for a route whose conversation has `shape`; throws invalid_request for a body the proxy cannot
+ * meter, and a retryable budget_unavailable (503, Retry-After) for a big body the counting worker cannot
+ * read now (no room in its queue within its wait, a timeout, a fault): never parsed on the event loop instead.
+ */
 export async function readRequestBody(raw: Buffer, shape: LoopShape | null, counter: TokenCounter): Promise<RequestBody> {
-  if (raw.length < BIG_BODY_BYTES) return readSmall(raw, shape)
+  if (raw.length < BIG_BODY_BYTES) return readParsedBody(raw, shape)
   const name = shape === null ? null : loopShapeName(shape)
-  // A shape the worker does not know, or a worker that cannot answer: read it here (correct, not sliced).
-  const inspection = shape !== null && name === null ? null : await counter.inspect(raw, name)
-  if (inspection === null) return readSmall(raw, shape)
+  // A shape the worker does not know (every adapter's shape is in LOOP_SHAPES): read it here, correct but not sliced.
+  if (shape !== null && name === null) return readParsedBody(raw, shape)
+  const inspection = await counter.inspect(raw, name)
+  if (inspection === null) {
+    throw budgetUnavailable('the proxy is busy reading other large request bodies; retry shortly', { retryAfterSeconds: BUSY_RETRY_AFTER_SECONDS })
+  }
   return readBig(raw, inspection)
 }
 
-async function readSmall(raw: Buffer, shape: LoopShape | null): Promise<RequestBody> {
+/** Reads `raw` on the event loop, whatever its size: the path of bodies under BIG_BODY_BYTES. */
+export async function readParsedBody(raw: Buffer, shape: LoopShape | null): Promise<RequestBody> {
   const json = parseJsonBody(raw)
   refuseDuplicate(await findDuplicateKey(raw))
   return {
@@ -58,6 +73,7 @@ async function readSmall(raw: Buffer, shape: LoopShape | null): Promise<RequestB
     scan: () => scanBody(json),
     fingerprint: () => fingerprintRequest(shape, json),
     edited: async () => Buffer.from(JSON.stringify(json)),
+    member: (key) => (Object.hasOwn(json, key) ? (JSON.stringify(json[key]) as string | undefined) : undefined),
   }
 }
 
@@ -104,6 +120,13 @@ function readBig(raw: Buffer, inspection: Inspection): RequestBody {
     async edited() {
       const edits = memberEdits(json, members, before, materialized)
       return edits.length === 0 ? raw : spliceMembers(raw, members, edits)
+    },
+    member(key) {
+      const descriptor = Object.getOwnPropertyDescriptor(json, key)
+      if (descriptor === undefined) return undefined
+      const span = descriptor.get !== undefined && !materialized.has(key) ? members.find((m) => m.key === key) : undefined
+      if (span !== undefined) return raw.subarray(span.valueStart, span.valueEnd)
+      return JSON.stringify(descriptor.get !== undefined ? json[key] : descriptor.value) as string | undefined
     },
   }
 }

@@ -126,6 +126,11 @@ export interface BodyScan {
   mediaParts: number | null
   /** Some part makes the provider fetch content itself (see `fetchesContent`); assumed for a body too large to walk. */
   fetchesContent: boolean
+  /**
+   * Some object has an object-valued `fileData` or `file_data` (a Gemini part naming an uploaded file, which
+   * the Gemini adapter bounds by a context window); assumed for a body too large to walk.
+   */
+  fileData: boolean
 }
 
 /** Objects walked between two yields to the event loop (about a millisecond of work). */
@@ -139,6 +144,7 @@ const SCAN_SLICE_NODES = 4096
 export async function scanBody(body: unknown, maxNodes: number = MAX_MEDIA_WALK_NODES, sliceNodes: number = SCAN_SLICE_NODES): Promise<BodyScan> {
   let parts = 0
   let fetches = false
+  let fileData = false
   let visited = 0
   // Parallel stacks: a value, and whether it lies inside a counted media part (searched, not counted again).
   const stack: unknown[] = [body]
@@ -147,7 +153,7 @@ export async function scanBody(body: unknown, maxNodes: number = MAX_MEDIA_WALK_
     const node = stack.pop()
     const inside = inMedia.pop() as boolean
     if (typeof node !== 'object' || node === null) continue
-    if (++visited > maxNodes) return { mediaParts: null, fetchesContent: true }
+    if (++visited > maxNodes) return { mediaParts: null, fetchesContent: true, fileData: true }
     if (visited % sliceNodes === 0) await new Promise<void>((resolve) => setImmediate(resolve))
     if (Array.isArray(node)) {
       for (const item of node) {
@@ -159,6 +165,7 @@ export async function scanBody(body: unknown, maxNodes: number = MAX_MEDIA_WALK_
     }
     const record = node as Record<string, unknown>
     if (!fetches && fetchesContent(record)) fetches = true
+    if (!fileData && (isObject(record.fileData) || isObject(record.file_data))) fileData = true
     const media = inside || isMediaPart(record)
     if (media && !inside) parts += 1
     for (const key in record) {
@@ -168,5 +175,5 @@ export async function scanBody(body: unknown, maxNodes: number = MAX_MEDIA_WALK_
       inMedia.push(media)
     }
   }
-  return { mediaParts: parts, fetchesContent: fetches }
+  return { mediaParts: parts, fetchesContent: fetches, fileData }
 }

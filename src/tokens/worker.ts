@@ -22,7 +22,8 @@ export interface TokenCounter {
   count(job: CountJob): Promise<LocalCount | null>
   /**
    * Reads a big body off the event loop (`inspectBody`; `shape` a LOOP_SHAPES name); null when it cannot
-   * (queue full, timeout, worker fault). A body in a SharedArrayBuffer crosses without a copy.
+   * (no room in the queue within `maxRoomWaitMs`, timeout, worker fault). A body in a SharedArrayBuffer
+   * crosses without a copy.
    */
   inspect(raw: Buffer, shape: string | null): Promise<Inspection | null>
   /** Starts the worker and builds these encoders in it, so the first exact count does not wait for them. */
@@ -42,6 +43,8 @@ export interface TokenCounterOptions {
   maxPending?: number
   /** Body bytes waiting or running at once. Default 64 MiB. */
   maxPendingBytes?: number
+  /** Longest wait of `inspect` for room in a full queue (back-pressure on big bodies). Default 2 s. */
+  maxRoomWaitMs?: number
 }
 
 interface Pending {
@@ -55,7 +58,10 @@ export function createTokenCounter(options: TokenCounterOptions = {}): TokenCoun
   const timeoutMsPerMiB = options.timeoutMsPerMiB ?? 2_000
   const maxPending = options.maxPending ?? 4_096
   const maxPendingBytes = options.maxPendingBytes ?? 64 * 1024 * 1024
+  const maxRoomWaitMs = options.maxRoomWaitMs ?? 2_000
   const pending = new Map<number, Pending>()
+  /** Callers waiting for room in the queue: woken whenever a job leaves it. */
+  const roomWaiters = new Set<() => void>()
   let pendingBytes = 0
   let nextId = 1
   let worker: Worker | null = null
@@ -67,6 +73,27 @@ export function createTokenCounter(options: TokenCounterOptions = {}): TokenCoun
     pendingBytes -= job.bytes
     clearTimeout(job.timer)
     job.resolve(reply)
+    for (const wake of roomWaiters) wake()
+  }
+
+  const full = (bytes: number): boolean => pending.size >= maxPending || pendingBytes + bytes > maxPendingBytes
+
+  /** Resolves when a job leaves the queue (true) or at `deadline` (false). */
+  function jobLeft(deadline: number): Promise<boolean> {
+    const left = deadline - Date.now()
+    if (left <= 0) return Promise.resolve(false)
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer)
+        roomWaiters.delete(wake)
+        resolve(true)
+      }
+      const timer = setTimeout(() => {
+        roomWaiters.delete(wake)
+        resolve(false)
+      }, left)
+      roomWaiters.add(wake)
+    })
   }
 
   function start(): Worker {
@@ -85,7 +112,7 @@ export function createTokenCounter(options: TokenCounterOptions = {}): TokenCoun
   }
 
   function send(request: WorkerRequest, bytes: number): Promise<WorkerReply | null> {
-    if (pending.size >= maxPending || pendingBytes + bytes > maxPendingBytes) return Promise.resolve(null)
+    if (full(bytes)) return Promise.resolve(null)
     const running = start()
     return new Promise((resolve) => {
       const timer = setTimeout(() => settle(request.id, null), timeoutMs + (bytes / 1_048_576) * timeoutMsPerMiB)
@@ -102,6 +129,11 @@ export function createTokenCounter(options: TokenCounterOptions = {}): TokenCoun
       return reply === null || reply.tokens === null ? null : { tokens: reply.tokens, media: reply.media }
     },
     async inspect(raw, shape) {
+      // Back-pressure: wait for room (bounded); the check and the send below run in one turn.
+      const deadline = Date.now() + maxRoomWaitMs
+      while (full(raw.byteLength)) {
+        if (raw.byteLength > maxPendingBytes || !(await jobLeft(deadline))) return null
+      }
       const reply = (await send({ type: 'inspect', id: nextId++, raw, shape }, raw.byteLength)) as InspectReply | null
       return reply?.inspection ?? null
     },

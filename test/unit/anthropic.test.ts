@@ -7,6 +7,7 @@ import { byteCounter, type ByteCounter } from '../support/counting.js'
 import { ProxyError } from '../../src/errors.js'
 import { createAnthropicAdapter, TOOL_USE_PROMPT_TOKENS, toolOverheadTokens } from '../../src/providers/anthropic.js'
 import type { ErrorInfo, RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage } from '../../src/providers/types.js'
+import { countRequest } from '../support/count-request.js'
 
 const PROXY_KEY = `lp-${'k'.repeat(43)}`
 const OTHER_PROXY_KEY = `lp-${'z'.repeat(43)}`
@@ -130,12 +131,14 @@ describe('input bound', () => {
     expect(toolOverheadTokens(tools)).toBe(0)
   })
 
-  it('counts exactly at the free count_tokens endpoint, sending only the fields it accepts', () => {
+  it('counts exactly at the free count_tokens endpoint, sending only the fields it accepts', async () => {
     const body = { model: 'm', max_tokens: 1, stream: true, system: 's', messages: [{ role: 'user', content: 'hi' }], tools: [{ name: 'f', input_schema: {} }] }
     const how = adapter.exactInput(MESSAGES, '/v1/messages', body, 'm')
-    expect(how).toMatchObject({ kind: 'endpoint', path: '/v1/messages/count_tokens', body: { model: 'm', system: 's', messages: body.messages, tools: body.tools } })
+    expect(how).toMatchObject({ kind: 'endpoint', path: '/v1/messages/count_tokens' })
     if (how?.kind !== 'endpoint') throw new Error('endpoint expected')
-    expect(Object.keys(how.body).sort()).toEqual(['messages', 'model', 'system', 'tools'])
+    const sent = await countRequest(how.body, body)
+    expect(sent).toEqual({ model: 'm', system: 's', messages: body.messages, tools: body.tools })
+    expect(Object.keys(sent as object).sort()).toEqual(['messages', 'model', 'system', 'tools'])
     expect(how.read({ input_tokens: 42 })).toBe(42)
     expect(how.read({ error: {} })).toBeNull()
   })

@@ -243,37 +243,41 @@ describe('api-version differences', () => {
   })
 
   it('a legacy api-version gets max_tokens and no stream_options; a modern one gets the body as prepared', () => {
-    const prepared = (body: Record<string, unknown>, cap: number | null): Buffer => {
-      const facts = adapter.describe(CHAT, body)
-      adapter.prepareBody(CHAT, body, facts, cap)
-      return Buffer.from(JSON.stringify(body))
-    }
-    const streamed = prepared({ messages: [], stream: true }, 300)
-    expect(JSON.parse(streamed.toString())).toMatchObject({ stream_options: { include_usage: true }, max_completion_tokens: 300 })
     const path = '/openai/deployments/my-gpt4o/chat/completions'
-    const send = (query: string, body: Buffer) =>
-      JSON.parse(adapter.buildUpstream({ route: CHAT, path, query, headers: {}, credential: null, body }).body.toString()) as Record<string, unknown>
-    expect(send('api-version=2024-06-01', streamed)).toEqual({ messages: [], stream: true, max_tokens: 300 })
-    expect(send('api-version=2024-10-21', streamed)).toEqual({ messages: [], stream: true, stream_options: { include_usage: true }, max_completion_tokens: 300 })
-    const both = Buffer.from(JSON.stringify({ messages: [], max_tokens: 500, max_completion_tokens: 200 }))
-    expect(send('api-version=2024-02-01', both)).toEqual({ messages: [], max_tokens: 200 })
+    // What reaches the upstream for `body` sent with `query`: the route as matched, the body as prepared (cap `cap`).
+    const send = (query: string, body: Record<string, unknown>, cap: number | null) => {
+      const matched = adapter.findRoute('POST', path, new URLSearchParams(query)) as RouteMatch
+      const changed = adapter.prepareBody(matched, body, adapter.describe(matched, body), cap)
+      const upstream = adapter.buildUpstream({ route: matched, path, query, headers: {}, credential: null, body: Buffer.from(JSON.stringify(body)) })
+      return { changed, sent: JSON.parse(upstream.body.toString()) as Record<string, unknown> }
+    }
+    expect(send('api-version=2024-06-01', { messages: [], stream: true }, 300)).toEqual({ changed: true, sent: { messages: [], stream: true, max_tokens: 300 } })
+    expect(send('api-version=2024-10-21', { messages: [], stream: true }, 300)).toEqual({
+      changed: true,
+      sent: { messages: [], stream: true, stream_options: { include_usage: true }, max_completion_tokens: 300 },
+    })
+    expect(send('api-version=2024-02-01', { messages: [], max_tokens: 500, max_completion_tokens: 200 }, null)).toEqual({ changed: true, sent: { messages: [], max_tokens: 200 } })
+    // A client's own stream_options is removed too: a legacy version refuses it.
+    expect(send('api-version=2024-02-01', { messages: [], stream_options: { include_usage: true } }, null)).toEqual({ changed: true, sent: { messages: [] } })
   })
 
-  it('leaves bodies without those fields byte for byte, and other operations alone', () => {
-    const body = Buffer.from('{"messages":[],  "max_tokens":5}')
-    expect(toLegacyChatBody(body)).toBe(body)
-    const quoted = Buffer.from('{"messages":[{"role":"user","content":"what is \\"stream_options\\"?"}]}')
-    expect(toLegacyChatBody(quoted)).toBe(quoted)
-    const embeddings = Buffer.from('{"input":"x","max_completion_tokens":3}')
-    const upstream = adapter.buildUpstream({
-      route: route('POST', '/openai/deployments/my-embed/embeddings'),
-      path: '/openai/deployments/my-embed/embeddings',
-      query: 'api-version=2023-05-15',
-      headers: {},
-      credential: null,
-      body: embeddings,
-    })
-    expect(upstream.body).toBe(embeddings)
+  it('leaves bodies without those fields unchanged, and other operations alone', () => {
+    const legacy = new URLSearchParams('api-version=2023-05-15')
+    const chat = adapter.findRoute('POST', '/openai/deployments/my-gpt4o/chat/completions', legacy) as RouteMatch
+    for (const body of [{ messages: [], max_tokens: 5 }, { messages: [{ role: 'user', content: 'what is "stream_options"?' }] }]) {
+      const before = JSON.stringify(body)
+      expect(adapter.prepareBody(chat, body, adapter.describe(chat, body), null)).toBe(false)
+      expect(JSON.stringify(body)).toBe(before)
+    }
+    const embeddingsRoute = adapter.findRoute('POST', '/openai/deployments/my-embed/embeddings', legacy) as RouteMatch
+    const embeddings = { input: 'x', max_completion_tokens: 3 }
+    expect(adapter.prepareBody(embeddingsRoute, embeddings, adapter.describe(embeddingsRoute, embeddings), null)).toBe(false)
+    expect(embeddings).toEqual({ input: 'x', max_completion_tokens: 3 })
+    // Routes matched without a query, or under a modern version, keep what the client sent.
+    const modern = adapter.findRoute('POST', '/openai/deployments/my-gpt4o/chat/completions', new URLSearchParams('api-version=2024-10-21')) as RouteMatch
+    const kept = { messages: [], max_completion_tokens: 9 }
+    expect(adapter.prepareBody(modern, kept, adapter.describe(modern, kept), null)).toBe(false)
+    expect(toLegacyChatBody({ messages: [] })).toBe(false)
   })
 })
 

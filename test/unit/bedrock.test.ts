@@ -10,6 +10,7 @@ import { createBedrockAdapter } from '../../src/providers/bedrock.js'
 import type { ErrorInfo, RouteMatch, StreamParser, UpstreamCredential } from '../../src/providers/types.js'
 import { PRIMING_TOKENS } from '../../src/tokens/bound.js'
 import { Sha256 } from '../support/fake-bedrock.js'
+import { countRequest } from '../support/count-request.js'
 
 const KEY = `lp-${'A1b2C3'.repeat(7)}x`
 const AWS_CRED: UpstreamCredential = { kind: 'aws', accessKeyId: 'AKIDUPSTREAM', secretAccessKey: 'upstream-secret', region: 'eu-west-1' }
@@ -148,7 +149,7 @@ describe('request facts', () => {
     expect(() => adapter.describe(route(path), body)).toThrow(expect.objectContaining({ code: 'invalid_request' }))
   })
 
-  it('bounds input by body bytes and media parts, the tool-use overhead only with tools (none for embeddings)', () => {
+  it('bounds input by body bytes and media parts, the tool-use overhead only with tools (none for embeddings)', async () => {
     const body = { messages: [{ role: 'user', content: [{ text: 'hi' }, { image: { format: 'png', source: { bytes: 'AAAA' } } }] }] }
     const raw = Buffer.from(JSON.stringify(body))
     expect(adapter.boundInputTokens(route('/model/amazon.nova-pro-v1%3A0/converse'), body, raw, 3000)).toBe(raw.length + 3000)
@@ -159,9 +160,11 @@ describe('request facts', () => {
     const embedRaw = Buffer.from(JSON.stringify(embed))
     expect(adapter.boundInputTokens(route('/model/amazon.titan-embed-text-v2%3A0/invoke'), embed, embedRaw, 2000)).toBe(embedRaw.length)
     expect(adapter.exactInput(route('/model/amazon.titan-embed-text-v2%3A0/invoke'), '/model/amazon.titan-embed-text-v2%3A0/invoke', embed, 'amazon.titan-embed-text-v2:0')).toBeNull()
-    const how = adapter.exactInput(route('/model/amazon.nova-pro-v1%3A0/converse'), '/model/amazon.nova-pro-v1%3A0/converse', { ...body, inferenceConfig: { maxTokens: 5 } }, 'amazon.nova-pro-v1:0')
-    expect(how).toMatchObject({ kind: 'endpoint', path: '/model/amazon.nova-pro-v1%3A0/count-tokens', body: { input: { converse: { messages: body.messages } } } })
+    const capped = { ...body, inferenceConfig: { maxTokens: 5 } }
+    const how = adapter.exactInput(route('/model/amazon.nova-pro-v1%3A0/converse'), '/model/amazon.nova-pro-v1%3A0/converse', capped, 'amazon.nova-pro-v1:0')
+    expect(how).toMatchObject({ kind: 'endpoint', path: '/model/amazon.nova-pro-v1%3A0/count-tokens' })
     if (how?.kind !== 'endpoint') throw new Error('endpoint expected')
+    expect(await countRequest(how.body, capped)).toEqual({ input: { converse: { messages: body.messages } } })
     expect(how.read({ inputTokens: 17 })).toBe(17)
   })
 })

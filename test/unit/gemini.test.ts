@@ -6,6 +6,7 @@ import { ProxyError } from '../../src/errors.js'
 import { createGeminiAdapter } from '../../src/providers/gemini.js'
 import type { ErrorInfo, RouteMatch, StreamParser, UpstreamCredential } from '../../src/providers/types.js'
 import { PRIMING_TOKENS } from '../../src/tokens/bound.js'
+import { countRequest } from '../support/count-request.js'
 
 const adapter = createGeminiAdapter({ baseUrl: 'https://generativelanguage.googleapis.com', apiKey: 'AIza-server-key' })
 
@@ -191,12 +192,13 @@ describe('input bound', () => {
     expect(bound(route, body)).toBe(expected)
   })
 
-  it('counts exactly at the free countTokens endpoint of the same API version, except for content beyond the body', () => {
+  it('counts exactly at the free countTokens endpoint of the same API version, except for content beyond the body', async () => {
     const path = '/v1beta/models/gemini-2.5-flash:generateContent'
-    const how = adapter.exactInput(GENERATE, path, { ...text, generationConfig: { maxOutputTokens: 5 } }, 'gemini-2.5-flash')
-    expect(how).toMatchObject({ kind: 'endpoint', path: '/v1beta/models/gemini-2.5-flash:countTokens', body: { generateContentRequest: { model: 'models/gemini-2.5-flash', contents: text.contents } } })
+    const body = { ...text, generationConfig: { maxOutputTokens: 5 } }
+    const how = adapter.exactInput(GENERATE, path, body, 'gemini-2.5-flash')
+    expect(how).toMatchObject({ kind: 'endpoint', path: '/v1beta/models/gemini-2.5-flash:countTokens' })
     if (how?.kind !== 'endpoint') throw new Error('endpoint expected')
-    expect(how.body.generateContentRequest).not.toHaveProperty('generationConfig')
+    expect(await countRequest(how.body, body)).toEqual({ generateContentRequest: { model: 'models/gemini-2.5-flash', contents: text.contents } })
     expect(how.read({ totalTokens: 9 })).toBe(9)
     expect(adapter.exactInput(GENERATE, path, { ...text, cachedContent: 'cachedContents/abc' }, 'gemini-2.5-flash')).toBeNull()
   })

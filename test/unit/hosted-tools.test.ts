@@ -25,8 +25,17 @@ describe('content the provider fetches itself', () => {
     expect(scan.mediaParts).toBe(mediaParts(body))
   })
 
+  it.each([
+    [{ contents: [{ parts: [{ fileData: { fileUri: 'https://f/1' } }] }] }, true],
+    [{ contents: [{ parts: [{ text: 'x' }, { file_data: { file_uri: 'https://f/1' } }] }] }, true],
+    [{ contents: [{ parts: [{ inlineData: { mimeType: 'image/png', data: 'AA' } }] }] }, false],
+    [{ contents: [{ parts: [{ text: 'fileData file_data', fileData: 'not an object' }] }] }, false],
+  ])('Gemini uploaded files: %j → %s', async (body, expected) => {
+    expect((await scanBody(body)).fileData).toBe(expected)
+  })
+
   it('a body too large to walk is assumed to fetch content, and its media parts are unknown', async () => {
-    expect(await scanBody({ a: [{}, {}, {}] }, 2)).toEqual({ mediaParts: null, fetchesContent: true })
+    expect(await scanBody({ a: [{}, {}, {}] }, 2)).toEqual({ mediaParts: null, fetchesContent: true, fileData: true })
   })
 
   it('walks a long transcript in slices: other work runs while it does, and the answer is the same', async () => {
@@ -38,7 +47,7 @@ describe('content the provider fetches itself', () => {
     const scan = await scanBody(body)
     const elapsed = performance.now() - started
     clearInterval(timer)
-    expect(scan).toEqual({ mediaParts: 2, fetchesContent: true })
+    expect(scan).toEqual({ mediaParts: 2, fetchesContent: true, fileData: false })
     expect(scan.mediaParts).toBe(mediaParts(body))
     // 600,000 objects in slices of 4,096: the event loop ran between slices.
     expect(ticks, `${ticks} timer ticks in ${elapsed.toFixed(0)} ms`).toBeGreaterThanOrEqual(20)

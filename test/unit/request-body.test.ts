@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it, vi } from 'vitest'
 import { ProxyError } from '../../src/errors.js'
 import { BIG_BODY_BYTES } from '../../src/http/raw-body.js'
 import { createAnthropicAdapter } from '../../src/providers/anthropic.js'
@@ -7,9 +7,11 @@ import { createBedrockAdapter } from '../../src/providers/bedrock.js'
 import { createGeminiAdapter } from '../../src/providers/gemini.js'
 import { createMistralAdapter } from '../../src/providers/mistral.js'
 import { createOpenAiAdapter } from '../../src/providers/openai.js'
+import type { LoopShape } from '../../src/loop/types.js'
 import type { ProviderAdapter, RouteMatch } from '../../src/providers/types.js'
-import { readRequestBody } from '../../src/proxy/request-body.js'
-import { createTokenCounter, type TokenCounter } from '../../src/tokens/worker.js'
+import { assembleCountBody } from '../../src/proxy/count-body.js'
+import { readParsedBody, readRequestBody, type RequestBody } from '../../src/proxy/request-body.js'
+import { createTokenCounter } from '../../src/tokens/worker.js'
 
 // A big body (1 MiB or more) is read in the counting worker: every fact the pipeline takes from it is the
 // one the small path (everything on the event loop) takes from the same bytes, and the bytes forwarded
@@ -17,8 +19,10 @@ import { createTokenCounter, type TokenCounter } from '../../src/tokens/worker.j
 
 const worker = createTokenCounter()
 afterAll(() => worker.close())
-/** The same worker with no big-body reading: readRequestBody falls back to the small path. */
-const smallOnly: TokenCounter = { ...worker, inspect: async () => null }
+type Reader = (raw: Buffer, shape: LoopShape | null) => Promise<RequestBody>
+/** The big path (the worker reads a body of BIG_BODY_BYTES or more), and the small path (all on the event loop). */
+const bigPath: Reader = (raw, shape) => readRequestBody(raw, shape, worker)
+const smallPath: Reader = readParsedBody
 
 const PAD = 'The quick brown fox jumps over the lazy dog, ünïcödé 🦊 and "quotes" \\ too. '.repeat(Math.ceil(BIG_BODY_BYTES / 70))
 const image = { type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } }
@@ -61,25 +65,57 @@ const cases: Array<[string, ProviderAdapter, string, Record<string, unknown>]> =
     '/model/amazon.nova-pro-v1:0/converse-stream',
     { messages: [{ role: 'user', content: [{ text: PAD }, { image: { format: 'png', source: { bytes: 'AAAA' } } }] }], system: [{ text: 'be brief' }], inferenceConfig: { maxTokens: 900 } },
   ],
+  [
+    'bedrock invoke',
+    createBedrockAdapter({ baseUrl: 'http://u', apiKey: null, aws: null, region: 'us-east-1' }),
+    '/model/anthropic.claude-sonnet-4-5-v1:0/invoke',
+    { anthropic_version: 'bedrock-2023-05-31', max_tokens: 900, system: 'be brief', messages: [{ role: 'user', content: [{ type: 'text', text: PAD }] }, { role: 'assistant', content: 'ok' }] },
+  ],
 ]
 
-/** Everything the pipeline takes from a body, in order, then the bytes it forwards after lowering the cap to 50. */
-async function facts(adapter: ProviderAdapter, route: RouteMatch, path: string, raw: Buffer, counter: TokenCounter) {
-  const read = await readRequestBody(raw, adapter.loopShape?.(route) ?? null, counter)
-  const body = read.json
-  const described = adapter.describe(route, body)
-  const scan = await read.scan()
-  const seen = {
-    described,
-    hides: adapter.hidesReasoning?.(route, body, false) ?? null,
-    referenced: adapter.referencedInput?.(route, body, {}) ?? null,
-    scan,
-    bound: adapter.boundInputTokens(route, body, raw, 258, scan.mediaParts),
-    fingerprint: read.fingerprint(),
-    exact: JSON.stringify(adapter.exactInput(route, path, body, described.model)),
+const pick = (body: Record<string, unknown>, fields: string[]) => Object.fromEntries(fields.filter((f) => body[f] !== undefined).map((f) => [f, body[f]]))
+/** The count requests the adapters built from parsed values before they were assembled from member spans. */
+const OBJECT_BUILT_COUNT: Record<string, (body: Record<string, unknown>) => unknown> = {
+  'anthropic messages': (body) => pick(body, ['model', 'messages', 'system', 'tools', 'tool_choice', 'thinking', 'mcp_servers']),
+  gemini: (body) => ({ generateContentRequest: { model: 'models/gemini-2.5-flash', ...pick(body, ['contents', 'systemInstruction', 'system_instruction', 'tools', 'toolConfig', 'tool_config']) } }),
+  'bedrock converse': (body) => ({ input: { converse: pick(body, ['messages', 'system', 'toolConfig', 'additionalModelRequestFields']) } }),
+  'bedrock invoke': (body) => ({ input: { invokeModel: { body: Buffer.from(JSON.stringify(body)).toString('base64') } } }),
+}
+
+/** The largest string `JSON.parse` was given while `run` ran: a big body's large members must not be parsed here. */
+async function largestParse<T>(run: () => Promise<T>): Promise<{ result: T; chars: number }> {
+  const spy = vi.spyOn(JSON, 'parse')
+  try {
+    const result = await run()
+    return { result, chars: Math.max(0, ...spy.mock.calls.map(([text]) => String(text).length)) }
+  } finally {
+    spy.mockRestore()
   }
-  const changed = adapter.prepareBody(route, body, described, 50)
-  return { seen, changed, forwarded: JSON.parse((changed ? await read.edited() : raw).toString('utf8')) as unknown, read }
+}
+
+/** Everything the pipeline takes from a body, in order, then the bytes it forwards after lowering the cap to 50. */
+async function facts(adapter: ProviderAdapter, route: RouteMatch, path: string, raw: Buffer, reader: Reader) {
+  const read = await reader(raw, adapter.loopShape?.(route) ?? null)
+  const body = read.json
+  // Every decision before forwarding, the count request included, reads only small members on the event loop.
+  const { result: seen, chars: parsedChars } = await largestParse(async () => {
+    const described = adapter.describe(route, body)
+    const scan = await read.scan()
+    const how = adapter.exactInput(route, path, body, described.model, undefined, scan)
+    return {
+      described,
+      hides: adapter.hidesReasoning?.(route, body, false) ?? null,
+      referenced: adapter.referencedInput?.(route, body, {}) ?? null,
+      scan,
+      bound: adapter.boundInputTokens(route, body, raw, 258, scan),
+      fingerprint: read.fingerprint(),
+      exact: JSON.stringify(how),
+      countRequest: how?.kind === 'endpoint' ? await assembleCountBody(how.body, read) : null,
+    }
+  })
+  const countRequest = seen.countRequest === null ? null : (JSON.parse(seen.countRequest.toString('utf8')) as unknown)
+  const changed = adapter.prepareBody(route, body, seen.described, 50)
+  return { seen: { ...seen, countRequest }, parsedChars, changed, forwarded: JSON.parse((changed ? await read.edited() : raw).toString('utf8')) as unknown, read }
 }
 
 describe('big request bodies', () => {
@@ -87,17 +123,44 @@ describe('big request bodies', () => {
     const raw = Buffer.from(JSON.stringify(body))
     expect(raw.length).toBeGreaterThanOrEqual(BIG_BODY_BYTES)
     const route = adapter.findRoute('POST', path, new URLSearchParams('api-version=2024-10-21')) as RouteMatch
-    const big = await facts(adapter, route, path, raw, worker)
-    const small = await facts(adapter, route, path, raw, smallOnly)
+    const big = await facts(adapter, route, path, raw, bigPath)
+    const small = await facts(adapter, route, path, raw, smallPath)
     // The big path ran (its large members parse on first read), and found a conversation where the route has one.
     expect(Object.values(Object.getOwnPropertyDescriptors(big.read.json)).some((d) => d.get !== undefined)).toBe(true)
     expect(Object.values(Object.getOwnPropertyDescriptors(small.read.json)).some((d) => d.get !== undefined)).toBe(false)
     if (adapter.loopShape?.(route)) expect(big.seen.fingerprint).not.toBeNull()
+    expect(big.parsedChars).toBeLessThanOrEqual(64 * 1024)
     expect(big.seen).toEqual(small.seen)
+    // A count endpoint gets what it got when the request was built from parsed values.
+    expect(big.seen.countRequest).toEqual(OBJECT_BUILT_COUNT[_name]?.(body) ?? null)
     expect(big.changed).toBe(small.changed)
     expect(big.forwarded).toEqual(small.forwarded)
     // The big path forwards the client's bytes with only the edited members spliced in.
     if (big.changed) expect(Buffer.from(JSON.stringify(big.forwarded)).length).toBeLessThan(raw.length + 200)
+  }, 60_000)
+
+  it('Azure under a legacy api-version: the big body is rewritten by splicing its small members, as the small path rewrites it', async () => {
+    const adapter = createAzureAdapter({ endpoint: 'http://u', apiKey: null })
+    const path = '/openai/deployments/my-gpt4o/chat/completions'
+    const body = chat({ model: undefined, stream_options: { include_usage: false }, max_completion_tokens: 900, max_tokens: undefined })
+    const raw = Buffer.from(JSON.stringify(body))
+    const sent = async (reader: Reader) => {
+      const route = adapter.findRoute('POST', path, new URLSearchParams('api-version=2024-06-01')) as RouteMatch
+      const read = await reader(raw, adapter.loopShape?.(route) ?? null)
+      return largestParse(async () => {
+        expect(adapter.prepareBody(route, read.json, adapter.describe(route, read.json), 50)).toBe(true)
+        const edited = await read.edited()
+        return adapter.buildUpstream({ route, path, query: 'api-version=2024-06-01', headers: {}, credential: null, body: edited }).body
+      })
+    }
+    const [big, small] = [await sent(bigPath), await sent(smallPath)]
+    expect(big.chars).toBeLessThanOrEqual(64 * 1024)
+    const forwarded = JSON.parse(big.result.toString('utf8')) as Record<string, unknown>
+    expect(forwarded).toEqual(JSON.parse(small.result.toString('utf8')))
+    expect(forwarded).not.toHaveProperty('stream_options')
+    expect(forwarded).not.toHaveProperty('max_completion_tokens')
+    expect(forwarded.max_tokens).toBe(50)
+    expect(big.result.length).toBeLessThan(raw.length)
   }, 60_000)
 
   it('refuses a repeated key at any depth, invalid JSON and a body that is not an object, as the small path does', async () => {
@@ -110,8 +173,8 @@ describe('big request bodies', () => {
     ]
     for (const text of bodies) {
       const raw = Buffer.from(text)
-      const refusal = (counter: TokenCounter) => readRequestBody(raw, shape, counter).then(() => null, (error: unknown) => error)
-      const [big, small] = [await refusal(worker), await refusal(smallOnly)]
+      const refusal = (reader: Reader) => reader(raw, shape).then(() => null, (error: unknown) => error)
+      const [big, small] = [await refusal(bigPath), await refusal(smallPath)]
       expect(big).toBeInstanceOf(ProxyError)
       expect((big as ProxyError).message).toBe((small as ProxyError).message)
     }
@@ -126,5 +189,37 @@ describe('big request bodies', () => {
     expect(await read.edited()).toBe(raw)
     read.json.max_tokens = 5
     expect((await read.edited()).toString('utf8')).toBe(raw.toString('utf8').replace('"max_tokens":10', '"max_tokens":5'))
+  }, 60_000)
+
+  it('a big body the worker has no room for waits for room, then is refused as retryable: never parsed on the event loop', async () => {
+    const raw = Buffer.from(JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: PAD }], max_tokens: 10 }))
+    // Queues with room for one big body, each filled by a count of it (the worker builds an encoder first).
+    const fill = (counter: ReturnType<typeof createTokenCounter>) => counter.count({ counter: 'chat', model: 'gpt-4o', factor: 1, raw, limit: Number.MAX_SAFE_INTEGER })
+    const refusing = createTokenCounter({ maxPendingBytes: raw.length, maxRoomWaitMs: 100 })
+    const waiting = createTokenCounter({ maxPendingBytes: raw.length, maxRoomWaitMs: 30_000 })
+    try {
+      void fill(refusing)
+      const started = performance.now()
+      const { result: refusal, chars } = await largestParse(() => readRequestBody(raw, null, refusing).then(() => null, (error: unknown) => error))
+      expect(performance.now() - started).toBeGreaterThanOrEqual(95)
+      expect(refusal).toBeInstanceOf(ProxyError)
+      expect(refusal).toMatchObject({ code: 'budget_unavailable', status: 503, retryAfterSeconds: 1 })
+      expect(chars).toBeLessThanOrEqual(64 * 1024)
+      // Once the count leaves the queue, a waiting body gets its room and is read by the worker.
+      const order: string[] = []
+      const counted = fill(waiting).then((c) => {
+        order.push('count')
+        return c
+      })
+      const read = await readRequestBody(raw, null, waiting).then((r) => {
+        order.push('read')
+        return r
+      })
+      expect(await counted).not.toBeNull()
+      expect(order).toEqual(['count', 'read'])
+      expect(Object.getOwnPropertyDescriptor(read.json, 'messages')?.get).toBeTypeOf('function')
+    } finally {
+      await Promise.all([refusing.close(), waiting.close()])
+    }
   }, 60_000)
 })
