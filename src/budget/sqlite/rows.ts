@@ -97,12 +97,12 @@ export function readRequests(db: Db, hash: string, window: WindowName, period: s
 /** Adds `add` to a period's hold; a missing or expired row starts over with `expiresAt`. */
 export function holdInPeriod(db: Db, hash: string, window: WindowName, period: string, add: Micros, expiresAt: number, nowMs: number): void {
   db.statement(
-    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (:hash, :win, :period, 0, :add, :exp)
+    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (?1, ?2, ?3, 0, ?4, ?5)
      ON CONFLICT (hash, win, period) DO UPDATE SET
-       spent = CASE WHEN expires_at > :now THEN spent ELSE 0 END,
-       held = CASE WHEN expires_at > :now THEN held ELSE 0 END + :add,
-       expires_at = CASE WHEN expires_at > :now THEN max(expires_at, :exp) ELSE :exp END`,
-  ).run({ hash, win: window, period, add, exp: expiresAt, now: nowMs })
+       spent = CASE WHEN expires_at > ?6 THEN spent ELSE 0 END,
+       held = CASE WHEN expires_at > ?6 THEN held ELSE 0 END + ?4,
+       expires_at = CASE WHEN expires_at > ?6 THEN max(expires_at, ?5) ELSE ?5 END`,
+  ).run(hash, window, period, add, expiresAt, nowMs)
 }
 
 /** A reserve's hold in all five window periods in one statement (same rules as holdInPeriod); counts the request in the minute. */
@@ -123,12 +123,12 @@ export function holdInAllPeriods(db: Db, hash: string, periods: readonly { windo
 /** Charges `actual` and releases up to `reserved` of the hold (never below zero); a missing row is recreated. */
 export function bookInPeriod(db: Db, hash: string, window: WindowName, period: string, actual: Micros, reserved: Micros, expiresAt: number, nowMs: number): void {
   db.statement(
-    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (:hash, :win, :period, :actual, 0, :exp)
+    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (?1, ?2, ?3, ?4, 0, ?6)
      ON CONFLICT (hash, win, period) DO UPDATE SET
-       spent = CASE WHEN expires_at > :now THEN spent ELSE 0 END + :actual,
-       held = CASE WHEN expires_at > :now THEN max(held - :reserved, 0) ELSE 0 END,
-       expires_at = CASE WHEN expires_at > :now THEN expires_at ELSE :exp END`,
-  ).run({ hash, win: window, period, actual, reserved, exp: expiresAt, now: nowMs })
+       spent = CASE WHEN expires_at > ?7 THEN spent ELSE 0 END + ?4,
+       held = CASE WHEN expires_at > ?7 THEN max(held - ?5, 0) ELSE 0 END,
+       expires_at = CASE WHEN expires_at > ?7 THEN expires_at ELSE ?6 END`,
+  ).run(hash, window, period, actual, reserved, expiresAt, nowMs)
 }
 
 export function readSession(db: Db, hash: string, id: string, nowMs: number): SessionRow | undefined {
@@ -146,10 +146,10 @@ export function dropExpiredSession(db: Db, hash: string, id: string, nowMs: numb
 export function writeSession(db: Db, hash: string, id: string, s: SessionRow, expiresAt: number): void {
   db.statement(
     `INSERT INTO sessions (hash, id, budget, max_steps, steps, spent, held, expires_at, loop_limit)
-     VALUES (:hash, :id, :budget, :max, :steps, :spent, :held, :exp, :loop)
-     ON CONFLICT (hash, id) DO UPDATE SET budget = :budget, max_steps = :max, steps = :steps, spent = :spent,
-       held = :held, expires_at = :exp, loop_limit = :loop`,
-  ).run({ hash, id, budget: s.budget, max: s.max_steps, steps: s.steps, spent: s.spent, held: s.held, exp: expiresAt, loop: s.loop_limit ?? null })
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+     ON CONFLICT (hash, id) DO UPDATE SET budget = ?3, max_steps = ?4, steps = ?5, spent = ?6,
+       held = ?7, expires_at = ?8, loop_limit = ?9`,
+  ).run(hash, id, s.budget, s.max_steps, s.steps, s.spent, s.held, expiresAt, s.loop_limit ?? null)
 }
 
 /** Adds to a live session's hold; an expired session is not recreated. */
@@ -184,10 +184,10 @@ export function writeReservation(
 ): void {
   db.statement(
     `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)
-     VALUES (:hash, :rid, :state, :amount, :provider, :booked, :charged, :created, :exp)
-     ON CONFLICT (hash, request_id) DO UPDATE SET state = :state, amount = :amount, provider = :provider, booked = :booked,
-       charged = :charged, created_at = :created, expires_at = :exp`,
-  ).run({ hash, rid: requestId, state: r.state, amount: r.amount, provider: r.provider, booked: r.booked, charged: r.charged, created: r.createdAt, exp: expiresAt })
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+     ON CONFLICT (hash, request_id) DO UPDATE SET state = ?3, amount = ?4, provider = ?5, booked = ?6,
+       charged = ?7, created_at = ?8, expires_at = ?9`,
+  ).run(hash, requestId, r.state, r.amount, r.provider, r.booked, r.charged, r.createdAt, expiresAt)
 }
 
 export function growReservation(db: Db, hash: string, requestId: string, add: Micros): void {
@@ -201,9 +201,9 @@ export function growReservation(db: Db, hash: string, requestId: string, add: Mi
 export function settleReservation(db: Db, hash: string, requestId: string, charged: Micros, createdAt: string, expiresAt: number): void {
   db.statement(
     `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)
-     VALUES (:hash, :rid, 'settled', 0, '', '', :charged, :created, :exp)
-     ON CONFLICT (hash, request_id) DO UPDATE SET state = 'settled', charged = :charged, booked = '', expires_at = :exp`,
-  ).run({ hash, rid: requestId, charged, created: createdAt, exp: expiresAt })
+     VALUES (?1, ?2, 'settled', 0, '', '', ?3, ?4, ?5)
+     ON CONFLICT (hash, request_id) DO UPDATE SET state = 'settled', charged = ?3, booked = '', expires_at = ?5`,
+  ).run(hash, requestId, charged, createdAt, expiresAt)
 }
 
 /** A loop step's counted repeats, first sighting and requests in flight; undefined when absent. Expiry is the caller's (window) rule. */
