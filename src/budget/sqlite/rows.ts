@@ -120,15 +120,34 @@ export function holdInAllPeriods(db: Db, hash: string, periods: readonly { windo
   ).run(hash, add, ...periods.flatMap((p) => [p.window, p.period, p.expiresAt]), nowMs)
 }
 
-/** Charges `actual` and releases up to `reserved` of the hold (never below zero); a missing row is recreated. */
-export function bookInPeriod(db: Db, hash: string, window: WindowName, period: string, actual: Micros, reserved: Micros, expiresAt: number, nowMs: number): void {
-  db.statement(
-    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (?1, ?2, ?3, ?4, 0, ?6)
+/** One settle's booked periods: where it charges and releases. */
+export interface BookedPeriod {
+  window: WindowName
+  period: string
+}
+
+// The SQL text of bookInPeriods for n periods, built once per n (a reservation books five).
+const bookSql: string[] = []
+
+/**
+ * Charges `actual` and releases up to `reserved` of the hold (never below zero) in every one of `periods`,
+ * in one statement; a missing or expired row is recreated with `expiresAt`.
+ */
+export function bookInPeriods(db: Db, hash: string, periods: readonly BookedPeriod[], actual: Micros, reserved: Micros, expiresAt: number, nowMs: number): void {
+  if (periods.length === 0) return
+  let sql = bookSql[periods.length]
+  if (sql === undefined) {
+    const values = periods.map((_, i) => `(?1, ?${6 + 2 * i}, ?${7 + 2 * i}, ?2, 0, ?4)`).join(', ')
+    sql = `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values}
      ON CONFLICT (hash, win, period) DO UPDATE SET
-       spent = CASE WHEN expires_at > ?7 THEN spent ELSE 0 END + ?4,
-       held = CASE WHEN expires_at > ?7 THEN max(held - ?5, 0) ELSE 0 END,
-       expires_at = CASE WHEN expires_at > ?7 THEN expires_at ELSE ?6 END`,
-  ).run(hash, window, period, actual, reserved, expiresAt, nowMs)
+       spent = CASE WHEN expires_at > ?5 THEN spent ELSE 0 END + ?2,
+       held = CASE WHEN expires_at > ?5 THEN max(held - ?3, 0) ELSE 0 END,
+       expires_at = CASE WHEN expires_at > ?5 THEN expires_at ELSE ?4 END`
+    bookSql[periods.length] = sql
+  }
+  const args: Array<string | number> = [hash, actual, reserved, expiresAt, nowMs]
+  for (const p of periods) args.push(p.window, p.period)
+  db.statement(sql).run(...args)
 }
 
 export function readSession(db: Db, hash: string, id: string, nowMs: number): SessionRow | undefined {
@@ -192,6 +211,21 @@ export function writeReservation(
 
 export function growReservation(db: Db, hash: string, requestId: string, add: Micros): void {
   db.statement('UPDATE reservations SET amount = amount + ? WHERE hash = ? AND request_id = ?').run(add, hash, requestId)
+}
+
+/**
+ * Marks a held request settled with `charged` (dropping its booked list, no longer needed: a settled record
+ * only answers a repeated settle and blocks the id); returns what it held, or undefined when no live
+ * record was held (settled before, or none: see settleReservation).
+ */
+export function settleHeld(db: Db, hash: string, requestId: string, charged: Micros, expiresAt: number, nowMs: number): number | undefined {
+  const row = db
+    .statement(
+      `UPDATE reservations SET state = 'settled', charged = ?3, booked = '', expires_at = ?4
+       WHERE hash = ?1 AND request_id = ?2 AND expires_at > ?5 AND state = 'held' RETURNING amount`,
+    )
+    .get(hash, requestId, charged, expiresAt, nowMs) as { amount: number } | undefined
+  return row?.amount
 }
 
 /**

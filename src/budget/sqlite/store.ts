@@ -229,17 +229,25 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
 
   /** Charges `actual` and releases the hold in the booked places, once per request id. */
   function settleTx(hash: string, requestId: string, bookedKeys: readonly string[], actual: Micros, nowMs: number): SettleResult {
-    const record = rows.readReservation(db, hash, requestId, nowMs)
-    if (record?.state === 'settled') return { chargedMicros: record.charged, alreadySettled: true }
-    // No record: nothing to release, but the request did run, so its cost is still charged.
-    const reserved = record?.state === 'held' ? record.amount : 0
-    for (const b of bookedKeys.map(rows.parseBooked)) {
-      if (b.kind === 'period') rows.bookInPeriod(db, hash, b.window, b.period, actual, reserved, nowMs + GRACE_MS, nowMs)
+    const expiresAt = nowMs + RESERVATION_TTL_MS
+    // The common case, a held record, is read and marked settled in one statement.
+    let reserved = rows.settleHeld(db, hash, requestId, actual, expiresAt, nowMs)
+    if (reserved === undefined) {
+      const record = rows.readReservation(db, hash, requestId, nowMs)
+      if (record?.state === 'settled') return { chargedMicros: record.charged, alreadySettled: true }
+      // No record: nothing to release, but the request did run, so its cost is still charged.
+      reserved = 0
+      rows.settleReservation(db, hash, requestId, actual, new Date(nowMs).toISOString(), expiresAt)
+    }
+    const periods: rows.BookedPeriod[] = []
+    for (const key of bookedKeys) {
+      const b = rows.parseBooked(key)
+      if (b.kind === 'period') periods.push(b)
       else if (b.kind === 'session') rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
       else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
     }
+    rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs)
     if (actual > 0) rows.bookDay(db, hash, dayOf(nowMs), actual, dayExpiresAt(nowMs))
-    rows.settleReservation(db, hash, requestId, actual, new Date(nowMs).toISOString(), nowMs + RESERVATION_TTL_MS)
     return { chargedMicros: actual, alreadySettled: false }
   }
 
