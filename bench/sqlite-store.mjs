@@ -1,7 +1,7 @@
 // The embedded store's own CPU per request, beside the floor's: one request's store work as the proxy does
 // it in scenario f (reserve for a key with a daily limit and the loop guard off, then settle), against
 // the floor's two small BEGIN IMMEDIATE transactions (bench/floor.mjs --store=sqlite), in this process,
-// alternating in blocks of BLOCK requests within each trial. With --checkpointer the WAL is checkpointed
+// alternating in blocks of BLOCK requests within each trial. Request ids are made as that build's proxy makes them. With --checkpointer the WAL is checkpointed
 // by the store's worker as in `loopers serve` (its CPU counts: every thread of this process is measured).
 // The result is the median over trials of µs of CPU per request, and the store's excess over the floor.
 // Bounded: TRIALS × 2 × N sequential calls on temporary files; nothing listens, nothing is spawned.
@@ -48,6 +48,8 @@ try {
     const { createSqliteKeyAdmin } = await import(`${root}/dist/budget/sqlite/admin.js`)
     const { createSqliteBudgetStore } = await import(`${root}/dist/budget/sqlite/store.js`)
     const { startCheckpointer } = await import(`${root}/dist/budget/sqlite/checkpointer.js`)
+    // The request ids that build's proxy makes (before they were time-ordered: randomUUID).
+    const newId = await import(`${root}/dist/budget/request-id.js`).then((m) => () => m.newRequestId(), () => randomUUID)
     const path = join(dir, `${name}.db`)
     let checkpointer = null
     const db = createDb(path, { onCommit: () => checkpointer?.wake() })
@@ -64,7 +66,7 @@ try {
     const session = () => (SESSION ? { id: `s${n % 50}`, budgetMicros: null, maxSteps: null } : null)
     return async () => {
       n++
-      const r = await store.reserve({ keyHash: record.hash, provider: 'openai', requestId: randomUUID(), minMicros: 10, maxMicros: 100, session: session() })
+      const r = await store.reserve({ keyHash: record.hash, provider: 'openai', requestId: newId(), minMicros: 10, maxMicros: 100, session: session() })
       if (!r.ok) throw new Error(`refused: ${r.reason}`)
       await store.settle(r.reservation, 50)
     }
