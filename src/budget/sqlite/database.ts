@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS loops (
   expires_at INTEGER NOT NULL, inflight INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (hash, scope, step)
 ) STRICT, WITHOUT ROWID;
+-- Spend history of files written before it moved into periods (rows.DAY_ROW): read and swept, no longer written.
 CREATE TABLE IF NOT EXISTS daily_spend (
   hash TEXT NOT NULL, day TEXT NOT NULL, spent INTEGER NOT NULL, expires_at INTEGER NOT NULL,
   PRIMARY KEY (hash, day)

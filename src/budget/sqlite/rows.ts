@@ -280,10 +280,31 @@ export function trimLoopScope(db: Db, hash: string, scope: string, keep: number,
   ).run(hash, scope, keep)
 }
 
+/**
+ * The `win` of a key's spend-history rows in the periods table. It sorts before every window name, so a
+ * key's days sit just before its live period rows, and the day a settle adds to is on the page the
+ * settle writes anyway: one page fewer per commit than a table of its own. (Files written before keep
+ * their days in daily_spend too; history reads both.)
+ */
+export const DAY_ROW = '#day'
+
 /** Adds `actual` to the key's spend on `day` (spend history, kept until `expiresAt`). */
 export function bookDay(db: Db, hash: string, day: string, actual: Micros, expiresAt: number): void {
   db.statement(
-    `INSERT INTO daily_spend (hash, day, spent, expires_at) VALUES (?1, ?2, ?3, ?4)
-     ON CONFLICT (hash, day) DO UPDATE SET spent = spent + ?3, expires_at = ?4`,
+    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (?1, '${DAY_ROW}', ?2, ?3, 0, ?4)
+     ON CONFLICT (hash, win, period) DO UPDATE SET spent = spent + ?3, expires_at = ?4`,
   ).run(hash, day, actual, expiresAt)
+}
+
+/** Settled spend per day from `first` to `last` (inclusive, 'YYYY-MM-DD'), days with none left out. */
+export function readDays(db: Db, hash: string, first: string, last: string, nowMs: number): Array<{ day: string; spent: number }> {
+  return db
+    .statement(
+      `SELECT day, sum(spent) AS spent FROM (
+         SELECT period AS day, spent FROM periods WHERE hash = ?1 AND win = '${DAY_ROW}' AND period >= ?2 AND period <= ?3 AND expires_at > ?4
+         UNION ALL
+         SELECT day, spent FROM daily_spend WHERE hash = ?1 AND day >= ?2 AND day <= ?3 AND expires_at > ?4)
+       GROUP BY day`,
+    )
+    .all(hash, first, last, nowMs) as Array<{ day: string; spent: number }>
 }

@@ -35,6 +35,14 @@ const RESERVATION_TTL_MS = RESERVATION_TTL_SECONDS * 1000
 
 type KeyCheck = { ok: true; key: rows.KeyRow } | Refusal
 
+// The UTC day of the last settle: the date string is made once a day, not once a request.
+let lastDay = { index: -1, day: '' }
+function dayOfCached(nowMs: number): string {
+  const index = Math.floor(nowMs / 86_400_000)
+  if (index !== lastDay.index) lastDay = { index, day: dayOf(nowMs) }
+  return lastDay.day
+}
+
 /** The budget store on the database `db`. */
 export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): BudgetStore {
   const now = opts.now ?? Date.now
@@ -247,7 +255,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
     }
     rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs)
-    if (actual > 0) rows.bookDay(db, hash, dayOf(nowMs), actual, dayExpiresAt(nowMs))
+    if (actual > 0) rows.bookDay(db, hash, dayOfCached(nowMs), actual, dayExpiresAt(nowMs))
     return { chargedMicros: actual, alreadySettled: false }
   }
 
