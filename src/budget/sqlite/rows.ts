@@ -66,8 +66,26 @@ export function parseBooked(key: string): Booked {
   return { kind: 'period', window, period: key.slice(at + 1) }
 }
 
+const LIMIT_COLUMN = { minute: 'lim_minute', hourly: 'lim_hourly', daily: 'lim_daily', weekly: 'lim_weekly', monthly: 'lim_monthly' } as const
+
 export function limitOf(row: KeyRow, window: WindowName): Micros | null {
-  return row[`lim_${window}`]
+  return row[LIMIT_COLUMN[window]]
+}
+
+/** What a reserve reads first, as one row: the key, and whether the request id was used (1) or not (0). */
+export interface ReserveRow extends KeyRow {
+  used: number
+}
+
+// One primary-key probe of each table (a join of the periods here costs more than reading them apart).
+const READ_FOR_RESERVE_SQL = `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget,
+    session_max_steps, unlimited, rpm, loop_limit, loop_window,
+    EXISTS (SELECT 1 FROM reservations WHERE hash = ?1 AND request_id = ?2 AND expires_at > ?3) AS used
+  FROM keys WHERE hash = ?1`
+
+/** The key row and the request id's use, in one statement; undefined when the key does not exist. */
+export function readForReserve(db: Db, hash: string, requestId: string, nowMs: number): ReserveRow | undefined {
+  return db.statement(READ_FOR_RESERVE_SQL).get(hash, requestId, nowMs) as ReserveRow | undefined
 }
 
 export function readKey(db: Db, hash: string): KeyRow | undefined {
