@@ -6,7 +6,8 @@
 // The result is the median over trials of µs of CPU per request, and the store's excess over the floor.
 // Bounded: TRIALS × 2 × N sequential calls on temporary files; nothing listens, nothing is spawned.
 // --base=DIR adds a third side: the same store work on another build (DIR/dist, e.g. main's), for before/after.
-// Run: `npm run build && node bench/sqlite-store.mjs [--requests=N] [--trials=T] [--session] [--checkpointer] [--base=DIR]`.
+// --inflight=N keeps N requests in flight at once (the store's group commit then serves several per commit).
+// Run: `npm run build && node bench/sqlite-store.mjs [--requests=N] [--trials=T] [--session] [--checkpointer] [--base=DIR] [--inflight=N]`.
 import { randomUUID } from 'node:crypto'
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -21,6 +22,8 @@ const BLOCK = 200
 const SESSION = flag('session')
 const CHECKPOINTER = flag('checkpointer')
 const BASE = option('base', null)
+// Requests in flight at once (each its reserve, then its settle), as at the proxy's peak (C=64); 1: one by one.
+const INFLIGHT = Number(option('inflight', 1))
 
 /** CPU time of every thread of this process in ms (schedstat: ns). */
 function cpuMs() {
@@ -107,7 +110,9 @@ try {
     for (let done = 0; done < N; done += BLOCK) {
       for (const side of order) {
         const before = cpuMs()
-        for (let i = 0; i < BLOCK; i++) await sides[side]()
+        await Promise.all(Array.from({ length: INFLIGHT }, async (_, lane) => {
+          for (let i = lane; i < BLOCK; i += INFLIGHT) await sides[side]()
+        }))
         ms[side] += cpuMs() - before
       }
     }
@@ -115,7 +120,7 @@ try {
     console.error(`trial ${t + 1}: ${names.map((side) => `${side} ${perTrial[side].at(-1).toFixed(1)} µs`).join(', ')}`)
   }
   const us = (side) => Number(median(perTrial[side]).toFixed(1))
-  const out = { requests: N, trials: TRIALS, session: SESSION, checkpointer: CHECKPOINTER }
+  const out = { requests: N, trials: TRIALS, inflight: INFLIGHT, session: SESSION, checkpointer: CHECKPOINTER }
   for (const side of names) out[`${side}_us_per_request`] = us(side)
   out.excess_us = Number((us('store') - us('floor')).toFixed(1))
   out.ratio = Number((us('store') / us('floor')).toFixed(2))
