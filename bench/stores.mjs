@@ -1,7 +1,7 @@
 // (f) The two budget stores side by side on one machine: the same chat load through a proxy on Redis
 // (the main proxy) and through one on the embedded SQLite store, back to back: added latency at
 // RATE req/s (a rate a shared 2-core machine sustains, so queueing does not swamp the difference),
-// peak throughput and the proxy's CPU per request.
+// peak throughput and the proxy's CPU per request. Trials: the run's --trials (latency and peak alike).
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -29,11 +29,11 @@ export async function stores(ctx) {
     const out = { redis: {}, sqlite: {} }
     for (const store of ['redis', 'sqlite']) {
       ctx.log(`  stores: ${store}`)
-      out[store].latency = await latency(on[store], { rates: [RATE], trials: 1, label: store })
+      out[store].latency = await latency(on[store], { rates: [RATE], trials: ctx.trials, label: store })
       ctx.quietBudgetMs = on[store].quietBudgetMs
     }
     for (const store of ['sqlite', 'redis']) {
-      out[store].peak = await peak({ ...on[store], trials: 1 })
+      out[store].peak = await peak({ ...on[store], trials: ctx.trials })
     }
     return { rate: RATE, ...out }
   } finally {

@@ -1,7 +1,7 @@
-import { randomUUID } from 'node:crypto'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { BudgetStore, KeyAdmin, ReserveResult } from '../budget/types.js'
+import { newRequestId } from '../budget/request-id.js'
 import { microsToUsd } from '../money.js'
 import type { Config } from '../config.js'
 import {
@@ -147,7 +147,7 @@ export function createPipeline(deps: PipelineDeps) {
       // Requests of one step fired at once (a load test, a batch) are not repeats: the store counts a repeat
       // only while at most one request of its step is in flight, and settle ends each (src/loop/README.md).
       const loop = fingerprint === null ? null : { scope: loopScope(session?.id ?? null, fingerprint), step: fingerprint.step }
-      const requestId = randomUUID()
+      const requestId = newRequestId()
       const reserveInput = { keyHash, provider: adapter.id, requestId, session, loop }
       const count = async (limit: number): Promise<number | null> => {
         // Fetched content is bounded by a whole context window whatever the body counts: no count call.

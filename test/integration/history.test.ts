@@ -55,7 +55,7 @@ describe.each(STORE_KINDS)('%s store: spend history', (kind) => {
     f.clock.set('2027-02-15T00:00:00.000Z')
     const db = new (await import('node:sqlite')).DatabaseSync(server.dbPath as string)
     try {
-      const row = db.prepare('SELECT expires_at FROM daily_spend WHERE hash = ?').get(hash) as { expires_at: number }
+      const row = db.prepare("SELECT expires_at FROM periods WHERE hash = ? AND win = '#day'").get(hash) as { expires_at: number }
       expect(row.expires_at).toBe(Date.parse('2027-02-15T00:00:00.000Z'))
     } finally {
       db.close()

@@ -11,7 +11,7 @@ import { parseKeyRef, pickKey } from '../resolve.js'
 import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyLookup, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
 import { periodOf } from '../windows.js'
 import type { Db } from './database.js'
-import { readPeriod, readRequests, type KeyRow } from './rows.js'
+import { readDays, readPeriod, readRequests, type KeyRow } from './rows.js'
 
 export interface SqliteAdminOptions {
   /** Clock in ms since the epoch (creation time, current periods). Default Date.now. */
@@ -110,14 +110,12 @@ export function createSqliteKeyAdmin(db: Db, opts: SqliteAdminOptions = {}): Key
     })
   }
 
-  /** One range read of the (hash, day) primary key. */
+  /** Range reads of the key's day rows (periods, and daily_spend of files written before). */
   async function history(hash: string, days: number): Promise<DaySpend[] | null> {
     const nowMs = now()
     const dates = lastDays(nowMs, days)
     if (read(hash) === null) return null
-    const found = db.read('read history', () =>
-      db.statement('SELECT day, spent FROM daily_spend WHERE hash = ? AND day >= ? AND day <= ? AND expires_at > ?').all(hash, dates[0] ?? '', dates.at(-1) ?? '', nowMs),
-    ) as Array<{ day: string; spent: number }>
+    const found = db.read('read history', () => readDays(db, hash, dates[0] ?? '', dates.at(-1) ?? '', nowMs))
     const byDay = new Map(found.map((r) => [r.day, r.spent]))
     return dates.map((date) => ({ date, spentMicros: byDay.get(date) ?? 0 }))
   }

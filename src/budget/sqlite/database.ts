@@ -1,12 +1,12 @@
 /**
- * The embedded store's SQLite file: opened through `node:sqlite` (no native add-on), created on first
- * use (folder 0700, file 0600), WAL with synchronous=NORMAL. Every operation is one BEGIN IMMEDIATE
- * transaction, so several processes on one machine sharing the file stay exact.
+ * The embedded store's database: the file (schema.ts) opened through `node:sqlite` (no native add-on)
+ * on first use. Every operation runs inside a BEGIN IMMEDIATE transaction, so several processes on one
+ * machine sharing the file stay exact; operations queued in one turn of the event loop share one
+ * commit (group commit: at peak a commit, and each page it writes, serves ~20 operations).
  */
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs'
-import { dirname } from 'node:path'
 import { DatabaseSync, type StatementSync } from 'node:sqlite'
 import { StoreUnavailableError } from '../../errors.js'
+import { openFile } from './schema.js'
 
 /**
  * How long one operation waits for another process's write lock before it fails closed (503). The
@@ -15,6 +15,15 @@ import { StoreUnavailableError } from '../../errors.js'
 export const DEFAULT_BUSY_TIMEOUT_MS = 250
 /** Retry delays while the write lock is taken: 1, 2, 4, 8, then 16 ms. */
 const MAX_RETRY_DELAY_MS = 16
+/** At most this many queued works commit together (a few ms of the loop at most). */
+const MAX_BATCH = 64
+
+interface Queued {
+  what: string
+  work: () => unknown
+  resolve: (value: unknown) => void
+  reject: (reason: unknown) => void
+}
 
 export interface Db {
   readonly path: string
@@ -23,7 +32,9 @@ export interface Db {
   /**
    * Runs `work` (synchronous, a few statements) in one BEGIN IMMEDIATE transaction. While another
    * process holds the write lock it retries on timers for up to the busy timeout; then, and for any
-   * other SQLite fault, it rejects with StoreUnavailableError.
+   * other SQLite fault, it rejects with StoreUnavailableError. Works queued in one turn of the event
+   * loop commit together (one commit, each page written once), in the order they were queued; if any
+   * of them throws, none of that commit stays and each runs again in a transaction of its own.
    */
   transaction<T>(what: string, work: () => T): Promise<T>
   /** The same, once, without waiting for a lock held elsewhere (for background work that retries anyway). */
@@ -34,46 +45,6 @@ export interface Db {
   read<T>(what: string, work: () => T): T
   close(): void
 }
-
-// No index on expires_at: keeping one costs every request a third of its time; the housekeeping sweep
-// walks each table by primary key in small batches instead.
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS keys (
-  hash TEXT PRIMARY KEY, name TEXT NOT NULL, providers TEXT NOT NULL, active INTEGER NOT NULL, created_at TEXT NOT NULL,
-  lim_minute INTEGER, lim_hourly INTEGER, lim_daily INTEGER, lim_weekly INTEGER, lim_monthly INTEGER,
-  session_budget INTEGER, session_max_steps INTEGER, unlimited INTEGER NOT NULL DEFAULT 0, rpm INTEGER,
-  loop_limit INTEGER, loop_window INTEGER
-) STRICT;
-CREATE INDEX IF NOT EXISTS keys_name ON keys (name);
-CREATE TABLE IF NOT EXISTS periods (
-  hash TEXT NOT NULL, win TEXT NOT NULL, period TEXT NOT NULL,
-  spent INTEGER NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL, requests INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY (hash, win, period)
-) STRICT, WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sessions (
-  hash TEXT NOT NULL, id TEXT NOT NULL, budget INTEGER, max_steps INTEGER,
-  steps INTEGER NOT NULL, spent INTEGER NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL, loop_limit INTEGER,
-  PRIMARY KEY (hash, id)
-) STRICT, WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS loops (
-  hash TEXT NOT NULL, scope TEXT NOT NULL, step TEXT NOT NULL, count INTEGER NOT NULL, since_ms INTEGER NOT NULL,
-  expires_at INTEGER NOT NULL, inflight INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY (hash, scope, step)
-) STRICT, WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS daily_spend (
-  hash TEXT NOT NULL, day TEXT NOT NULL, spent INTEGER NOT NULL, expires_at INTEGER NOT NULL,
-  PRIMARY KEY (hash, day)
-) STRICT, WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-  id INTEGER PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL, key_hash_prefix TEXT NOT NULL, provider TEXT NOT NULL,
-  reason TEXT NOT NULL, win TEXT
-) STRICT;
-CREATE TABLE IF NOT EXISTS reservations (
-  hash TEXT NOT NULL, request_id TEXT NOT NULL, state TEXT NOT NULL, amount INTEGER NOT NULL, provider TEXT NOT NULL,
-  booked TEXT NOT NULL, charged INTEGER NOT NULL, created_at TEXT NOT NULL, expires_at INTEGER NOT NULL,
-  PRIMARY KEY (hash, request_id)
-) STRICT, WITHOUT ROWID;
-`
 
 export interface DbOptions {
   busyTimeoutMs?: number
@@ -109,7 +80,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     if (db !== null) return db
     if (lastFailure !== null && Date.now() - lastFailure.at < REOPEN_INTERVAL_MS) throw lastFailure.error
     try {
-      db = open(path, busyTimeoutMs)
+      db = openFile(path, busyTimeoutMs)
       if (!autoCheckpoint) db.exec('PRAGMA wal_autocheckpoint = 0')
       lastFailure = null
       report('ready')
@@ -140,6 +111,49 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       return result
     })
   }
+  async function transactionAlone<T>(what: string, work: () => T): Promise<T> {
+    const deadline = Date.now() + busyTimeoutMs
+    for (let delay = 1; ; delay = Math.min(2 * delay, MAX_RETRY_DELAY_MS)) {
+      try {
+        return transactionNow(what, work)
+      } catch (err) {
+        if (!(err instanceof StoreUnavailableError && isBusy(err.cause)) || Date.now() + delay > deadline) throw err
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay))
+    }
+  }
+
+  // Group commit: what is queued during one turn of the loop runs at its end, in one transaction.
+  let queue: Queued[] = []
+  let scheduled = false
+  const flush = (): void => {
+    scheduled = false
+    const batch = queue.length > MAX_BATCH ? queue.splice(0, MAX_BATCH) : queue
+    if (batch === queue) queue = []
+    else schedule()
+    if (batch.length > 1 && commitTogether(batch)) return
+    for (const q of batch) transactionAlone(q.what, q.work).then(q.resolve, q.reject)
+  }
+  const schedule = (): void => {
+    if (scheduled) return
+    scheduled = true
+    setImmediate(flush)
+  }
+  /** Every work of `batch` in one transaction, results handed out after the commit; false (nothing kept) if any throws. */
+  const commitTogether = (batch: readonly Queued[]): boolean => {
+    let results: unknown[]
+    try {
+      const conn = connection()
+      results = inTransaction(conn, () => batch.map((q) => q.work()))
+    } catch {
+      return false
+    }
+    for (const q of batch) opts.onCommit?.(q.what)
+    report('ready')
+    batch.forEach((q, i) => q.resolve(results[i]))
+    return true
+  }
+
   return {
     path,
     statement(sql) {
@@ -151,16 +165,11 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       return s
     },
     transactionNow,
-    async transaction(what, work) {
-      const deadline = Date.now() + busyTimeoutMs
-      for (let delay = 1; ; delay = Math.min(2 * delay, MAX_RETRY_DELAY_MS)) {
-        try {
-          return transactionNow(what, work)
-        } catch (err) {
-          if (!(err instanceof StoreUnavailableError && isBusy(err.cause)) || Date.now() + delay > deadline) throw err
-        }
-        await new Promise((resolve) => setTimeout(resolve, delay))
-      }
+    transaction<T>(what: string, work: () => T): Promise<T> {
+      return new Promise<T>((resolve, reject) => {
+        queue.push({ what, work, resolve: resolve as (value: unknown) => void, reject })
+        schedule()
+      })
     },
     read: (what, work) => guard(what, () => work()),
     setAutoCheckpoint(on) {
@@ -174,47 +183,6 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       db?.close()
       db = null
     },
-  }
-}
-
-function open(path: string, busyTimeoutMs: number): DatabaseSync {
-  createFile(path)
-  const db = new DatabaseSync(path, { timeout: busyTimeoutMs })
-  try {
-    db.exec('PRAGMA journal_mode = WAL')
-    // NORMAL in WAL: a commit is in the OS before it returns (kill -9 loses nothing settled); the WAL is
-    // fsynced at checkpoints, so a power cut can lose the last commits (README: durability).
-    db.exec('PRAGMA synchronous = NORMAL')
-    // After a checkpoint lets the WAL start over, a WAL that grew under load is cut back to this.
-    db.exec('PRAGMA journal_size_limit = 16777216')
-    inTransaction(db, () => {
-      db.exec(SCHEMA)
-      addColumns(db)
-    })
-    // From here on a taken write lock fails at once; Db.transaction waits for it on timers instead.
-    db.exec('PRAGMA busy_timeout = 0')
-    return db
-  } catch (err) {
-    db.close()
-    throw err
-  }
-}
-
-/** Columns added after a table's first release: a file created before them gains them on open. */
-const ADDED_COLUMNS: ReadonlyArray<readonly [table: string, column: string, type: string]> = [
-  ['keys', 'unlimited', 'INTEGER NOT NULL DEFAULT 0'],
-  ['keys', 'rpm', 'INTEGER'],
-  ['keys', 'loop_limit', 'INTEGER'],
-  ['keys', 'loop_window', 'INTEGER'],
-  ['sessions', 'loop_limit', 'INTEGER'],
-  ['periods', 'requests', 'INTEGER NOT NULL DEFAULT 0'],
-  ['loops', 'inflight', 'INTEGER NOT NULL DEFAULT 0'],
-]
-
-function addColumns(db: DatabaseSync): void {
-  for (const [table, column, type] of ADDED_COLUMNS) {
-    const have = (db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).some((c) => c.name === column)
-    if (!have) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`)
   }
 }
 
@@ -246,21 +214,6 @@ function inTransaction<T>(db: DatabaseSync, work: () => T): T {
     }
     throw err
   }
-}
-
-/** Folder 0700 and file 0600 on first use; an existing folder or file keeps its mode. */
-function createFile(path: string): void {
-  if (path === ':memory:') return
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
-  let fd: number
-  try {
-    fd = openSync(path, 'wx', 0o600)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return
-    throw err
-  }
-  closeSync(fd)
-  chmodSync(path, 0o600)
 }
 
 function unavailable(what: string, path: string, err: unknown): StoreUnavailableError {

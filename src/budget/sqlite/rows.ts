@@ -66,8 +66,26 @@ export function parseBooked(key: string): Booked {
   return { kind: 'period', window, period: key.slice(at + 1) }
 }
 
+const LIMIT_COLUMN = { minute: 'lim_minute', hourly: 'lim_hourly', daily: 'lim_daily', weekly: 'lim_weekly', monthly: 'lim_monthly' } as const
+
 export function limitOf(row: KeyRow, window: WindowName): Micros | null {
-  return row[`lim_${window}`]
+  return row[LIMIT_COLUMN[window]]
+}
+
+/** What a reserve reads first, as one row: the key, and whether the request id was used (1) or not (0). */
+export interface ReserveRow extends KeyRow {
+  used: number
+}
+
+// One primary-key probe of each table (a join of the periods here costs more than reading them apart).
+const READ_FOR_RESERVE_SQL = `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget,
+    session_max_steps, unlimited, rpm, loop_limit, loop_window,
+    EXISTS (SELECT 1 FROM reservations WHERE hash = ?1 AND request_id = ?2 AND expires_at > ?3) AS used
+  FROM keys WHERE hash = ?1`
+
+/** The key row and the request id's use, in one statement; undefined when the key does not exist. */
+export function readForReserve(db: Db, hash: string, requestId: string, nowMs: number): ReserveRow | undefined {
+  return db.statement(READ_FOR_RESERVE_SQL).get(hash, requestId, nowMs) as ReserveRow | undefined
 }
 
 export function readKey(db: Db, hash: string): KeyRow | undefined {
@@ -97,12 +115,12 @@ export function readRequests(db: Db, hash: string, window: WindowName, period: s
 /** Adds `add` to a period's hold; a missing or expired row starts over with `expiresAt`. */
 export function holdInPeriod(db: Db, hash: string, window: WindowName, period: string, add: Micros, expiresAt: number, nowMs: number): void {
   db.statement(
-    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (:hash, :win, :period, 0, :add, :exp)
+    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (?1, ?2, ?3, 0, ?4, ?5)
      ON CONFLICT (hash, win, period) DO UPDATE SET
-       spent = CASE WHEN expires_at > :now THEN spent ELSE 0 END,
-       held = CASE WHEN expires_at > :now THEN held ELSE 0 END + :add,
-       expires_at = CASE WHEN expires_at > :now THEN max(expires_at, :exp) ELSE :exp END`,
-  ).run({ hash, win: window, period, add, exp: expiresAt, now: nowMs })
+       spent = CASE WHEN expires_at > ?6 THEN spent ELSE 0 END,
+       held = CASE WHEN expires_at > ?6 THEN held ELSE 0 END + ?4,
+       expires_at = CASE WHEN expires_at > ?6 THEN max(expires_at, ?5) ELSE ?5 END`,
+  ).run(hash, window, period, add, expiresAt, nowMs)
 }
 
 /** A reserve's hold in all five window periods in one statement (same rules as holdInPeriod); counts the request in the minute. */
@@ -120,15 +138,34 @@ export function holdInAllPeriods(db: Db, hash: string, periods: readonly { windo
   ).run(hash, add, ...periods.flatMap((p) => [p.window, p.period, p.expiresAt]), nowMs)
 }
 
-/** Charges `actual` and releases up to `reserved` of the hold (never below zero); a missing row is recreated. */
-export function bookInPeriod(db: Db, hash: string, window: WindowName, period: string, actual: Micros, reserved: Micros, expiresAt: number, nowMs: number): void {
-  db.statement(
-    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (:hash, :win, :period, :actual, 0, :exp)
+/** One settle's booked periods: where it charges and releases. */
+export interface BookedPeriod {
+  window: WindowName
+  period: string
+}
+
+// The SQL text of bookInPeriods for n periods, built once per n (a reservation books five).
+const bookSql: string[] = []
+
+/**
+ * Charges `actual` and releases up to `reserved` of the hold (never below zero) in every one of `periods`,
+ * in one statement; a missing or expired row is recreated with `expiresAt`.
+ */
+export function bookInPeriods(db: Db, hash: string, periods: readonly BookedPeriod[], actual: Micros, reserved: Micros, expiresAt: number, nowMs: number): void {
+  if (periods.length === 0) return
+  let sql = bookSql[periods.length]
+  if (sql === undefined) {
+    const values = periods.map((_, i) => `(?1, ?${6 + 2 * i}, ?${7 + 2 * i}, ?2, 0, ?4)`).join(', ')
+    sql = `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values}
      ON CONFLICT (hash, win, period) DO UPDATE SET
-       spent = CASE WHEN expires_at > :now THEN spent ELSE 0 END + :actual,
-       held = CASE WHEN expires_at > :now THEN max(held - :reserved, 0) ELSE 0 END,
-       expires_at = CASE WHEN expires_at > :now THEN expires_at ELSE :exp END`,
-  ).run({ hash, win: window, period, actual, reserved, exp: expiresAt, now: nowMs })
+       spent = CASE WHEN expires_at > ?5 THEN spent ELSE 0 END + ?2,
+       held = CASE WHEN expires_at > ?5 THEN max(held - ?3, 0) ELSE 0 END,
+       expires_at = CASE WHEN expires_at > ?5 THEN expires_at ELSE ?4 END`
+    bookSql[periods.length] = sql
+  }
+  const args: Array<string | number> = [hash, actual, reserved, expiresAt, nowMs]
+  for (const p of periods) args.push(p.window, p.period)
+  db.statement(sql).run(...args)
 }
 
 export function readSession(db: Db, hash: string, id: string, nowMs: number): SessionRow | undefined {
@@ -146,10 +183,10 @@ export function dropExpiredSession(db: Db, hash: string, id: string, nowMs: numb
 export function writeSession(db: Db, hash: string, id: string, s: SessionRow, expiresAt: number): void {
   db.statement(
     `INSERT INTO sessions (hash, id, budget, max_steps, steps, spent, held, expires_at, loop_limit)
-     VALUES (:hash, :id, :budget, :max, :steps, :spent, :held, :exp, :loop)
-     ON CONFLICT (hash, id) DO UPDATE SET budget = :budget, max_steps = :max, steps = :steps, spent = :spent,
-       held = :held, expires_at = :exp, loop_limit = :loop`,
-  ).run({ hash, id, budget: s.budget, max: s.max_steps, steps: s.steps, spent: s.spent, held: s.held, exp: expiresAt, loop: s.loop_limit ?? null })
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+     ON CONFLICT (hash, id) DO UPDATE SET budget = ?3, max_steps = ?4, steps = ?5, spent = ?6,
+       held = ?7, expires_at = ?8, loop_limit = ?9`,
+  ).run(hash, id, s.budget, s.max_steps, s.steps, s.spent, s.held, expiresAt, s.loop_limit ?? null)
 }
 
 /** Adds to a live session's hold; an expired session is not recreated. */
@@ -184,14 +221,29 @@ export function writeReservation(
 ): void {
   db.statement(
     `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)
-     VALUES (:hash, :rid, :state, :amount, :provider, :booked, :charged, :created, :exp)
-     ON CONFLICT (hash, request_id) DO UPDATE SET state = :state, amount = :amount, provider = :provider, booked = :booked,
-       charged = :charged, created_at = :created, expires_at = :exp`,
-  ).run({ hash, rid: requestId, state: r.state, amount: r.amount, provider: r.provider, booked: r.booked, charged: r.charged, created: r.createdAt, exp: expiresAt })
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+     ON CONFLICT (hash, request_id) DO UPDATE SET state = ?3, amount = ?4, provider = ?5, booked = ?6,
+       charged = ?7, created_at = ?8, expires_at = ?9`,
+  ).run(hash, requestId, r.state, r.amount, r.provider, r.booked, r.charged, r.createdAt, expiresAt)
 }
 
 export function growReservation(db: Db, hash: string, requestId: string, add: Micros): void {
   db.statement('UPDATE reservations SET amount = amount + ? WHERE hash = ? AND request_id = ?').run(add, hash, requestId)
+}
+
+/**
+ * Marks a held request settled with `charged` (dropping its booked list, no longer needed: a settled record
+ * only answers a repeated settle and blocks the id); returns what it held, or undefined when no live
+ * record was held (settled before, or none: see settleReservation).
+ */
+export function settleHeld(db: Db, hash: string, requestId: string, charged: Micros, expiresAt: number, nowMs: number): number | undefined {
+  const row = db
+    .statement(
+      `UPDATE reservations SET state = 'settled', charged = ?3, booked = '', expires_at = ?4
+       WHERE hash = ?1 AND request_id = ?2 AND expires_at > ?5 AND state = 'held' RETURNING amount`,
+    )
+    .get(hash, requestId, charged, expiresAt, nowMs) as { amount: number } | undefined
+  return row?.amount
 }
 
 /**
@@ -201,9 +253,9 @@ export function growReservation(db: Db, hash: string, requestId: string, add: Mi
 export function settleReservation(db: Db, hash: string, requestId: string, charged: Micros, createdAt: string, expiresAt: number): void {
   db.statement(
     `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)
-     VALUES (:hash, :rid, 'settled', 0, '', '', :charged, :created, :exp)
-     ON CONFLICT (hash, request_id) DO UPDATE SET state = 'settled', charged = :charged, booked = '', expires_at = :exp`,
-  ).run({ hash, rid: requestId, charged, created: createdAt, exp: expiresAt })
+     VALUES (?1, ?2, 'settled', 0, '', '', ?3, ?4, ?5)
+     ON CONFLICT (hash, request_id) DO UPDATE SET state = 'settled', charged = ?3, booked = '', expires_at = ?5`,
+  ).run(hash, requestId, charged, createdAt, expiresAt)
 }
 
 /** A loop step's counted repeats, first sighting and requests in flight; undefined when absent. Expiry is the caller's (window) rule. */
@@ -246,10 +298,31 @@ export function trimLoopScope(db: Db, hash: string, scope: string, keep: number,
   ).run(hash, scope, keep)
 }
 
+/**
+ * The `win` of a key's spend-history rows in the periods table. It sorts before every window name, so a
+ * key's days sit just before its live period rows, and the day a settle adds to is on the page the
+ * settle writes anyway: one page fewer per commit than a table of its own. (Files written before keep
+ * their days in daily_spend too; history reads both.)
+ */
+export const DAY_ROW = '#day'
+
 /** Adds `actual` to the key's spend on `day` (spend history, kept until `expiresAt`). */
 export function bookDay(db: Db, hash: string, day: string, actual: Micros, expiresAt: number): void {
   db.statement(
-    `INSERT INTO daily_spend (hash, day, spent, expires_at) VALUES (?1, ?2, ?3, ?4)
-     ON CONFLICT (hash, day) DO UPDATE SET spent = spent + ?3, expires_at = ?4`,
+    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (?1, '${DAY_ROW}', ?2, ?3, 0, ?4)
+     ON CONFLICT (hash, win, period) DO UPDATE SET spent = spent + ?3, expires_at = ?4`,
   ).run(hash, day, actual, expiresAt)
+}
+
+/** Settled spend per day from `first` to `last` (inclusive, 'YYYY-MM-DD'), days with none left out. */
+export function readDays(db: Db, hash: string, first: string, last: string, nowMs: number): Array<{ day: string; spent: number }> {
+  return db
+    .statement(
+      `SELECT day, sum(spent) AS spent FROM (
+         SELECT period AS day, spent FROM periods WHERE hash = ?1 AND win = '${DAY_ROW}' AND period >= ?2 AND period <= ?3 AND expires_at > ?4
+         UNION ALL
+         SELECT day, spent FROM daily_spend WHERE hash = ?1 AND day >= ?2 AND day <= ?3 AND expires_at > ?4)
+       GROUP BY day`,
+    )
+    .all(hash, first, last, nowMs) as Array<{ day: string; spent: number }>
 }

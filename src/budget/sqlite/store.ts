@@ -7,7 +7,7 @@
 import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
-import { WINDOW_NAMES, type BudgetStore, type ExtendResult, type Refusal, type Reservation, type ReserveInput, type ReserveResult, type SettleResult } from '../types.js'
+import { WINDOW_NAMES, type WindowName, type BudgetStore, type ExtendResult, type Refusal, type Reservation, type ReserveInput, type ReserveResult, type SettleResult } from '../types.js'
 import {
   assertMicros,
   assertRequestId,
@@ -34,6 +34,16 @@ const GRACE_MS = PERIOD_GRACE_SECONDS * 1000
 const RESERVATION_TTL_MS = RESERVATION_TTL_SECONDS * 1000
 
 type KeyCheck = { ok: true; key: rows.KeyRow } | Refusal
+/** A window period's settled spend and holds. */
+type Usage = (window: WindowName, periodId: string) => { spent: Micros; held: Micros }
+
+// The UTC day of the last settle: the date string is made once a day, not once a request.
+let lastDay = { index: -1, day: '' }
+function dayOfCached(nowMs: number): string {
+  const index = Math.floor(nowMs / 86_400_000)
+  if (index !== lastDay.index) lastDay = { index, day: dayOf(nowMs) }
+  return lastDay.day
+}
 
 /** The budget store on the database `db`. */
 export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): BudgetStore {
@@ -41,7 +51,10 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   const sessionTtlMs = (opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS) * 1000
 
   function checkKey(hash: string, provider: string): KeyCheck {
-    const key = rows.readKey(db, hash)
+    return checkKeyRow(rows.readKey(db, hash), provider)
+  }
+
+  function checkKeyRow(key: rows.KeyRow | undefined, provider: string): KeyCheck {
     if (key === undefined) return { ok: false, reason: 'invalid_key' }
     if (key.active !== 1) return { ok: false, reason: 'key_revoked' }
     if (!key.providers.split(',').includes(provider)) return { ok: false, reason: 'provider_not_allowed' }
@@ -57,13 +70,13 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
    * Every limited window must hold `minMicros`; returns the grant shrunk to the tightest one and what that
    * window had left before it (`room`, null when none is limited), or the refusal.
    */
-  function fitWindows(hash: string, key: rows.KeyRow, periods: readonly { period: Period; id: string }[], minMicros: Micros, want: Micros, nowMs: number): { grant: Micros; room: Micros | null } | Refusal {
+  function fitWindows(key: rows.KeyRow, periods: readonly { period: Period; id: string }[], minMicros: Micros, want: Micros, usage: Usage): { grant: Micros; room: Micros | null } | Refusal {
     let grant = want
     let room: Micros | null = null
     for (const { period, id } of periods) {
       const limit = rows.limitOf(key, period.window)
       if (limit === null) continue
-      const { spent, held } = rows.readPeriod(db, hash, period.window, id, nowMs)
+      const { spent, held } = usage(period.window, id)
       const used = spent + held
       if (limit - used < minMicros) {
         return { ok: false, reason: 'budget_exceeded', window: period.window, limitMicros: limit, spentMicros: used, heldMicros: held, resetsAt: period.resetsAt }
@@ -76,12 +89,14 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
 
   function reserveTx(input: ReserveInput, nowMs: number): ReserveResult {
     const { keyHash: hash, session } = input
-    const checked = checkKey(hash, input.provider)
+    // The key and the request id's record, in one statement.
+    const row = rows.readForReserve(db, hash, input.requestId, nowMs)
+    const checked = checkKeyRow(row, input.provider)
     if (!checked.ok) return checked
     const { key } = checked
     if (budgetNotSet(key)) return { ok: false, reason: 'budget_not_set' }
     // A request id is used once: a held, settled or tombstoned record means a caller fault.
-    if (rows.readReservation(db, hash, input.requestId, nowMs) !== undefined) {
+    if (row?.used === 1) {
       throw new StoreUnavailableError(`request id ${input.requestId} was already used`)
     }
     const periods = currentPeriods(nowMs).map((period) => ({ period, id: period.id }))
@@ -131,7 +146,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       if (count >= key.rpm) return { ok: false, reason: 'rate_limited', limitCount: key.rpm, count, resetsAt: minute.period.resetsAt }
     }
 
-    const fitted = fitWindows(hash, key, periods, input.minMicros, input.maxMicros, nowMs)
+    const fitted = fitWindows(key, periods, input.minMicros, input.maxMicros, (window, id) => rows.readPeriod(db, hash, window, id, nowMs))
     if ('ok' in fitted) return fitted
     let { grant } = fitted
     let { room } = fitted
@@ -202,7 +217,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         const period = nowPeriods.find((p) => p.window === b.window) as Period
         return [{ period, id: b.period }]
       })
-      const fitted = fitWindows(hash, checked.key, periods, minMicros, wantMicros, nowMs)
+      const fitted = fitWindows(checked.key, periods, minMicros, wantMicros, (window, id) => rows.readPeriod(db, hash, window, id, nowMs))
       if ('ok' in fitted) return fitted
       let grant = fitted.grant
       // The session budget (lowered by a new key default too). An expired session is not recreated.
@@ -229,17 +244,25 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
 
   /** Charges `actual` and releases the hold in the booked places, once per request id. */
   function settleTx(hash: string, requestId: string, bookedKeys: readonly string[], actual: Micros, nowMs: number): SettleResult {
-    const record = rows.readReservation(db, hash, requestId, nowMs)
-    if (record?.state === 'settled') return { chargedMicros: record.charged, alreadySettled: true }
-    // No record: nothing to release, but the request did run, so its cost is still charged.
-    const reserved = record?.state === 'held' ? record.amount : 0
-    for (const b of bookedKeys.map(rows.parseBooked)) {
-      if (b.kind === 'period') rows.bookInPeriod(db, hash, b.window, b.period, actual, reserved, nowMs + GRACE_MS, nowMs)
+    const expiresAt = nowMs + RESERVATION_TTL_MS
+    // The common case, a held record, is read and marked settled in one statement.
+    let reserved = rows.settleHeld(db, hash, requestId, actual, expiresAt, nowMs)
+    if (reserved === undefined) {
+      const record = rows.readReservation(db, hash, requestId, nowMs)
+      if (record?.state === 'settled') return { chargedMicros: record.charged, alreadySettled: true }
+      // No record: nothing to release, but the request did run, so its cost is still charged.
+      reserved = 0
+      rows.settleReservation(db, hash, requestId, actual, new Date(nowMs).toISOString(), expiresAt)
+    }
+    const periods: rows.BookedPeriod[] = []
+    for (const key of bookedKeys) {
+      const b = rows.parseBooked(key)
+      if (b.kind === 'period') periods.push(b)
       else if (b.kind === 'session') rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
       else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
     }
-    if (actual > 0) rows.bookDay(db, hash, dayOf(nowMs), actual, dayExpiresAt(nowMs))
-    rows.settleReservation(db, hash, requestId, actual, new Date(nowMs).toISOString(), nowMs + RESERVATION_TTL_MS)
+    rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs)
+    if (actual > 0) rows.bookDay(db, hash, dayOfCached(nowMs), actual, dayExpiresAt(nowMs))
     return { chargedMicros: actual, alreadySettled: false }
   }
 

@@ -1,0 +1,139 @@
+// The embedded store's own CPU per request, beside the floor's: one request's store work as the proxy does
+// it in scenario f (reserve for a key with a daily limit and the loop guard off, then settle), against
+// the floor's two small BEGIN IMMEDIATE transactions (bench/floor.mjs --store=sqlite), in this process,
+// alternating in blocks of BLOCK requests within each trial. Request ids are made as that build's proxy makes them. With --checkpointer the WAL is checkpointed
+// by the store's worker as in `loopers serve` (its CPU counts: every thread of this process is measured).
+// The result is the median over trials of µs of CPU per request, and the store's excess over the floor.
+// Bounded: TRIALS × 2 × N sequential calls on temporary files; nothing listens, nothing is spawned.
+// --base=DIR adds a third side: the same store work on another build (DIR/dist, e.g. main's), for before/after.
+// --inflight=N keeps N requests in flight at once (the store's group commit then serves several per commit).
+// Run: `npm run build && node bench/sqlite-store.mjs [--requests=N] [--trials=T] [--session] [--checkpointer] [--base=DIR] [--inflight=N]`.
+import { randomUUID } from 'node:crypto'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { DatabaseSync } from 'node:sqlite'
+
+const option = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback
+const flag = (name) => process.argv.includes(`--${name}`)
+const N = Number(option('requests', 4000))
+const TRIALS = Number(option('trials', 7))
+const BLOCK = 200
+const SESSION = flag('session')
+const CHECKPOINTER = flag('checkpointer')
+const BASE = option('base', null)
+// Requests in flight at once (each its reserve, then its settle), as at the proxy's peak (C=64); 1: one by one.
+const INFLIGHT = Number(option('inflight', 1))
+
+/** CPU time of every thread of this process in ms (schedstat: ns). */
+function cpuMs() {
+  let ns = 0
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      ns += Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0])
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return ns / 1e6
+}
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'loopers-bench-sqlite-store-'))
+const closers = []
+try {
+  /** The store of the build at `root` on its own file, and one proxy request's store work on it. */
+  const openSide = async (root, name) => {
+    const { createDb } = await import(`${root}/dist/budget/sqlite/database.js`)
+    const { createSqliteKeyAdmin } = await import(`${root}/dist/budget/sqlite/admin.js`)
+    const { createSqliteBudgetStore } = await import(`${root}/dist/budget/sqlite/store.js`)
+    const { startCheckpointer } = await import(`${root}/dist/budget/sqlite/checkpointer.js`)
+    // The request ids that build's proxy makes (before they were time-ordered: randomUUID).
+    const newId = await import(`${root}/dist/budget/request-id.js`).then((m) => () => m.newRequestId(), () => randomUUID)
+    const path = join(dir, `${name}.db`)
+    let checkpointer = null
+    const db = createDb(path, { onCommit: () => checkpointer?.wake() })
+    closers.push(() => db.close())
+    const store = createSqliteBudgetStore(db)
+    const admin = createSqliteKeyAdmin(db)
+    const { record } = await admin.createKey('bench-sqlite', ['openai'], { limits: { daily: 10_000_000_000_000 }, loopLimit: 0 })
+    if (CHECKPOINTER) {
+      db.setAutoCheckpoint(false)
+      checkpointer = startCheckpointer(path, () => db.setAutoCheckpoint(true))
+      closers.unshift(() => checkpointer.stop())
+    }
+    let n = 0
+    const session = () => (SESSION ? { id: `s${n % 50}`, budgetMicros: null, maxSteps: null } : null)
+    return async () => {
+      n++
+      const r = await store.reserve({ keyHash: record.hash, provider: 'openai', requestId: newId(), minMicros: 10, maxMicros: 100, session: session() })
+      if (!r.ok) throw new Error(`refused: ${r.reason}`)
+      await store.settle(r.reservation, 50)
+    }
+  }
+  const here = new URL('..', import.meta.url).pathname.replace(/\/$/, '')
+  const sides = { store: await openSide(here, 'loopers') }
+  if (BASE !== null) sides.base = await openSide(BASE.replace(/\/$/, ''), 'base')
+
+  // The floor's store, exactly as bench/floor.mjs opens and uses it.
+  const floorDb = new DatabaseSync(join(dir, 'floor.db'))
+  closers.push(() => floorDb.close())
+  floorDb.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;')
+  floorDb.exec("CREATE TABLE IF NOT EXISTS held (k TEXT PRIMARY KEY, v INTEGER NOT NULL) STRICT, WITHOUT ROWID; INSERT OR IGNORE INTO held VALUES ('floor', 0);")
+  const update = floorDb.prepare("UPDATE held SET v = v + ? WHERE k = 'floor'")
+  const tx = (amount) => {
+    floorDb.exec('BEGIN IMMEDIATE')
+    try {
+      update.run(amount)
+      floorDb.exec('COMMIT')
+    } catch (error) {
+      floorDb.exec('ROLLBACK')
+      throw error
+    }
+  }
+  const floorRequest = async () => {
+    randomUUID() // the proxy's request id, so both sides make one
+    await (async () => tx(1000))()
+    await (async () => tx(-1000))()
+  }
+
+  sides.floor = floorRequest
+  const names = Object.keys(sides)
+  for (const f of Object.values(sides)) for (let i = 0; i < 500; i++) await f()
+  const perTrial = Object.fromEntries(names.map((side) => [side, []]))
+  for (let t = 0; t < TRIALS; t++) {
+    const ms = Object.fromEntries(names.map((side) => [side, 0]))
+    const order = names.map((_, i) => names[(i + t) % names.length])
+    for (let done = 0; done < N; done += BLOCK) {
+      for (const side of order) {
+        const before = cpuMs()
+        await Promise.all(Array.from({ length: INFLIGHT }, async (_, lane) => {
+          for (let i = lane; i < BLOCK; i += INFLIGHT) await sides[side]()
+        }))
+        ms[side] += cpuMs() - before
+      }
+    }
+    for (const side of Object.keys(ms)) perTrial[side].push((ms[side] * 1000) / N)
+    console.error(`trial ${t + 1}: ${names.map((side) => `${side} ${perTrial[side].at(-1).toFixed(1)} µs`).join(', ')}`)
+  }
+  const us = (side) => Number(median(perTrial[side]).toFixed(1))
+  const out = { requests: N, trials: TRIALS, inflight: INFLIGHT, session: SESSION, checkpointer: CHECKPOINTER }
+  for (const side of names) out[`${side}_us_per_request`] = us(side)
+  out.excess_us = Number((us('store') - us('floor')).toFixed(1))
+  out.ratio = Number((us('store') / us('floor')).toFixed(2))
+  if (BASE !== null) {
+    out.base_excess_us = Number((us('base') - us('floor')).toFixed(1))
+    out.base_ratio = Number((us('base') / us('floor')).toFixed(2))
+    // Per trial (same trial, back to back): what the change bought.
+    out.saved_us_per_trial = perTrial.store.map((x, i) => Number((perTrial.base[i] - x).toFixed(1)))
+    out.saved_us = Number(median(out.saved_us_per_trial).toFixed(1))
+  }
+  for (const side of names) out[`${side}_trials`] = perTrial[side].map((x) => Number(x.toFixed(1)))
+  console.log(JSON.stringify(out))
+} finally {
+  for (const close of closers) await close()
+  rmSync(dir, { recursive: true, force: true })
+}

@@ -1,0 +1,110 @@
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { DatabaseSync } from 'node:sqlite'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { StoreUnavailableError } from '../../src/errors.js'
+import { newRequestId } from '../../src/budget/request-id.js'
+import { createDb, type Db } from '../../src/budget/sqlite/database.js'
+import { createSqliteKeyAdmin } from '../../src/budget/sqlite/admin.js'
+import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
+import type { BudgetStore, KeyAdmin } from '../../src/budget/types.js'
+import { reserveInput } from '../support/budget-fixture.js'
+
+// What the embedded store writes per request, counted in WAL frames (one page each), which is what its
+// commits cost: every page a commit touched is written (and later checkpointed) once.
+const FRAME_BYTES = 24 + 4096
+const WAL_HEADER_BYTES = 32
+
+describe('embedded store commits', () => {
+  let dir: string
+  let path: string
+  let db: Db
+  let store: BudgetStore
+  let admin: KeyAdmin
+  let hash: string
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'loopers-commits-'))
+    path = join(dir, 'loopers.db')
+    db = createDb(path)
+    store = createSqliteBudgetStore(db)
+    admin = createSqliteKeyAdmin(db)
+    hash = (await admin.createKey('commits', ['openai'], { limits: { daily: 10_000_000_000 }, loopLimit: 0 })).record.hash
+  })
+  afterEach(() => {
+    db.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  /** WAL frames written by `work`, with checkpoints off so the WAL only grows. */
+  const framesOf = async (work: () => Promise<void>): Promise<number> => {
+    db.statement('PRAGMA wal_checkpoint(TRUNCATE)').get()
+    db.setAutoCheckpoint(false)
+    const size = (): number => statSync(`${path}-wal`).size
+    const before = size()
+    await work()
+    return (size() - Math.max(before, WAL_HEADER_BYTES)) / FRAME_BYTES
+  }
+  const request = async (): Promise<void> => {
+    const r = await store.reserve(reserveInput(hash, 100, { requestId: newRequestId() }))
+    if (!r.ok) throw new Error(`refused: ${r.reason}`)
+    await store.settle(r.reservation, 50)
+  }
+
+  it('one request, reserve then settle, writes at most 5 pages once thousands of records exist (was 6.2)', async () => {
+    for (let i = 0; i < 3_000; i++) await request()
+    const n = 400
+    const frames = await framesOf(async () => {
+      for (let i = 0; i < n; i++) await request()
+    })
+    // Reserve: the key's period rows and the new record (its page splits now and then); settle: the period
+    // rows with the day's spend beside them, and the record. A table of days of its own and random request
+    // ids (a random page of 35 days of records, split a third of the time) cost 6.2.
+    expect(frames / n).toBeLessThanOrEqual(5)
+    expect(frames / n).toBeGreaterThanOrEqual(4)
+  })
+
+  it('requests in flight together share commits: 64 reserves and their settles write a few pages, not hundreds', async () => {
+    for (let i = 0; i < 200; i++) await request()
+    const frames = await framesOf(async () => {
+      const reservations = await Promise.all(
+        Array.from({ length: 64 }, async () => {
+          const r = await store.reserve(reserveInput(hash, 100, { requestId: newRequestId() }))
+          if (!r.ok) throw new Error(`refused: ${r.reason}`)
+          return r.reservation
+        }),
+      )
+      await Promise.all(reservations.map((r) => store.settle(r, 50)))
+    })
+    // One commit for the 64 reserves and one for the settles (each page once), where a commit each wrote ~300.
+    expect(frames).toBeLessThanOrEqual(20)
+    const status = await admin.status(hash)
+    expect(status?.daily).toMatchObject({ spentMicros: 50 * (200 + 64), heldMicros: 0 })
+  })
+
+  it('a work that throws in a shared commit fails alone; the others keep their results', async () => {
+    const used = reserveInput(hash, 100, { requestId: newRequestId() })
+    const first = await store.reserve(used)
+    if (!first.ok) throw new Error('refused')
+    const inputs = Array.from({ length: 8 }, () => reserveInput(hash, 100, { requestId: newRequestId() }))
+    const results = await Promise.allSettled([...inputs.slice(0, 4).map((i) => store.reserve(i)), store.reserve(used), ...inputs.slice(4).map((i) => store.reserve(i))])
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'])
+    expect((results[4] as PromiseRejectedResult).reason).toBeInstanceOf(StoreUnavailableError)
+    expect(String((results[4] as PromiseRejectedResult).reason)).toMatch(/already used/)
+    // Every admitted reserve holds its 100 exactly once: the thrown one held nothing.
+    expect((await admin.status(hash))?.daily.heldMicros).toBe(100 * 9)
+  })
+
+  it('a day booked by an older release (daily_spend) still shows in the history, added to the new rows', async () => {
+    await request()
+    const raw = new DatabaseSync(path)
+    try {
+      const today = new Date().toISOString().slice(0, 10)
+      raw.prepare('INSERT INTO daily_spend (hash, day, spent, expires_at) VALUES (?, ?, ?, ?)').run(hash, today, 1_000, Date.now() + 86_400_000)
+    } finally {
+      raw.close()
+    }
+    expect((await admin.history(hash, 1))?.[0]?.spentMicros).toBe(1_050)
+  })
+})
