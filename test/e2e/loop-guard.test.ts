@@ -86,7 +86,11 @@ describe.each(STORE_KINDS)('%s store: loop guard across two proxy processes', (k
     const body: ChatBody = { model: 'gpt-test', max_tokens: 5, messages: [{ role: 'user', content: 'classify this ticket' }] }
     const clients = sdks(await newKey())
     const before = fake.received.length
-    const answers = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => clients[i % 2]!.chat.completions.create(body)))
+    // The fake answers once all 40 wait, so they overlap at the proxies however slow this machine is.
+    fake.options = { gather: 40 }
+    const answers = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => clients[i % 2]!.chat.completions.create(body))).finally(() => {
+      fake.options = {}
+    })
     expect(answers.filter((a) => a.status === 'fulfilled')).toHaveLength(40)
     expect(fake.received.length - before).toBe(40)
     // The same request repeated within a session is a loop: the default limit (10 repeats) stops the 12th.

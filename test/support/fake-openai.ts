@@ -27,6 +27,11 @@ export interface FakeOpenAiOptions {
   omitUsage?: boolean
   /** Stream each choice's text in deltas of this many characters (mid-word), each billed as the text grows. */
   charDeltas?: number
+  /**
+   * Hold each POST's answer until this many POSTs wait together (at most 5 s), so requests a client sends
+   * at once overlap at the proxy even on a starved machine, as they do over a provider's seconds of latency.
+   */
+  gather?: number
 }
 
 /**
@@ -41,9 +46,25 @@ const CHOICE_OFFSET = 37
 export async function startFakeOpenAi(initial: FakeOpenAiOptions = {}): Promise<FakeOpenAi> {
   warmBilling()
   const fake = await startRecordingServer(initial, answer)
+  const waiting = new Set<() => void>()
+
+  /** Resolves once `count` answers wait (all are released together), or after 5 s. */
+  function gathered(count: number): Promise<void> {
+    return new Promise((resolve) => {
+      const release = () => {
+        waiting.delete(release)
+        clearTimeout(timer)
+        resolve()
+      }
+      const timer = setTimeout(release, 5_000)
+      waiting.add(release)
+      if (waiting.size >= count) for (const each of [...waiting]) each()
+    })
+  }
 
   async function answer(req: http.IncomingMessage, res: http.ServerResponse, body: Record<string, unknown>): Promise<void> {
     const o = fake.options
+    if (req.method === 'POST' && o.gather !== undefined) await gathered(o.gather)
     const path = (req.url ?? '').split('?')[0]
     if (req.method === 'GET' && path === '/v1/models') {
       return json(res, 200, { object: 'list', data: [{ id: 'gpt-test', object: 'model', created: 0, owned_by: 'test' }] })
