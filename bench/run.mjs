@@ -7,6 +7,7 @@
 //   --profile          run the main proxy under `node --cpu-prof` and add its hot functions to the report
 //   --out=NAME         write bench/results/NAME.json and NAME.md (default latest)
 //   --no-wait          do not wait for a quiet proxy core before measured trials (see quiet() in scenarios.mjs)
+//   --node-options=…   extra node flags for every proxy the bench starts, space-separated (A/B runs of V8 settings)
 // Starts redis-server, a fake OpenAI upstream and `node dist/cli.js serve` on 127.0.0.1 only; the proxy
 // is pinned to core 0 and everything else (this process included) to core 1 when taskset allows.
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -33,6 +34,7 @@ const quick = args.quick === true
 const trials = Number(args.trials ?? (quick ? 1 : 3))
 const selected = selectScenarios(args.only)
 const outName = typeof args.out === 'string' ? args.out : 'latest'
+const proxyNodeOptions = typeof args['node-options'] === 'string' ? args['node-options'].split(/\s+/).filter(Boolean) : []
 
 // The whole run is bounded: past this, everything is killed (the exit handler of procs.mjs).
 const watchdog = setTimeout(
@@ -77,7 +79,7 @@ const initialQuietBudgetMs = args['no-wait'] === true ? 0 : quick ? 10_000 : 60_
 try {
   redis = await startRedis({ pin: pinning.used, dir })
   fake = await startFake({ pin: pinning.used })
-  const startProxyFor = (opts = {}) => startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, ...opts })
+  const startProxyFor = (opts = {}) => startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, ...opts, nodeOptions: [...proxyNodeOptions, ...(opts.nodeOptions ?? [])] })
   proxy = await startProxyFor({ name: 'proxy', cpuProfDir: profileDir })
   // The floor: the same store round trips (two EVALSHA) on a bare Fastify + undici pass-through.
   floor = await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url })
@@ -115,6 +117,7 @@ const report = {
   startedAt,
   durationS: (performance.now() - started) / 1000,
   env,
+  ...(proxyNodeOptions.length > 0 ? { proxyNodeOptions } : {}),
   trials,
   figures: rows,
   quietWaitedS: ctx === null ? 0 : (initialQuietBudgetMs - ctx.quietBudgetMs) / 1000,
