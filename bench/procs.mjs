@@ -237,17 +237,21 @@ export async function startFake({ pin }) {
   return { ...fake, reset: (options = {}) => control('/__reset', options), ledger: () => control('/__ledger') }
 }
 
-/** Starts the plain relay (bench/relay-floor.mjs) in front of `upstreamUrl`, on the proxy's core. */
-export function startRelayFloor({ pin, upstreamUrl }) {
-  return startUrlChild('bench/relay-floor.mjs', [`--upstream=${upstreamUrl}`, '--port=0'], PROXY_CORE, pin)
+/**
+ * Starts the plain relay (bench/relay-floor.mjs) in front of `upstreamUrl`, on the proxy's core;
+ * `connections`: its upstream pool size ('unlimited': every stream open upstream at once, as Loopers).
+ */
+export function startRelayFloor({ pin, upstreamUrl, connections = 256 }) {
+  return startUrlChild('bench/relay-floor.mjs', [`--upstream=${upstreamUrl}`, '--port=0', `--connections=${connections}`], PROXY_CORE, pin)
 }
 
 /**
  * Starts the floor (bench/floor.mjs) in front of `upstreamUrl` on the proxy's core: Fastify + undici with
- * the same store round trips per request as Loopers; `store` is 'redis' (with `redisUrl`), 'sqlite' (with `dbPath`) or 'none'.
+ * the same store round trips per request as Loopers; `store` is 'redis' (with `redisUrl`), 'sqlite' (with `dbPath`) or 'none';
+ * `connections` as for startRelayFloor.
  */
-export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null }) {
-  const args = [`--upstream=${upstreamUrl}`, '--port=0', `--store=${store}`]
+export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null, connections = 256 }) {
+  const args = [`--upstream=${upstreamUrl}`, '--port=0', `--store=${store}`, `--connections=${connections}`]
   if (redisUrl !== null) args.push(`--redis=${redisUrl}`)
   if (dbPath !== null) args.push(`--db=${dbPath}`)
   return startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin)
