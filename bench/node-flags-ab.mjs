@@ -1,5 +1,5 @@
 // A/B of node flags for the proxy, paired within one run so a shared machine's drift hits both sides alike:
-// two proxies on the proxy core (A: no extra flags, B: --flags), the same Redis, fake upstream and key; each
+// two proxies on the proxy core (A: plain node, without the launcher's flags; B: plain node + --flags), the same Redis, fake upstream and key; each
 // trial runs both, in alternating order, through (1) a closed loop of small chat requests (C=64) and (2) 20
 // streams of 500 chunks, and reads each proxy's CPU time (all threads) and peak RSS. Prints per-trial ratios B ÷ A.
 // `node bench/node-flags-ab.mjs --flags="--max-semi-space-size=16" [--trials=6]` after `npm run build`.
@@ -25,7 +25,7 @@ const fake = await startFake({ pin: pinning.used })
 const sides = {}
 try {
   for (const [name, nodeOptions] of [['A', []], ['B', flags]]) {
-    sides[name] = await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: `proxy-${name}`, nodeOptions })
+    sides[name] = await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: `proxy-${name}`, nodeOptions, launcher: false })
   }
   const { createRedisClient } = await import('../dist/budget/redis/redis-client.js')
   const { createKeyAdmin } = await import('../dist/budget/redis/admin.js')

@@ -259,9 +259,10 @@ export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = 
 
 /**
  * Starts `node dist/cli.js serve` on a free port against `redisUrl` and `upstreamUrl`, pinned to the
- * proxy core. `cpuProfDir` adds `--cpu-prof` (the profile is written when it stops gracefully).
+ * proxy core, with the launcher's node flags (`launcher: false`: plain node) and then `nodeOptions`.
+ * `cpuProfDir` adds `--cpu-prof` (the profile is written when it stops gracefully).
  */
-export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn', dir, name = 'proxy', cpuProfDir = null, extraEnv = {}, nodeOptions = [], cliPath = join(ROOT, 'dist/cli.js') }) {
+export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn', dir, name = 'proxy', cpuProfDir = null, extraEnv = {}, nodeOptions = [], cliPath = join(ROOT, 'dist/cli.js'), launcher = true }) {
   const env = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     HOME: process.env.HOME ?? '/tmp',
@@ -279,7 +280,8 @@ export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn'
     LOOPERS_SHUTDOWN_GRACE_MS: '2000',
     ...extraEnv,
   }
-  const nodeArgs = [...nodeOptions, '--import', LISTEN_REPORT]
+  // As operators start it (`loopers serve`): with the launcher's node flags, unless an A/B asks for plain node.
+  const nodeArgs = [...(launcher ? launcherFlags(cliPath) : []), ...nodeOptions, '--import', LISTEN_REPORT]
   if (cpuProfDir !== null) {
     mkdirSync(cpuProfDir, { recursive: true })
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`)
@@ -302,6 +304,12 @@ export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn'
     await stopChild(child, { signal: 'SIGKILL' })
     throw new Error(`${error.message}\n${readTail(join(dir, `${name}.err`))}`)
   }
+}
+
+/** The node flags of the `loopers` launcher: those of the CLI's first line (`#!/usr/bin/env -S node …`). */
+export function launcherFlags(cliPath = join(ROOT, 'dist/cli.js')) {
+  const match = /^#!\S*env -S node\b(.*)$/.exec(readFileSync(cliPath, 'utf8').split('\n', 1)[0])
+  return match === null ? [] : match[1].trim().split(/\s+/).filter(Boolean)
 }
 
 /** The first `count` ports a child started with LISTEN_REPORT reports on descriptor 3, in listening order. */
