@@ -210,8 +210,8 @@ export async function startRedis({ pin, dir }) {
 }
 
 /** Spawns a bench script that prints one JSON line `{"url": …}` once it listens; resolves with the URL. */
-async function startUrlChild(script, args, core, pin) {
-  const child = spawnChild(process.execPath, [join(ROOT, script), ...args], { core, pin, pipeStdout: true })
+async function startUrlChild(script, args, core, pin, nodeArgs = []) {
+  const child = spawnChild(process.execPath, [...nodeArgs, join(ROOT, script), ...args], { core, pin, pipeStdout: true })
   const url = await new Promise((resolve, reject) => {
     let text = ''
     const timer = setTimeout(() => reject(new Error(`${script} did not start`)), START_TIMEOUT_MS)
@@ -239,22 +239,23 @@ export async function startFake({ pin }) {
 
 /**
  * Starts the plain relay (bench/relay-floor.mjs) in front of `upstreamUrl`, on the proxy's core;
- * `connections`: its upstream pool size ('unlimited': every stream open upstream at once, as Loopers).
+ * `connections`: its upstream pool size ('unlimited': every stream open upstream at once, as Loopers);
+ * `nodeArgs`: node flags (the memory scenario gives the floors the launcher's, as the proxy has them).
  */
-export function startRelayFloor({ pin, upstreamUrl, connections = 256 }) {
-  return startUrlChild('bench/relay-floor.mjs', [`--upstream=${upstreamUrl}`, '--port=0', `--connections=${connections}`], PROXY_CORE, pin)
+export function startRelayFloor({ pin, upstreamUrl, connections = 256, nodeArgs = [] }) {
+  return startUrlChild('bench/relay-floor.mjs', [`--upstream=${upstreamUrl}`, '--port=0', `--connections=${connections}`], PROXY_CORE, pin, nodeArgs)
 }
 
 /**
  * Starts the floor (bench/floor.mjs) in front of `upstreamUrl` on the proxy's core: Fastify + undici with
  * the same store round trips per request as Loopers; `store` is 'redis' (with `redisUrl`), 'sqlite' (with `dbPath`) or 'none';
- * `connections` as for startRelayFloor.
+ * `connections` and `nodeArgs` (node flags) as for startRelayFloor.
  */
-export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null, connections = 256 }) {
+export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null, connections = 256, nodeArgs = [] }) {
   const args = [`--upstream=${upstreamUrl}`, '--port=0', `--store=${store}`, `--connections=${connections}`]
   if (redisUrl !== null) args.push(`--redis=${redisUrl}`)
   if (dbPath !== null) args.push(`--db=${dbPath}`)
-  return startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin)
+  return startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin, nodeArgs)
 }
 
 /**

@@ -43,7 +43,7 @@ const watchdog = setTimeout(
     log(`bench: over its time limit; stopping`)
     process.exit(1)
   },
-  (quick ? 5 : 15) * 60_000,
+  (quick ? 5 : 20) * 60_000,
 )
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130))
 
@@ -204,6 +204,6 @@ function methodNotes(pin) {
     'Count stall: small requests\' p99 (4 at a time) while a 10 MiB prompt is counted exactly, against their p99 just before (target: grows ≤ 10 ms, no 503); the proxy for it is its own, started with bench/loop-delay.mjs, which records each block of its event loop over 5 ms (longest block while the big request was read, parsed, counted and refused).',
     'Ledger: a request is billed its prompt when the fake starts answering; an output token counts when its chunk is handed to a socket that is still open.',
     'Loop guard (bench/loop-guard.mjs): CPU per request of the proxy and, on Redis, redis-server (schedstat, ns), guard on (the default) ÷ off (`--loop-limit 0`), for a 24-message agent conversation whose every request is a new step, 8 at a time; on and off alternate every 40 requests within each trial, median of the per-trial ratios. Worst case: one conversation past its 256 steps (every new step recorded, the scope trimmed); common case: conversations of 40 requests. The A/A control (both halves guard off) shows the noise the ratio carries.',
-    'Memory (bench/memory.mjs): VmRSS from /proc/<pid>/status of a fresh proxy, and in the same run of the floor (Fastify + undici + two EVALSHA) and the plain relay (node:http + undici), both floors holding every stream open upstream at once as Loopers does: right after start; idle 3 s and 60 s (quick: 15 s) after the last of 20 requests (10 plain, 10 streamed, one at a time); the peak while 1,000 streams are open at once (sampled every 100 ms); and 15 s after those streams ended (Loopers returns a burst\'s memory after 10 s without requests, LOOPERS_IDLE_RELEASE_MS).',
+    'Memory (bench/memory.mjs): VmRSS from /proc/<pid>/status of a fresh proxy, and in the same run of the floor (Fastify + undici + two EVALSHA) and the plain relay (node:http + undici), both floors holding every stream open upstream at once as Loopers does and run with the launcher\'s node flags as the proxy is: right after start; idle 3 s and 60 s (quick: 10 s) after the last of 20 requests (10 plain, 10 streamed, one at a time); the peak while 1,000 streams are open at once (sampled every 100 ms); and 45 s (quick: 5 s) or more after those streams ended (each target holds its streams in turn, all are read 45 s after the last ended) (Loopers returns a burst\'s memory after 30 s without requests, LOOPERS_IDLE_RELEASE_MS).',
   ]
 }
