@@ -47,7 +47,12 @@ export function startIdleRelease(options: IdleReleaseOptions): IdleRelease {
       owed = false
       const rssBefore = process.memoryUsage.rss()
       const started = performance.now()
-      collect()
+      try {
+        collect()
+      } catch {
+        clearInterval(timer) // this runtime offers no such collection: memory stays as V8 leaves it
+        return
+      }
       options.onRelease?.({ ms: performance.now() - started, rssBefore, rssAfter: process.memoryUsage.rss() })
     },
     Math.max(50, Math.floor(idleMs / 4)),

@@ -79,6 +79,24 @@ describe('idle release', () => {
     expect(vi.getTimerCount()).toBe(0)
   })
 
+  it('gives up, without throwing, where the collection is not to be had', async () => {
+    let calls = 0
+    release = startIdleRelease({
+      idleMs: 1_000,
+      activity: () => ({ ...traffic }),
+      collect: () => {
+        calls++
+        throw new Error('no gc here')
+      },
+    })
+    await vi.advanceTimersByTimeAsync(1_300)
+    begin()
+    end()
+    await vi.advanceTimersByTimeAsync(5_000)
+    expect(calls).toBe(1)
+    expect(vi.getTimerCount()).toBe(0)
+  })
+
   it('stops checking once stopped', async () => {
     start(1_000)
     release?.stop()
