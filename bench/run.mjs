@@ -43,7 +43,7 @@ const watchdog = setTimeout(
     log(`bench: over its time limit; stopping`)
     process.exit(1)
   },
-  (quick ? 5 : 20) * 60_000,
+  (quick ? 8 : 20) * 60_000,
 )
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130))
 
