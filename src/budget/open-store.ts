@@ -55,12 +55,18 @@ export async function openStore(config: Config, opts: OpenStoreOptions = {}): Pr
     })
     const store = createSqliteBudgetStore(db, ttl)
     const sweeper = opts.housekeeping === true ? startHousekeeping(db) : null
-    // The worker needs the file to exist: it may start once the store has answered.
+    // The worker needs the file to exist: it may start once the store has answered. What earlier runs left
+    // in the WAL is checkpointed here, once, before the server listens; the worker (a thread with its own
+    // V8 heap) then starts with the first commit, so a proxy that has served nothing does not carry it.
     const startBackground = (): void => {
       if (opts.housekeeping !== true || checkpointer !== null) return
+      try {
+        db.read('startup checkpoint', () => db.statement('PRAGMA wal_checkpoint(PASSIVE)').get())
+      } catch {
+        // The worker's checkpoints catch up with the first commit.
+      }
       db.setAutoCheckpoint(false)
       checkpointer = startCheckpointer(config.db.path, () => db.setAutoCheckpoint(true))
-      checkpointer.wake() // what earlier runs left in the WAL is checkpointed too
     }
     return {
       kind: 'sqlite',
