@@ -5,13 +5,15 @@
 //   --store=redis --redis=URL   two EVALSHA calls through ioredis (tiny scripts: HINCRBY + EXPIRE)
 //   --store=sqlite --db=PATH    two small BEGIN IMMEDIATE transactions through node:sqlite (WAL, synchronous=NORMAL)
 //   --store=none                no store at all (a plain pass-through)
-// `node bench/floor.mjs --upstream=http://127.0.0.1:PORT [--port=0] --store=…`; prints `{"url": …}`.
+//   --connections=256|unlimited  upstream connections (unlimited: every stream open upstream at once, as Loopers)
+// `node bench/floor.mjs --upstream=http://127.0.0.1:PORT [--port=0] --store=… [--connections=…]`; prints `{"url": …}`.
 import Fastify from 'fastify'
 import { Agent } from 'undici'
 
 const arg = (name) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
 const upstreamOrigin = arg('upstream')
-const upstream = new Agent({ connections: 256 })
+const connections = arg('connections') ?? '256'
+const upstream = new Agent({ connections: connections === 'unlimited' ? null : Number(connections) })
 const store = await openStore(arg('store') ?? 'none')
 
 const app = Fastify({ logger: false })

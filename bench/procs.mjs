@@ -210,8 +210,8 @@ export async function startRedis({ pin, dir }) {
 }
 
 /** Spawns a bench script that prints one JSON line `{"url": …}` once it listens; resolves with the URL. */
-async function startUrlChild(script, args, core, pin) {
-  const child = spawnChild(process.execPath, [join(ROOT, script), ...args], { core, pin, pipeStdout: true })
+async function startUrlChild(script, args, core, pin, nodeArgs = []) {
+  const child = spawnChild(process.execPath, [...nodeArgs, join(ROOT, script), ...args], { core, pin, pipeStdout: true })
   const url = await new Promise((resolve, reject) => {
     let text = ''
     const timer = setTimeout(() => reject(new Error(`${script} did not start`)), START_TIMEOUT_MS)
@@ -237,27 +237,33 @@ export async function startFake({ pin }) {
   return { ...fake, reset: (options = {}) => control('/__reset', options), ledger: () => control('/__ledger') }
 }
 
-/** Starts the plain relay (bench/relay-floor.mjs) in front of `upstreamUrl`, on the proxy's core. */
-export function startRelayFloor({ pin, upstreamUrl }) {
-  return startUrlChild('bench/relay-floor.mjs', [`--upstream=${upstreamUrl}`, '--port=0'], PROXY_CORE, pin)
+/**
+ * Starts the plain relay (bench/relay-floor.mjs) in front of `upstreamUrl`, on the proxy's core;
+ * `connections`: its upstream pool size ('unlimited': every stream open upstream at once, as Loopers);
+ * `nodeArgs`: node flags (the memory scenario gives the floors the launcher's, as the proxy has them).
+ */
+export function startRelayFloor({ pin, upstreamUrl, connections = 256, nodeArgs = [] }) {
+  return startUrlChild('bench/relay-floor.mjs', [`--upstream=${upstreamUrl}`, '--port=0', `--connections=${connections}`], PROXY_CORE, pin, nodeArgs)
 }
 
 /**
  * Starts the floor (bench/floor.mjs) in front of `upstreamUrl` on the proxy's core: Fastify + undici with
- * the same store round trips per request as Loopers; `store` is 'redis' (with `redisUrl`), 'sqlite' (with `dbPath`) or 'none'.
+ * the same store round trips per request as Loopers; `store` is 'redis' (with `redisUrl`), 'sqlite' (with `dbPath`) or 'none';
+ * `connections` and `nodeArgs` (node flags) as for startRelayFloor.
  */
-export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null }) {
-  const args = [`--upstream=${upstreamUrl}`, '--port=0', `--store=${store}`]
+export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null, connections = 256, nodeArgs = [] }) {
+  const args = [`--upstream=${upstreamUrl}`, '--port=0', `--store=${store}`, `--connections=${connections}`]
   if (redisUrl !== null) args.push(`--redis=${redisUrl}`)
   if (dbPath !== null) args.push(`--db=${dbPath}`)
-  return startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin)
+  return startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin, nodeArgs)
 }
 
 /**
  * Starts `node dist/cli.js serve` on a free port against `redisUrl` and `upstreamUrl`, pinned to the
- * proxy core. `cpuProfDir` adds `--cpu-prof` (the profile is written when it stops gracefully).
+ * proxy core, with the launcher's node flags (`launcher: false`: plain node) and then `nodeOptions`.
+ * `cpuProfDir` adds `--cpu-prof` (the profile is written when it stops gracefully).
  */
-export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn', dir, name = 'proxy', cpuProfDir = null, extraEnv = {}, nodeOptions = [], cliPath = join(ROOT, 'dist/cli.js') }) {
+export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn', dir, name = 'proxy', cpuProfDir = null, extraEnv = {}, nodeOptions = [], cliPath = join(ROOT, 'dist/cli.js'), launcher = true }) {
   const env = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     HOME: process.env.HOME ?? '/tmp',
@@ -275,7 +281,8 @@ export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn'
     LOOPERS_SHUTDOWN_GRACE_MS: '2000',
     ...extraEnv,
   }
-  const nodeArgs = [...nodeOptions, '--import', LISTEN_REPORT]
+  // As operators start it (`loopers serve`): with the launcher's node flags, unless an A/B asks for plain node.
+  const nodeArgs = [...(launcher ? launcherFlags(cliPath) : []), ...nodeOptions, '--import', LISTEN_REPORT]
   if (cpuProfDir !== null) {
     mkdirSync(cpuProfDir, { recursive: true })
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`)
@@ -298,6 +305,12 @@ export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn'
     await stopChild(child, { signal: 'SIGKILL' })
     throw new Error(`${error.message}\n${readTail(join(dir, `${name}.err`))}`)
   }
+}
+
+/** The node flags of the `loopers` launcher: those of the CLI's first line (`#!/usr/bin/env -S node …`). */
+export function launcherFlags(cliPath = join(ROOT, 'dist/cli.js')) {
+  const match = /^#!\S*env -S node\b(.*)$/.exec(readFileSync(cliPath, 'utf8').split('\n', 1)[0])
+  return match === null ? [] : match[1].trim().split(/\s+/).filter(Boolean)
 }
 
 /** The first `count` ports a child started with LISTEN_REPORT reports on descriptor 3, in listening order. */

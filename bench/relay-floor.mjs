@@ -1,12 +1,14 @@
 // The floor for relaying a stream in Node: node:http in, undici out, every upstream chunk written to
 // the client as it comes, no parsing, no budget. The bench measures its CPU per chunk the same way as
 // the proxy's, so the report can tell what metering adds to what relaying alone costs.
-// `node bench/relay-floor.mjs --upstream=http://127.0.0.1:PORT [--port=0]`; prints `{"url": …}`.
+// `node bench/relay-floor.mjs --upstream=http://127.0.0.1:PORT [--port=0] [--connections=256|unlimited]`; prints `{"url": …}`.
+// --connections=unlimited holds every stream open upstream at once, as Loopers does (the memory scenario).
 import http from 'node:http'
 import { Pool } from 'undici'
 
 const arg = (name) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
-const upstream = new Pool(arg('upstream'), { connections: 256 })
+const connections = arg('connections') ?? '256'
+const upstream = new Pool(arg('upstream'), { connections: connections === 'unlimited' ? null : Number(connections) })
 
 const server = http.createServer((req, res) => {
   const chunks = []

@@ -7,6 +7,7 @@
 //   --profile          run the main proxy under `node --cpu-prof` and add its hot functions to the report
 //   --out=NAME         write bench/results/NAME.json and NAME.md (default latest)
 //   --no-wait          do not wait for a quiet proxy core before measured trials (see quiet() in scenarios.mjs)
+//   --node-options=…   extra node flags for every proxy the bench starts, space-separated (A/B runs of V8 settings)
 // Starts redis-server, a fake OpenAI upstream and `node dist/cli.js serve` on 127.0.0.1 only; the proxy
 // is pinned to core 0 and everything else (this process included) to core 1 when taskset allows.
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -20,7 +21,8 @@ import { providerFloods } from './provider-floods.mjs'
 import { detectPinning, environment, OTHERS_CORE, pinSelf, ROOT, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
 import { summarizeProfile } from './profile.mjs'
 import { figures, renderMarkdown } from './report.mjs'
-import { infoLogging, latency, memory, peak, streams } from './scenarios.mjs'
+import { memory } from './memory.mjs'
+import { infoLogging, latency, peak, streams } from './scenarios.mjs'
 import { stores } from './stores.mjs'
 
 const SCENARIOS = { latency, logging: infoLogging, streams, peak, leakage, floods: providerFloods, countStall, memory, stores, loopGuard }
@@ -33,6 +35,7 @@ const quick = args.quick === true
 const trials = Number(args.trials ?? (quick ? 1 : 3))
 const selected = selectScenarios(args.only)
 const outName = typeof args.out === 'string' ? args.out : 'latest'
+const proxyNodeOptions = typeof args['node-options'] === 'string' ? args['node-options'].split(/\s+/).filter(Boolean) : []
 
 // The whole run is bounded: past this, everything is killed (the exit handler of procs.mjs).
 const watchdog = setTimeout(
@@ -40,7 +43,7 @@ const watchdog = setTimeout(
     log(`bench: over its time limit; stopping`)
     process.exit(1)
   },
-  (quick ? 5 : 15) * 60_000,
+  (quick ? 8 : 20) * 60_000,
 )
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130))
 
@@ -77,7 +80,7 @@ const initialQuietBudgetMs = args['no-wait'] === true ? 0 : quick ? 10_000 : 60_
 try {
   redis = await startRedis({ pin: pinning.used, dir })
   fake = await startFake({ pin: pinning.used })
-  const startProxyFor = (opts = {}) => startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, ...opts })
+  const startProxyFor = (opts = {}) => startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, ...opts, nodeOptions: [...proxyNodeOptions, ...(opts.nodeOptions ?? [])] })
   proxy = await startProxyFor({ name: 'proxy', cpuProfDir: profileDir })
   // The floor: the same store round trips (two EVALSHA) on a bare Fastify + undici pass-through.
   floor = await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url })
@@ -86,7 +89,7 @@ try {
   const admin = dist.admin.createKeyAdmin(client)
   const { key, record } = await admin.createKey('bench-latency', ['openai'])
   await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET }, loopLimit: 0 })
-  ctx = { quick, trials, pin: pinning.used, quietBudgetMs: initialQuietBudgetMs, fake, proxy, floor, redis: client, admin, key, startProxy: startProxyFor, dir, log }
+  ctx = { quick, trials, pin: pinning.used, redisUrl: redis.url, quietBudgetMs: initialQuietBudgetMs, fake, proxy, floor, redis: client, admin, key, startProxy: startProxyFor, dir, log }
   for (const name of selected) {
     log(`${name}…`)
     try {
@@ -115,6 +118,7 @@ const report = {
   startedAt,
   durationS: (performance.now() - started) / 1000,
   env,
+  ...(proxyNodeOptions.length > 0 ? { proxyNodeOptions } : {}),
   trials,
   figures: rows,
   quietWaitedS: ctx === null ? 0 : (initialQuietBudgetMs - ctx.quietBudgetMs) / 1000,
@@ -200,6 +204,6 @@ function methodNotes(pin) {
     'Count stall: small requests\' p99 (4 at a time) while a 10 MiB prompt is counted exactly, against their p99 just before (target: grows ≤ 10 ms, no 503); the proxy for it is its own, started with bench/loop-delay.mjs, which records each block of its event loop over 5 ms (longest block while the big request was read, parsed, counted and refused).',
     'Ledger: a request is billed its prompt when the fake starts answering; an output token counts when its chunk is handed to a socket that is still open.',
     'Loop guard (bench/loop-guard.mjs): CPU per request of the proxy and, on Redis, redis-server (schedstat, ns), guard on (the default) ÷ off (`--loop-limit 0`), for a 24-message agent conversation whose every request is a new step, 8 at a time; on and off alternate every 40 requests within each trial, median of the per-trial ratios. Worst case: one conversation past its 256 steps (every new step recorded, the scope trimmed); common case: conversations of 40 requests. The A/A control (both halves guard off) shows the noise the ratio carries.',
-    'Memory: VmRSS of a fresh proxy from /proc/<pid>/status, idle 3 s and 60 s (quick: 10 s) after the last of 20 requests (10 plain, 10 streamed, one at a time); under load sampled every 100 ms while 1,000 streams are open at the client.',
+    'Memory (bench/memory.mjs): VmRSS from /proc/<pid>/status of a fresh proxy, and in the same run of the floor (Fastify + undici + two EVALSHA) and the plain relay (node:http + undici), both floors holding every stream open upstream at once as Loopers does and run with the launcher\'s node flags as the proxy is: right after start; idle 3 s and 60 s (quick: 10 s) after the last of 20 requests (10 plain, 10 streamed, one at a time); the peak while 1,000 streams are open at once (sampled every 100 ms); and 45 s (quick: 5 s) or more after those streams ended (each target holds its streams in turn, all are read 45 s after the last ended) (Loopers returns a burst\'s memory after 30 s without requests, LOOPERS_IDLE_RELEASE_MS).',
   ]
 }

@@ -1,8 +1,8 @@
-// Latency, streaming, throughput and memory scenarios. Each proxied run is paired with the same load
+// Latency, streaming and throughput scenarios (memory: bench/memory.mjs). Each proxied run is paired with the same load
 // sent straight to the fake upstream in the same trial; "added" is proxied − direct per percentile.
 import { statSync } from 'node:fs'
 import { burst, closedLoop, createPool, openLoop } from './load.mjs'
-import { coreBusy, coreTimes, cpuSeconds, cpuTimes, rssMb, sleep, startRelayFloor, waitForQuiet } from './procs.mjs'
+import { coreBusy, coreTimes, cpuSeconds, cpuTimes, sleep, startRelayFloor, waitForQuiet } from './procs.mjs'
 
 const CHAT_BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
 
@@ -240,68 +240,6 @@ export async function peak(ctx) {
     await Promise.all(Object.values(pools).map((p) => p.close()))
   }
   return { concurrency, durationMs, trials }
-}
-
-/**
- * (e) Memory of a fresh proxy: idle a few seconds and a minute (quick: 10 s) after the last of 20 requests,
- * and peak with 1,000 concurrent streams open.
- */
-export async function memory(ctx) {
-  const proxy = await ctx.startProxy({ name: 'proxy-memory' })
-  const streamsCount = 1000
-  const warmRequests = 20
-  const idleAfterS = 3
-  const idleLateAfterS = ctx.quick ? 10 : 60
-  try {
-    const chat = requestPair(ctx.key, CHAT_BODY).proxied
-    const stream = requestPair(ctx.key, streamBody()).proxied
-    const afterStart = rssMb(proxy.pid)
-    await ctx.fake.reset({ completionTokens: 16, chunks: 20, chunkDelayMs: 1, word: ' tok' })
-    // Half plain, half streamed, one after another: what a lightly used proxy has seen.
-    const one = createPool(proxy.url, 1)
-    for (let i = 0; i < warmRequests; i++) await burst({ origin: proxy.url, requests: [i % 2 === 0 ? chat : stream], pool: one })
-    await one.close()
-    await sleep(idleAfterS * 1000)
-    const idle = rssMb(proxy.pid)
-    await sleep((idleLateAfterS - idleAfterS) * 1000)
-    const idleLate = rssMb(proxy.pid)
-
-    const chunks = ctx.quick ? 20 : 100
-    const chunkDelayMs = 50
-    await ctx.fake.reset({ chunks, chunkDelayMs, word: ' tok' })
-    let peakRss = idle
-    let sampling = true
-    const sampler = (async () => {
-      while (sampling) {
-        peakRss = Math.max(peakRss, rssMb(proxy.pid) ?? 0)
-        await sleep(100)
-      }
-    })()
-    const run = await burst({ origin: proxy.url, requests: Array(streamsCount).fill(stream), drainMs: 120_000 })
-    sampling = false
-    await sampler
-    const ledger = await ctx.fake.ledger()
-    await sleep(1_000)
-    return {
-      afterStartMb: afterStart,
-      warmRequests,
-      idleAfterS,
-      idleMb: idle,
-      idleLateAfterS,
-      idleLateMb: idleLate,
-      underLoadMb: peakRss,
-      afterLoadMb: rssMb(proxy.pid),
-      streams: streamsCount,
-      streamSeconds: (chunks * chunkDelayMs) / 1000,
-      completed: run.ok,
-      errors: run.non2xx + run.transportErrors,
-      maxOpenUpstream: ledger.maxOpen,
-      elapsedMs: run.elapsedMs,
-      ttfbMs: run.ttfbMs,
-    }
-  } finally {
-    await proxy.stop()
-  }
 }
 
 export function fmt(n) {

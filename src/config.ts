@@ -64,6 +64,7 @@ const schema = z.object({
   LOOPERS_STREAM_SLICE_TOKENS: positiveInt.default(1024),
   LOOPERS_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(30_000),
   LOOPERS_METRICS_PER_KEY: flag.default(false),
+  LOOPERS_IDLE_RELEASE_MS: z.coerce.number().int().min(0).default(30_000),
 })
 
 /** The variables `schema` reads. */
@@ -109,6 +110,7 @@ export const ENVIRONMENT: Record<EnvName, { default: string; meaning: string }> 
   LOOPERS_STREAM_SLICE_TOKENS: { default: '1024', meaning: 'output tokens a stream reserves ahead each time it extends' },
   LOOPERS_SHUTDOWN_GRACE_MS: { default: '30000', meaning: 'how long in-flight requests may finish after SIGTERM' },
   LOOPERS_METRICS_PER_KEY: { default: 'false', meaning: 'add a key-hash-prefix label to request and spend metrics' },
+  LOOPERS_IDLE_RELEASE_MS: { default: '30000', meaning: 'after this long without requests, return the memory a burst left to the OS; 0: never' },
 }
 
 /** The schema's own default of `name` as text, or null when it has none (for the drift test). */
@@ -172,6 +174,8 @@ export interface Config {
   streamSliceTokens: number
   shutdownGraceMs: number
   metricsPerKey: boolean
+  /** Quiet time after which the memory a burst left is returned to the OS; 0 = never. */
+  idleReleaseMs: number
 }
 
 /** Thrown for bad configuration; `problems` holds one line per problem, never a stack. */
@@ -293,6 +297,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     streamSliceTokens: e.LOOPERS_STREAM_SLICE_TOKENS,
     shutdownGraceMs: e.LOOPERS_SHUTDOWN_GRACE_MS,
     metricsPerKey: e.LOOPERS_METRICS_PER_KEY,
+    idleReleaseMs: e.LOOPERS_IDLE_RELEASE_MS,
   }
 }
 

@@ -6,6 +6,7 @@ import { openStore, type OpenedStore } from './budget/open-store.js'
 import type { RedisClient } from './budget/redis/redis-client.js'
 import { checkAdminExposure, type Config } from './config.js'
 import { createDualServer } from './http/dual-server.js'
+import { startIdleRelease } from './idle-release.js'
 import { createLogger } from './logger.js'
 import { buildAdminApp } from './admin.js'
 import { createMetrics } from './metrics.js'
@@ -99,10 +100,17 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     throw error
   }
   logger.info({ url, admin: adminUrl, store: budgetStore.description }, `loopers listening on ${url}, budget store: ${budgetStore.description}`)
+  const idleRelease = startIdleRelease({
+    idleMs: config.idleReleaseMs,
+    activity: () => ({ begun: inflight.begun, inflight: inflight.count }),
+    onRelease: ({ ms, rssBefore, rssAfter }) =>
+      logger.debug({ ms: Math.round(ms), rssBeforeMiB: mib(rssBefore), rssAfterMiB: mib(rssAfter) }, 'idle: memory returned to the OS'),
+  })
 
   let closed: Promise<void> | null = null
   async function stop(graceMs: number): Promise<void> {
     stopping = true
+    idleRelease.stop()
     const server = dual as ReturnType<typeof createDualServer> | null
     // Stop accepting; idle keep-alive connections close, in-flight ones run on.
     const closing = app.close()
@@ -160,6 +168,8 @@ export function stopOnSignals(running: RunningServer, logger: Logger): void {
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
 }
+
+const mib = (bytes: number): number => Math.round(bytes / 2 ** 20)
 
 // Give the store a moment at start-up so the first requests are not refused while it connects.
 const STARTUP_STORE_WAIT_MS = 2_000

@@ -3,16 +3,20 @@ export interface Inflight {
   begin(): void
   end(): void
   readonly count: number
+  /** Requests begun since start (never decreases): a quiet proxy is one whose `begun` stands still. */
+  readonly begun: number
   /** Resolves when no request is in progress. */
   drained(): Promise<void>
 }
 
 export function createInflight(): Inflight {
   let count = 0
+  let begun = 0
   let waiters: Array<() => void> = []
   return {
     begin() {
       count++
+      begun++
     },
     end() {
       count--
@@ -24,6 +28,9 @@ export function createInflight(): Inflight {
     },
     get count() {
       return count
+    },
+    get begun() {
+      return begun
     },
     drained() {
       return count === 0 ? Promise.resolve() : new Promise((resolve) => waiters.push(resolve))

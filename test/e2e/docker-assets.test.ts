@@ -347,9 +347,9 @@ describe('the image, run here without a Docker engine', () => {
     )
     try {
       await waitForHealth(`http://127.0.0.1:${port}/health`, exited, () => output)
-      // `exec` replaced the shell: the signals docker stop sends reach node itself.
+      // `exec` replaced the shell: the signals docker stop sends reach node itself (with the launcher's flags).
       const argv = readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0')
-      expect(argv[1]).toBe(inImage('/app/dist/cli.js'))
+      expect(argv.slice(1, 3)).toEqual(['--max-semi-space-size=16', inImage('/app/dist/cli.js')])
       const probe = await run(dockerHealthcheck.command[0]!, dockerHealthcheck.command.slice(1), { PORT: String(port) })
       expect(probe.code, probe.stderr).toBe(0)
       const metrics = await fetch(`http://127.0.0.1:${adminPort}/metrics`)

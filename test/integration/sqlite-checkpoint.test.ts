@@ -39,6 +39,34 @@ describe('embedded store WAL checkpoints', () => {
     }
   })
 
+  // The worker is a thread with its own V8 heap (~12-18 MB of RSS): a proxy that has served nothing does not
+  // start it; what an earlier run left in the WAL is checkpointed at start on the store's own connection.
+  it('starts no worker at start-up, checkpoints what an earlier run left, and starts the worker with the first commit', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'loopers-ckpt-'))
+    const path = join(dir, 'loopers.db')
+    const threads = (): number => readdirSync('/proc/self/task').length
+    // An earlier run that ended with commits still in its WAL (auto-checkpoint off, as under the worker).
+    const earlier = createDb(path)
+    earlier.setAutoCheckpoint(false)
+    earlier.transactionNow('schema', () => earlier.statement('CREATE TABLE IF NOT EXISTS t (v TEXT) STRICT').run())
+    for (let i = 0; i < 20; i++) earlier.transactionNow('write', () => earlier.statement('INSERT INTO t VALUES (?)').run('x'.repeat(20_000)))
+    const sizeBefore = statSync(path).size
+    const before = threads()
+    const opened = await openStore(loadConfig({ LOOPERS_DB: path }), { housekeeping: true })
+    try {
+      expect(await opened.ready(2_000)).toBe(true)
+      expect(statSync(path).size).toBeGreaterThan(sizeBefore + 20 * 20_000)
+      await new Promise((r) => setTimeout(r, 300))
+      expect(threads()).toBe(before)
+      await opened.keys.createKey('first', ['openai'], { unlimited: true })
+      await eventually(() => threads() > before, 'the worker started by the first commit', 5_000)
+    } finally {
+      await opened.close()
+      earlier.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   // The worker is a thread with its own V8 heap (~18 MB of RSS): an idle proxy should not keep it.
   it('runs the worker only while commits happen, and checkpoints again after a pause', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'loopers-ckpt-'))

@@ -1,0 +1,52 @@
+/**
+ * A burst leaves V8's grown young generation and the pages of collected garbage resident for good unless the
+ * proxy gives them back: once it has been idle for LOOPERS_IDLE_RELEASE_MS, the resident set of `loopers serve`
+ * falls back most of the way to where it was before the burst (without the release it stays at its peak).
+ */
+import { readFileSync } from 'node:fs'
+import { expect, it } from 'vitest'
+import { useSpawnedOpenAiStack } from '../support/spawned-stack.js'
+
+const IDLE_MS = 1_000
+// 400 streams start at once on a shared machine: the store's replies may queue behind them for over a second.
+const stack = useSpawnedOpenAiStack(() => ({ LOOPERS_IDLE_RELEASE_MS: String(IDLE_MS), LOOPERS_REDIS_TIMEOUT_MS: '10000' }))
+
+const rssMiB = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+it('returns most of what a burst of 400 streams added once the proxy is idle', async () => {
+  const pid = stack.proxy.child.pid as number
+  const { key } = await stack.admin.createKey('burst', ['openai'], { unlimited: true, loopLimit: 0 })
+  const body = JSON.stringify({ model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'Tell me a story.' }] })
+  const stream = async (): Promise<number> => {
+    const response = await fetch(`${stack.proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body })
+    await response.arrayBuffer()
+    return response.status
+  }
+  // One request, then the release that follows start-up and it: the baseline an idle proxy sits at.
+  expect(await stream()).toBe(200)
+  await sleep(IDLE_MS * 2.5)
+  const before = rssMiB(pid)
+
+  Object.assign(stack.fake.options, { chunks: 60, chunkDelayMs: 20 })
+  let peak = before
+  let sampling = true
+  const sampler = (async () => {
+    while (sampling) {
+      peak = Math.max(peak, rssMiB(pid))
+      await sleep(50)
+    }
+  })()
+  const statuses = await Promise.all(Array.from({ length: 400 }, stream))
+  sampling = false
+  await sampler
+  peak = Math.max(peak, rssMiB(pid))
+  expect(statuses.filter((s) => s !== 200)).toEqual([])
+  // The burst did grow the process (else this test would prove nothing).
+  expect(peak - before).toBeGreaterThan(30)
+
+  await sleep(IDLE_MS * 3)
+  const after = rssMiB(pid)
+  console.log(`idle release: RSS ${before.toFixed(0)} MiB idle, ${peak.toFixed(0)} MiB peak with 400 streams, ${after.toFixed(0)} MiB ${IDLE_MS * 3} ms after`)
+  expect(after).toBeLessThan(before + (peak - before) / 2)
+}, 60_000)

@@ -1,0 +1,106 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { startIdleRelease, type IdleRelease } from '../../src/idle-release.js'
+
+/** When the proxy returns a burst's memory: once per quiet period, never while a request is in flight. */
+describe('idle release', () => {
+  let release: IdleRelease | null = null
+  const traffic = { begun: 0, inflight: 0 }
+  const begin = (): void => {
+    traffic.begun++
+    traffic.inflight++
+  }
+  const end = (): void => {
+    traffic.inflight--
+  }
+  let collections = 0
+  const start = (idleMs: number): void => {
+    release = startIdleRelease({ idleMs, activity: () => ({ ...traffic }), collect: () => void collections++ })
+  }
+
+  beforeEach(() => {
+    vi.useFakeTimers()
+    traffic.begun = 0
+    traffic.inflight = 0
+    collections = 0
+  })
+  afterEach(() => {
+    release?.stop()
+    release = null
+    vi.useRealTimers()
+  })
+
+  it('releases once after start-up, then only after traffic and a whole quiet period', async () => {
+    start(1_000)
+    await vi.advanceTimersByTimeAsync(900)
+    expect(collections).toBe(0)
+    await vi.advanceTimersByTimeAsync(400)
+    expect(collections).toBe(1)
+    await vi.advanceTimersByTimeAsync(10_000)
+    expect(collections).toBe(1) // nothing happened since: nothing to give back
+    begin()
+    end()
+    await vi.advanceTimersByTimeAsync(800)
+    expect(collections).toBe(1)
+    await vi.advanceTimersByTimeAsync(800)
+    expect(collections).toBe(2)
+  })
+
+  it('never releases while a request is in flight, however long it runs', async () => {
+    start(1_000)
+    begin()
+    await vi.advanceTimersByTimeAsync(20_000)
+    expect(collections).toBe(0)
+    end()
+    await vi.advanceTimersByTimeAsync(600)
+    expect(collections).toBe(0)
+    await vi.advanceTimersByTimeAsync(800)
+    expect(collections).toBe(1)
+  })
+
+  it('counts a request that began and ended between two checks', async () => {
+    start(1_000)
+    await vi.advanceTimersByTimeAsync(1_300)
+    expect(collections).toBe(1)
+    for (let i = 0; i < 5; i++) {
+      await vi.advanceTimersByTimeAsync(700)
+      begin()
+      end()
+    }
+    // Requests every 700 ms: never a whole quiet second.
+    expect(collections).toBe(1)
+    await vi.advanceTimersByTimeAsync(1_300)
+    expect(collections).toBe(2)
+  })
+
+  it('does nothing with idleMs 0', async () => {
+    start(0)
+    await vi.advanceTimersByTimeAsync(60_000)
+    expect(collections).toBe(0)
+    expect(vi.getTimerCount()).toBe(0)
+  })
+
+  it('gives up, without throwing, where the collection is not to be had', async () => {
+    let calls = 0
+    release = startIdleRelease({
+      idleMs: 1_000,
+      activity: () => ({ ...traffic }),
+      collect: () => {
+        calls++
+        throw new Error('no gc here')
+      },
+    })
+    await vi.advanceTimersByTimeAsync(1_300)
+    begin()
+    end()
+    await vi.advanceTimersByTimeAsync(5_000)
+    expect(calls).toBe(1)
+    expect(vi.getTimerCount()).toBe(0)
+  })
+
+  it('stops checking once stopped', async () => {
+    start(1_000)
+    release?.stop()
+    await vi.advanceTimersByTimeAsync(60_000)
+    expect(collections).toBe(0)
+  })
+})
