@@ -210,8 +210,8 @@ export async function startRedis({ pin, dir }) {
 }
 
 /** Spawns a bench script that prints one JSON line `{"url": …}` once it listens; resolves with the URL. */
-async function startUrlChild(script, args, core, pin) {
-  const child = spawnChild(process.execPath, [join(ROOT, script), ...args], { core, pin, pipeStdout: true })
+async function startUrlChild(script, args, core, pin, nodeOptions = []) {
+  const child = spawnChild(process.execPath, [...nodeOptions, join(ROOT, script), ...args], { core, pin, pipeStdout: true })
   const url = await new Promise((resolve, reject) => {
     let text = ''
     const timer = setTimeout(() => reject(new Error(`${script} did not start`)), START_TIMEOUT_MS)
@@ -246,11 +246,11 @@ export function startRelayFloor({ pin, upstreamUrl }) {
  * Starts the floor (bench/floor.mjs) in front of `upstreamUrl` on the proxy's core: Fastify + undici with
  * the same store round trips per request as Loopers; `store` is 'redis' (with `redisUrl`), 'sqlite' (with `dbPath`) or 'none'.
  */
-export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null }) {
+export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null, nodeOptions = [] }) {
   const args = [`--upstream=${upstreamUrl}`, '--port=0', `--store=${store}`]
   if (redisUrl !== null) args.push(`--redis=${redisUrl}`)
   if (dbPath !== null) args.push(`--db=${dbPath}`)
-  return startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin)
+  return startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin, nodeOptions)
 }
 
 /**
