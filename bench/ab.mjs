@@ -2,12 +2,12 @@
 // proxy core, fed the bench's non-streamed chat request in turn (order rotating every trial), so machine
 // noise hits both builds alike. Prints CPU per request of each side, per trial and as medians with spread.
 //   node bench/ab.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--mode=closed|open] [--rate=1000] [--concurrency=64]
-//                     [--trials=6] [--duration=4000] [--together] [--prof=DIR (B and the floor under --cpu-prof, or --import=MODULE)]
+//                     [--trials=6] [--duration=4000] [--together] [--prof=DIR (B and the floor under --cpu-prof; or --import=MODULE, preloaded in all three)]
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool, openLoop } from './load.mjs'
-import { cpuSeconds, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
+import { threadsCpuMs, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
@@ -38,7 +38,7 @@ try {
   await fake.reset({ completionTokens: 16 })
   const sides = {
     floor: await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url, nodeOptions: profFlags(`${profDir}/floor`) }),
-    a: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'a', cliPath: builds.a }),
+    a: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'a', cliPath: builds.a, nodeOptions: arg('import', null) === null ? [] : ['--import', arg('import')] }),
     b: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'b', cliPath: builds.b, nodeOptions: profFlags(profDir) }),
   }
   started.push(...Object.values(sides))
@@ -68,9 +68,9 @@ try {
     const ratios = []
     for (let t = 0; t < trials; t++) {
       await sleep(300)
-      const before = { a: cpuSeconds(sides.a.pid), b: cpuSeconds(sides.b.pid) }
+      const before = { a: threadsCpuMs(sides.a.pid) / 1000, b: threadsCpuMs(sides.b.pid) / 1000 }
       const [ra, rb] = await Promise.all([run('a', durationMs), run('b', durationMs)])
-      const us = { a: ((cpuSeconds(sides.a.pid) - before.a) * 1e6) / Math.max(1, ra.ok), b: ((cpuSeconds(sides.b.pid) - before.b) * 1e6) / Math.max(1, rb.ok) }
+      const us = { a: ((threadsCpuMs(sides.a.pid) / 1000 - before.a) * 1e6) / Math.max(1, ra.ok), b: ((threadsCpuMs(sides.b.pid) / 1000 - before.b) * 1e6) / Math.max(1, rb.ok) }
       ratios.push(us.b / us.a)
       process.stdout.write(`together ${t + 1}: a ${us.a.toFixed(0)} µs ${Math.round(ra.achievedRate)}/s | b ${us.b.toFixed(0)} µs ${Math.round(rb.achievedRate)}/s | b ÷ a ${(us.b / us.a).toFixed(3)}\n`)
     }
@@ -81,9 +81,9 @@ try {
     const line = []
     for (const n of names.map((_, i) => names[(i + t) % names.length])) {
       await sleep(300)
-      const before = cpuSeconds(sides[n].pid)
+      const before = threadsCpuMs(sides[n].pid) / 1000
       const r = await run(n, durationMs)
-      const us = ((cpuSeconds(sides[n].pid) - before) * 1e6) / Math.max(1, r.ok)
+      const us = ((threadsCpuMs(sides[n].pid) / 1000 - before) * 1e6) / Math.max(1, r.ok)
       per[n].push({ us, rps: r.achievedRate, p50: r.latencyMs.p50, errors: r.non2xx + r.transportErrors })
       line.push(`${n} ${us.toFixed(0)} µs ${Math.round(r.achievedRate)}/s p50 ${r.latencyMs.p50?.toFixed(1)}`)
     }
