@@ -82,10 +82,9 @@ export function cpuTimes(pid) {
   return { user: Number(fields[11]) / CLK_TCK, system: Number(fields[12]) / CLK_TCK }
 }
 
-/** CPU seconds (user + system, all threads) a process has used. */
+/** CPU seconds (all threads) a process has used, from schedstat: nanoseconds, where stat counts 10 ms ticks. */
 export function cpuSeconds(pid) {
-  const { user, system } = cpuTimes(pid)
-  return user + system
+  return threadsCpuMs(pid) / 1000
 }
 
 /** Resident set size of a process in MiB, from /proc/<pid>/status. */
