@@ -222,7 +222,7 @@ const FIXED_KEYS_KEPT = 4_096
 
 /** The record, period and placeholder keys of `hash` in the current periods, built once per key and minute. */
 function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
-  // currentPeriods hands out one frozen array per minute: the same array means the same periods.
+  // Every period starts on a minute boundary: the minute's start names the whole set (any clock, any store).
   const stamp = periodsStamp(periods)
   const cached = fixedByHash.get(hash)
   if (cached !== undefined && cached.minute === stamp) return cached
