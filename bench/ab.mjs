@@ -72,7 +72,8 @@ try {
       const [ra, rb] = await Promise.all([run('a', durationMs), run('b', durationMs)])
       const us = { a: ((threadsCpuMs(sides.a.pid) / 1000 - before.a) * 1e6) / Math.max(1, ra.ok), b: ((threadsCpuMs(sides.b.pid) / 1000 - before.b) * 1e6) / Math.max(1, rb.ok) }
       ratios.push(us.b / us.a)
-      process.stdout.write(`together ${t + 1}: a ${us.a.toFixed(0)} µs ${Math.round(ra.achievedRate)}/s | b ${us.b.toFixed(0)} µs ${Math.round(rb.achievedRate)}/s | b ÷ a ${(us.b / us.a).toFixed(3)}\n`)
+      const ms = (r) => `p50 ${r.latencyMs.p50?.toFixed(1)} p99 ${r.latencyMs.p99?.toFixed(1)} ms`
+      process.stdout.write(`together ${t + 1}: a ${us.a.toFixed(0)} µs ${Math.round(ra.achievedRate)}/s ${ms(ra)} | b ${us.b.toFixed(0)} µs ${Math.round(rb.achievedRate)}/s ${ms(rb)} | b ÷ a ${(us.b / us.a).toFixed(3)}\n`)
     }
     const sorted = [...ratios].sort((x, y) => x - y)
     process.stdout.write(`together b ÷ a CPU/request: median ${sorted[Math.floor((sorted.length - 1) / 2)].toFixed(3)} (${sorted[0].toFixed(3)}–${sorted.at(-1).toFixed(3)})\n`)
