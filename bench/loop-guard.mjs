@@ -5,28 +5,17 @@
 // (the machine is shared and noisy). Bounded: (TRIALS × 2 + 1) × N requests, 8 at a time, to 127.0.0.1 only;
 // every process it starts is stopped. `npm run bench -- --only=loopGuard` runs it as a scenario (loopGuard below).
 // Run: `npm run build && node bench/loop-guard.mjs [--store=sqlite|redis] [--scopes=one|many|growing] [--requests=N] [--trials=T] [--control]`.
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { createFakeUpstream } from './fake-upstream.mjs'
-import { freePort, PROXY_CORE, ROOT, spawnChild, startRedis } from './procs.mjs'
+import { freePort, PROXY_CORE, ROOT, spawnChild, startRedis, threadsCpuMs } from './procs.mjs'
 
 const CONCURRENCY = 8
 const CHUNK = 40
 
-/** CPU time of every thread of a process in ms, from /proc/<pid>/task/<tid>/schedstat (ns, unlike stat's 10 ms ticks). */
-function cpuMs(pid) {
-  let ns = 0
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0])
-    } catch {
-      // The thread ended between the listing and the read.
-    }
-  }
-  return ns / 1e6
-}
+const cpuMs = threadsCpuMs
 
 /**
  * Request i of a conversation that grows by one exchange per request: never the same step twice. Scopes:

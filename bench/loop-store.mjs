@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto'
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startRedis } from './procs.mjs'
+import { startRedis, threadsCpuMs } from './procs.mjs'
 
 const option = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback
 const N = Number(option('requests', 2000))
@@ -21,18 +21,7 @@ const STORE = option('store', 'sqlite')
 const ONE_SCOPE = option('scopes', 'one') !== 'many'
 if (STORE !== 'sqlite' && STORE !== 'redis') throw new Error(`--store must be sqlite or redis, not ${STORE}`)
 
-/** CPU time of every thread of a process in ms (schedstat: ns). */
-function cpuMs(pid) {
-  let ns = 0
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0])
-    } catch {
-      // The thread ended between the listing and the read.
-    }
-  }
-  return ns / 1e6
-}
+const cpuMs = threadsCpuMs
 
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b)

@@ -1,7 +1,7 @@
 // Child processes of the benchmark: pinning, start/stop of Redis, the fake upstream and proxies, and
 // what /proc says about them. Every child is registered and killed when this process exits.
 import { execFileSync, spawn } from 'node:child_process'
-import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs'
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import { join } from 'node:path'
@@ -82,13 +82,25 @@ export function cpuTimes(pid) {
   return { user: Number(fields[11]) / CLK_TCK, system: Number(fields[12]) / CLK_TCK }
 }
 
-/** CPU seconds (user + system, all threads) a process has used. */
+/** CPU seconds (all threads) a process has used, from schedstat: nanoseconds, where stat counts 10 ms ticks. */
 export function cpuSeconds(pid) {
-  const { user, system } = cpuTimes(pid)
-  return user + system
+  return threadsCpuMs(pid) / 1000
 }
 
 /** Resident set size of a process in MiB, from /proc/<pid>/status. */
+/** CPU time of every thread of a process in ms, from /proc/<pid>/task/<tid>/schedstat (ns, unlike stat's 10 ms ticks). */
+export function threadsCpuMs(pid) {
+  let ns = 0
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0])
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return ns / 1e6
+}
+
 export function rssMb(pid) {
   const match = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return match === null ? null : Number(match[1]) / 1024

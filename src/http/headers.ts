@@ -32,7 +32,9 @@ const NOT_FORWARDED = new Set([
  */
 export function forwardableRequestHeaders(incoming: IncomingHttpHeaders): Record<string, string> {
   const out: Record<string, string> = {}
-  for (const [name, value] of Object.entries(incoming)) {
+  // for…in, not Object.entries: no pair array per header on every request.
+  for (const name in incoming) {
+    const value = incoming[name]
     if (value === undefined || name.startsWith(':') || NOT_FORWARDED.has(name) || name.startsWith('x-loopers-')) continue
     out[name] = Array.isArray(value) ? value.join(', ') : value
   }

@@ -32,10 +32,19 @@ const RELAYED = new Set([
 ])
 const RELAYED_PREFIXES = ['x-ratelimit-', 'anthropic-ratelimit-', 'ratelimitbysize-', 'x-amzn-bedrock-']
 
+// Providers send the same few dozen header names on every answer: each is judged once.
+const judged = new Map<string, boolean>()
+const JUDGED_KEPT = 1_024
+
 /** True when an upstream response header may reach the client. */
 function isRelayedResponseHeader(name: string): boolean {
-  const lower = name.toLowerCase()
-  return RELAYED.has(lower) || RELAYED_PREFIXES.some((prefix) => lower.startsWith(prefix))
+  let relayed = judged.get(name)
+  if (relayed === undefined) {
+    const lower = name.toLowerCase()
+    relayed = RELAYED.has(lower) || RELAYED_PREFIXES.some((prefix) => lower.startsWith(prefix))
+    if (judged.size < JUDGED_KEPT) judged.set(name, relayed)
+  }
+  return relayed
 }
 
 /** The upstream response headers to relay to the client; content-length is recomputed by the server. */

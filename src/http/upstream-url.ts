@@ -11,12 +11,18 @@ export interface PathRules {
   allowEncodedSlash?: boolean
 }
 
+/** `/`-separated segments of unreserved and sub-delim characters, `:` and `@`: no '%', '\\', '#', '?' or control character. */
+const PLAIN_PATH = /^(?:\/[A-Za-z0-9\-._~!$&'()*+,;=:@]*)+$/
+const DOT_SEGMENT = /(?:^|\/)\.\.?(?:\/|$)/
+
 /**
  * Why `path` could leave the base URL's path or be read two ways, or null when it is safe: a `.` or `..`
  * segment raw or percent-encoded (any case, also inside a segment with an encoded slash), a backslash, an
  * encoded slash (unless allowed), a `%` left after decoding (double encoding), or a control character.
  */
 export function unsafePathReason(path: string, rules: PathRules = {}): string | null {
+  // The common case, decided without decoding: plain characters only (no '%', so nothing decodes) and no dot segment.
+  if (PLAIN_PATH.test(path) && !DOT_SEGMENT.test(path)) return null
   if (!path.startsWith('/')) return 'the path must start with /'
   if (path.includes('\\')) return 'backslashes are not allowed in the path'
   if (path.includes('#') || path.includes('?')) return 'the path may not hold # or ?'
@@ -40,9 +46,21 @@ export function upstreamUrl(base: string, path: string, query: string, rules: Pa
   if (reason !== null) throw invalidRequest(`${reason}: Loopers forwards only the provider's own API paths`)
   const url = `${base}${path}${query.length > 0 ? `?${query}` : ''}`
   // Belt and braces: whatever the URL parser normalises, the path must still start with the base's path.
-  const basePath = new URL(base).pathname.replace(/\/$/, '')
+  const basePath = basePathOf(base)
   if (!new URL(url).pathname.startsWith(`${basePath}/`)) throw invalidRequest('the path leaves the provider API')
   return url
+}
+
+const basePaths = new Map<string, string>()
+
+/** The path of a configured base URL without its trailing slash (a handful of bases: parsed once each). */
+function basePathOf(base: string): string {
+  let path = basePaths.get(base)
+  if (path === undefined) {
+    path = new URL(base).pathname.replace(/\/$/, '')
+    if (basePaths.size < 64) basePaths.set(base, path)
+  }
+  return path
 }
 
 /**

@@ -44,23 +44,23 @@ export function tokensCost(tokens: number, per1M: Micros): Micros {
  * Throws RangeError only for a malformed price (not a non-negative integer).
  */
 export function costMicros(price: Price, usage: Usage): Micros {
-  const terms: Array<[number | undefined, number]> = [
-    [usage.inputTokens, price.inputPer1M],
-    [usage.cachedInputTokens, price.cachedInputPer1M],
-    [usage.cacheWriteTokens, price.cacheWritePer1M],
-    [usage.outputTokens, price.outputPer1M],
-  ]
-  let whole = 0
-  let millionths = 0
-  for (const [tokens, per1M] of terms) {
-    if (tokens === undefined) continue
-    checkPrice(per1M)
-    const part = scaledParts(tokenCount(tokens), per1M)
-    whole += part.whole
-    millionths += part.millionths // four terms, each < 1e6
-  }
-  const rest = millionths % MILLION
-  return whole + (millionths - rest) / MILLION + (rest > 0 ? 1 : 0)
+  // Four terms without a list of them: this runs for every settled request.
+  const sum = { whole: 0, millionths: 0 }
+  addTerm(sum, usage.inputTokens, price.inputPer1M)
+  addTerm(sum, usage.cachedInputTokens, price.cachedInputPer1M)
+  addTerm(sum, usage.cacheWriteTokens, price.cacheWritePer1M)
+  addTerm(sum, usage.outputTokens, price.outputPer1M)
+  const rest = sum.millionths % MILLION
+  return sum.whole + (sum.millionths - rest) / MILLION + (rest > 0 ? 1 : 0)
+}
+
+/** Adds `tokens × per1M / 1e6` to `sum` (whole part, millionths: four terms, each < 1e6); nothing when not reported. */
+function addTerm(sum: { whole: number; millionths: number }, tokens: number | undefined, per1M: number): void {
+  if (tokens === undefined) return
+  checkPrice(per1M)
+  const part = scaledParts(tokenCount(tokens), per1M)
+  sum.whole += part.whole
+  sum.millionths += part.millionths
 }
 
 /** floor(a / b) for non-negative safe integers, corrected for floating-point rounding of the quotient. */

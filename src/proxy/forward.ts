@@ -30,6 +30,30 @@ const SETTLE_RETRY_DELAYS_MS = [100, 500, 2_000]
 export function createForwarder(deps: ForwardDeps) {
   const { store } = deps
   const relayStream = createStreamRelay(deps)
+  // One shutdown listener for every open request (an EventTarget listener per request costs more than the request's abort).
+  const open = new Set<AbortController>()
+  deps.shutdown.addEventListener('abort', () => {
+    for (const controller of open) controller.abort()
+    open.clear()
+  }, { once: true })
+
+  /** An AbortController that fires when the client goes away before the response is complete, or at shutdown. */
+  function abortOnClientClose(reply: FastifyReply): AbortController {
+    const controller = new AbortController()
+    const raw = reply.raw
+    if (deps.shutdown.aborted || (raw.destroyed && !raw.writableEnded)) {
+      controller.abort()
+      return controller
+    }
+    // Its 'close' already came: nothing left to watch.
+    if (raw.closed) return controller
+    open.add(controller)
+    raw.once('close', () => {
+      open.delete(controller)
+      if (!raw.writableEnded) controller.abort()
+    })
+    return controller
+  }
 
   async function forwardFree(
     request: FastifyRequest,
@@ -51,7 +75,7 @@ export function createForwarder(deps: ForwardDeps) {
       body: raw,
       ...(signsBig ? { bodySha256: await sha256InSlices(raw) } : {}),
     })
-    const abort = abortOnClientClose(reply, deps.shutdown)
+    const abort = abortOnClientClose(reply)
     const method = request.method === 'HEAD' ? 'HEAD' : request.method === 'GET' ? 'GET' : 'POST'
     const response = await deps.upstream.send(upstreamRequest, abort.signal, method)
     summary.outcome = 'free'
@@ -113,7 +137,7 @@ export function createForwarder(deps: ForwardDeps) {
         body,
         ...(signsBig ? { bodySha256: await sha256InSlices(body) } : {}),
       })
-      const abort = abortOnClientClose(reply, deps.shutdown)
+      const abort = abortOnClientClose(reply)
       // Gone before anything was sent: the provider was never called, so nothing is charged.
       if (abort.signal.aborted) return await settle(0, 'client_closed')
 
@@ -201,22 +225,6 @@ function safeJson(bytes: Buffer): unknown {
   }
 }
 
-
-/** An AbortController that fires when the client goes away before the response is complete, or at shutdown. */
-function abortOnClientClose(reply: FastifyReply, shutdown?: AbortSignal): AbortController {
-  const controller = new AbortController()
-  const raw = reply.raw
-  const onShutdown = (): void => controller.abort()
-  if (shutdown?.aborted) controller.abort()
-  // The shutdown signal lives as long as the server: its listener must go when the response does.
-  else shutdown?.addEventListener('abort', onShutdown, { once: true })
-  if (raw.destroyed && !raw.writableEnded) controller.abort()
-  raw.once('close', () => {
-    shutdown?.removeEventListener('abort', onShutdown)
-    if (!raw.writableEnded) controller.abort()
-  })
-  return controller
-}
 
 /** A pass-through that fails once more than `limit` bytes went through it. */
 function capped(limit: number): Transform {

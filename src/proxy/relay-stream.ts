@@ -113,15 +113,21 @@ export function createStreamRelay(deps: ForwardDeps) {
  * socket write (and one client wake-up) fewer before the first byte. If that event is not written in this
  * turn of the event loop (incomplete, or waiting for an extension), the headers go out alone at its end.
  */
-function flushHeadersSoon(raw: { flushHeaders(): void; readonly destroyed: boolean; readonly writableEnded: boolean }, bodyBuffered: boolean): void {
-  const flush = (): void => {
-    // Node's HTTP/1 response marks headers that left with a write (flushing again would cost an empty write);
-    // HTTP/2's compatibility response has no mark and its flushHeaders is a no-op once they are sent.
-    if ((raw as { _headerSent?: boolean })._headerSent === true) return
-    if (!raw.destroyed && !raw.writableEnded) raw.flushHeaders()
+function flushHeadersSoon(
+  raw: { flushHeaders(): void; cork?(): void; uncork?(): void; readonly destroyed: boolean; readonly writableEnded: boolean },
+  bodyBuffered: boolean,
+): void {
+  if (raw.destroyed || raw.writableEnded) return
+  if (bodyBuffered && raw.cork !== undefined && raw.uncork !== undefined) {
+    // Corked: the headers wait in the socket's buffer for the event written in this turn and leave with it
+    // in one write; uncorked at the end of the turn, so an event not written by then does not hold them back.
+    // (HTTP/2 sends its HEADERS frame at once either way; only its data waits for the uncork.)
+    raw.cork()
+    raw.flushHeaders()
+    setImmediate(() => raw.uncork?.())
+    return
   }
-  if (bodyBuffered) setImmediate(flush)
-  else flush()
+  raw.flushHeaders()
 }
 
 /**

@@ -30,31 +30,38 @@ export function parseTarget(url: string): Target | null {
   const queryStart = url.indexOf('?')
   const pathname = queryStart < 0 ? url : url.slice(0, queryStart)
   const query = queryStart < 0 ? '' : url.slice(queryStart + 1)
-  const segments = pathname.split('/')
-  // segments[0] is the empty string before the leading slash.
-  let index = 1
+  // Segments are read in place (no split): `at` is where the next one starts, -1 past the last.
+  const first = pathname.indexOf('/')
+  let at = first < 0 ? -1 : first + 1
+  const next = (): string | undefined => {
+    if (at < 0) return undefined
+    const end = pathname.indexOf('/', at)
+    const segment = end < 0 ? pathname.slice(at) : pathname.slice(at, end)
+    at = end < 0 ? -1 : end + 1
+    return segment
+  }
+  let segment = next()
   let pathKey: string | null = null
-  if (segments[index]?.startsWith('lp-')) {
-    pathKey = segments[index] ?? null
-    index++
+  if (segment?.startsWith('lp-') === true) {
+    pathKey = segment
+    segment = next()
   }
   let pathSession: PathSession | null = null
-  if (segments[index] === 'session') {
-    pathSession = { id: segments[index + 1] ?? '', budget: null, maxSteps: null }
-    index += 2
-    if (segments[index] === 'budget') {
-      pathSession.budget = segments[index + 1] ?? ''
-      index += 2
+  if (segment === 'session') {
+    pathSession = { id: next() ?? '', budget: null, maxSteps: null }
+    segment = next()
+    if (segment === 'budget') {
+      pathSession.budget = next() ?? ''
+      segment = next()
     }
-    if (segments[index] === 'max-steps') {
-      pathSession.maxSteps = segments[index + 1] ?? ''
-      index += 2
+    if (segment === 'max-steps') {
+      pathSession.maxSteps = next() ?? ''
+      segment = next()
     }
   }
-  const provider = segments[index]
+  const provider = segment
   if (provider === undefined || !isProviderId(provider)) return null
-  const rest = segments.slice(index + 1).join('/')
-  return { pathKey, pathSession, provider, path: `/${rest}`, query }
+  return { pathKey, pathSession, provider, path: at < 0 ? '/' : `/${pathname.slice(at)}`, query }
 }
 
 /**
@@ -64,6 +71,8 @@ export function parseTarget(url: string): Target | null {
  */
 export function readQuery(url: string, target: Target): { params: URLSearchParams; query: string } {
   if (url.includes('#')) throw invalidRequest('the request target may not hold a # fragment')
+  // Most requests carry no query: nothing to parse or re-encode.
+  if (target.query === '') return { params: new URLSearchParams(), query: '' }
   return canonicalQuery(target.query)
 }
 

@@ -70,14 +70,15 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
 
     const nowMs = now()
     const periods = currentPeriods(nowMs)
-    const periodKeys = periods.map((p) => periodKey(hash, p.window, p.id))
-    const sessionKeyName = session === null ? noSessionKey(hash) : sessionKey(hash, session.id)
+    const fixed = fixedKeys(hash, periods)
+    const sessionKeyName = session === null ? fixed.noSession : sessionKey(hash, session.id)
+    const [ttlMinute, ttlHourly, ttlDaily, ttlWeekly, ttlMonthly] = fixed.ttls
     const reply = await run('reserve', () =>
       cmd.lpReserve(
-        recordKey(hash), ...periodKeys, sessionKeyName, reservationKey(hash, input.requestId),
-        loop === null ? noLoopKey(hash) : loopKey(hash, loop.scope), loop === null ? noLoopKey(hash) : loopAgeKey(hash, loop.scope),
+        fixed.record, ...fixed.periodKeys, sessionKeyName, reservationKey(hash, input.requestId),
+        loop === null ? fixed.noLoop : loopKey(hash, loop.scope), loop === null ? fixed.noLoop : loopAgeKey(hash, loop.scope),
         input.provider, input.minMicros, input.maxMicros,
-        ...periods.map((p) => p.ttlSeconds),
+        ttlMinute, ttlHourly, ttlDaily, ttlWeekly, ttlMonthly,
         session === null ? '0' : '1', session?.budgetMicros ?? '', session?.maxSteps ?? '',
         sessionTtlSeconds, RESERVATION_TTL_SECONDS, new Date(nowMs).toISOString(),
         loop?.step ?? '', nowMs, session?.loopLimit ?? '', DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE,
@@ -85,8 +86,10 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       ),
     )
     if (reply[0] === 'ok') {
-      const loopBooked = reply[3] === undefined || reply[3] === '' ? [] : [String(reply[3])]
-      const bookedKeys = Object.freeze([...periodKeys, ...(session === null ? [] : [sessionKeyName]), ...loopBooked])
+      const bookedKeys = [...fixed.periodKeys]
+      if (session !== null) bookedKeys.push(sessionKeyName)
+      if (reply[3] !== undefined && reply[3] !== '') bookedKeys.push(String(reply[3]))
+      Object.freeze(bookedKeys)
       const remainingMicros = reply[2] === undefined || reply[2] === '' ? null : int(reply[2])
       return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
     }
@@ -99,8 +102,9 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     assertMicros('minMicros', minMicros)
     assertMicros('wantMicros', wantMicros)
     if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
+    const booked = bookedParts(reservation)
     const reply = await run('extend', () =>
-      cmd.lpExtend(...scriptKeys(reservation), minMicros, wantMicros, sessionFlag(reservation), PERIOD_GRACE_SECONDS),
+      cmd.lpExtend(...scriptKeys(reservation, booked), minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS),
     )
     if (reply[0] === 'ok') {
       const grantedMicros = int(reply[1])
@@ -116,11 +120,13 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   async function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
     assertMicros('actualMicros', actualMicros)
     const nowMs = now()
-    const loop = bookedLoop(reservation)
+    const booked = bookedParts(reservation)
+    const loop = bookedLoop(booked)
+    const day = today(nowMs)
     const reply = await run('settle', () =>
       cmd.lpSettle(
-        ...scriptKeys(reservation), dayKey(reservation.keyHash, dayOf(nowMs)), loop?.key ?? noLoopKey(reservation.keyHash),
-        actualMicros, sessionFlag(reservation), RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS, Math.floor(dayExpiresAt(nowMs) / 1000),
+        ...scriptKeys(reservation, booked), dayKey(reservation.keyHash, day.date), loop?.key ?? noLoopKey(reservation.keyHash),
+        actualMicros, sessionFlag(booked), RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS, day.expiresAtSeconds,
         loop?.step ?? '', loop?.sinceMs ?? '',
       ),
     )
@@ -158,36 +164,95 @@ function loadLua(name: string): string {
   return text
 }
 
+interface BookedParts {
+  periods: readonly string[]
+  session: string | undefined
+  loop: string | undefined
+}
+
 /**
  * A reservation's booked keys: five periods, then its session if any, then its loop step if recorded
  * (`<loop scope key>#<sinceMs>#<step>`, the one entry with '#', which no key name holds).
  */
-function bookedParts(r: Reservation): { periods: readonly string[]; session: string | undefined; loop: string | undefined } {
-  const rest = r.bookedKeys.slice(5)
-  const loop = rest.find((k) => k.includes('#'))
-  const session = rest.find((k) => !k.includes('#'))
-  if (r.bookedKeys.length < 5 || rest.length !== (loop === undefined ? 0 : 1) + (session === undefined ? 0 : 1)) {
-    throw new RangeError(`reservation ${r.requestId} has ${r.bookedKeys.length} booked keys, expected five periods, a session and a loop step at most`)
+function bookedParts(r: Reservation): BookedParts {
+  const keys = r.bookedKeys
+  let session: string | undefined
+  let loop: string | undefined
+  for (let i = 5; i < keys.length; i++) {
+    const k = keys[i] as string
+    if (k.includes('#')) loop ??= k
+    else session ??= k
   }
-  return { periods: r.bookedKeys.slice(0, 5), session, loop }
+  if (keys.length < 5 || keys.length - 5 !== (loop === undefined ? 0 : 1) + (session === undefined ? 0 : 1)) {
+    throw new RangeError(`reservation ${r.requestId} has ${keys.length} booked keys, expected five periods, a session and a loop step at most`)
+  }
+  return { periods: keys.length === 5 ? keys : keys.slice(0, 5), session, loop }
 }
 
 /** The shared KEYS layout of extend/settle: record, five booked periods, session (or placeholder), record. */
-function scriptKeys(r: Reservation): string[] {
-  const { periods, session } = bookedParts(r)
+function scriptKeys(r: Reservation, booked: BookedParts): string[] {
+  const { periods, session } = booked
   return [recordKey(r.keyHash), ...periods, session ?? noSessionKey(r.keyHash), reservationKey(r.keyHash, r.requestId)]
 }
 
-function sessionFlag(r: Reservation): '0' | '1' {
-  return bookedParts(r).session === undefined ? '0' : '1'
+function sessionFlag(booked: BookedParts): '0' | '1' {
+  return booked.session === undefined ? '0' : '1'
 }
 
 /** The loop step a reservation holds in flight: its scope's key, the step and the window it was admitted in. */
-function bookedLoop(r: Reservation): { key: string; sinceMs: string; step: string } | null {
-  const { loop } = bookedParts(r)
+function bookedLoop(booked: BookedParts): { key: string; sinceMs: string; step: string } | null {
+  const { loop } = booked
   if (loop === undefined) return null
   const [key, sinceMs, step] = loop.split('#') as [string, string, string]
   return { key, sinceMs, step }
+}
+
+interface FixedKeys {
+  minute: number
+  record: string
+  periodKeys: readonly string[]
+  noSession: string
+  noLoop: string
+  ttls: readonly [number, number, number, number, number]
+}
+
+/** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
+const fixedByHash = new Map<string, FixedKeys>()
+const FIXED_KEYS_KEPT = 4_096
+
+/** The record, period and placeholder keys of `hash` in the current periods, built once per key and minute. */
+function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
+  // Every period starts on a minute boundary: the minute's start names the whole set (any clock, any store).
+  const stamp = periodsStamp(periods)
+  const cached = fixedByHash.get(hash)
+  if (cached !== undefined && cached.minute === stamp) return cached
+  if (cached === undefined && fixedByHash.size >= FIXED_KEYS_KEPT) fixedByHash.clear()
+  const fresh: FixedKeys = {
+    minute: stamp,
+    record: recordKey(hash),
+    periodKeys: Object.freeze(periods.map((p) => periodKey(hash, p.window, p.id))),
+    noSession: noSessionKey(hash),
+    noLoop: noLoopKey(hash),
+    ttls: Object.freeze(periods.map((p) => p.ttlSeconds)) as unknown as FixedKeys['ttls'],
+  }
+  fixedByHash.set(hash, fresh)
+  return fresh
+}
+
+/** The start (ms) of the minute period: it identifies the whole set of current periods. */
+function periodsStamp(periods: readonly Period[]): number {
+  return (periods[0] as Period).start.getTime()
+}
+
+let cachedDay: { dayNumber: number; date: string; expiresAtSeconds: number } = { dayNumber: Number.NaN, date: '', expiresAtSeconds: 0 }
+
+/** The UTC day of `nowMs` and when its history record may go (seconds), built once per day. */
+function today(nowMs: number): { date: string; expiresAtSeconds: number } {
+  const dayNumber = Math.floor(nowMs / 86_400_000)
+  if (dayNumber !== cachedDay.dayNumber) {
+    cachedDay = { dayNumber, date: dayOf(nowMs), expiresAtSeconds: Math.floor(dayExpiresAt(nowMs) / 1000) }
+  }
+  return cachedDay
 }
 
 /** Runs one Redis call; any failure becomes StoreUnavailableError. */

@@ -1,0 +1,116 @@
+// A/B of two builds in one run: the floor (bench/floor.mjs) and two proxies, each `node <cli> serve` on the
+// proxy core, fed the bench's non-streamed chat request in turn (order rotating every trial), so machine
+// noise hits both builds alike. Prints CPU per request of each side, per trial and as medians with spread.
+//   node bench/ab.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--mode=closed|open] [--rate=1000] [--concurrency=64]
+//                     [--trials=6] [--duration=4000] [--together] [--prof=DIR (B and the floor under --cpu-prof; or --import=MODULE, preloaded in all three)]
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { closedLoop, createPool, openLoop } from './load.mjs'
+import { threadsCpuMs, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
+import { requestPair } from './scenarios.mjs'
+
+const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
+const mode = arg('mode', 'closed')
+const trials = Number(arg('trials', '6'))
+const durationMs = Number(arg('duration', '4000'))
+const rate = Number(arg('rate', '1000'))
+const concurrency = Number(arg('concurrency', '64'))
+const builds = { a: resolve(arg('a', join(ROOT, 'dist/cli.js'))), b: resolve(arg('b', join(ROOT, 'dist/cli.js'))) }
+const profDir = arg('prof', null)
+// --together: a and b loaded at the same time (each its own closed loop or open loop), no floor trials.
+const together = process.argv.includes('--together')
+// --import=MODULE: preload MODULE (e.g. an allocation sampler) in b and the floor instead of --cpu-prof.
+const profFlags = (dir) =>
+  profDir === null ? [] : arg('import', null) !== null ? ['--import', arg('import')] : ['--cpu-prof', `--cpu-prof-dir=${dir}`]
+const BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
+
+const pinning = detectPinning()
+if (pinning.used) pinSelf(OTHERS_CORE)
+const dir = mkdtempSync(join(tmpdir(), 'loopers-ab-'))
+const started = []
+const watchdog = setTimeout(() => process.exit(1), 20 * 60_000)
+try {
+  const redis = await startRedis({ pin: pinning.used, dir })
+  started.push(redis)
+  const fake = await startFake({ pin: pinning.used })
+  started.push(fake)
+  await fake.reset({ completionTokens: 16 })
+  const sides = {
+    floor: await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url, nodeArgs: profFlags(`${profDir}/floor`) }),
+    a: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'a', cliPath: builds.a, nodeOptions: arg('import', null) === null ? [] : ['--import', arg('import')] }),
+    b: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'b', cliPath: builds.b, nodeOptions: profFlags(profDir) }),
+  }
+  started.push(...Object.values(sides))
+  const { createRedisClient } = await import('../dist/budget/redis/redis-client.js')
+  const { createKeyAdmin } = await import('../dist/budget/redis/admin.js')
+  const client = createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 5_000 })
+  await new Promise((ok) => (client.status === 'ready' ? ok() : client.once('ready', ok)))
+  const admin = createKeyAdmin(client)
+  const { key, record } = await admin.createKey('bench-ab', ['openai'])
+  await admin.setBudget(record.hash, { limits: { daily: 10_000_000_000_000 }, loopLimit: 0 })
+  const request = requestPair(key, BODY).proxied
+  const names = Object.keys(sides)
+  const pools = Object.fromEntries(names.map((n) => [n, createPool(sides[n].url, mode === 'closed' ? concurrency : 256)]))
+  const served = Object.fromEntries(names.map((n) => [n, 0]))
+  process.stdout.write(`pids: ${names.map((n) => `${n} ${sides[n].pid}`).join(', ')}\n`)
+  const run = async (n, ms) => {
+    const r = await (mode === 'closed'
+      ? closedLoop({ origin: sides[n].url, request, concurrency, durationMs: ms, pool: pools[n] })
+      : openLoop({ origin: sides[n].url, request, rate, durationMs: ms, pool: pools[n] }))
+    served[n] += r.ok
+    return r
+  }
+  for (const n of names) await run(n, 2_000)
+  const per = Object.fromEntries(names.map((n) => [n, []]))
+  if (together) {
+    // Both builds loaded at once on the same core: whatever else the machine does hits both alike.
+    const ratios = []
+    for (let t = 0; t < trials; t++) {
+      await sleep(300)
+      const before = { a: threadsCpuMs(sides.a.pid) / 1000, b: threadsCpuMs(sides.b.pid) / 1000 }
+      const [ra, rb] = await Promise.all([run('a', durationMs), run('b', durationMs)])
+      const us = { a: ((threadsCpuMs(sides.a.pid) / 1000 - before.a) * 1e6) / Math.max(1, ra.ok), b: ((threadsCpuMs(sides.b.pid) / 1000 - before.b) * 1e6) / Math.max(1, rb.ok) }
+      ratios.push(us.b / us.a)
+      const ms = (r) => `p50 ${r.latencyMs.p50?.toFixed(1)} p99 ${r.latencyMs.p99?.toFixed(1)} ms`
+      process.stdout.write(`together ${t + 1}: a ${us.a.toFixed(0)} µs ${Math.round(ra.achievedRate)}/s ${ms(ra)} | b ${us.b.toFixed(0)} µs ${Math.round(rb.achievedRate)}/s ${ms(rb)} | b ÷ a ${(us.b / us.a).toFixed(3)}\n`)
+    }
+    const sorted = [...ratios].sort((x, y) => x - y)
+    process.stdout.write(`together b ÷ a CPU/request: median ${sorted[Math.floor((sorted.length - 1) / 2)].toFixed(3)} (${sorted[0].toFixed(3)}–${sorted.at(-1).toFixed(3)})\n`)
+  }
+  for (let t = 0; t < (together ? 0 : trials); t++) {
+    const line = []
+    for (const n of names.map((_, i) => names[(i + t) % names.length])) {
+      await sleep(300)
+      const before = threadsCpuMs(sides[n].pid) / 1000
+      const r = await run(n, durationMs)
+      const us = ((threadsCpuMs(sides[n].pid) / 1000 - before) * 1e6) / Math.max(1, r.ok)
+      per[n].push({ us, rps: r.achievedRate, p50: r.latencyMs.p50, errors: r.non2xx + r.transportErrors })
+      line.push(`${n} ${us.toFixed(0)} µs ${Math.round(r.achievedRate)}/s p50 ${r.latencyMs.p50?.toFixed(1)}`)
+    }
+    process.stdout.write(`trial ${t + 1}: ${line.join(' | ')}\n`)
+  }
+  const med = (xs) => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)]
+  if (!together) report(per, med)
+  process.stdout.write(`served in all (warm-up included): ${names.map((n) => `${n} ${served[n]}`).join(', ')}\n`)
+  await Promise.all(Object.values(pools).map((p) => p.close()))
+  client.disconnect()
+} finally {
+  for (const s of started.reverse()) await s.stop()
+  rmSync(dir, { recursive: true, force: true })
+  clearTimeout(watchdog)
+}
+
+function report(per, med) {
+  const names = Object.keys(per)
+  const ratio = (n, field) => per[n].map((r, i) => r[field] / per.floor[i][field])
+  for (const n of names) {
+    const us = per[n].map((r) => r.us)
+    const rq = ratio(n, 'us')
+    process.stdout.write(
+      `${n}: CPU/request median ${med(us).toFixed(0)} µs (${Math.min(...us).toFixed(0)}–${Math.max(...us).toFixed(0)}), ÷ floor ${med(rq).toFixed(2)} (${Math.min(...rq).toFixed(2)}–${Math.max(...rq).toFixed(2)}), rate ÷ floor ${med(ratio(n, 'rps')).toFixed(2)}, errors ${per[n].reduce((s, r) => s + r.errors, 0)}\n`,
+    )
+  }
+  const ab = per.b.map((r, i) => r.us / per.a[i].us)
+  process.stdout.write(`b ÷ a CPU/request: median ${med(ab).toFixed(3)} (${Math.min(...ab).toFixed(3)}–${Math.max(...ab).toFixed(3)})\n`)
+}
