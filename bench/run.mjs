@@ -1,9 +1,9 @@
 // Loopers benchmark: `npm run bench` (builds first), or `node bench/run.mjs` after `npm run build`.
-//   --quick            ~1-minute smoke run (1 trial, short runs)
+//   --quick            short smoke run (1 trial, short runs)
 //   --only=a,b,…       scenarios: latency (a), logging (a, info level), streams (b), peak (c), leakage (d: OpenAI
 //                      floods), floods (d: every other provider's), countStall (d), memory (e),
 //                      stores (f: the embedded SQLite store beside Redis), loopGuard (g: the loop guard's CPU, ~2 min)
-//   --trials=N         trials per latency/throughput scenario (default 3, quick 1)
+//   --trials=N         trials per latency/throughput scenario (default 3, quick 1; latency (a) at 500 and 1,000 req/s: at least 5)
 //   --profile          run the main proxy under `node --cpu-prof` and add its hot functions to the report
 //   --out=NAME         write bench/results/NAME.json and NAME.md (default latest)
 //   --no-wait          do not wait for a quiet proxy core before measured trials (see quiet() in scenarios.mjs)

@@ -74,7 +74,11 @@ async function withCpu(pid, fn) {
  * the floor (bench/floor.mjs: the same store round trips on a bare Fastify + undici pass-through) when
  * `floor` is given; the order of the sides rotates between trials.
  */
-export async function latency(ctx, { rates = [1000, 2000], proxy = ctx.proxy, floor = ctx.floor ?? null, trials = ctx.trials, label = 'warn' } = {}) {
+// Issue 12 judges added latency at 500 and 1,000 req/s over at least 5 trials (the full run's default).
+const LATENCY_RATES = [500, 1000]
+const MIN_LATENCY_TRIALS = 5
+
+export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, floor = ctx.floor ?? null, trials = ctx.quick ? ctx.trials : Math.max(ctx.trials, MIN_LATENCY_TRIALS), label = 'warn' } = {}) {
   const durationMs = ctx.quick ? 2_000 : 5_000
   const pair = requestPair(ctx.key, CHAT_BODY)
   pair.floor = pair.proxied
