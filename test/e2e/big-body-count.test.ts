@@ -7,10 +7,9 @@
  * proxy's own main-thread CPU time (test/support/loop-cpu-probe.mjs); the count endpoint must receive the
  * request's members as sent, and the request is admitted at the count and forwarded.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { createKeyAdmin } from '../../src/budget/redis/admin.js'
 import { createRedisClient, type RedisClient } from '../../src/budget/redis/redis-client.js'
@@ -19,11 +18,11 @@ import type { ProviderId } from '../../src/providers/types.js'
 import { startFakeAnthropic, type FakeAnthropic } from '../support/fake-anthropic.js'
 import { startFakeBedrock, type FakeBedrock } from '../support/fake-bedrock.js'
 import { startFakeGemini, type FakeGemini } from '../support/fake-gemini.js'
+import { LOOP_CPU_PROBE, longestStretch } from '../support/loop-cpu.js'
 import { startProxyProcess, type ProxyProcess } from '../support/proxy-process.js'
 import { waitReady } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
-const PROBE = fileURLToPath(new URL('../support/loop-cpu-probe.mjs', import.meta.url))
 const MIB = 1024 * 1024
 /** The longest CPU stretch of the proxy's event loop a big body may cause (the old count path: see the report). */
 const MAX_CPU_STRETCH_MS = 20
@@ -59,7 +58,7 @@ beforeAll(async () => {
     AWS_SECRET_ACCESS_KEY: AWS.secret,
     AWS_REGION: 'us-east-1',
     LOOPERS_MAX_BODY_BYTES: String(11 * MIB),
-    NODE_OPTIONS: `--import ${PROBE}`,
+    NODE_OPTIONS: `--import ${LOOP_CPU_PROBE}`,
     LOOPERS_TEST_LOOP_CPU_FILE: probeFile,
   })
   client = createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 2_000 })
@@ -136,16 +135,6 @@ async function send(c: Case, key: string, raw: string): Promise<{ status: number
   return { status: response.status, code: response.headers.get('x-loopers-error-code') }
 }
 
-/** The proxy's longest main-thread CPU stretch while `run` ran. */
-async function longestStretch<T>(run: () => Promise<T>): Promise<{ result: T; cpuMs: number }> {
-  const from = Date.now()
-  const result = await run()
-  await new Promise((resolve) => setTimeout(resolve, 50))
-  const lines = readFileSync(probeFile, 'utf8').split('\n').filter((l) => l.length > 0)
-  const stretches = lines.map((l) => JSON.parse(l) as { at: number; cpuMs: number }).filter((s) => s.at >= from)
-  return { result, cpuMs: Math.max(0, ...stretches.map((s) => s.cpuMs)) }
-}
-
 it.each(CASES)('$path: a 10 MiB request counted at its count endpoint near its limit holds no event loop', async (c) => {
   // Warm-up: the provider's paths, the counting worker, and a count endpoint round trip of a small body.
   const warm = await admin.createKey(`warm-${c.path}`, [c.provider], { limits: { daily: 1_000_000 } })
@@ -156,7 +145,7 @@ it.each(CASES)('$path: a 10 MiB request counted at its count endpoint near its l
   // $5 at $1 per million tokens: the ~10.5 million token byte bound does not fit; the count of 2,000 does.
   const body = JSON.parse(JSON.stringify(c.body(prose))) as Record<string, unknown>
   const raw = JSON.stringify(body)
-  const { result, cpuMs } = await longestStretch(() => send(c, key.key, raw))
+  const { result, cpuMs } = await longestStretch(probeFile, () => send(c, key.key, raw))
   console.log(`big count (${c.path}, ${(raw.length / MIB).toFixed(1)} MiB): longest CPU stretch of the proxy's event loop ${cpuMs} ms`)
   expect(result).toEqual({ status: 200, code: null })
   const urls = fake.received.map((r) => r.url.split('?')[0])
@@ -170,7 +159,7 @@ it('eight 10 MiB requests at once (more than the counting worker queues) wait fo
   // 1,000 tokens: the bound does not fit, and neither does the count (2,000): each is refused once counted.
   const key = await admin.createKey('flood-big', [c.provider], { limits: { daily: 1_000 } })
   const raw = JSON.stringify(c.body(prose))
-  const { result, cpuMs } = await longestStretch(async () => {
+  const { result, cpuMs } = await longestStretch(probeFile, async () => {
     const sent = Array.from({ length: 8 }, () =>
       fetch(`${proxy.url}${c.path}`, { method: 'POST', headers: { ...c.headers(key.key), 'content-type': 'application/json' }, body: raw }).then(async (response) => {
         await response.arrayBuffer()
@@ -190,7 +179,7 @@ it("a client's own 10 MiB Bedrock CountTokens call (free) is signed over its byt
   const raw = JSON.stringify(body)
   bedrock.received.length = 0
   bedrock.rejected.length = 0
-  const { result, cpuMs } = await longestStretch(async () => {
+  const { result, cpuMs } = await longestStretch(probeFile, async () => {
     const response = await fetch(`${proxy.url}/bedrock/model/amazon.nova-test-v1:0/count-tokens`, { method: 'POST', headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' }, body: raw })
     return { status: response.status, json: (await response.json()) as unknown }
   })

@@ -6,15 +6,14 @@
  * the proxy's own main-thread CPU time (test/support/loop-cpu-probe.mjs), so a loaded machine does not
  * inflate it. The forwarded big body is what the meter read with only the stream option added.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { countChatTokens } from '../../src/tokens/tiktoken.js'
+import { LOOP_CPU_PROBE, longestStretch } from '../support/loop-cpu.js'
 import { useSpawnedOpenAiStack } from '../support/spawned-stack.js'
 
-const PROBE = fileURLToPath(new URL('../support/loop-cpu-probe.mjs', import.meta.url))
 const MIB = 1024 * 1024
 /** The longest CPU stretch of the proxy's event loop a big body may cause (the old path: 50-80 ms). */
 const MAX_CPU_STRETCH_MS = 20
@@ -31,7 +30,7 @@ afterAll(() => {
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
 })
 
-const stack = useSpawnedOpenAiStack(() => ({ LOOPERS_MAX_BODY_BYTES: String(11 * MIB), NODE_OPTIONS: `--import ${PROBE}`, LOOPERS_TEST_LOOP_CPU_FILE: probeFile }))
+const stack = useSpawnedOpenAiStack(() => ({ LOOPERS_MAX_BODY_BYTES: String(11 * MIB), NODE_OPTIONS: `--import ${LOOP_CPU_PROBE}`, LOOPERS_TEST_LOOP_CPU_FILE: probeFile }))
 
 const prose = 'The quick brown fox jumps over the lazy dog while the budget holds. '.repeat(Math.floor((10 * MIB) / 68))
 const PROSE = { model: 'gpt-test', max_tokens: 5, messages: [{ role: 'user', content: prose }] }
@@ -41,16 +40,6 @@ async function send(key: string, body: string): Promise<{ status: number; code: 
   const response = await fetch(`${stack.proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body })
   await response.arrayBuffer()
   return { status: response.status, code: response.headers.get('x-loopers-error-code') }
-}
-
-/** The proxy's longest main-thread CPU stretch while `run` ran. */
-async function longestStretch<T>(run: () => Promise<T>): Promise<{ result: T; cpuMs: number }> {
-  const from = Date.now()
-  const result = await run()
-  await new Promise((resolve) => setTimeout(resolve, 50))
-  const lines = readFileSync(probeFile, 'utf8').split('\n').filter((l) => l.length > 0)
-  const stretches = lines.map((l) => JSON.parse(l) as { at: number; cpuMs: number }).filter((s) => s.at >= from)
-  return { result, cpuMs: Math.max(0, ...stretches.map((s) => s.cpuMs)) }
 }
 
 it('reads, counts and refuses a 10 MiB body without holding its event loop', async () => {
@@ -63,7 +52,7 @@ it('reads, counts and refuses a 10 MiB body without holding its event loop', asy
     // The byte bound is refused at once; the exact count runs through 95% of the prompt before it stops.
     await stack.admin.setBudget(key.record.hash, { limits: { daily: Math.floor(countChatTokens(body, 'gpt-test') * 0.95) } })
     const raw = JSON.stringify(body)
-    const { result, cpuMs } = await longestStretch(() => send(key.key, raw))
+    const { result, cpuMs } = await longestStretch(probeFile, () => send(key.key, raw))
     console.log(`big body (${name}, ${(raw.length / MIB).toFixed(1)} MiB): longest CPU stretch of the proxy's event loop ${cpuMs} ms`)
     expect(result).toEqual({ status: 429, code: 'budget_exceeded' })
     expect(cpuMs).toBeLessThan(MAX_CPU_STRETCH_MS)
@@ -81,7 +70,7 @@ it('forwards a 10 MiB stream request as the bytes it read, with only its usage o
   stack.fake.received.length = 0
   const body = { ...TRANSCRIPT, stream: true }
   const raw = JSON.stringify(body)
-  const { result, cpuMs } = await longestStretch(() => send(key.key, raw))
+  const { result, cpuMs } = await longestStretch(probeFile, () => send(key.key, raw))
   console.log(`big body (forwarded stream, ${(raw.length / MIB).toFixed(1)} MiB): longest CPU stretch of the proxy's event loop ${cpuMs} ms`)
   expect(result.status).toBe(200)
   expect(stack.fake.received).toHaveLength(1)
