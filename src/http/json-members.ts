@@ -1,5 +1,5 @@
-import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import { stringEnd } from './json-keys.js'
+import { SHARE_SLICE_BYTES, take } from './turn-share.js'
 
 /**
  * The top-level members of a JSON object body as byte spans of its raw bytes, and the edit of some of them
@@ -94,13 +94,10 @@ export interface MemberEdit {
   json: string | null
 }
 
-/** Bytes copied between two yields to the event loop (a fraction of a millisecond). */
-const COPY_SLICE_BYTES = 1 << 17
-
 /**
  * `raw` with `edits` applied to its top-level members: a member that exists gets its value replaced or is
  * removed, a new one is added at the end. Every other byte is kept as it was (the separators between two
- * kept neighbours too). The copy runs in slices of `COPY_SLICE_BYTES`, so a 10 MiB body never holds the
+ * kept neighbours too). The copy runs in slices (`joinInSlices`), so a 10 MiB body never holds the
  * event loop for long.
  */
 export async function spliceMembers(raw: Buffer, members: readonly MemberSpan[], edits: readonly MemberEdit[]): Promise<Buffer> {
@@ -134,25 +131,28 @@ export async function spliceMembers(raw: Buffer, members: readonly MemberSpan[],
 }
 
 /**
- * `pieces` (bytes, or text as UTF-8) joined into one buffer, copied COPY_SLICE_BYTES at a time with a turn
- * of the event loop between slices: a 10 MiB join never holds the loop for long.
+ * `pieces` (bytes, or text as UTF-8) joined into one buffer. Past one slice the copy runs in slices of
+ * SHARE_SLICE_BYTES within the turn share (./turn-share.ts): a 10 MiB join never holds the loop for long,
+ * and many at once cost a turn no more than one.
  */
 export async function joinInSlices(pieces: ReadonlyArray<Buffer | string>): Promise<Buffer> {
   const parts = pieces.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p))
-  const out = Buffer.allocUnsafeSlow(parts.reduce((n, p) => n + p.length, 0))
+  const total = parts.reduce((n, p) => n + p.length, 0)
+  if (total <= SHARE_SLICE_BYTES) return Buffer.concat(parts, total)
+  const out = Buffer.allocUnsafeSlow(total)
   let offset = 0
-  let sinceYield = 0
+  let inSlice = SHARE_SLICE_BYTES
   for (const part of parts) {
     for (let from = 0; from < part.length; ) {
-      const n = Math.min(part.length - from, COPY_SLICE_BYTES - sinceYield)
+      if (inSlice === SHARE_SLICE_BYTES) {
+        await take()
+        inSlice = 0
+      }
+      const n = Math.min(part.length - from, SHARE_SLICE_BYTES - inSlice)
       part.copy(out, offset, from, from + n)
       offset += n
       from += n
-      sinceYield += n
-      if (sinceYield >= COPY_SLICE_BYTES) {
-        await yieldToLoop()
-        sinceYield = 0
-      }
+      inSlice += n
     }
   }
   return out

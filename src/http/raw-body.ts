@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import { errorCodes } from 'fastify'
+import { hasRoom, SHARE_SLICE_BYTES, spend, take } from './turn-share.js'
 
 /**
  * Bodies at least this large are big: read into shared memory and parsed in the counting worker
@@ -9,14 +9,13 @@ import { errorCodes } from 'fastify'
  */
 export const BIG_BODY_BYTES = 1024 * 1024
 
-/** Bytes copied between two yields to the event loop while a big body without a length is assembled. */
-const COPY_SLICE_BYTES = 1 << 17
-
 /**
  * Reads a request body whole, as Fastify's own buffer parser does (the same limit and content-length
  * checks and errors), except that a body of BIG_BODY_BYTES or more lands in a SharedArrayBuffer: chunk by
  * chunk as it arrives when its length is declared, else copied in slices at the end. No single concat
- * of 10 MiB holds the event loop, and the counting worker then reads the body without a copy.
+ * of 10 MiB holds the event loop, and the counting worker then reads the body without a copy. A big body
+ * is read within the turn share (./turn-share.ts): once a turn's share is spent, its reading pauses until
+ * a turn with room, so many big uploads at once cost a turn no more than one.
  */
 export async function readRawBody(payload: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(payload.headers['content-length'])
@@ -38,7 +37,6 @@ export async function readRawBody(payload: IncomingMessage, limit: number): Prom
       if (!(typeof error.statusCode === 'number' && error.statusCode >= 400)) error.statusCode = 400
       reject(error)
     }
-    let sinceYield = 0
     const onData = (chunk: Buffer | string): void => {
       const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
       if (size + bytes.length > limit) return finish(new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE())
@@ -46,12 +44,12 @@ export async function readRawBody(payload: IncomingMessage, limit: number): Prom
       else if (size + bytes.length > shared.length) return finish(new errorCodes.FST_ERR_CTP_INVALID_CONTENT_LENGTH())
       else bytes.copy(shared, size)
       size += bytes.length
-      // A fast client fills many reads in one turn of the loop: take at most a slice of them per turn.
-      sinceYield += bytes.length
-      if (sinceYield >= COPY_SLICE_BYTES) {
-        sinceYield = 0
+      if (shared === null && size < BIG_BODY_BYTES) return
+      // A fast client fills many reads in one turn of the loop: read on only while the turn's share has room.
+      spend(bytes.length)
+      if (!hasRoom()) {
         payload.pause()
-        setImmediate(() => payload.resume())
+        void take().then(() => payload.resume())
       }
     }
     payload.on('data', onData)
@@ -64,20 +62,20 @@ export async function readRawBody(payload: IncomingMessage, limit: number): Prom
   const body = Buffer.from(new SharedArrayBuffer(size))
   let offset = 0
   for (const chunk of chunks) {
-    for (let from = 0; from < chunk.length; from += COPY_SLICE_BYTES) {
-      offset += chunk.copy(body, offset, from, Math.min(chunk.length, from + COPY_SLICE_BYTES))
-      await yieldToLoop()
+    for (let from = 0; from < chunk.length; from += SHARE_SLICE_BYTES) {
+      await take()
+      offset += chunk.copy(body, offset, from, Math.min(chunk.length, from + SHARE_SLICE_BYTES))
     }
   }
   return body
 }
 
-/** Hex SHA-256 of `body`, hashed COPY_SLICE_BYTES at a time with a turn of the event loop between slices. */
+/** Hex SHA-256 of `body`, hashed SHARE_SLICE_BYTES at a time within the turn share (./turn-share.ts). */
 export async function sha256InSlices(body: Buffer): Promise<string> {
   const hash = createHash('sha256')
-  for (let from = 0; from < body.length; from += COPY_SLICE_BYTES) {
-    if (from > 0) await yieldToLoop()
-    hash.update(body.subarray(from, from + COPY_SLICE_BYTES))
+  for (let from = 0; from < body.length; from += SHARE_SLICE_BYTES) {
+    await take()
+    hash.update(body.subarray(from, from + SHARE_SLICE_BYTES))
   }
   return hash.digest('hex')
 }

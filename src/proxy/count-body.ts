@@ -3,8 +3,8 @@
  * body's large members are copied as the client sent them (never parsed or serialized on the event loop),
  * and a body sent whole is base64-encoded in slices.
  */
-import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import { joinInSlices } from '../http/json-members.js'
+import { take } from '../http/turn-share.js'
 import type { CountBody } from '../providers/types.js'
 
 /** What a count body is built from: the request body's members and the bytes it is forwarded as (`RequestBody`). */
@@ -15,8 +15,8 @@ export interface CountSource {
   edited(): Promise<Buffer>
 }
 
-/** Bytes encoded between two yields to the event loop: a multiple of 3, so slices encode independently. */
-const BASE64_SLICE_BYTES = 3 << 15
+/** Bytes encoded per slice of the turn share (their base64 is SHARE_SLICE_BYTES): a multiple of 3, so slices encode independently. */
+const BASE64_SLICE_BYTES = 3 << 13
 
 /** The count request's bytes for `shape`, built from `source` without a step proportional to its size. */
 export async function assembleCountBody(shape: CountBody, source: CountSource): Promise<Buffer> {
@@ -33,12 +33,12 @@ export async function assembleCountBody(shape: CountBody, source: CountSource): 
   return joinInSlices(pieces)
 }
 
-/** `open` + base64 of `bytes` + `close` (both ASCII), encoded BASE64_SLICE_BYTES at a time. */
+/** `open` + base64 of `bytes` + `close` (both ASCII), encoded BASE64_SLICE_BYTES at a time within the turn share. */
 async function wrapBase64(open: string, bytes: Buffer, close: string): Promise<Buffer> {
   const out = Buffer.allocUnsafeSlow(open.length + 4 * Math.ceil(bytes.length / 3) + close.length)
   let offset = out.write(open, 0, 'latin1')
   for (let from = 0; from < bytes.length; from += BASE64_SLICE_BYTES) {
-    if (from > 0) await yieldToLoop()
+    await take()
     offset += out.write(bytes.subarray(from, from + BASE64_SLICE_BYTES).toString('base64'), offset, 'latin1')
   }
   offset += out.write(close, offset, 'latin1')

@@ -1,8 +1,8 @@
 import { Readable } from 'node:stream'
-import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import { Agent, errors as undiciErrors, type Dispatcher } from 'undici'
 import { ProxyError, upstreamTimeout, upstreamUnreachable } from '../errors.js'
 import { BIG_BODY_BYTES } from '../http/raw-body.js'
+import { SHARE_SLICE_BYTES, take } from '../http/turn-share.js'
 import type { UpstreamRequest } from '../providers/types.js'
 
 /** The answer of an upstream: status, headers, and a body stream that must be consumed or destroyed. */
@@ -64,10 +64,7 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
   }
 }
 
-/** Bytes of a big body written per turn of the event loop. */
-const SEND_SLICE_BYTES = 1 << 18
-
-/** Headers and body to send: a big body in slices, one per turn of the event loop, with its length declared. */
+/** Headers and body to send: a big body in slices within the turn share (../http/turn-share.ts), its length declared. */
 function outgoing(request: UpstreamRequest): { headers: Record<string, string>; body: Buffer | Readable } {
   const { body } = request
   if (body.length < BIG_BODY_BYTES) return { headers: request.headers, body }
@@ -77,9 +74,9 @@ function outgoing(request: UpstreamRequest): { headers: Record<string, string>; 
 }
 
 async function* inSlices(body: Buffer): AsyncGenerator<Buffer> {
-  for (let from = 0; from < body.length; from += SEND_SLICE_BYTES) {
-    if (from > 0) await yieldToLoop()
-    yield body.subarray(from, from + SEND_SLICE_BYTES)
+  for (let from = 0; from < body.length; from += SHARE_SLICE_BYTES) {
+    await take()
+    yield body.subarray(from, from + SHARE_SLICE_BYTES)
   }
 }
 
