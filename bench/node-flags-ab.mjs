@@ -1,19 +1,22 @@
-// A/B of node flags for the proxy, paired within one run so a shared machine's drift hits both sides alike:
-// two proxies on the proxy core (A: plain node, without the launcher's flags; B: plain node + --flags), the same Redis, fake upstream and key; each
+// A/B of node flags or of two builds for the proxy, paired within one run so a shared machine's drift hits both
+// sides alike: two proxies on the proxy core (A: plain node, without the launcher's flags; B: plain node + --flags;
+// --a=CLI and --b=CLI pick each side's build, default dist/cli.js), the same Redis, fake upstream and key; each
 // trial runs both, in alternating order, through (1) a closed loop of small chat requests (C=64) and (2) 20
 // streams of 500 chunks, and reads each proxy's CPU time (all threads) and peak RSS. Prints per-trial ratios B ÷ A.
-// `node bench/node-flags-ab.mjs --flags="--max-semi-space-size=16" [--trials=6]` after `npm run build`.
+// `node bench/node-flags-ab.mjs --flags="--max-semi-space-size=16" [--trials=6]` after `npm run build`;
+// `node bench/node-flags-ab.mjs --a=OLD/dist/cli.js [--b=dist/cli.js]` compares two builds.
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { burst, closedLoop, createPool } from './load.mjs'
-import { cpuSeconds, detectPinning, OTHERS_CORE, pinSelf, rssMb, sleep, startFake, startProxy, startRedis } from './procs.mjs'
+import { cpuSeconds, detectPinning, OTHERS_CORE, pinSelf, ROOT, rssMb, sleep, startFake, startProxy, startRedis } from './procs.mjs'
 import { spread } from './report.mjs'
 import { requestPair, streamBody } from './scenarios.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const flags = arg('flags', '').split(/\s+/).filter(Boolean)
 const trials = Number(arg('trials', '6'))
+const builds = { A: resolve(arg('a', join(ROOT, 'dist/cli.js'))), B: resolve(arg('b', join(ROOT, 'dist/cli.js'))) }
 const CHAT = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
 const watchdog = setTimeout(() => process.exit(1), 10 * 60_000)
 
@@ -25,7 +28,7 @@ const fake = await startFake({ pin: pinning.used })
 const sides = {}
 try {
   for (const [name, nodeOptions] of [['A', []], ['B', flags]]) {
-    sides[name] = await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: `proxy-${name}`, nodeOptions, launcher: false })
+    sides[name] = await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: `proxy-${name}`, nodeOptions, launcher: false, cliPath: builds[name] })
   }
   const { createRedisClient } = await import('../dist/budget/redis/redis-client.js')
   const { createKeyAdmin } = await import('../dist/budget/redis/admin.js')
@@ -63,7 +66,7 @@ try {
   }
   const med = (f) => spread(rows.map(f))
   const show = (s) => `median ${s.median.toFixed(3)} (${s.min.toFixed(3)} – ${s.max.toFixed(3)})`
-  console.log(`B = ${flags.join(' ') || '(none)'}: CPU per request B÷A ${show(med((r) => r.B.chatUs / r.A.chatUs))}; CPU per chunk B÷A ${show(med((r) => r.B.chunkUs / r.A.chunkUs))}`)
+  console.log(`A = ${builds.A}, B = ${builds.B} ${flags.join(' ') || '(no flags)'}: CPU per request B÷A ${show(med((r) => r.B.chatUs / r.A.chatUs))}; CPU per chunk B÷A ${show(med((r) => r.B.chunkUs / r.A.chunkUs))}`)
   await Promise.all(Object.values(pools).map((p) => p.close()))
 } finally {
   for (const s of Object.values(sides)) await s.stop()
