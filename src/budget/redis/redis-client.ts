@@ -33,8 +33,10 @@ export function createRedisClient(opts: RedisClientOptions): RedisClient {
     commandTimeout: opts.commandTimeoutMs,
     connectTimeout: Math.max(2_000, opts.commandTimeoutMs),
     retryStrategy: backoff,
-    // Commands issued in the same tick share one socket write: two scripts per request, many requests at once.
-    enableAutoPipelining: true,
+    // Each command is written as it is issued. Auto-pipelining (commands of one tick batched into a
+    // pipeline and written together) cost more CPU per request than the writes it saved: measured A/B
+    // on one core, 2-5% more CPU per request and a higher p50 at 1,000 req/s, less closed-loop throughput.
+    enableAutoPipelining: false,
   }
   const client =
     opts.clusterNodes !== null && opts.clusterNodes.length > 0
