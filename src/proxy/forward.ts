@@ -1,3 +1,4 @@
+import type { OutgoingHttpHeaders } from 'node:http'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { FastifyReply, FastifyRequest } from 'fastify'
@@ -171,7 +172,7 @@ export function createForwarder(deps: ForwardDeps) {
       if (response.status >= 400) {
         // Providers do not bill refused requests (unless the adapter says so): refund, relay the error unchanged.
         const bytes = await readBody(response, MAX_ERROR_BODY_BYTES).catch(() => Buffer.alloc(0))
-        reply.code(response.status).headers(headers).send(bytes)
+        sendWhole(reply, response.status, headers, bytes)
         await settle(adapter.errorBillsInput?.(route, response.status, safeJson(bytes)) === true ? plan.inputMicros : 0, 'upstream_error')
         return
       }
@@ -198,7 +199,7 @@ export function createForwarder(deps: ForwardDeps) {
         summary.inputTokens = usage?.inputTokens
         summary.outputTokens = usage?.outputTokens
         // Answer first: the hold keeps the money booked until settlement lands a round trip later.
-        reply.code(response.status).headers(headers).send(bytes)
+        sendWhole(reply, response.status, headers, bytes)
         await settle(actual, 'completed')
         return
       }
@@ -216,6 +217,18 @@ export function createForwarder(deps: ForwardDeps) {
   return { forwardFree, forwardMetered }
 }
 
+
+/**
+ * A whole upstream answer, written straight to the connection as the stream relay writes its head: the
+ * relayed headers, the length of `bytes` (a Buffer Fastify would type as octet-stream when the provider named no type).
+ */
+function sendWhole(reply: FastifyReply, status: number, headers: OutgoingHttpHeaders, bytes: Buffer): void {
+  reply.hijack()
+  headers['content-type'] ??= 'application/octet-stream'
+  headers['content-length'] = bytes.length
+  reply.raw.writeHead(status, headers)
+  reply.raw.end(bytes)
+}
 
 function safeJson(bytes: Buffer): unknown {
   try {

@@ -59,7 +59,8 @@ beforeAll(async () => {
       res.write(`data: ${JSON.stringify({ ...chunk, choices: [], usage })}\n\n`)
       return void res.end('data: [DONE]\n\n')
     }
-    res.writeHead(200, { 'content-type': 'application/json', ...headers })
+    // A provider that names no content type: the client still gets one (as Fastify typed a Buffer) and the length.
+    res.writeHead(200, raw.toString('utf8').includes('no-content-type') ? headers : { 'content-type': 'application/json', ...headers })
     res.end(
       JSON.stringify({
         id: 'c',
@@ -109,6 +110,20 @@ describe('upstream response headers: account identifiers stay behind the proxy',
     await response.arrayBuffer()
     expect(response.status).toBe(status)
     expectOnlySdkHeaders(response.headers)
+  })
+
+  it.each([
+    ['a non-streamed answer', 'hi', 200, 'application/json'],
+    ['an answer without a content type', 'no-content-type', 200, 'application/octet-stream'],
+    ['an upstream error', 'please-fail', 429, 'application/json'],
+  ] as const)('%s is sent whole: its exact length, a content type, not chunked', async (_name, content, status, type) => {
+    const response = await post({ model: 'gpt-test', messages: [{ role: 'user', content }] })
+    const bytes = Buffer.from(await response.arrayBuffer())
+    expect(response.status).toBe(status)
+    expect(response.headers.get('content-length')).toBe(String(bytes.length))
+    expect(response.headers.get('transfer-encoding')).toBeNull()
+    expect(response.headers.get('content-type')).toBe(type)
+    expect(bytes.length).toBeGreaterThan(20)
   })
 
   it('a free model list relays only what SDKs read', async () => {
