@@ -3,7 +3,9 @@
  * window period and the session of a key. Refusals are typed results; any Redis fault (unreachable,
  * timeout, error reply) is rethrown as StoreUnavailableError so the proxy fails closed.
  */
+import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { Command } from 'ioredis'
 import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
@@ -36,31 +38,13 @@ export interface BudgetStoreOptions {
   sessionTtlSeconds?: number
 }
 
-/** The commands `defineCommand` adds; each runs its script by EVALSHA, falling back to EVAL. */
-interface BudgetCommands {
-  lpReserve(...args: (string | number)[]): Promise<unknown>
-  lpExtend(...args: (string | number)[]): Promise<unknown>
-  lpSettle(...args: (string | number)[]): Promise<unknown>
-  lpAbandon(...args: (string | number)[]): Promise<unknown>
-}
-
 type Reply = [string, ...(string | number)[]]
 
-const SCRIPTS = [
-  ['lpReserve', 'reserve', 10],
-  ['lpExtend', 'extend', 8],
-  ['lpSettle', 'settle', 10],
-  ['lpAbandon', 'abandon', 1],
-] as const
-
-/** Registers the Lua scripts on `redis` and returns the store (no Redis round trip happens here). */
+/** Returns the store (no Redis round trip happens here). */
 export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions = {}): BudgetStore {
   const now = opts.now ?? Date.now
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
-  for (const [command, file, numberOfKeys] of SCRIPTS) {
-    redis.defineCommand(command, { numberOfKeys, lua: loadLua(file) })
-  }
-  const cmd = redis as unknown as BudgetCommands
+  const scripts = { reserve: script('reserve', 10), extend: script('extend', 8), settle: script('settle', 10), abandon: script('abandon', 1) }
 
   async function reserve(input: ReserveInput): Promise<ReserveResult> {
     assertReserveInput(input)
@@ -74,7 +58,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const sessionKeyName = session === null ? fixed.noSession : sessionKey(hash, session.id)
     const [ttlMinute, ttlHourly, ttlDaily, ttlWeekly, ttlMonthly] = fixed.ttls
     const reply = await run('reserve', () =>
-      cmd.lpReserve(
+      evalScript(redis, scripts.reserve, [
         fixed.record, ...fixed.periodKeys, sessionKeyName, reservationKey(hash, input.requestId),
         loop === null ? fixed.noLoop : loopKey(hash, loop.scope), loop === null ? fixed.noLoop : loopAgeKey(hash, loop.scope),
         input.provider, input.minMicros, input.maxMicros,
@@ -83,7 +67,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
         sessionTtlSeconds, RESERVATION_TTL_SECONDS, new Date(nowMs).toISOString(),
         loop?.step ?? '', nowMs, session?.loopLimit ?? '', DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE,
         LOOP_STEPS_AFTER_TRIM, LOOP_IN_FLIGHT_TOLERATED,
-      ),
+      ]),
     )
     if (reply[0] === 'ok') {
       const bookedKeys = [...fixed.periodKeys]
@@ -104,7 +88,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
     const booked = bookedParts(reservation)
     const reply = await run('extend', () =>
-      cmd.lpExtend(...scriptKeys(reservation, booked), minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS),
+      evalScript(redis, scripts.extend, [...scriptKeys(reservation, booked), minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS]),
     )
     if (reply[0] === 'ok') {
       const grantedMicros = int(reply[1])
@@ -124,11 +108,11 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const loop = bookedLoop(booked)
     const day = today(nowMs)
     const reply = await run('settle', () =>
-      cmd.lpSettle(
+      evalScript(redis, scripts.settle, [
         ...scriptKeys(reservation, booked), dayKey(reservation.keyHash, day.date), loop?.key ?? noLoopKey(reservation.keyHash),
         actualMicros, sessionFlag(booked), RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS, day.expiresAtSeconds,
         loop?.step ?? '', loop?.sinceMs ?? '',
-      ),
+      ]),
     )
     if (reply[0] !== 'settled' && reply[0] !== 'already') throw unexpected('settle', reply)
     return { chargedMicros: int(reply[1]), alreadySettled: reply[0] === 'already' }
@@ -137,7 +121,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   async function abandon(keyHash: string, requestId: string): Promise<void> {
     assertRequestId(requestId)
     if (!isKeyHash(keyHash)) return
-    const reply = await run('abandon', () => cmd.lpAbandon(reservationKey(keyHash, requestId), RESERVATION_TTL_SECONDS))
+    const reply = await run('abandon', () => evalScript(redis, scripts.abandon, [reservationKey(keyHash, requestId), RESERVATION_TTL_SECONDS]))
     if (reply[0] !== 'held') return
     // The reserve did run: release its hold (settle at 0) in the keys it booked.
     const bookedKeys = String(reply[2] ?? '').split(' ').filter((k) => k !== '')
@@ -151,17 +135,65 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   return { reserve, extend, settle, abandon, ping }
 }
 
-let luaCache: Map<string, string> | null = null
+interface Script {
+  lua: string
+  sha: string
+  numberOfKeys: number
+  /** Connections this script was sent on in full (EVAL); Redis keeps it cached there for EVALSHA. */
+  sentOn: WeakSet<object>
+}
 
-/** Script text from `lua/` at the package root (the same relative path from src/ and dist/). */
-function loadLua(name: string): string {
-  luaCache ??= new Map()
-  let text = luaCache.get(name)
-  if (text === undefined) {
-    text = readFileSync(new URL(`../../../lua/${name}.lua`, import.meta.url), 'utf8')
-    luaCache.set(name, text)
+const scriptCache = new Map<string, Script>()
+
+/** Script `lua/<name>.lua` at the package root (the same relative path from src/ and dist/), read once. */
+function script(name: string, numberOfKeys: number): Script {
+  let loaded = scriptCache.get(name)
+  if (loaded === undefined) {
+    const lua = readFileSync(new URL(`../../../lua/${name}.lua`, import.meta.url), 'utf8')
+    loaded = { lua, sha: createHash('sha1').update(lua).digest('hex'), numberOfKeys, sentOn: new WeakSet() }
+    scriptCache.set(name, loaded)
   }
-  return text
+  return loaded
+}
+
+/**
+ * EVALSHA of a script, sent as EVAL on a connection it was not sent on yet, as ioredis's defineCommand does
+ * (so a call that times out on a frozen Redis still runs when it wakes), without the extra promises and
+ * argument copies defineCommand adds to every call.
+ */
+class ScriptCommand extends Command {
+  constructor(
+    private readonly script: Script,
+    keysThenArgs: (string | number)[],
+  ) {
+    // The command flattens its arguments one level (a copy it makes anyway), so keysThenArgs is not copied here.
+    super('evalsha', [script.sha, script.numberOfKeys, keysThenArgs], { replyEncoding: 'utf8' })
+  }
+
+  override toWritable(socket: object): string | Buffer {
+    if (!this.script.sentOn.has(socket)) {
+      this.script.sentOn.add(socket)
+      this.name = 'eval'
+      this.args[0] = this.script.lua
+    }
+    return super.toWritable(socket)
+  }
+}
+
+/** Runs `script` with its KEYS then its ARGV; a Redis that lost its script cache (NOSCRIPT: restart, flush) gets it again. */
+async function evalScript(redis: RedisClient, script: Script, keysThenArgs: (string | number)[]): Promise<unknown> {
+  try {
+    return await send(redis, new ScriptCommand(script, keysThenArgs))
+  } catch (err) {
+    if (!(err instanceof Error && err.message.includes('NOSCRIPT'))) throw err
+    script.sentOn = new WeakSet()
+    return await send(redis, new ScriptCommand(script, keysThenArgs))
+  }
+}
+
+function send(redis: RedisClient, command: Command): Promise<unknown> {
+  redis.sendCommand(command)
+  return command.promise
 }
 
 interface BookedParts {
