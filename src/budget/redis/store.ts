@@ -57,7 +57,8 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const fixed = fixedKeys(hash, periods)
     const sessionKeyName = session === null ? fixed.noSession : sessionKey(hash, session.id)
     const [ttlMinute, ttlHourly, ttlDaily, ttlWeekly, ttlMonthly] = fixed.ttls
-    const reply = await run('reserve', () =>
+    const reply = await run(
+      'reserve',
       evalScript(redis, scripts.reserve, [
         fixed.record, ...fixed.periodKeys, sessionKeyName, reservationKey(hash, input.requestId),
         loop === null ? fixed.noLoop : loopKey(hash, loop.scope), loop === null ? fixed.noLoop : loopAgeKey(hash, loop.scope),
@@ -87,9 +88,9 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     assertMicros('wantMicros', wantMicros)
     if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
     const booked = bookedParts(reservation)
-    const reply = await run('extend', () =>
-      evalScript(redis, scripts.extend, [...scriptKeys(reservation, booked), minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS]),
-    )
+    const args = scriptKeys(reservation, booked, fixedKeys(reservation.keyHash, currentPeriods(now())))
+    args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS)
+    const reply = await run('extend', evalScript(redis, scripts.extend, args))
     if (reply[0] === 'ok') {
       const grantedMicros = int(reply[1])
       reservation.reservedMicros += grantedMicros
@@ -106,14 +107,14 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const nowMs = now()
     const booked = bookedParts(reservation)
     const loop = bookedLoop(booked)
-    const day = today(nowMs)
-    const reply = await run('settle', () =>
-      evalScript(redis, scripts.settle, [
-        ...scriptKeys(reservation, booked), dayKey(reservation.keyHash, day.date), loop?.key ?? noLoopKey(reservation.keyHash),
-        actualMicros, sessionFlag(booked), RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS, day.expiresAtSeconds,
-        loop?.step ?? '', loop?.sinceMs ?? '',
-      ]),
+    const fixed = fixedKeys(reservation.keyHash, currentPeriods(nowMs))
+    const args = scriptKeys(reservation, booked, fixed)
+    args.push(
+      fixed.today, loop?.key ?? fixed.noLoop,
+      actualMicros, sessionFlag(booked), RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS, today(nowMs).expiresAtSeconds,
+      loop?.step ?? '', loop?.sinceMs ?? '',
     )
+    const reply = await run('settle', evalScript(redis, scripts.settle, args))
     if (reply[0] !== 'settled' && reply[0] !== 'already') throw unexpected('settle', reply)
     return { chargedMicros: int(reply[1]), alreadySettled: reply[0] === 'already' }
   }
@@ -121,7 +122,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   async function abandon(keyHash: string, requestId: string): Promise<void> {
     assertRequestId(requestId)
     if (!isKeyHash(keyHash)) return
-    const reply = await run('abandon', () => evalScript(redis, scripts.abandon, [reservationKey(keyHash, requestId), RESERVATION_TTL_SECONDS]))
+    const reply = await run('abandon', evalScript(redis, scripts.abandon, [reservationKey(keyHash, requestId), RESERVATION_TTL_SECONDS]))
     if (reply[0] !== 'held') return
     // The reserve did run: release its hold (settle at 0) in the keys it booked.
     const bookedKeys = String(reply[2] ?? '').split(' ').filter((k) => k !== '')
@@ -129,7 +130,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   }
 
   async function ping(): Promise<void> {
-    await run('ping', () => redis.ping(), false)
+    await run('ping', redis.ping(), false)
   }
 
   return { reserve, extend, settle, abandon, ping }
@@ -221,10 +222,10 @@ function bookedParts(r: Reservation): BookedParts {
   return { periods: keys.length === 5 ? keys : keys.slice(0, 5), session, loop }
 }
 
-/** The shared KEYS layout of extend/settle: record, five booked periods, session (or placeholder), record. */
-function scriptKeys(r: Reservation, booked: BookedParts): string[] {
-  const { periods, session } = booked
-  return [recordKey(r.keyHash), ...periods, session ?? noSessionKey(r.keyHash), reservationKey(r.keyHash, r.requestId)]
+/** The shared KEYS layout of extend/settle: record, five booked periods, session (or placeholder), reservation. */
+function scriptKeys(r: Reservation, booked: BookedParts, fixed: FixedKeys): (string | number)[] {
+  const [minute, hourly, daily, weekly, monthly] = booked.periods as [string, string, string, string, string]
+  return [fixed.record, minute, hourly, daily, weekly, monthly, booked.session ?? fixed.noSession, reservationKey(r.keyHash, r.requestId)]
 }
 
 function sessionFlag(booked: BookedParts): '0' | '1' {
@@ -245,6 +246,8 @@ interface FixedKeys {
   periodKeys: readonly string[]
   noSession: string
   noLoop: string
+  /** The spend history counter of the minute's UTC day. */
+  today: string
   ttls: readonly [number, number, number, number, number]
 }
 
@@ -252,7 +255,7 @@ interface FixedKeys {
 const fixedByHash = new Map<string, FixedKeys>()
 const FIXED_KEYS_KEPT = 4_096
 
-/** The record, period and placeholder keys of `hash` in the current periods, built once per key and minute. */
+/** The record, period, placeholder and day-history keys of `hash` in the current periods, built once per key and minute. */
 function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
   // Every period starts on a minute boundary: the minute's start names the whole set (any clock, any store).
   const stamp = periodsStamp(periods)
@@ -265,6 +268,7 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     periodKeys: Object.freeze(periods.map((p) => periodKey(hash, p.window, p.id))),
     noSession: noSessionKey(hash),
     noLoop: noLoopKey(hash),
+    today: dayKey(hash, today(stamp).date),
     ttls: Object.freeze(periods.map((p) => p.ttlSeconds)) as unknown as FixedKeys['ttls'],
   }
   fixedByHash.set(hash, fresh)
@@ -287,13 +291,13 @@ function today(nowMs: number): { date: string; expiresAtSeconds: number } {
   return cachedDay
 }
 
-/** Runs one Redis call; any failure becomes StoreUnavailableError. */
-async function run(what: string, call: () => Promise<unknown>): Promise<Reply>
-async function run(what: string, call: () => Promise<unknown>, expectReply: false): Promise<unknown>
-async function run(what: string, call: () => Promise<unknown>, expectReply = true): Promise<unknown> {
+/** Awaits one Redis call; any failure becomes StoreUnavailableError. */
+async function run(what: string, pending: Promise<unknown>): Promise<Reply>
+async function run(what: string, pending: Promise<unknown>, expectReply: false): Promise<unknown>
+async function run(what: string, pending: Promise<unknown>, expectReply = true): Promise<unknown> {
   let raw: unknown
   try {
-    raw = await call()
+    raw = await pending
   } catch (err) {
     throw new StoreUnavailableError(`budget store ${what} failed: ${err instanceof Error ? err.message : String(err)}`, {
       cause: err,
