@@ -56,22 +56,23 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const periods = currentPeriods(nowMs)
     const fixed = fixedKeys(hash, periods)
     const sessionKeyName = session === null ? fixed.noSession : sessionKey(hash, session.id)
+    const [minute, hourly, daily, weekly, monthly] = fixed.periodKeys
     const [ttlMinute, ttlHourly, ttlDaily, ttlWeekly, ttlMonthly] = fixed.ttls
     const reply = await run(
       'reserve',
       evalScript(redis, scripts.reserve, [
-        fixed.record, ...fixed.periodKeys, sessionKeyName, reservationKey(hash, input.requestId),
+        fixed.record, minute, hourly, daily, weekly, monthly, sessionKeyName, reservationKey(hash, input.requestId),
         loop === null ? fixed.noLoop : loopKey(hash, loop.scope), loop === null ? fixed.noLoop : loopAgeKey(hash, loop.scope),
         input.provider, input.minMicros, input.maxMicros,
         ttlMinute, ttlHourly, ttlDaily, ttlWeekly, ttlMonthly,
         session === null ? '0' : '1', session?.budgetMicros ?? '', session?.maxSteps ?? '',
-        sessionTtlSeconds, RESERVATION_TTL_SECONDS, new Date(nowMs).toISOString(),
+        sessionTtlSeconds, RESERVATION_TTL_SECONDS, isoTime(nowMs),
         loop?.step ?? '', nowMs, session?.loopLimit ?? '', DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE,
         LOOP_STEPS_AFTER_TRIM, LOOP_IN_FLIGHT_TOLERATED,
       ]),
     )
     if (reply[0] === 'ok') {
-      const bookedKeys = [...fixed.periodKeys]
+      const bookedKeys = [minute, hourly, daily, weekly, monthly]
       if (session !== null) bookedKeys.push(sessionKeyName)
       if (reply[3] !== undefined && reply[3] !== '') bookedKeys.push(String(reply[3]))
       Object.freeze(bookedKeys)
@@ -243,7 +244,7 @@ function bookedLoop(booked: BookedParts): { key: string; sinceMs: string; step: 
 interface FixedKeys {
   minute: number
   record: string
-  periodKeys: readonly string[]
+  periodKeys: readonly [string, string, string, string, string]
   noSession: string
   noLoop: string
   /** The spend history counter of the minute's UTC day. */
@@ -265,7 +266,7 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
   const fresh: FixedKeys = {
     minute: stamp,
     record: recordKey(hash),
-    periodKeys: Object.freeze(periods.map((p) => periodKey(hash, p.window, p.id))),
+    periodKeys: Object.freeze(periods.map((p) => periodKey(hash, p.window, p.id))) as unknown as FixedKeys['periodKeys'],
     noSession: noSessionKey(hash),
     noLoop: noLoopKey(hash),
     today: dayKey(hash, today(stamp).date),
@@ -289,6 +290,14 @@ function today(nowMs: number): { date: string; expiresAtSeconds: number } {
     cachedDay = { dayNumber, date: dayOf(nowMs), expiresAtSeconds: Math.floor(dayExpiresAt(nowMs) / 1000) }
   }
   return cachedDay
+}
+
+let cachedIso = { ms: Number.NaN, text: '' }
+
+/** `nowMs` in ISO 8601; requests handled in one turn of the event loop share their millisecond. */
+function isoTime(nowMs: number): string {
+  if (nowMs !== cachedIso.ms) cachedIso = { ms: nowMs, text: new Date(nowMs).toISOString() }
+  return cachedIso.text
 }
 
 /** Awaits one Redis call; any failure becomes StoreUnavailableError. */
