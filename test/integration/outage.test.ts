@@ -133,3 +133,24 @@ describe('fail closed when Redis is away', () => {
     expect(statuses).toEqual(['down', 'ready'])
   })
 })
+
+describe('scripts missing from Redis', () => {
+  it('after SCRIPT FLUSH (as after a failover or restart) every script is sent again and runs', async () => {
+    const hash = await f.newKey({ limits: { daily: 1_000 } })
+    const { client, store } = failClosedStore()
+    await eventually(() => store.ping())
+    const first = await store.reserve(input(hash, 100))
+    expect(first.ok).toBe(true)
+    await client.call('SCRIPT', 'FLUSH')
+    const second = await store.reserve(input(hash, 200))
+    expect(second.ok).toBe(true)
+    if (!first.ok || !second.ok) return
+    await client.call('SCRIPT', 'FLUSH')
+    expect(await store.extend(second.reservation, 1, 50)).toEqual({ ok: true, grantedMicros: 50 })
+    await client.call('SCRIPT', 'FLUSH')
+    expect(await store.settle(first.reservation, 60)).toEqual({ chargedMicros: 60, alreadySettled: false })
+    await client.call('SCRIPT', 'FLUSH')
+    await store.abandon(hash, second.reservation.requestId)
+    expect(await f.period(hash, 'daily')).toEqual({ spent: 60, held: 0 })
+  })
+})

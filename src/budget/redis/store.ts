@@ -3,7 +3,9 @@
  * window period and the session of a key. Refusals are typed results; any Redis fault (unreachable,
  * timeout, error reply) is rethrown as StoreUnavailableError so the proxy fails closed.
  */
+import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { Command } from 'ioredis'
 import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
@@ -36,31 +38,13 @@ export interface BudgetStoreOptions {
   sessionTtlSeconds?: number
 }
 
-/** The commands `defineCommand` adds; each runs its script by EVALSHA, falling back to EVAL. */
-interface BudgetCommands {
-  lpReserve(...args: (string | number)[]): Promise<unknown>
-  lpExtend(...args: (string | number)[]): Promise<unknown>
-  lpSettle(...args: (string | number)[]): Promise<unknown>
-  lpAbandon(...args: (string | number)[]): Promise<unknown>
-}
-
 type Reply = [string, ...(string | number)[]]
 
-const SCRIPTS = [
-  ['lpReserve', 'reserve', 10],
-  ['lpExtend', 'extend', 8],
-  ['lpSettle', 'settle', 10],
-  ['lpAbandon', 'abandon', 1],
-] as const
-
-/** Registers the Lua scripts on `redis` and returns the store (no Redis round trip happens here). */
+/** Returns the store (no Redis round trip happens here). */
 export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions = {}): BudgetStore {
   const now = opts.now ?? Date.now
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
-  for (const [command, file, numberOfKeys] of SCRIPTS) {
-    redis.defineCommand(command, { numberOfKeys, lua: loadLua(file) })
-  }
-  const cmd = redis as unknown as BudgetCommands
+  const scripts = { reserve: script('reserve', 10), extend: script('extend', 8), settle: script('settle', 10), abandon: script('abandon', 1) }
 
   async function reserve(input: ReserveInput): Promise<ReserveResult> {
     assertReserveInput(input)
@@ -72,21 +56,23 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const periods = currentPeriods(nowMs)
     const fixed = fixedKeys(hash, periods)
     const sessionKeyName = session === null ? fixed.noSession : sessionKey(hash, session.id)
+    const [minute, hourly, daily, weekly, monthly] = fixed.periodKeys
     const [ttlMinute, ttlHourly, ttlDaily, ttlWeekly, ttlMonthly] = fixed.ttls
-    const reply = await run('reserve', () =>
-      cmd.lpReserve(
-        fixed.record, ...fixed.periodKeys, sessionKeyName, reservationKey(hash, input.requestId),
+    const reply = await run(
+      'reserve',
+      evalScript(redis, scripts.reserve, [
+        fixed.record, minute, hourly, daily, weekly, monthly, sessionKeyName, reservationKey(hash, input.requestId),
         loop === null ? fixed.noLoop : loopKey(hash, loop.scope), loop === null ? fixed.noLoop : loopAgeKey(hash, loop.scope),
         input.provider, input.minMicros, input.maxMicros,
         ttlMinute, ttlHourly, ttlDaily, ttlWeekly, ttlMonthly,
         session === null ? '0' : '1', session?.budgetMicros ?? '', session?.maxSteps ?? '',
-        sessionTtlSeconds, RESERVATION_TTL_SECONDS, new Date(nowMs).toISOString(),
+        sessionTtlSeconds, RESERVATION_TTL_SECONDS, isoTime(nowMs),
         loop?.step ?? '', nowMs, session?.loopLimit ?? '', DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE,
         LOOP_STEPS_AFTER_TRIM, LOOP_IN_FLIGHT_TOLERATED,
-      ),
+      ]),
     )
     if (reply[0] === 'ok') {
-      const bookedKeys = [...fixed.periodKeys]
+      const bookedKeys = [minute, hourly, daily, weekly, monthly]
       if (session !== null) bookedKeys.push(sessionKeyName)
       if (reply[3] !== undefined && reply[3] !== '') bookedKeys.push(String(reply[3]))
       Object.freeze(bookedKeys)
@@ -103,9 +89,9 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     assertMicros('wantMicros', wantMicros)
     if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
     const booked = bookedParts(reservation)
-    const reply = await run('extend', () =>
-      cmd.lpExtend(...scriptKeys(reservation, booked), minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS),
-    )
+    const args = scriptKeys(reservation, booked, fixedKeys(reservation.keyHash, currentPeriods(now())))
+    args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS)
+    const reply = await run('extend', evalScript(redis, scripts.extend, args))
     if (reply[0] === 'ok') {
       const grantedMicros = int(reply[1])
       reservation.reservedMicros += grantedMicros
@@ -122,14 +108,14 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const nowMs = now()
     const booked = bookedParts(reservation)
     const loop = bookedLoop(booked)
-    const day = today(nowMs)
-    const reply = await run('settle', () =>
-      cmd.lpSettle(
-        ...scriptKeys(reservation, booked), dayKey(reservation.keyHash, day.date), loop?.key ?? noLoopKey(reservation.keyHash),
-        actualMicros, sessionFlag(booked), RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS, day.expiresAtSeconds,
-        loop?.step ?? '', loop?.sinceMs ?? '',
-      ),
+    const fixed = fixedKeys(reservation.keyHash, currentPeriods(nowMs))
+    const args = scriptKeys(reservation, booked, fixed)
+    args.push(
+      fixed.today, loop?.key ?? fixed.noLoop,
+      actualMicros, sessionFlag(booked), RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS, today(nowMs).expiresAtSeconds,
+      loop?.step ?? '', loop?.sinceMs ?? '',
     )
+    const reply = await run('settle', evalScript(redis, scripts.settle, args))
     if (reply[0] !== 'settled' && reply[0] !== 'already') throw unexpected('settle', reply)
     return { chargedMicros: int(reply[1]), alreadySettled: reply[0] === 'already' }
   }
@@ -137,7 +123,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   async function abandon(keyHash: string, requestId: string): Promise<void> {
     assertRequestId(requestId)
     if (!isKeyHash(keyHash)) return
-    const reply = await run('abandon', () => cmd.lpAbandon(reservationKey(keyHash, requestId), RESERVATION_TTL_SECONDS))
+    const reply = await run('abandon', evalScript(redis, scripts.abandon, [reservationKey(keyHash, requestId), RESERVATION_TTL_SECONDS]))
     if (reply[0] !== 'held') return
     // The reserve did run: release its hold (settle at 0) in the keys it booked.
     const bookedKeys = String(reply[2] ?? '').split(' ').filter((k) => k !== '')
@@ -145,23 +131,71 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   }
 
   async function ping(): Promise<void> {
-    await run('ping', () => redis.ping(), false)
+    await run('ping', redis.ping(), false)
   }
 
   return { reserve, extend, settle, abandon, ping }
 }
 
-let luaCache: Map<string, string> | null = null
+interface Script {
+  lua: string
+  sha: string
+  numberOfKeys: number
+  /** Connections this script was sent on in full (EVAL); Redis keeps it cached there for EVALSHA. */
+  sentOn: WeakSet<object>
+}
 
-/** Script text from `lua/` at the package root (the same relative path from src/ and dist/). */
-function loadLua(name: string): string {
-  luaCache ??= new Map()
-  let text = luaCache.get(name)
-  if (text === undefined) {
-    text = readFileSync(new URL(`../../../lua/${name}.lua`, import.meta.url), 'utf8')
-    luaCache.set(name, text)
+const scriptCache = new Map<string, Script>()
+
+/** Script `lua/<name>.lua` at the package root (the same relative path from src/ and dist/), read once. */
+function script(name: string, numberOfKeys: number): Script {
+  let loaded = scriptCache.get(name)
+  if (loaded === undefined) {
+    const lua = readFileSync(new URL(`../../../lua/${name}.lua`, import.meta.url), 'utf8')
+    loaded = { lua, sha: createHash('sha1').update(lua).digest('hex'), numberOfKeys, sentOn: new WeakSet() }
+    scriptCache.set(name, loaded)
   }
-  return text
+  return loaded
+}
+
+/**
+ * EVALSHA of a script, sent as EVAL on a connection it was not sent on yet, as ioredis's defineCommand does
+ * (so a call that times out on a frozen Redis still runs when it wakes), without the extra promises and
+ * argument copies defineCommand adds to every call.
+ */
+class ScriptCommand extends Command {
+  constructor(
+    private readonly script: Script,
+    keysThenArgs: (string | number)[],
+  ) {
+    // The command flattens its arguments one level (a copy it makes anyway), so keysThenArgs is not copied here.
+    super('evalsha', [script.sha, script.numberOfKeys, keysThenArgs], { replyEncoding: 'utf8' })
+  }
+
+  override toWritable(socket: object): string | Buffer {
+    if (!this.script.sentOn.has(socket)) {
+      this.script.sentOn.add(socket)
+      this.name = 'eval'
+      this.args[0] = this.script.lua
+    }
+    return super.toWritable(socket)
+  }
+}
+
+/** Runs `script` with its KEYS then its ARGV; a Redis that lost its script cache (NOSCRIPT: restart, flush) gets it again. */
+async function evalScript(redis: RedisClient, script: Script, keysThenArgs: (string | number)[]): Promise<unknown> {
+  try {
+    return await send(redis, new ScriptCommand(script, keysThenArgs))
+  } catch (err) {
+    if (!(err instanceof Error && err.message.includes('NOSCRIPT'))) throw err
+    script.sentOn = new WeakSet()
+    return await send(redis, new ScriptCommand(script, keysThenArgs))
+  }
+}
+
+function send(redis: RedisClient, command: Command): Promise<unknown> {
+  redis.sendCommand(command)
+  return command.promise
 }
 
 interface BookedParts {
@@ -189,10 +223,10 @@ function bookedParts(r: Reservation): BookedParts {
   return { periods: keys.length === 5 ? keys : keys.slice(0, 5), session, loop }
 }
 
-/** The shared KEYS layout of extend/settle: record, five booked periods, session (or placeholder), record. */
-function scriptKeys(r: Reservation, booked: BookedParts): string[] {
-  const { periods, session } = booked
-  return [recordKey(r.keyHash), ...periods, session ?? noSessionKey(r.keyHash), reservationKey(r.keyHash, r.requestId)]
+/** The shared KEYS layout of extend/settle: record, five booked periods, session (or placeholder), reservation. */
+function scriptKeys(r: Reservation, booked: BookedParts, fixed: FixedKeys): (string | number)[] {
+  const [minute, hourly, daily, weekly, monthly] = booked.periods as [string, string, string, string, string]
+  return [fixed.record, minute, hourly, daily, weekly, monthly, booked.session ?? fixed.noSession, reservationKey(r.keyHash, r.requestId)]
 }
 
 function sessionFlag(booked: BookedParts): '0' | '1' {
@@ -210,9 +244,11 @@ function bookedLoop(booked: BookedParts): { key: string; sinceMs: string; step: 
 interface FixedKeys {
   minute: number
   record: string
-  periodKeys: readonly string[]
+  periodKeys: readonly [string, string, string, string, string]
   noSession: string
   noLoop: string
+  /** The spend history counter of the minute's UTC day. */
+  today: string
   ttls: readonly [number, number, number, number, number]
 }
 
@@ -220,7 +256,7 @@ interface FixedKeys {
 const fixedByHash = new Map<string, FixedKeys>()
 const FIXED_KEYS_KEPT = 4_096
 
-/** The record, period and placeholder keys of `hash` in the current periods, built once per key and minute. */
+/** The record, period, placeholder and day-history keys of `hash` in the current periods, built once per key and minute. */
 function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
   // Every period starts on a minute boundary: the minute's start names the whole set (any clock, any store).
   const stamp = periodsStamp(periods)
@@ -230,9 +266,10 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
   const fresh: FixedKeys = {
     minute: stamp,
     record: recordKey(hash),
-    periodKeys: Object.freeze(periods.map((p) => periodKey(hash, p.window, p.id))),
+    periodKeys: Object.freeze(periods.map((p) => periodKey(hash, p.window, p.id))) as unknown as FixedKeys['periodKeys'],
     noSession: noSessionKey(hash),
     noLoop: noLoopKey(hash),
+    today: dayKey(hash, today(stamp).date),
     ttls: Object.freeze(periods.map((p) => p.ttlSeconds)) as unknown as FixedKeys['ttls'],
   }
   fixedByHash.set(hash, fresh)
@@ -255,13 +292,21 @@ function today(nowMs: number): { date: string; expiresAtSeconds: number } {
   return cachedDay
 }
 
-/** Runs one Redis call; any failure becomes StoreUnavailableError. */
-async function run(what: string, call: () => Promise<unknown>): Promise<Reply>
-async function run(what: string, call: () => Promise<unknown>, expectReply: false): Promise<unknown>
-async function run(what: string, call: () => Promise<unknown>, expectReply = true): Promise<unknown> {
+let cachedIso = { ms: Number.NaN, text: '' }
+
+/** `nowMs` in ISO 8601; requests handled in one turn of the event loop share their millisecond. */
+function isoTime(nowMs: number): string {
+  if (nowMs !== cachedIso.ms) cachedIso = { ms: nowMs, text: new Date(nowMs).toISOString() }
+  return cachedIso.text
+}
+
+/** Awaits one Redis call; any failure becomes StoreUnavailableError. */
+async function run(what: string, pending: Promise<unknown>): Promise<Reply>
+async function run(what: string, pending: Promise<unknown>, expectReply: false): Promise<unknown>
+async function run(what: string, pending: Promise<unknown>, expectReply = true): Promise<unknown> {
   let raw: unknown
   try {
-    raw = await call()
+    raw = await pending
   } catch (err) {
     throw new StoreUnavailableError(`budget store ${what} failed: ${err instanceof Error ? err.message : String(err)}`, {
       cause: err,
