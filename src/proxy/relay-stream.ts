@@ -109,25 +109,20 @@ export function createStreamRelay(deps: ForwardDeps) {
 
 /**
  * The client learns at once that its stream began. When the upstream's first bytes came with its headers
- * (already buffered), the headers leave with the first event in one write, as the provider sent them: one
- * socket write (and one client wake-up) fewer before the first byte. If that event is not written in this
- * turn of the event loop (incomplete, or waiting for an extension), the headers go out alone at its end.
+ * (already buffered), the headers leave with the first event, as the provider sent them: Node sends a
+ * response's head with its first body write, in one socket write (one client wake-up fewer before the
+ * first byte). If that event is not written in this turn of the event loop (incomplete, or waiting for an
+ * extension), the headers go out alone at its end. (HTTP/2 sends its HEADERS frame at once either way.)
  */
 function flushHeadersSoon(
-  raw: { flushHeaders(): void; cork?(): void; uncork?(): void; readonly destroyed: boolean; readonly writableEnded: boolean },
+  raw: { flushHeaders(): void; readonly headersSent: boolean; readonly destroyed: boolean; readonly writableEnded: boolean },
   bodyBuffered: boolean,
 ): void {
   if (raw.destroyed || raw.writableEnded) return
-  if (bodyBuffered && raw.cork !== undefined && raw.uncork !== undefined) {
-    // Corked: the headers wait in the socket's buffer for the event written in this turn and leave with it
-    // in one write; uncorked at the end of the turn, so an event not written by then does not hold them back.
-    // (HTTP/2 sends its HEADERS frame at once either way; only its data waits for the uncork.)
-    raw.cork()
-    raw.flushHeaders()
-    setImmediate(() => raw.uncork?.())
-    return
-  }
-  raw.flushHeaders()
+  if (!bodyBuffered) return raw.flushHeaders()
+  setImmediate(() => {
+    if (!raw.headersSent && !raw.destroyed && !raw.writableEnded) raw.flushHeaders()
+  })
 }
 
 /**

@@ -21,7 +21,7 @@ export interface SseFramer {
 const LF = 0x0a
 const CR = 0x0d
 const EMPTY = Buffer.alloc(0)
-// One options object for every decode: an event's text may end mid-character, the rest comes with the next.
+// An unfinished trailing event may end mid-character: decoded as a stream, that character is held back.
 const STREAMING = { stream: true }
 
 /**
@@ -31,7 +31,8 @@ const STREAMING = { stream: true }
  */
 export function createSseFramer(onEvent: (event: EventSourceMessage) => void, maxEventBytes = MAX_EVENT_BYTES): SseFramer {
   const parser = createParser({ onEvent })
-  const decoder = new TextDecoder()
+  // Whether anything was decoded yet: a byte order mark is dropped only at the stream's start.
+  let started = false
   // Bytes of the unfinished event: every chunk but the last was scanned without finding its end.
   let parts: Buffer[] = []
   let pendingBytes = 0
@@ -41,8 +42,14 @@ export function createSseFramer(onEvent: (event: EventSourceMessage) => void, ma
   let lineLength = 0
   let afterCr = false
 
+  /**
+   * Parses a whole event. It ends at a line end (ASCII), so it never leaves a character half decoded and
+   * decodes alone exactly as a TextDecoder fed the stream in order would decode it, without its cost.
+   */
   function emit(bytes: Buffer): void {
-    if (bytes.length > 0) parser.feed(decoder.decode(bytes, STREAMING))
+    const bom = !started && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf
+    started = true
+    parser.feed(bytes.toString('utf8', bom ? 3 : 0))
   }
 
   /** Index in `part` of the last byte of the first complete event, or -1. */
@@ -89,12 +96,19 @@ export function createSseFramer(onEvent: (event: EventSourceMessage) => void, ma
         if (pendingBytes > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
         return
       }
-      const head = last.subarray(0, boundary + 1)
+      // The common read holds exactly one whole event: it is the frame itself, nothing is copied or sliced.
+      const whole = boundary + 1 === last.length
+      const head = whole ? last : last.subarray(0, boundary + 1)
       const frame = parts.length === 1 ? head : Buffer.concat([...parts.slice(0, -1), head])
       if (frame.length > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
-      const rest = last.subarray(boundary + 1)
-      parts = rest.length > 0 ? [rest] : []
-      pendingBytes = rest.length
+      if (whole) {
+        parts.length = 0
+        pendingBytes = 0
+      } else {
+        const rest = last.subarray(boundary + 1)
+        parts = [rest]
+        pendingBytes = rest.length
+      }
       scanned = 0
       lineLength = 0
       emit(frame)
@@ -116,7 +130,8 @@ export function createSseFramer(onEvent: (event: EventSourceMessage) => void, ma
       parts = []
       pendingBytes = 0
       scanned = 0
-      emit(rest)
+      if (rest.length > 0) parser.feed(new TextDecoder('utf-8', { ignoreBOM: started }).decode(rest, STREAMING))
+      started = true
       // A final event without its blank line is still dispatched by a trailing line end.
       if (rest.length > 0) parser.feed('\n\n')
       return rest

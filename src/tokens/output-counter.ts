@@ -1,4 +1,4 @@
-import { countCompletePieces, countTextTokens, encoderReady, preloadEncoding, type Encoding } from './tiktoken.js'
+import { countCompletePieces, encoderReady, preloadEncoding, type Encoding } from './tiktoken.js'
 
 /**
  * How a model's output is counted: tiktoken `encoding` times `factor`. Factor 1 is exact (OpenAI models);
@@ -76,11 +76,12 @@ export function createOutputCounter(spec: TokenizerSpec): OutputCounter {
     const counted = countCompletePieces(joined, encoding)
     state.complete += counted.tokens
     state.carry = counted.rest
+    state.carryTokens = counted.restTokens
     if (state.carry.length > MAX_CARRY_CHARS) {
-      state.complete += countTextTokens(state.carry, encoding)
+      state.complete += state.carryTokens
       state.carry = ''
+      state.carryTokens = 0
     }
-    state.carryTokens = state.carry.length === 0 ? 0 : countTextTokens(state.carry, encoding)
   }
 
   return {

@@ -219,18 +219,26 @@ export function countTextTokens(text: string, encoding: Encoding, limit: number 
 
 /**
  * For counting a stream delta by delta: the tokens of every pre-tokenizer piece of `text` except the last
- * two, and those two pieces as `rest`, which the next delta may still extend or re-split (`'s`, digit runs).
+ * two, and those two pieces as `rest` (with their tokens, `restTokens`), which the next delta may still
+ * extend or re-split (`'s`, digit runs). The pattern has no look-behind and no anchor, so `rest` alone
+ * splits into exactly those two pieces: `restTokens` is what counting `rest` on its own gives.
  */
-export function countCompletePieces(text: string, encoding: Encoding): { tokens: number; rest: string } {
+export function countCompletePieces(text: string, encoding: Encoding): { tokens: number; rest: string; restTokens: number } {
   const { pattern, ranks } = getEncoder(encoding)
   pattern.lastIndex = 0
-  const pieces: string[] = []
-  let match: RegExpExecArray | null
-  while ((match = pattern.exec(text)) !== null) pieces.push(match[0])
-  pattern.lastIndex = 0
+  // The last two pieces so far; a piece is counted once two others follow it.
+  let older = ''
+  let newer = ''
   let tokens = 0
-  for (let i = 0; i < pieces.length - 2; i++) tokens += pieceTokens(pieces[i] as string, ranks)
-  return { tokens, rest: pieces.slice(Math.max(0, pieces.length - 2)).join('') }
+  let match: RegExpExecArray | null
+  while ((match = pattern.exec(text)) !== null) {
+    if (older.length > 0) tokens += pieceTokens(older, ranks)
+    older = newer
+    newer = match[0]
+  }
+  pattern.lastIndex = 0
+  const restTokens = (older.length > 0 ? pieceTokens(older, ranks) : 0) + (newer.length > 0 ? pieceTokens(newer, ranks) : 0)
+  return { tokens, rest: older + newer, restTokens }
 }
 
 /** Every message's wrapper (`<|start|>role … <|end|>`): 3 in OpenAI's cookbook, +1 for a name. */

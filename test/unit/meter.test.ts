@@ -72,3 +72,78 @@ describe('stream meter', () => {
     expect(client.chunks.map(String)).toEqual([event('hello'), event('world')])
   })
 })
+
+describe('stream meter, reading by events', () => {
+  /** A client whose every other write fills its buffer, so the meter must wait for 'drain'. */
+  class SlowSink extends Sink {
+    writes = 0
+    override write(chunk: Buffer): boolean {
+      super.write(chunk)
+      const full = this.writes++ % 2 === 0
+      if (full) setTimeout(() => this.emit('drain'), 1)
+      return !full
+    }
+  }
+
+  const options = (upstream: Readable, client: StreamSink, extend: () => Promise<ErrorInfo | null>, reservedTokens = 0) => {
+    const parser = createChatStreamParser(byteCounter())
+    return {
+      parser,
+      upstream,
+      client,
+      reservedMicros: () => reservedTokens,
+      costMicros: () => parser.outputTokens(),
+      extend,
+      cutoffFrame: (error: ErrorInfo) => compatCutoffFrame(chat, error),
+      upstreamFailure: (): ErrorInfo => ({ status: 502, code: 'upstream_unreachable', message: 'broken' }),
+    }
+  }
+
+  it('waits for a client that is not keeping up, then forwards the rest in order', async () => {
+    const reads = [event('a') + event('b'), event('c'), 'data: [DONE]\n\n']
+    const client = new SlowSink()
+    const result = await meterStream(options(Readable.from(reads.map((r) => Buffer.from(r))), client, async () => null, 1_000))
+    expect(result.outcome).toBe('completed')
+    expect(client.text()).toBe(reads.join(''))
+    expect(client.writableEnded).toBe(true)
+  })
+
+  it('forwards what an extension granted later allows, pausing the upstream meanwhile', async () => {
+    const reads = [event('a') + event('b') + event('c'), 'data: [DONE]\n\n']
+    let extensions = 0
+    const grantLater = () => new Promise<null>((resolve) => setTimeout(() => resolve(null), 2)).finally(() => extensions++)
+    const client = new Sink()
+    const result = await meterStream(options(Readable.from(reads.map((r) => Buffer.from(r))), client, grantLater))
+    expect(result.outcome).toBe('completed')
+    expect(client.text()).toBe(reads.join(''))
+    // A reservation fixed at zero: every frame from the first counted one on asked for an extension.
+    expect(extensions).toBe(4)
+  })
+
+  it('ends a stream whose upstream breaks after whole events with the failure frame, once', async () => {
+    const upstream = new Readable({ read() {} })
+    const client = new Sink()
+    const metered = meterStream(options(upstream, client, async () => null, 1_000))
+    upstream.push(Buffer.from(event('a') + 'data: {"choi'))
+    setTimeout(() => upstream.destroy(new Error('socket reset')), 2)
+    const result = await metered
+    expect(result.outcome).toBe('upstream_failed')
+    expect((result.thrown as Error).message).toBe('socket reset')
+    expect(client.text()).toBe(event('a') + compatCutoffFrame(chat, { status: 502, code: 'upstream_unreachable', message: 'broken' }).toString())
+  })
+
+  it('stops reading when the client goes away and reports it, not as an upstream failure', async () => {
+    const upstream = new Readable({ read() {} })
+    const client = new Sink()
+    const metered = meterStream(options(upstream, client, async () => null, 1_000))
+    upstream.push(Buffer.from(event('a')))
+    setTimeout(() => {
+      client.destroyed = true
+      client.emit('close')
+    }, 2)
+    const result = await metered
+    expect(result.outcome).toBe('client_closed')
+    expect(upstream.destroyed).toBe(true)
+    expect(client.text()).toBe(event('a'))
+  })
+})

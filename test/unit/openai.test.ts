@@ -87,6 +87,18 @@ describe('SSE framer, event by event', () => {
     expect(seen).toEqual(['1', '2'])
   })
 
+  it('decodes as one decoder over the whole stream: a byte order mark dropped only at the start, a half character at the end held back', () => {
+    const seen: string[] = []
+    const framer = createSseFramer((event) => seen.push(event.data))
+    const bom = Buffer.from([0xef, 0xbb, 0xbf])
+    const e = Buffer.from('é')
+    const reads = [bom, Buffer.from('data: a'), e.subarray(0, 1), e.subarray(1), Buffer.from('\n\n'), bom, Buffer.from('data: b\n\ndata: c'), e.subarray(0, 1)]
+    const out = [...reads.map((read) => framer.push(read)), framer.flush()]
+    expect(Buffer.concat(out)).toEqual(Buffer.concat(reads))
+    // A mark after the start is part of the next line's field name, so that event is not a data event.
+    expect(seen).toEqual(['aé', 'c'])
+  })
+
   it('keeps a CRLF pair split across reads inside one stream of bytes', () => {
     const framer = createSseFramer(() => undefined)
     const out = [framer.push(Buffer.from('data: x\r\n\r')), framer.push(Buffer.from('\ndata: y\n\n')), framer.flush()]

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest'
 import { boundInputTokens, MAX_MEDIA_WALK_NODES, mediaParts, PRIMING_TOKENS, utf8Bytes } from '../../src/tokens/bound.js'
 import {
   countChatTokens,
+  countCompletePieces,
   countEmbeddingTokens,
   countResponsesTokens,
   countTextTokens,
@@ -68,6 +69,18 @@ describe('exact counts agree with js-tiktoken', () => {
         const count = countTextTokens(text, encoding)
         expect(count).toBe(ref(text, encoding))
         expect(count).toBeLessThanOrEqual(utf8Bytes(text))
+      }),
+      { numRuns: 400 },
+    )
+  })
+
+  it.each(ENCODINGS)('%s split for streaming: complete pieces and the rest add up, the rest counted as on its own', (encoding) => {
+    fc.assert(
+      fc.property(texts, (text) => {
+        const { tokens, rest, restTokens } = countCompletePieces(text, encoding)
+        expect(text.endsWith(rest)).toBe(true)
+        expect(restTokens).toBe(countTextTokens(rest, encoding))
+        expect(tokens + restTokens).toBe(ref(text, encoding))
       }),
       { numRuns: 400 },
     )
