@@ -80,7 +80,14 @@ export function meterStream(options: MeterOptions): Promise<MeterResult> {
   // Reads arrive as events rather than through an async iterator: a read whose frames need neither an
   // extension nor a drain is forwarded in the turn it arrives, without a promise per read or per frame.
   const onData = (chunk: Buffer): void => {
-    frames = parser.frames ? parser.frames(chunk)[Symbol.iterator]() : [parser.push(chunk)].values()
+    try {
+      frames = parser.frames ? parser.frames(chunk)[Symbol.iterator]() : [parser.push(chunk)].values()
+    } catch (error) {
+      // A push-only framer reads the chunk here (Gemini's JSON array past its event cap): an upstream failure,
+      // never an exception thrown into the upstream's own event emitter.
+      fail(error)
+      return
+    }
     pump()
   }
   const onEnd = (): void => {

@@ -146,4 +146,24 @@ describe('stream meter, reading by events', () => {
     expect(upstream.destroyed).toBe(true)
     expect(client.text()).toBe(event('a'))
   })
+
+  it('ends the stream as an upstream failure when a push-only framer throws on a read (Gemini JSON array past its event cap)', async () => {
+    const tooLarge = new Error('an event above the cap')
+    let reads = 0
+    const parser = {
+      ...createChatStreamParser(byteCounter()),
+      frames: undefined,
+      push: (chunk: Buffer): Buffer => {
+        if (++reads === 2) throw tooLarge
+        return chunk
+      },
+    }
+    const client = new Sink()
+    const upstream = Readable.from([Buffer.from('[{"a":1}'), Buffer.from(',{"b":2}'), Buffer.from(']')])
+    const result = await meterStream({ ...options(upstream, client, async () => null, 1_000), parser })
+    expect(result.outcome).toBe('upstream_failed')
+    expect(result.thrown).toBe(tooLarge)
+    expect(upstream.destroyed).toBe(true)
+    expect(client.text()).toBe('[{"a":1}' + compatCutoffFrame(chat, { status: 502, code: 'upstream_unreachable', message: 'broken' }).toString())
+  })
 })
