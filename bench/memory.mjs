@@ -1,12 +1,12 @@
 // (e) Memory: a fresh proxy beside the floor (bench/floor.mjs: Fastify + undici + two EVALSHA per request)
 // and the plain relay (bench/relay-floor.mjs: node:http + undici), measured the same way in the same run, so
 // each figure reads beside what the stack itself costs. Both floors hold every stream open upstream at once,
-// as Loopers does, and with the launcher's node flags. Per process: VmRSS right after start; idle a few seconds and a minute (quick: 15 s) after
+// as Loopers does, and with the launcher's node flags and environment. Per process: VmRSS right after start; idle a few seconds and a minute (quick: 15 s) after
 // the last of 20 requests (10 plain, 10 streamed, one at a time); the peak while 1,000 streams are open at
 // once (sampled every 100 ms); and RSS a while after those streams ended (Loopers returns a burst's memory
 // once it has been idle for LOOPERS_IDLE_RELEASE_MS, 30 s by default; quick runs do not wait for it).
 import { burst, createPool } from './load.mjs'
-import { launcherFlags, rssMb, sleep, startFloor, startRelayFloor } from './procs.mjs'
+import { launcherEnv, launcherFlags, rssMb, sleep, startFloor, startRelayFloor } from './procs.mjs'
 import { requestPair, streamBody } from './scenarios.mjs'
 
 const CHAT_BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
@@ -23,12 +23,14 @@ export async function memory(ctx) {
   const started = []
   try {
     // The floor strips the provider segment (/openai) as Loopers does; the relay forwards paths as they are.
-    // Both run with the node flags the proxy's launcher gives it, so a figure beside theirs compares code, not V8 settings.
+    // Both run with the node flags and environment the proxy's launcher gives it, so a figure beside theirs compares code,
+    // not V8 or malloc settings.
     const nodeArgs = launcherFlags()
+    const env = launcherEnv()
     const targets = [
       { name: 'proxy', process: await ctx.startProxy({ name: 'proxy-memory' }), request: proxied },
-      { name: 'floor', process: await startFloor({ pin: ctx.pin, upstreamUrl: ctx.fake.url, store: 'redis', redisUrl: ctx.redisUrl, connections: 'unlimited', nodeArgs }), request: proxied },
-      { name: 'relay', process: await startRelayFloor({ pin: ctx.pin, upstreamUrl: ctx.fake.url, connections: 'unlimited', nodeArgs }), request: direct },
+      { name: 'floor', process: await startFloor({ pin: ctx.pin, upstreamUrl: ctx.fake.url, store: 'redis', redisUrl: ctx.redisUrl, connections: 'unlimited', nodeArgs, env }), request: proxied },
+      { name: 'relay', process: await startRelayFloor({ pin: ctx.pin, upstreamUrl: ctx.fake.url, connections: 'unlimited', nodeArgs, env }), request: direct },
     ]
     started.push(...targets.map((t) => t.process))
     const out = Object.fromEntries(targets.map((t) => [t.name, { afterStartMb: rssMb(t.process.pid) }]))

@@ -221,9 +221,9 @@ export async function startRedis({ pin, dir }) {
   }
 }
 
-/** Spawns a bench script that prints one JSON line `{"url": …}` once it listens; resolves with the URL. */
-async function startUrlChild(script, args, core, pin, nodeArgs = []) {
-  const child = spawnChild(process.execPath, [...nodeArgs, join(ROOT, script), ...args], { core, pin, pipeStdout: true })
+/** Spawns a bench script that prints one JSON line `{"url": …}` once it listens; resolves with the URL. `env` adds to this process's. */
+async function startUrlChild(script, args, core, pin, nodeArgs = [], env = {}) {
+  const child = spawnChild(process.execPath, [...nodeArgs, join(ROOT, script), ...args], { core, pin, env: { ...process.env, ...env }, pipeStdout: true })
   const url = await new Promise((resolve, reject) => {
     let text = ''
     const timer = setTimeout(() => reject(new Error(`${script} did not start`)), START_TIMEOUT_MS)
@@ -252,22 +252,22 @@ export async function startFake({ pin }) {
 /**
  * Starts the plain relay (bench/relay-floor.mjs) in front of `upstreamUrl`, on the proxy's core;
  * `connections`: its upstream pool size ('unlimited': every stream open upstream at once, as Loopers);
- * `nodeArgs`: node flags (the memory scenario gives the floors the launcher's, as the proxy has them).
+ * `nodeArgs` and `env`: node flags and environment (the memory scenario gives the floors the launcher's, as the proxy has them).
  */
-export function startRelayFloor({ pin, upstreamUrl, connections = 256, nodeArgs = [] }) {
-  return startUrlChild('bench/relay-floor.mjs', [`--upstream=${upstreamUrl}`, '--port=0', `--connections=${connections}`], PROXY_CORE, pin, nodeArgs)
+export function startRelayFloor({ pin, upstreamUrl, connections = 256, nodeArgs = [], env = {} }) {
+  return startUrlChild('bench/relay-floor.mjs', [`--upstream=${upstreamUrl}`, '--port=0', `--connections=${connections}`], PROXY_CORE, pin, nodeArgs, env)
 }
 
 /**
  * Starts the floor (bench/floor.mjs) in front of `upstreamUrl` on the proxy's core: Fastify + undici with
  * the same store round trips per request as Loopers; `store` is 'redis' (with `redisUrl`), 'sqlite' (with `dbPath`) or 'none';
- * `connections` and `nodeArgs` (node flags) as for startRelayFloor.
+ * `connections`, `nodeArgs` (node flags) and `env` as for startRelayFloor.
  */
-export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null, connections = 256, nodeArgs = [] }) {
+export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null, connections = 256, nodeArgs = [], env = {} }) {
   const args = [`--upstream=${upstreamUrl}`, '--port=0', `--store=${store}`, `--connections=${connections}`]
   if (redisUrl !== null) args.push(`--redis=${redisUrl}`)
   if (dbPath !== null) args.push(`--db=${dbPath}`)
-  return startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin, nodeArgs)
+  return startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin, nodeArgs, env)
 }
 
 /**
@@ -291,9 +291,10 @@ export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn'
     LOOPERS_PRICING_PATH: join(ROOT, 'bench/prices.json'),
     LOG_LEVEL: logLevel,
     LOOPERS_SHUTDOWN_GRACE_MS: '2000',
+    ...(launcher ? launcherEnv(cliPath) : {}),
     ...extraEnv,
   }
-  // As operators start it (`loopers serve`): with the launcher's node flags, unless an A/B asks for plain node.
+  // As operators start it (`loopers serve`): with the launcher's environment and node flags, unless an A/B asks for plain node.
   const nodeArgs = [...(launcher ? launcherFlags(cliPath) : []), ...nodeOptions, '--import', LISTEN_REPORT]
   if (cpuProfDir !== null) {
     mkdirSync(cpuProfDir, { recursive: true })
@@ -319,10 +320,20 @@ export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn'
   }
 }
 
-/** The node flags of the `loopers` launcher: those of the CLI's first line (`#!/usr/bin/env -S node …`). */
+/** The `loopers` launcher: the CLI's first line, `#!/usr/bin/env -S [VAR=value …] node [flag …]`; null when it has another shape. */
+function launcherLine(cliPath) {
+  const match = /^#!\S*env -S((?: [A-Za-z_]\w*=\S*)*) node\b(.*)$/.exec(readFileSync(cliPath, 'utf8').split('\n', 1)[0])
+  return match === null ? null : { env: match[1].trim().split(/\s+/).filter(Boolean), flags: match[2].trim().split(/\s+/).filter(Boolean) }
+}
+
+/** The node flags of the `loopers` launcher (the CLI's first line). */
 export function launcherFlags(cliPath = join(ROOT, 'dist/cli.js')) {
-  const match = /^#!\S*env -S node\b(.*)$/.exec(readFileSync(cliPath, 'utf8').split('\n', 1)[0])
-  return match === null ? [] : match[1].trim().split(/\s+/).filter(Boolean)
+  return launcherLine(cliPath)?.flags ?? []
+}
+
+/** The environment variables the `loopers` launcher sets (the CLI's first line), as an object. */
+export function launcherEnv(cliPath = join(ROOT, 'dist/cli.js')) {
+  return Object.fromEntries((launcherLine(cliPath)?.env ?? []).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]))
 }
 
 /** The first `count` ports a child started with LISTEN_REPORT reports on descriptor 3, in listening order. */

@@ -1,11 +1,14 @@
-#!/usr/bin/env -S node --max-semi-space-size=16
+#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=1048576 node --max-semi-space-size=16
 import { main } from './cli/program.js'
 
 /** Entry of the `loopers` binary: runs the CLI, then lets the process end (or keeps it up for `serve`). */
 
-// The node flags above are the launcher's (docker/loopers repeats them): V8 sizes its young generation by the
-// machine's memory (128 MiB of semi-spaces on 24 GiB, where 1,000 open streams then hold ~290 MiB of RSS);
-// 16 MiB semi-spaces, V8's own size on smaller machines, hold ~200 MiB there at no measurable CPU cost.
+// The node flags above are the launcher's (docker/loopers and `npm start` repeat them): V8 sizes its young
+// generation by the machine's memory (128 MiB of semi-spaces on 24 GiB, where 1,000 open streams then hold
+// ~290 MiB of RSS); 16 MiB semi-spaces, V8's own size on smaller machines, hold ~200 MiB there at no
+// measurable CPU cost. glibc's malloc raises its mmap threshold (up to 32 MiB) each time a mapped block is
+// freed, so after the first big buffer (a tokenizer's rank file) later ones stay in the heap and their pages
+// stay resident (~10 MiB at idle); a fixed threshold of 1 MiB returns every block that big when it is freed.
 
 // `loopers keys list | head` closes the pipe early: that is not an error worth a stack trace.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {

@@ -4,6 +4,8 @@
  * generation resident for good; only a memory-reducing full collection returns them to the OS. It runs
  * once per quiet period, after `idleMs` with no request in flight and none begun, so the pause (tens of
  * milliseconds, ~150 on a busy core) never lands among traffic; a request arriving during it waits that long.
+ * Loading the modules grows the young generation the same way (to ~16 MiB resident), so the proxy also
+ * releases once before it listens, when no request can wait on the pause.
  */
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
@@ -15,8 +17,10 @@ export interface IdleReleaseOptions {
   activity(): { begun: number; inflight: number }
   /** The release itself (tests); default: V8's memory-reducing full collection. */
   collect?: () => void
-  /** Told after each release: how long it took and the resident set before and after, in bytes. */
-  onRelease?: (release: { ms: number; rssBefore: number; rssAfter: number }) => void
+  /** Release once at once, before the first check (start-up, before listening). */
+  atStart?: boolean
+  /** Told after each release: why, how long it took and the resident set before and after, in bytes. */
+  onRelease?: (release: { after: 'start' | 'idle'; ms: number; rssBefore: number; rssAfter: number }) => void
 }
 
 export interface IdleRelease {
@@ -25,7 +29,7 @@ export interface IdleRelease {
 
 /**
  * Checks for quiet every quarter of `idleMs` (an unref'd timer: it never keeps the process alive). Start-up
- * counts as activity, so a proxy that was never used also sheds what loading left in the heap.
+ * counts as activity, so a proxy that was never used also sheds what the rest of its start-up left.
  */
 export function startIdleRelease(options: IdleReleaseOptions): IdleRelease {
   const { idleMs } = options
@@ -34,6 +38,19 @@ export function startIdleRelease(options: IdleReleaseOptions): IdleRelease {
   let seen = options.activity().begun
   let quietSince = Date.now()
   let owed = true
+  /** One release; false when this runtime offers no such collection (memory then stays as V8 leaves it). */
+  const release = (after: 'start' | 'idle'): boolean => {
+    const rssBefore = process.memoryUsage.rss()
+    const started = performance.now()
+    try {
+      collect()
+    } catch {
+      return false
+    }
+    options.onRelease?.({ after, ms: performance.now() - started, rssBefore, rssAfter: process.memoryUsage.rss() })
+    return true
+  }
+  if (options.atStart === true && !release('start')) return { stop() {} }
   const timer = setInterval(
     () => {
       const { begun, inflight } = options.activity()
@@ -45,15 +62,7 @@ export function startIdleRelease(options: IdleReleaseOptions): IdleRelease {
       }
       if (!owed || Date.now() - quietSince < idleMs) return
       owed = false
-      const rssBefore = process.memoryUsage.rss()
-      const started = performance.now()
-      try {
-        collect()
-      } catch {
-        clearInterval(timer) // this runtime offers no such collection: memory stays as V8 leaves it
-        return
-      }
-      options.onRelease?.({ ms: performance.now() - started, rssBefore, rssAfter: process.memoryUsage.rss() })
+      if (!release('idle')) clearInterval(timer)
     },
     Math.max(50, Math.floor(idleMs / 4)),
   )

@@ -89,23 +89,28 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   })
   const admin = buildAdminApp({ logger, store, keys, metrics, token: config.admin.token, isStopping: () => stopping })
   await budgetStore.ready(STARTUP_STORE_WAIT_MS)
-  const url = await app.listen({ host: config.listen.host, port: config.listen.port })
+  await Promise.all([app.ready(), admin.ready()])
+  // Everything is loaded and no request can arrive yet: the first release costs no request its pause.
+  const idleRelease = startIdleRelease({
+    idleMs: config.idleReleaseMs,
+    atStart: true,
+    activity: () => ({ begun: inflight.begun, inflight: inflight.count }),
+    onRelease: ({ after, ms, rssBefore, rssAfter }) =>
+      logger.debug({ after, ms: Math.round(ms), rssBeforeMiB: mib(rssBefore), rssAfterMiB: mib(rssAfter) }, 'memory returned to the OS'),
+  })
+  let url: string
   let adminUrl: string
   try {
+    url = await app.listen({ host: config.listen.host, port: config.listen.port })
     adminUrl = await admin.listen({ host: config.admin.host, port: config.admin.port })
   } catch (error) {
+    idleRelease.stop()
     await app.close()
     await upstream.close()
     await budgetStore.close()
     throw error
   }
   logger.info({ url, admin: adminUrl, store: budgetStore.description }, `loopers listening on ${url}, budget store: ${budgetStore.description}`)
-  const idleRelease = startIdleRelease({
-    idleMs: config.idleReleaseMs,
-    activity: () => ({ begun: inflight.begun, inflight: inflight.count }),
-    onRelease: ({ ms, rssBefore, rssAfter }) =>
-      logger.debug({ ms: Math.round(ms), rssBeforeMiB: mib(rssBefore), rssAfterMiB: mib(rssAfter) }, 'idle: memory returned to the OS'),
-  })
 
   let closed: Promise<void> | null = null
   async function stop(graceMs: number): Promise<void> {

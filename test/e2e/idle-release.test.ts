@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { expect, it } from 'vitest'
+import { startProxyProcess } from '../support/proxy-process.js'
 import { useSpawnedOpenAiStack } from '../support/spawned-stack.js'
 
 const IDLE_MS = 1_000
@@ -50,3 +51,25 @@ it('returns most of what a burst of 400 streams added once the proxy is idle', a
   console.log(`idle release: RSS ${before.toFixed(0)} MiB idle, ${peak.toFixed(0)} MiB peak with 400 streams, ${after.toFixed(0)} MiB ${IDLE_MS * 3} ms after`)
   expect(after).toBeLessThan(before + (peak - before) / 2)
 }, 60_000)
+
+// Loading the modules grows V8's young generation too; `loopers serve` gives that back before it listens.
+it('releases once at start-up, before listening, without waiting for the idle period', async () => {
+  const proxy = await startProxyProcess({ LOG_LEVEL: 'debug', LOOPERS_IDLE_RELEASE_MS: '600000' })
+  try {
+    // The log is written asynchronously: wait for the line that says it listens.
+    for (let waited = 0; !proxy.output().includes('loopers listening') && waited < 5_000; waited += 50) await sleep(50)
+    const lines = proxy
+      .output()
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as { msg: string; after?: string; rssBeforeMiB?: number; rssAfterMiB?: number })
+    const released = lines.findIndex((l) => l.msg === 'memory returned to the OS')
+    const listening = lines.findIndex((l) => l.msg.startsWith('loopers listening'))
+    expect(released, proxy.output()).toBeGreaterThanOrEqual(0)
+    expect(released).toBeLessThan(listening)
+    expect(lines[released]?.after).toBe('start')
+    expect(lines[released]?.rssAfterMiB).toBeLessThan(lines[released]?.rssBeforeMiB ?? 0)
+  } finally {
+    await proxy.stop()
+  }
+}, 30_000)

@@ -45,6 +45,25 @@ describe('idle release', () => {
     expect(collections).toBe(2)
   })
 
+  it('with atStart, releases once at once, then as without it', async () => {
+    const after: string[] = []
+    release = startIdleRelease({
+      idleMs: 1_000,
+      atStart: true,
+      activity: () => ({ ...traffic }),
+      collect: () => void collections++,
+      onRelease: (r) => void after.push(r.after),
+    })
+    expect(collections).toBe(1)
+    await vi.advanceTimersByTimeAsync(1_300)
+    expect(collections).toBe(2)
+    begin()
+    end()
+    await vi.advanceTimersByTimeAsync(1_600)
+    expect(collections).toBe(3)
+    expect(after).toEqual(['start', 'idle', 'idle'])
+  })
+
   it('never releases while a request is in flight, however long it runs', async () => {
     start(1_000)
     begin()
@@ -93,6 +112,21 @@ describe('idle release', () => {
     begin()
     end()
     await vi.advanceTimersByTimeAsync(5_000)
+    expect(calls).toBe(1)
+    expect(vi.getTimerCount()).toBe(0)
+  })
+
+  it('with atStart, gives up at once where the collection is not to be had', () => {
+    let calls = 0
+    release = startIdleRelease({
+      idleMs: 1_000,
+      atStart: true,
+      activity: () => ({ ...traffic }),
+      collect: () => {
+        calls++
+        throw new Error('no gc here')
+      },
+    })
     expect(calls).toBe(1)
     expect(vi.getTimerCount()).toBe(0)
   })
