@@ -192,8 +192,14 @@ const below500 = (r: GarbageRequest) => async () => {
   if (status >= 500) throw new Error(`${status} for ${r.method} ${r.path}: ${text.slice(0, 300)}`)
 }
 
-/** Regression seeds: output caps whose worst case is past 2^53 micro-USD (found by this property). */
-const HUGE_CAPS: GarbageRequest[] = [
+/**
+ * Seeds run before the random requests: output caps whose worst case is past 2^53 micro-USD (found by this
+ * property), and two valid requests, so every run reaches the upstream and settles there (random requests
+ * reach it 3 to 9 times in 200; a run where none did failed the check below by chance).
+ */
+const SEEDS: GarbageRequest[] = [
+  { model: 'gpt-test', max_tokens: 16 },
+  { model: 'gpt-test', max_tokens: 16, stream: true },
   { model: 'gpt-test', max_tokens: Number.MAX_SAFE_INTEGER },
   { model: 'gpt-test', max_tokens: 2 ** 52, n: 3 },
   { model: 'gpt-test', n: Number.MAX_SAFE_INTEGER },
@@ -219,13 +225,13 @@ describe('random bad input over HTTP', () => {
       await proxy.admin.setBudget(created.record.hash, { limits: { daily: name === 'ample' ? 1_000_000_000 : 30 } })
     }
     // No shrinking: each step is an HTTP round trip, and a body string shrinks one character at a time.
-    await fc.assert(fc.asyncProperty(meteredRequest, (r) => below500(r)()), { numRuns: 120, examples: HUGE_CAPS.map((r) => [r]), endOnFailure: true })
+    await fc.assert(fc.asyncProperty(meteredRequest, (r) => below500(r)()), { numRuns: 120, examples: SEEDS.map((r) => [r]), endOnFailure: true })
     await fc.assert(fc.asyncProperty(garbageRequest, (r) => below500(r)()), { numRuns: 80, endOnFailure: true })
     expect((await fetch(`${proxy.url}/health`)).status).toBe(200)
     for (const { hash } of Object.values(keys)) {
       await eventually(async () => (await daily(proxy.admin, hash)).held === 0, 'every hold released')
     }
-    expect(upstream.exchanges.length).toBeGreaterThan(0)
+    expect(upstream.exchanges.length).toBeGreaterThanOrEqual(2)
     const unexpected = proxy.logs.filter((l) => l.msg === 'unexpected error' || l.msg === 'unhandled error')
     expect(unexpected).toEqual([])
   })
