@@ -6,7 +6,7 @@
 // once (sampled every 100 ms); and RSS a while after those streams ended (Loopers returns a burst's memory
 // once it has been idle for LOOPERS_IDLE_RELEASE_MS, 30 s by default; quick runs do not wait for it).
 import { burst, createPool } from './load.mjs'
-import { launcherEnv, launcherFlags, rssMb, sleep, startFloor, startRelayFloor } from './procs.mjs'
+import { rssMb, sleep, startFloor, startRelayFloor } from './procs.mjs'
 import { requestPair, streamBody } from './scenarios.mjs'
 
 const CHAT_BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
@@ -23,14 +23,11 @@ export async function memory(ctx) {
   const started = []
   try {
     // The floor strips the provider segment (/openai) as Loopers does; the relay forwards paths as they are.
-    // Both run with the node flags and environment the proxy's launcher gives it, so a figure beside theirs compares code,
-    // not V8 or malloc settings.
-    const nodeArgs = launcherFlags()
-    const env = launcherEnv()
+    // Both run with the node flags and environment the proxy's launcher gives it (as every floor, bench/procs.mjs).
     const targets = [
       { name: 'proxy', process: await ctx.startProxy({ name: 'proxy-memory' }), request: proxied },
-      { name: 'floor', process: await startFloor({ pin: ctx.pin, upstreamUrl: ctx.fake.url, store: 'redis', redisUrl: ctx.redisUrl, connections: 'unlimited', nodeArgs, env }), request: proxied },
-      { name: 'relay', process: await startRelayFloor({ pin: ctx.pin, upstreamUrl: ctx.fake.url, connections: 'unlimited', nodeArgs, env }), request: direct },
+      { name: 'floor', process: await startFloor({ pin: ctx.pin, upstreamUrl: ctx.fake.url, store: 'redis', redisUrl: ctx.redisUrl, connections: 'unlimited' }), request: proxied },
+      { name: 'relay', process: await startRelayFloor({ pin: ctx.pin, upstreamUrl: ctx.fake.url, connections: 'unlimited' }), request: direct },
     ]
     started.push(...targets.map((t) => t.process))
     const out = Object.fromEntries(targets.map((t) => [t.name, { afterStartMb: rssMb(t.process.pid) }]))

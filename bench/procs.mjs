@@ -252,22 +252,23 @@ export async function startFake({ pin }) {
 /**
  * Starts the plain relay (bench/relay-floor.mjs) in front of `upstreamUrl`, on the proxy's core;
  * `connections`: its upstream pool size ('unlimited': every stream open upstream at once, as Loopers);
- * `nodeArgs` and `env`: node flags and environment (the memory scenario gives the floors the launcher's, as the proxy has them).
+ * `nodeArgs`: node flags after the launcher's. Every floor runs with the node flags and environment of the proxy's
+ * launcher (the CLI's first line), as the proxy does, so a figure beside a floor's compares code, not V8 or malloc settings.
  */
-export function startRelayFloor({ pin, upstreamUrl, connections = 256, nodeArgs = [], env = {} }) {
-  return startUrlChild('bench/relay-floor.mjs', [`--upstream=${upstreamUrl}`, '--port=0', `--connections=${connections}`], PROXY_CORE, pin, nodeArgs, env)
+export function startRelayFloor({ pin, upstreamUrl, connections = 256, nodeArgs = [] }) {
+  return startUrlChild('bench/relay-floor.mjs', [`--upstream=${upstreamUrl}`, '--port=0', `--connections=${connections}`], PROXY_CORE, pin, [...launcherFlags(), ...nodeArgs], launcherEnv())
 }
 
 /**
  * Starts the floor (bench/floor.mjs) in front of `upstreamUrl` on the proxy's core: Fastify + undici with
  * the same store round trips per request as Loopers; `store` is 'redis' (with `redisUrl`), 'sqlite' (with `dbPath`) or 'none';
- * `connections`, `nodeArgs` (node flags) and `env` as for startRelayFloor.
+ * `connections` and `nodeArgs` as for startRelayFloor (with the launcher's flags and environment, as every floor).
  */
-export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null, connections = 256, nodeArgs = [], env = {} }) {
+export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null, connections = 256, nodeArgs = [] }) {
   const args = [`--upstream=${upstreamUrl}`, '--port=0', `--store=${store}`, `--connections=${connections}`]
   if (redisUrl !== null) args.push(`--redis=${redisUrl}`)
   if (dbPath !== null) args.push(`--db=${dbPath}`)
-  return startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin, nodeArgs, env)
+  return startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin, [...launcherFlags(), ...nodeArgs], launcherEnv())
 }
 
 /**
