@@ -167,17 +167,20 @@ if hasSession then
 end
 
 -- 6. Admitted: hold the grant in every window period (limited or not, so status shows all spend),
---    and count the request in the minute.
-redis.call('HINCRBY', KEYS[2], 'requests', 1)
+--    and count the request in the minute. Every period starts on a minute boundary, so the minute's
+--    first request is the first in every period it creates: it sets the five TTLs (and gives one back to
+--    a key that lost it), and the minute's later requests need not.
+local firstOfMinute = redis.call('HINCRBY', KEYS[2], 'requests', 1) == 1
+local grantArg = int(grant)
 for i = 1, 5 do
-  redis.call('HINCRBY', KEYS[1 + i], 'held', int(grant))
-  redis.call('EXPIRE', KEYS[1 + i], ARGV[3 + i])
+  redis.call('HINCRBY', KEYS[1 + i], 'held', grantArg)
+  if firstOfMinute then redis.call('EXPIRE', KEYS[1 + i], ARGV[3 + i]) end
 end
 
 -- 7. The session counts one step and holds the grant (its limits were written in step 3).
 local booked = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
 if hasSession then
-  redis.call('HINCRBY', KEYS[7], 'held', int(grant))
+  redis.call('HINCRBY', KEYS[7], 'held', grantArg)
   redis.call('HINCRBY', KEYS[7], 'steps', 1)
   redis.call('EXPIRE', KEYS[7], ARGV[12])
   booked[6] = KEYS[7]
@@ -251,7 +254,7 @@ end
 
 -- 8. The reservation record: what is held and where, so extend, settle and abandon need no lookups.
 --    Its TTL outlives every period key, so a hold is never released by expiry.
-redis.call('HSET', KEYS[8], 'state', 'held', 'amount', int(grant), 'provider', ARGV[1],
+redis.call('HSET', KEYS[8], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1],
   'booked', table.concat(booked, ' '), 'created_at', ARGV[14])
 redis.call('EXPIRE', KEYS[8], ARGV[13])
 local loopBooked = ''
