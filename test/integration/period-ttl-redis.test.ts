@@ -44,9 +44,10 @@ describe('redis store: period key TTLs', () => {
     }
   }
 
-  async function expireCalls(): Promise<number> {
+  async function expireCalls(): Promise<{ expire: number; ttl: number }> {
     const text = await f.redis.info('commandstats')
-    return Number(/^cmdstat_expire:calls=(\d+)/m.exec(text)?.[1] ?? 0)
+    const calls = (name: string): number => Number(new RegExp(`^cmdstat_${name}:calls=(\\d+)`, 'm').exec(text)?.[1] ?? 0)
+    return { expire: calls('expire'), ttl: calls('ttl') }
   }
 
   it('the first admitted request of a minute sets all five, though refused requests came before it', async () => {
@@ -66,19 +67,19 @@ describe('redis store: period key TTLs', () => {
     await expectFullTtls(await reserved(hash, 40))
   })
 
-  it('the minute\'s later requests set none', async () => {
+  it('the minute\'s later requests and their settlements set none and read none', async () => {
     f.clock.set('2026-05-04T14:00:10.000Z')
     const hash = await f.newKey()
     await f.redis.config('RESETSTAT')
     const first = await reserved(hash)
     await f.store.settle(first, 1)
     // The reservation record's TTL is set by both scripts; the five periods' only by the minute's first reserve.
-    expect(await expireCalls()).toBe(2 + 5)
+    expect(await expireCalls()).toEqual({ expire: 2 + 5, ttl: 0 })
     await f.redis.config('RESETSTAT')
     f.clock.advance(20_000)
     const later = await reserved(hash)
     await f.store.settle(later, 1)
-    expect(await expireCalls()).toBe(2)
+    expect(await expireCalls()).toEqual({ expire: 2, ttl: 0 })
     await expectFullTtls(later, 25)
   })
 
