@@ -69,11 +69,15 @@ if hasSession then
   end
 end
 
--- 5. Hold the extra amount everywhere the reservation lives.
+-- 5. Hold the extra amount everywhere the reservation lives. A period key that held nothing before may
+--    have expired and been recreated here, so it gets a TTL if it has none; one that held some was
+--    created by reserve, which set its TTL.
+local grantArg = int(grant)
 for i = 1, 5 do
-  redis.call('HINCRBY', KEYS[1 + i], 'held', int(grant))
-  if redis.call('TTL', KEYS[1 + i]) < 0 then redis.call('EXPIRE', KEYS[1 + i], ARGV[4]) end
+  if redis.call('HINCRBY', KEYS[1 + i], 'held', grantArg) == grant and redis.call('TTL', KEYS[1 + i]) < 0 then
+    redis.call('EXPIRE', KEYS[1 + i], ARGV[4])
+  end
 end
-if hasSession then redis.call('HINCRBY', KEYS[7], 'held', int(grant)) end
-redis.call('HINCRBY', KEYS[8], 'amount', int(grant))
+if hasSession then redis.call('HINCRBY', KEYS[7], 'held', grantArg) end
+redis.call('HINCRBY', KEYS[8], 'amount', grantArg)
 return {'ok', grant}

@@ -84,16 +84,19 @@ local hasSession = ARGV[9] == '1'
 -- 3. The session's limits are the lowest of what it has, what this request asks and the key's
 --    defaults, so they can be lowered and never raised. A lowering sticks even when this request is
 --    refused (CONTRACT §4), and every request with a session keeps that session alive, admitted or not.
-local s, sessionBudget, sessionMaxSteps, sessionLoop
+local s, sessionBudget, sessionMaxSteps, sessionLoop, sessionHasTtl
 if hasSession then
   s = redis.call('HMGET', KEYS[7], 'budget', 'max_steps', 'steps', 'spent', 'held', 'loop_limit')
   sessionBudget = lowest(lowest(num(s[1]), num(ARGV[10])), num(rec[8]))
   sessionMaxSteps = lowest(lowest(num(s[2]), num(ARGV[11])), num(rec[9]))
   sessionLoop = lowest(num(s[6]), num(ARGV[17]))
-  if sessionBudget and sessionBudget ~= num(s[1]) then redis.call('HSET', KEYS[7], 'budget', int(sessionBudget)) end
-  if sessionMaxSteps and sessionMaxSteps ~= num(s[2]) then redis.call('HSET', KEYS[7], 'max_steps', int(sessionMaxSteps)) end
-  if sessionLoop and sessionLoop ~= num(s[6]) then redis.call('HSET', KEYS[7], 'loop_limit', int(sessionLoop)) end
-  if redis.call('EXISTS', KEYS[7]) == 1 then redis.call('EXPIRE', KEYS[7], ARGV[12]) end
+  local limits = {}
+  if sessionBudget and sessionBudget ~= num(s[1]) then limits[#limits + 1] = 'budget'; limits[#limits + 1] = int(sessionBudget) end
+  if sessionMaxSteps and sessionMaxSteps ~= num(s[2]) then limits[#limits + 1] = 'max_steps'; limits[#limits + 1] = int(sessionMaxSteps) end
+  if sessionLoop and sessionLoop ~= num(s[6]) then limits[#limits + 1] = 'loop_limit'; limits[#limits + 1] = int(sessionLoop) end
+  if #limits > 0 then redis.call('HSET', KEYS[7], unpack(limits)) end
+  -- EXPIRE does nothing to a session that does not exist (yet).
+  sessionHasTtl = redis.call('EXPIRE', KEYS[7], ARGV[12]) == 1
 end
 
 -- 3a. The loop guard (src/loop/README.md): a step repeated more than loopLimit times within the
@@ -167,19 +170,22 @@ if hasSession then
 end
 
 -- 6. Admitted: hold the grant in every window period (limited or not, so status shows all spend),
---    and count the request in the minute.
-redis.call('HINCRBY', KEYS[2], 'requests', 1)
+--    and count the request in the minute. Every period starts on a minute boundary, so the minute's
+--    first request is the first in every period it creates: it sets the five TTLs (and gives one back to
+--    a key that lost it), and the minute's later requests need not.
+local firstOfMinute = redis.call('HINCRBY', KEYS[2], 'requests', 1) == 1
+local grantArg = int(grant)
 for i = 1, 5 do
-  redis.call('HINCRBY', KEYS[1 + i], 'held', int(grant))
-  redis.call('EXPIRE', KEYS[1 + i], ARGV[3 + i])
+  redis.call('HINCRBY', KEYS[1 + i], 'held', grantArg)
+  if firstOfMinute then redis.call('EXPIRE', KEYS[1 + i], ARGV[3 + i]) end
 end
 
 -- 7. The session counts one step and holds the grant (its limits were written in step 3).
 local booked = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
 if hasSession then
-  redis.call('HINCRBY', KEYS[7], 'held', int(grant))
-  redis.call('HINCRBY', KEYS[7], 'steps', 1)
-  redis.call('EXPIRE', KEYS[7], ARGV[12])
+  redis.call('HSET', KEYS[7], 'held', int((num(s[5]) or 0) + grant), 'steps', int((num(s[3]) or 0) + 1))
+  -- Step 3 set the TTL of a session that existed; one created since needs it now.
+  if not sessionHasTtl then redis.call('EXPIRE', KEYS[7], ARGV[12]) end
   booked[6] = KEYS[7]
 end
 
@@ -251,7 +257,7 @@ end
 
 -- 8. The reservation record: what is held and where, so extend, settle and abandon need no lookups.
 --    Its TTL outlives every period key, so a hold is never released by expiry.
-redis.call('HSET', KEYS[8], 'state', 'held', 'amount', int(grant), 'provider', ARGV[1],
+redis.call('HSET', KEYS[8], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1],
   'booked', table.concat(booked, ' '), 'created_at', ARGV[14])
 redis.call('EXPIRE', KEYS[8], ARGV[13])
 local loopBooked = ''

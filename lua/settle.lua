@@ -36,18 +36,26 @@ local reserved = 0
 if res[1] == 'held' then reserved = num(res[2]) or 0 end
 local actual = tonumber(ARGV[1])
 
--- Charge `actual`, release up to `reserved`; held never goes below zero.
+-- Charge `actual`, release up to `reserved` (held never goes below zero), in one write; returns
+-- whether the key had no held field (reserve creates every key it books with one).
 local function book(key)
-  local held = num(redis.call('HGET', key, 'held')) or 0
+  local p = redis.call('HMGET', key, 'held', 'spent')
+  local held = num(p[1]) or 0
   local release = math.min(held, reserved)
-  if release > 0 then redis.call('HINCRBY', key, 'held', int(-release)) end
-  if actual > 0 then redis.call('HINCRBY', key, 'spent', int(actual)) end
+  if release > 0 and actual > 0 then
+    redis.call('HSET', key, 'held', int(held - release), 'spent', int((num(p[2]) or 0) + actual))
+  elseif release > 0 then
+    redis.call('HSET', key, 'held', int(held - release))
+  elseif actual > 0 then
+    redis.call('HSET', key, 'spent', int((num(p[2]) or 0) + actual))
+  end
+  return not p[1]
 end
 
--- 3. Every booked period; a period key that expired meanwhile is recreated with a TTL.
+-- 3. Every booked period; one found without its held field expired meanwhile (or was only ever written
+--    here) and, when recreated, gets a TTL. One with the field was created by reserve, which set its TTL.
 for i = 2, 6 do
-  book(KEYS[i])
-  if redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+  if book(KEYS[i]) and redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 end
 
 -- 4. The session, unless it has expired meanwhile (it is not recreated).

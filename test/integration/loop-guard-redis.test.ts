@@ -53,6 +53,7 @@ describe('redis store: the loop guard\'s commands', () => {
     const on = await f.newKey({})
     const off = await f.newKey({ loopLimit: 0 })
     for (let i = 0; i < 4; i++) await request(on, loop(1, i)) // the conversation exists
+    await request(off, {}) // both keys' minute has begun (its first request sets the period TTLs)
     const without = await perRequest(32, () => request(off, {}))
     const withGuard = await perRequest(32, (i) => request(on, loop(1, 100 + i)))
     // 3 a request, and one HLEN each for the 2 of 32 new steps that count their scope (checksScopeSize).

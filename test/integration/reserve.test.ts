@@ -99,7 +99,7 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       for (const [i, key] of r.reservation.bookedKeys.entries()) {
         const ttl = await f.raw.bookedTtl(hash, key)
         const window = WINDOW_NAMES[i] as WindowName
-        // Redis counts from the last reserve; the embedded store from the period's end (never later).
+        // Redis counts from the minute's first reserve; the embedded store from the period's end (never later).
         const want = kind === 'redis' ? expected[window] : (periodOf(window, f.clock.now()).resetsAt.getTime() - f.clock.now()) / 1000 + 86_400
         expect(ttl).toBeLessThanOrEqual(want)
         expect(ttl).toBeGreaterThan(want - 5)

@@ -142,6 +142,16 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       expect(await f.raw.sessionTtl(hash, 'ttl')).toBeGreaterThan(SESSION_TTL - 5)
     })
 
+    it('give a TTL to a session its first request creates without limits, and refresh it on admitted requests', async () => {
+      const hash = await f.newKey()
+      await reserved(hash, 10, session('plain'))
+      expect(await f.session(hash, 'plain')).toMatchObject({ steps: '1', held: '10' })
+      expect(await f.raw.sessionTtl(hash, 'plain')).toBeGreaterThan(SESSION_TTL - 5)
+      await f.raw.setSessionTtl(hash, 'plain', 100)
+      await reserved(hash, 10, session('plain'))
+      expect(await f.raw.sessionTtl(hash, 'plain')).toBeGreaterThan(SESSION_TTL - 5)
+    })
+
     it('rejects a session id outside the contract format before touching Redis', async () => {
       const hash = await f.newKey()
       await expect(f.store.reserve(input(hash, 1, session('a b')))).rejects.toThrow(RangeError)
