@@ -48,18 +48,30 @@ export interface Metrics {
   instrumentStore(store: BudgetStore): BudgetStore
 }
 
-/** Memoises the labelled child of a metric per distinct label values. */
-function children<T>(make: (values: string[]) => T): (values: string[]) => T {
-  const cache = new Map<string, T>()
-  return (values) => {
-    const id = values.join('\u0000')
-    let child = cache.get(id)
+/**
+ * Memoises one value per distinct label values (up to four; a metric with fewer passes '' for the rest) in a
+ * tree of maps: a lookup builds no array or key string.
+ */
+function children<T>(make: (a: string, b: string, c: string, d: string) => T): (a: string, b?: string, c?: string, d?: string) => T {
+  const root = new Map<string, Map<string, Map<string, Map<string, T>>>>()
+  return (a, b = '', c = '', d = '') => {
+    const three = branch(branch(branch(root, a), b), c)
+    let child = three.get(d)
     if (child === undefined) {
-      child = make(values)
-      cache.set(id, child)
+      child = make(a, b, c, d)
+      three.set(d, child)
     }
     return child
   }
+}
+
+function branch<V>(map: Map<string, Map<string, V>>, key: string): Map<string, V> {
+  let next = map.get(key)
+  if (next === undefined) {
+    next = new Map()
+    map.set(key, next)
+  }
+  return next
 }
 
 /** A fresh registry per server (tests start several in one process). `perKey` adds a key label to request and spend series. */
@@ -131,24 +143,26 @@ export function createMetrics(options: { perKey: boolean }): Metrics {
 
   // Label sets repeat (providers × priced models × outcomes): resolving each child once skips
   // prom-client's per-call label hashing, which otherwise costs a tenth of the proxy's CPU.
-  const requestsBy = children((values) => requests.labels(...values))
-  const refusalsBy = children((values) => refusals.labels(...values))
-  const cutoffsBy = children((values) => cutoffs.labels(...values))
-  const spendBy = children((values) => spend.labels(...values))
-  const tokensBy = children((values) => tokens.labels(...values))
-  const durationBy = children((values) => duration.labels(...values))
+  const requestsBy = children((provider, model, outcome, key) =>
+    options.perKey ? requests.labels(provider, model, outcome, key) : requests.labels(provider, model, outcome),
+  )
+  const refusalsBy = children((reason, window) => refusals.labels(reason, window))
+  const cutoffsBy = children((provider) => cutoffs.labels(provider))
+  const spendBy = children((provider, key) => (options.perKey ? spend.labels(provider, key) : spend.labels(provider)))
+  const tokensBy = children((provider, kind) => tokens.labels(provider, kind))
+  const durationBy = children((provider) => duration.labels(provider))
 
   return {
     registry,
     recordRequest(r) {
-      const key = options.perKey && r.key !== undefined ? [r.key] : options.perKey ? [''] : []
-      requestsBy([r.provider, r.model, r.outcome, ...key]).inc()
-      if (r.refusal) refusalsBy([r.refusal.reason, r.refusal.window]).inc()
-      if (r.cutoff) cutoffsBy([r.provider]).inc()
-      if (r.spendUsd > 0) spendBy([r.provider, ...key]).inc(r.spendUsd)
-      if (r.inputTokens > 0) tokensBy([r.provider, 'input']).inc(r.inputTokens)
-      if (r.outputTokens > 0) tokensBy([r.provider, 'output']).inc(r.outputTokens)
-      durationBy([r.provider]).observe(r.durationSeconds)
+      const key = options.perKey ? (r.key ?? '') : ''
+      requestsBy(r.provider, r.model, r.outcome, key).inc()
+      if (r.refusal) refusalsBy(r.refusal.reason, r.refusal.window).inc()
+      if (r.cutoff) cutoffsBy(r.provider).inc()
+      if (r.spendUsd > 0) spendBy(r.provider, key).inc(r.spendUsd)
+      if (r.inputTokens > 0) tokensBy(r.provider, 'input').inc(r.inputTokens)
+      if (r.outputTokens > 0) tokensBy(r.provider, 'output').inc(r.outputTokens)
+      durationBy(r.provider).observe(r.durationSeconds)
       if (r.addedSeconds !== undefined) added.observe(r.addedSeconds)
     },
     eventLost: () => storeErrors.inc({ op: 'record_event' }),
