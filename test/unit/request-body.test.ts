@@ -164,6 +164,13 @@ describe('big request bodies', () => {
     expect(big.result.length).toBeLessThan(raw.length)
   }, 60_000)
 
+  it('reads a small body in the caller\'s turn, without a promise', () => {
+    const read = readParsedBody(Buffer.from('{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'), null)
+    expect(read).not.toBeInstanceOf(Promise)
+    expect((read as RequestBody).json.model).toBe('gpt-4o')
+    expect(() => readParsedBody(Buffer.from('{"model":"a","model":"b"}'), null)).toThrow(/appears twice/)
+  })
+
   it('refuses a repeated key at any depth, invalid JSON and a body that is not an object, as the small path does', async () => {
     const shape = createOpenAiAdapter({ baseUrl: 'http://u', apiKey: null }).loopShape?.({ operation: 'chat', pathModel: null, pathStream: null }) ?? null
     const bodies = [
