@@ -74,30 +74,62 @@ function branch<V>(map: Map<string, Map<string, V>>, key: string): Map<string, V
   return next
 }
 
+/** One labelled series of a tallied counter (`talliedCounter`). */
+interface Tally {
+  inc(value?: number): void
+}
+
+/**
+ * A Counter whose series add up here, in plain numbers, and reach prom-client when the registry is read:
+ * prom-client hashes and checks a series' labels on every `inc`. Each total is summed in the order
+ * prom-client would sum it, so what is exported is the same. `series` makes the tally of one label set.
+ */
+function talliedCounter(config: { name: string; help: string; labelNames: string[]; registers: Registry[] }) {
+  const tallies: Array<{ labels: Record<string, string>; total: number }> = []
+  new Counter({
+    ...config,
+    collect() {
+      this.reset()
+      for (const tally of tallies) this.inc(tally.labels, tally.total)
+    },
+  })
+  return (values: string[]): Tally => {
+    const tally = { labels: Object.fromEntries(config.labelNames.map((name, i) => [name, values[i] ?? ''])), total: 0 }
+    tallies.push(tally)
+    return {
+      inc(value = 1) {
+        // prom-client's own checks, here where the value is known (not at the next scrape).
+        if (!Number.isFinite(value) || value < 0) throw new TypeError(`a counter cannot add ${value}`)
+        tally.total += value
+      },
+    }
+  }
+}
+
 /** A fresh registry per server (tests start several in one process). `perKey` adds a key label to request and spend series. */
 export function createMetrics(options: { perKey: boolean }): Metrics {
   const registry = new Registry()
   const keyLabel = options.perKey ? ['key'] : []
-  const requests = new Counter({
+  const requests = talliedCounter({
     name: 'loopers_requests_total',
     help: 'Proxied requests by provider, model and outcome',
     labelNames: ['provider', 'model', 'outcome', ...keyLabel],
     registers: [registry],
   })
-  const refusals = new Counter({
+  const refusals = talliedCounter({
     name: 'loopers_refusals_total',
     help: 'Requests refused by the proxy, by reason and budget window',
     labelNames: ['reason', 'window'],
     registers: [registry],
   })
-  const cutoffs = new Counter({ name: 'loopers_cutoffs_total', help: 'Streams cut at the budget', labelNames: ['provider'], registers: [registry] })
-  const spend = new Counter({
+  const cutoffs = talliedCounter({ name: 'loopers_cutoffs_total', help: 'Streams cut at the budget', labelNames: ['provider'], registers: [registry] })
+  const spend = talliedCounter({
     name: 'loopers_spend_usd_total',
     help: 'Settled spend in USD',
     labelNames: ['provider', ...keyLabel],
     registers: [registry],
   })
-  const tokens = new Counter({ name: 'loopers_tokens_total', help: 'Settled tokens', labelNames: ['provider', 'kind'], registers: [registry] })
+  const tokens = talliedCounter({ name: 'loopers_tokens_total', help: 'Settled tokens', labelNames: ['provider', 'kind'], registers: [registry] })
   const storeErrors = new Counter({ name: 'loopers_store_errors_total', help: 'Budget store faults', labelNames: ['op'], registers: [registry] })
   const storeLatency = new Histogram({
     name: 'loopers_store_latency_seconds',
@@ -143,13 +175,11 @@ export function createMetrics(options: { perKey: boolean }): Metrics {
 
   // Label sets repeat (providers × priced models × outcomes): resolving each child once skips
   // prom-client's per-call label hashing, which otherwise costs a tenth of the proxy's CPU.
-  const requestsBy = children((provider, model, outcome, key) =>
-    options.perKey ? requests.labels(provider, model, outcome, key) : requests.labels(provider, model, outcome),
-  )
-  const refusalsBy = children((reason, window) => refusals.labels(reason, window))
-  const cutoffsBy = children((provider) => cutoffs.labels(provider))
-  const spendBy = children((provider, key) => (options.perKey ? spend.labels(provider, key) : spend.labels(provider)))
-  const tokensBy = children((provider, kind) => tokens.labels(provider, kind))
+  const requestsBy = children((provider, model, outcome, key) => requests([provider, model, outcome, key]))
+  const refusalsBy = children((reason, window) => refusals([reason, window]))
+  const cutoffsBy = children((provider) => cutoffs([provider]))
+  const spendBy = children((provider, key) => spend([provider, key]))
+  const tokensBy = children((provider, kind) => tokens([provider, kind]))
   const durationBy = children((provider) => duration.labels(provider))
 
   return {
