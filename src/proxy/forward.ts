@@ -251,6 +251,8 @@ function capped(limit: number): Transform {
   })
 }
 
+const ignore = (): void => undefined
+
 /**
  * Reads a whole upstream body; past `limit` bytes the upstream is released and UpstreamTooLargeError thrown.
  * By events, not `for await`: no async iterator and no promise per chunk on every answer.
@@ -276,6 +278,8 @@ function readBody(response: UpstreamResponse, limit: number): Promise<Buffer> {
         return
       }
       done(new UpstreamTooLargeError('an upstream body', limit))
+      // The abort error undici reports for it has no one left to hear it.
+      body.on('error', ignore)
       body.destroy()
     }
     const onEnd = (): void => done(null)
