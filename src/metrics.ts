@@ -74,7 +74,7 @@ function branch<V>(map: Map<string, Map<string, V>>, key: string): Map<string, V
   return next
 }
 
-/** One labelled series of a tallied counter (`talliedCounter`). */
+/** One labelled series of a tallied counter (`createTalliedCounter`). */
 interface Tally {
   inc(value?: number): void
 }
@@ -82,9 +82,10 @@ interface Tally {
 /**
  * A Counter whose series add up here, in plain numbers, and reach prom-client when the registry is read:
  * prom-client hashes and checks a series' labels on every `inc`. Each total is summed in the order
- * prom-client would sum it, so what is exported is the same. `series` makes the tally of one label set.
+ * prom-client would sum it, so what is exported is the same. Returns the maker of one series' tally
+ * (label values in `labelNames` order; values past them are ignored).
  */
-function talliedCounter(config: { name: string; help: string; labelNames: string[]; registers: Registry[] }) {
+function createTalliedCounter(config: { name: string; help: string; labelNames: string[]; registers: Registry[] }) {
   const tallies: Array<{ labels: Record<string, string>; total: number }> = []
   new Counter({
     ...config,
@@ -110,26 +111,26 @@ function talliedCounter(config: { name: string; help: string; labelNames: string
 export function createMetrics(options: { perKey: boolean }): Metrics {
   const registry = new Registry()
   const keyLabel = options.perKey ? ['key'] : []
-  const requests = talliedCounter({
+  const requests = createTalliedCounter({
     name: 'loopers_requests_total',
     help: 'Proxied requests by provider, model and outcome',
     labelNames: ['provider', 'model', 'outcome', ...keyLabel],
     registers: [registry],
   })
-  const refusals = talliedCounter({
+  const refusals = createTalliedCounter({
     name: 'loopers_refusals_total',
     help: 'Requests refused by the proxy, by reason and budget window',
     labelNames: ['reason', 'window'],
     registers: [registry],
   })
-  const cutoffs = talliedCounter({ name: 'loopers_cutoffs_total', help: 'Streams cut at the budget', labelNames: ['provider'], registers: [registry] })
-  const spend = talliedCounter({
+  const cutoffs = createTalliedCounter({ name: 'loopers_cutoffs_total', help: 'Streams cut at the budget', labelNames: ['provider'], registers: [registry] })
+  const spend = createTalliedCounter({
     name: 'loopers_spend_usd_total',
     help: 'Settled spend in USD',
     labelNames: ['provider', ...keyLabel],
     registers: [registry],
   })
-  const tokens = talliedCounter({ name: 'loopers_tokens_total', help: 'Settled tokens', labelNames: ['provider', 'kind'], registers: [registry] })
+  const tokens = createTalliedCounter({ name: 'loopers_tokens_total', help: 'Settled tokens', labelNames: ['provider', 'kind'], registers: [registry] })
   const storeErrors = new Counter({ name: 'loopers_store_errors_total', help: 'Budget store faults', labelNames: ['op'], registers: [registry] })
   const storeLatency = new Histogram({
     name: 'loopers_store_latency_seconds',
