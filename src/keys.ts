@@ -31,21 +31,27 @@ export function hashKey(key: string): string {
 /** Distinct keys whose hash is remembered; past it the least recently used is dropped. */
 export const KEY_HASH_CACHE_SIZE = 1024
 const hashes = new Map<string, string>()
+// The most recently used key: a run of requests with one key finds it without reordering the map.
+let newestKey = ''
+let newestHash = ''
 
 /**
  * hashKey for the request path: a small LRU of recent proxy keys, so a busy key is hashed once rather
  * than on every request. Same result as hashKey; the raw keys stay in this map only (never logged).
  */
 export function cachedKeyHash(key: string): string {
+  if (key === newestKey) return newestHash
   let hash = hashes.get(key)
   if (hash !== undefined) {
     hashes.delete(key)
     hashes.set(key, hash)
-    return hash
+  } else {
+    hash = hashKey(key)
+    if (hashes.size >= KEY_HASH_CACHE_SIZE) hashes.delete(hashes.keys().next().value as string)
+    hashes.set(key, hash)
   }
-  hash = hashKey(key)
-  if (hashes.size >= KEY_HASH_CACHE_SIZE) hashes.delete(hashes.keys().next().value as string)
-  hashes.set(key, hash)
+  newestKey = key
+  newestHash = hash
   return hash
 }
 

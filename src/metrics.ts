@@ -48,17 +48,62 @@ export interface Metrics {
   instrumentStore(store: BudgetStore): BudgetStore
 }
 
-/** Memoises the labelled child of a metric per distinct label values. */
-function children<T>(make: (values: string[]) => T): (values: string[]) => T {
-  const cache = new Map<string, T>()
-  return (values) => {
-    const id = values.join('\u0000')
-    let child = cache.get(id)
+/**
+ * Memoises one value per distinct label values (up to four; a metric with fewer passes '' for the rest) in a
+ * tree of maps: a lookup builds no array or key string.
+ */
+function children<T>(make: (a: string, b: string, c: string, d: string) => T): (a: string, b?: string, c?: string, d?: string) => T {
+  const root = new Map<string, Map<string, Map<string, Map<string, T>>>>()
+  return (a, b = '', c = '', d = '') => {
+    const three = branch(branch(branch(root, a), b), c)
+    let child = three.get(d)
     if (child === undefined) {
-      child = make(values)
-      cache.set(id, child)
+      child = make(a, b, c, d)
+      three.set(d, child)
     }
     return child
+  }
+}
+
+function branch<V>(map: Map<string, Map<string, V>>, key: string): Map<string, V> {
+  let next = map.get(key)
+  if (next === undefined) {
+    next = new Map()
+    map.set(key, next)
+  }
+  return next
+}
+
+/** One labelled series of a tallied counter (`createTalliedCounter`). */
+interface Tally {
+  inc(value?: number): void
+}
+
+/**
+ * A Counter whose series add up here, in plain numbers, and reach prom-client when the registry is read:
+ * prom-client hashes and checks a series' labels on every `inc`. Each total is summed in the order
+ * prom-client would sum it, so what is exported is the same. Returns the maker of one series' tally
+ * (label values in `labelNames` order; values past them are ignored).
+ */
+function createTalliedCounter(config: { name: string; help: string; labelNames: string[]; registers: Registry[] }) {
+  const tallies: Array<{ labels: Record<string, string>; total: number }> = []
+  new Counter({
+    ...config,
+    collect() {
+      this.reset()
+      for (const tally of tallies) this.inc(tally.labels, tally.total)
+    },
+  })
+  return (values: string[]): Tally => {
+    const tally = { labels: Object.fromEntries(config.labelNames.map((name, i) => [name, values[i] ?? ''])), total: 0 }
+    tallies.push(tally)
+    return {
+      inc(value = 1) {
+        // prom-client's own checks, here where the value is known (not at the next scrape).
+        if (!Number.isFinite(value) || value < 0) throw new TypeError(`a counter cannot add ${value}`)
+        tally.total += value
+      },
+    }
   }
 }
 
@@ -66,26 +111,26 @@ function children<T>(make: (values: string[]) => T): (values: string[]) => T {
 export function createMetrics(options: { perKey: boolean }): Metrics {
   const registry = new Registry()
   const keyLabel = options.perKey ? ['key'] : []
-  const requests = new Counter({
+  const requests = createTalliedCounter({
     name: 'loopers_requests_total',
     help: 'Proxied requests by provider, model and outcome',
     labelNames: ['provider', 'model', 'outcome', ...keyLabel],
     registers: [registry],
   })
-  const refusals = new Counter({
+  const refusals = createTalliedCounter({
     name: 'loopers_refusals_total',
     help: 'Requests refused by the proxy, by reason and budget window',
     labelNames: ['reason', 'window'],
     registers: [registry],
   })
-  const cutoffs = new Counter({ name: 'loopers_cutoffs_total', help: 'Streams cut at the budget', labelNames: ['provider'], registers: [registry] })
-  const spend = new Counter({
+  const cutoffs = createTalliedCounter({ name: 'loopers_cutoffs_total', help: 'Streams cut at the budget', labelNames: ['provider'], registers: [registry] })
+  const spend = createTalliedCounter({
     name: 'loopers_spend_usd_total',
     help: 'Settled spend in USD',
     labelNames: ['provider', ...keyLabel],
     registers: [registry],
   })
-  const tokens = new Counter({ name: 'loopers_tokens_total', help: 'Settled tokens', labelNames: ['provider', 'kind'], registers: [registry] })
+  const tokens = createTalliedCounter({ name: 'loopers_tokens_total', help: 'Settled tokens', labelNames: ['provider', 'kind'], registers: [registry] })
   const storeErrors = new Counter({ name: 'loopers_store_errors_total', help: 'Budget store faults', labelNames: ['op'], registers: [registry] })
   const storeLatency = new Histogram({
     name: 'loopers_store_latency_seconds',
@@ -131,24 +176,24 @@ export function createMetrics(options: { perKey: boolean }): Metrics {
 
   // Label sets repeat (providers × priced models × outcomes): resolving each child once skips
   // prom-client's per-call label hashing, which otherwise costs a tenth of the proxy's CPU.
-  const requestsBy = children((values) => requests.labels(...values))
-  const refusalsBy = children((values) => refusals.labels(...values))
-  const cutoffsBy = children((values) => cutoffs.labels(...values))
-  const spendBy = children((values) => spend.labels(...values))
-  const tokensBy = children((values) => tokens.labels(...values))
-  const durationBy = children((values) => duration.labels(...values))
+  const requestsBy = children((provider, model, outcome, key) => requests([provider, model, outcome, key]))
+  const refusalsBy = children((reason, window) => refusals([reason, window]))
+  const cutoffsBy = children((provider) => cutoffs([provider]))
+  const spendBy = children((provider, key) => spend([provider, key]))
+  const tokensBy = children((provider, kind) => tokens([provider, kind]))
+  const durationBy = children((provider) => duration.labels(provider))
 
   return {
     registry,
     recordRequest(r) {
-      const key = options.perKey && r.key !== undefined ? [r.key] : options.perKey ? [''] : []
-      requestsBy([r.provider, r.model, r.outcome, ...key]).inc()
-      if (r.refusal) refusalsBy([r.refusal.reason, r.refusal.window]).inc()
-      if (r.cutoff) cutoffsBy([r.provider]).inc()
-      if (r.spendUsd > 0) spendBy([r.provider, ...key]).inc(r.spendUsd)
-      if (r.inputTokens > 0) tokensBy([r.provider, 'input']).inc(r.inputTokens)
-      if (r.outputTokens > 0) tokensBy([r.provider, 'output']).inc(r.outputTokens)
-      durationBy([r.provider]).observe(r.durationSeconds)
+      const key = options.perKey ? (r.key ?? '') : ''
+      requestsBy(r.provider, r.model, r.outcome, key).inc()
+      if (r.refusal) refusalsBy(r.refusal.reason, r.refusal.window).inc()
+      if (r.cutoff) cutoffsBy(r.provider).inc()
+      if (r.spendUsd > 0) spendBy(r.provider, key).inc(r.spendUsd)
+      if (r.inputTokens > 0) tokensBy(r.provider, 'input').inc(r.inputTokens)
+      if (r.outputTokens > 0) tokensBy(r.provider, 'output').inc(r.outputTokens)
+      durationBy(r.provider).observe(r.durationSeconds)
       if (r.addedSeconds !== undefined) added.observe(r.addedSeconds)
     },
     eventLost: () => storeErrors.inc({ op: 'record_event' }),

@@ -69,23 +69,35 @@ function keyText(raw: Buffer, start: number, end: number): string {
   return Buffer.from(decoded, 'utf8').toString('latin1')
 }
 
+/** Where a scan over one body stands between two slices. */
+interface KeyScan {
+  raw: Buffer
+  i: number
+  top: Frame
+  stack: Frame[]
+}
+
+/** A slice's answer: the repeated key, null when there is none, or NOT_DONE when the body goes on past the slice. */
+const NOT_DONE = Symbol('not done')
+
 /**
- * The first key that appears twice in one object anywhere in `raw` (valid JSON), or null. Strings are
- * skipped natively (`Buffer.indexOf`); the scan yields to the event loop every `sliceBytes` or
- * `sliceSteps` strings and structural bytes, so a 10 MiB body never holds the loop for more than a slice.
+ * Scans `scan` on from where it stands for at most `sliceBytes` bytes and `sliceSteps` strings and
+ * structural bytes; returns the first repeated key, null at the end of the body, or NOT_DONE.
  */
-export async function findDuplicateKey(raw: Buffer, sliceBytes = SCAN_SLICE_BYTES, sliceSteps = SCAN_SLICE_STEPS): Promise<string | null> {
-  const stack: Frame[] = []
-  let top: Frame = null
-  let nextYield = sliceBytes
+function scanSlice(scan: KeyScan, sliceBytes: number, sliceSteps: number): string | null | typeof NOT_DONE {
+  const { raw, stack } = scan
+  let { i, top } = scan
+  const stop = i + sliceBytes
   let steps = 0
-  let i = 0
+  // The first step of a slice always runs: a slice makes progress however small its budget.
+  let first = true
   while (i < raw.length) {
-    if (i >= nextYield || ++steps >= sliceSteps) {
-      await yieldToLoop()
-      nextYield = i + sliceBytes
-      steps = 0
+    if (!first && (i >= stop || ++steps >= sliceSteps)) {
+      scan.i = i
+      scan.top = top
+      return NOT_DONE
     }
+    first = false
     const c = raw[i]
     if (c === QUOTE) {
       const end = stringEnd(raw, i)
@@ -109,4 +121,24 @@ export async function findDuplicateKey(raw: Buffer, sliceBytes = SCAN_SLICE_BYTE
     i++
   }
   return null
+}
+
+/**
+ * The first key that appears twice in one object anywhere in `raw` (valid JSON), or null. Strings are
+ * skipped natively (`Buffer.indexOf`); the scan yields to the event loop every `sliceBytes` or
+ * `sliceSteps` strings and structural bytes, so a 10 MiB body never holds the loop for more than a slice.
+ * A body scanned within its first slice is answered in the same turn, without a promise.
+ */
+export function findDuplicateKey(raw: Buffer, sliceBytes = SCAN_SLICE_BYTES, sliceSteps = SCAN_SLICE_STEPS): string | null | Promise<string | null> {
+  const scan: KeyScan = { raw, i: 0, top: null, stack: [] }
+  const found = scanSlice(scan, sliceBytes, sliceSteps)
+  return found === NOT_DONE ? scanRest(scan, sliceBytes, sliceSteps) : found
+}
+
+async function scanRest(scan: KeyScan, sliceBytes: number, sliceSteps: number): Promise<string | null> {
+  for (;;) {
+    await yieldToLoop()
+    const found = scanSlice(scan, sliceBytes, sliceSteps)
+    if (found !== NOT_DONE) return found
+  }
 }

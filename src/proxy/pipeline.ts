@@ -120,7 +120,9 @@ export function createPipeline(deps: PipelineDeps) {
         throw invalidRequest(`no upstream credential: send X-Loopers-Provider-Key or set the server's LOOPERS_${adapter.id.toUpperCase()}_API_KEY`)
       }
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
-      const read = await readRequestBody(raw, adapter.loopShape?.(route) ?? null, counter)
+      const reading = readRequestBody(raw, adapter.loopShape?.(route) ?? null, counter)
+      // A small body is read in this turn: no await (a promise hop) on it.
+      const read = reading instanceof Promise ? await reading : reading
       const body = read.json
       const facts = checkFacts(adapter.describe(route, body))
       summary.model = facts.model

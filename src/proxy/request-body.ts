@@ -51,11 +51,15 @@ export interface RequestBody {
  * meter, and a retryable budget_unavailable (503, Retry-After) for a big body the counting worker cannot
  * read now (no room in its queue within its wait, a timeout, a fault): never parsed on the event loop instead.
  */
-export async function readRequestBody(raw: Buffer, shape: LoopShape | null, counter: TokenCounter): Promise<RequestBody> {
+export function readRequestBody(raw: Buffer, shape: LoopShape | null, counter: TokenCounter): RequestBody | Promise<RequestBody> {
   if (raw.length < BIG_BODY_BYTES) return readParsedBody(raw, shape)
   const name = shape === null ? null : loopShapeName(shape)
   // A shape the worker does not know (every adapter's shape is in LOOP_SHAPES): read it here, correct but not sliced.
   if (shape !== null && name === null) return readParsedBody(raw, shape)
+  return readInWorker(raw, name, counter)
+}
+
+async function readInWorker(raw: Buffer, name: string | null, counter: TokenCounter): Promise<RequestBody> {
   const inspection = await counter.inspect(raw, name)
   if (inspection === null) {
     throw budgetUnavailable('the proxy is busy reading other large request bodies; retry shortly', { retryAfterSeconds: BUSY_RETRY_AFTER_SECONDS })
@@ -63,10 +67,19 @@ export async function readRequestBody(raw: Buffer, shape: LoopShape | null, coun
   return readBig(raw, inspection)
 }
 
-/** Reads `raw` on the event loop, whatever its size: the path of bodies under BIG_BODY_BYTES. */
-export async function readParsedBody(raw: Buffer, shape: LoopShape | null): Promise<RequestBody> {
+/**
+ * Reads `raw` on the event loop, whatever its size: the path of bodies under BIG_BODY_BYTES. A body whose
+ * key scan ends within its first slice (every small one) is read in the same turn, without a promise.
+ */
+export function readParsedBody(raw: Buffer, shape: LoopShape | null): RequestBody | Promise<RequestBody> {
   const json = parseJsonBody(raw)
-  refuseDuplicate(await findDuplicateKey(raw))
+  const duplicate = findDuplicateKey(raw)
+  if (duplicate instanceof Promise) return duplicate.then((key) => parsedBody(raw, shape, json, key))
+  return parsedBody(raw, shape, json, duplicate)
+}
+
+function parsedBody(raw: Buffer, shape: LoopShape | null, json: Json, duplicate: string | null): RequestBody {
+  refuseDuplicate(duplicate)
   return {
     json,
     raw,

@@ -33,17 +33,18 @@ export interface Summary {
 /** Adds one finished request to the metrics; labels carry only priced model ids and known outcomes. */
 export function recordRequest(metrics: Metrics, summary: Summary, ms: number): void {
   const refused = summary.outcome === 'refused' || summary.outcome === 'error'
+  // One literal of a fixed shape (absent fields undefined): no spread copies per request.
   metrics.recordRequest({
     provider: summary.provider ?? 'none',
     model: summary.model === undefined ? '_none' : summary.priced ? summary.model : '_unpriced',
     outcome: summary.outcome ?? 'error',
-    ...(refused && summary.code !== undefined ? { refusal: { reason: summary.code, window: summary.window ?? '' } } : {}),
+    refusal: refused && summary.code !== undefined ? { reason: summary.code, window: summary.window ?? '' } : undefined,
     cutoff: summary.outcome === 'cutoff',
     spendUsd: summary.chargedUsd ?? 0,
     inputTokens: summary.chargedUsd === undefined ? 0 : (summary.inputTokens ?? 0),
     outputTokens: summary.chargedUsd === undefined ? 0 : (summary.outputTokens ?? 0),
     durationSeconds: ms / 1000,
-    ...(summary.addedMs === undefined ? {} : { addedSeconds: summary.addedMs / 1000 }),
-    ...(summary.key === undefined ? {} : { key: summary.key }),
+    addedSeconds: summary.addedMs === undefined ? undefined : summary.addedMs / 1000,
+    key: summary.key,
   })
 }

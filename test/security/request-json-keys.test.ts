@@ -12,6 +12,17 @@ describe('duplicate-key scanner', () => {
     expect(await findDuplicateKey(Buffer.from('{"é":1,"\\u00e9":2}'))).toBe('é')
   })
 
+  it('answers a body scanned within one slice in the same turn, and a longer one as a promise with the same answer', async () => {
+    const small = Buffer.from('{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream":false}')
+    expect(findDuplicateKey(small)).toBe('stream')
+    expect(findDuplicateKey(Buffer.from('{"model":"m"}'))).toBeNull()
+    // The same body in slices of 8 bytes or of 4 steps: a promise, and the same key.
+    for (const sliced of [findDuplicateKey(small, 8), findDuplicateKey(small, 1 << 18, 4)]) {
+      expect(sliced).toBeInstanceOf(Promise)
+      expect(await sliced).toBe('stream')
+    }
+  })
+
   it('scans a 10 MiB body in slices that leave the event loop free', async () => {
     const messages = Array.from({ length: 60_000 }, (_, i) => ({ role: 'user', content: [{ type: 'text', text: `message ${i} ${'x'.repeat(120)}` }] }))
     const raw = Buffer.from(JSON.stringify({ model: 'gpt-test', messages }))

@@ -21,8 +21,9 @@ const worker = createTokenCounter()
 afterAll(() => worker.close())
 type Reader = (raw: Buffer, shape: LoopShape | null) => Promise<RequestBody>
 /** The big path (the worker reads a body of BIG_BODY_BYTES or more), and the small path (all on the event loop). */
-const bigPath: Reader = (raw, shape) => readRequestBody(raw, shape, worker)
-const smallPath: Reader = readParsedBody
+// Both read in one promise here: a small body is read in the caller's turn (and refused by a throw).
+const bigPath = async (raw: Buffer, shape: LoopShape | null, counter = worker): Promise<RequestBody> => readRequestBody(raw, shape, counter)
+const smallPath: Reader = async (raw, shape) => readParsedBody(raw, shape)
 
 const PAD = 'The quick brown fox jumps over the lazy dog, ünïcödé 🦊 and "quotes" \\ too. '.repeat(Math.ceil(BIG_BODY_BYTES / 70))
 const image = { type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } }
@@ -163,6 +164,13 @@ describe('big request bodies', () => {
     expect(big.result.length).toBeLessThan(raw.length)
   }, 60_000)
 
+  it('reads a small body in the caller\'s turn, without a promise', () => {
+    const read = readParsedBody(Buffer.from('{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'), null)
+    expect(read).not.toBeInstanceOf(Promise)
+    expect((read as RequestBody).json.model).toBe('gpt-4o')
+    expect(() => readParsedBody(Buffer.from('{"model":"a","model":"b"}'), null)).toThrow(/appears twice/)
+  })
+
   it('refuses a repeated key at any depth, invalid JSON and a body that is not an object, as the small path does', async () => {
     const shape = createOpenAiAdapter({ baseUrl: 'http://u', apiKey: null }).loopShape?.({ operation: 'chat', pathModel: null, pathStream: null }) ?? null
     const bodies = [
@@ -200,7 +208,7 @@ describe('big request bodies', () => {
     try {
       void fill(refusing)
       const started = performance.now()
-      const { result: refusal, chars } = await largestParse(() => readRequestBody(raw, null, refusing).then(() => null, (error: unknown) => error))
+      const { result: refusal, chars } = await largestParse(() => bigPath(raw, null, refusing).then(() => null, (error: unknown) => error))
       expect(performance.now() - started).toBeGreaterThanOrEqual(95)
       expect(refusal).toBeInstanceOf(ProxyError)
       expect(refusal).toMatchObject({ code: 'budget_unavailable', status: 503, retryAfterSeconds: 1 })
@@ -211,7 +219,7 @@ describe('big request bodies', () => {
         order.push('count')
         return c
       })
-      const read = await readRequestBody(raw, null, waiting).then((r) => {
+      const read = await bigPath(raw, null, waiting).then((r) => {
         order.push('read')
         return r
       })
