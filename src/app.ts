@@ -89,7 +89,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
       try {
         await pipeline(request, reply)
       } catch (error) {
-        // Fastify would only log a failure after the answer has begun, and it has no logger.
+        // Begun answers bypass the error handler: Fastify would log this failure itself, but it has no logger.
         if (reply.sent) options.logger.error({ err: error }, 'unhandled error')
         throw error
       }
