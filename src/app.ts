@@ -1,9 +1,9 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, type FastifyServerFactory } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactory } from 'fastify'
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import type { Logger } from 'pino'
 import { internalError, invalidRequest, notFound, payloadTooLarge, ProxyError } from './errors.js'
 import { readRawBody } from './http/raw-body.js'
-import { createKeyGate } from './proxy/key-gate.js'
+import { createKeyGate, type KeyGate } from './proxy/key-gate.js'
 import { recordEventLater } from './proxy/record-event.js'
 import { createPipeline, type PipelineDeps } from './proxy/pipeline.js'
 import { sendError } from './proxy/respond.js'
@@ -21,11 +21,9 @@ const PROXIED_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as 
 /** Builds the proxy application without listening, so tests can drive it with `inject` or `listen`. */
 export function buildApp(options: AppOptions): FastifyInstance {
   const app = Fastify({
-    loggerInstance: options.logger as FastifyBaseLogger,
-    // The pipeline writes one summary line per request itself.
-    logController: new LogController({ disableRequestLogging: true }),
-    // No child logger per request (a pino child and its bindings for every request): nothing logs a request id.
-    childLoggerFactory: (logger) => logger,
+    // No Fastify logger: with one, Fastify builds and checks a request logger and watches every response's end.
+    // The pipeline writes one summary line per request itself, and this file logs what fails around it.
+    logger: false,
     bodyLimit: options.config.maxBodyBytes,
     // Proxy paths carry provider syntax such as `models/gemini-pro:generateContent`.
     routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 1000 },
@@ -47,21 +45,15 @@ export function buildApp(options: AppOptions): FastifyInstance {
       if (!(error instanceof ProxyError)) throw error
       // The unread body is not drained: HTTP/1.1 closes the connection after the answer.
       if (request.raw.httpVersionMajor === 1 && hasBody(request.headers)) reply.header('connection', 'close')
-      const key = gate.keyOf(request.url, request.headers)?.keyHash.slice(0, 8)
-      const summary = { key, provider: adapterFor(options, request.url)?.id, outcome: 'refused', code: error.code, status: error.status }
+      const key = gate.keyOf(request.url, request.headers)
+      if (key !== null && KEY_REFUSALS.has(error.code)) gate.forget(key.keyHash)
+      const summary = { key: key?.keyHash.slice(0, 8), provider: adapterFor(options, request.url)?.id, outcome: 'refused', code: error.code, status: error.status }
       const ms = performance.now() - started
       options.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
       recordRequest(options.metrics, summary, ms)
       recordEventLater(options.keys, options.metrics, summary, new Date())
       throw error
     }
-  })
-  // A key the store refused is checked again before its next body is read.
-  app.addHook('onResponse', async (request, reply) => {
-    const code = reply.getHeader('x-loopers-error-code')
-    if (code !== 'invalid_key' && code !== 'key_revoked' && code !== 'provider_not_allowed') return
-    const key = gate.keyOf(request.url, request.headers)
-    if (key !== null) gate.forget(key.keyHash)
   })
 
   app.setErrorHandler((error: Error & { code?: string; statusCode?: number }, request, reply) => {
@@ -73,7 +65,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
       return sendError(reply, adapter, invalidRequest(error.message))
     }
-    request.log.error({ err: error }, 'unhandled error')
+    options.logger.error({ err: error }, 'unhandled error')
     return sendError(reply, adapter, internalError('internal error'))
   })
   app.setNotFoundHandler((request, reply) => {
@@ -89,8 +81,30 @@ export function buildApp(options: AppOptions): FastifyInstance {
     }
   })
 
-  app.route({ method: [...PROXIED_METHODS], url: '/*', handler: createPipeline(options) })
+  const pipeline = createPipeline(options)
+  app.route({
+    method: [...PROXIED_METHODS],
+    url: '/*',
+    handler: async (request, reply) => {
+      try {
+        await pipeline(request, reply)
+      } catch (error) {
+        // Begun answers bypass the error handler: Fastify would log this failure itself, but it has no logger.
+        if (reply.sent) options.logger.error({ err: error }, 'unhandled error')
+        throw error
+      }
+      forgetRefusedKey(gate, request, reply)
+    },
+  })
   return app
+}
+
+// The refusals that say the store's view of a key differs from the gate's.
+const KEY_REFUSALS: ReadonlySet<unknown> = new Set(['invalid_key', 'key_revoked', 'provider_not_allowed'])
+
+/** A key the store refused after the gate let it through is checked again before its next body is read. */
+function forgetRefusedKey(gate: KeyGate, request: FastifyRequest, reply: FastifyReply): void {
+  if (request.loopersKey !== null && KEY_REFUSALS.has(reply.getHeader('x-loopers-error-code'))) gate.forget(request.loopersKey.keyHash)
 }
 
 function hasBody(headers: IncomingHttpHeaders): boolean {

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { IncomingMessage } from 'node:http'
+import { request } from 'undici'
 import { startProxy, type TestProxy } from '../support/proxy.js'
 
 // The app's Fastify options that the request path's cost depends on.
@@ -12,7 +13,7 @@ describe('buildApp', () => {
     await proxy.close()
   })
 
-  it('gives each request the process logger itself, not a pino child built per request', () => {
+  it('builds no logger per request: a request gets the app\'s own (Fastify has none; the pipeline logs)', () => {
     const app = proxy.server.app
     const child = app.childLoggerFactory.call(app, app.log, { reqId: 'req-1' }, {}, {} as IncomingMessage)
     expect(child).toBe(app.log)
@@ -26,5 +27,41 @@ describe('buildApp', () => {
     expect(lines.length).toBe(1)
     expect(lines[0]).toMatchObject({ outcome: 'refused', code: 'invalid_key', status: 401 })
     expect(lines[0]).not.toHaveProperty('reqId')
+  })
+})
+
+// Regression: the key gate forgot a refused key in an onResponse hook; the pipeline's refusals must still reach it.
+describe('a key the store refuses after the gate let it through', () => {
+  let proxy: TestProxy
+  beforeAll(async () => {
+    // Nothing listens there: a request that passes the gate ends in 502, no call leaves the machine.
+    proxy = await startProxy({ LOOPERS_OPENAI_BASE_URL: 'http://127.0.0.1:9', LOOPERS_OPENAI_API_KEY: 'sk-test-upstream' })
+  })
+  afterAll(async () => {
+    await proxy.close()
+  })
+
+  it('is looked up again before its next body is read', async () => {
+    const { key, record } = await proxy.admin.createKey('gate-forget', ['openai'], { unlimited: true })
+    const send = () =>
+      request(`${proxy.url}/openai/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 4 }),
+      })
+    const first = await send()
+    await first.body.dump()
+    expect(first.statusCode).toBe(502)
+    await proxy.admin.revokeKey(record.hash)
+    // The gate still holds the key as valid: the body is read and the store refuses it.
+    const second = await send()
+    await second.body.dump()
+    expect(second.headers['x-loopers-error-code']).toBe('key_revoked')
+    expect(second.headers.connection).not.toBe('close')
+    // Forgotten: the gate looks it up and refuses it before reading the body, so the connection closes.
+    const third = await send()
+    await third.body.dump()
+    expect(third.headers['x-loopers-error-code']).toBe('key_revoked')
+    expect(third.headers.connection).toBe('close')
   })
 })
