@@ -175,11 +175,11 @@ class CompatStreamState {
  */
 export function createChatStreamParser(counter: OutputCounter, readExtra?: DeltaTextReader): StreamParser {
   const state = new CompatStreamState(counter)
-  const framer = createSseFramer((event) => {
-    if (event.data === '[DONE]') return
+  const framer = createSseFramer((data) => {
+    if (data === '[DONE]') return
     let chunk: unknown
     try {
-      chunk = JSON.parse(event.data)
+      chunk = JSON.parse(data)
     } catch {
       return
     }
@@ -207,15 +207,15 @@ const RESPONSES_TEXT_EVENTS = new Set([
 /** Parser for Responses API streams: typed events, usage in `response.completed`/`incomplete`/`failed`. */
 export function createResponsesStreamParser(counter: OutputCounter): StreamParser {
   const state = new CompatStreamState(counter)
-  const framer = createSseFramer((event) => {
+  const framer = createSseFramer((text, event) => {
     let data: unknown
     try {
-      data = JSON.parse(event.data)
+      data = JSON.parse(text)
     } catch {
       return
     }
     if (!isObject(data)) return
-    const type = typeof data.type === 'string' ? data.type : event.event
+    const type = typeof data.type === 'string' ? data.type : event
     if (type === undefined) return
     if (RESPONSES_TEXT_EVENTS.has(type)) {
       state.addText(data.delta)

@@ -1,11 +1,17 @@
-import { createParser, type EventSourceMessage } from 'eventsource-parser'
 import { MAX_EVENT_BYTES, UpstreamTooLargeError } from './limits.js'
 
 /**
  * Splits a Server-Sent Events byte stream at event boundaries (a blank line after CR, LF or CRLF
- * line ends) and parses the completed events with eventsource-parser. Bytes are returned exactly as
- * received, only regrouped, so a meter can forward whole events and never cut one in half.
+ * line ends) and parses each completed event as the WHATWG rules read it. Bytes are returned exactly
+ * as received, only regrouped, so a meter can forward whole events and never cut one in half.
  */
+
+/**
+ * Called once per dispatched event (one with at least one `data` field): its data lines joined by LF, and its
+ * `event` field (undefined when absent or empty). `id`, `retry` and comments change nothing a meter reads.
+ */
+export type SseEventHandler = (data: string, type: string | undefined) => void
+
 export interface SseFramer {
   /** Consumes bytes; returns the bytes of every event completed so far (possibly empty). */
   push(chunk: Buffer): Buffer
@@ -20,17 +26,60 @@ export interface SseFramer {
 
 const LF = 0x0a
 const CR = 0x0d
+const COLON = 0x3a
+const SPACE = 0x20
 const EMPTY = Buffer.alloc(0)
 // An unfinished trailing event may end mid-character: decoded as a stream, that character is held back.
 const STREAMING = { stream: true }
+
+/**
+ * Dispatches the events of `text`, whole lines ended by CR, LF or CRLF: a blank line ends an event, and one
+ * without a data field dispatches nothing. A field is the line up to its first colon, its value the rest
+ * without one leading space; a line without a colon is a field with an empty value; a line starting with a
+ * colon is a comment. Text after the last line end is not a line and is ignored.
+ */
+export function parseSseEvents(text: string, onEvent: SseEventHandler): void {
+  let data = ''
+  let dataLines = 0
+  let type: string | undefined
+  // Without a CR (the usual stream) lines end at LF only, found by the engine's search.
+  const crlf = text.indexOf('\r') !== -1
+  let start = 0
+  for (;;) {
+    let end = text.indexOf('\n', start)
+    if (crlf) {
+      const cr = text.indexOf('\r', start)
+      if (cr !== -1 && (end === -1 || cr < end)) end = cr
+    }
+    if (end === -1) return
+    if (end === start) {
+      if (dataLines > 0) onEvent(data, type)
+      data = ''
+      dataLines = 0
+      type = undefined
+    } else if (text.charCodeAt(start) !== COLON) {
+      let colon = text.indexOf(':', start)
+      if (colon === -1 || colon > end) colon = end
+      const valueStart = colon === end ? end : text.charCodeAt(colon + 1) === SPACE ? colon + 2 : colon + 1
+      const nameLength = colon - start
+      if (nameLength === 4 && text.startsWith('data', start)) {
+        const value = text.slice(valueStart, end)
+        data = dataLines === 0 ? value : `${data}\n${value}`
+        dataLines++
+      } else if (nameLength === 5 && text.startsWith('event', start)) {
+        type = valueStart < end ? text.slice(valueStart, end) : undefined
+      }
+    }
+    start = text.charCodeAt(end) === CR && text.charCodeAt(end + 1) === LF ? end + 2 : end + 1
+  }
+}
 
 /**
  * `maxEventBytes` caps one event: an upstream that sends more without ending it makes `push`/`frames`
  * throw UpstreamTooLargeError. Unfinished bytes are kept as the chunks they came in and joined once, when
  * their event completes, so a long event costs linear time.
  */
-export function createSseFramer(onEvent: (event: EventSourceMessage) => void, maxEventBytes = MAX_EVENT_BYTES): SseFramer {
-  const parser = createParser({ onEvent })
+export function createSseFramer(onEvent: SseEventHandler, maxEventBytes = MAX_EVENT_BYTES): SseFramer {
   // Whether anything was decoded yet: a byte order mark is dropped only at the stream's start.
   let started = false
   // Bytes of the unfinished event: every chunk but the last was scanned without finding its end.
@@ -49,7 +98,7 @@ export function createSseFramer(onEvent: (event: EventSourceMessage) => void, ma
   function emit(bytes: Buffer): void {
     const bom = !started && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf
     started = true
-    parser.feed(bytes.toString('utf8', bom ? 3 : 0))
+    parseSseEvents(bytes.toString('utf8', bom ? 3 : 0), onEvent)
   }
 
   /** Index in `part` of the last byte of the first complete event, or -1. */
@@ -111,10 +160,8 @@ export function createSseFramer(onEvent: (event: EventSourceMessage) => void, ma
       }
       scanned = 0
       lineLength = 0
+      // A frame ending in a lone CR is complete (a later LF is then an empty line, which dispatches nothing).
       emit(frame)
-      // A trailing CR may be half of a CRLF, so the parser would wait for the next byte before
-      // dispatching; the event is complete, so end the line now (a later LF is then an empty line).
-      if (frame[frame.length - 1] === CR) parser.feed('\n')
       yield frame
     }
   }
@@ -130,10 +177,9 @@ export function createSseFramer(onEvent: (event: EventSourceMessage) => void, ma
       parts = []
       pendingBytes = 0
       scanned = 0
-      if (rest.length > 0) parser.feed(new TextDecoder('utf-8', { ignoreBOM: started }).decode(rest, STREAMING))
+      // A final event without its blank line is still dispatched: the line ends are added to the text.
+      if (rest.length > 0) parseSseEvents(`${new TextDecoder('utf-8', { ignoreBOM: started }).decode(rest, STREAMING)}\n\n`, onEvent)
       started = true
-      // A final event without its blank line is still dispatched by a trailing line end.
-      if (rest.length > 0) parser.feed('\n\n')
       return rest
     },
   }
