@@ -80,69 +80,81 @@ export function parseSseEvents(text: string, onEvent: SseEventHandler): void {
  * their event completes, so a long event costs linear time.
  */
 export function createSseFramer(onEvent: SseEventHandler, maxEventBytes = MAX_EVENT_BYTES): SseFramer {
+  return new EventFramer(onEvent, maxEventBytes)
+}
+
+/** An object with methods rather than closures over shared state: every open stream holds one. */
+class EventFramer implements SseFramer {
   // Whether anything was decoded yet: a byte order mark is dropped only at the stream's start.
-  let started = false
+  private started = false
   // Bytes of the unfinished event: every chunk but the last was scanned without finding its end.
-  let parts: Buffer[] = []
-  let pendingBytes = 0
+  private parts: Buffer[] = []
+  private pendingBytes = 0
   // Scan state carried across calls: how far the last part was scanned without finding a boundary,
   // characters on the current line, and whether the last byte was a CR (its LF may follow later).
-  let scanned = 0
-  let lineLength = 0
-  let afterCr = false
+  private scanned = 0
+  private lineLength = 0
+  private afterCr = false
+
+  constructor(
+    private readonly onEvent: SseEventHandler,
+    private readonly maxEventBytes: number,
+  ) {}
 
   /**
    * Parses a whole event. It ends at a line end (ASCII), so it never leaves a character half decoded and
    * decodes alone exactly as a TextDecoder fed the stream in order would decode it, without its cost.
    */
-  function emit(bytes: Buffer): void {
-    const bom = !started && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf
-    started = true
-    parseSseEvents(bytes.toString('utf8', bom ? 3 : 0), onEvent)
+  private emit(bytes: Buffer): void {
+    const bom = !this.started && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf
+    this.started = true
+    parseSseEvents(bytes.toString('utf8', bom ? 3 : 0), this.onEvent)
   }
 
   /** Index in `part` of the last byte of the first complete event, or -1. */
-  function nextBoundary(part: Buffer): number {
-    for (let i = scanned; i < part.length; i++) {
+  private nextBoundary(part: Buffer): number {
+    for (let i = this.scanned; i < part.length; i++) {
       const byte = part[i]
       if (byte === LF) {
-        if (afterCr) {
+        if (this.afterCr) {
           // The LF of a CRLF pair: the line already ended at the CR.
-          afterCr = false
+          this.afterCr = false
           continue
         }
-        if (lineLength === 0) return i
-        lineLength = 0
+        if (this.lineLength === 0) return i
+        this.lineLength = 0
       } else if (byte === CR) {
-        if (lineLength === 0) {
+        if (this.lineLength === 0) {
           // A blank line: take its LF too when it is already here, else remember to skip it.
           if (part[i + 1] === LF) return i + 1
-          afterCr = true
+          this.afterCr = true
           return i
         }
-        lineLength = 0
-        afterCr = true
+        this.lineLength = 0
+        this.afterCr = true
       } else {
-        lineLength++
-        afterCr = false
+        this.lineLength++
+        this.afterCr = false
       }
     }
-    scanned = part.length
+    this.scanned = part.length
     return -1
   }
 
-  function* frames(chunk: Buffer): Generator<Buffer, void, undefined> {
+  *frames(chunk: Buffer): Generator<Buffer, void, undefined> {
+    const { maxEventBytes } = this
     if (chunk.length > 0) {
-      parts.push(chunk)
-      pendingBytes += chunk.length
-      scanned = 0
+      this.parts.push(chunk)
+      this.pendingBytes += chunk.length
+      this.scanned = 0
     }
     for (;;) {
+      const { parts } = this
       const last = parts[parts.length - 1]
       if (last === undefined) return
-      const boundary = nextBoundary(last)
+      const boundary = this.nextBoundary(last)
       if (boundary < 0) {
-        if (pendingBytes > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
+        if (this.pendingBytes > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
         return
       }
       // The common read holds exactly one whole event: it is the frame itself, nothing is copied or sliced.
@@ -152,35 +164,34 @@ export function createSseFramer(onEvent: SseEventHandler, maxEventBytes = MAX_EV
       if (frame.length > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
       if (whole) {
         parts.length = 0
-        pendingBytes = 0
+        this.pendingBytes = 0
       } else {
         const rest = last.subarray(boundary + 1)
-        parts = [rest]
-        pendingBytes = rest.length
+        this.parts = [rest]
+        this.pendingBytes = rest.length
       }
-      scanned = 0
-      lineLength = 0
+      this.scanned = 0
+      this.lineLength = 0
       // A frame ending in a lone CR is complete (a later LF is then an empty line, which dispatches nothing).
-      emit(frame)
+      this.emit(frame)
       yield frame
     }
   }
 
-  return {
-    push(chunk) {
-      const complete = [...frames(chunk)]
-      return complete.length === 1 ? (complete[0] as Buffer) : complete.length === 0 ? EMPTY : Buffer.concat(complete)
-    },
-    frames,
-    flush() {
-      const rest = parts.length === 1 ? (parts[0] as Buffer) : parts.length === 0 ? EMPTY : Buffer.concat(parts)
-      parts = []
-      pendingBytes = 0
-      scanned = 0
-      // A final event without its blank line is still dispatched: the line ends are added to the text.
-      if (rest.length > 0) parseSseEvents(`${new TextDecoder('utf-8', { ignoreBOM: started }).decode(rest, STREAMING)}\n\n`, onEvent)
-      started = true
-      return rest
-    },
+  push(chunk: Buffer): Buffer {
+    const complete = [...this.frames(chunk)]
+    return complete.length === 1 ? (complete[0] as Buffer) : complete.length === 0 ? EMPTY : Buffer.concat(complete)
+  }
+
+  flush(): Buffer {
+    const { parts } = this
+    const rest = parts.length === 1 ? (parts[0] as Buffer) : parts.length === 0 ? EMPTY : Buffer.concat(parts)
+    this.parts = []
+    this.pendingBytes = 0
+    this.scanned = 0
+    // A final event without its blank line is still dispatched: the line ends are added to the text.
+    if (rest.length > 0) parseSseEvents(`${new TextDecoder('utf-8', { ignoreBOM: this.started }).decode(rest, STREAMING)}\n\n`, this.onEvent)
+    this.started = true
+    return rest
   }
 }
