@@ -1,5 +1,5 @@
 import { invalidRequest } from '../errors.js'
-import { createSseFramer } from '../stream/sse.js'
+import { createSseFramer, type SseFramer } from '../stream/sse.js'
 import { boundInputTokens } from '../tokens/bound.js'
 import type { OutputCounter } from '../tokens/output-counter.js'
 import { isObject, readCount, readFlag, readPositiveInt, requireString, type Json } from './body.js'
@@ -190,7 +190,7 @@ export function createChatStreamParser(counter: OutputCounter, readExtra?: Delta
     const usage = chatUsage(chunk.usage)
     if (usage !== null) state.usage = usage
   })
-  return streamParserFrom(framer, state)
+  return new CompatStreamParser(framer, state)
 }
 
 const RESPONSES_TEXT_EVENTS = new Set([
@@ -227,18 +227,39 @@ export function createResponsesStreamParser(counter: OutputCounter): StreamParse
       state.failed = true
     }
   })
-  return streamParserFrom(framer, state)
+  return new CompatStreamParser(framer, state)
 }
 
-function streamParserFrom(framer: ReturnType<typeof createSseFramer>, state: CompatStreamState): StreamParser {
-  return {
-    push: (chunk) => framer.push(chunk),
-    frames: (chunk) => framer.frames(chunk),
-    flush: () => framer.flush(),
-    reported: () => state.usage,
-    // The final chunk's usage replaces the count; until then (cut, disconnect, reset) the count stands.
-    outputTokens: () => state.usage.outputTokens ?? state.counter.tokens(),
-    upstreamError: () => state.failed,
+/** The reader of one OpenAI-format stream: its framer's frames, its state's usage and count (methods, not closures). */
+class CompatStreamParser implements StreamParser {
+  constructor(
+    private readonly framer: SseFramer,
+    private readonly state: CompatStreamState,
+  ) {}
+
+  push(chunk: Buffer): Buffer {
+    return this.framer.push(chunk)
+  }
+
+  frames(chunk: Buffer): Iterable<Buffer> {
+    return this.framer.frames(chunk)
+  }
+
+  flush(): Buffer {
+    return this.framer.flush()
+  }
+
+  reported(): Usage {
+    return this.state.usage
+  }
+
+  // The final chunk's usage replaces the count; until then (cut, disconnect, reset) the count stands.
+  outputTokens(): number {
+    return this.state.usage.outputTokens ?? this.state.counter.tokens()
+  }
+
+  upstreamError(): boolean {
+    return this.state.failed
   }
 }
 
