@@ -140,20 +140,20 @@ function addChatDelta(chunk: Json, state: CompatStreamState, readExtra: DeltaTex
     if (!isObject(delta)) continue
     // With `n` > 1 the choices' deltas interleave: each choice is its own text, counted on its own.
     const index = typeof choice.index === 'number' ? choice.index : 0
-    const add = (text: unknown): void => state.counter.add(text, index)
-    add(delta.content)
-    add(delta.refusal)
-    add(delta.reasoning_content)
-    add(delta.reasoning)
+    const { counter } = state
+    counter.add(delta.content, index)
+    counter.add(delta.refusal, index)
+    counter.add(delta.reasoning_content, index)
+    counter.add(delta.reasoning, index)
     if (Array.isArray(delta.tool_calls)) {
       for (const call of delta.tool_calls) {
         if (!isObject(call) || !isObject(call.function)) continue
-        add(call.function.name)
-        add(call.function.arguments)
+        counter.add(call.function.name, index)
+        counter.add(call.function.arguments, index)
       }
     }
-    if (isObject(delta.function_call)) add(delta.function_call.arguments)
-    readExtra?.(delta, add)
+    if (isObject(delta.function_call)) counter.add(delta.function_call.arguments, index)
+    readExtra?.(delta, (text) => counter.add(text, index))
   }
 }
 
