@@ -18,8 +18,9 @@ export interface SseFramer {
   /**
    * Consumes bytes and yields each completed event's bytes one at a time, parsing an event just
    * before it is yielded; events not yet pulled stay pending (and unparsed) until the next call.
+   * The iterator is the framer itself (no generator per read): iterate it before the next call.
    */
-  frames(chunk: Buffer): Generator<Buffer, void, undefined>
+  frames(chunk: Buffer): IterableIterator<Buffer>
   /** Returns bytes of an unfinished trailing event (and parses it if it is complete data). */
   flush(): Buffer
 }
@@ -84,7 +85,7 @@ export function createSseFramer(onEvent: SseEventHandler, maxEventBytes = MAX_EV
 }
 
 /** An object with methods rather than closures over shared state: every open stream holds one. */
-class EventFramer implements SseFramer {
+class EventFramer implements SseFramer, IterableIterator<Buffer> {
   // Whether anything was decoded yet: a byte order mark is dropped only at the stream's start.
   private started = false
   // Bytes of the unfinished event: every chunk but the last was scanned without finding its end.
@@ -141,41 +142,47 @@ class EventFramer implements SseFramer {
     return -1
   }
 
-  *frames(chunk: Buffer): Generator<Buffer, void, undefined> {
-    const { maxEventBytes } = this
+  frames(chunk: Buffer): IterableIterator<Buffer> {
     if (chunk.length > 0) {
       this.parts.push(chunk)
       this.pendingBytes += chunk.length
       this.scanned = 0
     }
-    for (;;) {
-      const { parts } = this
-      const last = parts[parts.length - 1]
-      if (last === undefined) return
-      const boundary = this.nextBoundary(last)
-      if (boundary < 0) {
-        if (this.pendingBytes > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
-        return
-      }
-      // The common read holds exactly one whole event: it is the frame itself, nothing is copied or sliced.
-      const whole = boundary + 1 === last.length
-      const head = whole ? last : last.subarray(0, boundary + 1)
-      const frame = parts.length === 1 ? head : Buffer.concat([...parts.slice(0, -1), head])
-      if (frame.length > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
-      if (whole) {
-        parts.length = 0
-        this.pendingBytes = 0
-      } else {
-        const rest = last.subarray(boundary + 1)
-        this.parts = [rest]
-        this.pendingBytes = rest.length
-      }
-      this.scanned = 0
-      this.lineLength = 0
-      // A frame ending in a lone CR is complete (a later LF is then an empty line, which dispatches nothing).
-      this.emit(frame)
-      yield frame
+    return this
+  }
+
+  [Symbol.iterator](): IterableIterator<Buffer> {
+    return this
+  }
+
+  /** The next completed event's bytes, parsed just before they are returned. */
+  next(): IteratorResult<Buffer, undefined> {
+    const { parts, maxEventBytes } = this
+    const last = parts[parts.length - 1]
+    if (last === undefined) return { done: true, value: undefined }
+    const boundary = this.nextBoundary(last)
+    if (boundary < 0) {
+      if (this.pendingBytes > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
+      return { done: true, value: undefined }
     }
+    // The common read holds exactly one whole event: it is the frame itself, nothing is copied or sliced.
+    const whole = boundary + 1 === last.length
+    const head = whole ? last : last.subarray(0, boundary + 1)
+    const frame = parts.length === 1 ? head : Buffer.concat([...parts.slice(0, -1), head])
+    if (frame.length > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
+    if (whole) {
+      parts.length = 0
+      this.pendingBytes = 0
+    } else {
+      const rest = last.subarray(boundary + 1)
+      this.parts = [rest]
+      this.pendingBytes = rest.length
+    }
+    this.scanned = 0
+    this.lineLength = 0
+    // A frame ending in a lone CR is complete (a later LF is then an empty line, which dispatches nothing).
+    this.emit(frame)
+    return { done: false, value: frame }
   }
 
   push(chunk: Buffer): Buffer {
