@@ -163,16 +163,16 @@ class MessagesStreamState {
  */
 export function createMessagesStreamParser(counter: OutputCounter): StreamParser {
   const state = new MessagesStreamState(counter)
-  const framer = createSseFramer((event) => {
-    if (event.event === 'error') state.failed = true
+  const framer = createSseFramer((text, event) => {
+    if (event === 'error') state.failed = true
     let data: unknown
     try {
-      data = JSON.parse(event.data)
+      data = JSON.parse(text)
     } catch {
       return
     }
     if (!isObject(data)) return
-    switch (typeof data.type === 'string' ? data.type : event.event) {
+    switch (typeof data.type === 'string' ? data.type : event) {
       case 'message_start':
         if (isObject(data.message) && isObject(data.message.usage)) readInputUsage(state.usage, data.message.usage)
         return

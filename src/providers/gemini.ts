@@ -221,7 +221,7 @@ function parserFrom(
 function createSseParser(counter: OutputCounter): StreamParser {
   const state = new GeminiStreamState(counter)
   return parserFrom(
-    createSseFramer((event) => state.observe(event.data)),
+    createSseFramer((data) => state.observe(data)),
     state,
   )
 }

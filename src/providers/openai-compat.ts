@@ -1,5 +1,5 @@
 import { invalidRequest } from '../errors.js'
-import { createSseFramer } from '../stream/sse.js'
+import { createSseFramer, type SseFramer } from '../stream/sse.js'
 import { boundInputTokens } from '../tokens/bound.js'
 import type { OutputCounter } from '../tokens/output-counter.js'
 import { isObject, readCount, readFlag, readPositiveInt, requireString, type Json } from './body.js'
@@ -140,20 +140,20 @@ function addChatDelta(chunk: Json, state: CompatStreamState, readExtra: DeltaTex
     if (!isObject(delta)) continue
     // With `n` > 1 the choices' deltas interleave: each choice is its own text, counted on its own.
     const index = typeof choice.index === 'number' ? choice.index : 0
-    const add = (text: unknown): void => state.counter.add(text, index)
-    add(delta.content)
-    add(delta.refusal)
-    add(delta.reasoning_content)
-    add(delta.reasoning)
+    const { counter } = state
+    counter.add(delta.content, index)
+    counter.add(delta.refusal, index)
+    counter.add(delta.reasoning_content, index)
+    counter.add(delta.reasoning, index)
     if (Array.isArray(delta.tool_calls)) {
       for (const call of delta.tool_calls) {
         if (!isObject(call) || !isObject(call.function)) continue
-        add(call.function.name)
-        add(call.function.arguments)
+        counter.add(call.function.name, index)
+        counter.add(call.function.arguments, index)
       }
     }
-    if (isObject(delta.function_call)) add(delta.function_call.arguments)
-    readExtra?.(delta, add)
+    if (isObject(delta.function_call)) counter.add(delta.function_call.arguments, index)
+    readExtra?.(delta, (text) => counter.add(text, index))
   }
 }
 
@@ -175,11 +175,11 @@ class CompatStreamState {
  */
 export function createChatStreamParser(counter: OutputCounter, readExtra?: DeltaTextReader): StreamParser {
   const state = new CompatStreamState(counter)
-  const framer = createSseFramer((event) => {
-    if (event.data === '[DONE]') return
+  const framer = createSseFramer((data) => {
+    if (data === '[DONE]') return
     let chunk: unknown
     try {
-      chunk = JSON.parse(event.data)
+      chunk = JSON.parse(data)
     } catch {
       return
     }
@@ -190,7 +190,7 @@ export function createChatStreamParser(counter: OutputCounter, readExtra?: Delta
     const usage = chatUsage(chunk.usage)
     if (usage !== null) state.usage = usage
   })
-  return streamParserFrom(framer, state)
+  return new CompatStreamParser(framer, state)
 }
 
 const RESPONSES_TEXT_EVENTS = new Set([
@@ -207,15 +207,15 @@ const RESPONSES_TEXT_EVENTS = new Set([
 /** Parser for Responses API streams: typed events, usage in `response.completed`/`incomplete`/`failed`. */
 export function createResponsesStreamParser(counter: OutputCounter): StreamParser {
   const state = new CompatStreamState(counter)
-  const framer = createSseFramer((event) => {
+  const framer = createSseFramer((text, event) => {
     let data: unknown
     try {
-      data = JSON.parse(event.data)
+      data = JSON.parse(text)
     } catch {
       return
     }
     if (!isObject(data)) return
-    const type = typeof data.type === 'string' ? data.type : event.event
+    const type = typeof data.type === 'string' ? data.type : event
     if (type === undefined) return
     if (RESPONSES_TEXT_EVENTS.has(type)) {
       state.addText(data.delta)
@@ -227,18 +227,39 @@ export function createResponsesStreamParser(counter: OutputCounter): StreamParse
       state.failed = true
     }
   })
-  return streamParserFrom(framer, state)
+  return new CompatStreamParser(framer, state)
 }
 
-function streamParserFrom(framer: ReturnType<typeof createSseFramer>, state: CompatStreamState): StreamParser {
-  return {
-    push: (chunk) => framer.push(chunk),
-    frames: (chunk) => framer.frames(chunk),
-    flush: () => framer.flush(),
-    reported: () => state.usage,
-    // The final chunk's usage replaces the count; until then (cut, disconnect, reset) the count stands.
-    outputTokens: () => state.usage.outputTokens ?? state.counter.tokens(),
-    upstreamError: () => state.failed,
+/** The reader of one OpenAI-format stream: its framer's frames, its state's usage and count (methods, not closures). */
+class CompatStreamParser implements StreamParser {
+  constructor(
+    private readonly framer: SseFramer,
+    private readonly state: CompatStreamState,
+  ) {}
+
+  push(chunk: Buffer): Buffer {
+    return this.framer.push(chunk)
+  }
+
+  frames(chunk: Buffer): Iterable<Buffer> {
+    return this.framer.frames(chunk)
+  }
+
+  flush(): Buffer {
+    return this.framer.flush()
+  }
+
+  reported(): Usage {
+    return this.state.usage
+  }
+
+  // The final chunk's usage replaces the count; until then (cut, disconnect, reset) the count stands.
+  outputTokens(): number {
+    return this.state.usage.outputTokens ?? this.state.counter.tokens()
+  }
+
+  upstreamError(): boolean {
+    return this.state.failed
   }
 }
 

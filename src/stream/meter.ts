@@ -49,166 +49,196 @@ export interface MeterResult {
  * away destroys the upstream at once. Resolves exactly once, after the upstream is released.
  */
 export function meterStream(options: MeterOptions): Promise<MeterResult> {
-  const { parser, upstream, client } = options
-  let clientClosed = client.destroyed
-  let stopped = false
-  // Bytes of whole frames written to the client, so a parser can end its format after exactly those.
-  let forwardedBytes = 0
-  // Frames of the current read not yet forwarded (the parser's rest once the upstream ended).
-  let frames: Iterator<Buffer> | null = null
-  // An extension or a drain is awaited: the upstream is paused and its end or failure waits for it.
-  let waiting = false
-  let ended = false
-  let flushed = false
-  let failed = false
-  let thrown: unknown
-  let done = false
-  let resolveResult: (result: MeterResult) => void = () => undefined
-  const result = new Promise<MeterResult>((resolve) => {
-    resolveResult = resolve
-  })
+  return new Promise((resolve) => new StreamMeter(options, resolve).start())
+}
 
-  const onClientClose = (): void => {
-    if (client.writableEnded) return
-    clientClosed = true
-    upstream.destroy()
+/**
+ * One metered stream's state. An object with methods rather than a nest of closures: every open stream holds
+ * one, so it holds its listeners and nothing more.
+ */
+class StreamMeter {
+  private readonly parser: StreamParser
+  private readonly upstream: Readable
+  private readonly client: StreamSink
+  private clientClosed: boolean
+  private stopped = false
+  // Bytes of whole frames written to the client, so a parser can end its format after exactly those.
+  private forwardedBytes = 0
+  // Frames of the current read not yet forwarded (the parser's rest once the upstream ended).
+  private frames: Iterator<Buffer> | null = null
+  // An extension or a drain is awaited: the upstream is paused and its end or failure waits for it.
+  private waiting = false
+  private ended = false
+  private flushed = false
+  private failed = false
+  private thrown: unknown
+  private done = false
+
+  constructor(
+    private readonly options: MeterOptions,
+    private readonly resolve: (result: MeterResult) => void,
+  ) {
+    this.parser = options.parser
+    this.upstream = options.upstream
+    this.client = options.client
+    this.clientClosed = options.client.destroyed
   }
-  const onStop = (): void => {
-    stopped = true
-    upstream.destroy()
+
+  private readonly onClientClose = (): void => {
+    if (this.client.writableEnded) return
+    this.clientClosed = true
+    this.upstream.destroy()
   }
+
+  private readonly onStop = (): void => {
+    this.stopped = true
+    this.upstream.destroy()
+  }
+
   // Reads arrive as events rather than through an async iterator: a read whose frames need neither an
   // extension nor a drain is forwarded in the turn it arrives, without a promise per read or per frame.
-  const onData = (chunk: Buffer): void => {
+  private readonly onData = (chunk: Buffer): void => {
+    const { parser } = this
     try {
-      frames = parser.frames ? parser.frames(chunk)[Symbol.iterator]() : [parser.push(chunk)].values()
+      this.frames = parser.frames ? parser.frames(chunk)[Symbol.iterator]() : [parser.push(chunk)].values()
     } catch (error) {
       // A push-only framer reads the chunk here (Gemini's JSON array past its event cap): an upstream failure,
       // never an exception thrown into the upstream's own event emitter.
-      fail(error)
+      this.fail(error)
       return
     }
-    pump()
-  }
-  const onEnd = (): void => {
-    ended = true
-    if (!waiting) pump()
-  }
-  const onError = (error: unknown): void => fail(error)
-  // Closed before its end: destroyed by a client that left, by a stop, or by a broken transport.
-  const onClose = (): void => {
-    if (!ended) fail(Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }))
+    this.pump()
   }
 
-  client.once('close', onClientClose)
-  if (options.stopSignal?.aborted) onStop()
-  options.stopSignal?.addEventListener('abort', onStop, { once: true })
-  // The error listener stays after the end: an error emitted later must not become an uncaught one.
-  upstream.on('error', onError)
-  upstream.on('data', onData)
-  upstream.once('end', onEnd)
-  upstream.once('close', onClose)
-  return result
+  private readonly onEnd = (): void => {
+    this.ended = true
+    if (!this.waiting) this.pump()
+  }
+
+  private readonly onError = (error: unknown): void => this.fail(error)
+
+  // Closed before its end: destroyed by a client that left, by a stop, or by a broken transport.
+  private readonly onClose = (): void => {
+    if (!this.ended) this.fail(Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }))
+  }
+
+  start(): void {
+    const { upstream, options } = this
+    this.client.once('close', this.onClientClose)
+    if (options.stopSignal?.aborted) this.onStop()
+    options.stopSignal?.addEventListener('abort', this.onStop, { once: true })
+    // The error listener stays after the end: an error emitted later must not become an uncaught one.
+    upstream.on('error', this.onError)
+    upstream.on('data', this.onData)
+    upstream.once('end', this.onEnd)
+    upstream.once('close', this.onClose)
+  }
 
   /** Forwards pending frames until one needs an extension or a drain; at the upstream's end flushes and ends. */
-  function pump(): void {
+  private pump(): void {
+    const { options, upstream } = this
     try {
       for (;;) {
-        if (clientClosed) return finish({ outcome: 'client_closed', error: null })
-        const next = frames?.next()
+        if (this.clientClosed) return this.finish({ outcome: 'client_closed', error: null })
+        const next = this.frames?.next()
         if (next === undefined || next.done === true) {
-          frames = null
-          if (failed) return finish(failure())
-          if (!ended) {
+          this.frames = null
+          if (this.failed) return this.finish(this.failure())
+          if (!this.ended) {
             if (upstream.isPaused()) upstream.resume()
             return
           }
-          if (flushed) {
-            client.end()
-            return finish({ outcome: 'completed', error: null })
+          if (this.flushed) {
+            this.client.end()
+            return this.finish({ outcome: 'completed', error: null })
           }
-          flushed = true
-          frames = [parser.flush()].values()
+          this.flushed = true
+          this.frames = [this.parser.flush()].values()
           continue
         }
         const ready = next.value
         if (ready.length === 0) continue
         const cost = options.costMicros()
         const reserved = options.reservedMicros()
-        if (cost > reserved) return wait(options.extend(cost - reserved), ready)
-        if (!write(ready)) return wait(drained(client).then(() => null), null)
+        if (cost > reserved) return this.wait(options.extend(cost - reserved), ready)
+        if (!this.write(ready)) return this.wait(drained(this.client), null)
       }
     } catch (error) {
-      fail(error)
+      this.fail(error)
     }
   }
 
   /** Awaits an extension (then forwards `frame` if granted) or a drain, then goes on with the pending frames. */
-  function wait(pending: Promise<ErrorInfo | null>, frame: Buffer | null): void {
-    waiting = true
-    upstream.pause()
+  private wait(pending: Promise<ErrorInfo | null>, frame: Buffer | null): void {
+    this.waiting = true
+    this.upstream.pause()
     pending.then(
       (refusal) => {
-        waiting = false
-        if (clientClosed) return finish({ outcome: 'client_closed', error: null })
-        if (refusal !== null) return finish(cut(refusal, 'cutoff'))
-        if (frame !== null && !write(frame)) return wait(drained(client).then(() => null), null)
-        pump()
+        this.waiting = false
+        if (this.clientClosed) return this.finish({ outcome: 'client_closed', error: null })
+        if (refusal !== null) return this.finish(this.cut(refusal, 'cutoff'))
+        if (frame !== null && !this.write(frame)) return this.wait(drained(this.client), null)
+        this.pump()
       },
       (error: unknown) => {
-        waiting = false
-        fail(error)
+        this.waiting = false
+        this.fail(error)
       },
     )
   }
 
-  function write(frame: Buffer): boolean {
-    if (clientClosed) return true
-    forwardedBytes += frame.length
-    return client.write(frame)
+  private write(frame: Buffer): boolean {
+    if (this.clientClosed) return true
+    this.forwardedBytes += frame.length
+    return this.client.write(frame)
   }
 
   /** The upstream broke (or its framer threw): handled at once, or when the awaited extension or drain is done. */
-  function fail(error: unknown): void {
-    if (failed || done) return
-    failed = true
-    thrown = error
-    if (!waiting) finish(failure())
+  private fail(error: unknown): void {
+    if (this.failed || this.done) return
+    this.failed = true
+    this.thrown = error
+    if (!this.waiting) this.finish(this.failure())
   }
 
-  function failure(): MeterResult {
-    if (clientClosed) return { outcome: 'client_closed', error: null, thrown }
-    if (stopped && options.stopError) return { ...cut(options.stopError(), 'shutdown'), thrown }
-    return { ...cut(options.upstreamFailure(), 'upstream_failed'), thrown }
+  private failure(): MeterResult {
+    const { options, thrown } = this
+    if (this.clientClosed) return { outcome: 'client_closed', error: null, thrown }
+    if (this.stopped && options.stopError) return { ...this.cut(options.stopError(), 'shutdown'), thrown }
+    return { ...this.cut(options.upstreamFailure(), 'upstream_failed'), thrown }
   }
 
-  function cut(error: ErrorInfo, outcome: StreamOutcome): MeterResult {
-    upstream.destroy()
-    if (!client.writableEnded && !client.destroyed) client.end(parser.cutoffFrame?.(error, forwardedBytes) ?? options.cutoffFrame(error))
+  private cut(error: ErrorInfo, outcome: StreamOutcome): MeterResult {
+    const { client } = this
+    this.upstream.destroy()
+    if (!client.writableEnded && !client.destroyed) {
+      client.end(this.parser.cutoffFrame?.(error, this.forwardedBytes) ?? this.options.cutoffFrame(error))
+    }
     return { outcome, error }
   }
 
   /** Releases the listeners and the upstream, then resolves: exactly once. */
-  function finish(outcome: MeterResult): void {
-    if (done) return
-    done = true
-    client.off('close', onClientClose)
-    options.stopSignal?.removeEventListener('abort', onStop)
-    upstream.off('data', onData)
-    upstream.off('end', onEnd)
-    upstream.off('close', onClose)
+  private finish(outcome: MeterResult): void {
+    if (this.done) return
+    this.done = true
+    const { upstream } = this
+    this.client.off('close', this.onClientClose)
+    this.options.stopSignal?.removeEventListener('abort', this.onStop)
+    upstream.off('data', this.onData)
+    upstream.off('end', this.onEnd)
+    upstream.off('close', this.onClose)
     if (!upstream.destroyed) upstream.destroy()
-    resolveResult(outcome)
+    this.resolve(outcome)
   }
 }
 
-/** Resolves when the client can take more bytes, or when it has gone away. */
-function drained(client: StreamSink): Promise<void> {
+/** Resolves (with no refusal) when the client can take more bytes, or when it has gone away. */
+function drained(client: StreamSink): Promise<null> {
   return new Promise((resolve) => {
     const done = (): void => {
       client.off('drain', done)
       client.off('close', done)
-      resolve()
+      resolve(null)
     }
     client.once('drain', done)
     client.once('close', done)

@@ -50,13 +50,46 @@ interface TextState {
  * once the encoder is ready.
  */
 export function createOutputCounter(spec: TokenizerSpec): OutputCounter {
-  const { encoding, factor } = spec
   // Started with the stream, so the build has the provider's time to first token as a head start.
-  if (!encoderReady(encoding)) warm(encoding)
-  const texts = new Map<number, TextState>()
-  let extra = 0
+  if (!encoderReady(spec.encoding)) warm(spec.encoding)
+  return new StreamOutputCounter(spec.encoding, spec.factor)
+}
 
-  function textOf(context: number): TextState {
+/** One stream's counter: an object with methods rather than closures over its texts (every open stream holds one). */
+class StreamOutputCounter implements OutputCounter {
+  private readonly texts = new Map<number, TextState>()
+  private extra = 0
+
+  constructor(
+    private readonly encoding: Encoding,
+    private readonly factor: number,
+  ) {}
+
+  add(text: unknown, context = 0): void {
+    if (typeof text !== 'string' || text.length === 0) return
+    const state = this.textOf(Number.isSafeInteger(context) ? context : 0)
+    if (encoderReady(this.encoding)) return this.absorb(state, text)
+    state.pending.push(text)
+    state.pendingBytes += Buffer.byteLength(text)
+  }
+
+  addTokens(tokens: number): void {
+    if (Number.isFinite(tokens) && tokens > 0) this.extra += tokens
+  }
+
+  tokens(): number {
+    let counted = 0
+    let bytes = 0
+    for (const state of this.texts.values()) {
+      if (state.pending.length > 0 && encoderReady(this.encoding)) this.absorb(state, '')
+      counted += state.complete + state.carryTokens
+      bytes += state.pendingBytes
+    }
+    return Math.ceil(counted * this.factor) + bytes + this.extra
+  }
+
+  private textOf(context: number): TextState {
+    const { texts } = this
     let state = texts.get(context)
     if (state === undefined) {
       if (texts.size >= MAX_CONTEXTS) return [...texts.values()].at(-1) as TextState
@@ -66,14 +99,14 @@ export function createOutputCounter(spec: TokenizerSpec): OutputCounter {
     return state
   }
 
-  function absorb(state: TextState, text: string): void {
+  private absorb(state: TextState, text: string): void {
     let joined = state.carry + text
     if (state.pending.length > 0) {
       joined = state.carry + state.pending.join('') + text
       state.pending = []
       state.pendingBytes = 0
     }
-    const counted = countCompletePieces(joined, encoding)
+    const counted = countCompletePieces(joined, this.encoding)
     state.complete += counted.tokens
     state.carry = counted.rest
     state.carryTokens = counted.restTokens
@@ -82,28 +115,5 @@ export function createOutputCounter(spec: TokenizerSpec): OutputCounter {
       state.carry = ''
       state.carryTokens = 0
     }
-  }
-
-  return {
-    add(text, context = 0) {
-      if (typeof text !== 'string' || text.length === 0) return
-      const state = textOf(Number.isSafeInteger(context) ? context : 0)
-      if (encoderReady(encoding)) return absorb(state, text)
-      state.pending.push(text)
-      state.pendingBytes += Buffer.byteLength(text)
-    },
-    addTokens(tokens) {
-      if (Number.isFinite(tokens) && tokens > 0) extra += tokens
-    },
-    tokens() {
-      let counted = 0
-      let bytes = 0
-      for (const state of texts.values()) {
-        if (state.pending.length > 0 && encoderReady(encoding)) absorb(state, '')
-        counted += state.complete + state.carryTokens
-        bytes += state.pendingBytes
-      }
-      return Math.ceil(counted * factor) + bytes + extra
-    },
   }
 }

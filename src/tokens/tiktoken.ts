@@ -16,6 +16,8 @@ export type Encoding = 'o200k_base' | 'cl100k_base'
 interface Encoder {
   /** tiktoken's pre-tokenizer; shared, so reset `lastIndex` before each use. */
   pattern: RegExp
+  /** The same pattern, sticky: `test` at a position reads the piece there without building a match. */
+  sticky: RegExp
   /** Token bytes (looked up as a range of a latin1 string, one char per byte) → rank. */
   ranks: RankTable
 }
@@ -29,19 +31,19 @@ export function encodingForModel(model: string): Encoding {
 }
 
 /** Builds in progress, each with the pattern it will use; a synchronous `getEncoder` finishes one at once. */
-const building = new Map<Encoding, { pattern: RegExp; builder: RankBuilder }>()
+const building = new Map<Encoding, { pattern: RegExp; sticky: RegExp; builder: RankBuilder }>()
 
-function startBuild(encoding: Encoding, source: RankSource): { pattern: RegExp; builder: RankBuilder } {
+function startBuild(encoding: Encoding, source: RankSource): { pattern: RegExp; sticky: RegExp; builder: RankBuilder } {
   let build = building.get(encoding)
   if (build === undefined) {
-    build = { pattern: new RegExp(source.patStr, 'gu'), builder: new RankBuilder(source.rankText) }
+    build = { pattern: new RegExp(source.patStr, 'gu'), sticky: new RegExp(source.patStr, 'uy'), builder: new RankBuilder(source.rankText) }
     building.set(encoding, build)
   }
   return build
 }
 
-function finishBuild(encoding: Encoding, build: { pattern: RegExp; builder: RankBuilder }): Encoder {
-  const encoder = { pattern: build.pattern, ranks: build.builder.ranks }
+function finishBuild(encoding: Encoding, build: { pattern: RegExp; sticky: RegExp; builder: RankBuilder }): Encoder {
+  const encoder = { pattern: build.pattern, sticky: build.sticky, ranks: build.builder.ranks }
   encoders.set(encoding, encoder)
   building.delete(encoding)
   return encoder
@@ -224,19 +226,31 @@ export function countTextTokens(text: string, encoding: Encoding, limit: number 
  * splits into exactly those two pieces: `restTokens` is what counting `rest` on its own gives.
  */
 export function countCompletePieces(text: string, encoding: Encoding): { tokens: number; rest: string; restTokens: number } {
-  const { pattern, ranks } = getEncoder(encoding)
-  pattern.lastIndex = 0
+  const { pattern, sticky, ranks } = getEncoder(encoding)
   // The last two pieces so far; a piece is counted once two others follow it.
   let older = ''
   let newer = ''
   let tokens = 0
-  let match: RegExpExecArray | null
-  while ((match = pattern.exec(text)) !== null) {
+  let at = 0
+  while (at < text.length) {
+    // A piece starting where the last one ended is the one a search from there finds: read it without a match
+    // array. Only where none starts there (no tiktoken pattern leaves a character out) does the search run.
+    sticky.lastIndex = at
+    let start = at
+    if (!sticky.test(text)) {
+      pattern.lastIndex = at
+      const match = pattern.exec(text)
+      if (match === null) break
+      start = match.index
+      sticky.lastIndex = pattern.lastIndex
+    }
     if (older.length > 0) tokens += pieceTokens(older, ranks)
     older = newer
-    newer = match[0]
+    newer = text.slice(start, sticky.lastIndex)
+    at = sticky.lastIndex
   }
   pattern.lastIndex = 0
+  sticky.lastIndex = 0
   const restTokens = (older.length > 0 ? pieceTokens(older, ranks) : 0) + (newer.length > 0 ? pieceTokens(newer, ranks) : 0)
   return { tokens, rest: older + newer, restTokens }
 }

@@ -64,7 +64,7 @@ describe.each([
 describe('SSE framer, event by event', () => {
   it('yields each event of a read separately and has parsed exactly that far when it does', () => {
     const seen: string[] = []
-    const framer = createSseFramer((event) => seen.push(event.data))
+    const framer = createSseFramer((data) => seen.push(data))
     const counts: number[] = []
     const frames: string[] = []
     for (const frame of framer.frames(Buffer.from('data: a\n\ndata: b\r\n\r\ndata: c\r\rdata: part'))) {
@@ -79,7 +79,7 @@ describe('SSE framer, event by event', () => {
 
   it('leaves events it was not asked for unparsed until the next call', () => {
     const seen: string[] = []
-    const framer = createSseFramer((event) => seen.push(event.data))
+    const framer = createSseFramer((data) => seen.push(data))
     const iterator = framer.frames(Buffer.from('data: 1\n\ndata: 2\n\n'))
     expect(iterator.next().value?.toString()).toBe('data: 1\n\n')
     expect(seen).toEqual(['1'])
@@ -89,7 +89,7 @@ describe('SSE framer, event by event', () => {
 
   it('decodes as one decoder over the whole stream: a byte order mark dropped only at the start, a half character at the end held back', () => {
     const seen: string[] = []
-    const framer = createSseFramer((event) => seen.push(event.data))
+    const framer = createSseFramer((data) => seen.push(data))
     const bom = Buffer.from([0xef, 0xbb, 0xbf])
     const e = Buffer.from('é')
     const reads = [bom, Buffer.from('data: a'), e.subarray(0, 1), e.subarray(1), Buffer.from('\n\n'), bom, Buffer.from('data: b\n\ndata: c'), e.subarray(0, 1)]
