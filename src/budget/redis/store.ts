@@ -3,13 +3,11 @@
  * window period and the session of a key. Refusals are typed results; any Redis fault (unreachable,
  * timeout, error reply) is rethrown as StoreUnavailableError so the proxy fails closed.
  */
-import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
-import { Command } from 'ioredis'
 import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
+import { encodeArgs, evalScript, script, type EncodedArgs, type ScriptArg } from './script-command.js'
 import { dayKey, loopAgeKey, loopKey, noLoopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey } from './redis-keys.js'
 import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 import type {
@@ -45,6 +43,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   const now = opts.now ?? Date.now
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
   const scripts = { reserve: script('reserve', 10), extend: script('extend', 8), settle: script('settle', 10), abandon: script('abandon', 1) }
+  const reserveTtls = encodeArgs([sessionTtlSeconds, RESERVATION_TTL_SECONDS])
 
   async function reserve(input: ReserveInput): Promise<ReserveResult> {
     assertReserveInput(input)
@@ -56,22 +55,18 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const periods = currentPeriods(nowMs)
     const fixed = fixedKeys(hash, periods)
     const sessionKeyName = session === null ? fixed.noSession : sessionKey(hash, session.id)
-    const [minute, hourly, daily, weekly, monthly] = fixed.periodKeys
-    const [ttlMinute, ttlHourly, ttlDaily, ttlWeekly, ttlMonthly] = fixed.ttls
     const reply = await run(
       'reserve',
       evalScript(redis, scripts.reserve, [
-        fixed.record, minute, hourly, daily, weekly, monthly, sessionKeyName, reservationKey(hash, input.requestId),
+        fixed.recordAndPeriods, sessionKeyName, reservationKey(hash, input.requestId),
         loop === null ? fixed.noLoop : loopKey(hash, loop.scope), loop === null ? fixed.noLoop : loopAgeKey(hash, loop.scope),
-        input.provider, input.minMicros, input.maxMicros,
-        ttlMinute, ttlHourly, ttlDaily, ttlWeekly, ttlMonthly,
+        input.provider, input.minMicros, input.maxMicros, fixed.ttls,
         session === null ? '0' : '1', session?.budgetMicros ?? '', session?.maxSteps ?? '',
-        sessionTtlSeconds, RESERVATION_TTL_SECONDS, isoTime(nowMs),
-        loop?.step ?? '', nowMs, session?.loopLimit ?? '', DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE,
-        LOOP_STEPS_AFTER_TRIM, LOOP_IN_FLIGHT_TOLERATED,
+        reserveTtls, isoTime(nowMs), loop?.step ?? '', nowMs, session?.loopLimit ?? '', LOOP_LIMITS,
       ]),
     )
     if (reply[0] === 'ok') {
+      const [minute, hourly, daily, weekly, monthly] = fixed.periodKeys
       const bookedKeys = [minute, hourly, daily, weekly, monthly]
       if (session !== null) bookedKeys.push(sessionKeyName)
       if (reply[3] !== undefined && reply[3] !== '') bookedKeys.push(String(reply[3]))
@@ -112,7 +107,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const args = scriptKeys(reservation, booked, fixed)
     args.push(
       fixed.today, loop?.key ?? fixed.noLoop,
-      actualMicros, sessionFlag(booked), RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS, today(nowMs).expiresAtSeconds,
+      actualMicros, sessionFlag(booked), SETTLE_TTLS, today(nowMs).expiresAtSeconds,
       loop?.step ?? '', loop?.sinceMs ?? '',
     )
     const reply = await run('settle', evalScript(redis, scripts.settle, args))
@@ -135,67 +130,6 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   }
 
   return { reserve, extend, settle, abandon, ping }
-}
-
-interface Script {
-  lua: string
-  sha: string
-  numberOfKeys: number
-  /** Connections this script was sent on in full (EVAL); Redis keeps it cached there for EVALSHA. */
-  sentOn: WeakSet<object>
-}
-
-const scriptCache = new Map<string, Script>()
-
-/** Script `lua/<name>.lua` at the package root (the same relative path from src/ and dist/), read once. */
-function script(name: string, numberOfKeys: number): Script {
-  let loaded = scriptCache.get(name)
-  if (loaded === undefined) {
-    const lua = readFileSync(new URL(`../../../lua/${name}.lua`, import.meta.url), 'utf8')
-    loaded = { lua, sha: createHash('sha1').update(lua).digest('hex'), numberOfKeys, sentOn: new WeakSet() }
-    scriptCache.set(name, loaded)
-  }
-  return loaded
-}
-
-/**
- * EVALSHA of a script, sent as EVAL on a connection it was not sent on yet, as ioredis's defineCommand does
- * (so a call that times out on a frozen Redis still runs when it wakes), without the extra promises and
- * argument copies defineCommand adds to every call.
- */
-class ScriptCommand extends Command {
-  constructor(
-    private readonly script: Script,
-    keysThenArgs: (string | number)[],
-  ) {
-    // The command flattens its arguments one level (a copy it makes anyway), so keysThenArgs is not copied here.
-    super('evalsha', [script.sha, script.numberOfKeys, keysThenArgs], { replyEncoding: 'utf8' })
-  }
-
-  override toWritable(socket: object): string | Buffer {
-    if (!this.script.sentOn.has(socket)) {
-      this.script.sentOn.add(socket)
-      this.name = 'eval'
-      this.args[0] = this.script.lua
-    }
-    return super.toWritable(socket)
-  }
-}
-
-/** Runs `script` with its KEYS then its ARGV; a Redis that lost its script cache (NOSCRIPT: restart, flush) gets it again. */
-async function evalScript(redis: RedisClient, script: Script, keysThenArgs: (string | number)[]): Promise<unknown> {
-  try {
-    return await send(redis, new ScriptCommand(script, keysThenArgs))
-  } catch (err) {
-    if (!(err instanceof Error && err.message.includes('NOSCRIPT'))) throw err
-    script.sentOn = new WeakSet()
-    return await send(redis, new ScriptCommand(script, keysThenArgs))
-  }
-}
-
-function send(redis: RedisClient, command: Command): Promise<unknown> {
-  redis.sendCommand(command)
-  return command.promise
 }
 
 interface BookedParts {
@@ -224,9 +158,16 @@ function bookedParts(r: Reservation): BookedParts {
 }
 
 /** The shared KEYS layout of extend/settle: record, five booked periods, session (or placeholder), reservation. */
-function scriptKeys(r: Reservation, booked: BookedParts, fixed: FixedKeys): (string | number)[] {
+function scriptKeys(r: Reservation, booked: BookedParts, fixed: FixedKeys): ScriptArg[] {
+  const session = booked.session ?? fixed.noSession
+  const reservation = reservationKey(r.keyHash, r.requestId)
   const [minute, hourly, daily, weekly, monthly] = booked.periods as [string, string, string, string, string]
-  return [fixed.record, minute, hourly, daily, weekly, monthly, booked.session ?? fixed.noSession, reservationKey(r.keyHash, r.requestId)]
+  const current = fixed.periodKeys
+  // Booked in the current minute (nearly always): the record and periods are already encoded.
+  if (minute === current[0] && hourly === current[1] && daily === current[2] && weekly === current[3] && monthly === current[4]) {
+    return [fixed.recordAndPeriods, session, reservation]
+  }
+  return [fixed.record, minute, hourly, daily, weekly, monthly, session, reservation]
 }
 
 function sessionFlag(booked: BookedParts): '0' | '1' {
@@ -245,12 +186,21 @@ interface FixedKeys {
   minute: number
   record: string
   periodKeys: readonly [string, string, string, string, string]
+  /** The record then the five period keys, encoded for a script's first six KEYS. */
+  recordAndPeriods: EncodedArgs
   noSession: string
   noLoop: string
   /** The spend history counter of the minute's UTC day. */
   today: string
-  ttls: readonly [number, number, number, number, number]
+  /** The five periods' TTLs in seconds, encoded. */
+  ttls: EncodedArgs
 }
+
+/** The loop guard's default limit and constants, in the reserve script's ARGV order. */
+const LOOP_LIMITS = encodeArgs([DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE, LOOP_STEPS_AFTER_TRIM, LOOP_IN_FLIGHT_TOLERATED])
+
+/** The settle script's reservation and period grace TTLs. */
+const SETTLE_TTLS = encodeArgs([RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS])
 
 /** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
 const fixedByHash = new Map<string, FixedKeys>()
@@ -263,14 +213,17 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
   const cached = fixedByHash.get(hash)
   if (cached !== undefined && cached.minute === stamp) return cached
   if (cached === undefined && fixedByHash.size >= FIXED_KEYS_KEPT) fixedByHash.clear()
+  const record = recordKey(hash)
+  const periodKeys = Object.freeze(periods.map((p) => periodKey(hash, p.window, p.id))) as unknown as FixedKeys['periodKeys']
   const fresh: FixedKeys = {
     minute: stamp,
-    record: recordKey(hash),
-    periodKeys: Object.freeze(periods.map((p) => periodKey(hash, p.window, p.id))) as unknown as FixedKeys['periodKeys'],
+    record,
+    periodKeys,
+    recordAndPeriods: encodeArgs([record, ...periodKeys]),
     noSession: noSessionKey(hash),
     noLoop: noLoopKey(hash),
     today: dayKey(hash, today(stamp).date),
-    ttls: Object.freeze(periods.map((p) => p.ttlSeconds)) as unknown as FixedKeys['ttls'],
+    ttls: encodeArgs(periods.map((p) => p.ttlSeconds)),
   }
   fixedByHash.set(hash, fresh)
   return fresh

@@ -1,0 +1,109 @@
+/**
+ * Sending the budget Lua scripts: one EVALSHA command per call (EVAL on a connection's first use, again
+ * after NOSCRIPT), its RESP text written here from arguments of which the repeating runs (a key's keys of
+ * one minute, constants) were encoded once.
+ */
+import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { Command } from 'ioredis'
+import type { RedisClient } from './redis-client.js'
+
+export interface Script {
+  lua: string
+  sha: string
+  numberOfKeys: number
+  /** Connections this script was sent on in full (EVAL); Redis keeps it cached there for EVALSHA. */
+  sentOn: WeakSet<object>
+  /** The RESP of the command name, the script (or its SHA1) and the key count: what follows the argument count. */
+  evalHead: string
+  evalshaHead: string
+}
+
+/** Arguments encoded once as RESP bulk strings, to be sent by many commands; `values` are what they encode. */
+export interface EncodedArgs {
+  readonly values: readonly (string | number)[]
+  readonly resp: string
+}
+
+/** One script argument, or a run of them encoded beforehand. */
+export type ScriptArg = string | number | EncodedArgs
+
+/** Encodes `values` as consecutive RESP bulk strings, once, for every command that sends them in that order. */
+export function encodeArgs(values: readonly (string | number)[]): EncodedArgs {
+  return Object.freeze({ values: Object.freeze([...values]), resp: values.map(bulk).join('') })
+}
+
+const scriptCache = new Map<string, Script>()
+
+/** Script `lua/<name>.lua` at the package root (the same relative path from src/ and dist/), read once. */
+export function script(name: string, numberOfKeys: number): Script {
+  let loaded = scriptCache.get(name)
+  if (loaded === undefined) {
+    const lua = readFileSync(new URL(`../../../lua/${name}.lua`, import.meta.url), 'utf8')
+    const sha = createHash('sha1').update(lua).digest('hex')
+    const keys = bulk(numberOfKeys)
+    loaded = {
+      lua,
+      sha,
+      numberOfKeys,
+      sentOn: new WeakSet(),
+      evalHead: `${bulk('eval')}${bulk(lua)}${keys}`,
+      evalshaHead: `${bulk('evalsha')}${bulk(sha)}${keys}`,
+    }
+    scriptCache.set(name, loaded)
+  }
+  return loaded
+}
+
+/** Runs `script` with its KEYS then its ARGV; a Redis that lost its script cache (NOSCRIPT: restart, flush) gets it again. */
+export async function evalScript(redis: RedisClient, script: Script, keysThenArgs: ScriptArg[]): Promise<unknown> {
+  try {
+    return await send(redis, new ScriptCommand(script, keysThenArgs))
+  } catch (err) {
+    if (!(err instanceof Error && err.message.includes('NOSCRIPT'))) throw err
+    script.sentOn = new WeakSet()
+    return await send(redis, new ScriptCommand(script, keysThenArgs))
+  }
+}
+
+function send(redis: RedisClient, command: Command): Promise<unknown> {
+  redis.sendCommand(command)
+  return command.promise
+}
+
+/**
+ * EVALSHA of a script, sent as EVAL on a connection it was not sent on yet, as ioredis's defineCommand does
+ * (so a call that times out on a frozen Redis still runs when it wakes). `args` holds every argument, as
+ * ioredis reads them (a cluster's slot from the keys, debug output); the RESP text is written from `parts`.
+ */
+class ScriptCommand extends Command {
+  constructor(
+    private readonly script: Script,
+    private readonly parts: ScriptArg[],
+  ) {
+    super('evalsha', [], { replyEncoding: 'utf8' })
+    const args: (string | number)[] = [script.sha, script.numberOfKeys]
+    for (const part of parts) {
+      if (typeof part === 'object') for (const value of part.values) args.push(value)
+      else args.push(part)
+    }
+    this.args = args
+  }
+
+  override toWritable(socket: object): string {
+    if (!this.script.sentOn.has(socket)) {
+      this.script.sentOn.add(socket)
+      this.name = 'eval'
+      this.args[0] = this.script.lua
+    }
+    let resp = `*${this.args.length + 1}\r\n${this.name === 'eval' ? this.script.evalHead : this.script.evalshaHead}`
+    for (const part of this.parts) resp += typeof part === 'object' ? part.resp : bulk(part)
+    return resp
+  }
+}
+
+/** One RESP bulk string; its length counts UTF-8 bytes. */
+function bulk(value: string | number): string {
+  const text = typeof value === 'string' ? value : String(value)
+  return `$${typeof value === 'string' ? Buffer.byteLength(text) : text.length}\r\n${text}\r\n`
+}

@@ -1,0 +1,56 @@
+import { Command } from 'ioredis'
+import { describe, expect, it } from 'vitest'
+import type { RedisClient } from '../../src/budget/redis/redis-client.js'
+import { encodeArgs, evalScript, script, type ScriptArg } from '../../src/budget/redis/script-command.js'
+
+/** A client that records what each command writes on the socket it is given, then answers 'ok'. */
+function recordingClient(socket: object): { client: RedisClient; written: string[]; commands: Command[] } {
+  const written: string[] = []
+  const commands: Command[] = []
+  const client = {
+    sendCommand(command: Command) {
+      commands.push(command)
+      written.push(String(command.toWritable(socket)))
+      command.resolve(Buffer.from('ok'))
+    },
+  } as unknown as RedisClient
+  return { client, written, commands }
+}
+
+/** What ioredis itself writes for the same command and arguments. */
+function ioredisWrites(name: string, args: (string | number)[]): string {
+  return String(new Command(name, args).toWritable({}))
+}
+
+const flat = (parts: ScriptArg[]): (string | number)[] => parts.flatMap((p) => (typeof p === 'object' ? [...p.values] : [p]))
+
+describe('script commands', () => {
+  const settle = script('settle', 10)
+  const parts: ScriptArg[] = [
+    encodeArgs(['lp:{ab}:key', 'lp:{ab}:w:minute:2026-12-04T15:00', 'lp:{ab}:w:hourly:2026-12-04T15']),
+    'lp:{ab}:r:request-é€😀',
+    '',
+    0,
+    1_234_567_890_123,
+    encodeArgs([86_400, '', 'naïve']),
+    'openai',
+  ]
+
+  it('are written byte for byte as ioredis writes them: EVAL on a connection first, EVALSHA after', async () => {
+    const socket = {}
+    const { client, written, commands } = recordingClient(socket)
+    await evalScript(client, settle, parts)
+    await evalScript(client, settle, parts)
+    expect(written[0]).toBe(ioredisWrites('eval', [settle.lua, 10, ...flat(parts)]))
+    expect(written[1]).toBe(ioredisWrites('evalsha', [settle.sha, 10, ...flat(parts)]))
+    // ioredis reads the arguments (a cluster's slot from the keys) from args.
+    expect(commands[1]?.args).toEqual([settle.sha, 10, ...flat(parts)])
+    expect(commands[1]?.getKeys()).toEqual(flat(parts).slice(0, 10))
+  })
+
+  it('are sent in full again on another connection', async () => {
+    const { client, written } = recordingClient({})
+    await evalScript(client, settle, parts)
+    expect(written[0]).toBe(ioredisWrites('eval', [settle.lua, 10, ...flat(parts)]))
+  })
+})
