@@ -26,3 +26,14 @@ it('a single log line reaches stdout within about a second, long before the proc
     child.kill()
   }
 })
+
+// A line still buffered when the process exits is written on the way out, not lost.
+it('a buffered line reaches stdout when the process exits right after it', async () => {
+  const script = `const { createLogger } = await import(${JSON.stringify(LOGGER)}); createLogger('info').info({ n: 2 }, 'last line'); process.exit(0)`
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')))
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+  expect(code).toBe(0)
+  expect(JSON.parse(out.trim())).toMatchObject({ msg: 'last line', n: 2 })
+})
