@@ -162,10 +162,9 @@ export class Digest {
     this.mix(code)
   }
 
-  /** A length, where the grammar expects one: two units. */
+  /** A length, where the grammar expects one: one unit (lengths stay below 2^32). */
   private count(n: number): void {
-    this.mix(n & 0xffff)
-    this.mix(n >>> 16)
+    this.mix(n)
   }
 
   /** Mixes one value of up to 32 bits into both lanes. */
