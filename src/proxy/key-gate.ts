@@ -44,8 +44,8 @@ export interface KeyGateOptions {
   now?: () => number
 }
 
-// The parameters of every request without a query string (most): readKey only reads them, and a new
-// URLSearchParams costs more than the rest of the gate's check of a known key.
+// The parameters of every request without a query string (most): readKey only reads them, and making a
+// new URLSearchParams was ~a fifth of the gate's check of a known key.
 const NO_QUERY = new URLSearchParams()
 
 const DEFAULT_MAX_KEYS = 10_000
