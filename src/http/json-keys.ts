@@ -25,24 +25,51 @@ export const SCAN_SLICE_BYTES = 1 << 18
  */
 export const SCAN_SLICE_STEPS = 4096
 
-/** One open container: an object's keys so far (and whether a key comes next), or null for an array. */
-type Frame = { keys: string[]; set: Set<string> | null; expectKey: boolean } | null
+/**
+ * One open container: an object's keys so far (and whether a key comes next), or null for an array. Keys
+ * are kept as the offsets of their quotes and compared byte by byte: no string is made for a body with no
+ * repeat. An object past LINEAR_KEYS keys, or with a long or escaped key, keeps them as strings in a Set.
+ */
+type Frame = { quotes: number[]; set: Set<string> | null; expectKey: boolean } | null
 
 // Objects up to this many keys are searched linearly; larger ones get a Set.
 const LINEAR_KEYS = 16
+// A key compared byte by byte in JavaScript is at most this long; a longer one is compared natively as a string.
+const LINEAR_KEY_BYTES = 32
 
-/** True when `key` was already in the object; records it otherwise. */
-function seen(frame: NonNullable<Frame>, key: string): boolean {
-  if (frame.set !== null) {
-    if (frame.set.has(key)) return true
-    frame.set.add(key)
-    return false
+/** True when the key whose quotes are at `start` and `end` was already in the object; records it otherwise. */
+function seen(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number): boolean {
+  if (frame.set === null) {
+    const quotes = frame.quotes
+    if (isPlainShortKey(raw, start, end)) {
+      for (let k = 0; k < quotes.length; k += 2) if (sameBytes(raw, quotes[k] as number, quotes[k + 1] as number, start, end)) return true
+      if (quotes.length < 2 * LINEAR_KEYS) {
+        quotes.push(start, end)
+        return false
+      }
+    }
+    const set = new Set<string>()
+    for (let k = 0; k < quotes.length; k += 2) set.add(keyText(raw, quotes[k] as number, quotes[k + 1] as number))
+    frame.set = set
   }
-  const keys = frame.keys
-  for (let k = 0; k < keys.length; k++) if (keys[k] === key) return true
-  keys.push(key)
-  if (keys.length > LINEAR_KEYS) frame.set = new Set(keys)
+  const key = keyText(raw, start, end)
+  if (frame.set.has(key)) return true
+  frame.set.add(key)
   return false
+}
+
+/** Whether the key whose quotes are at `start` and `end` is at most LINEAR_KEY_BYTES long and has no escape. */
+function isPlainShortKey(raw: Buffer, start: number, end: number): boolean {
+  if (end - start > LINEAR_KEY_BYTES) return false
+  for (let k = start + 1; k < end; k++) if (raw[k] === BACKSLASH) return false
+  return true
+}
+
+/** Whether the keys whose quotes are at `a`, `aEnd` and `b`, `bEnd` hold the same bytes. */
+function sameBytes(raw: Buffer, a: number, aEnd: number, b: number, bEnd: number): boolean {
+  if (aEnd - a !== bEnd - b) return false
+  for (let k = 1; k < aEnd - a; k++) if (raw[a + k] !== raw[b + k]) return false
+  return true
 }
 
 /** The index of the quote that closes the string opened at `start`, skipping escaped quotes; -1 if none. */
@@ -103,8 +130,7 @@ function scanSlice(scan: KeyScan, sliceBytes: number, sliceSteps: number): strin
       const end = stringEnd(raw, i)
       if (end < 0) return null
       if (top !== null && top.expectKey) {
-        const key = keyText(raw, i, end)
-        if (seen(top, key)) return Buffer.from(key, 'latin1').toString('utf8')
+        if (seen(raw, top, i, end)) return Buffer.from(keyText(raw, i, end), 'latin1').toString('utf8')
         top.expectKey = false
       }
       i = end + 1
@@ -112,7 +138,7 @@ function scanSlice(scan: KeyScan, sliceBytes: number, sliceSteps: number): strin
     }
     if (c === OPEN_OBJECT || c === OPEN_ARRAY) {
       stack.push(top)
-      top = c === OPEN_OBJECT ? { keys: [], set: null, expectKey: true } : null
+      top = c === OPEN_OBJECT ? { quotes: [], set: null, expectKey: true } : null
     } else if (c === CLOSE_OBJECT || c === CLOSE_ARRAY) {
       top = stack.pop() ?? null
     } else if (c === COMMA && top !== null) {

@@ -1,10 +1,16 @@
 import { hash } from 'node:crypto'
 
 /**
- * A bounded canonical encoding of JSON values, hashed to 16 hex chars (the first 64 bits of SHA-256).
- * Work is capped by node and character budgets, never by body size: long strings are sampled (length,
- * head, middle, tail). The encoding is built as one string and hashed once: native SHA-256 runs several
- * times faster than any per-character hash loop in JavaScript.
+ * A bounded canonical encoding of JSON values, hashed to 16 hex chars (64 bits). Work is capped by node
+ * and character budgets, never by body size: long strings are sampled (length, head, middle, tail).
+ *
+ * Markers, lengths and short strings are mixed as they are fed into two 32-bit lanes (the murmur3 round,
+ * a different rotation and multiplier in each), with no string built: a small conversation costs no
+ * native call. Long pieces go to one string hashed by native SHA-256 at the end (a per-character loop in
+ * JavaScript is ~3x slower there), whose first 64 bits the lanes then absorb. Which way a piece goes
+ * follows from what was fed before it, so the two streams still decode to one value. The lanes are no
+ * cryptographic hash: a crafted collision needs the very content it collides with, which its sender
+ * could resend as is, and a fingerprint only counts within one key's scope (src/loop/README.md).
  */
 
 const WHOLE_STRING_CHARS = 2048
@@ -13,6 +19,10 @@ const SAMPLE_CHARS = 128
 const MAX_DEPTH = 16
 const MAX_KEYS = 64
 const MAX_ELEMENTS = 256
+
+// Pieces of at least BULK_CHARS, and every piece once the lanes took LANE_CHARS, are hashed natively.
+const BULK_CHARS = 256
+const LANE_CHARS = 2048
 
 // Markers separate what is fed so that no two different values encode alike.
 const TAG = 1
@@ -26,10 +36,56 @@ const SAMPLED = 8
 const ARRAY = 9
 const OBJECT = 10
 const END = 11
+const BULK = 12
+
+/** One unit (a code unit, a marker, a length half) spread over 32 bits: murmur3's key step. */
+function spread(unit: number): number {
+  const k = Math.imul(unit, 0xcc9e2d51)
+  return Math.imul((k << 15) | (k >>> 17), 0x1b873593)
+}
+
+/** Lane a's round: murmur3's. Lane b rotates and multiplies otherwise, so the lanes collide apart. */
+function roundA(a: number, k: number): number {
+  a ^= k
+  return (Math.imul((a << 13) | (a >>> 19), 5) + 0xe6546b64) | 0
+}
+
+function roundB(b: number, k: number): number {
+  b ^= k
+  return (Math.imul((b << 17) | (b >>> 15), 9) + 0x7b7d159c) | 0
+}
+
+/** The murmur3 finalizer: every input bit flips each output bit with probability about one half. */
+function fmix(h: number): number {
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b)
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35)
+  return h ^ (h >>> 16)
+}
+
+/** The hex digit of the low 4 bits of `n`. */
+function digit(n: number): number {
+  const d = n & 15
+  return d < 10 ? 48 + d : 87 + d
+}
+
+/** `a` then `b` as 16 lower-case hex digits: one string made from arithmetic alone (Number#toString(16) costs several times more). */
+function hex64(a: number, b: number): string {
+  return String.fromCharCode(
+    digit(a >>> 28), digit(a >>> 24), digit(a >>> 20), digit(a >>> 16), digit(a >>> 12), digit(a >>> 8), digit(a >>> 4), digit(a),
+    digit(b >>> 28), digit(b >>> 24), digit(b >>> 20), digit(b >>> 16), digit(b >>> 12), digit(b >>> 8), digit(b >>> 4), digit(b),
+  )
+}
 
 /** Bounded hash input: feed values with `add`/`value`, read the result with `hex`. */
 export class Digest {
-  private encoded = ''
+  private a = 0x6a09e667
+  private b = 0xbb67ae85
+  /** Units mixed into the lanes. */
+  private laneChars = 0
+  /** Long pieces, in the order fed; their lengths went to the lanes. */
+  private bulk = ''
+  /** Code units fed in all (the `maxChars` budget). */
+  private fed = 0
   private nodes: number
   private readonly maxChars: number
 
@@ -94,29 +150,63 @@ export class Digest {
     }
   }
 
-  /** The first 64 bits of SHA-256 over what was fed, as 16 hex chars. */
+  /** 64 bits over what was fed, as 16 hex chars; ends the digest (read it once). */
   hex(): string {
-    return hash('sha256', this.encoded).slice(0, 16)
+    if (this.bulk.length > 0) {
+      // The first 64 bits of SHA-256 over the long pieces.
+      const sha = hash('sha256', this.bulk)
+      this.code(BULK)
+      this.mix(Number.parseInt(sha.slice(0, 8), 16))
+      this.mix(Number.parseInt(sha.slice(8, 16), 16))
+    }
+    const a = fmix((this.a ^ this.fed) + this.b)
+    const b = fmix(this.b + a)
+    return hex64(a, b)
   }
 
-  /** A marker: one control character. */
+  /** A marker: one unit. */
   private code(code: number): void {
-    this.encoded += String.fromCharCode(code)
+    this.mix(code)
   }
 
-  /** A length, written where the grammar expects one: digits and a colon. */
+  /** A length, where the grammar expects one: one unit (lengths stay below 2^32). */
   private count(n: number): void {
-    this.encoded += `${n}:`
+    this.mix(n)
   }
 
-  /** Feeds `value` in [start, end). */
+  /** Mixes one value of up to 32 bits into both lanes. */
+  private mix(unit: number): void {
+    const k = spread(unit)
+    this.a = roundA(this.a, k)
+    this.b = roundB(this.b, k)
+    this.laneChars++
+    this.fed++
+  }
+
+  /** Feeds `value` in [start, end): mixed unit by unit when short, else kept for the native hash. */
   private text(value: string, start: number, end: number): void {
-    this.encoded += start === 0 && end === value.length ? value : value.slice(start, end)
+    const n = end - start
+    if (n >= BULK_CHARS || this.laneChars >= LANE_CHARS) {
+      this.bulk += start === 0 && end === value.length ? value : value.slice(start, end)
+      this.fed += n
+      return
+    }
+    let a = this.a
+    let b = this.b
+    for (let i = start; i < end; i++) {
+      const k = spread(value.charCodeAt(i))
+      a = roundA(a, k)
+      b = roundB(b, k)
+    }
+    this.a = a
+    this.b = b
+    this.laneChars += n
+    this.fed += n
   }
 
   private string(value: string): void {
     const n = value.length
-    const room = this.maxChars - this.encoded.length
+    const room = this.maxChars - this.fed
     if (room <= 0) {
       // Out of characters: the length alone still tells most strings apart.
       this.code(SAMPLED)

@@ -44,6 +44,10 @@ export interface KeyGateOptions {
   now?: () => number
 }
 
+// The parameters of every request without a query string (most): readKey only reads them, and making a
+// new URLSearchParams was ~a fifth of the gate's check of a known key.
+const NO_QUERY = new URLSearchParams()
+
 const DEFAULT_MAX_KEYS = 10_000
 const DEFAULT_TTL_MS = 10 * 60_000
 
@@ -60,7 +64,7 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
   function read(url: string, headers: IncomingHttpHeaders): { provider: ProviderId; key: string | null } | null {
     const target = parseTarget(url)
     if (target === null) return null
-    const key = target.pathKey ?? options.adapters[target.provider].readKey(headers, new URLSearchParams(target.query))
+    const key = target.pathKey ?? options.adapters[target.provider].readKey(headers, target.query === '' ? NO_QUERY : new URLSearchParams(target.query))
     return { provider: target.provider, key }
   }
 

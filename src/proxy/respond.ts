@@ -8,7 +8,11 @@ export const REMAINING_HEADER = 'x-loopers-budget-remaining-usd'
 
 /** A micro-USD amount as the header's decimal USD (never negative, six decimals). */
 export function usdHeader(micros: number): string {
-  return (Math.max(0, micros) / 1_000_000).toFixed(6)
+  if (micros <= 0) return '0.000000'
+  // Integer micros (every store's) are written exactly by integer arithmetic, a few times faster than toFixed.
+  if (!Number.isSafeInteger(micros)) return (micros / 1_000_000).toFixed(6)
+  const fraction = micros % 1_000_000
+  return `${(micros - fraction) / 1_000_000}.${String(fraction).padStart(6, '0')}`
 }
 
 // SDKs retry 429s on their own; past a minute of waiting a retry only burns the client's time.

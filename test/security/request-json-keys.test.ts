@@ -12,6 +12,19 @@ describe('duplicate-key scanner', () => {
     expect(await findDuplicateKey(Buffer.from('{"é":1,"\\u00e9":2}'))).toBe('é')
   })
 
+  it('finds a repeat whether keys are compared as bytes or as strings: long keys, many keys, escapes', async () => {
+    const object = (keys: string[]) => Buffer.from(`{${keys.map((key, i) => `"${key}":${i}`).join(',')}}`)
+    const many = Array.from({ length: 40 }, (_, i) => `key_${i}`)
+    const long = 'a_key_longer_than_any_compared_byte_by_byte'
+    expect(await findDuplicateKey(object([...many, 'key_0']))).toBe('key_0')
+    expect(await findDuplicateKey(object(['key_7', ...many.slice(0, 8)]))).toBe('key_7')
+    expect(await findDuplicateKey(object([long, 'b', long]))).toBe(long)
+    expect(await findDuplicateKey(object(['model', 'm\\u006fdel']))).toBe('model')
+    expect(await findDuplicateKey(object(['m\\u006fdel', 'stream', 'model']))).toBe('model')
+    expect(await findDuplicateKey(object(['abcd', 'abce', 'abc', 'abcde', `${long}x`, `${long}y`]))).toBeNull()
+    expect(await findDuplicateKey(object(many))).toBeNull()
+  })
+
   it('answers a body scanned within one slice in the same turn, and a longer one as a promise with the same answer', async () => {
     const small = Buffer.from('{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream":false}')
     expect(findDuplicateKey(small)).toBe('stream')
