@@ -6,7 +6,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { BIG_BODY_BYTES, sha256InSlices } from '../http/raw-body.js'
 import type { Price } from '../pricing/types.js'
-import type { CountBody, ProviderAdapter, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { CountBody, ExactInput, ProviderAdapter, RouteMatch, UpstreamCredential } from '../providers/types.js'
 import type { BodyScan } from '../tokens/bound.js'
 import type { TokenCounter } from '../tokens/worker.js'
 import { assembleCountBody, type CountSource } from './count-body.js'
@@ -16,6 +16,8 @@ import type { UpstreamClient } from './upstream.js'
 export const COUNT_ENDPOINT_TIMEOUT_MS = 2_000
 /** A counting endpoint's answer is small; a larger one is not a count. */
 const MAX_COUNT_ANSWER_BYTES = 64 * 1024
+
+type LocalCount = Extract<ExactInput, { kind: 'local' }>
 
 export interface ExactCountInput {
   adapter: ProviderAdapter
@@ -47,20 +49,41 @@ export interface ExactCountDeps {
 export async function countExactInput(deps: ExactCountDeps, input: ExactCountInput): Promise<number | null> {
   const how = input.adapter.exactInput(input.route, input.path, input.body, input.model, input.price, input.scan)
   if (how === null) return null
-  if (how.kind === 'local') {
-    const limit = Number.isFinite(input.limit) ? Math.max(0, Math.ceil(input.limit)) : Number.MAX_SAFE_INTEGER
-    const job = { counter: how.counter, model: how.model, factor: how.factor, raw: input.raw, limit, ...(how.anyEncoding === true ? { anyEncoding: true } : {}) }
-    const counted = await deps.counter.count(job)
-    // A body too large to walk for media has an unknown number of parts: the bound stands.
-    if (counted === null || counted.media === null) return null
-    return counted.tokens + counted.media * input.tokensPerMedia
-  }
+  if (how.kind === 'local') return countLocally(deps.counter, how, input.raw, input.tokensPerMedia, input.limit)
   return askEndpoint(deps.upstream, input, how.path, how.body, how.read)
+}
+
+/**
+ * The count of `countExactInput`, decided now and run later, perhaps never (a stream that ends without reported
+ * input): it holds only what it reads, the body's bytes for a local count, the body's members (`source`) for
+ * a provider's endpoint; when the request cannot be counted, nothing of it, and it answers null.
+ */
+export function deferInputCount(deps: ExactCountDeps, input: Omit<ExactCountInput, 'limit'>): (limit: number) => Promise<number | null> {
+  const how = input.adapter.exactInput(input.route, input.path, input.body, input.model, input.price, input.scan)
+  if (how === null) return cannotCount
+  if (how.kind === 'local') {
+    const { raw, tokensPerMedia } = input
+    return (limit) => countLocally(deps.counter, how, raw, tokensPerMedia, limit)
+  }
+  const { adapter, route, headers, credential, source } = input
+  const asked = { adapter, route, headers, credential, source }
+  return () => askEndpoint(deps.upstream, asked, how.path, how.body, how.read)
+}
+
+const cannotCount = async (): Promise<null> => null
+
+async function countLocally(counter: TokenCounter, how: LocalCount, raw: Buffer, tokensPerMedia: number, limit: number): Promise<number | null> {
+  const stop = Number.isFinite(limit) ? Math.max(0, Math.ceil(limit)) : Number.MAX_SAFE_INTEGER
+  const job = { counter: how.counter, model: how.model, factor: how.factor, raw, limit: stop, ...(how.anyEncoding === true ? { anyEncoding: true } : {}) }
+  const counted = await counter.count(job)
+  // A body too large to walk for media has an unknown number of parts: the bound stands.
+  if (counted === null || counted.media === null) return null
+  return counted.tokens + counted.media * tokensPerMedia
 }
 
 async function askEndpoint(
   upstream: UpstreamClient,
-  input: ExactCountInput,
+  input: Pick<ExactCountInput, 'adapter' | 'route' | 'headers' | 'credential' | 'source'>,
   path: string,
   shape: CountBody,
   read: (json: unknown) => number | null,
