@@ -34,7 +34,7 @@ import type { Forward } from './forward-shared.js'
 import { createForwarder } from './forward.js'
 import { recordEventLater } from './record-event.js'
 import { readRequestBody } from './request-body.js'
-import { recordRequest, type Summary } from './summary.js'
+import { createSummary, recordRequest, type Summary } from './summary.js'
 import { parseTarget, readQuery, type Target } from './target.js'
 import type { UpstreamClient } from './upstream.js'
 
@@ -66,6 +66,7 @@ export function createPipeline(deps: PipelineDeps) {
   const now = deps.now ?? Date.now
   const { config, store, pricing, adapters } = deps
   const counter = deps.counter ?? sharedTokenCounter()
+  const counting = { counter, upstream: deps.upstream }
   const admission = deps.admission ?? createAdmission(now)
   // Every settlement releases a hold: the key's queue of requests blocked by holds retries at once.
   const settling: BudgetStore = {
@@ -82,7 +83,7 @@ export function createPipeline(deps: PipelineDeps) {
 
   return async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const started = performance.now()
-    const summary: Summary = {}
+    const summary = createSummary()
     let adapter: ProviderAdapter | null = null
     deps.inflight.begin()
     try {
@@ -182,7 +183,7 @@ export function createPipeline(deps: PipelineDeps) {
       // Fetched content is bounded by a whole context window whatever the body counts: no count call.
       if (referenced > 0) return null
       return countExactInput(
-        { counter, upstream: deps.upstream },
+        counting,
         { adapter, route, path: target.path, headers: request.headers, credential, body, raw, source: read, scan, model: facts.model, price, tokensPerMedia: price.tokensPerMedia, limit },
       )
     }
@@ -206,7 +207,7 @@ export function createPipeline(deps: PipelineDeps) {
       admit.counted || referenced > 0 || !facts.stream
         ? undefined
         : deferInputCount(
-            { counter, upstream: deps.upstream },
+            counting,
             { adapter, route, path: target.path, headers: request.headers, credential, body, raw, source: read, scan, model: facts.model, price, tokensPerMedia: price.tokensPerMedia },
           )
     return { request, reply, adapter, target, route, facts, price, plan, payload: read, credential, reservation, summary, started, countInput }

@@ -6,7 +6,7 @@ import type { Micros } from '../money.js'
 import { microsToUsd } from '../money.js'
 import { costMicros, tokensCost } from '../pricing/cost.js'
 import { UpstreamTooLargeError } from '../stream/limits.js'
-import { meterStream, type MeterOptions, type StreamSink } from '../stream/meter.js'
+import { meterStream, type MeterOptions, type MeterResult, type StreamSink } from '../stream/meter.js'
 import type { ErrorInfo, StreamParser } from '../providers/types.js'
 import { createOutputCounter } from '../tokens/output-counter.js'
 import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
@@ -68,7 +68,12 @@ class RelayedStream implements MeterOptions {
     reply.raw.writeHead(response.status, headers as Record<string, string>)
     flushHeadersSoon(reply.raw, response.body.readableLength > 0)
     deps.metrics.streamStarted()
-    const result = await meterStream(this).finally(() => deps.metrics.streamEnded())
+    let result: MeterResult
+    try {
+      result = await meterStream(this)
+    } finally {
+      deps.metrics.streamEnded()
+    }
     // Ended without reported input (cut, client gone, upstream broke): charged the input the provider bills.
     await this.countInput()
     summary.inputTokens = parser.reported().inputTokens ?? this.inputTokens
