@@ -47,7 +47,8 @@ export interface Forward {
   /**
    * The request's input tokens as the provider bills them (its tokenizer, its count endpoint, Mistral's
    * estimate), stopping past `limitTokens`; null when it cannot count. Absent when the plan's input is exact
-   * or the request is not a stream (only a stream ended without reported input is charged a count).
+   * or the request is not a stream (only a stream ended without reported input is charged a count); dropped by
+   * the stream relay once the provider reports the input.
    */
   countInput?: (limitTokens: number) => Promise<number | null>
 }

@@ -99,6 +99,8 @@ class RelayedStream implements MeterOptions {
     const { plan, price } = this.f
     const reported = this.parser.reported()
     if (reported.inputTokens === undefined) return this.inputMicros + plan.feeMicros + tokensCost(this.outputTokens(), price.outputPer1M)
+    // Reported input needs no count: what the count holds of the request (its body) goes now, not at the stream's end.
+    this.f.countInput = undefined
     return costMicros(price, { ...reported, outputTokens: this.outputTokens() }) + plan.feeMicros
   }
 

@@ -13,6 +13,7 @@ import { loadPricing } from '../../src/pricing/table.js'
 import { createInflight } from '../../src/proxy/inflight.js'
 import { createUpstreamClient, type UpstreamClient } from '../../src/proxy/upstream.js'
 import { createAdapters } from '../../src/providers/registry.js'
+import { startFakeAnthropic, type FakeAnthropic } from '../support/fake-anthropic.js'
 import { startFaultUpstream, type FaultUpstream } from '../support/fault-upstream.js'
 import { eventually, TEST_PRICING_PATH, waitReady } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
@@ -25,6 +26,7 @@ const gc = runInNewContext('gc') as () => void
 
 let redis: TestRedis
 let upstream: FaultUpstream
+let anthropic: FakeAnthropic
 let client: RedisClient
 let http: UpstreamClient
 let app: ReturnType<typeof buildApp>
@@ -36,17 +38,28 @@ const bodies: Array<WeakRef<object>> = []
 beforeAll(async () => {
   redis = await startRedis()
   upstream = await startFaultUpstream()
-  const config = loadConfig({ HOST: '127.0.0.1', PORT: '0', LOOPERS_PRICING_PATH: TEST_PRICING_PATH, LOG_LEVEL: 'warn', REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: upstream.url })
+  anthropic = await startFakeAnthropic()
+  const config = loadConfig({
+    HOST: '127.0.0.1',
+    PORT: '0',
+    LOOPERS_PRICING_PATH: TEST_PRICING_PATH,
+    LOG_LEVEL: 'warn',
+    REDIS_URL: redis.url,
+    LOOPERS_OPENAI_BASE_URL: upstream.url,
+    LOOPERS_ANTHROPIC_BASE_URL: anthropic.url,
+  })
   client = createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: config.redis!.commandTimeoutMs })
   await waitReady(client)
   const adapters = createAdapters(config)
-  const openai = adapters.openai
-  adapters.openai = {
-    ...openai,
-    describe(route, body) {
-      bodies.push(new WeakRef(body))
-      return openai.describe(route, body)
-    },
+  for (const id of ['openai', 'anthropic'] as const) {
+    const adapter = adapters[id]
+    adapters[id] = {
+      ...adapter,
+      describe(route, body) {
+        bodies.push(new WeakRef(body))
+        return adapter.describe(route, body)
+      },
+    }
   }
   http = createUpstreamClient({ connectTimeoutMs: config.upstream.connectTimeoutMs, timeoutMs: config.upstream.timeoutMs })
   app = buildApp({
@@ -70,6 +83,7 @@ afterAll(async () => {
   await http?.close()
   client?.disconnect()
   await upstream?.close()
+  await anthropic?.close()
   await redis?.stop()
 })
 
@@ -108,5 +122,32 @@ describe('an open stream and its request body', () => {
     const input = (await admin.status(record.hash))!.daily.spentMicros - entry.outputTokensWritten
     expect(input).toBeGreaterThanOrEqual(entry.inputTokens)
     expect(input).toBeLessThanOrEqual(entry.inputTokens + 2)
+  })
+
+  it('drops what a later input count would read once the provider reports the input (Anthropic: at message_start)', async () => {
+    const admin = createKeyAdmin(client)
+    const { key, record } = await admin.createKey('retention-anthropic', ['anthropic'])
+    await admin.setBudget(record.hash, { limits: { daily: 1_000_000_000 } })
+    const chunks = 30
+    Object.assign(anthropic.options, { chunks, chunkDelayMs: 20 })
+    const response = await fetch(`${url}/anthropic/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': key, 'anthropic-version': '2023-06-01', 'x-loopers-provider-key': 'sk-ant-up' },
+      body: JSON.stringify({ model: 'claude-test', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'word '.repeat(20_000) }] }),
+    })
+    expect(response.status).toBe(200)
+    const reader = response.body!.getReader()
+    const decoder = new TextDecoder()
+    let text = ''
+    let released: boolean | null = null
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      text += decoder.decode(value, { stream: true })
+      if (released === null && text.split('content_block_delta').length > 3) released = await collected(bodies.at(-1)!)
+    }
+    expect(text).toContain('message_stop')
+    expect(released).toBe(true)
+    await eventually(async () => (await admin.status(record.hash))!.daily.heldMicros === 0, 'the stream settled')
   })
 })
