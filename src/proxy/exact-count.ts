@@ -54,23 +54,46 @@ export async function countExactInput(deps: ExactCountDeps, input: ExactCountInp
 }
 
 /**
- * The count of `countExactInput`, decided now and run later, perhaps never (a stream that ends without reported
- * input): it holds only what it reads, the body's bytes for a local count, the body's members (`source`) for
- * a provider's endpoint; when the request cannot be counted, nothing of it, and it answers null.
+ * The count of `countExactInput`, decided at admission and run later, perhaps never (a stream that ends without
+ * reported input). It holds only what it reads: for a local count the bytes forwarded (the provider bills what it
+ * received, and the upstream request holds them anyway), for a provider's endpoint the body's members (`source`).
  */
-export function deferInputCount(deps: ExactCountDeps, input: Omit<ExactCountInput, 'limit'>): (limit: number) => Promise<number | null> {
-  const how = input.adapter.exactInput(input.route, input.path, input.body, input.model, input.price, input.scan)
-  if (how === null) return cannotCount
-  if (how.kind === 'local') {
-    const { raw, tokensPerMedia } = input
-    return (limit) => countLocally(deps.counter, how, raw, tokensPerMedia, limit)
-  }
-  const { adapter, route, headers, credential, source } = input
-  const asked = { adapter, route, headers, credential, source }
-  return () => askEndpoint(deps.upstream, asked, how.path, how.body, how.read)
+export interface LaterCount {
+  /** The request's bytes as forwarded: what a local count reads. */
+  forwarded(bytes: Buffer): void
+  /** As countExactInput; null when it cannot count (nor before the request was forwarded, for a local count). */
+  count(limitTokens: number): Promise<number | null>
 }
 
-const cannotCount = async (): Promise<null> => null
+/** The LaterCount of `input`'s request: what it is counted with is decided now, from its body. */
+export function deferInputCount(deps: ExactCountDeps, input: Omit<ExactCountInput, 'limit' | 'raw'>): LaterCount {
+  const how = input.adapter.exactInput(input.route, input.path, input.body, input.model, input.price, input.scan)
+  if (how === null) return cannotCount
+  if (how.kind === 'local') return new LocalLaterCount(deps.counter, how, input.tokensPerMedia)
+  const { adapter, route, headers, credential, source } = input
+  const asked = { adapter, route, headers, credential, source }
+  return { forwarded: () => undefined, count: () => askEndpoint(deps.upstream, asked, how.path, how.body, how.read) }
+}
+
+const cannotCount: LaterCount = { forwarded: () => undefined, count: async () => null }
+
+class LocalLaterCount implements LaterCount {
+  private sent: Buffer | null = null
+
+  constructor(
+    private readonly counter: TokenCounter,
+    private readonly how: LocalCount,
+    private readonly tokensPerMedia: number,
+  ) {}
+
+  forwarded(bytes: Buffer): void {
+    this.sent = bytes
+  }
+
+  async count(limitTokens: number): Promise<number | null> {
+    return this.sent === null ? null : countLocally(this.counter, this.how, this.sent, this.tokensPerMedia, limitTokens)
+  }
+}
 
 async function countLocally(counter: TokenCounter, how: LocalCount, raw: Buffer, tokensPerMedia: number, limit: number): Promise<number | null> {
   const stop = Number.isFinite(limit) ? Math.max(0, Math.ceil(limit)) : Number.MAX_SAFE_INTEGER

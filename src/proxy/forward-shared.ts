@@ -9,6 +9,7 @@ import type { Micros } from '../money.js'
 import { tokensCost } from '../pricing/cost.js'
 import type { Price } from '../pricing/types.js'
 import type { ProviderAdapter, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { LaterCount } from './exact-count.js'
 import type { ReservationPlan } from './plan.js'
 import type { RequestBody } from './request-body.js'
 import type { Summary } from './summary.js'
@@ -46,11 +47,11 @@ export interface Forward {
   started: number
   /**
    * The request's input tokens as the provider bills them (its tokenizer, its count endpoint, Mistral's
-   * estimate), stopping past `limitTokens`; null when it cannot count. Absent when the plan's input is exact
-   * or the request is not a stream (only a stream ended without reported input is charged a count); dropped by
-   * the stream relay once the provider reports the input.
+   * estimate), stopping past a limit; null when it cannot count. Absent when the plan's input is exact or the
+   * request is not a stream (only a stream ended without reported input is charged a count); dropped by the
+   * stream relay once the provider reports the input.
    */
-  countInput?: (limitTokens: number) => Promise<number | null>
+  countInput: LaterCount | undefined
 }
 
 /**
@@ -61,7 +62,7 @@ export async function endedInput(f: Forward): Promise<{ tokens: number; micros: 
   const { plan, price } = f
   const bound = { tokens: plan.inputTokens, micros: plan.inputMicros }
   if (f.countInput === undefined) return bound
-  const counted = await f.countInput(plan.inputTokens).catch(() => null)
+  const counted = await f.countInput.count(plan.inputTokens).catch(() => null)
   if (counted === null || counted >= plan.inputTokens) return bound
   return { tokens: counted, micros: tokensCost(counted, Math.max(price.inputPer1M, price.cacheWritePer1M)) }
 }

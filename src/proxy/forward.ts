@@ -220,6 +220,7 @@ function buildMetered(f: Forward, lowered: number | null): UpstreamRequest | Pro
 }
 
 function buildWith(f: Forward, body: Buffer): UpstreamRequest | Promise<UpstreamRequest> {
+  f.countInput?.forwarded(body)
   const context = { route: f.route, path: f.target.path, query: f.target.query, headers: f.request.headers, credential: f.credential, body }
   // A signature covers the body's hash: a big one is hashed in slices here, not in one go while signing.
   if (f.credential.kind === 'aws' && body.length >= BIG_BODY_BYTES) {

@@ -208,7 +208,7 @@ export function createPipeline(deps: PipelineDeps) {
         ? undefined
         : deferInputCount(
             counting,
-            { adapter, route, path: target.path, headers: request.headers, credential, body, raw, source: read, scan, model: facts.model, price, tokensPerMedia: price.tokensPerMedia },
+            { adapter, route, path: target.path, headers: request.headers, credential, body, source: read, scan, model: facts.model, price, tokensPerMedia: price.tokensPerMedia },
           )
     return { request, reply, adapter, target, route, facts, price, plan, payload: read, credential, reservation, summary, started, countInput }
   }

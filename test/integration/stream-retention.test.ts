@@ -34,6 +34,8 @@ let url: string
 const shutdown = new AbortController()
 // The parsed body of every metered request, as the pipeline handed it to the adapter.
 const bodies: Array<WeakRef<object>> = []
+// And its bytes as the client sent them.
+const raws: Array<WeakRef<object>> = []
 
 beforeAll(async () => {
   redis = await startRedis()
@@ -58,6 +60,10 @@ beforeAll(async () => {
       describe(route, body) {
         bodies.push(new WeakRef(body))
         return adapter.describe(route, body)
+      },
+      boundInputTokens(route, body, raw, tokensPerMedia, scan) {
+        raws.push(new WeakRef(raw))
+        return adapter.boundInputTokens(route, body, raw, tokensPerMedia, scan)
       },
     }
   }
@@ -97,20 +103,21 @@ async function collected(ref: WeakRef<object>): Promise<boolean> {
 }
 
 describe('an open stream and its request body', () => {
-  it('keeps no reference to the parsed body while it streams, and still settles the input the provider bills', async () => {
+  it('keeps no reference to the parsed body or the bytes the client sent while it streams, and still settles the input the provider bills', async () => {
     const admin = createKeyAdmin(client)
     const { key, record } = await admin.createKey('retention', ['openai'])
     await admin.setBudget(record.hash, { limits: { daily: 1_000_000_000 } })
     const sdk = new OpenAI({ apiKey: key, baseURL: `${url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
     const chunks = 30
     upstream.plan = { chunks, chunkDelayMs: 20, stallAt: 'usage', stallMs: 10_000 }
-    // No include_usage: the proxy edits the body (forces it), so its raw, parsed and edited forms all exist.
+    // No include_usage: the proxy edits the body (forces it), so its raw, parsed and edited forms all exist; the
+    // edited bytes are what the upstream request holds, and what a later count reads.
     const stream = await sdk.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'word '.repeat(20_000) }], stream: true })
     let deltas = 0
     let released: boolean | null = null
     for await (const chunk of stream) {
       if (chunk.choices[0]?.delta.content) deltas++
-      if (deltas === 2 && released === null) released = await collected(bodies.at(-1)!)
+      if (deltas === 2 && released === null) released = (await collected(bodies.at(-1)!)) && (await collected(raws.at(-1)!))
       // The usage never comes: the client goes away at the stall, and the stream is charged the input counted from its bytes.
       if (deltas === chunks) break
     }
