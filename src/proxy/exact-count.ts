@@ -6,7 +6,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { BIG_BODY_BYTES, sha256InSlices } from '../http/raw-body.js'
 import type { Price } from '../pricing/types.js'
-import type { CountBody, ProviderAdapter, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { CountBody, ExactInput, ProviderAdapter, RouteMatch, UpstreamCredential } from '../providers/types.js'
 import type { BodyScan } from '../tokens/bound.js'
 import type { TokenCounter } from '../tokens/worker.js'
 import { assembleCountBody, type CountSource } from './count-body.js'
@@ -16,6 +16,8 @@ import type { UpstreamClient } from './upstream.js'
 export const COUNT_ENDPOINT_TIMEOUT_MS = 2_000
 /** A counting endpoint's answer is small; a larger one is not a count. */
 const MAX_COUNT_ANSWER_BYTES = 64 * 1024
+
+type LocalCount = Extract<ExactInput, { kind: 'local' }>
 
 export interface ExactCountInput {
   adapter: ProviderAdapter
@@ -47,20 +49,64 @@ export interface ExactCountDeps {
 export async function countExactInput(deps: ExactCountDeps, input: ExactCountInput): Promise<number | null> {
   const how = input.adapter.exactInput(input.route, input.path, input.body, input.model, input.price, input.scan)
   if (how === null) return null
-  if (how.kind === 'local') {
-    const limit = Number.isFinite(input.limit) ? Math.max(0, Math.ceil(input.limit)) : Number.MAX_SAFE_INTEGER
-    const job = { counter: how.counter, model: how.model, factor: how.factor, raw: input.raw, limit, ...(how.anyEncoding === true ? { anyEncoding: true } : {}) }
-    const counted = await deps.counter.count(job)
-    // A body too large to walk for media has an unknown number of parts: the bound stands.
-    if (counted === null || counted.media === null) return null
-    return counted.tokens + counted.media * input.tokensPerMedia
-  }
+  if (how.kind === 'local') return countLocally(deps.counter, how, input.raw, input.tokensPerMedia, input.limit)
   return askEndpoint(deps.upstream, input, how.path, how.body, how.read)
+}
+
+/**
+ * The count of `countExactInput`, decided at admission and run later, perhaps never (a stream that ends without
+ * reported input). It holds only what it reads: for a local count the bytes forwarded (the provider bills what it
+ * received, and the upstream request holds them anyway), for a provider's endpoint the body's members (`source`).
+ */
+export interface LaterCount {
+  /** The request's bytes as forwarded: what a local count reads. */
+  forwarded(bytes: Buffer): void
+  /** As countExactInput; null when it cannot count (nor before the request was forwarded, for a local count). */
+  count(limitTokens: number): Promise<number | null>
+}
+
+/** The LaterCount of `input`'s request: what it is counted with is decided now, from its body. */
+export function deferInputCount(deps: ExactCountDeps, input: Omit<ExactCountInput, 'limit' | 'raw'>): LaterCount {
+  const how = input.adapter.exactInput(input.route, input.path, input.body, input.model, input.price, input.scan)
+  if (how === null) return cannotCount
+  if (how.kind === 'local') return new LocalLaterCount(deps.counter, how, input.tokensPerMedia)
+  const { adapter, route, headers, credential, source } = input
+  const asked = { adapter, route, headers, credential, source }
+  return { forwarded: () => undefined, count: () => askEndpoint(deps.upstream, asked, how.path, how.body, how.read) }
+}
+
+const cannotCount: LaterCount = { forwarded: () => undefined, count: async () => null }
+
+class LocalLaterCount implements LaterCount {
+  private sent: Buffer | null = null
+
+  constructor(
+    private readonly counter: TokenCounter,
+    private readonly how: LocalCount,
+    private readonly tokensPerMedia: number,
+  ) {}
+
+  forwarded(bytes: Buffer): void {
+    this.sent = bytes
+  }
+
+  async count(limitTokens: number): Promise<number | null> {
+    return this.sent === null ? null : countLocally(this.counter, this.how, this.sent, this.tokensPerMedia, limitTokens)
+  }
+}
+
+async function countLocally(counter: TokenCounter, how: LocalCount, raw: Buffer, tokensPerMedia: number, limit: number): Promise<number | null> {
+  const stop = Number.isFinite(limit) ? Math.max(0, Math.ceil(limit)) : Number.MAX_SAFE_INTEGER
+  const job = { counter: how.counter, model: how.model, factor: how.factor, raw, limit: stop, ...(how.anyEncoding === true ? { anyEncoding: true } : {}) }
+  const counted = await counter.count(job)
+  // A body too large to walk for media has an unknown number of parts: the bound stands.
+  if (counted === null || counted.media === null) return null
+  return counted.tokens + counted.media * tokensPerMedia
 }
 
 async function askEndpoint(
   upstream: UpstreamClient,
-  input: ExactCountInput,
+  input: Pick<ExactCountInput, 'adapter' | 'route' | 'headers' | 'credential' | 'source'>,
   path: string,
   shape: CountBody,
   read: (json: unknown) => number | null,

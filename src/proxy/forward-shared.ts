@@ -8,9 +8,10 @@ import type { Metrics } from '../metrics.js'
 import type { Micros } from '../money.js'
 import { tokensCost } from '../pricing/cost.js'
 import type { Price } from '../pricing/types.js'
-import type { Json } from '../providers/body.js'
 import type { ProviderAdapter, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { LaterCount } from './exact-count.js'
 import type { ReservationPlan } from './plan.js'
+import type { RequestBody } from './request-body.js'
 import type { Summary } from './summary.js'
 import type { Target } from './target.js'
 import type { UpstreamClient } from './upstream.js'
@@ -35,19 +36,22 @@ export interface Forward {
   facts: RequestFacts
   price: Price
   plan: ReservationPlan
-  body: Json
-  raw: Buffer
-  /** The bytes to forward once `prepareBody` changed `body` (RequestBody.edited). */
-  edited: () => Promise<Buffer>
+  /**
+   * The request's body (RequestBody): `json` for `prepareBody`, `raw` to forward unchanged, `edited()` once
+   * changed. forwardMetered takes it (sets it to null) as it builds the upstream request, so an open stream keeps none of it.
+   */
+  payload: Pick<RequestBody, 'json' | 'raw' | 'edited'> | null
   credential: UpstreamCredential
   reservation: Reservation
   summary: Summary
   started: number
   /**
    * The request's input tokens as the provider bills them (its tokenizer, its count endpoint, Mistral's
-   * estimate), stopping past `limitTokens`; null when it cannot count. Absent when the plan's input is exact.
+   * estimate), stopping past a limit; null when it cannot count. Absent when the plan's input is exact or the
+   * request is not a stream (only a stream ended without reported input is charged a count); dropped by the
+   * stream relay once the provider reports the input.
    */
-  countInput?: (limitTokens: number) => Promise<number | null>
+  countInput: LaterCount | undefined
 }
 
 /**
@@ -58,7 +62,7 @@ export async function endedInput(f: Forward): Promise<{ tokens: number; micros: 
   const { plan, price } = f
   const bound = { tokens: plan.inputTokens, micros: plan.inputMicros }
   if (f.countInput === undefined) return bound
-  const counted = await f.countInput(plan.inputTokens).catch(() => null)
+  const counted = await f.countInput.count(plan.inputTokens).catch(() => null)
   if (counted === null || counted >= plan.inputTokens) return bound
   return { tokens: counted, micros: tokensCost(counted, Math.max(price.inputPer1M, price.cacheWritePer1M)) }
 }

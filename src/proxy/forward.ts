@@ -8,7 +8,7 @@ import { relayableResponseHeaders } from '../http/response-headers.js'
 import type { Micros } from '../money.js'
 import { microsToUsd } from '../money.js'
 import { costMicros } from '../pricing/cost.js'
-import type { ProviderAdapter, UpstreamCredential } from '../providers/types.js'
+import type { ProviderAdapter, UpstreamCredential, UpstreamRequest } from '../providers/types.js'
 import { MAX_BODY_BYTES, UpstreamTooLargeError } from '../stream/limits.js'
 import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
 import { loweredOutputCap } from './plan.js'
@@ -125,19 +125,8 @@ export function createForwarder(deps: ForwardDeps) {
     try {
       const lowered = loweredOutputCap(plan, price, reservation.reservedMicros)
       if (lowered !== null) summary.maxTokens = lowered
-      const changed = adapter.prepareBody(route, f.body, facts, lowered)
-      const body = changed ? await f.edited() : f.raw
-      // A signature covers the body's hash: a big one is hashed in slices here, not in one go while signing.
-      const signsBig = f.credential.kind === 'aws' && body.length >= BIG_BODY_BYTES
-      const upstreamRequest = adapter.buildUpstream({
-        route,
-        path: f.target.path,
-        query: f.target.query,
-        headers: f.request.headers,
-        credential: f.credential,
-        body,
-        ...(signsBig ? { bodySha256: await sha256InSlices(body) } : {}),
-      })
+      const built = buildMetered(f, lowered)
+      const upstreamRequest = built instanceof Promise ? await built : built
       const abort = abortOnClientClose(reply)
       // Gone before anything was sent: the provider was never called, so nothing is charged.
       if (abort.signal.aborted) return await settle(0, 'client_closed')
@@ -217,6 +206,28 @@ export function createForwarder(deps: ForwardDeps) {
   return { forwardFree, forwardMetered }
 }
 
+
+/**
+ * The upstream request of `f`, built from its body, which it takes from `f` (an open stream keeps none of it):
+ * what is sent is what was metered. An unchanged small body is built in this turn, without a promise.
+ */
+function buildMetered(f: Forward, lowered: number | null): UpstreamRequest | Promise<UpstreamRequest> {
+  const payload = f.payload
+  if (payload === null) throw new Error('a metered request is forwarded once')
+  f.payload = null
+  const changed = f.adapter.prepareBody(f.route, payload.json, f.facts, lowered)
+  return changed ? payload.edited().then((body) => buildWith(f, body)) : buildWith(f, payload.raw)
+}
+
+function buildWith(f: Forward, body: Buffer): UpstreamRequest | Promise<UpstreamRequest> {
+  f.countInput?.forwarded(body)
+  const context = { route: f.route, path: f.target.path, query: f.target.query, headers: f.request.headers, credential: f.credential, body }
+  // A signature covers the body's hash: a big one is hashed in slices here, not in one go while signing.
+  if (f.credential.kind === 'aws' && body.length >= BIG_BODY_BYTES) {
+    return sha256InSlices(body).then((bodySha256) => f.adapter.buildUpstream({ ...context, bodySha256 }))
+  }
+  return f.adapter.buildUpstream(context)
+}
 
 /**
  * A whole upstream answer, written straight to the connection as the stream relay writes its head: the

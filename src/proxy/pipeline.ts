@@ -19,7 +19,7 @@ import { unsafePathReason } from '../http/upstream-url.js'
 import { isProxyKey } from '../keys.js'
 import type { Price, PricingTable } from '../pricing/types.js'
 import type { AdapterRegistry } from '../providers/registry.js'
-import type { ProviderAdapter, ProviderId, RequestFacts, UpstreamCredential } from '../providers/types.js'
+import type { ProviderAdapter, ProviderId, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
 import type { Metrics } from '../metrics.js'
 import { REFERENCED_CONTEXT_TOKENS } from '../tokens/bound.js'
 import { sharedTokenCounter, type TokenCounter } from '../tokens/worker.js'
@@ -29,12 +29,13 @@ import type { Inflight } from './inflight.js'
 import { checkFacts, planReservation, type ReservationPlan } from './plan.js'
 import { refusalError } from './refusal.js'
 import { sendError } from './respond.js'
-import { countExactInput } from './exact-count.js'
+import { countExactInput, deferInputCount } from './exact-count.js'
+import type { Forward } from './forward-shared.js'
 import { createForwarder } from './forward.js'
 import { recordEventLater } from './record-event.js'
 import { readRequestBody } from './request-body.js'
-import { recordRequest, type Summary } from './summary.js'
-import { parseTarget, readQuery } from './target.js'
+import { createSummary, recordRequest, type Summary } from './summary.js'
+import { parseTarget, readQuery, type Target } from './target.js'
 import type { UpstreamClient } from './upstream.js'
 
 export interface PipelineDeps {
@@ -65,6 +66,7 @@ export function createPipeline(deps: PipelineDeps) {
   const now = deps.now ?? Date.now
   const { config, store, pricing, adapters } = deps
   const counter = deps.counter ?? sharedTokenCounter()
+  const counting = { counter, upstream: deps.upstream }
   const admission = deps.admission ?? createAdmission(now)
   // Every settlement releases a hold: the key's queue of requests blocked by holds retries at once.
   const settling: BudgetStore = {
@@ -81,7 +83,7 @@ export function createPipeline(deps: PipelineDeps) {
 
   return async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const started = performance.now()
-    const summary: Summary = {}
+    const summary = createSummary()
     let adapter: ProviderAdapter | null = null
     deps.inflight.begin()
     try {
@@ -119,64 +121,8 @@ export function createPipeline(deps: PipelineDeps) {
       if (credential === null) {
         throw invalidRequest(`no upstream credential: send X-Loopers-Provider-Key or set the server's LOOPERS_${adapter.id.toUpperCase()}_API_KEY`)
       }
-      const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
-      const reading = readRequestBody(raw, adapter.loopShape?.(route) ?? null, counter)
-      // A small body is read in this turn: no await (a promise hop) on it.
-      const read = reading instanceof Promise ? await reading : reading
-      const body = read.json
-      const facts = checkFacts(adapter.describe(route, body))
-      summary.model = facts.model
-      summary.stream = facts.stream
-      const listed = pricing.lookup(adapter.id, facts.model)
-      summary.priced = listed !== null
-      if (listed === null) {
-        const hint = adapter.unpricedHint?.(facts.model) ?? 'add it to the pricing file (LOOPERS_PRICING_PATH)'
-        throw modelNotPriced(`no price for ${adapter.id} model '${facts.model}': ${hint}`)
-      }
-      const hidden = adapter.hidesReasoning?.(route, body, listed.hiddenReasoning) ?? listed.hiddenReasoning
-      const price = hidden === listed.hiddenReasoning ? listed : { ...listed, hiddenReasoning: hidden }
-      const session = readSession(request.headers, target.pathSession)
-
-      // Content the provider fetches or generates itself is not in the body: its context window bounds it.
-      const extra = adapter.referencedInput?.(route, body, request.headers)
-      // One walk, in slices or in the worker, finds media parts and fetched content (a long transcript stalls no one).
-      const scan = await read.scan()
-      const referenced = (extra?.tokens ?? 0) + (scan.fetchesContent ? REFERENCED_CONTEXT_TOKENS : 0)
-      const feeMicros = toolFees(adapter.id, extra?.toolCalls ?? {})
-      const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia, scan) + referenced, Number.MAX_SAFE_INTEGER)
-      // The loop guard reads the conversation's opening and newest step (bounded work, src/loop/README.md).
-      const fingerprint = read.fingerprint()
-      // Requests of one step fired at once (a load test, a batch) are not repeats: the store counts a repeat
-      // only while at most one request of its step is in flight, and settle ends each (src/loop/README.md).
-      const loop = fingerprint === null ? null : { scope: loopScope(session?.id ?? null, fingerprint), step: fingerprint.step }
-      const requestId = newRequestId()
-      const reserveInput = { keyHash, provider: adapter.id, requestId, session, loop }
-      const count = async (limit: number): Promise<number | null> => {
-        // Fetched content is bounded by a whole context window whatever the body counts: no count call.
-        if (referenced > 0) return null
-        return countExactInput(
-          { counter, upstream: deps.upstream },
-          { adapter: adapter as ProviderAdapter, route, path: target.path, headers: request.headers, credential, body, raw, source: read, scan, model: facts.model, price, tokensPerMedia: price.tokensPerMedia, limit },
-        )
-      }
-      const admit = await admitRequest({
-        keyHash,
-        plan: planReservation(facts, price, bound, config.streamSliceTokens, feeMicros),
-        reserveOnce: (p) => reserve({ ...reserveInput, minMicros: p.minMicros, maxMicros: p.maxMicros }),
-        facts,
-        price,
-        count,
-      })
-      const plan = admit.plan
-      const result = admit.result
-      if (!result.ok && result.heldMicros !== undefined) summary.heldUsd = microsToUsd(result.heldMicros)
-      if (!result.ok) throw refusalError(result, adapter.id, now(), blockedByHolds(result, plan.minMicros), keyHash)
-      const reservation = result.reservation
-      summary.inputBound = plan.inputTokens
-      summary.reservedUsd = microsToUsd(reservation.reservedMicros)
-      // A plan that holds only the cheap bound is counted if the stream ends without reported usage.
-      const countInput = admit.counted || referenced > 0 ? undefined : count
-      await forwardMetered({ request, reply, adapter, target, route, facts, price, plan, body, raw, edited: read.edited, credential, reservation, summary, started, countInput })
+      // Its own frame: what admission reads of the body is gone by the time the request is forwarded.
+      await forwardMetered(await admitMetered({ request, reply, adapter, target, route, credential, keyHash, summary, started }))
     } catch (error) {
       const proxyError = toProxyError(error)
       summary.code = proxyError.code
@@ -194,6 +140,77 @@ export function createPipeline(deps: PipelineDeps) {
       recordEventLater(deps.keys, deps.metrics, summary, new Date(now()))
       deps.inflight.end()
     }
+  }
+
+  /** Reads a metered request's body, describes, prices and reserves it: the request as forwardMetered takes it. */
+  async function admitMetered(m: Metered): Promise<Forward> {
+    const { request, reply, adapter, target, route, credential, keyHash, summary, started } = m
+    const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
+    // From here on the pipeline holds the bytes, only while it needs them.
+    request.body = undefined
+    const reading = readRequestBody(raw, adapter.loopShape?.(route) ?? null, counter)
+    // A small body is read in this turn: no await (a promise hop) on it.
+    const read = reading instanceof Promise ? await reading : reading
+    const body = read.json
+    const facts = checkFacts(adapter.describe(route, body))
+    summary.model = facts.model
+    summary.stream = facts.stream
+    const listed = pricing.lookup(adapter.id, facts.model)
+    summary.priced = listed !== null
+    if (listed === null) {
+      const hint = adapter.unpricedHint?.(facts.model) ?? 'add it to the pricing file (LOOPERS_PRICING_PATH)'
+      throw modelNotPriced(`no price for ${adapter.id} model '${facts.model}': ${hint}`)
+    }
+    const hidden = adapter.hidesReasoning?.(route, body, listed.hiddenReasoning) ?? listed.hiddenReasoning
+    const price = hidden === listed.hiddenReasoning ? listed : { ...listed, hiddenReasoning: hidden }
+    const session = readSession(request.headers, target.pathSession)
+
+    // Content the provider fetches or generates itself is not in the body: its context window bounds it.
+    const extra = adapter.referencedInput?.(route, body, request.headers)
+    // One walk, in slices or in the worker, finds media parts and fetched content (a long transcript stalls no one).
+    const scan = await read.scan()
+    const referenced = (extra?.tokens ?? 0) + (scan.fetchesContent ? REFERENCED_CONTEXT_TOKENS : 0)
+    const feeMicros = toolFees(adapter.id, extra?.toolCalls ?? {})
+    const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia, scan) + referenced, Number.MAX_SAFE_INTEGER)
+    // The loop guard reads the conversation's opening and newest step (bounded work, src/loop/README.md).
+    const fingerprint = read.fingerprint()
+    // Requests of one step fired at once (a load test, a batch) are not repeats: the store counts a repeat
+    // only while at most one request of its step is in flight, and settle ends each (src/loop/README.md).
+    const loop = fingerprint === null ? null : { scope: loopScope(session?.id ?? null, fingerprint), step: fingerprint.step }
+    const requestId = newRequestId()
+    const reserveInput = { keyHash, provider: adapter.id, requestId, session, loop }
+    const count = async (limit: number): Promise<number | null> => {
+      // Fetched content is bounded by a whole context window whatever the body counts: no count call.
+      if (referenced > 0) return null
+      return countExactInput(
+        counting,
+        { adapter, route, path: target.path, headers: request.headers, credential, body, raw, source: read, scan, model: facts.model, price, tokensPerMedia: price.tokensPerMedia, limit },
+      )
+    }
+    const admit = await admitRequest({
+      keyHash,
+      plan: planReservation(facts, price, bound, config.streamSliceTokens, feeMicros),
+      reserveOnce: (p) => reserve({ ...reserveInput, minMicros: p.minMicros, maxMicros: p.maxMicros }),
+      facts,
+      price,
+      count,
+    })
+    const plan = admit.plan
+    const result = admit.result
+    if (!result.ok && result.heldMicros !== undefined) summary.heldUsd = microsToUsd(result.heldMicros)
+    if (!result.ok) throw refusalError(result, adapter.id, now(), blockedByHolds(result, plan.minMicros), keyHash)
+    const reservation = result.reservation
+    summary.inputBound = plan.inputTokens
+    summary.reservedUsd = microsToUsd(reservation.reservedMicros)
+    // A stream whose plan holds only the cheap bound is counted if it ends without reported usage.
+    const countInput =
+      admit.counted || referenced > 0 || !facts.stream
+        ? undefined
+        : deferInputCount(
+            counting,
+            { adapter, route, path: target.path, headers: request.headers, credential, body, source: read, scan, model: facts.model, price, tokensPerMedia: price.tokensPerMedia },
+          )
+    return { request, reply, adapter, target, route, facts, price, plan, payload: read, credential, reservation, summary, started, countInput }
   }
 
   async function reserve(input: Parameters<BudgetStore['reserve']>[0]): Promise<ReserveResult> {
@@ -276,6 +293,19 @@ export function createPipeline(deps: PipelineDeps) {
     if (!record.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())
   }
 
+}
+
+/** What a metered request brings to admission once its route and credential are known. */
+interface Metered {
+  request: FastifyRequest
+  reply: FastifyReply
+  adapter: ProviderAdapter
+  target: Target
+  route: RouteMatch
+  credential: UpstreamCredential
+  keyHash: string
+  summary: Summary
+  started: number
 }
 
 /** A refusal that more budget (or fewer holds) could turn into an admission. */

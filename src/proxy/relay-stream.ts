@@ -1,11 +1,13 @@
 /** A metered stream relayed through the meter: extended slice by slice, cut at the budget, settled once. */
+import type { Readable } from 'node:stream'
 import type { Refusal } from '../budget/types.js'
 import { budgetUnavailable, upstreamUnreachable } from '../errors.js'
 import type { Micros } from '../money.js'
 import { microsToUsd } from '../money.js'
 import { costMicros, tokensCost } from '../pricing/cost.js'
 import { UpstreamTooLargeError } from '../stream/limits.js'
-import { meterStream } from '../stream/meter.js'
+import { meterStream, type MeterOptions, type MeterResult, type StreamSink } from '../stream/meter.js'
+import type { ErrorInfo, StreamParser } from '../providers/types.js'
 import { createOutputCounter } from '../tokens/output-counter.js'
 import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
 import { refusalError } from './refusal.js'
@@ -17,80 +19,65 @@ import type { UpstreamResponse } from './upstream.js'
  * slice by slice, the stream cut in the provider's format when an extension is refused, then settled.
  */
 export function createStreamRelay(deps: ForwardDeps) {
-  const { config, store, now } = deps
+  return function relayStream(f: Forward, response: UpstreamResponse, headers: Record<string, unknown>, settle: Settle): Promise<void> {
+    return new RelayedStream(deps, f, response, settle).run(headers)
+  }
+}
 
-  async function relayStream(
-    f: Forward,
-    response: UpstreamResponse,
-    headers: Record<string, unknown>,
-    settle: (actual: Micros, outcome: string) => Promise<void>,
-  ): Promise<void> {
-    const { reply, adapter, route, facts, price, plan, reservation, summary } = f
-    const parser = adapter.createStreamParser(route, createOutputCounter(price.tokenizer))
-    // A count (or estimate) never passes the request's cap: the provider stops there, whatever the count says.
-    const cap = facts.maxOutputTokens
-    const outputTokens = (): number => {
-      const counted = parser.outputTokens()
-      return cap === null || parser.reported().outputTokens !== undefined ? counted : Math.min(counted, cap)
-    }
-    // Input is held at the plan's until the provider reports it, or until it is counted (once): for a refused
-    // extension (the bound's surplus may hold the rest of the stream), else once the stream has ended.
-    let input = { tokens: plan.inputTokens, micros: plan.inputMicros }
-    let inputCount: Promise<void> | null = null
-    const countInput = (): Promise<void> => {
-      if (inputCount === null && parser.reported().inputTokens === undefined) {
-        inputCount = endedInput(f).then((counted) => void (input = counted))
-      }
-      return inputCount ?? Promise.resolve()
-    }
+type Settle = (actual: Micros, outcome: string) => Promise<void>
+
+/**
+ * One relayed stream, and the meter's options as its methods: an open stream holds this object, not a nest
+ * of closures over the request.
+ */
+class RelayedStream implements MeterOptions {
+  readonly parser: StreamParser
+  readonly upstream: Readable
+  readonly client: StreamSink
+  readonly stopSignal: AbortSignal
+  // Input is held at the plan's until the provider reports it, or until it is counted (once): for a refused
+  // extension (the bound's surplus may hold the rest of the stream), else once the stream has ended.
+  private inputTokens: number
+  private inputMicros: Micros
+  private inputCount: Promise<void> | null = null
+  private surplusTried = false
+
+  constructor(
+    private readonly deps: ForwardDeps,
+    private readonly f: Forward,
+    private readonly response: UpstreamResponse,
+    private readonly settle: Settle,
+  ) {
+    this.parser = f.adapter.createStreamParser(f.route, createOutputCounter(f.price.tokenizer))
+    this.upstream = response.body
+    this.client = f.reply.raw
+    this.stopSignal = deps.shutdown
+    this.inputTokens = f.plan.inputTokens
+    this.inputMicros = f.plan.inputMicros
+  }
+
+  async run(headers: Record<string, unknown>): Promise<void> {
+    const { f, deps, parser, response } = this
+    const { reply, plan, price, reservation, summary } = f
     // A stream the budget may not carry to its cap is counted as it starts, off the event loop, so a refused
     // extension finds the count ready instead of pausing the stream (the provider goes on generating).
     const left = reservation.remainingMicros
     const mayNeed = plan.inputMicros + plan.feeMicros + tokensCost(plan.outputCap, price.outputPer1M) - reservation.reservedMicros
-    if (f.countInput !== undefined && left !== undefined && left !== null && left < mayNeed) void countInput()
-    let surplusTried = false
-    const cost = (): Micros => {
-      const reported = parser.reported()
-      if (reported.inputTokens === undefined) return input.micros + plan.feeMicros + tokensCost(outputTokens(), price.outputPer1M)
-      return costMicros(price, { ...reported, outputTokens: outputTokens() }) + plan.feeMicros
-    }
-    const slice = tokensCost(config.streamSliceTokens, price.outputPer1M)
+    if (f.countInput !== undefined && left !== undefined && left !== null && left < mayNeed) void this.countInput()
     reply.hijack()
     reply.raw.writeHead(response.status, headers as Record<string, string>)
     flushHeadersSoon(reply.raw, response.body.readableLength > 0)
     deps.metrics.streamStarted()
-    const result = await meterStream({
-      stopSignal: deps.shutdown,
-      stopError: () => toErrorInfo(shuttingDown()),
-      parser,
-      upstream: response.body,
-      client: reply.raw,
-      reservedMicros: () => reservation.reservedMicros,
-      costMicros: cost,
-      extend: async (need) => {
-        try {
-          let extended = await store.extend(reservation, need, need + slice)
-          if (!extended.ok && holdsSurplus(extended) && f.countInput !== undefined && !surplusTried && parser.reported().inputTokens === undefined) {
-            surplusTried = true
-            await countInput()
-            const rest = cost() - reservation.reservedMicros
-            if (rest <= 0) return null
-            extended = await store.extend(reservation, rest, rest + slice)
-          }
-          if (extended.ok) return null
-          if (extended.heldMicros !== undefined) summary.heldUsd = microsToUsd(extended.heldMicros)
-          return toErrorInfo(refusalError(extended, adapter.id, now()))
-        } catch (error) {
-          return toErrorInfo(budgetUnavailable('the budget store became unavailable during the stream', { cause: error }))
-        }
-      },
-      cutoffFrame: (error) => adapter.cutoffFrame(route, error),
-      upstreamFailure: () => toErrorInfo(upstreamUnreachable('the provider connection broke during the stream')),
-    }).finally(() => deps.metrics.streamEnded())
+    let result: MeterResult
+    try {
+      result = await meterStream(this)
+    } finally {
+      deps.metrics.streamEnded()
+    }
     // Ended without reported input (cut, client gone, upstream broke): charged the input the provider bills.
-    await countInput()
-    summary.inputTokens = parser.reported().inputTokens ?? input.tokens
-    summary.outputTokens = outputTokens()
+    await this.countInput()
+    summary.inputTokens = parser.reported().inputTokens ?? this.inputTokens
+    summary.outputTokens = this.outputTokens()
     if (result.error !== null) {
       summary.code = result.error.code
       if (typeof result.error.details?.window === 'string') summary.window = result.error.details.window
@@ -101,10 +88,72 @@ export function createStreamRelay(deps: ForwardDeps) {
     const unreported = price.hiddenReasoning && parser.reported().outputTokens === undefined
     const overflowed = result.thrown instanceof UpstreamTooLargeError
     if (overflowed) summary.cause = 'upstream stream event above the size limit'
-    await settle(unreported || overflowed ? Math.max(reservation.reservedMicros, cost()) : cost(), result.outcome)
+    await this.settle(unreported || overflowed ? Math.max(reservation.reservedMicros, this.costMicros()) : this.costMicros(), result.outcome)
   }
 
-  return relayStream
+  reservedMicros(): Micros {
+    return this.f.reservation.reservedMicros
+  }
+
+  costMicros(): Micros {
+    const { plan, price } = this.f
+    const reported = this.parser.reported()
+    if (reported.inputTokens === undefined) return this.inputMicros + plan.feeMicros + tokensCost(this.outputTokens(), price.outputPer1M)
+    // Reported input needs no count: what the count holds of the request (its body) goes now, not at the stream's end.
+    this.f.countInput = undefined
+    return costMicros(price, { ...reported, outputTokens: this.outputTokens() }) + plan.feeMicros
+  }
+
+  async extend(need: Micros): Promise<ErrorInfo | null> {
+    const { f, deps, parser } = this
+    const { reservation } = f
+    const slice = tokensCost(deps.config.streamSliceTokens, f.price.outputPer1M)
+    try {
+      let extended = await deps.store.extend(reservation, need, need + slice)
+      if (!extended.ok && holdsSurplus(extended) && f.countInput !== undefined && !this.surplusTried && parser.reported().inputTokens === undefined) {
+        this.surplusTried = true
+        await this.countInput()
+        const rest = this.costMicros() - reservation.reservedMicros
+        if (rest <= 0) return null
+        extended = await deps.store.extend(reservation, rest, rest + slice)
+      }
+      if (extended.ok) return null
+      if (extended.heldMicros !== undefined) f.summary.heldUsd = microsToUsd(extended.heldMicros)
+      return toErrorInfo(refusalError(extended, f.adapter.id, deps.now()))
+    } catch (error) {
+      return toErrorInfo(budgetUnavailable('the budget store became unavailable during the stream', { cause: error }))
+    }
+  }
+
+  cutoffFrame(error: ErrorInfo): Buffer {
+    return this.f.adapter.cutoffFrame(this.f.route, error)
+  }
+
+  upstreamFailure(): ErrorInfo {
+    return toErrorInfo(upstreamUnreachable('the provider connection broke during the stream'))
+  }
+
+  stopError(): ErrorInfo {
+    return toErrorInfo(shuttingDown())
+  }
+
+  /** Output tokens so far: a count (or estimate) never passes the request's cap, where the provider stops whatever the count says. */
+  private outputTokens(): number {
+    const counted = this.parser.outputTokens()
+    const cap = this.f.facts.maxOutputTokens
+    return cap === null || this.parser.reported().outputTokens !== undefined ? counted : Math.min(counted, cap)
+  }
+
+  /** Counts the input once, unless the provider reported it. */
+  private countInput(): Promise<void> {
+    if (this.inputCount === null && this.parser.reported().inputTokens === undefined) {
+      this.inputCount = endedInput(this.f).then((counted) => {
+        this.inputTokens = counted.tokens
+        this.inputMicros = counted.micros
+      })
+    }
+    return this.inputCount ?? Promise.resolve()
+  }
 }
 
 /**

@@ -30,6 +30,34 @@ export interface Summary {
   priced?: boolean
 }
 
+/**
+ * A summary with every field present and undefined (a log line omits them): one object of a fixed shape,
+ * whose fields live in it, not in a store that grows (and is copied) as the request fills them in.
+ */
+export function createSummary(): Summary {
+  return {
+    key: undefined,
+    provider: undefined,
+    op: undefined,
+    model: undefined,
+    stream: undefined,
+    status: undefined,
+    outcome: undefined,
+    code: undefined,
+    inputBound: undefined,
+    inputTokens: undefined,
+    outputTokens: undefined,
+    reservedUsd: undefined,
+    chargedUsd: undefined,
+    maxTokens: undefined,
+    window: undefined,
+    heldUsd: undefined,
+    cause: undefined,
+    addedMs: undefined,
+    priced: undefined,
+  }
+}
+
 /** Adds one finished request to the metrics; labels carry only priced model ids and known outcomes. */
 export function recordRequest(metrics: Metrics, summary: Summary, ms: number): void {
   const refused = summary.outcome === 'refused' || summary.outcome === 'error'

@@ -9,6 +9,7 @@ export type StreamOutcome = 'completed' | 'cutoff' | 'client_closed' | 'upstream
 export interface StreamSink {
   write(chunk: Buffer): boolean
   end(chunk?: Buffer): unknown
+  on(event: 'close', listener: () => void): unknown
   once(event: 'close' | 'drain', listener: () => void): unknown
   off(event: 'close' | 'drain', listener: () => void): unknown
   readonly writableEnded: boolean
@@ -124,14 +125,15 @@ class StreamMeter {
 
   start(): void {
     const { upstream, options } = this
-    this.client.once('close', this.onClientClose)
+    // `on`, not `once`: each fires at most once and finish() removes them all; `once` would add a wrapper per listener.
+    this.client.on('close', this.onClientClose)
     if (options.stopSignal?.aborted) this.onStop()
     options.stopSignal?.addEventListener('abort', this.onStop, { once: true })
     // The error listener stays after the end: an error emitted later must not become an uncaught one.
     upstream.on('error', this.onError)
     upstream.on('data', this.onData)
-    upstream.once('end', this.onEnd)
-    upstream.once('close', this.onClose)
+    upstream.on('end', this.onEnd)
+    upstream.on('close', this.onClose)
   }
 
   /** Forwards pending frames until one needs an extension or a drain; at the upstream's end flushes and ends. */
