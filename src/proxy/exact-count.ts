@@ -65,9 +65,18 @@ export interface LaterCount {
   count(limitTokens: number): Promise<number | null>
 }
 
-/** The LaterCount of `input`'s request: what it is counted with is decided now, from its body. */
+/**
+ * The LaterCount of `input`'s request: what it is counted with is decided now, from its body. It runs after the
+ * reservation and before forwarding, where a throw would leave the hold unsettled: an adapter that cannot
+ * decide answers "cannot count" (the bound stands), as a failed count does.
+ */
 export function deferInputCount(deps: ExactCountDeps, input: Omit<ExactCountInput, 'limit' | 'raw'>): LaterCount {
-  const how = input.adapter.exactInput(input.route, input.path, input.body, input.model, input.price, input.scan)
+  let how: ExactInput | null
+  try {
+    how = input.adapter.exactInput(input.route, input.path, input.body, input.model, input.price, input.scan)
+  } catch {
+    return cannotCount
+  }
   if (how === null) return cannotCount
   if (how.kind === 'local') return new LocalLaterCount(deps.counter, how, input.tokensPerMedia)
   const { adapter, route, headers, credential, source } = input
