@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { Command } from 'ioredis'
+import { Deadlines, type DeadlineCommand } from './command-deadlines.js'
 import type { RedisClient } from './redis-client.js'
 
 export interface Script {
@@ -75,8 +76,13 @@ function send(redis: RedisClient, command: Command): Promise<unknown> {
  * EVALSHA of a script, sent as EVAL on a connection it was not sent on yet, as ioredis's defineCommand does
  * (so a call that times out on a frozen Redis still runs when it wakes). `args` holds every argument, as
  * ioredis reads them (a cluster's slot from the keys, debug output); the RESP text is written from `parts`.
+ * Its command timeout waits in a line of commands watched by one timer (command-deadlines.ts).
  */
-class ScriptCommand extends Command {
+class ScriptCommand extends Command implements DeadlineCommand {
+  deadlines: Deadlines | null = null
+  deadline = 0
+  nextInLine: DeadlineCommand | null = null
+
   constructor(
     private readonly script: Script,
     private readonly parts: ScriptArg[],
@@ -88,6 +94,17 @@ class ScriptCommand extends Command {
       else args.push(part)
     }
     this.args = args
+  }
+
+  /** ioredis calls this with its commandTimeout as it sends the command (again on a resend: the first deadline holds). */
+  override setTimeout(ms: number): void {
+    Deadlines.watch(this, ms)
+  }
+
+  /** ioredis calls this with the reply, just before the command resolves. */
+  override transformReply(result: Buffer | Buffer[]): string | string[] | Buffer | Buffer[] {
+    this.deadlines?.answered(this)
+    return super.transformReply(result)
   }
 
   override toWritable(socket: object): string {
