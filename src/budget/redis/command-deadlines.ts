@@ -3,13 +3,11 @@
  * and a closure kept across the wait, linked into and out of the timer list); the budget scripts instead join
  * the line of the commands that share their timeout length. Those reach their deadlines in the order they were
  * sent, so one timer, set for the oldest command still waiting, watches the whole line. Replies come back in
- * order on a connection, so an answered command is nearly always the oldest: it leaves the line at once.
+ * order on a connection, so a command that is done is nearly always the oldest: it leaves the line at once.
  */
 
-/** A command as its line sees it: what ioredis's own timer reads and calls, and the line's links. */
+/** A command as its line sees it: what ioredis's own timer calls, and the line's links. */
 export interface DeadlineCommand {
-  /** True once answered (set by ioredis). */
-  isResolved: boolean
   /** Fails the command (ioredis's own timer calls the same, with the same error). */
   reject: (err: Error) => void
   /** The line it waits in; null until sent. */
@@ -18,6 +16,8 @@ export interface DeadlineCommand {
   deadline: number
   /** The command sent after it in the same line, while it waits. */
   nextInLine: DeadlineCommand | null
+  /** Answered or failed: its deadline no longer matters. */
+  done: boolean
 }
 
 /** The commands waiting with one timeout length, oldest first, and the one timer that watches them. */
@@ -30,7 +30,7 @@ export class Deadlines {
 
   private static readonly byTimeout = new Map<number, Deadlines>()
 
-  /** Starts `command`'s timeout of `timeoutMs`; a command already waiting keeps its first deadline, as in ioredis. */
+  /** Starts `command`'s timeout of `timeoutMs`; a command already sent keeps its first deadline, as in ioredis. */
   static watch(command: DeadlineCommand, timeoutMs: number): void {
     if (command.deadlines !== null) return
     let line = Deadlines.byTimeout.get(timeoutMs)
@@ -39,6 +39,13 @@ export class Deadlines {
       Deadlines.byTimeout.set(timeoutMs, line)
     }
     line.push(command)
+  }
+
+  /** `command` was answered or failed: if it was the oldest, it and the done commands after it leave the line. */
+  static done(command: DeadlineCommand): void {
+    command.done = true
+    const line = command.deadlines
+    if (line !== null && command === line.oldest) line.dropFront(command)
   }
 
   private push(command: DeadlineCommand): void {
@@ -52,33 +59,28 @@ export class Deadlines {
     this.timer ??= setTimeout(this.expire, this.timeoutMs).unref()
   }
 
-  /** `command` got its reply: it and the answered commands after it leave the line if it was the oldest. */
-  answered(command: DeadlineCommand): void {
-    if (command !== this.oldest) return
-    this.dropFront(command.nextInLine)
-    command.nextInLine = null
-  }
-
-  /** Fails the commands past their deadline, drops the answered ones before them, and waits for the next deadline. */
+  /** Fails the commands past their deadline, drops the done ones before them, and waits for the next deadline. */
   private readonly expire = (): void => {
     this.timer = null
     const now = performance.now()
     let command = this.oldest
-    while (command !== null && (command.isResolved || command.deadline <= now)) {
+    while (command !== null && (command.done || command.deadline <= now)) {
       const next = command.nextInLine
       command.nextInLine = null
-      // A command that failed otherwise (error reply, lost connection) is rejected again: a no-op.
-      if (!command.isResolved) command.reject(new Error('Command timed out'))
+      if (!command.done) {
+        command.done = true
+        command.reject(new Error('Command timed out'))
+      }
       command = next
     }
     this.dropFront(command)
     if (this.oldest !== null) this.timer = setTimeout(this.expire, Math.max(1, Math.ceil(this.oldest.deadline - now))).unref()
   }
 
-  /** Makes `first` (or the first unanswered command after it) the oldest in line. */
+  /** Makes the first command from `first` on that is not done the oldest in line. */
   private dropFront(first: DeadlineCommand | null): void {
     let command = first
-    while (command !== null && command.isResolved) {
+    while (command !== null && command.done) {
       const next = command.nextInLine
       command.nextInLine = null
       command = next

@@ -58,18 +58,18 @@ export function script(name: string, numberOfKeys: number): Script {
 
 /** Runs `script` with its KEYS then its ARGV; a Redis that lost its script cache (NOSCRIPT: restart, flush) gets it again. */
 export async function evalScript(redis: RedisClient, script: Script, keysThenArgs: ScriptArg[]): Promise<unknown> {
-  try {
-    return await send(redis, new ScriptCommand(script, keysThenArgs))
-  } catch (err) {
-    if (!(err instanceof Error && err.message.includes('NOSCRIPT'))) throw err
-    script.sentOn = new WeakSet()
-    return await send(redis, new ScriptCommand(script, keysThenArgs))
+  for (let attempt = 1; ; attempt++) {
+    const command = new ScriptCommand(script, keysThenArgs)
+    redis.sendCommand(command)
+    try {
+      return await command.promise
+    } catch (err) {
+      // Failed without a reply (error reply, Redis gone, timed out): it waits for no deadline.
+      Deadlines.done(command)
+      if (attempt > 1 || !(err instanceof Error && err.message.includes('NOSCRIPT'))) throw err
+      script.sentOn = new WeakSet()
+    }
   }
-}
-
-function send(redis: RedisClient, command: Command): Promise<unknown> {
-  redis.sendCommand(command)
-  return command.promise
 }
 
 const REPLY_AS_TEXT = { replyEncoding: 'utf8' } as const
@@ -85,6 +85,7 @@ class ScriptCommand extends Command implements DeadlineCommand {
   deadlines: Deadlines | null = null
   deadline = 0
   nextInLine: DeadlineCommand | null = null
+  done = false
   /** `args` once read (or as ioredis's constructor set it); null until then. */
   private flatArgs: (string | number)[] | null = null
   private readonly argCount: number
@@ -135,7 +136,7 @@ class ScriptCommand extends Command implements DeadlineCommand {
 
   /** ioredis calls this with the reply, just before the command resolves. */
   override transformReply(result: Buffer | Buffer[]): string | string[] | Buffer | Buffer[] {
-    this.deadlines?.answered(this)
+    Deadlines.done(this)
     return super.transformReply(result)
   }
 
