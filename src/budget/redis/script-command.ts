@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { Command } from 'ioredis'
+import { Deadlines, type DeadlineCommand } from './command-deadlines.js'
 import type { RedisClient } from './redis-client.js'
 
 export interface Script {
@@ -57,47 +58,99 @@ export function script(name: string, numberOfKeys: number): Script {
 
 /** Runs `script` with its KEYS then its ARGV; a Redis that lost its script cache (NOSCRIPT: restart, flush) gets it again. */
 export async function evalScript(redis: RedisClient, script: Script, keysThenArgs: ScriptArg[]): Promise<unknown> {
-  try {
-    return await send(redis, new ScriptCommand(script, keysThenArgs))
-  } catch (err) {
-    if (!(err instanceof Error && err.message.includes('NOSCRIPT'))) throw err
-    script.sentOn = new WeakSet()
-    return await send(redis, new ScriptCommand(script, keysThenArgs))
+  for (let attempt = 1; ; attempt++) {
+    const command = new ScriptCommand(script, keysThenArgs)
+    redis.sendCommand(command)
+    try {
+      return await command.promise
+    } catch (err) {
+      // Failed without a reply (error reply, Redis gone, timed out): it waits for no deadline.
+      Deadlines.done(command)
+      if (attempt > 1 || !(err instanceof Error && err.message.includes('NOSCRIPT'))) throw err
+      script.sentOn = new WeakSet()
+    }
   }
 }
 
-function send(redis: RedisClient, command: Command): Promise<unknown> {
-  redis.sendCommand(command)
-  return command.promise
-}
+const REPLY_AS_TEXT = { replyEncoding: 'utf8' } as const
 
 /**
  * EVALSHA of a script, sent as EVAL on a connection it was not sent on yet, as ioredis's defineCommand does
- * (so a call that times out on a frozen Redis still runs when it wakes). `args` holds every argument, as
- * ioredis reads them (a cluster's slot from the keys, debug output); the RESP text is written from `parts`.
+ * (so a call that times out on a frozen Redis still runs when it wakes). The RESP text is written from
+ * `parts`; `args` (every argument, as ioredis reads them: a cluster's slot from the keys, an error reply,
+ * tracing) is built from them when first read, so the command waits for its reply without a copy.
+ * Its command timeout waits in a line of commands watched by one timer (command-deadlines.ts).
  */
-class ScriptCommand extends Command {
+class ScriptCommand extends Command implements DeadlineCommand {
+  deadlines: Deadlines | null = null
+  deadline = 0
+  nextInLine: DeadlineCommand | null = null
+  done = false
+  /** `args` once read (or as ioredis's constructor set it); null until then. */
+  private flatArgs: (string | number)[] | null = null
+  private readonly argCount: number
+
   constructor(
     private readonly script: Script,
     private readonly parts: ScriptArg[],
   ) {
-    super('evalsha', [], { replyEncoding: 'utf8' })
-    const args: (string | number)[] = [script.sha, script.numberOfKeys]
-    for (const part of parts) {
-      if (typeof part === 'object') for (const value of part.values) args.push(value)
-      else args.push(part)
+    super('evalsha', [], REPLY_AS_TEXT)
+    let count = 2
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i] as ScriptArg
+      count += typeof part === 'object' ? part.values.length : 1
     }
-    this.args = args
+    this.argCount = count
+  }
+
+  static {
+    // ioredis declares `args` as a field: an accessor can only be put on the prototype. Its constructor sets
+    // and reads it before this class's fields exist (flatArgs is then reset to null).
+    Object.defineProperty(ScriptCommand.prototype, 'args', {
+      get(this: ScriptCommand): (string | number)[] {
+        return (this.flatArgs ??= this.allArgs())
+      },
+      set(this: ScriptCommand, args: (string | number)[]) {
+        this.flatArgs = args
+      },
+    })
+  }
+
+  private allArgs(): (string | number)[] {
+    const args = new Array<string | number>(this.argCount)
+    args[0] = this.name === 'eval' ? this.script.lua : this.script.sha
+    args[1] = this.script.numberOfKeys
+    let at = 2
+    for (let i = 0; i < this.parts.length; i++) {
+      const part = this.parts[i] as ScriptArg
+      if (typeof part !== 'object') args[at++] = part
+      else for (let j = 0; j < part.values.length; j++) args[at++] = part.values[j] as string | number
+    }
+    return args
+  }
+
+  /** ioredis calls this with its commandTimeout as it sends the command (again on a resend: the first deadline holds). */
+  override setTimeout(ms: number): void {
+    Deadlines.watch(this, ms)
+  }
+
+  /** ioredis calls this with the reply, just before the command resolves. */
+  override transformReply(result: Buffer | Buffer[]): string | string[] | Buffer | Buffer[] {
+    Deadlines.done(this)
+    return super.transformReply(result)
   }
 
   override toWritable(socket: object): string {
     if (!this.script.sentOn.has(socket)) {
       this.script.sentOn.add(socket)
       this.name = 'eval'
-      this.args[0] = this.script.lua
+      if (this.flatArgs !== null) this.flatArgs[0] = this.script.lua
     }
-    let resp = `*${this.args.length + 1}\r\n${this.name === 'eval' ? this.script.evalHead : this.script.evalshaHead}`
-    for (const part of this.parts) resp += typeof part === 'object' ? part.resp : bulk(part)
+    let resp = `*${this.argCount + 1}\r\n${this.name === 'eval' ? this.script.evalHead : this.script.evalshaHead}`
+    for (let i = 0; i < this.parts.length; i++) {
+      const part = this.parts[i] as ScriptArg
+      resp += typeof part === 'object' ? part.resp : bulk(part)
+    }
     return resp
   }
 }

@@ -66,8 +66,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       ]),
     )
     if (reply[0] === 'ok') {
-      const [minute, hourly, daily, weekly, monthly] = fixed.periodKeys
-      const bookedKeys = [minute, hourly, daily, weekly, monthly]
+      const bookedKeys = fixed.periodKeys.slice()
       if (session !== null) bookedKeys.push(sessionKeyName)
       if (reply[3] !== undefined && reply[3] !== '') bookedKeys.push(String(reply[3]))
       Object.freeze(bookedKeys)
@@ -161,13 +160,13 @@ function bookedParts(r: Reservation): BookedParts {
 function scriptKeys(r: Reservation, booked: BookedParts, fixed: FixedKeys): ScriptArg[] {
   const session = booked.session ?? fixed.noSession
   const reservation = reservationKey(r.keyHash, r.requestId)
-  const [minute, hourly, daily, weekly, monthly] = booked.periods as [string, string, string, string, string]
+  const periods = booked.periods as readonly [string, string, string, string, string]
   const current = fixed.periodKeys
   // Booked in the current minute (nearly always): the record and periods are already encoded.
-  if (minute === current[0] && hourly === current[1] && daily === current[2] && weekly === current[3] && monthly === current[4]) {
+  if (periods[0] === current[0] && periods[1] === current[1] && periods[2] === current[2] && periods[3] === current[3] && periods[4] === current[4]) {
     return [fixed.recordAndPeriods, session, reservation]
   }
-  return [fixed.record, minute, hourly, daily, weekly, monthly, session, reservation]
+  return [fixed.record, periods[0], periods[1], periods[2], periods[3], periods[4], session, reservation]
 }
 
 function sessionFlag(booked: BookedParts): '0' | '1' {
