@@ -16,7 +16,7 @@ import { createStreamRelay } from './relay-stream.js'
 import { REMAINING_HEADER, usdHeader } from './respond.js'
 import type { Summary } from './summary.js'
 import type { Target } from './target.js'
-import type { UpstreamResponse } from './upstream.js'
+import { UpstreamAbort, type UpstreamResponse } from './upstream.js'
 
 
 const MAX_ERROR_BODY_BYTES = 1024 * 1024
@@ -32,28 +32,28 @@ export function createForwarder(deps: ForwardDeps) {
   const { store } = deps
   const relayStream = createStreamRelay(deps)
   // One shutdown listener for every open request (an EventTarget listener per request costs more than the request's abort).
-  const open = new Set<AbortController>()
+  const open = new Set<UpstreamAbort>()
   deps.shutdown.addEventListener('abort', () => {
     for (const controller of open) controller.abort()
     open.clear()
   }, { once: true })
 
-  /** An AbortController that fires when the client goes away before the response is complete, or at shutdown. */
-  function abortOnClientClose(reply: FastifyReply): AbortController {
-    const controller = new AbortController()
+  /** A signal that fires when the client goes away before the response is complete, or at shutdown. */
+  function abortOnClientClose(reply: FastifyReply): { signal: UpstreamAbort } {
+    const signal = new UpstreamAbort()
     const raw = reply.raw
     if (deps.shutdown.aborted || (raw.destroyed && !raw.writableEnded)) {
-      controller.abort()
-      return controller
+      signal.abort()
+      return { signal }
     }
     // Its 'close' already came: nothing left to watch.
-    if (raw.closed) return controller
-    open.add(controller)
+    if (raw.closed) return { signal }
+    open.add(signal)
     raw.once('close', () => {
-      open.delete(controller)
-      if (!raw.writableEnded) controller.abort()
+      open.delete(signal)
+      if (!raw.writableEnded) signal.abort()
     })
-    return controller
+    return { signal }
   }
 
   async function forwardFree(
