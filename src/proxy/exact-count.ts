@@ -56,7 +56,8 @@ export async function countExactInput(deps: ExactCountDeps, input: ExactCountInp
 /**
  * The count of `countExactInput`, decided at admission and run later, perhaps never (a stream that ends without
  * reported input). It holds only what it reads: for a local count the bytes forwarded (the provider bills what it
- * received, and the upstream request holds them anyway), for a provider's endpoint the body's members (`source`).
+ * received; the one copy of them an open stream keeps, once undici has sent them, until it is dropped), for a
+ * provider's endpoint the body's members (`source`).
  */
 export interface LaterCount {
   /** The request's bytes as forwarded: what a local count reads. */

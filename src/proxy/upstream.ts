@@ -38,6 +38,8 @@ export interface UpstreamClient {
   /**
    * Sends one request. Rejects with ProxyError(upstream_unreachable | upstream_timeout) when the
    * upstream cannot be reached or does not answer in time, or with the abort reason when `signal` fires.
+   * It takes a body of RELEASED_BODY_BYTES or more (`request.body` is left empty), so a caller awaiting a
+   * stream's end holds no copy of it.
    */
   send(request: UpstreamRequest, signal: UpstreamSignal, method?: 'POST' | 'GET' | 'HEAD'): Promise<UpstreamResponse>
   close(): Promise<void>
@@ -69,7 +71,9 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
         // Parsed once: origin and path come from the same URL object.
         const url = new URL(request.url)
         const { headers, body } = method === 'POST' ? outgoing(request) : { headers: request.headers, body: null }
-        return await dispatch(dispatcher, { origin: url.origin, path: `${url.pathname}${url.search}`, method, headers, body }, signal)
+        // undici's typings lack the iterable body its documentation and its code take.
+        const options = { origin: url.origin, path: `${url.pathname}${url.search}`, method, headers, body: body as Dispatcher.DispatchOptions['body'] }
+        return await dispatch(dispatcher, options, signal)
       } catch (error) {
         throw classify(error, signal)
       }
@@ -166,13 +170,42 @@ function parseHeaders(raw: Buffer[]): Record<string, string | string[]> {
   return headers
 }
 
-/** Headers and body to send: a big body in slices within the turn share (../http/turn-share.ts), its length declared. */
-function outgoing(request: UpstreamRequest): { headers: Record<string, string>; body: Buffer | Readable } {
+/**
+ * From this size on, a body is taken from its request and handed to undici as a SentOnce: undici keeps its
+ * request's body until the answer ends (minutes, for a stream), so 1,000 open streams of 100 KB prompts kept
+ * 100 MB. A smaller body is handed over as it is: an iterable body is written through a few promises more.
+ */
+export const RELEASED_BODY_BYTES = 16 * 1024
+
+const NO_BODY = Buffer.alloc(0)
+
+/**
+ * Headers and body to send, `request`'s body taken from RELEASED_BODY_BYTES on: in one piece that undici lets
+ * go once written, or a big body in slices within the turn share (../http/turn-share.ts); its length declared.
+ */
+function outgoing(request: UpstreamRequest): { headers: Record<string, string>; body: Buffer | SentOnce | Readable } {
   const { body } = request
-  if (body.length < BIG_BODY_BYTES) return { headers: request.headers, body }
+  if (body.length < RELEASED_BODY_BYTES) return { headers: request.headers, body }
+  request.body = NO_BODY
+  // undici reads an iterable body's length from the headers, so the bytes sent are a Buffer body's.
   const headers = Object.fromEntries(Object.entries(request.headers).filter(([name]) => name.toLowerCase() !== 'content-length'))
   headers['content-length'] = String(body.length)
-  return { headers, body: Readable.from(inSlices(body), { objectMode: false }) }
+  return { headers, body: body.length < BIG_BODY_BYTES ? new SentOnce(body) : Readable.from(inSlices(body), { objectMode: false }) }
+}
+
+/** A body that hands over its bytes once and forgets them: undici's request holds this, not the bytes. */
+class SentOnce implements IterableIterator<Buffer> {
+  constructor(private body: Buffer | null) {}
+
+  [Symbol.iterator](): this {
+    return this
+  }
+
+  next(): IteratorResult<Buffer, undefined> {
+    const body = this.body
+    this.body = null
+    return body === null ? { done: true, value: undefined } : { done: false, value: body }
+  }
 }
 
 async function* inSlices(body: Buffer): AsyncGenerator<Buffer> {

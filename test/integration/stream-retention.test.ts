@@ -36,6 +36,8 @@ const shutdown = new AbortController()
 const bodies: Array<WeakRef<object>> = []
 // And its bytes as the client sent them.
 const raws: Array<WeakRef<object>> = []
+// And the bytes the proxy sent upstream.
+const sents: Array<WeakRef<object>> = []
 
 beforeAll(async () => {
   redis = await startRedis()
@@ -75,7 +77,13 @@ beforeAll(async () => {
     keys: createKeyAdmin(client),
     pricing: loadPricing({ filePath: config.pricingPath }),
     adapters,
-    upstream: http,
+    upstream: {
+      send(request, signal, method) {
+        sents.push(new WeakRef(request.body))
+        return http.send(request, signal, method)
+      },
+      close: () => http.close(),
+    },
     metrics: createMetrics({ perKey: false }),
     inflight: createInflight(),
     shutdown: shutdown.signal,
@@ -152,6 +160,33 @@ describe('an open stream and its request body', () => {
       if (done) break
       text += decoder.decode(value, { stream: true })
       if (released === null && text.split('content_block_delta').length > 3) released = await collected(bodies.at(-1)!)
+    }
+    expect(text).toContain('message_stop')
+    expect(released).toBe(true)
+    await eventually(async () => (await admin.status(record.hash))!.daily.heldMicros === 0, 'the stream settled')
+  })
+
+  it('keeps no reference to the bytes sent upstream once the provider reports the input, while the stream is open', async () => {
+    const admin = createKeyAdmin(client)
+    const { key, record } = await admin.createKey('retention-sent', ['anthropic'])
+    await admin.setBudget(record.hash, { limits: { daily: 1_000_000_000 } })
+    const chunks = 30
+    Object.assign(anthropic.options, { chunks, chunkDelayMs: 20 })
+    const response = await fetch(`${url}/anthropic/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': key, 'anthropic-version': '2023-06-01', 'x-loopers-provider-key': 'sk-ant-up' },
+      body: JSON.stringify({ model: 'claude-test', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'word '.repeat(20_000) }] }),
+    })
+    expect(response.status).toBe(200)
+    const reader = response.body!.getReader()
+    const decoder = new TextDecoder()
+    let text = ''
+    let released: boolean | null = null
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      text += decoder.decode(value, { stream: true })
+      if (released === null && text.split('content_block_delta').length > 3) released = await collected(sents.at(-1)!)
     }
     expect(text).toContain('message_stop')
     expect(released).toBe(true)

@@ -1,7 +1,7 @@
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createUpstreamClient, UpstreamAbort } from '../../src/proxy/upstream.js'
+import { createUpstreamClient, RELEASED_BODY_BYTES, UpstreamAbort } from '../../src/proxy/upstream.js'
 
 // An upstream on a local port: /headers answers at once with repeated and odd headers; /hang never answers.
 let server: Server
@@ -9,8 +9,19 @@ let base: string
 const hanging = new Set<() => void>()
 const received: string[] = []
 const closed: string[] = []
+// What /record received: its headers and body.
+const recorded: Array<{ headers: IncomingHttpHeaders; body: Buffer }> = []
 beforeAll(async () => {
   server = createServer((req, res) => {
+    if (req.url === '/record') {
+      const chunks: Buffer[] = []
+      req.on('data', (chunk: Buffer) => chunks.push(chunk))
+      req.on('end', () => {
+        recorded.push({ headers: req.headers, body: Buffer.concat(chunks) })
+        res.end('{}')
+      })
+      return
+    }
     req.resume()
     received.push(req.url ?? '')
     if (req.url === '/hang') {
@@ -70,6 +81,29 @@ describe('upstream client', () => {
       await expect(client.send(request('/hang'), signal)).rejects.toMatchObject({ name: 'AbortError' })
       await new Promise((resolve) => setTimeout(resolve, 100))
       expect(received.length).toBe(before)
+    } finally {
+      await client.close()
+    }
+  })
+
+  it.each([
+    ['below', RELEASED_BODY_BYTES - 1, false],
+    ['at', RELEASED_BODY_BYTES, true],
+    ['above', 100 * 1024, true],
+  ])('sends a body %s the released size as it is, with its length (%i bytes), and takes it from the request: %s', async (_, size, taken) => {
+    const client = createUpstreamClient({ connectTimeoutMs: 1_000, timeoutMs: 5_000 })
+    try {
+      const body = Buffer.alloc(size, 'é')
+      const sent = { url: `${base}/record`, headers: { 'content-type': 'application/json', 'content-length': String(size) }, body }
+      const response = await client.send(sent, new UpstreamAbort())
+      response.body.resume()
+      expect(response.status).toBe(200)
+      const { headers, body: received } = recorded.at(-1)!
+      expect(headers['content-length']).toBe(String(size))
+      expect(headers['transfer-encoding']).toBeUndefined()
+      expect(received.equals(body)).toBe(true)
+      // Taken: the caller's request object no longer holds the bytes undici was handed.
+      expect(sent.body.length).toBe(taken ? 0 : size)
     } finally {
       await client.close()
     }
