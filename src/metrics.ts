@@ -107,6 +107,60 @@ function createTalliedCounter(config: { name: string; help: string; labelNames: 
   }
 }
 
+/** prom-client's record of one histogram series (lib/histogram.js), which a tallied histogram writes when read. */
+interface HistogramSeries {
+  labels: Record<string, string>
+  bucketValues: Record<number, number>
+  sum: number
+  count: number
+}
+
+/** One labelled series of a tallied histogram (`createTalliedHistogram`). */
+interface Observer {
+  observe(value: number): void
+}
+
+/**
+ * A Histogram whose series tally here, in plain numbers, and reach prom-client when the registry is read:
+ * prom-client builds a label hash and two objects on every `observe`. Bucket counts, sums (added in
+ * observation order) and series order are prom-client's own, so what is exported is the same. Returns the
+ * maker of one series' tally (label values in `labelNames` order).
+ */
+function createTalliedHistogram(config: { name: string; help: string; labelNames: string[]; buckets: number[]; registers: Registry[] }) {
+  const bounds = config.buckets
+  const tallies: Array<{ labels: Record<string, string>; buckets: number[]; sum: number; count: number }> = []
+  new Histogram({
+    ...config,
+    collect() {
+      this.reset()
+      // prom-client exports its series map in insertion order; integer keys keep the tallies' order.
+      const series = (this as unknown as { hashMap: Record<string, HistogramSeries> }).hashMap
+      for (const [i, tally] of tallies.entries()) {
+        const bucketValues: Record<number, number> = {}
+        for (const [j, bound] of bounds.entries()) bucketValues[bound] = tally.buckets[j]!
+        series[i] = { labels: { ...tally.labels }, bucketValues, sum: tally.sum, count: tally.count }
+      }
+    },
+  })
+  const make = (values: string[]): Observer => {
+    const tally = { labels: Object.fromEntries(config.labelNames.map((name, i) => [name, values[i] ?? ''])), buckets: bounds.map(() => 0), sum: 0, count: 0 }
+    tallies.push(tally)
+    return {
+      observe(value) {
+        // prom-client's own check, here where the value is known (not at the next scrape).
+        if (!Number.isFinite(value)) throw new TypeError(`a histogram cannot observe ${value}`)
+        // The first bucket whose upper bound the value does not exceed; past the last, only +Inf (the count).
+        let i = 0
+        while (i < bounds.length && value > bounds[i]!) i++
+        if (i < bounds.length) tally.buckets[i]! += 1
+        tally.sum += value
+        tally.count += 1
+      },
+    }
+  }
+  return make
+}
+
 /** A fresh registry per server (tests start several in one process). `perKey` adds a key label to request and spend series. */
 export function createMetrics(options: { perKey: boolean }): Metrics {
   const registry = new Registry()
@@ -132,45 +186,61 @@ export function createMetrics(options: { perKey: boolean }): Metrics {
   })
   const tokens = createTalliedCounter({ name: 'loopers_tokens_total', help: 'Settled tokens', labelNames: ['provider', 'kind'], registers: [registry] })
   const storeErrors = new Counter({ name: 'loopers_store_errors_total', help: 'Budget store faults', labelNames: ['op'], registers: [registry] })
-  const storeLatency = new Histogram({
+  const storeLatency = createTalliedHistogram({
     name: 'loopers_store_latency_seconds',
     help: 'Budget store call latency',
     labelNames: ['op'],
     buckets: LATENCY_BUCKETS,
     registers: [registry],
   })
-  const duration = new Histogram({
+  const duration = createTalliedHistogram({
     name: 'loopers_request_duration_seconds',
     help: 'Whole request duration, streams included',
     labelNames: ['provider'],
     buckets: DURATION_BUCKETS,
     registers: [registry],
   })
-  const added = new Histogram({
+  // Its one series made at once: prom-client exports a histogram without labels from the start.
+  const added = createTalliedHistogram({
     name: 'loopers_added_latency_seconds',
     help: 'Time the proxy spends on a request before calling the upstream',
+    labelNames: [],
     buckets: LATENCY_BUCKETS,
     registers: [registry],
-  })
+  })([])
   const inflight = new Gauge({ name: 'loopers_inflight_streams', help: 'Streams being relayed now', registers: [registry] })
 
   function timed<A extends unknown[], R>(op: string, call: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
     // The op's children are resolved once, on first use (so the exported series stay as they were):
     // prom-client hashes a label object on every labelled call.
-    let latency: ReturnType<typeof storeLatency.labels> | undefined
+    let latency: Observer | undefined
     let errors: ReturnType<typeof storeErrors.labels> | undefined
-    return async (...args) => {
+    const observe = (started: number) => {
+      latency ??= storeLatency([op])
+      latency.observe((performance.now() - started) / 1000)
+    }
+    // Two reactions on the store's own promise, not an async wrapper: a wrapper's frame and promise are
+    // the larger part of what timing a call allocates.
+    return (...args) => {
       const started = performance.now()
+      let pending: Promise<R>
       try {
-        return await call(...args)
+        pending = call(...args)
       } catch (error) {
-        errors ??= storeErrors.labels(op)
-        errors.inc()
-        throw error
-      } finally {
-        latency ??= storeLatency.labels(op)
-        latency.observe((performance.now() - started) / 1000)
+        pending = Promise.reject(error)
       }
+      return pending.then(
+        (result) => {
+          observe(started)
+          return result
+        },
+        (error: unknown) => {
+          errors ??= storeErrors.labels(op)
+          errors.inc()
+          observe(started)
+          throw error
+        },
+      )
     }
   }
 
@@ -181,7 +251,7 @@ export function createMetrics(options: { perKey: boolean }): Metrics {
   const cutoffsBy = children((provider) => cutoffs([provider]))
   const spendBy = children((provider, key) => spend([provider, key]))
   const tokensBy = children((provider, kind) => tokens([provider, kind]))
-  const durationBy = children((provider) => duration.labels(provider))
+  const durationBy = children((provider) => duration([provider]))
 
   return {
     registry,

@@ -39,21 +39,22 @@ export function createForwarder(deps: ForwardDeps) {
   }, { once: true })
 
   /** A signal that fires when the client goes away before the response is complete, or at shutdown. */
-  function abortOnClientClose(reply: FastifyReply): { signal: UpstreamAbort } {
+  function abortOnClientClose(reply: FastifyReply): UpstreamAbort {
     const signal = new UpstreamAbort()
     const raw = reply.raw
     if (deps.shutdown.aborted || (raw.destroyed && !raw.writableEnded)) {
       signal.abort()
-      return { signal }
+      return signal
     }
     // Its 'close' already came: nothing left to watch.
-    if (raw.closed) return { signal }
+    if (raw.closed) return signal
     open.add(signal)
-    raw.once('close', () => {
+    // A response closes once: `on`, not `once` and the wrapper it builds per request.
+    raw.on('close', () => {
       open.delete(signal)
       if (!raw.writableEnded) signal.abort()
     })
-    return { signal }
+    return signal
   }
 
   async function forwardFree(
@@ -78,7 +79,7 @@ export function createForwarder(deps: ForwardDeps) {
     })
     const abort = abortOnClientClose(reply)
     const method = request.method === 'HEAD' ? 'HEAD' : request.method === 'GET' ? 'GET' : 'POST'
-    const response = await deps.upstream.send(upstreamRequest, abort.signal, method)
+    const response = await deps.upstream.send(upstreamRequest, abort, method)
     summary.outcome = 'free'
     // Streamed through, never buffered whole; a reply past the cap is cut (a model list is a few hundred KiB).
     reply.hijack()
@@ -129,19 +130,19 @@ export function createForwarder(deps: ForwardDeps) {
       const upstreamRequest = built instanceof Promise ? await built : built
       const abort = abortOnClientClose(reply)
       // Gone before anything was sent: the provider was never called, so nothing is charged.
-      if (abort.signal.aborted) return await settle(0, 'client_closed')
+      if (abort.aborted) return await settle(0, 'client_closed')
 
       let response: UpstreamResponse
       try {
         summary.addedMs = Math.round((performance.now() - f.started) * 1000) / 1000
         sent = true
-        response = await deps.upstream.send(upstreamRequest, abort.signal)
+        response = await deps.upstream.send(upstreamRequest, abort)
       } catch (error) {
         if (deps.shutdown.aborted) {
           await settle(facts.stream ? plan.inputMicros + plan.feeMicros : reservation.reservedMicros, 'shutdown')
           throw shuttingDown()
         }
-        if (abort.signal.aborted) {
+        if (abort.aborted) {
           // Gone before the upstream answered: a stream had produced nothing yet; a non-streamed
           // request may have been fully generated, so it keeps its whole hold.
           if (!facts.stream || price.hiddenReasoning) return await settle(reservation.reservedMicros, 'client_closed')
@@ -175,7 +176,7 @@ export function createForwarder(deps: ForwardDeps) {
             await settle(reservation.reservedMicros, 'shutdown')
             throw shuttingDown()
           }
-          if (abort.signal.aborted) return await settle(reservation.reservedMicros, 'client_closed')
+          if (abort.aborted) return await settle(reservation.reservedMicros, 'client_closed')
           // Too large or broken: the provider may have billed it all, so the whole hold is charged.
           await settle(reservation.reservedMicros, 'upstream_failed')
           if (error instanceof UpstreamTooLargeError) throw upstreamUnreachable(`the provider's answer exceeded the ${error.limitBytes}-byte limit`, { cause: error })

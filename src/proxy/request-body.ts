@@ -80,13 +80,31 @@ export function readParsedBody(raw: Buffer, shape: LoopShape | null): RequestBod
 
 function parsedBody(raw: Buffer, shape: LoopShape | null, json: Json, duplicate: string | null): RequestBody {
   refuseDuplicate(duplicate)
-  return {
-    json,
-    raw,
-    scan: () => scanBody(json),
-    fingerprint: () => fingerprintRequest(shape, json),
-    edited: async () => Buffer.from(JSON.stringify(json)),
-    member: (key) => (Object.hasOwn(json, key) ? (JSON.stringify(json[key]) as string | undefined) : undefined),
+  return new ParsedBody(json, raw, shape)
+}
+
+/** A body parsed whole on the event loop: one object per request, not a context and four closures. */
+class ParsedBody implements RequestBody {
+  constructor(
+    readonly json: Json,
+    readonly raw: Buffer,
+    private readonly shape: LoopShape | null,
+  ) {}
+
+  scan(): Promise<BodyScan> {
+    return scanBody(this.json)
+  }
+
+  fingerprint(): LoopFingerprint | null {
+    return fingerprintRequest(this.shape, this.json)
+  }
+
+  async edited(): Promise<Buffer> {
+    return Buffer.from(JSON.stringify(this.json))
+  }
+
+  member(key: string): string | undefined {
+    return Object.hasOwn(this.json, key) ? (JSON.stringify(this.json[key]) as string | undefined) : undefined
   }
 }
 

@@ -64,6 +64,9 @@ export function parseTarget(url: string): Target | null {
   return { pathKey, pathSession, provider, path: at < 0 ? '/' : `/${pathname.slice(at)}`, query }
 }
 
+/** The query of every target without one, shared: its readers never edit it. */
+const NO_QUERY: { params: URLSearchParams; query: string } = { params: new URLSearchParams(), query: '' }
+
 /**
  * The query of a target the proxy will act on, refusing what could be read two ways: a `#` fragment
  * (Fastify keeps it in the URL, an upstream URL drops it) and a repeated query parameter. Returns the
@@ -72,7 +75,7 @@ export function parseTarget(url: string): Target | null {
 export function readQuery(url: string, target: Target): { params: URLSearchParams; query: string } {
   if (url.includes('#')) throw invalidRequest('the request target may not hold a # fragment')
   // Most requests carry no query: nothing to parse or re-encode.
-  if (target.query === '') return { params: new URLSearchParams(), query: '' }
+  if (target.query === '') return NO_QUERY
   return canonicalQuery(target.query)
 }
 

@@ -1,4 +1,6 @@
+import { Histogram, Registry } from 'prom-client'
 import { describe, expect, it } from 'vitest'
+import type { BudgetStore } from '../../src/budget/types.js'
 import { createMetrics, type RequestRecord } from '../../src/metrics.js'
 
 const record = (over: Partial<RequestRecord>): RequestRecord => ({
@@ -45,4 +47,72 @@ describe('request metrics', () => {
     expect(() => metrics.recordRequest(record({ spendUsd: Infinity }))).toThrow(TypeError)
     await expect(metrics.registry.metrics()).resolves.toContain('loopers_requests_total')
   })
+
+  it('exports histograms byte for byte as prom-client histograms fed the same values, at every scrape', async () => {
+    const metrics = createMetrics({ perKey: false })
+    const { registry: plainRegistry, observe } = plainHistograms()
+    const section = (text: string, name: string) => text.split('\n').filter((l) => l.includes(name)).join('\n')
+    const names = ['loopers_request_duration_seconds', 'loopers_added_latency_seconds']
+    // Before any request: the histogram without labels already has its series, the labelled one none.
+    for (const name of names) expect(section(await metrics.registry.metrics(), name)).toBe(section(await plainRegistry.metrics(), name))
+    // On bucket bounds, between them, past the last one, zero, and sums that round.
+    const values = [0.005, 0.0051, 0.1, 0.2, 0.3, 300, 301, 0, 1e-9, 0.0005, 1, 1.0000001, 7]
+    for (const [i, durationSeconds] of values.entries()) {
+      const provider = i % 3 === 0 ? 'anthropic' : 'openai'
+      metrics.recordRequest(record({ provider, durationSeconds, addedSeconds: durationSeconds }))
+      observe.duration.observe({ provider }, durationSeconds)
+      observe.added.observe(durationSeconds)
+    }
+    const first = await metrics.registry.metrics()
+    for (const name of names) expect(section(first, name)).toBe(section(await plainRegistry.metrics(), name))
+    metrics.recordRequest(record({ provider: 'gemini', durationSeconds: 0.02 }))
+    observe.duration.observe({ provider: 'gemini' }, 0.02)
+    expect(section(await metrics.registry.metrics(), names[0]!)).toBe(section(await plainRegistry.metrics(), names[0]!))
+  })
+
+  it('times every store call, failed ones too, in the store latency histogram', async () => {
+    const metrics = createMetrics({ perKey: false })
+    const fail = new Error('down')
+    const store = metrics.instrumentStore({
+      reserve: async () => ({ ok: false, reason: 'invalid_key' }),
+      extend: async () => ({ ok: false, reason: 'not_found' }),
+      settle: async () => { throw fail },
+      abandon: () => { throw fail },
+      ping: async () => undefined,
+    } as unknown as BudgetStore)
+    await store.ping()
+    await store.ping()
+    await expect(store.settle({} as never, 0)).rejects.toBe(fail)
+    // A store that throws before returning a promise still answers with a rejected one, counted.
+    await expect(store.abandon('k', 'r')).rejects.toBe(fail)
+    const text = await metrics.registry.metrics()
+    expect(sample(text, 'loopers_store_latency_seconds_count{op="ping"}')).toBe(2)
+    expect(sample(text, 'loopers_store_latency_seconds_count{op="settle"}')).toBe(1)
+    expect(sample(text, 'loopers_store_latency_seconds_count{op="abandon"}')).toBe(1)
+    expect(sample(text, 'loopers_store_errors_total{op="settle"}')).toBe(1)
+    expect(sample(text, 'loopers_store_errors_total{op="abandon"}')).toBe(1)
+  })
 })
+
+/** prom-client's own histograms with Loopers' names, help and buckets (those of src/metrics.ts). */
+function plainHistograms() {
+  const registry = new Registry()
+  return {
+    registry,
+    observe: {
+      duration: new Histogram({
+        name: 'loopers_request_duration_seconds',
+        help: 'Whole request duration, streams included',
+        labelNames: ['provider'],
+        buckets: [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+        registers: [registry],
+      }),
+      added: new Histogram({
+        name: 'loopers_added_latency_seconds',
+        help: 'Time the proxy spends on a request before calling the upstream',
+        buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+        registers: [registry],
+      }),
+    },
+  }
+}
