@@ -140,56 +140,40 @@ describe('an open stream and its request body', () => {
   })
 
   it('drops what a later input count would read once the provider reports the input (Anthropic: at message_start)', async () => {
-    const admin = createKeyAdmin(client)
-    const { key, record } = await admin.createKey('retention-anthropic', ['anthropic'])
-    await admin.setBudget(record.hash, { limits: { daily: 1_000_000_000 } })
-    const chunks = 30
-    Object.assign(anthropic.options, { chunks, chunkDelayMs: 20 })
-    const response = await fetch(`${url}/anthropic/v1/messages`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-api-key': key, 'anthropic-version': '2023-06-01', 'x-loopers-provider-key': 'sk-ant-up' },
-      body: JSON.stringify({ model: 'claude-test', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'word '.repeat(20_000) }] }),
-    })
-    expect(response.status).toBe(200)
-    const reader = response.body!.getReader()
-    const decoder = new TextDecoder()
-    let text = ''
-    let released: boolean | null = null
-    for (;;) {
-      const { done, value } = await reader.read()
-      if (done) break
-      text += decoder.decode(value, { stream: true })
-      if (released === null && text.split('content_block_delta').length > 3) released = await collected(bodies.at(-1)!)
-    }
-    expect(text).toContain('message_stop')
-    expect(released).toBe(true)
-    await eventually(async () => (await admin.status(record.hash))!.daily.heldMicros === 0, 'the stream settled')
+    expect(await anthropicStreamReleases('retention-anthropic', () => bodies.at(-1)!)).toBe(true)
   })
 
   it('keeps no reference to the bytes sent upstream once the provider reports the input, while the stream is open', async () => {
-    const admin = createKeyAdmin(client)
-    const { key, record } = await admin.createKey('retention-sent', ['anthropic'])
-    await admin.setBudget(record.hash, { limits: { daily: 1_000_000_000 } })
-    const chunks = 30
-    Object.assign(anthropic.options, { chunks, chunkDelayMs: 20 })
-    const response = await fetch(`${url}/anthropic/v1/messages`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-api-key': key, 'anthropic-version': '2023-06-01', 'x-loopers-provider-key': 'sk-ant-up' },
-      body: JSON.stringify({ model: 'claude-test', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'word '.repeat(20_000) }] }),
-    })
-    expect(response.status).toBe(200)
-    const reader = response.body!.getReader()
-    const decoder = new TextDecoder()
-    let text = ''
-    let released: boolean | null = null
-    for (;;) {
-      const { done, value } = await reader.read()
-      if (done) break
-      text += decoder.decode(value, { stream: true })
-      if (released === null && text.split('content_block_delta').length > 3) released = await collected(sents.at(-1)!)
-    }
-    expect(text).toContain('message_stop')
-    expect(released).toBe(true)
-    await eventually(async () => (await admin.status(record.hash))!.daily.heldMicros === 0, 'the stream settled')
+    expect(await anthropicStreamReleases('retention-sent', () => sents.at(-1)!)).toBe(true)
   })
 })
+
+/**
+ * Streams an Anthropic answer (input reported at message_start) on a new key and asks, a few deltas in,
+ * whether `ref()` was collected while the stream is open; the stream must still end and settle.
+ */
+async function anthropicStreamReleases(keyName: string, ref: () => WeakRef<object>): Promise<boolean | null> {
+  const admin = createKeyAdmin(client)
+  const { key, record } = await admin.createKey(keyName, ['anthropic'])
+  await admin.setBudget(record.hash, { limits: { daily: 1_000_000_000 } })
+  Object.assign(anthropic.options, { chunks: 30, chunkDelayMs: 20 })
+  const response = await fetch(`${url}/anthropic/v1/messages`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': key, 'anthropic-version': '2023-06-01', 'x-loopers-provider-key': 'sk-ant-up' },
+    body: JSON.stringify({ model: 'claude-test', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'word '.repeat(20_000) }] }),
+  })
+  expect(response.status).toBe(200)
+  const reader = response.body!.getReader()
+  const decoder = new TextDecoder()
+  let text = ''
+  let released: boolean | null = null
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    text += decoder.decode(value, { stream: true })
+    if (released === null && text.split('content_block_delta').length > 3) released = await collected(ref())
+  }
+  expect(text).toContain('message_stop')
+  await eventually(async () => (await admin.status(record.hash))!.daily.heldMicros === 0, 'the stream settled')
+  return released
+}
