@@ -45,12 +45,14 @@ export interface ExactCountDeps {
   upstream: UpstreamClient
 }
 
-/** Exact input tokens (media included), a count above `limit` when it stopped early, or null when it cannot count. */
-export async function countExactInput(deps: ExactCountDeps, input: ExactCountInput): Promise<number | null> {
-  const how = input.adapter.exactInput(input.route, input.path, input.body, input.model, input.price, input.scan)
-  if (how === null) return null
-  if (how.kind === 'local') return countLocally(deps.counter, how, input.raw, input.tokensPerMedia, input.limit)
-  return askEndpoint(deps.upstream, input, how.path, how.body, how.read)
+/**
+ * Exact input tokens (media included) of `input.raw`, a count above `limit` when it stopped early, or null when
+ * it cannot count: the count of deferInputCount, run at once.
+ */
+export function countExactInput(deps: ExactCountDeps, input: ExactCountInput): Promise<number | null> {
+  const later = deferInputCount(deps, input)
+  later.forwarded(input.raw)
+  return later.count(input.limit)
 }
 
 /**

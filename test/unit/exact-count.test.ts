@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { deferInputCount, type ExactCountDeps } from '../../src/proxy/exact-count.js'
+import { countExactInput, deferInputCount, type ExactCountDeps } from '../../src/proxy/exact-count.js'
 import type { ProviderAdapter } from '../../src/providers/types.js'
 
 // deferInputCount runs between a request's reservation and its forwarding, outside the settle-once block:
@@ -29,5 +29,10 @@ describe('a stream count decided at admission', () => {
     const later = deferInputCount(deps, input(() => null))
     later.forwarded(Buffer.from('{}'))
     await expect(later.count(100)).resolves.toBeNull()
+  })
+
+  it('counted at once (admission), answers "cannot count" too when the adapter throws: the caller keeps the bound', async () => {
+    const thrown = input(() => { throw new TypeError('unexpected body shape') })
+    await expect(countExactInput(deps, { ...thrown, raw: Buffer.from('{}'), limit: 100 })).resolves.toBeNull()
   })
 })
