@@ -5,7 +5,7 @@ import { cachedKeyHash, isProxyKey } from '../keys.js'
 import type { AdapterRegistry } from '../providers/registry.js'
 import type { ProviderId } from '../providers/types.js'
 import { refusalError } from './refusal.js'
-import { parseTarget } from './target.js'
+import { NO_QUERY_PARAMS, parseTarget } from './target.js'
 
 /** The proxy key of a request, read before its body: where its provider's SDK sends it, or from the path. */
 export interface GateKey {
@@ -44,10 +44,6 @@ export interface KeyGateOptions {
   now?: () => number
 }
 
-// The parameters of every request without a query string (most): readKey only reads them, and making a
-// new URLSearchParams was ~a fifth of the gate's check of a known key.
-const NO_QUERY = new URLSearchParams()
-
 const DEFAULT_MAX_KEYS = 10_000
 const DEFAULT_TTL_MS = 10 * 60_000
 
@@ -64,7 +60,7 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
   function read(url: string, headers: IncomingHttpHeaders): { provider: ProviderId; key: string | null } | null {
     const target = parseTarget(url)
     if (target === null) return null
-    const key = target.pathKey ?? options.adapters[target.provider].readKey(headers, target.query === '' ? NO_QUERY : new URLSearchParams(target.query))
+    const key = target.pathKey ?? options.adapters[target.provider].readKey(headers, target.query === '' ? NO_QUERY_PARAMS : new URLSearchParams(target.query))
     return { provider: target.provider, key }
   }
 

@@ -64,8 +64,9 @@ export function parseTarget(url: string): Target | null {
   return { pathKey, pathSession, provider, path: at < 0 ? '/' : `/${pathname.slice(at)}`, query }
 }
 
-/** The query of every target without one, shared: its readers never edit it. */
-const NO_QUERY: { params: URLSearchParams; query: string } = { params: new URLSearchParams(), query: '' }
+/** The parsed query of every target without one, shared (the key gate's too): its readers never edit it. */
+export const NO_QUERY_PARAMS = new URLSearchParams()
+const NO_QUERY: { params: URLSearchParams; query: string } = { params: NO_QUERY_PARAMS, query: '' }
 
 /**
  * The query of a target the proxy will act on, refusing what could be read two ways: a `#` fragment
