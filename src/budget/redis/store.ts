@@ -244,12 +244,14 @@ function today(nowMs: number): { date: string; expiresAtSeconds: number } {
   return cachedDay
 }
 
-let cachedIso = { ms: Number.NaN, text: '' }
+let isoSecond = { start: Number.NaN, prefix: '' }
 
-/** `nowMs` in ISO 8601; requests handled in one turn of the event loop share their millisecond. */
+/** `nowMs` as toISOString writes it; the text up to its second ('…T12:34:56.') is built once per second. */
 function isoTime(nowMs: number): string {
-  if (nowMs !== cachedIso.ms) cachedIso = { ms: nowMs, text: new Date(nowMs).toISOString() }
-  return cachedIso.text
+  const start = Math.floor(nowMs / 1000) * 1000
+  if (start !== isoSecond.start) isoSecond = { start, prefix: new Date(start).toISOString().slice(0, -4) }
+  const ms = Math.floor(nowMs) - start
+  return `${isoSecond.prefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z`
 }
 
 /** Awaits one Redis call; any failure becomes StoreUnavailableError. */
