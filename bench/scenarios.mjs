@@ -69,7 +69,7 @@ async function withCpu(pid, fn) {
   }
 }
 
-/** Redis's time in Lua scripts so far (EVALSHA and EVAL, INFO commandstats), µs; null on the embedded store. */
+/** Redis's time in Lua scripts so far (EVALSHA and EVAL, INFO commandstats), µs; null without a Redis client. */
 async function scriptUsec(redis) {
   if (!redis) return null
   const text = await redis.info('commandstats')
