@@ -62,6 +62,9 @@ export function figures(results) {
       out.push(figure(name, 'achieved rate (proxied)', trials.map((t) => t.proxied.achievedRate), 'req/s'))
       out.push(figure(name, 'errors (proxied, non-2xx + transport)', trials.map((t) => errorsOf(t.proxied)), 'count', { op: '==', limit: 0 }))
       out.push(figure(name, 'proxy CPU per request', trials.map((t) => t.proxied.proxyCpuUsPerRequest), 'µs', null, '', false, floorOf((t) => t.floor.proxyCpuUsPerRequest)))
+      if (trials.every((t) => t.proxied.redisUsPerRequest !== undefined)) {
+        out.push(figure(name, 'Redis time per request', trials.map((t) => t.proxied.redisUsPerRequest), 'µs', null, 'Lua scripts (INFO commandstats evalsha usec) ÷ requests served: what bounds the requests one Redis carries', false, floorOf((t) => t.floor.redisUsPerRequest)))
+      }
       out.push(figure(name, 'other processes on the proxy core', trials.map((t) => pctOf(t.proxied.foreignOnProxyCore)), '%', null, 'noise: share of core 0 used by anything but the proxy'))
     }
   }

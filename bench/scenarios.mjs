@@ -69,6 +69,15 @@ async function withCpu(pid, fn) {
   }
 }
 
+/** Redis's time in Lua scripts so far (EVALSHA and EVAL, INFO commandstats), µs; null without a Redis client. */
+async function scriptUsec(redis) {
+  if (!redis) return null
+  const text = await redis.info('commandstats')
+  let usec = 0
+  for (const m of text.matchAll(/^cmdstat_(?:evalsha|eval):calls=\d+,usec=(\d+)/gm)) usec += Number(m[1])
+  return usec
+}
+
 /**
  * (a) Non-streamed chat through budget enforcement, open loop at each rate, paired with direct and with
  * the floor (bench/floor.mjs: the same store round trips on a bare Fastify + undici pass-through) when
@@ -100,12 +109,14 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
         for (const side of sides) {
           await sleep(300)
           const { url, pid } = targets[side]
+          const scriptsBefore = side === 'direct' ? null : await scriptUsec(ctx.redis)
           trial[side] = await withCpu(pid, () => openLoop({ origin: url, request: pair[side], rate, durationMs, pool: pools[side] }))
+          if (scriptsBefore !== null && trial[side].ok > 0) trial[side].redisUsPerRequest = ((await scriptUsec(ctx.redis)) - scriptsBefore) / trial[side].ok
         }
         trial.added = added(trial.direct.latencyMs, trial.proxied.latencyMs)
         if (trial.floor !== undefined) trial.floorAdded = added(trial.direct.latencyMs, trial.floor.latencyMs)
         runs.push(trial)
-        const vsFloor = trial.floor === undefined ? '' : `; floor added p50 ${fmt(trial.floorAdded.p50)} ms, p99 ${fmt(trial.floorAdded.p99)} ms, CPU/request proxy ${fmt(trial.proxied.proxyCpuUsPerRequest)} µs vs floor ${fmt(trial.floor.proxyCpuUsPerRequest)} µs`
+        const vsFloor = trial.floor === undefined ? '' : `; floor added p50 ${fmt(trial.floorAdded.p50)} ms, p99 ${fmt(trial.floorAdded.p99)} ms, CPU/request proxy ${fmt(trial.proxied.proxyCpuUsPerRequest)} µs vs floor ${fmt(trial.floor.proxyCpuUsPerRequest)} µs, Redis/request ${fmt(trial.proxied.redisUsPerRequest)} µs vs ${fmt(trial.floor.redisUsPerRequest)} µs`
         ctx.log(`  latency ${label} ${rate}/s trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms, proxied errors ${trial.proxied.non2xx + trial.proxied.transportErrors}${vsFloor}`)
       }
       byRate[rate] = runs

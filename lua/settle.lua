@@ -36,20 +36,26 @@ local reserved = 0
 if res[1] == 'held' then reserved = num(res[2]) or 0 end
 local actual = tonumber(ARGV[1])
 
--- Charge `actual`, release up to `reserved` (held never goes below zero), in one write; returns
--- whether the key had no held field (reserve creates every key it books with one).
+-- Charge `actual`, release up to `reserved` (held never goes below zero); returns whether the key held
+-- nothing before (reserve creates every key it books with its hold in it). The common case, a key that
+-- holds at least the reservation, is two increments; below that the hold is put right: clamped at zero,
+-- or removed again where there was none (a key that expired meanwhile, or was only ever written here).
+local release = int(-reserved)
 local function book(key)
-  local p = redis.call('HMGET', key, 'held', 'spent')
-  local held = num(p[1]) or 0
-  local release = math.min(held, reserved)
-  if release > 0 and actual > 0 then
-    redis.call('HSET', key, 'held', int(held - release), 'spent', int((num(p[2]) or 0) + actual))
-  elseif release > 0 then
-    redis.call('HSET', key, 'held', int(held - release))
-  elseif actual > 0 then
-    redis.call('HSET', key, 'spent', int((num(p[2]) or 0) + actual))
+  if reserved == 0 then
+    -- No hold to release (settled without a record): read whether the key has one.
+    if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
+    return redis.call('HEXISTS', key, 'held') == 0
   end
-  return not p[1]
+  local held = redis.call('HINCRBY', key, 'held', release)
+  if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
+  if held >= 0 then return false end
+  if held + reserved > 0 then
+    redis.call('HSET', key, 'held', '0')
+    return false
+  end
+  redis.call('HDEL', key, 'held')
+  return true
 end
 
 -- 3. Every booked period; one found without its held field expired meanwhile (or was only ever written
@@ -61,11 +67,9 @@ end
 -- 4. The session, unless it has expired meanwhile (it is not recreated).
 if ARGV[2] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then book(KEYS[7]) end
 
--- 5. Spend history: what was charged today, kept for 400 days.
-if actual > 0 then
-  redis.call('INCRBY', KEYS[9], int(actual))
-  redis.call('EXPIREAT', KEYS[9], ARGV[5])
-end
+-- 5. Spend history: what was charged today, kept for 400 days. Only settle writes the counter, always with
+--    its day's expiry, so the settle that creates it sets that expiry once.
+if actual > 0 and redis.call('INCRBY', KEYS[9], ARGV[1]) == actual then redis.call('EXPIREAT', KEYS[9], ARGV[5]) end
 
 -- 5b. The request's loop step has one fewer request in flight, in the window it was admitted in only: the
 --     field '<step>:<sinceMs>' goes with its step (a new window, a trim, the scope's expiry), so one found
@@ -76,6 +80,6 @@ if ARGV[6] ~= '' then
 end
 
 -- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused.
-redis.call('HSET', KEYS[8], 'state', 'settled', 'charged', int(actual))
+redis.call('HSET', KEYS[8], 'state', 'settled', 'charged', ARGV[1])
 redis.call('EXPIRE', KEYS[8], ARGV[3])
 return {'settled', actual}

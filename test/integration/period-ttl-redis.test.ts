@@ -112,4 +112,28 @@ describe('redis store: period key TTLs', () => {
       expect(await f.redis.ttl(key), key).toBeGreaterThan(86_000)
     }
   })
+
+  it('settle clamps a hold that shrank below the reservation at zero, and leaves none where there was none', async () => {
+    f.clock.set('2026-05-04T17:00:10.000Z')
+    const hash = await f.newKey()
+    const r = await reserved(hash, 100)
+    const [minute, hourly, daily, weekly, monthly] = r.bookedKeys as [string, string, string, string, string]
+    await f.redis.hset(minute, 'held', '40')
+    await f.redis.hset(hourly, 'held', '0')
+    await f.redis.hdel(daily, 'held')
+    await f.redis.del(weekly)
+    await f.store.settle(r, 30)
+    expect(await f.redis.hmget(minute, 'held', 'spent')).toEqual(['0', '30'])
+    expect(await f.period(hash, 'hourly')).toEqual({ spent: 30, held: 0 })
+    expect(await f.redis.hmget(daily, 'held', 'spent')).toEqual([null, '30'])
+    expect(await f.redis.hmget(weekly, 'held', 'spent')).toEqual([null, '30'])
+    expect(await f.redis.ttl(weekly)).toBeGreaterThan(86_000)
+    expect(await f.redis.hmget(monthly, 'held', 'spent')).toEqual(['0', '30'])
+    // A release finds nothing to charge: a key gone meanwhile is not recreated.
+    const released = await reserved(hash, 100)
+    await f.redis.del(monthly)
+    await f.store.settle(released, 0)
+    expect(await f.redis.exists(monthly)).toBe(0)
+    expect(await f.redis.hmget(minute, 'held', 'spent')).toEqual(['0', '30'])
+  })
 })

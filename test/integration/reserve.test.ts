@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { reservationKey } from '../../src/budget/redis/redis-keys.js'
 import { WINDOW_NAMES, type WindowName } from '../../src/budget/types.js'
 import { periodOf } from '../../src/budget/windows.js'
 import { StoreUnavailableError } from '../../src/errors.js'
@@ -105,6 +106,19 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
         expect(ttl).toBeGreaterThan(want - 5)
       }
       expect(await f.raw.reservationTtl(hash, r.reservation.requestId)).toBeGreaterThanOrEqual(35 * 86_400 - 5)
+    })
+
+    it('records on the reservation when it was made, as toISOString writes it', async () => {
+      if (kind !== 'redis') return
+      const hash = await f.newKey()
+      f.clock.set('2026-05-04T12:59:59.000Z')
+      for (const step of [0, 7, 43, 899.5, 50, 1, 999]) {
+        f.clock.advance(step)
+        const r = await f.store.reserve(input(hash, 1))
+        if (!r.ok) throw new Error('refused')
+        const created = await f.redis.hget(reservationKey(hash, r.reservation.requestId), 'created_at')
+        expect(created).toBe(new Date(f.clock.now()).toISOString())
+      }
     })
   })
 

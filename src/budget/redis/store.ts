@@ -66,10 +66,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       ]),
     )
     if (reply[0] === 'ok') {
-      const bookedKeys = fixed.periodKeys.slice()
-      if (session !== null) bookedKeys.push(sessionKeyName)
-      if (reply[3] !== undefined && reply[3] !== '') bookedKeys.push(String(reply[3]))
-      Object.freeze(bookedKeys)
+      const bookedKeys = bookedList(fixed.periodKeys, session === null ? null : sessionKeyName, reply[3] === undefined || reply[3] === '' ? null : String(reply[3]))
       const remainingMicros = reply[2] === undefined || reply[2] === '' ? null : int(reply[2])
       return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
     }
@@ -131,8 +128,22 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   return { reserve, extend, settle, abandon, ping }
 }
 
+/**
+ * A reservation's booked keys, frozen: the five periods, then its session and its loop step when it has them.
+ * With neither (the common case) they are the minute's shared list itself.
+ */
+function bookedList(periods: FixedKeys['periodKeys'], session: string | null, loop: string | null): readonly string[] {
+  if (session === null && loop === null) return periods
+  // A list literal: copying the frozen list (slice) takes a slow path.
+  const keys = [periods[0], periods[1], periods[2], periods[3], periods[4]]
+  if (session !== null) keys.push(session)
+  if (loop !== null) keys.push(loop)
+  return Object.freeze(keys)
+}
+
 interface BookedParts {
-  periods: readonly string[]
+  /** The booked keys; the first five are the periods. */
+  keys: readonly string[]
   session: string | undefined
   loop: string | undefined
 }
@@ -153,14 +164,14 @@ function bookedParts(r: Reservation): BookedParts {
   if (keys.length < 5 || keys.length - 5 !== (loop === undefined ? 0 : 1) + (session === undefined ? 0 : 1)) {
     throw new RangeError(`reservation ${r.requestId} has ${keys.length} booked keys, expected five periods, a session and a loop step at most`)
   }
-  return { periods: keys.length === 5 ? keys : keys.slice(0, 5), session, loop }
+  return { keys, session, loop }
 }
 
 /** The shared KEYS layout of extend/settle: record, five booked periods, session (or placeholder), reservation. */
 function scriptKeys(r: Reservation, booked: BookedParts, fixed: FixedKeys): ScriptArg[] {
   const session = booked.session ?? fixed.noSession
   const reservation = reservationKey(r.keyHash, r.requestId)
-  const periods = booked.periods as readonly [string, string, string, string, string]
+  const periods = booked.keys as readonly [string, string, string, string, string]
   const current = fixed.periodKeys
   // Booked in the current minute (nearly always): the record and periods are already encoded.
   if (periods[0] === current[0] && periods[1] === current[1] && periods[2] === current[2] && periods[3] === current[3] && periods[4] === current[4]) {
@@ -244,12 +255,14 @@ function today(nowMs: number): { date: string; expiresAtSeconds: number } {
   return cachedDay
 }
 
-let cachedIso = { ms: Number.NaN, text: '' }
+let isoSecond = { start: Number.NaN, prefix: '' }
 
-/** `nowMs` in ISO 8601; requests handled in one turn of the event loop share their millisecond. */
+/** `nowMs` as toISOString writes it; the text up to its second ('…T12:34:56.') is built once per second. */
 function isoTime(nowMs: number): string {
-  if (nowMs !== cachedIso.ms) cachedIso = { ms: nowMs, text: new Date(nowMs).toISOString() }
-  return cachedIso.text
+  const start = Math.floor(nowMs / 1000) * 1000
+  if (start !== isoSecond.start) isoSecond = { start, prefix: new Date(start).toISOString().slice(0, -4) }
+  const ms = Math.floor(nowMs) - start
+  return `${isoSecond.prefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z`
 }
 
 /** Awaits one Redis call; any failure becomes StoreUnavailableError. */
