@@ -32,28 +32,37 @@ const RELAYED = new Set([
 ])
 const RELAYED_PREFIXES = ['x-ratelimit-', 'anthropic-ratelimit-', 'ratelimitbysize-', 'x-amzn-bedrock-']
 
-// Providers send the same few dozen header names on every answer: each is judged once.
-const judged = new Map<string, boolean>()
+// Providers send the same few dozen header names on every answer: each is judged once, as received. The
+// verdict is the lower-case name to relay it under, or null.
+const judged = new Map<string, string | null>()
 const JUDGED_KEPT = 1_024
 
-/** True when an upstream response header may reach the client. */
-function isRelayedResponseHeader(name: string): boolean {
+/** The lower-case name under which an upstream response header reaches the client; null when it may not. */
+function relayedName(name: string): string | null {
   let relayed = judged.get(name)
   if (relayed === undefined) {
     const lower = name.toLowerCase()
-    relayed = RELAYED.has(lower) || RELAYED_PREFIXES.some((prefix) => lower.startsWith(prefix))
+    relayed = RELAYED.has(lower) || RELAYED_PREFIXES.some((prefix) => lower.startsWith(prefix)) ? lower : null
     if (judged.size < JUDGED_KEPT) judged.set(name, relayed)
   }
   return relayed
 }
 
-/** The upstream response headers to relay to the client; content-length is recomputed by the server. */
-export function relayableResponseHeaders(upstream: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
+/**
+ * The upstream response headers to relay to the client, from its raw header lines (name, value, …) in one
+ * pass: lower-case names, a repeated header's values in an array; only kept values are decoded.
+ * content-length is recomputed by the server.
+ */
+export function relayableResponseHeaders(raw: readonly Buffer[]): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {}
-  // for…in, not Object.entries: no pair array per header on every response.
-  for (const name in upstream) {
-    const value = upstream[name]
-    if (value !== undefined && isRelayedResponseHeader(name)) out[name] = value
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = relayedName(raw[i]!.toString('latin1'))
+    if (name === null) continue
+    const value = raw[i + 1]!.toString('latin1')
+    const seen = out[name] as string | string[] | undefined
+    if (seen === undefined) out[name] = value
+    else if (typeof seen === 'string') out[name] = [seen, value]
+    else seen.push(value)
   }
   return out
 }

@@ -83,7 +83,7 @@ export function createForwarder(deps: ForwardDeps) {
     summary.outcome = 'free'
     // Streamed through, never buffered whole; a reply past the cap is cut (a model list is a few hundred KiB).
     reply.hijack()
-    reply.raw.writeHead(response.status, relayableResponseHeaders(response.headers))
+    reply.raw.writeHead(response.status, relayableResponseHeaders(response.rawHeaders))
     try {
       await pipeline(response.body, capped(MAX_FREE_RESPONSE_BYTES), reply.raw)
     } catch {
@@ -154,7 +154,7 @@ export function createForwarder(deps: ForwardDeps) {
         throw error
       }
       summary.status = response.status
-      const headers = relayableResponseHeaders(response.headers)
+      const headers = relayableResponseHeaders(response.rawHeaders)
       if (lowered !== null) headers['x-loopers-max-tokens'] = String(lowered)
       const remaining = reservation.remainingMicros ?? null
       if (remaining !== null) headers[REMAINING_HEADER] = usdHeader(remaining)

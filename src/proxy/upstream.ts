@@ -8,8 +8,26 @@ import type { UpstreamRequest } from '../providers/types.js'
 /** The answer of an upstream: status, headers, and a body stream that must be consumed or destroyed. */
 export interface UpstreamResponse {
   status: number
-  headers: Record<string, string | string[] | undefined>
+  /** The header lines as received: name, value, name, value (what ../http/response-headers.ts relays from). */
+  rawHeaders: Buffer[]
+  /** Parsed on first read, as undici's `request()` gives them: lower-case names, a repeated header's values in an array. */
+  readonly headers: Record<string, string | string[] | undefined>
   body: Readable
+}
+
+/** An UpstreamResponse whose header object is built only when something reads it (most answers never do). */
+class Answer implements UpstreamResponse {
+  private parsed: Record<string, string | string[]> | null = null
+
+  constructor(
+    readonly status: number,
+    readonly rawHeaders: Buffer[],
+    readonly body: Readable,
+  ) {}
+
+  get headers(): Record<string, string | string[]> {
+    return (this.parsed ??= parseHeaders(this.rawHeaders))
+  }
 }
 
 /**
@@ -133,7 +151,7 @@ function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, s
             else callback(error)
           },
         })
-        resolve({ status, headers: parseHeaders(rawHeaders as Buffer[]), body })
+        resolve(new Answer(status, rawHeaders as Buffer[], body))
         return true
       },
       onData(chunk) {
