@@ -69,14 +69,14 @@ export function createPipeline(deps: PipelineDeps) {
   const counting = { counter, upstream: deps.upstream }
   const admission = deps.admission ?? createAdmission(now)
   // Every settlement releases a hold: the key's queue of requests blocked by holds retries at once.
+  // The release runs as the settlement ends, before its caller resumes; the caller awaits the store's own promise.
   const settling: BudgetStore = {
     ...store,
-    async settle(reservation, actualMicros) {
-      try {
-        return await store.settle(reservation, actualMicros)
-      } finally {
-        admission.released(reservation.keyHash)
-      }
+    settle(reservation, actualMicros) {
+      const settled = store.settle(reservation, actualMicros)
+      const release = (): void => admission.released(reservation.keyHash)
+      settled.then(release, release)
+      return settled
     },
   }
   const { forwardFree, forwardMetered } = createForwarder({ ...deps, store: settling, now })
