@@ -193,7 +193,7 @@ export function createPipeline(deps: PipelineDeps) {
       }
     }
     if (result === null || isBudgetRefusal(result)) {
-      ;({ plan, result, counted } = await admitNearLimit({
+      const admitted = await admitNearLimit({
         plan,
         facts,
         price,
@@ -205,7 +205,10 @@ export function createPipeline(deps: PipelineDeps) {
           referenced > 0
             ? null
             : { adapter, route, path: target.path, headers: request.headers, credential, body, raw, source: read, scan, model: facts.model, price, tokensPerMedia: price.tokensPerMedia },
-      }))
+      })
+      plan = admitted.plan
+      result = admitted.result
+      counted = admitted.counted
     }
     if (!result.ok && result.heldMicros !== undefined) summary.heldUsd = microsToUsd(result.heldMicros)
     if (!result.ok) throw refusalError(result, adapter.id, now(), blockedByHolds(result, plan.minMicros), keyHash)
