@@ -37,24 +37,37 @@ export function buildApp(options: AppOptions): FastifyInstance {
   // The key is checked before the body is read: an unknown client cannot make the proxy buffer anything.
   const gate = createKeyGate({ keys: options.keys, adapters: options.adapters })
   app.decorateRequest('loopersKey', null)
-  app.addHook('onRequest', async (request, reply) => {
+  // A callback hook, not an async one: the gate's promise is the hook's only one (no second promise, no extra turn).
+  app.addHook('onRequest', (request, reply, done) => {
     const started = performance.now()
-    try {
-      request.loopersKey = await gate.check(request.url, request.headers)
-    } catch (error) {
-      if (!(error instanceof ProxyError)) throw error
-      // The unread body is not drained: HTTP/1.1 closes the connection after the answer.
-      if (request.raw.httpVersionMajor === 1 && hasBody(request.headers)) reply.header('connection', 'close')
-      const key = gate.keyOf(request.url, request.headers)
-      if (key !== null && KEY_REFUSALS.has(error.code)) gate.forget(key.keyHash)
-      const summary = { key: key?.keyHash.slice(0, 8), provider: adapterFor(options, request.url)?.id, outcome: 'refused', code: error.code, status: error.status }
-      const ms = performance.now() - started
-      options.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
-      recordRequest(options.metrics, summary, ms)
-      recordEventLater(options.keys, options.metrics, summary, new Date())
-      throw error
-    }
+    gate.check(request.url, request.headers).then(
+      (key) => {
+        request.loopersKey = key
+        done()
+      },
+      (error: Error) => {
+        try {
+          if (error instanceof ProxyError) noteRefusal(request, reply, error, started)
+        } catch (fault) {
+          return done(fault as Error)
+        }
+        done(error)
+      },
+    )
   })
+
+  /** A request the gate refused: its connection, the key's cached state, its summary line, metrics and event. */
+  function noteRefusal(request: FastifyRequest, reply: FastifyReply, error: ProxyError, started: number): void {
+    // The unread body is not drained: HTTP/1.1 closes the connection after the answer.
+    if (request.raw.httpVersionMajor === 1 && hasBody(request.headers)) reply.header('connection', 'close')
+    const key = gate.keyOf(request.url, request.headers)
+    if (key !== null && KEY_REFUSALS.has(error.code)) gate.forget(key.keyHash)
+    const summary = { key: key?.keyHash.slice(0, 8), provider: adapterFor(options, request.url)?.id, outcome: 'refused', code: error.code, status: error.status }
+    const ms = performance.now() - started
+    options.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
+    recordRequest(options.metrics, summary, ms)
+    recordEventLater(options.keys, options.metrics, summary, new Date())
+  }
 
   app.setErrorHandler((error: Error & { code?: string; statusCode?: number }, request, reply) => {
     const adapter = adapterFor(options, request.url)
@@ -85,16 +98,16 @@ export function buildApp(options: AppOptions): FastifyInstance {
   app.route({
     method: [...PROXIED_METHODS],
     url: '/*',
-    handler: async (request, reply) => {
-      try {
-        await pipeline(request, reply)
-      } catch (error) {
-        // Begun answers bypass the error handler: Fastify would log this failure itself, but it has no logger.
-        if (reply.sent) options.logger.error({ err: error }, 'unhandled error')
-        throw error
-      }
-      forgetRefusedKey(gate, request, reply)
-    },
+    // The pipeline's own promise, chained: no async wrapper frame around every request.
+    handler: (request, reply) =>
+      pipeline(request, reply).then(
+        () => forgetRefusedKey(gate, request, reply),
+        (error: unknown) => {
+          // Begun answers bypass the error handler: Fastify would log this failure itself, but it has no logger.
+          if (reply.sent) options.logger.error({ err: error }, 'unhandled error')
+          throw error
+        },
+      ),
   })
   return app
 }

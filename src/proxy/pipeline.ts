@@ -29,7 +29,7 @@ import type { Inflight } from './inflight.js'
 import { checkFacts, planReservation, type ReservationPlan } from './plan.js'
 import { refusalError } from './refusal.js'
 import { sendError } from './respond.js'
-import { countExactInput, deferInputCount } from './exact-count.js'
+import { countExactInput, deferInputCount, type ExactCountInput } from './exact-count.js'
 import type { Forward } from './forward-shared.js'
 import { createForwarder } from './forward.js'
 import { recordEventLater } from './record-event.js'
@@ -69,14 +69,14 @@ export function createPipeline(deps: PipelineDeps) {
   const counting = { counter, upstream: deps.upstream }
   const admission = deps.admission ?? createAdmission(now)
   // Every settlement releases a hold: the key's queue of requests blocked by holds retries at once.
+  // The release runs as the settlement ends, before its caller resumes; the caller awaits the store's own promise.
   const settling: BudgetStore = {
     ...store,
-    async settle(reservation, actualMicros) {
-      try {
-        return await store.settle(reservation, actualMicros)
-      } finally {
-        admission.released(reservation.keyHash)
-      }
+    settle(reservation, actualMicros) {
+      const settled = store.settle(reservation, actualMicros)
+      const release = (): void => admission.released(reservation.keyHash)
+      settled.then(release, release)
+      return settled
     },
   }
   const { forwardFree, forwardMetered } = createForwarder({ ...deps, store: settling, now })
@@ -178,25 +178,38 @@ export function createPipeline(deps: PipelineDeps) {
     // only while at most one request of its step is in flight, and settle ends each (src/loop/README.md).
     const loop = fingerprint === null ? null : { scope: loopScope(session?.id ?? null, fingerprint), step: fingerprint.step }
     const requestId = newRequestId()
-    const reserveInput = { keyHash, provider: adapter.id, requestId, session, loop }
-    const count = async (limit: number): Promise<number | null> => {
-      // Fetched content is bounded by a whole context window whatever the body counts: no count call.
-      if (referenced > 0) return null
-      return countExactInput(
-        counting,
-        { adapter, route, path: target.path, headers: request.headers, credential, body, raw, source: read, scan, model: facts.model, price, tokensPerMedia: price.tokensPerMedia, limit },
-      )
+    const planned = planReservation(facts, price, bound, config.streamSliceTokens, feeMicros)
+    const reserveInput = { keyHash, provider: adapter.id, requestId, session, loop, minMicros: planned.minMicros, maxMicros: planned.maxMicros }
+    const tightRoom = admission.tightRoom(keyHash)
+    let plan = planned
+    let result: ReserveResult | null = null
+    let counted = false
+    if (tightRoom === null) {
+      // Far from its limits (the common case) a request reserves its cheap bound at once: one store call, no count.
+      try {
+        result = await store.reserve(reserveInput)
+      } catch (error) {
+        throw reserveFault(error, reserveInput)
+      }
     }
-    const admit = await admitRequest({
-      keyHash,
-      plan: planReservation(facts, price, bound, config.streamSliceTokens, feeMicros),
-      reserveOnce: (p) => reserve({ ...reserveInput, minMicros: p.minMicros, maxMicros: p.maxMicros }),
-      facts,
-      price,
-      count,
-    })
-    const plan = admit.plan
-    const result = admit.result
+    if (result === null || isBudgetRefusal(result)) {
+      const admitted = await admitNearLimit({
+        plan,
+        facts,
+        price,
+        reserveInput,
+        tightRoom,
+        refused: result,
+        // Fetched content is bounded by a whole context window whatever the body counts: no count call.
+        count:
+          referenced > 0
+            ? null
+            : { adapter, route, path: target.path, headers: request.headers, credential, body, raw, source: read, scan, model: facts.model, price, tokensPerMedia: price.tokensPerMedia },
+      })
+      plan = admitted.plan
+      result = admitted.result
+      counted = admitted.counted
+    }
     if (!result.ok && result.heldMicros !== undefined) summary.heldUsd = microsToUsd(result.heldMicros)
     if (!result.ok) throw refusalError(result, adapter.id, now(), blockedByHolds(result, plan.minMicros), keyHash)
     const reservation = result.reservation
@@ -204,7 +217,7 @@ export function createPipeline(deps: PipelineDeps) {
     summary.reservedUsd = microsToUsd(reservation.reservedMicros)
     // A stream whose plan holds only the cheap bound is counted if it ends without reported usage.
     const countInput =
-      admit.counted || referenced > 0 || !facts.stream
+      counted || referenced > 0 || !facts.stream
         ? undefined
         : deferInputCount(
             counting,
@@ -213,17 +226,12 @@ export function createPipeline(deps: PipelineDeps) {
     return { request, reply, adapter, target, route, facts, price, plan, payload: read, credential, reservation, summary, started, countInput }
   }
 
-  async function reserve(input: Parameters<BudgetStore['reserve']>[0]): Promise<ReserveResult> {
-    try {
-      return await store.reserve(input)
-    } catch (error) {
-      if (error instanceof StoreUnavailableError) {
-        // The call may have run in Redis before it timed out: release or block that request id.
-        store.abandon(input.keyHash, input.requestId).catch(() => undefined)
-        throw budgetUnavailable('the budget store is unavailable; no request is forwarded until it answers', { cause: error })
-      }
-      throw error
-    }
+  /** What a failed reserve call throws: budget_unavailable for a store fault, after releasing or blocking its request id. */
+  function reserveFault(error: unknown, input: ReserveInput): unknown {
+    if (!(error instanceof StoreUnavailableError)) return error
+    // The call may have run in Redis before it timed out: release or block that request id.
+    store.abandon(input.keyHash, input.requestId).catch(() => undefined)
+    return budgetUnavailable('the budget store is unavailable; no request is forwarded until it answers', { cause: error })
   }
 
   /** The fees of the hosted-tool calls a request allows, each at its most calls; invalid_request for a tool not priced. */
@@ -238,18 +246,20 @@ export function createPipeline(deps: PipelineDeps) {
   }
 
   /**
-   * Reserves a request: at its cheap bound while the key is far from its limits; counted exactly once the
-   * bound does not fit or the key was refused lately; and, when only other requests' holds stand in the
-   * way, queued until they are released (a bounded wait).
+   * Admits a request near its key's limits: `refused` is its refusal at the cheap bound, or null when the key was
+   * refused lately (`tightRoom`) and it has not reserved yet. Its input is counted exactly (`count`; null: it cannot
+   * be) before it reserves again; when only other requests' holds stand in the way, it is queued until they are
+   * released (a bounded wait).
    */
-  async function admitRequest(a: {
-    keyHash: string
+  async function admitNearLimit(a: {
     plan: ReservationPlan
     facts: RequestFacts
     price: Price
-    reserveOnce(plan: ReservationPlan): Promise<ReserveResult>
-    count(limitTokens: number): Promise<number | null>
-  }): Promise<{ plan: ReservationPlan; result: ReserveResult; counted: boolean }> {
+    reserveInput: ReserveInput
+    tightRoom: number | null
+    refused: Extract<ReserveResult, { ok: false }> | null
+    count: Omit<ExactCountInput, 'limit'> | null
+  }): Promise<Admitted> {
     let plan = a.plan
     let counted = false
     // True once a count finished within its limit: the plan's input is then exact (or the bound was the smaller).
@@ -259,25 +269,35 @@ export function createPipeline(deps: PipelineDeps) {
       const inputRate = Math.max(a.price.inputPer1M, a.price.cacheWritePer1M)
       const affordable = Math.floor((roomMicros * 1_000_000) / Math.max(1, inputRate)) + 1
       const limit = Math.min(affordable, plan.inputTokens)
-      const tokens = await a.count(limit)
+      const tokens = a.count === null ? null : await countExactInput(counting, { ...a.count, limit })
       if (tokens !== null && tokens <= limit) known = true
       if (tokens !== null && tokens < plan.inputTokens && tokens <= affordable) {
         plan = planReservation(a.facts, a.price, tokens, config.streamSliceTokens, plan.feeMicros)
       }
     }
-    const tightRoom = admission.tightRoom(a.keyHash)
-    if (tightRoom !== null) await exact(tightRoom)
-    let result = await a.reserveOnce(plan)
-    if (!isBudgetRefusal(result)) return { plan, result, counted: known }
-    admission.markTight(a.keyHash, settledRoom(result))
+    const reserveOnce = async (p: ReservationPlan): Promise<ReserveResult> => {
+      const input = { ...a.reserveInput, minMicros: p.minMicros, maxMicros: p.maxMicros }
+      try {
+        return await store.reserve(input)
+      } catch (error) {
+        throw reserveFault(error, input)
+      }
+    }
+    let result: ReserveResult
+    if (a.refused === null) {
+      if (a.tightRoom !== null) await exact(a.tightRoom)
+      result = await reserveOnce(plan)
+      if (!isBudgetRefusal(result)) return { plan, result, counted: known }
+    } else result = a.refused
+    admission.markTight(a.reserveInput.keyHash, settledRoom(result))
     if (!counted) {
       const before = plan
       await exact(settledRoom(result))
-      if (plan !== before) result = await a.reserveOnce(plan)
+      if (plan !== before) result = await reserveOnce(plan)
     }
     const blocked = (r: ReserveResult) => isBudgetRefusal(r) && blockedByHolds(r, plan.minMicros)
-    if (blocked(result)) result = await admission.waitForHolds(a.keyHash, () => a.reserveOnce(plan), blocked)
-    if (isBudgetRefusal(result)) admission.markTight(a.keyHash, settledRoom(result))
+    if (blocked(result)) result = await admission.waitForHolds(a.reserveInput.keyHash, () => reserveOnce(plan), blocked)
+    if (isBudgetRefusal(result)) admission.markTight(a.reserveInput.keyHash, settledRoom(result))
     return { plan, result, counted: known }
   }
 
@@ -306,6 +326,15 @@ interface Metered {
   keyHash: string
   summary: Summary
   started: number
+}
+
+type ReserveInput = Parameters<BudgetStore['reserve']>[0]
+
+/** A reservation attempt's outcome: the plan it reserved (or was refused) at; `counted` when that plan's input is exact. */
+interface Admitted {
+  plan: ReservationPlan
+  result: ReserveResult
+  counted: boolean
 }
 
 /** A refusal that more budget (or fewer holds) could turn into an admission. */
