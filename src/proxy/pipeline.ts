@@ -23,7 +23,7 @@ import type { ProviderAdapter, ProviderId, RequestFacts, RouteMatch, UpstreamCre
 import type { Metrics } from '../metrics.js'
 import { REFERENCED_CONTEXT_TOKENS } from '../tokens/bound.js'
 import { sharedTokenCounter, type TokenCounter } from '../tokens/worker.js'
-import { blockedByHolds, createAdmission, settledRoom, type Admission } from './admission.js'
+import { blockedByHolds, createAdmission, releasingOnSettle, settledRoom, type Admission } from './admission.js'
 import { readLoopersCredential, readSession } from './control-headers.js'
 import type { Inflight } from './inflight.js'
 import { checkFacts, planReservation, type ReservationPlan } from './plan.js'
@@ -68,17 +68,7 @@ export function createPipeline(deps: PipelineDeps) {
   const counter = deps.counter ?? sharedTokenCounter()
   const counting = { counter, upstream: deps.upstream }
   const admission = deps.admission ?? createAdmission(now)
-  // Every settlement releases a hold: the key's queue of requests blocked by holds retries at once.
-  // The release runs as the settlement ends, before its caller resumes; the caller awaits the store's own promise.
-  const settling: BudgetStore = {
-    ...store,
-    settle(reservation, actualMicros) {
-      const settled = store.settle(reservation, actualMicros)
-      const release = (): void => admission.released(reservation.keyHash)
-      settled.then(release, release)
-      return settled
-    },
-  }
+  const settling = releasingOnSettle(store, admission)
   const { forwardFree, forwardMetered } = createForwarder({ ...deps, store: settling, now })
 
   return async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
