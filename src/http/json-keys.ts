@@ -72,9 +72,21 @@ function sameBytes(raw: Buffer, a: number, aEnd: number, b: number, bEnd: number
   return true
 }
 
+// Bytes searched for a string's closing quote in JavaScript before Buffer.indexOf takes over.
+const NEAR_QUOTE_BYTES = 32
+
 /** The index of the quote that closes the string opened at `start`, skipping escaped quotes; -1 if none. */
 export function stringEnd(raw: Buffer, start: number): number {
-  let end = raw.indexOf(QUOTE, start + 1)
+  // A short string (most keys and values) ends within a few bytes: found in JavaScript, cheaper than a native call.
+  const near = Math.min(raw.length, start + 1 + NEAR_QUOTE_BYTES)
+  let end = near
+  for (let k = start + 1; k < near; k++) {
+    if (raw[k] === QUOTE) {
+      end = k
+      break
+    }
+  }
+  if (end === near) end = near === raw.length ? -1 : raw.indexOf(QUOTE, near)
   while (end > 0) {
     let slashes = 0
     for (let k = end - 1; k > start && raw[k] === BACKSLASH; k--) slashes++

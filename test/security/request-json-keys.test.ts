@@ -1,10 +1,24 @@
 import { describe, expect, it } from 'vitest'
-import { findDuplicateKey, SCAN_SLICE_STEPS } from '../../src/http/json-keys.js'
+import { findDuplicateKey, SCAN_SLICE_STEPS, stringEnd } from '../../src/http/json-keys.js'
 import { countLoopTurns } from '../support/event-loop-turns.js'
 
 // Issue 13, finding 1: the scanner behind the refusal of repeated JSON keys, and its cost on a 10 MiB body.
 
 describe('duplicate-key scanner', () => {
+  it('ends a string at its closing quote at every length, past escaped quotes and backslashes on either side of the near search', () => {
+    for (let length = 0; length < 80; length++) {
+      for (const insert of ['', '"', '\\', '\\"', 'é']) {
+        for (const at of [0, 15, 30, 31, 32, 33, 40]) {
+          const text = 'x'.repeat(length).slice(0, at) + insert + 'x'.repeat(Math.max(0, length - at))
+          const literal = Buffer.from(`${JSON.stringify(text)}:1}`)
+          expect(stringEnd(literal, 0)).toBe(Buffer.byteLength(JSON.stringify(text)) - 1)
+        }
+      }
+    }
+    expect(stringEnd(Buffer.from(`"${'x'.repeat(40)}`), 0)).toBe(-1)
+    expect(stringEnd(Buffer.from(`"${'x'.repeat(10)}`), 0)).toBe(-1)
+  })
+
   it('finds a repeated key at any depth, escaped or not, and nothing in strings or arrays', async () => {
     expect(await findDuplicateKey(Buffer.from('{"a":{"b":1,"c":[{"x":1},{"x":2}]},"stream":false,"str\\u0065am":true}'))).toBe('stream')
     expect(await findDuplicateKey(Buffer.from('{"a":"\\"b\\\\","b":{"a":1},"c":["a","a"],"d":"{\\"a\\":1,\\"a\\":2}"}'))).toBeNull()
