@@ -27,10 +27,15 @@ export const SCAN_SLICE_STEPS = 4096
 
 /**
  * One open container: an object's keys so far (and whether a key comes next), or null for an array. Keys
- * are kept as the offsets of their quotes and compared byte by byte: no string is made for a body with no
- * repeat. An object past LINEAR_KEYS keys, or with a long or escaped key, keeps them as strings in a Set.
+ * are kept as the offsets of their quotes (the first `keys` pairs of `quotes`) and compared byte by byte:
+ * no string is made for a body with no repeat. An object past LINEAR_KEYS keys, or with a long or escaped
+ * key, keeps them as strings in a Set. A closed object's frame is reused by the next one opened.
  */
-type Frame = { quotes: number[]; set: Set<string> | null; expectKey: boolean } | null
+type Frame = { quotes: number[]; keys: number; set: Set<string> | null; expectKey: boolean } | null
+
+/** Frames of closed objects, reset, for the next objects any scan opens: a transcript of a thousand messages needs a few. */
+const spareFrames: NonNullable<Frame>[] = []
+const MAX_SPARE_FRAMES = 64
 
 // Objects up to this many keys are searched linearly; larger ones get a Set.
 const LINEAR_KEYS = 16
@@ -41,15 +46,18 @@ const LINEAR_KEY_BYTES = 32
 function seen(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number): boolean {
   if (frame.set === null) {
     const quotes = frame.quotes
+    const used = 2 * frame.keys
     if (isPlainShortKey(raw, start, end)) {
-      for (let k = 0; k < quotes.length; k += 2) if (sameBytes(raw, quotes[k] as number, quotes[k + 1] as number, start, end)) return true
-      if (quotes.length < 2 * LINEAR_KEYS) {
-        quotes.push(start, end)
+      for (let k = 0; k < used; k += 2) if (sameBytes(raw, quotes[k] as number, quotes[k + 1] as number, start, end)) return true
+      if (frame.keys < LINEAR_KEYS) {
+        quotes[used] = start
+        quotes[used + 1] = end
+        frame.keys++
         return false
       }
     }
     const set = new Set<string>()
-    for (let k = 0; k < quotes.length; k += 2) set.add(keyText(raw, quotes[k] as number, quotes[k + 1] as number))
+    for (let k = 0; k < used; k += 2) set.add(keyText(raw, quotes[k] as number, quotes[k + 1] as number))
     frame.set = set
   }
   const key = keyText(raw, start, end)
@@ -150,8 +158,14 @@ function scanSlice(scan: KeyScan, sliceBytes: number, sliceSteps: number): strin
     }
     if (c === OPEN_OBJECT || c === OPEN_ARRAY) {
       stack.push(top)
-      top = c === OPEN_OBJECT ? { quotes: [], set: null, expectKey: true } : null
+      top = c === OPEN_OBJECT ? (spareFrames.pop() ?? { quotes: [], keys: 0, set: null, expectKey: true }) : null
     } else if (c === CLOSE_OBJECT || c === CLOSE_ARRAY) {
+      if (top !== null && spareFrames.length < MAX_SPARE_FRAMES) {
+        top.keys = 0
+        top.set = null
+        top.expectKey = true
+        spareFrames.push(top)
+      }
       top = stack.pop() ?? null
     } else if (c === COMMA && top !== null) {
       top.expectKey = true
