@@ -21,8 +21,9 @@ export async function readRawBody(payload: IncomingMessage, limit: number): Prom
   const declared = Number(payload.headers['content-length'])
   if (declared > limit) throw new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE()
   // A small HTTP/1 body that came with its headers (an SDK's usual request) is buffered whole by now, and its
-  // declared length is where its message ends: taken at once, not over a resume, a data and an end event.
-  if (declared > 0 && declared < BIG_BODY_BYTES && payload.httpVersionMajor === 1 && payload.readableLength === declared) {
+  // declared length is where its message ends: taken by one read (of a stream not flowing yet, which returns
+  // all it holds), not over a resume, a data and an end event.
+  if (declared > 0 && declared < BIG_BODY_BYTES && payload.httpVersionMajor === 1 && payload.readableFlowing !== true && payload.readableLength === declared) {
     const chunk = payload.read() as Buffer | string
     // Flowing, the stream still ends and closes as one read to its end does.
     payload.resume()
