@@ -51,10 +51,18 @@ export function headerValue(headers: IncomingHttpHeaders, name: string): string 
   return trimmed.length > 0 ? trimmed : null
 }
 
+const BEARER = /^Bearer\s+(\S+)$/i
+const NO_SPACE = /^\S+$/
+
 /** The token of an `Authorization: Bearer <token>` header, or null. */
 export function bearerToken(headers: IncomingHttpHeaders): string | null {
   const value = headerValue(headers, 'authorization')
   if (value === null) return null
-  const match = /^Bearer\s+(\S+)$/i.exec(value)
+  // What every SDK sends, read without a match array: `Bearer`, one space, a token with no space in it.
+  if (value.startsWith('Bearer ')) {
+    const token = value.slice(7)
+    if (NO_SPACE.test(token)) return token
+  }
+  const match = BEARER.exec(value)
   return match?.[1] ?? null
 }

@@ -27,10 +27,15 @@ export const SCAN_SLICE_STEPS = 4096
 
 /**
  * One open container: an object's keys so far (and whether a key comes next), or null for an array. Keys
- * are kept as the offsets of their quotes and compared byte by byte: no string is made for a body with no
- * repeat. An object past LINEAR_KEYS keys, or with a long or escaped key, keeps them as strings in a Set.
+ * are kept as the offsets of their quotes (the first `keys` pairs of `quotes`) and compared byte by byte:
+ * no string is made for a body with no repeat. An object past LINEAR_KEYS keys, or with a long or escaped
+ * key, keeps them as strings in a Set. A closed object's frame is reused by the next one opened.
  */
-type Frame = { quotes: number[]; set: Set<string> | null; expectKey: boolean } | null
+type Frame = { quotes: number[]; keys: number; set: Set<string> | null; expectKey: boolean } | null
+
+/** Frames of closed objects, reset, for the next objects any scan opens: a transcript of a thousand messages needs a few. */
+const spareFrames: NonNullable<Frame>[] = []
+const MAX_SPARE_FRAMES = 64
 
 // Objects up to this many keys are searched linearly; larger ones get a Set.
 const LINEAR_KEYS = 16
@@ -41,15 +46,18 @@ const LINEAR_KEY_BYTES = 32
 function seen(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number): boolean {
   if (frame.set === null) {
     const quotes = frame.quotes
+    const used = 2 * frame.keys
     if (isPlainShortKey(raw, start, end)) {
-      for (let k = 0; k < quotes.length; k += 2) if (sameBytes(raw, quotes[k] as number, quotes[k + 1] as number, start, end)) return true
-      if (quotes.length < 2 * LINEAR_KEYS) {
-        quotes.push(start, end)
+      for (let k = 0; k < used; k += 2) if (sameBytes(raw, quotes[k] as number, quotes[k + 1] as number, start, end)) return true
+      if (frame.keys < LINEAR_KEYS) {
+        quotes[used] = start
+        quotes[used + 1] = end
+        frame.keys++
         return false
       }
     }
     const set = new Set<string>()
-    for (let k = 0; k < quotes.length; k += 2) set.add(keyText(raw, quotes[k] as number, quotes[k + 1] as number))
+    for (let k = 0; k < used; k += 2) set.add(keyText(raw, quotes[k] as number, quotes[k + 1] as number))
     frame.set = set
   }
   const key = keyText(raw, start, end)
@@ -72,9 +80,21 @@ function sameBytes(raw: Buffer, a: number, aEnd: number, b: number, bEnd: number
   return true
 }
 
+// Bytes searched for a string's closing quote in JavaScript before Buffer.indexOf takes over.
+const NEAR_QUOTE_BYTES = 32
+
 /** The index of the quote that closes the string opened at `start`, skipping escaped quotes; -1 if none. */
 export function stringEnd(raw: Buffer, start: number): number {
-  let end = raw.indexOf(QUOTE, start + 1)
+  // A short string (most keys and values) ends within a few bytes: found in JavaScript, cheaper than a native call.
+  const near = Math.min(raw.length, start + 1 + NEAR_QUOTE_BYTES)
+  let end = near
+  for (let k = start + 1; k < near; k++) {
+    if (raw[k] === QUOTE) {
+      end = k
+      break
+    }
+  }
+  if (end === near) end = near === raw.length ? -1 : raw.indexOf(QUOTE, near)
   while (end > 0) {
     let slashes = 0
     for (let k = end - 1; k > start && raw[k] === BACKSLASH; k--) slashes++
@@ -138,8 +158,14 @@ function scanSlice(scan: KeyScan, sliceBytes: number, sliceSteps: number): strin
     }
     if (c === OPEN_OBJECT || c === OPEN_ARRAY) {
       stack.push(top)
-      top = c === OPEN_OBJECT ? { quotes: [], set: null, expectKey: true } : null
+      top = c === OPEN_OBJECT ? (spareFrames.pop() ?? { quotes: [], keys: 0, set: null, expectKey: true }) : null
     } else if (c === CLOSE_OBJECT || c === CLOSE_ARRAY) {
+      if (top !== null && spareFrames.length < MAX_SPARE_FRAMES) {
+        top.keys = 0
+        top.set = null
+        top.expectKey = true
+        spareFrames.push(top)
+      }
       top = stack.pop() ?? null
     } else if (c === COMMA && top !== null) {
       top.expectKey = true

@@ -21,8 +21,7 @@ const DOT_SEGMENT = /(?:^|\/)\.\.?(?:\/|$)/
  * encoded slash (unless allowed), a `%` left after decoding (double encoding), or a control character.
  */
 export function unsafePathReason(path: string, rules: PathRules = {}): string | null {
-  // The common case, decided without decoding: plain characters only (no '%', so nothing decodes) and no dot segment.
-  if (PLAIN_PATH.test(path) && !DOT_SEGMENT.test(path)) return null
+  if (isPlainPath(path)) return null
   if (!path.startsWith('/')) return 'the path must start with /'
   if (path.includes('\\')) return 'backslashes are not allowed in the path'
   if (path.includes('#') || path.includes('?')) return 'the path may not hold # or ?'
@@ -40,27 +39,60 @@ export function unsafePathReason(path: string, rules: PathRules = {}): string | 
   return null
 }
 
+// Plain paths remembered per set (those seen last, of a route's few models and operations); a full set starts over.
+const MAX_KNOWN_PATHS = 256
+// Only paths up to this long are remembered: a set holds at most 256 × 256 characters, whatever clients send.
+const MAX_KNOWN_PATH_CHARS = 256
+/** Paths found plain: unsafe under no rule, so found again without the regular expressions. */
+const plainPaths = new Set<string>()
+
+/**
+ * The common case, decided without decoding: plain characters only (no '%', so nothing decodes, whatever
+ * the rules) and no dot segment.
+ */
+function isPlainPath(path: string): boolean {
+  if (plainPaths.has(path)) return true
+  if (!PLAIN_PATH.test(path) || DOT_SEGMENT.test(path)) return false
+  remember(plainPaths, path)
+  return true
+}
+
+function remember(paths: Set<string>, path: string): void {
+  if (path.length > MAX_KNOWN_PATH_CHARS) return
+  if (paths.size >= MAX_KNOWN_PATHS) paths.clear()
+  paths.add(path)
+}
+
 /** `base + path + query` after checking `path`; throws invalid_request for a path that could leave the base. */
 export function upstreamUrl(base: string, path: string, query: string, rules: PathRules = {}): string {
+  const url = `${base}${path}${query.length > 0 ? `?${query}` : ''}`
+  const checked = checkedBase(base)
+  if (checked.below.has(path)) return url
   const reason = unsafePathReason(path, rules)
   if (reason !== null) throw invalidRequest(`${reason}: Loopers forwards only the provider's own API paths`)
-  const url = `${base}${path}${query.length > 0 ? `?${query}` : ''}`
   // Belt and braces: whatever the URL parser normalises, the path must still start with the base's path.
-  const basePath = basePathOf(base)
-  if (!new URL(url).pathname.startsWith(`${basePath}/`)) throw invalidRequest('the path leaves the provider API')
+  if (!new URL(url).pathname.startsWith(`${checked.path}/`)) throw invalidRequest('the path leaves the provider API')
+  // A plain path is safe under every rule and ends where the query starts: later requests on it skip both checks.
+  if (isPlainPath(path)) remember(checked.below, path)
   return url
 }
 
-const basePaths = new Map<string, string>()
+/** A configured base URL: its path without the trailing slash, and the plain client paths found to stay below it. */
+interface CheckedBase {
+  path: string
+  below: Set<string>
+}
 
-/** The path of a configured base URL without its trailing slash (a handful of bases: parsed once each). */
-function basePathOf(base: string): string {
-  let path = basePaths.get(base)
-  if (path === undefined) {
-    path = new URL(base).pathname.replace(/\/$/, '')
-    if (basePaths.size < 64) basePaths.set(base, path)
+const bases = new Map<string, CheckedBase>()
+
+/** The checked base of a configured base URL (a handful of bases: parsed once each). */
+function checkedBase(base: string): CheckedBase {
+  let checked = bases.get(base)
+  if (checked === undefined) {
+    checked = { path: new URL(base).pathname.replace(/\/$/, ''), below: new Set() }
+    if (bases.size < 64) bases.set(base, checked)
   }
-  return path
+  return checked
 }
 
 /**

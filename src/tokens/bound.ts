@@ -29,10 +29,6 @@ const MEDIA_TYPES = new Set([
   'document', // Anthropic
 ])
 
-/** Keys whose object value is one media part: Gemini (both JSON spellings). */
-const GEMINI_MEDIA_KEYS = ['inlineData', 'inline_data', 'fileData', 'file_data'] as const
-/** Bedrock Converse (and Nova invoke) blocks `{image|document|video: {format, source}}`. */
-const SOURCED_MEDIA_KEYS = ['image', 'document', 'video'] as const
 
 /** UTF-8 byte length of a raw body or a string. */
 export function utf8Bytes(raw: Buffer | string): number {
@@ -46,12 +42,15 @@ function isObject(value: unknown): value is Record<string, unknown> {
 /** True for one image/audio/video/file content part in any provider's request format. */
 export function isMediaPart(node: Record<string, unknown>): boolean {
   if (typeof node.type === 'string' && MEDIA_TYPES.has(node.type)) return true
-  for (const key of GEMINI_MEDIA_KEYS) if (isObject(node[key])) return true
-  for (const key of SOURCED_MEDIA_KEYS) {
-    const block = node[key]
-    if (isObject(block) && 'source' in block) return true
-  }
-  return false
+  // Each key spelled out, not looped over: a load by a literal name is several times cheaper on every object walked.
+  // Gemini parts whose object value is the medium (both JSON spellings).
+  if (isObject(node.inlineData) || isObject(node.inline_data) || isObject(node.fileData) || isObject(node.file_data)) return true
+  // Bedrock Converse (and Nova invoke) blocks `{image|document|video: {format, source}}`.
+  return hasSource(node.image) || hasSource(node.document) || hasSource(node.video)
+}
+
+function hasSource(block: unknown): boolean {
+  return isObject(block) && 'source' in block
 }
 
 /**
@@ -136,44 +135,73 @@ export interface BodyScan {
 /** Objects walked between two yields to the event loop (about a millisecond of work). */
 const SCAN_SLICE_NODES = 4096
 
+/** On the walk's stack below the values of a counted media part: popped, the walk has left that part. */
+const LEAVE_MEDIA = Symbol('leave media')
+
+/** Where one `scanBody` walk stands between two slices. */
+interface BodyWalk {
+  /** Values still to visit, with a LEAVE_MEDIA mark below the values of the media part being searched. */
+  stack: unknown[]
+  /** Inside a counted media part: its values are searched, not counted again. */
+  inMedia: boolean
+  visited: number
+  parts: number
+  fetches: boolean
+  fileData: boolean
+}
+
 /**
  * `mediaParts` and the fetched-content search in one walk, in slices: a body of millions of small objects
  * (a long transcript) yields to the event loop every few thousand, so it stalls no other request.
  * `sliceNodes`: objects between two yields (Infinity in the counting worker, which has no one to yield to).
+ * A body walked within its first slice (every small one) is walked at once, without an async frame.
  */
-export async function scanBody(body: unknown, maxNodes: number = MAX_MEDIA_WALK_NODES, sliceNodes: number = SCAN_SLICE_NODES): Promise<BodyScan> {
-  let parts = 0
-  let fetches = false
-  let fileData = false
-  let visited = 0
-  // Parallel stacks: a value, and whether it lies inside a counted media part (searched, not counted again).
-  const stack: unknown[] = [body]
-  const inMedia: boolean[] = [false]
+export function scanBody(body: unknown, maxNodes: number = MAX_MEDIA_WALK_NODES, sliceNodes: number = SCAN_SLICE_NODES): Promise<BodyScan> {
+  const walk: BodyWalk = { stack: [body], inMedia: false, visited: 0, parts: 0, fetches: false, fileData: false }
+  const scan = walkSlice(walk, maxNodes, sliceNodes)
+  return scan === null ? walkRest(walk, maxNodes, sliceNodes) : Promise.resolve(scan)
+}
+
+async function walkRest(walk: BodyWalk, maxNodes: number, sliceNodes: number): Promise<BodyScan> {
+  for (;;) {
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    const scan = walkSlice(walk, maxNodes, sliceNodes)
+    if (scan !== null) return scan
+  }
+}
+
+/** Walks on until `sliceNodes` more objects were visited: the scan at the end of the body, null before it. */
+function walkSlice(walk: BodyWalk, maxNodes: number, sliceNodes: number): BodyScan | null {
+  const stack = walk.stack
   while (stack.length > 0) {
     const node = stack.pop()
-    const inside = inMedia.pop() as boolean
-    if (typeof node !== 'object' || node === null) continue
-    if (++visited > maxNodes) return { mediaParts: null, fetchesContent: true, fileData: true }
-    if (visited % sliceNodes === 0) await new Promise<void>((resolve) => setImmediate(resolve))
-    if (Array.isArray(node)) {
-      for (const item of node) {
-        if (typeof item !== 'object' || item === null) continue
-        stack.push(item)
-        inMedia.push(inside)
-      }
+    if (node === LEAVE_MEDIA) {
+      walk.inMedia = false
       continue
     }
-    const record = node as Record<string, unknown>
-    if (!fetches && fetchesContent(record)) fetches = true
-    if (!fileData && (isObject(record.fileData) || isObject(record.file_data))) fileData = true
-    const media = inside || isMediaPart(record)
-    if (media && !inside) parts += 1
-    for (const key in record) {
-      const value = record[key]
-      if (typeof value !== 'object' || value === null) continue
-      stack.push(value)
-      inMedia.push(media)
+    if (typeof node !== 'object' || node === null) continue
+    if (++walk.visited > maxNodes) return { mediaParts: null, fetchesContent: true, fileData: true }
+    if (Array.isArray(node)) {
+      for (let i = 0; i < node.length; i++) {
+        const item: unknown = node[i]
+        if (typeof item === 'object' && item !== null) stack.push(item)
+      }
+    } else {
+      const record = node as Record<string, unknown>
+      if (!walk.fetches && fetchesContent(record)) walk.fetches = true
+      if (!walk.fileData && (isObject(record.fileData) || isObject(record.file_data))) walk.fileData = true
+      if (!walk.inMedia && isMediaPart(record)) {
+        walk.parts += 1
+        walk.inMedia = true
+        stack.push(LEAVE_MEDIA)
+      }
+      for (const key in record) {
+        const value = record[key]
+        if (typeof value === 'object' && value !== null) stack.push(value)
+      }
     }
+    // A slice ends after its last object (the worker passes Infinity: it never yields).
+    if (walk.visited % sliceNodes === 0) return null
   }
-  return { mediaParts: parts, fetchesContent: fetches, fileData }
+  return { mediaParts: walk.parts, fetchesContent: walk.fetches, fileData: walk.fileData }
 }

@@ -1,10 +1,35 @@
 import { describe, expect, it } from 'vitest'
-import { findDuplicateKey, SCAN_SLICE_STEPS } from '../../src/http/json-keys.js'
+import { findDuplicateKey, SCAN_SLICE_STEPS, stringEnd } from '../../src/http/json-keys.js'
 import { countLoopTurns } from '../support/event-loop-turns.js'
 
 // Issue 13, finding 1: the scanner behind the refusal of repeated JSON keys, and its cost on a 10 MiB body.
 
 describe('duplicate-key scanner', () => {
+  it('ends a string at its closing quote at every length, past escaped quotes and backslashes on either side of the near search', () => {
+    for (let length = 0; length < 80; length++) {
+      for (const insert of ['', '"', '\\', '\\"', 'é']) {
+        for (const at of [0, 15, 30, 31, 32, 33, 40]) {
+          const text = 'x'.repeat(length).slice(0, at) + insert + 'x'.repeat(Math.max(0, length - at))
+          const literal = Buffer.from(`${JSON.stringify(text)}:1}`)
+          expect(stringEnd(literal, 0)).toBe(Buffer.byteLength(JSON.stringify(text)) - 1)
+        }
+      }
+    }
+    expect(stringEnd(Buffer.from(`"${'x'.repeat(40)}`), 0)).toBe(-1)
+    expect(stringEnd(Buffer.from(`"${'x'.repeat(10)}`), 0)).toBe(-1)
+  })
+
+  it('judges each object by its own keys alone, however many objects came before and whatever scans run beside', async () => {
+    const wide = `{${Array.from({ length: 40 }, (_, i) => `"k${i}":${i}`).join(',')}}`
+    const clean = Buffer.from(`[${wide},{"k1":1,"a":{"k2":2}},{"a":1},{"a":2,"b":{"a":3}},${wide}]`)
+    const repeated = Buffer.from(`[${wide},{"a":1},{"a":2,"b":{"a":3,"c":1,"c":2}}]`)
+    expect(findDuplicateKey(clean)).toBeNull()
+    expect(findDuplicateKey(repeated)).toBe('c')
+    // Interleaved in slices of a few steps each: two scans share no open object.
+    const both = await Promise.all([findDuplicateKey(clean, 1 << 18, 3), findDuplicateKey(repeated, 1 << 18, 3), findDuplicateKey(clean, 1 << 18, 5)])
+    expect(both).toEqual([null, 'c', null])
+  })
+
   it('finds a repeated key at any depth, escaped or not, and nothing in strings or arrays', async () => {
     expect(await findDuplicateKey(Buffer.from('{"a":{"b":1,"c":[{"x":1},{"x":2}]},"stream":false,"str\\u0065am":true}'))).toBe('stream')
     expect(await findDuplicateKey(Buffer.from('{"a":"\\"b\\\\","b":{"a":1},"c":["a","a"],"d":"{\\"a\\":1,\\"a\\":2}"}'))).toBeNull()

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { unsafePathReason } from '../../src/http/upstream-url.js'
+import { unsafePathReason, upstreamUrl } from '../../src/http/upstream-url.js'
 import type { ProviderId } from '../../src/providers/types.js'
 import { createTestKey } from '../support/e2e.js'
 import { ALL_PROVIDERS, gatewayEnv, keyHeaders, rawRequest, startGateway, type Gateway } from '../support/security.js'
@@ -89,5 +89,18 @@ describe('the shared path check', () => {
     expect(unsafePathReason('/model/arn%3Aaws%3Abedrock%3A%3A1%3Ainference-profile%2Fus.x/converse')).not.toBeNull()
     expect(unsafePathReason('/model/arn%3Aaws%3Abedrock%3A%3A1%3Ainference-profile%2Fus.x/converse', { allowEncodedSlash: true })).toBeNull()
     expect(unsafePathReason('/model/..%2Fx/converse', { allowEncodedSlash: true })).not.toBeNull()
+  })
+
+  it('answers a path the same every time: a remembered safe path under any query, an encoded one under its own rule only', () => {
+    for (let i = 0; i < 3; i++) {
+      expect(upstreamUrl('https://gw.example/openai', '/v1/chat/completions', i === 0 ? '' : `api-version=${i}`)).toBe(
+        `https://gw.example/openai/v1/chat/completions${i === 0 ? '' : `?api-version=${i}`}`,
+      )
+      expect(upstreamUrl('https://gw.example', '/model/arn%3Ax%2Fy/converse', '', { allowEncodedSlash: true })).toBe('https://gw.example/model/arn%3Ax%2Fy/converse')
+      expect(() => upstreamUrl('https://gw.example', '/model/arn%3Ax%2Fy/converse', '')).toThrow(/encoded slashes/)
+      expect(() => upstreamUrl('https://gw.example/openai', '/v1/../../admin', '')).toThrow(/dot segments/)
+      expect(unsafePathReason('/v1/chat/completions')).toBeNull()
+      expect(unsafePathReason('/a/%2f/b')).not.toBeNull()
+    }
   })
 })

@@ -38,6 +38,15 @@ describe('content the provider fetches itself', () => {
     expect(await scanBody({ a: [{}, {}, {}] }, 2)).toEqual({ mediaParts: null, fetchesContent: true, fileData: true })
   })
 
+  it('counts a media part once however its search is sliced, and searches what lies inside and beside it', async () => {
+    const nested = { type: 'image', source: { type: 'base64', data: 'AA' }, extra: [{ type: 'image_url', image_url: { url: 'u' } }] }
+    const body = { messages: [{ content: [nested, { type: 'text', text: 'x' }, { type: 'input_audio', input_audio: { fileData: { fileUri: 'f' } } }] }, { content: [{ image_url: {} }] }] }
+    for (const slice of [1, 2, 3, 4096]) {
+      expect(await scanBody(body, undefined, slice)).toEqual({ mediaParts: 2, fetchesContent: false, fileData: true })
+    }
+    expect(mediaParts(body)).toBe(2)
+  })
+
   it('walks a long transcript in slices: other work runs while it does, and the answer is the same', async () => {
     const body = { messages: Array.from({ length: 200_000 }, (_, i) => ({ role: i % 2 === 0 ? 'user' : 'assistant', content: [{ type: 'text', text: 'hi' }] })) }
     body.messages.push({ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/png;base64,AA' } } as never, { type: 'input_file', file_id: 'f' } as never] })

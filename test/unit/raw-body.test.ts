@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
-import type { IncomingMessage } from 'node:http'
+import { createServer, type IncomingMessage } from 'node:http'
+import { connect, type AddressInfo } from 'node:net'
 import { PassThrough } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import { BIG_BODY_BYTES, readRawBody, sha256InSlices } from '../../src/http/raw-body.js'
@@ -37,6 +38,34 @@ describe('raw request bodies', () => {
     await expect(readRawBody(payload(big), big.length - 1)).rejects.toMatchObject({ code: 'FST_ERR_CTP_BODY_TOO_LARGE' })
     await expect(readRawBody(payload(big, big.length + 10), 1 << 30)).rejects.toMatchObject({ code: 'FST_ERR_CTP_INVALID_CONTENT_LENGTH' })
     await expect(readRawBody(payload(big, big.length - 10), 1 << 30)).rejects.toMatchObject({ code: 'FST_ERR_CTP_INVALID_CONTENT_LENGTH' })
+  })
+
+  it('takes a small HTTP/1 body that came with its headers at once, and the request still ends and closes', async () => {
+    const bodies = ['{"model":"m","messages":[]}', `{"pad":"${'x'.repeat(40_000)}"}`]
+    const read: { body: Buffer; ended: Promise<boolean> }[] = []
+    const server = createServer((request, response) => {
+      const ended = new Promise<boolean>((resolve) => request.once('close', () => resolve(request.readableEnded)))
+      // Read a microtask later, as Fastify does after its async hooks: the body is buffered, its end not yet seen.
+      void Promise.resolve().then(() => {
+        void readRawBody(request, 1 << 30).then((body) => {
+          read.push({ body, ended })
+          response.end('ok')
+        })
+      })
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const { port } = server.address() as AddressInfo
+      // Both requests in one write: each body is already buffered whole when it is read.
+      const wire = bodies.map((body) => `POST / HTTP/1.1\r\nhost: x\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`).join('')
+      const socket = connect(port, '127.0.0.1', () => socket.end(wire))
+      socket.resume()
+      await new Promise((resolve) => socket.once('close', resolve))
+      expect(read.map(({ body }) => body.toString())).toEqual(bodies)
+      expect(await Promise.all(read.map(({ ended }) => ended))).toEqual([true, true])
+    } finally {
+      server.close()
+    }
   })
 
   it('hashes a big body in slices to the same SHA-256, and a signature over that hash is the one over the body', async () => {
