@@ -1,6 +1,6 @@
 import { invalidRequest } from '../errors.js'
 import { createSseFramer, type SseFramer } from '../stream/sse.js'
-import { StringSlot } from '../stream/string-slot.js'
+import { ProbeCounter, StringSlot } from '../stream/string-slot.js'
 import { boundInputTokens } from '../tokens/bound.js'
 import type { OutputCounter } from '../tokens/output-counter.js'
 import { isObject, readCount, readFlag, readPositiveInt, requireString, type Json } from './body.js'
@@ -134,7 +134,7 @@ export function compatUsageFromBody(route: RouteMatch, json: unknown): Usage | n
 export type DeltaTextReader = (delta: Json, add: (text: unknown) => void) => void
 
 /** Adds the generated text of one chat chunk: content, refusal, reasoning and tool-call arguments. */
-function addChatDelta(chunk: Json, counter: TextCounter, readExtra: DeltaTextReader | undefined): void {
+function addChatDelta(chunk: Json, counter: OutputCounter, readExtra: DeltaTextReader | undefined): void {
   const choices = chunk.choices
   if (!Array.isArray(choices)) return
   for (const choice of choices) {
@@ -158,17 +158,8 @@ function addChatDelta(chunk: Json, counter: TextCounter, readExtra: DeltaTextRea
   }
 }
 
-type TextCounter = Pick<OutputCounter, 'add'>
-
-/** What reading one chunk changes: text counted, usage reported, an upstream error seen. */
-interface ChunkEffects {
-  readonly counter: TextCounter
-  usage: Usage
-  failed: boolean
-}
-
 /** Tracks generated text (through the counter) and reported usage for one OpenAI-format stream. */
-class CompatStreamState implements ChunkEffects {
+class CompatStreamState {
   usage: Usage = {}
   failed = false
 
@@ -180,7 +171,7 @@ class CompatStreamState implements ChunkEffects {
 }
 
 /** Reads one parsed chat chunk: its generated text, an error it reports, its usage. */
-function readChatChunk(chunk: Json, effects: ChunkEffects, readExtra: DeltaTextReader | undefined): void {
+function readChatChunk(chunk: Json, effects: CompatStreamState, readExtra: DeltaTextReader | undefined): void {
   // OpenAI nests an `error` object; Mistral sends its error object itself (`"object": "error"`).
   if (chunk.error !== undefined || chunk.object === 'error') effects.failed = true
   addChatDelta(chunk, effects.counter, readExtra)
@@ -235,40 +226,17 @@ class ChatChunkReader {
     const { slot } = this
     const probe = slot.learn(data, '"content":"')
     if (probe === null) return
-    const record = new ProbeRecord()
+    const counter = new ProbeCounter()
+    const record = new CompatStreamState(counter)
     try {
       const chunk: unknown = JSON.parse(probe)
       if (isObject(chunk)) readChatChunk(chunk, record, this.readExtra)
     } catch {
       return slot.forget()
     }
-    const context = record.onlyCounted(slot.probeValue())
+    const context = record.failed || Object.keys(record.usage).length > 0 ? null : counter.onlyCounted(slot.probeValue())
     if (context === null) slot.forget()
     else this.context = context
-  }
-}
-
-const NOT_REPORTED: Usage = Object.freeze({})
-
-/** A probe's full reading, recorded rather than applied. */
-class ProbeRecord implements ChunkEffects {
-  usage = NOT_REPORTED
-  failed = false
-  private readonly texts: string[] = []
-  private readonly contexts: number[] = []
-  readonly counter: TextCounter = {
-    // As the output counter takes text: only non-empty strings count; the context as given.
-    add: (text, context = 0) => {
-      if (typeof text !== 'string' || text.length === 0) return
-      this.texts.push(text)
-      this.contexts.push(context)
-    },
-  }
-
-  /** The context `text` was counted in, when the reading did nothing but count it once; else null. */
-  onlyCounted(text: string | null): number | null {
-    if (this.failed || this.usage !== NOT_REPORTED || this.texts.length !== 1 || this.texts[0] !== text) return null
-    return this.contexts[0] as number
   }
 }
 

@@ -4,6 +4,8 @@
  * parsing the rest: exactly the value JSON.parse gives there, escapes included.
  */
 
+import type { OutputCounter } from '../tokens/output-counter.js'
+
 const QUOTE = 0x22
 const BACKSLASH = 0x5c
 // What a string token's characters need beyond a copy: an escape, or what makes them more or less than one token.
@@ -91,5 +93,33 @@ function stringTokenEnd(text: string, start: number): number {
     while (text.charCodeAt(quote - 1 - backslashes) === BACKSLASH) backslashes++
     if (backslashes % 2 === 0) return quote + 1
     at = quote + 1
+  }
+}
+
+/** An OutputCounter that records what a probe's full reading counts, instead of counting it. */
+export class ProbeCounter implements OutputCounter {
+  private readonly texts: string[] = []
+  private readonly contexts: number[] = []
+  private addedTokens = 0
+
+  // As the output counter takes text: only non-empty strings count; the context as given.
+  add(text: unknown, context = 0): void {
+    if (typeof text !== 'string' || text.length === 0) return
+    this.texts.push(text)
+    this.contexts.push(context)
+  }
+
+  addTokens(tokens: number): void {
+    this.addedTokens += tokens
+  }
+
+  tokens(): number {
+    return 0
+  }
+
+  /** The context `text` was counted in, when nothing but `text` was counted, once; else null. */
+  onlyCounted(text: string | null): number | null {
+    if (this.addedTokens !== 0 || this.texts.length !== 1 || this.texts[0] !== text) return null
+    return this.contexts[0] as number
   }
 }
