@@ -52,7 +52,8 @@ export class StringSlot {
    * parses the probe and reads it the full way, and keeps the slot only if that reading does nothing but count
    * the probe's string once (`probeValue`): then reading any text of this shape does nothing but count its
    * slot's string, and `read` gives that string; otherwise it calls `forget`. Null when `text` has no such
-   * token, or when this stream has stopped learning.
+   * token, or when this stream has stopped learning. `marker` must name a field the reading only counts, never
+   * compares (a value compared, like an event type, would act on other strings as it does not on the probe's).
    */
   learn(text: string, marker: string): string | null {
     this.forget()
