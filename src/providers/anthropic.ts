@@ -5,6 +5,7 @@ import { messagesShape } from '../loop/shapes/messages.js'
 import { bearerToken, forwardableRequestHeaders, headerValue } from '../http/headers.js'
 import { upstreamUrl } from '../http/upstream-url.js'
 import { createSseFramer } from '../stream/sse.js'
+import { ProbeCounter, StringSlot } from '../stream/string-slot.js'
 import { boundInputTokens } from '../tokens/bound.js'
 import type { OutputCounter } from '../tokens/output-counter.js'
 import { isObject, readCount, readFlag, requireString, type Json } from './body.js'
@@ -157,14 +158,43 @@ class MessagesStreamState {
   }
 }
 
+/** Reads one parsed Messages stream event (`event`: its SSE event field) into `state`. */
+function readMessagesEvent(data: Json, event: string | undefined, state: MessagesStreamState): void {
+  switch (typeof data.type === 'string' ? data.type : event) {
+    case 'message_start':
+      if (isObject(data.message) && isObject(data.message.usage)) readInputUsage(state.usage, data.message.usage)
+      return
+    case 'content_block_start':
+      return state.blockStart(data.content_block)
+    case 'content_block_delta':
+      return state.delta(data.delta)
+    case 'message_delta':
+      return state.messageDelta(data.usage)
+    case 'error':
+      state.failed = true
+      return
+    default:
+      return // ping, content_block_stop, message_stop
+  }
+}
+
 /**
- * Parser for Messages streams. Input usage comes first, in `message_start`; its `output_tokens` is a
- * placeholder, so output stays unreported (the counter meters it) until `message_delta` gives the total.
+ * Reads a Messages stream's events into its state. A text delta that is the last parsed event with other text
+ * (nearly every event: same type, block index) is read through a slot, without JSON.parse: its full reading
+ * would do nothing but count that text, as the slot's probe showed.
  */
-export function createMessagesStreamParser(counter: OutputCounter): StreamParser {
-  const state = new MessagesStreamState(counter)
-  const framer = createSseFramer((text, event) => {
+class MessagesEventReader {
+  private readonly slot = new StringSlot()
+  // The SSE event type of the events the slot reads.
+  private slotEvent: string | undefined = undefined
+
+  constructor(private readonly state: MessagesStreamState) {}
+
+  read(text: string, event: string | undefined): void {
+    const { state, slot } = this
     if (event === 'error') state.failed = true
+    const slotted = event === this.slotEvent ? slot.read(text) : undefined
+    if (slotted !== undefined) return state.add(slotted)
     let data: unknown
     try {
       data = JSON.parse(text)
@@ -172,23 +202,35 @@ export function createMessagesStreamParser(counter: OutputCounter): StreamParser
       return
     }
     if (!isObject(data)) return
-    switch (typeof data.type === 'string' ? data.type : event) {
-      case 'message_start':
-        if (isObject(data.message) && isObject(data.message.usage)) readInputUsage(state.usage, data.message.usage)
-        return
-      case 'content_block_start':
-        return state.blockStart(data.content_block)
-      case 'content_block_delta':
-        return state.delta(data.delta)
-      case 'message_delta':
-        return state.messageDelta(data.usage)
-      case 'error':
-        state.failed = true
-        return
-      default:
-        return // ping, content_block_stop, message_stop
+    readMessagesEvent(data, event, state)
+    this.learn(text, event)
+  }
+
+  private learn(text: string, event: string | undefined): void {
+    const { slot } = this
+    const probe = slot.learn(text, '"text":"')
+    if (probe === null) return
+    const counter = new ProbeCounter()
+    const record = new MessagesStreamState(counter)
+    try {
+      const data: unknown = JSON.parse(probe)
+      if (isObject(data)) readMessagesEvent(data, event, record)
+    } catch {
+      return slot.forget()
     }
-  })
+    if (event === 'error' || record.failed || Object.keys(record.usage).length > 0 || counter.onlyCounted(slot.probeValue()) === null) slot.forget()
+    else this.slotEvent = event
+  }
+}
+
+/**
+ * Parser for Messages streams. Input usage comes first, in `message_start`; its `output_tokens` is a
+ * placeholder, so output stays unreported (the counter meters it) until `message_delta` gives the total.
+ */
+export function createMessagesStreamParser(counter: OutputCounter): StreamParser {
+  const state = new MessagesStreamState(counter)
+  const events = new MessagesEventReader(state)
+  const framer = createSseFramer((text, event) => events.read(text, event))
   return {
     push: (chunk) => framer.push(chunk),
     frames: (chunk) => framer.frames(chunk),

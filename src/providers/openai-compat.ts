@@ -1,5 +1,6 @@
 import { invalidRequest } from '../errors.js'
 import { createSseFramer, type SseFramer } from '../stream/sse.js'
+import { ProbeCounter, StringSlot } from '../stream/string-slot.js'
 import { boundInputTokens } from '../tokens/bound.js'
 import type { OutputCounter } from '../tokens/output-counter.js'
 import { isObject, readCount, readFlag, readPositiveInt, requireString, type Json } from './body.js'
@@ -127,12 +128,13 @@ export function compatUsageFromBody(route: RouteMatch, json: unknown): Usage | n
 
 /**
  * Reads generated text a provider's chat deltas carry beyond OpenAI's string fields (Mistral's content
- * parts and object-valued tool arguments); `add` takes strings and ignores anything else.
+ * parts and object-valued tool arguments); `add` takes strings and ignores anything else. A string it finds
+ * goes to `add` whole or not at all, whatever its value (the chat reader's slot relies on it).
  */
 export type DeltaTextReader = (delta: Json, add: (text: unknown) => void) => void
 
 /** Adds the generated text of one chat chunk: content, refusal, reasoning and tool-call arguments. */
-function addChatDelta(chunk: Json, state: CompatStreamState, readExtra: DeltaTextReader | undefined): void {
+function addChatDelta(chunk: Json, counter: OutputCounter, readExtra: DeltaTextReader | undefined): void {
   const choices = chunk.choices
   if (!Array.isArray(choices)) return
   for (const choice of choices) {
@@ -140,7 +142,6 @@ function addChatDelta(chunk: Json, state: CompatStreamState, readExtra: DeltaTex
     if (!isObject(delta)) continue
     // With `n` > 1 the choices' deltas interleave: each choice is its own text, counted on its own.
     const index = typeof choice.index === 'number' ? choice.index : 0
-    const { counter } = state
     counter.add(delta.content, index)
     counter.add(delta.refusal, index)
     counter.add(delta.reasoning_content, index)
@@ -169,14 +170,47 @@ class CompatStreamState {
   }
 }
 
+/** Reads one parsed chat chunk: its generated text, an error it reports, its usage. */
+function readChatChunk(chunk: Json, effects: CompatStreamState, readExtra: DeltaTextReader | undefined): void {
+  // OpenAI nests an `error` object; Mistral sends its error object itself (`"object": "error"`).
+  if (chunk.error !== undefined || chunk.object === 'error') effects.failed = true
+  addChatDelta(chunk, effects.counter, readExtra)
+  const usage = chatUsage(chunk.usage)
+  if (usage !== null) effects.usage = usage
+}
+
 /**
  * Parser for `chat/completions` streams: `data: {chunk}` events, usage on the last chunk, `[DONE]`.
  * `readExtra` counts provider-specific delta text on top of OpenAI's fields.
  */
 export function createChatStreamParser(counter: OutputCounter, readExtra?: DeltaTextReader): StreamParser {
   const state = new CompatStreamState(counter)
-  const framer = createSseFramer((data) => {
+  const chunks = new ChatChunkReader(state, readExtra)
+  return new CompatStreamParser(
+    createSseFramer((data) => chunks.read(data)),
+    state,
+  )
+}
+
+/**
+ * Reads a chat stream's chunks into its state. A chunk that is the last parsed one with other content (nearly
+ * every chunk: same id, model, choice; another delta text) is read through a slot, without JSON.parse: its
+ * full reading would do nothing but count that text, as the slot's probe showed.
+ */
+class ChatChunkReader {
+  private readonly slot = new StringSlot()
+  // The choice whose content the slot holds.
+  private context = 0
+
+  constructor(
+    private readonly state: CompatStreamState,
+    private readonly readExtra: DeltaTextReader | undefined,
+  ) {}
+
+  read(data: string): void {
     if (data === '[DONE]') return
+    const text = this.slot.read(data)
+    if (text !== undefined) return this.state.counter.add(text, this.context)
     let chunk: unknown
     try {
       chunk = JSON.parse(data)
@@ -184,13 +218,26 @@ export function createChatStreamParser(counter: OutputCounter, readExtra?: Delta
       return
     }
     if (!isObject(chunk)) return
-    // OpenAI nests an `error` object; Mistral sends its error object itself (`"object": "error"`).
-    if (chunk.error !== undefined || chunk.object === 'error') state.failed = true
-    addChatDelta(chunk, state, readExtra)
-    const usage = chatUsage(chunk.usage)
-    if (usage !== null) state.usage = usage
-  })
-  return new CompatStreamParser(framer, state)
+    readChatChunk(chunk, this.state, this.readExtra)
+    this.learn(data)
+  }
+
+  private learn(data: string): void {
+    const { slot } = this
+    const probe = slot.learn(data, '"content":"')
+    if (probe === null) return
+    const counter = new ProbeCounter()
+    const record = new CompatStreamState(counter)
+    try {
+      const chunk: unknown = JSON.parse(probe)
+      if (isObject(chunk)) readChatChunk(chunk, record, this.readExtra)
+    } catch {
+      return slot.forget()
+    }
+    const context = record.failed || Object.keys(record.usage).length > 0 ? null : counter.onlyCounted(slot.probeValue())
+    if (context === null) slot.forget()
+    else this.context = context
+  }
 }
 
 const RESPONSES_TEXT_EVENTS = new Set([

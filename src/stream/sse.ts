@@ -96,6 +96,8 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
   private scanned = 0
   private lineLength = 0
   private afterCr = false
+  // The only part is a read as it came, starting an event: it may be one whole event (see wholeEvent).
+  private fresh = false
 
   constructor(
     private readonly onEvent: SseEventHandler,
@@ -107,9 +109,26 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
    * decodes alone exactly as a TextDecoder fed the stream in order would decode it, without its cost.
    */
   private emit(bytes: Buffer): void {
-    const bom = !this.started && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf
+    const text = this.decode(bytes)
     this.started = true
-    parseSseEvents(bytes.toString('utf8', bom ? 3 : 0), this.onEvent)
+    parseSseEvents(text, this.onEvent)
+  }
+
+  private decode(bytes: Buffer): string {
+    const bom = !this.started && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf
+    return bytes.toString('utf8', bom ? 3 : 0)
+  }
+
+  /**
+   * The text of `part` when it is exactly one whole event with LF line ends, the usual read: its one blank
+   * line is its end. Found in the decoded text (which parsing needs anyway) rather than byte by byte. Else null.
+   */
+  private wholeEvent(part: Buffer): string | null {
+    const size = part.length
+    if (this.afterCr || size < 2 || size > this.maxEventBytes || part[size - 1] !== LF || part[size - 2] !== LF) return null
+    const text = this.decode(part)
+    if (text.charCodeAt(0) === LF || text.indexOf('\r') !== -1 || text.indexOf('\n\n') !== text.length - 2) return null
+    return text
   }
 
   /** Index in `part` of the last byte of the first complete event, or -1. */
@@ -145,6 +164,7 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
   frames(chunk: Buffer): IterableIterator<Buffer> {
     if (chunk.length > 0) {
       this.parts.push(chunk)
+      this.fresh = this.parts.length === 1
       this.pendingBytes += chunk.length
       this.scanned = 0
     }
@@ -160,6 +180,18 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
     const { parts, maxEventBytes } = this
     const last = parts[parts.length - 1]
     if (last === undefined) return { done: true, value: undefined }
+    if (this.fresh) {
+      // Tried once per read: a read of several events is then scanned byte by byte, never decoded twice.
+      this.fresh = false
+      const text = this.wholeEvent(last)
+      if (text !== null) {
+        parts.length = 0
+        this.pendingBytes = 0
+        this.started = true
+        parseSseEvents(text, this.onEvent)
+        return { done: false, value: last }
+      }
+    }
     const boundary = this.nextBoundary(last)
     if (boundary < 0) {
       if (this.pendingBytes > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
@@ -196,6 +228,7 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
     this.parts = []
     this.pendingBytes = 0
     this.scanned = 0
+    this.fresh = false
     // A final event without its blank line is still dispatched: the line ends are added to the text.
     if (rest.length > 0) parseSseEvents(`${new TextDecoder('utf-8', { ignoreBOM: this.started }).decode(rest, STREAMING)}\n\n`, this.onEvent)
     this.started = true

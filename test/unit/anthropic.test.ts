@@ -318,6 +318,56 @@ describe('stream parser', () => {
     expect(counter.tokens()).toBe(34)
   })
 
+  // Nearly every text delta repeats the last event's shape with other text (read without a full parse); these
+  // vary everything around that: escapes, text JSON.parse refuses, block indexes, event types, other delta types.
+  it('counts every event as a full parse of each does, whatever repeats', () => {
+    const delta = (d: string, index = 0): [string, string] => ['content_block_delta', `{"type":"content_block_delta","index":${index},"delta":${d}}`]
+    const text = (t: string, index = 0): [string, string] => delta(`{"type":"text_delta","text":${t}}`, index)
+    const events: Array<[string, string]> = [
+      ['content_block_start', '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'],
+      text('"Hello"'),
+      text('" wörld 👋"'),
+      text('"say \\"hi\\"\\n\\u00e9"'),
+      text('"raw\nline"'),
+      text('"a","text":"b"'),
+      text('12'),
+      ['ping', '{"type": "ping"}'],
+      text('"after ping"'),
+      text('"next"'),
+      ['error', '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"in an error event"}}'],
+      text('"block 1"', 1),
+      text('"block 1 again"', 1),
+      delta('{"type":"thinking_delta","thinking":"hmm"}', 2),
+      delta('{"type":"thinking_delta","thinking":"hmm more"}', 2),
+      delta('{"type":"compaction_delta","text":"x","extra":"y"}', 3),
+      delta('{"type":"compaction_delta","text":"z","extra":"y"}', 3),
+      delta('{"type":"signature_delta","signature":"s1","text":"t1"}', 4),
+      delta('{"type":"signature_delta","signature":"s2","text":"t2"}', 4),
+      text('"last"'),
+      text('"last too"'),
+    ]
+    const expected: string[] = []
+    for (const [, data] of events) {
+      let parsed: { delta?: Record<string, unknown> }
+      try {
+        parsed = JSON.parse(data) as typeof parsed
+      } catch {
+        continue
+      }
+      const d = parsed.delta ?? {}
+      const strings = d.type === 'text_delta' ? [d.text] : d.type === 'thinking_delta' ? [d.thinking] : d.type === 'signature_delta' ? [] : Object.entries(d).filter(([k]) => k !== 'type').map(([, v]) => v)
+      for (const value of strings) if (typeof value === 'string' && value.length > 0) expected.push(value)
+    }
+    const stream = events.map(([event, data]) => `event: ${event}\ndata: ${data}\n\n`)
+    for (const reads of [stream, [stream.join('')]]) {
+      const parser = newParser(MESSAGES)
+      const out = Buffer.concat([...reads.map((read) => parser.push(Buffer.from(read))), parser.flush()])
+      expect(out.toString()).toBe(stream.join(''))
+      expect(counter.texts).toEqual(expected)
+      expect(parser.upstreamError()).toBe(true)
+    }
+  })
+
   it('counts every string of a delta type it does not know', () => {
     const parser = newParser(MESSAGES)
     const event = { type: 'content_block_delta', index: 0, delta: { type: 'compaction_delta', content: 'summary é' } }

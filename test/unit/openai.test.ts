@@ -106,6 +106,66 @@ describe('SSE framer, event by event', () => {
   })
 })
 
+describe('chat stream parser, chunk by chunk', () => {
+  const head = '{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":'
+  const chunk = (delta: string, index = 0, tail = ''): string => `${head}[{"index":${index},"delta":${delta},"finish_reason":null}]${tail}}`
+  // Nearly every chunk repeats the last one's shape with other content (read without a full parse); these vary
+  // everything around that: escapes, text JSON.parse refuses, several choices, constant counted fields, a
+  // `content` key outside the delta, usage and errors.
+  const hello = [chunk('{"role":"assistant","content":"","refusal":null}'), chunk('{"content":"Hello"}'), chunk('{"content":" wörld 👋"}')]
+  const streams: Array<[string, string[]]> = [
+    ['escapes', [...hello, chunk('{"content":"say \\"hi\\"\\n"}'), chunk('{"content":"\\u00e9\\ud83d\\udc4b \\\\"}'), chunk('{"content":"a\\/b"}')]],
+    ['text JSON.parse refuses', [...hello, chunk('{"content":"raw\nline"}'), chunk('{"content":"ctl\u0001"}'), chunk('{"content":"not"'), chunk('{"content":"x"}')]],
+    ['not one string in the slot', [...hello, chunk('{"content":"a","content":"b"}'), chunk('{"content":12}'), chunk('{"content":null}'), chunk('{"content":""}'), chunk('{"content":"y"}')]],
+    ['duplicate keys, the last one read', [...hello, chunk('{"content":"a","content":"b"}'), chunk('{"content":"a","content":"c"}'), chunk('{"content":"a","content":"d"}')]],
+    ['two choices interleaved', [...hello, chunk('{"content":"c0"}', 0), chunk('{"content":"c1"}', 1), chunk('{"content":"c0 again"}', 0), chunk('{"content":"c1 again"}', 1), chunk('{"content":"c0 more"}', 0), chunk('{"content":"c1 more"}', 1), chunk('{"content":"c0 end"}', 0)]],
+    ['a constant counted field beside the content', [...hello, chunk('{"content":"y","refusal":"no"}'), chunk('{"content":"z","refusal":"no"}'), chunk('{"content":"w","refusal":"no"}')]],
+    ['the last content key outside the delta', [...hello, chunk('{"content":"q"}', 0, ',"x":{"content":"meta"}'), chunk('{"content":"r"}', 0, ',"x":{"content":"more"}'), chunk('{"content":"s"}', 0, ',"x":{"content":"more"}')]],
+    ['the slot in a refusal', [...hello, chunk('{"refusal":"I"}'), chunk('{"refusal":" cannot"}'), chunk('{"refusal":" help"}')]],
+    ['usage and errors in shapes that repeat', [...hello, chunk('{"content":"u"}', 0, ',"usage":{"prompt_tokens":5,"completion_tokens":7}'), chunk('{"content":"v"}', 0, ',"usage":{"prompt_tokens":5,"completion_tokens":8}'), chunk('{"content":"w"}'), chunk('{"content":"v2"}', 0, ',"error":{"message":"late"}'), chunk('{"content":"v3"}', 0, ',"error":{"message":"late"}')]],
+  ]
+
+  /** What each chunk counts, reported and flags when parsed whole (content and refusal are the fields used above). */
+  function reference(data: string[]): { texts: Array<[string, number]>; usage: unknown; failed: boolean } {
+    const texts: Array<[string, number]> = []
+    let usage: unknown = {}
+    let failed = false
+    for (const text of data) {
+      let parsed: { choices?: Array<{ index: number; delta: Record<string, unknown> }>; usage?: { prompt_tokens: number; completion_tokens: number }; error?: unknown }
+      try {
+        parsed = JSON.parse(text) as typeof parsed
+      } catch {
+        continue
+      }
+      for (const choice of parsed.choices ?? []) {
+        for (const field of ['content', 'refusal']) {
+          const value = choice.delta[field]
+          if (typeof value === 'string' && value.length > 0) texts.push([value, choice.index])
+        }
+      }
+      if (parsed.usage !== undefined) usage = { inputTokens: parsed.usage.prompt_tokens, cachedInputTokens: 0, outputTokens: parsed.usage.completion_tokens }
+      if (parsed.error !== undefined) failed = true
+    }
+    return { texts, usage, failed }
+  }
+
+  it.each(streams)('%s: counts, reports and flags every chunk as a full parse of each does, one event per read or split anywhere', (_name, chunks) => {
+    const stream = Buffer.from(chunks.map((data) => `data: ${data}\n\n`).join(''))
+    const expected = reference(chunks)
+    const splits = [chunks.map((data) => Buffer.from(`data: ${data}\n\n`)), [stream], [stream.subarray(0, 700), stream.subarray(700)]]
+    for (const reads of splits) {
+      const texts: Array<[string, number]> = []
+      const counter = { ...byteCounter(), add: (text: unknown, context = 0) => void (typeof text === 'string' && text.length > 0 && texts.push([text, context])) }
+      const parser = adapter.createStreamParser(chat, counter)
+      const out = Buffer.concat([...reads.map((read) => parser.push(read)), parser.flush()])
+      expect(out.equals(stream)).toBe(true)
+      expect(texts).toEqual(expected.texts)
+      expect(parser.reported()).toEqual(expected.usage)
+      expect(parser.upstreamError()).toBe(expected.failed)
+    }
+  })
+})
+
 describe('OpenAI adapter', () => {
   it.each([
     ['POST', '/v1/chat/completions', 'chat'],

@@ -53,6 +53,42 @@ describe('SSE event parsing', () => {
     }
   })
 
+  // A read that is exactly one event is decoded and parsed whole; every other read is scanned byte by byte.
+  it.each<[string, string[]]>([
+    ['one event a read', ['data: a\n\n', 'event: e\ndata: b\n\n', 'data: é\n\n']],
+    ['several events in one read', ['data: a\n\ndata: b\n\n', 'data: c\n\n']],
+    ['a read starting with a blank line', ['data: a\n\n', '\ndata: b\n\n']],
+    ['CR line ends', ['data: a\r\n\r\n', 'data: b\r\r', '\ndata: c\n\n', 'data: d\n\r\n']],
+    ['a byte order mark at the start only', ['\ufeffdata: a\n\n', '\ufeffdata: b\n\n']],
+    ['an event across reads, then one a read', ['data: a', '\n\n', 'data: b\n', '\n', 'data: c\n\n']],
+    ['a comment-only event', [': ping\n\n', 'data: a\n\n']],
+  ])('%s: the same frames and events as reading byte by byte', (_name, reads) => {
+    const run = (chunks: Buffer[]): { frames: string[]; seen: Seen } => {
+      const seen: Seen = []
+      const framer = createSseFramer((data, type) => seen.push([data, type]))
+      const frames = chunks.flatMap((chunk) => [...framer.frames(chunk)].map(String))
+      frames.push(framer.flush().toString())
+      return { frames, seen }
+    }
+    const bytes = Buffer.from(reads.join(''))
+    const whole = run(reads.map((read) => Buffer.from(read)))
+    const byByte = run([...bytes].map((byte) => Buffer.from([byte])))
+    expect(whole.seen).toEqual(byByte.seen)
+    expect(whole.frames.join('')).toBe(bytes.toString())
+    expect(byByte.frames.join('')).toBe(bytes.toString())
+  })
+
+  it('a read that is one whole event is its own frame, parsed as it is yielded', () => {
+    const seen: Seen = []
+    const framer = createSseFramer((data, type) => seen.push([data, type]))
+    const read = Buffer.from('event: e\ndata: {"a":"é"}\n\n')
+    const frames = framer.frames(read)
+    const first = frames.next()
+    expect(first.value).toBe(read)
+    expect(seen).toEqual([['{"a":"é"}', 'e']])
+    expect(frames.next().done).toBe(true)
+  })
+
   it('a framer hands each whole event to the parser once, at every split of the stream', () => {
     const stream = Buffer.from('event: a\r\ndata: 1\r\n\r\n: ping\n\ndata: 2\rdata: 3\r\rdata: é\n\ndata: tail')
     for (let split = 0; split <= stream.length; split++) {
