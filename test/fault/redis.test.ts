@@ -28,6 +28,14 @@ async function health(): Promise<number> {
   return (await fetch(`${stack.proxy.url}/health`)).status
 }
 
+/**
+ * Waits until the proxy serves again after a restart, and the test's own admin client has reconnected too (it
+ * queues nothing while disconnected, so a read before its reconnect fails whatever the proxy does).
+ */
+async function storeBack(): Promise<void> {
+  await eventually(async () => (await health()) === 200 && (await totals().then(() => true, () => false)), 'store back', 10_000)
+}
+
 /** Streams a long answer, calls `fault` once three deltas have arrived, and returns what the client got. */
 async function streamThrough(fault: () => Promise<void> | void): Promise<{ error: unknown; deltas: number }> {
   stack.upstream.plan = { chunks: 400, chunkDelayMs: 10 }
@@ -61,7 +69,7 @@ describe('Redis killed (SIGKILL) and restarted', () => {
     } finally {
       await stack.redis.restart()
     }
-    await eventually(async () => (await health()) === 200, 'store back', 10_000)
+    await storeBack()
     // The key, its limit and its spend came back from the append-only file.
     expect(await totals()).toEqual({ spent: settled, held: 0 })
     expect((await stack.proxy.admin.getKey(stack.hash))?.limits.daily).toBe(1_000_000)
@@ -82,7 +90,7 @@ describe('Redis killed (SIGKILL) and restarted', () => {
     } finally {
       await stack.redis.restart()
     }
-    await eventually(async () => (await health()) === 200, 'store back', 10_000)
+    await storeBack()
     const inputBound = Number(summaries(stack.proxy, stack.hash).at(-1)!.inputBound)
     const after = await totals()
     // Nothing was handed back: the hold covers every byte the client received, plus at most the slice

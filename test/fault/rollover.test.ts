@@ -50,7 +50,11 @@ describe('a stream that spans the end of every window', () => {
     await proxy.admin.setBudget(hash, { limits: { minute: 100_000, hourly: 100_000, daily: 100_000, weekly: 100_000, monthly: 100_000 } })
     const sdk = new OpenAI({ apiKey: key, baseURL: `${proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up' }, maxRetries: 0 })
     const chunks = 40
-    upstream.plan = { chunks, chunkDelayMs: 10 }
+    // The upstream waits after the third delta until the clock has moved: the proxy is mid-stream at the rollover
+    // however far it meters ahead of the client (on a loaded machine it could otherwise have read the whole stream).
+    let resume = (): void => undefined
+    const rolledOver = new Promise<void>((resolve) => (resume = resolve))
+    upstream.plan = { chunks, chunkDelayMs: 10, pauseAfter: { deltas: 3, until: rolledOver } }
 
     const stream = await sdk.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'go' }], stream: true })
     let deltas = 0
@@ -68,9 +72,11 @@ describe('a stream that spans the end of every window', () => {
         upstream.plan = { chunks, chunkDelayMs: 10 }
         await sdk.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'now' }] })
         afterRolloverRequest = await windows(proxy.admin, hash)
+        resume()
       }
       if (deltas === 30 && late === null) late = { old: await windows(proxy.adminAt(BEFORE), hash), current: await windows(proxy.admin, hash) }
     }
+    resume()
     expect(deltas).toBe(chunks)
     // What the upstream billed (its ledger): the stream, then the request made after the rollover.
     expect(upstream.exchanges).toHaveLength(2)

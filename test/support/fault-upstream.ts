@@ -15,6 +15,8 @@ export interface FaultPlan {
   /** Content deltas of a streamed answer, text `tok ` each (default 5), billed by tiktoken in context. */
   chunks?: number
   chunkDelayMs?: number
+  /** After this many content deltas the stream waits for `until` (a test acts while the proxy is mid-stream). */
+  pauseAfter?: { deltas: number; until: Promise<void> }
   /** Stall a stream before its usage chunk (after the finish chunk) or after it (before `[DONE]`). */
   stallAt?: 'usage' | 'done'
   /** How long a stall lasts unless the proxy closes the connection first (default 5 s). */
@@ -128,9 +130,11 @@ export async function startFaultUpstream(): Promise<FaultUpstream> {
     exchange.stage = 'streaming'
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
     if (!send({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] })) return
+    let sent = 0
     for (const delta of deltas) {
       if (plan.chunkDelayMs) await sleep(plan.chunkDelayMs)
       if (!send({ ...base, choices: [{ index: 0, delta: { content: delta.text }, finish_reason: null }] }, delta.tokens)) return
+      if (++sent === plan.pauseAfter?.deltas) await plan.pauseAfter.until
     }
     if (!send({ ...base, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })) return
     if (!(await stall('usage'))) return
