@@ -47,6 +47,7 @@ describe('the key changes under a running stream', () => {
     ],
   ])('%s: the stream is cut with %s, upstream closed, settled once', async (_name, code, change, withinSlice) => {
     const settles = await settleCalls(stack.proxy.server.adminUrl)
+    const logged = summaries(stack.proxy, stack.hash).length
     const sdk = new OpenAI({
       apiKey: stack.key,
       baseURL: `${stack.proxy.url}/openai/v1`,
@@ -73,6 +74,8 @@ describe('the key changes under a running stream', () => {
     if (withinSlice) expect(deltas).toBeLessThanOrEqual(3 + 17)
 
     await eventually(async () => (await daily(stack.proxy.admin, stack.hash)).held === 0, 'settlement')
+    // The summary line is written after the settlement lands.
+    await eventually(() => summaries(stack.proxy, stack.hash).length > logged, 'summary line')
     const summary = summaries(stack.proxy, stack.hash).at(-1)!
     expect(summary.outcome).toBe('cutoff')
     expect(summary.code).toBe(code)
