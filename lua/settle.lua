@@ -12,7 +12,7 @@ KEYS[10]    the loop scope the request's step was recorded in (lp:{h}:loop:<scop
 
 ARGV[1]     actualMicros (may exceed the reservation: the provider's bill is charged as it is)
 ARGV[2]     '1' when the reservation was booked in a session, else '0'
-ARGV[3]     reservation record TTL seconds (for the settled record or tombstone)
+ARGV[3]     TTL seconds of the settled record or tombstone (a day: it only answers retries)
 ARGV[4]     TTL seconds for a period key found without one (recreated after it expired)
 ARGV[5]     unix time (seconds) at which the history counter expires
 ARGV[6]     the request's loop step, or '' when none was recorded

@@ -5,6 +5,8 @@ import { StoreUnavailableError } from '../../src/errors.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
 import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
 
+const DAY = 86_400
+
 describe.each(STORE_KINDS)('%s store', (kind) => {
   let server: TestStore
   let f: BudgetFixture
@@ -86,6 +88,39 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
     })
   })
 
+  describe('record lifetimes', () => {
+    it('keeps a held record 35 days, also when extended, and a settled one a day', async () => {
+      const hash = await f.newKey()
+      const r = await f.reserved(hash, 100)
+      expect(await f.raw.reservationTtl(hash, r.requestId)).toBeGreaterThanOrEqual(35 * DAY - 5)
+      expect(await f.store.extend(r, 50, 50)).toEqual({ ok: true, grantedMicros: 50 })
+      expect(await f.raw.reservationTtl(hash, r.requestId)).toBeGreaterThanOrEqual(35 * DAY - 5)
+      await f.store.settle(r, 120)
+      expect(await f.raw.reservationTtl(hash, r.requestId)).toBeGreaterThan(DAY - 5)
+      expect(await f.raw.reservationTtl(hash, r.requestId)).toBeLessThanOrEqual(DAY)
+    })
+
+    it('a settle repeated within the day answers already and charges once', async () => {
+      const hash = await f.newKey()
+      const at = new Date(f.clock.now()).toISOString()
+      const r = await f.reserved(hash, 500)
+      expect(await f.store.settle(r, 400)).toEqual({ chargedMicros: 400, alreadySettled: false })
+      f.clock.advance(23 * 3_600_000)
+      expect(await f.store.settle(r, 400)).toEqual({ chargedMicros: 400, alreadySettled: true })
+      expect(await f.period(hash, 'daily', at)).toEqual({ spent: 400, held: 0 })
+    })
+
+    it('refuses a late reserve with a settled id as a duplicate', async () => {
+      const hash = await f.newKey()
+      const at = new Date(f.clock.now()).toISOString()
+      const r = await f.reserved(hash, 100)
+      await f.store.settle(r, 100)
+      f.clock.advance(3_600_000)
+      await expect(f.store.reserve(input(hash, 10, { requestId: r.requestId }))).rejects.toBeInstanceOf(StoreUnavailableError)
+      expect(await f.period(hash, 'daily', at)).toEqual({ spent: 100, held: 0 })
+    })
+  })
+
   describe('abandon', () => {
     it('releases a held reservation (settles it at 0)', async () => {
       const hash = await f.newKey({ limits: { daily: 100 } })
@@ -110,7 +145,9 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       await f.store.abandon(hash, id)
       await expect(f.store.reserve(input(hash, 10, { requestId: id }))).rejects.toBeInstanceOf(StoreUnavailableError)
       expect(await f.period(hash, 'daily')).toEqual({ spent: 0, held: 0 })
-      expect(await f.raw.reservationTtl(hash, id)).toBeGreaterThan(30 * 86_400)
+      // The tombstone lives a day (it only has to outlast a late reserve, seconds), not a hold's 35 days.
+      expect(await f.raw.reservationTtl(hash, id)).toBeGreaterThan(DAY - 5)
+      expect(await f.raw.reservationTtl(hash, id)).toBeLessThanOrEqual(DAY)
     })
 
     it('is harmless after a settle and when repeated', async () => {
