@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { reservationKey } from '../../src/budget/redis/redis-keys.js'
 import { WINDOW_NAMES, type Reservation } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
@@ -98,6 +99,19 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       await f.store.settle(r, 120)
       expect(await f.raw.reservationTtl(hash, r.requestId)).toBeGreaterThan(DAY - 5)
       expect(await f.raw.reservationTtl(hash, r.requestId)).toBeLessThanOrEqual(DAY)
+    })
+
+    it('rewrites a settled Redis record small: only state and charged, a listpack', async () => {
+      if (kind !== 'redis') return
+      const hash = await f.newKey()
+      const r = await f.reserved(hash, 100, { session: { id: 'compact', budgetMicros: null, maxSteps: null } })
+      const key = reservationKey(hash, r.requestId)
+      expect(await f.redis.object('ENCODING', key)).toBe('hashtable')
+      await f.store.settle(r, 80)
+      expect(await f.redis.hgetall(key)).toEqual({ state: 'settled', charged: '80' })
+      expect(await f.redis.object('ENCODING', key)).toBe('listpack')
+      expect(await f.raw.reservationTtl(hash, r.requestId)).toBeGreaterThan(DAY - 5)
+      expect(await f.store.settle(r, 90)).toEqual({ chargedMicros: 80, alreadySettled: true })
     })
 
     it('a settle repeated within the day answers already and charges once', async () => {
