@@ -5,7 +5,7 @@ because only then are the booked keys known and declared in KEYS (Redis Cluster 
 
 KEYS[1]     reservation record    lp:{h}:r:<requestId>
 
-ARGV[1]     reservation record TTL seconds (for the tombstone)
+ARGV[1]     TTL seconds of the tombstone (a day, as a settled record's)
 
 Returns one of
   {'tombstoned'}                                 no record: a settled tombstone now blocks the id

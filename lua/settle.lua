@@ -12,7 +12,7 @@ KEYS[10]    the loop scope the request's step was recorded in (lp:{h}:loop:<scop
 
 ARGV[1]     actualMicros (may exceed the reservation: the provider's bill is charged as it is)
 ARGV[2]     '1' when the reservation was booked in a session, else '0'
-ARGV[3]     reservation record TTL seconds (for the settled record or tombstone)
+ARGV[3]     TTL seconds of the settled record or tombstone (a day: it only answers retries)
 ARGV[4]     TTL seconds for a period key found without one (recreated after it expired)
 ARGV[5]     unix time (seconds) at which the history counter expires
 ARGV[6]     the request's loop step, or '' when none was recorded
@@ -79,7 +79,10 @@ if ARGV[6] ~= '' then
   if redis.call('HINCRBY', KEYS[10], field, -1) < 0 then redis.call('HDEL', KEYS[10], field) end
 end
 
--- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused.
+-- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused. A held
+--    record is written anew with only what a settled one answers: its long booked field made it a
+--    hashtable (~1.1 KB), which Redis never shrinks back; the new one is a listpack of a few dozen bytes.
+if res[1] then redis.call('DEL', KEYS[8]) end
 redis.call('HSET', KEYS[8], 'state', 'settled', 'charged', ARGV[1])
 redis.call('EXPIRE', KEYS[8], ARGV[3])
 return {'settled', actual}

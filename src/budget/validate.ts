@@ -6,8 +6,14 @@ import type { Micros } from '../money.js'
 import { DEFAULT_LOOP_WINDOW_SECONDS } from '../loop/rule.js'
 import type { ReserveInput } from './types.js'
 
-/** Reservation records outlive the longest period (31-day month + 1-day grace), so no hold expires early. */
+/** Held reservation records outlive the longest period (31-day month + 1-day grace), so no hold expires early. */
 export const RESERVATION_TTL_SECONDS = 35 * 86_400
+/**
+ * A settled record or tombstone only answers a retried settle with `already` and refuses a late reserve
+ * of its id, both within seconds of settlement (the ids are fresh UUIDv7s): a day is ample, and at
+ * 10 requests/s keeps a day of records, not 35.
+ */
+export const SETTLED_RECORD_TTL_SECONDS = 86_400
 export const DEFAULT_SESSION_TTL_SECONDS = 86_400
 
 /** CONTRACT §4; it also keeps the Redis store's space-separated booked list unambiguous. */

@@ -1,9 +1,12 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { reservationKey } from '../../src/budget/redis/redis-keys.js'
 import { WINDOW_NAMES, type Reservation } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
 import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
+
+const DAY = 86_400
 
 describe.each(STORE_KINDS)('%s store', (kind) => {
   let server: TestStore
@@ -86,6 +89,52 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
     })
   })
 
+  describe('record lifetimes', () => {
+    it('keeps a held record 35 days, also when extended, and a settled one a day', async () => {
+      const hash = await f.newKey()
+      const r = await f.reserved(hash, 100)
+      expect(await f.raw.reservationTtl(hash, r.requestId)).toBeGreaterThanOrEqual(35 * DAY - 5)
+      expect(await f.store.extend(r, 50, 50)).toEqual({ ok: true, grantedMicros: 50 })
+      expect(await f.raw.reservationTtl(hash, r.requestId)).toBeGreaterThanOrEqual(35 * DAY - 5)
+      await f.store.settle(r, 120)
+      expect(await f.raw.reservationTtl(hash, r.requestId)).toBeGreaterThan(DAY - 5)
+      expect(await f.raw.reservationTtl(hash, r.requestId)).toBeLessThanOrEqual(DAY)
+    })
+
+    it('rewrites a settled Redis record small: only state and charged, a listpack', async () => {
+      if (kind !== 'redis') return
+      const hash = await f.newKey()
+      const r = await f.reserved(hash, 100, { session: { id: 'compact', budgetMicros: null, maxSteps: null } })
+      const key = reservationKey(hash, r.requestId)
+      expect(await f.redis.object('ENCODING', key)).toBe('hashtable')
+      await f.store.settle(r, 80)
+      expect(await f.redis.hgetall(key)).toEqual({ state: 'settled', charged: '80' })
+      expect(await f.redis.object('ENCODING', key)).toBe('listpack')
+      expect(await f.raw.reservationTtl(hash, r.requestId)).toBeGreaterThan(DAY - 5)
+      expect(await f.store.settle(r, 90)).toEqual({ chargedMicros: 80, alreadySettled: true })
+    })
+
+    it('a settle repeated within the day answers already and charges once', async () => {
+      const hash = await f.newKey()
+      const at = new Date(f.clock.now()).toISOString()
+      const r = await f.reserved(hash, 500)
+      expect(await f.store.settle(r, 400)).toEqual({ chargedMicros: 400, alreadySettled: false })
+      f.clock.advance(23 * 3_600_000)
+      expect(await f.store.settle(r, 400)).toEqual({ chargedMicros: 400, alreadySettled: true })
+      expect(await f.period(hash, 'daily', at)).toEqual({ spent: 400, held: 0 })
+    })
+
+    it('refuses a late reserve with a settled id as a duplicate', async () => {
+      const hash = await f.newKey()
+      const at = new Date(f.clock.now()).toISOString()
+      const r = await f.reserved(hash, 100)
+      await f.store.settle(r, 100)
+      f.clock.advance(3_600_000)
+      await expect(f.store.reserve(input(hash, 10, { requestId: r.requestId }))).rejects.toBeInstanceOf(StoreUnavailableError)
+      expect(await f.period(hash, 'daily', at)).toEqual({ spent: 100, held: 0 })
+    })
+  })
+
   describe('abandon', () => {
     it('releases a held reservation (settles it at 0)', async () => {
       const hash = await f.newKey({ limits: { daily: 100 } })
@@ -110,7 +159,9 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       await f.store.abandon(hash, id)
       await expect(f.store.reserve(input(hash, 10, { requestId: id }))).rejects.toBeInstanceOf(StoreUnavailableError)
       expect(await f.period(hash, 'daily')).toEqual({ spent: 0, held: 0 })
-      expect(await f.raw.reservationTtl(hash, id)).toBeGreaterThan(30 * 86_400)
+      // The tombstone lives a day (it only has to outlast a late reserve, seconds), not a hold's 35 days.
+      expect(await f.raw.reservationTtl(hash, id)).toBeGreaterThan(DAY - 5)
+      expect(await f.raw.reservationTtl(hash, id)).toBeLessThanOrEqual(DAY)
     })
 
     it('is harmless after a settle and when repeated', async () => {

@@ -31,7 +31,7 @@ describe('embedded store housekeeping', () => {
     for (let i = 0; i < 600; i++) await f.store.settle(await f.reserved(hash, 1), 1)
     const held = await f.reserved(hash, 5)
 
-    // 40 days on: the periods (ends + a day), the session (60 s idle) and the settled records (35 days) expired.
+    // 40 days on: the periods (ends + a day), the session (60 s idle) and the settled records (a day) expired.
     f.clock.advance(40 * 86_400_000)
     const live = await f.reserved(hash, 7, { session: { id: 'new', budgetMicros: null, maxSteps: null } })
     const sweeper = startHousekeeping(db, f.clock.now, 3_600_000)

@@ -25,6 +25,7 @@ import {
   assertReserveInput,
   DEFAULT_SESSION_TTL_SECONDS,
   RESERVATION_TTL_SECONDS,
+  SETTLED_RECORD_TTL_SECONDS,
 } from '../validate.js'
 import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
@@ -114,7 +115,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   async function abandon(keyHash: string, requestId: string): Promise<void> {
     assertRequestId(requestId)
     if (!isKeyHash(keyHash)) return
-    const reply = await run('abandon', evalScript(redis, scripts.abandon, [reservationKey(keyHash, requestId), RESERVATION_TTL_SECONDS]))
+    const reply = await run('abandon', evalScript(redis, scripts.abandon, [reservationKey(keyHash, requestId), SETTLED_RECORD_TTL_SECONDS]))
     if (reply[0] !== 'held') return
     // The reserve did run: release its hold (settle at 0) in the keys it booked.
     const bookedKeys = String(reply[2] ?? '').split(' ').filter((k) => k !== '')
@@ -209,8 +210,8 @@ interface FixedKeys {
 /** The loop guard's default limit and constants, in the reserve script's ARGV order. */
 const LOOP_LIMITS = encodeArgs([DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE, LOOP_STEPS_AFTER_TRIM, LOOP_IN_FLIGHT_TOLERATED])
 
-/** The settle script's reservation and period grace TTLs. */
-const SETTLE_TTLS = encodeArgs([RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS])
+/** The settle script's settled record and period grace TTLs. */
+const SETTLE_TTLS = encodeArgs([SETTLED_RECORD_TTL_SECONDS, PERIOD_GRACE_SECONDS])
 
 /** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
 const fixedByHash = new Map<string, FixedKeys>()

@@ -16,6 +16,7 @@ import {
   lowest,
   loopWindowMs,
   RESERVATION_TTL_SECONDS,
+  SETTLED_RECORD_TTL_SECONDS,
 } from '../validate.js'
 import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
@@ -32,6 +33,7 @@ export interface SqliteStoreOptions {
 
 const GRACE_MS = PERIOD_GRACE_SECONDS * 1000
 const RESERVATION_TTL_MS = RESERVATION_TTL_SECONDS * 1000
+const SETTLED_RECORD_TTL_MS = SETTLED_RECORD_TTL_SECONDS * 1000
 
 type KeyCheck = { ok: true; key: rows.KeyRow } | Refusal
 /** A window period's settled spend and holds. */
@@ -244,7 +246,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
 
   /** Charges `actual` and releases the hold in the booked places, once per request id. */
   function settleTx(hash: string, requestId: string, bookedKeys: readonly string[], actual: Micros, nowMs: number): SettleResult {
-    const expiresAt = nowMs + RESERVATION_TTL_MS
+    const expiresAt = nowMs + SETTLED_RECORD_TTL_MS
     // The common case, a held record, is read and marked settled in one statement.
     let reserved = rows.settleHeld(db, hash, requestId, actual, expiresAt, nowMs)
     if (reserved === undefined) {
