@@ -2,7 +2,7 @@
  * Anthropic Messages streams: what a stream's events report (usage) and generate (text the counter meters).
  */
 import { createSseFramer } from '../stream/sse.js'
-import { ProbeCounter, StringSlot } from '../stream/string-slot.js'
+import { StringSlot } from '../stream/string-slot.js'
 import type { OutputCounter } from '../tokens/output-counter.js'
 import { isObject, readCount, type Json } from './body.js'
 import type { StreamParser, Usage } from './types.js'
@@ -133,19 +133,13 @@ class MessagesEventReader {
   }
 
   private learn(text: string, event: string | undefined): void {
-    const { slot } = this
-    const probe = slot.learn(text, '"text":"')
-    if (probe === null) return
-    const counter = new ProbeCounter()
-    const record = new MessagesStreamState(counter)
-    try {
-      const data: unknown = JSON.parse(probe)
-      if (isObject(data)) readMessagesEvent(data, event, record)
-    } catch {
-      return slot.forget()
-    }
-    if (event === 'error' || record.failed || Object.keys(record.usage).length > 0 || counter.onlyCounted(slot.probeValue()) === null) slot.forget()
-    else this.slotEvent = event
+    const context = this.slot.learnChecked(text, '"text":"', (data, counter) => {
+      if (event === 'error' || !isObject(data)) return false
+      const record = new MessagesStreamState(counter)
+      readMessagesEvent(data, event, record)
+      return !record.failed && Object.keys(record.usage).length === 0
+    })
+    if (context !== null) this.slotEvent = event
   }
 }
 

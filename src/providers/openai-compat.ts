@@ -1,6 +1,6 @@
 import { invalidRequest } from '../errors.js'
 import { createSseFramer, type SseFramer } from '../stream/sse.js'
-import { ProbeCounter, StringSlot } from '../stream/string-slot.js'
+import { StringSlot } from '../stream/string-slot.js'
 import { boundInputTokens } from '../tokens/bound.js'
 import type { OutputCounter } from '../tokens/output-counter.js'
 import { isObject, readCount, readFlag, readPositiveInt, requireString, type Json } from './body.js'
@@ -223,20 +223,13 @@ class ChatChunkReader {
   }
 
   private learn(data: string): void {
-    const { slot } = this
-    const probe = slot.learn(data, '"content":"')
-    if (probe === null) return
-    const counter = new ProbeCounter()
-    const record = new CompatStreamState(counter)
-    try {
-      const chunk: unknown = JSON.parse(probe)
-      if (isObject(chunk)) readChatChunk(chunk, record, this.readExtra)
-    } catch {
-      return slot.forget()
-    }
-    const context = record.failed || Object.keys(record.usage).length > 0 ? null : counter.onlyCounted(slot.probeValue())
-    if (context === null) slot.forget()
-    else this.context = context
+    const context = this.slot.learnChecked(data, '"content":"', (chunk, counter) => {
+      if (!isObject(chunk)) return false
+      const record = new CompatStreamState(counter)
+      readChatChunk(chunk, record, this.readExtra)
+      return !record.failed && Object.keys(record.usage).length === 0
+    })
+    if (context !== null) this.context = context
   }
 }
 

@@ -50,8 +50,8 @@ export class StringSlot {
    * `marker` (a key, its colon and the token's opening quote, e.g. `"content":"`). Returns the probe: `text`
    * with a string in the slot that no other value of `text` can equal (it is longer than `text`). The caller
    * parses the probe and reads it the full way, and keeps the slot only if that reading does nothing but count
-   * the probe's string once (`probeValue`): then reading any text of this shape does nothing but count its
-   * slot's string, and `read` gives that string; otherwise it calls `forget`. Null when `text` has no such
+   * the probe's string (in the slot of the probe, nowhere else) once: then reading any text of this shape does nothing but count its
+   * slot's string, and `read` gives that string; otherwise it calls `forget`. `learnChecked` does both. Null when `text` has no such
    * token, or when this stream has stopped learning. `marker` must name a field the reading only counts, never
    * compares (a value compared, like an event type, would act on other strings as it does not on the probe's).
    */
@@ -70,9 +70,26 @@ export class StringSlot {
     return `${this.prefix}"${this.probe}"${this.suffix}`
   }
 
-  /** The string the last probe put in the slot (null before any learning). */
-  probeValue(): string | null {
-    return this.probe
+  /**
+   * Learns the shape of `text` as `learn` does and checks its probe at once, the one place that decides whether a
+   * shape may be read without parsing: `readFully` reads the parsed probe the full way, counting into `counter`,
+   * and says whether it reported nothing else (no usage, no error). The shape is kept when it did and counted
+   * nothing but the probe's string, once: that count's context is returned. Otherwise the shape is forgotten and
+   * null returned (also when `text` has no slot).
+   */
+  learnChecked(text: string, marker: string, readFully: (parsed: unknown, counter: ProbeCounter) => boolean): number | null {
+    const probe = this.learn(text, marker)
+    if (probe === null) return null
+    const counter = new ProbeCounter()
+    let quiet: boolean
+    try {
+      quiet = readFully(JSON.parse(probe), counter)
+    } catch {
+      quiet = false
+    }
+    const context = quiet ? counter.onlyCounted(this.probe) : null
+    if (context === null) this.forget()
+    return context
   }
 
   /** Drops the learned shape (a probe that failed its check, or before learning another). */

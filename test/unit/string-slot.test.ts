@@ -1,15 +1,25 @@
 import { describe, expect, it } from 'vitest'
-import { StringSlot } from '../../src/stream/string-slot.js'
+import { StringSlot, type ProbeCounter } from '../../src/stream/string-slot.js'
 
 const shape = (content: string): string => `{"id":"c1","choices":[{"index":0,"delta":{"content":${content}},"finish_reason":null}]}`
 const MARKER = '"content":"'
+
+/** The string a probe puts in the slot of `text`: longer than `text`, so no other value of it can equal it. */
+const probeOf = (text: string): string => 'x'.repeat(text.length + 1)
+
+/** Reads a parsed chunk as a chat parser would: counts each choice's delta content; usage is reported. */
+function readChat(parsed: unknown, counter: ProbeCounter): boolean {
+  const chunk = parsed as { choices?: Array<{ index: number; delta: { content?: unknown } }>; usage?: unknown }
+  for (const choice of chunk.choices ?? []) counter.add(choice.delta.content, choice.index)
+  return chunk.usage === undefined
+}
 
 /** A slot that learned `shape`, its probe checked as a caller would: the probe's content is the probe value. */
 function learned(): StringSlot {
   const slot = new StringSlot()
   const probe = slot.learn(shape('"Hello"'), MARKER)
   expect(probe).not.toBeNull()
-  expect((JSON.parse(probe as string) as { choices: Array<{ delta: { content: string } }> }).choices[0]?.delta.content).toBe(slot.probeValue())
+  expect((JSON.parse(probe as string) as { choices: Array<{ delta: { content: string } }> }).choices[0]?.delta.content).toBe(probeOf(shape('"Hello"')))
   return slot
 }
 
@@ -56,7 +66,7 @@ describe('string slot', () => {
     const slot = new StringSlot()
     const text = '{"content":"first","delta":{"content":"a \\"quoted\\" \\\\"},"n":1}'
     const probe = slot.learn(text, MARKER) as string
-    expect(JSON.parse(probe)).toEqual({ content: 'first', delta: { content: slot.probeValue() }, n: 1 })
+    expect(JSON.parse(probe)).toEqual({ content: 'first', delta: { content: probeOf(text) }, n: 1 })
     expect(slot.read('{"content":"first","delta":{"content":"next"},"n":1}')).toBe('next')
   })
 
@@ -79,5 +89,29 @@ describe('string slot', () => {
       expect(slot.learn(shape(`"${i}"`), MARKER)).not.toBeNull()
       expect(slot.read(shape('"y"'))).toBe('y')
     }
+  })
+
+  it('keeps a checked shape only when its full reading counts nothing but the slot, once, and reports nothing else', () => {
+    const kept = new StringSlot()
+    expect(kept.learnChecked('{"choices":[{"index":1,"delta":{"content":"a"}}]}', MARKER, readChat)).toBe(1)
+    expect(kept.read('{"choices":[{"index":1,"delta":{"content":"b"}}]}')).toBe('b')
+    const cases = [
+      // The reading reports usage: this shape is always parsed.
+      '{"choices":[{"index":0,"delta":{"content":"a"}}],"usage":{"prompt_tokens":1}}',
+      // The reading counts another string too (a second choice).
+      '{"choices":[{"index":0,"delta":{"content":"z"}},{"index":1,"delta":{"content":"a"}}]}',
+      // A duplicate key after the slot: the reading keeps the last `choices`, so the slot is not what it counts.
+      '{"choices":[{"index":0,"delta":{"content":"a"}}],"choices":[]}',
+    ]
+    for (const text of cases) {
+      const slot = new StringSlot()
+      expect(slot.learnChecked(text, MARKER, readChat)).toBeNull()
+      expect(slot.read(text)).toBeUndefined()
+    }
+    // A reading that throws keeps nothing either.
+    const thrown = new StringSlot()
+    const text = shape('"a"')
+    expect(thrown.learnChecked(text, MARKER, () => { throw new TypeError('unexpected') })).toBeNull()
+    expect(thrown.read(text)).toBeUndefined()
   })
 })
