@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool, openLoop } from './load.mjs'
-import { threadsCpuMs, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
+import { createBenchKey, threadsCpuMs, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
@@ -42,13 +42,7 @@ try {
     b: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'b', cliPath: builds.b, nodeOptions: profFlags(profDir) }),
   }
   started.push(...Object.values(sides))
-  const { createRedisClient } = await import('../dist/budget/redis/redis-client.js')
-  const { createKeyAdmin } = await import('../dist/budget/redis/admin.js')
-  const client = createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 5_000 })
-  await new Promise((ok) => (client.status === 'ready' ? ok() : client.once('ready', ok)))
-  const admin = createKeyAdmin(client)
-  const { key, record } = await admin.createKey('bench-ab', ['openai'])
-  await admin.setBudget(record.hash, { limits: { daily: 10_000_000_000_000 }, loopLimit: 0 })
+  const key = await createBenchKey(redis.url, 'bench-ab')
   const request = requestPair(key, BODY).proxied
   const names = Object.keys(sides)
   const pools = Object.fromEntries(names.map((n) => [n, createPool(sides[n].url, mode === 'closed' ? concurrency : 256)]))
@@ -94,7 +88,6 @@ try {
   if (!together) report(per, med)
   process.stdout.write(`served in all (warm-up included): ${names.map((n) => `${n} ${served[n]}`).join(', ')}\n`)
   await Promise.all(Object.values(pools).map((p) => p.close()))
-  client.disconnect()
 } finally {
   for (const s of started.reverse()) await s.stop()
   rmSync(dir, { recursive: true, force: true })

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { burst, closedLoop, createPool } from './load.mjs'
-import { cpuSeconds, detectPinning, OTHERS_CORE, pinSelf, ROOT, rssMb, sleep, startFake, startProxy, startRedis } from './procs.mjs'
+import { cpuSeconds, createBenchKey, detectPinning, OTHERS_CORE, pinSelf, ROOT, rssMb, sleep, startFake, startProxy, startRedis } from './procs.mjs'
 import { spread } from './report.mjs'
 import { requestPair, streamBody } from './scenarios.mjs'
 
@@ -30,14 +30,7 @@ try {
   for (const [name, nodeOptions] of [['A', []], ['B', flags]]) {
     sides[name] = await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: `proxy-${name}`, nodeOptions, launcher: false, cliPath: builds[name] })
   }
-  const { createRedisClient } = await import('../dist/budget/redis/redis-client.js')
-  const { createKeyAdmin } = await import('../dist/budget/redis/admin.js')
-  const client = createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 5_000 })
-  await sleep(300)
-  const admin = createKeyAdmin(client)
-  const { key, record } = await admin.createKey('ab', ['openai'])
-  await admin.setBudget(record.hash, { limits: { daily: 10_000_000_000_000 }, loopLimit: 0 })
-  client.disconnect()
+  const key = await createBenchKey(redis.url, 'ab')
   const chat = requestPair(key, CHAT).proxied
   const stream = requestPair(key, streamBody()).proxied
   const pools = Object.fromEntries(Object.entries(sides).map(([n, s]) => [n, createPool(s.url, 64)]))

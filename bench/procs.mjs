@@ -199,6 +199,25 @@ function redisPing(port) {
 }
 
 /**
+ * A proxy key for OpenAI on the Redis at `redisUrl` with a daily limit no bench reaches and the loop guard off,
+ * as the A/B scripts use it: every request is metered and admitted.
+ */
+export async function createBenchKey(redisUrl, name) {
+  const { createRedisClient } = await import('../dist/budget/redis/redis-client.js')
+  const { createKeyAdmin } = await import('../dist/budget/redis/admin.js')
+  const client = createRedisClient({ url: redisUrl, clusterNodes: null, commandTimeoutMs: 5_000 })
+  try {
+    await new Promise((ok) => (client.status === 'ready' ? ok() : client.once('ready', ok)))
+    const admin = createKeyAdmin(client)
+    const { key, record } = await admin.createKey(name, ['openai'])
+    await admin.setBudget(record.hash, { limits: { daily: 10_000_000_000_000 }, loopLimit: 0 })
+    return key
+  } finally {
+    client.disconnect()
+  }
+}
+
+/**
  * Starts `redis-server` without persistence on a free port. Redis cannot listen on port 0: another process
  * may take the probed port first, so only an answer from this child's pid counts, and another port is tried.
  */

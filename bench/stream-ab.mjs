@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { burst, createPool } from './load.mjs'
-import { cpuSeconds, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startProxy, startRedis } from './procs.mjs'
+import { cpuSeconds, createBenchKey, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startProxy, startRedis } from './procs.mjs'
+import { spread } from './report.mjs'
 import { requestPair, streamBody } from './scenarios.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
@@ -19,11 +20,8 @@ const builds = { a: resolve(arg('a')), b: resolve(arg('b', join(ROOT, 'dist/cli.
 const streams = Number(arg('streams', 20))
 const chunks = Number(arg('chunks', 1000))
 const trials = Number(arg('trials', 8))
-const median = (xs) => {
-  const s = [...xs].sort((x, y) => x - y)
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-}
-const spread = (xs) => `${median(xs).toFixed(3)} (${Math.min(...xs).toFixed(3)}–${Math.max(...xs).toFixed(3)})`
+const median = (xs) => spread(xs).median
+const ratioSpread = (xs) => `${median(xs).toFixed(3)} (${Math.min(...xs).toFixed(3)}–${Math.max(...xs).toFixed(3)})`
 
 const pinning = detectPinning()
 if (pinning.used) pinSelf(OTHERS_CORE)
@@ -40,14 +38,7 @@ try {
     sides[name] = await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name, cliPath: builds[name] })
     started.push(sides[name])
   }
-  const { createRedisClient } = await import('../dist/budget/redis/redis-client.js')
-  const { createKeyAdmin } = await import('../dist/budget/redis/admin.js')
-  const client = createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 5_000 })
-  await new Promise((ok) => (client.status === 'ready' ? ok() : client.once('ready', ok)))
-  const admin = createKeyAdmin(client)
-  const { key, record } = await admin.createKey('bench-stream-ab', ['openai'])
-  await admin.setBudget(record.hash, { limits: { daily: 10_000_000_000_000 }, loopLimit: 0 })
-  client.disconnect()
+  const key = await createBenchKey(redis.url, 'bench-stream-ab')
   const request = requestPair(key, streamBody()).proxied
   const pools = { a: createPool(sides.a.url, streams), b: createPool(sides.b.url, streams) }
   // Warm-up: both proxies serve a round of short streams first.
@@ -70,7 +61,7 @@ try {
     ratios.push(us.b / us.a)
     process.stdout.write(`trial ${t}: a ${us.a.toFixed(1)} µs/chunk, b ${us.b.toFixed(1)} µs/chunk, b ÷ a ${(us.b / us.a).toFixed(3)}; client reads per stream a ${runs[0].readsPerResponse?.toFixed(0)} b ${runs[1].readsPerResponse?.toFixed(0)}\n`)
   }
-  process.stdout.write(`CPU per chunk: a ${median(perChunk.a).toFixed(1)} µs, b ${median(perChunk.b).toFixed(1)} µs; b ÷ a median ${spread(ratios)}, lower in ${ratios.filter((r) => r < 1).length}/${trials}\n`)
+  process.stdout.write(`CPU per chunk: a ${median(perChunk.a).toFixed(1)} µs, b ${median(perChunk.b).toFixed(1)} µs; b ÷ a median ${ratioSpread(ratios)}, lower in ${ratios.filter((r) => r < 1).length}/${trials}\n`)
   for (const pool of Object.values(pools)) await pool.close()
 } finally {
   clearTimeout(watchdog)
