@@ -10,11 +10,14 @@ ARGV[1]     TTL seconds of the tombstone (a day, as a settled record's)
 Returns one of
   {'tombstoned'}                                 no record: a settled tombstone now blocks the id
   {'settled'}                                    already settled: nothing to do
-  {'held', amountMicros, bookedKeys}             live: bookedKeys are space-separated, as reserve wrote them
+  {'held', amountMicros, booked, createdAt}      live: the record's booked and created_at fields as reserve wrote
+                                                 them ('' when absent): the periods are createdAt's, booked the
+                                                 session and loop step after the key's tag; a record of an
+                                                 earlier release lists every booked key in full in booked
 ]]
 
 -- 1. No record: the reserve never ran (or is still queued): block the id so it cannot hold later.
-local res = redis.call('HMGET', KEYS[1], 'state', 'amount', 'booked')
+local res = redis.call('HMGET', KEYS[1], 'state', 'amount', 'booked', 'created_at')
 if not res[1] then
   redis.call('HSET', KEYS[1], 'state', 'settled', 'charged', '0')
   redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -23,4 +26,4 @@ end
 
 -- 2. Settled or held: report it as it is.
 if res[1] ~= 'held' then return {'settled'} end
-return {'held', tonumber(res[2]) or 0, res[3] or ''}
+return {'held', tonumber(res[2]) or 0, res[3] or '', res[4] or ''}

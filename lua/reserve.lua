@@ -25,7 +25,7 @@ ARGV[10]    session budget the request asks for (micros), or ''
 ARGV[11]    session max steps the request asks for, or ''
 ARGV[12]    session TTL seconds
 ARGV[13]    reservation record TTL seconds
-ARGV[14]    current time, ISO 8601 (kept on the record for forensics)
+ARGV[14]    current time, ISO 8601, the time KEYS[2..6] are the periods of (kept on the record: it names them)
 ARGV[15]    the request's loop step (16 hex chars), or '' for no loop check
 ARGV[16]    current time, ms since the epoch (loop windows)
 ARGV[17]    session loop limit the request asks for (X-Loopers-Loop-Limit), or ''
@@ -181,12 +181,10 @@ for i = 1, 5 do
 end
 
 -- 7. The session counts one step and holds the grant (its limits were written in step 3).
-local booked = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
 if hasSession then
   redis.call('HSET', KEYS[7], 'held', int((num(s[5]) or 0) + grant), 'steps', int((num(s[3]) or 0) + 1))
   -- Step 3 set the TTL of a session that existed; one created since needs it now.
   if not sessionHasTtl then redis.call('EXPIRE', KEYS[7], ARGV[12]) end
-  booked[6] = KEYS[7]
 end
 
 -- 7b. The loop step counts one more repeat, unless more than ARGV[22] requests of it are in flight (requests
@@ -199,6 +197,7 @@ end
 --     Lifetime: a step matters for a window after its sinceMs, so the scope lives a window (and up to an
 --     eighth more) after its newest sinceMs: '#e' holds when it expires, and only a step whose window ends
 --     past that extends it, so most writes set no TTL.
+local loopBooked = ''
 if hasLoop then
   if loopInFlight <= tonumber(ARGV[22]) then loopCount = loopCount + 1 end
   local value, flight = int(loopCount) .. ':' .. int(loopSince), ARGV[15] .. ':' .. int(loopSince)
@@ -212,7 +211,7 @@ if hasLoop then
   end
   -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
   if loopStale then redis.call('HDEL', KEYS[9], ARGV[15] .. ':' .. loopStale) end
-  booked[#booked + 1] = KEYS[9] .. '#' .. int(loopSince) .. '#' .. ARGV[15]
+  loopBooked = KEYS[9] .. '#' .. int(loopSince) .. '#' .. ARGV[15]
   if loopAged and loopNewSince then redis.call('ZADD', KEYS[10], int(nowMs), ARGV[15]) end
   if loopIsNew and string.sub(ARGV[15], -1) == '0' then
     local size
@@ -255,12 +254,21 @@ if hasLoop then
   end
 end
 
--- 8. The reservation record: what is held and where, so extend, settle and abandon need no lookups.
---    Its TTL outlives every period key, so a hold is never released by expiry.
-redis.call('HSET', KEYS[8], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1],
-  'booked', table.concat(booked, ' '), 'created_at', ARGV[14])
+-- 8. The reservation record: what is held and where, for abandon (extend and settle are given the keys). The
+--    five periods are those of created_at (the caller named KEYS[2..6] from that time); booked lists the
+--    session and the loop step after the key's tag ('s:<id>', 'loop:<scope>#<sinceMs>#<step>') and is left out
+--    when there is neither. Short, the record stays a listpack (Redis's compact hash). Its TTL outlives every
+--    period key, so a hold is never released by expiry.
+if hasSession or hasLoop then
+  local tagEnd = string.find(KEYS[8], '}:', 1, true) + 2
+  local booked = {}
+  if hasSession then booked[1] = string.sub(KEYS[7], tagEnd) end
+  if hasLoop then booked[#booked + 1] = string.sub(loopBooked, tagEnd) end
+  redis.call('HSET', KEYS[8], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[14],
+    'booked', table.concat(booked, ' '))
+else
+  redis.call('HSET', KEYS[8], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[14])
+end
 redis.call('EXPIRE', KEYS[8], ARGV[13])
-local loopBooked = ''
-if hasLoop then loopBooked = booked[#booked] end
 if room then return {'ok', grant, int(room - grant), loopBooked} end
 return {'ok', grant, '', loopBooked}

@@ -80,8 +80,9 @@ if ARGV[6] ~= '' then
 end
 
 -- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused. A held
---    record is written anew with only what a settled one answers: its long booked field made it a
---    hashtable (~1.1 KB), which Redis never shrinks back; the new one is a listpack of a few dozen bytes.
+--    record is written anew with only what a settled one answers: a long booked field (a long session id, a
+--    record of an earlier release) made it a hashtable, which Redis never shrinks back; the new one is a
+--    listpack of a few dozen bytes.
 if res[1] then redis.call('DEL', KEYS[8]) end
 redis.call('HSET', KEYS[8], 'state', 'settled', 'charged', ARGV[1])
 redis.call('EXPIRE', KEYS[8], ARGV[3])

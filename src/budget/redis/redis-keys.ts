@@ -43,7 +43,15 @@ export function noSessionKey(hash: string): string {
   return `${prefix(hash)}:nosession`
 }
 
-/** A reservation record (state, amount, provider, booked keys, charged), or a settled tombstone. */
+/**
+ * A key of `hash` named by what follows its tag `lp:{<hash>}:`, as a held reservation record lists its session
+ * and loop step (`s:<id>`, `loop:<scope>#<sinceMs>#<step>`).
+ */
+export function suffixKey(hash: string, suffix: string): string {
+  return `${prefix(hash)}:${suffix}`
+}
+
+/** A reservation record (state, amount, provider, created_at, booked session and loop step, charged), or a settled tombstone. */
 export function reservationKey(hash: string, requestId: string): string {
   return `${prefix(hash)}:r:${requestId}`
 }

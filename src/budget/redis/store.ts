@@ -8,7 +8,7 @@ import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
 import { encodeArgs, evalScript, script, type EncodedArgs, type ScriptArg } from './script-command.js'
-import { dayKey, loopAgeKey, loopKey, noLoopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey } from './redis-keys.js'
+import { dayKey, loopAgeKey, loopKey, noLoopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey, suffixKey } from './redis-keys.js'
 import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 import type {
   BudgetStore,
@@ -118,7 +118,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const reply = await run('abandon', evalScript(redis, scripts.abandon, [reservationKey(keyHash, requestId), SETTLED_RECORD_TTL_SECONDS]))
     if (reply[0] !== 'held') return
     // The reserve did run: release its hold (settle at 0) in the keys it booked.
-    const bookedKeys = String(reply[2] ?? '').split(' ').filter((k) => k !== '')
+    const bookedKeys = recordedKeys(keyHash, String(reply[2] ?? ''), String(reply[3] ?? ''))
     await settle({ keyHash, requestId, reservedMicros: int(reply[1]), bookedKeys }, 0)
   }
 
@@ -140,6 +140,20 @@ function bookedList(periods: FixedKeys['periodKeys'], session: string | null, lo
   if (session !== null) keys.push(session)
   if (loop !== null) keys.push(loop)
   return Object.freeze(keys)
+}
+
+/**
+ * The keys a held reservation record booked, from its `booked` and `created_at` fields: the five periods of
+ * `createdAt`, then the session and loop step `booked` names after the key's tag. A record written by an
+ * earlier release lists every key in full in `booked`.
+ */
+function recordedKeys(hash: string, booked: string, createdAt: string): string[] {
+  const entries = booked === '' ? [] : booked.split(' ')
+  if (entries[0]?.startsWith('lp:') === true) return entries
+  const at = Date.parse(createdAt)
+  if (Number.isNaN(at)) throw unexpected('abandon', { booked, createdAt })
+  const periods = currentPeriods(at).map((p) => periodKey(hash, p.window, p.id))
+  return [...periods, ...entries.map((entry) => suffixKey(hash, entry))]
 }
 
 interface BookedParts {
