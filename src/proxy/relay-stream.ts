@@ -1,5 +1,4 @@
 /** A metered stream relayed through the meter: extended slice by slice, cut at the budget, settled once. */
-import type { Readable } from 'node:stream'
 import type { Refusal } from '../budget/types.js'
 import { budgetUnavailable, upstreamUnreachable } from '../errors.js'
 import type { Micros } from '../money.js'
@@ -7,6 +6,7 @@ import { microsToUsd } from '../money.js'
 import { costMicros, tokensCost } from '../pricing/cost.js'
 import { UpstreamTooLargeError } from '../stream/limits.js'
 import { meterStream, type MeterOptions, type MeterResult, type StreamSink } from '../stream/meter.js'
+import type { StreamSource } from '../stream/source.js'
 import type { ErrorInfo, StreamParser } from '../providers/types.js'
 import { createOutputCounter } from '../tokens/output-counter.js'
 import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
@@ -32,7 +32,7 @@ type Settle = (actual: Micros, outcome: string) => Promise<void>
  */
 class RelayedStream implements MeterOptions {
   readonly parser: StreamParser
-  readonly upstream: Readable
+  readonly upstream: StreamSource
   readonly client: StreamSink
   readonly stopSignal: AbortSignal
   // Input is held at the plan's until the provider reports it, or until it is counted (once): for a refused
@@ -49,7 +49,7 @@ class RelayedStream implements MeterOptions {
     private readonly settle: Settle,
   ) {
     this.parser = f.adapter.createStreamParser(f.route, createOutputCounter(f.price.tokenizer))
-    this.upstream = response.body
+    this.upstream = response.source
     this.client = f.reply.raw
     this.stopSignal = deps.shutdown
     this.inputTokens = f.plan.inputTokens
@@ -66,7 +66,7 @@ class RelayedStream implements MeterOptions {
     if (f.countInput !== undefined && left !== undefined && left !== null && left < mayNeed) void this.countInput()
     reply.hijack()
     reply.raw.writeHead(response.status, headers as Record<string, string>)
-    flushHeadersSoon(reply.raw, response.body.readableLength > 0)
+    flushHeadersSoon(reply.raw, response.source.bufferedBytes > 0)
     deps.metrics.streamStarted()
     let result: MeterResult
     try {

@@ -4,6 +4,8 @@ import { ProxyError, upstreamTimeout, upstreamUnreachable } from '../errors.js'
 import { BIG_BODY_BYTES } from '../http/raw-body.js'
 import { SHARE_SLICE_BYTES, take } from '../http/turn-share.js'
 import type { UpstreamRequest } from '../providers/types.js'
+import type { StreamSource } from '../stream/source.js'
+import { UpstreamBody } from './upstream-body.js'
 
 /** The answer of an upstream: status, headers, and a body stream that must be consumed or destroyed. */
 export interface UpstreamResponse {
@@ -12,7 +14,10 @@ export interface UpstreamResponse {
   rawHeaders: Buffer[]
   /** Parsed on first read, as undici's `request()` gives them: lower-case names, a repeated header's values in an array. */
   readonly headers: Record<string, string | string[] | undefined>
-  body: Readable
+  /** The body as a Readable, made on first read. */
+  readonly body: Readable
+  /** The body pushed straight from the dispatch handler, without a Readable: a relayed stream's. Read one of the two. */
+  readonly source: StreamSource
 }
 
 /** An UpstreamResponse whose header object is built only when something reads it (most answers never do). */
@@ -22,11 +27,15 @@ class Answer implements UpstreamResponse {
   constructor(
     readonly status: number,
     readonly rawHeaders: Buffer[],
-    readonly body: Readable,
+    readonly source: UpstreamBody,
   ) {}
 
   get headers(): Record<string, string | string[]> {
     return (this.parsed ??= parseHeaders(this.rawHeaders))
+  }
+
+  get body(): Readable {
+    return this.source.readable()
   }
 }
 
@@ -103,8 +112,8 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
 }
 
 /**
- * One request through undici's dispatch API: resolves at the response headers with the body as a stream whose
- * destruction before its end aborts the request; `signal` aborts it at any point. undici's `request()` does the
+ * One request through undici's dispatch API: resolves at the response headers with the body (./upstream-body.ts),
+ * whose release before its end aborts the request; `signal` aborts it at any point. undici's `request()` does the
  * same, but it can only listen on an AbortSignal.
  */
 function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, signal: UpstreamSignal): Promise<UpstreamResponse> {
@@ -112,11 +121,11 @@ function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, s
     let abort: ((reason?: Error) => void) | null = null
     // Aborted before undici handed the request a connection: it is aborted as soon as it gets one.
     let cancelled: Error | null = null
-    let body: Readable | null = null
+    let body: UpstreamBody | null = null
     let ended = false
     const onAbort = (): void => {
       const reason = signal.reason instanceof Error ? signal.reason : new Error('the request was aborted')
-      if (body !== null) return void body.on('error', ignore).destroy(reason)
+      if (body !== null) return body.fail(reason)
       if (abort !== null) return abort(reason)
       cancelled = reason
       reject(reason)
@@ -139,17 +148,9 @@ function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, s
       onHeaders(status, rawHeaders, resume) {
         // 1xx answers (100 Continue, 103 Early Hints) come before the real one.
         if (status < 200) return true
-        body = new Readable({
-          // undici's own body stream buffers as much before it pauses the socket.
-          highWaterMark: 64 * 1024,
-          read: resume,
-          destroy(error, callback) {
-            done()
-            if (!ended) abort?.(error ?? new Error('the upstream body was closed before its end'))
-            // Destroyed before its reader attached (it awaits the headers first): the events wait a turn for it.
-            if (this.readableFlowing === null) setImmediate(callback, error)
-            else callback(error)
-          },
+        body = new UpstreamBody(resume, (error) => {
+          done()
+          if (!ended) abort?.(error ?? new Error('the upstream body was closed before its end'))
         })
         resolve(new Answer(status, rawHeaders as Buffer[], body))
         return true
@@ -160,18 +161,16 @@ function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, s
       onComplete() {
         ended = true
         done()
-        body!.push(null)
+        body!.end()
       },
       onError(error) {
         done()
         if (body === null) reject(error)
-        else body.on('error', ignore).destroy(error)
+        else body.fail(error)
       },
     })
   })
 }
-
-const ignore = (): void => undefined
 
 /** Response headers as undici's `request()` gives them: lower-case names, a repeated header's values in an array. */
 function parseHeaders(raw: Buffer[]): Record<string, string | string[]> {

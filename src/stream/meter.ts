@@ -1,6 +1,7 @@
-import type { Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import type { Micros } from '../money.js'
 import type { ErrorInfo, StreamParser } from '../providers/types.js'
+import { readableSource, type SourceReader, type StreamSource } from './source.js'
 
 /** How a metered stream ended. */
 export type StreamOutcome = 'completed' | 'cutoff' | 'client_closed' | 'upstream_failed' | 'shutdown'
@@ -18,7 +19,8 @@ export interface StreamSink {
 
 export interface MeterOptions {
   parser: StreamParser
-  upstream: Readable
+  /** The upstream body: a StreamSource (a relayed stream's, pushed from its dispatch handler), or any Readable. */
+  upstream: StreamSource | Readable
   client: StreamSink
   /** What the reservation holds now (it grows with each extension). */
   reservedMicros(): Micros
@@ -57,9 +59,9 @@ export function meterStream(options: MeterOptions): Promise<MeterResult> {
  * One metered stream's state. An object with methods rather than a nest of closures: every open stream holds
  * one, so it holds its listeners and nothing more.
  */
-class StreamMeter {
+class StreamMeter implements SourceReader {
   private readonly parser: StreamParser
-  private readonly upstream: Readable
+  private readonly upstream: StreamSource
   private readonly client: StreamSink
   private clientClosed: boolean
   private stopped = false
@@ -80,7 +82,7 @@ class StreamMeter {
     private readonly resolve: (result: MeterResult) => void,
   ) {
     this.parser = options.parser
-    this.upstream = options.upstream
+    this.upstream = options.upstream instanceof Readable ? readableSource(options.upstream) : options.upstream
     this.client = options.client
     this.clientClosed = options.client.destroyed
   }
@@ -96,9 +98,9 @@ class StreamMeter {
     this.upstream.destroy()
   }
 
-  // Reads arrive as events rather than through an async iterator: a read whose frames need neither an
+  // Reads are pushed rather than taken through an async iterator: a read whose frames need neither an
   // extension nor a drain is forwarded in the turn it arrives, without a promise per read or per frame.
-  private readonly onData = (chunk: Buffer): void => {
+  data(chunk: Buffer): void {
     const { parser } = this
     try {
       this.frames = parser.frames ? parser.frames(chunk)[Symbol.iterator]() : [parser.push(chunk)].values()
@@ -111,29 +113,23 @@ class StreamMeter {
     this.pump()
   }
 
-  private readonly onEnd = (): void => {
+  end(): void {
     this.ended = true
     if (!this.waiting) this.pump()
   }
 
-  private readonly onError = (error: unknown): void => this.fail(error)
-
-  // Closed before its end: destroyed by a client that left, by a stop, or by a broken transport.
-  private readonly onClose = (): void => {
-    if (!this.ended) this.fail(Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }))
+  // A broken transport, or a release before the end (by a client that left, or by a stop): a premature close.
+  error(error: unknown): void {
+    this.fail(error)
   }
 
   start(): void {
-    const { upstream, options } = this
-    // `on`, not `once`: each fires at most once and finish() removes them all; `once` would add a wrapper per listener.
+    const { options } = this
+    // `on`, not `once`: it fires at most once and finish() removes it; `once` would add a wrapper.
     this.client.on('close', this.onClientClose)
     if (options.stopSignal?.aborted) this.onStop()
     options.stopSignal?.addEventListener('abort', this.onStop, { once: true })
-    // The error listener stays after the end: an error emitted later must not become an uncaught one.
-    upstream.on('error', this.onError)
-    upstream.on('data', this.onData)
-    upstream.on('end', this.onEnd)
-    upstream.on('close', this.onClose)
+    this.upstream.read(this)
   }
 
   /** Forwards pending frames until one needs an extension or a drain; at the upstream's end flushes and ends. */
@@ -146,10 +142,7 @@ class StreamMeter {
         if (next === undefined || next.done === true) {
           this.frames = null
           if (this.failed) return this.finish(this.failure())
-          if (!this.ended) {
-            if (upstream.isPaused()) upstream.resume()
-            return
-          }
+          if (!this.ended) return upstream.resume()
           if (this.flushed) {
             this.client.end()
             return this.finish({ outcome: 'completed', error: null })
@@ -223,13 +216,9 @@ class StreamMeter {
   private finish(outcome: MeterResult): void {
     if (this.done) return
     this.done = true
-    const { upstream } = this
     this.client.off('close', this.onClientClose)
     this.options.stopSignal?.removeEventListener('abort', this.onStop)
-    upstream.off('data', this.onData)
-    upstream.off('end', this.onEnd)
-    upstream.off('close', this.onClose)
-    if (!upstream.destroyed) upstream.destroy()
+    this.upstream.destroy()
     this.resolve(outcome)
   }
 }
