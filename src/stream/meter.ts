@@ -1,7 +1,6 @@
-import { Readable } from 'node:stream'
 import type { Micros } from '../money.js'
 import type { ErrorInfo, StreamParser } from '../providers/types.js'
-import { readableSource, type SourceReader, type StreamSource } from './source.js'
+import type { SourceReader, StreamSource } from './source.js'
 
 /** How a metered stream ended. */
 export type StreamOutcome = 'completed' | 'cutoff' | 'client_closed' | 'upstream_failed' | 'shutdown'
@@ -19,8 +18,8 @@ export interface StreamSink {
 
 export interface MeterOptions {
   parser: StreamParser
-  /** The upstream body: a StreamSource (a relayed stream's, pushed from its dispatch handler), or any Readable. */
-  upstream: StreamSource | Readable
+  /** The upstream body, pushed to the meter (a relayed stream's, from its dispatch handler). */
+  upstream: StreamSource
   client: StreamSink
   /** What the reservation holds now (it grows with each extension). */
   reservedMicros(): Micros
@@ -82,7 +81,7 @@ class StreamMeter implements SourceReader {
     private readonly resolve: (result: MeterResult) => void,
   ) {
     this.parser = options.parser
-    this.upstream = options.upstream instanceof Readable ? readableSource(options.upstream) : options.upstream
+    this.upstream = options.upstream
     this.client = options.client
     this.clientClosed = options.client.destroyed
   }

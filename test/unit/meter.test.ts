@@ -5,6 +5,7 @@ import { compatCutoffFrame, createChatStreamParser } from '../../src/providers/o
 import type { ErrorInfo, RouteMatch } from '../../src/providers/types.js'
 import { meterStream, type StreamSink } from '../../src/stream/meter.js'
 import { byteCounter } from '../support/counting.js'
+import { readableSource } from '../support/readable-source.js'
 
 const chat: RouteMatch = { operation: 'chat', pathModel: null, pathStream: null }
 const budget: ErrorInfo = { status: 429, code: 'budget_exceeded', message: 'no budget' }
@@ -38,7 +39,7 @@ async function meter(reads: string[], reservedTokens: number) {
   const client = new Sink()
   const result = await meterStream({
     parser,
-    upstream: Readable.from(reads.map((r) => Buffer.from(r))),
+    upstream: readableSource(Readable.from(reads.map((r) => Buffer.from(r)))),
     client,
     reservedMicros: () => reservedTokens,
     costMicros: () => parser.outputTokens(),
@@ -89,7 +90,7 @@ describe('stream meter, reading by events', () => {
     const parser = createChatStreamParser(byteCounter())
     return {
       parser,
-      upstream,
+      upstream: readableSource(upstream),
       client,
       reservedMicros: () => reservedTokens,
       costMicros: () => parser.outputTokens(),
