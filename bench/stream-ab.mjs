@@ -2,24 +2,30 @@
 // and to B at the same time (one fake upstream, one Redis, one key) and reads each proxy's CPU time, so a shared
 // machine's drift hits both sides alike (node-flags-ab.mjs runs its sides one after the other). Prints CPU per
 // chunk of each side and B ÷ A per trial, then medians with spread.
+// --ttfb: time to first byte instead, the bench's short streams (20 chunks 5 ms apart, max_tokens 64) sent open
+// loop at --rate per second to A and to B at once for --duration ms per trial; prints each side's p50 and B − A.
 //   node bench/stream-ab.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--trials=8] [--streams=20] [--chunks=1000]
+//   node bench/stream-ab.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] --ttfb [--trials=8] [--rate=100] [--duration=3000]
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { burst, createPool } from './load.mjs'
+import { burst, createPool, openLoop } from './load.mjs'
 import { cpuSeconds, createBenchKey, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startProxy, startRedis } from './procs.mjs'
 import { spread } from './report.mjs'
 import { requestPair, streamBody } from './scenarios.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 if (arg('a', null) === null) {
-  process.stderr.write('usage: node bench/stream-ab.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--trials=8] [--streams=20] [--chunks=1000]\n')
+  process.stderr.write('usage: node bench/stream-ab.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--trials=8] [--streams=20] [--chunks=1000] [--ttfb [--rate=100] [--duration=3000]]\n')
   process.exit(2)
 }
 const builds = { a: resolve(arg('a')), b: resolve(arg('b', join(ROOT, 'dist/cli.js'))) }
 const streams = Number(arg('streams', 20))
 const chunks = Number(arg('chunks', 1000))
 const trials = Number(arg('trials', 8))
+const ttfb = process.argv.includes('--ttfb')
+const rate = Number(arg('rate', 100))
+const durationMs = Number(arg('duration', 3000))
 const median = (xs) => spread(xs).median
 const ratioSpread = (xs) => `${median(xs).toFixed(3)} (${Math.min(...xs).toFixed(3)}–${Math.max(...xs).toFixed(3)})`
 
@@ -39,6 +45,42 @@ try {
     started.push(sides[name])
   }
   const key = await createBenchKey(redis.url, 'bench-stream-ab')
+  if (ttfb) await compareTtfb(sides, fake, key)
+  else await compareChunks(sides, fake, key)
+} finally {
+  clearTimeout(watchdog)
+  for (const s of started.reverse()) await s.stop().catch(() => undefined)
+  rmSync(dir, { recursive: true, force: true })
+}
+
+/** Both builds' p50 time to first byte, trial by trial, under the same open-loop load at once. */
+async function compareTtfb(sides, fake, key) {
+  const request = requestPair(key, streamBody(64)).proxied
+  const pools = { a: createPool(sides.a.url, 256), b: createPool(sides.b.url, 256) }
+  await fake.reset({ chunks: 20, chunkDelayMs: 5, word: ' tok' })
+  // B's requests fall halfway between A's: neither side's stream waits behind the other's in the same turn.
+  const run = (name) => openLoop({ origin: sides[name].url, request, rate, durationMs, pool: pools[name] })
+  const load = () => Promise.all([run('a'), sleep(500 / rate).then(() => run('b'))])
+  await load()
+  const p50 = { a: [], b: [] }
+  const diffs = []
+  for (let t = 1; t <= trials; t++) {
+    await sleep(300)
+    const runs = await load()
+    for (const [i, name] of ['a', 'b'].entries()) {
+      if (runs[i].ok !== runs[i].sent) throw new Error(`trial ${t}: ${name} answered ${runs[i].ok} of ${runs[i].sent} streams`)
+      p50[name].push(runs[i].ttfbMs.p50)
+    }
+    diffs.push(p50.b.at(-1) - p50.a.at(-1))
+    process.stdout.write(`trial ${t}: p50 ttfb a ${p50.a.at(-1).toFixed(3)} ms, b ${p50.b.at(-1).toFixed(3)} ms, b − a ${diffs.at(-1).toFixed(3)} ms\n`)
+  }
+  const ratios = p50.b.map((b, i) => b / p50.a[i])
+  process.stdout.write(`p50 ttfb: a ${median(p50.a).toFixed(3)} ms, b ${median(p50.b).toFixed(3)} ms; b − a median ${median(diffs).toFixed(3)} ms (${Math.min(...diffs).toFixed(3)}–${Math.max(...diffs).toFixed(3)}); b ÷ a ${ratioSpread(ratios)}, lower in ${diffs.filter((d) => d < 0).length}/${trials}\n`)
+  for (const pool of Object.values(pools)) await pool.close()
+}
+
+/** Both builds' CPU per streamed chunk, trial by trial, K long streams to each at once. */
+async function compareChunks(sides, fake, key) {
   const request = requestPair(key, streamBody()).proxied
   const pools = { a: createPool(sides.a.url, streams), b: createPool(sides.b.url, streams) }
   // Warm-up: both proxies serve a round of short streams first.
@@ -63,8 +105,4 @@ try {
   }
   process.stdout.write(`CPU per chunk: a ${median(perChunk.a).toFixed(1)} µs, b ${median(perChunk.b).toFixed(1)} µs; b ÷ a median ${ratioSpread(ratios)}, lower in ${ratios.filter((r) => r < 1).length}/${trials}\n`)
   for (const pool of Object.values(pools)) await pool.close()
-} finally {
-  clearTimeout(watchdog)
-  for (const s of started.reverse()) await s.stop().catch(() => undefined)
-  rmSync(dir, { recursive: true, force: true })
 }
