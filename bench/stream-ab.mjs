@@ -58,15 +58,17 @@ async function compareTtfb(sides, fake, key) {
   const request = requestPair(key, streamBody(64)).proxied
   const pools = { a: createPool(sides.a.url, 256), b: createPool(sides.b.url, 256) }
   await fake.reset({ chunks: 20, chunkDelayMs: 5, word: ' tok' })
-  // B's requests fall halfway between A's: neither side's stream waits behind the other's in the same turn.
+  // One side's requests fall halfway between the other's (neither's stream waits behind the other's in the same
+  // turn); which side goes second alternates by trial, so neither is always the one sent into the other's wake.
   const run = (name) => openLoop({ origin: sides[name].url, request, rate, durationMs, pool: pools[name] })
-  const load = () => Promise.all([run('a'), sleep(500 / rate).then(() => run('b'))])
-  await load()
+  const later = (name) => sleep(500 / rate).then(() => run(name))
+  const load = (t) => Promise.all(t % 2 === 1 ? [run('a'), later('b')] : [later('a'), run('b')])
+  await load(0)
   const p50 = { a: [], b: [] }
   const diffs = []
   for (let t = 1; t <= trials; t++) {
     await sleep(300)
-    const runs = await load()
+    const runs = await load(t)
     for (const [i, name] of ['a', 'b'].entries()) {
       if (runs[i].ok !== runs[i].sent) throw new Error(`trial ${t}: ${name} answered ${runs[i].ok} of ${runs[i].sent} streams`)
       p50[name].push(runs[i].ttfbMs.p50)
