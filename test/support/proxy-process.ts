@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -7,6 +7,22 @@ import { TEST_PRICING_PATH } from './proxy.js'
 import { listenPorts, REPORT_LISTEN_ARGS, REPORT_LISTEN_STDIO } from './listen-ports.js'
 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
+
+/**
+ * The environment and node flags of the `loopers` launcher, read from the CLI's first line
+ * (`#!/usr/bin/env -S [VAR=value …] node [flag …]`), so the spawned proxy runs as `loopers serve` does,
+ * but on this test run's node binary.
+ */
+function launcher(): { env: Record<string, string>; flags: string[] } {
+  const line = readFileSync(CLI, 'utf8').split('\n', 1)[0] ?? ''
+  const match = /^#!\S*env -S((?: [A-Za-z_]\w*=\S*)*) node\b(.*)$/.exec(line)
+  if (match === null) throw new Error(`unexpected launcher line in dist/cli.js: ${line}`)
+  const pairs = (match[1] ?? '').trim().split(/\s+/).filter(Boolean)
+  return {
+    env: Object.fromEntries(pairs.map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)])),
+    flags: (match[2] ?? '').trim().split(/\s+/).filter(Boolean),
+  }
+}
 
 export interface ProxyProcess {
   url: string
@@ -20,15 +36,18 @@ export interface ProxyProcess {
 }
 
 /**
- * Runs the built CLI's `serve` as its own process, the way operators run it, and waits for /health.
+ * Runs the built CLI's `serve` as its own process, the way operators run it (with the launcher's environment
+ * and node flags), and waits for /health.
  * With neither REDIS_URL nor LOOPERS_DB in `env` it runs on the embedded store in a fresh temporary file.
  */
 export async function startProxyProcess(env: Record<string, string>): Promise<ProxyProcess> {
   const ownDir = env.REDIS_URL === undefined && env.LOOPERS_DB === undefined ? mkdtempSync(join(tmpdir(), 'loopers-db-')) : null
   const storeEnv = ownDir === null ? {} : { LOOPERS_DB: join(ownDir, 'loopers.db') }
   // Port 0: the proxy reports the port it was given (its first listener; the admin listener is second).
-  const child = spawn(process.execPath, [...REPORT_LISTEN_ARGS, CLI, 'serve'], {
+  const run = launcher()
+  const child = spawn(process.execPath, [...run.flags, ...REPORT_LISTEN_ARGS, CLI, 'serve'], {
     env: {
+      ...run.env,
       PATH: process.env.PATH ?? '',
       HOST: '127.0.0.1',
       PORT: '0',
