@@ -271,13 +271,36 @@ export function countTextTokens(text: string, encoding: Encoding, limit: number 
   return count
 }
 
+/** A text split for streaming: the tokens of its settled pieces, and its last two pieces with their tokens. */
+export interface SplitText {
+  /** Tokens of every pre-tokenizer piece but the last two. */
+  tokens: number
+  /** The second-to-last piece ('' if none) and its tokens. */
+  older: string
+  olderTokens: number
+  /** The last piece ('' if none) and its tokens. */
+  newer: string
+  newerTokens: number
+}
+
+/** The split of no text: where a stream's text starts. */
+export const EMPTY_SPLIT: SplitText = { tokens: 0, older: '', olderTokens: 0, newer: '', newerTokens: 0 }
+
+/** A piece's tokens, taken from the previous split's last two pieces when it is one of them. */
+function tokensOf(piece: string, ranks: RankTable, last: SplitText): number {
+  if (piece === last.newer) return last.newerTokens
+  if (piece === last.older) return last.olderTokens
+  return pieceTokens(piece, ranks)
+}
+
 /**
- * For counting a stream delta by delta: the tokens of every pre-tokenizer piece of `text` except the last
- * two, and those two pieces as `rest` (with their tokens, `restTokens`), which the next delta may still
- * extend or re-split (`'s`, digit runs). The pattern has no look-behind and no anchor, so `rest` alone
- * splits into exactly those two pieces: `restTokens` is what counting `rest` on its own gives.
+ * For counting a stream delta by delta: splits `text` (the last split's `older + newer` and the new delta)
+ * into the tokens of every pre-tokenizer piece but the last two, which the next delta may still extend or
+ * re-split (`'s`, digit runs), and those two with their tokens. The pattern has no look-behind and no
+ * anchor, so `older + newer` alone splits into exactly those two pieces. A piece equal to one of `last`'s
+ * is not merged again.
  */
-export function countCompletePieces(text: string, encoding: Encoding): { tokens: number; rest: string; restTokens: number } {
+export function countCompletePieces(text: string, encoding: Encoding, last: SplitText = EMPTY_SPLIT): SplitText {
   const { pattern, sticky, ranks } = getEncoder(encoding)
   // The last two pieces so far; a piece is counted once two others follow it.
   let older = ''
@@ -296,15 +319,16 @@ export function countCompletePieces(text: string, encoding: Encoding): { tokens:
       start = match.index
       sticky.lastIndex = pattern.lastIndex
     }
-    if (older.length > 0) tokens += pieceTokens(older, ranks)
+    if (older.length > 0) tokens += tokensOf(older, ranks, last)
     older = newer
     newer = text.slice(start, sticky.lastIndex)
     at = sticky.lastIndex
   }
   pattern.lastIndex = 0
   sticky.lastIndex = 0
-  const restTokens = (older.length > 0 ? pieceTokens(older, ranks) : 0) + (newer.length > 0 ? pieceTokens(newer, ranks) : 0)
-  return { tokens, rest: older + newer, restTokens }
+  const olderTokens = older.length > 0 ? tokensOf(older, ranks, last) : 0
+  const newerTokens = newer.length > 0 ? tokensOf(newer, ranks, last) : 0
+  return { tokens, older, olderTokens, newer, newerTokens }
 }
 
 /** Every message's wrapper (`<|start|>role … <|end|>`): 3 in OpenAI's cookbook, +1 for a name. */
