@@ -298,7 +298,7 @@ function tokensOf(piece: string, ranks: RankTable, last: SplitText): number {
  * into the tokens of every pre-tokenizer piece but the last two, which the next delta may still extend or
  * re-split (`'s`, digit runs), and those two with their tokens. The pattern has no look-behind and no
  * anchor, so `older + newer` alone splits into exactly those two pieces. A piece equal to one of `last`'s
- * is not merged again.
+ * (the previous split of this text, in this encoding) takes its tokens from there instead of being merged again.
  */
 export function countCompletePieces(text: string, encoding: Encoding, last: SplitText = EMPTY_SPLIT): SplitText {
   const { pattern, sticky, ranks } = getEncoder(encoding)
