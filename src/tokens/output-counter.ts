@@ -1,4 +1,4 @@
-import { countCompletePieces, encoderReady, preloadEncoding, type Encoding } from './tiktoken.js'
+import { countCompletePieces, EMPTY_SPLIT, encoderReady, preloadEncoding, type Encoding, type SplitText } from './tiktoken.js'
 
 /**
  * How a model's output is counted: tiktoken `encoding` times `factor`. Factor 1 is exact (OpenAI models);
@@ -36,8 +36,7 @@ const MAX_CONTEXTS = 128
 /** One text being generated: its settled tokens, the pieces the next delta may still change, text waiting for the encoder. */
 interface TextState {
   complete: number
-  carry: string
-  carryTokens: number
+  carry: SplitText
   pending: string[]
   pendingBytes: number
 }
@@ -82,7 +81,7 @@ class StreamOutputCounter implements OutputCounter {
     let bytes = 0
     for (const state of this.texts.values()) {
       if (state.pending.length > 0 && encoderReady(this.encoding)) this.absorb(state, '')
-      counted += state.complete + state.carryTokens
+      counted += state.complete + state.carry.olderTokens + state.carry.newerTokens
       bytes += state.pendingBytes
     }
     return Math.ceil(counted * this.factor) + bytes + this.extra
@@ -93,27 +92,27 @@ class StreamOutputCounter implements OutputCounter {
     let state = texts.get(context)
     if (state === undefined) {
       if (texts.size >= MAX_CONTEXTS) return [...texts.values()].at(-1) as TextState
-      state = { complete: 0, carry: '', carryTokens: 0, pending: [], pendingBytes: 0 }
+      state = { complete: 0, carry: EMPTY_SPLIT, pending: [], pendingBytes: 0 }
       texts.set(context, state)
     }
     return state
   }
 
   private absorb(state: TextState, text: string): void {
-    let joined = state.carry + text
+    const { carry } = state
+    let joined = carry.older + carry.newer + text
     if (state.pending.length > 0) {
-      joined = state.carry + state.pending.join('') + text
+      joined = carry.older + carry.newer + state.pending.join('') + text
       state.pending = []
       state.pendingBytes = 0
     }
-    const counted = countCompletePieces(joined, this.encoding)
+    // The carried pieces' tokens come along, so a piece the delta leaves as it was is not merged again.
+    const counted = countCompletePieces(joined, this.encoding, carry)
     state.complete += counted.tokens
-    state.carry = counted.rest
-    state.carryTokens = counted.restTokens
-    if (state.carry.length > MAX_CARRY_CHARS) {
-      state.complete += state.carryTokens
-      state.carry = ''
-      state.carryTokens = 0
+    state.carry = counted
+    if (counted.older.length + counted.newer.length > MAX_CARRY_CHARS) {
+      state.complete += counted.olderTokens + counted.newerTokens
+      state.carry = EMPTY_SPLIT
     }
   }
 }

@@ -99,19 +99,30 @@ async function buildInSlices(encoding: Encoding): Promise<void> {
 
 const SHIFT = 2 ** 32 // heap key = rank × 2^32 + position: rank < 2^18, so keys stay below 2^53
 
+// Reused lists for merging pieces of up to this many bytes (every piece a stream recounts per delta);
+// a longer piece gets its own, so no one long input piece stays allocated.
+const SCRATCH_BYTES = 1024
+const scratchNext = new Int32Array(SCRATCH_BYTES + 1)
+const scratchPrev = new Int32Array(SCRATCH_BYTES)
+const scratchAlive = new Uint8Array(SCRATCH_BYTES)
+const scratchHeap: number[] = []
+
 /** Tokens of one piece (its UTF-8 bytes as a latin1 string) after byte-pair merging: lowest rank first, leftmost on ties. */
 function mergedTokens(bytes: string, ranks: RankTable): number {
   const n = bytes.length
   if (n < 2) return n
-  const next = new Int32Array(n + 1)
-  const prev = new Int32Array(n)
+  const reuse = n <= SCRATCH_BYTES
+  const next = reuse ? scratchNext : new Int32Array(n + 1)
+  const prev = reuse ? scratchPrev : new Int32Array(n)
+  const alive = reuse ? scratchAlive : new Uint8Array(n)
+  const heap = reuse ? scratchHeap : []
+  heap.length = 0
   for (let i = 0; i < n; i++) {
     next[i] = i + 1
     prev[i] = i - 1
+    alive[i] = 1
   }
   next[n] = n
-  const alive = new Uint8Array(n).fill(1)
-  const heap: number[] = []
   for (let i = 0; i + 1 < n; i++) {
     const rank = ranks.rank(bytes, i, i + 2)
     if (rank !== -1) heapPush(heap, rank * SHIFT + i)
@@ -178,6 +189,47 @@ function heapPop(heap: number[]): number {
 
 const NON_ASCII = /[^\x00-\x7f]/
 
+// Where a short piece is encoded: a JS loop into a reused buffer costs less than `Buffer.from` allocating one.
+const encoded = Buffer.alloc(3 * SCRATCH_BYTES)
+const REPLACEMENT = 0xfffd // what UTF-8 encoding writes for an unpaired surrogate
+
+/** `piece`'s UTF-8 bytes as a latin1 string (one char per byte). */
+function latin1Bytes(piece: string): string {
+  const length = piece.length
+  if (length > SCRATCH_BYTES) return Buffer.from(piece, 'utf8').toString('latin1')
+  const out = encoded
+  let n = 0
+  for (let i = 0; i < length; i++) {
+    let c = piece.charCodeAt(i)
+    if (c < 0x80) {
+      out[n++] = c
+      continue
+    }
+    if (c < 0x800) {
+      out[n++] = 0xc0 | (c >> 6)
+      out[n++] = 0x80 | (c & 0x3f)
+      continue
+    }
+    if (c >= 0xd800 && c < 0xe000) {
+      const low = i + 1 < length ? piece.charCodeAt(i + 1) : 0
+      if (c < 0xdc00 && low >= 0xdc00 && low < 0xe000) {
+        const point = 0x10000 + ((c - 0xd800) << 10) + (low - 0xdc00)
+        out[n++] = 0xf0 | (point >> 18)
+        out[n++] = 0x80 | ((point >> 12) & 0x3f)
+        out[n++] = 0x80 | ((point >> 6) & 0x3f)
+        out[n++] = 0x80 | (point & 0x3f)
+        i++
+        continue
+      }
+      c = REPLACEMENT
+    }
+    out[n++] = 0xe0 | (c >> 12)
+    out[n++] = 0x80 | ((c >> 6) & 0x3f)
+    out[n++] = 0x80 | (c & 0x3f)
+  }
+  return out.toString('latin1', 0, n)
+}
+
 // Counts of short pieces, per rank map: words recur, and a stream recounts its last pieces with each delta.
 const MAX_CACHED_PIECE = 24
 const MAX_CACHED_PIECES = 50_000
@@ -192,7 +244,7 @@ function pieceTokens(piece: string, ranks: RankTable): number {
   }
   const cached = cache.get(piece)
   if (cached !== undefined) return cached
-  const bytes = NON_ASCII.test(piece) ? Buffer.from(piece, 'utf8').toString('latin1') : piece
+  const bytes = NON_ASCII.test(piece) ? latin1Bytes(piece) : piece
   const tokens = ranks.rank(bytes, 0, bytes.length) !== -1 ? 1 : mergedTokens(bytes, ranks)
   if (piece.length <= MAX_CACHED_PIECE) {
     if (cache.size >= MAX_CACHED_PIECES) cache.clear()
@@ -219,13 +271,36 @@ export function countTextTokens(text: string, encoding: Encoding, limit: number 
   return count
 }
 
+/** A text split for streaming: the tokens of its settled pieces, and its last two pieces with their tokens. */
+export interface SplitText {
+  /** Tokens of every pre-tokenizer piece but the last two. */
+  tokens: number
+  /** The second-to-last piece ('' if none) and its tokens. */
+  older: string
+  olderTokens: number
+  /** The last piece ('' if none) and its tokens. */
+  newer: string
+  newerTokens: number
+}
+
+/** The split of no text: where a stream's text starts. */
+export const EMPTY_SPLIT: SplitText = { tokens: 0, older: '', olderTokens: 0, newer: '', newerTokens: 0 }
+
+/** A piece's tokens, taken from the previous split's last two pieces when it is one of them. */
+function tokensOf(piece: string, ranks: RankTable, last: SplitText): number {
+  if (piece === last.newer) return last.newerTokens
+  if (piece === last.older) return last.olderTokens
+  return pieceTokens(piece, ranks)
+}
+
 /**
- * For counting a stream delta by delta: the tokens of every pre-tokenizer piece of `text` except the last
- * two, and those two pieces as `rest` (with their tokens, `restTokens`), which the next delta may still
- * extend or re-split (`'s`, digit runs). The pattern has no look-behind and no anchor, so `rest` alone
- * splits into exactly those two pieces: `restTokens` is what counting `rest` on its own gives.
+ * For counting a stream delta by delta: splits `text` (the last split's `older + newer` and the new delta)
+ * into the tokens of every pre-tokenizer piece but the last two, which the next delta may still extend or
+ * re-split (`'s`, digit runs), and those two with their tokens. The pattern has no look-behind and no
+ * anchor, so `older + newer` alone splits into exactly those two pieces. A piece equal to one of `last`'s
+ * (the previous split of this text, in this encoding) takes its tokens from there instead of being merged again.
  */
-export function countCompletePieces(text: string, encoding: Encoding): { tokens: number; rest: string; restTokens: number } {
+export function countCompletePieces(text: string, encoding: Encoding, last: SplitText = EMPTY_SPLIT): SplitText {
   const { pattern, sticky, ranks } = getEncoder(encoding)
   // The last two pieces so far; a piece is counted once two others follow it.
   let older = ''
@@ -244,15 +319,16 @@ export function countCompletePieces(text: string, encoding: Encoding): { tokens:
       start = match.index
       sticky.lastIndex = pattern.lastIndex
     }
-    if (older.length > 0) tokens += pieceTokens(older, ranks)
+    if (older.length > 0) tokens += tokensOf(older, ranks, last)
     older = newer
     newer = text.slice(start, sticky.lastIndex)
     at = sticky.lastIndex
   }
   pattern.lastIndex = 0
   sticky.lastIndex = 0
-  const restTokens = (older.length > 0 ? pieceTokens(older, ranks) : 0) + (newer.length > 0 ? pieceTokens(newer, ranks) : 0)
-  return { tokens, rest: older + newer, restTokens }
+  const olderTokens = older.length > 0 ? tokensOf(older, ranks, last) : 0
+  const newerTokens = newer.length > 0 ? tokensOf(newer, ranks, last) : 0
+  return { tokens, older, olderTokens, newer, newerTokens }
 }
 
 /** Every message's wrapper (`<|start|>role … <|end|>`): 3 in OpenAI's cookbook, +1 for a name. */

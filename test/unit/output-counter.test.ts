@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { loadPricing } from '../../src/pricing/table.js'
 import { createAnthropicAdapter } from '../../src/providers/anthropic.js'
@@ -49,6 +50,43 @@ describe('OutputCounter', () => {
       for (let i = 0; i < chars.length; i += size) counter.add(chars.slice(i, i + size).join(''))
       expect(Math.abs(counter.tokens() - whole), `pieces of ${size} characters`).toBeLessThanOrEqual(1)
     }
+  })
+
+  // Realistic answers and text whose pieces outgrow the piece cache (CJK runs, long identifiers and numbers),
+  // streamed in deltas of 1-8 characters: after every delta the count is that of the text so far, exactly.
+  const fragments = fc.constantFrom(
+    ...[...ANSWER_TEXT.matchAll(/[^]{1,40}/g)].map((m) => m[0]),
+    '令牌桶会持续补充令牌如果一次请求需要的令牌比桶里剩下的多这个请求就会被拒绝稍后可以重试',
+    '残りより多くのトークンを必要とするリクエストは拒否されるので少し待ってから再試行してください',
+    'const veryLongIdentifierNameForTheThingThatWeNeed = 12345678901234567890;\n',
+    ' 😀👍🏽🇩🇪 ',
+    "it's they'LL we've ",
+    '\n\n    ',
+  )
+  const streams = fc.record({
+    text: fc.array(fragments, { minLength: 1, maxLength: 30 }).map((parts) => parts.join('')),
+    sizes: fc.array(fc.integer({ min: 1, max: 8 }), { minLength: 1, maxLength: 16 }),
+  })
+
+  it.each(['o200k_base', 'cl100k_base'] as const)('%s: after every delta of 1-8 characters, the count of the text so far', async (encoding) => {
+    await preloadEncoding(encoding)
+    fc.assert(
+      fc.property(streams, ({ text, sizes }) => {
+        const chars = [...text]
+        const counter = createOutputCounter({ encoding, factor: 1 })
+        let sent = ''
+        for (let i = 0, k = 0; i < chars.length; k++) {
+          const size = sizes[k % sizes.length] as number
+          const delta = chars.slice(i, i + size).join('')
+          i += size
+          counter.add(delta)
+          sent += delta
+          expect(counter.tokens()).toBe(countTextTokens(sent, encoding))
+        }
+        expect(counter.tokens()).toBe(countTextTokens(text, encoding))
+      }),
+      { numRuns: 150 },
+    )
   })
 
   it.each<[string, ProviderAdapter]>([

@@ -77,9 +77,13 @@ describe('exact counts agree with js-tiktoken', () => {
   it.each(ENCODINGS)('%s split for streaming: complete pieces and the rest add up, the rest counted as on its own', (encoding) => {
     fc.assert(
       fc.property(texts, (text) => {
-        const { tokens, rest, restTokens } = countCompletePieces(text, encoding)
+        const { tokens, older, olderTokens, newer, newerTokens } = countCompletePieces(text, encoding)
+        const rest = older + newer
+        const restTokens = olderTokens + newerTokens
         expect(text.endsWith(rest)).toBe(true)
         expect(restTokens).toBe(countTextTokens(rest, encoding))
+        expect(olderTokens).toBe(countTextTokens(older, encoding))
+        expect(newerTokens).toBe(countTextTokens(newer, encoding))
         expect(tokens + restTokens).toBe(ref(text, encoding))
       }),
       { numRuns: 400 },
