@@ -123,19 +123,38 @@ export function holdInPeriod(db: Db, hash: string, window: WindowName, period: s
   ).run(hash, window, period, add, expiresAt, nowMs)
 }
 
-/** A reserve's hold in all five window periods in one statement (same rules as holdInPeriod); counts the request in the minute. */
-export function holdInAllPeriods(db: Db, hash: string, periods: readonly { window: WindowName; period: string; expiresAt: number }[], add: Micros, nowMs: number): void {
-  if (periods.length !== WINDOW_NAMES.length) throw new RangeError(`expected ${WINDOW_NAMES.length} periods, got ${periods.length}`)
-  // The request count is a literal per row (1 for the minute), so the SQL text, and its prepared statement, stays one.
-  const values = periods.map((p, i) => `(?1, ?${3 + 3 * i}, ?${4 + 3 * i}, 0, ?2, ?${5 + 3 * i}, ${p.window === 'minute' ? 1 : 0})`).join(', ')
-  db.statement(
-    `INSERT INTO periods (hash, win, period, spent, held, expires_at, requests) VALUES ${values}
+/** One period a reserve holds in: the row and the lifetime a new row starts with. */
+export interface PeriodHold {
+  window: WindowName
+  period: string
+  expiresAt: number
+}
+
+// The request count is a literal per row (1 for the minute), so the SQL text, and its prepared statement, stays one.
+const HOLD_IN_ALL_SQL = `INSERT INTO periods (hash, win, period, spent, held, expires_at, requests) VALUES ${WINDOW_NAMES.map(
+  (window, i) => `(?1, ?${3 + 3 * i}, ?${4 + 3 * i}, 0, ?2, ?${5 + 3 * i}, ${window === 'minute' ? 1 : 0})`,
+).join(', ')}
      ON CONFLICT (hash, win, period) DO UPDATE SET
        spent = CASE WHEN expires_at > ?18 THEN spent ELSE 0 END,
        held = CASE WHEN expires_at > ?18 THEN held ELSE 0 END + excluded.held,
        requests = CASE WHEN expires_at > ?18 THEN requests ELSE 0 END + excluded.requests,
-       expires_at = CASE WHEN expires_at > ?18 THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`,
-  ).run(hash, add, ...periods.flatMap((p) => [p.window, p.period, p.expiresAt]), nowMs)
+       expires_at = CASE WHEN expires_at > ?18 THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`
+
+/** A reserve's hold in all five window periods (WINDOW_NAMES order) in one statement (same rules as holdInPeriod); counts the request in the minute. */
+export function holdInAllPeriods(db: Db, hash: string, periods: readonly PeriodHold[], add: Micros, nowMs: number): void {
+  if (periods.length !== WINDOW_NAMES.length || periods.some((p, i) => p.window !== WINDOW_NAMES[i])) {
+    throw new RangeError(`expected the ${WINDOW_NAMES.length} periods in window order`)
+  }
+  const [m, h, d, w, mo] = periods as [PeriodHold, PeriodHold, PeriodHold, PeriodHold, PeriodHold]
+  db.statement(HOLD_IN_ALL_SQL).run(
+    hash, add,
+    m.window, m.period, m.expiresAt,
+    h.window, h.period, h.expiresAt,
+    d.window, d.period, d.expiresAt,
+    w.window, w.period, w.expiresAt,
+    mo.window, mo.period, mo.expiresAt,
+    nowMs,
+  )
 }
 
 /** One settle's booked periods: where it charges and releases. */
