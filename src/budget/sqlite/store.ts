@@ -146,6 +146,12 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // The session's limits are the lowest of what it has, what this request asks and the key's
     // defaults: lowered, never raised, and a lowering sticks even when this request is refused.
     let s: rows.SessionRow | undefined
+    // The session row is written once: by a refusal as read and lowered (keepAlive), by an admission counted.
+    let keepAlive = false
+    const refuse = (refusal: Refusal): Refusal => {
+      if (keepAlive && session !== null && s !== undefined) rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
+      return refusal
+    }
     if (session !== null) {
       rows.dropExpiredSession(db, hash, session.id, nowMs)
       const stored = rows.readSession(db, hash, session.id, nowMs)
@@ -158,9 +164,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         loop_limit: lowest(stored?.loop_limit ?? null, session.loopLimit ?? null),
       }
       // Every request with a session keeps it alive, admitted or not.
-      if (stored !== undefined || s.budget !== null || s.max_steps !== null || s.loop_limit !== null) {
-        rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
-      }
+      keepAlive = stored !== undefined || s.budget !== null || s.max_steps !== null || s.loop_limit !== null
     }
 
     // The loop guard (src/loop/README.md): a step repeated more than the limit within its window is refused.
@@ -176,7 +180,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         ? { count: found.count, sinceMs: found.since_ms, inflight: found.inflight, windowMs, isNew: false }
         : { count: 0, sinceMs: nowMs, inflight: 0, windowMs, isNew: found === undefined }
       if (loopEntry.count > loopLimit) {
-        return { ok: false, reason: 'loop_detected', step: loop.step, count: loopEntry.count, limitCount: loopLimit }
+        return refuse({ ok: false, reason: 'loop_detected', step: loop.step, count: loopEntry.count, limitCount: loopLimit })
       }
     }
 
@@ -184,19 +188,19 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     if (key.rpm !== null) {
       const { period, id } = periods[0] as { period: Period; id: string }
       const count = rows.readRequests(db, hash, 'minute', id, nowMs)
-      if (count >= key.rpm) return { ok: false, reason: 'rate_limited', limitCount: key.rpm, count, resetsAt: period.resetsAt }
+      if (count >= key.rpm) return refuse({ ok: false, reason: 'rate_limited', limitCount: key.rpm, count, resetsAt: period.resetsAt })
     }
 
     const fitted = fitWindows(key, periods, input.minMicros, input.maxMicros, (window, id) => rows.readPeriod(db, hash, window, id, nowMs))
-    if ('ok' in fitted) return fitted
+    if ('ok' in fitted) return refuse(fitted)
     let { grant } = fitted
     let { room } = fitted
     if (session !== null && s !== undefined) {
-      if (s.max_steps !== null && s.steps >= s.max_steps) return { ok: false, reason: 'session_steps_exceeded' }
+      if (s.max_steps !== null && s.steps >= s.max_steps) return refuse({ ok: false, reason: 'session_steps_exceeded' })
       if (s.budget !== null) {
         const used = s.spent + s.held
         if (s.budget - used < input.minMicros) {
-          return { ok: false, reason: 'session_budget_exceeded', limitMicros: s.budget, spentMicros: used, heldMicros: s.held }
+          return refuse({ ok: false, reason: 'session_budget_exceeded', limitMicros: s.budget, spentMicros: used, heldMicros: s.held })
         }
         grant = Math.min(grant, s.budget - used)
         room = lowest(room, s.budget - used)
