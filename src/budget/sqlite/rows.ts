@@ -256,13 +256,18 @@ export function growReservation(db: Db, hash: string, requestId: string, add: Mi
  * record was held (settled before, or none: see settleReservation).
  */
 export function settleHeld(db: Db, hash: string, requestId: string, charged: Micros, expiresAt: number, nowMs: number): number | undefined {
+  // A read, then an update by primary key: cheaper in SQLite than one UPDATE … RETURNING (which buffers its rows).
   const row = db
-    .statement(
-      `UPDATE reservations SET state = 'settled', charged = ?3, booked = '', expires_at = ?4
-       WHERE hash = ?1 AND request_id = ?2 AND expires_at > ?5 AND state = 'held' RETURNING amount`,
-    )
-    .get(hash, requestId, charged, expiresAt, nowMs) as { amount: number } | undefined
-  return row?.amount
+    .statement(`SELECT amount FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ? AND state = 'held'`)
+    .get(hash, requestId, nowMs) as { amount: number } | undefined
+  if (row === undefined) return undefined
+  db.statement(`UPDATE reservations SET state = 'settled', charged = ?3, booked = '', expires_at = ?4 WHERE hash = ?1 AND request_id = ?2`).run(
+    hash,
+    requestId,
+    charged,
+    expiresAt,
+  )
+  return row.amount
 }
 
 /**

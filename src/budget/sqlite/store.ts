@@ -291,7 +291,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   /** Charges `actual` and releases the hold in the booked places, once per request id. */
   function settleTx(hash: string, requestId: string, bookedKeys: readonly string[], actual: Micros, nowMs: number): SettleResult {
     const expiresAt = nowMs + SETTLED_RECORD_TTL_MS
-    // The common case, a held record, is read and marked settled in one statement.
+    // The common case, a held record, is read and marked settled.
     let reserved = rows.settleHeld(db, hash, requestId, actual, expiresAt, nowMs)
     if (reserved === undefined) {
       const record = rows.readReservation(db, hash, requestId, nowMs)
