@@ -163,27 +163,56 @@ export interface BookedPeriod {
   period: string
 }
 
-// The SQL text of bookInPeriods for n periods, built once per n (a reservation books five).
+/**
+ * The `win` of a key's spend-history rows in the periods table. It sorts before every window name, so a
+ * key's days sit just before its live period rows, and the day a settle adds to is on the page the
+ * settle writes anyway: one page fewer per commit than a table of its own. (Files written before keep
+ * their days in daily_spend too; history reads both.)
+ */
+export const DAY_ROW = '#day'
+
+/** A settle's spend-history row (win DAY_ROW): the UTC day and the lifetime the row is given. */
+export interface BookedDay {
+  day: string
+  expiresAt: number
+}
+
+// The SQL text of bookInPeriods for n periods, without (2n) or with (2n + 1) a day row, built once each.
 const bookSql: string[] = []
 
 /**
  * Charges `actual` and releases up to `reserved` of the hold (never below zero) in every one of `periods`,
- * in one statement; a missing or expired row is recreated with `expiresAt`.
+ * in one statement; a missing or expired row is recreated with `expiresAt`. With `day`, the same
+ * statement adds `actual` to the key's spend on that day and gives the row `day.expiresAt`.
  */
-export function bookInPeriods(db: Db, hash: string, periods: readonly BookedPeriod[], actual: Micros, reserved: Micros, expiresAt: number, nowMs: number): void {
-  if (periods.length === 0) return
-  let sql = bookSql[periods.length]
+export function bookInPeriods(
+  db: Db,
+  hash: string,
+  periods: readonly BookedPeriod[],
+  actual: Micros,
+  reserved: Micros,
+  expiresAt: number,
+  nowMs: number,
+  day: BookedDay | null,
+): void {
+  const n = periods.length
+  if (n === 0 && day === null) return
+  const shape = 2 * n + (day === null ? 0 : 1)
+  let sql = bookSql[shape]
   if (sql === undefined) {
-    const values = periods.map((_, i) => `(?1, ?${6 + 2 * i}, ?${7 + 2 * i}, ?2, 0, ?4)`).join(', ')
-    sql = `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values}
+    const values = periods.map((_, i) => `(?1, ?${6 + 2 * i}, ?${7 + 2 * i}, ?2, 0, ?4)`)
+    if (day !== null) values.push(`(?1, '${DAY_ROW}', ?${6 + 2 * n}, ?2, 0, ?${7 + 2 * n})`)
+    // The day row (spend history) always adds, keeps its hold (none) and takes the new lifetime; period rows as holdInPeriod.
+    sql = `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values.join(', ')}
      ON CONFLICT (hash, win, period) DO UPDATE SET
-       spent = CASE WHEN expires_at > ?5 THEN spent ELSE 0 END + ?2,
-       held = CASE WHEN expires_at > ?5 THEN max(held - ?3, 0) ELSE 0 END,
-       expires_at = CASE WHEN expires_at > ?5 THEN expires_at ELSE ?4 END`
-    bookSql[periods.length] = sql
+       spent = CASE WHEN win = '${DAY_ROW}' OR expires_at > ?5 THEN spent ELSE 0 END + ?2,
+       held = CASE WHEN win = '${DAY_ROW}' THEN held WHEN expires_at > ?5 THEN max(held - ?3, 0) ELSE 0 END,
+       expires_at = CASE WHEN win = '${DAY_ROW}' OR expires_at <= ?5 THEN excluded.expires_at ELSE expires_at END`
+    bookSql[shape] = sql
   }
   const args: Array<string | number> = [hash, actual, reserved, expiresAt, nowMs]
   for (const p of periods) args.push(p.window, p.period)
+  if (day !== null) args.push(day.day, day.expiresAt)
   db.statement(sql).run(...args)
 }
 
@@ -320,22 +349,6 @@ export function trimLoopScope(db: Db, hash: string, scope: string, keep: number,
        SELECT step FROM loops WHERE hash = ?1 AND scope = ?2 ORDER BY since_ms, step
        LIMIT max(0, (SELECT count(*) FROM loops WHERE hash = ?1 AND scope = ?2) - ?3))`,
   ).run(hash, scope, keep)
-}
-
-/**
- * The `win` of a key's spend-history rows in the periods table. It sorts before every window name, so a
- * key's days sit just before its live period rows, and the day a settle adds to is on the page the
- * settle writes anyway: one page fewer per commit than a table of its own. (Files written before keep
- * their days in daily_spend too; history reads both.)
- */
-export const DAY_ROW = '#day'
-
-/** Adds `actual` to the key's spend on `day` (spend history, kept until `expiresAt`). */
-export function bookDay(db: Db, hash: string, day: string, actual: Micros, expiresAt: number): void {
-  db.statement(
-    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (?1, '${DAY_ROW}', ?2, ?3, 0, ?4)
-     ON CONFLICT (hash, win, period) DO UPDATE SET spent = spent + ?3, expires_at = ?4`,
-  ).run(hash, day, actual, expiresAt)
 }
 
 /** Settled spend per day from `first` to `last` (inclusive, 'YYYY-MM-DD'), days with none left out. */

@@ -312,8 +312,8 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       }
       periods = parsed
     }
-    rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs)
-    if (actual > 0) rows.bookDay(db, hash, dayOfCached(nowMs), actual, dayExpiresAt(nowMs))
+    const day = actual > 0 ? { day: dayOfCached(nowMs), expiresAt: dayExpiresAt(nowMs) } : null
+    rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs, day)
     return { chargedMicros: actual, alreadySettled: false }
   }
 
