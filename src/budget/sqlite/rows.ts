@@ -83,9 +83,44 @@ const READ_FOR_RESERVE_SQL = `SELECT active, providers, lim_minute, lim_hourly, 
     EXISTS (SELECT 1 FROM reservations WHERE hash = ?1 AND request_id = ?2 AND expires_at > ?3) AS used
   FROM keys WHERE hash = ?1`
 
+/** A READ_FOR_RESERVE_SQL row, in its column order. */
+type ReserveValues = [
+  active: number,
+  providers: string,
+  lim_minute: number | null,
+  lim_hourly: number | null,
+  lim_daily: number | null,
+  lim_weekly: number | null,
+  lim_monthly: number | null,
+  session_budget: number | null,
+  session_max_steps: number | null,
+  unlimited: number,
+  rpm: number | null,
+  loop_limit: number | null,
+  loop_window: number | null,
+  used: number,
+]
+
 /** The key row and the request id's use, in one statement; undefined when the key does not exist. */
 export function readForReserve(db: Db, hash: string, requestId: string, nowMs: number): ReserveRow | undefined {
-  return db.statement(READ_FOR_RESERVE_SQL).get(hash, requestId, nowMs) as ReserveRow | undefined
+  const v = db.arrayStatement(READ_FOR_RESERVE_SQL).get(hash, requestId, nowMs) as ReserveValues | undefined
+  if (v === undefined) return undefined
+  return {
+    active: v[0],
+    providers: v[1],
+    lim_minute: v[2],
+    lim_hourly: v[3],
+    lim_daily: v[4],
+    lim_weekly: v[5],
+    lim_monthly: v[6],
+    session_budget: v[7],
+    session_max_steps: v[8],
+    unlimited: v[9],
+    rpm: v[10],
+    loop_limit: v[11],
+    loop_window: v[12],
+    used: v[13],
+  }
 }
 
 export function readKey(db: Db, hash: string): KeyRow | undefined {
@@ -98,10 +133,10 @@ export function readKey(db: Db, hash: string): KeyRow | undefined {
 }
 
 export function readPeriod(db: Db, hash: string, window: WindowName, period: string, nowMs: number): { spent: number; held: number } {
-  const row = db
-    .statement('SELECT spent, held FROM periods WHERE hash = ? AND win = ? AND period = ? AND expires_at > ?')
-    .get(hash, window, period, nowMs) as { spent: number; held: number } | undefined
-  return row ?? { spent: 0, held: 0 }
+  const v = db
+    .arrayStatement('SELECT spent, held FROM periods WHERE hash = ? AND win = ? AND period = ? AND expires_at > ?')
+    .get(hash, window, period, nowMs) as [number, number] | undefined
+  return v === undefined ? { spent: 0, held: 0 } : { spent: v[0], held: v[1] }
 }
 
 /** Requests admitted in a period (only the minute's are counted). */
@@ -287,8 +322,8 @@ export function growReservation(db: Db, hash: string, requestId: string, add: Mi
 export function settleHeld(db: Db, hash: string, requestId: string, charged: Micros, expiresAt: number, nowMs: number): number | undefined {
   // A read, then an update by primary key: cheaper in SQLite than one UPDATE … RETURNING (which buffers its rows).
   const row = db
-    .statement(`SELECT amount FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ? AND state = 'held'`)
-    .get(hash, requestId, nowMs) as { amount: number } | undefined
+    .arrayStatement(`SELECT amount FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ? AND state = 'held'`)
+    .get(hash, requestId, nowMs) as [amount: number] | undefined
   if (row === undefined) return undefined
   db.statement(`UPDATE reservations SET state = 'settled', charged = ?3, booked = '', expires_at = ?4 WHERE hash = ?1 AND request_id = ?2`).run(
     hash,
@@ -296,7 +331,7 @@ export function settleHeld(db: Db, hash: string, requestId: string, charged: Mic
     charged,
     expiresAt,
   )
-  return row.amount
+  return row[0]
 }
 
 /**
