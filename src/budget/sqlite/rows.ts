@@ -252,9 +252,10 @@ export function bookInPeriods(
 }
 
 export function readSession(db: Db, hash: string, id: string, nowMs: number): SessionRow | undefined {
-  return db
-    .statement('SELECT budget, max_steps, steps, spent, held, loop_limit FROM sessions WHERE hash = ? AND id = ? AND expires_at > ?')
-    .get(hash, id, nowMs) as SessionRow | undefined
+  const v = db
+    .arrayStatement('SELECT budget, max_steps, steps, spent, held, loop_limit FROM sessions WHERE hash = ? AND id = ? AND expires_at > ?')
+    .get(hash, id, nowMs) as [budget: number | null, max_steps: number | null, steps: number, spent: number, held: number, loop_limit: number | null] | undefined
+  return v === undefined ? undefined : { budget: v[0], max_steps: v[1], steps: v[2], spent: v[3], held: v[4], loop_limit: v[5] }
 }
 
 /** Drops a session row whose idle lifetime is over, so what follows sees a new session. */
@@ -288,11 +289,10 @@ export function bookInSession(db: Db, hash: string, id: string, actual: Micros, 
 }
 
 export function readReservation(db: Db, hash: string, requestId: string, nowMs: number): ReservationRow | undefined {
-  return db
-    .statement(
-      'SELECT state, amount, provider, booked, charged FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ?',
-    )
-    .get(hash, requestId, nowMs) as ReservationRow | undefined
+  const v = db
+    .arrayStatement('SELECT state, amount, provider, booked, charged FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ?')
+    .get(hash, requestId, nowMs) as [state: ReservationRow['state'], amount: number, provider: string, booked: string, charged: number] | undefined
+  return v === undefined ? undefined : { state: v[0], amount: v[1], provider: v[2], booked: v[3], charged: v[4] }
 }
 
 export function writeReservation(
@@ -348,9 +348,10 @@ export function settleReservation(db: Db, hash: string, requestId: string, charg
 
 /** A loop step's counted repeats, first sighting and requests in flight; undefined when absent. Expiry is the caller's (window) rule. */
 export function readLoopStep(db: Db, hash: string, scope: string, step: string): { count: number; since_ms: number; inflight: number } | undefined {
-  return db.statement('SELECT count, since_ms, inflight FROM loops WHERE hash = ? AND scope = ? AND step = ?').get(hash, scope, step) as
-    | { count: number; since_ms: number; inflight: number }
+  const v = db.arrayStatement('SELECT count, since_ms, inflight FROM loops WHERE hash = ? AND scope = ? AND step = ?').get(hash, scope, step) as
+    | [count: number, since_ms: number, inflight: number]
     | undefined
+  return v === undefined ? undefined : { count: v[0], since_ms: v[1], inflight: v[2] }
 }
 
 /** Writes a loop step; the row may be swept once its window is over (`expiresAt`). */
