@@ -3,6 +3,7 @@
 // noise hits both builds alike. Prints CPU per request of each side, per trial and as medians with spread.
 //   node bench/ab.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--mode=closed|open] [--rate=1000] [--concurrency=64]
 //                     [--trials=6] [--duration=4000] [--together] [--prof=DIR (B and the floor under --cpu-prof; or --import=MODULE, preloaded in all three)]
+//                     [--store=redis|sqlite (sqlite: each proxy, and the floor, on its own embedded store file)]
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -18,6 +19,8 @@ const rate = Number(arg('rate', '1000'))
 const concurrency = Number(arg('concurrency', '64'))
 const builds = { a: resolve(arg('a', join(ROOT, 'dist/cli.js'))), b: resolve(arg('b', join(ROOT, 'dist/cli.js'))) }
 const profDir = arg('prof', null)
+const storeKind = arg('store', 'redis')
+if (storeKind !== 'redis' && storeKind !== 'sqlite') throw new Error(`--store must be redis or sqlite, not ${storeKind}`)
 // --together: a and b loaded at the same time (each its own closed loop or open loop), no floor trials.
 const together = process.argv.includes('--together')
 // --import=MODULE: preload MODULE (e.g. an allocation sampler) in b and the floor instead of --cpu-prof.
@@ -36,22 +39,30 @@ try {
   const fake = await startFake({ pin: pinning.used })
   started.push(fake)
   await fake.reset({ completionTokens: 16 })
+  const sqlite = storeKind === 'sqlite'
+  // On the embedded store each proxy has a file of its own (named by LOOPERS_DB, no REDIS_URL).
+  const proxyStore = (name) => (sqlite ? { redisUrl: null, extraEnv: { LOOPERS_DB: join(dir, `${name}.db`) } } : { redisUrl: redis.url })
+  const floorStore = sqlite ? { store: 'sqlite', dbPath: join(dir, 'floor.db') } : { store: 'redis', redisUrl: redis.url }
   const sides = {
-    floor: await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url, nodeArgs: profFlags(`${profDir}/floor`) }),
-    a: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'a', cliPath: builds.a, nodeOptions: arg('import', null) === null ? [] : ['--import', arg('import')] }),
-    b: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'b', cliPath: builds.b, nodeOptions: profFlags(profDir) }),
+    floor: await startFloor({ pin: pinning.used, upstreamUrl: fake.url, ...floorStore, nodeArgs: profFlags(`${profDir}/floor`) }),
+    a: await startProxy({ pin: pinning.used, ...proxyStore('a'), upstreamUrl: fake.url, dir, name: 'a', cliPath: builds.a, nodeOptions: arg('import', null) === null ? [] : ['--import', arg('import')] }),
+    b: await startProxy({ pin: pinning.used, ...proxyStore('b'), upstreamUrl: fake.url, dir, name: 'b', cliPath: builds.b, nodeOptions: profFlags(profDir) }),
   }
   started.push(...Object.values(sides))
-  const key = await createBenchKey(redis.url, 'bench-ab')
-  const request = requestPair(key, BODY).proxied
+  const keys = sqlite
+    ? { a: await createSqliteBenchKey(join(dir, 'a.db')), b: await createSqliteBenchKey(join(dir, 'b.db')) }
+    : { a: await createBenchKey(redis.url, 'bench-ab') }
+  keys.b ??= keys.a
+  keys.floor = keys.a
+  const requests = Object.fromEntries(Object.entries(keys).map(([n, key]) => [n, requestPair(key, BODY).proxied]))
   const names = Object.keys(sides)
   const pools = Object.fromEntries(names.map((n) => [n, createPool(sides[n].url, mode === 'closed' ? concurrency : 256)]))
   const served = Object.fromEntries(names.map((n) => [n, 0]))
   process.stdout.write(`pids: ${names.map((n) => `${n} ${sides[n].pid}`).join(', ')}\n`)
   const run = async (n, ms) => {
     const r = await (mode === 'closed'
-      ? closedLoop({ origin: sides[n].url, request, concurrency, durationMs: ms, pool: pools[n] })
-      : openLoop({ origin: sides[n].url, request, rate, durationMs: ms, pool: pools[n] }))
+      ? closedLoop({ origin: sides[n].url, request: requests[n], concurrency, durationMs: ms, pool: pools[n] })
+      : openLoop({ origin: sides[n].url, request: requests[n], rate, durationMs: ms, pool: pools[n] }))
     served[n] += r.ok
     return r
   }
@@ -92,6 +103,21 @@ try {
   for (const s of started.reverse()) await s.stop()
   rmSync(dir, { recursive: true, force: true })
   clearTimeout(watchdog)
+}
+
+/** A bench key (as createBenchKey's) made on the embedded store file at `path`, as the CLI would. */
+async function createSqliteBenchKey(path) {
+  const { createDb } = await import('../dist/budget/sqlite/database.js')
+  const { createSqliteKeyAdmin } = await import('../dist/budget/sqlite/admin.js')
+  const db = createDb(path)
+  try {
+    const admin = createSqliteKeyAdmin(db)
+    const { key, record } = await admin.createKey('bench-ab', ['openai'])
+    await admin.setBudget(record.hash, { limits: { daily: 10_000_000_000_000 }, loopLimit: 0 })
+    return key
+  } finally {
+    db.close()
+  }
 }
 
 function report(per, med) {

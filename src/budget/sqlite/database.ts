@@ -30,6 +30,11 @@ export interface Db {
   /** Prepared once per SQL text and reused. */
   statement(sql: string): StatementSync
   /**
+   * The same, its rows read as arrays of the selected columns in order: for hot reads, as node:sqlite
+   * makes a row object in dictionary mode (slow to make and to read).
+   */
+  arrayStatement(sql: string): StatementSync
+  /**
    * Runs `work` (synchronous, a few statements) in one BEGIN IMMEDIATE transaction. While another
    * process holds the write lock it retries on timers for up to the busy timeout; then, and for any
    * other SQLite fault, it rejects with StoreUnavailableError. Works queued in one turn of the event
@@ -69,6 +74,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
   let closed = false
   let autoCheckpoint = true
   const statements = new Map<string, StatementSync>()
+  const arrayStatements = new Map<string, StatementSync>()
   const report = (next: 'ready' | 'down', err?: Error): void => {
     if (next === status) return
     status = next
@@ -164,6 +170,15 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       }
       return s
     },
+    arrayStatement(sql) {
+      let s = arrayStatements.get(sql)
+      if (s === undefined) {
+        s = connection().prepare(sql)
+        s.setReturnArrays(true)
+        arrayStatements.set(sql, s)
+      }
+      return s
+    },
     transactionNow,
     transaction<T>(what: string, work: () => T): Promise<T> {
       return new Promise<T>((resolve, reject) => {
@@ -180,6 +195,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       if (closed) return
       closed = true
       statements.clear()
+      arrayStatements.clear()
       db?.close()
       db = null
     },

@@ -83,9 +83,44 @@ const READ_FOR_RESERVE_SQL = `SELECT active, providers, lim_minute, lim_hourly, 
     EXISTS (SELECT 1 FROM reservations WHERE hash = ?1 AND request_id = ?2 AND expires_at > ?3) AS used
   FROM keys WHERE hash = ?1`
 
+/** A READ_FOR_RESERVE_SQL row, in its column order. */
+type ReserveValues = [
+  active: number,
+  providers: string,
+  lim_minute: number | null,
+  lim_hourly: number | null,
+  lim_daily: number | null,
+  lim_weekly: number | null,
+  lim_monthly: number | null,
+  session_budget: number | null,
+  session_max_steps: number | null,
+  unlimited: number,
+  rpm: number | null,
+  loop_limit: number | null,
+  loop_window: number | null,
+  used: number,
+]
+
 /** The key row and the request id's use, in one statement; undefined when the key does not exist. */
 export function readForReserve(db: Db, hash: string, requestId: string, nowMs: number): ReserveRow | undefined {
-  return db.statement(READ_FOR_RESERVE_SQL).get(hash, requestId, nowMs) as ReserveRow | undefined
+  const v = db.arrayStatement(READ_FOR_RESERVE_SQL).get(hash, requestId, nowMs) as ReserveValues | undefined
+  if (v === undefined) return undefined
+  return {
+    active: v[0],
+    providers: v[1],
+    lim_minute: v[2],
+    lim_hourly: v[3],
+    lim_daily: v[4],
+    lim_weekly: v[5],
+    lim_monthly: v[6],
+    session_budget: v[7],
+    session_max_steps: v[8],
+    unlimited: v[9],
+    rpm: v[10],
+    loop_limit: v[11],
+    loop_window: v[12],
+    used: v[13],
+  }
 }
 
 export function readKey(db: Db, hash: string): KeyRow | undefined {
@@ -98,10 +133,10 @@ export function readKey(db: Db, hash: string): KeyRow | undefined {
 }
 
 export function readPeriod(db: Db, hash: string, window: WindowName, period: string, nowMs: number): { spent: number; held: number } {
-  const row = db
-    .statement('SELECT spent, held FROM periods WHERE hash = ? AND win = ? AND period = ? AND expires_at > ?')
-    .get(hash, window, period, nowMs) as { spent: number; held: number } | undefined
-  return row ?? { spent: 0, held: 0 }
+  const v = db
+    .arrayStatement('SELECT spent, held FROM periods WHERE hash = ? AND win = ? AND period = ? AND expires_at > ?')
+    .get(hash, window, period, nowMs) as [number, number] | undefined
+  return v === undefined ? { spent: 0, held: 0 } : { spent: v[0], held: v[1] }
 }
 
 /** Requests admitted in a period (only the minute's are counted). */
@@ -123,19 +158,38 @@ export function holdInPeriod(db: Db, hash: string, window: WindowName, period: s
   ).run(hash, window, period, add, expiresAt, nowMs)
 }
 
-/** A reserve's hold in all five window periods in one statement (same rules as holdInPeriod); counts the request in the minute. */
-export function holdInAllPeriods(db: Db, hash: string, periods: readonly { window: WindowName; period: string; expiresAt: number }[], add: Micros, nowMs: number): void {
-  if (periods.length !== WINDOW_NAMES.length) throw new RangeError(`expected ${WINDOW_NAMES.length} periods, got ${periods.length}`)
-  // The request count is a literal per row (1 for the minute), so the SQL text, and its prepared statement, stays one.
-  const values = periods.map((p, i) => `(?1, ?${3 + 3 * i}, ?${4 + 3 * i}, 0, ?2, ?${5 + 3 * i}, ${p.window === 'minute' ? 1 : 0})`).join(', ')
-  db.statement(
-    `INSERT INTO periods (hash, win, period, spent, held, expires_at, requests) VALUES ${values}
+/** One period a reserve holds in: the row and the lifetime a new row starts with. */
+export interface PeriodHold {
+  window: WindowName
+  period: string
+  expiresAt: number
+}
+
+// The request count is a literal per row (1 for the minute), so the SQL text, and its prepared statement, stays one.
+const HOLD_IN_ALL_SQL = `INSERT INTO periods (hash, win, period, spent, held, expires_at, requests) VALUES ${WINDOW_NAMES.map(
+  (window, i) => `(?1, ?${3 + 3 * i}, ?${4 + 3 * i}, 0, ?2, ?${5 + 3 * i}, ${window === 'minute' ? 1 : 0})`,
+).join(', ')}
      ON CONFLICT (hash, win, period) DO UPDATE SET
        spent = CASE WHEN expires_at > ?18 THEN spent ELSE 0 END,
        held = CASE WHEN expires_at > ?18 THEN held ELSE 0 END + excluded.held,
        requests = CASE WHEN expires_at > ?18 THEN requests ELSE 0 END + excluded.requests,
-       expires_at = CASE WHEN expires_at > ?18 THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`,
-  ).run(hash, add, ...periods.flatMap((p) => [p.window, p.period, p.expiresAt]), nowMs)
+       expires_at = CASE WHEN expires_at > ?18 THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`
+
+/** A reserve's hold in all five window periods (WINDOW_NAMES order) in one statement (same rules as holdInPeriod); counts the request in the minute. */
+export function holdInAllPeriods(db: Db, hash: string, periods: readonly PeriodHold[], add: Micros, nowMs: number): void {
+  if (periods.length !== WINDOW_NAMES.length || periods.some((p, i) => p.window !== WINDOW_NAMES[i])) {
+    throw new RangeError(`expected the ${WINDOW_NAMES.length} periods in window order`)
+  }
+  const [m, h, d, w, mo] = periods as [PeriodHold, PeriodHold, PeriodHold, PeriodHold, PeriodHold]
+  db.statement(HOLD_IN_ALL_SQL).run(
+    hash, add,
+    m.window, m.period, m.expiresAt,
+    h.window, h.period, h.expiresAt,
+    d.window, d.period, d.expiresAt,
+    w.window, w.period, w.expiresAt,
+    mo.window, mo.period, mo.expiresAt,
+    nowMs,
+  )
 }
 
 /** One settle's booked periods: where it charges and releases. */
@@ -144,34 +198,64 @@ export interface BookedPeriod {
   period: string
 }
 
-// The SQL text of bookInPeriods for n periods, built once per n (a reservation books five).
+/**
+ * The `win` of a key's spend-history rows in the periods table. It sorts before every window name, so a
+ * key's days sit just before its live period rows, and the day a settle adds to is on the page the
+ * settle writes anyway: one page fewer per commit than a table of its own. (Files written before keep
+ * their days in daily_spend too; history reads both.)
+ */
+export const DAY_ROW = '#day'
+
+/** A settle's spend-history row (win DAY_ROW): the UTC day and the lifetime the row is given. */
+export interface BookedDay {
+  day: string
+  expiresAt: number
+}
+
+// The SQL text of bookInPeriods for n periods, without (2n) or with (2n + 1) a day row, built once each.
 const bookSql: string[] = []
 
 /**
  * Charges `actual` and releases up to `reserved` of the hold (never below zero) in every one of `periods`,
- * in one statement; a missing or expired row is recreated with `expiresAt`.
+ * in one statement; a missing or expired row is recreated with `expiresAt`. With `day`, the same
+ * statement adds `actual` to the key's spend on that day and gives the row `day.expiresAt`.
  */
-export function bookInPeriods(db: Db, hash: string, periods: readonly BookedPeriod[], actual: Micros, reserved: Micros, expiresAt: number, nowMs: number): void {
-  if (periods.length === 0) return
-  let sql = bookSql[periods.length]
+export function bookInPeriods(
+  db: Db,
+  hash: string,
+  periods: readonly BookedPeriod[],
+  actual: Micros,
+  reserved: Micros,
+  expiresAt: number,
+  nowMs: number,
+  day: BookedDay | null,
+): void {
+  const n = periods.length
+  if (n === 0 && day === null) return
+  const shape = 2 * n + (day === null ? 0 : 1)
+  let sql = bookSql[shape]
   if (sql === undefined) {
-    const values = periods.map((_, i) => `(?1, ?${6 + 2 * i}, ?${7 + 2 * i}, ?2, 0, ?4)`).join(', ')
-    sql = `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values}
+    const values = periods.map((_, i) => `(?1, ?${6 + 2 * i}, ?${7 + 2 * i}, ?2, 0, ?4)`)
+    if (day !== null) values.push(`(?1, '${DAY_ROW}', ?${6 + 2 * n}, ?2, 0, ?${7 + 2 * n})`)
+    // The day row (spend history) always adds, keeps its hold (none) and takes the new lifetime; period rows as holdInPeriod.
+    sql = `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values.join(', ')}
      ON CONFLICT (hash, win, period) DO UPDATE SET
-       spent = CASE WHEN expires_at > ?5 THEN spent ELSE 0 END + ?2,
-       held = CASE WHEN expires_at > ?5 THEN max(held - ?3, 0) ELSE 0 END,
-       expires_at = CASE WHEN expires_at > ?5 THEN expires_at ELSE ?4 END`
-    bookSql[periods.length] = sql
+       spent = CASE WHEN win = '${DAY_ROW}' OR expires_at > ?5 THEN spent ELSE 0 END + ?2,
+       held = CASE WHEN win = '${DAY_ROW}' THEN held WHEN expires_at > ?5 THEN max(held - ?3, 0) ELSE 0 END,
+       expires_at = CASE WHEN win = '${DAY_ROW}' OR expires_at <= ?5 THEN excluded.expires_at ELSE expires_at END`
+    bookSql[shape] = sql
   }
   const args: Array<string | number> = [hash, actual, reserved, expiresAt, nowMs]
   for (const p of periods) args.push(p.window, p.period)
+  if (day !== null) args.push(day.day, day.expiresAt)
   db.statement(sql).run(...args)
 }
 
 export function readSession(db: Db, hash: string, id: string, nowMs: number): SessionRow | undefined {
-  return db
-    .statement('SELECT budget, max_steps, steps, spent, held, loop_limit FROM sessions WHERE hash = ? AND id = ? AND expires_at > ?')
-    .get(hash, id, nowMs) as SessionRow | undefined
+  const v = db
+    .arrayStatement('SELECT budget, max_steps, steps, spent, held, loop_limit FROM sessions WHERE hash = ? AND id = ? AND expires_at > ?')
+    .get(hash, id, nowMs) as [budget: number | null, max_steps: number | null, steps: number, spent: number, held: number, loop_limit: number | null] | undefined
+  return v === undefined ? undefined : { budget: v[0], max_steps: v[1], steps: v[2], spent: v[3], held: v[4], loop_limit: v[5] }
 }
 
 /** Drops a session row whose idle lifetime is over, so what follows sees a new session. */
@@ -205,11 +289,10 @@ export function bookInSession(db: Db, hash: string, id: string, actual: Micros, 
 }
 
 export function readReservation(db: Db, hash: string, requestId: string, nowMs: number): ReservationRow | undefined {
-  return db
-    .statement(
-      'SELECT state, amount, provider, booked, charged FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ?',
-    )
-    .get(hash, requestId, nowMs) as ReservationRow | undefined
+  const v = db
+    .arrayStatement('SELECT state, amount, provider, booked, charged FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ?')
+    .get(hash, requestId, nowMs) as [state: ReservationRow['state'], amount: number, provider: string, booked: string, charged: number] | undefined
+  return v === undefined ? undefined : { state: v[0], amount: v[1], provider: v[2], booked: v[3], charged: v[4] }
 }
 
 export function writeReservation(
@@ -237,13 +320,18 @@ export function growReservation(db: Db, hash: string, requestId: string, add: Mi
  * record was held (settled before, or none: see settleReservation).
  */
 export function settleHeld(db: Db, hash: string, requestId: string, charged: Micros, expiresAt: number, nowMs: number): number | undefined {
+  // A read, then an update by primary key: cheaper in SQLite than one UPDATE … RETURNING (which buffers its rows).
   const row = db
-    .statement(
-      `UPDATE reservations SET state = 'settled', charged = ?3, booked = '', expires_at = ?4
-       WHERE hash = ?1 AND request_id = ?2 AND expires_at > ?5 AND state = 'held' RETURNING amount`,
-    )
-    .get(hash, requestId, charged, expiresAt, nowMs) as { amount: number } | undefined
-  return row?.amount
+    .arrayStatement(`SELECT amount FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ? AND state = 'held'`)
+    .get(hash, requestId, nowMs) as [amount: number] | undefined
+  if (row === undefined) return undefined
+  db.statement(`UPDATE reservations SET state = 'settled', charged = ?3, booked = '', expires_at = ?4 WHERE hash = ?1 AND request_id = ?2`).run(
+    hash,
+    requestId,
+    charged,
+    expiresAt,
+  )
+  return row[0]
 }
 
 /**
@@ -260,9 +348,10 @@ export function settleReservation(db: Db, hash: string, requestId: string, charg
 
 /** A loop step's counted repeats, first sighting and requests in flight; undefined when absent. Expiry is the caller's (window) rule. */
 export function readLoopStep(db: Db, hash: string, scope: string, step: string): { count: number; since_ms: number; inflight: number } | undefined {
-  return db.statement('SELECT count, since_ms, inflight FROM loops WHERE hash = ? AND scope = ? AND step = ?').get(hash, scope, step) as
-    | { count: number; since_ms: number; inflight: number }
+  const v = db.arrayStatement('SELECT count, since_ms, inflight FROM loops WHERE hash = ? AND scope = ? AND step = ?').get(hash, scope, step) as
+    | [count: number, since_ms: number, inflight: number]
     | undefined
+  return v === undefined ? undefined : { count: v[0], since_ms: v[1], inflight: v[2] }
 }
 
 /** Writes a loop step; the row may be swept once its window is over (`expiresAt`). */
@@ -296,22 +385,6 @@ export function trimLoopScope(db: Db, hash: string, scope: string, keep: number,
        SELECT step FROM loops WHERE hash = ?1 AND scope = ?2 ORDER BY since_ms, step
        LIMIT max(0, (SELECT count(*) FROM loops WHERE hash = ?1 AND scope = ?2) - ?3))`,
   ).run(hash, scope, keep)
-}
-
-/**
- * The `win` of a key's spend-history rows in the periods table. It sorts before every window name, so a
- * key's days sit just before its live period rows, and the day a settle adds to is on the page the
- * settle writes anyway: one page fewer per commit than a table of its own. (Files written before keep
- * their days in daily_spend too; history reads both.)
- */
-export const DAY_ROW = '#day'
-
-/** Adds `actual` to the key's spend on `day` (spend history, kept until `expiresAt`). */
-export function bookDay(db: Db, hash: string, day: string, actual: Micros, expiresAt: number): void {
-  db.statement(
-    `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES (?1, '${DAY_ROW}', ?2, ?3, 0, ?4)
-     ON CONFLICT (hash, win, period) DO UPDATE SET spent = spent + ?3, expires_at = ?4`,
-  ).run(hash, day, actual, expiresAt)
 }
 
 /** Settled spend per day from `first` to `last` (inclusive, 'YYYY-MM-DD'), days with none left out. */

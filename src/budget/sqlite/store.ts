@@ -39,6 +39,32 @@ type KeyCheck = { ok: true; key: rows.KeyRow } | Refusal
 /** A window period's settled spend and holds. */
 type Usage = (window: WindowName, periodId: string) => { spent: Micros; held: Micros }
 
+/**
+ * What every reserve within one UTC minute books alike, made once a minute: the periods, their booked keys
+ * (frozen, so reservations share them) as an array and as the stored list, and the holds' rows.
+ */
+interface MinutePlan {
+  periods: readonly Period[]
+  windows: readonly { period: Period; id: string }[]
+  bookedKeys: readonly string[]
+  booked: string
+  bookedPeriods: readonly rows.BookedPeriod[]
+  holds: readonly rows.PeriodHold[]
+}
+
+function makeMinutePlan(periods: readonly Period[]): MinutePlan {
+  const bookedPeriods = periods.map((p) => ({ window: p.window, period: p.id }))
+  const bookedKeys = Object.freeze(bookedPeriods.map((b) => rows.bookedKey({ kind: 'period', ...b })))
+  return {
+    periods,
+    windows: periods.map((period) => ({ period, id: period.id })),
+    bookedKeys,
+    booked: bookedKeys.join('\n'),
+    bookedPeriods,
+    holds: periods.map((p) => ({ window: p.window, period: p.id, expiresAt: p.resetsAt.getTime() + GRACE_MS })),
+  }
+}
+
 // The UTC day of the last settle: the date string is made once a day, not once a request.
 let lastDay = { index: -1, day: '' }
 function dayOfCached(nowMs: number): string {
@@ -51,6 +77,18 @@ function dayOfCached(nowMs: number): string {
 export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): BudgetStore {
   const now = opts.now ?? Date.now
   const sessionTtlMs = (opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS) * 1000
+  let plan: MinutePlan | null = null
+  const minutePlan = (nowMs: number): MinutePlan => {
+    const periods = currentPeriods(nowMs)
+    if (plan?.periods !== periods) plan = makeMinutePlan(periods)
+    return plan
+  }
+  // A reservation's created_at: requests in the same millisecond share the string.
+  let created = { ms: Number.NaN, iso: '' }
+  const createdAt = (nowMs: number): string => {
+    if (created.ms !== nowMs) created = { ms: nowMs, iso: new Date(nowMs).toISOString() }
+    return created.iso
+  }
 
   function checkKey(hash: string, provider: string): KeyCheck {
     return checkKeyRow(rows.readKey(db, hash), provider)
@@ -101,12 +139,19 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     if (row?.used === 1) {
       throw new StoreUnavailableError(`request id ${input.requestId} was already used`)
     }
-    const periods = currentPeriods(nowMs).map((period) => ({ period, id: period.id }))
+    const minute = minutePlan(nowMs)
+    const periods = minute.windows
     const sessionExpiresAt = nowMs + sessionTtlMs
 
     // The session's limits are the lowest of what it has, what this request asks and the key's
     // defaults: lowered, never raised, and a lowering sticks even when this request is refused.
     let s: rows.SessionRow | undefined
+    // The session row is written once: by a refusal as read and lowered (keepAlive), by an admission counted.
+    let keepAlive = false
+    const refuse = (refusal: Refusal): Refusal => {
+      if (keepAlive && session !== null && s !== undefined) rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
+      return refusal
+    }
     if (session !== null) {
       rows.dropExpiredSession(db, hash, session.id, nowMs)
       const stored = rows.readSession(db, hash, session.id, nowMs)
@@ -119,9 +164,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         loop_limit: lowest(stored?.loop_limit ?? null, session.loopLimit ?? null),
       }
       // Every request with a session keeps it alive, admitted or not.
-      if (stored !== undefined || s.budget !== null || s.max_steps !== null || s.loop_limit !== null) {
-        rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
-      }
+      keepAlive = stored !== undefined || s.budget !== null || s.max_steps !== null || s.loop_limit !== null
     }
 
     // The loop guard (src/loop/README.md): a step repeated more than the limit within its window is refused.
@@ -137,27 +180,27 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         ? { count: found.count, sinceMs: found.since_ms, inflight: found.inflight, windowMs, isNew: false }
         : { count: 0, sinceMs: nowMs, inflight: 0, windowMs, isNew: found === undefined }
       if (loopEntry.count > loopLimit) {
-        return { ok: false, reason: 'loop_detected', step: loop.step, count: loopEntry.count, limitCount: loopLimit }
+        return refuse({ ok: false, reason: 'loop_detected', step: loop.step, count: loopEntry.count, limitCount: loopLimit })
       }
     }
 
     // The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
-    const minute = periods[0] as { period: Period; id: string }
     if (key.rpm !== null) {
-      const count = rows.readRequests(db, hash, 'minute', minute.id, nowMs)
-      if (count >= key.rpm) return { ok: false, reason: 'rate_limited', limitCount: key.rpm, count, resetsAt: minute.period.resetsAt }
+      const { period, id } = periods[0] as { period: Period; id: string }
+      const count = rows.readRequests(db, hash, 'minute', id, nowMs)
+      if (count >= key.rpm) return refuse({ ok: false, reason: 'rate_limited', limitCount: key.rpm, count, resetsAt: period.resetsAt })
     }
 
     const fitted = fitWindows(key, periods, input.minMicros, input.maxMicros, (window, id) => rows.readPeriod(db, hash, window, id, nowMs))
-    if ('ok' in fitted) return fitted
+    if ('ok' in fitted) return refuse(fitted)
     let { grant } = fitted
     let { room } = fitted
     if (session !== null && s !== undefined) {
-      if (s.max_steps !== null && s.steps >= s.max_steps) return { ok: false, reason: 'session_steps_exceeded' }
+      if (s.max_steps !== null && s.steps >= s.max_steps) return refuse({ ok: false, reason: 'session_steps_exceeded' })
       if (s.budget !== null) {
         const used = s.spent + s.held
         if (s.budget - used < input.minMicros) {
-          return { ok: false, reason: 'session_budget_exceeded', limitMicros: s.budget, spentMicros: used, heldMicros: s.held }
+          return refuse({ ok: false, reason: 'session_budget_exceeded', limitMicros: s.budget, spentMicros: used, heldMicros: s.held })
         }
         grant = Math.min(grant, s.budget - used)
         room = lowest(room, s.budget - used)
@@ -165,8 +208,9 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     }
 
     // Admitted: hold the grant in every window period (limited or not, so status shows all spend).
-    const booked: rows.Booked[] = periods.map(({ period, id }) => ({ kind: 'period', window: period.window, period: id }))
-    rows.holdInAllPeriods(db, hash, periods.map(({ period, id }) => ({ window: period.window, period: id, expiresAt: period.resetsAt.getTime() + GRACE_MS })), grant, nowMs)
+    // Booked beyond the periods: the session and the loop step.
+    const booked: rows.Booked[] = []
+    rows.holdInAllPeriods(db, hash, minute.holds, grant, nowMs)
     if (session !== null && s !== undefined) {
       rows.writeSession(db, hash, session.id, { ...s, steps: s.steps + 1, held: s.held + grant }, sessionExpiresAt)
       booked.push({ kind: 'session', id: session.id })
@@ -182,12 +226,12 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         rows.trimLoopScope(db, hash, loop.scope, LOOP_STEPS_AFTER_TRIM, windowMs, nowMs)
       }
     }
-    const bookedKeys = Object.freeze(booked.map(rows.bookedKey))
+    const bookedKeys = booked.length === 0 ? minute.bookedKeys : Object.freeze([...minute.bookedKeys, ...booked.map(rows.bookedKey)])
     rows.writeReservation(
       db,
       hash,
       input.requestId,
-      { state: 'held', amount: grant, provider: input.provider, booked: bookedKeys.join('\n'), charged: 0, createdAt: new Date(nowMs).toISOString() },
+      { state: 'held', amount: grant, provider: input.provider, booked: booked.length === 0 ? minute.booked : bookedKeys.join('\n'), charged: 0, createdAt: createdAt(nowMs) },
       nowMs + RESERVATION_TTL_MS,
     )
     const remainingMicros = room === null ? null : room - grant
@@ -247,7 +291,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   /** Charges `actual` and releases the hold in the booked places, once per request id. */
   function settleTx(hash: string, requestId: string, bookedKeys: readonly string[], actual: Micros, nowMs: number): SettleResult {
     const expiresAt = nowMs + SETTLED_RECORD_TTL_MS
-    // The common case, a held record, is read and marked settled in one statement.
+    // The common case, a held record, is read and marked settled.
     let reserved = rows.settleHeld(db, hash, requestId, actual, expiresAt, nowMs)
     if (reserved === undefined) {
       const record = rows.readReservation(db, hash, requestId, nowMs)
@@ -256,15 +300,20 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       reserved = 0
       rows.settleReservation(db, hash, requestId, actual, new Date(nowMs).toISOString(), expiresAt)
     }
-    const periods: rows.BookedPeriod[] = []
-    for (const key of bookedKeys) {
-      const b = rows.parseBooked(key)
-      if (b.kind === 'period') periods.push(b)
-      else if (b.kind === 'session') rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
-      else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
+    // The common case, a reservation of this minute booked in its periods alone, needs no parsing.
+    let periods: readonly rows.BookedPeriod[] | undefined = bookedKeys === plan?.bookedKeys ? plan.bookedPeriods : undefined
+    if (periods === undefined) {
+      const parsed: rows.BookedPeriod[] = []
+      for (const key of bookedKeys) {
+        const b = rows.parseBooked(key)
+        if (b.kind === 'period') parsed.push(b)
+        else if (b.kind === 'session') rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
+        else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
+      }
+      periods = parsed
     }
-    rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs)
-    if (actual > 0) rows.bookDay(db, hash, dayOfCached(nowMs), actual, dayExpiresAt(nowMs))
+    const day = actual > 0 ? { day: dayOfCached(nowMs), expiresAt: dayExpiresAt(nowMs) } : null
+    rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs, day)
     return { chargedMicros: actual, alreadySettled: false }
   }
 
