@@ -26,11 +26,8 @@ declare module 'fastify' {
  * (the reserve call still checks it atomically); any other key pays one store lookup.
  */
 export interface KeyGate {
-  /**
-   * The accepted key: at once for a key recently seen valid, else a promise. A refused key rejects with the
-   * contract's ProxyError (never throws). Null for a URL that names no provider (the router answers).
-   */
-  check(url: string, headers: IncomingHttpHeaders): GateKey | null | Promise<GateKey>
+  /** Throws the contract's ProxyError for a refused key; null for a URL that names no provider (the router answers). */
+  check(url: string, headers: IncomingHttpHeaders): Promise<GateKey | null>
   /** The key of a request without checking it (for `forget` after a refusal); null when there is none. */
   keyOf(url: string, headers: IncomingHttpHeaders): GateKey | null
   /** Drops a key from the recently-valid set: the store refused it, so its next request is checked again. */
@@ -45,13 +42,6 @@ export interface KeyGateOptions {
   /** How long a key stays remembered as valid. */
   ttlMs?: number
   now?: () => number
-}
-
-/** The request's proxy key; throws invalid_key when it is missing or not a proxy key. */
-function readProxyKey(key: string | null): string {
-  if (key === null) throw invalidKey('missing Loopers proxy key: use your lp- key as the API key')
-  if (!isProxyKey(key)) throw invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)')
-  return key
 }
 
 const DEFAULT_MAX_KEYS = 10_000
@@ -87,40 +77,31 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
     }
   }
 
-  /** A key not recently seen valid: looked up in the store, remembered when valid. */
-  async function checkStored(provider: ProviderId, keyHash: string): Promise<GateKey> {
-    valid.delete(keyHash)
-    const record = await lookup(keyHash)
-    if (record === null) throw refusalError({ ok: false, reason: 'invalid_key' }, provider, now())
-    if (!record.active) throw refusalError({ ok: false, reason: 'key_revoked' }, provider, now())
-    valid.set(keyHash, { providers: record.providers, until: now() + ttlMs })
-    if (valid.size > maxKeys) valid.delete(valid.keys().next().value as string)
-    if (!record.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())
-    return { provider, keyHash }
-  }
-
   return {
     keyOf(url, headers) {
       const found = read(url, headers)
       if (found?.key == null || !isProxyKey(found.key)) return null
       return { provider: found.provider, keyHash: cachedKeyHash(found.key) }
     },
-    check(url, headers) {
-      let key: string
-      let provider: ProviderId
-      try {
-        const found = read(url, headers)
-        if (found === null) return null
-        provider = found.provider
-        key = readProxyKey(found.key)
-      } catch (error) {
-        return Promise.reject(error as Error)
-      }
+    async check(url, headers) {
+      const found = read(url, headers)
+      if (found === null) return null
+      const { provider, key } = found
+      if (key === null) throw invalidKey('missing Loopers proxy key: use your lp- key as the API key')
+      if (!isProxyKey(key)) throw invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)')
       const keyHash = cachedKeyHash(key)
       const seen = valid.get(keyHash)
-      if (seen === undefined || seen.until <= now()) return checkStored(provider, keyHash)
-      // A cached key is answered in this turn: no promise for the request's hook to wait on.
-      if (!seen.providers.includes(provider)) return Promise.reject(refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now()))
+      if (seen !== undefined && seen.until > now()) {
+        if (!seen.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())
+        return { provider, keyHash }
+      }
+      valid.delete(keyHash)
+      const record = await lookup(keyHash)
+      if (record === null) throw refusalError({ ok: false, reason: 'invalid_key' }, provider, now())
+      if (!record.active) throw refusalError({ ok: false, reason: 'key_revoked' }, provider, now())
+      valid.set(keyHash, { providers: record.providers, until: now() + ttlMs })
+      if (valid.size > maxKeys) valid.delete(valid.keys().next().value as string)
+      if (!record.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())
       return { provider, keyHash }
     },
     forget(keyHash) {
