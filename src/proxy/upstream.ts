@@ -97,11 +97,10 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
     send(request, signal, method = 'POST') {
       let options: Dispatcher.DispatchOptions
       try {
-        // Parsed once: origin and path come from the same URL object.
-        const url = new URL(request.url)
+        const { origin, path } = splitUrl(request.url)
         const { headers, body } = method === 'POST' ? outgoing(request) : { headers: request.headers, body: null }
         // undici's typings lack the iterable body its documentation and its code take.
-        options = { origin: url.origin, path: `${url.pathname}${url.search}`, method, headers, body: body as Dispatcher.DispatchOptions['body'] }
+        options = { origin, path, method, headers, body: body as Dispatcher.DispatchOptions['body'] }
       } catch (error) {
         return Promise.reject(classify(error, signal))
       }
@@ -180,6 +179,33 @@ function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, s
       reject(error)
     }
   })
+}
+
+// A plain origin: scheme, host and port, nothing a URL parser could read two ways.
+const PLAIN_ORIGIN = /^https?:\/\/[A-Za-z0-9.\-:[\]]+$/
+// A path and query a URL parser leaves as they are: unreserved and sub-delim characters, `:` and `@` (no '%',
+// so no encoded dot segment; no `'`, which a query gets percent-encoded), a query only when it is not empty.
+const PLAIN_PATH = /^(?:\/[A-Za-z0-9\-._~!$&()*+,;=:@]*)+(?:\?[A-Za-z0-9\-._~!$&()*+,;=:@/?%]+)?$/
+const DOT_SEGMENT = /\/\.\.?(?:[/?]|$)/
+// Plain origins seen (the configured providers'), with the origin the URL parser gives each.
+const MAX_ORIGINS = 64
+const origins = new Map<string, string>()
+
+/**
+ * An absolute URL's origin and path with query, as `new URL` gives them (`origin`, `pathname` + `search`). A plain
+ * URL on an origin seen before is split without parsing it: parsing costs a stream's first byte about 10 µs.
+ */
+export function splitUrl(href: string): { origin: string; path: string } {
+  const slash = href.indexOf('/', href.indexOf('//') + 2)
+  const start = slash < 0 ? href : href.slice(0, slash)
+  if (slash > 0) {
+    const origin = origins.get(start)
+    const path = href.slice(slash)
+    if (origin !== undefined && PLAIN_PATH.test(path) && !DOT_SEGMENT.test(path)) return { origin, path }
+  }
+  const url = new URL(href)
+  if (slash > 0 && origins.size < MAX_ORIGINS && PLAIN_ORIGIN.test(start)) origins.set(start, url.origin)
+  return { origin: url.origin, path: `${url.pathname}${url.search}` }
 }
 
 /** Response headers as undici's `request()` gives them: lower-case names, a repeated header's values in an array. */
