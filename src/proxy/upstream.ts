@@ -93,18 +93,17 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
       connections: null,
     })
   return {
-    // Not async: the answer's promise is dispatch's own, one turn fewer between the answer's headers and the caller.
-    send(request, signal, method = 'POST') {
-      let options: Dispatcher.DispatchOptions
+    async send(request, signal, method = 'POST') {
       try {
-        const { origin, path } = splitUrl(request.url)
+        // Parsed once: origin and path come from the same URL object.
+        const url = new URL(request.url)
         const { headers, body } = method === 'POST' ? outgoing(request) : { headers: request.headers, body: null }
         // undici's typings lack the iterable body its documentation and its code take.
-        options = { origin, path, method, headers, body: body as Dispatcher.DispatchOptions['body'] }
+        const options = { origin: url.origin, path: `${url.pathname}${url.search}`, method, headers, body: body as Dispatcher.DispatchOptions['body'] }
+        return await dispatch(dispatcher, options, signal)
       } catch (error) {
-        return Promise.reject(classify(error, signal))
+        throw classify(error, signal)
       }
-      return dispatch(dispatcher, options, signal)
     },
     async close() {
       if (options.dispatcher === undefined) await dispatcher.close()
@@ -115,11 +114,10 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
 /**
  * One request through undici's dispatch API: resolves at the response headers with the body (./upstream-body.ts),
  * whose release before its end aborts the request; `signal` aborts it at any point. undici's `request()` does the
- * same, but it can only listen on an AbortSignal. Rejects with the failure as `classify` maps it.
+ * same, but it can only listen on an AbortSignal.
  */
 function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, signal: UpstreamSignal): Promise<UpstreamResponse> {
-  return new Promise((resolve, fail) => {
-    const reject = (error: unknown): void => fail(classify(error, signal))
+  return new Promise((resolve, reject) => {
     let abort: ((reason?: Error) => void) | null = null
     // Aborted before undici handed the request a connection: it is aborted as soon as it gets one.
     let cancelled: Error | null = null
@@ -142,7 +140,7 @@ function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, s
     }
     if (signal instanceof UpstreamAbort) signal.onabort = onAbort
     else signal.addEventListener('abort', onAbort, { once: true })
-    const handler: Dispatcher.DispatchHandler = {
+    dispatcher.dispatch(options, {
       onConnect(abortRequest) {
         if (cancelled !== null) return abortRequest(cancelled)
         abort = abortRequest
@@ -170,42 +168,8 @@ function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, s
         if (body === null) reject(error)
         else body.fail(error)
       },
-    }
-    // undici reports its failures to onError; one thrown here is mapped the same way.
-    try {
-      dispatcher.dispatch(options, handler)
-    } catch (error) {
-      done()
-      reject(error)
-    }
+    })
   })
-}
-
-// A plain origin: scheme, host and port, nothing a URL parser could read two ways.
-const PLAIN_ORIGIN = /^https?:\/\/[A-Za-z0-9.\-:[\]]+$/
-// A path and query a URL parser leaves as they are: unreserved and sub-delim characters, `:` and `@` (no '%',
-// so no encoded dot segment; no `'`, which a query gets percent-encoded), a query only when it is not empty.
-const PLAIN_PATH = /^(?:\/[A-Za-z0-9\-._~!$&()*+,;=:@]*)+(?:\?[A-Za-z0-9\-._~!$&()*+,;=:@/?%]+)?$/
-const DOT_SEGMENT = /\/\.\.?(?:[/?]|$)/
-// Plain origins seen (the configured providers'), with the origin the URL parser gives each.
-const MAX_ORIGINS = 64
-const origins = new Map<string, string>()
-
-/**
- * An absolute URL's origin and path with query, as `new URL` gives them (`origin`, `pathname` + `search`). A plain
- * URL on an origin seen before is split without parsing it: parsing costs a stream's first byte about 10 µs.
- */
-export function splitUrl(href: string): { origin: string; path: string } {
-  const slash = href.indexOf('/', href.indexOf('//') + 2)
-  const start = slash < 0 ? href : href.slice(0, slash)
-  if (slash > 0) {
-    const origin = origins.get(start)
-    const path = href.slice(slash)
-    if (origin !== undefined && PLAIN_PATH.test(path) && !DOT_SEGMENT.test(path)) return { origin, path }
-  }
-  const url = new URL(href)
-  if (slash > 0 && origins.size < MAX_ORIGINS && PLAIN_ORIGIN.test(start)) origins.set(start, url.origin)
-  return { origin: url.origin, path: `${url.pathname}${url.search}` }
 }
 
 /** Response headers as undici's `request()` gives them: lower-case names, a repeated header's values in an array. */

@@ -32,36 +32,8 @@ export interface MeterOptions {
   /** The error a client sees when the upstream breaks mid-stream (built only when needed). */
   upstreamFailure: () => ErrorInfo
   /** Fires when the server stops: the stream is cut with `stopError` like a budget cutoff. */
-  stop?: StreamStop
+  stopSignal?: AbortSignal
   stopError?: () => ErrorInfo
-}
-
-/** Stops every open stream at once (the server's shutdown): one listener on its signal for all of them. */
-export interface StreamStop {
-  readonly stopped: boolean
-  /** Calls `onStop` once, when the streams are stopped, unless `unwatch` came first. */
-  watch(onStop: () => void): void
-  unwatch(onStop: () => void): void
-}
-
-/** A StreamStop fired by `signal`: a stream adds itself to a set instead of listening on the signal. */
-export function createStreamStop(signal: AbortSignal): StreamStop {
-  const open = new Set<() => void>()
-  signal.addEventListener(
-    'abort',
-    () => {
-      for (const onStop of open) onStop()
-      open.clear()
-    },
-    { once: true },
-  )
-  return {
-    get stopped() {
-      return signal.aborted
-    },
-    watch: (onStop) => void open.add(onStop),
-    unwatch: (onStop) => void open.delete(onStop),
-  }
 }
 
 export interface MeterResult {
@@ -154,8 +126,8 @@ class StreamMeter implements SourceReader {
     const { options } = this
     // `on`, not `once`: it fires at most once and finish() removes it; `once` would add a wrapper.
     this.client.on('close', this.onClientClose)
-    if (options.stop?.stopped) this.onStop()
-    else options.stop?.watch(this.onStop)
+    if (options.stopSignal?.aborted) this.onStop()
+    options.stopSignal?.addEventListener('abort', this.onStop, { once: true })
     this.upstream.read(this)
   }
 
@@ -244,7 +216,7 @@ class StreamMeter implements SourceReader {
     if (this.done) return
     this.done = true
     this.client.off('close', this.onClientClose)
-    this.options.stop?.unwatch(this.onStop)
+    this.options.stopSignal?.removeEventListener('abort', this.onStop)
     this.upstream.destroy()
     this.resolve(outcome)
   }

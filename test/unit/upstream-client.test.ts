@@ -1,7 +1,7 @@
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createUpstreamClient, RELEASED_BODY_BYTES, splitUrl, UpstreamAbort } from '../../src/proxy/upstream.js'
+import { createUpstreamClient, RELEASED_BODY_BYTES, UpstreamAbort } from '../../src/proxy/upstream.js'
 
 // An upstream on a local port: /headers answers at once with repeated and odd headers; /hang never answers.
 let server: Server
@@ -107,37 +107,5 @@ describe('upstream client', () => {
     } finally {
       await client.close()
     }
-  })
-})
-
-describe('splitUrl', () => {
-  // Each URL is split twice: the second time its origin is known, and a plain URL is not parsed.
-  it.each([
-    'https://api.openai.com/v1/chat/completions',
-    'https://API.OpenAI.com:443/v1/chat/completions?api-version=2024-10-21',
-    'http://127.0.0.1:8080/openai/v1/chat/completions',
-    'http://[::1]:8080/v1/models/gpt-4o:generateContent?alt=sse&key=a%2Fb',
-    'https://api.openai.com/v1/chat/completions?',
-    'https://api.openai.com/v1/a b/"x"/{y}/^/`z`',
-    'https://api.openai.com/v1/./x/../y',
-    'https://api.openai.com/v1/%2e%2E/x',
-    'https://api.openai.com/v1/x?q=it\'s&r=<a>',
-    'https://api.openai.com/v1/\\x',
-    'https://api.openai.com/v1/x#fragment',
-    'https://api.openai.com/v1/model/arn%3Aaws%2Fbedrock/invoke',
-    'https://api.openai.com/v1/ünïcode',
-    'https://user:pass@api.openai.com/v1/x',
-    'https://api.openai.com',
-    'https://api.openai.com?x=1',
-  ])('%s: as new URL gives it', (href) => {
-    const url = new URL(href)
-    const expected = { origin: url.origin, path: `${url.pathname}${url.search}` }
-    expect(splitUrl(href)).toEqual(expected)
-    expect(splitUrl(href)).toEqual(expected)
-  })
-
-  it('throws as new URL does for what is not a URL', () => {
-    expect(() => splitUrl('not a url')).toThrow(TypeError)
-    expect(() => splitUrl('/v1/chat/completions')).toThrow(TypeError)
   })
 })
