@@ -1,8 +1,8 @@
-import type http from 'node:http'
 import net from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTestKey, settledDaily, summaryAt } from '../support/e2e.js'
 import { startFakeServer, type FakeServer } from '../support/fake-server.js'
+import { pour } from '../support/pour.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -26,27 +26,6 @@ let upstream: FakeServer
 let proxy: TestProxy
 const served: Served[] = []
 
-/** Writes events until SENT_BYTES went out, honouring backpressure; stops when the proxy closes. */
-async function pour(res: http.ServerResponse, entry: Served): Promise<void> {
-  const event = Buffer.from(EVENT)
-  while (entry.bytes < SENT_BYTES) {
-    if (res.destroyed) return
-    entry.bytes += event.length
-    if (!res.write(event)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          res.off('drain', done)
-          res.off('close', done)
-          resolve()
-        }
-        res.once('drain', done)
-        res.once('close', done)
-      })
-    }
-  }
-  res.end()
-}
-
 beforeAll(async () => {
   redis = await startRedis()
   upstream = await startFakeServer((req, res) => {
@@ -58,7 +37,7 @@ beforeAll(async () => {
     served.push(entry)
     res.once('close', () => (entry.closedEarly = !res.writableFinished))
     res.writeHead(200, { 'content-type': 'text/event-stream' })
-    void pour(res, entry)
+    void pour(res, Buffer.from(EVENT), SENT_BYTES, entry)
   })
   proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: upstream.url, LOOPERS_OPENAI_API_KEY: 'sk-upstream' })
 })

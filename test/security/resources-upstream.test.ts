@@ -2,6 +2,7 @@ import type http from 'node:http'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { createTestKey, settledDaily, summaryAt } from '../support/e2e.js'
 import { startFakeServer, type FakeServer } from '../support/fake-server.js'
+import { pour } from '../support/pour.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -23,26 +24,10 @@ let upstream: FakeServer
 let proxy: TestProxy
 let served: Served[] = []
 
-/** Writes `total` bytes of `fill` after `head`, honouring backpressure; stops when the proxy closes. */
-async function pour(res: http.ServerResponse, head: string, fill: number, total: number, entry: Served): Promise<void> {
-  const chunk = Buffer.alloc(64 * 1024, fill)
+/** Writes `head`, then `total` bytes of `fill`, honouring backpressure; stops when the proxy closes. */
+function pourAfter(res: http.ServerResponse, head: string, fill: number, total: number, entry: Served): Promise<void> {
   res.write(head)
-  while (entry.bytes < total) {
-    if (res.destroyed) return
-    entry.bytes += chunk.length
-    if (!res.write(chunk)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          res.off('drain', done)
-          res.off('close', done)
-          resolve()
-        }
-        res.once('drain', done)
-        res.once('close', done)
-      })
-    }
-  }
-  res.end()
+  return pour(res, Buffer.alloc(64 * 1024, fill), total, entry)
 }
 
 beforeAll(async () => {
@@ -61,15 +46,15 @@ beforeAll(async () => {
     if (path.endsWith(':streamGenerateContent')) {
       // A JSON-array stream whose first element never closes.
       res.writeHead(200, { 'content-type': 'application/json' })
-      return void pour(res, '[{"candidates":[{"content":{"parts":[{"text":"', 0x61, EVENT_BYTES_SENT, entry)
+      return void pourAfter(res, '[{"candidates":[{"content":{"parts":[{"text":"', 0x61, EVENT_BYTES_SENT, entry)
     }
     if (body.stream === true) {
       // One SSE event that never ends: no blank line ever comes.
       res.writeHead(200, { 'content-type': 'text/event-stream' })
-      return void pour(res, 'data: {"choices":[{"delta":{"content":"', 0x61, EVENT_BYTES_SENT, entry)
+      return void pourAfter(res, 'data: {"choices":[{"delta":{"content":"', 0x61, EVENT_BYTES_SENT, entry)
     }
     res.writeHead(200, { 'content-type': 'application/json' })
-    return void pour(res, '{"id":"x","pad":"', 0x61, BODY_BYTES_SENT, entry)
+    return void pourAfter(res, '{"id":"x","pad":"', 0x61, BODY_BYTES_SENT, entry)
   })
   proxy = await startProxy({
     REDIS_URL: redis.url,
