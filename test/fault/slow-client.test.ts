@@ -2,7 +2,7 @@ import net from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTestKey, settledDaily, summaryAt } from '../support/e2e.js'
 import { startFakeServer, type FakeServer } from '../support/fake-server.js'
-import { pour } from '../support/pour.js'
+import { pour, watchServed, type Served } from '../support/pour.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -16,11 +16,6 @@ const BOUND_BYTES = 32 * MiB
 // Events without content: the count (and so the budget) never moves, only the bytes flow.
 const EVENT = `data: {"choices":[{"index":0,"delta":{}}],"pad":"${'a'.repeat(16 * 1024)}"}\n\n`
 
-interface Served {
-  bytes: number
-  closedEarly: boolean
-}
-
 let redis: TestRedis
 let upstream: FakeServer
 let proxy: TestProxy
@@ -33,9 +28,8 @@ beforeAll(async () => {
       res.writeHead(404)
       return void res.end()
     }
-    const entry: Served = { bytes: 0, closedEarly: false }
+    const entry = watchServed(res)
     served.push(entry)
-    res.once('close', () => (entry.closedEarly = !res.writableFinished))
     res.writeHead(200, { 'content-type': 'text/event-stream' })
     void pour(res, Buffer.from(EVENT), SENT_BYTES, entry)
   })

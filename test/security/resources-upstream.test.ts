@@ -2,7 +2,7 @@ import type http from 'node:http'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { createTestKey, settledDaily, summaryAt } from '../support/e2e.js'
 import { startFakeServer, type FakeServer } from '../support/fake-server.js'
-import { pour } from '../support/pour.js'
+import { pour, watchServed, type Served } from '../support/pour.js'
 import { eventually, startProxy, type TestProxy } from '../support/proxy.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 
@@ -12,12 +12,6 @@ import { startRedis, type TestRedis } from '../support/redis.js'
 const MiB = 1024 * 1024
 const EVENT_BYTES_SENT = 24 * MiB
 const BODY_BYTES_SENT = 80 * MiB
-
-interface Served {
-  /** Bytes the fake put on the wire before it finished or the proxy went away. */
-  bytes: number
-  closedEarly: boolean
-}
 
 let redis: TestRedis
 let upstream: FakeServer
@@ -40,9 +34,8 @@ beforeAll(async () => {
       return void res.end()
     }
     const body = JSON.parse(raw.toString('utf8')) as { stream?: boolean }
-    const entry: Served = { bytes: 0, closedEarly: false }
+    const entry = watchServed(res)
     served.push(entry)
-    res.once('close', () => (entry.closedEarly = !res.writableFinished))
     if (path.endsWith(':streamGenerateContent')) {
       // A JSON-array stream whose first element never closes.
       res.writeHead(200, { 'content-type': 'application/json' })
