@@ -255,17 +255,23 @@ if hasLoop then
 end
 
 -- 8. The reservation record: what is held and where, for abandon (extend and settle are given the keys). The
---    five periods are those of created_at (the caller named KEYS[2..6] from that time); booked lists the
---    session and the loop step after the key's tag ('s:<id>', 'loop:<scope>#<sinceMs>#<step>') and is left out
---    when there is neither. Short, the record stays a listpack (Redis's compact hash). Its TTL outlives every
---    period key, so a hold is never released by expiry.
+--    five periods are those of created_at (the caller named KEYS[2..6] from that time); the session and the loop
+--    step are named after the key's tag, each in its own field, left out when there is none: booked 's:<id>',
+--    loop '<scope>#<sinceMs>#<step>' (the key 'loop:<scope>'). Short values keep the record a listpack (Redis's
+--    compact hash; each value up to 64 bytes by default). Its TTL outlives every period key, so a hold is never
+--    released by expiry.
 if hasSession or hasLoop then
   local tagEnd = string.find(KEYS[8], '}:', 1, true) + 2
-  local booked = {}
-  if hasSession then booked[1] = string.sub(KEYS[7], tagEnd) end
-  if hasLoop then booked[#booked + 1] = string.sub(loopBooked, tagEnd) end
-  redis.call('HSET', KEYS[8], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[14],
-    'booked', table.concat(booked, ' '))
+  local record = {'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[14]}
+  if hasSession then
+    record[9] = 'booked'
+    record[10] = string.sub(KEYS[7], tagEnd)
+  end
+  if hasLoop then
+    record[#record + 1] = 'loop'
+    record[#record + 1] = string.sub(KEYS[9], tagEnd + #'loop:') .. '#' .. int(loopSince) .. '#' .. ARGV[15]
+  end
+  redis.call('HSET', KEYS[8], unpack(record))
 else
   redis.call('HSET', KEYS[8], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[14])
 end
