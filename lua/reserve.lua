@@ -6,15 +6,15 @@ KEYS[1]     key record hash       lp:{h}:key  (active, providers, lim:<window>, 
                                   unlimited, rpm, loop_limit, loop_window)
 KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, daily, weekly, monthly (spent, held;
                                   the minute's also requests: admitted requests)
-KEYS[7]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit); a
-                                  placeholder, never touched, when ARGV[9] = '0'
-KEYS[8]     reservation record    lp:{h}:r:<requestId>
-KEYS[9]     loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>', field <step>:<sinceMs> =
+KEYS[7]     reservation record    lp:{h}:r:<requestId>
+KEYS[8]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit), only when
+                                  ARGV[9] = '1'
+KEYS[#KEYS-1] loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>', field <step>:<sinceMs> =
                                   its requests in flight; '#e' = when the scope expires, ms; '#z' = '1' once
-                                  KEYS[10] indexes it); a placeholder,
-                                  never touched, when ARGV[15] = ''
-KEYS[10]    its steps by age      lp:{h}:loopt:<scope> (sorted set: member <step>, score its sinceMs) of a scope
-                                  that once grew past ARGV[20] steps; a placeholder like KEYS[9]
+                                  KEYS[#KEYS] indexes it), only when ARGV[15] ~= ''
+KEYS[#KEYS] its steps by age      lp:{h}:loopt:<scope> (sorted set: member <step>, score its sinceMs) of a scope
+                                  that once grew past ARGV[20] steps, only when ARGV[15] ~= ''
+            (only the keys a request can touch are passed: each costs Redis time)
 
 ARGV[1]     provider id
 ARGV[2]     minMicros
@@ -39,7 +39,7 @@ Returns one of
   {'ok', grantedMicros, remainingMicros, loopBooked}
                                                  remaining: what the tightest limited window or the session
                                                  has left after this hold, '' when nothing is limited;
-                                                 loopBooked: '<KEYS[9]>#<sinceMs>#<step>' when the step was
+                                                 loopBooked: '<KEYS[#KEYS-1]>#<sinceMs>#<step>' when the step was
                                                  recorded (settle ends it in flight), else ''
   {'invalid_key'} | {'key_revoked'} | {'provider_not_allowed'}
   {'budget_not_set'}                             no window is limited and the key is not marked unlimited
@@ -55,6 +55,10 @@ Returns one of
 -- (tostring() would print 1e+15), so integers are formatted explicitly.
 local function int(n) return string.format('%d', n) end
 local function num(v) if v then return tonumber(v) end return nil end
+-- The keys passed only for a session or a loop check (nil without).
+local sessionKey, loopKey, loopAgeKey = nil, nil, nil
+if ARGV[9] == '1' then sessionKey = KEYS[8] end
+if ARGV[15] ~= '' then loopKey, loopAgeKey = KEYS[#KEYS - 1], KEYS[#KEYS] end
 -- The smaller of two optional limits; nil means "no limit".
 local function lowest(a, b)
   if a == nil then return b end
@@ -75,7 +79,7 @@ end
 if rec[10] ~= '1' and not (rec[3] or rec[4] or rec[5] or rec[6] or rec[7]) then return {'budget_not_set'} end
 
 -- 2. A request id is used once: a held, settled or tombstoned record means a caller fault.
-if redis.call('EXISTS', KEYS[8]) == 1 then return {'duplicate'} end
+if redis.call('EXISTS', KEYS[7]) == 1 then return {'duplicate'} end
 
 local minMicros = tonumber(ARGV[2])
 local grant = tonumber(ARGV[3])
@@ -86,7 +90,7 @@ local hasSession = ARGV[9] == '1'
 --    refused (CONTRACT §4), and every request with a session keeps that session alive, admitted or not.
 local s, sessionBudget, sessionMaxSteps, sessionLoop, sessionHasTtl
 if hasSession then
-  s = redis.call('HMGET', KEYS[7], 'budget', 'max_steps', 'steps', 'spent', 'held', 'loop_limit')
+  s = redis.call('HMGET', sessionKey, 'budget', 'max_steps', 'steps', 'spent', 'held', 'loop_limit')
   sessionBudget = lowest(lowest(num(s[1]), num(ARGV[10])), num(rec[8]))
   sessionMaxSteps = lowest(lowest(num(s[2]), num(ARGV[11])), num(rec[9]))
   sessionLoop = lowest(num(s[6]), num(ARGV[17]))
@@ -94,9 +98,9 @@ if hasSession then
   if sessionBudget and sessionBudget ~= num(s[1]) then limits[#limits + 1] = 'budget'; limits[#limits + 1] = int(sessionBudget) end
   if sessionMaxSteps and sessionMaxSteps ~= num(s[2]) then limits[#limits + 1] = 'max_steps'; limits[#limits + 1] = int(sessionMaxSteps) end
   if sessionLoop and sessionLoop ~= num(s[6]) then limits[#limits + 1] = 'loop_limit'; limits[#limits + 1] = int(sessionLoop) end
-  if #limits > 0 then redis.call('HSET', KEYS[7], unpack(limits)) end
+  if #limits > 0 then redis.call('HSET', sessionKey, unpack(limits)) end
   -- EXPIRE does nothing to a session that does not exist (yet).
-  sessionHasTtl = redis.call('EXPIRE', KEYS[7], ARGV[12]) == 1
+  sessionHasTtl = redis.call('EXPIRE', sessionKey, ARGV[12]) == 1
 end
 
 -- 3a. The loop guard (src/loop/README.md): a step repeated more than loopLimit times within the
@@ -115,7 +119,7 @@ end
 if hasLoop then
   loopWindowMs = (num(rec[13]) or tonumber(ARGV[19])) * 1000
   loopCount, loopSince, loopInFlight, loopNewSince = 0, nowMs, 0, true
-  local got = redis.call('HMGET', KEYS[9], ARGV[15], '#e', '#z')
+  local got = redis.call('HMGET', loopKey, ARGV[15], '#e', '#z')
   local entry = got[1]
   loopIsNew, loopExpires, loopAged = not entry, num(got[2]), got[3] == '1'
   if entry then
@@ -124,7 +128,7 @@ if hasLoop then
       loopCount, loopSince, loopNewSince = tonumber(c), tonumber(since), false
       -- In flight: its own field '<step>:<sinceMs>' (settle decrements it blindly), or an older entry's third part.
       if inFlight ~= '' then loopInFlight = tonumber(inFlight)
-      else loopInFlight = num(redis.call('HGET', KEYS[9], ARGV[15] .. ':' .. since)) or 0 end
+      else loopInFlight = num(redis.call('HGET', loopKey, ARGV[15] .. ':' .. since)) or 0 end
     elseif c then
       loopStale = since
     end
@@ -182,9 +186,9 @@ end
 
 -- 7. The session counts one step and holds the grant (its limits were written in step 3).
 if hasSession then
-  redis.call('HSET', KEYS[7], 'held', int((num(s[5]) or 0) + grant), 'steps', int((num(s[3]) or 0) + 1))
+  redis.call('HSET', sessionKey, 'held', int((num(s[5]) or 0) + grant), 'steps', int((num(s[3]) or 0) + 1))
   -- Step 3 set the TTL of a session that existed; one created since needs it now.
-  if not sessionHasTtl then redis.call('EXPIRE', KEYS[7], ARGV[12]) end
+  if not sessionHasTtl then redis.call('EXPIRE', sessionKey, ARGV[12]) end
 end
 
 -- 7b. The loop step counts one more repeat, unless more than ARGV[22] requests of it are in flight (requests
@@ -192,7 +196,7 @@ end
 --     Size: a new step whose hash ends in 0 (one in 16, as checksScopeSize in src/loop/rule.ts) counts its
 --     scope; one found past ARGV[20] steps is trimmed to ARGV[21] (expired ones go first, then the oldest), so
 --     the trim's cost is spread over many new steps. A scope found past ARGV[20] once keeps its steps' sinceMs
---     in the sorted set KEYS[10] from then on ('#z' marks it), so each later trim reads only what it drops;
+--     in the sorted set KEYS[#KEYS] from then on ('#z' marks it), so each later trim reads only what it drops;
 --     smaller scopes (most conversations) never pay for it.
 --     Lifetime: a step matters for a window after its sinceMs, so the scope lives a window (and up to an
 --     eighth more) after its newest sinceMs: '#e' holds when it expires, and only a step whose window ends
@@ -205,22 +209,22 @@ if hasLoop then
   -- Past the recorded expiry: a new sinceMs, or an entry whose window was since raised on the key.
   local extend = not loopExpires or loopExpires < loopSince + loopWindowMs
   if extend then
-    redis.call('HSET', KEYS[9], ARGV[15], value, flight, int(loopInFlight + 1), '#e', int(nowMs + ttl))
+    redis.call('HSET', loopKey, ARGV[15], value, flight, int(loopInFlight + 1), '#e', int(nowMs + ttl))
   else
-    redis.call('HSET', KEYS[9], ARGV[15], value, flight, int(loopInFlight + 1))
+    redis.call('HSET', loopKey, ARGV[15], value, flight, int(loopInFlight + 1))
   end
   -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
-  if loopStale then redis.call('HDEL', KEYS[9], ARGV[15] .. ':' .. loopStale) end
-  loopBooked = KEYS[9] .. '#' .. int(loopSince) .. '#' .. ARGV[15]
-  if loopAged and loopNewSince then redis.call('ZADD', KEYS[10], int(nowMs), ARGV[15]) end
+  if loopStale then redis.call('HDEL', loopKey, ARGV[15] .. ':' .. loopStale) end
+  loopBooked = loopKey .. '#' .. int(loopSince) .. '#' .. ARGV[15]
+  if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, int(nowMs), ARGV[15]) end
   if loopIsNew and string.sub(ARGV[15], -1) == '0' then
     local size
     -- Unindexed, the scope holds '#e' and two fields a step (the step, its in flight).
-    if loopAged then size = redis.call('ZCARD', KEYS[10]) else size = math.floor((redis.call('HLEN', KEYS[9]) - 1) / 2) end
+    if loopAged then size = redis.call('ZCARD', loopAgeKey) else size = math.floor((redis.call('HLEN', loopKey) - 1) / 2) end
     if size > tonumber(ARGV[20]) then
       if not loopAged then
         -- First time past the limit: index every step by its sinceMs (the one full read of the scope).
-        local all = redis.call('HGETALL', KEYS[9])
+        local all = redis.call('HGETALL', loopKey)
         local index = {}
         for i = 1, #all, 2 do
           local since = string.match(all[i + 1], '^%d+:(%d+)')
@@ -229,28 +233,28 @@ if hasLoop then
             index[#index + 1] = all[i]
           end
         end
-        redis.call('ZADD', KEYS[10], unpack(index))
-        redis.call('HSET', KEYS[9], '#z', '1', '#e', int(nowMs + ttl))
+        redis.call('ZADD', loopAgeKey, unpack(index))
+        redis.call('HSET', loopKey, '#z', '1', '#e', int(nowMs + ttl))
         loopAged, extend = true, true
       end
       -- Expired steps (sinceMs <= nowMs - window) are the oldest: the set's order (sinceMs, then step) is the trim's.
-      local drop = redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', int(nowMs - loopWindowMs), 'WITHSCORES')
+      local drop = redis.call('ZRANGEBYSCORE', loopAgeKey, '-inf', int(nowMs - loopWindowMs), 'WITHSCORES')
       local over = size - #drop / 2 - tonumber(ARGV[21])
-      if over > 0 then drop = redis.call('ZRANGE', KEYS[10], 0, #drop / 2 + over - 1, 'WITHSCORES') end
+      if over > 0 then drop = redis.call('ZRANGE', loopAgeKey, 0, #drop / 2 + over - 1, 'WITHSCORES') end
       if #drop > 0 then
         local fields = {}
         for i = 1, #drop, 2 do
           fields[#fields + 1] = drop[i]
           fields[#fields + 1] = drop[i] .. ':' .. drop[i + 1]
         end
-        redis.call('HDEL', KEYS[9], unpack(fields))
-        redis.call('ZREMRANGEBYRANK', KEYS[10], 0, #drop / 2 - 1)
+        redis.call('HDEL', loopKey, unpack(fields))
+        redis.call('ZREMRANGEBYRANK', loopAgeKey, 0, #drop / 2 - 1)
       end
     end
   end
   if extend then
-    redis.call('PEXPIRE', KEYS[9], ttl)
-    if loopAged then redis.call('PEXPIRE', KEYS[10], ttl) end
+    redis.call('PEXPIRE', loopKey, ttl)
+    if loopAged then redis.call('PEXPIRE', loopAgeKey, ttl) end
   end
 end
 
@@ -261,20 +265,20 @@ end
 --    compact hash; each value up to 64 bytes by default). Its TTL outlives every period key, so a hold is never
 --    released by expiry.
 if hasSession or hasLoop then
-  local tagEnd = string.find(KEYS[8], '}:', 1, true) + 2
+  local tagEnd = string.find(KEYS[7], '}:', 1, true) + 2
   local record = {'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[14]}
   if hasSession then
     record[9] = 'booked'
-    record[10] = string.sub(KEYS[7], tagEnd)
+    record[10] = string.sub(sessionKey, tagEnd)
   end
   if hasLoop then
     record[#record + 1] = 'loop'
-    record[#record + 1] = string.sub(KEYS[9], tagEnd + #'loop:') .. '#' .. int(loopSince) .. '#' .. ARGV[15]
+    record[#record + 1] = string.sub(loopKey, tagEnd + #'loop:') .. '#' .. int(loopSince) .. '#' .. ARGV[15]
   end
-  redis.call('HSET', KEYS[8], unpack(record))
+  redis.call('HSET', KEYS[7], unpack(record))
 else
-  redis.call('HSET', KEYS[8], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[14])
+  redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[14])
 end
-redis.call('EXPIRE', KEYS[8], ARGV[13])
+redis.call('EXPIRE', KEYS[7], ARGV[13])
 if room then return {'ok', grant, int(room - grant), loopBooked} end
 return {'ok', grant, '', loopBooked}

@@ -8,7 +8,7 @@ import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
 import { encodeArgs, evalScript, script, type EncodedArgs, type ScriptArg } from './script-command.js'
-import { dayKey, loopAgeKey, loopKey, noLoopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey, suffixKey } from './redis-keys.js'
+import { dayKey, loopAgeKey, loopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey, suffixKey } from './redis-keys.js'
 import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 import type {
   BudgetStore,
@@ -55,19 +55,20 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const nowMs = now()
     const periods = currentPeriods(nowMs)
     const fixed = fixedKeys(hash, periods)
-    const sessionKeyName = session === null ? fixed.noSession : sessionKey(hash, session.id)
-    const reply = await run(
-      'reserve',
-      evalScript(redis, scripts.reserve, 10, [
-        fixed.recordAndPeriods, sessionKeyName, reservationKey(hash, input.requestId),
-        loop === null ? fixed.noLoop : loopKey(hash, loop.scope), loop === null ? fixed.noLoop : loopAgeKey(hash, loop.scope),
-        input.provider, input.minMicros, input.maxMicros, fixed.ttls,
-        session === null ? '0' : '1', session?.budgetMicros ?? '', session?.maxSteps ?? '',
-        reserveTtls, isoTime(nowMs), loop?.step ?? '', nowMs, session?.loopLimit ?? '', LOOP_LIMITS,
-      ]),
+    // Only the keys the request can touch: the record, the periods and its reservation, then its session and loop scope.
+    const args: ScriptArg[] = [fixed.recordAndPeriods, reservationKey(hash, input.requestId)]
+    const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
+    if (sessionKeyName !== null) args.push(sessionKeyName)
+    if (loop !== null) args.push(loopKey(hash, loop.scope), loopAgeKey(hash, loop.scope))
+    const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 2)
+    args.push(
+      input.provider, input.minMicros, input.maxMicros, fixed.ttls,
+      session === null ? '0' : '1', session?.budgetMicros ?? '', session?.maxSteps ?? '',
+      reserveTtls, isoTime(nowMs), loop?.step ?? '', nowMs, session?.loopLimit ?? '', LOOP_LIMITS,
     )
+    const reply = await run('reserve', evalScript(redis, scripts.reserve, keyCount, args))
     if (reply[0] === 'ok') {
-      const bookedKeys = bookedList(fixed.periodKeys, session === null ? null : sessionKeyName, reply[3] === undefined || reply[3] === '' ? null : String(reply[3]))
+      const bookedKeys = bookedList(fixed.periodKeys, sessionKeyName, reply[3] === undefined || reply[3] === '' ? null : String(reply[3]))
       const remainingMicros = reply[2] === undefined || reply[2] === '' ? null : int(reply[2])
       return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
     }
@@ -227,7 +228,6 @@ interface FixedKeys {
   /** The five period keys then today's history counter, encoded for settle's first six KEYS. */
   periodsAndToday: EncodedArgs
   noSession: string
-  noLoop: string
   /** The spend history counter of the minute's UTC day. */
   today: string
   /** The five periods' TTLs in seconds, encoded. */
@@ -261,7 +261,6 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     recordAndPeriods: encodeArgs([record, ...periodKeys]),
     periodsAndToday: encodeArgs([...periodKeys, todayKey]),
     noSession: noSessionKey(hash),
-    noLoop: noLoopKey(hash),
     today: todayKey,
     ttls: encodeArgs(periods.map((p) => p.ttlSeconds)),
   }
