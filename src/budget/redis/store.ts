@@ -44,7 +44,6 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   const now = opts.now ?? Date.now
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
   const scripts = { reserve: script('reserve'), extend: script('extend'), settle: script('settle'), abandon: script('abandon') }
-  const reserveTtls = encodeArgs([sessionTtlSeconds, RESERVATION_TTL_SECONDS])
 
   async function reserve(input: ReserveInput): Promise<ReserveResult> {
     assertReserveInput(input)
@@ -55,17 +54,15 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const nowMs = now()
     const periods = currentPeriods(nowMs)
     const fixed = fixedKeys(hash, periods)
-    // Only the keys the request can touch: the record, the periods and its reservation, then its session and loop scope.
+    // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
     const args: ScriptArg[] = [fixed.recordAndPeriods, reservationKey(hash, input.requestId)]
     const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
     if (sessionKeyName !== null) args.push(sessionKeyName)
     if (loop !== null) args.push(loopKey(hash, loop.scope), loopAgeKey(hash, loop.scope))
     const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 2)
-    args.push(
-      input.provider, input.minMicros, input.maxMicros, fixed.ttls,
-      session === null ? '0' : '1', session?.budgetMicros ?? '', session?.maxSteps ?? '',
-      reserveTtls, isoTime(nowMs), loop?.step ?? '', nowMs, session?.loopLimit ?? '', LOOP_LIMITS,
-    )
+    args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
+    if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
+    if (loop !== null) args.push(loop.step, nowMs, LOOP_LIMITS)
     const reply = await run('reserve', evalScript(redis, scripts.reserve, keyCount, args))
     if (reply[0] === 'ok') {
       const bookedKeys = bookedList(fixed.periodKeys, sessionKeyName, reply[3] === undefined || reply[3] === '' ? null : String(reply[3]))
@@ -230,7 +227,7 @@ interface FixedKeys {
   noSession: string
   /** The spend history counter of the minute's UTC day. */
   today: string
-  /** The five periods' TTLs in seconds, encoded. */
+  /** The five periods' TTLs then the reservation record's, in seconds, encoded. */
   ttls: EncodedArgs
 }
 
@@ -262,7 +259,7 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     periodsAndToday: encodeArgs([...periodKeys, todayKey]),
     noSession: noSessionKey(hash),
     today: todayKey,
-    ttls: encodeArgs(periods.map((p) => p.ttlSeconds)),
+    ttls: encodeArgs([...periods.map((p) => p.ttlSeconds), RESERVATION_TTL_SECONDS]),
   }
   fixedByHash.set(hash, fresh)
   return fresh
