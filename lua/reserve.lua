@@ -269,16 +269,15 @@ end
 --    released by expiry.
 if hasSession or hasLoop then
   local tagEnd = string.find(KEYS[7], '}:', 1, true) + 2
-  local record = {'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10]}
-  if hasSession then
-    record[9] = 'booked'
-    record[10] = string.sub(sessionKey, tagEnd)
+  local booked = hasSession and string.sub(sessionKey, tagEnd)
+  local loop = hasLoop and string.sub(loopBooked, tagEnd + #'loop:')
+  if booked and loop then
+    redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10], 'booked', booked, 'loop', loop)
+  elseif booked then
+    redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10], 'booked', booked)
+  else
+    redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10], 'loop', loop)
   end
-  if hasLoop then
-    record[#record + 1] = 'loop'
-    record[#record + 1] = string.sub(loopKey, tagEnd + #'loop:') .. '#' .. int(loopSince) .. '#' .. step
-  end
-  redis.call('HSET', KEYS[7], unpack(record))
 else
   redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10])
 end
