@@ -6,40 +6,36 @@ KEYS[1]     key record hash       lp:{h}:key  (active, providers, lim:<window>, 
                                   unlimited, rpm, loop_limit, loop_window)
 KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, daily, weekly, monthly (spent, held;
                                   the minute's also requests: admitted requests)
-KEYS[7]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit); a
-                                  placeholder, never touched, when ARGV[9] = '0'
-KEYS[8]     reservation record    lp:{h}:r:<requestId>
-KEYS[9]     loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>', field <step>:<sinceMs> =
+KEYS[7]     reservation record    lp:{h}:r:<requestId>
+KEYS[8]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit), only for a
+                                  request with a session: #KEYS is 8 or 10
+KEYS[#KEYS-1] loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>', field <step>:<sinceMs> =
                                   its requests in flight; '#e' = when the scope expires, ms; '#z' = '1' once
-                                  KEYS[10] indexes it); a placeholder,
-                                  never touched, when ARGV[15] = ''
-KEYS[10]    its steps by age      lp:{h}:loopt:<scope> (sorted set: member <step>, score its sinceMs) of a scope
-                                  that once grew past ARGV[20] steps; a placeholder like KEYS[9]
+                                  KEYS[#KEYS] indexes it), only for a loop check: #KEYS is 9 or 10
+KEYS[#KEYS] its steps by age      lp:{h}:loopt:<scope> (sorted set: member <step>, score its sinceMs) of a scope
+                                  that once grew past the steps kept per scope, only for a loop check
+            (only the keys a request can touch are passed, and their arguments: each costs Redis time)
 
 ARGV[1]     provider id
 ARGV[2]     minMicros
 ARGV[3]     maxMicros (>= minMicros)
 ARGV[4..8]  TTL seconds of the five period keys, in KEYS order
-ARGV[9]     '1' when the request has a session, else '0'
-ARGV[10]    session budget the request asks for (micros), or ''
-ARGV[11]    session max steps the request asks for, or ''
-ARGV[12]    session TTL seconds
-ARGV[13]    reservation record TTL seconds
-ARGV[14]    current time, ISO 8601, the time KEYS[2..6] are the periods of (kept on the record: it names them)
-ARGV[15]    the request's loop step (16 hex chars), or '' for no loop check
-ARGV[16]    current time, ms since the epoch (loop windows)
-ARGV[17]    session loop limit the request asks for (X-Loopers-Loop-Limit), or ''
-ARGV[18]    default loop limit (a key without loop_limit)
-ARGV[19]    default loop window seconds (a key without loop_window)
-ARGV[20]    steps kept per loop scope at most
-ARGV[21]    steps a trimmed loop scope keeps
-ARGV[22]    requests of a step that may be in flight while a repeat of it still counts
+ARGV[9]     reservation record TTL seconds
+ARGV[10]    current time, ISO 8601, the time KEYS[2..6] are the periods of (kept on the record: it names them)
+With a session, ARGV[11..14]:
+            session budget the request asks for (micros), or ''; session max steps it asks for, or '';
+            session TTL seconds; session loop limit it asks for (X-Loopers-Loop-Limit), or ''
+With a loop check, the last seven:
+            the request's loop step (16 hex chars); current time, ms since the epoch (loop windows);
+            default loop limit (a key without loop_limit); default loop window seconds (a key without
+            loop_window); steps kept per loop scope at most; steps a trimmed loop scope keeps; requests of a
+            step that may be in flight while a repeat of it still counts
 
 Returns one of
   {'ok', grantedMicros, remainingMicros, loopBooked}
                                                  remaining: what the tightest limited window or the session
                                                  has left after this hold, '' when nothing is limited;
-                                                 loopBooked: '<KEYS[9]>#<sinceMs>#<step>' when the step was
+                                                 loopBooked: '<KEYS[#KEYS-1]>#<sinceMs>#<step>' when the step was
                                                  recorded (settle ends it in flight), else ''
   {'invalid_key'} | {'key_revoked'} | {'provider_not_allowed'}
   {'budget_not_set'}                             no window is limited and the key is not marked unlimited
@@ -62,6 +58,20 @@ local function lowest(a, b)
   return b
 end
 
+-- A session's and a loop check's keys and arguments, passed only when the request has them (nil without).
+local hasSession, hasLoop = #KEYS == 8 or #KEYS == 10, #KEYS >= 9
+local sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit
+if hasSession then
+  sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[8], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+end
+local loopKey, loopAgeKey, step, nowMs, defaultLoopLimit, defaultLoopWindow, stepsKept, stepsAfterTrim, inFlightTolerated
+if hasLoop then
+  loopKey, loopAgeKey = KEYS[#KEYS - 1], KEYS[#KEYS]
+  local at = #ARGV - 6
+  step, nowMs, defaultLoopLimit, defaultLoopWindow = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+  stepsKept, stepsAfterTrim, inFlightTolerated = tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5]), tonumber(ARGV[at + 6])
+end
+
 -- 1. The key must exist, be active, allow this provider, and have a limit in some window or be
 --    marked unlimited.
 local rec = redis.call('HMGET', KEYS[1], 'active', 'providers',
@@ -75,47 +85,44 @@ end
 if rec[10] ~= '1' and not (rec[3] or rec[4] or rec[5] or rec[6] or rec[7]) then return {'budget_not_set'} end
 
 -- 2. A request id is used once: a held, settled or tombstoned record means a caller fault.
-if redis.call('EXISTS', KEYS[8]) == 1 then return {'duplicate'} end
+if redis.call('EXISTS', KEYS[7]) == 1 then return {'duplicate'} end
 
 local minMicros = tonumber(ARGV[2])
 local grant = tonumber(ARGV[3])
-local hasSession = ARGV[9] == '1'
 
 -- 3. The session's limits are the lowest of what it has, what this request asks and the key's
 --    defaults, so they can be lowered and never raised. A lowering sticks even when this request is
 --    refused (CONTRACT §4), and every request with a session keeps that session alive, admitted or not.
 local s, sessionBudget, sessionMaxSteps, sessionLoop, sessionHasTtl
 if hasSession then
-  s = redis.call('HMGET', KEYS[7], 'budget', 'max_steps', 'steps', 'spent', 'held', 'loop_limit')
-  sessionBudget = lowest(lowest(num(s[1]), num(ARGV[10])), num(rec[8]))
-  sessionMaxSteps = lowest(lowest(num(s[2]), num(ARGV[11])), num(rec[9]))
-  sessionLoop = lowest(num(s[6]), num(ARGV[17]))
+  s = redis.call('HMGET', sessionKey, 'budget', 'max_steps', 'steps', 'spent', 'held', 'loop_limit')
+  sessionBudget = lowest(lowest(num(s[1]), num(askedBudget)), num(rec[8]))
+  sessionMaxSteps = lowest(lowest(num(s[2]), num(askedMaxSteps)), num(rec[9]))
+  sessionLoop = lowest(num(s[6]), num(askedLoopLimit))
   local limits = {}
   if sessionBudget and sessionBudget ~= num(s[1]) then limits[#limits + 1] = 'budget'; limits[#limits + 1] = int(sessionBudget) end
   if sessionMaxSteps and sessionMaxSteps ~= num(s[2]) then limits[#limits + 1] = 'max_steps'; limits[#limits + 1] = int(sessionMaxSteps) end
   if sessionLoop and sessionLoop ~= num(s[6]) then limits[#limits + 1] = 'loop_limit'; limits[#limits + 1] = int(sessionLoop) end
-  if #limits > 0 then redis.call('HSET', KEYS[7], unpack(limits)) end
+  if #limits > 0 then redis.call('HSET', sessionKey, unpack(limits)) end
   -- EXPIRE does nothing to a session that does not exist (yet).
-  sessionHasTtl = redis.call('EXPIRE', KEYS[7], ARGV[12]) == 1
+  sessionHasTtl = redis.call('EXPIRE', sessionKey, sessionTtl) == 1
 end
 
 -- 3a. The loop guard (src/loop/README.md): a step repeated more than loopLimit times within the
---     window (counted from the step's first sighting) is refused. The key's limit (default ARGV[18],
+--     window (counted from the step's first sighting) is refused. The key's limit (default defaultLoopLimit,
 --     0 = off) is lowered by the session's.
 --     With the guard off (no limit in force) nothing is read or recorded.
-local hasLoop = ARGV[15] ~= ''
-local nowMs = tonumber(ARGV[16])
 local loopCount, loopSince, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale
 if hasLoop then
-  local keyLoop = num(rec[12]) or tonumber(ARGV[18])
+  local keyLoop = num(rec[12]) or defaultLoopLimit
   loopLimit = sessionLoop
   if keyLoop ~= 0 then loopLimit = lowest(keyLoop, sessionLoop) end
   if not loopLimit then hasLoop = false end
 end
 if hasLoop then
-  loopWindowMs = (num(rec[13]) or tonumber(ARGV[19])) * 1000
+  loopWindowMs = (num(rec[13]) or defaultLoopWindow) * 1000
   loopCount, loopSince, loopInFlight, loopNewSince = 0, nowMs, 0, true
-  local got = redis.call('HMGET', KEYS[9], ARGV[15], '#e', '#z')
+  local got = redis.call('HMGET', loopKey, step, '#e', '#z')
   local entry = got[1]
   loopIsNew, loopExpires, loopAged = not entry, num(got[2]), got[3] == '1'
   if entry then
@@ -124,12 +131,12 @@ if hasLoop then
       loopCount, loopSince, loopNewSince = tonumber(c), tonumber(since), false
       -- In flight: its own field '<step>:<sinceMs>' (settle decrements it blindly), or an older entry's third part.
       if inFlight ~= '' then loopInFlight = tonumber(inFlight)
-      else loopInFlight = num(redis.call('HGET', KEYS[9], ARGV[15] .. ':' .. since)) or 0 end
+      else loopInFlight = num(redis.call('HGET', loopKey, step .. ':' .. since)) or 0 end
     elseif c then
       loopStale = since
     end
   end
-  if loopCount > loopLimit then return {'loop_detected', ARGV[15], loopCount, loopLimit} end
+  if loopCount > loopLimit then return {'loop_detected', step, loopCount, loopLimit} end
 end
 
 -- 3b. The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
@@ -182,45 +189,45 @@ end
 
 -- 7. The session counts one step and holds the grant (its limits were written in step 3).
 if hasSession then
-  redis.call('HSET', KEYS[7], 'held', int((num(s[5]) or 0) + grant), 'steps', int((num(s[3]) or 0) + 1))
+  redis.call('HSET', sessionKey, 'held', int((num(s[5]) or 0) + grant), 'steps', int((num(s[3]) or 0) + 1))
   -- Step 3 set the TTL of a session that existed; one created since needs it now.
-  if not sessionHasTtl then redis.call('EXPIRE', KEYS[7], ARGV[12]) end
+  if not sessionHasTtl then redis.call('EXPIRE', sessionKey, sessionTtl) end
 end
 
--- 7b. The loop step counts one more repeat, unless more than ARGV[22] requests of it are in flight (requests
+-- 7b. The loop step counts one more repeat, unless more than inFlightTolerated requests of it are in flight (requests
 --     fired at once are not repeats), and one more request in flight (settle ends it).
 --     Size: a new step whose hash ends in 0 (one in 16, as checksScopeSize in src/loop/rule.ts) counts its
---     scope; one found past ARGV[20] steps is trimmed to ARGV[21] (expired ones go first, then the oldest), so
---     the trim's cost is spread over many new steps. A scope found past ARGV[20] once keeps its steps' sinceMs
---     in the sorted set KEYS[10] from then on ('#z' marks it), so each later trim reads only what it drops;
+--     scope; one found past stepsKept steps is trimmed to stepsAfterTrim (expired ones go first, then the oldest), so
+--     the trim's cost is spread over many new steps. A scope found past stepsKept once keeps its steps' sinceMs
+--     in the sorted set KEYS[#KEYS] from then on ('#z' marks it), so each later trim reads only what it drops;
 --     smaller scopes (most conversations) never pay for it.
 --     Lifetime: a step matters for a window after its sinceMs, so the scope lives a window (and up to an
 --     eighth more) after its newest sinceMs: '#e' holds when it expires, and only a step whose window ends
 --     past that extends it, so most writes set no TTL.
 local loopBooked = ''
 if hasLoop then
-  if loopInFlight <= tonumber(ARGV[22]) then loopCount = loopCount + 1 end
-  local value, flight = int(loopCount) .. ':' .. int(loopSince), ARGV[15] .. ':' .. int(loopSince)
+  if loopInFlight <= inFlightTolerated then loopCount = loopCount + 1 end
+  local value, flight = int(loopCount) .. ':' .. int(loopSince), step .. ':' .. int(loopSince)
   local ttl = loopWindowMs + math.floor(loopWindowMs / 8)
   -- Past the recorded expiry: a new sinceMs, or an entry whose window was since raised on the key.
   local extend = not loopExpires or loopExpires < loopSince + loopWindowMs
   if extend then
-    redis.call('HSET', KEYS[9], ARGV[15], value, flight, int(loopInFlight + 1), '#e', int(nowMs + ttl))
+    redis.call('HSET', loopKey, step, value, flight, int(loopInFlight + 1), '#e', int(nowMs + ttl))
   else
-    redis.call('HSET', KEYS[9], ARGV[15], value, flight, int(loopInFlight + 1))
+    redis.call('HSET', loopKey, step, value, flight, int(loopInFlight + 1))
   end
   -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
-  if loopStale then redis.call('HDEL', KEYS[9], ARGV[15] .. ':' .. loopStale) end
-  loopBooked = KEYS[9] .. '#' .. int(loopSince) .. '#' .. ARGV[15]
-  if loopAged and loopNewSince then redis.call('ZADD', KEYS[10], int(nowMs), ARGV[15]) end
-  if loopIsNew and string.sub(ARGV[15], -1) == '0' then
+  if loopStale then redis.call('HDEL', loopKey, step .. ':' .. loopStale) end
+  loopBooked = loopKey .. '#' .. int(loopSince) .. '#' .. step
+  if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, int(nowMs), step) end
+  if loopIsNew and string.sub(step, -1) == '0' then
     local size
     -- Unindexed, the scope holds '#e' and two fields a step (the step, its in flight).
-    if loopAged then size = redis.call('ZCARD', KEYS[10]) else size = math.floor((redis.call('HLEN', KEYS[9]) - 1) / 2) end
-    if size > tonumber(ARGV[20]) then
+    if loopAged then size = redis.call('ZCARD', loopAgeKey) else size = math.floor((redis.call('HLEN', loopKey) - 1) / 2) end
+    if size > stepsKept then
       if not loopAged then
         -- First time past the limit: index every step by its sinceMs (the one full read of the scope).
-        local all = redis.call('HGETALL', KEYS[9])
+        local all = redis.call('HGETALL', loopKey)
         local index = {}
         for i = 1, #all, 2 do
           local since = string.match(all[i + 1], '^%d+:(%d+)')
@@ -229,46 +236,51 @@ if hasLoop then
             index[#index + 1] = all[i]
           end
         end
-        redis.call('ZADD', KEYS[10], unpack(index))
-        redis.call('HSET', KEYS[9], '#z', '1', '#e', int(nowMs + ttl))
+        redis.call('ZADD', loopAgeKey, unpack(index))
+        redis.call('HSET', loopKey, '#z', '1', '#e', int(nowMs + ttl))
         loopAged, extend = true, true
       end
       -- Expired steps (sinceMs <= nowMs - window) are the oldest: the set's order (sinceMs, then step) is the trim's.
-      local drop = redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', int(nowMs - loopWindowMs), 'WITHSCORES')
-      local over = size - #drop / 2 - tonumber(ARGV[21])
-      if over > 0 then drop = redis.call('ZRANGE', KEYS[10], 0, #drop / 2 + over - 1, 'WITHSCORES') end
+      local drop = redis.call('ZRANGEBYSCORE', loopAgeKey, '-inf', int(nowMs - loopWindowMs), 'WITHSCORES')
+      local over = size - #drop / 2 - stepsAfterTrim
+      if over > 0 then drop = redis.call('ZRANGE', loopAgeKey, 0, #drop / 2 + over - 1, 'WITHSCORES') end
       if #drop > 0 then
         local fields = {}
         for i = 1, #drop, 2 do
           fields[#fields + 1] = drop[i]
           fields[#fields + 1] = drop[i] .. ':' .. drop[i + 1]
         end
-        redis.call('HDEL', KEYS[9], unpack(fields))
-        redis.call('ZREMRANGEBYRANK', KEYS[10], 0, #drop / 2 - 1)
+        redis.call('HDEL', loopKey, unpack(fields))
+        redis.call('ZREMRANGEBYRANK', loopAgeKey, 0, #drop / 2 - 1)
       end
     end
   end
   if extend then
-    redis.call('PEXPIRE', KEYS[9], ttl)
-    if loopAged then redis.call('PEXPIRE', KEYS[10], ttl) end
+    redis.call('PEXPIRE', loopKey, ttl)
+    if loopAged then redis.call('PEXPIRE', loopAgeKey, ttl) end
   end
 end
 
 -- 8. The reservation record: what is held and where, for abandon (extend and settle are given the keys). The
---    five periods are those of created_at (the caller named KEYS[2..6] from that time); booked lists the
---    session and the loop step after the key's tag ('s:<id>', 'loop:<scope>#<sinceMs>#<step>') and is left out
---    when there is neither. Short, the record stays a listpack (Redis's compact hash). Its TTL outlives every
---    period key, so a hold is never released by expiry.
+--    five periods are those of created_at (the caller named KEYS[2..6] from that time); the session and the loop
+--    step are named after the key's tag, each in its own field, left out when there is none: booked 's:<id>',
+--    loop '<scope>#<sinceMs>#<step>' (the key 'loop:<scope>'). Short values keep the record a listpack (Redis's
+--    compact hash; each value up to 64 bytes by default). Its TTL outlives every period key, so a hold is never
+--    released by expiry.
 if hasSession or hasLoop then
-  local tagEnd = string.find(KEYS[8], '}:', 1, true) + 2
-  local booked = {}
-  if hasSession then booked[1] = string.sub(KEYS[7], tagEnd) end
-  if hasLoop then booked[#booked + 1] = string.sub(loopBooked, tagEnd) end
-  redis.call('HSET', KEYS[8], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[14],
-    'booked', table.concat(booked, ' '))
+  local tagEnd = string.find(KEYS[7], '}:', 1, true) + 2
+  local booked = hasSession and string.sub(sessionKey, tagEnd)
+  local loop = hasLoop and string.sub(loopBooked, tagEnd + #'loop:')
+  if booked and loop then
+    redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10], 'booked', booked, 'loop', loop)
+  elseif booked then
+    redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10], 'booked', booked)
+  else
+    redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10], 'loop', loop)
+  end
 else
-  redis.call('HSET', KEYS[8], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[14])
+  redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10])
 end
-redis.call('EXPIRE', KEYS[8], ARGV[13])
+redis.call('EXPIRE', KEYS[7], ARGV[9])
 if room then return {'ok', grant, int(room - grant), loopBooked} end
 return {'ok', grant, '', loopBooked}

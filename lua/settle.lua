@@ -2,13 +2,12 @@
 settle: charge a request's actual cost and release its hold, exactly once per request id, in the
 periods and session the reservation was booked in (even if the clock has since moved on).
 
-KEYS[1]     key record hash (unused; kept so every script shares one KEYS layout)
-KEYS[2..6]  booked period hashes  minute, hourly, daily, weekly, monthly (fields spent, held)
-KEYS[7]     booked session hash, or a placeholder, never touched, when ARGV[2] = '0'
-KEYS[8]     reservation record    lp:{h}:r:<requestId>
-KEYS[9]     today's spend history lp:{h}:d:<YYYY-MM-DD> (a counter)
-KEYS[10]    the loop scope the request's step was recorded in (lp:{h}:loop:<scope>), or a placeholder, never
-            touched, when ARGV[6] = ''
+KEYS[1..5]  booked period hashes  minute, hourly, daily, weekly, monthly (fields spent, held)
+KEYS[6]     today's spend history lp:{h}:d:<YYYY-MM-DD> (a counter)
+KEYS[7]     reservation record    lp:{h}:r:<requestId>
+KEYS[8]     booked session hash, only when ARGV[2] = '1'
+KEYS[#KEYS] the loop scope the request's step was recorded in (lp:{h}:loop:<scope>), only when ARGV[6] ~= ''
+            (only the keys a settle touches are passed: each costs Redis time)
 
 ARGV[1]     actualMicros (may exceed the reservation: the provider's bill is charged as it is)
 ARGV[2]     '1' when the reservation was booked in a session, else '0'
@@ -27,7 +26,7 @@ local function int(n) return string.format('%d', n) end
 local function num(v) if v then return tonumber(v) end return nil end
 
 -- 1. Idempotent: a settled record (or tombstone) reports its earlier charge and changes nothing.
-local res = redis.call('HMGET', KEYS[8], 'state', 'amount', 'charged')
+local res = redis.call('HMGET', KEYS[7], 'state', 'amount', 'charged')
 if res[1] == 'settled' then return {'already', num(res[3]) or 0} end
 
 -- 2. What is held is the record's amount (it includes every extension). No record: nothing to
@@ -60,30 +59,30 @@ end
 
 -- 3. Every booked period; one found without its held field expired meanwhile (or was only ever written
 --    here) and, when recreated, gets a TTL. One with the field was created by reserve, which set its TTL.
-for i = 2, 6 do
+for i = 1, 5 do
   if book(KEYS[i]) and redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 end
 
 -- 4. The session, unless it has expired meanwhile (it is not recreated).
-if ARGV[2] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then book(KEYS[7]) end
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then book(KEYS[8]) end
 
 -- 5. Spend history: what was charged today, kept for 400 days. Only settle writes the counter, always with
 --    its day's expiry, so the settle that creates it sets that expiry once.
-if actual > 0 and redis.call('INCRBY', KEYS[9], ARGV[1]) == actual then redis.call('EXPIREAT', KEYS[9], ARGV[5]) end
+if actual > 0 and redis.call('INCRBY', KEYS[6], ARGV[1]) == actual then redis.call('EXPIREAT', KEYS[6], ARGV[5]) end
 
 -- 5b. The request's loop step has one fewer request in flight, in the window it was admitted in only: the
 --     field '<step>:<sinceMs>' goes with its step (a new window, a trim, the scope's expiry), so one found
 --     missing (now below zero) is removed again.
 if ARGV[6] ~= '' then
   local field = ARGV[6] .. ':' .. ARGV[7]
-  if redis.call('HINCRBY', KEYS[10], field, -1) < 0 then redis.call('HDEL', KEYS[10], field) end
+  if redis.call('HINCRBY', KEYS[#KEYS], field, -1) < 0 then redis.call('HDEL', KEYS[#KEYS], field) end
 end
 
 -- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused. A held
 --    record is written anew with only what a settled one answers: a long booked field (a long session id, a
 --    record of an earlier release) made it a hashtable, which Redis never shrinks back; the new one is a
 --    listpack of a few dozen bytes.
-if res[1] then redis.call('DEL', KEYS[8]) end
-redis.call('HSET', KEYS[8], 'state', 'settled', 'charged', ARGV[1])
-redis.call('EXPIRE', KEYS[8], ARGV[3])
+if res[1] then redis.call('DEL', KEYS[7]) end
+redis.call('HSET', KEYS[7], 'state', 'settled', 'charged', ARGV[1])
+redis.call('EXPIRE', KEYS[7], ARGV[3])
 return {'settled', actual}

@@ -11,7 +11,7 @@ const gc = runInNewContext('gc') as () => void
 // A script command waits in a line watched by one timer until its deadline (src/budget/redis/command-deadlines.ts);
 // one that is done must leave it then, not at its deadline: each waiting command holds ~1 KB.
 describe('the line of command deadlines', () => {
-  const abandon = script('abandon', 1)
+  const abandon = script('abandon')
 
   /** A client that arms each command's timeout as ioredis does, then answers it or fails it at once (as ioredis does while Redis is gone). */
   function client(outcome: 'answered' | 'failed', sent: WeakRef<Command>[]): RedisClient {
@@ -28,7 +28,7 @@ describe('the line of command deadlines', () => {
   it.each(['answered', 'failed'] as const)('a command %s is not kept until its deadline', async (outcome) => {
     const sent: WeakRef<Command>[] = []
     const redis = client(outcome, sent)
-    for (let i = 0; i < 3; i++) await evalScript(redis, abandon, ['lp:{ab}:r:request', 86_400]).catch(() => undefined)
+    for (let i = 0; i < 3; i++) await evalScript(redis, abandon, 1, ['lp:{ab}:r:request', 86_400]).catch(() => undefined)
     await new Promise((r) => setTimeout(r, 0))
     gc()
     expect(sent).toHaveLength(3)

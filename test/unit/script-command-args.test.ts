@@ -5,7 +5,7 @@ import { encodeArgs, evalScript, script } from '../../src/budget/redis/script-co
 
 // A script command builds `args` only when ioredis reads them; what it reads must be what is sent.
 describe('script command arguments as ioredis reads them', () => {
-  const abandon = script('abandon', 1)
+  const abandon = script('abandon')
   const run = encodeArgs(['lp:{ab}:r:request', 86_400])
 
   /** A client that writes each command and records its `args` after, also reading them before when asked (a cluster reads the slot first). */
@@ -24,8 +24,8 @@ describe('script command arguments as ioredis reads them', () => {
   it.each([true, false])('read before the write too: %s. The script itself on a connection first (EVAL), then its SHA1', async (readFirst) => {
     const seen: unknown[][] = []
     const redis = client(readFirst, seen)
-    await evalScript(redis, abandon, [run, 'x'])
-    await evalScript(redis, abandon, [run, 'x'])
+    await evalScript(redis, abandon, 1, [run, 'x'])
+    await evalScript(redis, abandon, 1, [run, 'x'])
     const rest = [1, 'lp:{ab}:r:request', 86_400, 'x']
     expect(seen[0]).toEqual([abandon.lua, ...rest])
     expect(seen[1]).toEqual([abandon.sha, ...rest])

@@ -25,7 +25,7 @@ function ioredisWrites(name: string, args: (string | number)[]): string {
 const flat = (parts: ScriptArg[]): (string | number)[] => parts.flatMap((p) => (typeof p === 'object' ? [...p.values] : [p]))
 
 describe('script commands', () => {
-  const settle = script('settle', 10)
+  const settle = script('settle')
   const parts: ScriptArg[] = [
     encodeArgs(['lp:{ab}:key', 'lp:{ab}:w:minute:2026-12-04T15:00', 'lp:{ab}:w:hourly:2026-12-04T15']),
     'lp:{ab}:r:request-é€😀',
@@ -39,8 +39,8 @@ describe('script commands', () => {
   it('are written byte for byte as ioredis writes them: EVAL on a connection first, EVALSHA after', async () => {
     const socket = {}
     const { client, written, commands } = recordingClient(socket)
-    await evalScript(client, settle, parts)
-    await evalScript(client, settle, parts)
+    await evalScript(client, settle, 10, parts)
+    await evalScript(client, settle, 10, parts)
     expect(written[0]).toBe(ioredisWrites('eval', [settle.lua, 10, ...flat(parts)]))
     expect(written[1]).toBe(ioredisWrites('evalsha', [settle.sha, 10, ...flat(parts)]))
     // ioredis reads the arguments (a cluster's slot from the keys) from args.
@@ -50,7 +50,7 @@ describe('script commands', () => {
 
   it('are sent in full again on another connection', async () => {
     const { client, written } = recordingClient({})
-    await evalScript(client, settle, parts)
+    await evalScript(client, settle, 10, parts)
     expect(written[0]).toBe(ioredisWrites('eval', [settle.lua, 10, ...flat(parts)]))
   })
 })

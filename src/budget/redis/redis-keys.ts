@@ -38,7 +38,7 @@ export function parseSessionKey(name: string): { hash: string; id: string } | nu
   return m === null ? null : { hash: m[1] as string, id: m[2] as string }
 }
 
-/** Placeholder in the session position of a script's KEYS when the request has no session; never written. */
+/** Placeholder in the session position of the extend script's KEYS when the reservation has no session; never written. */
 export function noSessionKey(hash: string): string {
   return `${prefix(hash)}:nosession`
 }
@@ -51,7 +51,7 @@ export function suffixKey(hash: string, suffix: string): string {
   return `${prefix(hash)}:${suffix}`
 }
 
-/** A reservation record (state, amount, provider, created_at, booked session and loop step, charged), or a settled tombstone. */
+/** A reservation record (state, amount, provider, created_at, booked session, loop step, charged), or a settled tombstone. */
 export function reservationKey(hash: string, requestId: string): string {
   return `${prefix(hash)}:r:${requestId}`
 }
@@ -67,11 +67,6 @@ export function loopKey(hash: string, scope: string): string {
 /** The steps of one loop scope by age, a sorted set (member <step>, score its sinceMs), read by the trim. */
 export function loopAgeKey(hash: string, scope: string): string {
   return `${prefix(hash)}:loopt:${scope}`
-}
-
-/** Placeholder in the loop position of the reserve script's KEYS when the request has no loop check; never written. */
-export function noLoopKey(hash: string): string {
-  return `${prefix(hash)}:noloop`
 }
 
 /** Settled spend of one UTC day (`YYYY-MM-DD`), an integer string in micro-USD, kept HISTORY_DAYS days. */

@@ -12,10 +12,9 @@ import type { RedisClient } from './redis-client.js'
 export interface Script {
   lua: string
   sha: string
-  numberOfKeys: number
   /** Connections this script was sent on in full (EVAL); Redis keeps it cached there for EVALSHA. */
   sentOn: WeakSet<object>
-  /** The RESP of the command name, the script (or its SHA1) and the key count: what follows the argument count. */
+  /** The RESP of the command name and the script (or its SHA1): what follows the argument count. */
   evalHead: string
   evalshaHead: string
 }
@@ -37,29 +36,24 @@ export function encodeArgs(values: readonly (string | number)[]): EncodedArgs {
 const scriptCache = new Map<string, Script>()
 
 /** Script `lua/<name>.lua` at the package root (the same relative path from src/ and dist/), read once. */
-export function script(name: string, numberOfKeys: number): Script {
+export function script(name: string): Script {
   let loaded = scriptCache.get(name)
   if (loaded === undefined) {
     const lua = readFileSync(new URL(`../../../lua/${name}.lua`, import.meta.url), 'utf8')
     const sha = createHash('sha1').update(lua).digest('hex')
-    const keys = bulk(numberOfKeys)
-    loaded = {
-      lua,
-      sha,
-      numberOfKeys,
-      sentOn: new WeakSet(),
-      evalHead: `${bulk('eval')}${bulk(lua)}${keys}`,
-      evalshaHead: `${bulk('evalsha')}${bulk(sha)}${keys}`,
-    }
+    loaded = { lua, sha, sentOn: new WeakSet(), evalHead: `${bulk('eval')}${bulk(lua)}`, evalshaHead: `${bulk('evalsha')}${bulk(sha)}` }
     scriptCache.set(name, loaded)
   }
   return loaded
 }
 
-/** Runs `script` with its KEYS then its ARGV; a Redis that lost its script cache (NOSCRIPT: restart, flush) gets it again. */
-export async function evalScript(redis: RedisClient, script: Script, keysThenArgs: ScriptArg[]): Promise<unknown> {
+/**
+ * Runs `script` with its KEYS (the first `numberOfKeys` arguments) then its ARGV; a Redis that lost its script
+ * cache (NOSCRIPT: restart, flush) gets it again.
+ */
+export async function evalScript(redis: RedisClient, script: Script, numberOfKeys: number, keysThenArgs: ScriptArg[]): Promise<unknown> {
   for (let attempt = 1; ; attempt++) {
-    const command = new ScriptCommand(script, keysThenArgs)
+    const command = new ScriptCommand(script, numberOfKeys, keysThenArgs)
     redis.sendCommand(command)
     try {
       return await command.promise
@@ -92,6 +86,7 @@ class ScriptCommand extends Command implements DeadlineCommand {
 
   constructor(
     private readonly script: Script,
+    private readonly numberOfKeys: number,
     private readonly parts: ScriptArg[],
   ) {
     super('evalsha', [], REPLY_AS_TEXT)
@@ -119,7 +114,7 @@ class ScriptCommand extends Command implements DeadlineCommand {
   private allArgs(): (string | number)[] {
     const args = new Array<string | number>(this.argCount)
     args[0] = this.name === 'eval' ? this.script.lua : this.script.sha
-    args[1] = this.script.numberOfKeys
+    args[1] = this.numberOfKeys
     let at = 2
     for (let i = 0; i < this.parts.length; i++) {
       const part = this.parts[i] as ScriptArg
@@ -146,13 +141,20 @@ class ScriptCommand extends Command implements DeadlineCommand {
       this.name = 'eval'
       if (this.flatArgs !== null) this.flatArgs[0] = this.script.lua
     }
-    let resp = `*${this.argCount + 1}\r\n${this.name === 'eval' ? this.script.evalHead : this.script.evalshaHead}`
+    let resp = `*${this.argCount + 1}\r\n${this.name === 'eval' ? this.script.evalHead : this.script.evalshaHead}${keyCount(this.numberOfKeys)}`
     for (let i = 0; i < this.parts.length; i++) {
       const part = this.parts[i] as ScriptArg
       resp += typeof part === 'object' ? part.resp : bulk(part)
     }
     return resp
   }
+}
+
+/** The RESP of a script's key counts, built once each. */
+const keyCounts: string[] = []
+
+function keyCount(n: number): string {
+  return (keyCounts[n] ??= bulk(n))
 }
 
 /** One RESP bulk string; its length counts UTF-8 bytes. */

@@ -8,7 +8,7 @@ import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
 import { encodeArgs, evalScript, script, type EncodedArgs, type ScriptArg } from './script-command.js'
-import { dayKey, loopAgeKey, loopKey, noLoopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey, suffixKey } from './redis-keys.js'
+import { dayKey, loopAgeKey, loopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey, suffixKey } from './redis-keys.js'
 import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 import type {
   BudgetStore,
@@ -43,8 +43,7 @@ type Reply = [string, ...(string | number)[]]
 export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions = {}): BudgetStore {
   const now = opts.now ?? Date.now
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
-  const scripts = { reserve: script('reserve', 10), extend: script('extend', 8), settle: script('settle', 10), abandon: script('abandon', 1) }
-  const reserveTtls = encodeArgs([sessionTtlSeconds, RESERVATION_TTL_SECONDS])
+  const scripts = { reserve: script('reserve'), extend: script('extend'), settle: script('settle'), abandon: script('abandon') }
 
   async function reserve(input: ReserveInput): Promise<ReserveResult> {
     assertReserveInput(input)
@@ -55,19 +54,18 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const nowMs = now()
     const periods = currentPeriods(nowMs)
     const fixed = fixedKeys(hash, periods)
-    const sessionKeyName = session === null ? fixed.noSession : sessionKey(hash, session.id)
-    const reply = await run(
-      'reserve',
-      evalScript(redis, scripts.reserve, [
-        fixed.recordAndPeriods, sessionKeyName, reservationKey(hash, input.requestId),
-        loop === null ? fixed.noLoop : loopKey(hash, loop.scope), loop === null ? fixed.noLoop : loopAgeKey(hash, loop.scope),
-        input.provider, input.minMicros, input.maxMicros, fixed.ttls,
-        session === null ? '0' : '1', session?.budgetMicros ?? '', session?.maxSteps ?? '',
-        reserveTtls, isoTime(nowMs), loop?.step ?? '', nowMs, session?.loopLimit ?? '', LOOP_LIMITS,
-      ]),
-    )
+    // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
+    const args: ScriptArg[] = [fixed.recordAndPeriods, reservationKey(hash, input.requestId)]
+    const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
+    if (sessionKeyName !== null) args.push(sessionKeyName)
+    if (loop !== null) args.push(loopKey(hash, loop.scope), loopAgeKey(hash, loop.scope))
+    const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 2)
+    args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
+    if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
+    if (loop !== null) args.push(loop.step, nowMs, LOOP_LIMITS)
+    const reply = await run('reserve', evalScript(redis, scripts.reserve, keyCount, args))
     if (reply[0] === 'ok') {
-      const bookedKeys = bookedList(fixed.periodKeys, session === null ? null : sessionKeyName, reply[3] === undefined || reply[3] === '' ? null : String(reply[3]))
+      const bookedKeys = bookedList(fixed.periodKeys, sessionKeyName, reply[3] === undefined || reply[3] === '' ? null : String(reply[3]))
       const remainingMicros = reply[2] === undefined || reply[2] === '' ? null : int(reply[2])
       return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
     }
@@ -83,7 +81,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const booked = bookedParts(reservation)
     const args = scriptKeys(reservation, booked, fixedKeys(reservation.keyHash, currentPeriods(now())))
     args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS)
-    const reply = await run('extend', evalScript(redis, scripts.extend, args))
+    const reply = await run('extend', evalScript(redis, scripts.extend, 8, args))
     if (reply[0] === 'ok') {
       const grantedMicros = int(reply[1])
       reservation.reservedMicros += grantedMicros
@@ -101,13 +99,23 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const booked = bookedParts(reservation)
     const loop = bookedLoop(booked)
     const fixed = fixedKeys(reservation.keyHash, currentPeriods(nowMs))
-    const args = scriptKeys(reservation, booked, fixed)
-    args.push(
-      fixed.today, loop?.key ?? fixed.noLoop,
-      actualMicros, sessionFlag(booked), SETTLE_TTLS, today(nowMs).expiresAtSeconds,
-      loop?.step ?? '', loop?.sinceMs ?? '',
-    )
-    const reply = await run('settle', evalScript(redis, scripts.settle, args))
+    // Only the keys settle touches: the periods, today's history, the record, then the session and loop scope it booked.
+    const record = reservationKey(reservation.keyHash, reservation.requestId)
+    const periods = booked.keys as readonly [string, string, string, string, string]
+    const args: ScriptArg[] = samePeriods(periods, fixed.periodKeys)
+      ? [fixed.periodsAndToday, record]
+      : [periods[0], periods[1], periods[2], periods[3], periods[4], fixed.today, record]
+    let keyCount = 7
+    if (booked.session !== undefined) {
+      args.push(booked.session)
+      keyCount++
+    }
+    if (loop !== null) {
+      args.push(loop.key)
+      keyCount++
+    }
+    args.push(actualMicros, sessionFlag(booked), SETTLE_TTLS, today(nowMs).expiresAtSeconds, loop?.step ?? '', loop?.sinceMs ?? '')
+    const reply = await run('settle', evalScript(redis, scripts.settle, keyCount, args))
     if (reply[0] !== 'settled' && reply[0] !== 'already') throw unexpected('settle', reply)
     return { chargedMicros: int(reply[1]), alreadySettled: reply[0] === 'already' }
   }
@@ -115,7 +123,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   async function abandon(keyHash: string, requestId: string): Promise<void> {
     assertRequestId(requestId)
     if (!isKeyHash(keyHash)) return
-    const reply = await run('abandon', evalScript(redis, scripts.abandon, [reservationKey(keyHash, requestId), SETTLED_RECORD_TTL_SECONDS]))
+    const reply = await run('abandon', evalScript(redis, scripts.abandon, 1, [reservationKey(keyHash, requestId), SETTLED_RECORD_TTL_SECONDS]))
     if (reply[0] !== 'held') return
     // The reserve did run: release its hold (settle at 0) in the keys it booked.
     const bookedKeys = recordedKeys(keyHash, String(reply[2] ?? ''), String(reply[3] ?? ''))
@@ -182,17 +190,18 @@ function bookedParts(r: Reservation): BookedParts {
   return { keys, session, loop }
 }
 
-/** The shared KEYS layout of extend/settle: record, five booked periods, session (or placeholder), reservation. */
+/** The KEYS of extend: record, five booked periods, session (or placeholder), reservation. */
 function scriptKeys(r: Reservation, booked: BookedParts, fixed: FixedKeys): ScriptArg[] {
   const session = booked.session ?? fixed.noSession
   const reservation = reservationKey(r.keyHash, r.requestId)
   const periods = booked.keys as readonly [string, string, string, string, string]
-  const current = fixed.periodKeys
-  // Booked in the current minute (nearly always): the record and periods are already encoded.
-  if (periods[0] === current[0] && periods[1] === current[1] && periods[2] === current[2] && periods[3] === current[3] && periods[4] === current[4]) {
-    return [fixed.recordAndPeriods, session, reservation]
-  }
+  if (samePeriods(periods, fixed.periodKeys)) return [fixed.recordAndPeriods, session, reservation]
   return [fixed.record, periods[0], periods[1], periods[2], periods[3], periods[4], session, reservation]
+}
+
+/** Whether a reservation was booked in the current minute's periods (nearly always): their keys are already encoded. */
+function samePeriods(booked: readonly string[], current: FixedKeys['periodKeys']): boolean {
+  return booked[0] === current[0] && booked[1] === current[1] && booked[2] === current[2] && booked[3] === current[3] && booked[4] === current[4]
 }
 
 function sessionFlag(booked: BookedParts): '0' | '1' {
@@ -213,11 +222,12 @@ interface FixedKeys {
   periodKeys: readonly [string, string, string, string, string]
   /** The record then the five period keys, encoded for a script's first six KEYS. */
   recordAndPeriods: EncodedArgs
+  /** The five period keys then today's history counter, encoded for settle's first six KEYS. */
+  periodsAndToday: EncodedArgs
   noSession: string
-  noLoop: string
   /** The spend history counter of the minute's UTC day. */
   today: string
-  /** The five periods' TTLs in seconds, encoded. */
+  /** The five periods' TTLs then the reservation record's, in seconds, encoded. */
   ttls: EncodedArgs
 }
 
@@ -240,15 +250,16 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
   if (cached === undefined && fixedByHash.size >= FIXED_KEYS_KEPT) fixedByHash.clear()
   const record = recordKey(hash)
   const periodKeys = Object.freeze(periods.map((p) => periodKey(hash, p.window, p.id))) as unknown as FixedKeys['periodKeys']
+  const todayKey = dayKey(hash, today(stamp).date)
   const fresh: FixedKeys = {
     minute: stamp,
     record,
     periodKeys,
     recordAndPeriods: encodeArgs([record, ...periodKeys]),
+    periodsAndToday: encodeArgs([...periodKeys, todayKey]),
     noSession: noSessionKey(hash),
-    noLoop: noLoopKey(hash),
-    today: dayKey(hash, today(stamp).date),
-    ttls: encodeArgs(periods.map((p) => p.ttlSeconds)),
+    today: todayKey,
+    ttls: encodeArgs([...periods.map((p) => p.ttlSeconds), RESERVATION_TTL_SECONDS]),
   }
   fixedByHash.set(hash, fresh)
   return fresh
