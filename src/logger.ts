@@ -27,8 +27,10 @@ const MAX_FIELD_CHARS = 128
 /** The line's top-level string fields, each cut to MAX_FIELD_CHARS characters (marked with `…`). */
 function truncateFields(object: Record<string, unknown>): Record<string, unknown> {
   let out: Record<string, unknown> | null = null
-  for (const [name, value] of Object.entries(object)) {
-    if (typeof value !== 'string' || value.length <= MAX_FIELD_CHARS) continue
+  // for…in (own fields, as pino reads them), not Object.entries: no pair array per field on every line.
+  for (const name in object) {
+    const value = object[name]
+    if (typeof value !== 'string' || value.length <= MAX_FIELD_CHARS || !Object.hasOwn(object, name)) continue
     out ??= { ...object }
     out[name] = `${value.slice(0, MAX_FIELD_CHARS)}…`
   }

@@ -161,6 +161,18 @@ function createTalliedHistogram(config: { name: string; help: string; labelNames
   return make
 }
 
+/** The series of one (provider, model, outcome, key): `requests` made with it, the others on first use. */
+interface RequestSeries {
+  provider: string
+  key: string
+  requests: Tally
+  cutoffs: Tally | undefined
+  spend: Tally | undefined
+  input: Tally | undefined
+  output: Tally | undefined
+  duration: Observer | undefined
+}
+
 /** A fresh registry per server (tests start several in one process). `perKey` adds a key label to request and spend series. */
 export function createMetrics(options: { perKey: boolean }): Metrics {
   const registry = new Registry()
@@ -246,24 +258,46 @@ export function createMetrics(options: { perKey: boolean }): Metrics {
 
   // Label sets repeat (providers × priced models × outcomes): resolving each child once skips
   // prom-client's per-call label hashing, which otherwise costs a tenth of the proxy's CPU.
-  const requestsBy = children((provider, model, outcome, key) => requests([provider, model, outcome, key]))
   const refusalsBy = children((reason, window) => refusals([reason, window]))
   const cutoffsBy = children((provider) => cutoffs([provider]))
   const spendBy = children((provider, key) => spend([provider, key]))
   const tokensBy = children((provider, kind) => tokens([provider, kind]))
   const durationBy = children((provider) => duration([provider]))
+  // A request's series found in one lookup (none when it is of the last request's kind): the others are
+  // taken from the maps above on first use, so each series starts when it did and is exported in that order.
+  const seriesBy = children((provider, model, outcome, key): RequestSeries => ({
+    provider,
+    key,
+    requests: requests([provider, model, outcome, key]),
+    cutoffs: undefined,
+    spend: undefined,
+    input: undefined,
+    output: undefined,
+    duration: undefined,
+  }))
+  let last: RequestSeries | undefined
+  let lastModel = ''
+  let lastOutcome = ''
+
+  function seriesOf(provider: string, model: string, outcome: string, key: string): RequestSeries {
+    if (last !== undefined && provider === last.provider && model === lastModel && outcome === lastOutcome && key === last.key) return last
+    last = seriesBy(provider, model, outcome, key)
+    lastModel = model
+    lastOutcome = outcome
+    return last
+  }
 
   return {
     registry,
     recordRequest(r) {
-      const key = options.perKey ? (r.key ?? '') : ''
-      requestsBy(r.provider, r.model, r.outcome, key).inc()
+      const s = seriesOf(r.provider, r.model, r.outcome, options.perKey ? (r.key ?? '') : '')
+      s.requests.inc()
       if (r.refusal) refusalsBy(r.refusal.reason, r.refusal.window).inc()
-      if (r.cutoff) cutoffsBy(r.provider).inc()
-      if (r.spendUsd > 0) spendBy(r.provider, key).inc(r.spendUsd)
-      if (r.inputTokens > 0) tokensBy(r.provider, 'input').inc(r.inputTokens)
-      if (r.outputTokens > 0) tokensBy(r.provider, 'output').inc(r.outputTokens)
-      durationBy(r.provider).observe(r.durationSeconds)
+      if (r.cutoff) (s.cutoffs ??= cutoffsBy(s.provider)).inc()
+      if (r.spendUsd > 0) (s.spend ??= spendBy(s.provider, s.key)).inc(r.spendUsd)
+      if (r.inputTokens > 0) (s.input ??= tokensBy(s.provider, 'input')).inc(r.inputTokens)
+      if (r.outputTokens > 0) (s.output ??= tokensBy(s.provider, 'output')).inc(r.outputTokens)
+      ;(s.duration ??= durationBy(s.provider)).observe(r.durationSeconds)
       if (r.addedSeconds !== undefined) added.observe(r.addedSeconds)
     },
     eventLost: () => storeErrors.inc({ op: 'record_event' }),

@@ -42,6 +42,33 @@ describe('request metrics', () => {
     expect(sample(second, 'loopers_refusals_total{reason="budget_exceeded",window="daily"}')).toBe(1)
   })
 
+  it('counts each request in its own series when the kinds of request alternate', async () => {
+    const metrics = createMetrics({ perKey: true })
+    const kinds: Array<Partial<RequestRecord>> = [
+      { model: 'gpt-4o', outcome: 'completed', key: 'aaaa1111' },
+      { model: 'gpt-4o', outcome: 'completed', key: 'bbbb2222' },
+      { model: 'gpt-4o-mini', outcome: 'completed', key: 'aaaa1111' },
+      { model: 'gpt-4o', outcome: 'refused', key: 'aaaa1111' },
+      { provider: 'anthropic', model: 'gpt-4o', outcome: 'completed', key: 'aaaa1111' },
+    ]
+    for (const kind of [...kinds, ...kinds, kinds[0]!]) metrics.recordRequest(record({ ...kind, spendUsd: 0.5, inputTokens: 1 }))
+    const text = await metrics.registry.metrics()
+    const requests = (provider: string, model: string, outcome: string, key: string) =>
+      sample(text, `loopers_requests_total{provider="${provider}",model="${model}",outcome="${outcome}",key="${key}"}`)
+    expect(requests('openai', 'gpt-4o', 'completed', 'aaaa1111')).toBe(3)
+    expect(requests('openai', 'gpt-4o', 'completed', 'bbbb2222')).toBe(2)
+    expect(requests('openai', 'gpt-4o-mini', 'completed', 'aaaa1111')).toBe(2)
+    expect(requests('openai', 'gpt-4o', 'refused', 'aaaa1111')).toBe(2)
+    expect(requests('anthropic', 'gpt-4o', 'completed', 'aaaa1111')).toBe(2)
+    expect(sample(text, 'loopers_spend_usd_total{provider="openai",key="aaaa1111"}')).toBe(3.5)
+    expect(sample(text, 'loopers_spend_usd_total{provider="openai",key="bbbb2222"}')).toBe(1)
+    expect(sample(text, 'loopers_spend_usd_total{provider="anthropic",key="aaaa1111"}')).toBe(1)
+    expect(sample(text, 'loopers_tokens_total{provider="openai",kind="input"}')).toBe(9)
+    expect(sample(text, 'loopers_tokens_total{provider="anthropic",kind="input"}')).toBe(2)
+    expect(sample(text, 'loopers_request_duration_seconds_count{provider="openai"}')).toBe(9)
+    expect(sample(text, 'loopers_request_duration_seconds_count{provider="anthropic"}')).toBe(2)
+  })
+
   it('refuses a spend that is not a finite amount when it is recorded, not at the next scrape', async () => {
     const metrics = createMetrics({ perKey: false })
     expect(() => metrics.recordRequest(record({ spendUsd: Infinity }))).toThrow(TypeError)
