@@ -32,10 +32,14 @@ export function createForwarder(deps: ForwardDeps) {
   const { store } = deps
   const relayStream = createStreamRelay(deps)
   // One shutdown listener for every open request (an EventTarget listener per request costs more than the request's abort).
-  const open = new Set<UpstreamAbort>()
+  // The open requests are a linked list, newest first, not a Set: a long-lived Set reallocates its table in the
+  // old generation as requests come and go, garbage that only a full collection reclaims.
+  let newest: OpenRequest | null = null
   deps.shutdown.addEventListener('abort', () => {
-    for (const controller of open) controller.abort()
-    open.clear()
+    // Listed first: an abort may close its response, and so unlink its entry, at once.
+    const signals: UpstreamAbort[] = []
+    for (let entry = newest; entry !== null; entry = entry.older) signals.push(entry.signal)
+    for (const signal of signals) signal.abort()
   }, { once: true })
 
   /** A signal that fires when the client goes away before the response is complete, or at shutdown. */
@@ -48,13 +52,24 @@ export function createForwarder(deps: ForwardDeps) {
     }
     // Its 'close' already came: nothing left to watch.
     if (raw.closed) return signal
-    open.add(signal)
+    const entry: OpenRequest = { signal, older: newest, newer: null }
+    if (newest !== null) newest.newer = entry
+    newest = entry
     // A response closes once: `on`, not `once` and the wrapper it builds per request.
     raw.on('close', () => {
-      open.delete(signal)
+      unlink(entry)
       if (!raw.writableEnded) signal.abort()
     })
     return signal
+  }
+
+  /** Takes a closed request out of the list, and its links out of it (a promoted entry keeps no younger one alive). */
+  function unlink(entry: OpenRequest): void {
+    if (entry.newer === null) newest = entry.older
+    else entry.newer.older = entry.older
+    if (entry.older !== null) entry.older.newer = entry.newer
+    entry.older = null
+    entry.newer = null
   }
 
   async function forwardFree(
@@ -207,6 +222,13 @@ export function createForwarder(deps: ForwardDeps) {
   return { forwardFree, forwardMetered }
 }
 
+
+/** A request the shutdown aborts, linked to the requests opened just before and after it while it is open. */
+interface OpenRequest {
+  readonly signal: UpstreamAbort
+  older: OpenRequest | null
+  newer: OpenRequest | null
+}
 
 /**
  * The upstream request of `f`, built from its body, which it takes from `f` (an open stream keeps none of it):

@@ -106,6 +106,39 @@ describe('graceful shutdown', () => {
       await proxy.close()
     }
   })
+
+  it('answers every request still waiting at the deadline with 503, also after one opened between them went away', async () => {
+    const proxy = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: fake.url })
+    const { key, hash } = await keyFor(proxy)
+    fake.options = { hang: true }
+    fake.received.length = 0
+    const client = sdk(proxy, key)
+    const ask = (signal?: AbortSignal) =>
+      client.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'x' }], max_tokens: 50 }, { signal }).catch((e: unknown) => e)
+    const first = ask()
+    await eventually(() => fake.received.length === 1, 'first request upstream')
+    const gone = new AbortController()
+    const middle = ask(gone.signal)
+    await eventually(() => fake.received.length === 2, 'middle request upstream')
+    const last = ask()
+    await eventually(() => fake.received.length === 3, 'last request upstream')
+    gone.abort()
+    await middle
+    await eventually(() => proxy.inflight() === 2, 'the middle request settled')
+    await proxy.server.close(100)
+    for (const error of [await first, await last]) {
+      expect(error).toBeInstanceOf(OpenAI.APIError)
+      expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(503)
+    }
+    const after = await startProxy({ REDIS_URL: redis.url, LOOPERS_OPENAI_BASE_URL: fake.url })
+    try {
+      expect(await held(after, hash)).toBe(0)
+    } finally {
+      fake.options = {}
+      await after.close()
+      await proxy.close()
+    }
+  })
 })
 
 describe('admin listener', () => {
