@@ -52,7 +52,7 @@ export class StringSlot {
    * parses the probe and reads it the full way, and keeps the slot only if that reading does nothing but count
    * the probe's string (in the slot of the probe, nowhere else) once: then reading any text of this shape does nothing but count its
    * slot's string, and `read` gives that string; otherwise it calls `forget`. `learnChecked` does both. Null when `text` has no such
-   * token, or when this stream has stopped learning. `marker` must name a field the reading only counts, never
+   * token, when that token is empty, or when this stream has stopped learning. `marker` must name a field the reading only counts, never
    * compares (a value compared, like an event type, would act on other strings as it does not on the probe's).
    */
   learn(text: string, marker: string): string | null {
@@ -62,7 +62,9 @@ export class StringSlot {
     if (at === -1) return null
     const start = at + marker.length - 1
     const end = stringTokenEnd(text, start)
-    if (end === -1) return null
+    // An empty string is an opening event's (OpenAI's role chunk, Anthropic's content_block_start): the text
+    // that follows comes in another shape, so its probe would only cost a parse.
+    if (end === -1 || end - start === 2) return null
     this.prefix = text.slice(0, start)
     this.suffix = text.slice(end)
     this.probe = 'x'.repeat(text.length + 1)
