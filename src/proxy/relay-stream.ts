@@ -66,6 +66,8 @@ class RelayedStream implements MeterOptions {
     if (f.countInput !== undefined && left !== undefined && left !== null && left < mayNeed) void this.countInput()
     reply.hijack()
     reply.raw.writeHead(response.status, headers as Record<string, string>)
+    // Relayed: the header lines (a dozen buffers) go now, not when the stream ends (every open stream held them).
+    response.rawHeaders.length = 0
     flushHeadersSoon(reply.raw, response.source.bufferedBytes > 0)
     deps.metrics.streamStarted()
     let result: MeterResult

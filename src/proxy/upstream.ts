@@ -10,7 +10,10 @@ import { UpstreamBody } from './upstream-body.js'
 /** The answer of an upstream: status, headers, and a body stream that must be consumed or destroyed. */
 export interface UpstreamResponse {
   status: number
-  /** The header lines as received: name, value, name, value (what ../http/response-headers.ts relays from). */
+  /**
+   * The header lines as received: name, value, name, value (what ../http/response-headers.ts relays from). A relayed
+   * stream empties it once its head is written.
+   */
   rawHeaders: Buffer[]
   /** Parsed on first read, as undici's `request()` gives them: lower-case names, a repeated header's values in an array. */
   readonly headers: Record<string, string | string[] | undefined>

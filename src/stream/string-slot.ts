@@ -14,10 +14,10 @@ const NOT_PLAIN = /["\\\u0000-\u001f]/
 const MAX_FRUITLESS = 4
 
 export class StringSlot {
-  // The learned text around the slot's string token; learned when `probe` is not null.
+  // The learned text around the slot's string token, when `learned`.
   private prefix = ''
   private suffix = ''
-  private probe: string | null = null
+  private learned = false
   private hits = 0
   private fruitless = 0
 
@@ -26,7 +26,7 @@ export class StringSlot {
    * when nothing is learned or `text` has another shape (then parse it).
    */
   read(text: string): string | undefined {
-    if (this.probe === null) return undefined
+    if (!this.learned) return undefined
     const { prefix, suffix } = this
     const start = prefix.length
     const end = text.length - suffix.length
@@ -67,9 +67,9 @@ export class StringSlot {
     if (end === -1 || end - start === 2) return null
     this.prefix = text.slice(0, start)
     this.suffix = text.slice(end)
-    this.probe = 'x'.repeat(text.length + 1)
+    this.learned = true
     this.hits = 0
-    return `${this.prefix}"${this.probe}"${this.suffix}`
+    return `${this.prefix}"${probeString(text)}"${this.suffix}`
   }
 
   /**
@@ -89,18 +89,23 @@ export class StringSlot {
     } catch {
       quiet = false
     }
-    const context = quiet ? counter.onlyCounted(this.probe) : null
+    const context = quiet ? counter.onlyCounted(probeString(text)) : null
     if (context === null) this.forget()
     return context
   }
 
   /** Drops the learned shape (a probe that failed its check, or before learning another). */
   forget(): void {
-    if (this.probe !== null && this.hits === 0) this.fruitless++
-    this.probe = null
+    if (this.learned && this.hits === 0) this.fruitless++
+    this.learned = false
     this.prefix = ''
     this.suffix = ''
   }
+}
+
+/** What a probe of `text` puts in its slot: longer than `text`, so no other value of it can equal it. */
+function probeString(text: string): string {
+  return 'x'.repeat(text.length + 1)
 }
 
 /** The index after the closing quote of the JSON string token whose opening quote is at `start`, or -1. */
