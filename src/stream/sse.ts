@@ -30,6 +30,8 @@ const CR = 0x0d
 const COLON = 0x3a
 const SPACE = 0x20
 const EMPTY = Buffer.alloc(0)
+// The end of a read's frames, one object for every read (an iterator result is read, never kept).
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined })
 // An unfinished trailing event may end mid-character: decoded as a stream, that character is held back.
 const STREAMING = { stream: true }
 
@@ -88,8 +90,9 @@ export function createSseFramer(onEvent: SseEventHandler, maxEventBytes = MAX_EV
 class EventFramer implements SseFramer, IterableIterator<Buffer> {
   // Whether anything was decoded yet: a byte order mark is dropped only at the stream's start.
   private started = false
-  // Bytes of the unfinished event: every chunk but the last was scanned without finding its end.
-  private parts: Buffer[] = []
+  // Bytes of the unfinished event: every chunk but the last was scanned without finding its end. Emptied in
+  // place (see clearParts), never replaced.
+  private readonly parts: Buffer[] = []
   private pendingBytes = 0
   // Scan state carried across calls: how far the last part was scanned without finding a boundary,
   // characters on the current line, and whether the last byte was a CR (its LF may follow later).
@@ -179,13 +182,13 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
   next(): IteratorResult<Buffer, undefined> {
     const { parts, maxEventBytes } = this
     const last = parts[parts.length - 1]
-    if (last === undefined) return { done: true, value: undefined }
+    if (last === undefined) return DONE
     if (this.fresh) {
       // Tried once per read: a read of several events is then scanned byte by byte, never decoded twice.
       this.fresh = false
       const text = this.wholeEvent(last)
       if (text !== null) {
-        parts.length = 0
+        this.clearParts()
         this.pendingBytes = 0
         this.started = true
         parseSseEvents(text, this.onEvent)
@@ -195,19 +198,19 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
     const boundary = this.nextBoundary(last)
     if (boundary < 0) {
       if (this.pendingBytes > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
-      return { done: true, value: undefined }
+      return DONE
     }
     // The common read holds exactly one whole event: it is the frame itself, nothing is copied or sliced.
     const whole = boundary + 1 === last.length
     const head = whole ? last : last.subarray(0, boundary + 1)
     const frame = parts.length === 1 ? head : Buffer.concat([...parts.slice(0, -1), head])
     if (frame.length > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
+    this.clearParts()
     if (whole) {
-      parts.length = 0
       this.pendingBytes = 0
     } else {
       const rest = last.subarray(boundary + 1)
-      this.parts = [rest]
+      parts.push(rest)
       this.pendingBytes = rest.length
     }
     this.scanned = 0
@@ -215,6 +218,12 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
     // A frame ending in a lone CR is complete (a later LF is then an empty line, which dispatches nothing).
     this.emit(frame)
     return { done: false, value: frame }
+  }
+
+  // Popped rather than `length = 0`, which drops the array's store: a new one would be allocated for every read.
+  private clearParts(): void {
+    const { parts } = this
+    while (parts.length > 0) parts.pop()
   }
 
   push(chunk: Buffer): Buffer {
@@ -225,7 +234,7 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
   flush(): Buffer {
     const { parts } = this
     const rest = parts.length === 1 ? (parts[0] as Buffer) : parts.length === 0 ? EMPTY : Buffer.concat(parts)
-    this.parts = []
+    this.clearParts()
     this.pendingBytes = 0
     this.scanned = 0
     this.fresh = false
