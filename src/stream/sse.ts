@@ -90,16 +90,17 @@ export function createSseFramer(onEvent: SseEventHandler, maxEventBytes = MAX_EV
 class EventFramer implements SseFramer, IterableIterator<Buffer> {
   // Whether anything was decoded yet: a byte order mark is dropped only at the stream's start.
   private started = false
-  // Bytes of the unfinished event: every chunk but the last was scanned without finding its end. Emptied in
-  // place (see clearParts), never replaced.
-  private readonly parts: Buffer[] = []
+  // Bytes of the unfinished event: the reads before the last one, scanned without finding its end (empty unless
+  // an event spans reads: no array store per stream or per read), and the last one.
+  private earlier: Buffer[] = []
+  private last: Buffer | null = null
   private pendingBytes = 0
   // Scan state carried across calls: how far the last part was scanned without finding a boundary,
   // characters on the current line, and whether the last byte was a CR (its LF may follow later).
   private scanned = 0
   private lineLength = 0
   private afterCr = false
-  // The only part is a read as it came, starting an event: it may be one whole event (see wholeEvent).
+  // The last part is a read as it came, starting an event: it may be one whole event (see wholeEvent).
   private fresh = false
 
   constructor(
@@ -166,8 +167,9 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
 
   frames(chunk: Buffer): IterableIterator<Buffer> {
     if (chunk.length > 0) {
-      this.parts.push(chunk)
-      this.fresh = this.parts.length === 1
+      if (this.last !== null) this.earlier.push(this.last)
+      this.last = chunk
+      this.fresh = this.earlier.length === 0
       this.pendingBytes += chunk.length
       this.scanned = 0
     }
@@ -180,15 +182,14 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
 
   /** The next completed event's bytes, parsed just before they are returned. */
   next(): IteratorResult<Buffer, undefined> {
-    const { parts, maxEventBytes } = this
-    const last = parts[parts.length - 1]
-    if (last === undefined) return DONE
+    const { last, maxEventBytes } = this
+    if (last === null) return DONE
     if (this.fresh) {
       // Tried once per read: a read of several events is then scanned byte by byte, never decoded twice.
       this.fresh = false
       const text = this.wholeEvent(last)
       if (text !== null) {
-        this.clearParts()
+        this.last = null
         this.pendingBytes = 0
         this.started = true
         parseSseEvents(text, this.onEvent)
@@ -203,14 +204,15 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
     // The common read holds exactly one whole event: it is the frame itself, nothing is copied or sliced.
     const whole = boundary + 1 === last.length
     const head = whole ? last : last.subarray(0, boundary + 1)
-    const frame = parts.length === 1 ? head : Buffer.concat([...parts.slice(0, -1), head])
+    const frame = this.earlier.length === 0 ? head : Buffer.concat([...this.earlier, head])
     if (frame.length > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
-    this.clearParts()
+    if (this.earlier.length > 0) this.earlier = []
     if (whole) {
+      this.last = null
       this.pendingBytes = 0
     } else {
       const rest = last.subarray(boundary + 1)
-      parts.push(rest)
+      this.last = rest
       this.pendingBytes = rest.length
     }
     this.scanned = 0
@@ -220,21 +222,17 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
     return { done: false, value: frame }
   }
 
-  // Popped rather than `length = 0`, which drops the array's store: a new one would be allocated for every read.
-  private clearParts(): void {
-    const { parts } = this
-    while (parts.length > 0) parts.pop()
-  }
-
   push(chunk: Buffer): Buffer {
     const complete = [...this.frames(chunk)]
     return complete.length === 1 ? (complete[0] as Buffer) : complete.length === 0 ? EMPTY : Buffer.concat(complete)
   }
 
   flush(): Buffer {
-    const { parts } = this
-    const rest = parts.length === 1 ? (parts[0] as Buffer) : parts.length === 0 ? EMPTY : Buffer.concat(parts)
-    this.clearParts()
+    const { earlier, last } = this
+    // Earlier parts wait only before a last one.
+    const rest = earlier.length > 0 ? Buffer.concat([...earlier, last as Buffer]) : (last ?? EMPTY)
+    if (earlier.length > 0) this.earlier = []
+    this.last = null
     this.pendingBytes = 0
     this.scanned = 0
     this.fresh = false
