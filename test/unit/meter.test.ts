@@ -148,7 +148,7 @@ describe('stream meter, reading by events', () => {
     expect(client.text()).toBe(event('a'))
   })
 
-  it('cuts every open stream with the stop error when the shared stop fires, and a stream started after it at once', async () => {
+  it('cuts every open stream with the stop error when the shared stop fires, not one that ended before, and a stream started after it at once', async () => {
     const shutdown = new AbortController()
     const stop = createStreamStop(shutdown.signal)
     const stopError: ErrorInfo = { status: 503, code: 'shutting_down', message: 'stopping' }
@@ -162,8 +162,14 @@ describe('stream meter, reading by events', () => {
     done.upstream.push(Buffer.from(event('x')))
     done.upstream.push(null)
     expect((await done.metered).outcome).toBe('completed')
-    const streams = [open(), open()]
+    // Streams that end while others stay open (oldest, middle, newest) leave the others to the stop.
+    const [oldest, first, middle, second, newest] = [open(), open(), open(), open(), open()]
+    const streams = [first!, second!]
     for (const { upstream } of streams) upstream.push(Buffer.from(event('a')))
+    for (const ended of [middle!, oldest!, newest!]) {
+      ended.upstream.push(null)
+      expect((await ended.metered).outcome).toBe('completed')
+    }
     setTimeout(() => shutdown.abort(), 2)
     for (const { upstream, client, metered } of streams) {
       expect((await metered).outcome).toBe('shutdown')
