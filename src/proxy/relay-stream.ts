@@ -5,7 +5,7 @@ import type { Micros } from '../money.js'
 import { microsToUsd } from '../money.js'
 import { costMicros, tokensCost } from '../pricing/cost.js'
 import { UpstreamTooLargeError } from '../stream/limits.js'
-import { meterStream, type MeterOptions, type MeterResult, type StreamSink } from '../stream/meter.js'
+import { createStreamStop, meterStream, type MeterOptions, type MeterResult, type StreamSink, type StreamStop } from '../stream/meter.js'
 import type { StreamSource } from '../stream/source.js'
 import type { ErrorInfo, StreamParser } from '../providers/types.js'
 import { createOutputCounter } from '../tokens/output-counter.js'
@@ -19,8 +19,9 @@ import type { UpstreamResponse } from './upstream.js'
  * slice by slice, the stream cut in the provider's format when an extension is refused, then settled.
  */
 export function createStreamRelay(deps: ForwardDeps) {
+  const stop = createStreamStop(deps.shutdown)
   return function relayStream(f: Forward, response: UpstreamResponse, headers: Record<string, unknown>, settle: Settle): Promise<void> {
-    return new RelayedStream(deps, f, response, settle).run(headers)
+    return new RelayedStream(deps, stop, f, response, settle).run(headers)
   }
 }
 
@@ -34,7 +35,6 @@ class RelayedStream implements MeterOptions {
   readonly parser: StreamParser
   readonly upstream: StreamSource
   readonly client: StreamSink
-  readonly stopSignal: AbortSignal
   // Input is held at the plan's until the provider reports it, or until it is counted (once): for a refused
   // extension (the bound's surplus may hold the rest of the stream), else once the stream has ended.
   private inputTokens: number
@@ -44,6 +44,7 @@ class RelayedStream implements MeterOptions {
 
   constructor(
     private readonly deps: ForwardDeps,
+    readonly stop: StreamStop,
     private readonly f: Forward,
     private readonly response: UpstreamResponse,
     private readonly settle: Settle,
@@ -51,7 +52,6 @@ class RelayedStream implements MeterOptions {
     this.parser = f.adapter.createStreamParser(f.route, createOutputCounter(f.price.tokenizer))
     this.upstream = response.source
     this.client = f.reply.raw
-    this.stopSignal = deps.shutdown
     this.inputTokens = f.plan.inputTokens
     this.inputMicros = f.plan.inputMicros
   }
@@ -66,6 +66,8 @@ class RelayedStream implements MeterOptions {
     if (f.countInput !== undefined && left !== undefined && left !== null && left < mayNeed) void this.countInput()
     reply.hijack()
     reply.raw.writeHead(response.status, headers as Record<string, string>)
+    // Relayed: the header lines (a dozen buffers) go now, not when the stream ends (every open stream held them).
+    response.rawHeaders.length = 0
     flushHeadersSoon(reply.raw, response.source.bufferedBytes > 0)
     deps.metrics.streamStarted()
     let result: MeterResult

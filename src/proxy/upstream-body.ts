@@ -1,6 +1,12 @@
 import { Readable } from 'node:stream'
 import { prematureClose, type SourceReader, type StreamSource } from '../stream/source.js'
 
+/** Who lets an upstream go once its body is released. */
+export interface UpstreamRelease {
+  /** Aborts the upstream with `error` (or with its own, when null) unless it completed. */
+  release(error: Error | null): void
+}
+
 // What is buffered before undici pauses the socket: as much as undici's own body stream holds.
 const HIGH_WATER_MARK = 64 * 1024
 
@@ -24,13 +30,10 @@ export class UpstreamBody implements StreamSource {
   private released = false
   private failure: Error | null = null
 
-  /**
-   * `resumeUpstream` resumes undici's paused socket; `release` lets the upstream go (aborted with the error, or
-   * with its own, unless it completed).
-   */
+  /** `resumeUpstream` resumes undici's paused socket; `owner` lets the upstream go. */
   constructor(
     private readonly resumeUpstream: () => void,
-    private readonly release: (error: Error | null) => void,
+    private readonly owner: UpstreamRelease,
   ) {}
 
   get bufferedBytes(): number {
@@ -40,12 +43,12 @@ export class UpstreamBody implements StreamSource {
   /** The body as a Readable whose destruction before its end aborts the request; made once. */
   readable(): Readable {
     if (this.stream !== null) return this.stream
-    const release = this.release
+    const owner = this.owner
     const stream = new Readable({
       highWaterMark: HIGH_WATER_MARK,
       read: this.resumeUpstream,
       destroy(error, callback) {
-        release(error)
+        owner.release(error)
         // Destroyed before its reader attached (it awaits the headers first): the events wait a turn for it.
         if (this.readableFlowing === null) setImmediate(callback, error)
         else callback(error)
@@ -138,7 +141,7 @@ export class UpstreamBody implements StreamSource {
     this.released = true
     this.queue = []
     this.queued = 0
-    this.release(error)
+    this.owner.release(error)
   }
 
   /** A release before the delivered end: the failure, or a premature close, on the next tick. */

@@ -5,12 +5,15 @@ import { BIG_BODY_BYTES } from '../http/raw-body.js'
 import { SHARE_SLICE_BYTES, take } from '../http/turn-share.js'
 import type { UpstreamRequest } from '../providers/types.js'
 import type { StreamSource } from '../stream/source.js'
-import { UpstreamBody } from './upstream-body.js'
+import { UpstreamBody, type UpstreamRelease } from './upstream-body.js'
 
 /** The answer of an upstream: status, headers, and a body stream that must be consumed or destroyed. */
 export interface UpstreamResponse {
   status: number
-  /** The header lines as received: name, value, name, value (what ../http/response-headers.ts relays from). */
+  /**
+   * The header lines as received: name, value, name, value (what ../http/response-headers.ts relays from). A relayed
+   * stream empties it once its head is written.
+   */
   rawHeaders: Buffer[]
   /** Parsed on first read, as undici's `request()` gives them: lower-case names, a repeated header's values in an array. */
   readonly headers: Record<string, string | string[] | undefined>
@@ -47,15 +50,20 @@ export class UpstreamAbort {
   aborted = false
   reason: unknown = undefined
   /** Set by `send` while its call runs; null otherwise. */
-  onabort: (() => void) | null = null
+  onabort: AbortHook | null = null
 
   /** Aborts once (later calls do nothing), with an AbortError as AbortController.abort() gives. */
   abort(): void {
     if (this.aborted) return
     this.aborted = true
     this.reason = new DOMException('This operation was aborted', 'AbortError')
-    this.onabort?.()
+    this.onabort?.handleEvent()
   }
+}
+
+/** What an UpstreamAbort calls when it fires: an EventTarget's listener object, so one object serves both signals. */
+interface AbortHook {
+  handleEvent(): void
 }
 
 /** What aborts an upstream call: an UpstreamAbort (the proxy's requests) or any AbortSignal. */
@@ -118,58 +126,87 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
  */
 function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, signal: UpstreamSignal): Promise<UpstreamResponse> {
   return new Promise((resolve, reject) => {
-    let abort: ((reason?: Error) => void) | null = null
-    // Aborted before undici handed the request a connection: it is aborted as soon as it gets one.
-    let cancelled: Error | null = null
-    let body: UpstreamBody | null = null
-    let ended = false
-    const onAbort = (): void => {
-      const reason = signal.reason instanceof Error ? signal.reason : new Error('the request was aborted')
-      if (body !== null) return body.fail(reason)
-      if (abort !== null) return abort(reason)
-      cancelled = reason
-      reject(reason)
-    }
-    const done = (): void => {
-      if (signal instanceof UpstreamAbort) signal.onabort = null
-      else signal.removeEventListener('abort', onAbort)
-    }
     if (signal.aborted) {
-      reject(signal.reason instanceof Error ? signal.reason : new Error('the request was aborted'))
+      reject(abortReason(signal))
       return
     }
-    if (signal instanceof UpstreamAbort) signal.onabort = onAbort
-    else signal.addEventListener('abort', onAbort, { once: true })
-    dispatcher.dispatch(options, {
-      onConnect(abortRequest) {
-        if (cancelled !== null) return abortRequest(cancelled)
-        abort = abortRequest
-      },
-      onHeaders(status, rawHeaders, resume) {
-        // 1xx answers (100 Continue, 103 Early Hints) come before the real one.
-        if (status < 200) return true
-        body = new UpstreamBody(resume, (error) => {
-          done()
-          if (!ended) abort?.(error ?? new Error('the upstream body was closed before its end'))
-        })
-        resolve(new Answer(status, rawHeaders as Buffer[], body))
-        return true
-      },
-      onData(chunk) {
-        return body!.push(chunk)
-      },
-      onComplete() {
-        ended = true
-        done()
-        body!.end()
-      },
-      onError(error) {
-        done()
-        if (body === null) reject(error)
-        else body.fail(error)
-      },
-    })
+    const call = new UpstreamCall(signal, resolve, reject)
+    if (signal instanceof UpstreamAbort) signal.onabort = call
+    else signal.addEventListener('abort', call, { once: true })
+    dispatcher.dispatch(options, call)
   })
+}
+
+/**
+ * One upstream call: undici's handler, its signal's listener and its body's owner in one object rather than a
+ * closure for each (every open stream holds one).
+ */
+class UpstreamCall implements Dispatcher.DispatchHandler, AbortHook, UpstreamRelease {
+  private abortRequest: ((reason?: Error) => void) | null = null
+  // Aborted before undici handed the request a connection: it is aborted as soon as it gets one.
+  private cancelled: Error | null = null
+  private body: UpstreamBody | null = null
+  private ended = false
+
+  constructor(
+    private readonly signal: UpstreamSignal,
+    private readonly resolve: (response: UpstreamResponse) => void,
+    private readonly reject: (error: unknown) => void,
+  ) {}
+
+  /** The signal fired. */
+  handleEvent(): void {
+    const reason = abortReason(this.signal)
+    if (this.body !== null) return this.body.fail(reason)
+    if (this.abortRequest !== null) return this.abortRequest(reason)
+    this.cancelled = reason
+    this.reject(reason)
+  }
+
+  onConnect(abortRequest: (reason?: Error) => void): void {
+    if (this.cancelled !== null) return abortRequest(this.cancelled)
+    this.abortRequest = abortRequest
+  }
+
+  onHeaders(status: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    // 1xx answers (100 Continue, 103 Early Hints) come before the real one.
+    if (status < 200) return true
+    this.body = new UpstreamBody(resume, this)
+    this.resolve(new Answer(status, rawHeaders, this.body))
+    return true
+  }
+
+  onData(chunk: Buffer): boolean {
+    return this.body!.push(chunk)
+  }
+
+  onComplete(): void {
+    this.ended = true
+    this.unwatch()
+    this.body!.end()
+  }
+
+  onError(error: Error): void {
+    this.unwatch()
+    if (this.body === null) this.reject(error)
+    else this.body.fail(error)
+  }
+
+  /** The body lets the upstream go: aborted unless it completed. */
+  release(error: Error | null): void {
+    this.unwatch()
+    if (!this.ended) this.abortRequest?.(error ?? new Error('the upstream body was closed before its end'))
+  }
+
+  private unwatch(): void {
+    const { signal } = this
+    if (signal instanceof UpstreamAbort) signal.onabort = null
+    else signal.removeEventListener('abort', this)
+  }
+}
+
+function abortReason(signal: UpstreamSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error('the request was aborted')
 }
 
 /** Response headers as undici's `request()` gives them: lower-case names, a repeated header's values in an array. */

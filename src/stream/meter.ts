@@ -31,9 +31,52 @@ export interface MeterOptions {
   cutoffFrame(error: ErrorInfo): Buffer
   /** The error a client sees when the upstream breaks mid-stream (built only when needed). */
   upstreamFailure: () => ErrorInfo
-  /** Fires when the server stops: the stream is cut with `stopError` like a budget cutoff. */
-  stopSignal?: AbortSignal
+  /** Stops the stream when the server stops: it is cut with `stopError` like a budget cutoff. */
+  stop?: StreamStop
   stopError?: () => ErrorInfo
+}
+
+/** Stops every open stream at once (the server's shutdown): one listener on its signal for all of them. */
+export interface StreamStop {
+  readonly stopped: boolean
+  /** Calls `stream.stop()` once, when the streams are stopped, unless `unwatch` came first. */
+  watch(stream: Stoppable): void
+  unwatch(stream: Stoppable): void
+}
+
+/** An open stream as a StreamStop holds it. */
+export interface Stoppable {
+  stop(): void
+}
+
+/** A StreamStop fired by `signal`: a stream adds itself to a set instead of listening on the signal. */
+export function createStreamStop(signal: AbortSignal): StreamStop {
+  return new SharedStop(signal)
+}
+
+class SharedStop implements StreamStop {
+  private readonly open = new Set<Stoppable>()
+
+  constructor(private readonly signal: AbortSignal) {
+    signal.addEventListener('abort', () => this.stopAll(), { once: true })
+  }
+
+  get stopped(): boolean {
+    return this.signal.aborted
+  }
+
+  watch(stream: Stoppable): void {
+    this.open.add(stream)
+  }
+
+  unwatch(stream: Stoppable): void {
+    this.open.delete(stream)
+  }
+
+  private stopAll(): void {
+    for (const stream of this.open) stream.stop()
+    this.open.clear()
+  }
 }
 
 export interface MeterResult {
@@ -58,7 +101,7 @@ export function meterStream(options: MeterOptions): Promise<MeterResult> {
  * One metered stream's state. An object with methods rather than a nest of closures: every open stream holds
  * one, so it holds its listeners and nothing more.
  */
-class StreamMeter implements SourceReader {
+class StreamMeter implements SourceReader, Stoppable {
   private readonly parser: StreamParser
   private readonly upstream: StreamSource
   private readonly client: StreamSink
@@ -92,7 +135,8 @@ class StreamMeter implements SourceReader {
     this.upstream.destroy()
   }
 
-  private readonly onStop = (): void => {
+  /** The server stops: the upstream is released, and the stream ends as a shutdown. */
+  stop(): void {
     this.stopped = true
     this.upstream.destroy()
   }
@@ -126,8 +170,8 @@ class StreamMeter implements SourceReader {
     const { options } = this
     // `on`, not `once`: it fires at most once and finish() removes it; `once` would add a wrapper.
     this.client.on('close', this.onClientClose)
-    if (options.stopSignal?.aborted) this.onStop()
-    options.stopSignal?.addEventListener('abort', this.onStop, { once: true })
+    if (options.stop?.stopped) this.stop()
+    else options.stop?.watch(this)
     this.upstream.read(this)
   }
 
@@ -216,7 +260,7 @@ class StreamMeter implements SourceReader {
     if (this.done) return
     this.done = true
     this.client.off('close', this.onClientClose)
-    this.options.stopSignal?.removeEventListener('abort', this.onStop)
+    this.options.stop?.unwatch(this)
     this.upstream.destroy()
     this.resolve(outcome)
   }

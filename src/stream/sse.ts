@@ -30,6 +30,8 @@ const CR = 0x0d
 const COLON = 0x3a
 const SPACE = 0x20
 const EMPTY = Buffer.alloc(0)
+// The end of a read's frames, one object for every read (an iterator result is read, never kept).
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined })
 // An unfinished trailing event may end mid-character: decoded as a stream, that character is held back.
 const STREAMING = { stream: true }
 
@@ -88,15 +90,17 @@ export function createSseFramer(onEvent: SseEventHandler, maxEventBytes = MAX_EV
 class EventFramer implements SseFramer, IterableIterator<Buffer> {
   // Whether anything was decoded yet: a byte order mark is dropped only at the stream's start.
   private started = false
-  // Bytes of the unfinished event: every chunk but the last was scanned without finding its end.
-  private parts: Buffer[] = []
+  // Bytes of the unfinished event: the reads before the last one, scanned without finding its end (empty unless
+  // an event spans reads: no array store per stream or per read), and the last one.
+  private earlier: Buffer[] = []
+  private last: Buffer | null = null
   private pendingBytes = 0
   // Scan state carried across calls: how far the last part was scanned without finding a boundary,
   // characters on the current line, and whether the last byte was a CR (its LF may follow later).
   private scanned = 0
   private lineLength = 0
   private afterCr = false
-  // The only part is a read as it came, starting an event: it may be one whole event (see wholeEvent).
+  // The last part is a read as it came, starting an event: it may be one whole event (see wholeEvent).
   private fresh = false
 
   constructor(
@@ -163,8 +167,9 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
 
   frames(chunk: Buffer): IterableIterator<Buffer> {
     if (chunk.length > 0) {
-      this.parts.push(chunk)
-      this.fresh = this.parts.length === 1
+      if (this.last !== null) this.earlier.push(this.last)
+      this.last = chunk
+      this.fresh = this.earlier.length === 0
       this.pendingBytes += chunk.length
       this.scanned = 0
     }
@@ -177,15 +182,14 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
 
   /** The next completed event's bytes, parsed just before they are returned. */
   next(): IteratorResult<Buffer, undefined> {
-    const { parts, maxEventBytes } = this
-    const last = parts[parts.length - 1]
-    if (last === undefined) return { done: true, value: undefined }
+    const { last, maxEventBytes } = this
+    if (last === null) return DONE
     if (this.fresh) {
       // Tried once per read: a read of several events is then scanned byte by byte, never decoded twice.
       this.fresh = false
       const text = this.wholeEvent(last)
       if (text !== null) {
-        parts.length = 0
+        this.last = null
         this.pendingBytes = 0
         this.started = true
         parseSseEvents(text, this.onEvent)
@@ -195,19 +199,20 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
     const boundary = this.nextBoundary(last)
     if (boundary < 0) {
       if (this.pendingBytes > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
-      return { done: true, value: undefined }
+      return DONE
     }
     // The common read holds exactly one whole event: it is the frame itself, nothing is copied or sliced.
     const whole = boundary + 1 === last.length
     const head = whole ? last : last.subarray(0, boundary + 1)
-    const frame = parts.length === 1 ? head : Buffer.concat([...parts.slice(0, -1), head])
+    const frame = this.earlier.length === 0 ? head : Buffer.concat([...this.earlier, head])
     if (frame.length > maxEventBytes) throw new UpstreamTooLargeError('an upstream stream event', maxEventBytes)
+    if (this.earlier.length > 0) this.earlier = []
     if (whole) {
-      parts.length = 0
+      this.last = null
       this.pendingBytes = 0
     } else {
       const rest = last.subarray(boundary + 1)
-      this.parts = [rest]
+      this.last = rest
       this.pendingBytes = rest.length
     }
     this.scanned = 0
@@ -223,9 +228,11 @@ class EventFramer implements SseFramer, IterableIterator<Buffer> {
   }
 
   flush(): Buffer {
-    const { parts } = this
-    const rest = parts.length === 1 ? (parts[0] as Buffer) : parts.length === 0 ? EMPTY : Buffer.concat(parts)
-    this.parts = []
+    const { earlier, last } = this
+    // Earlier parts wait only before a last one.
+    const rest = earlier.length > 0 ? Buffer.concat([...earlier, last as Buffer]) : (last ?? EMPTY)
+    if (earlier.length > 0) this.earlier = []
+    this.last = null
     this.pendingBytes = 0
     this.scanned = 0
     this.fresh = false

@@ -14,10 +14,10 @@ const NOT_PLAIN = /["\\\u0000-\u001f]/
 const MAX_FRUITLESS = 4
 
 export class StringSlot {
-  // The learned text around the slot's string token; learned when `probe` is not null.
+  // The learned text around the slot's string token, when `learned`.
   private prefix = ''
   private suffix = ''
-  private probe: string | null = null
+  private learned = false
   private hits = 0
   private fruitless = 0
 
@@ -26,7 +26,7 @@ export class StringSlot {
    * when nothing is learned or `text` has another shape (then parse it).
    */
   read(text: string): string | undefined {
-    if (this.probe === null) return undefined
+    if (!this.learned) return undefined
     const { prefix, suffix } = this
     const start = prefix.length
     const end = text.length - suffix.length
@@ -52,7 +52,7 @@ export class StringSlot {
    * parses the probe and reads it the full way, and keeps the slot only if that reading does nothing but count
    * the probe's string (in the slot of the probe, nowhere else) once: then reading any text of this shape does nothing but count its
    * slot's string, and `read` gives that string; otherwise it calls `forget`. `learnChecked` does both. Null when `text` has no such
-   * token, or when this stream has stopped learning. `marker` must name a field the reading only counts, never
+   * token, when that token is empty, or when this stream has stopped learning. `marker` must name a field the reading only counts, never
    * compares (a value compared, like an event type, would act on other strings as it does not on the probe's).
    */
   learn(text: string, marker: string): string | null {
@@ -62,12 +62,14 @@ export class StringSlot {
     if (at === -1) return null
     const start = at + marker.length - 1
     const end = stringTokenEnd(text, start)
-    if (end === -1) return null
+    // An empty string is an opening event's (OpenAI's role chunk, Anthropic's content_block_start): the text
+    // that follows comes in another shape, so its probe would only cost a parse.
+    if (end === -1 || end - start === 2) return null
     this.prefix = text.slice(0, start)
     this.suffix = text.slice(end)
-    this.probe = 'x'.repeat(text.length + 1)
+    this.learned = true
     this.hits = 0
-    return `${this.prefix}"${this.probe}"${this.suffix}`
+    return `${this.prefix}"${probeString(text)}"${this.suffix}`
   }
 
   /**
@@ -87,18 +89,23 @@ export class StringSlot {
     } catch {
       quiet = false
     }
-    const context = quiet ? counter.onlyCounted(this.probe) : null
+    const context = quiet ? counter.onlyCounted(probeString(text)) : null
     if (context === null) this.forget()
     return context
   }
 
   /** Drops the learned shape (a probe that failed its check, or before learning another). */
   forget(): void {
-    if (this.probe !== null && this.hits === 0) this.fruitless++
-    this.probe = null
+    if (this.learned && this.hits === 0) this.fruitless++
+    this.learned = false
     this.prefix = ''
     this.suffix = ''
   }
+}
+
+/** What a probe of `text` puts in its slot: longer than `text`, so no other value of it can equal it. */
+function probeString(text: string): string {
+  return 'x'.repeat(text.length + 1)
 }
 
 /** The index after the closing quote of the JSON string token whose opening quote is at `start`, or -1. */

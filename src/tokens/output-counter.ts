@@ -41,6 +41,10 @@ interface TextState {
   pendingBytes: number
 }
 
+function emptyText(): TextState {
+  return { complete: 0, carry: EMPTY_SPLIT, pending: [], pendingBytes: 0 }
+}
+
 /**
  * A counter that tokenizes each delta together with the last pre-tokenizer pieces before it, so the
  * total equals counting the whole text at once (± a token where a piece outgrew the carry); each context
@@ -56,7 +60,11 @@ export function createOutputCounter(spec: TokenizerSpec): OutputCounter {
 
 /** One stream's counter: an object with methods rather than closures over its texts (every open stream holds one). */
 class StreamOutputCounter implements OutputCounter {
-  private readonly texts = new Map<number, TextState>()
+  // The first context's text, and the others' once another comes (a request asking for several choices): most
+  // streams have one text and hold no Map for it.
+  private readonly first: TextState = emptyText()
+  private firstContext: number | null = null
+  private others: Map<number, TextState> | null = null
   private extra = 0
 
   constructor(
@@ -77,23 +85,32 @@ class StreamOutputCounter implements OutputCounter {
   }
 
   tokens(): number {
-    let counted = 0
-    let bytes = 0
-    for (const state of this.texts.values()) {
-      if (state.pending.length > 0 && encoderReady(this.encoding)) this.absorb(state, '')
-      counted += state.complete + state.carry.olderTokens + state.carry.newerTokens
-      bytes += state.pendingBytes
+    let counted = this.settle(this.first)
+    let bytes = this.first.pendingBytes
+    if (this.others !== null) {
+      for (const state of this.others.values()) {
+        counted += this.settle(state)
+        bytes += state.pendingBytes
+      }
     }
     return Math.ceil(counted * this.factor) + bytes + this.extra
   }
 
+  /** A text's tokens so far, its waiting text counted once the encoder is ready. */
+  private settle(state: TextState): number {
+    if (state.pending.length > 0 && encoderReady(this.encoding)) this.absorb(state, '')
+    return state.complete + state.carry.olderTokens + state.carry.newerTokens
+  }
+
   private textOf(context: number): TextState {
-    const { texts } = this
-    let state = texts.get(context)
+    this.firstContext ??= context
+    if (context === this.firstContext) return this.first
+    const others = (this.others ??= new Map())
+    let state = others.get(context)
     if (state === undefined) {
-      if (texts.size >= MAX_CONTEXTS) return [...texts.values()].at(-1) as TextState
-      state = { complete: 0, carry: EMPTY_SPLIT, pending: [], pendingBytes: 0 }
-      texts.set(context, state)
+      if (others.size + 1 >= MAX_CONTEXTS) return [...others.values()].at(-1) as TextState
+      state = emptyText()
+      others.set(context, state)
     }
     return state
   }

@@ -3,7 +3,7 @@ import { Readable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import { compatCutoffFrame, createChatStreamParser } from '../../src/providers/openai-compat.js'
 import type { ErrorInfo, RouteMatch } from '../../src/providers/types.js'
-import { meterStream, type StreamSink } from '../../src/stream/meter.js'
+import { createStreamStop, meterStream, type StreamSink } from '../../src/stream/meter.js'
 import { byteCounter } from '../support/counting.js'
 import { readableSource } from '../support/readable-source.js'
 
@@ -146,6 +146,39 @@ describe('stream meter, reading by events', () => {
     expect(result.outcome).toBe('client_closed')
     expect(upstream.destroyed).toBe(true)
     expect(client.text()).toBe(event('a'))
+  })
+
+  it('cuts every open stream with the stop error when the shared stop fires, not one that ended before, and a stream started after it at once', async () => {
+    const shutdown = new AbortController()
+    const stop = createStreamStop(shutdown.signal)
+    const stopError: ErrorInfo = { status: 503, code: 'shutting_down', message: 'stopping' }
+    const open = () => {
+      const upstream = new Readable({ read() {} })
+      const client = new Sink()
+      const metered = meterStream({ ...options(upstream, client, async () => null, 1_000), stop, stopError: () => stopError })
+      return { upstream, client, metered }
+    }
+    const done = open()
+    done.upstream.push(Buffer.from(event('x')))
+    done.upstream.push(null)
+    expect((await done.metered).outcome).toBe('completed')
+    // Streams that end while others stay open (oldest, middle, newest) leave the others to the stop.
+    const [oldest, first, middle, second, newest] = [open(), open(), open(), open(), open()]
+    const streams = [first!, second!]
+    for (const { upstream } of streams) upstream.push(Buffer.from(event('a')))
+    for (const ended of [middle!, oldest!, newest!]) {
+      ended.upstream.push(null)
+      expect((await ended.metered).outcome).toBe('completed')
+    }
+    setTimeout(() => shutdown.abort(), 2)
+    for (const { upstream, client, metered } of streams) {
+      expect((await metered).outcome).toBe('shutdown')
+      expect(upstream.destroyed).toBe(true)
+      expect(client.text()).toBe(event('a') + compatCutoffFrame(chat, stopError).toString())
+    }
+    const late = open()
+    expect((await late.metered).outcome).toBe('shutdown')
+    expect(late.client.text()).toBe(compatCutoffFrame(chat, stopError).toString())
   })
 
   it('ends the stream as an upstream failure when a push-only framer throws on a read (Gemini JSON array past its event cap)', async () => {

@@ -108,6 +108,13 @@ describe('OutputCounter', () => {
     expect(Math.abs(parser.outputTokens() - expected)).toBeLessThanOrEqual(2)
   })
 
+  it('counts each context (a choice) as its own text, whichever comes first, and sums them', async () => {
+    await preloadEncoding('o200k_base')
+    const counter = createOutputCounter({ encoding: 'o200k_base', factor: 1 })
+    for (const [text, context] of [['Hello', 2], ['Hello', 0], [' world', 2], [' there', 0], ['!', 7]] as const) counter.add(text, context)
+    expect(counter.tokens()).toBe(countTextTokens('Hello world', 'o200k_base') + countTextTokens('Hello there', 'o200k_base') + countTextTokens('!', 'o200k_base'))
+  })
+
   it('applies the family factor, rounding up, and adds framing tokens as they are', async () => {
     await preloadEncoding('o200k_base')
     const counter = createOutputCounter({ encoding: 'o200k_base', factor: 1.35 })

@@ -76,6 +76,13 @@ describe('string slot', () => {
     expect(slot.learn('{"content":"abc', MARKER)).toBeNull()
   })
 
+  it('learns nothing from an empty token (an opening chunk: the text after it comes in another shape)', () => {
+    const slot = new StringSlot()
+    expect(slot.learn(shape('""'), MARKER)).toBeNull()
+    expect(slot.read(shape('"x"'))).toBeUndefined()
+    expect(slot.learn(shape('"x"'), MARKER)).not.toBeNull()
+  })
+
   it('stops learning after four shapes that never matched the next text', () => {
     const slot = new StringSlot()
     for (let i = 0; i < 4; i++) expect(slot.learn(shape(`"${i}"`), MARKER)).not.toBeNull()

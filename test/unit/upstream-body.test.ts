@@ -7,7 +7,7 @@ function body() {
   const upstream = { resumed: 0, released: [] as Array<Error | null> }
   const source = new UpstreamBody(
     () => upstream.resumed++,
-    (error) => upstream.released.push(error),
+    { release: (error) => upstream.released.push(error) },
   )
   return { source, upstream }
 }
