@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=1048576 node --max-semi-space-size=16
+#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=1048576 node --max-semi-space-size=16 --min-semi-space-size=4 --no-memory-reducer
 import { main } from './cli/program.js'
 
 /** Entry of the `loopers` binary: runs the CLI, then lets the process end (or keeps it up for `serve`). */
@@ -6,9 +6,15 @@ import { main } from './cli/program.js'
 // The node flags above are the launcher's (docker/loopers and `npm start` repeat them): V8 sizes its young
 // generation by the machine's memory (128 MiB of semi-spaces on 24 GiB, where 1,000 open streams then hold
 // ~290 MiB of RSS); 16 MiB semi-spaces, V8's own size on smaller machines, hold ~200 MiB there at no
-// measurable CPU cost. glibc's malloc raises its mmap threshold (up to 32 MiB) each time a mapped block is
-// freed, so after the first big buffer (a tokenizer's rank file) later ones stay in the heap and their pages
-// stay resident (~10 MiB at idle); a fixed threshold of 1 MiB returns every block that big when it is freed.
+// measurable CPU cost. V8 also shrinks the young generation (to 1 MiB semi-spaces) at each full collection
+// and at its memory reducer's, ~8 s into any lull, then grows it back slowly: traffic after a lull meets a
+// scavenge every few dozen requests, more requests in flight survive two of them and are promoted, and that
+// brings the next full collection. A floor of 4 MiB and no memory reducer break that cycle (at 500 and 1,000
+// req/s after 10 s lulls: a third to a half of the scavenges, ~18% less CPU per request) at no idle memory a
+// bench could find: an idle proxy gives memory back through src/idle-release.ts, after 30 s of quiet, instead.
+// glibc's malloc raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, so after the
+// first big buffer (a tokenizer's rank file) later ones stay in the heap and their pages stay resident
+// (~10 MiB at idle); a fixed threshold of 1 MiB returns every block that big when it is freed.
 
 // `loopers keys list | head` closes the pipe early: that is not an error worth a stack trace.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {

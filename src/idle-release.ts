@@ -1,11 +1,12 @@
 /**
  * Gives back the memory a burst of traffic left behind, once the proxy has gone quiet. V8 keeps the young
  * generation it grew under load (up to 128 MiB on a large machine) and the pages of a collected old
- * generation resident for good; only a memory-reducing full collection returns them to the OS. It runs
- * once per quiet period, after `idleMs` with no request in flight and none begun, so the pause (tens of
- * milliseconds, ~150 on a busy core) never lands among traffic; a request arriving during it waits that long.
- * Loading the modules grows the young generation the same way (to ~16 MiB resident), so the proxy also
- * releases once before it listens, when no request can wait on the pause.
+ * generation resident for good (the launcher turns V8's memory reducer off: src/cli.ts says why); only a
+ * memory-reducing full collection returns them to the OS. It runs once per quiet period, after `idleMs` with
+ * no request in flight and none begun, so the pause (tens of milliseconds, ~150 on a busy core) never lands
+ * among traffic; a request arriving during it waits that long. Loading the modules grows the young
+ * generation the same way (to ~16 MiB resident), so the proxy also releases once before it listens, when no
+ * request can wait on the pause.
  */
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'

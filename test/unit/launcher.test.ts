@@ -3,21 +3,22 @@ import { describe, expect, it } from 'vitest'
 
 /**
  * Every way to start the proxy gives node the same flags (V8's young generation bounded, so 1,000 open streams
- * do not grow it to 128 MiB of semi-spaces on a large machine) and the same environment (glibc's mmap threshold
- * fixed, so freed big buffers leave the resident set): the `loopers` bin's first line, the Docker image's
- * launcher and `npm start`.
+ * do not grow it to 128 MiB of semi-spaces on a large machine, and never shrunk below 4 MiB nor by V8's memory
+ * reducer, so traffic after a lull is not met by a scavenge every few dozen requests) and the same environment
+ * (glibc's mmap threshold fixed, so freed big buffers leave the resident set): the `loopers` bin's first line,
+ * the Docker image's launcher and `npm start`.
  */
 const read = (path: string): string => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8')
 const flagsOf = (text: string): string[] => text.trim().split(/\s+/).filter((word) => word.startsWith('--'))
 
 describe('launcher flags', () => {
   const shebang = read('src/cli.ts').split('\n', 1)[0] ?? ''
-  const bin = /^#!\/usr\/bin\/env -S((?: [A-Z_]+=\S+)*) node((?: --[a-z-]+=\S+)*)$/.exec(shebang)
+  const bin = /^#!\/usr\/bin\/env -S((?: [A-Z_]+=\S+)*) node((?: --[a-z-]+(?:=\S+)?)*)$/.exec(shebang)
 
   it('the bin runs node through `env -S` with the launcher environment and flags', () => {
     expect(bin, shebang).not.toBeNull()
     expect(bin?.[1]?.trim()).toBe('MALLOC_MMAP_THRESHOLD_=1048576')
-    expect(flagsOf(bin?.[2] ?? '')).toEqual(['--max-semi-space-size=16'])
+    expect(flagsOf(bin?.[2] ?? '')).toEqual(['--max-semi-space-size=16', '--min-semi-space-size=4', '--no-memory-reducer'])
   })
 
   it('docker/loopers and `npm start` give node the same environment and flags', () => {
