@@ -83,6 +83,9 @@ class ScriptCommand extends Command implements DeadlineCommand {
   /** `args` once read (or as ioredis's constructor set it); null until then. */
   private flatArgs: (string | number)[] | null = null
   private readonly argCount: number
+  /** Settle `promise`: set by ioredis's constructor (initPromise), before this class's fields exist. */
+  declare private fulfil: (reply: unknown) => void
+  declare private fail: (err: Error) => void
 
   constructor(
     private readonly script: Script,
@@ -99,14 +102,45 @@ class ScriptCommand extends Command implements DeadlineCommand {
   }
 
   static {
-    // ioredis declares `args` as a field: an accessor can only be put on the prototype. Its constructor sets
-    // and reads it before this class's fields exist (flatArgs is then reset to null).
-    Object.defineProperty(ScriptCommand.prototype, 'args', {
-      get(this: ScriptCommand): (string | number)[] {
-        return (this.flatArgs ??= this.allArgs())
+    Object.defineProperties(ScriptCommand.prototype, {
+      // ioredis declares `args` as a field: an accessor can only be put on the prototype. Its constructor sets
+      // and reads it before this class's fields exist (flatArgs is then reset to null).
+      args: {
+        get(this: ScriptCommand): (string | number)[] {
+          return (this.flatArgs ??= this.allArgs())
+        },
+        set(this: ScriptCommand, args: (string | number)[]) {
+          this.flatArgs = args
+        },
       },
-      set(this: ScriptCommand, args: (string | number)[]) {
-        this.flatArgs = args
+      // ioredis's initPromise (private to it, hence here) gives every command closures that live as long as it
+      // waits: resolve and reject wrappers around the promise's own functions, and its executor's context. Here
+      // resolve and reject are methods, and the command keeps only the promise's functions. Writable:
+      // a cluster wraps a command's reject in its own.
+      initPromise: {
+        value(this: ScriptCommand): void {
+          this.promise = new Promise((resolve, reject) => {
+            this.fulfil = resolve
+            this.fail = reject
+          })
+        },
+      },
+      resolve: {
+        writable: true,
+        value(this: ScriptCommand, reply: Buffer | Buffer[]): void {
+          try {
+            this.fulfil(this.transformReply(reply))
+            this.isResolved = true
+          } catch (err) {
+            this.reject(err as Error)
+          }
+        },
+      },
+      reject: {
+        writable: true,
+        value(this: ScriptCommand, err: Error): void {
+          this.fail(err)
+        },
       },
     })
   }
