@@ -28,24 +28,24 @@ export function hashKey(key: string): string {
   return createHash('sha256').update(key, 'utf8').digest('hex')
 }
 
-/** Distinct keys whose hash is remembered; past it the least recently used is dropped. */
+/** Distinct keys whose hash is remembered; past it the one remembered first is dropped. */
 export const KEY_HASH_CACHE_SIZE = 1024
 const hashes = new Map<string, string>()
-// The most recently used key: a run of requests with one key finds it without reordering the map.
+// The most recently used key: a run of requests with one key finds it without a lookup.
 let newestKey = ''
 let newestHash = ''
 
 /**
- * hashKey for the request path: a small LRU of recent proxy keys, so a busy key is hashed once rather
- * than on every request. Same result as hashKey; the raw keys stay in this map only (never logged).
+ * hashKey for the request path: a bounded cache of proxy keys, so a busy key is hashed once rather than on
+ * every request. Same result as hashKey; the raw keys stay in this map only (never logged). A hit changes
+ * nothing: moving the key to the back (delete, then set again) for every request whose key is not the newest
+ * filled the map's table with deleted entries, rebuilt in the old generation about every 1,024 lookups. Past
+ * the bound the key remembered first goes, busy or not, and is hashed again when next seen.
  */
 export function cachedKeyHash(key: string): string {
   if (key === newestKey) return newestHash
   let hash = hashes.get(key)
-  if (hash !== undefined) {
-    hashes.delete(key)
-    hashes.set(key, hash)
-  } else {
+  if (hash === undefined) {
     hash = hashKey(key)
     if (hashes.size >= KEY_HASH_CACHE_SIZE) hashes.delete(hashes.keys().next().value as string)
     hashes.set(key, hash)

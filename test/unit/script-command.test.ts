@@ -48,6 +48,19 @@ describe('script commands', () => {
     expect(commands[1]?.getKeys()).toEqual(flat(parts).slice(0, 10))
   })
 
+  it('resolve with the reply as text, and reject through a reject wrapped after they were made (as a cluster does)', async () => {
+    const { client } = recordingClient({})
+    await expect(evalScript(client, settle, 10, parts)).resolves.toBe('ok')
+    const wrapping = {
+      sendCommand(command: Command) {
+        const reject = command.reject
+        command.reject = (err: Error) => reject.call(command, new Error(`wrapped: ${err.message}`))
+        command.reject(new Error('boom'))
+      },
+    } as unknown as RedisClient
+    await expect(evalScript(wrapping, settle, 10, parts)).rejects.toThrow('wrapped: boom')
+  })
+
   it('are sent in full again on another connection', async () => {
     const { client, written } = recordingClient({})
     await evalScript(client, settle, 10, parts)

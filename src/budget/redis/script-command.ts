@@ -1,7 +1,7 @@
 /**
  * Sending the budget Lua scripts: one EVALSHA command per call (EVAL on a connection's first use, again
- * after NOSCRIPT), its RESP text written here from arguments of which the repeating runs (a key's keys of
- * one minute, constants) were encoded once.
+ * after NOSCRIPT), its RESP written here into one Buffer from arguments of which the repeating runs (a key's keys
+ * of one minute, constants) were encoded once.
  */
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
@@ -15,14 +15,14 @@ export interface Script {
   /** Connections this script was sent on in full (EVAL); Redis keeps it cached there for EVALSHA. */
   sentOn: WeakSet<object>
   /** The RESP of the command name and the script (or its SHA1): what follows the argument count. */
-  evalHead: string
-  evalshaHead: string
+  evalHead: Buffer
+  evalshaHead: Buffer
 }
 
 /** Arguments encoded once as RESP bulk strings, to be sent by many commands; `values` are what they encode. */
 export interface EncodedArgs {
   readonly values: readonly (string | number)[]
-  readonly resp: string
+  readonly resp: Buffer
 }
 
 /** One script argument, or a run of them encoded beforehand. */
@@ -30,7 +30,7 @@ export type ScriptArg = string | number | EncodedArgs
 
 /** Encodes `values` as consecutive RESP bulk strings, once, for every command that sends them in that order. */
 export function encodeArgs(values: readonly (string | number)[]): EncodedArgs {
-  return Object.freeze({ values: Object.freeze([...values]), resp: values.map(bulk).join('') })
+  return Object.freeze({ values: Object.freeze([...values]), resp: Buffer.from(values.map(bulk).join('')) })
 }
 
 const scriptCache = new Map<string, Script>()
@@ -41,7 +41,7 @@ export function script(name: string): Script {
   if (loaded === undefined) {
     const lua = readFileSync(new URL(`../../../lua/${name}.lua`, import.meta.url), 'utf8')
     const sha = createHash('sha1').update(lua).digest('hex')
-    loaded = { lua, sha, sentOn: new WeakSet(), evalHead: `${bulk('eval')}${bulk(lua)}`, evalshaHead: `${bulk('evalsha')}${bulk(sha)}` }
+    loaded = { lua, sha, sentOn: new WeakSet(), evalHead: Buffer.from(bulk('eval') + bulk(lua)), evalshaHead: Buffer.from(bulk('evalsha') + bulk(sha)) }
     scriptCache.set(name, loaded)
   }
   return loaded
@@ -83,6 +83,9 @@ class ScriptCommand extends Command implements DeadlineCommand {
   /** `args` once read (or as ioredis's constructor set it); null until then. */
   private flatArgs: (string | number)[] | null = null
   private readonly argCount: number
+  /** Settle `promise`: set by ioredis's constructor (initPromise), before this class's fields exist. */
+  declare private fulfil: (reply: unknown) => void
+  declare private fail: (err: Error) => void
 
   constructor(
     private readonly script: Script,
@@ -99,14 +102,45 @@ class ScriptCommand extends Command implements DeadlineCommand {
   }
 
   static {
-    // ioredis declares `args` as a field: an accessor can only be put on the prototype. Its constructor sets
-    // and reads it before this class's fields exist (flatArgs is then reset to null).
-    Object.defineProperty(ScriptCommand.prototype, 'args', {
-      get(this: ScriptCommand): (string | number)[] {
-        return (this.flatArgs ??= this.allArgs())
+    Object.defineProperties(ScriptCommand.prototype, {
+      // ioredis declares `args` as a field: an accessor can only be put on the prototype. Its constructor sets
+      // and reads it before this class's fields exist (flatArgs is then reset to null).
+      args: {
+        get(this: ScriptCommand): (string | number)[] {
+          return (this.flatArgs ??= this.allArgs())
+        },
+        set(this: ScriptCommand, args: (string | number)[]) {
+          this.flatArgs = args
+        },
       },
-      set(this: ScriptCommand, args: (string | number)[]) {
-        this.flatArgs = args
+      // ioredis's initPromise (private to it, hence here) gives every command closures that live as long as it
+      // waits: resolve and reject wrappers around the promise's own functions, and its executor's context. Here
+      // resolve and reject are methods, and the command keeps only the promise's functions. Writable:
+      // a cluster wraps a command's reject in its own.
+      initPromise: {
+        value(this: ScriptCommand): void {
+          this.promise = new Promise((resolve, reject) => {
+            this.fulfil = resolve
+            this.fail = reject
+          })
+        },
+      },
+      resolve: {
+        writable: true,
+        value(this: ScriptCommand, reply: Buffer | Buffer[]): void {
+          try {
+            this.fulfil(this.transformReply(reply))
+            this.isResolved = true
+          } catch (err) {
+            this.reject(err as Error)
+          }
+        },
+      },
+      reject: {
+        writable: true,
+        value(this: ScriptCommand, err: Error): void {
+          this.fail(err)
+        },
       },
     })
   }
@@ -135,26 +169,82 @@ class ScriptCommand extends Command implements DeadlineCommand {
     return super.transformReply(result)
   }
 
-  override toWritable(socket: object): string {
+  /**
+   * The whole command in one Buffer: its bytes live outside the JavaScript heap, which a scavenge does not
+   * copy or scan (a string would be built from pieces, then flattened when written).
+   */
+  override toWritable(socket: object): Buffer {
     if (!this.script.sentOn.has(socket)) {
       this.script.sentOn.add(socket)
       this.name = 'eval'
       if (this.flatArgs !== null) this.flatArgs[0] = this.script.lua
     }
-    let resp = `*${this.argCount + 1}\r\n${this.name === 'eval' ? this.script.evalHead : this.script.evalshaHead}${keyCount(this.numberOfKeys)}`
+    const count = argCount(this.argCount + 1)
+    const head = this.name === 'eval' ? this.script.evalHead : this.script.evalshaHead
+    const keys = keyCount(this.numberOfKeys)
+    let size = count.length + head.length + keys.length
     for (let i = 0; i < this.parts.length; i++) {
       const part = this.parts[i] as ScriptArg
-      resp += typeof part === 'object' ? part.resp : bulk(part)
+      if (typeof part === 'object') size += part.resp.length
+      else {
+        const length = typeof part === 'string' ? Buffer.byteLength(part) : String(part).length
+        size += decimalLength(length) + length + 5
+      }
     }
-    return resp
+    const out = Buffer.allocUnsafe(size)
+    out.set(count, 0)
+    out.set(head, count.length)
+    out.set(keys, count.length + head.length)
+    let at = count.length + head.length + keys.length
+    for (let i = 0; i < this.parts.length; i++) {
+      const part = this.parts[i] as ScriptArg
+      if (typeof part === 'object') {
+        out.set(part.resp, at)
+        at += part.resp.length
+      } else {
+        at = writeBulk(out, at, typeof part === 'string' ? part : String(part))
+      }
+    }
+    return out
   }
 }
 
-/** The RESP of a script's key counts, built once each. */
-const keyCounts: string[] = []
+/** The RESP of argument counts (`*<n>`) and of a script's key counts, built once each. */
+const argCounts: Buffer[] = []
+const keyCounts: Buffer[] = []
 
-function keyCount(n: number): string {
-  return (keyCounts[n] ??= bulk(n))
+function argCount(n: number): Buffer {
+  return (argCounts[n] ??= Buffer.from(`*${n}\r\n`))
+}
+
+function keyCount(n: number): Buffer {
+  return (keyCounts[n] ??= Buffer.from(bulk(n)))
+}
+
+const CR = 13
+const LF = 10
+const DOLLAR = 36
+const ZERO = 48
+
+/** Digits of a non-negative integer. */
+function decimalLength(n: number): number {
+  let digits = 1
+  for (let rest = n; rest >= 10; rest = Math.floor(rest / 10)) digits++
+  return digits
+}
+
+/** Writes `text` as a RESP bulk string into `out` at `at` (room made by the caller); returns where it ends. */
+function writeBulk(out: Buffer, at: number, text: string): number {
+  const length = Buffer.byteLength(text)
+  out[at] = DOLLAR
+  let end = at + 1 + decimalLength(length)
+  for (let rest = length, digit = end - 1; digit > at; rest = Math.floor(rest / 10), digit--) out[digit] = ZERO + (rest % 10)
+  out[end++] = CR
+  out[end++] = LF
+  end += out.write(text, end)
+  out[end++] = CR
+  out[end++] = LF
+  return end
 }
 
 /** One RESP bulk string; its length counts UTF-8 bytes. */
