@@ -34,6 +34,14 @@ describe('redis store: the held reservation record', () => {
     return f.redis.hget(key, `${loopStep}:${sinceMs}`)
   }
 
+  /** Every period of `at`, session run-1 and the loop steps of `withLoop` hold nothing any more. */
+  async function expectReleased(hash: string, at: string, ...withLoop: Reservation[]): Promise<void> {
+    for (const w of WINDOW_NAMES) expect(await f.period(hash, w, at), w).toEqual({ spent: 0, held: 0 })
+    const s = await f.session(hash, 'run-1')
+    expect([Number(s.held), Number(s.spent ?? 0)]).toEqual([0, 0])
+    for (const r of withLoop) expect(await inFlight(r)).toBe('0')
+  }
+
   /** Rewrites a held record as the release before the previous one wrote it: every booked key in full in `booked`. */
   async function asEarlierRelease(hash: string, r: Reservation): Promise<void> {
     const key = record(hash, r)
@@ -87,11 +95,7 @@ describe('redis store: the held reservation record', () => {
     await f.store.abandon(hash, plain.requestId)
     await f.store.abandon(hash, both.requestId)
     await f.store.abandon(hash, loopOnly.requestId)
-    for (const w of WINDOW_NAMES) expect(await f.period(hash, w, at), w).toEqual({ spent: 0, held: 0 })
-    const s = await f.session(hash, 'run-1')
-    expect([Number(s.held), Number(s.spent ?? 0)]).toEqual([0, 0])
-    expect(await inFlight(both)).toBe('0')
-    expect(await inFlight(loopOnly)).toBe('0')
+    await expectReleased(hash, at, both, loopOnly)
     expect(await f.store.settle(both, 30)).toEqual({ chargedMicros: 0, alreadySettled: true })
   })
 
@@ -106,11 +110,7 @@ describe('redis store: the held reservation record', () => {
     f.clock.set('2026-06-01T00:00:00.100Z')
     await f.store.abandon(hash, both.requestId)
     await f.store.abandon(hash, loopOnly.requestId)
-    for (const w of WINDOW_NAMES) expect(await f.period(hash, w, at), w).toEqual({ spent: 0, held: 0 })
-    const s = await f.session(hash, 'run-1')
-    expect([Number(s.held), Number(s.spent ?? 0)]).toEqual([0, 0])
-    expect(await inFlight(both)).toBe('0')
-    expect(await inFlight(loopOnly)).toBe('0')
+    await expectReleased(hash, at, both, loopOnly)
   })
 
   it('a record of the release before is extended, settled and abandoned in the keys it lists', async () => {
