@@ -5,6 +5,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { upstreamUnreachable } from '../errors.js'
 import { BIG_BODY_BYTES, sha256InSlices } from '../http/raw-body.js'
 import { relayableResponseHeaders } from '../http/response-headers.js'
+import { ShutdownList } from '../http/shutdown-list.js'
 import type { Micros } from '../money.js'
 import { microsToUsd } from '../money.js'
 import { costMicros } from '../pricing/cost.js'
@@ -31,45 +32,26 @@ const SETTLE_RETRY_DELAYS_MS = [100, 500, 2_000]
 export function createForwarder(deps: ForwardDeps) {
   const { store } = deps
   const relayStream = createStreamRelay(deps)
-  // One shutdown listener for every open request (an EventTarget listener per request costs more than the request's abort).
-  // The open requests are a linked list, newest first, not a Set: a long-lived Set reallocates its table in the
-  // old generation as requests come and go, garbage that only a full collection reclaims.
-  let newest: OpenRequest | null = null
-  deps.shutdown.addEventListener('abort', () => {
-    // Listed first: an abort may close its response, and so unlink its entry, at once.
-    const signals: UpstreamAbort[] = []
-    for (let entry = newest; entry !== null; entry = entry.older) signals.push(entry.signal)
-    for (const signal of signals) signal.abort()
-  }, { once: true })
+  // One shutdown listener for every open request.
+  const open = new ShutdownList<UpstreamAbort>(deps.shutdown, abortUpstream)
 
   /** A signal that fires when the client goes away before the response is complete, or at shutdown. */
   function abortOnClientClose(reply: FastifyReply): UpstreamAbort {
     const signal = new UpstreamAbort()
     const raw = reply.raw
-    if (deps.shutdown.aborted || (raw.destroyed && !raw.writableEnded)) {
+    if (open.stopped || (raw.destroyed && !raw.writableEnded)) {
       signal.abort()
       return signal
     }
     // Its 'close' already came: nothing left to watch.
     if (raw.closed) return signal
-    const entry: OpenRequest = { signal, older: newest, newer: null }
-    if (newest !== null) newest.newer = entry
-    newest = entry
+    const entry = open.add(signal)
     // A response closes once: `on`, not `once` and the wrapper it builds per request.
     raw.on('close', () => {
-      unlink(entry)
+      open.remove(entry)
       if (!raw.writableEnded) signal.abort()
     })
     return signal
-  }
-
-  /** Takes a closed request out of the list, and its links out of it (a promoted entry keeps no younger one alive). */
-  function unlink(entry: OpenRequest): void {
-    if (entry.newer === null) newest = entry.older
-    else entry.newer.older = entry.older
-    if (entry.older !== null) entry.older.newer = entry.newer
-    entry.older = null
-    entry.newer = null
   }
 
   async function forwardFree(
@@ -223,12 +205,7 @@ export function createForwarder(deps: ForwardDeps) {
 }
 
 
-/** A request the shutdown aborts, linked to the requests opened just before and after it while it is open. */
-interface OpenRequest {
-  readonly signal: UpstreamAbort
-  older: OpenRequest | null
-  newer: OpenRequest | null
-}
+const abortUpstream = (signal: UpstreamAbort): void => signal.abort()
 
 /**
  * The upstream request of `f`, built from its body, which it takes from `f` (an open stream keeps none of it):

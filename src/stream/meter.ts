@@ -1,4 +1,5 @@
 import type { Micros } from '../money.js'
+import { ShutdownList, type ShutdownEntry } from '../http/shutdown-list.js'
 import type { ErrorInfo, StreamParser } from '../providers/types.js'
 import type { SourceReader, StreamSource } from './source.js'
 
@@ -37,47 +38,19 @@ export interface MeterOptions {
 }
 
 /** Stops every open stream at once (the server's shutdown): one listener on its signal for all of them. */
-export interface StreamStop {
-  readonly stopped: boolean
-  /** Calls `stream.stop()` once, when the streams are stopped, unless `unwatch` came first. */
-  watch(stream: Stoppable): void
-  unwatch(stream: Stoppable): void
-}
+export type StreamStop = ShutdownList<Stoppable>
 
 /** An open stream as a StreamStop holds it. */
 export interface Stoppable {
   stop(): void
 }
 
-/** A StreamStop fired by `signal`: a stream adds itself to a set instead of listening on the signal. */
+/** A StreamStop fired by `signal`: a stream joins a list instead of listening on the signal. */
 export function createStreamStop(signal: AbortSignal): StreamStop {
-  return new SharedStop(signal)
+  return new ShutdownList<Stoppable>(signal, stopStream)
 }
 
-class SharedStop implements StreamStop {
-  private readonly open = new Set<Stoppable>()
-
-  constructor(private readonly signal: AbortSignal) {
-    signal.addEventListener('abort', () => this.stopAll(), { once: true })
-  }
-
-  get stopped(): boolean {
-    return this.signal.aborted
-  }
-
-  watch(stream: Stoppable): void {
-    this.open.add(stream)
-  }
-
-  unwatch(stream: Stoppable): void {
-    this.open.delete(stream)
-  }
-
-  private stopAll(): void {
-    for (const stream of this.open) stream.stop()
-    this.open.clear()
-  }
-}
+const stopStream = (stream: Stoppable): void => stream.stop()
 
 export interface MeterResult {
   outcome: StreamOutcome
@@ -107,6 +80,8 @@ class StreamMeter implements SourceReader, Stoppable {
   private readonly client: StreamSink
   private clientClosed: boolean
   private stopped = false
+  // Its place in the server's list of streams to stop, while open.
+  private stopEntry: ShutdownEntry<Stoppable> | null = null
   // Bytes of whole frames written to the client, so a parser can end its format after exactly those.
   private forwardedBytes = 0
   // Frames of the current read not yet forwarded (the parser's rest once the upstream ended).
@@ -171,7 +146,7 @@ class StreamMeter implements SourceReader, Stoppable {
     // `on`, not `once`: it fires at most once and finish() removes it; `once` would add a wrapper.
     this.client.on('close', this.onClientClose)
     if (options.stop?.stopped) this.stop()
-    else options.stop?.watch(this)
+    else if (options.stop !== undefined) this.stopEntry = options.stop.add(this)
     this.upstream.read(this)
   }
 
@@ -260,7 +235,8 @@ class StreamMeter implements SourceReader, Stoppable {
     if (this.done) return
     this.done = true
     this.client.off('close', this.onClientClose)
-    this.options.stop?.unwatch(this)
+    if (this.stopEntry !== null) this.options.stop?.remove(this.stopEntry)
+    this.stopEntry = null
     this.upstream.destroy()
     this.resolve(outcome)
   }
