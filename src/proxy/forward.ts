@@ -11,6 +11,7 @@ import { microsToUsd } from '../money.js'
 import { costMicros } from '../pricing/cost.js'
 import type { ProviderAdapter, UpstreamCredential, UpstreamRequest } from '../providers/types.js'
 import { MAX_BODY_BYTES, UpstreamTooLargeError } from '../stream/limits.js'
+import type { SourceReader, StreamSource } from '../stream/source.js'
 import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
 import { loweredOutputCap } from './plan.js'
 import { createStreamRelay } from './relay-stream.js'
@@ -262,43 +263,53 @@ function capped(limit: number): Transform {
   })
 }
 
-const ignore = (): void => undefined
-
 /**
- * Reads a whole upstream body; past `limit` bytes the upstream is released and UpstreamTooLargeError thrown.
- * By events, not `for await`: no async iterator and no promise per chunk on every answer.
+ * Reads a whole upstream body from its source, without a Readable; past `limit` bytes the upstream is released
+ * and UpstreamTooLargeError thrown.
  */
 function readBody(response: UpstreamResponse, limit: number): Promise<Buffer> {
-  const body = response.body
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    const done = (error: Error | null): void => {
-      body.removeListener('data', onData)
-      body.removeListener('end', onEnd)
-      body.removeListener('error', done)
-      body.removeListener('close', onClose)
-      if (error !== null) reject(error)
-      // One chunk (the common small answer) is the answer: no copy.
-      else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size))
+  const source = response.source
+  return new Promise((resolve, reject) => source.read(new WholeBody(source, limit, resolve, reject)))
+}
+
+/** The reader of readBody: one object per answer, not a closure per event. */
+class WholeBody implements SourceReader {
+  private chunks: Buffer[] = []
+  private size = 0
+  private done = false
+
+  constructor(
+    private readonly source: StreamSource,
+    private readonly limit: number,
+    private readonly resolve: (body: Buffer) => void,
+    private readonly reject: (error: unknown) => void,
+  ) {}
+
+  data(chunk: Buffer): void {
+    if (this.done) return
+    this.size += chunk.length
+    if (this.size <= this.limit) {
+      this.chunks.push(chunk)
+      return
     }
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length
-      if (size <= limit) {
-        chunks.push(chunk)
-        return
-      }
-      done(new UpstreamTooLargeError('an upstream body', limit))
-      // The abort error undici reports for it has no one left to hear it.
-      body.on('error', ignore)
-      body.destroy()
-    }
-    const onEnd = (): void => done(null)
-    // Closed before its end without an error event (destroyed): the answer is incomplete.
-    const onClose = (): void => done(new Error('the upstream body closed before its end'))
-    body.on('data', onData)
-    body.on('end', onEnd)
-    body.on('error', done)
-    body.on('close', onClose)
-  })
+    this.done = true
+    this.chunks = []
+    this.reject(new UpstreamTooLargeError('an upstream body', this.limit))
+    // Its reader hears a premature close next, already done.
+    this.source.destroy()
+  }
+
+  end(): void {
+    if (this.done) return
+    this.done = true
+    const { chunks } = this
+    // One chunk (the common small answer) is the answer: no copy.
+    this.resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.size))
+  }
+
+  error(error: unknown): void {
+    if (this.done) return
+    this.done = true
+    this.reject(error)
+  }
 }
