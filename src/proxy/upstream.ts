@@ -101,15 +101,16 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
       connections: null,
     })
   return {
-    async send(request, signal, method = 'POST') {
+    // Not async: the call's own promise is the answer, its failures classified where they happen.
+    send(request, signal, method = 'POST') {
       try {
         const { origin, path } = urlTarget(request.url)
         const { headers, body } = method === 'POST' ? outgoing(request) : { headers: request.headers, body: null }
         // undici's typings lack the iterable body its documentation and its code take.
         const options = { origin, path, method, headers, body: body as Dispatcher.DispatchOptions['body'] }
-        return await dispatch(dispatcher, options, signal)
+        return dispatch(dispatcher, options, signal)
       } catch (error) {
-        throw classify(error, signal)
+        return Promise.reject(classify(error, signal))
       }
     },
     async close() {
@@ -159,7 +160,11 @@ function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, s
     const call = new UpstreamCall(signal, resolve, reject)
     if (signal instanceof UpstreamAbort) signal.onabort = call
     else signal.addEventListener('abort', call, { once: true })
-    dispatcher.dispatch(options, call)
+    try {
+      dispatcher.dispatch(options, call)
+    } catch (error) {
+      call.onError(error as Error)
+    }
   })
 }
 
@@ -214,7 +219,7 @@ class UpstreamCall implements Dispatcher.DispatchHandler, AbortHook, UpstreamRel
 
   onError(error: Error): void {
     this.unwatch()
-    if (this.body === null) this.reject(error)
+    if (this.body === null) this.reject(classify(error, this.signal))
     else this.body.fail(error)
   }
 
