@@ -159,7 +159,8 @@ export function createForwarder(deps: ForwardDeps) {
 
       if (response.status >= 400) {
         // Providers do not bill refused requests (unless the adapter says so): refund, relay the error unchanged.
-        const bytes = await readBody(response, MAX_ERROR_BODY_BYTES).catch(() => Buffer.alloc(0))
+        const read = readBody(response, MAX_ERROR_BODY_BYTES)
+        const bytes = read instanceof Promise ? await read.catch(() => Buffer.alloc(0)) : read
         sendWhole(reply, response.status, headers, bytes)
         await settle(adapter.errorBillsInput?.(route, response.status, safeJson(bytes)) === true ? plan.inputMicros : 0, 'upstream_error')
         return
@@ -168,7 +169,8 @@ export function createForwarder(deps: ForwardDeps) {
       if (!facts.stream) {
         let bytes: Buffer
         try {
-          bytes = await readBody(response, MAX_BODY_BYTES)
+          const read = readBody(response, MAX_BODY_BYTES)
+          bytes = read instanceof Promise ? await read : read
         } catch (error) {
           if (deps.shutdown.aborted) {
             await settle(reservation.reservedMicros, 'shutdown')
@@ -264,12 +266,14 @@ function capped(limit: number): Transform {
 }
 
 /**
- * Reads a whole upstream body from its source, without a Readable; past `limit` bytes the upstream is released
- * and UpstreamTooLargeError thrown.
+ * Reads a whole upstream body from its source, without a Readable: the body itself when it came whole before
+ * the read (a small answer arrives with its headers), else a promise of it. Past `limit` bytes the upstream is
+ * released and UpstreamTooLargeError thrown.
  */
-function readBody(response: UpstreamResponse, limit: number): Promise<Buffer> {
-  const source = response.source
-  return new Promise((resolve, reject) => source.read(new WholeBody(source, limit, resolve, reject)))
+function readBody(response: UpstreamResponse, limit: number): Buffer | Promise<Buffer> {
+  const reader = new WholeBody(response.source, limit)
+  response.source.read(reader)
+  return reader.result()
 }
 
 /** The reader of readBody: one object per answer, not a closure per event. */
@@ -277,13 +281,27 @@ class WholeBody implements SourceReader {
   private chunks: Buffer[] = []
   private size = 0
   private done = false
+  // The outcome when it came before anyone waited for it: the body, or (body null) why there is none.
+  private body: Buffer | null = null
+  private failure: unknown = null
+  private resolve: ((body: Buffer) => void) | null = null
+  private reject: ((error: unknown) => void) | null = null
 
   constructor(
     private readonly source: StreamSource,
     private readonly limit: number,
-    private readonly resolve: (body: Buffer) => void,
-    private readonly reject: (error: unknown) => void,
   ) {}
+
+  /** The body, a promise of it, or a rejected promise once it failed. */
+  result(): Buffer | Promise<Buffer> {
+    if (!this.done) {
+      return new Promise((resolve, reject) => {
+        this.resolve = resolve
+        this.reject = reject
+      })
+    }
+    return this.body ?? Promise.reject(this.failure)
+  }
 
   data(chunk: Buffer): void {
     if (this.done) return
@@ -292,9 +310,7 @@ class WholeBody implements SourceReader {
       this.chunks.push(chunk)
       return
     }
-    this.done = true
-    this.chunks = []
-    this.reject(new UpstreamTooLargeError('an upstream body', this.limit))
+    this.fail(new UpstreamTooLargeError('an upstream body', this.limit))
     // Its reader hears a premature close next, already done.
     this.source.destroy()
   }
@@ -303,13 +319,21 @@ class WholeBody implements SourceReader {
     if (this.done) return
     this.done = true
     const { chunks } = this
+    this.chunks = []
     // One chunk (the common small answer) is the answer: no copy.
-    this.resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.size))
+    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.size)
+    if (this.resolve !== null) this.resolve(body)
+    else this.body = body
   }
 
   error(error: unknown): void {
-    if (this.done) return
+    if (!this.done) this.fail(error)
+  }
+
+  private fail(error: unknown): void {
     this.done = true
-    this.reject(error)
+    this.chunks = []
+    if (this.reject !== null) this.reject(error)
+    else this.failure = error
   }
 }
