@@ -11,6 +11,7 @@ import { microsToUsd } from '../money.js'
 import { costMicros } from '../pricing/cost.js'
 import type { ProviderAdapter, UpstreamCredential, UpstreamRequest } from '../providers/types.js'
 import { MAX_BODY_BYTES, UpstreamTooLargeError } from '../stream/limits.js'
+import type { SourceReader, StreamSource } from '../stream/source.js'
 import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
 import { loweredOutputCap } from './plan.js'
 import { createStreamRelay } from './relay-stream.js'
@@ -158,7 +159,8 @@ export function createForwarder(deps: ForwardDeps) {
 
       if (response.status >= 400) {
         // Providers do not bill refused requests (unless the adapter says so): refund, relay the error unchanged.
-        const bytes = await readBody(response, MAX_ERROR_BODY_BYTES).catch(() => Buffer.alloc(0))
+        const read = readBody(response, MAX_ERROR_BODY_BYTES)
+        const bytes = read instanceof Promise ? await read.catch(() => Buffer.alloc(0)) : read
         sendWhole(reply, response.status, headers, bytes)
         await settle(adapter.errorBillsInput?.(route, response.status, safeJson(bytes)) === true ? plan.inputMicros : 0, 'upstream_error')
         return
@@ -167,7 +169,8 @@ export function createForwarder(deps: ForwardDeps) {
       if (!facts.stream) {
         let bytes: Buffer
         try {
-          bytes = await readBody(response, MAX_BODY_BYTES)
+          const read = readBody(response, MAX_BODY_BYTES)
+          bytes = read instanceof Promise ? await read : read
         } catch (error) {
           if (deps.shutdown.aborted) {
             await settle(reservation.reservedMicros, 'shutdown')
@@ -262,43 +265,75 @@ function capped(limit: number): Transform {
   })
 }
 
-const ignore = (): void => undefined
-
 /**
- * Reads a whole upstream body; past `limit` bytes the upstream is released and UpstreamTooLargeError thrown.
- * By events, not `for await`: no async iterator and no promise per chunk on every answer.
+ * Reads a whole upstream body from its source, without a Readable: the body itself when it came whole before
+ * the read (a small answer arrives with its headers), else a promise of it. Past `limit` bytes the upstream is
+ * released and UpstreamTooLargeError thrown.
  */
-function readBody(response: UpstreamResponse, limit: number): Promise<Buffer> {
-  const body = response.body
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    const done = (error: Error | null): void => {
-      body.removeListener('data', onData)
-      body.removeListener('end', onEnd)
-      body.removeListener('error', done)
-      body.removeListener('close', onClose)
-      if (error !== null) reject(error)
-      // One chunk (the common small answer) is the answer: no copy.
-      else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size))
+function readBody(response: UpstreamResponse, limit: number): Buffer | Promise<Buffer> {
+  const reader = new WholeBody(response.source, limit)
+  response.source.read(reader)
+  return reader.result()
+}
+
+/** The reader of readBody: one object per answer, not a closure per event. */
+class WholeBody implements SourceReader {
+  private chunks: Buffer[] = []
+  private size = 0
+  private done = false
+  // The outcome when it came before anyone waited for it: the body, or (body null) why there is none.
+  private body: Buffer | null = null
+  private failure: unknown = null
+  private resolve: ((body: Buffer) => void) | null = null
+  private reject: ((error: unknown) => void) | null = null
+
+  constructor(
+    private readonly source: StreamSource,
+    private readonly limit: number,
+  ) {}
+
+  /** The body, a promise of it, or a rejected promise once it failed. */
+  result(): Buffer | Promise<Buffer> {
+    if (!this.done) {
+      return new Promise((resolve, reject) => {
+        this.resolve = resolve
+        this.reject = reject
+      })
     }
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length
-      if (size <= limit) {
-        chunks.push(chunk)
-        return
-      }
-      done(new UpstreamTooLargeError('an upstream body', limit))
-      // The abort error undici reports for it has no one left to hear it.
-      body.on('error', ignore)
-      body.destroy()
+    return this.body ?? Promise.reject(this.failure)
+  }
+
+  data(chunk: Buffer): void {
+    if (this.done) return
+    this.size += chunk.length
+    if (this.size <= this.limit) {
+      this.chunks.push(chunk)
+      return
     }
-    const onEnd = (): void => done(null)
-    // Closed before its end without an error event (destroyed): the answer is incomplete.
-    const onClose = (): void => done(new Error('the upstream body closed before its end'))
-    body.on('data', onData)
-    body.on('end', onEnd)
-    body.on('error', done)
-    body.on('close', onClose)
-  })
+    this.fail(new UpstreamTooLargeError('an upstream body', this.limit))
+    // Its reader hears a premature close next, already done.
+    this.source.destroy()
+  }
+
+  end(): void {
+    if (this.done) return
+    this.done = true
+    const { chunks } = this
+    this.chunks = []
+    // One chunk (the common small answer) is the answer: no copy.
+    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.size)
+    if (this.resolve !== null) this.resolve(body)
+    else this.body = body
+  }
+
+  error(error: unknown): void {
+    if (!this.done) this.fail(error)
+  }
+
+  private fail(error: unknown): void {
+    this.done = true
+    this.chunks = []
+    if (this.reject !== null) this.reject(error)
+    else this.failure = error
+  }
 }

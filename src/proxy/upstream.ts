@@ -101,22 +101,49 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
       connections: null,
     })
   return {
-    async send(request, signal, method = 'POST') {
+    // Not async: the call's own promise is the answer, its failures classified where they happen.
+    send(request, signal, method = 'POST') {
       try {
-        // Parsed once: origin and path come from the same URL object.
-        const url = new URL(request.url)
+        const { origin, path } = urlTarget(request.url)
         const { headers, body } = method === 'POST' ? outgoing(request) : { headers: request.headers, body: null }
         // undici's typings lack the iterable body its documentation and its code take.
-        const options = { origin: url.origin, path: `${url.pathname}${url.search}`, method, headers, body: body as Dispatcher.DispatchOptions['body'] }
-        return await dispatch(dispatcher, options, signal)
+        const options = { origin, path, method, headers, body: body as Dispatcher.DispatchOptions['body'] }
+        return dispatch(dispatcher, options, signal)
       } catch (error) {
-        throw classify(error, signal)
+        return Promise.reject(classify(error, signal))
       }
     },
     async close() {
       if (options.dispatcher === undefined) await dispatcher.close()
     },
   }
+}
+
+/** Where undici sends a URL: its origin, and its path with the query string. */
+interface UrlTarget {
+  origin: string
+  path: string
+}
+
+// URLs remembered (a route's few paths and queries; a full map starts over), up to this long each.
+const MAX_KNOWN_URLS = 256
+const MAX_KNOWN_URL_CHARS = 512
+/** URLs sent to lately: parsed once each, as `new URL` reads them. */
+const knownUrls = new Map<string, UrlTarget>()
+
+/** The origin and path of `url` as `new URL` reads them; a URL sent to lately is not parsed again. */
+function urlTarget(url: string): UrlTarget {
+  let target = knownUrls.get(url)
+  if (target === undefined) {
+    // Parsed once: origin and path come from the same URL object.
+    const parsed = new URL(url)
+    target = { origin: parsed.origin, path: `${parsed.pathname}${parsed.search}` }
+    if (url.length <= MAX_KNOWN_URL_CHARS) {
+      if (knownUrls.size >= MAX_KNOWN_URLS) knownUrls.clear()
+      knownUrls.set(url, target)
+    }
+  }
+  return target
 }
 
 /**
@@ -133,7 +160,11 @@ function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, s
     const call = new UpstreamCall(signal, resolve, reject)
     if (signal instanceof UpstreamAbort) signal.onabort = call
     else signal.addEventListener('abort', call, { once: true })
-    dispatcher.dispatch(options, call)
+    try {
+      dispatcher.dispatch(options, call)
+    } catch (error) {
+      call.onError(error as Error)
+    }
   })
 }
 
@@ -188,7 +219,7 @@ class UpstreamCall implements Dispatcher.DispatchHandler, AbortHook, UpstreamRel
 
   onError(error: Error): void {
     this.unwatch()
-    if (this.body === null) this.reject(error)
+    if (this.body === null) this.reject(classify(error, this.signal))
     else this.body.fail(error)
   }
 

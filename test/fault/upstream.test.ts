@@ -89,6 +89,16 @@ describe('upstream 4xx answers pass through unchanged', () => {
     expect((limited as InstanceType<typeof OpenAI.RateLimitError>).code).toBe('rate_limit_exceeded')
     expect(await daily(stack.proxy.admin, stack.hash)).toEqual({ spent: 0, held: 0 })
   })
+
+  it('an error body past 1 MiB is not held: the status goes out with an empty body, everything refunded', async () => {
+    stack.upstream.plan = { mode: 'fail', fail: { status: 400, headers: {}, body: `{"error":{"message":"${'x'.repeat(2 * 1024 * 1024)}"}}` } }
+    const response = await post(chat(false))
+    expect(response.status).toBe(400)
+    expect(await response.text()).toBe('')
+    expect(response.headers.get('x-loopers-error-code')).toBeNull()
+    expect(await daily(stack.proxy.admin, stack.hash)).toEqual({ spent: 0, held: 0 })
+    expect(summaries(stack.proxy, stack.hash).at(-1)).toMatchObject({ outcome: 'upstream_error', status: 400 })
+  })
 })
 
 describe('an upstream that resets the connection before any header', () => {
