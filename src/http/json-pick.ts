@@ -186,16 +186,16 @@ function keyIndex(raw: Buffer, start: number, end: number, keys: readonly string
 }
 
 /**
- * The value spans of `keys` (ASCII names) among the top-level members of the object `raw` holds, the last of
- * repeated keys as JSON.parse keeps it: [start, end] per key, -1 when absent. Null unless all of `raw` is JSON.
+ * The members `keys` (ASCII names) of the object `raw` holds, each parsed once the walk vouched for its value
+ * (the last of repeated keys, as JSON.parse keeps it), in an object of their own. Null unless all of `raw` is JSON.
  */
-function memberSpans(raw: Buffer, keys: readonly string[]): number[] | null {
+function readMembers(raw: Buffer, keys: readonly string[]): Record<string, unknown> | null {
   const walk: Walk = { raw, words: null }
-  const spans = new Array<number>(2 * keys.length).fill(-1)
+  const picked: Record<string, unknown> = {}
   let i = skipSpace(raw, 0)
   if (at(raw, i) !== OPEN_OBJECT) return null
   i = skipSpace(raw, i + 1)
-  if (at(raw, i) === CLOSE_OBJECT) return skipSpace(raw, i + 1) === raw.length ? spans : null
+  if (at(raw, i) === CLOSE_OBJECT) return skipSpace(raw, i + 1) === raw.length ? picked : null
   for (;;) {
     if (at(raw, i) !== QUOTE) return null
     const keyStart = i
@@ -207,13 +207,10 @@ function memberSpans(raw: Buffer, keys: readonly string[]): number[] | null {
     const valueStart = skipSpace(raw, i + 1)
     i = afterValue(walk, valueStart, 1)
     if (i < 0) return null
-    if (key >= 0) {
-      spans[2 * key] = valueStart
-      spans[2 * key + 1] = i
-    }
+    if (key >= 0) picked[keys[key] as string] = JSON.parse(raw.toString('utf8', valueStart, i))
     i = skipSpace(raw, i)
     const next = at(raw, i)
-    if (next === CLOSE_OBJECT) return skipSpace(raw, i + 1) === raw.length ? spans : null
+    if (next === CLOSE_OBJECT) return skipSpace(raw, i + 1) === raw.length ? picked : null
     if (next !== COMMA) return null
     i = skipSpace(raw, i + 1)
   }
@@ -234,12 +231,5 @@ export function parseJson(raw: Buffer): unknown {
  * nested deeper than it goes) it is `parseJson(raw)`, whatever that is. Either way `json[key]` is the same.
  */
 export function pickMembers(raw: Buffer, keys: readonly string[]): unknown {
-  const spans = memberSpans(raw, keys)
-  if (spans === null) return parseJson(raw)
-  const picked: Record<string, unknown> = {}
-  for (let n = 0; n < keys.length; n++) {
-    const start = spans[2 * n] as number
-    if (start >= 0) picked[keys[n] as string] = JSON.parse(raw.toString('utf8', start, spans[2 * n + 1]))
-  }
-  return picked
+  return readMembers(raw, keys) ?? parseJson(raw)
 }
