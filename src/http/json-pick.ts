@@ -106,21 +106,32 @@ function afterString(walk: Walk, start: number): number {
   return -1
 }
 
+/** One past the digits from `i` on (`i` itself when there are none). */
+function afterDigits(raw: Buffer, i: number): number {
+  const n = raw.length
+  while (i < n && isDigit(raw[i] as number)) i++
+  return i
+}
+
 /** One past the number at `i`, or -1 when JSON does not spell numbers that way. */
 function afterNumber(raw: Buffer, i: number): number {
   if (at(raw, i) === MINUS) i++
-  if (at(raw, i) === ZERO) i++
-  else if (isDigit(at(raw, i))) while (isDigit(at(raw, i))) i++
+  const first = at(raw, i)
+  if (first === ZERO) i++
+  else if (isDigit(first)) i = afterDigits(raw, i + 1)
   else return -1
   if (at(raw, i) === DOT) {
-    if (!isDigit(at(raw, ++i))) return -1
-    while (isDigit(at(raw, i))) i++
+    const end = afterDigits(raw, i + 1)
+    if (end === i + 1) return -1
+    i = end
   }
   if ((at(raw, i) | 0x20) === 0x65) {
     i++
-    if (at(raw, i) === PLUS || at(raw, i) === MINUS) i++
-    if (!isDigit(at(raw, i))) return -1
-    while (isDigit(at(raw, i))) i++
+    const sign = at(raw, i)
+    if (sign === PLUS || sign === MINUS) i++
+    const end = afterDigits(raw, i)
+    if (end === i) return -1
+    i = end
   }
   return i
 }
