@@ -180,6 +180,7 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
       return { url: upstreamUrl(options.baseUrl, ctx.path, upstreamQuery(ctx.query)), headers, body: ctx.body }
     },
     usageFromBody: (_route, json) => (isObject(json) ? messageUsage(json.usage) : null),
+    usageMembers: ['usage'],
     createStreamParser: (_route, counter) => createMessagesStreamParser(counter),
     loopShape: () => messagesShape,
     cutoffFrame(_route: RouteMatch, error: ErrorInfo) {

@@ -138,6 +138,9 @@ export function invocationMetricsUsage(metrics: unknown): Usage | null {
   }
 }
 
+/** The top-level members of a complete native response body `nativeBodyUsage` reads. */
+export const NATIVE_USAGE_MEMBERS = ['usage', 'amazon-bedrock-invocationMetrics', 'prompt_token_count', 'generation_token_count', 'inputTextTokenCount', 'results']
+
 /**
  * Usage a complete native response body reports, whatever the family: Anthropic and OpenAI-style
  * `usage`, Nova's Converse-shaped `usage`, Llama's and Titan's top-level counts. Null if none.

@@ -9,6 +9,7 @@ import { isObject, readPositiveInt, type Json } from './body.js'
 import {
   converseUsage,
   isEmbeddingModel,
+  NATIVE_USAGE_MEMBERS,
   nativeBodyUsage,
   readNativeCap,
   readNativeChoices,
@@ -185,6 +186,8 @@ export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
     usageFromBody(route, json) {
       return isConverse(route) ? (isObject(json) ? converseUsage(json.usage) : null) : nativeBodyUsage(json)
     },
+    // Converse reads only `usage`, one of them.
+    usageMembers: NATIVE_USAGE_MEMBERS,
     usageFromHeaders: (_route, headers) => usageFromHeaders(headers),
     loopShape: (route) => (isConverse(route) ? messagesShape : isEmbeddingModel(route.pathModel ?? '') ? null : invokeShape),
     createStreamParser: (route, counter) => createBedrockStreamParser(isConverse(route) ? 'converse' : 'invoke', counter),

@@ -380,6 +380,7 @@ export function createGeminiAdapter(options: { baseUrl: string; apiKey: string |
       // A complete answer that reports usage without candidate tokens generated none (a blocked prompt).
       return usage === null ? null : { outputTokens: 0, ...usage }
     },
+    usageMembers: ['usageMetadata'],
     loopShape: (route) => (EMBED.has(route.operation) ? null : geminiShape),
     createStreamParser: (route, counter) => (route.operation === STREAM_SSE ? createSseParser(counter) : createArrayParser(counter)),
     cutoffFrame(route: RouteMatch, error: ErrorInfo) {

@@ -39,6 +39,7 @@ export const compatMembers = {
   exactInput: exactCompatInput,
   prepareBody: prepareCompatBody,
   usageFromBody: compatUsageFromBody,
+  usageMembers: ['usage'],
   createStreamParser: createCompatStreamParser,
   cutoffFrame: compatCutoffFrame,
   errorBody: compatErrorBody,

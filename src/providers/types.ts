@@ -205,8 +205,13 @@ export interface ProviderAdapter {
   defaultCredential(): UpstreamCredential | null
   /** Builds URL and headers for the upstream, injecting the credential; never forwards the proxy key. */
   buildUpstream(ctx: UpstreamContext): UpstreamRequest
-  /** Usage from a complete non-streaming JSON response; null if it reports none. */
+  /**
+   * Usage from a complete non-streaming JSON response; null if it reports none. `json` holds the response's
+   * top-level members `usageMembers` names (../http/json-pick.ts): the rest of the response is not parsed.
+   */
   usageFromBody(route: RouteMatch, json: unknown): Usage | null
+  /** Every top-level member of a complete response `usageFromBody` reads, on any route. */
+  usageMembers: readonly string[]
   /** A fresh parser for one streamed response body; `counter` counts the generated text it sees. */
   createStreamParser(route: RouteMatch, counter: OutputCounter): StreamParser
   /** The bytes that end a stream cut at the budget, in this provider's stream format. */

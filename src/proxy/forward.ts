@@ -3,6 +3,7 @@ import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { upstreamUnreachable } from '../errors.js'
+import { parseJson, pickMembers } from '../http/json-pick.js'
 import { BIG_BODY_BYTES, sha256InSlices } from '../http/raw-body.js'
 import { relayableResponseHeaders } from '../http/response-headers.js'
 import { ShutdownList } from '../http/shutdown-list.js'
@@ -162,7 +163,7 @@ export function createForwarder(deps: ForwardDeps) {
         const read = readBody(response, MAX_ERROR_BODY_BYTES)
         const bytes = read instanceof Promise ? await read.catch(() => Buffer.alloc(0)) : read
         sendWhole(reply, response.status, headers, bytes)
-        await settle(adapter.errorBillsInput?.(route, response.status, safeJson(bytes)) === true ? plan.inputMicros : 0, 'upstream_error')
+        await settle(adapter.errorBillsInput?.(route, response.status, parseJson(bytes)) === true ? plan.inputMicros : 0, 'upstream_error')
         return
       }
 
@@ -182,7 +183,7 @@ export function createForwarder(deps: ForwardDeps) {
           if (error instanceof UpstreamTooLargeError) throw upstreamUnreachable(`the provider's answer exceeded the ${error.limitBytes}-byte limit`, { cause: error })
           throw upstreamUnreachable('the provider connection broke before the answer was complete', { cause: error })
         }
-        const usage = adapter.usageFromHeaders?.(route, response.headers) ?? adapter.usageFromBody(route, safeJson(bytes))
+        const usage = adapter.usageFromHeaders?.(route, response.headers) ?? adapter.usageFromBody(route, pickMembers(bytes, adapter.usageMembers))
         // No usage reported: charge what was held, never less than may have been spent.
         // Hosted-tool fees are charged at the calls the request allowed (usage does not itemise them here).
         const actual = usage === null ? reservation.reservedMicros : costMicros(price, { inputTokens: plan.inputTokens, ...usage }) + plan.feeMicros
@@ -242,14 +243,6 @@ function sendWhole(reply: FastifyReply, status: number, headers: OutgoingHttpHea
   headers['content-length'] = bytes.length
   reply.raw.writeHead(status, headers)
   reply.raw.end(bytes)
-}
-
-function safeJson(bytes: Buffer): unknown {
-  try {
-    return JSON.parse(bytes.toString('utf8'))
-  } catch {
-    return null
-  }
 }
 
 
