@@ -66,7 +66,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     const ms = performance.now() - started
     options.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
     recordRequest(options.metrics, summary, ms)
-    recordEventLater(options.keys, options.metrics, summary, new Date())
+    recordEventLater(options.keys, options.metrics, summary, Date.now())
   }
 
   app.setErrorHandler((error: Error & { code?: string; statusCode?: number }, request, reply) => {

@@ -127,7 +127,7 @@ export function createPipeline(deps: PipelineDeps) {
       // Built only when written: at warn (production) the line's object would be garbage on every request.
       if (deps.logger.isLevelEnabled('info')) deps.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
       recordRequest(deps.metrics, summary, ms)
-      recordEventLater(deps.keys, deps.metrics, summary, new Date(now()))
+      recordEventLater(deps.keys, deps.metrics, summary, now())
       deps.inflight.end()
     }
   }
