@@ -34,8 +34,8 @@ function gateOver(records: KeyRecord[], options: { maxKeys?: number; ttlMs?: num
 
 const bearer = (key: string) => ({ authorization: `Bearer ${key}` })
 
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  const error = await promise.then(() => null, (e: unknown) => e)
+async function codeOf(checked: unknown): Promise<string> {
+  const error = await Promise.resolve(checked).then(() => null, (e: unknown) => e)
   return error instanceof ProxyError ? error.code : 'passed'
 }
 
