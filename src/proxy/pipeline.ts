@@ -170,7 +170,7 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
     // One walk, in slices or in the worker, finds media parts and fetched content (a long transcript stalls no one).
     const scan = await read.scan()
     const referenced = (extra?.tokens ?? 0) + (scan.fetchesContent ? REFERENCED_CONTEXT_TOKENS : 0)
-    const feeMicros = toolFees(adapter.id, extra?.toolCalls ?? {})
+    const feeMicros = extra === undefined ? 0 : toolFees(adapter.id, extra.toolCalls)
     const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia, scan) + referenced, Number.MAX_SAFE_INTEGER)
     // The loop guard reads the conversation's opening and newest step (bounded work, src/loop/README.md).
     const fingerprint = read.fingerprint()
@@ -237,10 +237,11 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
   /** The fees of the hosted-tool calls a request allows, each at its most calls; invalid_request for a tool not priced. */
   function toolFees(provider: ProviderId, calls: Record<string, number>): number {
     let total = 0
-    for (const [tool, count] of Object.entries(calls)) {
+    // for…in (own fields of a plain record), not Object.entries: no pair array on every request.
+    for (const tool in calls) {
       const fee = pricing.toolFee(provider, tool)
       if (fee === null) throw invalidRequest(`the hosted tool '${tool.slice(0, 64)}' bills a per-call fee Loopers has no price for (tool_fees in the pricing file)`)
-      total += fee * count
+      total += fee * (calls[tool] as number)
     }
     return total
   }
