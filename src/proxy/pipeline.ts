@@ -168,7 +168,8 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
     // Content the provider fetches or generates itself is not in the body: its context window bounds it.
     const extra = adapter.referencedInput?.(route, body, request.headers)
     // One walk, in slices or in the worker, finds media parts and fetched content (a long transcript stalls no one).
-    const scan = await read.scan()
+    const scanning = read.scan()
+    const scan = scanning instanceof Promise ? await scanning : scanning
     const referenced = (extra?.tokens ?? 0) + (scan.fetchesContent ? REFERENCED_CONTEXT_TOKENS : 0)
     const feeMicros = extra === undefined ? 0 : toolFees(adapter.id, extra.toolCalls)
     const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia, scan) + referenced, Number.MAX_SAFE_INTEGER)
