@@ -69,6 +69,17 @@ describe('key gate', () => {
     expect(calls.lookups).toBe(3)
   })
 
+  it('passes a key it saw valid lately at once, without a promise; a refusal is always a rejected promise', async () => {
+    const key = generateKey()
+    const { gate } = gateOver([record(key)])
+    expect(gate.check(URL_OPENAI, bearer(key))).toBeInstanceOf(Promise)
+    await gate.check(URL_OPENAI, bearer(key))
+    expect(gate.check(URL_OPENAI, bearer(key))).toEqual({ provider: 'openai', keyHash: hashKey(key) })
+    const refused = gate.check(URL_OPENAI, {})
+    expect(refused).toBeInstanceOf(Promise)
+    expect(await codeOf(refused)).toBe('invalid_key')
+  })
+
   it('remembers at most maxKeys keys, dropping the oldest', async () => {
     const keys = [generateKey(), generateKey(), generateKey()]
     const { gate, calls } = gateOver(keys.map((k) => record(k)), { maxKeys: 2 })
