@@ -1,9 +1,9 @@
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactory } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactory, type HookHandlerDoneFunction } from 'fastify'
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import type { Logger } from 'pino'
 import { internalError, invalidRequest, notFound, payloadTooLarge, ProxyError } from './errors.js'
-import { readRawBody } from './http/raw-body.js'
-import { createKeyGate, type KeyGate } from './proxy/key-gate.js'
+import { readRawBody, takeBufferedBody } from './http/raw-body.js'
+import { createKeyGate, isKeyRefusal, type GateKey } from './proxy/key-gate.js'
 import { recordEventLater } from './proxy/record-event.js'
 import { createPipeline, type PipelineDeps } from './proxy/pipeline.js'
 import { sendError } from './proxy/respond.js'
@@ -32,15 +32,30 @@ export function buildApp(options: AppOptions): FastifyInstance {
 
   // Bodies stay raw bytes: the proxy forwards them unchanged unless it must rewrite them (big ones in shared memory).
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('*', (_request: FastifyRequest, payload: IncomingMessage) => readRawBody(payload, options.config.maxBodyBytes))
+  // A callback parser: a body that came with its headers is handed on at once, with no promise.
+  app.addContentTypeParser('*', (_request: FastifyRequest, payload: IncomingMessage, done) => {
+    const buffered = takeBufferedBody(payload, options.config.maxBodyBytes)
+    if (buffered !== null) return done(null, buffered)
+    readRawBody(payload, options.config.maxBodyBytes).then((body) => done(null, body), done)
+  })
 
   // The key is checked before the body is read: an unknown client cannot make the proxy buffer anything.
   const gate = createKeyGate({ keys: options.keys, adapters: options.adapters })
   app.decorateRequest('loopersKey', null)
-  // A callback hook, not an async one: the gate's promise is the hook's only one (no second promise, no extra turn).
+  // A callback hook, not an async one: a key seen valid lately passes without a promise or a closure. It goes on
+  // in a microtask, as it would after a promise: by then the HTTP parser has buffered a body that came with the headers.
   app.addHook('onRequest', (request, reply, done) => {
+    const checked = gate.check(request.url, request.headers)
+    if (checked instanceof Promise) return awaitGate(checked, request, reply, done)
+    request.loopersKey = checked
+    queueMicrotask(done)
+  })
+
+  /** The gate's answer for a key it had to look up (or refuses): the request goes on or is answered when it comes. */
+  function awaitGate(checked: Promise<GateKey | null>, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    // A refusal's duration: the gate's own turn (microseconds) is left out.
     const started = performance.now()
-    gate.check(request.url, request.headers).then(
+    checked.then(
       (key) => {
         request.loopersKey = key
         done()
@@ -54,19 +69,19 @@ export function buildApp(options: AppOptions): FastifyInstance {
         done(error)
       },
     )
-  })
+  }
 
   /** A request the gate refused: its connection, the key's cached state, its summary line, metrics and event. */
   function noteRefusal(request: FastifyRequest, reply: FastifyReply, error: ProxyError, started: number): void {
     // The unread body is not drained: HTTP/1.1 closes the connection after the answer.
     if (request.raw.httpVersionMajor === 1 && hasBody(request.headers)) reply.header('connection', 'close')
     const key = gate.keyOf(request.url, request.headers)
-    if (key !== null && KEY_REFUSALS.has(error.code)) gate.forget(key.keyHash)
+    if (key !== null && isKeyRefusal(error.code)) gate.forget(key.keyHash)
     const summary = { key: key?.keyHash.slice(0, 8), provider: adapterFor(options, request.url)?.id, outcome: 'refused', code: error.code, status: error.status }
     const ms = performance.now() - started
     options.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
     recordRequest(options.metrics, summary, ms)
-    recordEventLater(options.keys, options.metrics, summary, new Date())
+    recordEventLater(options.keys, options.metrics, summary, Date.now())
   }
 
   app.setErrorHandler((error: Error & { code?: string; statusCode?: number }, request, reply) => {
@@ -94,30 +109,13 @@ export function buildApp(options: AppOptions): FastifyInstance {
     }
   })
 
-  const pipeline = createPipeline(options)
   app.route({
     method: [...PROXIED_METHODS],
     url: '/*',
-    // The pipeline's own promise, chained: no async wrapper frame around every request.
-    handler: (request, reply) =>
-      pipeline(request, reply).then(
-        () => forgetRefusedKey(gate, request, reply),
-        (error: unknown) => {
-          // Begun answers bypass the error handler: Fastify would log this failure itself, but it has no logger.
-          if (reply.sent) options.logger.error({ err: error }, 'unhandled error')
-          throw error
-        },
-      ),
+    // The pipeline's own promise: it forgets a key the store refused and logs its own late failures.
+    handler: createPipeline(options, gate),
   })
   return app
-}
-
-// The refusals that say the store's view of a key differs from the gate's.
-const KEY_REFUSALS: ReadonlySet<unknown> = new Set(['invalid_key', 'key_revoked', 'provider_not_allowed'])
-
-/** A key the store refused after the gate let it through is checked again before its next body is read. */
-function forgetRefusedKey(gate: KeyGate, request: FastifyRequest, reply: FastifyReply): void {
-  if (request.loopersKey !== null && KEY_REFUSALS.has(reply.getHeader('x-loopers-error-code'))) gate.forget(request.loopersKey.keyHash)
 }
 
 function hasBody(headers: IncomingHttpHeaders): boolean {

@@ -32,14 +32,14 @@ export interface BudgetEvent {
   window: string | null
 }
 
-/** The event one finished request makes, or null (admitted and not cut, or not worth showing). */
-export function eventOf(summary: { key?: string; provider?: string; outcome?: string; code?: string; window?: string }, time: Date): BudgetEvent | null {
+/** The event one finished request makes at `atMs`, or null (admitted and not cut, or not worth showing). */
+export function eventOf(summary: { key?: string; provider?: string; outcome?: string; code?: string; window?: string }, atMs: number): BudgetEvent | null {
   const { key, provider, outcome, code } = summary
   if (key === undefined || provider === undefined || code === undefined) return null
   const kind = outcome === 'cutoff' ? 'cutoff' : outcome === 'refused' && RECORDED_REFUSALS.has(code) ? 'refusal' : null
   if (kind === null) return null
   const window = summary.window ?? (code.startsWith('session_') ? 'session' : null)
-  return { time, kind, keyHashPrefix: key.slice(0, 8), provider, reason: code, window }
+  return { time: new Date(atMs), kind, keyHashPrefix: key.slice(0, 8), provider, reason: code, window }
 }
 
 /** A limit 1..EVENTS_KEPT from a query string (undefined: the default); null when the text is not one. */

@@ -49,15 +49,14 @@ export function newRequestId(nowMs: number = Date.now()): string {
   // random: one string made from arithmetic alone (no table reads, no concatenation).
   const high = Math.floor(ms / 2 ** 32)
   const low = ms >>> 0
-  const random = (i: number): number => pool[at + i] as number
-  const r8 = random(8)
-  const r9 = random(9)
-  const r10 = random(10)
-  const r11 = random(11)
-  const r12 = random(12)
-  const r13 = random(13)
-  const r14 = random(14)
-  const r15 = random(15)
+  const r8 = pool[at + 8] as number
+  const r9 = pool[at + 9] as number
+  const r10 = pool[at + 10] as number
+  const r11 = pool[at + 11] as number
+  const r12 = pool[at + 12] as number
+  const r13 = pool[at + 13] as number
+  const r14 = pool[at + 14] as number
+  const r15 = pool[at + 15] as number
   return String.fromCharCode(
     digit(high >>> 12), digit(high >>> 8), digit(high >>> 4), digit(high), digit(low >>> 28), digit(low >>> 24), digit(low >>> 20), digit(low >>> 16), DASH,
     digit(low >>> 12), digit(low >>> 8), digit(low >>> 4), digit(low), DASH,

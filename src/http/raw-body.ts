@@ -10,6 +10,21 @@ import { hasRoom, SHARE_SLICE_BYTES, spend, take } from './turn-share.js'
 export const BIG_BODY_BYTES = 1024 * 1024
 
 /**
+ * A small HTTP/1 body that came with its headers (an SDK's usual request), taken at once: it is buffered whole
+ * by now, and its declared length is where its message ends. Null for any other body (readRawBody reads it).
+ */
+export function takeBufferedBody(payload: IncomingMessage, limit: number): Buffer | null {
+  const declared = Number(payload.headers['content-length'])
+  if (!(declared > 0 && declared <= limit && declared < BIG_BODY_BYTES && payload.httpVersionMajor === 1)) return null
+  // One read (of a stream not flowing yet, which returns all it holds), not a resume, a data and an end event.
+  if (payload.readableFlowing === true || payload.readableLength !== declared) return null
+  const chunk = payload.read() as Buffer | string
+  // Flowing, the stream still ends and closes as one read to its end does.
+  payload.resume()
+  return typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+}
+
+/**
  * Reads a request body whole, as Fastify's own buffer parser does (the same limit and content-length
  * checks and errors), except that a body of BIG_BODY_BYTES or more lands in a SharedArrayBuffer: chunk by
  * chunk as it arrives when its length is declared, else copied in slices at the end. No single concat
@@ -20,15 +35,8 @@ export const BIG_BODY_BYTES = 1024 * 1024
 export async function readRawBody(payload: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(payload.headers['content-length'])
   if (declared > limit) throw new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE()
-  // A small HTTP/1 body that came with its headers (an SDK's usual request) is buffered whole by now, and its
-  // declared length is where its message ends: taken by one read (of a stream not flowing yet, which returns
-  // all it holds), not over a resume, a data and an end event.
-  if (declared > 0 && declared < BIG_BODY_BYTES && payload.httpVersionMajor === 1 && payload.readableFlowing !== true && payload.readableLength === declared) {
-    const chunk = payload.read() as Buffer | string
-    // Flowing, the stream still ends and closes as one read to its end does.
-    payload.resume()
-    return typeof chunk === 'string' ? Buffer.from(chunk) : chunk
-  }
+  const buffered = takeBufferedBody(payload, limit)
+  if (buffered !== null) return buffered
   // Pages of a fresh shared buffer are touched (zeroed) as chunks are copied in: the cost is spread too.
   const shared = declared >= BIG_BODY_BYTES ? Buffer.from(new SharedArrayBuffer(declared)) : null
   const chunks: Buffer[] = []

@@ -4,21 +4,21 @@ import type { Price } from './types.js'
 
 const MILLION = 1_000_000
 
-/**
- * Exact `tokens × per1M / 1e6` as a whole part and a remainder in millionths, without any intermediate
- * above 2^53: tokens split into millions and a rest (< 1e6), the price into millions and a rest (< 1e6).
- */
-function scaledParts(tokens: number, per1M: number): { whole: number; millionths: number } {
+// Exact `tokens × per1M / 1e6` as a whole part and a remainder in millionths, without any intermediate
+// above 2^53: tokens split into millions and a rest (< 1e6), the price into millions and a rest (< 1e6).
+// Two functions, not one returning a pair: no object per cost on the request path.
+
+/** The whole part of `tokens × per1M / 1e6`. */
+function scaledWhole(tokens: number, per1M: number): number {
   const tokensRest = tokens % MILLION
-  const tokenMillions = (tokens - tokensRest) / MILLION
   const priceRest = per1M % MILLION
-  const priceMillions = (per1M - priceRest) / MILLION
   const small = tokensRest * priceRest // < 1e12
-  const smallRest = small % MILLION
-  return {
-    whole: tokenMillions * per1M + tokensRest * priceMillions + (small - smallRest) / MILLION,
-    millionths: smallRest,
-  }
+  return ((tokens - tokensRest) / MILLION) * per1M + tokensRest * ((per1M - priceRest) / MILLION) + (small - (small % MILLION)) / MILLION
+}
+
+/** The remainder of `tokens × per1M / 1e6`, in millionths (< 1e6). */
+function scaledMillionths(tokens: number, per1M: number): number {
+  return ((tokens % MILLION) * (per1M % MILLION)) % MILLION
 }
 
 /** Token counts from providers: whole, non-negative; anything else (NaN, negative) counts as 0. */
@@ -34,8 +34,8 @@ function checkPrice(per1M: number): void {
 /** Cost of `tokens` at `per1M` micro-USD per 1M tokens, rounded up to a whole micro-USD; a count that is not positive costs 0. */
 export function tokensCost(tokens: number, per1M: Micros): Micros {
   checkPrice(per1M)
-  const { whole, millionths } = scaledParts(tokenCount(tokens), per1M)
-  return whole + (millionths > 0 ? 1 : 0)
+  const count = tokenCount(tokens)
+  return scaledWhole(count, per1M) + (scaledMillionths(count, per1M) > 0 ? 1 : 0)
 }
 
 /**
@@ -44,23 +44,32 @@ export function tokensCost(tokens: number, per1M: Micros): Micros {
  * Throws RangeError only for a malformed price (not a non-negative integer).
  */
 export function costMicros(price: Price, usage: Usage): Micros {
-  // Four terms without a list of them: this runs for every settled request.
-  const sum = { whole: 0, millionths: 0 }
-  addTerm(sum, usage.inputTokens, price.inputPer1M)
-  addTerm(sum, usage.cachedInputTokens, price.cachedInputPer1M)
-  addTerm(sum, usage.cacheWriteTokens, price.cacheWritePer1M)
-  addTerm(sum, usage.outputTokens, price.outputPer1M)
-  const rest = sum.millionths % MILLION
-  return sum.whole + (sum.millionths - rest) / MILLION + (rest > 0 ? 1 : 0)
+  // Four terms without a list of them or an accumulator object: this runs for every settled request.
+  const whole =
+    termWhole(usage.inputTokens, price.inputPer1M) +
+    termWhole(usage.cachedInputTokens, price.cachedInputPer1M) +
+    termWhole(usage.cacheWriteTokens, price.cacheWritePer1M) +
+    termWhole(usage.outputTokens, price.outputPer1M)
+  // Four terms, each < 1e6.
+  const millionths =
+    termMillionths(usage.inputTokens, price.inputPer1M) +
+    termMillionths(usage.cachedInputTokens, price.cachedInputPer1M) +
+    termMillionths(usage.cacheWriteTokens, price.cacheWritePer1M) +
+    termMillionths(usage.outputTokens, price.outputPer1M)
+  const rest = millionths % MILLION
+  return whole + (millionths - rest) / MILLION + (rest > 0 ? 1 : 0)
 }
 
-/** Adds `tokens × per1M / 1e6` to `sum` (whole part, millionths: four terms, each < 1e6); nothing when not reported. */
-function addTerm(sum: { whole: number; millionths: number }, tokens: number | undefined, per1M: number): void {
-  if (tokens === undefined) return
+/** The whole part of `tokens × per1M / 1e6`; 0 when not reported. */
+function termWhole(tokens: number | undefined, per1M: number): number {
+  if (tokens === undefined) return 0
   checkPrice(per1M)
-  const part = scaledParts(tokenCount(tokens), per1M)
-  sum.whole += part.whole
-  sum.millionths += part.millionths
+  return scaledWhole(tokenCount(tokens), per1M)
+}
+
+/** The millionths of `tokens × per1M / 1e6`; 0 when not reported (its price was checked by termWhole). */
+function termMillionths(tokens: number | undefined, per1M: number): number {
+  return tokens === undefined ? 0 : scaledMillionths(tokenCount(tokens), per1M)
 }
 
 /** floor(a / b) for non-negative safe integers, corrected for floating-point rounding of the quotient. */

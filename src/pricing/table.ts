@@ -97,6 +97,9 @@ export function loadPricing(opts: { filePath: string | null; azureDeployments?: 
 
 /** The entry of `model` (exact, then its candidate ids), without the provider's fallback; null if none. */
 function findPrice(provider: ProviderId, models: Map<string, Price>, model: string): Price | null {
+  // The exact id is every provider's first candidate: a listed model is found without building the others.
+  const exact = models.get(model)
+  if (exact !== undefined) return exact
   for (const candidate of candidateIds(provider, model)) {
     const price = models.get(candidate)
     if (price !== undefined) return price

@@ -26,8 +26,11 @@ declare module 'fastify' {
  * (the reserve call still checks it atomically); any other key pays one store lookup.
  */
 export interface KeyGate {
-  /** Throws the contract's ProxyError for a refused key; null for a URL that names no provider (the router answers). */
-  check(url: string, headers: IncomingHttpHeaders): Promise<GateKey | null>
+  /**
+   * The accepted key: at once (no promise) when this process saw it valid lately, else once the store answers;
+   * null for a URL that names no provider (the router answers). A refused key rejects with the contract's ProxyError.
+   */
+  check(url: string, headers: IncomingHttpHeaders): GateKey | null | Promise<GateKey | null>
   /** The key of a request without checking it (for `forget` after a refusal); null when there is none. */
   keyOf(url: string, headers: IncomingHttpHeaders): GateKey | null
   /** Drops a key from the recently-valid set: the store refused it, so its next request is checked again. */
@@ -42,6 +45,14 @@ export interface KeyGateOptions {
   /** How long a key stays remembered as valid. */
   ttlMs?: number
   now?: () => number
+}
+
+// The refusals that say the store's view of a key differs from the gate's.
+const KEY_REFUSALS: ReadonlySet<string> = new Set(['invalid_key', 'key_revoked', 'provider_not_allowed'])
+
+/** True for a refusal code after which the key is checked again before its next body is read (`forget`). */
+export function isKeyRefusal(code: string): boolean {
+  return KEY_REFUSALS.has(code)
 }
 
 const DEFAULT_MAX_KEYS = 10_000
@@ -64,6 +75,17 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
     return { provider: target.provider, key }
   }
 
+  /** A key not seen valid lately: checked against its stored record, which it is then remembered by. */
+  async function admit(provider: ProviderId, keyHash: string): Promise<GateKey> {
+    const record = await lookup(keyHash)
+    if (record === null) throw refusalError({ ok: false, reason: 'invalid_key' }, provider, now())
+    if (!record.active) throw refusalError({ ok: false, reason: 'key_revoked' }, provider, now())
+    valid.set(keyHash, { providers: record.providers, until: now() + ttlMs })
+    if (valid.size > maxKeys) valid.delete(valid.keys().next().value as string)
+    if (!record.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())
+    return { provider, keyHash }
+  }
+
   async function lookup(keyHash: string): Promise<KeyRecord | null> {
     let pending = lookups.get(keyHash)
     if (pending === undefined) {
@@ -83,26 +105,20 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
       if (found?.key == null || !isProxyKey(found.key)) return null
       return { provider: found.provider, keyHash: cachedKeyHash(found.key) }
     },
-    async check(url, headers) {
+    check(url, headers) {
       const found = read(url, headers)
       if (found === null) return null
       const { provider, key } = found
-      if (key === null) throw invalidKey('missing Loopers proxy key: use your lp- key as the API key')
-      if (!isProxyKey(key)) throw invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)')
+      if (key === null) return Promise.reject(invalidKey('missing Loopers proxy key: use your lp- key as the API key'))
+      if (!isProxyKey(key)) return Promise.reject(invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)'))
       const keyHash = cachedKeyHash(key)
       const seen = valid.get(keyHash)
       if (seen !== undefined && seen.until > now()) {
-        if (!seen.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())
+        if (!seen.providers.includes(provider)) return Promise.reject(refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now()))
         return { provider, keyHash }
       }
       valid.delete(keyHash)
-      const record = await lookup(keyHash)
-      if (record === null) throw refusalError({ ok: false, reason: 'invalid_key' }, provider, now())
-      if (!record.active) throw refusalError({ ok: false, reason: 'key_revoked' }, provider, now())
-      valid.set(keyHash, { providers: record.providers, until: now() + ttlMs })
-      if (valid.size > maxKeys) valid.delete(valid.keys().next().value as string)
-      if (!record.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())
-      return { provider, keyHash }
+      return admit(provider, keyHash)
     },
     forget(keyHash) {
       valid.delete(keyHash)

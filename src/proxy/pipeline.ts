@@ -26,6 +26,7 @@ import { sharedTokenCounter, type TokenCounter } from '../tokens/worker.js'
 import { blockedByHolds, createAdmission, releasingOnSettle, settledRoom, type Admission } from './admission.js'
 import { readLoopersCredential, readSession } from './control-headers.js'
 import type { Inflight } from './inflight.js'
+import { isKeyRefusal, type KeyGate } from './key-gate.js'
 import { checkFacts, planReservation, type ReservationPlan } from './plan.js'
 import { refusalError } from './refusal.js'
 import { sendError } from './respond.js'
@@ -60,9 +61,10 @@ export interface PipelineDeps {
 
 /**
  * The request path: authenticate → resolve route → describe → price → reserve → forward → meter → settle.
- * Every request that reserved settles exactly once, whatever happens after the reservation.
+ * Every request that reserved settles exactly once, whatever happens after the reservation. A key the store
+ * refuses is dropped from `gate`'s recently-valid keys, so its next request is checked before its body is read.
  */
-export function createPipeline(deps: PipelineDeps) {
+export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>) {
   const now = deps.now ?? Date.now
   const { config, store, pricing, adapters } = deps
   const counter = deps.counter ?? sharedTokenCounter()
@@ -77,58 +79,66 @@ export function createPipeline(deps: PipelineDeps) {
     let adapter: ProviderAdapter | null = null
     deps.inflight.begin()
     try {
-      const target = parseTarget(request.url)
-      if (target === null) throw notFound('unknown route: paths start with /{provider}/, e.g. /openai/v1/chat/completions')
-      adapter = adapters[target.provider]
-      summary.provider = adapter.id
-      // Early, before any store call: no path may leave a base URL (adapters apply their own stricter rule when building).
-      const unsafe = unsafePathReason(target.path, { allowEncodedSlash: true })
-      if (unsafe !== null) throw invalidRequest(`${unsafe}: Loopers forwards only the provider's own API paths`)
-      // From here on the target's query is the canonical one: what the meter reads is what goes upstream.
-      const { params: query, query: canonical } = readQuery(request.url, target)
-      target.query = canonical
-      // The key gate (key-gate.ts) read and checked the proxy key before the body was read, on every route.
-      const keyHash = request.loopersKey?.keyHash
-      if (keyHash === undefined) throw invalidKey('missing Loopers proxy key: use your lp- key as the API key')
-      summary.key = keyHash.slice(0, 8)
-      const credential =
-        notProxyKey(readLoopersCredential(request.headers, config.credentials.awsRegion)) ??
-        notProxyKey(target.pathKey === null ? null : adapter.readClientCredential(request.headers, query)) ??
-        adapter.defaultCredential()
+      try {
+        const target = parseTarget(request.url)
+        if (target === null) throw notFound('unknown route: paths start with /{provider}/, e.g. /openai/v1/chat/completions')
+        adapter = adapters[target.provider]
+        summary.provider = adapter.id
+        // Early, before any store call: no path may leave a base URL (adapters apply their own stricter rule when building).
+        const unsafe = unsafePathReason(target.path, { allowEncodedSlash: true })
+        if (unsafe !== null) throw invalidRequest(`${unsafe}: Loopers forwards only the provider's own API paths`)
+        // From here on the target's query is the canonical one: what the meter reads is what goes upstream.
+        const { params: query, query: canonical } = readQuery(request.url, target)
+        target.query = canonical
+        // The key gate (key-gate.ts) read and checked the proxy key before the body was read, on every route.
+        const keyHash = request.loopersKey?.keyHash
+        if (keyHash === undefined) throw invalidKey('missing Loopers proxy key: use your lp- key as the API key')
+        summary.key = keyHash.slice(0, 8)
+        const credential =
+          notProxyKey(readLoopersCredential(request.headers, config.credentials.awsRegion)) ??
+          notProxyKey(target.pathKey === null ? null : adapter.readClientCredential(request.headers, query)) ??
+          adapter.defaultCredential()
 
-      const method = request.method
-      if (adapter.isFree(method, target.path)) {
-        await authorizeFree(keyHash, adapter.id)
-        summary.op = 'free'
-        await forwardFree(request, reply, adapter, target, credential, summary)
-        return
+        const method = request.method
+        if (adapter.isFree(method, target.path)) {
+          await authorizeFree(keyHash, adapter.id)
+          summary.op = 'free'
+          await forwardFree(request, reply, adapter, target, credential, summary)
+          return
+        }
+        const route = method === 'POST' ? adapter.findRoute(method, target.path, query) : null
+        if (route === null) {
+          throw invalidRequest(`${method} ${target.path} is not a metered ${adapter.id} operation; Loopers does not forward it unmetered`)
+        }
+        summary.op = route.operation
+        if (credential === null) {
+          throw invalidRequest(`no upstream credential: send X-Loopers-Provider-Key or set the server's LOOPERS_${adapter.id.toUpperCase()}_API_KEY`)
+        }
+        // Its own frame: what admission reads of the body is gone by the time the request is forwarded.
+        await forwardMetered(await admitMetered({ request, reply, adapter, target, route, credential, keyHash, summary, started }))
+      } catch (error) {
+        const proxyError = toProxyError(error)
+        summary.code = proxyError.code
+        if (request.loopersKey !== null && isKeyRefusal(proxyError.code)) gate.forget(request.loopersKey.keyHash)
+        summary.outcome ??= proxyError.status >= 500 ? 'error' : 'refused'
+        if (typeof proxyError.details?.window === 'string') summary.window = proxyError.details.window
+        if (!reply.sent && !reply.raw.headersSent) sendError(reply, adapter, proxyError)
+        if (proxyError.status >= 500 && proxyError.cause instanceof Error) summary.cause = proxyError.cause.message
+        if (proxyError.status >= 500 && !(error instanceof ProxyError)) deps.logger.error({ err: error }, 'unexpected error')
+      } finally {
+        summary.status ??= reply.raw.statusCode
+        const ms = performance.now() - started
+        // Built only when written: at warn (production) the line's object would be garbage on every request.
+        if (deps.logger.isLevelEnabled('info')) deps.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
+        recordRequest(deps.metrics, summary, ms)
+        recordEventLater(deps.keys, deps.metrics, summary, now())
+        deps.inflight.end()
       }
-      const route = method === 'POST' ? adapter.findRoute(method, target.path, query) : null
-      if (route === null) {
-        throw invalidRequest(`${method} ${target.path} is not a metered ${adapter.id} operation; Loopers does not forward it unmetered`)
-      }
-      summary.op = route.operation
-      if (credential === null) {
-        throw invalidRequest(`no upstream credential: send X-Loopers-Provider-Key or set the server's LOOPERS_${adapter.id.toUpperCase()}_API_KEY`)
-      }
-      // Its own frame: what admission reads of the body is gone by the time the request is forwarded.
-      await forwardMetered(await admitMetered({ request, reply, adapter, target, route, credential, keyHash, summary, started }))
-    } catch (error) {
-      const proxyError = toProxyError(error)
-      summary.code = proxyError.code
-      summary.outcome ??= proxyError.status >= 500 ? 'error' : 'refused'
-      if (typeof proxyError.details?.window === 'string') summary.window = proxyError.details.window
-      if (!reply.sent && !reply.raw.headersSent) sendError(reply, adapter, proxyError)
-      if (proxyError.status >= 500 && proxyError.cause instanceof Error) summary.cause = proxyError.cause.message
-      if (proxyError.status >= 500 && !(error instanceof ProxyError)) deps.logger.error({ err: error }, 'unexpected error')
-    } finally {
-      summary.status ??= reply.raw.statusCode
-      const ms = performance.now() - started
-      // Built only when written: at warn (production) the line's object would be garbage on every request.
-      if (deps.logger.isLevelEnabled('info')) deps.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
-      recordRequest(deps.metrics, summary, ms)
-      recordEventLater(deps.keys, deps.metrics, summary, new Date(now()))
-      deps.inflight.end()
+    } catch (fault) {
+      // A failure of the steps above after the answer began bypasses the error handler: Fastify would log it
+      // itself, but it has no logger. Caught here, not by a reaction to this promise: no closure per request.
+      if (!reply.sent) throw fault
+      deps.logger.error({ err: fault }, 'unhandled error')
     }
   }
 
@@ -158,9 +168,10 @@ export function createPipeline(deps: PipelineDeps) {
     // Content the provider fetches or generates itself is not in the body: its context window bounds it.
     const extra = adapter.referencedInput?.(route, body, request.headers)
     // One walk, in slices or in the worker, finds media parts and fetched content (a long transcript stalls no one).
-    const scan = await read.scan()
+    const scanning = read.scan()
+    const scan = scanning instanceof Promise ? await scanning : scanning
     const referenced = (extra?.tokens ?? 0) + (scan.fetchesContent ? REFERENCED_CONTEXT_TOKENS : 0)
-    const feeMicros = toolFees(adapter.id, extra?.toolCalls ?? {})
+    const feeMicros = extra === undefined ? 0 : toolFees(adapter.id, extra.toolCalls)
     const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia, scan) + referenced, Number.MAX_SAFE_INTEGER)
     // The loop guard reads the conversation's opening and newest step (bounded work, src/loop/README.md).
     const fingerprint = read.fingerprint()
@@ -227,10 +238,11 @@ export function createPipeline(deps: PipelineDeps) {
   /** The fees of the hosted-tool calls a request allows, each at its most calls; invalid_request for a tool not priced. */
   function toolFees(provider: ProviderId, calls: Record<string, number>): number {
     let total = 0
-    for (const [tool, count] of Object.entries(calls)) {
+    // for…in (own fields of a plain record), not Object.entries: no pair array on every request.
+    for (const tool in calls) {
       const fee = pricing.toolFee(provider, tool)
       if (fee === null) throw invalidRequest(`the hosted tool '${tool.slice(0, 64)}' bills a per-call fee Loopers has no price for (tool_fees in the pricing file)`)
-      total += fee * count
+      total += fee * (calls[tool] as number)
     }
     return total
   }

@@ -33,8 +33,8 @@ export interface RequestBody {
    */
   json: Json
   raw: Buffer
-  /** Media parts and fetched content (`scanBody`), walked in slices or in the worker. */
-  scan(): Promise<BodyScan>
+  /** Media parts and fetched content (`scanBody`), walked in slices or in the worker; at once when already known. */
+  scan(): BodyScan | Promise<BodyScan>
   /** The loop fingerprint of the body as sent (before any edit). */
   fingerprint(): LoopFingerprint | null
   /** The bytes to forward after `json` was edited: re-serialized, or (big body) `raw` with the edited members spliced in. */
@@ -91,7 +91,7 @@ class ParsedBody implements RequestBody {
     private readonly shape: LoopShape | null,
   ) {}
 
-  scan(): Promise<BodyScan> {
+  scan(): BodyScan | Promise<BodyScan> {
     return scanBody(this.json)
   }
 
@@ -146,7 +146,7 @@ function readBig(raw: Buffer, inspection: Inspection): RequestBody {
   return {
     json,
     raw,
-    scan: async () => scan,
+    scan: () => scan,
     fingerprint: () => fingerprint,
     async edited() {
       const edits = memberEdits(json, members, before, materialized)

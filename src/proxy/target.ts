@@ -25,43 +25,48 @@ export interface PathSession {
   maxSteps: string | null
 }
 
+// Where the next segment of the pathname parseTarget reads starts, -1 past the last: segments are read in
+// place (no split, no closure per call); parseTarget never runs inside itself.
+let at = -1
+
+function nextSegment(pathname: string): string | undefined {
+  if (at < 0) return undefined
+  const end = pathname.indexOf('/', at)
+  const segment = end < 0 ? pathname.slice(at) : pathname.slice(at, end)
+  at = end < 0 ? -1 : end + 1
+  return segment
+}
+
 /** Splits a request URL into its target; null when the URL names no provider. */
 export function parseTarget(url: string): Target | null {
   const queryStart = url.indexOf('?')
   const pathname = queryStart < 0 ? url : url.slice(0, queryStart)
   const query = queryStart < 0 ? '' : url.slice(queryStart + 1)
-  // Segments are read in place (no split): `at` is where the next one starts, -1 past the last.
   const first = pathname.indexOf('/')
-  let at = first < 0 ? -1 : first + 1
-  const next = (): string | undefined => {
-    if (at < 0) return undefined
-    const end = pathname.indexOf('/', at)
-    const segment = end < 0 ? pathname.slice(at) : pathname.slice(at, end)
-    at = end < 0 ? -1 : end + 1
-    return segment
-  }
-  let segment = next()
+  at = first < 0 ? -1 : first + 1
+  let segment = nextSegment(pathname)
   let pathKey: string | null = null
   if (segment?.startsWith('lp-') === true) {
     pathKey = segment
-    segment = next()
+    segment = nextSegment(pathname)
   }
   let pathSession: PathSession | null = null
   if (segment === 'session') {
-    pathSession = { id: next() ?? '', budget: null, maxSteps: null }
-    segment = next()
+    pathSession = { id: nextSegment(pathname) ?? '', budget: null, maxSteps: null }
+    segment = nextSegment(pathname)
     if (segment === 'budget') {
-      pathSession.budget = next() ?? ''
-      segment = next()
+      pathSession.budget = nextSegment(pathname) ?? ''
+      segment = nextSegment(pathname)
     }
     if (segment === 'max-steps') {
-      pathSession.maxSteps = next() ?? ''
-      segment = next()
+      pathSession.maxSteps = nextSegment(pathname) ?? ''
+      segment = nextSegment(pathname)
     }
   }
   const provider = segment
   if (provider === undefined || !isProviderId(provider)) return null
-  return { pathKey, pathSession, provider, path: at < 0 ? '/' : `/${pathname.slice(at)}`, query }
+  // The path keeps the slash before it.
+  return { pathKey, pathSession, provider, path: at < 0 ? '/' : pathname.slice(at - 1), query }
 }
 
 /** The parsed query of every target without one, shared (the key gate's too): its readers never edit it. */

@@ -154,12 +154,12 @@ interface BodyWalk {
  * `mediaParts` and the fetched-content search in one walk, in slices: a body of millions of small objects
  * (a long transcript) yields to the event loop every few thousand, so it stalls no other request.
  * `sliceNodes`: objects between two yields (Infinity in the counting worker, which has no one to yield to).
- * A body walked within its first slice (every small one) is walked at once, without an async frame.
+ * A body walked within its first slice (every small one) is answered at once, without a promise.
  */
-export function scanBody(body: unknown, maxNodes: number = MAX_MEDIA_WALK_NODES, sliceNodes: number = SCAN_SLICE_NODES): Promise<BodyScan> {
+export function scanBody(body: unknown, maxNodes: number = MAX_MEDIA_WALK_NODES, sliceNodes: number = SCAN_SLICE_NODES): BodyScan | Promise<BodyScan> {
   const walk: BodyWalk = { stack: [body], inMedia: false, visited: 0, parts: 0, fetches: false, fileData: false }
   const scan = walkSlice(walk, maxNodes, sliceNodes)
-  return scan === null ? walkRest(walk, maxNodes, sliceNodes) : Promise.resolve(scan)
+  return scan === null ? walkRest(walk, maxNodes, sliceNodes) : scan
 }
 
 async function walkRest(walk: BodyWalk, maxNodes: number, sliceNodes: number): Promise<BodyScan> {

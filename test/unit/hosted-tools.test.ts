@@ -47,6 +47,11 @@ describe('content the provider fetches itself', () => {
     expect(mediaParts(body)).toBe(2)
   })
 
+  it('answers a body walked within its first slice at once, and a longer one with a promise', () => {
+    expect(scanBody({ messages: [{ role: 'user', content: 'hi' }] })).toEqual({ mediaParts: 0, fetchesContent: false, fileData: false })
+    expect(scanBody({ a: [{}, {}, {}] }, undefined, 2)).toBeInstanceOf(Promise)
+  })
+
   it('walks a long transcript in slices: other work runs while it does, and the answer is the same', async () => {
     const body = { messages: Array.from({ length: 200_000 }, (_, i) => ({ role: i % 2 === 0 ? 'user' : 'assistant', content: [{ type: 'text', text: 'hi' }] })) }
     body.messages.push({ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/png;base64,AA' } } as never, { type: 'input_file', file_id: 'f' } as never] })

@@ -34,8 +34,8 @@ function gateOver(records: KeyRecord[], options: { maxKeys?: number; ttlMs?: num
 
 const bearer = (key: string) => ({ authorization: `Bearer ${key}` })
 
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  const error = await promise.then(() => null, (e: unknown) => e)
+async function codeOf(checked: unknown): Promise<string> {
+  const error = await Promise.resolve(checked).then(() => null, (e: unknown) => e)
   return error instanceof ProxyError ? error.code : 'passed'
 }
 
@@ -67,6 +67,17 @@ describe('key gate', () => {
     clock += 1_001
     await gate.check(URL_OPENAI, bearer(key))
     expect(calls.lookups).toBe(3)
+  })
+
+  it('passes a key it saw valid lately at once, without a promise; a refusal is always a rejected promise', async () => {
+    const key = generateKey()
+    const { gate } = gateOver([record(key)])
+    expect(gate.check(URL_OPENAI, bearer(key))).toBeInstanceOf(Promise)
+    await gate.check(URL_OPENAI, bearer(key))
+    expect(gate.check(URL_OPENAI, bearer(key))).toEqual({ provider: 'openai', keyHash: hashKey(key) })
+    const refused = gate.check(URL_OPENAI, {})
+    expect(refused).toBeInstanceOf(Promise)
+    expect(await codeOf(refused)).toBe('invalid_key')
   })
 
   it('remembers at most maxKeys keys, dropping the oldest', async () => {
