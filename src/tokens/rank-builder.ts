@@ -1,64 +1,80 @@
 /**
  * A tiktoken rank table in typed arrays: every token's bytes in one buffer and an open-addressing hash
- * index over them, ~5 MB for o200k instead of ~40 MB of RSS for a `Map<string, number>` of 200k strings.
+ * index over them, ~4.3 MB for o200k instead of ~40 MB of RSS for a `Map<string, number>` of 200k strings.
  * Looked up by a range of a latin1 string (one char per byte), so merging allocates no substrings.
  */
 export class RankTable {
+  private readonly mask: number
+  /** Low bits of a slot that hold its token; the bits above them hold the top bits of the token's hash. */
+  private readonly tokenBits: number
+  private readonly tokenMask: number
+
   constructor(
     private readonly bytes: Uint8Array,
     /** Token i's bytes are `bytes[starts[i] .. starts[i + 1])`. */
     private readonly starts: Uint32Array,
-    private readonly tokenRanks: Int32Array,
-    /** Token index + 1 per slot, 0 for empty; the length is a power of two. */
+    /** Token i's rank; null when every token's rank is its index (as in tiktoken's own files). */
+    private readonly tokenRanks: Int32Array | null,
+    /** Per slot: token index + 1 and its hash's tag (see `tokenBits`), 0 for empty; the length is a power of two. */
     private readonly slots: Int32Array,
-  ) {}
+  ) {
+    this.mask = slots.length - 1
+    this.tokenBits = tokenBitsFor(starts.length - 1)
+    this.tokenMask = 2 ** this.tokenBits - 1
+  }
 
   get size(): number {
-    return this.tokenRanks.length
+    return this.starts.length - 1
   }
 
   /** The rank of `text.slice(start, end)` (latin1: every char code < 256), or -1 when it is not a token. */
   rank(text: string, start: number, end: number): number {
-    const mask = this.slots.length - 1
+    const { mask, tokenBits } = this
     const length = end - start
-    for (let slot = hashRange(text, start, end) & mask; ; slot = (slot + 1) & mask) {
+    const hash = hashRange(text, start, end)
+    const tag = hash >>> tokenBits
+    for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
       const entry = this.slots[slot] as number
       if (entry === 0) return -1
-      const token = entry - 1
+      // Another hash's token (nearly all of them: o200k's tags are 13 bits) is passed over without reading where it starts.
+      if (entry >>> tokenBits !== tag) continue
+      const token = (entry & this.tokenMask) - 1
       const from = this.starts[token] as number
       if ((this.starts[token + 1] as number) - from !== length) continue
       let i = 0
       while (i < length && this.bytes[from + i] === text.charCodeAt(start + i)) i++
-      if (i === length) return this.tokenRanks[token] as number
+      if (i === length) return this.tokenRanks === null ? token : (this.tokenRanks[token] as number)
     }
   }
 
   /** Builds the index; a token whose bytes repeat keeps the later rank, as `Map.set` would. */
-  static index(bytes: Uint8Array, starts: Uint32Array, tokenRanks: Int32Array): RankTable {
-    const count = tokenRanks.length
+  static index(bytes: Uint8Array, starts: Uint32Array, tokenRanks: Int32Array | null): RankTable {
+    const count = starts.length - 1
     let capacity = 1
     while (capacity < count * 2) capacity *= 2
     const slots = new Int32Array(capacity)
     const table = new RankTable(bytes, starts, tokenRanks, slots)
+    const tokenBits = table.tokenBits
     for (let token = 0; token < count; token++) {
       const from = starts[token] as number
       const to = starts[token + 1] as number
-      let slot = hashBytes(bytes, from, to) & (capacity - 1)
-      for (;;) {
-        const entry = slots[slot] as number
-        if (entry === 0) {
-          slots[slot] = token + 1
+      const hash = hashBytes(bytes, from, to)
+      const entry = ((hash >>> tokenBits) * 2 ** tokenBits + token + 1) | 0
+      for (let slot = hash & (capacity - 1); ; slot = (slot + 1) & (capacity - 1)) {
+        const held = slots[slot] as number
+        if (held === 0 || (held >>> tokenBits === hash >>> tokenBits && sameBytes(bytes, starts, (held & table.tokenMask) - 1, from, to))) {
+          slots[slot] = entry
           break
         }
-        if (sameBytes(bytes, starts, entry - 1, from, to)) {
-          tokenRanks[entry - 1] = tokenRanks[token] as number
-          break
-        }
-        slot = (slot + 1) & (capacity - 1)
       }
     }
     return table
   }
+}
+
+/** Bits that hold `count` tokens' indexes + 1. */
+function tokenBitsFor(count: number): number {
+  return 32 - Math.clz32(count)
 }
 
 // FNV-1a over char codes (strings) or bytes (the table): the same value for the same bytes.
@@ -107,7 +123,9 @@ export class RankBuilder {
   private used = 0
   private bytes = new Uint8Array(0)
   private starts = new Uint32Array(0)
-  private tokenRanks = new Int32Array(0)
+  // Kept only when some token's rank is not its index (found while sizing).
+  private ranksAreIndexes = true
+  private tokenRanks: Int32Array | null = null
 
   constructor(private text: Uint8Array) {}
 
@@ -157,9 +175,10 @@ export class RankBuilder {
   private add(from: number, to: number, rank: number): void {
     if (this.pass === 0) {
       this.used += decodedLength(this.text, from, to)
+      if (rank !== this.count) this.ranksAreIndexes = false
     } else {
       this.starts[this.count] = this.used
-      this.tokenRanks[this.count] = rank
+      if (this.tokenRanks !== null) this.tokenRanks[this.count] = rank
       this.used = decodeBase64(this.text, from, to, this.bytes, this.used)
     }
     this.count += 1
@@ -168,7 +187,7 @@ export class RankBuilder {
   private startFilling(): void {
     this.bytes = new Uint8Array(this.used)
     this.starts = new Uint32Array(this.count + 1)
-    this.tokenRanks = new Int32Array(this.count)
+    this.tokenRanks = this.ranksAreIndexes ? null : new Int32Array(this.count)
     this.pass = 1
     this.pos = 0
     this.field = 0
