@@ -96,13 +96,15 @@ export function createDualServer(
   h1.on('connection', (socket: Socket) => {
     undecided.add(socket)
     const silent = setTimeout(() => socket.destroy(), limits.firstByteTimeoutMs)
-    socket.once('close', () => {
+    // Only until the first byte: an open connection then keeps neither this listener nor its cleared timer.
+    const closedSilent = (): void => {
       clearTimeout(silent)
       undecided.delete(socket)
-    })
+    }
+    socket.on('close', closedSilent)
     socket.once('data', (first: Buffer) => {
-      clearTimeout(silent)
-      undecided.delete(socket)
+      socket.off('close', closedSilent)
+      closedSilent()
       socket.pause()
       socket.unshift(first)
       if (first.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START)) {

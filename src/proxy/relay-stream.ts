@@ -21,7 +21,7 @@ import type { UpstreamResponse } from './upstream.js'
 export function createStreamRelay(deps: ForwardDeps) {
   const stop = createStreamStop(deps.shutdown)
   return function relayStream(f: Forward, response: UpstreamResponse, headers: Record<string, unknown>, settle: Settle): Promise<void> {
-    return new RelayedStream(deps, stop, f, response, settle).run(headers)
+    return new RelayedStream(deps, stop, f, response.source, settle).run(response, headers)
   }
 }
 
@@ -29,11 +29,10 @@ type Settle = (actual: Micros, outcome: string) => Promise<void>
 
 /**
  * One relayed stream, and the meter's options as its methods: an open stream holds this object, not a nest
- * of closures over the request.
+ * of closures over the request, nor a suspended async frame (the stream's end continues in `ended`).
  */
 class RelayedStream implements MeterOptions {
   readonly parser: StreamParser
-  readonly upstream: StreamSource
   readonly client: StreamSink
   // Input is held at the plan's until the provider reports it, or until it is counted (once): for a refused
   // extension (the bound's surplus may hold the rest of the stream), else once the stream has ended.
@@ -46,19 +45,19 @@ class RelayedStream implements MeterOptions {
     private readonly deps: ForwardDeps,
     readonly stop: StreamStop,
     private readonly f: Forward,
-    private readonly response: UpstreamResponse,
+    readonly upstream: StreamSource,
     private readonly settle: Settle,
   ) {
     this.parser = f.adapter.createStreamParser(f.route, createOutputCounter(f.price.tokenizer))
-    this.upstream = response.source
     this.client = f.reply.raw
     this.inputTokens = f.plan.inputTokens
     this.inputMicros = f.plan.inputMicros
   }
 
-  async run(headers: Record<string, unknown>): Promise<void> {
-    const { f, deps, parser, response } = this
-    const { reply, plan, price, reservation, summary } = f
+  /** Sends the head and starts the meter; resolves once the stream has ended and is settled. */
+  run(response: UpstreamResponse, headers: Record<string, unknown>): Promise<void> {
+    const { f, deps } = this
+    const { reply, plan, price, reservation } = f
     // A stream the budget may not carry to its cap is counted as it starts, off the event loop, so a refused
     // extension finds the count ready instead of pausing the stream (the provider goes on generating).
     const left = reservation.remainingMicros
@@ -70,12 +69,20 @@ class RelayedStream implements MeterOptions {
     response.rawHeaders.length = 0
     flushHeadersSoon(reply.raw, response.source.bufferedBytes > 0)
     deps.metrics.streamStarted()
-    let result: MeterResult
-    try {
-      result = await meterStream(this)
-    } finally {
-      deps.metrics.streamEnded()
-    }
+    return meterStream(this).then(
+      (result) => this.ended(result),
+      (error: unknown) => {
+        deps.metrics.streamEnded()
+        throw error
+      },
+    )
+  }
+
+  /** Charges what the ended stream cost (`result` says how it ended), once. */
+  private async ended(result: MeterResult): Promise<void> {
+    const { f, deps, parser } = this
+    const { price, reservation, summary } = f
+    deps.metrics.streamEnded()
     // Ended without reported input (cut, client gone, upstream broke): charged the input the provider bills.
     await this.countInput()
     summary.inputTokens = parser.reported().inputTokens ?? this.inputTokens
