@@ -6,10 +6,13 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { Command } from 'ioredis'
+import { StoreUnavailableError } from '../../errors.js'
 import { Deadlines, type DeadlineCommand } from './command-deadlines.js'
 import type { RedisClient } from './redis-client.js'
 
 export interface Script {
+  /** Its file's name, which names it in errors. */
+  name: string
   lua: string
   sha: string
   /** Connections this script was sent on in full (EVAL); Redis keeps it cached there for EVALSHA. */
@@ -41,29 +44,21 @@ export function script(name: string): Script {
   if (loaded === undefined) {
     const lua = readFileSync(new URL(`../../../lua/${name}.lua`, import.meta.url), 'utf8')
     const sha = createHash('sha1').update(lua).digest('hex')
-    loaded = { lua, sha, sentOn: new WeakSet(), evalHead: Buffer.from(bulk('eval') + bulk(lua)), evalshaHead: Buffer.from(bulk('evalsha') + bulk(sha)) }
+    loaded = { name, lua, sha, sentOn: new WeakSet(), evalHead: Buffer.from(bulk('eval') + bulk(lua)), evalshaHead: Buffer.from(bulk('evalsha') + bulk(sha)) }
     scriptCache.set(name, loaded)
   }
   return loaded
 }
 
 /**
- * Runs `script` with its KEYS (the first `numberOfKeys` arguments) then its ARGV; a Redis that lost its script
- * cache (NOSCRIPT: restart, flush) gets it again.
+ * Runs `script` with its KEYS (the first `numberOfKeys` arguments) then its ARGV and resolves with its reply as
+ * text; a Redis that lost its script cache (NOSCRIPT: restart, flush) gets it again. Any failure (Redis gone, timed
+ * out, an error reply) rejects with StoreUnavailableError, so the store fails closed.
  */
-export async function evalScript(redis: RedisClient, script: Script, numberOfKeys: number, keysThenArgs: ScriptArg[]): Promise<unknown> {
-  for (let attempt = 1; ; attempt++) {
-    const command = new ScriptCommand(script, numberOfKeys, keysThenArgs)
-    redis.sendCommand(command)
-    try {
-      return await command.promise
-    } catch (err) {
-      // Failed without a reply (error reply, Redis gone, timed out): it waits for no deadline.
-      Deadlines.done(command)
-      if (attempt > 1 || !(err instanceof Error && err.message.includes('NOSCRIPT'))) throw err
-      script.sentOn = new WeakSet()
-    }
-  }
+export function evalScript(redis: RedisClient, script: Script, numberOfKeys: number, keysThenArgs: ScriptArg[]): Promise<unknown> {
+  const command = new ScriptCommand(redis, script, numberOfKeys, keysThenArgs, true)
+  redis.sendCommand(command)
+  return command.promise
 }
 
 const REPLY_AS_TEXT = { replyEncoding: 'utf8' } as const
@@ -88,9 +83,12 @@ class ScriptCommand extends Command implements DeadlineCommand {
   declare private fail: (err: Error) => void
 
   constructor(
+    private readonly redis: RedisClient,
     private readonly script: Script,
     private readonly numberOfKeys: number,
     private readonly parts: ScriptArg[],
+    /** Whether a NOSCRIPT reply may send it again (the first attempt only). */
+    private readonly resendOnNoScript: boolean,
   ) {
     super('evalsha', [], REPLY_AS_TEXT)
     let count = 2
@@ -136,10 +134,20 @@ class ScriptCommand extends Command implements DeadlineCommand {
           }
         },
       },
+      // Every way a command fails ends here (a cluster's wrapper passes its final error on).
       reject: {
         writable: true,
         value(this: ScriptCommand, err: Error): void {
-          this.fail(err)
+          // Failed without a reply (error reply, Redis gone): it waits for no deadline. One that timed out is done already.
+          if (!this.done) Deadlines.done(this)
+          if (this.resendOnNoScript && err.message.includes('NOSCRIPT')) {
+            this.script.sentOn = new WeakSet()
+            const again = new ScriptCommand(this.redis, this.script, this.numberOfKeys, this.parts, false)
+            this.redis.sendCommand(again)
+            again.promise.then(this.fulfil, this.fail)
+            return
+          }
+          this.fail(new StoreUnavailableError(`budget store ${this.script.name} failed: ${err.message}`, { cause: err }))
         },
       },
     })

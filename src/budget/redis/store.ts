@@ -63,7 +63,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
     if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
     if (loop !== null) args.push(loop.step, nowMs, LOOP_LIMITS)
-    const reply = await run('reserve', evalScript(redis, scripts.reserve, keyCount, args))
+    const reply = replyOf('reserve', await evalScript(redis, scripts.reserve, keyCount, args))
     if (reply[0] === 'ok') {
       const bookedKeys = bookedList(fixed.periodKeys, sessionKeyName, reply[3] === undefined || reply[3] === '' ? null : String(reply[3]))
       const remainingMicros = reply[2] === undefined || reply[2] === '' ? null : int(reply[2])
@@ -81,7 +81,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const booked = bookedParts(reservation)
     const args = scriptKeys(reservation, booked, fixedKeys(reservation.keyHash, currentPeriods(now())))
     args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS)
-    const reply = await run('extend', evalScript(redis, scripts.extend, 8, args))
+    const reply = replyOf('extend', await evalScript(redis, scripts.extend, 8, args))
     if (reply[0] === 'ok') {
       const grantedMicros = int(reply[1])
       reservation.reservedMicros += grantedMicros
@@ -115,7 +115,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       keyCount++
     }
     args.push(actualMicros, sessionFlag(booked), SETTLE_TTLS, today(nowMs).expiresAtSeconds, loop?.step ?? '', loop?.sinceMs ?? '')
-    const reply = await run('settle', evalScript(redis, scripts.settle, keyCount, args))
+    const reply = replyOf('settle', await evalScript(redis, scripts.settle, keyCount, args))
     if (reply[0] !== 'settled' && reply[0] !== 'already') throw unexpected('settle', reply)
     return { chargedMicros: int(reply[1]), alreadySettled: reply[0] === 'already' }
   }
@@ -123,7 +123,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   async function abandon(keyHash: string, requestId: string): Promise<void> {
     assertRequestId(requestId)
     if (!isKeyHash(keyHash)) return
-    const reply = await run('abandon', evalScript(redis, scripts.abandon, 1, [reservationKey(keyHash, requestId), SETTLED_RECORD_TTL_SECONDS]))
+    const reply = replyOf('abandon', await evalScript(redis, scripts.abandon, 1, [reservationKey(keyHash, requestId), SETTLED_RECORD_TTL_SECONDS]))
     if (reply[0] !== 'held') return
     // The reserve did run: release its hold (settle at 0) in the keys it booked.
     const bookedKeys = recordedKeys(keyHash, String(reply[2] ?? ''), String(reply[3] ?? ''))
@@ -131,7 +131,11 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   }
 
   async function ping(): Promise<void> {
-    await run('ping', redis.ping(), false)
+    try {
+      await redis.ping()
+    } catch (err) {
+      throw new StoreUnavailableError(`budget store ping failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+    }
   }
 
   return { reserve, extend, settle, abandon, ping }
@@ -291,20 +295,10 @@ function isoTime(nowMs: number): string {
   return `${isoSecond.prefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z`
 }
 
-/** Awaits one Redis call; any failure becomes StoreUnavailableError. */
-async function run(what: string, pending: Promise<unknown>): Promise<Reply>
-async function run(what: string, pending: Promise<unknown>, expectReply: false): Promise<unknown>
-async function run(what: string, pending: Promise<unknown>, expectReply = true): Promise<unknown> {
-  let raw: unknown
-  try {
-    raw = await pending
-  } catch (err) {
-    throw new StoreUnavailableError(`budget store ${what} failed: ${err instanceof Error ? err.message : String(err)}`, {
-      cause: err,
-    })
-  }
-  if (expectReply && !(Array.isArray(raw) && typeof raw[0] === 'string')) throw unexpected(what, raw)
-  return raw
+/** A script's reply: a list that starts with its outcome. */
+function replyOf(what: string, raw: unknown): Reply {
+  if (!(Array.isArray(raw) && typeof raw[0] === 'string')) throw unexpected(what, raw)
+  return raw as Reply
 }
 
 function refusal(reply: Reply, periods: Period[]): Refusal {
