@@ -34,6 +34,9 @@ describe('script commands', () => {
     1_234_567_890_123,
     encodeArgs([86_400, '', 'naïve']),
     'openai',
+    // More digits in its UTF-8 length (12) than in its length in characters (4); the first number past 32 bits.
+    '€€€€',
+    2 ** 31,
   ]
 
   it('are written byte for byte as ioredis writes them: EVAL on a connection first, EVALSHA after', async () => {

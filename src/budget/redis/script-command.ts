@@ -179,7 +179,9 @@ class ScriptCommand extends Command implements DeadlineCommand {
 
   /**
    * The whole command in one Buffer: its bytes live outside the JavaScript heap, which a scavenge does not
-   * copy or scan (a string would be built from pieces, then flattened when written).
+   * copy or scan (a string would be built from pieces, then flattened when written). It is written into a
+   * scratch Buffer with room for the worst case, so no text is measured before it is written, then copied out
+   * at its exact size.
    */
   override toWritable(socket: object): Buffer {
     if (!this.script.sentOn.has(socket)) {
@@ -190,16 +192,13 @@ class ScriptCommand extends Command implements DeadlineCommand {
     const count = argCount(this.argCount + 1)
     const head = this.name === 'eval' ? this.script.evalHead : this.script.evalshaHead
     const keys = keyCount(this.numberOfKeys)
-    let size = count.length + head.length + keys.length
+    let room = count.length + head.length + keys.length
     for (let i = 0; i < this.parts.length; i++) {
       const part = this.parts[i] as ScriptArg
-      if (typeof part === 'object') size += part.resp.length
-      else {
-        const length = typeof part === 'string' ? Buffer.byteLength(part) : String(part).length
-        size += decimalLength(length) + length + 5
-      }
+      room += typeof part === 'object' ? part.resp.length : BULK_HEAD_ROOM + (typeof part === 'string' ? UTF8_PER_UNIT * part.length : NUMBER_ROOM)
     }
-    const out = Buffer.allocUnsafe(size)
+    if (scratch.length < room) scratch = Buffer.allocUnsafeSlow(room)
+    const out = scratch
     out.set(count, 0)
     out.set(head, count.length)
     out.set(keys, count.length + head.length)
@@ -209,13 +208,26 @@ class ScriptCommand extends Command implements DeadlineCommand {
       if (typeof part === 'object') {
         out.set(part.resp, at)
         at += part.resp.length
+      } else if (typeof part === 'string') {
+        at = writeBulkText(out, at, part)
       } else {
-        at = writeBulk(out, at, typeof part === 'string' ? part : String(part))
+        at = Number.isSafeInteger(part) && part >= 0 ? writeBulkInteger(out, at, part) : writeBulkText(out, at, String(part))
       }
     }
-    return out
+    const command = Buffer.allocUnsafe(at)
+    out.copy(command, 0, 0, at)
+    return command
   }
 }
+
+/** Where each command is written first; grows to the largest one written (an EVAL's script). */
+let scratch = Buffer.allocUnsafeSlow(4096)
+/** Room for `$<length>\r\n` and the closing `\r\n` of a bulk string (a length has at most 16 digits). */
+const BULK_HEAD_ROOM = 21
+/** UTF-8 bytes per UTF-16 code unit, at most. */
+const UTF8_PER_UNIT = 3
+/** Characters of a number's text, at most (`String(-Number.MAX_VALUE)`). */
+const NUMBER_ROOM = 24
 
 /** The RESP of argument counts (`*<n>`) and of a script's key counts, built once each. */
 const argCounts: Buffer[] = []
@@ -233,26 +245,66 @@ const CR = 13
 const LF = 10
 const DOLLAR = 36
 const ZERO = 48
+const INT32_MAX = 2 ** 31 - 1
 
-/** Digits of a non-negative integer. */
+/** Digits of a non-negative safe integer. */
 function decimalLength(n: number): number {
   let digits = 1
-  for (let rest = n; rest >= 10; rest = Math.floor(rest / 10)) digits++
+  let rest = n
+  for (; rest > INT32_MAX; rest = Math.floor(rest / 10)) digits++
+  // Within 32 bits the division is an integer one.
+  for (let small = rest | 0; small >= 10; small = (small / 10) | 0) digits++
   return digits
 }
 
-/** Writes `text` as a RESP bulk string into `out` at `at` (room made by the caller); returns where it ends. */
-function writeBulk(out: Buffer, at: number, text: string): number {
-  const length = Buffer.byteLength(text)
+/** Writes `$<length>\r\n` at `at`, `digits` being decimalLength(length); returns where it ends. */
+function writeBulkHead(out: Buffer, at: number, length: number, digits: number): number {
   out[at] = DOLLAR
-  let end = at + 1 + decimalLength(length)
-  for (let rest = length, digit = end - 1; digit > at; rest = Math.floor(rest / 10), digit--) out[digit] = ZERO + (rest % 10)
-  out[end++] = CR
-  out[end++] = LF
-  end += out.write(text, end)
-  out[end++] = CR
-  out[end++] = LF
-  return end
+  writeDigits(out, at + 1, length, digits)
+  out[at + digits + 1] = CR
+  out[at + digits + 2] = LF
+  return at + digits + 3
+}
+
+/** Writes the `digits` digits of the non-negative safe integer `n` at `at`. */
+function writeDigits(out: Buffer, at: number, n: number, digits: number): void {
+  let digit = at + digits - 1
+  let rest = n
+  for (; rest > INT32_MAX; digit--) {
+    const tenth = Math.floor(rest / 10)
+    out[digit] = ZERO + (rest - tenth * 10)
+    rest = tenth
+  }
+  for (let small = rest | 0; digit >= at; small = (small / 10) | 0, digit--) out[digit] = ZERO + (small % 10)
+}
+
+/**
+ * Writes `text` as a RESP bulk string into `out` at `at` (room made by the caller); returns where it ends.
+ * Its length is first taken as one byte per character (true of ASCII: keys, ids); when UTF-8 takes more digits, the text moves over.
+ */
+function writeBulkText(out: Buffer, at: number, text: string): number {
+  const guessDigits = decimalLength(text.length)
+  let start = at + guessDigits + 3
+  const length = text.length === 0 ? 0 : out.write(text, start)
+  const digits = length === text.length ? guessDigits : decimalLength(length)
+  if (digits !== guessDigits) {
+    out.copyWithin(start + digits - guessDigits, start, start + length)
+    start += digits - guessDigits
+  }
+  writeBulkHead(out, at, length, digits)
+  out[start + length] = CR
+  out[start + length + 1] = LF
+  return start + length + 2
+}
+
+/** Writes a non-negative safe integer as a RESP bulk string (its decimal text) at `at`; returns where it ends. */
+function writeBulkInteger(out: Buffer, at: number, n: number): number {
+  const digits = decimalLength(n)
+  const start = writeBulkHead(out, at, digits, decimalLength(digits))
+  writeDigits(out, start, n, digits)
+  out[start + digits] = CR
+  out[start + digits + 1] = LF
+  return start + digits + 2
 }
 
 /** One RESP bulk string; its length counts UTF-8 bytes. */
