@@ -51,9 +51,9 @@ describe('script commands', () => {
     expect(commands[1]?.getKeys()).toEqual(flat(parts).slice(0, 10))
   })
 
-  it('resolve with the reply as text, and reject through a reject wrapped after they were made (as a cluster does)', async () => {
+  it('resolve with the reply as parsed, and reject through a reject wrapped after they were made (as a cluster does)', async () => {
     const { client } = recordingClient({})
-    await expect(evalScript(client, settle, 10, parts)).resolves.toBe('ok')
+    await expect(evalScript(client, settle, 10, parts)).resolves.toEqual(Buffer.from('ok'))
     const wrapping = {
       sendCommand(command: Command) {
         const reject = command.reject

@@ -52,7 +52,7 @@ export function script(name: string): Script {
 
 /**
  * Runs `script` with its KEYS (the first `numberOfKeys` arguments) then its ARGV and resolves with its reply as
- * text; a Redis that lost its script cache (NOSCRIPT: restart, flush) gets it again. Any failure (Redis gone, timed
+ * ioredis parses it (Lua integers as numbers, Lua strings as Buffers, unconverted); a Redis that lost its script cache (NOSCRIPT: restart, flush) gets it again. Any failure (Redis gone, timed
  * out, an error reply) rejects with StoreUnavailableError, so the store fails closed.
  */
 export function evalScript(redis: RedisClient, script: Script, numberOfKeys: number, keysThenArgs: ScriptArg[]): Promise<unknown> {
@@ -61,7 +61,8 @@ export function evalScript(redis: RedisClient, script: Script, numberOfKeys: num
   return command.promise
 }
 
-const REPLY_AS_TEXT = { replyEncoding: 'utf8' } as const
+/** Shared by every script command (ioredis's constructor makes an object per command when given none). */
+const COMMAND_OPTIONS = {}
 
 /**
  * EVALSHA of a script, sent as EVAL on a connection it was not sent on yet, as ioredis's defineCommand does
@@ -90,7 +91,7 @@ class ScriptCommand extends Command implements DeadlineCommand {
     /** Whether a NOSCRIPT reply may send it again (the first attempt only). */
     private readonly resendOnNoScript: boolean,
   ) {
-    super('evalsha', [], REPLY_AS_TEXT)
+    super('evalsha', [], COMMAND_OPTIONS)
     let count = 2
     for (let i = 0; i < parts.length; i++) {
       const part = parts[i] as ScriptArg
@@ -171,10 +172,10 @@ class ScriptCommand extends Command implements DeadlineCommand {
     Deadlines.watch(this, ms)
   }
 
-  /** ioredis calls this with the reply, just before the command resolves. */
-  override transformReply(result: Buffer | Buffer[]): string | string[] | Buffer | Buffer[] {
+  /** ioredis calls this with the reply, just before the command resolves with it: kept as parsed, no text made. */
+  override transformReply(result: Buffer | Buffer[]): Buffer | Buffer[] {
     Deadlines.done(this)
-    return super.transformReply(result)
+    return result
   }
 
   /**

@@ -37,7 +37,16 @@ export interface BudgetStoreOptions {
   sessionTtlSeconds?: number
 }
 
-type Reply = [string, ...(string | number)[]]
+/** A script's reply as ioredis parses it, unconverted: its outcome word, then Lua integers as numbers and Lua strings as Buffers. */
+type Reply = [Buffer, ...(Buffer | number)[]]
+
+/** The outcome words the hot paths compare replies with, byte for byte. */
+const OK = Buffer.from('ok')
+const DUPLICATE = Buffer.from('duplicate')
+const NOT_HELD = Buffer.from('not_held')
+const SETTLED = Buffer.from('settled')
+const ALREADY = Buffer.from('already')
+const HELD = Buffer.from('held')
 
 /** Returns the store (no Redis round trip happens here). */
 export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions = {}): BudgetStore {
@@ -64,13 +73,13 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
     if (loop !== null) args.push(loop.step, nowMs, LOOP_LIMITS)
     const reply = replyOf('reserve', await evalScript(redis, scripts.reserve, keyCount, args))
-    if (reply[0] === 'ok') {
-      const bookedKeys = bookedList(fixed.periodKeys, sessionKeyName, reply[3] === undefined || reply[3] === '' ? null : String(reply[3]))
-      const remainingMicros = reply[2] === undefined || reply[2] === '' ? null : int(reply[2])
+    if (OK.equals(reply[0])) {
+      const bookedKeys = bookedList(fixed.periodKeys, sessionKeyName, isEmpty(reply[3]) ? null : String(reply[3]))
+      const remainingMicros = isEmpty(reply[2]) ? null : int(reply[2])
       return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
     }
     // A reused request id means a caller bug or a racing abandon; admitting it could double-book.
-    if (reply[0] === 'duplicate') throw new StoreUnavailableError(`request id ${input.requestId} was already used`)
+    if (DUPLICATE.equals(reply[0])) throw new StoreUnavailableError(`request id ${input.requestId} was already used`)
     return refusal(reply, periods)
   }
 
@@ -82,12 +91,12 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const args = scriptKeys(reservation, booked, fixedKeys(reservation.keyHash, currentPeriods(now())))
     args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS)
     const reply = replyOf('extend', await evalScript(redis, scripts.extend, 8, args))
-    if (reply[0] === 'ok') {
+    if (OK.equals(reply[0])) {
       const grantedMicros = int(reply[1])
       reservation.reservedMicros += grantedMicros
       return { ok: true, grantedMicros }
     }
-    if (reply[0] === 'not_held') {
+    if (NOT_HELD.equals(reply[0])) {
       throw new StoreUnavailableError(`reservation ${reservation.requestId} is not held (settled or abandoned)`)
     }
     return refusal(reply, currentPeriods(now()))
@@ -116,15 +125,16 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     }
     args.push(actualMicros, sessionFlag(booked), SETTLE_TTLS, today(nowMs).expiresAtSeconds, loop?.step ?? '', loop?.sinceMs ?? '')
     const reply = replyOf('settle', await evalScript(redis, scripts.settle, keyCount, args))
-    if (reply[0] !== 'settled' && reply[0] !== 'already') throw unexpected('settle', reply)
-    return { chargedMicros: int(reply[1]), alreadySettled: reply[0] === 'already' }
+    const alreadySettled = ALREADY.equals(reply[0])
+    if (!alreadySettled && !SETTLED.equals(reply[0])) throw unexpected('settle', reply)
+    return { chargedMicros: int(reply[1]), alreadySettled }
   }
 
   async function abandon(keyHash: string, requestId: string): Promise<void> {
     assertRequestId(requestId)
     if (!isKeyHash(keyHash)) return
     const reply = replyOf('abandon', await evalScript(redis, scripts.abandon, 1, [reservationKey(keyHash, requestId), SETTLED_RECORD_TTL_SECONDS]))
-    if (reply[0] !== 'held') return
+    if (!HELD.equals(reply[0])) return
     // The reserve did run: release its hold (settle at 0) in the keys it booked.
     const bookedKeys = recordedKeys(keyHash, String(reply[2] ?? ''), String(reply[3] ?? ''))
     await settle({ keyHash, requestId, reservedMicros: int(reply[1]), bookedKeys }, 0)
@@ -297,12 +307,13 @@ function isoTime(nowMs: number): string {
 
 /** A script's reply: a list that starts with its outcome. */
 function replyOf(what: string, raw: unknown): Reply {
-  if (!(Array.isArray(raw) && typeof raw[0] === 'string')) throw unexpected(what, raw)
+  if (!(Array.isArray(raw) && Buffer.isBuffer(raw[0]))) throw unexpected(what, raw)
   return raw as Reply
 }
 
 function refusal(reply: Reply, periods: Period[]): Refusal {
-  const [reason, a, b, c, d] = reply
+  const [word, a, b, c, d] = reply
+  const reason = word.toString()
   switch (reason) {
     case 'invalid_key':
     case 'key_revoked':
@@ -326,9 +337,33 @@ function refusal(reply: Reply, periods: Period[]): Refusal {
 }
 
 function unexpected(what: string, reply: unknown): StoreUnavailableError {
-  return new StoreUnavailableError(`budget store ${what}: unexpected reply ${JSON.stringify(reply)}`)
+  const shown = Array.isArray(reply) ? reply.map(asText) : asText(reply)
+  return new StoreUnavailableError(`budget store ${what}: unexpected reply ${JSON.stringify(shown)}`)
 }
 
-function int(v: string | number | undefined): number {
-  return typeof v === 'number' ? v : Number(v)
+function asText(v: unknown): unknown {
+  return Buffer.isBuffer(v) ? v.toString() : v
 }
+
+/** Whether a reply's element is absent or an empty string. */
+function isEmpty(v: Buffer | number | undefined): boolean {
+  return v === undefined || (typeof v === 'object' && v.length === 0)
+}
+
+const ZERO = 48
+
+/** A reply's integer: a Lua integer as is, or a Lua string read as Number() reads its text (plain digits from the bytes). */
+function int(v: Buffer | number | undefined): number {
+  if (typeof v === 'number') return v
+  if (v === undefined) return Number.NaN
+  let n = 0
+  for (let i = 0; i < v.length; i++) {
+    const digit = (v[i] as number) - ZERO
+    if (digit < 0 || digit > 9 || i === MAX_PLAIN_DIGITS) return Number(v.toString())
+    n = n * 10 + digit
+  }
+  return n
+}
+
+/** Up to this many digits a number read digit by digit is exact. */
+const MAX_PLAIN_DIGITS = 15
