@@ -1,7 +1,7 @@
 import { Command } from 'ioredis'
 import { describe, expect, it } from 'vitest'
 import type { RedisClient } from '../../src/budget/redis/redis-client.js'
-import { encodeArgs, evalScript, script, type ScriptArg } from '../../src/budget/redis/script-command.js'
+import { encodeArgs, encodeStart, evalScript, joinArg, script, type ScriptArg } from '../../src/budget/redis/script-command.js'
 
 /** A client that records what each command writes on the socket it is given, then answers 'ok'. */
 function recordingClient(socket: object): { client: RedisClient; written: string[]; commands: Command[] } {
@@ -22,13 +22,16 @@ function ioredisWrites(name: string, args: (string | number)[]): string {
   return String(new Command(name, args).toWritable({}))
 }
 
-const flat = (parts: ScriptArg[]): (string | number)[] => parts.flatMap((p) => (typeof p === 'object' ? [...p.values] : [p]))
+const flat = (parts: ScriptArg[]): (string | number)[] =>
+  parts.flatMap((p) => (typeof p !== 'object' ? [p] : 'rest' in p ? [p.start.text + p.rest] : [...p.values]))
 
 describe('script commands', () => {
   const settle = script('settle')
   const parts: ScriptArg[] = [
     encodeArgs(['lp:{ab}:key', 'lp:{ab}:w:minute:2026-12-04T15:00', 'lp:{ab}:w:hourly:2026-12-04T15']),
     'lp:{ab}:r:request-é€😀',
+    // One argument from an encoded start and a text: more digits in its UTF-8 length (13) than in its length in characters (9).
+    joinArg(encodeStart('lp:{'), 'ab}€€'),
     '',
     0,
     1_234_567_890_123,

@@ -28,12 +28,34 @@ export interface EncodedArgs {
   readonly resp: Buffer
 }
 
+/** The start of many arguments (a key's tag and kind), encoded once; `text` is what it encodes. */
+export interface EncodedStart {
+  readonly text: string
+  readonly bytes: Buffer
+}
+
+/** One argument sent as an encoded start then `rest` (a key then made of a request id): no joined string is built. */
+export interface JoinedArg {
+  readonly start: EncodedStart
+  readonly rest: string
+}
+
 /** One script argument, or a run of them encoded beforehand. */
-export type ScriptArg = string | number | EncodedArgs
+export type ScriptArg = string | number | EncodedArgs | JoinedArg
 
 /** Encodes `values` as consecutive RESP bulk strings, once, for every command that sends them in that order. */
 export function encodeArgs(values: readonly (string | number)[]): EncodedArgs {
   return Object.freeze({ values: Object.freeze([...values]), resp: Buffer.from(values.map(bulk).join('')) })
+}
+
+/** Encodes `text` once, to start arguments joined to it. */
+export function encodeStart(text: string): EncodedStart {
+  return Object.freeze({ text, bytes: Buffer.from(text) })
+}
+
+/** The argument `start.text + rest`, written without joining them. */
+export function joinArg(start: EncodedStart, rest: string): JoinedArg {
+  return { start, rest }
 }
 
 const scriptCache = new Map<string, Script>()
@@ -95,7 +117,7 @@ class ScriptCommand extends Command implements DeadlineCommand {
     let count = 2
     for (let i = 0; i < parts.length; i++) {
       const part = parts[i] as ScriptArg
-      count += typeof part === 'object' ? part.values.length : 1
+      count += typeof part === 'object' && 'values' in part ? part.values.length : 1
     }
     this.argCount = count
   }
@@ -162,6 +184,7 @@ class ScriptCommand extends Command implements DeadlineCommand {
     for (let i = 0; i < this.parts.length; i++) {
       const part = this.parts[i] as ScriptArg
       if (typeof part !== 'object') args[at++] = part
+      else if ('rest' in part) args[at++] = part.start.text + part.rest
       else for (let j = 0; j < part.values.length; j++) args[at++] = part.values[j] as string | number
     }
     return args
@@ -196,7 +219,9 @@ class ScriptCommand extends Command implements DeadlineCommand {
     let room = count.length + head.length + keys.length
     for (let i = 0; i < this.parts.length; i++) {
       const part = this.parts[i] as ScriptArg
-      room += typeof part === 'object' ? part.resp.length : BULK_HEAD_ROOM + (typeof part === 'string' ? UTF8_PER_UNIT * part.length : NUMBER_ROOM)
+      if (typeof part !== 'object') room += BULK_HEAD_ROOM + (typeof part === 'string' ? UTF8_PER_UNIT * part.length : NUMBER_ROOM)
+      else if ('rest' in part) room += BULK_HEAD_ROOM + part.start.bytes.length + UTF8_PER_UNIT * part.rest.length
+      else room += part.resp.length
     }
     if (scratch.length < room) scratch = Buffer.allocUnsafeSlow(room)
     const out = scratch
@@ -207,8 +232,12 @@ class ScriptCommand extends Command implements DeadlineCommand {
     for (let i = 0; i < this.parts.length; i++) {
       const part = this.parts[i] as ScriptArg
       if (typeof part === 'object') {
-        out.set(part.resp, at)
-        at += part.resp.length
+        if ('rest' in part) {
+          at = writeBulkText(out, at, part.rest, part.start.bytes)
+        } else {
+          out.set(part.resp, at)
+          at += part.resp.length
+        }
       } else if (typeof part === 'string') {
         at = writeBulkText(out, at, part)
       } else {
@@ -280,14 +309,17 @@ function writeDigits(out: Buffer, at: number, n: number, digits: number): void {
 }
 
 /**
- * Writes `text` as a RESP bulk string into `out` at `at` (room made by the caller); returns where it ends.
- * Its length is first taken as one byte per character (true of ASCII: keys, ids); when UTF-8 takes more digits, the text moves over.
+ * Writes `text`, after the bytes `before` when given, as one RESP bulk string into `out` at `at` (room made by the
+ * caller); returns where it ends. The text's length is first taken as one byte per character (true of ASCII: keys,
+ * ids); when UTF-8 takes more digits, the text moves over.
  */
-function writeBulkText(out: Buffer, at: number, text: string): number {
-  const guessDigits = decimalLength(text.length)
+function writeBulkText(out: Buffer, at: number, text: string, before?: Buffer): number {
+  const beforeLength = before === undefined ? 0 : before.length
+  const guessDigits = decimalLength(beforeLength + text.length)
   let start = at + guessDigits + 3
-  const length = text.length === 0 ? 0 : out.write(text, start)
-  const digits = length === text.length ? guessDigits : decimalLength(length)
+  if (before !== undefined) out.set(before, start)
+  const length = beforeLength + (text.length === 0 ? 0 : out.write(text, start + beforeLength))
+  const digits = length === beforeLength + text.length ? guessDigits : decimalLength(length)
   if (digits !== guessDigits) {
     out.copyWithin(start + digits - guessDigits, start, start + length)
     start += digits - guessDigits

@@ -7,8 +7,8 @@ import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
-import { encodeArgs, evalScript, script, type EncodedArgs, type ScriptArg } from './script-command.js'
-import { dayKey, loopAgeKey, loopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey, suffixKey } from './redis-keys.js'
+import { encodeArgs, encodeStart, evalScript, joinArg, script, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-command.js'
+import { dayKey, loopAgeKeyStart, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
 import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 import type {
   BudgetStore,
@@ -64,10 +64,10 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const periods = currentPeriods(nowMs)
     const fixed = fixedKeys(hash, periods)
     // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
-    const args: ScriptArg[] = [fixed.recordAndPeriods, reservationKey(hash, input.requestId)]
+    const args: ScriptArg[] = [fixed.recordAndPeriods, joinArg(fixed.reservationStart, input.requestId)]
     const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
     if (sessionKeyName !== null) args.push(sessionKeyName)
-    if (loop !== null) args.push(loopKey(hash, loop.scope), loopAgeKey(hash, loop.scope))
+    if (loop !== null) args.push(joinArg(fixed.loopStart, loop.scope), joinArg(fixed.loopAgeStart, loop.scope))
     const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 2)
     args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
     if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
@@ -109,7 +109,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const loop = bookedLoop(booked)
     const fixed = fixedKeys(reservation.keyHash, currentPeriods(nowMs))
     // Only the keys settle touches: the periods, today's history, the record, then the session and loop scope it booked.
-    const record = reservationKey(reservation.keyHash, reservation.requestId)
+    const record = joinArg(fixed.reservationStart, reservation.requestId)
     const periods = booked.keys as readonly [string, string, string, string, string]
     const args: ScriptArg[] = samePeriods(periods, fixed.periodKeys)
       ? [fixed.periodsAndToday, record]
@@ -207,7 +207,7 @@ function bookedParts(r: Reservation): BookedParts {
 /** The KEYS of extend: record, five booked periods, session (or placeholder), reservation. */
 function scriptKeys(r: Reservation, booked: BookedParts, fixed: FixedKeys): ScriptArg[] {
   const session = booked.session ?? fixed.noSession
-  const reservation = reservationKey(r.keyHash, r.requestId)
+  const reservation = joinArg(fixed.reservationStart, r.requestId)
   const periods = booked.keys as readonly [string, string, string, string, string]
   if (samePeriods(periods, fixed.periodKeys)) return [fixed.recordAndPeriods, session, reservation]
   return [fixed.record, periods[0], periods[1], periods[2], periods[3], periods[4], session, reservation]
@@ -243,6 +243,10 @@ interface FixedKeys {
   today: string
   /** The five periods' TTLs then the reservation record's, in seconds, encoded. */
   ttls: EncodedArgs
+  /** The starts of the key's reservation record, loop state and loop step age keys (a request id or scope follows). */
+  reservationStart: EncodedStart
+  loopStart: EncodedStart
+  loopAgeStart: EncodedStart
 }
 
 /** The loop guard's default limit and constants, in the reserve script's ARGV order. */
@@ -274,6 +278,9 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     noSession: noSessionKey(hash),
     today: todayKey,
     ttls: encodeArgs([...periods.map((p) => p.ttlSeconds), RESERVATION_TTL_SECONDS]),
+    reservationStart: encodeStart(reservationKeyStart(hash)),
+    loopStart: encodeStart(loopKeyStart(hash)),
+    loopAgeStart: encodeStart(loopAgeKeyStart(hash)),
   }
   fixedByHash.set(hash, fresh)
   return fresh
