@@ -24,8 +24,8 @@ describe('script command arguments as ioredis reads them', () => {
   it.each([true, false])('read before the write too: %s. The script itself on a connection first (EVAL), then its SHA1', async (readFirst) => {
     const seen: unknown[][] = []
     const redis = client(readFirst, seen)
-    await evalScript(redis, abandon, 1, [run, 'x'])
-    await evalScript(redis, abandon, 1, [run, 'x'])
+    await evalScript(redis, abandon, 1, [run, 'x'], (reply) => reply, null)
+    await evalScript(redis, abandon, 1, [run, 'x'], (reply) => reply, null)
     const rest = [1, 'lp:{ab}:r:request', 86_400, 'x']
     expect(seen[0]).toEqual([abandon.lua, ...rest])
     expect(seen[1]).toEqual([abandon.sha, ...rest])

@@ -1,6 +1,7 @@
 import { Command } from 'ioredis'
 import { describe, expect, it } from 'vitest'
 import type { RedisClient } from '../../src/budget/redis/redis-client.js'
+import { StoreUnavailableError } from '../../src/errors.js'
 import { encodeArgs, encodeStart, evalScript, joinArg, script, type ScriptArg } from '../../src/budget/redis/script-command.js'
 
 /** A client that records what each command writes on the socket it is given, then answers 'ok'. */
@@ -21,6 +22,9 @@ function recordingClient(socket: object): { client: RedisClient; written: string
 function ioredisWrites(name: string, args: (string | number)[]): string {
   return String(new Command(name, args).toWritable({}))
 }
+
+/** Reads a reply as it was parsed. */
+const asParsed = (reply: unknown): unknown => reply
 
 const flat = (parts: ScriptArg[]): (string | number)[] =>
   parts.flatMap((p) => (typeof p !== 'object' ? [p] : 'rest' in p ? [p.start.text + p.rest] : [...p.values]))
@@ -45,8 +49,8 @@ describe('script commands', () => {
   it('are written byte for byte as ioredis writes them: EVAL on a connection first, EVALSHA after', async () => {
     const socket = {}
     const { client, written, commands } = recordingClient(socket)
-    await evalScript(client, settle, 10, parts)
-    await evalScript(client, settle, 10, parts)
+    await evalScript(client, settle, 10, parts, asParsed, null)
+    await evalScript(client, settle, 10, parts, asParsed, null)
     expect(written[0]).toBe(ioredisWrites('eval', [settle.lua, 10, ...flat(parts)]))
     expect(written[1]).toBe(ioredisWrites('evalsha', [settle.sha, 10, ...flat(parts)]))
     // ioredis reads the arguments (a cluster's slot from the keys) from args.
@@ -56,7 +60,7 @@ describe('script commands', () => {
 
   it('resolve with the reply as parsed, and reject through a reject wrapped after they were made (as a cluster does)', async () => {
     const { client } = recordingClient({})
-    await expect(evalScript(client, settle, 10, parts)).resolves.toEqual(Buffer.from('ok'))
+    await expect(evalScript(client, settle, 10, parts, asParsed, null)).resolves.toEqual(Buffer.from('ok'))
     const wrapping = {
       sendCommand(command: Command) {
         const reject = command.reject
@@ -64,12 +68,26 @@ describe('script commands', () => {
         command.reject(new Error('boom'))
       },
     } as unknown as RedisClient
-    await expect(evalScript(wrapping, settle, 10, parts)).rejects.toThrow('wrapped: boom')
+    await expect(evalScript(wrapping, settle, 10, parts, asParsed, null)).rejects.toThrow('wrapped: boom')
+  })
+
+  it('resolve with what their reader makes of the reply; what it throws rejects, a store fault as it is', async () => {
+    const { client } = recordingClient({})
+    await expect(evalScript(client, settle, 10, parts, (reply, mark: string) => `${String(reply)}${mark}`, '!')).resolves.toBe('ok!')
+    const fault = new StoreUnavailableError('unexpected reply')
+    const throwing = (): never => {
+      throw fault
+    }
+    await expect(evalScript(client, settle, 10, parts, throwing, null)).rejects.toBe(fault)
+    const broken = (): never => {
+      throw new TypeError('bug')
+    }
+    await expect(evalScript(client, settle, 10, parts, broken, null)).rejects.toThrow(StoreUnavailableError)
   })
 
   it('are sent in full again on another connection', async () => {
     const { client, written } = recordingClient({})
-    await evalScript(client, settle, 10, parts)
+    await evalScript(client, settle, 10, parts, asParsed, null)
     expect(written[0]).toBe(ioredisWrites('eval', [settle.lua, 10, ...flat(parts)]))
   })
 })

@@ -73,14 +73,23 @@ export function script(name: string): Script {
 }
 
 /**
- * Runs `script` with its KEYS (the first `numberOfKeys` arguments) then its ARGV and resolves with its reply as
- * ioredis parses it (Lua integers as numbers, Lua strings as Buffers, unconverted); a Redis that lost its script cache (NOSCRIPT: restart, flush) gets it again. Any failure (Redis gone, timed
- * out, an error reply) rejects with StoreUnavailableError, so the store fails closed.
+ * Runs `script` with its KEYS (the first `numberOfKeys` arguments) then its ARGV and resolves with what
+ * `read(reply, context)` makes of its reply, read as it arrives (as ioredis parses it: Lua integers as numbers, Lua
+ * strings as Buffers); as `.then(read)` would, without a second promise. A Redis that lost its script cache
+ * (NOSCRIPT: restart, flush) gets it again. Any failure (Redis gone, timed out, an error reply) rejects with
+ * StoreUnavailableError, so the store fails closed; so does what `read` throws (a StoreUnavailableError as it is).
  */
-export function evalScript(redis: RedisClient, script: Script, numberOfKeys: number, keysThenArgs: ScriptArg[]): Promise<unknown> {
-  const command = new ScriptCommand(redis, script, numberOfKeys, keysThenArgs, true)
+export function evalScript<T, C>(
+  redis: RedisClient,
+  script: Script,
+  numberOfKeys: number,
+  keysThenArgs: ScriptArg[],
+  read: (reply: unknown, context: C) => T,
+  context: C,
+): Promise<T> {
+  const command = new ScriptCommand(redis, script, numberOfKeys, keysThenArgs, true, read, context)
   redis.sendCommand(command)
-  return command.promise
+  return command.promise as Promise<T>
 }
 
 /** Shared by every script command (ioredis's constructor makes an object per command when given none). */
@@ -93,7 +102,7 @@ const COMMAND_OPTIONS = {}
  * tracing) is built from them when first read, so the command waits for its reply without a copy.
  * Its command timeout waits in a line of commands watched by one timer (command-deadlines.ts).
  */
-class ScriptCommand extends Command implements DeadlineCommand {
+class ScriptCommand<T, C> extends Command implements DeadlineCommand {
   deadlines: Deadlines | null = null
   deadline = 0
   nextInLine: DeadlineCommand | null = null
@@ -102,7 +111,7 @@ class ScriptCommand extends Command implements DeadlineCommand {
   private flatArgs: (string | number)[] | null = null
   private readonly argCount: number
   /** Settle `promise`: set by ioredis's constructor (initPromise), before this class's fields exist. */
-  declare private fulfil: (reply: unknown) => void
+  declare private fulfil: (result: T) => void
   declare private fail: (err: Error) => void
 
   constructor(
@@ -112,6 +121,8 @@ class ScriptCommand extends Command implements DeadlineCommand {
     private readonly parts: ScriptArg[],
     /** Whether a NOSCRIPT reply may send it again (the first attempt only). */
     private readonly resendOnNoScript: boolean,
+    private readonly read: (reply: unknown, context: C) => T,
+    private readonly context: C,
   ) {
     super('evalsha', [], COMMAND_OPTIONS)
     let count = 2
@@ -127,10 +138,10 @@ class ScriptCommand extends Command implements DeadlineCommand {
       // ioredis declares `args` as a field: an accessor can only be put on the prototype. Its constructor sets
       // and reads it before this class's fields exist (flatArgs is then reset to null).
       args: {
-        get(this: ScriptCommand): (string | number)[] {
+        get(this: ScriptCommand<unknown, unknown>): (string | number)[] {
           return (this.flatArgs ??= this.allArgs())
         },
-        set(this: ScriptCommand, args: (string | number)[]) {
+        set(this: ScriptCommand<unknown, unknown>, args: (string | number)[]) {
           this.flatArgs = args
         },
       },
@@ -139,7 +150,7 @@ class ScriptCommand extends Command implements DeadlineCommand {
       // resolve and reject are methods, and the command keeps only the promise's functions. Writable:
       // a cluster wraps a command's reject in its own.
       initPromise: {
-        value(this: ScriptCommand): void {
+        value(this: ScriptCommand<unknown, unknown>): void {
           this.promise = new Promise((resolve, reject) => {
             this.fulfil = resolve
             this.fail = reject
@@ -148,9 +159,9 @@ class ScriptCommand extends Command implements DeadlineCommand {
       },
       resolve: {
         writable: true,
-        value(this: ScriptCommand, reply: Buffer | Buffer[]): void {
+        value(this: ScriptCommand<unknown, unknown>, reply: Buffer | Buffer[]): void {
           try {
-            this.fulfil(this.transformReply(reply))
+            this.fulfil(this.read(this.transformReply(reply), this.context))
             this.isResolved = true
           } catch (err) {
             this.reject(err as Error)
@@ -160,17 +171,17 @@ class ScriptCommand extends Command implements DeadlineCommand {
       // Every way a command fails ends here (a cluster's wrapper passes its final error on).
       reject: {
         writable: true,
-        value(this: ScriptCommand, err: Error): void {
+        value(this: ScriptCommand<unknown, unknown>, err: Error): void {
           // Failed without a reply (error reply, Redis gone): it waits for no deadline. One that timed out is done already.
           if (!this.done) Deadlines.done(this)
           if (this.resendOnNoScript && err.message.includes('NOSCRIPT')) {
             this.script.sentOn = new WeakSet()
-            const again = new ScriptCommand(this.redis, this.script, this.numberOfKeys, this.parts, false)
+            const again = new ScriptCommand(this.redis, this.script, this.numberOfKeys, this.parts, false, this.read, this.context)
             this.redis.sendCommand(again)
             again.promise.then(this.fulfil, this.fail)
             return
           }
-          this.fail(new StoreUnavailableError(`budget store ${this.script.name} failed: ${err.message}`, { cause: err }))
+          this.fail(err instanceof StoreUnavailableError ? err : new StoreUnavailableError(`budget store ${this.script.name} failed: ${err.message}`, { cause: err }))
         },
       },
     })

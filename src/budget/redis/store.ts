@@ -54,43 +54,51 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
   const scripts = { reserve: script('reserve'), extend: script('extend'), settle: script('settle'), abandon: script('abandon') }
 
-  async function reserve(input: ReserveInput): Promise<ReserveResult> {
-    assertReserveInput(input)
-    const { keyHash: hash, session } = input
-    const loop = input.loop ?? null
-    if (!isKeyHash(hash)) return { ok: false, reason: 'invalid_key' }
+  // reserve, extend and settle are plain functions resolving with the script command's own promise: no async frame
+  // or await waits across the round trip. What a reply means is read as it arrives (readReserve, …); a failed
+  // argument check rejects, as an async function's would.
+  function reserve(input: ReserveInput): Promise<ReserveResult> {
+    try {
+      assertReserveInput(input)
+      const { keyHash: hash, session } = input
+      const loop = input.loop ?? null
+      if (!isKeyHash(hash)) return Promise.resolve({ ok: false, reason: 'invalid_key' })
 
-    const nowMs = now()
-    const periods = currentPeriods(nowMs)
-    const fixed = fixedKeys(hash, periods)
-    // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
-    const args: ScriptArg[] = [fixed.recordAndPeriods, joinArg(fixed.reservationStart, input.requestId)]
-    const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
-    if (sessionKeyName !== null) args.push(sessionKeyName)
-    if (loop !== null) args.push(joinArg(fixed.loopStart, loop.scope), joinArg(fixed.loopAgeStart, loop.scope))
-    const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 2)
-    args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
-    if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
-    if (loop !== null) args.push(loop.step, nowMs, LOOP_LIMITS)
-    const reply = replyOf('reserve', await evalScript(redis, scripts.reserve, keyCount, args))
-    if (OK.equals(reply[0])) {
-      const bookedKeys = bookedList(fixed.periodKeys, sessionKeyName, isEmpty(reply[3]) ? null : String(reply[3]))
-      const remainingMicros = isEmpty(reply[2]) ? null : int(reply[2])
-      return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
+      const nowMs = now()
+      const periods = currentPeriods(nowMs)
+      const fixed = fixedKeys(hash, periods)
+      // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
+      const args: ScriptArg[] = [fixed.recordAndPeriods, joinArg(fixed.reservationStart, input.requestId)]
+      const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
+      if (sessionKeyName !== null) args.push(sessionKeyName)
+      if (loop !== null) args.push(joinArg(fixed.loopStart, loop.scope), joinArg(fixed.loopAgeStart, loop.scope))
+      const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 2)
+      args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
+      if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
+      if (loop !== null) args.push(loop.step, nowMs, LOOP_LIMITS)
+      const call: ReserveCall = { hash, requestId: input.requestId, periods, periodKeys: fixed.periodKeys, sessionKeyName }
+      return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call)
+    } catch (err) {
+      return Promise.reject(err as Error)
     }
-    // A reused request id means a caller bug or a racing abandon; admitting it could double-book.
-    if (DUPLICATE.equals(reply[0])) throw new StoreUnavailableError(`request id ${input.requestId} was already used`)
-    return refusal(reply, periods)
   }
 
-  async function extend(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
-    assertMicros('minMicros', minMicros)
-    assertMicros('wantMicros', wantMicros)
-    if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
-    const booked = bookedParts(reservation)
-    const args = scriptKeys(reservation, booked, fixedKeys(reservation.keyHash, currentPeriods(now())))
-    args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS)
-    const reply = replyOf('extend', await evalScript(redis, scripts.extend, 8, args))
+  function extend(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
+    try {
+      assertMicros('minMicros', minMicros)
+      assertMicros('wantMicros', wantMicros)
+      if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
+      const booked = bookedParts(reservation)
+      const args = scriptKeys(reservation, booked, fixedKeys(reservation.keyHash, currentPeriods(now())))
+      args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS)
+      return evalScript(redis, scripts.extend, 8, args, readExtend, reservation)
+    } catch (err) {
+      return Promise.reject(err as Error)
+    }
+  }
+
+  function readExtend(raw: unknown, reservation: Reservation): ExtendResult {
+    const reply = replyOf(raw, 'extend')
     if (OK.equals(reply[0])) {
       const grantedMicros = int(reply[1])
       reservation.reservedMicros += grantedMicros
@@ -102,38 +110,39 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     return refusal(reply, currentPeriods(now()))
   }
 
-  async function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
-    assertMicros('actualMicros', actualMicros)
-    const nowMs = now()
-    const booked = bookedParts(reservation)
-    const loop = bookedLoop(booked)
-    const fixed = fixedKeys(reservation.keyHash, currentPeriods(nowMs))
-    // Only the keys settle touches: the periods, today's history, the record, then the session and loop scope it booked.
-    const record = joinArg(fixed.reservationStart, reservation.requestId)
-    const periods = booked.keys as readonly [string, string, string, string, string]
-    const args: ScriptArg[] = samePeriods(periods, fixed.periodKeys)
-      ? [fixed.periodsAndToday, record]
-      : [periods[0], periods[1], periods[2], periods[3], periods[4], fixed.today, record]
-    let keyCount = 7
-    if (booked.session !== undefined) {
-      args.push(booked.session)
-      keyCount++
+  function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
+    try {
+      assertMicros('actualMicros', actualMicros)
+      const nowMs = now()
+      const booked = bookedParts(reservation)
+      const loop = bookedLoop(booked)
+      const fixed = fixedKeys(reservation.keyHash, currentPeriods(nowMs))
+      // Only the keys settle touches: the periods, today's history, the record, then the session and loop scope it booked.
+      const record = joinArg(fixed.reservationStart, reservation.requestId)
+      const periods = booked.keys as readonly [string, string, string, string, string]
+      const args: ScriptArg[] = samePeriods(periods, fixed.periodKeys)
+        ? [fixed.periodsAndToday, record]
+        : [periods[0], periods[1], periods[2], periods[3], periods[4], fixed.today, record]
+      let keyCount = 7
+      if (booked.session !== undefined) {
+        args.push(booked.session)
+        keyCount++
+      }
+      if (loop !== null) {
+        args.push(loop.key)
+        keyCount++
+      }
+      args.push(actualMicros, sessionFlag(booked), SETTLE_TTLS, today(nowMs).expiresAtSeconds, loop?.step ?? '', loop?.sinceMs ?? '')
+      return evalScript(redis, scripts.settle, keyCount, args, readSettle, null)
+    } catch (err) {
+      return Promise.reject(err as Error)
     }
-    if (loop !== null) {
-      args.push(loop.key)
-      keyCount++
-    }
-    args.push(actualMicros, sessionFlag(booked), SETTLE_TTLS, today(nowMs).expiresAtSeconds, loop?.step ?? '', loop?.sinceMs ?? '')
-    const reply = replyOf('settle', await evalScript(redis, scripts.settle, keyCount, args))
-    const alreadySettled = ALREADY.equals(reply[0])
-    if (!alreadySettled && !SETTLED.equals(reply[0])) throw unexpected('settle', reply)
-    return { chargedMicros: int(reply[1]), alreadySettled }
   }
 
   async function abandon(keyHash: string, requestId: string): Promise<void> {
     assertRequestId(requestId)
     if (!isKeyHash(keyHash)) return
-    const reply = replyOf('abandon', await evalScript(redis, scripts.abandon, 1, [reservationKey(keyHash, requestId), SETTLED_RECORD_TTL_SECONDS]))
+    const reply = await evalScript(redis, scripts.abandon, 1, [reservationKey(keyHash, requestId), SETTLED_RECORD_TTL_SECONDS], replyOf, 'abandon')
     if (!HELD.equals(reply[0])) return
     // The reserve did run: release its hold (settle at 0) in the keys it booked.
     const bookedKeys = recordedKeys(keyHash, String(reply[2] ?? ''), String(reply[3] ?? ''))
@@ -149,6 +158,34 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   }
 
   return { reserve, extend, settle, abandon, ping }
+}
+
+/** What a reserve's reply is read with: its request and the keys it booked. */
+interface ReserveCall {
+  hash: string
+  requestId: string
+  periods: Period[]
+  periodKeys: FixedKeys['periodKeys']
+  sessionKeyName: string | null
+}
+
+function readReserve(raw: unknown, call: ReserveCall): ReserveResult {
+  const reply = replyOf(raw, 'reserve')
+  if (OK.equals(reply[0])) {
+    const bookedKeys = bookedList(call.periodKeys, call.sessionKeyName, isEmpty(reply[3]) ? null : String(reply[3]))
+    const remainingMicros = isEmpty(reply[2]) ? null : int(reply[2])
+    return { ok: true, reservation: { keyHash: call.hash, requestId: call.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
+  }
+  // A reused request id means a caller bug or a racing abandon; admitting it could double-book.
+  if (DUPLICATE.equals(reply[0])) throw new StoreUnavailableError(`request id ${call.requestId} was already used`)
+  return refusal(reply, call.periods)
+}
+
+function readSettle(raw: unknown): SettleResult {
+  const reply = replyOf(raw, 'settle')
+  const alreadySettled = ALREADY.equals(reply[0])
+  if (!alreadySettled && !SETTLED.equals(reply[0])) throw unexpected('settle', reply)
+  return { chargedMicros: int(reply[1]), alreadySettled }
 }
 
 /**
@@ -312,8 +349,8 @@ function isoTime(nowMs: number): string {
   return `${isoSecond.prefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z`
 }
 
-/** A script's reply: a list that starts with its outcome. */
-function replyOf(what: string, raw: unknown): Reply {
+/** A script's reply: a list that starts with its outcome; `what` names the script in the error. */
+function replyOf(raw: unknown, what: string): Reply {
   if (!(Array.isArray(raw) && Buffer.isBuffer(raw[0]))) throw unexpected(what, raw)
   return raw as Reply
 }
