@@ -1,7 +1,8 @@
 import type { Command } from 'ioredis'
 import { describe, expect, it } from 'vitest'
 import type { RedisClient } from '../../src/budget/redis/redis-client.js'
-import { encodeArgs, evalScript, script } from '../../src/budget/redis/script-command.js'
+import { encodeArgs } from '../../src/budget/redis/script-args.js'
+import { evalScript, script } from '../../src/budget/redis/script-command.js'
 
 // A script command builds `args` only when ioredis reads them; what it reads must be what is sent.
 describe('script command arguments as ioredis reads them', () => {

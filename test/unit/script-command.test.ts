@@ -2,7 +2,8 @@ import { Command } from 'ioredis'
 import { describe, expect, it } from 'vitest'
 import type { RedisClient } from '../../src/budget/redis/redis-client.js'
 import { StoreUnavailableError } from '../../src/errors.js'
-import { encodeArgs, encodeStart, evalScript, joinArg, script, type ScriptArg } from '../../src/budget/redis/script-command.js'
+import { encodeArgs, encodeStart, joinArg, type ScriptArg } from '../../src/budget/redis/script-args.js'
+import { evalScript, script } from '../../src/budget/redis/script-command.js'
 
 /** A client that records what each command writes on the socket it is given, then answers 'ok'. */
 function recordingClient(socket: object): { client: RedisClient; written: string[]; commands: Command[] } {

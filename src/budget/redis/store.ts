@@ -7,13 +7,14 @@ import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
-import { encodeArgs, encodeStart, evalScript, joinArg, script, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-command.js'
+import { encodeArgs, encodeStart, joinArg, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-args.js'
+import { evalScript, script } from './script-command.js'
+import { ALREADY, DUPLICATE, HELD, int, isEmpty, NOT_HELD, OK, refusal, replyOf, SETTLED, unexpected } from './script-replies.js'
 import { dayKey, loopAgeKeyStart, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
 import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 import type {
   BudgetStore,
   ExtendResult,
-  Refusal,
   Reservation,
   ReserveInput,
   ReserveResult,
@@ -36,17 +37,6 @@ export interface BudgetStoreOptions {
   /** Idle lifetime of a session, refreshed by each of its requests. Default 86 400 (one day). */
   sessionTtlSeconds?: number
 }
-
-/** A script's reply as ioredis parses it, unconverted: its outcome word, then Lua integers as numbers and Lua strings as Buffers. */
-type Reply = [Buffer, ...(Buffer | number)[]]
-
-/** The outcome words the hot paths compare replies with, byte for byte. */
-const OK = Buffer.from('ok')
-const DUPLICATE = Buffer.from('duplicate')
-const NOT_HELD = Buffer.from('not_held')
-const SETTLED = Buffer.from('settled')
-const ALREADY = Buffer.from('already')
-const HELD = Buffer.from('held')
 
 /** Returns the store (no Redis round trip happens here). */
 export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions = {}): BudgetStore {
@@ -348,66 +338,3 @@ function isoTime(nowMs: number): string {
   const ms = Math.floor(nowMs) - start
   return `${isoSecond.prefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z`
 }
-
-/** A script's reply: a list that starts with its outcome; `what` names the script in the error. */
-function replyOf(raw: unknown, what: string): Reply {
-  if (!(Array.isArray(raw) && Buffer.isBuffer(raw[0]))) throw unexpected(what, raw)
-  return raw as Reply
-}
-
-function refusal(reply: Reply, periods: Period[]): Refusal {
-  const [word, a, b, c, d] = reply
-  const reason = word.toString()
-  switch (reason) {
-    case 'invalid_key':
-    case 'key_revoked':
-    case 'provider_not_allowed':
-    case 'budget_not_set':
-    case 'session_steps_exceeded':
-      return { ok: false, reason }
-    case 'session_budget_exceeded':
-      return { ok: false, reason, limitMicros: int(a), spentMicros: int(b), heldMicros: int(c) }
-    case 'loop_detected':
-      return { ok: false, reason, step: String(a), count: int(b), limitCount: int(c) }
-    case 'rate_limited':
-      return { ok: false, reason, limitCount: int(a), count: int(b), resetsAt: (periods[0] as Period).resetsAt }
-    case 'budget_exceeded': {
-      const period = periods[int(a) - 1]
-      if (period === undefined) break
-      return { ok: false, reason, window: period.window, limitMicros: int(b), spentMicros: int(c), heldMicros: int(d), resetsAt: period.resetsAt }
-    }
-  }
-  throw unexpected('refusal', reply)
-}
-
-function unexpected(what: string, reply: unknown): StoreUnavailableError {
-  const shown = Array.isArray(reply) ? reply.map(asText) : asText(reply)
-  return new StoreUnavailableError(`budget store ${what}: unexpected reply ${JSON.stringify(shown)}`)
-}
-
-function asText(v: unknown): unknown {
-  return Buffer.isBuffer(v) ? v.toString() : v
-}
-
-/** Whether a reply's element is absent or an empty string. */
-function isEmpty(v: Buffer | number | undefined): boolean {
-  return v === undefined || (typeof v === 'object' && v.length === 0)
-}
-
-const ZERO = 48
-
-/** A reply's integer: a Lua integer as is, or a Lua string read as Number() reads its text (plain digits from the bytes). */
-function int(v: Buffer | number | undefined): number {
-  if (typeof v === 'number') return v
-  if (v === undefined) return Number.NaN
-  let n = 0
-  for (let i = 0; i < v.length; i++) {
-    const digit = (v[i] as number) - ZERO
-    if (digit < 0 || digit > 9 || i === MAX_PLAIN_DIGITS) return Number(v.toString())
-    n = n * 10 + digit
-  }
-  return n
-}
-
-/** Up to this many digits a number read digit by digit is exact. */
-const MAX_PLAIN_DIGITS = 15
