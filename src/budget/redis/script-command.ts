@@ -141,7 +141,8 @@ class ScriptCommand<T, C> extends Command implements DeadlineCommand {
             again.promise.then(this.fulfil, this.fail)
             return
           }
-          this.fail(err instanceof StoreUnavailableError ? err : new StoreUnavailableError(`budget store ${this.script.name} failed: ${err.message}`, { cause: err }))
+          if (err instanceof StoreUnavailableError) this.fail(err)
+          else this.fail(new StoreUnavailableError(`budget store ${this.script.name} failed: ${err.message}`, { cause: err }))
         },
       },
     })
