@@ -28,7 +28,7 @@ describe('the line of command deadlines', () => {
   it.each(['answered', 'failed'] as const)('a command %s is not kept until its deadline', async (outcome) => {
     const sent: WeakRef<Command>[] = []
     const redis = client(outcome, sent)
-    for (let i = 0; i < 3; i++) await evalScript(redis, abandon, 1, ['lp:{ab}:r:request', 86_400]).catch(() => undefined)
+    for (let i = 0; i < 3; i++) await evalScript(redis, abandon, 1, ['lp:{ab}:r:request', 86_400], (reply) => reply, null).catch(() => undefined)
     await new Promise((r) => setTimeout(r, 0))
     gc()
     expect(sent).toHaveLength(3)

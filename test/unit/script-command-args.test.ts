@@ -1,7 +1,8 @@
 import type { Command } from 'ioredis'
 import { describe, expect, it } from 'vitest'
 import type { RedisClient } from '../../src/budget/redis/redis-client.js'
-import { encodeArgs, evalScript, script } from '../../src/budget/redis/script-command.js'
+import { encodeArgs } from '../../src/budget/redis/script-args.js'
+import { evalScript, script } from '../../src/budget/redis/script-command.js'
 
 // A script command builds `args` only when ioredis reads them; what it reads must be what is sent.
 describe('script command arguments as ioredis reads them', () => {
@@ -24,8 +25,8 @@ describe('script command arguments as ioredis reads them', () => {
   it.each([true, false])('read before the write too: %s. The script itself on a connection first (EVAL), then its SHA1', async (readFirst) => {
     const seen: unknown[][] = []
     const redis = client(readFirst, seen)
-    await evalScript(redis, abandon, 1, [run, 'x'])
-    await evalScript(redis, abandon, 1, [run, 'x'])
+    await evalScript(redis, abandon, 1, [run, 'x'], (reply) => reply, null)
+    await evalScript(redis, abandon, 1, [run, 'x'], (reply) => reply, null)
     const rest = [1, 'lp:{ab}:r:request', 86_400, 'x']
     expect(seen[0]).toEqual([abandon.lua, ...rest])
     expect(seen[1]).toEqual([abandon.sha, ...rest])

@@ -53,20 +53,26 @@ export function suffixKey(hash: string, suffix: string): string {
 
 /** A reservation record (state, amount, provider, created_at, booked session, loop step, charged), or a settled tombstone. */
 export function reservationKey(hash: string, requestId: string): string {
-  return `${prefix(hash)}:r:${requestId}`
+  return reservationKeyStart(hash) + requestId
+}
+
+/** What every reservation record key of `hash` starts with: the request id follows. */
+export function reservationKeyStart(hash: string): string {
+  return `${prefix(hash)}:r:`
 }
 
 /**
- * The loop guard's state of one scope (`s:<session>` or `c:<conversation>`): field <step> = "<count>:<sinceMs>",
- * field <step>:<sinceMs> = its requests in flight, '#e' = when the scope expires (ms), '#z' = indexed by age.
+ * Followed by a scope (`s:<session>` or `c:<conversation>`): the loop guard's state of that scope, field
+ * <step> = "<count>:<sinceMs>", field <step>:<sinceMs> = its requests in flight, '#e' = when the scope expires (ms),
+ * '#z' = indexed by age.
  */
-export function loopKey(hash: string, scope: string): string {
-  return `${prefix(hash)}:loop:${scope}`
+export function loopKeyStart(hash: string): string {
+  return `${prefix(hash)}:loop:`
 }
 
-/** The steps of one loop scope by age, a sorted set (member <step>, score its sinceMs), read by the trim. */
-export function loopAgeKey(hash: string, scope: string): string {
-  return `${prefix(hash)}:loopt:${scope}`
+/** Followed by a scope: the steps of that loop scope by age, a sorted set (member <step>, score its sinceMs), read by the trim. */
+export function loopAgeKeyStart(hash: string): string {
+  return `${prefix(hash)}:loopt:`
 }
 
 /** Settled spend of one UTC day (`YYYY-MM-DD`), an integer string in micro-USD, kept HISTORY_DAYS days. */

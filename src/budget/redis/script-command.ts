@@ -1,15 +1,19 @@
 /**
  * Sending the budget Lua scripts: one EVALSHA command per call (EVAL on a connection's first use, again
- * after NOSCRIPT), its RESP written here into one Buffer from arguments of which the repeating runs (a key's keys
- * of one minute, constants) were encoded once.
+ * after NOSCRIPT), its RESP written into one Buffer from arguments of which the repeating runs (a key's keys
+ * of one minute, constants) were encoded once (script-args.ts).
  */
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { Command } from 'ioredis'
+import { StoreUnavailableError } from '../../errors.js'
 import { Deadlines, type DeadlineCommand } from './command-deadlines.js'
 import type { RedisClient } from './redis-client.js'
+import { countArgs, putArgValues, respOf, writeCommand, type ScriptArg } from './script-args.js'
 
 export interface Script {
+  /** Its file's name, which names it in errors. */
+  name: string
   lua: string
   sha: string
   /** Connections this script was sent on in full (EVAL); Redis keeps it cached there for EVALSHA. */
@@ -17,20 +21,6 @@ export interface Script {
   /** The RESP of the command name and the script (or its SHA1): what follows the argument count. */
   evalHead: Buffer
   evalshaHead: Buffer
-}
-
-/** Arguments encoded once as RESP bulk strings, to be sent by many commands; `values` are what they encode. */
-export interface EncodedArgs {
-  readonly values: readonly (string | number)[]
-  readonly resp: Buffer
-}
-
-/** One script argument, or a run of them encoded beforehand. */
-export type ScriptArg = string | number | EncodedArgs
-
-/** Encodes `values` as consecutive RESP bulk strings, once, for every command that sends them in that order. */
-export function encodeArgs(values: readonly (string | number)[]): EncodedArgs {
-  return Object.freeze({ values: Object.freeze([...values]), resp: Buffer.from(values.map(bulk).join('')) })
 }
 
 const scriptCache = new Map<string, Script>()
@@ -41,32 +31,34 @@ export function script(name: string): Script {
   if (loaded === undefined) {
     const lua = readFileSync(new URL(`../../../lua/${name}.lua`, import.meta.url), 'utf8')
     const sha = createHash('sha1').update(lua).digest('hex')
-    loaded = { lua, sha, sentOn: new WeakSet(), evalHead: Buffer.from(bulk('eval') + bulk(lua)), evalshaHead: Buffer.from(bulk('evalsha') + bulk(sha)) }
+    loaded = { name, lua, sha, sentOn: new WeakSet(), evalHead: respOf(['eval', lua]), evalshaHead: respOf(['evalsha', sha]) }
     scriptCache.set(name, loaded)
   }
   return loaded
 }
 
 /**
- * Runs `script` with its KEYS (the first `numberOfKeys` arguments) then its ARGV; a Redis that lost its script
- * cache (NOSCRIPT: restart, flush) gets it again.
+ * Runs `script` with its KEYS (the first `numberOfKeys` arguments) then its ARGV and resolves with what
+ * `read(reply, context)` makes of its reply, read as it arrives (as ioredis parses it: Lua integers as numbers, Lua
+ * strings as Buffers); as `.then(read)` would, without a second promise. A Redis that lost its script cache
+ * (NOSCRIPT: restart, flush) gets it again. Any failure (Redis gone, timed out, an error reply) rejects with
+ * StoreUnavailableError, so the store fails closed; so does what `read` throws (a StoreUnavailableError as it is).
  */
-export async function evalScript(redis: RedisClient, script: Script, numberOfKeys: number, keysThenArgs: ScriptArg[]): Promise<unknown> {
-  for (let attempt = 1; ; attempt++) {
-    const command = new ScriptCommand(script, numberOfKeys, keysThenArgs)
-    redis.sendCommand(command)
-    try {
-      return await command.promise
-    } catch (err) {
-      // Failed without a reply (error reply, Redis gone, timed out): it waits for no deadline.
-      Deadlines.done(command)
-      if (attempt > 1 || !(err instanceof Error && err.message.includes('NOSCRIPT'))) throw err
-      script.sentOn = new WeakSet()
-    }
-  }
+export function evalScript<T, C>(
+  redis: RedisClient,
+  script: Script,
+  numberOfKeys: number,
+  keysThenArgs: ScriptArg[],
+  read: (reply: unknown, context: C) => T,
+  context: C,
+): Promise<T> {
+  const command = new ScriptCommand(redis, script, numberOfKeys, keysThenArgs, true, read, context)
+  redis.sendCommand(command)
+  return command.promise as Promise<T>
 }
 
-const REPLY_AS_TEXT = { replyEncoding: 'utf8' } as const
+/** Shared by every script command (ioredis's constructor makes an object per command when given none). */
+const COMMAND_OPTIONS = {}
 
 /**
  * EVALSHA of a script, sent as EVAL on a connection it was not sent on yet, as ioredis's defineCommand does
@@ -75,7 +67,7 @@ const REPLY_AS_TEXT = { replyEncoding: 'utf8' } as const
  * tracing) is built from them when first read, so the command waits for its reply without a copy.
  * Its command timeout waits in a line of commands watched by one timer (command-deadlines.ts).
  */
-class ScriptCommand extends Command implements DeadlineCommand {
+class ScriptCommand<T, C> extends Command implements DeadlineCommand {
   deadlines: Deadlines | null = null
   deadline = 0
   nextInLine: DeadlineCommand | null = null
@@ -84,21 +76,21 @@ class ScriptCommand extends Command implements DeadlineCommand {
   private flatArgs: (string | number)[] | null = null
   private readonly argCount: number
   /** Settle `promise`: set by ioredis's constructor (initPromise), before this class's fields exist. */
-  declare private fulfil: (reply: unknown) => void
+  declare private fulfil: (result: T) => void
   declare private fail: (err: Error) => void
 
   constructor(
+    private readonly redis: RedisClient,
     private readonly script: Script,
     private readonly numberOfKeys: number,
     private readonly parts: ScriptArg[],
+    /** Whether a NOSCRIPT reply may send it again (the first attempt only). */
+    private readonly resendOnNoScript: boolean,
+    private readonly read: (reply: unknown, context: C) => T,
+    private readonly context: C,
   ) {
-    super('evalsha', [], REPLY_AS_TEXT)
-    let count = 2
-    for (let i = 0; i < parts.length; i++) {
-      const part = parts[i] as ScriptArg
-      count += typeof part === 'object' ? part.values.length : 1
-    }
-    this.argCount = count
+    super('evalsha', [], COMMAND_OPTIONS)
+    this.argCount = 2 + countArgs(parts)
   }
 
   static {
@@ -106,10 +98,10 @@ class ScriptCommand extends Command implements DeadlineCommand {
       // ioredis declares `args` as a field: an accessor can only be put on the prototype. Its constructor sets
       // and reads it before this class's fields exist (flatArgs is then reset to null).
       args: {
-        get(this: ScriptCommand): (string | number)[] {
+        get(this: ScriptCommand<unknown, unknown>): (string | number)[] {
           return (this.flatArgs ??= this.allArgs())
         },
-        set(this: ScriptCommand, args: (string | number)[]) {
+        set(this: ScriptCommand<unknown, unknown>, args: (string | number)[]) {
           this.flatArgs = args
         },
       },
@@ -118,7 +110,7 @@ class ScriptCommand extends Command implements DeadlineCommand {
       // resolve and reject are methods, and the command keeps only the promise's functions. Writable:
       // a cluster wraps a command's reject in its own.
       initPromise: {
-        value(this: ScriptCommand): void {
+        value(this: ScriptCommand<unknown, unknown>): void {
           this.promise = new Promise((resolve, reject) => {
             this.fulfil = resolve
             this.fail = reject
@@ -127,19 +119,30 @@ class ScriptCommand extends Command implements DeadlineCommand {
       },
       resolve: {
         writable: true,
-        value(this: ScriptCommand, reply: Buffer | Buffer[]): void {
+        value(this: ScriptCommand<unknown, unknown>, reply: Buffer | Buffer[]): void {
           try {
-            this.fulfil(this.transformReply(reply))
+            this.fulfil(this.read(this.transformReply(reply), this.context))
             this.isResolved = true
           } catch (err) {
             this.reject(err as Error)
           }
         },
       },
+      // Every way a command fails ends here (a cluster's wrapper passes its final error on).
       reject: {
         writable: true,
-        value(this: ScriptCommand, err: Error): void {
-          this.fail(err)
+        value(this: ScriptCommand<unknown, unknown>, err: Error): void {
+          // Failed without a reply (error reply, Redis gone): it waits for no deadline. One that timed out is done already.
+          if (!this.done) Deadlines.done(this)
+          if (this.resendOnNoScript && err.message.includes('NOSCRIPT')) {
+            this.script.sentOn = new WeakSet()
+            const again = new ScriptCommand(this.redis, this.script, this.numberOfKeys, this.parts, false, this.read, this.context)
+            this.redis.sendCommand(again)
+            again.promise.then(this.fulfil, this.fail)
+            return
+          }
+          if (err instanceof StoreUnavailableError) this.fail(err)
+          else this.fail(new StoreUnavailableError(`budget store ${this.script.name} failed: ${err.message}`, { cause: err }))
         },
       },
     })
@@ -149,12 +152,7 @@ class ScriptCommand extends Command implements DeadlineCommand {
     const args = new Array<string | number>(this.argCount)
     args[0] = this.name === 'eval' ? this.script.lua : this.script.sha
     args[1] = this.numberOfKeys
-    let at = 2
-    for (let i = 0; i < this.parts.length; i++) {
-      const part = this.parts[i] as ScriptArg
-      if (typeof part !== 'object') args[at++] = part
-      else for (let j = 0; j < part.values.length; j++) args[at++] = part.values[j] as string | number
-    }
+    putArgValues(this.parts, args, 2)
     return args
   }
 
@@ -163,10 +161,10 @@ class ScriptCommand extends Command implements DeadlineCommand {
     Deadlines.watch(this, ms)
   }
 
-  /** ioredis calls this with the reply, just before the command resolves. */
-  override transformReply(result: Buffer | Buffer[]): string | string[] | Buffer | Buffer[] {
+  /** ioredis calls this with the reply, just before the command resolves with it: kept as parsed, no text made. */
+  override transformReply(result: Buffer | Buffer[]): Buffer | Buffer[] {
     Deadlines.done(this)
-    return super.transformReply(result)
+    return result
   }
 
   /**
@@ -179,76 +177,7 @@ class ScriptCommand extends Command implements DeadlineCommand {
       this.name = 'eval'
       if (this.flatArgs !== null) this.flatArgs[0] = this.script.lua
     }
-    const count = argCount(this.argCount + 1)
     const head = this.name === 'eval' ? this.script.evalHead : this.script.evalshaHead
-    const keys = keyCount(this.numberOfKeys)
-    let size = count.length + head.length + keys.length
-    for (let i = 0; i < this.parts.length; i++) {
-      const part = this.parts[i] as ScriptArg
-      if (typeof part === 'object') size += part.resp.length
-      else {
-        const length = typeof part === 'string' ? Buffer.byteLength(part) : String(part).length
-        size += decimalLength(length) + length + 5
-      }
-    }
-    const out = Buffer.allocUnsafe(size)
-    out.set(count, 0)
-    out.set(head, count.length)
-    out.set(keys, count.length + head.length)
-    let at = count.length + head.length + keys.length
-    for (let i = 0; i < this.parts.length; i++) {
-      const part = this.parts[i] as ScriptArg
-      if (typeof part === 'object') {
-        out.set(part.resp, at)
-        at += part.resp.length
-      } else {
-        at = writeBulk(out, at, typeof part === 'string' ? part : String(part))
-      }
-    }
-    return out
+    return writeCommand(this.argCount + 1, head, this.numberOfKeys, this.parts)
   }
-}
-
-/** The RESP of argument counts (`*<n>`) and of a script's key counts, built once each. */
-const argCounts: Buffer[] = []
-const keyCounts: Buffer[] = []
-
-function argCount(n: number): Buffer {
-  return (argCounts[n] ??= Buffer.from(`*${n}\r\n`))
-}
-
-function keyCount(n: number): Buffer {
-  return (keyCounts[n] ??= Buffer.from(bulk(n)))
-}
-
-const CR = 13
-const LF = 10
-const DOLLAR = 36
-const ZERO = 48
-
-/** Digits of a non-negative integer. */
-function decimalLength(n: number): number {
-  let digits = 1
-  for (let rest = n; rest >= 10; rest = Math.floor(rest / 10)) digits++
-  return digits
-}
-
-/** Writes `text` as a RESP bulk string into `out` at `at` (room made by the caller); returns where it ends. */
-function writeBulk(out: Buffer, at: number, text: string): number {
-  const length = Buffer.byteLength(text)
-  out[at] = DOLLAR
-  let end = at + 1 + decimalLength(length)
-  for (let rest = length, digit = end - 1; digit > at; rest = Math.floor(rest / 10), digit--) out[digit] = ZERO + (rest % 10)
-  out[end++] = CR
-  out[end++] = LF
-  end += out.write(text, end)
-  out[end++] = CR
-  out[end++] = LF
-  return end
-}
-
-/** One RESP bulk string; its length counts UTF-8 bytes. */
-function bulk(value: string | number): string {
-  const text = typeof value === 'string' ? value : String(value)
-  return `$${typeof value === 'string' ? Buffer.byteLength(text) : text.length}\r\n${text}\r\n`
 }

@@ -7,13 +7,14 @@ import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
-import { encodeArgs, evalScript, script, type EncodedArgs, type ScriptArg } from './script-command.js'
-import { dayKey, loopAgeKey, loopKey, noSessionKey, periodKey, recordKey, reservationKey, sessionKey, suffixKey } from './redis-keys.js'
+import { encodeArgs, encodeStart, joinArg, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-args.js'
+import { evalScript, script } from './script-command.js'
+import { ALREADY, DUPLICATE, HELD, int, isEmpty, NOT_HELD, OK, refusal, replyOf, SETTLED, unexpected } from './script-replies.js'
+import { dayKey, loopAgeKeyStart, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
 import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 import type {
   BudgetStore,
   ExtendResult,
-  Refusal,
   Reservation,
   ReserveInput,
   ReserveResult,
@@ -37,104 +38,144 @@ export interface BudgetStoreOptions {
   sessionTtlSeconds?: number
 }
 
-type Reply = [string, ...(string | number)[]]
-
 /** Returns the store (no Redis round trip happens here). */
 export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions = {}): BudgetStore {
   const now = opts.now ?? Date.now
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
   const scripts = { reserve: script('reserve'), extend: script('extend'), settle: script('settle'), abandon: script('abandon') }
 
-  async function reserve(input: ReserveInput): Promise<ReserveResult> {
-    assertReserveInput(input)
-    const { keyHash: hash, session } = input
-    const loop = input.loop ?? null
-    if (!isKeyHash(hash)) return { ok: false, reason: 'invalid_key' }
+  // reserve, extend and settle are plain functions resolving with the script command's own promise: no async frame
+  // or await waits across the round trip. What a reply means is read as it arrives (readReserve, …); a failed
+  // argument check rejects, as an async function's would.
+  function reserve(input: ReserveInput): Promise<ReserveResult> {
+    try {
+      assertReserveInput(input)
+      const { keyHash: hash, session } = input
+      const loop = input.loop ?? null
+      if (!isKeyHash(hash)) return Promise.resolve({ ok: false, reason: 'invalid_key' })
 
-    const nowMs = now()
-    const periods = currentPeriods(nowMs)
-    const fixed = fixedKeys(hash, periods)
-    // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
-    const args: ScriptArg[] = [fixed.recordAndPeriods, reservationKey(hash, input.requestId)]
-    const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
-    if (sessionKeyName !== null) args.push(sessionKeyName)
-    if (loop !== null) args.push(loopKey(hash, loop.scope), loopAgeKey(hash, loop.scope))
-    const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 2)
-    args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
-    if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
-    if (loop !== null) args.push(loop.step, nowMs, LOOP_LIMITS)
-    const reply = await run('reserve', evalScript(redis, scripts.reserve, keyCount, args))
-    if (reply[0] === 'ok') {
-      const bookedKeys = bookedList(fixed.periodKeys, sessionKeyName, reply[3] === undefined || reply[3] === '' ? null : String(reply[3]))
-      const remainingMicros = reply[2] === undefined || reply[2] === '' ? null : int(reply[2])
-      return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
+      const nowMs = now()
+      const periods = currentPeriods(nowMs)
+      const fixed = fixedKeys(hash, periods)
+      // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
+      const args: ScriptArg[] = [fixed.recordAndPeriods, joinArg(fixed.reservationStart, input.requestId)]
+      const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
+      if (sessionKeyName !== null) args.push(sessionKeyName)
+      if (loop !== null) args.push(joinArg(fixed.loopStart, loop.scope), joinArg(fixed.loopAgeStart, loop.scope))
+      const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 2)
+      args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
+      if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
+      if (loop !== null) args.push(loop.step, nowMs, LOOP_LIMITS)
+      const call: ReserveCall = { hash, requestId: input.requestId, periods, periodKeys: fixed.periodKeys, sessionKeyName }
+      return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call)
+    } catch (err) {
+      return Promise.reject(err as Error)
     }
-    // A reused request id means a caller bug or a racing abandon; admitting it could double-book.
-    if (reply[0] === 'duplicate') throw new StoreUnavailableError(`request id ${input.requestId} was already used`)
-    return refusal(reply, periods)
   }
 
-  async function extend(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
-    assertMicros('minMicros', minMicros)
-    assertMicros('wantMicros', wantMicros)
-    if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
-    const booked = bookedParts(reservation)
-    const args = scriptKeys(reservation, booked, fixedKeys(reservation.keyHash, currentPeriods(now())))
-    args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS)
-    const reply = await run('extend', evalScript(redis, scripts.extend, 8, args))
-    if (reply[0] === 'ok') {
+  function extend(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
+    try {
+      assertMicros('minMicros', minMicros)
+      assertMicros('wantMicros', wantMicros)
+      if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
+      const booked = bookedParts(reservation)
+      const args = scriptKeys(reservation, booked, fixedKeys(reservation.keyHash, currentPeriods(now())))
+      args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS)
+      return evalScript(redis, scripts.extend, 8, args, readExtend, reservation)
+    } catch (err) {
+      return Promise.reject(err as Error)
+    }
+  }
+
+  function readExtend(raw: unknown, reservation: Reservation): ExtendResult {
+    const reply = replyOf(raw, 'extend')
+    if (OK.equals(reply[0])) {
       const grantedMicros = int(reply[1])
       reservation.reservedMicros += grantedMicros
       return { ok: true, grantedMicros }
     }
-    if (reply[0] === 'not_held') {
+    if (NOT_HELD.equals(reply[0])) {
       throw new StoreUnavailableError(`reservation ${reservation.requestId} is not held (settled or abandoned)`)
     }
     return refusal(reply, currentPeriods(now()))
   }
 
-  async function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
-    assertMicros('actualMicros', actualMicros)
-    const nowMs = now()
-    const booked = bookedParts(reservation)
-    const loop = bookedLoop(booked)
-    const fixed = fixedKeys(reservation.keyHash, currentPeriods(nowMs))
-    // Only the keys settle touches: the periods, today's history, the record, then the session and loop scope it booked.
-    const record = reservationKey(reservation.keyHash, reservation.requestId)
-    const periods = booked.keys as readonly [string, string, string, string, string]
-    const args: ScriptArg[] = samePeriods(periods, fixed.periodKeys)
-      ? [fixed.periodsAndToday, record]
-      : [periods[0], periods[1], periods[2], periods[3], periods[4], fixed.today, record]
-    let keyCount = 7
-    if (booked.session !== undefined) {
-      args.push(booked.session)
-      keyCount++
+  function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
+    try {
+      assertMicros('actualMicros', actualMicros)
+      const nowMs = now()
+      const booked = bookedParts(reservation)
+      const loop = bookedLoop(booked)
+      const fixed = fixedKeys(reservation.keyHash, currentPeriods(nowMs))
+      // Only the keys settle touches: the periods, today's history, the record, then the session and loop scope it booked.
+      const record = joinArg(fixed.reservationStart, reservation.requestId)
+      const periods = booked.keys as readonly [string, string, string, string, string]
+      const args: ScriptArg[] = samePeriods(periods, fixed.periodKeys)
+        ? [fixed.periodsAndToday, record]
+        : [periods[0], periods[1], periods[2], periods[3], periods[4], fixed.today, record]
+      let keyCount = 7
+      if (booked.session !== undefined) {
+        args.push(booked.session)
+        keyCount++
+      }
+      if (loop !== null) {
+        args.push(loop.key)
+        keyCount++
+      }
+      args.push(actualMicros, sessionFlag(booked), SETTLE_TTLS, today(nowMs).expiresAtSeconds, loop?.step ?? '', loop?.sinceMs ?? '')
+      return evalScript(redis, scripts.settle, keyCount, args, readSettle, null)
+    } catch (err) {
+      return Promise.reject(err as Error)
     }
-    if (loop !== null) {
-      args.push(loop.key)
-      keyCount++
-    }
-    args.push(actualMicros, sessionFlag(booked), SETTLE_TTLS, today(nowMs).expiresAtSeconds, loop?.step ?? '', loop?.sinceMs ?? '')
-    const reply = await run('settle', evalScript(redis, scripts.settle, keyCount, args))
-    if (reply[0] !== 'settled' && reply[0] !== 'already') throw unexpected('settle', reply)
-    return { chargedMicros: int(reply[1]), alreadySettled: reply[0] === 'already' }
   }
 
   async function abandon(keyHash: string, requestId: string): Promise<void> {
     assertRequestId(requestId)
     if (!isKeyHash(keyHash)) return
-    const reply = await run('abandon', evalScript(redis, scripts.abandon, 1, [reservationKey(keyHash, requestId), SETTLED_RECORD_TTL_SECONDS]))
-    if (reply[0] !== 'held') return
+    const reply = await evalScript(redis, scripts.abandon, 1, [reservationKey(keyHash, requestId), SETTLED_RECORD_TTL_SECONDS], replyOf, 'abandon')
+    if (!HELD.equals(reply[0])) return
     // The reserve did run: release its hold (settle at 0) in the keys it booked.
     const bookedKeys = recordedKeys(keyHash, String(reply[2] ?? ''), String(reply[3] ?? ''))
     await settle({ keyHash, requestId, reservedMicros: int(reply[1]), bookedKeys }, 0)
   }
 
   async function ping(): Promise<void> {
-    await run('ping', redis.ping(), false)
+    try {
+      await redis.ping()
+    } catch (err) {
+      throw new StoreUnavailableError(`budget store ping failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+    }
   }
 
   return { reserve, extend, settle, abandon, ping }
+}
+
+/** What a reserve's reply is read with: its request and the keys it booked. */
+interface ReserveCall {
+  hash: string
+  requestId: string
+  periods: Period[]
+  periodKeys: FixedKeys['periodKeys']
+  sessionKeyName: string | null
+}
+
+function readReserve(raw: unknown, call: ReserveCall): ReserveResult {
+  const reply = replyOf(raw, 'reserve')
+  if (OK.equals(reply[0])) {
+    const bookedKeys = bookedList(call.periodKeys, call.sessionKeyName, isEmpty(reply[3]) ? null : String(reply[3]))
+    const remainingMicros = isEmpty(reply[2]) ? null : int(reply[2])
+    return { ok: true, reservation: { keyHash: call.hash, requestId: call.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
+  }
+  // A reused request id means a caller bug or a racing abandon; admitting it could double-book.
+  if (DUPLICATE.equals(reply[0])) throw new StoreUnavailableError(`request id ${call.requestId} was already used`)
+  return refusal(reply, call.periods)
+}
+
+function readSettle(raw: unknown): SettleResult {
+  const reply = replyOf(raw, 'settle')
+  const alreadySettled = ALREADY.equals(reply[0])
+  if (!alreadySettled && !SETTLED.equals(reply[0])) throw unexpected('settle', reply)
+  return { chargedMicros: int(reply[1]), alreadySettled }
 }
 
 /**
@@ -193,7 +234,7 @@ function bookedParts(r: Reservation): BookedParts {
 /** The KEYS of extend: record, five booked periods, session (or placeholder), reservation. */
 function scriptKeys(r: Reservation, booked: BookedParts, fixed: FixedKeys): ScriptArg[] {
   const session = booked.session ?? fixed.noSession
-  const reservation = reservationKey(r.keyHash, r.requestId)
+  const reservation = joinArg(fixed.reservationStart, r.requestId)
   const periods = booked.keys as readonly [string, string, string, string, string]
   if (samePeriods(periods, fixed.periodKeys)) return [fixed.recordAndPeriods, session, reservation]
   return [fixed.record, periods[0], periods[1], periods[2], periods[3], periods[4], session, reservation]
@@ -229,6 +270,10 @@ interface FixedKeys {
   today: string
   /** The five periods' TTLs then the reservation record's, in seconds, encoded. */
   ttls: EncodedArgs
+  /** The starts of the key's reservation record, loop state and loop step age keys (a request id or scope follows). */
+  reservationStart: EncodedStart
+  loopStart: EncodedStart
+  loopAgeStart: EncodedStart
 }
 
 /** The loop guard's default limit and constants, in the reserve script's ARGV order. */
@@ -260,6 +305,9 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     noSession: noSessionKey(hash),
     today: todayKey,
     ttls: encodeArgs([...periods.map((p) => p.ttlSeconds), RESERVATION_TTL_SECONDS]),
+    reservationStart: encodeStart(reservationKeyStart(hash)),
+    loopStart: encodeStart(loopKeyStart(hash)),
+    loopAgeStart: encodeStart(loopAgeKeyStart(hash)),
   }
   fixedByHash.set(hash, fresh)
   return fresh
@@ -289,52 +337,4 @@ function isoTime(nowMs: number): string {
   if (start !== isoSecond.start) isoSecond = { start, prefix: new Date(start).toISOString().slice(0, -4) }
   const ms = Math.floor(nowMs) - start
   return `${isoSecond.prefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z`
-}
-
-/** Awaits one Redis call; any failure becomes StoreUnavailableError. */
-async function run(what: string, pending: Promise<unknown>): Promise<Reply>
-async function run(what: string, pending: Promise<unknown>, expectReply: false): Promise<unknown>
-async function run(what: string, pending: Promise<unknown>, expectReply = true): Promise<unknown> {
-  let raw: unknown
-  try {
-    raw = await pending
-  } catch (err) {
-    throw new StoreUnavailableError(`budget store ${what} failed: ${err instanceof Error ? err.message : String(err)}`, {
-      cause: err,
-    })
-  }
-  if (expectReply && !(Array.isArray(raw) && typeof raw[0] === 'string')) throw unexpected(what, raw)
-  return raw
-}
-
-function refusal(reply: Reply, periods: Period[]): Refusal {
-  const [reason, a, b, c, d] = reply
-  switch (reason) {
-    case 'invalid_key':
-    case 'key_revoked':
-    case 'provider_not_allowed':
-    case 'budget_not_set':
-    case 'session_steps_exceeded':
-      return { ok: false, reason }
-    case 'session_budget_exceeded':
-      return { ok: false, reason, limitMicros: int(a), spentMicros: int(b), heldMicros: int(c) }
-    case 'loop_detected':
-      return { ok: false, reason, step: String(a), count: int(b), limitCount: int(c) }
-    case 'rate_limited':
-      return { ok: false, reason, limitCount: int(a), count: int(b), resetsAt: (periods[0] as Period).resetsAt }
-    case 'budget_exceeded': {
-      const period = periods[int(a) - 1]
-      if (period === undefined) break
-      return { ok: false, reason, window: period.window, limitMicros: int(b), spentMicros: int(c), heldMicros: int(d), resetsAt: period.resetsAt }
-    }
-  }
-  throw unexpected('refusal', reply)
-}
-
-function unexpected(what: string, reply: unknown): StoreUnavailableError {
-  return new StoreUnavailableError(`budget store ${what}: unexpected reply ${JSON.stringify(reply)}`)
-}
-
-function int(v: string | number | undefined): number {
-  return typeof v === 'number' ? v : Number(v)
 }
