@@ -33,9 +33,14 @@ afterAll(async () => {
 })
 
 /** Milliseconds from now until `promise` rejects with StoreUnavailableError. */
-async function failsAfter(promise: Promise<unknown>): Promise<number> {
+/**
+ * How long the call `call` makes takes to fail with StoreUnavailableError, timed from just before the call: the
+ * command's deadline is stamped inside it, so a clock started after it returns could read short by however long
+ * the process was descheduled in between.
+ */
+async function failsAfter(call: () => Promise<unknown>): Promise<number> {
   const started = performance.now()
-  await expect(promise).rejects.toBeInstanceOf(StoreUnavailableError)
+  await expect(call()).rejects.toBeInstanceOf(StoreUnavailableError)
   return performance.now() - started
 }
 
@@ -68,11 +73,11 @@ describe('script commands on a frozen Redis', () => {
     server.pause()
     let elapsed: number[]
     try {
-      const first = failsAfter(store.reserve(reserveInput(hash, 1)))
+      const first = failsAfter(() => store.reserve(reserveInput(hash, 1)))
       await sleep(100)
-      const second = failsAfter(store.settle(held, 5))
+      const second = failsAfter(() => store.settle(held, 5))
       await sleep(100)
-      const third = failsAfter(store.reserve(reserveInput(hash, 1)))
+      const third = failsAfter(() => store.reserve(reserveInput(hash, 1)))
       elapsed = await Promise.all([first, second, third])
     } finally {
       server.resume()
@@ -88,7 +93,7 @@ describe('script commands on a frozen Redis', () => {
     const reservation = await f.reserved(hash, 400)
     server.pause()
     try {
-      await failsAfter(store.settle(reservation, 150))
+      await failsAfter(() => store.settle(reservation, 150))
     } finally {
       server.resume()
     }
@@ -109,7 +114,7 @@ describe('script commands on a frozen Redis', () => {
       expect(answered.every((r) => r.ok)).toBe(true)
       server.pause()
       try {
-        expect(await failsAfter(store.reserve(reserveInput(hash, 1)))).toBeLessThan(TIMEOUT_MS + SLACK_MS)
+        expect(await failsAfter(() => store.reserve(reserveInput(hash, 1)))).toBeLessThan(TIMEOUT_MS + SLACK_MS)
       } finally {
         server.resume()
       }
