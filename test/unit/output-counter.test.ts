@@ -2,13 +2,10 @@ import { readFileSync } from 'node:fs'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { loadPricing } from '../../src/pricing/table.js'
-import { createAnthropicAdapter } from '../../src/providers/anthropic.js'
-import { createAzureAdapter } from '../../src/providers/azure.js'
-import { createBedrockAdapter } from '../../src/providers/bedrock.js'
-import { createGeminiAdapter } from '../../src/providers/gemini.js'
 import { createMistralAdapter } from '../../src/providers/mistral.js'
 import { createOpenAiAdapter } from '../../src/providers/openai.js'
-import type { ProviderAdapter, ProviderId } from '../../src/providers/types.js'
+import type { ProviderAdapter } from '../../src/providers/types.js'
+import { TEST_ADAPTERS } from '../support/adapters.js'
 import { createOutputCounter } from '../../src/tokens/output-counter.js'
 import { countTextTokens, encoderReady, preloadEncoding } from '../../src/tokens/tiktoken.js'
 import { ANSWER_TEXT, answerDeltas } from '../support/billing.js'
@@ -140,14 +137,7 @@ describe('OutputCounter', () => {
 })
 
 const pricing = loadPricing({ filePath: null })
-const ADAPTERS: Record<ProviderId, ProviderAdapter> = {
-  openai: createOpenAiAdapter({ baseUrl: 'https://openai.test', apiKey: null }),
-  azure: createAzureAdapter({ endpoint: 'https://azure.test', apiKey: null }),
-  anthropic: createAnthropicAdapter({ baseUrl: 'https://anthropic.test', apiKey: null }),
-  gemini: createGeminiAdapter({ baseUrl: 'https://gemini.test', apiKey: null }),
-  mistral: createMistralAdapter({ baseUrl: 'https://mistral.test', apiKey: null }),
-  bedrock: createBedrockAdapter({ baseUrl: 'https://bedrock.test', apiKey: null, aws: null, region: 'us-east-1' }),
-}
+const ADAPTERS = TEST_ADAPTERS
 
 /**
  * The recorded answer stream of each provider (test/fixtures/<provider>/…answer…): the meter's count against the

@@ -1,25 +1,13 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { pickMembers } from '../../src/http/json-pick.js'
-import { createAnthropicAdapter } from '../../src/providers/anthropic.js'
-import { createAzureAdapter } from '../../src/providers/azure.js'
-import { createBedrockAdapter } from '../../src/providers/bedrock.js'
-import { createGeminiAdapter } from '../../src/providers/gemini.js'
-import { createMistralAdapter } from '../../src/providers/mistral.js'
-import { createOpenAiAdapter } from '../../src/providers/openai.js'
-import type { ProviderAdapter, ProviderId, RouteMatch } from '../../src/providers/types.js'
+import type { ProviderId, RouteMatch } from '../../src/providers/types.js'
+import { TEST_ADAPTERS } from '../support/adapters.js'
 
 // A whole answer's usage is read from the members each adapter names (`usageMembers`), parsed alone: the usage
 // must be what the adapter reads from the whole parsed answer, for every provider and answer format.
 
-const ADAPTERS: Record<ProviderId, ProviderAdapter> = {
-  openai: createOpenAiAdapter({ baseUrl: 'https://openai.test', apiKey: null }),
-  azure: createAzureAdapter({ endpoint: 'https://azure.test', apiKey: null }),
-  anthropic: createAnthropicAdapter({ baseUrl: 'https://anthropic.test', apiKey: null }),
-  gemini: createGeminiAdapter({ baseUrl: 'https://gemini.test', apiKey: null }),
-  mistral: createMistralAdapter({ baseUrl: 'https://mistral.test', apiKey: null }),
-  bedrock: createBedrockAdapter({ baseUrl: 'https://bedrock.test', apiKey: null, aws: null, region: 'us-east-1' }),
-}
+const ADAPTERS = TEST_ADAPTERS
 
 const fixture = (file: string): Buffer => readFileSync(new URL(`../fixtures/${file}`, import.meta.url))
 const TITAN_TEXT = Buffer.from('{"inputTextTokenCount":7,"results":[{"tokenCount":5,"outputText":"Hi","completionReason":"FINISH"},{"tokenCount":3}]}')
