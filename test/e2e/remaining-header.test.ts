@@ -6,6 +6,12 @@ import { STORE_KINDS } from '../support/stores.js'
 
 const HEADER = 'x-loopers-budget-remaining-usd'
 
+/** Waits, when less than `marginMs` is left of the current UTC minute, until the next one has begun. */
+async function clearOfMinuteEnd(marginMs: number): Promise<void> {
+  const left = 60_000 - (Date.now() % 60_000)
+  if (left < marginMs) await new Promise((resolve) => setTimeout(resolve, left + 50))
+}
+
 describe.each(STORE_KINDS)('%s store: X-Loopers-Budget-Remaining-USD', (kind) => {
   const stack = useOpenAiStack(kind)
 
@@ -13,6 +19,8 @@ describe.each(STORE_KINDS)('%s store: X-Loopers-Budget-Remaining-USD', (kind) =>
     new OpenAI({ apiKey: key, baseURL: `${stack.proxy.url}/openai/v1`, defaultHeaders: { 'X-Loopers-Provider-Key': 'sk-up', ...headers }, maxRetries: 0 })
 
   it('streamed and not: what the tightest window has left after this request’s hold; on a budget refusal too', async () => {
+    // Every step reads the same minute window: begun at least 10 s before it ends (the steps take well under 1 s).
+    await clearOfMinuteEnd(10_000)
     const { key, hash } = await createTestKey(stack.proxy, 'remaining', ['openai'], { daily: 1_000_000, minute: 200_000 })
     const client = sdk(key)
     const body = { model: 'gpt-test', messages: [{ role: 'user' as const, content: 'hi' }], max_tokens: 1_000 }
