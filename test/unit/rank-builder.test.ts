@@ -63,12 +63,15 @@ import(${JSON.stringify(new URL('../../src/tokens/tiktoken.ts', import.meta.url)
   const before = held()
   await t.preloadEncoding('o200k_base')
   const count = t.countTextTokens('hello world', 'o200k_base')
-  // Let the build's garbage go: two rounds of timers, then a full collection, whose array buffers are freed
-  // off the main thread, so a while later.
-  await new Promise((r) => setTimeout(r, 50))
-  gc()
-  await new Promise((r) => setTimeout(r, 200))
-  process.stdout.write(JSON.stringify({ count, heldMb: (held() - before) / 2 ** 20 }))
+  // Let the build's garbage go: full collections free array buffers off the main thread, so a while later, and
+  // later still on a loaded machine (one CI run read 4.06 where a quiet one reads 3.59). The table is held
+  // throughout, so the least of ten readings over a second still counts all of it.
+  let least = Infinity
+  for (let round = 0; round < 10; round++) {
+    await new Promise((r) => setTimeout(r, 100))
+    least = Math.min(least, held() - before)
+  }
+  process.stdout.write(JSON.stringify({ count, heldMb: least / 2 ** 20 }))
 })`
     const out = execFileSync(process.execPath, ['--expose-gc', '--experimental-transform-types', '--no-warnings', '-e', script], { encoding: 'utf8', timeout: 60_000 })
     const { count, heldMb } = JSON.parse(out) as { count: number; heldMb: number }
