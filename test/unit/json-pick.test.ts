@@ -140,6 +140,16 @@ describe('members of a big answer, read in the counting worker', () => {
     expect(pickMemberObject(Buffer.from(text), KEYS)).toEqual(expected)
     expect(await worker.pick(shared(text), KEYS)).toEqual({ members: expected })
   })
+
+  it('answers null when the worker has no room for the answer within its wait (the proxy then reads it itself)', async () => {
+    const text = '{"usage":{"n":1}}'
+    const cramped = createTokenCounter({ maxPendingBytes: text.length - 1, maxRoomWaitMs: 50 })
+    try {
+      expect(await cramped.pick(shared(text), KEYS)).toBeNull()
+    } finally {
+      await cramped.close()
+    }
+  })
 })
 
 function readdirJson(dir: string): string[] {
