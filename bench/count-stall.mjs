@@ -3,7 +3,8 @@
 // proxy keep their p99 (target: grows by at most 10 ms) and none gets a 503. The big request's budget
 // stops at 95% of its token count: the count runs through most of the body, then the request is refused.
 // The proxy here is its own, started with bench/loop-delay.mjs: it records every block of its event loop
-// over 5 ms, so the report says how long the loop was held while the big request was read, parsed, counted.
+// over 5 ms or holding over 1 ms of its own work, and every collection's pause, so the report says how long
+// the loop was held while the big request was read, parsed, counted, and by what.
 import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { smallLoad } from './leakage.mjs'
@@ -11,6 +12,8 @@ import { ROOT, waitForQuiet } from './procs.mjs'
 import { countChatTokens } from '../dist/tokens/tiktoken.js'
 
 const PROMPT_BYTES = 10 * 1024 * 1024
+// perf_hooks' kind of a full (mark-compact) collection.
+const MARK_COMPACT = 4
 const WARM_MS = 1_000
 const BASELINE_MS = 3_000
 
@@ -102,9 +105,20 @@ async function measure(ctx, proxy, delayFile, kind, body) {
       longestBlockMs: Math.max(0, ...blocks.map((b) => b.blockedMs)),
       blockedMs: blocks.reduce((n, b) => n + b.blockedMs, 0),
       baselineLongestBlockMs: Math.max(0, ...baselineBlocks.map((b) => b.blockedMs)),
-      // The same by the main thread's CPU time (load-independent: the OS running others does not count).
+      // The same by the main thread's CPU clock (the OS running others does not count; it moves in whole ticks, see loop-delay.mjs).
       longestCpuBlockMs: Math.max(0, ...spans.map((b) => b.cpuMs ?? 0)),
       baselineLongestCpuBlockMs: Math.max(0, ...baselineSpans.map((b) => b.cpuMs ?? 0)),
+      // The span less idle time and time spent waiting for a core (loop-delay.mjs): finer than the CPU clock's 4 ms ticks.
+      longestOwnBlockMs: Math.max(0, ...spans.map((b) => b.ownMs ?? 0)),
+      baselineLongestOwnBlockMs: Math.max(0, ...baselineSpans.map((b) => b.ownMs ?? 0)),
+      longestOwnBlocks: spans
+        .filter((b) => b.ownMs !== undefined)
+        .sort((a, b) => b.ownMs - a.ownMs)
+        .slice(0, 5)
+        .map((b) => ({ afterMs: b.at - from, ownMs: b.ownMs })),
+      // Mark-compact pauses (V8's full collections) and when they came.
+      majorGcs: spans.filter((b) => b.gcKind === MARK_COMPACT).map((b) => ({ afterMs: b.at - from, pauseMs: b.gcMs })),
+      baselineMajorGcs: baselineSpans.filter((b) => b.gcKind === MARK_COMPACT).map((b) => ({ pauseMs: b.gcMs })),
       // The five longest blocks: when (ms after the big request was sent) and how long.
       longestBlocks: blocks
         .sort((a, b) => b.blockedMs - a.blockedMs)
@@ -114,7 +128,7 @@ async function measure(ctx, proxy, delayFile, kind, body) {
     trial.p99GrowthMs = trial.p99Ms - trial.baselineP99Ms
     trial.pass = status === 429 && trial.small503 === 0 && trial.smallNot200 === 0 && trial.p99GrowthMs <= 10
     ctx.log(
-      `  count stall (${kind}) trial ${t + 1}: ${(Buffer.byteLength(bigBody) / 1_048_576).toFixed(1)} MiB count ${Math.round(trial.countMs)} ms (big request ${status}); small p99 ${trial.baselineP99Ms.toFixed(1)} → ${trial.p99Ms.toFixed(1)} ms (+${trial.p99GrowthMs.toFixed(1)}, target ≤ 10) over ${during.length} requests, ${trial.small503} × 503; proxy loop: longest block ${trial.longestBlockMs} ms (baseline ${trial.baselineLongestBlockMs} ms), ${trial.longestCpuBlockMs} ms of its CPU (baseline ${trial.baselineLongestCpuBlockMs} ms), ${Math.round(trial.blockedMs)} ms blocked in all; longest at ${trial.longestBlocks.map((b) => `+${b.afterMs} ms (${b.blockedMs})`).join(', ')}`,
+      `  count stall (${kind}) trial ${t + 1}: ${(Buffer.byteLength(bigBody) / 1_048_576).toFixed(1)} MiB count ${Math.round(trial.countMs)} ms (big request ${status}); small p99 ${trial.baselineP99Ms.toFixed(1)} → ${trial.p99Ms.toFixed(1)} ms (+${trial.p99GrowthMs.toFixed(1)}, target ≤ 10) over ${during.length} requests, ${trial.small503} × 503; proxy loop: longest block ${trial.longestBlockMs} ms (baseline ${trial.baselineLongestBlockMs} ms), ${trial.longestCpuBlockMs} ms of its CPU (baseline ${trial.baselineLongestCpuBlockMs} ms), its own work ${trial.longestOwnBlockMs} ms (baseline ${trial.baselineLongestOwnBlockMs} ms), mark-compact pauses [${trial.majorGcs.map((g) => `+${g.afterMs} ms: ${g.pauseMs}`).join(', ')}] ms (baseline [${trial.baselineMajorGcs.map((g) => g.pauseMs).join(', ')}]), ${Math.round(trial.blockedMs)} ms blocked in all; longest at ${trial.longestBlocks.map((b) => `+${b.afterMs} ms (${b.blockedMs})`).join(', ')}`,
     )
     trials.push(trial)
   }

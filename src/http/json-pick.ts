@@ -244,3 +244,15 @@ export function parseJson(raw: Buffer): unknown {
 export function pickMembers(raw: Buffer, keys: readonly string[]): unknown {
   return readMembers(raw, keys) ?? parseJson(raw)
 }
+
+/**
+ * `pickMembers(raw, keys)` reduced to the members `keys` in an object of their own (small to pass between
+ * threads, however large `raw`), or null when `raw` is not a JSON object: no adapter reads usage from anything else.
+ */
+export function pickMemberObject(raw: Buffer, keys: readonly string[]): Record<string, unknown> | null {
+  const json = pickMembers(raw, keys)
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) return null
+  const picked: Record<string, unknown> = {}
+  for (const key of keys) if (Object.hasOwn(json, key)) picked[key] = (json as Record<string, unknown>)[key]
+  return picked
+}

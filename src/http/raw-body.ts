@@ -76,6 +76,14 @@ export async function readRawBody(payload: IncomingMessage, limit: number): Prom
   })
   if (shared !== null) return shared
   if (size < BIG_BODY_BYTES) return Buffer.concat(chunks, size)
+  return copyToShared(chunks, size)
+}
+
+/**
+ * `chunks` (`size` bytes in all) copied into one SharedArrayBuffer, SHARE_SLICE_BYTES at a time within the
+ * turn share (./turn-share.ts): the counting worker reads it without a copy, and no single copy holds the loop.
+ */
+export async function copyToShared(chunks: readonly Buffer[], size: number): Promise<Buffer> {
   const body = Buffer.from(new SharedArrayBuffer(size))
   let offset = 0
   for (const chunk of chunks) {

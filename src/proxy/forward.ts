@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { upstreamUnreachable } from '../errors.js'
 import { parseJson, pickMembers } from '../http/json-pick.js'
-import { BIG_BODY_BYTES, sha256InSlices } from '../http/raw-body.js'
+import { BIG_BODY_BYTES, copyToShared, sha256InSlices } from '../http/raw-body.js'
 import { relayableResponseHeaders } from '../http/response-headers.js'
 import { ShutdownList } from '../http/shutdown-list.js'
 import type { Micros } from '../money.js'
@@ -13,6 +13,7 @@ import { costMicros } from '../pricing/cost.js'
 import type { ProviderAdapter, UpstreamCredential, UpstreamRequest } from '../providers/types.js'
 import { MAX_BODY_BYTES, UpstreamTooLargeError } from '../stream/limits.js'
 import type { SourceReader, StreamSource } from '../stream/source.js'
+import { sharedTokenCounter } from '../tokens/worker.js'
 import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
 import { loweredOutputCap } from './plan.js'
 import { createStreamRelay } from './relay-stream.js'
@@ -183,7 +184,9 @@ export function createForwarder(deps: ForwardDeps) {
           if (error instanceof UpstreamTooLargeError) throw upstreamUnreachable(`the provider's answer exceeded the ${error.limitBytes}-byte limit`, { cause: error })
           throw upstreamUnreachable('the provider connection broke before the answer was complete', { cause: error })
         }
-        const usage = adapter.usageFromHeaders?.(route, response.headers) ?? adapter.usageFromBody(route, pickMembers(bytes, adapter.usageMembers))
+        const usage =
+          adapter.usageFromHeaders?.(route, response.headers) ??
+          adapter.usageFromBody(route, bytes.length < BIG_BODY_BYTES ? pickMembers(bytes, adapter.usageMembers) : await pickBigMembers(bytes, adapter.usageMembers))
         // No usage reported: charge what was held, never less than may have been spent.
         // Hosted-tool fees are charged at the calls the request allowed (usage does not itemise them here).
         const actual = usage === null ? reservation.reservedMicros : costMicros(price, { inputTokens: plan.inputTokens, ...usage }) + plan.feeMicros
@@ -231,6 +234,17 @@ function buildWith(f: Forward, body: Buffer): UpstreamRequest | Promise<Upstream
     return sha256InSlices(body).then((bodySha256) => f.adapter.buildUpstream({ ...context, bodySha256 }))
   }
   return f.adapter.buildUpstream(context)
+}
+
+/**
+ * The members `keys` of a big answer (`bytes` in shared memory, see WholeBody), read in the counting worker:
+ * the walk, or the whole parse of an answer it cannot vouch for, takes tens of milliseconds at this size.
+ * When the worker cannot (its queue stays full, a fault), they are read here, as for a small answer: the
+ * charge is the provider's usage either way.
+ */
+async function pickBigMembers(bytes: Buffer, keys: readonly string[]): Promise<unknown> {
+  const picked = await sharedTokenCounter().pick(bytes, keys)
+  return picked === null ? pickMembers(bytes, keys) : picked.members
 }
 
 /**
@@ -310,11 +324,22 @@ class WholeBody implements SourceReader {
 
   end(): void {
     if (this.done) return
-    this.done = true
-    const { chunks } = this
+    const { chunks, size } = this
     this.chunks = []
+    // A big answer is copied into shared memory in slices, for the counting worker to read (pickBigMembers).
+    if (size >= BIG_BODY_BYTES) {
+      copyToShared(chunks, size).then(
+        (body) => this.finish(body),
+        (error: unknown) => this.fail(error),
+      )
+      return
+    }
     // One chunk (the common small answer) is the answer: no copy.
-    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.size)
+    this.finish(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size))
+  }
+
+  private finish(body: Buffer): void {
+    this.done = true
     if (this.resolve !== null) this.resolve(body)
     else this.body = body
   }

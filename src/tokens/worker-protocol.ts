@@ -21,6 +21,8 @@ export type WorkerRequest =
   | { type: 'warm'; id: number; encodings: Encoding[] }
   /** A big body to read off the event loop (`inspectBody`); `shape` names its loop shape (LOOP_SHAPES). */
   | { type: 'inspect'; id: number; raw: Uint8Array; shape: string | null }
+  /** A big upstream answer whose members `keys` (its usage) to read off the event loop (`pickMemberObject`). */
+  | { type: 'pick'; id: number; raw: Uint8Array; keys: readonly string[] }
 
 /** The worker's answer: tokens (null when the body cannot be counted) and the media parts in the body. */
 export interface CountReply {
@@ -36,4 +38,10 @@ export interface InspectReply {
   inspection: Inspection | null
 }
 
-export type WorkerReply = CountReply | InspectReply
+/** The members the worker read of an answer: null when the answer is not a JSON object. */
+export interface PickReply {
+  id: number
+  members: Record<string, unknown> | null
+}
+
+export type WorkerReply = CountReply | InspectReply | PickReply

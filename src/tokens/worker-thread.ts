@@ -1,11 +1,12 @@
 /**
  * The counting worker's thread: parses request bodies and counts their tokens with tiktoken, and reads
- * big bodies for the pipeline (`inspectBody`), off the proxy's event loop. Encoders are built here, once,
- * on first use or on a `warm` message.
+ * big bodies for the pipeline (`inspectBody`) and the usage of big answers (`pickMemberObject`), off the
+ * proxy's event loop. Encoders are built here, once, on first use or on a `warm` message.
  */
 import { readlinkSync } from 'node:fs'
 import { setPriority } from 'node:os'
 import { parentPort } from 'node:worker_threads'
+import { pickMemberObject } from '../http/json-pick.js'
 import { mediaParts } from './bound.js'
 import { inspectBody } from './inspect-body.js'
 import { countChatTokens, countEmbeddingTokens, countResponsesTokens, preloadEncoding, type Encoding } from './tiktoken.js'
@@ -55,6 +56,11 @@ parentPort?.on('message', (message: WorkerRequest) => {
       (inspection) => parentPort?.postMessage({ id: message.id, inspection }),
       () => parentPort?.postMessage({ id: message.id, inspection: null }),
     )
+    return
+  }
+  if (message.type === 'pick') {
+    const raw = Buffer.from(message.raw.buffer, message.raw.byteOffset, message.raw.byteLength)
+    parentPort?.postMessage({ id: message.id, members: pickMemberObject(raw, message.keys) })
     return
   }
   let reply: CountReply

@@ -7,7 +7,7 @@
 import { Worker } from 'node:worker_threads'
 import type { Encoding } from './tiktoken.js'
 import type { Inspection } from './inspect-body.js'
-import type { CountJob, CountReply, InspectReply, WorkerReply, WorkerRequest } from './worker-protocol.js'
+import type { CountJob, CountReply, InspectReply, PickReply, WorkerReply, WorkerRequest } from './worker-protocol.js'
 
 export type { CountJob } from './worker-protocol.js'
 
@@ -26,6 +26,11 @@ export interface TokenCounter {
    * crosses without a copy.
    */
   inspect(raw: Buffer, shape: string | null): Promise<Inspection | null>
+  /**
+   * Reads the members `keys` of a big answer off the event loop (`pickMemberObject`: `members` null when it is
+   * not a JSON object); null when the worker cannot, as `inspect`. A body in a SharedArrayBuffer crosses without a copy.
+   */
+  pick(raw: Buffer, keys: readonly string[]): Promise<{ members: Record<string, unknown> | null } | null>
   /** Starts the worker and builds these encoders in it, so the first exact count does not wait for them. */
   warm(encodings: Encoding[]): Promise<void>
   /** Stops the worker; later counts start a new one. */
@@ -43,7 +48,7 @@ export interface TokenCounterOptions {
   maxPending?: number
   /** Body bytes waiting or running at once. Default 64 MiB. */
   maxPendingBytes?: number
-  /** Longest wait of `inspect` for room in a full queue (back-pressure on big bodies). Default 2 s. */
+  /** Longest wait of `inspect` and `pick` for room in a full queue (back-pressure on big bodies). Default 2 s. */
   maxRoomWaitMs?: number
 }
 
@@ -123,19 +128,28 @@ export function createTokenCounter(options: TokenCounterOptions = {}): TokenCoun
     })
   }
 
+  /** `send` once the queue has room for `bytes` (back-pressure on big bodies, waited for at most maxRoomWaitMs). */
+  async function sendWhenRoom(request: WorkerRequest, bytes: number): Promise<WorkerReply | null> {
+    const deadline = Date.now() + maxRoomWaitMs
+    while (full(bytes)) {
+      if (bytes > maxPendingBytes || !(await jobLeft(deadline))) return null
+    }
+    // The check above and the send run in one turn.
+    return send(request, bytes)
+  }
+
   return {
     async count(job) {
       const reply = (await send({ type: 'count', id: nextId++, job }, job.raw.byteLength)) as CountReply | null
       return reply === null || reply.tokens === null ? null : { tokens: reply.tokens, media: reply.media }
     },
     async inspect(raw, shape) {
-      // Back-pressure: wait for room (bounded); the check and the send below run in one turn.
-      const deadline = Date.now() + maxRoomWaitMs
-      while (full(raw.byteLength)) {
-        if (raw.byteLength > maxPendingBytes || !(await jobLeft(deadline))) return null
-      }
-      const reply = (await send({ type: 'inspect', id: nextId++, raw, shape }, raw.byteLength)) as InspectReply | null
+      const reply = (await sendWhenRoom({ type: 'inspect', id: nextId++, raw, shape }, raw.byteLength)) as InspectReply | null
       return reply?.inspection ?? null
+    },
+    async pick(raw, keys) {
+      const reply = (await sendWhenRoom({ type: 'pick', id: nextId++, raw, keys }, raw.byteLength)) as PickReply | null
+      return reply === null ? null : { members: reply.members }
     },
     async warm(encodings) {
       await send({ type: 'warm', id: nextId++, encodings }, 0)

@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs'
-import { describe, expect, it } from 'vitest'
-import { parseJson, pickMembers } from '../../src/http/json-pick.js'
+import { afterAll, describe, expect, it } from 'vitest'
+import { parseJson, pickMemberObject, pickMembers } from '../../src/http/json-pick.js'
+import { createTokenCounter } from '../../src/tokens/worker.js'
 import { ANSWER_TEXT } from '../support/billing.js'
 
 // A whole answer's usage is read from its raw bytes: the walk must give what JSON.parse gives, or defer to it.
@@ -110,6 +111,43 @@ describe('picked members', () => {
         const keys = ['usage', 'usageMetadata', 'results', 'model', 'messages', 'contents', 'error', 'inputTextTokenCount']
         expect(pick(raw, keys), `${dir}/${name}`).toEqual(parsed(raw, keys))
       }
+    }
+  })
+})
+
+// A big answer's members are read in the counting worker (src/proxy/forward.ts): the same members, or null when it is no object.
+describe('members of a big answer, read in the counting worker', () => {
+  const worker = createTokenCounter()
+  afterAll(() => worker.close())
+  /** `text` in shared memory, as a big answer is read. */
+  const shared = (text: string): Buffer => {
+    const raw = Buffer.from(new SharedArrayBuffer(Buffer.byteLength(text)))
+    raw.write(text)
+    return raw
+  }
+
+  it.each([
+    ['members among others', '{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":9},"usageMetadata":null}'],
+    ['repeated keys: the last one', '{"usage":1,"x":{"usage":5},"usage":{"n":2}}'],
+    ['none of the keys', '{"id":"x"}'],
+    ['nesting deeper than the walk goes (parsed whole)', `{"a":${'['.repeat(200)}${']'.repeat(200)},"usage":{"n":1}}`],
+    ['not JSON', '{"usage":{"n":1}'],
+    ['an array', '[{"usage":1}]'],
+    ['null', 'null'],
+  ])('%s: the members pickMembers reads, or null when it is no object', async (_name, text) => {
+    const whole = parseJson(Buffer.from(text))
+    const expected = typeof whole === 'object' && whole !== null && !Array.isArray(whole) ? parsed(text) : null
+    expect(pickMemberObject(Buffer.from(text), KEYS)).toEqual(expected)
+    expect(await worker.pick(shared(text), KEYS)).toEqual({ members: expected })
+  })
+
+  it('answers null when the worker has no room for the answer within its wait (the proxy then reads it itself)', async () => {
+    const text = '{"usage":{"n":1}}'
+    const cramped = createTokenCounter({ maxPendingBytes: text.length - 1, maxRoomWaitMs: 50 })
+    try {
+      expect(await cramped.pick(shared(text), KEYS)).toBeNull()
+    } finally {
+      await cramped.close()
     }
   })
 })
