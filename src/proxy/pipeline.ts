@@ -80,7 +80,8 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
     deps.inflight.begin()
     try {
       try {
-        const target = parseTarget(request.url)
+        // The key gate (key-gate.ts) read the target with the key; a request it did not see is read here.
+        const target = request.loopersKey?.target ?? parseTarget(request.url)
         if (target === null) throw notFound('unknown route: paths start with /{provider}/, e.g. /openai/v1/chat/completions')
         adapter = adapters[target.provider]
         summary.provider = adapter.id
