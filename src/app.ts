@@ -112,7 +112,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
   app.route({
     method: [...PROXIED_METHODS],
     url: '/*',
-    // The pipeline's own promise: it forgets a key the store refused and logs its own late failures.
+    // The pipeline answers every request itself (it returns no promise), forgets a key the store refused and logs its own late failures.
     handler: createPipeline(options, gate),
   })
   return app
