@@ -3,7 +3,7 @@ import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import type { Logger } from 'pino'
 import { internalError, invalidRequest, notFound, payloadTooLarge, ProxyError } from './errors.js'
 import { readRawBody, takeBufferedBody } from './http/raw-body.js'
-import { createKeyGate, isKeyRefusal, type GateKey } from './proxy/key-gate.js'
+import { createKeyGate, isKeyRefusal, type GateEntry } from './proxy/key-gate.js'
 import { recordEventLater } from './proxy/record-event.js'
 import { createPipeline, type PipelineDeps } from './proxy/pipeline.js'
 import { sendError } from './proxy/respond.js'
@@ -52,7 +52,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
   })
 
   /** The gate's answer for a key it had to look up (or refuses): the request goes on or is answered when it comes. */
-  function awaitGate(checked: Promise<GateKey | null>, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+  function awaitGate(checked: Promise<GateEntry | null>, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     // A refusal's duration: the gate's own turn (microseconds) is left out.
     const started = performance.now()
     checked.then(
@@ -112,7 +112,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
   app.route({
     method: [...PROXIED_METHODS],
     url: '/*',
-    // The pipeline's own promise: it forgets a key the store refused and logs its own late failures.
+    // The pipeline answers every request itself (it returns no promise), forgets a key the store refused and logs its own late failures.
     handler: createPipeline(options, gate),
   })
   return app

@@ -76,21 +76,31 @@ function hex64(a: number, b: number): string {
   )
 }
 
-/** Bounded hash input: feed values with `add`/`value`, read the result with `hex`. */
+/** Bounded hash input: feed values with `add`/`value`, read the result with `hex`; `start` begins another. */
 export class Digest {
-  private a = 0x6a09e667
-  private b = 0xbb67ae85
+  private a = 0
+  private b = 0
   /** Units mixed into the lanes. */
   private laneChars = 0
   /** Long pieces, in the order fed; their lengths went to the lanes. */
   private bulk = ''
   /** Code units fed in all (the `maxChars` budget). */
   private fed = 0
-  private nodes: number
-  private readonly maxChars: number
+  private nodes = 0
+  private maxChars = 0
 
   /** `maxNodes` values and about `maxChars` string characters are hashed at most; the rest is cut. */
   constructor(maxNodes: number, maxChars: number) {
+    this.start(maxNodes, maxChars)
+  }
+
+  /** Begins a new digest with these bounds, as a new Digest would: one object serves digests made one after another. */
+  start(maxNodes: number, maxChars: number): void {
+    this.a = 0x6a09e667
+    this.b = 0xbb67ae85
+    this.laneChars = 0
+    this.bulk = ''
+    this.fed = 0
     this.nodes = maxNodes
     this.maxChars = maxChars
   }
@@ -153,8 +163,9 @@ export class Digest {
   /** 64 bits over what was fed, as 16 hex chars; ends the digest (read it once). */
   hex(): string {
     if (this.bulk.length > 0) {
-      // The first 64 bits of SHA-256 over the long pieces.
+      // The first 64 bits of SHA-256 over the long pieces, which are let go of (no prompt text outlives its digest).
       const sha = hash('sha256', this.bulk)
+      this.bulk = ''
       this.code(BULK)
       this.mix(Number.parseInt(sha.slice(0, 8), 16))
       this.mix(Number.parseInt(sha.slice(8, 16), 16))

@@ -18,6 +18,11 @@ const MAX_NODES = 4096
 const OPENING_CHARS = 32 * 1024
 const STEP_CHARS = 96 * 1024
 
+// One digest and one list of newest items serve every fingerprint in turn (fingerprintRequest runs to its end
+// without a pause): none is made per request. Both are emptied once read, so no request's content is kept.
+const digest = new Digest(0, 0)
+const newest: Array<LoopItem | undefined> = new Array(STEP_ITEMS).fill(undefined)
+
 /**
  * The loop fingerprint of a request whose body has the given wire shape; null when the route has no
  * shape (embeddings, FIM) or the body holds no conversation. Reads only the opening and the newest items.
@@ -28,15 +33,15 @@ export function fingerprintRequest(shape: LoopShape | null, body: Json): LoopFin
   const conversation = hashOpening(transcript)
   // The step leaves the opening out: within a session it stays the same when the opening does not
   // (agents that put the time or a scratchpad into their system prompt).
-  const step = new Digest(MAX_NODES, STEP_CHARS)
-  hashNewest(step, transcript)
-  return { conversation, step: step.hex() }
+  digest.start(MAX_NODES, STEP_CHARS)
+  hashNewest(transcript)
+  return { conversation, step: digest.hex() }
 }
 
 /** Instructions, the server-side thread, and the first run of input items (the first user turn). */
 function hashOpening(transcript: LoopTranscript): string {
-  const digest = new Digest(MAX_NODES, OPENING_CHARS)
-  hashItem(digest, { role: 'input', tag: 'system', parts: transcript.system }, false)
+  digest.start(MAX_NODES, OPENING_CHARS)
+  hashParts('input', 'system', transcript.system, false)
   digest.add('thread')
   digest.value(transcript.thread)
   const { items } = transcript
@@ -45,19 +50,20 @@ function hashOpening(transcript: LoopTranscript): string {
     const item = transcript.item(items[i])
     if (item === null) continue
     if (item.role === 'output') break
-    hashItem(digest, item, false)
+    hashItem(item, false)
   }
   return digest.hex()
 }
 
 /** The newest exchanges: items from the end back to the start of the STEP_EXCHANGES-th model turn from the end. */
-function hashNewest(digest: Digest, transcript: LoopTranscript): void {
+function hashNewest(transcript: LoopTranscript): void {
   const { items } = transcript
-  const newest: LoopItem[] = []
+  // newest[0, count): the items taken, newest first.
+  let count = 0
   let turns = 0
   let inOutput = false
   const stop = Math.max(-1, items.length - 1 - 4 * STEP_ITEMS)
-  for (let i = items.length - 1; i > stop && newest.length < STEP_ITEMS; i--) {
+  for (let i = items.length - 1; i > stop && count < STEP_ITEMS; i--) {
     const item = transcript.item(items[i])
     if (item === null) continue
     if (item.role === 'output') {
@@ -67,13 +73,13 @@ function hashNewest(digest: Digest, transcript: LoopTranscript): void {
       if (inOutput && turns === STEP_EXCHANGES) break
       inOutput = false
     }
-    newest.push(item)
+    newest[count++] = item
   }
   // Oldest first; a model turn is hashed whole so that its tool calls, when it made any, replace its text.
-  for (let i = newest.length - 1; i >= 0; ) {
+  for (let i = count - 1; i >= 0; ) {
     const first = newest[i] as LoopItem
     if (first.role === 'input') {
-      hashItem(digest, first, false)
+      hashItem(first, false)
       i--
       continue
     }
@@ -85,20 +91,26 @@ function hashNewest(digest: Digest, transcript: LoopTranscript): void {
     }
     for (let j = i; j > end; j--) {
       const item = newest[j] as LoopItem
-      if (!calls || item.parts.some((part) => partKind(part) === 'call')) hashItem(digest, item, calls)
+      if (!calls || item.parts.some((part) => partKind(part) === 'call')) hashItem(item, calls)
     }
     i = end
   }
+  newest.fill(undefined, 0, count)
 }
 
 /**
  * One item: its tag and parts. `callsOnly` keeps only the tool calls of a model turn that made some:
  * the text around a call varies from run to run while the action repeats.
  */
-function hashItem(digest: Digest, item: LoopItem, callsOnly: boolean): void {
-  digest.add(item.role === 'output' ? 'out' : 'in')
-  digest.add(item.tag)
-  for (const part of item.parts) {
+function hashItem(item: LoopItem, callsOnly: boolean): void {
+  hashParts(item.role, item.tag, item.parts, callsOnly)
+}
+
+/** hashItem of an item given by its members (the instructions are no item of the list). */
+function hashParts(role: LoopItem['role'], tag: string, parts: readonly unknown[], callsOnly: boolean): void {
+  digest.add(role === 'output' ? 'out' : 'in')
+  digest.add(tag)
+  for (const part of parts) {
     const kind = partKind(part)
     if (kind === 'skip' || (callsOnly && kind !== 'call')) continue
     hashPart(digest, part)

@@ -131,6 +131,8 @@ function readTokens(value: unknown): number | null {
 
 /** Anthropic: `x-api-key` or Bearer auth, the Messages API metered, token counting and GETs free. */
 export function createAnthropicAdapter(options: { baseUrl: string; apiKey: string | null }): ProviderAdapter {
+  // Made once: a credential is read, never edited, so every request without its own shares this one.
+  const serverCredential: UpstreamCredential | null = options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }
   return {
     id: 'anthropic',
     readKey: (headers) => readAnthropicKey(headers),
@@ -168,7 +170,7 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
       const value = sent.find((candidate) => candidate !== null && !isProxyKey(candidate))
       return value == null ? null : { kind: 'apiKey', value }
     },
-    defaultCredential: () => (options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }),
+    defaultCredential: () => serverCredential,
     buildUpstream(ctx) {
       const headers = forwardableRequestHeaders(ctx.headers)
       const credential = ctx.credential

@@ -111,6 +111,8 @@ function sentKeys(headers: IncomingHttpHeaders): string[] {
  * Without an endpoint every request is refused with invalid_request before anything is reserved or sent.
  */
 export function createAzureAdapter(options: { endpoint: string | null; apiKey: string | null }): ProviderAdapter {
+  // Made once: a credential is read, never edited, so every request without its own shares this one.
+  const serverCredential: UpstreamCredential | null = options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }
   function requireEndpoint(): string {
     if (options.endpoint === null) {
       throw invalidRequest('Azure OpenAI is not configured on this proxy: set LOOPERS_AZURE_ENDPOINT to the resource endpoint')
@@ -154,7 +156,7 @@ export function createAzureAdapter(options: { endpoint: string | null; apiKey: s
       const token = sentKeys(headers).find((key) => !key.startsWith('lp-'))
       return token === undefined ? null : { kind: 'apiKey', value: token }
     },
-    defaultCredential: () => (options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }),
+    defaultCredential: () => serverCredential,
     buildUpstream(ctx) {
       const endpoint = requireEndpoint()
       if (!isSafeAzurePath(ctx.path)) throw invalidRequest(`${ctx.path} is not an Azure OpenAI path`)

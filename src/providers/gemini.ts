@@ -310,6 +310,8 @@ function geminiCount(route: RouteMatch, path: string, body: Json, scan?: BodySca
 }
 
 export function createGeminiAdapter(options: { baseUrl: string; apiKey: string | null }): ProviderAdapter {
+  // Made once: a credential is read, never edited, so every request without its own shares this one.
+  const serverCredential: UpstreamCredential | null = options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }
   return {
     id: 'gemini',
     readKey(headers, query) {
@@ -366,7 +368,7 @@ export function createGeminiAdapter(options: { baseUrl: string; apiKey: string |
       const [key] = sentKeys(headers, query)
       return key === undefined ? null : { kind: 'apiKey', value: key }
     },
-    defaultCredential: () => (options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }),
+    defaultCredential: () => serverCredential,
     buildUpstream(ctx) {
       const headers = forwardableRequestHeaders(ctx.headers)
       for (const name of NOT_FORWARDED) delete headers[name]

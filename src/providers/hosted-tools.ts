@@ -44,6 +44,10 @@ export function compatReferencedInput(route: RouteMatch, body: Json): Referenced
   const tier = body.service_tier
   if (tier != null && !(typeof tier === 'string' && STANDARD_SERVICE_TIERS.has(tier))) unpricedTier(`service_tier '${String(tier).slice(0, 32)}'`)
   if (body.web_search_options != null) unpricedTool('web_search_options')
+  // A stored prompt template (`prompt: {id}`) is expanded server-side.
+  const storedPrompt = route.operation === 'responses' && body.prompt != null
+  // Most requests name no tool and no stored prompt: nothing to add, and nothing made.
+  if (!Array.isArray(body.tools) && !storedPrompt) return NONE
   let tokens = 0
   const toolCalls: Record<string, number> = {}
   if (Array.isArray(body.tools)) {
@@ -58,8 +62,7 @@ export function compatReferencedInput(route: RouteMatch, body: Json): Referenced
       tokens = REFERENCED_CONTEXT_TOKENS
     }
   }
-  // A stored prompt template (`prompt: {id}`) is expanded server-side.
-  if (route.operation === 'responses' && body.prompt != null) tokens = REFERENCED_CONTEXT_TOKENS
+  if (storedPrompt) tokens = REFERENCED_CONTEXT_TOKENS
   return { tokens, toolCalls }
 }
 

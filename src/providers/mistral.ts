@@ -66,6 +66,8 @@ export function mistralErrorBody(error: ErrorInfo): Json {
  * (`GET /v1/models`, `/v1/models/{id}`) are free. Conversations, files, batches and agents are refused.
  */
 export function createMistralAdapter(options: { baseUrl: string; apiKey: string | null }): ProviderAdapter {
+  // Made once: a credential is read, never edited, so every request without its own shares this one.
+  const serverCredential: UpstreamCredential | null = options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }
   return {
     id: 'mistral',
     ...compatMembers,
@@ -105,7 +107,7 @@ export function createMistralAdapter(options: { baseUrl: string; apiKey: string 
       const token = bearerToken(headers)
       return token === null || token.startsWith('lp-') ? null : { kind: 'apiKey', value: token }
     },
-    defaultCredential: () => (options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }),
+    defaultCredential: () => serverCredential,
     buildUpstream(ctx) {
       const headers = forwardableRequestHeaders(ctx.headers)
       if (ctx.credential?.kind === 'apiKey') headers.authorization = `Bearer ${ctx.credential.value}`

@@ -17,7 +17,16 @@ export type CompatOperation = 'chat' | 'responses' | 'embeddings'
 // carry; without it in hand, the bound is the largest context window any priced model accepts.
 const STORED_CONTEXT_BOUND_TOKENS = 1_048_576
 
+// The routes of a model named by the body, made once: a route is read, never edited, so every request shares them.
+const BODY_MODEL_ROUTES: Record<CompatOperation, RouteMatch> = {
+  chat: { operation: 'chat', pathModel: null, pathStream: null },
+  responses: { operation: 'responses', pathModel: null, pathStream: null },
+  embeddings: { operation: 'embeddings', pathModel: null, pathStream: false },
+}
+
+/** The route of `operation`; `pathModel` when the path names the model (an Azure deployment), else the shared one. */
 export function compatRoute(operation: CompatOperation, pathModel: string | null = null): RouteMatch {
+  if (pathModel === null) return BODY_MODEL_ROUTES[operation]
   return { operation, pathModel, pathStream: operation === 'embeddings' ? false : null }
 }
 

@@ -48,6 +48,8 @@ export const compatMembers = {
 
 /** OpenAI: Bearer auth, chat completions, responses and embeddings; model reads are free. */
 export function createOpenAiAdapter(options: { baseUrl: string; apiKey: string | null }): ProviderAdapter {
+  // Made once: a credential is read, never edited, so every request without its own shares this one.
+  const serverCredential: UpstreamCredential | null = options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }
   return {
     id: 'openai',
     ...compatMembers,
@@ -61,7 +63,7 @@ export function createOpenAiAdapter(options: { baseUrl: string; apiKey: string |
       const token = bearerToken(headers)
       return token === null ? null : { kind: 'apiKey', value: token }
     },
-    defaultCredential: () => (options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }),
+    defaultCredential: () => serverCredential,
     buildUpstream(ctx) {
       const headers = forwardableRequestHeaders(ctx.headers)
       if (ctx.credential?.kind === 'apiKey') headers.authorization = `Bearer ${ctx.credential.value}`

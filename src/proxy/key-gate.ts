@@ -5,7 +5,7 @@ import { cachedKeyHash, isProxyKey } from '../keys.js'
 import type { AdapterRegistry } from '../providers/registry.js'
 import type { ProviderId } from '../providers/types.js'
 import { refusalError } from './refusal.js'
-import { NO_QUERY_PARAMS, parseTarget } from './target.js'
+import { NO_QUERY_PARAMS, parseTarget, type Target } from './target.js'
 
 /** The proxy key of a request, read before its body: where its provider's SDK sends it, or from the path. */
 export interface GateKey {
@@ -13,10 +13,15 @@ export interface GateKey {
   keyHash: string
 }
 
+/** An accepted key and the request's target as the gate read it from the URL: the pipeline does not parse it again. */
+export interface GateEntry extends GateKey {
+  target: Target
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
     /** The proxy key the gate accepted, set before the body is read; null for a URL that names no provider. */
-    loopersKey: GateKey | null
+    loopersKey: GateEntry | null
   }
 }
 
@@ -27,10 +32,10 @@ declare module 'fastify' {
  */
 export interface KeyGate {
   /**
-   * The accepted key: at once (no promise) when this process saw it valid lately, else once the store answers;
-   * null for a URL that names no provider (the router answers). A refused key rejects with the contract's ProxyError.
+   * The accepted key with the URL's target: at once (no promise) when this process saw it valid lately, else once the
+   * store answers; null for a URL that names no provider (the router answers). A refused key rejects with the contract's ProxyError.
    */
-  check(url: string, headers: IncomingHttpHeaders): GateKey | null | Promise<GateKey | null>
+  check(url: string, headers: IncomingHttpHeaders): GateEntry | null | Promise<GateEntry | null>
   /** The key of a request without checking it (for `forget` after a refusal); null when there is none. */
   keyOf(url: string, headers: IncomingHttpHeaders): GateKey | null
   /** Drops a key from the recently-valid set: the store refused it, so its next request is checked again. */
@@ -67,23 +72,21 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
   // Concurrent first requests of one key share one lookup.
   const lookups = new Map<string, Promise<KeyRecord | null>>()
 
-  /** The provider a URL names and the key its request carries (null when none); null for no provider. */
-  function read(url: string, headers: IncomingHttpHeaders): { provider: ProviderId; key: string | null } | null {
-    const target = parseTarget(url)
-    if (target === null) return null
-    const key = target.pathKey ?? options.adapters[target.provider].readKey(headers, target.query === '' ? NO_QUERY_PARAMS : new URLSearchParams(target.query))
-    return { provider: target.provider, key }
+  /** The key a request to `target` carries: in the path, else where its provider's SDK sends it; null when none. */
+  function keyIn(target: Target, headers: IncomingHttpHeaders): string | null {
+    return target.pathKey ?? options.adapters[target.provider].readKey(headers, target.query === '' ? NO_QUERY_PARAMS : new URLSearchParams(target.query))
   }
 
   /** A key not seen valid lately: checked against its stored record, which it is then remembered by. */
-  async function admit(provider: ProviderId, keyHash: string): Promise<GateKey> {
+  async function admit(target: Target, keyHash: string): Promise<GateEntry> {
+    const { provider } = target
     const record = await lookup(keyHash)
     if (record === null) throw refusalError({ ok: false, reason: 'invalid_key' }, provider, now())
     if (!record.active) throw refusalError({ ok: false, reason: 'key_revoked' }, provider, now())
     valid.set(keyHash, { providers: record.providers, until: now() + ttlMs })
     if (valid.size > maxKeys) valid.delete(valid.keys().next().value as string)
     if (!record.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())
-    return { provider, keyHash }
+    return { provider, keyHash, target }
   }
 
   async function lookup(keyHash: string): Promise<KeyRecord | null> {
@@ -101,24 +104,27 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
 
   return {
     keyOf(url, headers) {
-      const found = read(url, headers)
-      if (found?.key == null || !isProxyKey(found.key)) return null
-      return { provider: found.provider, keyHash: cachedKeyHash(found.key) }
+      const target = parseTarget(url)
+      if (target === null) return null
+      const key = keyIn(target, headers)
+      if (key === null || !isProxyKey(key)) return null
+      return { provider: target.provider, keyHash: cachedKeyHash(key) }
     },
     check(url, headers) {
-      const found = read(url, headers)
-      if (found === null) return null
-      const { provider, key } = found
+      const target = parseTarget(url)
+      if (target === null) return null
+      const { provider } = target
+      const key = keyIn(target, headers)
       if (key === null) return Promise.reject(invalidKey('missing Loopers proxy key: use your lp- key as the API key'))
       if (!isProxyKey(key)) return Promise.reject(invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)'))
       const keyHash = cachedKeyHash(key)
       const seen = valid.get(keyHash)
       if (seen !== undefined && seen.until > now()) {
         if (!seen.providers.includes(provider)) return Promise.reject(refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now()))
-        return { provider, keyHash }
+        return { provider, keyHash, target }
       }
       valid.delete(keyHash)
-      return admit(provider, keyHash)
+      return admit(target, keyHash)
     },
     forget(keyHash) {
       valid.delete(keyHash)

@@ -73,14 +73,24 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
   const settling = releasingOnSettle(store, admission)
   const { forwardFree, forwardMetered } = createForwarder({ ...deps, store: settling, now })
 
-  return async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  /**
+   * The route's handler. It returns nothing: the request goes on in `handle`, whose promise no one awaits (a
+   * returned promise would cost a request Fastify's two reactions on it); a fault of its own goes to the error handler.
+   */
+  return function handleRequest(request: FastifyRequest, reply: FastifyReply): void {
+    void handle(request, reply)
+  }
+
+  /** Every step of one request; never rejects. */
+  async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const started = performance.now()
     const summary = createSummary()
     let adapter: ProviderAdapter | null = null
     deps.inflight.begin()
     try {
       try {
-        const target = parseTarget(request.url)
+        // The key gate (key-gate.ts) read the target with the key; a request it did not see is read here.
+        const target = request.loopersKey?.target ?? parseTarget(request.url)
         if (target === null) throw notFound('unknown route: paths start with /{provider}/, e.g. /openai/v1/chat/completions')
         adapter = adapters[target.provider]
         summary.provider = adapter.id
@@ -134,10 +144,20 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
         recordEventLater(deps.keys, deps.metrics, summary, now())
         deps.inflight.end()
       }
+      // What Fastify does when a handler's promise ends with no answer given and the client still there: an empty one
+      // (a request refused at shutdown before it was forwarded).
+      if (!reply.sent && !reply.raw.headersSent && !request.raw.aborted && request.socket?.destroyed === false) reply.send()
     } catch (fault) {
-      // A failure of the steps above after the answer began bypasses the error handler: Fastify would log it
-      // itself, but it has no logger. Caught here, not by a reaction to this promise: no closure per request.
-      if (!reply.sent) throw fault
+      // A failure of the steps above: to the error handler while no answer began (as Fastify does with a rejected
+      // handler); after that, it has no one to answer, and Fastify, which has no logger, would not log it.
+      try {
+        if (!reply.sent) {
+          reply.send(fault instanceof Error ? fault : new Error(String(fault)))
+          return
+        }
+      } catch (error) {
+        fault = error
+      }
       deps.logger.error({ err: fault }, 'unhandled error')
     }
   }

@@ -5,6 +5,7 @@ import { ProxyError, StoreUnavailableError } from '../../src/errors.js'
 import { generateKey, hashKey } from '../../src/keys.js'
 import { createAdapters } from '../../src/providers/registry.js'
 import { createKeyGate } from '../../src/proxy/key-gate.js'
+import { parseTarget } from '../../src/proxy/target.js'
 
 const adapters = createAdapters(loadConfig({}))
 const URL_OPENAI = '/openai/v1/chat/completions'
@@ -45,7 +46,7 @@ describe('key gate', () => {
     const revoked = generateKey()
     const anthropicOnly = generateKey()
     const { gate } = gateOver([record(good), record(revoked, { active: false }), record(anthropicOnly, { providers: ['anthropic'] })])
-    expect(await gate.check(URL_OPENAI, bearer(good))).toEqual({ provider: 'openai', keyHash: hashKey(good) })
+    expect(await gate.check(URL_OPENAI, bearer(good))).toEqual({ provider: 'openai', keyHash: hashKey(good), target: parseTarget(URL_OPENAI) })
     expect(await codeOf(gate.check(URL_OPENAI, bearer(generateKey())))).toBe('invalid_key')
     expect(await codeOf(gate.check(URL_OPENAI, bearer(revoked)))).toBe('key_revoked')
     expect(await codeOf(gate.check(URL_OPENAI, bearer(anthropicOnly)))).toBe('provider_not_allowed')
@@ -74,7 +75,7 @@ describe('key gate', () => {
     const { gate } = gateOver([record(key)])
     expect(gate.check(URL_OPENAI, bearer(key))).toBeInstanceOf(Promise)
     await gate.check(URL_OPENAI, bearer(key))
-    expect(gate.check(URL_OPENAI, bearer(key))).toEqual({ provider: 'openai', keyHash: hashKey(key) })
+    expect(gate.check(URL_OPENAI, bearer(key))).toEqual({ provider: 'openai', keyHash: hashKey(key), target: parseTarget(URL_OPENAI) })
     const refused = gate.check(URL_OPENAI, {})
     expect(refused).toBeInstanceOf(Promise)
     expect(await codeOf(refused)).toBe('invalid_key')

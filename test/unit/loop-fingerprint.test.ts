@@ -28,6 +28,18 @@ function toolExchange(id: string, args: string, result: string, text: string | n
 }
 
 describe('fingerprintRequest', () => {
+  it('is the same whatever was fingerprinted before it (one digest and one item list serve every request in turn)', () => {
+    const small = { messages: [SYSTEM, USER] }
+    // Long strings go to the native hash, and more than the newest items a step reads.
+    const long = 'x'.repeat(300_000)
+    const big = { messages: [SYSTEM, { role: 'user', content: long }, ...Array.from({ length: 60 }, (_, i) => toolExchange(`c${i}`, `{"i":${i}}`, long)).flat()] }
+    const smallFirst = fp(messagesShape, small)
+    const bigFirst = fp(messagesShape, big)
+    expect(fp(messagesShape, small)).toEqual(smallFirst)
+    expect(fp(messagesShape, big)).toEqual(bigFirst)
+    expect(fp(messagesShape, small)).toEqual(smallFirst)
+  })
+
   it('gives 16 hex chars for the conversation and the step', () => {
     const result = fp(messagesShape, { messages: [SYSTEM, USER] })
     expect(result.conversation).toMatch(/^[0-9a-f]{16}$/)
