@@ -261,26 +261,18 @@ if hasLoop then
   end
 end
 
--- 8. The reservation record: what is held and where, for abandon (extend and settle are given the keys). The
---    five periods are those of created_at (the caller named KEYS[2..6] from that time); the session and the loop
---    step are named after the key's tag, each in its own field, left out when there is none: booked 's:<id>',
---    loop '<scope>#<sinceMs>#<step>' (the key 'loop:<scope>'). Short values keep the record a listpack (Redis's
---    compact hash; each value up to 64 bytes by default). Its TTL outlives every period key, so a hold is never
---    released by expiry.
+-- 8. The reservation record: what is held and where, for abandon (extend and settle are given the keys), one
+--    string written with its TTL in one SET: 'held <amount> <provider> <created_at>', then the session and the loop
+--    step when there are: ' s:<id>', ' loop:<scope>#<sinceMs>#<step>' (named after the key's tag). The five periods
+--    are those of created_at (the caller named KEYS[2..6] from that time). None of the parts holds a space (a
+--    session id, a scope and a provider never do). Its TTL outlives every period key, so a hold is never released
+--    by expiry.
+local record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[10]
 if hasSession or hasLoop then
   local tagEnd = string.find(KEYS[7], '}:', 1, true) + 2
-  local booked = hasSession and string.sub(sessionKey, tagEnd)
-  local loop = hasLoop and string.sub(loopBooked, tagEnd + #'loop:')
-  if booked and loop then
-    redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10], 'booked', booked, 'loop', loop)
-  elseif booked then
-    redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10], 'booked', booked)
-  else
-    redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10], 'loop', loop)
-  end
-else
-  redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10])
+  if hasSession then record = record .. ' ' .. string.sub(sessionKey, tagEnd) end
+  if hasLoop then record = record .. ' ' .. string.sub(loopBooked, tagEnd) end
 end
-redis.call('EXPIRE', KEYS[7], ARGV[9])
+redis.call('SET', KEYS[7], record, 'EX', ARGV[9])
 if room then return {'ok', grant, int(room - grant), loopBooked} end
 return {'ok', grant, '', loopBooked}

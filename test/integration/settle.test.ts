@@ -101,16 +101,17 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       expect(await f.raw.reservationTtl(hash, r.requestId)).toBeLessThanOrEqual(DAY)
     })
 
-    it('rewrites a settled Redis record small: only state and charged, a listpack', async () => {
+    it('rewrites a settled Redis record small: only state and charged, one short string', async () => {
       if (kind !== 'redis') return
       const hash = await f.newKey()
-      // A session id past 62 characters makes the held record's booked value long: a hashtable, as every held record was before.
-      const r = await f.reserved(hash, 100, { session: { id: 'compact-'.repeat(12), budgetMicros: null, maxSteps: null } })
+      // A session id of 96 characters makes the held record long.
+      const id = 'compact-'.repeat(12)
+      const r = await f.reserved(hash, 100, { session: { id, budgetMicros: null, maxSteps: null } })
       const key = reservationKey(hash, r.requestId)
-      expect(await f.redis.object('ENCODING', key)).toBe('hashtable')
+      expect(await f.redis.get(key)).toMatch(new RegExp(` s:${id}$`))
       await f.store.settle(r, 80)
-      expect(await f.redis.hgetall(key)).toEqual({ state: 'settled', charged: '80' })
-      expect(await f.redis.object('ENCODING', key)).toBe('listpack')
+      expect(await f.redis.get(key)).toBe('settled 80')
+      expect(await f.redis.object('ENCODING', key)).toBe('embstr')
       expect(await f.raw.reservationTtl(hash, r.requestId)).toBeGreaterThan(DAY - 5)
       expect(await f.store.settle(r, 90)).toEqual({ chargedMicros: 80, alreadySettled: true })
     })
