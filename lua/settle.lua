@@ -49,14 +49,21 @@ local actual = tonumber(ARGV[1])
 -- nothing before (reserve creates every key it books with its hold in it). The common case, a key that
 -- holds at least the reservation, is two increments; below that the hold is put right: clamped at zero,
 -- or removed again where there was none (a key that expired meanwhile, or was only ever written here).
+-- A key that must not be recreated (`existing`: the session) is booked only if it exists: a release that finds
+-- it holding none of the reservation and made its only field created it, and deletes it again.
 local release = int(-reserved)
-local function book(key)
+local function book(key, existing)
   if reserved == 0 then
     -- No hold to release (settled without a record): read whether the key has one.
+    if existing and redis.call('EXISTS', key) == 0 then return true end
     if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
     return redis.call('HEXISTS', key, 'held') == 0
   end
   local held = redis.call('HINCRBY', key, 'held', release)
+  if existing and held + reserved <= 0 and redis.call('HLEN', key) == 1 then
+    redis.call('DEL', key)
+    return true
+  end
   if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
   if held >= 0 then return false end
   if held + reserved > 0 then
@@ -73,8 +80,9 @@ for i = 1, 5 do
   if book(KEYS[i]) and redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 end
 
--- 4. The session, unless it has expired meanwhile (it is not recreated).
-if ARGV[2] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then book(KEYS[8]) end
+-- 4. The session, unless it has expired meanwhile (it is not recreated; reserve writes its held and steps
+--    together, so a session that exists has a field besides held).
+if ARGV[2] == '1' then book(KEYS[8], true) end
 
 -- 5. Spend history: what was charged today, kept for 400 days. Only settle writes the counter, always with
 --    its day's expiry, so the settle that creates it sets that expiry once.
