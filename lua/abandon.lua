@@ -3,7 +3,7 @@ abandon: first half of releasing a reservation whose reserve call timed out (it 
 run). Touches only the reservation record; the caller settles a held one at 0 with settle.lua,
 because only then are the booked keys known and declared in KEYS (Redis Cluster rule).
 
-KEYS[1]     reservation record    lp:{h}:r:<requestId>
+KEYS[1]     reservation record    lp:{h}:r:<requestId> (a string; a hash of an earlier release is read too)
 
 ARGV[1]     TTL seconds of the tombstone (a day, as a settled record's)
 
@@ -12,20 +12,28 @@ Returns one of
   {'settled'}                                    already settled: nothing to do
   {'held', amountMicros, booked, createdAt}      live: createdAt names the periods; booked the session and the
                                                  loop step after the key's tag ('s:<id> loop:<scope>#<sinceMs>#<step>',
-                                                 '' for neither), from the record's booked and loop fields (a record
-                                                 of the previous release has both in booked; one of an earlier
-                                                 release lists every booked key in full in booked)
+                                                 '' for neither), as the record lists them (a hash record of the
+                                                 previous release has them in its booked and loop fields, one of the
+                                                 release before both in booked; one of an earlier release lists every
+                                                 booked key in full in booked)
 ]]
 
 -- 1. No record: the reserve never ran (or is still queued): block the id so it cannot hold later.
-local res = redis.call('HMGET', KEYS[1], 'state', 'amount', 'booked', 'created_at', 'loop')
-if not res[1] then
-  redis.call('HSET', KEYS[1], 'state', 'settled', 'charged', '0')
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
+local got = redis.pcall('GET', KEYS[1])
+if not got then
+  redis.call('SET', KEYS[1], 'settled 0', 'EX', ARGV[1])
   return {'tombstoned'}
 end
 
--- 2. Settled or held: report it as it is.
+-- 2. Settled or held: report it as it is. The record is a string, 'held <amount> <provider> <created_at>' then its
+--    session and loop step as booked lists them (reserve.lua), or 'settled <charged>'; a hash of an earlier release
+--    fails GET and is read as one.
+if type(got) == 'string' then
+  local amount, createdAt, booked = string.match(got, '^held (%d+) %S+ (%S+) ?(.*)$')
+  if not amount then return {'settled'} end
+  return {'held', tonumber(amount), booked, createdAt}
+end
+local res = redis.call('HMGET', KEYS[1], 'state', 'amount', 'booked', 'created_at', 'loop')
 if res[1] ~= 'held' then return {'settled'} end
 local booked = res[3] or ''
 if res[5] then

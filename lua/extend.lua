@@ -5,7 +5,7 @@ and session it was booked in. Re-checks the key (revoked, provider) and every li
 KEYS[1]     key record hash       lp:{h}:key
 KEYS[2..6]  booked period hashes  minute, hourly, daily, weekly, monthly (fields spent, held)
 KEYS[7]     booked session hash, or a placeholder, never touched, when ARGV[3] = '0'
-KEYS[8]     reservation record    lp:{h}:r:<requestId>
+KEYS[8]     reservation record    lp:{h}:r:<requestId> (a string; a hash of an earlier release is read too)
 
 ARGV[1]     minMicros
 ARGV[2]     wantMicros (>= minMicros)
@@ -28,16 +28,25 @@ local function lowest(a, b)
   return b
 end
 
--- 1. Only a held reservation grows.
-local res = redis.call('HMGET', KEYS[8], 'state', 'provider')
-if res[1] ~= 'held' then return {'not_held'} end
+-- 1. Only a held reservation grows. Its record is a string, 'held <amount> <provider> …' (reserve.lua); a hash of
+--    an earlier release (fields state, amount, provider) fails GET, and only then is read as one.
+local state, amount, provider, rest
+local got = redis.pcall('GET', KEYS[8])
+if type(got) == 'string' then
+  state, amount, rest = string.match(got, '^(%l+) (%d+) (.*)$')
+  provider = rest and string.match(rest, '^%S+')
+elseif got then
+  local res = redis.call('HMGET', KEYS[8], 'state', 'provider')
+  state, provider = res[1], res[2]
+end
+if state ~= 'held' then return {'not_held'} end
 
 -- 2. The key must still exist, be active and allow the reservation's provider.
 local rec = redis.call('HMGET', KEYS[1], 'active', 'providers',
   'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly', 'lim:monthly', 'session_budget')
 if not rec[1] then return {'invalid_key'} end
 if rec[1] ~= '1' then return {'key_revoked'} end
-if not string.find(',' .. (rec[2] or '') .. ',', ',' .. (res[2] or '') .. ',', 1, true) then
+if not string.find(',' .. (rec[2] or '') .. ',', ',' .. (provider or '') .. ',', 1, true) then
   return {'provider_not_allowed'}
 end
 
@@ -79,5 +88,9 @@ for i = 1, 5 do
   end
 end
 if hasSession then redis.call('HINCRBY', KEYS[7], 'held', grantArg) end
-redis.call('HINCRBY', KEYS[8], 'amount', grantArg)
+if rest then
+  redis.call('SET', KEYS[8], 'held ' .. int(tonumber(amount) + grant) .. ' ' .. rest, 'KEEPTTL')
+else
+  redis.call('HINCRBY', KEYS[8], 'amount', grantArg)
+end
 return {'ok', grant}

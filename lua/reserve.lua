@@ -73,22 +73,29 @@ if hasLoop then
 end
 
 -- 1. The key must exist, be active, allow this provider, and have a limit in some window or be
---    marked unlimited.
-local rec = redis.call('HMGET', KEYS[1], 'active', 'providers',
-  'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly', 'lim:monthly', 'session_budget', 'session_max_steps',
-  'unlimited', 'rpm', 'loop_limit', 'loop_window')
+--    marked unlimited. Its session and loop defaults are read only for a request with a session or a loop check
+--    (each field read costs Redis time).
+local rec
+if hasSession or hasLoop then
+  rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
+    'lim:monthly', 'unlimited', 'rpm', 'session_budget', 'session_max_steps', 'loop_limit', 'loop_window')
+else
+  rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
+    'lim:monthly', 'unlimited', 'rpm')
+end
 if not rec[1] then return {'invalid_key'} end
 if rec[1] ~= '1' then return {'key_revoked'} end
 if not string.find(',' .. (rec[2] or '') .. ',', ',' .. ARGV[1] .. ',', 1, true) then
   return {'provider_not_allowed'}
 end
-if rec[10] ~= '1' and not (rec[3] or rec[4] or rec[5] or rec[6] or rec[7]) then return {'budget_not_set'} end
+if rec[8] ~= '1' and not (rec[3] or rec[4] or rec[5] or rec[6] or rec[7]) then return {'budget_not_set'} end
 
 -- 2. A request id is used once: a held, settled or tombstoned record means a caller fault.
 if redis.call('EXISTS', KEYS[7]) == 1 then return {'duplicate'} end
 
 local minMicros = tonumber(ARGV[2])
-local grant = tonumber(ARGV[3])
+local maxMicros = tonumber(ARGV[3])
+local grant = maxMicros
 
 -- 3. The session's limits are the lowest of what it has, what this request asks and the key's
 --    defaults, so they can be lowered and never raised. A lowering sticks even when this request is
@@ -96,8 +103,8 @@ local grant = tonumber(ARGV[3])
 local s, sessionBudget, sessionMaxSteps, sessionLoop, sessionHasTtl
 if hasSession then
   s = redis.call('HMGET', sessionKey, 'budget', 'max_steps', 'steps', 'spent', 'held', 'loop_limit')
-  sessionBudget = lowest(lowest(num(s[1]), num(askedBudget)), num(rec[8]))
-  sessionMaxSteps = lowest(lowest(num(s[2]), num(askedMaxSteps)), num(rec[9]))
+  sessionBudget = lowest(lowest(num(s[1]), num(askedBudget)), num(rec[10]))
+  sessionMaxSteps = lowest(lowest(num(s[2]), num(askedMaxSteps)), num(rec[11]))
   sessionLoop = lowest(num(s[6]), num(askedLoopLimit))
   local limits = {}
   if sessionBudget and sessionBudget ~= num(s[1]) then limits[#limits + 1] = 'budget'; limits[#limits + 1] = int(sessionBudget) end
@@ -140,7 +147,7 @@ if hasLoop then
 end
 
 -- 3b. The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
-local rpm = num(rec[11])
+local rpm = num(rec[9])
 if rpm then
   local count = num(redis.call('HGET', KEYS[2], 'requests')) or 0
   if count >= rpm then return {'rate_limited', rpm, count} end
@@ -181,7 +188,9 @@ end
 --    first request is the first in every period it creates: it sets the five TTLs (and gives one back to
 --    a key that lost it), and the minute's later requests need not.
 local firstOfMinute = redis.call('HINCRBY', KEYS[2], 'requests', 1) == 1
-local grantArg = int(grant)
+-- The grant as text: the maximum as it arrived, unless a limit shrank it.
+local grantArg = ARGV[3]
+if grant ~= maxMicros then grantArg = int(grant) end
 for i = 1, 5 do
   redis.call('HINCRBY', KEYS[1 + i], 'held', grantArg)
   if firstOfMinute then redis.call('EXPIRE', KEYS[1 + i], ARGV[3 + i]) end
@@ -207,7 +216,8 @@ end
 local loopBooked = ''
 if hasLoop then
   if loopInFlight <= inFlightTolerated then loopCount = loopCount + 1 end
-  local value, flight = int(loopCount) .. ':' .. int(loopSince), step .. ':' .. int(loopSince)
+  local sinceText = int(loopSince)
+  local value, flight = int(loopCount) .. ':' .. sinceText, step .. ':' .. sinceText
   local ttl = loopWindowMs + math.floor(loopWindowMs / 8)
   -- Past the recorded expiry: a new sinceMs, or an entry whose window was since raised on the key.
   local extend = not loopExpires or loopExpires < loopSince + loopWindowMs
@@ -218,7 +228,7 @@ if hasLoop then
   end
   -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
   if loopStale then redis.call('HDEL', loopKey, step .. ':' .. loopStale) end
-  loopBooked = loopKey .. '#' .. int(loopSince) .. '#' .. step
+  loopBooked = loopKey .. '#' .. sinceText .. '#' .. step
   if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, int(nowMs), step) end
   if loopIsNew and string.sub(step, -1) == '0' then
     local size
@@ -261,26 +271,18 @@ if hasLoop then
   end
 end
 
--- 8. The reservation record: what is held and where, for abandon (extend and settle are given the keys). The
---    five periods are those of created_at (the caller named KEYS[2..6] from that time); the session and the loop
---    step are named after the key's tag, each in its own field, left out when there is none: booked 's:<id>',
---    loop '<scope>#<sinceMs>#<step>' (the key 'loop:<scope>'). Short values keep the record a listpack (Redis's
---    compact hash; each value up to 64 bytes by default). Its TTL outlives every period key, so a hold is never
---    released by expiry.
+-- 8. The reservation record: what is held and where, for abandon (extend and settle are given the keys), one
+--    string written with its TTL in one SET: 'held <amount> <provider> <created_at>', then the session and the loop
+--    step when there are: ' s:<id>', ' loop:<scope>#<sinceMs>#<step>' (named after the key's tag). The five periods
+--    are those of created_at (the caller named KEYS[2..6] from that time). None of the parts holds a space (a
+--    session id, a scope and a provider never do). Its TTL outlives every period key, so a hold is never released
+--    by expiry.
+local record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[10]
 if hasSession or hasLoop then
   local tagEnd = string.find(KEYS[7], '}:', 1, true) + 2
-  local booked = hasSession and string.sub(sessionKey, tagEnd)
-  local loop = hasLoop and string.sub(loopBooked, tagEnd + #'loop:')
-  if booked and loop then
-    redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10], 'booked', booked, 'loop', loop)
-  elseif booked then
-    redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10], 'booked', booked)
-  else
-    redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10], 'loop', loop)
-  end
-else
-  redis.call('HSET', KEYS[7], 'state', 'held', 'amount', grantArg, 'provider', ARGV[1], 'created_at', ARGV[10])
+  if hasSession then record = record .. ' ' .. string.sub(sessionKey, tagEnd) end
+  if hasLoop then record = record .. ' ' .. string.sub(loopBooked, tagEnd) end
 end
-redis.call('EXPIRE', KEYS[7], ARGV[9])
-if room then return {'ok', grant, int(room - grant), loopBooked} end
+redis.call('SET', KEYS[7], record, 'EX', ARGV[9])
+if room then return {'ok', grant, room - grant, loopBooked} end
 return {'ok', grant, '', loopBooked}

@@ -4,7 +4,7 @@ periods and session the reservation was booked in (even if the clock has since m
 
 KEYS[1..5]  booked period hashes  minute, hourly, daily, weekly, monthly (fields spent, held)
 KEYS[6]     today's spend history lp:{h}:d:<YYYY-MM-DD> (a counter)
-KEYS[7]     reservation record    lp:{h}:r:<requestId>
+KEYS[7]     reservation record    lp:{h}:r:<requestId> (a string; a hash of an earlier release is read too)
 KEYS[8]     booked session hash, only when ARGV[2] = '1'
 KEYS[#KEYS] the loop scope the request's step was recorded in (lp:{h}:loop:<scope>), only when ARGV[6] ~= ''
             (only the keys a settle touches are passed: each costs Redis time)
@@ -25,28 +25,45 @@ Returns one of
 local function int(n) return string.format('%d', n) end
 local function num(v) if v then return tonumber(v) end return nil end
 
--- 1. Idempotent: a settled record (or tombstone) reports its earlier charge and changes nothing.
-local res = redis.call('HMGET', KEYS[7], 'state', 'amount', 'charged')
-if res[1] == 'settled' then return {'already', num(res[3]) or 0} end
+-- 1. The record: a string, 'held <amount> …' or 'settled <charged>' (reserve.lua); a hash of an earlier release
+--    (fields state, amount, charged) fails GET, and only then is read as one. Idempotent: a settled record (or
+--    tombstone) reports its earlier charge and changes nothing.
+local state, amount
+local got = redis.pcall('GET', KEYS[7])
+if type(got) == 'string' then
+  state, amount = string.match(got, '^(%l+) (%d+)')
+elseif got then
+  local res = redis.call('HMGET', KEYS[7], 'state', 'amount', 'charged')
+  state = res[1]
+  if state == 'settled' then amount = res[3] else amount = res[2] end
+end
+if state == 'settled' then return {'already', num(amount) or 0} end
 
 -- 2. What is held is the record's amount (it includes every extension). No record: nothing to
 --    release, but the request did run, so its cost is still charged.
 local reserved = 0
-if res[1] == 'held' then reserved = num(res[2]) or 0 end
+if state == 'held' then reserved = num(amount) or 0 end
 local actual = tonumber(ARGV[1])
 
 -- Charge `actual`, release up to `reserved` (held never goes below zero); returns whether the key held
 -- nothing before (reserve creates every key it books with its hold in it). The common case, a key that
 -- holds at least the reservation, is two increments; below that the hold is put right: clamped at zero,
 -- or removed again where there was none (a key that expired meanwhile, or was only ever written here).
+-- A key that must not be recreated (`existing`: the session) is booked only if it exists: a release that finds
+-- it holding none of the reservation and made its only field created it, and deletes it again.
 local release = int(-reserved)
-local function book(key)
+local function book(key, existing)
   if reserved == 0 then
     -- No hold to release (settled without a record): read whether the key has one.
+    if existing and redis.call('EXISTS', key) == 0 then return true end
     if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
     return redis.call('HEXISTS', key, 'held') == 0
   end
   local held = redis.call('HINCRBY', key, 'held', release)
+  if existing and held + reserved <= 0 and redis.call('HLEN', key) == 1 then
+    redis.call('DEL', key)
+    return true
+  end
   if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
   if held >= 0 then return false end
   if held + reserved > 0 then
@@ -63,8 +80,9 @@ for i = 1, 5 do
   if book(KEYS[i]) and redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 end
 
--- 4. The session, unless it has expired meanwhile (it is not recreated).
-if ARGV[2] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then book(KEYS[8]) end
+-- 4. The session, unless it has expired meanwhile (it is not recreated; reserve writes its held and steps
+--    together, so a session that exists has a field besides held).
+if ARGV[2] == '1' then book(KEYS[8], true) end
 
 -- 5. Spend history: what was charged today, kept for 400 days. Only settle writes the counter, always with
 --    its day's expiry, so the settle that creates it sets that expiry once.
@@ -78,11 +96,7 @@ if ARGV[6] ~= '' then
   if redis.call('HINCRBY', KEYS[#KEYS], field, -1) < 0 then redis.call('HDEL', KEYS[#KEYS], field) end
 end
 
--- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused. A held
---    record is written anew with only what a settled one answers: a long booked field (a long session id, a
---    record of an earlier release) made it a hashtable, which Redis never shrinks back; the new one is a
---    listpack of a few dozen bytes.
-if res[1] then redis.call('DEL', KEYS[7]) end
-redis.call('HSET', KEYS[7], 'state', 'settled', 'charged', ARGV[1])
-redis.call('EXPIRE', KEYS[7], ARGV[3])
+-- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused. SET replaces
+--    a held record (of any type) with only what a settled one answers, and its TTL.
+redis.call('SET', KEYS[7], 'settled ' .. ARGV[1], 'EX', ARGV[3])
 return {'settled', actual}

@@ -5,10 +5,11 @@ import { loopScope } from '../../src/loop/rule.js'
 import { createBudgetFixture, type BudgetFixture } from '../support/budget-fixture.js'
 import { startTestStore, type TestStore } from '../support/stores.js'
 
-// The held reservation record on Redis: it names its five periods by its created_at and lists only its
-// session and loop step (after the key's tag, each in its own field), so it stays a listpack; abandon rebuilds
-// the keys from it. Records written by the previous release (session and loop step in one field) and by the
-// one before (every booked key in full) are still extended, settled and abandoned as they booked.
+// The held reservation record on Redis: one string, 'held <amount> <provider> <created_at>' then its session and
+// loop step (after the key's tag), written with its TTL in one SET; it names its five periods by its created_at, and
+// abandon rebuilds the keys from it. Records the previous releases wrote as hashes (session and loop step in two
+// fields; before that in one field, booked; before that every booked key in full) are still extended, settled and
+// abandoned as they booked.
 
 const step = 'a'.repeat(15) + '1'
 const loopOf = (sessionId: string | null) => ({ scope: loopScope(sessionId, { conversation: 'c'.repeat(16), step }), step })
@@ -42,8 +43,30 @@ describe('redis store: the held reservation record', () => {
     for (const r of withLoop) expect(await inFlight(r)).toBe('0')
   }
 
-  /** Rewrites a held record as the release before the previous one wrote it: every booked key in full in `booked`. */
+  /** Rewrites a held record as the previous release's reserve wrote it: a hash, its session and loop step in two fields. */
+  async function asPreviousRelease(hash: string, r: Reservation): Promise<void> {
+    const key = record(hash, r)
+    const [state, amount, provider, createdAt, ...booked] = ((await f.redis.get(key)) as string).split(' ')
+    const ttl = await f.redis.ttl(key)
+    const fields = ['state', state, 'amount', amount, 'provider', provider, 'created_at', createdAt] as string[]
+    for (const entry of booked) fields.push(...(entry.startsWith('loop:') ? ['loop', entry.slice('loop:'.length)] : ['booked', entry]))
+    await f.redis.del(key)
+    await f.redis.hset(key, ...fields)
+    await f.redis.expire(key, ttl)
+  }
+
+  /** Rewrites a held record as the release before the previous one wrote it: its session and loop step in one field, `booked`. */
+  async function asReleaseBefore(hash: string, r: Reservation): Promise<void> {
+    await asPreviousRelease(hash, r)
+    const key = record(hash, r)
+    const [booked, loop] = await f.redis.hmget(key, 'booked', 'loop')
+    await f.redis.hdel(key, 'loop')
+    await f.redis.hset(key, 'booked', [booked, loop === null ? null : `loop:${loop}`].filter((e) => e !== null).join(' '))
+  }
+
+  /** Rewrites a held record as an earlier release wrote it: every booked key in full in `booked`. */
   async function asEarlierRelease(hash: string, r: Reservation): Promise<void> {
+    await asPreviousRelease(hash, r)
     const key = record(hash, r)
     const [amount, provider, createdAt] = await f.redis.hmget(key, 'amount', 'provider', 'created_at')
     const ttl = await f.redis.ttl(key)
@@ -52,33 +75,25 @@ describe('redis store: the held reservation record', () => {
     await f.redis.expire(key, ttl)
   }
 
-  /** Rewrites a held record as the previous release's reserve wrote it: its session and loop step in one field, `booked`. */
-  async function asPreviousRelease(hash: string, r: Reservation): Promise<void> {
-    const key = record(hash, r)
-    const [booked, loop] = await f.redis.hmget(key, 'booked', 'loop')
-    await f.redis.hdel(key, 'loop')
-    await f.redis.hset(key, 'booked', [booked, loop === null ? null : `loop:${loop}`].filter((e) => e !== null).join(' '))
-  }
-
-  it('holds state, amount, provider and created_at, and booked only for a session, loop only for a loop step: a listpack', async () => {
+  it('holds state, amount, provider and created_at, then the session and the loop step it booked: one short string', async () => {
     f.clock.set('2026-05-31T23:59:30.250Z')
     const hash = await f.newKey({ loopLimit: 5 })
     const createdAt = '2026-05-31T23:59:30.250Z'
-    const plain = await f.reserved(hash, 100)
-    expect(await f.redis.hgetall(record(hash, plain))).toEqual({ state: 'held', amount: '100', provider: 'openai', created_at: createdAt })
-    const session = await f.reserved(hash, 10, { session: { id: 'run-1', budgetMicros: 1_000, maxSteps: null } })
-    expect(await f.redis.hget(record(hash, session), 'booked')).toBe('s:run-1')
-    expect(await f.redis.hget(record(hash, session), 'loop')).toBeNull()
-    const loop = await f.reserved(hash, 10, { loop: loopOf(null) })
     const since = Date.parse(createdAt)
-    expect(await f.redis.hmget(record(hash, loop), 'booked', 'loop')).toEqual([null, `c:${'c'.repeat(16)}#${since}#${step}`])
+    const plain = await f.reserved(hash, 100)
+    expect(await f.redis.get(record(hash, plain))).toBe(`held 100 openai ${createdAt}`)
+    // Up to 44 bytes, Redis keeps a string in one allocation with its key object.
+    expect(await f.redis.object('ENCODING', record(hash, plain))).toBe('embstr')
+    const session = await f.reserved(hash, 10, { session: { id: 'run-1', budgetMicros: 1_000, maxSteps: null } })
+    expect(await f.redis.get(record(hash, session))).toBe(`held 10 openai ${createdAt} s:run-1`)
+    const loop = await f.reserved(hash, 10, { loop: loopOf(null) })
+    expect(await f.redis.get(record(hash, loop))).toBe(`held 10 openai ${createdAt} loop:c:${'c'.repeat(16)}#${since}#${step}`)
     const both = await f.reserved(hash, 10, { session: { id: 'run-2', budgetMicros: null, maxSteps: null }, loop: loopOf('run-2') })
-    expect(await f.redis.hmget(record(hash, both), 'booked', 'loop')).toEqual(['s:run-2', `s:run-2#${since}#${step}`])
-    // A session id of 24 characters and a loop step: each value still fits.
-    const longId = 'agent-run-0123456789abcd'
-    const longBoth = await f.reserved(hash, 10, { session: { id: longId, budgetMicros: null, maxSteps: null }, loop: loopOf(longId) })
-    // Redis keeps a hash whose values are all short (64 bytes by default) in its compact encoding.
-    for (const r of [plain, session, loop, both, longBoth]) expect(await f.redis.object('ENCODING', record(hash, r))).toMatch(/^(listpack|ziplist)$/)
+    expect(await f.redis.get(record(hash, both))).toBe(`held 10 openai ${createdAt} s:run-2 loop:s:run-2#${since}#${step}`)
+    for (const r of [plain, session, loop, both]) {
+      expect(await f.redis.ttl(record(hash, r))).toBeGreaterThan(35 * 86_400 - 5)
+      expect(await f.redis.ttl(record(hash, r))).toBeLessThanOrEqual(35 * 86_400)
+    }
   })
 
   it('abandon after the clock moved on releases the periods of created_at, the session and the loop step', async () => {
@@ -99,13 +114,13 @@ describe('redis store: the held reservation record', () => {
     expect(await f.store.settle(both, 30)).toEqual({ chargedMicros: 0, alreadySettled: true })
   })
 
-  it('a record of the previous release (session and loop step in booked) is abandoned in the keys it lists', async () => {
+  it('a record of the release before the previous one (session and loop step in booked) is abandoned in the keys it lists', async () => {
     f.clock.set('2026-05-31T23:59:59.900Z')
     const at = '2026-05-31T23:59:59.900Z'
     const hash = await f.newKey({ loopLimit: 5 })
     const both = await f.reserved(hash, 30, { session: { id: 'run-1', budgetMicros: 1_000, maxSteps: null }, loop: loopOf('run-1') })
     const loopOnly = await f.reserved(hash, 20, { loop: loopOf(null) })
-    for (const r of [both, loopOnly]) await asPreviousRelease(hash, r)
+    for (const r of [both, loopOnly]) await asReleaseBefore(hash, r)
     expect(await f.redis.hmget(record(hash, both), 'booked', 'loop')).toEqual([`s:run-1 loop:s:run-1#${Date.parse(at)}#${step}`, null])
     f.clock.set('2026-06-01T00:00:00.100Z')
     await f.store.abandon(hash, both.requestId)
@@ -113,7 +128,7 @@ describe('redis store: the held reservation record', () => {
     await expectReleased(hash, at, both, loopOnly)
   })
 
-  it('a record of the release before is extended, settled and abandoned in the keys it lists', async () => {
+  it('a record of an earlier release is extended, settled and abandoned in the keys it lists', async () => {
     f.clock.set('2026-05-31T23:59:59.900Z')
     const at = '2026-05-31T23:59:59.900Z'
     const hash = await f.newKey({ loopLimit: 5, limits: { daily: 10_000 } })
@@ -130,6 +145,47 @@ describe('redis store: the held reservation record', () => {
     const s = await f.session(hash, 'run-1')
     expect([Number(s.held), Number(s.spent), Number(s.steps)]).toEqual([0, 120, 2])
     expect(await inFlight(abandoned)).toBe('0')
-    expect(await f.redis.hgetall(record(hash, abandoned))).toEqual({ state: 'settled', charged: '0' })
+    expect(await f.redis.get(record(hash, abandoned))).toBe('settled 0')
+  })
+
+  it('a hash record of the previous release is extended, settled and abandoned in the keys it names, and settles as a string', async () => {
+    f.clock.set('2026-05-31T23:59:59.900Z')
+    const at = '2026-05-31T23:59:59.900Z'
+    const hash = await f.newKey({ loopLimit: 5, limits: { daily: 10_000 } })
+    const session = { id: 'run-1', budgetMicros: 10_000, maxSteps: null }
+    const plain = await f.reserved(hash, 10)
+    const settled = await f.reserved(hash, 100, { session, loop: loopOf('run-1') })
+    const abandoned = await f.reserved(hash, 40, { session, loop: loopOf('run-1') })
+    for (const r of [plain, settled, abandoned]) await asPreviousRelease(hash, r)
+    expect(await f.redis.hgetall(record(hash, plain))).toEqual({ state: 'held', amount: '10', provider: 'openai', created_at: at })
+    expect(await f.redis.hmget(record(hash, settled), 'booked', 'loop')).toEqual(['s:run-1', `s:run-1#${Date.parse(at)}#${step}`])
+    f.clock.set('2026-06-01T00:00:00.100Z')
+    expect(await f.store.extend(settled, 50, 50)).toEqual({ ok: true, grantedMicros: 50 })
+    expect(await f.redis.hget(record(hash, settled), 'amount')).toBe('150')
+    for (const w of WINDOW_NAMES) expect(await f.period(hash, w, at), w).toEqual({ spent: 0, held: 200 })
+    expect(await f.store.settle(settled, 120)).toEqual({ chargedMicros: 120, alreadySettled: false })
+    expect(await f.store.settle(plain, 7)).toEqual({ chargedMicros: 7, alreadySettled: false })
+    await f.store.abandon(hash, abandoned.requestId)
+    for (const w of WINDOW_NAMES) expect(await f.period(hash, w, at), w).toEqual({ spent: 127, held: 0 })
+    const s = await f.session(hash, 'run-1')
+    expect([Number(s.held), Number(s.spent), Number(s.steps)]).toEqual([0, 120, 2])
+    expect(await inFlight(abandoned)).toBe('0')
+    expect(await inFlight(settled)).toBe('0')
+    expect(await f.redis.get(record(hash, settled))).toBe('settled 120')
+    expect(await f.redis.get(record(hash, plain))).toBe('settled 7')
+    expect(await f.redis.get(record(hash, abandoned))).toBe('settled 0')
+    expect(await f.store.settle(settled, 120)).toEqual({ chargedMicros: 120, alreadySettled: true })
+  })
+
+  it('extend adds to the string record and keeps its TTL', async () => {
+    f.clock.set('2026-05-31T23:59:30.250Z')
+    const hash = await f.newKey({ loopLimit: 5 })
+    const r = await f.reserved(hash, 100, { session: { id: 'run-1', budgetMicros: null, maxSteps: null }, loop: loopOf('run-1') })
+    const before = (await f.redis.get(record(hash, r))) as string
+    await f.redis.expire(record(hash, r), 1_000)
+    expect(await f.store.extend(r, 25, 25)).toEqual({ ok: true, grantedMicros: 25 })
+    expect(await f.redis.get(record(hash, r))).toBe(before.replace('held 100 ', 'held 125 '))
+    expect(await f.redis.ttl(record(hash, r))).toBeGreaterThan(990)
+    expect(await f.redis.ttl(record(hash, r))).toBeLessThanOrEqual(1_000)
   })
 })

@@ -5,6 +5,7 @@ import { WINDOW_NAMES, type WindowName } from '../../src/budget/types.js'
 import { periodOf } from '../../src/budget/windows.js'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
+import { readRecord } from '../support/fault-checks.js'
 import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
 
 describe.each(STORE_KINDS)('%s store', (kind) => {
@@ -116,7 +117,7 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
         f.clock.advance(step)
         const r = await f.store.reserve(input(hash, 1))
         if (!r.ok) throw new Error('refused')
-        const created = await f.redis.hget(reservationKey(hash, r.reservation.requestId), 'created_at')
+        const { created_at: created } = await readRecord(f.redis, reservationKey(hash, r.reservation.requestId))
         expect(created).toBe(new Date(f.clock.now()).toISOString())
       }
     })

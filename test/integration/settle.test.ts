@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { reservationKey } from '../../src/budget/redis/redis-keys.js'
+import { reservationKey, sessionKey } from '../../src/budget/redis/redis-keys.js'
 import { WINDOW_NAMES, type Reservation } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
@@ -101,18 +101,41 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       expect(await f.raw.reservationTtl(hash, r.requestId)).toBeLessThanOrEqual(DAY)
     })
 
-    it('rewrites a settled Redis record small: only state and charged, a listpack', async () => {
+    it('rewrites a settled Redis record small: only state and charged, one short string', async () => {
       if (kind !== 'redis') return
       const hash = await f.newKey()
-      // A session id past 62 characters makes the held record's booked value long: a hashtable, as every held record was before.
-      const r = await f.reserved(hash, 100, { session: { id: 'compact-'.repeat(12), budgetMicros: null, maxSteps: null } })
+      // A session id of 96 characters makes the held record long.
+      const id = 'compact-'.repeat(12)
+      const r = await f.reserved(hash, 100, { session: { id, budgetMicros: null, maxSteps: null } })
       const key = reservationKey(hash, r.requestId)
-      expect(await f.redis.object('ENCODING', key)).toBe('hashtable')
+      expect(await f.redis.get(key)).toMatch(new RegExp(` s:${id}$`))
       await f.store.settle(r, 80)
-      expect(await f.redis.hgetall(key)).toEqual({ state: 'settled', charged: '80' })
-      expect(await f.redis.object('ENCODING', key)).toBe('listpack')
+      expect(await f.redis.get(key)).toBe('settled 80')
+      expect(await f.redis.object('ENCODING', key)).toBe('embstr')
       expect(await f.raw.reservationTtl(hash, r.requestId)).toBeGreaterThan(DAY - 5)
       expect(await f.store.settle(r, 90)).toEqual({ chargedMicros: 80, alreadySettled: true })
+    })
+
+    it('does not recreate a Redis session that expired before the settle, and books one that holds nothing', async () => {
+      if (kind !== 'redis') return
+      const hash = await f.newKey()
+      const at = new Date(f.clock.now()).toISOString()
+      const session = (id: string) => ({ session: { id, budgetMicros: null, maxSteps: null } })
+      // Expired with a hold to release, and expired with its record gone too (nothing to release).
+      const gone = await f.reserved(hash, 100, session('gone'))
+      const bare = await f.reserved(hash, 100, session('bare'))
+      await f.redis.del(sessionKey(hash, 'gone'), sessionKey(hash, 'bare'))
+      await f.raw.deleteReservation(hash, bare.requestId)
+      expect(await f.store.settle(gone, 80)).toEqual({ chargedMicros: 80, alreadySettled: false })
+      expect(await f.store.settle(bare, 30)).toEqual({ chargedMicros: 30, alreadySettled: false })
+      expect(await f.redis.exists(sessionKey(hash, 'gone'), sessionKey(hash, 'bare'))).toBe(0)
+      // A live session that holds none of its reservation any more is still charged, and holds nothing.
+      const kept = await f.reserved(hash, 100, session('kept'))
+      await f.redis.hset(sessionKey(hash, 'kept'), 'held', '0')
+      expect(await f.store.settle(kept, 50)).toEqual({ chargedMicros: 50, alreadySettled: false })
+      const s = await f.session(hash, 'kept')
+      expect([Number(s.held ?? 0), s.spent, s.steps]).toEqual([0, '50', '1'])
+      expect(await f.period(hash, 'daily', at)).toEqual({ spent: 160, held: 100 })
     })
 
     it('a settle repeated within the day answers already and charges once', async () => {

@@ -15,6 +15,7 @@ import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
 import type { BudgetChange, BudgetStore, KeyAdmin, Reservation, ReserveInput, WindowName } from '../../src/budget/types.js'
 import { periodOf } from '../../src/budget/windows.js'
 import type { ProviderId } from '../../src/providers/types.js'
+import { readRecord } from './fault-checks.js'
 import type { StoreKind, TestStore } from './stores.js'
 
 export interface Clock {
@@ -140,8 +141,8 @@ function redisParts(url: string, clock: Clock, ttl: { sessionTtlSeconds?: number
     bookedTtl: (_hash, key) => redis.ttl(key),
     deleteBooked: async (_hash, key) => void (await redis.del(key)),
     reservation: async (hash, id) => {
-      const state = await redis.hget(reservationKey(hash, id), 'state')
-      return state === null ? null : { state }
+      const { state } = await readRecord(redis, reservationKey(hash, id))
+      return state === undefined ? null : { state }
     },
     reservationTtl: (hash, id) => redis.ttl(reservationKey(hash, id)),
     deleteReservation: async (hash, id) => void (await redis.del(reservationKey(hash, id))),

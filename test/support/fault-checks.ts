@@ -47,11 +47,24 @@ export async function reservations(redisUrl: string, hash: string): Promise<Rese
   try {
     await redis.connect()
     const keys = await redis.keys(`lp:{${hash}}:r:*`)
-    const records = await Promise.all(keys.map((k) => redis.hgetall(k)))
+    const records = await Promise.all(keys.map((k) => readRecord(redis, k)))
     return records.map((r) => ({ state: r.state ?? '', amount: Number(r.amount ?? 0), charged: r.charged === undefined ? null : Number(r.charged) }))
   } finally {
     redis.disconnect()
   }
+}
+
+/**
+ * The fields of the Redis reservation record `key` ({} when there is none): a string, 'held <amount> <provider>
+ * <created_at>' then its session and loop step, or 'settled <charged>' (lua/reserve.lua); or a hash an earlier
+ * release wrote, as it is.
+ */
+export async function readRecord(redis: Redis, key: string): Promise<Record<string, string>> {
+  if ((await redis.type(key)) === 'hash') return redis.hgetall(key)
+  const text = await redis.get(key)
+  if (text === null) return {}
+  const [state = '', n = '', provider = '', createdAt = ''] = text.split(' ')
+  return state === 'settled' ? { state, charged: n } : { state, amount: n, provider, created_at: createdAt }
 }
 
 export function sleep(ms: number): Promise<void> {

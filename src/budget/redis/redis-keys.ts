@@ -51,7 +51,7 @@ export function suffixKey(hash: string, suffix: string): string {
   return `${prefix(hash)}:${suffix}`
 }
 
-/** A reservation record (state, amount, provider, created_at, booked session, loop step, charged), or a settled tombstone. */
+/** A reservation record, one string ('held <amount> <provider> <created_at>' and its session and loop step, or 'settled <charged>'), or a settled tombstone. */
 export function reservationKey(hash: string, requestId: string): string {
   return reservationKeyStart(hash) + requestId
 }

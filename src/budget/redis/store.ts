@@ -192,9 +192,9 @@ function bookedList(periods: FixedKeys['periodKeys'], session: string | null, lo
 }
 
 /**
- * The keys a held reservation record booked, from its `booked` and `created_at` fields: the five periods of
- * `createdAt`, then the session and loop step `booked` names after the key's tag. A record written by an
- * earlier release lists every key in full in `booked`.
+ * The keys a held reservation record booked, from what abandon read of it (its created_at and booked entries): the
+ * five periods of `createdAt`, then the session and loop step `booked` names after the key's tag. A record written
+ * by an earlier release lists every key in full in `booked`.
  */
 function recordedKeys(hash: string, booked: string, createdAt: string): string[] {
   const entries = booked === '' ? [] : booked.split(' ')
