@@ -9,6 +9,7 @@ import type { Micros } from '../money.js'
 import { tokensCost } from '../pricing/cost.js'
 import type { Price } from '../pricing/types.js'
 import type { ProviderAdapter, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { TokenCounter } from '../tokens/worker.js'
 import type { LaterCount } from './exact-count.js'
 import type { ReservationPlan } from './plan.js'
 import type { RequestBody } from './request-body.js'
@@ -25,6 +26,8 @@ export interface ForwardDeps {
   /** Fires after the shutdown grace period: in-flight upstream calls are aborted and streams cut. */
   shutdown: AbortSignal
   now: () => number
+  /** Reads a big answer's usage off the event loop (the pipeline's counter). */
+  counter: TokenCounter
 }
 
 export interface Forward {

@@ -13,7 +13,7 @@ import { costMicros } from '../pricing/cost.js'
 import type { ProviderAdapter, UpstreamCredential, UpstreamRequest } from '../providers/types.js'
 import { MAX_BODY_BYTES, UpstreamTooLargeError } from '../stream/limits.js'
 import type { SourceReader, StreamSource } from '../stream/source.js'
-import { sharedTokenCounter } from '../tokens/worker.js'
+import type { TokenCounter } from '../tokens/worker.js'
 import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
 import { loweredOutputCap } from './plan.js'
 import { createStreamRelay } from './relay-stream.js'
@@ -186,7 +186,7 @@ export function createForwarder(deps: ForwardDeps) {
         }
         const usage =
           adapter.usageFromHeaders?.(route, response.headers) ??
-          adapter.usageFromBody(route, bytes.length < BIG_BODY_BYTES ? pickMembers(bytes, adapter.usageMembers) : await pickBigMembers(bytes, adapter.usageMembers))
+          adapter.usageFromBody(route, bytes.length < BIG_BODY_BYTES ? pickMembers(bytes, adapter.usageMembers) : await pickBigMembers(deps.counter, bytes, adapter.usageMembers))
         // No usage reported: charge what was held, never less than may have been spent.
         // Hosted-tool fees are charged at the calls the request allowed (usage does not itemise them here).
         const actual = usage === null ? reservation.reservedMicros : costMicros(price, { inputTokens: plan.inputTokens, ...usage }) + plan.feeMicros
@@ -242,8 +242,8 @@ function buildWith(f: Forward, body: Buffer): UpstreamRequest | Promise<Upstream
  * When the worker cannot (its queue stays full, a fault), they are read here, as for a small answer: the
  * charge is the provider's usage either way.
  */
-async function pickBigMembers(bytes: Buffer, keys: readonly string[]): Promise<unknown> {
-  const picked = await sharedTokenCounter().pick(bytes, keys)
+async function pickBigMembers(counter: TokenCounter, bytes: Buffer, keys: readonly string[]): Promise<unknown> {
+  const picked = await counter.pick(bytes, keys)
   return picked === null ? pickMembers(bytes, keys) : picked.members
 }
 

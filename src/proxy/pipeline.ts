@@ -71,7 +71,7 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
   const counting = { counter, upstream: deps.upstream }
   const admission = deps.admission ?? createAdmission(now)
   const settling = releasingOnSettle(store, admission)
-  const { forwardFree, forwardMetered } = createForwarder({ ...deps, store: settling, now })
+  const { forwardFree, forwardMetered } = createForwarder({ ...deps, store: settling, now, counter })
 
   /**
    * The route's handler. It returns nothing: the request goes on in `handle`, whose promise no one awaits (a
