@@ -73,7 +73,7 @@ class RelayedStream implements MeterOptions {
       (result) => this.ended(result),
       async (error: unknown) => {
         deps.metrics.streamEnded()
-        await this.settle(reservation.reservedMicros, 'aborted')
+        await this.settle(this.f.reservation.reservedMicros, 'aborted')
         throw error
       },
     )
