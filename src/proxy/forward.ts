@@ -123,6 +123,9 @@ export function createForwarder(deps: ForwardDeps) {
     }
 
     let sent = false
+    // A stream is the relay's to settle from here on, on every path: this frame ends instead of staying
+    // suspended for the stream's life with the upstream request, its response and headers.
+    let relayed = false
     try {
       const lowered = loweredOutputCap(plan, price, reservation.reservedMicros)
       if (lowered !== null) summary.maxTokens = lowered
@@ -198,11 +201,13 @@ export function createForwarder(deps: ForwardDeps) {
         return
       }
 
-      await relayStream(f, response, headers, settle)
+      const streamed = relayStream(f, response, headers, settle)
+      relayed = true
+      return streamed
     } finally {
       // A fault this code did not foresee: nothing is charged if the provider was never called,
       // else the whole hold (the provider may have generated all of it).
-      if (!settled) await settle(sent ? reservation.reservedMicros : 0, 'aborted')
+      if (!settled && !relayed) await settle(sent ? reservation.reservedMicros : 0, 'aborted')
     }
   }
 

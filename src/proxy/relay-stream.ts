@@ -71,15 +71,28 @@ class RelayedStream implements MeterOptions {
     deps.metrics.streamStarted()
     return meterStream(this).then(
       (result) => this.ended(result),
-      (error: unknown) => {
+      async (error: unknown) => {
         deps.metrics.streamEnded()
+        await this.settle(this.f.reservation.reservedMicros, 'aborted')
         throw error
       },
     )
   }
 
-  /** Charges what the ended stream cost (`result` says how it ended), once. */
+  /**
+   * Charges what the ended stream cost (`result` says how it ended), once. A fault this code did not foresee
+   * charges the whole hold (the provider may have generated all of it): the stream is settled on every path.
+   */
   private async ended(result: MeterResult): Promise<void> {
+    try {
+      await this.charge(result)
+    } finally {
+      // Does nothing once charged.
+      await this.settle(this.f.reservation.reservedMicros, 'aborted')
+    }
+  }
+
+  private async charge(result: MeterResult): Promise<void> {
     const { f, deps, parser } = this
     const { price, reservation, summary } = f
     deps.metrics.streamEnded()

@@ -38,6 +38,8 @@ const bodies: Array<WeakRef<object>> = []
 const raws: Array<WeakRef<object>> = []
 // And the bytes the proxy sent upstream.
 const sents: Array<WeakRef<object>> = []
+// And the upstream request they were sent in (its headers carry the provider's credential).
+const requests: Array<WeakRef<object>> = []
 
 beforeAll(async () => {
   redis = await startRedis()
@@ -80,6 +82,7 @@ beforeAll(async () => {
     upstream: {
       send(request, signal, method) {
         sents.push(new WeakRef(request.body))
+        requests.push(new WeakRef(request))
         return http.send(request, signal, method)
       },
       close: () => http.close(),
@@ -145,6 +148,10 @@ describe('an open stream and its request body', () => {
 
   it('keeps no reference to the bytes sent upstream once the provider reports the input, while the stream is open', async () => {
     expect(await anthropicStreamReleases('retention-sent', () => sents.at(-1)!)).toBe(true)
+  })
+
+  it('keeps no reference to the upstream request, with its credential, while the stream is open', async () => {
+    expect(await anthropicStreamReleases('retention-request', () => requests.at(-1)!)).toBe(true)
   })
 })
 
