@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events'
 import { Readable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import { compatCutoffFrame, createChatStreamParser } from '../../src/providers/openai-compat.js'
@@ -6,6 +5,7 @@ import type { ErrorInfo, RouteMatch } from '../../src/providers/types.js'
 import { createStreamStop, meterStream, type StreamSink } from '../../src/stream/meter.js'
 import { byteCounter } from '../support/counting.js'
 import { readableSource } from '../support/readable-source.js'
+import { RecordingSink } from '../support/recording-sink.js'
 
 const chat: RouteMatch = { operation: 'chat', pathModel: null, pathStream: null }
 const budget: ErrorInfo = { status: 429, code: 'budget_exceeded', message: 'no budget' }
@@ -14,29 +14,11 @@ function event(content: string): string {
   return `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content } }] })}\n\n`
 }
 
-/** A client that records what it receives. */
-class Sink extends EventEmitter implements StreamSink {
-  chunks: Buffer[] = []
-  writableEnded = false
-  destroyed = false
-  write(chunk: Buffer): boolean {
-    this.chunks.push(chunk)
-    return true
-  }
-  end(chunk?: Buffer): void {
-    if (chunk) this.chunks.push(chunk)
-    this.writableEnded = true
-  }
-  text(): string {
-    return Buffer.concat(this.chunks).toString()
-  }
-}
-
 /** Meters `reads` (each one upstream read) against a fixed reservation of `reservedTokens`, 1 micro-USD per byte. */
 async function meter(reads: string[], reservedTokens: number) {
   const counter = byteCounter()
   const parser = createChatStreamParser(counter)
-  const client = new Sink()
+  const client = new RecordingSink()
   const result = await meterStream({
     parser,
     upstream: readableSource(Readable.from(reads.map((r) => Buffer.from(r)))),
@@ -76,7 +58,7 @@ describe('stream meter', () => {
 
 describe('stream meter, reading by events', () => {
   /** A client whose every other write fills its buffer, so the meter must wait for 'drain'. */
-  class SlowSink extends Sink {
+  class SlowSink extends RecordingSink {
     writes = 0
     override write(chunk: Buffer): boolean {
       super.write(chunk)
@@ -113,7 +95,7 @@ describe('stream meter, reading by events', () => {
     const reads = [event('a') + event('b') + event('c'), 'data: [DONE]\n\n']
     let extensions = 0
     const grantLater = () => new Promise<null>((resolve) => setTimeout(() => resolve(null), 2)).finally(() => extensions++)
-    const client = new Sink()
+    const client = new RecordingSink()
     const result = await meterStream(options(Readable.from(reads.map((r) => Buffer.from(r))), client, grantLater))
     expect(result.outcome).toBe('completed')
     expect(client.text()).toBe(reads.join(''))
@@ -123,7 +105,7 @@ describe('stream meter, reading by events', () => {
 
   it('ends a stream whose upstream breaks after whole events with the failure frame, once', async () => {
     const upstream = new Readable({ read() {} })
-    const client = new Sink()
+    const client = new RecordingSink()
     const metered = meterStream(options(upstream, client, async () => null, 1_000))
     upstream.push(Buffer.from(event('a') + 'data: {"choi'))
     setTimeout(() => upstream.destroy(new Error('socket reset')), 2)
@@ -135,7 +117,7 @@ describe('stream meter, reading by events', () => {
 
   it('stops reading when the client goes away and reports it, not as an upstream failure', async () => {
     const upstream = new Readable({ read() {} })
-    const client = new Sink()
+    const client = new RecordingSink()
     const metered = meterStream(options(upstream, client, async () => null, 1_000))
     upstream.push(Buffer.from(event('a')))
     setTimeout(() => {
@@ -154,7 +136,7 @@ describe('stream meter, reading by events', () => {
     const stopError: ErrorInfo = { status: 503, code: 'shutting_down', message: 'stopping' }
     const open = () => {
       const upstream = new Readable({ read() {} })
-      const client = new Sink()
+      const client = new RecordingSink()
       const metered = meterStream({ ...options(upstream, client, async () => null, 1_000), stop, stopError: () => stopError })
       return { upstream, client, metered }
     }
@@ -192,7 +174,7 @@ describe('stream meter, reading by events', () => {
         return chunk
       },
     }
-    const client = new Sink()
+    const client = new RecordingSink()
     const upstream = Readable.from([Buffer.from('[{"a":1}'), Buffer.from(',{"b":2}'), Buffer.from(']')])
     const result = await meterStream({ ...options(upstream, client, async () => null, 1_000), parser })
     expect(result.outcome).toBe('upstream_failed')

@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events'
 import { Readable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import type { Micros } from '../../src/money.js'
@@ -9,27 +8,17 @@ import { compatCutoffFrame, createChatStreamParser } from '../../src/providers/o
 import type { RouteMatch } from '../../src/providers/types.js'
 import { byteCounter } from '../support/counting.js'
 import { readableSource } from '../support/readable-source.js'
+import { RecordingSink } from '../support/recording-sink.js'
 
 const chat: RouteMatch = { operation: 'chat', pathModel: null, pathStream: null }
 const RESERVED = 5_000
 
-/** The client's response: records what it is sent. */
-class Client extends EventEmitter {
-  chunks: Buffer[] = []
+/** The client's response: records what it is sent, and its head. */
+class Client extends RecordingSink {
   headersSent = false
-  writableEnded = false
-  destroyed = false
   writeHead(): void {}
   flushHeaders(): void {
     this.headersSent = true
-  }
-  write(chunk: Buffer): boolean {
-    this.chunks.push(chunk)
-    return true
-  }
-  end(chunk?: Buffer): void {
-    if (chunk) this.chunks.push(chunk)
-    this.writableEnded = true
   }
 }
 
