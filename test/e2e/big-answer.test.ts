@@ -12,14 +12,9 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { createKeyAdmin } from '../../src/budget/redis/admin.js'
-import { createRedisClient, type RedisClient } from '../../src/budget/redis/redis-client.js'
-import type { KeyAdmin } from '../../src/budget/types.js'
-import { json, startFakeServer, type FakeServer } from '../support/fake-server.js'
+import { json, startFakeServer } from '../support/fake-server.js'
 import { LOOP_CPU_PROBE, longestStretch } from '../support/loop-cpu.js'
-import { startProxyProcess, type ProxyProcess } from '../support/proxy-process.js'
-import { waitReady } from '../support/proxy.js'
-import { startRedis, type TestRedis } from '../support/redis.js'
+import { useSpawnedStack } from '../support/spawned-stack.js'
 
 const MIB = 1024 * 1024
 /**
@@ -53,50 +48,35 @@ const ANSWERS: Record<string, Buffer> = {
   deep: embeddingAnswer(32 * MIB, `,"nested":${deep},${usage}`),
 }
 
-let redis: TestRedis
-let fake: FakeServer
-let proxy: ProxyProcess
-let client: RedisClient
-let admin: KeyAdmin
 let dir: string
 let probeFile: string
 
-beforeAll(async () => {
+beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'loopers-big-answer-'))
   probeFile = join(dir, 'loop-cpu.jsonl')
-  redis = await startRedis()
-  fake = await startFakeServer((req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer) => {
-    if (req.url === '/v1/embeddings') {
-      const answer = ANSWERS[(JSON.parse(raw.toString()) as { user: string }).user]!
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': answer.length })
-      res.end(answer)
-      return
-    }
-    json(res, 200, { id: 'chatcmpl-1', object: 'chat.completion', created: 1, model: 'gpt-test', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage: SMALL_USAGE })
-  })
-  proxy = await startProxyProcess({
-    REDIS_URL: redis.url,
-    LOOPERS_OPENAI_BASE_URL: fake.url,
-    LOOPERS_OPENAI_API_KEY: 'sk-upstream',
-    NODE_OPTIONS: `--import ${LOOP_CPU_PROBE}`,
-    LOOPERS_TEST_LOOP_CPU_FILE: probeFile,
-  })
-  client = createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 2_000 })
-  await waitReady(client)
-  admin = createKeyAdmin(client)
-}, 60_000)
+})
 
-afterAll(async () => {
-  await proxy?.stop()
-  client?.disconnect()
-  await fake?.close()
-  await redis?.stop()
+afterAll(() => {
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
 })
 
+const stack = useSpawnedStack(
+  () =>
+    startFakeServer((req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer) => {
+      if (req.url === '/v1/embeddings') {
+        const answer = ANSWERS[(JSON.parse(raw.toString()) as { user: string }).user]!
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': answer.length })
+        res.end(answer)
+        return
+      }
+      json(res, 200, { id: 'chatcmpl-1', object: 'chat.completion', created: 1, model: 'gpt-test', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage: SMALL_USAGE })
+    }),
+  () => ({ NODE_OPTIONS: `--import ${LOOP_CPU_PROBE}`, LOOPERS_TEST_LOOP_CPU_FILE: probeFile }),
+)
+
 async function post(key: string, path: string, body: unknown): Promise<{ status: number; bytes: number; ms: number }> {
   const started = performance.now()
-  const response = await fetch(`${proxy.url}/openai${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+  const response = await fetch(`${stack.proxy.url}/openai${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
   const bytes = (await response.arrayBuffer()).byteLength
   return { status: response.status, bytes, ms: performance.now() - started }
 }
@@ -107,14 +87,14 @@ const bigRequest = (variant: string) => ({ model: 'embed-test', user: variant, i
 
 it('relays a 32 MiB answer and charges its usage without holding the event loop, while small requests flow', async () => {
   // The small load repeats one request: a loop by the guard's rule, so its key turns the guard off.
-  const smallKey = await admin.createKey('small', ['openai'], { unlimited: true, loopLimit: 0 })
+  const smallKey = await stack.admin.createKey('small', ['openai'], { unlimited: true, loopLimit: 0 })
   // Warm-up: the proxy's paths, and the counting worker (started on first use).
   for (let i = 0; i < 20; i++) expect((await post(smallKey.key, '/v1/chat/completions', SMALL)).status).toBe(200)
-  const warm = await admin.createKey('warm', ['openai'], { unlimited: true })
+  const warm = await stack.admin.createKey('warm', ['openai'], { unlimited: true })
   expect((await post(warm.key, '/v1/embeddings', bigRequest('plain'))).status).toBe(200)
 
   for (const variant of Object.keys(ANSWERS)) {
-    const key = await admin.createKey(variant, ['openai'], { unlimited: true })
+    const key = await stack.admin.createKey(variant, ['openai'], { unlimited: true })
     let done = false
     const small: Array<{ status: number; ms: number }> = []
     const flowing = Promise.all(
@@ -130,7 +110,7 @@ it('relays a 32 MiB answer and charges its usage without holding the event loop,
     expect(small.length).toBeGreaterThan(0)
     expect(small.filter((r) => r.status !== 200)).toEqual([])
     // Charged the answer's usage (embed-test: 1 µUSD per input token), not the hold, once settled.
-    await expect.poll(async () => (await admin.status(key.record.hash))!.daily).toMatchObject({ spentMicros: BIG_USAGE_TOKENS, heldMicros: 0 })
+    await expect.poll(async () => (await stack.admin.status(key.record.hash))!.daily).toMatchObject({ spentMicros: BIG_USAGE_TOKENS, heldMicros: 0 })
     expect(cpuMs).toBeLessThan(MAX_CPU_STRETCH_MS)
   }
 }, 120_000)

@@ -7,9 +7,15 @@ import { startProxyProcess, type ProxyProcess } from './proxy-process.js'
 import { waitReady } from './proxy.js'
 import { startRedis, type TestRedis } from './redis.js'
 
-export interface SpawnedStack {
+/** An upstream the stack starts and stops: a fake provider server. */
+export interface Upstream {
+  url: string
+  close(): Promise<void>
+}
+
+export interface SpawnedStack<U extends Upstream = FakeOpenAi> {
   redis: TestRedis
-  fake: FakeOpenAi
+  fake: U
   /** `loopers serve` in its own process (its event loop is not the test's). */
   proxy: ProxyProcess
   admin: KeyAdmin
@@ -20,11 +26,16 @@ export interface SpawnedStack {
  * suite; `env` (read when the suite starts) adds or overrides the proxy's environment.
  */
 export function useSpawnedOpenAiStack(env: () => Record<string, string> = () => ({})): SpawnedStack {
-  const stack = {} as SpawnedStack
+  return useSpawnedStack(() => startFakeOpenAi(), env)
+}
+
+/** useSpawnedOpenAiStack with the OpenAI upstream `startUpstream` starts (a fake with answers of its own). */
+export function useSpawnedStack<U extends Upstream>(startUpstream: () => Promise<U>, env: () => Record<string, string> = () => ({})): SpawnedStack<U> {
+  const stack = {} as SpawnedStack<U>
   let client: RedisClient | undefined
   beforeAll(async () => {
     stack.redis = await startRedis()
-    stack.fake = await startFakeOpenAi()
+    stack.fake = await startUpstream()
     stack.proxy = await startProxyProcess({
       REDIS_URL: stack.redis.url,
       LOOPERS_OPENAI_BASE_URL: stack.fake.url,
