@@ -64,8 +64,16 @@ export async function startProxy(env: Record<string, string>, options: { waitFor
   }
 }
 
+/**
+ * How long a test waits, by default, for something the proxy does after answering (a settlement, its
+ * summary line). A settle may first wait for an exact count: the counting worker starts on first use and
+ * a count gives up after 5 s (src/tokens/worker.ts), which a loaded machine reaches while the worker boots.
+ * A wait of exactly 5 s raced that bound (CI: "timed out waiting for summary line").
+ */
+export const SETTLE_WAIT_MS = 15_000
+
 /** Polls `check` until it returns true or `timeoutMs` passes; throws with `what` on timeout. */
-export async function eventually(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 5000): Promise<void> {
+export async function eventually(check: () => Promise<boolean> | boolean, what: string, timeoutMs = SETTLE_WAIT_MS): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     if (await check()) return
