@@ -15,7 +15,7 @@ import { main } from './cli/program.js'
 // After each full collection V8 sets old space's limit to ~1.6× what survived (~40 MiB for the proxy's ~24) and
 // starts the next one once less room is left than the young generation holds, so any burst of survivors (a
 // 10 MiB body being read) brought a mark-compact while small requests waited. 64 MiB is also the limit's floor
-// (`--initial-old-space-size`): a big body no longer brings one (1 of 38 counts of one did, against 20 of 22)
+// (`--initial-old-space-size`): a big body no longer brings one (1 of 46 counts of one did, against 20 of 22)
 // at no RSS or CPU per request a bench could tell apart.
 // glibc's malloc raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, so after the
 // first big buffer (a tokenizer's rank file) later ones stay in the heap and their pages stay resident
