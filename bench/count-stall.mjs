@@ -5,8 +5,11 @@
 // The proxy here is its own, started with bench/loop-delay.mjs: it records every block of its event loop
 // over 5 ms or holding over 1 ms of its own work, and every collection's pause, so the report says how long
 // the loop was held while the big request was read, parsed, counted, and by what.
+// The load generator's own event loop is watched too (its longest delay, baseline and during): it times the
+// small requests, so a stall of its own (a busy core of its own) reads as latency the proxy did not add.
 import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { smallLoad } from './leakage.mjs'
 import { ROOT, waitForQuiet } from './procs.mjs'
 import { countChatTokens } from '../dist/tokens/tiktoken.js'
@@ -25,6 +28,16 @@ const forMs = (ms) => {
 function percentile(results, p) {
   const sorted = results.map((r) => r.ms).sort((a, b) => a - b)
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? null
+}
+
+/** Watches this process's event loop (the load generator's); the returned function stops and gives its longest block in ms. */
+function watchLoop() {
+  const histogram = monitorEventLoopDelay({ resolution: 1 })
+  histogram.enable()
+  return () => {
+    histogram.disable()
+    return Math.round(histogram.max / 1e4) / 100
+  }
 }
 
 /** Blocks of the proxy's event loop (loop-delay.mjs) between `from` and `to` (epoch ms). */
@@ -82,14 +95,18 @@ async function measure(ctx, proxy, delayFile, kind, body) {
     // On a shared machine: a bounded wait for a quiet proxy core (as the other scenarios do).
     if (ctx.quietBudgetMs > 0) ctx.quietBudgetMs -= (await waitForQuiet({ maxWaitMs: Math.min(10_000, ctx.quietBudgetMs) })).waitedMs
     const baselineFrom = Date.now()
+    const baselineGenerator = watchLoop()
     const baseline = await smallLoad(on, ctx.key, forMs(BASELINE_MS))
+    const baselineGeneratorBlockMs = baselineGenerator()
     const baselineSpans = blocksBetween(delayFile, baselineFrom, Date.now())
     const baselineBlocks = baselineSpans.filter((b) => b.blockedMs > 5)
     let done = false
     const started = performance.now()
     const from = Date.now()
+    const generator = watchLoop()
     const request = send().finally(() => (done = true))
     const during = await smallLoad(on, ctx.key, () => done)
+    const generatorBlockMs = generator()
     const status = await request
     const spans = blocksBetween(delayFile, from, Date.now())
     const blocks = spans.filter((b) => b.blockedMs > 5)
@@ -116,6 +133,9 @@ async function measure(ctx, proxy, delayFile, kind, body) {
         .sort((a, b) => b.ownMs - a.ownMs)
         .slice(0, 5)
         .map((b) => ({ afterMs: b.at - from, ownMs: b.ownMs })),
+      // The load generator's own event loop (it times the small requests): its longest block, here and in the baseline.
+      generatorBlockMs,
+      baselineGeneratorBlockMs,
       // Mark-compact pauses (V8's full collections) and when they came.
       majorGcs: spans.filter((b) => b.gcKind === MARK_COMPACT).map((b) => ({ afterMs: b.at - from, pauseMs: b.gcMs })),
       baselineMajorGcs: baselineSpans.filter((b) => b.gcKind === MARK_COMPACT).map((b) => ({ pauseMs: b.gcMs })),
@@ -128,7 +148,7 @@ async function measure(ctx, proxy, delayFile, kind, body) {
     trial.p99GrowthMs = trial.p99Ms - trial.baselineP99Ms
     trial.pass = status === 429 && trial.small503 === 0 && trial.smallNot200 === 0 && trial.p99GrowthMs <= 10
     ctx.log(
-      `  count stall (${kind}) trial ${t + 1}: ${(Buffer.byteLength(bigBody) / 1_048_576).toFixed(1)} MiB count ${Math.round(trial.countMs)} ms (big request ${status}); small p99 ${trial.baselineP99Ms.toFixed(1)} → ${trial.p99Ms.toFixed(1)} ms (+${trial.p99GrowthMs.toFixed(1)}, target ≤ 10) over ${during.length} requests, ${trial.small503} × 503; proxy loop: longest block ${trial.longestBlockMs} ms (baseline ${trial.baselineLongestBlockMs} ms), ${trial.longestCpuBlockMs} ms of its CPU (baseline ${trial.baselineLongestCpuBlockMs} ms), its own work ${trial.longestOwnBlockMs} ms (baseline ${trial.baselineLongestOwnBlockMs} ms), mark-compact pauses [${trial.majorGcs.map((g) => `+${g.afterMs} ms: ${g.pauseMs}`).join(', ')}] ms (baseline [${trial.baselineMajorGcs.map((g) => g.pauseMs).join(', ')}]), ${Math.round(trial.blockedMs)} ms blocked in all; longest at ${trial.longestBlocks.map((b) => `+${b.afterMs} ms (${b.blockedMs})`).join(', ')}`,
+      `  count stall (${kind}) trial ${t + 1}: ${(Buffer.byteLength(bigBody) / 1_048_576).toFixed(1)} MiB count ${Math.round(trial.countMs)} ms (big request ${status}); small p99 ${trial.baselineP99Ms.toFixed(1)} → ${trial.p99Ms.toFixed(1)} ms (+${trial.p99GrowthMs.toFixed(1)}, target ≤ 10) over ${during.length} requests, ${trial.small503} × 503; proxy loop: longest block ${trial.longestBlockMs} ms (baseline ${trial.baselineLongestBlockMs} ms), ${trial.longestCpuBlockMs} ms of its CPU (baseline ${trial.baselineLongestCpuBlockMs} ms), its own work ${trial.longestOwnBlockMs} ms (baseline ${trial.baselineLongestOwnBlockMs} ms), mark-compact pauses [${trial.majorGcs.map((g) => `+${g.afterMs} ms: ${g.pauseMs}`).join(', ')}] ms (baseline [${trial.baselineMajorGcs.map((g) => g.pauseMs).join(', ')}]), ${Math.round(trial.blockedMs)} ms blocked in all; load generator's longest block ${trial.generatorBlockMs} ms (baseline ${trial.baselineGeneratorBlockMs} ms); longest at ${trial.longestBlocks.map((b) => `+${b.afterMs} ms (${b.blockedMs})`).join(', ')}`,
     )
     trials.push(trial)
   }

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=1048576 node --max-semi-space-size=16 --min-semi-space-size=4 --no-memory-reducer
+#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=1048576 node --max-semi-space-size=16 --min-semi-space-size=4 --no-memory-reducer --initial-old-space-size=64
 import { main } from './cli/program.js'
 
 /** Entry of the `loopers` binary: runs the CLI, then lets the process end (or keeps it up for `serve`). */
@@ -12,6 +12,11 @@ import { main } from './cli/program.js'
 // brings the next full collection. A floor of 4 MiB and no memory reducer break that cycle (at 500 and 1,000
 // req/s after 10 s lulls: a third to a half of the scavenges, ~18% less CPU per request) at no idle memory a
 // bench could find: an idle proxy gives memory back through src/idle-release.ts, after 30 s of quiet, instead.
+// After each full collection V8 sets old space's limit to ~1.6× what survived (~40 MiB for the proxy's ~24) and
+// starts the next one once less room is left than the young generation holds, so any burst of survivors (a
+// 10 MiB body being read) brought a mark-compact while small requests waited. 64 MiB is also the limit's floor
+// (`--initial-old-space-size`): a big body no longer brings one (1 of 46 counts of one did, against 20 of 22)
+// at no RSS or CPU per request a bench could tell apart.
 // glibc's malloc raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, so after the
 // first big buffer (a tokenizer's rank file) later ones stay in the heap and their pages stay resident
 // (~10 MiB at idle); a fixed threshold of 1 MiB returns every block that big when it is freed.

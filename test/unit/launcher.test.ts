@@ -18,7 +18,7 @@ describe('launcher flags', () => {
   it('the bin runs node through `env -S` with the launcher environment and flags', () => {
     expect(bin, shebang).not.toBeNull()
     expect(bin?.[1]?.trim()).toBe('MALLOC_MMAP_THRESHOLD_=1048576')
-    expect(flagsOf(bin?.[2] ?? '')).toEqual(['--max-semi-space-size=16', '--min-semi-space-size=4', '--no-memory-reducer'])
+    expect(flagsOf(bin?.[2] ?? '')).toEqual(['--max-semi-space-size=16', '--min-semi-space-size=4', '--no-memory-reducer', '--initial-old-space-size=64'])
   })
 
   it('docker/loopers and `npm start` give node the same environment and flags', () => {

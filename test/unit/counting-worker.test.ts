@@ -1,0 +1,41 @@
+import { readdirSync, readFileSync } from 'node:fs'
+import { afterAll, describe, expect, it } from 'vitest'
+import { countChatTokens } from '../../src/tokens/tiktoken.js'
+import { createTokenCounter } from '../../src/tokens/worker.js'
+
+// The counting worker yields the CPU to the event loop when both want the same core: its thread, and only
+// it, runs at the lowest priority (src/tokens/worker-thread.ts). CI runs on Linux, where /proc shows it.
+
+/** Each thread of this process: its id and nice value (field 19 of /proc/self/task/<tid>/stat). */
+function threadNices(): Map<number, number> {
+  const nices = new Map<number, number>()
+  for (const tid of readdirSync('/proc/self/task')) {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
+    // Fields after the command name, which may hold spaces: state is field 3, nice field 19.
+    nices.set(Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]))
+  }
+  return nices
+}
+
+describe('the counting worker', () => {
+  const worker = createTokenCounter()
+  afterAll(() => worker.close())
+
+  it('runs its thread at nice 19 and leaves the process’s other threads at theirs', async () => {
+    const before = threadNices()
+    await worker.warm([])
+    const after = threadNices()
+    const started = [...after].filter(([tid]) => !before.has(tid))
+    expect(started.map(([, nice]) => nice)).toContain(19)
+    for (const [tid, nice] of before) if (after.has(tid)) expect(after.get(tid)).toBe(nice)
+    expect(after.get(process.pid)).toBe(before.get(process.pid))
+    expect(after.get(process.pid)).not.toBe(19)
+  })
+
+  it('still finishes an exact count at that priority', async () => {
+    const body = { model: 'gpt-4o', messages: [{ role: 'user', content: 'The quick brown fox jumps over the lazy dog. '.repeat(20_000) }] }
+    const raw = Buffer.from(JSON.stringify(body))
+    const counted = await worker.count({ counter: 'chat', model: 'gpt-4o', factor: 1, raw, limit: Number.MAX_SAFE_INTEGER })
+    expect(counted).toEqual({ tokens: countChatTokens(body, 'gpt-4o', Number.MAX_SAFE_INTEGER), media: 0 })
+  })
+})
