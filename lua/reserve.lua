@@ -73,12 +73,15 @@ end
 local defaultLoopLimit, defaultLoopWindow, stepsKept, stepsAfterTrim, inFlightTolerated = 10, 600, 256, 192, 1
 
 -- 1. The key must exist, be active, allow this provider, and have a limit in some window or be
---    marked unlimited. Its session and loop defaults are read only for a request with a session or a loop check
---    (each field read costs Redis time).
+--    marked unlimited. Its loop defaults are read only for a request with a loop check, its session defaults
+--    only for one with a session, which reads both (each field read costs Redis time).
 local rec
-if hasSession or hasLoop then
+if hasSession then
   rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
-    'lim:monthly', 'unlimited', 'rpm', 'session_budget', 'session_max_steps', 'loop_limit', 'loop_window')
+    'lim:monthly', 'unlimited', 'rpm', 'loop_limit', 'loop_window', 'session_budget', 'session_max_steps')
+elseif hasLoop then
+  rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
+    'lim:monthly', 'unlimited', 'rpm', 'loop_limit', 'loop_window')
 else
   rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
     'lim:monthly', 'unlimited', 'rpm')
@@ -103,8 +106,8 @@ local grant = maxMicros
 local s, sessionBudget, sessionMaxSteps, sessionLoop, sessionHasTtl
 if hasSession then
   s = redis.call('HMGET', sessionKey, 'budget', 'max_steps', 'steps', 'spent', 'held', 'loop_limit')
-  sessionBudget = lowest(lowest(num(s[1]), num(askedBudget)), num(rec[10]))
-  sessionMaxSteps = lowest(lowest(num(s[2]), num(askedMaxSteps)), num(rec[11]))
+  sessionBudget = lowest(lowest(num(s[1]), num(askedBudget)), num(rec[12]))
+  sessionMaxSteps = lowest(lowest(num(s[2]), num(askedMaxSteps)), num(rec[13]))
   sessionLoop = lowest(num(s[6]), num(askedLoopLimit))
   local limits = {}
   if sessionBudget and sessionBudget ~= num(s[1]) then limits[#limits + 1] = 'budget'; limits[#limits + 1] = int(sessionBudget) end
@@ -121,13 +124,13 @@ end
 --     With the guard off (no limit in force) nothing is read or recorded.
 local loopCount, loopSince, loopSinceText, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale
 if hasLoop then
-  local keyLoop = num(rec[12]) or defaultLoopLimit
+  local keyLoop = num(rec[10]) or defaultLoopLimit
   loopLimit = sessionLoop
   if keyLoop ~= 0 then loopLimit = lowest(keyLoop, sessionLoop) end
   if not loopLimit then hasLoop = false end
 end
 if hasLoop then
-  loopWindowMs = (num(rec[13]) or defaultLoopWindow) * 1000
+  loopWindowMs = (num(rec[11]) or defaultLoopWindow) * 1000
   loopCount, loopSince, loopSinceText, loopInFlight, loopNewSince = 0, nowMs, ARGV[#ARGV], 0, true
   local got = redis.call('HMGET', loopKey, step, '#e')
   local entry = got[1]
