@@ -10,8 +10,8 @@ KEYS[7]     reservation record    lp:{h}:r:<requestId>
 KEYS[8]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit), only for a
                                   request with a session: #KEYS is 8 or 10
 KEYS[#KEYS-1] loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>', field <step>:<sinceMs> =
-                                  its requests in flight; '#e' = when the scope expires, ms; '#z' = '1' once
-                                  KEYS[#KEYS] indexes it), only for a loop check: #KEYS is 9 or 10
+                                  its requests in flight; '#e' = when the scope expires, ms, negated once KEYS[#KEYS]
+                                  indexes it), only for a loop check: #KEYS is 9 or 10
 KEYS[#KEYS] its steps by age      lp:{h}:loopt:<scope> (sorted set: member <step>, score its sinceMs) of a scope
                                   that once grew past the steps kept per scope, only for a loop check
             (only the keys a request can touch are passed, and their arguments: each costs Redis time)
@@ -25,18 +25,17 @@ ARGV[10]    current time, ISO 8601, the time KEYS[2..6] are the periods of (kept
 With a session, ARGV[11..14]:
             session budget the request asks for (micros), or ''; session max steps it asks for, or '';
             session TTL seconds; session loop limit it asks for (X-Loopers-Loop-Limit), or ''
-With a loop check, the last seven:
-            the request's loop step (16 hex chars); current time, ms since the epoch (loop windows);
-            default loop limit (a key without loop_limit); default loop window seconds (a key without
-            loop_window); steps kept per loop scope at most; steps a trimmed loop scope keeps; requests of a
-            step that may be in flight while a repeat of it still counts
+With a loop check, the last two:
+            the request's loop step (16 hex chars); current time, ms since the epoch, an integer (loop windows;
+            its text is a new step's sinceMs)
 
 Returns one of
-  {'ok', grantedMicros, remainingMicros, loopBooked}
+  {'ok', grantedMicros, remainingMicros, loopSinceMs}
                                                  remaining: what the tightest limited window or the session
                                                  has left after this hold, '' when nothing is limited;
-                                                 loopBooked: '<KEYS[#KEYS-1]>#<sinceMs>#<step>' when the step was
-                                                 recorded (settle ends it in flight), else ''
+                                                 loopSinceMs: the step's sinceMs when it was recorded (the
+                                                 caller books '<KEYS[#KEYS-1]>#<sinceMs>#<step>', which settle
+                                                 ends in flight), else ''
   {'invalid_key'} | {'key_revoked'} | {'provider_not_allowed'}
   {'budget_not_set'}                             no window is limited and the key is not marked unlimited
   {'duplicate'}                                  the request id was used before (a fault, not a refusal)
@@ -64,21 +63,25 @@ local sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit
 if hasSession then
   sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[8], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
 end
-local loopKey, loopAgeKey, step, nowMs, defaultLoopLimit, defaultLoopWindow, stepsKept, stepsAfterTrim, inFlightTolerated
+local loopKey, loopAgeKey, step, nowMs
 if hasLoop then
-  loopKey, loopAgeKey = KEYS[#KEYS - 1], KEYS[#KEYS]
-  local at = #ARGV - 6
-  step, nowMs, defaultLoopLimit, defaultLoopWindow = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-  stepsKept, stepsAfterTrim, inFlightTolerated = tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5]), tonumber(ARGV[at + 6])
+  loopKey, loopAgeKey, step, nowMs = KEYS[#KEYS - 1], KEYS[#KEYS], ARGV[#ARGV - 1], tonumber(ARGV[#ARGV])
 end
+-- The loop rule's constants, as src/loop/rule.ts has them (test/unit/lua-loop-constants.test.ts holds them equal):
+-- DEFAULT_LOOP_LIMIT (a key without loop_limit), DEFAULT_LOOP_WINDOW_SECONDS (without loop_window),
+-- LOOP_STEPS_PER_SCOPE, LOOP_STEPS_AFTER_TRIM, LOOP_IN_FLIGHT_TOLERATED. Fixed by the release, so no arguments.
+local defaultLoopLimit, defaultLoopWindow, stepsKept, stepsAfterTrim, inFlightTolerated = 10, 600, 256, 192, 1
 
 -- 1. The key must exist, be active, allow this provider, and have a limit in some window or be
---    marked unlimited. Its session and loop defaults are read only for a request with a session or a loop check
---    (each field read costs Redis time).
+--    marked unlimited. Its loop defaults are read only for a request with a loop check, its session defaults
+--    only for one with a session, which reads both (each field read costs Redis time).
 local rec
-if hasSession or hasLoop then
+if hasSession then
   rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
-    'lim:monthly', 'unlimited', 'rpm', 'session_budget', 'session_max_steps', 'loop_limit', 'loop_window')
+    'lim:monthly', 'unlimited', 'rpm', 'loop_limit', 'loop_window', 'session_budget', 'session_max_steps')
+elseif hasLoop then
+  rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
+    'lim:monthly', 'unlimited', 'rpm', 'loop_limit', 'loop_window')
 else
   rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
     'lim:monthly', 'unlimited', 'rpm')
@@ -103,8 +106,8 @@ local grant = maxMicros
 local s, sessionBudget, sessionMaxSteps, sessionLoop, sessionHasTtl
 if hasSession then
   s = redis.call('HMGET', sessionKey, 'budget', 'max_steps', 'steps', 'spent', 'held', 'loop_limit')
-  sessionBudget = lowest(lowest(num(s[1]), num(askedBudget)), num(rec[10]))
-  sessionMaxSteps = lowest(lowest(num(s[2]), num(askedMaxSteps)), num(rec[11]))
+  sessionBudget = lowest(lowest(num(s[1]), num(askedBudget)), num(rec[12]))
+  sessionMaxSteps = lowest(lowest(num(s[2]), num(askedMaxSteps)), num(rec[13]))
   sessionLoop = lowest(num(s[6]), num(askedLoopLimit))
   local limits = {}
   if sessionBudget and sessionBudget ~= num(s[1]) then limits[#limits + 1] = 'budget'; limits[#limits + 1] = int(sessionBudget) end
@@ -119,26 +122,28 @@ end
 --     window (counted from the step's first sighting) is refused. The key's limit (default defaultLoopLimit,
 --     0 = off) is lowered by the session's.
 --     With the guard off (no limit in force) nothing is read or recorded.
-local loopCount, loopSince, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale
+local loopCount, loopSince, loopSinceText, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale
 if hasLoop then
-  local keyLoop = num(rec[12]) or defaultLoopLimit
+  local keyLoop = num(rec[10]) or defaultLoopLimit
   loopLimit = sessionLoop
   if keyLoop ~= 0 then loopLimit = lowest(keyLoop, sessionLoop) end
   if not loopLimit then hasLoop = false end
 end
 if hasLoop then
-  loopWindowMs = (num(rec[13]) or defaultLoopWindow) * 1000
-  loopCount, loopSince, loopInFlight, loopNewSince = 0, nowMs, 0, true
-  local got = redis.call('HMGET', loopKey, step, '#e', '#z')
+  loopWindowMs = (num(rec[11]) or defaultLoopWindow) * 1000
+  loopCount, loopSince, loopSinceText, loopInFlight, loopNewSince = 0, nowMs, ARGV[#ARGV], 0, true
+  local got = redis.call('HMGET', loopKey, step, '#e')
   local entry = got[1]
-  loopIsNew, loopExpires, loopAged = not entry, num(got[2]), got[3] == '1'
+  loopIsNew, loopExpires = not entry, num(got[2])
+  -- Indexed: '#e' negated. (A scope the previous release indexed marks it in '#z', not read: it is indexed again.)
+  if loopExpires and loopExpires < 0 then loopExpires, loopAged = -loopExpires, true end
   if entry then
     local c, since, inFlight = string.match(entry, '^(%d+):(%d+):?(%d*)$')
     if c and nowMs < tonumber(since) + loopWindowMs then
-      loopCount, loopSince, loopNewSince = tonumber(c), tonumber(since), false
-      -- In flight: its own field '<step>:<sinceMs>' (settle decrements it blindly), or an older entry's third part.
-      if inFlight ~= '' then loopInFlight = tonumber(inFlight)
-      else loopInFlight = num(redis.call('HGET', loopKey, step .. ':' .. since)) or 0 end
+      loopCount, loopSince, loopSinceText, loopNewSince = tonumber(c), tonumber(since), since, false
+      -- In flight: an older entry's third part; else its own field '<step>:<sinceMs>' (settle decrements it
+      -- blindly), read only once the request is admitted (7b), where it is incremented.
+      if inFlight ~= '' then loopInFlight = tonumber(inFlight) else loopInFlight = nil end
     elseif c then
       loopStale = since
     end
@@ -208,27 +213,35 @@ end
 --     Size: a new step whose hash ends in 0 (one in 16, as checksScopeSize in src/loop/rule.ts) counts its
 --     scope; one found past stepsKept steps is trimmed to stepsAfterTrim (expired ones go first, then the oldest), so
 --     the trim's cost is spread over many new steps. A scope found past stepsKept once keeps its steps' sinceMs
---     in the sorted set KEYS[#KEYS] from then on ('#z' marks it), so each later trim reads only what it drops;
+--     in the sorted set KEYS[#KEYS] from then on ('#e' negated marks it), so each later trim reads only what it drops;
 --     smaller scopes (most conversations) never pay for it.
 --     Lifetime: a step matters for a window after its sinceMs, so the scope lives a window (and up to an
 --     eighth more) after its newest sinceMs: '#e' holds when it expires, and only a step whose window ends
 --     past that extends it, so most writes set no TTL.
-local loopBooked = ''
+local loopBookedSince = ''
 if hasLoop then
+  local flight = step .. ':' .. loopSinceText
+  -- A step in its window adds this request to its in flight field, whose value before it is the others in flight.
+  local flightKnown = loopInFlight ~= nil
+  if not flightKnown then loopInFlight = redis.call('HINCRBY', loopKey, flight, 1) - 1 end
   if loopInFlight <= inFlightTolerated then loopCount = loopCount + 1 end
-  local sinceText = int(loopSince)
-  local value, flight = int(loopCount) .. ':' .. sinceText, step .. ':' .. sinceText
+  local value = int(loopCount) .. ':' .. loopSinceText
   local ttl = loopWindowMs + math.floor(loopWindowMs / 8)
   -- Past the recorded expiry: a new sinceMs, or an entry whose window was since raised on the key.
   local extend = not loopExpires or loopExpires < loopSince + loopWindowMs
   if extend then
-    redis.call('HSET', loopKey, step, value, flight, int(loopInFlight + 1), '#e', int(nowMs + ttl))
-  else
+    local expires = int(nowMs + ttl)
+    if loopAged then expires = '-' .. expires end
+    if flightKnown then redis.call('HSET', loopKey, step, value, flight, int(loopInFlight + 1), '#e', expires)
+    else redis.call('HSET', loopKey, step, value, '#e', expires) end
+  elseif flightKnown then
     redis.call('HSET', loopKey, step, value, flight, int(loopInFlight + 1))
+  else
+    redis.call('HSET', loopKey, step, value)
   end
   -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
   if loopStale then redis.call('HDEL', loopKey, step .. ':' .. loopStale) end
-  loopBooked = loopKey .. '#' .. sinceText .. '#' .. step
+  loopBookedSince = loopSinceText
   if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, int(nowMs), step) end
   if loopIsNew and string.sub(step, -1) == '0' then
     local size
@@ -238,16 +251,20 @@ if hasLoop then
       if not loopAged then
         -- First time past the limit: index every step by its sinceMs (the one full read of the scope).
         local all = redis.call('HGETALL', loopKey)
-        local index = {}
+        local index, oldMark = {}, false
         for i = 1, #all, 2 do
           local since = string.match(all[i + 1], '^%d+:(%d+)')
           if since and not string.find(all[i], '[#:]') then
             index[#index + 1] = since
             index[#index + 1] = all[i]
+          elseif all[i] == '#z' then
+            oldMark = true
           end
         end
         redis.call('ZADD', loopAgeKey, unpack(index))
-        redis.call('HSET', loopKey, '#z', '1', '#e', int(nowMs + ttl))
+        redis.call('HSET', loopKey, '#e', '-' .. int(nowMs + ttl))
+        -- The previous release's mark of an index: the scope is in this layout now.
+        if oldMark then redis.call('HDEL', loopKey, '#z') end
         loopAged, extend = true, true
       end
       -- Expired steps (sinceMs <= nowMs - window) are the oldest: the set's order (sinceMs, then step) is the trim's.
@@ -281,8 +298,8 @@ local record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[10]
 if hasSession or hasLoop then
   local tagEnd = string.find(KEYS[7], '}:', 1, true) + 2
   if hasSession then record = record .. ' ' .. string.sub(sessionKey, tagEnd) end
-  if hasLoop then record = record .. ' ' .. string.sub(loopBooked, tagEnd) end
+  if hasLoop then record = record .. ' ' .. string.sub(loopKey, tagEnd) .. '#' .. loopBookedSince .. '#' .. step end
 end
 redis.call('SET', KEYS[7], record, 'EX', ARGV[9])
-if room then return {'ok', grant, room - grant, loopBooked} end
-return {'ok', grant, '', loopBooked}
+if room then return {'ok', grant, room - grant, loopBookedSince} end
+return {'ok', grant, '', loopBookedSince}

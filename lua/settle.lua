@@ -14,8 +14,8 @@ ARGV[2]     '1' when the reservation was booked in a session, else '0'
 ARGV[3]     TTL seconds of the settled record or tombstone (a day: it only answers retries)
 ARGV[4]     TTL seconds for a period key found without one (recreated after it expired)
 ARGV[5]     unix time (seconds) at which the history counter expires
-ARGV[6]     the request's loop step, or '' when none was recorded
-ARGV[7]     the step's first sighting (ms) when the request was admitted: only that window's entry is ended
+ARGV[6]     '<step>:<sinceMs>', the request's loop step and its first sighting (ms) when the request was admitted
+            (only that window's entry is ended: the step's in flight field), or '' when none was recorded
 
 Returns one of
   {'settled', chargedMicros}
@@ -92,8 +92,7 @@ if actual > 0 and redis.call('INCRBY', KEYS[6], ARGV[1]) == actual then redis.ca
 --     field '<step>:<sinceMs>' goes with its step (a new window, a trim, the scope's expiry), so one found
 --     missing (now below zero) is removed again.
 if ARGV[6] ~= '' then
-  local field = ARGV[6] .. ':' .. ARGV[7]
-  if redis.call('HINCRBY', KEYS[#KEYS], field, -1) < 0 then redis.call('HDEL', KEYS[#KEYS], field) end
+  if redis.call('HINCRBY', KEYS[#KEYS], ARGV[6], -1) < 0 then redis.call('HDEL', KEYS[#KEYS], ARGV[6]) end
 end
 
 -- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused. SET replaces

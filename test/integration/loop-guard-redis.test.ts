@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { loopScope, LOOP_STEPS_PER_SCOPE } from '../../src/loop/rule.js'
+import { loopScope, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../src/loop/rule.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
 import { startTestStore, type TestStore } from '../support/stores.js'
 
@@ -90,6 +90,53 @@ describe('redis store: the loop guard\'s commands', () => {
     expect(await f.redis.hmget(scope, hex(2), `${hex(2)}:${since}`)).toEqual([`1:${since}`, '3'])
     await f.store.settle(r.reservation, 1)
     expect(await f.redis.hget(scope, `${hex(2)}:${since}`)).toBe('2')
+  })
+
+  it('keeps counting a scope the previous release indexed (marked by #z), and indexes it again once in this layout', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const on = await f.newKey({ loopLimit: 1 })
+    const scope = loopScope(null, { conversation: hex(6), step: '' })
+    const [scopeKey, ageKey] = [`lp:{${on}}:loop:${scope}`, `lp:{${on}}:loopt:${scope}`]
+    // As the previous release left a scope past 256 steps: each step counted once, none in flight but step 2's two,
+    // its expiry in '#e' and its index in the sorted set, marked by '#z'.
+    const start = f.clock.now() - 10_000
+    const since = (i: number): number => start + i
+    const steps = LOOP_STEPS_PER_SCOPE + 8
+    const fields: string[] = ['#e', String(f.clock.now() + 675_000), '#z', '1']
+    const index: (string | number)[] = []
+    for (let i = 0; i < steps; i++) {
+      fields.push(hex(i), `1:${since(i)}`, `${hex(i)}:${since(i)}`, i === 2 ? '2' : '0')
+      index.push(since(i), hex(i))
+    }
+    await f.redis.hset(scopeKey, ...fields)
+    await f.redis.zadd(ageKey, ...index)
+    await f.redis.pexpire(scopeKey, 675_000)
+    await f.redis.pexpire(ageKey, 675_000)
+
+    // A step it counted still counts: one repeat passes (limit 1), the next is refused.
+    await request(on, loop(6, 1))
+    expect(await f.redis.hmget(scopeKey, hex(1), `${hex(1)}:${since(1)}`)).toEqual([`2:${since(1)}`, '0'])
+    expect(await f.store.reserve(input(on, 1, loop(6, 1)))).toMatchObject({ ok: false, reason: 'loop_detected', count: 2 })
+    // Its in flight count goes on: two in flight, so not a repeat; settle ends this one.
+    const r = await f.store.reserve(input(on, 1, loop(6, 2)))
+    if (!r.ok) throw new Error(`refused: ${r.reason}`)
+    expect(await f.redis.hmget(scopeKey, hex(2), `${hex(2)}:${since(2)}`)).toEqual([`1:${since(2)}`, '3'])
+    await f.store.settle(r.reservation, 1)
+    expect(await f.redis.hget(scopeKey, `${hex(2)}:${since(2)}`)).toBe('2')
+
+    // The first new step that counts the scope finds it past 256 unindexed here: one full read indexes it again
+    // ('#e' negated, '#z' gone) and trims the oldest to LOOP_STEPS_AFTER_TRIM.
+    await request(on, loop(6, 0x1000))
+    expect(await f.redis.hget(scopeKey, '#z')).toBeNull()
+    expect(Number(await f.redis.hget(scopeKey, '#e'))).toBeLessThan(0)
+    expect(await f.redis.zcard(ageKey)).toBe(LOOP_STEPS_AFTER_TRIM)
+    expect(await f.redis.hlen(scopeKey)).toBe(2 * LOOP_STEPS_AFTER_TRIM + 1)
+    expect(await f.redis.zrange(ageKey, 0, 0)).toEqual([hex(steps + 1 - LOOP_STEPS_AFTER_TRIM)])
+    // From then on new steps go to the index without a full read.
+    const later = await perRequest(16, (i) => request(on, loop(6, 0x2000 + i)))
+    expect(later.by.hgetall ?? 0).toBe(0)
+    expect(later.by.zadd).toBe(16)
+    expect(await f.redis.zcard(ageKey)).toBe(LOOP_STEPS_AFTER_TRIM + 16)
   })
 
   it('the scope expires a window (and at most an eighth more) after its newest step, on both of its keys', async () => {

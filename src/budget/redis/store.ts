@@ -11,10 +11,10 @@ import { encodeArgs, encodeStart, joinArg, type EncodedArgs, type EncodedStart, 
 import { evalScript, script } from './script-command.js'
 import { ALREADY, DUPLICATE, HELD, int, isEmpty, NOT_HELD, OK, refusal, replyOf, SETTLED, unexpected } from './script-replies.js'
 import { dayKey, loopAgeKeyStart, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
-import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 import type {
   BudgetStore,
   ExtendResult,
+  LoopCheck,
   Reservation,
   ReserveInput,
   ReserveResult,
@@ -65,8 +65,8 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 2)
       args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
       if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
-      if (loop !== null) args.push(loop.step, nowMs, LOOP_LIMITS)
-      const call: ReserveCall = { hash, requestId: input.requestId, periods, periodKeys: fixed.periodKeys, sessionKeyName }
+      if (loop !== null) args.push(loop.step, nowMs)
+      const call: ReserveCall = { hash, requestId: input.requestId, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
       return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call)
     } catch (err) {
       return Promise.reject(err as Error)
@@ -122,7 +122,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
         args.push(loop.key)
         keyCount++
       }
-      args.push(actualMicros, sessionFlag(booked), SETTLE_TTLS, today(nowMs).expiresAtSeconds, loop?.step ?? '', loop?.sinceMs ?? '')
+      args.push(actualMicros, sessionFlag(booked), SETTLE_TTLS, today(nowMs).expiresAtSeconds, loop?.inFlightField ?? '')
       return evalScript(redis, scripts.settle, keyCount, args, readSettle, null)
     } catch (err) {
       return Promise.reject(err as Error)
@@ -157,12 +157,18 @@ interface ReserveCall {
   periods: Period[]
   periodKeys: FixedKeys['periodKeys']
   sessionKeyName: string | null
+  /** The loop check and the start of its scope's key: a recorded step is booked as `<scope key>#<sinceMs>#<step>`. */
+  loop: LoopCheck | null
+  loopStart: EncodedStart
 }
 
 function readReserve(raw: unknown, call: ReserveCall): ReserveResult {
   const reply = replyOf(raw, 'reserve')
   if (OK.equals(reply[0])) {
-    const bookedKeys = bookedList(call.periodKeys, call.sessionKeyName, isEmpty(reply[3]) ? null : String(reply[3]))
+    const { loop } = call
+    // The reply names the step's sinceMs when it was recorded; the caller knows its scope's key and the step.
+    const booked = loop === null || isEmpty(reply[3]) ? null : `${call.loopStart.text}${loop.scope}#${String(reply[3])}#${loop.step}`
+    const bookedKeys = bookedList(call.periodKeys, call.sessionKeyName, booked)
     const remainingMicros = isEmpty(reply[2]) ? null : int(reply[2])
     return { ok: true, reservation: { keyHash: call.hash, requestId: call.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
   }
@@ -249,12 +255,15 @@ function sessionFlag(booked: BookedParts): '0' | '1' {
   return booked.session === undefined ? '0' : '1'
 }
 
-/** The loop step a reservation holds in flight: its scope's key, the step and the window it was admitted in. */
-function bookedLoop(booked: BookedParts): { key: string; sinceMs: string; step: string } | null {
+/**
+ * The loop step a reservation holds in flight: its scope's key and the field `<step>:<sinceMs>` counting the step's
+ * requests in flight in the window it was admitted in.
+ */
+function bookedLoop(booked: BookedParts): { key: string; inFlightField: string } | null {
   const { loop } = booked
   if (loop === undefined) return null
   const [key, sinceMs, step] = loop.split('#') as [string, string, string]
-  return { key, sinceMs, step }
+  return { key, inFlightField: `${step}:${sinceMs}` }
 }
 
 interface FixedKeys {
@@ -275,9 +284,6 @@ interface FixedKeys {
   loopStart: EncodedStart
   loopAgeStart: EncodedStart
 }
-
-/** The loop guard's default limit and constants, in the reserve script's ARGV order. */
-const LOOP_LIMITS = encodeArgs([DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS, LOOP_STEPS_PER_SCOPE, LOOP_STEPS_AFTER_TRIM, LOOP_IN_FLIGHT_TOLERATED])
 
 /** The settle script's settled record and period grace TTLs. */
 const SETTLE_TTLS = encodeArgs([SETTLED_RECORD_TTL_SECONDS, PERIOD_GRACE_SECONDS])
