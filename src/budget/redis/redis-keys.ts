@@ -64,7 +64,7 @@ export function reservationKeyStart(hash: string): string {
 /**
  * Followed by a scope (`s:<session>` or `c:<conversation>`): the loop guard's state of that scope, field
  * <step> = "<count>:<sinceMs>", field <step>:<sinceMs> = its requests in flight, '#e' = when the scope expires (ms),
- * '#z' = indexed by age.
+ * negated once the scope is indexed by age (the previous release marked that with a field '#z').
  */
 export function loopKeyStart(hash: string): string {
   return `${prefix(hash)}:loop:`
