@@ -107,7 +107,8 @@ export function logRequest(logger: Logger, summary: Summary, ms: number): void {
   const stream = destinations.get(logger)
   if (stream === undefined) return logger.info({ ...summary, ms: rounded }, 'request')
   let line = `{"level":${logger.levels.values.info},"time":${Date.now()},"service":"${SERVICE}"`
-  // for…in: the summary's own fields in their order, as pino reads them (no redacted path is a Summary field).
+  // for…in: the summary's own fields in their order, as pino reads them. Every redacted path lies inside an object,
+  // and an object goes through pino, redaction included.
   for (const name in summary) {
     const value = summary[name as keyof Summary]
     switch (typeof value) {

@@ -16,6 +16,12 @@ function pinoLine(summary: Summary, ms: number): string {
   return lines.join('')
 }
 
+/** The one line written. */
+function only(lines: string[]): string {
+  expect(lines).toHaveLength(1)
+  return lines[0] ?? ''
+}
+
 function filled(fields: Partial<Summary>): Summary {
   return Object.assign(createSummary(), fields)
 }
@@ -64,15 +70,15 @@ describe('logRequest', () => {
   ])('writes what pino writes: %s', (_name, summary, ms) => {
     const { logger, lines } = capture()
     logRequest(logger, summary, ms)
-    expect(lines).toHaveLength(1)
-    expect(lines[0]).toBe(pinoLine(summary, ms))
-    expect(lines[0].endsWith('\n')).toBe(true)
+    const line = only(lines)
+    expect(line).toBe(pinoLine(summary, ms))
+    expect(line.endsWith('\n')).toBe(true)
   })
 
   it('cuts a long client-sent field to 128 characters', () => {
     const { logger, lines } = capture()
     logRequest(logger, filled({ model: 'm'.repeat(5000) }), 1)
-    expect(JSON.parse(lines[0])).toMatchObject({ level: 30, time: 1_764_900_000_123, service: 'loopers', model: `${'m'.repeat(128)}…`, ms: 1, msg: 'request' })
+    expect(JSON.parse(only(lines))).toMatchObject({ level: 30, time: 1_764_900_000_123, service: 'loopers', model: `${'m'.repeat(128)}…`, ms: 1, msg: 'request' })
   })
 
   it('writes nothing above info', () => {
@@ -85,7 +91,15 @@ describe('logRequest', () => {
     const lines: string[] = []
     const logger = pino({ base: { service: 'loopers' } }, { write: (line: string) => void lines.push(line) })
     logRequest(logger, ok, 2.5)
-    expect(JSON.parse(lines[0])).toMatchObject({ ...JSON.parse(pinoLine(ok, 2.5)), time: 1_764_900_000_123 })
+    expect(JSON.parse(only(lines))).toMatchObject({ ...JSON.parse(pinoLine(ok, 2.5)), time: 1_764_900_000_123 })
+  })
+
+  it('redacts a credential even in a summary that carries headers', () => {
+    const leaky = { ...ok, headers: { authorization: 'Bearer sk-secret-upstream' } } as Summary
+    const { logger, lines } = capture()
+    logRequest(logger, leaky, 1)
+    expect(lines.join('')).not.toContain('sk-secret-upstream')
+    expect(JSON.parse(only(lines)).headers).toEqual({ authorization: '[redacted]' })
   })
 
   it('hands a field of another type to pino', () => {
@@ -93,6 +107,6 @@ describe('logRequest', () => {
     const { logger, lines } = capture()
     logRequest(logger, odd, 1)
     expect(lines).toEqual([pinoLine(odd, 1)])
-    expect(JSON.parse(lines[0]).model).toEqual({ name: 'x' })
+    expect(JSON.parse(only(lines)).model).toEqual({ name: 'x' })
   })
 })
