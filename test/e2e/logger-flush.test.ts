@@ -66,3 +66,21 @@ it('logger.flush writes every buffered line, summary lines included, before its 
     child.kill()
   }
 })
+
+// A fatal error ends the process; what was buffered before it, summary lines included, is still written.
+it('buffered lines reach stdout when an uncaught error ends the process', async () => {
+  const script = [
+    `const { createLogger, logRequest } = await import(${JSON.stringify(LOGGER)})`,
+    `const logger = createLogger('info')`,
+    `logRequest(logger, { key: 'abcdef12', status: 200, outcome: 'ok' }, 1.5)`,
+    `logger.info({ n: 3 }, 'before the fault')`,
+    `setTimeout(() => { throw new Error('fatal') }, 10)`,
+  ].join('\n')
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'ignore'] })
+  let out = ''
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')))
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+  expect(code).not.toBe(0)
+  const lines = out.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
+  expect(lines).toMatchObject([{ msg: 'request', key: 'abcdef12', ms: 1.5 }, { msg: 'before the fault', n: 3 }])
+})
