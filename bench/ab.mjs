@@ -4,6 +4,7 @@
 //   node bench/ab.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--mode=closed|open] [--rate=1000] [--concurrency=64]
 //                     [--trials=6] [--duration=4000] [--together] [--prof=DIR (B and the floor under --cpu-prof; or --import=MODULE, preloaded in all three)]
 //                     [--store=redis|sqlite (sqlite: each proxy, and the floor, on its own embedded store file)]
+//                     [--log-a=warn] [--log-b=warn] (each side's LOG_LEVEL: --log-a=info --log-b=warn with one build for the cost of info)
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -20,6 +21,8 @@ const concurrency = Number(arg('concurrency', '64'))
 const builds = { a: resolve(arg('a', join(ROOT, 'dist/cli.js'))), b: resolve(arg('b', join(ROOT, 'dist/cli.js'))) }
 const profDir = arg('prof', null)
 const storeKind = arg('store', 'redis')
+// LOG_LEVEL of each side (warn, as the bench runs; info is the default users run).
+const logLevels = { a: arg('log-a', 'warn'), b: arg('log-b', 'warn') }
 if (storeKind !== 'redis' && storeKind !== 'sqlite') throw new Error(`--store must be redis or sqlite, not ${storeKind}`)
 // --together: a and b loaded at the same time (each its own closed loop or open loop), no floor trials.
 const together = process.argv.includes('--together')
@@ -45,8 +48,8 @@ try {
   const floorStore = sqlite ? { store: 'sqlite', dbPath: join(dir, 'floor.db') } : { store: 'redis', redisUrl: redis.url }
   const sides = {
     floor: await startFloor({ pin: pinning.used, upstreamUrl: fake.url, ...floorStore, nodeArgs: profFlags(`${profDir}/floor`) }),
-    a: await startProxy({ pin: pinning.used, ...proxyStore('a'), upstreamUrl: fake.url, dir, name: 'a', cliPath: builds.a, nodeOptions: arg('import', null) === null ? [] : ['--import', arg('import')] }),
-    b: await startProxy({ pin: pinning.used, ...proxyStore('b'), upstreamUrl: fake.url, dir, name: 'b', cliPath: builds.b, nodeOptions: profFlags(profDir) }),
+    a: await startProxy({ pin: pinning.used, ...proxyStore('a'), upstreamUrl: fake.url, dir, name: 'a', logLevel: logLevels.a, cliPath: builds.a, nodeOptions: arg('import', null) === null ? [] : ['--import', arg('import')] }),
+    b: await startProxy({ pin: pinning.used, ...proxyStore('b'), upstreamUrl: fake.url, dir, name: 'b', logLevel: logLevels.b, cliPath: builds.b, nodeOptions: profFlags(profDir) }),
   }
   started.push(...Object.values(sides))
   const keys = sqlite
@@ -90,8 +93,8 @@ try {
       const before = threadsCpuMs(sides[n].pid) / 1000
       const r = await run(n, durationMs)
       const us = ((threadsCpuMs(sides[n].pid) / 1000 - before) * 1e6) / Math.max(1, r.ok)
-      per[n].push({ us, rps: r.achievedRate, p50: r.latencyMs.p50, errors: r.non2xx + r.transportErrors })
-      line.push(`${n} ${us.toFixed(0)} µs ${Math.round(r.achievedRate)}/s p50 ${r.latencyMs.p50?.toFixed(1)}`)
+      per[n].push({ us, rps: r.achievedRate, p50: r.latencyMs.p50, p99: r.latencyMs.p99, errors: r.non2xx + r.transportErrors })
+      line.push(`${n} ${us.toFixed(0)} µs ${Math.round(r.achievedRate)}/s p50 ${r.latencyMs.p50?.toFixed(2)} p99 ${r.latencyMs.p99?.toFixed(2)}`)
     }
     process.stdout.write(`trial ${t + 1}: ${line.join(' | ')}\n`)
   }
@@ -126,10 +129,14 @@ function report(per, med) {
   for (const n of names) {
     const us = per[n].map((r) => r.us)
     const rq = ratio(n, 'us')
+    const p = (field) => med(per[n].map((r) => r[field])).toFixed(2)
     process.stdout.write(
-      `${n}: CPU/request median ${med(us).toFixed(0)} µs (${Math.min(...us).toFixed(0)}–${Math.max(...us).toFixed(0)}), ÷ floor ${med(rq).toFixed(2)} (${Math.min(...rq).toFixed(2)}–${Math.max(...rq).toFixed(2)}), rate ÷ floor ${med(ratio(n, 'rps')).toFixed(2)}, errors ${per[n].reduce((s, r) => s + r.errors, 0)}\n`,
+      `${n}: CPU/request median ${med(us).toFixed(0)} µs (${Math.min(...us).toFixed(0)}–${Math.max(...us).toFixed(0)}), ÷ floor ${med(rq).toFixed(2)} (${Math.min(...rq).toFixed(2)}–${Math.max(...rq).toFixed(2)}), rate ÷ floor ${med(ratio(n, 'rps')).toFixed(2)}, latency p50 ${p('p50')} p99 ${p('p99')} ms (medians), errors ${per[n].reduce((s, r) => s + r.errors, 0)}\n`,
     )
   }
-  const ab = per.b.map((r, i) => r.us / per.a[i].us)
-  process.stdout.write(`b ÷ a CPU/request: median ${med(ab).toFixed(3)} (${Math.min(...ab).toFixed(3)}–${Math.max(...ab).toFixed(3)})\n`)
+  for (const field of ['us', 'p50', 'p99']) {
+    const ab = per.b.map((r, i) => r[field] / per.a[i][field])
+    const what = field === 'us' ? 'CPU/request' : `latency ${field}`
+    process.stdout.write(`b ÷ a ${what}: median ${med(ab).toFixed(3)} (${Math.min(...ab).toFixed(3)}–${Math.max(...ab).toFixed(3)})\n`)
+  }
 }

@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import type { Logger } from 'pino'
 import { internalError, invalidRequest, notFound, payloadTooLarge, ProxyError } from './errors.js'
 import { readRawBody, takeBufferedBody } from './http/raw-body.js'
+import { logRequest } from './logger.js'
 import { createKeyGate, isKeyRefusal, type GateEntry } from './proxy/key-gate.js'
 import { recordEventLater } from './proxy/record-event.js'
 import { createPipeline, type PipelineDeps } from './proxy/pipeline.js'
@@ -79,7 +80,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     if (key !== null && isKeyRefusal(error.code)) gate.forget(key.keyHash)
     const summary = { key: key?.keyHash.slice(0, 8), provider: adapterFor(options, request.url)?.id, outcome: 'refused', code: error.code, status: error.status }
     const ms = performance.now() - started
-    options.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
+    logRequest(options.logger, summary, ms)
     recordRequest(options.metrics, summary, ms)
     recordEventLater(options.keys, options.metrics, summary, Date.now())
   }

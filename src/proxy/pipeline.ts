@@ -17,6 +17,7 @@ import {
 import { loopScope } from '../loop/rule.js'
 import { unsafePathReason } from '../http/upstream-url.js'
 import { isProxyKey } from '../keys.js'
+import { logRequest } from '../logger.js'
 import type { Price, PricingTable } from '../pricing/types.js'
 import type { AdapterRegistry } from '../providers/registry.js'
 import type { ProviderAdapter, ProviderId, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
@@ -138,8 +139,7 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
       } finally {
         summary.status ??= reply.raw.statusCode
         const ms = performance.now() - started
-        // Built only when written: at warn (production) the line's object would be garbage on every request.
-        if (deps.logger.isLevelEnabled('info')) deps.logger.info({ ...summary, ms: Math.round(ms * 100) / 100 }, 'request')
+        logRequest(deps.logger, summary, ms)
         recordRequest(deps.metrics, summary, ms)
         recordEventLater(deps.keys, deps.metrics, summary, now())
         deps.inflight.end()

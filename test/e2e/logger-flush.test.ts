@@ -37,3 +37,50 @@ it('a buffered line reaches stdout when the process exits right after it', async
   expect(code).toBe(0)
   expect(JSON.parse(out.trim())).toMatchObject({ msg: 'last line', n: 2 })
 })
+
+// Lines are held until 64 KiB are buffered; a flush (as at SIGTERM, before the process exits) writes them all out first.
+it('logger.flush writes every buffered line, summary lines included, before its callback', async () => {
+  const script = [
+    `const { createLogger, logRequest } = await import(${JSON.stringify(LOGGER)})`,
+    `const logger = createLogger('info')`,
+    `for (let n = 0; n < 300; n++) { logger.info({ n }, 'line'); logRequest(logger, { key: 'abcdef12', status: 200, outcome: 'ok' }, n) }`,
+    `logger.flush(() => process.stderr.write('flushed\\n'))`,
+    `setTimeout(() => {}, 10_000)`,
+  ].join('\n')
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] })
+  try {
+    let out = ''
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')))
+    await new Promise<void>((resolve, reject) => {
+      child.stderr.on('data', (chunk: Buffer) => (chunk.toString('utf8').includes('flushed') ? resolve() : reject(new Error(chunk.toString('utf8')))))
+      child.on('exit', (code) => reject(new Error(`exited (${code}) before the flush`)))
+    })
+    // What stdout carries by then reaches this process within a moment (a pipe, no buffering in the child).
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    const lines = out.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
+    expect(lines).toHaveLength(600)
+    expect(lines.filter((line) => line.msg === 'line').map((line) => line.n)).toEqual(Array.from({ length: 300 }, (_, n) => n))
+    expect(lines.filter((line) => line.msg === 'request').map((line) => line.ms)).toEqual(Array.from({ length: 300 }, (_, n) => n))
+    expect(child.exitCode).toBeNull()
+  } finally {
+    child.kill()
+  }
+})
+
+// A fatal error ends the process; what was buffered before it, summary lines included, is still written.
+it('buffered lines reach stdout when an uncaught error ends the process', async () => {
+  const script = [
+    `const { createLogger, logRequest } = await import(${JSON.stringify(LOGGER)})`,
+    `const logger = createLogger('info')`,
+    `logRequest(logger, { key: 'abcdef12', status: 200, outcome: 'ok' }, 1.5)`,
+    `logger.info({ n: 3 }, 'before the fault')`,
+    `setTimeout(() => { throw new Error('fatal') }, 10)`,
+  ].join('\n')
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'ignore'] })
+  let out = ''
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')))
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+  expect(code).not.toBe(0)
+  const lines = out.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
+  expect(lines).toMatchObject([{ msg: 'request', key: 'abcdef12', ms: 1.5 }, { msg: 'before the fault', n: 3 }])
+})
