@@ -4,7 +4,7 @@ import { expect, it } from 'vitest'
 
 const LOGGER = fileURLToPath(new URL('../../dist/logger.js', import.meta.url))
 
-// stdout is buffered (4 KiB) for speed; a quiet proxy's line must still show within about a second, while it runs.
+// stdout is buffered (64 KiB) for speed; a quiet proxy's line must still show within about a second, while it runs.
 it('a single log line reaches stdout within about a second, long before the process ends', async () => {
   const script = `const { createLogger } = await import(${JSON.stringify(LOGGER)}); createLogger('info').info({ n: 1 }, 'quiet line'); setTimeout(() => {}, 10_000)`
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
