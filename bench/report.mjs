@@ -70,7 +70,7 @@ export function figures(results) {
   }
   const info = results.logging
   if (info?.trials !== undefined) {
-    const name = `a. chat, 1000 req/s: LOG_LEVEL=info (production's default) vs warn (the rows above), alternating, ${info.trials.length} trial${info.trials.length === 1 ? '' : 's'}`
+    const name = `a. chat, 1000 req/s: LOG_LEVEL=info (production's default) vs warn, two proxies started for it, alternating, ${info.trials.length} trial${info.trials.length === 1 ? '' : 's'}`
     const perTrial = (f) => info.trials.map(f)
     const median = (f) => num(spread(perTrial(f)).median)
     out.push(figure(name, 'proxy CPU per request, info ÷ warn', perTrial((t) => t.proxied.proxyCpuUsPerRequest / t.floor.proxyCpuUsPerRequest), 'ratio', null, `per trial; info ${median((t) => t.proxied.proxyCpuUsPerRequest)} µs, warn ${median((t) => t.floor.proxyCpuUsPerRequest)} µs`))
