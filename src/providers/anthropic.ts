@@ -10,6 +10,7 @@ import { isObject, readFlag, requireString, type Json } from './body.js'
 import { anthropicReferencedInput } from './hosted-tools.js'
 import { isModelRead } from './openai.js'
 import type { ErrorInfo, ExactInput, ProviderAdapter, RouteMatch, UpstreamCredential } from './types.js'
+import { serverApiKey } from './types.js'
 
 /**
  * Anthropic's Messages API: `POST /v1/messages`, streamed or not, is metered; token counting and every
@@ -131,8 +132,7 @@ function readTokens(value: unknown): number | null {
 
 /** Anthropic: `x-api-key` or Bearer auth, the Messages API metered, token counting and GETs free. */
 export function createAnthropicAdapter(options: { baseUrl: string; apiKey: string | null }): ProviderAdapter {
-  // Made once: a credential is read, never edited, so every request without its own shares this one.
-  const serverCredential: UpstreamCredential | null = options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }
+  const serverCredential = serverApiKey(options.apiKey)
   return {
     id: 'anthropic',
     readKey: (headers) => readAnthropicKey(headers),

@@ -6,6 +6,7 @@ import { isObject, type Json } from './body.js'
 import { compatRoute, describeCompat, type CompatOperation } from './openai-compat.js'
 import { compatMembers, isModelRead } from './openai.js'
 import type { ProviderAdapter, RouteMatch, UpstreamCredential } from './types.js'
+import { serverApiKey } from './types.js'
 
 /**
  * Azure OpenAI speaks OpenAI's wire format; this adapter embeds the OpenAI pieces and overrides what
@@ -111,8 +112,7 @@ function sentKeys(headers: IncomingHttpHeaders): string[] {
  * Without an endpoint every request is refused with invalid_request before anything is reserved or sent.
  */
 export function createAzureAdapter(options: { endpoint: string | null; apiKey: string | null }): ProviderAdapter {
-  // Made once: a credential is read, never edited, so every request without its own shares this one.
-  const serverCredential: UpstreamCredential | null = options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }
+  const serverCredential = serverApiKey(options.apiKey)
   function requireEndpoint(): string {
     if (options.endpoint === null) {
       throw invalidRequest('Azure OpenAI is not configured on this proxy: set LOOPERS_AZURE_ENDPOINT to the resource endpoint')

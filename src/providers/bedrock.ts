@@ -20,6 +20,7 @@ import { createBedrockStreamParser } from './bedrock-stream.js'
 import { bedrockReferencedInput } from './hosted-tools.js'
 import { signRequest } from './sigv4.js'
 import type { ErrorInfo, ExactInput, ProviderAdapter, RouteMatch, Usage, UpstreamCredential } from './types.js'
+import { serverApiKey } from './types.js'
 
 /**
  * AWS Bedrock runtime: InvokeModel (model-native bodies), Converse, and their streaming forms.
@@ -102,8 +103,16 @@ function bedrockCount(route: RouteMatch): ExactInput | null {
   }
 }
 
+/** The server-held SigV4 credentials (AWS_*) as a credential, made once; null when none are set. */
+function awsCredential(options: BedrockOptions): UpstreamCredential | null {
+  if (options.aws === null) return null
+  const { accessKeyId, secretAccessKey, sessionToken } = options.aws
+  return { kind: 'aws', accessKeyId, secretAccessKey, region: options.region, ...(sessionToken === null ? {} : { sessionToken }) }
+}
+
 /** The Bedrock runtime adapter; shared code reaches it only through the ProviderAdapter members. */
 export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
+  const serverCredential = serverApiKey(options.apiKey) ?? awsCredential(options)
   return {
     id: 'bedrock',
     readKey: (headers) => bearerToken(headers) ?? sigV4AccessKey(headers),
@@ -152,12 +161,7 @@ export function createBedrockAdapter(options: BedrockOptions): ProviderAdapter {
       const token = bearerToken(headers)
       return token === null ? null : { kind: 'apiKey', value: token }
     },
-    defaultCredential(): UpstreamCredential | null {
-      if (options.apiKey !== null) return { kind: 'apiKey', value: options.apiKey }
-      if (options.aws === null) return null
-      const { accessKeyId, secretAccessKey, sessionToken } = options.aws
-      return { kind: 'aws', accessKeyId, secretAccessKey, region: options.region, ...(sessionToken === null ? {} : { sessionToken }) }
-    },
+    defaultCredential: () => serverCredential,
     buildUpstream(ctx) {
       const credential = ctx.credential
       const base = credential?.kind === 'aws' ? regionalBase(options.baseUrl, credential.region) : options.baseUrl

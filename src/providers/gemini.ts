@@ -11,6 +11,7 @@ import type { OutputCounter } from '../tokens/output-counter.js'
 import { isObject, readCount, type Json } from './body.js'
 import { geminiReferencedInput } from './hosted-tools.js'
 import type { ErrorInfo, ExactInput, ProviderAdapter, RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage } from './types.js'
+import { serverApiKey } from './types.js'
 
 /**
  * Google's Generative Language API (Gemini): `generateContent`, `streamGenerateContent` (SSE with
@@ -310,8 +311,7 @@ function geminiCount(route: RouteMatch, path: string, body: Json, scan?: BodySca
 }
 
 export function createGeminiAdapter(options: { baseUrl: string; apiKey: string | null }): ProviderAdapter {
-  // Made once: a credential is read, never edited, so every request without its own shares this one.
-  const serverCredential: UpstreamCredential | null = options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }
+  const serverCredential = serverApiKey(options.apiKey)
   return {
     id: 'gemini',
     readKey(headers, query) {

@@ -6,6 +6,7 @@ import { isObject, type Json } from './body.js'
 import { createChatStreamParser, describeCompat, type DeltaTextReader } from './openai-compat.js'
 import { compatMembers, isModelRead, OPENAI_MODEL_READS } from './openai.js'
 import type { ErrorInfo, ProviderAdapter, RouteMatch, UpstreamCredential } from './types.js'
+import { serverApiKey } from './types.js'
 
 /**
  * Mistral speaks OpenAI's chat format with its own differences, overridden here: it refuses unknown fields
@@ -66,8 +67,7 @@ export function mistralErrorBody(error: ErrorInfo): Json {
  * (`GET /v1/models`, `/v1/models/{id}`) are free. Conversations, files, batches and agents are refused.
  */
 export function createMistralAdapter(options: { baseUrl: string; apiKey: string | null }): ProviderAdapter {
-  // Made once: a credential is read, never edited, so every request without its own shares this one.
-  const serverCredential: UpstreamCredential | null = options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }
+  const serverCredential = serverApiKey(options.apiKey)
   return {
     id: 'mistral',
     ...compatMembers,

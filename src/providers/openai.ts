@@ -16,6 +16,7 @@ import {
 } from './openai-compat.js'
 import { compatReferencedInput } from './hosted-tools.js'
 import type { ProviderAdapter, UpstreamCredential } from './types.js'
+import { serverApiKey } from './types.js'
 
 const OPERATIONS: Record<string, CompatOperation> = {
   '/v1/chat/completions': 'chat',
@@ -48,8 +49,7 @@ export const compatMembers = {
 
 /** OpenAI: Bearer auth, chat completions, responses and embeddings; model reads are free. */
 export function createOpenAiAdapter(options: { baseUrl: string; apiKey: string | null }): ProviderAdapter {
-  // Made once: a credential is read, never edited, so every request without its own shares this one.
-  const serverCredential: UpstreamCredential | null = options.apiKey === null ? null : { kind: 'apiKey', value: options.apiKey }
+  const serverCredential = serverApiKey(options.apiKey)
   return {
     id: 'openai',
     ...compatMembers,

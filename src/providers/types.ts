@@ -112,6 +112,14 @@ export type UpstreamCredential =
   | { kind: 'aws'; accessKeyId: string; secretAccessKey: string; sessionToken?: string; region: string }
 
 /**
+ * The server-held API key (LOOPERS_<PROVIDER>_API_KEY) as a credential, made once per adapter: a credential is
+ * read, never edited, so every request without its own shares it. Null when none is set.
+ */
+export function serverApiKey(apiKey: string | null): UpstreamCredential | null {
+  return apiKey === null ? null : { kind: 'apiKey', value: apiKey }
+}
+
+/**
  * An exact count of a request's input, as its provider allows:
  * - `local`: in the proxy's counting worker, tiktoken over an OpenAI-format body (`factor` 1), or an o200k
  *   estimate of a tokenizer the proxy cannot run (`factor` > 1, chosen so it rarely undercounts). Media
