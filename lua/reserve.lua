@@ -19,10 +19,10 @@ KEYS[#KEYS] its steps by age      lp:{h}:loopt:<scope> (sorted set: member <step
 ARGV[1]     provider id
 ARGV[2]     minMicros
 ARGV[3]     maxMicros (>= minMicros)
-ARGV[4..8]  TTL seconds of the five period keys, in KEYS order
-ARGV[9]     reservation record TTL seconds
-ARGV[10]    current time, ISO 8601, the time KEYS[2..6] are the periods of (kept on the record: it names them)
-With a session, ARGV[11..14]:
+ARGV[4]     TTL seconds of the five period keys, in KEYS order, separated by spaces (read only by a minute's first
+            request: each argument costs Redis time on every call)
+ARGV[5]     current time, ISO 8601, the time KEYS[2..6] are the periods of (kept on the record: it names them)
+With a session, ARGV[6..9]:
             session budget the request asks for (micros), or ''; session max steps it asks for, or '';
             session TTL seconds; session loop limit it asks for (X-Loopers-Loop-Limit), or ''
 With a loop check, the last two:
@@ -61,7 +61,7 @@ end
 local hasSession, hasLoop = #KEYS == 8 or #KEYS == 10, #KEYS >= 9
 local sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit
 if hasSession then
-  sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[8], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+  sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[8], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 end
 local loopKey, loopAgeKey, step, nowMs
 if hasLoop then
@@ -71,6 +71,8 @@ end
 -- DEFAULT_LOOP_LIMIT (a key without loop_limit), DEFAULT_LOOP_WINDOW_SECONDS (without loop_window),
 -- LOOP_STEPS_PER_SCOPE, LOOP_STEPS_AFTER_TRIM, LOOP_IN_FLIGHT_TOLERATED. Fixed by the release, so no arguments.
 local defaultLoopLimit, defaultLoopWindow, stepsKept, stepsAfterTrim, inFlightTolerated = 10, 600, 256, 192, 1
+-- The reservation record's TTL, RESERVATION_TTL_SECONDS of src/budget/validate.ts (test/unit/lua-ttl-constants.test.ts).
+local recordTtl = '3024000'
 
 -- 1. The key must exist, be active, allow this provider, and have a limit in some window or be
 --    marked unlimited. Its loop defaults are read only for a request with a loop check, its session defaults
@@ -196,9 +198,10 @@ local firstOfMinute = redis.call('HINCRBY', KEYS[2], 'requests', 1) == 1
 -- The grant as text: the maximum as it arrived, unless a limit shrank it.
 local grantArg = ARGV[3]
 if grant ~= maxMicros then grantArg = int(grant) end
+local ttls = firstOfMinute and {string.match(ARGV[4], '^(%d+) (%d+) (%d+) (%d+) (%d+)$')}
 for i = 1, 5 do
   redis.call('HINCRBY', KEYS[1 + i], 'held', grantArg)
-  if firstOfMinute then redis.call('EXPIRE', KEYS[1 + i], ARGV[3 + i]) end
+  if ttls then redis.call('EXPIRE', KEYS[1 + i], ttls[i]) end
 end
 
 -- 7. The session counts one step and holds the grant (its limits were written in step 3).
@@ -294,12 +297,12 @@ end
 --    are those of created_at (the caller named KEYS[2..6] from that time). None of the parts holds a space (a
 --    session id, a scope and a provider never do). Its TTL outlives every period key, so a hold is never released
 --    by expiry.
-local record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[10]
+local record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5]
 if hasSession or hasLoop then
   local tagEnd = string.find(KEYS[7], '}:', 1, true) + 2
   if hasSession then record = record .. ' ' .. string.sub(sessionKey, tagEnd) end
   if hasLoop then record = record .. ' ' .. string.sub(loopKey, tagEnd) .. '#' .. loopBookedSince .. '#' .. step end
 end
-redis.call('SET', KEYS[7], record, 'EX', ARGV[9])
+redis.call('SET', KEYS[7], record, 'EX', recordTtl)
 if room then return {'ok', grant, room - grant, loopBookedSince} end
 return {'ok', grant, '', loopBookedSince}

@@ -5,17 +5,14 @@ periods and session the reservation was booked in (even if the clock has since m
 KEYS[1..5]  booked period hashes  minute, hourly, daily, weekly, monthly (fields spent, held)
 KEYS[6]     today's spend history lp:{h}:d:<YYYY-MM-DD> (a counter)
 KEYS[7]     reservation record    lp:{h}:r:<requestId> (a string; a hash of an earlier release is read too)
-KEYS[8]     booked session hash, only when ARGV[2] = '1'
-KEYS[#KEYS] the loop scope the request's step was recorded in (lp:{h}:loop:<scope>), only when ARGV[6] ~= ''
-            (only the keys a settle touches are passed: each costs Redis time)
+KEYS[8]     booked session hash, only for a reservation booked in a session
+KEYS[#KEYS] the loop scope the request's step was recorded in (lp:{h}:loop:<scope>), only when ARGV[3] is given
+            (only the keys a settle touches are passed, and their arguments: each costs Redis time)
 
 ARGV[1]     actualMicros (may exceed the reservation: the provider's bill is charged as it is)
-ARGV[2]     '1' when the reservation was booked in a session, else '0'
-ARGV[3]     TTL seconds of the settled record or tombstone (a day: it only answers retries)
-ARGV[4]     TTL seconds for a period key found without one (recreated after it expired)
-ARGV[5]     unix time (seconds) at which the history counter expires
-ARGV[6]     '<step>:<sinceMs>', the request's loop step and its first sighting (ms) when the request was admitted
-            (only that window's entry is ended: the step's in flight field), or '' when none was recorded
+ARGV[2]     unix time (seconds) at which the history counter expires
+ARGV[3]     '<step>:<sinceMs>', the request's loop step and its first sighting (ms) when the request was admitted
+            (only that window's entry is ended: the step's in flight field); absent when none was recorded
 
 Returns one of
   {'settled', chargedMicros}
@@ -24,6 +21,12 @@ Returns one of
 
 local function int(n) return string.format('%d', n) end
 local function num(v) if v then return tonumber(v) end return nil end
+-- TTL seconds of the settled record or tombstone (a day: it only answers retries), SETTLED_RECORD_TTL_SECONDS of
+-- src/budget/validate.ts, and of a period key found without one (recreated after it expired), PERIOD_GRACE_SECONDS
+-- of src/budget/windows.ts (test/unit/lua-ttl-constants.test.ts holds them equal). Fixed by the release.
+local settledTtl, periodGraceTtl = '86400', '86400'
+local loopField = ARGV[3]
+local hasSession = #KEYS == 9 or (#KEYS == 8 and not loopField)
 
 -- 1. The record: a string, 'held <amount> …' or 'settled <charged>' (reserve.lua); a hash of an earlier release
 --    (fields state, amount, charged) fails GET, and only then is read as one. Idempotent: a settled record (or
@@ -77,25 +80,25 @@ end
 -- 3. Every booked period; one found without its held field expired meanwhile (or was only ever written
 --    here) and, when recreated, gets a TTL. One with the field was created by reserve, which set its TTL.
 for i = 1, 5 do
-  if book(KEYS[i]) and redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+  if book(KEYS[i]) and redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], periodGraceTtl) end
 end
 
 -- 4. The session, unless it has expired meanwhile (it is not recreated; reserve writes its held and steps
 --    together, so a session that exists has a field besides held).
-if ARGV[2] == '1' then book(KEYS[8], true) end
+if hasSession then book(KEYS[8], true) end
 
 -- 5. Spend history: what was charged today, kept for 400 days. Only settle writes the counter, always with
 --    its day's expiry, so the settle that creates it sets that expiry once.
-if actual > 0 and redis.call('INCRBY', KEYS[6], ARGV[1]) == actual then redis.call('EXPIREAT', KEYS[6], ARGV[5]) end
+if actual > 0 and redis.call('INCRBY', KEYS[6], ARGV[1]) == actual then redis.call('EXPIREAT', KEYS[6], ARGV[2]) end
 
 -- 5b. The request's loop step has one fewer request in flight, in the window it was admitted in only: the
 --     field '<step>:<sinceMs>' goes with its step (a new window, a trim, the scope's expiry), so one found
 --     missing (now below zero) is removed again.
-if ARGV[6] ~= '' then
-  if redis.call('HINCRBY', KEYS[#KEYS], ARGV[6], -1) < 0 then redis.call('HDEL', KEYS[#KEYS], ARGV[6]) end
+if loopField then
+  if redis.call('HINCRBY', KEYS[#KEYS], loopField, -1) < 0 then redis.call('HDEL', KEYS[#KEYS], loopField) end
 end
 
 -- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused. SET replaces
 --    a held record (of any type) with only what a settled one answers, and its TTL.
-redis.call('SET', KEYS[7], 'settled ' .. ARGV[1], 'EX', ARGV[3])
+redis.call('SET', KEYS[7], 'settled ' .. ARGV[1], 'EX', settledTtl)
 return {'settled', actual}

@@ -25,7 +25,6 @@ import {
   assertRequestId,
   assertReserveInput,
   DEFAULT_SESSION_TTL_SECONDS,
-  RESERVATION_TTL_SECONDS,
   SETTLED_RECORD_TTL_SECONDS,
 } from '../validate.js'
 import { dayExpiresAt, dayOf } from '../history.js'
@@ -122,7 +121,8 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
         args.push(loop.key)
         keyCount++
       }
-      args.push(actualMicros, sessionFlag(booked), SETTLE_TTLS, today(nowMs).expiresAtSeconds, loop?.inFlightField ?? '')
+      args.push(actualMicros, today(nowMs).expiresAtSeconds)
+      if (loop !== null) args.push(loop.inFlightField)
       return evalScript(redis, scripts.settle, keyCount, args, readSettle, null)
     } catch (err) {
       return Promise.reject(err as Error)
@@ -277,16 +277,13 @@ interface FixedKeys {
   noSession: string
   /** The spend history counter of the minute's UTC day. */
   today: string
-  /** The five periods' TTLs then the reservation record's, in seconds, encoded. */
+  /** The five periods' TTLs in seconds, one argument separated by spaces, encoded. */
   ttls: EncodedArgs
   /** The starts of the key's reservation record, loop state and loop step age keys (a request id or scope follows). */
   reservationStart: EncodedStart
   loopStart: EncodedStart
   loopAgeStart: EncodedStart
 }
-
-/** The settle script's settled record and period grace TTLs. */
-const SETTLE_TTLS = encodeArgs([SETTLED_RECORD_TTL_SECONDS, PERIOD_GRACE_SECONDS])
 
 /** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
 const fixedByHash = new Map<string, FixedKeys>()
@@ -310,7 +307,7 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     periodsAndToday: encodeArgs([...periodKeys, todayKey]),
     noSession: noSessionKey(hash),
     today: todayKey,
-    ttls: encodeArgs([...periods.map((p) => p.ttlSeconds), RESERVATION_TTL_SECONDS]),
+    ttls: encodeArgs([periods.map((p) => p.ttlSeconds).join(' ')]),
     reservationStart: encodeStart(reservationKeyStart(hash)),
     loopStart: encodeStart(loopKeyStart(hash)),
     loopAgeStart: encodeStart(loopAgeKeyStart(hash)),
