@@ -19,8 +19,9 @@ Returns one of
   {'already', chargedMicros}                     settled before: nothing changed
 ]]
 
-local function int(n) return string.format('%d', n) end
-local function num(v) if v then return tonumber(v) end return nil end
+-- Integers are formatted explicitly (tostring() would print 1e+15). No helper functions: each is a closure made on
+-- every call (garbage for Lua's collector).
+local format = string.format
 -- TTL seconds of the settled record or tombstone (a day: it only answers retries), SETTLED_RECORD_TTL_SECONDS of
 -- src/budget/validate.ts, and of a period key found without one (recreated after it expired), PERIOD_GRACE_SECONDS
 -- of src/budget/windows.ts (test/unit/lua-ttl-constants.test.ts holds them equal). Fixed by the release.
@@ -40,52 +41,51 @@ elseif got then
   state = res[1]
   if state == 'settled' then amount = res[3] else amount = res[2] end
 end
-if state == 'settled' then return {'already', num(amount) or 0} end
+if state == 'settled' then return {'already', tonumber(amount) or 0} end
 
 -- 2. What is held is the record's amount (it includes every extension). No record: nothing to
 --    release, but the request did run, so its cost is still charged.
 local reserved = 0
-if state == 'held' then reserved = num(amount) or 0 end
+if state == 'held' then reserved = tonumber(amount) or 0 end
 local actual = tonumber(ARGV[1])
 
--- Charge `actual`, release up to `reserved` (held never goes below zero); returns whether the key held
--- nothing before (reserve creates every key it books with its hold in it). The common case, a key that
--- holds at least the reservation, is two increments; below that the hold is put right: clamped at zero,
--- or removed again where there was none (a key that expired meanwhile, or was only ever written here).
--- A key that must not be recreated (`existing`: the session) is booked only if it exists: a release that finds
--- it holding none of the reservation and made its only field created it, and deletes it again.
-local release = int(-reserved)
-local function book(key, existing)
+-- 3. Every booked period, then the booked session: charge `actual`, release up to `reserved` (held never goes below
+--    zero). The common case, a key that holds at least the reservation, is two increments; below that the hold is
+--    put right: clamped at zero, or removed again where there was none (a key that expired meanwhile, or was only
+--    ever written here). A period that held nothing before (`created`: reserve creates every key it books with its
+--    hold in it) gets a TTL if it has none; one with the field was created by reserve, which set its TTL.
+--    The session is not recreated once it has expired: reserve writes its held and steps together, so a release
+--    that finds it holding none of the reservation and made its only field created it, and deletes it again.
+local release = format('%d', -reserved)
+local last = 5
+if hasSession then last = 6 end
+for i = 1, last do
+  local key, isSession, created = KEYS[i], i == 6, false
+  if isSession then key = KEYS[8] end
   if reserved == 0 then
     -- No hold to release (settled without a record): read whether the key has one.
-    if existing and redis.call('EXISTS', key) == 0 then return true end
-    if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
-    return redis.call('HEXISTS', key, 'held') == 0
+    if not (isSession and redis.call('EXISTS', key) == 0) then
+      if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
+      created = not isSession and redis.call('HEXISTS', key, 'held') == 0
+    end
+  else
+    local held = redis.call('HINCRBY', key, 'held', release)
+    if isSession and held + reserved <= 0 and redis.call('HLEN', key) == 1 then
+      redis.call('DEL', key)
+    else
+      if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
+      if held < 0 then
+        if held + reserved > 0 then
+          redis.call('HSET', key, 'held', '0')
+        else
+          redis.call('HDEL', key, 'held')
+          created = true
+        end
+      end
+    end
   end
-  local held = redis.call('HINCRBY', key, 'held', release)
-  if existing and held + reserved <= 0 and redis.call('HLEN', key) == 1 then
-    redis.call('DEL', key)
-    return true
-  end
-  if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
-  if held >= 0 then return false end
-  if held + reserved > 0 then
-    redis.call('HSET', key, 'held', '0')
-    return false
-  end
-  redis.call('HDEL', key, 'held')
-  return true
+  if created and not isSession and redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, periodGraceTtl) end
 end
-
--- 3. Every booked period; one found without its held field expired meanwhile (or was only ever written
---    here) and, when recreated, gets a TTL. One with the field was created by reserve, which set its TTL.
-for i = 1, 5 do
-  if book(KEYS[i]) and redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], periodGraceTtl) end
-end
-
--- 4. The session, unless it has expired meanwhile (it is not recreated; reserve writes its held and steps
---    together, so a session that exists has a field besides held).
-if hasSession then book(KEYS[8], true) end
 
 -- 5. Spend history: what was charged today, kept for 400 days. Only settle writes the counter, always with
 --    its day's expiry, so the settle that creates it sets that expiry once.
