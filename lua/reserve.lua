@@ -30,7 +30,8 @@ With a loop check, the last two:
             its text is a new step's sinceMs)
 
 Returns one of
-  {'ok', grantedMicros, remainingMicros, loopSinceMs}
+  '<grantedMicros> <remainingMicros> <loopSinceMs>'
+                                                 admitted (one string, not a list: a list reply costs Redis more)
                                                  remaining: what the tightest limited window or the session
                                                  has left after this hold, '' when nothing is limited;
                                                  loopSinceMs: the step's sinceMs when it was recorded (the
@@ -319,5 +320,5 @@ if hasLoop then
   end
 end
 
-if room then return {'ok', grant, room - grant, loopBookedSince} end
-return {'ok', grant, '', loopBookedSince}
+if room then return grantArg .. ' ' .. format('%d', room - grant) .. ' ' .. loopBookedSince end
+return grantArg .. '  ' .. loopBookedSince

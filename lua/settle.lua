@@ -15,7 +15,7 @@ ARGV[3]     '<step>:<sinceMs>', the request's loop step and its first sighting (
             (only that window's entry is ended: the step's in flight field); absent when none was recorded
 
 Returns one of
-  {'settled', chargedMicros}
+  chargedMicros                                  settled now (an integer, not a list: a list reply costs Redis more)
   {'already', chargedMicros}                     settled before: nothing changed
 ]]
 
@@ -101,4 +101,4 @@ end
 -- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused. SET replaces
 --    a held record (of any type) with only what a settled one answers, and its TTL.
 redis.call('SET', KEYS[7], 'settled ' .. ARGV[1], 'EX', settledTtl)
-return {'settled', actual}
+return actual

@@ -9,7 +9,7 @@ import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
 import { encodeArgs, encodeStart, joinArg, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-args.js'
 import { evalScript, script } from './script-command.js'
-import { ALREADY, DUPLICATE, HELD, int, isEmpty, NOT_HELD, OK, refusal, replyOf, SETTLED, unexpected } from './script-replies.js'
+import { ALREADY, DUPLICATE, HELD, int, intIn, NOT_HELD, OK, refusal, replyOf, unexpected } from './script-replies.js'
 import { dayKey, loopAgeKeyStart, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
 import type {
   BudgetStore,
@@ -163,25 +163,34 @@ interface ReserveCall {
 }
 
 function readReserve(raw: unknown, call: ReserveCall): ReserveResult {
+  if (Buffer.isBuffer(raw)) return readAdmitted(raw, call)
   const reply = replyOf(raw, 'reserve')
-  if (OK.equals(reply[0])) {
-    const { loop } = call
-    // The reply names the step's sinceMs when it was recorded; the caller knows its scope's key and the step.
-    const booked = loop === null || isEmpty(reply[3]) ? null : `${call.loopStart.text}${loop.scope}#${String(reply[3])}#${loop.step}`
-    const bookedKeys = bookedList(call.periodKeys, call.sessionKeyName, booked)
-    const remainingMicros = isEmpty(reply[2]) ? null : int(reply[2])
-    return { ok: true, reservation: { keyHash: call.hash, requestId: call.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
-  }
   // A reused request id means a caller bug or a racing abandon; admitting it could double-book.
   if (DUPLICATE.equals(reply[0])) throw new StoreUnavailableError(`request id ${call.requestId} was already used`)
   return refusal(reply, call.periods)
 }
 
+const SPACE = 0x20
+
+/** An admitted reserve's reply, one string: '<granted> <remaining> <loopSinceMs>', the last two possibly empty. */
+function readAdmitted(reply: Buffer, call: ReserveCall): ReserveResult {
+  const first = reply.indexOf(SPACE)
+  const second = first < 1 ? -1 : reply.indexOf(SPACE, first + 1)
+  if (second < 0) throw unexpected('reserve', reply)
+  const { loop } = call
+  // The reply names the step's sinceMs when it was recorded; the caller knows its scope's key and the step.
+  const booked = loop === null || second + 1 === reply.length ? null : `${call.loopStart.text}${loop.scope}#${reply.toString('utf8', second + 1)}#${loop.step}`
+  const bookedKeys = bookedList(call.periodKeys, call.sessionKeyName, booked)
+  const remainingMicros = second === first + 1 ? null : intIn(reply, first + 1, second)
+  return { ok: true, reservation: { keyHash: call.hash, requestId: call.requestId, reservedMicros: intIn(reply, 0, first), bookedKeys, remainingMicros } }
+}
+
+/** Settled now: the charge, an integer; settled before: `['already', charge]`. */
 function readSettle(raw: unknown): SettleResult {
+  if (typeof raw === 'number') return { chargedMicros: raw, alreadySettled: false }
   const reply = replyOf(raw, 'settle')
-  const alreadySettled = ALREADY.equals(reply[0])
-  if (!alreadySettled && !SETTLED.equals(reply[0])) throw unexpected('settle', reply)
-  return { chargedMicros: int(reply[1]), alreadySettled }
+  if (!ALREADY.equals(reply[0])) throw unexpected('settle', reply)
+  return { chargedMicros: int(reply[1]), alreadySettled: true }
 }
 
 /**
