@@ -61,7 +61,7 @@ if hasSession then
 end
 local loopKey, loopAgeKey, step, nowMs
 if hasLoop then
-  loopKey, loopAgeKey, step, nowMs = KEYS[#KEYS - 1], KEYS[#KEYS], ARGV[#ARGV - 1], tonumber(ARGV[#ARGV])
+  loopKey, loopAgeKey, step = KEYS[#KEYS - 1], KEYS[#KEYS], ARGV[#ARGV - 1]
 end
 -- The loop rule's constants, as src/loop/rule.ts has them (test/unit/lua-loop-constants.test.ts holds them equal):
 -- DEFAULT_LOOP_LIMIT (a key without loop_limit), DEFAULT_LOOP_WINDOW_SECONDS (without loop_window),
@@ -86,7 +86,8 @@ else
 end
 if not rec[1] then return {'invalid_key'} end
 if rec[1] ~= '1' then return {'key_revoked'} end
-if not string.find(',' .. (rec[2] or '') .. ',', ',' .. ARGV[1] .. ',', 1, true) then
+-- A key of this provider alone is told by one comparison (interned strings), without building the two texts.
+if rec[2] ~= ARGV[1] and not string.find(',' .. (rec[2] or '') .. ',', ',' .. ARGV[1] .. ',', 1, true) then
   return {'provider_not_allowed'}
 end
 if rec[8] ~= '1' and not (rec[3] or rec[4] or rec[5] or rec[6] or rec[7]) then return {'budget_not_set'} end
@@ -138,6 +139,7 @@ if hasLoop then
 end
 if hasLoop then
   loopWindowMs = (tonumber(rec[11]) or defaultLoopWindow) * 1000
+  nowMs = tonumber(ARGV[#ARGV])
   loopCount, loopSince, loopSinceText, loopInFlight, loopNewSince = 0, nowMs, ARGV[#ARGV], 0, true
   local got = redis.call('HMGET', loopKey, step, '#e')
   local entry = got[1]
