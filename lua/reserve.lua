@@ -93,10 +93,8 @@ end
 if rec[8] ~= '1' and not (rec[3] or rec[4] or rec[5] or rec[6] or rec[7]) then return {'budget_not_set'} end
 
 -- 2. A request id is used once: a held, settled or tombstoned record means a caller fault, answered before any
---    check below. A request with a session asks now, before step 3 writes the session; one without asks only when
---    refused (steps 3a, 3b and 4), and when admitted learns it from the record's SET NX (step 5b), before anything is
---    written: one EXISTS fewer a request.
-if hasSession and redis.call('EXISTS', KEYS[7]) == 1 then return {'duplicate'} end
+--    check below and with nothing written. Steps 3 to 5 only read, and so decide a verdict: a refusal asks whether
+--    the id was used (step 5a), an admission learns it from the record's SET NX (step 5b): no EXISTS when admitted.
 
 local minMicros = tonumber(ARGV[2])
 local maxMicros = tonumber(ARGV[3])
@@ -104,8 +102,10 @@ local grant = maxMicros
 
 -- 3. The session's limits are the lowest of what it has, what this request asks and the key's
 --    defaults, so they can be lowered and never raised. A lowering sticks even when this request is
---    refused (CONTRACT §4), and every request with a session keeps that session alive, admitted or not.
-local s, sessionBudget, sessionMaxSteps, sessionLoop, sessionHasTtl
+--    refused (CONTRACT §4), and every request with a session keeps that session alive, admitted or not:
+--    both are written with the verdict (steps 5a and 7), the lowered limits here only listed.
+-- limits: the lowered ones as HSET arguments, nil when none is (nearly always).
+local s, sessionBudget, sessionMaxSteps, sessionLoop, limits
 if hasSession then
   -- The smaller of two optional limits; nil means "no limit".
   local function lowest(a, b)
@@ -117,19 +117,22 @@ if hasSession then
   sessionBudget = lowest(lowest(tonumber(s[1]), tonumber(askedBudget)), tonumber(rec[12]))
   sessionMaxSteps = lowest(lowest(tonumber(s[2]), tonumber(askedMaxSteps)), tonumber(rec[13]))
   sessionLoop = lowest(tonumber(s[6]), tonumber(askedLoopLimit))
-  local limits = {}
-  if sessionBudget and sessionBudget ~= tonumber(s[1]) then limits[#limits + 1] = 'budget'; limits[#limits + 1] = format('%d', sessionBudget) end
-  if sessionMaxSteps and sessionMaxSteps ~= tonumber(s[2]) then limits[#limits + 1] = 'max_steps'; limits[#limits + 1] = format('%d', sessionMaxSteps) end
-  if sessionLoop and sessionLoop ~= tonumber(s[6]) then limits[#limits + 1] = 'loop_limit'; limits[#limits + 1] = format('%d', sessionLoop) end
-  if #limits > 0 then redis.call('HSET', sessionKey, unpack(limits)) end
-  -- EXPIRE does nothing to a session that does not exist (yet).
-  sessionHasTtl = redis.call('EXPIRE', sessionKey, sessionTtl) == 1
+  local lowerBudget = sessionBudget and sessionBudget ~= tonumber(s[1])
+  local lowerMaxSteps = sessionMaxSteps and sessionMaxSteps ~= tonumber(s[2])
+  local lowerLoop = sessionLoop and sessionLoop ~= tonumber(s[6])
+  if lowerBudget or lowerMaxSteps or lowerLoop then
+    limits = {}
+    if lowerBudget then limits[#limits + 1] = 'budget'; limits[#limits + 1] = format('%d', sessionBudget) end
+    if lowerMaxSteps then limits[#limits + 1] = 'max_steps'; limits[#limits + 1] = format('%d', sessionMaxSteps) end
+    if lowerLoop then limits[#limits + 1] = 'loop_limit'; limits[#limits + 1] = format('%d', sessionLoop) end
+  end
 end
 
 -- 3a. The loop guard (src/loop/README.md): a step repeated more than loopLimit times within the
 --     window (counted from the step's first sighting) is refused. The key's limit (default defaultLoopLimit,
 --     0 = off) is lowered by the session's.
 --     With the guard off (no limit in force) nothing is read or recorded.
+local refusal
 local loopCount, loopSince, loopSinceText, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale
 if hasLoop then
   local keyLoop = tonumber(rec[10]) or defaultLoopLimit
@@ -157,61 +160,61 @@ if hasLoop then
       loopStale = since
     end
   end
-  if loopCount > loopLimit then
-    if not hasSession and redis.call('EXISTS', KEYS[7]) == 1 then return {'duplicate'} end
-    return {'loop_detected', step, loopCount, loopLimit}
-  end
+  if loopCount > loopLimit then refusal = {'loop_detected', step, loopCount, loopLimit} end
 end
 
 -- 3b. The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
-local rpm = tonumber(rec[9])
+local rpm = not refusal and tonumber(rec[9])
 if rpm then
   local count = tonumber(redis.call('HGET', KEYS[2], 'requests')) or 0
-  if count >= rpm then
-    if not hasSession and redis.call('EXISTS', KEYS[7]) == 1 then return {'duplicate'} end
-    return {'rate_limited', rpm, count}
-  end
+  if count >= rpm then refusal = {'rate_limited', rpm, count} end
 end
 
 -- 4. Every limited window must hold minMicros; the grant shrinks to the tightest one (room: what it
 --    has left before this request). Reaching a limit exactly is allowed: limit - used may equal the grant.
 local room = nil
 for i = 1, 5 do
-  local limit = tonumber(rec[2 + i])
+  local limit = not refusal and tonumber(rec[2 + i])
   if limit then
     local p = redis.call('HMGET', KEYS[1 + i], 'spent', 'held')
     local held = tonumber(p[2]) or 0
     local used = (tonumber(p[1]) or 0) + held
     local left = limit - used
-    if left < minMicros then
-      if not hasSession and redis.call('EXISTS', KEYS[7]) == 1 then return {'duplicate'} end
-      return {'budget_exceeded', i, limit, used, held}
-    end
+    if left < minMicros then refusal = {'budget_exceeded', i, limit, used, held} end
     if left < grant then grant = left end
     if not room or left < room then room = left end
   end
 end
 
 -- 5. The session: steps are checked first, then its budget.
-if hasSession then
+if hasSession and not refusal then
   local steps = tonumber(s[3]) or 0
   if sessionMaxSteps and steps >= sessionMaxSteps then
-    return {'session_steps_exceeded', sessionMaxSteps, steps}
-  end
-  if sessionBudget then
+    refusal = {'session_steps_exceeded', sessionMaxSteps, steps}
+  elseif sessionBudget then
     local held = tonumber(s[5]) or 0
     local used = (tonumber(s[4]) or 0) + held
-    if sessionBudget - used < minMicros then return {'session_budget_exceeded', sessionBudget, used, held} end
+    if sessionBudget - used < minMicros then refusal = {'session_budget_exceeded', sessionBudget, used, held} end
     if sessionBudget - used < grant then grant = sessionBudget - used end
     if not room or sessionBudget - used < room then room = sessionBudget - used end
   end
 end
 
--- 5b. Admitted: the reservation record, written before anything else, SET NX (a request without a session learns
---    here that its id was used, with nothing written yet). What is held and where, for abandon (extend and settle are
---    given the keys), one string written with its TTL in one SET: 'held <amount> <provider> <created_at>', then the
---    session and the loop step when there are: ' s:<id>', ' loop:<scope>#<sinceMs>#<step>' (named after the key's
---    tag). The five periods are those of created_at (the caller named KEYS[2..6] from that time). None of the parts
+-- 5a. Refused: unless the id was used, the session's lowered limits are written and its life is extended (EXPIRE
+--     does nothing to a session that does not exist).
+if refusal then
+  if redis.call('EXISTS', KEYS[7]) == 1 then return {'duplicate'} end
+  if hasSession then
+    if limits then redis.call('HSET', sessionKey, unpack(limits)) end
+    redis.call('EXPIRE', sessionKey, sessionTtl)
+  end
+  return refusal
+end
+
+-- 5b. Admitted: the reservation record, written before anything else, SET NX (a used id is told here, with nothing
+--    written yet). What is held and where, for abandon (extend and settle are given the keys), one string written
+--    with its TTL in one SET: 'held <amount> <provider> <created_at>', then the session and the loop step when there
+--    are: ' s:<id>', ' loop:<scope>#<sinceMs>#<step>' (named after the key's tag). The five periods are those of created_at (the caller named KEYS[2..6] from that time). None of the parts
 --    holds a space (a session id, a scope and a provider never do). Its TTL outlives every period key, so a hold is
 --    never released by expiry. The grant as text: the maximum as it arrived, unless a limit shrank it.
 local grantArg = ARGV[3]
@@ -235,11 +238,19 @@ for i = 1, 5 do
   if ttls then redis.call('EXPIRE', KEYS[1 + i], ttls[i]) end
 end
 
--- 7. The session counts one step and holds the grant (its limits were written in step 3).
+-- 7. The session counts one step and holds the grant, with the limits step 3 lowered, and lives on.
 if hasSession then
-  redis.call('HSET', sessionKey, 'held', format('%d', (tonumber(s[5]) or 0) + grant), 'steps', format('%d', (tonumber(s[3]) or 0) + 1))
-  -- Step 3 set the TTL of a session that existed; one created since needs it now.
-  if not sessionHasTtl then redis.call('EXPIRE', sessionKey, sessionTtl) end
+  local held, steps = format('%d', (tonumber(s[5]) or 0) + grant), format('%d', (tonumber(s[3]) or 0) + 1)
+  if limits then
+    limits[#limits + 1] = 'held'
+    limits[#limits + 1] = held
+    limits[#limits + 1] = 'steps'
+    limits[#limits + 1] = steps
+    redis.call('HSET', sessionKey, unpack(limits))
+  else
+    redis.call('HSET', sessionKey, 'held', held, 'steps', steps)
+  end
+  redis.call('EXPIRE', sessionKey, sessionTtl)
 end
 
 -- 7b. The loop step counts one more repeat, unless more than inFlightTolerated requests of it are in flight (requests
