@@ -30,8 +30,11 @@ With a loop check, the last two:
             its text is a new step's sinceMs)
 
 Returns one of
+  remainingMicros                                admitted with maxMicros, no loop step recorded (nearly always):
+                                                 an integer, -1 when nothing is limited
   '<grantedMicros> <remainingMicros> <loopSinceMs>'
-                                                 admitted (one string, not a list: a list reply costs Redis more)
+                                                 admitted otherwise (a reply that is one value, not a list: a list
+                                                 costs Redis more, as does formatting a number)
                                                  remaining: what the tightest limited window or the session
                                                  has left after this hold, '' when nothing is limited;
                                                  loopSinceMs: the step's sinceMs when it was recorded (the
@@ -333,5 +336,9 @@ if hasLoop then
   end
 end
 
+if grant == maxMicros and loopBookedSince == '' then
+  if room then return room - grant end
+  return -1
+end
 if room then return grantArg .. ' ' .. format('%d', room - grant) .. ' ' .. loopBookedSince end
 return grantArg .. '  ' .. loopBookedSince

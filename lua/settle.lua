@@ -56,7 +56,8 @@ local actual = tonumber(ARGV[1])
 --    hold in it) gets a TTL if it has none; one with the field was created by reserve, which set its TTL.
 --    The session is not recreated once it has expired: reserve writes its held and steps together, so a release
 --    that finds it holding none of the reservation and made its only field created it, and deletes it again.
-local release = format('%d', -reserved)
+-- The release as text: the record's amount negated (its digits as reserve and extend wrote them: no format call).
+local release = reserved > 0 and '-' .. amount
 local last = 5
 if hasSession then last = 6 end
 for i = 1, last do

@@ -65,7 +65,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
       if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
       if (loop !== null) args.push(loop.step, nowMs)
-      const call: ReserveCall = { hash, requestId: input.requestId, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
+      const call: ReserveCall = { hash, requestId: input.requestId, maxMicros: input.maxMicros, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
       return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call)
     } catch (err) {
       return Promise.reject(err as Error)
@@ -154,6 +154,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
 interface ReserveCall {
   hash: string
   requestId: string
+  maxMicros: Micros
   periods: Period[]
   periodKeys: FixedKeys['periodKeys']
   sessionKeyName: string | null
@@ -163,6 +164,11 @@ interface ReserveCall {
 }
 
 function readReserve(raw: unknown, call: ReserveCall): ReserveResult {
+  // Admitted with the maximum asked and no loop step recorded: the reply is what remains, -1 when nothing is limited.
+  if (typeof raw === 'number') {
+    const reservation = { keyHash: call.hash, requestId: call.requestId, reservedMicros: call.maxMicros, bookedKeys: bookedList(call.periodKeys, call.sessionKeyName, null), remainingMicros: raw < 0 ? null : raw }
+    return { ok: true, reservation }
+  }
   if (Buffer.isBuffer(raw)) return readAdmitted(raw, call)
   const reply = replyOf(raw, 'reserve')
   // A reused request id means a caller bug or a racing abandon; admitting it could double-book.
