@@ -19,9 +19,7 @@ Returns one of
   {'already', chargedMicros}                     settled before: nothing changed
 ]]
 
--- Integers are formatted explicitly (tostring() would print 1e+15). No helper functions: each is a closure made on
--- every call (garbage for Lua's collector).
-local format = string.format
+-- No helper functions: each is a closure made on every call (garbage for Lua's collector).
 -- TTL seconds of the settled record or tombstone (a day: it only answers retries), SETTLED_RECORD_TTL_SECONDS of
 -- src/budget/validate.ts, and of a period key found without one (recreated after it expired), PERIOD_GRACE_SECONDS
 -- of src/budget/windows.ts (test/unit/lua-ttl-constants.test.ts holds them equal). Fixed by the release.
