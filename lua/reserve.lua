@@ -217,9 +217,10 @@ end
 -- 5b. Admitted: the reservation record, written before anything else, SET NX (a used id is told here, with nothing
 --    written yet). What is held and where, for abandon (extend and settle are given the keys), one string written
 --    with its TTL in one SET: 'held <amount> <provider> <created_at>', then the session and the loop step when there
---    are: ' s:<id>', ' loop:<scope>#<sinceMs>#<step>' (named after the key's tag). The five periods are those of created_at (the caller named KEYS[2..6] from that time). None of the parts
---    holds a space (a session id, a scope and a provider never do). Its TTL outlives every period key, so a hold is
---    never released by expiry. The grant as text: the maximum as it arrived, unless a limit shrank it.
+--    are: ' s:<id>', ' loop:<scope>#<sinceMs>#<step>' (named after the key's tag). The five periods are those of
+--    created_at (the caller named KEYS[2..6] from that time). None of the parts holds a space (a session id, a scope
+--    and a provider never do). Its TTL outlives every period key, so a hold is never released by expiry. The grant as
+--    text: the maximum as it arrived, unless a limit shrank it.
 local grantArg = ARGV[3]
 if grant ~= maxMicros then grantArg = format('%d', grant) end
 local record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5]
