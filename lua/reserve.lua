@@ -32,6 +32,9 @@ With a loop check, the last two:
 Returns one of
   remainingMicros                                admitted with maxMicros, no loop step recorded (nearly always):
                                                  an integer, -1 when nothing is limited
+  -3 - remainingMicros | -2                      admitted with maxMicros, the loop step recorded with this
+                                                 request's time as its sinceMs (a new step, or a new window):
+                                                 -2 when nothing is limited
   '<grantedMicros> <remainingMicros> <loopSinceMs>'
                                                  admitted otherwise (a reply that is one value, not a list: a list
                                                  costs Redis more, as does formatting a number)
@@ -340,6 +343,10 @@ end
 if grant == maxMicros and loopBookedSince == '' then
   if room then return room - grant end
   return -1
+end
+if grant == maxMicros and loopNewSince then
+  if room then return -3 - (room - grant) end
+  return -2
 end
 if room then return grantArg .. ' ' .. format('%d', room - grant) .. ' ' .. loopBookedSince end
 return grantArg .. '  ' .. loopBookedSince

@@ -65,7 +65,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
       if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
       if (loop !== null) args.push(loop.step, nowMs)
-      const call: ReserveCall = { hash, requestId: input.requestId, maxMicros: input.maxMicros, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
+      const call: ReserveCall = { hash, requestId: input.requestId, maxMicros: input.maxMicros, nowMs, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
       return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call)
     } catch (err) {
       return Promise.reject(err as Error)
@@ -155,6 +155,8 @@ interface ReserveCall {
   hash: string
   requestId: string
   maxMicros: Micros
+  /** The time sent with a loop check: the sinceMs of a step recorded at this request. */
+  nowMs: number
   periods: Period[]
   periodKeys: FixedKeys['periodKeys']
   sessionKeyName: string | null
@@ -164,9 +166,14 @@ interface ReserveCall {
 }
 
 function readReserve(raw: unknown, call: ReserveCall): ReserveResult {
-  // Admitted with the maximum asked and no loop step recorded: the reply is what remains, -1 when nothing is limited.
+  // Admitted with the maximum asked: the reply is what remains (-1: nothing is limited), or -3 minus it (-2: nothing
+  // is limited) when the loop step was recorded at this request's time.
   if (typeof raw === 'number') {
-    const reservation = { keyHash: call.hash, requestId: call.requestId, reservedMicros: call.maxMicros, bookedKeys: bookedList(call.periodKeys, call.sessionKeyName, null), remainingMicros: raw < 0 ? null : raw }
+    const { loop } = call
+    const recordedNow = raw <= -2 && loop !== null
+    const booked = recordedNow ? `${call.loopStart.text}${loop.scope}#${String(call.nowMs)}#${loop.step}` : null
+    const remainingMicros = raw >= 0 ? raw : raw <= -3 ? -3 - raw : null
+    const reservation = { keyHash: call.hash, requestId: call.requestId, reservedMicros: call.maxMicros, bookedKeys: bookedList(call.periodKeys, call.sessionKeyName, booked), remainingMicros }
     return { ok: true, reservation }
   }
   if (Buffer.isBuffer(raw)) return readAdmitted(raw, call)
