@@ -19,10 +19,10 @@ KEYS[#KEYS] its steps by age      lp:{h}:loopt:<scope> (sorted set: member <step
 ARGV[1]     provider id
 ARGV[2]     minMicros
 ARGV[3]     maxMicros (>= minMicros)
-ARGV[4..8]  TTL seconds of the five period keys, in KEYS order
-ARGV[9]     reservation record TTL seconds
-ARGV[10]    current time, ISO 8601, the time KEYS[2..6] are the periods of (kept on the record: it names them)
-With a session, ARGV[11..14]:
+ARGV[4]     TTL seconds of the five period keys, in KEYS order, separated by spaces (read only by a minute's first
+            request: each argument costs Redis time on every call)
+ARGV[5]     current time, ISO 8601, the time KEYS[2..6] are the periods of (kept on the record: it names them)
+With a session, ARGV[6..9]:
             session budget the request asks for (micros), or ''; session max steps it asks for, or '';
             session TTL seconds; session loop limit it asks for (X-Loopers-Loop-Limit), or ''
 With a loop check, the last two:
@@ -30,7 +30,14 @@ With a loop check, the last two:
             its text is a new step's sinceMs)
 
 Returns one of
-  {'ok', grantedMicros, remainingMicros, loopSinceMs}
+  remainingMicros                                admitted with maxMicros, no loop step recorded (nearly always):
+                                                 an integer, -1 when nothing is limited
+  -3 - remainingMicros | -2                      admitted with maxMicros, the loop step recorded with this
+                                                 request's time as its sinceMs (a new step, or a new window):
+                                                 -2 when nothing is limited
+  '<grantedMicros> <remainingMicros> <loopSinceMs>'
+                                                 admitted otherwise (a reply that is one value, not a list: a list
+                                                 costs Redis more, as does formatting a number)
                                                  remaining: what the tightest limited window or the session
                                                  has left after this hold, '' when nothing is limited;
                                                  loopSinceMs: the step's sinceMs when it was recorded (the
@@ -47,30 +54,27 @@ Returns one of
 ]]
 
 -- Lua numbers are doubles; how Redis turns one into a command argument differs between versions
--- (tostring() would print 1e+15), so integers are formatted explicitly.
-local function int(n) return string.format('%d', n) end
-local function num(v) if v then return tonumber(v) end return nil end
--- The smaller of two optional limits; nil means "no limit".
-local function lowest(a, b)
-  if a == nil then return b end
-  if b == nil or a <= b then return a end
-  return b
-end
+-- (tostring() would print 1e+15), so integers are formatted explicitly (format('%d', n)). tonumber reads a field HMGET
+-- found missing (false) as nil. No helper functions on the paths every request takes: each is a closure made on
+-- every call (garbage for Lua's collector).
+local format = string.format
 
 -- A session's and a loop check's keys and arguments, passed only when the request has them (nil without).
 local hasSession, hasLoop = #KEYS == 8 or #KEYS == 10, #KEYS >= 9
 local sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit
 if hasSession then
-  sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[8], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+  sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[8], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 end
 local loopKey, loopAgeKey, step, nowMs
 if hasLoop then
-  loopKey, loopAgeKey, step, nowMs = KEYS[#KEYS - 1], KEYS[#KEYS], ARGV[#ARGV - 1], tonumber(ARGV[#ARGV])
+  loopKey, loopAgeKey, step = KEYS[#KEYS - 1], KEYS[#KEYS], ARGV[#ARGV - 1]
 end
 -- The loop rule's constants, as src/loop/rule.ts has them (test/unit/lua-loop-constants.test.ts holds them equal):
 -- DEFAULT_LOOP_LIMIT (a key without loop_limit), DEFAULT_LOOP_WINDOW_SECONDS (without loop_window),
 -- LOOP_STEPS_PER_SCOPE, LOOP_STEPS_AFTER_TRIM, LOOP_IN_FLIGHT_TOLERATED. Fixed by the release, so no arguments.
 local defaultLoopLimit, defaultLoopWindow, stepsKept, stepsAfterTrim, inFlightTolerated = 10, 600, 256, 192, 1
+-- The reservation record's TTL, RESERVATION_TTL_SECONDS of src/budget/validate.ts (test/unit/lua-ttl-constants.test.ts).
+local recordTtl = '3024000'
 
 -- 1. The key must exist, be active, allow this provider, and have a limit in some window or be
 --    marked unlimited. Its loop defaults are read only for a request with a loop check, its session defaults
@@ -88,13 +92,15 @@ else
 end
 if not rec[1] then return {'invalid_key'} end
 if rec[1] ~= '1' then return {'key_revoked'} end
-if not string.find(',' .. (rec[2] or '') .. ',', ',' .. ARGV[1] .. ',', 1, true) then
+-- A key of this provider alone is told by one comparison (interned strings), without building the two texts.
+if rec[2] ~= ARGV[1] and not string.find(',' .. (rec[2] or '') .. ',', ',' .. ARGV[1] .. ',', 1, true) then
   return {'provider_not_allowed'}
 end
 if rec[8] ~= '1' and not (rec[3] or rec[4] or rec[5] or rec[6] or rec[7]) then return {'budget_not_set'} end
 
--- 2. A request id is used once: a held, settled or tombstoned record means a caller fault.
-if redis.call('EXISTS', KEYS[7]) == 1 then return {'duplicate'} end
+-- 2. A request id is used once: a held, settled or tombstoned record means a caller fault, answered before any
+--    check below and with nothing written. Steps 3 to 5 only read, and so decide a verdict: a refusal asks whether
+--    the id was used (step 5a), an admission learns it from the record's SET NX (step 5b): no EXISTS when admitted.
 
 local minMicros = tonumber(ARGV[2])
 local maxMicros = tonumber(ARGV[3])
@@ -102,39 +108,51 @@ local grant = maxMicros
 
 -- 3. The session's limits are the lowest of what it has, what this request asks and the key's
 --    defaults, so they can be lowered and never raised. A lowering sticks even when this request is
---    refused (CONTRACT §4), and every request with a session keeps that session alive, admitted or not.
-local s, sessionBudget, sessionMaxSteps, sessionLoop, sessionHasTtl
+--    refused (CONTRACT §4), and every request with a session keeps that session alive, admitted or not:
+--    both are written with the verdict (steps 5a and 7), the lowered limits here only listed.
+-- limits: the lowered ones as HSET arguments, nil when none is (nearly always).
+local s, sessionBudget, sessionMaxSteps, sessionLoop, limits
 if hasSession then
+  -- The smaller of two optional limits; nil means "no limit".
+  local function lowest(a, b)
+    if a == nil then return b end
+    if b == nil or a <= b then return a end
+    return b
+  end
   s = redis.call('HMGET', sessionKey, 'budget', 'max_steps', 'steps', 'spent', 'held', 'loop_limit')
-  sessionBudget = lowest(lowest(num(s[1]), num(askedBudget)), num(rec[12]))
-  sessionMaxSteps = lowest(lowest(num(s[2]), num(askedMaxSteps)), num(rec[13]))
-  sessionLoop = lowest(num(s[6]), num(askedLoopLimit))
-  local limits = {}
-  if sessionBudget and sessionBudget ~= num(s[1]) then limits[#limits + 1] = 'budget'; limits[#limits + 1] = int(sessionBudget) end
-  if sessionMaxSteps and sessionMaxSteps ~= num(s[2]) then limits[#limits + 1] = 'max_steps'; limits[#limits + 1] = int(sessionMaxSteps) end
-  if sessionLoop and sessionLoop ~= num(s[6]) then limits[#limits + 1] = 'loop_limit'; limits[#limits + 1] = int(sessionLoop) end
-  if #limits > 0 then redis.call('HSET', sessionKey, unpack(limits)) end
-  -- EXPIRE does nothing to a session that does not exist (yet).
-  sessionHasTtl = redis.call('EXPIRE', sessionKey, sessionTtl) == 1
+  sessionBudget = lowest(lowest(tonumber(s[1]), tonumber(askedBudget)), tonumber(rec[12]))
+  sessionMaxSteps = lowest(lowest(tonumber(s[2]), tonumber(askedMaxSteps)), tonumber(rec[13]))
+  sessionLoop = lowest(tonumber(s[6]), tonumber(askedLoopLimit))
+  local lowerBudget = sessionBudget and sessionBudget ~= tonumber(s[1])
+  local lowerMaxSteps = sessionMaxSteps and sessionMaxSteps ~= tonumber(s[2])
+  local lowerLoop = sessionLoop and sessionLoop ~= tonumber(s[6])
+  if lowerBudget or lowerMaxSteps or lowerLoop then
+    limits = {}
+    if lowerBudget then limits[#limits + 1] = 'budget'; limits[#limits + 1] = format('%d', sessionBudget) end
+    if lowerMaxSteps then limits[#limits + 1] = 'max_steps'; limits[#limits + 1] = format('%d', sessionMaxSteps) end
+    if lowerLoop then limits[#limits + 1] = 'loop_limit'; limits[#limits + 1] = format('%d', sessionLoop) end
+  end
 end
 
 -- 3a. The loop guard (src/loop/README.md): a step repeated more than loopLimit times within the
 --     window (counted from the step's first sighting) is refused. The key's limit (default defaultLoopLimit,
 --     0 = off) is lowered by the session's.
 --     With the guard off (no limit in force) nothing is read or recorded.
+local refusal
 local loopCount, loopSince, loopSinceText, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale
 if hasLoop then
-  local keyLoop = num(rec[10]) or defaultLoopLimit
+  local keyLoop = tonumber(rec[10]) or defaultLoopLimit
   loopLimit = sessionLoop
-  if keyLoop ~= 0 then loopLimit = lowest(keyLoop, sessionLoop) end
+  if keyLoop ~= 0 and not (sessionLoop and sessionLoop < keyLoop) then loopLimit = keyLoop end
   if not loopLimit then hasLoop = false end
 end
 if hasLoop then
-  loopWindowMs = (num(rec[11]) or defaultLoopWindow) * 1000
+  loopWindowMs = (tonumber(rec[11]) or defaultLoopWindow) * 1000
+  nowMs = tonumber(ARGV[#ARGV])
   loopCount, loopSince, loopSinceText, loopInFlight, loopNewSince = 0, nowMs, ARGV[#ARGV], 0, true
   local got = redis.call('HMGET', loopKey, step, '#e')
   local entry = got[1]
-  loopIsNew, loopExpires = not entry, num(got[2])
+  loopIsNew, loopExpires = not entry, tonumber(got[2])
   -- Indexed: '#e' negated. (A scope the previous release indexed marks it in '#z', not read: it is indexed again.)
   if loopExpires and loopExpires < 0 then loopExpires, loopAged = -loopExpires, true end
   if entry then
@@ -148,64 +166,98 @@ if hasLoop then
       loopStale = since
     end
   end
-  if loopCount > loopLimit then return {'loop_detected', step, loopCount, loopLimit} end
+  if loopCount > loopLimit then refusal = {'loop_detected', step, loopCount, loopLimit} end
 end
 
 -- 3b. The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
-local rpm = num(rec[9])
+local rpm = not refusal and tonumber(rec[9])
 if rpm then
-  local count = num(redis.call('HGET', KEYS[2], 'requests')) or 0
-  if count >= rpm then return {'rate_limited', rpm, count} end
+  local count = tonumber(redis.call('HGET', KEYS[2], 'requests')) or 0
+  if count >= rpm then refusal = {'rate_limited', rpm, count} end
 end
 
 -- 4. Every limited window must hold minMicros; the grant shrinks to the tightest one (room: what it
 --    has left before this request). Reaching a limit exactly is allowed: limit - used may equal the grant.
 local room = nil
 for i = 1, 5 do
-  local limit = num(rec[2 + i])
+  local limit = not refusal and tonumber(rec[2 + i])
   if limit then
     local p = redis.call('HMGET', KEYS[1 + i], 'spent', 'held')
-    local held = num(p[2]) or 0
-    local used = (num(p[1]) or 0) + held
-    if limit - used < minMicros then return {'budget_exceeded', i, limit, used, held} end
-    if limit - used < grant then grant = limit - used end
-    room = lowest(room, limit - used)
+    local held = tonumber(p[2]) or 0
+    local used = (tonumber(p[1]) or 0) + held
+    local left = limit - used
+    if left < minMicros then refusal = {'budget_exceeded', i, limit, used, held} end
+    if left < grant then grant = left end
+    if not room or left < room then room = left end
   end
 end
 
 -- 5. The session: steps are checked first, then its budget.
-if hasSession then
-  local steps = num(s[3]) or 0
+if hasSession and not refusal then
+  local steps = tonumber(s[3]) or 0
   if sessionMaxSteps and steps >= sessionMaxSteps then
-    return {'session_steps_exceeded', sessionMaxSteps, steps}
-  end
-  if sessionBudget then
-    local held = num(s[5]) or 0
-    local used = (num(s[4]) or 0) + held
-    if sessionBudget - used < minMicros then return {'session_budget_exceeded', sessionBudget, used, held} end
+    refusal = {'session_steps_exceeded', sessionMaxSteps, steps}
+  elseif sessionBudget then
+    local held = tonumber(s[5]) or 0
+    local used = (tonumber(s[4]) or 0) + held
+    if sessionBudget - used < minMicros then refusal = {'session_budget_exceeded', sessionBudget, used, held} end
     if sessionBudget - used < grant then grant = sessionBudget - used end
-    room = lowest(room, sessionBudget - used)
+    if not room or sessionBudget - used < room then room = sessionBudget - used end
   end
 end
+
+-- 5a. Refused: unless the id was used, the session's lowered limits are written and its life is extended (EXPIRE
+--     does nothing to a session that does not exist).
+if refusal then
+  if redis.call('EXISTS', KEYS[7]) == 1 then return {'duplicate'} end
+  if hasSession then
+    if limits then redis.call('HSET', sessionKey, unpack(limits)) end
+    redis.call('EXPIRE', sessionKey, sessionTtl)
+  end
+  return refusal
+end
+
+-- 5b. Admitted: the reservation record, written before anything else, SET NX (a used id is told here, with nothing
+--    written yet). What is held and where, for abandon (extend and settle are given the keys), one string written
+--    with its TTL in one SET: 'held <amount> <provider> <created_at>', then the session and the loop step when there
+--    are: ' s:<id>', ' loop:<scope>#<sinceMs>#<step>' (named after the key's tag). The five periods are those of
+--    created_at (the caller named KEYS[2..6] from that time). None of the parts holds a space (a session id, a scope
+--    and a provider never do). Its TTL outlives every period key, so a hold is never released by expiry. The grant as
+--    text: the maximum as it arrived, unless a limit shrank it.
+local grantArg = ARGV[3]
+if grant ~= maxMicros then grantArg = format('%d', grant) end
+local record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5]
+if hasSession or hasLoop then
+  local tagEnd = string.find(KEYS[7], '}:', 1, true) + 2
+  if hasSession then record = record .. ' ' .. string.sub(sessionKey, tagEnd) end
+  if hasLoop then record = record .. ' ' .. string.sub(loopKey, tagEnd) .. '#' .. loopSinceText .. '#' .. step end
+end
+if not redis.call('SET', KEYS[7], record, 'EX', recordTtl, 'NX') then return {'duplicate'} end
 
 -- 6. Admitted: hold the grant in every window period (limited or not, so status shows all spend),
 --    and count the request in the minute. Every period starts on a minute boundary, so the minute's
 --    first request is the first in every period it creates: it sets the five TTLs (and gives one back to
 --    a key that lost it), and the minute's later requests need not.
 local firstOfMinute = redis.call('HINCRBY', KEYS[2], 'requests', 1) == 1
--- The grant as text: the maximum as it arrived, unless a limit shrank it.
-local grantArg = ARGV[3]
-if grant ~= maxMicros then grantArg = int(grant) end
+local ttls = firstOfMinute and {string.match(ARGV[4], '^(%d+) (%d+) (%d+) (%d+) (%d+)$')}
 for i = 1, 5 do
   redis.call('HINCRBY', KEYS[1 + i], 'held', grantArg)
-  if firstOfMinute then redis.call('EXPIRE', KEYS[1 + i], ARGV[3 + i]) end
+  if ttls then redis.call('EXPIRE', KEYS[1 + i], ttls[i]) end
 end
 
--- 7. The session counts one step and holds the grant (its limits were written in step 3).
+-- 7. The session counts one step and holds the grant, with the limits step 3 lowered, and lives on.
 if hasSession then
-  redis.call('HSET', sessionKey, 'held', int((num(s[5]) or 0) + grant), 'steps', int((num(s[3]) or 0) + 1))
-  -- Step 3 set the TTL of a session that existed; one created since needs it now.
-  if not sessionHasTtl then redis.call('EXPIRE', sessionKey, sessionTtl) end
+  local held, steps = format('%d', (tonumber(s[5]) or 0) + grant), format('%d', (tonumber(s[3]) or 0) + 1)
+  if limits then
+    limits[#limits + 1] = 'held'
+    limits[#limits + 1] = held
+    limits[#limits + 1] = 'steps'
+    limits[#limits + 1] = steps
+    redis.call('HSET', sessionKey, unpack(limits))
+  else
+    redis.call('HSET', sessionKey, 'held', held, 'steps', steps)
+  end
+  redis.call('EXPIRE', sessionKey, sessionTtl)
 end
 
 -- 7b. The loop step counts one more repeat, unless more than inFlightTolerated requests of it are in flight (requests
@@ -225,24 +277,24 @@ if hasLoop then
   local flightKnown = loopInFlight ~= nil
   if not flightKnown then loopInFlight = redis.call('HINCRBY', loopKey, flight, 1) - 1 end
   if loopInFlight <= inFlightTolerated then loopCount = loopCount + 1 end
-  local value = int(loopCount) .. ':' .. loopSinceText
+  local value = format('%d', loopCount) .. ':' .. loopSinceText
   local ttl = loopWindowMs + math.floor(loopWindowMs / 8)
   -- Past the recorded expiry: a new sinceMs, or an entry whose window was since raised on the key.
   local extend = not loopExpires or loopExpires < loopSince + loopWindowMs
   if extend then
-    local expires = int(nowMs + ttl)
+    local expires = format('%d', nowMs + ttl)
     if loopAged then expires = '-' .. expires end
-    if flightKnown then redis.call('HSET', loopKey, step, value, flight, int(loopInFlight + 1), '#e', expires)
+    if flightKnown then redis.call('HSET', loopKey, step, value, flight, format('%d', loopInFlight + 1), '#e', expires)
     else redis.call('HSET', loopKey, step, value, '#e', expires) end
   elseif flightKnown then
-    redis.call('HSET', loopKey, step, value, flight, int(loopInFlight + 1))
+    redis.call('HSET', loopKey, step, value, flight, format('%d', loopInFlight + 1))
   else
     redis.call('HSET', loopKey, step, value)
   end
   -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
   if loopStale then redis.call('HDEL', loopKey, step .. ':' .. loopStale) end
   loopBookedSince = loopSinceText
-  if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, int(nowMs), step) end
+  if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, format('%d', nowMs), step) end
   if loopIsNew and string.sub(step, -1) == '0' then
     local size
     -- Unindexed, the scope holds '#e' and two fields a step (the step, its in flight).
@@ -262,13 +314,13 @@ if hasLoop then
           end
         end
         redis.call('ZADD', loopAgeKey, unpack(index))
-        redis.call('HSET', loopKey, '#e', '-' .. int(nowMs + ttl))
+        redis.call('HSET', loopKey, '#e', '-' .. format('%d', nowMs + ttl))
         -- The previous release's mark of an index: the scope is in this layout now.
         if oldMark then redis.call('HDEL', loopKey, '#z') end
         loopAged, extend = true, true
       end
       -- Expired steps (sinceMs <= nowMs - window) are the oldest: the set's order (sinceMs, then step) is the trim's.
-      local drop = redis.call('ZRANGEBYSCORE', loopAgeKey, '-inf', int(nowMs - loopWindowMs), 'WITHSCORES')
+      local drop = redis.call('ZRANGEBYSCORE', loopAgeKey, '-inf', format('%d', nowMs - loopWindowMs), 'WITHSCORES')
       local over = size - #drop / 2 - stepsAfterTrim
       if over > 0 then drop = redis.call('ZRANGE', loopAgeKey, 0, #drop / 2 + over - 1, 'WITHSCORES') end
       if #drop > 0 then
@@ -288,18 +340,13 @@ if hasLoop then
   end
 end
 
--- 8. The reservation record: what is held and where, for abandon (extend and settle are given the keys), one
---    string written with its TTL in one SET: 'held <amount> <provider> <created_at>', then the session and the loop
---    step when there are: ' s:<id>', ' loop:<scope>#<sinceMs>#<step>' (named after the key's tag). The five periods
---    are those of created_at (the caller named KEYS[2..6] from that time). None of the parts holds a space (a
---    session id, a scope and a provider never do). Its TTL outlives every period key, so a hold is never released
---    by expiry.
-local record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[10]
-if hasSession or hasLoop then
-  local tagEnd = string.find(KEYS[7], '}:', 1, true) + 2
-  if hasSession then record = record .. ' ' .. string.sub(sessionKey, tagEnd) end
-  if hasLoop then record = record .. ' ' .. string.sub(loopKey, tagEnd) .. '#' .. loopBookedSince .. '#' .. step end
+if grant == maxMicros and loopBookedSince == '' then
+  if room then return room - grant end
+  return -1
 end
-redis.call('SET', KEYS[7], record, 'EX', ARGV[9])
-if room then return {'ok', grant, room - grant, loopBookedSince} end
-return {'ok', grant, '', loopBookedSince}
+if grant == maxMicros and loopNewSince then
+  if room then return -3 - (room - grant) end
+  return -2
+end
+if room then return grantArg .. ' ' .. format('%d', room - grant) .. ' ' .. loopBookedSince end
+return grantArg .. '  ' .. loopBookedSince

@@ -5,25 +5,27 @@ periods and session the reservation was booked in (even if the clock has since m
 KEYS[1..5]  booked period hashes  minute, hourly, daily, weekly, monthly (fields spent, held)
 KEYS[6]     today's spend history lp:{h}:d:<YYYY-MM-DD> (a counter)
 KEYS[7]     reservation record    lp:{h}:r:<requestId> (a string; a hash of an earlier release is read too)
-KEYS[8]     booked session hash, only when ARGV[2] = '1'
-KEYS[#KEYS] the loop scope the request's step was recorded in (lp:{h}:loop:<scope>), only when ARGV[6] ~= ''
-            (only the keys a settle touches are passed: each costs Redis time)
+KEYS[8]     booked session hash, only for a reservation booked in a session
+KEYS[#KEYS] the loop scope the request's step was recorded in (lp:{h}:loop:<scope>), only when ARGV[3] is given
+            (only the keys a settle touches are passed, and their arguments: each costs Redis time)
 
 ARGV[1]     actualMicros (may exceed the reservation: the provider's bill is charged as it is)
-ARGV[2]     '1' when the reservation was booked in a session, else '0'
-ARGV[3]     TTL seconds of the settled record or tombstone (a day: it only answers retries)
-ARGV[4]     TTL seconds for a period key found without one (recreated after it expired)
-ARGV[5]     unix time (seconds) at which the history counter expires
-ARGV[6]     '<step>:<sinceMs>', the request's loop step and its first sighting (ms) when the request was admitted
-            (only that window's entry is ended: the step's in flight field), or '' when none was recorded
+ARGV[2]     unix time (seconds) at which the history counter expires
+ARGV[3]     '<step>:<sinceMs>', the request's loop step and its first sighting (ms) when the request was admitted
+            (only that window's entry is ended: the step's in flight field); absent when none was recorded
 
 Returns one of
-  {'settled', chargedMicros}
+  chargedMicros                                  settled now (an integer, not a list: a list reply costs Redis more)
   {'already', chargedMicros}                     settled before: nothing changed
 ]]
 
-local function int(n) return string.format('%d', n) end
-local function num(v) if v then return tonumber(v) end return nil end
+-- No helper functions: each is a closure made on every call (garbage for Lua's collector).
+-- TTL seconds of the settled record or tombstone (a day: it only answers retries), SETTLED_RECORD_TTL_SECONDS of
+-- src/budget/validate.ts, and of a period key found without one (recreated after it expired), PERIOD_GRACE_SECONDS
+-- of src/budget/windows.ts (test/unit/lua-ttl-constants.test.ts holds them equal). Fixed by the release.
+local settledTtl, periodGraceTtl = '86400', '86400'
+local loopField = ARGV[3]
+local hasSession = #KEYS == 9 or (#KEYS == 8 and not loopField)
 
 -- 1. The record: a string, 'held <amount> …' or 'settled <charged>' (reserve.lua); a hash of an earlier release
 --    (fields state, amount, charged) fails GET, and only then is read as one. Idempotent: a settled record (or
@@ -37,65 +39,65 @@ elseif got then
   state = res[1]
   if state == 'settled' then amount = res[3] else amount = res[2] end
 end
-if state == 'settled' then return {'already', num(amount) or 0} end
+if state == 'settled' then return {'already', tonumber(amount) or 0} end
 
 -- 2. What is held is the record's amount (it includes every extension). No record: nothing to
 --    release, but the request did run, so its cost is still charged.
 local reserved = 0
-if state == 'held' then reserved = num(amount) or 0 end
+if state == 'held' then reserved = tonumber(amount) or 0 end
 local actual = tonumber(ARGV[1])
 
--- Charge `actual`, release up to `reserved` (held never goes below zero); returns whether the key held
--- nothing before (reserve creates every key it books with its hold in it). The common case, a key that
--- holds at least the reservation, is two increments; below that the hold is put right: clamped at zero,
--- or removed again where there was none (a key that expired meanwhile, or was only ever written here).
--- A key that must not be recreated (`existing`: the session) is booked only if it exists: a release that finds
--- it holding none of the reservation and made its only field created it, and deletes it again.
-local release = int(-reserved)
-local function book(key, existing)
+-- 3. Every booked period, then the booked session: charge `actual`, release up to `reserved` (held never goes below
+--    zero). The common case, a key that holds at least the reservation, is two increments; below that the hold is
+--    put right: clamped at zero, or removed again where there was none (a key that expired meanwhile, or was only
+--    ever written here). A period that held nothing before (`created`: reserve creates every key it books with its
+--    hold in it) gets a TTL if it has none; one with the field was created by reserve, which set its TTL.
+--    The session is not recreated once it has expired: reserve writes its held and steps together, so a release
+--    that finds it holding none of the reservation and made its only field created it, and deletes it again.
+-- The release as text: the record's amount negated (its digits as reserve and extend wrote them: no format call).
+local release = reserved > 0 and '-' .. amount
+local last = 5
+if hasSession then last = 6 end
+for i = 1, last do
+  local key, isSession, created = KEYS[i], i == 6, false
+  if isSession then key = KEYS[8] end
   if reserved == 0 then
     -- No hold to release (settled without a record): read whether the key has one.
-    if existing and redis.call('EXISTS', key) == 0 then return true end
-    if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
-    return redis.call('HEXISTS', key, 'held') == 0
+    if not (isSession and redis.call('EXISTS', key) == 0) then
+      if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
+      created = not isSession and redis.call('HEXISTS', key, 'held') == 0
+    end
+  else
+    local held = redis.call('HINCRBY', key, 'held', release)
+    if isSession and held + reserved <= 0 and redis.call('HLEN', key) == 1 then
+      redis.call('DEL', key)
+    else
+      if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
+      if held < 0 then
+        if held + reserved > 0 then
+          redis.call('HSET', key, 'held', '0')
+        else
+          redis.call('HDEL', key, 'held')
+          created = true
+        end
+      end
+    end
   end
-  local held = redis.call('HINCRBY', key, 'held', release)
-  if existing and held + reserved <= 0 and redis.call('HLEN', key) == 1 then
-    redis.call('DEL', key)
-    return true
-  end
-  if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
-  if held >= 0 then return false end
-  if held + reserved > 0 then
-    redis.call('HSET', key, 'held', '0')
-    return false
-  end
-  redis.call('HDEL', key, 'held')
-  return true
+  if created and not isSession and redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, periodGraceTtl) end
 end
-
--- 3. Every booked period; one found without its held field expired meanwhile (or was only ever written
---    here) and, when recreated, gets a TTL. One with the field was created by reserve, which set its TTL.
-for i = 1, 5 do
-  if book(KEYS[i]) and redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
-end
-
--- 4. The session, unless it has expired meanwhile (it is not recreated; reserve writes its held and steps
---    together, so a session that exists has a field besides held).
-if ARGV[2] == '1' then book(KEYS[8], true) end
 
 -- 5. Spend history: what was charged today, kept for 400 days. Only settle writes the counter, always with
 --    its day's expiry, so the settle that creates it sets that expiry once.
-if actual > 0 and redis.call('INCRBY', KEYS[6], ARGV[1]) == actual then redis.call('EXPIREAT', KEYS[6], ARGV[5]) end
+if actual > 0 and redis.call('INCRBY', KEYS[6], ARGV[1]) == actual then redis.call('EXPIREAT', KEYS[6], ARGV[2]) end
 
 -- 5b. The request's loop step has one fewer request in flight, in the window it was admitted in only: the
 --     field '<step>:<sinceMs>' goes with its step (a new window, a trim, the scope's expiry), so one found
 --     missing (now below zero) is removed again.
-if ARGV[6] ~= '' then
-  if redis.call('HINCRBY', KEYS[#KEYS], ARGV[6], -1) < 0 then redis.call('HDEL', KEYS[#KEYS], ARGV[6]) end
+if loopField then
+  if redis.call('HINCRBY', KEYS[#KEYS], loopField, -1) < 0 then redis.call('HDEL', KEYS[#KEYS], loopField) end
 end
 
 -- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused. SET replaces
 --    a held record (of any type) with only what a settled one answers, and its TTL.
-redis.call('SET', KEYS[7], 'settled ' .. ARGV[1], 'EX', ARGV[3])
-return {'settled', actual}
+redis.call('SET', KEYS[7], 'settled ' .. ARGV[1], 'EX', settledTtl)
+return actual

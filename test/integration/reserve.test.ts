@@ -148,6 +148,27 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       expect(await f.period(hash, 'daily')).toEqual({ spent: 0, held: 10 })
     })
 
+    it('rejects a reused request id as a fault even where the request would be refused, and changes nothing', async () => {
+      f.clock.set('2026-05-04T12:00:30.000Z')
+      const hash = await f.newKey({ limits: { daily: 100 }, rpm: 2, loopLimit: 1 })
+      const id = randomUUID()
+      const loop = { scope: 'c:00000000000000aa', step: '00000000000000bb' }
+      expect((await f.store.reserve(input(hash, 60, { requestId: id, loop }))).ok).toBe(true)
+      expect((await f.store.reserve(input(hash, 1, { loop }))).ok).toBe(true) // the step's second repeat: the limit's next is refused
+      expect(await f.store.reserve(input(hash, 60))).toMatchObject({ ok: false, reason: 'rate_limited' })
+      await expect(f.store.reserve(input(hash, 60, { requestId: id }))).rejects.toBeInstanceOf(StoreUnavailableError) // rate
+      f.clock.advance(60_000)
+      expect(await f.store.reserve(input(hash, 60, { loop }))).toMatchObject({ ok: false, reason: 'loop_detected' })
+      await expect(f.store.reserve(input(hash, 60, { requestId: id, loop }))).rejects.toBeInstanceOf(StoreUnavailableError) // loop
+      expect(await f.store.reserve(input(hash, 60))).toMatchObject({ ok: false, reason: 'budget_exceeded' })
+      await expect(f.store.reserve(input(hash, 60, { requestId: id }))).rejects.toBeInstanceOf(StoreUnavailableError) // budget
+      expect(await f.period(hash, 'daily')).toEqual({ spent: 0, held: 61 })
+      // With a session: the id is a fault before the session is read, so its limits are not lowered by it.
+      const session = { id: 's-reused', budgetMicros: 30, maxSteps: null }
+      await expect(f.store.reserve(input(hash, 1, { requestId: id, session }))).rejects.toBeInstanceOf(StoreUnavailableError)
+      expect(await f.session(hash, 's-reused')).toEqual({})
+    })
+
     it('rejects malformed amounts before touching Redis', async () => {
       const hash = await f.newKey()
       await expect(f.store.reserve(input(hash, 0, { minMicros: 5, maxMicros: 4 }))).rejects.toThrow(RangeError)

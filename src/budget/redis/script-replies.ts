@@ -13,7 +13,6 @@ export type Reply = [Buffer, ...(Buffer | number)[]]
 export const OK = Buffer.from('ok')
 export const DUPLICATE = Buffer.from('duplicate')
 export const NOT_HELD = Buffer.from('not_held')
-export const SETTLED = Buffer.from('settled')
 export const ALREADY = Buffer.from('already')
 export const HELD = Buffer.from('held')
 
@@ -59,11 +58,6 @@ function asText(v: unknown): unknown {
   return Buffer.isBuffer(v) ? v.toString() : v
 }
 
-/** Whether a reply's element is absent or an empty string. */
-export function isEmpty(v: Buffer | number | undefined): boolean {
-  return v === undefined || (typeof v === 'object' && v.length === 0)
-}
-
 const ZERO = 48
 
 /** A reply's integer: a Lua integer as is, or a Lua string read as Number() reads its text (plain digits from the bytes). */
@@ -77,6 +71,17 @@ export function int(v: Buffer | number | undefined): number {
     n = n * 10 + digit
   }
   return n
+}
+
+/** The integer in `v` from `start` to `end` (plain digits; anything else read as Number() reads its text). */
+export function intIn(v: Buffer, start: number, end: number): number {
+  let n = 0
+  for (let i = start; i < end; i++) {
+    const digit = (v[i] as number) - ZERO
+    if (digit < 0 || digit > 9 || i - start === MAX_PLAIN_DIGITS) return Number(v.toString('latin1', start, end))
+    n = n * 10 + digit
+  }
+  return end > start ? n : Number.NaN
 }
 
 /** Up to this many digits a number read digit by digit is exact. */

@@ -9,7 +9,7 @@ import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
 import { encodeArgs, encodeStart, joinArg, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-args.js'
 import { evalScript, script } from './script-command.js'
-import { ALREADY, DUPLICATE, HELD, int, isEmpty, NOT_HELD, OK, refusal, replyOf, SETTLED, unexpected } from './script-replies.js'
+import { ALREADY, DUPLICATE, HELD, int, intIn, NOT_HELD, OK, refusal, replyOf, unexpected } from './script-replies.js'
 import { dayKey, loopAgeKeyStart, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
 import type {
   BudgetStore,
@@ -25,7 +25,6 @@ import {
   assertRequestId,
   assertReserveInput,
   DEFAULT_SESSION_TTL_SECONDS,
-  RESERVATION_TTL_SECONDS,
   SETTLED_RECORD_TTL_SECONDS,
 } from '../validate.js'
 import { dayExpiresAt, dayOf } from '../history.js'
@@ -66,7 +65,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
       if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
       if (loop !== null) args.push(loop.step, nowMs)
-      const call: ReserveCall = { hash, requestId: input.requestId, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
+      const call: ReserveCall = { hash, requestId: input.requestId, maxMicros: input.maxMicros, nowMs, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
       return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call)
     } catch (err) {
       return Promise.reject(err as Error)
@@ -122,7 +121,8 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
         args.push(loop.key)
         keyCount++
       }
-      args.push(actualMicros, sessionFlag(booked), SETTLE_TTLS, today(nowMs).expiresAtSeconds, loop?.inFlightField ?? '')
+      args.push(actualMicros, today(nowMs).expiresAtSeconds)
+      if (loop !== null) args.push(loop.inFlightField)
       return evalScript(redis, scripts.settle, keyCount, args, readSettle, null)
     } catch (err) {
       return Promise.reject(err as Error)
@@ -154,6 +154,9 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
 interface ReserveCall {
   hash: string
   requestId: string
+  maxMicros: Micros
+  /** The time sent with a loop check: the sinceMs of a step recorded at this request. */
+  nowMs: number
   periods: Period[]
   periodKeys: FixedKeys['periodKeys']
   sessionKeyName: string | null
@@ -163,25 +166,44 @@ interface ReserveCall {
 }
 
 function readReserve(raw: unknown, call: ReserveCall): ReserveResult {
-  const reply = replyOf(raw, 'reserve')
-  if (OK.equals(reply[0])) {
+  // Admitted with the maximum asked: the reply is what remains (-1: nothing is limited), or -3 minus it (-2: nothing
+  // is limited) when the loop step was recorded at this request's time.
+  if (typeof raw === 'number') {
     const { loop } = call
-    // The reply names the step's sinceMs when it was recorded; the caller knows its scope's key and the step.
-    const booked = loop === null || isEmpty(reply[3]) ? null : `${call.loopStart.text}${loop.scope}#${String(reply[3])}#${loop.step}`
-    const bookedKeys = bookedList(call.periodKeys, call.sessionKeyName, booked)
-    const remainingMicros = isEmpty(reply[2]) ? null : int(reply[2])
-    return { ok: true, reservation: { keyHash: call.hash, requestId: call.requestId, reservedMicros: int(reply[1]), bookedKeys, remainingMicros } }
+    const recordedNow = raw <= -2 && loop !== null
+    const booked = recordedNow ? `${call.loopStart.text}${loop.scope}#${String(call.nowMs)}#${loop.step}` : null
+    const remainingMicros = raw >= 0 ? raw : raw <= -3 ? -3 - raw : null
+    const reservation = { keyHash: call.hash, requestId: call.requestId, reservedMicros: call.maxMicros, bookedKeys: bookedList(call.periodKeys, call.sessionKeyName, booked), remainingMicros }
+    return { ok: true, reservation }
   }
+  if (Buffer.isBuffer(raw)) return readAdmitted(raw, call)
+  const reply = replyOf(raw, 'reserve')
   // A reused request id means a caller bug or a racing abandon; admitting it could double-book.
   if (DUPLICATE.equals(reply[0])) throw new StoreUnavailableError(`request id ${call.requestId} was already used`)
   return refusal(reply, call.periods)
 }
 
+const SPACE = 0x20
+
+/** An admitted reserve's reply, one string: '<granted> <remaining> <loopSinceMs>', the last two possibly empty. */
+function readAdmitted(reply: Buffer, call: ReserveCall): ReserveResult {
+  const first = reply.indexOf(SPACE)
+  const second = first < 1 ? -1 : reply.indexOf(SPACE, first + 1)
+  if (second < 0) throw unexpected('reserve', reply)
+  const { loop } = call
+  // The reply names the step's sinceMs when it was recorded; the caller knows its scope's key and the step.
+  const booked = loop === null || second + 1 === reply.length ? null : `${call.loopStart.text}${loop.scope}#${reply.toString('utf8', second + 1)}#${loop.step}`
+  const bookedKeys = bookedList(call.periodKeys, call.sessionKeyName, booked)
+  const remainingMicros = second === first + 1 ? null : intIn(reply, first + 1, second)
+  return { ok: true, reservation: { keyHash: call.hash, requestId: call.requestId, reservedMicros: intIn(reply, 0, first), bookedKeys, remainingMicros } }
+}
+
+/** Settled now: the charge, an integer; settled before: `['already', charge]`. */
 function readSettle(raw: unknown): SettleResult {
+  if (typeof raw === 'number') return { chargedMicros: raw, alreadySettled: false }
   const reply = replyOf(raw, 'settle')
-  const alreadySettled = ALREADY.equals(reply[0])
-  if (!alreadySettled && !SETTLED.equals(reply[0])) throw unexpected('settle', reply)
-  return { chargedMicros: int(reply[1]), alreadySettled }
+  if (!ALREADY.equals(reply[0])) throw unexpected('settle', reply)
+  return { chargedMicros: int(reply[1]), alreadySettled: true }
 }
 
 /**
@@ -277,16 +299,13 @@ interface FixedKeys {
   noSession: string
   /** The spend history counter of the minute's UTC day. */
   today: string
-  /** The five periods' TTLs then the reservation record's, in seconds, encoded. */
+  /** The five periods' TTLs in seconds, one argument separated by spaces, encoded. */
   ttls: EncodedArgs
   /** The starts of the key's reservation record, loop state and loop step age keys (a request id or scope follows). */
   reservationStart: EncodedStart
   loopStart: EncodedStart
   loopAgeStart: EncodedStart
 }
-
-/** The settle script's settled record and period grace TTLs. */
-const SETTLE_TTLS = encodeArgs([SETTLED_RECORD_TTL_SECONDS, PERIOD_GRACE_SECONDS])
 
 /** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
 const fixedByHash = new Map<string, FixedKeys>()
@@ -310,7 +329,7 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     periodsAndToday: encodeArgs([...periodKeys, todayKey]),
     noSession: noSessionKey(hash),
     today: todayKey,
-    ttls: encodeArgs([...periods.map((p) => p.ttlSeconds), RESERVATION_TTL_SECONDS]),
+    ttls: encodeArgs([periods.map((p) => p.ttlSeconds).join(' ')]),
     reservationStart: encodeStart(reservationKeyStart(hash)),
     loopStart: encodeStart(loopKeyStart(hash)),
     loopAgeStart: encodeStart(loopAgeKeyStart(hash)),

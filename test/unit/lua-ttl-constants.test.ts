@@ -1,0 +1,21 @@
+import { readFileSync } from 'node:fs'
+import { describe, expect, it } from 'vitest'
+import { RESERVATION_TTL_SECONDS, SETTLED_RECORD_TTL_SECONDS } from '../../src/budget/validate.js'
+import { PERIOD_GRACE_SECONDS } from '../../src/budget/windows.js'
+
+// The reserve and settle scripts hold the store's fixed TTLs as literals (arguments cost Redis time on every call):
+// they must be the release's, as the TypeScript constants (which the embedded store uses) have them.
+
+const lua = (name: string): string => readFileSync(new URL(`../../lua/${name}.lua`, import.meta.url), 'utf8')
+
+describe('lua scripts: the store\'s fixed TTLs', () => {
+  it('reserve.lua keeps a reservation record RESERVATION_TTL_SECONDS', () => {
+    const line = lua('reserve').match(/^local recordTtl = '(\d+)'$/m)
+    expect(Number(line?.[1])).toBe(RESERVATION_TTL_SECONDS)
+  })
+
+  it('settle.lua keeps a settled record SETTLED_RECORD_TTL_SECONDS and a recreated period PERIOD_GRACE_SECONDS', () => {
+    const line = lua('settle').match(/^local settledTtl, periodGraceTtl = '(\d+)', '(\d+)'$/m)
+    expect([Number(line?.[1]), Number(line?.[2])]).toEqual([SETTLED_RECORD_TTL_SECONDS, PERIOD_GRACE_SECONDS])
+  })
+})
