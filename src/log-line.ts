@@ -4,8 +4,6 @@ import type { Summary } from './proxy/summary.js'
 // and a number's digits are written from its value, not through a string of its own.
 
 const QUOTE = 0x22
-const COMMA = 0x2c
-const COLON = 0x3a
 const DOT = 0x2e
 const MINUS = 0x2d
 const ZERO = 0x30
@@ -30,18 +28,22 @@ function writePlain(bytes: Buffer, at: number, text: string): number {
 function writeDigits(bytes: Buffer, at: number, n: number): number {
   // Digits of an int32 come by integer division; a larger number (a timestamp) is cut in two below 2^31, as `%` of
   // a double is a call to fmod.
-  if (n >= BILLION) {
-    const high = Math.floor(n / BILLION)
-    return writeInt(bytes, writeDigits(bytes, at, high), n - high * BILLION, 9)
-  }
+  if (n < BILLION) return writeInt(bytes, at, n, digitCount(n))
+  const high = Math.floor(n / BILLION)
+  return writeInt(bytes, writeInt(bytes, at, high, digitCount(high)), n - high * BILLION, 9)
+}
+
+/** How many decimal digits an int32 `n` ≥ 0 has. */
+function digitCount(n: number): number {
   let count = 1
-  for (let rest = n; rest >= 10; rest = (rest / 10) | 0) count++
-  return writeInt(bytes, at, n, count)
+  for (let rest = n | 0; rest >= 10; rest = (rest / 10) | 0) count++
+  return count
 }
 
 /** The last `count` decimal digits of an int32 `n` ≥ 0 at `at` (leading zeros included); returns where they end. */
 function writeInt(bytes: Buffer, at: number, n: number, count: number): number {
-  for (let i = at + count - 1, rest = n; i >= at; i--) {
+  // `| 0`: the compiler then knows an int32, and divides by 10 as integers, not as doubles.
+  for (let i = at + count - 1, rest = n | 0; i >= at; i--) {
     const tenth = (rest / 10) | 0
     bytes[i] = ZERO + rest - tenth * 10
     rest = tenth
@@ -86,15 +88,19 @@ function writeAscii(bytes: Buffer, at: number, text: string): number {
   return at + text.length
 }
 
+// `,"name":` of each field name met, as bytes: copied, not written a character at a time (null: not plain ASCII).
+const names = new Map<string, Buffer | null>()
+
 /** `,"name":` at `at`; -1 when the name is not plain ASCII. */
 function writeName(bytes: Buffer, at: number, name: string): number {
-  bytes[at] = COMMA
-  bytes[at + 1] = QUOTE
-  const end = writePlain(bytes, at + 2, name)
-  if (end < 0) return -1
-  bytes[end] = QUOTE
-  bytes[end + 1] = COLON
-  return end + 2
+  let encoded = names.get(name)
+  if (encoded === undefined) {
+    encoded = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/.test(name) ? Buffer.from(`,"${name}":`, 'latin1') : null
+    names.set(name, encoded)
+  }
+  if (encoded === null) return -1
+  bytes.set(encoded, at)
+  return at + encoded.length
 }
 
 const HEAD = '{"level":'
