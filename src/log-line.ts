@@ -103,25 +103,30 @@ function writeName(bytes: Buffer, at: number, name: string): number {
   return at + encoded.length
 }
 
-const HEAD = '{"level":'
-const TIME = ',"time":'
-const TAIL = ',"msg":"request"}\n'
+/** Writes a summary line into `bytes` from `at` (see createSummaryWriter); returns where it ends, or -1. */
+export type SummaryWriter = (bytes: Buffer, at: number, time: number, summary: Summary, ms: number) => number
+
+const TAIL = Buffer.from(',"msg":"request"}\n')
 
 /**
- * Writes the summary line `{"level":…,"time":…,"service":…,<fields>,"ms":…,"msg":"request"}\n` into `bytes` from
- * `at`, byte for byte as pino writes it, and returns where it ends; -1 when the line is not that simple: a field
- * that is not a string, number or boolean, a string that is long, not ASCII or needs escaping, or no room left.
- * `service` must be plain ASCII.
+ * A writer of the summary line `{"level":<level>,"time":…,"service":<service>,<fields>,"ms":…,"msg":"request"}\n`, byte
+ * for byte as pino writes it; it returns -1 when the line is not that simple: a field that is not a string, number
+ * or boolean, a string that is long, not ASCII or needs escaping, or no room left. `service` must be plain ASCII.
  */
-export function writeSummaryLine(bytes: Buffer, at: number, level: number, time: number, service: string, summary: Summary, ms: number): number {
+export function createSummaryWriter(level: number, service: string): SummaryWriter {
+  // What comes before and after the time, made once.
+  const head = Buffer.from(`{"level":${level},"time":`)
+  const base = Buffer.from(`,"service":"${service}"`)
+  return (bytes, at, time, summary, ms) => writeSummaryLine(bytes, at, head, time, base, summary, ms)
+}
+
+function writeSummaryLine(bytes: Buffer, at: number, head: Buffer, time: number, base: Buffer, summary: Summary, ms: number): number {
   const limit = bytes.length - TAIL_ROOM
-  if (at + FIELD_ROOM > limit) return -1
-  let end = writeNumber(bytes, writeAscii(bytes, at, HEAD), level)
-  end = writeNumber(bytes, writeAscii(bytes, end, TIME), time)
-  end = writeName(bytes, end, 'service')
-  bytes[end++] = QUOTE
-  end = writeAscii(bytes, end, service)
-  bytes[end++] = QUOTE
+  if (at + head.length + base.length + FIELD_ROOM > limit) return -1
+  bytes.set(head, at)
+  let end = writeNumber(bytes, at + head.length, time)
+  bytes.set(base, end)
+  end += base.length
   // for…in: the summary's own fields in their order, as pino reads them.
   for (const name in summary) {
     const value = summary[name as keyof Summary]
@@ -148,5 +153,6 @@ export function writeSummaryLine(bytes: Buffer, at: number, level: number, time:
     }
   }
   end = writeNumber(bytes, writeName(bytes, end, 'ms'), ms)
-  return writeAscii(bytes, end, TAIL)
+  bytes.set(TAIL, end)
+  return end + TAIL.length
 }

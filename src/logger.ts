@@ -1,10 +1,12 @@
 import pino, { type Logger } from 'pino'
-import { writeSummaryLine } from './log-line.js'
+import { createSummaryWriter } from './log-line.js'
 import type { Summary } from './proxy/summary.js'
 
 const SERVICE = 'loopers'
 // pino's value of the info level (createLogger's loggers keep pino's levels).
 const INFO = pino.levels.values.info ?? 30
+// logRequest's writer of summary lines as bytes.
+const writeSummary = createSummaryWriter(INFO, SERVICE)
 
 /** Paths that could carry a credential if anything ever logged headers; redacted by configuration. */
 const REDACT = [
@@ -146,7 +148,7 @@ export function logRequest(logger: Logger, summary: Summary, ms: number): void {
   const sink = sinks.get(logger)
   if (sink === undefined) return logger.info({ ...summary, ms: rounded }, 'request')
   const time = Date.now()
-  const end = writeSummaryLine(sink.bytes, sink.start, INFO, time, SERVICE, summary, rounded)
+  const end = writeSummary(sink.bytes, sink.start, time, summary, rounded)
   if (end >= 0) return sink.take(end)
   const line = summaryText(time, summary, rounded)
   if (line === null) return logger.info({ ...summary, ms: rounded }, 'request')

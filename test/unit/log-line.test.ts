@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { writeNumber, writeSummaryLine } from '../../src/log-line.js'
+import { createSummaryWriter, writeNumber } from '../../src/log-line.js'
 import { createSummary, type Summary } from '../../src/proxy/summary.js'
 
 const bytes = Buffer.alloc(1_024)
@@ -113,8 +113,9 @@ describe('writeNumber', () => {
   })
 })
 
-describe('writeSummaryLine', () => {
-  const line = (summary: Summary, room = bytes.length): number => writeSummaryLine(bytes.subarray(0, room), 0, 30, 1_764_900_000_123, 'loopers', summary, 1.5)
+describe('createSummaryWriter', () => {
+  const write = createSummaryWriter(30, 'loopers')
+  const line = (summary: Summary, room = bytes.length): number => write(bytes.subarray(0, room), 0, 1_764_900_000_123, summary, 1.5)
 
   it('writes the line', () => {
     const summary = Object.assign(createSummary(), { key: 'abcdef12', stream: false, status: 200, reservedUsd: 0.000123 })
