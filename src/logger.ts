@@ -1,7 +1,12 @@
 import pino, { type Logger } from 'pino'
+import { createSummaryWriter } from './log-line.js'
 import type { Summary } from './proxy/summary.js'
 
 const SERVICE = 'loopers'
+// pino's value of the info level (createLogger's loggers keep pino's levels).
+const INFO = pino.levels.values.info ?? 30
+// logRequest's writer of summary lines as bytes.
+const writeSummary = createSummaryWriter(INFO, SERVICE)
 
 /** Paths that could carry a credential if anything ever logged headers; redacted by configuration. */
 const REDACT = [
@@ -43,8 +48,16 @@ function truncateFields(object: Record<string, unknown>): Record<string, unknown
   return out ?? object
 }
 
-// The destination of each logger createLogger made: where logRequest writes the lines it builds itself.
-const destinations = new WeakMap<Logger, pino.DestinationStream>()
+/** Where logRequest puts a logger's lines: as bytes from `start` of `bytes`, handed on by `take(end)`; or as text to `stream`. */
+interface LineSink {
+  stream: pino.DestinationStream
+  bytes: Buffer
+  start: number
+  take(end: number): void
+}
+
+// The line sink of each logger createLogger made.
+const sinks = new WeakMap<Logger, LineSink>()
 
 /** The process logger: JSON lines at `level`, to `destination` or buffered stdout; credentials redacted, fields truncated. */
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
@@ -54,10 +67,20 @@ export function createLogger(level: string, destination?: pino.DestinationStream
     redact: { paths: REDACT, censor: '[redacted]' },
     formatters: { log: truncateFields },
   }
-  const stream = destination ?? createStdout()
-  const logger = pino(options, stream)
-  destinations.set(logger, stream)
+  const sink = destination === undefined ? createStdout() : createTextSink(destination)
+  const logger = pino(options, sink.stream)
+  sinks.set(logger, sink)
   return logger
+}
+
+// Bytes of one line at most, on logRequest's byte path, in the usual case (a longer line takes the text path).
+const LINE_BYTES = 4_096
+
+/** A destination that takes text: each line is built in one reused buffer, then read out as a (one-byte) string. */
+function createTextSink(stream: pino.DestinationStream): LineSink {
+  const bytes = Buffer.allocUnsafeSlow(2 * LINE_BYTES)
+  // Lines on the byte path are ASCII, so latin1 reads them back exactly.
+  return { stream, bytes, start: 0, take: (end) => void stream.write(bytes.toString('latin1', 0, end)) }
 }
 
 /**
@@ -65,12 +88,29 @@ export function createLogger(level: string, destination?: pino.DestinationStream
  * its text mode measures and copies everything buffered on each line), written STDOUT_BUFFER_BYTES at a time off the
  * event loop, at least every FLUSH_INTERVAL_MS, on `flush` and, synchronously, when the process exits.
  */
-function createStdout(): pino.DestinationStream {
+function createStdout(): LineSink {
   const out = pino.destination({ dest: 1, contentMode: 'buffer', minLength: STDOUT_BUFFER_BYTES, maxWrite: 4 * STDOUT_BUFFER_BYTES, sync: false, periodicFlush: FLUSH_INTERVAL_MS })
   // The stream flushes itself (pino's logger.flush() would also fsync stdout every time, lines or not).
   const flush = (done?: (error?: Error) => unknown): void => out.flush(done)
   // sonic-boom's types name only strings; in buffer mode it takes bytes.
-  return { write: (line: string) => out.write(Buffer.from(line) as unknown as string), flush } as pino.DestinationStream
+  const write = (line: string | Buffer): void => void out.write((typeof line === 'string' ? Buffer.from(line) : line) as unknown as string)
+  const stream = { write, flush } as pino.DestinationStream
+  // logRequest writes its lines into a chunk of STDOUT_BUFFER_BYTES and hands each to the stream as a view of it (no
+  // copy); a new chunk is taken when the room left may not hold a line (the old one lives until it is written).
+  const sink: LineSink = {
+    stream,
+    bytes: Buffer.allocUnsafeSlow(STDOUT_BUFFER_BYTES),
+    start: 0,
+    take(end) {
+      write(sink.bytes.subarray(sink.start, end))
+      sink.start = end
+      if (sink.bytes.length - end < LINE_BYTES) {
+        sink.bytes = Buffer.allocUnsafeSlow(STDOUT_BUFFER_BYTES)
+        sink.start = 0
+      }
+    },
+  }
+  return sink
 }
 
 // As pino quotes a string value, so both paths write the same bytes: JSON.stringify when it is long or holds a
@@ -99,14 +139,25 @@ function prefix(name: string): string {
 /**
  * Writes a request's summary line at info, byte for byte what `logger.info({ ...summary, ms }, 'request')` writes
  * (`ms` rounded to 0.01), built for the summary's flat fields instead of by pino's generic path (no copy, no
- * formatter pass). A logger createLogger did not make, or a field that is not a string, number or boolean, goes through pino.
+ * formatter pass): as bytes when the line is plain ASCII (the usual case), else as text. A logger createLogger did
+ * not make, or a field that is not a string, number or boolean, goes through pino.
  */
 export function logRequest(logger: Logger, summary: Summary, ms: number): void {
   if (!logger.isLevelEnabled('info')) return
   const rounded = Math.round(ms * 100) / 100
-  const stream = destinations.get(logger)
-  if (stream === undefined) return logger.info({ ...summary, ms: rounded }, 'request')
-  let line = `{"level":${logger.levels.values.info},"time":${Date.now()},"service":"${SERVICE}"`
+  const sink = sinks.get(logger)
+  if (sink === undefined) return logger.info({ ...summary, ms: rounded }, 'request')
+  const time = Date.now()
+  const end = writeSummary(sink.bytes, sink.start, time, summary, rounded)
+  if (end >= 0) return sink.take(end)
+  const line = summaryText(time, summary, rounded)
+  if (line === null) return logger.info({ ...summary, ms: rounded }, 'request')
+  sink.stream.write(line)
+}
+
+/** The summary line as text (any string, escaped and cut as pino writes it); null for a field of another type. */
+function summaryText(time: number, summary: Summary, ms: number): string | null {
+  let line = `{"level":${INFO},"time":${time},"service":"${SERVICE}"`
   // for…in: the summary's own fields in their order, as pino reads them. Every redacted path lies inside an object,
   // and an object goes through pino, redaction included.
   for (const name in summary) {
@@ -127,8 +178,8 @@ export function logRequest(logger: Logger, summary: Summary, ms: number): void {
         line += value ? 'true' : 'false'
         continue
       default:
-        return logger.info({ ...summary, ms: rounded }, 'request')
+        return null
     }
   }
-  stream.write(`${line},"ms":${number(rounded)},"msg":"request"}\n`)
+  return `${line},"ms":${number(ms)},"msg":"request"}\n`
 }

@@ -75,6 +75,33 @@ describe('logRequest', () => {
     expect(line.endsWith('\n')).toBe(true)
   })
 
+  it('writes what pino writes for many amounts, token counts and durations', () => {
+    // A seeded generator (mulberry32): the same summaries on every run.
+    let state = 90
+    const next = (): number => {
+      state = (state + 0x6d2b79f5) >>> 0
+      let t = Math.imul(state ^ (state >>> 15), 1 | state)
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+      return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
+    }
+    const micros = (): number => Math.floor(10 ** (next() * 12) * next())
+    for (let i = 0; i < 2_000; i++) {
+      const summary = filled({
+        ...ok,
+        inputTokens: Math.floor(next() * 1e6),
+        outputTokens: Math.floor(next() * 1e5),
+        reservedUsd: micros() / 1e6,
+        chargedUsd: micros() / 1e6,
+        heldUsd: i % 3 === 0 ? micros() / 1e6 : undefined,
+        addedMs: Math.round(next() * 10 ** (next() * 6) * 1000) / 1000,
+      })
+      const ms = next() * 10 ** (next() * 8)
+      const { logger, lines } = capture()
+      logRequest(logger, summary, ms)
+      expect(only(lines)).toBe(pinoLine(summary, ms))
+    }
+  })
+
   it('cuts a long client-sent field to 128 characters', () => {
     const { logger, lines } = capture()
     logRequest(logger, filled({ model: 'm'.repeat(5000) }), 1)
