@@ -6,7 +6,7 @@ const input = (loop: ReserveInput['loop'], sessionId: string | null = null): Res
   keyHash: 'a'.repeat(64),
   provider: 'openai',
   requestId: 'req-1',
-  session: sessionId === null ? null : { id: sessionId },
+  session: sessionId === null ? null : { id: sessionId, budgetMicros: null, maxSteps: null },
   loop,
   minMicros: 1,
   maxMicros: 2,
