@@ -32,14 +32,29 @@ export function assertReserveInput(input: ReserveInput): void {
   if (session?.loopLimit != null) assertMicros('session.loopLimit', session.loopLimit)
   const { loop } = input
   if (loop != null) {
-    if (!/^[0-9a-f]{16}$/.test(loop.step)) throw new RangeError('loop.step must be 16 hex chars')
-    if (!LOOP_SCOPE.test(loop.scope)) throw new RangeError('loop.scope must be s:<session id> or c:<16 hex chars>')
+    if (!isHex16(loop.step, 0)) throw new RangeError('loop.step must be 16 hex chars')
+    if (!isLoopScope(loop.scope)) throw new RangeError('loop.scope must be s:<session id> or c:<16 hex chars>')
     if (loop.scope.startsWith('s:') && loop.scope !== `s:${session?.id ?? ''}`) throw new RangeError('a session loop scope needs that session')
   }
 }
 
-/** `loopScope` values: a session (s:<id>) or a conversation (c:<16 hex chars>). */
-const LOOP_SCOPE = /^(s:[A-Za-z0-9._:-]{1,128}|c:[0-9a-f]{16})$/
+// Checked by character, not by regular expression: the loop's step and scope are checked on every reserve.
+
+/** True when `s` from `from` on is exactly 16 lower-case hex digits. */
+function isHex16(s: string, from: number): boolean {
+  if (s.length !== from + 16) return false
+  for (let i = from; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false
+  }
+  return true
+}
+
+/** A `loopScope` value: a session (s:<id>, as SESSION_ID) or a conversation (c:<16 hex chars>). */
+function isLoopScope(scope: string): boolean {
+  if (scope.startsWith('c:')) return isHex16(scope, 2)
+  return scope.startsWith('s:') && SESSION_ID.test(scope.slice(2))
+}
 
 /** The loop guard's window in ms for a key's `--loop-window` (null: the default). */
 export function loopWindowMs(seconds: number | null): number {

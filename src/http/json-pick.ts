@@ -88,12 +88,16 @@ function afterString(walk: Walk, start: number): number {
   const n = raw.length
   const offset = raw.byteOffset
   let i = start + 1
+  // Plain bytes one by one up to WORD_SCAN_AFTER (most strings end before): no word check per byte.
+  const bytewise = Math.min(n, start + 1 + WORD_SCAN_AFTER)
   while (i < n) {
+    while (i < bytewise && STRING_STOP[raw[i] as number] === 0) i++
+    if (i >= n) break
     const c = raw[i] as number
     if (STRING_STOP[c] === 0) {
       i++
       // Bytes of UTF-8 sequences are never below 0x80, so a plain word holds none of the bytes looked for.
-      if (i - start > WORD_SCAN_AFTER && ((offset + i) & 3) === 0) i = skipPlainWords(walk, i)
+      if (((offset + i) & 3) === 0) i = skipPlainWords(walk, i)
     } else if (c === QUOTE) {
       return i + 1
     } else if (c === BACKSLASH) {

@@ -39,9 +39,9 @@ export function unsafePathReason(path: string, rules: PathRules = {}): string | 
   return null
 }
 
-// Plain paths remembered per set (those seen last, of a route's few models and operations); a full set starts over.
+// Plain paths remembered per set or base (those seen last, of a route's few models and operations); a full one starts over.
 const MAX_KNOWN_PATHS = 256
-// Only paths up to this long are remembered: a set holds at most 256 × 256 characters, whatever clients send.
+// Only paths up to this long are remembered: a set holds at most 256 × 256 characters (a base, their URLs too), whatever clients send.
 const MAX_KNOWN_PATH_CHARS = 256
 /** Paths found plain: unsafe under no rule, so found again without the regular expressions. */
 const plainPaths = new Set<string>()
@@ -65,22 +65,29 @@ function remember(paths: Set<string>, path: string): void {
 
 /** `base + path + query` after checking `path`; throws invalid_request for a path that could leave the base. */
 export function upstreamUrl(base: string, path: string, query: string, rules: PathRules = {}): string {
-  const url = `${base}${path}${query.length > 0 ? `?${query}` : ''}`
   const checked = checkedBase(base)
-  if (checked.below.has(path)) return url
-  const reason = unsafePathReason(path, rules)
-  if (reason !== null) throw invalidRequest(`${reason}: Loopers forwards only the provider's own API paths`)
-  // Belt and braces: whatever the URL parser normalises, the path must still start with the base's path.
-  if (!new URL(url).pathname.startsWith(`${checked.path}/`)) throw invalidRequest('the path leaves the provider API')
-  // A plain path is safe under every rule and ends where the query starts: later requests on it skip both checks.
-  if (isPlainPath(path)) remember(checked.below, path)
-  return url
+  // A plain path found below the base before: its URL is the string made then (no concatenation, and the
+  // upstream client's lookup of a URL it has seen reads that string's hash, not a new one's).
+  let url = checked.below.get(path)
+  if (url === undefined) {
+    url = `${base}${path}`
+    const reason = unsafePathReason(path, rules)
+    if (reason !== null) throw invalidRequest(`${reason}: Loopers forwards only the provider's own API paths`)
+    // Belt and braces: whatever the URL parser normalises, the path must still start with the base's path.
+    if (!new URL(query.length > 0 ? `${url}?${query}` : url).pathname.startsWith(`${checked.path}/`)) throw invalidRequest('the path leaves the provider API')
+    // A plain path is safe under every rule and ends where the query starts: later requests on it skip both checks.
+    if (isPlainPath(path) && path.length <= MAX_KNOWN_PATH_CHARS) {
+      if (checked.below.size >= MAX_KNOWN_PATHS) checked.below.clear()
+      checked.below.set(path, url)
+    }
+  }
+  return query.length > 0 ? `${url}?${query}` : url
 }
 
-/** A configured base URL: its path without the trailing slash, and the plain client paths found to stay below it. */
+/** A configured base URL: its path without the trailing slash, and the URLs of the plain client paths found to stay below it. */
 interface CheckedBase {
   path: string
-  below: Set<string>
+  below: Map<string, string>
 }
 
 const bases = new Map<string, CheckedBase>()
@@ -89,7 +96,7 @@ const bases = new Map<string, CheckedBase>()
 function checkedBase(base: string): CheckedBase {
   let checked = bases.get(base)
   if (checked === undefined) {
-    checked = { path: new URL(base).pathname.replace(/\/$/, ''), below: new Set() }
+    checked = { path: new URL(base).pathname.replace(/\/$/, ''), below: new Map() }
     if (bases.size < 64) bases.set(base, checked)
   }
   return checked

@@ -71,6 +71,8 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
   const valid = new Map<string, { providers: readonly ProviderId[]; until: number }>()
   // Concurrent first requests of one key share one lookup.
   const lookups = new Map<string, Promise<KeyRecord | null>>()
+  // The last key found well-formed (a proxy key's shape, not yet its validity).
+  let lastKey = ''
 
   /** The key a request to `target` carries: in the path, else where its provider's SDK sends it; null when none. */
   function keyIn(target: Target, headers: IncomingHttpHeaders): string | null {
@@ -116,7 +118,9 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
       const { provider } = target
       const key = keyIn(target, headers)
       if (key === null) return Promise.reject(invalidKey('missing Loopers proxy key: use your lp- key as the API key'))
-      if (!isProxyKey(key)) return Promise.reject(invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)'))
+      // The key of the last request, already found well-formed, is not matched again (a run of one key's requests).
+      if (key !== lastKey && !isProxyKey(key)) return Promise.reject(invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)'))
+      lastKey = key
       const keyHash = cachedKeyHash(key)
       const seen = valid.get(keyHash)
       if (seen !== undefined && seen.until > now()) {

@@ -101,6 +101,10 @@ describe('the shared path check', () => {
       expect(() => upstreamUrl('https://gw.example/openai', '/v1/../../admin', '')).toThrow(/dot segments/)
       expect(unsafePathReason('/v1/chat/completions')).toBeNull()
       expect(unsafePathReason('/a/%2f/b')).not.toBeNull()
+      // First remembered under a query: its URL is kept without it.
+      expect(upstreamUrl('https://gw.example/openai', '/v1/embeddings', i === 1 ? '' : `api-version=${i}`)).toBe(
+        `https://gw.example/openai/v1/embeddings${i === 1 ? '' : `?api-version=${i}`}`,
+      )
     }
   })
 })

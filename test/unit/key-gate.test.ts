@@ -55,6 +55,16 @@ describe('key gate', () => {
     expect(await gate.check('/health', {})).toBeNull()
   })
 
+  it("refuses a malformed key right after a well-formed one, whatever the last key was", async () => {
+    const good = generateKey()
+    const { gate } = gateOver([record(good)])
+    for (const bad of [`${good.slice(0, -1)}-`, `${good}x`, good.slice(0, -1), ` ${good.slice(1)}`]) {
+      expect(await gate.check(URL_OPENAI, bearer(good))).toEqual({ provider: 'openai', keyHash: hashKey(good), target: parseTarget(URL_OPENAI) })
+      expect(await codeOf(gate.check(URL_OPENAI, bearer(bad)))).toBe('invalid_key')
+      expect(await codeOf(gate.check(URL_OPENAI, bearer(bad)))).toBe('invalid_key')
+    }
+  })
+
   it('looks a valid key up once, then again after forget or when its time is up', async () => {
     let clock = 0
     const key = generateKey()

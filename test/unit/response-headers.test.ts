@@ -21,3 +21,25 @@ describe('relayable response headers from the raw header lines', () => {
     expect(headers).toEqual({ 'x-request-id': 'a\u00e9' })
   })
 })
+
+describe('header names judged before', () => {
+  it('are recognised by their bytes: a later answer reusing the same memory for another name is judged afresh', () => {
+    // undici's header buffers are views of a socket read that the next read may overwrite.
+    // The second name has the first one's length and first, middle and last bytes: it is looked up where the first was kept.
+    const memory = Buffer.from('openai-version', 'latin1')
+    expect(relayableResponseHeaders([memory, Buffer.from('a')])).toEqual({ 'openai-version': 'a' })
+    memory.write('org-id.version', 'latin1')
+    expect(relayableResponseHeaders([memory, Buffer.from('b')])).toEqual({})
+    expect(relayableResponseHeaders(raw('openai-version', 'c', 'org-id.version', 'd'))).toEqual({ 'openai-version': 'c' })
+  })
+
+  it('keep every verdict right past the number remembered, names of one length and ends included', () => {
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 3_000; i++) {
+        const id = String(i).padStart(4, '0')
+        const headers = relayableResponseHeaders(raw(`x-ratelimit-${id}`, 'kept', `x-ratelimip-${id}`, 'dropped', `X-RateLimit-${id}`, 'again'))
+        expect(headers).toEqual({ [`x-ratelimit-${id}`]: ['kept', 'again'] })
+      }
+    }
+  })
+})
