@@ -9,6 +9,8 @@ import { startProxyProcess } from '../support/proxy-process.js'
 import { useSpawnedOpenAiStack } from '../support/spawned-stack.js'
 
 const IDLE_MS = 1_000
+// How long after the burst the release may take to show (it came within 3 s on a quiet machine; once 0.06 MiB short at 3 s on a loaded one).
+const RELEASE_WAIT_MS = 15_000
 // 400 streams start at once on a shared machine: the store's replies may queue behind them for over a second.
 const stack = useSpawnedOpenAiStack(() => ({ LOOPERS_IDLE_RELEASE_MS: String(IDLE_MS), LOOPERS_REDIS_TIMEOUT_MS: '10000' }))
 
@@ -46,10 +48,17 @@ it('returns most of what a burst of 400 streams added once the proxy is idle', a
   // The burst did grow the process (else this test would prove nothing).
   expect(peak - before).toBeGreaterThan(30)
 
-  await sleep(IDLE_MS * 3)
-  const after = rssMiB(pid)
-  console.log(`idle release: RSS ${before.toFixed(0)} MiB idle, ${peak.toFixed(0)} MiB peak with 400 streams, ${after.toFixed(0)} MiB ${IDLE_MS * 3} ms after`)
-  expect(after).toBeLessThan(before + (peak - before) / 2)
+  // The release follows IDLE_MS without a new request; on a loaded machine the burst's last streams, and the release
+  // itself, may end later: wait for it (up to RELEASE_WAIT_MS; without a release the process stays at its peak).
+  const limit = before + (peak - before) / 2
+  const idleFrom = Date.now()
+  let after = rssMiB(pid)
+  while (after >= limit && Date.now() - idleFrom < RELEASE_WAIT_MS) {
+    await sleep(100)
+    after = rssMiB(pid)
+  }
+  console.log(`idle release: RSS ${before.toFixed(0)} MiB idle, ${peak.toFixed(0)} MiB peak with 400 streams, ${after.toFixed(0)} MiB ${Date.now() - idleFrom} ms after`)
+  expect(after).toBeLessThan(limit)
 }, 60_000)
 
 // Loading the modules grows V8's young generation too; `loopers serve` gives that back before it listens.
