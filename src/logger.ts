@@ -113,73 +113,18 @@ function createStdout(): LineSink {
   return sink
 }
 
-// As pino quotes a string value, so both paths write the same bytes: JSON.stringify when it is long or holds a
-// control character, else only `"` and `\` escaped.
-const ESCAPED = /["\\\u0000-\u001f]/
-const CONTROL = /[\u0000-\u001f]/
-const QUOTE_OR_BACKSLASH = /["\\]/g
-function quote(value: string): string {
-  if (value.length > 100) return JSON.stringify(value)
-  // The common case (an id, a model name): one scan, nothing to escape.
-  if (!ESCAPED.test(value)) return `"${value}"`
-  return CONTROL.test(value) ? JSON.stringify(value) : `"${value.replace(QUOTE_OR_BACKSLASH, '\\$&')}"`
-}
-
-// As pino writes a number: NaN and ±Infinity as null.
-const number = (value: number): string => (Number.isFinite(value) ? String(value) : 'null')
-
-// `,"name":` of each summary field, made once: appended as it is, not rebuilt on every line.
-const prefixes = new Map<string, string>()
-function prefix(name: string): string {
-  let made = prefixes.get(name)
-  if (made === undefined) prefixes.set(name, (made = `,"${name}":`))
-  return made
-}
-
 /**
  * Writes a request's summary line at info, byte for byte what `logger.info({ ...summary, ms }, 'request')` writes
- * (`ms` rounded to 0.01), built for the summary's flat fields instead of by pino's generic path (no copy, no
- * formatter pass): as bytes when the line is plain ASCII (the usual case), else as text. A logger createLogger did
- * not make, or a field that is not a string, number or boolean, goes through pino.
+ * (`ms` rounded to 0.01), as bytes built for the summary's flat fields (no copy, no formatter pass, no string) when
+ * the line is plain (see createSummaryWriter: the usual case); any other line, and a logger createLogger did not
+ * make, goes through pino itself (truncation and redaction included).
  */
 export function logRequest(logger: Logger, summary: Summary, ms: number): void {
   if (!logger.isLevelEnabled('info')) return
   const rounded = Math.round(ms * 100) / 100
   const sink = sinks.get(logger)
   if (sink === undefined) return logger.info({ ...summary, ms: rounded }, 'request')
-  const time = Date.now()
-  const end = writeSummary(sink.bytes, sink.start, time, summary, rounded)
+  const end = writeSummary(sink.bytes, sink.start, Date.now(), summary, rounded)
   if (end >= 0) return sink.take(end)
-  const line = summaryText(time, summary, rounded)
-  if (line === null) return logger.info({ ...summary, ms: rounded }, 'request')
-  sink.stream.write(line)
-}
-
-/** The summary line as text (any string, escaped and cut as pino writes it); null for a field of another type. */
-function summaryText(time: number, summary: Summary, ms: number): string | null {
-  let line = `{"level":${INFO},"time":${time},"service":"${SERVICE}"`
-  // for…in: the summary's own fields in their order, as pino reads them. Every redacted path lies inside an object,
-  // and an object goes through pino, redaction included.
-  for (const name in summary) {
-    const value = summary[name as keyof Summary]
-    switch (typeof value) {
-      case 'undefined':
-        continue
-      case 'string':
-        line += prefix(name)
-        line += quote(truncate(value))
-        continue
-      case 'number':
-        line += prefix(name)
-        line += number(value)
-        continue
-      case 'boolean':
-        line += prefix(name)
-        line += value ? 'true' : 'false'
-        continue
-      default:
-        return null
-    }
-  }
-  return `${line},"ms":${number(ms)},"msg":"request"}\n`
+  logger.info({ ...summary, ms: rounded }, 'request')
 }
