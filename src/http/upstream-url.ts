@@ -44,7 +44,7 @@ const MAX_KNOWN_PATHS = 256
 // Only paths up to this long are remembered: a set holds at most 256 × 256 characters (a base, their URLs too), whatever clients send.
 const MAX_KNOWN_PATH_CHARS = 256
 /** Paths found plain: unsafe under no rule, so found again without the regular expressions. */
-const plainPaths = new Set<string>()
+const plainPaths = new Map<string, true>()
 
 /**
  * The common case, decided without decoding: plain characters only (no '%', so nothing decodes, whatever
@@ -53,14 +53,15 @@ const plainPaths = new Set<string>()
 function isPlainPath(path: string): boolean {
   if (plainPaths.has(path)) return true
   if (!PLAIN_PATH.test(path) || DOT_SEGMENT.test(path)) return false
-  remember(plainPaths, path)
+  remember(plainPaths, path, true)
   return true
 }
 
-function remember(paths: Set<string>, path: string): void {
+/** Keeps `value` for `path` in `known`, within the bounds above. */
+function remember<T>(known: Map<string, T>, path: string, value: T): void {
   if (path.length > MAX_KNOWN_PATH_CHARS) return
-  if (paths.size >= MAX_KNOWN_PATHS) paths.clear()
-  paths.add(path)
+  if (known.size >= MAX_KNOWN_PATHS) known.clear()
+  known.set(path, value)
 }
 
 /** `base + path + query` after checking `path`; throws invalid_request for a path that could leave the base. */
@@ -76,10 +77,7 @@ export function upstreamUrl(base: string, path: string, query: string, rules: Pa
     // Belt and braces: whatever the URL parser normalises, the path must still start with the base's path.
     if (!new URL(query.length > 0 ? `${url}?${query}` : url).pathname.startsWith(`${checked.path}/`)) throw invalidRequest('the path leaves the provider API')
     // A plain path is safe under every rule and ends where the query starts: later requests on it skip both checks.
-    if (isPlainPath(path) && path.length <= MAX_KNOWN_PATH_CHARS) {
-      if (checked.below.size >= MAX_KNOWN_PATHS) checked.below.clear()
-      checked.below.set(path, url)
-    }
+    if (isPlainPath(path)) remember(checked.below, path, url)
   }
   return query.length > 0 ? `${url}?${query}` : url
 }
