@@ -7,6 +7,7 @@ import { parseJson, pickMembers } from '../http/json-pick.js'
 import { BIG_BODY_BYTES, copyToShared, sha256InSlices } from '../http/raw-body.js'
 import { relayableResponseHeaders } from '../http/response-headers.js'
 import { ShutdownList } from '../http/shutdown-list.js'
+import type { Reservation } from '../budget/types.js'
 import type { Micros } from '../money.js'
 import { microsToUsd } from '../money.js'
 import { costMicros } from '../pricing/cost.js'
@@ -57,6 +58,31 @@ export function createForwarder(deps: ForwardDeps) {
     return signal
   }
 
+  /**
+   * Settles `reservation` at `actual`; never rejects. Settlement is idempotent per request id, so a call that
+   * failed (timed out, and may yet run) is retried after each pause of SETTLE_RETRY_DELAYS_MS, then logged.
+   */
+  function settleReservation(reservation: Reservation, actual: Micros, summary: Summary, attempt: number): Promise<void> {
+    let settling: Promise<unknown>
+    try {
+      settling = store.settle(reservation, actual)
+    } catch (error) {
+      settling = Promise.reject(error)
+    }
+    return settling.then(nothing, (error: unknown) => settleAgain(error, reservation, actual, summary, attempt))
+  }
+
+  async function settleAgain(error: unknown, reservation: Reservation, actual: Micros, summary: Summary, attempt: number): Promise<void> {
+    const delay = SETTLE_RETRY_DELAYS_MS[attempt]
+    if (delay === undefined || deps.shutdown.aborted) {
+      // The hold stays booked (conservative) and expires with its windows; the log says so.
+      deps.logger.error({ err: error, key: summary.key }, 'settlement failed; the hold stays booked until its windows end')
+      return
+    }
+    await new Promise((resolve) => setTimeout(resolve, delay))
+    return settleReservation(reservation, actual, summary, attempt + 1)
+  }
+
   async function forwardFree(
     request: FastifyRequest,
     reply: FastifyReply,
@@ -100,26 +126,13 @@ export function createForwarder(deps: ForwardDeps) {
   async function forwardMetered(f: Forward): Promise<void> {
     const { reply, adapter, route, facts, price, plan, reservation, summary } = f
     let settled = false
-    const settle = async (actual: Micros, outcome: string): Promise<void> => {
-      if (settled) return
+    // Not async: the store's promise and one reaction on it, no frame or await per settlement.
+    const settle = (actual: Micros, outcome: string): Promise<void> => {
+      if (settled) return SETTLED
       settled = true
       summary.outcome = outcome
       summary.chargedUsd = microsToUsd(actual)
-      // Settlement is idempotent per request id, so a call that timed out (and may yet run) is retried.
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await store.settle(reservation, actual)
-          return
-        } catch (error) {
-          const delay = SETTLE_RETRY_DELAYS_MS[attempt]
-          if (delay === undefined || deps.shutdown.aborted) {
-            // The hold stays booked (conservative) and expires with its windows; the log says so.
-            deps.logger.error({ err: error, key: summary.key }, 'settlement failed; the hold stays booked until its windows end')
-            return
-          }
-          await new Promise((resolve) => setTimeout(resolve, delay))
-        }
-      }
+      return settleReservation(reservation, actual, summary, 0)
     }
 
     let sent = false
@@ -218,6 +231,9 @@ export function createForwarder(deps: ForwardDeps) {
 
 
 const abortUpstream = (signal: UpstreamAbort): void => signal.abort()
+const nothing = (): void => undefined
+/** What settling a request again gives: it was settled already. */
+const SETTLED: Promise<void> = Promise.resolve()
 
 /**
  * The upstream request of `f`, built from its body, which it takes from `f` (an open stream keeps none of it):
