@@ -64,14 +64,33 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       const periods = currentPeriods(nowMs)
       const fixed = fixedKeys(hash, periods)
       // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
-      const args: ScriptArg[] = [fixed.recordAndPeriods, joinArg(fixed.reservationStart, input.requestId)]
+      // Written into a list of its final length: pushing onto a short one copies it into a longer one.
       const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
-      if (sessionKeyName !== null) args.push(sessionKeyName)
-      if (loop !== null) args.push(joinArg(fixed.loopStart, loop.scope), joinArg(fixed.loopAgeStart, loop.scope))
+      const args = new Array<ScriptArg>(7 + (session === null ? 0 : 5) + (loop === null ? 0 : 4))
+      let at = 0
+      args[at++] = fixed.recordAndPeriods
+      args[at++] = joinArg(fixed.reservationStart, input.requestId)
+      if (sessionKeyName !== null) args[at++] = sessionKeyName
+      if (loop !== null) {
+        args[at++] = joinArg(fixed.loopStart, loop.scope)
+        args[at++] = joinArg(fixed.loopAgeStart, loop.scope)
+      }
       const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 2)
-      args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
-      if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
-      if (loop !== null) args.push(loop.step, nowMs)
+      args[at++] = input.provider
+      args[at++] = input.minMicros
+      args[at++] = input.maxMicros
+      args[at++] = fixed.ttls
+      args[at++] = isoTime(nowMs)
+      if (session !== null) {
+        args[at++] = session.budgetMicros ?? ''
+        args[at++] = session.maxSteps ?? ''
+        args[at++] = sessionTtlSeconds
+        args[at++] = session.loopLimit ?? ''
+      }
+      if (loop !== null) {
+        args[at++] = loop.step
+        args[at++] = nowMs
+      }
       const call: ReserveCall = { hash, requestId: input.requestId, maxMicros: input.maxMicros, nowMs, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
       return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call, observer, started)
     } catch (err) {
@@ -129,20 +148,22 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     // Only the keys settle touches: the periods, today's history, the record, then the session and loop scope it booked.
     const record = joinArg(fixed.reservationStart, reservation.requestId)
     const periods = booked.keys as readonly [string, string, string, string, string]
-    const args: ScriptArg[] = samePeriods(periods, fixed.periodKeys)
-      ? [fixed.periodsAndToday, record]
-      : [periods[0], periods[1], periods[2], periods[3], periods[4], fixed.today, record]
-    let keyCount = 7
-    if (booked.session !== undefined) {
-      args.push(booked.session)
-      keyCount++
+    const same = samePeriods(periods, fixed.periodKeys)
+    const keyCount = 7 + (booked.session === undefined ? 0 : 1) + (loop === null ? 0 : 1)
+    // Written into a list of its final length (see reserve): the keys, as few arguments as encoded, then ARGV.
+    const args = new Array<ScriptArg>((same ? 2 : 7) + keyCount - 7 + (loop === null ? 2 : 3))
+    let at = 0
+    if (same) args[at++] = fixed.periodsAndToday
+    else {
+      for (let i = 0; i < 5; i++) args[at++] = periods[i] as string
+      args[at++] = fixed.today
     }
-    if (loop !== null) {
-      args.push(loop.key)
-      keyCount++
-    }
-    args.push(actualMicros, today(nowMs).expiresAtSeconds)
-    if (loop !== null) args.push(loop.inFlightField)
+    args[at++] = record
+    if (booked.session !== undefined) args[at++] = booked.session
+    if (loop !== null) args[at++] = loop.key
+    args[at++] = actualMicros
+    args[at++] = today(nowMs).expiresAtSeconds
+    if (loop !== null) args[at++] = loop.inFlightField
     return evalScript(redis, scripts.settle, keyCount, args, readSettle, null, callObserver, started)
   }
 
