@@ -335,7 +335,9 @@ class WholeBody implements SourceReader {
     if (this.done) return
     this.size += chunk.length
     if (this.size <= this.limit) {
-      this.chunks.push(chunk)
+      // The first in a list of one (see UpstreamBody.push).
+      if (this.chunks.length === 0) this.chunks = [chunk]
+      else this.chunks.push(chunk)
       return
     }
     this.fail(new UpstreamTooLargeError('an upstream body', this.limit))
