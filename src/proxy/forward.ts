@@ -7,7 +7,6 @@ import { parseJson, pickMembers } from '../http/json-pick.js'
 import { BIG_BODY_BYTES, copyToShared, sha256InSlices } from '../http/raw-body.js'
 import { relayableResponseHeaders } from '../http/response-headers.js'
 import { ShutdownList } from '../http/shutdown-list.js'
-import type { Reservation } from '../budget/types.js'
 import type { Micros } from '../money.js'
 import { microsToUsd } from '../money.js'
 import { costMicros } from '../pricing/cost.js'
@@ -19,6 +18,7 @@ import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forw
 import { loweredOutputCap } from './plan.js'
 import { createStreamRelay } from './relay-stream.js'
 import { REMAINING_HEADER, usdHeader } from './respond.js'
+import { createSettlement, type SettlementDeps } from './settlement.js'
 import type { Summary } from './summary.js'
 import type { Target } from './target.js'
 import { UpstreamAbort, type UpstreamResponse } from './upstream.js'
@@ -26,16 +26,14 @@ import { UpstreamAbort, type UpstreamResponse } from './upstream.js'
 
 const MAX_ERROR_BODY_BYTES = 1024 * 1024
 const MAX_FREE_RESPONSE_BYTES = 16 * 1024 * 1024
-// A settlement that fails (Redis slow or briefly away) is retried after these pauses, then logged.
-const SETTLE_RETRY_DELAYS_MS = [100, 500, 2_000]
 
 /**
  * The forwarding half of the pipeline: free requests pass through; metered ones are sent with their
  * reservation, relayed (streams through the meter) and settled exactly once, whatever happens.
  */
-export function createForwarder(deps: ForwardDeps) {
-  const { store } = deps
+export function createForwarder(deps: ForwardDeps & Pick<SettlementDeps, 'released'>) {
   const relayStream = createStreamRelay(deps)
+  const settleReservation = createSettlement(deps)
   // One shutdown listener for every open request.
   const open = new ShutdownList<UpstreamAbort>(deps.shutdown, abortUpstream)
 
@@ -56,31 +54,6 @@ export function createForwarder(deps: ForwardDeps) {
       if (!raw.writableEnded) signal.abort()
     })
     return signal
-  }
-
-  /**
-   * Settles `reservation` at `actual`; never rejects. Settlement is idempotent per request id, so a call that
-   * failed (timed out, and may yet run) is retried after each pause of SETTLE_RETRY_DELAYS_MS, then logged.
-   */
-  function settleReservation(reservation: Reservation, actual: Micros, summary: Summary, attempt: number): Promise<void> {
-    let settling: Promise<unknown>
-    try {
-      settling = store.settle(reservation, actual)
-    } catch (error) {
-      settling = Promise.reject(error)
-    }
-    return settling.then(nothing, (error: unknown) => settleAgain(error, reservation, actual, summary, attempt))
-  }
-
-  async function settleAgain(error: unknown, reservation: Reservation, actual: Micros, summary: Summary, attempt: number): Promise<void> {
-    const delay = SETTLE_RETRY_DELAYS_MS[attempt]
-    if (delay === undefined || deps.shutdown.aborted) {
-      // The hold stays booked (conservative) and expires with its windows; the log says so.
-      deps.logger.error({ err: error, key: summary.key }, 'settlement failed; the hold stays booked until its windows end')
-      return
-    }
-    await new Promise((resolve) => setTimeout(resolve, delay))
-    return settleReservation(reservation, actual, summary, attempt + 1)
   }
 
   async function forwardFree(
@@ -126,13 +99,13 @@ export function createForwarder(deps: ForwardDeps) {
   async function forwardMetered(f: Forward): Promise<void> {
     const { reply, adapter, route, facts, price, plan, reservation, summary } = f
     let settled = false
-    // Not async: the store's promise and one reaction on it, no frame or await per settlement.
+    // Not async: the settlement's own promise (settlement.ts), no frame or await per settlement.
     const settle = (actual: Micros, outcome: string): Promise<void> => {
       if (settled) return SETTLED
       settled = true
       summary.outcome = outcome
       summary.chargedUsd = microsToUsd(actual)
-      return settleReservation(reservation, actual, summary, 0)
+      return settleReservation(reservation, actual, summary)
     }
 
     let sent = false
@@ -231,7 +204,6 @@ export function createForwarder(deps: ForwardDeps) {
 
 
 const abortUpstream = (signal: UpstreamAbort): void => signal.abort()
-const nothing = (): void => undefined
 /** What settling a request again gives: it was settled already. */
 const SETTLED: Promise<void> = Promise.resolve()
 
