@@ -44,7 +44,7 @@ export interface Metrics {
   streamEnded(): void
   /** A refusal or cut-off the store could not record (counted as a store error, op record_event). */
   eventLost(): void
-  /** Wraps a budget store so every call is timed and every fault counted. */
+  /** A budget store whose every call is timed and every fault counted (by the store itself where it can: observeCalls). */
   instrumentStore(store: BudgetStore): BudgetStore
 }
 
@@ -222,15 +222,25 @@ export function createMetrics(options: { perKey: boolean }): Metrics {
   })([])
   const inflight = new Gauge({ name: 'loopers_inflight_streams', help: 'Streams being relayed now', registers: [registry] })
 
-  function timed<A extends unknown[], R>(op: string, call: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
-    // The op's children are resolved once, on first use (so the exported series stay as they were):
-    // prom-client hashes a label object on every labelled call.
+  /**
+   * The end of one store call of `op`: its latency observed, a failure counted. The op's children are resolved
+   * once, on first use (so the exported series stay as they were): prom-client hashes a label object on every labelled call.
+   */
+  function storeOp(op: string): (startedMs: number, failed: boolean) => void {
     let latency: Observer | undefined
     let errors: ReturnType<typeof storeErrors.labels> | undefined
-    const observe = (started: number) => {
+    return (startedMs, failed) => {
+      if (failed) {
+        errors ??= storeErrors.labels(op)
+        errors.inc()
+      }
       latency ??= storeLatency([op])
-      latency.observe((performance.now() - started) / 1000)
+      latency.observe((performance.now() - startedMs) / 1000)
     }
+  }
+
+  function timed<A extends unknown[], R>(op: string, call: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+    const ended = storeOp(op)
     // Two reactions on the store's own promise, not an async wrapper: a wrapper's frame and promise are
     // the larger part of what timing a call allocates.
     return (...args) => {
@@ -243,13 +253,11 @@ export function createMetrics(options: { perKey: boolean }): Metrics {
       }
       return pending.then(
         (result) => {
-          observe(started)
+          ended(started, false)
           return result
         },
         (error: unknown) => {
-          errors ??= storeErrors.labels(op)
-          errors.inc()
-          observe(started)
+          ended(started, true)
           throw error
         },
       )
@@ -304,6 +312,12 @@ export function createMetrics(options: { perKey: boolean }): Metrics {
     streamStarted: () => inflight.inc(),
     streamEnded: () => inflight.dec(),
     instrumentStore(store) {
+      if (store.observeCalls !== undefined) {
+        // The store times its own reserve, extend and settle (no wrapper, closures or promise per call).
+        const ended = { reserve: storeOp('reserve'), extend: storeOp('extend'), settle: storeOp('settle') }
+        store.observeCalls((op, startedMs, failed) => ended[op](startedMs, failed))
+        return { ...store, abandon: timed('abandon', store.abandon.bind(store)), ping: timed('ping', store.ping.bind(store)) }
+      }
       return {
         reserve: timed('reserve', store.reserve.bind(store)),
         extend: timed('extend', store.extend.bind(store)),

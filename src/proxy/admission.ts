@@ -4,7 +4,7 @@
  * of other requests' holds, retried one at a time as holds are released here or after a short pause
  * (holds of other processes).
  */
-import type { BudgetStore, Refusal } from '../budget/types.js'
+import type { Refusal } from '../budget/types.js'
 
 /** How long a refusal marks a key as near its limit. */
 const TIGHT_FOR_MS = 60_000
@@ -27,28 +27,6 @@ export function settledRoom(refusal: Refusal): number {
   const limit = refusal.limitMicros ?? 0
   const settled = (refusal.spentMicros ?? 0) - (refusal.heldMicros ?? 0)
   return Math.max(0, limit - settled)
-}
-
-/**
- * `store` whose every settlement releases a hold: the key's queue of requests blocked by holds retries at once.
- * The release runs as the settlement ends, before its caller resumes; the caller gets the store's own promise
- * (no async frame per settlement), or a rejected one when the store throws instead of rejecting.
- */
-export function releasingOnSettle(store: BudgetStore, admission: Pick<Admission, 'released'>): BudgetStore {
-  return {
-    ...store,
-    settle(reservation, actualMicros) {
-      const release = (): void => admission.released(reservation.keyHash)
-      let settled: ReturnType<BudgetStore['settle']>
-      try {
-        settled = store.settle(reservation, actualMicros)
-      } catch (error) {
-        settled = Promise.reject(error)
-      }
-      settled.then(release, release)
-      return settled
-    },
-  }
 }
 
 export interface Admission {

@@ -18,6 +18,7 @@ import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forw
 import { loweredOutputCap } from './plan.js'
 import { createStreamRelay } from './relay-stream.js'
 import { REMAINING_HEADER, usdHeader } from './respond.js'
+import { createSettlement, type SettlementDeps } from './settlement.js'
 import type { Summary } from './summary.js'
 import type { Target } from './target.js'
 import { UpstreamAbort, type UpstreamResponse } from './upstream.js'
@@ -25,16 +26,14 @@ import { UpstreamAbort, type UpstreamResponse } from './upstream.js'
 
 const MAX_ERROR_BODY_BYTES = 1024 * 1024
 const MAX_FREE_RESPONSE_BYTES = 16 * 1024 * 1024
-// A settlement that fails (Redis slow or briefly away) is retried after these pauses, then logged.
-const SETTLE_RETRY_DELAYS_MS = [100, 500, 2_000]
 
 /**
  * The forwarding half of the pipeline: free requests pass through; metered ones are sent with their
  * reservation, relayed (streams through the meter) and settled exactly once, whatever happens.
  */
-export function createForwarder(deps: ForwardDeps) {
-  const { store } = deps
+export function createForwarder(deps: ForwardDeps & Pick<SettlementDeps, 'released'>) {
   const relayStream = createStreamRelay(deps)
+  const settleReservation = createSettlement(deps)
   // One shutdown listener for every open request.
   const open = new ShutdownList<UpstreamAbort>(deps.shutdown, abortUpstream)
 
@@ -100,26 +99,13 @@ export function createForwarder(deps: ForwardDeps) {
   async function forwardMetered(f: Forward): Promise<void> {
     const { reply, adapter, route, facts, price, plan, reservation, summary } = f
     let settled = false
-    const settle = async (actual: Micros, outcome: string): Promise<void> => {
-      if (settled) return
+    // Not async: the settlement's own promise (settlement.ts), no frame or await per settlement.
+    const settle = (actual: Micros, outcome: string): Promise<void> => {
+      if (settled) return SETTLED
       settled = true
       summary.outcome = outcome
       summary.chargedUsd = microsToUsd(actual)
-      // Settlement is idempotent per request id, so a call that timed out (and may yet run) is retried.
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await store.settle(reservation, actual)
-          return
-        } catch (error) {
-          const delay = SETTLE_RETRY_DELAYS_MS[attempt]
-          if (delay === undefined || deps.shutdown.aborted) {
-            // The hold stays booked (conservative) and expires with its windows; the log says so.
-            deps.logger.error({ err: error, key: summary.key }, 'settlement failed; the hold stays booked until its windows end')
-            return
-          }
-          await new Promise((resolve) => setTimeout(resolve, delay))
-        }
-      }
+      return settleReservation(reservation, actual, summary)
     }
 
     let sent = false
@@ -218,6 +204,8 @@ export function createForwarder(deps: ForwardDeps) {
 
 
 const abortUpstream = (signal: UpstreamAbort): void => signal.abort()
+/** What settling a request again gives: it was settled already. */
+const SETTLED: Promise<void> = Promise.resolve()
 
 /**
  * The upstream request of `f`, built from its body, which it takes from `f` (an open stream keeps none of it):
@@ -319,7 +307,9 @@ class WholeBody implements SourceReader {
     if (this.done) return
     this.size += chunk.length
     if (this.size <= this.limit) {
-      this.chunks.push(chunk)
+      // The first in a list of one (see UpstreamBody.push).
+      if (this.chunks.length === 0) this.chunks = [chunk]
+      else this.chunks.push(chunk)
       return
     }
     this.fail(new UpstreamTooLargeError('an upstream body', this.limit))

@@ -24,7 +24,7 @@ import type { ProviderAdapter, ProviderId, RequestFacts, RouteMatch, UpstreamCre
 import type { Metrics } from '../metrics.js'
 import { REFERENCED_CONTEXT_TOKENS } from '../tokens/bound.js'
 import { sharedTokenCounter, type TokenCounter } from '../tokens/worker.js'
-import { blockedByHolds, createAdmission, releasingOnSettle, settledRoom, type Admission } from './admission.js'
+import { blockedByHolds, createAdmission, settledRoom, type Admission } from './admission.js'
 import { readLoopersCredential, readSession } from './control-headers.js'
 import type { Inflight } from './inflight.js'
 import { isKeyRefusal, type KeyGate } from './key-gate.js'
@@ -71,8 +71,8 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
   const counter = deps.counter ?? sharedTokenCounter()
   const counting = { counter, upstream: deps.upstream }
   const admission = deps.admission ?? createAdmission(now)
-  const settling = releasingOnSettle(store, admission)
-  const { forwardFree, forwardMetered } = createForwarder({ ...deps, store: settling, now, counter })
+  // Each settlement's end releases a hold: the key's queue of requests blocked by holds retries at once.
+  const { forwardFree, forwardMetered } = createForwarder({ ...deps, now, counter, released: (keyHash) => admission.released(keyHash) })
 
   /**
    * The route's handler. It returns nothing: the request goes on in `handle`, whose promise no one awaits (a

@@ -71,7 +71,9 @@ export class UpstreamBody implements StreamSource {
       this.reader.data(chunk)
       return true
     }
-    this.queue.push(chunk)
+    // The first chunk in a list of one (a small answer is one chunk): a push onto an empty list makes room for sixteen.
+    if (this.queue.length === 0) this.queue = [chunk]
+    else this.queue.push(chunk)
     this.queued += chunk.length
     if (this.queued < HIGH_WATER_MARK) return true
     this.held = true

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { Command } from 'ioredis'
 import { StoreUnavailableError } from '../../errors.js'
+import type { StoreCallObserver } from '../types.js'
 import { Deadlines, type DeadlineCommand } from './command-deadlines.js'
 import type { RedisClient } from './redis-client.js'
 import { countArgs, putArgValues, respOf, writeCommand, type ScriptArg } from './script-args.js'
@@ -43,6 +44,7 @@ export function script(name: string): Script {
  * strings as Buffers); as `.then(read)` would, without a second promise. A Redis that lost its script cache
  * (NOSCRIPT: restart, flush) gets it again. Any failure (Redis gone, timed out, an error reply) rejects with
  * StoreUnavailableError, so the store fails closed; so does what `read` throws (a StoreUnavailableError as it is).
+ * `observer` (with the call's start, performance.now()) hears of its end, success or failure, once, under the script's name.
  */
 export function evalScript<T, C>(
   redis: RedisClient,
@@ -51,11 +53,16 @@ export function evalScript<T, C>(
   keysThenArgs: ScriptArg[],
   read: (reply: unknown, context: C) => T,
   context: C,
+  observer: StoreCallObserver | null = null,
+  startedMs = 0,
 ): Promise<T> {
-  const command = new ScriptCommand(redis, script, numberOfKeys, keysThenArgs, true, read, context)
+  const command = new ScriptCommand(redis, script, numberOfKeys, keysThenArgs, true, read, context, observer, startedMs)
   redis.sendCommand(command)
   return command.promise as Promise<T>
 }
+
+/** An observed call's op is its script's name (only reserve, extend and settle calls are given an observer). */
+type ObservedOp = Parameters<StoreCallObserver>[0]
 
 /** Shared by every script command (ioredis's constructor makes an object per command when given none). */
 const COMMAND_OPTIONS = {}
@@ -88,6 +95,9 @@ class ScriptCommand<T, C> extends Command implements DeadlineCommand {
     private readonly resendOnNoScript: boolean,
     private readonly read: (reply: unknown, context: C) => T,
     private readonly context: C,
+    /** Told of the call's end once, then dropped (a reply after a timeout is not a second end). */
+    private observer: StoreCallObserver | null,
+    private readonly startedMs: number,
   ) {
     super('evalsha', [], COMMAND_OPTIONS)
     this.argCount = 2 + countArgs(parts)
@@ -123,6 +133,7 @@ class ScriptCommand<T, C> extends Command implements DeadlineCommand {
           try {
             this.fulfil(this.read(this.transformReply(reply), this.context))
             this.isResolved = true
+            this.ended(false)
           } catch (err) {
             this.reject(err as Error)
           }
@@ -136,16 +147,25 @@ class ScriptCommand<T, C> extends Command implements DeadlineCommand {
           if (!this.done) Deadlines.done(this)
           if (this.resendOnNoScript && err.message.includes('NOSCRIPT')) {
             this.script.sentOn = new WeakSet()
-            const again = new ScriptCommand(this.redis, this.script, this.numberOfKeys, this.parts, false, this.read, this.context)
+            // The call goes on as `again`, which tells the observer of its end.
+            const again = new ScriptCommand(this.redis, this.script, this.numberOfKeys, this.parts, false, this.read, this.context, this.observer, this.startedMs)
             this.redis.sendCommand(again)
             again.promise.then(this.fulfil, this.fail)
             return
           }
           if (err instanceof StoreUnavailableError) this.fail(err)
           else this.fail(new StoreUnavailableError(`budget store ${this.script.name} failed: ${err.message}`, { cause: err }))
+          this.ended(true)
         },
       },
     })
+  }
+
+  private ended(failed: boolean): void {
+    const observer = this.observer
+    if (observer === null) return
+    this.observer = null
+    observer(this.script.name as ObservedOp, this.startedMs, failed)
   }
 
   private allArgs(): (string | number)[] {

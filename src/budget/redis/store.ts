@@ -19,6 +19,7 @@ import type {
   ReserveInput,
   ReserveResult,
   SettleResult,
+  StoreCallObserver,
 } from '../types.js'
 import {
   assertMicros,
@@ -42,37 +43,64 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   const now = opts.now ?? Date.now
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
   const scripts = { reserve: script('reserve'), extend: script('extend'), settle: script('settle'), abandon: script('abandon') }
+  // Told of each reserve, extend and settle as its command ends (observeCalls); abandon's own settle is not one.
+  let observer: StoreCallObserver | null = null
 
   // reserve, extend and settle are plain functions resolving with the script command's own promise: no async frame
   // or await waits across the round trip. What a reply means is read as it arrives (readReserve, …); a failed
   // argument check rejects, as an async function's would.
   function reserve(input: ReserveInput): Promise<ReserveResult> {
+    const started = observer === null ? 0 : performance.now()
     try {
       assertReserveInput(input)
       const { keyHash: hash, session } = input
       const loop = input.loop ?? null
-      if (!isKeyHash(hash)) return Promise.resolve({ ok: false, reason: 'invalid_key' })
+      if (!isKeyHash(hash)) {
+        observer?.('reserve', started, false)
+        return Promise.resolve({ ok: false, reason: 'invalid_key' })
+      }
 
       const nowMs = now()
       const periods = currentPeriods(nowMs)
       const fixed = fixedKeys(hash, periods)
       // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
-      const args: ScriptArg[] = [fixed.recordAndPeriods, joinArg(fixed.reservationStart, input.requestId)]
+      // Written into a list of its final length: pushing onto a short one copies it into a longer one.
       const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
-      if (sessionKeyName !== null) args.push(sessionKeyName)
-      if (loop !== null) args.push(joinArg(fixed.loopStart, loop.scope), joinArg(fixed.loopAgeStart, loop.scope))
+      const args = new Array<ScriptArg>(7 + (session === null ? 0 : 5) + (loop === null ? 0 : 4))
+      let at = 0
+      args[at++] = fixed.recordAndPeriods
+      args[at++] = joinArg(fixed.reservationStart, input.requestId)
+      if (sessionKeyName !== null) args[at++] = sessionKeyName
+      if (loop !== null) {
+        args[at++] = joinArg(fixed.loopStart, loop.scope)
+        args[at++] = joinArg(fixed.loopAgeStart, loop.scope)
+      }
       const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 2)
-      args.push(input.provider, input.minMicros, input.maxMicros, fixed.ttls, isoTime(nowMs))
-      if (session !== null) args.push(session.budgetMicros ?? '', session.maxSteps ?? '', sessionTtlSeconds, session.loopLimit ?? '')
-      if (loop !== null) args.push(loop.step, nowMs)
+      args[at++] = input.provider
+      args[at++] = input.minMicros
+      args[at++] = input.maxMicros
+      args[at++] = fixed.ttls
+      args[at++] = isoTime(nowMs)
+      if (session !== null) {
+        args[at++] = session.budgetMicros ?? ''
+        args[at++] = session.maxSteps ?? ''
+        args[at++] = sessionTtlSeconds
+        args[at++] = session.loopLimit ?? ''
+      }
+      if (loop !== null) {
+        args[at++] = loop.step
+        args[at++] = nowMs
+      }
       const call: ReserveCall = { hash, requestId: input.requestId, maxMicros: input.maxMicros, nowMs, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
-      return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call)
+      return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call, observer, started)
     } catch (err) {
+      observer?.('reserve', started, true)
       return Promise.reject(err as Error)
     }
   }
 
   function extend(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
+    const started = observer === null ? 0 : performance.now()
     try {
       assertMicros('minMicros', minMicros)
       assertMicros('wantMicros', wantMicros)
@@ -80,8 +108,9 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       const booked = bookedParts(reservation)
       const args = scriptKeys(reservation, booked, fixedKeys(reservation.keyHash, currentPeriods(now())))
       args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS)
-      return evalScript(redis, scripts.extend, 8, args, readExtend, reservation)
+      return evalScript(redis, scripts.extend, 8, args, readExtend, reservation, observer, started)
     } catch (err) {
+      observer?.('extend', started, true)
       return Promise.reject(err as Error)
     }
   }
@@ -100,33 +129,42 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   }
 
   function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
+    const started = observer === null ? 0 : performance.now()
     try {
-      assertMicros('actualMicros', actualMicros)
-      const nowMs = now()
-      const booked = bookedParts(reservation)
-      const loop = bookedLoop(booked)
-      const fixed = fixedKeys(reservation.keyHash, currentPeriods(nowMs))
-      // Only the keys settle touches: the periods, today's history, the record, then the session and loop scope it booked.
-      const record = joinArg(fixed.reservationStart, reservation.requestId)
-      const periods = booked.keys as readonly [string, string, string, string, string]
-      const args: ScriptArg[] = samePeriods(periods, fixed.periodKeys)
-        ? [fixed.periodsAndToday, record]
-        : [periods[0], periods[1], periods[2], periods[3], periods[4], fixed.today, record]
-      let keyCount = 7
-      if (booked.session !== undefined) {
-        args.push(booked.session)
-        keyCount++
-      }
-      if (loop !== null) {
-        args.push(loop.key)
-        keyCount++
-      }
-      args.push(actualMicros, today(nowMs).expiresAtSeconds)
-      if (loop !== null) args.push(loop.inFlightField)
-      return evalScript(redis, scripts.settle, keyCount, args, readSettle, null)
+      return settleWith(reservation, actualMicros, observer, started)
     } catch (err) {
+      observer?.('settle', started, true)
       return Promise.reject(err as Error)
     }
+  }
+
+  /** settle's call, told to `callObserver` (abandon's release is not a settle call of its own); throws on bad arguments. */
+  function settleWith(reservation: Reservation, actualMicros: Micros, callObserver: StoreCallObserver | null, started: number): Promise<SettleResult> {
+    assertMicros('actualMicros', actualMicros)
+    const nowMs = now()
+    const booked = bookedParts(reservation)
+    const loop = bookedLoop(booked)
+    const fixed = fixedKeys(reservation.keyHash, currentPeriods(nowMs))
+    // Only the keys settle touches: the periods, today's history, the record, then the session and loop scope it booked.
+    const record = joinArg(fixed.reservationStart, reservation.requestId)
+    const periods = booked.keys as readonly [string, string, string, string, string]
+    const same = samePeriods(periods, fixed.periodKeys)
+    const keyCount = 7 + (booked.session === undefined ? 0 : 1) + (loop === null ? 0 : 1)
+    // Written into a list of its final length (see reserve): the keys, as few arguments as encoded, then ARGV.
+    const args = new Array<ScriptArg>((same ? 2 : 7) + keyCount - 7 + (loop === null ? 2 : 3))
+    let at = 0
+    if (same) args[at++] = fixed.periodsAndToday
+    else {
+      for (let i = 0; i < 5; i++) args[at++] = periods[i] as string
+      args[at++] = fixed.today
+    }
+    args[at++] = record
+    if (booked.session !== undefined) args[at++] = booked.session
+    if (loop !== null) args[at++] = loop.key
+    args[at++] = actualMicros
+    args[at++] = today(nowMs).expiresAtSeconds
+    if (loop !== null) args[at++] = loop.inFlightField
+    return evalScript(redis, scripts.settle, keyCount, args, readSettle, null, callObserver, started)
   }
 
   async function abandon(keyHash: string, requestId: string): Promise<void> {
@@ -136,7 +174,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     if (!HELD.equals(reply[0])) return
     // The reserve did run: release its hold (settle at 0) in the keys it booked.
     const bookedKeys = recordedKeys(keyHash, String(reply[2] ?? ''), String(reply[3] ?? ''))
-    await settle({ keyHash, requestId, reservedMicros: int(reply[1]), bookedKeys }, 0)
+    await settleWith({ keyHash, requestId, reservedMicros: int(reply[1]), bookedKeys }, 0, null, 0)
   }
 
   async function ping(): Promise<void> {
@@ -147,7 +185,11 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     }
   }
 
-  return { reserve, extend, settle, abandon, ping }
+  function observeCalls(callObserver: StoreCallObserver): void {
+    observer = callObserver
+  }
+
+  return { reserve, extend, settle, abandon, ping, observeCalls }
 }
 
 /** What a reserve's reply is read with: its request and the keys it booked. */

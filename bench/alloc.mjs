@@ -1,0 +1,88 @@
+// Heap bytes allocated per request, and collections per 10k requests, of the floor (bench/floor.mjs) and two
+// proxy builds in one run, each fed the bench's non-streamed chat request (closed loop, one side at a time, order
+// rotating every trial). Counted inside each process by bench/alloc-probe.mjs (preloaded), so load barely moves it.
+//   node bench/alloc.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--trials=4] [--duration=3000] [--concurrency=64]
+//                        [--log-a=warn] [--log-b=warn] [--sample=DIR (sampling heap profiles of b and the floor: one trial)]
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { closedLoop, createPool } from './load.mjs'
+import { createBenchKey, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
+import { requestPair } from './scenarios.mjs'
+
+const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
+const trials = Number(arg('trials', '4'))
+const durationMs = Number(arg('duration', '3000'))
+const concurrency = Number(arg('concurrency', '64'))
+const builds = { a: resolve(arg('a', join(ROOT, 'dist/cli.js'))), b: resolve(arg('b', join(ROOT, 'dist/cli.js'))) }
+const sampleDir = arg('sample', null)
+const PROBE = join(ROOT, 'bench/alloc-probe.mjs')
+const BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
+
+const pinning = detectPinning()
+if (pinning.used) pinSelf(OTHERS_CORE)
+const dir = mkdtempSync(join(tmpdir(), 'loopers-alloc-'))
+const started = []
+const watchdog = setTimeout(() => process.exit(1), 15 * 60_000)
+try {
+  const redis = await startRedis({ pin: pinning.used, dir })
+  started.push(redis)
+  const fake = await startFake({ pin: pinning.used })
+  started.push(fake)
+  await fake.reset({ completionTokens: 16 })
+  const sample = (on) => (sampleDir !== null && on ? { ALLOC_PROBE_SAMPLE: resolve(sampleDir) } : {})
+  if (sampleDir !== null) mkdirSync(sampleDir, { recursive: true })
+  if (sampleDir !== null) process.env.ALLOC_PROBE_SAMPLE = resolve(sampleDir)
+  const sides = {
+    floor: await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url, nodeArgs: ['--import', PROBE] }),
+    a: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'a', logLevel: arg('log-a', 'warn'), cliPath: builds.a, nodeOptions: ['--import', PROBE] }),
+    b: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'b', logLevel: arg('log-b', 'warn'), cliPath: builds.b, nodeOptions: ['--import', PROBE], extraEnv: sample(true) }),
+  }
+  started.push(...Object.values(sides))
+  const key = await createBenchKey(redis.url, 'bench-alloc')
+  const request = requestPair(key, BODY).proxied
+  const names = Object.keys(sides)
+  const pools = Object.fromEntries(names.map((n) => [n, createPool(sides[n].url, concurrency)]))
+  const run = (n, ms) => closedLoop({ origin: sides[n].url, request, concurrency, durationMs: ms, pool: pools[n] })
+  const snapshot = async (n) => {
+    process.kill(sides[n].pid, 'SIGUSR2')
+    const file = join(tmpdir(), `loopers-alloc-${sides[n].pid}.json`)
+    for (let i = 0; i < 100; i++) {
+      await sleep(20)
+      try {
+        const s = JSON.parse(readFileSync(file, 'utf8'))
+        rmSync(file)
+        return s
+      } catch {}
+    }
+    throw new Error(`no snapshot from ${n}`)
+  }
+  for (const n of names) await run(n, 2_000)
+  const per = Object.fromEntries(names.map((n) => [n, []]))
+  for (let t = 0; t < (sampleDir === null ? trials : 1); t++) {
+    const line = []
+    for (const n of names.map((_, i) => names[(i + t) % names.length])) {
+      await sleep(200)
+      const before = await snapshot(n)
+      const r = await run(n, durationMs)
+      const after = await snapshot(n)
+      const bytes = (after.allocated - before.allocated) / Math.max(1, r.ok)
+      const scav = ((after.scavenges - before.scavenges) * 10_000) / Math.max(1, r.ok)
+      per[n].push({ bytes, scav, errors: r.non2xx + r.transportErrors })
+      line.push(`${n} ${Math.round(bytes)} B ${scav.toFixed(1)} scav/10k (${r.ok} req, ${after.markCompacts - before.markCompacts} mc)`)
+    }
+    process.stdout.write(`trial ${t + 1}: ${line.join(' | ')}\n`)
+  }
+  const med = (xs) => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)]
+  for (const n of names) {
+    const b = per[n].map((r) => r.bytes)
+    process.stdout.write(`${n}: ${Math.round(med(b))} B/request (${Math.round(Math.min(...b))}–${Math.round(Math.max(...b))}), scavenges/10k ${med(per[n].map((r) => r.scav)).toFixed(1)}, errors ${per[n].reduce((s, r) => s + r.errors, 0)}\n`)
+  }
+  const ab = per.b.map((r, i) => r.bytes / per.a[i].bytes)
+  process.stdout.write(`b ÷ a bytes/request: median ${med(ab).toFixed(3)} (${Math.min(...ab).toFixed(3)}–${Math.max(...ab).toFixed(3)})\n`)
+  await Promise.all(Object.values(pools).map((p) => p.close()))
+} finally {
+  for (const s of started.reverse()) await s.stop()
+  rmSync(dir, { recursive: true, force: true })
+  clearTimeout(watchdog)
+}

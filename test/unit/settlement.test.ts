@@ -1,0 +1,72 @@
+import { describe, expect, it } from 'vitest'
+import type { Logger } from 'pino'
+import type { BudgetStore, Reservation } from '../../src/budget/types.js'
+import { createSettlement } from '../../src/proxy/settlement.js'
+import { createSummary } from '../../src/proxy/summary.js'
+
+// Every settlement attempt releases its key's hold queue, whether the store answers, rejects or throws; a failed
+// one is retried (not once shutdown came), and one that fails for good is logged, never thrown at the caller.
+const reservation = { keyHash: 'k'.repeat(64), requestId: 'r', reservedMicros: 10, bookedKeys: [] } as unknown as Reservation
+
+function settlementWith(settle: BudgetStore['settle'], { shuttingDown = true } = {}) {
+  const order: string[] = []
+  const errors: unknown[] = []
+  const logger = { error: (fields: unknown) => errors.push(fields) } as unknown as Logger
+  const shutdown = new AbortController()
+  if (shuttingDown) shutdown.abort()
+  const settle$ = createSettlement({ store: { settle }, logger, shutdown: shutdown.signal, released: (key) => order.push(`released ${key.slice(0, 1)}`) })
+  return { settle: settle$, order, errors }
+}
+
+describe('a settlement', () => {
+  it('releases the hold queue once the store answers, before its caller resumes', async () => {
+    const calls: unknown[] = []
+    const s = settlementWith(async (r, micros) => {
+      calls.push([r, micros])
+      return { chargedMicros: 10, alreadySettled: false }
+    })
+    await s.settle(reservation, 10, createSummary())
+    s.order.push('resumed')
+    expect(calls).toEqual([[reservation, 10]])
+    expect(s.order).toEqual(['released k', 'resumed'])
+    expect(s.errors).toHaveLength(0)
+  })
+
+  it('when the store rejects: the queue released, the failure logged (shutdown: no retry), the caller not failed', async () => {
+    const s = settlementWith(async () => {
+      throw new Error('store down')
+    })
+    const summary = createSummary()
+    summary.key = 'abcd1234'
+    await expect(s.settle(reservation, 10, summary)).resolves.toBeUndefined()
+    expect(s.order).toEqual(['released k'])
+    expect(s.errors).toEqual([expect.objectContaining({ key: 'abcd1234', err: expect.objectContaining({ message: 'store down' }) })])
+  })
+
+  it('when the store throws instead of rejecting: a promise all the same, and the queue released', async () => {
+    const s = settlementWith(() => {
+      throw new RangeError('bad micros')
+    })
+    const settled = s.settle(reservation, 10, createSummary())
+    expect(settled).toBeInstanceOf(Promise)
+    await settled
+    expect(s.order).toEqual(['released k'])
+    expect(s.errors).toHaveLength(1)
+  })
+
+  it('retries a failed attempt after a pause, releasing after each', async () => {
+    let calls = 0
+    const s = settlementWith(
+      async () => {
+        calls++
+        if (calls === 1) throw new Error('timed out')
+        return { chargedMicros: 10, alreadySettled: false }
+      },
+      { shuttingDown: false },
+    )
+    await s.settle(reservation, 10, createSummary())
+    expect(calls).toBe(2)
+    expect(s.order).toEqual(['released k', 'released k'])
+    expect(s.errors).toHaveLength(0)
+  })
+})
