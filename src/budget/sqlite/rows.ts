@@ -165,31 +165,29 @@ export interface PeriodHold {
   expiresAt: number
 }
 
-// The request count is a literal per row (1 for the minute), so the SQL text, and its prepared statement, stays one.
+// The window names and the request count (1 for the minute) are literals per row, so the SQL text, and its
+// prepared statement, stays one, and a reserve binds 13 values, not 18 (each bound value costs node:sqlite a lookup).
 const HOLD_IN_ALL_SQL = `INSERT INTO periods (hash, win, period, spent, held, expires_at, requests) VALUES ${WINDOW_NAMES.map(
-  (window, i) => `(?1, ?${3 + 3 * i}, ?${4 + 3 * i}, 0, ?2, ?${5 + 3 * i}, ${window === 'minute' ? 1 : 0})`,
+  (window, i) => `(?1, '${window}', ?${3 + 2 * i}, 0, ?2, ?${4 + 2 * i}, ${window === 'minute' ? 1 : 0})`,
 ).join(', ')}
      ON CONFLICT (hash, win, period) DO UPDATE SET
-       spent = CASE WHEN expires_at > ?18 THEN spent ELSE 0 END,
-       held = CASE WHEN expires_at > ?18 THEN held ELSE 0 END + excluded.held,
-       requests = CASE WHEN expires_at > ?18 THEN requests ELSE 0 END + excluded.requests,
-       expires_at = CASE WHEN expires_at > ?18 THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`
+       spent = CASE WHEN expires_at > ?13 THEN spent ELSE 0 END,
+       held = CASE WHEN expires_at > ?13 THEN held ELSE 0 END + excluded.held,
+       requests = CASE WHEN expires_at > ?13 THEN requests ELSE 0 END + excluded.requests,
+       expires_at = CASE WHEN expires_at > ?13 THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`
 
 /** A reserve's hold in all five window periods (WINDOW_NAMES order) in one statement (same rules as holdInPeriod); counts the request in the minute. */
 export function holdInAllPeriods(db: Db, hash: string, periods: readonly PeriodHold[], add: Micros, nowMs: number): void {
-  if (periods.length !== WINDOW_NAMES.length || periods.some((p, i) => p.window !== WINDOW_NAMES[i])) {
-    throw new RangeError(`expected the ${WINDOW_NAMES.length} periods in window order`)
-  }
+  if (!inWindowOrder(periods)) throw new RangeError(`expected the ${WINDOW_NAMES.length} periods in window order`)
   const [m, h, d, w, mo] = periods as [PeriodHold, PeriodHold, PeriodHold, PeriodHold, PeriodHold]
-  db.statement(HOLD_IN_ALL_SQL).run(
-    hash, add,
-    m.window, m.period, m.expiresAt,
-    h.window, h.period, h.expiresAt,
-    d.window, d.period, d.expiresAt,
-    w.window, w.period, w.expiresAt,
-    mo.window, mo.period, mo.expiresAt,
-    nowMs,
-  )
+  db.statement(HOLD_IN_ALL_SQL).run(hash, add, m.period, m.expiresAt, h.period, h.expiresAt, d.period, d.expiresAt, w.period, w.expiresAt, mo.period, mo.expiresAt, nowMs)
+}
+
+/** Whether `periods` are one of each window, in WINDOW_NAMES order. */
+function inWindowOrder(periods: readonly { window: WindowName }[]): boolean {
+  if (periods.length !== WINDOW_NAMES.length) return false
+  for (let i = 0; i < periods.length; i++) if ((periods[i] as { window: WindowName }).window !== WINDOW_NAMES[i]) return false
+  return true
 }
 
 /** One settle's booked periods: where it charges and releases. */
@@ -212,8 +210,10 @@ export interface BookedDay {
   expiresAt: number
 }
 
-// The SQL text of bookInPeriods for n periods, without (2n) or with (2n + 1) a day row, built once each.
+// The SQL text of bookInPeriods for n periods with their windows bound, without (2n) or with (2n + 1) a day row,
+// and for the five windows in order as literals (a settle's common case), without (0) or with (1) one; built once each.
 const bookSql: string[] = []
+const bookAllSql: string[] = []
 
 /**
  * Charges `actual` and releases up to `reserved` of the hold (never below zero) in every one of `periods`,
@@ -232,21 +232,28 @@ export function bookInPeriods(
 ): void {
   const n = periods.length
   if (n === 0 && day === null) return
-  const shape = 2 * n + (day === null ? 0 : 1)
-  let sql = bookSql[shape]
+  // One of each window in order: the windows are literals in the SQL, and only the periods are bound.
+  const all = inWindowOrder(periods)
+  const cache = all ? bookAllSql : bookSql
+  const shape = (all ? 0 : 2 * n) + (day === null ? 0 : 1)
+  let sql = cache[shape]
   if (sql === undefined) {
-    const values = periods.map((_, i) => `(?1, ?${6 + 2 * i}, ?${7 + 2 * i}, ?2, 0, ?4)`)
-    if (day !== null) values.push(`(?1, '${DAY_ROW}', ?${6 + 2 * n}, ?2, 0, ?${7 + 2 * n})`)
+    const values = all
+      ? WINDOW_NAMES.map((window, i) => `(?1, '${window}', ?${6 + i}, ?2, 0, ?4)`)
+      : periods.map((_, i) => `(?1, ?${6 + 2 * i}, ?${7 + 2 * i}, ?2, 0, ?4)`)
+    const next = 6 + (all ? n : 2 * n)
+    if (day !== null) values.push(`(?1, '${DAY_ROW}', ?${next}, ?2, 0, ?${next + 1})`)
     // The day row (spend history) always adds, keeps its hold (none) and takes the new lifetime; period rows as holdInPeriod.
     sql = `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values.join(', ')}
      ON CONFLICT (hash, win, period) DO UPDATE SET
        spent = CASE WHEN win = '${DAY_ROW}' OR expires_at > ?5 THEN spent ELSE 0 END + ?2,
        held = CASE WHEN win = '${DAY_ROW}' THEN held WHEN expires_at > ?5 THEN max(held - ?3, 0) ELSE 0 END,
        expires_at = CASE WHEN win = '${DAY_ROW}' OR expires_at <= ?5 THEN excluded.expires_at ELSE expires_at END`
-    bookSql[shape] = sql
+    cache[shape] = sql
   }
   const args: Array<string | number> = [hash, actual, reserved, expiresAt, nowMs]
-  for (const p of periods) args.push(p.window, p.period)
+  if (all) for (const p of periods) args.push(p.period)
+  else for (const p of periods) args.push(p.window, p.period)
   if (day !== null) args.push(day.day, day.expiresAt)
   db.statement(sql).run(...args)
 }
