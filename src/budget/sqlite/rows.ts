@@ -322,6 +322,21 @@ export function growReservation(db: Db, hash: string, requestId: string, add: Mi
 }
 
 /**
+ * Marks a held request settled with `charged`, as settleHeld does, when its live record holds exactly `amount`
+ * (the caller's own reservation, the common case): one statement instead of a read and a write. False, and
+ * nothing changed, when it does not (settled before, no record, or another amount: ask settleHeld).
+ */
+export function settleHeldAmount(db: Db, hash: string, requestId: string, amount: Micros, charged: Micros, expiresAt: number, nowMs: number): boolean {
+  const { changes } = db
+    .statement(
+      `UPDATE reservations SET state = 'settled', charged = ?4, booked = '', expires_at = ?5
+       WHERE hash = ?1 AND request_id = ?2 AND expires_at > ?6 AND state = 'held' AND amount = ?3`,
+    )
+    .run(hash, requestId, amount, charged, expiresAt, nowMs)
+  return changes === 1
+}
+
+/**
  * Marks a held request settled with `charged` (dropping its booked list, no longer needed: a settled record
  * only answers a repeated settle and blocks the id); returns what it held, or undefined when no live
  * record was held (settled before, or none: see settleReservation).

@@ -288,11 +288,18 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return result
   }
 
-  /** Charges `actual` and releases the hold in the booked places, once per request id. */
-  function settleTx(hash: string, requestId: string, bookedKeys: readonly string[], actual: Micros, nowMs: number): SettleResult {
+  /**
+   * Charges `actual` and releases the hold in the booked places, once per request id. `heldMicros`: what the
+   * caller believes the record holds (null: unknown); the record's own amount is what is released.
+   */
+  function settleTx(hash: string, requestId: string, bookedKeys: readonly string[], actual: Micros, nowMs: number, heldMicros: Micros | null): SettleResult {
     const expiresAt = nowMs + SETTLED_RECORD_TTL_MS
-    // The common case, a held record, is read and marked settled.
-    let reserved = rows.settleHeld(db, hash, requestId, actual, expiresAt, nowMs)
+    // The common case, a record held with the caller's amount, is marked settled in one statement; otherwise
+    // a held record is read and marked settled.
+    let reserved =
+      heldMicros !== null && rows.settleHeldAmount(db, hash, requestId, heldMicros, actual, expiresAt, nowMs)
+        ? heldMicros
+        : rows.settleHeld(db, hash, requestId, actual, expiresAt, nowMs)
     if (reserved === undefined) {
       const record = rows.readReservation(db, hash, requestId, nowMs)
       if (record?.state === 'settled') return { chargedMicros: record.charged, alreadySettled: true }
@@ -319,9 +326,9 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
 
   async function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
     assertMicros('actualMicros', actualMicros)
-    const { keyHash, requestId, bookedKeys } = reservation
+    const { keyHash, requestId, bookedKeys, reservedMicros } = reservation
     const nowMs = now()
-    return await db.transaction('settle', () => settleTx(keyHash, requestId, bookedKeys, actualMicros, nowMs))
+    return await db.transaction('settle', () => settleTx(keyHash, requestId, bookedKeys, actualMicros, nowMs, reservedMicros))
   }
 
   async function abandon(keyHash: string, requestId: string): Promise<void> {
@@ -333,7 +340,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       if (record?.state === 'settled') return
       // Held: release it (settle at 0) where it was booked. None: the tombstone blocks a late reserve.
       const booked = record === undefined ? [] : record.booked.split('\n').filter((k) => k !== '')
-      settleTx(keyHash, requestId, booked, 0, nowMs)
+      settleTx(keyHash, requestId, booked, 0, nowMs, record === undefined ? null : record.amount)
     })
   }
 
