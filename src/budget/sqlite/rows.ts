@@ -251,11 +251,18 @@ export function bookInPeriods(
        expires_at = CASE WHEN win = '${DAY_ROW}' OR expires_at <= ?5 THEN excluded.expires_at ELSE expires_at END`
     cache[shape] = sql
   }
+  const statement = db.statement(sql)
+  if (all) {
+    // A settle's common case, bound without an array of arguments.
+    const [m, h, d, w, mo] = periods as [BookedPeriod, BookedPeriod, BookedPeriod, BookedPeriod, BookedPeriod]
+    if (day === null) statement.run(hash, actual, reserved, expiresAt, nowMs, m.period, h.period, d.period, w.period, mo.period)
+    else statement.run(hash, actual, reserved, expiresAt, nowMs, m.period, h.period, d.period, w.period, mo.period, day.day, day.expiresAt)
+    return
+  }
   const args: Array<string | number> = [hash, actual, reserved, expiresAt, nowMs]
-  if (all) for (const p of periods) args.push(p.period)
-  else for (const p of periods) args.push(p.window, p.period)
+  for (const p of periods) args.push(p.window, p.period)
   if (day !== null) args.push(day.day, day.expiresAt)
-  db.statement(sql).run(...args)
+  statement.run(...args)
 }
 
 export function readSession(db: Db, hash: string, id: string, nowMs: number): SessionRow | undefined {

@@ -65,12 +65,23 @@ function makeMinutePlan(periods: readonly Period[]): MinutePlan {
   }
 }
 
-// The UTC day of the last settle: the date string is made once a day, not once a request.
-let lastDay = { index: -1, day: '' }
-function dayOfCached(nowMs: number): string {
+// The UTC day of the last settle and its history row's lifetime: made once a day, not once a request.
+let lastDay: { index: number; booked: rows.BookedDay } = { index: -1, booked: { day: '', expiresAt: 0 } }
+function bookedDay(nowMs: number): rows.BookedDay {
   const index = Math.floor(nowMs / 86_400_000)
-  if (index !== lastDay.index) lastDay = { index, day: dayOf(nowMs) }
-  return lastDay.day
+  if (index !== lastDay.index) lastDay = { index, booked: Object.freeze({ day: dayOf(nowMs), expiresAt: dayExpiresAt(nowMs) }) }
+  return lastDay.booked
+}
+
+const COMMA = 44
+
+/** Whether the comma-separated list `providers` names `provider` (without making an array per request). */
+function allowsProvider(providers: string, provider: string): boolean {
+  for (let at = providers.indexOf(provider); at !== -1; at = providers.indexOf(provider, at + 1)) {
+    const end = at + provider.length
+    if ((at === 0 || providers.charCodeAt(at - 1) === COMMA) && (end === providers.length || providers.charCodeAt(end) === COMMA)) return true
+  }
+  return false
 }
 
 /** The budget store on the database `db`. */
@@ -97,7 +108,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   function checkKeyRow(key: rows.KeyRow | undefined, provider: string): KeyCheck {
     if (key === undefined) return { ok: false, reason: 'invalid_key' }
     if (key.active !== 1) return { ok: false, reason: 'key_revoked' }
-    if (!key.providers.split(',').includes(provider)) return { ok: false, reason: 'provider_not_allowed' }
+    if (!allowsProvider(key.providers, provider)) return { ok: false, reason: 'provider_not_allowed' }
     return { ok: true, key }
   }
 
@@ -319,7 +330,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       }
       periods = parsed
     }
-    const day = actual > 0 ? { day: dayOfCached(nowMs), expiresAt: dayExpiresAt(nowMs) } : null
+    const day = actual > 0 ? bookedDay(nowMs) : null
     rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs, day)
     return { chargedMicros: actual, alreadySettled: false }
   }
