@@ -72,19 +72,12 @@ export function limitOf(row: KeyRow, window: WindowName): Micros | null {
   return row[LIMIT_COLUMN[window]]
 }
 
-/** What a reserve reads first, as one row: the key, and whether the request id was used (1) or not (0). */
-export interface ReserveRow extends KeyRow {
-  used: number
-}
+// Read by every reserve: its values as an array (node:sqlite makes a row object in dictionary mode).
+const READ_KEY_SQL = `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget,
+    session_max_steps, unlimited, rpm, loop_limit, loop_window FROM keys WHERE hash = ?`
 
-// One primary-key probe of each table (a join of the periods here costs more than reading them apart).
-const READ_FOR_RESERVE_SQL = `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget,
-    session_max_steps, unlimited, rpm, loop_limit, loop_window,
-    EXISTS (SELECT 1 FROM reservations WHERE hash = ?1 AND request_id = ?2 AND expires_at > ?3) AS used
-  FROM keys WHERE hash = ?1`
-
-/** A READ_FOR_RESERVE_SQL row, in its column order. */
-type ReserveValues = [
+/** A READ_KEY_SQL row, in its column order. */
+type KeyValues = [
   active: number,
   providers: string,
   lim_minute: number | null,
@@ -98,12 +91,11 @@ type ReserveValues = [
   rpm: number | null,
   loop_limit: number | null,
   loop_window: number | null,
-  used: number,
 ]
 
-/** The key row and the request id's use, in one statement; undefined when the key does not exist. */
-export function readForReserve(db: Db, hash: string, requestId: string, nowMs: number): ReserveRow | undefined {
-  const v = db.arrayStatement(READ_FOR_RESERVE_SQL).get(hash, requestId, nowMs) as ReserveValues | undefined
+/** The key's row; undefined when the key does not exist. */
+export function readKey(db: Db, hash: string): KeyRow | undefined {
+  const v = db.arrayStatement(READ_KEY_SQL).get(hash) as KeyValues | undefined
   if (v === undefined) return undefined
   return {
     active: v[0],
@@ -119,17 +111,7 @@ export function readForReserve(db: Db, hash: string, requestId: string, nowMs: n
     rpm: v[10],
     loop_limit: v[11],
     loop_window: v[12],
-    used: v[13],
   }
-}
-
-export function readKey(db: Db, hash: string): KeyRow | undefined {
-  return db
-    .statement(
-      `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget, session_max_steps,
-         unlimited, rpm, loop_limit, loop_window FROM keys WHERE hash = ?`,
-    )
-    .get(hash) as KeyRow | undefined
 }
 
 export function readPeriod(db: Db, hash: string, window: WindowName, period: string, nowMs: number): { spent: number; held: number } {
@@ -309,19 +291,32 @@ export function readReservation(db: Db, hash: string, requestId: string, nowMs: 
   return v === undefined ? undefined : { state: v[0], amount: v[1], provider: v[2], booked: v[3], charged: v[4] }
 }
 
-export function writeReservation(
+/** Whether the request id has a live record (held, settled or a tombstone). */
+export function reservationUsed(db: Db, hash: string, requestId: string, nowMs: number): boolean {
+  return db.arrayStatement('SELECT 1 FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ?').get(hash, requestId, nowMs) !== undefined
+}
+
+/**
+ * Writes a held record for a request id without a live record (an expired one is replaced); false, and
+ * nothing written, when the id has a live record (held, settled or a tombstone): the id was used.
+ */
+export function writeHeldReservation(
   db: Db,
   hash: string,
   requestId: string,
-  r: ReservationRow & { createdAt: string },
+  r: { amount: Micros; provider: string; booked: string; createdAt: string },
   expiresAt: number,
-): void {
-  db.statement(
-    `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-     ON CONFLICT (hash, request_id) DO UPDATE SET state = ?3, amount = ?4, provider = ?5, booked = ?6,
-       charged = ?7, created_at = ?8, expires_at = ?9`,
-  ).run(hash, requestId, r.state, r.amount, r.provider, r.booked, r.charged, r.createdAt, expiresAt)
+  nowMs: number,
+): boolean {
+  const { changes } = db
+    .statement(
+      `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)
+       VALUES (?1, ?2, 'held', ?3, ?4, ?5, 0, ?6, ?7)
+       ON CONFLICT (hash, request_id) DO UPDATE SET state = 'held', amount = ?3, provider = ?4, booked = ?5,
+         charged = 0, created_at = ?6, expires_at = ?7 WHERE expires_at <= ?8`,
+    )
+    .run(hash, requestId, r.amount, r.provider, r.booked, r.createdAt, expiresAt, nowMs)
+  return changes === 1
 }
 
 export function growReservation(db: Db, hash: string, requestId: string, add: Micros): void {

@@ -75,6 +75,11 @@ function bookedDay(nowMs: number): rows.BookedDay {
 
 const COMMA = 44
 
+/** A reserve with a request id that has a live record: a caller fault, not a refusal. */
+function usedId(requestId: string): StoreUnavailableError {
+  return new StoreUnavailableError(`request id ${requestId} was already used`)
+}
+
 /** Whether the comma-separated list `providers` names `provider` (without making an array per request). */
 function allowsProvider(providers: string, provider: string): boolean {
   for (let at = providers.indexOf(provider); at !== -1; at = providers.indexOf(provider, at + 1)) {
@@ -102,10 +107,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   }
 
   function checkKey(hash: string, provider: string): KeyCheck {
-    return checkKeyRow(rows.readKey(db, hash), provider)
-  }
-
-  function checkKeyRow(key: rows.KeyRow | undefined, provider: string): KeyCheck {
+    const key = rows.readKey(db, hash)
     if (key === undefined) return { ok: false, reason: 'invalid_key' }
     if (key.active !== 1) return { ok: false, reason: 'key_revoked' }
     if (!allowsProvider(key.providers, provider)) return { ok: false, reason: 'provider_not_allowed' }
@@ -140,16 +142,10 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
 
   function reserveTx(input: ReserveInput, nowMs: number): ReserveResult {
     const { keyHash: hash, session } = input
-    // The key and the request id's record, in one statement.
-    const row = rows.readForReserve(db, hash, input.requestId, nowMs)
-    const checked = checkKeyRow(row, input.provider)
+    const checked = checkKey(hash, input.provider)
     if (!checked.ok) return checked
     const { key } = checked
     if (budgetNotSet(key)) return { ok: false, reason: 'budget_not_set' }
-    // A request id is used once: a held, settled or tombstoned record means a caller fault.
-    if (row?.used === 1) {
-      throw new StoreUnavailableError(`request id ${input.requestId} was already used`)
-    }
     const minute = minutePlan(nowMs)
     const periods = minute.windows
     const sessionExpiresAt = nowMs + sessionTtlMs
@@ -160,6 +156,9 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // The session row is written once: by a refusal as read and lowered (keepAlive), by an admission counted.
     let keepAlive = false
     const refuse = (refusal: Refusal): Refusal => {
+      // A request id is used once: a live record (held, settled or tombstone) means a caller fault, before any
+      // refusal. Asked here for a refusal; an admission finds it as it writes the record (one probe fewer).
+      if (rows.reservationUsed(db, hash, input.requestId, nowMs)) throw usedId(input.requestId)
       if (keepAlive && session !== null && s !== undefined) rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
       return refusal
     }
@@ -238,13 +237,16 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       }
     }
     const bookedKeys = booked.length === 0 ? minute.bookedKeys : Object.freeze([...minute.bookedKeys, ...booked.map(rows.bookedKey)])
-    rows.writeReservation(
+    const written = rows.writeHeldReservation(
       db,
       hash,
       input.requestId,
-      { state: 'held', amount: grant, provider: input.provider, booked: booked.length === 0 ? minute.booked : bookedKeys.join('\n'), charged: 0, createdAt: createdAt(nowMs) },
+      { amount: grant, provider: input.provider, booked: booked.length === 0 ? minute.booked : bookedKeys.join('\n'), createdAt: createdAt(nowMs) },
       nowMs + RESERVATION_TTL_MS,
+      nowMs,
     )
+    // Throwing rolls back everything this reserve wrote.
+    if (!written) throw usedId(input.requestId)
     const remainingMicros = room === null ? null : room - grant
     return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: grant, bookedKeys, remainingMicros } }
   }
