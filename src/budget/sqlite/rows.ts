@@ -254,12 +254,7 @@ export function readSession(db: Db, hash: string, id: string, nowMs: number): Se
   return v === undefined ? undefined : { budget: v[0], max_steps: v[1], steps: v[2], spent: v[3], held: v[4], loop_limit: v[5] }
 }
 
-/** Drops a session row whose idle lifetime is over, so what follows sees a new session. */
-export function dropExpiredSession(db: Db, hash: string, id: string, nowMs: number): void {
-  db.statement('DELETE FROM sessions WHERE hash = ? AND id = ? AND expires_at <= ?').run(hash, id, nowMs)
-}
-
-/** Writes a live session's limits, counters and lifetime (creating it when new). */
+/** Writes a session's limits, counters and lifetime: every column, so a new session or one past its lifetime is written whole. */
 export function writeSession(db: Db, hash: string, id: string, s: SessionRow, expiresAt: number): void {
   db.statement(
     `INSERT INTO sessions (hash, id, budget, max_steps, steps, spent, held, expires_at, loop_limit)

@@ -163,7 +163,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       return refusal
     }
     if (session !== null) {
-      rows.dropExpiredSession(db, hash, session.id, nowMs)
+      // A row past its idle lifetime reads as none (a new session) and is overwritten whole when written.
       const stored = rows.readSession(db, hash, session.id, nowMs)
       s = {
         budget: lowest(lowest(stored?.budget ?? null, session.budgetMicros), key.session_budget),
