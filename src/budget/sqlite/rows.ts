@@ -147,23 +147,15 @@ export interface PeriodHold {
   expiresAt: number
 }
 
-// The window names and the request count (1 for the minute) are literals per row, so the SQL text, and its
-// prepared statement, stays one, and a reserve binds 13 values, not 18 (each bound value costs node:sqlite a lookup).
-const HOLD_IN_ALL_SQL = `INSERT INTO periods (hash, win, period, spent, held, expires_at, requests) VALUES ${WINDOW_NAMES.map(
-  (window, i) => `(?1, '${window}', ?${3 + 2 * i}, 0, ?2, ?${4 + 2 * i}, ${window === 'minute' ? 1 : 0})`,
-).join(', ')}
-     ON CONFLICT (hash, win, period) DO UPDATE SET
-       spent = CASE WHEN expires_at > ?13 THEN spent ELSE 0 END,
-       held = CASE WHEN expires_at > ?13 THEN held ELSE 0 END + excluded.held,
-       requests = CASE WHEN expires_at > ?13 THEN requests ELSE 0 END + excluded.requests,
-       expires_at = CASE WHEN expires_at > ?13 THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`
-
-/** A reserve's hold in all five window periods (WINDOW_NAMES order) in one statement (same rules as holdInPeriod); counts the request in the minute. */
-export function holdInAllPeriods(db: Db, hash: string, periods: readonly PeriodHold[], add: Micros, nowMs: number): void {
-  if (!inWindowOrder(periods)) throw new RangeError(`expected the ${WINDOW_NAMES.length} periods in window order`)
-  const [m, h, d, w, mo] = periods as [PeriodHold, PeriodHold, PeriodHold, PeriodHold, PeriodHold]
-  db.statement(HOLD_IN_ALL_SQL).run(hash, add, m.period, m.expiresAt, h.period, h.expiresAt, d.period, d.expiresAt, w.period, w.expiresAt, mo.period, mo.expiresAt, nowMs)
-}
+/**
+ * holdInPeriod's rules as the conflict clause of a multi-row insert whose rows bring their hold (`held`), their
+ * request count (`requests`: 1 in the minute) and lifetime; `now` names the clock's parameter.
+ */
+export const holdConflict = (now: string): string => `ON CONFLICT (hash, win, period) DO UPDATE SET
+       spent = CASE WHEN expires_at > ${now} THEN spent ELSE 0 END,
+       held = CASE WHEN expires_at > ${now} THEN held ELSE 0 END + excluded.held,
+       requests = CASE WHEN expires_at > ${now} THEN requests ELSE 0 END + excluded.requests,
+       expires_at = CASE WHEN expires_at > ${now} THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`
 
 /** Whether `periods` are one of each window, in WINDOW_NAMES order. */
 function inWindowOrder(periods: readonly { window: WindowName }[]): boolean {
@@ -191,6 +183,16 @@ export interface BookedDay {
   day: string
   expiresAt: number
 }
+
+/**
+ * bookInPeriods' rules as the conflict clause of a multi-row insert whose rows bring `actual` as their spend
+ * and their lifetime: ?2 actual, ?3 reserved, ?5 the clock. The day row (spend history) always adds, keeps its
+ * hold (none) and takes the new lifetime; period rows as holdInPeriod.
+ */
+export const BOOK_CONFLICT = `ON CONFLICT (hash, win, period) DO UPDATE SET
+       spent = CASE WHEN win = '${DAY_ROW}' OR expires_at > ?5 THEN spent ELSE 0 END + ?2,
+       held = CASE WHEN win = '${DAY_ROW}' THEN held WHEN expires_at > ?5 THEN max(held - ?3, 0) ELSE 0 END,
+       expires_at = CASE WHEN win = '${DAY_ROW}' OR expires_at <= ?5 THEN excluded.expires_at ELSE expires_at END`
 
 // The SQL text of bookInPeriods for n periods with their windows bound, without (2n) or with (2n + 1) a day row,
 // and for the five windows in order as literals (a settle's common case), without (0) or with (1) one; built once each.
@@ -225,12 +227,7 @@ export function bookInPeriods(
       : periods.map((_, i) => `(?1, ?${6 + 2 * i}, ?${7 + 2 * i}, ?2, 0, ?4)`)
     const next = 6 + (all ? n : 2 * n)
     if (day !== null) values.push(`(?1, '${DAY_ROW}', ?${next}, ?2, 0, ?${next + 1})`)
-    // The day row (spend history) always adds, keeps its hold (none) and takes the new lifetime; period rows as holdInPeriod.
-    sql = `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values.join(', ')}
-     ON CONFLICT (hash, win, period) DO UPDATE SET
-       spent = CASE WHEN win = '${DAY_ROW}' OR expires_at > ?5 THEN spent ELSE 0 END + ?2,
-       held = CASE WHEN win = '${DAY_ROW}' THEN held WHEN expires_at > ?5 THEN max(held - ?3, 0) ELSE 0 END,
-       expires_at = CASE WHEN win = '${DAY_ROW}' OR expires_at <= ?5 THEN excluded.expires_at ELSE expires_at END`
+    sql = `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values.join(', ')} ${BOOK_CONFLICT}`
     cache[shape] = sql
   }
   const statement = db.statement(sql)

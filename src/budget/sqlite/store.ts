@@ -21,6 +21,7 @@ import {
 import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 import type { Db } from './database.js'
+import { prepareMinute, type MinuteStatements } from './minute-statements.js'
 import * as rows from './rows.js'
 import { checksScopeSize, effectiveLoopLimit, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 
@@ -41,7 +42,8 @@ type Usage = (window: WindowName, periodId: string) => { spent: Micros; held: Mi
 
 /**
  * What every reserve within one UTC minute books alike, made once a minute: the periods, their booked keys
- * (frozen, so reservations share them) as an array and as the stored list, and the holds' rows.
+ * (frozen, so reservations share them) as an array and as the stored list, and the statements that hold and
+ * book in them.
  */
 interface MinutePlan {
   periods: readonly Period[]
@@ -49,19 +51,20 @@ interface MinutePlan {
   bookedKeys: readonly string[]
   booked: string
   bookedPeriods: readonly rows.BookedPeriod[]
-  holds: readonly rows.PeriodHold[]
+  statements: MinuteStatements
 }
 
-function makeMinutePlan(periods: readonly Period[]): MinutePlan {
+function makeMinutePlan(db: Db, periods: readonly Period[], day: rows.BookedDay): MinutePlan {
   const bookedPeriods = periods.map((p) => ({ window: p.window, period: p.id }))
   const bookedKeys = Object.freeze(bookedPeriods.map((b) => rows.bookedKey({ kind: 'period', ...b })))
+  const holds = periods.map((p) => ({ window: p.window, period: p.id, expiresAt: p.resetsAt.getTime() + GRACE_MS }))
   return {
     periods,
     windows: periods.map((period) => ({ period, id: period.id })),
     bookedKeys,
     booked: bookedKeys.join('\n'),
     bookedPeriods,
-    holds: periods.map((p) => ({ window: p.window, period: p.id, expiresAt: p.resetsAt.getTime() + GRACE_MS })),
+    statements: prepareMinute(db, holds, day),
   }
 }
 
@@ -96,7 +99,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   let plan: MinutePlan | null = null
   const minutePlan = (nowMs: number): MinutePlan => {
     const periods = currentPeriods(nowMs)
-    if (plan?.periods !== periods) plan = makeMinutePlan(periods)
+    if (plan?.periods !== periods) plan = makeMinutePlan(db, periods, bookedDay(nowMs))
     return plan
   }
   // A reservation's created_at: requests in the same millisecond share the string.
@@ -220,7 +223,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // Admitted: hold the grant in every window period (limited or not, so status shows all spend).
     // Booked beyond the periods: the session and the loop step.
     const booked: rows.Booked[] = []
-    rows.holdInAllPeriods(db, hash, minute.holds, grant, nowMs)
+    minute.statements.hold(hash, grant, nowMs)
     if (session !== null && s !== undefined) {
       rows.writeSession(db, hash, session.id, { ...s, steps: s.steps + 1, held: s.held + grant }, sessionExpiresAt)
       booked.push({ kind: 'session', id: session.id })
@@ -320,19 +323,20 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       reserved = 0
       rows.settleReservation(db, hash, requestId, actual, new Date(nowMs).toISOString(), expiresAt)
     }
-    // The common case, a reservation of this minute booked in its periods alone, needs no parsing.
-    let periods: readonly rows.BookedPeriod[] | undefined = bookedKeys === plan?.bookedKeys ? plan.bookedPeriods : undefined
-    if (periods === undefined) {
-      const parsed: rows.BookedPeriod[] = []
-      for (const key of bookedKeys) {
-        const b = rows.parseBooked(key)
-        if (b.kind === 'period') parsed.push(b)
-        else if (b.kind === 'session') rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
-        else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
-      }
-      periods = parsed
-    }
     const day = actual > 0 ? bookedDay(nowMs) : null
+    // The common case, a reservation of this minute booked in its periods alone, needs no parsing, and its
+    // minute's statement books it when the history day is that minute's too.
+    if (bookedKeys === plan?.bookedKeys && (day === null || day.day === plan.statements.day)) {
+      plan.statements.book(hash, actual, reserved, nowMs + GRACE_MS, nowMs, day !== null)
+      return { chargedMicros: actual, alreadySettled: false }
+    }
+    const periods: rows.BookedPeriod[] = []
+    for (const key of bookedKeys) {
+      const b = rows.parseBooked(key)
+      if (b.kind === 'period') periods.push(b)
+      else if (b.kind === 'session') rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
+      else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
+    }
     rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs, day)
     return { chargedMicros: actual, alreadySettled: false }
   }
