@@ -50,20 +50,17 @@ interface MinutePlan {
   windows: readonly { period: Period; id: string }[]
   bookedKeys: readonly string[]
   booked: string
-  bookedPeriods: readonly rows.BookedPeriod[]
   statements: MinuteStatements
 }
 
 function makeMinutePlan(db: Db, periods: readonly Period[], day: rows.BookedDay): MinutePlan {
-  const bookedPeriods = periods.map((p) => ({ window: p.window, period: p.id }))
-  const bookedKeys = Object.freeze(bookedPeriods.map((b) => rows.bookedKey({ kind: 'period', ...b })))
+  const bookedKeys = Object.freeze(periods.map((p) => rows.bookedKey({ kind: 'period', window: p.window, period: p.id })))
   const holds = periods.map((p) => ({ window: p.window, period: p.id, expiresAt: p.resetsAt.getTime() + GRACE_MS }))
   return {
     periods,
     windows: periods.map((period) => ({ period, id: period.id })),
     bookedKeys,
     booked: bookedKeys.join('\n'),
-    bookedPeriods,
     statements: prepareMinute(db, holds, day),
   }
 }
