@@ -17,7 +17,7 @@ import { DatabaseSync } from 'node:sqlite'
 const option = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback
 const flag = (name) => process.argv.includes(`--${name}`)
 const N = Number(option('requests', 4000))
-const TRIALS = Number(option('trials', 7))
+const TRIALS = Number(option('trials', 8))
 const BLOCK = 200
 const SESSION = flag('session')
 const CHECKPOINTER = flag('checkpointer')
@@ -106,7 +106,11 @@ try {
   const perTrial = Object.fromEntries(names.map((side) => [side, []]))
   for (let t = 0; t < TRIALS; t++) {
     const ms = Object.fromEntries(names.map((side) => [side, 0]))
-    const order = names.map((_, i) => names[(i + t) % names.length])
+    // Each side first in turn and, reversed on odd trials, after each other side in turn: a side's cost depends
+    // on the side that ran just before it (one build against itself read ~2 µs apart when each always followed
+    // the same side), so an even number of trials balances it.
+    const rotated = names.map((_, i) => names[(i + (t >> 1)) % names.length])
+    const order = t % 2 === 0 ? rotated : rotated.reverse()
     for (let done = 0; done < N; done += BLOCK) {
       for (const side of order) {
         const before = cpuMs()

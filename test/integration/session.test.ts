@@ -132,6 +132,21 @@ describe.each(STORE_KINDS)('%s store', (kind) => {
       expect(s.max_steps).toBeUndefined()
     })
 
+    it('start over once their idle lifetime has passed: no earlier steps, spend, hold or lowered limits', async () => {
+      const hash = await f.newKey()
+      await f.store.settle(await reserved(hash, 20, session('over', 30, 2)), 20)
+      await reserved(hash, 5, session('over'))
+      expect(await f.session(hash, 'over')).toMatchObject({ budget: '30', max_steps: '2', steps: '2', spent: '20', held: '5' })
+      await f.raw.setSessionTtl(hash, 'over', 0)
+      // Past the old budget and steps: admitted, as the first request of a new session of that id.
+      expect((await f.store.reserve(input(hash, 25, session('over')))).ok).toBe(true)
+      const s = await f.session(hash, 'over')
+      expect(s).toMatchObject({ steps: '1', held: '25' })
+      expect(s.spent ?? '0').toBe('0')
+      expect(s.budget).toBeUndefined()
+      expect(s.max_steps).toBeUndefined()
+    })
+
     it('set and refresh the session TTL on every request, refused ones included', async () => {
       const hash = await f.newKey()
       await reserved(hash, 10, session('ttl', 10))

@@ -34,6 +34,8 @@ export interface Db {
    * makes a row object in dictionary mode (slow to make and to read).
    */
   arrayStatement(sql: string): StatementSync
+  /** Prepared anew and not kept here: for SQL made now and then (once a minute), which the caller keeps. */
+  prepare(sql: string): StatementSync
   /**
    * Runs `work` (synchronous, a few statements) in one BEGIN IMMEDIATE transaction. While another
    * process holds the write lock it retries on timers for up to the busy timeout; then, and for any
@@ -179,6 +181,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       }
       return s
     },
+    prepare: (sql) => connection().prepare(sql),
     transactionNow,
     transaction<T>(what: string, work: () => T): Promise<T> {
       return new Promise<T>((resolve, reject) => {

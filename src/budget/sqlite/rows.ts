@@ -72,19 +72,12 @@ export function limitOf(row: KeyRow, window: WindowName): Micros | null {
   return row[LIMIT_COLUMN[window]]
 }
 
-/** What a reserve reads first, as one row: the key, and whether the request id was used (1) or not (0). */
-export interface ReserveRow extends KeyRow {
-  used: number
-}
+// Read by every reserve: its values as an array (node:sqlite makes a row object in dictionary mode).
+const READ_KEY_SQL = `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget,
+    session_max_steps, unlimited, rpm, loop_limit, loop_window FROM keys WHERE hash = ?`
 
-// One primary-key probe of each table (a join of the periods here costs more than reading them apart).
-const READ_FOR_RESERVE_SQL = `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget,
-    session_max_steps, unlimited, rpm, loop_limit, loop_window,
-    EXISTS (SELECT 1 FROM reservations WHERE hash = ?1 AND request_id = ?2 AND expires_at > ?3) AS used
-  FROM keys WHERE hash = ?1`
-
-/** A READ_FOR_RESERVE_SQL row, in its column order. */
-type ReserveValues = [
+/** A READ_KEY_SQL row, in its column order. */
+type KeyValues = [
   active: number,
   providers: string,
   lim_minute: number | null,
@@ -98,12 +91,11 @@ type ReserveValues = [
   rpm: number | null,
   loop_limit: number | null,
   loop_window: number | null,
-  used: number,
 ]
 
-/** The key row and the request id's use, in one statement; undefined when the key does not exist. */
-export function readForReserve(db: Db, hash: string, requestId: string, nowMs: number): ReserveRow | undefined {
-  const v = db.arrayStatement(READ_FOR_RESERVE_SQL).get(hash, requestId, nowMs) as ReserveValues | undefined
+/** The key's row; undefined when the key does not exist. */
+export function readKey(db: Db, hash: string): KeyRow | undefined {
+  const v = db.arrayStatement(READ_KEY_SQL).get(hash) as KeyValues | undefined
   if (v === undefined) return undefined
   return {
     active: v[0],
@@ -119,17 +111,7 @@ export function readForReserve(db: Db, hash: string, requestId: string, nowMs: n
     rpm: v[10],
     loop_limit: v[11],
     loop_window: v[12],
-    used: v[13],
   }
-}
-
-export function readKey(db: Db, hash: string): KeyRow | undefined {
-  return db
-    .statement(
-      `SELECT active, providers, lim_minute, lim_hourly, lim_daily, lim_weekly, lim_monthly, session_budget, session_max_steps,
-         unlimited, rpm, loop_limit, loop_window FROM keys WHERE hash = ?`,
-    )
-    .get(hash) as KeyRow | undefined
 }
 
 export function readPeriod(db: Db, hash: string, window: WindowName, period: string, nowMs: number): { spent: number; held: number } {
@@ -165,31 +147,21 @@ export interface PeriodHold {
   expiresAt: number
 }
 
-// The request count is a literal per row (1 for the minute), so the SQL text, and its prepared statement, stays one.
-const HOLD_IN_ALL_SQL = `INSERT INTO periods (hash, win, period, spent, held, expires_at, requests) VALUES ${WINDOW_NAMES.map(
-  (window, i) => `(?1, ?${3 + 3 * i}, ?${4 + 3 * i}, 0, ?2, ?${5 + 3 * i}, ${window === 'minute' ? 1 : 0})`,
-).join(', ')}
-     ON CONFLICT (hash, win, period) DO UPDATE SET
-       spent = CASE WHEN expires_at > ?18 THEN spent ELSE 0 END,
-       held = CASE WHEN expires_at > ?18 THEN held ELSE 0 END + excluded.held,
-       requests = CASE WHEN expires_at > ?18 THEN requests ELSE 0 END + excluded.requests,
-       expires_at = CASE WHEN expires_at > ?18 THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`
+/**
+ * holdInPeriod's rules as the conflict clause of a multi-row insert whose rows bring their hold (`held`), their
+ * request count (`requests`: 1 in the minute) and lifetime; `now` names the clock's parameter.
+ */
+export const holdConflict = (now: string): string => `ON CONFLICT (hash, win, period) DO UPDATE SET
+       spent = CASE WHEN expires_at > ${now} THEN spent ELSE 0 END,
+       held = CASE WHEN expires_at > ${now} THEN held ELSE 0 END + excluded.held,
+       requests = CASE WHEN expires_at > ${now} THEN requests ELSE 0 END + excluded.requests,
+       expires_at = CASE WHEN expires_at > ${now} THEN max(expires_at, excluded.expires_at) ELSE excluded.expires_at END`
 
-/** A reserve's hold in all five window periods (WINDOW_NAMES order) in one statement (same rules as holdInPeriod); counts the request in the minute. */
-export function holdInAllPeriods(db: Db, hash: string, periods: readonly PeriodHold[], add: Micros, nowMs: number): void {
-  if (periods.length !== WINDOW_NAMES.length || periods.some((p, i) => p.window !== WINDOW_NAMES[i])) {
-    throw new RangeError(`expected the ${WINDOW_NAMES.length} periods in window order`)
-  }
-  const [m, h, d, w, mo] = periods as [PeriodHold, PeriodHold, PeriodHold, PeriodHold, PeriodHold]
-  db.statement(HOLD_IN_ALL_SQL).run(
-    hash, add,
-    m.window, m.period, m.expiresAt,
-    h.window, h.period, h.expiresAt,
-    d.window, d.period, d.expiresAt,
-    w.window, w.period, w.expiresAt,
-    mo.window, mo.period, mo.expiresAt,
-    nowMs,
-  )
+/** Whether `periods` are one of each window, in WINDOW_NAMES order. */
+function inWindowOrder(periods: readonly { window: WindowName }[]): boolean {
+  if (periods.length !== WINDOW_NAMES.length) return false
+  for (let i = 0; i < periods.length; i++) if ((periods[i] as { window: WindowName }).window !== WINDOW_NAMES[i]) return false
+  return true
 }
 
 /** One settle's booked periods: where it charges and releases. */
@@ -212,8 +184,20 @@ export interface BookedDay {
   expiresAt: number
 }
 
-// The SQL text of bookInPeriods for n periods, without (2n) or with (2n + 1) a day row, built once each.
+/**
+ * bookInPeriods' rules as the conflict clause of a multi-row insert whose rows bring `actual` as their spend
+ * and their lifetime: ?2 actual, ?3 reserved, ?5 the clock. The day row (spend history) always adds, keeps its
+ * hold (none) and takes the new lifetime; period rows as holdInPeriod.
+ */
+export const BOOK_CONFLICT = `ON CONFLICT (hash, win, period) DO UPDATE SET
+       spent = CASE WHEN win = '${DAY_ROW}' OR expires_at > ?5 THEN spent ELSE 0 END + ?2,
+       held = CASE WHEN win = '${DAY_ROW}' THEN held WHEN expires_at > ?5 THEN max(held - ?3, 0) ELSE 0 END,
+       expires_at = CASE WHEN win = '${DAY_ROW}' OR expires_at <= ?5 THEN excluded.expires_at ELSE expires_at END`
+
+// The SQL text of bookInPeriods for n periods with their windows bound, without (2n) or with (2n + 1) a day row,
+// and for the five windows in order as literals (a settle's common case), without (0) or with (1) one; built once each.
 const bookSql: string[] = []
+const bookAllSql: string[] = []
 
 /**
  * Charges `actual` and releases up to `reserved` of the hold (never below zero) in every one of `periods`,
@@ -232,23 +216,32 @@ export function bookInPeriods(
 ): void {
   const n = periods.length
   if (n === 0 && day === null) return
-  const shape = 2 * n + (day === null ? 0 : 1)
-  let sql = bookSql[shape]
+  // One of each window in order: the windows are literals in the SQL, and only the periods are bound.
+  const all = inWindowOrder(periods)
+  const cache = all ? bookAllSql : bookSql
+  const shape = (all ? 0 : 2 * n) + (day === null ? 0 : 1)
+  let sql = cache[shape]
   if (sql === undefined) {
-    const values = periods.map((_, i) => `(?1, ?${6 + 2 * i}, ?${7 + 2 * i}, ?2, 0, ?4)`)
-    if (day !== null) values.push(`(?1, '${DAY_ROW}', ?${6 + 2 * n}, ?2, 0, ?${7 + 2 * n})`)
-    // The day row (spend history) always adds, keeps its hold (none) and takes the new lifetime; period rows as holdInPeriod.
-    sql = `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values.join(', ')}
-     ON CONFLICT (hash, win, period) DO UPDATE SET
-       spent = CASE WHEN win = '${DAY_ROW}' OR expires_at > ?5 THEN spent ELSE 0 END + ?2,
-       held = CASE WHEN win = '${DAY_ROW}' THEN held WHEN expires_at > ?5 THEN max(held - ?3, 0) ELSE 0 END,
-       expires_at = CASE WHEN win = '${DAY_ROW}' OR expires_at <= ?5 THEN excluded.expires_at ELSE expires_at END`
-    bookSql[shape] = sql
+    const values = all
+      ? WINDOW_NAMES.map((window, i) => `(?1, '${window}', ?${6 + i}, ?2, 0, ?4)`)
+      : periods.map((_, i) => `(?1, ?${6 + 2 * i}, ?${7 + 2 * i}, ?2, 0, ?4)`)
+    const next = 6 + (all ? n : 2 * n)
+    if (day !== null) values.push(`(?1, '${DAY_ROW}', ?${next}, ?2, 0, ?${next + 1})`)
+    sql = `INSERT INTO periods (hash, win, period, spent, held, expires_at) VALUES ${values.join(', ')} ${BOOK_CONFLICT}`
+    cache[shape] = sql
+  }
+  const statement = db.statement(sql)
+  if (all) {
+    // A settle's common case, bound without an array of arguments.
+    const [m, h, d, w, mo] = periods as [BookedPeriod, BookedPeriod, BookedPeriod, BookedPeriod, BookedPeriod]
+    if (day === null) statement.run(hash, actual, reserved, expiresAt, nowMs, m.period, h.period, d.period, w.period, mo.period)
+    else statement.run(hash, actual, reserved, expiresAt, nowMs, m.period, h.period, d.period, w.period, mo.period, day.day, day.expiresAt)
+    return
   }
   const args: Array<string | number> = [hash, actual, reserved, expiresAt, nowMs]
   for (const p of periods) args.push(p.window, p.period)
   if (day !== null) args.push(day.day, day.expiresAt)
-  db.statement(sql).run(...args)
+  statement.run(...args)
 }
 
 export function readSession(db: Db, hash: string, id: string, nowMs: number): SessionRow | undefined {
@@ -258,12 +251,7 @@ export function readSession(db: Db, hash: string, id: string, nowMs: number): Se
   return v === undefined ? undefined : { budget: v[0], max_steps: v[1], steps: v[2], spent: v[3], held: v[4], loop_limit: v[5] }
 }
 
-/** Drops a session row whose idle lifetime is over, so what follows sees a new session. */
-export function dropExpiredSession(db: Db, hash: string, id: string, nowMs: number): void {
-  db.statement('DELETE FROM sessions WHERE hash = ? AND id = ? AND expires_at <= ?').run(hash, id, nowMs)
-}
-
-/** Writes a live session's limits, counters and lifetime (creating it when new). */
+/** Writes a session's limits, counters and lifetime: every column, so a new session or one past its lifetime is written whole. */
 export function writeSession(db: Db, hash: string, id: string, s: SessionRow, expiresAt: number): void {
   db.statement(
     `INSERT INTO sessions (hash, id, budget, max_steps, steps, spent, held, expires_at, loop_limit)
@@ -295,23 +283,51 @@ export function readReservation(db: Db, hash: string, requestId: string, nowMs: 
   return v === undefined ? undefined : { state: v[0], amount: v[1], provider: v[2], booked: v[3], charged: v[4] }
 }
 
-export function writeReservation(
+/** Whether the request id has a live record (held, settled or a tombstone). */
+export function reservationUsed(db: Db, hash: string, requestId: string, nowMs: number): boolean {
+  return db.arrayStatement('SELECT 1 FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ?').get(hash, requestId, nowMs) !== undefined
+}
+
+/**
+ * Writes a held record for a request id without a live record (an expired one is replaced); false, and
+ * nothing written, when the id has a live record (held, settled or a tombstone): the id was used.
+ */
+export function writeHeldReservation(
   db: Db,
   hash: string,
   requestId: string,
-  r: ReservationRow & { createdAt: string },
+  r: { amount: Micros; provider: string; booked: string; createdAt: string },
   expiresAt: number,
-): void {
-  db.statement(
-    `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-     ON CONFLICT (hash, request_id) DO UPDATE SET state = ?3, amount = ?4, provider = ?5, booked = ?6,
-       charged = ?7, created_at = ?8, expires_at = ?9`,
-  ).run(hash, requestId, r.state, r.amount, r.provider, r.booked, r.charged, r.createdAt, expiresAt)
+  nowMs: number,
+): boolean {
+  const { changes } = db
+    .statement(
+      `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)
+       VALUES (?1, ?2, 'held', ?3, ?4, ?5, 0, ?6, ?7)
+       ON CONFLICT (hash, request_id) DO UPDATE SET state = 'held', amount = ?3, provider = ?4, booked = ?5,
+         charged = 0, created_at = ?6, expires_at = ?7 WHERE expires_at <= ?8`,
+    )
+    .run(hash, requestId, r.amount, r.provider, r.booked, r.createdAt, expiresAt, nowMs)
+  return changes === 1
 }
 
 export function growReservation(db: Db, hash: string, requestId: string, add: Micros): void {
   db.statement('UPDATE reservations SET amount = amount + ? WHERE hash = ? AND request_id = ?').run(add, hash, requestId)
+}
+
+/**
+ * Marks a held request settled with `charged`, as settleHeld does, when its live record holds exactly `amount`
+ * (the caller's own reservation, the common case): one statement instead of a read and a write. False, and
+ * nothing changed, when it does not (settled before, no record, or another amount: ask settleHeld).
+ */
+export function settleHeldAmount(db: Db, hash: string, requestId: string, amount: Micros, charged: Micros, expiresAt: number, nowMs: number): boolean {
+  const { changes } = db
+    .statement(
+      `UPDATE reservations SET state = 'settled', charged = ?4, booked = '', expires_at = ?5
+       WHERE hash = ?1 AND request_id = ?2 AND expires_at > ?6 AND state = 'held' AND amount = ?3`,
+    )
+    .run(hash, requestId, amount, charged, expiresAt, nowMs)
+  return changes === 1
 }
 
 /**

@@ -21,6 +21,7 @@ import {
 import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 import type { Db } from './database.js'
+import { prepareMinute, type MinuteStatements } from './minute-statements.js'
 import * as rows from './rows.js'
 import { checksScopeSize, effectiveLoopLimit, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 
@@ -41,36 +42,51 @@ type Usage = (window: WindowName, periodId: string) => { spent: Micros; held: Mi
 
 /**
  * What every reserve within one UTC minute books alike, made once a minute: the periods, their booked keys
- * (frozen, so reservations share them) as an array and as the stored list, and the holds' rows.
+ * (frozen, so reservations share them) as an array and as the stored list, and the statements that hold and
+ * book in them.
  */
 interface MinutePlan {
   periods: readonly Period[]
   windows: readonly { period: Period; id: string }[]
   bookedKeys: readonly string[]
   booked: string
-  bookedPeriods: readonly rows.BookedPeriod[]
-  holds: readonly rows.PeriodHold[]
+  statements: MinuteStatements
 }
 
-function makeMinutePlan(periods: readonly Period[]): MinutePlan {
-  const bookedPeriods = periods.map((p) => ({ window: p.window, period: p.id }))
-  const bookedKeys = Object.freeze(bookedPeriods.map((b) => rows.bookedKey({ kind: 'period', ...b })))
+function makeMinutePlan(db: Db, periods: readonly Period[], day: rows.BookedDay): MinutePlan {
+  const bookedKeys = Object.freeze(periods.map((p) => rows.bookedKey({ kind: 'period', window: p.window, period: p.id })))
+  const holds = periods.map((p) => ({ window: p.window, period: p.id, expiresAt: p.resetsAt.getTime() + GRACE_MS }))
   return {
     periods,
     windows: periods.map((period) => ({ period, id: period.id })),
     bookedKeys,
     booked: bookedKeys.join('\n'),
-    bookedPeriods,
-    holds: periods.map((p) => ({ window: p.window, period: p.id, expiresAt: p.resetsAt.getTime() + GRACE_MS })),
+    statements: prepareMinute(db, holds, day),
   }
 }
 
-// The UTC day of the last settle: the date string is made once a day, not once a request.
-let lastDay = { index: -1, day: '' }
-function dayOfCached(nowMs: number): string {
+// The UTC day of the last settle and its history row's lifetime: made once a day, not once a request.
+let lastDay: { index: number; booked: rows.BookedDay } = { index: -1, booked: { day: '', expiresAt: 0 } }
+function bookedDay(nowMs: number): rows.BookedDay {
   const index = Math.floor(nowMs / 86_400_000)
-  if (index !== lastDay.index) lastDay = { index, day: dayOf(nowMs) }
-  return lastDay.day
+  if (index !== lastDay.index) lastDay = { index, booked: Object.freeze({ day: dayOf(nowMs), expiresAt: dayExpiresAt(nowMs) }) }
+  return lastDay.booked
+}
+
+const COMMA = 44
+
+/** A reserve with a request id that has a live record: a caller fault, not a refusal. */
+function usedId(requestId: string): StoreUnavailableError {
+  return new StoreUnavailableError(`request id ${requestId} was already used`)
+}
+
+/** Whether the comma-separated list `providers` names `provider` (without making an array per request). */
+function allowsProvider(providers: string, provider: string): boolean {
+  for (let at = providers.indexOf(provider); at !== -1; at = providers.indexOf(provider, at + 1)) {
+    const end = at + provider.length
+    if ((at === 0 || providers.charCodeAt(at - 1) === COMMA) && (end === providers.length || providers.charCodeAt(end) === COMMA)) return true
+  }
+  return false
 }
 
 /** The budget store on the database `db`. */
@@ -80,7 +96,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   let plan: MinutePlan | null = null
   const minutePlan = (nowMs: number): MinutePlan => {
     const periods = currentPeriods(nowMs)
-    if (plan?.periods !== periods) plan = makeMinutePlan(periods)
+    if (plan?.periods !== periods) plan = makeMinutePlan(db, periods, bookedDay(nowMs))
     return plan
   }
   // A reservation's created_at: requests in the same millisecond share the string.
@@ -91,13 +107,10 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   }
 
   function checkKey(hash: string, provider: string): KeyCheck {
-    return checkKeyRow(rows.readKey(db, hash), provider)
-  }
-
-  function checkKeyRow(key: rows.KeyRow | undefined, provider: string): KeyCheck {
+    const key = rows.readKey(db, hash)
     if (key === undefined) return { ok: false, reason: 'invalid_key' }
     if (key.active !== 1) return { ok: false, reason: 'key_revoked' }
-    if (!key.providers.split(',').includes(provider)) return { ok: false, reason: 'provider_not_allowed' }
+    if (!allowsProvider(key.providers, provider)) return { ok: false, reason: 'provider_not_allowed' }
     return { ok: true, key }
   }
 
@@ -129,16 +142,10 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
 
   function reserveTx(input: ReserveInput, nowMs: number): ReserveResult {
     const { keyHash: hash, session } = input
-    // The key and the request id's record, in one statement.
-    const row = rows.readForReserve(db, hash, input.requestId, nowMs)
-    const checked = checkKeyRow(row, input.provider)
+    const checked = checkKey(hash, input.provider)
     if (!checked.ok) return checked
     const { key } = checked
     if (budgetNotSet(key)) return { ok: false, reason: 'budget_not_set' }
-    // A request id is used once: a held, settled or tombstoned record means a caller fault.
-    if (row?.used === 1) {
-      throw new StoreUnavailableError(`request id ${input.requestId} was already used`)
-    }
     const minute = minutePlan(nowMs)
     const periods = minute.windows
     const sessionExpiresAt = nowMs + sessionTtlMs
@@ -149,11 +156,14 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // The session row is written once: by a refusal as read and lowered (keepAlive), by an admission counted.
     let keepAlive = false
     const refuse = (refusal: Refusal): Refusal => {
+      // A request id is used once: a live record (held, settled or tombstone) means a caller fault, before any
+      // refusal. Asked here for a refusal; an admission finds it as it writes the record (one probe fewer).
+      if (rows.reservationUsed(db, hash, input.requestId, nowMs)) throw usedId(input.requestId)
       if (keepAlive && session !== null && s !== undefined) rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
       return refusal
     }
     if (session !== null) {
-      rows.dropExpiredSession(db, hash, session.id, nowMs)
+      // A row past its idle lifetime reads as none (a new session) and is overwritten whole when written.
       const stored = rows.readSession(db, hash, session.id, nowMs)
       s = {
         budget: lowest(lowest(stored?.budget ?? null, session.budgetMicros), key.session_budget),
@@ -210,7 +220,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // Admitted: hold the grant in every window period (limited or not, so status shows all spend).
     // Booked beyond the periods: the session and the loop step.
     const booked: rows.Booked[] = []
-    rows.holdInAllPeriods(db, hash, minute.holds, grant, nowMs)
+    minute.statements.hold(hash, grant, nowMs)
     if (session !== null && s !== undefined) {
       rows.writeSession(db, hash, session.id, { ...s, steps: s.steps + 1, held: s.held + grant }, sessionExpiresAt)
       booked.push({ kind: 'session', id: session.id })
@@ -227,13 +237,16 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       }
     }
     const bookedKeys = booked.length === 0 ? minute.bookedKeys : Object.freeze([...minute.bookedKeys, ...booked.map(rows.bookedKey)])
-    rows.writeReservation(
+    const written = rows.writeHeldReservation(
       db,
       hash,
       input.requestId,
-      { state: 'held', amount: grant, provider: input.provider, booked: booked.length === 0 ? minute.booked : bookedKeys.join('\n'), charged: 0, createdAt: createdAt(nowMs) },
+      { amount: grant, provider: input.provider, booked: booked.length === 0 ? minute.booked : bookedKeys.join('\n'), createdAt: createdAt(nowMs) },
       nowMs + RESERVATION_TTL_MS,
+      nowMs,
     )
+    // Throwing rolls back everything this reserve wrote.
+    if (!written) throw usedId(input.requestId)
     const remainingMicros = room === null ? null : room - grant
     return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: grant, bookedKeys, remainingMicros } }
   }
@@ -288,11 +301,18 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return result
   }
 
-  /** Charges `actual` and releases the hold in the booked places, once per request id. */
-  function settleTx(hash: string, requestId: string, bookedKeys: readonly string[], actual: Micros, nowMs: number): SettleResult {
+  /**
+   * Charges `actual` and releases the hold in the booked places, once per request id. `heldMicros`: what the
+   * caller believes the record holds (null: unknown); the record's own amount is what is released.
+   */
+  function settleTx(hash: string, requestId: string, bookedKeys: readonly string[], actual: Micros, nowMs: number, heldMicros: Micros | null): SettleResult {
     const expiresAt = nowMs + SETTLED_RECORD_TTL_MS
-    // The common case, a held record, is read and marked settled.
-    let reserved = rows.settleHeld(db, hash, requestId, actual, expiresAt, nowMs)
+    // The common case, a record held with the caller's amount, is marked settled in one statement; otherwise
+    // a held record is read and marked settled.
+    let reserved =
+      heldMicros !== null && rows.settleHeldAmount(db, hash, requestId, heldMicros, actual, expiresAt, nowMs)
+        ? heldMicros
+        : rows.settleHeld(db, hash, requestId, actual, expiresAt, nowMs)
     if (reserved === undefined) {
       const record = rows.readReservation(db, hash, requestId, nowMs)
       if (record?.state === 'settled') return { chargedMicros: record.charged, alreadySettled: true }
@@ -300,28 +320,29 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       reserved = 0
       rows.settleReservation(db, hash, requestId, actual, new Date(nowMs).toISOString(), expiresAt)
     }
-    // The common case, a reservation of this minute booked in its periods alone, needs no parsing.
-    let periods: readonly rows.BookedPeriod[] | undefined = bookedKeys === plan?.bookedKeys ? plan.bookedPeriods : undefined
-    if (periods === undefined) {
-      const parsed: rows.BookedPeriod[] = []
-      for (const key of bookedKeys) {
-        const b = rows.parseBooked(key)
-        if (b.kind === 'period') parsed.push(b)
-        else if (b.kind === 'session') rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
-        else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
-      }
-      periods = parsed
+    const day = actual > 0 ? bookedDay(nowMs) : null
+    // The common case, a reservation of this minute booked in its periods alone, needs no parsing, and its
+    // minute's statement books it when the history day is that minute's too.
+    if (bookedKeys === plan?.bookedKeys && (day === null || day.day === plan.statements.day)) {
+      plan.statements.book(hash, actual, reserved, nowMs + GRACE_MS, nowMs, day !== null)
+      return { chargedMicros: actual, alreadySettled: false }
     }
-    const day = actual > 0 ? { day: dayOfCached(nowMs), expiresAt: dayExpiresAt(nowMs) } : null
+    const periods: rows.BookedPeriod[] = []
+    for (const key of bookedKeys) {
+      const b = rows.parseBooked(key)
+      if (b.kind === 'period') periods.push(b)
+      else if (b.kind === 'session') rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
+      else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
+    }
     rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs, day)
     return { chargedMicros: actual, alreadySettled: false }
   }
 
   async function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
     assertMicros('actualMicros', actualMicros)
-    const { keyHash, requestId, bookedKeys } = reservation
+    const { keyHash, requestId, bookedKeys, reservedMicros } = reservation
     const nowMs = now()
-    return await db.transaction('settle', () => settleTx(keyHash, requestId, bookedKeys, actualMicros, nowMs))
+    return await db.transaction('settle', () => settleTx(keyHash, requestId, bookedKeys, actualMicros, nowMs, reservedMicros))
   }
 
   async function abandon(keyHash: string, requestId: string): Promise<void> {
@@ -333,7 +354,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       if (record?.state === 'settled') return
       // Held: release it (settle at 0) where it was booked. None: the tombstone blocks a late reserve.
       const booked = record === undefined ? [] : record.booked.split('\n').filter((k) => k !== '')
-      settleTx(keyHash, requestId, booked, 0, nowMs)
+      settleTx(keyHash, requestId, booked, 0, nowMs, record === undefined ? null : record.amount)
     })
   }
 
