@@ -5,6 +5,7 @@ import { loadDashboardAssets } from './admin/dashboard-assets.js'
 import { guardAdmin } from './admin/security.js'
 import type { BudgetStore, KeyAdmin } from './budget/types.js'
 import type { Metrics } from './metrics.js'
+import { lazySchemaCompilers } from './schema-compilers.js'
 
 export interface AdminOptions {
   logger: Logger
@@ -26,6 +27,7 @@ export function buildAdminApp(options: AdminOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: options.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
+    schemaController: lazySchemaCompilers(),
   })
   const dashboard = loadDashboardAssets()
   guardAdmin(app, { token: options.token, sendLoginPage: dashboard.sendPage })

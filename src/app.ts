@@ -10,6 +10,7 @@ import { createPipeline, type PipelineDeps } from './proxy/pipeline.js'
 import { sendError } from './proxy/respond.js'
 import { recordRequest } from './proxy/summary.js'
 import { parseTarget } from './proxy/target.js'
+import { lazySchemaCompilers } from './schema-compilers.js'
 
 export interface AppOptions extends PipelineDeps {
   logger: Logger
@@ -28,6 +29,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     bodyLimit: options.config.maxBodyBytes,
     // Proxy paths carry provider syntax such as `models/gemini-pro:generateContent`.
     routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 1000 },
+    schemaController: lazySchemaCompilers(),
     ...(options.serverFactory ? { serverFactory: options.serverFactory } : {}),
   })
 

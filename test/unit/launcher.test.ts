@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest'
  * Every way to start the proxy gives node the same flags (V8's young generation bounded, so 1,000 open streams
  * do not grow it to 128 MiB of semi-spaces on a large machine, and never shrunk below 4 MiB nor by V8's memory
  * reducer, so traffic after a lull is not met by a scavenge every few dozen requests) and the same environment
- * (glibc's mmap threshold fixed, so freed big buffers leave the resident set): the `loopers` bin's first line,
+ * (glibc's mmap threshold fixed, so freed big buffers leave the resident set), and no Maglev tier (whose background
+ * compilations left ~10 MiB in malloc arenas with 1,000 streams open): the `loopers` bin's first line,
  * the Docker image's launcher and `npm start`.
  */
 const read = (path: string): string => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8')
@@ -18,7 +19,7 @@ describe('launcher flags', () => {
   it('the bin runs node through `env -S` with the launcher environment and flags', () => {
     expect(bin, shebang).not.toBeNull()
     expect(bin?.[1]?.trim()).toBe('MALLOC_MMAP_THRESHOLD_=1048576')
-    expect(flagsOf(bin?.[2] ?? '')).toEqual(['--max-semi-space-size=16', '--min-semi-space-size=4', '--no-memory-reducer', '--initial-old-space-size=64'])
+    expect(flagsOf(bin?.[2] ?? '')).toEqual(['--max-semi-space-size=16', '--min-semi-space-size=4', '--no-memory-reducer', '--initial-old-space-size=64', '--no-maglev'])
   })
 
   it('docker/loopers and `npm start` give node the same environment and flags', () => {
