@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { IncomingMessage } from 'node:http'
 import { request } from 'undici'
+import { startFakeOpenAi, type FakeOpenAi } from '../support/fake-openai.js'
 import { startProxy, type TestProxy } from '../support/proxy.js'
+import { startRedis, type TestRedis } from '../support/redis.js'
 
 // The app's Fastify options that the request path's cost depends on.
 describe('buildApp', () => {
@@ -63,5 +65,42 @@ describe('a key the store refuses after the gate let it through', () => {
     await third.body.dump()
     expect(third.headers['x-loopers-error-code']).toBe('key_revoked')
     expect(third.headers.connection).toBe('close')
+  })
+})
+
+// The raw-body parser is registered for JSON by name as well as for everything else (so Fastify caches its
+// match): every content type must still reach the upstream as the same bytes.
+describe('a request body under any content type', () => {
+  let redis: TestRedis
+  let openai: FakeOpenAi
+  let proxy: TestProxy
+  beforeAll(async () => {
+    redis = await startRedis()
+    openai = await startFakeOpenAi()
+    proxy = await startProxy({ REDIS_URL: redis.url, LOG_LEVEL: 'warn', LOOPERS_OPENAI_BASE_URL: openai.url, LOOPERS_OPENAI_API_KEY: 'sk-upstream' })
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    await openai?.close()
+    await redis?.stop()
+  })
+
+  it('is forwarded byte for byte, whatever its Content-Type says', async () => {
+    const { key } = await proxy.admin.createKey('content-types', ['openai'], { unlimited: true, loopLimit: 0 })
+    const types = ['application/json', 'application/json; charset=utf-8', 'Application/JSON', 'text/plain', 'application/x-odd', null]
+    for (const [i, type] of types.entries()) {
+      // Odd spacing and key order: only the raw bytes are the same bytes.
+      const raw = `{ "max_tokens":4,  "model":"gpt-test","messages":[{"role":"user","content":"case ${i}"}] }`
+      const before = openai.received.length
+      const response = await request(`${proxy.url}/openai/v1/chat/completions`, {
+        method: 'POST',
+        headers: type === null ? { authorization: `Bearer ${key}` } : { authorization: `Bearer ${key}`, 'content-type': type },
+        body: raw,
+      })
+      await response.body.dump()
+      expect({ type, status: response.statusCode }).toEqual({ type, status: 200 })
+      expect(openai.received.length).toBe(before + 1)
+      expect(openai.received[before]?.raw).toBe(raw)
+    }
   })
 })
