@@ -4,7 +4,7 @@
  * off while this runs. Each checkpoint fsyncs the WAL, which bounds what a power cut can lose to about
  * the last second of commits. Under commits that never pause, a PASSIVE checkpoint always ends with newer
  * frames in the WAL, so SQLite never starts it over and it grows without end (~1 KiB a request); once it
- * holds more than `truncateFrames`, the worker takes the write lock for a TRUNCATE checkpoint (a few ms:
+ * holds more than `truncateFrames`, the worker takes the write lock for a TRUNCATE checkpoint (5-20 ms:
  * commits meanwhile retry on timers, never blocking the event loop) and the next commit starts it over.
  * If the worker dies, `onExit` lets the caller turn auto-checkpoint back on.
  * The worker (a thread with its own V8 heap, ~18 MB of RSS) runs only while there are commits: it
@@ -17,7 +17,7 @@ export const CHECKPOINT_INTERVAL_MS = 1_000
 export const CHECKPOINT_IDLE_STOP_MS = 30_000
 /** WAL frames (pages, 4 KiB each) past which the worker empties the WAL: journal_size_limit's 16 MiB. */
 export const CHECKPOINT_TRUNCATE_FRAMES = 4_096
-/** How long the worker keeps trying for the write lock to empty the WAL before it waits for its next round. */
+/** How long the worker keeps trying (at most 64 tries) for the write lock to empty the WAL before its next round. */
 const TRUNCATE_TRY_MS = 500
 
 // Self-contained (no project imports), so it runs the same from src/ under the tests and from dist/.
@@ -36,8 +36,9 @@ setInterval(() => {
     if (passive.get().log <= workerData.truncateFrames) return
     // A try that misses the write lock copies what is new (as PASSIVE); once it has the lock, the few
     // frames written since are copied and the WAL emptied, so the next commit starts it over.
+    // Bounded in tries too: a reader that pins the WAL (a long backup) fails every try, each with an fsync.
     const until = Date.now() + workerData.truncateTryMs
-    while (truncate.get().busy !== 0 && Date.now() < until) Atomics.wait(pause, 0, 0, 0.2)
+    for (let tries = 1; truncate.get().busy !== 0 && tries < 64 && Date.now() < until; tries++) Atomics.wait(pause, 0, 0, 0.2)
   } catch {}
 }, workerData.intervalMs)
 `
