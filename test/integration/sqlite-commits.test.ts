@@ -83,6 +83,31 @@ describe('embedded store commits', () => {
     expect(status?.daily).toMatchObject({ spentMicros: 50 * (200 + 64), heldMicros: 0 })
   })
 
+  // The checkpoint worker takes the write lock for a few ms to empty the WAL: requests queued meanwhile
+  // once retried one commit each (~64 commits after every truncation, and a WAL written that many times).
+  it('requests queued while another connection holds the write lock wait for it together and share a commit', async () => {
+    for (let i = 0; i < 200; i++) await request()
+    const other = new DatabaseSync(path)
+    try {
+      const frames = await framesOf(async () => {
+        other.exec('BEGIN IMMEDIATE')
+        setTimeout(() => other.exec('COMMIT'), 30)
+        const reservations = await Promise.all(
+          Array.from({ length: 64 }, async () => {
+            const r = await store.reserve(reserveInput(hash, 100, { requestId: newRequestId() }))
+            if (!r.ok) throw new Error(`refused: ${r.reason}`)
+            return r.reservation
+          }),
+        )
+        await Promise.all(reservations.map((r) => store.settle(r, 50)))
+      })
+      expect(frames).toBeLessThanOrEqual(20)
+      expect((await admin.status(hash))?.daily).toMatchObject({ spentMicros: 50 * (200 + 64), heldMicros: 0 })
+    } finally {
+      other.close()
+    }
+  })
+
   it('a work that throws in a shared commit fails alone; the others keep their results', async () => {
     const used = reserveInput(hash, 100, { requestId: newRequestId() })
     const first = await store.reserve(used)

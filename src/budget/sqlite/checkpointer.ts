@@ -2,7 +2,11 @@
  * Checkpoints the embedded store's WAL from a worker thread once a second, so the proxy's event loop
  * never runs a checkpoint (page copies and fsyncs): the proxy's own connection has auto-checkpoint
  * off while this runs. Each checkpoint fsyncs the WAL, which bounds what a power cut can lose to about
- * the last second of commits. If the worker dies, `onExit` lets the caller turn auto-checkpoint back on.
+ * the last second of commits. Under commits that never pause, a PASSIVE checkpoint always ends with newer
+ * frames in the WAL, so SQLite never starts it over and it grows without end (~1 KiB a request); once it
+ * holds more than `truncateFrames`, the worker takes the write lock for a TRUNCATE checkpoint (5-20 ms:
+ * commits meanwhile retry on timers, never blocking the event loop) and the next commit starts it over.
+ * If the worker dies, `onExit` lets the caller turn auto-checkpoint back on.
  * The worker (a thread with its own V8 heap, ~18 MB of RSS) runs only while there are commits: it
  * starts on the first commit and stops once a whole idle period has passed without one, after many
  * checkpoints have run since the last commit.
@@ -11,15 +15,31 @@ import { Worker } from 'node:worker_threads'
 
 export const CHECKPOINT_INTERVAL_MS = 1_000
 export const CHECKPOINT_IDLE_STOP_MS = 30_000
+/** WAL frames (pages, 4 KiB each) past which the worker empties the WAL: journal_size_limit's 16 MiB. */
+export const CHECKPOINT_TRUNCATE_FRAMES = 4_096
+/** How long the worker keeps trying (at most 64 tries) for the write lock to empty the WAL before its next round. */
+const TRUNCATE_TRY_MS = 500
 
 // Self-contained (no project imports), so it runs the same from src/ under the tests and from dist/.
 const WORKER_SOURCE = `
 const { workerData } = require('node:worker_threads')
 const { DatabaseSync } = require('node:sqlite')
 const db = new DatabaseSync(workerData.path, { timeout: 1000 })
-const checkpoint = db.prepare('PRAGMA wal_checkpoint(PASSIVE)')
+// Only TRUNCATE waits for locks, and it waits by retrying below: SQLite's busy handler sleeps 1-100 ms
+// between tries and, under commits that never pause, rarely finds the write lock free.
+db.exec('PRAGMA busy_timeout = 0')
+const passive = db.prepare('PRAGMA wal_checkpoint(PASSIVE)')
+const truncate = db.prepare('PRAGMA wal_checkpoint(TRUNCATE)')
+const pause = new Int32Array(new SharedArrayBuffer(4))
 setInterval(() => {
-  try { checkpoint.get() } catch {}
+  try {
+    if (passive.get().log <= workerData.truncateFrames) return
+    // A try that misses the write lock copies what is new (as PASSIVE); once it has the lock, the few
+    // frames written since are copied and the WAL emptied, so the next commit starts it over.
+    // Bounded in tries too: a reader that pins the WAL (a long backup) fails every try, each with an fsync.
+    const until = Date.now() + workerData.truncateTryMs
+    for (let tries = 1; truncate.get().busy !== 0 && tries < 64 && Date.now() < until; tries++) Atomics.wait(pause, 0, 0, 0.2)
+  } catch {}
 }, workerData.intervalMs)
 `
 
@@ -33,12 +53,15 @@ export interface CheckpointerOptions {
   intervalMs?: number
   /** The worker stops after between one and two of these without a commit. */
   idleStopMs?: number
+  /** The WAL is emptied once a checkpoint finds it holding more frames than this. */
+  truncateFrames?: number
 }
 
 /** Checkpoints the database at `path` (it must exist) while commits happen; `onExit` runs if the worker ends on its own. */
 export function startCheckpointer(path: string, onExit: () => void, opts: CheckpointerOptions = {}): Checkpointer {
   const intervalMs = opts.intervalMs ?? CHECKPOINT_INTERVAL_MS
   const idleStopMs = opts.idleStopMs ?? CHECKPOINT_IDLE_STOP_MS
+  const truncateFrames = opts.truncateFrames ?? CHECKPOINT_TRUNCATE_FRAMES
   let worker: Worker | null = null
   let idleTimer: NodeJS.Timeout | null = null
   let commits = 0
@@ -47,7 +70,7 @@ export function startCheckpointer(path: string, onExit: () => void, opts: Checkp
   let failed = false
 
   function start(): void {
-    const started = new Worker(WORKER_SOURCE, { eval: true, workerData: { path, intervalMs } })
+    const started = new Worker(WORKER_SOURCE, { eval: true, workerData: { path, intervalMs, truncateFrames, truncateTryMs: TRUNCATE_TRY_MS } })
     worker = started
     started.unref()
     started.on('error', () => undefined)

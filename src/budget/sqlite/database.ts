@@ -40,8 +40,9 @@ export interface Db {
    * Runs `work` (synchronous, a few statements) in one BEGIN IMMEDIATE transaction. While another
    * process holds the write lock it retries on timers for up to the busy timeout; then, and for any
    * other SQLite fault, it rejects with StoreUnavailableError. Works queued in one turn of the event
-   * loop commit together (one commit, each page written once), in the order they were queued; if any
-   * of them throws, none of that commit stays and each runs again in a transaction of its own.
+   * loop commit together (one commit, each page written once), in the order they were queued, and wait
+   * together while the lock is taken; if any of them throws, none of that commit stays and each runs
+   * again in a transaction of its own.
    */
   transaction<T>(what: string, work: () => T): Promise<T>
   /** The same, once, without waiting for a lock held elsewhere (for background work that retries anyway). */
@@ -139,27 +140,54 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     const batch = queue.length > MAX_BATCH ? queue.splice(0, MAX_BATCH) : queue
     if (batch === queue) queue = []
     else schedule()
-    if (batch.length > 1 && commitTogether(batch)) return
+    if (batch.length > 1) {
+      const failure = commitTogether(batch)
+      if (failure === null) return
+      // The write lock is taken (by another process, or the checkpoint worker emptying the WAL): nothing ran,
+      // so the batch waits for it together rather than as that many commits of one work each.
+      if (isBusy(failure)) return void retryTogether(batch)
+    }
+    aloneEach(batch)
+  }
+  const aloneEach = (batch: readonly Queued[]): void => {
     for (const q of batch) transactionAlone(q.what, q.work).then(q.resolve, q.reject)
+  }
+  /** Retries `batch` as one commit on timers while the write lock is taken, for up to the busy timeout. */
+  async function retryTogether(batch: readonly Queued[]): Promise<void> {
+    const deadline = Date.now() + busyTimeoutMs
+    for (let delay = 1; Date.now() + delay <= deadline; delay = Math.min(2 * delay, MAX_RETRY_DELAY_MS)) {
+      await new Promise((resolve) => setTimeout(resolve, delay))
+      const failure = commitTogether(batch)
+      if (failure === null) return
+      if (!isBusy(failure)) return aloneEach(batch)
+    }
+    // Past the busy timeout: each alone once, failing closed if the lock is still taken.
+    for (const q of batch) {
+      try {
+        q.resolve(transactionNow(q.what, q.work))
+      } catch (err) {
+        q.reject(err)
+      }
+    }
   }
   const schedule = (): void => {
     if (scheduled) return
     scheduled = true
     setImmediate(flush)
   }
-  /** Every work of `batch` in one transaction, results handed out after the commit; false (nothing kept) if any throws. */
-  const commitTogether = (batch: readonly Queued[]): boolean => {
+  /** Every work of `batch` in one transaction, results handed out after the commit; null, or (nothing kept) what was thrown. */
+  const commitTogether = (batch: readonly Queued[]): unknown => {
     let results: unknown[]
     try {
       const conn = connection()
       results = inTransaction(conn, () => batch.map((q) => q.work()))
-    } catch {
-      return false
+    } catch (err) {
+      return err ?? new Error('a work threw null')
     }
     for (const q of batch) opts.onCommit?.(q.what)
     report('ready')
     batch.forEach((q, i) => q.resolve(results[i]))
-    return true
+    return null
   }
 
   return {
