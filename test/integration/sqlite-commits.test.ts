@@ -52,6 +52,18 @@ describe('embedded store commits', () => {
     await store.settle(r.reservation, 50)
   }
 
+  /** 64 reserves in flight together, then their settles at 50 each. */
+  const reserveAndSettle64 = async (): Promise<void> => {
+    const reservations = await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        const r = await store.reserve(reserveInput(hash, 100, { requestId: newRequestId() }))
+        if (!r.ok) throw new Error(`refused: ${r.reason}`)
+        return r.reservation
+      }),
+    )
+    await Promise.all(reservations.map((r) => store.settle(r, 50)))
+  }
+
   it('one request, reserve then settle, writes at most 5 pages once thousands of records exist (was 6.2)', async () => {
     for (let i = 0; i < 3_000; i++) await request()
     const n = 400
@@ -67,16 +79,7 @@ describe('embedded store commits', () => {
 
   it('requests in flight together share commits: 64 reserves and their settles write a few pages, not hundreds', async () => {
     for (let i = 0; i < 200; i++) await request()
-    const frames = await framesOf(async () => {
-      const reservations = await Promise.all(
-        Array.from({ length: 64 }, async () => {
-          const r = await store.reserve(reserveInput(hash, 100, { requestId: newRequestId() }))
-          if (!r.ok) throw new Error(`refused: ${r.reason}`)
-          return r.reservation
-        }),
-      )
-      await Promise.all(reservations.map((r) => store.settle(r, 50)))
-    })
+    const frames = await framesOf(reserveAndSettle64)
     // One commit for the 64 reserves and one for the settles (each page once), where a commit each wrote ~300.
     expect(frames).toBeLessThanOrEqual(20)
     const status = await admin.status(hash)
@@ -92,14 +95,7 @@ describe('embedded store commits', () => {
       const frames = await framesOf(async () => {
         other.exec('BEGIN IMMEDIATE')
         setTimeout(() => other.exec('COMMIT'), 30)
-        const reservations = await Promise.all(
-          Array.from({ length: 64 }, async () => {
-            const r = await store.reserve(reserveInput(hash, 100, { requestId: newRequestId() }))
-            if (!r.ok) throw new Error(`refused: ${r.reason}`)
-            return r.reservation
-          }),
-        )
-        await Promise.all(reservations.map((r) => store.settle(r, 50)))
+        await reserveAndSettle64()
       })
       expect(frames).toBeLessThanOrEqual(20)
       expect((await admin.status(hash))?.daily).toMatchObject({ spentMicros: 50 * (200 + 64), heldMicros: 0 })
