@@ -5,11 +5,9 @@
 //                     [--trials=6] [--duration=4000] [--together] [--prof=DIR (B and the floor under --cpu-prof; or --import=MODULE, preloaded in all three)]
 //                     [--store=redis|sqlite (sqlite: each proxy, and the floor, on its own embedded store file)]
 //                     [--log-a=warn] [--log-b=warn] (each side's LOG_LEVEL: --log-a=info --log-b=warn with one build for the cost of info)
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool, openLoop } from './load.mjs'
-import { createBenchKey, threadsCpuMs, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
+import { createBenchKey, threadsCpuMs, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
@@ -31,17 +29,8 @@ const profFlags = (dir) =>
   profDir === null ? [] : arg('import', null) !== null ? ['--import', arg('import')] : ['--cpu-prof', `--cpu-prof-dir=${dir}`]
 const BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
 
-const pinning = detectPinning()
-if (pinning.used) pinSelf(OTHERS_CORE)
-const dir = mkdtempSync(join(tmpdir(), 'loopers-ab-'))
-const started = []
-const watchdog = setTimeout(() => process.exit(1), 20 * 60_000)
+const { pinning, dir, started, redis, fake, close } = await startBenchStack('loopers-ab-', { fake: { completionTokens: 16 } })
 try {
-  const redis = await startRedis({ pin: pinning.used, dir })
-  started.push(redis)
-  const fake = await startFake({ pin: pinning.used })
-  started.push(fake)
-  await fake.reset({ completionTokens: 16 })
   const sqlite = storeKind === 'sqlite'
   // On the embedded store each proxy has a file of its own (named by LOOPERS_DB, no REDIS_URL).
   const proxyStore = (name) => (sqlite ? { redisUrl: null, extraEnv: { LOOPERS_DB: join(dir, `${name}.db`) } } : { redisUrl: redis.url })
@@ -103,9 +92,7 @@ try {
   process.stdout.write(`served in all (warm-up included): ${names.map((n) => `${n} ${served[n]}`).join(', ')}\n`)
   await Promise.all(Object.values(pools).map((p) => p.close()))
 } finally {
-  for (const s of started.reverse()) await s.stop()
-  rmSync(dir, { recursive: true, force: true })
-  clearTimeout(watchdog)
+  await close()
 }
 
 /** A bench key (as createBenchKey's) made on the embedded store file at `path`, as the CLI would. */

@@ -3,11 +3,11 @@
 // rotating every trial). Counted inside each process by bench/alloc-probe.mjs (preloaded), so load barely moves it.
 //   node bench/alloc.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--trials=4] [--duration=3000] [--concurrency=64]
 //                        [--log-a=warn] [--log-b=warn] [--sample=DIR (sampling heap profiles of b and the floor: one trial)]
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool } from './load.mjs'
-import { createBenchKey, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
+import { createBenchKey, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
@@ -19,17 +19,8 @@ const sampleDir = arg('sample', null)
 const PROBE = join(ROOT, 'bench/alloc-probe.mjs')
 const BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
 
-const pinning = detectPinning()
-if (pinning.used) pinSelf(OTHERS_CORE)
-const dir = mkdtempSync(join(tmpdir(), 'loopers-alloc-'))
-const started = []
-const watchdog = setTimeout(() => process.exit(1), 15 * 60_000)
+const { pinning, dir, started, redis, fake, close } = await startBenchStack('loopers-alloc-', { watchdogMs: 15 * 60_000, fake: { completionTokens: 16 } })
 try {
-  const redis = await startRedis({ pin: pinning.used, dir })
-  started.push(redis)
-  const fake = await startFake({ pin: pinning.used })
-  started.push(fake)
-  await fake.reset({ completionTokens: 16 })
   const sample = (on) => (sampleDir !== null && on ? { ALLOC_PROBE_SAMPLE: resolve(sampleDir) } : {})
   if (sampleDir !== null) mkdirSync(sampleDir, { recursive: true })
   if (sampleDir !== null) process.env.ALLOC_PROBE_SAMPLE = resolve(sampleDir)
@@ -82,7 +73,5 @@ try {
   process.stdout.write(`b ÷ a bytes/request: median ${med(ab).toFixed(3)} (${Math.min(...ab).toFixed(3)}–${Math.max(...ab).toFixed(3)})\n`)
   await Promise.all(Object.values(pools).map((p) => p.close()))
 } finally {
-  for (const s of started.reverse()) await s.stop()
-  rmSync(dir, { recursive: true, force: true })
-  clearTimeout(watchdog)
+  await close()
 }

@@ -1,7 +1,7 @@
 // Child processes of the benchmark: pinning, start/stop of Redis, the fake upstream and proxies, and
 // what /proc says about them. Every child is registered and killed when this process exits.
 import { execFileSync, spawn } from 'node:child_process'
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs'
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import { join } from 'node:path'
@@ -214,6 +214,36 @@ export async function createBenchKey(redisUrl, name) {
     return key
   } finally {
     client.disconnect()
+  }
+}
+
+/**
+ * What an A/B script starts before its proxies: this process pinned to the others' core when taskset allows, a
+ * temporary directory (`prefix` + random), Redis and the fake upstream (reset to `fake` when given). The script
+ * pushes each process it starts onto `started`; `close()` stops them all, newest first, and removes the
+ * directory. A script still running after `watchdogMs` exits with 1.
+ */
+export async function startBenchStack(prefix, { watchdogMs = 20 * 60_000, fake: fakeOptions = null } = {}) {
+  const pinning = detectPinning()
+  if (pinning.used) pinSelf(OTHERS_CORE)
+  const dir = mkdtempSync(join(os.tmpdir(), prefix))
+  const started = []
+  const watchdog = setTimeout(() => process.exit(1), watchdogMs)
+  const close = async () => {
+    clearTimeout(watchdog)
+    for (const s of started.splice(0).reverse()) await s.stop().catch(() => undefined)
+    rmSync(dir, { recursive: true, force: true })
+  }
+  try {
+    const redis = await startRedis({ pin: pinning.used, dir })
+    started.push(redis)
+    const fake = await startFake({ pin: pinning.used })
+    started.push(fake)
+    if (fakeOptions !== null) await fake.reset(fakeOptions)
+    return { pinning, dir, started, redis, fake, close }
+  } catch (err) {
+    await close()
+    throw err
   }
 }
 

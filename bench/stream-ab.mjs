@@ -6,11 +6,9 @@
 // loop at --rate per second to A and to B at once for --duration ms per trial; prints each side's p50 and B − A.
 //   node bench/stream-ab.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--trials=8] [--streams=20] [--chunks=1000]
 //   node bench/stream-ab.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] --ttfb [--trials=8] [--rate=100] [--duration=3000]
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { burst, createPool, openLoop } from './load.mjs'
-import { cpuSeconds, createBenchKey, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startProxy, startRedis } from './procs.mjs'
+import { cpuSeconds, createBenchKey, ROOT, sleep, startBenchStack, startProxy } from './procs.mjs'
 import { spread } from './report.mjs'
 import { requestPair, streamBody } from './scenarios.mjs'
 
@@ -29,16 +27,8 @@ const durationMs = Number(arg('duration', 3000))
 const median = (xs) => spread(xs).median
 const ratioSpread = (xs) => `${median(xs).toFixed(3)} (${Math.min(...xs).toFixed(3)}–${Math.max(...xs).toFixed(3)})`
 
-const pinning = detectPinning()
-if (pinning.used) pinSelf(OTHERS_CORE)
-const dir = mkdtempSync(join(tmpdir(), 'loopers-stream-ab-'))
-const started = []
-const watchdog = setTimeout(() => process.exit(1), 20 * 60_000)
+const { pinning, dir, started, redis, fake, close } = await startBenchStack('loopers-stream-ab-')
 try {
-  const redis = await startRedis({ pin: pinning.used, dir })
-  started.push(redis)
-  const fake = await startFake({ pin: pinning.used })
-  started.push(fake)
   const sides = {}
   for (const name of ['a', 'b']) {
     sides[name] = await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name, cliPath: builds[name] })
@@ -48,9 +38,7 @@ try {
   if (ttfb) await compareTtfb(sides, fake, key)
   else await compareChunks(sides, fake, key)
 } finally {
-  clearTimeout(watchdog)
-  for (const s of started.reverse()) await s.stop().catch(() => undefined)
-  rmSync(dir, { recursive: true, force: true })
+  await close()
 }
 
 /** Both builds' p50 time to first byte, trial by trial, under the same open-loop load at once. */

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createPool, openLoop } from './load.mjs'
 import { summarizeProfile } from './profile.mjs'
-import { createBenchKey, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
+import { createBenchKey, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
@@ -22,17 +22,8 @@ const PROBE = join(ROOT, 'bench/window-profile-probe.mjs')
 const BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
 const WARM_UP_MS = 4000
 
-const pinning = detectPinning()
-if (pinning.used) pinSelf(OTHERS_CORE)
-const dir = mkdtempSync(join(tmpdir(), 'loopers-window-'))
-const started = []
-const watchdog = setTimeout(() => process.exit(1), 5 * 60_000)
+const { pinning, dir, started, redis, fake, close } = await startBenchStack('loopers-window-', { watchdogMs: 5 * 60_000, fake: { completionTokens: 16 } })
 try {
-  const redis = await startRedis({ pin: pinning.used, dir })
-  started.push(redis)
-  const fake = await startFake({ pin: pinning.used })
-  started.push(fake)
-  await fake.reset({ completionTokens: 16 })
   const files = { proxy: join(out, 'proxy.cpuprofile'), floor: join(out, 'floor.cpuprofile') }
   process.env.WINDOW_PROFILE_OUT = files.floor
   const floor = await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url, nodeArgs: ['--import', PROBE] })
@@ -59,6 +50,5 @@ try {
     console.log('  by origin: ' + s.byOrigin.map((g) => `${g.origin} ${g.pct.toFixed(1)}%`).join(', '))
   }
 } finally {
-  clearTimeout(watchdog)
-  for (const p of started.reverse()) await p.stop().catch(() => undefined)
+  await close()
 }
