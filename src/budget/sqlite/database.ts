@@ -18,11 +18,23 @@ const MAX_RETRY_DELAY_MS = 16
 /** At most this many queued works commit together (a few ms of the loop at most). */
 const MAX_BATCH = 64
 
+/** Told as a work's promise settles: its `what`, when its call began (performance.now()), whether it failed. */
+export type WorkObserver<W extends string = string> = (what: W, startedMs: number, failed: boolean) => void
+
 interface Queued {
   what: string
   work: () => unknown
   resolve: (value: unknown) => void
   reject: (reason: unknown) => void
+  observer: WorkObserver | null
+  startedMs: number
+}
+
+/** Hands `q` its outcome, its observer told first (no reaction on the promise per call). */
+function finish(q: Queued, failed: boolean, value: unknown): void {
+  q.observer?.(q.what, q.startedMs, failed)
+  if (failed) q.reject(value)
+  else q.resolve(value)
 }
 
 export interface Db {
@@ -42,9 +54,9 @@ export interface Db {
    * other SQLite fault, it rejects with StoreUnavailableError. Works queued in one turn of the event
    * loop commit together (one commit, each page written once), in the order they were queued, and wait
    * together while the lock is taken; if any of them throws, none of that commit stays and each runs
-   * again in a transaction of its own.
+   * again in a transaction of its own. `observer` (with `startedMs`) hears once of its end, as its promise settles.
    */
-  transaction<T>(what: string, work: () => T): Promise<T>
+  transaction<T, W extends string = string>(what: W, work: () => T, observer?: WorkObserver<W> | null, startedMs?: number): Promise<T>
   /** The same, once, without waiting for a lock held elsewhere (for background work that retries anyway). */
   transactionNow<T>(what: string, work: () => T): T
   /** Turns SQLite's automatic WAL checkpoints (run inside a commit, on this thread) on or off. */
@@ -150,7 +162,12 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     aloneEach(batch)
   }
   const aloneEach = (batch: readonly Queued[]): void => {
-    for (const q of batch) transactionAlone(q.what, q.work).then(q.resolve, q.reject)
+    for (const q of batch) {
+      transactionAlone(q.what, q.work).then(
+        (value) => finish(q, false, value),
+        (err: unknown) => finish(q, true, err),
+      )
+    }
   }
   /** Retries `batch` as one commit on timers while the write lock is taken, for up to the busy timeout. */
   async function retryTogether(batch: readonly Queued[]): Promise<void> {
@@ -163,11 +180,14 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     }
     // Past the busy timeout: each alone once, failing closed if the lock is still taken.
     for (const q of batch) {
+      let value: unknown
       try {
-        q.resolve(transactionNow(q.what, q.work))
+        value = transactionNow(q.what, q.work)
       } catch (err) {
-        q.reject(err)
+        finish(q, true, err)
+        continue
       }
+      finish(q, false, value)
     }
   }
   const schedule = (): void => {
@@ -186,7 +206,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     }
     for (const q of batch) opts.onCommit?.(q.what)
     report('ready')
-    batch.forEach((q, i) => q.resolve(results[i]))
+    batch.forEach((q, i) => finish(q, false, results[i]))
     return null
   }
 
@@ -211,9 +231,9 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     },
     prepare: (sql) => connection().prepare(sql),
     transactionNow,
-    transaction<T>(what: string, work: () => T): Promise<T> {
+    transaction<T, W extends string = string>(what: W, work: () => T, observer: WorkObserver<W> | null = null, startedMs = 0): Promise<T> {
       return new Promise<T>((resolve, reject) => {
-        queue.push({ what, work, resolve: resolve as (value: unknown) => void, reject })
+        queue.push({ what, work, resolve: resolve as (value: unknown) => void, reject, observer: observer as WorkObserver | null, startedMs })
         schedule()
       })
     },

@@ -7,7 +7,18 @@
 import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
-import { WINDOW_NAMES, type WindowName, type BudgetStore, type ExtendResult, type Refusal, type Reservation, type ReserveInput, type ReserveResult, type SettleResult } from '../types.js'
+import {
+  WINDOW_NAMES,
+  type WindowName,
+  type BudgetStore,
+  type ExtendResult,
+  type Refusal,
+  type Reservation,
+  type ReserveInput,
+  type ReserveResult,
+  type SettleResult,
+  type StoreCallObserver,
+} from '../types.js'
 import {
   assertMicros,
   assertRequestId,
@@ -93,6 +104,8 @@ function allowsProvider(providers: string, provider: string): boolean {
 export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): BudgetStore {
   const now = opts.now ?? Date.now
   const sessionTtlMs = (opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS) * 1000
+  // Told of each reserve, extend and settle as it ends (observeCalls); abandon's own settle is not one.
+  let observer: StoreCallObserver | null = null
   let plan: MinutePlan | null = null
   const minutePlan = (nowMs: number): MinutePlan => {
     const periods = currentPeriods(nowMs)
@@ -251,14 +264,40 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: grant, bookedKeys, remainingMicros } }
   }
 
-  async function reserve(input: ReserveInput): Promise<ReserveResult> {
-    assertReserveInput(input)
-    if (!isKeyHash(input.keyHash)) return { ok: false, reason: 'invalid_key' }
-    const nowMs = now()
-    return await db.transaction('reserve', () => reserveTx(input, nowMs))
+  // reserve and settle are plain functions resolving with their transaction's own promise: no async frame or await
+  // per call, and the observer is told as the group commit hands out the result. A failed argument check rejects,
+  // as an async function's would.
+  function reserve(input: ReserveInput): Promise<ReserveResult> {
+    const started = observer === null ? 0 : performance.now()
+    try {
+      assertReserveInput(input)
+      if (!isKeyHash(input.keyHash)) {
+        observer?.('reserve', started, false)
+        return Promise.resolve({ ok: false, reason: 'invalid_key' })
+      }
+      const nowMs = now()
+      return db.transaction('reserve', () => reserveTx(input, nowMs), observer, started)
+    } catch (err) {
+      observer?.('reserve', started, true)
+      return Promise.reject(err as Error)
+    }
   }
 
+  // Rare (a stream past its reservation), so an async function: the grant is added to the reservation only once
+  // the transaction has committed (its work may run twice when its group commit fails).
   async function extend(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
+    const started = observer === null ? 0 : performance.now()
+    try {
+      const result = await extendOnce(reservation, minMicros, wantMicros)
+      observer?.('extend', started, false)
+      return result
+    } catch (err) {
+      observer?.('extend', started, true)
+      throw err
+    }
+  }
+
+  async function extendOnce(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
     assertMicros('minMicros', minMicros)
     assertMicros('wantMicros', wantMicros)
     if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
@@ -338,11 +377,17 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return { chargedMicros: actual, alreadySettled: false }
   }
 
-  async function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
-    assertMicros('actualMicros', actualMicros)
-    const { keyHash, requestId, bookedKeys, reservedMicros } = reservation
-    const nowMs = now()
-    return await db.transaction('settle', () => settleTx(keyHash, requestId, bookedKeys, actualMicros, nowMs, reservedMicros))
+  function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
+    const started = observer === null ? 0 : performance.now()
+    try {
+      assertMicros('actualMicros', actualMicros)
+      const { keyHash, requestId, bookedKeys, reservedMicros } = reservation
+      const nowMs = now()
+      return db.transaction('settle', () => settleTx(keyHash, requestId, bookedKeys, actualMicros, nowMs, reservedMicros), observer, started)
+    } catch (err) {
+      observer?.('settle', started, true)
+      return Promise.reject(err as Error)
+    }
   }
 
   async function abandon(keyHash: string, requestId: string): Promise<void> {
@@ -362,5 +407,14 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     await db.transaction('ping', () => undefined)
   }
 
-  return { reserve, extend, settle, abandon, ping }
+  return {
+    reserve,
+    extend,
+    settle,
+    abandon,
+    ping,
+    observeCalls(next) {
+      observer = next
+    },
+  }
 }
