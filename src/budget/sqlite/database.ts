@@ -59,11 +59,22 @@ export interface Db {
   transaction<T, W extends string = string>(what: W, work: () => T, observer?: WorkObserver<W> | null, startedMs?: number): Promise<T>
   /** The same, once, without waiting for a lock held elsewhere (for background work that retries anyway). */
   transactionNow<T>(what: string, work: () => T): T
+  /**
+   * Writes deferred to the end of each transaction: `flush` runs after its works and before its COMMIT (a throw
+   * rolls the transaction back, as a work's would), `discard` when it rolls back instead.
+   */
+  deferUntilCommit(hooks: TransactionHooks): void
   /** Turns SQLite's automatic WAL checkpoints (run inside a commit, on this thread) on or off. */
   setAutoCheckpoint(on: boolean): void
   /** Runs a read (no transaction); faults become StoreUnavailableError. */
   read<T>(what: string, work: () => T): T
   close(): void
+}
+
+/** What a caller defers to the end of a transaction (Db.deferUntilCommit). */
+export interface TransactionHooks {
+  flush(): void
+  discard(): void
 }
 
 export interface DbOptions {
@@ -90,6 +101,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
   let autoCheckpoint = true
   const statements = new Map<string, StatementSync>()
   const arrayStatements = new Map<string, StatementSync>()
+  const hooks: TransactionHooks[] = []
   const report = (next: 'ready' | 'down', err?: Error): void => {
     if (next === status) return
     status = next
@@ -126,7 +138,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
   }
   function transactionNow<T>(what: string, work: () => T): T {
     return guard(what, (conn) => {
-      const result = inTransaction(conn, work)
+      const result = inTransaction(conn, work, hooks)
       opts.onCommit?.(what)
       report('ready')
       return result
@@ -200,7 +212,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     let results: unknown[]
     try {
       const conn = connection()
-      results = inTransaction(conn, () => batch.map((q) => q.work()))
+      results = inTransaction(conn, () => batch.map((q) => q.work()), hooks)
     } catch (err) {
       return err ?? new Error('a work threw null')
     }
@@ -238,6 +250,9 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       })
     },
     read: (what, work) => guard(what, () => work()),
+    deferUntilCommit(next) {
+      hooks.push(next)
+    },
     setAutoCheckpoint(on) {
       autoCheckpoint = on
       db?.exec(`PRAGMA wal_autocheckpoint = ${on ? 1000 : 0}`)
@@ -262,7 +277,7 @@ function isBusy(err: unknown): boolean {
 
 const control = new WeakMap<DatabaseSync, { begin: StatementSync; commit: StatementSync }>()
 
-function inTransaction<T>(db: DatabaseSync, work: () => T): T {
+function inTransaction<T>(db: DatabaseSync, work: () => T, hooks: readonly TransactionHooks[]): T {
   let c = control.get(db)
   if (c === undefined) {
     c = { begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT') }
@@ -271,9 +286,11 @@ function inTransaction<T>(db: DatabaseSync, work: () => T): T {
   c.begin.run()
   try {
     const result = work()
+    for (const h of hooks) h.flush()
     c.commit.run()
     return result
   } catch (err) {
+    for (const h of hooks) h.discard()
     try {
       db.exec('ROLLBACK')
     } catch {

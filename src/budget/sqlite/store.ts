@@ -47,6 +47,16 @@ const GRACE_MS = PERIOD_GRACE_SECONDS * 1000
 const RESERVATION_TTL_MS = RESERVATION_TTL_SECONDS * 1000
 const SETTLED_RECORD_TTL_MS = SETTLED_RECORD_TTL_SECONDS * 1000
 
+/** The settles of one key waiting for their transaction's commit to book in their minute's periods, summed. */
+interface PendingBook {
+  statements: MinuteStatements
+  hash: string
+  actual: Micros
+  reserved: Micros
+  nowMs: number
+  withDay: boolean
+}
+
 type KeyCheck = { ok: true; key: rows.KeyRow } | Refusal
 /** A window period's settled spend and holds. */
 type Usage = (window: WindowName, periodId: string) => { spent: Micros; held: Micros }
@@ -117,6 +127,38 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   const createdAt = (nowMs: number): string => {
     if (created.ms !== nowMs) created = { ms: nowMs, iso: new Date(nowMs).toISOString() }
     return created.iso
+  }
+
+  // Settles of the common case (a reservation of the current minute's periods) book in their periods once per key and
+  // transaction, just before its commit: one statement for a key's settles in a group commit instead of one each.
+  // The works of one commit were all in flight together, so booking them last is an order they could have run in; the
+  // rows are live and hold each settle's reservation (held by its reserve, this minute), so the sums book as each would.
+  const pendingBooks = new Map<string, PendingBook>()
+  const bookPending = (b: PendingBook): void => {
+    b.statements.book(b.hash, b.actual, b.reserved, b.nowMs + GRACE_MS, b.nowMs, b.withDay)
+  }
+  db.deferUntilCommit({
+    flush() {
+      if (pendingBooks.size === 0) return
+      for (const b of pendingBooks.values()) bookPending(b)
+      pendingBooks.clear()
+    },
+    discard() {
+      pendingBooks.clear()
+    },
+  })
+  function deferBook(statements: MinuteStatements, hash: string, actual: Micros, reserved: Micros, nowMs: number, withDay: boolean): void {
+    const b = pendingBooks.get(hash)
+    if (b !== undefined && b.statements === statements) {
+      b.actual += actual
+      b.reserved += reserved
+      b.nowMs = Math.max(b.nowMs, nowMs)
+      b.withDay ||= withDay
+      return
+    }
+    // Another minute's (the minute turned within the commit): booked now, and this settle waits in its place.
+    if (b !== undefined) bookPending(b)
+    pendingBooks.set(hash, { statements, hash, actual, reserved, nowMs, withDay })
   }
 
   function checkKey(hash: string, provider: string): KeyCheck {
@@ -363,7 +405,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // The common case, a reservation of this minute booked in its periods alone, needs no parsing, and its
     // minute's statement books it when the history day is that minute's too.
     if (bookedKeys === plan?.bookedKeys && (day === null || day.day === plan.statements.day)) {
-      plan.statements.book(hash, actual, reserved, nowMs + GRACE_MS, nowMs, day !== null)
+      deferBook(plan.statements, hash, actual, reserved, nowMs, day !== null)
       return { chargedMicros: actual, alreadySettled: false }
     }
     const periods: rows.BookedPeriod[] = []
