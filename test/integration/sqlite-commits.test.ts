@@ -117,7 +117,7 @@ describe('embedded store commits', () => {
     expect((await admin.status(hash))?.daily.heldMicros).toBe(100 * 9)
   })
 
-  it("settles of one key in one commit book its periods in one statement, not one each", async () => {
+  it('the reserves of one key in one commit hold in its periods in one statement, and their settles book in one', async () => {
     // The store on a Db that counts the runs of the minute's period statements (prepared by the store once a minute).
     const runs = { hold: 0, book: 0 }
     const counting: Db = {
@@ -146,7 +146,8 @@ describe('embedded store commits', () => {
       }),
     )
     await Promise.all(reservations.map((r) => counted.settle(r, 50)))
-    expect(runs).toEqual({ hold: 64, book: 1 })
+    expect(runs).toEqual({ hold: 1, book: 1 })
+    expect((await admin.status(hash))?.minute).toMatchObject({ spentMicros: 50 * 64, heldMicros: 0 })
     expect((await admin.status(hash))?.daily).toMatchObject({ spentMicros: 50 * 64, heldMicros: 0 })
   })
 

@@ -33,6 +33,7 @@ import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 import type { Db } from './database.js'
 import { prepareMinute, type MinuteStatements } from './minute-statements.js'
+import { createPeriodWrites } from './period-writes.js'
 import * as rows from './rows.js'
 import { checksScopeSize, effectiveLoopLimit, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 
@@ -47,16 +48,6 @@ const GRACE_MS = PERIOD_GRACE_SECONDS * 1000
 const RESERVATION_TTL_MS = RESERVATION_TTL_SECONDS * 1000
 const SETTLED_RECORD_TTL_MS = SETTLED_RECORD_TTL_SECONDS * 1000
 
-/** The settles of one key waiting for their transaction's commit to book in their minute's periods, summed. */
-interface PendingBook {
-  statements: MinuteStatements
-  hash: string
-  actual: Micros
-  reserved: Micros
-  nowMs: number
-  withDay: boolean
-}
-
 type KeyCheck = { ok: true; key: rows.KeyRow } | Refusal
 /** A window period's settled spend and holds. */
 type Usage = (window: WindowName, periodId: string) => { spent: Micros; held: Micros }
@@ -69,6 +60,8 @@ type Usage = (window: WindowName, periodId: string) => { spent: Micros; held: Mi
 interface MinutePlan {
   periods: readonly Period[]
   windows: readonly { period: Period; id: string }[]
+  /** The periods' ids, in window order. */
+  ids: readonly string[]
   bookedKeys: readonly string[]
   booked: string
   statements: MinuteStatements
@@ -80,6 +73,7 @@ function makeMinutePlan(db: Db, periods: readonly Period[], day: rows.BookedDay)
   return {
     periods,
     windows: periods.map((period) => ({ period, id: period.id })),
+    ids: Object.freeze(periods.map((period) => period.id)),
     bookedKeys,
     booked: bookedKeys.join('\n'),
     statements: prepareMinute(db, holds, day),
@@ -129,36 +123,12 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return created.iso
   }
 
-  // Settles of the common case (a reservation of the current minute's periods) book in their periods once per key and
-  // transaction, just before its commit: one statement for a key's settles in a group commit instead of one each.
-  // The works of one commit were all in flight together, so booking them last is an order they could have run in; the
-  // rows are live and hold each settle's reservation (held by its reserve, this minute), so the sums book as each would.
-  const pendingBooks = new Map<string, PendingBook>()
-  const bookPending = (b: PendingBook): void => {
-    b.statements.book(b.hash, b.actual, b.reserved, b.nowMs + GRACE_MS, b.nowMs, b.withDay)
-  }
-  db.deferUntilCommit({
-    flush() {
-      if (pendingBooks.size === 0) return
-      for (const b of pendingBooks.values()) bookPending(b)
-      pendingBooks.clear()
-    },
-    discard() {
-      pendingBooks.clear()
-    },
-  })
-  function deferBook(statements: MinuteStatements, hash: string, actual: Micros, reserved: Micros, nowMs: number, withDay: boolean): void {
-    const b = pendingBooks.get(hash)
-    if (b !== undefined && b.statements === statements) {
-      b.actual += actual
-      b.reserved += reserved
-      b.nowMs = Math.max(b.nowMs, nowMs)
-      b.withDay ||= withDay
-      return
-    }
-    // Another minute's (the minute turned within the commit): booked now, and this settle waits in its place.
-    if (b !== undefined) bookPending(b)
-    pendingBooks.set(hash, { statements, hash, actual, reserved, nowMs, withDay })
+  const periodWrites = createPeriodWrites(db, GRACE_MS)
+  /** A period's settled spend and holds, with the holds of this transaction's reserves not yet written. */
+  const usage = (hash: string, window: WindowName, id: string, nowMs: number): { spent: Micros; held: Micros } => {
+    const stored = rows.readPeriod(db, hash, window, id, nowMs)
+    const pending = periodWrites.pendingHeld(hash, window, id)
+    return pending === 0 ? stored : { spent: stored.spent, held: stored.held + pending }
   }
 
   function checkKey(hash: string, provider: string): KeyCheck {
@@ -252,11 +222,11 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
     if (key.rpm !== null) {
       const { period, id } = periods[0] as { period: Period; id: string }
-      const count = rows.readRequests(db, hash, 'minute', id, nowMs)
+      const count = rows.readRequests(db, hash, 'minute', id, nowMs) + periodWrites.pendingRequests(hash, id)
       if (count >= key.rpm) return refuse({ ok: false, reason: 'rate_limited', limitCount: key.rpm, count, resetsAt: period.resetsAt })
     }
 
-    const fitted = fitWindows(key, periods, input.minMicros, input.maxMicros, (window, id) => rows.readPeriod(db, hash, window, id, nowMs))
+    const fitted = fitWindows(key, periods, input.minMicros, input.maxMicros, (window, id) => usage(hash, window, id, nowMs))
     if ('ok' in fitted) return refuse(fitted)
     let { grant } = fitted
     let { room } = fitted
@@ -275,7 +245,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // Admitted: hold the grant in every window period (limited or not, so status shows all spend).
     // Booked beyond the periods: the session and the loop step.
     const booked: rows.Booked[] = []
-    minute.statements.hold(hash, grant, nowMs)
+    periodWrites.hold(minute.statements, minute.ids, hash, grant, nowMs)
     if (session !== null && s !== undefined) {
       rows.writeSession(db, hash, session.id, { ...s, steps: s.steps + 1, held: s.held + grant }, sessionExpiresAt)
       booked.push({ kind: 'session', id: session.id })
@@ -357,7 +327,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         const period = nowPeriods.find((p) => p.window === b.window) as Period
         return [{ period, id: b.period }]
       })
-      const fitted = fitWindows(checked.key, periods, minMicros, wantMicros, (window, id) => rows.readPeriod(db, hash, window, id, nowMs))
+      const fitted = fitWindows(checked.key, periods, minMicros, wantMicros, (window, id) => usage(hash, window, id, nowMs))
       if ('ok' in fitted) return fitted
       let grant = fitted.grant
       // The session budget (lowered by a new key default too). An expired session is not recreated.
@@ -405,7 +375,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // The common case, a reservation of this minute booked in its periods alone, needs no parsing, and its
     // minute's statement books it when the history day is that minute's too.
     if (bookedKeys === plan?.bookedKeys && (day === null || day.day === plan.statements.day)) {
-      deferBook(plan.statements, hash, actual, reserved, nowMs, day !== null)
+      periodWrites.book(plan.statements, hash, actual, reserved, nowMs, day !== null)
       return { chargedMicros: actual, alreadySettled: false }
     }
     const periods: rows.BookedPeriod[] = []
