@@ -117,6 +117,59 @@ describe('embedded store commits', () => {
     expect((await admin.status(hash))?.daily.heldMicros).toBe(100 * 9)
   })
 
+  it('the reserves of one key in one commit hold in its periods in one statement, and their settles book in one', async () => {
+    // The store on a Db that counts the runs of the minute's period statements (prepared by the store once a minute).
+    const runs = { hold: 0, book: 0 }
+    const counting: Db = {
+      ...db,
+      prepare(sql) {
+        const statement = db.prepare(sql)
+        const kind = !sql.startsWith('INSERT INTO periods') ? null : sql.includes('requests') ? 'hold' : 'book'
+        if (kind === null) return statement
+        return new Proxy(statement, {
+          get: (target, name) =>
+            name === 'run'
+              ? (...args: Parameters<typeof statement.run>) => {
+                  runs[kind] += 1
+                  return target.run(...args)
+                }
+              : (Reflect.get(target, name) as unknown),
+        })
+      },
+    }
+    const counted = createSqliteBudgetStore(counting)
+    const reservations = await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        const r = await counted.reserve(reserveInput(hash, 100, { requestId: newRequestId() }))
+        if (!r.ok) throw new Error(`refused: ${r.reason}`)
+        return r.reservation
+      }),
+    )
+    await Promise.all(reservations.map((r) => counted.settle(r, 50)))
+    expect(runs).toEqual({ hold: 1, book: 1 })
+    expect((await admin.status(hash))?.minute).toMatchObject({ spentMicros: 50 * 64, heldMicros: 0 })
+    expect((await admin.status(hash))?.daily).toMatchObject({ spentMicros: 50 * 64, heldMicros: 0 })
+  })
+
+  it('settles booked at the commit are booked once when their shared commit fails and each runs again alone', async () => {
+    const held = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const r = await store.reserve(reserveInput(hash, 100, { requestId: newRequestId() }))
+        if (!r.ok) throw new Error(`refused: ${r.reason}`)
+        return r.reservation
+      }),
+    )
+    // A reserve with a used id in the same commit throws: the commit rolls back, its settles' bookings with it, and
+    // each work runs again in a transaction of its own.
+    const results = await Promise.allSettled([...held.slice(0, 4).map((r) => store.settle(r, 50)), store.reserve(reserveInput(hash, 100, { requestId: held[0]?.requestId ?? '' })), ...held.slice(4).map((r) => store.settle(r, 50))])
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'])
+    await store.ping()
+    const status = await admin.status(hash)
+    expect(status?.daily).toMatchObject({ spentMicros: 50 * 8, heldMicros: 0 })
+    expect(status?.minute).toMatchObject({ spentMicros: 50 * 8, heldMicros: 0 })
+    expect((await admin.history(hash, 1))?.[0]?.spentMicros).toBe(50 * 8)
+  })
+
   it('a day booked by an older release (daily_spend) still shows in the history, added to the new rows', async () => {
     await request()
     const raw = new DatabaseSync(path)

@@ -18,11 +18,23 @@ const MAX_RETRY_DELAY_MS = 16
 /** At most this many queued works commit together (a few ms of the loop at most). */
 const MAX_BATCH = 64
 
+/** Told as a work's promise settles: its `what`, when its call began (performance.now()), whether it failed. */
+export type WorkObserver<W extends string = string> = (what: W, startedMs: number, failed: boolean) => void
+
 interface Queued {
   what: string
   work: () => unknown
   resolve: (value: unknown) => void
   reject: (reason: unknown) => void
+  observer: WorkObserver | null
+  startedMs: number
+}
+
+/** Hands `q` its outcome, its observer told first (no reaction on the promise per call). */
+function finish(q: Queued, failed: boolean, value: unknown): void {
+  q.observer?.(q.what, q.startedMs, failed)
+  if (failed) q.reject(value)
+  else q.resolve(value)
 }
 
 export interface Db {
@@ -42,16 +54,27 @@ export interface Db {
    * other SQLite fault, it rejects with StoreUnavailableError. Works queued in one turn of the event
    * loop commit together (one commit, each page written once), in the order they were queued, and wait
    * together while the lock is taken; if any of them throws, none of that commit stays and each runs
-   * again in a transaction of its own.
+   * again in a transaction of its own. `observer` (with `startedMs`) hears once of its end, as its promise settles.
    */
-  transaction<T>(what: string, work: () => T): Promise<T>
+  transaction<T, W extends string = string>(what: W, work: () => T, observer?: WorkObserver<W> | null, startedMs?: number): Promise<T>
   /** The same, once, without waiting for a lock held elsewhere (for background work that retries anyway). */
   transactionNow<T>(what: string, work: () => T): T
+  /**
+   * Writes deferred to the end of each transaction: `flush` runs after its works and before its COMMIT (a throw
+   * rolls the transaction back, as a work's would), `discard` when it rolls back instead.
+   */
+  deferUntilCommit(hooks: TransactionHooks): void
   /** Turns SQLite's automatic WAL checkpoints (run inside a commit, on this thread) on or off. */
   setAutoCheckpoint(on: boolean): void
   /** Runs a read (no transaction); faults become StoreUnavailableError. */
   read<T>(what: string, work: () => T): T
   close(): void
+}
+
+/** What a caller defers to the end of a transaction (Db.deferUntilCommit). */
+export interface TransactionHooks {
+  flush(): void
+  discard(): void
 }
 
 export interface DbOptions {
@@ -78,6 +101,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
   let autoCheckpoint = true
   const statements = new Map<string, StatementSync>()
   const arrayStatements = new Map<string, StatementSync>()
+  const hooks: TransactionHooks[] = []
   const report = (next: 'ready' | 'down', err?: Error): void => {
     if (next === status) return
     status = next
@@ -114,7 +138,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
   }
   function transactionNow<T>(what: string, work: () => T): T {
     return guard(what, (conn) => {
-      const result = inTransaction(conn, work)
+      const result = inTransaction(conn, work, hooks)
       opts.onCommit?.(what)
       report('ready')
       return result
@@ -150,7 +174,12 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     aloneEach(batch)
   }
   const aloneEach = (batch: readonly Queued[]): void => {
-    for (const q of batch) transactionAlone(q.what, q.work).then(q.resolve, q.reject)
+    for (const q of batch) {
+      transactionAlone(q.what, q.work).then(
+        (value) => finish(q, false, value),
+        (err: unknown) => finish(q, true, err),
+      )
+    }
   }
   /** Retries `batch` as one commit on timers while the write lock is taken, for up to the busy timeout. */
   async function retryTogether(batch: readonly Queued[]): Promise<void> {
@@ -163,11 +192,14 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     }
     // Past the busy timeout: each alone once, failing closed if the lock is still taken.
     for (const q of batch) {
+      let value: unknown
       try {
-        q.resolve(transactionNow(q.what, q.work))
+        value = transactionNow(q.what, q.work)
       } catch (err) {
-        q.reject(err)
+        finish(q, true, err)
+        continue
       }
+      finish(q, false, value)
     }
   }
   const schedule = (): void => {
@@ -180,13 +212,13 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     let results: unknown[]
     try {
       const conn = connection()
-      results = inTransaction(conn, () => batch.map((q) => q.work()))
+      results = inTransaction(conn, () => batch.map((q) => q.work()), hooks)
     } catch (err) {
       return err ?? new Error('a work threw null')
     }
     for (const q of batch) opts.onCommit?.(q.what)
     report('ready')
-    batch.forEach((q, i) => q.resolve(results[i]))
+    batch.forEach((q, i) => finish(q, false, results[i]))
     return null
   }
 
@@ -211,13 +243,16 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     },
     prepare: (sql) => connection().prepare(sql),
     transactionNow,
-    transaction<T>(what: string, work: () => T): Promise<T> {
+    transaction<T, W extends string = string>(what: W, work: () => T, observer: WorkObserver<W> | null = null, startedMs = 0): Promise<T> {
       return new Promise<T>((resolve, reject) => {
-        queue.push({ what, work, resolve: resolve as (value: unknown) => void, reject })
+        queue.push({ what, work, resolve: resolve as (value: unknown) => void, reject, observer: observer as WorkObserver | null, startedMs })
         schedule()
       })
     },
     read: (what, work) => guard(what, () => work()),
+    deferUntilCommit(next) {
+      hooks.push(next)
+    },
     setAutoCheckpoint(on) {
       autoCheckpoint = on
       db?.exec(`PRAGMA wal_autocheckpoint = ${on ? 1000 : 0}`)
@@ -242,7 +277,7 @@ function isBusy(err: unknown): boolean {
 
 const control = new WeakMap<DatabaseSync, { begin: StatementSync; commit: StatementSync }>()
 
-function inTransaction<T>(db: DatabaseSync, work: () => T): T {
+function inTransaction<T>(db: DatabaseSync, work: () => T, hooks: readonly TransactionHooks[]): T {
   let c = control.get(db)
   if (c === undefined) {
     c = { begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT') }
@@ -251,9 +286,11 @@ function inTransaction<T>(db: DatabaseSync, work: () => T): T {
   c.begin.run()
   try {
     const result = work()
+    for (const h of hooks) h.flush()
     c.commit.run()
     return result
   } catch (err) {
+    for (const h of hooks) h.discard()
     try {
       db.exec('ROLLBACK')
     } catch {

@@ -13,8 +13,8 @@ import { BOOK_CONFLICT, DAY_ROW, holdConflict, type BookedDay, type PeriodHold }
 export interface MinuteStatements {
   /** The UTC day (YYYY-MM-DD) whose spend-history row `book` adds to when asked. */
   readonly day: string
-  /** A reserve's hold of `add` in the five periods (holdInPeriod's rules); counts the request in the minute. */
-  hold(hash: string, add: Micros, nowMs: number): void
+  /** Reserves' hold of `add` in the five periods (holdInPeriod's rules); counts their `requests` in the minute. */
+  hold(hash: string, add: Micros, nowMs: number, requests: number): void
   /**
    * bookInPeriods on the five periods: charges `actual`, releases up to `reserved`, recreates a missing or
    * expired row with `expiresAt`; with `withDay`, adds `actual` to the spend of `day` too.
@@ -27,7 +27,7 @@ export function prepareMinute(db: Db, holds: readonly PeriodHold[], day: BookedD
   if (holds.length !== WINDOW_NAMES.length || holds.some((p, i) => p.window !== WINDOW_NAMES[i])) {
     throw new RangeError(`expected the ${WINDOW_NAMES.length} periods in window order`)
   }
-  const held = holds.map((p) => `(?1, ${text(p.window)}, ${text(p.period)}, 0, ?2, ${integer(p.expiresAt)}, ${p.window === 'minute' ? 1 : 0})`)
+  const held = holds.map((p) => `(?1, ${text(p.window)}, ${text(p.period)}, 0, ?2, ${integer(p.expiresAt)}, ${p.window === 'minute' ? '?4' : 0})`)
   const hold = db.prepare(`INSERT INTO periods (hash, win, period, spent, held, expires_at, requests) VALUES ${held.join(', ')} ${holdConflict('?3')}`)
   const booked = holds.map((p) => `(?1, ${text(p.window)}, ${text(p.period)}, ?2, 0, ?4)`)
   const bookSql = (rows: string[]): StatementSync =>
@@ -36,8 +36,8 @@ export function prepareMinute(db: Db, holds: readonly PeriodHold[], day: BookedD
   const bookWithDay = bookSql([...booked, `(?1, '${DAY_ROW}', ${text(day.day)}, ?2, 0, ${integer(day.expiresAt)})`])
   return {
     day: day.day,
-    hold(hash, add, nowMs) {
-      hold.run(hash, add, nowMs)
+    hold(hash, add, nowMs, requests) {
+      hold.run(hash, add, nowMs, requests)
     },
     book(hash, actual, reserved, expiresAt, nowMs, withDay) {
       ;(withDay ? bookWithDay : book).run(hash, actual, reserved, expiresAt, nowMs)

@@ -7,7 +7,18 @@
 import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
-import { WINDOW_NAMES, type WindowName, type BudgetStore, type ExtendResult, type Refusal, type Reservation, type ReserveInput, type ReserveResult, type SettleResult } from '../types.js'
+import {
+  WINDOW_NAMES,
+  type WindowName,
+  type BudgetStore,
+  type ExtendResult,
+  type Refusal,
+  type Reservation,
+  type ReserveInput,
+  type ReserveResult,
+  type SettleResult,
+  type StoreCallObserver,
+} from '../types.js'
 import {
   assertMicros,
   assertRequestId,
@@ -22,6 +33,7 @@ import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 import type { Db } from './database.js'
 import { prepareMinute, type MinuteStatements } from './minute-statements.js'
+import { createPeriodWrites } from './period-writes.js'
 import * as rows from './rows.js'
 import { checksScopeSize, effectiveLoopLimit, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 
@@ -48,6 +60,8 @@ type Usage = (window: WindowName, periodId: string) => { spent: Micros; held: Mi
 interface MinutePlan {
   periods: readonly Period[]
   windows: readonly { period: Period; id: string }[]
+  /** The periods' ids, in window order. */
+  ids: readonly string[]
   bookedKeys: readonly string[]
   booked: string
   statements: MinuteStatements
@@ -59,6 +73,7 @@ function makeMinutePlan(db: Db, periods: readonly Period[], day: rows.BookedDay)
   return {
     periods,
     windows: periods.map((period) => ({ period, id: period.id })),
+    ids: Object.freeze(periods.map((period) => period.id)),
     bookedKeys,
     booked: bookedKeys.join('\n'),
     statements: prepareMinute(db, holds, day),
@@ -93,6 +108,8 @@ function allowsProvider(providers: string, provider: string): boolean {
 export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): BudgetStore {
   const now = opts.now ?? Date.now
   const sessionTtlMs = (opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS) * 1000
+  // Told of each reserve, extend and settle as it ends (observeCalls); abandon's own settle is not one.
+  let observer: StoreCallObserver | null = null
   let plan: MinutePlan | null = null
   const minutePlan = (nowMs: number): MinutePlan => {
     const periods = currentPeriods(nowMs)
@@ -104,6 +121,14 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   const createdAt = (nowMs: number): string => {
     if (created.ms !== nowMs) created = { ms: nowMs, iso: new Date(nowMs).toISOString() }
     return created.iso
+  }
+
+  const periodWrites = createPeriodWrites(db, GRACE_MS)
+  /** A period's settled spend and holds, with the holds of this transaction's reserves not yet written. */
+  const usage = (hash: string, window: WindowName, id: string, nowMs: number): { spent: Micros; held: Micros } => {
+    const stored = rows.readPeriod(db, hash, window, id, nowMs)
+    const pending = periodWrites.pendingHeld(hash, window, id)
+    return pending === 0 ? stored : { spent: stored.spent, held: stored.held + pending }
   }
 
   function checkKey(hash: string, provider: string): KeyCheck {
@@ -197,11 +222,11 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
     if (key.rpm !== null) {
       const { period, id } = periods[0] as { period: Period; id: string }
-      const count = rows.readRequests(db, hash, 'minute', id, nowMs)
+      const count = rows.readRequests(db, hash, 'minute', id, nowMs) + periodWrites.pendingRequests(hash, id)
       if (count >= key.rpm) return refuse({ ok: false, reason: 'rate_limited', limitCount: key.rpm, count, resetsAt: period.resetsAt })
     }
 
-    const fitted = fitWindows(key, periods, input.minMicros, input.maxMicros, (window, id) => rows.readPeriod(db, hash, window, id, nowMs))
+    const fitted = fitWindows(key, periods, input.minMicros, input.maxMicros, (window, id) => usage(hash, window, id, nowMs))
     if ('ok' in fitted) return refuse(fitted)
     let { grant } = fitted
     let { room } = fitted
@@ -220,7 +245,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // Admitted: hold the grant in every window period (limited or not, so status shows all spend).
     // Booked beyond the periods: the session and the loop step.
     const booked: rows.Booked[] = []
-    minute.statements.hold(hash, grant, nowMs)
+    periodWrites.hold(minute.statements, minute.ids, hash, grant, nowMs)
     if (session !== null && s !== undefined) {
       rows.writeSession(db, hash, session.id, { ...s, steps: s.steps + 1, held: s.held + grant }, sessionExpiresAt)
       booked.push({ kind: 'session', id: session.id })
@@ -251,14 +276,40 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: grant, bookedKeys, remainingMicros } }
   }
 
-  async function reserve(input: ReserveInput): Promise<ReserveResult> {
-    assertReserveInput(input)
-    if (!isKeyHash(input.keyHash)) return { ok: false, reason: 'invalid_key' }
-    const nowMs = now()
-    return await db.transaction('reserve', () => reserveTx(input, nowMs))
+  // reserve and settle are plain functions resolving with their transaction's own promise: no async frame or await
+  // per call, and the observer is told as the group commit hands out the result. A failed argument check rejects,
+  // as an async function's would.
+  function reserve(input: ReserveInput): Promise<ReserveResult> {
+    const started = observer === null ? 0 : performance.now()
+    try {
+      assertReserveInput(input)
+      if (!isKeyHash(input.keyHash)) {
+        observer?.('reserve', started, false)
+        return Promise.resolve({ ok: false, reason: 'invalid_key' })
+      }
+      const nowMs = now()
+      return db.transaction('reserve', () => reserveTx(input, nowMs), observer, started)
+    } catch (err) {
+      observer?.('reserve', started, true)
+      return Promise.reject(err as Error)
+    }
   }
 
+  // Rare (a stream past its reservation), so an async function: the grant is added to the reservation only once
+  // the transaction has committed (its work may run twice when its group commit fails).
   async function extend(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
+    const started = observer === null ? 0 : performance.now()
+    try {
+      const result = await extendOnce(reservation, minMicros, wantMicros)
+      observer?.('extend', started, false)
+      return result
+    } catch (err) {
+      observer?.('extend', started, true)
+      throw err
+    }
+  }
+
+  async function extendOnce(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
     assertMicros('minMicros', minMicros)
     assertMicros('wantMicros', wantMicros)
     if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
@@ -276,7 +327,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         const period = nowPeriods.find((p) => p.window === b.window) as Period
         return [{ period, id: b.period }]
       })
-      const fitted = fitWindows(checked.key, periods, minMicros, wantMicros, (window, id) => rows.readPeriod(db, hash, window, id, nowMs))
+      const fitted = fitWindows(checked.key, periods, minMicros, wantMicros, (window, id) => usage(hash, window, id, nowMs))
       if ('ok' in fitted) return fitted
       let grant = fitted.grant
       // The session budget (lowered by a new key default too). An expired session is not recreated.
@@ -324,7 +375,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // The common case, a reservation of this minute booked in its periods alone, needs no parsing, and its
     // minute's statement books it when the history day is that minute's too.
     if (bookedKeys === plan?.bookedKeys && (day === null || day.day === plan.statements.day)) {
-      plan.statements.book(hash, actual, reserved, nowMs + GRACE_MS, nowMs, day !== null)
+      periodWrites.book(plan.statements, hash, actual, reserved, nowMs, day !== null)
       return { chargedMicros: actual, alreadySettled: false }
     }
     const periods: rows.BookedPeriod[] = []
@@ -338,11 +389,17 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return { chargedMicros: actual, alreadySettled: false }
   }
 
-  async function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
-    assertMicros('actualMicros', actualMicros)
-    const { keyHash, requestId, bookedKeys, reservedMicros } = reservation
-    const nowMs = now()
-    return await db.transaction('settle', () => settleTx(keyHash, requestId, bookedKeys, actualMicros, nowMs, reservedMicros))
+  function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
+    const started = observer === null ? 0 : performance.now()
+    try {
+      assertMicros('actualMicros', actualMicros)
+      const { keyHash, requestId, bookedKeys, reservedMicros } = reservation
+      const nowMs = now()
+      return db.transaction('settle', () => settleTx(keyHash, requestId, bookedKeys, actualMicros, nowMs, reservedMicros), observer, started)
+    } catch (err) {
+      observer?.('settle', started, true)
+      return Promise.reject(err as Error)
+    }
   }
 
   async function abandon(keyHash: string, requestId: string): Promise<void> {
@@ -362,5 +419,14 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     await db.transaction('ping', () => undefined)
   }
 
-  return { reserve, extend, settle, abandon, ping }
+  return {
+    reserve,
+    extend,
+    settle,
+    abandon,
+    ping,
+    observeCalls(next) {
+      observer = next
+    },
+  }
 }
