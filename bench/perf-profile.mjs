@@ -14,6 +14,7 @@
 // hot function of ours that never reaches TurboFan or keeps deoptimizing shows there.
 //   node bench/perf-profile.mjs [--cli=dist/cli.js] [--rate=500] [--duration=8000] [--warmup=5000] [--warmup-rate=RATE] [--rounds=1]
 //                               [--freq=10000] [--trace] [--keep-maps] [--node-flags="…"] [--top=25] [--out=DIR]
+//   node bench/perf-profile.mjs --curve=12 --duration=3000 [--rate=500]   (the warm-up curve; see --curve below)
 // after `npm run build`; needs `perf` (software cpu-clock is enough) and root or perf_event_paranoid ≤ 1. Both
 // sides run with the launcher's flags (as every floor does) plus --perf-basic-prof, which costs both alike.
 import { spawn, spawnSync } from 'node:child_process'
@@ -34,7 +35,11 @@ const warmUpRate = Number(arg('warmup-rate', String(rate)))
 const rounds = Number(arg('rounds', '1'))
 const freq = Number(arg('freq', '10000'))
 const top = Number(arg('top', '25'))
-const trace = process.argv.includes('--trace')
+// --curve=N: instead of profiles, N buckets of --duration ms from start-up on, both sides fed at once (no warm-up),
+// each bucket's main-thread CPU per request of both and V8's tiering events (implies --trace): how far from its
+// steady state each side still is after so many requests, and what the ratio reads meanwhile.
+const curve = Number(arg('curve', '0'))
+const trace = process.argv.includes('--trace') || curve > 0
 // --keep-maps: leave /tmp/perf-PID.map in place, so `perf report -i DIR/…data` can name JIT code afterwards.
 const keepMaps = process.argv.includes('--keep-maps')
 const out = arg('out', null) === null ? mkdtempSync(join(tmpdir(), 'loopers-perf-profile-')) : resolve(arg('out'))
@@ -50,7 +55,7 @@ const GC = /Heap::CollectGarbage|Heap::PerformGarbageCollection|ScavengerCollect
 const KERNEL_DSO = /^\[kernel|^\[vdso/
 // --node-flags="…": more node flags for both sides (after the launcher's), e.g. a V8 tiering flag to try.
 const extraFlags = arg('node-flags', '').split(/\s+/).filter(Boolean)
-const PROF_FLAGS = ['--perf-basic-prof', ...(trace ? ['--trace-opt', '--trace-deopt', '--trace-concurrent-recompilation'] : []), ...extraFlags]
+const PROF_FLAGS = [...(curve > 0 ? [] : ['--perf-basic-prof']), ...(trace ? ['--trace-opt', '--trace-deopt', '--trace-concurrent-recompilation'] : []), ...extraFlags]
 
 /** The floor (bench/floor.mjs) as startFloor starts it, but with its stdout kept, so trace lines can be read. */
 async function startTracedFloor({ fake, redis, pinning }) {
@@ -229,6 +234,30 @@ function printDiff(tally, served) {
   process.stdout.write(`    ${(total >= 0 ? '+' : '') + total.toFixed(1)}`.padEnd(12) + 'all sampled\n')
 }
 
+/** --curve: `curve` buckets of `durationMs`, both sides at `rate` at once; per bucket CPU per request and tiering events. */
+async function printCurve(sides, request) {
+  const names = ['proxy', 'floor']
+  const pools = Object.fromEntries(names.map((n) => [n, createPool(sides[n].url, 256)]))
+  const seen = Object.fromEntries(names.map((n) => [n, sides[n].lines().length]))
+  let served = 0
+  process.stdout.write(`requests (each side) | main-thread µs a request: proxy, floor, ratio | TurboFan jobs done, refused (queue full), deopts: proxy; floor\n`)
+  for (let b = 0; b < curve; b++) {
+    const before = Object.fromEntries(names.map((n) => [n, mainThreadMs(sides[n].pid)]))
+    const runs = await Promise.all(names.map((n) => openLoop({ origin: sides[n].url, request, rate, durationMs, pool: pools[n] })))
+    const us = names.map((n, i) => (1000 * (mainThreadMs(sides[n].pid) - before[n])) / Math.max(1, runs[i].ok))
+    const counts = names.map((n) => {
+      const text = sides[n].lines()
+      const lines = text.slice(seen[n]).split('\n')
+      seen[n] = text.length
+      const count = (re) => lines.filter((l) => re.test(l)).length
+      return `${count(/^\[completed optimizing/)}, ${count(/Compilation queue full/)}, ${count(/^\[bailout/)}`
+    })
+    served += runs[0].ok
+    process.stdout.write(`${String(served).padStart(8)} | ${us[0].toFixed(0).padStart(5)} ${us[1].toFixed(0).padStart(5)} ${(us[0] / us[1]).toFixed(3)} | ${counts.join('; ')}\n`)
+  }
+  await Promise.all(Object.values(pools).map((p) => p.close()))
+}
+
 /** Counts --trace-opt / --trace-deopt lines per function (and deopt reasons) in `text`. */
 function printTrace(name, text) {
   const counts = new Map()
@@ -265,6 +294,7 @@ async function main() {
     const cpuMs = { proxy: 0, floor: 0 }
     const traced = { proxy: '', floor: '' }
     const events = { proxy: new Map(), floor: new Map() }
+    if (curve > 0) return await printCurve(sides, request)
     for (let round = 0; round < rounds; round++) {
       for (const name of round % 2 === 0 ? ['proxy', 'floor'] : ['floor', 'proxy']) {
         const side = sides[name]
