@@ -55,7 +55,8 @@ const GC = /Heap::CollectGarbage|Heap::PerformGarbageCollection|ScavengerCollect
 const KERNEL_DSO = /^\[kernel|^\[vdso/
 // --node-flags="…": more node flags for both sides (after the launcher's), e.g. a V8 tiering flag to try.
 const extraFlags = arg('node-flags', '').split(/\s+/).filter(Boolean)
-const PROF_FLAGS = [...(curve > 0 ? [] : ['--perf-basic-prof']), ...(trace ? ['--trace-opt', '--trace-deopt', '--trace-concurrent-recompilation'] : []), ...extraFlags]
+// --perf-basic-prof also writes V8's log per isolate: into the output directory, not the working one.
+const PROF_FLAGS = [...(curve > 0 ? [] : ['--perf-basic-prof', `--logfile=${join(out, 'v8.log')}`]), ...(trace ? ['--trace-opt', '--trace-deopt', '--trace-concurrent-recompilation'] : []), ...extraFlags]
 
 /** The floor (bench/floor.mjs) as startFloor starts it, but with its stdout kept, so trace lines can be read. */
 async function startTracedFloor({ fake, redis, pinning }) {
