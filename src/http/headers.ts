@@ -58,6 +58,19 @@ const NO_SPACE = /^\S+$/
 export function bearerToken(headers: IncomingHttpHeaders): string | null {
   const value = headerValue(headers, 'authorization')
   if (value === null) return null
+  if (value === lastAuthorization) return lastToken
+  lastToken = tokenOf(value)
+  lastAuthorization = value
+  return lastToken
+}
+
+// The last Authorization value read and its token. A run of one client's requests sends one value, and its token
+// is then the same string each time: the key gate and the key hash cache compare it with the last one by identity,
+// where a token sliced out anew is compared character by character in a V8 runtime call (3 a request).
+let lastAuthorization = ''
+let lastToken: string | null = null
+
+function tokenOf(value: string): string | null {
   // What every SDK sends, read without a match array: `Bearer`, one space, a token with no space in it.
   if (value.startsWith('Bearer ')) {
     const token = value.slice(7)

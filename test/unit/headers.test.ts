@@ -26,4 +26,21 @@ describe('bearerToken', () => {
     expect(bearerToken({ authorization: ['Bearer one', 'Bearer two'] as unknown as string })).toBe('one')
     expect(bearerToken({})).toBeNull()
   })
+
+  // The last value's token is kept for the next request: a value read again, or another one after it, reads as its own.
+  it('gives each value its own token when values repeat and alternate', () => {
+    const sequence: Array<[string | undefined, string | null]> = [
+      ['Bearer lp-one', 'lp-one'],
+      ['Bearer lp-one', 'lp-one'],
+      ['Bearer lp-two', 'lp-two'],
+      ['Bearer lp-one', 'lp-one'],
+      ['Bearer lp one', null],
+      ['Bearer lp one', null],
+      [undefined, null],
+      ['Bearer lp-one', 'lp-one'],
+      ['Basic lp-one', null],
+      ['Bearer lp-one', 'lp-one'],
+    ]
+    for (const [value, expected] of sequence) expect(bearerToken(value === undefined ? {} : { authorization: value })).toBe(expected)
+  })
 })

@@ -66,6 +66,11 @@ type ObservedOp = Parameters<StoreCallObserver>[0]
 
 /** Shared by every script command (ioredis's constructor makes an object per command when given none). */
 const COMMAND_OPTIONS = {}
+/**
+ * The arguments handed to ioredis's constructor, which sets `args` to their `flat()` (a runtime call and a new
+ * array per command); a script command builds its own (`allArgs`), so it is given this list, whose flat() is itself.
+ */
+const NO_ARGS: (string | number)[] = Object.defineProperty([], 'flat', { value: () => NO_ARGS })
 
 /**
  * EVALSHA of a script, sent as EVAL on a connection it was not sent on yet, as ioredis's defineCommand does
@@ -99,7 +104,7 @@ class ScriptCommand<T, C> extends Command implements DeadlineCommand {
     private observer: StoreCallObserver | null,
     private readonly startedMs: number,
   ) {
-    super('evalsha', [], COMMAND_OPTIONS)
+    super('evalsha', NO_ARGS, COMMAND_OPTIONS)
     this.argCount = 2 + countArgs(parts)
   }
 
