@@ -26,6 +26,21 @@ export function requestPair(key, body, operation = 'chat/completions') {
   }
 }
 
+/**
+ * Before any measured trial, each process serves this many requests back to back (closed loop, at most
+ * JIT_WARM_MAX_MS): V8 tiers a process's hot code up to TurboFan over its first ~9,000-10,500 such requests
+ * (the proxy's and the floor's alike, counted with `node bench/perf-profile.mjs --curve`), and CPU per request
+ * during that warm-up reads ~15-40 % above what the same process costs after it. A latency trial at 500 req/s
+ * that began after a 1,500-request warm-up measured the tier-up, not the proxy.
+ */
+const JIT_WARM_REQUESTS = 12_000
+const JIT_WARM_MAX_MS = 15_000
+
+/** Serves `request` JIT_WARM_REQUESTS times through `pool` (64 at a time); the result is not measured. */
+async function warmJit(origin, request, pool) {
+  await closedLoop({ origin, request, concurrency: 64, durationMs: JIT_WARM_MAX_MS, maxRequests: JIT_WARM_REQUESTS, pool })
+}
+
 const PERCENTILES = ['p50', 'p90', 'p99', 'max']
 function added(direct, proxied) {
   return Object.fromEntries(PERCENTILES.map((p) => [p, proxied[p] === null || direct[p] === null ? null : proxied[p] - direct[p]]))
@@ -98,6 +113,7 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
   try {
     const warmMs = ctx.quick ? 2_000 : 3_000
     for (const side of names) {
+      if (side !== 'direct') await warmJit(targets[side].url, pair[side], pools[side])
       await openLoop({ origin: targets[side].url, request: pair[side], rate: rates[0], durationMs: warmMs, pool: pools[side] })
     }
     const byRate = {}
@@ -148,8 +164,8 @@ export async function infoLogging(ctx) {
     await proxy.stop()
   }
   const trials = run.byRate[1000]
-  // The info proxy served its warm-up (1,000 req/s for warmMs) and every measured run.
-  const warmed = (ctx.quick ? 2 : 3) * 1000
+  // The info proxy served its warm-ups (JIT_WARM_REQUESTS, then 1,000 req/s for warmMs) and every measured run.
+  const warmed = JIT_WARM_REQUESTS + (ctx.quick ? 2 : 3) * 1000
   const served = trials.reduce((sum, t) => sum + t.proxied.ok, 0)
   return { trials, logBytesPerRequest: statSync(proxy.logFile).size / (served + warmed) }
 }
@@ -246,6 +262,7 @@ export async function peak(ctx) {
   const trials = []
   try {
     for (const side of names) {
+      if (side !== 'direct') await warmJit(targets[side].url, pair[side], pools[side])
       await closedLoop({ origin: targets[side].url, request: pair[side], concurrency, durationMs: 1_000, pool: pools[side] })
     }
     for (let t = 0; t < ctx.trials; t++) {
