@@ -4,18 +4,18 @@ import type { BudgetStore } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { createMetrics, type Metrics } from '../../src/metrics.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
-import { startTestStore, type TestStore } from '../support/stores.js'
+import { startTestStore, STORE_KINDS, type TestStore } from '../support/stores.js'
 
-// The Redis store times its own reserve, extend and settle (observeCalls): the metrics count each call once, as
-// the wrapper they replace did, failed ones too, and no wrapper stands between the proxy and the store.
-describe('the Redis store, instrumented', () => {
+// Each store times its own reserve, extend and settle (observeCalls): the metrics count each call once, as the
+// wrapper they replace did, failed ones too, and no wrapper stands between the proxy and the store.
+describe.each(STORE_KINDS)('the %s store, instrumented', (kind) => {
   let server: TestStore
   let f: BudgetFixture
   let metrics: Metrics
   let store: BudgetStore
 
   beforeAll(async () => {
-    server = await startTestStore('redis')
+    server = await startTestStore(kind)
     f = await createBudgetFixture(server)
     metrics = createMetrics({ perKey: false })
     store = metrics.instrumentStore(f.store)
@@ -60,12 +60,24 @@ describe('the Redis store, instrumented', () => {
     expect({ reserve: await errors('reserve'), extend: await errors('extend'), settle: await errors('settle') }).toEqual({ reserve: 2, extend: 0, settle: 1 })
   })
 
-  it('counts a call Redis made it send again (its script cache flushed) once', async () => {
+  // What only one store can do: Redis makes a command be sent again; the embedded store reruns a failed group commit.
+  if (kind === 'redis') it('counts a call Redis made it send again (its script cache flushed) once', async () => {
     const hash = await f.newKey()
     const before = await latencyCount('reserve')
     await f.redis.script('FLUSH')
     expect((await store.reserve(input(hash, 10, { requestId: randomUUID() }))).ok).toBe(true)
     expect(await latencyCount('reserve')).toBe(before + 1)
     expect(await errors('reserve')).toBe(2)
+  })
+
+  if (kind === 'sqlite') it('counts a call whose group commit failed, and that ran again alone, once', async () => {
+    const hash = await f.newKey()
+    const used = await f.reserved(hash, 10)
+    const before = { calls: await latencyCount('reserve'), errors: await errors('reserve') }
+    // Queued in one turn: one commit, which the reused id fails, so each runs again in a transaction of its own.
+    const [good, reused] = await Promise.allSettled([store.reserve(input(hash, 10)), store.reserve(input(hash, 10, { requestId: used.requestId }))])
+    expect(good.status === 'fulfilled' && good.value.ok).toBe(true)
+    expect(reused.status).toBe('rejected')
+    expect({ calls: await latencyCount('reserve'), errors: await errors('reserve') }).toEqual({ calls: before.calls + 2, errors: before.errors + 1 })
   })
 })
