@@ -8,7 +8,7 @@ import { newRequestId } from '../../src/budget/request-id.js'
 import { createDb, type Db } from '../../src/budget/sqlite/database.js'
 import { createSqliteKeyAdmin } from '../../src/budget/sqlite/admin.js'
 import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
-import type { BudgetStore, KeyAdmin } from '../../src/budget/types.js'
+import type { BudgetStore, KeyAdmin, Reservation } from '../../src/budget/types.js'
 import { reserveInput } from '../support/budget-fixture.js'
 
 // What the embedded store writes per request, counted in WAL frames (one page each), which is what its
@@ -52,16 +52,19 @@ describe('embedded store commits', () => {
     await store.settle(r.reservation, 50)
   }
 
-  /** 64 reserves in flight together, then their settles at 50 each. */
-  const reserveAndSettle64 = async (): Promise<void> => {
-    const reservations = await Promise.all(
-      Array.from({ length: 64 }, async () => {
-        const r = await store.reserve(reserveInput(hash, 100, { requestId: newRequestId() }))
+  /** `n` reserves of 100 in flight together on `on` (the test's store unless given), each admitted. */
+  const reserveTogether = (n: number, on: BudgetStore = store): Promise<Reservation[]> =>
+    Promise.all(
+      Array.from({ length: n }, async () => {
+        const r = await on.reserve(reserveInput(hash, 100, { requestId: newRequestId() }))
         if (!r.ok) throw new Error(`refused: ${r.reason}`)
         return r.reservation
       }),
     )
-    await Promise.all(reservations.map((r) => store.settle(r, 50)))
+  /** 64 reserves in flight together, then their settles at 50 each. */
+  const reserveAndSettle64 = async (on: BudgetStore = store): Promise<void> => {
+    const reservations = await reserveTogether(64, on)
+    await Promise.all(reservations.map((r) => on.settle(r, 50)))
   }
 
   it('one request, reserve then settle, writes at most 5 pages once thousands of records exist (was 6.2)', async () => {
@@ -137,28 +140,14 @@ describe('embedded store commits', () => {
         })
       },
     }
-    const counted = createSqliteBudgetStore(counting)
-    const reservations = await Promise.all(
-      Array.from({ length: 64 }, async () => {
-        const r = await counted.reserve(reserveInput(hash, 100, { requestId: newRequestId() }))
-        if (!r.ok) throw new Error(`refused: ${r.reason}`)
-        return r.reservation
-      }),
-    )
-    await Promise.all(reservations.map((r) => counted.settle(r, 50)))
+    await reserveAndSettle64(createSqliteBudgetStore(counting))
     expect(runs).toEqual({ hold: 1, book: 1 })
     expect((await admin.status(hash))?.minute).toMatchObject({ spentMicros: 50 * 64, heldMicros: 0 })
     expect((await admin.status(hash))?.daily).toMatchObject({ spentMicros: 50 * 64, heldMicros: 0 })
   })
 
   it('settles booked at the commit are booked once when their shared commit fails and each runs again alone', async () => {
-    const held = await Promise.all(
-      Array.from({ length: 8 }, async () => {
-        const r = await store.reserve(reserveInput(hash, 100, { requestId: newRequestId() }))
-        if (!r.ok) throw new Error(`refused: ${r.reason}`)
-        return r.reservation
-      }),
-    )
+    const held = await reserveTogether(8)
     // A reserve with a used id in the same commit throws: the commit rolls back, its settles' bookings with it, and
     // each work runs again in a transaction of its own.
     const results = await Promise.allSettled([...held.slice(0, 4).map((r) => store.settle(r, 50)), store.reserve(reserveInput(hash, 100, { requestId: held[0]?.requestId ?? '' })), ...held.slice(4).map((r) => store.settle(r, 50))])
