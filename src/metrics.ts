@@ -44,7 +44,7 @@ export interface Metrics {
   streamEnded(): void
   /** A refusal or cut-off the store could not record (counted as a store error, op record_event). */
   eventLost(): void
-  /** A budget store whose every call is timed and every fault counted (by the store itself where it can: observeCalls). */
+  /** A budget store whose every call is timed and every fault counted (reserve, extend and settle by the store itself: observeCalls). */
   instrumentStore(store: BudgetStore): BudgetStore
 }
 
@@ -312,19 +312,10 @@ export function createMetrics(options: { perKey: boolean }): Metrics {
     streamStarted: () => inflight.inc(),
     streamEnded: () => inflight.dec(),
     instrumentStore(store) {
-      if (store.observeCalls !== undefined) {
-        // The store times its own reserve, extend and settle (no wrapper, closures or promise per call).
-        const ended = { reserve: storeOp('reserve'), extend: storeOp('extend'), settle: storeOp('settle') }
-        store.observeCalls((op, startedMs, failed) => ended[op](startedMs, failed))
-        return { ...store, abandon: timed('abandon', store.abandon.bind(store)), ping: timed('ping', store.ping.bind(store)) }
-      }
-      return {
-        reserve: timed('reserve', store.reserve.bind(store)),
-        extend: timed('extend', store.extend.bind(store)),
-        settle: timed('settle', store.settle.bind(store)),
-        abandon: timed('abandon', store.abandon.bind(store)),
-        ping: timed('ping', store.ping.bind(store)),
-      }
+      // The store times its own reserve, extend and settle (no wrapper, closures or promise per call).
+      const ended = { reserve: storeOp('reserve'), extend: storeOp('extend'), settle: storeOp('settle') }
+      store.observeCalls((op, startedMs, failed) => ended[op](startedMs, failed))
+      return { ...store, abandon: timed('abandon', store.abandon.bind(store)), ping: timed('ping', store.ping.bind(store)) }
     },
   }
 }

@@ -136,10 +136,10 @@ export interface BudgetStore {
   /** Resolves when the store answers. */
   ping(): Promise<void>
   /**
-   * Present on a store that times its own reserve, extend and settle calls: from now on `observer` hears of each
-   * of this store's calls as it ends, so no wrapper per call is needed (metrics). Set once, before the store serves.
+   * The store times its own reserve, extend and settle calls: from now on `observer` hears of each of this store's
+   * calls as it ends, so no wrapper per call is needed (metrics). Set once, before the store serves.
    */
-  observeCalls?(observer: StoreCallObserver): void
+  observeCalls(observer: StoreCallObserver): void
 }
 
 /** Told of each reserve, extend or settle call as it ends: its op, when it began (performance.now()), whether it failed. */

@@ -1,6 +1,6 @@
 import { Histogram, Registry } from 'prom-client'
 import { describe, expect, it } from 'vitest'
-import type { BudgetStore } from '../../src/budget/types.js'
+import type { BudgetStore, StoreCallObserver } from '../../src/budget/types.js'
 import { createMetrics, type RequestRecord } from '../../src/metrics.js'
 
 const record = (over: Partial<RequestRecord>): RequestRecord => ({
@@ -100,12 +100,20 @@ describe('request metrics', () => {
   it('times every store call, failed ones too, in the store latency histogram', async () => {
     const metrics = createMetrics({ perKey: false })
     const fail = new Error('down')
+    // Reserve, extend and settle are timed by the store itself, which tells the observer instrumentStore gives it.
+    let observer: StoreCallObserver = () => undefined
     const store = metrics.instrumentStore({
       reserve: async () => ({ ok: false, reason: 'invalid_key' }),
       extend: async () => ({ ok: false, reason: 'not_found' }),
-      settle: async () => { throw fail },
+      settle: async () => {
+        observer('settle', performance.now(), true)
+        throw fail
+      },
       abandon: () => { throw fail },
       ping: async () => undefined,
+      observeCalls: (next: StoreCallObserver) => {
+        observer = next
+      },
     } as unknown as BudgetStore)
     await store.ping()
     await store.ping()
