@@ -118,6 +118,16 @@ export function figures(results) {
     out.push(figure(name, 'proxy CPU per request', pk.trials.map((t) => t.proxied.proxyCpuUsPerRequest), 'µs', null, '', false, pf ? pk.trials.map((t) => t.floor.proxyCpuUsPerRequest) : null))
     out.push(figure(name, 'other processes on the proxy core', pk.trials.map((t) => pctOf(t.proxied.foreignOnProxyCore)), '%', null, 'noise: share of core 0 used by anything but the proxy'))
   }
+  const ag = results.agent
+  if (ag?.bySize !== undefined) {
+    for (const { bodyBytes, trials } of Object.values(ag.bySize)) {
+      const name = `h. agent request of ${Math.round(bodyBytes / 1024)} KiB, closed loop C=${ag.concurrency}`
+      out.push(figure(name, 'CPU per request ÷ floor\'s', trials.map((t) => ratio(t.proxied.proxyCpuUsPerRequest, t.floor.proxyCpuUsPerRequest)), 'ratio', { op: '<=', limit: 1.1 }, `per trial; ${floorNote}; the floor forwards the body unread`))
+      out.push(figure(name, 'proxy CPU per request', trials.map((t) => t.proxied.proxyCpuUsPerRequest), 'µs', null, noise(trials.map((t) => t.proxied)), false, trials.map((t) => t.floor.proxyCpuUsPerRequest)))
+      out.push(figure(name, 'throughput through the proxy', trials.map((t) => t.proxied.achievedRate), 'req/s', null, '', false, trials.map((t) => t.floor.achievedRate)))
+      out.push(figure(name, 'errors through the proxy', trials.map((t) => errorsOf(t.proxied)), 'count', { op: '==', limit: 0 }))
+    }
+  }
   const sto = results.stores
   if (sto?.sqlite?.peak !== undefined && sto?.redis?.peak !== undefined) {
     const trialsOf = sto.sqlite.peak.trials.length

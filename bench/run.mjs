@@ -2,7 +2,8 @@
 //   --quick            short smoke run (1 trial, short runs)
 //   --only=a,b,…       scenarios: latency (a), logging (a, info level), streams (b), peak (c), leakage (d: OpenAI
 //                      floods), floods (d: every other provider's), countStall (d), memory (e),
-//                      stores (f: the embedded SQLite store beside Redis), loopGuard (g: the loop guard's CPU, ~2 min)
+//                      stores (f: the embedded SQLite store beside Redis), loopGuard (g: the loop guard's CPU, ~2 min),
+//                      agent (h: CPU per request with a coding agent's 32 and 128 KiB requests, beside the floor)
 //   --trials=N         trials per latency/throughput scenario (default 3, quick 1; latency (a) at 500 and 1,000 req/s: at least 5)
 //   --profile          run the main proxy under `node --cpu-prof` and add its hot functions to the report
 //   --out=NAME         write bench/results/NAME.json and NAME.md (default latest)
@@ -22,11 +23,11 @@ import { detectPinning, environment, OTHERS_CORE, pinSelf, ROOT, startFake, star
 import { summarizeProfile } from './profile.mjs'
 import { figures, renderMarkdown } from './report.mjs'
 import { memory } from './memory.mjs'
-import { infoLogging, latency, peak, streams } from './scenarios.mjs'
+import { agentRequests, infoLogging, latency, peak, streams } from './scenarios.mjs'
 import { stores } from './stores.mjs'
 
-const SCENARIOS = { latency, logging: infoLogging, streams, peak, leakage, floods: providerFloods, countStall, memory, stores, loopGuard }
-const ALIASES = { a: ['latency', 'logging'], b: ['streams'], c: ['peak'], d: ['leakage', 'floods', 'countStall'], e: ['memory'], f: ['stores'], g: ['loopGuard'] }
+const SCENARIOS = { latency, logging: infoLogging, streams, peak, leakage, floods: providerFloods, countStall, memory, stores, loopGuard, agent: agentRequests }
+const ALIASES = { a: ['latency', 'logging'], b: ['streams'], c: ['peak'], d: ['leakage', 'floods', 'countStall'], e: ['memory'], f: ['stores'], g: ['loopGuard'], h: ['agent'] }
 const LATENCY_BUDGET = 10_000_000_000_000 // µUSD: a daily limit far above anything the bench spends, so enforcement runs but never refuses
 
 const log = (line) => process.stdout.write(`${line}\n`)
@@ -203,6 +204,7 @@ function methodNotes(pin) {
     'Floods of the other providers (bench/provider-floods.mjs): Azure, Mistral, Anthropic, Gemini, Bedrock Converse, streamed and not, 1,000 requests at once against a budget for exactly 500 at the provider\'s counts (bench/fake-providers.mjs: OpenAI-family text with tiktoken, Claude/Gemini/Mistral text with the billing stand-in of bench/fake-billing.mjs, counting endpoints answering what the call then bills), one and two warmed proxies; targets ≥ 98% (Azure), ≥ 90% (the others), overshoot 0 at the ledger, no 503.',
     'Count stall: small requests\' p99 (4 at a time) while a 10 MiB prompt is counted exactly, against their p99 just before (target: grows ≤ 10 ms, no 503); the proxy for it is its own, started with bench/loop-delay.mjs, which records each block of its event loop over 5 ms (longest block while the big request was read, parsed, counted and refused).',
     'Ledger: a request is billed its prompt when the fake starts answering; an output token counts when its chunk is handed to a socket that is still open.',
+    'Agent requests (h): a coding agent\'s request (bench/agent-body.mjs: system prompt, a dozen tools, a conversation of tool calls and results) of 32 and 128 KiB, closed loop 16 at a time, through the proxy and the floor alternating within each trial, after both served 12,000 of them; the floor forwards the body unread, the proxy reads it (model, limits, the input estimate that sizes the reservation).',
     'Loop guard (bench/loop-guard.mjs): CPU per request of the proxy and, on Redis, redis-server (schedstat, ns), guard on (the default) ÷ off (`--loop-limit 0`), for a 24-message agent conversation whose every request is a new step, 8 at a time; on and off alternate every 40 requests within each trial, median of the per-trial ratios. Worst case: one conversation past its 256 steps (every new step recorded, the scope trimmed); common case: conversations of 40 requests. The A/A control (both halves guard off) shows the noise the ratio carries.',
     'Memory (bench/memory.mjs): VmRSS from /proc/<pid>/status of a fresh proxy, and in the same run of the floor (Fastify + undici + two EVALSHA) and the plain relay (node:http + undici), both floors holding every stream open upstream at once as Loopers does: right after start; idle 3 s and 60 s (quick: 10 s) after the last of 20 requests (10 plain, 10 streamed, one at a time); the peak while 1,000 streams are open at once (sampled every 100 ms); and 45 s (quick: 5 s) or more after those streams ended (each target holds its streams in turn, all are read 45 s after the last ended) (Loopers returns a burst\'s memory after 30 s without requests, LOOPERS_IDLE_RELEASE_MS).',
   ]

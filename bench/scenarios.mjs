@@ -1,6 +1,7 @@
 // Latency, streaming and throughput scenarios (memory: bench/memory.mjs). Each proxied run is paired with the same load
 // sent straight to the fake upstream in the same trial; "added" is proxied − direct per percentile.
 import { statSync } from 'node:fs'
+import { agentBody } from './agent-body.mjs'
 import { burst, closedLoop, createPool, openLoop } from './load.mjs'
 import { coreBusy, coreTimes, cpuSeconds, cpuTimes, sleep, startRelayFloor, waitForQuiet } from './procs.mjs'
 
@@ -281,6 +282,52 @@ export async function peak(ctx) {
     await Promise.all(Object.values(pools).map((p) => p.close()))
   }
   return { concurrency, durationMs, trials }
+}
+
+/** Sizes of the agent requests the `agent` scenario sends (bench/agent-body.mjs), in bytes. */
+export const AGENT_BODY_BYTES = [32_768, 131_072]
+
+/**
+ * (h) What reading a real agent request costs: closed loop (16 at a time) through the proxy and through the floor,
+ * which forwards the body unread, with a coding agent's request of each size in AGENT_BODY_BYTES (system prompt,
+ * a dozen tools, a conversation of tool calls and results); the sides alternate within each trial. The bench key's
+ * loop guard is off, as in every other scenario (bench/loop-guard.mjs measures the guard).
+ */
+export async function agentRequests(ctx) {
+  const concurrency = 16
+  const durationMs = ctx.quick ? 1_500 : 4_000
+  const floor = ctx.floor
+  // The fake bills a fixed prompt: counting 128 KiB with tiktoken on every request would make it the bottleneck.
+  await ctx.fake.reset({ completionTokens: 16, promptTokens: 8_000 })
+  const targets = { proxied: { url: ctx.proxy.url, pid: ctx.proxy.pid }, floor: { url: floor.url, pid: floor.pid } }
+  const names = Object.keys(targets)
+  const pools = Object.fromEntries(names.map((side) => [side, createPool(targets[side].url, concurrency)]))
+  const bySize = {}
+  try {
+    for (const bytes of AGENT_BODY_BYTES) {
+      const request = requestPair(ctx.key, agentBody({ bytes })).proxied
+      // The first size also tiers both processes' code up on this kind of request (the scenario may run alone).
+      for (const side of names) {
+        if (bytes === AGENT_BODY_BYTES[0]) await warmJit(targets[side].url, request, pools[side])
+        await closedLoop({ origin: targets[side].url, request, concurrency, durationMs: 1_000, pool: pools[side] })
+      }
+      const trials = []
+      for (let t = 0; t < ctx.trials; t++) {
+        const trial = { quiet: await quiet(ctx) }
+        for (const side of names.map((_, i) => names[(i + t) % names.length])) {
+          await sleep(500)
+          const { url, pid } = targets[side]
+          trial[side] = await withCpu(pid, () => closedLoop({ origin: url, request, concurrency, durationMs, pool: pools[side] }))
+        }
+        trials.push(trial)
+        ctx.log(`  agent request ${bytes} B, trial ${t + 1}: CPU/request proxy ${fmt(trial.proxied.proxyCpuUsPerRequest)} µs vs floor ${fmt(trial.floor.proxyCpuUsPerRequest)} µs (errors ${trial.proxied.non2xx + trial.proxied.transportErrors})`)
+      }
+      bySize[bytes] = { bodyBytes: Buffer.byteLength(request.body), trials }
+    }
+  } finally {
+    await Promise.all(Object.values(pools).map((p) => p.close()))
+  }
+  return { concurrency, durationMs, bySize }
 }
 
 export function fmt(n) {
