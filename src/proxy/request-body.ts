@@ -6,14 +6,14 @@
  * members spliced in, so no step proportional to its size runs on the event loop.
  */
 import { budgetUnavailable, invalidRequest } from '../errors.js'
-import { findDuplicateKey } from '../http/json-keys.js'
+import { createWordSet, scanKeys, type KeyReport } from '../http/json-keys.js'
 import { spliceMembers, type MemberEdit, type MemberSpan } from '../http/json-members.js'
 import { BIG_BODY_BYTES } from '../http/raw-body.js'
 import { fingerprintRequest } from '../loop/fingerprint.js'
 import { loopShapeName } from '../loop/shapes/index.js'
 import type { LoopFingerprint, LoopShape } from '../loop/types.js'
 import { isObject, type Json } from '../providers/body.js'
-import { scanBody, type BodyScan } from '../tokens/bound.js'
+import { NOTHING_SCANNED, SCAN_WORDS, scanBody, type BodyScan } from '../tokens/bound.js'
 import type { Inspection } from '../tokens/inspect-body.js'
 import type { TokenCounter } from '../tokens/worker.js'
 
@@ -23,6 +23,8 @@ const MAX_EAGER_MEMBER_BYTES = 16 * 1024
 const MAX_EAGER_BYTES = 64 * 1024
 /** Top-level members a big body may have: no provider's request has more than a few dozen. */
 const MAX_BIG_BODY_MEMBERS = 1024
+/** What the key scan looks out for, so that a body without any of it is not walked again for `scan()`. */
+const SCAN_WORD_SET = createWordSet(SCAN_WORDS)
 /** Retry-After of a big body the counting worker had no room for: its queue drains in about that time. */
 const BUSY_RETRY_AFTER_SECONDS = 1
 
@@ -73,14 +75,15 @@ async function readInWorker(raw: Buffer, name: string | null, counter: TokenCoun
  */
 export function readParsedBody(raw: Buffer, shape: LoopShape | null): RequestBody | Promise<RequestBody> {
   const json = parseJsonBody(raw)
-  const duplicate = findDuplicateKey(raw)
-  if (duplicate instanceof Promise) return duplicate.then((key) => parsedBody(raw, shape, json, key))
-  return parsedBody(raw, shape, json, duplicate)
+  // The key scan reads every key and string anyway: it also tells whether `scan()` can find anything.
+  const keys = scanKeys(raw, SCAN_WORD_SET)
+  if (keys instanceof Promise) return keys.then((report) => parsedBody(raw, shape, json, report))
+  return parsedBody(raw, shape, json, keys)
 }
 
-function parsedBody(raw: Buffer, shape: LoopShape | null, json: Json, duplicate: string | null): RequestBody {
-  refuseDuplicate(duplicate)
-  return new ParsedBody(json, raw, shape)
+function parsedBody(raw: Buffer, shape: LoopShape | null, json: Json, keys: KeyReport): RequestBody {
+  refuseDuplicate(keys.duplicate)
+  return new ParsedBody(json, raw, shape, keys.wordSeen)
 }
 
 /** A body parsed whole on the event loop: one object per request, not a context and four closures. */
@@ -89,10 +92,12 @@ class ParsedBody implements RequestBody {
     readonly json: Json,
     readonly raw: Buffer,
     private readonly shape: LoopShape | null,
+    /** False when no key or string value is one of SCAN_WORDS: the walk would find nothing. */
+    private readonly mayScanSomething: boolean,
   ) {}
 
   scan(): BodyScan | Promise<BodyScan> {
-    return scanBody(this.json)
+    return this.mayScanSomething ? scanBody(this.json) : NOTHING_SCANNED
   }
 
   fingerprint(): LoopFingerprint | null {
