@@ -42,12 +42,15 @@ const LINEAR_KEYS = 16
 // A key compared byte by byte in JavaScript is at most this long; a longer one is compared natively as a string.
 const LINEAR_KEY_BYTES = 32
 
-/** True when the key whose quotes are at `start` and `end` was already in the object; records it otherwise. */
-function seen(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number): boolean {
+/**
+ * True when the key whose quotes are at `start` and `end` was already in the object; records it otherwise.
+ * `plain`: isPlainShortKey of that key.
+ */
+function seen(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number, plain: boolean): boolean {
   if (frame.set === null) {
     const quotes = frame.quotes
     const used = 2 * frame.keys
-    if (isPlainShortKey(raw, start, end)) {
+    if (plain) {
       for (let k = 0; k < used; k += 2) if (sameBytes(raw, quotes[k] as number, quotes[k + 1] as number, start, end)) return true
       if (frame.keys < LINEAR_KEYS) {
         quotes[used] = start
@@ -145,21 +148,30 @@ export function createWordSet(words: readonly string[]): WordSet {
 
 const LETTER_U = 0x75
 
-/**
- * Whether the string whose quotes are at `start` and `end` may be one of `words` once parsed: spelled out,
- * or with a `\u` escape (the only escape that spells a word's characters another way, each in 6 bytes at most).
- */
-function mayBeWord(raw: Buffer, start: number, end: number, words: WordSet): boolean {
+/** Whether the string whose quotes are at `start` and `end` spells one of `words` out. */
+function isWord(raw: Buffer, start: number, end: number, words: WordSet): boolean {
   const length = end - start - 1
-  if (length >= words.min && length <= words.max) {
-    for (const word of words.byLength[length] as Uint8Array[]) {
-      if (raw[start + 1] !== word[0]) continue
-      let k = 1
-      while (k < length && raw[start + 1 + k] === word[k]) k++
-      if (k === length) return true
-    }
+  if (length < words.min || length > words.max) return false
+  const list = words.byLength[length] as Uint8Array[]
+  for (let w = 0; w < list.length; w++) {
+    const word = list[w] as Uint8Array
+    if (raw[start + 1] !== word[0]) continue
+    let k = 1
+    while (k < length && raw[start + 1 + k] === word[k]) k++
+    if (k === length) return true
   }
-  if (length <= words.min || length > 6 * words.max) return false
+  return false
+}
+
+/**
+ * Whether the string whose quotes are at `start` and `end` may be one of `words` once parsed: spelled out, or
+ * with a `\u` escape (the only escape that spells a word's characters another way, each in 6 bytes at most).
+ * `plain`: the string is known to have no backslash.
+ */
+function mayBeWord(raw: Buffer, start: number, end: number, words: WordSet, plain: boolean): boolean {
+  if (isWord(raw, start, end, words)) return true
+  const length = end - start - 1
+  if (plain || length <= words.min || length > 6 * words.max) return false
   // `\\u` (an escaped backslash, then u) is counted too: harmless.
   for (let k = start + 1; k < end - 1; k++) if (raw[k] === BACKSLASH && raw[k + 1] === LETTER_U) return true
   return false
@@ -218,16 +230,17 @@ function scanSlice(scan: KeyScan, sliceBytes: number, sliceSteps: number): strin
       const end = stringEnd(raw, i)
       if (end < 0) return null
       const words = scan.words
-      if (words !== null && !scan.wordSeen && top !== null) {
-        // A key anywhere; a string value only as a `type` key's (a string in an array is neither).
-        if (top.expectKey) {
-          if (mayBeWord(raw, i, end, words)) scan.wordSeen = true
-          else scan.afterType = isTypeKey(raw, i, end)
-        } else if (scan.afterType && mayBeWord(raw, i, end, words)) scan.wordSeen = true
-      }
       if (top !== null && top.expectKey) {
-        if (seen(raw, top, i, end)) return Buffer.from(keyText(raw, i, end), 'latin1').toString('utf8')
+        const plain = isPlainShortKey(raw, i, end)
+        if (seen(raw, top, i, end, plain)) return Buffer.from(keyText(raw, i, end), 'latin1').toString('utf8')
         top.expectKey = false
+        // Any key may be a word; a string value only as a `type` key's (a string in an array is neither).
+        if (words !== null && !scan.wordSeen) {
+          if (mayBeWord(raw, i, end, words, plain)) scan.wordSeen = true
+          else scan.afterType = isTypeKey(raw, i, end)
+        }
+      } else if (top !== null && scan.afterType && words !== null && !scan.wordSeen && mayBeWord(raw, i, end, words, false)) {
+        scan.wordSeen = true
       }
       i = end + 1
       continue
