@@ -7,7 +7,7 @@
  */
 import { budgetUnavailable, invalidRequest } from '../errors.js'
 import { createWordSet, scanKeys, type KeyReport } from '../http/json-keys.js'
-import { spliceMembers, type MemberEdit, type MemberSpan } from '../http/json-members.js'
+import { spliceMembers, topLevelMembers, type MemberEdit, type MemberSpan } from '../http/json-members.js'
 import { BIG_BODY_BYTES } from '../http/raw-body.js'
 import { fingerprintRequest } from '../loop/fingerprint.js'
 import { loopShapeName } from '../loop/shapes/index.js'
@@ -25,6 +25,8 @@ const MAX_EAGER_BYTES = 64 * 1024
 const MAX_BIG_BODY_MEMBERS = 1024
 /** What the key scan looks out for, so that a body without any of it is not walked again for `scan()`. */
 const SCAN_WORD_SET = createWordSet(SCAN_WORDS)
+/** A body this large, edited, is forwarded as its raw bytes with the edited members spliced in (a few times cheaper than re-serializing it). */
+export const SPLICE_MIN_BYTES = 4 * 1024
 /** Retry-After of a big body the counting worker had no room for: its queue drains in about that time. */
 const BUSY_RETRY_AFTER_SECONDS = 1
 
@@ -39,7 +41,15 @@ export interface RequestBody {
   scan(): BodyScan | Promise<BodyScan>
   /** The loop fingerprint of the body as sent (before any edit). */
   fingerprint(): LoopFingerprint | null
-  /** The bytes to forward after `json` was edited: re-serialized, or (big body) `raw` with the edited members spliced in. */
+  /**
+   * `json`, for the adapter to edit (`prepareBody`) before `edited()`: of a body of SPLICE_MIN_BYTES or more, its
+   * object members stand behind accessors that note a read, so `edited()` re-serializes only members that may have changed.
+   */
+  editable(): Json
+  /**
+   * The bytes to forward after `json` was edited: `raw` with the edited members spliced in (a big body, or one
+   * edited through `editable()` of SPLICE_MIN_BYTES or more), else re-serialized.
+   */
   edited(): Promise<Buffer>
   /**
    * The JSON text of top-level member `key` as it stands, undefined when absent: of a big body, a large
@@ -96,6 +106,9 @@ class ParsedBody implements RequestBody {
     private readonly mayScanSomething: boolean,
   ) {}
 
+  /** What `editable()` saw: each member's value then, and the object members read or replaced since. */
+  private watch: EditWatch | null = null
+
   scan(): BodyScan | Promise<BodyScan> {
     return this.mayScanSomething ? scanBody(this.json) : NOTHING_SCANNED
   }
@@ -104,8 +117,16 @@ class ParsedBody implements RequestBody {
     return fingerprintRequest(this.shape, this.json)
   }
 
+  editable(): Json {
+    if (this.raw.length >= SPLICE_MIN_BYTES && this.watch === null) this.watch = watchEdits(this.json)
+    return this.json
+  }
+
   async edited(): Promise<Buffer> {
-    return Buffer.from(JSON.stringify(this.json))
+    if (this.watch === null) return Buffer.from(JSON.stringify(this.json))
+    const members = topLevelMembers(this.raw)
+    const edits = watchedEdits(this.json, members, this.watch)
+    return edits.length === 0 ? this.raw : spliceMembers(this.raw, members, edits)
   }
 
   member(key: string): string | undefined {
@@ -153,6 +174,7 @@ function readBig(raw: Buffer, inspection: Inspection): RequestBody {
     raw,
     scan: () => scan,
     fingerprint: () => fingerprint,
+    editable: () => json,
     async edited() {
       const edits = memberEdits(json, members, before, materialized)
       return edits.length === 0 ? raw : spliceMembers(raw, members, edits)
@@ -188,6 +210,60 @@ function memberEdits(json: Json, members: readonly MemberSpan[], before: Map<str
   }
   for (const key of Object.keys(json)) {
     if (original.has(key)) continue
+    const text = JSON.stringify(json[key]) as string | undefined
+    if (text !== undefined) edits.push({ key, json: text })
+  }
+  return edits
+}
+
+/** Each member's value when the adapter was given the body, and the object members read (or replaced) since. */
+interface EditWatch {
+  before: Map<string, unknown>
+  read: Set<string>
+}
+
+/**
+ * Puts each object or array member of `json` behind an accessor that notes a read: a member never read cannot
+ * have been edited in place (nor replaced: a write goes through the accessor too), so its bytes are kept.
+ */
+function watchEdits(json: Json): EditWatch {
+  const watch: EditWatch = { before: new Map(), read: new Set() }
+  for (const key of Object.keys(json)) {
+    const value = json[key]
+    watch.before.set(key, value)
+    if (typeof value !== 'object' || value === null) continue
+    Object.defineProperty(json, key, {
+      enumerable: true,
+      configurable: true,
+      get() {
+        watch.read.add(key)
+        return value
+      },
+      set(next: unknown) {
+        watch.read.add(key)
+        Object.defineProperty(json, key, { value: next, writable: true, enumerable: true, configurable: true })
+      },
+    })
+  }
+  return watch
+}
+
+/** The edits of `json` since `watchEdits`: removed members, added ones, object members read, other members set anew. */
+function watchedEdits(json: Json, members: readonly MemberSpan[], watch: EditWatch): MemberEdit[] {
+  const edits: MemberEdit[] = []
+  for (const { key } of members) {
+    const descriptor = Object.getOwnPropertyDescriptor(json, key)
+    if (descriptor === undefined) {
+      edits.push({ key, json: null })
+      continue
+    }
+    // An accessor still there was not written; unread, its value is the client's bytes. A scalar kept its value.
+    if (descriptor.get !== undefined ? !watch.read.has(key) : !watch.read.has(key) && descriptor.value === watch.before.get(key)) continue
+    const text = JSON.stringify(json[key]) as string | undefined
+    edits.push({ key, json: text ?? null })
+  }
+  for (const key of Object.keys(json)) {
+    if (watch.before.has(key)) continue
     const text = JSON.stringify(json[key]) as string | undefined
     if (text !== undefined) edits.push({ key, json: text })
   }
