@@ -16,6 +16,7 @@ import { isObject, type Json } from '../providers/body.js'
 import { NOTHING_SCANNED, SCAN_WORDS, scanBody, type BodyScan } from '../tokens/bound.js'
 import type { Inspection } from '../tokens/inspect-body.js'
 import type { TokenCounter } from '../tokens/worker.js'
+import { EditWatch } from './edit-watch.js'
 
 /** A top-level member of a big body up to this size is parsed on the event loop; a larger one on first read. */
 const MAX_EAGER_MEMBER_BYTES = 16 * 1024
@@ -42,8 +43,8 @@ export interface RequestBody {
   /** The loop fingerprint of the body as sent (before any edit). */
   fingerprint(): LoopFingerprint | null
   /**
-   * `json`, for the adapter to edit (`prepareBody`) before `edited()`: of a body of SPLICE_MIN_BYTES or more, its
-   * object members stand behind accessors that note a read, so `edited()` re-serializes only members that may have changed.
+   * `json`, for the adapter to edit (`prepareBody`) before `edited()`: of a body of SPLICE_MIN_BYTES or more, a view
+   * that notes which members the adapter touched, so `edited()` re-serializes only those (./edit-watch.ts).
    */
   editable(): Json
   /**
@@ -106,7 +107,7 @@ class ParsedBody implements RequestBody {
     private readonly mayScanSomething: boolean,
   ) {}
 
-  /** What `editable()` saw: each member's value then, and the object members read or replaced since. */
+  /** The members the adapter touched through `editable()`'s view. */
   private watch: EditWatch | null = null
 
   scan(): BodyScan | Promise<BodyScan> {
@@ -118,14 +119,15 @@ class ParsedBody implements RequestBody {
   }
 
   editable(): Json {
-    if (this.raw.length >= SPLICE_MIN_BYTES && this.watch === null) this.watch = watchEdits(this.json)
-    return this.json
+    if (this.raw.length < SPLICE_MIN_BYTES) return this.json
+    this.watch ??= new EditWatch(this.json)
+    return this.watch.view
   }
 
   async edited(): Promise<Buffer> {
     if (this.watch === null) return Buffer.from(JSON.stringify(this.json))
     const members = topLevelMembers(this.raw)
-    const edits = watchedEdits(this.json, members, this.watch)
+    const edits = this.watch.edits(this.json, members)
     return edits.length === 0 ? this.raw : spliceMembers(this.raw, members, edits)
   }
 
@@ -210,60 +212,6 @@ function memberEdits(json: Json, members: readonly MemberSpan[], before: Map<str
   }
   for (const key of Object.keys(json)) {
     if (original.has(key)) continue
-    const text = JSON.stringify(json[key]) as string | undefined
-    if (text !== undefined) edits.push({ key, json: text })
-  }
-  return edits
-}
-
-/** Each member's value when the adapter was given the body, and the object members read (or replaced) since. */
-interface EditWatch {
-  before: Map<string, unknown>
-  read: Set<string>
-}
-
-/**
- * Puts each object or array member of `json` behind an accessor that notes a read: a member never read cannot
- * have been edited in place (nor replaced: a write goes through the accessor too), so its bytes are kept.
- */
-function watchEdits(json: Json): EditWatch {
-  const watch: EditWatch = { before: new Map(), read: new Set() }
-  for (const key of Object.keys(json)) {
-    const value = json[key]
-    watch.before.set(key, value)
-    if (typeof value !== 'object' || value === null) continue
-    Object.defineProperty(json, key, {
-      enumerable: true,
-      configurable: true,
-      get() {
-        watch.read.add(key)
-        return value
-      },
-      set(next: unknown) {
-        watch.read.add(key)
-        Object.defineProperty(json, key, { value: next, writable: true, enumerable: true, configurable: true })
-      },
-    })
-  }
-  return watch
-}
-
-/** The edits of `json` since `watchEdits`: removed members, added ones, object members read, other members set anew. */
-function watchedEdits(json: Json, members: readonly MemberSpan[], watch: EditWatch): MemberEdit[] {
-  const edits: MemberEdit[] = []
-  for (const { key } of members) {
-    const descriptor = Object.getOwnPropertyDescriptor(json, key)
-    if (descriptor === undefined) {
-      edits.push({ key, json: null })
-      continue
-    }
-    // An accessor still there was not written; unread, its value is the client's bytes. A scalar kept its value.
-    if (descriptor.get !== undefined ? !watch.read.has(key) : !watch.read.has(key) && descriptor.value === watch.before.get(key)) continue
-    const text = JSON.stringify(json[key]) as string | undefined
-    edits.push({ key, json: text ?? null })
-  }
-  for (const key of Object.keys(json)) {
-    if (watch.before.has(key)) continue
     const text = JSON.stringify(json[key]) as string | undefined
     if (text !== undefined) edits.push({ key, json: text })
   }

@@ -277,13 +277,24 @@ describe('edited bodies under 1 MiB', () => {
     const novaRead = readParsedBody(Buffer.from(nova), bedrock.loopShape?.(converse) ?? null) as RequestBody
     expect(bedrock.prepareBody(converse, novaRead.editable(), bedrock.describe(converse, novaRead.json), 50)).toBe(true)
     expect((await novaRead.edited()).toString('utf8')).toBe(nova.replace('{"maxTokens": 900,"topP":1.0}', '{"maxTokens":50,"topP":1}'))
+    // Members removed (Azure under a legacy api-version), a member added.
+    const azure = createAzureAdapter({ endpoint: 'http://u', apiKey: null })
+    const legacy = azure.findRoute('POST', '/openai/deployments/d/chat/completions', new URLSearchParams('api-version=2024-06-01')) as RouteMatch
+    const old = `{"stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":900,"messages":[{"role":"user","content":"${'w'.repeat(SPLICE_MIN_BYTES)}"}]}`
+    const oldRead = readParsedBody(Buffer.from(old), azure.loopShape?.(legacy) ?? null) as RequestBody
+    expect(azure.prepareBody(legacy, oldRead.editable(), azure.describe(legacy, oldRead.json), 50)).toBe(true)
+    expect((await oldRead.edited()).toString('utf8')).toBe(`{"stream":true,"messages":[{"role":"user","content":"${'w'.repeat(SPLICE_MIN_BYTES)}"}],"max_tokens":50}`)
   })
 
   it('forwards a body edited to what it was as it came, and re-serializes a small one as before', async () => {
     const raw = Buffer.from(`{"model":"gpt-4o","max_tokens":10,"messages":[{"role":"user","content":"${'z'.repeat(SPLICE_MIN_BYTES)}"}]}`)
     const read = readParsedBody(raw, null) as RequestBody
     read.editable().max_tokens = 10
-    expect(await read.edited()).toBe(raw)
+    expect((await read.edited()).toString('utf8')).toBe(raw.toString('utf8'))
+    // A body whose members were only read (scalars) is forwarded as it came.
+    const unread = readParsedBody(raw, null) as RequestBody
+    expect(unread.editable().max_tokens).toBe(10)
+    expect(await unread.edited()).toBe(raw)
     const small = readParsedBody(Buffer.from('{ "model": "gpt-4o", "max_tokens": 10 }'), null) as RequestBody
     small.editable().max_tokens = 5
     expect((await small.edited()).toString('utf8')).toBe('{"model":"gpt-4o","max_tokens":5}')
