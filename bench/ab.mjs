@@ -5,10 +5,14 @@
 //                     [--trials=6] [--duration=4000] [--together] [--prof=DIR (B and the floor under --cpu-prof; or --import=MODULE, preloaded in all three)]
 //                     [--store=redis|sqlite (sqlite: each proxy, and the floor, on its own embedded store file)]
 //                     [--log-a=warn] [--log-b=warn] (each side's LOG_LEVEL: --log-a=info --log-b=warn with one build for the cost of info)
+//                     [--body=BYTES (every side, the floor included, sends a realistic agent request about BYTES long
+//                     (bench/agent-body.mjs), each a new step, instead of the one-liner; --stream: asking for a stream)] [--guard (the key keeps the
+//                     default loop guard, off on the bench key; see bench/body-option.mjs)]
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool, openLoop } from './load.mjs'
-import { createBenchKey, threadsCpuMs, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
+import { threadsCpuMs, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
+import { bodyOption, createRedisKey, guardOn } from './body-option.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const mode = arg('mode', 'closed')
@@ -28,8 +32,10 @@ const together = process.argv.includes('--together')
 const profFlags = (dir) =>
   profDir === null ? [] : arg('import', null) !== null ? ['--import', arg('import')] : ['--cpu-prof', `--cpu-prof-dir=${dir}`]
 const BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
+const body = bodyOption()
+const guard = guardOn()
 
-const { pinning, dir, started, redis, fake, close } = await startBenchStack('loopers-ab-', { fake: { completionTokens: 16 } })
+const { pinning, dir, started, redis, fake, close } = await startBenchStack('loopers-ab-', { fake: { completionTokens: 16, ...body.fake } })
 try {
   const sqlite = storeKind === 'sqlite'
   // On the embedded store each proxy has a file of its own (named by LOOPERS_DB, no REDIS_URL).
@@ -42,14 +48,15 @@ try {
   }
   started.push(...Object.values(sides))
   const keys = sqlite
-    ? { a: await createSqliteBenchKey(join(dir, 'a.db')), b: await createSqliteBenchKey(join(dir, 'b.db')) }
-    : { a: await createBenchKey(redis.url, 'bench-ab') }
+    ? { a: await createSqliteBenchKey(join(dir, 'a.db'), guard), b: await createSqliteBenchKey(join(dir, 'b.db'), guard) }
+    : { a: await createRedisKey(redis.url, 'bench-ab', guard) }
   keys.b ??= keys.a
   keys.floor = keys.a
-  const requests = Object.fromEntries(Object.entries(keys).map(([n, key]) => [n, requestPair(key, BODY).proxied]))
+  const requests = Object.fromEntries(Object.entries(keys).map(([n, key]) => [n, body.request(requestPair(key, BODY).proxied)]))
   const names = Object.keys(sides)
   const pools = Object.fromEntries(names.map((n) => [n, createPool(sides[n].url, mode === 'closed' ? concurrency : 256)]))
   const served = Object.fromEntries(names.map((n) => [n, 0]))
+  process.stdout.write(`${body.label}, loop guard ${guard ? 'on' : 'off'}\n`)
   process.stdout.write(`pids: ${names.map((n) => `${n} ${sides[n].pid}`).join(', ')}\n`)
   const run = async (n, ms) => {
     const r = await (mode === 'closed'
@@ -95,15 +102,15 @@ try {
   await close()
 }
 
-/** A bench key (as createBenchKey's) made on the embedded store file at `path`, as the CLI would. */
-async function createSqliteBenchKey(path) {
+/** A bench key (as createBenchKey's, with the default loop guard when `guard`) made on the embedded store file at `path`, as the CLI would. */
+async function createSqliteBenchKey(path, guard) {
   const { createDb } = await import('../dist/budget/sqlite/database.js')
   const { createSqliteKeyAdmin } = await import('../dist/budget/sqlite/admin.js')
   const db = createDb(path)
   try {
     const admin = createSqliteKeyAdmin(db)
     const { key, record } = await admin.createKey('bench-ab', ['openai'])
-    await admin.setBudget(record.hash, { limits: { daily: 10_000_000_000_000 }, loopLimit: 0 })
+    await admin.setBudget(record.hash, { limits: { daily: 10_000_000_000_000 }, ...(guard ? {} : { loopLimit: 0 }) })
     return key
   } finally {
     db.close()

@@ -3,12 +3,14 @@
 // rotating every trial). Counted inside each process by bench/alloc-probe.mjs (preloaded), so load barely moves it.
 //   node bench/alloc.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--trials=4] [--duration=3000] [--concurrency=64]
 //                        [--log-a=warn] [--log-b=warn] [--sample=DIR (sampling heap profiles of b and the floor: one trial)]
+//                        [--body=BYTES] [--guard] (a realistic agent request, each a new step; the key's default loop guard: bench/body-option.mjs)
 import { mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool } from './load.mjs'
-import { createBenchKey, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
+import { ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
+import { bodyOption, createRedisKey, guardOn } from './body-option.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const trials = Number(arg('trials', '4'))
@@ -17,9 +19,10 @@ const concurrency = Number(arg('concurrency', '64'))
 const builds = { a: resolve(arg('a', join(ROOT, 'dist/cli.js'))), b: resolve(arg('b', join(ROOT, 'dist/cli.js'))) }
 const sampleDir = arg('sample', null)
 const PROBE = join(ROOT, 'bench/alloc-probe.mjs')
+const body = bodyOption()
 const BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
 
-const { pinning, dir, started, redis, fake, close } = await startBenchStack('loopers-alloc-', { watchdogMs: 15 * 60_000, fake: { completionTokens: 16 } })
+const { pinning, dir, started, redis, fake, close } = await startBenchStack('loopers-alloc-', { watchdogMs: 15 * 60_000, fake: { completionTokens: 16, ...body.fake } })
 try {
   const sample = (on) => (sampleDir !== null && on ? { ALLOC_PROBE_SAMPLE: resolve(sampleDir) } : {})
   if (sampleDir !== null) mkdirSync(sampleDir, { recursive: true })
@@ -30,8 +33,9 @@ try {
     b: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'b', logLevel: arg('log-b', 'warn'), cliPath: builds.b, nodeOptions: ['--import', PROBE], extraEnv: sample(true) }),
   }
   started.push(...Object.values(sides))
-  const key = await createBenchKey(redis.url, 'bench-alloc')
-  const request = requestPair(key, BODY).proxied
+  const key = await createRedisKey(redis.url, 'bench-alloc', guardOn())
+  const request = body.request(requestPair(key, BODY).proxied)
+  process.stdout.write(`${body.label}, loop guard ${guardOn() ? 'on' : 'off'}\n`)
   const names = Object.keys(sides)
   const pools = Object.fromEntries(names.map((n) => [n, createPool(sides[n].url, concurrency)]))
   const run = (n, ms) => closedLoop({ origin: sides[n].url, request, concurrency, durationMs: ms, pool: pools[n] })

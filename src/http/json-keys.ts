@@ -42,12 +42,15 @@ const LINEAR_KEYS = 16
 // A key compared byte by byte in JavaScript is at most this long; a longer one is compared natively as a string.
 const LINEAR_KEY_BYTES = 32
 
-/** True when the key whose quotes are at `start` and `end` was already in the object; records it otherwise. */
-function seen(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number): boolean {
+/**
+ * True when the key whose quotes are at `start` and `end` was already in the object; records it otherwise.
+ * `plain`: isPlainShortKey of that key.
+ */
+function seen(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number, plain: boolean): boolean {
   if (frame.set === null) {
     const quotes = frame.quotes
     const used = 2 * frame.keys
-    if (isPlainShortKey(raw, start, end)) {
+    if (plain) {
       for (let k = 0; k < used; k += 2) if (sameBytes(raw, quotes[k] as number, quotes[k + 1] as number, start, end)) return true
       if (frame.keys < LINEAR_KEYS) {
         quotes[used] = start
@@ -116,12 +119,89 @@ function keyText(raw: Buffer, start: number, end: number): string {
   return Buffer.from(decoded, 'utf8').toString('latin1')
 }
 
+/**
+ * Strings a key scan looks out for (`createWordSet`), as a key anywhere or as the value of a `type` key: a
+ * scan that met none of them proves that the parsed body has none of them there (see KeyReport.wordSeen).
+ */
+export interface WordSet {
+  /** The words of each byte length (ASCII), indexed by length; empty outside [min, max]. */
+  byLength: Uint8Array[][]
+  min: number
+  max: number
+}
+
+/** A WordSet of `words`: printable ASCII, no quote or backslash (a word is spelled the same in JSON). */
+export function createWordSet(words: readonly string[]): WordSet {
+  const byLength: Uint8Array[][] = []
+  let min = Infinity
+  let max = 0
+  for (const word of words) {
+    if (!/^[\x20-\x7e]+$/.test(word) || word.includes('"') || word.includes('\\')) throw new Error(`not a plain ASCII word: ${word}`)
+    const bytes = Buffer.from(word, 'latin1')
+    min = Math.min(min, bytes.length)
+    max = Math.max(max, bytes.length)
+    while (byLength.length <= bytes.length) byLength.push([])
+    ;(byLength[bytes.length] as Uint8Array[]).push(bytes)
+  }
+  return { byLength, min, max }
+}
+
+const LETTER_U = 0x75
+
+/** Whether the string whose quotes are at `start` and `end` spells one of `words` out. */
+function isWord(raw: Buffer, start: number, end: number, words: WordSet): boolean {
+  const length = end - start - 1
+  if (length < words.min || length > words.max) return false
+  const list = words.byLength[length] as Uint8Array[]
+  for (let w = 0; w < list.length; w++) {
+    const word = list[w] as Uint8Array
+    if (raw[start + 1] !== word[0]) continue
+    let k = 1
+    while (k < length && raw[start + 1 + k] === word[k]) k++
+    if (k === length) return true
+  }
+  return false
+}
+
+/**
+ * Whether the string whose quotes are at `start` and `end` may be one of `words` once parsed: spelled out, or
+ * with a `\u` escape (the only escape that spells a word's characters another way, each in 6 bytes at most).
+ * `plain`: the string is known to have no backslash.
+ */
+function mayBeWord(raw: Buffer, start: number, end: number, words: WordSet, plain: boolean): boolean {
+  if (isWord(raw, start, end, words)) return true
+  const length = end - start - 1
+  if (plain || length <= words.min || length > 6 * words.max) return false
+  // `\\u` (an escaped backslash, then u) is counted too: harmless.
+  for (let k = start + 1; k < end - 1; k++) if (raw[k] === BACKSLASH && raw[k + 1] === LETTER_U) return true
+  return false
+}
+
+/** Whether the key whose quotes are at `start` and `end` is `type` spelled out (an escaped one is a possible word). */
+function isTypeKey(raw: Buffer, start: number, end: number): boolean {
+  return end - start === 5 && raw[start + 1] === 0x74 && raw[start + 2] === 0x79 && raw[start + 3] === 0x70 && raw[start + 4] === 0x65
+}
+
+/** What one scan of a body found: its first repeated key (null: none), and whether it met a word it looked out for. */
+export interface KeyReport {
+  duplicate: string | null
+  /**
+   * False only when, in the parsed body, no key is one of the scan's words and no `type` key's value is: none
+   * was spelled out there, nor spelled with a `\u` escape. True otherwise (and whenever `duplicate` is set).
+   */
+  wordSeen: boolean
+}
+
 /** Where a scan over one body stands between two slices. */
 interface KeyScan {
   raw: Buffer
   i: number
   top: Frame
   stack: Frame[]
+  words: WordSet | null
+  wordSeen: boolean
+  /** The last key read was `type`: a string value next is its value. */
+  afterType: boolean
 }
 
 /** A slice's answer: the repeated key, null when there is none, or NOT_DONE when the body goes on past the slice. */
@@ -149,9 +229,18 @@ function scanSlice(scan: KeyScan, sliceBytes: number, sliceSteps: number): strin
     if (c === QUOTE) {
       const end = stringEnd(raw, i)
       if (end < 0) return null
+      const words = scan.words
       if (top !== null && top.expectKey) {
-        if (seen(raw, top, i, end)) return Buffer.from(keyText(raw, i, end), 'latin1').toString('utf8')
+        const plain = isPlainShortKey(raw, i, end)
+        if (seen(raw, top, i, end, plain)) return Buffer.from(keyText(raw, i, end), 'latin1').toString('utf8')
         top.expectKey = false
+        // Any key may be a word; a string value only as a `type` key's (a string in an array is neither).
+        if (words !== null && !scan.wordSeen) {
+          if (mayBeWord(raw, i, end, words, plain)) scan.wordSeen = true
+          else scan.afterType = isTypeKey(raw, i, end)
+        }
+      } else if (top !== null && scan.afterType && words !== null && !scan.wordSeen && mayBeWord(raw, i, end, words, false)) {
+        scan.wordSeen = true
       }
       i = end + 1
       continue
@@ -182,9 +271,25 @@ function scanSlice(scan: KeyScan, sliceBytes: number, sliceSteps: number): strin
  * A body scanned within its first slice is answered in the same turn, without a promise.
  */
 export function findDuplicateKey(raw: Buffer, sliceBytes = SCAN_SLICE_BYTES, sliceSteps = SCAN_SLICE_STEPS): string | null | Promise<string | null> {
-  const scan: KeyScan = { raw, i: 0, top: null, stack: [] }
+  const scan: KeyScan = { raw, i: 0, top: null, stack: [], words: null, wordSeen: false, afterType: false }
   const found = scanSlice(scan, sliceBytes, sliceSteps)
   return found === NOT_DONE ? scanRest(scan, sliceBytes, sliceSteps) : found
+}
+
+/**
+ * findDuplicateKey's scan of `raw` (valid JSON), which also looks out for `words` in the same pass (see KeyReport.wordSeen): a
+ * caller whose next walk over the parsed body can only find something at one of them may skip that walk.
+ */
+export function scanKeys(raw: Buffer, words: WordSet, sliceBytes = SCAN_SLICE_BYTES, sliceSteps = SCAN_SLICE_STEPS): KeyReport | Promise<KeyReport> {
+  const scan: KeyScan = { raw, i: 0, top: null, stack: [], words, wordSeen: false, afterType: false }
+  const found = scanSlice(scan, sliceBytes, sliceSteps)
+  if (found !== NOT_DONE) return keyReport(scan, found)
+  return scanRest(scan, sliceBytes, sliceSteps).then((duplicate) => keyReport(scan, duplicate))
+}
+
+function keyReport(scan: KeyScan, duplicate: string | null): KeyReport {
+  // A scan that stopped at a repeated key did not read on: what it did not read may hold a word.
+  return { duplicate, wordSeen: duplicate !== null || scan.wordSeen }
 }
 
 async function scanRest(scan: KeyScan, sliceBytes: number, sliceSteps: number): Promise<string | null> {

@@ -40,10 +40,10 @@ export interface Forward {
   price: Price
   plan: ReservationPlan
   /**
-   * The request's body (RequestBody): `json` for `prepareBody`, `raw` to forward unchanged, `edited()` once
+   * The request's body (RequestBody): `editable()` for `prepareBody`, `raw` to forward unchanged, `edited()` once
    * changed. forwardMetered takes it (sets it to null) as it builds the upstream request, so an open stream keeps none of it.
    */
-  payload: Pick<RequestBody, 'json' | 'raw' | 'edited'> | null
+  payload: Pick<RequestBody, 'json' | 'raw' | 'editable' | 'edited'> | null
   credential: UpstreamCredential
   reservation: Reservation
   summary: Summary

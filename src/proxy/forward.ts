@@ -215,7 +215,7 @@ function buildMetered(f: Forward, lowered: number | null): UpstreamRequest | Pro
   const payload = f.payload
   if (payload === null) throw new Error('a metered request is forwarded once')
   f.payload = null
-  const changed = f.adapter.prepareBody(f.route, payload.json, f.facts, lowered)
+  const changed = f.adapter.prepareBody(f.route, payload.editable(), f.facts, lowered)
   return changed ? payload.edited().then((body) => buildWith(f, body)) : buildWith(f, payload.raw)
 }
 

@@ -6,16 +6,17 @@
  * members spliced in, so no step proportional to its size runs on the event loop.
  */
 import { budgetUnavailable, invalidRequest } from '../errors.js'
-import { findDuplicateKey } from '../http/json-keys.js'
-import { spliceMembers, type MemberEdit, type MemberSpan } from '../http/json-members.js'
+import { createWordSet, scanKeys, type KeyReport } from '../http/json-keys.js'
+import { spliceMembers, topLevelMembers, type MemberEdit, type MemberSpan } from '../http/json-members.js'
 import { BIG_BODY_BYTES } from '../http/raw-body.js'
 import { fingerprintRequest } from '../loop/fingerprint.js'
 import { loopShapeName } from '../loop/shapes/index.js'
 import type { LoopFingerprint, LoopShape } from '../loop/types.js'
 import { isObject, type Json } from '../providers/body.js'
-import { scanBody, type BodyScan } from '../tokens/bound.js'
+import { NOTHING_SCANNED, SCAN_WORDS, scanBody, type BodyScan } from '../tokens/bound.js'
 import type { Inspection } from '../tokens/inspect-body.js'
 import type { TokenCounter } from '../tokens/worker.js'
+import { EditWatch } from './edit-watch.js'
 
 /** A top-level member of a big body up to this size is parsed on the event loop; a larger one on first read. */
 const MAX_EAGER_MEMBER_BYTES = 16 * 1024
@@ -23,6 +24,10 @@ const MAX_EAGER_MEMBER_BYTES = 16 * 1024
 const MAX_EAGER_BYTES = 64 * 1024
 /** Top-level members a big body may have: no provider's request has more than a few dozen. */
 const MAX_BIG_BODY_MEMBERS = 1024
+/** What the key scan looks out for, so that a body without any of it is not walked again for `scan()`. */
+const SCAN_WORD_SET = createWordSet(SCAN_WORDS)
+/** A body this large, edited, is forwarded as its raw bytes with the edited members spliced in (a few times cheaper than re-serializing it). */
+export const SPLICE_MIN_BYTES = 4 * 1024
 /** Retry-After of a big body the counting worker had no room for: its queue drains in about that time. */
 const BUSY_RETRY_AFTER_SECONDS = 1
 
@@ -37,7 +42,15 @@ export interface RequestBody {
   scan(): BodyScan | Promise<BodyScan>
   /** The loop fingerprint of the body as sent (before any edit). */
   fingerprint(): LoopFingerprint | null
-  /** The bytes to forward after `json` was edited: re-serialized, or (big body) `raw` with the edited members spliced in. */
+  /**
+   * `json`, for the adapter to edit (`prepareBody`) before `edited()`: of a body of SPLICE_MIN_BYTES or more, a view
+   * that notes which members the adapter touched, so `edited()` re-serializes only those (./edit-watch.ts).
+   */
+  editable(): Json
+  /**
+   * The bytes to forward after `json` was edited: `raw` with the edited members spliced in (a big body, or one
+   * edited through `editable()` of SPLICE_MIN_BYTES or more), else re-serialized.
+   */
   edited(): Promise<Buffer>
   /**
    * The JSON text of top-level member `key` as it stands, undefined when absent: of a big body, a large
@@ -73,14 +86,15 @@ async function readInWorker(raw: Buffer, name: string | null, counter: TokenCoun
  */
 export function readParsedBody(raw: Buffer, shape: LoopShape | null): RequestBody | Promise<RequestBody> {
   const json = parseJsonBody(raw)
-  const duplicate = findDuplicateKey(raw)
-  if (duplicate instanceof Promise) return duplicate.then((key) => parsedBody(raw, shape, json, key))
-  return parsedBody(raw, shape, json, duplicate)
+  // The key scan reads every key and string anyway: it also tells whether `scan()` can find anything.
+  const keys = scanKeys(raw, SCAN_WORD_SET)
+  if (keys instanceof Promise) return keys.then((report) => parsedBody(raw, shape, json, report))
+  return parsedBody(raw, shape, json, keys)
 }
 
-function parsedBody(raw: Buffer, shape: LoopShape | null, json: Json, duplicate: string | null): RequestBody {
-  refuseDuplicate(duplicate)
-  return new ParsedBody(json, raw, shape)
+function parsedBody(raw: Buffer, shape: LoopShape | null, json: Json, keys: KeyReport): RequestBody {
+  refuseDuplicate(keys.duplicate)
+  return new ParsedBody(json, raw, shape, keys.wordSeen)
 }
 
 /** A body parsed whole on the event loop: one object per request, not a context and four closures. */
@@ -89,18 +103,32 @@ class ParsedBody implements RequestBody {
     readonly json: Json,
     readonly raw: Buffer,
     private readonly shape: LoopShape | null,
+    /** False when no key or string value is one of SCAN_WORDS: the walk would find nothing. */
+    private readonly mayScanSomething: boolean,
   ) {}
 
+  /** The members the adapter touched through `editable()`'s view. */
+  private watch: EditWatch | null = null
+
   scan(): BodyScan | Promise<BodyScan> {
-    return scanBody(this.json)
+    return this.mayScanSomething ? scanBody(this.json) : NOTHING_SCANNED
   }
 
   fingerprint(): LoopFingerprint | null {
     return fingerprintRequest(this.shape, this.json)
   }
 
+  editable(): Json {
+    if (this.raw.length < SPLICE_MIN_BYTES) return this.json
+    this.watch ??= new EditWatch(this.json)
+    return this.watch.view
+  }
+
   async edited(): Promise<Buffer> {
-    return Buffer.from(JSON.stringify(this.json))
+    if (this.watch === null) return Buffer.from(JSON.stringify(this.json))
+    const members = topLevelMembers(this.raw)
+    const edits = this.watch.edits(this.json, members)
+    return edits.length === 0 ? this.raw : spliceMembers(this.raw, members, edits)
   }
 
   member(key: string): string | undefined {
@@ -148,6 +176,7 @@ function readBig(raw: Buffer, inspection: Inspection): RequestBody {
     raw,
     scan: () => scan,
     fingerprint: () => fingerprint,
+    editable: () => json,
     async edited() {
       const edits = memberEdits(json, members, before, materialized)
       return edits.length === 0 ? raw : spliceMembers(raw, members, edits)

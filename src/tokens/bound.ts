@@ -132,6 +132,28 @@ export interface BodyScan {
   fileData: boolean
 }
 
+/**
+ * Every key and string value a `scanBody` answer other than NOTHING_SCANNED depends on: each media type, each key
+ * isMediaPart, fetchesContent and the fileData search read on an object. A body in which none is a key or a
+ * string value scans as NOTHING_SCANNED (within MAX_MEDIA_WALK_NODES), so its walk can be skipped.
+ */
+export const SCAN_WORDS: readonly string[] = [
+  ...MEDIA_TYPES,
+  'inlineData',
+  'inline_data',
+  'fileData',
+  'file_data',
+  'image',
+  'document',
+  'video',
+  'container_upload',
+  's3Location',
+  's3_location',
+]
+
+/** What `scanBody` answers for a body with no media part, no fetched content and no Gemini file. */
+export const NOTHING_SCANNED: BodyScan = Object.freeze({ mediaParts: 0, fetchesContent: false, fileData: false })
+
 /** Objects walked between two yields to the event loop (about a millisecond of work). */
 const SCAN_SLICE_NODES = 4096
 

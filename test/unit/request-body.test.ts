@@ -10,7 +10,7 @@ import { createOpenAiAdapter } from '../../src/providers/openai.js'
 import type { LoopShape } from '../../src/loop/types.js'
 import type { ProviderAdapter, RouteMatch } from '../../src/providers/types.js'
 import { assembleCountBody } from '../../src/proxy/count-body.js'
-import { readParsedBody, readRequestBody, type RequestBody } from '../../src/proxy/request-body.js'
+import { readParsedBody, readRequestBody, SPLICE_MIN_BYTES, type RequestBody } from '../../src/proxy/request-body.js'
 import { createTokenCounter } from '../../src/tokens/worker.js'
 
 // A big body (1 MiB or more) is read in the counting worker: every fact the pipeline takes from it is the
@@ -230,4 +230,73 @@ describe('big request bodies', () => {
       await Promise.all([refusing.close(), waiting.close()])
     }
   }, 60_000)
+})
+
+// Issue 12: a body of SPLICE_MIN_BYTES or more that the adapter edits is forwarded as its own bytes with the
+// edited members spliced in, not re-serialized whole; what the provider reads is the same.
+describe('edited bodies under 1 MiB', () => {
+  const MID = 'a step of an agent, "quoted" \\ and ünïcödé. '.repeat(Math.ceil(SPLICE_MIN_BYTES / 40))
+  const midCases = cases.map(([name, adapter, path, body]) => [name, adapter, path, JSON.parse(JSON.stringify(body).replaceAll(JSON.stringify(PAD).slice(1, -1), JSON.stringify(MID).slice(1, -1)))] as const)
+
+  it.each(midCases)('%s: what is forwarded reads as the re-serialized body, and keeps the client\'s bytes', async (_name, adapter, path, body) => {
+    const raw = Buffer.from(JSON.stringify(body))
+    expect(raw.length).toBeGreaterThanOrEqual(SPLICE_MIN_BYTES)
+    expect(raw.length).toBeLessThan(BIG_BODY_BYTES)
+    const route = adapter.findRoute('POST', path, new URLSearchParams('api-version=2024-10-21')) as RouteMatch
+    const sent = async (editable: boolean) => {
+      const read = await smallPath(raw, adapter.loopShape?.(route) ?? null)
+      const described = adapter.describe(route, read.json)
+      // What the pipeline reads before forwarding (the walk, the fingerprint) leaves nothing marked as edited.
+      await read.scan()
+      read.fingerprint()
+      const changed = adapter.prepareBody(route, editable ? read.editable() : read.json, described, 50)
+      return { changed, bytes: changed ? await read.edited() : raw }
+    }
+    const [spliced, whole] = [await sent(true), await sent(false)]
+    expect(spliced.changed).toBe(whole.changed)
+    expect(JSON.parse(spliced.bytes.toString('utf8'))).toEqual(JSON.parse(whole.bytes.toString('utf8')))
+    // The large members are the client's bytes, unparsed and unserialized.
+    const large = JSON.stringify(MID).slice(1, -1)
+    expect(spliced.bytes.toString('utf8')).toContain(large)
+    if (spliced.changed) expect(spliced.bytes.length).toBeLessThan(raw.length + 100)
+  })
+
+  it('keeps every byte the client chose outside the edited members, and edits an object in place or anew', async () => {
+    const text = `{ "model" : "gpt-4o", "stream": true, "messages": [ {"role":"user","content":"caf\\u00e9 ${'x'.repeat(SPLICE_MIN_BYTES)}"} ],\n "temperature": 1.0e0, "stream_options": {"include_usage": false, "x": 1} }`
+    const adapter = createOpenAiAdapter({ baseUrl: 'http://u', apiKey: null })
+    const route = adapter.findRoute('POST', '/v1/chat/completions', new URLSearchParams()) as RouteMatch
+    const read = readParsedBody(Buffer.from(text), adapter.loopShape?.(route) ?? null) as RequestBody
+    const described = adapter.describe(route, read.json)
+    expect(adapter.prepareBody(route, read.editable(), described, null)).toBe(true)
+    const sent = (await read.edited()).toString('utf8')
+    expect(sent).toBe(text.replace('{"include_usage": false, "x": 1}', '{"include_usage":true,"x":1}'))
+    // An object edited in place (Bedrock writes its cap into inferenceConfig) is serialized anew too.
+    const bedrock = createBedrockAdapter({ baseUrl: 'http://u', apiKey: null, aws: null, region: 'us-east-1' })
+    const converse = bedrock.findRoute('POST', '/model/amazon.nova-pro-v1:0/converse', new URLSearchParams()) as RouteMatch
+    const nova = `{"messages":[{"role":"user","content":[{"text":"${'y'.repeat(SPLICE_MIN_BYTES)}"}]}], "inferenceConfig": {"maxTokens": 900,"topP":1.0}}`
+    const novaRead = readParsedBody(Buffer.from(nova), bedrock.loopShape?.(converse) ?? null) as RequestBody
+    expect(bedrock.prepareBody(converse, novaRead.editable(), bedrock.describe(converse, novaRead.json), 50)).toBe(true)
+    expect((await novaRead.edited()).toString('utf8')).toBe(nova.replace('{"maxTokens": 900,"topP":1.0}', '{"maxTokens":50,"topP":1}'))
+    // Members removed (Azure under a legacy api-version), a member added.
+    const azure = createAzureAdapter({ endpoint: 'http://u', apiKey: null })
+    const legacy = azure.findRoute('POST', '/openai/deployments/d/chat/completions', new URLSearchParams('api-version=2024-06-01')) as RouteMatch
+    const old = `{"stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":900,"messages":[{"role":"user","content":"${'w'.repeat(SPLICE_MIN_BYTES)}"}]}`
+    const oldRead = readParsedBody(Buffer.from(old), azure.loopShape?.(legacy) ?? null) as RequestBody
+    expect(azure.prepareBody(legacy, oldRead.editable(), azure.describe(legacy, oldRead.json), 50)).toBe(true)
+    expect((await oldRead.edited()).toString('utf8')).toBe(`{"stream":true,"messages":[{"role":"user","content":"${'w'.repeat(SPLICE_MIN_BYTES)}"}],"max_tokens":50}`)
+  })
+
+  it('forwards a body edited to what it was as it came, and re-serializes a small one as before', async () => {
+    const raw = Buffer.from(`{"model":"gpt-4o","max_tokens":10,"messages":[{"role":"user","content":"${'z'.repeat(SPLICE_MIN_BYTES)}"}]}`)
+    const read = readParsedBody(raw, null) as RequestBody
+    read.editable().max_tokens = 10
+    expect((await read.edited()).toString('utf8')).toBe(raw.toString('utf8'))
+    // A body whose members were only read (scalars) is forwarded as it came.
+    const unread = readParsedBody(raw, null) as RequestBody
+    expect(unread.editable().max_tokens).toBe(10)
+    expect(await unread.edited()).toBe(raw)
+    const small = readParsedBody(Buffer.from('{ "model": "gpt-4o", "max_tokens": 10 }'), null) as RequestBody
+    small.editable().max_tokens = 5
+    expect((await small.edited()).toString('utf8')).toBe('{"model":"gpt-4o","max_tokens":5}')
+  })
 })

@@ -1,0 +1,64 @@
+// The `--body=BYTES` and `--guard` options of the A/B scripts (ab.mjs, alloc.mjs, perf-profile.mjs): what every
+// side, the floor included, sends instead of the bench's one-line chat request.
+//   --body=BYTES   a realistic agent request (bench/agent-body.mjs) about BYTES long; each request a new step
+//                  (its last user turn names a step number no request of the run used before, on any side)
+//   --stream       the agent request asks for a stream (`"stream":true`, no stream_options: the proxy adds include_usage)
+//   --guard        the sides' key keeps the default loop guard (the bench key has it off: loop_limit 0); every
+//                  request is then a new step of one conversation, whose scope fills and is trimmed (the worst case)
+import { agentBody } from './agent-body.mjs'
+
+export const ONE_LINE_BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
+const STEP_MARK = 'Continue with step 0.'
+
+// One counter for every side of a run: no two requests share a step (a repeat would be a loop to the guard).
+let nextStep = 1
+
+/**
+ * The body option of `argv`: { bytes (null: the one-liner), label, fake (fake upstream options), request(base) } where `request` wraps a
+ * request of requestPair into one whose body is read anew on each send (undici reads `body` per request).
+ */
+export function bodyOption(argv = process.argv) {
+  const value = argv.find((a) => a.startsWith('--body='))?.slice('--body='.length)
+  if (value === undefined) return { bytes: null, label: 'one-line body', fake: {}, request: (base) => base }
+  const bytes = Number(value)
+  if (!(bytes > 0)) throw new Error(`--body must be a byte count, not ${value}`)
+  const plain = agentBody({ bytes, step: 0 })
+  const text = argv.includes('--stream') ? plain.replace('{"model":"bench-model",', '{"model":"bench-model","stream":true,') : plain
+  if (argv.includes('--stream') && text === plain) throw new Error('agentBody no longer opens with its model')
+  const at = text.indexOf(STEP_MARK)
+  if (at < 0 || text.indexOf(STEP_MARK, at + 1) >= 0) throw new Error('agentBody no longer names its step once')
+  const head = text.slice(0, at + STEP_MARK.length - 2)
+  const tail = text.slice(at + STEP_MARK.length - 1)
+  return {
+    bytes: text.length,
+    label: `agent body of ${text.length} bytes${argv.includes('--stream') ? ', streamed' : ''}`,
+    // The fake upstream bills the prompt by its bytes, not by tiktoken: counting 100 KB per answer would cap the
+    // load it can serve (on the other core) far below what the sides can take. The proxies' work is the same.
+    fake: { promptTokens: 'bytes' },
+    request: (base) => ({
+      ...base,
+      get body() {
+        return `${head}${nextStep++}${tail}`
+      },
+    }),
+  }
+}
+
+/** Whether `--guard` was given: the sides' key keeps the default loop guard. */
+export const guardOn = (argv = process.argv) => argv.includes('--guard')
+
+/** A bench key on Redis as procs.mjs createBenchKey's, with the default loop guard when `guard`. */
+export async function createRedisKey(redisUrl, name, guard) {
+  const { createRedisClient } = await import('../dist/budget/redis/redis-client.js')
+  const { createKeyAdmin } = await import('../dist/budget/redis/admin.js')
+  const client = createRedisClient({ url: redisUrl, clusterNodes: null, commandTimeoutMs: 5_000 })
+  try {
+    await new Promise((ok) => (client.status === 'ready' ? ok() : client.once('ready', ok)))
+    const admin = createKeyAdmin(client)
+    const { key, record } = await admin.createKey(name, ['openai'])
+    await admin.setBudget(record.hash, { limits: { daily: 10_000_000_000_000 }, ...(guard ? {} : { loopLimit: 0 }) })
+    return key
+  } finally {
+    client.disconnect()
+  }
+}
