@@ -39,7 +39,10 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
-/** True for one image/audio/video/file content part in any provider's request format. */
+/**
+ * True for one image/audio/video/file content part in any provider's request format. A new key or `type` value
+ * read here must also be in SCAN_WORDS: a body without any of those words is not walked (request-body.ts).
+ */
 export function isMediaPart(node: Record<string, unknown>): boolean {
   if (typeof node.type === 'string' && MEDIA_TYPES.has(node.type)) return true
   // Each key spelled out, not looped over: a load by a literal name is several times cheaper on every object walked.
@@ -106,7 +109,10 @@ export const REFERENCED_CONTEXT_TOKENS = 2_097_152
 /** `source.type` values of Anthropic blocks the provider fetches itself. */
 const FETCHED_SOURCES = new Set(['url', 'file'])
 
-/** True for one part that makes the provider fetch content the body does not carry. */
+/**
+ * True for one part that makes the provider fetch content the body does not carry. A new key or `type` value
+ * read here must also be in SCAN_WORDS: a body without any of those words is not walked (request-body.ts).
+ */
 function fetchesContent(node: Record<string, unknown>): boolean {
   const type = node.type
   // OpenAI Responses `input_file` and chat `file` parts by id or URL; Mistral `document_url` and `file` by id.

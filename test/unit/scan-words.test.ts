@@ -119,3 +119,55 @@ describe('scan words', () => {
     expect(() => createWordSet(['imäge'])).toThrow()
   })
 })
+
+describe('scan words against the walk itself', () => {
+  // Every property name and string literal src/tokens/bound.ts reads or compares: a key or `type` value a future
+  // change makes the walk depend on shows up here, and random bodies built from them find it if SCAN_WORDS lacks it.
+  const source = readFileSync(join(import.meta.dirname, '../../src/tokens/bound.ts'), 'utf8')
+  const vocabulary = [
+    ...new Set([
+      ...[...source.matchAll(/\b(?:node|record|block|source|file)\.([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => m[1] as string),
+      ...[...source.matchAll(/'([A-Za-z_][A-Za-z0-9_]*)'/g)].map((m) => m[1] as string),
+      'text',
+      'content',
+    ]),
+  ]
+
+  /** A seeded generator (mulberry32), so a failure can be replayed. */
+  function generator(seed: number): () => number {
+    let s = seed >>> 0
+    return () => {
+      s = (s + 0x6d2b79f5) >>> 0
+      let t = s
+      t = Math.imul(t ^ (t >>> 15), t | 1)
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    }
+  }
+
+  function randomValue(random: () => number, depth: number): unknown {
+    const pick = () => vocabulary[Math.floor(random() * vocabulary.length)] as string
+    const r = random()
+    if (depth >= 4 || r < 0.3) return pick()
+    if (r < 0.4) return [randomValue(random, depth + 1), randomValue(random, depth + 1)]
+    const object: Record<string, unknown> = {}
+    const keys = 1 + Math.floor(random() * 3)
+    for (let k = 0; k < keys; k++) object[random() < 0.3 ? 'type' : pick()] = randomValue(random, depth + 1)
+    return object
+  }
+
+  it('flags every random body built from the walk\'s own names whose walk finds something', async () => {
+    expect(vocabulary).toEqual(expect.arrayContaining(['inlineData', 's3Location', 'source', 'file_id']))
+    const random = generator(12)
+    let found = 0
+    for (let i = 0; i < 20_000; i++) {
+      const body = { messages: [randomValue(random, 0), randomValue(random, 0)] }
+      const scan = await scanBody(body)
+      if (scan.mediaParts === 0 && !scan.fetchesContent && !scan.fileData) continue
+      found += 1
+      expect((await report(JSON.stringify(body))).wordSeen, JSON.stringify(body)).toBe(true)
+    }
+    // The bodies do reach the walk's findings (else this test could not fail).
+    expect(found).toBeGreaterThan(1_000)
+  })
+})
