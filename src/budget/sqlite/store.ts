@@ -33,6 +33,7 @@ import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 import type { Db } from './database.js'
 import { prepareMinute, type MinuteStatements } from './minute-statements.js'
+import { createKeyCache } from './key-cache.js'
 import { createPeriodWrites } from './period-writes.js'
 import * as rows from './rows.js'
 import { checksScopeSize, effectiveLoopLimit, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
@@ -124,6 +125,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   }
 
   const periodWrites = createPeriodWrites(db, GRACE_MS)
+  const readKey = createKeyCache(db)
   /** A period's settled spend and holds, with the holds of this transaction's reserves not yet written. */
   const usage = (hash: string, window: WindowName, id: string, nowMs: number): { spent: Micros; held: Micros } => {
     const stored = rows.readPeriod(db, hash, window, id, nowMs)
@@ -132,7 +134,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   }
 
   function checkKey(hash: string, provider: string): KeyCheck {
-    const key = rows.readKey(db, hash)
+    const key = readKey(hash)
     if (key === undefined) return { ok: false, reason: 'invalid_key' }
     if (key.active !== 1) return { ok: false, reason: 'key_revoked' }
     if (!allowsProvider(key.providers, provider)) return { ok: false, reason: 'provider_not_allowed' }
