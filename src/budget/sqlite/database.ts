@@ -74,6 +74,8 @@ export interface Db {
    * transaction it moves on every call.
    */
   keysVersion(): number
+  /** The open transaction's serial (each BEGIN takes a new one), or -1 outside a transaction. */
+  transactionSerial(): number
   /** Runs a read (no transaction); faults become StoreUnavailableError. */
   read<T>(what: string, work: () => T): T
   close(): void
@@ -310,6 +312,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       }
       return keysVersion
     },
+    transactionSerial: () => (inTx ? serial : -1),
     read: (what, work) => guard(what, () => work()),
     deferUntilCommit(next) {
       hooks.push(next)

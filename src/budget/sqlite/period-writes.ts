@@ -42,12 +42,21 @@ interface Book {
   withDay: boolean
 }
 
-/** The period writes of the store on `db`; `graceMs` is how long a booked row outlives its period when booking creates it. */
-export function createPeriodWrites(db: Db, graceMs: number): PeriodWrites {
+/**
+ * The period writes of the store on `db`; `graceMs` is how long a booked row outlives its period when booking creates
+ * it; `written` is told after each write (PeriodReads.written).
+ */
+export function createPeriodWrites(db: Db, graceMs: number, written: () => void): PeriodWrites {
   const holds = new Map<string, Hold>()
   const books = new Map<string, Book>()
-  const writeHold = (h: Hold): void => h.statements.hold(h.hash, h.add, h.nowMs, h.requests)
-  const writeBook = (b: Book): void => b.statements.book(b.hash, b.actual, b.reserved, b.nowMs + graceMs, b.nowMs, b.withDay)
+  const writeHold = (h: Hold): void => {
+    h.statements.hold(h.hash, h.add, h.nowMs, h.requests)
+    written()
+  }
+  const writeBook = (b: Book): void => {
+    b.statements.book(b.hash, b.actual, b.reserved, b.nowMs + graceMs, b.nowMs, b.withDay)
+    written()
+  }
   db.deferUntilCommit({
     flush() {
       // Holds first: a settle never books a hold of its own transaction (its reserve had committed before).

@@ -121,6 +121,13 @@ export function readPeriod(db: Db, hash: string, window: WindowName, period: str
   return v === undefined ? { spent: 0, held: 0 } : { spent: v[0], held: v[1] }
 }
 
+/** A period row's spend, holds, requests and expiry, read whatever its expiry; undefined when absent. */
+export function readPeriodRow(db: Db, hash: string, window: WindowName, period: string): [spent: number, held: number, requests: number, expires_at: number] | undefined {
+  return db.arrayStatement('SELECT spent, held, requests, expires_at FROM periods WHERE hash = ? AND win = ? AND period = ?').get(hash, window, period) as
+    | [number, number, number, number]
+    | undefined
+}
+
 /** Requests admitted in a period (only the minute's are counted). */
 export function readRequests(db: Db, hash: string, window: WindowName, period: string, nowMs: number): number {
   const row = db

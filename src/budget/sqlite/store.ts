@@ -34,6 +34,7 @@ import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js
 import type { Db } from './database.js'
 import { prepareMinute, type MinuteStatements } from './minute-statements.js'
 import { createKeyCache } from './key-cache.js'
+import { createPeriodReads } from './period-reads.js'
 import { createPeriodWrites } from './period-writes.js'
 import * as rows from './rows.js'
 import { checksScopeSize, effectiveLoopLimit, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
@@ -124,11 +125,12 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return created.iso
   }
 
-  const periodWrites = createPeriodWrites(db, GRACE_MS)
+  const periodReads = createPeriodReads(db)
+  const periodWrites = createPeriodWrites(db, GRACE_MS, periodReads.written)
   const readKey = createKeyCache(db)
   /** A period's settled spend and holds, with the holds of this transaction's reserves not yet written. */
   const usage = (hash: string, window: WindowName, id: string, nowMs: number): { spent: Micros; held: Micros } => {
-    const stored = rows.readPeriod(db, hash, window, id, nowMs)
+    const stored = periodReads.usage(hash, window, id, nowMs)
     const pending = periodWrites.pendingHeld(hash, window, id)
     return pending === 0 ? stored : { spent: stored.spent, held: stored.held + pending }
   }
@@ -224,7 +226,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
     if (key.rpm !== null) {
       const { period, id } = periods[0] as { period: Period; id: string }
-      const count = rows.readRequests(db, hash, 'minute', id, nowMs) + periodWrites.pendingRequests(hash, id)
+      const count = periodReads.requests(hash, 'minute', id, nowMs) + periodWrites.pendingRequests(hash, id)
       if (count >= key.rpm) return refuse({ ok: false, reason: 'rate_limited', limitCount: key.rpm, count, resetsAt: period.resetsAt })
     }
 
@@ -346,6 +348,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         }
       }
       for (const { id, period } of periods) rows.holdInPeriod(db, hash, period.window, id, grant, nowMs + GRACE_MS, nowMs)
+      periodReads.written()
       if (sessionId !== undefined && s !== undefined) rows.holdInSession(db, hash, sessionId, grant, nowMs)
       rows.growReservation(db, hash, requestId, grant)
       return { ok: true, grantedMicros: grant }
@@ -388,6 +391,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
     }
     rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs, day)
+    periodReads.written()
     return { chargedMicros: actual, alreadySettled: false }
   }
 
