@@ -120,15 +120,14 @@ describe('embedded store commits', () => {
     expect((await admin.status(hash))?.daily.heldMicros).toBe(100 * 9)
   })
 
-  it('the reserves of one key in one commit hold in its periods in one statement and write their records in one, and their settles book in one', async () => {
-    // The store on a Db that counts the runs of the minute's period statements (prepared by the store once a minute)
-    // and of the held records' inserts.
-    const runs = { hold: 0, book: 0, record: 0 }
+  it('the reserves of one key in one commit hold in its periods in one statement, and their settles book in one', async () => {
+    // The store on a Db that counts the runs of the minute's period statements (prepared by the store once a minute).
+    const runs = { hold: 0, book: 0 }
     const counting: Db = {
       ...db,
       prepare(sql) {
         const statement = db.prepare(sql)
-        const kind = sql.startsWith('INSERT INTO reservations') ? 'record' : !sql.startsWith('INSERT INTO periods') ? null : sql.includes('requests') ? 'hold' : 'book'
+        const kind = !sql.startsWith('INSERT INTO periods') ? null : sql.includes('requests') ? 'hold' : 'book'
         if (kind === null) return statement
         return new Proxy(statement, {
           get: (target, name) =>
@@ -142,33 +141,9 @@ describe('embedded store commits', () => {
       },
     }
     await reserveAndSettle64(createSqliteBudgetStore(counting))
-    expect(runs).toEqual({ hold: 1, book: 1, record: 1 })
+    expect(runs).toEqual({ hold: 1, book: 1 })
     expect((await admin.status(hash))?.minute).toMatchObject({ spentMicros: 50 * 64, heldMicros: 0 })
     expect((await admin.status(hash))?.daily).toMatchObject({ spentMicros: 50 * 64, heldMicros: 0 })
-  })
-
-  it('a request id reserved twice in one commit: the first is admitted, the second fails, admitted or refused', async () => {
-    const id = newRequestId()
-    const results = await Promise.allSettled([store.reserve(reserveInput(hash, 100, { requestId: id })), store.reserve(reserveInput(hash, 100, { requestId: id }))])
-    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected'])
-    expect(String((results[1] as PromiseRejectedResult).reason)).toMatch(/already used/)
-    expect((await admin.status(hash))?.daily.heldMicros).toBe(100)
-    // The second would be refused (past the limit): still a fault, not a refusal.
-    await admin.setBudget(hash, { limits: { daily: 1_000 } })
-    const again = newRequestId()
-    const refused = await Promise.allSettled([store.reserve(reserveInput(hash, 800, { requestId: again })), store.reserve(reserveInput(hash, 800, { requestId: again }))])
-    expect(refused.map((r) => r.status)).toEqual(['fulfilled', 'rejected'])
-    expect(String((refused[1] as PromiseRejectedResult).reason)).toMatch(/already used/)
-    expect((await admin.status(hash))?.daily.heldMicros).toBe(900)
-  })
-
-  it('a reserve and a settle of the same request id in one commit run as if one after the other', async () => {
-    // A settle cannot know the reservation before its reserve resolves, but an abandon by id can come at once.
-    const input = reserveInput(hash, 100, { requestId: newRequestId() })
-    const [reserved] = await Promise.all([store.reserve(input), store.abandon(hash, input.requestId)])
-    expect(reserved.ok).toBe(true)
-    expect((await admin.status(hash))?.daily).toMatchObject({ spentMicros: 0, heldMicros: 0 })
-    await expect(store.reserve(input)).rejects.toThrow(/already used/)
   })
 
   it('settles booked at the commit are booked once when their shared commit fails and each runs again alone', async () => {

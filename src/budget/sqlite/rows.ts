@@ -295,6 +295,29 @@ export function reservationUsed(db: Db, hash: string, requestId: string, nowMs: 
   return db.arrayStatement('SELECT 1 FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ?').get(hash, requestId, nowMs) !== undefined
 }
 
+/**
+ * Writes a held record for a request id without a live record (an expired one is replaced); false, and
+ * nothing written, when the id has a live record (held, settled or a tombstone): the id was used.
+ */
+export function writeHeldReservation(
+  db: Db,
+  hash: string,
+  requestId: string,
+  r: { amount: Micros; provider: string; booked: string; createdAt: string },
+  expiresAt: number,
+  nowMs: number,
+): boolean {
+  const { changes } = db
+    .statement(
+      `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)
+       VALUES (?1, ?2, 'held', ?3, ?4, ?5, 0, ?6, ?7)
+       ON CONFLICT (hash, request_id) DO UPDATE SET state = 'held', amount = ?3, provider = ?4, booked = ?5,
+         charged = 0, created_at = ?6, expires_at = ?7 WHERE expires_at <= ?8`,
+    )
+    .run(hash, requestId, r.amount, r.provider, r.booked, r.createdAt, expiresAt, nowMs)
+  return changes === 1
+}
+
 export function growReservation(db: Db, hash: string, requestId: string, add: Micros): void {
   db.statement('UPDATE reservations SET amount = amount + ? WHERE hash = ? AND request_id = ?').run(add, hash, requestId)
 }

@@ -36,7 +36,6 @@ import { prepareMinute, type MinuteStatements } from './minute-statements.js'
 import { createKeyCache } from './key-cache.js'
 import { createPeriodReads } from './period-reads.js'
 import { createPeriodWrites } from './period-writes.js'
-import { createRecordWrites, usedId } from './record-writes.js'
 import * as rows from './rows.js'
 import { checksScopeSize, effectiveLoopLimit, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 
@@ -93,6 +92,11 @@ function bookedDay(nowMs: number): rows.BookedDay {
 
 const COMMA = 44
 
+/** A reserve with a request id that has a live record: a caller fault, not a refusal. */
+function usedId(requestId: string): StoreUnavailableError {
+  return new StoreUnavailableError(`request id ${requestId} was already used`)
+}
+
 /** Whether the comma-separated list `providers` names `provider` (without making an array per request). */
 function allowsProvider(providers: string, provider: string): boolean {
   for (let at = providers.indexOf(provider); at !== -1; at = providers.indexOf(provider, at + 1)) {
@@ -124,7 +128,6 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   const periodReads = createPeriodReads(db)
   const periodWrites = createPeriodWrites(db, GRACE_MS, periodReads.written)
   const readKey = createKeyCache(db)
-  const recordWrites = createRecordWrites(db, RESERVATION_TTL_MS)
   /** A period's settled spend and holds, with the holds of this transaction's reserves not yet written. */
   const usage = (hash: string, window: WindowName, id: string, nowMs: number): { spent: Micros; held: Micros } => {
     const stored = periodReads.usage(hash, window, id, nowMs)
@@ -183,8 +186,8 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     let keepAlive = false
     const refuse = (refusal: Refusal): Refusal => {
       // A request id is used once: a live record (held, settled or tombstone) means a caller fault, before any
-      // refusal. Asked here for a refusal; an admission finds it as its record is written (one probe fewer).
-      if (recordWrites.queued(hash, input.requestId) || rows.reservationUsed(db, hash, input.requestId, nowMs)) throw usedId(input.requestId)
+      // refusal. Asked here for a refusal; an admission finds it as it writes the record (one probe fewer).
+      if (rows.reservationUsed(db, hash, input.requestId, nowMs)) throw usedId(input.requestId)
       if (keepAlive && session !== null && s !== undefined) rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
       return refusal
     }
@@ -263,14 +266,16 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       }
     }
     const bookedKeys = booked.length === 0 ? minute.bookedKeys : Object.freeze([...minute.bookedKeys, ...booked.map(rows.bookedKey)])
-    // Written just before the commit (record-writes.ts), which fails if the id turns out used then: the commit rolls
-    // back, and this reserve, run again alone, fails with everything it wrote.
-    recordWrites.hold(
+    const written = rows.writeHeldReservation(
+      db,
       hash,
       input.requestId,
       { amount: grant, provider: input.provider, booked: booked.length === 0 ? minute.booked : bookedKeys.join('\n'), createdAt: createdAt(nowMs) },
+      nowMs + RESERVATION_TTL_MS,
       nowMs,
     )
+    // Throwing rolls back everything this reserve wrote.
+    if (!written) throw usedId(input.requestId)
     const remainingMicros = room === null ? null : room - grant
     return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: grant, bookedKeys, remainingMicros } }
   }
