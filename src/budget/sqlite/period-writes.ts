@@ -18,6 +18,11 @@ export interface PeriodWrites {
    * are live and hold at least `reserved`): charges `actual`, releases `reserved`, with `withDay` adds to the day.
    */
   book(statements: MinuteStatements, hash: string, actual: Micros, reserved: Micros, nowMs: number, withDay: boolean): void
+  /**
+   * Writes now what this transaction's reserves hold for the key, not yet written: before a booking written at once
+   * (outside `book`), which releases only what is written (an abandon in its reserve's own commit).
+   */
+  writeHolds(hash: string): void
   /** What this transaction's reserves hold, not yet written, in the key's period `id` of `window`. */
   pendingHeld(hash: string, window: WindowName, id: string): Micros
   /** The requests this transaction admitted, not yet counted, in the key's minute `id`. */
@@ -98,6 +103,12 @@ export function createPeriodWrites(db: Db, graceMs: number, written: () => void)
       }
       if (b !== undefined) writeBook(b)
       books.set(hash, { statements, hash, actual, reserved, nowMs, withDay })
+    },
+    writeHolds(hash) {
+      const h = holds.get(hash)
+      if (h === undefined) return
+      holds.delete(hash)
+      writeHold(h)
     },
     pendingHeld(hash, window, id) {
       const h = holds.get(hash)

@@ -390,6 +390,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       else if (b.kind === 'session') rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
       else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
     }
+    periodWrites.writeHolds(hash)
     rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs, day)
     periodReads.written()
     return { chargedMicros: actual, alreadySettled: false }
