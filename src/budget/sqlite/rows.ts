@@ -66,10 +66,20 @@ export function parseBooked(key: string): Booked {
   return { kind: 'period', window, period: key.slice(at + 1) }
 }
 
-const LIMIT_COLUMN = { minute: 'lim_minute', hourly: 'lim_hourly', daily: 'lim_daily', weekly: 'lim_weekly', monthly: 'lim_monthly' } as const
-
+/** The key's limit in `window`; null when none. A switch of named loads: a column looked up by name was a megamorphic load, twice a call. */
 export function limitOf(row: KeyRow, window: WindowName): Micros | null {
-  return row[LIMIT_COLUMN[window]]
+  switch (window) {
+    case 'minute':
+      return row.lim_minute
+    case 'hourly':
+      return row.lim_hourly
+    case 'daily':
+      return row.lim_daily
+    case 'weekly':
+      return row.lim_weekly
+    case 'monthly':
+      return row.lim_monthly
+  }
 }
 
 // Read by every reserve: its values as an array (node:sqlite makes a row object in dictionary mode).
