@@ -146,6 +146,29 @@ describe('embedded store commits', () => {
     expect((await admin.status(hash))?.daily).toMatchObject({ spentMicros: 50 * 64, heldMicros: 0 })
   })
 
+  it('a request id reserved twice in one commit: the first is admitted, the second fails, admitted or refused', async () => {
+    const id = newRequestId()
+    const results = await Promise.allSettled([store.reserve(reserveInput(hash, 100, { requestId: id })), store.reserve(reserveInput(hash, 100, { requestId: id }))])
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected'])
+    expect(String((results[1] as PromiseRejectedResult).reason)).toMatch(/already used/)
+    expect((await admin.status(hash))?.daily.heldMicros).toBe(100)
+    // The second would be refused (past the limit): still a fault, not a refusal.
+    await admin.setBudget(hash, { limits: { daily: 1_000 } })
+    const again = newRequestId()
+    const refused = await Promise.allSettled([store.reserve(reserveInput(hash, 800, { requestId: again })), store.reserve(reserveInput(hash, 800, { requestId: again }))])
+    expect(refused.map((r) => r.status)).toEqual(['fulfilled', 'rejected'])
+    expect(String((refused[1] as PromiseRejectedResult).reason)).toMatch(/already used/)
+    expect((await admin.status(hash))?.daily.heldMicros).toBe(900)
+  })
+
+  it('a reserve and an abandon of the same request id in one commit run as if one after the other', async () => {
+    const input = reserveInput(hash, 100, { requestId: newRequestId() })
+    const [reserved] = await Promise.all([store.reserve(input), store.abandon(hash, input.requestId)])
+    expect(reserved.ok).toBe(true)
+    expect((await admin.status(hash))?.daily).toMatchObject({ spentMicros: 0, heldMicros: 0 })
+    await expect(store.reserve(input)).rejects.toThrow(/already used/)
+  })
+
   it('settles booked at the commit are booked once when their shared commit fails and each runs again alone', async () => {
     const held = await reserveTogether(8)
     // A reserve with a used id in the same commit throws: the commit rolls back, its settles' bookings with it, and

@@ -1,6 +1,6 @@
 /**
  * Key and budget administration on the embedded store. Each change is one transaction; the budget
- * store reads the key row on every request (no cache), so a change bites on the next request.
+ * store's cached key rows are dropped by any write to keys (Db.keysVersion), so a change bites on the next request.
  */
 import { generateKey, hashKey, isKeyHash } from '../../keys.js'
 import { isProviderId, type ProviderId } from '../../providers/types.js'

@@ -66,6 +66,16 @@ export interface Db {
   deferUntilCommit(hooks: TransactionHooks): void
   /** Turns SQLite's automatic WAL checkpoints (run inside a commit, on this thread) on or off. */
   setAutoCheckpoint(on: boolean): void
+  /**
+   * Inside a transaction, a number that stays the same while the keys table cannot have changed since it was
+   * last asked: it moves when this connection writes to keys (a temporary trigger counts every write, whoever
+   * makes it), when another connection has committed anything (PRAGMA data_version, read once a transaction),
+   * after a rollback and on reopening. Key rows read under one value are exact while it stays; outside a
+   * transaction it moves on every call.
+   */
+  keysVersion(): number
+  /** The open transaction's serial (each BEGIN takes a new one), or -1 outside a transaction. */
+  transactionSerial(): number
   /** Runs a read (no transaction); faults become StoreUnavailableError. */
   read<T>(what: string, work: () => T): T
   close(): void
@@ -102,6 +112,16 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
   const statements = new Map<string, StatementSync>()
   const arrayStatements = new Map<string, StatementSync>()
   const hooks: TransactionHooks[] = []
+  // keysVersion: the transactions begun (`serial`), whether one is open, the serial data_version was last read
+  // in and its value, and this connection's writes to keys counted by its trigger (`keyWrites`) as last seen.
+  let keysVersion = 0
+  let serial = 0
+  let inTx = false
+  let versionChecked = -1
+  let dataVersion: number | null = null
+  let dataVersionStatement: StatementSync | null = null
+  let keyWrites = 0
+  let keyWritesSeen = 0
   const report = (next: 'ready' | 'down', err?: Error): void => {
     if (next === status) return
     status = next
@@ -113,8 +133,22 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     if (db !== null) return db
     if (lastFailure !== null && Date.now() - lastFailure.at < REOPEN_INTERVAL_MS) throw lastFailure.error
     try {
-      db = openFile(path, busyTimeoutMs)
-      if (!autoCheckpoint) db.exec('PRAGMA wal_autocheckpoint = 0')
+      const opened = openFile(path, busyTimeoutMs)
+      try {
+        if (!autoCheckpoint) opened.exec('PRAGMA wal_autocheckpoint = 0')
+        watchKeys(opened, () => {
+          keyWrites++
+        })
+        dataVersionStatement = opened.prepare('PRAGMA data_version')
+        dataVersionStatement.setReturnArrays(true)
+      } catch (err) {
+        opened.close()
+        throw err
+      }
+      // A new connection: its data_version starts over, and what the old one saw is no longer known.
+      dataVersion = null
+      keysVersion++
+      db = opened
       lastFailure = null
       report('ready')
       return db
@@ -136,9 +170,22 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       throw error
     }
   }
+  /** inTransaction, counted for keysVersion; a rollback may undo key writes already seen, so it moves the version. */
+  const counted = <T>(conn: DatabaseSync, work: () => T): T => {
+    serial++
+    inTx = true
+    try {
+      return inTransaction(conn, work, hooks)
+    } catch (err) {
+      keysVersion++
+      throw err
+    } finally {
+      inTx = false
+    }
+  }
   function transactionNow<T>(what: string, work: () => T): T {
     return guard(what, (conn) => {
-      const result = inTransaction(conn, work, hooks)
+      const result = counted(conn, work)
       opts.onCommit?.(what)
       report('ready')
       return result
@@ -212,7 +259,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
     let results: unknown[]
     try {
       const conn = connection()
-      results = inTransaction(conn, () => batch.map((q) => q.work()), hooks)
+      results = counted(conn, () => batch.map((q) => q.work()))
     } catch (err) {
       return err ?? new Error('a work threw null')
     }
@@ -249,6 +296,23 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
         schedule()
       })
     },
+    keysVersion() {
+      if (!inTx || dataVersionStatement === null) return ++keysVersion
+      if (versionChecked !== serial) {
+        versionChecked = serial
+        const [now] = dataVersionStatement.get() as unknown as [number]
+        if (now !== dataVersion) {
+          dataVersion = now
+          keysVersion++
+        }
+      }
+      if (keyWrites !== keyWritesSeen) {
+        keyWritesSeen = keyWrites
+        keysVersion++
+      }
+      return keysVersion
+    },
+    transactionSerial: () => (inTx ? serial : -1),
     read: (what, work) => guard(what, () => work()),
     deferUntilCommit(next) {
       hooks.push(next)
@@ -262,6 +326,7 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       closed = true
       statements.clear()
       arrayStatements.clear()
+      dataVersionStatement = null
       db?.close()
       db = null
     },
@@ -273,6 +338,20 @@ function isBusy(err: unknown): boolean {
   if (typeof err !== 'object' || err === null) return false
   const errcode = (err as { errcode?: number }).errcode
   return errcode !== undefined && ((errcode & 0xff) === 5 || (errcode & 0xff) === 6)
+}
+
+/**
+ * Calls `written` on every insert, update and delete of the keys table made through `db`, by any code: temporary
+ * triggers (this connection's own, never stored in the file) calling a function of this process.
+ */
+function watchKeys(db: DatabaseSync, written: () => void): void {
+  db.function('loopers_keys_written', { deterministic: false }, () => {
+    written()
+    return null
+  })
+  for (const event of ['INSERT', 'UPDATE', 'DELETE']) {
+    db.exec(`CREATE TEMP TRIGGER IF NOT EXISTS loopers_keys_${event.toLowerCase()} AFTER ${event} ON main.keys BEGIN SELECT loopers_keys_written(); END`)
+  }
 }
 
 const control = new WeakMap<DatabaseSync, { begin: StatementSync; commit: StatementSync }>()

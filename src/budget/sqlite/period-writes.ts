@@ -18,6 +18,11 @@ export interface PeriodWrites {
    * are live and hold at least `reserved`): charges `actual`, releases `reserved`, with `withDay` adds to the day.
    */
   book(statements: MinuteStatements, hash: string, actual: Micros, reserved: Micros, nowMs: number, withDay: boolean): void
+  /**
+   * Writes now what this transaction's reserves hold for the key, not yet written: before a booking written at once
+   * (outside `book`), which releases only what is written (an abandon in its reserve's own commit).
+   */
+  writeHolds(hash: string): void
   /** What this transaction's reserves hold, not yet written, in the key's period `id` of `window`. */
   pendingHeld(hash: string, window: WindowName, id: string): Micros
   /** The requests this transaction admitted, not yet counted, in the key's minute `id`. */
@@ -42,12 +47,21 @@ interface Book {
   withDay: boolean
 }
 
-/** The period writes of the store on `db`; `graceMs` is how long a booked row outlives its period when booking creates it. */
-export function createPeriodWrites(db: Db, graceMs: number): PeriodWrites {
+/**
+ * The period writes of the store on `db`; `graceMs` is how long a booked row outlives its period when booking creates
+ * it; `written` is told after each write (PeriodReads.written).
+ */
+export function createPeriodWrites(db: Db, graceMs: number, written: () => void): PeriodWrites {
   const holds = new Map<string, Hold>()
   const books = new Map<string, Book>()
-  const writeHold = (h: Hold): void => h.statements.hold(h.hash, h.add, h.nowMs, h.requests)
-  const writeBook = (b: Book): void => b.statements.book(b.hash, b.actual, b.reserved, b.nowMs + graceMs, b.nowMs, b.withDay)
+  const writeHold = (h: Hold): void => {
+    h.statements.hold(h.hash, h.add, h.nowMs, h.requests)
+    written()
+  }
+  const writeBook = (b: Book): void => {
+    b.statements.book(b.hash, b.actual, b.reserved, b.nowMs + graceMs, b.nowMs, b.withDay)
+    written()
+  }
   db.deferUntilCommit({
     flush() {
       // Holds first: a settle never books a hold of its own transaction (its reserve had committed before).
@@ -89,6 +103,12 @@ export function createPeriodWrites(db: Db, graceMs: number): PeriodWrites {
       }
       if (b !== undefined) writeBook(b)
       books.set(hash, { statements, hash, actual, reserved, nowMs, withDay })
+    },
+    writeHolds(hash) {
+      const h = holds.get(hash)
+      if (h === undefined) return
+      holds.delete(hash)
+      writeHold(h)
     },
     pendingHeld(hash, window, id) {
       const h = holds.get(hash)

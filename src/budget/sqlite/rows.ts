@@ -66,10 +66,20 @@ export function parseBooked(key: string): Booked {
   return { kind: 'period', window, period: key.slice(at + 1) }
 }
 
-const LIMIT_COLUMN = { minute: 'lim_minute', hourly: 'lim_hourly', daily: 'lim_daily', weekly: 'lim_weekly', monthly: 'lim_monthly' } as const
-
+/** The key's limit in `window`; null when none. A switch of named loads: a column looked up by name was a megamorphic load, twice a call. */
 export function limitOf(row: KeyRow, window: WindowName): Micros | null {
-  return row[LIMIT_COLUMN[window]]
+  switch (window) {
+    case 'minute':
+      return row.lim_minute
+    case 'hourly':
+      return row.lim_hourly
+    case 'daily':
+      return row.lim_daily
+    case 'weekly':
+      return row.lim_weekly
+    case 'monthly':
+      return row.lim_monthly
+  }
 }
 
 // Read by every reserve: its values as an array (node:sqlite makes a row object in dictionary mode).
@@ -119,6 +129,13 @@ export function readPeriod(db: Db, hash: string, window: WindowName, period: str
     .arrayStatement('SELECT spent, held FROM periods WHERE hash = ? AND win = ? AND period = ? AND expires_at > ?')
     .get(hash, window, period, nowMs) as [number, number] | undefined
   return v === undefined ? { spent: 0, held: 0 } : { spent: v[0], held: v[1] }
+}
+
+/** A period row's spend, holds, requests and expiry, read whatever its expiry; undefined when absent. */
+export function readPeriodRow(db: Db, hash: string, window: WindowName, period: string): [spent: number, held: number, requests: number, expires_at: number] | undefined {
+  return db.arrayStatement('SELECT spent, held, requests, expires_at FROM periods WHERE hash = ? AND win = ? AND period = ?').get(hash, window, period) as
+    | [number, number, number, number]
+    | undefined
 }
 
 /** Requests admitted in a period (only the minute's are counted). */

@@ -33,6 +33,8 @@ import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 import type { Db } from './database.js'
 import { prepareMinute, type MinuteStatements } from './minute-statements.js'
+import { createKeyCache } from './key-cache.js'
+import { createPeriodReads } from './period-reads.js'
 import { createPeriodWrites } from './period-writes.js'
 import * as rows from './rows.js'
 import { checksScopeSize, effectiveLoopLimit, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
@@ -123,16 +125,18 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return created.iso
   }
 
-  const periodWrites = createPeriodWrites(db, GRACE_MS)
+  const periodReads = createPeriodReads(db)
+  const periodWrites = createPeriodWrites(db, GRACE_MS, periodReads.written)
+  const readKey = createKeyCache(db)
   /** A period's settled spend and holds, with the holds of this transaction's reserves not yet written. */
   const usage = (hash: string, window: WindowName, id: string, nowMs: number): { spent: Micros; held: Micros } => {
-    const stored = rows.readPeriod(db, hash, window, id, nowMs)
+    const stored = periodReads.usage(hash, window, id, nowMs)
     const pending = periodWrites.pendingHeld(hash, window, id)
     return pending === 0 ? stored : { spent: stored.spent, held: stored.held + pending }
   }
 
   function checkKey(hash: string, provider: string): KeyCheck {
-    const key = rows.readKey(db, hash)
+    const key = readKey(hash)
     if (key === undefined) return { ok: false, reason: 'invalid_key' }
     if (key.active !== 1) return { ok: false, reason: 'key_revoked' }
     if (!allowsProvider(key.providers, provider)) return { ok: false, reason: 'provider_not_allowed' }
@@ -222,7 +226,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
     if (key.rpm !== null) {
       const { period, id } = periods[0] as { period: Period; id: string }
-      const count = rows.readRequests(db, hash, 'minute', id, nowMs) + periodWrites.pendingRequests(hash, id)
+      const count = periodReads.requests(hash, 'minute', id, nowMs) + periodWrites.pendingRequests(hash, id)
       if (count >= key.rpm) return refuse({ ok: false, reason: 'rate_limited', limitCount: key.rpm, count, resetsAt: period.resetsAt })
     }
 
@@ -276,6 +280,8 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: grant, bookedKeys, remainingMicros } }
   }
 
+  // The key hash a reserve last found well formed: a key's requests come one after another, and the check is a regex.
+  let wellFormedHash = ''
   // reserve and settle are plain functions resolving with their transaction's own promise: no async frame or await
   // per call, and the observer is told as the group commit hands out the result. A failed argument check rejects,
   // as an async function's would.
@@ -283,9 +289,12 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     const started = observer === null ? 0 : performance.now()
     try {
       assertReserveInput(input)
-      if (!isKeyHash(input.keyHash)) {
-        observer?.('reserve', started, false)
-        return Promise.resolve({ ok: false, reason: 'invalid_key' })
+      if (input.keyHash !== wellFormedHash) {
+        if (!isKeyHash(input.keyHash)) {
+          observer?.('reserve', started, false)
+          return Promise.resolve({ ok: false, reason: 'invalid_key' })
+        }
+        wellFormedHash = input.keyHash
       }
       const nowMs = now()
       return db.transaction('reserve', () => reserveTx(input, nowMs), observer, started)
@@ -344,6 +353,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         }
       }
       for (const { id, period } of periods) rows.holdInPeriod(db, hash, period.window, id, grant, nowMs + GRACE_MS, nowMs)
+      periodReads.written()
       if (sessionId !== undefined && s !== undefined) rows.holdInSession(db, hash, sessionId, grant, nowMs)
       rows.growReservation(db, hash, requestId, grant)
       return { ok: true, grantedMicros: grant }
@@ -385,7 +395,9 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       else if (b.kind === 'session') rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
       else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
     }
+    periodWrites.writeHolds(hash)
     rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs, day)
+    periodReads.written()
     return { chargedMicros: actual, alreadySettled: false }
   }
 
