@@ -1,15 +1,13 @@
-import { mkdtempSync, rmSync, statSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { statSync } from 'node:fs'
 import { DatabaseSync } from 'node:sqlite'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { newRequestId } from '../../src/budget/request-id.js'
-import { createDb, type Db } from '../../src/budget/sqlite/database.js'
-import { createSqliteKeyAdmin } from '../../src/budget/sqlite/admin.js'
+import type { Db } from '../../src/budget/sqlite/database.js'
 import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
 import type { BudgetStore, KeyAdmin, Reservation } from '../../src/budget/types.js'
 import { reserveInput } from '../support/budget-fixture.js'
+import { openSqliteStack, type SqliteStack } from '../support/sqlite-stack.js'
 
 // What the embedded store writes per request, counted in WAL frames (one page each), which is what its
 // commits cost: every page a commit touched is written (and later checkpointed) once.
@@ -17,7 +15,7 @@ const FRAME_BYTES = 24 + 4096
 const WAL_HEADER_BYTES = 32
 
 describe('embedded store commits', () => {
-  let dir: string
+  let stack: SqliteStack
   let path: string
   let db: Db
   let store: BudgetStore
@@ -25,17 +23,10 @@ describe('embedded store commits', () => {
   let hash: string
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'loopers-commits-'))
-    path = join(dir, 'loopers.db')
-    db = createDb(path)
-    store = createSqliteBudgetStore(db)
-    admin = createSqliteKeyAdmin(db)
-    hash = (await admin.createKey('commits', ['openai'], { limits: { daily: 10_000_000_000 }, loopLimit: 0 })).record.hash
+    stack = await openSqliteStack('commits', { limits: { daily: 10_000_000_000 }, loopLimit: 0 })
+    ;({ path, db, store, admin, hash } = stack)
   })
-  afterEach(() => {
-    db.close()
-    rmSync(dir, { recursive: true, force: true })
-  })
+  afterEach(() => stack.close())
 
   /** WAL frames written by `work`, with checkpoints off so the WAL only grows. */
   const framesOf = async (work: () => Promise<void>): Promise<number> => {

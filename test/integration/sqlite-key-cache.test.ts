@@ -1,14 +1,11 @@
 import { execFile } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createSqliteKeyAdmin } from '../../src/budget/sqlite/admin.js'
 import { createDb, type Db } from '../../src/budget/sqlite/database.js'
-import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
 import type { BudgetStore, KeyAdmin } from '../../src/budget/types.js'
 import { reserveInput } from '../support/budget-fixture.js'
+import { openSqliteStack, type SqliteStack } from '../support/sqlite-stack.js'
 
 /** Runs `sql` with `args` from a separate Node process on the file at `path` (as the CLI or another proxy would). */
 function runInProcess(path: string, sql: string, ...args: Array<string | number>): Promise<void> {
@@ -26,7 +23,7 @@ function runInProcess(path: string, sql: string, ...args: Array<string | number>
 
 // The store keeps key rows between transactions (key-cache.ts): every way a key can change must reach the very next request.
 describe('embedded store: a changed key bites on the very next request', () => {
-  let dir: string
+  let stack: SqliteStack
   let path: string
   let db: Db
   let store: BudgetStore
@@ -34,19 +31,12 @@ describe('embedded store: a changed key bites on the very next request', () => {
   let hash: string
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'loopers-key-cache-'))
-    path = join(dir, 'loopers.db')
-    db = createDb(path)
-    store = createSqliteBudgetStore(db)
-    admin = createSqliteKeyAdmin(db)
-    hash = (await admin.createKey('cached', ['openai'], { limits: { daily: 1_000 } })).record.hash
+    stack = await openSqliteStack('key-cache', { limits: { daily: 1_000 } })
+    ;({ path, db, store, admin, hash } = stack)
     // The key's row is read, and kept, by an admitted reserve first.
     expect((await store.reserve(reserveInput(hash, 1))).ok).toBe(true)
   })
-  afterEach(() => {
-    db.close()
-    rmSync(dir, { recursive: true, force: true })
-  })
+  afterEach(() => stack.close())
 
   it('revoked by this process (its own connection)', async () => {
     expect(await admin.revokeKey(hash)).toBe(true)

@@ -1,33 +1,22 @@
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { createSqliteKeyAdmin } from '../../src/budget/sqlite/admin.js'
-import { createDb, type Db } from '../../src/budget/sqlite/database.js'
-import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
 import type { BudgetStore, Reservation } from '../../src/budget/types.js'
 import { reserveInput } from '../support/budget-fixture.js'
+import { openSqliteStack, type SqliteStack } from '../support/sqlite-stack.js'
 
 // A transaction reads each period row once (period-reads.ts): a write to periods within the same group commit
 // must reach the reserves queued after it, or they would be admitted past the limit.
 describe('embedded store: period rows read once a transaction', () => {
-  let dir: string
-  let db: Db
+  let stack: SqliteStack
   let store: BudgetStore
   let hash: string
   let nowMs = Date.UTC(2026, 4, 4, 12, 0, 30)
 
   beforeEach(async () => {
     nowMs = Date.UTC(2026, 4, 4, 12, 0, 30)
-    dir = mkdtempSync(join(tmpdir(), 'loopers-period-reads-'))
-    db = createDb(join(dir, 'loopers.db'))
-    store = createSqliteBudgetStore(db, { now: () => nowMs })
-    hash = (await createSqliteKeyAdmin(db, { now: () => nowMs }).createKey('reads', ['openai'], { limits: { daily: 1_000 } })).record.hash
+    stack = await openSqliteStack('period-reads', { limits: { daily: 1_000 } }, () => nowMs)
+    ;({ store, hash } = stack)
   })
-  afterEach(() => {
-    db.close()
-    rmSync(dir, { recursive: true, force: true })
-  })
+  afterEach(() => stack.close())
 
   const held = async (micros: number, extra = {}): Promise<Reservation> => {
     const r = await store.reserve(reserveInput(hash, micros, extra))
