@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { createWordSet, findDuplicateKey, scanKeys, type KeyReport } from '../../src/http/json-keys.js'
 import { readParsedBody, type RequestBody } from '../../src/proxy/request-body.js'
@@ -133,40 +134,24 @@ describe('scan words against the walk itself', () => {
     ]),
   ]
 
-  /** A seeded generator (mulberry32), so a failure can be replayed. */
-  function generator(seed: number): () => number {
-    let s = seed >>> 0
-    return () => {
-      s = (s + 0x6d2b79f5) >>> 0
-      let t = s
-      t = Math.imul(t ^ (t >>> 15), t | 1)
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-    }
-  }
-
-  function randomValue(random: () => number, depth: number): unknown {
-    const pick = () => vocabulary[Math.floor(random() * vocabulary.length)] as string
-    const r = random()
-    if (depth >= 4 || r < 0.3) return pick()
-    if (r < 0.4) return [randomValue(random, depth + 1), randomValue(random, depth + 1)]
-    const object: Record<string, unknown> = {}
-    const keys = 1 + Math.floor(random() * 3)
-    for (let k = 0; k < keys; k++) object[random() < 0.3 ? 'type' : pick()] = randomValue(random, depth + 1)
-    return object
-  }
+  const { body } = fc.letrec((tie) => ({
+    body: fc.record({ messages: fc.array(tie('value'), { minLength: 1, maxLength: 2 }) }),
+    value: fc.oneof({ depthSize: 'small', withCrossShrink: true }, fc.constantFrom(...vocabulary), fc.array(tie('value'), { maxLength: 2 }), tie('object')),
+    object: fc.dictionary(fc.oneof(fc.constant('type'), fc.constantFrom(...vocabulary)), tie('value'), { minKeys: 1, maxKeys: 3 }),
+  }))
 
   it('flags every random body built from the walk\'s own names whose walk finds something', async () => {
     expect(vocabulary).toEqual(expect.arrayContaining(['inlineData', 's3Location', 'source', 'file_id']))
-    const random = generator(12)
     let found = 0
-    for (let i = 0; i < 20_000; i++) {
-      const body = { messages: [randomValue(random, 0), randomValue(random, 0)] }
-      const scan = await scanBody(body)
-      if (scan.mediaParts === 0 && !scan.fetchesContent && !scan.fileData) continue
-      found += 1
-      expect((await report(JSON.stringify(body))).wordSeen, JSON.stringify(body)).toBe(true)
-    }
+    await fc.assert(
+      fc.asyncProperty(body, async (b) => {
+        const scan = await scanBody(b)
+        if (scan.mediaParts === 0 && !scan.fetchesContent && !scan.fileData) return
+        found += 1
+        expect((await report(JSON.stringify(b))).wordSeen).toBe(true)
+      }),
+      { numRuns: 20_000, seed: 12 },
+    )
     // The bodies do reach the walk's findings (else this test could not fail).
     expect(found).toBeGreaterThan(1_000)
   })
