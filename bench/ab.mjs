@@ -6,7 +6,8 @@
 //                     [--store=redis|sqlite (sqlite: each proxy, and the floor, on its own embedded store file)]
 //                     [--log-a=warn] [--log-b=warn] (each side's LOG_LEVEL: --log-a=info --log-b=warn with one build for the cost of info)
 //                     [--body=BYTES (every side, the floor included, sends a realistic agent request about BYTES long
-//                     (bench/agent-body.mjs), each a new step, instead of the one-liner; --stream: asking for a stream)] [--guard (the key keeps the
+//                     (bench/agent-body.mjs), each a new step, instead of the one-liner)] [--stream (the request, agent or one-liner, asks for a
+//                     stream)] [--usage (with --stream: the client asks for usage itself, so every side is served the same answer)] [--guard (the key keeps the
 //                     default loop guard, off on the bench key; see bench/body-option.mjs)]
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool, openLoop } from './load.mjs'

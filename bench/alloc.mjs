@@ -3,7 +3,7 @@
 // rotating every trial). Counted inside each process by bench/alloc-probe.mjs (preloaded), so load barely moves it.
 //   node bench/alloc.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--trials=4] [--duration=3000] [--concurrency=64]
 //                        [--log-a=warn] [--log-b=warn] [--sample=DIR (sampling heap profiles of b and the floor: one trial)]
-//                        [--body=BYTES] [--guard] (a realistic agent request, each a new step; the key's default loop guard: bench/body-option.mjs)
+//                        [--body=BYTES] [--stream] [--usage] [--guard] (a realistic agent request, each a new step; streamed; usage asked by the client; the key's default loop guard: bench/body-option.mjs)
 import { mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'

@@ -2,7 +2,10 @@
 // side, the floor included, sends instead of the bench's one-line chat request.
 //   --body=BYTES   a realistic agent request (bench/agent-body.mjs) about BYTES long; each request a new step
 //                  (its last user turn names a step number no request of the run used before, on any side)
-//   --stream       the agent request asks for a stream (`"stream":true`, no stream_options: the proxy adds include_usage)
+//   --stream       the request (agent or one-liner) asks for a stream (`"stream":true`, no stream_options: the proxy
+//                  adds include_usage, so the proxies' answers carry one usage chunk more than the floor's)
+//   --usage        with --stream: the request asks for usage itself (`"stream_options":{"include_usage":true}`), so
+//                  the proxy edits nothing and every side, the floor included, is served the same answer
 //   --guard        the sides' key keeps the default loop guard (the bench key has it off: loop_limit 0); every
 //                  request is then a new step of one conversation, whose scope fills and is trimmed (the worst case)
 import { agentBody } from './agent-body.mjs'
@@ -19,19 +22,29 @@ let nextStep = 1
  */
 export function bodyOption(argv = process.argv) {
   const value = argv.find((a) => a.startsWith('--body='))?.slice('--body='.length)
-  if (value === undefined) return { bytes: null, label: 'one-line body', fake: {}, request: (base) => base }
+  const streamed = argv.includes('--stream')
+  const usage = argv.includes('--usage')
+  if (usage && !streamed) throw new Error('--usage needs --stream')
+  const asked = streamed ? `"stream":true,${usage ? '"stream_options":{"include_usage":true},' : ''}` : ''
+  const streamLabel = streamed ? `, streamed${usage ? ' (usage asked by the client)' : ''}` : ''
+  if (value === undefined) {
+    if (!streamed) return { bytes: null, label: 'one-line body', fake: {}, request: (base) => base }
+    // The one-liner, streamed: the same body every time (with --guard, its repeats are a loop the guard stops).
+    const line = ONE_LINE_BODY.replace('{"model":"bench-model",', `{"model":"bench-model",${asked}`)
+    return { bytes: line.length, label: `one-line body${streamLabel}`, fake: {}, request: (base) => ({ ...base, body: line }) }
+  }
   const bytes = Number(value)
   if (!(bytes > 0)) throw new Error(`--body must be a byte count, not ${value}`)
   const plain = agentBody({ bytes, step: 0 })
-  const text = argv.includes('--stream') ? plain.replace('{"model":"bench-model",', '{"model":"bench-model","stream":true,') : plain
-  if (argv.includes('--stream') && text === plain) throw new Error('agentBody no longer opens with its model')
+  const text = streamed ? plain.replace('{"model":"bench-model",', `{"model":"bench-model",${asked}`) : plain
+  if (streamed && text === plain) throw new Error('agentBody no longer opens with its model')
   const at = text.indexOf(STEP_MARK)
   if (at < 0 || text.indexOf(STEP_MARK, at + 1) >= 0) throw new Error('agentBody no longer names its step once')
   const head = text.slice(0, at + STEP_MARK.length - 2)
   const tail = text.slice(at + STEP_MARK.length - 1)
   return {
     bytes: text.length,
-    label: `agent body of ${text.length} bytes${argv.includes('--stream') ? ', streamed' : ''}`,
+    label: `agent body of ${text.length} bytes${streamLabel}`,
     // The fake upstream bills the prompt by its bytes, not by tiktoken: counting 100 KB per answer would cap the
     // load it can serve (on the other core) far below what the sides can take. The proxies' work is the same.
     fake: { promptTokens: 'bytes' },

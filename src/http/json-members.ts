@@ -131,6 +131,30 @@ export async function spliceMembers(raw: Buffer, members: readonly MemberSpan[],
 }
 
 /**
+ * One past the last member's value in the JSON object `raw` (valid JSON: the caller parsed it), found from its
+ * end, without walking it; -1 when the object has no member. Throws SyntaxError when `raw` is not an object.
+ */
+export function lastMemberEnd(raw: Buffer): number {
+  let i = raw.length - 1
+  while (isSpace(raw[i])) i--
+  if (raw[i] !== CLOSE_OBJECT) throw new SyntaxError('not an object')
+  i--
+  while (isSpace(raw[i])) i--
+  // No value ends with `{` (a string ends with its quote, a container with its closer): the object is empty.
+  return raw[i] === OPEN_OBJECT ? -1 : i + 1
+}
+
+/**
+ * `raw` with `added` (members it does not have) after its last member, which ends at `end` (lastMemberEnd): the
+ * bytes spliceMembers gives for the same additions, without walking the members before them.
+ */
+export function appendMembers(raw: Buffer, end: number, added: readonly MemberEdit[]): Promise<Buffer> {
+  let text = ''
+  for (const { key, json } of added) if (json !== null) text += `,${JSON.stringify(key)}:${json}`
+  return joinInSlices([raw.subarray(0, end), text, raw.subarray(end)])
+}
+
+/**
  * `pieces` (bytes, or text as UTF-8) joined into one buffer. Past one slice the copy runs in slices of
  * SHARE_SLICE_BYTES within the turn share (./turn-share.ts): a 10 MiB join never holds the loop for long,
  * and many at once cost a turn no more than one.

@@ -307,6 +307,10 @@ class CompatStreamParser implements StreamParser {
     return this.state.usage.outputTokens ?? this.state.counter.tokens()
   }
 
+  outputBound(): number {
+    return this.state.usage.outputTokens ?? this.state.counter.bound()
+  }
+
   upstreamError(): boolean {
     return this.state.failed
   }

@@ -74,6 +74,11 @@ export interface StreamParser {
    * `OutputCounter`'s count of the deltas. Reasoning the stream does not show is never in it.
    */
   outputTokens(): number
+  /**
+   * Optional: output tokens so far or more, known without tokenizing (never below `outputTokens()`), for the
+   * meter's check before each frame; it asks `outputTokens()` only when this passes the hold. Absent: `outputTokens()`.
+   */
+  outputBound?(): number
   /** An error the upstream sent inside the stream, if any (the stream then bills nothing more). */
   upstreamError(): boolean
   /**

@@ -126,6 +126,15 @@ class RelayedStream implements MeterOptions {
     return costMicros(price, { ...reported, outputTokens: this.outputTokens() }) + plan.feeMicros
   }
 
+  costBoundMicros(): Micros {
+    const { plan, price } = this.f
+    const reported = this.parser.reported()
+    const output = this.capped(this.parser.outputBound?.() ?? this.parser.outputTokens())
+    if (reported.inputTokens === undefined) return this.inputMicros + plan.feeMicros + tokensCost(output, price.outputPer1M)
+    this.f.countInput = undefined
+    return costMicros(price, { ...reported, outputTokens: output }) + plan.feeMicros
+  }
+
   async extend(need: Micros): Promise<ErrorInfo | null> {
     const { f, deps, parser } = this
     const { reservation } = f
@@ -161,7 +170,10 @@ class RelayedStream implements MeterOptions {
 
   /** Output tokens so far: a count (or estimate) never passes the request's cap, where the provider stops whatever the count says. */
   private outputTokens(): number {
-    const counted = this.parser.outputTokens()
+    return this.capped(this.parser.outputTokens())
+  }
+
+  private capped(counted: number): number {
     const cap = this.f.facts.maxOutputTokens
     return cap === null || this.parser.reported().outputTokens !== undefined ? counted : Math.min(counted, cap)
   }

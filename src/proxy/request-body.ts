@@ -7,7 +7,7 @@
  */
 import { budgetUnavailable, invalidRequest } from '../errors.js'
 import { createWordSet, scanKeys, type KeyReport } from '../http/json-keys.js'
-import { spliceMembers, topLevelMembers, type MemberEdit, type MemberSpan } from '../http/json-members.js'
+import { appendMembers, lastMemberEnd, spliceMembers, topLevelMembers, type MemberEdit, type MemberSpan } from '../http/json-members.js'
 import { BIG_BODY_BYTES } from '../http/raw-body.js'
 import { fingerprintRequest } from '../loop/fingerprint.js'
 import { loopShapeName } from '../loop/shapes/index.js'
@@ -126,6 +126,11 @@ class ParsedBody implements RequestBody {
 
   async edited(): Promise<Buffer> {
     if (this.watch === null) return Buffer.from(JSON.stringify(this.json))
+    // Members only added (a stream's include_usage): they go after the last one, found from the end.
+    const added = this.watch.additions(this.json)
+    if (added !== null && added.length === 0) return this.raw
+    const end = added === null ? -1 : lastMemberEnd(this.raw)
+    if (added !== null && end >= 0) return appendMembers(this.raw, end, added)
     const members = topLevelMembers(this.raw)
     const edits = this.watch.edits(this.json, members)
     return edits.length === 0 ? this.raw : spliceMembers(this.raw, members, edits)

@@ -142,6 +142,10 @@ export class ProbeCounter implements OutputCounter {
     return 0
   }
 
+  bound(): number {
+    return 0
+  }
+
   /** The context `text` was counted in, when nothing but `text` was counted, once; else null. */
   onlyCounted(text: string | null): number | null {
     if (this.addedTokens !== 0 || this.texts.length !== 1 || this.texts[0] !== text) return null

@@ -20,6 +20,8 @@ export interface OutputCounter {
   addTokens(tokens: number): void
   /** Tokens so far: the text's count × factor, rounded up, plus the added tokens. */
   tokens(): number
+  /** Tokens so far or more, known without tokenizing the text that waits: never below `tokens()`. */
+  bound(): number
 }
 
 /** Builds the encoder in slices; a failed build keeps the byte bound, which is never below the truth. */
@@ -32,6 +34,9 @@ function warm(encoding: Encoding): void {
 const MAX_CARRY_CHARS = 256
 // Contexts one stream may open (OpenAI's `n` is at most 128); text of any other continues the last one.
 const MAX_CONTEXTS = 128
+// Text waits for the encoder until `tokens()` needs it or this much of it has come: a stream whose usage the provider
+// reports (and whose bound stays within its hold) is never tokenized, and one absorb stays short.
+const MAX_PENDING_BYTES = 2048
 
 /** One text being generated: its settled tokens, the pieces the next delta may still change, text waiting for the encoder. */
 interface TextState {
@@ -41,14 +46,23 @@ interface TextState {
   pendingBytes: number
 }
 
+/**
+ * A text's settled tokens with its carried pieces at a token per UTF-8 byte (at most 3 a UTF-16 unit): the
+ * waiting text may merge with them, and no tokenization of a text has more tokens than bytes.
+ */
+function boundOf(state: TextState): number {
+  return state.complete + 3 * (state.carry.older.length + state.carry.newer.length)
+}
+
 function emptyText(): TextState {
   return { complete: 0, carry: EMPTY_SPLIT, pending: [], pendingBytes: 0 }
 }
 
 /**
- * A counter that tokenizes each delta together with the last pre-tokenizer pieces before it, so the
+ * A counter that tokenizes the deltas together with the last pre-tokenizer pieces before them, so the
  * total equals counting the whole text at once (± a token where a piece outgrew the carry); each context
- * (choice) is its own text. Until the encoder is built (in slices, started with the first stream) a delta
+ * (choice) is its own text. Deltas wait (MAX_PENDING_BYTES at most) and are tokenized together when
+ * `tokens()` is asked. Until the encoder is built (in slices, started with the first stream) a delta
  * counts its UTF-8 bytes, an upper bound for any byte-level tokenizer; that text is recounted exactly
  * once the encoder is ready.
  */
@@ -75,9 +89,9 @@ class StreamOutputCounter implements OutputCounter {
   add(text: unknown, context = 0): void {
     if (typeof text !== 'string' || text.length === 0) return
     const state = this.textOf(Number.isSafeInteger(context) ? context : 0)
-    if (encoderReady(this.encoding)) return this.absorb(state, text)
     state.pending.push(text)
     state.pendingBytes += Buffer.byteLength(text)
+    if (state.pendingBytes >= MAX_PENDING_BYTES && encoderReady(this.encoding)) this.absorb(state, '')
   }
 
   addTokens(tokens: number): void {
@@ -94,6 +108,19 @@ class StreamOutputCounter implements OutputCounter {
       }
     }
     return Math.ceil(counted * this.factor) + bytes + this.extra
+  }
+
+  bound(): number {
+    let counted = boundOf(this.first)
+    let bytes = this.first.pendingBytes
+    if (this.others !== null) {
+      for (const state of this.others.values()) {
+        counted += boundOf(state)
+        bytes += state.pendingBytes
+      }
+    }
+    // Waiting text is at most a token a byte, before the factor (tokens() counts it so until the encoder is ready).
+    return Math.ceil(counted * this.factor) + Math.ceil(bytes * Math.max(1, this.factor)) + this.extra
   }
 
   /** A text's tokens so far, its waiting text counted once the encoder is ready. */

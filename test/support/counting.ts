@@ -20,6 +20,7 @@ export function byteCounter(): ByteCounter {
       counter.added += tokens
     },
     tokens: () => Buffer.byteLength(counter.text()) + counter.added,
+    bound: () => counter.tokens(),
     text: () => counter.texts.join(''),
   }
   return counter

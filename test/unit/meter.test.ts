@@ -49,6 +49,35 @@ describe('stream meter', () => {
     expect(client.text()).toBe(reads.join(''))
   })
 
+  it('asks the exact cost only when the cheaper bound passes the hold, and cuts where the exact cost says', async () => {
+    for (const [reservedTokens, bias] of [[100, 0], [40, 0], [40, 3], [43, 1]] as const) {
+      const counter = byteCounter()
+      const parser = createChatStreamParser(counter)
+      const client = new RecordingSink()
+      let exactAsked = 0
+      const result = await meterStream({
+        parser,
+        upstream: readableSource(Readable.from([Buffer.from(Array.from({ length: 15 }, () => event('tok ')).join(''))])),
+        client,
+        reservedMicros: () => reservedTokens,
+        // A bound `bias` above the exact cost: the exact one decides once the bound passes the hold.
+        costBoundMicros: () => parser.outputTokens() + bias,
+        costMicros: () => {
+          exactAsked++
+          return parser.outputTokens()
+        },
+        extend: async () => budget,
+        cutoffFrame: (error) => compatCutoffFrame(chat, error),
+        upstreamFailure: () => ({ status: 502, code: 'upstream_unreachable', message: 'broken' }),
+      })
+      const fit = Math.min(15, Math.floor(reservedTokens / 4))
+      expect(result.outcome).toBe(fit === 15 ? 'completed' : 'cutoff')
+      expect(client.text()).toBe(event('tok ').repeat(fit) + (fit === 15 ? '' : compatCutoffFrame(chat, budget).toString()))
+      // Asked for the frames whose bound passed the hold (4 tokens each): none while everything fits.
+      expect(exactAsked).toBe(Array.from({ length: Math.min(15, fit + 1) }, (_, i) => 4 * (i + 1) + bias > reservedTokens).filter(Boolean).length)
+    }
+  })
+
   it('never forwards half an event, even when a read ends inside one', async () => {
     const whole = event('hello') + event('world')
     const { client } = await meter([whole.slice(0, 20), whole.slice(20, 50), whole.slice(50)], 100)

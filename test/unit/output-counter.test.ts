@@ -105,6 +105,32 @@ describe('OutputCounter', () => {
     expect(Math.abs(parser.outputTokens() - expected)).toBeLessThanOrEqual(2)
   })
 
+  it('tokenizes nothing until asked (or 2 KiB wait): its bound, at a token a byte, is never below the count', async () => {
+    await preloadEncoding('o200k_base')
+    const counter = createOutputCounter({ encoding: 'o200k_base', factor: 1 })
+    counter.add('Hello world')
+    counter.add(', ünïcödé')
+    // Nothing tokenized yet: the waiting text at its UTF-8 bytes.
+    expect(counter.bound()).toBe(Buffer.byteLength('Hello world, ünïcödé'))
+    const exact = counter.tokens()
+    expect(exact).toBe(countTextTokens('Hello world, ünïcödé', 'o200k_base'))
+    // Counted: the settled pieces, the carried ones at 3 a UTF-16 unit at most.
+    expect(counter.bound()).toBeGreaterThanOrEqual(exact)
+    expect(counter.bound()).toBeLessThanOrEqual(exact + 3 * 'Hello world, ünïcödé'.length)
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.string({ unit: 'grapheme', maxLength: 40 }), fc.integer({ min: 0, max: 2 }), fc.boolean()), { maxLength: 120 }), fc.constantFrom(1, 1.25, 0.8), (deltas, factor) => {
+        const c = createOutputCounter({ encoding: 'o200k_base', factor })
+        for (const [text, context, ask] of deltas) {
+          c.add(text, context)
+          if (ask) expect(c.bound()).toBeGreaterThanOrEqual(c.tokens())
+        }
+        const bound = c.bound()
+        expect(bound).toBeGreaterThanOrEqual(c.tokens())
+      }),
+      { numRuns: 200 },
+    )
+  })
+
   it('counts each context (a choice) as its own text, whichever comes first, and sums them', async () => {
     await preloadEncoding('o200k_base')
     const counter = createOutputCounter({ encoding: 'o200k_base', factor: 1 })

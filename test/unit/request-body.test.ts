@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it, vi } from 'vitest'
 import { ProxyError } from '../../src/errors.js'
+import { appendMembers, lastMemberEnd, spliceMembers, topLevelMembers } from '../../src/http/json-members.js'
 import { BIG_BODY_BYTES } from '../../src/http/raw-body.js'
 import { createAnthropicAdapter } from '../../src/providers/anthropic.js'
 import { createAzureAdapter } from '../../src/providers/azure.js'
@@ -12,6 +13,12 @@ import type { ProviderAdapter, RouteMatch } from '../../src/providers/types.js'
 import { assembleCountBody } from '../../src/proxy/count-body.js'
 import { readParsedBody, readRequestBody, SPLICE_MIN_BYTES, type RequestBody } from '../../src/proxy/request-body.js'
 import { createTokenCounter } from '../../src/tokens/worker.js'
+
+// Spied on (same behaviour), so a test can tell that a body was not walked for its members.
+vi.mock('../../src/http/json-members.js', async (importOriginal) => {
+  const actual = await importOriginal<typeof import('../../src/http/json-members.js')>()
+  return { ...actual, topLevelMembers: vi.fn(actual.topLevelMembers) }
+})
 
 // A big body (1 MiB or more) is read in the counting worker: every fact the pipeline takes from it is the
 // one the small path (everything on the event loop) takes from the same bytes, and the bytes forwarded
@@ -284,6 +291,35 @@ describe('edited bodies under 1 MiB', () => {
     const oldRead = readParsedBody(Buffer.from(old), azure.loopShape?.(legacy) ?? null) as RequestBody
     expect(azure.prepareBody(legacy, oldRead.editable(), azure.describe(legacy, oldRead.json), 50)).toBe(true)
     expect((await oldRead.edited()).toString('utf8')).toBe(`{"stream":true,"messages":[{"role":"user","content":"${'w'.repeat(SPLICE_MIN_BYTES)}"}],"max_tokens":50}`)
+  })
+
+  it('adds a stream\'s include_usage after the last member without walking the body, byte for byte as the splice adds it', async () => {
+    const adapter = createOpenAiAdapter({ baseUrl: 'http://u', apiKey: null })
+    const route = adapter.findRoute('POST', '/v1/chat/completions', new URLSearchParams()) as RouteMatch
+    const long = 'x'.repeat(SPLICE_MIN_BYTES)
+    // Last values of every kind (a string ending in a brace, an empty object and array, literals, a number), spaces around the braces.
+    const lasts = ['"ends with {"', '{}', '[]', 'true', 'null', '-1.5e3', '{"a":[1,{"b":"}"}]}', '"\\\\"']
+    for (const last of lasts) {
+      for (const [open, close] of [['{', '}'], [' \n{ ', ' \r\n}\t ']]) {
+        const text = `${open}"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"${long}"}], "last" : ${last}${close}`
+        const raw = Buffer.from(text)
+        const read = readParsedBody(raw, adapter.loopShape?.(route) ?? null) as RequestBody
+        expect(adapter.prepareBody(route, read.editable(), adapter.describe(route, read.json), null)).toBe(true)
+        vi.mocked(topLevelMembers).mockClear()
+        const sent = await read.edited()
+        expect(topLevelMembers).not.toHaveBeenCalled()
+        expect(sent.toString('utf8')).toBe((await spliceMembers(raw, topLevelMembers(raw), [{ key: 'stream_options', json: '{"include_usage":true}' }])).toString('utf8'))
+        expect(JSON.parse(sent.toString('utf8'))).toEqual({ ...JSON.parse(text), stream_options: { include_usage: true } })
+      }
+    }
+    // An empty object has no last member; a member the body had, once touched, is spliced in its place.
+    expect(lastMemberEnd(Buffer.from(' { \n} '))).toBe(-1)
+    expect((await appendMembers(Buffer.from('{"a":1 }'), lastMemberEnd(Buffer.from('{"a":1 }')), [{ key: 'b', json: '2' }])).toString()).toBe('{"a":1,"b":2 }')
+    const had = readParsedBody(Buffer.from(`{"model":"gpt-4o","stream":true,"stream_options":{"x":1},"messages":[{"role":"user","content":"${long}"}]}`), null) as RequestBody
+    expect(adapter.prepareBody(route, had.editable(), adapter.describe(route, had.json), null)).toBe(true)
+    vi.mocked(topLevelMembers).mockClear()
+    expect((await had.edited()).toString('utf8')).toBe(`{"model":"gpt-4o","stream":true,"stream_options":{"x":1,"include_usage":true},"messages":[{"role":"user","content":"${long}"}]}`)
+    expect(topLevelMembers).toHaveBeenCalledTimes(1)
   })
 
   it('forwards a body edited to what it was as it came, and re-serializes a small one as before', async () => {
