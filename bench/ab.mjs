@@ -11,9 +11,9 @@
 //                     default loop guard, off on the bench key; see bench/body-option.mjs)]
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool, openLoop } from './load.mjs'
-import { threadsCpuMs, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
+import { createBenchKey, threadsCpuMs, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
-import { bodyOption, createRedisKey, guardOn } from './body-option.mjs'
+import { bodyOption, guardOn } from './body-option.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const mode = arg('mode', 'closed')
@@ -50,7 +50,7 @@ try {
   started.push(...Object.values(sides))
   const keys = sqlite
     ? { a: await createSqliteBenchKey(join(dir, 'a.db'), guard), b: await createSqliteBenchKey(join(dir, 'b.db'), guard) }
-    : { a: await createRedisKey(redis.url, 'bench-ab', guard) }
+    : { a: await createBenchKey(redis.url, 'bench-ab', guard) }
   keys.b ??= keys.a
   keys.floor = keys.a
   const requests = Object.fromEntries(Object.entries(keys).map(([n, key]) => [n, body.request(requestPair(key, BODY).proxied)]))

@@ -8,9 +8,9 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool } from './load.mjs'
-import { ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
+import { createBenchKey, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
-import { bodyOption, createRedisKey, guardOn } from './body-option.mjs'
+import { bodyOption, guardOn } from './body-option.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const trials = Number(arg('trials', '4'))
@@ -33,7 +33,7 @@ try {
     b: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'b', logLevel: arg('log-b', 'warn'), cliPath: builds.b, nodeOptions: ['--import', PROBE], extraEnv: sample(true) }),
   }
   started.push(...Object.values(sides))
-  const key = await createRedisKey(redis.url, 'bench-alloc', guardOn())
+  const key = await createBenchKey(redis.url, 'bench-alloc', guardOn())
   const request = body.request(requestPair(key, BODY).proxied)
   process.stdout.write(`${body.label}, loop guard ${guardOn() ? 'on' : 'off'}\n`)
   const names = Object.keys(sides)

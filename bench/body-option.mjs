@@ -59,19 +59,3 @@ export function bodyOption(argv = process.argv) {
 
 /** Whether `--guard` was given: the sides' key keeps the default loop guard. */
 export const guardOn = (argv = process.argv) => argv.includes('--guard')
-
-/** A bench key on Redis as procs.mjs createBenchKey's, with the default loop guard when `guard`. */
-export async function createRedisKey(redisUrl, name, guard) {
-  const { createRedisClient } = await import('../dist/budget/redis/redis-client.js')
-  const { createKeyAdmin } = await import('../dist/budget/redis/admin.js')
-  const client = createRedisClient({ url: redisUrl, clusterNodes: null, commandTimeoutMs: 5_000 })
-  try {
-    await new Promise((ok) => (client.status === 'ready' ? ok() : client.once('ready', ok)))
-    const admin = createKeyAdmin(client)
-    const { key, record } = await admin.createKey(name, ['openai'])
-    await admin.setBudget(record.hash, { limits: { daily: 10_000_000_000_000 }, ...(guard ? {} : { loopLimit: 0 }) })
-    return key
-  } finally {
-    client.disconnect()
-  }
-}
