@@ -37,6 +37,9 @@ const MAX_CONTEXTS = 128
 // Text waits for the encoder until `tokens()` needs it or this much of it has come: a stream whose usage the provider
 // reports (and whose bound stays within its hold) is never tokenized, and one absorb stays short.
 const MAX_PENDING_BYTES = 2048
+// Waiting deltas are joined into one string every this many: a delta of a few bytes kept as its own string (and its
+// slot) costs several times its text, so a stream waits with about its text's bytes, not ~25 a delta.
+const MAX_PENDING_PIECES = 16
 
 /** One text being generated: its settled tokens, the pieces the next delta may still change, text waiting for the encoder. */
 interface TextState {
@@ -92,6 +95,7 @@ class StreamOutputCounter implements OutputCounter {
     state.pending.push(text)
     state.pendingBytes += Buffer.byteLength(text)
     if (state.pendingBytes >= MAX_PENDING_BYTES && encoderReady(this.encoding)) this.absorb(state, '')
+    else if (state.pending.length >= MAX_PENDING_PIECES) state.pending = [state.pending.join('')]
   }
 
   addTokens(tokens: number): void {
