@@ -158,6 +158,8 @@ export function createMessagesStreamParser(counter: OutputCounter): StreamParser
     reported: () => state.usage,
     // `message_delta` reports the total; until then the counter's estimate stands.
     outputTokens: () => state.usage.outputTokens ?? state.counter.tokens(),
+    // The meter's check before each frame, without tokenizing what waits (never below outputTokens).
+    outputBound: () => state.usage.outputTokens ?? state.counter.bound(),
     upstreamError: () => state.failed,
   }
 }

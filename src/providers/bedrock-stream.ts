@@ -78,6 +78,8 @@ export function createBedrockStreamParser(kind: 'invoke' | 'converse', counter: 
     reported: () => ({ ...usage }),
     // The final usage (metadata, invocation metrics) replaces the count; until then the count stands.
     outputTokens: () => usage.outputTokens ?? counter.tokens() + framer.corruptBytes(),
+    // The meter's check before each frame, without tokenizing what waits (never below outputTokens).
+    outputBound: () => usage.outputTokens ?? counter.bound() + framer.corruptBytes(),
     upstreamError: () => failed || framer.corruptBytes() > 0,
   }
 }
