@@ -214,6 +214,8 @@ function parserFrom(
     flush: () => framer.flush(),
     reported: () => state.usage,
     outputTokens: () => state.outputTokens(),
+    // Each chunk's usage report reads the count already (countedAtReport), so a bound would save nothing here.
+    outputBound: () => state.outputTokens(),
     upstreamError: () => state.failed,
   }
 }

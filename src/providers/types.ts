@@ -75,10 +75,10 @@ export interface StreamParser {
    */
   outputTokens(): number
   /**
-   * Optional: output tokens so far or more, known without tokenizing (never below `outputTokens()`), for the
-   * meter's check before each frame; it asks `outputTokens()` only when this passes the hold. Absent: `outputTokens()`.
+   * Output tokens so far or more, known without tokenizing what waits (never below `outputTokens()`), for the
+   * meter's check before each frame; it asks `outputTokens()` only when this passes the hold.
    */
-  outputBound?(): number
+  outputBound(): number
   /** An error the upstream sent inside the stream, if any (the stream then bills nothing more). */
   upstreamError(): boolean
   /**

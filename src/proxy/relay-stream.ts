@@ -118,21 +118,21 @@ class RelayedStream implements MeterOptions {
   }
 
   costMicros(): Micros {
-    const { plan, price } = this.f
-    const reported = this.parser.reported()
-    if (reported.inputTokens === undefined) return this.inputMicros + plan.feeMicros + tokensCost(this.outputTokens(), price.outputPer1M)
-    // Reported input needs no count: what the count holds of the request (its body) goes now, not at the stream's end.
-    this.f.countInput = undefined
-    return costMicros(price, { ...reported, outputTokens: this.outputTokens() }) + plan.feeMicros
+    return this.costWith(this.outputTokens())
   }
 
   costBoundMicros(): Micros {
+    return this.costWith(this.capped(this.parser.outputBound()))
+  }
+
+  /** The stream's cost with `outputTokens` of output: its input as reported, else as counted before forwarding. */
+  private costWith(outputTokens: number): Micros {
     const { plan, price } = this.f
     const reported = this.parser.reported()
-    const output = this.capped(this.parser.outputBound?.() ?? this.parser.outputTokens())
-    if (reported.inputTokens === undefined) return this.inputMicros + plan.feeMicros + tokensCost(output, price.outputPer1M)
+    if (reported.inputTokens === undefined) return this.inputMicros + plan.feeMicros + tokensCost(outputTokens, price.outputPer1M)
+    // Reported input needs no count: what the count holds of the request (its body) goes now, not at the stream's end.
     this.f.countInput = undefined
-    return costMicros(price, { ...reported, outputTokens: output }) + plan.feeMicros
+    return costMicros(price, { ...reported, outputTokens }) + plan.feeMicros
   }
 
   async extend(need: Micros): Promise<ErrorInfo | null> {

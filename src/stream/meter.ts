@@ -26,8 +26,8 @@ export interface MeterOptions {
   reservedMicros(): Micros
   /** What the stream has cost so far, from reported usage or the parser's estimate. */
   costMicros(): Micros
-  /** Optional: what the stream has cost so far or more, cheaper to know (never below `costMicros()`); asked first. */
-  costBoundMicros?(): Micros
+  /** What the stream has cost so far or more, cheaper to know (never below `costMicros()`); asked first. */
+  costBoundMicros(): Micros
   /** Grows the reservation by at least `needMicros`; resolves null when granted, else the error to cut with. */
   extend(needMicros: Micros): Promise<ErrorInfo | null>
   /** The provider-format frame that ends a cut stream, unless the parser builds its own (`StreamParser.cutoffFrame`). */
@@ -175,7 +175,7 @@ class StreamMeter implements SourceReader, Stoppable {
         if (ready.length === 0) continue
         const reserved = options.reservedMicros()
         // The exact cost only when the bound passes the hold: the decision is the exact cost's either way.
-        if (options.costBoundMicros === undefined || options.costBoundMicros() > reserved) {
+        if (options.costBoundMicros() > reserved) {
           const cost = options.costMicros()
           if (cost > reserved) return this.wait(options.extend(cost - reserved), ready)
         }

@@ -283,7 +283,7 @@ describe('stream parser', () => {
       // The reported total replaces the count once message_delta brings it.
       expect(parser.outputTokens()).toBe(reported.outputTokens ?? estimate)
       // The meter's bound is the count's (this counter's bound is its count) or the reported total.
-      expect(parser.outputBound?.()).toBe(reported.outputTokens ?? estimate)
+      expect(parser.outputBound()).toBe(reported.outputTokens ?? estimate)
       expect(parser.upstreamError()).toBe(failed)
     }
   })
@@ -315,7 +315,7 @@ describe('stream parser', () => {
     expect(parser.reported()).toEqual({ inputTokens: 25, cachedInputTokens: 0, cacheWriteTokens: 0 })
     expect(counter.tokens()).toBe(2)
     expect(parser.outputTokens()).toBe(2)
-    expect(parser.outputBound?.()).toBe(2)
+    expect(parser.outputBound()).toBe(2)
     parser.push(Buffer.from(bytes.slice(firstDelta, bytes.indexOf('event: message_delta'))))
     expect(parser.reported().outputTokens).toBeUndefined()
     expect(counter.tokens()).toBe(34)

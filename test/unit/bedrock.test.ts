@@ -357,7 +357,7 @@ describe('stream parsers, fed fixtures split at every byte boundary', () => {
     expect(bytewise.parser.reported()).toEqual(usage)
     expect(counter.text()).toBe(text)
     expect(bytewise.parser.outputTokens()).toBe(usage.outputTokens)
-    expect(bytewise.parser.outputBound?.()).toBe(usage.outputTokens)
+    expect(bytewise.parser.outputBound()).toBe(usage.outputTokens)
   })
 
   it('reports input before the end but no output count until the final one (so the meter counts deltas)', () => {
@@ -371,7 +371,7 @@ describe('stream parsers, fed fixtures split at every byte boundary', () => {
     expect(counter.tokens()).toBe(Buffer.byteLength('Je vais vérifier'))
     // No final count yet: the meter's figure is the counter's.
     expect(parser.outputTokens()).toBe(counter.tokens())
-    expect(parser.outputBound?.()).toBe(counter.bound())
+    expect(parser.outputBound()).toBe(counter.bound())
   })
 
   it('a modeled exception inside a stream marks it as an upstream error', () => {
@@ -391,7 +391,7 @@ describe('stream parsers, fed fixtures split at every byte boundary', () => {
     expect(counter.text()).toBe('')
     expect(parser.reported()).toEqual({})
     expect(parser.outputTokens()).toBe(bytes.length - first)
-    expect(parser.outputBound?.()).toBe(bytes.length - first)
+    expect(parser.outputBound()).toBe(bytes.length - first)
   })
 
   it('the captured AI21 chunk reports its prompt tokens and no output yet', () => {

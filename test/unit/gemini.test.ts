@@ -274,6 +274,8 @@ describe('stream parsers, fed fixtures split at every byte boundary', () => {
       expect(feed(parser, bytes, at).equals(bytes), `split at ${at}`).toBe(true)
       expect(parser.reported(), `split at ${at}`).toEqual(usage)
       expect(counter.tokens(), `split at ${at}`).toBe(estimated)
+      // The meter's bound is the count itself here (each usage report reads the count anyway).
+      expect(parser.outputBound(), `split at ${at}`).toBe(parser.outputTokens())
       expect(parser.upstreamError()).toBe(failed)
     }
   })
