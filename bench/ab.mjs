@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path'
 import { closedLoop, createPool, openLoop } from './load.mjs'
 import { createBenchKey, threadsCpuMs, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
-import { bodyOption, guardOn } from './body-option.mjs'
+import { bodyOption, guardOn, ONE_LINE_BODY } from './body-option.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const mode = arg('mode', 'closed')
@@ -32,7 +32,6 @@ const together = process.argv.includes('--together')
 // --import=MODULE: preload MODULE (e.g. an allocation sampler) in b and the floor instead of --cpu-prof.
 const profFlags = (dir) =>
   profDir === null ? [] : arg('import', null) !== null ? ['--import', arg('import')] : ['--cpu-prof', `--cpu-prof-dir=${dir}`]
-const BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
 const body = bodyOption()
 const guard = guardOn()
 
@@ -53,7 +52,7 @@ try {
     : { a: await createBenchKey(redis.url, 'bench-ab', guard) }
   keys.b ??= keys.a
   keys.floor = keys.a
-  const requests = Object.fromEntries(Object.entries(keys).map(([n, key]) => [n, body.request(requestPair(key, BODY).proxied)]))
+  const requests = Object.fromEntries(Object.entries(keys).map(([n, key]) => [n, body.request(requestPair(key, ONE_LINE_BODY).proxied)]))
   const names = Object.keys(sides)
   const pools = Object.fromEntries(names.map((n) => [n, createPool(sides[n].url, mode === 'closed' ? concurrency : 256)]))
   const served = Object.fromEntries(names.map((n) => [n, 0]))

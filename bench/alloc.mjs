@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path'
 import { closedLoop, createPool } from './load.mjs'
 import { createBenchKey, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
-import { bodyOption, guardOn } from './body-option.mjs'
+import { bodyOption, guardOn, ONE_LINE_BODY } from './body-option.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const trials = Number(arg('trials', '4'))
@@ -20,7 +20,6 @@ const builds = { a: resolve(arg('a', join(ROOT, 'dist/cli.js'))), b: resolve(arg
 const sampleDir = arg('sample', null)
 const PROBE = join(ROOT, 'bench/alloc-probe.mjs')
 const body = bodyOption()
-const BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
 
 const { pinning, dir, started, redis, fake, close } = await startBenchStack('loopers-alloc-', { watchdogMs: 15 * 60_000, fake: { completionTokens: 16, ...body.fake } })
 try {
@@ -34,7 +33,7 @@ try {
   }
   started.push(...Object.values(sides))
   const key = await createBenchKey(redis.url, 'bench-alloc', guardOn())
-  const request = body.request(requestPair(key, BODY).proxied)
+  const request = body.request(requestPair(key, ONE_LINE_BODY).proxied)
   process.stdout.write(`${body.label}, loop guard ${guardOn() ? 'on' : 'off'}\n`)
   const names = Object.keys(sides)
   const pools = Object.fromEntries(names.map((n) => [n, createPool(sides[n].url, concurrency)]))
