@@ -84,8 +84,3 @@ export function readQuery(url: string, target: Target): { params: URLSearchParam
   if (target.query === '') return NO_QUERY
   return canonicalQuery(target.query)
 }
-
-/** The URL with any path key and credential query parameters masked, for logs. */
-export function redactUrl(url: string): string {
-  return url.replace(/\/lp-[A-Za-z0-9]+/g, '/lp-***').replace(/([?&](?:key|api-key|api_key)=)[^&]*/gi, '$1***')
-}
