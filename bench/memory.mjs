@@ -6,7 +6,7 @@
 // once (sampled every 100 ms); and RSS a while after those streams ended (Loopers returns a burst's memory
 // once it has been idle for LOOPERS_IDLE_RELEASE_MS, 30 s by default; quick runs do not wait for it).
 import { burst, createPool } from './load.mjs'
-import { rssMb, sleep, startFloor, startRelayFloor } from './procs.mjs'
+import { launcherEnv, launcherFlags, PROXY_CORE, rssMb, rssSplitMb, sleep, spawnChild, startFloor, startRelayFloor, stopChild } from './procs.mjs'
 import { requestPair, streamBody } from './scenarios.mjs'
 
 const CHAT_BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
@@ -30,6 +30,10 @@ export async function memory(ctx) {
       { name: 'relay', process: await startRelayFloor({ pin: ctx.pin, upstreamUrl: ctx.fake.url, connections: 'unlimited' }), request: direct },
     ]
     started.push(...targets.map((t) => t.process))
+    // A bare Node process with the launcher's flags, serving nothing: what the runtime alone holds, the part of
+    // every figure no code of ours or the stack's can remove (most of it the node binary's own mapped pages).
+    const bare = spawnChild(process.execPath, [...launcherFlags(), '-e', 'setInterval(() => process.ppid === 1 && process.exit(0), 1000)'], { core: PROXY_CORE, pin: ctx.pin, env: { PATH: process.env.PATH ?? '', ...launcherEnv() } })
+    started.push({ stop: () => stopChild(bare) })
     const out = Object.fromEntries(targets.map((t) => [t.name, { afterStartMb: rssMb(t.process.pid) }]))
 
     // Half plain, half streamed, one after another: what a lightly used proxy has seen.
@@ -48,7 +52,9 @@ export async function memory(ctx) {
     for (const t of targets) {
       await sleepUntil(out[t.name].warmedAt + idleLateAfterS * 1000)
       out[t.name].idleLateMb = rssMb(t.process.pid)
+      out[t.name].idleLateSplitMb = rssSplitMb(t.process.pid)
     }
+    const bareNode = { rssMb: rssMb(bare.pid), splitMb: rssSplitMb(bare.pid) }
 
     const chunks = ctx.quick ? 20 : 100
     const chunkDelayMs = 50
@@ -94,6 +100,7 @@ export async function memory(ctx) {
       streamSeconds: (chunks * chunkDelayMs) / 1000,
       floor: out.floor,
       relay: out.relay,
+      bareNode,
     }
   } finally {
     for (const p of started) await p.stop()

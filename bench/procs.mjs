@@ -106,6 +106,25 @@ export function rssMb(pid) {
   return match === null ? null : Number(match[1]) / 1024
 }
 
+/**
+ * VmRSS split (/proc/<pid>/status, MiB): `anon`, the process's private memory (heaps, JIT code, malloc), and
+ * `file`, pages of mapped files — nearly all the node binary's own code and data, shared with every node
+ * process and clean (the kernel can drop them under pressure). Null when the process is gone.
+ */
+export function rssSplitMb(pid) {
+  let status
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  } catch {
+    return null
+  }
+  const field = (name) => {
+    const match = new RegExp(`${name}:\\s+(\\d+)\\s+kB`).exec(status)
+    return match === null ? null : Number(match[1]) / 1024
+  }
+  return { anon: field('RssAnon'), file: field('RssFile') }
+}
+
 /** Busy fraction of each core between two `coreTimes()` readings. */
 export function coreTimes() {
   const lines = readFileSync('/proc/stat', 'utf8').split('\n').filter((l) => /^cpu\d+ /.test(l))

@@ -213,13 +213,21 @@ export function figures(results) {
     }
     row('RSS right after start', 'afterStartMb', null)
     row(`idle RSS ${mem.idleAfterS} s after the last of ${mem.warmRequests} requests`, 'idleMb', { op: '<=', limit: 80 })
-    if (mem.idleLateMb !== undefined) row(`idle RSS ${mem.idleLateAfterS} s after the last of ${mem.warmRequests} requests`, 'idleLateMb', { op: '<=', limit: 80 })
+    if (mem.idleLateMb !== undefined) row(`idle RSS ${mem.idleLateAfterS} s after the last of ${mem.warmRequests} requests`, 'idleLateMb', { op: '<=', limit: 80 }, idleSplit(mem))
     row(`RSS with ${mem.streams} concurrent streams`, 'underLoadMb', { op: '<=', limit: 150 }, `at most ${mem.maxOpenUpstream} were open upstream at once`)
     if (mem.afterLoadS !== undefined) row(`RSS ${mem.afterLoadS} s or more after the ${mem.streams} streams ended`, 'afterLoadMb', null)
     out.push(figure('e. memory', 'streams completed', mem.completed, 'count', { op: '==', limit: mem.streams }, `in ${num(mem.elapsedMs / 1000)} s for ${mem.streamSeconds} s streams`))
     out.push(figure('e. memory', 'time to first byte p50 / p99, 1000 streams at once', mem.ttfbMs.p50, 'ms', null, `p99 ${num(mem.ttfbMs.p99)} ms`))
   }
   return out
+}
+
+/** Where each late idle RSS goes (private memory + mapped files), and a bare Node process's beside it. */
+function idleSplit(mem) {
+  const split = (s) => (s === null || s === undefined ? '—' : `${num(s.anon)} + ${num(s.file)}`)
+  if (mem.idleLateSplitMb === undefined) return ''
+  const bare = mem.bareNode === undefined ? '' : `; a bare Node process with the same flags ${num(mem.bareNode.rssMb)} MiB (${split(mem.bareNode.splitMb)})`
+  return `private + mapped-file MiB: proxy ${split(mem.idleLateSplitMb)}, floor ${split(mem.floor?.idleLateSplitMb)}, relay ${split(mem.relay?.idleLateSplitMb)}${bare} (mapped files: nearly all the node binary's pages, shared and clean)`
 }
 
 export function num(n) {
