@@ -226,11 +226,20 @@ end
 --    text: the maximum as it arrived, unless a limit shrank it.
 local grantArg = ARGV[3]
 if grant ~= maxMicros then grantArg = format('%d', grant) end
-local record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5]
-if hasSession or hasLoop then
-  local tagEnd = string.find(KEYS[7], '}:', 1, true) + 2
-  if hasSession then record = record .. ' ' .. string.sub(sessionKey, tagEnd) end
-  if hasLoop then record = record .. ' ' .. string.sub(loopKey, tagEnd) .. '#' .. loopSinceText .. '#' .. step end
+-- One concatenation each (every piece joined at once: each string made costs). KEYS[1] is '<tag>key', so what follows
+-- the key's tag starts 2 characters before its end.
+local record
+if not (hasSession or hasLoop) then
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5]
+elseif not hasLoop then
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(sessionKey, #KEYS[1] - 2)
+elseif not hasSession then
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(loopKey, #KEYS[1] - 2) .. '#'
+    .. loopSinceText .. '#' .. step
+else
+  local tagEnd = #KEYS[1] - 2
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(sessionKey, tagEnd) .. ' '
+    .. string.sub(loopKey, tagEnd) .. '#' .. loopSinceText .. '#' .. step
 end
 if not redis.call('SET', KEYS[7], record, 'EX', recordTtl, 'NX') then return {'duplicate'} end
 
