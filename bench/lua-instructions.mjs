@@ -8,7 +8,9 @@
 //   plain        no session, no loop check
 //   bench        a loop check on a key with the guard off (loop_limit 0), as the bench's requests
 //   loop         the guard on, 50 conversations of 20 new steps (an agent)
-//   repeat       the guard on, each step sent 5 times
+//   repeat       the guard on, each step sent 5 times (all in flight: the 3rd to 5th are not counted)
+//   again        the guard on, every request a step its conversation sent once before, settled (a sequential
+//                agent's repeat), after that first request of each step (not counted)
 //   full         the guard on, every request a new step of one scope kept past 256 steps (so indexed by age and
 //                trimmed every 64 new steps: the guard's worst case), filled by 300 steps first (not counted)
 //   session      a session (20 requests each), no loop check
@@ -29,7 +31,7 @@ const dists = args('dist').map((d) => resolve(d))
 if (dists.length === 0) dists.push(join(ROOT, 'dist'))
 const calls = Number(args('calls')[0] ?? '1000')
 const keep = args('keep')[0] ?? null
-const SHAPES = ['plain', 'bench', 'loop', 'repeat', 'full', 'session', 'sessionloop']
+const SHAPES = ['plain', 'bench', 'loop', 'repeat', 'again', 'full', 'session', 'sessionloop']
 const shapes = args('shapes')[0]?.split(',') ?? SHAPES
 for (const s of shapes) if (!SHAPES.includes(s)) throw new Error(`unknown shape ${s}: one of ${SHAPES.join(', ')}`)
 // A fixed future instant (the same key names and texts every run), one ms a call: every call in one minute.
@@ -96,9 +98,11 @@ async function count(dist, keepDir) {
     dump('warm')
     for (const shape of shapes) {
       const keyHash = await createKey(shape, shape === 'bench' ? { limits: { daily: 1e13 }, loopLimit: 0 } : { limits: { daily: 1e13 } })
-      if (shape === 'full') {
-        for (let i = calls; i < calls + FULL_FILL; i++) {
-          const r = await store.reserve(input(shape, keyHash, i, hex))
+      // Requests before counting, each settled: the full shape's first 300 steps, the again shape's first sightings.
+      const fill = shape === 'full' ? [calls, calls + FULL_FILL] : shape === 'again' ? [0, calls] : null
+      if (fill !== null) {
+        for (let i = fill[0]; i < fill[1]; i++) {
+          const r = await store.reserve({ ...input(shape, keyHash, i, hex), requestId: `${shape}-fill-${i}` })
           if (!r.ok) throw new Error(`${shape}: refused ${r.reason}`)
           await store.settle(r.reservation, 600_000)
           clock++
@@ -143,6 +147,7 @@ function input(shape, keyHash, i, hex) {
     case 'bench': return { ...base, loop: { scope: `c:${hex('conv')}`, step: hex('step') } }
     case 'loop': return { ...base, loop: { scope: `c:${hex(`conv${Math.floor(i / 20)}`)}`, step: hex(`step${i}`) } }
     case 'full': return { ...base, loop: { scope: `c:${hex('full')}`, step: hex(`step${i}`) } }
+    case 'again': return { ...base, loop: { scope: `c:${hex(`conv${Math.floor(i / 20)}`)}`, step: hex(`step${i}`) } }
     case 'repeat': return { ...base, loop: { scope: `c:${hex(`conv${Math.floor(i / 5)}`)}`, step: hex(`step${Math.floor(i / 5)}`) } }
     case 'session': return { ...base, session: { id: `sess-${Math.floor(i / 20)}`, budgetMicros: 5e9, maxSteps: 100 } }
     case 'sessionloop': {
