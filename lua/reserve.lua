@@ -285,26 +285,34 @@ if hasLoop then
   -- A step in its window adds this request to its in flight field, whose value before it is the others in flight.
   local flightKnown = loopInFlight ~= nil
   if not flightKnown then loopInFlight = redis.call('HINCRBY', loopKey, flight, 1) - 1 end
-  if loopInFlight <= inFlightTolerated then loopCount = loopCount + 1 end
-  local value = format('%d', loopCount) .. ':' .. loopSinceText
-  local ttl = loopWindowMs + math.floor(loopWindowMs / 8)
+  local counted = loopInFlight <= inFlightTolerated
+  if counted then loopCount = loopCount + 1 end
+  -- A step's first request in its window writes '1:<sinceMs>' and 1 in flight: no number formatted.
+  local value, flightValue
+  if loopCount == 1 then value = '1:' .. loopSinceText else value = format('%d', loopCount) .. ':' .. loopSinceText end
+  if flightKnown then
+    if loopInFlight == 0 then flightValue = '1' else flightValue = format('%d', loopInFlight + 1) end
+  end
+  -- The window and an eighth (floor of an eighth without a call: (w - w % 8) / 8).
+  local ttl = loopWindowMs + (loopWindowMs - loopWindowMs % 8) / 8
   -- Past the recorded expiry: a new sinceMs, or an entry whose window was since raised on the key.
   local extend = not loopExpires or loopExpires < loopSince + loopWindowMs
   if extend then
     local expires = format('%d', nowMs + ttl)
     if loopAged then expires = '-' .. expires end
-    if flightKnown then redis.call('HSET', loopKey, step, value, flight, format('%d', loopInFlight + 1), '#e', expires)
+    if flightKnown then redis.call('HSET', loopKey, step, value, flight, flightValue, '#e', expires)
     else redis.call('HSET', loopKey, step, value, '#e', expires) end
   elseif flightKnown then
-    redis.call('HSET', loopKey, step, value, flight, format('%d', loopInFlight + 1))
-  else
+    redis.call('HSET', loopKey, step, value, flight, flightValue)
+  elseif counted then
+    -- (Not counted, with its in flight in its own field: the entry is as it was, nothing to write.)
     redis.call('HSET', loopKey, step, value)
   end
   -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
   if loopStale then redis.call('HDEL', loopKey, step .. ':' .. loopStale) end
   loopBookedSince = loopSinceText
   if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, format('%d', nowMs), step) end
-  if loopIsNew and string.sub(step, -1) == '0' then
+  if loopIsNew and string.byte(step, -1) == 48 then
     local size
     -- Unindexed, the scope holds '#e' and two fields a step (the step, its in flight).
     if loopAged then size = redis.call('ZCARD', loopAgeKey) else size = math.floor((redis.call('HLEN', loopKey) - 1) / 2) end
