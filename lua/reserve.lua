@@ -157,8 +157,9 @@ if hasLoop then
   if loopExpires and loopExpires < 0 then loopExpires, loopAged = -loopExpires, true end
   if entry then
     local c, since, inFlight = string.match(entry, '^(%d+):(%d+):?(%d*)$')
-    if c and nowMs < tonumber(since) + loopWindowMs then
-      loopCount, loopSince, loopSinceText, loopNewSince = tonumber(c), tonumber(since), since, false
+    local sinceMs = c and tonumber(since)
+    if c and nowMs < sinceMs + loopWindowMs then
+      loopCount, loopSince, loopSinceText, loopNewSince = tonumber(c), sinceMs, since, false
       -- In flight: an older entry's third part; else its own field '<step>:<sinceMs>' (settle decrements it
       -- blindly), read only once the request is admitted (7b), where it is incremented.
       if inFlight ~= '' then loopInFlight = tonumber(inFlight) else loopInFlight = nil end
