@@ -285,7 +285,7 @@ if hasLoop then
   local flight = step .. ':' .. loopSinceText
   -- A step in its window adds this request to its in flight field, whose value before it is the others in flight.
   local flightKnown = loopInFlight ~= nil
-  if not flightKnown then loopInFlight = redis.call('HINCRBY', loopKey, flight, 1) - 1 end
+  if not flightKnown then loopInFlight = redis.call('HINCRBY', loopKey, flight, '1') - 1 end
   local counted = loopInFlight <= inFlightTolerated
   if counted then loopCount = loopCount + 1 end
   -- A step's first request in its window writes '1:<sinceMs>' and 1 in flight: no number formatted.
@@ -312,7 +312,7 @@ if hasLoop then
   -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
   if loopStale then redis.call('HDEL', loopKey, step .. ':' .. loopStale) end
   loopBookedSince = loopSinceText
-  if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, format('%d', nowMs), step) end
+  if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, loopSinceText, step) end
   if loopIsNew and string.byte(step, -1) == 48 then
     local size
     -- Unindexed, the scope holds '#e' and two fields a step (the step, its in flight).

@@ -94,7 +94,7 @@ if actual > 0 and redis.call('INCRBY', KEYS[6], ARGV[1]) == actual then redis.ca
 --     field '<step>:<sinceMs>' goes with its step (a new window, a trim, the scope's expiry), so one found
 --     missing (now below zero) is removed again.
 if loopField then
-  if redis.call('HINCRBY', KEYS[#KEYS], loopField, -1) < 0 then redis.call('HDEL', KEYS[#KEYS], loopField) end
+  if redis.call('HINCRBY', KEYS[#KEYS], loopField, '-1') < 0 then redis.call('HDEL', KEYS[#KEYS], loopField) end
 end
 
 -- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused. SET replaces
