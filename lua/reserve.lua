@@ -248,7 +248,7 @@ if not redis.call('SET', KEYS[7], record, 'EX', recordTtl, 'NX') then return {'d
 --    and count the request in the minute. Every period starts on a minute boundary, so the minute's
 --    first request is the first in every period it creates: it sets the five TTLs (and gives one back to
 --    a key that lost it), and the minute's later requests need not.
-local firstOfMinute = redis.call('HINCRBY', KEYS[2], 'requests', 1) == 1
+local firstOfMinute = redis.call('HINCRBY', KEYS[2], 'requests', '1') == 1
 local ttls = firstOfMinute and {string.match(ARGV[4], '^(%d+) (%d+) (%d+) (%d+) (%d+)$')}
 for i = 1, 5 do
   redis.call('HINCRBY', KEYS[1 + i], 'held', grantArg)
