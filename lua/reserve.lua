@@ -55,7 +55,9 @@ Returns one of
 
 -- Lua numbers are doubles; how Redis turns one into a command argument differs between versions
 -- (tostring() would print 1e+15), so integers are formatted explicitly (format('%d', n)). tonumber reads a field HMGET
--- found missing (false) as nil. No helper functions on the paths every request takes: each is a closure made on
+-- found missing (false) as nil. A text this script or the caller wrote as an integer is read by arithmetic (x + 0),
+-- not tonumber: that converts it twice (Lua 5.1 checks it is a number, then converts it: strtod each time), an
+-- arithmetic operand once. No helper functions on the paths every request takes: each is a closure made on
 -- every call (garbage for Lua's collector).
 local format = string.format
 
@@ -148,18 +150,18 @@ if hasLoop then
 end
 if hasLoop then
   loopWindowMs = (tonumber(rec[11]) or defaultLoopWindow) * 1000
-  nowMs = tonumber(ARGV[#ARGV])
+  nowMs = ARGV[#ARGV] + 0
   loopCount, loopSince, loopSinceText, loopInFlight, loopNewSince = 0, nowMs, ARGV[#ARGV], 0, true
   local got = redis.call('HMGET', loopKey, step, '#e')
   local entry = got[1]
-  loopIsNew, loopExpires = not entry, tonumber(got[2])
+  loopIsNew, loopExpires = not entry, got[2] and got[2] + 0
   -- Indexed: '#e' negated. (A scope the previous release indexed marks it in '#z', not read: it is indexed again.)
   if loopExpires and loopExpires < 0 then loopExpires, loopAged = -loopExpires, true end
   if entry then
     local c, since, inFlight = string.match(entry, '^(%d+):(%d+):?(%d*)$')
-    local sinceMs = c and tonumber(since)
+    local sinceMs = c and since + 0
     if c and nowMs < sinceMs + loopWindowMs then
-      loopCount, loopSince, loopSinceText, loopNewSince = tonumber(c), sinceMs, since, false
+      loopCount, loopSince, loopSinceText, loopNewSince = c + 0, sinceMs, since, false
       -- In flight: an older entry's third part; else its own field '<step>:<sinceMs>' (settle decrements it
       -- blindly), read only once the request is admitted (7b), where it is incremented.
       if inFlight ~= '' then loopInFlight = tonumber(inFlight) else loopInFlight = nil end
