@@ -104,8 +104,8 @@ if rec[8] ~= '1' and not (rec[3] or rec[4] or rec[5] or rec[6] or rec[7]) then r
 --    check below and with nothing written. Steps 3 to 5 only read, and so decide a verdict: a refusal asks whether
 --    the id was used (step 5a), an admission learns it from the record's SET NX (step 5b): no EXISTS when admitted.
 
-local minMicros = tonumber(ARGV[2])
-local maxMicros = tonumber(ARGV[3])
+local minMicros = ARGV[2] + 0
+local maxMicros = ARGV[3] + 0
 local grant = maxMicros
 
 -- 3. The session's limits are the lowest of what it has, what this request asks and the key's
@@ -186,8 +186,8 @@ for i = 1, 5 do
   local limit = not refusal and tonumber(rec[2 + i])
   if limit then
     local p = redis.call('HMGET', KEYS[1 + i], 'spent', 'held')
-    local held = tonumber(p[2]) or 0
-    local used = (tonumber(p[1]) or 0) + held
+    local held = (p[2] or 0) + 0
+    local used = (p[1] or 0) + held
     local left = limit - used
     if left < minMicros then refusal = {'budget_exceeded', i, limit, used, held} end
     if left < grant then grant = left end
@@ -197,12 +197,12 @@ end
 
 -- 5. The session: steps are checked first, then its budget.
 if hasSession and not refusal then
-  local steps = tonumber(s[3]) or 0
+  local steps = (s[3] or 0) + 0
   if sessionMaxSteps and steps >= sessionMaxSteps then
     refusal = {'session_steps_exceeded', sessionMaxSteps, steps}
   elseif sessionBudget then
-    local held = tonumber(s[5]) or 0
-    local used = (tonumber(s[4]) or 0) + held
+    local held = (s[5] or 0) + 0
+    local used = (s[4] or 0) + held
     if sessionBudget - used < minMicros then refusal = {'session_budget_exceeded', sessionBudget, used, held} end
     if sessionBudget - used < grant then grant = sessionBudget - used end
     if not room or sessionBudget - used < room then room = sessionBudget - used end
@@ -259,7 +259,7 @@ end
 
 -- 7. The session counts one step and holds the grant, with the limits step 3 lowered, and lives on.
 if hasSession then
-  local held, steps = format('%d', (tonumber(s[5]) or 0) + grant), format('%d', (tonumber(s[3]) or 0) + 1)
+  local held, steps = format('%d', (s[5] or 0) + grant), format('%d', (s[3] or 0) + 1)
   if limits then
     limits[#limits + 1] = 'held'
     limits[#limits + 1] = held
