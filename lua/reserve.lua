@@ -122,12 +122,14 @@ if hasSession then
     return b
   end
   s = redis.call('HMGET', sessionKey, 'budget', 'max_steps', 'steps', 'spent', 'held', 'loop_limit')
-  sessionBudget = lowest(lowest(tonumber(s[1]), tonumber(askedBudget)), tonumber(rec[12]))
-  sessionMaxSteps = lowest(lowest(tonumber(s[2]), tonumber(askedMaxSteps)), tonumber(rec[13]))
-  sessionLoop = lowest(tonumber(s[6]), tonumber(askedLoopLimit))
-  local lowerBudget = sessionBudget and sessionBudget ~= tonumber(s[1])
-  local lowerMaxSteps = sessionMaxSteps and sessionMaxSteps ~= tonumber(s[2])
-  local lowerLoop = sessionLoop and sessionLoop ~= tonumber(s[6])
+  -- The session's own limits, written by this script as integers: each read once.
+  local ownBudget, ownMaxSteps, ownLoop = s[1] and s[1] + 0 or nil, s[2] and s[2] + 0 or nil, s[6] and s[6] + 0 or nil
+  sessionBudget = lowest(lowest(ownBudget, tonumber(askedBudget)), tonumber(rec[12]))
+  sessionMaxSteps = lowest(lowest(ownMaxSteps, tonumber(askedMaxSteps)), tonumber(rec[13]))
+  sessionLoop = lowest(ownLoop, tonumber(askedLoopLimit))
+  local lowerBudget = sessionBudget and sessionBudget ~= ownBudget
+  local lowerMaxSteps = sessionMaxSteps and sessionMaxSteps ~= ownMaxSteps
+  local lowerLoop = sessionLoop and sessionLoop ~= ownLoop
   if lowerBudget or lowerMaxSteps or lowerLoop then
     limits = {}
     if lowerBudget then limits[#limits + 1] = 'budget'; limits[#limits + 1] = format('%d', sessionBudget) end
