@@ -8,7 +8,11 @@
 //   plain        no session, no loop check
 //   bench        a loop check on a key with the guard off (loop_limit 0), as the bench's requests
 //   loop         the guard on, 50 conversations of 20 new steps (an agent)
-//   repeat       the guard on, each step sent 5 times
+//   repeat       the guard on, each step sent 5 times (all in flight: the 3rd to 5th are not counted)
+//   again        the guard on, every request a step its conversation sent once before, settled (a sequential
+//                agent's repeat), after that first request of each step (not counted)
+//   full         the guard on, every request a new step of one scope kept past 256 steps (so indexed by age and
+//                trimmed every 64 new steps: the guard's worst case), filled by 300 steps first (not counted)
 //   session      a session (20 requests each), no loop check
 //   sessionloop  a session and the guard on, a new step each request
 // Needs valgrind (callgrind_control) and redis-server (7.0 exports evalShaCommand dynamically). `--keep=DIR` keeps
@@ -26,13 +30,15 @@ const args = (name) => process.argv.filter((a) => a.startsWith(`--${name}=`)).ma
 const dists = args('dist').map((d) => resolve(d))
 if (dists.length === 0) dists.push(join(ROOT, 'dist'))
 const calls = Number(args('calls')[0] ?? '1000')
-const shapes = (args('shapes')[0] ?? 'plain,bench,loop,repeat,session,sessionloop').split(',')
 const keep = args('keep')[0] ?? null
-const SHAPES = ['plain', 'bench', 'loop', 'repeat', 'session', 'sessionloop']
+const SHAPES = ['plain', 'bench', 'loop', 'repeat', 'again', 'full', 'session', 'sessionloop']
+const shapes = args('shapes')[0]?.split(',') ?? SHAPES
 for (const s of shapes) if (!SHAPES.includes(s)) throw new Error(`unknown shape ${s}: one of ${SHAPES.join(', ')}`)
 // A fixed future instant (the same key names and texts every run), one ms a call: every call in one minute.
 const START_MS = Date.parse('2027-03-03T10:00:01.000Z')
 const TIME_LIMIT_MS = 20 * 60_000
+// Steps the full shape's scope is given before counting: past LOOP_STEPS_PER_SCOPE (256), so it is indexed by age.
+const FULL_FILL = 300
 
 const results = await Promise.all(dists.map((dist, i) => count(dist, keep === null ? null : join(keep, String(i)))))
 const fmt = (n) => `${(n / 1000).toFixed(1)}k`.padStart(8)
@@ -92,6 +98,17 @@ async function count(dist, keepDir) {
     dump('warm')
     for (const shape of shapes) {
       const keyHash = await createKey(shape, shape === 'bench' ? { limits: { daily: 1e13 }, loopLimit: 0 } : { limits: { daily: 1e13 } })
+      // Requests before counting, each settled: the full shape's first 300 steps, the again shape's first sightings.
+      const fill = shape === 'full' ? [calls, calls + FULL_FILL] : shape === 'again' ? [0, calls] : null
+      if (fill !== null) {
+        for (let i = fill[0]; i < fill[1]; i++) {
+          const r = await store.reserve({ ...input(shape, keyHash, i, hex), requestId: `${shape}-fill-${i}` })
+          if (!r.ok) throw new Error(`${shape}: refused ${r.reason}`)
+          await store.settle(r.reservation, 600_000)
+          clock++
+        }
+        dump(`fill-${shape}`)
+      }
       const reservations = []
       for (let i = 0; i < calls; i++) {
         const r = await store.reserve(input(shape, keyHash, i, hex))
@@ -108,6 +125,7 @@ async function count(dist, keepDir) {
     }
     const perCall = {}
     for (let i = 1; i < dumps.length; i++) {
+      if (dumps[i].startsWith('fill-')) continue
       const text = readFileSync(join(out, `cg.${server.pid}.${i + 1}`), 'utf8')
       if (!text.includes(`dump ${dumps[i]}`)) throw new Error(`dump ${i + 1} is not ${dumps[i]}`)
       perCall[dumps[i]] = Number(/\n(?:totals|summary): (\d+)/.exec(text)[1]) / calls
@@ -128,6 +146,8 @@ function input(shape, keyHash, i, hex) {
   switch (shape) {
     case 'bench': return { ...base, loop: { scope: `c:${hex('conv')}`, step: hex('step') } }
     case 'loop': return { ...base, loop: { scope: `c:${hex(`conv${Math.floor(i / 20)}`)}`, step: hex(`step${i}`) } }
+    case 'full': return { ...base, loop: { scope: `c:${hex('full')}`, step: hex(`step${i}`) } }
+    case 'again': return { ...base, loop: { scope: `c:${hex(`conv${Math.floor(i / 20)}`)}`, step: hex(`step${i}`) } }
     case 'repeat': return { ...base, loop: { scope: `c:${hex(`conv${Math.floor(i / 5)}`)}`, step: hex(`step${Math.floor(i / 5)}`) } }
     case 'session': return { ...base, session: { id: `sess-${Math.floor(i / 20)}`, budgetMicros: 5e9, maxSteps: 100 } }
     case 'sessionloop': {

@@ -55,7 +55,9 @@ Returns one of
 
 -- Lua numbers are doubles; how Redis turns one into a command argument differs between versions
 -- (tostring() would print 1e+15), so integers are formatted explicitly (format('%d', n)). tonumber reads a field HMGET
--- found missing (false) as nil. No helper functions on the paths every request takes: each is a closure made on
+-- found missing (false) as nil. A text this script or the caller wrote as an integer is read by arithmetic (x + 0),
+-- not tonumber: that converts it twice (Lua 5.1 checks it is a number, then converts it: strtod each time), an
+-- arithmetic operand once. No helper functions on the paths every request takes: each is a closure made on
 -- every call (garbage for Lua's collector).
 local format = string.format
 
@@ -102,8 +104,8 @@ if rec[8] ~= '1' and not (rec[3] or rec[4] or rec[5] or rec[6] or rec[7]) then r
 --    check below and with nothing written. Steps 3 to 5 only read, and so decide a verdict: a refusal asks whether
 --    the id was used (step 5a), an admission learns it from the record's SET NX (step 5b): no EXISTS when admitted.
 
-local minMicros = tonumber(ARGV[2])
-local maxMicros = tonumber(ARGV[3])
+local minMicros = ARGV[2] + 0
+local maxMicros = ARGV[3] + 0
 local grant = maxMicros
 
 -- 3. The session's limits are the lowest of what it has, what this request asks and the key's
@@ -120,12 +122,14 @@ if hasSession then
     return b
   end
   s = redis.call('HMGET', sessionKey, 'budget', 'max_steps', 'steps', 'spent', 'held', 'loop_limit')
-  sessionBudget = lowest(lowest(tonumber(s[1]), tonumber(askedBudget)), tonumber(rec[12]))
-  sessionMaxSteps = lowest(lowest(tonumber(s[2]), tonumber(askedMaxSteps)), tonumber(rec[13]))
-  sessionLoop = lowest(tonumber(s[6]), tonumber(askedLoopLimit))
-  local lowerBudget = sessionBudget and sessionBudget ~= tonumber(s[1])
-  local lowerMaxSteps = sessionMaxSteps and sessionMaxSteps ~= tonumber(s[2])
-  local lowerLoop = sessionLoop and sessionLoop ~= tonumber(s[6])
+  -- The session's own limits, written by this script as integers: each read once.
+  local ownBudget, ownMaxSteps, ownLoop = s[1] and s[1] + 0 or nil, s[2] and s[2] + 0 or nil, s[6] and s[6] + 0 or nil
+  sessionBudget = lowest(lowest(ownBudget, tonumber(askedBudget)), tonumber(rec[12]))
+  sessionMaxSteps = lowest(lowest(ownMaxSteps, tonumber(askedMaxSteps)), tonumber(rec[13]))
+  sessionLoop = lowest(ownLoop, tonumber(askedLoopLimit))
+  local lowerBudget = sessionBudget and sessionBudget ~= ownBudget
+  local lowerMaxSteps = sessionMaxSteps and sessionMaxSteps ~= ownMaxSteps
+  local lowerLoop = sessionLoop and sessionLoop ~= ownLoop
   if lowerBudget or lowerMaxSteps or lowerLoop then
     limits = {}
     if lowerBudget then limits[#limits + 1] = 'budget'; limits[#limits + 1] = format('%d', sessionBudget) end
@@ -148,17 +152,18 @@ if hasLoop then
 end
 if hasLoop then
   loopWindowMs = (tonumber(rec[11]) or defaultLoopWindow) * 1000
-  nowMs = tonumber(ARGV[#ARGV])
+  nowMs = ARGV[#ARGV] + 0
   loopCount, loopSince, loopSinceText, loopInFlight, loopNewSince = 0, nowMs, ARGV[#ARGV], 0, true
   local got = redis.call('HMGET', loopKey, step, '#e')
   local entry = got[1]
-  loopIsNew, loopExpires = not entry, tonumber(got[2])
+  loopIsNew, loopExpires = not entry, got[2] and got[2] + 0
   -- Indexed: '#e' negated. (A scope the previous release indexed marks it in '#z', not read: it is indexed again.)
   if loopExpires and loopExpires < 0 then loopExpires, loopAged = -loopExpires, true end
   if entry then
     local c, since, inFlight = string.match(entry, '^(%d+):(%d+):?(%d*)$')
-    if c and nowMs < tonumber(since) + loopWindowMs then
-      loopCount, loopSince, loopSinceText, loopNewSince = tonumber(c), tonumber(since), since, false
+    local sinceMs = c and since + 0
+    if c and nowMs < sinceMs + loopWindowMs then
+      loopCount, loopSince, loopSinceText, loopNewSince = c + 0, sinceMs, since, false
       -- In flight: an older entry's third part; else its own field '<step>:<sinceMs>' (settle decrements it
       -- blindly), read only once the request is admitted (7b), where it is incremented.
       if inFlight ~= '' then loopInFlight = tonumber(inFlight) else loopInFlight = nil end
@@ -183,8 +188,8 @@ for i = 1, 5 do
   local limit = not refusal and tonumber(rec[2 + i])
   if limit then
     local p = redis.call('HMGET', KEYS[1 + i], 'spent', 'held')
-    local held = tonumber(p[2]) or 0
-    local used = (tonumber(p[1]) or 0) + held
+    local held = (p[2] or 0) + 0
+    local used = (p[1] or 0) + held
     local left = limit - used
     if left < minMicros then refusal = {'budget_exceeded', i, limit, used, held} end
     if left < grant then grant = left end
@@ -194,12 +199,12 @@ end
 
 -- 5. The session: steps are checked first, then its budget.
 if hasSession and not refusal then
-  local steps = tonumber(s[3]) or 0
+  local steps = (s[3] or 0) + 0
   if sessionMaxSteps and steps >= sessionMaxSteps then
     refusal = {'session_steps_exceeded', sessionMaxSteps, steps}
   elseif sessionBudget then
-    local held = tonumber(s[5]) or 0
-    local used = (tonumber(s[4]) or 0) + held
+    local held = (s[5] or 0) + 0
+    local used = (s[4] or 0) + held
     if sessionBudget - used < minMicros then refusal = {'session_budget_exceeded', sessionBudget, used, held} end
     if sessionBudget - used < grant then grant = sessionBudget - used end
     if not room or sessionBudget - used < room then room = sessionBudget - used end
@@ -226,11 +231,20 @@ end
 --    text: the maximum as it arrived, unless a limit shrank it.
 local grantArg = ARGV[3]
 if grant ~= maxMicros then grantArg = format('%d', grant) end
-local record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5]
-if hasSession or hasLoop then
-  local tagEnd = string.find(KEYS[7], '}:', 1, true) + 2
-  if hasSession then record = record .. ' ' .. string.sub(sessionKey, tagEnd) end
-  if hasLoop then record = record .. ' ' .. string.sub(loopKey, tagEnd) .. '#' .. loopSinceText .. '#' .. step end
+-- One concatenation each (every piece joined at once: each string made costs). KEYS[1] is '<tag>key', so what follows
+-- the key's tag starts 2 characters before its end.
+local record
+if not (hasSession or hasLoop) then
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5]
+elseif not hasLoop then
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(sessionKey, #KEYS[1] - 2)
+elseif not hasSession then
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(loopKey, #KEYS[1] - 2) .. '#'
+    .. loopSinceText .. '#' .. step
+else
+  local tagEnd = #KEYS[1] - 2
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(sessionKey, tagEnd) .. ' '
+    .. string.sub(loopKey, tagEnd) .. '#' .. loopSinceText .. '#' .. step
 end
 if not redis.call('SET', KEYS[7], record, 'EX', recordTtl, 'NX') then return {'duplicate'} end
 
@@ -238,7 +252,7 @@ if not redis.call('SET', KEYS[7], record, 'EX', recordTtl, 'NX') then return {'d
 --    and count the request in the minute. Every period starts on a minute boundary, so the minute's
 --    first request is the first in every period it creates: it sets the five TTLs (and gives one back to
 --    a key that lost it), and the minute's later requests need not.
-local firstOfMinute = redis.call('HINCRBY', KEYS[2], 'requests', 1) == 1
+local firstOfMinute = redis.call('HINCRBY', KEYS[2], 'requests', '1') == 1
 local ttls = firstOfMinute and {string.match(ARGV[4], '^(%d+) (%d+) (%d+) (%d+) (%d+)$')}
 for i = 1, 5 do
   redis.call('HINCRBY', KEYS[1 + i], 'held', grantArg)
@@ -247,7 +261,7 @@ end
 
 -- 7. The session counts one step and holds the grant, with the limits step 3 lowered, and lives on.
 if hasSession then
-  local held, steps = format('%d', (tonumber(s[5]) or 0) + grant), format('%d', (tonumber(s[3]) or 0) + 1)
+  local held, steps = format('%d', (s[5] or 0) + grant), format('%d', (s[3] or 0) + 1)
   if limits then
     limits[#limits + 1] = 'held'
     limits[#limits + 1] = held
@@ -275,27 +289,35 @@ if hasLoop then
   local flight = step .. ':' .. loopSinceText
   -- A step in its window adds this request to its in flight field, whose value before it is the others in flight.
   local flightKnown = loopInFlight ~= nil
-  if not flightKnown then loopInFlight = redis.call('HINCRBY', loopKey, flight, 1) - 1 end
-  if loopInFlight <= inFlightTolerated then loopCount = loopCount + 1 end
-  local value = format('%d', loopCount) .. ':' .. loopSinceText
-  local ttl = loopWindowMs + math.floor(loopWindowMs / 8)
+  if not flightKnown then loopInFlight = redis.call('HINCRBY', loopKey, flight, '1') - 1 end
+  local counted = loopInFlight <= inFlightTolerated
+  if counted then loopCount = loopCount + 1 end
+  -- A step's first request in its window writes '1:<sinceMs>' and 1 in flight: no number formatted.
+  local value, flightValue
+  if loopCount == 1 then value = '1:' .. loopSinceText else value = format('%d', loopCount) .. ':' .. loopSinceText end
+  if flightKnown then
+    if loopInFlight == 0 then flightValue = '1' else flightValue = format('%d', loopInFlight + 1) end
+  end
+  -- The window and an eighth (floor of an eighth without a call: (w - w % 8) / 8).
+  local ttl = loopWindowMs + (loopWindowMs - loopWindowMs % 8) / 8
   -- Past the recorded expiry: a new sinceMs, or an entry whose window was since raised on the key.
   local extend = not loopExpires or loopExpires < loopSince + loopWindowMs
   if extend then
     local expires = format('%d', nowMs + ttl)
     if loopAged then expires = '-' .. expires end
-    if flightKnown then redis.call('HSET', loopKey, step, value, flight, format('%d', loopInFlight + 1), '#e', expires)
+    if flightKnown then redis.call('HSET', loopKey, step, value, flight, flightValue, '#e', expires)
     else redis.call('HSET', loopKey, step, value, '#e', expires) end
   elseif flightKnown then
-    redis.call('HSET', loopKey, step, value, flight, format('%d', loopInFlight + 1))
-  else
+    redis.call('HSET', loopKey, step, value, flight, flightValue)
+  elseif counted then
+    -- (Not counted, with its in flight in its own field: the entry is as it was, nothing to write.)
     redis.call('HSET', loopKey, step, value)
   end
   -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
   if loopStale then redis.call('HDEL', loopKey, step .. ':' .. loopStale) end
   loopBookedSince = loopSinceText
-  if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, format('%d', nowMs), step) end
-  if loopIsNew and string.sub(step, -1) == '0' then
+  if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, loopSinceText, step) end
+  if loopIsNew and string.byte(step, -1) == 48 then
     local size
     -- Unindexed, the scope holds '#e' and two fields a step (the step, its in flight).
     if loopAged then size = redis.call('ZCARD', loopAgeKey) else size = math.floor((redis.call('HLEN', loopKey) - 1) / 2) end

@@ -19,7 +19,8 @@ Returns one of
   {'already', chargedMicros}                     settled before: nothing changed
 ]]
 
--- No helper functions: each is a closure made on every call (garbage for Lua's collector).
+-- No helper functions: each is a closure made on every call (garbage for Lua's collector). Integers the caller and
+-- the scripts wrote are read by arithmetic (x + 0), not tonumber, which converts a text twice (Lua 5.1).
 -- TTL seconds of the settled record or tombstone (a day: it only answers retries), SETTLED_RECORD_TTL_SECONDS of
 -- src/budget/validate.ts, and of a period key found without one (recreated after it expired), PERIOD_GRACE_SECONDS
 -- of src/budget/windows.ts (test/unit/lua-ttl-constants.test.ts holds them equal). Fixed by the release.
@@ -44,8 +45,8 @@ if state == 'settled' then return {'already', tonumber(amount) or 0} end
 -- 2. What is held is the record's amount (it includes every extension). No record: nothing to
 --    release, but the request did run, so its cost is still charged.
 local reserved = 0
-if state == 'held' then reserved = tonumber(amount) or 0 end
-local actual = tonumber(ARGV[1])
+if state == 'held' then reserved = (amount or 0) + 0 end
+local actual = ARGV[1] + 0
 
 -- 3. Every booked period, then the booked session: charge `actual`, release up to `reserved` (held never goes below
 --    zero). The common case, a key that holds at least the reservation, is two increments; below that the hold is
@@ -94,7 +95,7 @@ if actual > 0 and redis.call('INCRBY', KEYS[6], ARGV[1]) == actual then redis.ca
 --     field '<step>:<sinceMs>' goes with its step (a new window, a trim, the scope's expiry), so one found
 --     missing (now below zero) is removed again.
 if loopField then
-  if redis.call('HINCRBY', KEYS[#KEYS], loopField, -1) < 0 then redis.call('HDEL', KEYS[#KEYS], loopField) end
+  if redis.call('HINCRBY', KEYS[#KEYS], loopField, '-1') < 0 then redis.call('HDEL', KEYS[#KEYS], loopField) end
 end
 
 -- 6. Mark settled; a missing record becomes a tombstone so a late reserve with this id is refused. SET replaces

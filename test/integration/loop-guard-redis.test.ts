@@ -63,6 +63,27 @@ describe('redis store: the loop guard\'s commands', () => {
     expect(withGuard.by.pexpire ?? 0).toBe(0)
   })
 
+  it('a request of a step not counted (more than one other in flight) writes only its in flight: read, HINCRBY, no HSET', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const on = await f.newKey({})
+    const held = async (): Promise<void> => {
+      f.clock.advance(10)
+      const r = await f.store.reserve(input(on, 1, loop(7, 1)))
+      if (!r.ok) throw new Error(`refused: ${r.reason}`)
+    }
+    await held()
+    await held() // two in flight: the next ones are not repeats
+    const burst = await perRequest(8, held)
+    expect(burst.by.hset ?? 0).toBe(0)
+    expect(burst.by.hmget).toBe(8 * 2) // the key record and the step (an unlimited key reads no period)
+    expect(burst.by.hincrby).toBe(8 * 7) // the minute's requests, the five periods' held, the step's in flight
+    // The entry is as the two counted requests left it; the in flight count has every request.
+    const scope = `lp:{${on}}:loop:${loopScope(null, { conversation: hex(7), step: '' })}`
+    const entry = (await f.redis.hget(scope, hex(1))) as string
+    expect(entry).toMatch(/^2:\d+$/)
+    expect(await f.redis.hget(scope, `${hex(1)}:${entry.slice(2)}`)).toBe('10')
+  })
+
   it(`a scope past ${LOOP_STEPS_PER_SCOPE} steps is trimmed without reading it whole: only the steps it drops are read`, async () => {
     f.clock.set('2026-05-04T12:00:30.000Z')
     const on = await f.newKey({})
