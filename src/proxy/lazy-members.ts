@@ -10,46 +10,87 @@ import type { Json } from '../providers/body.js'
 
 const parseSpan = (raw: Buffer, start: number, end: number): unknown => JSON.parse(raw.toString('utf8', start, end))
 
+/** What a body made by defineMembers needs to parse its lazy members: the bytes, their spans, what was parsed. */
+interface LazyState {
+  raw: Buffer
+  spans: Map<string, MemberSpan>
+  values: Map<string, unknown>
+  materialized: Set<string>
+}
+
 /**
- * Defines each of `members` (spans of `raw`, valid JSON) on `json`, in order: one that `eager` accepts as a data
- * property parsed now, any other as an accessor that parses it on first read (adding its key to `materialized`)
- * and that a write replaces with a data property.
+ * Where a body keeps its LazyState: a non-enumerable symbol-keyed member, which JSON.stringify, spreads, Object.keys
+ * and structured clones all leave out. Not a WeakMap: a weak table keyed by short-lived bodies lives in the old
+ * generation and costs a full collection every few thousand requests.
+ */
+const LAZY_STATE = Symbol('lazy members')
+
+/**
+ * One accessor pair per member name, shared by every body that has that member lazily: bodies of one shape then
+ * share their hidden classes (a pair made per body would give each body a map of its own, allocated in the old
+ * generation, and make every read of a body megamorphic). Client-chosen names beyond SHARED_ACCESSORS get pairs of their own.
+ */
+const accessors = new Map<string, PropertyDescriptor>()
+const SHARED_ACCESSORS = 256
+
+function accessorsOf(key: string): PropertyDescriptor {
+  const shared = accessors.get(key)
+  if (shared !== undefined) return shared
+  const pair: PropertyDescriptor = {
+    enumerable: true,
+    configurable: true,
+    get(this: object) {
+      const state = (this as { [LAZY_STATE]: LazyState })[LAZY_STATE]
+      if (!state.materialized.has(key)) {
+        const span = state.spans.get(key) as MemberSpan
+        state.values.set(key, parseSpan(state.raw, span.valueStart, span.valueEnd))
+        state.materialized.add(key)
+      }
+      return state.values.get(key)
+    },
+    set(this: object, next: unknown) {
+      Object.defineProperty(this, key, { value: next, writable: true, enumerable: true, configurable: true })
+    },
+  }
+  if (accessors.size < SHARED_ACCESSORS) accessors.set(key, pair)
+  return pair
+}
+
+/**
+ * Defines each of `members` (spans of `raw`, valid JSON) on `json` (a new empty object), in order: one that `eager`
+ * accepts as a data property parsed now, any other as an accessor that parses it on first read (adding its key to
+ * `materialized`) and that a write replaces with a data property. Its getter reads `this`: read it on `json` itself.
  */
 export function defineMembers(json: Json, raw: Buffer, members: readonly MemberSpan[], eager: (member: MemberSpan) => boolean, materialized: Set<string>): void {
+  let state: LazyState | null = null
   for (const member of members) {
     if (eager(member)) {
-      Object.defineProperty(json, member.key, { value: parseSpan(raw, member.valueStart, member.valueEnd), writable: true, enumerable: true, configurable: true })
+      json[member.key] = parseSpan(raw, member.valueStart, member.valueEnd)
       continue
     }
-    let value: unknown
-    Object.defineProperty(json, member.key, {
-      enumerable: true,
-      configurable: true,
-      get() {
-        if (!materialized.has(member.key)) value = parseSpan(raw, member.valueStart, member.valueEnd)
-        materialized.add(member.key)
-        return value
-      },
-      set(next: unknown) {
-        Object.defineProperty(json, member.key, { value: next, writable: true, enumerable: true, configurable: true })
-      },
-    })
+    if (state === null) {
+      state = { raw, spans: new Map(), values: new Map(), materialized }
+      Object.defineProperty(json, LAZY_STATE, { value: state })
+    }
+    state.spans.set(member.key, member)
+    Object.defineProperty(json, member.key, accessorsOf(member.key))
   }
 }
 
 /**
- * `json` (made by defineMembers) as a reader of its conversation sees it: a member whose value is an array and which
- * was neither read nor written since is an array whose elements are parsed when read; every other member is `json`'s.
- * For reading only.
+ * `json` (made by defineMembers) as a reader of its conversation sees it, as a new object: a member whose value is an
+ * array and which was neither read nor written since is an array whose elements are parsed when read; every other
+ * member is `json`'s value (read, so parsed, now). For reading only.
  */
 export function conversationView(json: Json, raw: Buffer, members: readonly ScannedMember[], materialized: ReadonlySet<string>): Json {
-  const view = Object.create(json) as Json
-  for (const member of members) {
-    if (member.elements === null || materialized.has(member.key)) continue
-    if (Object.getOwnPropertyDescriptor(json, member.key)?.get === undefined) continue
-    const target: unknown[] = new Array(member.elements.length / 2)
-    // Defined, not assigned: an assignment would reach `json`'s setter through the prototype.
-    Object.defineProperty(view, member.key, { value: new Proxy(target, new LazyElements(raw, member.elements)), enumerable: true })
+  const lazyArrays = new Map<string, readonly number[]>()
+  for (const { key, elements } of members) {
+    if (elements !== null && !materialized.has(key) && Object.getOwnPropertyDescriptor(json, key)?.get !== undefined) lazyArrays.set(key, elements)
+  }
+  const view: Json = {}
+  for (const key of Object.keys(json)) {
+    const elements = lazyArrays.get(key)
+    view[key] = elements === undefined ? json[key] : new Proxy(new Array(elements.length / 2), new LazyElements(raw, elements))
   }
   return view
 }

@@ -170,7 +170,8 @@ class ParsedBody implements RequestBody {
     if (added !== null && added.length === 0) return this.raw
     const end = added === null ? -1 : lastMemberEnd(this.raw)
     if (added !== null && end >= 0) return appendMembers(this.raw, end, added)
-    const members = topLevelMembers(this.raw)
+    // A lazily read body's spans are known from its scan; another is walked for them.
+    const members = this.lazy?.members ?? topLevelMembers(this.raw)
     const edits = this.watch.edits(this.json, members)
     return edits.length === 0 ? this.raw : spliceMembers(this.raw, members, edits)
   }

@@ -424,6 +424,34 @@ describe('lazily read bodies (LAZY_MIN_BYTES up to 1 MiB)', () => {
     }
   })
 
+  it('gives bodies of one shape the same accessors (one hidden class), and reads any number of distinct members', async () => {
+    const [a, b] = [await lazyPath(Buffer.from(JSON.stringify({ ...agent, stream: true })), chatShape), await lazyPath(Buffer.from(JSON.stringify(agent)), chatShape)]
+    for (const key of ['messages', 'tools']) expect(Object.getOwnPropertyDescriptor(a.json, key)?.get).toBe(Object.getOwnPropertyDescriptor(b.json, key)?.get)
+    // Client-chosen names past the shared accessors get their own.
+    const many = Object.fromEntries(Array.from({ length: 600 }, (_, i) => [`member_${i}_${'k'.repeat(i % 7)}`, { i, pad: 'p'.repeat(300) }]))
+    const raw = Buffer.from(JSON.stringify(many))
+    const [lazy, whole] = [await lazyPath(raw, chatShape), await smallPath(raw, chatShape)]
+    expect(Object.values(Object.getOwnPropertyDescriptors(lazy.json)).every((d) => d.get !== undefined)).toBe(true)
+    expect({ ...lazy.json }).toEqual(whole.json)
+    expect(JSON.stringify(lazy.json)).toBe(JSON.stringify(whole.json))
+  })
+
+  it('splices an edited member in from the spans its scan found, without walking the body again: the whole-parse path\'s bytes', async () => {
+    const text = `{ "model" : "gpt-4o", "stream": true, "stream_options": {"x": 1.0}, "messages": [ {"role":"user","content":"caf\\u00e9 ${'x'.repeat(LAZY_MIN_BYTES)}"} ],\n "max_tokens": 1e3 }`
+    const sent = async (reader: Reader) => {
+      const read = await reader(Buffer.from(text), chatShape)
+      expect(openai.prepareBody(chatRoute, read.editable(), openai.describe(chatRoute, read.json), 50)).toBe(true)
+      vi.mocked(topLevelMembers).mockClear()
+      const bytes = await read.edited()
+      return { bytes: bytes.toString('utf8'), walked: vi.mocked(topLevelMembers).mock.calls.length }
+    }
+    const [lazy, whole] = [await sent(lazyPath), await sent(smallPath)]
+    expect(lazy.bytes).toBe(whole.bytes)
+    expect(lazy.bytes).toBe(text.replace('{"x": 1.0}', '{"x":1,"include_usage":true}').replace('1e3', '50'))
+    expect(whole.walked).toBe(1)
+    expect(lazy.walked).toBe(0)
+  })
+
   it('refuses what the whole-parse path refuses, with the same error, in one slice or many', async () => {
     const x = 'x'.repeat(LAZY_MIN_BYTES)
     const bodies = [
