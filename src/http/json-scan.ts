@@ -131,10 +131,11 @@ function validStringEnd(raw: Buffer, start: number, aligned: Words): number {
       let w = (k - skip) >> 2
       while (w < words.length) {
         const v = words[w] as number
-        const quote = v ^ 0x22222222
+        // The bit tricks of "has a byte below n" (exact as to whether, for n up to 128) and "has a zero byte": flipping
+        // bit 1 takes a quote to 0x20 and keeps control bytes below it, so one test finds both; a second, a backslash.
+        const low = v ^ 0x02020202
         const slash = v ^ 0x5c5c5c5c
-        // The bit tricks of "has a zero byte" and "has a byte below n" (exact as to whether, for n up to 128).
-        if ((((v - 0x20202020) & ~v) | ((quote - 0x01010101) & ~quote) | ((slash - 0x01010101) & ~slash)) & 0x80808080) break
+        if ((((low - 0x21212121) & ~low) | ((slash - 0x01010101) & ~slash)) & 0x80808080) break
         w++
       }
       k = skip + 4 * w
