@@ -94,13 +94,7 @@ const validJson = fc.oneof(
 const assembled = fc
   .tuple(stringBytes, fc.oneof(stringBytes, numberish.map((s) => Buffer.from(s)), literalish.map((s) => Buffer.from(s))), fc.constantFrom('{K:V}', '{K:V,K:V}', '{"a":[V,V]}', '[V]', 'V', '{K:{K:V}}', ' {K : V} ', '{K:V}\n'))
   .map(([key, value, shape]) => {
-    const parts: Buffer[] = []
-    let rest = shape
-    while (rest.length > 0) {
-      const c = rest[0]
-      parts.push(c === 'K' ? key : c === 'V' ? value : Buffer.from(c as string))
-      rest = rest.slice(1)
-    }
+    const parts = [...shape].map((c) => (c === 'K' ? key : c === 'V' ? value : Buffer.from(c)))
     return Buffer.concat(parts)
   })
 
