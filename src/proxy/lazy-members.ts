@@ -10,6 +10,12 @@ import type { Json } from '../providers/body.js'
 
 const parseSpan = (raw: Buffer, start: number, end: number): unknown => JSON.parse(raw.toString('utf8', start, end))
 
+/** Sets own data member `key` of `json`, as JSON.parse makes it: an assignment to `__proto__` would set the prototype. */
+function setMember(json: Json, key: string, value: unknown): void {
+  if (key === '__proto__') Object.defineProperty(json, key, { value, writable: true, enumerable: true, configurable: true })
+  else json[key] = value
+}
+
 /** What a body made by defineMembers needs to parse its lazy members: the bytes, their spans, what was parsed. */
 interface LazyState {
   raw: Buffer
@@ -65,7 +71,7 @@ export function defineMembers(json: Json, raw: Buffer, members: readonly MemberS
   let state: LazyState | null = null
   for (const member of members) {
     if (eager(member)) {
-      json[member.key] = parseSpan(raw, member.valueStart, member.valueEnd)
+      setMember(json, member.key, parseSpan(raw, member.valueStart, member.valueEnd))
       continue
     }
     if (state === null) {
@@ -90,7 +96,7 @@ export function conversationView(json: Json, raw: Buffer, members: readonly Scan
   const view: Json = {}
   for (const key of Object.keys(json)) {
     const elements = lazyArrays.get(key)
-    view[key] = elements === undefined ? json[key] : new Proxy(new Array(elements.length / 2), new LazyElements(raw, elements))
+    setMember(view, key, elements === undefined ? json[key] : new Proxy(new Array(elements.length / 2), new LazyElements(raw, elements)))
   }
   return view
 }

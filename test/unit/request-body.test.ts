@@ -436,6 +436,22 @@ describe('lazily read bodies (LAZY_MIN_BYTES up to 1 MiB)', () => {
     expect(JSON.stringify(lazy.json)).toBe(JSON.stringify(whole.json))
   })
 
+  it('keeps a `__proto__` member an own member, small or large, as JSON.parse does: never the body\'s prototype', async () => {
+    const hidden = { messages: [{ role: 'user', content: 'not the conversation' }] }
+    for (const proto of [JSON.stringify(hidden), JSON.stringify({ ...hidden, pad: 'p'.repeat(400) })]) {
+      const text = `{"__proto__":${proto},${JSON.stringify(agent).slice(1)}`
+      const [lazy, whole] = [await lazyPath(Buffer.from(text), chatShape), await smallPath(Buffer.from(text), chatShape)]
+      expect(Object.getPrototypeOf(lazy.json)).toBe(Object.prototype)
+      expect(Object.hasOwn(lazy.json, '__proto__')).toBe(true)
+      expect(lazy.fingerprint()).toEqual(whole.fingerprint())
+      expect(JSON.stringify(lazy.json)).toBe(JSON.stringify(whole.json))
+    }
+    // A body whose only conversation is under `__proto__` has none.
+    const only = Buffer.from(`{"model":"gpt-4o","__proto__":${JSON.stringify({ ...hidden, pad: 'p'.repeat(LAZY_MIN_BYTES) })}}`)
+    expect((await lazyPath(only, chatShape)).fingerprint()).toBeNull()
+    expect((await smallPath(only, chatShape)).fingerprint()).toBeNull()
+  })
+
   it('splices an edited member in from the spans its scan found, without walking the body again: the whole-parse path\'s bytes', async () => {
     const text = `{ "model" : "gpt-4o", "stream": true, "stream_options": {"x": 1.0}, "messages": [ {"role":"user","content":"caf\\u00e9 ${'x'.repeat(LAZY_MIN_BYTES)}"} ],\n "max_tokens": 1e3 }`
     const sent = async (reader: Reader) => {
