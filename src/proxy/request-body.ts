@@ -25,10 +25,11 @@ const MAX_EAGER_MEMBER_BYTES = 16 * 1024
 /** All eagerly parsed members of one big body together (~1 ms of parsing at most). */
 const MAX_EAGER_BYTES = 64 * 1024
 /**
- * A body this large (and under BIG_BODY_BYTES) is not parsed whole: its validating key scan gives JSON.parse's verdict, and each top-level member is
- * parsed when first read (one up to LAZY_EAGER_MEMBER_BYTES at once), the elements of a conversation one by one.
+ * A body this large (and under BIG_BODY_BYTES) is not parsed whole: its validating key scan gives JSON.parse's verdict,
+ * each top-level member is parsed when first read (one up to LAZY_EAGER_MEMBER_BYTES at once), a conversation's items
+ * one by one. Smaller agent bodies cost the same CPU either way (bench/lazy-read.mjs); from here on, less.
  */
-export const LAZY_MIN_BYTES = 8 * 1024
+export const LAZY_MIN_BYTES = 16 * 1024
 /** A top-level member of a lazily read body up to this size is parsed at once (model, caps, stream: read by every request). */
 const LAZY_EAGER_MEMBER_BYTES = 256
 /** Top-level members a big body may have: no provider's request has more than a few dozen. */
