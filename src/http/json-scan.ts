@@ -54,6 +54,8 @@ const COMMA_OR_CLOSE = 5
 const END = 6
 
 // Inside a string, each byte is one of these: a quote, a backslash, a control byte (< 0x20, refused) or any other (kept).
+// Bytes of 0x80 and up are kept whatever sequence they make: toString('utf8') turns a bad one into U+FFFD (which JSON
+// allows in a string) and never swallows the ASCII byte after it, so the string ends where it ends in the bytes.
 const PLAIN = 0
 const CLOSES = 1
 const ESCAPES = 2

@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import { afterAll, describe, expect, it, vi } from 'vitest'
 import { ProxyError } from '../../src/errors.js'
 import { appendMembers, lastMemberEnd, spliceMembers, topLevelMembers } from '../../src/http/json-members.js'
@@ -8,6 +9,8 @@ import { createBedrockAdapter } from '../../src/providers/bedrock.js'
 import { createGeminiAdapter } from '../../src/providers/gemini.js'
 import { createMistralAdapter } from '../../src/providers/mistral.js'
 import { createOpenAiAdapter } from '../../src/providers/openai.js'
+import { fingerprintRequest } from '../../src/loop/fingerprint.js'
+import { LOOP_SHAPES } from '../../src/loop/shapes/index.js'
 import type { LoopShape } from '../../src/loop/types.js'
 import type { ProviderAdapter, RouteMatch } from '../../src/providers/types.js'
 import { assembleCountBody } from '../../src/proxy/count-body.js'
@@ -450,6 +453,51 @@ describe('lazily read bodies (LAZY_MIN_BYTES up to 1 MiB)', () => {
     const only = Buffer.from(`{"model":"gpt-4o","__proto__":${JSON.stringify({ ...hidden, pad: 'p'.repeat(LAZY_MIN_BYTES) })}}`)
     expect((await lazyPath(only, chatShape)).fingerprint()).toBeNull()
     expect((await smallPath(only, chatShape)).fingerprint()).toBeNull()
+  })
+
+  it('fingerprints random conversations of every wire shape as the whole-parse path does', async () => {
+    const part = fc.oneof(
+      fc.string(),
+      fc.record({ type: fc.constantFrom('text', 'tool_use', 'tool_result', 'function_call', 'input_text', 'thinking'), text: fc.string(), id: fc.string(), name: fc.string(), input: fc.jsonValue() }, { requiredKeys: ['type'] }),
+    )
+    const item = fc.record(
+      {
+        role: fc.constantFrom('user', 'assistant', 'tool', 'system', 'model', 'developer'),
+        type: fc.constantFrom('message', 'function_call', 'function_call_output', 'reasoning', 'item_reference', 'custom_tool_call'),
+        content: fc.oneof(fc.string(), fc.array(part, { maxLength: 3 }), fc.constant(null)),
+        parts: fc.array(part, { maxLength: 3 }),
+        tool_calls: fc.array(fc.record({ id: fc.string(), type: fc.constant('function'), function: fc.record({ name: fc.string(), arguments: fc.string() }) }), { maxLength: 2 }),
+        name: fc.string(),
+        id: fc.string(),
+      },
+      { requiredKeys: [] },
+    )
+    const conversation = fc.array(fc.oneof({ weight: 8, arbitrary: item }, fc.string(), fc.integer(), fc.constant(null)), { maxLength: 40 })
+    const members = fc.record(
+      {
+        messages: conversation,
+        input: fc.oneof(conversation, fc.string()),
+        contents: fc.oneof(conversation, item),
+        system: fc.oneof(fc.string(), fc.array(part, { maxLength: 3 })),
+        instructions: fc.string(),
+        prompt: fc.string(),
+        systemInstruction: fc.record({ parts: fc.array(part, { maxLength: 3 }) }),
+        conversation: fc.oneof(fc.string(), fc.record({ id: fc.string() })),
+        cachedContent: fc.string(),
+      },
+      { requiredKeys: [] },
+    )
+    await fc.assert(
+      fc.asyncProperty(members, fc.boolean(), async (body, padFirst) => {
+        const pad = { pad: 'p'.repeat(LAZY_MIN_BYTES) }
+        const raw = Buffer.from(JSON.stringify(padFirst ? { ...pad, ...body } : { ...body, ...pad }))
+        for (const shape of Object.values(LOOP_SHAPES)) {
+          const lazy = await lazyPath(raw, shape)
+          expect(lazy.fingerprint()).toEqual(fingerprintRequest(shape, JSON.parse(raw.toString('utf8')) as Record<string, unknown>))
+        }
+      }),
+      { numRuns: 400, seed: 12 },
+    )
   })
 
   it('splices an edited member in from the spans its scan found, without walking the body again: the whole-parse path\'s bytes', async () => {
