@@ -31,11 +31,11 @@ export const SCAN_SLICE_STEPS = 4096
  * no string is made for a body with no repeat. An object past LINEAR_KEYS keys, or with a long or escaped
  * key, keeps them as strings in a Set. A closed object's frame is reused by the next one opened.
  */
-type Frame = { quotes: number[]; keys: number; set: Set<string> | null; expectKey: boolean } | null
+export type Frame = { quotes: number[]; keys: number; set: Set<string> | null; expectKey: boolean } | null
 
 /** Frames of closed objects, reset, for the next objects any scan opens: a transcript of a thousand messages needs a few. */
-const spareFrames: NonNullable<Frame>[] = []
-const MAX_SPARE_FRAMES = 64
+export const spareFrames: NonNullable<Frame>[] = []
+export const MAX_SPARE_FRAMES = 64
 
 // Objects up to this many keys are searched linearly; larger ones get a Set.
 const LINEAR_KEYS = 16
@@ -46,7 +46,7 @@ const LINEAR_KEY_BYTES = 32
  * True when the key whose quotes are at `start` and `end` was already in the object; records it otherwise.
  * `plain`: isPlainShortKey of that key.
  */
-function seen(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number, plain: boolean): boolean {
+export function seen(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number, plain: boolean): boolean {
   if (frame.set === null) {
     const quotes = frame.quotes
     const used = 2 * frame.keys
@@ -70,7 +70,7 @@ function seen(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number
 }
 
 /** Whether the key whose quotes are at `start` and `end` is at most LINEAR_KEY_BYTES long and has no escape. */
-function isPlainShortKey(raw: Buffer, start: number, end: number): boolean {
+export function isPlainShortKey(raw: Buffer, start: number, end: number): boolean {
   if (end - start > LINEAR_KEY_BYTES) return false
   for (let k = start + 1; k < end; k++) if (raw[k] === BACKSLASH) return false
   return true
@@ -111,7 +111,7 @@ export function stringEnd(raw: Buffer, start: number): number {
  * A key's identity as its UTF-8 bytes read one char per byte (latin1, the cheapest slice); a key with
  * escapes is decoded first, so `"mod\u0065l"` and `"model"` are the same key.
  */
-function keyText(raw: Buffer, start: number, end: number): string {
+export function keyText(raw: Buffer, start: number, end: number): string {
   let escaped = false
   for (let k = start + 1; k < end && !escaped; k++) escaped = raw[k] === BACKSLASH
   if (!escaped) return raw.toString('latin1', start + 1, end)
@@ -168,7 +168,7 @@ function isWord(raw: Buffer, start: number, end: number, words: WordSet): boolea
  * with a `\u` escape (the only escape that spells a word's characters another way, each in 6 bytes at most).
  * `plain`: the string is known to have no backslash.
  */
-function mayBeWord(raw: Buffer, start: number, end: number, words: WordSet, plain: boolean): boolean {
+export function mayBeWord(raw: Buffer, start: number, end: number, words: WordSet, plain: boolean): boolean {
   if (isWord(raw, start, end, words)) return true
   const length = end - start - 1
   if (plain || length <= words.min || length > 6 * words.max) return false
@@ -178,7 +178,7 @@ function mayBeWord(raw: Buffer, start: number, end: number, words: WordSet, plai
 }
 
 /** Whether the key whose quotes are at `start` and `end` is `type` spelled out (an escaped one is a possible word). */
-function isTypeKey(raw: Buffer, start: number, end: number): boolean {
+export function isTypeKey(raw: Buffer, start: number, end: number): boolean {
   return end - start === 5 && raw[start + 1] === 0x74 && raw[start + 2] === 0x79 && raw[start + 3] === 0x70 && raw[start + 4] === 0x65
 }
 

@@ -18,8 +18,9 @@ export class EditWatch implements ProxyHandler<Json> {
     this.view = new Proxy(json, this)
   }
 
-  get(target: Json, key: string | symbol, receiver: unknown): unknown {
-    const value: unknown = Reflect.get(target, key, receiver)
+  get(target: Json, key: string | symbol): unknown {
+    // Read on the body itself: a lazily parsed member's getter finds its bytes by `this` (./lazy-members.ts).
+    const value: unknown = Reflect.get(target, key)
     if (typeof key === 'string' && typeof value === 'object' && value !== null) this.touch(target, key)
     return value
   }

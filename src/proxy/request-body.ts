@@ -8,6 +8,7 @@
 import { budgetUnavailable, invalidRequest } from '../errors.js'
 import { createWordSet, scanKeys, type KeyReport } from '../http/json-keys.js'
 import { appendMembers, lastMemberEnd, spliceMembers, topLevelMembers, type MemberEdit, type MemberSpan } from '../http/json-members.js'
+import { scanJson, type JsonScan, type ScannedMember } from '../http/json-scan.js'
 import { BIG_BODY_BYTES } from '../http/raw-body.js'
 import { fingerprintRequest } from '../loop/fingerprint.js'
 import { loopShapeName } from '../loop/shapes/index.js'
@@ -17,11 +18,20 @@ import { NOTHING_SCANNED, SCAN_WORDS, scanBody, type BodyScan } from '../tokens/
 import type { Inspection } from '../tokens/inspect-body.js'
 import type { TokenCounter } from '../tokens/worker.js'
 import { EditWatch } from './edit-watch.js'
+import { conversationView, defineMembers } from './lazy-members.js'
 
 /** A top-level member of a big body up to this size is parsed on the event loop; a larger one on first read. */
 const MAX_EAGER_MEMBER_BYTES = 16 * 1024
 /** All eagerly parsed members of one big body together (~1 ms of parsing at most). */
 const MAX_EAGER_BYTES = 64 * 1024
+/**
+ * A body this large (and under BIG_BODY_BYTES) is not parsed whole: its validating key scan gives JSON.parse's verdict,
+ * each top-level member is parsed when first read (one up to LAZY_EAGER_MEMBER_BYTES at once), a conversation's items
+ * one by one. Smaller agent bodies cost the same CPU either way (bench/lazy-read.mjs); from here on, less.
+ */
+export const LAZY_MIN_BYTES = 16 * 1024
+/** A top-level member of a lazily read body up to this size is parsed at once (model, caps, stream: read by every request). */
+const LAZY_EAGER_MEMBER_BYTES = 256
 /** Top-level members a big body may have: no provider's request has more than a few dozen. */
 const MAX_BIG_BODY_MEMBERS = 1024
 /** What the key scan looks out for, so that a body without any of it is not walked again for `scan()`. */
@@ -65,7 +75,8 @@ export interface RequestBody {
  * read now (no room in its queue within its wait, a timeout, a fault): never parsed on the event loop instead.
  */
 export function readRequestBody(raw: Buffer, shape: LoopShape | null, counter: TokenCounter): RequestBody | Promise<RequestBody> {
-  if (raw.length < BIG_BODY_BYTES) return readParsedBody(raw, shape)
+  if (raw.length < LAZY_MIN_BYTES) return readParsedBody(raw, shape)
+  if (raw.length < BIG_BODY_BYTES) return readLazyBody(raw, shape)
   const name = shape === null ? null : loopShapeName(shape)
   // A shape the worker does not know (every adapter's shape is in LOOP_SHAPES): read it here, correct but not sliced.
   if (shape !== null && name === null) return readParsedBody(raw, shape)
@@ -81,8 +92,8 @@ async function readInWorker(raw: Buffer, name: string | null, counter: TokenCoun
 }
 
 /**
- * Reads `raw` on the event loop, whatever its size: the path of bodies under BIG_BODY_BYTES. A body whose
- * key scan ends within its first slice (every small one) is read in the same turn, without a promise.
+ * Reads `raw` on the event loop, whatever its size, parsing it whole: the path of bodies under LAZY_MIN_BYTES. A body
+ * whose key scan ends within its first slice (every small one) is read in the same turn, without a promise.
  */
 export function readParsedBody(raw: Buffer, shape: LoopShape | null): RequestBody | Promise<RequestBody> {
   const json = parseJsonBody(raw)
@@ -92,12 +103,38 @@ export function readParsedBody(raw: Buffer, shape: LoopShape | null): RequestBod
   return parsedBody(raw, shape, json, keys)
 }
 
-function parsedBody(raw: Buffer, shape: LoopShape | null, json: Json, keys: KeyReport): RequestBody {
-  refuseDuplicate(keys.duplicate)
-  return new ParsedBody(json, raw, shape, keys.wordSeen)
+/**
+ * Reads `raw` (not empty) on the event loop without parsing it whole: what readParsedBody reads, refuses and forwards,
+ * with each top-level member parsed when first read and a conversation's items when the fingerprint reads them.
+ */
+export function readLazyBody(raw: Buffer, shape: LoopShape | null): RequestBody | Promise<RequestBody> {
+  const scan = scanJson(raw, SCAN_WORD_SET)
+  if (scan instanceof Promise) return scan.then((done) => lazyBody(raw, shape, done))
+  return lazyBody(raw, shape, scan)
 }
 
-/** A body parsed whole on the event loop: one object per request, not a context and four closures. */
+function parsedBody(raw: Buffer, shape: LoopShape | null, json: Json, keys: KeyReport): RequestBody {
+  refuseDuplicate(keys.duplicate)
+  return new ParsedBody(json, raw, shape, keys.wordSeen, null)
+}
+
+/** A body of LAZY_MIN_BYTES or more, as its validating scan found it: the errors JSON.parse and the key scan would give, else its members to parse on read. */
+function lazyBody(raw: Buffer, shape: LoopShape | null, scan: JsonScan): RequestBody {
+  if (!scan.ok) throw scan.problem === 'not_json' ? notJson() : notObject()
+  refuseDuplicate(scan.keys.duplicate)
+  const json: Json = {}
+  const materialized = new Set<string>()
+  defineMembers(json, raw, scan.members, (m) => m.valueEnd - m.valueStart <= LAZY_EAGER_MEMBER_BYTES, materialized)
+  return new ParsedBody(json, raw, shape, scan.keys.wordSeen, { members: scan.members, materialized })
+}
+
+/** Of a body read lazily: its members' spans, and the keys of those parsed on read since. */
+interface LazyMembers {
+  members: readonly ScannedMember[]
+  materialized: ReadonlySet<string>
+}
+
+/** A body read on the event loop, parsed whole or (`lazy`) member by member: one object per request, not a context and four closures. */
 class ParsedBody implements RequestBody {
   constructor(
     readonly json: Json,
@@ -105,6 +142,7 @@ class ParsedBody implements RequestBody {
     private readonly shape: LoopShape | null,
     /** False when no key or string value is one of SCAN_WORDS: the walk would find nothing. */
     private readonly mayScanSomething: boolean,
+    private readonly lazy: LazyMembers | null,
   ) {}
 
   /** The members the adapter touched through `editable()`'s view. */
@@ -115,7 +153,9 @@ class ParsedBody implements RequestBody {
   }
 
   fingerprint(): LoopFingerprint | null {
-    return fingerprintRequest(this.shape, this.json)
+    if (this.shape === null || this.lazy === null) return fingerprintRequest(this.shape, this.json)
+    // The fingerprint reads a conversation's opening and newest items: only those are parsed.
+    return fingerprintRequest(this.shape, conversationView(this.json, this.raw, this.lazy.members, this.lazy.materialized))
   }
 
   editable(): Json {
@@ -131,7 +171,8 @@ class ParsedBody implements RequestBody {
     if (added !== null && added.length === 0) return this.raw
     const end = added === null ? -1 : lastMemberEnd(this.raw)
     if (added !== null && end >= 0) return appendMembers(this.raw, end, added)
-    const members = topLevelMembers(this.raw)
+    // A lazily read body's spans are known from its scan; another is walked for them.
+    const members = this.lazy?.members ?? topLevelMembers(this.raw)
     const edits = this.watch.edits(this.json, members)
     return edits.length === 0 ? this.raw : spliceMembers(this.raw, members, edits)
   }
@@ -149,32 +190,25 @@ function readBig(raw: Buffer, inspection: Inspection): RequestBody {
   const { members, scan, fingerprint } = inspection
   if (members.length > MAX_BIG_BODY_MEMBERS) throw invalidRequest(`a request body of 1 MiB or more may have at most ${MAX_BIG_BODY_MEMBERS} top-level fields`)
   const json: Json = {}
-  const before = new Map<string, string>()
   const materialized = new Set<string>()
   let eagerBytes = 0
-  for (const member of members) {
-    const size = member.valueEnd - member.valueStart
-    const parse = (): unknown => JSON.parse(raw.toString('utf8', member.valueStart, member.valueEnd))
-    if (size <= MAX_EAGER_MEMBER_BYTES && eagerBytes + size <= MAX_EAGER_BYTES) {
+  defineMembers(
+    json,
+    raw,
+    members,
+    ({ valueStart, valueEnd }) => {
+      const size = valueEnd - valueStart
+      if (size > MAX_EAGER_MEMBER_BYTES || eagerBytes + size > MAX_EAGER_BYTES) return false
       eagerBytes += size
-      const value = parse()
-      before.set(member.key, JSON.stringify(value))
-      Object.defineProperty(json, member.key, { value, writable: true, enumerable: true, configurable: true })
-      continue
-    }
-    let value: unknown
-    Object.defineProperty(json, member.key, {
-      enumerable: true,
-      configurable: true,
-      get() {
-        if (!materialized.has(member.key)) value = parse()
-        materialized.add(member.key)
-        return value
-      },
-      set(next: unknown) {
-        Object.defineProperty(json, member.key, { value: next, writable: true, enumerable: true, configurable: true })
-      },
-    })
+      return true
+    },
+    materialized,
+  )
+  // The eager members as read, to tell which the adapter changed.
+  const before = new Map<string, string>()
+  for (const { key } of members) {
+    const descriptor = Object.getOwnPropertyDescriptor(json, key)
+    if (descriptor !== undefined && descriptor.get === undefined) before.set(key, JSON.stringify(descriptor.value))
   }
   return {
     json,

@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import { afterAll, describe, expect, it, vi } from 'vitest'
 import { ProxyError } from '../../src/errors.js'
 import { appendMembers, lastMemberEnd, spliceMembers, topLevelMembers } from '../../src/http/json-members.js'
@@ -8,10 +9,12 @@ import { createBedrockAdapter } from '../../src/providers/bedrock.js'
 import { createGeminiAdapter } from '../../src/providers/gemini.js'
 import { createMistralAdapter } from '../../src/providers/mistral.js'
 import { createOpenAiAdapter } from '../../src/providers/openai.js'
+import { fingerprintRequest } from '../../src/loop/fingerprint.js'
+import { LOOP_SHAPES } from '../../src/loop/shapes/index.js'
 import type { LoopShape } from '../../src/loop/types.js'
 import type { ProviderAdapter, RouteMatch } from '../../src/providers/types.js'
 import { assembleCountBody } from '../../src/proxy/count-body.js'
-import { readParsedBody, readRequestBody, SPLICE_MIN_BYTES, type RequestBody } from '../../src/proxy/request-body.js'
+import { LAZY_MIN_BYTES, readLazyBody, readParsedBody, readRequestBody, SPLICE_MIN_BYTES, type RequestBody } from '../../src/proxy/request-body.js'
 import { createTokenCounter } from '../../src/tokens/worker.js'
 
 // Spied on (same behaviour), so a test can tell that a body was not walked for its members.
@@ -335,4 +338,215 @@ describe('edited bodies under 1 MiB', () => {
     small.editable().max_tokens = 5
     expect((await small.edited()).toString('utf8')).toBe('{"model":"gpt-4o","max_tokens":5}')
   })
+})
+
+// Issue 12: a body of LAZY_MIN_BYTES up to 1 MiB is not parsed whole: its validating scan refuses what JSON.parse
+// and the key scan refuse, each top-level member is parsed when first read, and the fingerprint parses only the
+// conversation items it hashes. Every fact, refusal and forwarded byte is the whole-parse path's (readParsedBody).
+describe('lazily read bodies (LAZY_MIN_BYTES up to 1 MiB)', () => {
+  const lazyPath: Reader = async (raw, shape) => readLazyBody(raw, shape)
+  const LONG = 'a step of an agent, "quoted" \\ and ünïcödé 🦊. '.repeat(Math.ceil((2 * LAZY_MIN_BYTES) / 40))
+  const lazyCases = cases.map(([name, adapter, path, body]) => [name, adapter, path, JSON.parse(JSON.stringify(body).replaceAll(JSON.stringify(PAD).slice(1, -1), JSON.stringify(LONG).slice(1, -1)))] as const)
+  // An agent's step: instructions, tools, then tool calls and results, no media (nothing for the walk to find).
+  const agent = {
+    model: 'gpt-4o',
+    messages: [
+      { role: 'system', content: `You are a coding agent. ${LONG.slice(0, 2000)}` },
+      { role: 'user', content: 'fix the failing test' },
+      ...Array.from({ length: 40 }, (_, i) =>
+        i % 2 === 0
+          ? { role: 'assistant', content: null, tool_calls: [{ id: `call_${i}`, type: 'function', function: { name: 'read_file', arguments: `{"path":"src/f${i}.ts"}` } }] }
+          : { role: 'tool', tool_call_id: `call_${i - 1}`, content: `export const f${i} = () => ${i}\n${LONG.slice(0, 600)}` },
+      ),
+    ],
+    tools: Array.from({ length: 12 }, (_, i) => ({ type: 'function', function: { name: `tool_${i}`, description: LONG.slice(0, 300), parameters: { type: 'object', properties: { path: { type: 'string' } } } } })),
+    max_tokens: 4096,
+  }
+  const openai = createOpenAiAdapter({ baseUrl: 'http://u', apiKey: null })
+  const chatRoute = openai.findRoute('POST', '/v1/chat/completions', new URLSearchParams()) as RouteMatch
+  const chatShape = openai.loopShape?.(chatRoute) ?? null
+
+  it('reads bodies from LAZY_MIN_BYTES up to BIG_BODY_BYTES lazily, smaller ones whole', async () => {
+    const sized = (bytes: number) => Buffer.from(JSON.stringify({ model: 'gpt-4o', pad: 'x'.repeat(bytes - 27) }))
+    expect(sized(LAZY_MIN_BYTES).length).toBe(LAZY_MIN_BYTES)
+    const getters = async (raw: Buffer) => Object.values(Object.getOwnPropertyDescriptors((await readRequestBody(raw, null, worker)).json)).some((d) => d.get !== undefined)
+    expect(await getters(sized(LAZY_MIN_BYTES - 1))).toBe(false)
+    expect(await getters(sized(LAZY_MIN_BYTES))).toBe(true)
+    expect(await getters(sized(BIG_BODY_BYTES - 1))).toBe(true)
+  }, 60_000)
+
+  it.each(lazyCases)('%s: the facts and the forwarded body are the whole-parse path\'s', async (_name, adapter, path, body) => {
+    const raw = Buffer.from(JSON.stringify(body))
+    expect(raw.length).toBeGreaterThanOrEqual(LAZY_MIN_BYTES)
+    const route = adapter.findRoute('POST', path, new URLSearchParams('api-version=2024-10-21')) as RouteMatch
+    const [lazy, whole] = [await facts(adapter, route, path, raw, lazyPath), await facts(adapter, route, path, raw, smallPath)]
+    expect(Object.values(Object.getOwnPropertyDescriptors(lazy.read.json)).some((d) => d.get !== undefined)).toBe(true)
+    expect(lazy.seen).toEqual(whole.seen)
+    expect(lazy.changed).toBe(whole.changed)
+    expect(lazy.forwarded).toEqual(whole.forwarded)
+    // Edited through editable(), as the pipeline edits: the same bytes, byte for byte.
+    const sent = async (reader: Reader) => {
+      const read = await reader(raw, adapter.loopShape?.(route) ?? null)
+      const described = adapter.describe(route, read.json)
+      await read.scan()
+      read.fingerprint()
+      const changed = adapter.prepareBody(route, read.editable(), described, 50)
+      const members = Object.keys(body).map((key) => read.member(key))
+      return { changed, bytes: changed ? await read.edited() : raw, members }
+    }
+    const [lazySent, wholeSent] = [await sent(lazyPath), await sent(smallPath)]
+    expect(lazySent.changed).toBe(wholeSent.changed)
+    expect(lazySent.bytes.equals(wholeSent.bytes)).toBe(true)
+    expect(lazySent.members).toEqual(wholeSent.members)
+  })
+
+  it('parses only the small members and the conversation items the fingerprint hashes, and forwards the same bytes', async () => {
+    for (const stream of [false, true]) {
+      const raw = Buffer.from(JSON.stringify({ ...agent, stream }))
+      const [lazy, whole] = [await facts(openai, chatRoute, '/v1/chat/completions', raw, lazyPath), await facts(openai, chatRoute, '/v1/chat/completions', raw, smallPath)]
+      expect(lazy.seen.fingerprint).not.toBeNull()
+      expect(lazy.seen).toEqual(whole.seen)
+      expect(lazy.forwarded).toEqual(whole.forwarded)
+      // No read before forwarding parsed the conversation whole (the OpenAI adapter reads `tools` for hosted tools).
+      const longest = Math.max(...agent.messages.map((m) => JSON.stringify(m).length))
+      expect(lazy.parsedChars).toBeLessThanOrEqual(Math.max(longest, JSON.stringify(agent.tools).length))
+      const read = (await lazyPath(raw, chatShape)) as RequestBody
+      const { chars } = await largestParse(async () => {
+        openai.describe(chatRoute, read.json)
+        await read.scan()
+        return read.fingerprint()
+      })
+      expect(chars).toBeLessThanOrEqual(longest)
+      // The body keeps its conversation unread, behind its accessor.
+      expect(Object.getOwnPropertyDescriptor(read.json, 'messages')?.get).toBeTypeOf('function')
+      expect(Object.getOwnPropertyDescriptor(read.json, 'tools')?.get).toBeTypeOf('function')
+      // Once the conversation was read whole (an exact count), the fingerprint reads it from there: the same value.
+      const fingerprint = read.fingerprint()
+      expect((read.json.messages as unknown[]).length).toBe(agent.messages.length)
+      expect(read.fingerprint()).toEqual(fingerprint)
+    }
+  })
+
+  it('gives bodies of one shape the same accessors (one hidden class), and reads any number of distinct members', async () => {
+    const [a, b] = [await lazyPath(Buffer.from(JSON.stringify({ ...agent, stream: true })), chatShape), await lazyPath(Buffer.from(JSON.stringify(agent)), chatShape)]
+    for (const key of ['messages', 'tools']) expect(Object.getOwnPropertyDescriptor(a.json, key)?.get).toBe(Object.getOwnPropertyDescriptor(b.json, key)?.get)
+    // Client-chosen names past the shared accessors get their own.
+    const many = Object.fromEntries(Array.from({ length: 600 }, (_, i) => [`member_${i}_${'k'.repeat(i % 7)}`, { i, pad: 'p'.repeat(300) }]))
+    const raw = Buffer.from(JSON.stringify(many))
+    const [lazy, whole] = [await lazyPath(raw, chatShape), await smallPath(raw, chatShape)]
+    expect(Object.values(Object.getOwnPropertyDescriptors(lazy.json)).every((d) => d.get !== undefined)).toBe(true)
+    expect({ ...lazy.json }).toEqual(whole.json)
+    expect(JSON.stringify(lazy.json)).toBe(JSON.stringify(whole.json))
+  })
+
+  it('keeps a `__proto__` member an own member, small or large, as JSON.parse does: never the body\'s prototype', async () => {
+    const hidden = { messages: [{ role: 'user', content: 'not the conversation' }] }
+    for (const proto of [JSON.stringify(hidden), JSON.stringify({ ...hidden, pad: 'p'.repeat(400) })]) {
+      const text = `{"__proto__":${proto},${JSON.stringify(agent).slice(1)}`
+      const [lazy, whole] = [await lazyPath(Buffer.from(text), chatShape), await smallPath(Buffer.from(text), chatShape)]
+      expect(Object.getPrototypeOf(lazy.json)).toBe(Object.prototype)
+      expect(Object.hasOwn(lazy.json, '__proto__')).toBe(true)
+      expect(lazy.fingerprint()).toEqual(whole.fingerprint())
+      expect(JSON.stringify(lazy.json)).toBe(JSON.stringify(whole.json))
+    }
+    // A body whose only conversation is under `__proto__` has none.
+    const only = Buffer.from(`{"model":"gpt-4o","__proto__":${JSON.stringify({ ...hidden, pad: 'p'.repeat(LAZY_MIN_BYTES) })}}`)
+    expect((await lazyPath(only, chatShape)).fingerprint()).toBeNull()
+    expect((await smallPath(only, chatShape)).fingerprint()).toBeNull()
+  })
+
+  it('fingerprints random conversations of every wire shape as the whole-parse path does', async () => {
+    const part = fc.oneof(
+      fc.string(),
+      fc.record({ type: fc.constantFrom('text', 'tool_use', 'tool_result', 'function_call', 'input_text', 'thinking'), text: fc.string(), id: fc.string(), name: fc.string(), input: fc.jsonValue() }, { requiredKeys: ['type'] }),
+    )
+    const item = fc.record(
+      {
+        role: fc.constantFrom('user', 'assistant', 'tool', 'system', 'model', 'developer'),
+        type: fc.constantFrom('message', 'function_call', 'function_call_output', 'reasoning', 'item_reference', 'custom_tool_call'),
+        content: fc.oneof(fc.string(), fc.array(part, { maxLength: 3 }), fc.constant(null)),
+        parts: fc.array(part, { maxLength: 3 }),
+        tool_calls: fc.array(fc.record({ id: fc.string(), type: fc.constant('function'), function: fc.record({ name: fc.string(), arguments: fc.string() }) }), { maxLength: 2 }),
+        name: fc.string(),
+        id: fc.string(),
+      },
+      { requiredKeys: [] },
+    )
+    const conversation = fc.array(fc.oneof({ weight: 8, arbitrary: item }, fc.string(), fc.integer(), fc.constant(null)), { maxLength: 40 })
+    const members = fc.record(
+      {
+        messages: conversation,
+        input: fc.oneof(conversation, fc.string()),
+        contents: fc.oneof(conversation, item),
+        system: fc.oneof(fc.string(), fc.array(part, { maxLength: 3 })),
+        instructions: fc.string(),
+        prompt: fc.string(),
+        systemInstruction: fc.record({ parts: fc.array(part, { maxLength: 3 }) }),
+        conversation: fc.oneof(fc.string(), fc.record({ id: fc.string() })),
+        cachedContent: fc.string(),
+      },
+      { requiredKeys: [] },
+    )
+    await fc.assert(
+      fc.asyncProperty(members, fc.boolean(), async (body, padFirst) => {
+        const pad = { pad: 'p'.repeat(LAZY_MIN_BYTES) }
+        const raw = Buffer.from(JSON.stringify(padFirst ? { ...pad, ...body } : { ...body, ...pad }))
+        for (const shape of Object.values(LOOP_SHAPES)) {
+          const lazy = await lazyPath(raw, shape)
+          expect(lazy.fingerprint()).toEqual(fingerprintRequest(shape, JSON.parse(raw.toString('utf8')) as Record<string, unknown>))
+        }
+      }),
+      { numRuns: 400, seed: 12 },
+    )
+  })
+
+  it('splices an edited member in from the spans its scan found, without walking the body again: the whole-parse path\'s bytes', async () => {
+    const text = `{ "model" : "gpt-4o", "stream": true, "stream_options": {"x": 1.0}, "messages": [ {"role":"user","content":"caf\\u00e9 ${'x'.repeat(LAZY_MIN_BYTES)}"} ],\n "max_tokens": 1e3 }`
+    const sent = async (reader: Reader) => {
+      const read = await reader(Buffer.from(text), chatShape)
+      expect(openai.prepareBody(chatRoute, read.editable(), openai.describe(chatRoute, read.json), 50)).toBe(true)
+      vi.mocked(topLevelMembers).mockClear()
+      const bytes = await read.edited()
+      return { bytes: bytes.toString('utf8'), walked: vi.mocked(topLevelMembers).mock.calls.length }
+    }
+    const [lazy, whole] = [await sent(lazyPath), await sent(smallPath)]
+    expect(lazy.bytes).toBe(whole.bytes)
+    expect(lazy.bytes).toBe(text.replace('{"x": 1.0}', '{"x":1,"include_usage":true}').replace('1e3', '50'))
+    expect(whole.walked).toBe(1)
+    expect(lazy.walked).toBe(0)
+  })
+
+  it('refuses what the whole-parse path refuses, with the same error, in one slice or many', async () => {
+    const x = 'x'.repeat(LAZY_MIN_BYTES)
+    const bodies = [
+      `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"${x}","type":"input_file"}]}]}`,
+      `{"model":"m","stream":false,"messages":[{"role":"user","content":"${x}"}],"str\\u0065am":true}`,
+      `{"model":"m","messages":[{"role":"user","content":"${x}"}]`,
+      `[{"model":"m","messages":[{"role":"user","content":"${x}"}]}]`,
+      `"${x}"`,
+      `{"model":"m","messages":[{"role":"user","content":"${x}\u0001"}]}`,
+      `{"model":"m","messages":[{"role":"user","content":"${x}\\x"}]}`,
+      `{"model":"m","a":1,"a":[1,{"b":"${x}"}],}`,
+      `\ufeff{"model":"m","messages":"${x}"}`,
+      `{"model":"m","messages":"${x}"} {}`,
+      `{"model":"m","messages":"${'y'.repeat(BIG_BODY_BYTES / 2)}","n":01}`,
+      `{"model":"m","messages":"${'y'.repeat(BIG_BODY_BYTES / 2)}","a":1,"a":2}`,
+    ]
+    const mutated = Buffer.from(JSON.stringify(agent))
+    for (let i = 0; i < 400; i++) {
+      const at = (i * 7919) % mutated.length
+      const copy = Buffer.from(mutated)
+      copy[at] = [0x22, 0x5c, 0x2c, 0x7d, 0x00, 0x0a, 0x30, 0x80][i % 8] as number
+      bodies.push(copy.toString('latin1'))
+    }
+    let refused = 0
+    for (const text of bodies) {
+      const raw = text.startsWith('\ufeff') ? Buffer.from(text) : Buffer.from(text, text.length === Buffer.byteLength(text) ? 'utf8' : 'latin1')
+      const outcome = (reader: Reader) => reader(raw, chatShape).then((read) => read.fingerprint(), (error: unknown) => (error instanceof ProxyError ? error.message : error))
+      const [lazy, whole] = [await outcome(lazyPath), await outcome(smallPath)]
+      expect(lazy, text.slice(0, 80)).toEqual(whole)
+      if (typeof whole === 'string') refused++
+    }
+    expect(refused).toBeGreaterThan(bodies.length / 2)
+  }, 60_000)
 })

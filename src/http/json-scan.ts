@@ -1,0 +1,357 @@
+import { setImmediate as yieldToLoop } from 'node:timers/promises'
+import {
+  isPlainShortKey,
+  isTypeKey,
+  keyText,
+  MAX_SPARE_FRAMES,
+  mayBeWord,
+  SCAN_SLICE_BYTES,
+  SCAN_SLICE_STEPS,
+  seen,
+  spareFrames,
+  type Frame,
+  type KeyReport,
+  type WordSet,
+} from './json-keys.js'
+import type { MemberSpan } from './json-members.js'
+
+/**
+ * A validating key scan: one pass over a body's raw bytes that gives the verdict `JSON.parse(raw.toString('utf8'))`
+ * would give (valid JSON or not, an object or not) without building the parsed tree, the key scan's report (first
+ * repeated key, words met: json-keys.ts), and where the top-level members and the elements of top-level arrays lie,
+ * so a reader parses only the spans it reads.
+ */
+
+/** A top-level member, and where each element of its value lies when that value is an array (pairs of start, end). */
+export interface ScannedMember extends MemberSpan {
+  elements: number[] | null
+}
+
+/** The scan's verdict: `not_json` where JSON.parse throws, `not_object` where it gives anything but an object. */
+export type JsonScan = { ok: false; problem: 'not_json' | 'not_object' } | { ok: true; keys: KeyReport; members: ScannedMember[] }
+
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+const OPEN_OBJECT = 0x7b
+const CLOSE_OBJECT = 0x7d
+const OPEN_ARRAY = 0x5b
+const CLOSE_ARRAY = 0x5d
+const COMMA = 0x2c
+const COLON = 0x3a
+const MINUS = 0x2d
+const PLUS = 0x2b
+const DOT = 0x2e
+const ZERO = 0x30
+const NINE = 0x39
+
+// What may come next outside a string.
+const VALUE = 0
+const VALUE_OR_CLOSE = 1
+const KEY = 2
+const KEY_OR_CLOSE = 3
+const COLON_NEXT = 4
+const COMMA_OR_CLOSE = 5
+const END = 6
+
+// Inside a string, each byte is one of these: a quote, a backslash, a control byte (< 0x20, refused) or any other (kept).
+// Bytes of 0x80 and up are kept whatever sequence they make: toString('utf8') turns a bad one into U+FFFD (which JSON
+// allows in a string) and never swallows the ASCII byte after it, so the string ends where it ends in the bytes.
+const PLAIN = 0
+const CLOSES = 1
+const ESCAPES = 2
+const CONTROL = 3
+const STRING_BYTES = new Uint8Array(256)
+for (let c = 0; c < 0x20; c++) STRING_BYTES[c] = CONTROL
+STRING_BYTES[QUOTE] = CLOSES
+STRING_BYTES[BACKSLASH] = ESCAPES
+
+/** The bytes that may follow a backslash: `" \ / b f n r t` (and `u` with four hex digits). */
+const SIMPLE_ESCAPES = new Uint8Array(256)
+for (const c of '"\\/bfnrt') SIMPLE_ESCAPES[c.charCodeAt(0)] = 1
+const HEX = new Uint8Array(256)
+for (const c of '0123456789abcdefABCDEF') HEX[c.charCodeAt(0)] = 1
+const LETTER_U = 0x75
+
+const isDigit = (c: number | undefined): boolean => c !== undefined && c >= ZERO && c <= NINE
+
+/** Where a validating scan over one body stands between two slices. */
+interface Scan {
+  raw: Buffer
+  words32: Words
+  i: number
+  next: number
+  top: Frame
+  /** Frames of the open containers below `top` (null: an array, or outside the top value). */
+  stack: Frame[]
+  /** The top value is an object. */
+  object: boolean
+  words: WordSet | null
+  wordSeen: boolean
+  afterType: boolean
+  duplicate: string | null
+  members: ScannedMember[]
+  /** The top-level member being read: its key (decoded) and its key's opening quote. */
+  key: string
+  keyStart: number
+  valueStart: number
+  /** The element spans of the top-level member being read, when its value is an array. */
+  elements: number[] | null
+}
+
+const NOT_DONE = Symbol('not done')
+const INVALID = Symbol('invalid')
+
+/**
+ * `raw` as 32-bit words from its first 4-byte aligned byte on (`skip` bytes in), for validStringEnd to test four
+ * bytes at once: a long string's content is most of a body, and a byte at a time costs twice as much.
+ */
+interface Words {
+  words: Int32Array
+  skip: number
+}
+
+const NO_WORDS = new Int32Array(0)
+
+function wordsOf(raw: Buffer): Words {
+  const skip = (4 - (raw.byteOffset & 3)) & 3
+  const count = (raw.length - skip) >> 2
+  return { words: count > 0 ? new Int32Array(raw.buffer, raw.byteOffset + skip, count) : NO_WORDS, skip }
+}
+
+/**
+ * The index of the quote closing the string opened at `start`, or -1 when the string is unterminated or not
+ * valid JSON (a control byte, an escape JSON does not have).
+ */
+function validStringEnd(raw: Buffer, start: number, aligned: Words): number {
+  const length = raw.length
+  const { words, skip } = aligned
+  let k = start + 1
+  for (;;) {
+    // Byte by byte up to a word boundary, then four bytes at a time while none is a quote, a backslash or below 0x20.
+    while (k < length && (k < skip || ((k - skip) & 3) !== 0) && STRING_BYTES[raw[k] as number] === PLAIN) k++
+    if (k >= skip && ((k - skip) & 3) === 0) {
+      let w = (k - skip) >> 2
+      while (w < words.length) {
+        const v = words[w] as number
+        // The bit tricks of "has a byte below n" (exact as to whether, for n up to 128) and "has a zero byte": flipping
+        // bit 1 takes a quote to 0x20 and keeps control bytes below it, so one test finds both; a second, a backslash.
+        const low = v ^ 0x02020202
+        const slash = v ^ 0x5c5c5c5c
+        if ((((low - 0x21212121) & ~low) | ((slash - 0x01010101) & ~slash)) & 0x80808080) break
+        w++
+      }
+      k = skip + 4 * w
+    }
+    while (k < length && STRING_BYTES[raw[k] as number] === PLAIN) k++
+    if (k >= length) return -1
+    const kind = STRING_BYTES[raw[k] as number]
+    if (kind === CLOSES) return k
+    if (kind === CONTROL) return -1
+    const escaped = raw[k + 1] as number
+    if (SIMPLE_ESCAPES[escaped] === 1) k += 2
+    else if (escaped === LETTER_U && HEX[raw[k + 2] as number] === 1 && HEX[raw[k + 3] as number] === 1 && HEX[raw[k + 4] as number] === 1 && HEX[raw[k + 5] as number] === 1) k += 6
+    else return -1
+  }
+}
+
+/** One past the number that starts at `start`, or -1 when it does not follow JSON's number grammar. */
+function numberEnd(raw: Buffer, start: number): number {
+  let k = start
+  if (raw[k] === MINUS) k++
+  if (raw[k] === ZERO) k++
+  else if (isDigit(raw[k])) while (isDigit(raw[k])) k++
+  else return -1
+  if (raw[k] === DOT) {
+    k++
+    if (!isDigit(raw[k])) return -1
+    while (isDigit(raw[k])) k++
+  }
+  if (raw[k] === 0x65 || raw[k] === 0x45) {
+    k++
+    if (raw[k] === PLUS || raw[k] === MINUS) k++
+    if (!isDigit(raw[k])) return -1
+    while (isDigit(raw[k])) k++
+  }
+  return k
+}
+
+/** One past the literal `true`, `false` or `null` that starts at `start`, or -1. */
+function literalEnd(raw: Buffer, start: number): number {
+  const c = raw[start]
+  if (c === 0x74) return raw[start + 1] === 0x72 && raw[start + 2] === 0x75 && raw[start + 3] === 0x65 ? start + 4 : -1
+  if (c === 0x66) return raw[start + 1] === 0x61 && raw[start + 2] === 0x6c && raw[start + 3] === 0x73 && raw[start + 4] === 0x65 ? start + 5 : -1
+  if (c === 0x6e) return raw[start + 1] === 0x75 && raw[start + 2] === 0x6c && raw[start + 3] === 0x6c ? start + 4 : -1
+  return -1
+}
+
+/** The decoded text of the key whose quotes are at `start` and `end`, as JSON.parse gives it. */
+function decodedKey(raw: Buffer, start: number, end: number): string {
+  for (let k = start + 1; k < end; k++) if (raw[k] === BACKSLASH) return JSON.parse(raw.toString('utf8', start, end + 1)) as string
+  return raw.toString('utf8', start + 1, end)
+}
+
+/** Notes a value that begins at `start` inside `top` where a span is kept: a top-level member's, an element of one that is an array. */
+function valueBegins(scan: Scan, start: number, top: Frame): void {
+  const depth = scan.stack.length
+  if (depth === 1 && top !== null) {
+    scan.valueStart = start
+    scan.elements = scan.raw[start] === OPEN_ARRAY ? [] : null
+  } else if (depth === 2 && top === null && scan.elements !== null) {
+    scan.elements.push(start)
+  }
+}
+
+/** Notes a value that ended at `end` (one past it) inside `top`: closes a top-level member's span or an element's. */
+function valueEnds(scan: Scan, end: number, top: Frame): void {
+  const depth = scan.stack.length
+  if (depth === 1 && top !== null) {
+    scan.members.push({ key: scan.key, keyStart: scan.keyStart, valueStart: scan.valueStart, valueEnd: end, elements: scan.elements })
+    scan.elements = null
+  } else if (depth === 2 && top === null && scan.elements !== null) {
+    scan.elements.push(end)
+  }
+}
+
+/**
+ * Scans `scan` on from where it stands for at most `sliceBytes` bytes and `sliceSteps` strings and structural
+ * bytes: INVALID at the first byte JSON.parse would refuse, null at the end of a valid body, or NOT_DONE.
+ */
+function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | typeof NOT_DONE | typeof INVALID {
+  const { raw, stack } = scan
+  let { i, top, next } = scan
+  const stop = i + sliceBytes
+  let steps = 0
+  let first = true
+  while (i < raw.length) {
+    if (!first && (i >= stop || ++steps >= sliceSteps)) {
+      scan.i = i
+      scan.top = top
+      scan.next = next
+      return NOT_DONE
+    }
+    first = false
+    const c = raw[i] as number
+    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) {
+      i++
+      continue
+    }
+    if (c === QUOTE) {
+      const end = validStringEnd(raw, i, scan.words32)
+      if (end < 0) return INVALID
+      if (next === KEY || next === KEY_OR_CLOSE) {
+        const frame = top as NonNullable<Frame>
+        if (scan.duplicate === null) {
+          const plain = isPlainShortKey(raw, i, end)
+          if (seen(raw, frame, i, end, plain)) {
+            scan.duplicate = Buffer.from(keyText(raw, i, end), 'latin1').toString('utf8')
+          } else if (scan.words !== null && !scan.wordSeen) {
+            // Any key may be a word; a string value only as a `type` key's (a string in an array is neither).
+            if (mayBeWord(raw, i, end, scan.words, plain)) scan.wordSeen = true
+            else scan.afterType = isTypeKey(raw, i, end)
+          }
+        }
+        if (stack.length === 1) {
+          scan.key = decodedKey(raw, i, end)
+          scan.keyStart = i
+        }
+        next = COLON_NEXT
+      } else if (next === VALUE || next === VALUE_OR_CLOSE) {
+        if (top !== null && scan.afterType && scan.words !== null && !scan.wordSeen && mayBeWord(raw, i, end, scan.words, false)) scan.wordSeen = true
+        valueBegins(scan, i, top)
+        valueEnds(scan, end + 1, top)
+        next = stack.length === 0 ? END : COMMA_OR_CLOSE
+      } else {
+        return INVALID
+      }
+      i = end + 1
+      continue
+    }
+    if (c === COLON) {
+      if (next !== COLON_NEXT) return INVALID
+      next = VALUE
+    } else if (c === COMMA) {
+      if (next !== COMMA_OR_CLOSE) return INVALID
+      next = top === null ? VALUE : KEY
+    } else if (c === OPEN_OBJECT || c === OPEN_ARRAY) {
+      if (next !== VALUE && next !== VALUE_OR_CLOSE) return INVALID
+      valueBegins(scan, i, top)
+      if (stack.length === 0) scan.object = c === OPEN_OBJECT
+      stack.push(top)
+      if (c === OPEN_OBJECT) {
+        top = spareFrames.pop() ?? { quotes: [], keys: 0, set: null, expectKey: true }
+        next = KEY_OR_CLOSE
+      } else {
+        top = null
+        next = VALUE_OR_CLOSE
+      }
+    } else if (c === CLOSE_OBJECT || c === CLOSE_ARRAY) {
+      const closes = c === CLOSE_OBJECT ? top !== null && (next === KEY_OR_CLOSE || next === COMMA_OR_CLOSE) : top === null && stack.length > 0 && (next === VALUE_OR_CLOSE || next === COMMA_OR_CLOSE)
+      if (!closes) return INVALID
+      if (top !== null && spareFrames.length < MAX_SPARE_FRAMES) {
+        top.keys = 0
+        top.set = null
+        top.expectKey = true
+        spareFrames.push(top)
+      }
+      top = stack.pop() ?? null
+      valueEnds(scan, i + 1, top)
+      next = stack.length === 0 ? END : COMMA_OR_CLOSE
+    } else {
+      if (next !== VALUE && next !== VALUE_OR_CLOSE) return INVALID
+      const end = c === MINUS || (c >= ZERO && c <= NINE) ? numberEnd(raw, i) : literalEnd(raw, i)
+      if (end < 0) return INVALID
+      valueBegins(scan, i, top)
+      valueEnds(scan, end, top)
+      next = stack.length === 0 ? END : COMMA_OR_CLOSE
+      i = end
+      continue
+    }
+    i++
+  }
+  return next === END ? null : INVALID
+}
+
+function verdict(scan: Scan, end: null | typeof INVALID): JsonScan {
+  // The frames still open are dropped, not reused: this one scan holds them.
+  if (end === INVALID) return { ok: false, problem: 'not_json' }
+  if (!scan.object) return { ok: false, problem: 'not_object' }
+  // A scan that met a repeated key stopped looking for words: what it did not look at may hold one.
+  return { ok: true, keys: { duplicate: scan.duplicate, wordSeen: scan.duplicate !== null || scan.wordSeen }, members: scan.members }
+}
+
+/**
+ * Scans `raw` (a request body, not empty): the verdict JSON.parse would give on `raw.toString('utf8')`, and for an
+ * object its key report (`words` as scanKeys) and member spans. Yields to the event loop every `sliceBytes` bytes
+ * or `sliceSteps` steps, as scanKeys does; a body scanned within its first slice is answered without a promise.
+ */
+export function scanJson(raw: Buffer, words: WordSet | null, sliceBytes = SCAN_SLICE_BYTES, sliceSteps = SCAN_SLICE_STEPS): JsonScan | Promise<JsonScan> {
+  const scan: Scan = {
+    raw,
+    words32: wordsOf(raw),
+    i: 0,
+    next: VALUE,
+    top: null,
+    stack: [],
+    object: false,
+    words,
+    wordSeen: false,
+    afterType: false,
+    duplicate: null,
+    members: [],
+    key: '',
+    keyStart: 0,
+    valueStart: 0,
+    elements: null,
+  }
+  const end = scanSlice(scan, sliceBytes, sliceSteps)
+  if (end !== NOT_DONE) return verdict(scan, end)
+  return scanRest(scan, sliceBytes, sliceSteps)
+}
+
+async function scanRest(scan: Scan, sliceBytes: number, sliceSteps: number): Promise<JsonScan> {
+  for (;;) {
+    await yieldToLoop()
+    const end = scanSlice(scan, sliceBytes, sliceSteps)
+    if (end !== NOT_DONE) return verdict(scan, end)
+  }
+}

@@ -1,0 +1,196 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { createWordSet, findDuplicateKey, scanKeys } from '../../src/http/json-keys.js'
+import { topLevelMembers } from '../../src/http/json-members.js'
+import { scanJson, type JsonScan } from '../../src/http/json-scan.js'
+import { SCAN_WORDS } from '../../src/tokens/bound.js'
+
+// Issue 12: the validating scan replaces JSON.parse as the judge of a mid-size body, so its verdict must be
+// JSON.parse's on every input (differential, over generated and mutated JSON), and its report and spans the key
+// scan's and topLevelMembers' on every valid one.
+
+const WORDS = createWordSet(SCAN_WORDS)
+
+/** What JSON.parse makes of `raw` as the proxy reads it. */
+function parseVerdict(raw: Buffer): 'ok' | 'not_json' | 'not_object' {
+  let value: unknown
+  try {
+    value = JSON.parse(raw.toString('utf8'))
+  } catch {
+    return 'not_json'
+  }
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? 'ok' : 'not_object'
+}
+
+const verdictOf = (scan: JsonScan) => (scan.ok ? 'ok' : scan.problem)
+
+/** `bytes` copied `offset` bytes into a fresh buffer: the scan reads four bytes at a time from a word boundary. */
+function at(bytes: Buffer, offset: number): Buffer {
+  const backing = Buffer.alloc(bytes.length + 8)
+  bytes.copy(backing, offset)
+  return backing.subarray(offset, offset + bytes.length)
+}
+
+/** Checks the scan of `bytes` (at each word offset) against JSON.parse, the key scan and topLevelMembers. */
+function check(bytes: Buffer): void {
+  const expected = parseVerdict(bytes)
+  for (let offset = 0; offset < 4; offset++) {
+    const raw = at(bytes, offset)
+    const scan = scanJson(raw, WORDS) as JsonScan
+    expect(verdictOf(scan), `${JSON.stringify(bytes.toString('latin1'))} at ${offset}`).toBe(expected)
+    if (!scan.ok || offset > 0) continue
+    expect(scan.keys.duplicate).toBe(findDuplicateKey(raw))
+    if (scan.keys.duplicate === null) expect(scan.keys.wordSeen).toBe((scanKeys(raw, WORDS) as { wordSeen: boolean }).wordSeen)
+    expect(scan.members.map(({ key, keyStart, valueStart, valueEnd }) => ({ key, keyStart, valueStart, valueEnd }))).toEqual(topLevelMembers(raw))
+    if (scan.keys.duplicate !== null) continue
+    const parsed = JSON.parse(raw.toString('utf8')) as Record<string, unknown>
+    for (const member of scan.members) {
+      const value = parsed[member.key]
+      if (!Array.isArray(value)) {
+        expect(member.elements).toBeNull()
+        continue
+      }
+      const elements = member.elements as number[]
+      expect(elements.length).toBe(2 * value.length)
+      value.forEach((element, e) => expect(JSON.parse(raw.toString('utf8', elements[2 * e], elements[2 * e + 1]))).toEqual(element))
+    }
+  }
+}
+
+// Bytes that matter to the grammar: structure, whitespace (JSON's and not), escapes, number and literal letters,
+// control bytes, DEL, UTF-8 lead and continuation bytes, a BOM's.
+const INTERESTING = Buffer.from([
+  ...Buffer.from('{}[],:" \t\n\r\\/bfnrtu0123456789-+.eEaflsx'),
+  0x00, 0x01, 0x08, 0x0b, 0x0c, 0x1f, 0x7f, 0x80, 0xa0, 0xbf, 0xc0, 0xc2, 0xe2, 0xed, 0xef, 0xbb, 0xf0, 0xf4, 0xf5, 0xff,
+])
+const anyByte = fc.oneof(fc.constantFrom(...INTERESTING), fc.integer({ min: 0, max: 255 }))
+
+// Pieces of string content: plain text, every escape JSON has, escapes it does not have, raw control bytes, UTF-8 (valid or not).
+const stringPiece = fc.oneof(
+  fc.string({ maxLength: 12 }).map((s) => Buffer.from(s.replace(/["\\]/g, ''))),
+  fc.constantFrom(...['\\"', '\\\\', '\\/', '\\b', '\\f', '\\n', '\\r', '\\t', '\\u0000', '\\uD83D\\uDE00', '\\uDEAD', '\\uabCD'].map((e) => Buffer.from(e))),
+  fc.constantFrom(...['\\x', '\\u12', '\\u12G4', '\\U0041', '\\', '\\\'', '\\0', '\\a', '\\v'].map((e) => Buffer.from(e))),
+  fc.stringMatching(/^[0-9a-fA-FgG]{3,5}$/).map((h) => Buffer.from(`\\u${h}`)),
+  fc.uint8Array({ minLength: 1, maxLength: 3 }).map((b) => Buffer.from(b)),
+  fc.constantFrom(...['é', '€', '😀', '\u2028'].map((c) => Buffer.from(c))),
+  fc.integer({ min: 40, max: 300 }).map((n) => Buffer.from('x'.repeat(n))),
+)
+const stringBytes = fc.array(stringPiece, { maxLength: 8 }).map((pieces) => Buffer.concat([Buffer.from('"'), ...pieces, Buffer.from('"')]))
+
+// Number-like and literal-like tokens, valid or not.
+const numberish = fc.stringMatching(/^[-+]?[0-9.eE+-]{0,6}$/)
+const literalish = fc.constantFrom('true', 'false', 'null', 'tru', 'nul', 'fals', 'truee', 'True', 'NaN', 'Infinity', '-Infinity', 'undefined')
+
+// Valid JSON of every kind, compact or indented, some as an object's members.
+const validJson = fc.oneof(
+  fc.json(),
+  fc.jsonValue().map((v) => JSON.stringify(v, null, 2)),
+  fc.dictionary(fc.string(), fc.jsonValue()).map((v) => JSON.stringify(v)),
+  fc.dictionary(fc.string(), fc.jsonValue(), { minKeys: 1 }).map((v) => JSON.stringify(v, null, '\t')),
+  fc.record({ model: fc.string(), messages: fc.array(fc.record({ role: fc.constantFrom('user', 'assistant'), content: fc.string({ unit: 'binary' }) })) }).map((v) => JSON.stringify(v)),
+)
+
+// Bodies built from pieces that may or may not be JSON: strings as keys and values, numbers and literals, structure.
+const assembled = fc
+  .tuple(stringBytes, fc.oneof(stringBytes, numberish.map((s) => Buffer.from(s)), literalish.map((s) => Buffer.from(s))), fc.constantFrom('{K:V}', '{K:V,K:V}', '{"a":[V,V]}', '[V]', 'V', '{K:{K:V}}', ' {K : V} ', '{K:V}\n'))
+  .map(([key, value, shape]) => {
+    const parts = [...shape].map((c) => (c === 'K' ? key : c === 'V' ? value : Buffer.from(c)))
+    return Buffer.concat(parts)
+  })
+
+type Mutation = { kind: 'insert' | 'replace'; at: number; byte: number } | { kind: 'remove' | 'truncate'; at: number }
+const mutation: fc.Arbitrary<Mutation> = fc.oneof(
+  fc.record({ kind: fc.constantFrom('insert' as const, 'replace' as const), at: fc.nat(), byte: anyByte }),
+  fc.record({ kind: fc.constantFrom('remove' as const, 'truncate' as const), at: fc.nat() }),
+)
+
+function mutate(bytes: Buffer, mutations: readonly Mutation[]): Buffer {
+  let out = bytes
+  for (const m of mutations) {
+    const i = out.length === 0 ? 0 : m.at % (out.length + (m.kind === 'insert' ? 1 : 0))
+    if (m.kind === 'insert') out = Buffer.concat([out.subarray(0, i), Buffer.from([m.byte]), out.subarray(i)])
+    else if (m.kind === 'replace' && out.length > 0) out = Buffer.concat([out.subarray(0, i), Buffer.from([m.byte]), out.subarray(i + 1)])
+    else if (m.kind === 'remove') out = Buffer.concat([out.subarray(0, i), out.subarray(i + 1)])
+    else out = out.subarray(0, i)
+  }
+  return out
+}
+
+const anyBody = fc.oneof(validJson.map((s) => Buffer.from(s)), assembled)
+
+describe('validating JSON scan', () => {
+  it('gives JSON.parse\'s verdict on generated JSON, and the key scan\'s report and the member spans on it', () => {
+    fc.assert(fc.property(validJson, (text) => check(Buffer.from(text))), { numRuns: 10_000, seed: 12 })
+  })
+
+  it('gives JSON.parse\'s verdict on bodies assembled from valid and invalid strings, numbers and literals', () => {
+    fc.assert(fc.property(assembled, check), { numRuns: 30_000, seed: 12 })
+  })
+
+  it('gives JSON.parse\'s verdict on JSON with bytes inserted, replaced, removed or cut off', () => {
+    fc.assert(fc.property(anyBody, fc.array(mutation, { minLength: 1, maxLength: 3 }), (bytes, mutations) => check(mutate(bytes, mutations))), { numRuns: 40_000, seed: 12 })
+  })
+
+  it('gives the same answer however its scan is sliced', async () => {
+    await fc.assert(
+      fc.asyncProperty(anyBody, fc.array(mutation, { maxLength: 2 }), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 5 }), async (bytes, mutations, sliceBytes, sliceSteps) => {
+        const raw = mutate(bytes, mutations)
+        expect(await scanJson(raw, WORDS, sliceBytes, sliceSteps)).toEqual(scanJson(raw, WORDS))
+      }),
+      { numRuns: 3_000, seed: 12 },
+    )
+  })
+
+  it.each([
+    ['{}', 'ok'],
+    ['', 'not_json'],
+    [' \t\r\n{ "a" : [ 1 , -0.5e+3 , true , false , null , "x" ] } \n', 'ok'],
+    ['\ufeff{}', 'not_json'],
+    ['{}\u00a0', 'not_json'],
+    ['{}\f', 'not_json'],
+    ['[1]', 'not_object'],
+    ['"{}"', 'not_object'],
+    ['null', 'not_object'],
+    ['{"a":1}{', 'not_json'],
+    ['{"a":01}', 'not_json'],
+    ['{"a":1.}', 'not_json'],
+    ['{"a":.5}', 'not_json'],
+    ['{"a":+1}', 'not_json'],
+    ['{"a":1e}', 'not_json'],
+    ['{"a":-}', 'not_json'],
+    ['{"a":"\\x"}', 'not_json'],
+    ['{"a":"\\u00e"}', 'not_json'],
+    ['{"a":"\t"}', 'not_json'],
+    ['{"a":"\u007f\u0080"}', 'ok'],
+    ['{"a":[1,]}', 'not_json'],
+    ['{"a":1,}', 'not_json'],
+    ['{,}', 'not_json'],
+    ['{"a" 1}', 'not_json'],
+    ['{"a":1 "b":2}', 'not_json'],
+    ['{"a":[}', 'not_json'],
+    ['{"a":{]}', 'not_json'],
+    ['{"a":1]', 'not_json'],
+    ['{"a":1,"a":[1,{"b":2,"b":3', 'not_json'],
+  ])('reads %j as JSON.parse does (%s)', (text, verdict) => {
+    const raw = Buffer.from(text)
+    expect(parseVerdict(raw)).toBe(verdict)
+    check(raw)
+  })
+
+  it('gives JSON.parse\'s verdict on a long string with a bad byte at every position and word offset', () => {
+    const base = `{"a":"${'abcdefgh'.repeat(6)}"}`
+    for (const bad of [0x00, 0x0a, 0x1f, 0x22, 0x5c, 0x80, 0xff]) {
+      for (let i = 6; i < base.length - 2; i++) {
+        const bytes = Buffer.from(base)
+        bytes[i] = bad
+        check(bytes)
+      }
+    }
+  })
+
+  it('reports a repeated key only for a body that is JSON, as a JSON object', () => {
+    expect(scanJson(Buffer.from('{"a":1,"a":2}'), WORDS)).toMatchObject({ ok: true, keys: { duplicate: 'a', wordSeen: true } })
+    expect(scanJson(Buffer.from('{"a":1,"a":2,}'), WORDS)).toEqual({ ok: false, problem: 'not_json' })
+    expect(scanJson(Buffer.from('[{"a":1,"a":2}]'), WORDS)).toEqual({ ok: false, problem: 'not_object' })
+  })
+})
