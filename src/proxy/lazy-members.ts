@@ -63,6 +63,16 @@ function accessorsOf(key: string): PropertyDescriptor {
 }
 
 /**
+ * The large members of the providers' requests have shared accessors from the start: bodies carrying
+ * SHARED_ACCESSORS made-up names first (or a long-running mix of clients) cannot leave them a pair per body.
+ */
+for (const key of [
+  'messages', 'tools', 'input', 'contents', 'system', 'systemInstruction', 'instructions', 'prompt', 'functions',
+  'tool_choice', 'response_format', 'text', 'metadata', 'toolConfig', 'generationConfig', 'safetySettings', 'cachedContent',
+  'inferenceConfig', 'additionalModelRequestFields', 'prediction', 'documents', 'mcp_servers', 'thinking',
+]) accessorsOf(key)
+
+/**
  * Defines each of `members` (spans of `raw`, valid JSON) on `json` (a new empty object), in order: one that `eager`
  * accepts as a data property parsed now, any other as an accessor that parses it on first read (adding its key to
  * `materialized`) and that a write replaces with a data property. Its getter reads `this`: read it on `json` itself.

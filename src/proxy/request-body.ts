@@ -32,6 +32,12 @@ const MAX_EAGER_BYTES = 64 * 1024
 export const LAZY_MIN_BYTES = 16 * 1024
 /** A top-level member of a lazily read body up to this size is parsed at once (model, caps, stream: read by every request). */
 const LAZY_EAGER_MEMBER_BYTES = 256
+/**
+ * A body with more top-level members than this is parsed whole, as a small one is: defining tens of thousands of
+ * members one by one (a dense body of ~1 MiB) held the event loop ~2× as long as JSON.parse does. Provider requests
+ * have a few dozen at most.
+ */
+export const LAZY_MAX_MEMBERS = 256
 /** Top-level members a big body may have: no provider's request has more than a few dozen. */
 const MAX_BIG_BODY_MEMBERS = 1024
 /** What the key scan looks out for, so that a body without any of it is not walked again for `scan()`. */
@@ -122,6 +128,8 @@ function parsedBody(raw: Buffer, shape: LoopShape | null, json: Json, keys: KeyR
 function lazyBody(raw: Buffer, shape: LoopShape | null, scan: JsonScan): RequestBody {
   if (!scan.ok) throw scan.problem === 'not_json' ? notJson() : notObject()
   refuseDuplicate(scan.keys.duplicate)
+  // The scan has given the verdict and the key report: only the parse is left to do whole.
+  if (scan.members.length > LAZY_MAX_MEMBERS) return new ParsedBody(parseJsonBody(raw), raw, shape, scan.keys.wordSeen, null)
   const json: Json = {}
   const materialized = new Set<string>()
   defineMembers(json, raw, scan.members, (m) => m.valueEnd - m.valueStart <= LAZY_EAGER_MEMBER_BYTES, materialized)

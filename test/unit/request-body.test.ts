@@ -14,7 +14,7 @@ import { LOOP_SHAPES } from '../../src/loop/shapes/index.js'
 import type { LoopShape } from '../../src/loop/types.js'
 import type { ProviderAdapter, RouteMatch } from '../../src/providers/types.js'
 import { assembleCountBody } from '../../src/proxy/count-body.js'
-import { LAZY_MIN_BYTES, readLazyBody, readParsedBody, readRequestBody, SPLICE_MIN_BYTES, type RequestBody } from '../../src/proxy/request-body.js'
+import { LAZY_MAX_MEMBERS, LAZY_MIN_BYTES, readLazyBody, readParsedBody, readRequestBody, SPLICE_MIN_BYTES, type RequestBody } from '../../src/proxy/request-body.js'
 import { createTokenCounter } from '../../src/tokens/worker.js'
 
 // Spied on (same behaviour), so a test can tell that a body was not walked for its members.
@@ -375,6 +375,25 @@ describe('lazily read bodies (LAZY_MIN_BYTES up to 1 MiB)', () => {
     expect(await getters(sized(BIG_BODY_BYTES - 1))).toBe(true)
   }, 60_000)
 
+  it(`parses a body of more than LAZY_MAX_MEMBERS top-level members whole (defining each would hold the loop longer), with the same facts and refusals`, async () => {
+    const dense = (count: number, extra = '') =>
+      Buffer.from(`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],${Array.from({ length: count - 2 }, (_, i) => `"k${i}":"${'v'.repeat(300)}"`).join(',')}${extra}}`)
+    const getters = (json: object) => Object.values(Object.getOwnPropertyDescriptors(json)).some((d) => d.get !== undefined)
+    const atLimit = await readRequestBody(dense(LAZY_MAX_MEMBERS), null, worker)
+    expect(atLimit.raw.length).toBeGreaterThanOrEqual(LAZY_MIN_BYTES)
+    expect(getters(atLimit.json)).toBe(true)
+    const over = dense(LAZY_MAX_MEMBERS + 1)
+    const read = await readRequestBody(over, chatShape, worker)
+    expect(getters(read.json)).toBe(false)
+    expect(read.json).toEqual(JSON.parse(over.toString()))
+    const whole = await readParsedBody(over, chatShape)
+    expect(read.fingerprint()).toEqual(whole.fingerprint())
+    expect(await read.scan()).toEqual(await whole.scan())
+    // The scan's verdicts still hold: a repeated key is refused, as is a body that is not JSON.
+    await expect(async () => readRequestBody(dense(LAZY_MAX_MEMBERS + 1, ',"k0":"again"'), null, worker)).rejects.toThrow(/appears twice/)
+    await expect(async () => readRequestBody(dense(LAZY_MAX_MEMBERS + 1, ',"k0":tru'), null, worker)).rejects.toThrow(/not valid JSON/)
+  })
+
   it.each(lazyCases)('%s: the facts and the forwarded body are the whole-parse path\'s', async (_name, adapter, path, body) => {
     const raw = Buffer.from(JSON.stringify(body))
     expect(raw.length).toBeGreaterThanOrEqual(LAZY_MIN_BYTES)
@@ -430,13 +449,34 @@ describe('lazily read bodies (LAZY_MIN_BYTES up to 1 MiB)', () => {
   it('gives bodies of one shape the same accessors (one hidden class), and reads any number of distinct members', async () => {
     const [a, b] = [await lazyPath(Buffer.from(JSON.stringify({ ...agent, stream: true })), chatShape), await lazyPath(Buffer.from(JSON.stringify(agent)), chatShape)]
     for (const key of ['messages', 'tools']) expect(Object.getOwnPropertyDescriptor(a.json, key)?.get).toBe(Object.getOwnPropertyDescriptor(b.json, key)?.get)
-    // Client-chosen names past the shared accessors get their own.
-    const many = Object.fromEntries(Array.from({ length: 600 }, (_, i) => [`member_${i}_${'k'.repeat(i % 7)}`, { i, pad: 'p'.repeat(300) }]))
-    const raw = Buffer.from(JSON.stringify(many))
-    const [lazy, whole] = [await lazyPath(raw, chatShape), await smallPath(raw, chatShape)]
-    expect(Object.values(Object.getOwnPropertyDescriptors(lazy.json)).every((d) => d.get !== undefined)).toBe(true)
-    expect({ ...lazy.json }).toEqual(whole.json)
-    expect(JSON.stringify(lazy.json)).toBe(JSON.stringify(whole.json))
+    // Client-chosen names past the shared accessors get their own: 600 distinct names over three bodies (one body of
+    // more than LAZY_MAX_MEMBERS members is parsed whole).
+    for (let body = 0; body < 3; body++) {
+      const many = Object.fromEntries(Array.from({ length: 200 }, (_, j) => [`member_${body * 200 + j}_${'k'.repeat(j % 7)}`, { i: j, pad: 'p'.repeat(300) }]))
+      const raw = Buffer.from(JSON.stringify(many))
+      const [lazy, whole] = [await lazyPath(raw, chatShape), await smallPath(raw, chatShape)]
+      expect(Object.values(Object.getOwnPropertyDescriptors(lazy.json)).every((d) => d.get !== undefined)).toBe(true)
+      expect({ ...lazy.json }).toEqual(whole.json)
+      expect(JSON.stringify(lazy.json)).toBe(JSON.stringify(whole.json))
+    }
+  })
+
+  it('keeps the providers\' large members on shared accessors after clients have sent hundreds of made-up names', async () => {
+    vi.resetModules()
+    const fresh = await import('../../src/proxy/lazy-members.js')
+    const { topLevelMembers: members } = await vi.importActual<typeof import('../../src/http/json-members.js')>('../../src/http/json-members.js')
+    const lazyObject = (text: string) => {
+      const json = {}
+      fresh.defineMembers(json, Buffer.from(text), members(Buffer.from(text)), () => false, new Set())
+      return json
+    }
+    for (let i = 0; i < 400; i++) lazyObject(`{"made_up_${i}":"x"}`)
+    const [a, b] = [lazyObject('{"messages":[1],"tools":[2],"contents":[3]}'), lazyObject('{"messages":[4],"tools":[5],"contents":[6]}')]
+    for (const key of ['messages', 'tools', 'contents']) expect(Object.getOwnPropertyDescriptor(a, key)?.get).toBe(Object.getOwnPropertyDescriptor(b, key)?.get)
+    expect(JSON.stringify([a, b])).toBe('[{"messages":[1],"tools":[2],"contents":[3]},{"messages":[4],"tools":[5],"contents":[6]}]')
+    // Past them, a made-up name gets a pair of its own.
+    const [c, d] = [lazyObject('{"made_up_999":1}'), lazyObject('{"made_up_999":2}')]
+    expect(Object.getOwnPropertyDescriptor(c, 'made_up_999')?.get).not.toBe(Object.getOwnPropertyDescriptor(d, 'made_up_999')?.get)
   })
 
   it('keeps a `__proto__` member an own member, small or large, as JSON.parse does: never the body\'s prototype', async () => {
