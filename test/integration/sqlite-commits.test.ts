@@ -1,5 +1,5 @@
 import { statSync } from 'node:fs'
-import { DatabaseSync } from 'node:sqlite'
+import { DatabaseSync, StatementSync } from 'node:sqlite'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { newRequestId } from '../../src/budget/request-id.js'
@@ -183,5 +183,64 @@ describe('embedded store commits', () => {
       raw.close()
     }
     expect((await admin.history(hash, 1))?.[0]?.spentMicros).toBe(1_050)
+  })
+
+  describe('with the loop guard on (the key default)', () => {
+    let loopHash: string
+    beforeEach(async () => {
+      loopHash = (await admin.createKey('commits-loop', ['openai'], { limits: { daily: 10_000_000_000 } })).record.hash
+    })
+    /** A new step of conversation 1, as the fingerprint makes them (16 hex digits). */
+    const loopInput = (i: number): ReturnType<typeof reserveInput> =>
+      reserveInput(loopHash, 100, { requestId: newRequestId(), loop: { scope: `c:${'1'.padStart(16, '0')}`, step: (0xabc00 + i).toString(16).padStart(16, '0') } })
+    const inFlight = (): number[] =>
+      (db.statement('SELECT inflight FROM loops WHERE hash = ? ORDER BY step').all(loopHash) as Array<{ inflight: number }>).map((r) => r.inflight)
+    /** SQLite statement runs during `work`, counted on node:sqlite's own methods. */
+    const statementsOf = async (work: () => Promise<unknown>): Promise<number> => {
+      const methods = ['run', 'get', 'all'] as const
+      const originals = methods.map((m) => StatementSync.prototype[m])
+      let calls = 0
+      methods.forEach((m, i) => {
+        const original = originals[i] as (...args: unknown[]) => unknown
+        ;(StatementSync.prototype as unknown as Record<string, unknown>)[m] = function (this: StatementSync, ...args: unknown[]) {
+          calls++
+          return original.apply(this, args)
+        }
+      })
+      try {
+        await work()
+      } finally {
+        methods.forEach((m, i) => ((StatementSync.prototype as unknown as Record<string, unknown>)[m] = originals[i]))
+      }
+      return calls
+    }
+
+    it('the settles of one commit book their minute periods in one statement, each ending its step in flight', async () => {
+      const held = await Promise.all(
+        Array.from({ length: 8 }, async (_, i) => {
+          const r = await store.reserve(loopInput(i))
+          if (!r.ok) throw new Error(`refused: ${r.reason}`)
+          return r.reservation
+        }),
+      )
+      expect(inFlight()).toEqual(Array(8).fill(1))
+      // Per settle its record and its step; once for the commit the periods' booking, BEGIN and COMMIT.
+      const statements = await statementsOf(() => Promise.all(held.map((r) => store.settle(r, 50))))
+      expect(statements).toBe(2 * 8 + 3)
+      expect(inFlight()).toEqual(Array(8).fill(0))
+      const status = await admin.status(loopHash)
+      expect(status?.minute).toMatchObject({ spentMicros: 50 * 8, heldMicros: 0 })
+      expect(status?.daily).toMatchObject({ spentMicros: 50 * 8, heldMicros: 0 })
+      expect((await admin.history(loopHash, 1))?.[0]?.spentMicros).toBe(50 * 8)
+    })
+
+    it('a reserve with a loop step and its abandon in one commit release the hold and end the step in flight', async () => {
+      const input = loopInput(0)
+      const [reserved] = await Promise.all([store.reserve(input), store.abandon(loopHash, input.requestId)])
+      expect(reserved.ok).toBe(true)
+      expect((await admin.status(loopHash))?.daily).toMatchObject({ spentMicros: 0, heldMicros: 0 })
+      expect(inFlight()).toEqual([0])
+      await expect(store.reserve(input)).rejects.toThrow(/already used/)
+    })
   })
 })

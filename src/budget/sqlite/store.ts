@@ -92,6 +92,18 @@ function bookedDay(nowMs: number): rows.BookedDay {
 
 const COMMA = 44
 
+/**
+ * The loop step's booked key of a reservation booked in the minute's periods (`minuteKeys`, in order) and its loop
+ * step alone; null for any other list.
+ */
+function minuteWithLoopStep(bookedKeys: readonly string[], minuteKeys: readonly string[]): string | null {
+  const n = minuteKeys.length
+  if (bookedKeys.length !== n + 1) return null
+  for (let i = 0; i < n; i++) if (bookedKeys[i] !== minuteKeys[i]) return null
+  const last = bookedKeys[n] as string
+  return last.startsWith('l:') ? last : null
+}
+
 /** A reserve with a request id that has a live record: a caller fault, not a refusal. */
 function usedId(requestId: string): StoreUnavailableError {
   return new StoreUnavailableError(`request id ${requestId} was already used`)
@@ -382,11 +394,20 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       rows.settleReservation(db, hash, requestId, actual, new Date(nowMs).toISOString(), expiresAt)
     }
     const day = actual > 0 ? bookedDay(nowMs) : null
-    // The common case, a reservation of this minute booked in its periods alone, needs no parsing, and its
-    // minute's statement books it when the history day is that minute's too.
-    if (bookedKeys === plan?.bookedKeys && (day === null || day.day === plan.statements.day)) {
-      periodWrites.book(plan.statements, hash, actual, reserved, nowMs, day !== null)
-      return { chargedMicros: actual, alreadySettled: false }
+    // The common case, a reservation of this minute booked in its periods alone or with its loop step, needs
+    // no parsing of its periods, and its minute's statement books it when the history day is that minute's too.
+    if (plan !== null && (day === null || day.day === plan.statements.day)) {
+      if (bookedKeys === plan.bookedKeys) {
+        periodWrites.book(plan.statements, hash, actual, reserved, nowMs, day !== null)
+        return { chargedMicros: actual, alreadySettled: false }
+      }
+      const loopKey = minuteWithLoopStep(bookedKeys, plan.bookedKeys)
+      if (loopKey !== null) {
+        const b = rows.parseBooked(loopKey) as Extract<rows.Booked, { kind: 'loop' }>
+        rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
+        periodWrites.book(plan.statements, hash, actual, reserved, nowMs, day !== null)
+        return { chargedMicros: actual, alreadySettled: false }
+      }
     }
     const periods: rows.BookedPeriod[] = []
     for (const key of bookedKeys) {
