@@ -9,7 +9,8 @@
 // --inflight=N keeps N requests in flight at once (the store's group commit then serves several per commit).
 // --loop=one|growing: the key keeps the loop guard on (its default) and every request is a new step of a conversation
 // (one: a single scope, past its 256 steps and trimmed as it grows; growing: a new conversation every 40 requests),
-// as bench/loop-guard.mjs sends them. --count: before timing, each side's SQLite statement runs per request.
+// as bench/loop-guard.mjs sends them. --count: before timing, each side's SQLite statement runs and heap bytes
+// allocated per request (4,000 requests a side; the bench's own request objects counted alike on every side).
 // Run: `npm run build && node bench/sqlite-store.mjs [--requests=N] [--trials=T] [--session] [--checkpointer] [--base=DIR] [--inflight=N]`.
 import { randomUUID } from 'node:crypto'
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
@@ -123,16 +124,29 @@ try {
         return original.apply(this, args)
       }
     }
+    // Heap bytes allocated: over every collection, the heap's growth since the previous one ended, plus the last growth.
+    const { default: v8 } = await import('node:v8')
     const counts = {}
+    const bytes = {}
     for (const side of Object.keys(sides)) {
       if (side === 'floor') continue
       calls = 0
+      const profiler = new v8.GCProfiler()
+      let allocated = 0
+      let last = v8.getHeapStatistics().used_heap_size
+      profiler.start()
       await Promise.all(Array.from({ length: INFLIGHT }, async (_, lane) => {
-        for (let i = lane; i < 1000; i += INFLIGHT) await sides[side]()
+        for (let i = lane; i < 4000; i += INFLIGHT) await sides[side]()
       }))
-      counts[side] = calls / 1000
+      for (const gc of profiler.stop().statistics) {
+        allocated += gc.beforeGC.heapStatistics.usedHeapSize - last
+        last = gc.afterGC.heapStatistics.usedHeapSize
+      }
+      allocated += v8.getHeapStatistics().used_heap_size - last
+      counts[side] = calls / 4000
+      bytes[side] = Math.round(allocated / 4000)
     }
-    console.error(`statements per request: ${JSON.stringify(counts)}`)
+    console.error(`statements per request: ${JSON.stringify(counts)}; heap bytes allocated per request: ${JSON.stringify(bytes)}`)
   }
   const perTrial = Object.fromEntries(names.map((side) => [side, []]))
   for (let t = 0; t < TRIALS; t++) {
