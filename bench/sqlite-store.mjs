@@ -7,6 +7,10 @@
 // Bounded: TRIALS × 2 × N sequential calls on temporary files; nothing listens, nothing is spawned.
 // --base=DIR adds a third side: the same store work on another build (DIR/dist, e.g. main's), for before/after.
 // --inflight=N keeps N requests in flight at once (the store's group commit then serves several per commit).
+// --loop=one|growing: the key keeps the loop guard on (its default) and every request is a new step of a conversation
+// (one: a single scope, past its 256 steps and trimmed as it grows; growing: a new conversation every 40 requests),
+// as bench/loop-guard.mjs sends them. --count: before timing, each side's SQLite statement runs and heap bytes
+// allocated per request (4,000 requests a side; the bench's own request objects counted alike on every side).
 // Run: `npm run build && node bench/sqlite-store.mjs [--requests=N] [--trials=T] [--session] [--checkpointer] [--base=DIR] [--inflight=N]`.
 import { randomUUID } from 'node:crypto'
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
@@ -24,6 +28,9 @@ const CHECKPOINTER = flag('checkpointer')
 const BASE = option('base', null)
 // Requests in flight at once (each its reserve, then its settle), as at the proxy's peak (C=64); 1: one by one.
 const INFLIGHT = Number(option('inflight', 1))
+const LOOP = option('loop', null)
+if (LOOP !== null && !['one', 'growing'].includes(LOOP)) throw new Error(`--loop must be one or growing, not ${LOOP}`)
+const COUNT = flag('count')
 
 /** CPU time of every thread of this process in ms (schedstat: ns). */
 function cpuMs() {
@@ -59,7 +66,7 @@ try {
     closers.push(() => db.close())
     const store = createSqliteBudgetStore(db)
     const admin = createSqliteKeyAdmin(db)
-    const { record } = await admin.createKey('bench-sqlite', ['openai'], { limits: { daily: 10_000_000_000_000 }, loopLimit: 0 })
+    const { record } = await admin.createKey('bench-sqlite', ['openai'], { limits: { daily: 10_000_000_000_000 }, ...(LOOP === null ? { loopLimit: 0 } : {}) })
     if (CHECKPOINTER) {
       db.setAutoCheckpoint(false)
       checkpointer = startCheckpointer(path, () => db.setAutoCheckpoint(true))
@@ -67,9 +74,12 @@ try {
     }
     let n = 0
     const session = () => (SESSION ? { id: `s${n % 50}`, budgetMicros: null, maxSteps: null } : null)
+    // A new step every request (a 16-hex-digit hash, as the fingerprint makes; one in 16 ends in 0).
+    const loop = () =>
+      LOOP === null ? null : { scope: `c:${(LOOP === 'one' ? 0 : Math.floor(n / 40)).toString(16).padStart(16, '0')}`, step: (n * 2654435761 % 2 ** 48).toString(16).padStart(16, '0') }
     return async () => {
       n++
-      const r = await store.reserve({ keyHash: record.hash, provider: 'openai', requestId: newId(), minMicros: 10, maxMicros: 100, session: session() })
+      const r = await store.reserve({ keyHash: record.hash, provider: 'openai', requestId: newId(), minMicros: 10, maxMicros: 100, session: session(), loop: loop() })
       if (!r.ok) throw new Error(`refused: ${r.reason}`)
       await store.settle(r.reservation, 50)
     }
@@ -103,6 +113,41 @@ try {
   sides.floor = floorRequest
   const names = Object.keys(sides)
   for (const f of Object.values(sides)) for (let i = 0; i < 500; i++) await f()
+  if (COUNT) {
+    // Statement runs per request, counted by wrapping node:sqlite's run/get/all/iterate (not timed).
+    const { StatementSync } = await import('node:sqlite')
+    let calls = 0
+    for (const method of ['run', 'get', 'all', 'iterate']) {
+      const original = StatementSync.prototype[method]
+      StatementSync.prototype[method] = function (...args) {
+        calls++
+        return original.apply(this, args)
+      }
+    }
+    // Heap bytes allocated: over every collection, the heap's growth since the previous one ended, plus the last growth.
+    const { default: v8 } = await import('node:v8')
+    const counts = {}
+    const bytes = {}
+    for (const side of Object.keys(sides)) {
+      if (side === 'floor') continue
+      calls = 0
+      const profiler = new v8.GCProfiler()
+      let allocated = 0
+      let last = v8.getHeapStatistics().used_heap_size
+      profiler.start()
+      await Promise.all(Array.from({ length: INFLIGHT }, async (_, lane) => {
+        for (let i = lane; i < 4000; i += INFLIGHT) await sides[side]()
+      }))
+      for (const gc of profiler.stop().statistics) {
+        allocated += gc.beforeGC.heapStatistics.usedHeapSize - last
+        last = gc.afterGC.heapStatistics.usedHeapSize
+      }
+      allocated += v8.getHeapStatistics().used_heap_size - last
+      counts[side] = calls / 4000
+      bytes[side] = Math.round(allocated / 4000)
+    }
+    console.error(`statements per request: ${JSON.stringify(counts)}; heap bytes allocated per request: ${JSON.stringify(bytes)}`)
+  }
   const perTrial = Object.fromEntries(names.map((side) => [side, []]))
   for (let t = 0; t < TRIALS; t++) {
     const ms = Object.fromEntries(names.map((side) => [side, 0]))

@@ -1,5 +1,5 @@
 import { statSync } from 'node:fs'
-import { DatabaseSync } from 'node:sqlite'
+import { DatabaseSync, StatementSync } from 'node:sqlite'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { newRequestId } from '../../src/budget/request-id.js'
@@ -183,5 +183,100 @@ describe('embedded store commits', () => {
       raw.close()
     }
     expect((await admin.history(hash, 1))?.[0]?.spentMicros).toBe(1_050)
+  })
+
+  describe('with the loop guard on (the key default)', () => {
+    let loopHash: string
+    beforeEach(async () => {
+      loopHash = (await admin.createKey('commits-loop', ['openai'], { limits: { daily: 10_000_000_000 } })).record.hash
+    })
+    /** Step `i` of conversation 1, as the fingerprint makes them (16 hex digits). */
+    const stepOf = (i: number): string => (0xabc00 + i).toString(16).padStart(16, '0')
+    const loopInput = (i: number): ReturnType<typeof reserveInput> =>
+      reserveInput(loopHash, 100, { requestId: newRequestId(), loop: { scope: `c:${'1'.padStart(16, '0')}`, step: stepOf(i) } })
+    const inFlight = (): number[] =>
+      (db.statement('SELECT inflight FROM loops WHERE hash = ? ORDER BY step').all(loopHash) as Array<{ inflight: number }>).map((r) => r.inflight)
+    /** SQLite statement runs during `work`, counted on node:sqlite's own methods. */
+    const statementsOf = async (work: () => Promise<unknown>): Promise<number> => {
+      const methods = ['run', 'get', 'all'] as const
+      const originals = methods.map((m) => StatementSync.prototype[m])
+      let calls = 0
+      methods.forEach((m, i) => {
+        const original = originals[i] as (...args: unknown[]) => unknown
+        ;(StatementSync.prototype as unknown as Record<string, unknown>)[m] = function (this: StatementSync, ...args: unknown[]) {
+          calls++
+          return original.apply(this, args)
+        }
+      })
+      try {
+        await work()
+      } finally {
+        methods.forEach((m, i) => ((StatementSync.prototype as unknown as Record<string, unknown>)[m] = originals[i]))
+      }
+      return calls
+    }
+
+    it('the settles of one commit book their minute periods in one statement, each ending its step in flight', async () => {
+      const held = await Promise.all(
+        Array.from({ length: 8 }, async (_, i) => {
+          const r = await store.reserve(loopInput(i))
+          if (!r.ok) throw new Error(`refused: ${r.reason}`)
+          return r.reservation
+        }),
+      )
+      expect(inFlight()).toEqual(Array(8).fill(1))
+      // Per settle its record and its step; once for the commit the periods' booking, BEGIN and COMMIT.
+      const statements = await statementsOf(() => Promise.all(held.map((r) => store.settle(r, 50))))
+      expect(statements).toBe(2 * 8 + 3)
+      expect(inFlight()).toEqual(Array(8).fill(0))
+      const status = await admin.status(loopHash)
+      expect(status?.minute).toMatchObject({ spentMicros: 50 * 8, heldMicros: 0 })
+      expect(status?.daily).toMatchObject({ spentMicros: 50 * 8, heldMicros: 0 })
+      expect((await admin.history(loopHash, 1))?.[0]?.spentMicros).toBe(50 * 8)
+    })
+
+    const rowOf = (i: number): unknown =>
+      db.statement('SELECT count, since_ms > 0 AS since, inflight FROM loops WHERE hash = ? AND step = ?').get(loopHash, stepOf(i))
+    const admitted = async (input: ReturnType<typeof reserveInput>): Promise<Reservation> => {
+      const r = await store.reserve(input)
+      if (!r.ok) throw new Error(`refused: ${r.reason}`)
+      return r.reservation
+    }
+
+    it('reserves of one step in one commit each see the step as the one before left it', async () => {
+      // Fired at once: the first two count (at most one other in flight), the third does not.
+      await Promise.all([admitted(loopInput(1)), admitted(loopInput(1)), admitted(loopInput(1))])
+      expect(rowOf(1)).toEqual({ count: 2, since: 1, inflight: 3 })
+    })
+
+    it('a settle and a reserve of its step in one commit: the reserve sees the step one fewer in flight', async () => {
+      const first = await admitted(loopInput(2))
+      await admitted(loopInput(2))
+      expect(rowOf(2)).toEqual({ count: 2, since: 1, inflight: 2 })
+      // As one after the other: the settle leaves one in flight, so the reserve is a repeat and counts.
+      await Promise.all([store.settle(first, 50), admitted(loopInput(2))])
+      expect(rowOf(2)).toEqual({ count: 3, since: 1, inflight: 2 })
+    })
+
+    it('a commit that fails leaves no loop step written, and each work run again alone counts its step once', async () => {
+      const used = await admitted(loopInput(3))
+      const results = await Promise.allSettled([admitted(loopInput(4)), store.reserve({ ...loopInput(5), requestId: used.requestId }), admitted(loopInput(6))])
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled'])
+      expect([rowOf(3), rowOf(4), rowOf(5), rowOf(6)]).toEqual([
+        { count: 1, since: 1, inflight: 1 },
+        { count: 1, since: 1, inflight: 1 },
+        undefined,
+        { count: 1, since: 1, inflight: 1 },
+      ])
+    })
+
+    it('a reserve with a loop step and its abandon in one commit release the hold and end the step in flight', async () => {
+      const input = loopInput(0)
+      const [reserved] = await Promise.all([store.reserve(input), store.abandon(loopHash, input.requestId)])
+      expect(reserved.ok).toBe(true)
+      expect((await admin.status(loopHash))?.daily).toMatchObject({ spentMicros: 0, heldMicros: 0 })
+      expect(inFlight()).toEqual([0])
+      await expect(store.reserve(input)).rejects.toThrow(/already used/)
+    })
   })
 })

@@ -49,8 +49,13 @@ export type Booked =
 
 /** The opaque `bookedKeys` strings: `w:<window>:<period>`, `s:<session id>` and `l:<step>:<sinceMs>:<scope>`. */
 export function bookedKey(b: Booked): string {
-  if (b.kind === 'loop') return `l:${b.step}:${b.sinceMs}:${b.scope}`
+  if (b.kind === 'loop') return loopBookedKey(b.step, b.sinceMs, b.scope)
   return b.kind === 'period' ? `w:${b.window}:${b.period}` : `s:${b.id}`
+}
+
+/** bookedKey of a loop step, without the object. */
+export function loopBookedKey(step: string, sinceMs: number, scope: string): string {
+  return `l:${step}:${sinceMs}:${scope}`
 }
 
 export function parseBooked(key: string): Booked {
@@ -379,12 +384,11 @@ export function settleReservation(db: Db, hash: string, requestId: string, charg
   ).run(hash, requestId, charged, createdAt, expiresAt)
 }
 
-/** A loop step's counted repeats, first sighting and requests in flight; undefined when absent. Expiry is the caller's (window) rule. */
-export function readLoopStep(db: Db, hash: string, scope: string, step: string): { count: number; since_ms: number; inflight: number } | undefined {
-  const v = db.arrayStatement('SELECT count, since_ms, inflight FROM loops WHERE hash = ? AND scope = ? AND step = ?').get(hash, scope, step) as
+/** A loop step's counted repeats, first sighting and requests in flight, as read; undefined when absent. Expiry is the caller's (window) rule. */
+export function readLoopStep(db: Db, hash: string, scope: string, step: string): readonly [count: number, since_ms: number, inflight: number] | undefined {
+  return db.arrayStatement('SELECT count, since_ms, inflight FROM loops WHERE hash = ? AND scope = ? AND step = ?').get(hash, scope, step) as
     | [count: number, since_ms: number, inflight: number]
     | undefined
-  return v === undefined ? undefined : { count: v[0], since_ms: v[1], inflight: v[2] }
 }
 
 /** Writes a loop step; the row may be swept once its window is over (`expiresAt`). */

@@ -92,6 +92,18 @@ function bookedDay(nowMs: number): rows.BookedDay {
 
 const COMMA = 44
 
+/**
+ * The loop step's booked key of a reservation booked in the minute's periods (`minuteKeys`, in order) and its loop
+ * step alone; null for any other list.
+ */
+function minuteWithLoopStep(bookedKeys: readonly string[], minuteKeys: readonly string[]): string | null {
+  const n = minuteKeys.length
+  if (bookedKeys.length !== n + 1) return null
+  for (let i = 0; i < n; i++) if (bookedKeys[i] !== minuteKeys[i]) return null
+  const last = bookedKeys[n] as string
+  return last.startsWith('l:') ? last : null
+}
+
 /** A reserve with a request id that has a live record: a caller fault, not a refusal. */
 function usedId(requestId: string): StoreUnavailableError {
   return new StoreUnavailableError(`request id ${requestId} was already used`)
@@ -210,16 +222,24 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // With the guard off (no limit in force) nothing is read or recorded.
     const loop = input.loop ?? null
     const loopLimit = loop === null ? null : effectiveLoopLimit(key.loop_limit, s?.loop_limit ?? null)
-    let loopEntry: { count: number; sinceMs: number; inflight: number; windowMs: number; isNew: boolean } | null = null
-    if (loop !== null && loopLimit !== null) {
-      const windowMs = loopWindowMs(key.loop_window)
+    // The step's entry as read (live) or started over (absent or past its window): count, first sighting, in flight.
+    let loopCount = 0
+    let loopSince = nowMs
+    let loopInflight = 0
+    let loopWindow = 0
+    let loopIsNew = false
+    const guarded = loop !== null && loopLimit !== null
+    if (guarded) {
+      loopWindow = loopWindowMs(key.loop_window)
       const found = rows.readLoopStep(db, hash, loop.scope, loop.step)
-      const live = found !== undefined && nowMs < found.since_ms + windowMs
-      loopEntry = live
-        ? { count: found.count, sinceMs: found.since_ms, inflight: found.inflight, windowMs, isNew: false }
-        : { count: 0, sinceMs: nowMs, inflight: 0, windowMs, isNew: found === undefined }
-      if (loopEntry.count > loopLimit) {
-        return refuse({ ok: false, reason: 'loop_detected', step: loop.step, count: loopEntry.count, limitCount: loopLimit })
+      if (found !== undefined && nowMs < found[1] + loopWindow) {
+        loopCount = found[0]
+        loopSince = found[1]
+        loopInflight = found[2]
+      }
+      loopIsNew = found === undefined
+      if (loopCount > loopLimit) {
+        return refuse({ ok: false, reason: 'loop_detected', step: loop.step, count: loopCount, limitCount: loopLimit })
       }
     }
 
@@ -248,29 +268,34 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
 
     // Admitted: hold the grant in every window period (limited or not, so status shows all spend).
     // Booked beyond the periods: the session and the loop step.
-    const booked: rows.Booked[] = []
+    // The minute's periods' keys (shared), then the session's and the loop step's.
+    let bookedKeys = minute.bookedKeys
+    let booked = minute.booked
     periodWrites.hold(minute.statements, minute.ids, hash, grant, nowMs)
     if (session !== null && s !== undefined) {
       rows.writeSession(db, hash, session.id, { ...s, steps: s.steps + 1, held: s.held + grant }, sessionExpiresAt)
-      booked.push({ kind: 'session', id: session.id })
+      const sessionKey = rows.bookedKey({ kind: 'session', id: session.id })
+      bookedKeys = [...bookedKeys, sessionKey]
+      booked = `${booked}\n${sessionKey}`
     }
-    if (loop !== null && loopEntry !== null) {
-      const { count, sinceMs, inflight, windowMs, isNew } = loopEntry
+    if (guarded) {
       // A repeat counts unless requests of the step are in flight (beyond a previous one still settling): requests fired at once are not repeats.
-      const counted = inflight <= LOOP_IN_FLIGHT_TOLERATED ? count + 1 : count
-      rows.writeLoopStep(db, hash, loop.scope, loop.step, counted, sinceMs, inflight + 1, sinceMs + windowMs)
-      booked.push({ kind: 'loop', step: loop.step, sinceMs, scope: loop.scope })
+      const counted = loopInflight <= LOOP_IN_FLIGHT_TOLERATED ? loopCount + 1 : loopCount
+      rows.writeLoopStep(db, hash, loop.scope, loop.step, counted, loopSince, loopInflight + 1, loopSince + loopWindow)
+      const loopKey = rows.loopBookedKey(loop.step, loopSince, loop.scope)
+      bookedKeys = [...bookedKeys, loopKey]
+      booked = `${booked}\n${loopKey}`
       // Only a new step that checks its scope's size counts it (a read), and trims a scope found past the limit.
-      if (isNew && checksScopeSize(loop.step) && rows.countLoopSteps(db, hash, loop.scope) > LOOP_STEPS_PER_SCOPE) {
-        rows.trimLoopScope(db, hash, loop.scope, LOOP_STEPS_AFTER_TRIM, windowMs, nowMs)
+      if (loopIsNew && checksScopeSize(loop.step) && rows.countLoopSteps(db, hash, loop.scope) > LOOP_STEPS_PER_SCOPE) {
+        rows.trimLoopScope(db, hash, loop.scope, LOOP_STEPS_AFTER_TRIM, loopWindow, nowMs)
       }
     }
-    const bookedKeys = booked.length === 0 ? minute.bookedKeys : Object.freeze([...minute.bookedKeys, ...booked.map(rows.bookedKey)])
+    if (bookedKeys !== minute.bookedKeys) Object.freeze(bookedKeys)
     const written = rows.writeHeldReservation(
       db,
       hash,
       input.requestId,
-      { amount: grant, provider: input.provider, booked: booked.length === 0 ? minute.booked : bookedKeys.join('\n'), createdAt: createdAt(nowMs) },
+      { amount: grant, provider: input.provider, booked, createdAt: createdAt(nowMs) },
       nowMs + RESERVATION_TTL_MS,
       nowMs,
     )
@@ -382,11 +407,20 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       rows.settleReservation(db, hash, requestId, actual, new Date(nowMs).toISOString(), expiresAt)
     }
     const day = actual > 0 ? bookedDay(nowMs) : null
-    // The common case, a reservation of this minute booked in its periods alone, needs no parsing, and its
-    // minute's statement books it when the history day is that minute's too.
-    if (bookedKeys === plan?.bookedKeys && (day === null || day.day === plan.statements.day)) {
-      periodWrites.book(plan.statements, hash, actual, reserved, nowMs, day !== null)
-      return { chargedMicros: actual, alreadySettled: false }
+    // The common case, a reservation of this minute booked in its periods alone or with its loop step, needs
+    // no parsing of its periods, and its minute's statement books it when the history day is that minute's too.
+    if (plan !== null && (day === null || day.day === plan.statements.day)) {
+      if (bookedKeys === plan.bookedKeys) {
+        periodWrites.book(plan.statements, hash, actual, reserved, nowMs, day !== null)
+        return { chargedMicros: actual, alreadySettled: false }
+      }
+      const loopKey = minuteWithLoopStep(bookedKeys, plan.bookedKeys)
+      if (loopKey !== null) {
+        const b = rows.parseBooked(loopKey) as Extract<rows.Booked, { kind: 'loop' }>
+        rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
+        periodWrites.book(plan.statements, hash, actual, reserved, nowMs, day !== null)
+        return { chargedMicros: actual, alreadySettled: false }
+      }
     }
     const periods: rows.BookedPeriod[] = []
     for (const key of bookedKeys) {
