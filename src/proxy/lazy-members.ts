@@ -94,21 +94,35 @@ export function defineMembers(json: Json, raw: Buffer, members: readonly MemberS
 }
 
 /**
- * `json` (made by defineMembers) as a reader of its conversation sees it, as a new object: a member whose value is an
- * array and which was neither read nor written since is an array whose elements are parsed when read; every other
- * member is `json`'s value (read, so parsed, now). For reading only.
+ * `json` (made by defineMembers) as a reader of its conversation sees it: a member whose value is an array and which
+ * was neither read nor written since reads as an array whose elements are parsed when read; every other member reads
+ * as `json`'s own (parsed only if the reader reads it). For reading only.
  */
 export function conversationView(json: Json, raw: Buffer, members: readonly ScannedMember[], materialized: ReadonlySet<string>): Json {
-  const lazyArrays = new Map<string, readonly number[]>()
-  for (const { key, elements } of members) {
-    if (elements !== null && !materialized.has(key) && Object.getOwnPropertyDescriptor(json, key)?.get !== undefined) lazyArrays.set(key, elements)
+  return new Proxy(json, new ConversationView(raw, members, materialized))
+}
+
+/** conversationView's reads: a lazy array member made once, on its first read. */
+class ConversationView implements ProxyHandler<Json> {
+  private readonly arrays = new Map<string, unknown[]>()
+
+  constructor(
+    private readonly raw: Buffer,
+    private readonly members: readonly ScannedMember[],
+    private readonly materialized: ReadonlySet<string>,
+  ) {}
+
+  get(target: Json, key: string | symbol): unknown {
+    if (typeof key !== 'string' || this.materialized.has(key)) return Reflect.get(target, key)
+    const made = this.arrays.get(key)
+    if (made !== undefined) return made
+    const elements = this.members.find((m) => m.key === key)?.elements ?? null
+    // Unread and never written (a write replaces the member's accessor with a value).
+    if (elements === null || Object.getOwnPropertyDescriptor(target, key)?.get === undefined) return Reflect.get(target, key)
+    const lazy = new Proxy(new Array<unknown>(elements.length / 2), new LazyElements(this.raw, elements))
+    this.arrays.set(key, lazy)
+    return lazy
   }
-  const view: Json = {}
-  for (const key of Object.keys(json)) {
-    const elements = lazyArrays.get(key)
-    setMember(view, key, elements === undefined ? json[key] : new Proxy(new Array(elements.length / 2), new LazyElements(raw, elements)))
-  }
-  return view
 }
 
 /** The index `key` names in an array of `length` elements, or -1. */

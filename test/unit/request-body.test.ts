@@ -446,6 +446,17 @@ describe('lazily read bodies (LAZY_MIN_BYTES up to 1 MiB)', () => {
     }
   })
 
+  it('fingerprints without parsing a large member the conversation shape does not read', async () => {
+    const longest = Math.max(...agent.messages.map((m) => JSON.stringify(m).length))
+    const schema = { type: 'object', properties: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`field_${i}`, { type: 'string', description: `the ${i}th field` }])) }
+    const body = { ...agent, response_format: { type: 'json_schema', json_schema: { name: 'answer', schema } } }
+    expect(JSON.stringify(body.response_format).length).toBeGreaterThan(2 * longest)
+    const read = (await lazyPath(Buffer.from(JSON.stringify(body)), chatShape)) as RequestBody
+    const { result, chars } = await largestParse(async () => read.fingerprint())
+    expect(chars).toBeLessThanOrEqual(longest)
+    expect(result).toEqual((await smallPath(Buffer.from(JSON.stringify(body)), chatShape)).fingerprint())
+  })
+
   it('gives bodies of one shape the same accessors (one hidden class), and reads any number of distinct members', async () => {
     const [a, b] = [await lazyPath(Buffer.from(JSON.stringify({ ...agent, stream: true })), chatShape), await lazyPath(Buffer.from(JSON.stringify(agent)), chatShape)]
     for (const key of ['messages', 'tools']) expect(Object.getOwnPropertyDescriptor(a.json, key)?.get).toBe(Object.getOwnPropertyDescriptor(b.json, key)?.get)
