@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import { findDuplicateKey, SCAN_SLICE_STEPS, stringEnd } from '../../src/http/json-keys.js'
+import { scanJson } from '../../src/http/json-scan.js'
+import { BIG_BODY_BYTES } from '../../src/http/raw-body.js'
+import { LAZY_MIN_BYTES, readRequestBody } from '../../src/proxy/request-body.js'
 import { countLoopTurns } from '../support/event-loop-turns.js'
 
 // Issue 13, finding 1: the scanner behind the refusal of repeated JSON keys, and its cost on a 10 MiB body.
@@ -86,3 +89,48 @@ describe('duplicate-key scanner', () => {
     expect(ticks).toBeGreaterThanOrEqual(Math.floor(keys / 4096))
   })
 })
+
+// Issue 12: a body of LAZY_MIN_BYTES up to 1 MiB is judged by the validating scan on the event loop instead of
+// JSON.parse; it yields as the key scan does, by bytes and by work, and the read of such a body with it.
+describe('validating scanner', () => {
+  const underBig = (make: (i: number) => unknown, stop = BIG_BODY_BYTES - 4096) => {
+    const messages: unknown[] = []
+    let bytes = 0
+    for (let i = 0; bytes < stop; i++) {
+      const message = make(i)
+      bytes += JSON.stringify(message).length + 1
+      messages.push(message)
+    }
+    messages.pop()
+    return { raw: Buffer.from(JSON.stringify({ model: 'gpt-test', messages })), count: messages.length }
+  }
+
+  it('scans a body just under 1 MiB in slices that leave the event loop free, and so does reading it', async () => {
+    const { raw } = underBig((i) => ({ role: 'user', content: `message ${i} ${'x'.repeat(400)}` }))
+    expect(raw.length).toBeGreaterThan(BIG_BODY_BYTES - 8192)
+    expect(raw.length).toBeLessThan(BIG_BODY_BYTES)
+    let stopCounting = countLoopTurns()
+    const scan = await scanJson(raw, null)
+    let ticks = stopCounting()
+    expect(scan.ok).toBe(true)
+    // At least one turn of the event loop per 256 KiB slice.
+    expect(ticks).toBeGreaterThanOrEqual(Math.floor(raw.length / (1 << 18)) - 1)
+    // The whole read (the scan, then the small members parsed): the same turns; no counting worker is needed.
+    expect(raw.length).toBeGreaterThanOrEqual(LAZY_MIN_BYTES)
+    stopCounting = countLoopTurns()
+    const read = await readRequestBody(raw, null, { inspect: () => Promise.reject(new Error('not for this size')) } as never)
+    ticks = stopCounting()
+    expect(read.json.model).toBe('gpt-test')
+    expect(ticks).toBeGreaterThanOrEqual(Math.floor(raw.length / (1 << 18)) - 1)
+  })
+
+  it('yields by work too: a dense body just under 1 MiB is scanned in slices of at most SCAN_SLICE_STEPS strings', async () => {
+    const { raw, count } = underBig((i) => ({ role: 'user', content: `hi ${i}`, n: i }))
+    const keys = 2 + 3 * count
+    const stopCounting = countLoopTurns()
+    expect((await scanJson(raw, null)).ok).toBe(true)
+    const ticks = stopCounting()
+    expect(ticks).toBeGreaterThanOrEqual(Math.floor(keys / SCAN_SLICE_STEPS))
+  })
+})
+
