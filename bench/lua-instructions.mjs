@@ -15,6 +15,8 @@
 //                trimmed every 64 new steps: the guard's worst case), filled by 300 steps first (not counted)
 //   session      a session (20 requests each), no loop check
 //   sessionloop  a session and the guard on, a new step each request
+//   extend       as plain, and each reservation extended once (a stream outgrowing its hold) before the settles:
+//                an extend-extend phase between reserve and settle
 // Needs valgrind (callgrind_control) and redis-server (7.0 exports evalShaCommand dynamically). `--keep=DIR` keeps
 // the dumps for callgrind_annotate; Lua's own functions have no symbols there.
 import { execFileSync, spawn } from 'node:child_process'
@@ -31,7 +33,7 @@ const dists = args('dist').map((d) => resolve(d))
 if (dists.length === 0) dists.push(join(ROOT, 'dist'))
 const calls = Number(args('calls')[0] ?? '1000')
 const keep = args('keep')[0] ?? null
-const SHAPES = ['plain', 'bench', 'loop', 'repeat', 'again', 'full', 'session', 'sessionloop']
+const SHAPES = ['plain', 'bench', 'loop', 'repeat', 'again', 'full', 'session', 'sessionloop', 'extend']
 const shapes = args('shapes')[0]?.split(',') ?? SHAPES
 for (const s of shapes) if (!SHAPES.includes(s)) throw new Error(`unknown shape ${s}: one of ${SHAPES.join(', ')}`)
 // A fixed future instant (the same key names and texts every run), one ms a call: every call in one minute.
@@ -117,6 +119,14 @@ async function count(dist, keepDir) {
         clock++
       }
       dump(`reserve-${shape}`)
+      if (shape === 'extend') {
+        for (const r of reservations) {
+          const e = await store.extend(r, 1_000, 5_000)
+          if (!e.ok) throw new Error(`extend: refused ${e.reason}`)
+          clock++
+        }
+        dump('extend-extend')
+      }
       for (const r of reservations) {
         await store.settle(r, 600_000)
         clock++

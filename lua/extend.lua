@@ -20,8 +20,10 @@ Returns one of
   {'session_budget_exceeded', budgetMicros, spentPlusHeldMicros, heldMicros}
 ]]
 
+-- Integers are formatted explicitly (format('%d', n)), as in reserve.lua. tonumber reads a field HMGET found missing
+-- (false) as nil and is kept for the limits an operator writes; a text this script, reserve or the caller wrote as an
+-- integer is read by arithmetic (x + 0), which converts it once where tonumber converts it twice (Lua 5.1).
 local function int(n) return string.format('%d', n) end
-local function num(v) if v then return tonumber(v) end return nil end
 local function lowest(a, b)
   if a == nil then return b end
   if b == nil or a <= b then return a end
@@ -50,16 +52,16 @@ if not string.find(',' .. (rec[2] or '') .. ',', ',' .. (provider or '') .. ',',
   return {'provider_not_allowed'}
 end
 
-local minMicros = tonumber(ARGV[1])
-local grant = tonumber(ARGV[2])
+local minMicros = ARGV[1] + 0
+local grant = ARGV[2] + 0
 
 -- 3. Every limited window, with the limits as they are now, must hold minMicros.
 for i = 1, 5 do
-  local limit = num(rec[2 + i])
+  local limit = tonumber(rec[2 + i])
   if limit then
     local p = redis.call('HMGET', KEYS[1 + i], 'spent', 'held')
-    local held = num(p[2]) or 0
-    local used = (num(p[1]) or 0) + held
+    local held = (p[2] or 0) + 0
+    local used = (p[1] or 0) + held
     if limit - used < minMicros then return {'budget_exceeded', i, limit, used, held} end
     if limit - used < grant then grant = limit - used end
   end
@@ -69,10 +71,10 @@ end
 local hasSession = ARGV[3] == '1' and redis.call('EXISTS', KEYS[7]) == 1
 if hasSession then
   local s = redis.call('HMGET', KEYS[7], 'budget', 'spent', 'held')
-  local budget = lowest(num(s[1]), num(rec[8]))
+  local budget = lowest(s[1] and s[1] + 0 or nil, tonumber(rec[8]))
   if budget then
-    local held = num(s[3]) or 0
-    local used = (num(s[2]) or 0) + held
+    local held = (s[3] or 0) + 0
+    local used = (s[2] or 0) + held
     if budget - used < minMicros then return {'session_budget_exceeded', budget, used, held} end
     if budget - used < grant then grant = budget - used end
   end
@@ -89,7 +91,7 @@ for i = 1, 5 do
 end
 if hasSession then redis.call('HINCRBY', KEYS[7], 'held', grantArg) end
 if rest then
-  redis.call('SET', KEYS[8], 'held ' .. int(tonumber(amount) + grant) .. ' ' .. rest, 'KEEPTTL')
+  redis.call('SET', KEYS[8], 'held ' .. int(amount + grant) .. ' ' .. rest, 'KEEPTTL')
 else
   redis.call('HINCRBY', KEYS[8], 'amount', grantArg)
 end
