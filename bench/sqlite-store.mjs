@@ -10,10 +10,12 @@
 // --loop=one|growing: the key keeps the loop guard on (its default) and every request is a new step of a conversation
 // (one: a single scope, past its 256 steps and trimmed as it grows; growing: a new conversation every 40 requests),
 // as bench/loop-guard.mjs sends them. --count: before timing, each side's SQLite statement runs and heap bytes
-// allocated per request (4,000 requests a side; the bench's own request objects counted alike on every side).
+// allocated per request (4,000 requests a side; the bench's own request objects counted alike on every side), and
+// the WAL frames (pages) each side's commits write per request, the floor's too: the commit's page writes, which load
+// does not move.
 // Run: `npm run build && node bench/sqlite-store.mjs [--requests=N] [--trials=T] [--session] [--checkpointer] [--base=DIR] [--inflight=N]`.
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
@@ -49,6 +51,40 @@ const median = (xs) => {
   return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
 
+/**
+ * WAL frames written to the database at `path` since `reset`, from the frame count in its WAL index (`-shm`: the
+ * header's mxFrame, a native-endian u32 at byte 16; read as little-endian) read after each request. A WAL started over
+ * (after a checkpoint) counts from zero, so the frames of a commit or two just before it may be missed: a close count.
+ */
+function walFrames(path) {
+  const word = Buffer.alloc(4)
+  let fd = null
+  let last = 0
+  let frames = 0
+  const read = () => {
+    fd ??= openSync(`${path}-shm`, 'r')
+    readSync(fd, word, 0, 4, 16)
+    return word.readUInt32LE(0)
+  }
+  return {
+    reset() {
+      last = read()
+      frames = 0
+    },
+    tick() {
+      const now = read()
+      frames += now >= last ? now - last : now
+      last = now
+    },
+    get frames() {
+      return frames
+    },
+    close() {
+      if (fd !== null) closeSync(fd)
+    },
+  }
+}
+
 const dir = mkdtempSync(join(tmpdir(), 'loopers-bench-sqlite-store-'))
 const closers = []
 try {
@@ -77,12 +113,14 @@ try {
     // A new step every request (a 16-hex-digit hash, as the fingerprint makes; one in 16 ends in 0).
     const loop = () =>
       LOOP === null ? null : { scope: `c:${(LOOP === 'one' ? 0 : Math.floor(n / 40)).toString(16).padStart(16, '0')}`, step: (n * 2654435761 % 2 ** 48).toString(16).padStart(16, '0') }
-    return async () => {
+    const request = async () => {
       n++
       const r = await store.reserve({ keyHash: record.hash, provider: 'openai', requestId: newId(), minMicros: 10, maxMicros: 100, session: session(), loop: loop() })
       if (!r.ok) throw new Error(`refused: ${r.reason}`)
       await store.settle(r.reservation, 50)
     }
+    request.path = path
+    return request
   }
   const here = new URL('..', import.meta.url).pathname.replace(/\/$/, '')
   const sides = { store: await openSide(here, 'loopers') }
@@ -110,6 +148,7 @@ try {
     await (async () => tx(-1000))()
   }
 
+  floorRequest.path = join(dir, 'floor.db')
   sides.floor = floorRequest
   const names = Object.keys(sides)
   for (const f of Object.values(sides)) for (let i = 0; i < 500; i++) await f()
@@ -128,15 +167,29 @@ try {
     const { default: v8 } = await import('node:v8')
     const counts = {}
     const bytes = {}
+    const frames = {}
     for (const side of Object.keys(sides)) {
-      if (side === 'floor') continue
+      const wal = walFrames(sides[side].path)
+      wal.reset()
+      if (side === 'floor') {
+        for (let i = 0; i < 4000; i++) {
+          await sides.floor()
+          wal.tick()
+        }
+        frames.floor = Number((wal.frames / 4000).toFixed(3))
+        wal.close()
+        continue
+      }
       calls = 0
       const profiler = new v8.GCProfiler()
       let allocated = 0
       let last = v8.getHeapStatistics().used_heap_size
       profiler.start()
       await Promise.all(Array.from({ length: INFLIGHT }, async (_, lane) => {
-        for (let i = lane; i < 4000; i += INFLIGHT) await sides[side]()
+        for (let i = lane; i < 4000; i += INFLIGHT) {
+          await sides[side]()
+          wal.tick()
+        }
       }))
       for (const gc of profiler.stop().statistics) {
         allocated += gc.beforeGC.heapStatistics.usedHeapSize - last
@@ -145,8 +198,12 @@ try {
       allocated += v8.getHeapStatistics().used_heap_size - last
       counts[side] = calls / 4000
       bytes[side] = Math.round(allocated / 4000)
+      frames[side] = Number((wal.frames / 4000).toFixed(3))
+      wal.close()
     }
-    console.error(`statements per request: ${JSON.stringify(counts)}; heap bytes allocated per request: ${JSON.stringify(bytes)}`)
+    console.error(
+      `statements per request: ${JSON.stringify(counts)}; heap bytes allocated per request: ${JSON.stringify(bytes)}; WAL frames (pages written) per request: ${JSON.stringify(frames)}`,
+    )
   }
   const perTrial = Object.fromEntries(names.map((side) => [side, []]))
   for (let t = 0; t < TRIALS; t++) {
