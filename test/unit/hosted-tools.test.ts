@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import type { Json } from '../../src/providers/body.js'
 import { anthropicReferencedInput, bedrockReferencedInput, compatReferencedInput, geminiReferencedInput } from '../../src/providers/hosted-tools.js'
 import type { ReferencedInput } from '../../src/providers/types.js'
@@ -167,9 +167,14 @@ describe('hosted tools of a lazily read body', () => {
     if (lazy instanceof Promise) throw new Error('read in one slice')
     expect(Object.getOwnPropertyDescriptor(lazy.json, key)?.get).toBeTypeOf('function')
     const expected = verdict(check, JSON.parse(raw.toString('utf8')) as Json)
-    expect(verdict(check, lazy.json)).toEqual(expected)
-    // Still unread: the verdict came from the bytes.
-    expect(Object.getOwnPropertyDescriptor(lazy.json, key)?.get).toBeTypeOf('function')
+    const spy = vi.spyOn(JSON, 'parse')
+    try {
+      expect(verdict(check, lazy.json)).toEqual(expected)
+      // The verdict came from the bytes: neither the tools nor the long one among them were parsed.
+      expect(spy.mock.calls.filter(([text]) => String(text).includes(DESCRIPTION))).toEqual([])
+    } finally {
+      spy.mockRestore()
+    }
     // A body under LAZY_MIN_BYTES is parsed whole, and answered from its value: the same verdict.
     expect(verdict(check, (await readParsedBody(small, null)).json)).toEqual(expected)
   })
