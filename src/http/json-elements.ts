@@ -43,22 +43,35 @@ function skipSpace(raw: Buffer, i: number): number {
   return i
 }
 
+// Outside a string, what a byte does to the nesting: opens a string, opens a container, closes one, or nothing.
+const OPENS_STRING = 1
+const OPENS = 2
+const CLOSES = 3
+const STRUCTURE = new Uint8Array(256)
+STRUCTURE[QUOTE] = OPENS_STRING
+STRUCTURE[OPEN_OBJECT] = OPENS
+STRUCTURE[OPEN_ARRAY] = OPENS
+STRUCTURE[CLOSE_OBJECT] = CLOSES
+STRUCTURE[CLOSE_ARRAY] = CLOSES
+// Bytes that end a number or a literal: a comma, a closing bracket or a space.
+const ENDS_SCALAR = new Uint8Array(256)
+for (const c of [COMMA, CLOSE_OBJECT, CLOSE_ARRAY, 0x20, 0x0a, 0x0d, 0x09]) ENDS_SCALAR[c] = 1
+
 /** One past the valid JSON value that starts at `start` (no leading space). */
 function valueEnd(raw: Buffer, start: number): number {
-  const c = raw[start]
-  if (c === QUOTE) return stringEnd(raw, start) + 1
-  if (c !== OPEN_OBJECT && c !== OPEN_ARRAY) {
-    // A number or a literal: it ends at the first byte that may follow a value.
-    let k = start + 1
-    for (let b = raw[k]; b !== COMMA && b !== CLOSE_OBJECT && b !== CLOSE_ARRAY && !isSpace(b) && k < raw.length; b = raw[++k]);
+  const kind = STRUCTURE[raw[start] as number]
+  if (kind === OPENS_STRING) return stringEnd(raw, start) + 1
+  let k = start + 1
+  if (kind !== OPENS) {
+    while (k < raw.length && ENDS_SCALAR[raw[k] as number] === 0) k++
     return k
   }
-  let depth = 0
-  for (let k = start; ; k++) {
-    const b = raw[k]
-    if (b === QUOTE) k = stringEnd(raw, k)
-    else if (b === OPEN_OBJECT || b === OPEN_ARRAY) depth++
-    else if ((b === CLOSE_OBJECT || b === CLOSE_ARRAY) && --depth === 0) return k + 1
+  for (let depth = 1; ; k++) {
+    let c = STRUCTURE[raw[k] as number]
+    while (c === 0) c = STRUCTURE[raw[++k] as number]
+    if (c === OPENS_STRING) k = stringEnd(raw, k)
+    else if (c === OPENS) depth++
+    else if (--depth === 0) return k + 1
   }
 }
 
@@ -72,22 +85,33 @@ function keyIs(raw: Buffer, start: number, end: number, name: string): boolean {
   return true
 }
 
-/**
- * Walks the depth-1 members of the object whose span starts at `start`, calling `visit` with each key's quotes and
- * value's start until it returns true; false when the value at `start` is not an object.
- */
-function eachMember(raw: Buffer, start: number, visit: (keyStart: number, keyEnd: number, valueStart: number) => boolean): boolean {
-  if (raw[start] !== OPEN_OBJECT) return false
-  let i = skipSpace(raw, start + 1)
-  while (raw[i] === QUOTE) {
-    const keyEnd = stringEnd(raw, i)
-    // The colon after the key, then the value.
-    const valueStart = skipSpace(raw, skipSpace(raw, keyEnd + 1) + 1)
-    if (visit(i, keyEnd, valueStart)) return true
-    i = skipSpace(raw, valueEnd(raw, valueStart))
-    if (raw[i] === COMMA) i = skipSpace(raw, i + 1)
+// Where a walk of an object's members stands: between two members, `at` is the next key's opening quote (or the close).
+/** The index of the first member's key quote (or of the closing brace) of the object at `start`; -1 when it is not an object. */
+function firstMember(raw: Buffer, start: number): number {
+  return raw[start] === OPEN_OBJECT ? skipSpace(raw, start + 1) : -1
+}
+
+/** The start of the value of the member whose key's opening quote is at `key` and closing one at `keyEnd`. */
+function memberValue(raw: Buffer, keyEnd: number): number {
+  // The colon after the key, then the value.
+  return skipSpace(raw, skipSpace(raw, keyEnd + 1) + 1)
+}
+
+/** The index of the next member's key quote (or of the closing brace) after the value that starts at `value`. */
+function nextMember(raw: Buffer, value: number): number {
+  const i = skipSpace(raw, valueEnd(raw, value))
+  return raw[i] === COMMA ? skipSpace(raw, i + 1) : i
+}
+
+/** The start of the value of member `name` of the object at `start`; -1 when absent or not an object. */
+function memberStart(raw: Buffer, start: number, name: string): number {
+  for (let key = firstMember(raw, start); key >= 0 && raw[key] === QUOTE; ) {
+    const keyEnd = stringEnd(raw, key)
+    const value = memberValue(raw, keyEnd)
+    if (keyIs(raw, key, keyEnd, name)) return value
+    key = nextMember(raw, value)
   }
-  return true
+  return -1
 }
 
 /** The value of a span as JSON.parse gives it: a string without escapes is sliced, not parsed. */
@@ -113,25 +137,20 @@ class SpanElements implements Elements {
   }
 
   member(index: number, name: string): unknown {
-    const raw = this.raw
-    let found = -1
-    eachMember(raw, this.spans[2 * index] as number, (keyStart, keyEnd, valueStart) => {
-      if (!keyIs(raw, keyStart, keyEnd, name)) return false
-      found = valueStart
-      return true
-    })
-    return found < 0 ? undefined : spanValue(raw, found)
+    const value = memberStart(this.raw, this.spans[2 * index] as number, name)
+    return value < 0 ? undefined : spanValue(this.raw, value)
   }
 
   firstPresent(index: number, names: readonly string[]): string | null {
     const raw = this.raw
     let present = 0
-    eachMember(raw, this.spans[2 * index] as number, (keyStart, keyEnd, valueStart) => {
-      // `null` is the only value starting with `n`.
-      if (raw[valueStart] === LETTER_N) return false
-      for (let n = 0; n < names.length; n++) if (keyIs(raw, keyStart, keyEnd, names[n] as string)) present |= 1 << n
-      return false
-    })
+    for (let key = firstMember(raw, this.spans[2 * index] as number); key >= 0 && raw[key] === QUOTE; ) {
+      const keyEnd = stringEnd(raw, key)
+      const value = memberValue(raw, keyEnd)
+      // `null` is the only value that starts with `n`.
+      if (raw[value] !== LETTER_N) for (let n = 0; n < names.length; n++) if (keyIs(raw, key, keyEnd, names[n] as string)) present |= 1 << n
+      key = nextMember(raw, value)
+    }
     return present === 0 ? null : (names[31 - Math.clz32(present & -present)] as string)
   }
 }
@@ -173,13 +192,8 @@ function elementSpans(raw: Buffer, start: number): number[] {
 
 /** The spans of the elements of `raw`'s object at `start`'s member `inner` when it is an array; null when it is not, or absent. */
 function innerElementSpans(raw: Buffer, start: number, inner: string): number[] | null {
-  let spans: number[] | null = null
-  eachMember(raw, start, (keyStart, keyEnd, valueStart) => {
-    if (!keyIs(raw, keyStart, keyEnd, inner)) return false
-    if (raw[valueStart] === OPEN_ARRAY) spans = elementSpans(raw, valueStart)
-    return true
-  })
-  return spans
+  const value = memberStart(raw, start, inner)
+  return value >= 0 && raw[value] === OPEN_ARRAY ? elementSpans(raw, value) : null
 }
 
 /**
