@@ -25,6 +25,8 @@ export interface Elements {
   member(index: number, name: string): unknown
   /** The first of `names` (at most 31) that element `index` has as an own member other than null; null when none. */
   firstPresent(index: number, names: readonly string[]): string | null
+  /** Whether element `index` has an own member other than null whose name is not one of `names`. */
+  hasOtherMember(index: number, names: readonly string[]): boolean
 }
 
 const QUOTE = 0x22
@@ -153,6 +155,21 @@ class SpanElements implements Elements {
     }
     return present === 0 ? null : (names[31 - Math.clz32(present & -present)] as string)
   }
+
+  hasOtherMember(index: number, names: readonly string[]): boolean {
+    const raw = this.raw
+    for (let key = firstMember(raw, this.spans[2 * index] as number); key >= 0 && raw[key] === QUOTE; ) {
+      const keyEnd = stringEnd(raw, key)
+      const value = memberValue(raw, keyEnd)
+      if (raw[value] !== LETTER_N) {
+        let named = false
+        for (let n = 0; n < names.length && !named; n++) named = keyIs(raw, key, keyEnd, names[n] as string)
+        if (!named) return true
+      }
+      key = nextMember(raw, value)
+    }
+    return false
+  }
 }
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
@@ -174,6 +191,11 @@ class ValueElements implements Elements {
     const value = this.values[index]
     if (isObject(value)) for (const name of names) if (value[name] != null) return name
     return null
+  }
+
+  hasOtherMember(index: number, names: readonly string[]): boolean {
+    const value = this.values[index]
+    return isObject(value) && Object.keys(value).some((key) => !names.includes(key) && value[key] != null)
   }
 }
 

@@ -1,9 +1,12 @@
 import { describe, expect, it, vi } from 'vitest'
+import { createAnthropicAdapter } from '../../src/providers/anthropic.js'
+import { createBedrockAdapter } from '../../src/providers/bedrock.js'
 import type { Json } from '../../src/providers/body.js'
+import { createGeminiAdapter } from '../../src/providers/gemini.js'
 import { anthropicReferencedInput, bedrockReferencedInput, compatReferencedInput, geminiReferencedInput } from '../../src/providers/hosted-tools.js'
-import type { ReferencedInput } from '../../src/providers/types.js'
+import type { ProviderAdapter, RouteMatch } from '../../src/providers/types.js'
 import { LAZY_MIN_BYTES, readLazyBody, readParsedBody } from '../../src/proxy/request-body.js'
-import { mediaParts, REFERENCED_CONTEXT_TOKENS, scanBody } from '../../src/tokens/bound.js'
+import { mediaParts, NOTHING_SCANNED, REFERENCED_CONTEXT_TOKENS, scanBody } from '../../src/tokens/bound.js'
 
 const responses = { operation: 'responses', pathModel: null, pathStream: null }
 const chat = { operation: 'chat', pathModel: null, pathStream: null }
@@ -114,7 +117,12 @@ describe('hosted tools and tiers', () => {
 describe('hosted tools of a lazily read body', () => {
   const DESCRIPTION = 'y'.repeat(300)
   const PAD = `"messages":[{"role":"user","content":"${'x'.repeat(LAZY_MIN_BYTES)}"}]`
-  type Check = (body: Json) => ReferencedInput
+  type Check = (body: Json) => unknown
+  /** What else the adapter reads from the tools: the input bound, and whether it asks for an exact count. */
+  const bound = (adapter: ProviderAdapter, path: string): Check => {
+    const route = adapter.findRoute('POST', path, new URLSearchParams()) as RouteMatch
+    return (body) => [adapter.boundInputTokens(route, body, Buffer.alloc(0), 1000, NOTHING_SCANNED), adapter.exactInput(route, path, body, 'm', undefined, NOTHING_SCANNED)?.kind ?? null]
+  }
   const checks: Record<string, [Check, string, string]> = {
     // Each reader, where its tools lie, and a long client tool (so the tools are read lazily, not parsed at once).
     'openai responses': [(body) => compatReferencedInput(responses, body), 'tools', `{"type":"function","name":"f","description":"${DESCRIPTION}"}`],
@@ -122,6 +130,10 @@ describe('hosted tools of a lazily read body', () => {
     anthropic: [(body) => anthropicReferencedInput(body, {}), 'tools', `{"name":"f","description":"${DESCRIPTION}","input_schema":{"type":"object"}}`],
     gemini: [(body) => geminiReferencedInput(body), 'tools', `{"functionDeclarations":[{"name":"f","description":"${DESCRIPTION}"}]}`],
     bedrock: [(body) => bedrockReferencedInput(body, {}), 'toolConfig', `{"toolSpec":{"name":"f","description":"${DESCRIPTION}","inputSchema":{"json":{}}}}`],
+    'anthropic bound': [bound(createAnthropicAdapter({ baseUrl: 'http://u', apiKey: null }), '/v1/messages'), 'tools', `{"name":"f","description":"${DESCRIPTION}"}`],
+    'gemini bound': [bound(createGeminiAdapter({ baseUrl: 'http://u', apiKey: null }), '/v1beta/models/m:generateContent'), 'tools', `{"functionDeclarations":[{"name":"f","description":"${DESCRIPTION}"}]}`],
+    'bedrock bound': [bound(createBedrockAdapter({ baseUrl: 'http://u', apiKey: null, aws: null, region: 'us-east-1' }), '/model/m/converse'), 'toolConfig', `{"toolSpec":{"name":"f","description":"${DESCRIPTION}"}}`],
+    'bedrock invoke bound': [bound(createBedrockAdapter({ baseUrl: 'http://u', apiKey: null, aws: null, region: 'us-east-1' }), '/model/m/invoke'), 'tools', `{"name":"f","description":"${DESCRIPTION}"}`],
   }
   const verdict = (check: Check, body: Json): unknown => {
     try {
@@ -155,6 +167,9 @@ describe('hosted tools of a lazily read body', () => {
     '{"systemTool":{"name":"nova_grounding"}}',
     '{"toolSpec":{"systemTool":{}}},{"systemTool":null}',
     '{"system\\u0054ool":{}}',
+    '{"type":"bash_20250124","name":"bash"},{"type":"text_editor_20250728"},{"type":"custom","name":"c"},{"type":"computer_20250124"},{"type":"memory_20250818"}',
+    '{"codeExecution":{}},{"urlContext":null},{"function_declarations":[]},{"functionDeclarations":null,"x":1}',
+    '{"functionDeclarations":[{"name":"a"}],"__proto__":{}}',
   ]
   const cases = Object.keys(checks).flatMap((name) => TOOL_LISTS.flatMap((list) => [[name, `[${list}]`], [name, ` [ ${list.replaceAll(',', ' ,\n')} ] `]]))
 

@@ -10,7 +10,9 @@ import { LAZY_MIN_BYTES, readLazyBody, readParsedBody } from '../../src/proxy/re
 const PAD = 'x'.repeat(LAZY_MIN_BYTES)
 /** Names the readers are asked for, and names near them. */
 const NAMES = ['type', 'max_uses', 'googleSearch', 'google_maps', 'systemTool', 'tools']
-const NEAR_NAMES = [...NAMES, '__proto__', 'function', 'Type', 'typ', 'types', 'name', '']
+const NEAR_NAMES = [...NAMES, '__proto__', 'function', 'Type', 'typ', 'types', 'name', '', 'functionDeclarations']
+/** The members of a Gemini tool that declare functions (`hasOtherMember`). */
+const DECLARED = ['functionDeclarations', 'type']
 
 /** A body of `members` (JSON texts by key, in order), padded so that it is read lazily, as readLazyBody reads it. */
 function lazyBody(members: string): Record<string, unknown> {
@@ -32,6 +34,8 @@ function expectSame(lazy: Elements | null, parsed: unknown): void {
     for (const name of NAMES) expect(lazy?.member(i, name)).toEqual(isObject(element) ? element[name] : undefined)
     const present = isObject(element) ? (NAMES.find((name) => element[name] != null) ?? null) : null
     expect(lazy?.firstPresent(i, NAMES)).toBe(present)
+    const other = isObject(element) && Object.keys(element).some((key) => !DECLARED.includes(key) && element[key] != null)
+    expect(lazy?.hasOtherMember(i, DECLARED)).toBe(other)
   }
 }
 
