@@ -1,8 +1,9 @@
 // CPU cost of the hosted-tools check (each adapter's referencedInput) on lazily read bodies of 16 KiB – 1 MiB, two
 // builds loaded in one process, rounds alternating: an OpenAI agent request (bench/agent-body.mjs, 12 tools whose
 // `type` comes first) and the same tools as Anthropic (no `type`, as a coding agent sends them), Gemini and Bedrock
-// declare them. Each call reads a fresh body (a tools member once parsed would be parsed for good).
-//   `npm run build && node bench/hosted-tools.mjs --a=OLD/dist --b=dist [--rounds=8] [--bytes=32768] [--providers=openai,anthropic,gemini,bedrock]`
+// declare them. Each call reads a fresh body (a tools member once parsed would be parsed for good). With --bound, each
+// call is what the pipeline reads of the tools before forwarding: the check, then the input bound (boundInputTokens).
+//   `npm run build && node bench/hosted-tools.mjs --a=OLD/dist --b=dist [--rounds=8] [--bytes=32768] [--providers=openai,anthropic,gemini,bedrock] [--bound]`
 // prints one JSON line per provider: microseconds per check (median of rounds, min–max) of each side, b ÷ a, and the
 // heap bytes each side allocates per check (growth of the heap while it runs, collections included).
 import { resolve } from 'node:path'
@@ -46,6 +47,8 @@ function bodyFor(provider, step) {
 const builds = { a: await load(dists.a), b: await load(dists.b) }
 const median = (values) => [...values].sort((x, y) => x - y)[values.length >> 1]
 const CALLS = 2000
+const withBound = process.argv.includes('--bound')
+const SCANNED = { mediaParts: 0, fetchesContent: false, fileData: false }
 
 /** `run()`'s heap allocation: the heap's growth over it, adding back what each collection during it freed. */
 function allocated(run) {
@@ -69,10 +72,14 @@ for (const provider of arg('providers', 'openai,anthropic,gemini,bedrock').split
     const route = adapter.findRoute(method, path, new URLSearchParams())
     const bodies = Array.from({ length: CALLS }, (_, i) => readLazyBody(raws[i % raws.length], null).json)
     const fresh = Array.from({ length: CALLS }, (_, i) => readLazyBody(raws[i % raws.length], null).json)
+    const check = (body, raw) => {
+      adapter.referencedInput(route, body, {})
+      if (withBound) adapter.boundInputTokens(route, body, raw, 258, SCANNED)
+    }
     const start = process.hrtime.bigint()
-    for (const body of bodies) adapter.referencedInput(route, body, {})
+    for (let i = 0; i < CALLS; i++) check(bodies[i], raws[i % raws.length])
     const us = Number(process.hrtime.bigint() - start) / 1000 / CALLS
-    return { us, bytes: allocated(() => { for (const body of fresh) adapter.referencedInput(route, body, {}) }) / CALLS }
+    return { us, bytes: allocated(() => { for (let i = 0; i < CALLS; i++) check(fresh[i], raws[i % raws.length]) }) / CALLS }
   }
   for (let r = 0; r < rounds + 1; r++) {
     for (const side of r % 2 === 0 ? ['a', 'b'] : ['b', 'a']) {
@@ -83,5 +90,5 @@ for (const provider of arg('providers', 'openai,anthropic,gemini,bedrock').split
   }
   const spread = (list) => `${median(list).toFixed(2)} (${Math.min(...list).toFixed(2)}–${Math.max(...list).toFixed(2)})`
   const perCheck = (side) => Math.round(median(heap[side]))
-  console.log(JSON.stringify({ provider, bytes: raws[0].length, a: spread(times.a), b: spread(times.b), bOverA: Number((median(times.b) / median(times.a)).toFixed(3)), heapBytes: { a: perCheck('a'), b: perCheck('b') } }))
+  console.log(JSON.stringify({ provider, bound: withBound, bytes: raws[0].length, a: spread(times.a), b: spread(times.b), bOverA: Number((median(times.b) / median(times.a)).toFixed(3)), heapBytes: { a: perCheck('a'), b: perCheck('b') } }))
 }
