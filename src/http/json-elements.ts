@@ -13,6 +13,9 @@ export interface LazySpans {
   raw: Buffer
   spans: Map<string, MemberSpan & { elements?: number[] | null }>
   materialized: ReadonlySet<string>
+  /** The reader of a top-level array made last, and that array's key: the readers of one request (the check, the bound) share its reads. */
+  reader: Elements | null
+  readerKey: string | null
 }
 
 /** The non-enumerable member under which a lazily read body keeps its LazySpans. */
@@ -127,9 +130,15 @@ function spanValue(raw: Buffer, start: number): unknown {
   return JSON.parse(raw.toString('utf8', start, valueEnd(raw, start)))
 }
 
-/** Elements given as spans of `raw` (pairs of start, end), never parsed whole. */
+/** A member not looked for yet. */
+const UNREAD = Symbol('unread')
+
+/** Elements given as spans of `raw` (pairs of start, end), never parsed whole; the member read first, looked for once in each. */
 class SpanElements implements Elements {
   readonly length: number
+  /** The member read first (a tool's `type`), and each element's value of it (UNREAD until looked for). */
+  private readName: string | null = null
+  private readValues: unknown[] | null = null
 
   constructor(
     private readonly raw: Buffer,
@@ -139,8 +148,16 @@ class SpanElements implements Elements {
   }
 
   member(index: number, name: string): unknown {
-    const value = memberStart(this.raw, this.spans[2 * index] as number, name)
-    return value < 0 ? undefined : spanValue(this.raw, value)
+    if (this.readName === null) {
+      this.readName = name
+      this.readValues = new Array<unknown>(this.length).fill(UNREAD)
+    }
+    const values = name === this.readName ? this.readValues : null
+    if (values !== null && values[index] !== UNREAD) return values[index]
+    const start = memberStart(this.raw, this.spans[2 * index] as number, name)
+    const value = start < 0 ? undefined : spanValue(this.raw, start)
+    if (values !== null) values[index] = value
+    return value
   }
 
   firstPresent(index: number, names: readonly string[]): string | null {
@@ -233,7 +250,13 @@ export function elementsOf(body: Record<string, unknown>, key: string, inner?: s
     }
     // Of a lazily read body each top-level array's element spans are known (the big-body path has none: read it).
     if (span.elements === null) return null
-    if (span.elements !== undefined) return new SpanElements(lazy.raw, span.elements)
+    if (span.elements !== undefined) {
+      if (lazy.readerKey !== key) {
+        lazy.reader = new SpanElements(lazy.raw, span.elements)
+        lazy.readerKey = key
+      }
+      return lazy.reader
+    }
   }
   const outer = body[key]
   const value = inner === undefined ? outer : isObject(outer) ? outer[inner] : undefined

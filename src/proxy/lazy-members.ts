@@ -82,7 +82,7 @@ export function defineMembers(json: Json, raw: Buffer, members: readonly MemberS
       continue
     }
     if (state === null) {
-      state = { raw, spans: new Map(), values: new Map(), materialized }
+      state = { raw, spans: new Map(), values: new Map(), materialized, reader: null, readerKey: null }
       Object.defineProperty(json, LAZY_SPANS, { value: state })
     }
     state.spans.set(member.key, member)
