@@ -21,7 +21,10 @@ export interface LazySpans {
 /** The non-enumerable member under which a lazily read body keeps its LazySpans. */
 export const LAZY_SPANS = Symbol('lazy members')
 
-/** An array's elements, read member by member as `isObject(element) ? element[name] : undefined` would read them. */
+/**
+ * An array's elements, read member by member as `isObject(element) ? element[name] : undefined` would read them
+ * (`name` never one of Object.prototype's: only own members are read).
+ */
 export interface Elements {
   readonly length: number
   /** Element `index`'s own member `name` as JSON.parse gives it; undefined when absent or the element is not an object. */
@@ -90,7 +93,6 @@ function keyIs(raw: Buffer, start: number, end: number, name: string): boolean {
   return true
 }
 
-// Where a walk of an object's members stands: between two members, `at` is the next key's opening quote (or the close).
 /** The index of the first member's key quote (or of the closing brace) of the object at `start`; -1 when it is not an object. */
 function firstMember(raw: Buffer, start: number): number {
   return raw[start] === OPEN_OBJECT ? skipSpace(raw, start + 1) : -1

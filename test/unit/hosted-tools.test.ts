@@ -194,6 +194,15 @@ describe('hosted tools of a lazily read body', () => {
     expect(verdict(check, (await readParsedBody(small, null)).json)).toEqual(expected)
   })
 
+  it('reads a tools key spelled with escapes as JSON.parse does', () => {
+    const raw = Buffer.from(`{"model":"m","t\\u006fols":[{"type":"function","description":"${DESCRIPTION}"},{"type":"web_search"}],${PAD}}`)
+    const read = readLazyBody(raw, null)
+    if (read instanceof Promise) throw new Error('read in one slice')
+    expect(Object.getOwnPropertyDescriptor(read.json, 'tools')?.get).toBeTypeOf('function')
+    expect(() => compatReferencedInput(chat, JSON.parse(raw.toString('utf8')) as Json)).toThrow(/per-call fee/)
+    expect(() => compatReferencedInput(chat, read.json)).toThrow(/per-call fee/)
+  })
+
   it('answers from the tools as the adapter left them once read or written', () => {
     const raw = Buffer.from(`{"model":"m","tools":[{"type":"function","description":"${DESCRIPTION}"}],${PAD}}`)
     const read = readLazyBody(raw, null)
