@@ -3,6 +3,7 @@ import { invalidRequest } from '../errors.js'
 import { isProxyKey } from '../keys.js'
 import { messagesShape } from '../loop/shapes/messages.js'
 import { bearerToken, forwardableRequestHeaders, headerValue } from '../http/headers.js'
+import { elementsOf, type Elements } from '../http/json-elements.js'
 import { upstreamUrl } from '../http/upstream-url.js'
 import { boundInputTokens } from '../tokens/bound.js'
 import { createMessagesStreamParser, messageUsage } from './anthropic-stream.js'
@@ -69,13 +70,13 @@ function readMaxTokens(body: Json): number {
 }
 
 /** Input tokens the request's Anthropic-defined tools add beyond their JSON. */
-export function toolOverheadTokens(tools: unknown): number {
-  if (!Array.isArray(tools)) return 0
+export function toolOverheadTokens(tools: Elements | null): number {
+  if (tools === null) return 0
   let total = 0
-  for (const tool of tools) {
+  for (let i = 0; i < tools.length; i++) {
     // Client tools carry their whole definition in the body: no `type`, or `custom`.
-    if (!isObject(tool) || typeof tool.type !== 'string' || tool.type === 'custom') continue
-    const type = tool.type
+    const type = tools.member(i, 'type')
+    if (typeof type !== 'string' || type === 'custom') continue
     total += TOOL_OVERHEAD_TOKENS.find(([prefix]) => type.startsWith(prefix))?.[1] ?? OTHER_TOOL_OVERHEAD_TOKENS
   }
   return total
@@ -106,9 +107,13 @@ function upstreamQuery(query: string): string {
 }
 
 /** True when a server tool (web search, web fetch, code execution…) feeds content the count cannot see. */
-function fetchesContent(tools: unknown): boolean {
-  if (!Array.isArray(tools)) return false
-  return tools.some((tool) => isObject(tool) && typeof tool.type === 'string' && tool.type !== 'custom' && !TOOL_OVERHEAD_TOKENS.some(([p]) => (tool.type as string).startsWith(p)))
+function fetchesContent(tools: Elements | null): boolean {
+  if (tools === null) return false
+  for (let i = 0; i < tools.length; i++) {
+    const type = tools.member(i, 'type')
+    if (typeof type === 'string' && type !== 'custom' && !TOOL_OVERHEAD_TOKENS.some(([p]) => type.startsWith(p))) return true
+  }
+  return false
 }
 
 /**
@@ -117,7 +122,7 @@ function fetchesContent(tools: unknown): boolean {
  * request's own counted members, as sent.
  */
 export function anthropicCount(body: Json): ExactInput | null {
-  if (fetchesContent(body.tools) || body.mcp_servers != null) return null
+  if (fetchesContent(elementsOf(body, 'tools')) || body.mcp_servers != null) return null
   return {
     kind: 'endpoint',
     path: COUNT_PATH,
@@ -149,8 +154,9 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
     },
     referencedInput: (_route, body, headers) => anthropicReferencedInput(body, headers),
     boundInputTokens(_route, body, raw, tokensPerMedia, scan) {
-      const hasTools = Array.isArray(body.tools) && body.tools.length > 0
-      return boundInputTokens(raw, body, tokensPerMedia, hasTools ? TOOL_USE_PROMPT_TOKENS + toolOverheadTokens(body.tools) : 0, scan?.mediaParts)
+      const tools = elementsOf(body, 'tools')
+      const hasTools = tools !== null && tools.length > 0
+      return boundInputTokens(raw, body, tokensPerMedia, hasTools ? TOOL_USE_PROMPT_TOKENS + toolOverheadTokens(tools) : 0, scan?.mediaParts)
     },
     exactInput: (_route, _path, body) => anthropicCount(body),
     prepareBody(_route, body, _facts, maxOutputTokens) {

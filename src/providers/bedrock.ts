@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { invalidRequest } from '../errors.js'
 import { invokeShape, messagesShape } from '../loop/shapes/messages.js'
 import { bearerToken, forwardableRequestHeaders, headerValue } from '../http/headers.js'
+import { elementsOf } from '../http/json-elements.js'
 import { upstreamUrl } from '../http/upstream-url.js'
 import { encodeEventStreamMessage } from '../stream/event-stream.js'
 import { boundInputTokens, PRIMING_TOKENS } from '../tokens/bound.js'
@@ -77,8 +78,8 @@ export interface BedrockOptions {
 
 /** True when the request defines tools: Converse `toolConfig.tools`, or a native body's `tools`. */
 function hasTools(route: RouteMatch, body: Json): boolean {
-  if (isConverse(route)) return isObject(body.toolConfig) && Array.isArray(body.toolConfig.tools) && body.toolConfig.tools.length > 0
-  return Array.isArray(body.tools) && body.tools.length > 0
+  const tools = isConverse(route) ? elementsOf(body, 'toolConfig', 'tools') : elementsOf(body, 'tools')
+  return tools !== null && tools.length > 0
 }
 
 /** Converse fields CountTokens accepts under `input.converse`. */

@@ -3,6 +3,7 @@ import { invalidRequest } from '../errors.js'
 import { isProxyKey } from '../keys.js'
 import { geminiShape } from '../loop/shapes/gemini.js'
 import { forwardableRequestHeaders, headerValue } from '../http/headers.js'
+import { elementsOf } from '../http/json-elements.js'
 import { upstreamUrl } from '../http/upstream-url.js'
 import { createJsonArrayFramer, type JsonArrayState } from '../stream/json-array.js'
 import { createSseFramer } from '../stream/sse.js'
@@ -91,17 +92,15 @@ function generationConfig(body: Json): { key: string; config: Json } | null {
   return { key, config }
 }
 
+const FUNCTION_DECLARATIONS = ['functionDeclarations', 'function_declarations']
+
 /** True when the request makes the model read content the body does not carry. */
 function readsBeyondBody(body: Json, scan?: BodyScan): boolean {
   if (body.cachedContent != null || body.cached_content != null) return true
   if (body.continuationToken != null || body.continuation_token != null) return true
   // Built-in tools (search, URL context, code execution, file search…) feed results back as input.
-  if (Array.isArray(body.tools)) {
-    for (const tool of body.tools) {
-      if (!isObject(tool)) continue
-      if (Object.keys(tool).some((k) => k !== 'functionDeclarations' && k !== 'function_declarations' && tool[k] != null)) return true
-    }
-  }
+  const tools = elementsOf(body, 'tools')
+  if (tools !== null) for (let i = 0; i < tools.length; i++) if (tools.hasOtherMember(i, FUNCTION_DECLARATIONS)) return true
   // The body's one walk (in the worker, for a big body) already looked for uploaded files.
   return scan === undefined ? hasFileData(body) : scan.fileData
 }
@@ -352,7 +351,8 @@ export function createGeminiAdapter(options: { baseUrl: string; apiKey: string |
       // Embeddings have no chat template: their body bytes outweigh every token they embed.
       if (EMBED.has(route.operation)) return boundInputTokens(raw, body, tokensPerMedia, 0, scan?.mediaParts)
       // Function declarations are rendered into a tool prompt; without tools the JSON outweighs the turn markers.
-      const bound = boundInputTokens(raw, body, tokensPerMedia, Array.isArray(body.tools) && body.tools.length > 0 ? PRIMING_TOKENS : 0, scan?.mediaParts)
+      const tools = elementsOf(body, 'tools')
+      const bound = boundInputTokens(raw, body, tokensPerMedia, tools !== null && tools.length > 0 ? PRIMING_TOKENS : 0, scan?.mediaParts)
       return readsBeyondBody(body, scan) ? bound + REFERENCED_CONTEXT_TOKENS : bound
     },
     exactInput: (route, path, body, _model, _price, scan) => geminiCount(route, path, body, scan),

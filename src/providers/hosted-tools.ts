@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { invalidRequest } from '../errors.js'
 import { headerValue } from '../http/headers.js'
+import { elementsOf } from '../http/json-elements.js'
 import { REFERENCED_CONTEXT_TOKENS } from '../tokens/bound.js'
 import { isObject, type Json } from './body.js'
 import type { ReferencedInput, RouteMatch } from './types.js'
@@ -10,6 +11,7 @@ import type { ReferencedInput, RouteMatch } from './types.js'
  * results are input the body does not carry, and some of which carry a per-call fee) and price tiers.
  * Each reader returns the extra input tokens to reserve and the paid tool calls the request allows, or
  * throws invalid_request for what cannot be priced. Fees per call live in the pricing table (`tool_fees`).
+ * Tools are read through elementsOf: of a lazily read body, each tool's few members from its bytes, unparsed.
  */
 
 const NONE: ReferencedInput = { tokens: 0, toolCalls: {} }
@@ -46,13 +48,15 @@ export function compatReferencedInput(route: RouteMatch, body: Json): Referenced
   if (body.web_search_options != null) unpricedTool('web_search_options')
   // A stored prompt template (`prompt: {id}`) is expanded server-side.
   const storedPrompt = route.operation === 'responses' && body.prompt != null
+  const tools = elementsOf(body, 'tools')
   // Most requests name no tool and no stored prompt: nothing to add, and nothing made.
-  if (!Array.isArray(body.tools) && !storedPrompt) return NONE
+  if (tools === null && !storedPrompt) return NONE
   let tokens = 0
   const toolCalls: Record<string, number> = {}
-  if (Array.isArray(body.tools)) {
-    for (const tool of body.tools) {
-      const type = isObject(tool) && typeof tool.type === 'string' ? tool.type : 'function'
+  if (tools !== null) {
+    for (let i = 0; i < tools.length; i++) {
+      const declared = tools.member(i, 'type')
+      const type = typeof declared === 'string' ? declared : 'function'
       if (OPENAI_CLIENT_TOOLS.has(type)) continue
       if (route.operation === 'responses' && OPENAI_PAID_TOOLS.test(type)) {
         toolCalls[type] = callBound(body.max_tool_calls, type, 'max_tool_calls')
@@ -77,13 +81,14 @@ export function anthropicReferencedInput(body: Json, headers: IncomingHttpHeader
   if (beta !== null && /context-1m/i.test(beta)) unpricedTier('the 1M-context beta (long-context rates)')
   let tokens = body.mcp_servers != null || body.container != null ? REFERENCED_CONTEXT_TOKENS : 0
   const toolCalls: Record<string, number> = {}
-  if (Array.isArray(body.tools)) {
-    for (const tool of body.tools) {
-      if (!isObject(tool)) continue
-      const type = typeof tool.type === 'string' ? tool.type : ''
+  const tools = elementsOf(body, 'tools')
+  if (tools !== null) {
+    for (let i = 0; i < tools.length; i++) {
+      const declared = tools.member(i, 'type')
+      const type = typeof declared === 'string' ? declared : ''
       if (ANTHROPIC_UNPRICED_TOOLS.some((prefix) => type.startsWith(prefix))) unpricedTool(type)
       if (type.startsWith('web_search_')) {
-        toolCalls.web_search = (toolCalls.web_search ?? 0) + callBound(tool.max_uses, type, 'max_uses')
+        toolCalls.web_search = (toolCalls.web_search ?? 0) + callBound(tools.member(i, 'max_uses'), type, 'max_uses')
         tokens = REFERENCED_CONTEXT_TOKENS
       }
       if (ANTHROPIC_FETCHING_TOOLS.some((prefix) => type.startsWith(prefix))) tokens = REFERENCED_CONTEXT_TOKENS
@@ -97,14 +102,17 @@ const GEMINI_FEE_TOOLS = ['googleSearch', 'google_search', 'googleSearchRetrieva
 
 /** Gemini: grounding with a per-prompt fee is refused (the other built-in tools are bounded by the adapter). */
 export function geminiReferencedInput(body: Json): ReferencedInput {
-  if (Array.isArray(body.tools)) {
-    for (const tool of body.tools) {
-      if (!isObject(tool)) continue
-      for (const name of GEMINI_FEE_TOOLS) if (tool[name] != null) unpricedTool(name)
+  const tools = elementsOf(body, 'tools')
+  if (tools !== null) {
+    for (let i = 0; i < tools.length; i++) {
+      const fee = tools.firstPresent(i, GEMINI_FEE_TOOLS)
+      if (fee !== null) unpricedTool(fee)
     }
   }
   return NONE
 }
+
+const SYSTEM_TOOL = ['systemTool']
 
 /** Bedrock: latency-optimized inference and service tiers other than the default, and system tools. */
 export function bedrockReferencedInput(body: Json, headers: IncomingHttpHeaders): ReferencedInput {
@@ -114,9 +122,9 @@ export function bedrockReferencedInput(body: Json, headers: IncomingHttpHeaders)
   const headerTier = headerValue(headers, 'x-amzn-bedrock-service-tier')
   const tier = isObject(body.serviceTier) ? body.serviceTier.type : body.serviceTier
   if ((headerTier !== null && headerTier !== 'default') || (tier != null && tier !== 'default')) unpricedTier('a Bedrock service tier other than default')
-  const tools = isObject(body.toolConfig) ? body.toolConfig.tools : undefined
-  if (Array.isArray(tools)) {
-    for (const tool of tools) if (isObject(tool) && tool.systemTool != null) unpricedTool('systemTool')
+  const tools = elementsOf(body, 'toolConfig', 'tools')
+  if (tools !== null) {
+    for (let i = 0; i < tools.length; i++) if (tools.firstPresent(i, SYSTEM_TOOL) !== null) unpricedTool('systemTool')
   }
   return NONE
 }

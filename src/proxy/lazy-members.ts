@@ -1,3 +1,4 @@
+import { LAZY_SPANS, type LazySpans } from '../http/json-elements.js'
 import type { MemberSpan } from '../http/json-members.js'
 import type { ScannedMember } from '../http/json-scan.js'
 import type { Json } from '../providers/body.js'
@@ -16,20 +17,16 @@ function setMember(json: Json, key: string, value: unknown): void {
   else json[key] = value
 }
 
-/** What a body made by defineMembers needs to parse its lazy members: the bytes, their spans, what was parsed. */
-interface LazyState {
-  raw: Buffer
-  spans: Map<string, MemberSpan>
+/**
+ * What a body made by defineMembers needs to parse its lazy members: the bytes, their spans, what was parsed. Kept
+ * under LAZY_SPANS, a non-enumerable symbol-keyed member, which JSON.stringify, spreads, Object.keys and structured
+ * clones all leave out (so the providers' element readers find the spans: http/json-elements.ts). Not a WeakMap: a
+ * weak table keyed by short-lived bodies lives in the old generation and costs a full collection every few thousand requests.
+ */
+interface LazyState extends LazySpans {
   values: Map<string, unknown>
   materialized: Set<string>
 }
-
-/**
- * Where a body keeps its LazyState: a non-enumerable symbol-keyed member, which JSON.stringify, spreads, Object.keys
- * and structured clones all leave out. Not a WeakMap: a weak table keyed by short-lived bodies lives in the old
- * generation and costs a full collection every few thousand requests.
- */
-const LAZY_STATE = Symbol('lazy members')
 
 /**
  * One accessor pair per member name, shared by every body that has that member lazily: bodies of one shape then
@@ -46,7 +43,7 @@ function accessorsOf(key: string): PropertyDescriptor {
     enumerable: true,
     configurable: true,
     get(this: object) {
-      const state = (this as { [LAZY_STATE]: LazyState })[LAZY_STATE]
+      const state = (this as { [LAZY_SPANS]: LazyState })[LAZY_SPANS]
       if (!state.materialized.has(key)) {
         const span = state.spans.get(key) as MemberSpan
         state.values.set(key, parseSpan(state.raw, span.valueStart, span.valueEnd))
@@ -85,8 +82,8 @@ export function defineMembers(json: Json, raw: Buffer, members: readonly MemberS
       continue
     }
     if (state === null) {
-      state = { raw, spans: new Map(), values: new Map(), materialized }
-      Object.defineProperty(json, LAZY_STATE, { value: state })
+      state = { raw, spans: new Map(), values: new Map(), materialized, reader: null, readerKey: null }
+      Object.defineProperty(json, LAZY_SPANS, { value: state })
     }
     state.spans.set(member.key, member)
     Object.defineProperty(json, member.key, accessorsOf(member.key))

@@ -5,6 +5,7 @@ import { Stream } from '@anthropic-ai/sdk/core/streaming'
 import { describe, expect, it } from 'vitest'
 import { byteCounter, type ByteCounter } from '../support/counting.js'
 import { ProxyError } from '../../src/errors.js'
+import { elementsOf } from '../../src/http/json-elements.js'
 import { createAnthropicAdapter, TOOL_USE_PROMPT_TOKENS, toolOverheadTokens } from '../../src/providers/anthropic.js'
 import type { ErrorInfo, RequestFacts, RouteMatch, StreamParser, UpstreamCredential, Usage } from '../../src/providers/types.js'
 import { countRequest } from '../support/count-request.js'
@@ -116,7 +117,7 @@ describe('input bound', () => {
     const body = json('request-tools.json')
     const bytes = raw('request-tools.json')
     // bash 245 + text editor 700 + computer use 735 + 499 + web search allowance 1024.
-    expect(toolOverheadTokens(body.tools)).toBe(245 + 700 + 1234 + 1024)
+    expect(toolOverheadTokens(elementsOf(body, 'tools'))).toBe(245 + 700 + 1234 + 1024)
     expect(adapter.boundInputTokens(MESSAGES, body, bytes, 2000)).toBe(bytes.length + TOOL_USE_PROMPT_TOKENS + 3203)
   })
 
@@ -128,7 +129,7 @@ describe('input bound', () => {
   })
 
   it.each([[undefined], [[]], ['tools'], [[{ name: 'x', input_schema: {} }, null, 3]]])('no overhead for tools %j', (tools) => {
-    expect(toolOverheadTokens(tools)).toBe(0)
+    expect(toolOverheadTokens(elementsOf({ tools }, 'tools'))).toBe(0)
   })
 
   it('counts exactly at the free count_tokens endpoint, sending only the fields it accepts', async () => {

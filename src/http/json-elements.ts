@@ -1,0 +1,266 @@
+import { stringEnd } from './json-keys.js'
+import type { MemberSpan } from './json-members.js'
+
+/**
+ * Reads of a few depth-1 members of the objects in a body's array (a tool's `type`) without parsing the objects:
+ * from their byte spans when the body was read lazily and the array not read since, else from the parsed array.
+ * The spans are of a body its validating scan passed (valid JSON, no repeated key in any object: json-scan.ts), so a
+ * reader that meets a member's key once has met its only occurrence, and skips values without checking them.
+ */
+
+/** A lazily read body's bytes and member spans, kept under LAZY_SPANS (proxy/lazy-members.ts), and the keys read since. */
+export interface LazySpans {
+  raw: Buffer
+  spans: Map<string, MemberSpan & { elements?: number[] | null }>
+  materialized: ReadonlySet<string>
+  /** The reader of a top-level array made last, and that array's key: the readers of one request (the check, the bound) share its reads. */
+  reader: Elements | null
+  readerKey: string | null
+}
+
+/** The non-enumerable member under which a lazily read body keeps its LazySpans. */
+export const LAZY_SPANS = Symbol('lazy members')
+
+/**
+ * An array's elements, read member by member as `isObject(element) ? element[name] : undefined` would read them
+ * (`name` never one of Object.prototype's: only own members are read).
+ */
+export interface Elements {
+  readonly length: number
+  /** Element `index`'s own member `name` as JSON.parse gives it; undefined when absent or the element is not an object. */
+  member(index: number, name: string): unknown
+  /** The first of `names` (at most 31) that element `index` has as an own member other than null; null when none. */
+  firstPresent(index: number, names: readonly string[]): string | null
+  /** Whether element `index` has an own member other than null whose name is not one of `names`. */
+  hasOtherMember(index: number, names: readonly string[]): boolean
+}
+
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+const OPEN_OBJECT = 0x7b
+const CLOSE_OBJECT = 0x7d
+const OPEN_ARRAY = 0x5b
+const CLOSE_ARRAY = 0x5d
+const COMMA = 0x2c
+const LETTER_N = 0x6e
+
+const isSpace = (c: number | undefined): boolean => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09
+
+function skipSpace(raw: Buffer, i: number): number {
+  while (isSpace(raw[i])) i++
+  return i
+}
+
+// Outside a string, what a byte does to the nesting: opens a string, opens a container, closes one, or nothing.
+const OPENS_STRING = 1
+const OPENS = 2
+const CLOSES = 3
+const STRUCTURE = new Uint8Array(256)
+STRUCTURE[QUOTE] = OPENS_STRING
+STRUCTURE[OPEN_OBJECT] = OPENS
+STRUCTURE[OPEN_ARRAY] = OPENS
+STRUCTURE[CLOSE_OBJECT] = CLOSES
+STRUCTURE[CLOSE_ARRAY] = CLOSES
+// Bytes that end a number or a literal: a comma, a closing bracket or a space.
+const ENDS_SCALAR = new Uint8Array(256)
+for (const c of [COMMA, CLOSE_OBJECT, CLOSE_ARRAY, 0x20, 0x0a, 0x0d, 0x09]) ENDS_SCALAR[c] = 1
+
+/** One past the valid JSON value that starts at `start` (no leading space). */
+function valueEnd(raw: Buffer, start: number): number {
+  const kind = STRUCTURE[raw[start] as number]
+  if (kind === OPENS_STRING) return stringEnd(raw, start) + 1
+  let k = start + 1
+  if (kind !== OPENS) {
+    while (k < raw.length && ENDS_SCALAR[raw[k] as number] === 0) k++
+    return k
+  }
+  for (let depth = 1; ; k++) {
+    let c = STRUCTURE[raw[k] as number]
+    while (c === 0) c = STRUCTURE[raw[++k] as number]
+    if (c === OPENS_STRING) k = stringEnd(raw, k)
+    else if (c === OPENS) depth++
+    else if (--depth === 0) return k + 1
+  }
+}
+
+/** Whether the key whose quotes are at `start` and `end` is `name` once decoded (`"t\u0079pe"` is `type`). */
+function keyIs(raw: Buffer, start: number, end: number, name: string): boolean {
+  let escaped = false
+  for (let k = start + 1; k < end; k++) if (raw[k] === BACKSLASH) escaped = true
+  if (escaped) return JSON.parse(raw.toString('utf8', start, end + 1)) === name
+  if (end - start - 1 !== name.length) return false
+  for (let k = 0; k < name.length; k++) if (raw[start + 1 + k] !== name.charCodeAt(k)) return false
+  return true
+}
+
+/** The index of the first member's key quote (or of the closing brace) of the object at `start`; -1 when it is not an object. */
+function firstMember(raw: Buffer, start: number): number {
+  return raw[start] === OPEN_OBJECT ? skipSpace(raw, start + 1) : -1
+}
+
+/** The start of the value of the member whose key's opening quote is at `key` and closing one at `keyEnd`. */
+function memberValue(raw: Buffer, keyEnd: number): number {
+  // The colon after the key, then the value.
+  return skipSpace(raw, skipSpace(raw, keyEnd + 1) + 1)
+}
+
+/** The index of the next member's key quote (or of the closing brace) after the value that starts at `value`. */
+function nextMember(raw: Buffer, value: number): number {
+  const i = skipSpace(raw, valueEnd(raw, value))
+  return raw[i] === COMMA ? skipSpace(raw, i + 1) : i
+}
+
+/** The start of the value of member `name` of the object at `start`; -1 when absent or not an object. */
+function memberStart(raw: Buffer, start: number, name: string): number {
+  for (let key = firstMember(raw, start); key >= 0 && raw[key] === QUOTE; ) {
+    const keyEnd = stringEnd(raw, key)
+    const value = memberValue(raw, keyEnd)
+    if (keyIs(raw, key, keyEnd, name)) return value
+    key = nextMember(raw, value)
+  }
+  return -1
+}
+
+/** The value of a span as JSON.parse gives it: a string without escapes is sliced, not parsed. */
+function spanValue(raw: Buffer, start: number): unknown {
+  if (raw[start] === QUOTE) {
+    const end = stringEnd(raw, start)
+    let escaped = false
+    for (let k = start + 1; k < end && !escaped; k++) escaped = raw[k] === BACKSLASH
+    if (!escaped) return raw.toString('utf8', start + 1, end)
+  }
+  return JSON.parse(raw.toString('utf8', start, valueEnd(raw, start)))
+}
+
+/** A member not looked for yet. */
+const UNREAD = Symbol('unread')
+
+/** Elements given as spans of `raw` (pairs of start, end), never parsed whole; the member read first, looked for once in each. */
+class SpanElements implements Elements {
+  readonly length: number
+  /** The member read first (a tool's `type`), and each element's value of it (UNREAD until looked for). */
+  private readName: string | null = null
+  private readValues: unknown[] | null = null
+
+  constructor(
+    private readonly raw: Buffer,
+    private readonly spans: readonly number[],
+  ) {
+    this.length = spans.length / 2
+  }
+
+  member(index: number, name: string): unknown {
+    if (this.readName === null) {
+      this.readName = name
+      this.readValues = new Array<unknown>(this.length).fill(UNREAD)
+    }
+    const values = name === this.readName ? this.readValues : null
+    if (values !== null && values[index] !== UNREAD) return values[index]
+    const start = memberStart(this.raw, this.spans[2 * index] as number, name)
+    const value = start < 0 ? undefined : spanValue(this.raw, start)
+    if (values !== null) values[index] = value
+    return value
+  }
+
+  firstPresent(index: number, names: readonly string[]): string | null {
+    const raw = this.raw
+    let present = 0
+    for (let key = firstMember(raw, this.spans[2 * index] as number); key >= 0 && raw[key] === QUOTE; ) {
+      const keyEnd = stringEnd(raw, key)
+      const value = memberValue(raw, keyEnd)
+      // `null` is the only value that starts with `n`.
+      if (raw[value] !== LETTER_N) for (let n = 0; n < names.length; n++) if (keyIs(raw, key, keyEnd, names[n] as string)) present |= 1 << n
+      key = nextMember(raw, value)
+    }
+    return present === 0 ? null : (names[31 - Math.clz32(present & -present)] as string)
+  }
+
+  hasOtherMember(index: number, names: readonly string[]): boolean {
+    const raw = this.raw
+    for (let key = firstMember(raw, this.spans[2 * index] as number); key >= 0 && raw[key] === QUOTE; ) {
+      const keyEnd = stringEnd(raw, key)
+      const value = memberValue(raw, keyEnd)
+      if (raw[value] !== LETTER_N) {
+        let named = false
+        for (let n = 0; n < names.length && !named; n++) named = keyIs(raw, key, keyEnd, names[n] as string)
+        if (!named) return true
+      }
+      key = nextMember(raw, value)
+    }
+    return false
+  }
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
+
+/** Elements of a parsed array. */
+class ValueElements implements Elements {
+  readonly length: number
+
+  constructor(private readonly values: readonly unknown[]) {
+    this.length = values.length
+  }
+
+  member(index: number, name: string): unknown {
+    const value = this.values[index]
+    return isObject(value) ? value[name] : undefined
+  }
+
+  firstPresent(index: number, names: readonly string[]): string | null {
+    const value = this.values[index]
+    if (isObject(value)) for (const name of names) if (value[name] != null) return name
+    return null
+  }
+
+  hasOtherMember(index: number, names: readonly string[]): boolean {
+    const value = this.values[index]
+    return isObject(value) && Object.keys(value).some((key) => !names.includes(key) && value[key] != null)
+  }
+}
+
+/** The spans of the elements of the array that starts at `start` (pairs of start, end). */
+function elementSpans(raw: Buffer, start: number): number[] {
+  const spans: number[] = []
+  let i = skipSpace(raw, start + 1)
+  while (raw[i] !== CLOSE_ARRAY) {
+    const end = valueEnd(raw, i)
+    spans.push(i, end)
+    i = skipSpace(raw, end)
+    if (raw[i] === COMMA) i = skipSpace(raw, i + 1)
+  }
+  return spans
+}
+
+/** The spans of the elements of `raw`'s object at `start`'s member `inner` when it is an array; null when it is not, or absent. */
+function innerElementSpans(raw: Buffer, start: number, inner: string): number[] | null {
+  const value = memberStart(raw, start, inner)
+  return value >= 0 && raw[value] === OPEN_ARRAY ? elementSpans(raw, value) : null
+}
+
+/**
+ * The elements of `body[key]` (with `inner`, of `body[key][inner]` when `body[key]` is an object) when it is an
+ * array, null when it is not: from their spans when `body` was read lazily and `body[key]` neither read nor written
+ * since (so the array is never parsed), else from the value `body[key]` reads.
+ */
+export function elementsOf(body: Record<string, unknown>, key: string, inner?: string): Elements | null {
+  const lazy = (body as { [LAZY_SPANS]?: LazySpans })[LAZY_SPANS]
+  const span = lazy?.spans.get(key)
+  if (lazy !== undefined && span !== undefined && !lazy.materialized.has(key) && Object.getOwnPropertyDescriptor(body, key)?.get !== undefined) {
+    if (inner !== undefined) {
+      const spans = innerElementSpans(lazy.raw, span.valueStart, inner)
+      return spans === null ? null : new SpanElements(lazy.raw, spans)
+    }
+    // Of a lazily read body each top-level array's element spans are known (the big-body path has none: read it).
+    if (span.elements === null) return null
+    if (span.elements !== undefined) {
+      if (lazy.readerKey !== key) {
+        lazy.reader = new SpanElements(lazy.raw, span.elements)
+        lazy.readerKey = key
+      }
+      return lazy.reader
+    }
+  }
+  const outer = body[key]
+  const value = inner === undefined ? outer : isObject(outer) ? outer[inner] : undefined
+  return Array.isArray(value) ? new ValueElements(value) : null
+}
