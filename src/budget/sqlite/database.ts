@@ -242,8 +242,25 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       // The write lock is taken (by another process, or the checkpoint worker emptying the WAL): nothing ran,
       // so the batch waits for it together rather than as that many commits of one work each.
       if (isBusy(failure)) return void retryTogether(batch)
+      return aloneEach(batch)
     }
-    aloneEach(batch)
+    const [q] = batch
+    if (q !== undefined) commitAlone(q)
+  }
+  /**
+   * A work alone in its turn (one request at a time): committed at once and handed its outcome, without the promise
+   * and reaction of transactionAlone; a taken write lock sends it there to wait on timers.
+   */
+  const commitAlone = (q: Queued): void => {
+    let value: unknown
+    try {
+      value = transactionNow(q.what, q.work)
+    } catch (err) {
+      if (err instanceof StoreUnavailableError && isBusy(err.cause)) aloneEach([q])
+      else finish(q, true, err)
+      return
+    }
+    finish(q, false, value)
   }
   const aloneEach = (batch: readonly Queued[]): void => {
     for (const q of batch) {
