@@ -98,7 +98,7 @@ try {
     const newId = await import(`${root}/dist/budget/request-id.js`).then((m) => () => m.newRequestId(), () => randomUUID)
     const path = join(dir, `${name}.db`)
     let checkpointer = null
-    const db = createDb(path, { onCommit: () => checkpointer?.wake() })
+    const db = createDb(path, { onCommit: () => checkpointer?.wake(), checkpointing: () => checkpointer?.truncating?.() === true })
     closers.push(() => db.close())
     const store = createSqliteBudgetStore(db)
     const admin = createSqliteKeyAdmin(db)

@@ -52,6 +52,7 @@ export async function openStore(config: Config, opts: OpenStoreOptions = {}): Pr
       onCommit: (what) => {
         if (what !== SWEEP_TRANSACTION) checkpointer?.wake()
       },
+      checkpointing: () => checkpointer?.truncating() === true,
     })
     const store = createSqliteBudgetStore(db, ttl)
     const sweeper = opts.housekeeping === true ? startHousekeeping(db) : null

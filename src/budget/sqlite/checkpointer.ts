@@ -6,6 +6,9 @@
  * frames in the WAL, so SQLite never starts it over and it grows without end (~1 KiB a request); once it
  * holds more than `truncateFrames`, the worker takes the write lock for a TRUNCATE checkpoint (5-20 ms:
  * commits meanwhile retry on timers, never blocking the event loop) and the next commit starts it over.
+ * While it tries for the lock it says so (`truncating`): a commit waits that out beyond its busy timeout, so
+ * no commit fails for a checkpoint the store runs itself (the TRUNCATE copies the frames written since the
+ * last PASSIVE, fsyncs and cuts the WAL with the lock held: hundreds of ms on a loaded disk).
  * If the worker dies, `onExit` lets the caller turn auto-checkpoint back on.
  * The worker (a thread with its own V8 heap, ~18 MB of RSS) runs only while there are commits: it
  * starts on the first commit and stops once a whole idle period has passed without one, after many
@@ -31,6 +34,8 @@ db.exec('PRAGMA busy_timeout = 0')
 const passive = db.prepare('PRAGMA wal_checkpoint(PASSIVE)')
 const truncate = db.prepare('PRAGMA wal_checkpoint(TRUNCATE)')
 const pause = new Int32Array(new SharedArrayBuffer(4))
+// Set while a TRUNCATE may hold the write lock: the proxy's commits wait that out (Checkpointer.truncating).
+const truncating = new Int32Array(workerData.truncating)
 setInterval(() => {
   try {
     if (passive.get().log <= workerData.truncateFrames) return
@@ -38,7 +43,12 @@ setInterval(() => {
     // frames written since are copied and the WAL emptied, so the next commit starts it over.
     // Bounded in tries too: a reader that pins the WAL (a long backup) fails every try, each with an fsync.
     const until = Date.now() + workerData.truncateTryMs
-    for (let tries = 1; truncate.get().busy !== 0 && tries < 64 && Date.now() < until; tries++) Atomics.wait(pause, 0, 0, 0.2)
+    Atomics.store(truncating, 0, 1)
+    try {
+      for (let tries = 1; truncate.get().busy !== 0 && tries < 64 && Date.now() < until; tries++) Atomics.wait(pause, 0, 0, 0.2)
+    } finally {
+      Atomics.store(truncating, 0, 0)
+    }
   } catch {}
 }, workerData.intervalMs)
 `
@@ -46,6 +56,8 @@ setInterval(() => {
 export interface Checkpointer {
   /** A transaction committed: starts the worker unless it is running (cheap: called on every commit). */
   wake(): void
+  /** Whether the worker is trying for (or holds) the write lock to empty the WAL: a commit that finds it taken waits. */
+  truncating(): boolean
   stop(): Promise<void>
 }
 
@@ -68,13 +80,22 @@ export function startCheckpointer(path: string, onExit: () => void, opts: Checkp
   let seen = 0
   let stopped = false
   let failed = false
+  // The running worker's flag (1 while it tries to TRUNCATE), shared so the commits read it without a message.
+  let flag = new Int32Array(new SharedArrayBuffer(4))
 
   function start(): void {
-    const started = new Worker(WORKER_SOURCE, { eval: true, workerData: { path, intervalMs, truncateFrames, truncateTryMs: TRUNCATE_TRY_MS } })
+    flag = new Int32Array(new SharedArrayBuffer(4))
+    const started = new Worker(WORKER_SOURCE, {
+      eval: true,
+      workerData: { path, intervalMs, truncateFrames, truncateTryMs: TRUNCATE_TRY_MS, truncating: flag.buffer },
+    })
     worker = started
     started.unref()
     started.on('error', () => undefined)
+    const startedFlag = flag
     started.on('exit', () => {
+      // Ended inside its TRUNCATE, it holds no lock now (its connection is gone with it).
+      Atomics.store(startedFlag, 0, 0)
       if (worker !== started) return // stopped on purpose (idle or stop)
       worker = null
       failed = true
@@ -112,6 +133,7 @@ export function startCheckpointer(path: string, onExit: () => void, opts: Checkp
         onExit()
       }
     },
+    truncating: () => Atomics.load(flag, 0) === 1,
     async stop() {
       stopped = true
       await retire()

@@ -13,6 +13,12 @@ import { openFile } from './schema.js'
  * wait is asynchronous (retries on timers), so a lock held elsewhere never blocks the event loop.
  */
 export const DEFAULT_BUSY_TIMEOUT_MS = 250
+/**
+ * How much longer than the busy timeout a commit waits while the store's own checkpoint worker holds the write
+ * lock (DbOptions.checkpointing): its TRUNCATE tries for 500 ms, and the try that gets the lock copies and
+ * fsyncs with it held (hundreds of ms on a loaded disk). A disk slower than this still fails closed.
+ */
+export const OWN_CHECKPOINT_WAIT_MS = 2_000
 /** Retry delays while the write lock is taken: 1, 2, 4, 8, then 16 ms. */
 const MAX_RETRY_DELAY_MS = 16
 /** At most this many queued works commit together (a few ms of the loop at most). */
@@ -50,7 +56,8 @@ export interface Db {
   prepare(sql: string): StatementSync
   /**
    * Runs `work` (synchronous, a few statements) in one BEGIN IMMEDIATE transaction. While another
-   * process holds the write lock it retries on timers for up to the busy timeout; then, and for any
+   * process holds the write lock it retries on timers for up to the busy timeout (longer while the store's own
+   * checkpoint holds it: DbOptions.checkpointing); then, and for any
    * other SQLite fault, it rejects with StoreUnavailableError. Works queued in one turn of the event
    * loop commit together (one commit, each page written once), in the order they were queued, and wait
    * together while the lock is taken; if any of them throws, none of that commit stays and each runs
@@ -93,6 +100,11 @@ export interface DbOptions {
   onStatus?: (status: 'ready' | 'down', err?: Error) => void
   /** Called after each committed transaction, with its `what` (the WAL checkpointer wakes on it). */
   onCommit?: (what: string) => void
+  /**
+   * Whether the store's own checkpoint worker is trying for (or holds) the write lock: a commit that finds the
+   * lock taken meanwhile keeps waiting past its busy timeout (up to OWN_CHECKPOINT_WAIT_MS more).
+   */
+  checkpointing?: () => boolean
 }
 
 /** Retry a failed open at most this often, so a missing disk costs a request no more than one try. */
@@ -191,13 +203,26 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       return result
     })
   }
+  /**
+   * Whether a commit that found the write lock taken, first tried now, may wait `delay` more ms: within the busy
+   * timeout, pushed back while the store's own checkpoint worker holds the lock (a checkpoint never fails a commit).
+   */
+  const waiting = (): ((delay: number) => boolean) => {
+    let deadline = Date.now() + busyTimeoutMs
+    const latest = deadline + OWN_CHECKPOINT_WAIT_MS
+    return (delay) => {
+      const nowMs = Date.now()
+      if (opts.checkpointing?.() === true) deadline = Math.min(latest, Math.max(deadline, nowMs + delay + busyTimeoutMs))
+      return nowMs + delay <= deadline
+    }
+  }
   async function transactionAlone<T>(what: string, work: () => T): Promise<T> {
-    const deadline = Date.now() + busyTimeoutMs
+    const mayWait = waiting()
     for (let delay = 1; ; delay = Math.min(2 * delay, MAX_RETRY_DELAY_MS)) {
       try {
         return transactionNow(what, work)
       } catch (err) {
-        if (!(err instanceof StoreUnavailableError && isBusy(err.cause)) || Date.now() + delay > deadline) throw err
+        if (!(err instanceof StoreUnavailableError && isBusy(err.cause)) || !mayWait(delay)) throw err
       }
       await new Promise((resolve) => setTimeout(resolve, delay))
     }
@@ -217,8 +242,25 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
       // The write lock is taken (by another process, or the checkpoint worker emptying the WAL): nothing ran,
       // so the batch waits for it together rather than as that many commits of one work each.
       if (isBusy(failure)) return void retryTogether(batch)
+      return aloneEach(batch)
     }
-    aloneEach(batch)
+    const [q] = batch
+    if (q !== undefined) commitAlone(q)
+  }
+  /**
+   * A work alone in its turn (one request at a time): committed at once and handed its outcome, without the promise
+   * and reaction of transactionAlone; a taken write lock sends it there to wait on timers.
+   */
+  const commitAlone = (q: Queued): void => {
+    let value: unknown
+    try {
+      value = transactionNow(q.what, q.work)
+    } catch (err) {
+      if (err instanceof StoreUnavailableError && isBusy(err.cause)) aloneEach([q])
+      else finish(q, true, err)
+      return
+    }
+    finish(q, false, value)
   }
   const aloneEach = (batch: readonly Queued[]): void => {
     for (const q of batch) {
@@ -230,8 +272,8 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
   }
   /** Retries `batch` as one commit on timers while the write lock is taken, for up to the busy timeout. */
   async function retryTogether(batch: readonly Queued[]): Promise<void> {
-    const deadline = Date.now() + busyTimeoutMs
-    for (let delay = 1; Date.now() + delay <= deadline; delay = Math.min(2 * delay, MAX_RETRY_DELAY_MS)) {
+    const mayWait = waiting()
+    for (let delay = 1; mayWait(delay); delay = Math.min(2 * delay, MAX_RETRY_DELAY_MS)) {
       await new Promise((resolve) => setTimeout(resolve, delay))
       const failure = commitTogether(batch)
       if (failure === null) return
