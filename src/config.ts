@@ -1,74 +1,81 @@
 import { existsSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { z } from 'zod'
+import type { z } from 'zod'
+import { withZod, type Zod } from './transient-zod.js'
 
 /** The only module that reads the environment. Everything else receives a `Config`. */
 
-const url = z.url({ protocol: /^https?$/ })
-const redisUrl = z.url({ protocol: /^rediss?$/ })
-const port = z.coerce.number().int().min(0).max(65535)
-const positiveInt = z.coerce.number().int().positive()
-const optionalText = z.string().trim().min(1).optional()
-const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
-const flag = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')
-const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')
 // An Azure deployment name (letters, digits, `.`, `_`, `-`), `=`, and the OpenAI model it runs.
 const AZURE_DEPLOYMENT_PAIR = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\s*=\s*[A-Za-z0-9][A-Za-z0-9._:-]*$/
 
-const schema = z.object({
-  REDIS_URL: redisUrl.optional(),
-  LOOPERS_DB: optionalText,
-  REDIS_CLUSTER_NODES: z
-    .string()
-    .trim()
-    .min(1)
-    .transform((s) => s.split(',').map((n) => n.trim()))
-    .pipe(z.array(hostPort).min(1))
-    .optional(),
-  PORT: port.default(8080),
-  HOST: z.string().min(1).default('0.0.0.0'),
-  LOOPERS_ADMIN_PORT: port.default(9090),
-  LOOPERS_ADMIN_HOST: z.string().min(1).default('127.0.0.1'),
-  LOOPERS_ADMIN_TOKEN: optionalText,
-  LOOPERS_OPENAI_BASE_URL: url.default('https://api.openai.com'),
-  LOOPERS_ANTHROPIC_BASE_URL: url.default('https://api.anthropic.com'),
-  LOOPERS_GEMINI_BASE_URL: url.default('https://generativelanguage.googleapis.com'),
-  LOOPERS_MISTRAL_BASE_URL: url.default('https://api.mistral.ai'),
-  LOOPERS_BEDROCK_BASE_URL: url.optional(),
-  LOOPERS_AZURE_ENDPOINT: url.optional(),
-  LOOPERS_OPENAI_API_KEY: optionalText,
-  LOOPERS_ANTHROPIC_API_KEY: optionalText,
-  LOOPERS_GEMINI_API_KEY: optionalText,
-  LOOPERS_MISTRAL_API_KEY: optionalText,
-  LOOPERS_AZURE_API_KEY: optionalText,
-  LOOPERS_BEDROCK_API_KEY: optionalText,
-  AWS_ACCESS_KEY_ID: optionalText,
-  AWS_SECRET_ACCESS_KEY: optionalText,
-  AWS_SESSION_TOKEN: optionalText,
-  AWS_REGION: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS region such as us-east-1').default('us-east-1'),
-  LOOPERS_PRICING_PATH: optionalText,
-  LOOPERS_AZURE_DEPLOYMENTS: z
-    .string()
-    .trim()
-    .min(1)
-    .transform((s) => s.split(',').map((pair) => pair.trim()).filter((pair) => pair.length > 0))
-    .pipe(z.array(z.string().regex(AZURE_DEPLOYMENT_PAIR, 'expected deployment=openai-model pairs, e.g. my-dep=gpt-4o,other=gpt-4o-mini')))
-    .optional(),
-  LOG_LEVEL: logLevel.default('info'),
-  LOOPERS_MAX_BODY_BYTES: positiveInt.default(10 * 1024 * 1024),
-  LOOPERS_REDIS_TIMEOUT_MS: positiveInt.default(1_000),
-  LOOPERS_UPSTREAM_CONNECT_TIMEOUT_MS: positiveInt.default(10_000),
-  LOOPERS_UPSTREAM_TIMEOUT_MS: positiveInt.default(600_000),
-  LOOPERS_SESSION_TTL_SECONDS: positiveInt.default(86_400),
-  LOOPERS_STREAM_SLICE_TOKENS: positiveInt.default(1024),
-  LOOPERS_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(30_000),
-  LOOPERS_METRICS_PER_KEY: flag.default(false),
-  LOOPERS_IDLE_RELEASE_MS: z.coerce.number().int().min(0).default(30_000),
-})
+/** The environment's schema, built for each parse (zod is loaded only while it runs: ./transient-zod.ts). */
+function envSchema(z: Zod) {
+  const url = z.url({ protocol: /^https?$/ })
+  const redisUrl = z.url({ protocol: /^rediss?$/ })
+  const port = z.coerce.number().int().min(0).max(65535)
+  const positiveInt = z.coerce.number().int().positive()
+  const optionalText = z.string().trim().min(1).optional()
+  const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+  const flag = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')
+  const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')
 
-/** The variables `schema` reads. */
-export type EnvName = keyof typeof schema.shape
+  return z.object({
+    REDIS_URL: redisUrl.optional(),
+    LOOPERS_DB: optionalText,
+    REDIS_CLUSTER_NODES: z
+      .string()
+      .trim()
+      .min(1)
+      .transform((s) => s.split(',').map((n) => n.trim()))
+      .pipe(z.array(hostPort).min(1))
+      .optional(),
+    PORT: port.default(8080),
+    HOST: z.string().min(1).default('0.0.0.0'),
+    LOOPERS_ADMIN_PORT: port.default(9090),
+    LOOPERS_ADMIN_HOST: z.string().min(1).default('127.0.0.1'),
+    LOOPERS_ADMIN_TOKEN: optionalText,
+    LOOPERS_OPENAI_BASE_URL: url.default('https://api.openai.com'),
+    LOOPERS_ANTHROPIC_BASE_URL: url.default('https://api.anthropic.com'),
+    LOOPERS_GEMINI_BASE_URL: url.default('https://generativelanguage.googleapis.com'),
+    LOOPERS_MISTRAL_BASE_URL: url.default('https://api.mistral.ai'),
+    LOOPERS_BEDROCK_BASE_URL: url.optional(),
+    LOOPERS_AZURE_ENDPOINT: url.optional(),
+    LOOPERS_OPENAI_API_KEY: optionalText,
+    LOOPERS_ANTHROPIC_API_KEY: optionalText,
+    LOOPERS_GEMINI_API_KEY: optionalText,
+    LOOPERS_MISTRAL_API_KEY: optionalText,
+    LOOPERS_AZURE_API_KEY: optionalText,
+    LOOPERS_BEDROCK_API_KEY: optionalText,
+    AWS_ACCESS_KEY_ID: optionalText,
+    AWS_SECRET_ACCESS_KEY: optionalText,
+    AWS_SESSION_TOKEN: optionalText,
+    AWS_REGION: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS region such as us-east-1').default('us-east-1'),
+    LOOPERS_PRICING_PATH: optionalText,
+    LOOPERS_AZURE_DEPLOYMENTS: z
+      .string()
+      .trim()
+      .min(1)
+      .transform((s) => s.split(',').map((pair) => pair.trim()).filter((pair) => pair.length > 0))
+      .pipe(z.array(z.string().regex(AZURE_DEPLOYMENT_PAIR, 'expected deployment=openai-model pairs, e.g. my-dep=gpt-4o,other=gpt-4o-mini')))
+      .optional(),
+    LOG_LEVEL: logLevel.default('info'),
+    LOOPERS_MAX_BODY_BYTES: positiveInt.default(10 * 1024 * 1024),
+    LOOPERS_REDIS_TIMEOUT_MS: positiveInt.default(1_000),
+    LOOPERS_UPSTREAM_CONNECT_TIMEOUT_MS: positiveInt.default(10_000),
+    LOOPERS_UPSTREAM_TIMEOUT_MS: positiveInt.default(600_000),
+    LOOPERS_SESSION_TTL_SECONDS: positiveInt.default(86_400),
+    LOOPERS_STREAM_SLICE_TOKENS: positiveInt.default(1024),
+    LOOPERS_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(30_000),
+    LOOPERS_METRICS_PER_KEY: flag.default(false),
+    LOOPERS_IDLE_RELEASE_MS: z.coerce.number().int().min(0).default(30_000),
+  })
+}
+
+type Env = z.output<ReturnType<typeof envSchema>>
+
+/** The variables `envSchema` reads. */
+export type EnvName = keyof ReturnType<typeof envSchema>['shape']
 
 /**
  * Every variable with its default as shown to users (`loopers serve --help`), kept beside the schema so
@@ -115,8 +122,10 @@ export const ENVIRONMENT: Record<EnvName, { default: string; meaning: string }> 
 
 /** The schema's own default of `name` as text, or null when it has none (for the drift test). */
 export function schemaDefault(name: EnvName): string | null {
-  const parsed = schema.shape[name].safeParse(undefined)
-  return parsed.success && parsed.data !== undefined ? String(parsed.data) : null
+  return withZod((z) => {
+    const parsed = envSchema(z).shape[name].safeParse(undefined)
+    return parsed.success && parsed.data !== undefined ? String(parsed.data) : null
+  })
 }
 
 /** The `--help` text listing every variable, its default and its meaning, one per line. */
@@ -167,7 +176,7 @@ export interface Config {
   pricingPath: string | null
   /** Azure deployment name → the OpenAI model it is priced and tokenized as (LOOPERS_AZURE_DEPLOYMENTS). */
   azureDeployments: Record<string, string>
-  logLevel: z.infer<typeof logLevel>
+  logLevel: Env['LOG_LEVEL']
   maxBodyBytes: number
   sessionTtlSeconds: number
   /** Output tokens reserved ahead of a stream each time its reservation is extended. */
@@ -237,12 +246,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   for (const [name, value] of Object.entries(env)) {
     if (value !== undefined && value !== '') input[name] = value
   }
-  const parsed = schema.safeParse(input)
-  if (!parsed.success) {
-    throw new ConfigError(
-      parsed.error.issues.map((issue) => `${issue.path.join('.') || 'environment'}: ${issue.message}`),
-    )
-  }
+  const parsed = withZod((z) => {
+    const result = envSchema(z).safeParse(input)
+    return result.success ? { data: result.data } : { issues: result.error.issues.map((issue) => `${issue.path.join('.') || 'environment'}: ${issue.message}`) }
+  })
+  if (parsed.data === undefined) throw new ConfigError(parsed.issues)
   const e = parsed.data
   const problems: string[] = []
   if ((e.AWS_ACCESS_KEY_ID === undefined) !== (e.AWS_SECRET_ACCESS_KEY === undefined)) {

@@ -1,4 +1,8 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+// The four classes alone, not prom-client's entry point (default metrics, OpenTelemetry): ./deep-imports.d.ts.
+import Counter from 'prom-client/lib/counter.js'
+import Gauge from 'prom-client/lib/gauge.js'
+import Histogram from 'prom-client/lib/histogram.js'
+import Registry from 'prom-client/lib/registry.js'
 import type { BudgetStore } from './budget/types.js'
 
 /** Every metric Loopers exports; the Grafana dashboard may use only these. */

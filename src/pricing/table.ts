@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { z } from 'zod'
+import type { z } from 'zod'
 import type { Micros } from '../money.js'
 import { PROVIDER_IDS, type ProviderId } from '../providers/types.js'
 import type { Price, PricingTable } from './types.js'
 import { encodingForModel } from '../tokens/tiktoken.js'
+import { withZod, type Zod } from '../transient-zod.js'
 import type { TokenizerSpec } from '../tokens/output-counter.js'
 
 /** The built-in table: `<root>/pricing/default.json`, two levels above both `src/pricing/` and `dist/pricing/`. */
@@ -18,41 +19,46 @@ const DEFAULT_TOKENS_PER_MEDIA = 2000
 /** $10,000 per 1M tokens: far above any list price, and low enough that cost math stays below 2^53. */
 const MAX_USD_PER_1M = 10_000
 
-const usdPer1M = z.number().finite().min(0).max(MAX_USD_PER_1M)
+/** A pricing file's schema, built for each read (zod is loaded only while it runs: ../transient-zod.ts). */
+function fileSchema(z: Zod) {
+  const usdPer1M = z.number().finite().min(0).max(MAX_USD_PER_1M)
 
-const entrySchema = z.strictObject({
-  /** Azure only: the OpenAI model this deployment runs; its price applies unless the entry sets its own. */
-  model: z.string().min(1).optional(),
-  input_per_1m: usdPer1M.optional(),
-  output_per_1m: usdPer1M.optional(),
-  cached_input_per_1m: usdPer1M.optional(),
-  cache_write_per_1m: usdPer1M.optional(),
-  max_output_tokens: z.number().int().min(0).max(10_000_000).optional(),
-  hidden_reasoning: z.boolean().optional(),
-  tokens_per_media: z.number().int().min(0).max(10_000_000).optional(),
-  // Output tokens per o200k token for a family without a public tokenizer (an estimate, rounded up).
-  token_factor: z.number().finite().min(0.5).max(4).optional(),
-}).refine((e) => e.model !== undefined || (e.input_per_1m !== undefined && e.output_per_1m !== undefined), {
-  message: 'needs input_per_1m and output_per_1m (or, for an Azure deployment, "model")',
-})
+  const entrySchema = z.strictObject({
+    /** Azure only: the OpenAI model this deployment runs; its price applies unless the entry sets its own. */
+    model: z.string().min(1).optional(),
+    input_per_1m: usdPer1M.optional(),
+    output_per_1m: usdPer1M.optional(),
+    cached_input_per_1m: usdPer1M.optional(),
+    cache_write_per_1m: usdPer1M.optional(),
+    max_output_tokens: z.number().int().min(0).max(10_000_000).optional(),
+    hidden_reasoning: z.boolean().optional(),
+    tokens_per_media: z.number().int().min(0).max(10_000_000).optional(),
+    // Output tokens per o200k token for a family without a public tokenizer (an estimate, rounded up).
+    token_factor: z.number().finite().min(0.5).max(4).optional(),
+  }).refine((e) => e.model !== undefined || (e.input_per_1m !== undefined && e.output_per_1m !== undefined), {
+    message: 'needs input_per_1m and output_per_1m (or, for an Azure deployment, "model")',
+  })
 
-const modelsSchema = z.record(z.string().min(1), entrySchema)
+  const modelsSchema = z.record(z.string().min(1), entrySchema)
 
-/** A hosted tool's fee per call, with where it was published. */
-const toolFeeSchema = z.strictObject({ usd_per_call: z.number().finite().min(0).max(100), source: z.string().min(1) })
-const toolFeesSchema = z.strictObject(
-  Object.fromEntries(PROVIDER_IDS.map((id) => [id, z.record(z.string().min(1), toolFeeSchema).optional()])) as Record<
-    ProviderId,
-    z.ZodOptional<z.ZodRecord<z.ZodString, typeof toolFeeSchema>>
-  >,
-)
+  /** A hosted tool's fee per call, with where it was published. */
+  const toolFeeSchema = z.strictObject({ usd_per_call: z.number().finite().min(0).max(100), source: z.string().min(1) })
+  const toolFeesSchema = z.strictObject(
+    Object.fromEntries(PROVIDER_IDS.map((id) => [id, z.record(z.string().min(1), toolFeeSchema).optional()])) as Record<
+      ProviderId,
+      z.ZodOptional<z.ZodRecord<z.ZodString, typeof toolFeeSchema>>
+    >,
+  )
 
-const fileSchema = z.strictObject({
-  ...(Object.fromEntries(PROVIDER_IDS.map((id) => [id, modelsSchema.optional()])) as Record<ProviderId, z.ZodOptional<typeof modelsSchema>>),
-  tool_fees: toolFeesSchema.optional(),
-})
+  return z.strictObject({
+    ...(Object.fromEntries(PROVIDER_IDS.map((id) => [id, modelsSchema.optional()])) as Record<ProviderId, z.ZodOptional<typeof modelsSchema>>),
+    tool_fees: toolFeesSchema.optional(),
+  })
+}
 
-type PriceEntry = z.infer<typeof entrySchema>
+type PricingFile = z.output<ReturnType<typeof fileSchema>>
+
+type PriceEntry = NonNullable<PricingFile['openai']>[string]
 
 /**
  * Loads the built-in table and merges the file at `filePath` over it (a model entry in the file replaces
@@ -113,7 +119,7 @@ function deploymentEntries(deployments: Record<string, string>): Record<string, 
 }
 
 /** Reads and validates one pricing file; throws one line per problem. */
-function readPricingFile(filePath: string): z.infer<typeof fileSchema> {
+function readPricingFile(filePath: string): PricingFile {
   let text: string
   try {
     text = readFileSync(filePath, 'utf8')
@@ -126,11 +132,11 @@ function readPricingFile(filePath: string): z.infer<typeof fileSchema> {
   } catch (err) {
     throw new Error(`${filePath}: invalid JSON: ${(err as Error).message}`)
   }
-  const parsed = fileSchema.safeParse(json)
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((issue) => `${filePath}: ${jsonPath(issue.path)}: ${issue.message}`)
-    throw new Error(lines.join('\n'))
-  }
+  const parsed = withZod((z) => {
+    const result = fileSchema(z).safeParse(json)
+    return result.success ? { data: result.data } : { issues: result.error.issues.map((issue) => `${filePath}: ${jsonPath(issue.path)}: ${issue.message}`) }
+  })
+  if (parsed.data === undefined) throw new Error(parsed.issues.join('\n'))
   return parsed.data
 }
 

@@ -1,5 +1,8 @@
 import { Readable } from 'node:stream'
-import { Agent, errors as undiciErrors, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
+// The Agent and the errors alone, not undici's entry point (which loads fetch and all else): ../deep-imports.d.ts.
+import Agent from 'undici/lib/dispatcher/agent.js'
+import undiciErrors from 'undici/lib/core/errors.js'
 import { ProxyError, upstreamTimeout, upstreamUnreachable } from '../errors.js'
 import { BIG_BODY_BYTES } from '../http/raw-body.js'
 import { SHARE_SLICE_BYTES, take } from '../http/turn-share.js'

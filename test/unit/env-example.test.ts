@@ -11,12 +11,12 @@ import { service, type ComposeFile } from '../support/docker-files.js'
 
 const read = (path: string): string => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8')
 
-/** The keys of the zod schema object in src/config.ts: the variables it reads. */
+/** The keys of the zod schema object in src/config.ts (what `envSchema` returns): the variables it reads. */
 function configVariables(): string[] {
   const source = read('src/config.ts')
-  const start = source.indexOf('const schema = z.object({')
-  const end = source.indexOf('\n})', start)
-  if (start < 0 || end < 0) throw new Error('src/config.ts: cannot find `const schema = z.object({ … })`')
+  const start = source.indexOf('  return z.object({', source.indexOf('function envSchema('))
+  const end = source.indexOf('\n  })', start)
+  if (start < 0 || end < 0) throw new Error('src/config.ts: cannot find `function envSchema(…) { … return z.object({ … }) }`')
   return [...source.slice(start, end).matchAll(/^\s+([A-Z][A-Z0-9_]*):/gm)].map((m) => m[1]!)
 }
 
