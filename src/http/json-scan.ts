@@ -135,8 +135,10 @@ function validStringEnd(raw: Buffer, start: number, aligned: Words): number {
   lastEscaped = false
   for (;;) {
     // Byte by byte up to a word boundary, then four bytes at a time while none is a quote, a backslash or below 0x20.
-    while (k < length && (k < skip || ((k - skip) & 3) !== 0) && STRING_BYTES[raw[k] as number] === PLAIN) k++
-    if (k >= skip && ((k - skip) & 3) === 0) {
+    // The first word boundary at or after k (skip when k is before it).
+    const boundary = skip + ((k - skip + 3) & ~3)
+    while (k < boundary && k < length && STRING_BYTES[raw[k] as number] === PLAIN) k++
+    if (k === boundary) {
       let w = (k - skip) >> 2
       while (w < words.length) {
         const v = words[w] as number
