@@ -39,8 +39,8 @@ export const MAX_SPARE_FRAMES = 64
 
 // Objects up to this many keys are searched linearly; larger ones get a Set.
 const LINEAR_KEYS = 16
-// A key compared byte by byte in JavaScript is at most this long; a longer one is compared natively as a string.
-const LINEAR_KEY_BYTES = 32
+// A key compared byte by byte in JavaScript is at most this long (quotes included); a longer one is compared natively as a string.
+export const LINEAR_KEY_BYTES = 32
 
 /**
  * True when the key whose quotes are at `start` and `end` was already in the object; records it otherwise.

@@ -1,8 +1,8 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import {
-  isPlainShortKey,
   isTypeKey,
   keyText,
+  LINEAR_KEY_BYTES,
   MAX_SPARE_FRAMES,
   mayBeWord,
   SCAN_SLICE_BYTES,
@@ -119,17 +119,26 @@ function wordsOf(raw: Buffer): Words {
 }
 
 /**
+ * Whether the string validStringEnd found valid last had an escape: in a valid string every backslash is part of one,
+ * so the key checks need not look for a backslash again. Set by each call (the scan reads it before the next).
+ */
+let lastEscaped = false
+
+/**
  * The index of the quote closing the string opened at `start`, or -1 when the string is unterminated or not
- * valid JSON (a control byte, an escape JSON does not have).
+ * valid JSON (a control byte, an escape JSON does not have). Sets lastEscaped.
  */
 function validStringEnd(raw: Buffer, start: number, aligned: Words): number {
   const length = raw.length
   const { words, skip } = aligned
   let k = start + 1
+  lastEscaped = false
   for (;;) {
     // Byte by byte up to a word boundary, then four bytes at a time while none is a quote, a backslash or below 0x20.
-    while (k < length && (k < skip || ((k - skip) & 3) !== 0) && STRING_BYTES[raw[k] as number] === PLAIN) k++
-    if (k >= skip && ((k - skip) & 3) === 0) {
+    // The first word boundary at or after k (skip when k is before it).
+    const boundary = skip + ((k - skip + 3) & ~3)
+    while (k < boundary && k < length && STRING_BYTES[raw[k] as number] === PLAIN) k++
+    if (k === boundary) {
       let w = (k - skip) >> 2
       while (w < words.length) {
         const v = words[w] as number
@@ -147,6 +156,7 @@ function validStringEnd(raw: Buffer, start: number, aligned: Words): number {
     const kind = STRING_BYTES[raw[k] as number]
     if (kind === CLOSES) return k
     if (kind === CONTROL) return -1
+    lastEscaped = true
     const escaped = raw[k + 1] as number
     if (SIMPLE_ESCAPES[escaped] === 1) k += 2
     else if (escaped === LETTER_U && HEX[raw[k + 2] as number] === 1 && HEX[raw[k + 3] as number] === 1 && HEX[raw[k + 4] as number] === 1 && HEX[raw[k + 5] as number] === 1) k += 6
@@ -184,10 +194,9 @@ function literalEnd(raw: Buffer, start: number): number {
   return -1
 }
 
-/** The decoded text of the key whose quotes are at `start` and `end`, as JSON.parse gives it. */
-function decodedKey(raw: Buffer, start: number, end: number): string {
-  for (let k = start + 1; k < end; k++) if (raw[k] === BACKSLASH) return JSON.parse(raw.toString('utf8', start, end + 1)) as string
-  return raw.toString('utf8', start + 1, end)
+/** The decoded text of the key whose quotes are at `start` and `end`, as JSON.parse gives it; `escaped`: it has an escape. */
+function decodedKey(raw: Buffer, start: number, end: number, escaped: boolean): string {
+  return escaped ? (JSON.parse(raw.toString('utf8', start, end + 1)) as string) : raw.toString('utf8', start + 1, end)
 }
 
 /** Notes a value that begins at `start` inside `top` where a span is kept: a top-level member's, an element of one that is an array. */
@@ -238,25 +247,26 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
     if (c === QUOTE) {
       const end = validStringEnd(raw, i, scan.words32)
       if (end < 0) return INVALID
+      // A valid string has a backslash only where it has an escape: isPlainShortKey's walk, answered from what the scan saw.
+      const escaped = lastEscaped
       if (next === KEY || next === KEY_OR_CLOSE) {
         const frame = top as NonNullable<Frame>
         if (scan.duplicate === null) {
-          const plain = isPlainShortKey(raw, i, end)
-          if (seen(raw, frame, i, end, plain)) {
+          if (seen(raw, frame, i, end, !escaped && end - i <= LINEAR_KEY_BYTES)) {
             scan.duplicate = Buffer.from(keyText(raw, i, end), 'latin1').toString('utf8')
           } else if (scan.words !== null && !scan.wordSeen) {
             // Any key may be a word; a string value only as a `type` key's (a string in an array is neither).
-            if (mayBeWord(raw, i, end, scan.words, plain)) scan.wordSeen = true
+            if (mayBeWord(raw, i, end, scan.words, !escaped)) scan.wordSeen = true
             else scan.afterType = isTypeKey(raw, i, end)
           }
         }
         if (stack.length === 1) {
-          scan.key = decodedKey(raw, i, end)
+          scan.key = decodedKey(raw, i, end, escaped)
           scan.keyStart = i
         }
         next = COLON_NEXT
       } else if (next === VALUE || next === VALUE_OR_CLOSE) {
-        if (top !== null && scan.afterType && scan.words !== null && !scan.wordSeen && mayBeWord(raw, i, end, scan.words, false)) scan.wordSeen = true
+        if (top !== null && scan.afterType && scan.words !== null && !scan.wordSeen && mayBeWord(raw, i, end, scan.words, !escaped)) scan.wordSeen = true
         valueBegins(scan, i, top)
         valueEnds(scan, end + 1, top)
         next = stack.length === 0 ? END : COMMA_OR_CLOSE
