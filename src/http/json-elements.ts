@@ -1,5 +1,5 @@
 import { stringEnd } from './json-keys.js'
-import type { MemberSpan } from './json-members.js'
+import { skipSpace, type MemberSpan } from './json-members.js'
 
 /**
  * Reads of a few depth-1 members of the objects in a body's array (a tool's `type`) without parsing the objects:
@@ -44,12 +44,6 @@ const CLOSE_ARRAY = 0x5d
 const COMMA = 0x2c
 const LETTER_N = 0x6e
 
-const isSpace = (c: number | undefined): boolean => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09
-
-function skipSpace(raw: Buffer, i: number): number {
-  while (isSpace(raw[i])) i++
-  return i
-}
 
 // Outside a string, what a byte does to the nesting: opens a string, opens a container, closes one, or nothing.
 const OPENS_STRING = 1

@@ -27,7 +27,8 @@ const COLON = 0x3a
 
 const isSpace = (c: number | undefined): boolean => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09
 
-function skipSpace(raw: Buffer, i: number): number {
+/** The index of the first byte at or after `i` that is not JSON whitespace. */
+export function skipSpace(raw: Buffer, i: number): number {
   while (isSpace(raw[i])) i++
   return i
 }
