@@ -1,5 +1,5 @@
 import { stringEnd } from './json-keys.js'
-import { skipSpace, type MemberSpan } from './json-members.js'
+import { skipSpace, valueEnd, type MemberSpan } from './json-members.js'
 
 /**
  * Reads of a few depth-1 members of the objects in a body's array (a tool's `type`) without parsing the objects:
@@ -38,44 +38,11 @@ export interface Elements {
 const QUOTE = 0x22
 const BACKSLASH = 0x5c
 const OPEN_OBJECT = 0x7b
-const CLOSE_OBJECT = 0x7d
 const OPEN_ARRAY = 0x5b
 const CLOSE_ARRAY = 0x5d
 const COMMA = 0x2c
 const LETTER_N = 0x6e
 
-
-// Outside a string, what a byte does to the nesting: opens a string, opens a container, closes one, or nothing.
-const OPENS_STRING = 1
-const OPENS = 2
-const CLOSES = 3
-const STRUCTURE = new Uint8Array(256)
-STRUCTURE[QUOTE] = OPENS_STRING
-STRUCTURE[OPEN_OBJECT] = OPENS
-STRUCTURE[OPEN_ARRAY] = OPENS
-STRUCTURE[CLOSE_OBJECT] = CLOSES
-STRUCTURE[CLOSE_ARRAY] = CLOSES
-// Bytes that end a number or a literal: a comma, a closing bracket or a space.
-const ENDS_SCALAR = new Uint8Array(256)
-for (const c of [COMMA, CLOSE_OBJECT, CLOSE_ARRAY, 0x20, 0x0a, 0x0d, 0x09]) ENDS_SCALAR[c] = 1
-
-/** One past the valid JSON value that starts at `start` (no leading space). */
-function valueEnd(raw: Buffer, start: number): number {
-  const kind = STRUCTURE[raw[start] as number]
-  if (kind === OPENS_STRING) return stringEnd(raw, start) + 1
-  let k = start + 1
-  if (kind !== OPENS) {
-    while (k < raw.length && ENDS_SCALAR[raw[k] as number] === 0) k++
-    return k
-  }
-  for (let depth = 1; ; k++) {
-    let c = STRUCTURE[raw[k] as number]
-    while (c === 0) c = STRUCTURE[raw[++k] as number]
-    if (c === OPENS_STRING) k = stringEnd(raw, k)
-    else if (c === OPENS) depth++
-    else if (--depth === 0) return k + 1
-  }
-}
 
 /** Whether the key whose quotes are at `start` and `end` is `name` once decoded (`"t\u0079pe"` is `type`). */
 function keyIs(raw: Buffer, start: number, end: number, name: string): boolean {

@@ -40,26 +40,40 @@ function afterString(raw: Buffer, start: number): number {
   return end + 1
 }
 
-/** One past the value that starts at `start` (a string, a container, or a literal up to `,` `}` `]`). */
-function afterValue(raw: Buffer, start: number): number {
-  const first = raw[start]
-  if (first === QUOTE) return afterString(raw, start)
-  if (first !== OPEN_OBJECT && first !== OPEN_ARRAY) {
-    let i = start
-    while (i < raw.length && raw[i] !== COMMA && raw[i] !== CLOSE_OBJECT && raw[i] !== CLOSE_ARRAY && !isSpace(raw[i])) i++
-    return i
+// Outside a string, what a byte does to the nesting: opens a string, opens a container, closes one, or nothing.
+const OPENS_STRING = 1
+const OPENS = 2
+const CLOSES = 3
+const STRUCTURE = new Uint8Array(256)
+STRUCTURE[QUOTE] = OPENS_STRING
+STRUCTURE[OPEN_OBJECT] = OPENS
+STRUCTURE[OPEN_ARRAY] = OPENS
+STRUCTURE[CLOSE_OBJECT] = CLOSES
+STRUCTURE[CLOSE_ARRAY] = CLOSES
+// Bytes that end a number or a literal: a comma, a closing bracket or a space.
+const ENDS_SCALAR = new Uint8Array(256)
+for (const c of [COMMA, CLOSE_OBJECT, CLOSE_ARRAY, 0x20, 0x0a, 0x0d, 0x09]) ENDS_SCALAR[c] = 1
+
+/**
+ * One past the value of valid JSON that starts at `start` (no leading space): a string, a container, or a number or
+ * literal up to `,` `}` `]` or a space. Throws SyntaxError for an unterminated string or container.
+ */
+export function valueEnd(raw: Buffer, start: number): number {
+  const kind = STRUCTURE[raw[start] as number]
+  if (kind === OPENS_STRING) return afterString(raw, start)
+  const length = raw.length
+  let k = start + 1
+  if (kind !== OPENS) {
+    while (k < length && ENDS_SCALAR[raw[k] as number] === 0) k++
+    return k
   }
-  let depth = 0
-  let i = start
-  while (i < raw.length) {
-    const c = raw[i]
-    if (c === QUOTE) {
-      i = afterString(raw, i)
-      continue
-    }
-    if (c === OPEN_OBJECT || c === OPEN_ARRAY) depth++
-    else if ((c === CLOSE_OBJECT || c === CLOSE_ARRAY) && --depth === 0) return i + 1
-    i++
+  for (let depth = 1; k < length; k++) {
+    // Past the end raw[k] is undefined, which ends the inner loop and matches no branch: the outer test then ends it.
+    let c = STRUCTURE[raw[k] as number]
+    while (c === 0) c = STRUCTURE[raw[++k] as number]
+    if (c === OPENS_STRING) k = afterString(raw, k) - 1
+    else if (c === OPENS) depth++
+    else if (c === CLOSES && --depth === 0) return k + 1
   }
   throw new SyntaxError('unterminated container')
 }
@@ -80,9 +94,9 @@ export function topLevelMembers(raw: Buffer): MemberSpan[] {
     i = skipSpace(raw, keyEnd)
     if (raw[i] !== COLON) throw new SyntaxError('expected a colon')
     const valueStart = skipSpace(raw, i + 1)
-    const valueEnd = afterValue(raw, valueStart)
-    members.push({ key, keyStart, valueStart, valueEnd })
-    i = skipSpace(raw, valueEnd)
+    const end = valueEnd(raw, valueStart)
+    members.push({ key, keyStart, valueStart, valueEnd: end })
+    i = skipSpace(raw, end)
     if (raw[i] === COMMA) i = skipSpace(raw, i + 1)
   }
   if (raw[i] !== CLOSE_OBJECT) throw new SyntaxError('expected the end of the object')

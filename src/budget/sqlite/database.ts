@@ -18,7 +18,7 @@ export const DEFAULT_BUSY_TIMEOUT_MS = 250
  * lock (DbOptions.checkpointing): its TRUNCATE tries for 500 ms, and the try that gets the lock copies and
  * fsyncs with it held (hundreds of ms on a loaded disk). A disk slower than this still fails closed.
  */
-export const OWN_CHECKPOINT_WAIT_MS = 2_000
+const OWN_CHECKPOINT_WAIT_MS = 2_000
 /** Retry delays while the write lock is taken: 1, 2, 4, 8, then 16 ms. */
 const MAX_RETRY_DELAY_MS = 16
 /** At most this many queued works commit together (a few ms of the loop at most). */
