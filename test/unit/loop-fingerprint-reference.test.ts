@@ -73,8 +73,10 @@ const json = fc.letrec((tie) => ({
   array: fc.array(tie('value'), { maxLength: 4 }),
   object: fc.dictionary(fc.oneof(text, fc.constantFrom('id', 'type', 'role', 'text', 'status', 'index', 'name')), tie('value'), { maxKeys: 4 }),
 })).value
+// The model's roles as often as the client's: the step's bounds are counted in model turns.
 const role = fc.oneof(
-  { weight: 8, arbitrary: fc.constantFrom('user', 'assistant', 'tool', 'system', 'developer', 'model', 'function') },
+  { weight: 6, arbitrary: fc.constantFrom('assistant', 'model') },
+  { weight: 6, arbitrary: fc.constantFrom('user', 'tool', 'system', 'developer', 'function') },
   { weight: 1, arbitrary: fc.oneof(fc.string(), fc.integer(), fc.constant(null), fc.constant({ role: 'assistant' })) },
 )
 const type = (...known: string[]) => fc.oneof({ weight: 8, arbitrary: fc.constantFrom(...known) }, { weight: 1, arbitrary: fc.oneof(fc.string(), fc.integer(), fc.constant(null)) })
@@ -104,7 +106,7 @@ const parts = fc.oneof(
 )
 const content = fc.oneof(text, parts, fc.constant(null))
 const call = some({ id: text, type: fc.constant('function'), function: some({ name: text, arguments: fc.oneof(json.map((v) => JSON.stringify(v)), text) }), index: fc.integer() })
-const message = some({
+const message = fc.record({
   role,
   content,
   tool_calls: fc.array(call, { maxLength: 2 }),
@@ -112,21 +114,21 @@ const message = some({
   refusal: fc.oneof(text, fc.constant(null)),
   name: fc.oneof(text, fc.integer()),
   tool_call_id: text,
-})
+}, { requiredKeys: ['role'] })
 const responsesItem = fc.oneof(
   text,
-  some({ type: type('message'), role, content, id: text, status: text }),
+  fc.record({ type: type('message'), role, content, id: text, status: text }, { requiredKeys: ['role'] }),
   some({ type: type('function_call', 'custom_tool_call', 'shell_call', 'computer_call', 'web_search_call'), id: text, call_id: text, name: text, arguments: text, input: text, status: text }),
   some({ type: type('function_call_output', 'custom_tool_call_output', 'shell_call_output'), call_id: text, output: fc.oneof(text, parts) }),
   some({ type: type('reasoning'), id: text, summary: json, encrypted_content: text }),
   some({ type: type('item_reference'), id: text }),
 )
-const geminiContent = some({ role, parts })
+const geminiContent = fc.record({ role, parts }, { requiredKeys: ['role'] })
 const garbage = fc.oneof(text, number, fc.constant(null), fc.boolean(), fc.array(json, { maxLength: 2 }))
 /** Items, now and then more than the bounds read (16 opening items, 64 step items, 256 scanned): a run repeated. */
 const items = <T>(item: fc.Arbitrary<T>) =>
   fc.oneof(
-    { weight: 6, arbitrary: fc.array(fc.oneof({ weight: 8, arbitrary: item }, garbage), { maxLength: 24 }) },
+    { weight: 6, arbitrary: fc.array(fc.oneof({ weight: 5, arbitrary: item }, garbage), { maxLength: 24 }) },
     { weight: 1, arbitrary: fc.tuple(fc.array(fc.oneof({ weight: 8, arbitrary: item }, garbage), { minLength: 1, maxLength: 6 }), fc.integer({ min: 10, max: 60 })).map(([run, times]) => Array.from({ length: times }, () => run).flat()) },
   )
 const body = some({
