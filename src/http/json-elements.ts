@@ -2,10 +2,11 @@ import { stringEnd } from './json-keys.js'
 import { skipSpace, valueEnd, type MemberSpan } from './json-members.js'
 
 /**
- * Reads of a few depth-1 members of the objects in a body's array (a tool's `type`) without parsing the objects:
- * from their byte spans when the body was read lazily and the array not read since, else from the parsed array.
- * The spans are of a body its validating scan passed (valid JSON, no repeated key in any object: json-scan.ts), so a
- * reader that meets a member's key once has met its only occurrence, and skips values without checking them.
+ * Reads of a few depth-1 members of the objects in a body's array (a tool's `type`, a message's `role`) without
+ * parsing the objects, and of single elements: from their byte spans when the body was read lazily and the array not
+ * read since, else from the parsed array. The spans are of a body its validating scan passed (valid JSON, no repeated
+ * key in any object: json-scan.ts), so a reader that meets a member's key once has met its only occurrence, and skips
+ * values without checking them.
  */
 
 /** A lazily read body's bytes and member spans, kept under LAZY_SPANS (proxy/lazy-members.ts), and the keys read since. */
@@ -21,12 +22,19 @@ export interface LazySpans {
 /** The non-enumerable member under which a lazily read body keeps its LazySpans. */
 export const LAZY_SPANS = Symbol('lazy members')
 
+/** The type of a JSON value as `typeof` gives it, with null and arrays told apart. */
+export type ElementType = 'object' | 'array' | 'string' | 'number' | 'boolean' | 'null'
+
 /**
  * An array's elements, read member by member as `isObject(element) ? element[name] : undefined` would read them
- * (`name` never one of Object.prototype's: only own members are read).
+ * (`name` never one of Object.prototype's: only own members are read), or one whole element at a time.
  */
 export interface Elements {
   readonly length: number
+  /** The type of element `index` (of a span, from its first byte). */
+  typeOf(index: number): ElementType
+  /** Element `index` as JSON.parse gives it (of a span, parsed on its first read only). */
+  value(index: number): unknown
   /** Element `index`'s own member `name` as JSON.parse gives it; undefined when absent or the element is not an object. */
   member(index: number, name: string): unknown
   /** The first of `names` (at most 31) that element `index` has as an own member other than null; null when none. */
@@ -41,8 +49,9 @@ const OPEN_OBJECT = 0x7b
 const OPEN_ARRAY = 0x5b
 const CLOSE_ARRAY = 0x5d
 const COMMA = 0x2c
+const LETTER_F = 0x66
 const LETTER_N = 0x6e
-
+const LETTER_T = 0x74
 
 /** Whether the key whose quotes are at `start` and `end` is `name` once decoded (`"t\u0079pe"` is `type`). */
 function keyIs(raw: Buffer, start: number, end: number, name: string): boolean {
@@ -102,12 +111,40 @@ class SpanElements implements Elements {
   /** The member read first (a tool's `type`), and each element's value of it (UNREAD until looked for). */
   private readName: string | null = null
   private readValues: unknown[] | null = null
+  /** The elements parsed whole so far (a conversation's items the fingerprint hashes: a few of many). */
+  private parsed: Map<number, unknown> | null = null
 
   constructor(
     private readonly raw: Buffer,
     private readonly spans: readonly number[],
   ) {
     this.length = spans.length / 2
+  }
+
+  typeOf(index: number): ElementType {
+    switch (this.raw[this.spans[2 * index] as number]) {
+      case OPEN_OBJECT:
+        return 'object'
+      case OPEN_ARRAY:
+        return 'array'
+      case QUOTE:
+        return 'string'
+      case LETTER_N:
+        return 'null'
+      case LETTER_T:
+      case LETTER_F:
+        return 'boolean'
+      default:
+        return 'number'
+    }
+  }
+
+  value(index: number): unknown {
+    this.parsed ??= new Map()
+    if (this.parsed.has(index)) return this.parsed.get(index)
+    const value: unknown = JSON.parse(this.raw.toString('utf8', this.spans[2 * index] as number, this.spans[2 * index + 1] as number))
+    this.parsed.set(index, value)
+    return value
   }
 
   member(index: number, name: string): unknown {
@@ -162,6 +199,15 @@ class ValueElements implements Elements {
     this.length = values.length
   }
 
+  typeOf(index: number): ElementType {
+    const value = this.values[index]
+    return value === null ? 'null' : Array.isArray(value) ? 'array' : (typeof value as ElementType)
+  }
+
+  value(index: number): unknown {
+    return this.values[index]
+  }
+
   member(index: number, name: string): unknown {
     const value = this.values[index]
     return isObject(value) ? value[name] : undefined
@@ -177,6 +223,11 @@ class ValueElements implements Elements {
     const value = this.values[index]
     return isObject(value) && Object.keys(value).some((key) => !names.includes(key) && value[key] != null)
   }
+}
+
+/** The elements of a parsed array (JSON values). */
+export function arrayElements(values: readonly unknown[]): Elements {
+  return new ValueElements(values)
 }
 
 /** The spans of the elements of the array that starts at `start` (pairs of start, end). */

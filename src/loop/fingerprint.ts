@@ -47,10 +47,12 @@ function hashOpening(transcript: LoopTranscript): string {
   const { items } = transcript
   const end = Math.min(items.length, OPENING_ITEMS)
   for (let i = 0; i < end; i++) {
-    const item = transcript.item(items[i])
-    if (item === null) continue
-    if (item.role === 'output') break
-    hashItem(item, false)
+    // The first model turn ends the opening: it is classified, never parsed.
+    const role = transcript.role(items, i)
+    if (role === null) continue
+    if (role === 'output') break
+    const item = transcript.item(items.value(i))
+    if (item !== null) hashItem(item, false)
   }
   return digest.hex()
 }
@@ -64,16 +66,18 @@ function hashNewest(transcript: LoopTranscript): void {
   let inOutput = false
   const stop = Math.max(-1, items.length - 1 - 4 * STEP_ITEMS)
   for (let i = items.length - 1; i > stop && count < STEP_ITEMS; i--) {
-    const item = transcript.item(items[i])
-    if (item === null) continue
-    if (item.role === 'output') {
+    // An item is parsed once taken: the one that ends the step is classified only.
+    const role = transcript.role(items, i)
+    if (role === null) continue
+    if (role === 'output') {
       if (!inOutput) turns++
       inOutput = true
     } else {
       if (inOutput && turns === STEP_EXCHANGES) break
       inOutput = false
     }
-    newest[count++] = item
+    const item = transcript.item(items.value(i))
+    if (item !== null) newest[count++] = item
   }
   // Oldest first; a model turn is hashed whole so that its tool calls, when it made any, replace its text.
   for (let i = count - 1; i >= 0; ) {

@@ -1,3 +1,4 @@
+import type { Elements } from '../http/json-elements.js'
 import type { Json } from '../providers/body.js'
 
 /** The loop guard's view of one request: which conversation it belongs to and which step it takes. */
@@ -26,7 +27,10 @@ export interface LoopTranscript {
   system: readonly unknown[]
   /** A server-side conversation id the body continues (Responses `conversation`), hashed into the opening; else undefined. */
   thread: unknown
-  items: readonly unknown[]
+  /** The items, read one at a time: of a lazily read body, from their bytes (http/json-elements.ts). */
+  items: Elements
+  /** `item(items.value(index))?.role ?? null`, read without parsing the item: its type and a member or two. */
+  role(items: Elements, index: number): LoopRole | null
   /** Reads one item of `items`; null means the item is ignored (reasoning, unknown garbage). */
   item(value: unknown): LoopItem | null
 }

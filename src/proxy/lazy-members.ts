@@ -1,12 +1,11 @@
 import { LAZY_SPANS, type LazySpans } from '../http/json-elements.js'
 import type { MemberSpan } from '../http/json-members.js'
-import type { ScannedMember } from '../http/json-scan.js'
 import type { Json } from '../providers/body.js'
 
 /**
  * A body object whose top-level members are parsed from their spans of the raw bytes, some at once and the others
- * on first read, and a view of it in which an array member not read yet gives its elements one at a time: the
- * loop fingerprint reads a conversation's opening and newest items, not the ones between.
+ * on first read. An array member not read yet gives its elements one at a time through elementsOf
+ * (http/json-elements.ts): the loop fingerprint reads a conversation's opening and newest items, not the ones between.
  */
 
 const parseSpan = (raw: Buffer, start: number, end: number): unknown => JSON.parse(raw.toString('utf8', start, end))
@@ -87,81 +86,5 @@ export function defineMembers(json: Json, raw: Buffer, members: readonly MemberS
     }
     state.spans.set(member.key, member)
     Object.defineProperty(json, member.key, accessorsOf(member.key))
-  }
-}
-
-/**
- * `json` (made by defineMembers) as a reader of its conversation sees it: a member whose value is an array and which
- * was neither read nor written since reads as an array whose elements are parsed when read; every other member reads
- * as `json`'s own (parsed only if the reader reads it). For reading only.
- */
-export function conversationView(json: Json, raw: Buffer, members: readonly ScannedMember[], materialized: ReadonlySet<string>): Json {
-  return new Proxy(json, new ConversationView(raw, members, materialized))
-}
-
-/** conversationView's reads: a lazy array member made once, on its first read. */
-class ConversationView implements ProxyHandler<Json> {
-  private readonly arrays = new Map<string, unknown[]>()
-
-  constructor(
-    private readonly raw: Buffer,
-    private readonly members: readonly ScannedMember[],
-    private readonly materialized: ReadonlySet<string>,
-  ) {}
-
-  get(target: Json, key: string | symbol): unknown {
-    if (typeof key !== 'string' || this.materialized.has(key)) return Reflect.get(target, key)
-    const made = this.arrays.get(key)
-    if (made !== undefined) return made
-    const elements = this.members.find((m) => m.key === key)?.elements ?? null
-    // Unread and never written (a write replaces the member's accessor with a value).
-    if (elements === null || Object.getOwnPropertyDescriptor(target, key)?.get === undefined) return Reflect.get(target, key)
-    const lazy = new Proxy(new Array<unknown>(elements.length / 2), new LazyElements(this.raw, elements))
-    this.arrays.set(key, lazy)
-    return lazy
-  }
-}
-
-/** The index `key` names in an array of `length` elements, or -1. */
-function arrayIndex(key: string | symbol, length: number): number {
-  if (typeof key !== 'string' || key.length === 0 || key.length > 10) return -1
-  const first = key.charCodeAt(0)
-  if (first < 0x30 || first > 0x39 || (first === 0x30 && key.length > 1)) return -1
-  const index = Number(key)
-  return Number.isInteger(index) && index < length ? index : -1
-}
-
-/** The elements of an array member as spans of `raw` (pairs of start, end), each parsed into the target on first read. */
-class LazyElements implements ProxyHandler<unknown[]> {
-  constructor(
-    private readonly raw: Buffer,
-    private readonly spans: readonly number[],
-  ) {}
-
-  private element(target: unknown[], index: number): unknown {
-    if (!(index in target)) target[index] = parseSpan(this.raw, this.spans[2 * index] as number, this.spans[2 * index + 1] as number)
-    return target[index]
-  }
-
-  get(target: unknown[], key: string | symbol, receiver: unknown): unknown {
-    const index = arrayIndex(key, target.length)
-    return index >= 0 ? this.element(target, index) : Reflect.get(target, key, receiver)
-  }
-
-  has(target: unknown[], key: string | symbol): boolean {
-    return arrayIndex(key, target.length) >= 0 || Reflect.has(target, key)
-  }
-
-  getOwnPropertyDescriptor(target: unknown[], key: string | symbol): PropertyDescriptor | undefined {
-    const index = arrayIndex(key, target.length)
-    if (index >= 0) this.element(target, index)
-    return Reflect.getOwnPropertyDescriptor(target, key)
-  }
-
-  ownKeys(target: unknown[]): Array<string | symbol> {
-    const keys: Array<string | symbol> = []
-    for (let i = 0; i < target.length; i++) keys.push(String(i))
-    for (const key of Reflect.ownKeys(target)) if (arrayIndex(key, target.length) < 0) keys.push(key)
-    return keys
   }
 }

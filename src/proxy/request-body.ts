@@ -18,7 +18,7 @@ import { NOTHING_SCANNED, SCAN_WORDS, scanBody, type BodyScan } from '../tokens/
 import type { Inspection } from '../tokens/inspect-body.js'
 import type { TokenCounter } from '../tokens/worker.js'
 import { EditWatch } from './edit-watch.js'
-import { conversationView, defineMembers } from './lazy-members.js'
+import { defineMembers } from './lazy-members.js'
 
 /** A top-level member of a big body up to this size is parsed on the event loop; a larger one on first read. */
 const MAX_EAGER_MEMBER_BYTES = 16 * 1024
@@ -133,13 +133,7 @@ function lazyBody(raw: Buffer, shape: LoopShape | null, scan: JsonScan): Request
   const json: Json = {}
   const materialized = new Set<string>()
   defineMembers(json, raw, scan.members, (m) => m.valueEnd - m.valueStart <= LAZY_EAGER_MEMBER_BYTES, materialized)
-  return new ParsedBody(json, raw, shape, scan.keys.wordSeen, { members: scan.members, materialized })
-}
-
-/** Of a body read lazily: its members' spans, and the keys of those parsed on read since. */
-interface LazyMembers {
-  members: readonly ScannedMember[]
-  materialized: ReadonlySet<string>
+  return new ParsedBody(json, raw, shape, scan.keys.wordSeen, scan.members)
 }
 
 /** A body read on the event loop, parsed whole or (`lazy`) member by member: one object per request, not a context and four closures. */
@@ -150,7 +144,8 @@ class ParsedBody implements RequestBody {
     private readonly shape: LoopShape | null,
     /** False when no key or string value is one of SCAN_WORDS: the walk would find nothing. */
     private readonly mayScanSomething: boolean,
-    private readonly lazy: LazyMembers | null,
+    /** Of a body read lazily, its top-level members' spans (its scan found them); null when it was parsed whole. */
+    private readonly members: readonly ScannedMember[] | null,
   ) {}
 
   /** The members the adapter touched through `editable()`'s view. */
@@ -161,9 +156,8 @@ class ParsedBody implements RequestBody {
   }
 
   fingerprint(): LoopFingerprint | null {
-    if (this.shape === null || this.lazy === null) return fingerprintRequest(this.shape, this.json)
-    // The fingerprint reads a conversation's opening and newest items: only those are parsed.
-    return fingerprintRequest(this.shape, conversationView(this.json, this.raw, this.lazy.members, this.lazy.materialized))
+    // Of a lazily read body, the shape reads a conversation's items from their spans: only those it hashes are parsed.
+    return fingerprintRequest(this.shape, this.json)
   }
 
   editable(): Json {
@@ -180,7 +174,7 @@ class ParsedBody implements RequestBody {
     const end = added === null ? -1 : lastMemberEnd(this.raw)
     if (added !== null && end >= 0) return appendMembers(this.raw, end, added)
     // A lazily read body's spans are known from its scan; another is walked for them.
-    const members = this.lazy?.members ?? topLevelMembers(this.raw)
+    const members = this.members ?? topLevelMembers(this.raw)
     const edits = this.watch.edits(this.json, members)
     return edits.length === 0 ? this.raw : spliceMembers(this.raw, members, edits)
   }

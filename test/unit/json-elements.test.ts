@@ -36,6 +36,7 @@ function expectSame(lazy: Elements | null, parsed: unknown): void {
     expect(lazy?.firstPresent(i, NAMES)).toBe(present)
     const other = isObject(element) && Object.keys(element).some((key) => !DECLARED.includes(key) && element[key] != null)
     expect(lazy?.hasOtherMember(i, DECLARED)).toBe(other)
+    expect(lazy?.typeOf(i)).toBe(element === null ? 'null' : Array.isArray(element) ? 'array' : typeof element)
   }
 }
 
@@ -95,6 +96,17 @@ describe('elementsOf', () => {
           expect(elementsOf(json, 'tools')).toBe(elementsOf(json, 'tools'))
           expectSame(elementsOf(json, 'tools'), parsed)
         })
+        // Whole elements, as JSON.parse gives them, each parsed once (the fingerprint's items: test/unit/loop-fingerprint-reference.test.ts).
+        const elements = elementsOf(json, 'tools') as Elements
+        const spy = vi.spyOn(JSON, 'parse')
+        try {
+          for (let i = 0; i < elements.length; i++) expect(elements.value(i)).toEqual((parsed as unknown[])[i])
+          const parses = spy.mock.calls.length
+          for (let i = 0; i < elements.length; i++) expect(elements.value(i)).toBe(elements.value(i))
+          expect(spy.mock.calls.length).toBe(parses)
+        } finally {
+          spy.mockRestore()
+        }
       }),
       { numRuns: 400 },
     )

@@ -1,4 +1,5 @@
-import type { LoopItem, LoopShape, LoopTranscript } from '../types.js'
+import { arrayElements, elementsOf, type Elements } from '../../http/json-elements.js'
+import type { LoopItem, LoopRole, LoopShape, LoopTranscript } from '../types.js'
 import { isRecord, itemParts } from './read.js'
 
 /** Gemini `contents: [{role: 'user'|'model', parts}]` with `systemInstruction`; a cached context opens the thread. */
@@ -9,11 +10,20 @@ function readContent(value: unknown): LoopItem | null {
   return { role: role === 'model' ? 'output' : 'input', tag: role, parts: itemParts(value.parts) }
 }
 
+/** readContent's role, from the content's `role` alone. */
+function contentRole(items: Elements, index: number): LoopRole | null {
+  if (items.typeOf(index) !== 'object') return null
+  return items.member(index, 'role') === 'model' ? 'output' : 'input'
+}
+
 export const geminiShape: LoopShape = {
   read(body): LoopTranscript | null {
-    const contents = isRecord(body.contents) ? [body.contents] : body.contents
-    if (!Array.isArray(contents)) return null
+    let items = elementsOf(body, 'contents')
+    if (items === null) {
+      if (!isRecord(body.contents)) return null
+      items = arrayElements([body.contents])
+    }
     const system = body.systemInstruction ?? body.system_instruction
-    return { system: itemParts(isRecord(system) ? system.parts : system), thread: body.cachedContent ?? body.cached_content, items: contents, item: readContent }
+    return { system: itemParts(isRecord(system) ? system.parts : system), thread: body.cachedContent ?? body.cached_content, items, role: contentRole, item: readContent }
   },
 }

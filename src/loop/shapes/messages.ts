@@ -1,5 +1,6 @@
-import type { LoopItem, LoopShape, LoopTranscript } from '../types.js'
-import { isRecord, itemParts } from './read.js'
+import { arrayElements, elementsOf, type Elements } from '../../http/json-elements.js'
+import type { LoopItem, LoopRole, LoopShape, LoopTranscript } from '../types.js'
+import { isRecord, itemParts, memberParts } from './read.js'
 
 /**
  * `messages: [{role, content}]` with instructions beside it: OpenAI and Mistral chat (`tool_calls`, `tool`
@@ -19,21 +20,29 @@ function readMessage(value: unknown): LoopItem | null {
   return { role: role === 'assistant' ? 'output' : 'input', tag, parts }
 }
 
+/** readMessage's role, from the message's `role` alone. */
+function messageRole(items: Elements, index: number): LoopRole | null {
+  if (items.typeOf(index) !== 'object') return null
+  return items.member(index, 'role') === 'assistant' ? 'output' : 'input'
+}
+
 export const messagesShape: LoopShape = {
   read(body): LoopTranscript | null {
-    if (!Array.isArray(body.messages)) return null
-    return { system: itemParts(body.system), thread: undefined, items: body.messages, item: readMessage }
+    const items = elementsOf(body, 'messages')
+    if (items === null) return null
+    return { system: memberParts(body, 'system'), thread: undefined, items, role: messageRole, item: readMessage }
   },
 }
 
 const readPrompt = (value: unknown): LoopItem => ({ role: 'input', tag: 'prompt', parts: [value] })
+const promptRole = (): LoopRole => 'input'
 
 /** A bare prompt string (Bedrock InvokeModel for Llama, Titan, Cohere…): only exact repeats are visible. */
 export const promptShape: LoopShape = {
   read(body): LoopTranscript | null {
     const prompt = typeof body.prompt === 'string' ? body.prompt : body.inputText
     if (typeof prompt !== 'string') return null
-    return { system: itemParts(body.system), thread: undefined, items: [prompt], item: readPrompt }
+    return { system: memberParts(body, 'system'), thread: undefined, items: arrayElements([prompt]), role: promptRole, item: readPrompt }
   },
 }
 

@@ -1,3 +1,5 @@
+import { elementsOf } from '../../http/json-elements.js'
+import type { Json } from '../../providers/body.js'
 import { MAX_PARTS } from '../parts.js'
 
 export function isRecord(value: unknown): value is Record<string, unknown> {
@@ -8,4 +10,13 @@ export function isRecord(value: unknown): value is Record<string, unknown> {
 export function itemParts(content: unknown): unknown[] {
   if (Array.isArray(content)) return content.length <= MAX_PARTS ? [...content] : content.slice(0, MAX_PARTS)
   return content === undefined || content === null ? [] : [content]
+}
+
+/** itemParts of `body[key]`; of a lazily read array member, only its first MAX_PARTS elements are parsed. */
+export function memberParts(body: Json, key: string): unknown[] {
+  const elements = elementsOf(body, key)
+  if (elements === null) return itemParts(body[key])
+  const parts = new Array<unknown>(Math.min(elements.length, MAX_PARTS))
+  for (let i = 0; i < parts.length; i++) parts[i] = elements.value(i)
+  return parts
 }
