@@ -33,7 +33,7 @@ const SMALL = Buffer.from('{"model":"bench-model","max_tokens":5,"messages":[{"r
 const BASELINE_MS = 2_000
 const log = (line) => process.stdout.write(`${line}\n`)
 
-/** Every thread of `pid`: kind (name; the nice-19 one is the counting worker), CPU ns and run-queue wait ns. */
+/** Every thread of `pid`: kind (name: WorkerThread is the counting worker), CPU ns and run-queue wait ns. */
 function threads(pid) {
   const out = new Map()
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
@@ -132,7 +132,7 @@ try {
   await send()
   await send()
   if (nice !== null) {
-    // The counting worker's thread (nice 19 as started) set to `nice` from here, for a comparison.
+    // The counting worker's thread (10 nice steps below the process as started) set to `nice` from here, for a comparison.
     for (const tid of readdirSync(`/proc/${proxy.pid}/task`)) if (readFileSync(`/proc/${proxy.pid}/task/${tid}/comm`, 'utf8').trim() === 'WorkerThread') setPriority(Number(tid), nice)
   }
   log(`probe: proxy pid ${proxy.pid}, ${cli}; body ${bodyKind} ${(bigBytes.length / 1_048_576).toFixed(1)} MiB (${tokens} tokens), sent as ${sendAs}${idle ? ', idle' : `, ${concurrency} small requests at a time`}; worker nice ${nice ?? 'as started'}`)

@@ -57,7 +57,7 @@ async function smallLoad(url, key, done, concurrency = 4) {
   return results
 }
 
-/** CPU and run-queue wait (ms) of the proxy's threads by kind: main, counting worker (nice 19), V8 platform; null off Linux. */
+/** CPU and run-queue wait (ms) of the proxy's threads by kind: main, counting worker (its thread WorkerThread), V8 platform; null off Linux. */
 function proxyThreads(pid) {
   const kinds = { main: { cpuMs: 0, waitMs: 0 }, worker: { cpuMs: 0, waitMs: 0 }, v8: { cpuMs: 0, waitMs: 0 } }
   try {
