@@ -6,24 +6,87 @@
 // over 5 ms or holding over 1 ms of its own work, and every collection's pause, so the report says how long
 // the loop was held while the big request was read, parsed, counted, and by what.
 // The load generator's own event loop is watched too (its longest delay, baseline and during): it times the
-// small requests, so a stall of its own (a busy core of its own) reads as latency the proxy did not add.
-import { readFileSync, rmSync } from 'node:fs'
+// small requests, so a stall of its own (a busy core of its own) reads as latency the proxy did not add. It
+// sends them with node:http on kept-alive connections, not fetch: fetch's garbage paused this process in
+// scavenges of up to ~40 ms (12 of 24 collections over 5 ms in 5 s of this load), which p99 then read as the
+// proxy's. And the proxy's threads are read from /proc (schedstat: CPU time and time waiting for a core), so
+// the report says how long the main thread waited for the core while the count ran against the baseline,
+// and how much CPU the counting worker and V8's platform threads (JIT, GC helpers; not lowered) took.
+import { readdirSync, readFileSync, rmSync } from 'node:fs'
+import { Agent, request as httpRequest } from 'node:http'
 import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { smallLoad } from './leakage.mjs'
 import { ROOT, waitForQuiet } from './procs.mjs'
 import { countChatTokens } from '../dist/tokens/tiktoken.js'
 
 const PROMPT_BYTES = 10 * 1024 * 1024
 // perf_hooks' kind of a full (mark-compact) collection.
 const MARK_COMPACT = 4
-const WARM_MS = 1_000
+// Long enough for the proxy's request path to be optimized: with 1 s its JIT was still compiling (~1 s of CPU on
+// V8's threads, beside the main thread) through the first trial.
+const WARM_MS = 3_000
 const BASELINE_MS = 3_000
+const SMALL = Buffer.from(JSON.stringify({ model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }))
+
+/** Small requests through `url`, `concurrency` at a time on kept-alive connections, until `done()`: each one's ms and status. */
+async function smallLoad(url, key, done, concurrency = 4) {
+  const target = new URL('/openai/v1/chat/completions', url)
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency })
+  const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': SMALL.length }
+  const one = () =>
+    new Promise((resolve) => {
+      const started = performance.now()
+      const req = httpRequest({ host: target.hostname, port: target.port, path: target.pathname, method: 'POST', agent, headers }, (res) => {
+        res.resume()
+        res.once('end', () => resolve({ ms: performance.now() - started, status: res.statusCode }))
+        res.once('error', () => resolve({ ms: performance.now() - started, status: 0 }))
+      })
+      req.once('error', () => resolve({ ms: performance.now() - started, status: 0 }))
+      req.end(SMALL)
+    })
+  const results = []
+  try {
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (!done()) results.push(await one())
+      }),
+    )
+  } finally {
+    agent.destroy()
+  }
+  return results
+}
+
+/** CPU and run-queue wait (ms) of the proxy's threads by kind: main, counting worker (its thread WorkerThread), V8 platform; null off Linux. */
+function proxyThreads(pid) {
+  const kinds = { main: { cpuMs: 0, waitMs: 0 }, worker: { cpuMs: 0, waitMs: 0 }, v8: { cpuMs: 0, waitMs: 0 } }
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
+      const kind = Number(tid) === pid ? 'main' : name === 'WorkerThread' ? 'worker' : name.startsWith('V8') ? 'v8' : null
+      if (kind === null) continue
+      const [cpu, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ').map(Number)
+      kinds[kind].cpuMs += cpu / 1e6
+      kinds[kind].waitMs += wait / 1e6
+    }
+  } catch {
+    return null
+  }
+  return kinds
+}
+
+/** `after` − `before` of proxyThreads, per kind; null when either is. */
+function threadsDelta(before, after) {
+  if (before === null || after === null) return null
+  return Object.fromEntries(Object.entries(after).map(([k, a]) => [k, { cpuMs: a.cpuMs - before[k].cpuMs, waitMs: a.waitMs - before[k].waitMs }]))
+}
 
 const forMs = (ms) => {
   const until = performance.now() + ms
   return () => performance.now() >= until
 }
+
+const fixed = (n) => (n === null ? '-' : n.toFixed(1))
 
 function percentile(results, p) {
   const sorted = results.map((r) => r.ms).sort((a, b) => a - b)
@@ -79,16 +142,17 @@ export async function countStall(ctx) {
 }
 
 async function measure(ctx, proxy, delayFile, kind, body) {
-  const on = { proxy }
   await ctx.fake.reset({ promptTokens: 12, completionTokens: 5 })
-  const bigBody = JSON.stringify(body)
+  // Encoded once: fetch would encode a string body on this process's event loop in every trial.
+  const bigBody = Buffer.from(JSON.stringify(body))
   const tokens = countChatTokens(body, 'bench-model')
   const big = await ctx.admin.createKey(`bench-count-stall-${kind}`, ['openai'])
   await ctx.admin.setBudget(big.record.hash, { limits: { daily: Math.floor(tokens * 0.95) }, loopLimit: 0 })
   const send = () =>
     fetch(`${proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${big.key}`, 'content-type': 'application/json' }, body: bigBody }).then(async (r) => (await r.arrayBuffer(), r.status))
   // Warm-up: the small path, and the worker's encoder (one big count before any measured one).
-  await smallLoad(on, ctx.key, forMs(WARM_MS))
+  await smallLoad(proxy.url, ctx.key, forMs(WARM_MS))
+  await send()
   await send()
   const trials = []
   for (let t = 0; t < ctx.trials; t++) {
@@ -96,7 +160,11 @@ async function measure(ctx, proxy, delayFile, kind, body) {
     if (ctx.quietBudgetMs > 0) ctx.quietBudgetMs -= (await waitForQuiet({ maxWaitMs: Math.min(10_000, ctx.quietBudgetMs) })).waitedMs
     const baselineFrom = Date.now()
     const baselineGenerator = watchLoop()
-    const baseline = await smallLoad(on, ctx.key, forMs(BASELINE_MS))
+    const baselineThreads = proxyThreads(proxy.pid)
+    const baselineStarted = performance.now()
+    const baseline = await smallLoad(proxy.url, ctx.key, forMs(BASELINE_MS))
+    const baselineSpanMs = performance.now() - baselineStarted
+    const countThreads = proxyThreads(proxy.pid)
     const baselineGeneratorBlockMs = baselineGenerator()
     const baselineSpans = blocksBetween(delayFile, baselineFrom, Date.now())
     const baselineBlocks = baselineSpans.filter((b) => b.blockedMs > 5)
@@ -105,13 +173,23 @@ async function measure(ctx, proxy, delayFile, kind, body) {
     const from = Date.now()
     const generator = watchLoop()
     const request = send().finally(() => (done = true))
-    const during = await smallLoad(on, ctx.key, () => done)
+    const during = await smallLoad(proxy.url, ctx.key, () => done)
     const generatorBlockMs = generator()
     const status = await request
+    const countSpanMs = performance.now() - started
+    const base = threadsDelta(baselineThreads, countThreads)
+    const count = threadsDelta(countThreads, proxyThreads(proxy.pid))
     const spans = blocksBetween(delayFile, from, Date.now())
     const blocks = spans.filter((b) => b.blockedMs > 5)
     const trial = {
       bigStatus: status,
+      // The proxy's threads (schedstat): the main thread's wait for a core in ms per second, baseline and during the
+      // count (what the count took from it, and what others on the core did), and the CPU ms each kind used in the count.
+      baselineMainWaitMsPerS: base === null ? null : (base.main.waitMs * 1000) / baselineSpanMs,
+      mainWaitMsPerS: count === null ? null : (count.main.waitMs * 1000) / countSpanMs,
+      workerCpuMs: count?.worker.cpuMs ?? null,
+      v8CpuMs: count?.v8.cpuMs ?? null,
+      baselineV8CpuMsPerS: base === null ? null : (base.v8.cpuMs * 1000) / baselineSpanMs,
       countMs: performance.now() - started,
       small: during.length,
       small503: during.filter((r) => r.status === 503).length,
@@ -148,7 +226,7 @@ async function measure(ctx, proxy, delayFile, kind, body) {
     trial.p99GrowthMs = trial.p99Ms - trial.baselineP99Ms
     trial.pass = status === 429 && trial.small503 === 0 && trial.smallNot200 === 0 && trial.p99GrowthMs <= 10
     ctx.log(
-      `  count stall (${kind}) trial ${t + 1}: ${(Buffer.byteLength(bigBody) / 1_048_576).toFixed(1)} MiB count ${Math.round(trial.countMs)} ms (big request ${status}); small p99 ${trial.baselineP99Ms.toFixed(1)} → ${trial.p99Ms.toFixed(1)} ms (+${trial.p99GrowthMs.toFixed(1)}, target ≤ 10) over ${during.length} requests, ${trial.small503} × 503; proxy loop: longest block ${trial.longestBlockMs} ms (baseline ${trial.baselineLongestBlockMs} ms), ${trial.longestCpuBlockMs} ms of its CPU (baseline ${trial.baselineLongestCpuBlockMs} ms), its own work ${trial.longestOwnBlockMs} ms (baseline ${trial.baselineLongestOwnBlockMs} ms), mark-compact pauses [${trial.majorGcs.map((g) => `+${g.afterMs} ms: ${g.pauseMs}`).join(', ')}] ms (baseline [${trial.baselineMajorGcs.map((g) => g.pauseMs).join(', ')}]), ${Math.round(trial.blockedMs)} ms blocked in all; load generator's longest block ${trial.generatorBlockMs} ms (baseline ${trial.baselineGeneratorBlockMs} ms); longest at ${trial.longestBlocks.map((b) => `+${b.afterMs} ms (${b.blockedMs})`).join(', ')}`,
+      `  count stall (${kind}) trial ${t + 1}: ${(Buffer.byteLength(bigBody) / 1_048_576).toFixed(1)} MiB count ${Math.round(trial.countMs)} ms (big request ${status}); small p99 ${trial.baselineP99Ms.toFixed(1)} → ${trial.p99Ms.toFixed(1)} ms (+${trial.p99GrowthMs.toFixed(1)}, target ≤ 10) over ${during.length} requests, ${trial.small503} × 503; proxy main thread's wait for a core ${fixed(trial.baselineMainWaitMsPerS)} → ${fixed(trial.mainWaitMsPerS)} ms/s, counting worker ${fixed(trial.workerCpuMs)} ms CPU, V8 threads ${fixed(trial.v8CpuMs)} ms (baseline ${fixed(trial.baselineV8CpuMsPerS)} ms/s); proxy loop: longest block ${trial.longestBlockMs} ms (baseline ${trial.baselineLongestBlockMs} ms), ${trial.longestCpuBlockMs} ms of its CPU (baseline ${trial.baselineLongestCpuBlockMs} ms), its own work ${trial.longestOwnBlockMs} ms (baseline ${trial.baselineLongestOwnBlockMs} ms), mark-compact pauses [${trial.majorGcs.map((g) => `+${g.afterMs} ms: ${g.pauseMs}`).join(', ')}] ms (baseline [${trial.baselineMajorGcs.map((g) => g.pauseMs).join(', ')}]), ${Math.round(trial.blockedMs)} ms blocked in all; load generator's longest block ${trial.generatorBlockMs} ms (baseline ${trial.baselineGeneratorBlockMs} ms); longest at ${trial.longestBlocks.map((b) => `+${b.afterMs} ms (${b.blockedMs})`).join(', ')}`,
     )
     trials.push(trial)
   }

@@ -1,6 +1,9 @@
 import type { Inspection } from './inspect-body.js'
 import type { Encoding } from './tiktoken.js'
 
+/** How many nice steps below the process the counting worker's thread runs (Linux; src/tokens/worker-thread.ts). */
+export const COUNTING_NICE_STEPS = 10
+
 /** A local count the worker knows how to run: tiktoken over an OpenAI-format body, times `factor`. */
 export interface CountJob {
   counter: 'chat' | 'responses' | 'embeddings'

@@ -36,7 +36,7 @@ async function smallLoad(key: string, done: () => boolean): Promise<Array<{ ms: 
 }
 
 /**
- * CPU milliseconds the proxy's counting worker has used: its thread is the one at nice 19 (src/tokens/worker-thread.ts;
+ * CPU milliseconds the proxy's counting worker has used: its thread is the one at nice 10 (src/tokens/worker-thread.ts;
  * fields 14–15 utime and stime in clock ticks, 19 nice, of /proc/<pid>/task/<tid>/stat). Linux, where CI runs.
  */
 function countingWorkerCpuMs(pid: number): number {
@@ -46,7 +46,7 @@ function countingWorkerCpuMs(pid: number): number {
     const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
     // Fields after the command name, which may hold spaces: state is field 3.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    if (Number(fields[16]) !== 19) continue
+    if (Number(fields[16]) !== 10) continue
     workers++
     ticks += Number(fields[11]) + Number(fields[12])
   }

@@ -4,7 +4,9 @@ import { countChatTokens } from '../../src/tokens/tiktoken.js'
 import { createTokenCounter } from '../../src/tokens/worker.js'
 
 // The counting worker yields the CPU to the event loop when both want the same core: its thread, and only
-// it, runs at the lowest priority (src/tokens/worker-thread.ts). CI runs on Linux, where /proc shows it.
+// it, runs 10 nice steps below the process (src/tokens/worker-thread.ts): ~1/10 of the event loop's share, so a
+// count still finishes when the loop is saturated (at nice 19, ~1/70, a 10 MiB count took 14-20 s). CI runs on
+// Linux, where /proc shows it.
 
 /** Each thread of this process: its id and nice value (field 19 of /proc/self/task/<tid>/stat). */
 function threadNices(): Map<number, number> {
@@ -21,15 +23,17 @@ describe('the counting worker', () => {
   const worker = createTokenCounter()
   afterAll(() => worker.close())
 
-  it('runs its thread at nice 19 and leaves the process’s other threads at theirs', async () => {
+  it('runs its thread 10 nice steps below the process and leaves the process’s other threads at theirs', async () => {
     const before = threadNices()
     await worker.warm([])
     const after = threadNices()
     const started = [...after].filter(([tid]) => !before.has(tid))
-    expect(started.map(([, nice]) => nice)).toContain(19)
+    const own = before.get(process.pid) as number
+    expect(started.map(([, nice]) => nice)).toContain(Math.min(19, own + 10))
+    // Not lower than that: at nice 19 a count starves while the event loop is saturated.
+    if (own + 10 < 19) expect(started.map(([, nice]) => nice)).not.toContain(19)
     for (const [tid, nice] of before) if (after.has(tid)) expect(after.get(tid)).toBe(nice)
-    expect(after.get(process.pid)).toBe(before.get(process.pid))
-    expect(after.get(process.pid)).not.toBe(19)
+    expect(after.get(process.pid)).toBe(own)
   })
 
   it('still finishes an exact count at that priority', async () => {
