@@ -145,7 +145,6 @@ export function geminiUsage(metadata: unknown): Usage | null {
  */
 class GeminiStreamState {
   usage: Usage = {}
-  failed = false
   /** The counter's value when the latest usage arrived: what it counted since then is not in that usage. */
   private countedAtReport = 0
 
@@ -166,7 +165,6 @@ class GeminiStreamState {
       return
     }
     if (!isObject(response)) return
-    if (isObject(response.error)) this.failed = true
     if (Array.isArray(response.candidates)) {
       for (const candidate of response.candidates) {
         const parts = isObject(candidate) && isObject(candidate.content) ? candidate.content.parts : undefined
@@ -215,7 +213,6 @@ function parserFrom(
     outputTokens: () => state.outputTokens(),
     // Each chunk's usage report reads the count already (countedAtReport), so a bound would save nothing here.
     outputBound: () => state.outputTokens(),
-    upstreamError: () => state.failed,
   }
 }
 

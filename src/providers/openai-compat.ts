@@ -271,9 +271,6 @@ export function createResponsesStreamParser(counter: OutputCounter): StreamParse
     } else if (type === 'response.completed' || type === 'response.incomplete' || type === 'response.failed') {
       const usage = isObject(data.response) ? responsesUsage(data.response.usage) : null
       if (usage !== null) state.usage = usage
-      if (type === 'response.failed') state.failed = true
-    } else if (type === 'error') {
-      state.failed = true
     }
   })
   return new CompatStreamParser(framer, state)
@@ -309,10 +306,6 @@ class CompatStreamParser implements StreamParser {
 
   outputBound(): number {
     return this.state.usage.outputTokens ?? this.state.counter.bound()
-  }
-
-  upstreamError(): boolean {
-    return this.state.failed
   }
 }
 

@@ -79,8 +79,6 @@ export interface StreamParser {
    * meter's check before each frame; it asks `outputTokens()` only when this passes the hold.
    */
   outputBound(): number
-  /** An error the upstream sent inside the stream, if any (the stream then bills nothing more). */
-  upstreamError(): boolean
   /**
    * Optional: the bytes that end this stream when it is cut, for formats whose ending depends on what the
    * client already has (Gemini's JSON array needs `[`, `,` or nothing before its error element).
