@@ -87,22 +87,18 @@ export interface UpstreamOptions {
   connectTimeoutMs: number
   /** Longest wait for response headers and longest silence inside a response body. */
   timeoutMs: number
-  /** For tests: a dispatcher to use instead of a pooled Agent. */
-  dispatcher?: Dispatcher
 }
 
 export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
-  const dispatcher =
-    options.dispatcher ??
-    new Agent({
-      connect: { timeout: options.connectTimeoutMs },
-      headersTimeout: options.timeoutMs,
-      bodyTimeout: options.timeoutMs,
-      keepAliveTimeout: 30_000,
-      // No cap on connections per provider: every open stream holds one, and a queued stream would wait
-      // for another to finish (minutes, for LLM answers).
-      connections: null,
-    })
+  const dispatcher = new Agent({
+    connect: { timeout: options.connectTimeoutMs },
+    headersTimeout: options.timeoutMs,
+    bodyTimeout: options.timeoutMs,
+    keepAliveTimeout: 30_000,
+    // No cap on connections per provider: every open stream holds one, and a queued stream would wait
+    // for another to finish (minutes, for LLM answers).
+    connections: null,
+  })
   return {
     // Not async: the call's own promise is the answer, its failures classified where they happen.
     send(request, signal, method = 'POST') {
@@ -116,9 +112,7 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
         return Promise.reject(classify(error, signal))
       }
     },
-    async close() {
-      if (options.dispatcher === undefined) await dispatcher.close()
-    },
+    close: () => dispatcher.close(),
   }
 }
 

@@ -44,7 +44,6 @@ function finish(q: Queued, failed: boolean, value: unknown): void {
 }
 
 export interface Db {
-  readonly path: string
   /** Prepared once per SQL text and reused. */
   statement(sql: string): StatementSync
   /**
@@ -312,7 +311,6 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
   }
 
   return {
-    path,
     statement(sql) {
       let s = statements.get(sql)
       if (s === undefined) {
