@@ -36,28 +36,9 @@ const MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 const MAX_HEADERS_BYTES = 128 * 1024
 const EMPTY = Buffer.alloc(0)
 
-const CRC_TABLE = (() => {
-  const table = new Uint32Array(256)
-  for (let n = 0; n < 256; n++) {
-    let c = n
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1
-    table[n] = c >>> 0
-  }
-  return table
-})()
-
-/** CRC-32 (IEEE) by table, for Node versions whose zlib lacks `crc32` (added in 20.15). */
-export function tableCrc32(bytes: Uint8Array): number {
-  let crc = 0xffffffff
-  for (const byte of bytes) crc = (CRC_TABLE[(crc ^ byte) & 0xff] as number) ^ (crc >>> 8)
-  return (crc ^ 0xffffffff) >>> 0
-}
-
-const nativeCrc32 = (zlib as { crc32?: (data: Uint8Array) => number }).crc32
-
 /** CRC-32 (IEEE 802.3), the checksum of the event-stream prelude and message. */
 export function crc32(bytes: Uint8Array): number {
-  return nativeCrc32 === undefined ? tableCrc32(bytes) : nativeCrc32(bytes) >>> 0
+  return zlib.crc32(bytes)
 }
 
 /**
