@@ -8,7 +8,7 @@ import type { RedisClient } from './redis/redis-client.js'
 import type { Checkpointer } from './sqlite/checkpointer.js'
 import type { BudgetStore, KeyAdmin } from './types.js'
 
-export type StoreStatus = 'ready' | 'down'
+type StoreStatus = 'ready' | 'down'
 
 export interface OpenedStore {
   /** For people: `embedded SQLite at /path` or `Redis at redis://host:6379` (password masked). */
@@ -22,7 +22,7 @@ export interface OpenedStore {
   close(): Promise<void>
 }
 
-export interface OpenStoreOptions {
+interface OpenStoreOptions {
   sessionTtlSeconds?: number
   /** Called on each transition between answering and not answering. */
   onStatus?: (status: StoreStatus, err?: Error) => void
