@@ -14,7 +14,7 @@ import { storeNote, withKeyAdmin } from './store.js'
 /** The `loopers` command line (CONTRACT §3). Argument parsing and error reporting only; commands live beside it. */
 
 /** What `main` leaves behind: an exit code, or `serving` when the proxy runs and the process must stay up. */
-export type Outcome = number | 'serving'
+type Outcome = number | 'serving'
 
 interface Io {
   out: (text: string) => void
