@@ -124,7 +124,7 @@ function hasFileData(body: unknown): boolean {
  * Usage from a usageMetadata object: `promptTokenCount` includes cached tokens, tool-use prompts are
  * billed as input, thinking is billed as output. Fields stay undefined when not reported.
  */
-export function geminiUsage(metadata: unknown): Usage | null {
+function geminiUsage(metadata: unknown): Usage | null {
   if (!isObject(metadata)) return null
   const prompt = readCount(metadata, 'promptTokenCount')
   const cached = readCount(metadata, 'cachedContentTokenCount') ?? 0
@@ -237,7 +237,7 @@ function createArrayParser(counter: OutputCounter): StreamParser {
 }
 
 /** Google's error object, with the Loopers code as a google.rpc.ErrorInfo reason and budget details as its metadata. */
-export function geminiErrorBody(error: ErrorInfo): Json {
+function geminiErrorBody(error: ErrorInfo): Json {
   const metadata: Record<string, string> = {}
   for (const [name, value] of Object.entries(error.details ?? {})) if (value != null) metadata[name] = String(value)
   const status = GOOGLE_STATUS[error.status] ?? (error.status >= 500 ? 'INTERNAL' : 'FAILED_PRECONDITION')

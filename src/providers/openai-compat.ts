@@ -105,7 +105,7 @@ export function prepareCompatBody(route: RouteMatch, body: Json, facts: RequestF
 }
 
 /** Usage of a chat or embeddings response (`prompt_tokens` includes cached tokens). */
-export function chatUsage(usage: unknown): Usage | null {
+function chatUsage(usage: unknown): Usage | null {
   if (!isObject(usage)) return null
   const prompt = readCount(usage, 'prompt_tokens')
   const cached = readCount(usage.prompt_tokens_details, 'cached_tokens') ?? 0
@@ -118,7 +118,7 @@ export function chatUsage(usage: unknown): Usage | null {
 }
 
 /** Usage of a Responses API response (`input_tokens` includes cached tokens; output includes reasoning). */
-export function responsesUsage(usage: unknown): Usage | null {
+function responsesUsage(usage: unknown): Usage | null {
   if (!isObject(usage)) return null
   const input = readCount(usage, 'input_tokens')
   const cached = readCount(usage.input_tokens_details, 'cached_tokens') ?? 0
@@ -254,7 +254,7 @@ const RESPONSES_TEXT_EVENTS = new Set([
 ])
 
 /** Parser for Responses API streams: typed events, usage in `response.completed`/`incomplete`/`failed`. */
-export function createResponsesStreamParser(counter: OutputCounter): StreamParser {
+function createResponsesStreamParser(counter: OutputCounter): StreamParser {
   const state = new CompatStreamState(counter)
   const framer = createSseFramer((text, event) => {
     let data: unknown

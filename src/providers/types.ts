@@ -96,7 +96,7 @@ export interface UpstreamRequest {
 }
 
 /** What an adapter receives to build the upstream request. */
-export interface UpstreamContext {
+interface UpstreamContext {
   route: RouteMatch
   /** The path after `/{provider}`, without query string, as the client sent it. */
   path: string
