@@ -8,7 +8,7 @@ import { refusalError } from './refusal.js'
 import { NO_QUERY_PARAMS, parseTarget, type Target } from './target.js'
 
 /** The proxy key of a request, read before its body: where its provider's SDK sends it, or from the path. */
-export interface GateKey {
+interface GateKey {
   keyHash: string
 }
 
@@ -41,7 +41,7 @@ export interface KeyGate {
   forget(keyHash: string): void
 }
 
-export interface KeyGateOptions {
+interface KeyGateOptions {
   keys: Pick<KeyAdmin, 'getKey'>
   adapters: AdapterRegistry
   /** How many recently-valid keys are remembered (oldest dropped first). */

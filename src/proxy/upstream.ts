@@ -70,7 +70,7 @@ interface AbortHook {
 }
 
 /** What aborts an upstream call: an UpstreamAbort (the proxy's requests) or any AbortSignal. */
-export type UpstreamSignal = UpstreamAbort | AbortSignal
+type UpstreamSignal = UpstreamAbort | AbortSignal
 
 export interface UpstreamClient {
   /**
@@ -83,7 +83,7 @@ export interface UpstreamClient {
   close(): Promise<void>
 }
 
-export interface UpstreamOptions {
+interface UpstreamOptions {
   connectTimeoutMs: number
   /** Longest wait for response headers and longest silence inside a response body. */
   timeoutMs: number
@@ -298,7 +298,7 @@ async function* inSlices(body: Buffer): AsyncGenerator<Buffer> {
 }
 
 /** Maps transport failures to the contract's 502/504 errors; an abort by the client passes through. */
-export function classify(error: unknown, signal?: UpstreamSignal): unknown {
+function classify(error: unknown, signal?: UpstreamSignal): unknown {
   if (signal?.aborted) return error
   if (error instanceof ProxyError) return error
   if (

@@ -6,7 +6,7 @@ import * as zlib from 'node:zlib'
  * and a CRC32 of everything before it. All integers are big-endian.
  */
 
-export type EventStreamHeaderValue = boolean | number | bigint | string | Buffer | Date
+type EventStreamHeaderValue = boolean | number | bigint | string | Buffer | Date
 
 export interface EventStreamMessage {
   headers: Record<string, EventStreamHeaderValue>
@@ -14,7 +14,7 @@ export interface EventStreamMessage {
 }
 
 /** Regroups event-stream bytes at message boundaries, like the SSE framer does for text streams. */
-export interface EventStreamFramer {
+interface EventStreamFramer {
   /**
    * Consumes bytes; returns the bytes of every message completed so far (possibly empty), unchanged.
    * After corruption every byte is returned as soon as it arrives: framing can no longer be trusted.
