@@ -187,7 +187,7 @@ export interface ProviderAdapter {
   hidesReasoning?(route: RouteMatch, body: Record<string, unknown>, modelHidesReasoning: boolean): boolean
   /**
    * Optional: what the request makes the provider read or run beyond the body that the shared check of
-   * fetched parts (`referencesProviderContent`) does not see: hosted tools and stored prompts. Throws
+   * fetched parts (`scanBody`) does not see: hosted tools and stored prompts. Throws
    * ProxyError(invalid_request) for what the proxy cannot price: a price tier other than the standard one,
    * a hosted tool whose calls are not bounded or whose fee is not per call.
    */
