@@ -29,7 +29,7 @@ export function settledRoom(refusal: Refusal): number {
   return Math.max(0, limit - settled)
 }
 
-export interface Admission {
+interface Admission {
   /** The room settled spend left when the key was last refused, or null when it was not refused lately. */
   tightRoom(keyHash: string): number | null
   markTight(keyHash: string, roomMicros: number): void
