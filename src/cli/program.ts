@@ -27,16 +27,16 @@ const defaultIo: Io = {
 }
 
 /** Runs the CLI on `argv` (process.argv form); reports every error as one stderr line per problem, never a stack. */
-export async function main(argv: readonly string[], io: Io = defaultIo): Promise<Outcome> {
+export async function main(argv: readonly string[]): Promise<Outcome> {
   let outcome: Outcome = 0
-  const program = buildProgram(io, () => {
+  const program = buildProgram(defaultIo, () => {
     outcome = 'serving'
   })
   try {
     await program.parseAsync([...argv])
     return outcome
   } catch (err) {
-    return report(err, io)
+    return report(err, defaultIo)
   }
 }
 

@@ -7,7 +7,7 @@ import { elementsOf, type Elements } from '../http/json-elements.js'
 import { upstreamUrl } from '../http/upstream-url.js'
 import { boundInputTokens } from '../tokens/bound.js'
 import { createMessagesStreamParser, messageUsage } from './anthropic-stream.js'
-import { isObject, readFlag, requireString, type Json } from './body.js'
+import { isObject, readFlag, requireModel, type Json } from './body.js'
 import { anthropicReferencedInput } from './hosted-tools.js'
 import { isModelRead } from './openai.js'
 import type { ErrorInfo, ExactInput, ProviderAdapter, RouteMatch, UpstreamCredential } from './types.js'
@@ -148,7 +148,7 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
     // Claude 4 streams a summary of its thinking but bills all of it; without thinking there is nothing hidden.
     hidesReasoning: (_route, body, modelHidesReasoning) => modelHidesReasoning && thinkingEnabled(body),
     describe(_route, body) {
-      const model = requireString(body, 'model')
+      const model = requireModel(body)
       // `thinking.budget_tokens` is part of max_tokens, so max_tokens bounds all output.
       return { model, stream: readFlag(body, 'stream'), maxOutputTokens: readMaxTokens(body), choices: 1 }
     },

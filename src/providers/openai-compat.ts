@@ -3,7 +3,7 @@ import { createSseFramer, type SseFramer } from '../stream/sse.js'
 import { StringSlot } from '../stream/string-slot.js'
 import { boundInputTokens } from '../tokens/bound.js'
 import type { OutputCounter } from '../tokens/output-counter.js'
-import { isObject, readCount, readFlag, readPositiveInt, requireString, type Json } from './body.js'
+import { isObject, readCount, readFlag, readPositiveInt, requireModel, type Json } from './body.js'
 import type { ErrorInfo, ExactInput, RequestFacts, RouteMatch, StreamParser, Usage } from './types.js'
 
 /**
@@ -32,7 +32,7 @@ export function compatRoute(operation: CompatOperation, pathModel: string | null
 
 /** Reads model, stream and output cap; the model may come from the path (Azure deployment). */
 export function describeCompat(route: RouteMatch, body: Json): RequestFacts {
-  const model = route.pathModel ?? requireString(body, 'model')
+  const model = route.pathModel ?? requireModel(body)
   switch (route.operation) {
     case 'chat': {
       const choices = readPositiveInt(body, 'n') ?? 1

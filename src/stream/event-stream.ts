@@ -62,9 +62,9 @@ export function createEventStreamFramer(onMessage: (message: EventStreamMessage)
     return data
   }
 
-  function breakAt(data: Buffer, start: number): void {
+  function breakAt(data: Buffer): void {
     broken = true
-    corrupt += data.length - start
+    corrupt += data.length
     parts = []
     pendingBytes = 0
   }
@@ -91,7 +91,7 @@ export function createEventStreamFramer(onMessage: (message: EventStreamMessage)
         headersLength <= MAX_HEADERS_BYTES &&
         headersLength <= total - MIN_MESSAGE_BYTES
       if (!preludeValid) {
-        breakAt(data, 0)
+        breakAt(data)
         yield data
         return
       }
@@ -100,7 +100,7 @@ export function createEventStreamFramer(onMessage: (message: EventStreamMessage)
       const frame = data.subarray(0, total)
       const message = frame.readUInt32BE(total - CHECKSUM_BYTES) === crc32(frame.subarray(0, total - CHECKSUM_BYTES)) ? decodeFrame(frame, headersLength) : null
       if (message === null) {
-        breakAt(data, 0)
+        breakAt(data)
         yield data
         return
       }
