@@ -7,7 +7,7 @@ import type { BudgetStore, KeyAdmin } from './budget/types.js'
 import type { Metrics } from './metrics.js'
 import { lazySchemaCompilers } from './schema-compilers.js'
 
-export interface AdminOptions {
+interface AdminOptions {
   logger: Logger
   store: BudgetStore
   /** Read-only use: the dashboard's key list and windows. */

@@ -12,7 +12,7 @@ import { recordRequest } from './proxy/summary.js'
 import { parseTarget } from './proxy/target.js'
 import { lazySchemaCompilers } from './schema-compilers.js'
 
-export interface AppOptions extends PipelineDeps {
+interface AppOptions extends PipelineDeps {
   logger: Logger
   /** Serves HTTP/1.1 and h2c on one port when given (production); tests use plain HTTP/1.1. */
   serverFactory?: FastifyServerFactory

@@ -135,7 +135,7 @@ export function environmentHelp(): string {
   return names.map((n) => `  ${n.padEnd(width)}  [${ENVIRONMENT[n].default}] ${ENVIRONMENT[n].meaning}`).join('\n')
 }
 
-export interface RedisConfig {
+interface RedisConfig {
   url: string
   clusterNodes: string[] | null
   commandTimeoutMs: number
@@ -220,7 +220,7 @@ function trimTrailingSlash(value: string): string {
 }
 
 /** What `loopers exec` reads: its two variables, and the environment its child inherits. */
-export interface ExecEnvironment {
+interface ExecEnvironment {
   /** LOOPERS_PROXY_KEY, else null (then `--key` is required). */
   proxyKey: string | null
   /** LOOPERS_PROXY_URL, else null (then `--url` or the default applies). */

@@ -3,7 +3,7 @@
  * `LP_ERR_*` names the error inside the code base; `code` is the stable public string.
  */
 
-export type PublicErrorCode =
+type PublicErrorCode =
   | 'invalid_request'
   | 'invalid_key'
   | 'key_revoked'

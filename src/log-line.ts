@@ -104,7 +104,7 @@ function writeName(bytes: Buffer, at: number, name: string): number {
 }
 
 /** Writes a summary line into `bytes` from `at` (see createSummaryWriter); returns where it ends, or -1. */
-export type SummaryWriter = (bytes: Buffer, at: number, time: number, summary: Summary, ms: number) => number
+type SummaryWriter = (bytes: Buffer, at: number, time: number, summary: Summary, ms: number) => number
 
 const TAIL = Buffer.from(',"msg":"request"}\n')
 

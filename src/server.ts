@@ -17,9 +17,6 @@ import { createAdapters } from './providers/registry.js'
 
 export interface RunningServer {
   app: FastifyInstance
-  admin: FastifyInstance
-  /** The budget store in use (kind, description). */
-  budgetStore: OpenedStore
   /** The Redis connection when the store is Redis, else null. */
   redis: RedisClient | null
   /** The bound proxy address, e.g. `http://127.0.0.1:8080`. */
@@ -140,8 +137,6 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   }
   return {
     app,
-    admin,
-    budgetStore,
     redis: budgetStore.redis,
     url,
     adminUrl,

@@ -9,10 +9,10 @@ import { microsToUsd } from '../money.js'
 
 /** The dashboard's read-only JSON (CONTRACT §4): keys in the `keys list --json` shape plus `windows` as `budget status --json`. */
 
-export type KeyWithWindows = ReturnType<typeof keyJson> & { windows: Record<WindowName, WindowJson> }
+type KeyWithWindows = ReturnType<typeof keyJson> & { windows: Record<WindowName, WindowJson> }
 
 /** One key with its windows, through the CLI's own JSON functions so the shapes cannot drift; null when the key is gone. */
-export async function keyWithWindows(keys: KeyAdmin, record: KeyRecord): Promise<KeyWithWindows | null> {
+async function keyWithWindows(keys: KeyAdmin, record: KeyRecord): Promise<KeyWithWindows | null> {
   const windows = await keys.status(record.hash)
   if (windows === null) return null
   return { ...keyJson(record), windows: Object.fromEntries(WINDOW_NAMES.map((w) => [w, windowJson(windows[w])])) as Record<WindowName, WindowJson> }
@@ -65,7 +65,7 @@ export function registerEventApi(app: FastifyInstance, keys: KeyAdmin): void {
 }
 
 /** One live session in the API (`GET /api/sessions`): its key, spend, hold, steps and limits. */
-export interface SessionJson {
+interface SessionJson {
   hash: string
   name: string
   id: string
@@ -108,7 +108,7 @@ const NOT_FOUND = 'no key has this hash, hash prefix (8+ hex digits) or name'
  * The key a path segment names (full hash, unique prefix of 8+ hex digits, or name); null after
  * answering 404 `not_found` (no such key) or 400 `invalid_request` (ambiguous).
  */
-export async function resolved(keys: KeyAdmin, ref: string, reply: FastifyReply): Promise<KeyRecord | null> {
+async function resolved(keys: KeyAdmin, ref: string, reply: FastifyReply): Promise<KeyRecord | null> {
   const found = await keys.resolveKey(ref)
   if (found.ok) return found.record
   if (found.reason === 'ambiguous') fail(reply, 400, 'invalid_request', `ambiguous key: ${found.matches} keys match; give more of the hash`)

@@ -12,7 +12,7 @@ const ASSETS = {
   '/dashboard.css': { file: 'dashboard.css', type: 'text/css; charset=utf-8' },
 } as const
 
-export interface DashboardAssets {
+interface DashboardAssets {
   /** Registers GET for the page and its two files. */
   register(app: FastifyInstance): void
   /** Sends the page on `reply` (whose status the caller has set). */

@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 /** The admin listener's guard: security headers on every answer, and the bearer token when one is configured. */
 
 /** Nothing but this origin's own script, style and JSON; no framing, no forms, no base rewriting. */
-export const CONTENT_SECURITY_POLICY = [
+const CONTENT_SECURITY_POLICY = [
   "default-src 'none'",
   "script-src 'self'",
   "style-src 'self'",
@@ -23,7 +23,7 @@ const OPEN_ROUTES: ReadonlySet<string> = new Set(['/health', '/ready'])
  */
 const PUBLIC_ASSETS: ReadonlySet<string> = new Set(['/dashboard.js', '/dashboard.css'])
 
-export interface AdminGuardOptions {
+interface AdminGuardOptions {
   /** The bearer token; null lets every request through (the listener is then loopback-only, see checkAdminExposure). */
   token: string | null
   /** Answers `GET /` without a valid token: the page that asks for it (status 401). */

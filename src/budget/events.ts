@@ -6,7 +6,7 @@
 /** How many events each store keeps (older ones are dropped as new ones arrive). */
 export const EVENTS_KEPT = 1000
 /** What `GET /api/events` returns when no limit is given. */
-export const DEFAULT_EVENTS = 50
+const DEFAULT_EVENTS = 50
 
 /** Refusal codes worth showing (the key was known; the budget or a rule of it said no). */
 const RECORDED_REFUSALS: ReadonlySet<string> = new Set([

@@ -8,10 +8,9 @@ import type { RedisClient } from './redis/redis-client.js'
 import type { Checkpointer } from './sqlite/checkpointer.js'
 import type { BudgetStore, KeyAdmin } from './types.js'
 
-export type StoreStatus = 'ready' | 'down'
+type StoreStatus = 'ready' | 'down'
 
 export interface OpenedStore {
-  kind: 'redis' | 'sqlite'
   /** For people: `embedded SQLite at /path` or `Redis at redis://host:6379` (password masked). */
   description: string
   store: BudgetStore
@@ -23,7 +22,7 @@ export interface OpenedStore {
   close(): Promise<void>
 }
 
-export interface OpenStoreOptions {
+interface OpenStoreOptions {
   sessionTtlSeconds?: number
   /** Called on each transition between answering and not answering. */
   onStatus?: (status: StoreStatus, err?: Error) => void
@@ -70,7 +69,6 @@ export async function openStore(config: Config, opts: OpenStoreOptions = {}): Pr
       checkpointer = startCheckpointer(config.db.path, () => db.setAutoCheckpoint(true))
     }
     return {
-      kind: 'sqlite',
       description: describeStore(config),
       store,
       keys: createSqliteKeyAdmin(db),
@@ -102,7 +100,6 @@ export async function openStore(config: Config, opts: OpenStoreOptions = {}): Pr
     ...(opts.onStatus === undefined ? {} : { onStatus: opts.onStatus }),
   })
   return {
-    kind: 'redis',
     description: describeStore(config),
     store: createBudgetStore(redis, ttl),
     keys: createKeyAdmin(redis),

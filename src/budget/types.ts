@@ -75,7 +75,7 @@ export interface Reservation {
   readonly remainingMicros?: Micros | null
 }
 
-export type RefusalReason =
+type RefusalReason =
   | 'invalid_key'
   | 'key_revoked'
   | 'provider_not_allowed'

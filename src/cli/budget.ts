@@ -112,13 +112,13 @@ export function windowJson(status: WindowStatus): WindowJson {
 }
 
 /** The request-rate part of `budget status --json`: the key's `--rpm` and the current minute's admitted requests. */
-export interface RateJson {
+interface RateJson {
   rpm: number | null
   requests_this_minute: number
   resets_at: string
 }
 
-export function rateJson(record: KeyRecord, windows: Record<WindowName, WindowStatus>): RateJson {
+function rateJson(record: KeyRecord, windows: Record<WindowName, WindowStatus>): RateJson {
   return { rpm: record.rpm, requests_this_minute: windows.minute.requests ?? 0, resets_at: windows.minute.resetsAt.toISOString() }
 }
 
@@ -144,7 +144,7 @@ export async function budgetStatus(admin: KeyAdmin, ref: string, json: boolean):
 }
 
 /** The human status view: a heading, one row per window, then the session defaults. */
-export function renderStatus(record: KeyRecord, windows: Record<WindowName, WindowStatus>): string {
+function renderStatus(record: KeyRecord, windows: Record<WindowName, WindowStatus>): string {
   const state = record.active ? 'active' : 'REVOKED'
   const table = renderTable(
     [
@@ -196,7 +196,7 @@ function limitText(micros: number | undefined): string {
 }
 
 /** The loop guard settings of `budget status --json` and `budget set --json`: the limit in force (0 = off) and its window. */
-export interface LoopJson {
+interface LoopJson {
   limit: number
   window_seconds: number
   /** True when the key leaves them at the defaults. */
@@ -204,7 +204,7 @@ export interface LoopJson {
   default_window: boolean
 }
 
-export function loopJson(record: KeyRecord): LoopJson {
+function loopJson(record: KeyRecord): LoopJson {
   return {
     limit: record.loopLimit ?? DEFAULT_LOOP_LIMIT,
     window_seconds: record.loopWindowSeconds ?? DEFAULT_LOOP_WINDOW_SECONDS,
@@ -226,7 +226,7 @@ function rateText(record: KeyRecord, windows: Record<WindowName, WindowStatus>):
 }
 
 /** Whether a key with no window limit may be used (`--unlimited`), or is refused with budget_not_set. */
-export function unlimitedText(record: KeyRecord): string {
+function unlimitedText(record: KeyRecord): string {
   if (record.unlimited) return 'allowed (--unlimited)'
   const limited = WINDOW_NAMES.some((w) => record.limits[w] !== undefined)
   return limited ? 'refused (not --unlimited)' : 'refused: requests get budget_not_set until a limit or --unlimited is set'

@@ -6,10 +6,10 @@ import { usageError } from './errors.js'
 
 /** Providers whose SDKs read a base URL from the environment; Bedrock and Azure are configured in code. */
 export const EXEC_PROVIDERS = ['openai', 'anthropic', 'gemini', 'mistral'] as const
-export type ExecProvider = (typeof EXEC_PROVIDERS)[number]
+type ExecProvider = (typeof EXEC_PROVIDERS)[number]
 
 /** Where the child's requests go: the proxy, the key (path auth), and the session they all belong to. */
-export interface ExecTarget {
+interface ExecTarget {
   proxyUrl: string
   key: string
   session: { id: string; budget: string | null; maxSteps: string | null } | null

@@ -13,7 +13,7 @@ const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 const FROM_TERMINAL: ReadonlySet<string> = new Set(['SIGINT', 'SIGHUP'])
 
 /** Carries the child's exit status out of the command line: no message, just the code `loopers` exits with. */
-export class ChildExit extends CliError {
+class ChildExit extends CliError {
   constructor(code: number) {
     super('LP_ERR_CLI_CHILD_EXIT', '', code)
     this.name = 'ChildExit'
@@ -46,7 +46,7 @@ export function addExecCommand(program: Command): void {
  * Runs `file` with `args` and `env`, stdio shared, passing SIGINT, SIGTERM and SIGHUP on; resolves with its exit code,
  * 128 + the signal number when a signal ended it, 127 when the command is not found, 126 when it cannot be run.
  */
-export function runChild(file: string, args: string[], env: Record<string, string>): Promise<number> {
+function runChild(file: string, args: string[], env: Record<string, string>): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(file, args, { env, stdio: 'inherit' })
     const interactive = process.stdin.isTTY === true

@@ -5,7 +5,7 @@ import type { Micros } from '../money.js'
 /** Shown in a cell that has no value (unlimited window, no session default). */
 export const NONE = '—'
 
-export interface Column {
+interface Column {
   header: string
   /** Right-aligned columns are for amounts and counts. */
   align?: 'left' | 'right'

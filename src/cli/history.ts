@@ -7,7 +7,7 @@ import { resolveRef } from './key-ref.js'
 
 /** `loopers budget history`: settled spend per UTC day (CONTRACT §3), every day of the range, oldest first. */
 
-export interface HistoryJson {
+interface HistoryJson {
   hash: string
   days: Array<{ date: string; spent_usd: number }>
 }

@@ -42,7 +42,7 @@ export function keyJson(record: KeyRecord): { hash: string; name: string; provid
 }
 
 /** How `keys create` prints the new key: prose, one JSON object, or shell lines (`LOOPERS_KEY=…`, `LOOPERS_HASH=…`). */
-export type CreateFormat = 'human' | 'json' | 'env'
+type CreateFormat = 'human' | 'json' | 'env'
 
 /**
  * `keys create`: stores a new key with its first limits and returns its one-time announcement. With

@@ -14,7 +14,7 @@ import { storeNote, withKeyAdmin } from './store.js'
 /** The `loopers` command line (CONTRACT §3). Argument parsing and error reporting only; commands live beside it. */
 
 /** What `main` leaves behind: an exit code, or `serving` when the proxy runs and the process must stay up. */
-export type Outcome = number | 'serving'
+type Outcome = number | 'serving'
 
 interface Io {
   out: (text: string) => void
@@ -27,16 +27,16 @@ const defaultIo: Io = {
 }
 
 /** Runs the CLI on `argv` (process.argv form); reports every error as one stderr line per problem, never a stack. */
-export async function main(argv: readonly string[], io: Io = defaultIo): Promise<Outcome> {
+export async function main(argv: readonly string[]): Promise<Outcome> {
   let outcome: Outcome = 0
-  const program = buildProgram(io, () => {
+  const program = buildProgram(defaultIo, () => {
     outcome = 'serving'
   })
   try {
     await program.parseAsync([...argv])
     return outcome
   } catch (err) {
-    return report(err, io)
+    return report(err, defaultIo)
   }
 }
 

@@ -5,7 +5,7 @@ import { StoreUnavailableError } from '../errors.js'
 import { CliError, storeUnreachable } from './errors.js'
 
 /** How long the CLI waits for the budget store before giving up; the Redis client has no offline queue, so it must be ready first. */
-export const CONNECT_TIMEOUT_MS = 3_000
+const CONNECT_TIMEOUT_MS = 3_000
 /** How long a polite QUIT may take before the connection is simply dropped. */
 const QUIT_TIMEOUT_MS = 500
 
@@ -71,7 +71,7 @@ async function close(opened: OpenedStore): Promise<void> {
 }
 
 /** The store's address for error messages: the SQLite path, or the Redis URL / cluster nodes with any password masked. */
-export function storeAddress(config: Config): string {
+function storeAddress(config: Config): string {
   if (config.redis === null) return config.db.path
   return describeStore(config).replace(/^Redis (at )?/, '')
 }

@@ -10,7 +10,7 @@ import { countChatTokens, countTextTokens, encodingForModel, type Encoding } fro
  */
 
 /** What the fake provider served: the tokens a real provider would bill. */
-export interface ProviderLedger {
+interface ProviderLedger {
   requests: number
   inputTokens: number
   /** Output tokens that reached the wire, including those of streams that were cut. */

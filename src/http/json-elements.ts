@@ -23,7 +23,7 @@ export interface LazySpans {
 export const LAZY_SPANS = Symbol('lazy members')
 
 /** The type of a JSON value as `typeof` gives it, with null and arrays told apart. */
-export type ElementType = 'object' | 'array' | 'string' | 'number' | 'boolean' | 'null'
+type ElementType = 'object' | 'array' | 'string' | 'number' | 'boolean' | 'null'
 
 /**
  * An array's elements, read member by member as `isObject(element) ? element[name] : undefined` would read them

@@ -70,7 +70,7 @@ export function seen(raw: Buffer, frame: NonNullable<Frame>, start: number, end:
 }
 
 /** Whether the key whose quotes are at `start` and `end` is at most LINEAR_KEY_BYTES long and has no escape. */
-export function isPlainShortKey(raw: Buffer, start: number, end: number): boolean {
+function isPlainShortKey(raw: Buffer, start: number, end: number): boolean {
   if (end - start > LINEAR_KEY_BYTES) return false
   for (let k = start + 1; k < end; k++) if (raw[k] === BACKSLASH) return false
   return true

@@ -7,7 +7,7 @@ import { invalidRequest } from '../errors.js'
  */
 
 /** Options for a path: Bedrock model ids are ARNs whose `/` the SDK sends percent-encoded inside one segment. */
-export interface PathRules {
+interface PathRules {
   allowEncodedSlash?: boolean
 }
 

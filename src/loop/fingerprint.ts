@@ -9,7 +9,7 @@ import type { LoopFingerprint, LoopItem, LoopShape, LoopTranscript } from './typ
  * agent re-running the same check between different edits makes progress, while a loop of any period
  * still repeats its steps.
  */
-export const STEP_EXCHANGES = 2
+const STEP_EXCHANGES = 2
 
 // Bounds that keep a 10 MiB body as cheap as a small one: items read from each end, values and characters hashed.
 const OPENING_ITEMS = 16

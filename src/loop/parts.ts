@@ -6,7 +6,7 @@ import type { Digest } from './digest.js'
  * steps), so they are never hashed.
  */
 
-export type PartKind = 'call' | 'content' | 'skip'
+type PartKind = 'call' | 'content' | 'skip'
 
 /** At most this many parts of one item or tool result are hashed. */
 export const MAX_PARTS = 256

@@ -17,7 +17,7 @@ export interface LoopItem {
   role: LoopRole
   /** The wire role or item type ('user', 'tool', 'system', 'function_call_output'…): told apart in the hash. */
   tag: string
-  /** The item's parts, each read by `readPart` (strings, content blocks, tool calls, tool results). */
+  /** The item's parts, each read by `hashPart` (strings, content blocks, tool calls, tool results). */
   parts: readonly unknown[]
 }
 

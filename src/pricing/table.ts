@@ -12,7 +12,7 @@ import type { TokenizerSpec } from '../tokens/output-counter.js'
 export const DEFAULT_PRICING_PATH = fileURLToPath(new URL('../../pricing/default.json', import.meta.url))
 
 /** The key of a provider's catch-all entry, used when no model entry matches. */
-export const FALLBACK_KEY = '_fallback'
+const FALLBACK_KEY = '_fallback'
 
 const DEFAULT_MAX_OUTPUT_TOKENS = 4096
 const DEFAULT_TOKENS_PER_MEDIA = 2000

@@ -160,6 +160,5 @@ export function createMessagesStreamParser(counter: OutputCounter): StreamParser
     outputTokens: () => state.usage.outputTokens ?? state.counter.tokens(),
     // The meter's check before each frame, without tokenizing what waits (never below outputTokens).
     outputBound: () => state.usage.outputTokens ?? state.counter.bound(),
-    upstreamError: () => state.failed,
   }
 }

@@ -7,7 +7,7 @@ import { elementsOf, type Elements } from '../http/json-elements.js'
 import { upstreamUrl } from '../http/upstream-url.js'
 import { boundInputTokens } from '../tokens/bound.js'
 import { createMessagesStreamParser, messageUsage } from './anthropic-stream.js'
-import { isObject, readFlag, requireString, type Json } from './body.js'
+import { isObject, readFlag, requireModel, type Json } from './body.js'
 import { anthropicReferencedInput } from './hosted-tools.js'
 import { isModelRead } from './openai.js'
 import type { ErrorInfo, ExactInput, ProviderAdapter, RouteMatch, UpstreamCredential } from './types.js'
@@ -49,7 +49,7 @@ const OTHER_TOOL_OVERHEAD_TOKENS = 1024
 const MIN_THINKING_BUDGET = 1024
 
 /** The proxy key: the `lp-` value of `x-api-key` (SDK 0.x) or `Authorization: Bearer` (SDK 1.x), else whichever came. */
-export function readAnthropicKey(headers: IncomingHttpHeaders): string | null {
+function readAnthropicKey(headers: IncomingHttpHeaders): string | null {
   const sent = [headerValue(headers, 'x-api-key'), bearerToken(headers)]
   return sent.find((value) => value !== null && isProxyKey(value)) ?? sent.find((value) => value !== null) ?? null
 }
@@ -86,7 +86,7 @@ export function toolOverheadTokens(tools: Elements | null): number {
  * Anthropic's error shape with the Loopers code as `error.type`, budget details beside it, and both again
  * in `error.details` (`error_code` there is what @anthropic-ai/sdk exposes as `APIError.errorCode`).
  */
-export function anthropicErrorBody(error: ErrorInfo): Json {
+function anthropicErrorBody(error: ErrorInfo): Json {
   return {
     type: 'error',
     error: {
@@ -121,7 +121,7 @@ function fetchesContent(tools: Elements | null): boolean {
  * server tools fetch content the count cannot see (the bound's allowance stands). The count body is the
  * request's own counted members, as sent.
  */
-export function anthropicCount(body: Json): ExactInput | null {
+function anthropicCount(body: Json): ExactInput | null {
   if (fetchesContent(elementsOf(body, 'tools')) || body.mcp_servers != null) return null
   return {
     kind: 'endpoint',
@@ -148,7 +148,7 @@ export function createAnthropicAdapter(options: { baseUrl: string; apiKey: strin
     // Claude 4 streams a summary of its thinking but bills all of it; without thinking there is nothing hidden.
     hidesReasoning: (_route, body, modelHidesReasoning) => modelHidesReasoning && thinkingEnabled(body),
     describe(_route, body) {
-      const model = requireString(body, 'model')
+      const model = requireModel(body)
       // `thinking.budget_tokens` is part of max_tokens, so max_tokens bounds all output.
       return { model, stream: readFlag(body, 'stream'), maxOutputTokens: readMaxTokens(body), choices: 1 }
     },

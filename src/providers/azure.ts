@@ -43,7 +43,7 @@ const PROXY_KEY = /lp-[A-Za-z0-9]{43}/
 const JWT = /^eyJ[\w-]*\.[\w-]*\.[\w-]*$/
 
 /** The metered operation of a POST path; null for anything else. */
-export function findAzureRoute(path: string): RouteMatch | null {
+function findAzureRoute(path: string): RouteMatch | null {
   const bodyModel = BODY_MODEL_ROUTES.get(path)
   if (bodyModel !== undefined) return compatRoute(bodyModel)
   const match = DEPLOYMENT_ROUTE.exec(path)

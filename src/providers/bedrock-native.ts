@@ -197,7 +197,8 @@ const MAX_WALK_NODES = 10_000
  * UTF-8 texts generated in one stream chunk or delta: strings under the text keys of every family,
  * skipping metadata (`amazon-bedrock-*`, usage, traces). Over-counts rather than under-counts.
  */
-export function generatedTexts(node: unknown, out: string[] = []): string[] {
+export function generatedTexts(node: unknown): string[] {
+  const out: string[] = []
   const stack: Array<[unknown, boolean]> = [[node, false]]
   let visited = 0
   while (stack.length > 0 && visited++ < MAX_WALK_NODES) {

@@ -12,14 +12,13 @@ import type { StreamParser, Usage } from './types.js'
  * `:message-type` `exception`.
  *
  * Generated text is counted by `counter` (o200k × the model family's factor from the pricing table).
- * A checksum failure ends parsing (see createEventStreamFramer): the stream is marked as an upstream
- * error and every byte after it counts as one output token, an upper bound the meter can trust.
+ * A checksum failure ends parsing (see createEventStreamFramer): every byte after it counts as one
+ * output token, an upper bound the meter can trust.
  * Output counts reported before the end of a stream (Anthropic's `message_start` says 1, AI21's first
  * chunk says 0) are ignored, so the meter counts deltas until a final count arrives.
  */
 export function createBedrockStreamParser(kind: 'invoke' | 'converse', counter: OutputCounter): StreamParser {
   let usage: Usage = {}
-  let failed = false
 
   function addTexts(node: unknown): void {
     for (const text of generatedTexts(node)) counter.add(text)
@@ -39,7 +38,6 @@ export function createBedrockStreamParser(kind: 'invoke' | 'converse', counter: 
     addTexts(chunk)
     if (chunk.type === 'message_start' && isObject(chunk.message)) mergeInput(anthropicUsage(chunk.message.usage))
     else if (chunk.type === 'message_delta') mergeFinal(anthropicUsage(chunk.usage))
-    else if (chunk.type === 'error') failed = true
     if (isObject(chunk.metadata)) mergeFinal(converseUsage(chunk.metadata.usage))
     if (isObject(chunk.usage) && typeof chunk.usage.prompt_tokens === 'number') mergeInput({ inputTokens: chunk.usage.prompt_tokens })
     if (typeof chunk.prompt_token_count === 'number') mergeInput({ inputTokens: chunk.prompt_token_count })
@@ -55,10 +53,7 @@ export function createBedrockStreamParser(kind: 'invoke' | 'converse', counter: 
   }
 
   function onMessage(message: EventStreamMessage): void {
-    if (message.headers[':message-type'] !== 'event') {
-      failed = true
-      return
-    }
+    if (message.headers[':message-type'] !== 'event') return
     const payload = parseJson(message.payload)
     if (!isObject(payload)) return
     const eventType = String(message.headers[':event-type'] ?? '')
@@ -80,7 +75,6 @@ export function createBedrockStreamParser(kind: 'invoke' | 'converse', counter: 
     outputTokens: () => usage.outputTokens ?? counter.tokens() + framer.corruptBytes(),
     // The meter's check before each frame, without tokenizing what waits (never below outputTokens).
     outputBound: () => usage.outputTokens ?? counter.bound() + framer.corruptBytes(),
-    upstreamError: () => failed || framer.corruptBytes() > 0,
   }
 }
 

@@ -67,7 +67,7 @@ const STREAM_EXCEPTIONS: Record<number, string> = {
 }
 
 /** Configuration the Bedrock adapter needs: upstream base URL and the server-held credentials. */
-export interface BedrockOptions {
+interface BedrockOptions {
   baseUrl: string
   /** LOOPERS_BEDROCK_API_KEY, preferred over `aws` when both are set. */
   apiKey: string | null

@@ -8,11 +8,11 @@ export function isObject(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
-/** A required non-empty string field of a request body. */
-export function requireString(body: Json, field: string): string {
-  const value = body[field]
+/** The request body's `model`, a required non-empty string. */
+export function requireModel(body: Json): string {
+  const value = body.model
   if (typeof value !== 'string' || value.length === 0) {
-    throw invalidRequest(`'${field}' must be a non-empty string`)
+    throw invalidRequest("'model' must be a non-empty string")
   }
   return value
 }

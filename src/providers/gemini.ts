@@ -124,7 +124,7 @@ function hasFileData(body: unknown): boolean {
  * Usage from a usageMetadata object: `promptTokenCount` includes cached tokens, tool-use prompts are
  * billed as input, thinking is billed as output. Fields stay undefined when not reported.
  */
-export function geminiUsage(metadata: unknown): Usage | null {
+function geminiUsage(metadata: unknown): Usage | null {
   if (!isObject(metadata)) return null
   const prompt = readCount(metadata, 'promptTokenCount')
   const cached = readCount(metadata, 'cachedContentTokenCount') ?? 0
@@ -145,7 +145,6 @@ export function geminiUsage(metadata: unknown): Usage | null {
  */
 class GeminiStreamState {
   usage: Usage = {}
-  failed = false
   /** The counter's value when the latest usage arrived: what it counted since then is not in that usage. */
   private countedAtReport = 0
 
@@ -166,7 +165,6 @@ class GeminiStreamState {
       return
     }
     if (!isObject(response)) return
-    if (isObject(response.error)) this.failed = true
     if (Array.isArray(response.candidates)) {
       for (const candidate of response.candidates) {
         const parts = isObject(candidate) && isObject(candidate.content) ? candidate.content.parts : undefined
@@ -215,7 +213,6 @@ function parserFrom(
     outputTokens: () => state.outputTokens(),
     // Each chunk's usage report reads the count already (countedAtReport), so a bound would save nothing here.
     outputBound: () => state.outputTokens(),
-    upstreamError: () => state.failed,
   }
 }
 
@@ -240,7 +237,7 @@ function createArrayParser(counter: OutputCounter): StreamParser {
 }
 
 /** Google's error object, with the Loopers code as a google.rpc.ErrorInfo reason and budget details as its metadata. */
-export function geminiErrorBody(error: ErrorInfo): Json {
+function geminiErrorBody(error: ErrorInfo): Json {
   const metadata: Record<string, string> = {}
   for (const [name, value] of Object.entries(error.details ?? {})) if (value != null) metadata[name] = String(value)
   const status = GOOGLE_STATUS[error.status] ?? (error.status >= 500 ? 'INTERNAL' : 'FAILED_PRECONDITION')

@@ -40,7 +40,7 @@ function addContentParts(parts: unknown[], add: (text: unknown) => void): void {
 }
 
 /** What Mistral deltas carry beyond OpenAI's string fields: content parts and object-valued tool arguments. */
-export const readMistralDelta: DeltaTextReader = (delta, add) => {
+const readMistralDelta: DeltaTextReader = (delta, add) => {
   if (Array.isArray(delta.content)) addContentParts(delta.content, add)
   if (!Array.isArray(delta.tool_calls)) return
   for (const call of delta.tool_calls) {
@@ -58,7 +58,7 @@ function injectsSystemPrompt(route: RouteMatch, body: Json): boolean {
 }
 
 /** Mistral's error object, with the Loopers code as `type` and `code` and budget details beside them. */
-export function mistralErrorBody(error: ErrorInfo): Json {
+function mistralErrorBody(error: ErrorInfo): Json {
   return { object: 'error', message: error.message, type: error.code, param: null, code: error.code, ...error.details }
 }
 

@@ -3,7 +3,7 @@ import { createSseFramer, type SseFramer } from '../stream/sse.js'
 import { StringSlot } from '../stream/string-slot.js'
 import { boundInputTokens } from '../tokens/bound.js'
 import type { OutputCounter } from '../tokens/output-counter.js'
-import { isObject, readCount, readFlag, readPositiveInt, requireString, type Json } from './body.js'
+import { isObject, readCount, readFlag, readPositiveInt, requireModel, type Json } from './body.js'
 import type { ErrorInfo, ExactInput, RequestFacts, RouteMatch, StreamParser, Usage } from './types.js'
 
 /**
@@ -32,7 +32,7 @@ export function compatRoute(operation: CompatOperation, pathModel: string | null
 
 /** Reads model, stream and output cap; the model may come from the path (Azure deployment). */
 export function describeCompat(route: RouteMatch, body: Json): RequestFacts {
-  const model = route.pathModel ?? requireString(body, 'model')
+  const model = route.pathModel ?? requireModel(body)
   switch (route.operation) {
     case 'chat': {
       const choices = readPositiveInt(body, 'n') ?? 1
@@ -105,7 +105,7 @@ export function prepareCompatBody(route: RouteMatch, body: Json, facts: RequestF
 }
 
 /** Usage of a chat or embeddings response (`prompt_tokens` includes cached tokens). */
-export function chatUsage(usage: unknown): Usage | null {
+function chatUsage(usage: unknown): Usage | null {
   if (!isObject(usage)) return null
   const prompt = readCount(usage, 'prompt_tokens')
   const cached = readCount(usage.prompt_tokens_details, 'cached_tokens') ?? 0
@@ -118,7 +118,7 @@ export function chatUsage(usage: unknown): Usage | null {
 }
 
 /** Usage of a Responses API response (`input_tokens` includes cached tokens; output includes reasoning). */
-export function responsesUsage(usage: unknown): Usage | null {
+function responsesUsage(usage: unknown): Usage | null {
   if (!isObject(usage)) return null
   const input = readCount(usage, 'input_tokens')
   const cached = readCount(usage.input_tokens_details, 'cached_tokens') ?? 0
@@ -254,7 +254,7 @@ const RESPONSES_TEXT_EVENTS = new Set([
 ])
 
 /** Parser for Responses API streams: typed events, usage in `response.completed`/`incomplete`/`failed`. */
-export function createResponsesStreamParser(counter: OutputCounter): StreamParser {
+function createResponsesStreamParser(counter: OutputCounter): StreamParser {
   const state = new CompatStreamState(counter)
   const framer = createSseFramer((text, event) => {
     let data: unknown
@@ -271,9 +271,6 @@ export function createResponsesStreamParser(counter: OutputCounter): StreamParse
     } else if (type === 'response.completed' || type === 'response.incomplete' || type === 'response.failed') {
       const usage = isObject(data.response) ? responsesUsage(data.response.usage) : null
       if (usage !== null) state.usage = usage
-      if (type === 'response.failed') state.failed = true
-    } else if (type === 'error') {
-      state.failed = true
     }
   })
   return new CompatStreamParser(framer, state)
@@ -309,10 +306,6 @@ class CompatStreamParser implements StreamParser {
 
   outputBound(): number {
     return this.state.usage.outputTokens ?? this.state.counter.bound()
-  }
-
-  upstreamError(): boolean {
-    return this.state.failed
   }
 }
 

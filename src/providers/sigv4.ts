@@ -6,13 +6,13 @@ import { createHash, createHmac } from 'node:crypto'
  * URI-encoded once more than it travels on the wire, and empty and dot segments are normalised away.
  */
 
-export interface SigV4Credentials {
+interface SigV4Credentials {
   accessKeyId: string
   secretAccessKey: string
   sessionToken?: string
 }
 
-export interface SigV4Request {
+interface SigV4Request {
   method: string
   /** The path exactly as it goes on the wire (already percent-encoded where the client encoded it). */
   path: string
@@ -25,7 +25,7 @@ export interface SigV4Request {
   bodySha256?: string
 }
 
-export interface SigV4Options {
+interface SigV4Options {
   credentials: SigV4Credentials
   region: string
   service: string

@@ -79,8 +79,6 @@ export interface StreamParser {
    * meter's check before each frame; it asks `outputTokens()` only when this passes the hold.
    */
   outputBound(): number
-  /** An error the upstream sent inside the stream, if any (the stream then bills nothing more). */
-  upstreamError(): boolean
   /**
    * Optional: the bytes that end this stream when it is cut, for formats whose ending depends on what the
    * client already has (Gemini's JSON array needs `[`, `,` or nothing before its error element).
@@ -98,7 +96,7 @@ export interface UpstreamRequest {
 }
 
 /** What an adapter receives to build the upstream request. */
-export interface UpstreamContext {
+interface UpstreamContext {
   route: RouteMatch
   /** The path after `/{provider}`, without query string, as the client sent it. */
   path: string
@@ -189,7 +187,7 @@ export interface ProviderAdapter {
   hidesReasoning?(route: RouteMatch, body: Record<string, unknown>, modelHidesReasoning: boolean): boolean
   /**
    * Optional: what the request makes the provider read or run beyond the body that the shared check of
-   * fetched parts (`referencesProviderContent`) does not see: hosted tools and stored prompts. Throws
+   * fetched parts (`scanBody`) does not see: hosted tools and stored prompts. Throws
    * ProxyError(invalid_request) for what the proxy cannot price: a price tier other than the standard one,
    * a hosted tool whose calls are not bounded or whose fee is not per call.
    */

@@ -11,7 +11,7 @@ const TIGHT_FOR_MS = 60_000
 /** Keys remembered at most (the oldest is forgotten first). */
 const MAX_TIGHT_KEYS = 10_000
 /** Longest a request waits for other requests' holds before it is refused (retryably). */
-export const HOLD_WAIT_MS = 3_000
+const HOLD_WAIT_MS = 3_000
 /** Pause before retrying when no local release came: holds of other proxy processes. */
 const POLL_MS = [20, 50, 100, 200] as const
 
@@ -29,7 +29,7 @@ export function settledRoom(refusal: Refusal): number {
   return Math.max(0, limit - settled)
 }
 
-export interface Admission {
+interface Admission {
   /** The room settled spend left when the key was last refused, or null when it was not refused lately. */
   tightRoom(keyHash: string): number | null
   markTight(keyHash: string, roomMicros: number): void

@@ -8,8 +8,7 @@ import { refusalError } from './refusal.js'
 import { NO_QUERY_PARAMS, parseTarget, type Target } from './target.js'
 
 /** The proxy key of a request, read before its body: where its provider's SDK sends it, or from the path. */
-export interface GateKey {
-  provider: ProviderId
+interface GateKey {
   keyHash: string
 }
 
@@ -42,7 +41,7 @@ export interface KeyGate {
   forget(keyHash: string): void
 }
 
-export interface KeyGateOptions {
+interface KeyGateOptions {
   keys: Pick<KeyAdmin, 'getKey'>
   adapters: AdapterRegistry
   /** How many recently-valid keys are remembered (oldest dropped first). */
@@ -88,7 +87,7 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
     valid.set(keyHash, { providers: record.providers, until: now() + ttlMs })
     if (valid.size > maxKeys) valid.delete(valid.keys().next().value as string)
     if (!record.providers.includes(provider)) throw refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now())
-    return { provider, keyHash, target }
+    return { keyHash, target }
   }
 
   async function lookup(keyHash: string): Promise<KeyRecord | null> {
@@ -110,7 +109,7 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
       if (target === null) return null
       const key = keyIn(target, headers)
       if (key === null || !isProxyKey(key)) return null
-      return { provider: target.provider, keyHash: cachedKeyHash(key) }
+      return { keyHash: cachedKeyHash(key) }
     },
     check(url, headers) {
       const target = parseTarget(url)
@@ -125,7 +124,7 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
       const seen = valid.get(keyHash)
       if (seen !== undefined && seen.until > now()) {
         if (!seen.providers.includes(provider)) return Promise.reject(refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now()))
-        return { provider, keyHash, target }
+        return { keyHash, target }
       }
       valid.delete(keyHash)
       return admit(target, keyHash)

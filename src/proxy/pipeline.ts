@@ -23,8 +23,8 @@ import type { AdapterRegistry } from '../providers/registry.js'
 import type { ProviderAdapter, ProviderId, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
 import type { Metrics } from '../metrics.js'
 import { REFERENCED_CONTEXT_TOKENS } from '../tokens/bound.js'
-import { sharedTokenCounter, type TokenCounter } from '../tokens/worker.js'
-import { blockedByHolds, createAdmission, settledRoom, type Admission } from './admission.js'
+import { sharedTokenCounter } from '../tokens/worker.js'
+import { blockedByHolds, createAdmission, settledRoom } from './admission.js'
 import { readLoopersCredential, readSession } from './control-headers.js'
 import type { Inflight } from './inflight.js'
 import { isKeyRefusal, type KeyGate } from './key-gate.js'
@@ -53,10 +53,6 @@ export interface PipelineDeps {
   /** Fires after the shutdown grace period: in-flight upstream calls are aborted and streams cut. */
   shutdown: AbortSignal
   now?: () => number
-  /** Exact token counts off the event loop; default: the process's shared counting worker. */
-  counter?: TokenCounter
-  /** Near-limit memory and hold queues; default: this pipeline's own. */
-  admission?: Admission
 }
 
 
@@ -68,9 +64,10 @@ export interface PipelineDeps {
 export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>) {
   const now = deps.now ?? Date.now
   const { config, store, pricing, adapters } = deps
-  const counter = deps.counter ?? sharedTokenCounter()
+  // Exact token counts off the event loop: the process's shared counting worker.
+  const counter = sharedTokenCounter()
   const counting = { counter, upstream: deps.upstream }
-  const admission = deps.admission ?? createAdmission(now)
+  const admission = createAdmission(now)
   // Each settlement's end releases a hold: the key's queue of requests blocked by holds retries at once.
   const { forwardFree, forwardMetered } = createForwarder({ ...deps, now, counter, released: (keyHash) => admission.released(keyHash) })
 

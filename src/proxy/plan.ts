@@ -20,7 +20,7 @@ export interface ReservationPlan {
 }
 
 // The least output worth forwarding a request for: a non-streamed request's cap, a stream's first slice.
-export const MIN_USEFUL_OUTPUT_TOKENS = 16
+const MIN_USEFUL_OUTPUT_TOKENS = 16
 
 /**
  * Reserve bounds: metered streams hold input plus one slice (as much of it as fits, at least a useful

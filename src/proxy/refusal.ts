@@ -15,7 +15,7 @@ import {
 import type { ProviderId } from '../providers/types.js'
 
 /** Retry-After of a refusal caused by other requests' holds: they are released as those requests end. */
-export const HOLDS_RETRY_AFTER_SECONDS = 1
+const HOLDS_RETRY_AFTER_SECONDS = 1
 
 /**
  * Turns a typed store refusal into the contract's error, with budget details and Retry-After. A refusal

@@ -70,7 +70,7 @@ interface AbortHook {
 }
 
 /** What aborts an upstream call: an UpstreamAbort (the proxy's requests) or any AbortSignal. */
-export type UpstreamSignal = UpstreamAbort | AbortSignal
+type UpstreamSignal = UpstreamAbort | AbortSignal
 
 export interface UpstreamClient {
   /**
@@ -83,26 +83,22 @@ export interface UpstreamClient {
   close(): Promise<void>
 }
 
-export interface UpstreamOptions {
+interface UpstreamOptions {
   connectTimeoutMs: number
   /** Longest wait for response headers and longest silence inside a response body. */
   timeoutMs: number
-  /** For tests: a dispatcher to use instead of a pooled Agent. */
-  dispatcher?: Dispatcher
 }
 
 export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
-  const dispatcher =
-    options.dispatcher ??
-    new Agent({
-      connect: { timeout: options.connectTimeoutMs },
-      headersTimeout: options.timeoutMs,
-      bodyTimeout: options.timeoutMs,
-      keepAliveTimeout: 30_000,
-      // No cap on connections per provider: every open stream holds one, and a queued stream would wait
-      // for another to finish (minutes, for LLM answers).
-      connections: null,
-    })
+  const dispatcher = new Agent({
+    connect: { timeout: options.connectTimeoutMs },
+    headersTimeout: options.timeoutMs,
+    bodyTimeout: options.timeoutMs,
+    keepAliveTimeout: 30_000,
+    // No cap on connections per provider: every open stream holds one, and a queued stream would wait
+    // for another to finish (minutes, for LLM answers).
+    connections: null,
+  })
   return {
     // Not async: the call's own promise is the answer, its failures classified where they happen.
     send(request, signal, method = 'POST') {
@@ -116,9 +112,7 @@ export function createUpstreamClient(options: UpstreamOptions): UpstreamClient {
         return Promise.reject(classify(error, signal))
       }
     },
-    async close() {
-      if (options.dispatcher === undefined) await dispatcher.close()
-    },
+    close: () => dispatcher.close(),
   }
 }
 
@@ -304,7 +298,7 @@ async function* inSlices(body: Buffer): AsyncGenerator<Buffer> {
 }
 
 /** Maps transport failures to the contract's 502/504 errors; an abort by the client passes through. */
-export function classify(error: unknown, signal?: UpstreamSignal): unknown {
+function classify(error: unknown, signal?: UpstreamSignal): unknown {
   if (signal?.aborted) return error
   if (error instanceof ProxyError) return error
   if (

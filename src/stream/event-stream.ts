@@ -6,7 +6,7 @@ import * as zlib from 'node:zlib'
  * and a CRC32 of everything before it. All integers are big-endian.
  */
 
-export type EventStreamHeaderValue = boolean | number | bigint | string | Buffer | Date
+type EventStreamHeaderValue = boolean | number | bigint | string | Buffer | Date
 
 export interface EventStreamMessage {
   headers: Record<string, EventStreamHeaderValue>
@@ -14,7 +14,7 @@ export interface EventStreamMessage {
 }
 
 /** Regroups event-stream bytes at message boundaries, like the SSE framer does for text streams. */
-export interface EventStreamFramer {
+interface EventStreamFramer {
   /**
    * Consumes bytes; returns the bytes of every message completed so far (possibly empty), unchanged.
    * After corruption every byte is returned as soon as it arrives: framing can no longer be trusted.
@@ -36,28 +36,9 @@ const MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 const MAX_HEADERS_BYTES = 128 * 1024
 const EMPTY = Buffer.alloc(0)
 
-const CRC_TABLE = (() => {
-  const table = new Uint32Array(256)
-  for (let n = 0; n < 256; n++) {
-    let c = n
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1
-    table[n] = c >>> 0
-  }
-  return table
-})()
-
-/** CRC-32 (IEEE) by table, for Node versions whose zlib lacks `crc32` (added in 20.15). */
-export function tableCrc32(bytes: Uint8Array): number {
-  let crc = 0xffffffff
-  for (const byte of bytes) crc = (CRC_TABLE[(crc ^ byte) & 0xff] as number) ^ (crc >>> 8)
-  return (crc ^ 0xffffffff) >>> 0
-}
-
-const nativeCrc32 = (zlib as { crc32?: (data: Uint8Array) => number }).crc32
-
 /** CRC-32 (IEEE 802.3), the checksum of the event-stream prelude and message. */
 export function crc32(bytes: Uint8Array): number {
-  return nativeCrc32 === undefined ? tableCrc32(bytes) : nativeCrc32(bytes) >>> 0
+  return zlib.crc32(bytes)
 }
 
 /**
@@ -81,9 +62,9 @@ export function createEventStreamFramer(onMessage: (message: EventStreamMessage)
     return data
   }
 
-  function breakAt(data: Buffer, start: number): void {
+  function breakAt(data: Buffer): void {
     broken = true
-    corrupt += data.length - start
+    corrupt += data.length
     parts = []
     pendingBytes = 0
   }
@@ -110,7 +91,7 @@ export function createEventStreamFramer(onMessage: (message: EventStreamMessage)
         headersLength <= MAX_HEADERS_BYTES &&
         headersLength <= total - MIN_MESSAGE_BYTES
       if (!preludeValid) {
-        breakAt(data, 0)
+        breakAt(data)
         yield data
         return
       }
@@ -119,7 +100,7 @@ export function createEventStreamFramer(onMessage: (message: EventStreamMessage)
       const frame = data.subarray(0, total)
       const message = frame.readUInt32BE(total - CHECKSUM_BYTES) === crc32(frame.subarray(0, total - CHECKSUM_BYTES)) ? decodeFrame(frame, headersLength) : null
       if (message === null) {
-        breakAt(data, 0)
+        breakAt(data)
         yield data
         return
       }

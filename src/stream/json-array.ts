@@ -7,7 +7,7 @@ import { MAX_EVENT_BYTES, UpstreamTooLargeError } from './limits.js'
  * meter can forward whole elements and never cut one in half. A body that does not start with `[` is
  * passed through as it comes (`onOpaque` sees those bytes).
  */
-export interface JsonArrayFramer {
+interface JsonArrayFramer {
   /** Consumes bytes; returns the bytes of every frame completed so far (possibly empty). */
   push(chunk: Buffer): Buffer
   /** Returns the bytes of an unfinished trailing frame (and parses a trailing scalar element). */

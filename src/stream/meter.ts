@@ -4,7 +4,7 @@ import type { ErrorInfo, StreamParser } from '../providers/types.js'
 import type { SourceReader, StreamSource } from './source.js'
 
 /** How a metered stream ended. */
-export type StreamOutcome = 'completed' | 'cutoff' | 'client_closed' | 'upstream_failed' | 'shutdown'
+type StreamOutcome = 'completed' | 'cutoff' | 'client_closed' | 'upstream_failed' | 'shutdown'
 
 /** The client side of a stream: Node's ServerResponse or Http2ServerResponse. */
 export interface StreamSink {
@@ -43,7 +43,7 @@ export interface MeterOptions {
 export type StreamStop = ShutdownList<Stoppable>
 
 /** An open stream as a StreamStop holds it. */
-export interface Stoppable {
+interface Stoppable {
   stop(): void
 }
 

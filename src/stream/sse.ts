@@ -10,7 +10,7 @@ import { MAX_EVENT_BYTES, UpstreamTooLargeError } from './limits.js'
  * Called once per dispatched event (one with at least one `data` field): its data lines joined by LF, and its
  * `event` field (undefined when absent or empty). `id`, `retry` and comments change nothing a meter reads.
  */
-export type SseEventHandler = (data: string, type: string | undefined) => void
+type SseEventHandler = (data: string, type: string | undefined) => void
 
 export interface SseFramer {
   /** Consumes bytes; returns the bytes of every event completed so far (possibly empty). */

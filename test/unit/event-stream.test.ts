@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { EventStreamCodec } from '@smithy/core/event-streams'
 import { describe, expect, it } from 'vitest'
@@ -6,7 +5,6 @@ import {
   crc32,
   createEventStreamFramer,
   encodeEventStreamMessage,
-  tableCrc32,
   type EventStreamMessage,
 } from '../../src/stream/event-stream.js'
 import { fixtureFrames, type FixtureEvent } from '../support/fake-bedrock.js'
@@ -213,13 +211,8 @@ describe('encoder and checksum', () => {
     ])
   })
 
-  it('the table CRC-32 agrees with zlib on known values and random data', () => {
-    expect(tableCrc32(Buffer.from('123456789'))).toBe(0xcbf43926)
+  it('the CRC-32 is the IEEE one on known values', () => {
     expect(crc32(Buffer.from('123456789'))).toBe(0xcbf43926)
-    expect(tableCrc32(Buffer.alloc(0))).toBe(0)
-    for (let i = 0; i < 50; i++) {
-      const data = randomBytes(i * 37)
-      expect(tableCrc32(data)).toBe(crc32(data))
-    }
+    expect(crc32(Buffer.alloc(0))).toBe(0)
   })
 })

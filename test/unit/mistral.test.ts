@@ -206,7 +206,6 @@ describe('stream parser on Mistral streams, split at every byte', () => {
       expect(parser.reported()).toEqual(usage)
       expect(counter.tokens()).toBe(estimated)
       expect(counter.text()).toBe(text)
-      expect(parser.upstreamError()).toBe(false)
     }
   })
 
@@ -233,7 +232,7 @@ describe('errors', () => {
     })
   })
 
-  it('the cutoff frame is an event the Mistral SDK refuses and the parser marks as an upstream error', () => {
+  it('the cutoff frame is an event the Mistral SDK refuses and the parser forwards as it is', () => {
     const frame = adapter.cutoffFrame(CHAT, info)
     const [data] = dataEvents(frame)
     expect(() => CompletionEvent$inboundSchema.parse({ data })).toThrow()
@@ -241,6 +240,5 @@ describe('errors', () => {
     expect(event).toMatchObject({ object: 'error', code: 'budget_exceeded', error: { code: 'budget_exceeded', message: info.message } })
     const parser = newParser(CHAT)
     expect(parser.push(frame).equals(frame)).toBe(true)
-    expect(parser.upstreamError()).toBe(true)
   })
 })

@@ -15,7 +15,7 @@ import { parseKeyRef, pickKey } from '../resolve.js'
 import { WINDOW_NAMES, type BudgetChange, type KeyAdmin, type KeyLookup, type KeyRecord, type WindowName, type WindowStatus } from '../types.js'
 import { periodOf } from '../windows.js'
 
-export interface KeyAdminOptions {
+interface KeyAdminOptions {
   /** Clock in ms since the epoch (creation time, current periods). Default Date.now. */
   now?: () => number
 }

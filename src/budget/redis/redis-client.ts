@@ -9,7 +9,7 @@ export type RedisClient = Redis | Cluster
 
 export type RedisStatus = 'ready' | 'down'
 
-export interface RedisClientOptions {
+interface RedisClientOptions {
   /** `redis://` or `rediss://` (TLS); for a cluster only its credentials and TLS choice are used. */
   url: string
   /** `host:port` seed nodes of a Redis Cluster, or null for a single Redis. */

@@ -16,7 +16,7 @@ export interface EncodedStart {
 }
 
 /** One argument sent as an encoded start then `rest` (a key then made of a request id): no joined string is built. */
-export interface JoinedArg {
+interface JoinedArg {
   readonly start: EncodedStart
   readonly rest: string
 }

@@ -12,7 +12,7 @@ import { Deadlines, type DeadlineCommand } from './command-deadlines.js'
 import type { RedisClient } from './redis-client.js'
 import { countArgs, putArgValues, respOf, writeCommand, type ScriptArg } from './script-args.js'
 
-export interface Script {
+interface Script {
   /** Its file's name, which names it in errors. */
   name: string
   lua: string

@@ -7,7 +7,7 @@ import type { Refusal } from '../types.js'
 import type { Period } from '../windows.js'
 
 /** A script's reply as ioredis parses it, unconverted: its outcome word, then Lua integers as numbers and Lua strings as Buffers. */
-export type Reply = [Buffer, ...(Buffer | number)[]]
+type Reply = [Buffer, ...(Buffer | number)[]]
 
 /** The outcome words the hot paths compare replies with, byte for byte. */
 export const OK = Buffer.from('ok')

@@ -31,7 +31,7 @@ import {
 import { dayExpiresAt, dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 
-export interface BudgetStoreOptions {
+interface BudgetStoreOptions {
   /** Clock in ms since the epoch; decides the window periods. Default Date.now. */
   now?: () => number
   /** Idle lifetime of a session, refreshed by each of its requests. Default 86 400 (one day). */

@@ -13,7 +13,7 @@ import { periodOf } from '../windows.js'
 import type { Db } from './database.js'
 import { readDays, readPeriod, readRequests, type KeyRow } from './rows.js'
 
-export interface SqliteAdminOptions {
+interface SqliteAdminOptions {
   /** Clock in ms since the epoch (creation time, current periods). Default Date.now. */
   now?: () => number
 }

@@ -16,10 +16,10 @@
  */
 import { Worker } from 'node:worker_threads'
 
-export const CHECKPOINT_INTERVAL_MS = 1_000
-export const CHECKPOINT_IDLE_STOP_MS = 30_000
+const CHECKPOINT_INTERVAL_MS = 1_000
+const CHECKPOINT_IDLE_STOP_MS = 30_000
 /** WAL frames (pages, 4 KiB each) past which the worker empties the WAL: journal_size_limit's 16 MiB. */
-export const CHECKPOINT_TRUNCATE_FRAMES = 4_096
+const CHECKPOINT_TRUNCATE_FRAMES = 4_096
 /** How long the worker keeps trying (at most 64 tries) for the write lock to empty the WAL before its next round. */
 const TRUNCATE_TRY_MS = 500
 
@@ -61,7 +61,7 @@ export interface Checkpointer {
   stop(): Promise<void>
 }
 
-export interface CheckpointerOptions {
+interface CheckpointerOptions {
   intervalMs?: number
   /** The worker stops after between one and two of these without a commit. */
   idleStopMs?: number

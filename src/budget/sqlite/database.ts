@@ -12,7 +12,7 @@ import { openFile } from './schema.js'
  * How long one operation waits for another process's write lock before it fails closed (503). The
  * wait is asynchronous (retries on timers), so a lock held elsewhere never blocks the event loop.
  */
-export const DEFAULT_BUSY_TIMEOUT_MS = 250
+const DEFAULT_BUSY_TIMEOUT_MS = 250
 /**
  * How much longer than the busy timeout a commit waits while the store's own checkpoint worker holds the write
  * lock (DbOptions.checkpointing): its TRUNCATE tries for 500 ms, and the try that gets the lock copies and
@@ -25,7 +25,7 @@ const MAX_RETRY_DELAY_MS = 16
 const MAX_BATCH = 64
 
 /** Told as a work's promise settles: its `what`, when its call began (performance.now()), whether it failed. */
-export type WorkObserver<W extends string = string> = (what: W, startedMs: number, failed: boolean) => void
+type WorkObserver<W extends string = string> = (what: W, startedMs: number, failed: boolean) => void
 
 interface Queued {
   what: string
@@ -44,7 +44,6 @@ function finish(q: Queued, failed: boolean, value: unknown): void {
 }
 
 export interface Db {
-  readonly path: string
   /** Prepared once per SQL text and reused. */
   statement(sql: string): StatementSync
   /**
@@ -89,12 +88,12 @@ export interface Db {
 }
 
 /** What a caller defers to the end of a transaction (Db.deferUntilCommit). */
-export interface TransactionHooks {
+interface TransactionHooks {
   flush(): void
   discard(): void
 }
 
-export interface DbOptions {
+interface DbOptions {
   busyTimeoutMs?: number
   /** Called on each transition between usable and unusable (err: why it failed). */
   onStatus?: (status: 'ready' | 'down', err?: Error) => void
@@ -312,7 +311,6 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
   }
 
   return {
-    path,
     statement(sql) {
       let s = statements.get(sql)
       if (s === undefined) {

@@ -6,13 +6,13 @@
  */
 import type { Db } from './database.js'
 
-export interface Housekeeping {
+interface Housekeeping {
   /** One batch per table; returns how many rows went. */
   sweep(): number
   stop(): void
 }
 
-export const SWEEP_INTERVAL_MS = 250
+const SWEEP_INTERVAL_MS = 250
 /** The sweep's transaction name: its deletes are redone after a crash, so they need no checkpoint of their own. */
 export const SWEEP_TRANSACTION = 'clean up'
 /** While a tick finds mostly expired rows, the next one follows after this instead (catching up). */

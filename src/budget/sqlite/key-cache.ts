@@ -10,7 +10,7 @@ import { readKey, type KeyRow } from './rows.js'
 const MAX_KEYS = 1024
 
 /** Reads a key's row (undefined: no such key) inside a transaction on `db`, from the cache while it is exact. */
-export type KeyReader = (hash: string) => KeyRow | undefined
+type KeyReader = (hash: string) => KeyRow | undefined
 
 export function createKeyCache(db: Db): KeyReader {
   const rows = new Map<string, KeyRow | null>()

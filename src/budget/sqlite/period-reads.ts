@@ -9,7 +9,7 @@ import type { WindowName } from '../types.js'
 import type { Db } from './database.js'
 import { readPeriodRow } from './rows.js'
 
-export interface PeriodReads {
+interface PeriodReads {
   /** A period's stored spend and holds at `nowMs` (zero when the row is absent or expired). */
   usage(hash: string, window: WindowName, id: string, nowMs: number): { spent: Micros; held: Micros }
   /** The requests stored in a period at `nowMs` (zero when the row is absent or expired). */

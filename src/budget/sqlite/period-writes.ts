@@ -10,7 +10,7 @@ import { WINDOW_NAMES, type WindowName } from '../types.js'
 import type { Db } from './database.js'
 import type { MinuteStatements } from './minute-statements.js'
 
-export interface PeriodWrites {
+interface PeriodWrites {
   /** A reserve's hold of `add` in the minute's periods (`ids`, in window order), counted in its minute. */
   hold(statements: MinuteStatements, ids: readonly string[], hash: string, add: Micros, nowMs: number): void
   /**

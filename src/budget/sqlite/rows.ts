@@ -33,7 +33,7 @@ export interface SessionRow {
   loop_limit?: number | null
 }
 
-export interface ReservationRow {
+interface ReservationRow {
   state: 'held' | 'settled'
   amount: number
   provider: string

@@ -39,7 +39,7 @@ import { createPeriodWrites } from './period-writes.js'
 import * as rows from './rows.js'
 import { checksScopeSize, effectiveLoopLimit, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 
-export interface SqliteStoreOptions {
+interface SqliteStoreOptions {
   /** Clock in ms since the epoch; decides the window periods and expiry. Default Date.now. */
   now?: () => number
   /** Idle lifetime of a session, refreshed by each of its requests. Default 86 400 (one day). */
