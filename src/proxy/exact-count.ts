@@ -13,7 +13,7 @@ import { assembleCountBody, type CountSource } from './count-body.js'
 import type { UpstreamClient } from './upstream.js'
 
 /** Longest wait for a provider's counting endpoint: past it, the bound stands. */
-export const COUNT_ENDPOINT_TIMEOUT_MS = 2_000
+const COUNT_ENDPOINT_TIMEOUT_MS = 2_000
 /** A counting endpoint's answer is small; a larger one is not a count. */
 const MAX_COUNT_ANSWER_BYTES = 64 * 1024
 

@@ -94,7 +94,7 @@ class StreamOutputCounter implements OutputCounter {
     const state = this.textOf(Number.isSafeInteger(context) ? context : 0)
     state.pending.push(text)
     state.pendingBytes += Buffer.byteLength(text)
-    if (state.pendingBytes >= MAX_PENDING_BYTES && encoderReady(this.encoding)) this.absorb(state, '')
+    if (state.pendingBytes >= MAX_PENDING_BYTES && encoderReady(this.encoding)) this.absorb(state)
     else if (state.pending.length >= MAX_PENDING_PIECES) state.pending = [state.pending.join('')]
   }
 
@@ -129,7 +129,7 @@ class StreamOutputCounter implements OutputCounter {
 
   /** A text's tokens so far, its waiting text counted once the encoder is ready. */
   private settle(state: TextState): number {
-    if (state.pending.length > 0 && encoderReady(this.encoding)) this.absorb(state, '')
+    if (state.pending.length > 0 && encoderReady(this.encoding)) this.absorb(state)
     return state.complete + state.carry.olderTokens + state.carry.newerTokens
   }
 
@@ -146,14 +146,12 @@ class StreamOutputCounter implements OutputCounter {
     return state
   }
 
-  private absorb(state: TextState, text: string): void {
+  /** Counts the text waiting in `state` (some) into its tokens. */
+  private absorb(state: TextState): void {
     const { carry } = state
-    let joined = carry.older + carry.newer + text
-    if (state.pending.length > 0) {
-      joined = carry.older + carry.newer + state.pending.join('') + text
-      state.pending = []
-      state.pendingBytes = 0
-    }
+    const joined = carry.older + carry.newer + state.pending.join('')
+    state.pending = []
+    state.pendingBytes = 0
     // The carried pieces' tokens come along, so a piece the delta leaves as it was is not merged again.
     const counted = countCompletePieces(joined, this.encoding, carry)
     state.complete += counted.tokens

@@ -9,8 +9,6 @@ export interface CountJob {
   counter: 'chat' | 'responses' | 'embeddings'
   /** Picks the encoding (`encodingForModel`). */
   model: string
-  /** Count with both encodings and keep the larger (the model's encoding is unknown). */
-  anyEncoding?: boolean
   /** 1 for an exact tiktoken count; above 1 for an o200k estimate of another tokenizer. */
   factor: number
   /** The request body as sent (the worker parses it). */
@@ -32,7 +30,6 @@ export interface CountReply {
   id: number
   tokens: number | null
   media: number | null
-  error?: string
 }
 
 /** The worker's reading of a big body; null when it failed (the caller then reads the body itself). */

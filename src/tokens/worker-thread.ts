@@ -26,8 +26,7 @@ function count(job: CountJob): Omit<CountReply, 'id'> {
   const limit = Math.ceil(job.limit / job.factor)
   const counter = COUNTERS[job.counter]
   const record = body as Record<string, unknown>
-  // Model names that pick each encoding (`encodingForModel`).
-  const tokens = job.anyEncoding === true ? Math.max(counter(record, 'gpt-4o', limit), counter(record, 'gpt-4', limit)) : counter(record, job.model, limit)
+  const tokens = counter(record, job.model, limit)
   return { tokens: Math.ceil(tokens * job.factor), media: mediaParts(body) }
 }
 
@@ -68,8 +67,8 @@ parentPort?.on('message', (message: WorkerRequest) => {
   let reply: CountReply
   try {
     reply = { id: message.id, ...count(message.job) }
-  } catch (error) {
-    reply = { id: message.id, tokens: null, media: null, error: error instanceof Error ? error.message : String(error) }
+  } catch {
+    reply = { id: message.id, tokens: null, media: null }
   }
   parentPort?.postMessage(reply)
 })

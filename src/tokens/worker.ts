@@ -44,13 +44,14 @@ export interface TokenCounterOptions {
    */
   timeoutMs?: number
   timeoutMsPerMiB?: number
-  /** Jobs waiting or running at once; beyond it a count resolves to null at once. Default 4,096. */
-  maxPending?: number
   /** Body bytes waiting or running at once. Default 64 MiB. */
   maxPendingBytes?: number
   /** Longest wait of `inspect` and `pick` for room in a full queue (back-pressure on big bodies). Default 2 s. */
   maxRoomWaitMs?: number
 }
+
+/** Jobs waiting or running at once; beyond it a count resolves to null at once. */
+const MAX_PENDING = 4_096
 
 interface Pending {
   resolve(reply: WorkerReply | null): void
@@ -61,7 +62,6 @@ interface Pending {
 export function createTokenCounter(options: TokenCounterOptions = {}): TokenCounter {
   const timeoutMs = options.timeoutMs ?? 5_000
   const timeoutMsPerMiB = options.timeoutMsPerMiB ?? 2_000
-  const maxPending = options.maxPending ?? 4_096
   const maxPendingBytes = options.maxPendingBytes ?? 64 * 1024 * 1024
   const maxRoomWaitMs = options.maxRoomWaitMs ?? 2_000
   const pending = new Map<number, Pending>()
@@ -81,7 +81,7 @@ export function createTokenCounter(options: TokenCounterOptions = {}): TokenCoun
     for (const wake of roomWaiters) wake()
   }
 
-  const full = (bytes: number): boolean => pending.size >= maxPending || pendingBytes + bytes > maxPendingBytes
+  const full = (bytes: number): boolean => pending.size >= MAX_PENDING || pendingBytes + bytes > maxPendingBytes
 
   /** Resolves when a job leaves the queue (true) or at `deadline` (false). */
   function jobLeft(deadline: number): Promise<boolean> {
