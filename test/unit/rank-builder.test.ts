@@ -88,4 +88,27 @@ import(${JSON.stringify(new URL('../../src/tokens/tiktoken.ts', import.meta.url)
     expect(heldMb).toBeGreaterThan(2)
     expect(heldMb).toBeLessThan(3.4)
   }, 60_000)
+
+  // Garbage per token (a 200k-object build left ~20 MB) grows the young generation, which stays grown until the
+  // idle release: the build allocates its arrays and nothing per token, so it brings no young collection.
+  it('builds o200k without a young collection', () => {
+    const script = `
+const { readRankSource } = await import(${JSON.stringify(new URL('../../src/tokens/rank-file.ts', import.meta.url).href)})
+const { RankBuilder } = await import(${JSON.stringify(new URL('../../src/tokens/rank-builder.ts', import.meta.url).href)})
+const { rankText } = readRankSource('o200k_base')
+const builder = new RankBuilder(rankText)
+gc()
+let young = 0
+const { PerformanceObserver, constants } = await import('node:perf_hooks')
+const observer = new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) if (entry.detail.kind === constants.NODE_PERFORMANCE_GC_MINOR) young++
+})
+observer.observe({ entryTypes: ['gc'] })
+builder.step()
+await new Promise((resolve) => setTimeout(resolve, 50))
+observer.disconnect()
+process.stdout.write(JSON.stringify({ size: builder.ranks.size, young }))`
+    const out = execFileSync(process.execPath, ['--expose-gc', '--experimental-transform-types', '--no-warnings', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 })
+    expect(JSON.parse(out)).toEqual({ size: 199998, young: 0 })
+  }, 60_000)
 })
