@@ -1,62 +1,54 @@
 /**
- * A tiktoken rank table in typed arrays: every token's bytes in one buffer and a hash index over them (each
- * hash bucket's tokens listed together), ~3.6 MB for o200k instead of ~40 MB of RSS for a `Map<string, number>`
- * of 200k strings. Looked up by a range of a latin1 string (one char per byte), so merging allocates no substrings.
+ * A tiktoken rank table in two typed arrays: every token as one entry of a byte buffer (its length, the top byte
+ * of its hash, its rank in three bytes, then its bytes), the entries grouped by hash bucket, and where each bucket
+ * starts: ~2.9 MB for o200k (3.5 while token starts and a bucket list were arrays of their own; ~40 MB of RSS as
+ * a `Map<string, number>` of 200k strings). Looked up by a range of a latin1 string (one char per byte), so
+ * merging allocates no substrings.
  */
 export class RankTable {
   private readonly mask: number
-  /** Low bits of a listed token that hold its index; the bits above them hold the top bits of its hash. */
-  private readonly tokenBits: number
-  private readonly tokenMask: number
 
   constructor(
-    private readonly bytes: Uint8Array,
-    /** Token i's bytes are `bytes[starts[i] .. starts[i + 1])`. */
-    private readonly starts: Uint32Array,
-    /** Token i's rank; null when every token's rank is its index (as in tiktoken's own files). */
-    private readonly tokenRanks: Int32Array | null,
-    /** Bucket b's tokens are `listed[buckets[b] .. buckets[b + 1])`; the bucket count is a power of two. */
+    /** Bucket b's entries are `entries[buckets[b] .. buckets[b + 1])`, later tokens first; a power of two buckets. */
     private readonly buckets: Uint32Array,
-    /** Tokens by bucket, each with its hash's tag (see `tokenBits`), in index order within a bucket. */
-    private readonly listed: Int32Array,
+    /** Each entry: the token's length, the top byte of its hash, its rank (three bytes, little-endian), its bytes. */
+    private readonly entries: Uint8Array,
+    /** Tokens in the table. */
+    readonly size: number,
   ) {
     this.mask = buckets.length - 2
-    this.tokenBits = tokenBitsFor(starts.length - 1)
-    this.tokenMask = 2 ** this.tokenBits - 1
-  }
-
-  get size(): number {
-    return this.starts.length - 1
   }
 
   /** The rank of `text.slice(start, end)` (latin1: every char code < 256), or -1 when it is not a token. */
   rank(text: string, start: number, end: number): number {
-    const { tokenBits, listed } = this
+    const { entries } = this
     const length = end - start
     const hash = hashRange(text, start, end)
-    const tag = hash >>> tokenBits
+    const tag = hash >>> 24
     const bucket = hash & this.mask
-    const first = this.buckets[bucket] as number
-    // The last match wins: a token whose bytes repeat keeps the later rank, as `Map.set` would.
-    for (let at = (this.buckets[bucket + 1] as number) - 1; at >= first; at--) {
-      const entry = listed[at] as number
-      // Another hash's token (nearly all of them: o200k's tags are 14 bits) is passed over without reading where it starts.
-      if (entry >>> tokenBits !== tag) continue
-      const token = entry & this.tokenMask
-      const from = this.starts[token] as number
-      if ((this.starts[token + 1] as number) - from !== length) continue
-      let i = 0
-      while (i < length && this.bytes[from + i] === text.charCodeAt(start + i)) i++
-      if (i === length) return this.tokenRanks === null ? token : (this.tokenRanks[token] as number)
+    const stop = this.buckets[bucket + 1] as number
+    // The first match is the last token listed with these bytes: a repeated token keeps the later rank, as `Map.set` would.
+    let at = this.buckets[bucket] as number
+    while (at < stop) {
+      const size = entries[at] as number
+      // Another token of this length (o200k lists ~1.5 a bucket) nearly always has another tag.
+      if (size === length && entries[at + 1] === tag) {
+        const from = at + ENTRY_HEAD
+        let i = 0
+        while (i < length && entries[from + i] === text.charCodeAt(start + i)) i++
+        if (i === length) return (entries[at + 2] as number) | ((entries[at + 3] as number) << 8) | ((entries[at + 4] as number) << 16)
+      }
+      at += ENTRY_HEAD + size
     }
     return -1
   }
 }
 
-/** Bits that hold the index of any of `count` tokens. */
-function tokenBitsFor(count: number): number {
-  return 32 - Math.clz32(Math.max(count - 1, 0))
-}
+/** An entry's bytes before the token's own: its length, its hash's top byte and its rank. */
+const ENTRY_HEAD = 5
+/** What an entry can hold: a length in one byte, a rank in three. */
+const MAX_TOKEN_BYTES = 0xff
+const MAX_RANK = 0xffffff
 
 // FNV-1a over char codes (strings) or bytes (the table): the same value for the same bytes.
 function hashRange(text: string, start: number, end: number): number {
@@ -83,25 +75,23 @@ for (const [i, c] of [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
  * Builds a rank table from js-tiktoken's compressed rank text (`! <first rank> <base64> <base64> …`
  * lines; a line ends at a newline or at the two characters `\n` it is escaped to in the rank file) in
  * resumable steps, so an encoder can be built in slices between other work on the event loop. It reads
- * the text's bytes in place, in two passes: the first sizes the arrays exactly, the second fills them,
- * so the build allocates nothing it later drops but the text itself; two passes over the tokens index them.
+ * the text's bytes in place, in three passes: the first counts the tokens (which sizes the buckets), the
+ * second sizes each bucket, the third writes each token into its bucket, so the build allocates nothing it
+ * later drops but the text itself.
  */
 export class RankBuilder {
   private table: RankTable | null = null
-  /** 0 while sizing, 1 while filling, 2 while counting each hash bucket's tokens, 3 while listing them. */
+  /** 0 while counting, 1 while sizing each bucket, 2 while writing the entries. */
   private pass = 0
   private pos = 0
   private field = 0
   private rank = Number.NaN
   private count = 0
-  private used = 0
-  private bytes = new Uint8Array(0)
-  private starts = new Uint32Array(0)
-  // Kept only when some token's rank is not its index (found while sizing).
-  private ranksAreIndexes = true
-  private tokenRanks: Int32Array | null = null
+  private mask = 0
   private buckets = new Uint32Array(0)
-  private listed = new Int32Array(0)
+  private entries = new Uint8Array(0)
+  /** One token's bytes, decoded to be hashed (and, while writing, copied into its bucket). */
+  private readonly token = new Uint8Array(MAX_TOKEN_BYTES + 1)
 
   constructor(private text: Uint8Array) {}
 
@@ -118,14 +108,6 @@ export class RankBuilder {
   /** Builds until the table is done (true) or `deadline` (a `performance.now()` time) has passed (false). */
   step(deadline: number = Number.POSITIVE_INFINITY): boolean {
     if (this.table !== null) return true
-    if (this.pass < 2 && !this.parse(deadline)) return false
-    if (!this.index(deadline)) return false
-    this.table = new RankTable(this.bytes, this.starts, this.tokenRanks, this.buckets, this.listed)
-    return true
-  }
-
-  /** The two passes over the text; true once the tokens are read. */
-  private parse(deadline: number): boolean {
     const text = this.text
     const length = text.length
     let parsed = 0
@@ -149,84 +131,71 @@ export class RankBuilder {
         this.pos = end
         if (++parsed % 2048 === 0 && performance.now() > deadline) return false
       }
-      if (this.pass === 1) break
-      this.startFilling()
+      if (this.pass === 2) break
+      if (this.pass === 0) this.startSizing()
+      else this.startWriting()
     }
-    this.startIndexing()
+    this.text = new Uint8Array(0) // the rank text is large; nothing here needs it any more
+    this.table = new RankTable(this.buckets, this.entries, this.count)
     return true
   }
 
   /**
-   * Lists every token in its hash's bucket: counts each bucket's tokens (pass 2), sums the counts into where each
-   * bucket ends, then places the tokens from the last down (pass 3), which leaves each bucket's start in its place
-   * and its tokens in index order. True once done.
+   * One token: counted (pass 0), its entry's size added to its bucket's (pass 1, leaving each bucket's end once
+   * summed), or written just before the entries written into its bucket so far (pass 2, which leaves each
+   * bucket's start in its place and later tokens first).
    */
-  private index(deadline: number): boolean {
-    const { bytes, starts, buckets, listed } = this
-    const mask = buckets.length - 2
-    const bits = tokenBitsFor(listed.length)
-    for (;;) {
-      if (this.pass === 2 && this.count === listed.length) {
-        for (let b = 1; b <= mask; b++) buckets[b] = (buckets[b] as number) + (buckets[b - 1] as number)
-        buckets[mask + 1] = listed.length
-        this.pass = 3
-      }
-      if (this.pass === 3 && this.count === 0) return true
-      const token = this.pass === 2 ? this.count++ : --this.count
-      const hash = hashBytes(bytes, starts[token] as number, starts[token + 1] as number)
-      const bucket = hash & mask
-      if (this.pass === 2) buckets[bucket] = (buckets[bucket] as number) + 1
-      else {
-        const at = (buckets[bucket] as number) - 1
-        buckets[bucket] = at
-        listed[at] = ((hash >>> bits) * 2 ** bits + token) | 0
-      }
-      if (token % 2048 === 0 && performance.now() > deadline) return false
-    }
-  }
-
   private add(from: number, to: number, rank: number): void {
     if (this.pass === 0) {
-      this.used += decodedLength(this.text, from, to)
-      if (rank !== this.count) this.ranksAreIndexes = false
-    } else {
-      this.starts[this.count] = this.used
-      if (this.tokenRanks !== null) this.tokenRanks[this.count] = rank
-      this.used = decodeBase64(this.text, from, to, this.bytes, this.used)
+      this.count += 1
+      return
     }
-    this.count += 1
-  }
-
-  private startFilling(): void {
-    this.bytes = new Uint8Array(this.used)
-    this.starts = new Uint32Array(this.count + 1)
-    this.tokenRanks = this.ranksAreIndexes ? null : new Int32Array(this.count)
-    this.pass = 1
-    this.pos = 0
-    this.field = 0
-    this.rank = Number.NaN
-    this.count = 0
-    this.used = 0
+    const token = this.token
+    const length = decodeBase64(this.text, from, to, token, 0, MAX_TOKEN_BYTES + 1)
+    if (length > MAX_TOKEN_BYTES || rank > MAX_RANK) throw new Error(`rank table: a token of ${length} bytes or rank ${rank} does not fit`)
+    const hash = hashBytes(token, 0, length)
+    const bucket = hash & this.mask
+    const size = ENTRY_HEAD + length
+    if (this.pass === 1) {
+      this.buckets[bucket] = (this.buckets[bucket] as number) + size
+      return
+    }
+    const at = (this.buckets[bucket] as number) - size
+    this.buckets[bucket] = at
+    const entries = this.entries
+    entries[at] = length
+    entries[at + 1] = hash >>> 24
+    entries[at + 2] = rank & 0xff
+    entries[at + 3] = (rank >> 8) & 0xff
+    entries[at + 4] = rank >> 16
+    // Copied byte by byte: a subarray to copy from would be one more object per token, 200k for o200k.
+    for (let i = 0; i < length; i++) entries[at + ENTRY_HEAD + i] = token[i] as number
   }
 
   /** A bucket for every two tokens or fewer. */
-  private startIndexing(): void {
-    this.starts[this.count] = this.used
-    this.text = new Uint8Array(0) // the rank text is large; nothing here needs it any more
+  private startSizing(): void {
     let size = 1
     while (size * 2 < this.count) size *= 2
+    this.mask = size - 1
     this.buckets = new Uint32Array(size + 1)
-    this.listed = new Int32Array(this.count)
-    this.pass = 2
-    this.count = 0
+    this.restart(1)
   }
-}
 
-/** Bytes that base64 `text[from, to)` decodes to (up to padding or a non-digit). */
-function decodedLength(text: Uint8Array, from: number, to: number): number {
-  let digits = 0
-  while (from + digits < to && (BASE64[text[from + digits] as number] as number) >= 0) digits++
-  return (digits * 6) >> 3
+  private startWriting(): void {
+    const { buckets } = this
+    for (let b = 1; b < buckets.length - 1; b++) buckets[b] = (buckets[b] as number) + (buckets[b - 1] as number)
+    const total = buckets[buckets.length - 2] as number
+    buckets[buckets.length - 1] = total
+    this.entries = new Uint8Array(total)
+    this.restart(2)
+  }
+
+  private restart(pass: number): void {
+    this.pass = pass
+    this.pos = 0
+    this.field = 0
+    this.rank = Number.NaN
+  }
 }
 
 /** A non-negative decimal in `text[from, to)`; NaN if it is not one. */
@@ -241,11 +210,14 @@ function parseDecimal(text: Uint8Array, from: number, to: number): number {
   return n
 }
 
-/** Decodes base64 `text[from, to)` into `out` at `at` (stopping at padding or a non-digit); returns the new end. */
-function decodeBase64(text: Uint8Array, from: number, to: number, out: Uint8Array, at: number): number {
+/**
+ * Decodes base64 `text[from, to)` into `out` at `at` (stopping at padding, a non-digit or `limit`, the end it may
+ * write to); returns the new end.
+ */
+function decodeBase64(text: Uint8Array, from: number, to: number, out: Uint8Array, at: number, limit: number): number {
   let bits = 0
   let held = 0
-  for (let i = from; i < to; i++) {
+  for (let i = from; i < to && at < limit; i++) {
     const c = text[i] as number
     if (c === PAD) break
     const value = BASE64[c] as number
