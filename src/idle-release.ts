@@ -11,7 +11,7 @@
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
-export interface IdleReleaseOptions {
+interface IdleReleaseOptions {
   /** Quiet time before a release, in ms; 0 turns releasing off. */
   idleMs: number
   /** Requests begun so far (never decreases) and requests in flight now. */

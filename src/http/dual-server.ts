@@ -12,7 +12,7 @@ const http = process.getBuiltinModule('node:http')
 const H2_PREFACE_START = Buffer.from('PRI ')
 
 /** What one client connection may make the server hold, and for how long. */
-export interface ServerLimits {
+interface ServerLimits {
   /** A connection that sends nothing is dropped rather than held open forever. */
   firstByteTimeoutMs: number
   /** HTTP/1.1: the whole header block must arrive within this time. */
