@@ -143,13 +143,24 @@ export async function countStall(ctx) {
 
 async function measure(ctx, proxy, delayFile, kind, body) {
   await ctx.fake.reset({ promptTokens: 12, completionTokens: 5 })
-  // Encoded once: fetch would encode a string body on this process's event loop in every trial.
+  // Encoded once, and sent with node:http as one buffer: fetch would encode a string body on this process's event loop
+  // in every trial, and its body stream held this process (which times the small requests) for 20-45 ms a send.
   const bigBody = Buffer.from(JSON.stringify(body))
   const tokens = countChatTokens(body, 'bench-model')
   const big = await ctx.admin.createKey(`bench-count-stall-${kind}`, ['openai'])
   await ctx.admin.setBudget(big.record.hash, { limits: { daily: Math.floor(tokens * 0.95) }, loopLimit: 0 })
+  const target = new URL('/openai/v1/chat/completions', proxy.url)
+  const headers = { authorization: `Bearer ${big.key}`, 'content-type': 'application/json', 'content-length': bigBody.length }
   const send = () =>
-    fetch(`${proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${big.key}`, 'content-type': 'application/json' }, body: bigBody }).then(async (r) => (await r.arrayBuffer(), r.status))
+    new Promise((resolve) => {
+      const req = httpRequest({ host: target.hostname, port: target.port, path: target.pathname, method: 'POST', headers }, (res) => {
+        res.resume()
+        res.once('end', () => resolve(res.statusCode))
+        res.once('error', () => resolve(0))
+      })
+      req.once('error', () => resolve(0))
+      req.end(bigBody)
+    })
   // Warm-up: the small path, and the worker's encoder (one big count before any measured one).
   await smallLoad(proxy.url, ctx.key, forMs(WARM_MS))
   await send()
