@@ -1,12 +1,12 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { DatabaseSync } from 'node:sqlite'
 import { describe, expect, it, vi } from 'vitest'
 import { openStore } from '../../src/budget/open-store.js'
 import { loadConfig } from '../../src/config.js'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { reserveInput } from '../support/budget-fixture.js'
+import { holdWriteLock } from '../support/sqlite-lock.js'
 
 // The checkpoint worker stands in for itself here: the test decides when it "holds the lock for TRUNCATE",
 // so what is checked is openStore's wiring — the server's store asks its own checkpointer before a commit
@@ -18,19 +18,6 @@ vi.mock('../../src/budget/sqlite/checkpointer.js', () => ({
     return { wake: () => undefined, truncating: () => worker.truncating, stop: async () => undefined }
   },
 }))
-
-/** Takes the write lock on `path` from another connection and gives it back after `ms`. */
-function holdWriteLock(path: string, ms: number): Promise<void> {
-  const other = new DatabaseSync(path)
-  other.exec('BEGIN IMMEDIATE')
-  return new Promise((resolve) =>
-    setTimeout(() => {
-      other.exec('COMMIT')
-      other.close()
-      resolve()
-    }, ms),
-  )
-}
 
 describe("the server's embedded store and its own checkpoint", () => {
   it("a commit outwaits its busy timeout while the store's checkpointer holds the lock, and fails closed otherwise", async () => {

@@ -1,7 +1,6 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { DatabaseSync } from 'node:sqlite'
 import { describe, expect, it } from 'vitest'
 import { createSqliteKeyAdmin } from '../../src/budget/sqlite/admin.js'
 import { startCheckpointer, type Checkpointer } from '../../src/budget/sqlite/checkpointer.js'
@@ -9,21 +8,9 @@ import { createDb } from '../../src/budget/sqlite/database.js'
 import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { reserveInput } from '../support/budget-fixture.js'
+import { holdWriteLock } from '../support/sqlite-lock.js'
 
 const tempDir = (): string => mkdtempSync(join(tmpdir(), 'loopers-own-ckpt-'))
-
-/** Takes the write lock on `path` from another connection and gives it back after `ms`. */
-function holdWriteLock(path: string, ms: number): Promise<void> {
-  const other = new DatabaseSync(path)
-  other.exec('BEGIN IMMEDIATE')
-  return new Promise((resolve) =>
-    setTimeout(() => {
-      other.exec('COMMIT')
-      other.close()
-      resolve()
-    }, ms),
-  )
-}
 
 // A settle failed with "database is locked" at one request in flight: the checkpoint worker's TRUNCATE held the
 // write lock past the 250 ms busy timeout (it copies the frames written since its last PASSIVE and fsyncs, and

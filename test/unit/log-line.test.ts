@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { createSummaryWriter, writeNumber } from '../../src/log-line.js'
 import { createSummary, type Summary } from '../../src/proxy/summary.js'
+import { seededRandom } from '../support/seeded-random.js'
 
 const bytes = Buffer.alloc(1_024)
 
@@ -11,17 +12,6 @@ function written(value: number): string {
 
 /** What pino writes for a number: String of it, null when not finite. */
 const expected = (value: number): string => (Number.isFinite(value) ? String(value) : 'null')
-
-/** A seeded generator of uniform numbers in [0, 1) (mulberry32): the same values on every run. */
-function random(seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = Math.imul(state ^ (state >>> 15), 1 | state)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
 
 /** The values of `values` whose writing differs from String's (none, when writeNumber is right). */
 function mismatches(values: Iterable<number>): Array<[number, string]> {
@@ -43,7 +33,7 @@ describe('writeNumber', () => {
   })
 
   it('writes random micro-USD amounts up to the edge of its fast path ($1e9) as String does', () => {
-    const next = random(12)
+    const next = seededRandom(12)
     // Spread over every magnitude: 10^0 … 10^15 micros.
     const micros = () => Math.floor(10 ** (next() * 15) * next() * 10)
     expect(mismatches(times(300_000, () => micros() / 1e6))).toEqual([])
@@ -51,14 +41,14 @@ describe('writeNumber', () => {
   })
 
   it('writes durations rounded to 0.01 and 0.001 ms as String does', () => {
-    const next = random(34)
+    const next = seededRandom(34)
     const ms = () => 10 ** (next() * 12) * next()
     expect(mismatches(times(300_000, () => Math.round(ms() * 100) / 100))).toEqual([])
     expect(mismatches(times(300_000, () => Math.round(ms() * 1000) / 1000))).toEqual([])
   })
 
   it('writes integers as String does', () => {
-    const next = random(56)
+    const next = seededRandom(56)
     const values = function* () {
       for (let n = 0; n <= 100_000; n++) yield n
       yield* times(200_000, () => Math.floor(next() * Number.MAX_SAFE_INTEGER))
@@ -69,7 +59,7 @@ describe('writeNumber', () => {
   })
 
   it('writes any other double as String does', () => {
-    const next = random(78)
+    const next = seededRandom(78)
     const view = new DataView(new ArrayBuffer(8))
     const anyDouble = () => {
       view.setUint32(0, Math.floor(next() * 2 ** 32))

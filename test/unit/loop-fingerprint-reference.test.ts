@@ -5,22 +5,11 @@ import { LOOP_SHAPES } from '../../src/loop/shapes/index.js'
 import type { Json } from '../../src/providers/body.js'
 import { LAZY_MIN_BYTES, readLazyBody, readParsedBody } from '../../src/proxy/request-body.js'
 import { REFERENCE_SHAPES, referenceFingerprint } from '../support/fingerprint-reference.js'
+import { seededRandom } from '../support/seeded-random.js'
 
 // Issue 12: the fingerprint reads a lazily read body's items from their bytes (an item's role without parsing it).
 // Loop detection is a security feature: whatever the body and its spelling, the digest is the one every item parsed
 // gave (test/support/fingerprint-reference.ts), on a parsed body and on a lazily read one.
-
-/** A small seeded generator (mulberry32), for the spelling of one body. */
-function generator(seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** A string literal of `text` with some characters escaped (`\u0061`, `\/`), as a client may spell it. */
 function spellString(text: string, random: () => number): string {
@@ -156,7 +145,7 @@ describe('fingerprintRequest against the reference reading', () => {
     let runs = 0
     await fc.assert(
       fc.asyncProperty(body, fc.integer(), fc.boolean(), async (value, seed, padFirst) => {
-        const random = generator(seed)
+        const random = seededRandom(seed)
         const spelled = spell(value, random)
         const pad = `"pad":"${'p'.repeat(LAZY_MIN_BYTES)}"`
         const inner = spelled.slice(1, -1).trim()

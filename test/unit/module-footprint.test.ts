@@ -4,6 +4,7 @@ import { createRequire } from 'node:module'
 import { dirname } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { startProxy } from '../support/proxy.js'
+import { TS_CHILD_PRELUDE } from '../support/ts-child.js'
 
 const require = createRequire(import.meta.url)
 const isLoaded = (id: string): boolean => require.cache[require.resolve(id)] !== undefined
@@ -44,16 +45,7 @@ describe('Node built-ins the serve path loads', () => {
   // own copy of undici (~2 MiB more resident at idle, for the process's life). Checked
   // in a fresh process: this test runner's own imports may already have loaded it.
   it("imports the server's module graph without loading Node's bundled undici", () => {
-    const script = `
-const { registerHooks } = require('node:module')
-registerHooks({
-  resolve(specifier, context, next) {
-    try { return next(specifier, context) } catch (error) {
-      if (specifier.startsWith('.') && specifier.endsWith('.js')) return next(specifier.slice(0, -3) + '.ts', context)
-      throw error
-    }
-  },
-})
+    const script = `${TS_CHILD_PRELUDE}
 import(${JSON.stringify(new URL('../../src/server.ts', import.meta.url).href)}).then(() => {
   process.stdout.write(JSON.stringify(process.moduleLoadList.filter((m) => m.includes('undici'))))
 })`

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
 import { RankBuilder } from '../../src/tokens/rank-builder.js'
+import { TS_CHILD_PRELUDE } from '../support/ts-child.js'
 
 const b64 = (s: string): string => Buffer.from(s, 'latin1').toString('base64')
 const build = (text: string) => {
@@ -57,16 +58,7 @@ describe('RankBuilder and RankTable', () => {
   // starts and a bucket list were arrays of their own (5.1 while they kept every token's rank, which is its index,
   // and an open-addressing index half empty); one buffer of entries grouped by bucket ~3.0.
   it('holds o200k in under 3.4 MiB of heap and array buffers', () => {
-    const script = `
-const { registerHooks } = require('node:module')
-registerHooks({
-  resolve(specifier, context, next) {
-    try { return next(specifier, context) } catch (error) {
-      if (specifier.startsWith('.') && specifier.endsWith('.js')) return next(specifier.slice(0, -3) + '.ts', context)
-      throw error
-    }
-  },
-})
+    const script = `${TS_CHILD_PRELUDE}
 const held = () => { gc(); const m = process.memoryUsage(); return m.heapUsed + m.arrayBuffers }
 import(${JSON.stringify(new URL('../../src/tokens/tiktoken.ts', import.meta.url).href)}).then(async (t) => {
   const before = held()
