@@ -9,6 +9,7 @@ import type { Price } from '../pricing/types.js'
 import type { CountBody, ExactInput, ProviderAdapter, RouteMatch, UpstreamCredential } from '../providers/types.js'
 import type { BodyScan } from '../tokens/bound.js'
 import type { TokenCounter } from '../tokens/worker.js'
+import type { CountJob } from '../tokens/worker-protocol.js'
 import { assembleCountBody, type CountSource } from './count-body.js'
 import type { UpstreamClient } from './upstream.js'
 
@@ -109,7 +110,8 @@ class LocalLaterCount implements LaterCount {
 
 async function countLocally(counter: TokenCounter, how: LocalCount, raw: Buffer, tokensPerMedia: number, limit: number): Promise<number | null> {
   const stop = Number.isFinite(limit) ? Math.max(0, Math.ceil(limit)) : Number.MAX_SAFE_INTEGER
-  const job = { counter: how.counter, model: how.model, factor: how.factor, raw, limit: stop, ...(how.anyEncoding === true ? { anyEncoding: true } : {}) }
+  // Every member written out (no spread), so the compiler holds CountJob to what the worker is given.
+  const job: CountJob = { counter: how.counter, model: how.model, factor: how.factor, raw, limit: stop, anyEncoding: how.anyEncoding === true }
   const counted = await counter.count(job)
   // A body too large to walk for media has an unknown number of parts: the bound stands.
   if (counted === null || counted.media === null) return null

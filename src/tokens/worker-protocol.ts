@@ -9,6 +9,8 @@ export interface CountJob {
   counter: 'chat' | 'responses' | 'embeddings'
   /** Picks the encoding (`encodingForModel`). */
   model: string
+  /** Count with both encodings and keep the larger (an Azure deployment: the model's encoding is unknown). */
+  anyEncoding?: boolean
   /** 1 for an exact tiktoken count; above 1 for an o200k estimate of another tokenizer. */
   factor: number
   /** The request body as sent (the worker parses it). */

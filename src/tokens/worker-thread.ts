@@ -26,7 +26,8 @@ function count(job: CountJob): Omit<CountReply, 'id'> {
   const limit = Math.ceil(job.limit / job.factor)
   const counter = COUNTERS[job.counter]
   const record = body as Record<string, unknown>
-  const tokens = counter(record, job.model, limit)
+  // Model names that pick each encoding (`encodingForModel`).
+  const tokens = job.anyEncoding === true ? Math.max(counter(record, 'gpt-4o', limit), counter(record, 'gpt-4', limit)) : counter(record, job.model, limit)
   return { tokens: Math.ceil(tokens * job.factor), media: mediaParts(body) }
 }
 

@@ -42,4 +42,16 @@ describe('the counting worker', () => {
     const counted = await worker.count({ counter: 'chat', model: 'gpt-4o', factor: 1, raw, limit: Number.MAX_SAFE_INTEGER })
     expect(counted).toEqual({ tokens: countChatTokens(body, 'gpt-4o', Number.MAX_SAFE_INTEGER), media: 0 })
   })
+
+  // An Azure deployment's model is unknown: its count keeps the larger of o200k's and cl100k's, or a prompt whose
+  // cl100k count is higher would be reserved below what a gpt-4 deployment bills (a flood overspent by one request).
+  it('counts a job for any encoding as the larger of both', async () => {
+    const body = { model: 'my-deployment', messages: [{ role: 'user', content: 'Zürich, München, Genève — réunion à 14:00. '.repeat(200) }] }
+    const o200k = countChatTokens(body, 'gpt-4o', Number.MAX_SAFE_INTEGER)
+    const cl100k = countChatTokens(body, 'gpt-4', Number.MAX_SAFE_INTEGER)
+    expect(cl100k).not.toBe(o200k)
+    const raw = Buffer.from(JSON.stringify(body))
+    const counted = await worker.count({ counter: 'chat', model: 'my-deployment', anyEncoding: true, factor: 1, raw, limit: Number.MAX_SAFE_INTEGER })
+    expect(counted).toEqual({ tokens: Math.max(o200k, cl100k), media: 0 })
+  })
 })
