@@ -6,8 +6,8 @@
  * frames in the WAL, so SQLite never starts it over and it grows without end (~1 KiB a request); once it
  * holds more than `truncateFrames`, the worker takes the write lock for a TRUNCATE checkpoint (5-20 ms:
  * commits meanwhile retry on timers, never blocking the event loop) and the next commit starts it over.
- * While it tries for the lock it says so (`truncating`): a commit waits that out beyond its busy timeout, so
- * no commit fails for a checkpoint the store runs itself (the TRUNCATE copies the frames written since the
+ * While it tries for the lock, and for a while after (`truncating`), it says so: a commit waits that out beyond its
+ * busy timeout, so no commit fails for a checkpoint the store runs itself (the TRUNCATE copies the frames written since the
  * last PASSIVE, fsyncs and cuts the WAL with the lock held: hundreds of ms on a loaded disk).
  * If the worker dies, `onExit` lets the caller turn auto-checkpoint back on.
  * The worker (a thread with its own V8 heap, ~18 MB of RSS) runs only while there are commits: it
@@ -22,6 +22,14 @@ const CHECKPOINT_IDLE_STOP_MS = 30_000
 const CHECKPOINT_TRUNCATE_FRAMES = 4_096
 /** How long the worker keeps trying (at most 64 tries) for the write lock to empty the WAL before its next round. */
 const TRUNCATE_TRY_MS = 500
+/**
+ * How long after a TRUNCATE try ends a commit still counts a taken lock as the checkpoint's: SQLite's busy handler
+ * sleeps up to 100 ms between its tries, so a commit can report the lock taken well after the checkpoint let it go,
+ * when the flag is already down (a 1 ms busy timeout failed a commit so).
+ */
+const TRUNCATE_AFTERMATH_MS = 250
+/** Milliseconds on a 31-bit clock, to share in an Int32Array; it wraps every ~24.8 days (differences are taken modulo). */
+const clock31 = (): number => Date.now() & 0x7fffffff
 
 // Self-contained (no project imports), so it runs the same from src/ under the tests and from dist/.
 const WORKER_SOURCE = `
@@ -34,7 +42,8 @@ db.exec('PRAGMA busy_timeout = 0')
 const passive = db.prepare('PRAGMA wal_checkpoint(PASSIVE)')
 const truncate = db.prepare('PRAGMA wal_checkpoint(TRUNCATE)')
 const pause = new Int32Array(new SharedArrayBuffer(4))
-// Set while a TRUNCATE may hold the write lock: the proxy's commits wait that out (Checkpointer.truncating).
+// [0] set while a TRUNCATE may hold the write lock, [1] when the last try ended (31-bit ms): the proxy's commits
+// wait that out (Checkpointer.truncating).
 const truncating = new Int32Array(workerData.truncating)
 setInterval(() => {
   try {
@@ -47,6 +56,7 @@ setInterval(() => {
     try {
       for (let tries = 1; truncate.get().busy !== 0 && tries < 64 && Date.now() < until; tries++) Atomics.wait(pause, 0, 0, 0.2)
     } finally {
+      Atomics.store(truncating, 1, Date.now() & 0x7fffffff)
       Atomics.store(truncating, 0, 0)
     }
   } catch {}
@@ -56,7 +66,10 @@ setInterval(() => {
 export interface Checkpointer {
   /** A transaction committed: starts the worker unless it is running (cheap: called on every commit). */
   wake(): void
-  /** Whether the worker is trying for (or holds) the write lock to empty the WAL: a commit that finds it taken waits. */
+  /**
+   * Whether the worker is trying for (or holds) the write lock to empty the WAL, or let it go within the last
+   * TRUNCATE_AFTERMATH_MS: a commit that found the lock taken then waits on.
+   */
   truncating(): boolean
   stop(): Promise<void>
 }
@@ -70,6 +83,13 @@ interface CheckpointerOptions {
 }
 
 /** Checkpoints the database at `path` (it must exist) while commits happen; `onExit` runs if the worker ends on its own. */
+/** A worker's shared flag: not truncating, and no try ended lately. */
+function newFlag(): Int32Array {
+  const flag = new Int32Array(new SharedArrayBuffer(8))
+  flag[1] = (clock31() - 2 * TRUNCATE_AFTERMATH_MS) & 0x7fffffff
+  return flag
+}
+
 export function startCheckpointer(path: string, onExit: () => void, opts: CheckpointerOptions = {}): Checkpointer {
   const intervalMs = opts.intervalMs ?? CHECKPOINT_INTERVAL_MS
   const idleStopMs = opts.idleStopMs ?? CHECKPOINT_IDLE_STOP_MS
@@ -80,11 +100,12 @@ export function startCheckpointer(path: string, onExit: () => void, opts: Checkp
   let seen = 0
   let stopped = false
   let failed = false
-  // The running worker's flag (1 while it tries to TRUNCATE), shared so the commits read it without a message.
-  let flag = new Int32Array(new SharedArrayBuffer(4))
+  // The running worker's flag (1 while it tries to TRUNCATE) and the time its last try ended, shared so the commits
+  // read them without a message.
+  let flag = newFlag()
 
   function start(): void {
-    flag = new Int32Array(new SharedArrayBuffer(4))
+    flag = newFlag()
     const started = new Worker(WORKER_SOURCE, {
       eval: true,
       workerData: { path, intervalMs, truncateFrames, truncateTryMs: TRUNCATE_TRY_MS, truncating: flag.buffer },
@@ -95,6 +116,7 @@ export function startCheckpointer(path: string, onExit: () => void, opts: Checkp
     const startedFlag = flag
     started.on('exit', () => {
       // Ended inside its TRUNCATE, it holds no lock now (its connection is gone with it).
+      if (Atomics.load(startedFlag, 0) === 1) Atomics.store(startedFlag, 1, clock31())
       Atomics.store(startedFlag, 0, 0)
       if (worker !== started) return // stopped on purpose (idle or stop)
       worker = null
@@ -133,7 +155,7 @@ export function startCheckpointer(path: string, onExit: () => void, opts: Checkp
         onExit()
       }
     },
-    truncating: () => Atomics.load(flag, 0) === 1,
+    truncating: () => Atomics.load(flag, 0) === 1 || ((clock31() - Atomics.load(flag, 1)) & 0x7fffffff) < TRUNCATE_AFTERMATH_MS,
     async stop() {
       stopped = true
       await retire()
