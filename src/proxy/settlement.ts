@@ -1,6 +1,6 @@
 /** Settling a metered request with the store: retried while it fails, and each attempt's end told to the admission. */
 import type { Logger } from 'pino'
-import type { BudgetStore, Reservation } from '../budget/types.js'
+import type { BudgetStore, Reservation, SettleResult } from '../budget/types.js'
 import type { Micros } from '../money.js'
 import type { Summary } from './summary.js'
 
@@ -19,19 +19,29 @@ export interface SettlementDeps {
 /**
  * Settles `reservation` at `actual`; resolves once it is settled, or once it failed for good (logged with
  * `summary.key`: the hold stays booked); never rejects. Settlement is idempotent per request id, so an attempt
- * that failed (timed out, and may yet run) is retried after each pause of SETTLE_RETRY_DELAYS_MS. Not async:
- * the store's promise and one reaction on it, no frame or await per settlement.
+ * that failed (timed out, and may yet run) is retried after each pause of SETTLE_RETRY_DELAYS_MS, and a retry that
+ * finds the request settled is that attempt's work. A first attempt that finds it settled is a fault (a request id
+ * settled twice: this settlement's amount was not booked) and is logged. Not async: the store's promise and one
+ * reaction on it, no frame or await per settlement.
  */
 export function createSettlement(deps: SettlementDeps): (reservation: Reservation, actual: Micros, summary: Summary) => Promise<void> {
   function attempt(reservation: Reservation, actual: Micros, summary: Summary, tries: number): Promise<void> {
-    let settling: Promise<unknown>
+    let settling: Promise<SettleResult>
     try {
       settling = deps.store.settle(reservation, actual)
     } catch (error) {
       settling = Promise.reject(error)
     }
     return settling.then(
-      () => deps.released(reservation.keyHash),
+      (result) => {
+        deps.released(reservation.keyHash)
+        if (result.alreadySettled && tries === 0) {
+          deps.logger.error(
+            { key: summary.key, requestId: reservation.requestId, chargedMicros: result.chargedMicros, notBookedMicros: actual },
+            'request settled twice: the first settlement stands, this one was not booked',
+          )
+        }
+      },
       (error: unknown) => {
         deps.released(reservation.keyHash)
         return again(error, reservation, actual, summary, tries)

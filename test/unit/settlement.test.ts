@@ -69,4 +69,26 @@ describe('a settlement', () => {
     expect(s.order).toEqual(['released k', 'released k'])
     expect(s.errors).toHaveLength(0)
   })
+
+  it('a first attempt that finds the request settled is logged as a fault; a retry that finds it is not', async () => {
+    const first = settlementWith(async () => ({ chargedMicros: 7, alreadySettled: true }))
+    const summary = createSummary()
+    summary.key = 'abcd1234'
+    await first.settle(reservation, 10, summary)
+    expect(first.order).toEqual(['released k'])
+    expect(first.errors).toEqual([expect.objectContaining({ key: 'abcd1234', requestId: 'r', chargedMicros: 7, notBookedMicros: 10 })])
+
+    let calls = 0
+    const retried = settlementWith(
+      async () => {
+        calls++
+        if (calls === 1) throw new Error('timed out')
+        return { chargedMicros: 10, alreadySettled: true }
+      },
+      { shuttingDown: false },
+    )
+    await retried.settle(reservation, 10, createSummary())
+    expect(calls).toBe(2)
+    expect(retried.errors).toHaveLength(0)
+  })
 })
