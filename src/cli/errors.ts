@@ -7,30 +7,27 @@ export const EXIT_FAILURE = 1
 export const EXIT_USAGE = 2
 
 export class CliError extends Error {
-  readonly internal: string
   readonly exitCode: number
-  constructor(internal: string, message: string, exitCode: number = EXIT_FAILURE, options?: { cause?: unknown }) {
+  constructor(message: string, exitCode: number = EXIT_FAILURE, options?: { cause?: unknown }) {
     super(message, options)
     this.name = 'CliError'
-    this.internal = internal
     this.exitCode = exitCode
   }
 }
 
 /** A flag or argument the user got wrong (bad amount, unknown provider, missing flag). Exit 2. */
 export function usageError(message: string): CliError {
-  return new CliError('LP_ERR_CLI_USAGE', message, EXIT_USAGE)
+  return new CliError(message, EXIT_USAGE)
 }
 
 /** No key record has this hash. Exit 1. */
 export function unknownKey(hash: string): CliError {
-  return new CliError('LP_ERR_CLI_UNKNOWN_KEY', `unknown key hash ${hash}`)
+  return new CliError(`unknown key hash ${hash}`)
 }
 
 /** The budget store could not be reached or did not answer. Exit 1. */
 export function storeUnreachable(where: string, reason: string, cause?: unknown, check = 'REDIS_URL'): CliError {
   return new CliError(
-    'LP_ERR_CLI_STORE_UNREACHABLE',
     `cannot reach the budget store at ${where} (${reason}); check ${check}`,
     EXIT_FAILURE,
     { cause },
@@ -39,5 +36,5 @@ export function storeUnreachable(where: string, reason: string, cause?: unknown,
 
 /** The server could not start (port in use, bad pricing file, …). Exit 1. */
 export function serveFailed(reason: string, cause?: unknown): CliError {
-  return new CliError('LP_ERR_CLI_SERVE', `cannot start the proxy: ${reason}`, EXIT_FAILURE, { cause })
+  return new CliError(`cannot start the proxy: ${reason}`, EXIT_FAILURE, { cause })
 }

@@ -15,7 +15,7 @@ const FROM_TERMINAL: ReadonlySet<string> = new Set(['SIGINT', 'SIGHUP'])
 /** Carries the child's exit status out of the command line: no message, just the code `loopers` exits with. */
 class ChildExit extends CliError {
   constructor(code: number) {
-    super('LP_ERR_CLI_CHILD_EXIT', '', code)
+    super('', code)
     this.name = 'ChildExit'
   }
 }

@@ -11,11 +11,10 @@ export async function resolveRef(admin: KeyAdmin, ref: string): Promise<KeyRecor
   if (found.ok) return found.record
   const typed = ref.trim()
   if (found.reason === 'ambiguous') {
-    throw new CliError('LP_ERR_CLI_AMBIGUOUS_KEY', `ambiguous key '${typed}': ${found.matches} keys match; give more of the hash (\`loopers keys list\`)`)
+    throw new CliError(`ambiguous key '${typed}': ${found.matches} keys match; give more of the hash (\`loopers keys list\`)`)
   }
   if (/^[0-9a-fA-F]{64}$/.test(typed)) throw unknownKey(typed.toLowerCase())
   throw new CliError(
-    'LP_ERR_CLI_UNKNOWN_KEY',
     `unknown key '${typed}': no key has this name or hash prefix (a prefix needs at least ${MIN_HASH_PREFIX} hex digits)`,
   )
 }
