@@ -13,9 +13,10 @@
 // the report says how long the main thread waited for the core while the count ran against the baseline,
 // and how much CPU the counting worker and V8's platform threads (JIT, GC helpers; not lowered) took.
 import { readdirSync, readFileSync, rmSync } from 'node:fs'
-import { Agent, request as httpRequest } from 'node:http'
+import { request as httpRequest } from 'node:http'
 import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { smallLoad } from './load.mjs'
 import { ROOT, waitForQuiet } from './procs.mjs'
 import { countChatTokens } from '../dist/tokens/tiktoken.js'
 
@@ -26,37 +27,6 @@ const MARK_COMPACT = 4
 // V8's threads, beside the main thread) through the first trial.
 const WARM_MS = 3_000
 const BASELINE_MS = 3_000
-const SMALL = Buffer.from(JSON.stringify({ model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }))
-
-/** Small requests through `url`, `concurrency` at a time on kept-alive connections, until `done()`: each one's ms and status. */
-async function smallLoad(url, key, done, concurrency = 4) {
-  const target = new URL('/openai/v1/chat/completions', url)
-  const agent = new Agent({ keepAlive: true, maxSockets: concurrency })
-  const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': SMALL.length }
-  const one = () =>
-    new Promise((resolve) => {
-      const started = performance.now()
-      const req = httpRequest({ host: target.hostname, port: target.port, path: target.pathname, method: 'POST', agent, headers }, (res) => {
-        res.resume()
-        res.once('end', () => resolve({ ms: performance.now() - started, status: res.statusCode }))
-        res.once('error', () => resolve({ ms: performance.now() - started, status: 0 }))
-      })
-      req.once('error', () => resolve({ ms: performance.now() - started, status: 0 }))
-      req.end(SMALL)
-    })
-  const results = []
-  try {
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (!done()) results.push(await one())
-      }),
-    )
-  } finally {
-    agent.destroy()
-  }
-  return results
-}
-
 /** CPU and run-queue wait (ms) of the proxy's threads by kind: main, counting worker (its thread WorkerThread), V8 platform; null off Linux. */
 function proxyThreads(pid) {
   const kinds = { main: { cpuMs: 0, waitMs: 0 }, worker: { cpuMs: 0, waitMs: 0 }, v8: { cpuMs: 0, waitMs: 0 } }

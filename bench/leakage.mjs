@@ -13,7 +13,7 @@
 // HOLDS, and spend at the ledger must not pass the budget (overshoot 0).
 // (The count stall is its own scenario: bench/count-stall.mjs.)
 // commonCase: the proxy's CPU per small request far from any limit (the path with no counting at all).
-import { burst, createPool, openLoop } from './load.mjs'
+import { burst, createPool, openLoop, smallLoad } from './load.mjs'
 import { DEFAULT_OPTIONS, streamDeltas } from './fake-upstream.mjs'
 import { requestPair, streamBody } from './scenarios.mjs'
 import { cpuSeconds, sleep } from './procs.mjs'
@@ -51,24 +51,6 @@ export async function leakage(ctx) {
   return { requests: FLOOD_REQUESTS, holds: HOLDS, streamTokens: STREAM_TOKENS, floods, commonCase }
 }
 
-const SMALL = JSON.stringify({ model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] })
-
-/** Small requests, `concurrency` at a time, until `done()`: latencies (ms) and statuses. */
-export async function smallLoad(ctx, key, done, concurrency = 4) {
-  const results = []
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (!done()) {
-        const started = performance.now()
-        const response = await fetch(`${ctx.proxy.url}/openai/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: SMALL })
-        await response.arrayBuffer()
-        results.push({ ms: performance.now() - started, status: response.status })
-      }
-    }),
-  )
-  return results
-}
-
 /** The proxy's CPU per small request far from any limit: the common path, with no counting. */
 async function measureCommonCase(ctx) {
   await ctx.fake.reset({ promptTokens: 12, completionTokens: 5 })
@@ -76,11 +58,11 @@ async function measureCommonCase(ctx) {
     const until = performance.now() + ms
     return () => performance.now() >= until
   }
-  await smallLoad(ctx, ctx.key, forMs(1_000), 8)
+  await smallLoad(ctx.proxy.url, ctx.key, forMs(1_000), 8)
   const trials = []
   for (let t = 0; t < ctx.trials; t++) {
     const before = cpuSeconds(ctx.proxy.pid)
-    const results = await smallLoad(ctx, ctx.key, forMs(3_000), 8)
+    const results = await smallLoad(ctx.proxy.url, ctx.key, forMs(3_000), 8)
     const cpu = cpuSeconds(ctx.proxy.pid) - before
     const ok = results.filter((r) => r.status === 200).length
     trials.push({ requests: ok, proxyCpuUsPerRequest: ok > 0 ? (cpu * 1e6) / ok : null })

@@ -5,6 +5,8 @@
 // - burst: N requests at once (floods, open-stream memory), each with its own connection.
 // CLI: `node bench/load.mjs --url=http://127.0.0.1:8080/v1/chat/completions --rate=1000 --duration=5
 //       [--closed=64] [--body='{"model":…}'] [--header=authorization:Bearer\ …]` prints the JSON summary.
+// - smallLoad: small requests on node:http, back to back, while a bigger one runs (count stall, common case).
+import { Agent, request as httpRequest } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { pathToFileURL } from 'node:url'
 import { Pool } from 'undici'
@@ -173,6 +175,41 @@ export async function burst({ origin, requests, pool, drainMs = 60_000 }) {
   const pending = requests.map((r) => send(dispatcher, r).then((outcome) => tally.add(outcome, start)))
   await drain(pending, dispatcher, drainMs, own)
   return report(tally, { mode: 'burst', sent: requests.length, elapsedMs: performance.now() - start })
+}
+
+const SMALL = Buffer.from(JSON.stringify({ model: 'bench-model', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }))
+
+/**
+ * Small chat requests through `url` (OpenAI's route, proxy key `key`), `concurrency` at a time on kept-alive
+ * connections, until `done()`: each one's ms and status. On node:http with the body sent as one buffer: `fetch`'s
+ * garbage paused the generator in scavenges of up to ~40 ms, which read as the proxy's latency.
+ */
+export async function smallLoad(url, key, done, concurrency = 4) {
+  const target = new URL('/openai/v1/chat/completions', url)
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency })
+  const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': SMALL.length }
+  const one = () =>
+    new Promise((resolve) => {
+      const started = performance.now()
+      const req = httpRequest({ host: target.hostname, port: target.port, path: target.pathname, method: 'POST', agent, headers }, (res) => {
+        res.resume()
+        res.once('end', () => resolve({ ms: performance.now() - started, status: res.statusCode }))
+        res.once('error', () => resolve({ ms: performance.now() - started, status: 0 }))
+      })
+      req.once('error', () => resolve({ ms: performance.now() - started, status: 0 }))
+      req.end(SMALL)
+    })
+  const results = []
+  try {
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (!done()) results.push(await one())
+      }),
+    )
+  } finally {
+    agent.destroy()
+  }
+  return results
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
