@@ -58,7 +58,7 @@ export class JsonText {
 
   /** The string, as JSON.parse gives it. */
   decode(): string {
-    return spanValue(this.raw, this.start) as string
+    return valueOf(this.raw, this.start, this.end + 1) as string
   }
 }
 

@@ -48,6 +48,11 @@ const KEPT_BULK_BYTES = 16 * 1024
 
 const BACKSLASH = 0x5c
 
+/** Zeroes the first `bytes` of `buffer`: Uint8Array's fill, without Buffer's argument checks. */
+function wipe(buffer: Buffer, bytes: number): void {
+  Uint8Array.prototype.fill.call(buffer, 0, 0, bytes)
+}
+
 /** One unit (a code unit, a marker, a length half) spread over 32 bits: murmur3's key step. */
 function spread(unit: number): number {
   const k = Math.imul(unit, 0xcc9e2d51)
@@ -202,7 +207,7 @@ export class Digest {
       // The first 64 bits of SHA-256 over the long pieces, which are then wiped (no prompt text outlives its digest).
       const sha = hash('sha256', this.bulk.subarray(0, this.bulkBytes))
       if (this.bulk.length > KEPT_BULK_BYTES) this.bulk = null
-      else this.bulk.fill(0, 0, this.bulkBytes)
+      else wipe(this.bulk, this.bulkBytes)
       this.bulkBytes = 0
       this.code(BULK)
       this.mix(Number.parseInt(sha.slice(0, 8), 16))
@@ -260,7 +265,7 @@ export class Digest {
     const grown = Buffer.alloc(Math.max(need, KEPT_BULK_BYTES, 2 * (this.bulk?.length ?? 0)))
     if (this.bulk !== null) {
       this.bulk.copy(grown, 0, 0, this.bulkBytes)
-      this.bulk.fill(0, 0, this.bulkBytes)
+      wipe(this.bulk, this.bulkBytes)
     }
     this.bulk = grown
     return grown
