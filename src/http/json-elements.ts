@@ -31,6 +31,8 @@ type ElementType = 'object' | 'array' | 'string' | 'number' | 'boolean' | 'null'
  */
 export interface Elements {
   readonly length: number
+  /** Whether the elements are read from a body's bytes (`value` parses one), not from a parsed array. */
+  readonly spanned: boolean
   /** The type of element `index` (of a span, from its first byte). */
   typeOf(index: number): ElementType
   /** Element `index` as JSON.parse gives it (of a span, parsed on its first read only). */
@@ -131,6 +133,7 @@ const UNREAD = Symbol('unread')
 /** Elements given as spans of `raw` (pairs of start, end), never parsed whole; the member read first, looked for once in each. */
 class SpanElements implements Elements {
   readonly length: number
+  readonly spanned = true
   /** The member read first (a tool's `type`), and each element's value of it (UNREAD until looked for). */
   private readName: string | null = null
   private readValues: unknown[] | null = null
@@ -237,6 +240,7 @@ const isObject = (value: unknown): value is Record<string, unknown> => typeof va
 /** Elements of a parsed array. */
 class ValueElements implements Elements {
   readonly length: number
+  readonly spanned = false
 
   constructor(private readonly values: readonly unknown[]) {
     this.length = values.length

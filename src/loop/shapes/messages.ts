@@ -17,9 +17,18 @@ const members: unknown[] = new Array(MESSAGE_MEMBERS.length).fill(undefined)
 
 /** Message `index` of `items`, its content read from its bytes when the message is of a lazily read body. */
 function readMessage(items: Elements, index: number): LoopItem | null {
+  if (!items.spanned) {
+    const value = items.value(index)
+    return isRecord(value) ? message(value.role, value.content, value.tool_calls, value.function_call, value.refusal, value.name) : null
+  }
   if (!items.members(index, MESSAGE_MEMBERS, UNDECODED_CONTENT, members)) return null
-  const [role, content, toolCalls, functionCall, refusal, name] = members
+  const item = message(members[0], members[1], members[2], members[3], members[4], members[5])
   for (let n = 0; n < members.length; n++) members[n] = undefined
+  return item
+}
+
+/** A message of these members (each undefined when absent). */
+function message(role: unknown, content: unknown, toolCalls: unknown, functionCall: unknown, refusal: unknown, name: unknown): LoopItem {
   const tag = typeof role === 'string' ? role : 'user'
   const parts = itemParts(content)
   if (Array.isArray(toolCalls)) for (const call of toolCalls) parts.push(call)
