@@ -1,6 +1,6 @@
 import { isAscii } from 'node:buffer'
-import { hash } from 'node:crypto'
 import type { JsonText } from '../http/json-elements.js'
+import { Bulk } from './bulk.js'
 
 /**
  * A bounded canonical encoding of JSON values, hashed to 16 hex chars (64 bits). Work is capped by node
@@ -8,10 +8,11 @@ import type { JsonText } from '../http/json-elements.js'
  *
  * Markers, lengths and short strings are mixed as they are fed into two 32-bit lanes (the murmur3 round,
  * a different rotation and multiplier in each), with no string built: a small conversation costs no
- * native call. Long pieces go as UTF-8 to one buffer hashed by native SHA-256 at the end (a per-character
- * loop in JavaScript is ~3x slower there), whose first 64 bits the lanes then absorb. A string of a lazily
- * read body's bytes (`jsonText`) is fed from them when that is the same feed: plain ASCII, no escapes. Which way a piece goes
- * follows from what was fed before it, so the two streams still decode to one value. The lanes are no
+ * native call. Long pieces go as UTF-8 to one buffer hashed by native SHA-256 at the end (bulk.ts; a
+ * per-character loop in JavaScript is ~3x slower there), whose first 64 bits the lanes then absorb. Which
+ * way a piece goes follows from what was fed before it, so the two streams still decode to one value. A
+ * string still in a lazily read body's bytes (`jsonText`) is fed from them when that is the same feed:
+ * plain ASCII without escapes, each byte a unit. The lanes are no
  * cryptographic hash: a crafted collision needs the very content it collides with, which its sender
  * could resend as is, and a fingerprint only counts within one key's scope (src/loop/README.md).
  */
@@ -41,17 +42,7 @@ const OBJECT = 10
 const END = 11
 const BULK = 12
 
-// Pieces shorter than this are copied to `bulk` in JavaScript while ASCII: a native write costs more than a short loop.
-const NATIVE_WRITE_CHARS = 64
-// A digest keeps a `bulk` buffer up to this size for the next one; a larger one is let go of.
-const KEPT_BULK_BYTES = 16 * 1024
-
 const BACKSLASH = 0x5c
-
-/** Zeroes the first `bytes` of `buffer`: Uint8Array's fill, without Buffer's argument checks. */
-function wipe(buffer: Buffer, bytes: number): void {
-  Uint8Array.prototype.fill.call(buffer, 0, 0, bytes)
-}
 
 /** One unit (a code unit, a marker, a length half) spread over 32 bits: murmur3's key step. */
 function spread(unit: number): number {
@@ -97,18 +88,8 @@ export class Digest {
   private b = 0
   /** Units mixed into the lanes. */
   private laneChars = 0
-  /**
-   * The long pieces' UTF-8 in [0, bulkBytes), in the order fed (their lengths went to the lanes): SHA-256 takes them
-   * in one call, from a buffer kept for the next digest, not from one string joined of them (which it would flatten,
-   * then encode). Made on the first long piece, grown when needed.
-   */
-  private bulk: Buffer | null = null
-  private bulkBytes = 0
-  /**
-   * A high surrogate that ended the last long piece, not written yet: the next piece may begin with its low half, and
-   * the bytes must be those of the pieces joined (a pair's 4 bytes, else U+FFFD's 3, as UTF-8 encodes a lone one).
-   */
-  private high = 0
+  /** The long pieces, in the order fed; their lengths went to the lanes. */
+  private readonly bulk = new Bulk()
   /** Code units fed in all (the `maxChars` budget). */
   private fed = 0
   private nodes = 0
@@ -124,8 +105,7 @@ export class Digest {
     this.a = 0x6a09e667
     this.b = 0xbb67ae85
     this.laneChars = 0
-    this.bulkBytes = 0
-    this.high = 0
+    this.bulk.clear()
     this.fed = 0
     this.nodes = maxNodes
     this.maxChars = maxChars
@@ -202,13 +182,9 @@ export class Digest {
 
   /** 64 bits over what was fed, as 16 hex chars; ends the digest (read it once). */
   hex(): string {
-    if (this.high !== 0) this.endHigh()
-    if (this.bulk !== null && this.bulkBytes > 0) {
-      // The first 64 bits of SHA-256 over the long pieces, which are then wiped (no prompt text outlives its digest).
-      const sha = hash('sha256', this.bulk.subarray(0, this.bulkBytes))
-      if (this.bulk.length > KEPT_BULK_BYTES) this.bulk = null
-      else wipe(this.bulk, this.bulkBytes)
-      this.bulkBytes = 0
+    const sha = this.bulk.sha256()
+    if (sha !== null) {
+      // The first 64 bits of SHA-256 over the long pieces.
       this.code(BULK)
       this.mix(Number.parseInt(sha.slice(0, 8), 16))
       this.mix(Number.parseInt(sha.slice(8, 16), 16))
@@ -241,7 +217,7 @@ export class Digest {
   private text(value: string, start: number, end: number): void {
     const n = end - start
     if (n >= BULK_CHARS || this.laneChars >= LANE_CHARS) {
-      this.bulkText(value, start, end)
+      this.bulk.addText(value, start, end)
       this.fed += n
       return
     }
@@ -258,67 +234,11 @@ export class Digest {
     this.fed += n
   }
 
-  /** `bulk`, with room for `bytes` more bytes. */
-  private room(bytes: number): Buffer {
-    const need = this.bulkBytes + bytes
-    if (this.bulk !== null && need <= this.bulk.length) return this.bulk
-    const grown = Buffer.alloc(Math.max(need, KEPT_BULK_BYTES, 2 * (this.bulk?.length ?? 0)))
-    if (this.bulk !== null) {
-      this.bulk.copy(grown, 0, 0, this.bulkBytes)
-      wipe(this.bulk, this.bulkBytes)
-    }
-    this.bulk = grown
-    return grown
-  }
-
-  /** Writes the high surrogate held back as the lone one it is. */
-  private endHigh(): void {
-    this.bulkBytes += this.room(3).write(String.fromCharCode(this.high), this.bulkBytes, 'utf8')
-    this.high = 0
-  }
-
-  /**
-   * Appends the UTF-8 of `value` in [start, end) to `bulk`, as that of all long pieces joined: ASCII byte by byte, from
-   * the first other unit natively, a high surrogate at its end held back for the next piece.
-   */
-  private bulkText(value: string, start: number, end: number): void {
-    if (start === end) return
-    if (this.high !== 0) {
-      const low = value.charCodeAt(start)
-      if (low >= 0xdc00 && low <= 0xdfff) {
-        this.bulkBytes += this.room(4).write(String.fromCharCode(this.high, low), this.bulkBytes, 'utf8')
-        this.high = 0
-        start++
-      } else {
-        this.endHigh()
-      }
-    }
-    const last = value.charCodeAt(end - 1)
-    if (end > start && last >= 0xd800 && last <= 0xdbff) {
-      this.high = last
-      end--
-    }
-    // A unit takes at most 3 bytes (a pair's 4 are two units' 6).
-    const bulk = this.room(3 * (end - start))
-    let at = this.bulkBytes
-    let i = start
-    if (end - start < NATIVE_WRITE_CHARS) {
-      for (; i < end; i++) {
-        const unit = value.charCodeAt(i)
-        if (unit >= 0x80) break
-        bulk[at++] = unit
-      }
-    }
-    if (i < end) at += bulk.write(i === 0 && end === value.length ? value : value.slice(i, end), at, 'utf8')
-    this.bulkBytes = at
-  }
-
   /** `text` of ASCII `bytes` in [start, end): the same feed as `text` of the string they spell. */
   private asciiText(bytes: Buffer, start: number, end: number): void {
     const n = end - start
     if (n >= BULK_CHARS || this.laneChars >= LANE_CHARS) {
-      if (this.high !== 0) this.endHigh()
-      this.bulkBytes += bytes.copy(this.room(n), this.bulkBytes, start, end)
+      this.bulk.addAscii(bytes, start, end)
       this.fed += n
       return
     }
