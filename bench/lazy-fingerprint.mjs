@@ -1,11 +1,13 @@
 // CPU cost of the loop fingerprint on a lazily read agent body (bench/agent-body.mjs), against the same body
 // parsed whole, for this build and optionally another one in the same process: rounds alternate between the builds,
-// so the machine's load moves both alike. Also counts what load does not move: JSON.parse calls and characters.
+// so the machine's load moves both alike. Also counts what load does not move: JSON.parse calls and characters, and
+// V8 heap bytes allocated (summed over collections, as bench/alloc-probe.mjs sums them).
 // `npm run build && node bench/lazy-fingerprint.mjs [--bytes=32768] [--seconds=4] [--other=OLD/dist]`
 // prints one JSON line per build: microseconds per fingerprint (median of rounds, min–max) on the lazy and the
-// parsed body, and JSON.parse calls and characters per fingerprint of the lazy body.
+// parsed body, JSON.parse calls and characters per fingerprint of the lazy body, and heap bytes per fingerprint of each.
 import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import v8 from 'node:v8'
 import { agentBody } from './agent-body.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
@@ -46,6 +48,27 @@ for (const build of builds) {
 }
 
 for (const build of builds) for (const kind of ['lazy', 'parsed']) for (let i = 0; i < 4; i++) for (const body of await build[kind]()) body.fingerprint()
+
+// Heap bytes per fingerprint: the bodies are read before counting starts.
+const ALLOC_POOLS = 16
+for (const build of builds) {
+  build.alloc = {}
+  for (const kind of ['lazy', 'parsed']) {
+    const pools = []
+    for (let i = 0; i < ALLOC_POOLS; i++) pools.push(await build[kind]())
+    const profiler = new v8.GCProfiler()
+    let lastAfter = v8.getHeapStatistics().used_heap_size
+    profiler.start()
+    for (const bodies of pools) for (const body of bodies) body.fingerprint()
+    const now = v8.getHeapStatistics().used_heap_size
+    let allocated = 0
+    for (const s of profiler.stop().statistics) {
+      allocated += s.beforeGC.heapStatistics.usedHeapSize - lastAfter
+      lastAfter = s.afterGC.heapStatistics.usedHeapSize
+    }
+    build.alloc[kind] = Math.round((allocated + now - lastAfter) / (ALLOC_POOLS * POOL))
+  }
+}
 const end = performance.now() + seconds * 1000
 while (performance.now() < end) {
   for (const build of builds) {
@@ -57,12 +80,12 @@ while (performance.now() < end) {
     }
   }
 }
-for (const { dist, rounds, parses } of builds) {
+for (const { dist, rounds, parses, alloc } of builds) {
   const stats = (values) => {
     values.sort((a, b) => a - b)
     return `${round(values[values.length >> 1])} (${round(values[0])}–${round(values[values.length - 1])})`
   }
-  process.stdout.write(`${JSON.stringify({ build: dist, body_bytes: raw.length, rounds: rounds.lazy.length, lazy_us: stats(rounds.lazy), parsed_us: stats(rounds.parsed), lazy_parse_calls: parses.calls, lazy_parse_chars: parses.chars })}\n`)
+  process.stdout.write(`${JSON.stringify({ build: dist, body_bytes: raw.length, rounds: rounds.lazy.length, lazy_us: stats(rounds.lazy), parsed_us: stats(rounds.parsed), lazy_parse_calls: parses.calls, lazy_parse_chars: parses.chars, lazy_heap_bytes: alloc.lazy, parsed_heap_bytes: alloc.parsed })}\n`)
 }
 
 function round(value) {

@@ -31,6 +31,8 @@ type ElementType = 'object' | 'array' | 'string' | 'number' | 'boolean' | 'null'
  */
 export interface Elements {
   readonly length: number
+  /** Whether the elements are read from a body's bytes (`value` parses one), not from a parsed array. */
+  readonly spanned: boolean
   /** The type of element `index` (of a span, from its first byte). */
   typeOf(index: number): ElementType
   /** Element `index` as JSON.parse gives it (of a span, parsed on its first read only). */
@@ -41,6 +43,25 @@ export interface Elements {
   firstPresent(index: number, names: readonly string[]): string | null
   /** Whether element `index` has an own member other than null whose name is not one of `names`. */
   hasOtherMember(index: number, names: readonly string[]): boolean
+  /**
+   * Sets `values[n]` to element `index`'s own member `names[n]` as `member` reads it, except that where bit n of
+   * `undecoded` is set a string of a span comes as its JsonText; false, `values` untouched, when the element is no object.
+   */
+  members(index: number, names: readonly string[], undecoded: number, values: unknown[]): boolean
+}
+
+/** A JSON string of a lazily read body not decoded yet: `raw` from its opening quote at `start` to its closing one at `end`. */
+export class JsonText {
+  constructor(
+    readonly raw: Buffer,
+    readonly start: number,
+    readonly end: number,
+  ) {}
+
+  /** The string, as JSON.parse gives it. */
+  decode(): string {
+    return valueOf(this.raw, this.start, this.end + 1) as string
+  }
 }
 
 const QUOTE = 0x22
@@ -93,13 +114,17 @@ function memberStart(raw: Buffer, start: number, name: string): number {
 
 /** The value of a span as JSON.parse gives it: a string without escapes is sliced, not parsed. */
 function spanValue(raw: Buffer, start: number): unknown {
+  return valueOf(raw, start, raw[start] === QUOTE ? stringEnd(raw, start) + 1 : valueEnd(raw, start))
+}
+
+/** spanValue of the value `raw` holds in [start, end). */
+function valueOf(raw: Buffer, start: number, end: number): unknown {
   if (raw[start] === QUOTE) {
-    const end = stringEnd(raw, start)
     let escaped = false
-    for (let k = start + 1; k < end && !escaped; k++) escaped = raw[k] === BACKSLASH
-    if (!escaped) return raw.toString('utf8', start + 1, end)
+    for (let k = start + 1; k < end - 1 && !escaped; k++) escaped = raw[k] === BACKSLASH
+    if (!escaped) return raw.toString('utf8', start + 1, end - 1)
   }
-  return JSON.parse(raw.toString('utf8', start, valueEnd(raw, start)))
+  return JSON.parse(raw.toString('utf8', start, end))
 }
 
 /** A member not looked for yet. */
@@ -108,6 +133,7 @@ const UNREAD = Symbol('unread')
 /** Elements given as spans of `raw` (pairs of start, end), never parsed whole; the member read first, looked for once in each. */
 class SpanElements implements Elements {
   readonly length: number
+  readonly spanned = true
   /** The member read first (a tool's `type`), and each element's value of it (UNREAD until looked for). */
   private readName: string | null = null
   private readValues: unknown[] | null = null
@@ -187,6 +213,26 @@ class SpanElements implements Elements {
     }
     return false
   }
+
+  members(index: number, names: readonly string[], undecoded: number, values: unknown[]): boolean {
+    const raw = this.raw
+    const start = this.spans[2 * index] as number
+    if (raw[start] !== OPEN_OBJECT) return false
+    for (let n = 0; n < names.length; n++) values[n] = undefined
+    for (let key = firstMember(raw, start); raw[key] === QUOTE; ) {
+      const keyEnd = stringEnd(raw, key)
+      const value = memberValue(raw, keyEnd)
+      const end = valueEnd(raw, value)
+      for (let n = 0; n < names.length; n++) {
+        if (!keyIs(raw, key, keyEnd, names[n] as string)) continue
+        values[n] = ((undecoded >>> n) & 1) === 1 && raw[value] === QUOTE ? new JsonText(raw, value, end - 1) : valueOf(raw, value, end)
+        break
+      }
+      const next = skipSpace(raw, end)
+      key = raw[next] === COMMA ? skipSpace(raw, next + 1) : next
+    }
+    return true
+  }
 }
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
@@ -194,6 +240,7 @@ const isObject = (value: unknown): value is Record<string, unknown> => typeof va
 /** Elements of a parsed array. */
 class ValueElements implements Elements {
   readonly length: number
+  readonly spanned = false
 
   constructor(private readonly values: readonly unknown[]) {
     this.length = values.length
@@ -222,6 +269,13 @@ class ValueElements implements Elements {
   hasOtherMember(index: number, names: readonly string[]): boolean {
     const value = this.values[index]
     return isObject(value) && Object.keys(value).some((key) => !names.includes(key) && value[key] != null)
+  }
+
+  members(index: number, names: readonly string[], _undecoded: number, values: unknown[]): boolean {
+    const value = this.values[index]
+    if (!isObject(value)) return false
+    for (let n = 0; n < names.length; n++) values[n] = value[names[n] as string]
+    return true
   }
 }
 

@@ -1,4 +1,6 @@
-import { hash } from 'node:crypto'
+import { isAscii } from 'node:buffer'
+import type { JsonText } from '../http/json-elements.js'
+import { Bulk } from './bulk.js'
 
 /**
  * A bounded canonical encoding of JSON values, hashed to 16 hex chars (64 bits). Work is capped by node
@@ -6,9 +8,11 @@ import { hash } from 'node:crypto'
  *
  * Markers, lengths and short strings are mixed as they are fed into two 32-bit lanes (the murmur3 round,
  * a different rotation and multiplier in each), with no string built: a small conversation costs no
- * native call. Long pieces go to one string hashed by native SHA-256 at the end (a per-character loop in
- * JavaScript is ~3x slower there), whose first 64 bits the lanes then absorb. Which way a piece goes
- * follows from what was fed before it, so the two streams still decode to one value. The lanes are no
+ * native call. Long pieces go as UTF-8 to one buffer hashed by native SHA-256 at the end (bulk.ts; a
+ * per-character loop in JavaScript is ~3x slower there), whose first 64 bits the lanes then absorb. Which
+ * way a piece goes follows from what was fed before it, so the two streams still decode to one value. A
+ * string still in a lazily read body's bytes (`jsonText`) is fed from them when that is the same feed:
+ * plain ASCII without escapes, each byte a unit. The lanes are no
  * cryptographic hash: a crafted collision needs the very content it collides with, which its sender
  * could resend as is, and a fingerprint only counts within one key's scope (src/loop/README.md).
  */
@@ -37,6 +41,8 @@ const ARRAY = 9
 const OBJECT = 10
 const END = 11
 const BULK = 12
+
+const BACKSLASH = 0x5c
 
 /** One unit (a code unit, a marker, a length half) spread over 32 bits: murmur3's key step. */
 function spread(unit: number): number {
@@ -82,8 +88,8 @@ export class Digest {
   private b = 0
   /** Units mixed into the lanes. */
   private laneChars = 0
-  /** Long pieces, in the order fed; their lengths went to the lanes. */
-  private bulk = ''
+  /** The long pieces, in the order fed; their lengths went to the lanes. */
+  private readonly bulk = new Bulk()
   /** Code units fed in all (the `maxChars` budget). */
   private fed = 0
   private nodes = 0
@@ -99,7 +105,7 @@ export class Digest {
     this.a = 0x6a09e667
     this.b = 0xbb67ae85
     this.laneChars = 0
-    this.bulk = ''
+    this.bulk.clear()
     this.fed = 0
     this.nodes = maxNodes
     this.maxChars = maxChars
@@ -160,12 +166,25 @@ export class Digest {
     }
   }
 
+  /**
+   * Encodes the string `text` holds as `value` encodes it decoded: one of ASCII without escapes from its bytes (each
+   * byte a UTF-16 unit, at the same position), any other decoded first.
+   */
+  jsonText(text: JsonText): void {
+    if (--this.nodes < 0) {
+      this.code(CUT)
+      return
+    }
+    const bytes = text.raw.subarray(text.start + 1, text.end)
+    if (isAscii(bytes) && bytes.indexOf(BACKSLASH) < 0) this.asciiString(bytes)
+    else this.string(text.decode())
+  }
+
   /** 64 bits over what was fed, as 16 hex chars; ends the digest (read it once). */
   hex(): string {
-    if (this.bulk.length > 0) {
-      // The first 64 bits of SHA-256 over the long pieces, which are let go of (no prompt text outlives its digest).
-      const sha = hash('sha256', this.bulk)
-      this.bulk = ''
+    const sha = this.bulk.sha256()
+    if (sha !== null) {
+      // The first 64 bits of SHA-256 over the long pieces.
       this.code(BULK)
       this.mix(Number.parseInt(sha.slice(0, 8), 16))
       this.mix(Number.parseInt(sha.slice(8, 16), 16))
@@ -198,7 +217,7 @@ export class Digest {
   private text(value: string, start: number, end: number): void {
     const n = end - start
     if (n >= BULK_CHARS || this.laneChars >= LANE_CHARS) {
-      this.bulk += start === 0 && end === value.length ? value : value.slice(start, end)
+      this.bulk.addText(value, start, end)
       this.fed += n
       return
     }
@@ -213,6 +232,51 @@ export class Digest {
     this.b = b
     this.laneChars += n
     this.fed += n
+  }
+
+  /** `text` of ASCII `bytes` in [start, end): the same feed as `text` of the string they spell. */
+  private asciiText(bytes: Buffer, start: number, end: number): void {
+    const n = end - start
+    if (n >= BULK_CHARS || this.laneChars >= LANE_CHARS) {
+      this.bulk.addAscii(bytes, start, end)
+      this.fed += n
+      return
+    }
+    let a = this.a
+    let b = this.b
+    for (let i = start; i < end; i++) {
+      const k = spread(bytes[i] as number)
+      a = roundA(a, k)
+      b = roundB(b, k)
+    }
+    this.a = a
+    this.b = b
+    this.laneChars += n
+    this.fed += n
+  }
+
+  /** `string` of the string ASCII `bytes` spell, with `asciiText` for `text`: keep the two alike. */
+  private asciiString(bytes: Buffer): void {
+    const n = bytes.length
+    const room = this.maxChars - this.fed
+    if (room <= 0) {
+      this.code(SAMPLED)
+      this.count(n)
+      return
+    }
+    if (n <= Math.min(WHOLE_STRING_CHARS, room)) {
+      this.code(STRING)
+      this.count(n)
+      this.asciiText(bytes, 0, n)
+      return
+    }
+    const edge = Math.max(16, Math.min(EDGE_CHARS, room >> 2))
+    const sample = Math.min(SAMPLE_CHARS, edge)
+    this.code(SAMPLED)
+    this.count(n)
+    this.asciiText(bytes, 0, edge)
+    for (const at of [n >> 2, n >> 1, (3 * n) >> 2]) this.asciiText(bytes, at, Math.min(n, at + sample))
+    this.asciiText(bytes, n - edge, n)
   }
 
   private string(value: string): void {

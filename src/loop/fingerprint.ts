@@ -51,7 +51,7 @@ function hashOpening(transcript: LoopTranscript): string {
     const role = transcript.role(items, i)
     if (role === null) continue
     if (role === 'output') break
-    const item = transcript.item(items.value(i))
+    const item = transcript.item(items, i)
     if (item !== null) hashItem(item, false)
   }
   return digest.hex()
@@ -76,7 +76,7 @@ function hashNewest(transcript: LoopTranscript): void {
       if (inOutput && turns === STEP_EXCHANGES) break
       inOutput = false
     }
-    const item = transcript.item(items.value(i))
+    const item = transcript.item(items, i)
     if (item !== null) newest[count++] = item
   }
   // Oldest first; a model turn is hashed whole so that its tool calls, when it made any, replace its text.

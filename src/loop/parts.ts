@@ -1,3 +1,4 @@
+import { JsonText } from '../http/json-elements.js'
 import type { Digest } from './digest.js'
 
 /**
@@ -25,6 +26,7 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 
 /** Whether a part is a tool call (the model's action), content, or carries nothing to hash (reasoning). */
 export function partKind(part: unknown): PartKind {
+  if (part instanceof JsonText) return 'content'
   if (!isRecord(part)) return part === null || part === undefined ? 'skip' : 'content'
   const type = part.type
   if (typeof type === 'string') {
@@ -42,6 +44,12 @@ export function partKind(part: unknown): PartKind {
 
 /** Feeds one part to the digest in a shape-independent form (a tool call hashes as name + arguments). */
 export function hashPart(digest: Digest, part: unknown): void {
+  if (part instanceof JsonText) {
+    // A string not decoded yet hashes as that string.
+    digest.add('text')
+    digest.jsonText(part)
+    return
+  }
   if (!isRecord(part)) {
     // A bare string is text, whether the wire sent `"content": "…"` or a text block.
     if (typeof part === 'string') digest.add('text')

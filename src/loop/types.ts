@@ -29,10 +29,13 @@ export interface LoopTranscript {
   thread: unknown
   /** The items, read one at a time: of a lazily read body, from their bytes (http/json-elements.ts). */
   items: Elements
-  /** `item(items.value(index))?.role ?? null`, read without parsing the item: its type and a member or two. */
+  /** `item(items, index)?.role ?? null`, read without reading the whole item: its type and a member or two. */
   role(items: Elements, index: number): LoopRole | null
-  /** Reads one item of `items`; null means the item is ignored (reasoning, unknown garbage). */
-  item(value: unknown): LoopItem | null
+  /**
+   * Reads item `index` of `items`; null means the item is ignored (reasoning, unknown garbage). A string part may come
+   * as a JsonText (http/json-elements.ts), read from its bytes by hashPart.
+   */
+  item(items: Elements, index: number): LoopItem | null
 }
 
 /**

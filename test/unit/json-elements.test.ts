@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it, vi } from 'vitest'
-import { elementsOf, type Elements } from '../../src/http/json-elements.js'
+import { elementsOf, JsonText, type Elements } from '../../src/http/json-elements.js'
 import { isObject } from '../../src/providers/body.js'
 import { LAZY_MIN_BYTES, readLazyBody, readParsedBody } from '../../src/proxy/request-body.js'
 
@@ -37,8 +37,27 @@ function expectSame(lazy: Elements | null, parsed: unknown): void {
     const other = isObject(element) && Object.keys(element).some((key) => !DECLARED.includes(key) && element[key] != null)
     expect(lazy?.hasOtherMember(i, DECLARED)).toBe(other)
     expect(lazy?.typeOf(i)).toBe(element === null ? 'null' : Array.isArray(element) ? 'array' : typeof element)
+    // All names in one read; those of UNDECODED's bits may come as a JsonText, which decodes to the string.
+    const values = NAMES.map(() => 'unset' as unknown)
+    expect(lazy?.members(i, NAMES, UNDECODED, values)).toBe(isObject(element))
+    if (!isObject(element)) {
+      expect(values.every((value) => value === 'unset')).toBe(true)
+      continue
+    }
+    for (let n = 0; n < NAMES.length; n++) {
+      const value = values[n]
+      if (value instanceof JsonText) {
+        expect((UNDECODED >> n) & 1).toBe(1)
+        expect(value.decode()).toBe(element[NAMES[n] as string])
+      } else {
+        expect(value).toEqual(element[NAMES[n] as string])
+      }
+    }
   }
 }
+
+/** The names whose strings `members` is asked to leave undecoded: bits 0 and 2 (`type` and `googleSearch`). */
+const UNDECODED = 0b101
 
 /** Runs `read` with JSON.parse spied on: the long tool (so the tools) was never parsed. */
 function expectUnparsed(read: () => void): void {
@@ -146,6 +165,21 @@ describe('elementsOf', () => {
     } finally {
       spy.mockRestore()
     }
+  })
+
+  it('leaves the strings asked for undecoded when it reads from the bytes, and only those', () => {
+    const text = '[{"type":"a\\n\\u00e9b","googleSearch":"plain","systemTool":"decoded","max_uses":"x"},{"type":7,"googleSearch":null},'
+    const elements = elementsOf(lazyBody(`"tools":${text}${spell(LONG_TOOL, generator(1))}]`), 'tools') as Elements
+    const values: unknown[] = []
+    expect(elements.members(0, ['type', 'googleSearch', 'systemTool', 'max_uses'], 0b0011, values)).toBe(true)
+    const [type, search, tool, uses] = values
+    expect(type).toBeInstanceOf(JsonText)
+    expect((type as JsonText).decode()).toBe('a\néb')
+    expect(search).toBeInstanceOf(JsonText)
+    expect((search as JsonText).decode()).toBe('plain')
+    expect([tool, uses]).toEqual(['decoded', 'x'])
+    expect(elements.members(1, ['type', 'googleSearch', 'systemTool'], 0b0011, values)).toBe(true)
+    expect(values.slice(0, 3)).toEqual([7, null, undefined])
   })
 
   it('reads the value of a member read or written since, and of a body read whole', async () => {

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { fingerprintRequest } from '../../src/loop/fingerprint.js'
 import { geminiShape } from '../../src/loop/shapes/gemini.js'
 import { messagesShape } from '../../src/loop/shapes/messages.js'
@@ -11,6 +11,7 @@ import { createGeminiAdapter } from '../../src/providers/gemini.js'
 import { createMistralAdapter } from '../../src/providers/mistral.js'
 import { createOpenAiAdapter } from '../../src/providers/openai.js'
 import type { ProviderAdapter } from '../../src/providers/types.js'
+import { LAZY_MIN_BYTES, readLazyBody } from '../../src/proxy/request-body.js'
 
 function fp(shape: LoopShape, body: Json): LoopFingerprint {
   const result = fingerprintRequest(shape, body)
@@ -187,13 +188,30 @@ describe('fingerprintRequest', () => {
       read(body) {
         const transcript = messagesShape.read(body)
         if (transcript === null) return null
-        return { ...transcript, item: (value) => (reads++, transcript.item(value)) }
+        return { ...transcript, item: (items, index) => (reads++, transcript.item(items, index)) }
       },
     }
     // 200,000 user messages and no model turn: the opening and the newest items only.
     const messages = Array.from({ length: 200_000 }, (_, i) => ({ role: 'user', content: `line ${i}` }))
     fp(counting, { messages })
     expect(reads).toBeLessThanOrEqual(16 + 4 * 64)
+  })
+
+  it('hashes the plain text content of a lazily read message from its bytes, never parsing it', async () => {
+    // Issue 12: a coding agent's tool results and messages, ASCII without escapes, are not parsed to be hashed.
+    const content = (i: number) => `plain tool output number ${i} `.repeat(40)
+    const messages = [SYSTEM, USER, ...toolExchange('c1', '{}', content(1), 'Reading it.'), ...toolExchange('c2', '{"a":1}', content(2))]
+    const raw = Buffer.from(JSON.stringify({ model: 'm', pad: 'p'.repeat(LAZY_MIN_BYTES), messages }))
+    const lazy = await readLazyBody(raw, messagesShape)
+    const spy = vi.spyOn(JSON, 'parse')
+    let fingerprint: LoopFingerprint | null
+    try {
+      fingerprint = lazy.fingerprint()
+      expect(spy.mock.calls.filter(([text]) => /plain tool output|Reading it|coding agent|Fix the build/.test(String(text)))).toEqual([])
+    } finally {
+      spy.mockRestore()
+    }
+    expect(fingerprint).toEqual(fingerprintRequest(messagesShape, JSON.parse(raw.toString()) as Json))
   })
 
   it('tells long results apart by length and by their head, middle and tail', () => {

@@ -16,6 +16,8 @@ function contentRole(items: Elements, index: number): LoopRole | null {
   return items.member(index, 'role') === 'model' ? 'output' : 'input'
 }
 
+const readContentAt = (items: Elements, index: number): LoopItem | null => readContent(items.value(index))
+
 export const geminiShape: LoopShape = {
   read(body): LoopTranscript | null {
     let items = elementsOf(body, 'contents')
@@ -24,6 +26,6 @@ export const geminiShape: LoopShape = {
       items = arrayElements([body.contents])
     }
     const system = body.systemInstruction ?? body.system_instruction
-    return { system: itemParts(isRecord(system) ? system.parts : system), thread: body.cachedContent ?? body.cached_content, items, role: contentRole, item: readContent }
+    return { system: itemParts(isRecord(system) ? system.parts : system), thread: body.cachedContent ?? body.cached_content, items, role: contentRole, item: readContentAt }
   },
 }

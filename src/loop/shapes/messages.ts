@@ -8,16 +8,34 @@ import { isRecord, itemParts, memberParts } from './read.js'
  * `toolResult` blocks, `system`) and Bedrock InvokeModel bodies of Claude, Nova and Mistral models.
  */
 
-function readMessage(value: unknown): LoopItem | null {
-  if (!isRecord(value)) return null
-  const role = typeof value.role === 'string' ? value.role : 'user'
-  const parts = itemParts(value.content)
-  if (Array.isArray(value.tool_calls)) for (const call of value.tool_calls) parts.push(call)
-  if (isRecord(value.function_call)) parts.push({ type: 'function_call', name: value.function_call.name, arguments: value.function_call.arguments })
-  if (typeof value.refusal === 'string') parts.push(value.refusal)
+// A message's members that readMessage reads, and the bit of those whose string comes undecoded: its content, which
+// the digest reads from its bytes (parts.ts).
+const MESSAGE_MEMBERS = ['role', 'content', 'tool_calls', 'function_call', 'refusal', 'name']
+const UNDECODED_CONTENT = 0b10
+// Reused by every message read (readMessage runs to its end without a pause), emptied after each.
+const members: unknown[] = new Array(MESSAGE_MEMBERS.length).fill(undefined)
+
+/** Message `index` of `items`, its content read from its bytes when the message is of a lazily read body. */
+function readMessage(items: Elements, index: number): LoopItem | null {
+  if (!items.spanned) {
+    const value = items.value(index)
+    return isRecord(value) ? message(value.role, value.content, value.tool_calls, value.function_call, value.refusal, value.name) : null
+  }
+  if (!items.members(index, MESSAGE_MEMBERS, UNDECODED_CONTENT, members)) return null
+  const item = message(members[0], members[1], members[2], members[3], members[4], members[5])
+  for (let n = 0; n < members.length; n++) members[n] = undefined
+  return item
+}
+
+/** A message of these members (each undefined when absent). */
+function message(role: unknown, content: unknown, toolCalls: unknown, functionCall: unknown, refusal: unknown, name: unknown): LoopItem {
+  const tag = typeof role === 'string' ? role : 'user'
+  const parts = itemParts(content)
+  if (Array.isArray(toolCalls)) for (const call of toolCalls) parts.push(call)
+  if (isRecord(functionCall)) parts.push({ type: 'function_call', name: functionCall.name, arguments: functionCall.arguments })
+  if (typeof refusal === 'string') parts.push(refusal)
   // `name` tells agents of one multi-agent chat apart.
-  const tag = typeof value.name === 'string' ? `${role}:${value.name}` : role
-  return { role: role === 'assistant' ? 'output' : 'input', tag, parts }
+  return { role: tag === 'assistant' ? 'output' : 'input', tag: typeof name === 'string' ? `${tag}:${name}` : tag, parts }
 }
 
 /** readMessage's role, from the message's `role` alone. */
@@ -34,7 +52,7 @@ export const messagesShape: LoopShape = {
   },
 }
 
-const readPrompt = (value: unknown): LoopItem => ({ role: 'input', tag: 'prompt', parts: [value] })
+const readPrompt = (items: Elements, index: number): LoopItem => ({ role: 'input', tag: 'prompt', parts: [items.value(index)] })
 const promptRole = (): LoopRole => 'input'
 
 /** A bare prompt string (Bedrock InvokeModel for Llama, Titan, Cohere…): only exact repeats are visible. */

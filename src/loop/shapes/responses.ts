@@ -36,6 +36,8 @@ function readRole(items: Elements, index: number): LoopRole | null {
   return itemRole('message', items.member(index, 'role'))
 }
 
+const readItemAt = (items: Elements, index: number): LoopItem | null => readItem(items.value(index))
+
 export const responsesShape: LoopShape = {
   read(body): LoopTranscript | null {
     let items = elementsOf(body, 'input')
@@ -44,6 +46,6 @@ export const responsesShape: LoopShape = {
       items = arrayElements([body.input])
     }
     const conversation = isRecord(body.conversation) ? body.conversation.id : body.conversation
-    return { system: memberParts(body, 'instructions'), thread: conversation, items, role: readRole, item: readItem }
+    return { system: memberParts(body, 'instructions'), thread: conversation, items, role: readRole, item: readItemAt }
   },
 }
