@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=1048576 node --max-semi-space-size=16 --min-semi-space-size=4 --no-memory-reducer --initial-old-space-size=64 --no-maglev
+#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=1048576 node --max-semi-space-size=16 --min-semi-space-size=4 --no-memory-reducer --initial-old-space-size=64 --no-maglev --v8-pool-size=2
 import { main } from './cli/program.js'
 
 /** Entry of the `loopers` binary: runs the CLI, then lets the process end (or keeps it up for `serve`). */
@@ -21,6 +21,9 @@ import { main } from './cli/program.js'
 // arenas keep what those compilations used: ~10 MiB more resident with 1,000 streams open (peak 163-170 MiB
 // with it, 152-159 without). Hot code still reaches TurboFan: CPU per streamed chunk is unchanged, per small
 // request ~2% higher in paired A/Bs (1.00-1.025), and lower while a fresh process warms up.
+// Two V8 platform threads rather than Node's four (they run concurrent marking, parallel scavenges and
+// TurboFan's compilations): each that mallocs keeps a glibc arena, ~1 MiB less resident at idle in paired
+// probes (`node bench/idle-probe.mjs --cli=dist/cli.js --cli=dist/cli.js::--v8-pool-size=4`).
 // glibc's malloc raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, so after the
 // first big buffer (a tokenizer's rank file) later ones stay in the heap and their pages stay resident
 // (~10 MiB at idle); a fixed threshold of 1 MiB returns every block that big when it is freed.

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
 import { ConfigError, environmentHelp, loadConfig, loadDotEnv } from '../config.js'
+import { withLazyBuiltins } from '../lazy-builtins.js'
 import { PROVIDER_IDS } from '../providers/types.js'
 import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS } from '../loop/rule.js'
 import { budgetStatus, parseBudgetFlags, setBudget, type BudgetFlags } from './budget.js'
@@ -96,16 +97,19 @@ function buildProgram(io: Io, onServing: () => void): Command {
     .addHelpText('after', `\nEnvironment (read from ./.env too; variables already set win), [default]:\n${environmentHelp()}`)
     .action(async () => {
       const config = loadConfig()
-      const { startServer, stopOnSignals } = await import('../server.js')
-      const { createLogger } = await import('../logger.js')
-      const logger = createLogger(config.logLevel)
-      try {
-        if (dotEnv !== null) logger.info({ file: dotEnv }, 'configuration read from .env too (variables already set win)')
-        stopOnSignals(await startServer(config, logger), logger)
-      } catch (err) {
-        if (err instanceof ConfigError) throw err
-        throw serveFailed(err instanceof Error ? (err.message.split('\n')[0] ?? err.name) : String(err), err)
-      }
+      // Start-up defers three built-ins its packages load but a proxy may never use: src/lazy-builtins.ts.
+      await withLazyBuiltins(async () => {
+        const { startServer, stopOnSignals } = await import('../server.js')
+        const { createLogger } = await import('../logger.js')
+        const logger = createLogger(config.logLevel)
+        try {
+          if (dotEnv !== null) logger.info({ file: dotEnv }, 'configuration read from .env too (variables already set win)')
+          stopOnSignals(await startServer(config, logger), logger)
+        } catch (err) {
+          if (err instanceof ConfigError) throw err
+          throw serveFailed(err instanceof Error ? (err.message.split('\n')[0] ?? err.name) : String(err), err)
+        }
+      })
       onServing()
     })
 

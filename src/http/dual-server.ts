@@ -1,5 +1,5 @@
 import type { RequestListener, Server } from 'node:http'
-import http2 from 'node:http2'
+import type * as Http2 from 'node:http2'
 import type { Socket } from 'node:net'
 
 // Not `import http from 'node:http'`: an ES import of node:http reads every export, and its WebSocket,
@@ -69,33 +69,42 @@ export function createDualServer(
     },
     handler,
   )
-  // Fastify's handler takes the HTTP/2 compatibility request and response as it takes HTTP/1 ones.
-  const h2 = http2.createServer(
-    {
-      settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderBytes },
-      maxSessionMemory: limits.maxSessionMemoryMb,
-      maxSettings: 32,
-      maxHeaderListPairs: 128,
-    },
-    handler as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
-  )
-  const sessions = new Set<http2.ServerHttp2Session>()
+  const sessions = new Set<Http2.ServerHttp2Session>()
   // Sockets that have not sent a byte yet belong to neither protocol server, so neither would close them.
   const undecided = new Set<Socket>()
-  h2.on('session', (session) => {
-    sessions.add(session)
-    session.once('close', () => sessions.delete(session))
-    let open = 0
-    session.on('stream', (stream) => {
-      open++
-      stream.once('close', () => open--)
-      stream.setTimeout(limits.streamIdleTimeoutMs, () => stream.close(http2.constants.NGHTTP2_CANCEL))
+  // node:http2 (and what it loads: tls, https) is loaded and its server made at the first HTTP/2 connection:
+  // most proxies never see one (~1.5 MiB resident for the process's life otherwise).
+  let h2: Http2.Http2Server | null = null
+  const http2Server = (): Http2.Http2Server => {
+    if (h2 !== null) return h2
+    const http2 = process.getBuiltinModule('node:http2')
+    // Fastify's handler takes the HTTP/2 compatibility request and response as it takes HTTP/1 ones.
+    const server = http2.createServer(
+      {
+        settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderBytes },
+        maxSessionMemory: limits.maxSessionMemoryMb,
+        maxSettings: 32,
+        maxHeaderListPairs: 128,
+      },
+      handler as unknown as (req: Http2.Http2ServerRequest, res: Http2.Http2ServerResponse) => void,
+    )
+    server.on('session', (session) => {
+      sessions.add(session)
+      session.once('close', () => sessions.delete(session))
+      let open = 0
+      session.on('stream', (stream) => {
+        open++
+        stream.once('close', () => open--)
+        stream.setTimeout(limits.streamIdleTimeoutMs, () => stream.close(http2.constants.NGHTTP2_CANCEL))
+      })
+      // The timer is re-armed by any traffic; a session still serving a silent stream is left alone.
+      session.setTimeout(limits.sessionIdleTimeoutMs, () => {
+        if (open === 0) session.close()
+      })
     })
-    // The timer is re-armed by any traffic; a session still serving a silent stream is left alone.
-    session.setTimeout(limits.sessionIdleTimeoutMs, () => {
-      if (open === 0) session.close()
-    })
-  })
+    h2 = server
+    return server
+  }
   const http1Listeners = h1.listeners('connection') as Array<(socket: Socket) => void>
   h1.removeAllListeners('connection')
   h1.on('connection', (socket: Socket) => {
@@ -116,7 +125,7 @@ export function createDualServer(
         // The HTTP/1 server accepts half-open sockets; HTTP/2 relies on a peer's FIN closing the socket,
         // or its session (and every stream of it) never learns that the client went away.
         socket.allowHalfOpen = false
-        h2.emit('connection', socket)
+        http2Server().emit('connection', socket)
       } else for (const listener of http1Listeners) listener.call(h1, socket)
       process.nextTick(() => socket.resume())
     })

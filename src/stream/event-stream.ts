@@ -1,4 +1,3 @@
-import * as zlib from 'node:zlib'
 
 /**
  * The AWS event-stream binary framing (`application/vnd.amazon.eventstream`): each message is a
@@ -36,8 +35,13 @@ const MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 const MAX_HEADERS_BYTES = 128 * 1024
 const EMPTY = Buffer.alloc(0)
 
+// node:zlib is loaded on the first checksum, not with this module: every proxy loads the Bedrock adapter, which
+// imports this file, and most never see an event stream (~0.5 MiB resident for the process's life otherwise).
+let zlib: typeof import('node:zlib') | null = null
+
 /** CRC-32 (IEEE 802.3), the checksum of the event-stream prelude and message. */
 export function crc32(bytes: Uint8Array): number {
+  zlib ??= process.getBuiltinModule('node:zlib')
   return zlib.crc32(bytes)
 }
 

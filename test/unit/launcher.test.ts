@@ -6,7 +6,8 @@ import { describe, expect, it } from 'vitest'
  * do not grow it to 128 MiB of semi-spaces on a large machine, and never shrunk below 4 MiB nor by V8's memory
  * reducer, so traffic after a lull is not met by a scavenge every few dozen requests) and the same environment
  * (glibc's mmap threshold fixed, so freed big buffers leave the resident set), and no Maglev tier (whose background
- * compilations left ~10 MiB in malloc arenas with 1,000 streams open): the `loopers` bin's first line,
+ * compilations left ~10 MiB in malloc arenas with 1,000 streams open) and two V8 background threads rather than
+ * four (each keeps a malloc arena; ~1 MiB at idle): the `loopers` bin's first line,
  * the Docker image's launcher and `npm start`.
  */
 const read = (path: string): string => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8')
@@ -14,12 +15,12 @@ const flagsOf = (text: string): string[] => text.trim().split(/\s+/).filter((wor
 
 describe('launcher flags', () => {
   const shebang = read('src/cli.ts').split('\n', 1)[0] ?? ''
-  const bin = /^#!\/usr\/bin\/env -S((?: [A-Z_]+=\S+)*) node((?: --[a-z-]+(?:=\S+)?)*)$/.exec(shebang)
+  const bin = /^#!\/usr\/bin\/env -S((?: [A-Z_]+=\S+)*) node((?: --[a-z0-9-]+(?:=\S+)?)*)$/.exec(shebang)
 
   it('the bin runs node through `env -S` with the launcher environment and flags', () => {
     expect(bin, shebang).not.toBeNull()
     expect(bin?.[1]?.trim()).toBe('MALLOC_MMAP_THRESHOLD_=1048576')
-    expect(flagsOf(bin?.[2] ?? '')).toEqual(['--max-semi-space-size=16', '--min-semi-space-size=4', '--no-memory-reducer', '--initial-old-space-size=64', '--no-maglev'])
+    expect(flagsOf(bin?.[2] ?? '')).toEqual(['--max-semi-space-size=16', '--min-semi-space-size=4', '--no-memory-reducer', '--initial-old-space-size=64', '--no-maglev', '--v8-pool-size=2'])
   })
 
   it('docker/loopers and `npm start` give node the same environment and flags', () => {

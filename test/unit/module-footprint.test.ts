@@ -54,6 +54,64 @@ import(${JSON.stringify(new URL('../../src/server.ts', import.meta.url).href)}).
   }, 60_000)
 })
 
+describe('built-ins deferred at start-up (src/lazy-builtins.ts)', () => {
+  const runChild = (body: string): unknown => {
+    const script = `${TS_CHILD_PRELUDE}
+const { withLazyBuiltins } = require(${JSON.stringify(new URL('../../src/lazy-builtins.ts', import.meta.url).pathname)})
+const loaded = (name) => process.moduleLoadList.includes('NativeModule ' + name)
+;(async () => { ${body} })().then((out) => { process.stdout.write(JSON.stringify(out)); process.exit(0) }, (error) => { console.error(error); process.exit(1) })`
+    return JSON.parse(execFileSync(process.execPath, ['--experimental-transform-types', '--no-warnings', '-e', script], { encoding: 'utf8', timeout: 60_000 }))
+  }
+
+  // Loaded, node:http2, node:https and node:tls (with what they load) held ~2.5 MiB more resident at idle, and
+  // node:zlib (Bedrock's event-stream checksum) ~0.3 MiB. Checked in a fresh process, as above.
+  it('loads the server and the Redis store without node:http2, node:https, node:tls or node:zlib', () => {
+    const out = runChild(`
+await withLazyBuiltins(() => Promise.all([
+  import(${JSON.stringify(new URL('../../src/server.ts', import.meta.url).href)}),
+  import(${JSON.stringify(new URL('../../src/budget/redis/redis-client.ts', import.meta.url).href)}),
+  import(${JSON.stringify(new URL('../../src/budget/redis/store.ts', import.meta.url).href)}),
+]))
+return ['http2', 'https', 'tls', 'zlib'].filter(loaded)`)
+    expect(out).toEqual([])
+  }, 60_000)
+
+  // Each stand-in hands its first use to the real module: Fastify's own HTTP/2 server answers, ioredis reaches
+  // tls.connect (its handshake fails on a server that answers in plain text), and undici's HTTP/2 half runs (and throws on a client it cannot use).
+  it('hands each deferred use to the real module', () => {
+    const out = runChild(`
+const { default: fastify } = await withLazyBuiltins(() => import('fastify'))
+const { default: Redis } = await withLazyBuiltins(() => import('ioredis'))
+await withLazyBuiltins(() => import('undici/lib/dispatcher/agent.js'))
+const before = ['http2', 'https', 'tls'].filter(loaded)
+const app = fastify({ http2: true })
+app.get('/', async () => 'h2')
+const url = await app.listen({ host: '127.0.0.1', port: 0 })
+const http2 = require('node:http2')
+const session = http2.connect(url)
+const status = await new Promise((resolve, reject) => {
+  const stream = session.request({ ':path': '/' })
+  stream.on('response', (headers) => resolve(headers[':status']))
+  stream.on('error', reject)
+  stream.end()
+})
+session.destroy()
+const plain = require('node:net').createServer((socket) => socket.end('-ERR not TLS\\r\\n'))
+await new Promise((resolve) => plain.listen(0, '127.0.0.1', resolve))
+const redis = new Redis({ host: '127.0.0.1', port: plain.address().port, tls: {}, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+const redisError = await new Promise((resolve) => {
+  redis.on('error', (error) => resolve(error.code))
+  redis.connect().catch(() => undefined)
+})
+redis.disconnect()
+const standIn = Object.keys(require.cache).find((id) => id.includes('lazy-builtins.stand-in'))
+let h2Error = null
+try { require.cache[standIn].exports({}, {}) } catch (error) { h2Error = error.constructor.name }
+return { before, status, redisError, h2Error, after: ['http2', 'tls'].filter(loaded) }`)
+    expect(out).toEqual({ before: [], status: 200, redisError: 'ERR_SSL_WRONG_VERSION_NUMBER', h2Error: 'TypeError', after: ['http2', 'tls'] })
+  }, 60_000)
+})
+
 describe('the built modules', () => {
   // V8 keeps every module's source for the process's life, and a source with one character above Latin-1 (a
   // dash or an arrow in a comment) as two bytes a character: the serve path's modules held 0.34 MiB more heap
