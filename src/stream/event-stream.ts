@@ -1,4 +1,3 @@
-
 /**
  * The AWS event-stream binary framing (`application/vnd.amazon.eventstream`): each message is a
  * 12-byte prelude (total length, headers length, CRC32 of those 8 bytes), typed headers, a payload
