@@ -176,7 +176,7 @@ export class Digest {
       return
     }
     const bytes = text.raw.subarray(text.start + 1, text.end)
-    if (isAscii(bytes) && bytes.indexOf(BACKSLASH) < 0) this.asciiString(bytes)
+    if (isAscii(bytes) && bytes.indexOf(BACKSLASH) < 0) this.string(bytes)
     else this.string(text.decode())
   }
 
@@ -213,20 +213,32 @@ export class Digest {
     this.fed++
   }
 
-  /** Feeds `value` in [start, end): mixed unit by unit when short, else kept for the native hash. */
-  private text(value: string, start: number, end: number): void {
+  /**
+   * Feeds `value` in [start, end) — a string's units, or ASCII bytes, each byte the unit it spells (the same feed as
+   * that string's): mixed unit by unit when short, else kept for the native hash.
+   */
+  private text(value: string | Buffer, start: number, end: number): void {
     const n = end - start
     if (n >= BULK_CHARS || this.laneChars >= LANE_CHARS) {
-      this.bulk.addText(value, start, end)
+      if (typeof value === 'string') this.bulk.addText(value, start, end)
+      else this.bulk.addAscii(value, start, end)
       this.fed += n
       return
     }
     let a = this.a
     let b = this.b
-    for (let i = start; i < end; i++) {
-      const k = spread(value.charCodeAt(i))
-      a = roundA(a, k)
-      b = roundB(b, k)
+    if (typeof value === 'string') {
+      for (let i = start; i < end; i++) {
+        const k = spread(value.charCodeAt(i))
+        a = roundA(a, k)
+        b = roundB(b, k)
+      }
+    } else {
+      for (let i = start; i < end; i++) {
+        const k = spread(value[i] as number)
+        a = roundA(a, k)
+        b = roundB(b, k)
+      }
     }
     this.a = a
     this.b = b
@@ -234,52 +246,8 @@ export class Digest {
     this.fed += n
   }
 
-  /** `text` of ASCII `bytes` in [start, end): the same feed as `text` of the string they spell. */
-  private asciiText(bytes: Buffer, start: number, end: number): void {
-    const n = end - start
-    if (n >= BULK_CHARS || this.laneChars >= LANE_CHARS) {
-      this.bulk.addAscii(bytes, start, end)
-      this.fed += n
-      return
-    }
-    let a = this.a
-    let b = this.b
-    for (let i = start; i < end; i++) {
-      const k = spread(bytes[i] as number)
-      a = roundA(a, k)
-      b = roundB(b, k)
-    }
-    this.a = a
-    this.b = b
-    this.laneChars += n
-    this.fed += n
-  }
-
-  /** `string` of the string ASCII `bytes` spell, with `asciiText` for `text`: keep the two alike. */
-  private asciiString(bytes: Buffer): void {
-    const n = bytes.length
-    const room = this.maxChars - this.fed
-    if (room <= 0) {
-      this.code(SAMPLED)
-      this.count(n)
-      return
-    }
-    if (n <= Math.min(WHOLE_STRING_CHARS, room)) {
-      this.code(STRING)
-      this.count(n)
-      this.asciiText(bytes, 0, n)
-      return
-    }
-    const edge = Math.max(16, Math.min(EDGE_CHARS, room >> 2))
-    const sample = Math.min(SAMPLE_CHARS, edge)
-    this.code(SAMPLED)
-    this.count(n)
-    this.asciiText(bytes, 0, edge)
-    for (const at of [n >> 2, n >> 1, (3 * n) >> 2]) this.asciiText(bytes, at, Math.min(n, at + sample))
-    this.asciiText(bytes, n - edge, n)
-  }
-
-  private string(value: string): void {
+  /** A string: its units, or ASCII bytes (see `text`). */
+  private string(value: string | Buffer): void {
     const n = value.length
     const room = this.maxChars - this.fed
     if (room <= 0) {
