@@ -156,6 +156,8 @@ function report(per, med) {
     const keys = [...new Set(names.flatMap((n) => per[n].flatMap((r) => Object.keys(r[field]))))].sort()
     for (const key of keys) {
       const of = (n) => per[n].map((r) => r[field][key] ?? 0)
+      // A thread group or event no side used in any trial (an idle inspector thread) says nothing.
+      if (names.every((n) => of(n).every((v) => v < 0.05))) continue
       const cells = names.map((n) => {
         const rq = of(n).map((v, i) => v / of('floor')[i])
         return `${n} ${med(of(n)).toFixed(digits)} (${Math.min(...of(n)).toFixed(digits)}–${Math.max(...of(n)).toFixed(digits)})${n === 'floor' ? '' : ` ÷ floor ${med(rq).toFixed(2)}`}`
