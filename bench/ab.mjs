@@ -9,11 +9,18 @@
 //                     (bench/agent-body.mjs), each a new step, instead of the one-liner)] [--stream (the request, agent or one-liner, asks for a
 //                     stream)] [--usage (with --stream: the client asks for usage itself, so every side is served the same answer)] [--guard (the key keeps the
 //                     default loop guard, off on the bench key; see bench/body-option.mjs)]
+//                     [--warm=N (each side first serves N requests closed loop, 64 at a time: 12000 passes V8's tier-up, as the bench does)]
+//                     [--threads (per side, CPU per request of each thread group: main, V8 workers, libuv pool, worker threads; see bench/thread-probe.mjs)]
+//                     [--perf=EVENT,… (per side, `perf stat -e EVENT,… -p PID` over each trial, reported per request; e.g.
+//                     context-switches,raw_syscalls:sys_enter,sched:sched_waking,syscalls:sys_enter_epoll_wait)]
+//                     [--record=DIR (first trial only: `perf record -g` of each side's every thread into DIR/SIDE.data;
+//                     read with `perf report -i DIR/b.data --sort comm,sym`)]
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool, openLoop } from './load.mjs'
 import { createBenchKey, threadsCpuMs, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
 import { bodyOption, guardOn, ONE_LINE_BODY } from './body-option.mjs'
+import { groupDelta, startPerfRecord, startPerfStat, threadGroupsCpuMs } from './thread-probe.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const mode = arg('mode', 'closed')
@@ -34,6 +41,10 @@ const profFlags = (dir) =>
   profDir === null ? [] : arg('import', null) !== null ? ['--import', arg('import')] : ['--cpu-prof', `--cpu-prof-dir=${dir}`]
 const body = bodyOption()
 const guard = guardOn()
+const warmRequests = Number(arg('warm', '0'))
+const threads = process.argv.includes('--threads')
+const perfEvents = arg('perf', null)?.split(',') ?? null
+const recordDir = arg('record', null)
 
 const { pinning, dir, started, redis, fake, close } = await startBenchStack('loopers-ab-', { fake: { completionTokens: 16, ...body.fake } })
 try {
@@ -65,7 +76,10 @@ try {
     served[n] += r.ok
     return r
   }
-  for (const n of names) await run(n, 2_000)
+  for (const n of names) {
+    if (warmRequests > 0) await closedLoop({ origin: sides[n].url, request: requests[n], concurrency: 64, durationMs: 30_000, maxRequests: warmRequests, pool: pools[n] })
+    await run(n, 2_000)
+  }
   const per = Object.fromEntries(names.map((n) => [n, []]))
   if (together) {
     // Both builds loaded at once on the same core: whatever else the machine does hits both alike.
@@ -86,10 +100,18 @@ try {
     const line = []
     for (const n of names.map((_, i) => names[(i + t) % names.length])) {
       await sleep(300)
+      const perf = perfEvents === null ? null : startPerfStat(sides[n].pid, perfEvents)
+      const record = recordDir === null || t > 0 ? null : startPerfRecord(sides[n].pid, join(resolve(recordDir), `${n}.data`))
+      if (perf !== null || record !== null) await sleep(100)
+      const groupsBefore = threads ? threadGroupsCpuMs(sides[n].pid) : null
       const before = threadsCpuMs(sides[n].pid) / 1000
       const r = await run(n, durationMs)
       const us = ((threadsCpuMs(sides[n].pid) / 1000 - before) * 1e6) / Math.max(1, r.ok)
-      per[n].push({ us, rps: r.achievedRate, p50: r.latencyMs.p50, p99: r.latencyMs.p99, errors: r.non2xx + r.transportErrors })
+      const perRequest = (counts, scale) => Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, (v * scale) / Math.max(1, r.ok)]))
+      const groups = groupsBefore === null ? null : perRequest(groupDelta(groupsBefore, threadGroupsCpuMs(sides[n].pid)), 1000)
+      const counts = perf === null ? null : perRequest(await perf.stop(), 1)
+      await record?.stop()
+      per[n].push({ us, rps: r.achievedRate, p50: r.latencyMs.p50, p99: r.latencyMs.p99, errors: r.non2xx + r.transportErrors, groups, counts })
       line.push(`${n} ${us.toFixed(0)} µs ${Math.round(r.achievedRate)}/s p50 ${r.latencyMs.p50?.toFixed(2)} p99 ${r.latencyMs.p99?.toFixed(2)}`)
     }
     process.stdout.write(`trial ${t + 1}: ${line.join(' | ')}\n`)
@@ -127,6 +149,21 @@ function report(per, med) {
     process.stdout.write(
       `${n}: CPU/request median ${med(us).toFixed(0)} µs (${Math.min(...us).toFixed(0)}–${Math.max(...us).toFixed(0)}), ÷ floor ${med(rq).toFixed(2)} (${Math.min(...rq).toFixed(2)}–${Math.max(...rq).toFixed(2)}), rate ÷ floor ${med(ratio(n, 'rps')).toFixed(2)}, latency p50 ${p('p50')} p99 ${p('p99')} ms (medians), errors ${per[n].reduce((s, r) => s + r.errors, 0)}\n`,
     )
+  }
+  // Per thread group (µs a request) and per perf event (count a request): each side's median, and its ratio to the floor's per trial.
+  for (const [what, field, digits] of [['µs/request', 'groups', 1], ['per request', 'counts', 3]]) {
+    if (per.floor[0]?.[field] == null) continue
+    const keys = [...new Set(names.flatMap((n) => per[n].flatMap((r) => Object.keys(r[field]))))].sort()
+    for (const key of keys) {
+      const of = (n) => per[n].map((r) => r[field][key] ?? 0)
+      // A thread group or event no side used in any trial (an idle inspector thread) says nothing.
+      if (names.every((n) => of(n).every((v) => v < 0.05))) continue
+      const cells = names.map((n) => {
+        const rq = of(n).map((v, i) => v / of('floor')[i])
+        return `${n} ${med(of(n)).toFixed(digits)} (${Math.min(...of(n)).toFixed(digits)}–${Math.max(...of(n)).toFixed(digits)})${n === 'floor' ? '' : ` ÷ floor ${med(rq).toFixed(2)}`}`
+      })
+      process.stdout.write(`${key} ${what}: ${cells.join(' | ')}\n`)
+    }
   }
   for (const field of ['us', 'p50', 'p99']) {
     const ab = per.b.map((r, i) => r[field] / per.a[i][field])

@@ -25,7 +25,7 @@ const REDACT = [
 ]
 
 // One write per log line costs the proxy about a quarter of its CPU per request: stdout is buffered
-// and flushed at least every second (and at shutdown), so a quiet proxy's lines still appear promptly.
+// and flushed within a second of a line (and at shutdown), so a quiet proxy's lines still appear promptly.
 // 64 KiB (~200 summary lines) a write, not 4 KiB: each write wakes a thread of the pool on the proxy's core.
 const STDOUT_BUFFER_BYTES = 65_536
 const FLUSH_INTERVAL_MS = 1_000
@@ -86,14 +86,31 @@ function createTextSink(stream: pino.DestinationStream): LineSink {
 /**
  * Buffered stdout: each line kept as bytes (sonic-boom's buffer mode appends it to a list, joined once per write;
  * its text mode measures and copies everything buffered on each line), written STDOUT_BUFFER_BYTES at a time off the
- * event loop, at least every FLUSH_INTERVAL_MS, on `flush` and, synchronously, when the process exits.
+ * event loop, within FLUSH_INTERVAL_MS of a line, on `flush` and, synchronously, when the process exits.
  */
 function createStdout(): LineSink {
-  const out = pino.destination({ dest: 1, contentMode: 'buffer', minLength: STDOUT_BUFFER_BYTES, maxWrite: 4 * STDOUT_BUFFER_BYTES, sync: false, periodicFlush: FLUSH_INTERVAL_MS })
+  const out = pino.destination({ dest: 1, contentMode: 'buffer', minLength: STDOUT_BUFFER_BYTES, maxWrite: 4 * STDOUT_BUFFER_BYTES, sync: false })
   // The stream flushes itself (pino's logger.flush() would also fsync stdout every time, lines or not).
   const flush = (done?: (error?: Error) => unknown): void => out.flush(done)
+  // Bytes handed to the stream and not yet written. The flush timer runs only while there are some: sonic-boom's own
+  // periodic flush writes every second, lines or not (an empty write on the pool: two thread wake-ups a second
+  // at `warn`, where the proxy writes no line). A flush during a write leaves what came after it to the next tick.
+  let unwritten = 0
+  let timer: NodeJS.Timeout | null = null
+  const tick = (): void => {
+    timer = null
+    if (unwritten === 0) return
+    out.flush()
+    timer = setTimeout(tick, FLUSH_INTERVAL_MS).unref()
+  }
+  out.on('write', (n: number) => (unwritten -= n))
   // sonic-boom's types name only strings; in buffer mode it takes bytes.
-  const write = (line: string | Buffer): void => void out.write((typeof line === 'string' ? Buffer.from(line) : line) as unknown as string)
+  const write = (line: string | Buffer): void => {
+    const bytes = typeof line === 'string' ? Buffer.from(line) : line
+    unwritten += bytes.length
+    timer ??= setTimeout(tick, FLUSH_INTERVAL_MS).unref()
+    void out.write(bytes as unknown as string)
+  }
   const stream = { write, flush } as pino.DestinationStream
   // logRequest writes its lines into a chunk of STDOUT_BUFFER_BYTES and hands each to the stream as a view of it (no
   // copy); a new chunk is taken when the room left may not hold a line (the old one lives until it is written).

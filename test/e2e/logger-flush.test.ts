@@ -84,3 +84,34 @@ it('buffered lines reach stdout when an uncaught error ends the process', async 
   const lines = out.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
   expect(lines).toMatchObject([{ msg: 'request', key: 'abcdef12', ms: 1.5 }, { msg: 'before the fault', n: 3 }])
 })
+
+// A quiet logger writes nothing: sonic-boom's own periodic flush wrote an empty buffer every second, a hop to the
+// thread pool and back (two thread wake-ups a second) on a proxy at `warn`, which logs no line. A line still
+// reaches stdout within about a second, once, also after a quiet stretch.
+it('stdout is written only when a line is waiting, within about a second of it', async () => {
+  const script = [
+    `const fs = (await import('node:fs')).default`,
+    `const write = fs.write`,
+    `const writes = []`,
+    `const started = performance.now()`,
+    `fs.write = (fd, bytes, ...rest) => { if (fd === 1) writes.push({ bytes: bytes.length, at: Math.round(performance.now() - started) }); return write(fd, bytes, ...rest) }`,
+    `const { createLogger } = await import(${JSON.stringify(LOGGER)})`,
+    `const logger = createLogger('info')`,
+    `setTimeout(() => logger.info({ n: 4 }, 'after a quiet stretch'), 2_500)`,
+    `setTimeout(() => { process.stderr.write(JSON.stringify(writes) + '\\n'); process.exit(0) }, 5_200)`,
+  ].join('\n')
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')))
+  child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')))
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+  expect(code).toBe(0)
+  const writes = JSON.parse(err.trim()) as { bytes: number; at: number }[]
+  // One write, of the line, a second or so after it was logged at 2.5 s; none before it, none empty after it.
+  expect(writes).toHaveLength(1)
+  expect(writes[0]?.bytes).toBe(Buffer.byteLength(out))
+  expect(writes[0]?.at).toBeGreaterThanOrEqual(2_500)
+  expect(writes[0]?.at).toBeLessThan(4_500)
+  expect(JSON.parse(out.trim())).toMatchObject({ msg: 'after a quiet stretch', n: 4 })
+}, 15_000)

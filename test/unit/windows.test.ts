@@ -1,3 +1,4 @@
+import { setFlagsFromString } from 'node:v8'
 import { describe, expect, it } from 'vitest'
 import { currentPeriods, PERIOD_GRACE_SECONDS, periodOf } from '../../src/budget/windows.js'
 import type { WindowName } from '../../src/budget/types.js'
@@ -54,5 +55,23 @@ describe('currentPeriods', () => {
   it('lists the five windows in check order', () => {
     const ids = currentPeriods(at('2027-01-01T00:00:00.000Z')).map((p) => `${p.window}=${p.id}`)
     expect(ids).toEqual(['minute=2027-01-01T00:00', 'hourly=2027-01-01T00', 'daily=2027-01-01', 'weekly=2026-W53', 'monthly=2027-01'])
+  })
+
+  // Built with WINDOW_NAMES.map, the list was packed when the minute's first call ran interpreted and holey once it ran
+  // optimized: another hidden class, so the Redis store's reserve and fixedKeys deoptimized at that minute ("wrong
+  // map") and were compiled again (~50-70 ms of CPU each time, a few minutes into every proxy's life).
+  it('builds the list with one hidden class, whether the code building it runs interpreted or optimized', () => {
+    setFlagsFromString('--allow-natives-syntax')
+    const prepare = new Function('f', '%PrepareFunctionForOptimization(f)') as (f: unknown) => void
+    const optimizeOnNextCall = new Function('f', '%OptimizeFunctionOnNextCall(f)') as (f: unknown) => void
+    const sameMap = new Function('a', 'b', 'return %HaveSameMap(a, b)') as (a: unknown, b: unknown) => boolean
+    const start = at('2031-03-04T05:06:00.000Z')
+    const interpreted = currentPeriods(start)
+    prepare(currentPeriods)
+    for (let minute = 1; minute <= 4; minute++) currentPeriods(start + minute * 60_000)
+    optimizeOnNextCall(currentPeriods)
+    const optimized = currentPeriods(start + 10 * 60_000)
+    expect(optimized[0]?.id).toBe('2031-03-04T05:16')
+    expect(sameMap(interpreted, optimized)).toBe(true)
   })
 })
