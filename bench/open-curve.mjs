@@ -9,7 +9,7 @@
 import { copyFileSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool, openLoop } from './load.mjs'
-import { createBenchKey, launcherEnv, launcherFlags, PROXY_CORE, ROOT, sleep, spawnChild, startBenchStack, startProxy, stopChild } from './procs.mjs'
+import { createBenchKey, ROOT, sleep, startBenchStack, startProxy, startTracedFloor } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
 import { ONE_LINE_BODY } from './body-option.mjs'
 import { groupDelta, threadGroupsCpuMs } from './thread-probe.mjs'
@@ -30,7 +30,7 @@ const { pinning, dir, started, redis, fake, close } = await startBenchStack('loo
 try {
   const proxy = await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'proxy', cliPath, nodeOptions: [...TRACE, ...proxyFlags] })
   started.push(proxy)
-  const floor = await startTracedFloor({ fakeUrl: fake.url, redisUrl: redis.url, pin: pinning.used })
+  const floor = await startTracedFloor({ upstreamUrl: fake.url, redisUrl: redis.url, pin: pinning.used, cliPath, nodeArgs: TRACE })
   started.push(floor)
   const sides = { proxy: { ...proxy, lines: () => readFileSync(proxy.logFile, 'utf8') }, floor }
   const request = requestPair(await createBenchKey(redis.url, 'bench-curve'), ONE_LINE_BODY).proxied
@@ -66,21 +66,4 @@ try {
   if (arg('keep-log', null) !== null) copyFileSync(proxy.logFile, resolve(arg('keep-log')))
 } finally {
   await close()
-}
-
-/** The floor (bench/floor.mjs) as startFloor starts it, with the trace flags and its stdout kept. */
-async function startTracedFloor({ fakeUrl, redisUrl, pin }) {
-  const args = [`--upstream=${fakeUrl}`, '--port=0', '--store=redis', `--redis=${redisUrl}`]
-  const child = spawnChild(process.execPath, [...launcherFlags(cliPath), ...TRACE, join(ROOT, 'bench/floor.mjs'), ...args], { core: PROXY_CORE, pin, env: { ...process.env, ...launcherEnv(cliPath) }, pipeStdout: true })
-  let text = ''
-  child.stdout.setEncoding('utf8')
-  child.stdout.on('data', (c) => (text += c))
-  const deadline = Date.now() + 15_000
-  let url = null
-  while (url === null) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error('the floor did not start')
-    url = /^\{"url":"([^"]+)"\}$/m.exec(text)?.[1] ?? null
-    await sleep(50)
-  }
-  return { url, pid: child.pid, child, lines: () => text, stop: () => stopChild(child) }
 }

@@ -22,7 +22,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createPool, openLoop } from './load.mjs'
-import { createBenchKey, launcherEnv, launcherFlags, PROXY_CORE, ROOT, sleep, spawnChild, startBenchStack, startProxy, stopChild } from './procs.mjs'
+import { createBenchKey, ROOT, sleep, startBenchStack, startProxy, startTracedFloor } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
@@ -57,28 +57,6 @@ const KERNEL_DSO = /^\[kernel|^\[vdso/
 const extraFlags = arg('node-flags', '').split(/\s+/).filter(Boolean)
 // --perf-basic-prof also writes V8's log per isolate: into the output directory, not the working one.
 const PROF_FLAGS = [...(curve > 0 ? [] : ['--perf-basic-prof', `--logfile=${join(out, 'v8.log')}`]), ...(trace ? ['--trace-opt', '--trace-deopt', '--trace-concurrent-recompilation'] : []), ...extraFlags]
-
-/** The floor (bench/floor.mjs) as startFloor starts it, but with its stdout kept, so trace lines can be read. */
-async function startTracedFloor({ fake, redis, pinning }) {
-  const args = [`--upstream=${fake.url}`, '--port=0', '--store=redis', `--redis=${redis.url}`]
-  const child = spawnChild(process.execPath, [...launcherFlags(cliPath), ...PROF_FLAGS, join(ROOT, 'bench/floor.mjs'), ...args], {
-    core: PROXY_CORE,
-    pin: pinning.used,
-    env: { ...process.env, ...launcherEnv(cliPath) },
-    pipeStdout: true,
-  })
-  let text = ''
-  child.stdout.setEncoding('utf8')
-  child.stdout.on('data', (c) => (text += c))
-  const deadline = Date.now() + 15_000
-  let url = null
-  while (url === null) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error('the floor did not start')
-    url = /^\{"url":"([^"]+)"\}$/m.exec(text)?.[1] ?? null
-    await sleep(50)
-  }
-  return { url, pid: child.pid, lines: () => text, stop: () => stopChild(child) }
-}
 
 /** Adds the main thread's counts in `perf stat -x , --per-thread` output `file` to `counts` (event → count). */
 function readStat(file, pid, counts) {
@@ -287,7 +265,7 @@ async function main() {
     sides.proxy = await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'proxy', cliPath, nodeOptions: PROF_FLAGS })
     sides.proxy.lines = () => readFileSync(sides.proxy.logFile, 'utf8')
     started.push(sides.proxy)
-    sides.floor = await startTracedFloor({ fake, redis, pinning })
+    sides.floor = await startTracedFloor({ upstreamUrl: fake.url, redisUrl: redis.url, pin: pinning.used, cliPath, nodeArgs: PROF_FLAGS })
     started.push(sides.floor)
     const request = requestPair(await createBenchKey(redis.url, 'bench-perf'), BODY).proxied
     const tally = { proxy: newTally(), floor: newTally() }

@@ -340,6 +340,26 @@ export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = 
 }
 
 /**
+ * The floor on Redis as startFloor starts it, with `nodeArgs` (trace or profiling flags) after the launcher's of
+ * `cliPath` and its stdout kept: `lines()` is what it has printed.
+ */
+export async function startTracedFloor({ upstreamUrl, redisUrl, pin, cliPath = join(ROOT, 'dist/cli.js'), nodeArgs = [] }) {
+  const args = [`--upstream=${upstreamUrl}`, '--port=0', '--store=redis', `--redis=${redisUrl}`]
+  const child = spawnChild(process.execPath, [...launcherFlags(cliPath), ...nodeArgs, join(ROOT, 'bench/floor.mjs'), ...args], { core: PROXY_CORE, pin, env: { ...process.env, ...launcherEnv(cliPath) }, pipeStdout: true })
+  let text = ''
+  child.stdout.setEncoding('utf8')
+  child.stdout.on('data', (c) => (text += c))
+  const deadline = Date.now() + 15_000
+  let url = null
+  while (url === null) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error('the floor did not start')
+    url = /^\{"url":"([^"]+)"\}$/m.exec(text)?.[1] ?? null
+    await sleep(50)
+  }
+  return { url, pid: child.pid, child, lines: () => text, stop: () => stopChild(child) }
+}
+
+/**
  * Starts `node dist/cli.js serve` on a free port against `redisUrl` and `upstreamUrl`, pinned to the
  * proxy core, with the launcher's node flags (`launcher: false`: plain node) and then `nodeOptions`.
  * `cpuProfDir` adds `--cpu-prof` (the profile is written when it stops gracefully).
