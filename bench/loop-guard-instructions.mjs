@@ -1,21 +1,26 @@
-// The loop guard's cost as instructions per request, a count machine load does not move: the proxy process under
-// `valgrind --tool=callgrind` (all its threads) and, on Redis, redis-server under its own callgrind, for the
+// The loop guard's cost as instructions per request, counts machine load does not move: the proxy process under
+// `valgrind --tool=callgrind --separate-threads=yes` and, on Redis, redis-server under its own callgrind, for the
 // requests of bench/loop-guard.mjs (a growing 24-message agent conversation, every request a new step), guard on
-// (the default) and off (`loop_limit 0`) alternating in phases of --phase requests; the result is
-// (proxy + redis) on ÷ off, summed over all phases, beside each on/off pair's own ratio.
+// (the default) and off (`loop_limit 0`) alternating in phases of --phase requests (the order swapped each pair).
+// The result is (proxy + redis) on ÷ off over all phases, beside each pair's own ratio, three ways:
+//   all     every thread of the proxy (V8's GC and compiler threads too) + redis;
+//   main    the proxy's main thread + redis;
+//   steady  all, less the self cost of V8's GC and optimizing compilers' functions (by name, callgrind_annotate).
 //   npm run build && node bench/loop-guard-instructions.mjs [--store=sqlite|redis] [--scopes=one|growing]
-//     [--warmup=N] [--settle=N] [--phase=N] [--pairs=P] [--control] [--keep=DIR]
-// --warmup: requests (both keys, alternating every 40) with callgrind's instrumentation off (valgrind still runs
-//   the JIT's code, about 5–10× slower than native); --settle: then as many with it on, dumped every 100 and
-//   printed, to show instructions per request have stopped falling before the phases count; --control: both
-//   halves guard off (an A/A run: the measure's own spread). --keep=DIR keeps the dumps (callgrind_annotate them
-//   to see where an on phase's instructions go against an off phase's).
-// Limits: not CPU time (cache misses, syscalls' kernel time and redis-server's network I/O are not in it); Redis's
-// count is only readQueryFromClient and writeToClient (command parsing, execution with the Lua scripts, replies),
-// so its cron, which runs by wall time, stays out; the proxy's own timers and V8's GC and JIT compile threads are
-// in the proxy's count, so a phase must be long enough to average them: the A/A control shows what is left. About
-// 6–10 min a run on this host (valgrind runs one thread at a time). Loads 127.0.0.1 only; every process it starts
-// is stopped; each run bounded to TIME_LIMIT_MS.
+//     [--warmup=12000] [--settle=500] [--phase=1000] [--pairs=4] [--control] [--keep=DIR]
+// --warmup: requests (both keys, alternating every 40) with callgrind's instrumentation off (about 70 s for the
+//   bench's 12,000); --settle: then as many instrumented, printed every 100 (after 12,000 they no longer fall:
+//   flat but for bursts); --control: both halves guard off (an A/A run: the measure's own spread); --scopes: one
+//   (one conversation past its 256 steps, the worst case) or growing (conversations of 40 requests, the common one).
+//   --keep=DIR keeps the dumps: callgrind_annotate an on phase against an off one to see where the guard's go.
+// Limits: instructions, not CPU time (cache misses, the kernel's time are not in it). Redis's count is its command
+// path only (--toggle-collect readQueryFromClient and writeToClient: parsing, the Lua scripts, replies), so its
+// cron, which runs by wall time, stays out; it repeats within ~0.5 %. The proxy's does not repeat as well: besides
+// GC and TurboFan (out of steady), JIT code replaced mid-run, SQLite's WAL checkpoints and the proxy's timers come in
+// bursts a 1,000-request phase catches or not; measured A/A (SQLite, 4 pairs of 1,000): steady −0.9 % overall,
+// pairs −4.2 to +2.0 %; main −0.5 %, pairs −2.6 to +2.3 %. So one pair resolves about ±3 %, the mean of 4 about ±1 %;
+// more pairs narrow it. About 5 min a run (phases ~20 s each). Loads 127.0.0.1 only; stops every process it starts;
+// a run is bounded by TIME_LIMIT_MS. valgrind's vgdb pipes are named by $USER and $HOST: see CONTROL_ENV.
 import { execFileSync, spawn } from 'node:child_process'
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -70,8 +75,8 @@ function callgrind(name, vgArgs, cmd, args, env) {
 const CONTROL_ENV = { ...process.env, LOGNAME: process.env.LOGNAME ?? 'bench', USER: process.env.USER ?? 'bench', HOST: '127.0.0.1' }
 const NAMELESS_ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !['LOGNAME', 'USER', 'HOST', 'HOSTNAME'].includes(k)))
 const dumps = new Map()
-/** Dumps (and so zeroes) the process's counts; returns the instructions since its last dump. */
-function dump(p, label) {
+/** Dumps (and so zeroes) the process's counts; returns the instructions since its last dump (steady: see below). */
+function dump(p, label, steady = false) {
   const n = (dumps.get(p.name) ?? 0) + 1
   dumps.set(p.name, n)
   const said = execFileSync('callgrind_control', [`--dump=${label}`, String(p.child.pid)], { env: p.env, stdio: ['ignore', 'pipe', 'ignore'], timeout: 120_000 }).toString()
@@ -85,7 +90,24 @@ function dump(p, label) {
     if (!text.includes(`dump ${label}`)) throw new Error(`${f} is not the dump ${label}`)
     return Number(/\n(?:totals|summary): (\d+)/.exec(text)[1])
   })
-  return { all: counts.reduce((a, b) => a + b, 0), main: threads[0].endsWith('-01') ? counts[0] : 0 }
+  const all = counts.reduce((a, b) => a + b, 0)
+  // steady: all threads less V8's garbage collector and optimizing compilers (by function name, self cost), which
+  // run in bursts a phase catches or not; the rest (JS, builtins, runtime, SQLite, libc) repeats request by request.
+  const bursts = steady && p.name === 'proxy' ? threads.reduce((a, f) => a + burstInstructions(join(dir, f)), 0) : 0
+  return { all, main: threads[0].endsWith('-01') ? counts[0] : 0, steady: all - bursts }
+}
+
+const GC = /IterateObjectCache|Isolate::Iterate|RootVisitor|Heap::|Scaveng|Mark(?:ing|er|Compact)|Sweep|Evacuat|GCTracer|heap::|Remembered|SlotSet|MemoryChunk|PagedSpace|NewSpace|Minor/
+const COMPILE = /compiler::|Compiler|maglev|turboshaft|OptimizedCompilationJob/
+/** A dump's self cost in V8's GC and optimizing compiler functions (callgrind_annotate, every function listed). */
+function burstInstructions(file) {
+  const text = execFileSync('callgrind_annotate', ['--inclusive=no', '--threshold=100', file], { maxBuffer: 256 << 20 }).toString()
+  let n = 0
+  for (const line of text.split('\n')) {
+    const m = /^\s*([\d,]+) \([^)]*\)\s+(.*)$/.exec(line)
+    if (m !== null && !m[2].includes('PROGRAM TOTALS') && (GC.test(m[2]) || COMPILE.test(m[2]))) n += Number(m[1].replaceAll(',', ''))
+  }
+  return n
 }
 
 const fake = createFakeUpstream({ promptTokens: 100 })
@@ -130,8 +152,11 @@ try {
   procs.forEach((p) => dump(p, 'start'))
   /** Instructions per request since the last dumps: all threads (proxy + redis), and the proxy's main thread + redis. */
   const measure = (label, n) => {
-    const [p, r = { all: 0 }] = procs.map((x) => dump(x, label))
-    return { all: (p.all + r.all) / n, main: (p.main + r.all) / n, proxy: p.all / n, proxy_main: p.main / n, redis: r.all / n }
+    const [p, r = { all: 0 }] = procs.map((x) => dump(x, label, label.startsWith('phase-')))
+    return {
+      all: (p.all + r.all) / n, main: (p.main + r.all) / n, steady: (p.steady + r.all) / n,
+      proxy: p.all / n, proxy_main: p.main / n, proxy_steady: p.steady / n, redis: r.all / n,
+    }
   }
   const settle = []
   for (let done = 0; done < SETTLE; done += 100) {
@@ -150,18 +175,26 @@ try {
       per[name] = measure(`phase-${pair}-${name}`, PHASE)
     }
     pairs.push(per)
-    log(`pair ${pair}: on ${Math.round(per.on.all)} (main ${Math.round(per.on.main)}), off ${Math.round(per.off.all)} (main ${Math.round(per.off.main)})`)
+    const show = (m) => `${Math.round(m.all)} (main ${Math.round(m.main)}, steady ${Math.round(m.steady)})`
+    log(`pair ${pair}: on ${show(per.on)}, off ${show(per.off)}`)
   }
   const mean = (name, field) => pairs.reduce((a, t) => a + t[name][field], 0) / PAIRS
   const pct = (r) => Math.round((r - 1) * 10000) / 100
-  const fields = redis === null ? ['all', 'main'] : ['all', 'main', 'proxy', 'proxy_main', 'redis']
+  const median = (xs) => {
+    const v = [...xs].sort((a, b) => a - b)
+    return v.length % 2 === 1 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2
+  }
+  const fields = redis === null ? ['all', 'main', 'steady'] : ['all', 'main', 'steady', 'proxy', 'proxy_main', 'proxy_steady', 'redis']
   const result = {
     store, scopes, control, warmup: WARMUP, settle: SETTLE, phase: PHASE, pairs: PAIRS,
     settle_instructions_per_request: settle,
-    // all: every thread (the proxy's GC and JIT helper threads too); main: the proxy's main thread (+ redis).
+    // all: every thread (the proxy's GC and JIT helper threads too); main: the proxy's main thread (+ redis);
+    // steady: all less V8's GC and optimizing compilers (+ redis).
     instructions_per_request: Object.fromEntries(fields.map((f) => [f, { guard_on: Math.round(mean('on', f)), guard_off: Math.round(mean('off', f)) }])),
     overhead_pct: Object.fromEntries(fields.map((f) => [f, pct(mean('on', f) / mean('off', f))])),
-    pair_overhead_pct: { all: pairs.map((t) => pct(t.on.all / t.off.all)), main: pairs.map((t) => pct(t.on.main / t.off.main)) },
+    // The median pair: a burst (a checkpoint, a sweep, a big GC) lands in one phase, so the overall mean can lean.
+    median_pair_overhead_pct: Object.fromEntries(['all', 'main', 'steady'].map((f) => [f, pct(median(pairs.map((t) => t.on[f] / t.off[f])))])),
+    pair_overhead_pct: Object.fromEntries(['all', 'main', 'steady'].map((f) => [f, pairs.map((t) => pct(t.on[f] / t.off[f]))])),
   }
   console.log(JSON.stringify(result))
 } finally {
