@@ -15,11 +15,13 @@
 //   --keep=DIR keeps the dumps: callgrind_annotate an on phase against an off one to see where the guard's go.
 // Limits: instructions, not CPU time (cache misses, the kernel's time are not in it). Redis's count is its command
 // path only (--toggle-collect readQueryFromClient and writeToClient: parsing, the Lua scripts, replies), so its
-// cron, which runs by wall time, stays out; it repeats within ~0.5 %. The proxy's does not repeat as well: besides
-// GC and TurboFan (out of steady), JIT code replaced mid-run, SQLite's WAL checkpoints and the proxy's timers come in
-// bursts a 1,000-request phase catches or not; measured A/A (SQLite, 4 pairs of 1,000): steady −0.9 % overall,
-// pairs −4.2 to +2.0 %; main −0.5 %, pairs −2.6 to +2.3 %. So one pair resolves about ±3 %, the mean of 4 about ±1 %;
-// more pairs narrow it. About 5 min a run (phases ~20 s each). Loads 127.0.0.1 only; stops every process it starts;
+// cron, which runs by wall time, stays out; its guard-off phases repeat within 0.3 %. The proxy's repeat less well:
+// besides GC and TurboFan (out of steady), JIT code replaced mid-run, SQLite's WAL checkpoints and the proxy's timers
+// come in bursts a 1,000-request phase catches or not, so read the median pair. A/A (4 pairs of 1,000), main:
+// SQLite median −0.8 % (pairs −2.6 to +2.3), Redis +0.4 % (−0.2 to +4.1). Measured guard on ÷ off, main, median
+// pair: SQLite worst +11.8 % (8 pairs, 0.8 to 23.2), common +7.3 % (8 pairs, 2.0 to 10.3); Redis common +8.2 %
+// (4 pairs, 7.5 to 9.0), redis-server +61k instructions a request (343.6k against 282.6k) worst and common alike.
+// About 5–6 min a run (phases ~20 s each). Loads 127.0.0.1 only; stops every process it starts;
 // a run is bounded by TIME_LIMIT_MS. valgrind's vgdb pipes are named by $USER and $HOST: see CONTROL_ENV.
 import { execFileSync, spawn } from 'node:child_process'
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeSync } from 'node:fs'
