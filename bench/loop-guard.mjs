@@ -23,7 +23,7 @@ const cpuMs = threadsCpuMs
  * case); many: each request opens its own conversation (a new scope each); growing: conversations of 40
  * requests, a healthy agent's (its scope never needs a trim: the common case).
  */
-function body(i, scopes) {
+export function body(i, scopes) {
   const conversation = scopes === 'one' ? '' : ` (${scopes === 'many' ? i : Math.floor(i / 40)})`
   const messages = [{ role: 'system', content: 'You are a coding agent. '.repeat(20) }, { role: 'user', content: `Fix the failing test in src/app.ts${conversation}` }]
   for (let k = 0; k < 11; k++) {
@@ -34,7 +34,7 @@ function body(i, scopes) {
   return JSON.stringify({ model: 'bench-model', messages, max_tokens: 16 })
 }
 
-async function run(url, key, offset, N, scopes) {
+export async function run(url, key, offset, N, scopes) {
   let next = 0
   const worker = async () => {
     while (next < N) {
@@ -44,15 +44,15 @@ async function run(url, key, offset, N, scopes) {
         headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
         body: body(i, scopes),
       })
-      await r.arrayBuffer()
-      if (r.status !== 200) throw new Error(`request ${i}: ${r.status}`)
+      const text = await r.text()
+      if (r.status !== 200) throw new Error(`request ${i}: ${r.status} ${text.slice(0, 300)}`)
     }
   }
   await Promise.all(Array.from({ length: CONCURRENCY }, worker))
 }
 
 /** Creates the guard-on and guard-off keys in the store the proxy uses; returns their raw keys. */
-async function makeKeys(env, store, control) {
+export async function makeKeys(env, store, control) {
   const make = async (admin) => ({
     on: (await admin.createKey('guard-on', ['openai'], control ? { unlimited: true, loopLimit: 0 } : { unlimited: true })).key,
     off: (await admin.createKey('guard-off', ['openai'], { unlimited: true, loopLimit: 0 })).key,
