@@ -34,9 +34,9 @@ import { freePort, ROOT, sleep } from './procs.mjs'
 const option = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback
 const store = option('store', 'sqlite')
 const scopes = option('scopes', 'one')
-const WARMUP = Number(option('warmup', 3000))
-const SETTLE = Number(option('settle', 400))
-const PHASE = Number(option('phase', 200))
+const WARMUP = Number(option('warmup', 12000))
+const SETTLE = Number(option('settle', 500))
+const PHASE = Number(option('phase', 1000))
 const PAIRS = Number(option('pairs', 4))
 const control = process.argv.includes('--control')
 const keep = option('keep', null)
