@@ -3,6 +3,7 @@ import { describe, expect, it, vi } from 'vitest'
 import { JsonSpan } from '../../src/http/json-elements.js'
 import { fingerprintRequest } from '../../src/loop/fingerprint.js'
 import { messagesShape } from '../../src/loop/shapes/messages.js'
+import { responsesShape } from '../../src/loop/shapes/responses.js'
 import type { Json } from '../../src/providers/body.js'
 import { LAZY_MIN_BYTES, readLazyBody } from '../../src/proxy/request-body.js'
 import { agentBody } from '../../bench/agent-body.mjs'
@@ -57,6 +58,16 @@ const body = fc.record({
   system: fc.oneof(text, fc.array(fc.oneof(block, scalar), { maxLength: 3 })),
   messages: fc.array(message, { minLength: 1, maxLength: 8 }),
 })
+// Responses items: messages of content blocks, the model's calls and their outputs (Codex's shape), and the odd ones.
+const itemType = fc.oneof(
+  { weight: 12, arbitrary: fc.constantFrom('message', 'function_call', 'function_call_output', 'custom_tool_call', 'custom_tool_call_output', 'reasoning', 'shell_call', 'item_reference', 'input_text') },
+  { weight: 1, arbitrary: fc.oneof(fc.integer(), fc.constant(null)) },
+)
+const item = fc.oneof(
+  { weight: 8, arbitrary: fc.tuple(block, itemType, fc.constantFrom('user', 'assistant', 'developer', 7)).map(([value, type, role]) => ({ ...value, type, role })) },
+  { weight: 1, arbitrary: scalar },
+)
+const responsesBody = fc.record({ instructions: fc.oneof(text, fc.array(fc.oneof(block, scalar), { maxLength: 2 })), input: fc.array(item, { minLength: 1, maxLength: 8 }) })
 
 /** `value` as a body of at least LAZY_MIN_BYTES, which the proxy reads lazily. */
 function padded(value: object): Buffer {
@@ -76,6 +87,26 @@ describe('content blocks read from the bytes', () => {
           const expected = fingerprintRequest(messagesShape, JSON.parse(raw.toString()) as Json)
           spy.mockClear()
           expect((await readLazyBody(raw, messagesShape)).fingerprint()).toEqual(expected)
+          if (spy.mock.calls.length > 0) fromBytes++
+        }),
+        { numRuns: Number(process.env.FP_RUNS ?? 400), seed: Number(process.env.FP_SEED ?? 1212) },
+      )
+    } finally {
+      spy.mockRestore()
+    }
+    expect(fromBytes).toBeGreaterThan(200)
+  }, 120_000)
+
+  it('give the fingerprint of a Responses body parsed, whatever its items carry', async () => {
+    const spy = vi.spyOn(JsonSpan.prototype, 'members')
+    let fromBytes = 0
+    try {
+      await fc.assert(
+        fc.asyncProperty(responsesBody, async (value) => {
+          const raw = padded(value)
+          const expected = fingerprintRequest(responsesShape, JSON.parse(raw.toString()) as Json)
+          spy.mockClear()
+          expect((await readLazyBody(raw, responsesShape)).fingerprint()).toEqual(expected)
           if (spy.mock.calls.length > 0) fromBytes++
         }),
         { numRuns: Number(process.env.FP_RUNS ?? 400), seed: Number(process.env.FP_SEED ?? 1212) },
