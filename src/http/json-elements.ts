@@ -178,9 +178,29 @@ function valueOf(raw: Buffer, start: number, end: number): unknown {
   if (raw[start] === QUOTE) {
     let escaped = false
     for (let k = start + 1; k < end - 1 && !escaped; k++) escaped = raw[k] === BACKSLASH
-    if (!escaped) return raw.toString('utf8', start + 1, end - 1)
+    if (!escaped) return commonString(raw, start + 1, end - 1) ?? raw.toString('utf8', start + 1, end - 1)
   }
   return JSON.parse(raw.toString('utf8', start, end))
+}
+
+// The strings the readers meet most (roles, content block and item types), given as constants: no native slice for them.
+const COMMON_STRINGS: string[][] = []
+for (const word of [
+  'user', 'assistant', 'system', 'tool', 'developer', 'model', 'function', 'message', 'text', 'input_text', 'output_text',
+  'tool_use', 'tool_result', 'thinking', 'redacted_thinking', 'image', 'image_url', 'function_call', 'function_call_output', 'reasoning',
+]) (COMMON_STRINGS[word.length] ??= []).push(word)
+
+/** The string `raw` holds in [start, end) (ASCII without escapes) when it is one of COMMON_STRINGS; else null. */
+function commonString(raw: Buffer, start: number, end: number): string | null {
+  const words = COMMON_STRINGS[end - start]
+  if (words === undefined) return null
+  for (let w = 0; w < words.length; w++) {
+    const word = words[w] as string
+    let k = 0
+    while (k < word.length && raw[start + k] === word.charCodeAt(k)) k++
+    if (k === word.length) return word
+  }
+  return null
 }
 
 /** A member not looked for yet. */
