@@ -7,7 +7,7 @@
 //                     [--log-a=warn] [--log-b=warn] (each side's LOG_LEVEL: --log-a=info --log-b=warn with one build for the cost of info)
 //                     [--body=BYTES (every side, the floor included, sends a realistic agent request about BYTES long
 //                     (bench/agent-body.mjs), each a new step, instead of the one-liner)] [--stream (the request, agent or one-liner, asks for a
-//                     stream)] [--usage (with --stream: the client asks for usage itself, so every side is served the same answer)] [--guard (the key keeps the
+//                     stream)] [--shape=chat|anthropic (with --body: the agent request as OpenAI chat or as Anthropic Messages, to /anthropic/v1/messages)] [--usage (with --stream: the client asks for usage itself, so every side is served the same answer)] [--guard (the key keeps the
 //                     default loop guard, off on the bench key; see bench/body-option.mjs)]
 //                     [--warm=N (each side first serves N requests closed loop, 64 at a time: 12000 passes V8's tier-up, as the bench does)]
 //                     [--threads (per side, CPU per request of each thread group: main, V8 workers, libuv pool, worker threads; see bench/thread-probe.mjs)]
@@ -50,7 +50,7 @@ const { pinning, dir, started, redis, fake, close } = await startBenchStack('loo
 try {
   const sqlite = storeKind === 'sqlite'
   // On the embedded store each proxy has a file of its own (named by LOOPERS_DB, no REDIS_URL).
-  const proxyStore = (name) => (sqlite ? { redisUrl: null, extraEnv: { LOOPERS_DB: join(dir, `${name}.db`) } } : { redisUrl: redis.url })
+  const proxyStore = (name) => (sqlite ? { redisUrl: null, extraEnv: { LOOPERS_DB: join(dir, `${name}.db`), ...body.proxyEnv(fake.url) } } : { redisUrl: redis.url, extraEnv: body.proxyEnv(fake.url) })
   const floorStore = sqlite ? { store: 'sqlite', dbPath: join(dir, 'floor.db') } : { store: 'redis', redisUrl: redis.url }
   const sides = {
     floor: await startFloor({ pin: pinning.used, upstreamUrl: fake.url, ...floorStore, nodeArgs: profFlags(`${profDir}/floor`) }),
@@ -59,8 +59,8 @@ try {
   }
   started.push(...Object.values(sides))
   const keys = sqlite
-    ? { a: await createSqliteBenchKey(join(dir, 'a.db'), guard), b: await createSqliteBenchKey(join(dir, 'b.db'), guard) }
-    : { a: await createBenchKey(redis.url, 'bench-ab', guard) }
+    ? { a: await createSqliteBenchKey(join(dir, 'a.db'), guard, body.providers), b: await createSqliteBenchKey(join(dir, 'b.db'), guard, body.providers) }
+    : { a: await createBenchKey(redis.url, 'bench-ab', guard, body.providers) }
   keys.b ??= keys.a
   keys.floor = keys.a
   const requests = Object.fromEntries(Object.entries(keys).map(([n, key]) => [n, body.request(requestPair(key, ONE_LINE_BODY).proxied)]))
@@ -125,13 +125,13 @@ try {
 }
 
 /** A bench key (as createBenchKey's, with the default loop guard when `guard`) made on the embedded store file at `path`, as the CLI would. */
-async function createSqliteBenchKey(path, guard) {
+async function createSqliteBenchKey(path, guard, providers) {
   const { createDb } = await import('../dist/budget/sqlite/database.js')
   const { createSqliteKeyAdmin } = await import('../dist/budget/sqlite/admin.js')
   const db = createDb(path)
   try {
     const admin = createSqliteKeyAdmin(db)
-    const { key, record } = await admin.createKey('bench-ab', ['openai'])
+    const { key, record } = await admin.createKey('bench-ab', providers)
     await admin.setBudget(record.hash, { limits: { daily: 10_000_000_000_000 }, ...(guard ? {} : { loopLimit: 0 }) })
     return key
   } finally {

@@ -4,6 +4,9 @@
 // limits and messages, and the floor (bench/floor.mjs) forwards its bytes unread.
 //   agentBody({ bytes: 32_768 })            the same text for the same arguments (a seeded generator)
 //   agentBody({ bytes, step: i })           the last user turn names step i, so requests differ as an agent's do
+//   agentBody({ bytes, shape: 'anthropic' }) the same conversation as an Anthropic Messages request (Claude Code's shape):
+//                                           a system block, tools with input_schema, content-block arrays with
+//                                           tool_use / tool_result blocks (the code in the results escaped as JSON escapes it)
 const WORDS = (
   'the a of to in and is for that on with as it by this be are from at or an was which file test function ' +
   'return value error type string number object array import export const let async await promise module ' +
@@ -64,8 +67,10 @@ function tools(random) {
   }))
 }
 
-/** The request body as JSON text, about `bytes` long (never shorter). */
-export function agentBody({ bytes = 32_768, step = 0, seed = 1 } = {}) {
+/** The request body as JSON text, about `bytes` long (never shorter); `shape`: 'chat' (OpenAI) or 'anthropic'. */
+export function agentBody({ bytes = 32_768, step = 0, seed = 1, shape = 'chat' } = {}) {
+  if (shape === 'anthropic') return anthropicBody(bytes, step, seed)
+  if (shape !== 'chat') throw new Error(`agentBody: no shape ${shape}`)
   const random = generator(seed)
   const messages = [
     { role: 'system', content: prose(random, 400) },
@@ -84,5 +89,28 @@ export function agentBody({ bytes = 32_768, step = 0, seed = 1 } = {}) {
     size += JSON.stringify(turn).length
   }
   messages.push({ role: 'user', content: `Continue with step ${step}.` })
+  return JSON.stringify(request)
+}
+
+/** agentBody's Anthropic Messages request: the chat body's conversation in content blocks, as Claude Code sends one. */
+function anthropicBody(bytes, step, seed) {
+  const random = generator(seed)
+  const system = [{ type: 'text', text: prose(random, 400), cache_control: { type: 'ephemeral' } }]
+  const messages = [{ role: 'user', content: [{ type: 'text', text: `Fix the failing tests in src/app.ts. ${prose(random, 40)}` }] }]
+  const toolList = tools(random).map(({ function: { name, description, parameters } }) => ({ name, description, input_schema: parameters }))
+  const request = { model: 'claude-bench', max_tokens: 256, system, tools: toolList, messages }
+  let size = JSON.stringify(request).length
+  for (let k = 0; size < bytes; k++) {
+    const id = `toolu_${String(k).padStart(4, '0')}`
+    const results = [{ type: 'tool_result', tool_use_id: id, content: code(random, 20) }]
+    if (k % 3 === 2) results.push({ type: 'text', text: prose(random, 30) })
+    const turn = [
+      { role: 'assistant', content: [{ type: 'text', text: prose(random, 25) }, { type: 'tool_use', id, name: 'read_file', input: { path: `src/module${k}.ts` } }] },
+      { role: 'user', content: results },
+    ]
+    messages.push(...turn)
+    size += JSON.stringify(turn).length
+  }
+  messages.push({ role: 'user', content: [{ type: 'text', text: `Continue with step ${step}.` }] })
   return JSON.stringify(request)
 }

@@ -3,7 +3,7 @@
 // rotating every trial). Counted inside each process by bench/alloc-probe.mjs (preloaded), so load barely moves it.
 //   node bench/alloc.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--trials=4] [--duration=3000] [--concurrency=64]
 //                        [--log-a=warn] [--log-b=warn] [--sample=DIR (sampling heap profiles of b and the floor: one trial)]
-//                        [--body=BYTES] [--stream] [--usage] [--guard] (a realistic agent request, each a new step; streamed; usage asked by the client; the key's default loop guard: bench/body-option.mjs)
+//                        [--body=BYTES] [--shape=chat|anthropic] [--stream] [--usage] [--guard] (a realistic agent request, each a new step; streamed; usage asked by the client; the key's default loop guard: bench/body-option.mjs)
 import { mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -28,11 +28,11 @@ try {
   if (sampleDir !== null) process.env.ALLOC_PROBE_SAMPLE = resolve(sampleDir)
   const sides = {
     floor: await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url, nodeArgs: ['--import', PROBE] }),
-    a: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'a', logLevel: arg('log-a', 'warn'), cliPath: builds.a, nodeOptions: ['--import', PROBE] }),
-    b: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'b', logLevel: arg('log-b', 'warn'), cliPath: builds.b, nodeOptions: ['--import', PROBE], extraEnv: sample(true) }),
+    a: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'a', logLevel: arg('log-a', 'warn'), cliPath: builds.a, nodeOptions: ['--import', PROBE], extraEnv: body.proxyEnv(fake.url) }),
+    b: await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: 'b', logLevel: arg('log-b', 'warn'), cliPath: builds.b, nodeOptions: ['--import', PROBE], extraEnv: { ...body.proxyEnv(fake.url), ...sample(true) } }),
   }
   started.push(...Object.values(sides))
-  const key = await createBenchKey(redis.url, 'bench-alloc', guardOn())
+  const key = await createBenchKey(redis.url, 'bench-alloc', guardOn(), body.providers)
   const request = body.request(requestPair(key, ONE_LINE_BODY).proxied)
   process.stdout.write(`${body.label}, loop guard ${guardOn() ? 'on' : 'off'}\n`)
   const names = Object.keys(sides)

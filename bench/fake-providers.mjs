@@ -88,7 +88,8 @@ export function providerRoute(path) {
     return {
       kind: 'anthropic',
       handle(body, o) {
-        const input = anthropicPrompt(body)
+        // Billed by size when asked (bench/body-option.mjs): tokenizing a 32 KB prompt per answer would cap the load.
+        const input = o.promptTokens === 'bytes' ? JSON.stringify(body).length : anthropicPrompt(body)
         if (body.stream === true) {
           const deltas = streamDeltas('claude', body.model, positive(body.max_tokens), o.chunks)
           const message = { id: 'msg_bench', type: 'message', role: 'assistant', model: body.model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: input, output_tokens: 1 } }

@@ -2,7 +2,8 @@
 // parsed whole, for this build and optionally another one in the same process: rounds alternate between the builds,
 // so the machine's load moves both alike. Also counts what load does not move: JSON.parse calls and characters, and
 // V8 heap bytes allocated (summed over collections, as bench/alloc-probe.mjs sums them).
-// `npm run build && node bench/lazy-fingerprint.mjs [--bytes=32768] [--seconds=4] [--other=OLD/dist]`
+// `npm run build && node bench/lazy-fingerprint.mjs [--bytes=32768] [--seconds=4] [--other=OLD/dist] [--shape=chat|anthropic]`
+// (--shape: bench/agent-body.mjs's chat body, the default, or its Anthropic Messages body; both the messages shape)
 // prints one JSON line per build: microseconds per fingerprint (median of rounds, min–max) on the lazy and the
 // parsed body, JSON.parse calls and characters per fingerprint of the lazy body, and heap bytes per fingerprint of each.
 import { resolve } from 'node:path'
@@ -16,7 +17,7 @@ const seconds = Number(arg('seconds', '4'))
 const dists = [resolve('dist'), ...(arg('other', null) === null ? [] : [resolve(arg('other'))])]
 const POOL = 256
 
-const raw = Buffer.from(agentBody({ bytes }))
+const raw = Buffer.from(agentBody({ bytes, shape: arg('shape', 'chat') }))
 const builds = []
 for (const dist of dists) {
   const url = (path) => pathToFileURL(`${dist}/${path}`).href

@@ -218,17 +218,17 @@ function redisPing(port) {
 }
 
 /**
- * A proxy key for OpenAI on the Redis at `redisUrl` with a daily limit no bench reaches and the loop guard off
+ * A proxy key for `providers` (OpenAI unless given) on the Redis at `redisUrl` with a daily limit no bench reaches and the loop guard off
  * (on, at its default, when `guard`), as the A/B scripts use it: every request is metered and admitted.
  */
-export async function createBenchKey(redisUrl, name, guard = false) {
+export async function createBenchKey(redisUrl, name, guard = false, providers = ['openai']) {
   const { createRedisClient } = await import('../dist/budget/redis/redis-client.js')
   const { createKeyAdmin } = await import('../dist/budget/redis/admin.js')
   const client = createRedisClient({ url: redisUrl, clusterNodes: null, commandTimeoutMs: 5_000 })
   try {
     await new Promise((ok) => (client.status === 'ready' ? ok() : client.once('ready', ok)))
     const admin = createKeyAdmin(client)
-    const { key, record } = await admin.createKey(name, ['openai'])
+    const { key, record } = await admin.createKey(name, providers)
     await admin.setBudget(record.hash, { limits: { daily: 10_000_000_000_000 }, ...(guard ? {} : { loopLimit: 0 }) })
     return key
   } finally {

@@ -45,9 +45,11 @@ export interface Elements {
   hasOtherMember(index: number, names: readonly string[]): boolean
   /**
    * Sets `values[n]` to element `index`'s own member `names[n]` as `member` reads it, except that where bit n of
-   * `undecoded` is set a string of a span comes as its JsonText; false, `values` untouched, when the element is no object.
+   * `undecoded` is set a value of a span comes undecoded (`undecodedValue`); false, `values` untouched, when the element is no object.
    */
   members(index: number, names: readonly string[], undecoded: number, values: unknown[]): boolean
+  /** Element `index` as `value` gives it, except that of a span it comes undecoded (`undecodedValue`). */
+  undecoded(index: number): unknown
 }
 
 /** A JSON string of a lazily read body not decoded yet: `raw` from its opening quote at `start` to its closing one at `end`. */
@@ -62,6 +64,51 @@ export class JsonText {
   decode(): string {
     return valueOf(this.raw, this.start, this.end + 1) as string
   }
+}
+
+/**
+ * A JSON object or array of a lazily read body not parsed yet: `raw` in [start, end). Its members and elements are
+ * read from the bytes (`members`, `elements`), a string among them undecoded as well.
+ */
+export class JsonSpan {
+  constructor(
+    readonly raw: Buffer,
+    readonly start: number,
+    readonly end: number,
+    /** Of an array, its elements' spans (pairs of start, end) when the walk that found its end made them. */
+    private readonly spans: number[] | null = null,
+  ) {}
+
+  /** Whether it is an object (else an array). */
+  get isObject(): boolean {
+    return this.raw[this.start] === OPEN_OBJECT
+  }
+
+  /** The value, as JSON.parse gives it. */
+  decode(): unknown {
+    return JSON.parse(this.raw.toString('utf8', this.start, this.end))
+  }
+
+  /** Of an object, Elements.members of it; false, `values` untouched, for an array. */
+  members(names: readonly string[], undecoded: number, values: unknown[]): boolean {
+    return readMembers(this.raw, this.start, names, undecoded, values)
+  }
+
+  /** Of an array, its first `limit` elements undecoded (`undecodedValue`) into `out` from index 0; returns how many it has in all. */
+  elements(limit: number, out: unknown[]): number {
+    const spans = this.spans ?? elementSpans(this.raw, this.start)
+    const count = spans.length / 2
+    for (let i = 0; i < count && i < limit; i++) out[i] = undecodedValue(this.raw, spans[2 * i] as number, spans[2 * i + 1] as number)
+    return count
+  }
+}
+
+/** The value `raw` holds in [start, end) undecoded: a string as its JsonText, an object or array as its JsonSpan, a scalar as JSON.parse gives it. */
+export function undecodedValue(raw: Buffer, start: number, end: number): unknown {
+  const first = raw[start]
+  if (first === QUOTE) return new JsonText(raw, start, end - 1)
+  if (first === OPEN_OBJECT || first === OPEN_ARRAY) return new JsonSpan(raw, start, end)
+  return valueOf(raw, start, end)
 }
 
 const QUOTE = 0x22
@@ -119,12 +166,41 @@ function spanValue(raw: Buffer, start: number): unknown {
 
 /** spanValue of the value `raw` holds in [start, end). */
 function valueOf(raw: Buffer, start: number, end: number): unknown {
+  // A literal is known by its first byte (valid JSON): no parse.
+  switch (raw[start]) {
+    case LETTER_T:
+      return true
+    case LETTER_F:
+      return false
+    case LETTER_N:
+      return null
+  }
   if (raw[start] === QUOTE) {
     let escaped = false
     for (let k = start + 1; k < end - 1 && !escaped; k++) escaped = raw[k] === BACKSLASH
-    if (!escaped) return raw.toString('utf8', start + 1, end - 1)
+    if (!escaped) return commonString(raw, start + 1, end - 1) ?? raw.toString('utf8', start + 1, end - 1)
   }
   return JSON.parse(raw.toString('utf8', start, end))
+}
+
+// The strings the readers meet most (roles, content block and item types), given as constants: no native slice for them.
+const COMMON_STRINGS: string[][] = []
+for (const word of [
+  'user', 'assistant', 'system', 'tool', 'developer', 'model', 'function', 'message', 'text', 'input_text', 'output_text',
+  'tool_use', 'tool_result', 'thinking', 'redacted_thinking', 'image', 'image_url', 'function_call', 'function_call_output', 'reasoning',
+]) (COMMON_STRINGS[word.length] ??= []).push(word)
+
+/** The string `raw` holds in [start, end) (ASCII without escapes) when it is one of COMMON_STRINGS; else null. */
+function commonString(raw: Buffer, start: number, end: number): string | null {
+  const words = COMMON_STRINGS[end - start]
+  if (words === undefined) return null
+  for (let w = 0; w < words.length; w++) {
+    const word = words[w] as string
+    let k = 0
+    while (k < word.length && raw[start + k] === word.charCodeAt(k)) k++
+    if (k === word.length) return word
+  }
+  return null
 }
 
 /** A member not looked for yet. */
@@ -215,24 +291,50 @@ class SpanElements implements Elements {
   }
 
   members(index: number, names: readonly string[], undecoded: number, values: unknown[]): boolean {
-    const raw = this.raw
-    const start = this.spans[2 * index] as number
-    if (raw[start] !== OPEN_OBJECT) return false
-    for (let n = 0; n < names.length; n++) values[n] = undefined
-    for (let key = firstMember(raw, start); raw[key] === QUOTE; ) {
-      const keyEnd = stringEnd(raw, key)
-      const value = memberValue(raw, keyEnd)
-      const end = valueEnd(raw, value)
-      for (let n = 0; n < names.length; n++) {
-        if (!keyIs(raw, key, keyEnd, names[n] as string)) continue
-        values[n] = ((undecoded >>> n) & 1) === 1 && raw[value] === QUOTE ? new JsonText(raw, value, end - 1) : valueOf(raw, value, end)
-        break
-      }
-      const next = skipSpace(raw, end)
-      key = raw[next] === COMMA ? skipSpace(raw, next + 1) : next
-    }
-    return true
+    return readMembers(this.raw, this.spans[2 * index] as number, names, undecoded, values)
   }
+
+  undecoded(index: number): unknown {
+    return this.parsed?.has(index) === true ? this.parsed.get(index) : undecodedValue(this.raw, this.spans[2 * index] as number, this.spans[2 * index + 1] as number)
+  }
+}
+
+/** Elements.members of the object of `raw` at `start`; false, `values` untouched, when it is no object. */
+function readMembers(raw: Buffer, start: number, names: readonly string[], undecoded: number, values: unknown[]): boolean {
+  if (raw[start] !== OPEN_OBJECT) return false
+  for (let n = 0; n < names.length; n++) values[n] = undefined
+  for (let key = firstMember(raw, start); raw[key] === QUOTE; ) {
+    const keyEnd = stringEnd(raw, key)
+    const value = memberValue(raw, keyEnd)
+    const n = nameIndex(raw, key, keyEnd, names)
+    let end: number
+    if (n >= 0 && ((undecoded >>> n) & 1) === 1 && raw[value] === OPEN_ARRAY) {
+      // An array left undecoded: the walk to its end gives its elements' spans too.
+      const spans: number[] = []
+      end = arraySpans(raw, value, spans)
+      values[n] = new JsonSpan(raw, value, end, spans)
+    } else {
+      end = valueEnd(raw, value)
+      if (n >= 0) values[n] = ((undecoded >>> n) & 1) === 1 ? undecodedValue(raw, value, end) : valueOf(raw, value, end)
+    }
+    const next = skipSpace(raw, end)
+    key = raw[next] === COMMA ? skipSpace(raw, next + 1) : next
+  }
+  return true
+}
+
+/** The index in `names` of the key whose quotes are at `start` and `end` (keyIs of each); -1 when it is none of them. */
+function nameIndex(raw: Buffer, start: number, end: number, names: readonly string[]): number {
+  const length = end - start - 1
+  for (let k = start + 1; k < end; k++) if (raw[k] === BACKSLASH) return names.indexOf(JSON.parse(raw.toString('utf8', start, end + 1)) as string)
+  for (let n = 0; n < names.length; n++) {
+    const name = names[n] as string
+    if (name.length !== length) continue
+    let same = true
+    for (let k = 0; k < length && same; k++) same = raw[start + 1 + k] === name.charCodeAt(k)
+    if (same) return n
+  }
+  return -1
 }
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
@@ -277,6 +379,10 @@ class ValueElements implements Elements {
     for (let n = 0; n < names.length; n++) values[n] = value[names[n] as string]
     return true
   }
+
+  undecoded(index: number): unknown {
+    return this.values[index]
+  }
 }
 
 /** The elements of a parsed array (JSON values). */
@@ -287,6 +393,12 @@ export function arrayElements(values: readonly unknown[]): Elements {
 /** The spans of the elements of the array that starts at `start` (pairs of start, end). */
 function elementSpans(raw: Buffer, start: number): number[] {
   const spans: number[] = []
+  arraySpans(raw, start, spans)
+  return spans
+}
+
+/** Pushes onto `spans` the spans of the elements of the array that starts at `start`; returns one past its end. */
+function arraySpans(raw: Buffer, start: number, spans: number[]): number {
   let i = skipSpace(raw, start + 1)
   while (raw[i] !== CLOSE_ARRAY) {
     const end = valueEnd(raw, i)
@@ -294,7 +406,7 @@ function elementSpans(raw: Buffer, start: number): number[] {
     i = skipSpace(raw, end)
     if (raw[i] === COMMA) i = skipSpace(raw, i + 1)
   }
-  return spans
+  return i + 1
 }
 
 /** The spans of the elements of `raw`'s object at `start`'s member `inner` when it is an array; null when it is not, or absent. */

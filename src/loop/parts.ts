@@ -1,4 +1,4 @@
-import { JsonText } from '../http/json-elements.js'
+import { JsonSpan, JsonText } from '../http/json-elements.js'
 import type { Digest } from './digest.js'
 
 /**
@@ -24,9 +24,78 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
+// The members of a content block that hashPart reads when its type is a string, and the bits of those that come
+// undecoded (text, name, arguments, content, output): a string fed from its bytes, an object or array read from them.
+const BLOCK_MEMBERS = ['type', 'text', 'name', 'input', 'arguments', 'content', 'is_error', 'output', 'toolUse', 'functionCall']
+const BLOCK_UNDECODED = 0b10110110
+const [TYPE, TEXT, NAME, INPUT, ARGUMENTS, CONTENT, IS_ERROR, OUTPUT, TOOL_USE, FUNCTION_CALL] = BLOCK_MEMBERS.map((_, n) => n) as number[] as [number, number, number, number, number, number, number, number, number, number]
+// Block types hashPart reads by their members alone, before and after its checks of `toolUse` and `functionCall`.
+const TYPED_CALLS = new Set(['tool_use', 'server_tool_use', 'mcp_tool_use', 'function_call', 'custom_tool_call'])
+const TYPED_RESULTS = new Set(['tool_result', 'function_call_output', 'custom_tool_call_output'])
+
+/** A content block of a lazily read body whose `type` is a string, its BLOCK_MEMBERS read from its bytes in one pass. */
+class Block {
+  constructor(
+    readonly span: JsonSpan,
+    readonly type: string,
+    readonly members: unknown[],
+  ) {}
+}
+
+/**
+ * A part as a shape reads it, made ready for partKind and hashPart: an object still in a body's bytes (a JsonSpan) as
+ * a Block when its type is a string and hashPart reads it by its members, else parsed; a string's JsonText kept.
+ */
+export function readPart(part: unknown): unknown {
+  if (!(part instanceof JsonSpan)) return part
+  if (!part.isObject) return part.decode()
+  const members = new Array<unknown>(BLOCK_MEMBERS.length)
+  part.members(BLOCK_MEMBERS, BLOCK_UNDECODED, members)
+  const type = members[TYPE]
+  if (typeof type !== 'string') return part.decode()
+  if (TEXT_TYPES.has(type) || REASONING_TYPES.has(type) || TYPED_CALLS.has(type)) return new Block(part, type, members)
+  // A result's type is read after the checks of `toolUse` and `functionCall`: a block with either is read parsed.
+  if (TYPED_RESULTS.has(type) && !isRecord(plain(members[TOOL_USE])) && !isRecord(plain(members[FUNCTION_CALL]))) return new Block(part, type, members)
+  return part.decode()
+}
+
+/** A member of a Block as JSON.parse gives it. */
+const plain = (value: unknown): unknown => (value instanceof JsonSpan || value instanceof JsonText ? value.decode() : value)
+
+/** Feeds a member of a Block as `digest.value` feeds it parsed: a string from its bytes. */
+function feed(digest: Digest, value: unknown): void {
+  if (value instanceof JsonText) digest.jsonText(value)
+  else digest.value(plain(value))
+}
+
+/** hashPart of a Block: what it hashes of the block parsed, read from its members. */
+function hashBlock(digest: Digest, block: Block): void {
+  const { type, members } = block
+  if (TEXT_TYPES.has(type)) {
+    digest.add('text')
+    feed(digest, members[TEXT])
+  } else if (type === 'tool_use' || type === 'server_tool_use' || type === 'mcp_tool_use' || type === 'custom_tool_call') {
+    digest.add('call')
+    feed(digest, members[NAME])
+    feed(digest, members[INPUT])
+  } else if (type === 'function_call') {
+    digest.add('call')
+    feed(digest, members[NAME])
+    feed(digest, members[ARGUMENTS])
+  } else if (type === 'tool_result') {
+    result(digest, members[CONTENT], members[IS_ERROR])
+  } else if (type === 'function_call_output' || type === 'custom_tool_call_output') {
+    result(digest, members[OUTPUT], undefined)
+  } else {
+    // Reasoning, which partKind skips: hashed as hashPart hashes it parsed.
+    hashPart(digest, block.span.decode())
+  }
+}
+
 /** Whether a part is a tool call (the model's action), content, or carries nothing to hash (reasoning). */
 export function partKind(part: unknown): PartKind {
   if (part instanceof JsonText) return 'content'
+  if (part instanceof Block) return REASONING_TYPES.has(part.type) ? 'skip' : CALL_TYPES.has(part.type) || part.type.endsWith('_call') ? 'call' : 'content'
   if (!isRecord(part)) return part === null || part === undefined ? 'skip' : 'content'
   const type = part.type
   if (typeof type === 'string') {
@@ -48,6 +117,10 @@ export function hashPart(digest: Digest, part: unknown): void {
     // A string not decoded yet hashes as that string.
     digest.add('text')
     digest.jsonText(part)
+    return
+  }
+  if (part instanceof Block) {
+    hashBlock(digest, part)
     return
   }
   if (!isRecord(part)) {
@@ -101,8 +174,17 @@ function result(digest: Digest, content: unknown, flag: unknown): void {
     digest.add(`[${content.length}`)
     const count = Math.min(content.length, MAX_PARTS)
     for (let i = 0; i < count; i++) if (partKind(content[i]) !== 'skip') hashPart(digest, content[i])
+  } else if (content instanceof JsonSpan && !content.isObject) {
+    // An array still in the body's bytes: its elements read as parts, as the parsed array's are.
+    const parts: unknown[] = []
+    const length = content.elements(MAX_PARTS, parts)
+    digest.add(`[${length}`)
+    for (let i = 0; i < parts.length; i++) {
+      const part = readPart(parts[i])
+      if (partKind(part) !== 'skip') hashPart(digest, part)
+    }
   } else {
-    digest.value(content)
+    feed(digest, content)
   }
   digest.value(flag)
 }

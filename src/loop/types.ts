@@ -33,7 +33,7 @@ export interface LoopTranscript {
   role(items: Elements, index: number): LoopRole | null
   /**
    * Reads item `index` of `items`; null means the item is ignored (reasoning, unknown garbage). A string part may come
-   * as a JsonText (http/json-elements.ts), read from its bytes by hashPart.
+   * as a JsonText (http/json-elements.ts), a content block as read by parts.ts `readPart`: read from its bytes by hashPart.
    */
   item(items: Elements, index: number): LoopItem | null
 }

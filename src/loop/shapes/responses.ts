@@ -1,4 +1,5 @@
 import { arrayElements, elementsOf, type Elements } from '../../http/json-elements.js'
+import { readPart } from '../parts.js'
 import type { LoopItem, LoopRole, LoopShape, LoopTranscript } from '../types.js'
 import { isRecord, itemParts, memberParts } from './read.js'
 
@@ -36,7 +37,28 @@ function readRole(items: Elements, index: number): LoopRole | null {
   return itemRole('message', items.member(index, 'role'))
 }
 
-const readItemAt = (items: Elements, index: number): LoopItem | null => readItem(items.value(index))
+// An item's members readItemAt reads from a lazily read body's bytes, and the bit of its content, left undecoded.
+const ITEM_MEMBERS = ['type', 'role', 'content']
+const UNDECODED_CONTENT = 0b100
+// Reused by every item read (readItemAt runs to its end without a pause), emptied after each.
+const members: unknown[] = new Array(ITEM_MEMBERS.length).fill(undefined)
+
+/** readItem of item `index`, read from its bytes when the item is of a lazily read body: a call or output item as a part. */
+function readItemAt(items: Elements, index: number): LoopItem | null {
+  if (!items.spanned) return readItem(items.value(index))
+  const kind = items.typeOf(index)
+  if (kind === 'string') return { role: 'input', tag: 'user', parts: [items.undecoded(index)] }
+  if (kind !== 'object') return null
+  items.members(index, ITEM_MEMBERS, UNDECODED_CONTENT, members)
+  const [declared, tag, content] = members
+  for (let n = 0; n < members.length; n++) members[n] = undefined
+  const type = typeof declared === 'string' ? declared : 'message'
+  const role = itemRole(type, tag)
+  if (role === null) return null
+  if (type === 'message') return { role, tag: typeof tag === 'string' ? tag : 'user', parts: itemParts(content) }
+  if (type === 'item_reference') return readItem(items.value(index))
+  return { role, tag: type, parts: [readPart(items.undecoded(index))] }
+}
 
 export const responsesShape: LoopShape = {
   read(body): LoopTranscript | null {
