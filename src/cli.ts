@@ -1,5 +1,4 @@
 #!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=1048576 node --max-semi-space-size=16 --min-semi-space-size=4 --no-memory-reducer --initial-old-space-size=64 --no-maglev --v8-pool-size=2
-import { main } from './cli/program.js'
 
 /** Entry of the `loopers` binary: runs the CLI, then lets the process end (or keeps it up for `serve`). */
 
@@ -34,7 +33,13 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   throw error
 })
 
-const outcome = await main(process.argv)
+// `serve` alone (every launcher's command) starts without the command-line parser and the other commands'
+// modules, which the proxy would otherwise hold for its life; anything else goes through the parser.
+const args = process.argv.slice(2)
+const outcome =
+  args.length === 1 && args[0] === 'serve'
+    ? await (await import('./cli/serve.js')).serveOnly()
+    : await (await import('./cli/program.js')).main(process.argv)
 if (outcome !== 'serving') {
   process.exitCode = outcome
   // Nothing should keep a one-shot command alive; if something does (a stray socket), do not hang the user's script.
