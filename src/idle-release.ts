@@ -20,6 +20,12 @@ interface IdleReleaseOptions {
   collect?: () => void
   /** Release once at once, before the first check (start-up, before listening). */
   atStart?: boolean
+  /**
+   * Releases per quiet period (default 1), one a check while it stays quiet, so no pause is longer than one
+   * collection's. Each is two or more full collections, and V8 drops the compiled code of a function that has not
+   * run through six of them (optimized code stays): three let go of what ran only at start-up or before the lull.
+   */
+  rounds?: number
   /** Told after each release: why, how long it took and the resident set before and after, in bytes. */
   onRelease?: (release: { after: 'start' | 'idle'; ms: number; rssBefore: number; rssAfter: number }) => void
 }
@@ -36,9 +42,11 @@ export function startIdleRelease(options: IdleReleaseOptions): IdleRelease {
   const { idleMs } = options
   if (idleMs <= 0) return { stop() {} }
   const collect = options.collect ?? memoryReducingCollection
+  const rounds = Math.max(1, options.rounds ?? 1)
   let seen = options.activity().begun
   let quietSince = Date.now()
-  let owed = true
+  /** Releases still due in this quiet period. */
+  let owed = rounds
   /** One release; false when this runtime offers no such collection (memory then stays as V8 leaves it). */
   const release = (after: 'start' | 'idle'): boolean => {
     const rssBefore = process.memoryUsage.rss()
@@ -58,11 +66,11 @@ export function startIdleRelease(options: IdleReleaseOptions): IdleRelease {
       if (inflight > 0 || begun !== seen) {
         seen = begun
         quietSince = Date.now()
-        owed = true
+        owed = rounds
         return
       }
-      if (!owed || Date.now() - quietSince < idleMs) return
-      owed = false
+      if (owed === 0 || Date.now() - quietSince < idleMs) return
+      owed--
       if (!release('idle')) clearInterval(timer)
     },
     Math.max(50, Math.floor(idleMs / 4)),
