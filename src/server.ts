@@ -176,8 +176,8 @@ const mib = (bytes: number): number => Math.round(bytes / 2 ** 20)
 const STARTUP_STORE_WAIT_MS = 2_000
 
 /**
- * Releases per quiet period, a check (a quarter of the idle period) apart: enough full collections for V8 to
- * drop the bytecode and baseline code of what ran only at start-up or before the lull (~1.3 MiB of an idle
- * proxy's resident set; the launcher's `--flush-baseline-code` lets baseline code go too). Optimized code stays.
+ * Releases per quiet period, a second apart: enough full collections for V8 to drop the bytecode and baseline code
+ * of what ran only at start-up or before the lull (the launcher's `--flush-baseline-code` lets baseline code go
+ * too), and a last one to give back the code space that freed. Optimized code stays.
  */
-const IDLE_RELEASE_ROUNDS = 3
+const IDLE_RELEASE_ROUNDS = 4
