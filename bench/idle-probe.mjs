@@ -2,7 +2,7 @@
 // memory scenario's 20 requests (10 plain, 10 streamed, one at a time), waits, and prints each one's RSS at
 // start and idle, split by mapping (the node binary's code and read-only data, anonymous memory, malloc's heap)
 // and the node binary's resident pages by ELF section (`readelf`; which built-in code or data a change pages in).
-//   node bench/idle-probe.mjs --cli=dist/cli.js --cli=OTHER/dist/cli.js[::--flag,--flag (node flags for it alone)]
+//   node bench/idle-probe.mjs --cli=dist/cli.js --cli=OTHER/dist/cli.js[::--flag,NAME=VALUE,… (node flags and environment for it alone)]
 //        [--wait=60 (seconds after the last requests)] [--node-opt=FLAG]… [--env=NAME=VALUE]…
 //        [--keep-logs=DIR (each proxy's log, and its smaps at start and at idle)] [--hold=SECONDS (keep them up after)]
 import { closeSync, copyFileSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs'
@@ -21,9 +21,11 @@ try {
   const extraEnv = Object.fromEntries(args.env.map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]))
   const proxies = []
   for (const [i, spec] of args.cli.entries()) {
-    // PATH::--flag,--flag: node flags for this build alone.
+    // PATH::--flag,NAME=VALUE: node flags and environment for this build alone (after the launcher's and --env's).
     const [cli, own = ''] = spec.split('::')
-    const p = await startProxy({ pin: stack.pinning.used, redisUrl: stack.redis.url, upstreamUrl: stack.fake.url, dir: stack.dir, name: `p${i}`, cliPath: cli, nodeOptions: [...args['node-opt'], ...own.split(',').filter(Boolean)], extraEnv })
+    const entries = own.split(',').filter(Boolean)
+    const ownEnv = Object.fromEntries(entries.filter((e) => !e.startsWith('-')).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]))
+    const p = await startProxy({ pin: stack.pinning.used, redisUrl: stack.redis.url, upstreamUrl: stack.fake.url, dir: stack.dir, name: `p${i}`, cliPath: cli, nodeOptions: [...args['node-opt'], ...entries.filter((e) => e.startsWith('-'))], extraEnv: { ...extraEnv, ...ownEnv } })
     stack.started.push(p)
     proxies.push({ cli: spec, p, start: rss(p.pid) })
     if (args['keep-logs'] !== undefined) writeFileSync(`${args['keep-logs']}/p${i}.smaps.start`, readFileSync(`/proc/${p.pid}/smaps`))

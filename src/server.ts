@@ -90,6 +90,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   // Everything is loaded and no request can arrive yet: the first release costs no request its pause.
   const idleRelease = startIdleRelease({
     idleMs: config.idleReleaseMs,
+    rounds: IDLE_RELEASE_ROUNDS,
     atStart: true,
     activity: () => ({ begun: inflight.begun, inflight: inflight.count }),
     onRelease: ({ after, ms, rssBefore, rssAfter }) =>
@@ -173,3 +174,10 @@ const mib = (bytes: number): number => Math.round(bytes / 2 ** 20)
 
 // Give the store a moment at start-up so the first requests are not refused while it connects.
 const STARTUP_STORE_WAIT_MS = 2_000
+
+/**
+ * Releases per quiet period, a second apart: enough full collections for V8 to drop the bytecode and baseline code
+ * of what ran only at start-up or before the lull (the launcher's `--flush-baseline-code` lets baseline code go
+ * too), and a last one to give back the code space that freed. Optimized code stays.
+ */
+const IDLE_RELEASE_ROUNDS = 4

@@ -1,3 +1,5 @@
+import { ConfigError } from '../config.js'
+
 /**
  * Errors the CLI reports to the user: one line on stderr after "loopers: ", never a stack.
  * Exit codes: 1 for a failure at run time (unknown key, store, configuration), 2 for a usage error.
@@ -37,4 +39,19 @@ export function storeUnreachable(where: string, reason: string, cause?: unknown,
 /** The server could not start (port in use, bad pricing file, …). Exit 1. */
 export function serveFailed(reason: string, cause?: unknown): CliError {
   return new CliError(`cannot start the proxy: ${reason}`, EXIT_FAILURE, { cause })
+}
+
+/** Reports `err` as the CLI does (one `loopers: …` line per problem through `write`, never a stack); its exit code. */
+export function reportError(err: unknown, write: (line: string) => void): number {
+  if (err instanceof ConfigError) {
+    for (const problem of err.problems) write(`loopers: bad configuration: ${problem}`)
+    return EXIT_FAILURE
+  }
+  if (err instanceof CliError) {
+    if (err.message !== '') write(`loopers: ${err.message}`)
+    return err.exitCode
+  }
+  const message = err instanceof Error ? err.message : String(err)
+  write(`loopers: ${message.split('\n')[0] ?? 'unexpected error'}`)
+  return EXIT_FAILURE
 }

@@ -1,15 +1,15 @@
 import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
-import { ConfigError, environmentHelp, loadConfig, loadDotEnv } from '../config.js'
-import { withLazyBuiltins } from '../lazy-builtins.js'
+import { environmentHelp, loadConfig, loadDotEnv } from '../config.js'
 import { PROVIDER_IDS } from '../providers/types.js'
 import { DEFAULT_LOOP_LIMIT, DEFAULT_LOOP_WINDOW_SECONDS } from '../loop/rule.js'
 import { budgetStatus, parseBudgetFlags, setBudget, type BudgetFlags } from './budget.js'
-import { CliError, EXIT_FAILURE, EXIT_USAGE, serveFailed, usageError } from './errors.js'
+import { EXIT_USAGE, reportError, usageError } from './errors.js'
 import { budgetHistory, DAYS_HINT, parseDays } from './history.js'
 import { DEFAULT_HISTORY_DAYS, HISTORY_DAYS } from '../budget/history.js'
 import { addExecCommand } from './exec.js'
 import { createKey, listKeys, parseName, parseProviders, revokeKey } from './keys.js'
+import { serve } from './serve.js'
 import { storeNote, withKeyAdmin } from './store.js'
 
 /** The `loopers` command line (CONTRACT §3). Argument parsing and error reporting only; commands live beside it. */
@@ -44,17 +44,7 @@ export async function main(argv: readonly string[]): Promise<Outcome> {
 function report(err: unknown, io: Io): number {
   // Commander has already printed its own message (through outputError below).
   if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : EXIT_USAGE
-  if (err instanceof ConfigError) {
-    for (const problem of err.problems) io.err(`loopers: bad configuration: ${problem}`)
-    return EXIT_FAILURE
-  }
-  if (err instanceof CliError) {
-    if (err.message !== '') io.err(`loopers: ${err.message}`)
-    return err.exitCode
-  }
-  const message = err instanceof Error ? err.message : String(err)
-  io.err(`loopers: ${message.split('\n')[0] ?? 'unexpected error'}`)
-  return EXIT_FAILURE
+  return reportError(err, io.err)
 }
 
 function buildProgram(io: Io, onServing: () => void): Command {
@@ -96,20 +86,7 @@ function buildProgram(io: Io, onServing: () => void): Command {
     .description('start the proxy')
     .addHelpText('after', `\nEnvironment (read from ./.env too; variables already set win), [default]:\n${environmentHelp()}`)
     .action(async () => {
-      const config = loadConfig()
-      // Start-up defers three built-ins its packages load but a proxy may never use: src/lazy-builtins.ts.
-      await withLazyBuiltins(async () => {
-        const { startServer, stopOnSignals } = await import('../server.js')
-        const { createLogger } = await import('../logger.js')
-        const logger = createLogger(config.logLevel)
-        try {
-          if (dotEnv !== null) logger.info({ file: dotEnv }, 'configuration read from .env too (variables already set win)')
-          stopOnSignals(await startServer(config, logger), logger)
-        } catch (err) {
-          if (err instanceof ConfigError) throw err
-          throw serveFailed(err instanceof Error ? (err.message.split('\n')[0] ?? err.name) : String(err), err)
-        }
-      })
+      await serve(dotEnv)
       onServing()
     })
 

@@ -2,8 +2,10 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { startProxy } from '../support/proxy.js'
+import { startProxyProcess } from '../support/proxy-process.js'
 import { TS_CHILD_PRELUDE } from '../support/ts-child.js'
 
 const require = createRequire(import.meta.url)
@@ -38,6 +40,22 @@ describe('modules a running proxy loads', () => {
       await proxy.close()
     }
   })
+})
+
+describe('`loopers serve` as its launchers run it', () => {
+  // `serve` alone skips the command-line parser: commander (~130 KiB of source) and the other commands' modules
+  // would be held for the proxy's life. The built CLI in a process of its own, embedded store.
+  it('starts without loading commander', async () => {
+    const modulesAtExit = fileURLToPath(new URL('../support/modules-at-exit.mjs', import.meta.url))
+    const proxy = await startProxyProcess({ NODE_OPTIONS: `--import=${modulesAtExit}` })
+    expect((await fetch(`${proxy.url}/health`)).status).toBe(200)
+    expect(await proxy.stop()).toBe(0)
+    const line = /^modules-at-exit (.*)$/m.exec(proxy.output())?.[1]
+    expect(line, proxy.output()).toBeDefined()
+    const { packages } = JSON.parse(line ?? '{}') as { packages: string[] }
+    expect(packages).toContain('fastify')
+    expect(packages).not.toContain('commander')
+  }, 30_000)
 })
 
 describe('Node built-ins the serve path loads', () => {
