@@ -19,9 +19,12 @@
 // besides GC and TurboFan (out of steady), JIT code replaced mid-run, SQLite's WAL checkpoints and the proxy's timers
 // come in bursts a 1,000-request phase catches or not, so read the median pair. A/A (4 pairs of 1,000), main:
 // SQLite median −0.8 % (pairs −2.6 to +2.3), Redis +0.4 % (−0.2 to +4.1). Measured guard on ÷ off, main, median
-// pair: SQLite worst +11.8 % (8 pairs, 0.8 to 23.2), common +7.3 % (8 pairs, 2.0 to 10.3); Redis common +8.2 %
-// (4 pairs, 7.5 to 9.0), redis-server +61k instructions a request (343.6k against 282.6k) worst and common alike.
-// About 5–6 min a run (phases ~20 s each). Loads 127.0.0.1 only; stops every process it starts;
+// pair: SQLite worst +11.8 % (8 pairs, 0.8 to 23.2), common +7.3 % (8 pairs, 2.0 to 10.3); Redis, before a step's
+// first request went unbooked (reserve.lua 7b), common +8.2 % (4 pairs, 7.5 to 9.0), worst +7.6 % (4 pairs, 7.3 to
+// 11.7), redis-server +61k/+64k instructions a request; after it common +3.4 % (4 pairs, 2.5 to 10.1), worst +3.1 %
+// (4 pairs, −2.8 to 5.8), redis-server +32.5k (314.9k against 282.4k) and +46.7k (329.4k against 282.7k); its A/A
+// main +0.2 % (−0.2 to +1.6). About 6–8 min a run (phases ~20 s each, each batch after 5.5 s idle: see fresh).
+// Loads 127.0.0.1 only; stops every process it starts;
 // a run is bounded by TIME_LIMIT_MS. valgrind's vgdb pipes are named by $USER and $HOST: see CONTROL_ENV.
 import { execFileSync, spawn } from 'node:child_process'
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeSync } from 'node:fs'
@@ -152,6 +155,15 @@ try {
   execFileSync('callgrind_control', ['-i', 'on', String(proxy.child.pid)], { env: CONTROL_ENV, stdio: 'ignore', timeout: 120_000 })
   const procs = redis === null ? [proxy] : [proxy, redis]
   procs.forEach((p) => dump(p, 'start'))
+  // The proxy closes a keep-alive connection idle for 5 s (keepAliveTimeoutMs of src/http/dual-server.ts), and the
+  // dumps and callgrind_annotate block this process (execFileSync) for longer: fetch would then send a request on a
+  // connection the proxy closed meanwhile, unseen ('other side closed', ECONNRESET: the worst-case run that stopped
+  // at a pair). So each batch starts once every idle connection is closed, on new ones; the idle time's instructions
+  // go with one more dump.
+  const fresh = async (label) => {
+    await sleep(5_500)
+    procs.forEach((p) => dump(p, label))
+  }
   /** Instructions per request since the last dumps: all threads (proxy + redis), and the proxy's main thread + redis. */
   const measure = (label, n) => {
     const [p, r = { all: 0 }] = procs.map((x) => dump(x, label, label.startsWith('phase-')))
@@ -162,6 +174,7 @@ try {
   }
   const settle = []
   for (let done = 0; done < SETTLE; done += 100) {
+    await fresh(`idle-settle-${done}`)
     for (let k = 0; k < 100; k += CHUNK) await send((k / CHUNK) % 2 === 0 ? 'on' : 'off', CHUNK)
     const m = measure(`settle-${done}`, 100)
     settle.push([Math.round(m.all), Math.round(m.main)])
@@ -172,7 +185,7 @@ try {
   for (let pair = 0; pair < PAIRS; pair++) {
     const per = {}
     for (const name of pair % 2 === 0 ? ['on', 'off'] : ['off', 'on']) {
-      procs.forEach((p) => dump(p, `gap-${pair}-${name}`))
+      await fresh(`gap-${pair}-${name}`)
       await send(name, PHASE)
       per[name] = measure(`phase-${pair}-${name}`, PHASE)
     }

@@ -9,9 +9,11 @@ KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, da
 KEYS[7]     reservation record    lp:{h}:r:<requestId>
 KEYS[8]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit), only for a
                                   request with a session: #KEYS is 8 or 10
-KEYS[#KEYS-1] loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>', field <step>:<sinceMs> =
-                                  its requests in flight; '#e' = when the scope expires, ms, negated once KEYS[#KEYS]
-                                  indexes it), only for a loop check: #KEYS is 9 or 10
+KEYS[#KEYS-1] loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>#<request id>', the id of
+                                  the window's first request, in flight while its record is held; field <step>:<sinceMs>
+                                  = the step's other requests in flight, once there were any; '#e' = when the scope
+                                  expires, ms, negated once KEYS[#KEYS] indexes it), only for a loop check: #KEYS is 9
+                                  or 10. (The previous release's '<count>:<sinceMs>' has all in flight in the field.)
 KEYS[#KEYS] its steps by age      lp:{h}:loopt:<scope> (sorted set: member <step>, score its sinceMs) of a scope
                                   that once grew past the steps kept per scope, only for a loop check
             (only the keys a request can touch are passed, and their arguments: each costs Redis time)
@@ -30,19 +32,18 @@ With a loop check, the last two:
             its text is a new step's sinceMs)
 
 Returns one of
-  remainingMicros                                admitted with maxMicros, no loop step recorded (nearly always):
+  remainingMicros                                admitted with maxMicros, no loop step booked (nearly always: the
+                                                 first request of a step in its window is not booked either):
                                                  an integer, -1 when nothing is limited
-  -3 - remainingMicros | -2                      admitted with maxMicros, the loop step recorded with this
-                                                 request's time as its sinceMs (a new step, or a new window):
-                                                 -2 when nothing is limited
   '<grantedMicros> <remainingMicros> <loopSinceMs>'
                                                  admitted otherwise (a reply that is one value, not a list: a list
                                                  costs Redis more, as does formatting a number)
                                                  remaining: what the tightest limited window or the session
                                                  has left after this hold, '' when nothing is limited;
-                                                 loopSinceMs: the step's sinceMs when it was recorded (the
-                                                 caller books '<KEYS[#KEYS-1]>#<sinceMs>#<step>', which settle
-                                                 ends in flight), else ''
+                                                 loopSinceMs: the step's sinceMs when this request was booked in
+                                                 its in flight field (the caller books
+                                                 '<KEYS[#KEYS-1]>#<sinceMs>#<step>', which settle ends in
+                                                 flight), else ''
   {'invalid_key'} | {'key_revoked'} | {'provider_not_allowed'}
   {'budget_not_set'}                             no window is limited and the key is not marked unlimited
   {'duplicate'}                                  the request id was used before (a fault, not a refusal)
@@ -143,7 +144,7 @@ end
 --     0 = off) is lowered by the session's.
 --     With the guard off (no limit in force) nothing is read or recorded.
 local refusal
-local loopCount, loopSince, loopSinceText, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale
+local loopCount, loopSince, loopSinceText, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale, loopFirst
 if hasLoop then
   local keyLoop = tonumber(rec[10]) or defaultLoopLimit
   loopLimit = sessionLoop
@@ -160,13 +161,17 @@ if hasLoop then
   -- Indexed: '#e' negated. (A scope the previous release indexed marks it in '#z', not read: it is indexed again.)
   if loopExpires and loopExpires < 0 then loopExpires, loopAged = -loopExpires, true end
   if entry then
-    local c, since, inFlight = string.match(entry, '^(%d+):(%d+):?(%d*)$')
+    local c, since, rest = string.match(entry, '^(%d+):(%d+)(.*)$')
     local sinceMs = c and since + 0
     if c and nowMs < sinceMs + loopWindowMs then
       loopCount, loopSince, loopSinceText, loopNewSince = c + 0, sinceMs, since, false
-      -- In flight: an older entry's third part; else its own field '<step>:<sinceMs>' (settle decrements it
-      -- blindly), read only once the request is admitted (7b), where it is incremented.
-      if inFlight ~= '' then loopInFlight = tonumber(inFlight) else loopInFlight = nil end
+      -- In flight, read only once the request is admitted (7b): '#<request id>' (this layout) names the window's first
+      -- request, in flight while its reservation record is held, and the field '<step>:<sinceMs>' counts the others;
+      -- without it (the previous release's layout) that field counts them all; ':<n>' (an older one) holds them all.
+      local mark = string.byte(rest, 1)
+      if mark == 35 then loopFirst, loopInFlight = string.sub(rest, 2), nil
+      elseif mark == 58 then loopInFlight = tonumber(string.sub(rest, 2)) or 0
+      else loopInFlight = nil end
     elseif c then
       loopStale = since
     end
@@ -233,10 +238,12 @@ local grantArg = ARGV[3]
 if grant ~= maxMicros then grantArg = format('%d', grant) end
 -- One concatenation each (every piece joined at once: each string made costs). KEYS[1] is '<tag>key', so what follows
 -- the key's tag starts 2 characters before its end.
+-- The window's first request of a step is not booked: its record itself tells whether it is in flight (7b).
+local booksLoop = hasLoop and not loopNewSince
 local record
-if not (hasSession or hasLoop) then
+if not (hasSession or booksLoop) then
   record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5]
-elseif not hasLoop then
+elseif not booksLoop then
   record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(sessionKey, #KEYS[1] - 2)
 elseif not hasSession then
   record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(loopKey, #KEYS[1] - 2) .. '#'
@@ -275,7 +282,13 @@ if hasSession then
 end
 
 -- 7b. The loop step counts one more repeat, unless more than inFlightTolerated requests of it are in flight (requests
---     fired at once are not repeats), and one more request in flight (settle ends it).
+--     fired at once are not repeats), and one more request in flight (its end is settle's).
+--     In flight: the window's first request of a step (a new step, or a new window) writes its entry alone,
+--     '1:<sinceMs>#<request id>', and is not booked: it is in flight while its reservation record is held, which
+--     settle and abandon change exactly once (so it costs settle nothing, and most steps have one request). Each
+--     later request adds itself to the field '<step>:<sinceMs>' and is booked, and settle decrements that field;
+--     the first is looked up only when it decides the verdict (exactly inFlightTolerated others in that field). The
+--     record is read by its name (prefix of KEYS[7], the id from the entry): the same {tag}, so the same slot.
 --     Size: a new step whose hash ends in 0 (one in 16, as checksScopeSize in src/loop/rule.ts) counts its
 --     scope; one found past stepsKept steps is trimmed to stepsAfterTrim (expired ones go first, then the oldest), so
 --     the trim's cost is spread over many new steps. A scope found past stepsKept once keeps its steps' sinceMs
@@ -286,61 +299,84 @@ end
 --     past that extends it, so most writes set no TTL.
 local loopBookedSince = ''
 if hasLoop then
-  local flight = step .. ':' .. loopSinceText
-  -- A step in its window adds this request to its in flight field, whose value before it is the others in flight.
-  local flightKnown = loopInFlight ~= nil
-  if not flightKnown then loopInFlight = redis.call('HINCRBY', loopKey, flight, '1') - 1 end
-  local counted = loopInFlight <= inFlightTolerated
-  if counted then loopCount = loopCount + 1 end
-  -- A step's first request in its window writes '1:<sinceMs>' and 1 in flight: no number formatted.
-  local value, flightValue
-  if loopCount == 1 then value = '1:' .. loopSinceText else value = format('%d', loopCount) .. ':' .. loopSinceText end
-  if flightKnown then
-    if loopInFlight == 0 then flightValue = '1' else flightValue = format('%d', loopInFlight + 1) end
-  end
   -- The window and an eighth (floor of an eighth without a call: (w - w % 8) / 8).
   local ttl = loopWindowMs + (loopWindowMs - loopWindowMs % 8) / 8
   -- Past the recorded expiry: a new sinceMs, or an entry whose window was since raised on the key.
   local extend = not loopExpires or loopExpires < loopSince + loopWindowMs
+  local expires
   if extend then
-    local expires = format('%d', nowMs + ttl)
+    expires = format('%d', nowMs + ttl)
     if loopAged then expires = '-' .. expires end
-    if flightKnown then redis.call('HSET', loopKey, step, value, flight, flightValue, '#e', expires)
-    else redis.call('HSET', loopKey, step, value, '#e', expires) end
-  elseif flightKnown then
-    redis.call('HSET', loopKey, step, value, flight, flightValue)
-  elseif counted then
-    -- (Not counted, with its in flight in its own field: the entry is as it was, nothing to write.)
-    redis.call('HSET', loopKey, step, value)
+  end
+  if loopNewSince then
+    -- The first request: counted (nothing else is in flight in a new window). KEYS[7] is '<tag>r:<request id>', and
+    -- KEYS[1] '<tag>key': the id starts at KEYS[1]'s length.
+    loopCount = 1
+    local value = '1:' .. loopSinceText .. '#' .. string.sub(KEYS[7], #KEYS[1])
+    if extend then redis.call('HSET', loopKey, step, value, '#e', expires)
+    else redis.call('HSET', loopKey, step, value) end
+  else
+    local flight = step .. ':' .. loopSinceText
+    -- In its own field (this layout or the previous one): add this request, whose value before it is the others in
+    -- flight (this layout's first request aside).
+    local flightKnown = loopInFlight ~= nil
+    if not flightKnown then loopInFlight = redis.call('HINCRBY', loopKey, flight, '1') - 1 end
+    if loopFirst and loopInFlight == inFlightTolerated then
+      local first = redis.pcall('GET', string.sub(KEYS[7], 1, #KEYS[1] - 1) .. loopFirst)
+      if type(first) == 'string' and string.byte(first, 1) == 104 then loopInFlight = loopInFlight + 1 end
+    end
+    local counted = loopInFlight <= inFlightTolerated
+    if counted then loopCount = loopCount + 1 end
+    local value = format('%d', loopCount) .. ':' .. loopSinceText
+    if loopFirst then value = value .. '#' .. loopFirst end
+    -- An older release's entry (its in flight in its value) moves to the previous release's layout: every request
+    -- in flight in the field.
+    local flightValue = flightKnown and format('%d', loopInFlight + 1)
+    if extend then
+      if flightKnown then redis.call('HSET', loopKey, step, value, flight, flightValue, '#e', expires)
+      else redis.call('HSET', loopKey, step, value, '#e', expires) end
+    elseif flightKnown then
+      redis.call('HSET', loopKey, step, value, flight, flightValue)
+    elseif counted then
+      -- (Not counted, with its in flight in its own field: the entry is as it was, nothing to write.)
+      redis.call('HSET', loopKey, step, value)
+    end
+    loopBookedSince = loopSinceText
   end
   -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
   if loopStale then redis.call('HDEL', loopKey, step .. ':' .. loopStale) end
-  loopBookedSince = loopSinceText
   if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, loopSinceText, step) end
   if loopIsNew and string.byte(step, -1) == 48 then
     local size
-    -- Unindexed, the scope holds '#e' and two fields a step (the step, its in flight).
-    if loopAged then size = redis.call('ZCARD', loopAgeKey) else size = math.floor((redis.call('HLEN', loopKey) - 1) / 2) end
-    if size > stepsKept then
-      if not loopAged then
-        -- First time past the limit: index every step by its sinceMs (the one full read of the scope).
-        local all = redis.call('HGETALL', loopKey)
-        local index, oldMark = {}, false
-        for i = 1, #all, 2 do
-          local since = string.match(all[i + 1], '^%d+:(%d+)')
-          if since and not string.find(all[i], '[#:]') then
-            index[#index + 1] = since
-            index[#index + 1] = all[i]
-          elseif all[i] == '#z' then
-            oldMark = true
-          end
+    -- Unindexed, the scope holds '#e', each step's entry and the in flight fields of some (most have none): the fields
+    -- but '#e' are at least its steps, and counted exactly below only when they pass stepsKept.
+    if loopAged then size = redis.call('ZCARD', loopAgeKey) else size = redis.call('HLEN', loopKey) - 1 end
+    if size > stepsKept and not loopAged then
+      -- The steps themselves: the one full read of the scope, which indexes it when it is past the limit.
+      local all = redis.call('HGETALL', loopKey)
+      local index, oldMark = {}, false
+      for i = 1, #all, 2 do
+        local since = string.match(all[i + 1], '^%d+:(%d+)')
+        if since and not string.find(all[i], '[#:]') then
+          index[#index + 1] = since
+          index[#index + 1] = all[i]
+        elseif all[i] == '#z' then
+          oldMark = true
         end
+      end
+      size = #index / 2
+      if size > stepsKept then
+        -- First time past the limit: index every step by its sinceMs. '#e' is written zero-padded to 65 characters,
+        -- past hash-max-listpack-value (64 by default), so Redis keeps the scope as a hash table from then on: a
+        -- listpack finds each of its about 256 steps by a linear scan (Redis keeps one of up to 512 fields).
         redis.call('ZADD', loopAgeKey, unpack(index))
-        redis.call('HSET', loopKey, '#e', '-' .. format('%d', nowMs + ttl))
+        redis.call('HSET', loopKey, '#e', format('-%064d', nowMs + ttl))
         -- The previous release's mark of an index: the scope is in this layout now.
         if oldMark then redis.call('HDEL', loopKey, '#z') end
         loopAged, extend = true, true
       end
+    end
+    if size > stepsKept then
       -- Expired steps (sinceMs <= nowMs - window) are the oldest: the set's order (sinceMs, then step) is the trim's.
       local drop = redis.call('ZRANGEBYSCORE', loopAgeKey, '-inf', format('%d', nowMs - loopWindowMs), 'WITHSCORES')
       local over = size - #drop / 2 - stepsAfterTrim
@@ -365,10 +401,6 @@ end
 if grant == maxMicros and loopBookedSince == '' then
   if room then return room - grant end
   return -1
-end
-if grant == maxMicros and loopNewSince then
-  if room then return -3 - (room - grant) end
-  return -2
 end
 if room then return grantArg .. ' ' .. format('%d', room - grant) .. ' ' .. loopBookedSince end
 return grantArg .. '  ' .. loopBookedSince

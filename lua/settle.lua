@@ -12,7 +12,8 @@ KEYS[#KEYS] the loop scope the request's step was recorded in (lp:{h}:loop:<scop
 ARGV[1]     actualMicros (may exceed the reservation: the provider's bill is charged as it is)
 ARGV[2]     unix time (seconds) at which the history counter expires
 ARGV[3]     '<step>:<sinceMs>', the request's loop step and its first sighting (ms) when the request was admitted
-            (only that window's entry is ended: the step's in flight field); absent when none was recorded
+            (only that window's entry is ended: the step's in flight field); absent when none was booked (a step's
+            first request in its window is not: it is in flight while its record is held, which this script ends)
 
 Returns one of
   chargedMicros                                  settled now (an integer, not a list: a list reply costs Redis more)

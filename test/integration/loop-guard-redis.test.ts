@@ -48,7 +48,7 @@ describe('redis store: the loop guard\'s commands', () => {
     return { all: total(by) / n, by }
   }
 
-  it('a new step of a conversation costs three commands in all: read and write it at reserve, end it in flight at settle', async () => {
+  it('a new step of a conversation costs two commands in all: read and write it at reserve, nothing at settle', async () => {
     f.clock.set('2026-05-04T12:00:30.000Z')
     const on = await f.newKey({})
     const off = await f.newKey({ loopLimit: 0 })
@@ -56,10 +56,13 @@ describe('redis store: the loop guard\'s commands', () => {
     await request(off, {}) // both keys' minute has begun (its first request sets the period TTLs)
     const without = await perRequest(32, () => request(off, {}))
     const withGuard = await perRequest(32, (i) => request(on, loop(1, 100 + i)))
-    // 3 a request, and one HLEN each for the 2 of 32 new steps that count their scope (checksScopeSize).
-    expect(withGuard.all - without.all).toBeCloseTo(3 + 2 / 32, 5)
-    // No read at settle, and no TTL set again while the scope's recorded expiry is far enough.
+    // 2 a request, and one HLEN each for the 2 of 32 new steps that count their scope (checksScopeSize).
+    expect(withGuard.all - without.all).toBeCloseTo(2 + 2 / 32, 5)
+    // No in flight field written at either end (the step's first request is in flight while its record is held), no
+    // read at settle, and no TTL set again while the scope's recorded expiry is far enough.
+    expect(withGuard.by.hincrby).toBe(without.by.hincrby)
     expect(withGuard.by.hget ?? 0).toBe(without.by.hget ?? 0)
+    expect(withGuard.by.get ?? 0).toBe(without.by.get ?? 0)
     expect(withGuard.by.pexpire ?? 0).toBe(0)
   })
 
@@ -77,11 +80,59 @@ describe('redis store: the loop guard\'s commands', () => {
     expect(burst.by.hset ?? 0).toBe(0)
     expect(burst.by.hmget).toBe(8 * 2) // the key record and the step (an unlimited key reads no period)
     expect(burst.by.hincrby).toBe(8 * 7) // the minute's requests, the five periods' held, the step's in flight
-    // The entry is as the two counted requests left it; the in flight count has every request.
+    // The first request's record is read only while it decides: by the burst's first (one other in the field), not by
+    // the rest (two others there already).
+    expect(burst.by.get).toBe(1)
+    // The entry is as the two counted requests left it, naming the first; the in flight field has every other request.
     const scope = `lp:{${on}}:loop:${loopScope(null, { conversation: hex(7), step: '' })}`
     const entry = (await f.redis.hget(scope, hex(1))) as string
-    expect(entry).toMatch(/^2:\d+$/)
-    expect(await f.redis.hget(scope, `${hex(1)}:${entry.slice(2)}`)).toBe('10')
+    expect(entry).toMatch(/^2:\d+#.+$/)
+    expect(await f.redis.hget(scope, `${hex(1)}:${entry.slice(2, entry.indexOf('#'))}`)).toBe('9')
+  })
+
+  it('the first request of a step is in flight while its record is held: settle or abandon ends it, writing nothing to the scope', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const on = await f.newKey({})
+    const scope = `lp:{${on}}:loop:${loopScope(null, { conversation: hex(8), step: '' })}`
+    const count = async (step: number): Promise<number> => Number(((await f.redis.hget(scope, hex(step))) as string).split(':')[0])
+    for (const end of ['settle', 'abandon'] as const) {
+      const step = end === 'settle' ? 1 : 2
+      const held = async () => {
+        f.clock.advance(10)
+        const r = await f.store.reserve(input(on, 1, loop(8, step)))
+        if (!r.ok) throw new Error(`refused: ${r.reason}`)
+        return r.reservation
+      }
+      const first = await held()
+      expect(first.bookedKeys).toHaveLength(5) // not booked: nothing for settle to end in the scope
+      await held() // counted: one other in flight
+      expect(await count(step)).toBe(2)
+      const before = await f.redis.hgetall(scope)
+      if (end === 'settle') await f.store.settle(first, 1)
+      else await f.store.abandon(on, first.requestId)
+      expect(await f.redis.hgetall(scope), end).toEqual(before)
+      await held() // one other in flight (the second): a repeat
+      expect(await count(step), end).toBe(3)
+      await held() // two others in flight: not a repeat
+      expect(await count(step), end).toBe(3)
+    }
+  })
+
+  it('counts the steps of a scope whose in flight fields outnumber them exactly before trimming it', async () => {
+    f.clock.set('2026-05-04T12:00:30.000Z')
+    const on = await f.newKey({})
+    const scope = loopScope(null, { conversation: hex(9), step: '' })
+    const [scopeKey, ageKey] = [`lp:{${on}}:loop:${scope}`, `lp:{${on}}:loopt:${scope}`]
+    // As the previous release left a scope of 200 steps: each with its in flight field, so over 256 fields.
+    const since = f.clock.now() - 10_000
+    const fields: string[] = ['#e', String(f.clock.now() + 675_000)]
+    for (let i = 0; i < 200; i++) fields.push(hex(i), `1:${since}`, `${hex(i)}:${since}`, '0')
+    await f.redis.hset(scopeKey, ...fields)
+    await f.redis.pexpire(scopeKey, 675_000)
+    await request(on, loop(9, 0x1000)) // a new step that counts its scope: 201 steps, none dropped, no index
+    expect(await f.redis.hlen(scopeKey)).toBe(2 * 200 + 1 + 1)
+    expect(await f.redis.exists(ageKey)).toBe(0)
+    expect(Number(await f.redis.hget(scopeKey, '#e'))).toBeGreaterThan(0)
   })
 
   it(`a scope past ${LOOP_STEPS_PER_SCOPE} steps is trimmed without reading it whole: only the steps it drops are read`, async () => {
@@ -95,7 +146,10 @@ describe('redis store: the loop guard\'s commands', () => {
     expect(grown.all).toBeLessThan(
       (await perRequest(32, () => request(on, {}))).all + 4.25,
     )
-    expect(await f.redis.hlen(`lp:{${on}}:loop:${loopScope(null, { conversation: hex(2), step: '' })}`)).toBeLessThanOrEqual(2 * LOOP_STEPS_PER_SCOPE + 2 * 16 + 2)
+    const scopeKey = `lp:{${on}}:loop:${loopScope(null, { conversation: hex(2), step: '' })}`
+    expect(await f.redis.hlen(scopeKey)).toBeLessThanOrEqual(2 * LOOP_STEPS_PER_SCOPE + 2 * 16 + 2)
+    // Indexed, it is kept as a hash table (a listpack would scan its 256 steps on every read and write).
+    expect(await f.redis.object('ENCODING', scopeKey)).toBe('hashtable')
   })
 
   it('reads the entries an older release wrote (count:sinceMs:inFlight in one field) and rewrites them in the new layout', async () => {
@@ -151,7 +205,8 @@ describe('redis store: the loop guard\'s commands', () => {
     expect(await f.redis.hget(scopeKey, '#z')).toBeNull()
     expect(Number(await f.redis.hget(scopeKey, '#e'))).toBeLessThan(0)
     expect(await f.redis.zcard(ageKey)).toBe(LOOP_STEPS_AFTER_TRIM)
-    expect(await f.redis.hlen(scopeKey)).toBe(2 * LOOP_STEPS_AFTER_TRIM + 1)
+    // The older steps with their in flight fields, the new step's entry alone (its first request is in its record), '#e'.
+    expect(await f.redis.hlen(scopeKey)).toBe(2 * (LOOP_STEPS_AFTER_TRIM - 1) + 1 + 1)
     expect(await f.redis.zrange(ageKey, 0, 0)).toEqual([hex(steps + 1 - LOOP_STEPS_AFTER_TRIM)])
     // From then on new steps go to the index without a full read.
     const later = await perRequest(16, (i) => request(on, loop(6, 0x2000 + i)))

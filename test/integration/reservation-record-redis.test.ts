@@ -35,6 +35,17 @@ describe('redis store: the held reservation record', () => {
     return f.redis.hget(key, `${loopStep}:${sinceMs}`)
   }
 
+  /**
+   * Opens the loop step's window now in the scope of `sessionId`, as a first request that has ended leaves it: a step's
+   * first request in its window is not booked (its record alone tells whether it is in flight); the later ones are,
+   * in the step's in flight field.
+   */
+  async function opened(hash: string, sessionId: string | null): Promise<void> {
+    const scopeKey = `lp:{${hash}}:loop:${loopOf(sessionId).scope}`
+    await f.redis.hset(scopeKey, step, `1:${f.clock.now()}#opener`)
+    await f.redis.pexpire(scopeKey, 600_000)
+  }
+
   /** Every period of `at`, session run-1 and the loop steps of `withLoop` hold nothing any more. */
   async function expectReleased(hash: string, at: string, ...withLoop: Reservation[]): Promise<void> {
     for (const w of WINDOW_NAMES) expect(await f.period(hash, w, at), w).toEqual({ spent: 0, held: 0 })
@@ -86,8 +97,11 @@ describe('redis store: the held reservation record', () => {
     expect(await f.redis.object('ENCODING', record(hash, plain))).toBe('embstr')
     const session = await f.reserved(hash, 10, { session: { id: 'run-1', budgetMicros: 1_000, maxSteps: null } })
     expect(await f.redis.get(record(hash, session))).toBe(`held 10 openai ${createdAt} s:run-1`)
+    const first = await f.reserved(hash, 10, { loop: loopOf(null) })
+    expect(await f.redis.get(record(hash, first))).toBe(`held 10 openai ${createdAt}`)
     const loop = await f.reserved(hash, 10, { loop: loopOf(null) })
     expect(await f.redis.get(record(hash, loop))).toBe(`held 10 openai ${createdAt} loop:c:${'c'.repeat(16)}#${since}#${step}`)
+    await opened(hash, 'run-2')
     const both = await f.reserved(hash, 10, { session: { id: 'run-2', budgetMicros: null, maxSteps: null }, loop: loopOf('run-2') })
     expect(await f.redis.get(record(hash, both))).toBe(`held 10 openai ${createdAt} s:run-2 loop:s:run-2#${since}#${step}`)
     for (const r of [plain, session, loop, both]) {
@@ -101,6 +115,8 @@ describe('redis store: the held reservation record', () => {
     const at = '2026-05-31T23:59:59.900Z'
     const hash = await f.newKey({ loopLimit: 5 })
     const plain = await f.reserved(hash, 100)
+    await opened(hash, 'run-1')
+    await opened(hash, null)
     const both = await f.reserved(hash, 30, { session: { id: 'run-1', budgetMicros: 1_000, maxSteps: null }, loop: loopOf('run-1') })
     const loopOnly = await f.reserved(hash, 20, { loop: loopOf(null) })
     expect(await inFlight(both)).toBe('1')
@@ -118,6 +134,8 @@ describe('redis store: the held reservation record', () => {
     f.clock.set('2026-05-31T23:59:59.900Z')
     const at = '2026-05-31T23:59:59.900Z'
     const hash = await f.newKey({ loopLimit: 5 })
+    await opened(hash, 'run-1')
+    await opened(hash, null)
     const both = await f.reserved(hash, 30, { session: { id: 'run-1', budgetMicros: 1_000, maxSteps: null }, loop: loopOf('run-1') })
     const loopOnly = await f.reserved(hash, 20, { loop: loopOf(null) })
     for (const r of [both, loopOnly]) await asReleaseBefore(hash, r)
@@ -133,6 +151,7 @@ describe('redis store: the held reservation record', () => {
     const at = '2026-05-31T23:59:59.900Z'
     const hash = await f.newKey({ loopLimit: 5, limits: { daily: 10_000 } })
     const session = { id: 'run-1', budgetMicros: 10_000, maxSteps: null }
+    await opened(hash, 'run-1')
     const settled = await f.reserved(hash, 100, { session, loop: loopOf('run-1') })
     const abandoned = await f.reserved(hash, 40, { session, loop: loopOf('run-1') })
     for (const r of [settled, abandoned]) await asEarlierRelease(hash, r)
@@ -154,6 +173,7 @@ describe('redis store: the held reservation record', () => {
     const hash = await f.newKey({ loopLimit: 5, limits: { daily: 10_000 } })
     const session = { id: 'run-1', budgetMicros: 10_000, maxSteps: null }
     const plain = await f.reserved(hash, 10)
+    await opened(hash, 'run-1')
     const settled = await f.reserved(hash, 100, { session, loop: loopOf('run-1') })
     const abandoned = await f.reserved(hash, 40, { session, loop: loopOf('run-1') })
     for (const r of [plain, settled, abandoned]) await asPreviousRelease(hash, r)

@@ -63,8 +63,10 @@ export function reservationKeyStart(hash: string): string {
 
 /**
  * Followed by a scope (`s:<session>` or `c:<conversation>`): the loop guard's state of that scope, field
- * <step> = "<count>:<sinceMs>", field <step>:<sinceMs> = its requests in flight, '#e' = when the scope expires (ms),
- * negated once the scope is indexed by age (the previous release marked that with a field '#z').
+ * <step> = "<count>:<sinceMs>#<request id of the window's first request>" (in flight while its reservation record is
+ * held), field <step>:<sinceMs> = its other requests in flight (the previous release's "<count>:<sinceMs>": all of
+ * them), '#e' = when the scope expires (ms), negated once the scope is indexed by age (the previous release marked
+ * that with a field '#z').
  */
 export function loopKeyStart(hash: string): string {
   return `${prefix(hash)}:loop:`

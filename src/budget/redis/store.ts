@@ -91,7 +91,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
         args[at++] = loop.step
         args[at++] = nowMs
       }
-      const call: ReserveCall = { hash, requestId: input.requestId, maxMicros: input.maxMicros, nowMs, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
+      const call: ReserveCall = { hash, requestId: input.requestId, maxMicros: input.maxMicros, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
       return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call, observer, started)
     } catch (err) {
       observer?.('reserve', started, true)
@@ -197,8 +197,6 @@ interface ReserveCall {
   hash: string
   requestId: string
   maxMicros: Micros
-  /** The time sent with a loop check: the sinceMs of a step recorded at this request. */
-  nowMs: number
   periods: Period[]
   periodKeys: FixedKeys['periodKeys']
   sessionKeyName: string | null
@@ -208,14 +206,11 @@ interface ReserveCall {
 }
 
 function readReserve(raw: unknown, call: ReserveCall): ReserveResult {
-  // Admitted with the maximum asked: the reply is what remains (-1: nothing is limited), or -3 minus it (-2: nothing
-  // is limited) when the loop step was recorded at this request's time.
+  // Admitted with the maximum asked, no loop step booked (a step's first request in its window is not: its record
+  // tells whether it is in flight): the reply is what remains (-1: nothing is limited).
   if (typeof raw === 'number') {
-    const { loop } = call
-    const recordedNow = raw <= -2 && loop !== null
-    const booked = recordedNow ? `${call.loopStart.text}${loop.scope}#${String(call.nowMs)}#${loop.step}` : null
-    const remainingMicros = raw >= 0 ? raw : raw <= -3 ? -3 - raw : null
-    const reservation = { keyHash: call.hash, requestId: call.requestId, reservedMicros: call.maxMicros, bookedKeys: bookedList(call.periodKeys, call.sessionKeyName, booked), remainingMicros }
+    const remainingMicros = raw >= 0 ? raw : null
+    const reservation = { keyHash: call.hash, requestId: call.requestId, reservedMicros: call.maxMicros, bookedKeys: bookedList(call.periodKeys, call.sessionKeyName, null), remainingMicros }
     return { ok: true, reservation }
   }
   if (Buffer.isBuffer(raw)) return readAdmitted(raw, call)
