@@ -78,6 +78,20 @@ describe('sqlite loop steps', () => {
     expect(row()).toEqual({ count: 1, inflight: 0, tag: p.tag })
   })
 
+  it('a settle ends its step in flight read from its booked key, a session scope holding ":" too', async () => {
+    const { db, store, hash } = stack
+    for (const [scope, session] of [[SCOPE, null], ['s:a:b:c', 'a:b:c']] as const) {
+      const input = reserveInput(hash, 100, { loop: { scope, step: STEP }, ...(session === null ? {} : { session: { id: session, budgetMicros: null, maxSteps: null } }) })
+      const r = await admitted(store, input)
+      const p = place(hash, scope, STEP)
+      const inFlight = (): unknown =>
+        db.statement('SELECT inflight FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ? AND tag = ?').get(p.scope, p.step, p.stepLow, p.tag)
+      expect(inFlight()).toEqual({ inflight: 1 })
+      await store.settle(r, 50)
+      expect(inFlight()).toEqual({ inflight: 0 })
+    }
+  })
+
   it("a settle ends nothing in another place's row", async () => {
     const { db, store, hash } = stack
     const p = place(hash, SCOPE, STEP)

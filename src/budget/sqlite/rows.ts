@@ -427,6 +427,23 @@ let laneC = 0
 
 /** Sets `out` to the place of `step` (16 hex digits) in `scope` under the key `hash`. */
 export function loopPlace(out: LoopPlace, hash: string, scope: string, step: string): LoopPlace {
+  return placeOf(out, hash, scope, 0, step, 0)
+}
+
+/**
+ * A request of a loop step ended, named by its booked key (`loopBookedKey`: l:<step>:<sinceMs>:<scope>), read where
+ * it stands (no string or object made): endLoopStep at its place, `out` its place.
+ */
+export function endBookedLoopStep(db: Db, out: LoopPlace, hash: string, key: string): void {
+  // The step is 16 hex chars from 2, the since digits from 19 up to the ':' before the scope (which may hold ':').
+  let sinceMs = 0
+  let at = 19
+  for (let c = key.charCodeAt(at); c !== 58; c = key.charCodeAt(++at)) sinceMs = sinceMs * 10 + (c - 48)
+  endLoopStep(db, placeOf(out, hash, key, at + 1, key, 2), sinceMs)
+}
+
+/** loopPlace of the scope `scopeText` from `scopeFrom` to its end, and the step in `stepText` from `stepFrom`. */
+function placeOf(out: LoopPlace, hash: string, scopeText: string, scopeFrom: number, stepText: string, stepFrom: number): LoopPlace {
   // Three 32-bit lanes (FNV-1a's step with three primes and offsets) over the key hash's characters, then the scope's.
   if (hash !== laneHash) {
     let a = 0x811c9dc5
@@ -446,15 +463,15 @@ export function loopPlace(out: LoopPlace, hash: string, scope: string, step: str
   let a = laneA
   let b = laneB
   let c = laneC
-  for (let i = 0; i < scope.length; i++) {
-    const ch = scope.charCodeAt(i)
+  for (let i = scopeFrom; i < scopeText.length; i++) {
+    const ch = scopeText.charCodeAt(i)
     a = Math.imul(a ^ ch, 0x01000193)
     b = Math.imul(b ^ ch, 0x5bd1e995)
     c = Math.imul(c ^ ch, 0x165667b1)
   }
   out.scope = (mix32(a) & 0xfffff) * TWO_32 + mix32(b)
-  out.step = hexValue(step, 0, 13)
-  out.stepLow = hexValue(step, 13, 16)
+  out.step = hexValue(stepText, stepFrom, stepFrom + 13)
+  out.stepLow = hexValue(stepText, stepFrom + 13, stepFrom + 16)
   out.tag = mix32(c)
   return out
 }

@@ -424,18 +424,20 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       }
       const loopKey = minuteWithLoopStep(bookedKeys, plan.bookedKeys)
       if (loopKey !== null) {
-        const b = rows.parseBooked(loopKey) as Extract<rows.Booked, { kind: 'loop' }>
-        rows.endLoopStep(db, rows.loopPlace(settlePlace, hash, b.scope, b.step), b.sinceMs)
+        rows.endBookedLoopStep(db, settlePlace, hash, loopKey)
         periodWrites.book(plan.statements, hash, actual, reserved, nowMs, day !== null)
         return { chargedMicros: actual, alreadySettled: false }
       }
     }
     const periods: rows.BookedPeriod[] = []
     for (const key of bookedKeys) {
+      if (key.startsWith('l:')) {
+        rows.endBookedLoopStep(db, settlePlace, hash, key)
+        continue
+      }
       const b = rows.parseBooked(key)
       if (b.kind === 'period') periods.push(b)
       else if (b.kind === 'session') rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
-      else rows.endLoopStep(db, rows.loopPlace(settlePlace, hash, b.scope, b.step), b.sinceMs)
     }
     periodWrites.writeHolds(hash)
     rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs, day)
