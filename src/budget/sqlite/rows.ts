@@ -438,7 +438,11 @@ export function endBookedLoopStep(db: Db, out: LoopPlace, hash: string, key: str
   // The step is 16 hex chars from 2, the since digits from 19 up to the ':' before the scope (which may hold ':').
   let sinceMs = 0
   let at = 19
-  for (let c = key.charCodeAt(at); c !== 58; c = key.charCodeAt(++at)) sinceMs = sinceMs * 10 + (c - 48)
+  for (; at < key.length; at++) {
+    const c = key.charCodeAt(at)
+    if (c === 58) break
+    sinceMs = sinceMs * 10 + (c - 48)
+  }
   endLoopStep(db, placeOf(out, hash, key, at + 1, key, 2), sinceMs)
 }
 
