@@ -102,6 +102,42 @@ describe('sqlite loop steps', () => {
   })
 })
 
+describe('sqlite loop steps: the trim', () => {
+  let stack: SqliteStack
+  let now: number
+  beforeEach(async () => {
+    now = Date.parse('2026-05-04T12:00:30.000Z')
+    stack = await openSqliteStack('loop-trim', { limits: { daily: 10_000_000_000 } }, () => now)
+  })
+  afterEach(() => stack.close())
+
+  const hex = (n: number): string => n.toString(16).padStart(16, '0')
+  /** Steps `from`..`to` - 1 of one scope, each new, reserved and settled 1 ms apart. */
+  async function steps(from: number, to: number): Promise<void> {
+    for (let i = from; i < to; i++) {
+      now += 1
+      await stack.store.settle(await admitted(stack.store, reserveInput(stack.hash, 1, { loop: { scope: SCOPE, step: hex(i) } })), 1)
+    }
+  }
+  const kept = (): number[] =>
+    (stack.db.statement('SELECT step_low FROM loop_steps WHERE scope = ? ORDER BY step, step_low').all(place(stack.hash, SCOPE, hex(0)).scope) as Array<{ step_low: number }>).map(
+      (r) => r.step_low,
+    )
+  const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i)
+
+  it.each([
+    // Step 256 (hex …100) checks the size and finds 257: the expired go, then the oldest down to 192.
+    [40, range(65, 272)],
+    // More expired than the scope is over: only they go.
+    [100, range(100, 272)],
+  ])('%i steps expired of 257: the expired go first, then the oldest first sighting down to 192', async (expired, left) => {
+    await steps(0, expired)
+    now += 600_000
+    await steps(expired, 272)
+    expect(kept()).toEqual(left)
+  })
+})
+
 describe('a file of the previous release (loop steps in `loops`)', () => {
   let stack: SqliteStack
   let now: number

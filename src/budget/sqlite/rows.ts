@@ -536,14 +536,19 @@ export function countLoopSteps(db: Db, scope: number): number {
   return (db.arrayStatement('SELECT count(*) FROM loop_steps WHERE scope = ?').get(scope) as unknown as [n: number])[0]
 }
 
-/** Trims a scope to `keep` steps: expired ones go first (window `windowMs`), then the oldest first sighting. */
-export function trimLoopScope(db: Db, scope: number, keep: number, windowMs: number, nowMs: number): void {
-  db.statement('DELETE FROM loop_steps WHERE scope = ? AND since_ms + ? <= ?').run(scope, windowMs, nowMs)
+/**
+ * Trims a scope of `count` steps (countLoopSteps, just read) to `keep`: expired ones go first (window `windowMs`),
+ * then the oldest first sighting.
+ */
+export function trimLoopScope(db: Db, scope: number, count: number, keep: number, windowMs: number, nowMs: number): void {
+  const { changes } = db.statement('DELETE FROM loop_steps WHERE scope = ? AND since_ms + ? <= ?').run(scope, windowMs, nowMs)
+  // The steps left are known: no second count of the scope.
+  const over = count - Number(changes) - keep
+  if (over <= 0) return
   db.statement(
     `DELETE FROM loop_steps WHERE scope = ?1 AND (step, step_low) IN (
-       SELECT step, step_low FROM loop_steps WHERE scope = ?1 ORDER BY since_ms, step, step_low
-       LIMIT max(0, (SELECT count(*) FROM loop_steps WHERE scope = ?1) - ?2))`,
-  ).run(scope, keep)
+       SELECT step, step_low FROM loop_steps WHERE scope = ?1 ORDER BY since_ms, step, step_low LIMIT ?2)`,
+  ).run(scope, over)
 }
 
 /** Settled spend per day from `first` to `last` (inclusive, 'YYYY-MM-DD'), days with none left out. */

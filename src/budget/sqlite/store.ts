@@ -294,8 +294,9 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       bookedKeys = [...bookedKeys, loopKey]
       booked = `${booked}\n${loopKey}`
       // Only a new step that checks its scope's size counts it (a read), and trims a scope found past the limit.
-      if (loopIsNew && checksScopeSize(loop.step) && rows.countLoopSteps(db, reservePlace.scope) > LOOP_STEPS_PER_SCOPE) {
-        rows.trimLoopScope(db, reservePlace.scope, LOOP_STEPS_AFTER_TRIM, loopWindow, nowMs)
+      if (loopIsNew && checksScopeSize(loop.step)) {
+        const steps = rows.countLoopSteps(db, reservePlace.scope)
+        if (steps > LOOP_STEPS_PER_SCOPE) rows.trimLoopScope(db, reservePlace.scope, steps, LOOP_STEPS_AFTER_TRIM, loopWindow, nowMs)
       }
     }
     if (bookedKeys !== minute.bookedKeys) Object.freeze(bookedKeys)
