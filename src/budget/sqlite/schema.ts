@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS sessions (
   steps INTEGER NOT NULL, spent INTEGER NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL, loop_limit INTEGER,
   PRIMARY KEY (hash, id)
 ) STRICT, WITHOUT ROWID;
--- The loop guard's steps (rows.loopPlace): integer keys, so a seek compares integers and a page holds ~4x the rows.
+-- The loop guard's steps (rows.loopPlace): integer keys, so a seek compares integers and a page holds about three times the rows.
 CREATE TABLE IF NOT EXISTS loop_steps (
   scope INTEGER NOT NULL, step INTEGER NOT NULL, step_low INTEGER NOT NULL, tag INTEGER NOT NULL, count INTEGER NOT NULL,
   since_ms INTEGER NOT NULL, inflight INTEGER NOT NULL, expires_at INTEGER NOT NULL,
