@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { newRequestId } from '../../src/budget/request-id.js'
 import type { Db } from '../../src/budget/sqlite/database.js'
+import { loopPlace } from '../../src/budget/sqlite/rows.js'
 import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
 import type { BudgetStore, KeyAdmin, Reservation } from '../../src/budget/types.js'
 import { reserveInput } from '../support/budget-fixture.js'
@@ -194,8 +195,9 @@ describe('embedded store commits', () => {
     const stepOf = (i: number): string => (0xabc00 + i).toString(16).padStart(16, '0')
     const loopInput = (i: number): ReturnType<typeof reserveInput> =>
       reserveInput(loopHash, 100, { requestId: newRequestId(), loop: { scope: `c:${'1'.padStart(16, '0')}`, step: stepOf(i) } })
+    const scopeOf = (): number => loopPlace({ scope: 0, step: 0, stepLow: 0, tag: 0 }, loopHash, `c:${'1'.padStart(16, '0')}`, stepOf(0)).scope
     const inFlight = (): number[] =>
-      (db.statement('SELECT inflight FROM loops WHERE hash = ? ORDER BY step').all(loopHash) as Array<{ inflight: number }>).map((r) => r.inflight)
+      (db.statement('SELECT inflight FROM loop_steps WHERE scope = ? ORDER BY step, step_low').all(scopeOf()) as Array<{ inflight: number }>).map((r) => r.inflight)
     /** SQLite statement runs during `work`, counted on node:sqlite's own methods. */
     const statementsOf = async (work: () => Promise<unknown>): Promise<number> => {
       const methods = ['run', 'get', 'all'] as const
@@ -235,8 +237,10 @@ describe('embedded store commits', () => {
       expect((await admin.history(loopHash, 1))?.[0]?.spentMicros).toBe(50 * 8)
     })
 
-    const rowOf = (i: number): unknown =>
-      db.statement('SELECT count, since_ms > 0 AS since, inflight FROM loops WHERE hash = ? AND step = ?').get(loopHash, stepOf(i))
+    const rowOf = (i: number): unknown => {
+      const place = loopPlace({ scope: 0, step: 0, stepLow: 0, tag: 0 }, loopHash, `c:${'1'.padStart(16, '0')}`, stepOf(i))
+      return db.statement('SELECT count, since_ms > 0 AS since, inflight FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ? AND tag = ?').get(place.scope, place.step, place.stepLow, place.tag)
+    }
     const admitted = async (input: ReturnType<typeof reserveInput>): Promise<Reservation> => {
       const r = await store.reserve(input)
       if (!r.ok) throw new Error(`refused: ${r.reason}`)

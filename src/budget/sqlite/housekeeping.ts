@@ -30,6 +30,7 @@ const TABLES: readonly Table[] = [
   { name: 'sessions', key: ['hash', 'id'] },
   { name: 'reservations', key: ['hash', 'request_id'] },
   { name: 'loops', key: ['hash', 'scope', 'step'] },
+  { name: 'loop_steps', key: ['scope', 'step', 'step_low'] },
   { name: 'daily_spend', key: ['hash', 'day'] },
 ]
 

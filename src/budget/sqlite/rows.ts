@@ -384,44 +384,171 @@ export function settleReservation(db: Db, hash: string, requestId: string, charg
   ).run(hash, requestId, charged, createdAt, expiresAt)
 }
 
-/** A loop step's counted repeats, first sighting and requests in flight, as read; undefined when absent. Expiry is the caller's (window) rule. */
-export function readLoopStep(db: Db, hash: string, scope: string, step: string): readonly [count: number, since_ms: number, inflight: number] | undefined {
-  return db.arrayStatement('SELECT count, since_ms, inflight FROM loops WHERE hash = ? AND scope = ? AND step = ?').get(hash, scope, step) as
-    | [count: number, since_ms: number, inflight: number]
+/**
+ * A loop step's place in loop_steps, integers instead of three text columns, so a seek compares integers and a page
+ * holds several times the rows: the step exactly, as `step` (its first 13 hex digits) and `stepLow` (its last 3), so
+ * a scope's steps sort as their hex; the key hash and the scope hashed together into 84 bits: `scope` (52)
+ * and `tag` (32), stored in the row and compared. A row whose tag differs is another (key, scope)'s and reads as
+ * absent, so two scopes sharing a `scope` only restart each other's counts (the guard misses repeats, never refuses
+ * wrongly); both sharing all 84 bits is a chance of about n^2 / 2^85 among n live scopes. Written into `out` (one per
+ * caller, reused): no allocation per request.
+ */
+export interface LoopPlace {
+  scope: number
+  step: number
+  stepLow: number
+  tag: number
+}
+
+const TWO_32 = 2 ** 32
+
+/** The hex digits of `s` from `from` to `to` (at most 13: exact in a double) as a number. */
+function hexValue(s: string, from: number, to: number): number {
+  let v = 0
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i)
+    v = v * 16 + (c <= 57 ? c - 48 : (c | 32) - 87)
+  }
+  return v
+}
+
+/** murmur3's 32-bit finalizer: every input bit moves every output bit. */
+function mix32(h: number): number {
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b)
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35)
+  return (h ^ (h >>> 16)) >>> 0
+}
+
+// The lanes after the key hash's characters, for the key hash seen last (a key's requests come one after another).
+let laneHash = ''
+let laneA = 0
+let laneB = 0
+let laneC = 0
+
+/** Sets `out` to the place of `step` (16 hex digits) in `scope` under the key `hash`. */
+export function loopPlace(out: LoopPlace, hash: string, scope: string, step: string): LoopPlace {
+  return placeOf(out, hash, scope, 0, step, 0)
+}
+
+/**
+ * A request of a loop step ended, named by its booked key (`loopBookedKey`: l:<step>:<sinceMs>:<scope>), read where
+ * it stands (no string or object made): endLoopStep at its place, `out` its place.
+ */
+export function endBookedLoopStep(db: Db, out: LoopPlace, hash: string, key: string): void {
+  // The step is 16 hex chars from 2, the since digits from 19 up to the ':' before the scope (which may hold ':').
+  let sinceMs = 0
+  let at = 19
+  for (; at < key.length; at++) {
+    const c = key.charCodeAt(at)
+    if (c === 58) break
+    sinceMs = sinceMs * 10 + (c - 48)
+  }
+  endLoopStep(db, placeOf(out, hash, key, at + 1, key, 2), sinceMs)
+}
+
+/** loopPlace of the scope `scopeText` from `scopeFrom` to its end, and the step in `stepText` from `stepFrom`. */
+function placeOf(out: LoopPlace, hash: string, scopeText: string, scopeFrom: number, stepText: string, stepFrom: number): LoopPlace {
+  // Three 32-bit lanes (FNV-1a's step with three primes and offsets) over the key hash's characters, then the scope's.
+  if (hash !== laneHash) {
+    let a = 0x811c9dc5
+    let b = 0x9e3779b9
+    let c = 0x27d4eb2f
+    for (let i = 0; i < hash.length; i++) {
+      const ch = hash.charCodeAt(i)
+      a = Math.imul(a ^ ch, 0x01000193)
+      b = Math.imul(b ^ ch, 0x5bd1e995)
+      c = Math.imul(c ^ ch, 0x165667b1)
+    }
+    laneHash = hash
+    laneA = a
+    laneB = b
+    laneC = c
+  }
+  let a = laneA
+  let b = laneB
+  let c = laneC
+  for (let i = scopeFrom; i < scopeText.length; i++) {
+    const ch = scopeText.charCodeAt(i)
+    a = Math.imul(a ^ ch, 0x01000193)
+    b = Math.imul(b ^ ch, 0x5bd1e995)
+    c = Math.imul(c ^ ch, 0x165667b1)
+  }
+  out.scope = (mix32(a) & 0xfffff) * TWO_32 + mix32(b)
+  out.step = hexValue(stepText, stepFrom, stepFrom + 13)
+  out.stepLow = hexValue(stepText, stepFrom + 13, stepFrom + 16)
+  out.tag = mix32(c)
+  return out
+}
+
+/**
+ * The row at a loop step's place: its counted repeats, first sighting, requests in flight and tag; undefined when
+ * absent. A tag other than the place's is another (key, scope, step)'s row. Expiry is the caller's (window) rule.
+ */
+export function readLoopStep(db: Db, place: LoopPlace): readonly [count: number, since_ms: number, inflight: number, tag: number] | undefined {
+  return db.arrayStatement('SELECT count, since_ms, inflight, tag FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ?').get(place.scope, place.step, place.stepLow) as
+    | [count: number, since_ms: number, inflight: number, tag: number]
     | undefined
 }
 
-/** Writes a loop step; the row may be swept once its window is over (`expiresAt`). */
-export function writeLoopStep(db: Db, hash: string, scope: string, step: string, count: number, sinceMs: number, inflight: number, expiresAt: number): void {
-  db.statement(
-    `INSERT INTO loops (hash, scope, step, count, since_ms, inflight, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-     ON CONFLICT (hash, scope, step) DO UPDATE SET count = ?4, since_ms = ?5, inflight = ?6, expires_at = ?7`,
-  ).run(hash, scope, step, count, sinceMs, inflight, expiresAt)
+/**
+ * Writes a loop step; the row may be swept once its window is over (`expiresAt`). `found`: whether its row exists
+ * (read by readLoopStep in this transaction, this place's or another's): an update by key, else an insert.
+ */
+export function writeLoopStep(db: Db, place: LoopPlace, found: boolean, count: number, sinceMs: number, inflight: number, expiresAt: number): void {
+  if (found) {
+    db.statement('UPDATE loop_steps SET tag = ?4, count = ?5, since_ms = ?6, inflight = ?7, expires_at = ?8 WHERE scope = ?1 AND step = ?2 AND step_low = ?3').run(
+      place.scope,
+      place.step,
+      place.stepLow,
+      place.tag,
+      count,
+      sinceMs,
+      inflight,
+      expiresAt,
+    )
+  } else {
+    db.statement('INSERT INTO loop_steps (scope, step, step_low, tag, count, since_ms, inflight, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(
+      place.scope,
+      place.step,
+      place.stepLow,
+      place.tag,
+      count,
+      sinceMs,
+      inflight,
+      expiresAt,
+    )
+  }
 }
 
-/** A request of the step ended: one fewer in flight, if the step is still in the window it was admitted in. */
-export function endLoopStep(db: Db, hash: string, scope: string, step: string, sinceMs: number): void {
-  db.statement('UPDATE loops SET inflight = inflight - 1 WHERE hash = ? AND scope = ? AND step = ? AND since_ms = ? AND inflight > 0').run(
-    hash,
-    scope,
-    step,
+/** A request of the step ended: one fewer in flight, if the row is still its place's, in the window it was admitted in. */
+export function endLoopStep(db: Db, place: LoopPlace, sinceMs: number): void {
+  db.statement('UPDATE loop_steps SET inflight = inflight - 1 WHERE scope = ? AND step = ? AND step_low = ? AND tag = ? AND since_ms = ? AND inflight > 0').run(
+    place.scope,
+    place.step,
+    place.stepLow,
+    place.tag,
     sinceMs,
   )
 }
 
 /** How many steps a scope holds (a read: no page written). */
-export function countLoopSteps(db: Db, hash: string, scope: string): number {
-  return (db.statement('SELECT count(*) AS n FROM loops WHERE hash = ? AND scope = ?').get(hash, scope) as { n: number }).n
+export function countLoopSteps(db: Db, scope: number): number {
+  return (db.arrayStatement('SELECT count(*) FROM loop_steps WHERE scope = ?').get(scope) as unknown as [n: number])[0]
 }
 
-/** Trims a scope to `keep` steps: expired ones go first (window `windowMs`), then the oldest first sighting. */
-export function trimLoopScope(db: Db, hash: string, scope: string, keep: number, windowMs: number, nowMs: number): void {
-  db.statement('DELETE FROM loops WHERE hash = ? AND scope = ? AND since_ms + ? <= ?').run(hash, scope, windowMs, nowMs)
+/**
+ * Trims a scope of `count` steps (countLoopSteps, just read) to `keep`: expired ones go first (window `windowMs`),
+ * then the oldest first sighting.
+ */
+export function trimLoopScope(db: Db, scope: number, count: number, keep: number, windowMs: number, nowMs: number): void {
+  const { changes } = db.statement('DELETE FROM loop_steps WHERE scope = ? AND since_ms + ? <= ?').run(scope, windowMs, nowMs)
+  // The steps left are known: no second count of the scope.
+  const over = count - Number(changes) - keep
+  if (over <= 0) return
   db.statement(
-    `DELETE FROM loops WHERE hash = ?1 AND scope = ?2 AND step IN (
-       SELECT step FROM loops WHERE hash = ?1 AND scope = ?2 ORDER BY since_ms, step
-       LIMIT max(0, (SELECT count(*) FROM loops WHERE hash = ?1 AND scope = ?2) - ?3))`,
-  ).run(hash, scope, keep)
+    `DELETE FROM loop_steps WHERE scope = ?1 AND (step, step_low) IN (
+       SELECT step, step_low FROM loop_steps WHERE scope = ?1 ORDER BY since_ms, step, step_low LIMIT ?2)`,
+  ).run(scope, over)
 }
 
 /** Settled spend per day from `first` to `last` (inclusive, 'YYYY-MM-DD'), days with none left out. */

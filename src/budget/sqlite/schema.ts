@@ -26,6 +26,14 @@ CREATE TABLE IF NOT EXISTS sessions (
   steps INTEGER NOT NULL, spent INTEGER NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL, loop_limit INTEGER,
   PRIMARY KEY (hash, id)
 ) STRICT, WITHOUT ROWID;
+-- The loop guard's steps (rows.loopPlace): integer keys, so a seek compares integers and a page holds about three times the rows.
+CREATE TABLE IF NOT EXISTS loop_steps (
+  scope INTEGER NOT NULL, step INTEGER NOT NULL, step_low INTEGER NOT NULL, tag INTEGER NOT NULL, count INTEGER NOT NULL,
+  since_ms INTEGER NOT NULL, inflight INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+  PRIMARY KEY (scope, step, step_low)
+) STRICT, WITHOUT ROWID;
+-- Loop steps of files written before loop_steps (text keys): swept, no longer written by this release (a process of
+-- the previous release on the same file still writes here; the two count apart until it stops).
 CREATE TABLE IF NOT EXISTS loops (
   hash TEXT NOT NULL, scope TEXT NOT NULL, step TEXT NOT NULL, count INTEGER NOT NULL, since_ms INTEGER NOT NULL,
   expires_at INTEGER NOT NULL, inflight INTEGER NOT NULL DEFAULT 0,

@@ -140,6 +140,9 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   const periodReads = createPeriodReads(db)
   const periodWrites = createPeriodWrites(db, GRACE_MS, periodReads.written)
   const readKey = createKeyCache(db)
+  // The loop step's place of the reserve and of the settle running now (filled per call, never kept).
+  const reservePlace: rows.LoopPlace = { scope: 0, step: 0, stepLow: 0, tag: 0 }
+  const settlePlace: rows.LoopPlace = { scope: 0, step: 0, stepLow: 0, tag: 0 }
   /** A period's settled spend and holds, with the holds of this transaction's reserves not yet written. */
   const usage = (hash: string, window: WindowName, id: string, nowMs: number): { spent: Micros; held: Micros } => {
     const stored = periodReads.usage(hash, window, id, nowMs)
@@ -228,16 +231,21 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     let loopInflight = 0
     let loopWindow = 0
     let loopIsNew = false
+    let loopRowExists = false
     const guarded = loop !== null && loopLimit !== null
     if (guarded) {
       loopWindow = loopWindowMs(key.loop_window)
-      const found = rows.readLoopStep(db, hash, loop.scope, loop.step)
-      if (found !== undefined && nowMs < found[1] + loopWindow) {
-        loopCount = found[0]
-        loopSince = found[1]
-        loopInflight = found[2]
+      rows.loopPlace(reservePlace, hash, loop.scope, loop.step)
+      const found = rows.readLoopStep(db, reservePlace)
+      // A row of another place (its tag differs) reads as none and is overwritten.
+      loopRowExists = found !== undefined
+      const mine = found !== undefined && found[3] === reservePlace.tag ? found : undefined
+      if (mine !== undefined && nowMs < mine[1] + loopWindow) {
+        loopCount = mine[0]
+        loopSince = mine[1]
+        loopInflight = mine[2]
       }
-      loopIsNew = found === undefined
+      loopIsNew = mine === undefined
       if (loopCount > loopLimit) {
         return refuse({ ok: false, reason: 'loop_detected', step: loop.step, count: loopCount, limitCount: loopLimit })
       }
@@ -281,13 +289,14 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     if (guarded) {
       // A repeat counts unless requests of the step are in flight (beyond a previous one still settling): requests fired at once are not repeats.
       const counted = loopInflight <= LOOP_IN_FLIGHT_TOLERATED ? loopCount + 1 : loopCount
-      rows.writeLoopStep(db, hash, loop.scope, loop.step, counted, loopSince, loopInflight + 1, loopSince + loopWindow)
+      rows.writeLoopStep(db, reservePlace, loopRowExists, counted, loopSince, loopInflight + 1, loopSince + loopWindow)
       const loopKey = rows.loopBookedKey(loop.step, loopSince, loop.scope)
       bookedKeys = [...bookedKeys, loopKey]
       booked = `${booked}\n${loopKey}`
       // Only a new step that checks its scope's size counts it (a read), and trims a scope found past the limit.
-      if (loopIsNew && checksScopeSize(loop.step) && rows.countLoopSteps(db, hash, loop.scope) > LOOP_STEPS_PER_SCOPE) {
-        rows.trimLoopScope(db, hash, loop.scope, LOOP_STEPS_AFTER_TRIM, loopWindow, nowMs)
+      if (loopIsNew && checksScopeSize(loop.step)) {
+        const steps = rows.countLoopSteps(db, reservePlace.scope)
+        if (steps > LOOP_STEPS_PER_SCOPE) rows.trimLoopScope(db, reservePlace.scope, steps, LOOP_STEPS_AFTER_TRIM, loopWindow, nowMs)
       }
     }
     if (bookedKeys !== minute.bookedKeys) Object.freeze(bookedKeys)
@@ -416,18 +425,20 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       }
       const loopKey = minuteWithLoopStep(bookedKeys, plan.bookedKeys)
       if (loopKey !== null) {
-        const b = rows.parseBooked(loopKey) as Extract<rows.Booked, { kind: 'loop' }>
-        rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
+        rows.endBookedLoopStep(db, settlePlace, hash, loopKey)
         periodWrites.book(plan.statements, hash, actual, reserved, nowMs, day !== null)
         return { chargedMicros: actual, alreadySettled: false }
       }
     }
     const periods: rows.BookedPeriod[] = []
     for (const key of bookedKeys) {
+      if (key.startsWith('l:')) {
+        rows.endBookedLoopStep(db, settlePlace, hash, key)
+        continue
+      }
       const b = rows.parseBooked(key)
       if (b.kind === 'period') periods.push(b)
       else if (b.kind === 'session') rows.bookInSession(db, hash, b.id, actual, reserved, nowMs)
-      else rows.endLoopStep(db, hash, b.scope, b.step, b.sinceMs)
     }
     periodWrites.writeHolds(hash)
     rows.bookInPeriods(db, hash, periods, actual, reserved, nowMs + GRACE_MS, nowMs, day)

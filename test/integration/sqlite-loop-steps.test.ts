@@ -1,0 +1,239 @@
+// The embedded store's loop record (loop_steps, integer keys: rows.loopPlace): places that share an id, and a file
+// of the previous release (its loop steps in `loops`, text keys) opened, settled and swept by this one.
+import { DatabaseSync } from 'node:sqlite'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createSqliteKeyAdmin } from '../../src/budget/sqlite/admin.js'
+import { createDb, type Db } from '../../src/budget/sqlite/database.js'
+import { startHousekeeping } from '../../src/budget/sqlite/housekeeping.js'
+import { loopPlace, type LoopPlace } from '../../src/budget/sqlite/rows.js'
+import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
+import type { BudgetStore, KeyAdmin, Reservation, ReserveInput } from '../../src/budget/types.js'
+import { DEFAULT_LOOP_LIMIT } from '../../src/loop/rule.js'
+import { reserveInput } from '../support/budget-fixture.js'
+import { openSqliteStack, type SqliteStack } from '../support/sqlite-stack.js'
+
+const SCOPE = `c:${'5'.padStart(16, '0')}`
+const STEP = '00000000000abc01'
+const place = (hash: string, scope: string, step: string): LoopPlace => loopPlace({ scope: 0, step: 0, stepLow: 0, tag: 0 }, hash, scope, step)
+
+async function admitted(store: BudgetStore, input: ReserveInput): Promise<Reservation> {
+  const r = await store.reserve(input)
+  if (!r.ok) throw new Error(`refused: ${r.reason}`)
+  return r.reservation
+}
+
+describe('loopPlace', () => {
+  const keyA = 'a'.repeat(64)
+  const keyB = `${'a'.repeat(63)}b`
+  it('keeps a step exactly (first 13 hex digits and last 3) and sorts steps as their hex', () => {
+    const p = place(keyA, SCOPE, 'fedcba9876543210')
+    expect([p.step, p.stepLow]).toEqual([0xfedcba9876543, 0x210])
+    const steps = ['0000000000000fff', '0000000000001000', '00000000000abc01', 'ffffffffffffffff']
+    const places = steps.map((s) => place(keyA, SCOPE, s))
+    for (let i = 1; i < places.length; i++) {
+      const [a, b] = [places[i - 1] as LoopPlace, places[i] as LoopPlace]
+      expect(a.step < b.step || (a.step === b.step && a.stepLow < b.stepLow)).toBe(true)
+    }
+  })
+  it('gives every key and scope its own scope id and tag, in range', () => {
+    const seen = new Set<number>()
+    for (const key of [keyA, keyB]) {
+      for (const scope of [SCOPE, `c:${'6'.padStart(16, '0')}`, 's:one', 's:two', 's:ones']) {
+        const p = place(key, scope, STEP)
+        expect(Number.isSafeInteger(p.scope) && p.scope >= 0 && p.scope < 2 ** 52).toBe(true)
+        expect(Number.isSafeInteger(p.tag) && p.tag >= 0 && p.tag < 2 ** 32).toBe(true)
+        seen.add(p.scope)
+      }
+    }
+    expect(seen.size).toBe(10)
+  })
+})
+
+describe('sqlite loop steps', () => {
+  let stack: SqliteStack
+  beforeEach(async () => {
+    stack = await openSqliteStack('loop-steps', { limits: { daily: 10_000_000_000 } })
+  })
+  afterEach(() => stack.close())
+
+  it("a row of another key's scope at the same place reads as none: overwritten, never counted toward a refusal", async () => {
+    const { db, store, hash } = stack
+    const p = place(hash, SCOPE, STEP)
+    // As if another (key, scope) had the same scope id and step: its tag differs, its count is past the limit.
+    db.statement('INSERT INTO loop_steps (scope, step, step_low, tag, count, since_ms, inflight, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(
+      p.scope,
+      p.step,
+      p.stepLow,
+      (p.tag + 1) % 2 ** 32,
+      DEFAULT_LOOP_LIMIT + 5,
+      Date.now(),
+      3,
+      Date.now() + 600_000,
+    )
+    const r = await admitted(store, reserveInput(hash, 100, { loop: { scope: SCOPE, step: STEP } }))
+    const row = (): unknown =>
+      db.statement('SELECT count, inflight, tag FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ?').get(p.scope, p.step, p.stepLow)
+    expect(row()).toEqual({ count: 1, inflight: 1, tag: p.tag })
+    await store.settle(r, 50)
+    expect(row()).toEqual({ count: 1, inflight: 0, tag: p.tag })
+  })
+
+  it('a settle ends its step in flight read from its booked key, a session scope holding ":" too', async () => {
+    const { db, store, hash } = stack
+    for (const [scope, session] of [[SCOPE, null], ['s:a:b:c', 'a:b:c']] as const) {
+      const input = reserveInput(hash, 100, { loop: { scope, step: STEP }, ...(session === null ? {} : { session: { id: session, budgetMicros: null, maxSteps: null } }) })
+      const r = await admitted(store, input)
+      const p = place(hash, scope, STEP)
+      const inFlight = (): unknown =>
+        db.statement('SELECT inflight FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ? AND tag = ?').get(p.scope, p.step, p.stepLow, p.tag)
+      expect(inFlight()).toEqual({ inflight: 1 })
+      await store.settle(r, 50)
+      expect(inFlight()).toEqual({ inflight: 0 })
+    }
+  })
+
+  it("a settle ends nothing in another place's row", async () => {
+    const { db, store, hash } = stack
+    const p = place(hash, SCOPE, STEP)
+    const r = await admitted(store, reserveInput(hash, 100, { loop: { scope: SCOPE, step: STEP } }))
+    db.statement('UPDATE loop_steps SET tag = ? WHERE scope = ? AND step = ? AND step_low = ?').run((p.tag + 1) % 2 ** 32, p.scope, p.step, p.stepLow)
+    await store.settle(r, 50)
+    expect(db.statement('SELECT inflight FROM loop_steps WHERE scope = ?').get(p.scope)).toEqual({ inflight: 1 })
+  })
+})
+
+describe('sqlite loop steps: the trim', () => {
+  let stack: SqliteStack
+  let now: number
+  beforeEach(async () => {
+    now = Date.parse('2026-05-04T12:00:30.000Z')
+    stack = await openSqliteStack('loop-trim', { limits: { daily: 10_000_000_000 } }, () => now)
+  })
+  afterEach(() => stack.close())
+
+  const hex = (n: number): string => n.toString(16).padStart(16, '0')
+  /** Steps `from`..`to` - 1 of one scope, each new, reserved and settled 1 ms apart. */
+  async function steps(from: number, to: number): Promise<void> {
+    for (let i = from; i < to; i++) {
+      now += 1
+      await stack.store.settle(await admitted(stack.store, reserveInput(stack.hash, 1, { loop: { scope: SCOPE, step: hex(i) } })), 1)
+    }
+  }
+  const kept = (): number[] =>
+    (stack.db.statement('SELECT step_low FROM loop_steps WHERE scope = ? ORDER BY step, step_low').all(place(stack.hash, SCOPE, hex(0)).scope) as Array<{ step_low: number }>).map(
+      (r) => r.step_low,
+    )
+  const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i)
+
+  it.each([
+    // Step 256 (hex …100) checks the size and finds 257: the expired go, then the oldest down to 192.
+    [40, range(65, 272)],
+    // More expired than the scope is over: only they go.
+    [100, range(100, 272)],
+  ])('%i steps expired of 257: the expired go first, then the oldest first sighting down to 192', async (expired, left) => {
+    await steps(0, expired)
+    now += 600_000
+    await steps(expired, 272)
+    expect(kept()).toEqual(left)
+  })
+})
+
+describe('a file of the previous release (loop steps in `loops`)', () => {
+  let stack: SqliteStack
+  let now: number
+  beforeEach(async () => {
+    now = Date.parse('2026-05-04T12:00:30.000Z')
+    stack = await openSqliteStack('loop-upgrade', { limits: { daily: 10_000_000_000 } }, () => now)
+  })
+  afterEach(() => stack.close())
+
+  /** The previous release's schema (this one's without loop_steps), its loop rows and held reservations as it wrote them. */
+  function writeAsPreviousRelease(hash: string, held: readonly Reservation[]): void {
+    stack.db.close()
+    const raw = new DatabaseSync(stack.path)
+    try {
+      raw.exec('DROP TABLE loop_steps')
+      // The previous release's reserve: the step past the limit, two requests of it in flight.
+      raw
+        .prepare(
+          `INSERT INTO loops (hash, scope, step, count, since_ms, expires_at, inflight) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+           ON CONFLICT (hash, scope, step) DO UPDATE SET count = ?4, since_ms = ?5, inflight = ?7, expires_at = ?6`,
+        )
+        .run(hash, SCOPE, STEP, DEFAULT_LOOP_LIMIT + 1, now, now + 600_000, held.length)
+      for (const r of held) {
+        const booked = raw.prepare('SELECT booked FROM reservations WHERE hash = ? AND request_id = ?').get(hash, r.requestId) as { booked: string }
+        // Its booked loop key: l:<step>:<sinceMs>:<scope>, the form this release books too.
+        expect(booked.booked.split('\n').at(-1)).toBe(`l:${STEP}:${now}:${SCOPE}`)
+      }
+    } finally {
+      raw.close()
+    }
+  }
+
+  /** This release on the file: the schema brought up to date on open. */
+  function reopen(): { db: Db; store: BudgetStore; admin: KeyAdmin } {
+    const db = createDb(stack.path)
+    stack.db = db
+    const clock = { now: () => now }
+    return { db, store: createSqliteBudgetStore(db, clock), admin: createSqliteKeyAdmin(db, clock) }
+  }
+
+  it('opens, settles and abandons its reservations, counts its loops anew once, and sweeps its old loop rows', async () => {
+    const { store, hash } = stack
+    const input = (): ReserveInput => reserveInput(hash, 100, { loop: { scope: SCOPE, step: STEP } })
+    const settled = await admitted(store, input())
+    const abandoned = await admitted(store, input())
+    writeAsPreviousRelease(hash, [settled, abandoned])
+
+    const { db, store: next, admin } = reopen()
+    const tables = (db.statement(`SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'loop%' ORDER BY name`).all() as Array<{ name: string }>).map((t) => t.name)
+    expect(tables).toEqual(['loop_steps', 'loops'])
+    // Its reservations settle and abandon in their periods; their loop keys end nothing (their steps are in loops).
+    expect(await next.settle(settled, 60)).toEqual({ chargedMicros: 60, alreadySettled: false })
+    await next.abandon(hash, abandoned.requestId)
+    expect((await admin.status(hash))?.daily).toMatchObject({ spentMicros: 60, heldMicros: 0 })
+    // The step the previous release counted past the limit starts over (once, at the upgrade): admitted, counted 1.
+    const r = await admitted(next, input())
+    const p = place(hash, SCOPE, STEP)
+    expect(db.statement('SELECT count, inflight FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ?').get(p.scope, p.step, p.stepLow)).toEqual({
+      count: 1,
+      inflight: 1,
+    })
+    await next.settle(r, 10)
+    expect((db.statement('SELECT count(*) AS n FROM loops').get() as { n: number }).n).toBe(1)
+    // The old row goes once its window is over, swept like the others.
+    now += 600_001
+    const sweeper = startHousekeeping(db, () => now, 60_000)
+    sweeper.sweep()
+    sweeper.stop()
+    expect((db.statement('SELECT count(*) AS n FROM loops').get() as { n: number }).n).toBe(0)
+    expect((db.statement('SELECT count(*) AS n FROM loop_steps').get() as { n: number }).n).toBe(0)
+    expect(db.statement('PRAGMA integrity_check').get()).toEqual({ integrity_check: 'ok' })
+  })
+
+  it("a process of the previous release beside this one on the same file: each keeps to its own table, the file stays whole", async () => {
+    const { store, hash, path } = stack
+    const r = await admitted(store, reserveInput(hash, 100, { loop: { scope: SCOPE, step: STEP } }))
+    // The previous release opening the file (its schema: CREATE … IF NOT EXISTS) and recording and ending a step.
+    const old = new DatabaseSync(path, { timeout: 5_000 })
+    try {
+      old.exec(`CREATE TABLE IF NOT EXISTS loops (
+        hash TEXT NOT NULL, scope TEXT NOT NULL, step TEXT NOT NULL, count INTEGER NOT NULL, since_ms INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL, inflight INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (hash, scope, step)) STRICT, WITHOUT ROWID`)
+      old
+        .prepare(
+          `INSERT INTO loops (hash, scope, step, count, since_ms, inflight, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+           ON CONFLICT (hash, scope, step) DO UPDATE SET count = ?4, since_ms = ?5, inflight = ?6, expires_at = ?7`,
+        )
+        .run(hash, SCOPE, STEP, 1, now, 1, now + 600_000)
+      old.prepare('UPDATE loops SET inflight = inflight - 1 WHERE hash = ? AND scope = ? AND step = ? AND since_ms = ? AND inflight > 0').run(hash, SCOPE, STEP, now)
+    } finally {
+      old.close()
+    }
+    expect(await store.settle(r, 50)).toEqual({ chargedMicros: 50, alreadySettled: false })
+    const p = place(hash, SCOPE, STEP)
+    expect(stack.db.statement('SELECT count, inflight FROM loop_steps WHERE scope = ?').get(p.scope)).toEqual({ count: 1, inflight: 0 })
+    expect(stack.db.statement('SELECT count, inflight FROM loops WHERE hash = ?').get(hash)).toEqual({ count: 1, inflight: 0 })
+    expect(stack.db.statement('PRAGMA integrity_check').get()).toEqual({ integrity_check: 'ok' })
+  })
+})
