@@ -495,29 +495,11 @@ export function readLoopStep(db: Db, place: LoopPlace): readonly [count: number,
  * (read by readLoopStep in this transaction, this place's or another's): an update by key, else an insert.
  */
 export function writeLoopStep(db: Db, place: LoopPlace, found: boolean, count: number, sinceMs: number, inflight: number, expiresAt: number): void {
-  if (found) {
-    db.statement('UPDATE loop_steps SET tag = ?4, count = ?5, since_ms = ?6, inflight = ?7, expires_at = ?8 WHERE scope = ?1 AND step = ?2 AND step_low = ?3').run(
-      place.scope,
-      place.step,
-      place.stepLow,
-      place.tag,
-      count,
-      sinceMs,
-      inflight,
-      expiresAt,
-    )
-  } else {
-    db.statement('INSERT INTO loop_steps (scope, step, step_low, tag, count, since_ms, inflight, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(
-      place.scope,
-      place.step,
-      place.stepLow,
-      place.tag,
-      count,
-      sinceMs,
-      inflight,
-      expiresAt,
-    )
-  }
+  // Both statements take the same values in the same order.
+  const sql = found
+    ? 'UPDATE loop_steps SET tag = ?4, count = ?5, since_ms = ?6, inflight = ?7, expires_at = ?8 WHERE scope = ?1 AND step = ?2 AND step_low = ?3'
+    : 'INSERT INTO loop_steps (scope, step, step_low, tag, count, since_ms, inflight, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)'
+  db.statement(sql).run(place.scope, place.step, place.stepLow, place.tag, count, sinceMs, inflight, expiresAt)
 }
 
 /** A request of the step ended: one fewer in flight, if the row is still its place's, in the window it was admitted in. */
