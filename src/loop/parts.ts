@@ -75,13 +75,9 @@ function hashBlock(digest: Digest, block: Block): void {
     digest.add('text')
     feed(digest, members[TEXT])
   } else if (type === 'tool_use' || type === 'server_tool_use' || type === 'mcp_tool_use' || type === 'custom_tool_call') {
-    digest.add('call')
-    feed(digest, members[NAME])
-    feed(digest, members[INPUT])
+    call(digest, members[NAME], members[INPUT])
   } else if (type === 'function_call') {
-    digest.add('call')
-    feed(digest, members[NAME])
-    feed(digest, members[ARGUMENTS])
+    call(digest, members[NAME], members[ARGUMENTS])
   } else if (type === 'tool_result') {
     result(digest, members[CONTENT], members[IS_ERROR])
   } else if (type === 'function_call_output' || type === 'custom_tool_call_output') {
@@ -95,19 +91,21 @@ function hashBlock(digest: Digest, block: Block): void {
 /** Whether a part is a tool call (the model's action), content, or carries nothing to hash (reasoning). */
 export function partKind(part: unknown): PartKind {
   if (part instanceof JsonText) return 'content'
-  if (part instanceof Block) return REASONING_TYPES.has(part.type) ? 'skip' : CALL_TYPES.has(part.type) || part.type.endsWith('_call') ? 'call' : 'content'
+  if (part instanceof Block) return typeKind(part.type)
   if (!isRecord(part)) return part === null || part === undefined ? 'skip' : 'content'
-  const type = part.type
-  if (typeof type === 'string') {
-    if (REASONING_TYPES.has(type)) return 'skip'
-    if (CALL_TYPES.has(type) || type.endsWith('_call')) return 'call'
-    return 'content'
-  }
+  if (typeof part.type === 'string') return typeKind(part.type)
   if (part.toolUse !== undefined || part.functionCall !== undefined) return 'call'
   // Bedrock reasoning blocks, Gemini thought summaries and bare cache points change nothing the model did.
   if (part.reasoningContent !== undefined || part.thought === true) return 'skip'
   // A Converse content block sets exactly one member, so a cache point block carries nothing else.
   if (part.cachePoint !== undefined) return 'skip'
+  return 'content'
+}
+
+/** partKind of a block whose `type` is this string. */
+function typeKind(type: string): PartKind {
+  if (REASONING_TYPES.has(type)) return 'skip'
+  if (CALL_TYPES.has(type) || type.endsWith('_call')) return 'call'
   return 'content'
 }
 
@@ -161,11 +159,12 @@ export function hashPart(digest: Digest, part: unknown): void {
   }
 }
 
+/** A tool call: its name and arguments, parsed or (of a Block) still in the body's bytes. */
 function call(digest: Digest, name: unknown, args: unknown): void {
   digest.add('call')
-  digest.value(name)
+  feed(digest, name)
   // Arguments arrive as a JSON string (OpenAI) or an object (Anthropic, Gemini, Bedrock): both hash as given.
-  digest.value(args)
+  feed(digest, args)
 }
 
 function result(digest: Digest, content: unknown, flag: unknown): void {
