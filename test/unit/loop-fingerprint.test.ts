@@ -65,6 +65,21 @@ describe('fingerprintRequest', () => {
     expect(fp(messagesShape, { messages: [SYSTEM, USER, ...toolExchange('call_a', '{"cmd":"make"}', 'error 3')] }).step).not.toBe(base.step)
   })
 
+  it('counts a tool call\'s name: the same arguments to another tool is another step', () => {
+    const chat = (name: string): Json => ({
+      messages: [SYSTEM, USER, { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name, arguments: '{"path":"a.ts"}' } }] }, { role: 'tool', tool_call_id: 'c1', content: 'ok' }],
+    })
+    expect(fp(messagesShape, chat('read')).step).not.toBe(fp(messagesShape, chat('delete')).step)
+    const anthropic = (name: string): Json => ({
+      messages: [
+        { role: 'user', content: 'go' },
+        { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name, input: { path: 'a.ts' } }] },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'ok' }] },
+      ],
+    })
+    expect(fp(messagesShape, anthropic('Read')).step).not.toBe(fp(messagesShape, anthropic('Delete')).step)
+  })
+
   it('counts the text of a model turn that calls no tool', () => {
     const say = (text: string) => fp(messagesShape, { messages: [USER, { role: 'assistant', content: text }, { role: 'user', content: 'continue' }] })
     expect(say('Chapter 1').step).not.toBe(say('Chapter 2').step)
