@@ -28,7 +28,7 @@ import {
   DEFAULT_SESSION_TTL_SECONDS,
   SETTLED_RECORD_TTL_SECONDS,
 } from '../validate.js'
-import { dayExpiresAt, dayOf } from '../history.js'
+import { dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 
 interface BudgetStoreOptions {
@@ -151,7 +151,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const same = samePeriods(periods, fixed.periodKeys)
     const keyCount = 7 + (booked.session === undefined ? 0 : 1) + (loop === null ? 0 : 1)
     // Written into a list of its final length (see reserve): the keys, as few arguments as encoded, then ARGV.
-    const args = new Array<ScriptArg>((same ? 2 : 7) + keyCount - 7 + (loop === null ? 2 : 3))
+    const args = new Array<ScriptArg>((same ? 2 : 7) + keyCount - 7 + (loop === null ? 1 : 2))
     let at = 0
     if (same) args[at++] = fixed.periodsAndToday
     else {
@@ -162,7 +162,6 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     if (booked.session !== undefined) args[at++] = booked.session
     if (loop !== null) args[at++] = loop.key
     args[at++] = actualMicros
-    args[at++] = today(nowMs).expiresAtSeconds
     if (loop !== null) args[at++] = loop.inFlightField
     return evalScript(redis, scripts.settle, keyCount, args, readSettle, null, callObserver, started)
   }
@@ -385,14 +384,12 @@ function periodsStamp(periods: readonly Period[]): number {
   return (periods[0] as Period).start.getTime()
 }
 
-let cachedDay: { dayNumber: number; date: string; expiresAtSeconds: number } = { dayNumber: Number.NaN, date: '', expiresAtSeconds: 0 }
+let cachedDay: { dayNumber: number; date: string } = { dayNumber: Number.NaN, date: '' }
 
-/** The UTC day of `nowMs` and when its history record may go (seconds), built once per day. */
-function today(nowMs: number): { date: string; expiresAtSeconds: number } {
+/** The UTC day of `nowMs` (settle.lua tells when its history record may go from the date), built once per day. */
+function today(nowMs: number): { date: string } {
   const dayNumber = Math.floor(nowMs / 86_400_000)
-  if (dayNumber !== cachedDay.dayNumber) {
-    cachedDay = { dayNumber, date: dayOf(nowMs), expiresAtSeconds: Math.floor(dayExpiresAt(nowMs) / 1000) }
-  }
+  if (dayNumber !== cachedDay.dayNumber) cachedDay = { dayNumber, date: dayOf(nowMs) }
   return cachedDay
 }
 
