@@ -21,10 +21,8 @@ KEYS[#KEYS] its steps by age      lp:{h}:loopt:<scope> (sorted set: member <step
 ARGV[1]     provider id
 ARGV[2]     minMicros
 ARGV[3]     maxMicros (>= minMicros)
-ARGV[4]     TTL seconds of the five period keys, in KEYS order, separated by spaces (read only by a minute's first
-            request: each argument costs Redis time on every call)
-ARGV[5]     current time, ISO 8601, the time KEYS[2..6] are the periods of (kept on the record: it names them)
-With a session, ARGV[6..9]:
+ARGV[4]     current time, ISO 8601, the time KEYS[2..6] are the periods of (kept on the record: it names them)
+With a session, ARGV[5..8]:
             session budget the request asks for (micros), or ''; session max steps it asks for, or '';
             session TTL seconds; session loop limit it asks for (X-Loopers-Loop-Limit), or ''
 With a loop check, the last two:
@@ -66,7 +64,7 @@ local format = string.format
 local hasSession, hasLoop = #KEYS == 8 or #KEYS == 10, #KEYS >= 9
 local sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit
 if hasSession then
-  sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[8], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+  sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[8], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 end
 local loopKey, loopAgeKey, step, nowMs
 if hasLoop then
@@ -76,8 +74,9 @@ end
 -- DEFAULT_LOOP_LIMIT (a key without loop_limit), DEFAULT_LOOP_WINDOW_SECONDS (without loop_window),
 -- LOOP_STEPS_PER_SCOPE, LOOP_STEPS_AFTER_TRIM, LOOP_IN_FLIGHT_TOLERATED. Fixed by the release, so no arguments.
 local defaultLoopLimit, defaultLoopWindow, stepsKept, stepsAfterTrim, inFlightTolerated = 10, 600, 256, 192, 1
--- The reservation record's TTL, RESERVATION_TTL_SECONDS of src/budget/validate.ts (test/unit/lua-ttl-constants.test.ts).
-local recordTtl = '3024000'
+-- The reservation record's TTL, RESERVATION_TTL_SECONDS of src/budget/validate.ts, and how long a period key outlives
+-- its period, PERIOD_GRACE_SECONDS of src/budget/windows.ts (test/unit/lua-ttl-constants.test.ts holds them equal).
+local recordTtl, periodGrace = '3024000', 86400
 
 -- 1. The key must exist, be active, allow this provider, and have a limit in some window or be
 --    marked unlimited. Its loop defaults are read only for a request with a loop check, its session defaults
@@ -242,15 +241,15 @@ if grant ~= maxMicros then grantArg = format('%d', grant) end
 local booksLoop = hasLoop and not loopNewSince
 local record
 if not (hasSession or booksLoop) then
-  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5]
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4]
 elseif not booksLoop then
-  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(sessionKey, #KEYS[1] - 2)
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.sub(sessionKey, #KEYS[1] - 2)
 elseif not hasSession then
-  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(loopKey, #KEYS[1] - 2) .. '#'
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.sub(loopKey, #KEYS[1] - 2) .. '#'
     .. loopSinceText .. '#' .. step
 else
   local tagEnd = #KEYS[1] - 2
-  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(sessionKey, tagEnd) .. ' '
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.sub(sessionKey, tagEnd) .. ' '
     .. string.sub(loopKey, tagEnd) .. '#' .. loopSinceText .. '#' .. step
 end
 if not redis.call('SET', KEYS[7], record, 'EX', recordTtl, 'NX') then return {'duplicate'} end
@@ -258,9 +257,24 @@ if not redis.call('SET', KEYS[7], record, 'EX', recordTtl, 'NX') then return {'d
 -- 6. Admitted: hold the grant in every window period (limited or not, so status shows all spend),
 --    and count the request in the minute. Every period starts on a minute boundary, so the minute's
 --    first request is the first in every period it creates: it sets the five TTLs (and gives one back to
---    a key that lost it), and the minute's later requests need not.
+--    a key that lost it), and the minute's later requests need not. A period's TTL is its length and periodGrace
+--    (src/budget/windows.ts), told here, not passed (an argument costs Redis time on every call): a month's length
+--    from the year and month of ARGV[4], the time the periods are of.
 local firstOfMinute = redis.call('HINCRBY', KEYS[2], 'requests', '1') == 1
-local ttls = firstOfMinute and {string.match(ARGV[4], '^(%d+) (%d+) (%d+) (%d+) (%d+)$')}
+local ttls
+if firstOfMinute then
+  local year, month = string.match(ARGV[4], '^(%d%d%d%d)%-(%d%d)')
+  year, month = year + 0, month + 0
+  local days = 31
+  if month == 2 then
+    days = 28
+    if year % 4 == 0 and (year % 100 ~= 0 or year % 400 == 0) then days = 29 end
+  elseif month == 4 or month == 6 or month == 9 or month == 11 then
+    days = 30
+  end
+  ttls = {format('%d', 60 + periodGrace), format('%d', 3600 + periodGrace), format('%d', 86400 + periodGrace),
+    format('%d', 7 * 86400 + periodGrace), format('%d', days * 86400 + periodGrace)}
+end
 for i = 1, 5 do
   redis.call('HINCRBY', KEYS[1 + i], 'held', grantArg)
   if ttls then redis.call('EXPIRE', KEYS[1 + i], ttls[i]) end

@@ -10,9 +10,9 @@ import { PERIOD_GRACE_SECONDS } from '../../src/budget/windows.js'
 const lua = (name: string): string => readFileSync(new URL(`../../lua/${name}.lua`, import.meta.url), 'utf8')
 
 describe('lua scripts: the store\'s fixed TTLs', () => {
-  it('reserve.lua keeps a reservation record RESERVATION_TTL_SECONDS', () => {
-    const line = lua('reserve').match(/^local recordTtl = '(\d+)'$/m)
-    expect(Number(line?.[1])).toBe(RESERVATION_TTL_SECONDS)
+  it('reserve.lua keeps a reservation record RESERVATION_TTL_SECONDS and a period PERIOD_GRACE_SECONDS after it ends', () => {
+    const line = lua('reserve').match(/^local recordTtl, periodGrace = '(\d+)', (\d+)$/m)
+    expect([Number(line?.[1]), Number(line?.[2])]).toEqual([RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS])
   })
 
   it('settle.lua keeps a settled record SETTLED_RECORD_TTL_SECONDS and a recreated period PERIOD_GRACE_SECONDS', () => {

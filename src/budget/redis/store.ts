@@ -66,7 +66,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
       // Written into a list of its final length: pushing onto a short one copies it into a longer one.
       const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
-      const args = new Array<ScriptArg>(7 + (session === null ? 0 : 5) + (loop === null ? 0 : 4))
+      const args = new Array<ScriptArg>(6 + (session === null ? 0 : 5) + (loop === null ? 0 : 4))
       let at = 0
       args[at++] = fixed.recordAndPeriods
       args[at++] = joinArg(fixed.reservationStart, input.requestId)
@@ -79,7 +79,6 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       args[at++] = input.provider
       args[at++] = input.minMicros
       args[at++] = input.maxMicros
-      args[at++] = fixed.ttls
       args[at++] = isoTime(nowMs)
       if (session !== null) {
         args[at++] = session.budgetMicros ?? ''
@@ -335,8 +334,6 @@ interface FixedKeys {
   noSession: string
   /** The spend history counter of the minute's UTC day. */
   today: string
-  /** The five periods' TTLs in seconds, one argument separated by spaces, encoded. */
-  ttls: EncodedArgs
   /** The starts of the key's reservation record, loop state and loop step age keys (a request id or scope follows). */
   reservationStart: EncodedStart
   loopStart: EncodedStart
@@ -370,7 +367,6 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     periodsAndToday: encodeArgs([...periodKeys, todayKey]),
     noSession: noSessionKey(hash),
     today: todayKey,
-    ttls: encodeArgs([periods.map((p) => p.ttlSeconds).join(' ')]),
     reservationStart: encodeStart(reservationKeyStart(hash)),
     loopStart: encodeStart(loopKeyStart(hash)),
     loopAgeStart: encodeStart(loopAgeKeyStart(hash)),
