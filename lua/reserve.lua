@@ -8,15 +8,17 @@ KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, da
                                   the minute's also requests: admitted requests)
 KEYS[7]     reservation record    lp:{h}:r:<requestId>
 KEYS[8]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit), only for a
-                                  request with a session: #KEYS is 8 or 10
-KEYS[#KEYS-1] loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>#<request id>', the id of
+                                  request with a session (#ARGV is 8 or 10)
+KEYS[#KEYS] loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>#<request id>', the id of
                                   the window's first request, in flight while its record is held; field <step>:<sinceMs>
                                   = the step's other requests in flight, once there were any; '#e' = when the scope
-                                  expires, ms, negated once KEYS[#KEYS] indexes it), only for a loop check: #KEYS is 9
-                                  or 10. (The previous release's '<count>:<sinceMs>' has all in flight in the field.)
-KEYS[#KEYS] its steps by age      lp:{h}:loopt:<scope> (sorted set: member <step>, score its sinceMs) of a scope
-                                  that once grew past the steps kept per scope, only for a loop check
+                                  expires, ms, negated once its steps by age index it), only for a loop check (#ARGV
+                                  is 6 or 10). (The previous release's '<count>:<sinceMs>' has all in flight in the
+                                  field.)
             (only the keys a request can touch are passed, and their arguments: each costs Redis time)
+Not passed: the loop scope's steps by age, lp:{h}:loopt:<scope> (sorted set: member <step>, score its sinceMs) of a
+            scope that once grew past the steps kept per scope, named here from KEYS[#KEYS] only on the rare paths that
+            touch it (in the key's {tag}, so in its slot: a key passed costs every loop check Redis time)
 
 ARGV[1]     provider id
 ARGV[2]     minMicros
@@ -40,7 +42,7 @@ Returns one of
                                                  has left after this hold, '' when nothing is limited;
                                                  loopSinceMs: the step's sinceMs when this request was booked in
                                                  its in flight field (the caller books
-                                                 '<KEYS[#KEYS-1]>#<sinceMs>#<step>', which settle ends in
+                                                 '<KEYS[#KEYS]>#<sinceMs>#<step>', which settle ends in
                                                  flight), else ''
   {'invalid_key'} | {'key_revoked'} | {'provider_not_allowed'}
   {'budget_not_set'}                             no window is limited and the key is not marked unlimited
@@ -60,15 +62,16 @@ Returns one of
 -- every call (garbage for Lua's collector).
 local format = string.format
 
--- A session's and a loop check's keys and arguments, passed only when the request has them (nil without).
-local hasSession, hasLoop = #KEYS == 8 or #KEYS == 10, #KEYS >= 9
+-- A session's and a loop check's keys and arguments, passed only when the request has them (nil without): told by
+-- the arguments' count, 4 plus 4 for a session and 2 for a loop check.
+local hasSession, hasLoop = #ARGV >= 8, #ARGV == 6 or #ARGV == 10
 local sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit
 if hasSession then
   sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[8], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 end
 local loopKey, loopAgeKey, step, nowMs
 if hasLoop then
-  loopKey, loopAgeKey, step = KEYS[#KEYS - 1], KEYS[#KEYS], ARGV[#ARGV - 1]
+  loopKey, step = KEYS[#KEYS], ARGV[#ARGV - 1]
 end
 -- The loop rule's constants, as src/loop/rule.ts has them (test/unit/lua-loop-constants.test.ts holds them equal):
 -- DEFAULT_LOOP_LIMIT (a key without loop_limit), DEFAULT_LOOP_WINDOW_SECONDS (without loop_window),
@@ -306,7 +309,7 @@ end
 --     Size: a new step whose hash ends in 0 (one in 16, as checksScopeSize in src/loop/rule.ts) counts its
 --     scope; one found past stepsKept steps is trimmed to stepsAfterTrim (expired ones go first, then the oldest), so
 --     the trim's cost is spread over many new steps. A scope found past stepsKept once keeps its steps' sinceMs
---     in the sorted set KEYS[#KEYS] from then on ('#e' negated marks it), so each later trim reads only what it drops;
+--     in the sorted set loopAgeKey from then on ('#e' negated marks it), so each later trim reads only what it drops;
 --     smaller scopes (most conversations) never pay for it.
 --     Lifetime: a step matters for a window after its sinceMs, so the scope lives a window (and up to an
 --     eighth more) after its newest sinceMs: '#e' holds when it expires, and only a step whose window ends
@@ -359,6 +362,11 @@ if hasLoop then
   end
   -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
   if loopStale then redis.call('HDEL', loopKey, step .. ':' .. loopStale) end
+  -- The scope's steps by age, touched below only by an indexed scope or a size check (whose index, when it makes one,
+  -- sets loopAged there): 'lp:{h}:loopt:<scope>' from 'lp:{h}:loop:<scope>' (KEYS[1] is 'lp:{h}:key').
+  if loopAged or (loopIsNew and string.byte(step, -1) == 48) then
+    loopAgeKey = string.sub(KEYS[1], 1, #KEYS[1] - 3) .. 'loopt' .. string.sub(loopKey, #KEYS[1] + 2)
+  end
   if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, loopSinceText, step) end
   if loopIsNew and string.byte(step, -1) == 48 then
     local size

@@ -10,7 +10,7 @@ import type { RedisClient } from './redis-client.js'
 import { encodeArgs, encodeStart, joinArg, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-args.js'
 import { evalScript, script } from './script-command.js'
 import { ALREADY, DUPLICATE, HELD, int, intIn, NOT_HELD, OK, refusal, replyOf, unexpected } from './script-replies.js'
-import { dayKey, loopAgeKeyStart, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
+import { dayKey, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
 import type {
   BudgetStore,
   ExtendResult,
@@ -66,16 +66,16 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
       // Written into a list of its final length: pushing onto a short one copies it into a longer one.
       const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
-      const args = new Array<ScriptArg>(6 + (session === null ? 0 : 5) + (loop === null ? 0 : 4))
+      const args = new Array<ScriptArg>(6 + (session === null ? 0 : 5) + (loop === null ? 0 : 3))
       let at = 0
       args[at++] = fixed.recordAndPeriods
       args[at++] = joinArg(fixed.reservationStart, input.requestId)
       if (sessionKeyName !== null) args[at++] = sessionKeyName
       if (loop !== null) {
         args[at++] = joinArg(fixed.loopStart, loop.scope)
-        args[at++] = joinArg(fixed.loopAgeStart, loop.scope)
       }
-      const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 2)
+      // (The scope's steps by age, lp:{h}:loopt:<scope>, are named by reserve.lua on the rare paths that touch them.)
+      const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 1)
       args[at++] = input.provider
       args[at++] = input.minMicros
       args[at++] = input.maxMicros
@@ -334,10 +334,9 @@ interface FixedKeys {
   noSession: string
   /** The spend history counter of the minute's UTC day. */
   today: string
-  /** The starts of the key's reservation record, loop state and loop step age keys (a request id or scope follows). */
+  /** The starts of the key's reservation record and loop state keys (a request id or scope follows). */
   reservationStart: EncodedStart
   loopStart: EncodedStart
-  loopAgeStart: EncodedStart
 }
 
 /** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
@@ -369,7 +368,6 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     today: todayKey,
     reservationStart: encodeStart(reservationKeyStart(hash)),
     loopStart: encodeStart(loopKeyStart(hash)),
-    loopAgeStart: encodeStart(loopAgeKeyStart(hash)),
   }
   fixedByHash.set(hash, fresh)
   return fresh
