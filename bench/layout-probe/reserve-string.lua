@@ -1,5 +1,5 @@
 --[[
-PROBE ONLY (bench/layout-probe.mjs; never loaded by the proxy): as reserve.lua here, the five current periods kept
+PROBE ONLY (bench/redis-time.mjs --probe; never loaded by the proxy): as reserve.lua here, the five current periods kept
 in one string per key, lp:{h}:cur = '<1s> <1h> <2s> <2h> <3s> <3h> <4s> <4h> <5s> <5h> <requests> <ids>' (spent and
 held of each window, minute to monthly; the minute's requests; the five current period ids, space separated):
 one GET and one SET, no hash fields (a listpack finds each field by a linear scan).

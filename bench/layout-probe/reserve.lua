@@ -1,5 +1,5 @@
 --[[
-PROBE ONLY (bench/layout-probe.mjs; never loaded by the proxy): reserve.lua's common path (no session; a loop check
+PROBE ONLY (bench/redis-time.mjs --probe; never loaded by the proxy): reserve.lua's common path (no session; a loop check
 with the guard off, or none) on a layout where the current period of all five windows lives in one hash per key,
 read by one HMGET and written by one HSET, to measure what such a layout would buy. Not safe to ship as it is: a
 previous release's process reads and writes the period hashes lp:{h}:w:<window>:<id> themselves (see the report).

@@ -1,5 +1,5 @@
 --[[
-PROBE ONLY (bench/layout-probe.mjs): settle.lua's common path on the layout of reserve-string.lua here.
+PROBE ONLY (bench/redis-time.mjs --probe): settle.lua's common path on the layout of reserve-string.lua here.
 KEYS and ARGV as settle.lua here.
 ]]
 local format = string.format

@@ -1,5 +1,5 @@
 --[[
-PROBE ONLY (bench/layout-probe.mjs): settle.lua's common path on the layout of bench/layout-probe/reserve.lua.
+PROBE ONLY (bench/redis-time.mjs --probe): settle.lua's common path on the layout of bench/layout-probe/reserve.lua.
 KEYS[1] current periods hash lp:{h}:cur; KEYS[2] today's spend history; KEYS[3] reservation record
 ARGV    actualMicros, the five booked period ids (space separated, as the record's created_at names them)
 A hold booked in a period since moved aside is settled there (undeclared key in the key's slot).
