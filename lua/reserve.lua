@@ -58,8 +58,9 @@ Returns one of
 -- (tostring() would print 1e+15), so integers are formatted explicitly (format('%d', n)). tonumber reads a field HMGET
 -- found missing (false) as nil. A text this script or the caller wrote as an integer is read by arithmetic (x + 0),
 -- not tonumber: that converts it twice (Lua 5.1 checks it is a number, then converts it: strtod each time), an
--- arithmetic operand once. No helper functions on the paths every request takes: each is a closure made on
--- every call (garbage for Lua's collector).
+-- arithmetic operand once. A limit most keys leave unset (false) is tested before tonumber is called on it: a call of a
+-- C function costs more than the test. No helper functions on the paths every request takes: each is a closure made
+-- on every call (garbage for Lua's collector).
 local format = string.format
 
 -- A session's and a loop check's keys and arguments, passed only when the request has them (nil without): told by
@@ -182,7 +183,7 @@ if hasLoop then
 end
 
 -- 3b. The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
-local rpm = not refusal and tonumber(rec[9])
+local rpm = not refusal and rec[9] and tonumber(rec[9])
 if rpm then
   local count = tonumber(redis.call('HGET', KEYS[2], 'requests')) or 0
   if count >= rpm then refusal = {'rate_limited', rpm, count} end
@@ -192,7 +193,7 @@ end
 --    has left before this request). Reaching a limit exactly is allowed: limit - used may equal the grant.
 local room = nil
 for i = 1, 5 do
-  local limit = not refusal and tonumber(rec[2 + i])
+  local limit = not refusal and rec[2 + i] and tonumber(rec[2 + i])
   if limit then
     local p = redis.call('HMGET', KEYS[1 + i], 'spent', 'held')
     local held = (p[2] or 0) + 0
