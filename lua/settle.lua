@@ -42,14 +42,17 @@ local hasSession = #KEYS == 9 or (#KEYS == 8 and not loopField)
 local state, amount
 local settledRecord = 'settled ' .. ARGV[1]
 local got = redis.pcall('SET', KEYS[7], settledRecord, 'EX', settledTtl, 'GET')
-local marked = type(got) ~= 'table'
-if type(got) == 'string' then
+local kind = type(got)
+local marked = kind ~= 'table'
+if kind == 'string' then
   state, amount = string.match(got, '^(%l+) (%d+)')
   if state == 'settled' then
     redis.call('SET', KEYS[7], got, 'KEEPTTL')
     return {'already', tonumber(amount) or 0}
   end
-elseif got and got.err then
+elseif not marked then
+  -- Any other failure (out of memory: nothing was written) is the script's, as it is.
+  if not string.find(got.err, 'WRONGTYPE', 1, true) then return got end
   local res = redis.call('HMGET', KEYS[7], 'state', 'amount', 'charged')
   state = res[1]
   if state == 'settled' then amount = res[3] else amount = res[2] end

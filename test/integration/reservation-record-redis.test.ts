@@ -218,6 +218,22 @@ describe('redis store: the held reservation record', () => {
     for (const w of WINDOW_NAMES) expect(await f.period(hash, w, '2026-05-31T23:59:30.250Z'), w).toEqual({ spent: 49, held: 0 })
   })
 
+  it('a settle Redis refuses to write (out of memory) fails as it is and changes nothing', async () => {
+    f.clock.set('2026-05-31T23:59:30.250Z')
+    const hash = await f.newKey({ loopLimit: 5 })
+    const r = await f.reserved(hash, 100)
+    const before = await f.redis.get(record(hash, r))
+    await f.redis.config('SET', 'maxmemory', '1')
+    try {
+      await expect(f.store.settle(r, 40)).rejects.toThrow(/OOM/)
+    } finally {
+      await f.redis.config('SET', 'maxmemory', '0')
+    }
+    expect(await f.redis.get(record(hash, r))).toBe(before)
+    for (const w of WINDOW_NAMES) expect(await f.period(hash, w, '2026-05-31T23:59:30.250Z'), w).toEqual({ spent: 0, held: 100 })
+    expect(await f.store.settle(r, 40)).toEqual({ chargedMicros: 40, alreadySettled: false })
+  })
+
   it('extend adds to the string record and keeps its TTL', async () => {
     f.clock.set('2026-05-31T23:59:30.250Z')
     const hash = await f.newKey({ loopLimit: 5 })
