@@ -8,23 +8,23 @@ KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, da
                                   the minute's also requests: admitted requests)
 KEYS[7]     reservation record    lp:{h}:r:<requestId>
 KEYS[8]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit), only for a
-                                  request with a session: #KEYS is 8 or 10
-KEYS[#KEYS-1] loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>#<request id>', the id of
+                                  request with a session (#ARGV is 8 or 10)
+KEYS[#KEYS] loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>#<request id>', the id of
                                   the window's first request, in flight while its record is held; field <step>:<sinceMs>
                                   = the step's other requests in flight, once there were any; '#e' = when the scope
-                                  expires, ms, negated once KEYS[#KEYS] indexes it), only for a loop check: #KEYS is 9
-                                  or 10. (The previous release's '<count>:<sinceMs>' has all in flight in the field.)
-KEYS[#KEYS] its steps by age      lp:{h}:loopt:<scope> (sorted set: member <step>, score its sinceMs) of a scope
-                                  that once grew past the steps kept per scope, only for a loop check
+                                  expires, ms, negated once its steps by age index it), only for a loop check (#ARGV
+                                  is 6 or 10). (The previous release's '<count>:<sinceMs>' has all in flight in the
+                                  field.)
             (only the keys a request can touch are passed, and their arguments: each costs Redis time)
+Not passed: the loop scope's steps by age, lp:{h}:loopt:<scope> (sorted set: member <step>, score its sinceMs) of a
+            scope that once grew past the steps kept per scope, named here from KEYS[#KEYS] only on the rare paths that
+            touch it (in the key's {tag}, so in its slot: a key passed costs every loop check Redis time)
 
 ARGV[1]     provider id
 ARGV[2]     minMicros
 ARGV[3]     maxMicros (>= minMicros)
-ARGV[4]     TTL seconds of the five period keys, in KEYS order, separated by spaces (read only by a minute's first
-            request: each argument costs Redis time on every call)
-ARGV[5]     current time, ISO 8601, the time KEYS[2..6] are the periods of (kept on the record: it names them)
-With a session, ARGV[6..9]:
+ARGV[4]     current time, ISO 8601, the time KEYS[2..6] are the periods of (kept on the record: it names them)
+With a session, ARGV[5..8]:
             session budget the request asks for (micros), or ''; session max steps it asks for, or '';
             session TTL seconds; session loop limit it asks for (X-Loopers-Loop-Limit), or ''
 With a loop check, the last two:
@@ -42,7 +42,7 @@ Returns one of
                                                  has left after this hold, '' when nothing is limited;
                                                  loopSinceMs: the step's sinceMs when this request was booked in
                                                  its in flight field (the caller books
-                                                 '<KEYS[#KEYS-1]>#<sinceMs>#<step>', which settle ends in
+                                                 '<KEYS[#KEYS]>#<sinceMs>#<step>', which settle ends in
                                                  flight), else ''
   {'invalid_key'} | {'key_revoked'} | {'provider_not_allowed'}
   {'budget_not_set'}                             no window is limited and the key is not marked unlimited
@@ -58,26 +58,29 @@ Returns one of
 -- (tostring() would print 1e+15), so integers are formatted explicitly (format('%d', n)). tonumber reads a field HMGET
 -- found missing (false) as nil. A text this script or the caller wrote as an integer is read by arithmetic (x + 0),
 -- not tonumber: that converts it twice (Lua 5.1 checks it is a number, then converts it: strtod each time), an
--- arithmetic operand once. No helper functions on the paths every request takes: each is a closure made on
--- every call (garbage for Lua's collector).
+-- arithmetic operand once. A limit most keys leave unset (false) is tested before tonumber is called on it: a call of a
+-- C function costs more than the test. No helper functions on the paths every request takes: each is a closure made
+-- on every call (garbage for Lua's collector).
 local format = string.format
 
--- A session's and a loop check's keys and arguments, passed only when the request has them (nil without).
-local hasSession, hasLoop = #KEYS == 8 or #KEYS == 10, #KEYS >= 9
+-- A session's and a loop check's keys and arguments, passed only when the request has them (nil without): told by
+-- the arguments' count, 4 plus 4 for a session and 2 for a loop check.
+local hasSession, hasLoop = #ARGV >= 8, #ARGV == 6 or #ARGV == 10
 local sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit
 if hasSession then
-  sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[8], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+  sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[8], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 end
 local loopKey, loopAgeKey, step, nowMs
 if hasLoop then
-  loopKey, loopAgeKey, step = KEYS[#KEYS - 1], KEYS[#KEYS], ARGV[#ARGV - 1]
+  loopKey, step = KEYS[#KEYS], ARGV[#ARGV - 1]
 end
 -- The loop rule's constants, as src/loop/rule.ts has them (test/unit/lua-loop-constants.test.ts holds them equal):
 -- DEFAULT_LOOP_LIMIT (a key without loop_limit), DEFAULT_LOOP_WINDOW_SECONDS (without loop_window),
 -- LOOP_STEPS_PER_SCOPE, LOOP_STEPS_AFTER_TRIM, LOOP_IN_FLIGHT_TOLERATED. Fixed by the release, so no arguments.
 local defaultLoopLimit, defaultLoopWindow, stepsKept, stepsAfterTrim, inFlightTolerated = 10, 600, 256, 192, 1
--- The reservation record's TTL, RESERVATION_TTL_SECONDS of src/budget/validate.ts (test/unit/lua-ttl-constants.test.ts).
-local recordTtl = '3024000'
+-- The reservation record's TTL, RESERVATION_TTL_SECONDS of src/budget/validate.ts, and how long a period key outlives
+-- its period, PERIOD_GRACE_SECONDS of src/budget/windows.ts (test/unit/lua-ttl-constants.test.ts holds them equal).
+local recordTtl, periodGrace = '3024000', 86400
 
 -- 1. The key must exist, be active, allow this provider, and have a limit in some window or be
 --    marked unlimited. Its loop defaults are read only for a request with a loop check, its session defaults
@@ -180,7 +183,7 @@ if hasLoop then
 end
 
 -- 3b. The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
-local rpm = not refusal and tonumber(rec[9])
+local rpm = not refusal and rec[9] and tonumber(rec[9])
 if rpm then
   local count = tonumber(redis.call('HGET', KEYS[2], 'requests')) or 0
   if count >= rpm then refusal = {'rate_limited', rpm, count} end
@@ -190,7 +193,7 @@ end
 --    has left before this request). Reaching a limit exactly is allowed: limit - used may equal the grant.
 local room = nil
 for i = 1, 5 do
-  local limit = not refusal and tonumber(rec[2 + i])
+  local limit = not refusal and rec[2 + i] and tonumber(rec[2 + i])
   if limit then
     local p = redis.call('HMGET', KEYS[1 + i], 'spent', 'held')
     local held = (p[2] or 0) + 0
@@ -242,15 +245,15 @@ if grant ~= maxMicros then grantArg = format('%d', grant) end
 local booksLoop = hasLoop and not loopNewSince
 local record
 if not (hasSession or booksLoop) then
-  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5]
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4]
 elseif not booksLoop then
-  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(sessionKey, #KEYS[1] - 2)
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.sub(sessionKey, #KEYS[1] - 2)
 elseif not hasSession then
-  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(loopKey, #KEYS[1] - 2) .. '#'
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.sub(loopKey, #KEYS[1] - 2) .. '#'
     .. loopSinceText .. '#' .. step
 else
   local tagEnd = #KEYS[1] - 2
-  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[5] .. ' ' .. string.sub(sessionKey, tagEnd) .. ' '
+  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.sub(sessionKey, tagEnd) .. ' '
     .. string.sub(loopKey, tagEnd) .. '#' .. loopSinceText .. '#' .. step
 end
 if not redis.call('SET', KEYS[7], record, 'EX', recordTtl, 'NX') then return {'duplicate'} end
@@ -258,9 +261,24 @@ if not redis.call('SET', KEYS[7], record, 'EX', recordTtl, 'NX') then return {'d
 -- 6. Admitted: hold the grant in every window period (limited or not, so status shows all spend),
 --    and count the request in the minute. Every period starts on a minute boundary, so the minute's
 --    first request is the first in every period it creates: it sets the five TTLs (and gives one back to
---    a key that lost it), and the minute's later requests need not.
+--    a key that lost it), and the minute's later requests need not. A period's TTL is its length and periodGrace
+--    (src/budget/windows.ts), told here, not passed (an argument costs Redis time on every call): a month's length
+--    from the year and month of ARGV[4], the time the periods are of.
 local firstOfMinute = redis.call('HINCRBY', KEYS[2], 'requests', '1') == 1
-local ttls = firstOfMinute and {string.match(ARGV[4], '^(%d+) (%d+) (%d+) (%d+) (%d+)$')}
+local ttls
+if firstOfMinute then
+  local year, month = string.match(ARGV[4], '^(%d%d%d%d)%-(%d%d)')
+  year, month = year + 0, month + 0
+  local days = 31
+  if month == 2 then
+    days = 28
+    if year % 4 == 0 and (year % 100 ~= 0 or year % 400 == 0) then days = 29 end
+  elseif month == 4 or month == 6 or month == 9 or month == 11 then
+    days = 30
+  end
+  ttls = {format('%d', 60 + periodGrace), format('%d', 3600 + periodGrace), format('%d', 86400 + periodGrace),
+    format('%d', 7 * 86400 + periodGrace), format('%d', days * 86400 + periodGrace)}
+end
 for i = 1, 5 do
   redis.call('HINCRBY', KEYS[1 + i], 'held', grantArg)
   if ttls then redis.call('EXPIRE', KEYS[1 + i], ttls[i]) end
@@ -292,7 +310,7 @@ end
 --     Size: a new step whose hash ends in 0 (one in 16, as checksScopeSize in src/loop/rule.ts) counts its
 --     scope; one found past stepsKept steps is trimmed to stepsAfterTrim (expired ones go first, then the oldest), so
 --     the trim's cost is spread over many new steps. A scope found past stepsKept once keeps its steps' sinceMs
---     in the sorted set KEYS[#KEYS] from then on ('#e' negated marks it), so each later trim reads only what it drops;
+--     in the sorted set loopAgeKey from then on ('#e' negated marks it), so each later trim reads only what it drops;
 --     smaller scopes (most conversations) never pay for it.
 --     Lifetime: a step matters for a window after its sinceMs, so the scope lives a window (and up to an
 --     eighth more) after its newest sinceMs: '#e' holds when it expires, and only a step whose window ends
@@ -345,6 +363,11 @@ if hasLoop then
   end
   -- A step seen again after its window: the old window's requests in flight end nothing in the new one.
   if loopStale then redis.call('HDEL', loopKey, step .. ':' .. loopStale) end
+  -- The scope's steps by age, touched below only by an indexed scope or a size check (whose index, when it makes one,
+  -- sets loopAged there): 'lp:{h}:loopt:<scope>' from 'lp:{h}:loop:<scope>' (KEYS[1] is 'lp:{h}:key').
+  if loopAged or (loopIsNew and string.byte(step, -1) == 48) then
+    loopAgeKey = string.sub(KEYS[1], 1, #KEYS[1] - 3) .. 'loopt' .. string.sub(loopKey, #KEYS[1] + 2)
+  end
   if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, loopSinceText, step) end
   if loopIsNew and string.byte(step, -1) == 48 then
     local size

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { dayExpiresAt } from '../../src/budget/history.js'
 import { dayKey } from '../../src/budget/redis/redis-keys.js'
 import { type BudgetFixture } from '../support/budget-fixture.js'
 import { STORE_KINDS, type TestStore } from '../support/stores.js'
@@ -51,6 +52,17 @@ describe.each(STORE_KINDS)('%s store: spend history', (kind) => {
       expect(Number(await f.redis.call('EXPIRETIME', dayKey(hash, date))) * 1000, date).toBe(Date.parse(`${expiry}T00:00:00.000Z`))
     }
     expect(await f.admin.history(hash, 2)).toEqual([{ date: '2026-03-01', spentMicros: 30 }, { date: '2026-03-02', spentMicros: 5 }])
+  })
+
+  it('gives every day\'s counter the expiry of its date: month ends, leap days, the turn of a year', async () => {
+    if (kind !== 'redis') return
+    const dates = ['2026-01-01', '2026-02-28', '2026-03-01', '2026-12-31', '2027-01-31', '2028-02-29', '2028-03-01', '2100-02-28', '2100-03-01']
+    for (const date of dates) {
+      f.clock.set(`${date}T12:00:00.000Z`)
+      const hash = await f.newKey({ limits: { daily: 50_000_000 } })
+      await f.store.settle(await f.reserved(hash, 1_000), 7)
+      expect(Number(await f.redis.call('EXPIRETIME', dayKey(hash, date))) * 1000, date).toBe(dayExpiresAt(Date.parse(`${date}T12:00:00.000Z`)))
+    }
   })
 
   it('keeps a day for 400 days after it ends, then lets it go', async () => {

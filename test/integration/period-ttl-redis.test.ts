@@ -67,6 +67,16 @@ describe('redis store: period key TTLs', () => {
     await expectFullTtls(await reserved(hash, 40))
   })
 
+  it('the first admitted request of a minute gives the month\'s period its length: 28, 29, 30 or 31 days', async () => {
+    const instants = ['2026-02-10T08:00:00.000Z', '2028-02-29T23:59:00.000Z', '2100-02-01T00:00:00.000Z', '2000-02-15T12:00:00.000Z',
+      '2026-04-30T23:59:59.999Z', '2026-11-01T00:00:00.000Z', '2026-12-31T23:59:30.000Z', '2027-01-01T00:00:00.000Z', '2026-07-15T10:00:00.000Z']
+    for (const at of instants) {
+      f.clock.set(at)
+      const hash = await f.newKey({ limits: { daily: 1_000 } })
+      await expectFullTtls(await reserved(hash, 1))
+    }
+  })
+
   it('the minute\'s later requests and their settlements set none and read none', async () => {
     f.clock.set('2026-05-04T14:00:10.000Z')
     const hash = await f.newKey()

@@ -197,6 +197,43 @@ describe('redis store: the held reservation record', () => {
     expect(await f.store.settle(settled, 120)).toEqual({ chargedMicros: 120, alreadySettled: true })
   })
 
+  it('settle marks the record settled with a settled record\'s TTL; a retry reports the first charge and keeps it', async () => {
+    f.clock.set('2026-05-31T23:59:30.250Z')
+    const hash = await f.newKey({ loopLimit: 5 })
+    const r = await f.reserved(hash, 100, { session: { id: 'run-1', budgetMicros: null, maxSteps: null }, loop: loopOf('run-1') })
+    expect(await f.store.settle(r, 40)).toEqual({ chargedMicros: 40, alreadySettled: false })
+    expect(await f.redis.get(record(hash, r))).toBe('settled 40')
+    expect(await f.redis.ttl(record(hash, r))).toBeGreaterThan(86_400 - 5)
+    expect(await f.redis.ttl(record(hash, r))).toBeLessThanOrEqual(86_400)
+    // A retry with another charge, as a settle of a record with no reservation (a tombstone): nothing changes.
+    expect(await f.store.settle(r, 55)).toEqual({ chargedMicros: 40, alreadySettled: true })
+    expect(await f.redis.get(record(hash, r))).toBe('settled 40')
+    expect(await f.redis.ttl(record(hash, r))).toBeLessThanOrEqual(86_400)
+    const missing = { ...r, requestId: 'never-reserved', bookedKeys: r.bookedKeys.slice(0, 5), reservedMicros: 0 }
+    expect(await f.store.settle(missing, 9)).toEqual({ chargedMicros: 9, alreadySettled: false })
+    expect(await f.redis.get(record(hash, missing))).toBe('settled 9')
+    expect(await f.store.settle(missing, 11)).toEqual({ chargedMicros: 9, alreadySettled: true })
+    expect(await f.redis.get(record(hash, missing))).toBe('settled 9')
+    expect(await f.redis.ttl(record(hash, missing))).toBeGreaterThan(86_400 - 5)
+    for (const w of WINDOW_NAMES) expect(await f.period(hash, w, '2026-05-31T23:59:30.250Z'), w).toEqual({ spent: 49, held: 0 })
+  })
+
+  it('a settle Redis refuses to write (out of memory) fails as it is and changes nothing', async () => {
+    f.clock.set('2026-05-31T23:59:30.250Z')
+    const hash = await f.newKey({ loopLimit: 5 })
+    const r = await f.reserved(hash, 100)
+    const before = await f.redis.get(record(hash, r))
+    await f.redis.config('SET', 'maxmemory', '1')
+    try {
+      await expect(f.store.settle(r, 40)).rejects.toThrow(/OOM/)
+    } finally {
+      await f.redis.config('SET', 'maxmemory', '0')
+    }
+    expect(await f.redis.get(record(hash, r))).toBe(before)
+    for (const w of WINDOW_NAMES) expect(await f.period(hash, w, '2026-05-31T23:59:30.250Z'), w).toEqual({ spent: 0, held: 100 })
+    expect(await f.store.settle(r, 40)).toEqual({ chargedMicros: 40, alreadySettled: false })
+  })
+
   it('extend adds to the string record and keeps its TTL', async () => {
     f.clock.set('2026-05-31T23:59:30.250Z')
     const hash = await f.newKey({ loopLimit: 5 })

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
+import { HISTORY_DAYS } from '../../src/budget/history.js'
 import { RESERVATION_TTL_SECONDS, SETTLED_RECORD_TTL_SECONDS } from '../../src/budget/validate.js'
 import { PERIOD_GRACE_SECONDS } from '../../src/budget/windows.js'
 
@@ -9,13 +10,18 @@ import { PERIOD_GRACE_SECONDS } from '../../src/budget/windows.js'
 const lua = (name: string): string => readFileSync(new URL(`../../lua/${name}.lua`, import.meta.url), 'utf8')
 
 describe('lua scripts: the store\'s fixed TTLs', () => {
-  it('reserve.lua keeps a reservation record RESERVATION_TTL_SECONDS', () => {
-    const line = lua('reserve').match(/^local recordTtl = '(\d+)'$/m)
-    expect(Number(line?.[1])).toBe(RESERVATION_TTL_SECONDS)
+  it('reserve.lua keeps a reservation record RESERVATION_TTL_SECONDS and a period PERIOD_GRACE_SECONDS after it ends', () => {
+    const line = lua('reserve').match(/^local recordTtl, periodGrace = '(\d+)', (\d+)$/m)
+    expect([Number(line?.[1]), Number(line?.[2])]).toEqual([RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS])
   })
 
   it('settle.lua keeps a settled record SETTLED_RECORD_TTL_SECONDS and a recreated period PERIOD_GRACE_SECONDS', () => {
     const line = lua('settle').match(/^local settledTtl, periodGraceTtl = '(\d+)', '(\d+)'$/m)
     expect([Number(line?.[1]), Number(line?.[2])]).toEqual([SETTLED_RECORD_TTL_SECONDS, PERIOD_GRACE_SECONDS])
+  })
+
+  it('settle.lua keeps a day\'s spend history HISTORY_DAYS after the day', () => {
+    const line = lua('settle').match(/^local historyDays = (\d+)$/m)
+    expect(Number(line?.[1])).toBe(HISTORY_DAYS)
   })
 })

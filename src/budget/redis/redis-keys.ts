@@ -66,15 +66,12 @@ export function reservationKeyStart(hash: string): string {
  * <step> = "<count>:<sinceMs>#<request id of the window's first request>" (in flight while its reservation record is
  * held), field <step>:<sinceMs> = its other requests in flight (the previous release's "<count>:<sinceMs>": all of
  * them), '#e' = when the scope expires (ms), negated once the scope is indexed by age (the previous release marked
- * that with a field '#z').
+ * that with a field '#z'). The index by age, `lp:{<hash>}:loopt:<scope>` (a sorted set: member <step>, score its
+ * sinceMs, read by the trim), is named by reserve.lua itself from this key, on the rare paths that touch it (a key
+ * passed would cost every loop check Redis time).
  */
 export function loopKeyStart(hash: string): string {
   return `${prefix(hash)}:loop:`
-}
-
-/** Followed by a scope: the steps of that loop scope by age, a sorted set (member <step>, score its sinceMs), read by the trim. */
-export function loopAgeKeyStart(hash: string): string {
-  return `${prefix(hash)}:loopt:`
 }
 
 /** Settled spend of one UTC day (`YYYY-MM-DD`), an integer string in micro-USD, kept HISTORY_DAYS days. */

@@ -10,7 +10,7 @@ import type { RedisClient } from './redis-client.js'
 import { encodeArgs, encodeStart, joinArg, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-args.js'
 import { evalScript, script } from './script-command.js'
 import { ALREADY, DUPLICATE, HELD, int, intIn, NOT_HELD, OK, refusal, replyOf, unexpected } from './script-replies.js'
-import { dayKey, loopAgeKeyStart, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
+import { dayKey, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
 import type {
   BudgetStore,
   ExtendResult,
@@ -28,7 +28,7 @@ import {
   DEFAULT_SESSION_TTL_SECONDS,
   SETTLED_RECORD_TTL_SECONDS,
 } from '../validate.js'
-import { dayExpiresAt, dayOf } from '../history.js'
+import { dayOf } from '../history.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 
 interface BudgetStoreOptions {
@@ -66,20 +66,19 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
       // Written into a list of its final length: pushing onto a short one copies it into a longer one.
       const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
-      const args = new Array<ScriptArg>(7 + (session === null ? 0 : 5) + (loop === null ? 0 : 4))
+      const args = new Array<ScriptArg>(6 + (session === null ? 0 : 5) + (loop === null ? 0 : 3))
       let at = 0
       args[at++] = fixed.recordAndPeriods
       args[at++] = joinArg(fixed.reservationStart, input.requestId)
       if (sessionKeyName !== null) args[at++] = sessionKeyName
       if (loop !== null) {
         args[at++] = joinArg(fixed.loopStart, loop.scope)
-        args[at++] = joinArg(fixed.loopAgeStart, loop.scope)
       }
-      const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 2)
+      // (The scope's steps by age, lp:{h}:loopt:<scope>, are named by reserve.lua on the rare paths that touch them.)
+      const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 1)
       args[at++] = input.provider
       args[at++] = input.minMicros
       args[at++] = input.maxMicros
-      args[at++] = fixed.ttls
       args[at++] = isoTime(nowMs)
       if (session !== null) {
         args[at++] = session.budgetMicros ?? ''
@@ -151,7 +150,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const same = samePeriods(periods, fixed.periodKeys)
     const keyCount = 7 + (booked.session === undefined ? 0 : 1) + (loop === null ? 0 : 1)
     // Written into a list of its final length (see reserve): the keys, as few arguments as encoded, then ARGV.
-    const args = new Array<ScriptArg>((same ? 2 : 7) + keyCount - 7 + (loop === null ? 2 : 3))
+    const args = new Array<ScriptArg>((same ? 2 : 7) + keyCount - 7 + (loop === null ? 1 : 2))
     let at = 0
     if (same) args[at++] = fixed.periodsAndToday
     else {
@@ -162,7 +161,6 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     if (booked.session !== undefined) args[at++] = booked.session
     if (loop !== null) args[at++] = loop.key
     args[at++] = actualMicros
-    args[at++] = today(nowMs).expiresAtSeconds
     if (loop !== null) args[at++] = loop.inFlightField
     return evalScript(redis, scripts.settle, keyCount, args, readSettle, null, callObserver, started)
   }
@@ -336,12 +334,9 @@ interface FixedKeys {
   noSession: string
   /** The spend history counter of the minute's UTC day. */
   today: string
-  /** The five periods' TTLs in seconds, one argument separated by spaces, encoded. */
-  ttls: EncodedArgs
-  /** The starts of the key's reservation record, loop state and loop step age keys (a request id or scope follows). */
+  /** The starts of the key's reservation record and loop state keys (a request id or scope follows). */
   reservationStart: EncodedStart
   loopStart: EncodedStart
-  loopAgeStart: EncodedStart
 }
 
 /** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
@@ -371,10 +366,8 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     periodsAndToday: encodeArgs([...periodKeys, todayKey]),
     noSession: noSessionKey(hash),
     today: todayKey,
-    ttls: encodeArgs([periods.map((p) => p.ttlSeconds).join(' ')]),
     reservationStart: encodeStart(reservationKeyStart(hash)),
     loopStart: encodeStart(loopKeyStart(hash)),
-    loopAgeStart: encodeStart(loopAgeKeyStart(hash)),
   }
   fixedByHash.set(hash, fresh)
   return fresh
@@ -385,14 +378,12 @@ function periodsStamp(periods: readonly Period[]): number {
   return (periods[0] as Period).start.getTime()
 }
 
-let cachedDay: { dayNumber: number; date: string; expiresAtSeconds: number } = { dayNumber: Number.NaN, date: '', expiresAtSeconds: 0 }
+let cachedDay: { dayNumber: number; date: string } = { dayNumber: Number.NaN, date: '' }
 
-/** The UTC day of `nowMs` and when its history record may go (seconds), built once per day. */
-function today(nowMs: number): { date: string; expiresAtSeconds: number } {
+/** The UTC day of `nowMs` (settle.lua tells when its history record may go from the date), built once per day. */
+function today(nowMs: number): { date: string } {
   const dayNumber = Math.floor(nowMs / 86_400_000)
-  if (dayNumber !== cachedDay.dayNumber) {
-    cachedDay = { dayNumber, date: dayOf(nowMs), expiresAtSeconds: Math.floor(dayExpiresAt(nowMs) / 1000) }
-  }
+  if (dayNumber !== cachedDay.dayNumber) cachedDay = { dayNumber, date: dayOf(nowMs) }
   return cachedDay
 }
 

@@ -1,0 +1,214 @@
+// Redis's time per request (a reserve and its settle) of each build's store, and of the floor's two scripts, timed
+// against one plain redis-server (no valgrind): what `INFO commandstats` counts inside EVALSHA (usec) and the
+// server's whole CPU time (reading the query and writing the reply too, /proc schedstat), each per request.
+//   node bench/redis-time.mjs [--dist=OLD/dist --dist=dist …] [--probe] [--floor] [--shape=bench|plain]
+//                             [--requests=20000] [--rounds=4] [--inflight=32] [--callgrind [--whole] [--keep]]
+// Each round runs every side once, in turn (floor last), `--requests` requests each with `--inflight` in flight on
+// one connection, through that build's own createBudgetStore (exactly the calls the proxy makes), on a key with a
+// daily limit: shape bench with a loop check and the guard off (loop_limit 0), as the bench's requests; plain
+// without. Prints each side's median (min–max) over the rounds. Bounded: at most 10 minutes, then it exits.
+// --probe adds two sides running bench/layout-probe/*.lua (the five current periods in one hash, then in one string:
+// prototypes, see there) with the first build's key admin. --callgrind runs redis-server under
+// `valgrind --tool=callgrind --toggle-collect=evalShaCommand` instead and counts instructions per request inside
+// EVALSHA (a count load does not move; use fewer requests, e.g. --requests=1000 --rounds=1); --keep keeps its dumps
+// (cg.<pid>.<n>, one a side and round, in order) for callgrind_annotate; --whole counts reading the queries and writing
+// the replies too (readQueryFromClient, handleClientsWithPendingWritesUsingThreads), not only EVALSHA: with
+// --inflight above 1 a read or write serves several commands, as under load.
+import { execFileSync, spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { Redis } from 'ioredis'
+import { ROOT, cpuSeconds, freePort, sleep, startRedis } from './procs.mjs'
+
+const args = (name) => process.argv.filter((a) => a.startsWith(`--${name}=`)).map((a) => a.slice(name.length + 3))
+const dists = args('dist').map((d) => resolve(d))
+if (dists.length === 0) dists.push(join(ROOT, 'dist'))
+const withFloor = process.argv.includes('--floor')
+const withProbe = process.argv.includes('--probe')
+const callgrind = process.argv.includes('--callgrind')
+const whole = process.argv.includes('--whole')
+const shape = args('shape')[0] ?? 'bench'
+const requests = Number(args('requests')[0] ?? '20000')
+const rounds = Number(args('rounds')[0] ?? '4')
+const inflight = Number(args('inflight')[0] ?? '32')
+if (!['bench', 'plain'].includes(shape)) throw new Error('--shape is bench or plain')
+const watchdog = setTimeout(() => process.exit(1), 10 * 60_000)
+
+const dir = mkdtempSync(join(tmpdir(), 'redis-time-'))
+const server = callgrind ? await startCallgrindRedis(dir) : await startRedis({ pin: false, dir })
+const clients = []
+try {
+  const sides = []
+  for (const dist of dists) sides.push(await storeSide(dist, server.url))
+  if (withProbe) for (const variant of ['', '-string']) sides.push(await probeSide(dists[0], server.url, variant))
+  if (withFloor) sides.push(await floorSide(server.url))
+  const admin = new Redis(server.url)
+  clients.push(admin)
+  const results = sides.map(() => ({ usec: [], cpu: [], instructions: [] }))
+  let dumps = 0
+  for (let round = 0; round < rounds; round++) {
+    for (const [i, side] of sides.entries()) {
+      await side.run(Math.min(200, requests)) // warm: scripts loaded, code hot
+      if (callgrind) execFileSync('callgrind_control', ['--zero', String(server.pid)], { stdio: 'ignore' })
+      const before = await evalsha(admin)
+      const cpuBefore = cpuSeconds(server.pid)
+      await side.run(requests)
+      const cpuAfter = cpuSeconds(server.pid)
+      const after = await evalsha(admin)
+      if (callgrind) {
+        execFileSync('callgrind_control', ['--dump', String(server.pid)], { stdio: 'ignore' })
+        dumps++
+        results[i].instructions.push(callgrindTotal(dir, server.pid, dumps) / requests)
+      }
+      results[i].usec.push((after.usec - before.usec) / requests)
+      results[i].cpu.push(((cpuAfter - cpuBefore) * 1e6) / requests)
+      if (after.calls - before.calls !== 2 * requests) throw new Error(`${side.name}: ${after.calls - before.calls} EVALSHA for ${requests} requests`)
+    }
+  }
+  const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]
+  const show = (xs, scale = 1) => `${(med(xs) / scale).toFixed(1)} (${(Math.min(...xs) / scale).toFixed(1)}–${(Math.max(...xs) / scale).toFixed(1)})`
+  if (callgrind) {
+    const where = whole ? 'reading queries, running them and writing replies' : 'inside EVALSHA'
+    process.stdout.write(`instructions per request ${where} (reserve + settle), shape ${shape}, ${requests} requests × ${rounds} rounds\n`)
+    for (const [i, side] of sides.entries()) process.stdout.write(`${side.name.padEnd(48)}${`${show(results[i].instructions, 1000)}k`.padStart(26)}\n`)
+  } else {
+    process.stdout.write(`Redis µs per request (reserve + settle), shape ${shape}, ${requests} requests × ${rounds} rounds, ${inflight} in flight\n`)
+    process.stdout.write(`${'side'.padEnd(48)}${'EVALSHA usec'.padStart(22)}${'server CPU µs'.padStart(22)}\n`)
+    for (const [i, side] of sides.entries()) process.stdout.write(`${side.name.padEnd(48)}${show(results[i].usec).padStart(22)}${show(results[i].cpu).padStart(22)}\n`)
+  }
+} finally {
+  for (const c of clients) c.disconnect()
+  await server.stop()
+  if (process.argv.includes('--keep')) process.stdout.write(`kept ${dir}\n`)
+  else rmSync(dir, { recursive: true, force: true })
+  clearTimeout(watchdog)
+}
+
+/** EVALSHA's calls and usec so far, from INFO commandstats. */
+async function evalsha(redis) {
+  const info = await redis.info('commandstats')
+  const m = /cmdstat_evalsha:calls=(\d+),usec=(\d+)/.exec(info)
+  return m ? { calls: Number(m[1]), usec: Number(m[2]) } : { calls: 0, usec: 0 }
+}
+
+/** Runs `n` requests, `inflight` at a time, each `one(i)`. */
+async function closedLoop(n, one) {
+  let next = 0
+  const worker = async () => {
+    while (next < n) await one(next++)
+  }
+  await Promise.all(Array.from({ length: Math.min(inflight, n) }, worker))
+}
+
+/** A build's store: reserve then settle, each request on the key `dist` made for itself. */
+async function storeSide(dist, url) {
+  const { createBudgetStore } = await import(join(dist, 'budget/redis/store.js'))
+  const { createKeyAdmin } = await import(join(dist, 'budget/redis/admin.js'))
+  const redis = new Redis(url, { maxRetriesPerRequest: 0 })
+  clients.push(redis)
+  const store = createBudgetStore(redis)
+  const admin = createKeyAdmin(redis)
+  const { record } = await admin.createKey(`redis-time ${dist}`, ['openai'])
+  await admin.setBudget(record.hash, { limits: { daily: 1e15 }, ...(shape === 'bench' ? { loopLimit: 0 } : {}) })
+  const hex = (s) => createHash('sha256').update(s).digest('hex').slice(0, 16)
+  const loop = shape === 'bench' ? { scope: `c:${hex('conv')}`, step: hex('step') } : null
+  let id = 0
+  return {
+    name: dist,
+    run: (n) => closedLoop(n, async () => {
+      const r = await store.reserve({ keyHash: record.hash, provider: 'openai', requestId: `t${id++}`, minMicros: 1_000, maxMicros: 2_000_000, session: null, loop })
+      if (!r.ok) throw new Error(`refused: ${r.reason}`)
+      await store.settle(r.reservation, 600_000)
+    }),
+  }
+}
+
+/** bench/floor.mjs's store: two EVALSHA of eight keys, each one HINCRBY and one EXPIRE. */
+async function floorSide(url) {
+  const redis = new Redis(url, { maxRetriesPerRequest: 0 })
+  clients.push(redis)
+  const lua = `redis.call('HINCRBY', KEYS[1], 'held', ARGV[1]) redis.call('EXPIRE', KEYS[1], 86400) return {'ok', ARGV[1]}`
+  redis.defineCommand('floorReserve', { numberOfKeys: 8, lua })
+  redis.defineCommand('floorSettle', { numberOfKeys: 8, lua })
+  const keys = (id) => ['floor:rec', 'floor:m', 'floor:h', 'floor:d', 'floor:w', 'floor:mo', 'floor:s', `floor:r:${id}`]
+  let id = 0
+  return {
+    name: 'floor (bench/floor.mjs --store=redis)',
+    run: (n) => closedLoop(n, async () => {
+      const k = keys(id++)
+      await redis.floorReserve(...k, 1000)
+      await redis.floorSettle(...k, -1000)
+    }),
+  }
+}
+
+/** redis-server under callgrind, counting inside evalShaCommand only, on a free port; stop() ends it. */
+async function startCallgrindRedis(outDir) {
+  const port = await freePort()
+  const collect = whole ? ['--toggle-collect=readQueryFromClient', '--toggle-collect=handleClientsWithPendingWritesUsingThreads'] : ['--toggle-collect=evalShaCommand']
+  const child = spawn('valgrind', ['--tool=callgrind', ...collect, `--callgrind-out-file=${outDir}/cg.%p`,
+    'redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--activerehashing', 'no'],
+  { stdio: 'ignore' })
+  const stop = () => new Promise((done) => {
+    if (child.exitCode !== null) return done()
+    child.once('exit', done)
+    child.kill('SIGTERM')
+  })
+  for (let i = 0; i < 120; i++) {
+    const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
+    probe.on('error', () => {})
+    const up = await probe.connect().then(() => probe.ping()).then(() => true, () => false)
+    probe.disconnect()
+    if (up) return { url: `redis://127.0.0.1:${port}`, pid: child.pid, stop }
+    await sleep(500)
+  }
+  await stop()
+  throw new Error('redis-server under valgrind did not start')
+}
+
+/** The instructions counted in dump `n` of callgrind's run of `pid`. */
+function callgrindTotal(outDir, pid, n) {
+  const name = readdirSync(outDir).find((f) => f === `cg.${pid}.${n}`)
+  if (name === undefined) throw new Error(`no callgrind dump ${n}`)
+  return Number(/\n(?:totals|summary): (\d+)/.exec(readFileSync(join(outDir, name), 'utf8'))[1])
+}
+
+/**
+ * bench/layout-probe/*.lua: the common path on one hash of the five current periods (a prototype), with the key,
+ * arguments and record the store would send; a key made by `dist`'s admin, its periods by `dist`'s windows.
+ */
+async function probeSide(dist, url, variant) {
+  const { createKeyAdmin } = await import(join(dist, 'budget/redis/admin.js'))
+  const { currentPeriods } = await import(join(dist, 'budget/windows.js'))
+  const redis = new Redis(url, { maxRetriesPerRequest: 0 })
+  clients.push(redis)
+  const admin = createKeyAdmin(redis)
+  const { record } = await admin.createKey(`redis-time probe${variant} ${dist}`, ['openai'])
+  await admin.setBudget(record.hash, { limits: { daily: 1e15 }, ...(shape === 'bench' ? { loopLimit: 0 } : {}) })
+  const lua = (name) => readFileSync(join(ROOT, `bench/layout-probe/${name}.lua`), 'utf8')
+  redis.defineCommand('probeReserve', { lua: lua(`reserve${variant}`) })
+  redis.defineCommand('probeSettle', { lua: lua(`settle${variant}`) })
+  const tag = `lp:{${record.hash}}:`
+  const hex = (s) => createHash('sha256').update(s).digest('hex').slice(0, 16)
+  const scope = `c:${hex('conv')}`
+  let id = 0
+  return {
+    name: variant === '' ? 'probe: five current periods in one hash' : 'probe: five current periods in one string',
+    run: (n) => closedLoop(n, async () => {
+      const nowMs = Date.now()
+      const periods = currentPeriods(nowMs)
+      const ids = periods.map((p) => p.id).join(' ')
+      const ttls = periods.map((p) => p.ttlSeconds).join(' ')
+      const requestId = `p${id++}`
+      const loopKeys = shape === 'bench' ? [`${tag}loop:${scope}`, `${tag}loopt:${scope}`] : []
+      const loopArgs = shape === 'bench' ? [hex('step'), nowMs] : []
+      const keys = [`${tag}key`, `${tag}cur`, `${tag}r:${requestId}`, ...loopKeys]
+      const reply = await redis.probeReserve(keys.length, ...keys, 'openai', 1_000, 2_000_000, ttls, new Date(nowMs).toISOString(), ids, ...loopArgs)
+      if (typeof reply !== 'number') throw new Error(`probe refused: ${reply}`)
+      const day = new Date(nowMs).toISOString().slice(0, 10)
+      await redis.probeSettle(3, `${tag}cur`, `${tag}d:${day}`, `${tag}r:${requestId}`, 600_000, ids)
+    }),
+  }
+}
