@@ -39,32 +39,6 @@ describe.each(STORE_KINDS)('%s store: spend history', (kind) => {
     expect((await f.admin.history(hash, 400))?.length).toBe(400)
   })
 
-  it('the settle that creates a day\'s counter gives it the day\'s expiry, whatever settled before', async () => {
-    if (kind !== 'redis') return
-    f.clock.set('2026-03-01T23:59:00.000Z')
-    const hash = await f.newKey({ limits: { daily: 50_000_000 } })
-    await f.store.settle(await f.reserved(hash, 1_000), 0)
-    await f.store.settle(await f.reserved(hash, 1_000), 10)
-    await f.store.settle(await f.reserved(hash, 1_000), 20)
-    f.clock.set('2026-03-02T00:00:30.000Z')
-    await f.store.settle(await f.reserved(hash, 1_000), 5)
-    for (const [date, expiry] of [['2026-03-01', '2027-04-06'], ['2026-03-02', '2027-04-07']] as const) {
-      expect(Number(await f.redis.call('EXPIRETIME', dayKey(hash, date))) * 1000, date).toBe(Date.parse(`${expiry}T00:00:00.000Z`))
-    }
-    expect(await f.admin.history(hash, 2)).toEqual([{ date: '2026-03-01', spentMicros: 30 }, { date: '2026-03-02', spentMicros: 5 }])
-  })
-
-  it('gives every day\'s counter the expiry of its date: month ends, leap days, the turn of a year', async () => {
-    if (kind !== 'redis') return
-    const dates = ['2026-01-01', '2026-02-28', '2026-03-01', '2026-12-31', '2027-01-31', '2028-02-29', '2028-03-01', '2100-02-28', '2100-03-01']
-    for (const date of dates) {
-      f.clock.set(`${date}T12:00:00.000Z`)
-      const hash = await f.newKey({ limits: { daily: 50_000_000 } })
-      await f.store.settle(await f.reserved(hash, 1_000), 7)
-      expect(Number(await f.redis.call('EXPIRETIME', dayKey(hash, date))) * 1000, date).toBe(dayExpiresAt(Date.parse(`${date}T12:00:00.000Z`)))
-    }
-  })
-
   it('keeps a day for 400 days after it ends, then lets it go', async () => {
     f.clock.set('2026-01-10T08:00:00.000Z')
     const hash = await f.newKey({ limits: { daily: 50_000_000 } })
@@ -94,5 +68,36 @@ describe.each(STORE_KINDS)('%s store: spend history', (kind) => {
     const hash = await f.newKey({ limits: { daily: 1 } })
     await expect(f.admin.history(hash, 0)).rejects.toThrow(RangeError)
     await expect(f.admin.history(hash, 401)).rejects.toThrow(RangeError)
+  })
+})
+
+/** The Redis store's day counters: settle.lua tells each counter's expiry from its date. */
+describe('redis store: spend history counters', () => {
+  let f: BudgetFixture
+
+  useBudgetFixture('redis', (started) => ({ f } = started))
+
+  it('the settle that creates a day\'s counter gives it the day\'s expiry, whatever settled before', async () => {
+    f.clock.set('2026-03-01T23:59:00.000Z')
+    const hash = await f.newKey({ limits: { daily: 50_000_000 } })
+    await f.store.settle(await f.reserved(hash, 1_000), 0)
+    await f.store.settle(await f.reserved(hash, 1_000), 10)
+    await f.store.settle(await f.reserved(hash, 1_000), 20)
+    f.clock.set('2026-03-02T00:00:30.000Z')
+    await f.store.settle(await f.reserved(hash, 1_000), 5)
+    for (const [date, expiry] of [['2026-03-01', '2027-04-06'], ['2026-03-02', '2027-04-07']] as const) {
+      expect(Number(await f.redis.call('EXPIRETIME', dayKey(hash, date))) * 1000, date).toBe(Date.parse(`${expiry}T00:00:00.000Z`))
+    }
+    expect(await f.admin.history(hash, 2)).toEqual([{ date: '2026-03-01', spentMicros: 30 }, { date: '2026-03-02', spentMicros: 5 }])
+  })
+
+  it('gives every day\'s counter the expiry of its date: month ends, leap days, the turn of a year', async () => {
+    const dates = ['2026-01-01', '2026-02-28', '2026-03-01', '2026-12-31', '2027-01-31', '2028-02-29', '2028-03-01', '2100-02-28', '2100-03-01']
+    for (const date of dates) {
+      f.clock.set(`${date}T12:00:00.000Z`)
+      const hash = await f.newKey({ limits: { daily: 50_000_000 } })
+      await f.store.settle(await f.reserved(hash, 1_000), 7)
+      expect(Number(await f.redis.call('EXPIRETIME', dayKey(hash, date))) * 1000, date).toBe(dayExpiresAt(Date.parse(`${date}T12:00:00.000Z`)))
+    }
   })
 })
