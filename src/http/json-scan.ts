@@ -77,7 +77,8 @@ const isDigit = (c: number | undefined): boolean => c !== undefined && c >= ZERO
 /** Where a validating scan over one body stands between two slices. */
 interface Scan {
   raw: Buffer
-  words32: Words
+  /** viewOf(raw). */
+  view: DataView
   i: number
   next: number
   top: Frame
@@ -102,20 +103,23 @@ const NOT_DONE = Symbol('not done')
 const INVALID = Symbol('invalid')
 
 /**
- * `raw` as 32-bit words from its first 4-byte aligned byte on (`skip` bytes in), for validStringEnd to test four
- * bytes at once: a long string's content is most of a body, and a byte at a time costs twice as much.
+ * `raw`'s bytes read four at a time, little-endian whatever the machine (byte k is the low byte of the word at k),
+ * for validStringEnd: a long string's content is most of a body, and a byte at a time costs twice as much.
  */
-interface Words {
-  words: Int32Array
-  skip: number
+function viewOf(raw: Buffer): DataView {
+  return new DataView(raw.buffer, raw.byteOffset, raw.length)
 }
 
-const NO_WORDS = new Int32Array(0)
-
-function wordsOf(raw: Buffer): Words {
-  const skip = (4 - (raw.byteOffset & 3)) & 3
-  const count = (raw.length - skip) >> 2
-  return { words: count > 0 ? new Int32Array(raw.buffer, raw.byteOffset + skip, count) : NO_WORDS, skip }
+/**
+ * Bit 7 of each byte of the little-endian word `v` that may be a quote, a backslash or a control byte (below 0x20):
+ * zero when none is. The bit tricks of "has a byte below n" and "has a zero byte" (flipping bit 1 takes a quote to
+ * 0x20 and keeps control bytes below it, so one test finds both; a second, a backslash) flag the lowest such byte
+ * exactly; a byte above it may be flagged by the borrow, so only the lowest flag is read.
+ */
+function specialBits(v: number): number {
+  const low = v ^ 0x02020202
+  const slash = v ^ 0x5c5c5c5c
+  return (((low - 0x21212121) & ~low) | ((slash - 0x01010101) & ~slash)) & 0x80808080
 }
 
 /**
@@ -126,32 +130,19 @@ let lastEscaped = false
 
 /**
  * The index of the quote closing the string opened at `start`, or -1 when the string is unterminated or not
- * valid JSON (a control byte, an escape JSON does not have). Sets lastEscaped.
+ * valid JSON (a control byte, an escape JSON does not have). `view`: viewOf(raw). Sets lastEscaped.
  */
-function validStringEnd(raw: Buffer, start: number, aligned: Words): number {
+function validStringEnd(raw: Buffer, view: DataView, start: number): number {
   const length = raw.length
-  const { words, skip } = aligned
   let k = start + 1
   lastEscaped = false
   for (;;) {
-    // Byte by byte up to a word boundary, then four bytes at a time while none is a quote, a backslash or below 0x20.
-    // The first word boundary at or after k (skip when k is before it).
-    const boundary = skip + ((k - skip + 3) & ~3)
-    while (k < boundary && k < length && STRING_BYTES[raw[k] as number] === PLAIN) k++
-    if (k === boundary) {
-      let w = (k - skip) >> 2
-      while (w < words.length) {
-        const v = words[w] as number
-        // The bit tricks of "has a byte below n" (exact as to whether, for n up to 128) and "has a zero byte": flipping
-        // bit 1 takes a quote to 0x20 and keeps control bytes below it, so one test finds both; a second, a backslash.
-        const low = v ^ 0x02020202
-        const slash = v ^ 0x5c5c5c5c
-        if ((((low - 0x21212121) & ~low) | ((slash - 0x01010101) & ~slash)) & 0x80808080) break
-        w++
-      }
-      k = skip + 4 * w
-    }
-    while (k < length && STRING_BYTES[raw[k] as number] === PLAIN) k++
+    // Four bytes at a time from k while none is a quote, a backslash or a control byte; the first one that is, by its
+    // flag (the lowest set bit's byte); the last few bytes of the body one at a time.
+    let bits = 0
+    while (k + 4 <= length && (bits = specialBits(view.getInt32(k, true))) === 0) k += 4
+    if (bits !== 0) k += (31 - Math.clz32(bits & -bits)) >> 3
+    else while (k < length && STRING_BYTES[raw[k] as number] === PLAIN) k++
     if (k >= length) return -1
     const kind = STRING_BYTES[raw[k] as number]
     if (kind === CLOSES) return k
@@ -245,7 +236,7 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       continue
     }
     if (c === QUOTE) {
-      const end = validStringEnd(raw, i, scan.words32)
+      const end = validStringEnd(raw, scan.view, i)
       if (end < 0) return INVALID
       // A valid string has a backslash only where it has an escape: isPlainShortKey's walk, answered from what the scan saw.
       const escaped = lastEscaped
@@ -337,7 +328,7 @@ function verdict(scan: Scan, end: null | typeof INVALID): JsonScan {
 export function scanJson(raw: Buffer, words: WordSet | null, sliceBytes = SCAN_SLICE_BYTES, sliceSteps = SCAN_SLICE_STEPS): JsonScan | Promise<JsonScan> {
   const scan: Scan = {
     raw,
-    words32: wordsOf(raw),
+    view: viewOf(raw),
     i: 0,
     next: VALUE,
     top: null,

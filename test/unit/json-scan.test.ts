@@ -24,7 +24,7 @@ function parseVerdict(raw: Buffer): 'ok' | 'not_json' | 'not_object' {
 
 const verdictOf = (scan: JsonScan) => (scan.ok ? 'ok' : scan.problem)
 
-/** `bytes` copied `offset` bytes into a fresh buffer: the scan reads four bytes at a time from a word boundary. */
+/** `bytes` copied `offset` bytes into a fresh buffer: the scan reads four bytes at a time, which must not depend on where they lie. */
 function at(bytes: Buffer, offset: number): Buffer {
   const backing = Buffer.alloc(bytes.length + 8)
   bytes.copy(backing, offset)
