@@ -128,6 +128,8 @@ export interface WordSet {
   byLength: Uint8Array[][]
   min: number
   max: number
+  /** 1 at `length * 256 + first byte` of each word: most strings of a body are told apart by one load. */
+  heads: Uint8Array
 }
 
 /** A WordSet of `words`: printable ASCII, no quote or backslash (a word is spelled the same in JSON). */
@@ -143,7 +145,9 @@ export function createWordSet(words: readonly string[]): WordSet {
     while (byLength.length <= bytes.length) byLength.push([])
     ;(byLength[bytes.length] as Uint8Array[]).push(bytes)
   }
-  return { byLength, min, max }
+  const heads = new Uint8Array((max + 1) * 256)
+  for (let length = min; length <= max; length++) for (const word of byLength[length] as Uint8Array[]) heads[length * 256 + (word[0] as number)] = 1
+  return { byLength, min, max, heads }
 }
 
 const LETTER_U = 0x75
@@ -151,7 +155,7 @@ const LETTER_U = 0x75
 /** Whether the string whose quotes are at `start` and `end` spells one of `words` out. */
 function isWord(raw: Buffer, start: number, end: number, words: WordSet): boolean {
   const length = end - start - 1
-  if (length < words.min || length > words.max) return false
+  if (length < words.min || length > words.max || words.heads[length * 256 + (raw[start + 1] as number)] === 0) return false
   const list = words.byLength[length] as Uint8Array[]
   for (let w = 0; w < list.length; w++) {
     const word = list[w] as Uint8Array

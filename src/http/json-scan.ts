@@ -217,8 +217,11 @@ function valueEnds(scan: Scan, end: number, top: Frame): void {
  * bytes: INVALID at the first byte JSON.parse would refuse, null at the end of a valid body, or NOT_DONE.
  */
 function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | typeof NOT_DONE | typeof INVALID {
-  const { raw, stack } = scan
-  let { i, top, next } = scan
+  const { raw, stack, view, words } = scan
+  let { i, top, next, wordSeen, afterType } = scan
+  // Keys are checked for a repeat until one is found, and strings for a word until one is seen.
+  let checking = scan.duplicate === null
+  let looking = checking && words !== null && !wordSeen
   const stop = i + sliceBytes
   let steps = 0
   let first = true
@@ -227,6 +230,8 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       scan.i = i
       scan.top = top
       scan.next = next
+      scan.wordSeen = wordSeen
+      scan.afterType = afterType
       return NOT_DONE
     }
     first = false
@@ -236,35 +241,55 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       continue
     }
     if (c === QUOTE) {
-      const end = validStringEnd(raw, scan.view, i)
+      const end = validStringEnd(raw, view, i)
       if (end < 0) return INVALID
       // A valid string has a backslash only where it has an escape: isPlainShortKey's walk, answered from what the scan saw.
       const escaped = lastEscaped
       if (next === KEY || next === KEY_OR_CLOSE) {
-        const frame = top as NonNullable<Frame>
-        if (scan.duplicate === null) {
-          if (seen(raw, frame, i, end, !escaped && end - i <= LINEAR_KEY_BYTES)) {
+        if (checking) {
+          if (seen(raw, top as NonNullable<Frame>, i, end, !escaped && end - i <= LINEAR_KEY_BYTES)) {
             scan.duplicate = Buffer.from(keyText(raw, i, end), 'latin1').toString('utf8')
-          } else if (scan.words !== null && !scan.wordSeen) {
+            checking = false
+            looking = false
+          } else if (looking) {
             // Any key may be a word; a string value only as a `type` key's (a string in an array is neither).
-            if (mayBeWord(raw, i, end, scan.words, !escaped)) scan.wordSeen = true
-            else scan.afterType = isTypeKey(raw, i, end)
+            if (mayBeWord(raw, i, end, words as WordSet, !escaped)) {
+              wordSeen = true
+              looking = false
+            } else {
+              afterType = isTypeKey(raw, i, end)
+            }
           }
         }
         if (stack.length === 1) {
           scan.key = decodedKey(raw, i, end, escaped)
           scan.keyStart = i
         }
-        next = COLON_NEXT
-      } else if (next === VALUE || next === VALUE_OR_CLOSE) {
-        if (top !== null && scan.afterType && scan.words !== null && !scan.wordSeen && mayBeWord(raw, i, end, scan.words, !escaped)) scan.wordSeen = true
-        valueBegins(scan, i, top)
-        valueEnds(scan, end + 1, top)
-        next = stack.length === 0 ? END : COMMA_OR_CLOSE
-      } else {
-        return INVALID
+        // A compact body's colon follows its key at once: read with it, one step fewer.
+        if (raw[end + 1] === COLON) {
+          next = VALUE
+          i = end + 2
+        } else {
+          next = COLON_NEXT
+          i = end + 1
+        }
+        continue
       }
-      i = end + 1
+      if (next !== VALUE && next !== VALUE_OR_CLOSE) return INVALID
+      if (looking && afterType && top !== null && mayBeWord(raw, i, end, words as WordSet, !escaped)) {
+        wordSeen = true
+        looking = false
+      }
+      valueBegins(scan, i, top)
+      valueEnds(scan, end + 1, top)
+      // Likewise the comma after a value inside a container.
+      if (raw[end + 1] === COMMA && stack.length > 0) {
+        next = top === null ? VALUE : KEY
+        i = end + 2
+      } else {
+        next = stack.length === 0 ? END : COMMA_OR_CLOSE
+        i = end + 1
+      }
       continue
     }
     if (c === COLON) {
@@ -309,6 +334,7 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
     }
     i++
   }
+  scan.wordSeen = wordSeen
   return next === END ? null : INVALID
 }
 

@@ -171,6 +171,16 @@ describe('validating JSON scan', () => {
     ['{"a":{]}', 'not_json'],
     ['{"a":1]', 'not_json'],
     ['{"a":1,"a":[1,{"b":2,"b":3', 'not_json'],
+    // A colon or comma right after a string is read with it: only where the grammar has one.
+    ['"a",1', 'not_json'],
+    ['"a","b"', 'not_json'],
+    ['"a":1', 'not_json'],
+    ['["a",]', 'not_json'],
+    ['["a":1]', 'not_json'],
+    ['{"a","b"}', 'not_json'],
+    ['{"a":"b":"c"}', 'not_json'],
+    ['{"a":"b","c"}', 'not_json'],
+    ['{"a":["b","c"],"d":"e"}', 'ok'],
   ])('reads %j as JSON.parse does (%s)', (text, verdict) => {
     const raw = Buffer.from(text)
     expect(parseVerdict(raw)).toBe(verdict)
