@@ -47,18 +47,24 @@ export const LINEAR_KEY_BYTES = 32
  * `plain`: isPlainShortKey of that key.
  */
 export function seen(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number, plain: boolean): boolean {
+  // The common case, small enough for a scan to inline: a plain key in an object of a few keys.
+  if (!plain || frame.set !== null || frame.keys >= LINEAR_KEYS) return seenInSet(raw, frame, start, end, plain)
+  const quotes = frame.quotes
+  const used = 2 * frame.keys
+  for (let k = 0; k < used; k += 2) if (sameBytes(raw, quotes[k] as number, quotes[k + 1] as number, start, end)) return true
+  quotes[used] = start
+  quotes[used + 1] = end
+  frame.keys++
+  return false
+}
+
+/** seen of a key past the linear case: kept in the frame's Set (made now from its keys so far when it has none). */
+function seenInSet(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number, plain: boolean): boolean {
   if (frame.set === null) {
     const quotes = frame.quotes
     const used = 2 * frame.keys
-    if (plain) {
-      for (let k = 0; k < used; k += 2) if (sameBytes(raw, quotes[k] as number, quotes[k + 1] as number, start, end)) return true
-      if (frame.keys < LINEAR_KEYS) {
-        quotes[used] = start
-        quotes[used + 1] = end
-        frame.keys++
-        return false
-      }
-    }
+    // A plain key may still match one of them (a long or escaped key is compared as text below).
+    if (plain) for (let k = 0; k < used; k += 2) if (sameBytes(raw, quotes[k] as number, quotes[k + 1] as number, start, end)) return true
     const set = new Set<string>()
     for (let k = 0; k < used; k += 2) set.add(keyText(raw, quotes[k] as number, quotes[k + 1] as number))
     frame.set = set
@@ -173,6 +179,14 @@ function isWord(raw: Buffer, start: number, end: number, words: WordSet): boolea
  * `plain`: the string is known to have no backslash.
  */
 export function mayBeWord(raw: Buffer, start: number, end: number, words: WordSet, plain: boolean): boolean {
+  // A plain string is most often told apart by its length and first byte alone: small enough for a scan to inline.
+  const length = end - start - 1
+  if (plain && (length < words.min || length > words.max || words.heads[length * 256 + (raw[start + 1] as number)] === 0)) return false
+  return mayBeSpelledWord(raw, start, end, words, plain)
+}
+
+/** mayBeWord past its first test. */
+function mayBeSpelledWord(raw: Buffer, start: number, end: number, words: WordSet, plain: boolean): boolean {
   if (isWord(raw, start, end, words)) return true
   const length = end - start - 1
   if (plain || length <= words.min || length > 6 * words.max) return false

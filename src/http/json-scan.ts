@@ -22,10 +22,24 @@ import type { MemberSpan } from './json-members.js'
  * so a reader parses only the spans it reads.
  */
 
-/** A top-level member, and where each element of its value lies when that value is an array (pairs of start, end). */
+/**
+ * A top-level member, and when its value is an array, where each element lies (pairs of start, end) and where each
+ * element's `type` key lies (`typeKeys`).
+ */
 export interface ScannedMember extends MemberSpan {
   elements: number[] | null
+  /**
+   * Of an array, per element: the opening quote of its `type` key spelled out, NO_KEY when it has none (or is no
+   * object), ESCAPED_KEY when it has a key spelled with an escape (which may be `type`). Null when every element
+   * would be NO_KEY (and for a value that is no array).
+   */
+  typeKeys: number[] | null
 }
+
+/** typeKeys: the element has no `type` key, or is no object. */
+export const NO_KEY = -1
+/** typeKeys: the element has a key spelled with an escape, read to know whether it is `type`. */
+export const ESCAPED_KEY = -2
 
 /** The scan's verdict: `not_json` where JSON.parse throws, `not_object` where it gives anything but an object. */
 export type JsonScan = { ok: false; problem: 'not_json' | 'not_object' } | { ok: true; keys: KeyReport; members: ScannedMember[] }
@@ -95,8 +109,9 @@ interface Scan {
   key: string
   keyStart: number
   valueStart: number
-  /** The element spans of the top-level member being read, when its value is an array. */
+  /** The element spans of the top-level member being read, when its value is an array, and their typeKeys. */
   elements: number[] | null
+  typeKeys: number[] | null
 }
 
 const NOT_DONE = Symbol('not done')
@@ -104,7 +119,7 @@ const INVALID = Symbol('invalid')
 
 /**
  * `raw`'s bytes read four at a time, little-endian whatever the machine (byte k is the low byte of the word at k),
- * for validStringEnd: a long string's content is most of a body, and a byte at a time costs twice as much.
+ * for specialByte: a long string's content is most of a body, and a byte at a time costs twice as much.
  */
 function viewOf(raw: Buffer): DataView {
   return new DataView(raw.buffer, raw.byteOffset, raw.length)
@@ -123,36 +138,25 @@ function specialBits(v: number): number {
 }
 
 /**
- * Whether the string validStringEnd found valid last had an escape: in a valid string every backslash is part of one,
- * so the key checks need not look for a backslash again. Set by each call (the scan reads it before the next).
+ * The index of the first byte at or after `k` that is a quote, a backslash or a control byte (below 0x20); raw.length
+ * when none is. `view`: viewOf(raw). Four bytes at a time, the one found by its flag (the lowest set bit's byte); the
+ * last few bytes of the body one at a time. Small, so that the scan inlines it: it runs once per string and escape.
  */
-let lastEscaped = false
-
-/**
- * The index of the quote closing the string opened at `start`, or -1 when the string is unterminated or not
- * valid JSON (a control byte, an escape JSON does not have). `view`: viewOf(raw). Sets lastEscaped.
- */
-function validStringEnd(raw: Buffer, view: DataView, start: number): number {
+function specialByte(raw: Buffer, view: DataView, k: number): number {
   const length = raw.length
-  let k = start + 1
-  lastEscaped = false
-  for (;;) {
-    // Four bytes at a time from k while none is a quote, a backslash or a control byte; the first one that is, by its
-    // flag (the lowest set bit's byte); the last few bytes of the body one at a time.
-    let bits = 0
-    while (k + 4 <= length && (bits = specialBits(view.getInt32(k, true))) === 0) k += 4
-    if (bits !== 0) k += (31 - Math.clz32(bits & -bits)) >> 3
-    else while (k < length && STRING_BYTES[raw[k] as number] === PLAIN) k++
-    if (k >= length) return -1
-    const kind = STRING_BYTES[raw[k] as number]
-    if (kind === CLOSES) return k
-    if (kind === CONTROL) return -1
-    lastEscaped = true
-    const escaped = raw[k + 1] as number
-    if (SIMPLE_ESCAPES[escaped] === 1) k += 2
-    else if (escaped === LETTER_U && HEX[raw[k + 2] as number] === 1 && HEX[raw[k + 3] as number] === 1 && HEX[raw[k + 4] as number] === 1 && HEX[raw[k + 5] as number] === 1) k += 6
-    else return -1
-  }
+  let bits = 0
+  while (k + 4 <= length && (bits = specialBits(view.getInt32(k, true))) === 0) k += 4
+  if (bits !== 0) return k + ((31 - Math.clz32(bits & -bits)) >> 3)
+  while (k < length && STRING_BYTES[raw[k] as number] === PLAIN) k++
+  return k
+}
+
+/** One past the escape whose backslash is at `k`, or -1 when JSON has no such escape. */
+function escapeEnd(raw: Buffer, k: number): number {
+  const escaped = raw[k + 1] as number
+  if (SIMPLE_ESCAPES[escaped] === 1) return k + 2
+  if (escaped === LETTER_U && HEX[raw[k + 2] as number] === 1 && HEX[raw[k + 3] as number] === 1 && HEX[raw[k + 4] as number] === 1 && HEX[raw[k + 5] as number] === 1) return k + 6
+  return -1
 }
 
 /** One past the number that starts at `start`, or -1 when it does not follow JSON's number grammar. */
@@ -196,17 +200,37 @@ function valueBegins(scan: Scan, start: number, top: Frame): void {
   if (depth === 1 && top !== null) {
     scan.valueStart = start
     scan.elements = scan.raw[start] === OPEN_ARRAY ? [] : null
+    scan.typeKeys = null
   } else if (depth === 2 && top === null && scan.elements !== null) {
     scan.elements.push(start)
+    scan.typeKeys?.push(NO_KEY)
   }
+}
+
+/** Notes a string, number or literal in [start, end) inside `top` (valueBegins, then valueEnds). */
+function valueSpan(scan: Scan, start: number, end: number, top: Frame): void {
+  valueBegins(scan, start, top)
+  valueEnds(scan, end, top)
+}
+
+/**
+ * Notes a key of the element of a top-level array being read, whose opening quote is at `start`, that is `type`
+ * spelled out or (`escaped`) may be: the element's typeKeys entry, unless one was noted.
+ */
+function elementKey(scan: Scan, start: number, escaped: boolean): void {
+  // The elements begun so far, the last being read: its start is noted, not yet its end.
+  const count = ((scan.elements as number[]).length + 1) >> 1
+  const keys = (scan.typeKeys ??= new Array<number>(count).fill(NO_KEY))
+  if (keys[count - 1] === NO_KEY) keys[count - 1] = escaped ? ESCAPED_KEY : start
 }
 
 /** Notes a value that ended at `end` (one past it) inside `top`: closes a top-level member's span or an element's. */
 function valueEnds(scan: Scan, end: number, top: Frame): void {
   const depth = scan.stack.length
   if (depth === 1 && top !== null) {
-    scan.members.push({ key: scan.key, keyStart: scan.keyStart, valueStart: scan.valueStart, valueEnd: end, elements: scan.elements })
+    scan.members.push({ key: scan.key, keyStart: scan.keyStart, valueStart: scan.valueStart, valueEnd: end, elements: scan.elements, typeKeys: scan.typeKeys })
     scan.elements = null
+    scan.typeKeys = null
   } else if (depth === 2 && top === null && scan.elements !== null) {
     scan.elements.push(end)
   }
@@ -241,10 +265,17 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       continue
     }
     if (c === QUOTE) {
-      const end = validStringEnd(raw, view, i)
-      if (end < 0) return INVALID
+      // The closing quote: past each escape, to the next special byte; a control byte or the body's end refuses it.
+      let end = specialByte(raw, view, i + 1)
       // A valid string has a backslash only where it has an escape: isPlainShortKey's walk, answered from what the scan saw.
-      const escaped = lastEscaped
+      let escaped = false
+      while (end < raw.length && raw[end] === BACKSLASH) {
+        escaped = true
+        end = escapeEnd(raw, end)
+        if (end < 0) return INVALID
+        end = specialByte(raw, view, end)
+      }
+      if (end >= raw.length || raw[end] !== QUOTE) return INVALID
       if (next === KEY || next === KEY_OR_CLOSE) {
         if (checking) {
           if (seen(raw, top as NonNullable<Frame>, i, end, !escaped && end - i <= LINEAR_KEY_BYTES)) {
@@ -264,6 +295,9 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
         if (stack.length === 1) {
           scan.key = decodedKey(raw, i, end, escaped)
           scan.keyStart = i
+        } else if (stack.length === 3 && (escaped || isTypeKey(raw, i, end)) && scan.elements !== null) {
+          // A key of an element of a top-level array (a tool's, an input item's).
+          elementKey(scan, i, escaped)
         }
         // A compact body's colon follows its key at once: read with it, one step fewer.
         if (raw[end + 1] === COLON) {
@@ -280,8 +314,9 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
         wordSeen = true
         looking = false
       }
-      valueBegins(scan, i, top)
-      valueEnds(scan, end + 1, top)
+      // Spans are kept of values at depth 2 at most: tested here, so that TurboFan spends its inlining budget on the
+      // calls made for every string (specialByte, seen), not on these.
+      if (stack.length <= 2) valueSpan(scan, i, end + 1, top)
       // Likewise the comma after a value inside a container.
       if (raw[end + 1] === COMMA && stack.length > 0) {
         next = top === null ? VALUE : KEY
@@ -300,7 +335,7 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       next = top === null ? VALUE : KEY
     } else if (c === OPEN_OBJECT || c === OPEN_ARRAY) {
       if (next !== VALUE && next !== VALUE_OR_CLOSE) return INVALID
-      valueBegins(scan, i, top)
+      if (stack.length <= 2) valueBegins(scan, i, top)
       if (stack.length === 0) scan.object = c === OPEN_OBJECT
       stack.push(top)
       if (c === OPEN_OBJECT) {
@@ -320,14 +355,13 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
         spareFrames.push(top)
       }
       top = stack.pop() ?? null
-      valueEnds(scan, i + 1, top)
+      if (stack.length <= 2) valueEnds(scan, i + 1, top)
       next = stack.length === 0 ? END : COMMA_OR_CLOSE
     } else {
       if (next !== VALUE && next !== VALUE_OR_CLOSE) return INVALID
       const end = c === MINUS || (c >= ZERO && c <= NINE) ? numberEnd(raw, i) : literalEnd(raw, i)
       if (end < 0) return INVALID
-      valueBegins(scan, i, top)
-      valueEnds(scan, end, top)
+      if (stack.length <= 2) valueSpan(scan, i, end, top)
       next = stack.length === 0 ? END : COMMA_OR_CLOSE
       i = end
       continue
@@ -369,6 +403,7 @@ export function scanJson(raw: Buffer, words: WordSet | null, sliceBytes = SCAN_S
     keyStart: 0,
     valueStart: 0,
     elements: null,
+    typeKeys: null,
   }
   const end = scanSlice(scan, sliceBytes, sliceSteps)
   if (end !== NOT_DONE) return verdict(scan, end)
