@@ -266,14 +266,17 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
     }
     if (c === QUOTE) {
       // The closing quote: past each escape, to the next special byte; a control byte or the body's end refuses it.
-      let end = specialByte(raw, view, i + 1)
+      // One call of specialByte (its only one, which TurboFan then inlines), after the opening quote and each escape.
+      let from = i + 1
+      let end: number
       // A valid string has a backslash only where it has an escape: isPlainShortKey's walk, answered from what the scan saw.
       let escaped = false
-      while (end < raw.length && raw[end] === BACKSLASH) {
+      for (;;) {
+        end = specialByte(raw, view, from)
+        if (end >= raw.length || raw[end] !== BACKSLASH) break
         escaped = true
-        end = escapeEnd(raw, end)
-        if (end < 0) return INVALID
-        end = specialByte(raw, view, end)
+        from = escapeEnd(raw, end)
+        if (from < 0) return INVALID
       }
       if (end >= raw.length || raw[end] !== QUOTE) return INVALID
       if (next === KEY || next === KEY_OR_CLOSE) {
