@@ -134,8 +134,12 @@ export interface WordSet {
   byLength: Uint8Array[][]
   min: number
   max: number
-  /** 1 at `length * 256 + first byte` of each word: most strings of a body are told apart by one load. */
+  /**
+   * 1 at `length * 256 + first byte` of each word, and (`tails`) at `length * 256 + last byte`: most strings of a
+   * body are told apart by a load or two (`function` and `fileData` share their first).
+   */
   heads: Uint8Array
+  tails: Uint8Array
 }
 
 /** A WordSet of `words`: printable ASCII, no quote or backslash (a word is spelled the same in JSON). */
@@ -152,8 +156,14 @@ export function createWordSet(words: readonly string[]): WordSet {
     ;(byLength[bytes.length] as Uint8Array[]).push(bytes)
   }
   const heads = new Uint8Array((max + 1) * 256)
-  for (let length = min; length <= max; length++) for (const word of byLength[length] as Uint8Array[]) heads[length * 256 + (word[0] as number)] = 1
-  return { byLength, min, max, heads }
+  const tails = new Uint8Array((max + 1) * 256)
+  for (let length = min; length <= max; length++) {
+    for (const word of byLength[length] as Uint8Array[]) {
+      heads[length * 256 + (word[0] as number)] = 1
+      tails[length * 256 + (word[length - 1] as number)] = 1
+    }
+  }
+  return { byLength, min, max, heads, tails }
 }
 
 const LETTER_U = 0x75
@@ -181,7 +191,7 @@ function isWord(raw: Buffer, start: number, end: number, words: WordSet): boolea
 export function mayBeWord(raw: Buffer, start: number, end: number, words: WordSet, plain: boolean): boolean {
   // A plain string is most often told apart by its length and first byte alone: small enough for a scan to inline.
   const length = end - start - 1
-  if (plain && (length < words.min || length > words.max || words.heads[length * 256 + (raw[start + 1] as number)] === 0)) return false
+  if (plain && (length < words.min || length > words.max || words.heads[length * 256 + (raw[start + 1] as number)] === 0 || words.tails[length * 256 + (raw[end - 1] as number)] === 0)) return false
   return mayBeSpelledWord(raw, start, end, words, plain)
 }
 
