@@ -1,5 +1,6 @@
 import { stringEnd } from './json-keys.js'
 import { skipSpace, valueEnd, type MemberSpan } from './json-members.js'
+import { ESCAPED_KEY, NO_KEY, type ScannedMember } from './json-scan.js'
 
 /**
  * Reads of a few depth-1 members of the objects in a body's array (a tool's `type`, a message's `role`) without
@@ -12,7 +13,7 @@ import { skipSpace, valueEnd, type MemberSpan } from './json-members.js'
 /** A lazily read body's bytes and member spans, kept under LAZY_SPANS (proxy/lazy-members.ts), and the keys read since. */
 export interface LazySpans {
   raw: Buffer
-  spans: Map<string, MemberSpan & { elements?: number[] | null }>
+  spans: Map<string, MemberSpan & Partial<Pick<ScannedMember, 'elements' | 'typeKeys'>>>
   materialized: ReadonlySet<string>
   /** The reader of a top-level array made last, and that array's key: the readers of one request (the check, the bound) share its reads. */
   reader: Elements | null
@@ -219,8 +220,22 @@ class SpanElements implements Elements {
   constructor(
     private readonly raw: Buffer,
     private readonly spans: readonly number[],
+    /** Where each element's `type` key lies, as the validating scan found it (ScannedMember.typeKeys); undefined when not known. */
+    private readonly typeKeys?: readonly number[] | null,
   ) {
     this.length = spans.length / 2
+  }
+
+  /** memberStart of element `index`: of `type`, from where the scan found its key when it did. */
+  private memberStart(index: number, name: string): number {
+    const keys = this.typeKeys
+    if (name === 'type' && keys !== undefined) {
+      const key = keys === null ? NO_KEY : (keys[index] as number)
+      if (key === NO_KEY) return -1
+      // `"type"` spelled out: its closing quote is 5 bytes on.
+      if (key !== ESCAPED_KEY) return memberValue(this.raw, key + 5)
+    }
+    return memberStart(this.raw, this.spans[2 * index] as number, name)
   }
 
   typeOf(index: number): ElementType {
@@ -256,7 +271,7 @@ class SpanElements implements Elements {
     }
     const values = name === this.readName ? this.readValues : null
     if (values !== null && values[index] !== UNREAD) return values[index]
-    const start = memberStart(this.raw, this.spans[2 * index] as number, name)
+    const start = this.memberStart(index, name)
     const value = start < 0 ? undefined : spanValue(this.raw, start)
     if (values !== null) values[index] = value
     return value
@@ -432,7 +447,7 @@ export function elementsOf(body: Record<string, unknown>, key: string, inner?: s
     if (span.elements === null) return null
     if (span.elements !== undefined) {
       if (lazy.readerKey !== key) {
-        lazy.reader = new SpanElements(lazy.raw, span.elements)
+        lazy.reader = new SpanElements(lazy.raw, span.elements, span.typeKeys)
         lazy.readerKey = key
       }
       return lazy.reader

@@ -47,18 +47,24 @@ export const LINEAR_KEY_BYTES = 32
  * `plain`: isPlainShortKey of that key.
  */
 export function seen(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number, plain: boolean): boolean {
+  // The common case, small enough for a scan to inline: a plain key in an object of a few keys.
+  if (!plain || frame.set !== null || frame.keys >= LINEAR_KEYS) return seenInSet(raw, frame, start, end, plain)
+  const quotes = frame.quotes
+  const used = 2 * frame.keys
+  for (let k = 0; k < used; k += 2) if (sameBytes(raw, quotes[k] as number, quotes[k + 1] as number, start, end)) return true
+  quotes[used] = start
+  quotes[used + 1] = end
+  frame.keys++
+  return false
+}
+
+/** seen of a key past the linear case: kept in the frame's Set (made now from its keys so far when it has none). */
+function seenInSet(raw: Buffer, frame: NonNullable<Frame>, start: number, end: number, plain: boolean): boolean {
   if (frame.set === null) {
     const quotes = frame.quotes
     const used = 2 * frame.keys
-    if (plain) {
-      for (let k = 0; k < used; k += 2) if (sameBytes(raw, quotes[k] as number, quotes[k + 1] as number, start, end)) return true
-      if (frame.keys < LINEAR_KEYS) {
-        quotes[used] = start
-        quotes[used + 1] = end
-        frame.keys++
-        return false
-      }
-    }
+    // A plain key may still match one of them (a long or escaped key is compared as text below).
+    if (plain) for (let k = 0; k < used; k += 2) if (sameBytes(raw, quotes[k] as number, quotes[k + 1] as number, start, end)) return true
     const set = new Set<string>()
     for (let k = 0; k < used; k += 2) set.add(keyText(raw, quotes[k] as number, quotes[k + 1] as number))
     frame.set = set
@@ -128,6 +134,12 @@ export interface WordSet {
   byLength: Uint8Array[][]
   min: number
   max: number
+  /**
+   * 1 at `length * 256 + first byte` of each word, and (`tails`) at `length * 256 + last byte`: most strings of a
+   * body are told apart by a load or two (`function` and `fileData` share their first).
+   */
+  heads: Uint8Array
+  tails: Uint8Array
 }
 
 /** A WordSet of `words`: printable ASCII, no quote or backslash (a word is spelled the same in JSON). */
@@ -143,7 +155,15 @@ export function createWordSet(words: readonly string[]): WordSet {
     while (byLength.length <= bytes.length) byLength.push([])
     ;(byLength[bytes.length] as Uint8Array[]).push(bytes)
   }
-  return { byLength, min, max }
+  const heads = new Uint8Array((max + 1) * 256)
+  const tails = new Uint8Array((max + 1) * 256)
+  for (let length = min; length <= max; length++) {
+    for (const word of byLength[length] as Uint8Array[]) {
+      heads[length * 256 + (word[0] as number)] = 1
+      tails[length * 256 + (word[length - 1] as number)] = 1
+    }
+  }
+  return { byLength, min, max, heads, tails }
 }
 
 const LETTER_U = 0x75
@@ -151,7 +171,7 @@ const LETTER_U = 0x75
 /** Whether the string whose quotes are at `start` and `end` spells one of `words` out. */
 function isWord(raw: Buffer, start: number, end: number, words: WordSet): boolean {
   const length = end - start - 1
-  if (length < words.min || length > words.max) return false
+  if (length < words.min || length > words.max || words.heads[length * 256 + (raw[start + 1] as number)] === 0) return false
   const list = words.byLength[length] as Uint8Array[]
   for (let w = 0; w < list.length; w++) {
     const word = list[w] as Uint8Array
@@ -169,6 +189,14 @@ function isWord(raw: Buffer, start: number, end: number, words: WordSet): boolea
  * `plain`: the string is known to have no backslash.
  */
 export function mayBeWord(raw: Buffer, start: number, end: number, words: WordSet, plain: boolean): boolean {
+  // A plain string is most often told apart by its length and first byte alone: small enough for a scan to inline.
+  const length = end - start - 1
+  if (plain && (length < words.min || length > words.max || words.heads[length * 256 + (raw[start + 1] as number)] === 0 || words.tails[length * 256 + (raw[end - 1] as number)] === 0)) return false
+  return mayBeSpelledWord(raw, start, end, words, plain)
+}
+
+/** mayBeWord past its first test. */
+function mayBeSpelledWord(raw: Buffer, start: number, end: number, words: WordSet, plain: boolean): boolean {
   if (isWord(raw, start, end, words)) return true
   const length = end - start - 1
   if (plain || length <= words.min || length > 6 * words.max) return false

@@ -22,10 +22,24 @@ import type { MemberSpan } from './json-members.js'
  * so a reader parses only the spans it reads.
  */
 
-/** A top-level member, and where each element of its value lies when that value is an array (pairs of start, end). */
+/**
+ * A top-level member, and when its value is an array, where each element lies (pairs of start, end) and where each
+ * element's `type` key lies (`typeKeys`).
+ */
 export interface ScannedMember extends MemberSpan {
   elements: number[] | null
+  /**
+   * Of an array, per element: the opening quote of its `type` key spelled out, NO_KEY when it has none (or is no
+   * object), ESCAPED_KEY when it has a key spelled with an escape (which may be `type`). Null when every element
+   * would be NO_KEY (and for a value that is no array).
+   */
+  typeKeys: number[] | null
 }
+
+/** typeKeys: the element has no `type` key, or is no object. */
+export const NO_KEY = -1
+/** typeKeys: the element has a key spelled with an escape, read to know whether it is `type`. */
+export const ESCAPED_KEY = -2
 
 /** The scan's verdict: `not_json` where JSON.parse throws, `not_object` where it gives anything but an object. */
 export type JsonScan = { ok: false; problem: 'not_json' | 'not_object' } | { ok: true; keys: KeyReport; members: ScannedMember[] }
@@ -77,7 +91,8 @@ const isDigit = (c: number | undefined): boolean => c !== undefined && c >= ZERO
 /** Where a validating scan over one body stands between two slices. */
 interface Scan {
   raw: Buffer
-  words32: Words
+  /** viewOf(raw). */
+  view: DataView
   i: number
   next: number
   top: Frame
@@ -94,74 +109,54 @@ interface Scan {
   key: string
   keyStart: number
   valueStart: number
-  /** The element spans of the top-level member being read, when its value is an array. */
+  /** The element spans of the top-level member being read, when its value is an array, and their typeKeys. */
   elements: number[] | null
+  typeKeys: number[] | null
 }
 
 const NOT_DONE = Symbol('not done')
 const INVALID = Symbol('invalid')
 
 /**
- * `raw` as 32-bit words from its first 4-byte aligned byte on (`skip` bytes in), for validStringEnd to test four
- * bytes at once: a long string's content is most of a body, and a byte at a time costs twice as much.
+ * `raw`'s bytes read four at a time, little-endian whatever the machine (byte k is the low byte of the word at k),
+ * for specialByte: a long string's content is most of a body, and a byte at a time costs twice as much.
  */
-interface Words {
-  words: Int32Array
-  skip: number
-}
-
-const NO_WORDS = new Int32Array(0)
-
-function wordsOf(raw: Buffer): Words {
-  const skip = (4 - (raw.byteOffset & 3)) & 3
-  const count = (raw.length - skip) >> 2
-  return { words: count > 0 ? new Int32Array(raw.buffer, raw.byteOffset + skip, count) : NO_WORDS, skip }
+function viewOf(raw: Buffer): DataView {
+  return new DataView(raw.buffer, raw.byteOffset, raw.length)
 }
 
 /**
- * Whether the string validStringEnd found valid last had an escape: in a valid string every backslash is part of one,
- * so the key checks need not look for a backslash again. Set by each call (the scan reads it before the next).
+ * Bit 7 of each byte of the little-endian word `v` that may be a quote, a backslash or a control byte (below 0x20):
+ * zero when none is. The bit tricks of "has a byte below n" and "has a zero byte" (flipping bit 1 takes a quote to
+ * 0x20 and keeps control bytes below it, so one test finds both; a second, a backslash) flag the lowest such byte
+ * exactly; a byte above it may be flagged by the borrow, so only the lowest flag is read.
  */
-let lastEscaped = false
+function specialBits(v: number): number {
+  const low = v ^ 0x02020202
+  const slash = v ^ 0x5c5c5c5c
+  return (((low - 0x21212121) & ~low) | ((slash - 0x01010101) & ~slash)) & 0x80808080
+}
 
 /**
- * The index of the quote closing the string opened at `start`, or -1 when the string is unterminated or not
- * valid JSON (a control byte, an escape JSON does not have). Sets lastEscaped.
+ * The index of the first byte at or after `k` that is a quote, a backslash or a control byte (below 0x20); raw.length
+ * when none is. `view`: viewOf(raw). Four bytes at a time, the one found by its flag (the lowest set bit's byte); the
+ * last few bytes of the body one at a time. Small, so that the scan inlines it: it runs once per string and escape.
  */
-function validStringEnd(raw: Buffer, start: number, aligned: Words): number {
+function specialByte(raw: Buffer, view: DataView, k: number): number {
   const length = raw.length
-  const { words, skip } = aligned
-  let k = start + 1
-  lastEscaped = false
-  for (;;) {
-    // Byte by byte up to a word boundary, then four bytes at a time while none is a quote, a backslash or below 0x20.
-    // The first word boundary at or after k (skip when k is before it).
-    const boundary = skip + ((k - skip + 3) & ~3)
-    while (k < boundary && k < length && STRING_BYTES[raw[k] as number] === PLAIN) k++
-    if (k === boundary) {
-      let w = (k - skip) >> 2
-      while (w < words.length) {
-        const v = words[w] as number
-        // The bit tricks of "has a byte below n" (exact as to whether, for n up to 128) and "has a zero byte": flipping
-        // bit 1 takes a quote to 0x20 and keeps control bytes below it, so one test finds both; a second, a backslash.
-        const low = v ^ 0x02020202
-        const slash = v ^ 0x5c5c5c5c
-        if ((((low - 0x21212121) & ~low) | ((slash - 0x01010101) & ~slash)) & 0x80808080) break
-        w++
-      }
-      k = skip + 4 * w
-    }
-    while (k < length && STRING_BYTES[raw[k] as number] === PLAIN) k++
-    if (k >= length) return -1
-    const kind = STRING_BYTES[raw[k] as number]
-    if (kind === CLOSES) return k
-    if (kind === CONTROL) return -1
-    lastEscaped = true
-    const escaped = raw[k + 1] as number
-    if (SIMPLE_ESCAPES[escaped] === 1) k += 2
-    else if (escaped === LETTER_U && HEX[raw[k + 2] as number] === 1 && HEX[raw[k + 3] as number] === 1 && HEX[raw[k + 4] as number] === 1 && HEX[raw[k + 5] as number] === 1) k += 6
-    else return -1
-  }
+  let bits = 0
+  while (k + 4 <= length && (bits = specialBits(view.getInt32(k, true))) === 0) k += 4
+  if (bits !== 0) return k + ((31 - Math.clz32(bits & -bits)) >> 3)
+  while (k < length && STRING_BYTES[raw[k] as number] === PLAIN) k++
+  return k
+}
+
+/** One past the escape whose backslash is at `k`, or -1 when JSON has no such escape. */
+function escapeEnd(raw: Buffer, k: number): number {
+  const escaped = raw[k + 1] as number
+  if (SIMPLE_ESCAPES[escaped] === 1) return k + 2
+  if (escaped === LETTER_U && HEX[raw[k + 2] as number] === 1 && HEX[raw[k + 3] as number] === 1 && HEX[raw[k + 4] as number] === 1 && HEX[raw[k + 5] as number] === 1) return k + 6
+  return -1
 }
 
 /** One past the number that starts at `start`, or -1 when it does not follow JSON's number grammar. */
@@ -205,17 +200,37 @@ function valueBegins(scan: Scan, start: number, top: Frame): void {
   if (depth === 1 && top !== null) {
     scan.valueStart = start
     scan.elements = scan.raw[start] === OPEN_ARRAY ? [] : null
+    scan.typeKeys = null
   } else if (depth === 2 && top === null && scan.elements !== null) {
     scan.elements.push(start)
+    scan.typeKeys?.push(NO_KEY)
   }
+}
+
+/** Notes a string, number or literal in [start, end) inside `top` (valueBegins, then valueEnds). */
+function valueSpan(scan: Scan, start: number, end: number, top: Frame): void {
+  valueBegins(scan, start, top)
+  valueEnds(scan, end, top)
+}
+
+/**
+ * Notes a key of the element of a top-level array being read, whose opening quote is at `start`, that is `type`
+ * spelled out or (`escaped`) may be: the element's typeKeys entry, unless one was noted.
+ */
+function elementKey(scan: Scan, start: number, escaped: boolean): void {
+  // The elements begun so far, the last being read: its start is noted, not yet its end.
+  const count = ((scan.elements as number[]).length + 1) >> 1
+  const keys = (scan.typeKeys ??= new Array<number>(count).fill(NO_KEY))
+  if (keys[count - 1] === NO_KEY) keys[count - 1] = escaped ? ESCAPED_KEY : start
 }
 
 /** Notes a value that ended at `end` (one past it) inside `top`: closes a top-level member's span or an element's. */
 function valueEnds(scan: Scan, end: number, top: Frame): void {
   const depth = scan.stack.length
   if (depth === 1 && top !== null) {
-    scan.members.push({ key: scan.key, keyStart: scan.keyStart, valueStart: scan.valueStart, valueEnd: end, elements: scan.elements })
+    scan.members.push({ key: scan.key, keyStart: scan.keyStart, valueStart: scan.valueStart, valueEnd: end, elements: scan.elements, typeKeys: scan.typeKeys })
     scan.elements = null
+    scan.typeKeys = null
   } else if (depth === 2 && top === null && scan.elements !== null) {
     scan.elements.push(end)
   }
@@ -226,8 +241,11 @@ function valueEnds(scan: Scan, end: number, top: Frame): void {
  * bytes: INVALID at the first byte JSON.parse would refuse, null at the end of a valid body, or NOT_DONE.
  */
 function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | typeof NOT_DONE | typeof INVALID {
-  const { raw, stack } = scan
-  let { i, top, next } = scan
+  const { raw, stack, view, words } = scan
+  let { i, top, next, wordSeen, afterType } = scan
+  // Keys are checked for a repeat until one is found, and strings for a word until one is seen.
+  let checking = scan.duplicate === null
+  let looking = checking && words !== null && !wordSeen
   const stop = i + sliceBytes
   let steps = 0
   let first = true
@@ -236,6 +254,8 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       scan.i = i
       scan.top = top
       scan.next = next
+      scan.wordSeen = wordSeen
+      scan.afterType = afterType
       return NOT_DONE
     }
     first = false
@@ -245,35 +265,69 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       continue
     }
     if (c === QUOTE) {
-      const end = validStringEnd(raw, i, scan.words32)
-      if (end < 0) return INVALID
+      // The closing quote: past each escape, to the next special byte; a control byte or the body's end refuses it.
+      // One call of specialByte (its only one, which TurboFan then inlines), after the opening quote and each escape.
+      let from = i + 1
+      let end: number
       // A valid string has a backslash only where it has an escape: isPlainShortKey's walk, answered from what the scan saw.
-      const escaped = lastEscaped
+      let escaped = false
+      for (;;) {
+        end = specialByte(raw, view, from)
+        if (end >= raw.length || raw[end] !== BACKSLASH) break
+        escaped = true
+        from = escapeEnd(raw, end)
+        if (from < 0) return INVALID
+      }
+      if (end >= raw.length || raw[end] !== QUOTE) return INVALID
       if (next === KEY || next === KEY_OR_CLOSE) {
-        const frame = top as NonNullable<Frame>
-        if (scan.duplicate === null) {
-          if (seen(raw, frame, i, end, !escaped && end - i <= LINEAR_KEY_BYTES)) {
+        if (checking) {
+          if (seen(raw, top as NonNullable<Frame>, i, end, !escaped && end - i <= LINEAR_KEY_BYTES)) {
             scan.duplicate = Buffer.from(keyText(raw, i, end), 'latin1').toString('utf8')
-          } else if (scan.words !== null && !scan.wordSeen) {
+            checking = false
+            looking = false
+          } else if (looking) {
             // Any key may be a word; a string value only as a `type` key's (a string in an array is neither).
-            if (mayBeWord(raw, i, end, scan.words, !escaped)) scan.wordSeen = true
-            else scan.afterType = isTypeKey(raw, i, end)
+            if (mayBeWord(raw, i, end, words as WordSet, !escaped)) {
+              wordSeen = true
+              looking = false
+            } else {
+              afterType = isTypeKey(raw, i, end)
+            }
           }
         }
         if (stack.length === 1) {
           scan.key = decodedKey(raw, i, end, escaped)
           scan.keyStart = i
+        } else if (stack.length === 3 && (escaped || isTypeKey(raw, i, end)) && scan.elements !== null) {
+          // A key of an element of a top-level array (a tool's, an input item's).
+          elementKey(scan, i, escaped)
         }
-        next = COLON_NEXT
-      } else if (next === VALUE || next === VALUE_OR_CLOSE) {
-        if (top !== null && scan.afterType && scan.words !== null && !scan.wordSeen && mayBeWord(raw, i, end, scan.words, !escaped)) scan.wordSeen = true
-        valueBegins(scan, i, top)
-        valueEnds(scan, end + 1, top)
-        next = stack.length === 0 ? END : COMMA_OR_CLOSE
-      } else {
-        return INVALID
+        // A compact body's colon follows its key at once: read with it, one step fewer.
+        if (raw[end + 1] === COLON) {
+          next = VALUE
+          i = end + 2
+        } else {
+          next = COLON_NEXT
+          i = end + 1
+        }
+        continue
       }
-      i = end + 1
+      if (next !== VALUE && next !== VALUE_OR_CLOSE) return INVALID
+      if (looking && afterType && top !== null && mayBeWord(raw, i, end, words as WordSet, !escaped)) {
+        wordSeen = true
+        looking = false
+      }
+      // Spans are kept of values at depth 2 at most: tested here, so that TurboFan spends its inlining budget on the
+      // calls made for every string (specialByte, seen), not on these.
+      if (stack.length <= 2) valueSpan(scan, i, end + 1, top)
+      // Likewise the comma after a value inside a container.
+      if (raw[end + 1] === COMMA && stack.length > 0) {
+        next = top === null ? VALUE : KEY
+        i = end + 2
+      } else {
+        next = stack.length === 0 ? END : COMMA_OR_CLOSE
+        i = end + 1
+      }
       continue
     }
     if (c === COLON) {
@@ -284,7 +338,7 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       next = top === null ? VALUE : KEY
     } else if (c === OPEN_OBJECT || c === OPEN_ARRAY) {
       if (next !== VALUE && next !== VALUE_OR_CLOSE) return INVALID
-      valueBegins(scan, i, top)
+      if (stack.length <= 2) valueBegins(scan, i, top)
       if (stack.length === 0) scan.object = c === OPEN_OBJECT
       stack.push(top)
       if (c === OPEN_OBJECT) {
@@ -304,20 +358,20 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
         spareFrames.push(top)
       }
       top = stack.pop() ?? null
-      valueEnds(scan, i + 1, top)
+      if (stack.length <= 2) valueEnds(scan, i + 1, top)
       next = stack.length === 0 ? END : COMMA_OR_CLOSE
     } else {
       if (next !== VALUE && next !== VALUE_OR_CLOSE) return INVALID
       const end = c === MINUS || (c >= ZERO && c <= NINE) ? numberEnd(raw, i) : literalEnd(raw, i)
       if (end < 0) return INVALID
-      valueBegins(scan, i, top)
-      valueEnds(scan, end, top)
+      if (stack.length <= 2) valueSpan(scan, i, end, top)
       next = stack.length === 0 ? END : COMMA_OR_CLOSE
       i = end
       continue
     }
     i++
   }
+  scan.wordSeen = wordSeen
   return next === END ? null : INVALID
 }
 
@@ -337,7 +391,7 @@ function verdict(scan: Scan, end: null | typeof INVALID): JsonScan {
 export function scanJson(raw: Buffer, words: WordSet | null, sliceBytes = SCAN_SLICE_BYTES, sliceSteps = SCAN_SLICE_STEPS): JsonScan | Promise<JsonScan> {
   const scan: Scan = {
     raw,
-    words32: wordsOf(raw),
+    view: viewOf(raw),
     i: 0,
     next: VALUE,
     top: null,
@@ -352,6 +406,7 @@ export function scanJson(raw: Buffer, words: WordSet | null, sliceBytes = SCAN_S
     keyStart: 0,
     valueStart: 0,
     elements: null,
+    typeKeys: null,
   }
   const end = scanSlice(scan, sliceBytes, sliceSteps)
   if (end !== NOT_DONE) return verdict(scan, end)

@@ -2,7 +2,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { createWordSet, findDuplicateKey, scanKeys } from '../../src/http/json-keys.js'
 import { topLevelMembers } from '../../src/http/json-members.js'
-import { scanJson, type JsonScan } from '../../src/http/json-scan.js'
+import { ESCAPED_KEY, NO_KEY, scanJson, type JsonScan } from '../../src/http/json-scan.js'
 import { SCAN_WORDS } from '../../src/tokens/bound.js'
 
 // Issue 12: the validating scan replaces JSON.parse as the judge of a mid-size body, so its verdict must be
@@ -24,7 +24,7 @@ function parseVerdict(raw: Buffer): 'ok' | 'not_json' | 'not_object' {
 
 const verdictOf = (scan: JsonScan) => (scan.ok ? 'ok' : scan.problem)
 
-/** `bytes` copied `offset` bytes into a fresh buffer: the scan reads four bytes at a time from a word boundary. */
+/** `bytes` copied `offset` bytes into a fresh buffer: the scan reads four bytes at a time, which must not depend on where they lie. */
 function at(bytes: Buffer, offset: number): Buffer {
   const backing = Buffer.alloc(bytes.length + 8)
   bytes.copy(backing, offset)
@@ -53,8 +53,32 @@ function check(bytes: Buffer): void {
       const elements = member.elements as number[]
       expect(elements.length).toBe(2 * value.length)
       value.forEach((element, e) => expect(JSON.parse(raw.toString('utf8', elements[2 * e], elements[2 * e + 1]))).toEqual(element))
+      expectTypeKeys(raw, elements, member.typeKeys, value)
     }
   }
+}
+
+/**
+ * A scan's typeKeys of an array member against its parsed `value`: NO_KEY for an element without an own `type` (or
+ * no object), the quote of a `"type"` key in the element for one with it, ESCAPED_KEY only for one with an escape.
+ */
+function expectTypeKeys(raw: Buffer, elements: readonly number[], typeKeys: readonly number[] | null, value: readonly unknown[]): void {
+  if (typeKeys !== null) expect(typeKeys.length).toBe(value.length)
+  value.forEach((element, e) => {
+    const key = typeKeys === null ? NO_KEY : typeKeys[e]
+    const hasType = typeof element === 'object' && element !== null && !Array.isArray(element) && Object.hasOwn(element, 'type')
+    const [start, end] = [elements[2 * e] as number, elements[2 * e + 1] as number]
+    if (key === ESCAPED_KEY) {
+      expect(raw.toString('latin1', start, end)).toContain('\\')
+    } else if (key === NO_KEY) {
+      expect(hasType).toBe(false)
+    } else {
+      expect(hasType).toBe(true)
+      expect(key).toBeGreaterThan(start)
+      expect(key).toBeLessThan(end)
+      expect(raw.toString('latin1', key as number, (key as number) + 6)).toBe('"type"')
+    }
+  })
 }
 
 // Bytes that matter to the grammar: structure, whitespace (JSON's and not), escapes, number and literal letters,
@@ -171,6 +195,16 @@ describe('validating JSON scan', () => {
     ['{"a":{]}', 'not_json'],
     ['{"a":1]', 'not_json'],
     ['{"a":1,"a":[1,{"b":2,"b":3', 'not_json'],
+    // A colon or comma right after a string is read with it: only where the grammar has one.
+    ['"a",1', 'not_json'],
+    ['"a","b"', 'not_json'],
+    ['"a":1', 'not_json'],
+    ['["a",]', 'not_json'],
+    ['["a":1]', 'not_json'],
+    ['{"a","b"}', 'not_json'],
+    ['{"a":"b":"c"}', 'not_json'],
+    ['{"a":"b","c"}', 'not_json'],
+    ['{"a":["b","c"],"d":"e"}', 'ok'],
   ])('reads %j as JSON.parse does (%s)', (text, verdict) => {
     const raw = Buffer.from(text)
     expect(parseVerdict(raw)).toBe(verdict)
@@ -186,6 +220,26 @@ describe('validating JSON scan', () => {
         check(bytes)
       }
     }
+  })
+
+  it('notes where each element of a top-level array has its own `type` key, and where it may have one spelled with escapes', () => {
+    const tools = [
+      '{"name":"a","input_schema":{"type":"object","properties":{"type":{"type":"string"}}}}',
+      '{"name":"b", "type" : "custom"}',
+      '{"name":"c","t\\u0079pe":"web_search_20250305"}',
+      '{"type":"mcp","n\\u0061me":"d"}',
+      '"type"',
+      '[{"type":"e"}]',
+      '{"description":"type","\\"type\\"":1}',
+    ]
+    const raw = Buffer.from(`{"model":"m","tools":[${tools.join(',')}],"messages":[{"role":"user","content":"type"}],"tool":{"type":"x"}}`)
+    const scan = scanJson(raw, WORDS) as JsonScan & { ok: true }
+    const [model, toolSpans, messages, tool] = scan.members
+    const typeAt = (element: string, nth = 0) => raw.indexOf(element) + element.split('"type"', nth + 1).join('"type"').length
+    expect(toolSpans?.typeKeys).toEqual([NO_KEY, typeAt(tools[1] as string), ESCAPED_KEY, typeAt(tools[3] as string), NO_KEY, NO_KEY, ESCAPED_KEY])
+    // Members with no element `type` key, and members that are no array, note none.
+    expect([model?.typeKeys, messages?.typeKeys, tool?.typeKeys]).toEqual([null, null, null])
+    check(raw)
   })
 
   it('reports a repeated key only for a body that is JSON, as a JSON object', () => {
