@@ -155,6 +155,36 @@ describe('sqlite loop steps: the trim', () => {
     await steps(expired, 272)
     expect(kept()).toEqual(left)
   })
+  const rowsOfScope = (): number =>
+    (stack.db.statement('SELECT count(*) AS n FROM loop_steps WHERE scope = ?').get(place(stack.hash, SCOPE, hex(0)).scope) as { n: number }).n
+
+  it("a scope's size kept by this process is counted anew once another connection has changed the scope", async () => {
+    await steps(0, 200)
+    // Another process adds 60 steps to the scope: step 208 (hex …d0) checks and finds 269, past 256.
+    const other = new DatabaseSync(stack.path, { timeout: 5_000 })
+    try {
+      const p = place(stack.hash, SCOPE, hex(0))
+      const insert = other.prepare('INSERT INTO loop_steps (scope, step, step_low, tag, count, since_ms, inflight, expires_at) VALUES (?, ?, 0, ?, 1, ?, 0, ?)')
+      for (let i = 0; i < 60; i++) insert.run(p.scope, 2 ** 40 + i, p.tag, now, now + 600_000)
+    } finally {
+      other.close()
+    }
+    await steps(200, 210)
+    // Trimmed to 192 at step 208, then step 209.
+    expect(rowsOfScope()).toBe(193)
+  })
+
+  it("a scope's size kept by this process is counted anew once a sweep has removed loop steps", async () => {
+    await steps(0, 200)
+    now += 600_000
+    const sweeper = startHousekeeping(stack.db, () => now, 60_000)
+    for (let i = 0; i < 3; i++) sweeper.sweep()
+    sweeper.stop()
+    expect(rowsOfScope()).toBe(0)
+    // 60 new steps: the checks (…d0, …e0, …f0, …100, …110) find at most 60, so nothing is trimmed.
+    await steps(200, 260)
+    expect(rowsOfScope()).toBe(60)
+  })
 })
 
 describe('a file of the previous release (loop steps in `loops`)', () => {

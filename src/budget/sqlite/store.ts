@@ -34,6 +34,7 @@ import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js
 import type { Db } from './database.js'
 import { prepareMinute, type MinuteStatements } from './minute-statements.js'
 import { createKeyCache } from './key-cache.js'
+import { createScopeSizes } from './scope-sizes.js'
 import { createPeriodReads } from './period-reads.js'
 import { createPeriodWrites } from './period-writes.js'
 import * as rows from './rows.js'
@@ -140,6 +141,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   const periodReads = createPeriodReads(db)
   const periodWrites = createPeriodWrites(db, GRACE_MS, periodReads.written)
   const readKey = createKeyCache(db)
+  const scopeSizes = createScopeSizes(db)
   // The loop step's place of the reserve and of the settle running now (filled per call, never kept).
   const reservePlace: rows.LoopPlace = { scope: 0, step: 0, stepLow: 0, tag: 0 }
   const settlePlace: rows.LoopPlace = { scope: 0, step: 0, stepLow: 0, tag: 0 }
@@ -318,10 +320,13 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         bookedKeys = [...bookedKeys, loopKey]
         booked = `${booked}\n${loopKey}`
       }
-      // Only a new step that checks its scope's size counts it (a read), and trims a scope found past the limit.
+      if (loopInserted) scopeSizes.added(reservePlace.scope)
+      // Only a new step that checks its scope's size counts it (kept, or a read), and trims a scope found past the limit.
       if (loopIsNew && checksScopeSize(loop.step)) {
-        const steps = rows.countLoopSteps(db, reservePlace.scope)
-        if (steps > LOOP_STEPS_PER_SCOPE) rows.trimLoopScope(db, reservePlace.scope, steps, LOOP_STEPS_AFTER_TRIM, loopWindow, nowMs)
+        const steps = scopeSizes.count(reservePlace.scope)
+        if (steps > LOOP_STEPS_PER_SCOPE) {
+          scopeSizes.set(reservePlace.scope, steps - rows.trimLoopScope(db, reservePlace.scope, steps, LOOP_STEPS_AFTER_TRIM, loopWindow, nowMs))
+        }
       }
     }
     if (bookedKeys !== minute.bookedKeys) Object.freeze(bookedKeys)
