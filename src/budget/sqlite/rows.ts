@@ -560,17 +560,18 @@ export function countLoopSteps(db: Db, scope: number): number {
 
 /**
  * Trims a scope of `count` steps (just counted) to `keep`: expired ones go first (window `windowMs`), then the oldest
- * first sighting. One statement: the expired are the oldest, so this deletes the oldest `count - keep` and any other
- * expired. Returns how many went.
+ * first sighting. The expired are the oldest, so this deletes the oldest `count - keep`, then any expired left.
+ * Returns how many went.
  */
 export function trimLoopScope(db: Db, scope: number, count: number, keep: number, windowMs: number, nowMs: number): number {
-  const { changes } = db
+  const oldest = db
     .statement(
-      `DELETE FROM loop_steps WHERE scope = ?1 AND (since_ms <= ?3 OR (step, step_low) IN (
-         SELECT step, step_low FROM loop_steps WHERE scope = ?1 ORDER BY since_ms, step, step_low LIMIT ?2))`,
+      `DELETE FROM loop_steps WHERE scope = ?1 AND (step, step_low) IN (
+         SELECT step, step_low FROM loop_steps WHERE scope = ?1 ORDER BY since_ms, step, step_low LIMIT ?2)`,
     )
-    .run(scope, Math.max(count - keep, 0), nowMs - windowMs)
-  return Number(changes)
+    .run(scope, Math.max(count - keep, 0)).changes
+  const expired = db.statement('DELETE FROM loop_steps WHERE scope = ? AND since_ms <= ?').run(scope, nowMs - windowMs).changes
+  return Number(oldest) + Number(expired)
 }
 
 /** Settled spend per day from `first` to `last` (inclusive, 'YYYY-MM-DD'), days with none left out. */
