@@ -23,7 +23,10 @@
 // first request went unbooked (reserve.lua 7b), common +8.2 % (4 pairs, 7.5 to 9.0), worst +7.6 % (4 pairs, 7.3 to
 // 11.7), redis-server +61k/+64k instructions a request; after it common +3.4 % (4 pairs, 2.5 to 10.1), worst +3.1 %
 // (4 pairs, −2.8 to 5.8), redis-server +32.5k (314.9k against 282.4k) and +46.7k (329.4k against 282.7k); its A/A
-// main +0.2 % (−0.2 to +1.6). About 6–8 min a run (phases ~20 s each, each batch after 5.5 s idle: see fresh).
+// main +0.2 % (−0.2 to +1.6). SQLite after a step's first request went unbooked (in flight by its reservation), a new
+// step recorded by one insert, and the scope sizes kept (one session, main, 4 pairs each): common +1.6 % (−1.9 to 3.9)
+// against the build before it +3.3 % (−19.6 to 6.7; an earlier run +5.6 %, 0.4 to 7.7), worst +4.1 % (2.4 to 47.7)
+// against +6.2 % (0.2 to 51.8); its A/A main +2.0 % (−0.9 to 3.7). About 6–8 min a run (phases ~20 s each, each batch after 5.5 s idle: see fresh).
 // Loads 127.0.0.1 only; stops every process it starts;
 // a run is bounded by TIME_LIMIT_MS. valgrind's vgdb pipes are named by $USER and $HOST: see CONTROL_ENV.
 import { execFileSync, spawn } from 'node:child_process'

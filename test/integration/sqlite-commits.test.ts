@@ -4,10 +4,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { newRequestId } from '../../src/budget/request-id.js'
 import type { Db } from '../../src/budget/sqlite/database.js'
-import { loopPlace } from '../../src/budget/sqlite/rows.js'
+import { loopPlace, type LoopPlace } from '../../src/budget/sqlite/rows.js'
 import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
 import type { BudgetStore, KeyAdmin, Reservation } from '../../src/budget/types.js'
 import { reserveInput } from '../support/budget-fixture.js'
+import { loopRowState } from '../support/sqlite-loop-row.js'
 import { openSqliteStack, type SqliteStack } from '../support/sqlite-stack.js'
 
 // What the embedded store writes per request, counted in WAL frames (one page each), which is what its
@@ -195,9 +196,13 @@ describe('embedded store commits', () => {
     const stepOf = (i: number): string => (0xabc00 + i).toString(16).padStart(16, '0')
     const loopInput = (i: number): ReturnType<typeof reserveInput> =>
       reserveInput(loopHash, 100, { requestId: newRequestId(), loop: { scope: `c:${'1'.padStart(16, '0')}`, step: stepOf(i) } })
+    const placeOf = (i: number): LoopPlace => loopPlace({ scope: 0, step: 0, stepLow: 0, tag: 0 }, loopHash, `c:${'1'.padStart(16, '0')}`, stepOf(i))
     const scopeOf = (): number => loopPlace({ scope: 0, step: 0, stepLow: 0, tag: 0 }, loopHash, `c:${'1'.padStart(16, '0')}`, stepOf(0)).scope
+    /** The scope's steps' requests in flight (loopRowState), in step order. */
     const inFlight = (): number[] =>
-      (db.statement('SELECT inflight FROM loop_steps WHERE scope = ? ORDER BY step, step_low').all(scopeOf()) as Array<{ inflight: number }>).map((r) => r.inflight)
+      (db.statement('SELECT step * 4096 + step_low AS step FROM loop_steps WHERE scope = ? ORDER BY step, step_low').all(scopeOf()) as Array<{ step: number }>).map(
+        (r) => loopRowState(db, loopHash, placeOf(r.step - 0xabc00))?.inflight ?? -1,
+      )
     /** SQLite statement runs during `work`, counted on node:sqlite's own methods. */
     const statementsOf = async (work: () => Promise<unknown>): Promise<number> => {
       const methods = ['run', 'get', 'all'] as const
@@ -227,9 +232,10 @@ describe('embedded store commits', () => {
         }),
       )
       expect(inFlight()).toEqual(Array(8).fill(1))
-      // Per settle its record and its step; once for the commit the periods' booking, BEGIN and COMMIT.
+      // Per settle its record alone (each its step's first request: in flight by its record); once for the commit the
+      // periods' booking, BEGIN and COMMIT.
       const statements = await statementsOf(() => Promise.all(held.map((r) => store.settle(r, 50))))
-      expect(statements).toBe(2 * 8 + 3)
+      expect(statements).toBe(8 + 3)
       expect(inFlight()).toEqual(Array(8).fill(0))
       const status = await admin.status(loopHash)
       expect(status?.minute).toMatchObject({ spentMicros: 50 * 8, heldMicros: 0 })
@@ -237,10 +243,7 @@ describe('embedded store commits', () => {
       expect((await admin.history(loopHash, 1))?.[0]?.spentMicros).toBe(50 * 8)
     })
 
-    const rowOf = (i: number): unknown => {
-      const place = loopPlace({ scope: 0, step: 0, stepLow: 0, tag: 0 }, loopHash, `c:${'1'.padStart(16, '0')}`, stepOf(i))
-      return db.statement('SELECT count, since_ms > 0 AS since, inflight FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ? AND tag = ?').get(place.scope, place.step, place.stepLow, place.tag)
-    }
+    const rowOf = (i: number): unknown => loopRowState(db, loopHash, placeOf(i))
     const admitted = async (input: ReturnType<typeof reserveInput>): Promise<Reservation> => {
       const r = await store.reserve(input)
       if (!r.ok) throw new Error(`refused: ${r.reason}`)

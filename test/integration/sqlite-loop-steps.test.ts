@@ -10,6 +10,7 @@ import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
 import type { BudgetStore, KeyAdmin, Reservation, ReserveInput } from '../../src/budget/types.js'
 import { DEFAULT_LOOP_LIMIT } from '../../src/loop/rule.js'
 import { reserveInput } from '../support/budget-fixture.js'
+import { loopRowLayout, loopRowState } from '../support/sqlite-loop-row.js'
 import { openSqliteStack, type SqliteStack } from '../support/sqlite-stack.js'
 
 const SCOPE = `c:${'5'.padStart(16, '0')}`
@@ -71,34 +72,52 @@ describe('sqlite loop steps', () => {
       Date.now() + 600_000,
     )
     const r = await admitted(store, reserveInput(hash, 100, { loop: { scope: SCOPE, step: STEP } }))
-    const row = (): unknown =>
-      db.statement('SELECT count, inflight, tag FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ?').get(p.scope, p.step, p.stepLow)
-    expect(row()).toEqual({ count: 1, inflight: 1, tag: p.tag })
+    expect(loopRowState(db, hash, p)).toEqual({ count: 1, since: 1, inflight: 1 })
+    expect(loopRowLayout(db, p)).toBe('first')
     await store.settle(r, 50)
-    expect(row()).toEqual({ count: 1, inflight: 0, tag: p.tag })
+    expect(loopRowState(db, hash, p)).toEqual({ count: 1, since: 1, inflight: 0 })
   })
 
   it('a settle ends its step in flight read from its booked key, a session scope holding ":" too', async () => {
     const { db, store, hash } = stack
     for (const [scope, session] of [[SCOPE, null], ['s:a:b:c', 'a:b:c']] as const) {
-      const input = reserveInput(hash, 100, { loop: { scope, step: STEP }, ...(session === null ? {} : { session: { id: session, budgetMicros: null, maxSteps: null } }) })
-      const r = await admitted(store, input)
+      const input = (): ReserveInput =>
+        reserveInput(hash, 100, { loop: { scope, step: STEP }, ...(session === null ? {} : { session: { id: session, budgetMicros: null, maxSteps: null } }) })
+      // The window's first request is in flight by its reservation (not booked); the second is booked.
+      const first = await admitted(store, input())
+      const second = await admitted(store, input())
+      expect(first.bookedKeys.some((k) => k.startsWith('l:'))).toBe(false)
       const p = place(hash, scope, STEP)
-      const inFlight = (): unknown =>
-        db.statement('SELECT inflight FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ? AND tag = ?').get(p.scope, p.step, p.stepLow, p.tag)
-      expect(inFlight()).toEqual({ inflight: 1 })
-      await store.settle(r, 50)
-      expect(inFlight()).toEqual({ inflight: 0 })
+      const booked = (): unknown => db.statement('SELECT inflight FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ?').get(p.scope, p.step, p.stepLow)
+      expect(booked()).toEqual({ inflight: 1 })
+      expect(loopRowState(db, hash, p)?.inflight).toBe(2)
+      await store.settle(second, 50)
+      expect(booked()).toEqual({ inflight: 0 })
+      expect(loopRowState(db, hash, p)?.inflight).toBe(1)
+      await store.settle(first, 50)
+      expect(loopRowState(db, hash, p)?.inflight).toBe(0)
     }
   })
 
   it("a settle ends nothing in another place's row", async () => {
     const { db, store, hash } = stack
     const p = place(hash, SCOPE, STEP)
+    await admitted(store, reserveInput(hash, 100, { loop: { scope: SCOPE, step: STEP } }))
     const r = await admitted(store, reserveInput(hash, 100, { loop: { scope: SCOPE, step: STEP } }))
     db.statement('UPDATE loop_steps SET tag = ? WHERE scope = ? AND step = ? AND step_low = ?').run((p.tag + 1) % 2 ** 32, p.scope, p.step, p.stepLow)
     await store.settle(r, 50)
     expect(db.statement('SELECT inflight FROM loop_steps WHERE scope = ?').get(p.scope)).toEqual({ inflight: 1 })
+  })
+
+  it('a new step whose request another check refuses records nothing', async () => {
+    const { db, store, hash } = stack
+    const p = place(hash, SCOPE, STEP)
+    const r = await store.reserve(reserveInput(hash, 100, { minMicros: 20_000_000_000, maxMicros: 20_000_000_000, loop: { scope: SCOPE, step: STEP } }))
+    expect(r).toMatchObject({ ok: false, reason: 'budget_exceeded' })
+    expect(db.statement('SELECT count(*) AS n FROM loop_steps').get()).toEqual({ n: 0 })
+    // The step is new again: its first admitted request counts once.
+    await admitted(store, reserveInput(hash, 100, { loop: { scope: SCOPE, step: STEP } }))
+    expect(loopRowState(db, hash, p)).toEqual({ count: 1, since: 1, inflight: 1 })
   })
 })
 
@@ -136,6 +155,36 @@ describe('sqlite loop steps: the trim', () => {
     await steps(expired, 272)
     expect(kept()).toEqual(left)
   })
+  const rowsOfScope = (): number =>
+    (stack.db.statement('SELECT count(*) AS n FROM loop_steps WHERE scope = ?').get(place(stack.hash, SCOPE, hex(0)).scope) as { n: number }).n
+
+  it("a scope's size kept by this process is counted anew once another connection has changed the scope", async () => {
+    await steps(0, 200)
+    // Another process adds 60 steps to the scope: step 208 (hex …d0) checks and finds 269, past 256.
+    const other = new DatabaseSync(stack.path, { timeout: 5_000 })
+    try {
+      const p = place(stack.hash, SCOPE, hex(0))
+      const insert = other.prepare('INSERT INTO loop_steps (scope, step, step_low, tag, count, since_ms, inflight, expires_at) VALUES (?, ?, 0, ?, 1, ?, 0, ?)')
+      for (let i = 0; i < 60; i++) insert.run(p.scope, 2 ** 40 + i, p.tag, now, now + 600_000)
+    } finally {
+      other.close()
+    }
+    await steps(200, 210)
+    // Trimmed to 192 at step 208, then step 209.
+    expect(rowsOfScope()).toBe(193)
+  })
+
+  it("a scope's size kept by this process is counted anew once a sweep has removed loop steps", async () => {
+    await steps(0, 200)
+    now += 600_000
+    const sweeper = startHousekeeping(stack.db, () => now, 60_000)
+    for (let i = 0; i < 3; i++) sweeper.sweep()
+    sweeper.stop()
+    expect(rowsOfScope()).toBe(0)
+    // 60 new steps: the checks (…d0, …e0, …f0, …100, …110) find at most 60, so nothing is trimmed.
+    await steps(200, 260)
+    expect(rowsOfScope()).toBe(60)
+  })
 })
 
 describe('a file of the previous release (loop steps in `loops`)', () => {
@@ -161,9 +210,12 @@ describe('a file of the previous release (loop steps in `loops`)', () => {
         )
         .run(hash, SCOPE, STEP, DEFAULT_LOOP_LIMIT + 1, now, now + 600_000, held.length)
       for (const r of held) {
+        // Every request booked with its loop key, l:<step>:<sinceMs>:<scope> (this release books only a window's later
+        // requests, in the same form).
+        const key = `l:${STEP}:${now}:${SCOPE}`
+        raw.prepare(`UPDATE reservations SET booked = booked || ? WHERE hash = ? AND request_id = ? AND booked NOT LIKE '%' || ?`).run(`\n${key}`, hash, r.requestId, key)
         const booked = raw.prepare('SELECT booked FROM reservations WHERE hash = ? AND request_id = ?').get(hash, r.requestId) as { booked: string }
-        // Its booked loop key: l:<step>:<sinceMs>:<scope>, the form this release books too.
-        expect(booked.booked.split('\n').at(-1)).toBe(`l:${STEP}:${now}:${SCOPE}`)
+        expect(booked.booked.split('\n').at(-1)).toBe(key)
       }
     } finally {
       raw.close()
@@ -181,8 +233,13 @@ describe('a file of the previous release (loop steps in `loops`)', () => {
   it('opens, settles and abandons its reservations, counts its loops anew once, and sweeps its old loop rows', async () => {
     const { store, hash } = stack
     const input = (): ReserveInput => reserveInput(hash, 100, { loop: { scope: SCOPE, step: STEP } })
-    const settled = await admitted(store, input())
-    const abandoned = await admitted(store, input())
+    // As the previous release made them: each booked with its loop key.
+    const bookedAsBefore = (r: Reservation): Reservation => {
+      const key = `l:${STEP}:${now}:${SCOPE}`
+      return r.bookedKeys.includes(key) ? r : { ...r, bookedKeys: [...r.bookedKeys, key] }
+    }
+    const settled = bookedAsBefore(await admitted(store, input()))
+    const abandoned = bookedAsBefore(await admitted(store, input()))
     writeAsPreviousRelease(hash, [settled, abandoned])
 
     const { db, store: next, admin } = reopen()
@@ -195,10 +252,7 @@ describe('a file of the previous release (loop steps in `loops`)', () => {
     // The step the previous release counted past the limit starts over (once, at the upgrade): admitted, counted 1.
     const r = await admitted(next, input())
     const p = place(hash, SCOPE, STEP)
-    expect(db.statement('SELECT count, inflight FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ?').get(p.scope, p.step, p.stepLow)).toEqual({
-      count: 1,
-      inflight: 1,
-    })
+    expect(loopRowState(db, hash, p, now)).toEqual({ count: 1, since: 1, inflight: 1 })
     await next.settle(r, 10)
     expect((db.statement('SELECT count(*) AS n FROM loops').get() as { n: number }).n).toBe(1)
     // The old row goes once its window is over, swept like the others.
@@ -232,8 +286,91 @@ describe('a file of the previous release (loop steps in `loops`)', () => {
     }
     expect(await store.settle(r, 50)).toEqual({ chargedMicros: 50, alreadySettled: false })
     const p = place(hash, SCOPE, STEP)
-    expect(stack.db.statement('SELECT count, inflight FROM loop_steps WHERE scope = ?').get(p.scope)).toEqual({ count: 1, inflight: 0 })
+    expect(loopRowState(stack.db, hash, p, now)).toEqual({ count: 1, since: 1, inflight: 0 })
     expect(stack.db.statement('SELECT count, inflight FROM loops WHERE hash = ?').get(hash)).toEqual({ count: 1, inflight: 0 })
     expect(stack.db.statement('PRAGMA integrity_check').get()).toEqual({ integrity_check: 'ok' })
+  })
+})
+
+describe('loop_steps rows of the previous release (every request of a step booked in `inflight`)', () => {
+  let stack: SqliteStack
+  let now: number
+  beforeEach(async () => {
+    now = Date.parse('2026-05-04T12:00:30.000Z')
+    stack = await openSqliteStack('loop-booked', { limits: { daily: 10_000_000_000 } }, () => now)
+  })
+  afterEach(() => stack.close())
+  const input = (): ReserveInput => reserveInput(stack.hash, 100, { loop: { scope: SCOPE, step: STEP } })
+  const bookedRow = (): unknown => {
+    const p = place(stack.hash, SCOPE, STEP)
+    return stack.db.statement('SELECT count, inflight FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ? AND tag = ?').get(p.scope, p.step, p.stepLow, p.tag)
+  }
+
+  it('keeps counting in its layout: its booked reservations settle and abandon exactly, later requests are booked too', async () => {
+    const { db, store, hash } = stack
+    const p = place(hash, SCOPE, STEP)
+    const key = `l:${STEP}:${now}:${SCOPE}`
+    const asBefore = (r: Reservation): Reservation => (r.bookedKeys.includes(key) ? r : { ...r, bookedKeys: [...r.bookedKeys, key] })
+    const a = asBefore(await admitted(store, input()))
+    const b = asBefore(await admitted(store, input()))
+    // As the previous release wrote them: its tag, no first request, both requests booked and counted in flight.
+    db.statement('UPDATE loop_steps SET tag = ?, first = NULL, count = 2, inflight = 2 WHERE scope = ?').run(p.tag, p.scope)
+    db.statement(`UPDATE reservations SET booked = booked || ? WHERE hash = ? AND booked NOT LIKE '%' || ?`).run(`\n${key}`, hash, key)
+    // Two in flight: a third is not a repeat, and is booked in the same row.
+    const c = await admitted(store, input())
+    expect(c.bookedKeys.at(-1)).toBe(key)
+    expect(bookedRow()).toEqual({ count: 2, inflight: 3 })
+    expect(loopRowLayout(db, p)).toBe('booked')
+    await store.settle(a, 10)
+    await store.abandon(hash, b.requestId)
+    await store.settle(c, 10)
+    await store.settle(c, 10)
+    expect(bookedRow()).toEqual({ count: 2, inflight: 0 })
+    // Nothing in flight: the next counts.
+    await store.settle(await admitted(store, input()), 10)
+    expect(bookedRow()).toEqual({ count: 3, inflight: 0 })
+    // A new window starts this release's layout.
+    now += 600_000
+    await admitted(store, input())
+    expect(loopRowLayout(db, p)).toBe('first')
+    expect(loopRowState(db, hash, p, now)).toEqual({ count: 1, since: 1, inflight: 1 })
+  })
+
+  it('a process of the previous release reads a row of this layout as none: it never refuses on it, and both keep exact counts of their own', async () => {
+    const { db, store, hash } = stack
+    const p = place(hash, SCOPE, STEP)
+    for (let i = 0; i <= DEFAULT_LOOP_LIMIT; i++) await store.settle(await admitted(store, input()), 1)
+    expect(await store.reserve(input())).toMatchObject({ ok: false, reason: 'loop_detected' })
+    // The previous release's read: a row whose tag is not its own is another place's (absent, count 0).
+    const found = db.statement('SELECT count, since_ms, inflight, tag FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ?').get(p.scope, p.step, p.stepLow) as {
+      count: number
+      tag: number
+    }
+    expect(found.count).toBe(DEFAULT_LOOP_LIMIT + 1)
+    expect(found.tag).not.toBe(p.tag)
+    // Its admission overwrites the row in its layout (its write, its booked key); this release then counts on it.
+    now += 1
+    db.statement('UPDATE loop_steps SET tag = ?4, count = ?5, since_ms = ?6, inflight = ?7, expires_at = ?8 WHERE scope = ?1 AND step = ?2 AND step_low = ?3').run(
+      p.scope,
+      p.step,
+      p.stepLow,
+      p.tag,
+      1,
+      now,
+      1,
+      now + 600_000,
+    )
+    const mine = await admitted(store, input())
+    expect(bookedRow()).toEqual({ count: 2, inflight: 2 })
+    await store.settle(mine, 1)
+    // The previous release's settle of its own request (its statement).
+    db.statement('UPDATE loop_steps SET inflight = inflight - 1 WHERE scope = ? AND step = ? AND step_low = ? AND tag = ? AND since_ms = ? AND inflight > 0').run(
+      p.scope,
+      p.step,
+      p.stepLow,
+      p.tag,
+      now,
+    )
+    expect(bookedRow()).toEqual({ count: 2, inflight: 0 })
   })
 })

@@ -5,6 +5,7 @@
  * last tick stopped, so one tick stays well under a millisecond and every row is seen once per lap.
  */
 import type { Db } from './database.js'
+import { loopStepsSwept } from './scope-sizes.js'
 
 interface Housekeeping {
   /** One batch per table; returns how many rows went. */
@@ -54,6 +55,7 @@ export function startHousekeeping(db: Db, now: () => number = Date.now, interval
     for (const row of rows) {
       if ((row.expires_at as number) <= nowMs) removed += Number(remove.run(...table.key.map((k) => row[k] as string), nowMs).changes)
     }
+    if (removed > 0 && table.name === 'loop_steps') loopStepsSwept(db)
     const last = rows.at(-1)
     cursors.set(table.name, rows.length < BATCH || last === undefined ? null : table.key.map((k) => last[k] as string))
     return removed

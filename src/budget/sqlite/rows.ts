@@ -481,36 +481,76 @@ function placeOf(out: LoopPlace, hash: string, scopeText: string, scopeFrom: num
 }
 
 /**
- * The row at a loop step's place: its counted repeats, first sighting, requests in flight and tag; undefined when
- * absent. A tag other than the place's is another (key, scope, step)'s row. Expiry is the caller's (window) rule.
+ * The tag a row of the window's-first-request layout carries: its place's tag plus 2^32. The previous release compares
+ * the tag with its own, so it reads such a row as another place's (absent: a count restarted, never a wrong refusal).
  */
-export function readLoopStep(db: Db, place: LoopPlace): readonly [count: number, since_ms: number, inflight: number, tag: number] | undefined {
-  return db.arrayStatement('SELECT count, since_ms, inflight, tag FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ?').get(place.scope, place.step, place.stepLow) as
-    | [count: number, since_ms: number, inflight: number, tag: number]
+export function firstLayoutTag(place: LoopPlace): number {
+  return place.tag + TWO_32
+}
+
+/**
+ * The row at a loop step's place: its counted repeats, first sighting, requests in flight, tag and first request;
+ * undefined when absent. Tag `place.tag`: the previous release's layout, `inflight` every request of the window in
+ * flight. Tag firstLayoutTag(place): `first` is the id of the window's first request, in flight while its reservation
+ * is held (firstInFlight), and `inflight` counts the others. Any other tag is another (key, scope, step)'s row.
+ * Expiry is the caller's (window) rule.
+ */
+export function readLoopStep(
+  db: Db,
+  place: LoopPlace,
+): readonly [count: number, since_ms: number, inflight: number, tag: number, first: string | null] | undefined {
+  return db.arrayStatement('SELECT count, since_ms, inflight, tag, first FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ?').get(place.scope, place.step, place.stepLow) as
+    | [count: number, since_ms: number, inflight: number, tag: number, first: string | null]
     | undefined
 }
 
 /**
- * Writes a loop step; the row may be swept once its window is over (`expiresAt`). `found`: whether its row exists
- * (read by readLoopStep in this transaction, this place's or another's): an update by key, else an insert.
+ * Records the window's first request of a step at a place no row holds (a new step): counted once, nothing else in
+ * flight, `requestId` the first request. False, and nothing written, when a row is there (readLoopStep it).
  */
-export function writeLoopStep(db: Db, place: LoopPlace, found: boolean, count: number, sinceMs: number, inflight: number, expiresAt: number): void {
-  // Both statements take the same values in the same order.
-  const sql = found
-    ? 'UPDATE loop_steps SET tag = ?4, count = ?5, since_ms = ?6, inflight = ?7, expires_at = ?8 WHERE scope = ?1 AND step = ?2 AND step_low = ?3'
-    : 'INSERT INTO loop_steps (scope, step, step_low, tag, count, since_ms, inflight, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)'
-  db.statement(sql).run(place.scope, place.step, place.stepLow, place.tag, count, sinceMs, inflight, expiresAt)
+export function insertFirstLoopStep(db: Db, place: LoopPlace, requestId: string, sinceMs: number, expiresAt: number): boolean {
+  const { changes } = db
+    .statement(
+      `INSERT INTO loop_steps (scope, step, step_low, tag, count, since_ms, inflight, expires_at, first) VALUES (?1, ?2, ?3, ?4, 1, ?5, 0, ?6, ?7)
+       ON CONFLICT DO NOTHING`,
+    )
+    .run(place.scope, place.step, place.stepLow, place.tag + TWO_32, sinceMs, expiresAt, requestId)
+  return changes === 1
 }
 
-/** A request of the step ended: one fewer in flight, if the row is still its place's, in the window it was admitted in. */
-export function endLoopStep(db: Db, place: LoopPlace, sinceMs: number): void {
-  db.statement('UPDATE loop_steps SET inflight = inflight - 1 WHERE scope = ? AND step = ? AND step_low = ? AND tag = ? AND since_ms = ? AND inflight > 0').run(
+/** Removes the row insertFirstLoopStep wrote, when the same reserve then refuses its request. */
+export function deleteLoopStep(db: Db, place: LoopPlace): void {
+  db.statement('DELETE FROM loop_steps WHERE scope = ? AND step = ? AND step_low = ?').run(place.scope, place.step, place.stepLow)
+}
+
+/** Rewrites the row at a place (read by readLoopStep in this transaction): `tag` its layout, `first` its first request or null. */
+export function updateLoopStep(db: Db, place: LoopPlace, tag: number, count: number, sinceMs: number, inflight: number, first: string | null, expiresAt: number): void {
+  db.statement('UPDATE loop_steps SET tag = ?4, count = ?5, since_ms = ?6, inflight = ?7, first = ?8, expires_at = ?9 WHERE scope = ?1 AND step = ?2 AND step_low = ?3').run(
     place.scope,
     place.step,
     place.stepLow,
-    place.tag,
+    tag,
+    count,
     sinceMs,
+    inflight,
+    first,
+    expiresAt,
   )
+}
+
+/** Whether the request `requestId` of the key `hash` is in flight: its reservation live and held (not settled or abandoned). */
+export function firstInFlight(db: Db, hash: string, requestId: string, nowMs: number): boolean {
+  return db.arrayStatement(`SELECT 1 FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ? AND state = 'held'`).get(hash, requestId, nowMs) !== undefined
+}
+
+/**
+ * A booked request of the step ended: one fewer in flight, if the row is still its place's (either layout: a booked
+ * request counts in `inflight` in both), in the window it was admitted in.
+ */
+export function endLoopStep(db: Db, place: LoopPlace, sinceMs: number): void {
+  db.statement(
+    'UPDATE loop_steps SET inflight = inflight - 1 WHERE scope = ?1 AND step = ?2 AND step_low = ?3 AND (tag = ?4 OR tag = ?5) AND since_ms = ?6 AND inflight > 0',
+  ).run(place.scope, place.step, place.stepLow, place.tag, place.tag + TWO_32, sinceMs)
 }
 
 /** How many steps a scope holds (a read: no page written). */
@@ -519,18 +559,19 @@ export function countLoopSteps(db: Db, scope: number): number {
 }
 
 /**
- * Trims a scope of `count` steps (countLoopSteps, just read) to `keep`: expired ones go first (window `windowMs`),
- * then the oldest first sighting.
+ * Trims a scope of `count` steps (just counted) to `keep`: expired ones go first (window `windowMs`), then the oldest
+ * first sighting. The expired are the oldest, so this deletes the oldest `count - keep`, then any expired left.
+ * Returns how many went.
  */
-export function trimLoopScope(db: Db, scope: number, count: number, keep: number, windowMs: number, nowMs: number): void {
-  const { changes } = db.statement('DELETE FROM loop_steps WHERE scope = ? AND since_ms + ? <= ?').run(scope, windowMs, nowMs)
-  // The steps left are known: no second count of the scope.
-  const over = count - Number(changes) - keep
-  if (over <= 0) return
-  db.statement(
-    `DELETE FROM loop_steps WHERE scope = ?1 AND (step, step_low) IN (
-       SELECT step, step_low FROM loop_steps WHERE scope = ?1 ORDER BY since_ms, step, step_low LIMIT ?2)`,
-  ).run(scope, over)
+export function trimLoopScope(db: Db, scope: number, count: number, keep: number, windowMs: number, nowMs: number): number {
+  const oldest = db
+    .statement(
+      `DELETE FROM loop_steps WHERE scope = ?1 AND (step, step_low) IN (
+         SELECT step, step_low FROM loop_steps WHERE scope = ?1 ORDER BY since_ms, step, step_low LIMIT ?2)`,
+    )
+    .run(scope, Math.max(count - keep, 0)).changes
+  const expired = db.statement('DELETE FROM loop_steps WHERE scope = ? AND since_ms <= ?').run(scope, nowMs - windowMs).changes
+  return Number(oldest) + Number(expired)
 }
 
 /** Settled spend per day from `first` to `last` (inclusive, 'YYYY-MM-DD'), days with none left out. */

@@ -26,10 +26,11 @@ CREATE TABLE IF NOT EXISTS sessions (
   steps INTEGER NOT NULL, spent INTEGER NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL, loop_limit INTEGER,
   PRIMARY KEY (hash, id)
 ) STRICT, WITHOUT ROWID;
--- The loop guard's steps (rows.loopPlace): integer keys, so a seek compares integers and a page holds about three times the rows.
+-- The loop guard's steps (rows.loopPlace): integer keys, so a seek compares integers and a page holds about three times the rows;
+-- first: the window's first request, in flight while its reservation is held (rows.readLoopStep).
 CREATE TABLE IF NOT EXISTS loop_steps (
   scope INTEGER NOT NULL, step INTEGER NOT NULL, step_low INTEGER NOT NULL, tag INTEGER NOT NULL, count INTEGER NOT NULL,
-  since_ms INTEGER NOT NULL, inflight INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+  since_ms INTEGER NOT NULL, inflight INTEGER NOT NULL, expires_at INTEGER NOT NULL, first TEXT,
   PRIMARY KEY (scope, step, step_low)
 ) STRICT, WITHOUT ROWID;
 -- Loop steps of files written before loop_steps (text keys): swept, no longer written by this release (a process of
@@ -101,6 +102,7 @@ const ADDED_COLUMNS: ReadonlyArray<readonly [table: string, column: string, type
   ['sessions', 'loop_limit', 'INTEGER'],
   ['periods', 'requests', 'INTEGER NOT NULL DEFAULT 0'],
   ['loops', 'inflight', 'INTEGER NOT NULL DEFAULT 0'],
+  ['loop_steps', 'first', 'TEXT'],
 ]
 
 function addColumns(db: DatabaseSync): void {

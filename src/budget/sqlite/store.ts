@@ -34,6 +34,7 @@ import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js
 import type { Db } from './database.js'
 import { prepareMinute, type MinuteStatements } from './minute-statements.js'
 import { createKeyCache } from './key-cache.js'
+import { createScopeSizes } from './scope-sizes.js'
 import { createPeriodReads } from './period-reads.js'
 import { createPeriodWrites } from './period-writes.js'
 import * as rows from './rows.js'
@@ -140,6 +141,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   const periodReads = createPeriodReads(db)
   const periodWrites = createPeriodWrites(db, GRACE_MS, periodReads.written)
   const readKey = createKeyCache(db)
+  const scopeSizes = createScopeSizes(db)
   // The loop step's place of the reserve and of the settle running now (filled per call, never kept).
   const reservePlace: rows.LoopPlace = { scope: 0, step: 0, stepLow: 0, tag: 0 }
   const settlePlace: rows.LoopPlace = { scope: 0, step: 0, stepLow: 0, tag: 0 }
@@ -199,11 +201,15 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     let s: rows.SessionRow | undefined
     // The session row is written once: by a refusal as read and lowered (keepAlive), by an admission counted.
     let keepAlive = false
+    // Whether this reserve recorded its loop step as new before its other checks (taken back if one refuses).
+    let loopInserted = false
     const refuse = (refusal: Refusal): Refusal => {
       // A request id is used once: a live record (held, settled or tombstone) means a caller fault, before any
       // refusal. Asked here for a refusal; an admission finds it as it writes the record (one probe fewer).
       if (rows.reservationUsed(db, hash, input.requestId, nowMs)) throw usedId(input.requestId)
       if (keepAlive && session !== null && s !== undefined) rows.writeSession(db, hash, session.id, s, sessionExpiresAt)
+      // A refused request records nothing.
+      if (loopInserted) rows.deleteLoopStep(db, reservePlace)
       return refusal
     }
     if (session !== null) {
@@ -225,27 +231,39 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     // With the guard off (no limit in force) nothing is read or recorded.
     const loop = input.loop ?? null
     const loopLimit = loop === null ? null : effectiveLoopLimit(key.loop_limit, s?.loop_limit ?? null)
-    // The step's entry as read (live) or started over (absent or past its window): count, first sighting, in flight.
+    // The step's entry as read (live) or started over (absent or past its window): count, first sighting, requests in
+    // flight (booked: the first request of the entry's window aside when it has `loopFirst`), and its row's layout.
     let loopCount = 0
     let loopSince = nowMs
     let loopInflight = 0
     let loopWindow = 0
     let loopIsNew = false
-    let loopRowExists = false
+    let loopStarts = true
+    let loopTag = 0
+    let loopFirst: string | null = null
     const guarded = loop !== null && loopLimit !== null
     if (guarded) {
       loopWindow = loopWindowMs(key.loop_window)
       rows.loopPlace(reservePlace, hash, loop.scope, loop.step)
-      const found = rows.readLoopStep(db, reservePlace)
-      // A row of another place (its tag differs) reads as none and is overwritten.
-      loopRowExists = found !== undefined
-      const mine = found !== undefined && found[3] === reservePlace.tag ? found : undefined
-      if (mine !== undefined && nowMs < mine[1] + loopWindow) {
-        loopCount = mine[0]
-        loopSince = mine[1]
-        loopInflight = mine[2]
+      // A new step (most of them) is recorded at once as its window's first request: one statement, no read. A new
+      // entry is never refused by the guard, and a later check that refuses deletes it (refuse).
+      loopInserted = rows.insertFirstLoopStep(db, reservePlace, input.requestId, nowMs, nowMs + loopWindow)
+      loopIsNew = loopInserted
+      if (!loopInserted) {
+        const found = rows.readLoopStep(db, reservePlace) as NonNullable<ReturnType<typeof rows.readLoopStep>>
+        // A row of another place (its tag differs) reads as none and is overwritten; either layout of this place's is read.
+        const tag = found[3]
+        const mine = tag === reservePlace.tag || tag === rows.firstLayoutTag(reservePlace)
+        if (mine && nowMs < found[1] + loopWindow) {
+          loopCount = found[0]
+          loopSince = found[1]
+          loopInflight = found[2]
+          loopStarts = false
+          loopTag = tag
+          loopFirst = tag === reservePlace.tag ? null : found[4]
+        }
+        loopIsNew = !mine
       }
-      loopIsNew = mine === undefined
       if (loopCount > loopLimit) {
         return refuse({ ok: false, reason: 'loop_detected', step: loop.step, count: loopCount, limitCount: loopLimit })
       }
@@ -287,16 +305,28 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       booked = `${booked}\n${sessionKey}`
     }
     if (guarded) {
-      // A repeat counts unless requests of the step are in flight (beyond a previous one still settling): requests fired at once are not repeats.
-      const counted = loopInflight <= LOOP_IN_FLIGHT_TOLERATED ? loopCount + 1 : loopCount
-      rows.writeLoopStep(db, reservePlace, loopRowExists, counted, loopSince, loopInflight + 1, loopSince + loopWindow)
-      const loopKey = rows.loopBookedKey(loop.step, loopSince, loop.scope)
-      bookedKeys = [...bookedKeys, loopKey]
-      booked = `${booked}\n${loopKey}`
-      // Only a new step that checks its scope's size counts it (a read), and trims a scope found past the limit.
+      if (loopStarts) {
+        // The window's first request is not booked: it is in flight while its reservation is held, which settle and
+        // abandon change exactly once, so its settle writes nothing here.
+        if (!loopInserted) rows.updateLoopStep(db, reservePlace, rows.firstLayoutTag(reservePlace), 1, nowMs, 0, input.requestId, nowMs + loopWindow)
+      } else {
+        // A repeat counts unless requests of the step are in flight (beyond a previous one still settling): requests
+        // fired at once are not repeats. The first request's reservation is read only when it decides that.
+        let inFlight = loopInflight
+        if (loopFirst !== null && inFlight === LOOP_IN_FLIGHT_TOLERATED && rows.firstInFlight(db, hash, loopFirst, nowMs)) inFlight++
+        const counted = inFlight <= LOOP_IN_FLIGHT_TOLERATED ? loopCount + 1 : loopCount
+        rows.updateLoopStep(db, reservePlace, loopTag, counted, loopSince, loopInflight + 1, loopFirst, loopSince + loopWindow)
+        const loopKey = rows.loopBookedKey(loop.step, loopSince, loop.scope)
+        bookedKeys = [...bookedKeys, loopKey]
+        booked = `${booked}\n${loopKey}`
+      }
+      if (loopInserted) scopeSizes.added(reservePlace.scope)
+      // Only a new step that checks its scope's size counts it (kept, or a read), and trims a scope found past the limit.
       if (loopIsNew && checksScopeSize(loop.step)) {
-        const steps = rows.countLoopSteps(db, reservePlace.scope)
-        if (steps > LOOP_STEPS_PER_SCOPE) rows.trimLoopScope(db, reservePlace.scope, steps, LOOP_STEPS_AFTER_TRIM, loopWindow, nowMs)
+        const steps = scopeSizes.count(reservePlace.scope)
+        if (steps > LOOP_STEPS_PER_SCOPE) {
+          scopeSizes.set(reservePlace.scope, steps - rows.trimLoopScope(db, reservePlace.scope, steps, LOOP_STEPS_AFTER_TRIM, loopWindow, nowMs))
+        }
       }
     }
     if (bookedKeys !== minute.bookedKeys) Object.freeze(bookedKeys)
