@@ -177,6 +177,8 @@ export class Digest {
     }
     const bytes = text.raw.subarray(text.start + 1, text.end)
     if (isAscii(bytes) && bytes.indexOf(BACKSLASH) < 0) this.string(bytes)
+    // Escaped strings (code with its line ends) are decoded by JSON.parse: unescaping the bytes in JavaScript took
+    // twice as long (1.4 against 0.7 µs for 900 bytes).
     else this.string(text.decode())
   }
 

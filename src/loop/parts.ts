@@ -33,14 +33,22 @@ const [TYPE, TEXT, NAME, INPUT, ARGUMENTS, CONTENT, IS_ERROR, OUTPUT, TOOL_USE, 
 const TYPED_CALLS = new Set(['tool_use', 'server_tool_use', 'mcp_tool_use', 'function_call', 'custom_tool_call'])
 const TYPED_RESULTS = new Set(['tool_result', 'function_call_output', 'custom_tool_call_output'])
 
-/** A content block of a lazily read body whose `type` is a string, its BLOCK_MEMBERS read from its bytes in one pass. */
+/**
+ * A content block of a lazily read body whose `type` is a string, read from its bytes in one pass: the members
+ * hashBlock reads of its type (text; name and input or arguments; content or output and is_error), undefined when absent.
+ */
 class Block {
   constructor(
     readonly span: JsonSpan,
     readonly type: string,
-    readonly members: unknown[],
+    readonly first: unknown,
+    readonly second: unknown,
   ) {}
 }
+
+// Every block's BLOCK_MEMBERS are read into this one array (readPart runs to its end without a pause), emptied after
+// each: a Block keeps the two it needs, not an array of its own.
+const blockMembers: unknown[] = new Array(BLOCK_MEMBERS.length).fill(undefined)
 
 /**
  * A part as a shape reads it, made ready for partKind and hashPart: an object still in a body's bytes (a JsonSpan) as
@@ -49,14 +57,23 @@ class Block {
 export function readPart(part: unknown): unknown {
   if (!(part instanceof JsonSpan)) return part
   if (!part.isObject) return part.decode()
-  const members = new Array<unknown>(BLOCK_MEMBERS.length)
-  part.members(BLOCK_MEMBERS, BLOCK_UNDECODED, members)
+  part.members(BLOCK_MEMBERS, BLOCK_UNDECODED, blockMembers)
+  const block = blockOf(part, blockMembers)
+  for (let n = 0; n < blockMembers.length; n++) blockMembers[n] = undefined
+  return block ?? part.decode()
+}
+
+/** The Block of a block whose BLOCK_MEMBERS are `members`; null when hashPart reads it otherwise (parsed). */
+function blockOf(span: JsonSpan, members: readonly unknown[]): Block | null {
   const type = members[TYPE]
-  if (typeof type !== 'string') return part.decode()
-  if (TEXT_TYPES.has(type) || REASONING_TYPES.has(type) || TYPED_CALLS.has(type)) return new Block(part, type, members)
+  if (typeof type !== 'string') return null
+  if (TEXT_TYPES.has(type)) return new Block(span, type, members[TEXT], undefined)
+  if (REASONING_TYPES.has(type)) return new Block(span, type, undefined, undefined)
+  if (type === 'function_call') return new Block(span, type, members[NAME], members[ARGUMENTS])
+  if (TYPED_CALLS.has(type)) return new Block(span, type, members[NAME], members[INPUT])
   // A result's type is read after the checks of `toolUse` and `functionCall`: a block with either is read parsed.
-  if (TYPED_RESULTS.has(type) && !isRecord(plain(members[TOOL_USE])) && !isRecord(plain(members[FUNCTION_CALL]))) return new Block(part, type, members)
-  return part.decode()
+  if (!TYPED_RESULTS.has(type) || isRecord(plain(members[TOOL_USE])) || isRecord(plain(members[FUNCTION_CALL]))) return null
+  return type === 'tool_result' ? new Block(span, type, members[CONTENT], members[IS_ERROR]) : new Block(span, type, members[OUTPUT], undefined)
 }
 
 /** A member of a Block as JSON.parse gives it. */
@@ -70,18 +87,14 @@ function feed(digest: Digest, value: unknown): void {
 
 /** hashPart of a Block: what it hashes of the block parsed, read from its members. */
 function hashBlock(digest: Digest, block: Block): void {
-  const { type, members } = block
+  const { type } = block
   if (TEXT_TYPES.has(type)) {
     digest.add('text')
-    feed(digest, members[TEXT])
-  } else if (type === 'tool_use' || type === 'server_tool_use' || type === 'mcp_tool_use' || type === 'custom_tool_call') {
-    call(digest, members[NAME], members[INPUT])
-  } else if (type === 'function_call') {
-    call(digest, members[NAME], members[ARGUMENTS])
-  } else if (type === 'tool_result') {
-    result(digest, members[CONTENT], members[IS_ERROR])
-  } else if (type === 'function_call_output' || type === 'custom_tool_call_output') {
-    result(digest, members[OUTPUT], undefined)
+    feed(digest, block.first)
+  } else if (TYPED_CALLS.has(type)) {
+    call(digest, block.first, block.second)
+  } else if (TYPED_RESULTS.has(type)) {
+    result(digest, block.first, block.second)
   } else {
     // Reasoning, which partKind skips: hashed as hashPart hashes it parsed.
     hashPart(digest, block.span.decode())
