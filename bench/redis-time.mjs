@@ -181,7 +181,7 @@ function callgrindTotal(outDir, pid, n) {
  */
 async function probeSide(dist, url, variant) {
   const { createKeyAdmin } = await import(join(dist, 'budget/redis/admin.js'))
-  const { currentPeriods } = await import(join(dist, 'budget/windows.js'))
+  const { currentPeriods, PERIOD_GRACE_SECONDS } = await import(join(dist, 'budget/windows.js'))
   const redis = new Redis(url, { maxRetriesPerRequest: 0 })
   clients.push(redis)
   const admin = createKeyAdmin(redis)
@@ -200,7 +200,7 @@ async function probeSide(dist, url, variant) {
       const nowMs = Date.now()
       const periods = currentPeriods(nowMs)
       const ids = periods.map((p) => p.id).join(' ')
-      const ttls = periods.map((p) => p.ttlSeconds).join(' ')
+      const ttls = periods.map((p) => (p.resetsAt.getTime() - p.start.getTime()) / 1000 + PERIOD_GRACE_SECONDS).join(' ')
       const requestId = `p${id++}`
       const loopKeys = shape === 'bench' ? [`${tag}loop:${scope}`, `${tag}loopt:${scope}`] : []
       const loopArgs = shape === 'bench' ? [hex('step'), nowMs] : []

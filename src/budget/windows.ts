@@ -9,7 +9,10 @@ const HOUR_MS = 60 * MINUTE_MS
 const DAY_MS = 24 * HOUR_MS
 const WEEK_MS = 7 * DAY_MS
 
-/** How long a period key outlives its period, so a late settlement still finds it. */
+/**
+ * How long a period key outlives its period, so a late settlement still finds it: a period key's TTL is its length
+ * plus this (told by lua/reserve.lua from the request's time; test/unit/lua-ttl-constants.test.ts holds them equal).
+ */
 export const PERIOD_GRACE_SECONDS = 86_400
 
 export interface Period {
@@ -19,8 +22,6 @@ export interface Period {
   start: Date
   /** Start of the next period. */
   resetsAt: Date
-  /** TTL for the period's Redis key: the period's length plus PERIOD_GRACE_SECONDS. */
-  ttlSeconds: number
 }
 
 /** The period of `window` that contains the instant `nowMs`. */
@@ -82,7 +83,6 @@ function period(window: WindowName, id: string, startMs: number, endMs: number):
     id,
     start: new Date(startMs),
     resetsAt: new Date(endMs),
-    ttlSeconds: (endMs - startMs) / 1000 + PERIOD_GRACE_SECONDS,
   }
 }
 

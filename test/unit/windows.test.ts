@@ -1,6 +1,6 @@
 import { setFlagsFromString } from 'node:v8'
 import { describe, expect, it } from 'vitest'
-import { currentPeriods, PERIOD_GRACE_SECONDS, periodOf } from '../../src/budget/windows.js'
+import { currentPeriods, periodOf } from '../../src/budget/windows.js'
 import type { WindowName } from '../../src/budget/types.js'
 
 const at = (iso: string): number => Date.parse(iso)
@@ -40,8 +40,9 @@ describe('periodOf', () => {
     ['monthly', '2026-02-10T00:00:00.000Z', 28 * 86_400],
     ['monthly', '2028-02-10T00:00:00.000Z', 29 * 86_400],
     ['monthly', '2026-05-10T00:00:00.000Z', 31 * 86_400],
-  ])('%s period key TTL at %s is its length (%i s) plus a day of grace', (window, now, length) => {
-    expect(periodOf(window, at(now)).ttlSeconds).toBe(length + PERIOD_GRACE_SECONDS)
+  ])('%s period at %s lasts %i s', (window, now, length) => {
+    const p = periodOf(window, at(now))
+    expect((p.resetsAt.getTime() - p.start.getTime()) / 1000).toBe(length)
   })
 
   it('changes period exactly at the boundary, not a millisecond before', () => {
