@@ -1,10 +1,10 @@
 // What a proxied request makes the *other* core pay (the load generator, the fake upstream and redis-server, which
 // share core 1 in the bench's peak scenario), for the floor (bench/floor.mjs) and one or two proxy builds in one run:
 // each side in turn (order rotating every trial) serves the peak scenario's closed loop (the one-line chat request,
-// C=64), and per request the script reads each process's CPU (schedstat), its system calls (`perf stat -e
-// raw_syscalls:sys_enter -p PID`, which load does not move), Redis's commands and bytes (INFO), and TCP segments
-// (`nstat`, machine-wide: other tenants' loopback traffic counts too). Then one request to each side on a raw socket
-// shows the response as the client reads it (its bytes and how many reads they came in).
+// C=64), and per request the script reads each process's CPU (schedstat), its system calls and context switches
+// (`perf stat -e raw_syscalls:sys_enter,context-switches -p PID`: the calls load does not move, the switches it does),
+// Redis's commands and bytes (INFO), and TCP segments (`nstat`, machine-wide: other tenants' loopback traffic counts
+// too). Then one request to each side on a raw socket shows the response as the client reads it (bytes, reads).
 //   node bench/other-core.mjs [--a=OLD/dist/cli.js] [--b=dist/cli.js] [--trials=4] [--duration=4000] [--warm=12000]
 import { execFileSync } from 'node:child_process'
 import net from 'node:net'
@@ -43,7 +43,7 @@ try {
     for (const n of names.map((_, i) => names[(i + t) % names.length])) {
       await sleep(300)
       const pids = { proxy: sides[n].pid, ...others }
-      const perf = Object.fromEntries(Object.entries(pids).map(([p, pid]) => [p, startPerfStat(pid, ['raw_syscalls:sys_enter'])]))
+      const perf = Object.fromEntries(Object.entries(pids).map(([p, pid]) => [p, startPerfStat(pid, ['raw_syscalls:sys_enter', 'context-switches'])]))
       await sleep(150)
       const cpu0 = Object.fromEntries(Object.entries(pids).map(([p, pid]) => [p, threadsCpuMs(pid)]))
       const info0 = await redisInfo(redis.url)
@@ -55,7 +55,12 @@ try {
       const info = await redisInfo(redis.url)
       const cpu = Object.fromEntries(Object.entries(pids).map(([p, pid]) => [p, threadsCpuMs(pid) - cpu0[p]]))
       const calls = {}
-      for (const [p, probe] of Object.entries(perf)) calls[p] = (await probe.stop())['raw_syscalls:sys_enter'] ?? null
+      const switches = {}
+      for (const [p, probe] of Object.entries(perf)) {
+        const counts = await probe.stop()
+        calls[p] = counts['raw_syscalls:sys_enter'] ?? null
+        switches[p] = counts['context-switches'] ?? null
+      }
       const ok = Math.max(1, r.ok)
       const row = {
         rps: r.achievedRate,
@@ -63,6 +68,7 @@ try {
         otherCoreBusy: busy[1],
         ...Object.fromEntries(Object.keys(pids).map((p) => [`${p} µs`, (cpu[p] * 1000) / ok])),
         ...Object.fromEntries(Object.keys(pids).map((p) => [`${p} syscalls`, calls[p] === null ? null : calls[p] / ok])),
+        ...Object.fromEntries(Object.keys(pids).map((p) => [`${p} context switches`, switches[p] === null ? null : switches[p] / ok])),
         'redis commands': (info.commands - info0.commands) / ok,
         'redis bytes in': (info.netIn - info0.netIn) / ok,
         'redis bytes out': (info.netOut - info0.netOut) / ok,
