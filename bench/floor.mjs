@@ -16,7 +16,9 @@ const connections = arg('connections') ?? '256'
 const upstream = new Agent({ connections: connections === 'unlimited' ? null : Number(connections) })
 const store = await openStore(arg('store') ?? 'none')
 
-const app = Fastify({ logger: false })
+// Idle client connections are kept Fastify's default 72 s, as Loopers keeps them (src/http/dual-server.ts): a side whose
+// server closed them between runs would measure new connections, not the proxy.
+const app = Fastify({ logger: false, keepAliveTimeout: 72_000 })
 app.removeAllContentTypeParsers()
 app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body))
 let n = 0

@@ -91,6 +91,20 @@ function report(tally, extra) {
   }
 }
 
+/**
+ * Counts the connections `pool` opens until the returned function is called, which returns the count: a client
+ * kept waiting for a new connection pays a handshake and the server's accept before its request is even read.
+ */
+function countConnects(pool) {
+  let connects = 0
+  const onConnect = () => connects++
+  pool.on('connect', onConnect)
+  return () => {
+    pool.off('connect', onConnect)
+    return connects
+  }
+}
+
 /** Waits for `pending` to settle, for at most `ms`; then destroys the pool so the stragglers fail. */
 async function drain(pending, pool, ms, ownPool) {
   let timer
@@ -110,6 +124,7 @@ async function drain(pending, pool, ms, ownPool) {
 export async function openLoop({ origin, request, rate, durationMs, pool, connections = 256, drainMs = DEFAULT_DRAIN_MS }) {
   const own = pool === undefined
   const dispatcher = pool ?? createPool(origin, connections)
+  const connects = countConnects(dispatcher)
   const total = Math.max(1, Math.floor((rate * durationMs) / 1000))
   const interval = 1000 / rate
   const tally = createTally()
@@ -136,6 +151,7 @@ export async function openLoop({ origin, request, rate, durationMs, pool, connec
   const elapsed = performance.now() - start
   return report(tally, {
     mode: 'open',
+    connects: connects(),
     targetRate: rate,
     sent: total,
     achievedRate: tally.ok / (elapsed / 1000),
@@ -149,6 +165,7 @@ export async function openLoop({ origin, request, rate, durationMs, pool, connec
 export async function closedLoop({ origin, request, concurrency, durationMs, pool, maxRequests = 10_000_000, drainMs = DEFAULT_DRAIN_MS }) {
   const own = pool === undefined
   const dispatcher = pool ?? createPool(origin, concurrency)
+  const connects = countConnects(dispatcher)
   const tally = createTally()
   const start = performance.now()
   const end = start + durationMs
@@ -163,7 +180,7 @@ export async function closedLoop({ origin, request, concurrency, durationMs, poo
   const workers = Array.from({ length: concurrency }, worker)
   await drain(workers, dispatcher, durationMs + drainMs, own)
   const elapsed = performance.now() - start
-  return report(tally, { mode: 'closed', concurrency, sent: issued, achievedRate: tally.ok / (elapsed / 1000), elapsedMs: elapsed })
+  return report(tally, { mode: 'closed', connects: connects(), concurrency, sent: issued, achievedRate: tally.ok / (elapsed / 1000), elapsedMs: elapsed })
 }
 
 /** Sends every request of `requests` at once (one connection each); latency from the common start. */

@@ -143,7 +143,7 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
         if (trial.floor !== undefined) trial.floorAdded = added(trial.direct.latencyMs, trial.floor.latencyMs)
         runs.push(trial)
         const vsFloor = trial.floor === undefined ? '' : `; floor added p50 ${fmt(trial.floorAdded.p50)} ms, p99 ${fmt(trial.floorAdded.p99)} ms, CPU/request proxy ${fmt(trial.proxied.proxyCpuUsPerRequest)} µs vs floor ${fmt(trial.floor.proxyCpuUsPerRequest)} µs, Redis/request ${fmt(trial.proxied.redisUsPerRequest)} µs vs ${fmt(trial.floor.redisUsPerRequest)} µs`
-        ctx.log(`  latency ${label} ${rate}/s trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms, proxied errors ${trial.proxied.non2xx + trial.proxied.transportErrors}${vsFloor}`)
+        ctx.log(`  latency ${label} ${rate}/s trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms, proxied errors ${trial.proxied.non2xx + trial.proxied.transportErrors}${vsFloor}; ${connectsNote(trial)}`)
       }
       byRate[rate] = runs
     }
@@ -211,7 +211,7 @@ export async function streams(ctx) {
       if (trial.floor !== undefined) trial.floorAdded = added(trial.direct.ttfbMs, trial.floor.ttfbMs)
       ttfb.push(trial)
       const vsFloor = trial.floor === undefined ? '' : `; floor added p50 ${fmt(trial.floorAdded.p50)} ms, p99 ${fmt(trial.floorAdded.p99)} ms`
-      ctx.log(`  streams ttfb trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms${vsFloor}`)
+      ctx.log(`  streams ttfb trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms${vsFloor}; ${connectsNote(trial)}`)
     }
   } finally {
     await Promise.all(Object.values(pools).map((p) => p.close()))
@@ -342,6 +342,15 @@ export async function agentRequests(ctx) {
     await Promise.all(Object.values(pools).map((p) => p.close()))
   }
   return { concurrency, durationMs, bySize }
+}
+
+/**
+ * New connections each side's client opened during a trial (load.mjs `connects`): a request that waits for one pays a
+ * handshake and an accept, so a side whose server closed its idle connections between runs measures that too.
+ */
+function connectsNote(trial) {
+  const sides = ['direct', 'proxied', 'floor'].filter((side) => trial[side] !== undefined)
+  return `new connections ${sides.map((side) => `${side} ${trial[side].connects}`).join(', ')}`
 }
 
 export function fmt(n) {

@@ -38,7 +38,9 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
   headersTimeoutMs: 30_000,
   // A 10 MiB body at 100 kB/s; a response may then take as long as it needs.
   requestTimeoutMs: 120_000,
-  keepAliveTimeoutMs: 5_000,
+  // Past a load balancer's idle timeout (AWS ALB: 60 s), which must close first or it forwards onto a closing
+  // connection (a 502), and past an agent's pause between calls, which would otherwise reconnect each time; Fastify's default.
+  keepAliveTimeoutMs: 72_000,
   // Node's own HTTP/1.1 default; SDK requests carry 1–3 KiB of headers.
   maxHeaderBytes: 16 * 1024,
   maxConcurrentStreams: 100,
