@@ -193,8 +193,8 @@ end
 
 -- 3b. The periods. A key whose record has layout = '1' keeps the five current ones in one string, KEYS[2] (one GET
 --     and one SET); the others in one hash each, named here from KEYS[1] and ARGV[5].
--- prefix: 'lp:{h}:' (KEYS[1] is 'lp:{h}:key'). curs: the string's spent and held of each window, in order.
-local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
+-- curs: the string's spent and held of each window, in order. prefix: 'lp:{h}:' (KEYS[1] is 'lp:{h}:key'), made
+-- only where a period's hash is named.
 local isString = rec[10] == '1'
 local periods, curs, requests, turned
 if isString then
@@ -230,6 +230,7 @@ if isString then
       days = 30
     end
     local lengths = {60, 3600, 86400, 7 * 86400, days * 86400}
+    local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
     for i = 1, 5 do
       if old[i] ~= new[i] then
         local ttl = format('%d', lengths[i] + periodGrace)
@@ -256,6 +257,7 @@ if isString then
   end
 else
   local i1, i2, i3, i4, i5 = string.match(ARGV[5], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+  local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
   periods = {prefix .. 'w:minute:' .. i1, prefix .. 'w:hourly:' .. i2, prefix .. 'w:daily:' .. i3,
     prefix .. 'w:weekly:' .. i4, prefix .. 'w:monthly:' .. i5}
 end

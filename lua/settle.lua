@@ -71,69 +71,94 @@ local actual = ARGV[1] + 0
 -- 3. Each booked period: charge `actual`, release up to `reserved` (held never goes below zero). Where it lives: in
 --    the string KEYS[1] while it is current there (its id in the string's), else in its own hash. A hold booked in
 --    the string layout ('kept') knows that from the string; any other (booked in a hash, or no record) tries the
---    hash first, and the tombstone there (WRONGTYPE) tells it the key switched since: the period is in the string.
---    The string: both fields in memory, written once. Nearly always every booked period is current: the string's
---    ids are ARGV[2] itself.
-local cur = redis.call('GET', KEYS[1])
-local curs, curIds, curRequests
-if cur then
-  local s1, h1, s2, h2, s3, h3, s4, h4, s5, h5
-  s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds =
-    string.match(cur, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
-  if curIds then curs = {s1 + 0, h1 + 0, s2 + 0, h2 + 0, s3 + 0, h3 + 0, s4 + 0, h4 + 0, s5 + 0, h5 + 0} end
+--    hash first, and the tombstone there (WRONGTYPE) tells it the key switched since: the period is in the string,
+--    read only then. Nearly always a 'kept' hold's periods are all current: the string's ids are ARGV[2] itself, and
+--    its ten counts are rewritten in one SET.
+local s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds
+local curRead = false
+if state == 'kept' then
+  local v = redis.call('GET', KEYS[1])
+  curRead = true
+  if v then
+    s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds =
+      string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
+  end
 end
-local allCurrent = curIds == ARGV[2]
-local booked, current
-if not allCurrent then
-  booked = {string.match(ARGV[2], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
-  current = curIds and {string.match(curIds, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')} or {}
-end
-local names, prefix, curChanged = nil, string.sub(KEYS[1], 1, #KEYS[1] - 3), false
-for i = 1, 5 do
-  local inCur = allCurrent and state == 'kept'
-  if not allCurrent and state == 'kept' then inCur = booked[i] == current[i] end
-  if not inCur then
-    -- Its hash (the hash layout's, or a turned period's). The first command on it is the one that can meet the
-    -- tombstone: it fails then with nothing written.
-    names = names or {'minute', 'hourly', 'daily', 'weekly', 'monthly'}
-    booked = booked or {string.match(ARGV[2], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
-    local key = prefix .. 'w:' .. names[i] .. ':' .. booked[i]
-    local created, first = false, nil
-    if reserved == 0 then
-      first = redis.pcall('HEXISTS', key, 'held')
-    else
-      first = redis.pcall('HINCRBY', key, 'held', '-' .. amount)
+if state == 'kept' and curIds == ARGV[2] then
+  h1, h2, h3, h4, h5 = h1 - reserved, h2 - reserved, h3 - reserved, h4 - reserved, h5 - reserved
+  if h1 < 0 then h1 = 0 end
+  if h2 < 0 then h2 = 0 end
+  if h3 < 0 then h3 = 0 end
+  if h4 < 0 then h4 = 0 end
+  if h5 < 0 then h5 = 0 end
+  redis.call('SET', KEYS[1], string.format('%d %d %d %d %d %d %d %d %d %d %s %s', s1 + actual, h1, s2 + actual, h2,
+    s3 + actual, h3, s4 + actual, h4, s5 + actual, h5, curRequests, curIds), 'KEEPTTL')
+else
+  -- curs: the string's counts once one of its periods is settled; current: its period ids.
+  local curs, current
+  local booked = {string.match(ARGV[2], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
+  local names = {'minute', 'hourly', 'daily', 'weekly', 'monthly'}
+  local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3) .. 'w:'
+  local release = reserved > 0 and '-' .. amount
+  for i = 1, 5 do
+    local inCur = false
+    if state == 'kept' and curIds then
+      current = current or {string.match(curIds, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
+      inCur = current[i] == booked[i]
     end
-    if type(first) == 'table' then
-      if not string.find(first.err, 'WRONGTYPE', 1, true) then return first end
-      -- The tombstone: current in the string (nothing else names it), unless the string went (then it is lost).
-      inCur = curs ~= nil and (allCurrent or current[i] == booked[i])
-    elseif reserved == 0 then
-      created = first == 0
-      if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
-    else
-      local held = first
-      if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
-      if held < 0 then
-        if held + reserved > 0 then
-          redis.call('HSET', key, 'held', '0')
-        else
-          redis.call('HDEL', key, 'held')
-          created = true
+    if not inCur then
+      -- Its hash (the hash layout's, or a turned period's). The first command on it is the one that can meet the
+      -- tombstone: it fails then with nothing written.
+      local key = prefix .. names[i] .. ':' .. booked[i]
+      local created, first = false, nil
+      if reserved == 0 then
+        first = redis.pcall('HEXISTS', key, 'held')
+      else
+        first = redis.pcall('HINCRBY', key, 'held', release)
+      end
+      if type(first) == 'table' then
+        if not string.find(first.err, 'WRONGTYPE', 1, true) then return first end
+        -- The tombstone: current in the string (nothing else names it), unless the string went (then it is lost).
+        if not curRead then
+          local v = redis.call('GET', KEYS[1])
+          curRead = true
+          if v then
+            s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds =
+              string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
+          end
+        end
+        if curIds then
+          current = current or {string.match(curIds, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
+          inCur = current[i] == booked[i]
+        end
+      elseif reserved == 0 then
+        created = first == 0
+        if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
+      else
+        local held = first
+        if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
+        if held < 0 then
+          if held + reserved > 0 then
+            redis.call('HSET', key, 'held', '0')
+          else
+            redis.call('HDEL', key, 'held')
+            created = true
+          end
         end
       end
+      if created and redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, periodGraceTtl) end
     end
-    if created and redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, periodGraceTtl) end
+    if inCur then
+      curs = curs or {s1 + 0, h1 + 0, s2 + 0, h2 + 0, s3 + 0, h3 + 0, s4 + 0, h4 + 0, s5 + 0, h5 + 0}
+      local held = curs[2 * i] - reserved
+      if held < 0 then held = 0 end
+      curs[2 * i - 1], curs[2 * i] = curs[2 * i - 1] + actual, held
+    end
   end
-  if inCur and curs then
-    local held = curs[2 * i] - reserved
-    if held < 0 then held = 0 end
-    curs[2 * i - 1], curs[2 * i], curChanged = curs[2 * i - 1] + actual, held, true
+  if curs then
+    redis.call('SET', KEYS[1], string.format('%d %d %d %d %d %d %d %d %d %d %s %s', curs[1], curs[2], curs[3], curs[4],
+      curs[5], curs[6], curs[7], curs[8], curs[9], curs[10], curRequests, curIds), 'KEEPTTL')
   end
-end
-if curChanged then
-  redis.call('SET', KEYS[1], string.format('%d %d %d %d %d %d %d %d %d %d %s %s', curs[1], curs[2], curs[3], curs[4],
-    curs[5], curs[6], curs[7], curs[8], curs[9], curs[10], curRequests, curIds), 'KEEPTTL')
 end
 
 -- 4. The booked session: the same, in its hash. It is not recreated once it has expired: reserve writes its held and
