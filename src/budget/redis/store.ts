@@ -292,8 +292,8 @@ function bookedParts(r: Reservation): BookedParts {
   return { keys, session, loop }
 }
 
-/** The ids of a reservation's five booked periods, space separated, as the scripts take them. */
-function bookedIds(booked: BookedParts, fixed: FixedKeys): string {
+/** The ids of a reservation's five booked periods, space separated, as the scripts take them (nearly always the current ones, encoded). */
+function bookedIds(booked: BookedParts, fixed: FixedKeys): ScriptArg {
   const periods = booked.keys
   if (periods[0] === fixed.periodKeys[0] && periods[1] === fixed.periodKeys[1] && periods[2] === fixed.periodKeys[2] &&
     periods[3] === fixed.periodKeys[3] && periods[4] === fixed.periodKeys[4]) return fixed.periodIds
@@ -325,10 +325,9 @@ function bookedLoop(booked: BookedParts): { key: string; inFlightField: string }
 
 interface FixedKeys {
   minute: number
-  record: string
   periodKeys: readonly [string, string, string, string, string]
-  /** The five current period ids, space separated (reserve's ARGV[5]). */
-  periodIds: string
+  /** The five current period ids, space separated, encoded as one argument (reserve's ARGV[5]). */
+  periodIds: EncodedArgs
   /** The record then the current periods' string, encoded for reserve's and extend's first two KEYS. */
   recordAndCur: EncodedArgs
   /** The current periods' string then today's history counter, encoded for settle's first two KEYS. */
@@ -362,9 +361,8 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
   const todayKey = dayKey(hash, today(stamp).date)
   const fresh: FixedKeys = {
     minute: stamp,
-    record,
     periodKeys,
-    periodIds: periods.map((p) => p.id).join(' '),
+    periodIds: encodeArgs([periods.map((p) => p.id).join(' ')]),
     recordAndCur: encodeArgs([record, curKey(hash)]),
     curAndToday: encodeArgs([curKey(hash), todayKey]),
     noSession: noSessionKey(hash),
