@@ -61,25 +61,28 @@ local grant = ARGV[2] + 0
 
 -- 3. Where each booked period lives: in the string KEYS[2] while it is current there, else in its own hash (as settle:
 --    'kept' knows it from the string; a hold booked in a hash meets the tombstone there once the key switched).
---    Every limited window, with the limits as they are now, must hold minMicros.
+--    Every limited window, with the limits as they are now, must hold minMicros. Nearly always a 'kept' hold's periods
+--    are all current (the string's ids are ARGV[5] itself): no hash is named.
 local cur = redis.call('GET', KEYS[2])
-local curs, curIds, curRequests, current
+local curs, curIds, curRequests
 if cur then
   local s1, h1, s2, h2, s3, h3, s4, h4, s5, h5
   s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds =
     string.match(cur, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
-  if curIds then
-    curs = {s1 + 0, h1 + 0, s2 + 0, h2 + 0, s3 + 0, h3 + 0, s4 + 0, h4 + 0, s5 + 0, h5 + 0}
-    current = {string.match(curIds, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
-  end
+  if curIds then curs = {s1 + 0, h1 + 0, s2 + 0, h2 + 0, s3 + 0, h3 + 0, s4 + 0, h4 + 0, s5 + 0, h5 + 0} end
 end
-local booked = {string.match(ARGV[5], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
-local names = {'minute', 'hourly', 'daily', 'weekly', 'monthly'}
-local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
--- inCur[i]: in the string; keys[i]: the hash's name otherwise; counts[i]: spent and held.
+local allHere = state == 'kept' and curIds == ARGV[5]
+local current, booked, names, prefix
+if not allHere then
+  current = curIds and {string.match(curIds, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
+  booked = {string.match(ARGV[5], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
+  names = {'minute', 'hourly', 'daily', 'weekly', 'monthly'}
+  prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
+end
+-- inCur[i]: in the string; keys[i]: the hash's name otherwise.
 local inCur, keys = {}, {}
 for i = 1, 5 do
-  local here = curs ~= nil and current[i] == booked[i]
+  local here = allHere or (current ~= nil and current[i] == booked[i])
   local spent, held
   if here and state == 'kept' then
     spent, held = curs[2 * i - 1], curs[2 * i]
