@@ -17,6 +17,8 @@
 //   sessionloop  a session and the guard on, a new step each request
 //   extend       as plain, and each reservation extended once (a stream outgrowing its hold) before the settles:
 //                an extend-extend phase between reserve and settle
+// --layout=hash keeps a build that has both Redis layouts of a key's current periods (lua/reserve.lua) on the hash
+// layout; by default its keys are on the string layout, as on a fresh store (an older build has only hashes).
 // Needs valgrind (callgrind_control) and redis-server (7.0 exports evalShaCommand dynamically). `--keep=DIR` keeps
 // the dumps for callgrind_annotate; Lua's own functions have no symbols there.
 import { execFileSync, spawn } from 'node:child_process'
@@ -33,6 +35,8 @@ const dists = args('dist').map((d) => resolve(d))
 if (dists.length === 0) dists.push(join(ROOT, 'dist'))
 const calls = Number(args('calls')[0] ?? '1000')
 const keep = args('keep')[0] ?? null
+const layout = args('layout')[0] ?? 'string'
+if (!['string', 'hash'].includes(layout)) throw new Error('--layout is string or hash')
 const SHAPES = ['plain', 'bench', 'loop', 'repeat', 'again', 'full', 'session', 'sessionloop', 'extend']
 const shapes = args('shapes')[0]?.split(',') ?? SHAPES
 for (const s of shapes) if (!SHAPES.includes(s)) throw new Error(`unknown shape ${s}: one of ${SHAPES.join(', ')}`)
@@ -56,6 +60,7 @@ dists.forEach((d, i) => process.stdout.write(`build ${i + 1}: ${d}\n`))
 async function count(dist, keepDir) {
   const { createBudgetStore } = await import(join(dist, 'budget/redis/store.js'))
   const { createKeyAdmin } = await import(join(dist, 'budget/redis/admin.js'))
+  const { LAYOUT_FIELD: layoutField } = await import(join(dist, 'budget/redis/redis-keys.js'))
   const out = keepDir ?? mkdtempSync(join(tmpdir(), 'lua-instructions-'))
   mkdirSync(out, { recursive: true })
   const port = await freePort()
@@ -83,6 +88,7 @@ async function count(dist, keepDir) {
     const createKey = async (name, budget) => {
       const hash = createHash('sha256').update(`lua-instructions ${name}`).digest('hex')
       await redis.hset(`lp:{${hash}}:key`, { name, providers: 'openai', active: '1', created_at: new Date(now()).toISOString() })
+      if (layoutField !== undefined && layout === 'string') await redis.hset(`lp:{${hash}}:key`, layoutField, '1')
       await admin.setBudget(hash, budget)
       return hash
     }

@@ -7,6 +7,8 @@
 // one connection, through that build's own createBudgetStore (exactly the calls the proxy makes), on a key with a
 // daily limit: shape bench with a loop check and the guard off (loop_limit 0), as the bench's requests; plain
 // without. Prints each side's median (min–max) over the rounds. Bounded: at most 10 minutes, then it exits.
+// --layout=hash keeps a build that has both Redis layouts of a key's current periods (lua/reserve.lua) on the hash
+// layout; by default its key is on the string layout, as on a fresh store (an older build has only hashes).
 // --probe adds two sides running bench/layout-probe/*.lua (the five current periods in one hash, then in one string:
 // prototypes, see there) with the first build's key admin. --callgrind runs redis-server under
 // `valgrind --tool=callgrind --toggle-collect=evalShaCommand` instead and counts instructions per request inside
@@ -33,6 +35,8 @@ const shape = args('shape')[0] ?? 'bench'
 const requests = Number(args('requests')[0] ?? '20000')
 const rounds = Number(args('rounds')[0] ?? '4')
 const inflight = Number(args('inflight')[0] ?? '32')
+const layout = args('layout')[0] ?? 'string'
+if (!['string', 'hash'].includes(layout)) throw new Error('--layout is string or hash')
 if (!['bench', 'plain'].includes(shape)) throw new Error('--shape is bench or plain')
 const watchdog = setTimeout(() => process.exit(1), 10 * 60_000)
 
@@ -112,6 +116,11 @@ async function storeSide(dist, url) {
   const admin = createKeyAdmin(redis)
   const { record } = await admin.createKey(`redis-time ${dist}`, ['openai'])
   await admin.setBudget(record.hash, { limits: { daily: 1e15 }, ...(shape === 'bench' ? { loopLimit: 0 } : {}) })
+  const { LAYOUT_FIELD: layoutField } = await import(join(dist, 'budget/redis/redis-keys.js'))
+  if (layoutField !== undefined) {
+    if (layout === 'string') await redis.hset(`lp:{${record.hash}}:key`, layoutField, '1')
+    else await redis.hdel(`lp:{${record.hash}}:key`, layoutField)
+  }
   const hex = (s) => createHash('sha256').update(s).digest('hex').slice(0, 16)
   const loop = shape === 'bench' ? { scope: `c:${hex('conv')}`, step: hex('step') } : null
   let id = 0
@@ -187,6 +196,11 @@ async function probeSide(dist, url, variant) {
   const admin = createKeyAdmin(redis)
   const { record } = await admin.createKey(`redis-time probe${variant} ${dist}`, ['openai'])
   await admin.setBudget(record.hash, { limits: { daily: 1e15 }, ...(shape === 'bench' ? { loopLimit: 0 } : {}) })
+  const { LAYOUT_FIELD: layoutField } = await import(join(dist, 'budget/redis/redis-keys.js'))
+  if (layoutField !== undefined) {
+    if (layout === 'string') await redis.hset(`lp:{${record.hash}}:key`, layoutField, '1')
+    else await redis.hdel(`lp:{${record.hash}}:key`, layoutField)
+  }
   const lua = (name) => readFileSync(join(ROOT, `bench/layout-probe/${name}.lua`), 'utf8')
   redis.defineCommand('probeReserve', { lua: lua(`reserve${variant}`) })
   redis.defineCommand('probeSettle', { lua: lua(`settle${variant}`) })

@@ -10,7 +10,9 @@ ARGV[1]     TTL seconds of the tombstone (a day, as a settled record's)
 Returns one of
   {'tombstoned'}                                 no record: a settled tombstone now blocks the id
   {'settled'}                                    already settled: nothing to do
-  {'held', amountMicros, booked, createdAt}      live: createdAt names the periods; booked the session and the
+  {'held', amountMicros, booked, createdAt}      live (held in the period hashes or, 'kept', the string layout's
+                                                 lp:{h}:cur: settle tells which from the record): createdAt names the
+                                                 periods; booked the session and the
                                                  loop step after the key's tag ('s:<id> loop:<scope>#<sinceMs>#<step>',
                                                  '' for neither), as the record lists them (a hash record of the
                                                  previous release has them in its booked and loop fields, one of the
@@ -25,12 +27,12 @@ if not got then
   return {'tombstoned'}
 end
 
--- 2. Settled or held: report it as it is. The record is a string, 'held <amount> <provider> <created_at>' then its
---    session and loop step as booked lists them (reserve.lua), or 'settled <charged>'; a hash of an earlier release
---    fails GET and is read as one.
+-- 2. Settled or held: report it as it is. The record is a string, 'held <amount> <provider> <created_at>' ('kept …'
+--    in the string layout) then its session and loop step as booked lists them (reserve.lua), or 'settled <charged>';
+--    a hash of an earlier release fails GET and is read as one.
 if type(got) == 'string' then
-  local amount, createdAt, booked = string.match(got, '^held (%d+) %S+ (%S+) ?(.*)$')
-  if not amount then return {'settled'} end
+  local state, amount, createdAt, booked = string.match(got, '^(%l+) (%d+) %S+ (%S+) ?(.*)$')
+  if state ~= 'held' and state ~= 'kept' then return {'settled'} end
   return {'held', tonumber(amount), booked, createdAt}
 end
 local res = redis.call('HMGET', KEYS[1], 'state', 'amount', 'booked', 'created_at', 'loop')

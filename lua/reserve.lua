@@ -3,28 +3,35 @@ reserve: admit a request by holding between minMicros and maxMicros in all five 
 the session, atomically, or hold nothing and say why. Money is integer micro-USD.
 
 KEYS[1]     key record hash       lp:{h}:key  (active, providers, lim:<window>, session_budget, session_max_steps,
-                                  unlimited, rpm, loop_limit, loop_window)
-KEYS[2..6]  current period hashes lp:{h}:w:<window>:<period>, minute, hourly, daily, weekly, monthly (spent, held;
-                                  the minute's also requests: admitted requests)
-KEYS[7]     reservation record    lp:{h}:r:<requestId>
-KEYS[8]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit), only for a
-                                  request with a session (#ARGV is 8 or 10)
+                                  unlimited, rpm, layout, loop_limit, loop_window)
+KEYS[2]     current periods       lp:{h}:cur, the string layout (a key whose record has layout = '1'): one string,
+                                  '<spent> <held>' of each window minute to monthly, the minute's admitted requests,
+                                  then the five period ids those are of ('<id1> … <id5>', as ARGV[5])
+KEYS[3]     reservation record    lp:{h}:r:<requestId>
+KEYS[4]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit), only for a
+                                  request with a session (#ARGV is 9 or 11)
 KEYS[#KEYS] loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<sinceMs>#<request id>', the id of
                                   the window's first request, in flight while its record is held; field <step>:<sinceMs>
                                   = the step's other requests in flight, once there were any; '#e' = when the scope
                                   expires, ms, negated once its steps by age index it), only for a loop check (#ARGV
-                                  is 6 or 10). (The previous release's '<count>:<sinceMs>' has all in flight in the
+                                  is 7 or 11). (The previous release's '<count>:<sinceMs>' has all in flight in the
                                   field.)
             (only the keys a request can touch are passed, and their arguments: each costs Redis time)
-Not passed: the loop scope's steps by age, lp:{h}:loopt:<scope> (sorted set: member <step>, score its sinceMs) of a
-            scope that once grew past the steps kept per scope, named here from KEYS[#KEYS] only on the rare paths that
-            touch it (in the key's {tag}, so in its slot: a key passed costs every loop check Redis time)
+Not passed (in the key's {tag}, so in its slot; named here from KEYS[1] or KEYS[#KEYS]):
+            the period hashes lp:{h}:w:<window>:<period id> (spent, held; the minute's also requests), the hash
+            layout's periods (a key without layout) and the string layout's turned periods; while a period is current
+            in lp:{h}:cur its hash's name holds the string 'cur' (a tombstone: a hash command there fails WRONGTYPE,
+            so settle and extend of a hold booked in the hash before the key switched apply it to the string, and a
+            previous release's script fails closed); the loop scope's steps by age, lp:{h}:loopt:<scope> (sorted set:
+            member <step>, score its sinceMs) of a scope that once grew past the steps kept per scope, only on the rare
+            paths that touch it
 
 ARGV[1]     provider id
 ARGV[2]     minMicros
 ARGV[3]     maxMicros (>= minMicros)
-ARGV[4]     current time, ISO 8601, the time KEYS[2..6] are the periods of (kept on the record: it names them)
-With a session, ARGV[5..8]:
+ARGV[4]     current time, ISO 8601, the time of the periods ARGV[5] names (kept on the record: it names them)
+ARGV[5]     the five current period ids, minute to monthly, space separated
+With a session, ARGV[6..9]:
             session budget the request asks for (micros), or ''; session max steps it asks for, or '';
             session TTL seconds; session loop limit it asks for (X-Loopers-Loop-Limit), or ''
 With a loop check, the last two:
@@ -64,11 +71,11 @@ Returns one of
 local format = string.format
 
 -- A session's and a loop check's keys and arguments, passed only when the request has them (nil without): told by
--- the arguments' count, 4 plus 4 for a session and 2 for a loop check.
-local hasSession, hasLoop = #ARGV >= 8, #ARGV == 6 or #ARGV == 10
+-- the arguments' count, 5 plus 4 for a session and 2 for a loop check.
+local hasSession, hasLoop = #ARGV >= 9, #ARGV == 7 or #ARGV == 11
 local sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit
 if hasSession then
-  sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[8], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+  sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[4], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 end
 local loopKey, loopAgeKey, step, nowMs
 if hasLoop then
@@ -81,6 +88,8 @@ local defaultLoopLimit, defaultLoopWindow, stepsKept, stepsAfterTrim, inFlightTo
 -- The reservation record's TTL, RESERVATION_TTL_SECONDS of src/budget/validate.ts, and how long a period key outlives
 -- its period, PERIOD_GRACE_SECONDS of src/budget/windows.ts (test/unit/lua-ttl-constants.test.ts holds them equal).
 local recordTtl, periodGrace = '3024000', 86400
+-- The string layout's lp:{h}:cur lives a month and a grace past its last turn (it holds the month's period).
+local curTtl = '2764800'
 
 -- 1. The key must exist, be active, allow this provider, and have a limit in some window or be
 --    marked unlimited. Its loop defaults are read only for a request with a loop check, its session defaults
@@ -88,13 +97,13 @@ local recordTtl, periodGrace = '3024000', 86400
 local rec
 if hasSession then
   rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
-    'lim:monthly', 'unlimited', 'rpm', 'loop_limit', 'loop_window', 'session_budget', 'session_max_steps')
+    'lim:monthly', 'unlimited', 'rpm', 'layout', 'loop_limit', 'loop_window', 'session_budget', 'session_max_steps')
 elseif hasLoop then
   rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
-    'lim:monthly', 'unlimited', 'rpm', 'loop_limit', 'loop_window')
+    'lim:monthly', 'unlimited', 'rpm', 'layout', 'loop_limit', 'loop_window')
 else
   rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
-    'lim:monthly', 'unlimited', 'rpm')
+    'lim:monthly', 'unlimited', 'rpm', 'layout')
 end
 if not rec[1] then return {'invalid_key'} end
 if rec[1] ~= '1' then return {'key_revoked'} end
@@ -128,8 +137,8 @@ if hasSession then
   s = redis.call('HMGET', sessionKey, 'budget', 'max_steps', 'steps', 'spent', 'held', 'loop_limit')
   -- The session's own limits, written by this script as integers: each read once.
   local ownBudget, ownMaxSteps, ownLoop = s[1] and s[1] + 0 or nil, s[2] and s[2] + 0 or nil, s[6] and s[6] + 0 or nil
-  sessionBudget = lowest(lowest(ownBudget, tonumber(askedBudget)), tonumber(rec[12]))
-  sessionMaxSteps = lowest(lowest(ownMaxSteps, tonumber(askedMaxSteps)), tonumber(rec[13]))
+  sessionBudget = lowest(lowest(ownBudget, tonumber(askedBudget)), tonumber(rec[13]))
+  sessionMaxSteps = lowest(lowest(ownMaxSteps, tonumber(askedMaxSteps)), tonumber(rec[14]))
   sessionLoop = lowest(ownLoop, tonumber(askedLoopLimit))
   local lowerBudget = sessionBudget and sessionBudget ~= ownBudget
   local lowerMaxSteps = sessionMaxSteps and sessionMaxSteps ~= ownMaxSteps
@@ -149,13 +158,13 @@ end
 local refusal
 local loopCount, loopSince, loopSinceText, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale, loopFirst
 if hasLoop then
-  local keyLoop = tonumber(rec[10]) or defaultLoopLimit
+  local keyLoop = tonumber(rec[11]) or defaultLoopLimit
   loopLimit = sessionLoop
   if keyLoop ~= 0 and not (sessionLoop and sessionLoop < keyLoop) then loopLimit = keyLoop end
   if not loopLimit then hasLoop = false end
 end
 if hasLoop then
-  loopWindowMs = (tonumber(rec[11]) or defaultLoopWindow) * 1000
+  loopWindowMs = (tonumber(rec[12]) or defaultLoopWindow) * 1000
   nowMs = ARGV[#ARGV] + 0
   loopCount, loopSince, loopSinceText, loopInFlight, loopNewSince = 0, nowMs, ARGV[#ARGV], 0, true
   local got = redis.call('HMGET', loopKey, step, '#e')
@@ -182,10 +191,82 @@ if hasLoop then
   if loopCount > loopLimit then refusal = {'loop_detected', step, loopCount, loopLimit} end
 end
 
--- 3b. The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
+-- 3b. The periods. A key whose record has layout = '1' keeps the five current ones in one string, KEYS[2] (one GET
+--     and one SET); the others in one hash each, named here from KEYS[1] and ARGV[5].
+-- curs: the string's spent and held of each window, in order. prefix: 'lp:{h}:' (KEYS[1] is 'lp:{h}:key'), made
+-- only where a period's hash is named.
+local isString = rec[10] == '1'
+local periods, curs, requests, turned
+if isString then
+  local v = redis.call('GET', KEYS[2])
+  local s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, n, ids
+  if v then
+    s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, n, ids =
+      string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
+  end
+  if ids == ARGV[5] then
+    curs = {s1 + 0, h1 + 0, s2 + 0, h2 + 0, s3 + 0, h3 + 0, s4 + 0, h4 + 0, s5 + 0, h5 + 0}
+    requests = n + 0
+  else
+    -- A window turned (once a minute at most), or the key's first request in this layout (no string yet: the fold).
+    -- Each period whose id changed moves aside into its own hash (its name held the tombstone), and the new period
+    -- takes what its hash holds (the hash layout's before the switch, or one moved aside by a clock behind) before
+    -- its name takes the tombstone: whatever a hash held is read into the string once, and booked there since.
+    turned = true
+    curs = {(s1 or 0) + 0, (h1 or 0) + 0, (s2 or 0) + 0, (h2 or 0) + 0, (s3 or 0) + 0, (h3 or 0) + 0, (s4 or 0) + 0,
+      (h4 or 0) + 0, (s5 or 0) + 0, (h5 or 0) + 0}
+    requests = (n or 0) + 0
+    local names = {'minute', 'hourly', 'daily', 'weekly', 'monthly'}
+    local old = ids and {string.match(ids, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')} or {}
+    local new = {string.match(ARGV[5], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
+    -- Each period key's TTL: its window's length and periodGrace, as step 6 below.
+    local year, month = string.match(ARGV[4], '^(%d%d%d%d)%-(%d%d)')
+    year, month = year + 0, month + 0
+    local days = 31
+    if month == 2 then
+      days = 28
+      if year % 4 == 0 and (year % 100 ~= 0 or year % 400 == 0) then days = 29 end
+    elseif month == 4 or month == 6 or month == 9 or month == 11 then
+      days = 30
+    end
+    local lengths = {60, 3600, 86400, 7 * 86400, days * 86400}
+    local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
+    for i = 1, 5 do
+      if old[i] ~= new[i] then
+        local ttl = format('%d', lengths[i] + periodGrace)
+        if old[i] then
+          local aside = prefix .. 'w:' .. names[i] .. ':' .. old[i]
+          redis.call('DEL', aside)
+          if i == 1 then
+            redis.call('HSET', aside, 'spent', format('%d', curs[1]), 'held', format('%d', curs[2]), 'requests',
+              format('%d', requests))
+          else
+            redis.call('HSET', aside, 'spent', format('%d', curs[2 * i - 1]), 'held', format('%d', curs[2 * i]))
+          end
+          redis.call('EXPIRE', aside, ttl)
+        end
+        local key = prefix .. 'w:' .. names[i] .. ':' .. new[i]
+        local got = redis.pcall('HMGET', key, 'spent', 'held', 'requests')
+        -- (A tombstone here, not possible while the string names another period, reads as an empty period.)
+        if got.err then got = {} end
+        curs[2 * i - 1], curs[2 * i] = (got[1] or 0) + 0, (got[2] or 0) + 0
+        if i == 1 then requests = (got[3] or 0) + 0 end
+        redis.call('SET', key, 'cur', 'EX', ttl)
+      end
+    end
+  end
+else
+  local i1, i2, i3, i4, i5 = string.match(ARGV[5], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+  local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
+  periods = {prefix .. 'w:minute:' .. i1, prefix .. 'w:hourly:' .. i2, prefix .. 'w:daily:' .. i3,
+    prefix .. 'w:weekly:' .. i4, prefix .. 'w:monthly:' .. i5}
+end
+
+-- 3c. The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
 local rpm = not refusal and rec[9] and tonumber(rec[9])
 if rpm then
-  local count = tonumber(redis.call('HGET', KEYS[2], 'requests')) or 0
+  local count = requests
+  if not isString then count = tonumber(redis.call('HGET', periods[1], 'requests')) or 0 end
   if count >= rpm then refusal = {'rate_limited', rpm, count} end
 end
 
@@ -195,9 +276,15 @@ local room = nil
 for i = 1, 5 do
   local limit = not refusal and rec[2 + i] and tonumber(rec[2 + i])
   if limit then
-    local p = redis.call('HMGET', KEYS[1 + i], 'spent', 'held')
-    local held = (p[2] or 0) + 0
-    local used = (p[1] or 0) + held
+    local held, used
+    if isString then
+      held = curs[2 * i]
+      used = curs[2 * i - 1] + held
+    else
+      local p = redis.call('HMGET', periods[i], 'spent', 'held')
+      held = (p[2] or 0) + 0
+      used = (p[1] or 0) + held
+    end
     local left = limit - used
     if left < minMicros then refusal = {'budget_exceeded', i, limit, used, held} end
     if left < grant then grant = left end
@@ -219,10 +306,17 @@ if hasSession and not refusal then
   end
 end
 
+-- A turned string is written whatever the verdict: its periods' names hold tombstones now.
+local curFormat = '%d %d %d %d %d %d %d %d %d %d %d %s'
+if turned and refusal then
+  redis.call('SET', KEYS[2], format(curFormat, curs[1], curs[2], curs[3], curs[4], curs[5], curs[6], curs[7], curs[8],
+    curs[9], curs[10], requests, ARGV[5]), 'EX', curTtl)
+end
+
 -- 5a. Refused: unless the id was used, the session's lowered limits are written and its life is extended (EXPIRE
 --     does nothing to a session that does not exist).
 if refusal then
-  if redis.call('EXISTS', KEYS[7]) == 1 then return {'duplicate'} end
+  if redis.call('EXISTS', KEYS[3]) == 1 then return {'duplicate'} end
   if hasSession then
     if limits then redis.call('HSET', sessionKey, unpack(limits)) end
     redis.call('EXPIRE', sessionKey, sessionTtl)
@@ -232,56 +326,72 @@ end
 
 -- 5b. Admitted: the reservation record, written before anything else, SET NX (a used id is told here, with nothing
 --    written yet). What is held and where, for abandon (extend and settle are given the keys), one string written
---    with its TTL in one SET: 'held <amount> <provider> <created_at>', then the session and the loop step when there
---    are: ' s:<id>', ' loop:<scope>#<sinceMs>#<step>' (named after the key's tag). The five periods are those of
---    created_at (the caller named KEYS[2..6] from that time). None of the parts holds a space (a session id, a scope
---    and a provider never do). Its TTL outlives every period key, so a hold is never released by expiry. The grant as
---    text: the maximum as it arrived, unless a limit shrank it.
+--    with its TTL in one SET: 'held <amount> <provider> <created_at>' ('kept …' when the hold is booked in the string
+--    layout), then the session and the loop step when there are: ' s:<id>', ' loop:<scope>#<sinceMs>#<step>' (named
+--    after the key's tag). The five periods are those of created_at (the caller named ARGV[5] from that time). None
+--    of the parts holds a space (a session id, a scope and a provider never do). Its TTL outlives every period key,
+--    so a hold is never released by expiry. The grant as text: the maximum as it arrived, unless a limit shrank it.
+--    (A previous release reads 'kept' as no hold: it never releases one there, nor charges it to a hash.)
 local grantArg = ARGV[3]
 if grant ~= maxMicros then grantArg = format('%d', grant) end
 -- One concatenation each (every piece joined at once: each string made costs). KEYS[1] is '<tag>key', so what follows
 -- the key's tag starts 2 characters before its end.
 -- The window's first request of a step is not booked: its record itself tells whether it is in flight (7b).
 local booksLoop = hasLoop and not loopNewSince
+local word = 'held '
+if isString then word = 'kept ' end
 local record
 if not (hasSession or booksLoop) then
-  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4]
+  record = word .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4]
 elseif not booksLoop then
-  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.sub(sessionKey, #KEYS[1] - 2)
+  record = word .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.sub(sessionKey, #KEYS[1] - 2)
 elseif not hasSession then
-  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.sub(loopKey, #KEYS[1] - 2) .. '#'
+  record = word .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.sub(loopKey, #KEYS[1] - 2) .. '#'
     .. loopSinceText .. '#' .. step
 else
   local tagEnd = #KEYS[1] - 2
-  record = 'held ' .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.sub(sessionKey, tagEnd) .. ' '
+  record = word .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.sub(sessionKey, tagEnd) .. ' '
     .. string.sub(loopKey, tagEnd) .. '#' .. loopSinceText .. '#' .. step
 end
-if not redis.call('SET', KEYS[7], record, 'EX', recordTtl, 'NX') then return {'duplicate'} end
+if not redis.call('SET', KEYS[3], record, 'EX', recordTtl, 'NX') then
+  if turned then
+    redis.call('SET', KEYS[2], format(curFormat, curs[1], curs[2], curs[3], curs[4], curs[5], curs[6], curs[7], curs[8],
+      curs[9], curs[10], requests, ARGV[5]), 'EX', curTtl)
+  end
+  return {'duplicate'}
+end
 
 -- 6. Admitted: hold the grant in every window period (limited or not, so status shows all spend),
---    and count the request in the minute. Every period starts on a minute boundary, so the minute's
+--    and count the request in the minute. The string layout: one SET, its TTL renewed when a window turned (it
+--    holds the month's period). The hash layout: every period starts on a minute boundary, so the minute's
 --    first request is the first in every period it creates: it sets the five TTLs (and gives one back to
 --    a key that lost it), and the minute's later requests need not. A period's TTL is its length and periodGrace
 --    (src/budget/windows.ts), told here, not passed (an argument costs Redis time on every call): a month's length
 --    from the year and month of ARGV[4], the time the periods are of.
-local firstOfMinute = redis.call('HINCRBY', KEYS[2], 'requests', '1') == 1
-local ttls
-if firstOfMinute then
-  local year, month = string.match(ARGV[4], '^(%d%d%d%d)%-(%d%d)')
-  year, month = year + 0, month + 0
-  local days = 31
-  if month == 2 then
-    days = 28
-    if year % 4 == 0 and (year % 100 ~= 0 or year % 400 == 0) then days = 29 end
-  elseif month == 4 or month == 6 or month == 9 or month == 11 then
-    days = 30
+if isString then
+  local value = format(curFormat, curs[1], curs[2] + grant, curs[3], curs[4] + grant, curs[5], curs[6] + grant, curs[7],
+    curs[8] + grant, curs[9], curs[10] + grant, requests + 1, ARGV[5])
+  if turned then redis.call('SET', KEYS[2], value, 'EX', curTtl) else redis.call('SET', KEYS[2], value, 'KEEPTTL') end
+else
+  local firstOfMinute = redis.call('HINCRBY', periods[1], 'requests', '1') == 1
+  local ttls
+  if firstOfMinute then
+    local year, month = string.match(ARGV[4], '^(%d%d%d%d)%-(%d%d)')
+    year, month = year + 0, month + 0
+    local days = 31
+    if month == 2 then
+      days = 28
+      if year % 4 == 0 and (year % 100 ~= 0 or year % 400 == 0) then days = 29 end
+    elseif month == 4 or month == 6 or month == 9 or month == 11 then
+      days = 30
+    end
+    ttls = {format('%d', 60 + periodGrace), format('%d', 3600 + periodGrace), format('%d', 86400 + periodGrace),
+      format('%d', 7 * 86400 + periodGrace), format('%d', days * 86400 + periodGrace)}
   end
-  ttls = {format('%d', 60 + periodGrace), format('%d', 3600 + periodGrace), format('%d', 86400 + periodGrace),
-    format('%d', 7 * 86400 + periodGrace), format('%d', days * 86400 + periodGrace)}
-end
-for i = 1, 5 do
-  redis.call('HINCRBY', KEYS[1 + i], 'held', grantArg)
-  if ttls then redis.call('EXPIRE', KEYS[1 + i], ttls[i]) end
+  for i = 1, 5 do
+    redis.call('HINCRBY', periods[i], 'held', grantArg)
+    if ttls then redis.call('EXPIRE', periods[i], ttls[i]) end
+  end
 end
 
 -- 7. The session counts one step and holds the grant, with the limits step 3 lowered, and lives on.
@@ -306,7 +416,7 @@ end
 --     settle and abandon change exactly once (so it costs settle nothing, and most steps have one request). Each
 --     later request adds itself to the field '<step>:<sinceMs>' and is booked, and settle decrements that field;
 --     the first is looked up only when it decides the verdict (exactly inFlightTolerated others in that field). The
---     record is read by its name (prefix of KEYS[7], the id from the entry): the same {tag}, so the same slot.
+--     record is read by its name (prefix of KEYS[3], the id from the entry): the same {tag}, so the same slot.
 --     Size: a new step whose hash ends in 0 (one in 16, as checksScopeSize in src/loop/rule.ts) counts its
 --     scope; one found past stepsKept steps is trimmed to stepsAfterTrim (expired ones go first, then the oldest), so
 --     the trim's cost is spread over many new steps. A scope found past stepsKept once keeps its steps' sinceMs
@@ -327,10 +437,10 @@ if hasLoop then
     if loopAged then expires = '-' .. expires end
   end
   if loopNewSince then
-    -- The first request: counted (nothing else is in flight in a new window). KEYS[7] is '<tag>r:<request id>', and
+    -- The first request: counted (nothing else is in flight in a new window). KEYS[3] is '<tag>r:<request id>', and
     -- KEYS[1] '<tag>key': the id starts at KEYS[1]'s length.
     loopCount = 1
-    local value = '1:' .. loopSinceText .. '#' .. string.sub(KEYS[7], #KEYS[1])
+    local value = '1:' .. loopSinceText .. '#' .. string.sub(KEYS[3], #KEYS[1])
     if extend then redis.call('HSET', loopKey, step, value, '#e', expires)
     else redis.call('HSET', loopKey, step, value) end
   else
@@ -340,8 +450,10 @@ if hasLoop then
     local flightKnown = loopInFlight ~= nil
     if not flightKnown then loopInFlight = redis.call('HINCRBY', loopKey, flight, '1') - 1 end
     if loopFirst and loopInFlight == inFlightTolerated then
-      local first = redis.pcall('GET', string.sub(KEYS[7], 1, #KEYS[1] - 1) .. loopFirst)
-      if type(first) == 'string' and string.byte(first, 1) == 104 then loopInFlight = loopInFlight + 1 end
+      local first = redis.pcall('GET', string.sub(KEYS[3], 1, #KEYS[1] - 1) .. loopFirst)
+      -- Held: 'held …' or 'kept …' (h, k).
+      local mark = type(first) == 'string' and string.byte(first, 1)
+      if mark == 104 or mark == 107 then loopInFlight = loopInFlight + 1 end
     end
     local counted = loopInFlight <= inFlightTolerated
     if counted then loopCount = loopCount + 1 end

@@ -2,18 +2,21 @@
 settle: charge a request's actual cost and release its hold, exactly once per request id, in the
 periods and session the reservation was booked in (even if the clock has since moved on).
 
-KEYS[1..5]  booked period hashes  minute, hourly, daily, weekly, monthly (fields spent, held)
-KEYS[6]     today's spend history lp:{h}:d:<YYYY-MM-DD> (a counter)
-KEYS[7]     reservation record    lp:{h}:r:<requestId> (a string; a hash of an earlier release is read too)
-KEYS[8]     booked session hash, only for a reservation booked in a session
-KEYS[#KEYS] the loop scope the request's step was recorded in (lp:{h}:loop:<scope>), only when ARGV[2] is given
+KEYS[1]     current periods       lp:{h}:cur, the string layout's five current periods (reserve.lua)
+KEYS[2]     today's spend history lp:{h}:d:<YYYY-MM-DD> (a counter)
+KEYS[3]     reservation record    lp:{h}:r:<requestId> (a string; a hash of an earlier release is read too)
+KEYS[4]     booked session hash, only for a reservation booked in a session
+KEYS[#KEYS] the loop scope the request's step was recorded in (lp:{h}:loop:<scope>), only when ARGV[3] is given
             (only the keys a settle touches are passed, and their arguments: each costs Redis time)
+Not passed: the booked period hashes lp:{h}:w:<window>:<period id> (spent, held), named here from KEYS[1] and ARGV[2]
+            (in the key's {tag}, so in its slot)
 
 ARGV[1]     actualMicros (may exceed the reservation: the provider's bill is charged as it is)
-ARGV[2]     '<step>:<sinceMs>', the request's loop step and its first sighting (ms) when the request was admitted
+ARGV[2]     the five booked period ids, minute to monthly, space separated (those of the record's created_at)
+ARGV[3]     '<step>:<sinceMs>', the request's loop step and its first sighting (ms) when the request was admitted
             (only that window's entry is ended: the step's in flight field); absent when none was booked (a step's
             first request in its window is not: it is in flight while its record is held, which this script ends)
-(When the history counter expires is told by its name, KEYS[6]: an argument costs Redis time on every call.)
+(When the history counter expires is told by its name, KEYS[2]: an argument costs Redis time on every call.)
 
 Returns one of
   chargedMicros                                  settled now (an integer, not a list: a list reply costs Redis more)
@@ -29,11 +32,11 @@ local settledTtl, periodGraceTtl = '86400', '86400'
 -- HISTORY_DAYS of src/budget/history.ts (test/unit/lua-ttl-constants.test.ts holds it equal): a day's counter
 -- expires that many days after the day ends.
 local historyDays = 400
-local loopField = ARGV[2]
-local hasSession = #KEYS == 9 or (#KEYS == 8 and not loopField)
+local loopField = ARGV[3]
+local hasSession = #KEYS == 5 or (#KEYS == 4 and not loopField)
 
 -- 1. The record: a string, 'held <amount> …' or 'settled <charged>' (reserve.lua), read and marked settled in one
---    call (SET … GET: one call where a GET and a SET were two): what was held becomes 'settled <actual>' with a
+--    call (SET … GET: one call where a GET and a SET were two); 'kept <amount> …' is held in the string layout: what was held becomes 'settled <actual>' with a
 --    settled record's TTL, and a missing record a tombstone of that charge, so a late reserve with this id is
 --    refused. A hash of an earlier release (fields state, amount, charged) fails SET … GET, which then writes
 --    nothing, and only then is read as one (and marked settled in step 6). Idempotent: a settled record (or
@@ -41,19 +44,19 @@ local hasSession = #KEYS == 9 or (#KEYS == 8 and not loopField)
 --    retry keeps it at most a day longer).
 local state, amount
 local settledRecord = 'settled ' .. ARGV[1]
-local got = redis.pcall('SET', KEYS[7], settledRecord, 'EX', settledTtl, 'GET')
+local got = redis.pcall('SET', KEYS[3], settledRecord, 'EX', settledTtl, 'GET')
 local kind = type(got)
 local marked = kind ~= 'table'
 if kind == 'string' then
   state, amount = string.match(got, '^(%l+) (%d+)')
   if state == 'settled' then
-    redis.call('SET', KEYS[7], got, 'KEEPTTL')
+    redis.call('SET', KEYS[3], got, 'KEEPTTL')
     return {'already', tonumber(amount) or 0}
   end
 elseif not marked then
   -- Any other failure (out of memory: nothing was written) is the script's, as it is.
   if not string.find(got.err, 'WRONGTYPE', 1, true) then return got end
-  local res = redis.call('HMGET', KEYS[7], 'state', 'amount', 'charged')
+  local res = redis.call('HMGET', KEYS[3], 'state', 'amount', 'charged')
   state = res[1]
   if state == 'settled' then amount = res[3] else amount = res[2] end
   if state == 'settled' then return {'already', tonumber(amount) or 0} end
@@ -62,54 +65,128 @@ end
 -- 2. What is held is the record's amount (it includes every extension). No record: nothing to
 --    release, but the request did run, so its cost is still charged.
 local reserved = 0
-if state == 'held' then reserved = (amount or 0) + 0 end
+if state == 'held' or state == 'kept' then reserved = (amount or 0) + 0 end
 local actual = ARGV[1] + 0
 
--- 3. Every booked period, then the booked session: charge `actual`, release up to `reserved` (held never goes below
---    zero). The common case, a key that holds at least the reservation, is two increments; below that the hold is
---    put right: clamped at zero, or removed again where there was none (a key that expired meanwhile, or was only
---    ever written here). A period that held nothing before (`created`: reserve creates every key it books with its
---    hold in it) gets a TTL if it has none; one with the field was created by reserve, which set its TTL.
---    The session is not recreated once it has expired: reserve writes its held and steps together, so a release
---    that finds it holding none of the reservation and made its only field created it, and deletes it again.
--- The release as text: the record's amount negated (its digits as reserve and extend wrote them: no format call).
-local release = reserved > 0 and '-' .. amount
-local last = 5
-if hasSession then last = 6 end
-for i = 1, last do
-  local key, isSession, created = KEYS[i], i == 6, false
-  if isSession then key = KEYS[8] end
-  if reserved == 0 then
-    -- No hold to release (settled without a record): read whether the key has one.
-    if not (isSession and redis.call('EXISTS', key) == 0) then
-      if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
-      created = not isSession and redis.call('HEXISTS', key, 'held') == 0
+-- 3. Each booked period: charge `actual`, release up to `reserved` (held never goes below zero). Where it lives: in
+--    the string KEYS[1] while it is current there (its id in the string's), else in its own hash. A hold booked in
+--    the string layout ('kept') knows that from the string; any other (booked in a hash, or no record) tries the
+--    hash first, and the tombstone there (WRONGTYPE) tells it the key switched since: the period is in the string,
+--    read only then. Nearly always a 'kept' hold's periods are all current: the string's ids are ARGV[2] itself, and
+--    its ten counts are rewritten in one SET.
+local s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds
+local curRead = false
+if state == 'kept' then
+  local v = redis.call('GET', KEYS[1])
+  curRead = true
+  if v then
+    s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds =
+      string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
+  end
+end
+if state == 'kept' and curIds == ARGV[2] then
+  h1, h2, h3, h4, h5 = h1 - reserved, h2 - reserved, h3 - reserved, h4 - reserved, h5 - reserved
+  if h1 < 0 then h1 = 0 end
+  if h2 < 0 then h2 = 0 end
+  if h3 < 0 then h3 = 0 end
+  if h4 < 0 then h4 = 0 end
+  if h5 < 0 then h5 = 0 end
+  redis.call('SET', KEYS[1], string.format('%d %d %d %d %d %d %d %d %d %d %s %s', s1 + actual, h1, s2 + actual, h2,
+    s3 + actual, h3, s4 + actual, h4, s5 + actual, h5, curRequests, curIds), 'KEEPTTL')
+else
+  -- curs: the string's counts once one of its periods is settled; current: its period ids.
+  local curs, current
+  local booked = {string.match(ARGV[2], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
+  local names = {'minute', 'hourly', 'daily', 'weekly', 'monthly'}
+  local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3) .. 'w:'
+  local release = reserved > 0 and '-' .. amount
+  for i = 1, 5 do
+    local inCur = false
+    if state == 'kept' and curIds then
+      current = current or {string.match(curIds, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
+      inCur = current[i] == booked[i]
     end
+    if not inCur then
+      -- Its hash (the hash layout's, or a turned period's). The first command on it is the one that can meet the
+      -- tombstone: it fails then with nothing written.
+      local key = prefix .. names[i] .. ':' .. booked[i]
+      local created, first = false, nil
+      if reserved == 0 then
+        first = redis.pcall('HEXISTS', key, 'held')
+      else
+        first = redis.pcall('HINCRBY', key, 'held', release)
+      end
+      if type(first) == 'table' then
+        if not string.find(first.err, 'WRONGTYPE', 1, true) then return first end
+        -- The tombstone: current in the string (nothing else names it), unless the string went (then it is lost).
+        if not curRead then
+          local v = redis.call('GET', KEYS[1])
+          curRead = true
+          if v then
+            s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds =
+              string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
+          end
+        end
+        if curIds then
+          current = current or {string.match(curIds, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
+          inCur = current[i] == booked[i]
+        end
+      elseif reserved == 0 then
+        created = first == 0
+        if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
+      else
+        local held = first
+        if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
+        if held < 0 then
+          if held + reserved > 0 then
+            redis.call('HSET', key, 'held', '0')
+          else
+            redis.call('HDEL', key, 'held')
+            created = true
+          end
+        end
+      end
+      if created and redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, periodGraceTtl) end
+    end
+    if inCur then
+      curs = curs or {s1 + 0, h1 + 0, s2 + 0, h2 + 0, s3 + 0, h3 + 0, s4 + 0, h4 + 0, s5 + 0, h5 + 0}
+      local held = curs[2 * i] - reserved
+      if held < 0 then held = 0 end
+      curs[2 * i - 1], curs[2 * i] = curs[2 * i - 1] + actual, held
+    end
+  end
+  if curs then
+    redis.call('SET', KEYS[1], string.format('%d %d %d %d %d %d %d %d %d %d %s %s', curs[1], curs[2], curs[3], curs[4],
+      curs[5], curs[6], curs[7], curs[8], curs[9], curs[10], curRequests, curIds), 'KEEPTTL')
+  end
+end
+
+-- 4. The booked session: the same, in its hash. It is not recreated once it has expired: reserve writes its held and
+--    steps together, so a release that finds it holding none of the reservation and made its only field created it,
+--    and deletes it again.
+if hasSession then
+  local key = KEYS[4]
+  if reserved == 0 then
+    if actual > 0 and redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
   else
-    local held = redis.call('HINCRBY', key, 'held', release)
-    if isSession and held + reserved <= 0 and redis.call('HLEN', key) == 1 then
+    local held = redis.call('HINCRBY', key, 'held', '-' .. amount)
+    if held + reserved <= 0 and redis.call('HLEN', key) == 1 then
       redis.call('DEL', key)
     else
       if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
       if held < 0 then
-        if held + reserved > 0 then
-          redis.call('HSET', key, 'held', '0')
-        else
-          redis.call('HDEL', key, 'held')
-          created = true
-        end
+        if held + reserved > 0 then redis.call('HSET', key, 'held', '0') else redis.call('HDEL', key, 'held') end
       end
     end
   end
-  if created and not isSession and redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, periodGraceTtl) end
 end
 
 -- 5. Spend history: what was charged today, kept for historyDays days. Only settle writes the counter, always
 --    with its day's expiry, so the settle that creates it sets that expiry once: historyDays days after the end of
 --    the day its name ends with ('…:d:YYYY-MM-DD'), unix seconds (days since the epoch of a proleptic Gregorian
 --    date, as the civil-from-days algorithm's inverse; exact in doubles).
-if actual > 0 and redis.call('INCRBY', KEYS[6], ARGV[1]) == actual then
-  local y, m, d = string.match(KEYS[6], '(%d%d%d%d)%-(%d%d)%-(%d%d)$')
+if actual > 0 and redis.call('INCRBY', KEYS[2], ARGV[1]) == actual then
+  local y, m, d = string.match(KEYS[2], '(%d%d%d%d)%-(%d%d)%-(%d%d)$')
   y, m, d = y + 0, m + 0, d + 0
   if m <= 2 then y = y - 1 end
   local era = (y - y % 400) / 400
@@ -118,7 +195,7 @@ if actual > 0 and redis.call('INCRBY', KEYS[6], ARGV[1]) == actual then
   local doy = (153 * mp + 2 - (153 * mp + 2) % 5) / 5 + d - 1
   local doe = yoe * 365 + (yoe - yoe % 4) / 4 - (yoe - yoe % 100) / 100 + doy
   local day = era * 146097 + doe - 719468
-  redis.call('EXPIREAT', KEYS[6], string.format('%d', (day + 1 + historyDays) * 86400))
+  redis.call('EXPIREAT', KEYS[2], string.format('%d', (day + 1 + historyDays) * 86400))
 end
 
 -- 5b. The request's loop step has one fewer request in flight, in the window it was admitted in only: the
@@ -130,5 +207,5 @@ end
 
 -- 6. A hash record of an earlier release is marked settled now: SET replaces it with only what a settled one
 --    answers, and its TTL.
-if not marked then redis.call('SET', KEYS[7], settledRecord, 'EX', settledTtl) end
+if not marked then redis.call('SET', KEYS[3], settledRecord, 'EX', settledTtl) end
 return actual

@@ -11,6 +11,7 @@ import { addExecCommand } from './exec.js'
 import { createKey, listKeys, parseName, parseProviders, revokeKey } from './keys.js'
 import { serve } from './serve.js'
 import { storeNote, withKeyAdmin } from './store.js'
+import { USE_STRING_PERIODS_HELP, useStringPeriodsCommand } from './store-layout.js'
 
 /** The `loopers` command line (CONTRACT §3). Argument parsing and error reporting only; commands live beside it. */
 
@@ -160,6 +161,15 @@ function buildProgram(io: Io, onServing: () => void): Command {
     .action(async (ref: string, opts: { days?: string; json?: boolean }) => {
       if (parseDays(opts.days) === null) throw usageError(DAYS_HINT)
       out(await withKeyAdmin(loadConfig(), (admin) => budgetHistory(admin, ref, opts.days, opts.json === true)), opts.json)
+    })
+
+  const store = program.command('store').description('maintain the budget store')
+  store
+    .command('use-string-periods')
+    .description("Redis: keep each key's five current periods in one string (fewer Redis commands per request)")
+    .addHelpText('after', `\n${USE_STRING_PERIODS_HELP}`)
+    .action(async () => {
+      out(await withKeyAdmin(loadConfig(), (_admin, redis) => useStringPeriodsCommand(redis)), false)
     })
 
   addExecCommand(program)

@@ -1,5 +1,6 @@
 import type { Config } from '../config.js'
 import type { KeyAdmin } from '../budget/types.js'
+import type { RedisClient } from '../budget/redis/redis-client.js'
 import { describeStore, openStore, type OpenedStore } from '../budget/open-store.js'
 import { StoreUnavailableError } from '../errors.js'
 import { CliError, storeUnreachable } from './errors.js'
@@ -10,11 +11,11 @@ const CONNECT_TIMEOUT_MS = 3_000
 const QUIT_TIMEOUT_MS = 500
 
 /**
- * Opens the store `config` selects (Redis, else the embedded SQLite file), runs `work` with a KeyAdmin,
- * and always closes it. Rejects with a CliError (store unreachable, exit 1) when the store does not
+ * Opens the store `config` selects (Redis, else the embedded SQLite file), runs `work` with a KeyAdmin (and the
+ * Redis connection, null on the embedded store), and always closes it. Rejects with a CliError (store unreachable, exit 1) when the store does not
  * answer within CONNECT_TIMEOUT_MS or fails on the way.
  */
-export async function withKeyAdmin<T>(config: Config, work: (admin: KeyAdmin) => Promise<T>): Promise<T> {
+export async function withKeyAdmin<T>(config: Config, work: (admin: KeyAdmin, redis: RedisClient | null) => Promise<T>): Promise<T> {
   let firstError: Error | undefined
   const opened = await openStore(config, {
     // The first connection failure is final for a one-shot command: fail fast instead of retrying.
@@ -29,7 +30,7 @@ export async function withKeyAdmin<T>(config: Config, work: (admin: KeyAdmin) =>
       const reason = firstError === undefined ? `no answer within ${CONNECT_TIMEOUT_MS / 1000} s` : reasonOf(firstError)
       throw storeUnreachable(where, reason, firstError, check)
     }
-    return await work(opened.keys)
+    return await work(opened.keys, opened.redis)
   } catch (err) {
     if (err instanceof StoreUnavailableError || (!(err instanceof CliError) && !(err instanceof RangeError) && firstError !== undefined)) {
       throw storeUnreachable(where, reasonOf(err), err, check)

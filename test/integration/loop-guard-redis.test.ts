@@ -9,13 +9,13 @@ import { startTestStore, type TestStore } from '../support/stores.js'
 const hex = (n: number): string => n.toString(16).padStart(16, '0')
 const loop = (conversation: number, step: number) => ({ loop: { scope: loopScope(null, { conversation: hex(conversation), step: hex(step) }), step: hex(step) } })
 
-describe('redis store: the loop guard\'s commands', () => {
+describe('redis store, hash layout: the loop guard\'s commands', () => {
   let server: TestStore
   let f: BudgetFixture
 
   beforeAll(async () => {
     server = await startTestStore('redis')
-    f = await createBudgetFixture(server)
+    f = await createBudgetFixture(server, { redisLayout: 'hash' })
   })
   afterAll(async () => {
     await f?.close()

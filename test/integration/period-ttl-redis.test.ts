@@ -9,13 +9,13 @@ import { startTestStore, type TestStore } from '../support/stores.js'
 // them (every period starts on a minute boundary); a key found missing by settle or extend is recreated
 // with one, and a key that lost its TTL gets it back from the next minute's first request.
 
-describe('redis store: period key TTLs', () => {
+describe('redis store, hash layout: period key TTLs', () => {
   let server: TestStore
   let f: BudgetFixture
 
   beforeAll(async () => {
     server = await startTestStore('redis')
-    f = await createBudgetFixture(server)
+    f = await createBudgetFixture(server, { redisLayout: 'hash' })
   })
   afterAll(async () => {
     await f?.close()

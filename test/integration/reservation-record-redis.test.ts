@@ -14,13 +14,13 @@ import { startTestStore, type TestStore } from '../support/stores.js'
 const step = 'a'.repeat(15) + '1'
 const loopOf = (sessionId: string | null) => ({ scope: loopScope(sessionId, { conversation: 'c'.repeat(16), step }), step })
 
-describe('redis store: the held reservation record', () => {
+describe('redis store, hash layout: the held reservation record', () => {
   let server: TestStore
   let f: BudgetFixture
 
   beforeAll(async () => {
     server = await startTestStore('redis')
-    f = await createBudgetFixture(server)
+    f = await createBudgetFixture(server, { redisLayout: 'hash' })
   })
   afterAll(async () => {
     await f?.close()

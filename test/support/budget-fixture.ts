@@ -6,17 +6,18 @@ import { randomUUID } from 'node:crypto'
 import { DatabaseSync } from 'node:sqlite'
 import { Redis } from 'ioredis'
 import { createKeyAdmin } from '../../src/budget/redis/admin.js'
-import { periodKey, recordKey, reservationKey, sessionKey } from '../../src/budget/redis/redis-keys.js'
+import { readPeriods } from '../../src/budget/redis/periods.js'
+import { curKey, periodKey, recordKey, reservationKey, sessionKey } from '../../src/budget/redis/redis-keys.js'
 import { createBudgetStore } from '../../src/budget/redis/store.js'
 import { createSqliteKeyAdmin } from '../../src/budget/sqlite/admin.js'
 import { createDb, type Db } from '../../src/budget/sqlite/database.js'
 import { parseBooked } from '../../src/budget/sqlite/rows.js'
 import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
-import type { BudgetChange, BudgetStore, KeyAdmin, Reservation, ReserveInput, WindowName } from '../../src/budget/types.js'
+import { WINDOW_NAMES, type BudgetChange, type BudgetStore, type KeyAdmin, type Reservation, type ReserveInput, type WindowName } from '../../src/budget/types.js'
 import { periodOf } from '../../src/budget/windows.js'
 import type { ProviderId } from '../../src/providers/types.js'
 import { readRecord } from './fault-checks.js'
-import type { StoreKind, TestStore } from './stores.js'
+import { keepRedisLayout, type StoreKind, type TestStore } from './stores.js'
 
 export interface Clock {
   now: () => number
@@ -86,6 +87,8 @@ export function reserveInput(keyHash: string, micros: number, extra: Partial<Res
 interface FixtureOptions {
   sessionTtlSeconds?: number
   commandTimeoutMs?: number
+  /** The Redis layout of the keys it creates (default REDIS_LAYOUT of ./stores.ts), for a suite defined for one. */
+  redisLayout?: 'string' | 'hash'
 }
 
 /** A fixture on `target`: a TestStore of either kind, or a Redis URL. */
@@ -98,6 +101,7 @@ export async function createBudgetFixture(target: TestStore | string, opts: Fixt
       ? redisParts(url, clock, ttl, opts)
       : sqliteParts((target as TestStore).dbPath as string, clock, ttl)
   const { redis, ...rest } = parts
+  if (redis !== null) await keepRedisLayout(redis, opts.redisLayout)
   const f: BudgetFixture = {
     ...rest,
     get redis(): Redis {
@@ -133,13 +137,27 @@ function redisParts(url: string, clock: Clock, ttl: { sessionTtlSeconds?: number
   redis.on('error', () => {})
   const counters = async (key: string): Promise<Counters | null> => {
     if ((await redis.exists(key)) === 0) return null
-    const [spent, held] = await redis.hmget(key, 'spent', 'held')
-    return { spent: Number(spent ?? 0), held: Number(held ?? 0) }
+    const period = periodOfKey(key)
+    if (period === null) {
+      const [spent, held] = await redis.hmget(key, 'spent', 'held')
+      return { spent: Number(spent ?? 0), held: Number(held ?? 0) }
+    }
+    const [counts] = await readPeriods(redis, period.hash, [{ window: period.window, periodId: period.periodId }])
+    return { spent: counts?.spentMicros ?? 0, held: counts?.heldMicros ?? 0 }
   }
   const raw: RawState = {
     booked: (_hash, key) => counters(key),
     bookedTtl: (_hash, key) => redis.ttl(key),
-    deleteBooked: async (_hash, key) => void (await redis.del(key)),
+    // A period current in the string layout expires with the string (and its five tombstones): all of it goes.
+    deleteBooked: async (hash, key) => {
+      const cur = await redis.get(curKey(hash))
+      if ((await redis.type(key)) === 'string' && cur !== null) {
+        const ids = cur.split(' ').slice(11)
+        await redis.del(curKey(hash), ...WINDOW_NAMES.map((window, i) => periodKey(hash, window, ids[i] as string)))
+      } else {
+        await redis.del(key)
+      }
+    },
     reservation: async (hash, id) => {
       const { state } = await readRecord(redis, reservationKey(hash, id))
       return state === undefined ? null : { state }
@@ -166,7 +184,10 @@ function redisParts(url: string, clock: Clock, ttl: { sessionTtlSeconds?: number
     raw,
     store: createBudgetStore(redis, { now: clock.now, ...ttl }),
     admin: createKeyAdmin(redis, { now: clock.now }),
-    periodAt: async (hash, window, id) => (await counters(periodKey(hash, window, id))) ?? { spent: 0, held: 0 },
+    periodAt: async (hash, window, id) => {
+      const [counts] = await readPeriods(redis, hash, [{ window, periodId: id }])
+      return { spent: counts?.spentMicros ?? 0, held: counts?.heldMicros ?? 0 }
+    },
     session: (hash, id) => redis.hgetall(sessionKey(hash, id)),
     close: async () => redis.disconnect(),
   }
@@ -239,4 +260,11 @@ function sqliteParts(path: string, clock: Clock, ttl: { sessionTtlSeconds?: numb
       db.close()
     },
   }
+}
+
+/** The key hash, window and period id a Redis period key names ('lp:{<hash>}:w:<window>:<id>'; an id may hold ':'), or null. */
+function periodOfKey(key: string): { hash: string; window: WindowName; periodId: string } | null {
+  const m = /^lp:\{([0-9a-f]+)\}:w:([a-z]+):(.+)$/.exec(key)
+  if (m === null) return null
+  return { hash: m[1] as string, window: m[2] as WindowName, periodId: m[3] as string }
 }

@@ -64,7 +64,9 @@ export async function readRecord(redis: Redis, key: string): Promise<Record<stri
   const text = await redis.get(key)
   if (text === null) return {}
   const [state = '', n = '', provider = '', createdAt = ''] = text.split(' ')
-  return state === 'settled' ? { state, charged: n } : { state, amount: n, provider, created_at: createdAt }
+  if (state === 'settled') return { state, charged: n }
+  // 'kept': held in the string layout of the key's current periods.
+  return { state: state === 'kept' ? 'held' : state, amount: n, provider, created_at: createdAt }
 }
 
 export function sleep(ms: number): Promise<void> {

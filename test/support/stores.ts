@@ -6,11 +6,25 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
+import { Redis } from 'ioredis'
+import { LAYOUT_KEY } from '../../src/budget/redis/redis-keys.js'
 import { reservations, type ReservationRecord } from './fault-checks.js'
 import { startRedis, type TestRedis } from './redis.js'
 
 export type StoreKind = 'sqlite' | 'redis'
-export const STORE_KINDS: readonly StoreKind[] = ['sqlite', 'redis']
+
+/**
+ * The Redis store's layout of a key's current periods the tests run on (lua/reserve.lua): 'string' (what a fresh
+ * store gives every key, the default) or 'hash' (LOOPERS_TEST_REDIS_LAYOUT=hash: the vitest project "redis-hash"
+ * runs the store suites again on it, Redis only).
+ */
+export const REDIS_LAYOUT: 'string' | 'hash' = process.env.LOOPERS_TEST_REDIS_LAYOUT === 'hash' ? 'hash' : 'string'
+export const STORE_KINDS: readonly StoreKind[] = REDIS_LAYOUT === 'hash' ? ['redis'] : ['sqlite', 'redis']
+
+/** Keeps the test store on `layout` (default REDIS_LAYOUT): on 'hash', keys created on it from now keep the hash layout. */
+export async function keepRedisLayout(redis: Redis, layout = REDIS_LAYOUT): Promise<void> {
+  if (layout === 'hash') await redis.set(LAYOUT_KEY, '0')
+}
 
 export interface TestStore {
   kind: StoreKind
@@ -29,6 +43,12 @@ export interface TestStore {
 export async function startTestStore(kind: StoreKind = 'sqlite'): Promise<TestStore> {
   if (kind === 'redis') {
     const redis = await startRedis()
+    const client = new Redis(redis.url, { maxRetriesPerRequest: 0 })
+    try {
+      await keepRedisLayout(client)
+    } finally {
+      client.disconnect()
+    }
     return { kind, env: { REDIS_URL: redis.url }, redis, dbPath: null, reservations: (hash) => reservations(redis.url, hash), stop: () => redis.stop() }
   }
   const dir = mkdtempSync(join(tmpdir(), 'loopers-db-'))

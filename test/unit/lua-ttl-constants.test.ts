@@ -15,6 +15,11 @@ describe('lua scripts: the store\'s fixed TTLs', () => {
     expect([Number(line?.[1]), Number(line?.[2])]).toEqual([RESERVATION_TTL_SECONDS, PERIOD_GRACE_SECONDS])
   })
 
+  it('reserve.lua keeps the string layout\'s current periods the longest month and PERIOD_GRACE_SECONDS past a turn', () => {
+    const line = lua('reserve').match(/^local curTtl = '(\d+)'$/m)
+    expect(Number(line?.[1])).toBe(31 * 86_400 + PERIOD_GRACE_SECONDS)
+  })
+
   it('settle.lua keeps a settled record SETTLED_RECORD_TTL_SECONDS and a recreated period PERIOD_GRACE_SECONDS', () => {
     const line = lua('settle').match(/^local settledTtl, periodGraceTtl = '(\d+)', '(\d+)'$/m)
     expect([Number(line?.[1]), Number(line?.[2])]).toEqual([SETTLED_RECORD_TTL_SECONDS, PERIOD_GRACE_SECONDS])

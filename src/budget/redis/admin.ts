@@ -7,7 +7,8 @@ import { generateKey, hashKey, isKeyHash } from '../../keys.js'
 import { isProviderId, type ProviderId } from '../../providers/types.js'
 import { Cluster } from 'ioredis'
 import type { RedisClient } from './redis-client.js'
-import { dayKey, EVENTS_KEY, KEY_INDEX, parseSessionKey, periodKey, recordKey, sessionPattern } from './redis-keys.js'
+import { dayKey, EVENTS_KEY, KEY_INDEX, LAYOUT_FIELD, LAYOUT_KEY, parseSessionKey, recordKey, sessionPattern } from './redis-keys.js'
+import { readPeriods } from './periods.js'
 import { orderSessions, SESSIONS_SHOWN, type SessionStatus } from '../sessions.js'
 import { eventFromJson, eventJson, EVENTS_KEPT, type BudgetEvent, type EventJson } from '../events.js'
 import { lastDays, type DaySpend } from '../history.js'
@@ -33,8 +34,9 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
     const limits = budgetFields(budget)
     const key = generateKey()
     const hash = hashKey(key)
-    const fields = { name, providers: [...new Set(providers)].join(','), active: '1', created_at: new Date(now()).toISOString(), ...limits.set }
+    const fields: Record<string, string> = { name, providers: [...new Set(providers)].join(','), active: '1', created_at: new Date(now()).toISOString(), ...limits.set }
     await run('create key', async () => {
+      if (await stringLayout(redis)) fields[LAYOUT_FIELD] = '1'
       // Record first, limits in the same write: an index entry must never name a missing record. (Different slots: no MULTI.)
       await redis.hset(recordKey(hash), fields)
       await redis.sadd(KEY_INDEX, hash)
@@ -76,24 +78,21 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
     const record = await getKey(hash)
     if (record === null) return null
     const nowMs = now()
-    const entries = await Promise.all(
-      WINDOW_NAMES.map(async (window): Promise<[WindowName, WindowStatus]> => {
-        const period = periodOf(window, nowMs)
-        const [spent, held, requests] = await run('read status', () =>
-          redis.hmget(periodKey(hash, window, period.id), 'spent', 'held', 'requests'),
-        )
-        return [
-          window,
-          {
-            limitMicros: record.limits[window] ?? null,
-            spentMicros: Number(spent ?? 0),
-            heldMicros: Number(held ?? 0),
-            resetsAt: period.resetsAt,
-            ...(window === 'minute' ? { requests: Number(requests ?? 0) } : {}),
-          },
-        ]
-      }),
-    )
+    const periods = WINDOW_NAMES.map((window) => periodOf(window, nowMs))
+    const counts = await run('read status', () => readPeriods(redis, hash, periods.map((p) => ({ window: p.window, periodId: p.id }))))
+    const entries = periods.map((period, i): [WindowName, WindowStatus] => {
+      const { spentMicros, heldMicros, requests } = counts[i] as (typeof counts)[number]
+      return [
+        period.window,
+        {
+          limitMicros: record.limits[period.window] ?? null,
+          spentMicros,
+          heldMicros,
+          resetsAt: period.resetsAt,
+          ...(period.window === 'minute' ? { requests } : {}),
+        },
+      ]
+    })
     return Object.fromEntries(entries) as Record<WindowName, WindowStatus>
   }
 
@@ -153,6 +152,34 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
   }
 
   return { createKey, listKeys, getKey, revokeKey, setBudget, status, resolveKey, history, recordEvent, recentEvents, sessions }
+}
+
+/**
+ * Whether a key created now keeps its current periods in one string (the store's LAYOUT_KEY). A store holding no key
+ * yet is marked here (SET NX): no process of a previous release can share data that does not exist.
+ */
+async function stringLayout(redis: RedisClient): Promise<boolean> {
+  if ((await redis.exists(KEY_INDEX)) === 0) await redis.set(LAYOUT_KEY, '1', 'NX')
+  return (await redis.get(LAYOUT_KEY)) === '1'
+}
+
+/**
+ * Puts every key of the store on the string layout, and every key created from now on (LAYOUT_KEY): each key's
+ * current periods are folded into its string by its next reserve. Only safe once no process of a previous release
+ * shares the store: one would fail every request of a key on the string layout. Returns how many keys were marked.
+ */
+export async function useStringPeriods(redis: RedisClient): Promise<number> {
+  return run('use string periods', async () => {
+    await redis.set(LAYOUT_KEY, '1')
+    const hashes = await redis.smembers(KEY_INDEX)
+    let marked = 0
+    for (const hash of hashes) {
+      // Only an existing record: HSETNX on a missing one would create a record of that field alone.
+      if (!isKeyHash(hash) || (await redis.exists(recordKey(hash))) === 0) continue
+      if ((await redis.hsetnx(recordKey(hash), LAYOUT_FIELD, '1')) === 1) marked++
+    }
+    return marked
+  })
 }
 
 /** The record fields a budget change writes (`set`) and removes (`remove`: a 0 removes a limit). */

@@ -17,7 +17,28 @@ export function recordKey(hash: string): string {
   return `${prefix(hash)}:key`
 }
 
-/** One period of one window, a hash with integer fields `spent` and `held` (micro-USD). */
+/**
+ * Store-level marker: present ('1'), every key created from then on keeps its current periods in one string
+ * (curKey). Written when this release finds a store with no key, or by `loopers store use-string-periods`.
+ */
+export const LAYOUT_KEY = 'lp:layout'
+
+/** The key record field that puts one key on the string layout (value '1'). */
+export const LAYOUT_FIELD = 'layout'
+
+/**
+ * The string layout's five current periods of a key: '<spent> <held>' of each window minute to monthly, the minute's
+ * admitted requests, then the five period ids (see lua/reserve.lua). While a period is current there, its periodKey
+ * holds the string 'cur' (a tombstone); a turned period moves into its periodKey hash.
+ */
+export function curKey(hash: string): string {
+  return `${prefix(hash)}:cur`
+}
+
+/**
+ * One period of one window, a hash with integer fields `spent` and `held` (micro-USD): every period of a key on the
+ * hash layout, the turned ones of a key on the string layout (a current one is in curKey).
+ */
 export function periodKey(hash: string, window: WindowName, periodId: string): string {
   return `${prefix(hash)}:w:${window}:${periodId}`
 }

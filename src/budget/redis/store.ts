@@ -10,7 +10,7 @@ import type { RedisClient } from './redis-client.js'
 import { encodeArgs, encodeStart, joinArg, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-args.js'
 import { evalScript, script } from './script-command.js'
 import { ALREADY, DUPLICATE, HELD, int, intIn, NOT_HELD, OK, refusal, replyOf, unexpected } from './script-replies.js'
-import { dayKey, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
+import { curKey, dayKey, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
 import type {
   BudgetStore,
   ExtendResult,
@@ -66,20 +66,21 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
       // Written into a list of its final length: pushing onto a short one copies it into a longer one.
       const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
-      const args = new Array<ScriptArg>(6 + (session === null ? 0 : 5) + (loop === null ? 0 : 3))
+      const args = new Array<ScriptArg>(7 + (session === null ? 0 : 5) + (loop === null ? 0 : 3))
       let at = 0
-      args[at++] = fixed.recordAndPeriods
+      args[at++] = fixed.recordAndCur
       args[at++] = joinArg(fixed.reservationStart, input.requestId)
       if (sessionKeyName !== null) args[at++] = sessionKeyName
       if (loop !== null) {
         args[at++] = joinArg(fixed.loopStart, loop.scope)
       }
       // (The scope's steps by age, lp:{h}:loopt:<scope>, are named by reserve.lua on the rare paths that touch them.)
-      const keyCount = 7 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 1)
+      const keyCount = 3 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 1)
       args[at++] = input.provider
       args[at++] = input.minMicros
       args[at++] = input.maxMicros
       args[at++] = isoTime(nowMs)
+      args[at++] = fixed.periodIds
       if (session !== null) {
         args[at++] = session.budgetMicros ?? ''
         args[at++] = session.maxSteps ?? ''
@@ -105,9 +106,10 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       assertMicros('wantMicros', wantMicros)
       if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
       const booked = bookedParts(reservation)
-      const args = scriptKeys(reservation, booked, fixedKeys(reservation.keyHash, currentPeriods(now())))
-      args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS)
-      return evalScript(redis, scripts.extend, 8, args, readExtend, reservation, observer, started)
+      const fixed = fixedKeys(reservation.keyHash, currentPeriods(now()))
+      const args: ScriptArg[] = [fixed.recordAndCur, booked.session ?? fixed.noSession, joinArg(fixed.reservationStart, reservation.requestId)]
+      args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS, bookedIds(booked, fixed))
+      return evalScript(redis, scripts.extend, 4, args, readExtend, reservation, observer, started)
     } catch (err) {
       observer?.('extend', started, true)
       return Promise.reject(err as Error)
@@ -144,23 +146,19 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const booked = bookedParts(reservation)
     const loop = bookedLoop(booked)
     const fixed = fixedKeys(reservation.keyHash, currentPeriods(nowMs))
-    // Only the keys settle touches: the periods, today's history, the record, then the session and loop scope it booked.
+    // Only the keys settle touches: the current periods' string, today's history, the record, then the session and
+    // loop scope it booked (the booked periods' hashes are named by settle.lua from their ids).
     const record = joinArg(fixed.reservationStart, reservation.requestId)
-    const periods = booked.keys as readonly [string, string, string, string, string]
-    const same = samePeriods(periods, fixed.periodKeys)
-    const keyCount = 7 + (booked.session === undefined ? 0 : 1) + (loop === null ? 0 : 1)
+    const keyCount = 3 + (booked.session === undefined ? 0 : 1) + (loop === null ? 0 : 1)
     // Written into a list of its final length (see reserve): the keys, as few arguments as encoded, then ARGV.
-    const args = new Array<ScriptArg>((same ? 2 : 7) + keyCount - 7 + (loop === null ? 1 : 2))
+    const args = new Array<ScriptArg>(keyCount - 1 + (loop === null ? 2 : 3))
     let at = 0
-    if (same) args[at++] = fixed.periodsAndToday
-    else {
-      for (let i = 0; i < 5; i++) args[at++] = periods[i] as string
-      args[at++] = fixed.today
-    }
+    args[at++] = fixed.curAndToday
     args[at++] = record
     if (booked.session !== undefined) args[at++] = booked.session
     if (loop !== null) args[at++] = loop.key
     args[at++] = actualMicros
+    args[at++] = bookedIds(booked, fixed)
     if (loop !== null) args[at++] = loop.inFlightField
     return evalScript(redis, scripts.settle, keyCount, args, readSettle, null, callObserver, started)
   }
@@ -294,18 +292,20 @@ function bookedParts(r: Reservation): BookedParts {
   return { keys, session, loop }
 }
 
-/** The KEYS of extend: record, five booked periods, session (or placeholder), reservation. */
-function scriptKeys(r: Reservation, booked: BookedParts, fixed: FixedKeys): ScriptArg[] {
-  const session = booked.session ?? fixed.noSession
-  const reservation = joinArg(fixed.reservationStart, r.requestId)
-  const periods = booked.keys as readonly [string, string, string, string, string]
-  if (samePeriods(periods, fixed.periodKeys)) return [fixed.recordAndPeriods, session, reservation]
-  return [fixed.record, periods[0], periods[1], periods[2], periods[3], periods[4], session, reservation]
+/** The ids of a reservation's five booked periods, space separated, as the scripts take them (nearly always the current ones, encoded). */
+function bookedIds(booked: BookedParts, fixed: FixedKeys): ScriptArg {
+  const periods = booked.keys
+  if (periods[0] === fixed.periodKeys[0] && periods[1] === fixed.periodKeys[1] && periods[2] === fixed.periodKeys[2] &&
+    periods[3] === fixed.periodKeys[3] && periods[4] === fixed.periodKeys[4]) return fixed.periodIds
+  return [0, 1, 2, 3, 4].map((i) => periodIdOf(periods[i] as string)).join(' ')
 }
 
-/** Whether a reservation was booked in the current minute's periods (nearly always): their keys are already encoded. */
-function samePeriods(booked: readonly string[], current: FixedKeys['periodKeys']): boolean {
-  return booked[0] === current[0] && booked[1] === current[1] && booked[2] === current[2] && booked[3] === current[3] && booked[4] === current[4]
+/** The period id a period key ends with ('lp:{<hash>}:w:<window>:<id>'; an id may hold ':'). */
+function periodIdOf(key: string): string {
+  const window = key.indexOf(':w:')
+  const id = window < 0 ? -1 : key.indexOf(':', window + 3)
+  if (id < 0) throw new RangeError(`not a period key: ${key}`)
+  return key.slice(id + 1)
 }
 
 function sessionFlag(booked: BookedParts): '0' | '1' {
@@ -325,12 +325,13 @@ function bookedLoop(booked: BookedParts): { key: string; inFlightField: string }
 
 interface FixedKeys {
   minute: number
-  record: string
   periodKeys: readonly [string, string, string, string, string]
-  /** The record then the five period keys, encoded for a script's first six KEYS. */
-  recordAndPeriods: EncodedArgs
-  /** The five period keys then today's history counter, encoded for settle's first six KEYS. */
-  periodsAndToday: EncodedArgs
+  /** The five current period ids, space separated, encoded as one argument (reserve's ARGV[5]). */
+  periodIds: EncodedArgs
+  /** The record then the current periods' string, encoded for reserve's and extend's first two KEYS. */
+  recordAndCur: EncodedArgs
+  /** The current periods' string then today's history counter, encoded for settle's first two KEYS. */
+  curAndToday: EncodedArgs
   noSession: string
   /** The spend history counter of the minute's UTC day. */
   today: string
@@ -360,10 +361,10 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
   const todayKey = dayKey(hash, today(stamp).date)
   const fresh: FixedKeys = {
     minute: stamp,
-    record,
     periodKeys,
-    recordAndPeriods: encodeArgs([record, ...periodKeys]),
-    periodsAndToday: encodeArgs([...periodKeys, todayKey]),
+    periodIds: encodeArgs([periods.map((p) => p.id).join(' ')]),
+    recordAndCur: encodeArgs([record, curKey(hash)]),
+    curAndToday: encodeArgs([curKey(hash), todayKey]),
     noSession: noSessionKey(hash),
     today: todayKey,
     reservationStart: encodeStart(reservationKeyStart(hash)),
