@@ -342,7 +342,9 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       if (next !== VALUE && next !== VALUE_OR_CLOSE) return INVALID
       if (stack.length <= 2) valueBegins(scan, i, top)
       if (stack.length === 0) scan.object = c === OPEN_OBJECT
-      stack.push(top)
+      // Stored at the end rather than pushed, here and for spareFrames: TurboFan left these two push calls to the builtin
+      // (~50 instructions each, 3 % of a 33 KB agent body's scan); a store at the length it compiles inline.
+      stack[stack.length] = top
       if (c === OPEN_OBJECT) {
         top = spareFrames.pop() ?? { quotes: [], keys: 0, set: null, expectKey: true }
         next = KEY_OR_CLOSE
@@ -357,7 +359,7 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
         top.keys = 0
         top.set = null
         top.expectKey = true
-        spareFrames.push(top)
+        spareFrames[spareFrames.length] = top
       }
       top = stack.pop() ?? null
       if (stack.length <= 2) valueEnds(scan, i + 1, top)
