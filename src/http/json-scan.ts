@@ -129,12 +129,11 @@ function viewOf(raw: Buffer): DataView {
  * Bit 7 of each byte of the little-endian word `v` that may be a quote, a backslash or a control byte (below 0x20):
  * zero when none is. The bit tricks of "has a byte below n" and "has a zero byte" (flipping bit 1 takes a quote to
  * 0x20 and keeps control bytes below it, so one test finds both; a second, a backslash) flag the lowest such byte
- * exactly; a byte above it may be flagged by the borrow, so only the lowest flag is read.
+ * exactly; a byte above it may be flagged by the borrow, so only the lowest flag is read. Both tests' `& ~x` are
+ * one `& ~v`: neither xor touches bit 7 (two operations fewer a word, ~11 % fewer instructions over a long string).
  */
 function specialBits(v: number): number {
-  const low = v ^ 0x02020202
-  const slash = v ^ 0x5c5c5c5c
-  return (((low - 0x21212121) & ~low) | ((slash - 0x01010101) & ~slash)) & 0x80808080
+  return (((v ^ 0x02020202) - 0x21212121) | ((v ^ 0x5c5c5c5c) - 0x01010101)) & ~v & 0x80808080
 }
 
 /**
@@ -150,6 +149,9 @@ function specialByte(raw: Buffer, view: DataView, k: number): number {
   while (k < length && STRING_BYTES[raw[k] as number] === PLAIN) k++
   return k
 }
+
+// Tried and dropped, counted by callgrind: two words a loop, or'd, +13 % instructions over a 33 KB agent body (+86 % over
+// one long string); an escape skipped inside this loop, +12 % (a larger function) or +23 % (its return value marked).
 
 /** One past the escape whose backslash is at `k`, or -1 when JSON has no such escape. */
 function escapeEnd(raw: Buffer, k: number): number {
@@ -340,7 +342,9 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       if (next !== VALUE && next !== VALUE_OR_CLOSE) return INVALID
       if (stack.length <= 2) valueBegins(scan, i, top)
       if (stack.length === 0) scan.object = c === OPEN_OBJECT
-      stack.push(top)
+      // Stored at the end rather than pushed, here and for spareFrames: TurboFan left these two push calls to the builtin
+      // (~50 instructions each, 3 % of a 33 KB agent body's scan); a store at the length it compiles inline.
+      stack[stack.length] = top
       if (c === OPEN_OBJECT) {
         top = spareFrames.pop() ?? { quotes: [], keys: 0, set: null, expectKey: true }
         next = KEY_OR_CLOSE
@@ -355,7 +359,7 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
         top.keys = 0
         top.set = null
         top.expectKey = true
-        spareFrames.push(top)
+        spareFrames[spareFrames.length] = top
       }
       top = stack.pop() ?? null
       if (stack.length <= 2) valueEnds(scan, i + 1, top)

@@ -186,7 +186,8 @@ export class Digest {
   hex(): string {
     const sha = this.bulk.sha256()
     if (sha !== null) {
-      // The first 64 bits of SHA-256 over the long pieces.
+      // The first 64 bits of SHA-256 over the long pieces. (A 'buffer' digest read by readUInt32BE took longer: 0.75
+      // against 0.41 µs over 300 bytes.)
       this.code(BULK)
       this.mix(Number.parseInt(sha.slice(0, 8), 16))
       this.mix(Number.parseInt(sha.slice(8, 16), 16))
