@@ -11,8 +11,8 @@ import { countLoopSteps, deleteLoopStepsUpTo, type LoopPlace, readLoopStepAges }
 
 /** At most this many scopes are kept; past it the cache starts over. */
 const MAX_SCOPES = 4096
-/** At most this many scopes' orders (a trimmed scope's: about 260 steps) are kept; past it they start over. */
-const MAX_ORDERS = 64
+/** At most this many scopes' orders (a trimmed scope's: about 260 steps, 6 KB) are kept; past it the oldest kept goes. */
+const MAX_ORDERS = 128
 
 type Swept = (scope: number, step: number, stepLow: number) => void
 // Told when housekeeping (which runs on the store's own Db) removes a step: each of the connection's kept sizes.
@@ -110,7 +110,7 @@ export function createScopeSizes(db: Db): ScopeSizes {
       let order = orders.get(scope)
       if (order === undefined) {
         order = readLoopStepAges(db, scope)
-        if (orders.size >= MAX_ORDERS) orders.clear()
+        if (orders.size >= MAX_ORDERS) orders.delete(orders.keys().next().value as number)
         orders.set(scope, order)
       }
       const steps = order.length / 3
