@@ -26,7 +26,10 @@
 // main +0.2 % (−0.2 to +1.6). SQLite after a step's first request went unbooked (in flight by its reservation), a new
 // step recorded by one insert, and the scope sizes kept (one session, main, 4 pairs each): common +1.6 % (−1.9 to 3.9)
 // against the build before it +3.3 % (−19.6 to 6.7; an earlier run +5.6 %, 0.4 to 7.7), worst +4.1 % (2.4 to 47.7)
-// against +6.2 % (0.2 to 51.8); its A/A main +2.0 % (−0.9 to 3.7). About 6–8 min a run (phases ~20 s each, each batch after 5.5 s idle: see fresh).
+// against +6.2 % (0.2 to 51.8); its A/A main +2.0 % (−0.9 to 3.7). SQLite after a trimmed scope's order was kept (a
+// trim one range delete; bench/sqlite-store.mjs --instructions counts the store's part), main, 4 pairs each: worst −7.2 %
+// (−11.2 to −1.7) against the build before it +1.8 % (−25.9 to 8.9), common +0.2 % (−2.6 to 3.5) against +0.1 % (−20.9
+// to 4.0); its A/A main +2.5 % (0.3 to 2.7): at these sizes a pair moves more than the change. About 6–8 min a run (phases ~20 s each, each batch after 5.5 s idle: see fresh).
 // Loads 127.0.0.1 only; stops every process it starts;
 // a run is bounded by TIME_LIMIT_MS. valgrind's vgdb pipes are named by $USER and $HOST: see CONTROL_ENV.
 import { execFileSync, spawn } from 'node:child_process'

@@ -1,14 +1,14 @@
 // The embedded store's loop record (loop_steps, integer keys: rows.loopPlace): places that share an id, and a file
 // of the previous release (its loop steps in `loops`, text keys) opened, settled and swept by this one.
 import { DatabaseSync } from 'node:sqlite'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createSqliteKeyAdmin } from '../../src/budget/sqlite/admin.js'
 import { createDb, type Db } from '../../src/budget/sqlite/database.js'
 import { startHousekeeping } from '../../src/budget/sqlite/housekeeping.js'
 import { loopPlace, type LoopPlace } from '../../src/budget/sqlite/rows.js'
 import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
 import type { BudgetStore, KeyAdmin, Reservation, ReserveInput } from '../../src/budget/types.js'
-import { DEFAULT_LOOP_LIMIT } from '../../src/loop/rule.js'
+import { checksScopeSize, DEFAULT_LOOP_LIMIT, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../src/loop/rule.js'
 import { reserveInput } from '../support/budget-fixture.js'
 import { loopRowLayout, loopRowState } from '../support/sqlite-loop-row.js'
 import { openSqliteStack, type SqliteStack } from '../support/sqlite-stack.js'
@@ -158,6 +158,66 @@ describe('sqlite loop steps: the trim', () => {
   const rowsOfScope = (): number =>
     (stack.db.statement('SELECT count(*) AS n FROM loop_steps WHERE scope = ?').get(place(stack.hash, SCOPE, hex(0)).scope) as { n: number }).n
 
+  it('a scope trimmed again and again keeps exactly what the rule keeps, through ties, a clock stepping back and steps starting over', async () => {
+    const WINDOW_MS = 600_000
+    // The scope's steps as the rule keeps them (src/loop/rule.ts): step → first sighting.
+    const model = new Map<string, number>()
+    const evict = (): void => {
+      for (const [step, since] of model) if (now >= since + WINDOW_MS) model.delete(step)
+      const oldest = [...model].sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1))
+      for (let i = 0; model.size > LOOP_STEPS_AFTER_TRIM; i++) model.delete((oldest[i] as [string, number])[0])
+    }
+    // Session loop limit 0: a step the scope still holds (in its window) is refused, one it forgot is admitted as new.
+    const session = { id: 'trims', budgetMicros: null, maxSteps: null, loopLimit: 0 }
+    const scope = 's:trims'
+    let refused = 0
+    let trims = 0
+    for (let i = 0; i < 1600; i++) {
+      // Mostly 1 ms apart, every 7th in the same ms, twice the clock 300 ms back, once past the window of all but the newest 100 ms.
+      if (i === 500 || i === 1100) now -= 300
+      else if (i === 800) now += WINDOW_MS - 100
+      else if (i % 7 !== 0) now += 1
+      // Every 5th request repeats an earlier step (kept: refused; forgotten or past its window: admitted, new or over).
+      const step = hex(i % 5 === 4 ? Math.max(i - 1 - ((i * 37) % 320), 0) : i)
+      const since = model.get(step)
+      const held = since !== undefined && now < since + WINDOW_MS
+      const r = await stack.store.reserve(reserveInput(stack.hash, 1, { session, loop: { scope, step } }))
+      expect(r.ok, `request ${i}, step ${step}`).toBe(!held)
+      if (!r.ok) {
+        refused++
+        continue
+      }
+      await stack.store.settle(r.reservation, 1)
+      model.set(step, now)
+      if (since === undefined && checksScopeSize(step) && model.size > LOOP_STEPS_PER_SCOPE) {
+        evict()
+        trims++
+      }
+      const kept = stack.db.statement('SELECT step, step_low FROM loop_steps WHERE scope = ?').all(place(stack.hash, scope, step).scope) as Array<{ step: number; step_low: number }>
+      const want = [...model.keys()].map((k) => place(stack.hash, scope, k)).map((p) => `${p.step}:${p.stepLow}`)
+      expect(kept.map((row) => `${row.step}:${row.step_low}`).sort(), `request ${i}`).toEqual(want.sort())
+    }
+    expect(trims).toBeGreaterThanOrEqual(12)
+    expect(refused).toBeGreaterThan(100)
+  })
+
+  it("a scope's trim order kept by this process is read anew once another connection has changed the scope", async () => {
+    // Trimmed at step 256 (hex …100) to 192, its order kept; then steps 257..319 (the checks …110 to …130 find at most
+    // 240) and another process adds 40 steps older than all of them.
+    await steps(0, 320)
+    const other = new DatabaseSync(stack.path, { timeout: 5_000 })
+    try {
+      const p = place(stack.hash, SCOPE, hex(0))
+      const insert = other.prepare('INSERT INTO loop_steps (scope, step, step_low, tag, count, since_ms, inflight, expires_at) VALUES (?, ?, 0, ?, 1, ?, 0, ?)')
+      for (let i = 0; i < 40; i++) insert.run(p.scope, 2 ** 40 + i, p.tag, now - 1_000, now + 600_000)
+    } finally {
+      other.close()
+    }
+    // Step 320 (hex …140) finds 296: the 40 oldest (the other process's) go, then the oldest 64 of this one's.
+    await steps(320, 321)
+    expect(kept()).toEqual(range(129, 321))
+  })
+
   it("a scope's size kept by this process is counted anew once another connection has changed the scope", async () => {
     await steps(0, 200)
     // Another process adds 60 steps to the scope: step 208 (hex …d0) checks and finds 269, past 256.
@@ -174,7 +234,7 @@ describe('sqlite loop steps: the trim', () => {
     expect(rowsOfScope()).toBe(193)
   })
 
-  it("a scope's size kept by this process is counted anew once a sweep has removed loop steps", async () => {
+  it("a scope's size kept by this process follows a sweep that removed its steps", async () => {
     await steps(0, 200)
     now += 600_000
     const sweeper = startHousekeeping(stack.db, () => now, 60_000)
@@ -184,6 +244,42 @@ describe('sqlite loop steps: the trim', () => {
     // 60 new steps: the checks (…d0, …e0, …f0, …100, …110) find at most 60, so nothing is trimmed.
     await steps(200, 260)
     expect(rowsOfScope()).toBe(60)
+  })
+
+  it("a scope's trim order kept by this process follows a sweep that removed some of its steps", async () => {
+    await steps(0, 100)
+    now += 599_000
+    // Step 256 (hex …100) finds 257, none expired: 0..64 go, the order of 65..271 is kept.
+    await steps(100, 272)
+    now += 1_000
+    const sweeper = startHousekeeping(stack.db, () => now, 60_000)
+    for (let i = 0; i < 3; i++) sweeper.sweep()
+    sweeper.stop()
+    expect(kept()).toEqual(range(100, 272))
+    // Step 368 (hex …170) finds 269: the oldest 77 go.
+    await steps(272, 369)
+    expect(kept()).toEqual(range(177, 369))
+  })
+
+  it("a sweep of another scope's steps keeps this scope's size: no count", async () => {
+    const other = `c:${'6'.padStart(16, '0')}`
+    for (let i = 0; i < 10; i++) {
+      now += 1
+      await stack.store.settle(await admitted(stack.store, reserveInput(stack.hash, 1, { loop: { scope: other, step: hex(i) } })), 1)
+    }
+    now += 599_000
+    // Step 192 (hex …c0) counts the scope and keeps its size.
+    await steps(0, 200)
+    now += 1_000
+    const sweeper = startHousekeeping(stack.db, () => now, 60_000)
+    for (let i = 0; i < 3; i++) sweeper.sweep()
+    sweeper.stop()
+    expect(stack.db.statement('SELECT count(*) AS n FROM loop_steps WHERE scope = ?').get(place(stack.hash, other, hex(0)).scope)).toEqual({ n: 0 })
+    const read = vi.spyOn(stack.db, 'arrayStatement')
+    // Step 208 (hex …d0) checks the size: the kept one.
+    await steps(200, 210)
+    expect(read.mock.calls.filter(([sql]) => sql.includes('count(*)'))).toEqual([])
+    expect(rowsOfScope()).toBe(210)
   })
 })
 

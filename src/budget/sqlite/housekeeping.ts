@@ -5,7 +5,7 @@
  * last tick stopped, so one tick stays well under a millisecond and every row is seen once per lap.
  */
 import type { Db } from './database.js'
-import { loopStepsSwept } from './scope-sizes.js'
+import { loopStepSwept } from './scope-sizes.js'
 
 interface Housekeeping {
   /** One batch per table; returns how many rows went. */
@@ -53,9 +53,11 @@ export function startHousekeeping(db: Db, now: () => number = Date.now, interval
     const remove = db.statement(`DELETE FROM ${table.name} WHERE (${cols}) = (${marks}) AND expires_at <= ?`)
     let removed = 0
     for (const row of rows) {
-      if ((row.expires_at as number) <= nowMs) removed += Number(remove.run(...table.key.map((k) => row[k] as string), nowMs).changes)
+      if ((row.expires_at as number) > nowMs) continue
+      const gone = Number(remove.run(...table.key.map((k) => row[k] as string), nowMs).changes)
+      if (gone > 0 && table.name === 'loop_steps') loopStepSwept(db, row.scope as number, row.step as number, row.step_low as number)
+      removed += gone
     }
-    if (removed > 0 && table.name === 'loop_steps') loopStepsSwept(db)
     const last = rows.at(-1)
     cursors.set(table.name, rows.length < BATCH || last === undefined ? null : table.key.map((k) => last[k] as string))
     return removed

@@ -558,20 +558,22 @@ export function countLoopSteps(db: Db, scope: number): number {
   return (db.arrayStatement('SELECT count(*) FROM loop_steps WHERE scope = ?').get(scope) as unknown as [n: number])[0]
 }
 
+/** A scope's steps as flat `[sinceMs, step, stepLow]` triples, oldest first sighting first (ties by place): a scan and sort. */
+export function readLoopStepAges(db: Db, scope: number): number[] {
+  const found = db.arrayStatement('SELECT since_ms, step, step_low FROM loop_steps WHERE scope = ? ORDER BY since_ms, step, step_low').all(scope) as unknown as Array<
+    [since_ms: number, step: number, step_low: number]
+  >
+  const ages: number[] = []
+  for (const [sinceMs, step, stepLow] of found) ages.push(sinceMs, step, stepLow)
+  return ages
+}
+
 /**
- * Trims a scope of `count` steps (just counted) to `keep`: expired ones go first (window `windowMs`), then the oldest
- * first sighting. The expired are the oldest, so this deletes the oldest `count - keep`, then any expired left.
- * Returns how many went.
+ * Deletes a scope's steps up to and including the one first seen at `sinceMs` at (`step`, `stepLow`), in the order of
+ * readLoopStepAges: one pass over the scope, no sort.
  */
-export function trimLoopScope(db: Db, scope: number, count: number, keep: number, windowMs: number, nowMs: number): number {
-  const oldest = db
-    .statement(
-      `DELETE FROM loop_steps WHERE scope = ?1 AND (step, step_low) IN (
-         SELECT step, step_low FROM loop_steps WHERE scope = ?1 ORDER BY since_ms, step, step_low LIMIT ?2)`,
-    )
-    .run(scope, Math.max(count - keep, 0)).changes
-  const expired = db.statement('DELETE FROM loop_steps WHERE scope = ? AND since_ms <= ?').run(scope, nowMs - windowMs).changes
-  return Number(oldest) + Number(expired)
+export function deleteLoopStepsUpTo(db: Db, scope: number, sinceMs: number, step: number, stepLow: number): void {
+  db.statement('DELETE FROM loop_steps WHERE scope = ?1 AND (since_ms < ?2 OR (since_ms = ?2 AND (step, step_low) <= (?3, ?4)))').run(scope, sinceMs, step, stepLow)
 }
 
 /** Settled spend per day from `first` to `last` (inclusive, 'YYYY-MM-DD'), days with none left out. */

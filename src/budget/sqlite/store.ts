@@ -308,7 +308,10 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       if (loopStarts) {
         // The window's first request is not booked: it is in flight while its reservation is held, which settle and
         // abandon change exactly once, so its settle writes nothing here.
-        if (!loopInserted) rows.updateLoopStep(db, reservePlace, rows.firstLayoutTag(reservePlace), 1, nowMs, 0, input.requestId, nowMs + loopWindow)
+        if (!loopInserted) {
+          rows.updateLoopStep(db, reservePlace, rows.firstLayoutTag(reservePlace), 1, nowMs, 0, input.requestId, nowMs + loopWindow)
+          scopeSizes.restarted(reservePlace.scope)
+        }
       } else {
         // A repeat counts unless requests of the step are in flight (beyond a previous one still settling): requests
         // fired at once are not repeats. The first request's reservation is read only when it decides that.
@@ -320,13 +323,10 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         bookedKeys = [...bookedKeys, loopKey]
         booked = `${booked}\n${loopKey}`
       }
-      if (loopInserted) scopeSizes.added(reservePlace.scope)
+      if (loopInserted) scopeSizes.added(reservePlace, nowMs)
       // Only a new step that checks its scope's size counts it (kept, or a read), and trims a scope found past the limit.
       if (loopIsNew && checksScopeSize(loop.step)) {
-        const steps = scopeSizes.count(reservePlace.scope)
-        if (steps > LOOP_STEPS_PER_SCOPE) {
-          scopeSizes.set(reservePlace.scope, steps - rows.trimLoopScope(db, reservePlace.scope, steps, LOOP_STEPS_AFTER_TRIM, loopWindow, nowMs))
-        }
+        if (scopeSizes.count(reservePlace.scope) > LOOP_STEPS_PER_SCOPE) scopeSizes.trim(reservePlace.scope, LOOP_STEPS_AFTER_TRIM, loopWindow, nowMs)
       }
     }
     if (bookedKeys !== minute.bookedKeys) Object.freeze(bookedKeys)
