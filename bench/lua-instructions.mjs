@@ -18,7 +18,8 @@
 //   extend       as plain, and each reservation extended once (a stream outgrowing its hold) before the settles:
 //                an extend-extend phase between reserve and settle
 // --layout=hash keeps a build that has both Redis layouts of a key's current periods (lua/reserve.lua) on the hash
-// layout; by default its keys are on the string layout, as on a fresh store (an older build has only hashes).
+// layout; by default its keys are on the string layout, as on a fresh store (an older build has only hashes). The
+// store's marker (lp:layout) is as on such a store: '1' for the string layout, none (an upgraded store) for the hash.
 // Needs valgrind (callgrind_control) and redis-server (7.0 exports evalShaCommand dynamically). `--keep=DIR` keeps
 // the dumps for callgrind_annotate; Lua's own functions have no symbols there.
 import { execFileSync, spawn } from 'node:child_process'
@@ -75,6 +76,7 @@ async function count(dist, keepDir) {
   try {
     await waitForServer(port, () => serverErr)
     redis = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0, commandTimeout: 120_000 })
+    if (layout === 'string') await redis.set('lp:layout', '1')
     let clock = START_MS
     const now = () => clock
     const store = createBudgetStore(redis, { now })

@@ -8,7 +8,8 @@
 // daily limit: shape bench with a loop check and the guard off (loop_limit 0), as the bench's requests; plain
 // without. Prints each side's median (min–max) over the rounds. Bounded: at most 10 minutes, then it exits.
 // --layout=hash keeps a build that has both Redis layouts of a key's current periods (lua/reserve.lua) on the hash
-// layout; by default its key is on the string layout, as on a fresh store (an older build has only hashes).
+// layout; by default its key is on the string layout, as on a fresh store (an older build has only hashes). The
+// store's marker (lp:layout) is as on such a store: '1' for the string layout, none (an upgraded store) for the hash.
 // --probe adds two sides running bench/layout-probe/*.lua (the five current periods in one hash, then in one string:
 // prototypes, see there) with the first build's key admin. --callgrind runs redis-server under
 // `valgrind --tool=callgrind --toggle-collect=evalShaCommand` instead and counts instructions per request inside
@@ -50,6 +51,8 @@ try {
   if (withFloor) sides.push(await floorSide(server.url))
   const admin = new Redis(server.url)
   clients.push(admin)
+  if (layout === 'string') await admin.set('lp:layout', '1')
+  else await admin.del('lp:layout')
   const results = sides.map(() => ({ usec: [], cpu: [], instructions: [] }))
   let dumps = 0
   for (let round = 0; round < rounds; round++) {

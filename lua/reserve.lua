@@ -7,6 +7,10 @@ KEYS[1]     key record hash       lp:{h}:key  (active, providers, lim:<window>, 
 KEYS[2]     current periods       lp:{h}:cur, the string layout (a key whose record has layout = '1'): one string,
                                   '<spent> <held>' of each window minute to monthly, the minute's admitted requests,
                                   then the five period ids those are of ('<id1> … <id5>', as ARGV[5])
+            or, while the store is not marked for the string layout (lp:layout, read by the caller once a minute),
+KEYS[2..6]  the current period hashes lp:{h}:w:<window>:<period id>, minute to monthly (the hash layout's), and every
+            key below four places on (told by #KEYS: 3 to 5, or 7 to 9). Either way both layouts are handled: the
+            keys not passed are named here.
 KEYS[3]     reservation record    lp:{h}:r:<requestId>
 KEYS[4]     session hash          lp:{h}:s:<id> (budget, max_steps, steps, spent, held, loop_limit), only for a
                                   request with a session (#ARGV is 9 or 11)
@@ -72,10 +76,17 @@ local format = string.format
 
 -- A session's and a loop check's keys and arguments, passed only when the request has them (nil without): told by
 -- the arguments' count, 5 plus 4 for a session and 2 for a loop check.
-local hasSession, hasLoop = #ARGV >= 9, #ARGV == 7 or #ARGV == 11
+-- The period hashes passed (KEYS[2..6]): the reservation record is KEYS[7], ARGV[5] is not passed (the ids are read
+-- from the hashes' names, and the string's name made, only for a key on the string layout), and every argument after
+-- it comes one place earlier.
+local periodsPassed = #KEYS >= 7
+local curName, recordName, periodIds, o = KEYS[2], KEYS[3], ARGV[5], 1
+if periodsPassed then curName, recordName, periodIds, o = nil, KEYS[7], nil, 0 end
+local hasSession, hasLoop = #ARGV - o >= 8, #ARGV - o == 6 or #ARGV - o == 10
 local sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit
 if hasSession then
-  sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[4], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+  sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[periodsPassed and 8 or 4], ARGV[o + 5],
+    ARGV[o + 6], ARGV[o + 7], ARGV[o + 8]
 end
 local loopKey, loopAgeKey, step, nowMs
 if hasLoop then
@@ -191,20 +202,27 @@ if hasLoop then
   if loopCount > loopLimit then refusal = {'loop_detected', step, loopCount, loopLimit} end
 end
 
--- 3b. The periods. A key whose record has layout = '1' keeps the five current ones in one string, KEYS[2] (one GET
---     and one SET); the others in one hash each, named here from KEYS[1] and ARGV[5].
+-- 3b. The periods. A key whose record has layout = '1' keeps the five current ones in one string, curName (one GET
+--     and one SET); the others in one hash each, periods[at + i]: KEYS[2..6] when passed, else named here from KEYS[1]
+--     and ARGV[5].
 -- curs: the string's spent and held of each window, in order. prefix: 'lp:{h}:' (KEYS[1] is 'lp:{h}:key'), made
--- only where a period's hash is named.
+-- only where a key is named.
 local isString = rec[10] == '1'
-local periods, curs, requests, turned
+local periods, at, curs, requests, turned
 if isString then
-  local v = redis.call('GET', KEYS[2])
+  if periodsPassed then
+    local idAt = '^[^}]*}:w:%a+:(.*)$'
+    curName = string.sub(KEYS[1], 1, #KEYS[1] - 3) .. 'cur'
+    periodIds = string.match(KEYS[2], idAt) .. ' ' .. string.match(KEYS[3], idAt) .. ' ' .. string.match(KEYS[4], idAt) ..
+      ' ' .. string.match(KEYS[5], idAt) .. ' ' .. string.match(KEYS[6], idAt)
+  end
+  local v = redis.call('GET', curName)
   local s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, n, ids
   if v then
     s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, n, ids =
       string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
   end
-  if ids == ARGV[5] then
+  if ids == periodIds then
     curs = {s1 + 0, h1 + 0, s2 + 0, h2 + 0, s3 + 0, h3 + 0, s4 + 0, h4 + 0, s5 + 0, h5 + 0}
     requests = n + 0
   else
@@ -218,7 +236,7 @@ if isString then
     requests = (n or 0) + 0
     local names = {'minute', 'hourly', 'daily', 'weekly', 'monthly'}
     local old = ids and {string.match(ids, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')} or {}
-    local new = {string.match(ARGV[5], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
+    local new = {string.match(periodIds, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
     -- Each period key's TTL: its window's length and periodGrace, as step 6 below.
     local year, month = string.match(ARGV[4], '^(%d%d%d%d)%-(%d%d)')
     year, month = year + 0, month + 0
@@ -255,18 +273,20 @@ if isString then
       end
     end
   end
+elseif periodsPassed then
+  periods, at = KEYS, 1
 else
   local i1, i2, i3, i4, i5 = string.match(ARGV[5], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
   local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
-  periods = {prefix .. 'w:minute:' .. i1, prefix .. 'w:hourly:' .. i2, prefix .. 'w:daily:' .. i3,
-    prefix .. 'w:weekly:' .. i4, prefix .. 'w:monthly:' .. i5}
+  periods, at = {prefix .. 'w:minute:' .. i1, prefix .. 'w:hourly:' .. i2, prefix .. 'w:daily:' .. i3,
+    prefix .. 'w:weekly:' .. i4, prefix .. 'w:monthly:' .. i5}, 0
 end
 
 -- 3c. The request rate: at most rpm admitted requests per UTC minute, counted in the minute period.
 local rpm = not refusal and rec[9] and tonumber(rec[9])
 if rpm then
   local count = requests
-  if not isString then count = tonumber(redis.call('HGET', periods[1], 'requests')) or 0 end
+  if not isString then count = tonumber(redis.call('HGET', periods[at + 1], 'requests')) or 0 end
   if count >= rpm then refusal = {'rate_limited', rpm, count} end
 end
 
@@ -281,7 +301,7 @@ for i = 1, 5 do
       held = curs[2 * i]
       used = curs[2 * i - 1] + held
     else
-      local p = redis.call('HMGET', periods[i], 'spent', 'held')
+      local p = redis.call('HMGET', periods[at + i], 'spent', 'held')
       held = (p[2] or 0) + 0
       used = (p[1] or 0) + held
     end
@@ -309,14 +329,14 @@ end
 -- A turned string is written whatever the verdict: its periods' names hold tombstones now.
 local curFormat = '%d %d %d %d %d %d %d %d %d %d %d %s'
 if turned and refusal then
-  redis.call('SET', KEYS[2], format(curFormat, curs[1], curs[2], curs[3], curs[4], curs[5], curs[6], curs[7], curs[8],
-    curs[9], curs[10], requests, ARGV[5]), 'EX', curTtl)
+  redis.call('SET', curName, format(curFormat, curs[1], curs[2], curs[3], curs[4], curs[5], curs[6], curs[7], curs[8],
+    curs[9], curs[10], requests, periodIds), 'EX', curTtl)
 end
 
 -- 5a. Refused: unless the id was used, the session's lowered limits are written and its life is extended (EXPIRE
 --     does nothing to a session that does not exist).
 if refusal then
-  if redis.call('EXISTS', KEYS[3]) == 1 then return {'duplicate'} end
+  if redis.call('EXISTS', recordName) == 1 then return {'duplicate'} end
   if hasSession then
     if limits then redis.call('HSET', sessionKey, unpack(limits)) end
     redis.call('EXPIRE', sessionKey, sessionTtl)
@@ -353,10 +373,10 @@ else
   record = word .. grantArg .. ' ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.sub(sessionKey, tagEnd) .. ' '
     .. string.sub(loopKey, tagEnd) .. '#' .. loopSinceText .. '#' .. step
 end
-if not redis.call('SET', KEYS[3], record, 'EX', recordTtl, 'NX') then
+if not redis.call('SET', recordName, record, 'EX', recordTtl, 'NX') then
   if turned then
-    redis.call('SET', KEYS[2], format(curFormat, curs[1], curs[2], curs[3], curs[4], curs[5], curs[6], curs[7], curs[8],
-      curs[9], curs[10], requests, ARGV[5]), 'EX', curTtl)
+    redis.call('SET', curName, format(curFormat, curs[1], curs[2], curs[3], curs[4], curs[5], curs[6], curs[7], curs[8],
+      curs[9], curs[10], requests, periodIds), 'EX', curTtl)
   end
   return {'duplicate'}
 end
@@ -370,10 +390,10 @@ end
 --    from the year and month of ARGV[4], the time the periods are of.
 if isString then
   local value = format(curFormat, curs[1], curs[2] + grant, curs[3], curs[4] + grant, curs[5], curs[6] + grant, curs[7],
-    curs[8] + grant, curs[9], curs[10] + grant, requests + 1, ARGV[5])
-  if turned then redis.call('SET', KEYS[2], value, 'EX', curTtl) else redis.call('SET', KEYS[2], value, 'KEEPTTL') end
+    curs[8] + grant, curs[9], curs[10] + grant, requests + 1, periodIds)
+  if turned then redis.call('SET', curName, value, 'EX', curTtl) else redis.call('SET', curName, value, 'KEEPTTL') end
 else
-  local firstOfMinute = redis.call('HINCRBY', periods[1], 'requests', '1') == 1
+  local firstOfMinute = redis.call('HINCRBY', periods[at + 1], 'requests', '1') == 1
   local ttls
   if firstOfMinute then
     local year, month = string.match(ARGV[4], '^(%d%d%d%d)%-(%d%d)')
@@ -389,8 +409,8 @@ else
       format('%d', 7 * 86400 + periodGrace), format('%d', days * 86400 + periodGrace)}
   end
   for i = 1, 5 do
-    redis.call('HINCRBY', periods[i], 'held', grantArg)
-    if ttls then redis.call('EXPIRE', periods[i], ttls[i]) end
+    redis.call('HINCRBY', periods[at + i], 'held', grantArg)
+    if ttls then redis.call('EXPIRE', periods[at + i], ttls[i]) end
   end
 end
 
@@ -416,7 +436,7 @@ end
 --     settle and abandon change exactly once (so it costs settle nothing, and most steps have one request). Each
 --     later request adds itself to the field '<step>:<sinceMs>' and is booked, and settle decrements that field;
 --     the first is looked up only when it decides the verdict (exactly inFlightTolerated others in that field). The
---     record is read by its name (prefix of KEYS[3], the id from the entry): the same {tag}, so the same slot.
+--     record is read by its name (prefix of recordName, the id from the entry): the same {tag}, so the same slot.
 --     Size: a new step whose hash ends in 0 (one in 16, as checksScopeSize in src/loop/rule.ts) counts its
 --     scope; one found past stepsKept steps is trimmed to stepsAfterTrim (expired ones go first, then the oldest), so
 --     the trim's cost is spread over many new steps. A scope found past stepsKept once keeps its steps' sinceMs
@@ -437,10 +457,10 @@ if hasLoop then
     if loopAged then expires = '-' .. expires end
   end
   if loopNewSince then
-    -- The first request: counted (nothing else is in flight in a new window). KEYS[3] is '<tag>r:<request id>', and
-    -- KEYS[1] '<tag>key': the id starts at KEYS[1]'s length.
+    -- The first request: counted (nothing else is in flight in a new window). recordName is '<tag>r:<request id>',
+    -- and KEYS[1] '<tag>key': the id starts at KEYS[1]'s length.
     loopCount = 1
-    local value = '1:' .. loopSinceText .. '#' .. string.sub(KEYS[3], #KEYS[1])
+    local value = '1:' .. loopSinceText .. '#' .. string.sub(recordName, #KEYS[1])
     if extend then redis.call('HSET', loopKey, step, value, '#e', expires)
     else redis.call('HSET', loopKey, step, value) end
   else
@@ -450,7 +470,7 @@ if hasLoop then
     local flightKnown = loopInFlight ~= nil
     if not flightKnown then loopInFlight = redis.call('HINCRBY', loopKey, flight, '1') - 1 end
     if loopFirst and loopInFlight == inFlightTolerated then
-      local first = redis.pcall('GET', string.sub(KEYS[3], 1, #KEYS[1] - 1) .. loopFirst)
+      local first = redis.pcall('GET', string.sub(recordName, 1, #KEYS[1] - 1) .. loopFirst)
       -- Held: 'held …' or 'kept …' (h, k).
       local mark = type(first) == 'string' and string.byte(first, 1)
       if mark == 104 or mark == 107 then loopInFlight = loopInFlight + 1 end

@@ -3,20 +3,24 @@ settle: charge a request's actual cost and release its hold, exactly once per re
 periods and session the reservation was booked in (even if the clock has since moved on).
 
 KEYS[1]     current periods       lp:{h}:cur, the string layout's five current periods (reserve.lua)
+            or, while the store is not marked for the string layout (lp:layout, read by the caller once a minute),
+KEYS[1..5]  the booked period hashes lp:{h}:w:<window>:<period id>, minute to monthly, and every key below four
+            places on (told by #KEYS: 3 to 5, or 7 to 9). Either way both layouts are handled: the keys not passed are
+            named here.
 KEYS[2]     today's spend history lp:{h}:d:<YYYY-MM-DD> (a counter)
 KEYS[3]     reservation record    lp:{h}:r:<requestId> (a string; a hash of an earlier release is read too)
 KEYS[4]     booked session hash, only for a reservation booked in a session
 KEYS[#KEYS] the loop scope the request's step was recorded in (lp:{h}:loop:<scope>), only when ARGV[3] is given
             (only the keys a settle touches are passed, and their arguments: each costs Redis time)
-Not passed: the booked period hashes lp:{h}:w:<window>:<period id> (spent, held), named here from KEYS[1] and ARGV[2]
-            (in the key's {tag}, so in its slot)
+Not passed: the booked period hashes lp:{h}:w:<window>:<period id> (spent, held), named here from KEYS[1] and ARGV[2],
+            or the string, named from today's history key (in the key's {tag}, so in its slot)
 
 ARGV[1]     actualMicros (may exceed the reservation: the provider's bill is charged as it is)
 ARGV[2]     the five booked period ids, minute to monthly, space separated (those of the record's created_at)
 ARGV[3]     '<step>:<sinceMs>', the request's loop step and its first sighting (ms) when the request was admitted
             (only that window's entry is ended: the step's in flight field); absent when none was booked (a step's
             first request in its window is not: it is in flight while its record is held, which this script ends)
-(When the history counter expires is told by its name, KEYS[2]: an argument costs Redis time on every call.)
+(When the history counter expires is told by its name, today's history key: an argument costs Redis time on every call.)
 
 Returns one of
   chargedMicros                                  settled now (an integer, not a list: a list reply costs Redis more)
@@ -32,8 +36,13 @@ local settledTtl, periodGraceTtl = '86400', '86400'
 -- HISTORY_DAYS of src/budget/history.ts (test/unit/lua-ttl-constants.test.ts holds it equal): a day's counter
 -- expires that many days after the day ends.
 local historyDays = 400
-local loopField = ARGV[3]
-local hasSession = #KEYS == 5 or (#KEYS == 4 and not loopField)
+-- With the period hashes passed (KEYS[1..5]), every other key comes four places on, and ARGV[2] is not passed (the ids
+-- are read from the hashes' names, and the string's name made from today's history key, '<tag>d:YYYY-MM-DD', only
+-- where the string is read): the loop field comes one place earlier.
+local curName, todayName, recordName, bookedIds, loopField, base = KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3], 0
+if #KEYS >= 7 then curName, todayName, recordName, bookedIds, loopField, base = nil, KEYS[6], KEYS[7], nil, ARGV[2], 4 end
+local periodsPassed = base == 4
+local hasSession = #KEYS == base + 5 or (#KEYS == base + 4 and not loopField)
 
 -- 1. The record: a string, 'held <amount> …' or 'settled <charged>' (reserve.lua), read and marked settled in one
 --    call (SET … GET: one call where a GET and a SET were two); 'kept <amount> …' is held in the string layout: what was held becomes 'settled <actual>' with a
@@ -44,19 +53,19 @@ local hasSession = #KEYS == 5 or (#KEYS == 4 and not loopField)
 --    retry keeps it at most a day longer).
 local state, amount
 local settledRecord = 'settled ' .. ARGV[1]
-local got = redis.pcall('SET', KEYS[3], settledRecord, 'EX', settledTtl, 'GET')
+local got = redis.pcall('SET', recordName, settledRecord, 'EX', settledTtl, 'GET')
 local kind = type(got)
 local marked = kind ~= 'table'
 if kind == 'string' then
   state, amount = string.match(got, '^(%l+) (%d+)')
   if state == 'settled' then
-    redis.call('SET', KEYS[3], got, 'KEEPTTL')
+    redis.call('SET', recordName, got, 'KEEPTTL')
     return {'already', tonumber(amount) or 0}
   end
 elseif not marked then
   -- Any other failure (out of memory: nothing was written) is the script's, as it is.
   if not string.find(got.err, 'WRONGTYPE', 1, true) then return got end
-  local res = redis.call('HMGET', KEYS[3], 'state', 'amount', 'charged')
+  local res = redis.call('HMGET', recordName, 'state', 'amount', 'charged')
   state = res[1]
   if state == 'settled' then amount = res[3] else amount = res[2] end
   if state == 'settled' then return {'already', tonumber(amount) or 0} end
@@ -69,7 +78,7 @@ if state == 'held' or state == 'kept' then reserved = (amount or 0) + 0 end
 local actual = ARGV[1] + 0
 
 -- 3. Each booked period: charge `actual`, release up to `reserved` (held never goes below zero). Where it lives: in
---    the string KEYS[1] while it is current there (its id in the string's), else in its own hash. A hold booked in
+--    the string curName while it is current there (its id in the string's), else in its own hash. A hold booked in
 --    the string layout ('kept') knows that from the string; any other (booked in a hash, or no record) tries the
 --    hash first, and the tombstone there (WRONGTYPE) tells it the key switched since: the period is in the string,
 --    read only then. Nearly always a 'kept' hold's periods are all current: the string's ids are ARGV[2] itself, and
@@ -77,30 +86,68 @@ local actual = ARGV[1] + 0
 local s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds
 local curRead = false
 if state == 'kept' then
-  local v = redis.call('GET', KEYS[1])
+  if not curName then
+    curName = string.sub(todayName, 1, #todayName - 12) .. 'cur'
+    local idAt = '^[^}]*}:w:%a+:(.*)$'
+    bookedIds = string.match(KEYS[1], idAt) .. ' ' .. string.match(KEYS[2], idAt) .. ' ' .. string.match(KEYS[3], idAt) ..
+      ' ' .. string.match(KEYS[4], idAt) .. ' ' .. string.match(KEYS[5], idAt)
+  end
+  local v = redis.call('GET', curName)
   curRead = true
   if v then
     s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds =
       string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
   end
 end
-if state == 'kept' and curIds == ARGV[2] then
+-- A hold booked in the period hashes passed (nearly always, on a store not marked): each released in its hash, as before
+-- the string layout, until one holds a tombstone (the key switched since: nothing was written there); from that period
+-- on, the general path below. (This loop costs a settle about 5% fewer instructions than the general one.)
+local from = 1
+if periodsPassed and state == 'held' and reserved > 0 then
+  local release = '-' .. amount
+  from = 6
+  for i = 1, 5 do
+    local key, created = KEYS[i], false
+    local held = redis.pcall('HINCRBY', key, 'held', release)
+    if type(held) == 'table' then
+      if not string.find(held.err, 'WRONGTYPE', 1, true) then return held end
+      from = i
+      break
+    end
+    if actual > 0 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
+    if held < 0 then
+      if held + reserved > 0 then
+        redis.call('HSET', key, 'held', '0')
+      else
+        redis.call('HDEL', key, 'held')
+        created = true
+      end
+    end
+    if created and redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, periodGraceTtl) end
+  end
+end
+if from == 6 then
+  -- (Every period released above.)
+elseif state == 'kept' and curIds == bookedIds then
   h1, h2, h3, h4, h5 = h1 - reserved, h2 - reserved, h3 - reserved, h4 - reserved, h5 - reserved
   if h1 < 0 then h1 = 0 end
   if h2 < 0 then h2 = 0 end
   if h3 < 0 then h3 = 0 end
   if h4 < 0 then h4 = 0 end
   if h5 < 0 then h5 = 0 end
-  redis.call('SET', KEYS[1], string.format('%d %d %d %d %d %d %d %d %d %d %s %s', s1 + actual, h1, s2 + actual, h2,
+  redis.call('SET', curName, string.format('%d %d %d %d %d %d %d %d %d %d %s %s', s1 + actual, h1, s2 + actual, h2,
     s3 + actual, h3, s4 + actual, h4, s5 + actual, h5, curRequests, curIds), 'KEEPTTL')
 else
   -- curs: the string's counts once one of its periods is settled; current: its period ids.
-  local curs, current
-  local booked = {string.match(ARGV[2], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
-  local names = {'minute', 'hourly', 'daily', 'weekly', 'monthly'}
-  local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3) .. 'w:'
+  -- booked: the ids of ARGV[2], read where compared with the string's or a hash is named.
+  local curs, current, booked, names, prefix
+  if not periodsPassed or curIds then booked = {string.match(bookedIds, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')} end
+  if not periodsPassed then
+    names = {'minute', 'hourly', 'daily', 'weekly', 'monthly'}
+    prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3) .. 'w:'
+  end
   local release = reserved > 0 and '-' .. amount
-  for i = 1, 5 do
+  for i = from, 5 do
     local inCur = false
     if state == 'kept' and curIds then
       current = current or {string.match(curIds, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
@@ -109,7 +156,8 @@ else
     if not inCur then
       -- Its hash (the hash layout's, or a turned period's). The first command on it is the one that can meet the
       -- tombstone: it fails then with nothing written.
-      local key = prefix .. names[i] .. ':' .. booked[i]
+      local key = KEYS[i]
+      if not periodsPassed then key = prefix .. names[i] .. ':' .. booked[i] end
       local created, first = false, nil
       if reserved == 0 then
         first = redis.pcall('HEXISTS', key, 'held')
@@ -120,7 +168,13 @@ else
         if not string.find(first.err, 'WRONGTYPE', 1, true) then return first end
         -- The tombstone: current in the string (nothing else names it), unless the string went (then it is lost).
         if not curRead then
-          local v = redis.call('GET', KEYS[1])
+          if not curName then
+            curName = string.sub(todayName, 1, #todayName - 12) .. 'cur'
+            local idAt = '^[^}]*}:w:%a+:(.*)$'
+            bookedIds = string.match(KEYS[1], idAt) .. ' ' .. string.match(KEYS[2], idAt) .. ' ' .. string.match(KEYS[3], idAt) ..
+              ' ' .. string.match(KEYS[4], idAt) .. ' ' .. string.match(KEYS[5], idAt)
+          end
+          local v = redis.call('GET', curName)
           curRead = true
           if v then
             s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds =
@@ -129,6 +183,7 @@ else
         end
         if curIds then
           current = current or {string.match(curIds, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
+          booked = booked or {string.match(bookedIds, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')}
           inCur = current[i] == booked[i]
         end
       elseif reserved == 0 then
@@ -156,7 +211,7 @@ else
     end
   end
   if curs then
-    redis.call('SET', KEYS[1], string.format('%d %d %d %d %d %d %d %d %d %d %s %s', curs[1], curs[2], curs[3], curs[4],
+    redis.call('SET', curName, string.format('%d %d %d %d %d %d %d %d %d %d %s %s', curs[1], curs[2], curs[3], curs[4],
       curs[5], curs[6], curs[7], curs[8], curs[9], curs[10], curRequests, curIds), 'KEEPTTL')
   end
 end
@@ -165,7 +220,7 @@ end
 --    steps together, so a release that finds it holding none of the reservation and made its only field created it,
 --    and deletes it again.
 if hasSession then
-  local key = KEYS[4]
+  local key = KEYS[base + 4]
   if reserved == 0 then
     if actual > 0 and redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
   else
@@ -185,8 +240,8 @@ end
 --    with its day's expiry, so the settle that creates it sets that expiry once: historyDays days after the end of
 --    the day its name ends with ('…:d:YYYY-MM-DD'), unix seconds (days since the epoch of a proleptic Gregorian
 --    date, as the civil-from-days algorithm's inverse; exact in doubles).
-if actual > 0 and redis.call('INCRBY', KEYS[2], ARGV[1]) == actual then
-  local y, m, d = string.match(KEYS[2], '(%d%d%d%d)%-(%d%d)%-(%d%d)$')
+if actual > 0 and redis.call('INCRBY', todayName, ARGV[1]) == actual then
+  local y, m, d = string.match(todayName, '(%d%d%d%d)%-(%d%d)%-(%d%d)$')
   y, m, d = y + 0, m + 0, d + 0
   if m <= 2 then y = y - 1 end
   local era = (y - y % 400) / 400
@@ -195,7 +250,7 @@ if actual > 0 and redis.call('INCRBY', KEYS[2], ARGV[1]) == actual then
   local doy = (153 * mp + 2 - (153 * mp + 2) % 5) / 5 + d - 1
   local doe = yoe * 365 + (yoe - yoe % 4) / 4 - (yoe - yoe % 100) / 100 + doy
   local day = era * 146097 + doe - 719468
-  redis.call('EXPIREAT', KEYS[2], string.format('%d', (day + 1 + historyDays) * 86400))
+  redis.call('EXPIREAT', todayName, string.format('%d', (day + 1 + historyDays) * 86400))
 end
 
 -- 5b. The request's loop step has one fewer request in flight, in the window it was admitted in only: the
@@ -207,5 +262,5 @@ end
 
 -- 6. A hash record of an earlier release is marked settled now: SET replaces it with only what a settled one
 --    answers, and its TTL.
-if not marked then redis.call('SET', KEYS[3], settledRecord, 'EX', settledTtl) end
+if not marked then redis.call('SET', recordName, settledRecord, 'EX', settledTtl) end
 return actual

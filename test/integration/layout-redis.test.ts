@@ -207,6 +207,90 @@ describe('redis store: the string layout of the current periods, and the switch 
     expect(status?.minute).toMatchObject({ requests: 2 })
   })
 
+  /**
+   * The KEYS count of each budget script call the store sends while `run` runs (MONITOR): 7 for a reserve or settle
+   * and 8 for an extend passing the period hashes, 3 and 4 passing the string.
+   */
+  async function keyCounts(run: () => Promise<void>): Promise<number[]> {
+    const monitor = await f.redis.duplicate().monitor()
+    const counts: number[] = []
+    monitor.on('monitor', (_time: string, args: string[]) => {
+      if (args[0]?.toLowerCase() === 'evalsha' || args[0]?.toLowerCase() === 'eval') counts.push(Number(args[2]))
+    })
+    try {
+      await run()
+      // MONITOR shows a command as it runs: one sent after them arrives after them.
+      await f.redis.ping()
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    } finally {
+      monitor.disconnect()
+    }
+    return counts
+  }
+
+  /** A request on a key of its own in a new minute, so the store has read the marker (once a minute) for the next. */
+  async function readMarker(at: string): Promise<void> {
+    f.clock.set(at)
+    await f.store.settle(await f.reserved(await f.newKey(), 1), 1)
+    await f.redis.ping()
+  }
+
+  it('while the store is not marked the period hashes are passed, and a key switched mid-minute is still right', async () => {
+    const hash = await hashKey({ limits: { daily: 10_000 } })
+    await readMarker('2026-05-04T13:00:10.000Z')
+    let held: Reservation | undefined
+    expect(await keyCounts(async () => { held = await f.reserved(hash, 1_000) })).toEqual([7])
+    expect(await f.redis.get(`${recordKey(hash).slice(0, -3)}r:${held?.requestId}`)).toMatch(/^held /)
+
+    // The marker flips within the minute: the store still passes the period hashes, the record says string.
+    await useStringPeriods(f.redis)
+    f.clock.advance(1_000)
+    let kept: Reservation | undefined
+    const counts = await keyCounts(async () => {
+      kept = await f.reserved(hash, 400)
+      expect(await tombstones(hash)).toEqual([true, true, true, true, true])
+      expect(await periods(hash)).toEqual(every(0, 1_400))
+      expect(await f.redis.get(`${recordKey(hash).slice(0, -3)}r:${kept.requestId}`)).toMatch(/^kept /)
+      expect(await f.store.extend(held as Reservation, 100, 100)).toEqual({ ok: true, grantedMicros: 100 })
+      expect(await f.store.extend(kept, 50, 50)).toEqual({ ok: true, grantedMicros: 50 })
+      expect(await periods(hash)).toEqual(every(0, 1_550))
+      expect(await f.store.settle(held as Reservation, 700)).toEqual({ chargedMicros: 700, alreadySettled: false })
+      expect(await periods(hash)).toEqual(every(700, 450))
+      expect(await f.store.settle(kept, 300)).toEqual({ chargedMicros: 300, alreadySettled: false })
+      expect(await periods(hash)).toEqual(every(1_000, 0))
+    })
+    expect(counts).toEqual([7, 8, 8, 7, 7])
+    // The string: spent and held of each window, then the minute's two requests.
+    expect((await f.redis.get(curKey(hash)))?.split(' ').slice(0, 11)).toEqual([...WINDOW_NAMES.flatMap(() => ['1000', '0']), '2'])
+
+    // From the next minute on, the string's keys: the limit counts both layouts' charges (10,000 - 1,000 left).
+    await readMarker('2026-05-04T13:01:05.000Z')
+    const refusedAndAdmitted = await keyCounts(async () => {
+      expect(await f.store.reserve(input(hash, 9_001))).toMatchObject({ ok: false, window: 'daily' })
+      expect((await f.store.reserve(input(hash, 9_000))).ok).toBe(true)
+    })
+    expect(refusedAndAdmitted).toEqual([3, 3])
+  })
+
+  it('while the store is marked the string is passed, and a key not switched yet is still right in its hashes', async () => {
+    // The step marks the store before it marks each key: a key on the hash layout, the store's marker set.
+    const hash = await hashKey({ limits: { daily: 10_000 } })
+    await f.redis.set(LAYOUT_KEY, '1')
+    await readMarker('2026-05-04T14:00:10.000Z')
+    const counts = await keyCounts(async () => {
+      const r = await f.reserved(hash, 1_000)
+      expect(await f.store.extend(r, 100, 100)).toEqual({ ok: true, grantedMicros: 100 })
+      expect(await periods(hash)).toEqual(every(0, 1_100))
+      expect(await f.store.settle(r, 600)).toEqual({ chargedMicros: 600, alreadySettled: false })
+    })
+    expect(counts).toEqual([3, 4, 3])
+    expect(await periods(hash)).toEqual(every(600, 0))
+    const at = f.clock.now()
+    const types = await Promise.all(WINDOW_NAMES.map((w) => f.redis.type(periodKey(hash, w, periodOf(w, at).id))))
+    expect(types).toEqual(['hash', 'hash', 'hash', 'hash', 'hash'])
+    expect(await f.redis.exists(curKey(hash))).toBe(0)
+  })
+
   it('marks a store holding no key, so its keys start on the string layout; a store with keys only by the step', async () => {
     const fresh = await startTestStore('redis')
     const g = await createBudgetFixture(fresh, { redisLayout: 'string' })

@@ -10,7 +10,7 @@ import type { RedisClient } from './redis-client.js'
 import { encodeArgs, encodeStart, joinArg, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-args.js'
 import { evalScript, script } from './script-command.js'
 import { ALREADY, DUPLICATE, HELD, int, intIn, NOT_HELD, OK, refusal, replyOf, unexpected } from './script-replies.js'
-import { curKey, dayKey, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
+import { curKey, dayKey, LAYOUT_KEY, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
 import type {
   BudgetStore,
   ExtendResult,
@@ -45,6 +45,20 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   const scripts = { reserve: script('reserve'), extend: script('extend'), settle: script('settle'), abandon: script('abandon') }
   // Told of each reserve, extend and settle as its command ends (observeCalls); abandon's own settle is not one.
   let observer: StoreCallObserver | null = null
+  // Whether the store is not marked for the string layout (LAYOUT_KEY), read once a minute of the clock without
+  // waiting: then the scripts are passed the five period hashes as KEYS (the hash layout's keys, named in Lua
+  // otherwise at a cost). Either way a key on either layout is handled; until the first read, the string layout's keys.
+  let periodsInHashes = false
+  let layoutReadAt = Number.NaN
+
+  /** Whether to pass the period hashes, refreshed when `stamp` (a minute) is not the last one read in. */
+  function passPeriods(stamp: number): boolean {
+    if (stamp !== layoutReadAt) {
+      layoutReadAt = stamp
+      redis.get(LAYOUT_KEY).then((marker) => { periodsInHashes = marker !== '1' }, () => { /* kept as it was: either is correct */ })
+    }
+    return periodsInHashes
+  }
 
   // reserve, extend and settle are plain functions resolving with the script command's own promise: no async frame
   // or await waits across the round trip. What a reply means is read as it arrives (readReserve, …); a failed
@@ -66,21 +80,23 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
       // Written into a list of its final length: pushing onto a short one copies it into a longer one.
       const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
-      const args = new Array<ScriptArg>(7 + (session === null ? 0 : 5) + (loop === null ? 0 : 3))
+      const inHashes = passPeriods(fixed.minute)
+      const args = new Array<ScriptArg>((inHashes ? 6 : 7) + (session === null ? 0 : 5) + (loop === null ? 0 : 3))
       let at = 0
-      args[at++] = fixed.recordAndCur
+      args[at++] = inHashes ? recordAndPeriods(fixed) : fixed.recordAndCur
       args[at++] = joinArg(fixed.reservationStart, input.requestId)
       if (sessionKeyName !== null) args[at++] = sessionKeyName
       if (loop !== null) {
         args[at++] = joinArg(fixed.loopStart, loop.scope)
       }
       // (The scope's steps by age, lp:{h}:loopt:<scope>, are named by reserve.lua on the rare paths that touch them.)
-      const keyCount = 3 + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 1)
+      const keyCount = (inHashes ? 7 : 3) + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 1)
       args[at++] = input.provider
       args[at++] = input.minMicros
       args[at++] = input.maxMicros
       args[at++] = isoTime(nowMs)
-      args[at++] = fixed.periodIds
+      // (With the period hashes, their ids are not passed: reserve.lua reads them from the names when it needs them.)
+      if (!inHashes) args[at++] = fixed.periodIds
       if (session !== null) {
         args[at++] = session.budgetMicros ?? ''
         args[at++] = session.maxSteps ?? ''
@@ -107,9 +123,11 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       if (minMicros > wantMicros) throw new RangeError('minMicros must not exceed wantMicros')
       const booked = bookedParts(reservation)
       const fixed = fixedKeys(reservation.keyHash, currentPeriods(now()))
-      const args: ScriptArg[] = [fixed.recordAndCur, booked.session ?? fixed.noSession, joinArg(fixed.reservationStart, reservation.requestId)]
-      args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS, bookedIds(booked, fixed))
-      return evalScript(redis, scripts.extend, 4, args, readExtend, reservation, observer, started)
+      const inHashes = passPeriods(fixed.minute)
+      const args: ScriptArg[] = [inHashes ? recordAndBooked(booked, fixed) : fixed.recordAndCur, booked.session ?? fixed.noSession, joinArg(fixed.reservationStart, reservation.requestId)]
+      args.push(minMicros, wantMicros, sessionFlag(booked), PERIOD_GRACE_SECONDS)
+      if (!inHashes) args.push(bookedIds(booked, fixed))
+      return evalScript(redis, scripts.extend, inHashes ? 8 : 4, args, readExtend, reservation, observer, started)
     } catch (err) {
       observer?.('extend', started, true)
       return Promise.reject(err as Error)
@@ -149,16 +167,17 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     // Only the keys settle touches: the current periods' string, today's history, the record, then the session and
     // loop scope it booked (the booked periods' hashes are named by settle.lua from their ids).
     const record = joinArg(fixed.reservationStart, reservation.requestId)
-    const keyCount = 3 + (booked.session === undefined ? 0 : 1) + (loop === null ? 0 : 1)
+    const inHashes = passPeriods(fixed.minute)
+    const keyCount = (inHashes ? 7 : 3) + (booked.session === undefined ? 0 : 1) + (loop === null ? 0 : 1)
     // Written into a list of its final length (see reserve): the keys, as few arguments as encoded, then ARGV.
-    const args = new Array<ScriptArg>(keyCount - 1 + (loop === null ? 2 : 3))
+    const args = new Array<ScriptArg>(keyCount - (inHashes ? 5 : 1) + (loop === null ? 1 : 2) + (inHashes ? 0 : 1))
     let at = 0
-    args[at++] = fixed.curAndToday
+    args[at++] = inHashes ? bookedAndToday(booked, fixed) : fixed.curAndToday
     args[at++] = record
     if (booked.session !== undefined) args[at++] = booked.session
     if (loop !== null) args[at++] = loop.key
     args[at++] = actualMicros
-    args[at++] = bookedIds(booked, fixed)
+    if (!inHashes) args[at++] = bookedIds(booked, fixed)
     if (loop !== null) args[at++] = loop.inFlightField
     return evalScript(redis, scripts.settle, keyCount, args, readSettle, null, callObserver, started)
   }
@@ -295,9 +314,32 @@ function bookedParts(r: Reservation): BookedParts {
 /** The ids of a reservation's five booked periods, space separated, as the scripts take them (nearly always the current ones, encoded). */
 function bookedIds(booked: BookedParts, fixed: FixedKeys): ScriptArg {
   const periods = booked.keys
-  if (periods[0] === fixed.periodKeys[0] && periods[1] === fixed.periodKeys[1] && periods[2] === fixed.periodKeys[2] &&
-    periods[3] === fixed.periodKeys[3] && periods[4] === fixed.periodKeys[4]) return fixed.periodIds
+  if (samePeriods(periods, fixed.periodKeys)) return fixed.periodIds
   return [0, 1, 2, 3, 4].map((i) => periodIdOf(periods[i] as string)).join(' ')
+}
+
+/** The record then the five current period hashes, encoded once a key's minute needs them (reserve's first six KEYS). */
+function recordAndPeriods(fixed: FixedKeys): EncodedArgs {
+  return (fixed.recordAndPeriods ??= encodeArgs([fixed.record, ...fixed.periodKeys]))
+}
+
+/** The record then a reservation's five booked period hashes (extend's first six KEYS), encoded when current. */
+function recordAndBooked(booked: BookedParts, fixed: FixedKeys): ScriptArg {
+  const p = booked.keys
+  if (samePeriods(p, fixed.periodKeys)) return recordAndPeriods(fixed)
+  return encodeArgs([fixed.record, p[0] as string, p[1] as string, p[2] as string, p[3] as string, p[4] as string])
+}
+
+/** A reservation's five booked period hashes then today's history counter (settle's first six KEYS), encoded when current. */
+function bookedAndToday(booked: BookedParts, fixed: FixedKeys): ScriptArg {
+  const p = booked.keys
+  if (samePeriods(p, fixed.periodKeys)) return (fixed.periodsAndToday ??= encodeArgs([...fixed.periodKeys, fixed.today]))
+  return encodeArgs([p[0] as string, p[1] as string, p[2] as string, p[3] as string, p[4] as string, fixed.today])
+}
+
+/** Whether a reservation was booked in the current minute's periods (nearly always). */
+function samePeriods(p: readonly string[], current: FixedKeys['periodKeys']): boolean {
+  return p[0] === current[0] && p[1] === current[1] && p[2] === current[2] && p[3] === current[3] && p[4] === current[4]
 }
 
 /** The period id a period key ends with ('lp:{<hash>}:w:<window>:<id>'; an id may hold ':'). */
@@ -325,7 +367,11 @@ function bookedLoop(booked: BookedParts): { key: string; inFlightField: string }
 
 interface FixedKeys {
   minute: number
+  record: string
   periodKeys: readonly [string, string, string, string, string]
+  /** The record then the five period hashes, and the five then today's history counter, encoded (null until needed). */
+  recordAndPeriods: EncodedArgs | null
+  periodsAndToday: EncodedArgs | null
   /** The five current period ids, space separated, encoded as one argument (reserve's ARGV[5]). */
   periodIds: EncodedArgs
   /** The record then the current periods' string, encoded for reserve's and extend's first two KEYS. */
@@ -361,7 +407,10 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
   const todayKey = dayKey(hash, today(stamp).date)
   const fresh: FixedKeys = {
     minute: stamp,
+    record,
     periodKeys,
+    recordAndPeriods: null,
+    periodsAndToday: null,
     periodIds: encodeArgs([periods.map((p) => p.id).join(' ')]),
     recordAndCur: encodeArgs([record, curKey(hash)]),
     curAndToday: encodeArgs([curKey(hash), todayKey]),
