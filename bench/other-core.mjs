@@ -30,13 +30,15 @@ try {
     sides[n] = await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name: n, cliPath: resolve(builds[n]) })
     started.push(sides[n])
   }
-  const key = await createBenchKey(redis.url, 'bench-other-core')
-  const request = requestPair(key, CHAT_BODY).proxied
   const names = Object.keys(sides)
+  // A key per side: a build before the string layout of a key's periods fails closed on a key this build has moved
+  // (its scripts meet the tombstones), so two builds never share one.
+  const requests = {}
+  for (const n of names) requests[n] = requestPair(await createBenchKey(redis.url, `bench-other-core-${n}`), CHAT_BODY).proxied
   const pools = Object.fromEntries(names.map((n) => [n, createPool(sides[n].url, 64)]))
   const others = { loadgen: process.pid, fake: fake.pid, redis: redis.pid }
   process.stdout.write(`pids: ${[...names.map((n) => `${n} ${sides[n].pid}`), ...Object.entries(others).map(([k, v]) => `${k} ${v}`)].join(', ')}\n`)
-  for (const n of names) await closedLoop({ origin: sides[n].url, request, concurrency: 64, durationMs: 30_000, maxRequests: warm, pool: pools[n] })
+  for (const n of names) await closedLoop({ origin: sides[n].url, request: requests[n], concurrency: 64, durationMs: 30_000, maxRequests: warm, pool: pools[n] })
 
   const per = Object.fromEntries(names.map((n) => [n, []]))
   for (let t = 0; t < trials; t++) {
@@ -49,7 +51,7 @@ try {
       const info0 = await redisInfo(redis.url)
       const segs0 = tcpSegments()
       const cores0 = coreTimes()
-      const r = await closedLoop({ origin: sides[n].url, request, concurrency: 64, durationMs, pool: pools[n] })
+      const r = await closedLoop({ origin: sides[n].url, request: requests[n], concurrency: 64, durationMs, pool: pools[n] })
       const busy = coreBusy(cores0, coreTimes())
       const segs = tcpSegments()
       const info = await redisInfo(redis.url)
@@ -91,7 +93,7 @@ try {
   await Promise.all(Object.values(pools).map((p) => p.close()))
   process.stdout.write('\none response as the client reads it:\n')
   for (const n of names) {
-    const seen = await rawRequest(sides[n].url, request)
+    const seen = await rawRequest(sides[n].url, requests[n])
     process.stdout.write(`--- ${n}: ${seen.bytes} bytes in ${seen.reads} read(s)\n${seen.text}\n`)
   }
 } finally {
