@@ -1,7 +1,7 @@
 // Redis's time per request (a reserve and its settle) of each build's store, and of the floor's two scripts, timed
 // against one plain redis-server (no valgrind): what `INFO commandstats` counts inside EVALSHA (usec) and the
 // server's whole CPU time (reading the query and writing the reply too, /proc schedstat), each per request.
-//   node bench/redis-time.mjs [--dist=OLD/dist --dist=dist …] [--probe] [--floor] [--shape=bench|plain]
+//   node bench/redis-time.mjs [--dist=OLD/dist --dist=dist …] [--floor] [--shape=bench|plain]
 //                             [--requests=20000] [--rounds=4] [--inflight=32] [--callgrind [--whole] [--keep]]
 // Each round runs every side once, in turn (floor last), `--requests` requests each with `--inflight` in flight on
 // one connection, through that build's own createBudgetStore (exactly the calls the proxy makes), on a key with a
@@ -10,9 +10,9 @@
 // --layout=hash keeps a build that has both Redis layouts of a key's current periods (lua/reserve.lua) on the hash
 // layout; by default its key is on the string layout, as on a fresh store (an older build has only hashes). The
 // store's marker (lp:layout) is as on such a store: '1' for the string layout, none (an upgraded store) for the hash.
-// --probe adds two sides running bench/layout-probe/*.lua (the five current periods in one hash, then in one string:
-// prototypes, see there) with the first build's key admin. --callgrind runs redis-server under
-// `valgrind --tool=callgrind --toggle-collect=evalShaCommand` instead and counts instructions per request inside
+// (Prototypes measured here before the string layout shipped: the five current periods in one hash per key bought
+// nothing, 293.2k against 286.8k instructions a whole request — each hash field costs about a call.)
+// --callgrind runs redis-server under `valgrind --tool=callgrind --toggle-collect=evalShaCommand` instead and counts instructions per request inside
 // EVALSHA (a count load does not move; use fewer requests, e.g. --requests=1000 --rounds=1); --keep keeps its dumps
 // (cg.<pid>.<n>, one a side and round, in order) for callgrind_annotate; --whole counts reading the queries and writing
 // the replies too (readQueryFromClient, handleClientsWithPendingWritesUsingThreads), not only EVALSHA: with
@@ -29,7 +29,6 @@ const args = (name) => process.argv.filter((a) => a.startsWith(`--${name}=`)).ma
 const dists = args('dist').map((d) => resolve(d))
 if (dists.length === 0) dists.push(join(ROOT, 'dist'))
 const withFloor = process.argv.includes('--floor')
-const withProbe = process.argv.includes('--probe')
 const callgrind = process.argv.includes('--callgrind')
 const whole = process.argv.includes('--whole')
 const shape = args('shape')[0] ?? 'bench'
@@ -47,7 +46,6 @@ const clients = []
 try {
   const sides = []
   for (const dist of dists) sides.push(await storeSide(dist, server.url))
-  if (withProbe) for (const variant of ['', '-string']) sides.push(await probeSide(dists[0], server.url, variant))
   if (withFloor) sides.push(await floorSide(server.url))
   const admin = new Redis(server.url)
   clients.push(admin)
@@ -185,47 +183,4 @@ function callgrindTotal(outDir, pid, n) {
   const name = readdirSync(outDir).find((f) => f === `cg.${pid}.${n}`)
   if (name === undefined) throw new Error(`no callgrind dump ${n}`)
   return Number(/\n(?:totals|summary): (\d+)/.exec(readFileSync(join(outDir, name), 'utf8'))[1])
-}
-
-/**
- * bench/layout-probe/*.lua: the common path on one hash of the five current periods (a prototype), with the key,
- * arguments and record the store would send; a key made by `dist`'s admin, its periods by `dist`'s windows.
- */
-async function probeSide(dist, url, variant) {
-  const { createKeyAdmin } = await import(join(dist, 'budget/redis/admin.js'))
-  const { currentPeriods, PERIOD_GRACE_SECONDS } = await import(join(dist, 'budget/windows.js'))
-  const redis = new Redis(url, { maxRetriesPerRequest: 0 })
-  clients.push(redis)
-  const admin = createKeyAdmin(redis)
-  const { record } = await admin.createKey(`redis-time probe${variant} ${dist}`, ['openai'])
-  await admin.setBudget(record.hash, { limits: { daily: 1e15 }, ...(shape === 'bench' ? { loopLimit: 0 } : {}) })
-  const { LAYOUT_FIELD: layoutField } = await import(join(dist, 'budget/redis/redis-keys.js'))
-  if (layoutField !== undefined) {
-    if (layout === 'string') await redis.hset(`lp:{${record.hash}}:key`, layoutField, '1')
-    else await redis.hdel(`lp:{${record.hash}}:key`, layoutField)
-  }
-  const lua = (name) => readFileSync(join(ROOT, `bench/layout-probe/${name}.lua`), 'utf8')
-  redis.defineCommand('probeReserve', { lua: lua(`reserve${variant}`) })
-  redis.defineCommand('probeSettle', { lua: lua(`settle${variant}`) })
-  const tag = `lp:{${record.hash}}:`
-  const hex = (s) => createHash('sha256').update(s).digest('hex').slice(0, 16)
-  const scope = `c:${hex('conv')}`
-  let id = 0
-  return {
-    name: variant === '' ? 'probe: five current periods in one hash' : 'probe: five current periods in one string',
-    run: (n) => closedLoop(n, async () => {
-      const nowMs = Date.now()
-      const periods = currentPeriods(nowMs)
-      const ids = periods.map((p) => p.id).join(' ')
-      const ttls = periods.map((p) => (p.resetsAt.getTime() - p.start.getTime()) / 1000 + PERIOD_GRACE_SECONDS).join(' ')
-      const requestId = `p${id++}`
-      const loopKeys = shape === 'bench' ? [`${tag}loop:${scope}`, `${tag}loopt:${scope}`] : []
-      const loopArgs = shape === 'bench' ? [hex('step'), nowMs] : []
-      const keys = [`${tag}key`, `${tag}cur`, `${tag}r:${requestId}`, ...loopKeys]
-      const reply = await redis.probeReserve(keys.length, ...keys, 'openai', 1_000, 2_000_000, ttls, new Date(nowMs).toISOString(), ids, ...loopArgs)
-      if (typeof reply !== 'number') throw new Error(`probe refused: ${reply}`)
-      const day = new Date(nowMs).toISOString().slice(0, 10)
-      await redis.probeSettle(3, `${tag}cur`, `${tag}d:${day}`, `${tag}r:${requestId}`, 600_000, ids)
-    }),
-  }
 }
