@@ -1,13 +1,15 @@
 // CPU cost of the loop fingerprint on a lazily read agent body (bench/agent-body.mjs), against the same body
 // parsed whole, for this build and optionally another one in the same process: rounds alternate between the builds,
-// so the machine's load moves both alike. Also counts what load does not move: JSON.parse calls and characters, and
-// V8 heap bytes allocated (summed over collections, as bench/alloc-probe.mjs sums them).
+// so the machine's load moves both alike. Also counts what load does not move: JSON.parse calls and characters, the
+// work the digest's definition fixes (SHA-256 calls and bytes, units mixed into the lanes), and V8 heap bytes
+// allocated (summed over collections, as bench/alloc-probe.mjs sums them).
 // `npm run build && node bench/lazy-fingerprint.mjs [--bytes=32768] [--seconds=4] [--other=OLD/dist] [--shape=chat|anthropic]`
 // (--shape: bench/agent-body.mjs's chat body, the default, or its Anthropic Messages body; both the messages shape)
 // prints one JSON line per build: microseconds per fingerprint (median of rounds, min–max) on the lazy and the
 // parsed body, microseconds per lazy read of the body (readLazyBody: the validating scan and the members' definitions,
 // which the fingerprint's bodies are made by before timing), JSON.parse calls and characters per fingerprint of the
-// lazy body, and heap bytes per fingerprint of each.
+// lazy body, its SHA-256 calls and bytes and lane units (the conversation's digest and the step's together; null when
+// the build's Digest and Bulk name their counters otherwise), and heap bytes per fingerprint of each.
 import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import v8 from 'node:v8'
@@ -25,10 +27,12 @@ for (const dist of dists) {
   const url = (path) => pathToFileURL(`${dist}/${path}`).href
   const { readLazyBody, readParsedBody } = await import(url('proxy/request-body.js'))
   const { messagesShape } = await import(url('loop/shapes/messages.js'))
+  const { Digest } = await import(url('loop/digest.js'))
+  const { Bulk } = await import(url('loop/bulk.js'))
   // Every fingerprint is of a body read afresh (nothing of an earlier one is cached); a body its scan reads in
   // several slices (128 KiB) comes as a promise: the bodies are made before timing.
   const pool = (read) => () => Promise.all(Array.from({ length: POOL }, () => read(raw, messagesShape)))
-  builds.push({ dist, read: () => readLazyBody(raw, messagesShape), lazy: pool(readLazyBody), parsed: pool(readParsedBody), rounds: { lazy: [], parsed: [], read: [] } })
+  builds.push({ dist, Digest, Bulk, read: () => readLazyBody(raw, messagesShape), lazy: pool(readLazyBody), parsed: pool(readParsedBody), rounds: { lazy: [], parsed: [], read: [] } })
 }
 
 // What the lazy body's fingerprint parses.
@@ -48,6 +52,32 @@ for (const build of builds) {
     JSON.parse = parse
   }
   build.parses = { calls, chars }
+}
+
+// What it hashes: read from the private counters of a digest as it ends (Digest#hex, whose Bulk#sha256 empties the bulk).
+for (const build of builds) {
+  const [body] = await build.lazy()
+  const { hex } = build.Digest.prototype
+  const { sha256 } = build.Bulk.prototype
+  const hashed = { sha_calls: 0, sha_bytes: 0, lane_units: 0 }
+  build.Digest.prototype.hex = function () {
+    hashed.lane_units += this.laneChars
+    return hex.call(this)
+  }
+  build.Bulk.prototype.sha256 = function () {
+    if (this.bytes > 0) {
+      hashed.sha_calls++
+      hashed.sha_bytes += this.bytes
+    }
+    return sha256.call(this)
+  }
+  try {
+    body.fingerprint()
+  } finally {
+    build.Digest.prototype.hex = hex
+    build.Bulk.prototype.sha256 = sha256
+  }
+  build.hashed = Number.isInteger(hashed.lane_units) && Number.isInteger(hashed.sha_bytes) ? hashed : { sha_calls: null, sha_bytes: null, lane_units: null }
 }
 
 for (const build of builds) for (const kind of ['lazy', 'parsed']) for (let i = 0; i < 4; i++) for (const body of await build[kind]()) body.fingerprint()
@@ -90,12 +120,12 @@ while (performance.now() < end) {
     build.rounds.read.push(((performance.now() - start) * 1000) / POOL)
   }
 }
-for (const { dist, rounds, parses, alloc } of builds) {
+for (const { dist, rounds, parses, hashed, alloc } of builds) {
   const stats = (values) => {
     values.sort((a, b) => a - b)
     return `${round(values[values.length >> 1])} (${round(values[0])}–${round(values[values.length - 1])})`
   }
-  process.stdout.write(`${JSON.stringify({ build: dist, body_bytes: raw.length, rounds: rounds.lazy.length, lazy_us: stats(rounds.lazy), parsed_us: stats(rounds.parsed), read_us: stats(rounds.read), lazy_parse_calls: parses.calls, lazy_parse_chars: parses.chars, lazy_heap_bytes: alloc.lazy, parsed_heap_bytes: alloc.parsed })}\n`)
+  process.stdout.write(`${JSON.stringify({ build: dist, body_bytes: raw.length, rounds: rounds.lazy.length, lazy_us: stats(rounds.lazy), parsed_us: stats(rounds.parsed), read_us: stats(rounds.read), lazy_parse_calls: parses.calls, lazy_parse_chars: parses.chars, ...hashed, lazy_heap_bytes: alloc.lazy, parsed_heap_bytes: alloc.parsed })}\n`)
 }
 
 function round(value) {
