@@ -126,7 +126,9 @@ export function startIdleRelease(options: IdleReleaseOptions): IdleRelease {
 
 /**
  * Quiet time before the short release: past the gaps inside one client's burst of requests, and soon enough that
- * a proxy a few seconds after its last request already holds no more than what lived through them.
+ * a proxy a few seconds after its last request already holds no more than what lived through them. Checking
+ * twice a second costs a quiet proxy 2 wake-ups a second (0.2 before) and, scavenge included, 0.3 ms of CPU
+ * a second over its first 10 s of quiet (0.03 before; bench/idle-cpu.mjs).
  */
 const LULL_MS = 1_000
 
