@@ -8,7 +8,7 @@ import type { Metrics } from '../metrics.js'
 import type { Micros } from '../money.js'
 import { tokensCost } from '../pricing/cost.js'
 import type { Price } from '../pricing/types.js'
-import type { ProviderAdapter, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { ProviderAdapter, RequestFacts, RouteMatch, UpstreamCredential, UpstreamRequest } from '../providers/types.js'
 import type { TokenCounter } from '../tokens/worker.js'
 import type { LaterCount } from './exact-count.js'
 import type { ReservationPlan } from './plan.js'
@@ -55,6 +55,13 @@ export interface Forward {
    * stream relay once the provider reports the input.
    */
   countInput: LaterCount | undefined
+  /**
+   * The upstream request built while the reserve was in flight (prebuildUpstream), sent as it is when the grant
+   * lowers no cap; null when none was built (an edited body, a body hashed in slices, a fault building it, no prebuild).
+   */
+  prebuilt: UpstreamRequest | null
+  /** Whether `prepareBody` already changed the body, for a grant that lowers no cap, while the reserve was in flight. */
+  edited: boolean
 }
 
 /**
