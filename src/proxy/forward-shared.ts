@@ -56,13 +56,15 @@ export interface Forward {
    */
   countInput: LaterCount | undefined
   /**
-   * The upstream request built while the reserve was in flight (prebuildUpstream), sent as it is when the grant
-   * lowers no cap; null when none was built (an edited body, a body hashed in slices, a fault building it, no prebuild).
+   * What was made while the reserve was in flight (prebuildUpstream): the upstream request, sent as it is when the
+   * grant lowers no cap; EDITED when `prepareBody` changed the body (for a grant that lowers none) instead; null
+   * when nothing was (a body hashed in slices, a fault building it, no prebuild).
    */
-  prebuilt: UpstreamRequest | null
-  /** Whether `prepareBody` already changed the body, for a grant that lowers no cap, while the reserve was in flight. */
-  edited: boolean
+  prebuilt: UpstreamRequest | typeof EDITED | null
 }
+
+/** Forward.prebuilt of a request whose body `prepareBody` changed while its reserve was in flight. */
+export const EDITED = 'edited'
 
 /**
  * The input a stream without reported input is charged: counted off the event loop when the plan held only

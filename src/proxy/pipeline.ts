@@ -202,13 +202,13 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
     let plan = planned
     let result: ReserveResult | null = null
     let counted = false
-    let early: Pick<Forward, 'prebuilt' | 'edited'> = NOT_PREBUILT
+    let prebuilt: Forward['prebuilt'] = null
     if (tightRoom === null) {
       // Far from its limits (the common case) a request reserves its cheap bound at once: one store call, no count.
       try {
         const reserving = store.reserve(reserveInput)
         // Built while the reserve is in flight, sent only once it is granted (forward.ts).
-        early = prebuildUpstream(adapter, { route, facts, target, headers: request.headers, credential, payload: read })
+        prebuilt = prebuildUpstream(adapter, { route, facts, target, headers: request.headers, credential, payload: read })
         result = await reserving
       } catch (error) {
         throw reserveFault(error, reserveInput)
@@ -245,7 +245,7 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
             counting,
             { adapter, route, path: target.path, headers: request.headers, credential, body, source: read, scan, model: facts.model, price, tokensPerMedia: price.tokensPerMedia },
           )
-    return { request, reply, adapter, target, route, facts, price, plan, payload: read, credential, reservation, summary, started, countInput, prebuilt: early.prebuilt, edited: early.edited }
+    return { request, reply, adapter, target, route, facts, price, plan, payload: read, credential, reservation, summary, started, countInput, prebuilt }
   }
 
   /** What a failed reserve call throws: budget_unavailable for a store fault, after releasing or blocking its request id. */
@@ -359,9 +359,6 @@ interface Admitted {
   result: ReserveResult
   counted: boolean
 }
-
-/** What a request forwards with when nothing was built while its reserve was in flight. */
-const NOT_PREBUILT: Pick<Forward, 'prebuilt' | 'edited'> = { prebuilt: null, edited: false }
 
 /** A refusal that more budget (or fewer holds) could turn into an admission. */
 function isBudgetRefusal(result: ReserveResult): result is Extract<ReserveResult, { ok: false }> {

@@ -161,7 +161,7 @@ describe('a request whose reserve is in flight', () => {
     expect((await daily(record.hash)).heldMicros).toBe(0)
   })
 
-  it('asks a stream for its usage (the body edited while the reserve was in flight) whether or not the grant is lowered', async () => {
+  it('asks a stream for its usage when its body was edited while the reserve was in flight', async () => {
     const { key } = await admin.createKey('prebuilt-stream', ['openai'], { limits: { daily: 1_000_000 } })
     const answer = send(key, { model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], stream: true, max_tokens: 40 })
     await gate.reserved()

@@ -60,7 +60,6 @@ async function relayFailingAtEnd(events: string[]) {
     summary: {},
     countInput: undefined,
     prebuilt: null,
-    edited: false,
   } as unknown as Forward
   const source = readableSource(Readable.from(events.map((e) => Buffer.from(e))))
   const response = { status: 200, rawHeaders: [], source } as unknown as UpstreamResponse
