@@ -79,7 +79,16 @@ export function exactCompatInput(route: RouteMatch, _path: string, body: Json, m
   }
 }
 
-/** Forces usage on streams and lowers the output cap; returns true if the body changed. */
+/** `cap`, or `current` when that is a valid cap below it. */
+function lowerCap(current: unknown, cap: number): number {
+  return typeof current === 'number' && Number.isSafeInteger(current) && current >= 1 ? Math.min(current, cap) : cap
+}
+
+/**
+ * Forces usage on streams and lowers the output cap; returns true if the body changed. Prepared once without a
+ * cap and again with one, a body is as one preparation with that cap makes it (the pipeline prepares it while
+ * its reserve is in flight).
+ */
 export function prepareCompatBody(route: RouteMatch, body: Json, facts: RequestFacts, maxOutputTokens: number | null): boolean {
   let changed = false
   if (route.operation === 'chat' && facts.stream) {
@@ -93,7 +102,9 @@ export function prepareCompatBody(route: RouteMatch, body: Json, facts: RequestF
   if (maxOutputTokens !== null) {
     if (route.operation === 'chat') {
       const perChoice = Math.max(1, Math.floor(maxOutputTokens / facts.choices))
-      if (body.max_tokens != null && body.max_completion_tokens == null) body.max_tokens = perChoice
+      // Only ever lowered: a body prepared before (a legacy Azure body's max_tokens is the smaller of its two
+      // caps) keeps a smaller cap of its own, as one preparation with this cap would.
+      if (body.max_tokens != null && body.max_completion_tokens == null) body.max_tokens = lowerCap(body.max_tokens, perChoice)
       else body.max_completion_tokens = perChoice
       changed = true
     } else if (route.operation === 'responses') {

@@ -8,7 +8,7 @@ import type { Metrics } from '../metrics.js'
 import type { Micros } from '../money.js'
 import { tokensCost } from '../pricing/cost.js'
 import type { Price } from '../pricing/types.js'
-import type { ProviderAdapter, RequestFacts, RouteMatch, UpstreamCredential } from '../providers/types.js'
+import type { ProviderAdapter, RequestFacts, RouteMatch, UpstreamCredential, UpstreamRequest } from '../providers/types.js'
 import type { TokenCounter } from '../tokens/worker.js'
 import type { LaterCount } from './exact-count.js'
 import type { ReservationPlan } from './plan.js'
@@ -55,7 +55,16 @@ export interface Forward {
    * stream relay once the provider reports the input.
    */
   countInput: LaterCount | undefined
+  /**
+   * What was made while the reserve was in flight (prebuildUpstream): the upstream request, sent as it is when the
+   * grant lowers no cap; EDITED when `prepareBody` changed the body (for a grant that lowers none) instead; null
+   * when nothing was (a body hashed in slices, a fault building it, no prebuild).
+   */
+  prebuilt: UpstreamRequest | typeof EDITED | null
 }
+
+/** Forward.prebuilt of a request whose body `prepareBody` changed while its reserve was in flight. */
+export const EDITED = 'edited'
 
 /**
  * The input a stream without reported input is charged: counted off the event loop when the plan held only

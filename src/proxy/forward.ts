@@ -14,7 +14,7 @@ import type { ProviderAdapter, UpstreamCredential, UpstreamRequest } from '../pr
 import { MAX_BODY_BYTES, UpstreamTooLargeError } from '../stream/limits.js'
 import type { SourceReader, StreamSource } from '../stream/source.js'
 import type { TokenCounter } from '../tokens/worker.js'
-import { endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
+import { EDITED, endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
 import { loweredOutputCap } from './plan.js'
 import { createStreamRelay } from './relay-stream.js'
 import { REMAINING_HEADER, usdHeader } from './respond.js'
@@ -173,6 +173,9 @@ export function createForwarder(deps: ForwardDeps & Pick<SettlementDeps, 'releas
           if (error instanceof UpstreamTooLargeError) throw upstreamUnreachable(`the provider's answer exceeded the ${error.limitBytes}-byte limit`, { cause: error })
           throw upstreamUnreachable('the provider connection broke before the answer was complete', { cause: error })
         }
+        // Answer first, usage read after: nothing the client gets depends on it, and the hold keeps the money
+        // booked until settlement lands a round trip later.
+        sendWhole(reply, response.status, headers, bytes)
         const usage =
           adapter.usageFromHeaders?.(route, response.headers) ??
           adapter.usageFromBody(route, bytes.length < BIG_BODY_BYTES ? pickMembers(bytes, adapter.usageMembers) : await pickBigMembers(deps.counter, bytes, adapter.usageMembers))
@@ -181,8 +184,6 @@ export function createForwarder(deps: ForwardDeps & Pick<SettlementDeps, 'releas
         const actual = usage === null ? reservation.reservedMicros : costMicros(price, { inputTokens: plan.inputTokens, ...usage }) + plan.feeMicros
         summary.inputTokens = usage?.inputTokens
         summary.outputTokens = usage?.outputTokens
-        // Answer first: the hold keeps the money booked until settlement lands a round trip later.
-        sendWhole(reply, response.status, headers, bytes)
         await settle(actual, 'completed')
         return
       }
@@ -215,8 +216,38 @@ function buildMetered(f: Forward, lowered: number | null): UpstreamRequest | Pro
   const payload = f.payload
   if (payload === null) throw new Error('a metered request is forwarded once')
   f.payload = null
-  const changed = f.adapter.prepareBody(f.route, payload.editable(), f.facts, lowered)
+  const prebuilt = f.prebuilt
+  f.prebuilt = null
+  if (prebuilt !== null && prebuilt !== EDITED && lowered === null) {
+    f.countInput?.forwarded(payload.raw)
+    return prebuilt
+  }
+  // Prepared already for an unlowered grant: as it is, or lowered now (prepareBody sets what it changes, so a
+  // second call gives what one call with the lowered cap would).
+  const edited = prebuilt === EDITED
+  const changed = edited && lowered === null ? true : f.adapter.prepareBody(f.route, payload.editable(), f.facts, lowered) || edited
   return changed ? payload.edited().then((body) => buildWith(f, body)) : buildWith(f, payload.raw)
+}
+
+/**
+ * The upstream request of a metered request whose reserve is in flight, as forwardMetered builds it when the
+ * grant lowers no cap, so the grant finds it ready: only when `prepareBody` leaves the body unchanged (the raw
+ * bytes go) and no hash is taken in slices; EDITED when `prepareBody` changed the body (prepared, not built).
+ * Null when building fails (it fails again, and is answered, as the request is forwarded). Nothing is sent
+ * here: forwardMetered sends it after the grant.
+ */
+export function prebuildUpstream(
+  adapter: ProviderAdapter,
+  p: { route: Forward['route']; facts: Forward['facts']; target: Target; headers: Forward['request']['headers']; credential: UpstreamCredential; payload: NonNullable<Forward['payload']> },
+): Forward['prebuilt'] {
+  try {
+    const body = p.payload.raw
+    if (p.credential.kind === 'aws' && body.length >= BIG_BODY_BYTES) return null
+    if (adapter.prepareBody(p.route, p.payload.editable(), p.facts, null)) return EDITED
+    return adapter.buildUpstream({ route: p.route, path: p.target.path, query: p.target.query, headers: p.headers, credential: p.credential, body })
+  } catch {
+    return null
+  }
 }
 
 function buildWith(f: Forward, body: Buffer): UpstreamRequest | Promise<UpstreamRequest> {

@@ -33,7 +33,7 @@ import { refusalError } from './refusal.js'
 import { sendError } from './respond.js'
 import { countExactInput, deferInputCount, type ExactCountInput } from './exact-count.js'
 import type { Forward } from './forward-shared.js'
-import { createForwarder } from './forward.js'
+import { createForwarder, prebuildUpstream } from './forward.js'
 import { recordEventLater } from './record-event.js'
 import { readRequestBody } from './request-body.js'
 import { createSummary, recordRequest, type Summary } from './summary.js'
@@ -202,10 +202,14 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
     let plan = planned
     let result: ReserveResult | null = null
     let counted = false
+    let prebuilt: Forward['prebuilt'] = null
     if (tightRoom === null) {
       // Far from its limits (the common case) a request reserves its cheap bound at once: one store call, no count.
       try {
-        result = await store.reserve(reserveInput)
+        const reserving = store.reserve(reserveInput)
+        // Built while the reserve is in flight, sent only once it is granted (forward.ts).
+        prebuilt = prebuildUpstream(adapter, { route, facts, target, headers: request.headers, credential, payload: read })
+        result = await reserving
       } catch (error) {
         throw reserveFault(error, reserveInput)
       }
@@ -241,7 +245,7 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
             counting,
             { adapter, route, path: target.path, headers: request.headers, credential, body, source: read, scan, model: facts.model, price, tokensPerMedia: price.tokensPerMedia },
           )
-    return { request, reply, adapter, target, route, facts, price, plan, payload: read, credential, reservation, summary, started, countInput }
+    return { request, reply, adapter, target, route, facts, price, plan, payload: read, credential, reservation, summary, started, countInput, prebuilt }
   }
 
   /** What a failed reserve call throws: budget_unavailable for a store fault, after releasing or blocking its request id. */

@@ -59,6 +59,7 @@ async function relayFailingAtEnd(events: string[]) {
     reservation: { reservedMicros: RESERVED, remainingMicros: null },
     summary: {},
     countInput: undefined,
+    prebuilt: null,
   } as unknown as Forward
   const source = readableSource(Readable.from(events.map((e) => Buffer.from(e))))
   const response = { status: 200, rawHeaders: [], source } as unknown as UpstreamResponse
