@@ -17,6 +17,8 @@
 //   sessionloop  a session and the guard on, a new step each request
 //   extend       as plain, and each reservation extended once (a stream outgrowing its hold) before the settles:
 //                an extend-extend phase between reserve and settle
+// --together=N issues a phase's settles N at a time in one event-loop turn (default 1, one at a time): a build that
+// sends a key's settles of one turn as one call (lua/settle-batch.lua) is counted per settle all the same.
 // --layout=hash keeps a build that has both Redis layouts of a key's current periods (lua/reserve.lua) on the hash
 // layout; by default its keys are on the string layout, as on a fresh store (an older build has only hashes). The
 // store's marker (lp:layout) is as on such a store: '1' for the string layout, none (an upgraded store) for the hash.
@@ -37,6 +39,8 @@ if (dists.length === 0) dists.push(join(ROOT, 'dist'))
 const calls = Number(args('calls')[0] ?? '1000')
 const keep = args('keep')[0] ?? null
 const layout = args('layout')[0] ?? 'string'
+const together = Number(args('together')[0] ?? '1')
+if (!(Number.isInteger(together) && together >= 1)) throw new Error('--together is a whole number, 1 or more')
 if (!['string', 'hash'].includes(layout)) throw new Error('--layout is string or hash')
 const SHAPES = ['plain', 'bench', 'loop', 'repeat', 'again', 'full', 'session', 'sessionloop', 'extend']
 const shapes = args('shapes')[0]?.split(',') ?? SHAPES
@@ -135,8 +139,8 @@ async function count(dist, keepDir) {
         }
         dump('extend-extend')
       }
-      for (const r of reservations) {
-        await store.settle(r, 600_000)
+      for (let i = 0; i < reservations.length; i += together) {
+        await Promise.all(reservations.slice(i, i + together).map((r) => store.settle(r, 600_000)))
         clock++
       }
       dump(`settle-${shape}`)

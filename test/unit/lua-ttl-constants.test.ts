@@ -25,6 +25,11 @@ describe('lua scripts: the store\'s fixed TTLs', () => {
     expect([Number(line?.[1]), Number(line?.[2])]).toEqual([SETTLED_RECORD_TTL_SECONDS, PERIOD_GRACE_SECONDS])
   })
 
+  it('settle-batch.lua keeps a settled record SETTLED_RECORD_TTL_SECONDS and a day\'s spend history HISTORY_DAYS after the day', () => {
+    const line = lua('settle-batch').match(/^local settledTtl, historyDays = '(\d+)', (\d+)$/m)
+    expect([Number(line?.[1]), Number(line?.[2])]).toEqual([SETTLED_RECORD_TTL_SECONDS, HISTORY_DAYS])
+  })
+
   it('settle.lua keeps a day\'s spend history HISTORY_DAYS after the day', () => {
     const line = lua('settle').match(/^local historyDays = (\d+)$/m)
     expect(Number(line?.[1])).toBe(HISTORY_DAYS)

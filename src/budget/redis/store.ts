@@ -42,7 +42,7 @@ interface BudgetStoreOptions {
 export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions = {}): BudgetStore {
   const now = opts.now ?? Date.now
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
-  const scripts = { reserve: script('reserve'), extend: script('extend'), settle: script('settle'), abandon: script('abandon') }
+  const scripts = { reserve: script('reserve'), extend: script('extend'), settle: script('settle'), settleBatch: script('settle-batch'), abandon: script('abandon') }
   // Told of each reserve, extend and settle as its command ends (observeCalls); abandon's own settle is not one.
   let observer: StoreCallObserver | null = null
   // Whether the store is not marked for the string layout (LAYOUT_KEY), read once a minute of the clock without
@@ -150,11 +150,92 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   function settle(reservation: Reservation, actualMicros: Micros): Promise<SettleResult> {
     const started = observer === null ? 0 : performance.now()
     try {
+      assertMicros('actualMicros', actualMicros)
+      const booked = bookedParts(reservation)
+      const fixed = fixedKeys(reservation.keyHash, currentPeriods(now()))
+      // Booked in the string layout's current periods, with no session or loop step (nearly always): waits for the
+      // turn's other settles of its key, sent as one settle-batch.lua call.
+      if (booked.keys.length === 5 && !passPeriods(fixed.minute) && samePeriods(booked.keys, fixed.periodKeys)) {
+        return new Promise((resolve, reject) => {
+          queueSettle({ reservation, actualMicros, started, fixed, resolve, reject })
+        })
+      }
       return settleWith(reservation, actualMicros, observer, started)
     } catch (err) {
       observer?.('settle', started, true)
       return Promise.reject(err as Error)
     }
+  }
+
+  // Settles waiting for the event loop's turn to end (setImmediate), by their key's keys of the minute: a key's
+  // settles of one turn cost Redis one call, one read and one write of its current periods.
+  let waiting = new Map<FixedKeys, QueuedSettle[]>()
+  let flushQueued = false
+
+  function queueSettle(item: QueuedSettle): void {
+    const line = waiting.get(item.fixed)
+    if (line === undefined) waiting.set(item.fixed, [item])
+    else line.push(item)
+    if (!flushQueued) {
+      flushQueued = true
+      setImmediate(flushSettles)
+    }
+  }
+
+  function flushSettles(): void {
+    const lines = waiting
+    waiting = new Map()
+    flushQueued = false
+    for (const [fixed, line] of lines) {
+      for (let from = 0; from < line.length; from += SETTLE_BATCH_MAX) {
+        const items = line.slice(from, from + SETTLE_BATCH_MAX)
+        if (items.length === 1) settleAlone(items[0] as QueuedSettle)
+        else settleBatch(fixed, items)
+      }
+    }
+  }
+
+  /** An item settled with settle.lua, as an unbatched settle is. */
+  function settleAlone(item: QueuedSettle): void {
+    try {
+      settleWith(item.reservation, item.actualMicros, observer, item.started).then(item.resolve, item.reject)
+    } catch (err) {
+      observer?.('settle', item.started, true)
+      item.reject(err as Error)
+    }
+  }
+
+  /** Items of one key booked in its current string, settled in one call; any it leaves untouched, with settle.lua. */
+  function settleBatch(fixed: FixedKeys, items: QueuedSettle[]): void {
+    const args = new Array<ScriptArg>(2 + 2 * items.length)
+    args[0] = fixed.curAndToday
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i] as QueuedSettle
+      args[1 + i] = joinArg(fixed.reservationStart, item.reservation.requestId)
+      args[2 + items.length + i] = item.actualMicros
+    }
+    args[1 + items.length] = fixed.periodIds
+    evalScript(redis, scripts.settleBatch, 2 + items.length, args, readSettleBatch, items.length).then(
+      (charges) => {
+        for (let i = 0; i < items.length; i++) {
+          const item = items[i] as QueuedSettle
+          const charged = charges[i] as number
+          if (charged < 0) {
+            settleAlone(item)
+          } else {
+            observer?.('settle', item.started, false)
+            item.resolve({ chargedMicros: charged, alreadySettled: false })
+          }
+        }
+      },
+      (err: unknown) => {
+        // Each item was settled, or not touched: the caller's retry settles it, or finds it settled.
+        for (const item of items) {
+          observer?.('settle', item.started, true)
+          item.reject(err as Error)
+        }
+      },
+    )
   }
 
   /** settle's call, told to `callObserver` (abandon's release is not a settle call of its own); throws on bad arguments. */
@@ -248,6 +329,28 @@ function readAdmitted(reply: Buffer, call: ReserveCall): ReserveResult {
   const bookedKeys = bookedList(call.periodKeys, call.sessionKeyName, booked)
   const remainingMicros = second === first + 1 ? null : intIn(reply, first + 1, second)
   return { ok: true, reservation: { keyHash: call.hash, requestId: call.requestId, reservedMicros: intIn(reply, 0, first), bookedKeys, remainingMicros } }
+}
+
+/** A settle waiting to be sent with its key's others (settle-batch.lua). */
+interface QueuedSettle {
+  reservation: Reservation
+  actualMicros: Micros
+  /** When its settle call began (performance.now()), for the observer. */
+  started: number
+  fixed: FixedKeys
+  resolve: (result: SettleResult) => void
+  reject: (err: Error) => void
+}
+
+/** The most settles one settle-batch.lua call takes (a longer line is sent in several). */
+const SETTLE_BATCH_MAX = 64
+
+/** settle-batch.lua's reply: one integer an item, its charge or -1 (untouched). */
+function readSettleBatch(raw: unknown, items: number): number[] {
+  if (!Array.isArray(raw) || raw.length !== items || !raw.every((v) => typeof v === 'number' && Number.isSafeInteger(v) && v >= -1)) {
+    throw unexpected('settle-batch', raw)
+  }
+  return raw as number[]
 }
 
 /** Settled now: the charge, an integer; settled before: `['already', charge]`. */

@@ -1,0 +1,133 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { curKey, dayKey, reservationKey } from '../../src/budget/redis/redis-keys.js'
+import { WINDOW_NAMES, type Reservation } from '../../src/budget/types.js'
+import { StoreUnavailableError } from '../../src/errors.js'
+import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
+import { startTestStore, type TestStore } from '../support/stores.js'
+
+// The string layout's settles of one key issued in one event-loop turn go to Redis as one settle-batch.lua call, which
+// settles each as settle.lua would, exactly once per request id, and leaves any other item to settle.lua.
+
+const DAY = '2026-05-04'
+
+describe('redis store, string layout: a key\'s settles of one turn in one call', () => {
+  let server: TestStore
+  let f: BudgetFixture
+
+  beforeAll(async () => {
+    server = await startTestStore('redis')
+    f = await createBudgetFixture(server, { redisLayout: 'string' })
+  })
+  afterAll(async () => {
+    await f?.close()
+    await server?.stop()
+  })
+
+  /** EVALSHA and EVAL calls Redis ran so far. */
+  async function scriptCalls(): Promise<number> {
+    const info = await f.redis.info('commandstats')
+    let calls = 0
+    for (const m of info.matchAll(/cmdstat_eval(?:sha)?:calls=(\d+)/g)) calls += Number(m[1])
+    return calls
+  }
+
+  async function reservedAll(hash: string, amounts: number[]): Promise<Reservation[]> {
+    const out: Reservation[] = []
+    for (const micros of amounts) out.push(await f.reserved(hash, micros))
+    return out
+  }
+
+  /** What settling leaves stored: the key's current periods, each record and its TTL, today's history. */
+  async function stored(hash: string, rs: Reservation[]): Promise<unknown> {
+    const records = []
+    for (const r of rs) records.push([await f.redis.get(reservationKey(hash, r.requestId)), await f.redis.ttl(reservationKey(hash, r.requestId))])
+    return { cur: await f.redis.get(curKey(hash)), records, history: await f.redis.get(dayKey(hash, DAY)), historyTtl: await f.redis.ttl(dayKey(hash, DAY)) }
+  }
+
+  it('settles each as its own settle would, in one call, and once: settled again, each reports its first charge', async () => {
+    const hash = await f.newKey({ limits: { daily: 10_000 } })
+    const rs = await reservedAll(hash, [100, 200, 300, 400, 500])
+    const actual = [50, 250, 0, 400, 10]
+    const before = await scriptCalls()
+    const results = await Promise.all(rs.map((r, i) => f.store.settle(r, actual[i] as number)))
+    expect(await scriptCalls()).toBe(before + 1)
+    expect(results).toEqual(actual.map((chargedMicros) => ({ chargedMicros, alreadySettled: false })))
+    for (const w of WINDOW_NAMES) expect(await f.period(hash, w), w).toEqual({ spent: 710, held: 0 })
+    expect(await f.redis.get(dayKey(hash, DAY))).toBe('710')
+
+    const again = await Promise.all(rs.map((r) => f.store.settle(r, 999)))
+    expect(again).toEqual(actual.map((chargedMicros) => ({ chargedMicros, alreadySettled: true })))
+    for (const w of WINDOW_NAMES) expect(await f.period(hash, w), w).toEqual({ spent: 710, held: 0 })
+    expect(await f.redis.get(dayKey(hash, DAY))).toBe('710')
+  })
+
+  it('stores exactly what settling each alone stores', async () => {
+    const amounts = [100, 7, 300, 1_000_000]
+    const actual = [100, 9, 0, 123_456]
+    const together = await f.newKey({ limits: { daily: 10_000_000 } })
+    const alone = await f.newKey({ limits: { daily: 10_000_000 } })
+    const rsTogether = await reservedAll(together, amounts)
+    const rsAlone = await reservedAll(alone, amounts)
+    // A hold left booked in both: settling releases only its own.
+    await f.reserved(together, 33)
+    await f.reserved(alone, 33)
+    const before = await scriptCalls()
+    await Promise.all(rsTogether.map((r, i) => f.store.settle(r, actual[i] as number)))
+    expect(await scriptCalls()).toBe(before + 1)
+    for (const [i, r] of rsAlone.entries()) await f.store.settle(r, actual[i] as number)
+    expect(await stored(together, rsTogether)).toEqual(await stored(alone, rsAlone))
+    expect(await f.period(together, 'monthly')).toEqual({ spent: 123_565, held: 33 })
+  })
+
+  it('leaves to settle.lua the items it cannot settle in the string, each answered as a settle alone answers it', async () => {
+    const hash = await f.newKey({ limits: { daily: 10_000 } })
+    const [settledBefore, noRecord, twice, overspent] = await reservedAll(hash, [100, 100, 100, 100]) as [Reservation, Reservation, Reservation, Reservation]
+    await f.store.settle(settledBefore, 40)
+    await f.raw.deleteReservation(hash, noRecord.requestId)
+    const before = await scriptCalls()
+    const results = await Promise.all([
+      f.store.settle(settledBefore, 60),
+      f.store.settle(noRecord, 30),
+      f.store.settle(twice, 20),
+      f.store.settle(twice, 20),
+      f.store.settle(overspent, 250),
+    ])
+    expect(results).toEqual([
+      { chargedMicros: 40, alreadySettled: true },
+      { chargedMicros: 30, alreadySettled: false },
+      { chargedMicros: 20, alreadySettled: false },
+      { chargedMicros: 20, alreadySettled: true },
+      { chargedMicros: 250, alreadySettled: false },
+    ])
+    // The batch, then settle.lua for the three it left.
+    expect(await scriptCalls()).toBe(before + 4)
+    // The record-less one charged its actual and left its hold (nothing says what it held), as settle.lua does.
+    for (const w of WINDOW_NAMES) expect(await f.period(hash, w), w).toEqual({ spent: 340, held: 100 })
+    expect(await f.redis.get(reservationKey(hash, noRecord.requestId))).toBe('settled 30')
+    await expect(f.store.reserve(input(hash, 1, { requestId: noRecord.requestId }))).rejects.toBeInstanceOf(StoreUnavailableError)
+  })
+
+  it('a batch that failed rejects each item; retried, each finds itself settled by the call that ran late', async () => {
+    const slow = await createBudgetFixture(server, { redisLayout: 'string', commandTimeoutMs: 300 })
+    try {
+      slow.clock.set(new Date(f.clock.now()).toISOString())
+      const hash = await slow.newKey({ limits: { daily: 10_000 } })
+      const a = await slow.reserved(hash, 100)
+      const b = await slow.reserved(hash, 200)
+      const before = await scriptCalls()
+      await f.redis.call('CLIENT', 'PAUSE', '1000', 'WRITE')
+      const failed = await Promise.allSettled([slow.store.settle(a, 10), slow.store.settle(b, 20)])
+      expect(failed.map((r) => r.status === 'rejected' && r.reason instanceof StoreUnavailableError)).toEqual([true, true])
+      // Once the pause ends, the batch runs: one call.
+      for (let waited = 0; waited < 5_000 && (await scriptCalls()) === before; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50))
+      expect(await scriptCalls()).toBe(before + 1)
+      expect(await Promise.all([slow.store.settle(a, 10), slow.store.settle(b, 20)])).toEqual([
+        { chargedMicros: 10, alreadySettled: true },
+        { chargedMicros: 20, alreadySettled: true },
+      ])
+      for (const w of WINDOW_NAMES) expect(await slow.period(hash, w), w).toEqual({ spent: 30, held: 0 })
+    } finally {
+      await slow.close()
+    }
+  })
+})
