@@ -47,7 +47,8 @@ function check(bytes: Buffer): void {
 
 const checkInJs = (bytes: Buffer): void => checkAt(bytes, 4)
 const checkHeld = (bytes: Buffer): void => checkAt(Buffer.concat([HELD_PAD, bytes]), 1)
-// The property tests, once a path (each within a test's time).
+// The property tests, once a path. Each takes ~10-20 s alone; under a loaded full suite, 40-60 s were seen.
+const PROPERTY_MS = 120_000
 const PATHS = [
   ['as it is', checkInJs],
   ['after a pad, held in wasm', checkHeld],
@@ -166,15 +167,15 @@ const anyBody = fc.oneof(validJson.map((s) => Buffer.from(s)), assembled)
 describe('validating JSON scan', () => {
   it.each(PATHS)('gives JSON.parse\'s verdict on generated JSON, and the key scan\'s report and the member spans on it (%s)', (_, checkOn) => {
     fc.assert(fc.property(validJson, (text) => checkOn(Buffer.from(text))), { numRuns: 10_000, seed: 12 })
-  })
+  }, PROPERTY_MS)
 
   it.each(PATHS)('gives JSON.parse\'s verdict on bodies assembled from valid and invalid strings, numbers and literals (%s)', (_, checkOn) => {
     fc.assert(fc.property(assembled, checkOn), { numRuns: 30_000, seed: 12 })
-  })
+  }, PROPERTY_MS)
 
   it.each(PATHS)('gives JSON.parse\'s verdict on JSON with bytes inserted, replaced, removed or cut off (%s)', (_, checkOn) => {
     fc.assert(fc.property(anyBody, fc.array(mutation, { minLength: 1, maxLength: 3 }), (bytes, mutations) => checkOn(mutate(bytes, mutations))), { numRuns: 40_000, seed: 12 })
-  })
+  }, PROPERTY_MS)
 
   it('gives the same answer however its scan is sliced', async () => {
     await fc.assert(
