@@ -14,6 +14,7 @@ import {
   type WordSet,
 } from './json-keys.js'
 import type { MemberSpan } from './json-members.js'
+import { holdBody, stringEnd } from './json-simd.js'
 
 /**
  * A validating key scan: one pass over a body's raw bytes that gives the verdict `JSON.parse(raw.toString('utf8'))`
@@ -93,6 +94,8 @@ interface Scan {
   raw: Buffer
   /** viewOf(raw). */
   view: DataView
+  /** The wasm memory's hold of raw (json-simd.ts), or 0 when the JS path reads it. */
+  hold: number
   i: number
   next: number
   top: Frame
@@ -152,6 +155,10 @@ function specialByte(raw: Buffer, view: DataView, k: number): number {
 
 // Tried and dropped, counted by callgrind: two words a loop, or'd, +13 % instructions over a 33 KB agent body (+86 % over
 // one long string); an escape skipped inside this loop, +12 % (a larger function) or +23 % (its return value marked).
+
+// A body this long or longer is walked in wasm (json-simd.ts) when it fits the module's memory. Measured: a 90-byte body
+// scanned ~10 % slower held (the copy and the calls); per string, keys left to JS (a call saved on a short one) no faster.
+const HELD_MIN_BYTES = 1024
 
 /** One past the escape whose backslash is at `k`, or -1 when JSON has no such escape. */
 function escapeEnd(raw: Buffer, k: number): number {
@@ -244,6 +251,7 @@ function valueEnds(scan: Scan, end: number, top: Frame): void {
  */
 function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | typeof NOT_DONE | typeof INVALID {
   const { raw, stack, view, words } = scan
+  const held = scan.hold !== 0
   let { i, top, next, wordSeen, afterType } = scan
   // Keys are checked for a repeat until one is found, and strings for a word until one is seen.
   let checking = scan.duplicate === null
@@ -268,19 +276,27 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
     }
     if (c === QUOTE) {
       // The closing quote: past each escape, to the next special byte; a control byte or the body's end refuses it.
-      // One call of specialByte (its only one, which TurboFan then inlines), after the opening quote and each escape.
+      // A held body's in one wasm call; else one call of specialByte (its only one, which TurboFan then inlines) after
+      // the opening quote and each escape.
       let from = i + 1
-      let end: number
+      let end = -1
       // A valid string has a backslash only where it has an escape: isPlainShortKey's walk, answered from what the scan saw.
       let escaped = false
-      for (;;) {
-        end = specialByte(raw, view, from)
-        if (end >= raw.length || raw[end] !== BACKSLASH) break
-        escaped = true
-        from = escapeEnd(raw, end)
-        if (from < 0) return INVALID
+      if (held) {
+        const found = stringEnd(from, raw.length)
+        if (found < 0) return INVALID
+        end = found >> 1
+        escaped = (found & 1) !== 0
+      } else {
+        for (;;) {
+          end = specialByte(raw, view, from)
+          if (end >= raw.length || raw[end] !== BACKSLASH) break
+          escaped = true
+          from = escapeEnd(raw, end)
+          if (from < 0) return INVALID
+        }
+        if (end >= raw.length || raw[end] !== QUOTE) return INVALID
       }
-      if (end >= raw.length || raw[end] !== QUOTE) return INVALID
       if (next === KEY || next === KEY_OR_CLOSE) {
         if (checking) {
           if (seen(raw, top as NonNullable<Frame>, i, end, !escaped && end - i <= LINEAR_KEY_BYTES)) {
@@ -396,6 +412,7 @@ export function scanJson(raw: Buffer, words: WordSet | null, sliceBytes = SCAN_S
   const scan: Scan = {
     raw,
     view: viewOf(raw),
+    hold: raw.length >= HELD_MIN_BYTES ? holdBody(raw, 0, 0) : 0,
     i: 0,
     next: VALUE,
     top: null,
@@ -420,6 +437,8 @@ export function scanJson(raw: Buffer, words: WordSet | null, sliceBytes = SCAN_S
 async function scanRest(scan: Scan, sliceBytes: number, sliceSteps: number): Promise<JsonScan> {
   for (;;) {
     await yieldToLoop()
+    // Another scan may have used the memory meanwhile.
+    if (scan.hold !== 0) holdBody(scan.raw, scan.i, scan.hold)
     const end = scanSlice(scan, sliceBytes, sliceSteps)
     if (end !== NOT_DONE) return verdict(scan, end)
   }

@@ -4,6 +4,8 @@ import { createWordSet, findDuplicateKey, scanKeys } from '../../src/http/json-k
 import { topLevelMembers } from '../../src/http/json-members.js'
 import { ESCAPED_KEY, NO_KEY, scanJson, type JsonScan } from '../../src/http/json-scan.js'
 import { SCAN_WORDS } from '../../src/tokens/bound.js'
+import { agentBody } from '../../bench/agent-body.mjs'
+import { MAX_HELD_BYTES } from '../../src/http/json-simd.js'
 
 // Issue 12: the validating scan replaces JSON.parse as the judge of a mid-size body, so its verdict must be
 // JSON.parse's on every input (differential, over generated and mutated JSON), and its report and spans the key
@@ -31,10 +33,30 @@ function at(bytes: Buffer, offset: number): Buffer {
   return backing.subarray(offset, offset + bytes.length)
 }
 
-/** Checks the scan of `bytes` (at each word offset) against JSON.parse, the key scan and topLevelMembers. */
+// Whitespace JSON.parse skips, long enough that the scan walks the body's strings in wasm (json-simd.ts).
+const HELD_PAD = Buffer.from(' '.repeat(1024))
+
+/**
+ * Checks the scan of `bytes` against JSON.parse, the key scan and topLevelMembers: as it is (walked in JS when short)
+ * at each word offset, and after HELD_PAD (walked in wasm, from a copy: at one).
+ */
 function check(bytes: Buffer): void {
+  checkInJs(bytes)
+  checkHeld(bytes)
+}
+
+const checkInJs = (bytes: Buffer): void => checkAt(bytes, 4)
+const checkHeld = (bytes: Buffer): void => checkAt(Buffer.concat([HELD_PAD, bytes]), 1)
+// The property tests, once a path. Each takes ~10-20 s alone; under a loaded full suite, 40-60 s were seen.
+const PROPERTY_MS = 120_000
+const PATHS = [
+  ['as it is', checkInJs],
+  ['after a pad, held in wasm', checkHeld],
+] as const
+
+function checkAt(bytes: Buffer, offsets: number): void {
   const expected = parseVerdict(bytes)
-  for (let offset = 0; offset < 4; offset++) {
+  for (let offset = 0; offset < offsets; offset++) {
     const raw = at(bytes, offset)
     const scan = scanJson(raw, WORDS) as JsonScan
     expect(verdictOf(scan), `${JSON.stringify(bytes.toString('latin1'))} at ${offset}`).toBe(expected)
@@ -143,17 +165,17 @@ function mutate(bytes: Buffer, mutations: readonly Mutation[]): Buffer {
 const anyBody = fc.oneof(validJson.map((s) => Buffer.from(s)), assembled)
 
 describe('validating JSON scan', () => {
-  it('gives JSON.parse\'s verdict on generated JSON, and the key scan\'s report and the member spans on it', () => {
-    fc.assert(fc.property(validJson, (text) => check(Buffer.from(text))), { numRuns: 10_000, seed: 12 })
-  })
+  it.each(PATHS)('gives JSON.parse\'s verdict on generated JSON, and the key scan\'s report and the member spans on it (%s)', (_, checkOn) => {
+    fc.assert(fc.property(validJson, (text) => checkOn(Buffer.from(text))), { numRuns: 10_000, seed: 12 })
+  }, PROPERTY_MS)
 
-  it('gives JSON.parse\'s verdict on bodies assembled from valid and invalid strings, numbers and literals', () => {
-    fc.assert(fc.property(assembled, check), { numRuns: 30_000, seed: 12 })
-  })
+  it.each(PATHS)('gives JSON.parse\'s verdict on bodies assembled from valid and invalid strings, numbers and literals (%s)', (_, checkOn) => {
+    fc.assert(fc.property(assembled, checkOn), { numRuns: 30_000, seed: 12 })
+  }, PROPERTY_MS)
 
-  it('gives JSON.parse\'s verdict on JSON with bytes inserted, replaced, removed or cut off', () => {
-    fc.assert(fc.property(anyBody, fc.array(mutation, { minLength: 1, maxLength: 3 }), (bytes, mutations) => check(mutate(bytes, mutations))), { numRuns: 40_000, seed: 12 })
-  })
+  it.each(PATHS)('gives JSON.parse\'s verdict on JSON with bytes inserted, replaced, removed or cut off (%s)', (_, checkOn) => {
+    fc.assert(fc.property(anyBody, fc.array(mutation, { minLength: 1, maxLength: 3 }), (bytes, mutations) => checkOn(mutate(bytes, mutations))), { numRuns: 40_000, seed: 12 })
+  }, PROPERTY_MS)
 
   it('gives the same answer however its scan is sliced', async () => {
     await fc.assert(
@@ -220,6 +242,65 @@ describe('validating JSON scan', () => {
         check(bytes)
       }
     }
+  })
+
+  it('gives JSON.parse\'s verdict with a special byte or escape at every position modulo 16 of a string, at every length modulo 16', () => {
+    const specials = ['\u0000', '\u001f', '"', '\\', '\u0080', '\u00ff', '\\n', '\\u00e9', '\\x', '\\u12G4', '\\']
+    for (const special of specials) {
+      for (let length = 0; length <= 34; length++) {
+        for (let p = 0; p <= length; p++) {
+          const text = `{"a":"${'x'.repeat(p)}${special}${'y'.repeat(length - p)}"}`
+          check(Buffer.from(text, special === '\u0080' || special === '\u00ff' ? 'latin1' : 'utf8'))
+        }
+      }
+    }
+  })
+
+  it('refuses a string the body ends in, at every cut, however long the string', () => {
+    const bytes = Buffer.from(`{"a":"${'abc\\n'.repeat(12)}${'z'.repeat(40)}"}`)
+    for (let cut = 5; cut < bytes.length - 1; cut++) check(bytes.subarray(0, cut))
+  })
+
+  it('refuses a held string the body ends in, over the bytes a longer body held before left past its end', () => {
+    // Past each cut, the rest of the longer body: escapes and the closing quote, where the wasm walk's last load reads.
+    const longer = Buffer.concat([HELD_PAD, Buffer.from(`"${'x'.repeat(40)}${'\\n'.repeat(10)}"`)])
+    expect(scanJson(longer, WORDS)).toEqual({ ok: false, problem: 'not_object' })
+    for (let cut = HELD_PAD.length + 1; cut < longer.length; cut++) {
+      scanJson(longer, WORDS)
+      expect(scanJson(longer.subarray(0, cut), WORDS), `cut at ${cut}`).toEqual({ ok: false, problem: 'not_json' })
+    }
+  })
+
+  it('gives the same answer however a held body\'s scan is sliced', async () => {
+    await fc.assert(
+      fc.asyncProperty(anyBody, fc.array(mutation, { maxLength: 2 }), fc.integer({ min: 16, max: 300 }), fc.integer({ min: 1, max: 5 }), async (bytes, mutations, sliceBytes, sliceSteps) => {
+        const raw = Buffer.concat([HELD_PAD, mutate(bytes, mutations)])
+        expect(await scanJson(raw, WORDS, sliceBytes, sliceSteps)).toEqual(scanJson(raw, WORDS))
+      }),
+      { numRuns: 1_000, seed: 12 },
+    )
+  })
+
+  it('gives each held body its own answer when sliced scans of several take turns', async () => {
+    const bodies = [32_768, 20_000, 70_000].flatMap((bytes, step) => [agentBody({ bytes, step }), agentBody({ bytes, step, shape: 'anthropic' })]).map((text) => Buffer.from(text))
+    const whole = await Promise.all(bodies.map((raw) => scanJson(raw, WORDS)))
+    expect(whole.every((scan) => scan.ok)).toBe(true)
+    // Small slices: every scan yields many times, and the others use the wasm memory meanwhile.
+    expect(await Promise.all(bodies.map((raw) => scanJson(raw, WORDS, 4096, 64)))).toEqual(whole)
+  })
+
+  it('walks a body larger than the wasm memory first held, then a smaller one, then one too large to hold', async () => {
+    const piece = (n: number) => `"k${n}":"${'\\u00e9 line\\n'.repeat(50)}${'v'.repeat(n % 37)}"`
+    const body = (members: number) => Buffer.from(`{${Array.from({ length: members }, (_, n) => piece(n)).join(',')}}`)
+    for (const raw of [body(300), body(40), body(Math.ceil(MAX_HELD_BYTES / 600))]) {
+      const scan = await scanJson(raw, WORDS)
+      expect(scan.ok).toBe(true)
+      expect(scan.ok && scan.members.map(({ key, keyStart, valueStart, valueEnd }) => ({ key, keyStart, valueStart, valueEnd }))).toEqual(topLevelMembers(raw))
+    }
+    expect(body(Math.ceil(MAX_HELD_BYTES / 600)).length).toBeGreaterThan(MAX_HELD_BYTES)
+    const bad = body(300)
+    bad[bad.length - 100] = 0x0a
+    expect(await scanJson(bad, WORDS)).toEqual({ ok: false, problem: 'not_json' })
   })
 
   it('notes where each element of a top-level array has its own `type` key, and where it may have one spelled with escapes', () => {

@@ -1,0 +1,212 @@
+/**
+ * The validating scan's walk over a string, sixteen bytes a compare in WebAssembly SIMD: from after an opening quote
+ * to its closing quote, past each escape (checked as JSON.parse checks it). The module is written here byte by byte
+ * (no toolchain) and compiled once at load: one function, `stringEnd`, over a body copied into the module's memory.
+ * The memory grows to fit the largest body held, up to MAX_HELD_BYTES, and is kept (at most ~1 MiB at idle).
+ */
+
+/** The largest body held in wasm memory: the largest a validating scan reads (BIG_BODY_BYTES); a larger one stays on the JS path. */
+export const MAX_HELD_BYTES = 1024 * 1024
+
+// Memory: the escape table (what may follow a backslash), the hex table, then the body held from BASE on.
+const ESCAPE_TABLE = 0
+const HEX_TABLE = 256
+const BASE = 512
+// Past a body's last byte the function loads up to 21 bytes (an escape's six, then sixteen) of whatever the memory holds.
+const TAIL_BYTES = 32
+const PAGE_BYTES = 65536
+// Escape table entries: 0 where JSON has no such escape.
+const SIMPLE = 1
+const UNICODE = 2
+
+/** Unsigned LEB128, as the binary format spells counts, sizes and indices. */
+function leb(n: number): number[] {
+  const out: number[] = []
+  do {
+    let byte = n & 0x7f
+    n >>>= 7
+    if (n !== 0) byte |= 0x80
+    out.push(byte)
+  } while (n !== 0)
+  return out
+}
+
+/** Signed LEB128, as i32.const spells its value. */
+function sleb(n: number): number[] {
+  const out: number[] = []
+  for (;;) {
+    const byte = n & 0x7f
+    n >>= 7
+    if ((n === 0 && (byte & 0x40) === 0) || (n === -1 && (byte & 0x40) !== 0)) return [...out, byte]
+    out.push(byte | 0x80)
+  }
+}
+
+/** A section: its id, its size, its contents. */
+const section = (id: number, contents: number[]): number[] => [id, ...leb(contents.length), ...contents]
+/** A vector: its count, its items. */
+const vector = (items: number[][]): number[] => [...leb(items.length), ...items.flat()]
+const name = (text: string): number[] => [...leb(text.length), ...Buffer.from(text, 'latin1')]
+
+// Value types.
+const I32 = 0x7f
+const V128 = 0x7b
+// Instructions.
+const LOOP = 0x03
+const IF = 0x04
+const ELSE = 0x05
+const EMPTY = 0x40 // block type: no value
+const END = 0x0b
+const BR = 0x0c
+const BR_IF = 0x0d
+const RETURN = 0x0f
+const LOCAL_GET = 0x20
+const LOCAL_SET = 0x21
+const LOCAL_TEE = 0x22
+const I32_LOAD8_U = 0x2d // memarg: log2 alignment, offset
+const I32_CONST = 0x41
+const I32_EQZ = 0x45
+const I32_EQ = 0x46
+const I32_NE = 0x47
+const I32_LT_U = 0x49
+const I32_GE_U = 0x4f
+const I32_CTZ = 0x68
+const I32_ADD = 0x6a
+const I32_AND = 0x71
+const I32_OR = 0x72
+const I32_SHL = 0x74
+// SIMD instructions: the prefix, then the opcode (each below 0x80: one LEB byte).
+const SIMD = 0xfd
+const V128_LOAD = 0x00 // memarg
+const V128_CONST = 0x0c // sixteen immediate bytes
+const I8X16_EQ = 0x23
+const I8X16_LT_U = 0x26
+const V128_OR = 0x50
+const I8X16_BITMASK = 0x64
+
+const constant = (n: number): number[] => [I32_CONST, ...sleb(n)]
+/** The byte at `offset` past the address on the stack. */
+const loadByte = (offset: number): number[] => [I32_LOAD8_U, 0, ...leb(offset)]
+/** A v128.const of sixteen bytes `byte`. */
+const splat = (byte: number): number[] => [SIMD, V128_CONST, ...new Array<number>(16).fill(byte)]
+
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+
+// stringEnd's locals: its parameters k and length, then the others.
+const K = 0
+const LENGTH = 1
+const MASK = 2
+const BYTES = 3
+const AT = 4
+const ESCAPED = 5
+
+/**
+ * stringEnd(k, length): k is one past an opening quote (k <= length). The closing quote's index times two, plus one
+ * when the string has an escape; -1 where JSON.parse refuses the string (a control byte, an escape JSON has not, the
+ * body's end first). Sixteen bytes a step: a lane's bit set where its byte is a quote, a backslash or a control
+ * byte, the lowest set bit's lane the one met first; one met at or past `length` (a load past the body) ends it.
+ */
+const STRING_END: number[] = [
+  ...vector([[1, I32], [1, V128], [2, I32]]), // mask; bytes; at, escaped
+  LOOP, EMPTY,
+  LOCAL_GET, K, SIMD, V128_LOAD, 0, ...leb(BASE), LOCAL_TEE, BYTES,
+  ...splat(QUOTE), SIMD, I8X16_EQ,
+  LOCAL_GET, BYTES, ...splat(BACKSLASH), SIMD, I8X16_EQ,
+  SIMD, V128_OR,
+  LOCAL_GET, BYTES, ...splat(0x20), SIMD, I8X16_LT_U, // a control byte
+  SIMD, V128_OR,
+  SIMD, I8X16_BITMASK, LOCAL_TEE, MASK,
+  IF, EMPTY,
+  LOCAL_GET, K, LOCAL_GET, MASK, I32_CTZ, I32_ADD, LOCAL_TEE, AT,
+  LOCAL_GET, LENGTH, I32_GE_U, IF, EMPTY, ...constant(-1), RETURN, END,
+  LOCAL_GET, AT, ...loadByte(BASE), LOCAL_TEE, MASK, // the byte met (mask is spent)
+  ...constant(QUOTE), I32_EQ, IF, EMPTY,
+  LOCAL_GET, AT, ...constant(1), I32_SHL, LOCAL_GET, ESCAPED, I32_OR, RETURN,
+  END,
+  LOCAL_GET, MASK, ...constant(BACKSLASH), I32_NE, IF, EMPTY, ...constant(-1), RETURN, END,
+  ...constant(1), LOCAL_SET, ESCAPED,
+  // The escape's kind, by the byte after the backslash.
+  LOCAL_GET, AT, ...loadByte(BASE + 1), ...loadByte(ESCAPE_TABLE), LOCAL_TEE, MASK,
+  I32_EQZ, IF, EMPTY, ...constant(-1), RETURN, END,
+  LOCAL_GET, MASK, ...constant(UNICODE), I32_EQ,
+  IF, EMPTY,
+  // \u and four hex digits.
+  LOCAL_GET, AT, ...loadByte(BASE + 2), ...loadByte(HEX_TABLE),
+  LOCAL_GET, AT, ...loadByte(BASE + 3), ...loadByte(HEX_TABLE), I32_AND,
+  LOCAL_GET, AT, ...loadByte(BASE + 4), ...loadByte(HEX_TABLE), I32_AND,
+  LOCAL_GET, AT, ...loadByte(BASE + 5), ...loadByte(HEX_TABLE), I32_AND,
+  I32_EQZ, IF, EMPTY, ...constant(-1), RETURN, END,
+  LOCAL_GET, AT, ...constant(6), I32_ADD, LOCAL_SET, K,
+  ELSE,
+  LOCAL_GET, AT, ...constant(2), I32_ADD, LOCAL_SET, K,
+  END,
+  BR, 1, // on from past the escape
+  END,
+  LOCAL_GET, K, ...constant(16), I32_ADD, LOCAL_TEE, K, LOCAL_GET, LENGTH, I32_LT_U, BR_IF, 0,
+  END,
+  ...constant(-1),
+  END,
+]
+
+/** The tables at the memory's start: what may follow a backslash, and the hex digits. */
+function tables(): number[] {
+  const out = new Array<number>(BASE).fill(0)
+  for (const c of '"\\/bfnrt') out[ESCAPE_TABLE + c.charCodeAt(0)] = SIMPLE
+  out[ESCAPE_TABLE + 0x75] = UNICODE
+  for (const c of '0123456789abcdefABCDEF') out[HEX_TABLE + c.charCodeAt(0)] = 1
+  return out
+}
+
+/** The module: one memory (exported as `memory`, its tables written at instantiation) and `stringEnd`. */
+function moduleBytes(): Uint8Array {
+  const type = [0x60, ...vector([[I32], [I32]]), ...vector([[I32]])] // (i32, i32) -> i32
+  const bytes = [
+    0x00, 0x61, 0x73, 0x6d, // magic: \0asm
+    0x01, 0x00, 0x00, 0x00, // version 1
+    ...section(1, vector([type])), // types
+    ...section(3, vector([leb(0)])), // functions: one, of type 0
+    ...section(5, vector([[0x00, ...leb(1)]])), // memories: one, of one page at first, no maximum
+    ...section(7, vector([[...name('stringEnd'), 0x00, ...leb(0)], [...name('memory'), 0x02, ...leb(0)]])), // exports
+    ...section(10, vector([[...leb(STRING_END.length), ...STRING_END]])), // code
+    ...section(11, vector([[0x00, ...constant(0), END, ...leb(BASE), ...tables()]])), // data: the tables, at 0
+  ]
+  return Uint8Array.from(bytes)
+}
+
+/** The few members of the WebAssembly API used here (the project's TypeScript lib has no declarations for it). */
+interface Wasm {
+  Module: new (bytes: Uint8Array) => object
+  Instance: new (module: object) => { exports: { stringEnd: (k: number, length: number) => number; memory: { buffer: ArrayBuffer; grow(pages: number): number } } }
+}
+const { exports } = new (globalThis as unknown as { WebAssembly: Wasm }).WebAssembly.Instance(new (globalThis as unknown as { WebAssembly: Wasm }).WebAssembly.Module(moduleBytes()))
+const memory = exports.memory
+
+/**
+ * In the body held: the closing quote's index of the string whose opening quote is at `k - 1`, times two, plus one
+ * when the string has an escape; -1 where JSON.parse refuses the string. `length`: the body's length.
+ */
+export const stringEnd = exports.stringEnd
+
+let bytes = new Uint8Array(memory.buffer)
+/** The hold whose body the memory holds (0: none), and the last hold given. */
+let holder = 0
+let holds = 0
+
+/**
+ * Makes the memory hold `raw` from `from` on (bytes before it are left as they are: a scan reads no further back) for
+ * the hold `hold` (0: a new one), recopying it when another hold has been made since. Gives the hold, or 0 when
+ * `raw` is longer than MAX_HELD_BYTES (no hold: the JS path reads it).
+ */
+export function holdBody(raw: Buffer, from: number, hold: number): number {
+  if (raw.length > MAX_HELD_BYTES) return 0
+  if (hold !== 0 && hold === holder) return hold
+  const needed = BASE + raw.length + TAIL_BYTES
+  if (bytes.length < needed) {
+    memory.grow(Math.ceil((needed - bytes.length) / PAGE_BYTES))
+    bytes = new Uint8Array(memory.buffer)
+  }
+  bytes.set(raw.subarray(from), BASE + from)
+  holder = hold !== 0 ? hold : ++holds
+  return holder
+}
