@@ -117,7 +117,7 @@ export const ENVIRONMENT: Record<EnvName, { default: string; meaning: string }> 
   LOOPERS_STREAM_SLICE_TOKENS: { default: '1024', meaning: 'output tokens a stream reserves ahead each time it extends' },
   LOOPERS_SHUTDOWN_GRACE_MS: { default: '30000', meaning: 'how long in-flight requests may finish after SIGTERM' },
   LOOPERS_METRICS_PER_KEY: { default: 'false', meaning: 'add a key-hash-prefix label to request and spend metrics' },
-  LOOPERS_IDLE_RELEASE_MS: { default: '30000', meaning: 'after this long without requests, return the memory a burst left to the OS (also once at start-up, before listening); 0: never' },
+  LOOPERS_IDLE_RELEASE_MS: { default: '30000', meaning: 'after this long without requests, return the memory a burst left to the OS (also once at start-up, before listening, and one short scavenge after 1 s of quiet); 0: never, neither' },
 }
 
 /** The schema's own default of `name` as text, or null when it has none (for the drift test). */
