@@ -1,7 +1,7 @@
 /**
  * The validating scan's walk over a string, sixteen bytes a compare in WebAssembly SIMD: from after an opening quote
  * to its closing quote, past each escape (checked as JSON.parse checks it). The module is written here byte by byte
- * (no toolchain) and compiled once at load: one function, `stringEnd`, over a body copied into the module's memory.
+ * (no toolchain) and compiled once, by the first body held: one function, `stringEnd`, over a body copied into the module's memory.
  * The memory grows to fit the largest body held, up to MAX_HELD_BYTES, and is kept (at most ~1 MiB at idle).
  */
 
@@ -179,16 +179,22 @@ interface Wasm {
   Module: new (bytes: Uint8Array) => object
   Instance: new (module: object) => { exports: { stringEnd: (k: number, length: number) => number; memory: { buffer: ArrayBuffer; grow(pages: number): number } } }
 }
-const { exports } = new (globalThis as unknown as { WebAssembly: Wasm }).WebAssembly.Instance(new (globalThis as unknown as { WebAssembly: Wasm }).WebAssembly.Module(moduleBytes()))
-const memory = exports.memory
+type Exports = InstanceType<Wasm['Instance']>['exports']
+
+// Instantiated by the first body held, not at load: V8's wasm engine and the instance cost a process ~1.3 MiB of
+// resident memory (a proxy that never reads a body of 16 KiB or more never pays it).
+let memory: Exports['memory'] | null = null
 
 /**
  * In the body held: the closing quote's index of the string whose opening quote is at `k - 1`, times two, plus one
- * when the string has an escape; -1 where JSON.parse refuses the string. `length`: the body's length.
+ * when the string has an escape; -1 where JSON.parse refuses the string. `length`: the body's length. Set by the
+ * first holdBody (called only once a body is held).
  */
-export const stringEnd = exports.stringEnd
+export let stringEnd: (k: number, length: number) => number = () => {
+  throw new Error('stringEnd before a body was held')
+}
 
-let bytes = new Uint8Array(memory.buffer)
+let bytes = new Uint8Array(0)
 /** The hold whose body the memory holds (0: none), and the last hold given. */
 let holder = 0
 let holds = 0
@@ -201,12 +207,23 @@ let holds = 0
 export function holdBody(raw: Buffer, from: number, hold: number): number {
   if (raw.length > MAX_HELD_BYTES) return 0
   if (hold !== 0 && hold === holder) return hold
+  const held = memory ?? instantiate()
   const needed = BASE + raw.length + TAIL_BYTES
   if (bytes.length < needed) {
-    memory.grow(Math.ceil((needed - bytes.length) / PAGE_BYTES))
-    bytes = new Uint8Array(memory.buffer)
+    held.grow(Math.ceil((needed - bytes.length) / PAGE_BYTES))
+    bytes = new Uint8Array(held.buffer)
   }
   bytes.set(raw.subarray(from), BASE + from)
   holder = hold !== 0 ? hold : ++holds
   return holder
+}
+
+/** The module's instance, made once: sets `stringEnd` and the memory, and gives the memory. */
+function instantiate(): Exports['memory'] {
+  const api = (globalThis as unknown as { WebAssembly: Wasm }).WebAssembly
+  const { exports } = new api.Instance(new api.Module(moduleBytes()))
+  memory = exports.memory
+  bytes = new Uint8Array(memory.buffer)
+  stringEnd = exports.stringEnd
+  return memory
 }
