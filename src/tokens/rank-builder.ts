@@ -1,54 +1,68 @@
 /**
- * A tiktoken rank table in two typed arrays: every token as one entry of a byte buffer (its length, the top byte
- * of its hash, its rank in three bytes, then its bytes), the entries grouped by hash bucket, and where each bucket
- * starts: ~2.9 MB for o200k (3.5 while token starts and a bucket list were arrays of their own; ~40 MB of RSS as
- * a `Map<string, number>` of 200k strings). Looked up by a range of a latin1 string (one char per byte), so
- * merging allocates no substrings.
+ * A tiktoken rank table in three typed arrays: every token as one entry of a byte buffer (a three-byte head holding
+ * its length and its rank, then its bytes), the entries grouped by hash bucket, and where each bucket starts, as a
+ * 16-bit offset from its group of buckets' 32-bit start: ~2.13 MB for o200k (2.92 with a 32-bit start per bucket of
+ * ~1.5 tokens and a five-byte head with a hash tag; ~40 MB of RSS as a `Map<string, number>` of 200k strings).
+ * Looked up by a range of a latin1 string (one char per byte), so merging allocates no substrings.
  */
 export class RankTable {
   private readonly mask: number
 
   constructor(
-    /** Bucket b's entries are `entries[buckets[b] .. buckets[b + 1])`, later tokens first; a power of two buckets. */
-    private readonly buckets: Uint32Array,
-    /** Each entry: the token's length, the top byte of its hash, its rank (three bytes, little-endian), its bytes. */
+    /** Where each group of `GROUP` buckets starts in `entries`, and after the last, where they end. */
+    private readonly groups: Uint32Array,
+    /**
+     * Bucket b's entries are `entries[groups[b >> GROUP_BITS] + starts[b] .. groups[(b + 1) >> GROUP_BITS] + starts[b + 1])`,
+     * later tokens first; a power of two buckets, and one more start (0).
+     */
+    private readonly starts: Uint16Array,
+    /** Each entry: its head (`LONG` or the length, and the rank), a length byte if `LONG`, then the token's bytes. */
     private readonly entries: Uint8Array,
     /** Tokens in the table. */
     readonly size: number,
   ) {
-    this.mask = buckets.length - 2
+    this.mask = starts.length - 2
   }
 
   /** The rank of `text.slice(start, end)` (latin1: every char code < 256), or -1 when it is not a token. */
   rank(text: string, start: number, end: number): number {
-    const { entries } = this
+    const { entries, groups, starts } = this
     const length = end - start
-    const hash = hashRange(text, start, end)
-    const tag = hash >>> 24
-    const bucket = hash & this.mask
-    const stop = this.buckets[bucket + 1] as number
+    const bucket = hashRange(text, start, end) & this.mask
+    const stop = (groups[(bucket + 1) >>> GROUP_BITS] as number) + (starts[bucket + 1] as number)
     // The first match is the last token listed with these bytes: a repeated token keeps the later rank, as `Map.set` would.
-    let at = this.buckets[bucket] as number
+    let at = (groups[bucket >>> GROUP_BITS] as number) + (starts[bucket] as number)
     while (at < stop) {
-      const size = entries[at] as number
-      // Another token of this length (o200k lists ~1.5 a bucket) nearly always has another tag.
-      if (size === length && entries[at + 1] === tag) {
-        const from = at + ENTRY_HEAD
+      const head = entries[at] as number
+      let size = head & LONG
+      let from = at + ENTRY_HEAD
+      if (size === LONG) size = entries[from++] as number
+      if (size === length) {
         let i = 0
         while (i < length && entries[from + i] === text.charCodeAt(start + i)) i++
-        if (i === length) return (entries[at + 2] as number) | ((entries[at + 3] as number) << 8) | ((entries[at + 4] as number) << 16)
+        if (i === length) return ((head >>> 6) << 16) | (entries[at + 1] as number) | ((entries[at + 2] as number) << 8)
       }
-      at += ENTRY_HEAD + size
+      at = from + size
     }
     return -1
   }
 }
 
-/** An entry's bytes before the token's own: its length, its hash's top byte and its rank. */
-const ENTRY_HEAD = 5
-/** What an entry can hold: a length in one byte, a rank in three. */
+/**
+ * An entry's head: its length in the low six bits of the first byte (`LONG`: the length is the byte after the head)
+ * and its rank in the eighteen others, the high two first, the low sixteen little-endian.
+ */
+const ENTRY_HEAD = 3
+const LONG = 0x3f
+/** What an entry can hold: a length in one byte, a rank in eighteen bits. */
 const MAX_TOKEN_BYTES = 0xff
-const MAX_RANK = 0xffffff
+const MAX_RANK = 2 ** 18 - 1
+/** Buckets share a 32-bit start per 2^GROUP_BITS, each with a 16-bit offset from it, so a group holds at most 64 KiB. */
+const GROUP_BITS = 6
+const GROUP = 1 << GROUP_BITS
+const MAX_GROUP_BYTES = 0xffff
+/** Tokens per bucket at most, on average: each lookup reads a bucket's entries up to the match. */
+const BUCKET_TOKENS = 4
 
 // FNV-1a over char codes (strings) or bytes (the table): the same value for the same bytes.
 function hashRange(text: string, start: number, end: number): number {
@@ -93,7 +107,9 @@ export class RankBuilder {
   private rank = -1
   private count = 0
   private mask = 0
-  private buckets = new Uint32Array(0)
+  private groups = new Uint32Array(0)
+  /** A bucket's entries' size (pass 1), then its end (pass 2 moves it to its start), from its group's start. */
+  private starts = new Uint16Array(0)
   private entries = new Uint8Array(0)
   /** One token's bytes, decoded to be hashed (and, while writing, copied into its bucket). */
   private readonly token = new Uint8Array(MAX_TOKEN_BYTES + 1)
@@ -141,7 +157,7 @@ export class RankBuilder {
       else this.startWriting()
     }
     this.text = new Uint8Array(0) // the rank text is large; nothing here needs it any more
-    this.table = new RankTable(this.buckets, this.entries, this.count)
+    this.table = new RankTable(this.groups, this.starts, this.entries, this.count)
     return true
   }
 
@@ -158,39 +174,53 @@ export class RankBuilder {
     const token = this.token
     const length = decodeBase64(this.text, from, to, token, 0, MAX_TOKEN_BYTES + 1)
     if (length > MAX_TOKEN_BYTES || rank > MAX_RANK) throw new Error(`rank table: a token of ${length} bytes or rank ${rank} does not fit`)
-    const hash = hashBytes(token, 0, length)
-    const bucket = hash & this.mask
-    const size = ENTRY_HEAD + length
+    const bucket = hashBytes(token, 0, length) & this.mask
+    const size = ENTRY_HEAD + (length >= LONG ? 1 : 0) + length
+    const starts = this.starts
     if (this.pass === 1) {
-      this.buckets[bucket] = (this.buckets[bucket] as number) + size
+      const sum = (starts[bucket] as number) + size
+      if (sum > MAX_GROUP_BYTES) throw new Error(`rank table: a bucket of more than ${MAX_GROUP_BYTES} bytes does not fit`)
+      starts[bucket] = sum
       return
     }
-    const at = (this.buckets[bucket] as number) - size
-    this.buckets[bucket] = at
+    const end = (starts[bucket] as number) - size
+    starts[bucket] = end
+    let at = (this.groups[bucket >>> GROUP_BITS] as number) + end
     const entries = this.entries
-    entries[at] = length
-    entries[at + 1] = hash >>> 24
-    entries[at + 2] = rank & 0xff
-    entries[at + 3] = (rank >> 8) & 0xff
-    entries[at + 4] = rank >> 16
+    entries[at] = (length >= LONG ? LONG : length) | ((rank >>> 16) << 6)
+    entries[at + 1] = rank & 0xff
+    entries[at + 2] = (rank >>> 8) & 0xff
+    at += ENTRY_HEAD
+    if (length >= LONG) entries[at++] = length
     // Copied byte by byte: a subarray to copy from would be one more object per token, 200k for o200k.
-    for (let i = 0; i < length; i++) entries[at + ENTRY_HEAD + i] = token[i] as number
+    for (let i = 0; i < length; i++) entries[at + i] = token[i] as number
   }
 
-  /** A bucket for every two tokens or fewer. */
+  /** A bucket for every four tokens or fewer, at least one group of them. */
   private startSizing(): void {
-    let size = 1
-    while (size * 2 < this.count) size *= 2
+    let size = GROUP
+    while (size * BUCKET_TOKENS < this.count) size *= 2
     this.mask = size - 1
-    this.buckets = new Uint32Array(size + 1)
+    this.starts = new Uint16Array(size + 1)
+    this.groups = new Uint32Array(size / GROUP + 1)
     this.restart(1)
   }
 
+  /** Each group's start, and each bucket's end from its group's start. */
   private startWriting(): void {
-    const { buckets } = this
-    for (let b = 1; b < buckets.length - 1; b++) buckets[b] = (buckets[b] as number) + (buckets[b - 1] as number)
-    const total = buckets[buckets.length - 2] as number
-    buckets[buckets.length - 1] = total
+    const { groups, starts } = this
+    let total = 0
+    for (let g = 0; g < groups.length - 1; g++) {
+      groups[g] = total
+      let end = 0
+      for (let b = g * GROUP; b < (g + 1) * GROUP; b++) {
+        end += starts[b] as number
+        if (end > MAX_GROUP_BYTES) throw new Error(`rank table: a group of buckets of more than ${MAX_GROUP_BYTES} bytes does not fit`)
+        starts[b] = end
+      }
+      total += end
+    }
+    groups[groups.length - 1] = total
     this.entries = new Uint8Array(total)
     this.restart(2)
   }

@@ -14,9 +14,10 @@ import { loadRankSource, readRankSource, type RankSource } from './rank-file.js'
 export type Encoding = 'o200k_base' | 'cl100k_base'
 
 interface Encoder {
-  /** tiktoken's pre-tokenizer; shared, so reset `lastIndex` before each use. */
-  pattern: RegExp
-  /** The same pattern, sticky: `test` at a position reads the piece there without building a match. */
+  /**
+   * tiktoken's pre-tokenizer, sticky: `test` at a position reads the piece there without building a match (one
+   * compiled pattern: a second, global one for searching held ~130 KB more of code). Shared: see `nextPiece`.
+   */
   sticky: RegExp
   /** Token bytes (looked up as a range of a latin1 string, one char per byte) → rank. */
   ranks: RankTable
@@ -31,25 +32,25 @@ export function encodingForModel(model: string): Encoding {
 }
 
 /** Builds in progress, each with the pattern it will use; a synchronous `getEncoder` finishes one at once. */
-const building = new Map<Encoding, { pattern: RegExp; sticky: RegExp; builder: RankBuilder }>()
+const building = new Map<Encoding, { sticky: RegExp; builder: RankBuilder }>()
 
-function startBuild(encoding: Encoding, source: RankSource): { pattern: RegExp; sticky: RegExp; builder: RankBuilder } {
+function startBuild(encoding: Encoding, source: RankSource): { sticky: RegExp; builder: RankBuilder } {
   let build = building.get(encoding)
   if (build === undefined) {
-    build = { pattern: new RegExp(source.patStr, 'gu'), sticky: new RegExp(source.patStr, 'uy'), builder: new RankBuilder(source.rankText) }
+    build = { sticky: new RegExp(source.patStr, 'uy'), builder: new RankBuilder(source.rankText) }
     building.set(encoding, build)
   }
   return build
 }
 
-function finishBuild(encoding: Encoding, build: { pattern: RegExp; sticky: RegExp; builder: RankBuilder }): Encoder {
-  const encoder = { pattern: build.pattern, sticky: build.sticky, ranks: build.builder.ranks }
+function finishBuild(encoding: Encoding, build: { sticky: RegExp; builder: RankBuilder }): Encoder {
+  const encoder = { sticky: build.sticky, ranks: build.builder.ranks }
   encoders.set(encoding, encoder)
   building.delete(encoding)
   return encoder
 }
 
-/** The encoder, built on first use (~0.2 s CPU, ~2.9 MB for o200k) and kept for the life of the process. */
+/** The encoder, built on first use (~0.2 s CPU, ~2.1 MB for o200k) and kept for the life of the process. */
 function getEncoder(encoding: Encoding): Encoder {
   const encoder = encoders.get(encoding)
   if (encoder !== undefined) return encoder
@@ -104,7 +105,7 @@ const SHIFT = 2 ** 32 // heap key = rank × 2^32 + position: rank < 2^18, so key
 const SCRATCH_BYTES = 1024
 const scratchNext = new Int32Array(SCRATCH_BYTES + 1)
 const scratchPrev = new Int32Array(SCRATCH_BYTES)
-const scratchAlive = new Uint8Array(SCRATCH_BYTES)
+const scratchPair = new Int32Array(SCRATCH_BYTES)
 const scratchHeap: number[] = []
 
 /** Tokens of one piece (its UTF-8 bytes as a latin1 string) after byte-pair merging: lowest rank first, leftmost on ties. */
@@ -114,17 +115,20 @@ function mergedTokens(bytes: string, ranks: RankTable): number {
   const reuse = n <= SCRATCH_BYTES
   const next = reuse ? scratchNext : new Int32Array(n + 1)
   const prev = reuse ? scratchPrev : new Int32Array(n)
-  const alive = reuse ? scratchAlive : new Uint8Array(n)
+  // The rank of part i joined to the next, -1 if none (or i is merged away): a heap entry whose rank is not its
+  // part's any more is stale, and a rank names one string, so this needs no second lookup of the pair.
+  const pair = reuse ? scratchPair : new Int32Array(n)
   const heap = reuse ? scratchHeap : []
   heap.length = 0
   for (let i = 0; i < n; i++) {
     next[i] = i + 1
     prev[i] = i - 1
-    alive[i] = 1
   }
   next[n] = n
+  pair[n - 1] = -1
   for (let i = 0; i + 1 < n; i++) {
     const rank = ranks.rank(bytes, i, i + 2)
+    pair[i] = rank
     if (rank !== -1) heapPush(heap, rank * SHIFT + i)
   }
   let parts = n
@@ -132,23 +136,21 @@ function mergedTokens(bytes: string, ranks: RankTable): number {
     const key = heapPop(heap)
     const rank = Math.floor(key / SHIFT)
     const i = key - rank * SHIFT
-    if (alive[i] === 0) continue
+    // A stale entry: part i has grown or been merged away since, so its pair is another string or none.
+    if (pair[i] !== rank) continue
     const j = next[i] as number
-    if (j >= n) continue
     const end = next[j] as number
-    // A stale entry: part i has grown since, so its pair with the next part is a different string.
-    if (ranks.rank(bytes, i, end) !== rank) continue
-    alive[j] = 0
+    pair[j] = -1
     next[i] = end
     if (end < n) prev[end] = i
     parts -= 1
-    if (end < n) {
-      const right = ranks.rank(bytes, i, next[end] as number)
-      if (right !== -1) heapPush(heap, right * SHIFT + i)
-    }
+    const right = end < n ? ranks.rank(bytes, i, next[end] as number) : -1
+    pair[i] = right
+    if (right !== -1) heapPush(heap, right * SHIFT + i)
     const p = prev[i] as number
     if (p >= 0) {
       const left = ranks.rank(bytes, p, end)
+      pair[p] = left
       if (left !== -1) heapPush(heap, left * SHIFT + p)
     }
   }
@@ -259,16 +261,32 @@ function pieceTokens(piece: string, ranks: RankTable): number {
  */
 export function countTextTokens(text: string, encoding: Encoding, limit: number = Number.POSITIVE_INFINITY): number {
   if (text.length === 0) return 0
-  const { pattern, ranks } = getEncoder(encoding)
-  pattern.lastIndex = 0
+  const { sticky, ranks } = getEncoder(encoding)
   let count = 0
-  let match: RegExpExecArray | null
-  while ((match = pattern.exec(text)) !== null) {
-    count += pieceTokens(match[0], ranks)
+  let at = 0
+  while (at < text.length) {
+    const start = nextPiece(sticky, text, at)
+    if (start === -1) break
+    at = sticky.lastIndex
+    count += pieceTokens(text.slice(start, at), ranks)
     if (count > limit) break
   }
-  pattern.lastIndex = 0
+  sticky.lastIndex = 0
   return count
+}
+
+/**
+ * Where the first piece at or after `at` starts, with `sticky.lastIndex` at its end; -1 if none: what a global search
+ * from `at` finds. A piece nearly always starts where the last ended (no tiktoken pattern leaves a character out);
+ * else each later position is tried (a unicode pattern tried inside a surrogate pair tries the whole pair, as a
+ * search does). An empty match is no piece.
+ */
+export function nextPiece(sticky: RegExp, text: string, at: number): number {
+  for (let start = at; start < text.length; start++) {
+    sticky.lastIndex = start
+    if (sticky.test(text) && sticky.lastIndex > start) return start
+  }
+  return -1
 }
 
 /** A text split for streaming: the tokens of its settled pieces, and its last two pieces with their tokens. */
@@ -301,30 +319,20 @@ function tokensOf(piece: string, ranks: RankTable, last: SplitText): number {
  * (the previous split of this text, in this encoding) takes its tokens from there instead of being merged again.
  */
 export function countCompletePieces(text: string, encoding: Encoding, last: SplitText = EMPTY_SPLIT): SplitText {
-  const { pattern, sticky, ranks } = getEncoder(encoding)
+  const { sticky, ranks } = getEncoder(encoding)
   // The last two pieces so far; a piece is counted once two others follow it.
   let older = ''
   let newer = ''
   let tokens = 0
   let at = 0
   while (at < text.length) {
-    // A piece starting where the last one ended is the one a search from there finds: read it without a match
-    // array. Only where none starts there (no tiktoken pattern leaves a character out) does the search run.
-    sticky.lastIndex = at
-    let start = at
-    if (!sticky.test(text)) {
-      pattern.lastIndex = at
-      const match = pattern.exec(text)
-      if (match === null) break
-      start = match.index
-      sticky.lastIndex = pattern.lastIndex
-    }
+    const start = nextPiece(sticky, text, at)
+    if (start === -1) break
     if (older.length > 0) tokens += tokensOf(older, ranks, last)
     older = newer
     newer = text.slice(start, sticky.lastIndex)
     at = sticky.lastIndex
   }
-  pattern.lastIndex = 0
   sticky.lastIndex = 0
   const olderTokens = older.length > 0 ? tokensOf(older, ranks, last) : 0
   const newerTokens = newer.length > 0 ? tokensOf(newer, ranks, last) : 0

@@ -36,12 +36,39 @@ describe('RankBuilder and RankTable', () => {
     expect(build(`! 5 ${b64('a')} ${b64('b')} ${b64('a')}`).rank('a', 0, 1)).toBe(7)
   })
 
-  // An entry holds a token's length in one byte and its rank in three: a table they cannot hold is refused, not cut.
-  it('refuses a token longer than 255 bytes or a rank above 2^24 - 1', () => {
+  // An entry holds a token's length in one byte and its rank in eighteen bits: a table they cannot hold is refused, not cut.
+  it('refuses a token longer than 255 bytes or a rank above 2^18 - 1', () => {
     expect(build(`! 0 ${b64('x'.repeat(255))}`).rank('x'.repeat(255), 0, 255)).toBe(0)
     expect(() => build(`! 0 ${b64('x'.repeat(256))}`)).toThrow(/does not fit/)
-    expect(build(`! ${2 ** 24 - 1} ${b64('x')}`).rank('x', 0, 1)).toBe(2 ** 24 - 1)
-    expect(() => build(`! ${2 ** 24} ${b64('x')}`)).toThrow(/does not fit/)
+    expect(build(`! ${2 ** 18 - 1} ${b64('x')}`).rank('x', 0, 1)).toBe(2 ** 18 - 1)
+    expect(() => build(`! ${2 ** 18} ${b64('x')}`)).toThrow(/does not fit/)
+  })
+
+  // A length up to 62 is in the head; from 63 in a byte after it. Every rank bit is kept on both sides of 2^16.
+  it("holds tokens of every length around the head's limit, at ranks across 2^16", () => {
+    const lengths = [1, 61, 62, 63, 64, 128, 200, 255]
+    const tokens = lengths.map((n) => String.fromCharCode(0x41 + (n % 26)).repeat(n))
+    const table = build(`! ${2 ** 16 - 4} ${tokens.map(b64).join(' ')}\n! ${2 ** 17 + 3} ${b64('after')}`)
+    tokens.forEach((token, i) => {
+      expect(table.rank(`<${token}>`, 1, token.length + 1)).toBe(2 ** 16 - 4 + i)
+      expect(table.rank(`${token.slice(1)}!`, 0, token.length)).toBe(-1)
+    })
+    expect(table.rank('after', 0, 5)).toBe(2 ** 17 + 3)
+  })
+
+  // Each group of 64 buckets starts at a 16-bit offset: a table with more than 64 KiB of entries in one group cannot be held.
+  it('refuses a table with more than 64 KiB of entries in one group of buckets', () => {
+    // Tokens of 255 bytes (259 with their heads) that all hash (FNV-1a, as the table does) into the first group (bit 6
+    // clear: the first of at most two groups a table of up to 256 tokens has): 252 fit in 64 KiB, 254 do not.
+    const fnv = (s: string) => [...s].reduce((h, c) => Math.imul(h ^ c.charCodeAt(0), 0x01000193), 0x811c9dc5) >>> 0
+    const first: string[] = []
+    for (let i = 0; first.length < 254; i++) {
+      const token = `${'x'.repeat(252)}${String.fromCharCode(i & 0xff, (i >> 8) & 0xff, 0x41)}`
+      if ((fnv(token) & 0x40) === 0) first.push(token)
+    }
+    const table = build(`! 0 ${first.slice(0, 252).map(b64).join(' ')}`)
+    first.slice(0, 252).forEach((token, i) => expect(table.rank(token, 0, 255)).toBe(i))
+    expect(() => build(`! 0 ${first.map(b64).join(' ')}`)).toThrow(/does not fit/)
   })
 
   it('builds in resumable steps with the same result', () => {
@@ -56,8 +83,9 @@ describe('RankBuilder and RankTable', () => {
 
   // A Map of 200k strings held ~15 MB of heap (and ~30 MB of RSS) for o200k; typed arrays 3.59 MiB while token
   // starts and a bucket list were arrays of their own (5.1 while they kept every token's rank, which is its index,
-  // and an open-addressing index half empty); one buffer of entries grouped by bucket ~3.0.
-  it('holds o200k in under 3.4 MiB of heap and array buffers', () => {
+  // and an open-addressing index half empty); one buffer of entries grouped by bucket ~3.0 (five-byte heads with a hash
+  // tag, a 32-bit start per bucket of ~1.5 tokens); ~2.3 with three-byte heads and 16-bit starts of buckets of ~3.
+  it('holds o200k in under 2.6 MiB of heap and array buffers', () => {
     const script = `${TS_CHILD_PRELUDE}
 const held = () => { gc(); const m = process.memoryUsage(); return m.heapUsed + m.arrayBuffers }
 import(${JSON.stringify(new URL('../../src/tokens/tiktoken.ts', import.meta.url).href)}).then(async (t) => {
@@ -78,7 +106,7 @@ import(${JSON.stringify(new URL('../../src/tokens/tiktoken.ts', import.meta.url)
     const { count, heldMb } = JSON.parse(out) as { count: number; heldMb: number }
     expect(count).toBe(2)
     expect(heldMb).toBeGreaterThan(2)
-    expect(heldMb).toBeLessThan(3.4)
+    expect(heldMb).toBeLessThan(2.6)
   }, 60_000)
 
   // Garbage per token (a 200k-object build left ~20 MB) grows the young generation, which stays grown until the
