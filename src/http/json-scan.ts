@@ -156,6 +156,8 @@ function specialByte(raw: Buffer, view: DataView, k: number): number {
 // Tried and dropped, counted by callgrind: two words a loop, or'd, +13 % instructions over a 33 KB agent body (+86 % over
 // one long string); an escape skipped inside this loop, +12 % (a larger function) or +23 % (its return value marked).
 
+// Tried and dropped: each string of a slice walked in one wasm call onto a tape the scan reads (the next opening quote
+// found in SIMD too): a 33 KB agent body's scan 21.8 -> 27.8 us CPU. A call costs ~3 ns; the module's gap search and stores cost more.
 // A body this long or longer is walked in wasm (json-simd.ts) when it fits the module's memory. Measured: a 90-byte body
 // scanned ~10 % slower held (the copy and the calls); per string, keys left to JS (a call saved on a short one) no faster.
 const HELD_MIN_BYTES = 1024
