@@ -1,0 +1,215 @@
+// Is a lone request dearer in instructions or in misses? Counts machine load does not move, proxy against the floor:
+// each side (the floor of bench/floor.mjs and `node <cli> serve`, with the launcher's flags, on one Redis and the fake
+// upstream) runs under `valgrind --tool=callgrind --separate-threads=yes --dump-instr=yes`, instrumentation off for
+// its warm-up, then per request of the bench's one-line chat, on the main thread:
+//   isolated  one request at a time, --gap ms between them (the event loop idle between requests, as at a low rate),
+//             less what the same side runs idle for as long (its timers: an idle phase of the same wall time);
+//   batched   closed loop, --concurrency at a time (the peak's shape);
+// Ir (instructions), with --cache-sim=yes also I1/D1/LL misses (callgrind's own cache model: one process, nothing
+// else evicting, so it shows a working set beyond L1 only, not the cold cache a real core leaves between requests),
+// and the code a request runs: distinct instructions and distinct 64-byte code lines executed over the phase, and
+// the functions with any instruction (JIT code and builtins are nameless addresses to valgrind, each counted).
+//   npm run build && node bench/open-instructions.mjs [--cli=dist/cli.js] [--warmup=6000] [--isolated=200] [--gap=20]
+//     [--batched=2000] [--concurrency=64] [--cache-sim] [--keep=DIR [--names]]
+// --cli: the proxy build (e.g. an older dist/cli.js for an A/B); --keep=DIR keeps the dumps (callgrind_annotate them);
+// --names: both sides with node's --perf-basic-prof, and its map of JIT code (perf-PID.map: names, with V8's tier mark,
+// ~ interpreted or baseline, * optimized) copied into DIR, to name the dumps' nameless addresses.
+// Measured (Redis, the one-liner, warm-up 16,000, 200 isolated 20 ms apart, 2,000 batched at 64; main thread, per
+// request, proxy against floor; three runs, the spread is the proxy's from run to run, the floor's within 5 %):
+//   instructions   isolated 299k-332k against 293k-314k (0.95-1.13×); batched 247k-258k against 261k-266k (0.93-0.99×)
+//   isolated ÷ batched  proxy 1.21-1.28, floor 1.12-1.18 (the floor's extra alone: Node's per-callback scopes, uv__io_poll)
+//   I1 / D1 read misses (--cache-sim)  isolated 15.1k / 6.8k against 13.0k / 4.9k; batched 9.5k / 4.3k against 8.9k / 3.8k
+//   code run over a phase  isolated 598-934 KiB against 467-651 KiB; batched 696-920 KiB against 599-670 KiB
+// So a lone request runs about the floor's instructions; what it has more is working set (code 1.1-2.0×, D1 read misses
+// 1.4× alone). V8's worker threads: under 20k instructions a request on either side.
+// Loads 127.0.0.1 only, bounded (TIME_LIMIT_MS); stops every process it starts.
+import { execFileSync, spawn } from 'node:child_process'
+import { closeSync, cpSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { Pool } from 'undici'
+import { ONE_LINE_BODY } from './body-option.mjs'
+import { createBenchKey, freePort, launcherEnv, launcherFlags, ROOT, sleep, startFake, startRedis } from './procs.mjs'
+import { requestPair } from './scenarios.mjs'
+
+const option = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
+const cli = resolve(option('cli', join(ROOT, 'dist/cli.js')))
+const WARMUP = Number(option('warmup', 6000))
+const ISOLATED = Number(option('isolated', 200))
+const GAP_MS = Number(option('gap', 20))
+const BATCHED = Number(option('batched', 2000))
+const CONCURRENCY = Number(option('concurrency', 64))
+const cacheSim = process.argv.includes('--cache-sim')
+const keep = option('keep', null)
+const names = keep !== null && process.argv.includes('--names')
+const TIME_LIMIT_MS = 30 * 60_000
+
+const dir = keep ?? mkdtempSync(join(tmpdir(), 'open-instructions-'))
+mkdirSync(dir, { recursive: true })
+const children = []
+const watchdog = setTimeout(() => {
+  for (const c of children) c.kill('SIGKILL')
+  process.exit(2)
+}, TIME_LIMIT_MS)
+
+// valgrind names a process's vgdb pipes (which callgrind_control writes to) by $USER/$LOGNAME and $HOST.
+const NAMES = { LOGNAME: process.env.LOGNAME ?? 'bench', USER: process.env.USER ?? 'bench', HOST: '127.0.0.1' }
+
+/** `node <nodeArgs>` under callgrind, instrumentation off until switched on; its stdout kept in `out()`. */
+function callgrind(name, nodeArgs, env) {
+  const vg = ['--tool=callgrind', '--separate-threads=yes', '--dump-instr=yes', '--compress-pos=no', '--compress-strings=no',
+    '--smc-check=all-non-file', '--instr-atstart=no', `--callgrind-out-file=${dir}/${name}.%p`, ...(cacheSim ? ['--cache-sim=yes'] : [])]
+  const err = openSync(join(dir, `${name}.err`), 'w')
+  const child = spawn('valgrind', [...vg, process.execPath, ...(names ? ['--perf-basic-prof', '--no-logfile-per-isolate', `--logfile=${join(dir, `${name}-v8.log`)}`] : []), ...nodeArgs], { env: { ...env, ...NAMES }, stdio: ['ignore', 'pipe', err], cwd: ROOT })
+  closeSync(err)
+  let text = ''
+  child.stdout.setEncoding('utf8')
+  child.stdout.on('data', (d) => (text = (text + d).slice(-8000)))
+  children.push(child)
+  return { name, child, out: () => text, dumps: 0 }
+}
+
+/** Dumps (and zeroes) the side's counts; returns its main thread's totals and code footprint since the last dump. */
+function dump(side, label) {
+  side.dumps++
+  const said = execFileSync('callgrind_control', [`--dump=${label}`, String(side.child.pid)], { env: { ...process.env, ...NAMES }, stdio: ['ignore', 'pipe', 'ignore'], timeout: 300_000 }).toString()
+  if (!said.includes('OK')) throw new Error(`callgrind_control --dump ${side.name}: ${said}`)
+  const file = join(dir, `${side.name}.${side.child.pid}.${side.dumps}-01`)
+  const result = readMain(file, label)
+  if (keep === null) for (const f of readdirSync(dir)) if (f.startsWith(`${side.name}.${side.child.pid}.${side.dumps}-`)) rmSync(join(dir, f))
+  return result
+}
+
+/** A main-thread dump's event totals, its distinct instructions and code lines, and functions with any instruction. */
+function readMain(file, label) {
+  const text = readFileSync(file, 'utf8')
+  if (!text.includes(`dump ${label}`)) throw new Error(`${file} is not the dump ${label}`)
+  const events = /\nevents: ([^\n]+)/.exec(text)[1].trim().split(/\s+/)
+  const totals = /\n(?:totals|summary): ([^\n]+)/.exec(text)[1].trim().split(/\s+/).map(Number)
+  // positions: instr line — an instruction's address and source line come before its costs.
+  const at = /\npositions: ([^\n]+)/.exec(text)[1].trim().split(/\s+/).length
+  const instructions = new Set()
+  const functions = new Set()
+  let fn = null
+  let afterCall = false
+  for (const line of text.split('\n')) {
+    if (line.startsWith('fn=')) fn = line.slice(3)
+    else if (line.startsWith('calls=')) afterCall = true
+    else if (line.startsWith('0x')) {
+      // The line after calls= carries the call's inclusive cost at the calling instruction: not an instruction's own.
+      if (afterCall) afterCall = false
+      else {
+        const fields = line.split(' ')
+        if (Number(fields[at]) > 0) {
+          instructions.add(fields[0])
+          functions.add(fn)
+        }
+      }
+    }
+  }
+  const lines = new Set([...instructions].map((a) => BigInt(a) >> 6n))
+  return { ...Object.fromEntries(events.map((e, i) => [e, totals[i] ?? 0])), distinctInstructions: instructions.size, codeLines: lines.size, functions: functions.size }
+}
+
+let redis = null
+let fake = null
+const pools = []
+try {
+  redis = await startRedis({ pin: false, dir })
+  fake = await startFake({ pin: false })
+  await fake.reset({ completionTokens: 16 })
+  const base = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? dir, ...launcherEnv(cli),
+  }
+  const floorPort = await freePort()
+  const proxyPort = await freePort()
+  const sides = [
+    {
+      ...callgrind('proxy', [...launcherFlags(cli), cli, 'serve'], {
+        ...base, REDIS_URL: redis.url, HOST: '127.0.0.1', PORT: String(proxyPort), LOOPERS_ADMIN_HOST: '127.0.0.1', LOOPERS_ADMIN_PORT: '0',
+        LOOPERS_OPENAI_BASE_URL: fake.url, LOOPERS_OPENAI_API_KEY: 'sk-bench-upstream', LOOPERS_PRICING_PATH: join(ROOT, 'bench/prices.json'),
+        LOG_LEVEL: 'warn', LOOPERS_SHUTDOWN_GRACE_MS: '2000', LOOPERS_REDIS_TIMEOUT_MS: '60000',
+      }),
+      url: `http://127.0.0.1:${proxyPort}`,
+    },
+    { ...callgrind('floor', [...launcherFlags(cli), join(ROOT, 'bench/floor.mjs'), `--upstream=${fake.url}`, `--port=${floorPort}`, '--store=redis', `--redis=${redis.url}`], base), url: `http://127.0.0.1:${floorPort}` },
+  ]
+  const key = await createBenchKey(redis.url, 'bench-open')
+  const request = requestPair(key, ONE_LINE_BODY).proxied
+  const started = Date.now()
+  const log = (s) => process.stderr.write(`[${Math.round((Date.now() - started) / 1000)} s] ${s}\n`)
+  for (const side of sides) {
+    for (let t = 0; ; t++) {
+      if (t > 1200 || side.child.exitCode !== null) throw new Error(`${side.name} did not start: ${readFileSync(join(dir, `${side.name}.err`), 'utf8').slice(-2000)}`)
+      // The floor says it listens on stdout; the proxy answers /health.
+      if (side.name === 'floor' ? side.out().includes('{"url"') : await fetch(`${side.url}/health`).then((r) => r.ok, () => false)) break
+      await sleep(100)
+    }
+    side.pool = new Pool(side.url, { connections: CONCURRENCY, pipelining: 1, keepAliveTimeout: 600_000, headersTimeout: 120_000, bodyTimeout: 120_000 })
+    pools.push(side.pool)
+  }
+  const send = async (side) => {
+    const r = await side.pool.request({ path: request.path, method: 'POST', headers: request.headers, body: request.body })
+    await r.body.text()
+    if (r.statusCode !== 200) throw new Error(`${side.name}: status ${r.statusCode}`)
+  }
+  const closed = async (side, n) => {
+    let left = n
+    await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+      while (left > 0) {
+        left--
+        await send(side)
+      }
+    }))
+  }
+  const results = {}
+  for (const side of sides) {
+    // Each side warmed just before it is measured, the proxy first: a proxy left idle for LOOPERS_IDLE_RELEASE_MS
+    // (30 s, less than the floor's measuring takes under valgrind) releases memory with full collections after which
+    // its request path is optimized anew, and would be measured re-warming (~2.4× the instructions a request).
+    await closed(side, WARMUP)
+    log(`${side.name}: warm-up of ${WARMUP} requests`)
+    execFileSync('callgrind_control', ['-i', 'on', String(side.child.pid)], { env: { ...process.env, ...NAMES }, stdio: 'ignore', timeout: 120_000 })
+    // Every connection of the measured phases opened (and the pool's sockets warm) before counting.
+    await closed(side, CONCURRENCY * 4)
+    dump(side, 'start')
+    const t0 = Date.now()
+    for (let i = 0; i < ISOLATED; i++) {
+      await sleep(GAP_MS)
+      await send(side)
+    }
+    const isolatedMs = Date.now() - t0
+    const isolated = dump(side, 'isolated')
+    await sleep(isolatedMs)
+    const idle = dump(side, 'idle')
+    await closed(side, CONCURRENCY * 2)
+    dump(side, 'ramp')
+    await closed(side, BATCHED)
+    const batched = dump(side, 'batched')
+    const per = (m, n, less = null) => Object.fromEntries(Object.entries(m).filter(([k]) => !['distinctInstructions', 'codeLines', 'functions'].includes(k)).map(([k, v]) => [k, Math.round((v - (less?.[k] ?? 0)) / n)]))
+    const code = (m) => ({ distinctInstructions: m.distinctInstructions, codeLines: m.codeLines, codeKiB: Math.round((m.codeLines * 64) / 1024), functions: m.functions })
+    results[side.name] = {
+      isolated_per_request: per(isolated, ISOLATED, idle), isolated_raw_per_request: per(isolated, ISOLATED), idle_per_request_time: per(idle, ISOLATED),
+      batched_per_request: per(batched, BATCHED), isolated_phase_code: code(isolated), batched_phase_code: code(batched), isolated_ms: isolatedMs,
+    }
+    log(`${side.name}: ${JSON.stringify(results[side.name])}`)
+  }
+  const ratio = (phase, event) => Math.round((results.proxy[phase][event] / results.floor[phase][event]) * 1000) / 1000
+  const events = Object.keys(results.proxy.batched_per_request)
+  console.log(JSON.stringify({
+    cli, warmup: WARMUP, isolated: ISOLATED, gap_ms: GAP_MS, batched: BATCHED, concurrency: CONCURRENCY, cache_sim: cacheSim, ...results,
+    proxy_over_floor: Object.fromEntries(['isolated_per_request', 'batched_per_request'].map((p) => [p, Object.fromEntries(events.map((e) => [e, ratio(p, e)]))])),
+  }))
+} finally {
+  await Promise.all(pools.map((p) => p.close().catch(() => undefined)))
+  if (names) for (const c of children) {
+    cpSync(join(tmpdir(), `perf-${c.pid}.map`), join(dir, `perf-${c.pid}.map`))
+    rmSync(join(tmpdir(), `perf-${c.pid}.map`))
+  }
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM')
+  await Promise.all(children.map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : null)))
+  await fake?.stop()
+  await redis?.stop()
+  clearTimeout(watchdog)
+  if (keep === null) rmSync(dir, { recursive: true, force: true })
+}
