@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { newRequestId } from '../../src/budget/request-id.js'
 import { DAY_ROW } from '../../src/budget/sqlite/rows.js'
+import { RESERVATION_TTL_SECONDS, SETTLED_RECORD_TTL_SECONDS } from '../../src/budget/validate.js'
 import type { Reservation } from '../../src/budget/types.js'
 import { reserveInput } from '../support/budget-fixture.js'
 import { openSqliteStack, type SqliteStack } from '../support/sqlite-stack.js'
@@ -73,5 +74,25 @@ describe('embedded store held reservation records', () => {
     await s.store.abandon(s.hash, r.requestId)
     expect(periods(s)).toEqual(held.map((row) => ({ ...(row as object), held: 0 })))
     expect(sessionHeld()).toEqual({ held: 0 })
+  })
+
+  it.each([
+    ['settled', SETTLED_RECORD_TTL_SECONDS],
+    ['held', RESERVATION_TTL_SECONDS],
+  ])('a request id whose %s record has expired is used again: the new reserve replaces the whole record', async (state, ttlSeconds) => {
+    const s = await open()
+    const { record: key } = await s.admin.createKey('two', ['openai', 'anthropic'], { limits: { daily: 10_000_000 }, loopLimit: 0 })
+    const id = newRequestId(nowMs)
+    const first = await s.store.reserve(reserveInput(key.hash, 100, { requestId: id, provider: 'anthropic', session: { id: 'conv-1', budgetMicros: 1_000, maxSteps: null } }))
+    if (!first.ok) throw new Error(`refused: ${first.reason}`)
+    if (state === 'settled') await s.store.settle(first.reservation, 40)
+    const record = (): unknown => ({ ...(s.db.statement('SELECT state, amount, provider, booked, charged, created_at, expires_at FROM reservations WHERE hash = ? AND request_id = ?').get(key.hash, id) as object) })
+    expect(record()).toMatchObject({ state, provider: 'anthropic' })
+    // Still live: the id is used.
+    await expect(s.store.reserve(reserveInput(key.hash, 70, { requestId: id }))).rejects.toThrow(/already used/)
+    nowMs += ttlSeconds * 1000
+    const again = await s.store.reserve(reserveInput(key.hash, 70, { requestId: id }))
+    expect(again.ok).toBe(true)
+    expect(record()).toEqual({ state: 'held', amount: 70, provider: 'openai', booked: '', charged: 0, created_at: new Date(nowMs).toISOString(), expires_at: nowMs + RESERVATION_TTL_SECONDS * 1000 })
   })
 })

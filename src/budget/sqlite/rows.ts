@@ -330,6 +330,7 @@ export function writeHeldReservation(
   expiresAt: number,
   nowMs: number,
 ): boolean {
+  // Plain ? parameters (excluded.* in the update) measured no cheaper: ~200 of ~41k node:sqlite instructions a request.
   const { changes } = db
     .statement(
       `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)
