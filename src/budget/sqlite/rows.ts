@@ -39,7 +39,15 @@ interface ReservationRow {
   provider: string
   booked: string
   charged: number
+  createdAt: string
 }
+
+/**
+ * A held record's booked list when it is every window's period of its created_at minute and nothing else (most
+ * requests): stored empty, so the record is ~100 bytes smaller; only the process that wrote a held record reads its
+ * list back (an abandon of its own request id), and a held record of an earlier release always has a list.
+ */
+export const MINUTE_BOOKED = ''
 
 /** One booked place of a reservation: a window period, a session, or the loop step it holds in flight. */
 export type Booked =
@@ -300,9 +308,9 @@ export function bookInSession(db: Db, hash: string, id: string, actual: Micros, 
 
 export function readReservation(db: Db, hash: string, requestId: string, nowMs: number): ReservationRow | undefined {
   const v = db
-    .arrayStatement('SELECT state, amount, provider, booked, charged FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ?')
-    .get(hash, requestId, nowMs) as [state: ReservationRow['state'], amount: number, provider: string, booked: string, charged: number] | undefined
-  return v === undefined ? undefined : { state: v[0], amount: v[1], provider: v[2], booked: v[3], charged: v[4] }
+    .arrayStatement('SELECT state, amount, provider, booked, charged, created_at FROM reservations WHERE hash = ? AND request_id = ? AND expires_at > ?')
+    .get(hash, requestId, nowMs) as [state: ReservationRow['state'], amount: number, provider: string, booked: string, charged: number, createdAt: string] | undefined
+  return v === undefined ? undefined : { state: v[0], amount: v[1], provider: v[2], booked: v[3], charged: v[4], createdAt: v[5] }
 }
 
 /** Whether the request id has a live record (held, settled or a tombstone). */
@@ -322,6 +330,7 @@ export function writeHeldReservation(
   expiresAt: number,
   nowMs: number,
 ): boolean {
+  // Plain ? parameters (excluded.* in the update) measured no cheaper: ~200 of ~41k node:sqlite instructions a request.
   const { changes } = db
     .statement(
       `INSERT INTO reservations (hash, request_id, state, amount, provider, booked, charged, created_at, expires_at)

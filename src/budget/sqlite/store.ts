@@ -30,7 +30,7 @@ import {
   SETTLED_RECORD_TTL_SECONDS,
 } from '../validate.js'
 import { dayExpiresAt, dayOf } from '../history.js'
-import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
+import { currentPeriods, PERIOD_GRACE_SECONDS, periodOf, type Period } from '../windows.js'
 import type { Db } from './database.js'
 import { prepareMinute, type MinuteStatements } from './minute-statements.js'
 import { createKeyCache } from './key-cache.js'
@@ -334,7 +334,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       db,
       hash,
       input.requestId,
-      { amount: grant, provider: input.provider, booked, createdAt: createdAt(nowMs) },
+      { amount: grant, provider: input.provider, booked: bookedKeys === minute.bookedKeys ? rows.MINUTE_BOOKED : booked, createdAt: createdAt(nowMs) },
       nowMs + RESERVATION_TTL_MS,
       nowMs,
     )
@@ -489,6 +489,14 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     }
   }
 
+  /** The booked keys of every window's period of the minute of `createdAt` (a held record's MINUTE_BOOKED list). */
+  function minuteBookedKeys(createdAt: string): readonly string[] {
+    const ms = Date.parse(createdAt)
+    const first = plan?.periods[0]
+    if (plan !== null && first !== undefined && first.start.getTime() <= ms && ms < first.resetsAt.getTime()) return plan.bookedKeys
+    return WINDOW_NAMES.map((window) => rows.bookedKey({ kind: 'period', window, period: periodOf(window, ms).id }))
+  }
+
   async function abandon(keyHash: string, requestId: string): Promise<void> {
     assertRequestId(requestId)
     if (!isKeyHash(keyHash)) return
@@ -497,7 +505,8 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
       const record = rows.readReservation(db, keyHash, requestId, nowMs)
       if (record?.state === 'settled') return
       // Held: release it (settle at 0) where it was booked. None: the tombstone blocks a late reserve.
-      const booked = record === undefined ? [] : record.booked.split('\n').filter((k) => k !== '')
+      const booked =
+        record === undefined ? [] : record.booked === rows.MINUTE_BOOKED ? minuteBookedKeys(record.createdAt) : record.booked.split('\n').filter((k) => k !== '')
       settleTx(keyHash, requestId, booked, 0, nowMs, record === undefined ? null : record.amount)
     })
   }
