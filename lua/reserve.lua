@@ -172,13 +172,13 @@ end
 local refusal
 local loopCount, loopSince, loopSinceText, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale, loopFirst
 if hasLoop then
-  local keyLoop = tonumber(rec[11]) or defaultLoopLimit
+  local keyLoop = rec[11] and tonumber(rec[11]) or defaultLoopLimit
   loopLimit = sessionLoop
   if keyLoop ~= 0 and not (sessionLoop and sessionLoop < keyLoop) then loopLimit = keyLoop end
   if not loopLimit then hasLoop = false end
 end
 if hasLoop then
-  loopWindowMs = (tonumber(rec[12]) or defaultLoopWindow) * 1000
+  loopWindowMs = (rec[12] and tonumber(rec[12]) or defaultLoopWindow) * 1000
   nowMs = ARGV[#ARGV] + 0
   loopCount, loopSince, loopSinceText, loopInFlight, loopNewSince = 0, nowMs, ARGV[#ARGV], 0, true
   local got = redis.call('HMGET', loopKey, step, '#e')
