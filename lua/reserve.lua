@@ -3,7 +3,7 @@ reserve: admit a request by holding between minMicros and maxMicros in all five 
 the session, atomically, or hold nothing and say why. Money is integer micro-USD.
 
 KEYS[1]     key record hash       lp:{h}:key  (active, providers, lim:<window>, session_budget, session_max_steps,
-                                  unlimited, rpm, layout, loop_limit, loop_window)
+                                  unlimited, rpm, layout, loop_limit, loop_window; table, written here, never read)
 KEYS[2]     current periods       lp:{h}:cur, the string layout (a key whose record has layout = '1'): one string,
                                   '<spent> <held>' of each window minute to monthly, the minute's admitted requests,
                                   then the five period ids those are of ('<id1> … <id5>', as ARGV[5])
@@ -101,6 +101,9 @@ local defaultLoopLimit, defaultLoopWindow, stepsKept, stepsAfterTrim, inFlightTo
 local recordTtl, periodGrace = '3024000', 86400
 -- The string layout's lp:{h}:cur lives a month and a grace past its last turn (it holds the month's period).
 local curTtl = '2764800'
+-- TABLE_FIELD and TABLE_VALUE of src/budget/redis/redis-keys.ts (test/unit/lua-ttl-constants.test.ts holds them equal):
+-- a key record holding it is a hash table, whose HMGET above finds each field by its hash, not by a listpack scan.
+local tableField, tableValue = 'table', '00000000000000000000000000000000000000000000000000000000000000000'
 
 -- 1. The key must exist, be active, allow this provider, and have a limit in some window or be
 --    marked unlimited. Its loop defaults are read only for a request with a loop check, its session defaults
@@ -169,13 +172,13 @@ end
 local refusal
 local loopCount, loopSince, loopSinceText, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale, loopFirst
 if hasLoop then
-  local keyLoop = tonumber(rec[11]) or defaultLoopLimit
+  local keyLoop = rec[11] and tonumber(rec[11]) or defaultLoopLimit
   loopLimit = sessionLoop
   if keyLoop ~= 0 and not (sessionLoop and sessionLoop < keyLoop) then loopLimit = keyLoop end
   if not loopLimit then hasLoop = false end
 end
 if hasLoop then
-  loopWindowMs = (tonumber(rec[12]) or defaultLoopWindow) * 1000
+  loopWindowMs = (rec[12] and tonumber(rec[12]) or defaultLoopWindow) * 1000
   nowMs = ARGV[#ARGV] + 0
   loopCount, loopSince, loopSinceText, loopInFlight, loopNewSince = 0, nowMs, ARGV[#ARGV], 0, true
   local got = redis.call('HMGET', loopKey, step, '#e')
@@ -231,6 +234,9 @@ if isString then
     -- takes what its hash holds (the hash layout's before the switch, or one moved aside by a clock behind) before
     -- its name takes the tombstone: whatever a hash held is read into the string once, and booked there since.
     turned = true
+    -- Once a minute at most, whatever the verdict (as the turned string): a record an earlier release (or its admin)
+    -- wrote becomes a hash table.
+    redis.call('HSETNX', KEYS[1], tableField, tableValue)
     curs = {(s1 or 0) + 0, (h1 or 0) + 0, (s2 or 0) + 0, (h2 or 0) + 0, (s3 or 0) + 0, (h3 or 0) + 0, (s4 or 0) + 0,
       (h4 or 0) + 0, (s5 or 0) + 0, (h5 or 0) + 0}
     requests = (n or 0) + 0
@@ -396,6 +402,8 @@ else
   local firstOfMinute = redis.call('HINCRBY', periods[at + 1], 'requests', '1') == 1
   local ttls
   if firstOfMinute then
+    -- Once a minute: a record an earlier release wrote (or its admin) becomes a hash table.
+    redis.call('HSETNX', KEYS[1], tableField, tableValue)
     local year, month = string.match(ARGV[4], '^(%d%d%d%d)%-(%d%d)')
     year, month = year + 0, month + 0
     local days = 31

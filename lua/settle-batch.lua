@@ -57,8 +57,9 @@ for i = 1, items do
   end
 end
 if settled then
-  redis.call('SET', KEYS[1], string.format('%d %d %d %d %d %d %d %d %d %d %s %s', s1, h1, s2, h2, s3, h3, s4, h4, s5, h5,
-    requests, ids), 'KEEPTTL')
+  -- The two texts joined, not formatted: Lua 5.1 formats a %s shorter than 100 characters through sprintf.
+  redis.call('SET', KEYS[1], string.format('%d %d %d %d %d %d %d %d %d %d ', s1, h1, s2, h2, s3, h3, s4, h4, s5, h5) ..
+    requests .. ' ' .. ids, 'KEEPTTL')
 end
 
 -- 3. Spend history, as settle.lua step 5: the items' charges in one INCRBY; the call that creates the counter sets its

@@ -135,8 +135,9 @@ elseif state == 'kept' and curIds == bookedIds then
   if h3 < 0 then h3 = 0 end
   if h4 < 0 then h4 = 0 end
   if h5 < 0 then h5 = 0 end
-  redis.call('SET', curName, string.format('%d %d %d %d %d %d %d %d %d %d %s %s', s1 + actual, h1, s2 + actual, h2,
-    s3 + actual, h3, s4 + actual, h4, s5 + actual, h5, curRequests, curIds), 'KEEPTTL')
+  -- The two texts joined, not formatted: Lua 5.1 formats a %s shorter than 100 characters through sprintf.
+  redis.call('SET', curName, string.format('%d %d %d %d %d %d %d %d %d %d ', s1 + actual, h1, s2 + actual, h2,
+    s3 + actual, h3, s4 + actual, h4, s5 + actual, h5) .. curRequests .. ' ' .. curIds, 'KEEPTTL')
 else
   -- curs: the string's counts once one of its periods is settled; current: its period ids.
   -- booked: the ids of ARGV[2], read where compared with the string's or a hash is named.
@@ -211,8 +212,8 @@ else
     end
   end
   if curs then
-    redis.call('SET', curName, string.format('%d %d %d %d %d %d %d %d %d %d %s %s', curs[1], curs[2], curs[3], curs[4],
-      curs[5], curs[6], curs[7], curs[8], curs[9], curs[10], curRequests, curIds), 'KEEPTTL')
+    redis.call('SET', curName, string.format('%d %d %d %d %d %d %d %d %d %d ', curs[1], curs[2], curs[3], curs[4],
+      curs[5], curs[6], curs[7], curs[8], curs[9], curs[10]) .. curRequests .. ' ' .. curIds, 'KEEPTTL')
   end
 end
 

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { HISTORY_DAYS } from '../../src/budget/history.js'
+import { TABLE_FIELD, TABLE_VALUE } from '../../src/budget/redis/redis-keys.js'
 import { RESERVATION_TTL_SECONDS, SETTLED_RECORD_TTL_SECONDS } from '../../src/budget/validate.js'
 import { PERIOD_GRACE_SECONDS } from '../../src/budget/windows.js'
 
@@ -33,5 +34,11 @@ describe('lua scripts: the store\'s fixed TTLs', () => {
   it('settle.lua keeps a day\'s spend history HISTORY_DAYS after the day', () => {
     const line = lua('settle').match(/^local historyDays = (\d+)$/m)
     expect(Number(line?.[1])).toBe(HISTORY_DAYS)
+  })
+
+  it('reserve.lua writes the key record\'s TABLE_FIELD and TABLE_VALUE, past hash-max-listpack-value (64 by default)', () => {
+    const line = lua('reserve').match(/^local tableField, tableValue = '([^']*)', '([^']*)'$/m)
+    expect([line?.[1], line?.[2]]).toEqual([TABLE_FIELD, TABLE_VALUE])
+    expect(TABLE_VALUE.length).toBeGreaterThan(64)
   })
 })

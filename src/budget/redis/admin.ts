@@ -7,7 +7,7 @@ import { generateKey, hashKey, isKeyHash } from '../../keys.js'
 import { isProviderId, type ProviderId } from '../../providers/types.js'
 import { Cluster } from 'ioredis'
 import type { RedisClient } from './redis-client.js'
-import { dayKey, EVENTS_KEY, KEY_INDEX, LAYOUT_FIELD, LAYOUT_KEY, parseSessionKey, recordKey, sessionPattern } from './redis-keys.js'
+import { dayKey, EVENTS_KEY, KEY_INDEX, LAYOUT_FIELD, LAYOUT_KEY, parseSessionKey, recordKey, sessionPattern, TABLE_FIELD, TABLE_VALUE } from './redis-keys.js'
 import { readPeriods } from './periods.js'
 import { orderSessions, SESSIONS_SHOWN, type SessionStatus } from '../sessions.js'
 import { eventFromJson, eventJson, EVENTS_KEPT, type BudgetEvent, type EventJson } from '../events.js'
@@ -38,7 +38,7 @@ export function createKeyAdmin(redis: RedisClient, opts: KeyAdminOptions = {}): 
     await run('create key', async () => {
       if (await stringLayout(redis)) fields[LAYOUT_FIELD] = '1'
       // Record first, limits in the same write: an index entry must never name a missing record. (Different slots: no MULTI.)
-      await redis.hset(recordKey(hash), fields)
+      await redis.hset(recordKey(hash), { ...fields, [TABLE_FIELD]: TABLE_VALUE })
       await redis.sadd(KEY_INDEX, hash)
     })
     return { key, record: toRecord(hash, fields) }
