@@ -45,6 +45,8 @@ function emptyLedger() {
     outputTokens: 0,
     spendMicros: 0,
     badRequests: 0,
+    // TCP connections accepted since the reset: the clients' (direct runs) and the proxies' (their upstream hop).
+    connections: 0,
     byKind: {},
     openNow: 0,
     maxOpen: 0,
@@ -66,6 +68,7 @@ export function createFakeUpstream(initial = {}) {
       route(req, res, raw)
     })
   })
+  server.on('connection', () => ledger.connections++)
   server.keepAliveTimeout = 120_000
   server.headersTimeout = 130_000
   server.requestTimeout = 0

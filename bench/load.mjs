@@ -20,6 +20,17 @@ export function createPool(origin, connections, timeoutMs = DEFAULT_TIMEOUT_MS) 
   return new Pool(origin, { connections, pipelining: 1, keepAliveTimeout: 120_000, headersTimeout: timeoutMs, bodyTimeout: timeoutMs })
 }
 
+/**
+ * Opens `connections` connections in a new `pool` with that many requests at once (one each: a closed loop's second
+ * round opens more, as a connection that just answered is not free yet), so a measured run after it starts on
+ * connections as young on every side; resolves with the pool's open connections and how many it opened.
+ */
+export async function primeConnections({ origin, request, pool, connections }) {
+  const run = await closedLoop({ origin, request, concurrency: connections, durationMs: 5_000, maxRequests: connections, pool })
+  if (run.ok !== run.sent) throw new Error(`priming ${origin}: ${run.ok} of ${run.sent} requests answered 2xx`)
+  return { open: pool.stats.connected, opened: run.connects }
+}
+
 /** Percentiles (ms) of a list of latencies. */
 export function summarize(latencies) {
   const sorted = Float64Array.from(latencies).sort()

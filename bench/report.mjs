@@ -1,5 +1,6 @@
 // Turns scenario results into figures (median and spread over trials, judged against targets) and
 // renders them as Markdown.
+import { flaggedTrials, GENERATOR_LAG_FLAG_MS, WAIT_FLAG_MS, WAIT_SPAN_MS } from './pile-up.mjs'
 
 /** min / median / max of the numbers in `values` (nulls dropped). */
 export function spread(values) {
@@ -26,6 +27,7 @@ function figure(scenario, metric, values, unit, target = null, note = '', worst 
 }
 
 const errorsOf = (run) => run.non2xx + run.transportErrors
+const pileUpRule = `main thread waited ≥ ${WAIT_FLAG_MS} ms for a core within ${WAIT_SPAN_MS} ms, or the generator sent ≥ ${GENERATOR_LAG_FLAG_MS} ms late`
 /** Per-trial ratio a ÷ b (null when either is missing or b is not positive). */
 const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b > 0 ? a / b : null)
 const floorNote = 'bench/floor.mjs: Fastify + undici pass-through, same store round trips, same run'
@@ -50,9 +52,15 @@ export function figures(results) {
       out.push(figure(name, 'added latency p50', trials.map((t) => t.added.p50), 'ms', judged ? { op: '<=', limit: 1 } : null, warn, false, floorOf((t) => t.floorAdded.p50)))
       out.push(figure(name, 'added latency p90', trials.map((t) => t.added.p90), 'ms', null, '', false, floorOf((t) => t.floorAdded.p90)))
       out.push(figure(name, 'added latency p99', trials.map((t) => t.added.p99), 'ms', judged ? { op: '<=', limit: 5 } : null, warn, false, floorOf((t) => t.floorAdded.p99)))
+      const flagged = flaggedTrials(trials)
+      const flagNote = flagged.length === 0 ? '' : `; pile-ups (${pileUpRule}) in trial ${flagged.map((f) => `${f.trial} (${f.runs.map((r) => `${r.side}: ${r.causes.join(' + ')}`).join(', ')})`).join(', ')}`
       if (fl) {
         for (const p of ['p50', 'p99']) {
-          out.push(figure(name, `added latency ${p} ÷ floor's`, trials.map((t) => ratio(t.added[p], t.floorAdded[p])), 'ratio', { op: '<=', limit: 1.2 }, `per trial; ${floorNote}`))
+          out.push(figure(name, `added latency ${p} ÷ floor's`, trials.map((t) => ratio(t.added[p], t.floorAdded[p])), 'ratio', { op: '<=', limit: 1.2 }, `per trial, every trial${p === 'p99' ? ` (${trials.map((t) => num(ratio(t.added.p99, t.floorAdded.p99))).join(', ')})` : ''}; ${floorNote}${flagNote}`))
+        }
+        if (flagged.length > 0) {
+          const clean = trials.filter((_, i) => !flagged.some((f) => f.trial === i + 1))
+          out.push(figure(name, "added latency p99 ÷ floor's, trials without a pile-up only", clean.map((t) => ratio(t.added.p99, t.floorAdded.p99)), 'ratio', null, `not the judged figure (the row above is): ${clean.length} of ${trials.length} trials`))
         }
         const rewarmed = trials.filter((t) => (t.rewarmed ?? []).length > 0).length
         const rewarmNote = rewarmed === 0 ? '' : `; ${rewarmed} trial(s) warmed a side again after ≥ 25 s of quiet first (the idle release)`
@@ -68,6 +76,15 @@ export function figures(results) {
         out.push(figure(name, 'Redis time per request', trials.map((t) => t.proxied.redisUsPerRequest), 'µs', null, 'Lua scripts (INFO commandstats evalsha usec) ÷ requests served: what bounds the requests one Redis carries', false, floorOf((t) => t.floor.redisUsPerRequest)))
       }
       out.push(figure(name, 'other processes on the proxy core', trials.map((t) => pctOf(t.proxied.foreignOnProxyCore)), '%', null, 'noise: share of core 0 used by anything but the proxy'))
+      if (trials.every((t) => t.proxied.stalls !== undefined)) {
+        const st = (side, field) => trials.map((t) => t[side]?.stalls?.[field] ?? null)
+        const beside = fl ? (field) => st('floor', field) : () => null
+        out.push(figure(name, `proxy main thread's longest core wait in ${WAIT_SPAN_MS} ms`, st('proxied', 'mainWaitMaxMs'), 'ms', null, `schedstat sampled every 10 ms; a run at ≥ ${WAIT_FLAG_MS} ms is flagged a pile-up`, false, beside('mainWaitMaxMs')))
+        out.push(figure(name, "generator's latest send (proxied run)", st('proxied', 'generatorLateMaxMs'), 'ms', null, `a run at ≥ ${GENERATOR_LAG_FLAG_MS} ms is flagged a pile-up; floor column: the floor's runs`, false, beside('generatorLateMaxMs')))
+        const connects = (side) => trials.map((t) => (t[side] === undefined ? null : t[side].connects + (t[side].stalls.upstreamConnects ?? 0)))
+        out.push(figure(name, 'new connections during the proxied run (client + upstream)', connects('proxied'), 'count', null, `each run starts on ${trials[0].proxied.stalls.openAtStart} client connections opened just before it, every side alike`, false, fl ? connects('floor') : null))
+        out.push(figure(name, 'runs flagged as pile-ups (any side)', flagged.reduce((n, f) => n + f.runs.length, 0), 'count', null, `${pileUpRule}; flagged runs stay in every figure`))
+      }
     }
   }
   const info = results.logging

@@ -2,7 +2,8 @@
 // sent straight to the fake upstream in the same trial; "added" is proxied − direct per percentile.
 import { statSync } from 'node:fs'
 import { agentBody } from './agent-body.mjs'
-import { burst, closedLoop, createPool, openLoop } from './load.mjs'
+import { burst, closedLoop, createPool, openLoop, primeConnections } from './load.mjs'
+import { pileUpCauses, watchRun } from './pile-up.mjs'
 import { coreBusy, coreTimes, cpuSeconds, cpuTimes, sleep, startRelayFloor, waitForQuiet } from './procs.mjs'
 
 const CHAT_BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
@@ -61,6 +62,15 @@ const REWARM_OPEN_MS = 3_000
 async function warmJit(origin, request, pool) {
   await closedLoop({ origin, request, concurrency: 64, durationMs: JIT_WARM_MAX_MS, maxRequests: JIT_WARM_REQUESTS, pool })
 }
+
+/**
+ * Each measured latency run starts on a pool of its own with this many connections opened just before it, on every
+ * side: with one pool kept for the whole series, the connections the JIT warm-up had opened (64) sat idle past the
+ * servers' 72 s keep-alive at different trials on each side (the proxy was warmed ~25 s before the floor), so a stall
+ * on one side made its pool open new connections and the other's not. More than this many requests in flight still
+ * open new ones, on either side alike.
+ */
+const PRIMED_CONNECTIONS = 64
 
 const PERCENTILES = ['p50', 'p90', 'p99', 'max']
 function added(direct, proxied) {
@@ -128,9 +138,17 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
   const pair = requestPair(ctx.key, CHAT_BODY)
   pair.floor = pair.proxied
   await ctx.fake.reset({ completionTokens: 16 })
-  const targets = { direct: { url: ctx.fake.url, pid: proxy.pid }, proxied: { url: proxy.url, pid: proxy.pid }, ...(floor === null ? {} : { floor: { url: floor.url, pid: floor.pid } }) }
+  // pid: whose CPU a run reads (direct: the proxy's, idle); waitPid: whose main thread's core waits it watches.
+  const targets = {
+    direct: { url: ctx.fake.url, pid: proxy.pid, waitPid: ctx.fake.pid ?? null },
+    proxied: { url: proxy.url, pid: proxy.pid, waitPid: proxy.pid },
+    ...(floor === null ? {} : { floor: { url: floor.url, pid: floor.pid, waitPid: floor.pid } }),
+  }
   const names = Object.keys(targets)
   const pools = Object.fromEntries(names.map((side) => [side, createPool(targets[side].url, 256)]))
+  const began = performance.now()
+  const at = () => Math.round((performance.now() - began) / 100) / 10
+  const timeline = []
   try {
     const warmMs = ctx.quick ? QUICK_OPEN_WARM_MS : OPEN_WARM_MS
     const servedAt = {}
@@ -138,6 +156,7 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
       if (side !== 'direct') await warmJit(targets[side].url, pair[side], pools[side])
       await openLoop({ origin: targets[side].url, request: pair[side], rate: rates[0], durationMs: warmMs, pool: pools[side] })
       servedAt[side] = performance.now()
+      timeline.push({ atS: at(), side, what: 'warmed' })
     }
     const byRate = {}
     for (const rate of rates) {
@@ -146,16 +165,38 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
         const sides = names.map((_, i) => names[(i + t) % names.length])
         const trial = { quiet: await quiet(ctx), rewarmed: [] }
         for (const side of sides) {
-          await sleep(300)
-          const { url, pid } = targets[side]
+          const { url, pid, waitPid } = targets[side]
           if (side !== 'direct' && performance.now() - servedAt[side] > REWARM_AFTER_IDLE_MS) {
             await warmJit(url, pair[side], pools[side])
             await openLoop({ origin: url, request: pair[side], rate, durationMs: REWARM_OPEN_MS, pool: pools[side] })
             trial.rewarmed.push(side)
           }
+          // After any warm-up: its closed loop leaves more connections open (up to twice its concurrency).
+          await pools[side].close()
+          pools[side] = createPool(url, 256)
+          const primed = await primeConnections({ origin: url, request: pair[side], pool: pools[side], connections: PRIMED_CONNECTIONS })
+          await sleep(300)
           const scriptsBefore = side === 'direct' ? null : await scriptUsec(ctx.redis)
+          const acceptedBefore = (await ctx.fake.ledger()).connections
+          timeline.push({ atS: at(), side, what: `${rate}/s trial ${t + 1}`, open: primed.open })
+          const watch = watchRun(waitPid)
           trial[side] = await withCpu(pid, () => openLoop({ origin: url, request: pair[side], rate, durationMs, pool: pools[side] }))
+          const seen = watch.stop()
           servedAt[side] = performance.now()
+          const accepted = (await ctx.fake.ledger()).connections - acceptedBefore
+          const generatorLateMaxMs = trial[side].sendLagMs.max
+          trial[side].stalls = {
+            openAtStart: primed.open,
+            // The fake's accepted connections during the run: the direct client's own, else the side's upstream hop's.
+            upstreamConnects: side === 'direct' ? null : accepted,
+            mainWaitMaxMs: seen.mainWaitMaxMs,
+            mainWaitMs: seen.mainWaitMs,
+            otherThreadsCpuMs: seen.otherThreadsCpuMs,
+            generatorLateMaxMs,
+            generatorGcs: seen.gcs,
+            generatorGcLongestMs: seen.gcLongestMs,
+            pileUp: pileUpCauses({ mainWaitMaxMs: seen.mainWaitMaxMs, generatorLateMaxMs }),
+          }
           if (scriptsBefore !== null && trial[side].ok > 0) trial[side].redisUsPerRequest = ((await scriptUsec(ctx.redis)) - scriptsBefore) / trial[side].ok
         }
         trial.added = added(trial.direct.latencyMs, trial.proxied.latencyMs)
@@ -164,10 +205,11 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
         const vsFloor = trial.floor === undefined ? '' : `; floor added p50 ${fmt(trial.floorAdded.p50)} ms, p99 ${fmt(trial.floorAdded.p99)} ms, CPU/request proxy ${fmt(trial.proxied.proxyCpuUsPerRequest)} µs vs floor ${fmt(trial.floor.proxyCpuUsPerRequest)} µs, Redis/request ${fmt(trial.proxied.redisUsPerRequest)} µs vs ${fmt(trial.floor.redisUsPerRequest)} µs`
         const rewarmed = trial.rewarmed.length === 0 ? '' : `; warmed again after a quiet period first: ${trial.rewarmed.join(', ')}`
         ctx.log(`  latency ${label} ${rate}/s trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms, proxied errors ${trial.proxied.non2xx + trial.proxied.transportErrors}${vsFloor}; ${connectsNote(trial)}${rewarmed}`)
+        ctx.log(`    ${stallsNote(trial)}`)
       }
       byRate[rate] = runs
     }
-    return { durationMs, body: CHAT_BODY, byRate }
+    return { durationMs, body: CHAT_BODY, primedConnections: PRIMED_CONNECTIONS, timeline, byRate }
   } finally {
     await Promise.all(Object.values(pools).map((p) => p.close()))
   }
@@ -371,6 +413,19 @@ export async function agentRequests(ctx) {
 function connectsNote(trial) {
   const sides = ['direct', 'proxied', 'floor'].filter((side) => trial[side] !== undefined)
   return `new connections ${sides.map((side) => `${side} ${trial[side].connects}`).join(', ')}`
+}
+
+/** Per side of a latency trial: its main thread's longest core wait, the generator's worst late send and GCs, pile-ups. */
+function stallsNote(trial) {
+  return ['direct', 'proxied', 'floor']
+    .filter((side) => trial[side]?.stalls !== undefined)
+    .map((side) => {
+      const s = trial[side].stalls
+      const flag = s.pileUp.length === 0 ? '' : ` ⚑ pile-up (${s.pileUp.join(', ')})`
+      const upstream = s.upstreamConnects === null ? '' : `, upstream connections ${s.upstreamConnects}`
+      return `${side}: p99 ${fmt(trial[side].latencyMs.p99)} ms, core wait ≤ ${fmt(s.mainWaitMaxMs)} ms in 100 ms (${fmt(s.mainWaitMs)} ms in all; its other threads' CPU ${fmt(s.otherThreadsCpuMs)} ms), generator late ≤ ${fmt(s.generatorLateMaxMs)} ms, its GCs ${s.generatorGcs} (longest ${fmt(s.generatorGcLongestMs)} ms), open at start ${s.openAtStart}${upstream}${flag}`
+    })
+    .join('; ')
 }
 
 export function fmt(n) {

@@ -1,0 +1,17 @@
+/** Types of the parts of bench/load.mjs its tests use. */
+import type { Pool } from 'undici'
+export interface BenchRequest {
+  path: string
+  method?: string
+  headers: Record<string, string>
+  body: string
+}
+export function createPool(origin: string, connections: number, timeoutMs?: number): Pool
+export function primeConnections(options: { origin: string; request: BenchRequest; pool: Pool; connections: number }): Promise<{ open: number; opened: number }>
+export function openLoop(options: { origin: string; request: BenchRequest; rate: number; durationMs: number; pool?: Pool; connections?: number; drainMs?: number }): Promise<{
+  ok: number
+  connects: number
+  sent: number
+  sendLagMs: { count: number; max: number | null }
+  latencyMs: { count: number; p50: number | null; p99: number | null; max: number | null }
+}>
