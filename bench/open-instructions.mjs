@@ -39,6 +39,9 @@ const ISOLATED = Number(option('isolated', 200))
 const GAP_MS = Number(option('gap', 20))
 const BATCHED = Number(option('batched', 2000))
 const CONCURRENCY = Number(option('concurrency', 64))
+const SETTLE_ROUNDS = Number(option('settle-rounds', 8))
+const SETTLE_LONE = 50
+const SETTLE_BATCHED = 1000
 const cacheSim = process.argv.includes('--cache-sim')
 const keep = option('keep', null)
 const names = keep !== null && process.argv.includes('--names')
@@ -91,25 +94,36 @@ function readMain(file, label) {
   const instructions = new Set()
   const functions = new Set()
   let fn = null
+  let compiling = false
+  let compileIr = 0
   let afterCall = false
   for (const line of text.split('\n')) {
-    if (line.startsWith('fn=')) fn = line.slice(3)
-    else if (line.startsWith('calls=')) afterCall = true
+    if (line.startsWith('fn=')) {
+      fn = line.slice(3)
+      compiling = COMPILING.test(fn)
+    } else if (line.startsWith('calls=')) afterCall = true
     else if (line.startsWith('0x')) {
       // The line after calls= carries the call's inclusive cost at the calling instruction: not an instruction's own.
       if (afterCall) afterCall = false
       else {
         const fields = line.split(' ')
-        if (Number(fields[at]) > 0) {
+        const ir = Number(fields[at])
+        if (ir > 0) {
           instructions.add(fields[0])
           functions.add(fn)
+          if (compiling) compileIr += ir
         }
       }
     }
   }
   const lines = new Set([...instructions].map((a) => BigInt(a) >> 6n))
-  return { ...Object.fromEntries(events.map((e, i) => [e, totals[i] ?? 0])), distinctInstructions: instructions.size, codeLines: lines.size, functions: functions.size }
+  return { ...Object.fromEntries(events.map((e, i) => [e, totals[i] ?? 0])), distinctInstructions: instructions.size, codeLines: lines.size, functions: functions.size, compileIr }
 }
+
+// V8's compilers' own functions: what the main thread runs of a TurboFan job (prepare, finalize) or a Sparkplug batch.
+const COMPILING = /v8::internal::(compiler::|baseline::|Compiler::|OptimizedCompilationJob|TurbofanCompilationJob|TieringManager::)/
+// A side is warm when a settling round runs fewer compiler instructions than this a request on its main thread.
+const SETTLED_COMPILE_IR = 50
 
 let redis = null
 let fake = null
@@ -172,6 +186,21 @@ try {
     execFileSync('callgrind_control', ['-i', 'on', String(side.child.pid)], { env: { ...process.env, ...NAMES }, stdio: 'ignore', timeout: 120_000 })
     // Every connection of the measured phases opened (and the pool's sockets warm) before counting.
     await closed(side, CONCURRENCY * 4)
+    // Under valgrind V8's compiler threads lag far behind the main thread: after the warm-up a side may still run
+    // functions in baseline code and finish TurboFan jobs on its main thread, which would be counted as its requests'
+    // cost. Rounds of requests, lone and batched, until a round finishes no compile (or --settle-rounds).
+    let settling = 0
+    for (; settling < SETTLE_ROUNDS; settling++) {
+      dump(side, 'settle')
+      for (let i = 0; i < SETTLE_LONE; i++) {
+        await sleep(GAP_MS)
+        await send(side)
+      }
+      await closed(side, SETTLE_BATCHED)
+      const round = dump(side, 'settled')
+      if (round.compileIr / (SETTLE_LONE + SETTLE_BATCHED) < SETTLED_COMPILE_IR) break
+    }
+    log(`${side.name}: ${settling} settling rounds of ${SETTLE_LONE + SETTLE_BATCHED} requests${settling === SETTLE_ROUNDS ? ' (still compiling)' : ''}`)
     dump(side, 'start')
     const t0 = Date.now()
     for (let i = 0; i < ISOLATED; i++) {
@@ -186,9 +215,10 @@ try {
     dump(side, 'ramp')
     await closed(side, BATCHED)
     const batched = dump(side, 'batched')
-    const per = (m, n, less = null) => Object.fromEntries(Object.entries(m).filter(([k]) => !['distinctInstructions', 'codeLines', 'functions'].includes(k)).map(([k, v]) => [k, Math.round((v - (less?.[k] ?? 0)) / n)]))
+    const per = (m, n, less = null) => Object.fromEntries(Object.entries(m).filter(([k]) => !['distinctInstructions', 'codeLines', 'functions', 'compileIr'].includes(k)).map(([k, v]) => [k, Math.round((v - (less?.[k] ?? 0)) / n)]))
     const code = (m) => ({ distinctInstructions: m.distinctInstructions, codeLines: m.codeLines, codeKiB: Math.round((m.codeLines * 64) / 1024), functions: m.functions })
     results[side.name] = {
+      settling_rounds: settling, compile_ir_per_request: { isolated: Math.round(isolated.compileIr / ISOLATED), batched: Math.round(batched.compileIr / BATCHED) },
       isolated_per_request: per(isolated, ISOLATED, idle), isolated_raw_per_request: per(isolated, ISOLATED), idle_per_request_time: per(idle, ISOLATED),
       batched_per_request: per(batched, BATCHED), isolated_phase_code: code(isolated), batched_phase_code: code(batched), isolated_ms: isolatedMs,
     }
