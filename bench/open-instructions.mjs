@@ -10,7 +10,12 @@
 // and the code a request runs: distinct instructions and distinct 64-byte code lines executed over the phase, and
 // the functions with any instruction (JIT code and builtins are nameless addresses to valgrind, each counted).
 //   npm run build && node bench/open-instructions.mjs [--cli=dist/cli.js] [--warmup=6000] [--isolated=200] [--gap=20]
-//     [--batched=2000] [--concurrency=64] [--cache-sim] [--keep=DIR [--names]]
+//     [--batched=2000] [--concurrency=64] [--settle-rounds=8] [--cache-sim] [--keep=DIR [--names]]
+// After its warm-up each side is settled: rounds of 50 lone and 1,000 batched requests, counted, until a round's main
+// thread runs under 50 instructions a request in V8's compilers (--settle-rounds at most; the log says when it gave
+// up). Under valgrind the compiler threads lag far behind: a side counted right after a warm-up of 6,000 may still run
+// functions in baseline code and finish TurboFan jobs on its main thread, and that tier-up was read as its working
+// set. Each phase's compiler instructions a request are in the output (compile_ir_per_request).
 // --cli: the proxy build (e.g. an older dist/cli.js for an A/B); --keep=DIR keeps the dumps (callgrind_annotate them);
 // --names: both sides with node's --perf-basic-prof, and its map of JIT code (perf-PID.map: names, with V8's tier mark,
 // ~ interpreted or baseline, * optimized) copied into DIR, to name the dumps' nameless addresses.
@@ -22,6 +27,14 @@
 //   code run over a phase  isolated 598-934 KiB against 467-651 KiB; batched 696-920 KiB against 599-670 KiB
 // So a lone request runs about the floor's instructions; what it has more is working set (code 1.1-2.0×, D1 read misses
 // 1.4× alone). V8's worker threads: under 20k instructions a request on either side.
+// Part of that was tier-up, not working set: in a run of the same build with a warm-up of 6,000 (no settling), the
+// proxy's isolated phase still ran 72 functions in baseline code (sendCommand, reserve, newRequestId, settle, …: 668
+// I1 misses, 804 code lines a request) and TurboFan's main-thread steps (JSHeapBroker, code finalizing); the
+// floor's, 27. Counted once no compile runs (isolated, raw, per request, with the cache model), proxy against floor,
+// the build before slab-written script commands with a warm-up of 16,000, then the build after them settled: Ir 298k
+// against 293k, 309k against 316k; I1 misses 14.4k against 13.0k, 14.5k against 13.4k (1.11×, 1.08×); D1 read misses
+// 6.0k against 5.0k, 6.2k against 5.3k (1.22×, 1.16×); code run over the phase 620 against 557 KiB (1.11×) in the
+// first, where neither side compiled at all.
 // Loads 127.0.0.1 only, bounded (TIME_LIMIT_MS); stops every process it starts.
 import { execFileSync, spawn } from 'node:child_process'
 import { closeSync, cpSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs'
@@ -143,6 +156,9 @@ try {
         ...base, REDIS_URL: redis.url, HOST: '127.0.0.1', PORT: String(proxyPort), LOOPERS_ADMIN_HOST: '127.0.0.1', LOOPERS_ADMIN_PORT: '0',
         LOOPERS_OPENAI_BASE_URL: fake.url, LOOPERS_OPENAI_API_KEY: 'sk-bench-upstream', LOOPERS_PRICING_PATH: join(ROOT, 'bench/prices.json'),
         LOG_LEVEL: 'warn', LOOPERS_SHUTDOWN_GRACE_MS: '2000', LOOPERS_REDIS_TIMEOUT_MS: '60000',
+        // No idle release: on a loaded machine the idle phase outlasts its 30 s, and its full collections (with the
+        // re-optimizing after them) would be taken off the isolated phase as the proxy's idle cost.
+        LOOPERS_IDLE_RELEASE_MS: '0',
       }),
       url: `http://127.0.0.1:${proxyPort}`,
     },
