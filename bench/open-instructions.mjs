@@ -10,7 +10,12 @@
 // and the code a request runs: distinct instructions and distinct 64-byte code lines executed over the phase, and
 // the functions with any instruction (JIT code and builtins are nameless addresses to valgrind, each counted).
 //   npm run build && node bench/open-instructions.mjs [--cli=dist/cli.js] [--warmup=6000] [--isolated=200] [--gap=20]
-//     [--batched=2000] [--concurrency=64] [--cache-sim] [--keep=DIR [--names]]
+//     [--batched=2000] [--concurrency=64] [--settle-rounds=8] [--cache-sim] [--keep=DIR [--names]]
+// After its warm-up each side is settled: rounds of 50 lone and 1,000 batched requests, counted, until a round's main
+// thread runs under 50 instructions a request in V8's compilers (--settle-rounds at most; the log says when it gave
+// up). Under valgrind the compiler threads lag far behind: a side counted right after a warm-up of 6,000 may still run
+// functions in baseline code and finish TurboFan jobs on its main thread, and that tier-up was read as its working
+// set. Each phase's compiler instructions a request are in the output (compile_ir_per_request).
 // --cli: the proxy build (e.g. an older dist/cli.js for an A/B); --keep=DIR keeps the dumps (callgrind_annotate them);
 // --names: both sides with node's --perf-basic-prof, and its map of JIT code (perf-PID.map: names, with V8's tier mark,
 // ~ interpreted or baseline, * optimized) copied into DIR, to name the dumps' nameless addresses.
@@ -22,6 +27,14 @@
 //   code run over a phase  isolated 598-934 KiB against 467-651 KiB; batched 696-920 KiB against 599-670 KiB
 // So a lone request runs about the floor's instructions; what it has more is working set (code 1.1-2.0×, D1 read misses
 // 1.4× alone). V8's worker threads: under 20k instructions a request on either side.
+// Part of that was tier-up, not working set: in a run of the same build with a warm-up of 6,000 (no settling), the
+// proxy's isolated phase still ran 72 functions in baseline code (sendCommand, reserve, newRequestId, settle, …: 668
+// I1 misses, 804 code lines a request) and TurboFan's main-thread steps (JSHeapBroker, code finalizing); the
+// floor's, 27. Counted once no compile runs (isolated, raw, per request, with the cache model), proxy against floor,
+// the build before slab-written script commands with a warm-up of 16,000, then the build after them settled: Ir 298k
+// against 293k, 309k against 316k; I1 misses 14.4k against 13.0k, 14.5k against 13.4k (1.11×, 1.08×); D1 read misses
+// 6.0k against 5.0k, 6.2k against 5.3k (1.22×, 1.16×); code run over the phase 620 against 557 KiB (1.11×) in the
+// first, where neither side compiled at all.
 // Loads 127.0.0.1 only, bounded (TIME_LIMIT_MS); stops every process it starts.
 import { execFileSync, spawn } from 'node:child_process'
 import { closeSync, cpSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs'
@@ -39,6 +52,9 @@ const ISOLATED = Number(option('isolated', 200))
 const GAP_MS = Number(option('gap', 20))
 const BATCHED = Number(option('batched', 2000))
 const CONCURRENCY = Number(option('concurrency', 64))
+const SETTLE_ROUNDS = Number(option('settle-rounds', 8))
+const SETTLE_LONE = 50
+const SETTLE_BATCHED = 1000
 const cacheSim = process.argv.includes('--cache-sim')
 const keep = option('keep', null)
 const names = keep !== null && process.argv.includes('--names')
@@ -91,25 +107,36 @@ function readMain(file, label) {
   const instructions = new Set()
   const functions = new Set()
   let fn = null
+  let compiling = false
+  let compileIr = 0
   let afterCall = false
   for (const line of text.split('\n')) {
-    if (line.startsWith('fn=')) fn = line.slice(3)
-    else if (line.startsWith('calls=')) afterCall = true
+    if (line.startsWith('fn=')) {
+      fn = line.slice(3)
+      compiling = COMPILING.test(fn)
+    } else if (line.startsWith('calls=')) afterCall = true
     else if (line.startsWith('0x')) {
       // The line after calls= carries the call's inclusive cost at the calling instruction: not an instruction's own.
       if (afterCall) afterCall = false
       else {
         const fields = line.split(' ')
-        if (Number(fields[at]) > 0) {
+        const ir = Number(fields[at])
+        if (ir > 0) {
           instructions.add(fields[0])
           functions.add(fn)
+          if (compiling) compileIr += ir
         }
       }
     }
   }
   const lines = new Set([...instructions].map((a) => BigInt(a) >> 6n))
-  return { ...Object.fromEntries(events.map((e, i) => [e, totals[i] ?? 0])), distinctInstructions: instructions.size, codeLines: lines.size, functions: functions.size }
+  return { ...Object.fromEntries(events.map((e, i) => [e, totals[i] ?? 0])), distinctInstructions: instructions.size, codeLines: lines.size, functions: functions.size, compileIr }
 }
+
+// V8's compilers' own functions: what the main thread runs of a TurboFan job (prepare, finalize) or a Sparkplug batch.
+const COMPILING = /v8::internal::(compiler::|baseline::|Compiler::|OptimizedCompilationJob|TurbofanCompilationJob|TieringManager::)/
+// A side is warm when a settling round runs fewer compiler instructions than this a request on its main thread.
+const SETTLED_COMPILE_IR = 50
 
 let redis = null
 let fake = null
@@ -129,6 +156,9 @@ try {
         ...base, REDIS_URL: redis.url, HOST: '127.0.0.1', PORT: String(proxyPort), LOOPERS_ADMIN_HOST: '127.0.0.1', LOOPERS_ADMIN_PORT: '0',
         LOOPERS_OPENAI_BASE_URL: fake.url, LOOPERS_OPENAI_API_KEY: 'sk-bench-upstream', LOOPERS_PRICING_PATH: join(ROOT, 'bench/prices.json'),
         LOG_LEVEL: 'warn', LOOPERS_SHUTDOWN_GRACE_MS: '2000', LOOPERS_REDIS_TIMEOUT_MS: '60000',
+        // No idle release: on a loaded machine the idle phase outlasts its 30 s, and its full collections (with the
+        // re-optimizing after them) would be taken off the isolated phase as the proxy's idle cost.
+        LOOPERS_IDLE_RELEASE_MS: '0',
       }),
       url: `http://127.0.0.1:${proxyPort}`,
     },
@@ -172,6 +202,21 @@ try {
     execFileSync('callgrind_control', ['-i', 'on', String(side.child.pid)], { env: { ...process.env, ...NAMES }, stdio: 'ignore', timeout: 120_000 })
     // Every connection of the measured phases opened (and the pool's sockets warm) before counting.
     await closed(side, CONCURRENCY * 4)
+    // Under valgrind V8's compiler threads lag far behind the main thread: after the warm-up a side may still run
+    // functions in baseline code and finish TurboFan jobs on its main thread, which would be counted as its requests'
+    // cost. Rounds of requests, lone and batched, until a round finishes no compile (or --settle-rounds).
+    let settling = 0
+    for (; settling < SETTLE_ROUNDS; settling++) {
+      dump(side, 'settle')
+      for (let i = 0; i < SETTLE_LONE; i++) {
+        await sleep(GAP_MS)
+        await send(side)
+      }
+      await closed(side, SETTLE_BATCHED)
+      const round = dump(side, 'settled')
+      if (round.compileIr / (SETTLE_LONE + SETTLE_BATCHED) < SETTLED_COMPILE_IR) break
+    }
+    log(`${side.name}: ${settling} settling rounds of ${SETTLE_LONE + SETTLE_BATCHED} requests${settling === SETTLE_ROUNDS ? ' (still compiling)' : ''}`)
     dump(side, 'start')
     const t0 = Date.now()
     for (let i = 0; i < ISOLATED; i++) {
@@ -186,9 +231,10 @@ try {
     dump(side, 'ramp')
     await closed(side, BATCHED)
     const batched = dump(side, 'batched')
-    const per = (m, n, less = null) => Object.fromEntries(Object.entries(m).filter(([k]) => !['distinctInstructions', 'codeLines', 'functions'].includes(k)).map(([k, v]) => [k, Math.round((v - (less?.[k] ?? 0)) / n)]))
+    const per = (m, n, less = null) => Object.fromEntries(Object.entries(m).filter(([k]) => !['distinctInstructions', 'codeLines', 'functions', 'compileIr'].includes(k)).map(([k, v]) => [k, Math.round((v - (less?.[k] ?? 0)) / n)]))
     const code = (m) => ({ distinctInstructions: m.distinctInstructions, codeLines: m.codeLines, codeKiB: Math.round((m.codeLines * 64) / 1024), functions: m.functions })
     results[side.name] = {
+      settling_rounds: settling, compile_ir_per_request: { isolated: Math.round(isolated.compileIr / ISOLATED), batched: Math.round(batched.compileIr / BATCHED) },
       isolated_per_request: per(isolated, ISOLATED, idle), isolated_raw_per_request: per(isolated, ISOLATED), idle_per_request_time: per(idle, ISOLATED),
       batched_per_request: per(batched, BATCHED), isolated_phase_code: code(isolated), batched_phase_code: code(batched), isolated_ms: isolatedMs,
     }

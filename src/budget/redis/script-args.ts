@@ -57,8 +57,8 @@ export function putArgValues(parts: readonly ScriptArg[], args: (string | number
 
 /**
  * The RESP of a command of `argCount` arguments: `head` (its name and first argument, encoded), `numberOfKeys`, then
- * `parts`. Written into a scratch Buffer with room for the worst case, so no text is measured before it is written,
- * then copied out at its exact size.
+ * `parts`. Written where the current slab has room for the worst case, so no text is measured before it is written,
+ * and returned as a view of the bytes written (never written again: the next command starts after them).
  */
 export function writeCommand(argCount: number, head: Buffer, numberOfKeys: number, parts: readonly ScriptArg[]): Buffer {
   const count = argCountResp(argCount)
@@ -70,12 +70,16 @@ export function writeCommand(argCount: number, head: Buffer, numberOfKeys: numbe
     else if ('rest' in part) room += BULK_HEAD_ROOM + part.start.bytes.length + UTF8_PER_UNIT * part.rest.length
     else room += part.resp.length
   }
-  if (scratch.length < room) scratch = Buffer.allocUnsafeSlow(room)
-  const out = scratch
-  out.set(count, 0)
-  out.set(head, count.length)
-  out.set(keys, count.length + head.length)
-  let at = count.length + head.length + keys.length
+  if (slab.length - slabUsed < room) {
+    slab = Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, room))
+    slabUsed = 0
+  }
+  const out = slab
+  const start = slabUsed
+  out.set(count, start)
+  out.set(head, start + count.length)
+  out.set(keys, start + count.length + head.length)
+  let at = start + count.length + head.length + keys.length
   for (let i = 0; i < parts.length; i++) {
     const part = parts[i] as ScriptArg
     if (typeof part === 'object') {
@@ -91,9 +95,9 @@ export function writeCommand(argCount: number, head: Buffer, numberOfKeys: numbe
       at = Number.isSafeInteger(part) && part >= 0 ? writeBulkInteger(out, at, part) : writeBulkText(out, at, String(part))
     }
   }
-  const command = Buffer.allocUnsafe(at)
-  out.copy(command, 0, 0, at)
-  return command
+  // The next command starts on an 8-byte boundary.
+  slabUsed = (at + 7) & ~7
+  return out.subarray(start, at)
 }
 
 /** Encodes `text` once, to start arguments joined to it. */
@@ -106,8 +110,14 @@ export function joinArg(start: EncodedStart, rest: string): JoinedArg {
   return { start, rest }
 }
 
-/** Where each command is written first; grows to the largest one written (an EVAL's script). */
-let scratch = Buffer.allocUnsafeSlow(4096)
+/**
+ * Commands are written one after another into a slab and sent as views of it (not copied out of a scratch Buffer
+ * into one of their own: a second region of memory and a copy per command); a slab full up to `slabUsed` is left to
+ * the views still held (a socket's pending writes) and a new one taken, larger for an EVAL's script if need be.
+ */
+const SLAB_BYTES = 65_536
+let slab = Buffer.allocUnsafeSlow(SLAB_BYTES)
+let slabUsed = 0
 /** Room for `$<length>\r\n` and the closing `\r\n` of a bulk string (a length has at most 16 digits). */
 const BULK_HEAD_ROOM = 21
 /** UTF-8 bytes per UTF-16 code unit, at most. */
