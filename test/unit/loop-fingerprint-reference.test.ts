@@ -94,11 +94,16 @@ const parts = fc.oneof(
   { weight: 1, arbitrary: fc.array(fc.oneof(fc.string({ maxLength: 4 }), some({ type: type('text'), text: fc.string({ maxLength: 4 }) })), { minLength: 1, maxLength: 3 }).map((run) => Array.from({ length: 300 }, (_, i) => run[i % run.length])) },
 )
 const content = fc.oneof(text, parts, fc.constant(null))
-const call = some({ id: text, type: fc.constant('function'), function: some({ name: text, arguments: fc.oneof(json.map((v) => JSON.stringify(v)), text) }), index: fc.integer() })
+// Now and then a call whose type or `function` is another (read parsed), beside the ones read member by member.
+const call = fc.oneof(
+  { weight: 8, arbitrary: some({ id: text, type: fc.constant('function'), function: some({ name: text, arguments: fc.oneof(json.map((v) => JSON.stringify(v)), text) }), index: fc.integer() }) },
+  { weight: 1, arbitrary: some({ id: text, type: type('function', 'tool_use', 'function_call'), function: fc.oneof(json, some({ name: json, arguments: json })), name: text, input: json, arguments: text }) },
+  { weight: 1, arbitrary: json },
+)
 const message = fc.record({
   role,
   content,
-  tool_calls: fc.array(call, { maxLength: 2 }),
+  tool_calls: fc.oneof({ weight: 8, arbitrary: fc.array(call, { maxLength: 3 }) }, { weight: 1, arbitrary: json }),
   function_call: some({ name: text, arguments: text }),
   refusal: fc.oneof(text, fc.constant(null)),
   name: fc.oneof(text, fc.integer()),

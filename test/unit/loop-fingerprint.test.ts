@@ -11,7 +11,8 @@ import { createGeminiAdapter } from '../../src/providers/gemini.js'
 import { createMistralAdapter } from '../../src/providers/mistral.js'
 import { createOpenAiAdapter } from '../../src/providers/openai.js'
 import type { ProviderAdapter } from '../../src/providers/types.js'
-import { LAZY_MIN_BYTES, readLazyBody } from '../../src/proxy/request-body.js'
+import { LAZY_MIN_BYTES, readLazyBody, readParsedBody } from '../../src/proxy/request-body.js'
+import { agentBody } from '../../bench/agent-body.mjs'
 
 function fp(shape: LoopShape, body: Json): LoopFingerprint {
   const result = fingerprintRequest(shape, body)
@@ -227,6 +228,25 @@ describe('fingerprintRequest', () => {
       spy.mockRestore()
     }
     expect(fingerprint).toEqual(fingerprintRequest(messagesShape, JSON.parse(raw.toString()) as Json))
+  })
+
+  it('keeps the fingerprints of bench agent requests, lazily read and parsed (fingerprints a previous release shares in the store)', async () => {
+    // Issue 12: values of the build they were pinned on; a change here splits every conversation's loop count
+    // between two releases sharing a store (src/loop/README.md).
+    const fixed: Array<['chat' | 'anthropic', number, number, string, string]> = [
+      ['chat', 32768, 0, '45bc9913c34cebe4', '3c147cb495d449e5'],
+      ['chat', 32768, 5, '45bc9913c34cebe4', '9d79997b92dd5d52'],
+      ['chat', 131072, 2, '45bc9913c34cebe4', '2631c855970b5e6e'],
+      ['anthropic', 32768, 0, '8a351c7b2cf7b316', '500e91a29a05a5de'],
+      ['anthropic', 32768, 5, '8a351c7b2cf7b316', '838207c292b96993'],
+      ['anthropic', 131072, 2, '8a351c7b2cf7b316', '4753c93849f7fde7'],
+    ]
+    for (const [shape, bytes, step, conversation, stepHash] of fixed) {
+      const raw = Buffer.from(agentBody({ bytes, step, shape }))
+      const expected = { conversation, step: stepHash }
+      expect((await readLazyBody(raw, messagesShape)).fingerprint(), `${shape} ${bytes} ${step} lazy`).toEqual(expected)
+      expect((await readParsedBody(raw, messagesShape)).fingerprint(), `${shape} ${bytes} ${step} parsed`).toEqual(expected)
+    }
   })
 
   it('tells long results apart by length and by their head, middle and tail', () => {

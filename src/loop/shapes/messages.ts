@@ -10,7 +10,8 @@ import { isRecord, itemParts, memberParts } from './read.js'
 
 // A message's members that readMessage reads, and the bit of those whose string comes undecoded: its content, which
 // the digest reads from its bytes (parts.ts). Tool calls come parsed: read as Blocks from their bytes they cost as much
-// time and more heap (a members array, a Block and spans per call) than JSON.parse of their ~100 bytes.
+// time and more heap (a members array, a Block and spans per call) than JSON.parse of their ~100 bytes. (Read as a Block
+// of `function`'s name and arguments, undecoded: +8.5 % callgrind instructions a 33 KB chat fingerprint, +1 KB heap.)
 const MESSAGE_MEMBERS = ['role', 'content', 'tool_calls', 'function_call', 'refusal', 'name']
 const UNDECODED_CONTENT = 0b10
 // Reused by every message read (readMessage runs to its end without a pause), emptied after each.
