@@ -49,10 +49,10 @@ export function keepShapes(on: boolean): void {
 /**
  * The pipeline is done with `request` (its body already let go). One whose path or query carries client data (a key,
  * a session) is not kept: its strings would have to be blanked, and writing a field written once deoptimizes the code
- * that read it as constant.
+ * that read it as constant. Nor is an HTTP/2 one, whose headers cannot be swapped.
  */
 export function keepRequest(request: FastifyRequest, reply: FastifyReply, summary: object): void {
-  if (!keeping || request.body !== undefined) return
+  if (!keeping || request.body !== undefined || request.raw.httpVersionMajor !== 1) return
   const target = request.loopersKey?.target
   if (target === undefined || target.pathKey !== null || target.pathSession !== null || target.query !== '') return
   kept.request = request
@@ -88,9 +88,15 @@ export function blankKept(): void {
   kept.immediate = setImmediate(noop)
   const raw = kept.request?.raw
   if (raw === undefined) return
-  raw.headers = sameShape(raw.headers)
-  raw.rawHeaders = []
-  raw.url = ''
+  try {
+    raw.headers = sameShape(raw.headers)
+    raw.rawHeaders = []
+    raw.url = ''
+  } catch {
+    // Not a request these fields can be swapped on: it is not kept.
+    kept.request = null
+    kept.reply = null
+  }
 }
 
 /** An object with `values`' keys in their order, each an empty string: made like Node makes a headers object. */
