@@ -66,7 +66,11 @@ export function startIdleRelease(options: IdleReleaseOptions): IdleRelease {
   let gapTimer: NodeJS.Timeout | null = null
   /** One release; false when this runtime offers no such collection (memory then stays as V8 leaves it). */
   const release = (after: 'start' | 'lull' | 'idle', run: () => void = collect): boolean => {
-    options.beforeRelease?.()
+    try {
+      options.beforeRelease?.()
+    } catch {
+      // The release goes on: a fault here must not end the process from a timer.
+    }
     const rssBefore = process.memoryUsage.rss()
     const started = performance.now()
     try {
