@@ -89,7 +89,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   await budgetStore.ready(STARTUP_STORE_WAIT_MS)
   await Promise.all([app.ready(), admin.ready()])
   // Everything is loaded and no request can arrive yet: the first release costs no request its pause.
-  keepShapes(config.idleReleaseMs > 0)
+  keepShapes(config.idleReleaseMs > 0, inflight)
   const idleRelease = startIdleRelease({
     idleMs: config.idleReleaseMs,
     rounds: IDLE_RELEASE_ROUNDS,

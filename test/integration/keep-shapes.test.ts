@@ -85,7 +85,7 @@ beforeAll(async () => {
     done()
   })
   url = await app.listen({ host: config.listen.host, port: config.listen.port })
-  keepShapes(true)
+  keepShapes(true, inflight)
 })
 
 afterAll(async () => {
@@ -105,16 +105,33 @@ async function lastResortCollection(): Promise<void> {
   await new Promise((resolve) => setImmediate(resolve))
 }
 
-async function chat(key: string, content: string): Promise<void> {
+async function send(key: string, content: string, stream = false): Promise<Response> {
   const response = await fetch(`${url}/openai/v1/chat/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'x-loopers-provider-key': 'sk-up-secret' },
-    body: JSON.stringify({ model: 'gpt-test', max_tokens: 16, messages: [{ role: 'user', content }] }),
+    body: JSON.stringify({ model: 'gpt-test', max_tokens: 16, stream, messages: [{ role: 'user', content }] }),
   })
   expect(response.status).toBe(200)
-  await response.arrayBuffer()
+  return response
+}
+
+async function chat(key: string, content: string): Promise<void> {
+  await (await send(key, content)).arrayBuffer()
   // The answer comes before the settlement, and the pipeline keeps its examples after it.
   await inflight.drained()
+}
+
+/** A request whose body is sent upstream as a SentOnce, answered whole; resolves once it left the pipeline. */
+async function chat2(key: string): Promise<void> {
+  const before = inflight.count
+  await (await send(key, 'word '.repeat(5_000))).arrayBuffer()
+  await until(() => inflight.count === before)
+}
+
+/** Resolves once `done` holds, polled each few milliseconds (a request's settlement ends after its answer). */
+async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 1_000 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 5))
+  expect(done()).toBe(true)
 }
 
 describe('the examples kept through the idle release', () => {
@@ -150,6 +167,40 @@ describe('the examples kept through the idle release', () => {
     expect(Object.keys(raw.headers)).toContain('authorization')
     expect(raw.rawHeaders).toEqual([])
     expect(raw.url).toBe('')
+  })
+
+  it('keeps nothing while another request is in flight, then the last request once none is', async () => {
+    const admin = createKeyAdmin(client)
+    const { key, record } = await admin.createKey('keep-shapes-overlap', ['openai'])
+    await admin.setBudget(record.hash, { limits: { daily: 1_000_000_000 } })
+    keepShapes(false)
+    keepShapes(true, inflight)
+    let resume!: () => void
+    upstream.plan = { chunks: 4, pauseAfter: { deltas: 2, until: new Promise<void>((resolve) => (resume = resolve)) } }
+    // A stream held mid-answer: its request stays in flight while a second one (a body sent as a SentOnce) runs whole.
+    const held = await send(key, 'Say hello.', true)
+    upstream.plan = {}
+    // What the held request kept alone: its reservation's command.
+    const before = { ...kept }
+    try {
+      await chat2(key)
+      expect(inflight.count).toBe(1)
+      // The second request, with the first in flight, kept nothing.
+      expect(Object.entries(kept).every(([name, example]) => example === before[name as keyof typeof before])).toBe(true)
+      expect(kept.request).toBeNull()
+      expect(kept.call).toBeNull()
+      expect(kept.sent).toBeNull()
+    } finally {
+      resume()
+    }
+    await held.arrayBuffer()
+    await inflight.drained()
+    // The held stream ended last, alone: its request, call and settlement are the examples.
+    expect(kept.request).toBe(requests.at(-2)!.deref())
+    expect(kept.call).not.toBeNull()
+    expect(kept.answer).not.toBeNull()
+    expect(kept.command).not.toBeNull()
+    expect(kept.command).not.toBe(before.command)
   })
 
   it('keeps nothing once turned off', async () => {

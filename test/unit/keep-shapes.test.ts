@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
-import { blankKept, kept, keepRequest, keepShapes } from '../../src/proxy/keep-shapes.js'
+import { blankKept, kept, keepCall, keepCommand, keepRequest, keepSent, keepShapes } from '../../src/proxy/keep-shapes.js'
 
 // What the pipeline hands over when a request is done; only the fields keep-shapes.ts reads.
 function finished(raw: object, target: object = { pathKey: null, pathSession: null, query: '' }): FastifyRequest {
@@ -67,5 +67,46 @@ describe('keepRequest and blankKept', () => {
   it('keeps nothing while off', () => {
     keepRequest(finished(http1({ host: 'proxy' })), reply, {})
     expect(kept.request).toBeNull()
+  })
+
+  it('keeps a request only when none is left in flight, and a call, SentOnce or command only with at most one', () => {
+    const inflight = { count: 2 }
+    keepShapes(true, inflight)
+    const request = finished(http1({ host: 'proxy' }))
+    const call = {}
+    keepRequest(request, reply, {})
+    keepCall(call, {})
+    keepSent({})
+    keepCommand({})
+    expect(Object.values(kept).every((example) => example === null)).toBe(true)
+    inflight.count = 1
+    keepRequest(request, reply, {})
+    expect(kept.request).toBeNull()
+    keepCall(call, {})
+    keepSent({})
+    keepCommand({})
+    expect(kept.call).toBe(call)
+    expect(kept.sent).not.toBeNull()
+    expect(kept.command).not.toBeNull()
+    inflight.count = 0
+    keepRequest(request, reply, {})
+    expect(kept.request).toBe(request)
+  })
+
+  it('under a load that never falls to one in flight, keeps one call, SentOnce and command in 1,024', () => {
+    keepShapes(true, { count: 3 })
+    const stored = { call: 0, sent: 0, command: 0 }
+    for (let i = 0; i < 4 * 1024; i++) {
+      const call = {}
+      const sent = {}
+      const command = {}
+      keepCall(call, null)
+      keepSent(sent)
+      keepCommand(command)
+      if (kept.call === call) stored.call++
+      if (kept.sent === sent) stored.sent++
+      if (kept.command === command) stored.command++
+    }
+    expect(stored).toEqual({ call: 4, sent: 4, command: 4 })
   })
 })
