@@ -34,6 +34,8 @@ interface IdleReleaseOptions {
    */
   rounds?: number
   roundGapMs?: number
+  /** Called just before each release (the kept examples' client data is blanked: src/proxy/keep-shapes.ts). */
+  beforeRelease?: () => void
   /** Told after each release: why, how long it took and the resident set before and after, in bytes. */
   onRelease?: (release: { after: 'start' | 'lull' | 'idle'; ms: number; rssBefore: number; rssAfter: number }) => void
 }
@@ -64,6 +66,11 @@ export function startIdleRelease(options: IdleReleaseOptions): IdleRelease {
   let gapTimer: NodeJS.Timeout | null = null
   /** One release; false when this runtime offers no such collection (memory then stays as V8 leaves it). */
   const release = (after: 'start' | 'lull' | 'idle', run: () => void = collect): boolean => {
+    try {
+      options.beforeRelease?.()
+    } catch {
+      // The release goes on: a fault here must not end the process from a timer.
+    }
     const rssBefore = process.memoryUsage.rss()
     const started = performance.now()
     try {

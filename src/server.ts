@@ -11,6 +11,7 @@ import { createLogger } from './logger.js'
 import { buildAdminApp } from './admin.js'
 import { createMetrics } from './metrics.js'
 import { createInflight, type Inflight } from './proxy/inflight.js'
+import { blankKept, keepShapes } from './proxy/keep-shapes.js'
 import { loadPricing } from './pricing/table.js'
 import { createUpstreamClient } from './proxy/upstream.js'
 import { createAdapters } from './providers/registry.js'
@@ -88,10 +89,12 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   await budgetStore.ready(STARTUP_STORE_WAIT_MS)
   await Promise.all([app.ready(), admin.ready()])
   // Everything is loaded and no request can arrive yet: the first release costs no request its pause.
+  keepShapes(config.idleReleaseMs > 0, inflight)
   const idleRelease = startIdleRelease({
     idleMs: config.idleReleaseMs,
     rounds: IDLE_RELEASE_ROUNDS,
     atStart: true,
+    beforeRelease: blankKept,
     activity: () => ({ begun: inflight.begun, inflight: inflight.count }),
     onRelease: ({ after, ms, rssBefore, rssAfter }) =>
       logger.debug({ after, ms: Math.round(ms), rssBeforeMiB: mib(rssBefore), rssAfterMiB: mib(rssAfter) }, 'memory returned to the OS'),
@@ -103,6 +106,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
     adminUrl = await admin.listen({ host: config.admin.host, port: config.admin.port })
   } catch (error) {
     idleRelease.stop()
+    keepShapes(false)
     await app.close()
     await upstream.close()
     await budgetStore.close()
@@ -114,6 +118,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   async function stop(graceMs: number): Promise<void> {
     stopping = true
     idleRelease.stop()
+    keepShapes(false)
     const server = dual as ReturnType<typeof createDualServer> | null
     // Stop accepting; idle keep-alive connections close, in-flight ones run on.
     const closing = app.close()

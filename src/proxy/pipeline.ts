@@ -35,6 +35,7 @@ import { countExactInput, deferInputCount, type ExactCountInput } from './exact-
 import type { Forward } from './forward-shared.js'
 import { createForwarder, prebuildUpstream } from './forward.js'
 import { recordEventLater } from './record-event.js'
+import { keepRequest } from './keep-shapes.js'
 import { readRequestBody } from './request-body.js'
 import { createSummary, recordRequest, type Summary } from './summary.js'
 import { parseTarget, readQuery, type Target } from './target.js'
@@ -140,6 +141,7 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
         recordRequest(deps.metrics, summary, ms)
         recordEventLater(deps.keys, deps.metrics, summary, now())
         deps.inflight.end()
+        keepRequest(request, reply, summary)
       }
       // What Fastify does when a handler's promise ends with no answer given and the client still there: an empty one
       // (a request refused at shutdown before it was forwarded).

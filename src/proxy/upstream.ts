@@ -8,6 +8,7 @@ import { BIG_BODY_BYTES } from '../http/raw-body.js'
 import { SHARE_SLICE_BYTES, take } from '../http/turn-share.js'
 import type { UpstreamRequest } from '../providers/types.js'
 import type { StreamSource } from '../stream/source.js'
+import { keepCall, keepSent } from './keep-shapes.js'
 import { UpstreamBody, type UpstreamRelease } from './upstream-body.js'
 
 /** The answer of an upstream: status, headers, and a body stream that must be consumed or destroyed. */
@@ -174,6 +175,7 @@ class UpstreamCall implements Dispatcher.DispatchHandler, AbortHook, UpstreamRel
   // Aborted before undici handed the request a connection: it is aborted as soon as it gets one.
   private cancelled: Error | null = null
   private body: UpstreamBody | null = null
+  private answer: Answer | null = null
   private ended = false
 
   constructor(
@@ -200,7 +202,8 @@ class UpstreamCall implements Dispatcher.DispatchHandler, AbortHook, UpstreamRel
     // 1xx answers (100 Continue, 103 Early Hints) come before the real one.
     if (status < 200) return true
     this.body = new UpstreamBody(resume, this)
-    this.resolve(new Answer(status, rawHeaders, this.body))
+    this.answer = new Answer(status, rawHeaders, this.body)
+    this.resolve(this.answer)
     return true
   }
 
@@ -210,7 +213,10 @@ class UpstreamCall implements Dispatcher.DispatchHandler, AbortHook, UpstreamRel
 
   onComplete(): void {
     this.ended = true
+    // Nothing aborts a completed call: undici's request (its credential, a small body) is let go with it.
+    this.abortRequest = null
     this.unwatch()
+    keepCall(this, this.answer)
     this.body!.end()
   }
 
@@ -285,8 +291,10 @@ class SentOnce implements IterableIterator<Buffer> {
 
   next(): IteratorResult<Buffer, undefined> {
     const body = this.body
+    if (body === null) return { done: true, value: undefined }
     this.body = null
-    return body === null ? { done: true, value: undefined } : { done: false, value: body }
+    keepSent(this)
+    return { done: false, value: body }
   }
 }
 

@@ -45,6 +45,26 @@ describe('idle release', () => {
     expect(collections).toBe(2)
   })
 
+  it('calls beforeRelease just before each release, and releases even when it throws', async () => {
+    const order: string[] = []
+    release = startIdleRelease({
+      idleMs: 1_000,
+      lullMs: 0,
+      atStart: true,
+      activity: () => ({ ...traffic }),
+      beforeRelease: () => {
+        order.push('before')
+        throw new Error('fault')
+      },
+      collect: () => void order.push('collect'),
+    })
+    expect(order).toEqual(['before', 'collect'])
+    begin()
+    end()
+    await vi.advanceTimersByTimeAsync(1_600)
+    expect(order).toEqual(['before', 'collect', 'before', 'collect'])
+  })
+
   it('with atStart, releases once at once, then as without it', async () => {
     const after: string[] = []
     release = startIdleRelease({

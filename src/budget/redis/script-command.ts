@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { Command } from 'ioredis'
 import { StoreUnavailableError } from '../../errors.js'
+import { keepCommand } from '../../proxy/keep-shapes.js'
 import type { StoreCallObserver } from '../types.js'
 import { Deadlines, type DeadlineCommand } from './command-deadlines.js'
 import type { RedisClient } from './redis-client.js'
@@ -139,6 +140,7 @@ class ScriptCommand<T, C> extends Command implements DeadlineCommand {
             this.fulfil(this.read(this.transformReply(reply), this.context))
             this.isResolved = true
             this.ended(false)
+            keepCommand(this)
           } catch (err) {
             this.reject(err as Error)
           }
