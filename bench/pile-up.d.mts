@@ -7,5 +7,5 @@ export type PileUpCause = 'core wait' | 'generator lag'
 export function parseSchedstat(text: string): { runNs: number; waitNs: number; slices: number } | null
 export function longestWaitMs(samples: { at: number; waitNs: number }[], spanMs?: number): number
 export function pileUpCauses(stats: { mainWaitMaxMs: number | null; generatorLateMaxMs: number | null }): PileUpCause[]
-export function watchRun(pid: number | null): { stop(): { mainWaitMaxMs: number | null; mainWaitMs: number | null; otherThreadsCpuMs: number | null; gcs: number; gcLongestMs: number; gcMs: number } }
+export function watchRun(pid: number | null): { stop(): { mainWaitMaxMs: number | null; mainWaitMs: number | null; otherThreadsCpuMs: number | null; gcs: number; gcLongestMs: number } }
 export function flaggedTrials(trials: Record<string, unknown>[]): { trial: number; runs: { side: string; causes: PileUpCause[] }[] }[]

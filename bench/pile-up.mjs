@@ -3,8 +3,9 @@
 // connections opened on either hop. A run whose main thread waited WAIT_FLAG_MS or more within any WAIT_SPAN_MS, or
 // whose generator sent a request GENERATOR_LAG_FLAG_MS or more late, is flagged as a pile-up: shown beside the
 // figures, never dropped from them.
-import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs'
 import { PerformanceObserver } from 'node:perf_hooks'
+import { threadsCpuMs } from './procs.mjs'
 
 /** The span over which a main thread's core wait is summed, and how often it is sampled. */
 export const WAIT_SPAN_MS = 100
@@ -51,14 +52,8 @@ export function pileUpCauses({ mainWaitMaxMs, generatorLateMaxMs }) {
 function otherThreadsCpuMs(pid) {
   if (pid === null) return null
   try {
-    let ns = 0
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      if (tid === String(pid)) continue
-      try {
-        ns += parseSchedstat(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1'))?.runNs ?? 0
-      } catch {} // the thread ended between the listing and the read
-    }
-    return ns / 1e6
+    const main = parseSchedstat(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'latin1'))
+    return main === null ? null : threadsCpuMs(pid) - main.runNs / 1e6
   } catch {
     return null
   }
@@ -67,7 +62,7 @@ function otherThreadsCpuMs(pid) {
 /**
  * Starts watching a run: the main thread of `pid` (its core waits; null: not watched), the CPU its other threads
  * (V8's compilers and collectors, libuv's pool) took on the same core, and this process's garbage collections.
- * `stop()` returns { mainWaitMaxMs, mainWaitMs, otherThreadsCpuMs, gcs, gcLongestMs, gcMs }.
+ * `stop()` returns { mainWaitMaxMs, mainWaitMs, otherThreadsCpuMs, gcs, gcLongestMs }.
  */
 export function watchRun(pid) {
   const othersBefore = otherThreadsCpuMs(pid)
@@ -110,7 +105,6 @@ export function watchRun(pid) {
         otherThreadsCpuMs: othersBefore === null || othersAfter === null ? null : othersAfter - othersBefore,
         gcs: gcs.length,
         gcLongestMs: Math.max(0, ...gcs),
-        gcMs: gcs.reduce((a, b) => a + b, 0),
       }
     },
   }
