@@ -172,7 +172,9 @@ end
 local refusal
 local loopCount, loopSince, loopSinceText, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale, loopFirst
 if hasLoop then
-  local keyLoop = rec[11] and tonumber(rec[11]) or defaultLoopLimit
+  -- The guard off on the key ('0', as on the bench's) told by one comparison, without a conversion.
+  local keyLoop = 0
+  if rec[11] ~= '0' then keyLoop = rec[11] and tonumber(rec[11]) or defaultLoopLimit end
   loopLimit = sessionLoop
   if keyLoop ~= 0 and not (sessionLoop and sessionLoop < keyLoop) then loopLimit = keyLoop end
   if not loopLimit then hasLoop = false end

@@ -144,10 +144,16 @@ elseif sameHeld then
     local left = sameHeld - reserved
     if left > 0 then held = string.format('%d', left) end
   end
-  if actual > 0 then s1, s2, s3, s4, s5 = string.format('%d', s1 + actual), string.format('%d', s2 + actual),
-    string.format('%d', s3 + actual), string.format('%d', s4 + actual), string.format('%d', s5 + actual) end
-  redis.call('SET', curName, s1 .. ' ' .. held .. ' ' .. s2 .. ' ' .. held .. ' ' .. s3 .. ' ' .. held .. ' ' .. s4 .. ' ' ..
-    held .. ' ' .. s5 .. ' ' .. held .. ' ' .. curRequests .. ' ' .. curIds, 'KEEPTTL')
+  local value
+  if actual > 0 then
+    -- One format of the five spent, the held's text in its pattern (digits only): one call where five were.
+    value = string.format('%d ' .. held .. ' %d ' .. held .. ' %d ' .. held .. ' %d ' .. held .. ' %d ' .. held .. ' ',
+      s1 + actual, s2 + actual, s3 + actual, s4 + actual, s5 + actual) .. curRequests .. ' ' .. curIds
+  else
+    value = s1 .. ' ' .. held .. ' ' .. s2 .. ' ' .. held .. ' ' .. s3 .. ' ' .. held .. ' ' .. s4 .. ' ' .. held .. ' ' .. s5 ..
+      ' ' .. held .. ' ' .. curRequests .. ' ' .. curIds
+  end
+  redis.call('SET', curName, value, 'KEEPTTL')
 elseif state == 'kept' and curIds == bookedIds then
   h1, h2, h3, h4, h5 = h1 - reserved, h2 - reserved, h3 - reserved, h4 - reserved, h5 - reserved
   if h1 < 0 then h1 = 0 end
