@@ -172,7 +172,9 @@ end
 local refusal
 local loopCount, loopSince, loopSinceText, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale, loopFirst
 if hasLoop then
-  local keyLoop = rec[11] and tonumber(rec[11]) or defaultLoopLimit
+  -- The guard off on the key ('0', as on the bench's) told by one comparison, without a conversion.
+  local keyLoop = 0
+  if rec[11] ~= '0' then keyLoop = rec[11] and tonumber(rec[11]) or defaultLoopLimit end
   loopLimit = sessionLoop
   if keyLoop ~= 0 and not (sessionLoop and sessionLoop < keyLoop) then loopLimit = keyLoop end
   if not loopLimit then hasLoop = false end
@@ -212,6 +214,10 @@ end
 -- only where a key is named.
 local isString = rec[10] == '1'
 local periods, at, curs, requests, turned
+-- The string's current periods when every window holds the same (nearly always: a hold is booked in all five, and only
+-- holds booked before a window turned make them differ): the spent of each window as its text, the held's text (curs
+-- is not made then). Its texts are written back as they are read: each number formatted costs a sprintf.
+local spent, heldText
 if isString then
   if periodsPassed then
     local idAt = '^[^}]*}:w:%a+:(.*)$'
@@ -222,10 +228,18 @@ if isString then
   local v = redis.call('GET', curName)
   local s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, n, ids
   if v then
-    s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, n, ids =
-      string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
+    -- The five held equal, matched by a back reference: 8 captures where 12 cost more (each capture is a string made).
+    s1, h1, s2, s3, s4, s5, n, ids = string.match(v, '^(%d+) (%d+) (%d+) %2 (%d+) %2 (%d+) %2 (%d+) %2 (%d+) (.*)$')
+    if ids == periodIds then
+      spent, heldText = {s1, s2, s3, s4, s5}, h1
+    else
+      s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, n, ids =
+        string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
+    end
   end
-  if ids == periodIds then
+  if spent then
+    requests = n + 0
+  elseif ids == periodIds then
     curs = {s1 + 0, h1 + 0, s2 + 0, h2 + 0, s3 + 0, h3 + 0, s4 + 0, h4 + 0, s5 + 0, h5 + 0}
     requests = n + 0
   else
@@ -303,7 +317,10 @@ for i = 1, 5 do
   local limit = not refusal and rec[2 + i] and tonumber(rec[2 + i])
   if limit then
     local held, used
-    if isString then
+    if spent then
+      held = heldText + 0
+      used = spent[i] + held
+    elseif isString then
       held = curs[2 * i]
       used = curs[2 * i - 1] + held
     else
@@ -394,7 +411,14 @@ end
 --    a key that lost it), and the minute's later requests need not. A period's TTL is its length and periodGrace
 --    (src/budget/windows.ts), told here, not passed (an argument costs Redis time on every call): a month's length
 --    from the year and month of ARGV[4], the time the periods are of.
-if isString then
+if spent then
+  -- Held nothing before (a request alone in flight): the grant's text.
+  local held = grantArg
+  if heldText ~= '0' then held = format('%d', heldText + grant) end
+  redis.call('SET', curName, spent[1] .. ' ' .. held .. ' ' .. spent[2] .. ' ' .. held .. ' ' .. spent[3] .. ' ' .. held ..
+    ' ' .. spent[4] .. ' ' .. held .. ' ' .. spent[5] .. ' ' .. held .. ' ' .. format('%d', requests + 1) .. ' ' ..
+    periodIds, 'KEEPTTL')
+elseif isString then
   local value = format(curFormat, curs[1], curs[2] + grant, curs[3], curs[4] + grant, curs[5], curs[6] + grant, curs[7],
     curs[8] + grant, curs[9], curs[10] + grant, requests + 1, periodIds)
   if turned then redis.call('SET', curName, value, 'EX', curTtl) else redis.call('SET', curName, value, 'KEEPTTL') end

@@ -22,15 +22,24 @@ local out = {}
 -- 1. The string: none, or periods other than the items' (turned since), leaves every item to settle.lua.
 local v = redis.call('GET', KEYS[1])
 local s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, requests, ids
+-- sameHeld: every window holds the same (nearly always, as reserve.lua's), matched by a back reference: 8 captures where
+-- 12 cost more (each capture is a string made), and one held reckoned and formatted where five were.
+local sameHeld = false
 if v then
-  s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, requests, ids =
-    string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
+  s1, h1, s2, s3, s4, s5, requests, ids = string.match(v, '^(%d+) (%d+) (%d+) %2 (%d+) %2 (%d+) %2 (%d+) %2 (%d+) (.*)$')
+  if ids == ARGV[1] then
+    sameHeld = true
+  else
+    s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, requests, ids =
+      string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
+  end
 end
 if ids ~= ARGV[1] then
   for i = 1, items do out[i] = -1 end
   return out
 end
-s1, h1, s2, h2, s3, h3, s4, h4, s5, h5 = s1 + 0, h1 + 0, s2 + 0, h2 + 0, s3 + 0, h3 + 0, s4 + 0, h4 + 0, s5 + 0, h5 + 0
+h1 = h1 + 0
+if not sameHeld then h2, h3, h4, h5 = h2 + 0, h3 + 0, h4 + 0, h5 + 0 end
 
 -- 2. Each item held in the string: its record becomes 'settled <actual>' with a settled record's TTL, and each period
 --    is charged its actual and releases its hold (never below zero), in order, as one settle.lua each would.
@@ -43,13 +52,15 @@ for i = 1, items do
     local actualText = ARGV[i + 1]
     local actual, reserved = actualText + 0, amount + 0
     redis.call('SET', record, 'settled ' .. actualText, 'EX', settledTtl)
-    h1, h2, h3, h4, h5 = h1 - reserved, h2 - reserved, h3 - reserved, h4 - reserved, h5 - reserved
+    h1 = h1 - reserved
     if h1 < 0 then h1 = 0 end
-    if h2 < 0 then h2 = 0 end
-    if h3 < 0 then h3 = 0 end
-    if h4 < 0 then h4 = 0 end
-    if h5 < 0 then h5 = 0 end
-    s1, s2, s3, s4, s5 = s1 + actual, s2 + actual, s3 + actual, s4 + actual, s5 + actual
+    if not sameHeld then
+      h2, h3, h4, h5 = h2 - reserved, h3 - reserved, h4 - reserved, h5 - reserved
+      if h2 < 0 then h2 = 0 end
+      if h3 < 0 then h3 = 0 end
+      if h4 < 0 then h4 = 0 end
+      if h5 < 0 then h5 = 0 end
+    end
     total, settled = total + actual, true
     out[i] = actual
   else
@@ -57,9 +68,22 @@ for i = 1, items do
   end
 end
 if settled then
-  -- The two texts joined, not formatted: Lua 5.1 formats a %s shorter than 100 characters through sprintf.
-  redis.call('SET', KEYS[1], string.format('%d %d %d %d %d %d %d %d %d %d ', s1, h1, s2, h2, s3, h3, s4, h4, s5, h5) ..
-    requests .. ' ' .. ids, 'KEEPTTL')
+  -- A spent unchanged (nothing charged) is written back as read.
+  if total > 0 then
+    s1, s2, s3, s4, s5 = string.format('%d', s1 + total), string.format('%d', s2 + total), string.format('%d', s3 + total),
+      string.format('%d', s4 + total), string.format('%d', s5 + total)
+  end
+  if sameHeld then
+    local held = '0'
+    if h1 > 0 then held = string.format('%d', h1) end
+    redis.call('SET', KEYS[1], s1 .. ' ' .. held .. ' ' .. s2 .. ' ' .. held .. ' ' .. s3 .. ' ' .. held .. ' ' .. s4 .. ' ' ..
+      held .. ' ' .. s5 .. ' ' .. held .. ' ' .. requests .. ' ' .. ids, 'KEEPTTL')
+  else
+    -- The texts joined, not formatted: Lua 5.1 formats a %s shorter than 100 characters through sprintf.
+    redis.call('SET', KEYS[1], s1 .. ' ' .. string.format('%d', h1) .. ' ' .. s2 .. ' ' .. string.format('%d', h2) .. ' ' ..
+      s3 .. ' ' .. string.format('%d', h3) .. ' ' .. s4 .. ' ' .. string.format('%d', h4) .. ' ' .. s5 .. ' ' ..
+      string.format('%d', h5) .. ' ' .. requests .. ' ' .. ids, 'KEEPTTL')
+  end
 end
 
 -- 3. Spend history, as settle.lua step 5: the items' charges in one INCRBY; the call that creates the counter sets its

@@ -83,7 +83,9 @@ local actual = ARGV[1] + 0
 --    hash first, and the tombstone there (WRONGTYPE) tells it the key switched since: the period is in the string,
 --    read only then. Nearly always a 'kept' hold's periods are all current: the string's ids are ARGV[2] itself, and
 --    its ten counts are rewritten in one SET.
-local s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds
+-- sameHeld: the string's held when every window holds the same (nearly always, as reserve.lua's), as its text; its other
+-- texts are then written back as read, or formatted only where they change (each number formatted costs a sprintf).
+local s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds, sameHeld
 local curRead = false
 if state == 'kept' then
   if not curName then
@@ -95,8 +97,15 @@ if state == 'kept' then
   local v = redis.call('GET', curName)
   curRead = true
   if v then
-    s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds =
-      string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
+    -- The five held equal, matched by a back reference: 8 captures where 12 cost more (each capture is a string made).
+    s1, h1, s2, s3, s4, s5, curRequests, curIds =
+      string.match(v, '^(%d+) (%d+) (%d+) %2 (%d+) %2 (%d+) %2 (%d+) %2 (%d+) (.*)$')
+    if curIds == bookedIds then
+      sameHeld = h1
+    else
+      s1, h1, s2, h2, s3, h3, s4, h4, s5, h5, curRequests, curIds =
+        string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
+    end
   end
 end
 -- A hold booked in the period hashes passed (nearly always, on a store not marked): each released in its hash, as before
@@ -128,6 +137,23 @@ if periodsPassed and state == 'held' and reserved > 0 then
 end
 if from == 6 then
   -- (Every period released above.)
+elseif sameHeld then
+  -- Held exactly this hold (a request alone in flight): none left.
+  local held = '0'
+  if sameHeld ~= amount then
+    local left = sameHeld - reserved
+    if left > 0 then held = string.format('%d', left) end
+  end
+  local value
+  if actual > 0 then
+    -- One format of the five spent, the held's text in its pattern (digits only): one call where five were.
+    value = string.format('%d ' .. held .. ' %d ' .. held .. ' %d ' .. held .. ' %d ' .. held .. ' %d ' .. held .. ' ',
+      s1 + actual, s2 + actual, s3 + actual, s4 + actual, s5 + actual) .. curRequests .. ' ' .. curIds
+  else
+    value = s1 .. ' ' .. held .. ' ' .. s2 .. ' ' .. held .. ' ' .. s3 .. ' ' .. held .. ' ' .. s4 .. ' ' .. held .. ' ' .. s5 ..
+      ' ' .. held .. ' ' .. curRequests .. ' ' .. curIds
+  end
+  redis.call('SET', curName, value, 'KEEPTTL')
 elseif state == 'kept' and curIds == bookedIds then
   h1, h2, h3, h4, h5 = h1 - reserved, h2 - reserved, h3 - reserved, h4 - reserved, h5 - reserved
   if h1 < 0 then h1 = 0 end
