@@ -146,7 +146,9 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
     ...(floor === null ? {} : { floor: { url: floor.url, pid: floor.pid, waitPid: floor.pid, gcFile: floor.gcFile ?? null } }),
   }
   // Redis and the fake upstream serve every side but direct (which only the fake serves): their stalls are every side's.
-  const shared = { redis: ctx.redisPid ?? null, upstream: ctx.fake.pid ?? null }
+  // ctx.redisPid null: the sides measured use no Redis (the embedded store), whose stalls are then none of theirs.
+  const watchesRedis = (ctx.redisPid ?? null) !== null && Boolean(ctx.redis)
+  const shared = { ...(watchesRedis ? { redis: ctx.redisPid } : {}), upstream: ctx.fake.pid ?? null }
   const names = Object.keys(targets)
   const pools = Object.fromEntries(names.map((side) => [side, createPool(targets[side].url, 256)]))
   const began = performance.now()
@@ -182,12 +184,12 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
           const scriptsBefore = side === 'direct' ? null : await scriptUsec(ctx.redis)
           const acceptedBefore = (await ctx.fake.ledger()).connections
           timeline.push({ atS: at(), side, what: `${rate}/s trial ${t + 1}`, open: primed.open })
-          if (ctx.redis) await resetRedisStalls(ctx.redis)
+          if (watchesRedis) await resetRedisStalls(ctx.redis)
           const watch = watchRun(waitPid, { also: side === 'direct' ? {} : shared })
           trial[side] = await withCpu(pid, () => openLoop({ origin: url, request: pair[side], rate, durationMs, pool: pools[side] }))
           const seen = watch.stop()
           const window = [trial[side].startedAtMs, trial[side].startedAtMs + trial[side].elapsedMs]
-          const redisStalls = side === 'direct' || !ctx.redis ? null : await readRedisStalls(ctx.redis)
+          const redisStalls = side === 'direct' || !watchesRedis ? null : await readRedisStalls(ctx.redis)
           servedAt[side] = performance.now()
           const accepted = (await ctx.fake.ledger()).connections - acceptedBefore
           const generatorLateMaxMs = trial[side].sendLagMs.max
