@@ -315,7 +315,7 @@ export async function startFake({ pin, gcFile = null }) {
     const response = await fetch(`${fake.url}${path}`, body === undefined ? {} : { method: 'POST', body: JSON.stringify(body) })
     return response.json()
   }
-  return { ...fake, gcFile, reset: (options = {}) => control('/__reset', options), ledger: () => control('/__ledger') }
+  return { ...fake, gcFile, reset: (options = {}) => control('/__reset', options), ledger: () => control('/__ledger'), collect: () => control('/__collect') }
 }
 
 /**

@@ -3,6 +3,7 @@
 import { statSync } from 'node:fs'
 import { agentBody } from './agent-body.mjs'
 import { burst, closedLoop, createPool, openLoop, primeConnections } from './load.mjs'
+import { collectGarbage } from './collect.mjs'
 import { gcPausesIn, pileUpCauses, readRedisStalls, resetRedisStalls, watchRun } from './pile-up.mjs'
 import { coreBusy, coreTimes, cpuSeconds, cpuTimes, sleep, startRelayFloor, waitForQuiet } from './procs.mjs'
 
@@ -180,6 +181,9 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
           await pools[side].close()
           pools[side] = createPool(url, 256)
           const primed = await primeConnections({ origin: url, request: pair[side], pool: pools[side], connections: PRIMED_CONNECTIONS })
+          // The fake serves every side and this generator sends for every side: a mark-compact of either lands in
+          // whichever side's run is under way when its old generation fills. Each starts every run collected.
+          const collected = { upstreamMs: ctx.fake.collect === undefined ? null : (await ctx.fake.collect()).ms, generatorMs: collectGarbage() }
           await sleep(300)
           const scriptsBefore = side === 'direct' ? null : await scriptUsec(ctx.redis)
           const acceptedBefore = (await ctx.fake.ledger()).connections
@@ -195,6 +199,7 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
           const generatorLateMaxMs = trial[side].sendLagMs.max
           trial[side].stalls = {
             openAtStart: primed.open,
+            collectedBefore: collected,
             // The fake's accepted connections during the run: the direct client's own, else the side's upstream hop's.
             upstreamConnects: side === 'direct' ? null : accepted,
             mainWaitMaxMs: seen.mainWaitMaxMs,
@@ -286,6 +291,9 @@ export async function streams(ctx) {
     for (let t = 0; t < ctx.trials; t++) {
       const trial = { quiet: await quiet(ctx) }
       for (const side of names.map((_, i) => names[(i + t) % names.length])) {
+        // As before a latency run: the fake's and this generator's old generations never fill inside a measured run.
+        if (ctx.fake.collect !== undefined) await ctx.fake.collect()
+        collectGarbage()
         await sleep(300)
         trial[side] = slim(await openLoop({ origin: origins[side], request: pair[side], rate, durationMs, pool: pools[side] }))
       }

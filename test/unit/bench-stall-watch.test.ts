@@ -4,6 +4,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { AddressInfo } from 'node:net'
+import { PerformanceObserver } from 'node:perf_hooks'
+import { collectGarbage } from '../../bench/collect.mjs'
+import { createFakeUpstream } from '../../bench/fake-upstream.mjs'
 import { slowestRequests } from '../../bench/load.mjs'
 import { figures } from '../../bench/report.mjs'
 import { gcPausesIn, parseRedisStalls, pileUpCauses, readRedisStalls, REDIS_LATENCY_FLAG_MS, resetRedisStalls, WAIT_FLAG_MS, watchRedis, watchRun } from '../../bench/pile-up.mjs'
@@ -129,6 +133,45 @@ describe("Redis's own stalls", () => {
       ],
       slowest: [{ usec: 31000, command: 'EVALSHA' }],
     })
+  })
+})
+
+describe('the bench processes start each run collected', () => {
+  /** The kinds of the collections this process ran while `fn` ran (and the observer was told of them). */
+  async function kindsDuring(fn: () => Promise<unknown> | unknown): Promise<number[]> {
+    const kinds: number[] = []
+    const observer = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) kinds.push((entry as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0)
+    })
+    observer.observe({ entryTypes: ['gc'] })
+    await fn()
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    for (const entry of observer.takeRecords()) kinds.push((entry as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0)
+    observer.disconnect()
+    return kinds
+  }
+
+  it('collectGarbage runs a mark-compact of the calling process', async () => {
+    let ms = -1
+    expect(await kindsDuring(() => (ms = collectGarbage()))).toContain(4)
+    expect(ms).toBeGreaterThan(0)
+  })
+
+  it("the fake upstream's POST /__collect runs one in the fake's process and answers its milliseconds", async () => {
+    const { server } = createFakeUpstream()
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const { port } = server.address() as AddressInfo
+      let answer: unknown = null
+      const kinds = await kindsDuring(async () => {
+        answer = await (await fetch(`http://127.0.0.1:${port}/__collect`, { method: 'POST' })).json()
+      })
+      expect(kinds).toContain(4)
+      expect((answer as { ms: number }).ms).toBeGreaterThan(0)
+    } finally {
+      server.closeAllConnections()
+      await new Promise((resolve) => server.close(resolve))
+    }
   })
 })
 
