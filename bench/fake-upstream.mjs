@@ -10,9 +10,11 @@
 //   a stream stops writing as soon as its client goes away.
 // - Azure, Mistral, Anthropic, Gemini and Bedrock Converse (non-streamed) answer and bill as
 //   bench/fake-providers.mjs says; `byKind` counts the answers each served.
-// Control: `GET /__ledger` → totals; `POST /__reset` with optional JSON options → zeroes the ledger.
+// Control: `GET /__ledger` → totals; `POST /__reset` with optional JSON options → zeroes the ledger;
+// `POST /__collect` → one full collection now (bench/collect.mjs), answered with its milliseconds.
 import http from 'node:http'
 import { pathToFileURL } from 'node:url'
+import { collectGarbage } from './collect.mjs'
 import { answerChunks, billedTokens, familyOf, warmBilling } from './fake-billing.mjs'
 import { mistralChat, providerRoute } from './fake-providers.mjs'
 
@@ -76,6 +78,7 @@ export function createFakeUpstream(initial = {}) {
   function route(req, res, raw) {
     const path = req.url.split('?', 1)[0]
     if (path === '/__ledger') return json(res, 200, { ...ledger, options })
+    if (path === '/__collect') return json(res, 200, { ms: collectGarbage() })
     if (path === '/__reset') {
       const change = raw.length > 0 ? JSON.parse(raw.toString('utf8')) : {}
       options = { ...DEFAULT_OPTIONS, ...change }

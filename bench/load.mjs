@@ -31,6 +31,18 @@ export async function primeConnections({ origin, request, pool, connections }) {
   return { open: pool.stats.connected, opened: run.connects }
 }
 
+/** How many of a run's slowest requests openLoop reports with their send times. */
+export const SLOWEST_KEPT = 10
+
+/**
+ * The `n` slowest of the answered requests, slowest first: { atMs: when it was due, ms after `start`; ms: its
+ * latency }. Whether a run's tail is one burst (a stall) or spread over the run shows in the `atMs`.
+ */
+export function slowestRequests(latencies, sentAt, start, n = SLOWEST_KEPT) {
+  const order = latencies.map((_, i) => i).sort((a, b) => latencies[b] - latencies[a])
+  return order.slice(0, n).map((i) => ({ atMs: Math.round(sentAt[i] - start), ms: Math.round(latencies[i] * 100) / 100 }))
+}
+
 /** Percentiles (ms) of a list of latencies. */
 export function summarize(latencies) {
   const sorted = Float64Array.from(latencies).sort()
@@ -66,7 +78,7 @@ function send(pool, req) {
 
 /** Collects outcomes of one run. */
 function createTally() {
-  const tally = { latencies: [], ttfb: [], statuses: {}, transportErrors: 0, errorSamples: [], bodySamples: {}, reads: 0, ok: 0 }
+  const tally = { latencies: [], sentAt: [], ttfb: [], statuses: {}, transportErrors: 0, errorSamples: [], bodySamples: {}, reads: 0, ok: 0 }
   tally.add = (outcome, startedAt) => {
     if (outcome.error !== undefined) {
       tally.transportErrors++
@@ -81,6 +93,7 @@ function createTally() {
     tally.ok++
     tally.reads += outcome.reads
     tally.latencies.push(outcome.endAt - startedAt)
+    tally.sentAt.push(startedAt)
     if (outcome.firstByteAt !== null) tally.ttfb.push(outcome.firstByteAt - startedAt)
   }
   return tally
@@ -168,6 +181,9 @@ export async function openLoop({ origin, request, rate, durationMs, pool, connec
     achievedRate: tally.ok / (elapsed / 1000),
     sendRate: total / (sentFor / 1000),
     sendLagMs: summarize(lags),
+    // Epoch ms of the run's first due send, so other processes' records (bench/gc-record.mjs) line up with `slowest`.
+    startedAtMs: performance.timeOrigin + start,
+    slowest: slowestRequests(tally.latencies, tally.sentAt, start),
     elapsedMs: elapsed,
   })
 }

@@ -37,15 +37,55 @@ export function longestWaitMs(samples, spanMs = WAIT_SPAN_MS) {
   return longest
 }
 
+/** A Redis latency event (LATENCY LATEST: a command, the expire cycle, a fork…) this long stalled every request behind it. */
+export const REDIS_LATENCY_FLAG_MS = 10
+
 /**
- * The pile-up rule: the causes (of 'core wait', 'generator lag') a run's stats show over their thresholds; empty
- * when neither. `stats`: { mainWaitMaxMs, generatorLateMaxMs }, either null when it was not read.
+ * The pile-up rule: the causes (of 'core wait', 'generator lag', 'Redis core wait', 'upstream core wait', 'Redis
+ * latency') a run's stats show over their thresholds; empty when none. `stats`: { mainWaitMaxMs, generatorLateMaxMs,
+ * redisWaitMaxMs, upstreamWaitMaxMs, redisLatencyMaxMs }, any null (or absent) when it was not read. The side's own
+ * collections are never a cause: a stall of its own stays its own.
  */
-export function pileUpCauses({ mainWaitMaxMs, generatorLateMaxMs }) {
+export function pileUpCauses({ mainWaitMaxMs, generatorLateMaxMs, redisWaitMaxMs = null, upstreamWaitMaxMs = null, redisLatencyMaxMs = null }) {
   const causes = []
   if (mainWaitMaxMs !== null && mainWaitMaxMs >= WAIT_FLAG_MS) causes.push('core wait')
   if (generatorLateMaxMs !== null && generatorLateMaxMs >= GENERATOR_LAG_FLAG_MS) causes.push('generator lag')
+  if (redisWaitMaxMs !== null && redisWaitMaxMs >= WAIT_FLAG_MS) causes.push('Redis core wait')
+  if (upstreamWaitMaxMs !== null && upstreamWaitMaxMs >= WAIT_FLAG_MS) causes.push('upstream core wait')
+  if (redisLatencyMaxMs !== null && redisLatencyMaxMs >= REDIS_LATENCY_FLAG_MS) causes.push('Redis latency')
   return causes
+}
+
+/** Makes Redis record every event of 1 ms or more (LATENCY) and every command that ran 1 ms or more (SLOWLOG). */
+export async function watchRedis(redis) {
+  await redis.call('CONFIG', 'SET', 'latency-monitor-threshold', '1')
+  await redis.call('CONFIG', 'SET', 'slowlog-log-slower-than', '1000')
+  await resetRedisStalls(redis)
+}
+
+/** Forgets Redis's latency events and slow commands so far (before a run). */
+export async function resetRedisStalls(redis) {
+  await redis.call('LATENCY', 'RESET')
+  await redis.call('SLOWLOG', 'RESET')
+}
+
+/**
+ * What Redis recorded since the last reset: { latencyMaxMs, events: [{ event, maxMs }], slowest: [{ usec, command }]
+ * (up to 5) }. LATENCY LATEST answers [event, unix s, latest ms, max ms] per event; SLOWLOG GET [id, unix s, µs, argv, …].
+ */
+export async function readRedisStalls(redis) {
+  const latest = await redis.call('LATENCY', 'LATEST')
+  const slow = await redis.call('SLOWLOG', 'GET', '5')
+  return parseRedisStalls(latest, slow)
+}
+
+export function parseRedisStalls(latest, slow) {
+  const events = latest.map((row) => ({ event: String(row[0]), maxMs: Number(row[3]) }))
+  return {
+    latencyMaxMs: Math.max(0, ...events.map((e) => e.maxMs)),
+    events,
+    slowest: slow.map((row) => ({ usec: Number(row[2]), command: String(row[3]?.[0] ?? '') })),
+  }
 }
 
 /** CPU time (ms) of every thread of `pid` but its main thread, from schedstat; null when it cannot be read. */
@@ -59,32 +99,52 @@ function otherThreadsCpuMs(pid) {
   }
 }
 
-/**
- * Starts watching a run: the main thread of `pid` (its core waits; null: not watched), the CPU its other threads
- * (V8's compilers and collectors, libuv's pool) took on the same core, and this process's garbage collections.
- * `stop()` returns { mainWaitMaxMs, mainWaitMs, otherThreadsCpuMs, gcs, gcLongestMs }.
- */
-export function watchRun(pid) {
-  const othersBefore = otherThreadsCpuMs(pid)
+/** Samples the cumulative core wait of `pid`'s main thread; `samples` stays empty when it cannot be read. */
+function waitSampler(pid) {
   const samples = []
   let fd = null
   const buffer = Buffer.alloc(128)
-  const sample = () => {
-    if (fd === null) return
-    try {
-      const read = parseSchedstat(buffer.toString('latin1', 0, readSync(fd, buffer, 0, buffer.length, 0)))
-      if (read !== null) samples.push({ at: performance.now(), waitNs: read.waitNs })
-    } catch {
-      fd = null // the process ended
-    }
-  }
   if (pid !== null) {
     try {
       fd = openSync(`/proc/${pid}/task/${pid}/schedstat`, 'r')
     } catch {}
   }
-  sample()
-  const timer = fd === null ? null : setInterval(sample, WAIT_SAMPLE_MS)
+  return {
+    samples,
+    sample() {
+      if (fd === null) return
+      try {
+        const read = parseSchedstat(buffer.toString('latin1', 0, readSync(fd, buffer, 0, buffer.length, 0)))
+        if (read !== null) samples.push({ at: performance.now(), waitNs: read.waitNs })
+      } catch {
+        closeSync(fd)
+        fd = null // the process ended
+      }
+    },
+    close() {
+      if (fd !== null) closeSync(fd)
+      fd = null
+    },
+    longestMs: () => (samples.length >= 2 ? longestWaitMs(samples) : null),
+  }
+}
+
+/**
+ * Starts watching a run: the main thread of `pid` (its core waits; null: not watched), the CPU its other threads
+ * (V8's compilers and collectors, libuv's pool) took on the same core, this process's garbage collections, and the
+ * main threads of the processes `also` names ({ name: pid }: Redis and the fake upstream, whose waits stall every side).
+ * `stop()` returns { mainWaitMaxMs, mainWaitMs, otherThreadsCpuMs, gcs, gcLongestMs, alsoWaitMaxMs: { name: ms | null } }.
+ */
+export function watchRun(pid, { also = {} } = {}) {
+  const othersBefore = otherThreadsCpuMs(pid)
+  const main = waitSampler(pid)
+  const others = Object.entries(also).map(([name, otherPid]) => [name, waitSampler(otherPid)])
+  const sampleAll = () => {
+    main.sample()
+    for (const [, sampler] of others) sampler.sample()
+  }
+  sampleAll()
+  const timer = setInterval(sampleAll, WAIT_SAMPLE_MS)
   const gcs = []
   const observer = new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) gcs.push(entry.duration)
@@ -92,23 +152,56 @@ export function watchRun(pid) {
   observer.observe({ entryTypes: ['gc'] })
   return {
     stop() {
-      sample()
-      if (timer !== null) clearInterval(timer)
-      if (fd !== null) closeSync(fd)
+      sampleAll()
+      clearInterval(timer)
+      main.close()
+      for (const [, sampler] of others) sampler.close()
       for (const entry of observer.takeRecords()) gcs.push(entry.duration)
       observer.disconnect()
-      const read = samples.length >= 2
+      const { samples } = main
       const othersAfter = otherThreadsCpuMs(pid)
       return {
-        mainWaitMaxMs: read ? longestWaitMs(samples) : null,
-        mainWaitMs: read ? (samples.at(-1).waitNs - samples[0].waitNs) / 1e6 : null,
+        mainWaitMaxMs: main.longestMs(),
+        mainWaitMs: samples.length >= 2 ? (samples.at(-1).waitNs - samples[0].waitNs) / 1e6 : null,
         otherThreadsCpuMs: othersBefore === null || othersAfter === null ? null : othersAfter - othersBefore,
         gcs: gcs.length,
         gcLongestMs: Math.max(0, ...gcs),
+        alsoWaitMaxMs: Object.fromEntries(others.map(([name, sampler]) => [name, sampler.longestMs()])),
       }
     },
   }
 }
+
+/**
+ * The collection pauses bench/gc-record.mjs wrote to `file` that began within [fromMs, toMs] (epoch ms):
+ * { count, longestMs, marks: [{ atMs: from fromMs, ms }] (the mark-compacts, kind 4) }; null when `file` is null or
+ * unreadable. A line that is not a record is skipped.
+ */
+export function gcPausesIn(file, fromMs, toMs) {
+  if (file === null) return null
+  let text
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (error) {
+    if (error.code === 'ENOENT') return { count: 0, longestMs: 0, marks: [] } // no pause of 1 ms or more yet
+    return null
+  }
+  const out = { count: 0, longestMs: 0, marks: [] }
+  for (const line of text.split('\n')) {
+    let record
+    try {
+      record = JSON.parse(line)
+    } catch {
+      continue
+    }
+    if (typeof record?.at !== 'number' || typeof record.ms !== 'number' || record.at < fromMs || record.at > toMs) continue
+    out.count++
+    out.longestMs = Math.max(out.longestMs, record.ms)
+    if (record.kind === MARK_COMPACT) out.marks.push({ atMs: Math.round(record.at - fromMs), ms: record.ms })
+  }
+  return out
+}
+const MARK_COMPACT = 4
 
 const SIDES = ['direct', 'proxied', 'floor']
 

@@ -308,13 +308,14 @@ async function startUrlChild(script, args, core, pin, nodeArgs = [], env = {}) {
 }
 
 /** Starts the fake upstream as its own process; resolves with its URL and a control client. */
-export async function startFake({ pin }) {
-  const fake = await startUrlChild('bench/fake-upstream.mjs', ['--port=0'], OTHERS_CORE, pin)
+export async function startFake({ pin, gcFile = null }) {
+  const gc = gcRecording(gcFile)
+  const fake = await startUrlChild('bench/fake-upstream.mjs', ['--port=0'], OTHERS_CORE, pin, gc.nodeArgs, gc.env)
   const control = async (path, body) => {
     const response = await fetch(`${fake.url}${path}`, body === undefined ? {} : { method: 'POST', body: JSON.stringify(body) })
     return response.json()
   }
-  return { ...fake, reset: (options = {}) => control('/__reset', options), ledger: () => control('/__ledger') }
+  return { ...fake, gcFile, reset: (options = {}) => control('/__reset', options), ledger: () => control('/__ledger'), collect: () => control('/__collect') }
 }
 
 /**
@@ -332,11 +333,17 @@ export function startRelayFloor({ pin, upstreamUrl, connections = 256, nodeArgs 
  * the same store round trips per request as Loopers; `store` is 'redis' (with `redisUrl`), 'sqlite' (with `dbPath`) or 'none';
  * `connections` and `nodeArgs` as for startRelayFloor (with the launcher's flags and environment, as every floor).
  */
-export function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null, connections = 256, nodeArgs = [] }) {
+export async function startFloor({ pin, upstreamUrl, store, redisUrl = null, dbPath = null, connections = 256, nodeArgs = [], gcFile = null }) {
   const args = [`--upstream=${upstreamUrl}`, '--port=0', `--store=${store}`, `--connections=${connections}`]
   if (redisUrl !== null) args.push(`--redis=${redisUrl}`)
   if (dbPath !== null) args.push(`--db=${dbPath}`)
-  return startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin, [...launcherFlags(), ...nodeArgs], launcherEnv())
+  const gc = gcRecording(gcFile)
+  return { ...(await startUrlChild('bench/floor.mjs', args, PROXY_CORE, pin, [...launcherFlags(), ...nodeArgs, ...gc.nodeArgs], { ...launcherEnv(), ...gc.env })), gcFile }
+}
+
+/** Node flags and environment that make a child record its collection pauses in `gcFile` (bench/gc-record.mjs); none for null. */
+function gcRecording(gcFile) {
+  return gcFile === null ? { nodeArgs: [], env: {} } : { nodeArgs: ['--import', join(ROOT, 'bench/gc-record.mjs')], env: { LOOPERS_BENCH_GC_FILE: gcFile } }
 }
 
 /**
@@ -364,7 +371,8 @@ export async function startTracedFloor({ upstreamUrl, redisUrl, pin, cliPath = j
  * proxy core, with the launcher's node flags (`launcher: false`: plain node) and then `nodeOptions`.
  * `cpuProfDir` adds `--cpu-prof` (the profile is written when it stops gracefully).
  */
-export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn', dir, name = 'proxy', cpuProfDir = null, extraEnv = {}, nodeOptions = [], cliPath = join(ROOT, 'dist/cli.js'), launcher = true }) {
+export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn', dir, name = 'proxy', cpuProfDir = null, extraEnv = {}, nodeOptions = [], cliPath = join(ROOT, 'dist/cli.js'), launcher = true, gcFile = null }) {
+  const gc = gcRecording(gcFile)
   const env = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     HOME: process.env.HOME ?? '/tmp',
@@ -381,10 +389,11 @@ export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn'
     LOG_LEVEL: logLevel,
     LOOPERS_SHUTDOWN_GRACE_MS: '2000',
     ...(launcher ? launcherEnv(cliPath) : {}),
+    ...gc.env,
     ...extraEnv,
   }
   // As operators start it (`loopers serve`): with the launcher's environment and node flags, unless an A/B asks for plain node.
-  const nodeArgs = [...(launcher ? launcherFlags(cliPath) : []), ...nodeOptions, '--import', LISTEN_REPORT]
+  const nodeArgs = [...(launcher ? launcherFlags(cliPath) : []), ...nodeOptions, ...gc.nodeArgs, '--import', LISTEN_REPORT]
   if (cpuProfDir !== null) {
     mkdirSync(cpuProfDir, { recursive: true })
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`)
@@ -402,7 +411,7 @@ export async function startProxy({ pin, redisUrl, upstreamUrl, logLevel = 'warn'
     const url = `http://127.0.0.1:${port}`
     await waitUntil(async () => (await fetch(`${url}/health`)).status === 200, `proxy (${name})`, child)
     const adminUrl = `http://127.0.0.1:${adminPort}`
-    return { url, adminUrl, pid: child.pid, child, logFile: join(dir, `${name}.log`), stop: () => stopChild(child, { timeoutMs: 10_000 }) }
+    return { url, adminUrl, pid: child.pid, child, logFile: join(dir, `${name}.log`), gcFile, stop: () => stopChild(child, { timeoutMs: 10_000 }) }
   } catch (error) {
     await stopChild(child, { signal: 'SIGKILL' })
     throw new Error(`${error.message}\n${readTail(join(dir, `${name}.err`))}`)

@@ -1,6 +1,6 @@
 // Turns scenario results into figures (median and spread over trials, judged against targets) and
 // renders them as Markdown.
-import { flaggedTrials, GENERATOR_LAG_FLAG_MS, WAIT_FLAG_MS, WAIT_SPAN_MS } from './pile-up.mjs'
+import { flaggedTrials, GENERATOR_LAG_FLAG_MS, REDIS_LATENCY_FLAG_MS, WAIT_FLAG_MS, WAIT_SPAN_MS } from './pile-up.mjs'
 
 /** min / median / max of the numbers in `values` (nulls dropped). */
 export function spread(values) {
@@ -27,7 +27,7 @@ function figure(scenario, metric, values, unit, target = null, note = '', worst 
 }
 
 const errorsOf = (run) => run.non2xx + run.transportErrors
-const pileUpRule = `main thread waited ≥ ${WAIT_FLAG_MS} ms for a core within ${WAIT_SPAN_MS} ms, or the generator sent ≥ ${GENERATOR_LAG_FLAG_MS} ms late`
+const pileUpRule = `the side's, Redis's or the fake upstream's main thread waited ≥ ${WAIT_FLAG_MS} ms for a core within ${WAIT_SPAN_MS} ms, Redis recorded an event ≥ ${REDIS_LATENCY_FLAG_MS} ms, or the generator sent ≥ ${GENERATOR_LAG_FLAG_MS} ms late`
 /** Per-trial ratio a ÷ b (null when either is missing or b is not positive). */
 const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b > 0 ? a / b : null)
 const floorNote = 'bench/floor.mjs: Fastify + undici pass-through, same store round trips, same run'
@@ -83,6 +83,13 @@ export function figures(results) {
         out.push(figure(name, "generator's latest send (proxied run)", st('proxied', 'generatorLateMaxMs'), 'ms', null, `a run at ≥ ${GENERATOR_LAG_FLAG_MS} ms is flagged a pile-up; floor column: the floor's runs`, false, beside('generatorLateMaxMs')))
         const connects = (side) => trials.map((t) => (t[side] === undefined ? null : t[side].connects + (t[side].stalls.upstreamConnects ?? 0)))
         out.push(figure(name, 'new connections during the proxied run (client + upstream)', connects('proxied'), 'count', null, `each run starts on ${trials[0].proxied.stalls.openAtStart} client connections opened just before it, every side alike`, false, fl ? connects('floor') : null))
+        if (trials.every((t) => t.proxied.stalls.gc !== undefined)) {
+          const gcOf = (side, get) => trials.map((t) => (t[side]?.stalls?.gc == null ? null : get(t[side].stalls.gc)))
+          const marks = trials.map((t, i) => (t.proxied.stalls.gc?.marks ?? []).map((m) => `trial ${i + 1}: ${num(m.ms)} ms at ${num(m.atMs / 1000)} s`)).flat()
+          out.push(figure(name, "proxy's longest collection pause (its own stall, never a pile-up)", gcOf('proxied', (g) => g.longestMs), 'ms', null, `bench/gc-record.mjs in the proxy, the floor and the fake alike; mark-compacts during proxied runs: ${marks.length === 0 ? 'none' : marks.join(', ')}`, false, fl ? gcOf('floor', (g) => g.longestMs) : null))
+          out.push(figure(name, "Redis's longest core wait in 100 ms (proxied run)", st('proxied', 'redisWaitMaxMs'), 'ms', null, `floor column: the floor's runs; Redis's own longest event (LATENCY LATEST) per trial ${trials.map((t) => num(t.proxied.stalls.redis?.latencyMaxMs)).join(', ')} ms`, false, beside('redisWaitMaxMs')))
+          out.push(figure(name, "fake upstream's longest core wait in 100 ms (proxied run)", st('proxied', 'upstreamWaitMaxMs'), 'ms', null, "floor column: the floor's runs; the direct run's is the direct side's own core wait", false, beside('upstreamWaitMaxMs')))
+        }
         out.push(figure(name, 'runs flagged as pile-ups (any side)', flagged.reduce((n, f) => n + f.runs.length, 0), 'count', null, `${pileUpRule}; flagged runs stay in every figure`))
       }
     }

@@ -20,6 +20,7 @@ import { leakage } from './leakage.mjs'
 import { loopGuard } from './loop-guard.mjs'
 import { providerFloods } from './provider-floods.mjs'
 import { detectPinning, environment, OTHERS_CORE, pinSelf, ROOT, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
+import { watchRedis } from './pile-up.mjs'
 import { summarizeProfile } from './profile.mjs'
 import { figures, renderMarkdown } from './report.mjs'
 import { memory } from './memory.mjs'
@@ -80,17 +81,19 @@ let ctx = null
 const initialQuietBudgetMs = args['no-wait'] === true ? 0 : quick ? 10_000 : 60_000
 try {
   redis = await startRedis({ pin: pinning.used, dir })
-  fake = await startFake({ pin: pinning.used })
+  // Every long collection pause of the fake, the proxy and the floor is recorded (bench/gc-record.mjs) for the latency runs.
+  fake = await startFake({ pin: pinning.used, gcFile: join(dir, 'fake.gc') })
   const startProxyFor = (opts = {}) => startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, ...opts, nodeOptions: [...proxyNodeOptions, ...(opts.nodeOptions ?? [])] })
-  proxy = await startProxyFor({ name: 'proxy', cpuProfDir: profileDir })
+  proxy = await startProxyFor({ name: 'proxy', cpuProfDir: profileDir, gcFile: join(dir, 'proxy.gc') })
   // The floor: the same store round trips (two EVALSHA) on a bare Fastify + undici pass-through.
-  floor = await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url })
+  floor = await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url, gcFile: join(dir, 'floor.gc') })
   client = dist.redis.createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 5_000 })
   await ready(client)
+  await watchRedis(client)
   const admin = dist.admin.createKeyAdmin(client)
   const { key, record } = await admin.createKey('bench-latency', ['openai'])
   await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET }, loopLimit: 0 })
-  ctx = { quick, trials, pin: pinning.used, redisUrl: redis.url, quietBudgetMs: initialQuietBudgetMs, fake, proxy, floor, redis: client, admin, key, startProxy: startProxyFor, dir, log }
+  ctx = { quick, trials, pin: pinning.used, redisUrl: redis.url, redisPid: redis.pid, quietBudgetMs: initialQuietBudgetMs, fake, proxy, floor, redis: client, admin, key, startProxy: startProxyFor, dir, log }
   for (const name of selected) {
     log(`${name}…`)
     try {
@@ -196,7 +199,8 @@ function methodNotes(pin) {
     'Shared machine: before each measured trial the bench waits (at most 10 s a trial, 60 s a run) until other processes use under 20% of the proxy core; rows whose proxied runs still saw 20% or more of that core taken by others are marked ⚠ noisy.',
     'Added latency = proxied − direct at the same percentile, in the same trial, with the same request sent straight to the fake upstream; direct and proxied alternate order between trials.',
     'Connections (a): each measured latency run starts on a new client pool whose 64 connections were opened just before it by 64 requests at once, on every side alike (the servers close a connection idle 72 s; one pool kept for the whole series let each side\'s warm-up connections lapse at a different trial). More than 64 requests in flight open new connections during the run, counted per side with the upstream hop\'s (the fake\'s accepted connections).',
-    'Pile-ups (a): during each run the bench samples the side\'s main thread\'s core wait (/proc/<pid>/task/<pid>/schedstat every 10 ms) and the load generator\'s lateness in sending; a run whose main thread waited ≥ 10 ms for a core within 100 ms, or whose generator sent a request ≥ 10 ms late, is flagged a pile-up beside the figures. Flagged runs stay in every judged figure; a second p99 ratio over the trials without one is shown, unjudged, when any was flagged.',
+    'Pile-ups (a): during each run the bench samples the core wait of the side\'s main thread and, for the proxy and the floor, of Redis\'s and the fake upstream\'s (/proc/<pid>/task/<pid>/schedstat every 10 ms), Redis\'s own latency events of 1 ms or more (LATENCY LATEST, SLOWLOG, reset before each run) and the load generator\'s lateness in sending; a run where any of those main threads waited ≥ 10 ms for a core within 100 ms, Redis recorded an event ≥ 10 ms, or the generator sent a request ≥ 10 ms late, is flagged a pile-up beside the figures. Flagged runs stay in every judged figure; a second p99 ratio over the trials without one is shown, unjudged, when any was flagged.',
+    'Collections (a): the proxy, the floor and the fake upstream alike record each collection pause of 1 ms or more (bench/gc-record.mjs, preloaded); each run lists its side\'s longest and every mark-compact with its second into the run, beside when the run\'s 10 slowest requests were due. A side\'s own collection is its own stall and never flags a pile-up. Before each measured latency and time-to-first-byte run, the fake upstream and the load generator (never a side measured) each run one full collection (bench/collect.mjs): the fake, which serves every side, reached its first mark-compact under load after ~75,000 of the scenario\'s requests, inside trial 5 at 500 req/s, and stalled whichever side ran then.',
     'Open loop: request i is due at start + i/rate; latency runs from that scheduled time to the last body byte, so queueing anywhere (including in the load generator) is counted, never hidden.',
     'Quiet periods: a side (proxy or floor) that served nothing for 25 s or more before its measured open-loop run is warmed again first, unmeasured (past 30 s of quiet the proxy\'s idle release deoptimizes its request path; bench/idle-retier.mjs measures what that costs the requests after a quiet period).',
     'Floor: bench/floor.mjs, a bare Fastify + undici pass-through on the proxy core that makes the same store round trips per request as Loopers (two EVALSHA on Redis: one before forwarding, one after the answer; on the embedded store two small BEGIN IMMEDIATE transactions through node:sqlite). Every floor (this one and the plain relay) runs with the node flags and environment of the proxy\'s launcher, as the proxy does. Ratios to it are per trial, floor and proxy measured back to back in the same run.',

@@ -3,7 +3,8 @@
 import { statSync } from 'node:fs'
 import { agentBody } from './agent-body.mjs'
 import { burst, closedLoop, createPool, openLoop, primeConnections } from './load.mjs'
-import { pileUpCauses, watchRun } from './pile-up.mjs'
+import { collectGarbage } from './collect.mjs'
+import { gcPausesIn, pileUpCauses, readRedisStalls, resetRedisStalls, watchRun } from './pile-up.mjs'
 import { coreBusy, coreTimes, cpuSeconds, cpuTimes, sleep, startRelayFloor, waitForQuiet } from './procs.mjs'
 
 const CHAT_BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
@@ -139,11 +140,16 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
   pair.floor = pair.proxied
   await ctx.fake.reset({ completionTokens: 16 })
   // pid: whose CPU a run reads (direct: the proxy's, idle); waitPid: whose main thread's core waits it watches.
+  // gcFile: the side's own collection pauses (bench/gc-record.mjs), null when not recorded.
   const targets = {
-    direct: { url: ctx.fake.url, pid: proxy.pid, waitPid: ctx.fake.pid ?? null },
-    proxied: { url: proxy.url, pid: proxy.pid, waitPid: proxy.pid },
-    ...(floor === null ? {} : { floor: { url: floor.url, pid: floor.pid, waitPid: floor.pid } }),
+    direct: { url: ctx.fake.url, pid: proxy.pid, waitPid: ctx.fake.pid ?? null, gcFile: ctx.fake.gcFile ?? null },
+    proxied: { url: proxy.url, pid: proxy.pid, waitPid: proxy.pid, gcFile: proxy.gcFile ?? null },
+    ...(floor === null ? {} : { floor: { url: floor.url, pid: floor.pid, waitPid: floor.pid, gcFile: floor.gcFile ?? null } }),
   }
+  // Redis and the fake upstream serve every side but direct (which only the fake serves): their stalls are every side's.
+  // ctx.redisPid null: the sides measured use no Redis (the embedded store), whose stalls are then none of theirs.
+  const watchesRedis = (ctx.redisPid ?? null) !== null && Boolean(ctx.redis)
+  const shared = { ...(watchesRedis ? { redis: ctx.redisPid } : {}), upstream: ctx.fake.pid ?? null }
   const names = Object.keys(targets)
   const pools = Object.fromEntries(names.map((side) => [side, createPool(targets[side].url, 256)]))
   const began = performance.now()
@@ -165,7 +171,7 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
         const sides = names.map((_, i) => names[(i + t) % names.length])
         const trial = { quiet: await quiet(ctx), rewarmed: [] }
         for (const side of sides) {
-          const { url, pid, waitPid } = targets[side]
+          const { url, pid, waitPid, gcFile } = targets[side]
           if (side !== 'direct' && performance.now() - servedAt[side] > REWARM_AFTER_IDLE_MS) {
             await warmJit(url, pair[side], pools[side])
             await openLoop({ origin: url, request: pair[side], rate, durationMs: REWARM_OPEN_MS, pool: pools[side] })
@@ -175,18 +181,25 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
           await pools[side].close()
           pools[side] = createPool(url, 256)
           const primed = await primeConnections({ origin: url, request: pair[side], pool: pools[side], connections: PRIMED_CONNECTIONS })
+          // The fake serves every side and this generator sends for every side: a mark-compact of either lands in
+          // whichever side's run is under way when its old generation fills. Each starts every run collected.
+          const collected = { upstreamMs: ctx.fake.collect === undefined ? null : (await ctx.fake.collect()).ms, generatorMs: collectGarbage() }
           await sleep(300)
           const scriptsBefore = side === 'direct' ? null : await scriptUsec(ctx.redis)
           const acceptedBefore = (await ctx.fake.ledger()).connections
           timeline.push({ atS: at(), side, what: `${rate}/s trial ${t + 1}`, open: primed.open })
-          const watch = watchRun(waitPid)
+          if (watchesRedis) await resetRedisStalls(ctx.redis)
+          const watch = watchRun(waitPid, { also: side === 'direct' ? {} : shared })
           trial[side] = await withCpu(pid, () => openLoop({ origin: url, request: pair[side], rate, durationMs, pool: pools[side] }))
           const seen = watch.stop()
+          const window = [trial[side].startedAtMs, trial[side].startedAtMs + trial[side].elapsedMs]
+          const redisStalls = side === 'direct' || !watchesRedis ? null : await readRedisStalls(ctx.redis)
           servedAt[side] = performance.now()
           const accepted = (await ctx.fake.ledger()).connections - acceptedBefore
           const generatorLateMaxMs = trial[side].sendLagMs.max
           trial[side].stalls = {
             openAtStart: primed.open,
+            collectedBefore: collected,
             // The fake's accepted connections during the run: the direct client's own, else the side's upstream hop's.
             upstreamConnects: side === 'direct' ? null : accepted,
             mainWaitMaxMs: seen.mainWaitMaxMs,
@@ -195,7 +208,19 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
             generatorLateMaxMs,
             generatorGcs: seen.gcs,
             generatorGcLongestMs: seen.gcLongestMs,
-            pileUp: pileUpCauses({ mainWaitMaxMs: seen.mainWaitMaxMs, generatorLateMaxMs }),
+            // The side's own collection pauses of 1 ms or more (the fake's, for direct), and the fake's on the other sides.
+            gc: gcPausesIn(gcFile, ...window),
+            upstreamGc: side === 'direct' ? null : gcPausesIn(ctx.fake.gcFile ?? null, ...window),
+            redisWaitMaxMs: seen.alsoWaitMaxMs.redis ?? null,
+            upstreamWaitMaxMs: seen.alsoWaitMaxMs.upstream ?? null,
+            redis: redisStalls,
+            pileUp: pileUpCauses({
+              mainWaitMaxMs: seen.mainWaitMaxMs,
+              generatorLateMaxMs,
+              redisWaitMaxMs: seen.alsoWaitMaxMs.redis ?? null,
+              upstreamWaitMaxMs: seen.alsoWaitMaxMs.upstream ?? null,
+              redisLatencyMaxMs: redisStalls?.latencyMaxMs ?? null,
+            }),
           }
           if (scriptsBefore !== null && trial[side].ok > 0) trial[side].redisUsPerRequest = ((await scriptUsec(ctx.redis)) - scriptsBefore) / trial[side].ok
         }
@@ -266,6 +291,9 @@ export async function streams(ctx) {
     for (let t = 0; t < ctx.trials; t++) {
       const trial = { quiet: await quiet(ctx) }
       for (const side of names.map((_, i) => names[(i + t) % names.length])) {
+        // As before a latency run: the fake's and this generator's old generations never fill inside a measured run.
+        if (ctx.fake.collect !== undefined) await ctx.fake.collect()
+        collectGarbage()
         await sleep(300)
         trial[side] = slim(await openLoop({ origin: origins[side], request: pair[side], rate, durationMs, pool: pools[side] }))
       }
@@ -415,7 +443,10 @@ function connectsNote(trial) {
   return `new connections ${sides.map((side) => `${side} ${trial[side].connects}`).join(', ')}`
 }
 
-/** Per side of a latency trial: its main thread's longest core wait, the generator's worst late send and GCs, pile-ups. */
+/**
+ * Per side of a latency trial: its main thread's longest core wait, the generator's worst late send and GCs, the
+ * side's own collection pauses, Redis's and the fake's stalls, when its slowest requests were due, pile-ups.
+ */
 function stallsNote(trial) {
   return ['direct', 'proxied', 'floor']
     .filter((side) => trial[side]?.stalls !== undefined)
@@ -423,9 +454,24 @@ function stallsNote(trial) {
       const s = trial[side].stalls
       const flag = s.pileUp.length === 0 ? '' : ` ⚑ pile-up (${s.pileUp.join(', ')})`
       const upstream = s.upstreamConnects === null ? '' : `, upstream connections ${s.upstreamConnects}`
-      return `${side}: p99 ${fmt(trial[side].latencyMs.p99)} ms, core wait ≤ ${fmt(s.mainWaitMaxMs)} ms in 100 ms (${fmt(s.mainWaitMs)} ms in all; its other threads' CPU ${fmt(s.otherThreadsCpuMs)} ms), generator late ≤ ${fmt(s.generatorLateMaxMs)} ms, its GCs ${s.generatorGcs} (longest ${fmt(s.generatorGcLongestMs)} ms), open at start ${s.openAtStart}${upstream}${flag}`
+      const shared = side === 'direct' ? '' : `, Redis core wait ≤ ${fmt(s.redisWaitMaxMs)} ms, Redis events ≤ ${fmt(s.redis?.latencyMaxMs)} ms, fake core wait ≤ ${fmt(s.upstreamWaitMaxMs)} ms, fake GC ≤ ${fmt(s.upstreamGc?.longestMs)} ms`
+      return `${side}: p99 ${fmt(trial[side].latencyMs.p99)} ms, core wait ≤ ${fmt(s.mainWaitMaxMs)} ms in 100 ms (${fmt(s.mainWaitMs)} ms in all; its other threads' CPU ${fmt(s.otherThreadsCpuMs)} ms), ${gcNote(s.gc)}${shared}, generator late ≤ ${fmt(s.generatorLateMaxMs)} ms, its GCs ${s.generatorGcs} (longest ${fmt(s.generatorGcLongestMs)} ms), ${slowestNote(trial[side].slowest)}, open at start ${s.openAtStart}${upstream}${flag}`
     })
     .join('; ')
+}
+
+/** A side's own collection pauses in a run (bench/gc-record.mjs), with each mark-compact's second of the run. */
+function gcNote(gc) {
+  if (gc === null || gc === undefined) return 'own GC not recorded'
+  const marks = gc.marks.length === 0 ? '' : `, mark-compact ${gc.marks.map((m) => `${fmt(m.ms)} ms at ${fmt(m.atMs / 1000)} s`).join(', ')}`
+  return `own GC pauses ≥ 1 ms ${gc.count} (longest ${fmt(gc.longestMs)} ms${marks})`
+}
+
+/** When the run's slowest requests were due (s into the run): one burst is a stall, a spread is load. */
+function slowestNote(slowest) {
+  if (slowest === undefined || slowest.length === 0) return 'slowest —'
+  const at = slowest.map((r) => r.atMs / 1000)
+  return `${slowest.length} slowest ${fmt(slowest.at(-1).ms)}-${fmt(slowest[0].ms)} ms due at ${fmt(Math.min(...at))}-${fmt(Math.max(...at))} s`
 }
 
 export function fmt(n) {

@@ -25,7 +25,8 @@ export async function stores(ctx) {
     const admin = createSqliteKeyAdmin(db)
     const { key, record } = await admin.createKey('bench-sqlite', ['openai'])
     await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET }, loopLimit: 0 })
-    const on = { redis: ctx, sqlite: { ...ctx, proxy, key, floor } }
+    // redisPid null: neither SQLite side uses Redis, so its stalls are none of theirs (the latency runs' pile-up flags).
+    const on = { redis: ctx, sqlite: { ...ctx, proxy, key, floor, redisPid: null } }
     const out = { redis: {}, sqlite: {} }
     for (const store of ['redis', 'sqlite']) {
       ctx.log(`  stores: ${store}`)

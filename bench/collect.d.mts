@@ -1,0 +1,2 @@
+/** Types of bench/collect.mjs for its tests. */
+export function collectGarbage(): number
