@@ -1,3 +1,5 @@
+import { AsyncResource, executionAsyncResource } from 'node:async_hooks'
+import { serialize } from 'node:v8'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 
 /**
@@ -9,9 +11,28 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
  * inflight): under load nothing is stored (a young object stored into this long-lived one costs a write barrier and
  * drags its graph through the next scavenges). None holds a
  * body (the pipeline let go of it; an UpstreamCall its undici request), a socket open (a closed one is only an
- * object) or a reservation (settled); what a client sent is let go before each release (`blankKept`).
+ * object) or a reservation (settled); what a client sent is let go before each release (`blankKept`). Objects that
+ * carry a client's data all their life (a parsed body, upstream headers) are kept as blank copies made along the
+ * same hidden-class transitions: their keys, none of their values.
  */
-export const kept: Kept = { request: null, reply: null, summary: null, call: null, answer: null, sent: null, command: null, immediate: null, timeout: null }
+export const kept: Kept = {
+  request: null,
+  reply: null,
+  summary: null,
+  call: null,
+  answer: null,
+  sent: null,
+  command: null,
+  immediate: null,
+  timeout: null,
+  body: null,
+  usage: null,
+  charged: null,
+  headers: null,
+  chunk: null,
+  resource: null,
+  tick: null,
+}
 
 interface Kept {
   /** Fastify's request and reply, and the summary of the last request handled (../app.ts's route). */
@@ -28,6 +49,29 @@ interface Kept {
   /** Node's timer objects, one of each made just before each release (`blankKept`): run or cleared, they hold nothing. */
   immediate: object | null
   timeout: object | null
+  /**
+   * A blank copy of the last small request body read whole (./request-body.ts), made at `blankKept`: its parsed
+   * objects' hidden classes with every string empty, every number 0 or 0.5, each array's elements one of each shape.
+   */
+  body: object | null
+  /** The last usage read from a whole answer (token counts only) and the object it was charged through (./forward.ts). */
+  usage: object | null
+  charged: object | null
+  /** The last upstream request's headers (./upstream.ts), copied with every value empty. */
+  headers: object | null
+  /**
+   * A Buffer made in C++, as a socket's reads are: Node gives one Uint8Array's map another prototype, a transition its
+   * map holds weakly, so the map dies with the last such Buffer. Made at `blankKept` (a serialized 0: no client data).
+   */
+  chunk: Buffer | null
+  /** An AsyncResource (Fastify makes one a request) and a process.nextTick entry, made at `blankKept`: they hold a no-op. */
+  resource: object | null
+  tick: object | null
+}
+
+/** A request body until `blankKept` makes its blank copy (the body itself is let go then). */
+interface BodySource {
+  blankCopy(): object
 }
 
 /** Whether examples are kept: only while the idle release runs (off, nothing would blank them). */
@@ -48,6 +92,11 @@ const SAMPLE = 1023
 let calls = 0
 let sents = 0
 let commands = 0
+let bodies = 0
+let usages = 0
+let headerSets = 0
+/** The body `blankKept` copies; it holds the client's text until then. */
+let bodySource: BodySource | null = null
 
 /** Turns keeping on or off; `inflight` is what gates it (none: always idle). */
 export function keepShapes(on: boolean, inflight: { readonly count: number } = IDLE): void {
@@ -63,6 +112,14 @@ export function keepShapes(on: boolean, inflight: { readonly count: number } = I
     kept.command = null
     kept.immediate = null
     kept.timeout = null
+    kept.body = null
+    kept.usage = null
+    kept.charged = null
+    kept.headers = null
+    kept.chunk = null
+    kept.resource = null
+    kept.tick = null
+    bodySource = null
   }
 }
 
@@ -96,11 +153,27 @@ export function keepCommand(command: object): void {
   if (keeping && (load.count <= 1 || (commands = (commands + 1) & SAMPLE) === 0)) kept.command = command
 }
 
+/** A small body read whole, copied blank at `blankKept`: kept with at most its own request in flight, or as a sample. */
+export function keepBody(body: BodySource): void {
+  if (keeping && (load.count <= 1 || (bodies = (bodies + 1) & SAMPLE) === 0)) bodySource = body
+}
+
+/** Usage read from a whole answer: its counts are kept, with the object a charge spreads it into made at `blankKept`. */
+export function keepUsage(usage: object | null): void {
+  if (usage !== null && keeping && (load.count <= 1 || (usages = (usages + 1) & SAMPLE) === 0)) kept.usage = usage
+}
+
+/** The headers of a request about to go upstream: copied at once with every value empty (they hold its credential). */
+export function keepHeaders(headers: Record<string, string>): void {
+  if (keeping && (load.count <= 1 || (headerSets = (headerSets + 1) & SAMPLE) === 0)) kept.headers = sameShape(headers)
+}
+
 /**
  * Lets go of what the kept request carried from its client: its header values (its keys) and URL. Its headers object
  * is swapped for one of the same hidden class with empty values (blanking them in place would change the fields'
  * constness, itself a deoptimization); the fields swapped are ones Node writes more than once. Also makes the kept
- * timer objects. Run while nothing is in flight, before a release.
+ * body's blank copy (letting the body go), the charge's object, and the kept timer, Buffer, AsyncResource and tick
+ * entry. Run while nothing is in flight, before a release.
  */
 export function blankKept(): void {
   if (!keeping) return
@@ -108,6 +181,21 @@ export function blankKept(): void {
   clearTimeout(timeout)
   kept.timeout = timeout
   kept.immediate = setImmediate(noop)
+  kept.chunk ??= serialize(0)
+  kept.resource = new AsyncResource('keep-shapes')
+  // Queued through the release; its callback then keeps it (the resource a nextTick callback runs in is its entry).
+  process.nextTick(keepTick)
+  if (bodySource !== null) {
+    const source = bodySource
+    bodySource = null
+    try {
+      kept.body = source.blankCopy()
+    } catch {
+      // Nested past the stack's depth: no copy.
+    }
+  }
+  // As ./forward.ts charges a whole answer: the plan's input, then the usage's counts over it.
+  if (kept.usage !== null) kept.charged = { inputTokens: 0, ...kept.usage }
   const raw = kept.request?.raw
   if (raw === undefined) return
   try {
@@ -129,3 +217,38 @@ function sameShape(values: Record<string, unknown>): Record<string, string> {
 }
 
 const noop = (): void => undefined
+
+function keepTick(): void {
+  if (keeping) kept.tick = executionAsyncResource()
+}
+
+/**
+ * `value` parsed anew from JSON text of its structure and none of its content (`blankText`): JSON.parse walks the same
+ * hidden-class transitions it took for `value`, so the copy holds them without holding what the client sent.
+ */
+export function blankJson(value: unknown): unknown {
+  return JSON.parse(blankText(value))
+}
+
+/**
+ * JSON text of `value`'s structure: strings empty, numbers 0 where V8 holds a small integer and 0.5 where a heap number
+ * (a field's representation, part of its hidden class), each array's distinct blank elements once (the same elements
+ * kind). Keys are kept: they are the hidden classes.
+ */
+export function blankText(value: unknown): string {
+  if (typeof value === 'string') return '""'
+  if (typeof value === 'number') return Number.isInteger(value) && value >= SMI_MIN && value <= SMI_MAX && !Object.is(value, -0) ? '0' : '0.5'
+  if (typeof value !== 'object' || value === null) return value === true ? 'true' : value === false ? 'false' : 'null'
+  if (Array.isArray(value)) {
+    const seen = new Set<string>()
+    for (const element of value) seen.add(blankText(element))
+    return `[${[...seen].join(',')}]`
+  }
+  let text = ''
+  for (const key in value) text += `${text === '' ? '' : ','}${JSON.stringify(key)}:${blankText((value as Record<string, unknown>)[key])}`
+  return `{${text}}`
+}
+
+/** V8's small integers on 64-bit Node without pointer compression (its official builds). */
+const SMI_MIN = -(2 ** 31)
+const SMI_MAX = 2 ** 31 - 1

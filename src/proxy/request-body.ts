@@ -12,12 +12,13 @@ import { scanJson, type JsonScan, type ScannedMember } from '../http/json-scan.j
 import { BIG_BODY_BYTES } from '../http/raw-body.js'
 import { fingerprintRequest } from '../loop/fingerprint.js'
 import { loopShapeName } from '../loop/shapes/index.js'
-import type { LoopFingerprint, LoopShape } from '../loop/types.js'
+import type { LoopFingerprint, LoopItem, LoopShape, LoopTranscript } from '../loop/types.js'
 import { isObject, type Json } from '../providers/body.js'
 import { NOTHING_SCANNED, SCAN_WORDS, scanBody, type BodyScan } from '../tokens/bound.js'
 import type { Inspection } from '../tokens/inspect-body.js'
 import type { TokenCounter } from '../tokens/worker.js'
 import { EditWatch } from './edit-watch.js'
+import { blankJson, keepBody } from './keep-shapes.js'
 import { defineMembers } from './lazy-members.js'
 
 /** A top-level member of a big body up to this size is parsed on the event loop; a larger one on first read. */
@@ -121,7 +122,9 @@ export function readLazyBody(raw: Buffer, shape: LoopShape | null): RequestBody 
 
 function parsedBody(raw: Buffer, shape: LoopShape | null, json: Json, keys: KeyReport): RequestBody {
   refuseDuplicate(keys.duplicate)
-  return new ParsedBody(json, raw, shape, keys.wordSeen, null)
+  const body = new ParsedBody(json, raw, shape, keys.wordSeen, null)
+  if (raw.length < LAZY_MIN_BYTES) keepBody(body)
+  return body
 }
 
 /** A body of LAZY_MIN_BYTES or more, as its validating scan found it: the errors JSON.parse and the key scan would give, else its members to parse on read. */
@@ -182,7 +185,29 @@ class ParsedBody implements RequestBody {
   member(key: string): string | undefined {
     return Object.hasOwn(this.json, key) ? (JSON.stringify(this.json[key]) as string | undefined) : undefined
   }
+
+  /**
+   * This body's objects with none of their content, for the idle release (./keep-shapes.ts): parsed from a blank of
+   * `raw` as this one was, then given the members the adapter added since, so its hidden classes are this body's;
+   * with the loop guard's reading of it (its transcript and first item: their classes die with their last instance too).
+   */
+  blankCopy(): BlankBody {
+    const json = blankJson(parseJsonBody(this.raw)) as Json
+    for (const key in this.json) if (!Object.hasOwn(json, key)) json[key] = blankJson(this.json[key]) as Json[string]
+    const transcript = this.shape?.read(json) ?? null
+    const item = transcript !== null && transcript.items.length > 0 ? transcript.item(transcript.items, 0) : null
+    return { body: new ParsedBody(json, NO_BYTES, this.shape, false, null), transcript, item }
+  }
 }
+
+/** A ParsedBody's blank copy and what the loop guard reads of it. */
+interface BlankBody {
+  body: ParsedBody
+  transcript: LoopTranscript | null
+  item: LoopItem | null
+}
+
+const NO_BYTES = Buffer.alloc(0)
 
 function readBig(raw: Buffer, inspection: Inspection): RequestBody {
   if (!inspection.ok) {

@@ -8,7 +8,7 @@ import { BIG_BODY_BYTES } from '../http/raw-body.js'
 import { SHARE_SLICE_BYTES, take } from '../http/turn-share.js'
 import type { UpstreamRequest } from '../providers/types.js'
 import type { StreamSource } from '../stream/source.js'
-import { keepCall, keepSent } from './keep-shapes.js'
+import { keepCall, keepHeaders, keepSent } from './keep-shapes.js'
 import { UpstreamBody, type UpstreamRelease } from './upstream-body.js'
 
 /** The answer of an upstream: status, headers, and a body stream that must be consumed or destroyed. */
@@ -273,6 +273,7 @@ const NO_BODY = Buffer.alloc(0)
  */
 function outgoing(request: UpstreamRequest): { headers: Record<string, string>; body: Buffer | SentOnce | Readable } {
   const { body } = request
+  keepHeaders(request.headers)
   if (body.length < RELEASED_BODY_BYTES) return { headers: request.headers, body }
   request.body = NO_BODY
   // undici reads an iterable body's length from the headers, so the bytes sent are a Buffer body's.

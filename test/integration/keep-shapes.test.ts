@@ -134,6 +134,17 @@ async function until(done: () => boolean): Promise<void> {
   expect(done()).toBe(true)
 }
 
+/** Every string `value` reaches through own data properties, a Buffer's bytes as text. */
+function reachableText(value: unknown, seen = new Set<unknown>()): string {
+  if (typeof value === 'string') return value
+  if (typeof value !== 'object' || value === null || seen.has(value)) return ''
+  seen.add(value)
+  if (Buffer.isBuffer(value)) return value.toString('latin1')
+  let all = ''
+  for (const name of Reflect.ownKeys(value)) all += `${String(name)} ${reachableText(Object.getOwnPropertyDescriptor(value, name)?.value, seen)}\n`
+  return all
+}
+
 describe('the examples kept through the idle release', () => {
   it('live through a last-resort collection, without the body of a large request or the client keys', async () => {
     const admin = createKeyAdmin(client)
@@ -167,6 +178,19 @@ describe('the examples kept through the idle release', () => {
     expect(Object.keys(raw.headers)).toContain('authorization')
     expect(raw.rawHeaders).toEqual([])
     expect(raw.url).toBe('')
+    // The blank copies: of the small body (the large one is read in the worker) and of the upstream headers, made
+    // before the collection, hold the structure and no value: no prompt, no model name, no key.
+    const body = kept.body as { body: { json: Record<string, unknown>; raw: Buffer } }
+    expect(body.body.json).toMatchObject({ model: '', max_tokens: 0, messages: [{ role: '', content: '' }] })
+    expect(body.body.raw.length).toBe(0)
+    const headers = kept.headers as Record<string, string>
+    expect(Object.keys(headers)).toContain('authorization')
+    expect(Object.values(headers).every((value) => value === '')).toBe(true)
+    expect(kept.usage).not.toBeNull()
+    expect(kept.charged).not.toBeNull()
+    // (The summary keeps the model's name and the key's hash prefix, as the request's log line does.)
+    const held = reachableText([kept.body, kept.headers, kept.usage, kept.charged, kept.chunk, kept.resource, kept.tick])
+    for (const secret of ['Say hello.', 'word word', 'gpt-test', 'sk-up-secret', key]) expect(held).not.toContain(secret)
   })
 
   it('keeps nothing while another request is in flight, then the last request once none is', async () => {

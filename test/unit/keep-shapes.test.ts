@@ -1,6 +1,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
-import { blankKept, kept, keepCall, keepCommand, keepRequest, keepSent, keepShapes } from '../../src/proxy/keep-shapes.js'
+import { messagesShape } from '../../src/loop/shapes/messages.js'
+import { blankJson, blankKept, kept, keepBody, keepCall, keepCommand, keepHeaders, keepRequest, keepSent, keepShapes, keepUsage } from '../../src/proxy/keep-shapes.js'
+import { readParsedBody } from '../../src/proxy/request-body.js'
 
 // What the pipeline hands over when a request is done; only the fields keep-shapes.ts reads.
 function finished(raw: object, target: object = { pathKey: null, pathSession: null, query: '' }): FastifyRequest {
@@ -108,5 +110,155 @@ describe('keepRequest and blankKept', () => {
       if (kept.command === command) stored.command++
     }
     expect(stored).toEqual({ call: 4, sent: 4, command: 4 })
+  })
+})
+
+// What a client sent, in a body and headers: none of it may be in a kept example once blankKept ran.
+const SECRETS = ['Say hello to Ada.', 'sk-up-secret', 'lp-secret', 'gpt-secret-model', 'u-4242', 'search_web', 'web-search']
+const BODY = JSON.stringify({
+  model: 'gpt-secret-model',
+  max_tokens: 16,
+  temperature: 0.7,
+  seed: 2 ** 40,
+  stream: false,
+  user: 'u-4242',
+  messages: [
+    { role: 'system', content: 'Say hello to Ada.' },
+    { role: 'user', content: [{ type: 'text', text: 'Say hello to Ada.' }] },
+    { role: 'user', content: 'Say hello to Ada.' },
+  ],
+  tools: [{ type: 'function', function: { name: 'search_web', parameters: { type: 'object', properties: { q: { type: 'string' } } } } }],
+  stop: ['web-search', 'web-search'],
+})
+
+/** Every string `value` reaches through its own properties (a Buffer's bytes as text): what a kept example could leak. */
+function text(value: unknown, seen = new Set<unknown>()): string {
+  if (typeof value === 'string') return value
+  if (typeof value !== 'object' || value === null || seen.has(value)) return ''
+  seen.add(value)
+  if (Buffer.isBuffer(value)) return value.toString('latin1')
+  let all = ''
+  for (const key of Reflect.ownKeys(value)) {
+    const descriptor = Object.getOwnPropertyDescriptor(value, key)
+    all += `${String(key)} ${text(descriptor?.value, seen)}\n`
+  }
+  return all
+}
+
+describe('blankJson', () => {
+  it('keeps the structure and none of the content: strings empty, small integers 0, other numbers 0.5, one of each array element shape', () => {
+    expect(blankJson(JSON.parse(BODY))).toEqual({
+      model: '',
+      max_tokens: 0,
+      temperature: 0.5,
+      seed: 0.5,
+      stream: false,
+      user: '',
+      messages: [
+        { role: '', content: '' },
+        { role: '', content: [{ type: '', text: '' }] },
+      ],
+      tools: [{ type: '', function: { name: '', parameters: { type: '', properties: { q: { type: '' } } } } }],
+      stop: [''],
+    })
+    expect(blankJson([1, -0, 2 ** 31, -(2 ** 31), null, true, [[]]])).toEqual([0, 0.5, null, true, [[]]])
+  })
+})
+
+describe('the blank copies kept at blankKept', () => {
+  it('keeps a small body as a blank copy, with the members the adapter added and the loop guard\'s reading of it, and lets the body go', () => {
+    keepShapes(true)
+    const body = readParsedBody(Buffer.from(BODY), messagesShape)
+    if (body instanceof Promise) throw new Error('a small body is read at once')
+    body.json.stream_options = { include_usage: true }
+    // Kept by readParsedBody; copied (and the body let go) only at blankKept.
+    expect(kept.body).toBeNull()
+    blankKept()
+    const copy = kept.body as { body: { json: Record<string, unknown>; raw: Buffer }; transcript: { items: { length: number } }; item: { parts: unknown[] } }
+    expect(copy.body).not.toBe(body)
+    expect(copy.body.raw.length).toBe(0)
+    expect(Object.keys(copy.body.json)).toEqual([...Object.keys(JSON.parse(BODY)), 'stream_options'])
+    expect(copy.body.json.stream_options).toEqual({ include_usage: true })
+    expect(copy.transcript.items.length).toBe(2)
+    expect(copy.item.parts).toEqual([''])
+    for (const secret of SECRETS) expect(text(kept)).not.toContain(secret)
+    // Copied once: the next release has nothing new to copy and keeps the copy.
+    blankKept()
+    expect(kept.body).toBe(copy)
+  })
+
+  it('keeps a body or headers only with at most their own request in flight, or one in 1,024 under load', () => {
+    const inflight = { count: 2 }
+    keepShapes(true, inflight)
+    let copies = 0
+    const source = { blankCopy: () => ({ copy: ++copies }) }
+    keepBody(source)
+    keepHeaders({ authorization: 'Bearer sk-up-secret' })
+    blankKept()
+    expect(kept.body).toBeNull()
+    expect(kept.headers).toBeNull()
+    for (let i = 0; i < 1023; i++) keepBody(source)
+    blankKept()
+    expect(kept.body).toEqual({ copy: 1 })
+    inflight.count = 1
+    keepBody(source)
+    keepHeaders({ authorization: 'Bearer sk-up-secret' })
+    blankKept()
+    expect(kept.body).toEqual({ copy: 2 })
+    expect(kept.headers).toEqual({ authorization: '' })
+  })
+
+  it('keeps the upstream headers with every value empty, at once', () => {
+    keepShapes(true)
+    const headers = { 'content-type': 'application/json', 'accept-encoding': 'identity', authorization: 'Bearer sk-up-secret', 'x-client': 'lp-secret' }
+    keepHeaders(headers)
+    expect(kept.headers).not.toBe(headers)
+    expect(kept.headers).toEqual({ 'content-type': '', 'accept-encoding': '', authorization: '', 'x-client': '' })
+  })
+
+  it('keeps the usage read from an answer and, at blankKept, the object a charge spreads it into', () => {
+    keepShapes(true)
+    const usage = { outputTokens: 5, inputTokens: 7, cachedInputTokens: 0 }
+    keepUsage(usage)
+    keepUsage(null)
+    expect(kept.usage).toBe(usage)
+    blankKept()
+    expect(kept.charged).toEqual({ inputTokens: 7, outputTokens: 5, cachedInputTokens: 0 })
+  })
+
+  it('makes a C++ Buffer, an AsyncResource and a nextTick entry at blankKept, holding no client data', async () => {
+    keepShapes(true)
+    blankKept()
+    expect(Buffer.isBuffer(kept.chunk)).toBe(true)
+    expect(kept.resource).not.toBeNull()
+    await new Promise<void>((resolve) => process.nextTick(resolve))
+    expect(kept.tick).toMatchObject({ args: undefined })
+    for (const secret of SECRETS) expect(text({ chunk: kept.chunk, tick: kept.tick })).not.toContain(secret)
+  })
+
+  it('keeps none of them while off, and lets all of them go when turned off', async () => {
+    const body = readParsedBody(Buffer.from(BODY), messagesShape)
+    keepHeaders({ authorization: 'Bearer sk-up-secret' })
+    keepUsage({ outputTokens: 1 })
+    blankKept()
+    await new Promise<void>((resolve) => process.nextTick(resolve))
+    expect(body).not.toBeInstanceOf(Promise)
+    expect(Object.values(kept).every((example) => example === null)).toBe(true)
+    keepShapes(true)
+    readParsedBody(Buffer.from(BODY), messagesShape)
+    keepHeaders({ authorization: 'Bearer sk-up-secret' })
+    keepUsage({ outputTokens: 1 })
+    blankKept()
+    await new Promise<void>((resolve) => process.nextTick(resolve))
+    expect(Object.values(kept).filter((example) => example !== null).length).toBe(9)
+    keepShapes(false)
+    expect(Object.values(kept).every((example) => example === null)).toBe(true)
+    // A body kept before turning off is not copied at the next blankKept.
+    keepShapes(true)
+    readParsedBody(Buffer.from(BODY), messagesShape)
+    keepShapes(false)
+    keepShapes(true)
+    blankKept()
+    expect(kept.body).toBeNull()
   })
 })
