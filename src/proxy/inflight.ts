@@ -20,7 +20,8 @@ export function createInflight(): Inflight {
     },
     end() {
       count--
-      if (count === 0) {
+      // Only with someone waiting: at a low rate most requests end alone, and each would make a new empty list.
+      if (count === 0 && waiters.length > 0) {
         const ready = waiters
         waiters = []
         for (const resolve of ready) resolve()
