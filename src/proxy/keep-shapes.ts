@@ -57,7 +57,7 @@ interface Kept {
   /** The last usage read from a whole answer (token counts only) and the object it was charged through (./forward.ts). */
   usage: object | null
   charged: object | null
-  /** The last upstream request's headers (./upstream.ts), copied with every value empty. */
+  /** The last upstream request's headers (./upstream.ts), copied with every value empty at `blankKept`. */
   headers: object | null
   /**
    * A Buffer made in C++, as a socket's reads are: Node gives one Uint8Array's map another prototype, a transition its
@@ -97,6 +97,8 @@ let usages = 0
 let headerSets = 0
 /** The body `blankKept` copies; it holds the client's text until then. */
 let bodySource: BodySource | null = null
+/** The upstream headers `blankKept` copies; they hold the provider credential until then. */
+let headersSource: Record<string, string> | null = null
 
 /** Turns keeping on or off; `inflight` is what gates it (none: always idle). */
 export function keepShapes(on: boolean, inflight: { readonly count: number } = IDLE): void {
@@ -120,6 +122,7 @@ export function keepShapes(on: boolean, inflight: { readonly count: number } = I
     kept.resource = null
     kept.tick = null
     bodySource = null
+    headersSource = null
   }
 }
 
@@ -163,17 +166,20 @@ export function keepUsage(usage: object | null): void {
   if (usage !== null && keeping && (load.count <= 1 || (usages = (usages + 1) & SAMPLE) === 0)) kept.usage = usage
 }
 
-/** The headers of a request about to go upstream: copied at once with every value empty (they hold its credential). */
+/**
+ * The headers of a request about to go upstream, copied with every value empty at `blankKept` (they hold its
+ * credential until then): nothing is allocated on the request's path.
+ */
 export function keepHeaders(headers: Record<string, string>): void {
-  if (keeping && (load.count <= 1 || (headerSets = (headerSets + 1) & SAMPLE) === 0)) kept.headers = sameShape(headers)
+  if (keeping && (load.count <= 1 || (headerSets = (headerSets + 1) & SAMPLE) === 0)) headersSource = headers
 }
 
 /**
  * Lets go of what the kept request carried from its client: its header values (its keys) and URL. Its headers object
  * is swapped for one of the same hidden class with empty values (blanking them in place would change the fields'
  * constness, itself a deoptimization); the fields swapped are ones Node writes more than once. Also makes the kept
- * body's blank copy (letting the body go), the charge's object, and the kept timer, Buffer, AsyncResource and tick
- * entry. Run while nothing is in flight, before a release.
+ * body's and upstream headers' blank copies (letting the originals go), the charge's object, and the kept timer,
+ * Buffer, AsyncResource and tick entry. Run while nothing is in flight, before a release.
  */
 export function blankKept(): void {
   if (!keeping) return
@@ -193,6 +199,10 @@ export function blankKept(): void {
     } catch {
       // Nested past the stack's depth: no copy.
     }
+  }
+  if (headersSource !== null) {
+    kept.headers = sameShape(headersSource)
+    headersSource = null
   }
   // As ./forward.ts charges a whole answer: the plan's input, then the usage's counts over it.
   if (kept.usage !== null) kept.charged = { inputTokens: 0, ...kept.usage }
