@@ -99,6 +99,15 @@ async function quiet(ctx) {
   return seen
 }
 
+/**
+ * The fake serves every side and this generator sends for every side: a mark-compact of either lands in whichever
+ * side's run is under way when its old generation fills (in a 5 s closed loop, ~1-2 % of its throughput). Each
+ * measured run starts with both collected; resolves with each collection's ms (upstream null: the fake cannot).
+ */
+async function collectShared(fake) {
+  return { upstreamMs: fake.collect === undefined ? null : (await fake.collect()).ms, generatorMs: collectGarbage() }
+}
+
 /** Runs `fn` while reading the proxy's CPU time around it; adds `proxyCpuUsPerRequest`. */
 async function withCpu(pid, fn) {
   const before = cpuSeconds(pid)
@@ -181,9 +190,7 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
           await pools[side].close()
           pools[side] = createPool(url, 256)
           const primed = await primeConnections({ origin: url, request: pair[side], pool: pools[side], connections: PRIMED_CONNECTIONS })
-          // The fake serves every side and this generator sends for every side: a mark-compact of either lands in
-          // whichever side's run is under way when its old generation fills. Each starts every run collected.
-          const collected = { upstreamMs: ctx.fake.collect === undefined ? null : (await ctx.fake.collect()).ms, generatorMs: collectGarbage() }
+          const collected = await collectShared(ctx.fake)
           await sleep(300)
           const scriptsBefore = side === 'direct' ? null : await scriptUsec(ctx.redis)
           const acceptedBefore = (await ctx.fake.ledger()).connections
@@ -291,9 +298,7 @@ export async function streams(ctx) {
     for (let t = 0; t < ctx.trials; t++) {
       const trial = { quiet: await quiet(ctx) }
       for (const side of names.map((_, i) => names[(i + t) % names.length])) {
-        // As before a latency run: the fake's and this generator's old generations never fill inside a measured run.
-        if (ctx.fake.collect !== undefined) await ctx.fake.collect()
-        collectGarbage()
+        await collectShared(ctx.fake)
         await sleep(300)
         trial[side] = slim(await openLoop({ origin: origins[side], request: pair[side], rate, durationMs, pool: pools[side] }))
       }
@@ -373,9 +378,10 @@ export async function peak(ctx) {
     for (let t = 0; t < ctx.trials; t++) {
       const trial = { quiet: await quiet(ctx) }
       for (const side of names.map((_, i) => names[(i + t) % names.length])) {
+        const collected = await collectShared(ctx.fake)
         await sleep(500)
         const { url, pid } = targets[side]
-        trial[side] = await withCpu(pid, () => closedLoop({ origin: url, request: pair[side], concurrency, durationMs, pool: pools[side] }))
+        trial[side] = { ...(await withCpu(pid, () => closedLoop({ origin: url, request: pair[side], concurrency, durationMs, pool: pools[side] }))), collectedBefore: collected }
       }
       trials.push(trial)
       const p = trial.proxied
@@ -419,9 +425,10 @@ export async function agentRequests(ctx) {
       for (let t = 0; t < ctx.trials; t++) {
         const trial = { quiet: await quiet(ctx) }
         for (const side of names.map((_, i) => names[(i + t) % names.length])) {
+          const collected = await collectShared(ctx.fake)
           await sleep(500)
           const { url, pid } = targets[side]
-          trial[side] = await withCpu(pid, () => closedLoop({ origin: url, request, concurrency, durationMs, pool: pools[side] }))
+          trial[side] = { ...(await withCpu(pid, () => closedLoop({ origin: url, request, concurrency, durationMs, pool: pools[side] }))), collectedBefore: collected }
         }
         trials.push(trial)
         ctx.log(`  agent request ${bytes} B, trial ${t + 1}: CPU/request proxy ${fmt(trial.proxied.proxyCpuUsPerRequest)} µs vs floor ${fmt(trial.floor.proxyCpuUsPerRequest)} µs (errors ${trial.proxied.non2xx + trial.proxied.transportErrors})`)
