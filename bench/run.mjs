@@ -9,6 +9,8 @@
 //   --out=NAME         write bench/results/NAME.json and NAME.md (default latest)
 //   --no-wait          do not wait for a quiet proxy core before measured trials (see quiet() in scenarios.mjs)
 //   --node-options=…   extra node flags for every proxy the bench starts, space-separated (A/B runs of V8 settings)
+//   --aa=proxy|floor   A/A control: a second proxy (proxy) or a second floor (floor) takes the other side's slot, so every
+//                      ratio to the floor reads the measurement's own spread (same build both sides: 1.00 with no noise)
 // Starts redis-server, a fake OpenAI upstream and `node dist/cli.js serve` on 127.0.0.1 only; the proxy
 // is pinned to core 0 and everything else (this process included) to core 1 when taskset allows.
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -38,6 +40,11 @@ const trials = Number(args.trials ?? (quick ? 1 : 3))
 const selected = selectScenarios(args.only)
 const outName = typeof args.out === 'string' ? args.out : 'latest'
 const proxyNodeOptions = typeof args['node-options'] === 'string' ? args['node-options'].split(/\s+/).filter(Boolean) : []
+const aa = args.aa === undefined ? null : String(args.aa)
+if (aa !== null && aa !== 'proxy' && aa !== 'floor') {
+  log(`bench: --aa takes proxy or floor, not ${aa}`)
+  process.exit(2)
+}
 
 // The whole run is bounded: past this, everything is killed (the exit handler of procs.mjs).
 const watchdog = setTimeout(
@@ -74,6 +81,8 @@ let redis = null
 let fake = null
 let proxy = null
 let floor = null
+// --aa: the second process of the same kind, in the floor's slot (aa=proxy) or the proxy's (aa=floor).
+let twin = null
 let client = null
 let failed = false
 let ctx = null
@@ -87,13 +96,16 @@ try {
   proxy = await startProxyFor({ name: 'proxy', cpuProfDir: profileDir, gcFile: join(dir, 'proxy.gc') })
   // The floor: the same store round trips (two EVALSHA) on a bare Fastify + undici pass-through.
   floor = await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url, gcFile: join(dir, 'floor.gc') })
+  if (aa === 'proxy') twin = await startProxyFor({ name: 'proxy-aa', gcFile: join(dir, 'proxy-aa.gc') })
+  if (aa === 'floor') twin = await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url, gcFile: join(dir, 'floor-aa.gc') })
   client = dist.redis.createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 5_000 })
   await ready(client)
   await watchRedis(client)
   const admin = dist.admin.createKeyAdmin(client)
   const { key, record } = await admin.createKey('bench-latency', ['openai'])
   await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET }, loopLimit: 0 })
-  ctx = { quick, trials, pin: pinning.used, redisUrl: redis.url, redisPid: redis.pid, quietBudgetMs: initialQuietBudgetMs, fake, proxy, floor, redis: client, admin, key, startProxy: startProxyFor, dir, log }
+  const sides = aa === 'proxy' ? { proxy, floor: twin } : aa === 'floor' ? { proxy: twin, floor } : { proxy, floor }
+  ctx = { quick, trials, pin: pinning.used, redisUrl: redis.url, redisPid: redis.pid, quietBudgetMs: initialQuietBudgetMs, fake, ...sides, redis: client, admin, key, startProxy: startProxyFor, dir, log }
   for (const name of selected) {
     log(`${name}…`)
     try {
@@ -110,6 +122,7 @@ try {
 } finally {
   await proxy?.stop() // graceful: also writes the CPU profile
   await floor?.stop()
+  await twin?.stop()
   client?.disconnect()
   await fake?.stop()
   await redis?.stop()
@@ -123,6 +136,7 @@ const report = {
   durationS: (performance.now() - started) / 1000,
   env,
   ...(proxyNodeOptions.length > 0 ? { proxyNodeOptions } : {}),
+  ...(aa === null ? {} : { aa }),
   trials,
   figures: rows,
   quietWaitedS: ctx === null ? 0 : (initialQuietBudgetMs - ctx.quietBudgetMs) / 1000,
