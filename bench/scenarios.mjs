@@ -4,7 +4,7 @@ import { statSync } from 'node:fs'
 import { agentBody } from './agent-body.mjs'
 import { burst, closedLoop, createPool, openLoop, primeConnections } from './load.mjs'
 import { collectGarbage } from './collect.mjs'
-import { gcPausesIn, pileUpCauses, readRedisStalls, resetRedisStalls, watchRun } from './pile-up.mjs'
+import { gcPausesIn, readRedisStalls, resetRedisStalls, trialPileUps, watchRun } from './pile-up.mjs'
 import { coreBusy, coreTimes, cpuSeconds, cpuTimes, sleep, startRelayFloor, waitForQuiet } from './procs.mjs'
 
 const CHAT_BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
@@ -221,16 +221,13 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
             redisWaitMaxMs: seen.alsoWaitMaxMs.redis ?? null,
             upstreamWaitMaxMs: seen.alsoWaitMaxMs.upstream ?? null,
             redis: redisStalls,
-            pileUp: pileUpCauses({
-              mainWaitMaxMs: seen.mainWaitMaxMs,
-              generatorLateMaxMs,
-              redisWaitMaxMs: seen.alsoWaitMaxMs.redis ?? null,
-              upstreamWaitMaxMs: seen.alsoWaitMaxMs.upstream ?? null,
-              redisLatencyMaxMs: redisStalls?.latencyMaxMs ?? null,
-            }),
+            pileUp: [], // once every side of the trial has run (trialPileUps)
           }
           if (scriptsBefore !== null && trial[side].ok > 0) trial[side].redisUsPerRequest = ((await scriptUsec(ctx.redis)) - scriptsBefore) / trial[side].ok
         }
+        // A run's stalls are flagged beside what the trial's other runs saw of the same threads.
+        const causes = trialPileUps(Object.fromEntries(sides.map((side) => [side, { ...trial[side].stalls, redisLatencyMaxMs: trial[side].stalls.redis?.latencyMaxMs ?? null }])))
+        for (const side of sides) trial[side].stalls.pileUp = causes[side]
         trial.added = added(trial.direct.latencyMs, trial.proxied.latencyMs)
         if (trial.floor !== undefined) trial.floorAdded = added(trial.direct.latencyMs, trial.floor.latencyMs)
         runs.push(trial)
