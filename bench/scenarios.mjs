@@ -4,6 +4,7 @@ import { statSync } from 'node:fs'
 import { agentBody } from './agent-body.mjs'
 import { burst, closedLoop, createPool, openLoop, primeConnections } from './load.mjs'
 import { collectGarbage } from './collect.mjs'
+import { interleave } from './interleave.mjs'
 import { gcPausesIn, readRedisStalls, resetRedisStalls, trialPileUps, watchRun } from './pile-up.mjs'
 import { coreBusy, coreTimes, cpuSeconds, cpuTimes, sleep, startRelayFloor, waitForQuiet } from './procs.mjs'
 
@@ -72,6 +73,17 @@ async function warmJit(origin, request, pool) {
  * open new ones, on either side alike.
  */
 const PRIMED_CONNECTIONS = 64
+
+/**
+ * After a trial's latency runs, the proxy's and the floor's CPU per request is measured again with the two interleaved
+ * (bench/interleave.mjs): this many slices of each, SLICE_MS long, in mirrored pairs, the first side alternating
+ * between trials. Read from each side's own back-to-back run, the ratio spread 1.04-1.37 over 12 trials of one build;
+ * an A/A run (proxy against proxy) spread as far, so most of that was the two windows' host state, not the code.
+ */
+const CPU_SLICES = 10
+const CPU_SLICE_MS = 500
+const QUICK_CPU_SLICES = 4
+const QUICK_CPU_SLICE_MS = 250
 
 const PERCENTILES = ['p50', 'p90', 'p99', 'max']
 function added(direct, proxied) {
@@ -225,13 +237,23 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
           }
           if (scriptsBefore !== null && trial[side].ok > 0) trial[side].redisUsPerRequest = ((await scriptUsec(ctx.redis)) - scriptsBefore) / trial[side].ok
         }
+        if (trial.floor !== undefined) {
+          const cpuSides = t % 2 === 0 ? ['proxied', 'floor'] : ['floor', 'proxied']
+          await collectShared(ctx.fake)
+          await sleep(300)
+          const cpuTargets = Object.fromEntries(cpuSides.map((side) => [side, { url: targets[side].url, pid: targets[side].pid, request: pair[side], pool: pools[side] }]))
+          const slices = ctx.quick ? QUICK_CPU_SLICES : CPU_SLICES
+          trial.interleaved = await interleave({ targets: cpuTargets, rate, sliceMs: ctx.quick ? QUICK_CPU_SLICE_MS : CPU_SLICE_MS, slices })
+          for (const side of cpuSides) servedAt[side] = performance.now()
+        }
         // A run's stalls are flagged beside what the trial's other runs saw of the same threads.
         const causes = trialPileUps(Object.fromEntries(sides.map((side) => [side, { ...trial[side].stalls, redisLatencyMaxMs: trial[side].stalls.redis?.latencyMaxMs ?? null }])))
         for (const side of sides) trial[side].stalls.pileUp = causes[side]
         trial.added = added(trial.direct.latencyMs, trial.proxied.latencyMs)
         if (trial.floor !== undefined) trial.floorAdded = added(trial.direct.latencyMs, trial.floor.latencyMs)
         runs.push(trial)
-        const vsFloor = trial.floor === undefined ? '' : `; floor added p50 ${fmt(trial.floorAdded.p50)} ms, p99 ${fmt(trial.floorAdded.p99)} ms, CPU/request proxy ${fmt(trial.proxied.proxyCpuUsPerRequest)} µs vs floor ${fmt(trial.floor.proxyCpuUsPerRequest)} µs, Redis/request ${fmt(trial.proxied.redisUsPerRequest)} µs vs ${fmt(trial.floor.redisUsPerRequest)} µs`
+        const inter = trial.interleaved
+        const vsFloor = trial.floor === undefined ? '' : `; floor added p50 ${fmt(trial.floorAdded.p50)} ms, p99 ${fmt(trial.floorAdded.p99)} ms, CPU/request proxy ${fmt(trial.proxied.proxyCpuUsPerRequest)} µs vs floor ${fmt(trial.floor.proxyCpuUsPerRequest)} µs (interleaved ${fmt(inter.sides.proxied.usPerRequest)} vs ${fmt(inter.sides.floor.usPerRequest)} µs, ÷ ${fmt(inter.ratio)}), Redis/request ${fmt(trial.proxied.redisUsPerRequest)} µs vs ${fmt(trial.floor.redisUsPerRequest)} µs`
         const rewarmed = trial.rewarmed.length === 0 ? '' : `; warmed again after a quiet period first: ${trial.rewarmed.join(', ')}`
         ctx.log(`  latency ${label} ${rate}/s trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms, proxied errors ${trial.proxied.non2xx + trial.proxied.transportErrors}${vsFloor}; ${connectsNote(trial)}${rewarmed}`)
         ctx.log(`    ${stallsNote(trial)}`)
