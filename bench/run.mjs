@@ -9,6 +9,7 @@
 //   --out=NAME         write bench/results/NAME.json and NAME.md (default latest)
 //   --no-wait          do not wait for a quiet proxy core before measured trials (see quiet() in scenarios.mjs)
 //   --node-options=…   extra node flags for every proxy the bench starts, space-separated (A/B runs of V8 settings)
+//   --cpu-slices=N, --cpu-slice-ms=MS  the interleaved CPU phase after each latency trial (see CPU_SLICES in scenarios.mjs)
 //   --aa=proxy|floor   A/A control: a second proxy (proxy) or a second floor (floor) takes the other side's slot, so every
 //                      ratio to the floor reads the measurement's own spread (same build both sides: 1.00 with no noise)
 // Starts redis-server, a fake OpenAI upstream and `node dist/cli.js serve` on 127.0.0.1 only; the proxy
@@ -40,6 +41,8 @@ const trials = Number(args.trials ?? (quick ? 1 : 3))
 const selected = selectScenarios(args.only)
 const outName = typeof args.out === 'string' ? args.out : 'latest'
 const proxyNodeOptions = typeof args['node-options'] === 'string' ? args['node-options'].split(/\s+/).filter(Boolean) : []
+const cpuSlices = args['cpu-slices'] === undefined ? {} : { slices: Number(args['cpu-slices']) }
+if (args['cpu-slice-ms'] !== undefined) cpuSlices.sliceMs = Number(args['cpu-slice-ms'])
 const aa = args.aa === undefined ? null : String(args.aa)
 if (aa !== null && aa !== 'proxy' && aa !== 'floor') {
   log(`bench: --aa takes proxy or floor, not ${aa}`)
@@ -105,7 +108,7 @@ try {
   const { key, record } = await admin.createKey('bench-latency', ['openai'])
   await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET }, loopLimit: 0 })
   const sides = aa === 'proxy' ? { proxy, floor: twin } : aa === 'floor' ? { proxy: twin, floor } : { proxy, floor }
-  ctx = { quick, trials, pin: pinning.used, redisUrl: redis.url, redisPid: redis.pid, quietBudgetMs: initialQuietBudgetMs, fake, ...sides, redis: client, admin, key, startProxy: startProxyFor, dir, log }
+  ctx = { quick, trials, pin: pinning.used, redisUrl: redis.url, redisPid: redis.pid, quietBudgetMs: initialQuietBudgetMs, fake, ...sides, cpuSlices, redis: client, admin, key, startProxy: startProxyFor, dir, log }
   for (const name of selected) {
     log(`${name}…`)
     try {
@@ -137,6 +140,7 @@ const report = {
   env,
   ...(proxyNodeOptions.length > 0 ? { proxyNodeOptions } : {}),
   ...(aa === null ? {} : { aa }),
+  ...(Object.keys(cpuSlices).length === 0 ? {} : { cpuSlices }),
   trials,
   figures: rows,
   quietWaitedS: ctx === null ? 0 : (initialQuietBudgetMs - ctx.quietBudgetMs) / 1000,
@@ -218,6 +222,7 @@ function methodNotes(pin) {
     'Open loop: request i is due at start + i/rate; latency runs from that scheduled time to the last body byte, so queueing anywhere (including in the load generator) is counted, never hidden.',
     'Quiet periods: a side (proxy or floor) that served nothing for 25 s or more before its measured open-loop run is warmed again first, unmeasured (past 30 s of quiet the proxy\'s idle release deoptimizes its request path; bench/idle-retier.mjs measures what that costs the requests after a quiet period).',
     'Floor: bench/floor.mjs, a bare Fastify + undici pass-through on the proxy core that makes the same store round trips per request as Loopers (two EVALSHA on Redis: one before forwarding, one after the answer; on the embedded store two small BEGIN IMMEDIATE transactions through node:sqlite). Every floor (this one and the plain relay) runs with the node flags and environment of the proxy\'s launcher, as the proxy does. Ratios to it are per trial, floor and proxy measured back to back in the same run.',
+    'CPU per request ÷ floor\'s (a): after each trial\'s latency runs the proxy and the floor serve the same open loop in 10 slices of 500 ms each, alternating in mirrored pairs (proxy, floor, floor, proxy, …; the first side alternating between trials), each side\'s CPU (every thread, schedstat) read over the whole phase and divided by the requests it served. The ratio of each side\'s own 5 s run stays beside it, unjudged: in A/A runs (`--aa=proxy`, `--aa=floor`) it spread 0.62-1.55 where the interleaved ratio spread 0.82-1.21. A slice\'s start from idle costs both sides alike (~10 % of CPU per request), which pulls a ratio slightly toward 1.',
     'Every proxied request goes through budget enforcement: the key has a daily limit (far above what the bench spends), so each request runs the reserve and settle scripts in Redis.',
     'Prices (bench/prices.json): bench-model costs 1 USD per 1M tokens in and out, so 1 token = 1 µUSD.',
     'CPU per request: on-CPU time of every thread of the process from /proc/<pid>/task/*/schedstat (nanoseconds; /proc/<pid>/stat counts 10 ms ticks, too coarse for a core shared with other processes). Per chunk: utime + stime from /proc/<pid>/stat (the user/system split), CPU(K streams × 1000 chunks) − CPU(K × 10), divided by the chunk difference; chunks 2 ms apart so each arrives on its own.',

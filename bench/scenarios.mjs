@@ -76,9 +76,12 @@ const PRIMED_CONNECTIONS = 64
 
 /**
  * After a trial's latency runs, the proxy's and the floor's CPU per request is measured again with the two interleaved
- * (bench/interleave.mjs): this many slices of each, SLICE_MS long, in mirrored pairs, the first side alternating
- * between trials. Read from each side's own back-to-back run, the ratio spread 1.04-1.37 over 12 trials of one build;
- * an A/A run (proxy against proxy) spread as far, so most of that was the two windows' host state, not the code.
+ * (bench/interleave.mjs): this many slices of each, CPU_SLICE_MS long, in mirrored pairs, the first side alternating
+ * between trials. Read from each side's own back-to-back run, A/A ratios (`--aa`, same build both sides, host load 9 on
+ * two cores) spread 0.62-1.55 (proxy against proxy) and 0.65-1.36 (floor against floor) over 10 trials; interleaved, in
+ * the same trials, 0.82-1.10 and 0.86-1.21. Each slice's start from idle costs both sides alike (CPU per request read
+ * ~10 % above the own runs'), which pulls a ratio slightly toward 1 (1.20 reads ~1.18); 20 slices of 250 ms were
+ * tighter in one A/A run (0.93-1.07) but read ~18 % above.
  */
 const CPU_SLICES = 10
 const CPU_SLICE_MS = 500
@@ -242,8 +245,9 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
           await collectShared(ctx.fake)
           await sleep(300)
           const cpuTargets = Object.fromEntries(cpuSides.map((side) => [side, { url: targets[side].url, pid: targets[side].pid, request: pair[side], pool: pools[side] }]))
-          const slices = ctx.quick ? QUICK_CPU_SLICES : CPU_SLICES
-          trial.interleaved = await interleave({ targets: cpuTargets, rate, sliceMs: ctx.quick ? QUICK_CPU_SLICE_MS : CPU_SLICE_MS, slices })
+          const slices = ctx.cpuSlices?.slices ?? (ctx.quick ? QUICK_CPU_SLICES : CPU_SLICES)
+          const sliceMs = ctx.cpuSlices?.sliceMs ?? (ctx.quick ? QUICK_CPU_SLICE_MS : CPU_SLICE_MS)
+          trial.interleaved = await interleave({ targets: cpuTargets, rate, sliceMs, slices })
           for (const side of cpuSides) servedAt[side] = performance.now()
         }
         // A run's stalls are flagged beside what the trial's other runs saw of the same threads.
