@@ -20,6 +20,7 @@ import { closedLoop, createPool, openLoop } from './load.mjs'
 import { createBenchKey, threadsCpuMs, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
 import { bodyOption, guardOn, ONE_LINE_BODY } from './body-option.mjs'
+import { abReportLines, range } from './ab-report.mjs'
 import { groupDelta, startPerfRecord, startPerfStat, threadGroupsCpuMs } from './thread-probe.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
@@ -89,13 +90,17 @@ try {
       await sleep(300)
       const before = { a: threadsCpuMs(sides.a.pid) / 1000, b: threadsCpuMs(sides.b.pid) / 1000 }
       const [ra, rb] = await Promise.all([run('a', durationMs), run('b', durationMs)])
-      const us = { a: ((threadsCpuMs(sides.a.pid) / 1000 - before.a) * 1e6) / Math.max(1, ra.ok), b: ((threadsCpuMs(sides.b.pid) / 1000 - before.b) * 1e6) / Math.max(1, rb.ok) }
-      ratios.push(us.b / us.a)
-      const ms = (r) => `p50 ${r.latencyMs.p50?.toFixed(1)} p99 ${r.latencyMs.p99?.toFixed(1)} ms`
-      process.stdout.write(`together ${t + 1}: a ${us.a.toFixed(0)} µs ${Math.round(ra.achievedRate)}/s ${ms(ra)} | b ${us.b.toFixed(0)} µs ${Math.round(rb.achievedRate)}/s ${ms(rb)} | b ÷ a ${(us.b / us.a).toFixed(3)}\n`)
+      // A side that served nothing in a trial has no CPU per request: the trial is named a failure, never a ratio.
+      const perRequest = (n, r) => (r.ok > 0 ? ((threadsCpuMs(sides[n].pid) / 1000 - before[n]) * 1e6) / r.ok : null)
+      const us = { a: perRequest('a', ra), b: perRequest('b', rb) }
+      const ratio = us.a === null || us.b === null ? null : us.b / us.a
+      ratios.push(ratio)
+      const ms = (r) => `p50 ${r.latencyMs.p50?.toFixed(1) ?? '—'} p99 ${r.latencyMs.p99?.toFixed(1) ?? '—'} ms`
+      const side = (n, r) => (us[n] === null ? `${n} served nothing (${r.non2xx + r.transportErrors} errors)` : `${n} ${us[n].toFixed(0)} µs ${Math.round(r.achievedRate)}/s ${ms(r)}`)
+      process.stdout.write(`together ${t + 1}: ${side('a', ra)} | ${side('b', rb)} | b ÷ a ${ratio === null ? '—' : ratio.toFixed(3)}\n`)
     }
-    const sorted = [...ratios].sort((x, y) => x - y)
-    process.stdout.write(`together b ÷ a CPU/request: median ${sorted[Math.floor((sorted.length - 1) / 2)].toFixed(3)} (${sorted[0].toFixed(3)}–${sorted.at(-1).toFixed(3)})\n`)
+    const failed = ratios.filter((x) => x === null).length
+    process.stdout.write(`together b ÷ a CPU/request: median ${range(ratios, 3)}${failed === 0 ? '' : `; ${failed} trial(s) where a side served nothing, left out`}\n`)
   }
   for (let t = 0; t < (together ? 0 : trials); t++) {
     const line = []
@@ -107,18 +112,18 @@ try {
       const groupsBefore = threads ? threadGroupsCpuMs(sides[n].pid) : null
       const before = threadsCpuMs(sides[n].pid) / 1000
       const r = await run(n, durationMs)
-      const us = ((threadsCpuMs(sides[n].pid) / 1000 - before) * 1e6) / Math.max(1, r.ok)
+      const us = r.ok > 0 ? ((threadsCpuMs(sides[n].pid) / 1000 - before) * 1e6) / r.ok : null
       const perRequest = (counts, scale) => Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, (v * scale) / Math.max(1, r.ok)]))
       const groups = groupsBefore === null ? null : perRequest(groupDelta(groupsBefore, threadGroupsCpuMs(sides[n].pid)), 1000)
       const counts = perf === null ? null : perRequest(await perf.stop(), 1)
       await record?.stop()
-      per[n].push({ us, rps: r.achievedRate, p50: r.latencyMs.p50, p99: r.latencyMs.p99, errors: r.non2xx + r.transportErrors, groups, counts })
-      line.push(`${n} ${us.toFixed(0)} µs ${Math.round(r.achievedRate)}/s p50 ${r.latencyMs.p50?.toFixed(2)} p99 ${r.latencyMs.p99?.toFixed(2)}`)
+      const errors = r.non2xx + r.transportErrors
+      per[n].push({ us, rps: r.achievedRate, p50: r.latencyMs.p50, p99: r.latencyMs.p99, errors, served: r.ok, groups, counts })
+      line.push(us === null ? `${n} served nothing (${errors} errors)` : `${n} ${us.toFixed(0)} µs ${Math.round(r.achievedRate)}/s p50 ${r.latencyMs.p50?.toFixed(2)} p99 ${r.latencyMs.p99?.toFixed(2)}`)
     }
     process.stdout.write(`trial ${t + 1}: ${line.join(' | ')}\n`)
   }
-  const med = (xs) => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)]
-  if (!together) report(per, med)
+  if (!together) process.stdout.write(`${abReportLines(per).join('\n')}\n`)
   process.stdout.write(`served in all (warm-up included): ${names.map((n) => `${n} ${served[n]}`).join(', ')}\n`)
   await Promise.all(Object.values(pools).map((p) => p.close()))
 } finally {
@@ -137,38 +142,5 @@ async function createSqliteBenchKey(path, guard, providers) {
     return key
   } finally {
     db.close()
-  }
-}
-
-function report(per, med) {
-  const names = Object.keys(per)
-  const ratio = (n, field) => per[n].map((r, i) => r[field] / per.floor[i][field])
-  for (const n of names) {
-    const us = per[n].map((r) => r.us)
-    const rq = ratio(n, 'us')
-    const p = (field) => med(per[n].map((r) => r[field])).toFixed(2)
-    process.stdout.write(
-      `${n}: CPU/request median ${med(us).toFixed(0)} µs (${Math.min(...us).toFixed(0)}–${Math.max(...us).toFixed(0)}), ÷ floor ${med(rq).toFixed(2)} (${Math.min(...rq).toFixed(2)}–${Math.max(...rq).toFixed(2)}), rate ÷ floor ${med(ratio(n, 'rps')).toFixed(2)}, latency p50 ${p('p50')} p99 ${p('p99')} ms (medians), errors ${per[n].reduce((s, r) => s + r.errors, 0)}\n`,
-    )
-  }
-  // Per thread group (µs a request) and per perf event (count a request): each side's median, and its ratio to the floor's per trial.
-  for (const [what, field, digits] of [['µs/request', 'groups', 1], ['per request', 'counts', 3]]) {
-    if (per.floor[0]?.[field] == null) continue
-    const keys = [...new Set(names.flatMap((n) => per[n].flatMap((r) => Object.keys(r[field]))))].sort()
-    for (const key of keys) {
-      const of = (n) => per[n].map((r) => r[field][key] ?? 0)
-      // A thread group or event no side used in any trial (an idle inspector thread) says nothing.
-      if (names.every((n) => of(n).every((v) => v < 0.05))) continue
-      const cells = names.map((n) => {
-        const rq = of(n).map((v, i) => v / of('floor')[i])
-        return `${n} ${med(of(n)).toFixed(digits)} (${Math.min(...of(n)).toFixed(digits)}–${Math.max(...of(n)).toFixed(digits)})${n === 'floor' ? '' : ` ÷ floor ${med(rq).toFixed(2)}`}`
-      })
-      process.stdout.write(`${key} ${what}: ${cells.join(' | ')}\n`)
-    }
-  }
-  for (const field of ['us', 'p50', 'p99']) {
-    const ab = per.b.map((r, i) => r[field] / per.a[i][field])
-    const what = field === 'us' ? 'CPU/request' : `latency ${field}`
-    process.stdout.write(`b ÷ a ${what}: median ${med(ab).toFixed(3)} (${Math.min(...ab).toFixed(3)}–${Math.max(...ab).toFixed(3)})\n`)
   }
 }

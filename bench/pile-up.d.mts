@@ -7,13 +7,16 @@ export const REDIS_LATENCY_FLAG_MS: number
 export type PileUpCause = 'core wait' | 'generator lag' | 'Redis core wait' | 'upstream core wait' | 'Redis latency'
 export function parseSchedstat(text: string): { runNs: number; waitNs: number; slices: number } | null
 export function longestWaitMs(samples: { at: number; waitNs: number }[], spanMs?: number): number
-export function pileUpCauses(stats: {
+export const RELATIVE_FLAG: number
+export type StallStats = {
   mainWaitMaxMs: number | null
   generatorLateMaxMs: number | null
   redisWaitMaxMs?: number | null
   upstreamWaitMaxMs?: number | null
   redisLatencyMaxMs?: number | null
-}): PileUpCause[]
+}
+export function pileUpCauses(stats: StallStats, calmest?: Partial<StallStats>): PileUpCause[]
+export function trialPileUps(trial: { direct?: StallStats; proxied?: StallStats; floor?: StallStats }): Record<string, PileUpCause[]>
 export function watchRun(
   pid: number | null,
   options?: { also?: Record<string, number | null> },

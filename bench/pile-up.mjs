@@ -2,7 +2,7 @@
 // /proc/<pid>/task/<pid>/schedstat while the run lasts), the load generator sending late or collecting, and the
 // connections opened on either hop. A run whose main thread waited WAIT_FLAG_MS or more within any WAIT_SPAN_MS, or
 // whose generator sent a request GENERATOR_LAG_FLAG_MS or more late, is flagged as a pile-up: shown beside the
-// figures, never dropped from them.
+// figures, never dropped from them. A stall that every run of the trial saw alike is not flagged (RELATIVE_FLAG).
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs'
 import { PerformanceObserver } from 'node:perf_hooks'
 import { threadsCpuMs } from './procs.mjs'
@@ -41,19 +41,74 @@ export function longestWaitMs(samples, spanMs = WAIT_SPAN_MS) {
 export const REDIS_LATENCY_FLAG_MS = 10
 
 /**
- * The pile-up rule: the causes (of 'core wait', 'generator lag', 'Redis core wait', 'upstream core wait', 'Redis
- * latency') a run's stats show over their thresholds; empty when none. `stats`: { mainWaitMaxMs, generatorLateMaxMs,
- * redisWaitMaxMs, upstreamWaitMaxMs, redisLatencyMaxMs }, any null (or absent) when it was not read. The side's own
- * collections are never a cause: a stall of its own stays its own.
+ * A stall is flagged only where a run differs: its measure must also reach RELATIVE_FLAG × the calmest value the same
+ * measure read in the trial's other runs. On a 2-core host Redis's and the fake's main threads waited 14-33 ms in every
+ * proxied and floor run alike, so an absolute threshold alone flagged all of them and said nothing.
  */
-export function pileUpCauses({ mainWaitMaxMs, generatorLateMaxMs, redisWaitMaxMs = null, upstreamWaitMaxMs = null, redisLatencyMaxMs = null }) {
+export const RELATIVE_FLAG = 2
+
+/** Each cause: the stats field it reads and the absolute threshold it must reach first. */
+const CAUSES = [
+  ['core wait', 'mainWaitMaxMs', WAIT_FLAG_MS],
+  ['generator lag', 'generatorLateMaxMs', GENERATOR_LAG_FLAG_MS],
+  ['Redis core wait', 'redisWaitMaxMs', WAIT_FLAG_MS],
+  ['upstream core wait', 'upstreamWaitMaxMs', WAIT_FLAG_MS],
+  ['Redis latency', 'redisLatencyMaxMs', REDIS_LATENCY_FLAG_MS],
+]
+
+/**
+ * The pile-up rule: the causes (of 'core wait', 'generator lag', 'Redis core wait', 'upstream core wait', 'Redis
+ * latency') a run's stats show at or over their thresholds and, where `calmest` has the field, at or over RELATIVE_FLAG
+ * times it; empty when none. `stats`: { mainWaitMaxMs, generatorLateMaxMs, redisWaitMaxMs, upstreamWaitMaxMs,
+ * redisLatencyMaxMs }, any null (or absent) when it was not read; `calmest`: the same fields, the lowest the trial's
+ * other runs read (trialPileUps), absent where none read it. The side's own collections are never a cause.
+ */
+export function pileUpCauses(stats, calmest = {}) {
   const causes = []
-  if (mainWaitMaxMs !== null && mainWaitMaxMs >= WAIT_FLAG_MS) causes.push('core wait')
-  if (generatorLateMaxMs !== null && generatorLateMaxMs >= GENERATOR_LAG_FLAG_MS) causes.push('generator lag')
-  if (redisWaitMaxMs !== null && redisWaitMaxMs >= WAIT_FLAG_MS) causes.push('Redis core wait')
-  if (upstreamWaitMaxMs !== null && upstreamWaitMaxMs >= WAIT_FLAG_MS) causes.push('upstream core wait')
-  if (redisLatencyMaxMs !== null && redisLatencyMaxMs >= REDIS_LATENCY_FLAG_MS) causes.push('Redis latency')
+  for (const [cause, field, threshold] of CAUSES) {
+    const value = stats[field] ?? null
+    const other = calmest[field] ?? null
+    if (value !== null && value >= threshold && (other === null || value >= RELATIVE_FLAG * other)) causes.push(cause)
+  }
   return causes
+}
+
+/**
+ * The causes of each run of one latency trial: `trial` maps a side (direct, proxied, floor) to its run's stats (as
+ * pileUpCauses takes them) or undefined. Each measure is compared with what the trial's other runs read of the same
+ * thread: the direct run's main thread is the fake upstream's, so its core wait stands beside the other runs' upstream
+ * core wait (theirs only beside each other's). Returns { side: causes } for each side present.
+ */
+export function trialPileUps(trial) {
+  // What each run read of each watched thread, by thread: the side's own main thread, the fake's, Redis's.
+  const read = (side, stats) => ({
+    own: side === 'direct' ? null : (stats.mainWaitMaxMs ?? null),
+    upstream: side === 'direct' ? (stats.mainWaitMaxMs ?? null) : (stats.upstreamWaitMaxMs ?? null),
+    redis: stats.redisWaitMaxMs ?? null,
+    redisLatency: stats.redisLatencyMaxMs ?? null,
+    generator: stats.generatorLateMaxMs ?? null,
+  })
+  const sides = SIDES.filter((side) => trial[side] !== undefined)
+  const reads = Object.fromEntries(sides.map((side) => [side, read(side, trial[side])]))
+  const lowest = (side, thread) => {
+    // The fake waits less in the direct run (Redis idle beside it): a proxied or floor run's fake wait is compared with
+    // the other run that loads Redis as it does, never with the direct run's.
+    const peers = sides.filter((other) => other !== side && !(thread === 'upstream' && side !== 'direct' && other === 'direct'))
+    const values = peers.map((other) => reads[other][thread]).filter((v) => v !== null)
+    return values.length === 0 ? null : Math.min(...values)
+  }
+  return Object.fromEntries(
+    sides.map((side) => {
+      const calmest = {
+        mainWaitMaxMs: lowest(side, side === 'direct' ? 'upstream' : 'own'),
+        generatorLateMaxMs: lowest(side, 'generator'),
+        redisWaitMaxMs: lowest(side, 'redis'),
+        upstreamWaitMaxMs: lowest(side, 'upstream'),
+        redisLatencyMaxMs: lowest(side, 'redisLatency'),
+      }
+      return [side, pileUpCauses(trial[side], calmest)]
+    }),
+  )
 }
 
 /** Makes Redis record every event of 1 ms or more (LATENCY) and every command that ran 1 ms or more (SLOWLOG). */

@@ -1,6 +1,6 @@
 // Turns scenario results into figures (median and spread over trials, judged against targets) and
 // renders them as Markdown.
-import { flaggedTrials, GENERATOR_LAG_FLAG_MS, REDIS_LATENCY_FLAG_MS, WAIT_FLAG_MS, WAIT_SPAN_MS } from './pile-up.mjs'
+import { flaggedTrials, GENERATOR_LAG_FLAG_MS, REDIS_LATENCY_FLAG_MS, RELATIVE_FLAG, WAIT_FLAG_MS, WAIT_SPAN_MS } from './pile-up.mjs'
 
 /** min / median / max of the numbers in `values` (nulls dropped). */
 export function spread(values) {
@@ -27,7 +27,7 @@ function figure(scenario, metric, values, unit, target = null, note = '', worst 
 }
 
 const errorsOf = (run) => run.non2xx + run.transportErrors
-const pileUpRule = `the side's, Redis's or the fake upstream's main thread waited ≥ ${WAIT_FLAG_MS} ms for a core within ${WAIT_SPAN_MS} ms, Redis recorded an event ≥ ${REDIS_LATENCY_FLAG_MS} ms, or the generator sent ≥ ${GENERATOR_LAG_FLAG_MS} ms late`
+const pileUpRule = `the side's, Redis's or the fake upstream's main thread waited ≥ ${WAIT_FLAG_MS} ms for a core within ${WAIT_SPAN_MS} ms, Redis recorded an event ≥ ${REDIS_LATENCY_FLAG_MS} ms, or the generator sent ≥ ${GENERATOR_LAG_FLAG_MS} ms late, each also ≥ ${RELATIVE_FLAG}× the least the trial's other runs saw of it`
 /** Per-trial ratio a ÷ b (null when either is missing or b is not positive). */
 const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b > 0 ? a / b : null)
 const floorNote = 'bench/floor.mjs: Fastify + undici pass-through, same store round trips, same run'
@@ -64,7 +64,16 @@ export function figures(results) {
         }
         const rewarmed = trials.filter((t) => (t.rewarmed ?? []).length > 0).length
         const rewarmNote = rewarmed === 0 ? '' : `; ${rewarmed} trial(s) warmed a side again after ≥ 25 s of quiet first (the idle release)`
-        out.push(figure(name, 'CPU per request ÷ floor\'s', trials.map((t) => ratio(t.proxied.proxyCpuUsPerRequest, t.floor.proxyCpuUsPerRequest)), 'ratio', { op: '<=', limit: 1.1 }, `per trial; ${floorNote}${rewarmNote}`))
+        const sequential = trials.map((t) => ratio(t.proxied.proxyCpuUsPerRequest, t.floor.proxyCpuUsPerRequest))
+        const inter = trials.every((t) => t.interleaved !== undefined) ? trials.map((t) => t.interleaved) : null
+        if (inter === null) out.push(figure(name, 'CPU per request ÷ floor\'s', sequential, 'ratio', { op: '<=', limit: 1.1 }, `per trial; ${floorNote}${rewarmNote}`))
+        else {
+          const pairs = spread(inter.flatMap((i) => i.pairs))
+          const how = `${inter[0].slicesPerSide} slices of ${inter[0].sliceMs} ms each at ${inter[0].rate} req/s, alternating in mirrored pairs (bench/interleave.mjs)`
+          out.push(figure(name, 'CPU per request ÷ floor\'s', inter.map((i) => i.ratio), 'ratio', { op: '<=', limit: 1.1 }, `per trial, interleaved: ${how}; one slice pair alone read ${num(pairs.min)}–${num(pairs.max)}; ${floorNote}${rewarmNote}`))
+          out.push(figure(name, 'CPU per request ÷ floor\'s, each side\'s own latency run', sequential, 'ratio', null, 'not the judged figure (the row above is): the two windows run back to back, so a drift of the host between them lands on one side'))
+          out.push(figure(name, 'proxy CPU per request, interleaved', inter.map((i) => i.sides.proxied?.usPerRequest ?? null), 'µs', null, how, false, inter.map((i) => i.sides.floor?.usPerRequest ?? null)))
+        }
       }
       out.push(figure(name, 'added latency max', trials.map((t) => t.added.max), 'ms'))
       out.push(figure(name, 'proxied latency p50 / p99', trials.map((t) => t.proxied.latencyMs.p50), 'ms', null, `p99 median ${num(spread(trials.map((t) => t.proxied.latencyMs.p99)).median)} ms`))
@@ -79,8 +88,8 @@ export function figures(results) {
       if (trials.every((t) => t.proxied.stalls !== undefined)) {
         const st = (side, field) => trials.map((t) => t[side]?.stalls?.[field] ?? null)
         const beside = fl ? (field) => st('floor', field) : () => null
-        out.push(figure(name, `proxy main thread's longest core wait in ${WAIT_SPAN_MS} ms`, st('proxied', 'mainWaitMaxMs'), 'ms', null, `schedstat sampled every 10 ms; a run at ≥ ${WAIT_FLAG_MS} ms is flagged a pile-up`, false, beside('mainWaitMaxMs')))
-        out.push(figure(name, "generator's latest send (proxied run)", st('proxied', 'generatorLateMaxMs'), 'ms', null, `a run at ≥ ${GENERATOR_LAG_FLAG_MS} ms is flagged a pile-up; floor column: the floor's runs`, false, beside('generatorLateMaxMs')))
+        out.push(figure(name, `proxy main thread's longest core wait in ${WAIT_SPAN_MS} ms`, st('proxied', 'mainWaitMaxMs'), 'ms', null, `schedstat sampled every 10 ms; a run at ≥ ${WAIT_FLAG_MS} ms and ≥ ${RELATIVE_FLAG}× the floor's in the trial is flagged a pile-up`, false, beside('mainWaitMaxMs')))
+        out.push(figure(name, "generator's latest send (proxied run)", st('proxied', 'generatorLateMaxMs'), 'ms', null, `a run at ≥ ${GENERATOR_LAG_FLAG_MS} ms and ≥ ${RELATIVE_FLAG}× the least of the trial's other runs is flagged a pile-up; floor column: the floor's runs`, false, beside('generatorLateMaxMs')))
         const connects = (side) => trials.map((t) => (t[side] === undefined ? null : t[side].connects + (t[side].stalls.upstreamConnects ?? 0)))
         out.push(figure(name, 'new connections during the proxied run (client + upstream)', connects('proxied'), 'count', null, `each run starts on ${trials[0].proxied.stalls.openAtStart} client connections opened just before it, every side alike`, false, fl ? connects('floor') : null))
         if (trials.every((t) => t.proxied.stalls.gc !== undefined)) {

@@ -9,6 +9,9 @@
 //   --out=NAME         write bench/results/NAME.json and NAME.md (default latest)
 //   --no-wait          do not wait for a quiet proxy core before measured trials (see quiet() in scenarios.mjs)
 //   --node-options=…   extra node flags for every proxy the bench starts, space-separated (A/B runs of V8 settings)
+//   --cpu-slices=N, --cpu-slice-ms=MS  the interleaved CPU phase after each latency trial (see CPU_SLICES in scenarios.mjs)
+//   --aa=proxy|floor   A/A control: a second proxy (proxy) or a second floor (floor) takes the other side's slot, so every
+//                      ratio to the floor reads the measurement's own spread (same build both sides: 1.00 with no noise)
 // Starts redis-server, a fake OpenAI upstream and `node dist/cli.js serve` on 127.0.0.1 only; the proxy
 // is pinned to core 0 and everything else (this process included) to core 1 when taskset allows.
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -38,6 +41,13 @@ const trials = Number(args.trials ?? (quick ? 1 : 3))
 const selected = selectScenarios(args.only)
 const outName = typeof args.out === 'string' ? args.out : 'latest'
 const proxyNodeOptions = typeof args['node-options'] === 'string' ? args['node-options'].split(/\s+/).filter(Boolean) : []
+const cpuSlices = args['cpu-slices'] === undefined ? {} : { slices: Number(args['cpu-slices']) }
+if (args['cpu-slice-ms'] !== undefined) cpuSlices.sliceMs = Number(args['cpu-slice-ms'])
+const aa = args.aa === undefined ? null : String(args.aa)
+if (aa !== null && aa !== 'proxy' && aa !== 'floor') {
+  log(`bench: --aa takes proxy or floor, not ${aa}`)
+  process.exit(2)
+}
 
 // The whole run is bounded: past this, everything is killed (the exit handler of procs.mjs).
 const watchdog = setTimeout(
@@ -74,6 +84,8 @@ let redis = null
 let fake = null
 let proxy = null
 let floor = null
+// --aa: the second process of the same kind, in the floor's slot (aa=proxy) or the proxy's (aa=floor).
+let twin = null
 let client = null
 let failed = false
 let ctx = null
@@ -87,13 +99,16 @@ try {
   proxy = await startProxyFor({ name: 'proxy', cpuProfDir: profileDir, gcFile: join(dir, 'proxy.gc') })
   // The floor: the same store round trips (two EVALSHA) on a bare Fastify + undici pass-through.
   floor = await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url, gcFile: join(dir, 'floor.gc') })
+  if (aa === 'proxy') twin = await startProxyFor({ name: 'proxy-aa', gcFile: join(dir, 'proxy-aa.gc') })
+  if (aa === 'floor') twin = await startFloor({ pin: pinning.used, upstreamUrl: fake.url, store: 'redis', redisUrl: redis.url, gcFile: join(dir, 'floor-aa.gc') })
   client = dist.redis.createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 5_000 })
   await ready(client)
   await watchRedis(client)
   const admin = dist.admin.createKeyAdmin(client)
   const { key, record } = await admin.createKey('bench-latency', ['openai'])
   await admin.setBudget(record.hash, { limits: { daily: LATENCY_BUDGET }, loopLimit: 0 })
-  ctx = { quick, trials, pin: pinning.used, redisUrl: redis.url, redisPid: redis.pid, quietBudgetMs: initialQuietBudgetMs, fake, proxy, floor, redis: client, admin, key, startProxy: startProxyFor, dir, log }
+  const sides = aa === 'proxy' ? { proxy, floor: twin } : aa === 'floor' ? { proxy: twin, floor } : { proxy, floor }
+  ctx = { quick, trials, pin: pinning.used, redisUrl: redis.url, redisPid: redis.pid, quietBudgetMs: initialQuietBudgetMs, fake, ...sides, cpuSlices, redis: client, admin, key, startProxy: startProxyFor, dir, log }
   for (const name of selected) {
     log(`${name}…`)
     try {
@@ -110,6 +125,7 @@ try {
 } finally {
   await proxy?.stop() // graceful: also writes the CPU profile
   await floor?.stop()
+  await twin?.stop()
   client?.disconnect()
   await fake?.stop()
   await redis?.stop()
@@ -123,6 +139,8 @@ const report = {
   durationS: (performance.now() - started) / 1000,
   env,
   ...(proxyNodeOptions.length > 0 ? { proxyNodeOptions } : {}),
+  ...(aa === null ? {} : { aa }),
+  ...(Object.keys(cpuSlices).length === 0 ? {} : { cpuSlices }),
   trials,
   figures: rows,
   quietWaitedS: ctx === null ? 0 : (initialQuietBudgetMs - ctx.quietBudgetMs) / 1000,
@@ -199,11 +217,12 @@ function methodNotes(pin) {
     'Shared machine: before each measured trial the bench waits (at most 10 s a trial, 60 s a run) until other processes use under 20% of the proxy core; rows whose proxied runs still saw 20% or more of that core taken by others are marked ⚠ noisy.',
     'Added latency = proxied − direct at the same percentile, in the same trial, with the same request sent straight to the fake upstream; direct and proxied alternate order between trials.',
     'Connections (a): each measured latency run starts on a new client pool whose 64 connections were opened just before it by 64 requests at once, on every side alike (the servers close a connection idle 72 s; one pool kept for the whole series let each side\'s warm-up connections lapse at a different trial). More than 64 requests in flight open new connections during the run, counted per side with the upstream hop\'s (the fake\'s accepted connections).',
-    'Pile-ups (a): during each run the bench samples the core wait of the side\'s main thread and, for the proxy and the floor, of Redis\'s and the fake upstream\'s (/proc/<pid>/task/<pid>/schedstat every 10 ms), Redis\'s own latency events of 1 ms or more (LATENCY LATEST, SLOWLOG, reset before each run) and the load generator\'s lateness in sending; a run where any of those main threads waited ≥ 10 ms for a core within 100 ms, Redis recorded an event ≥ 10 ms, or the generator sent a request ≥ 10 ms late, is flagged a pile-up beside the figures. Flagged runs stay in every judged figure; a second p99 ratio over the trials without one is shown, unjudged, when any was flagged.',
+    'Pile-ups (a): during each run the bench samples the core wait of the side\'s main thread and, for the proxy and the floor, of Redis\'s and the fake upstream\'s (/proc/<pid>/task/<pid>/schedstat every 10 ms), Redis\'s own latency events of 1 ms or more (LATENCY LATEST, SLOWLOG, reset before each run) and the load generator\'s lateness in sending; a run where any of those main threads waited ≥ 10 ms for a core within 100 ms, Redis recorded an event ≥ 10 ms, or the generator sent a request ≥ 10 ms late, each also at least twice the least the trial\'s other runs saw of the same thread (the direct run\'s main thread is the fake\'s), is flagged a pile-up beside the figures: on a 2-core host Redis and the fake waited 14-33 ms for a core in every run alike, and a stall every side saw is not one that tells a run apart. Flagged runs stay in every judged figure; a second p99 ratio over the trials without one is shown, unjudged, when any was flagged.',
     'Collections (a): the proxy, the floor and the fake upstream alike record each collection pause of 1 ms or more (bench/gc-record.mjs, preloaded); each run lists its side\'s longest and every mark-compact with its second into the run, beside when the run\'s 10 slowest requests were due. A side\'s own collection is its own stall and never flags a pile-up. Before each measured latency and time-to-first-byte run, the fake upstream and the load generator (never a side measured) each run one full collection (bench/collect.mjs): the fake, which serves every side, reached its first mark-compact under load after ~75,000 of the scenario\'s requests, inside trial 5 at 500 req/s, and stalled whichever side ran then.',
     'Open loop: request i is due at start + i/rate; latency runs from that scheduled time to the last body byte, so queueing anywhere (including in the load generator) is counted, never hidden.',
     'Quiet periods: a side (proxy or floor) that served nothing for 25 s or more before its measured open-loop run is warmed again first, unmeasured (past 30 s of quiet the proxy\'s idle release deoptimizes its request path; bench/idle-retier.mjs measures what that costs the requests after a quiet period).',
     'Floor: bench/floor.mjs, a bare Fastify + undici pass-through on the proxy core that makes the same store round trips per request as Loopers (two EVALSHA on Redis: one before forwarding, one after the answer; on the embedded store two small BEGIN IMMEDIATE transactions through node:sqlite). Every floor (this one and the plain relay) runs with the node flags and environment of the proxy\'s launcher, as the proxy does. Ratios to it are per trial, floor and proxy measured back to back in the same run.',
+    'CPU per request ÷ floor\'s (a): after each trial\'s latency runs the proxy and the floor serve the same open loop in 10 slices of 500 ms each, alternating in mirrored pairs (proxy, floor, floor, proxy, …; the first side alternating between trials), each side\'s CPU (every thread, schedstat) read over the whole phase and divided by the requests it served. The ratio of each side\'s own 5 s run stays beside it, unjudged: in A/A runs (`--aa=proxy`, `--aa=floor`) it spread 0.62-1.55 where the interleaved ratio spread 0.82-1.21. A slice\'s start from idle costs both sides alike (~10 % of CPU per request), which pulls a ratio slightly toward 1.',
     'Every proxied request goes through budget enforcement: the key has a daily limit (far above what the bench spends), so each request runs the reserve and settle scripts in Redis.',
     'Prices (bench/prices.json): bench-model costs 1 USD per 1M tokens in and out, so 1 token = 1 µUSD.',
     'CPU per request: on-CPU time of every thread of the process from /proc/<pid>/task/*/schedstat (nanoseconds; /proc/<pid>/stat counts 10 ms ticks, too coarse for a core shared with other processes). Per chunk: utime + stime from /proc/<pid>/stat (the user/system split), CPU(K streams × 1000 chunks) − CPU(K × 10), divided by the chunk difference; chunks 2 ms apart so each arrives on its own.',

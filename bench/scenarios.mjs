@@ -4,7 +4,8 @@ import { statSync } from 'node:fs'
 import { agentBody } from './agent-body.mjs'
 import { burst, closedLoop, createPool, openLoop, primeConnections } from './load.mjs'
 import { collectGarbage } from './collect.mjs'
-import { gcPausesIn, pileUpCauses, readRedisStalls, resetRedisStalls, watchRun } from './pile-up.mjs'
+import { interleave } from './interleave.mjs'
+import { gcPausesIn, readRedisStalls, resetRedisStalls, trialPileUps, watchRun } from './pile-up.mjs'
 import { coreBusy, coreTimes, cpuSeconds, cpuTimes, sleep, startRelayFloor, waitForQuiet } from './procs.mjs'
 
 const CHAT_BODY = JSON.stringify({ model: 'bench-model', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 })
@@ -73,6 +74,20 @@ async function warmJit(origin, request, pool) {
  */
 const PRIMED_CONNECTIONS = 64
 
+/**
+ * After a trial's latency runs, the proxy's and the floor's CPU per request is measured again with the two interleaved
+ * (bench/interleave.mjs): this many slices of each, CPU_SLICE_MS long, in mirrored pairs, the first side alternating
+ * between trials. Read from each side's own back-to-back run, A/A ratios (`--aa`, same build both sides, host load 9 on
+ * two cores) spread 0.62-1.55 (proxy against proxy) and 0.65-1.36 (floor against floor) over 10 trials; interleaved, in
+ * the same trials, 0.82-1.10 and 0.86-1.21. Each slice's start from idle costs both sides alike (CPU per request read
+ * ~10 % above the own runs'), which pulls a ratio slightly toward 1 (1.20 reads ~1.18); 20 slices of 250 ms were
+ * tighter in one A/A run (0.93-1.07) but read ~18 % above.
+ */
+const CPU_SLICES = 10
+const CPU_SLICE_MS = 500
+const QUICK_CPU_SLICES = 4
+const QUICK_CPU_SLICE_MS = 250
+
 const PERCENTILES = ['p50', 'p90', 'p99', 'max']
 function added(direct, proxied) {
   return Object.fromEntries(PERCENTILES.map((p) => [p, proxied[p] === null || direct[p] === null ? null : proxied[p] - direct[p]]))
@@ -97,6 +112,15 @@ async function quiet(ctx) {
   const seen = await waitForQuiet({ maxWaitMs: Math.min(10_000, ctx.quietBudgetMs) })
   ctx.quietBudgetMs -= seen.waitedMs
   return seen
+}
+
+/**
+ * The fake serves every side and this generator sends for every side: a mark-compact of either lands in whichever
+ * side's run is under way when its old generation fills (in a 5 s closed loop, ~1-2 % of its throughput). Each
+ * measured run starts with both collected; resolves with each collection's ms (upstream null: the fake cannot).
+ */
+async function collectShared(fake) {
+  return { upstreamMs: fake.collect === undefined ? null : (await fake.collect()).ms, generatorMs: collectGarbage() }
 }
 
 /** Runs `fn` while reading the proxy's CPU time around it; adds `proxyCpuUsPerRequest`. */
@@ -181,9 +205,7 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
           await pools[side].close()
           pools[side] = createPool(url, 256)
           const primed = await primeConnections({ origin: url, request: pair[side], pool: pools[side], connections: PRIMED_CONNECTIONS })
-          // The fake serves every side and this generator sends for every side: a mark-compact of either lands in
-          // whichever side's run is under way when its old generation fills. Each starts every run collected.
-          const collected = { upstreamMs: ctx.fake.collect === undefined ? null : (await ctx.fake.collect()).ms, generatorMs: collectGarbage() }
+          const collected = await collectShared(ctx.fake)
           await sleep(300)
           const scriptsBefore = side === 'direct' ? null : await scriptUsec(ctx.redis)
           const acceptedBefore = (await ctx.fake.ledger()).connections
@@ -214,20 +236,28 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
             redisWaitMaxMs: seen.alsoWaitMaxMs.redis ?? null,
             upstreamWaitMaxMs: seen.alsoWaitMaxMs.upstream ?? null,
             redis: redisStalls,
-            pileUp: pileUpCauses({
-              mainWaitMaxMs: seen.mainWaitMaxMs,
-              generatorLateMaxMs,
-              redisWaitMaxMs: seen.alsoWaitMaxMs.redis ?? null,
-              upstreamWaitMaxMs: seen.alsoWaitMaxMs.upstream ?? null,
-              redisLatencyMaxMs: redisStalls?.latencyMaxMs ?? null,
-            }),
+            pileUp: [], // once every side of the trial has run (trialPileUps)
           }
           if (scriptsBefore !== null && trial[side].ok > 0) trial[side].redisUsPerRequest = ((await scriptUsec(ctx.redis)) - scriptsBefore) / trial[side].ok
         }
+        if (trial.floor !== undefined) {
+          const cpuSides = t % 2 === 0 ? ['proxied', 'floor'] : ['floor', 'proxied']
+          await collectShared(ctx.fake)
+          await sleep(300)
+          const cpuTargets = Object.fromEntries(cpuSides.map((side) => [side, { url: targets[side].url, pid: targets[side].pid, request: pair[side], pool: pools[side] }]))
+          const slices = ctx.cpuSlices?.slices ?? (ctx.quick ? QUICK_CPU_SLICES : CPU_SLICES)
+          const sliceMs = ctx.cpuSlices?.sliceMs ?? (ctx.quick ? QUICK_CPU_SLICE_MS : CPU_SLICE_MS)
+          trial.interleaved = await interleave({ targets: cpuTargets, rate, sliceMs, slices })
+          for (const side of cpuSides) servedAt[side] = performance.now()
+        }
+        // A run's stalls are flagged beside what the trial's other runs saw of the same threads.
+        const causes = trialPileUps(Object.fromEntries(sides.map((side) => [side, { ...trial[side].stalls, redisLatencyMaxMs: trial[side].stalls.redis?.latencyMaxMs ?? null }])))
+        for (const side of sides) trial[side].stalls.pileUp = causes[side]
         trial.added = added(trial.direct.latencyMs, trial.proxied.latencyMs)
         if (trial.floor !== undefined) trial.floorAdded = added(trial.direct.latencyMs, trial.floor.latencyMs)
         runs.push(trial)
-        const vsFloor = trial.floor === undefined ? '' : `; floor added p50 ${fmt(trial.floorAdded.p50)} ms, p99 ${fmt(trial.floorAdded.p99)} ms, CPU/request proxy ${fmt(trial.proxied.proxyCpuUsPerRequest)} µs vs floor ${fmt(trial.floor.proxyCpuUsPerRequest)} µs, Redis/request ${fmt(trial.proxied.redisUsPerRequest)} µs vs ${fmt(trial.floor.redisUsPerRequest)} µs`
+        const inter = trial.interleaved
+        const vsFloor = trial.floor === undefined ? '' : `; floor added p50 ${fmt(trial.floorAdded.p50)} ms, p99 ${fmt(trial.floorAdded.p99)} ms, CPU/request proxy ${fmt(trial.proxied.proxyCpuUsPerRequest)} µs vs floor ${fmt(trial.floor.proxyCpuUsPerRequest)} µs (interleaved ${fmt(inter.sides.proxied.usPerRequest)} vs ${fmt(inter.sides.floor.usPerRequest)} µs, ÷ ${fmt(inter.ratio)}), Redis/request ${fmt(trial.proxied.redisUsPerRequest)} µs vs ${fmt(trial.floor.redisUsPerRequest)} µs`
         const rewarmed = trial.rewarmed.length === 0 ? '' : `; warmed again after a quiet period first: ${trial.rewarmed.join(', ')}`
         ctx.log(`  latency ${label} ${rate}/s trial ${t + 1}: added p50 ${fmt(trial.added.p50)} ms, p99 ${fmt(trial.added.p99)} ms, proxied errors ${trial.proxied.non2xx + trial.proxied.transportErrors}${vsFloor}; ${connectsNote(trial)}${rewarmed}`)
         ctx.log(`    ${stallsNote(trial)}`)
@@ -291,9 +321,7 @@ export async function streams(ctx) {
     for (let t = 0; t < ctx.trials; t++) {
       const trial = { quiet: await quiet(ctx) }
       for (const side of names.map((_, i) => names[(i + t) % names.length])) {
-        // As before a latency run: the fake's and this generator's old generations never fill inside a measured run.
-        if (ctx.fake.collect !== undefined) await ctx.fake.collect()
-        collectGarbage()
+        await collectShared(ctx.fake)
         await sleep(300)
         trial[side] = slim(await openLoop({ origin: origins[side], request: pair[side], rate, durationMs, pool: pools[side] }))
       }
@@ -373,9 +401,10 @@ export async function peak(ctx) {
     for (let t = 0; t < ctx.trials; t++) {
       const trial = { quiet: await quiet(ctx) }
       for (const side of names.map((_, i) => names[(i + t) % names.length])) {
+        const collected = await collectShared(ctx.fake)
         await sleep(500)
         const { url, pid } = targets[side]
-        trial[side] = await withCpu(pid, () => closedLoop({ origin: url, request: pair[side], concurrency, durationMs, pool: pools[side] }))
+        trial[side] = { ...(await withCpu(pid, () => closedLoop({ origin: url, request: pair[side], concurrency, durationMs, pool: pools[side] }))), collectedBefore: collected }
       }
       trials.push(trial)
       const p = trial.proxied
@@ -419,9 +448,10 @@ export async function agentRequests(ctx) {
       for (let t = 0; t < ctx.trials; t++) {
         const trial = { quiet: await quiet(ctx) }
         for (const side of names.map((_, i) => names[(i + t) % names.length])) {
+          const collected = await collectShared(ctx.fake)
           await sleep(500)
           const { url, pid } = targets[side]
-          trial[side] = await withCpu(pid, () => closedLoop({ origin: url, request, concurrency, durationMs, pool: pools[side] }))
+          trial[side] = { ...(await withCpu(pid, () => closedLoop({ origin: url, request, concurrency, durationMs, pool: pools[side] }))), collectedBefore: collected }
         }
         trials.push(trial)
         ctx.log(`  agent request ${bytes} B, trial ${t + 1}: CPU/request proxy ${fmt(trial.proxied.proxyCpuUsPerRequest)} µs vs floor ${fmt(trial.floor.proxyCpuUsPerRequest)} µs (errors ${trial.proxied.non2xx + trial.proxied.transportErrors})`)

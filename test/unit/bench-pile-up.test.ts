@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createPool, openLoop, primeConnections } from '../../bench/load.mjs'
-import { flaggedTrials, GENERATOR_LAG_FLAG_MS, longestWaitMs, parseSchedstat, pileUpCauses, WAIT_FLAG_MS, watchRun } from '../../bench/pile-up.mjs'
+import { flaggedTrials, GENERATOR_LAG_FLAG_MS, longestWaitMs, parseSchedstat, pileUpCauses, RELATIVE_FLAG, trialPileUps, WAIT_FLAG_MS, watchRun } from '../../bench/pile-up.mjs'
 import { figures } from '../../bench/report.mjs'
 
 // Issue 12: the latency series' pile-up flags and connection accounting decide what the report shows beside the
@@ -53,6 +53,58 @@ describe('the pile-up rule', () => {
     [{ mainWaitMaxMs: null, generatorLateMaxMs: null }, []],
   ])('%o → %o', (stats, causes) => {
     expect(pileUpCauses(stats)).toEqual(causes)
+  })
+
+  it('flags a measure over its threshold only at RELATIVE_FLAG times the calmest other run or more', () => {
+    const stats = { mainWaitMaxMs: 20, generatorLateMaxMs: 12, redisWaitMaxMs: 25, upstreamWaitMaxMs: 30, redisLatencyMaxMs: 11 }
+    expect(pileUpCauses(stats)).toEqual(['core wait', 'generator lag', 'Redis core wait', 'upstream core wait', 'Redis latency'])
+    // Redis and the fake waited about as long in the other run: no cause; the rest did not happen there.
+    expect(pileUpCauses(stats, { mainWaitMaxMs: 20 / RELATIVE_FLAG, generatorLateMaxMs: 0, redisWaitMaxMs: 20, upstreamWaitMaxMs: 28, redisLatencyMaxMs: 0 })).toEqual(['core wait', 'generator lag', 'Redis latency'])
+    expect(pileUpCauses(stats, { mainWaitMaxMs: 20 / RELATIVE_FLAG + 0.01, generatorLateMaxMs: null, redisLatencyMaxMs: 6 })).toEqual(['generator lag', 'Redis core wait', 'upstream core wait'])
+    // Below the absolute threshold nothing is flagged, however calm the other runs were.
+    expect(pileUpCauses({ mainWaitMaxMs: WAIT_FLAG_MS - 0.01, generatorLateMaxMs: 9 }, { mainWaitMaxMs: 0, generatorLateMaxMs: 0 })).toEqual([])
+  })
+
+  it("compares each run of a trial with the others' reads of the same threads", () => {
+    const shared = (redis: number, upstream: number) => ({ redisWaitMaxMs: redis, upstreamWaitMaxMs: upstream, redisLatencyMaxMs: 0 })
+    // Every run saw Redis and the fake wait 20-30 ms (a 2-core host's normal): nothing flagged.
+    expect(
+      trialPileUps({
+        direct: { mainWaitMaxMs: 24, generatorLateMaxMs: 4 },
+        proxied: { mainWaitMaxMs: 8, generatorLateMaxMs: 5, ...shared(26, 21) },
+        floor: { mainWaitMaxMs: 6, generatorLateMaxMs: 7, ...shared(18, 27) },
+      }),
+    ).toEqual({ direct: [], proxied: [], floor: [] })
+    // The proxied run alone: its main thread (vs the floor's), Redis and the generator. The fake waited less in the
+    // direct run (Redis idle): the other runs' fake waits stand only beside each other's.
+    expect(
+      trialPileUps({
+        direct: { mainWaitMaxMs: 12, generatorLateMaxMs: 4 },
+        proxied: { mainWaitMaxMs: 30, generatorLateMaxMs: 15, ...shared(60, 25) },
+        floor: { mainWaitMaxMs: 6, generatorLateMaxMs: 7, ...shared(18, 27) },
+      }),
+    ).toEqual({ direct: [], proxied: ['core wait', 'generator lag', 'Redis core wait'], floor: [] })
+    expect(
+      trialPileUps({
+        direct: { mainWaitMaxMs: 12, generatorLateMaxMs: 4 },
+        proxied: { mainWaitMaxMs: 8, generatorLateMaxMs: 5, ...shared(20, 60) },
+        floor: { mainWaitMaxMs: 6, generatorLateMaxMs: 7, ...shared(18, 27) },
+      }),
+    ).toEqual({ direct: [], proxied: ['upstream core wait'], floor: [] })
+    // The direct run's own core wait (the fake's) against the fake's in the other runs.
+    expect(
+      trialPileUps({
+        direct: { mainWaitMaxMs: 50, generatorLateMaxMs: 4 },
+        proxied: { mainWaitMaxMs: 8, generatorLateMaxMs: 5, ...shared(20, 25) },
+        floor: { mainWaitMaxMs: 6, generatorLateMaxMs: 7, ...shared(18, 24) },
+      }),
+    ).toEqual({ direct: ['core wait'], proxied: [], floor: [] })
+    // Without a floor the absolute thresholds alone decide what no comparable run read: the proxy's main thread,
+    // Redis (the direct run uses none), the fake beside Redis; the direct run's fake wait still stands beside the proxied.
+    expect(trialPileUps({ direct: { mainWaitMaxMs: 20, generatorLateMaxMs: 4 }, proxied: { mainWaitMaxMs: 30, generatorLateMaxMs: 5, ...shared(25, 21) } })).toEqual({
+      direct: [],
+      proxied: ['core wait', 'Redis core wait', 'upstream core wait'],
+    })
   })
 
   it('names each trial with a flagged run, and which side', () => {

@@ -1,0 +1,136 @@
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { interleave, sliceOrder, summarizeSlices } from '../../bench/interleave.mjs'
+import { createPool } from '../../bench/load.mjs'
+import { figures } from '../../bench/report.mjs'
+
+// Issue 12: the open loop's CPU per request ÷ the floor's is judged from the two sides interleaved in short slices,
+// each side's CPU read over the whole phase, so a drift of the host lands on both alike.
+
+describe('slice order', () => {
+  it('alternates mirrored pairs, every side first in half of them', () => {
+    expect(sliceOrder(['proxied', 'floor'], 4)).toEqual(['proxied', 'floor', 'floor', 'proxied', 'proxied', 'floor', 'floor', 'proxied'])
+    expect(sliceOrder(['a', 'b', 'c'], 2)).toEqual(['a', 'b', 'c', 'c', 'b', 'a'])
+  })
+})
+
+describe('interleaved CPU per request', () => {
+  const slice = (side: string, ok: number, proxied: number, floor: number) => ({ side, ok, cpuMs: { proxied, floor } })
+
+  it("divides each side's CPU over the whole phase (in the other's slices and between too) by the requests it served", () => {
+    const { sides, ratio, pairs } = summarizeSlices(
+      [slice('proxied', 500, 150, 2), slice('floor', 500, 1, 100), slice('floor', 400, 3, 100), slice('proxied', 500, 140, 0)],
+      { proxied: 9, floor: 4 },
+    )
+    // proxied: 150 + 1 + 3 + 140 + 9 = 303 ms over 1,000 requests; floor: 2 + 100 + 100 + 0 + 4 = 206 ms over 900.
+    expect(sides.proxied).toEqual({ served: 1000, slices: 2, cpuMs: 303, usPerRequest: 303, ownSliceShare: 290 / 303 })
+    expect(sides.floor?.served).toBe(900)
+    expect(sides.floor?.usPerRequest).toBeCloseTo(206_000 / 900, 9)
+    expect(ratio).toBeCloseTo(303 / (206_000 / 900), 9)
+    // Pair by pair, each side's own slice alone: 300 ÷ 200, then 280 ÷ 250.
+    expect(pairs).toHaveLength(2)
+    expect(pairs[0]).toBeCloseTo(1.5, 9)
+    expect(pairs[1]).toBeCloseTo(280 / 250, 9)
+  })
+
+  it('has no figure for a side that served nothing, and no ratio beside it', () => {
+    const { sides, ratio, pairs } = summarizeSlices([slice('proxied', 0, 5, 1), slice('floor', 500, 0, 100)])
+    expect(sides.proxied?.usPerRequest).toBeNull()
+    expect(ratio).toBeNull()
+    expect(pairs).toEqual([null])
+  })
+})
+
+describe('an interleaved phase against live servers', () => {
+  const servers: Server[] = []
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((server) => new Promise((resolve) => server.close(resolve))))
+  })
+
+  it('serves every slice of every side at its rate and reads CPU of both', async () => {
+    const start = async () => {
+      const server = createServer((req, res) => {
+        req.resume()
+        req.on('end', () => res.end('{}'))
+      })
+      servers.push(server)
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    }
+    const request = { path: '/', headers: { 'content-type': 'application/json' }, body: '{}' }
+    const urls = { proxied: await start(), floor: await start() }
+    const pools = { proxied: createPool(urls.proxied, 8), floor: createPool(urls.floor, 8) }
+    try {
+      // Both servers live in this process: each side's CPU is this process's whole phase (read a moment apart), so
+      // with as many requests served the ratio is 1 but for the reads' own few µs.
+      const targets = Object.fromEntries((['proxied', 'floor'] as const).map((side) => [side, { url: urls[side], pid: process.pid, request, pool: pools[side] }]))
+      const phase = await interleave({ targets, rate: 200, sliceMs: 100, slices: 4 })
+      expect(phase.slices.map((s: { side: string }) => s.side)).toEqual(sliceOrder(['proxied', 'floor'], 4))
+      expect(phase.slices.every((s: { ok: number }) => s.ok === 20)).toBe(true)
+      expect(phase.sides.proxied?.served).toBe(80)
+      expect(phase.sides.floor?.served).toBe(80)
+      expect(phase.sides.proxied?.usPerRequest).toBeGreaterThan(0)
+      expect(Math.abs((phase.ratio ?? 0) - 1)).toBeLessThan(0.02)
+    } finally {
+      await Promise.all(Object.values(pools).map((pool) => pool.close()))
+    }
+  })
+})
+
+describe('the latency report with interleaved CPU', () => {
+  const side = (us: number) => ({
+    latencyMs: { p50: 1, p90: 1, p99: 3, max: 3 },
+    non2xx: 0,
+    transportErrors: 0,
+    connects: 0,
+    achievedRate: 1000,
+    proxyCpuUsPerRequest: us,
+    foreignOnProxyCore: 0,
+  })
+  const inter = (proxied: number, floor: number) => ({
+    rate: 1000,
+    sliceMs: 500,
+    slicesPerSide: 10,
+    sides: { proxied: { usPerRequest: proxied }, floor: { usPerRequest: floor } },
+    ratio: proxied / floor,
+    pairs: [proxied / floor - 0.05, proxied / floor + 0.05],
+  })
+  // Own runs read 1.40, 1.00, 1.20; interleaved 1.10, 1.12, 1.08.
+  const trial = (p: number, f: number, ip: number, iff: number) => ({
+    direct: side(0),
+    proxied: side(p),
+    floor: side(f),
+    added: { p50: 0.5, p90: 1, p99: 2, max: 2 },
+    floorAdded: { p50: 0.5, p90: 1, p99: 2, max: 2 },
+    interleaved: inter(ip, iff),
+  })
+  const rows = figures({ latency: { byRate: { 1000: [trial(280, 200, 220, 200), trial(200, 200, 224, 200), trial(240, 200, 216, 200)] } } })
+  const row = (metric: string) => rows.find((r) => r.metric === metric)
+
+  it("judges CPU per request ÷ the floor's on the interleaved phase", () => {
+    const judged = row("CPU per request ÷ floor's")
+    expect(judged?.median).toBeCloseTo(1.1, 9)
+    expect(judged?.min).toBeCloseTo(1.08, 9)
+    expect(judged?.max).toBeCloseTo(1.12, 9)
+    expect(judged?.status).toBe('PASS')
+    expect(judged?.note).toContain('interleaved: 10 slices of 500 ms each at 1000 req/s')
+    expect(judged?.note).toContain('one slice pair alone read 1.03–1.17')
+  })
+
+  it("keeps each side's own run's ratio beside it, unjudged", () => {
+    const own = row("CPU per request ÷ floor's, each side's own latency run")
+    expect(own?.median).toBeCloseTo(1.2, 9)
+    expect(own?.max).toBeCloseTo(1.4, 9)
+    expect(own?.target).toBeNull()
+    expect(row('proxy CPU per request, interleaved')?.median).toBe(220)
+    expect(row('proxy CPU per request, interleaved')?.floor).toBe(200)
+  })
+
+  it('judges the own runs when a series has no interleaved phase', () => {
+    const { interleaved: _, ...plain } = trial(280, 200, 220, 200)
+    const old = figures({ latency: { byRate: { 1000: [plain, plain] } } })
+    expect(old.find((r) => r.metric === "CPU per request ÷ floor's")?.median).toBeCloseTo(1.4, 9)
+    expect(old.some((r) => r.metric.includes('own latency run'))).toBe(false)
+  })
+})
