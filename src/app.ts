@@ -88,7 +88,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     const ms = performance.now() - started
     logRequest(options.logger, summary, ms)
     recordRequest(options.metrics, summary, ms)
-    recordEventLater(options.keys, options.metrics, summary, Date.now())
+    recordEventLater(options.keys, options.metrics, summary, Date.now)
   }
 
   app.setErrorHandler((error: Error & { code?: string; statusCode?: number }, request, reply) => {

@@ -12,6 +12,15 @@ export function isProviderId(value: string): value is ProviderId {
   return (PROVIDER_IDS as readonly string[]).includes(value)
 }
 
+/**
+ * The id `value` names, as the table's own string; null when it names none. A URL's segment is a new string
+ * each request: the table's is compared, and used as a property name, by identity downstream.
+ */
+export function providerIdOf(value: string): ProviderId | null {
+  for (const id of PROVIDER_IDS) if (id === value) return id
+  return null
+}
+
 /** A metered operation recognised by an adapter, e.g. OpenAI `chat` or Gemini `generateContent`. */
 export interface RouteMatch {
   /** Adapter-defined operation name, stable for logs and metrics. */

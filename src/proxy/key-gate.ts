@@ -70,8 +70,9 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
   const valid = new Map<string, { providers: readonly ProviderId[]; until: number }>()
   // Concurrent first requests of one key share one lookup.
   const lookups = new Map<string, Promise<KeyRecord | null>>()
-  // The last key found well-formed (a proxy key's shape, not yet its validity).
+  // The last key found well-formed (a proxy key's shape, not yet its validity), and its hash.
   let lastKey = ''
+  let lastHash = ''
 
   /** The key a request to `target` carries: in the path, else where its provider's SDK sends it; null when none. */
   function keyIn(target: Target, headers: IncomingHttpHeaders): string | null {
@@ -117,10 +118,14 @@ export function createKeyGate(options: KeyGateOptions): KeyGate {
       const { provider } = target
       const key = keyIn(target, headers)
       if (key === null) return Promise.reject(invalidKey('missing Loopers proxy key: use your lp- key as the API key'))
-      // The key of the last request, already found well-formed, is not matched again (a run of one key's requests).
-      if (key !== lastKey && !isProxyKey(key)) return Promise.reject(invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)'))
-      lastKey = key
-      const keyHash = cachedKeyHash(key)
+      // The key of the last request, already found well-formed, is not matched or hashed again (a run of one key's
+      // requests): one comparison of the key's text, not a second one in cachedKeyHash.
+      if (key !== lastKey) {
+        if (!isProxyKey(key)) return Promise.reject(invalidKey('not a Loopers proxy key (lp- followed by 43 letters and digits)'))
+        lastHash = cachedKeyHash(key)
+        lastKey = key
+      }
+      const keyHash = lastHash
       const seen = valid.get(keyHash)
       if (seen !== undefined && seen.until > now()) {
         if (!seen.providers.includes(provider)) return Promise.reject(refusalError({ ok: false, reason: 'provider_not_allowed' }, provider, now()))

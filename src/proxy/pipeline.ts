@@ -139,7 +139,7 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
         const ms = performance.now() - started
         logRequest(deps.logger, summary, ms)
         recordRequest(deps.metrics, summary, ms)
-        recordEventLater(deps.keys, deps.metrics, summary, now())
+        recordEventLater(deps.keys, deps.metrics, summary, now)
         deps.inflight.end()
         keepRequest(request, reply, summary)
       }

@@ -1,6 +1,6 @@
 import { invalidRequest } from '../errors.js'
 import { canonicalQuery } from '../http/upstream-url.js'
-import { isProviderId, type ProviderId } from '../providers/types.js'
+import { providerIdOf, type ProviderId } from '../providers/types.js'
 
 /**
  * Where a proxied request goes: `/{provider}/{path}` or, with path auth, `/{lp-key}/{provider}/{path}`.
@@ -63,8 +63,8 @@ export function parseTarget(url: string): Target | null {
       segment = nextSegment(pathname)
     }
   }
-  const provider = segment
-  if (provider === undefined || !isProviderId(provider)) return null
+  const provider = segment === undefined ? null : providerIdOf(segment)
+  if (provider === null) return null
   // The path keeps the slash before it.
   return { pathKey, pathSession, provider, path: at < 0 ? '/' : pathname.slice(at - 1), query }
 }

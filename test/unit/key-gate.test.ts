@@ -65,6 +65,18 @@ describe('key gate', () => {
     }
   })
 
+  it("gives each request its own key's hash when keys alternate, a run of one key or a refusal between them", async () => {
+    const a = generateKey()
+    const b = generateKey()
+    const { gate } = gateOver([record(a), record(b)])
+    const hashOf = async (key: string) => ((await gate.check(URL_OPENAI, bearer(key))) as { keyHash: string }).keyHash
+    for (const key of [a, b, b, a, a, b]) expect(await hashOf(key)).toBe(hashKey(key))
+    expect(await codeOf(gate.check(URL_OPENAI, bearer('lp-short')))).toBe('invalid_key')
+    expect(await hashOf(b)).toBe(hashKey(b))
+    // The same key's text in a new string (as each request's header is) still gives its hash.
+    expect(await hashOf(`${b.slice(0, 10)}${b.slice(10)}`)).toBe(hashKey(b))
+  })
+
   it('looks a valid key up once, then again after forget or when its time is up', async () => {
     let clock = 0
     const key = generateKey()

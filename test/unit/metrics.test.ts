@@ -127,6 +127,23 @@ describe('request metrics', () => {
     expect(sample(text, 'loopers_store_errors_total{op="settle"}')).toBe(1)
     expect(sample(text, 'loopers_store_errors_total{op="abandon"}')).toBe(1)
   })
+
+  it("counts each store call the store reports under its own op, failures under that op's errors", async () => {
+    const metrics = createMetrics({ perKey: false })
+    let observer: StoreCallObserver = () => undefined
+    metrics.instrumentStore({
+      ping: async () => undefined,
+      abandon: async () => undefined,
+      observeCalls: (next: StoreCallObserver) => {
+        observer = next
+      },
+    } as unknown as BudgetStore)
+    const calls: Array<[Parameters<StoreCallObserver>[0], boolean, number]> = [['reserve', false, 3], ['extend', false, 1], ['extend', true, 1], ['settle', false, 4], ['settle', true, 2], ['reserve', true, 1]]
+    for (const [op, failed, times] of calls) for (let i = 0; i < times; i++) observer(op, performance.now(), failed)
+    const text = await metrics.registry.metrics()
+    expect(['reserve', 'extend', 'settle'].map((op) => sample(text, `loopers_store_latency_seconds_count{op="${op}"}`))).toEqual([4, 2, 6])
+    expect(['reserve', 'extend', 'settle'].map((op) => sample(text, `loopers_store_errors_total{op="${op}"}`))).toEqual([1, 1, 2])
+  })
 })
 
 /** prom-client's own histograms with Loopers' names, help and buckets (those of src/metrics.ts). */

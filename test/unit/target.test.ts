@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { parseTarget, readQuery } from '../../src/proxy/target.js'
+import { isProviderId, PROVIDER_IDS, providerIdOf } from '../../src/providers/types.js'
 
 // parseTarget reads segments in place; these pin what the split-based reading gave, edge cases included.
 describe('parseTarget', () => {
@@ -27,6 +28,19 @@ describe('parseTarget', () => {
       expect(parseTarget(url)).toBeNull()
     },
   )
+})
+
+describe('providerIdOf', () => {
+  it.each(PROVIDER_IDS.map((id) => [id]))('names %s from a segment cut out of a URL, and parseTarget reads it', (id) => {
+    const segment = `/${id}/v1`.slice(1, 1 + id.length)
+    expect(providerIdOf(segment)).toBe(id)
+    expect(parseTarget(`/${id}/v1`)?.provider).toBe(id)
+  })
+
+  it.each(['', 'opena', 'openai2', 'OpenAI', 'azure ', 'session', 'lp-x'])('%j names no provider', (value) => {
+    expect(providerIdOf(value)).toBeNull()
+    expect(isProviderId(value)).toBe(false)
+  })
 })
 
 describe('readQuery', () => {
