@@ -21,6 +21,11 @@
 // full collections, "embedded weak objects cleared" (maps only the last requests' objects held). With the release
 // off: 272 µs, 94 and 97 µs, 3 functions. A major collection without the last-resort flavor, one round instead of
 // four, --no-flush-bytecode or --no-flush-baseline-code each changed nothing (170-188 re-optimized).
+// With --names (--idle=14000 --release-ms=5000, against the build before keeping requests with a URL key and the
+// picked usage members): a one-line chat's first quiet period marked 30-32 functions (40-44 before; the usage readers
+// gone), a Gemini `?key=` chat's 30-43 (101-106: its request, reply, router and Node's server side were never kept).
+// Left in both: UpstreamCall's handlers and forwardMetered, undici's Request and client write path, Node's
+// IncomingMessage/ReadableState construction and socket write path; a stream's adds its parser and meter (45).
 // Loads 127.0.0.1 only, bounded in count and time; stops every process it starts.
 import { copyFileSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
