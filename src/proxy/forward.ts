@@ -16,7 +16,7 @@ import type { SourceReader, StreamSource } from '../stream/source.js'
 import type { TokenCounter } from '../tokens/worker.js'
 import { EDITED, endedInput, shuttingDown, type Forward, type ForwardDeps } from './forward-shared.js'
 import { loweredOutputCap } from './plan.js'
-import { keepUsage } from './keep-shapes.js'
+import { keepPicked, keepUsage } from './keep-shapes.js'
 import { createStreamRelay } from './relay-stream.js'
 import { REMAINING_HEADER, usdHeader } from './respond.js'
 import { createSettlement, type SettlementDeps } from './settlement.js'
@@ -179,7 +179,7 @@ export function createForwarder(deps: ForwardDeps & Pick<SettlementDeps, 'releas
         sendWhole(reply, response.status, headers, bytes)
         const usage =
           adapter.usageFromHeaders?.(route, response.headers) ??
-          adapter.usageFromBody(route, bytes.length < BIG_BODY_BYTES ? pickMembers(bytes, adapter.usageMembers) : await pickBigMembers(deps.counter, bytes, adapter.usageMembers))
+          adapter.usageFromBody(route, keepPicked(bytes.length < BIG_BODY_BYTES ? pickMembers(bytes, adapter.usageMembers) : await pickBigMembers(deps.counter, bytes, adapter.usageMembers)))
         keepUsage(usage)
         // No usage reported: charge what was held, never less than may have been spent.
         // Hosted-tool fees are charged at the calls the request allowed (usage does not itemise them here).

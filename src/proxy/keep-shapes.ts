@@ -1,6 +1,7 @@
 import { AsyncResource, executionAsyncResource } from 'node:async_hooks'
 import { serialize } from 'node:v8'
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { GateEntry } from './key-gate.js'
 
 /**
  * One example of each per-request object, kept through the idle release. V8 holds an object type's hidden classes
@@ -27,6 +28,7 @@ export const kept: Kept = {
   timeout: null,
   body: null,
   usage: null,
+  picked: null,
   charged: null,
   headers: null,
   chunk: null,
@@ -57,6 +59,8 @@ interface Kept {
   /** The last usage read from a whole answer (token counts only) and the object it was charged through (./forward.ts). */
   usage: object | null
   charged: object | null
+  /** A blank copy of the last answer's members usage was read from (./forward.ts), made at `blankKept`. */
+  picked: object | null
   /** The last upstream request's headers (./upstream.ts), copied with every value empty at `blankKept`. */
   headers: object | null
   /**
@@ -95,10 +99,13 @@ let commands = 0
 let bodies = 0
 let usages = 0
 let headerSets = 0
+let pickings = 0
 /** The body `blankKept` copies; it holds the client's text until then. */
 let bodySource: BodySource | null = null
 /** The upstream headers `blankKept` copies; they hold the provider credential until then. */
 let headersSource: Record<string, string> | null = null
+/** The answer's members `blankKept` copies; they hold what the provider answered until then. */
+let pickedSource: object | null = null
 
 /** Turns keeping on or off; `inflight` is what gates it (none: always idle). */
 export function keepShapes(on: boolean, inflight: { readonly count: number } = IDLE): void {
@@ -116,6 +123,7 @@ export function keepShapes(on: boolean, inflight: { readonly count: number } = I
     kept.timeout = null
     kept.body = null
     kept.usage = null
+    kept.picked = null
     kept.charged = null
     kept.headers = null
     kept.chunk = null
@@ -123,19 +131,18 @@ export function keepShapes(on: boolean, inflight: { readonly count: number } = I
     kept.tick = null
     bodySource = null
     headersSource = null
+    pickedSource = null
   }
 }
 
 /**
  * The pipeline is done with `request` (its body already let go, ./inflight.ts told): kept when it was the last in flight,
- * as the last request before a quiet period always is. One whose path or query carries client data (a key,
- * a session) is not kept: its strings would have to be blanked, and writing a field written once deoptimizes the code
- * that read it as constant. Nor is an HTTP/2 one, whose headers cannot be swapped.
+ * as the last request before a quiet period always is. What its URL carried (a key or session in the path, a `?key=`)
+ * is blanked at `blankKept` with the rest. Not kept: an HTTP/2 one (its headers cannot be swapped), nor one the key
+ * gate did not accept (its URL was not read as a target, so its parts are not known).
  */
 export function keepRequest(request: FastifyRequest, reply: FastifyReply, summary: object): void {
-  if (!keeping || load.count !== 0 || request.body !== undefined || request.raw.httpVersionMajor !== 1) return
-  const target = request.loopersKey?.target
-  if (target === undefined || target.pathKey !== null || target.pathSession !== null || target.query !== '') return
+  if (!keeping || load.count !== 0 || request.body !== undefined || request.raw.httpVersionMajor !== 1 || request.loopersKey === null) return
   kept.request = request
   kept.reply = reply
   kept.summary = summary
@@ -164,6 +171,15 @@ export function keepBody(body: BodySource): void {
 /** Usage read from a whole answer: its counts are kept, with the object a charge spreads it into made at `blankKept`. */
 export function keepUsage(usage: object | null): void {
   if (usage !== null && keeping && (load.count <= 1 || (usages = (usages + 1) & SAMPLE) === 0)) kept.usage = usage
+}
+
+/**
+ * `json`, the members of a whole answer usage is read from (../http/json-pick.ts), given back: copied blank at
+ * `blankKept` with at most its own request in flight, or as a sample.
+ */
+export function keepPicked(json: unknown): unknown {
+  if (typeof json === 'object' && json !== null && keeping && (load.count <= 1 || (pickings = (pickings + 1) & SAMPLE) === 0)) pickedSource = json
+  return json
 }
 
 /**
@@ -204,14 +220,32 @@ export function blankKept(): void {
     kept.headers = sameShape(headersSource)
     headersSource = null
   }
+  if (pickedSource !== null) {
+    const source = pickedSource
+    pickedSource = null
+    try {
+      kept.picked = blankMembers(source)
+    } catch {
+      // Nested past the stack's depth: no copy.
+    }
+  }
   // As ./forward.ts charges a whole answer: the plan's input, then the usage's counts over it.
   if (kept.usage !== null) kept.charged = { inputTokens: 0, ...kept.usage }
-  const raw = kept.request?.raw
-  if (raw === undefined) return
+  const request = kept.request
+  if (request === null) return
   try {
+    const raw = request.raw
     raw.headers = sameShape(raw.headers)
     raw.rawHeaders = []
     raw.url = ''
+    // The URL's parts as Fastify and the key gate parsed them: a `?key=`, a path key or session, the provider's path.
+    blankStrings(request.query as Record<string, unknown>)
+    const entry = request.loopersKey
+    if (entry === null) return
+    request.loopersKey = blankEntry(entry)
+    // Fastify's params (the path after the first slash) written once: blanking them deoptimizes find-my-way's `find`,
+    // so only a path that carried a key or session is.
+    if (entry.target.pathKey !== null || entry.target.pathSession !== null) blankStrings(request.params as Record<string, unknown>)
   } catch {
     // Not a request these fields can be swapped on: it is not kept.
     kept.request = null
@@ -219,11 +253,39 @@ export function blankKept(): void {
   }
 }
 
+/** As ../http/json-pick.ts builds its picked object: an empty one, then each member (here `blankJson`'s) by key. */
+function blankMembers(source: object): object {
+  const copy: Record<string, unknown> = {}
+  for (const name in source) copy[name] = blankJson((source as Record<string, unknown>)[name])
+  return copy
+}
+
 /** An object with `values`' keys in their order, each an empty string: made like Node makes a headers object. */
 function sameShape(values: Record<string, unknown>): Record<string, string> {
   const copy: Record<string, string> = {}
   for (const name in values) copy[name] = ''
   return copy
+}
+
+/**
+ * Empties in place each string `values` holds (a member, or an element of a member's array): the same object and
+ * hidden class, its fields' representations unchanged. Throws on any other value: such a request is not kept.
+ */
+function blankStrings(values: Record<string, unknown> | null | undefined): void {
+  if (values === null || values === undefined) return
+  for (const name in values) {
+    const value = values[name]
+    if (typeof value === 'string') values[name] = ''
+    else if (Array.isArray(value) && value.every((element) => typeof element === 'string')) value.fill('')
+    else throw new TypeError('not a string')
+  }
+}
+
+/** A key gate's entry (./key-gate.ts) of the same hidden classes as `entry`, with no key hash, key, session or URL. */
+function blankEntry(entry: GateEntry): GateEntry {
+  const { pathKey, pathSession, provider } = entry.target
+  const session = pathSession === null ? null : { id: '', budget: pathSession.budget === null ? null : '', maxSteps: pathSession.maxSteps === null ? null : '' }
+  return { keyHash: '', target: { pathKey: pathKey === null ? null : '', pathSession: session, provider, path: '', query: '' } }
 }
 
 const noop = (): void => undefined

@@ -188,9 +188,36 @@ describe('the examples kept through the idle release', () => {
     expect(Object.values(headers).every((value) => value === '')).toBe(true)
     expect(kept.usage).not.toBeNull()
     expect(kept.charged).not.toBeNull()
+    expect(kept.picked).toMatchObject({ usage: { prompt_tokens: 0, completion_tokens: 0 } })
     // (The summary keeps the model's name and the key's hash prefix, as the request's log line does.)
-    const held = reachableText([kept.body, kept.headers, kept.usage, kept.charged, kept.chunk, kept.resource, kept.tick])
+    const held = reachableText([kept.body, kept.headers, kept.usage, kept.charged, kept.picked, kept.chunk, kept.resource, kept.tick])
     for (const secret of ['Say hello.', 'word word', 'gpt-test', 'sk-up-secret', key]) expect(held).not.toContain(secret)
+  })
+
+  it('keeps a request with its key in the path and the query, holding neither after blankKept', async () => {
+    const admin = createKeyAdmin(client)
+    const { key, record } = await admin.createKey('keep-shapes-path', ['openai'])
+    await admin.setBudget(record.hash, { limits: { daily: 1_000_000_000 } })
+    const response = await fetch(`${url}/${key}/openai/v1/chat/completions?trace=${key}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-loopers-provider-key': 'sk-up-secret' },
+      body: JSON.stringify({ model: 'gpt-test', max_tokens: 16, messages: [{ role: 'user', content: 'Say hello.' }] }),
+    })
+    expect(response.status).toBe(200)
+    await response.arrayBuffer()
+    await inflight.drained()
+    const request = kept.request!
+    expect(request).toBe(requests.at(-1)!.deref())
+    expect(reachableText(request.query)).toContain(key)
+    blankKept()
+    await lastResortCollection()
+    expect(kept.request).toBe(request)
+    expect(request.raw.url).toBe('')
+    expect(Object.keys(request.query as object)).toEqual(['trace'])
+    expect(request.loopersKey?.target).toMatchObject({ pathKey: '', provider: 'openai', path: '', query: '' })
+    // What Fastify, the key gate and Node parsed of the URL and headers: no key, no key hash, no path.
+    const held = reachableText([request.params, request.query, request.loopersKey, request.raw.url, request.raw.headers, request.raw.rawHeaders])
+    for (const secret of [key, record.hash, 'sk-up-secret', 'v1/chat/completions']) expect(held).not.toContain(secret)
   })
 
   it('keeps nothing while another request is in flight, then the last request once none is', async () => {

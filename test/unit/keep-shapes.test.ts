@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { messagesShape } from '../../src/loop/shapes/messages.js'
-import { blankJson, blankKept, kept, keepBody, keepCall, keepCommand, keepHeaders, keepRequest, keepSent, keepShapes, keepUsage } from '../../src/proxy/keep-shapes.js'
+import { blankJson, blankKept, kept, keepBody, keepCall, keepCommand, keepHeaders, keepPicked, keepRequest, keepSent, keepShapes, keepUsage } from '../../src/proxy/keep-shapes.js'
 import { readParsedBody } from '../../src/proxy/request-body.js'
 
 // What the pipeline hands over when a request is done; only the fields keep-shapes.ts reads.
@@ -42,16 +42,55 @@ describe('keepRequest and blankKept', () => {
     expect(request.raw.url).toBe('')
   })
 
-  it('keeps no request whose path carries a key or a session, or whose URL has a query', () => {
+  it('keeps a request whose path carries a key or a session, or whose URL has a query, and blanks them at blankKept', () => {
     keepShapes(true)
-    for (const target of [
-      { pathKey: 'lp-secret', pathSession: null, query: '' },
-      { pathKey: null, pathSession: { id: 's' }, query: '' },
-      { pathKey: null, pathSession: null, query: 'key=secret' },
-    ]) {
-      keepRequest(finished(http1({ host: 'proxy' }), target), reply, {})
-      expect(kept.request).toBeNull()
+    const cases = [
+      { url: '/lp-secret/openai/v1/chat/completions', params: { '*': 'lp-secret/openai/v1/chat/completions' }, query: {}, target: { pathKey: 'lp-secret', pathSession: null, provider: 'openai', path: '/v1/chat/completions', query: '' } },
+      {
+        url: '/session/u-4242/budget/2/openai/v1/chat/completions',
+        params: { '*': 'session/u-4242/budget/2/openai/v1/chat/completions' },
+        query: {},
+        target: { pathKey: null, pathSession: { id: 'u-4242', budget: '2', maxSteps: null }, provider: 'openai', path: '/v1/chat/completions', query: '' },
+      },
+      {
+        url: '/gemini/v1beta/models/gemini-pro:generateContent?key=lp-secret&alt=sse',
+        params: { '*': 'gemini/v1beta/models/gemini-pro:generateContent' },
+        query: { key: 'lp-secret', alt: ['web-search'] },
+        target: { pathKey: null, pathSession: null, provider: 'gemini', path: '/v1beta/models/gemini-pro:generateContent', query: 'key=lp-secret&alt=sse' },
+      },
+    ]
+    for (const { url, params, query, target } of cases) {
+      const request = { body: undefined, raw: { ...http1({ host: 'proxy', 'x-goog-api-key': 'lp-secret' }), url }, params, query, loopersKey: { keyHash: 'u-4242', target } } as unknown as FastifyRequest
+      keepRequest(request, reply, {})
+      expect(kept.request).toBe(request)
+      blankKept()
+      expect(kept.request).toBe(request)
+      expect(request.raw.url).toBe('')
+      expect(Object.keys(request.query as object)).toEqual(Object.keys(query))
+      expect(Object.values(request.query as object).flat().every((value) => value === '')).toBe(true)
+      // Fastify's params blanked when the path carried a key or session; else the provider's path (the model's name,
+      // as the summary keeps it) stays.
+      expect(request.params).toEqual({ '*': target.pathKey === null && target.pathSession === null ? params['*'] : '' })
+      // The gate's entry swapped for a blank one of the same members; a value null stays null.
+      expect(request.loopersKey).toEqual({
+        keyHash: '',
+        target: {
+          pathKey: target.pathKey === null ? null : '',
+          pathSession: target.pathSession === null ? null : { id: '', budget: '', maxSteps: null },
+          provider: target.provider,
+          path: '',
+          query: '',
+        },
+      })
+      for (const secret of SECRETS) expect(text({ request: { ...request }, raw: request.raw })).not.toContain(secret)
     }
+  })
+
+  it('keeps no request the key gate did not accept (its URL was not read as a target)', () => {
+    keepShapes(true)
+    const request = { body: undefined, raw: http1({ host: 'proxy' }), params: { '*': 'lp-secret/x' }, query: {}, loopersKey: null } as unknown as FastifyRequest
+    keepRequest(request, reply, {})
+    expect(kept.request).toBeNull()
   })
 
   it('keeps no HTTP/2 request (its headers have no setter), and drops a kept request whose fields cannot be swapped rather than throw', () => {
@@ -228,6 +267,26 @@ describe('the blank copies kept at blankKept', () => {
     expect(kept.charged).toEqual({ inputTokens: 7, outputTokens: 5, cachedInputTokens: 0 })
   })
 
+  it('keeps the members usage was read from as a blank copy made at blankKept, built as json-pick builds them', () => {
+    // Given while off: not kept, not copied once keeping is on.
+    keepPicked({ usage: { completion_tokens: 1 } })
+    keepShapes(true)
+    blankKept()
+    expect(kept.picked).toBeNull()
+    const picked = { usage: { prompt_tokens: 12, completion_tokens: 5, prompt_tokens_details: { cached_tokens: 0 }, model: 'gpt-secret-model' } }
+    expect(keepPicked(picked)).toBe(picked)
+    expect(keepPicked(null)).toBeNull()
+    expect(kept.picked).toBeNull()
+    blankKept()
+    expect(kept.picked).not.toBe(picked)
+    expect(kept.picked).toEqual({ usage: { prompt_tokens: 0, completion_tokens: 0, prompt_tokens_details: { cached_tokens: 0 }, model: '' } })
+    expect(text(kept.picked)).not.toContain('gpt-secret-model')
+    // Copied once: the next release keeps the copy.
+    const copy = kept.picked
+    blankKept()
+    expect(kept.picked).toBe(copy)
+  })
+
   it('makes a C++ Buffer, an AsyncResource and a nextTick entry at blankKept, holding no client data', async () => {
     keepShapes(true)
     blankKept()
@@ -242,6 +301,7 @@ describe('the blank copies kept at blankKept', () => {
     const body = readParsedBody(Buffer.from(BODY), messagesShape)
     keepHeaders({ authorization: 'Bearer sk-up-secret' })
     keepUsage({ outputTokens: 1 })
+    keepPicked({ usage: { completion_tokens: 1 } })
     blankKept()
     await new Promise<void>((resolve) => process.nextTick(resolve))
     expect(body).not.toBeInstanceOf(Promise)
@@ -250,17 +310,20 @@ describe('the blank copies kept at blankKept', () => {
     readParsedBody(Buffer.from(BODY), messagesShape)
     keepHeaders({ authorization: 'Bearer sk-up-secret' })
     keepUsage({ outputTokens: 1 })
+    keepPicked({ usage: { completion_tokens: 1 } })
     blankKept()
     await new Promise<void>((resolve) => process.nextTick(resolve))
-    expect(Object.values(kept).filter((example) => example !== null).length).toBe(9)
+    expect(Object.values(kept).filter((example) => example !== null).length).toBe(10)
     keepShapes(false)
     expect(Object.values(kept).every((example) => example === null)).toBe(true)
     // A body kept before turning off is not copied at the next blankKept.
     keepShapes(true)
     readParsedBody(Buffer.from(BODY), messagesShape)
+    keepPicked({ usage: { completion_tokens: 1 } })
     keepShapes(false)
     keepShapes(true)
     blankKept()
     expect(kept.body).toBeNull()
+    expect(kept.picked).toBeNull()
   })
 })
