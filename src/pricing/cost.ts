@@ -99,3 +99,16 @@ export function outputTokensFor(price: Price, budgetMicros: Micros, alreadyMicro
   const tokens = q0 * MILLION + q1 * 1000 + q2
   return Math.min(tokens, Number.MAX_SAFE_INTEGER)
 }
+
+/**
+ * `{ inputTokens: planned, ...usage }` without the spread's property copying (a runtime call on every settled
+ * answer): usage's counts, its input where it has that field at all (even undefined), else `planned`.
+ */
+export function withPlannedInput(usage: Usage, planned: number): Usage {
+  return {
+    inputTokens: usage.inputTokens !== undefined || 'inputTokens' in usage ? usage.inputTokens : planned,
+    cachedInputTokens: usage.cachedInputTokens,
+    cacheWriteTokens: usage.cacheWriteTokens,
+    outputTokens: usage.outputTokens,
+  }
+}

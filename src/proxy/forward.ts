@@ -9,8 +9,8 @@ import { relayableResponseHeaders } from '../http/response-headers.js'
 import { ShutdownList } from '../http/shutdown-list.js'
 import type { Micros } from '../money.js'
 import { microsToUsd } from '../money.js'
-import { costMicros } from '../pricing/cost.js'
-import type { ProviderAdapter, UpstreamCredential, UpstreamRequest, Usage } from '../providers/types.js'
+import { costMicros, withPlannedInput } from '../pricing/cost.js'
+import type { ProviderAdapter, UpstreamCredential, UpstreamRequest } from '../providers/types.js'
 import { MAX_BODY_BYTES, UpstreamTooLargeError } from '../stream/limits.js'
 import type { SourceReader, StreamSource } from '../stream/source.js'
 import type { TokenCounter } from '../tokens/worker.js'
@@ -208,18 +208,6 @@ export function createForwarder(deps: ForwardDeps & Pick<SettlementDeps, 'releas
 
 const abortUpstream = (signal: UpstreamAbort): void => signal.abort()
 
-/**
- * `{ inputTokens: planned, ...usage }` without the spread's property copying (a runtime call on every settled
- * answer): usage's counts, its input where it has that field at all (even undefined), else `planned`.
- */
-export function withPlannedInput(usage: Usage, planned: number): Usage {
-  return {
-    inputTokens: usage.inputTokens !== undefined || 'inputTokens' in usage ? usage.inputTokens : planned,
-    cachedInputTokens: usage.cachedInputTokens,
-    cacheWriteTokens: usage.cacheWriteTokens,
-    outputTokens: usage.outputTokens,
-  }
-}
 /** What settling a request again gives: it was settled already. */
 const SETTLED: Promise<void> = Promise.resolve()
 

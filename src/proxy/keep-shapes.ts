@@ -1,6 +1,7 @@
 import { AsyncResource, executionAsyncResource } from 'node:async_hooks'
 import { serialize } from 'node:v8'
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import { withPlannedInput } from '../pricing/cost.js'
 import type { GateEntry } from './key-gate.js'
 
 /**
@@ -229,8 +230,8 @@ export function blankKept(): void {
       // Nested past the stack's depth: no copy.
     }
   }
-  // As ./forward.ts charges a whole answer: the plan's input, then the usage's counts over it.
-  if (kept.usage !== null) kept.charged = { inputTokens: 0, ...kept.usage }
+  // As ./forward.ts charges a whole answer: the usage's counts, the plan's input where it has none.
+  if (kept.usage !== null) kept.charged = withPlannedInput(kept.usage, 0)
   const request = kept.request
   if (request === null) return
   try {

@@ -257,7 +257,7 @@ describe('the blank copies kept at blankKept', () => {
     expect(kept.headers).toEqual({ 'content-type': '', 'accept-encoding': '', authorization: '', 'x-client': '' })
   })
 
-  it('keeps the usage read from an answer and, at blankKept, the object a charge spreads it into', () => {
+  it('keeps the usage read from an answer and, at blankKept, the object a charge reads it through', () => {
     keepShapes(true)
     const usage = { outputTokens: 5, inputTokens: 7, cachedInputTokens: 0 }
     keepUsage(usage)
@@ -265,6 +265,8 @@ describe('the blank copies kept at blankKept', () => {
     expect(kept.usage).toBe(usage)
     blankKept()
     expect(kept.charged).toEqual({ inputTokens: 7, outputTokens: 5, cachedInputTokens: 0 })
+    // withPlannedInput's literal (../pricing/cost.ts), as ./forward.ts charges through it: its members in its order.
+    expect(Object.keys(kept.charged as object)).toEqual(['inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'outputTokens'])
   })
 
   it('keeps the members usage was read from as a blank copy made at blankKept, built as json-pick builds them', () => {

@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest'
-import { costMicros } from '../../src/pricing/cost.js'
+import { costMicros, withPlannedInput } from '../../src/pricing/cost.js'
 import type { Price } from '../../src/pricing/types.js'
 import type { Usage } from '../../src/providers/types.js'
-import { withPlannedInput } from '../../src/proxy/forward.js'
 
 // Four different rates, so a count read into the wrong field changes the cost.
 const price = { inputPer1M: 3_000_000, cachedInputPer1M: 1_500_000, cacheWritePer1M: 3_750_000, outputPer1M: 15_000_000 } as Price
