@@ -53,12 +53,20 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
 
   /** Whether to pass the period hashes, refreshed when `stamp` (a minute) is not the last one read in. */
   function passPeriods(stamp: number): boolean {
-    if (stamp !== layoutReadAt) {
-      layoutReadAt = stamp
-      redis.get(LAYOUT_KEY).then((marker) => { periodsInHashes = marker !== '1' }, () => { /* kept as it was: either is correct */ })
-    }
+    if (stamp !== layoutReadAt) readLayout(stamp)
     return periodsInHashes
   }
+
+  /** Reads the marker for the minute `stamp` without waiting; NaN reads nothing (the warm-up below). */
+  function readLayout(stamp: number): void {
+    layoutReadAt = stamp
+    if (Number.isNaN(stamp)) return
+    redis.get(LAYOUT_KEY).then((marker) => { periodsInHashes = marker !== '1' }, () => { /* kept as it was: either is correct */ })
+  }
+
+  // The minute's re-read given V8's feedback now, so that the first minute's turn is no new path for the optimized
+  // request code (without it: a deopt of reserve, and of passPeriods, and their recompiles, in every young process).
+  for (let i = 0; i < WARM_CALLS; i++) passPeriods(Number.NaN)
 
   // reserve, extend and settle are plain functions resolving with the script command's own promise: no async frame
   // or await waits across the round trip. What a reply means is read as it arrives (readReserve, …); a failed
@@ -612,6 +620,8 @@ interface FixedKeys {
 /** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
 const fixedByHash = new Map<string, FixedKeys>()
 const FIXED_KEYS_KEPT = 4_096
+/** A key hash no key has (not hex), whose keys fixedKeys builds at load (see WARM_CALLS). */
+const WARM_HASH = 'warm'
 
 /** The record, period, placeholder and day-history keys of `hash` in the current periods, built once per key and minute. */
 function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
@@ -669,3 +679,14 @@ function isoTime(nowMs: number): string {
   const ms = Math.floor(nowMs) - start
   return `${isoSecond.prefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z`
 }
+
+/**
+ * Calls of a once-a-minute path made at start so V8 collects its feedback (it allocates a function's feedback only after
+ * some calls): a path first met by optimized code deoptimizes it.
+ */
+const WARM_CALLS = 64
+
+// The minute's rebuild of a key's keys (and the periods') given V8's feedback at load: with the first minute's turn as
+// its first use with feedback, optimized fixedKeys and reserve deoptimized there, in every young process.
+for (let i = 0; i < WARM_CALLS; i++) fixedKeys(WARM_HASH, currentPeriods(i * 60_000))
+fixedByHash.delete(WARM_HASH)
