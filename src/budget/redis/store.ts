@@ -137,7 +137,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
 
   // Reserves (without a session) waiting for the event loop's turn to end, by their key's keys of the minute: a key's
   // reserves of one turn cost Redis one call, one read of its record and one read and write of its current periods.
-  let reserving = new Map<FixedKeys, QueuedReserve[]>()
+  const reserving = new Map<FixedKeys, QueuedReserve[]>()
 
   function queueReserve(item: QueuedReserve): void {
     const line = reserving.get(item.fixed)
@@ -263,7 +263,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
 
   // Settles waiting for the event loop's turn to end (setImmediate), by their key's keys of the minute: a key's
   // settles of one turn cost Redis one call, one read and one write of its current periods.
-  let waiting = new Map<FixedKeys, QueuedSettle[]>()
+  const waiting = new Map<FixedKeys, QueuedSettle[]>()
   let flushQueued = false
 
   function queueSettle(item: QueuedSettle): void {
@@ -278,24 +278,29 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
 
   /** Sends the turn's waiting settles, then its reserves (a hold released first leaves room for them). */
   function flushTurn(): void {
-    const lines = waiting
-    const reserves = reserving
-    waiting = new Map()
-    reserving = new Map()
+    // The maps are emptied once sent, not replaced (nothing is queued while this runs): a turn with one request
+    // allocates no map, nor a slice of a line of one.
     flushQueued = false
-    for (const [fixed, line] of lines) {
-      for (let from = 0; from < line.length; from += SETTLE_BATCH_MAX) {
-        const items = line.slice(from, from + SETTLE_BATCH_MAX)
-        if (items.length === 1) settleAlone(items[0] as QueuedSettle)
-        else settleBatch(fixed, items)
+    try {
+      for (const [fixed, line] of waiting) {
+        if (line.length === 1) settleAlone(line[0] as QueuedSettle)
+        else for (let from = 0; from < line.length; from += SETTLE_BATCH_MAX) {
+          const items = line.length <= SETTLE_BATCH_MAX ? line : line.slice(from, from + SETTLE_BATCH_MAX)
+          if (items.length === 1) settleAlone(items[0] as QueuedSettle)
+          else settleBatch(fixed, items)
+        }
       }
-    }
-    for (const [fixed, line] of reserves) {
-      for (let from = 0; from < line.length; from += RESERVE_BATCH_MAX) {
-        const items = line.slice(from, from + RESERVE_BATCH_MAX)
-        if (items.length === 1) reserveAlone(items[0] as QueuedReserve)
-        else reserveBatch(fixed, items)
+      for (const [fixed, line] of reserving) {
+        if (line.length === 1) reserveAlone(line[0] as QueuedReserve)
+        else for (let from = 0; from < line.length; from += RESERVE_BATCH_MAX) {
+          const items = line.length <= RESERVE_BATCH_MAX ? line : line.slice(from, from + RESERVE_BATCH_MAX)
+          if (items.length === 1) reserveAlone(items[0] as QueuedReserve)
+          else reserveBatch(fixed, items)
+        }
       }
+    } finally {
+      waiting.clear()
+      reserving.clear()
     }
   }
 
