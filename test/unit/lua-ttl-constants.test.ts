@@ -21,6 +21,11 @@ describe('lua scripts: the store\'s fixed TTLs', () => {
     expect(Number(line?.[1])).toBe(31 * 86_400 + PERIOD_GRACE_SECONDS)
   })
 
+  it('reserve-batch.lua keeps a reservation record RESERVATION_TTL_SECONDS, as reserve.lua', () => {
+    const line = lua('reserve-batch').match(/^local recordTtl = '(\d+)'$/m)
+    expect(Number(line?.[1])).toBe(RESERVATION_TTL_SECONDS)
+  })
+
   it('settle.lua keeps a settled record SETTLED_RECORD_TTL_SECONDS and a recreated period PERIOD_GRACE_SECONDS', () => {
     const line = lua('settle').match(/^local settledTtl, periodGraceTtl = '(\d+)', '(\d+)'$/m)
     expect([Number(line?.[1]), Number(line?.[2])]).toEqual([SETTLED_RECORD_TTL_SECONDS, PERIOD_GRACE_SECONDS])

@@ -42,7 +42,7 @@ interface BudgetStoreOptions {
 export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions = {}): BudgetStore {
   const now = opts.now ?? Date.now
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
-  const scripts = { reserve: script('reserve'), extend: script('extend'), settle: script('settle'), settleBatch: script('settle-batch'), abandon: script('abandon') }
+  const scripts = { reserve: script('reserve'), reserveBatch: script('reserve-batch'), extend: script('extend'), settle: script('settle'), settleBatch: script('settle-batch'), abandon: script('abandon') }
   // Told of each reserve, extend and settle as its command ends (observeCalls); abandon's own settle is not one.
   let observer: StoreCallObserver | null = null
   // Whether the store is not marked for the string layout (LAYOUT_KEY), read once a minute of the clock without
@@ -53,12 +53,20 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
 
   /** Whether to pass the period hashes, refreshed when `stamp` (a minute) is not the last one read in. */
   function passPeriods(stamp: number): boolean {
-    if (stamp !== layoutReadAt) {
-      layoutReadAt = stamp
-      redis.get(LAYOUT_KEY).then((marker) => { periodsInHashes = marker !== '1' }, () => { /* kept as it was: either is correct */ })
-    }
+    if (stamp !== layoutReadAt) readLayout(stamp)
     return periodsInHashes
   }
+
+  /** Reads the marker for the minute `stamp` without waiting; NaN reads nothing (the warm-up below). */
+  function readLayout(stamp: number): void {
+    layoutReadAt = stamp
+    if (Number.isNaN(stamp)) return
+    redis.get(LAYOUT_KEY).then((marker) => { periodsInHashes = marker !== '1' }, () => { /* kept as it was: either is correct */ })
+  }
+
+  // The minute's re-read given V8's feedback now, so that the first minute's turn is no new path for the optimized
+  // request code (without it: a deopt of reserve, and of passPeriods, and their recompiles, in every young process).
+  for (let i = 0; i < WARM_CALLS; i++) passPeriods(Number.NaN)
 
   // reserve, extend and settle are plain functions resolving with the script command's own promise: no async frame
   // or await waits across the round trip. What a reply means is read as it arrives (readReserve, …); a failed
@@ -68,51 +76,137 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     try {
       assertReserveInput(input)
       const { keyHash: hash, session } = input
-      const loop = input.loop ?? null
       if (!isKeyHash(hash)) {
         observer?.('reserve', started, false)
         return Promise.resolve({ ok: false, reason: 'invalid_key' })
       }
-
       const nowMs = now()
       const periods = currentPeriods(nowMs)
       const fixed = fixedKeys(hash, periods)
-      // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
-      // Written into a list of its final length: pushing onto a short one copies it into a longer one.
-      const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
       const inHashes = passPeriods(fixed.minute)
-      const args = new Array<ScriptArg>((inHashes ? 6 : 7) + (session === null ? 0 : 5) + (loop === null ? 0 : 3))
-      let at = 0
-      args[at++] = inHashes ? recordAndPeriods(fixed) : fixed.recordAndCur
-      args[at++] = joinArg(fixed.reservationStart, input.requestId)
-      if (sessionKeyName !== null) args[at++] = sessionKeyName
-      if (loop !== null) {
-        args[at++] = joinArg(fixed.loopStart, loop.scope)
+      // Without a session, on a store marked for the string layout (nearly always): waits for the turn's other reserves
+      // of its key, sent as one reserve-batch.lua call.
+      if (session === null && !inHashes) {
+        return new Promise((resolve, reject) => {
+          queueReserve({ input, nowMs, periods, started, fixed, resolve, reject })
+        })
       }
-      // (The scope's steps by age, lp:{h}:loopt:<scope>, are named by reserve.lua on the rare paths that touch them.)
-      const keyCount = (inHashes ? 7 : 3) + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 1)
-      args[at++] = input.provider
-      args[at++] = input.minMicros
-      args[at++] = input.maxMicros
-      args[at++] = isoTime(nowMs)
-      // (With the period hashes, their ids are not passed: reserve.lua reads them from the names when it needs them.)
-      if (!inHashes) args[at++] = fixed.periodIds
-      if (session !== null) {
-        args[at++] = session.budgetMicros ?? ''
-        args[at++] = session.maxSteps ?? ''
-        args[at++] = sessionTtlSeconds
-        args[at++] = session.loopLimit ?? ''
-      }
-      if (loop !== null) {
-        args[at++] = loop.step
-        args[at++] = nowMs
-      }
-      const call: ReserveCall = { hash, requestId: input.requestId, maxMicros: input.maxMicros, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
-      return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call, observer, started)
+      return reserveWith(input, nowMs, periods, fixed, inHashes, started)
     } catch (err) {
       observer?.('reserve', started, true)
       return Promise.reject(err as Error)
     }
+  }
+
+  /** reserve.lua's call for a checked input, in the periods of `nowMs`. */
+  function reserveWith(input: ReserveInput, nowMs: number, periods: Period[], fixed: FixedKeys, inHashes: boolean, started: number): Promise<ReserveResult> {
+    const { keyHash: hash, session } = input
+    const loop = input.loop ?? null
+    // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
+    // Written into a list of its final length: pushing onto a short one copies it into a longer one.
+    const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
+    const args = new Array<ScriptArg>((inHashes ? 6 : 7) + (session === null ? 0 : 5) + (loop === null ? 0 : 3))
+    let at = 0
+    args[at++] = inHashes ? recordAndPeriods(fixed) : fixed.recordAndCur
+    args[at++] = joinArg(fixed.reservationStart, input.requestId)
+    if (sessionKeyName !== null) args[at++] = sessionKeyName
+    if (loop !== null) {
+      args[at++] = joinArg(fixed.loopStart, loop.scope)
+    }
+    // (The scope's steps by age, lp:{h}:loopt:<scope>, are named by reserve.lua on the rare paths that touch them.)
+    const keyCount = (inHashes ? 7 : 3) + (sessionKeyName === null ? 0 : 1) + (loop === null ? 0 : 1)
+    args[at++] = input.provider
+    args[at++] = input.minMicros
+    args[at++] = input.maxMicros
+    args[at++] = isoTime(nowMs)
+    // (With the period hashes, their ids are not passed: reserve.lua reads them from the names when it needs them.)
+    if (!inHashes) args[at++] = fixed.periodIds
+    if (session !== null) {
+      args[at++] = session.budgetMicros ?? ''
+      args[at++] = session.maxSteps ?? ''
+      args[at++] = sessionTtlSeconds
+      args[at++] = session.loopLimit ?? ''
+    }
+    if (loop !== null) {
+      args[at++] = loop.step
+      args[at++] = nowMs
+    }
+    const call: ReserveCall = { hash, requestId: input.requestId, maxMicros: input.maxMicros, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
+    return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call, observer, started)
+  }
+
+  // Reserves (without a session) waiting for the event loop's turn to end, by their key's keys of the minute: a key's
+  // reserves of one turn cost Redis one call, one read of its record and one read and write of its current periods.
+  const reserving = new Map<FixedKeys, QueuedReserve[]>()
+
+  function queueReserve(item: QueuedReserve): void {
+    const line = reserving.get(item.fixed)
+    if (line === undefined) reserving.set(item.fixed, [item])
+    else line.push(item)
+    if (!flushQueued) {
+      flushQueued = true
+      setImmediate(flushTurn)
+    }
+  }
+
+  /** An item reserved with reserve.lua, as a reserve not batched is. */
+  function reserveAlone(item: QueuedReserve): void {
+    try {
+      reserveWith(item.input, item.nowMs, item.periods, item.fixed, false, item.started).then(item.resolve, item.reject)
+    } catch (err) {
+      observer?.('reserve', item.started, true)
+      item.reject(err as Error)
+    }
+  }
+
+  /** Items of one key, admitted in one call as reserve.lua would each; any it leaves untouched, with reserve.lua. */
+  function reserveBatch(fixed: FixedKeys, items: QueuedReserve[]): void {
+    const n = items.length
+    const args = new Array<ScriptArg>(4 + 4 * n)
+    args[0] = fixed.recordAndCur
+    let flags = ''
+    for (let i = 0; i < n; i++) {
+      const { input } = items[i] as QueuedReserve
+      args[1 + i] = joinArg(fixed.reservationStart, input.requestId)
+      flags += input.loop == null ? '0' : '1'
+      args[4 + n + 3 * i] = input.provider
+      args[5 + n + 3 * i] = input.minMicros
+      args[6 + n + 3 * i] = input.maxMicros
+    }
+    args[1 + n] = fixed.periodIds
+    args[2 + n] = isoTime((items[0] as QueuedReserve).nowMs)
+    args[3 + n] = flags
+    evalScript(redis, scripts.reserveBatch, 2 + n, args, readReserveBatch, n).then(
+      (replies) => {
+        for (let i = 0; i < n; i++) {
+          const item = items[i] as QueuedReserve
+          const reply = replies[i]
+          if (reply === null) {
+            reserveAlone(item)
+            continue
+          }
+          const { input } = item
+          let result: ReserveResult
+          try {
+            result = readReserve(reply, { hash: input.keyHash, requestId: input.requestId, maxMicros: input.maxMicros, periods: item.periods, periodKeys: fixed.periodKeys, sessionKeyName: null, loop: input.loop ?? null, loopStart: fixed.loopStart })
+          } catch (err) {
+            observer?.('reserve', item.started, true)
+            item.reject(err as Error)
+            continue
+          }
+          observer?.('reserve', item.started, false)
+          item.resolve(result)
+        }
+      },
+      (err: unknown) => {
+        // Each item was admitted, or not touched: an admitted one's hold is released by the caller's abandon, as a
+        // reserve's whose reply was lost.
+        for (const item of items) {
+          observer?.('reserve', item.started, true)
+          item.reject(err as Error)
+        }
+      },
+    )
   }
 
   function extend(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
@@ -169,7 +263,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
 
   // Settles waiting for the event loop's turn to end (setImmediate), by their key's keys of the minute: a key's
   // settles of one turn cost Redis one call, one read and one write of its current periods.
-  let waiting = new Map<FixedKeys, QueuedSettle[]>()
+  const waiting = new Map<FixedKeys, QueuedSettle[]>()
   let flushQueued = false
 
   function queueSettle(item: QueuedSettle): void {
@@ -178,20 +272,35 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     else line.push(item)
     if (!flushQueued) {
       flushQueued = true
-      setImmediate(flushSettles)
+      setImmediate(flushTurn)
     }
   }
 
-  function flushSettles(): void {
-    const lines = waiting
-    waiting = new Map()
+  /** Sends the turn's waiting settles, then its reserves (a hold released first leaves room for them). */
+  function flushTurn(): void {
+    // The maps are emptied once sent, not replaced (nothing is queued while this runs): a turn with one request
+    // allocates no map, nor a slice of a line of one.
     flushQueued = false
-    for (const [fixed, line] of lines) {
-      for (let from = 0; from < line.length; from += SETTLE_BATCH_MAX) {
-        const items = line.slice(from, from + SETTLE_BATCH_MAX)
-        if (items.length === 1) settleAlone(items[0] as QueuedSettle)
-        else settleBatch(fixed, items)
+    try {
+      for (const [fixed, line] of waiting) {
+        if (line.length === 1) settleAlone(line[0] as QueuedSettle)
+        else for (let from = 0; from < line.length; from += SETTLE_BATCH_MAX) {
+          const items = line.length <= SETTLE_BATCH_MAX ? line : line.slice(from, from + SETTLE_BATCH_MAX)
+          if (items.length === 1) settleAlone(items[0] as QueuedSettle)
+          else settleBatch(fixed, items)
+        }
       }
+      for (const [fixed, line] of reserving) {
+        if (line.length === 1) reserveAlone(line[0] as QueuedReserve)
+        else for (let from = 0; from < line.length; from += RESERVE_BATCH_MAX) {
+          const items = line.length <= RESERVE_BATCH_MAX ? line : line.slice(from, from + RESERVE_BATCH_MAX)
+          if (items.length === 1) reserveAlone(items[0] as QueuedReserve)
+          else reserveBatch(fixed, items)
+        }
+      }
+    } finally {
+      waiting.clear()
+      reserving.clear()
     }
   }
 
@@ -340,6 +449,30 @@ interface QueuedSettle {
   fixed: FixedKeys
   resolve: (result: SettleResult) => void
   reject: (err: Error) => void
+}
+
+/** A reserve without a session waiting to be sent with its key's others (reserve-batch.lua). */
+interface QueuedReserve {
+  input: ReserveInput
+  /** Its time and periods, as reserve.lua would have been given them. */
+  nowMs: number
+  periods: Period[]
+  /** When its reserve call began (performance.now()), for the observer. */
+  started: number
+  fixed: FixedKeys
+  resolve: (result: ReserveResult) => void
+  reject: (err: Error) => void
+}
+
+/** The most reserves one reserve-batch.lua call takes (a longer line is sent in several). */
+const RESERVE_BATCH_MAX = 64
+
+/** reserve-batch.lua's reply: one an item, reserve.lua's admitted reply or null (untouched). */
+function readReserveBatch(raw: unknown, items: number): unknown[] {
+  if (!Array.isArray(raw) || raw.length !== items || !raw.every((v) => v === null || typeof v === 'number' || Buffer.isBuffer(v))) {
+    throw unexpected('reserve-batch', raw)
+  }
+  return raw as unknown[]
 }
 
 /** The most settles one settle-batch.lua call takes (a longer line is sent in several). */
@@ -492,6 +625,8 @@ interface FixedKeys {
 /** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
 const fixedByHash = new Map<string, FixedKeys>()
 const FIXED_KEYS_KEPT = 4_096
+/** A key hash no key has (not hex), whose keys fixedKeys builds at load (see WARM_CALLS). */
+const WARM_HASH = 'warm'
 
 /** The record, period, placeholder and day-history keys of `hash` in the current periods, built once per key and minute. */
 function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
@@ -549,3 +684,14 @@ function isoTime(nowMs: number): string {
   const ms = Math.floor(nowMs) - start
   return `${isoSecond.prefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z`
 }
+
+/**
+ * Calls of a once-a-minute path made at start so V8 collects its feedback (it allocates a function's feedback only after
+ * some calls): a path first met by optimized code deoptimizes it.
+ */
+const WARM_CALLS = 64
+
+// The minute's rebuild of a key's keys (and the periods') given V8's feedback at load: with the first minute's turn as
+// its first use with feedback, optimized fixedKeys and reserve deoptimized there, in every young process.
+for (let i = 0; i < WARM_CALLS; i++) fixedKeys(WARM_HASH, currentPeriods(i * 60_000))
+fixedByHash.delete(WARM_HASH)
