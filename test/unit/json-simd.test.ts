@@ -65,6 +65,17 @@ describe('wasm string walk', () => {
     }
   })
 
+  it('tells every byte value apart at every lane: only a quote, a backslash and a control byte stop the walk', () => {
+    for (let byte = 0; byte < 256; byte++) {
+      for (let at = 0; at < 18; at++) {
+        const raw = Buffer.alloc(at + 5, 0x61)
+        raw[at] = byte
+        raw[at + 4] = 0x22
+        expect(endOf(raw, 0), `${byte} at ${at}`).toBe(expectedEnd(raw, 0))
+      }
+    }
+  })
+
   it('reads on past an escape at every lane, whatever follows it in the same sixteen bytes or the next', () => {
     // An escape ending inside a load's sixteen bytes clears its lanes from the mask: the escaped quote or backslash
     // must not be met, and what follows it, in the same sixteen or past them, must be.
