@@ -65,6 +65,35 @@ describe('wasm string walk', () => {
     }
   })
 
+  it('tells every byte value apart at every lane: only a quote, a backslash and a control byte stop the walk', () => {
+    for (let byte = 0; byte < 256; byte++) {
+      for (let at = 0; at < 18; at++) {
+        const raw = Buffer.alloc(at + 5, 0x61)
+        raw[at] = byte
+        raw[at + 4] = 0x22
+        expect(endOf(raw, 0), `${byte} at ${at}`).toBe(expectedEnd(raw, 0))
+      }
+    }
+  })
+
+  it('reads on past an escape at every lane, whatever follows it in the same sixteen bytes or the next', () => {
+    // An escape ending inside a load's sixteen bytes clears its lanes from the mask: the escaped quote or backslash
+    // must not be met, and what follows it, in the same sixteen or past them, must be.
+    const escapes = ['\\n', '\\"', '\\\\', '\\/', '\\u00e9', '\\uD83D']
+    const thens = ['"', '\\"', '\\n', '\\u0041', '\\x', '\\', '\x01', '\x1f']
+    for (const escape of escapes) {
+      for (const then of thens) {
+        for (let at = 0; at < 34; at++) {
+          for (let gap = 0; gap < 20; gap++) {
+            const raw = Buffer.from(`${'a'.repeat(at)}${escape}${'b'.repeat(gap)}${then}${'c'.repeat(gap % 7)}"`, 'latin1')
+            holdBody(raw, 0, 0)
+            for (const k of [0, at % 16, at]) expect(stringEnd(k, raw.length), `${escape} at ${at}, ${then} ${gap} after, from ${k}`).toBe(expectedEnd(raw, k))
+          }
+        }
+      }
+    }
+  })
+
   it('never ends a string on the bytes a longer body left past a shorter one\'s end', () => {
     const longer = Buffer.alloc(200, 0x22)
     for (let length = 0; length < 100; length++) {
