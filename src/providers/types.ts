@@ -9,7 +9,7 @@ export const PROVIDER_IDS = ['openai', 'anthropic', 'gemini', 'bedrock', 'azure'
 export type ProviderId = (typeof PROVIDER_IDS)[number]
 
 export function isProviderId(value: string): value is ProviderId {
-  return (PROVIDER_IDS as readonly string[]).includes(value)
+  return providerIdOf(value) !== null
 }
 
 /**
