@@ -158,6 +158,11 @@ function specialByte(raw: Buffer, view: DataView, k: number): number {
 
 // Tried and dropped: each string of a slice walked in one wasm call onto a tape the scan reads (the next opening quote
 // found in SIMD too): a 33 KB agent body's scan 21.8 -> 27.8 us CPU. A call costs ~3 ns; the module's gap search and stores cost more.
+// Also dropped, in-process medians against the build before: the string after a colon or comma walked in the same call
+// (half the calls, its answer left in memory; as a second function, then as one walking twice) 33 KB 20.6 -> 22.8 and
+// 22.8 -> 24.1 us, 131 KB 75.7 -> 82.6 and 82.1 -> 82.9 (the module's share of the samples grew more than the calls saved);
+// the comma after a closing bracket read with it, as after a string (~500 steps fewer at 131 KB), both orders: 33 KB
+// 22.6 -> 21.9, 24.1 -> 24.4 us, 131 KB 73.6 -> 75.8, 84.4 -> 84.9 (noise).
 // A body this long or longer is walked in wasm (json-simd.ts) when it fits the module's memory. Measured: a 90-byte body
 // scanned ~10 % slower held (the copy and the calls); per string, keys left to JS (a call saved on a short one) no faster.
 const HELD_MIN_BYTES = 1024

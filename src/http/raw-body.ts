@@ -30,7 +30,8 @@ export function takeBufferedBody(payload: IncomingMessage, limit: number): Buffe
  * chunk as it arrives when its length is declared, else copied in slices at the end. No single concat
  * of 10 MiB holds the event loop, and the counting worker then reads the body without a copy. A big body
  * is read within the turn share (./turn-share.ts): once a turn's share is spent, its reading pauses until
- * a turn with room, so many big uploads at once cost a turn no more than one.
+ * a turn with room, so many big uploads at once cost a turn no more than one. A smaller body that came in
+ * one chunk owning its memory is that chunk, not a copy.
  */
 export async function readRawBody(payload: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(payload.headers['content-length'])
@@ -75,6 +76,10 @@ export async function readRawBody(payload: IncomingMessage, limit: number): Prom
     payload.resume()
   })
   if (shared !== null) return shared
+  // A body that came in one chunk after its headers (a client that writes them apart) is that chunk when it owns its
+  // memory (an HTTP/1 parser's copy; an HTTP/2 chunk is a view of a frame buffer): no fresh buffer written cold.
+  const only = chunks.length === 1 ? (chunks[0] as Buffer) : null
+  if (only !== null && only.byteOffset === 0 && only.buffer.byteLength === size) return only
   if (size < BIG_BODY_BYTES) return Buffer.concat(chunks, size)
   return copyToShared(chunks, size)
 }

@@ -33,6 +33,59 @@ describe('raw request bodies', () => {
     }
   })
 
+  it('takes a body that came in one chunk owning its memory as that chunk, and copies one that is a view of a larger buffer', async () => {
+    // Issue 12: a client that writes its headers and its body apart has its body read in one chunk (an HTTP/1 parser's own
+    // copy): concatenating it wrote a fresh buffer for nothing. A chunk that shares its memory (an HTTP/2 frame buffer's view) is copied.
+    const chunk = Buffer.alloc(40_000, 'abc')
+    const owned = await readRawBody(payload(chunk, chunk.length), 1 << 30)
+    expect(owned.buffer).toBe(chunk.buffer)
+    expect(owned.equals(chunk)).toBe(true)
+    const frames = Buffer.alloc(50_000, 'xyz')
+    const view = frames.subarray(100, 40_100)
+    const copied = await readRawBody(payload(view, view.length), 1 << 30)
+    expect(copied.buffer).not.toBe(frames.buffer)
+    expect(copied.equals(view)).toBe(true)
+    const unsized = await readRawBody(payload(chunk), 1 << 30)
+    expect(unsized.buffer).toBe(chunk.buffer)
+  })
+
+  it('reads a body written after its headers as sent: in one chunk, the HTTP/1 parser\'s own, or in several', async () => {
+    const bodies = [`{"pad":"${'x'.repeat(8_000)}"}`, `{"pad":"${'y'.repeat(200_000)}"}`]
+    const read: { body: Buffer; pushed: Buffer[] }[] = []
+    const server = createServer((request, response) => {
+      // The chunks the parser hands the request, as they come.
+      const pushed: Buffer[] = []
+      const push = request.push.bind(request)
+      request.push = (chunk: Buffer | null) => {
+        if (chunk !== null) pushed.push(chunk)
+        return push(chunk)
+      }
+      void readRawBody(request, 1 << 30).then((body) => {
+        read.push({ body, pushed })
+        response.end('ok')
+      })
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const { port } = server.address() as AddressInfo
+      for (const body of bodies) {
+        const socket = connect(port, '127.0.0.1', () => {
+          socket.write(`POST / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n`)
+          setTimeout(() => socket.end(body), 20)
+        })
+        socket.resume()
+        await new Promise((resolve) => socket.once('close', resolve))
+      }
+      expect(read.map(({ body }) => body.toString())).toEqual(bodies)
+      // The small one came in one chunk and is that chunk: its memory, not a copy.
+      expect(read[0]?.pushed.length).toBe(1)
+      expect(read[0]?.body.buffer).toBe(read[0]?.pushed[0]?.buffer)
+      expect(read[1]?.pushed.length).toBeGreaterThan(1)
+    } finally {
+      server.close()
+    }
+  })
+
   it('refuses a body above the limit and one that does not match its declared length, as Fastify does', async () => {
     await expect(readRawBody(payload(big, big.length), big.length - 1)).rejects.toMatchObject({ code: 'FST_ERR_CTP_BODY_TOO_LARGE' })
     await expect(readRawBody(payload(big), big.length - 1)).rejects.toMatchObject({ code: 'FST_ERR_CTP_BODY_TOO_LARGE' })
