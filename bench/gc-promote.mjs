@@ -6,12 +6,13 @@
 // each build's first mark-compact. V8's own trace is the count: load moves when a collection comes, not what survives.
 //   node bench/gc-promote.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--rate=1000] [--phases=12] [--duration=5000] [--warm=12000]
 //                             [--flags-a=… --flags-b=… (more node flags for a side)] [--reasons (`--trace-gc` instead: each
-//                             [--keep-pool (one client pool a side for every phase, instead of a new one a phase as the bench's runs)]
 //                             mark-compact's line with V8's reason for it; no bytes promoted)]
+//                             [--gap=MS (quiet after each phase, as between the bench's runs: full collections in it counted apart)]
+//                             [--keep-pool (one client pool a side for every phase, instead of a new one a phase as the bench's runs)]
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool, openLoop } from './load.mjs'
-import { createBenchKey, ROOT, startBenchStack, startProxy } from './procs.mjs'
+import { createBenchKey, ROOT, sleep, startBenchStack, startProxy } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
 import { ONE_LINE_BODY } from './body-option.mjs'
 
@@ -20,6 +21,7 @@ const rate = Number(arg('rate', '1000'))
 const phases = Number(arg('phases', '12'))
 const durationMs = Number(arg('duration', '5000'))
 const warm = Number(arg('warm', '12000'))
+const gapMs = Number(arg('gap', '0'))
 const reasons = process.argv.includes('--reasons')
 const builds = { a: resolve(arg('a', join(ROOT, 'dist/cli.js'))), b: resolve(arg('b', join(ROOT, 'dist/cli.js'))) }
 
@@ -62,7 +64,7 @@ try {
     process.stdout.write(`${name} warm-up: ${run.ok} requests, ${gcs.filter((g) => g.kind === 's').length} scavenges, ${mcs} mark-compacts\n`)
   }
   const keptPools = process.argv.includes('--keep-pool') ? Object.fromEntries(Object.keys(sides).map((n) => [n, createPool(sides[n].url, 256)])) : null
-  process.stdout.write(`\nphase side  served  scavenges  promoted/req (B)  mark-compacts  longest pause (ms)  heap growth/req (B)\n`)
+  process.stdout.write(`\nphase side  served  scavenges  promoted/req (B)  mark-compacts  longest pause (ms)  heap growth/req (B)${gapMs > 0 ? '  full GCs in the gap after' : ''}\n`)
   for (let p = 0; p < phases; p++) {
     for (const name of p % 2 === 0 ? ['a', 'b'] : ['b', 'a']) {
       const pool = keptPools?.[name] ?? createPool(sides[name].url, 256)
@@ -76,12 +78,19 @@ try {
       if (mcs.length > 0 && state[name].firstMarkCompactAt === null) state[name].firstMarkCompactAt = `${before}-${state[name].served}`
       const promoted = scavenges.reduce((sum, g) => sum + g.promoted, 0)
       const longest = gcs.reduce((max, g) => Math.max(max, g.pauseMs), 0)
+      let inGap = ''
+      if (gapMs > 0) {
+        await sleep(gapMs)
+        const quiet = take(name)
+        inGap = ` ${String(quiet.filter((g) => g.kind === 'mc').length).padStart(12)}`
+        state[name].heapAfter = quiet.filter((g) => g.kind !== 'trace').at(-1)?.after ?? state[name].heapAfter
+      }
       // The heap's growth a request from the previous phase's last collection to this one's, when no mark-compact came between.
       const last = scavenges.at(-1)?.after ?? null
       const growth = mcs.length === 0 && last !== null && state[name].heapAfter !== null ? ((last - state[name].heapAfter) / Math.max(1, run.ok)).toFixed(0) : '-'
       state[name].heapAfter = last
       for (const g of gcs) if (g.kind === 'trace') process.stdout.write(`      ${name}: ${g.line}\n`)
-      process.stdout.write(`${String(p + 1).padStart(5)} ${name.padEnd(5)} ${String(state[name].served).padStart(7)} ${String(scavenges.length).padStart(10)} ${(promoted / Math.max(1, run.ok)).toFixed(0).padStart(17)} ${String(mcs.length).padStart(14)} ${longest.toFixed(1).padStart(19)} ${String(growth).padStart(17)}\n`)
+      process.stdout.write(`${String(p + 1).padStart(5)} ${name.padEnd(5)} ${String(state[name].served).padStart(7)} ${String(scavenges.length).padStart(10)} ${(promoted / Math.max(1, run.ok)).toFixed(0).padStart(17)} ${String(mcs.length).padStart(14)} ${longest.toFixed(1).padStart(19)} ${String(growth).padStart(17)}${inGap}\n`)
     }
   }
   for (const name of Object.keys(sides)) process.stdout.write(`${name} (${builds[name]}): first mark-compact after ${state[name].firstMarkCompactAt ?? `none in ${state[name].served}`} requests\n`)
