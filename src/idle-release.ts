@@ -9,9 +9,12 @@
  * request can wait on the pause.
  * Sooner, after `lullMs` of the same quiet, one scavenge (1-3 ms) frees what the last requests left in the young
  * generation, with the buffers only those objects held (the first stream's tokenizer rank file, bodies): ~1.6 MiB
- * of a lightly used proxy's resident set seconds after its last request rather than half a minute.
+ * of a lightly used proxy's resident set seconds after its last request rather than half a minute. When the old
+ * generation has grown by `lullCollectBytes` since the last full collection, that release is a full collection
+ * instead (not memory-reducing: V8's sizes stay), so the one V8 would start once old space nears its limit, a
+ * pause of up to ~25 ms on a busy core, comes in the lull rather than among the next burst's requests.
  */
-import { setFlagsFromString } from 'node:v8'
+import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
 interface IdleReleaseOptions {
@@ -25,6 +28,12 @@ interface IdleReleaseOptions {
   lullMs?: number
   /** The short release (tests); default: one scavenge of the young generation. */
   scavenge?: () => void
+  /** Old-generation growth, in bytes, since the last full collection that makes the short release a full one; 0 (default): never. */
+  lullCollectBytes?: number
+  /** The short release when it is a full one (tests); default: one full collection, not memory-reducing. */
+  lullCollect?: () => void
+  /** Bytes the old generation holds now (tests); default: V8's every space but the young generation's. */
+  oldGeneration?: () => number
   /** Release once at once, before the first check (start-up, before listening). */
   atStart?: boolean
   /**
@@ -57,6 +66,11 @@ export function startIdleRelease(options: IdleReleaseOptions): IdleRelease {
   const roundGapMs = options.roundGapMs ?? 1_000
   const lullMs = options.lullMs ?? LULL_MS
   let scavenge: (() => void) | null = lullMs > 0 && lullMs < idleMs ? (options.scavenge ?? youngGenerationCollection) : null
+  const lullCollectBytes = options.lullCollectBytes ?? 0
+  const lullCollect = options.lullCollect ?? fullCollection
+  const oldGeneration = options.oldGeneration ?? oldGenerationBytes
+  /** The old generation after the last full collection of this module's (or as it started). */
+  let oldAfterFull = lullCollectBytes > 0 ? oldGeneration() : 0
   let seen = options.activity().begun
   let quietSince = Date.now()
   /** This quiet period's releases are still to come. */
@@ -79,7 +93,13 @@ export function startIdleRelease(options: IdleReleaseOptions): IdleRelease {
       return false
     }
     options.onRelease?.({ after, ms: performance.now() - started, rssBefore, rssAfter: process.memoryUsage.rss() })
+    if (run !== scavenge && lullCollectBytes > 0) oldAfterFull = oldGeneration()
     return true
+  }
+  /** The short release: a full collection when the old generation has grown enough since the last, else a scavenge. */
+  const lullRelease = (run: () => void): boolean => {
+    if (lullCollectBytes > 0 && oldGeneration() - oldAfterFull >= lullCollectBytes) return release('lull', lullCollect)
+    return release('lull', run)
   }
   /** Quiet for a whole `idleMs`, as of the last check and now. */
   const stillQuiet = (): boolean => {
@@ -114,7 +134,7 @@ export function startIdleRelease(options: IdleReleaseOptions): IdleRelease {
       if (lullOwed && scavenge !== null && quietMs >= lullMs) {
         lullOwed = false
         // Due with the full release (a coarse check): that one frees the young generation too.
-        if (!(owed && quietMs >= idleMs) && !release('lull', scavenge)) scavenge = null
+        if (!(owed && quietMs >= idleMs) && !lullRelease(scavenge)) scavenge = null
       }
       if (!owed || quietMs < idleMs) return
       owed = false
@@ -154,6 +174,18 @@ function exposedGc(): GcFunction {
 /** V8's "last resort" collection: full collections until nothing more is freed, with the young generation shrunk and free pages unmapped. */
 function memoryReducingCollection(): void {
   exposedGc()({ type: 'major', execution: 'sync', flavor: 'last-resort' })
+}
+
+/** One full collection as V8 would start it itself: the young generation's and old space's sizes stay. */
+function fullCollection(): void {
+  exposedGc()({ type: 'major', execution: 'sync' })
+}
+
+/** Bytes held in every heap space but the young generation's (V8 names those `new_…`). */
+function oldGenerationBytes(): number {
+  let bytes = 0
+  for (const space of getHeapSpaceStatistics()) if (!space.space_name.startsWith('new_')) bytes += space.space_used_size
+  return bytes
 }
 
 /**
