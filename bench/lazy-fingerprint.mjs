@@ -6,8 +6,9 @@
 // `npm run build && node bench/lazy-fingerprint.mjs [--bytes=32768] [--seconds=4] [--other=OLD/dist] [--shape=chat|anthropic]`
 // (--shape: bench/agent-body.mjs's chat body, the default, or its Anthropic Messages body; both the messages shape)
 // prints one JSON line per build: microseconds per fingerprint (median of rounds, min–max) on the lazy and the
-// parsed body, microseconds per lazy read of the body (readLazyBody: the validating scan and the members' definitions,
-// which the fingerprint's bodies are made by before timing), JSON.parse calls and characters per fingerprint of the
+// parsed body, the lazy one's also in CPU time (process.cpuUsage: not charged for other processes' turns, so it moves
+// far less with the machine's load than wall time), microseconds per lazy read of the body (readLazyBody: the
+// validating scan and the members' definitions, which the fingerprint's bodies are made by before timing), JSON.parse calls and characters per fingerprint of the
 // lazy body, its SHA-256 calls and bytes and lane units (the conversation's digest and the step's together; null when
 // the build's Digest and Bulk name their counters otherwise), and heap bytes per fingerprint of each.
 import { resolve } from 'node:path'
@@ -32,7 +33,7 @@ for (const dist of dists) {
   // Every fingerprint is of a body read afresh (nothing of an earlier one is cached); a body its scan reads in
   // several slices (128 KiB) comes as a promise: the bodies are made before timing.
   const pool = (read) => () => Promise.all(Array.from({ length: POOL }, () => read(raw, messagesShape)))
-  builds.push({ dist, Digest, Bulk, read: () => readLazyBody(raw, messagesShape), lazy: pool(readLazyBody), parsed: pool(readParsedBody), rounds: { lazy: [], parsed: [], read: [] } })
+  builds.push({ dist, Digest, Bulk, read: () => readLazyBody(raw, messagesShape), lazy: pool(readLazyBody), parsed: pool(readParsedBody), rounds: { lazy: [], lazyCpu: [], parsed: [], read: [] } })
 }
 
 // What the lazy body's fingerprint parses.
@@ -108,8 +109,11 @@ while (performance.now() < end) {
     for (const kind of ['lazy', 'parsed']) {
       const bodies = await build[kind]()
       const start = performance.now()
+      const cpu = process.cpuUsage()
       for (const body of bodies) body.fingerprint()
+      const used = process.cpuUsage(cpu)
       build.rounds[kind].push(((performance.now() - start) * 1000) / bodies.length)
+      if (kind === 'lazy') build.rounds.lazyCpu.push((used.user + used.system) / bodies.length)
     }
     // A body read in several slices gives a promise: its turns between slices are timed too.
     const start = performance.now()
@@ -125,7 +129,7 @@ for (const { dist, rounds, parses, hashed, alloc } of builds) {
     values.sort((a, b) => a - b)
     return `${round(values[values.length >> 1])} (${round(values[0])}–${round(values[values.length - 1])})`
   }
-  process.stdout.write(`${JSON.stringify({ build: dist, body_bytes: raw.length, rounds: rounds.lazy.length, lazy_us: stats(rounds.lazy), parsed_us: stats(rounds.parsed), read_us: stats(rounds.read), lazy_parse_calls: parses.calls, lazy_parse_chars: parses.chars, ...hashed, lazy_heap_bytes: alloc.lazy, parsed_heap_bytes: alloc.parsed })}\n`)
+  process.stdout.write(`${JSON.stringify({ build: dist, body_bytes: raw.length, rounds: rounds.lazy.length, lazy_us: stats(rounds.lazy), lazy_cpu_us: stats(rounds.lazyCpu), parsed_us: stats(rounds.parsed), read_us: stats(rounds.read), lazy_parse_calls: parses.calls, lazy_parse_chars: parses.chars, ...hashed, lazy_heap_bytes: alloc.lazy, parsed_heap_bytes: alloc.parsed })}\n`)
 }
 
 function round(value) {

@@ -50,6 +50,8 @@ function spread(unit: number): number {
   return Math.imul((k << 15) | (k >>> 17), 0x1b873593)
 }
 
+// (A table of spread for units below 256 cost more: the lanes' loop 24.4k → 27.3k callgrind instructions a fingerprint.)
+
 /** Lane a's round: murmur3's. Lane b rotates and multiplies otherwise, so the lanes collide apart. */
 function roundA(a: number, k: number): number {
   a ^= k
@@ -180,6 +182,7 @@ export class Digest {
     // Escaped strings (code with its line ends) are decoded by JSON.parse: unescaping the bytes in JavaScript took
     // twice as long (1.4 against 0.7 µs for 900 bytes), and still longer written straight to the bytes the native hash
     // reads, with no string made (1.0–1.2 against 0.75–0.85 µs with the write, no \u escape, ASCII known).
+    // (A table-driven unescape into a kept buffer, fed as ASCII bytes: +13 % / +15 % CPU a 32 KiB chat / Anthropic fingerprint.)
     else this.string(text.decode())
   }
 

@@ -33,6 +33,13 @@ const [TYPE, TEXT, NAME, INPUT, ARGUMENTS, CONTENT, IS_ERROR, OUTPUT, TOOL_USE, 
 const TYPED_CALLS = new Set(['tool_use', 'server_tool_use', 'mcp_tool_use', 'function_call', 'custom_tool_call'])
 const TYPED_RESULTS = new Set(['tool_result', 'function_call_output', 'custom_tool_call_output'])
 
+// How hashBlock reads a Block, told once by blockOf from its type, and the partKind of each.
+const TEXT_BLOCK = 0
+const REASONING_BLOCK = 1
+const CALL_BLOCK = 2
+const RESULT_BLOCK = 3
+const BLOCK_KINDS: readonly PartKind[] = ['content', 'skip', 'call', 'content']
+
 /**
  * A content block of a lazily read body whose `type` is a string, read from its bytes in one pass: the members
  * hashBlock reads of its type (text; name and input or arguments; content or output and is_error), undefined when absent.
@@ -40,7 +47,8 @@ const TYPED_RESULTS = new Set(['tool_result', 'function_call_output', 'custom_to
 class Block {
   constructor(
     readonly span: JsonSpan,
-    readonly type: string,
+    /** TEXT_BLOCK, REASONING_BLOCK, CALL_BLOCK or RESULT_BLOCK: its type's branch of hashPart. */
+    readonly how: number,
     readonly first: unknown,
     readonly second: unknown,
   ) {}
@@ -67,13 +75,13 @@ export function readPart(part: unknown): unknown {
 function blockOf(span: JsonSpan, members: readonly unknown[]): Block | null {
   const type = members[TYPE]
   if (typeof type !== 'string') return null
-  if (TEXT_TYPES.has(type)) return new Block(span, type, members[TEXT], undefined)
-  if (REASONING_TYPES.has(type)) return new Block(span, type, undefined, undefined)
-  if (type === 'function_call') return new Block(span, type, members[NAME], members[ARGUMENTS])
-  if (TYPED_CALLS.has(type)) return new Block(span, type, members[NAME], members[INPUT])
+  if (TEXT_TYPES.has(type)) return new Block(span, TEXT_BLOCK, members[TEXT], undefined)
+  if (REASONING_TYPES.has(type)) return new Block(span, REASONING_BLOCK, undefined, undefined)
+  if (type === 'function_call') return new Block(span, CALL_BLOCK, members[NAME], members[ARGUMENTS])
+  if (TYPED_CALLS.has(type)) return new Block(span, CALL_BLOCK, members[NAME], members[INPUT])
   // A result's type is read after the checks of `toolUse` and `functionCall`: a block with either is read parsed.
   if (!TYPED_RESULTS.has(type) || isRecord(plain(members[TOOL_USE])) || isRecord(plain(members[FUNCTION_CALL]))) return null
-  return type === 'tool_result' ? new Block(span, type, members[CONTENT], members[IS_ERROR]) : new Block(span, type, members[OUTPUT], undefined)
+  return type === 'tool_result' ? new Block(span, RESULT_BLOCK, members[CONTENT], members[IS_ERROR]) : new Block(span, RESULT_BLOCK, members[OUTPUT], undefined)
 }
 
 /** A member of a Block as JSON.parse gives it. */
@@ -87,13 +95,13 @@ function feed(digest: Digest, value: unknown): void {
 
 /** hashPart of a Block: what it hashes of the block parsed, read from its members. */
 function hashBlock(digest: Digest, block: Block): void {
-  const { type } = block
-  if (TEXT_TYPES.has(type)) {
+  const { how } = block
+  if (how === TEXT_BLOCK) {
     digest.add('text')
     feed(digest, block.first)
-  } else if (TYPED_CALLS.has(type)) {
+  } else if (how === CALL_BLOCK) {
     call(digest, block.first, block.second)
-  } else if (TYPED_RESULTS.has(type)) {
+  } else if (how === RESULT_BLOCK) {
     result(digest, block.first, block.second)
   } else {
     // Reasoning, which partKind skips: hashed as hashPart hashes it parsed.
@@ -104,7 +112,7 @@ function hashBlock(digest: Digest, block: Block): void {
 /** Whether a part is a tool call (the model's action), content, or carries nothing to hash (reasoning). */
 export function partKind(part: unknown): PartKind {
   if (part instanceof JsonText) return 'content'
-  if (part instanceof Block) return typeKind(part.type)
+  if (part instanceof Block) return BLOCK_KINDS[part.how] as PartKind
   if (!isRecord(part)) return part === null || part === undefined ? 'skip' : 'content'
   if (typeof part.type === 'string') return typeKind(part.type)
   if (part.toolUse !== undefined || part.functionCall !== undefined) return 'call'
