@@ -169,13 +169,14 @@ try {
   const started = Date.now()
   const log = (s) => process.stderr.write(`[${Math.round((Date.now() - started) / 1000)} s] ${s}\n`)
   for (const side of sides) {
+    // Up to ten minutes: under valgrind on a machine other loads share, a start took more than two.
     for (let t = 0; ; t++) {
-      if (t > 1200 || side.child.exitCode !== null) throw new Error(`${side.name} did not start: ${readFileSync(join(dir, `${side.name}.err`), 'utf8').slice(-2000)}`)
+      if (t > 6000 || side.child.exitCode !== null) throw new Error(`${side.name} did not start: ${readFileSync(join(dir, `${side.name}.err`), 'utf8').slice(-2000)}`)
       // The floor says it listens on stdout; the proxy answers /health.
       if (side.name === 'floor' ? side.out().includes('{"url"') : await fetch(`${side.url}/health`).then((r) => r.ok, () => false)) break
       await sleep(100)
     }
-    side.pool = new Pool(side.url, { connections: CONCURRENCY, pipelining: 1, keepAliveTimeout: 600_000, headersTimeout: 120_000, bodyTimeout: 120_000 })
+    side.pool = new Pool(side.url, { connections: CONCURRENCY, pipelining: 1, keepAliveTimeout: 600_000, headersTimeout: 600_000, bodyTimeout: 600_000 })
     pools.push(side.pool)
   }
   const send = async (side) => {

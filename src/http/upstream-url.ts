@@ -45,15 +45,20 @@ const MAX_KNOWN_PATHS = 256
 const MAX_KNOWN_PATH_CHARS = 256
 /** Paths found plain: unsafe under no rule, so found again without the regular expressions. */
 const plainPaths = new Map<string, true>()
+// The last path found plain ('/' is): a run of requests on one path compares its text, no hash of a new string for the Map.
+let lastPlainPath = '/'
 
 /**
  * The common case, decided without decoding: plain characters only (no '%', so nothing decodes, whatever
  * the rules) and no dot segment.
  */
 function isPlainPath(path: string): boolean {
-  if (plainPaths.has(path)) return true
-  if (!PLAIN_PATH.test(path) || DOT_SEGMENT.test(path)) return false
-  remember(plainPaths, path, true)
+  if (path === lastPlainPath) return true
+  if (!plainPaths.has(path)) {
+    if (!PLAIN_PATH.test(path) || DOT_SEGMENT.test(path)) return false
+    remember(plainPaths, path, true)
+  }
+  lastPlainPath = path
   return true
 }
 
@@ -69,7 +74,7 @@ export function upstreamUrl(base: string, path: string, query: string, rules: Pa
   const checked = checkedBase(base)
   // A plain path found below the base before: its URL is the string made then (no concatenation, and the
   // upstream client's lookup of a URL it has seen reads that string's hash, not a new one's).
-  let url = checked.below.get(path)
+  let url = path === checked.lastPath ? checked.lastUrl : checked.below.get(path)
   if (url === undefined) {
     url = `${base}${path}`
     const reason = unsafePathReason(path, rules)
@@ -77,15 +82,23 @@ export function upstreamUrl(base: string, path: string, query: string, rules: Pa
     // Belt and braces: whatever the URL parser normalises, the path must still start with the base's path.
     if (!new URL(query.length > 0 ? `${url}?${query}` : url).pathname.startsWith(`${checked.path}/`)) throw invalidRequest('the path leaves the provider API')
     // A plain path is safe under every rule and ends where the query starts: later requests on it skip both checks.
-    if (isPlainPath(path)) remember(checked.below, path, url)
+    if (!isPlainPath(path)) return query.length > 0 ? `${url}?${query}` : url
+    remember(checked.below, path, url)
   }
+  checked.lastPath = path
+  checked.lastUrl = url
   return query.length > 0 ? `${url}?${query}` : url
 }
 
-/** A configured base URL: its path without the trailing slash, and the URLs of the plain client paths found to stay below it. */
+/**
+ * A configured base URL: its path without the trailing slash, the URLs of the plain client paths found to stay below
+ * it, and the last of those paths with its URL (null: none yet), found again by comparing text, not by a hash.
+ */
 interface CheckedBase {
   path: string
   below: Map<string, string>
+  lastPath: string | null
+  lastUrl: string
 }
 
 const bases = new Map<string, CheckedBase>()
@@ -94,7 +107,7 @@ const bases = new Map<string, CheckedBase>()
 function checkedBase(base: string): CheckedBase {
   let checked = bases.get(base)
   if (checked === undefined) {
-    checked = { path: new URL(base).pathname.replace(/\/$/, ''), below: new Map() }
+    checked = { path: new URL(base).pathname.replace(/\/$/, ''), below: new Map(), lastPath: null, lastUrl: '' }
     if (bases.size < 64) bases.set(base, checked)
   }
   return checked

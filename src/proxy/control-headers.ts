@@ -10,6 +10,29 @@ import type { PathSession } from './target.js'
 
 const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
+/** What mayHaveControlHeaders reads of a request: its headers and the connection's request they came from. */
+export interface HeaderSource {
+  headers: IncomingHttpHeaders
+  raw: { headers: IncomingHttpHeaders; rawHeaders?: readonly string[] }
+}
+
+/**
+ * False when `request` has no `X-Loopers-*` header: none of its raw header names starts with `x-l` in any case (the
+ * headers object's names are those, lowercased). True when it may have one, or when its headers are not the raw
+ * request's. Most requests have none: this read of a short array of names replaces a lookup of each absent control
+ * header in the headers object (a megamorphic load each).
+ */
+export function mayHaveControlHeaders(request: HeaderSource): boolean {
+  const raw = request.raw
+  const names = raw.rawHeaders
+  if (names === undefined || request.headers !== raw.headers) return true
+  for (let i = 0; i < names.length; i += 2) {
+    const name = names[i] as string
+    if (name.length > 10 && (name.charCodeAt(0) | 0x20) === 0x78 && name.charCodeAt(1) === 0x2d && (name.charCodeAt(2) | 0x20) === 0x6c) return true
+  }
+  return false
+}
+
 /**
  * Session limits from the headers and the path (`/session/{id}/…`, see target.ts); null without a session id.
  * Throws invalid_request on bad values, and when path and header give one value two different ways.

@@ -25,7 +25,7 @@ import type { Metrics } from '../metrics.js'
 import { REFERENCED_CONTEXT_TOKENS } from '../tokens/bound.js'
 import { sharedTokenCounter } from '../tokens/worker.js'
 import { blockedByHolds, createAdmission, settledRoom } from './admission.js'
-import { readLoopersCredential, readSession } from './control-headers.js'
+import { mayHaveControlHeaders, readLoopersCredential, readSession } from './control-headers.js'
 import type { Inflight } from './inflight.js'
 import { isKeyRefusal, type KeyGate } from './key-gate.js'
 import { checkFacts, planReservation, type ReservationPlan } from './plan.js'
@@ -103,8 +103,9 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
         const keyHash = request.loopersKey?.keyHash
         if (keyHash === undefined) throw invalidKey('missing Loopers proxy key: use your lp- key as the API key')
         summary.key = keyHash.slice(0, 8)
+        const control = mayHaveControlHeaders(request)
         const credential =
-          notProxyKey(readLoopersCredential(request.headers, config.credentials.awsRegion)) ??
+          notProxyKey(control ? readLoopersCredential(request.headers, config.credentials.awsRegion) : null) ??
           notProxyKey(target.pathKey === null ? null : adapter.readClientCredential(request.headers, query)) ??
           adapter.defaultCredential()
 
@@ -124,7 +125,7 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
           throw invalidRequest(`no upstream credential: send X-Loopers-Provider-Key or set the server's LOOPERS_${adapter.id.toUpperCase()}_API_KEY`)
         }
         // Its own frame: what admission reads of the body is gone by the time the request is forwarded.
-        await forwardMetered(await admitMetered({ request, reply, adapter, target, route, credential, keyHash, summary, started }))
+        await forwardMetered(await admitMetered({ request, reply, adapter, target, route, credential, keyHash, summary, started, control }))
       } catch (error) {
         const proxyError = toProxyError(error)
         summary.code = proxyError.code
@@ -163,7 +164,7 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
 
   /** Reads a metered request's body, describes, prices and reserves it: the request as forwardMetered takes it. */
   async function admitMetered(m: Metered): Promise<Forward> {
-    const { request, reply, adapter, target, route, credential, keyHash, summary, started } = m
+    const { request, reply, adapter, target, route, credential, keyHash, summary, started, control } = m
     const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
     // From here on the pipeline holds the bytes, only while it needs them.
     request.body = undefined
@@ -182,7 +183,7 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
     }
     const hidden = adapter.hidesReasoning?.(route, body, listed.hiddenReasoning) ?? listed.hiddenReasoning
     const price = hidden === listed.hiddenReasoning ? listed : { ...listed, hiddenReasoning: hidden }
-    const session = readSession(request.headers, target.pathSession)
+    const session = control || target.pathSession !== null ? readSession(request.headers, target.pathSession) : null
 
     // Content the provider fetches or generates itself is not in the body: its context window bounds it.
     const extra = adapter.referencedInput?.(route, body, request.headers)
@@ -351,6 +352,8 @@ interface Metered {
   keyHash: string
   summary: Summary
   started: number
+  /** False when the request has no `X-Loopers-*` header (mayHaveControlHeaders). */
+  control: boolean
 }
 
 type ReserveInput = Parameters<BudgetStore['reserve']>[0]
