@@ -178,12 +178,49 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
     ])
   })
 
-  it('a loop check with the key\'s guard in force is reserve.lua\'s: the step is recorded, as alone', async () => {
-    const loop = { scope: 'c:0123456789abcdef', step: 'fedcba9876543210' }
-    // The first at once, the call, then reserve.lua for the loop check it left.
-    const run = await togetherAndAlone({ limits: { daily: 1_000 }, loopLimit: 5 }, (hash, i) => input(hash, 10, i === 2 ? { loop } : {}), 3)
+  it('loop checks with the key\'s guard in force: read, recorded and refused in the call as alone', async () => {
+    const scope = 'c:0123456789abcdef'
+    const seen = { scope, step: 'fedcba9876543210' }
+    const repeated = { scope, step: '0123456789abcdef' }
+    const other = { scope: 'c:fedcba9876543210', step: '1111111111111111' }
+    // A new step whose hash ends in 0: its scope's size is counted.
+    const sized = { scope, step: 'aaaaaaaaaaaaaaa0' }
+    // Last seen a window and more ago, with one in flight then.
+    const stale = { scope, step: 'bbbbbbbbbbbbbbbb' }
+    // Two new steps whose hash ends in 0 in a scope past its 256 steps: indexed by age and trimmed, then trimmed again.
+    const big = 'c:aaaaaaaaaaaaaaaa'
+    const sizedBig = [{ scope: big, step: 'ccccccccccccccc0' }, { scope: big, step: 'ddddddddddddddd0' }]
+    // `seen` repeated three times already (each settled): over the limit of 2.
+    const seed = async (hash: string): Promise<void> => {
+      for (let i = 0; i < 3; i++) await f.store.settle(await f.reserved(hash, 10, { loop: seen, requestId: `seed-${i}` }), 10)
+      const old = f.clock.now() - 700_000
+      await f.redis.hset(loopKeyStart(hash) + scope, stale.step, `1:${old}#gone`, `${stale.step}:${old}`, '1')
+      const steps: string[] = []
+      for (let i = 0; i < 300; i++) steps.push(i.toString(16).padStart(16, '0'), `1:${f.clock.now() - 3_000 * i}`)
+      await f.redis.hset(loopKeyStart(hash) + big, ...steps, '#e', String(f.clock.now() + 675_000))
+    }
+    const loops = [null, seen, repeated, repeated, repeated, other, null, sized, stale, sizedBig[0], sizedBig[1]]
+    const run = await togetherAndAlone({ limits: { daily: 1_000 }, loopLimit: 2 }, (hash, i) => {
+      const loop = loops[i]
+      return input(hash, 10, loop == null ? {} : { loop })
+    }, loops.length, seed)
+    // The first at once, the call, then reserve.lua for the loop it refused.
     expect(run.calls).toBe(3)
     expect(run.together).toEqual(run.alone)
+    const { answers } = run.together as { answers: unknown[] }
+    expect(answers[1]).toEqual({ ok: false, reason: 'loop_detected' })
+    // The step's later requests are booked in its scope; its first, and a new step's, are not.
+    const booked = (i: number): unknown => (answers[i] as { booked: string[] }).booked.length
+    expect([2, 3, 4, 5, 7, 8, 9, 10].map(booked)).toEqual([5, 6, 6, 5, 5, 5, 5, 5])
+    const [steps] = (run.together as { loops: [Record<string, string>][] }).loops[0] as [Record<string, string>]
+    // Counted twice (its third came with two of it in flight); its two later requests in flight.
+    expect(steps[repeated.step]).toMatch(/^2:\d+#/)
+    expect(Object.entries(steps).filter(([field]) => field.startsWith(`${repeated.step}:`)).map(([, n]) => n)).toEqual(['2'])
+    // The stale window's in flight gone; the big scope trimmed to 192 steps and indexed by age.
+    expect(Object.keys(steps).filter((field) => field.startsWith(`${stale.step}:`))).toEqual([])
+    const [bigSteps, , aged] = (run.together as { loops: [Record<string, string>, boolean, string[]][] }).loops[2] as [Record<string, string>, boolean, string[]]
+    expect(Object.keys(bigSteps).filter((field) => !field.startsWith('#'))).toHaveLength(193)
+    expect(aged).toHaveLength(2 * 193)
   })
 
   it('requests with a session are reserve.lua\'s, each: the session counts its steps and holds, its limits hold', async () => {

@@ -171,21 +171,36 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   /** Items of one key, admitted in one call as reserve.lua would each; any it leaves untouched, with reserve.lua. */
   function reserveBatch(fixed: FixedKeys, items: QueuedReserve[]): void {
     const n = items.length
-    const args = new Array<ScriptArg>(4 + 4 * n)
+    let loops = 0
+    for (let i = 0; i < n; i++) if ((items[i] as QueuedReserve).input.loop != null) loops++
+    // KEYS: the record and string, each item's record, each loop check's scope; ARGV: the periods, the time, the flags,
+    // each item's three, each loop check's two.
+    const argvAt = 1 + n + loops
+    const args = new Array<ScriptArg>(argvAt + 3 + 3 * n + 2 * loops)
     args[0] = fixed.recordAndCur
     let flags = ''
+    let loop = 0
     for (let i = 0; i < n; i++) {
-      const { input } = items[i] as QueuedReserve
+      const item = items[i] as QueuedReserve
+      const { input } = item
       args[1 + i] = joinArg(fixed.reservationStart, input.requestId)
-      flags += input.loop == null ? '0' : '1'
-      args[4 + n + 3 * i] = input.provider
-      args[5 + n + 3 * i] = input.minMicros
-      args[6 + n + 3 * i] = input.maxMicros
+      args[argvAt + 3 + 3 * i] = input.provider
+      args[argvAt + 4 + 3 * i] = input.minMicros
+      args[argvAt + 5 + 3 * i] = input.maxMicros
+      if (input.loop == null) {
+        flags += '0'
+        continue
+      }
+      flags += '1'
+      args[1 + n + loop] = joinArg(fixed.loopStart, input.loop.scope)
+      args[argvAt + 3 + 3 * n + 2 * loop] = input.loop.step
+      args[argvAt + 4 + 3 * n + 2 * loop] = item.nowMs
+      loop++
     }
-    args[1 + n] = fixed.periodIds
-    args[2 + n] = isoTime((items[0] as QueuedReserve).nowMs)
-    args[3 + n] = flags
-    evalScript(redis, scripts.reserveBatch, 2 + n, args, readReserveBatch, n).then(
+    args[argvAt] = fixed.periodIds
+    args[argvAt + 1] = isoTime((items[0] as QueuedReserve).nowMs)
+    args[argvAt + 2] = flags
+    evalScript(redis, scripts.reserveBatch, 2 + n + loops, args, readReserveBatch, n).then(
       (replies) => {
         for (let i = 0; i < n; i++) {
           const item = items[i] as QueuedReserve
