@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { script } from '../../src/budget/redis/script-command.js'
+import { createBudgetStore } from '../../src/budget/redis/store.js'
 import { curKey, loopKeyStart, recordKey, reservationKey } from '../../src/budget/redis/redis-keys.js'
 import type { ReserveInput, ReserveResult } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
@@ -101,6 +102,29 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
       expect(await scriptCalls()).toBe(before + 1)
     }
     expect(await f.period(hash, 'daily')).toEqual({ spent: 0, held: 300 })
+  })
+
+  it('within the hold after a turn that batched a key\'s reserves, a lone reserve of the key waits for its turn\'s end', async () => {
+    for (const [holdMs, sentAtOnce] of [[60_000, 0], [0, 1]] as const) {
+      const store = createBudgetStore(f.redis, { now: () => f.clock.now(), batchedHoldMs: holdMs })
+      const hash = await primedKey({ limits: { daily: 1_000 } })
+      // The first at once, the other two in the turn's call.
+      expect((await Promise.all([10, 20, 30].map((micros) => store.reserve(input(hash, micros))))).map((r) => r.ok)).toEqual([true, true, true])
+      const before = await scriptCalls()
+      const send = vi.spyOn(f.redis, 'sendCommand')
+      let sent: number
+      let pending: Promise<ReserveResult>
+      try {
+        pending = store.reserve(input(hash, 40))
+        sent = send.mock.calls.length
+      } finally {
+        send.mockRestore()
+      }
+      expect(sent, `hold ${holdMs}`).toBe(sentAtOnce)
+      expect((await pending).ok).toBe(true)
+      expect(await scriptCalls()).toBe(before + 1)
+      expect(await f.period(hash, 'daily')).toEqual({ spent: 0, held: 100 })
+    }
   })
 
   it('a reserve issued after a settle of its key waiting for the turn\'s end waits too: the release is sent first', async () => {

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { script } from '../../src/budget/redis/script-command.js'
+import { createBudgetStore } from '../../src/budget/redis/store.js'
 import { curKey, dayKey, reservationKey } from '../../src/budget/redis/redis-keys.js'
 import { WINDOW_NAMES, type Reservation } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
@@ -67,6 +68,30 @@ describe('redis store, string layout: a key\'s settles of one turn in one call',
       expect(await scriptCalls()).toBe(before + 1)
     }
     for (const w of WINDOW_NAMES) expect(await f.period(hash, w), w).toEqual({ spent: 30, held: 0 })
+  })
+
+  it('within the hold after a turn that batched a key\'s settles, a lone settle of the key waits for its turn\'s end', async () => {
+    for (const [holdMs, sentAtOnce] of [[60_000, 0], [0, 1]] as const) {
+      const store = createBudgetStore(f.redis, { now: () => f.clock.now(), batchedHoldMs: holdMs })
+      const hash = await f.newKey({ limits: { daily: 10_000 } })
+      const rs = await reservedAll(hash, [100, 200, 300, 400])
+      // The first at once, the other two in the turn's call.
+      await Promise.all(rs.slice(0, 3).map((r) => store.settle(r, 10)))
+      const before = await scriptCalls()
+      const send = vi.spyOn(f.redis, 'sendCommand')
+      let sent: number
+      let pending: Promise<unknown>
+      try {
+        pending = store.settle(rs[3] as Reservation, 10)
+        sent = send.mock.calls.length
+      } finally {
+        send.mockRestore()
+      }
+      expect(sent, `hold ${holdMs}`).toBe(sentAtOnce)
+      expect(await pending).toEqual({ chargedMicros: 10, alreadySettled: false })
+      expect(await scriptCalls()).toBe(before + 1)
+      for (const w of WINDOW_NAMES) expect(await f.period(hash, w), w).toEqual({ spent: 40, held: 0 })
+    }
   })
 
   it('settles each as its own settle would, those after the first in one call, and once: settled again, each reports its first charge', async () => {

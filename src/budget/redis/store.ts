@@ -36,12 +36,18 @@ interface BudgetStoreOptions {
   now?: () => number
   /** Idle lifetime of a session, refreshed by each of its requests. Default 86 400 (one day). */
   sessionTtlSeconds?: number
+  /**
+   * How long (ms) after a turn that batched a key's reserves (or settles) its next ones still wait for their turn's end
+   * even when none is in flight: under load a turn's first reserve sent alone costs a call of its own. Default 2.
+   */
+  batchedHoldMs?: number
 }
 
 /** Returns the store (no Redis round trip happens here). */
 export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions = {}): BudgetStore {
   const now = opts.now ?? Date.now
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
+  const batchedHoldMs = opts.batchedHoldMs ?? BATCHED_HOLD_MS
   const scripts = { reserve: script('reserve'), reserveBatch: script('reserve-batch'), extend: script('extend'), settle: script('settle'), settleBatch: script('settle-batch'), abandon: script('abandon') }
   // Told of each reserve, extend and settle as its command ends (observeCalls); abandon's own settle is not one.
   let observer: StoreCallObserver | null = null
@@ -85,10 +91,11 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       const fixed = fixedKeys(hash, periods)
       const inHashes = passPeriods(fixed.minute)
       // Without a session, on a store marked for the string layout (nearly always): sent at once when none of its key's
-      // reserves is queued or unanswered and no settle of the key waits for the turn's end (sent first, its release
-      // would leave room); else it waits for the turn's other reserves of its key, sent as one reserve-batch.lua call.
+      // reserves is queued or unanswered, none went in a batch within batchedHoldMs (a key under load keeps batching)
+      // and no settle of the key waits for the turn's end (sent first, its release would leave room); else it waits for
+      // the turn's other reserves of its key, sent as one reserve-batch.lua call.
       if (session === null && !inHashes) {
-        if (fixed.reserves === 0 && (waiting.size === 0 || !waiting.has(fixed))) {
+        if (fixed.reserves === 0 && performance.now() - fixed.reservesBatchedAt >= batchedHoldMs && (waiting.size === 0 || !waiting.has(fixed))) {
           // Counted once sent: a call that ends at once (a client that refuses commands offline) was counted down first.
           const sent = reserveWith(input, nowMs, periods, fixed, false, started, reserveEnded)
           fixed.reserves++
@@ -274,10 +281,10 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       const booked = bookedParts(reservation)
       const fixed = fixedKeys(reservation.keyHash, currentPeriods(now()))
       // Booked in the string layout's current periods, with no session or loop step (nearly always): sent at once when
-      // none of its key's settles is queued or unanswered; else it waits for the turn's other settles of its key, sent
-      // as one settle-batch.lua call.
+      // none of its key's settles is queued or unanswered and none went in a batch within batchedHoldMs; else it
+      // waits for the turn's other settles of its key, sent as one settle-batch.lua call.
       if (booked.keys.length === 5 && !passPeriods(fixed.minute) && samePeriods(booked.keys, fixed.periodKeys)) {
-        if (fixed.settles === 0) {
+        if (fixed.settles === 0 && performance.now() - fixed.settlesBatchedAt >= batchedHoldMs) {
           // Counted once sent, as a reserve sent at once.
           const sent = settleWith(reservation, actualMicros, observer, started, fixed)
           fixed.settles++
@@ -315,10 +322,12 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     // The maps are emptied once sent, not replaced (nothing is queued while this runs): a turn with one request
     // allocates no map, nor a slice of a line of one.
     flushQueued = false
+    let at = Number.NaN
     try {
       for (const [fixed, line] of waiting) {
         if (line.length === 1) settleAlone(line[0] as QueuedSettle)
         else for (let from = 0; from < line.length; from += SETTLE_BATCH_MAX) {
+          fixed.settlesBatchedAt = Number.isNaN(at) ? (at = performance.now()) : at
           const items = line.length <= SETTLE_BATCH_MAX ? line : line.slice(from, from + SETTLE_BATCH_MAX)
           if (items.length === 1) settleAlone(items[0] as QueuedSettle)
           else settleBatch(fixed, items)
@@ -327,6 +336,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       for (const [fixed, line] of reserving) {
         if (line.length === 1) reserveAlone(line[0] as QueuedReserve)
         else for (let from = 0; from < line.length; from += RESERVE_BATCH_MAX) {
+          fixed.reservesBatchedAt = Number.isNaN(at) ? (at = performance.now()) : at
           const items = line.length <= RESERVE_BATCH_MAX ? line : line.slice(from, from + RESERVE_BATCH_MAX)
           if (items.length === 1) reserveAlone(items[0] as QueuedReserve)
           else reserveBatch(fixed, items)
@@ -514,6 +524,9 @@ interface QueuedReserve {
   reject: (err: Error) => void
 }
 
+/** batchedHoldMs's default: about two turns of a loaded event loop. */
+const BATCHED_HOLD_MS = 2
+
 /** The most reserves one reserve-batch.lua call takes (a longer line is sent in several). */
 const RESERVE_BATCH_MAX = 64
 
@@ -674,6 +687,9 @@ interface FixedKeys {
   reserves: number
   /** Likewise its settles that settle-batch.lua could take (a settle goes at once only at 0). */
   settles: number
+  /** When (performance.now()) the last turn that sent its reserves, or its settles, in a batch ended (-Infinity: none). */
+  reservesBatchedAt: number
+  settlesBatchedAt: number
 }
 
 /** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
@@ -712,6 +728,8 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     loopStart: encodeStart(loopKeyStart(hash)),
     reserves: 0,
     settles: 0,
+    reservesBatchedAt: Number.NEGATIVE_INFINITY,
+    settlesBatchedAt: Number.NEGATIVE_INFINITY,
   }
   fixedByHash.set(hash, fresh)
   return fresh
