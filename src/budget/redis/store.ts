@@ -37,8 +37,8 @@ interface BudgetStoreOptions {
   /** Idle lifetime of a session, refreshed by each of its requests. Default 86 400 (one day). */
   sessionTtlSeconds?: number
   /**
-   * How long (ms) after a turn that batched a key's reserves (or settles) its next ones still wait for their turn's end
-   * even when none is in flight: under load a turn's first reserve sent alone costs a call of its own. Default 2.
+   * How long (ms) after a turn that sent queued reserves (or settles) of a key its next ones still wait for their turn's
+   * end even when none is in flight: under load a turn's first reserve sent alone costs a call of its own. Default 2.
    */
   batchedHoldMs?: number
 }
@@ -91,7 +91,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       const fixed = fixedKeys(hash, periods)
       const inHashes = passPeriods(fixed.minute)
       // Without a session, on a store marked for the string layout (nearly always): sent at once when none of its key's
-      // reserves is queued or unanswered, none went in a batch within batchedHoldMs (a key under load keeps batching)
+      // reserves is queued or unanswered, none was queued within batchedHoldMs (a key under load keeps batching)
       // and no settle of the key waits for the turn's end (sent first, its release would leave room); else it waits for
       // the turn's other reserves of its key, sent as one reserve-batch.lua call.
       if (session === null && !inHashes) {
@@ -281,7 +281,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       const booked = bookedParts(reservation)
       const fixed = fixedKeys(reservation.keyHash, currentPeriods(now()))
       // Booked in the string layout's current periods, with no session or loop step (nearly always): sent at once when
-      // none of its key's settles is queued or unanswered and none went in a batch within batchedHoldMs; else it
+      // none of its key's settles is queued or unanswered and none was queued within batchedHoldMs; else it
       // waits for the turn's other settles of its key, sent as one settle-batch.lua call.
       if (booked.keys.length === 5 && !passPeriods(fixed.minute) && samePeriods(booked.keys, fixed.periodKeys)) {
         if (fixed.settles === 0 && performance.now() - fixed.settlesBatchedAt >= batchedHoldMs) {
@@ -324,19 +324,20 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     flushQueued = false
     let at = Number.NaN
     try {
+      // A key with one waiting had another queued or unanswered: loaded, as one whose several went in a batch.
       for (const [fixed, line] of waiting) {
+        fixed.settlesBatchedAt = Number.isNaN(at) ? (at = performance.now()) : at
         if (line.length === 1) settleAlone(line[0] as QueuedSettle)
         else for (let from = 0; from < line.length; from += SETTLE_BATCH_MAX) {
-          fixed.settlesBatchedAt = Number.isNaN(at) ? (at = performance.now()) : at
           const items = line.length <= SETTLE_BATCH_MAX ? line : line.slice(from, from + SETTLE_BATCH_MAX)
           if (items.length === 1) settleAlone(items[0] as QueuedSettle)
           else settleBatch(fixed, items)
         }
       }
       for (const [fixed, line] of reserving) {
+        fixed.reservesBatchedAt = Number.isNaN(at) ? (at = performance.now()) : at
         if (line.length === 1) reserveAlone(line[0] as QueuedReserve)
         else for (let from = 0; from < line.length; from += RESERVE_BATCH_MAX) {
-          fixed.reservesBatchedAt = Number.isNaN(at) ? (at = performance.now()) : at
           const items = line.length <= RESERVE_BATCH_MAX ? line : line.slice(from, from + RESERVE_BATCH_MAX)
           if (items.length === 1) reserveAlone(items[0] as QueuedReserve)
           else reserveBatch(fixed, items)
@@ -687,7 +688,7 @@ interface FixedKeys {
   reserves: number
   /** Likewise its settles that settle-batch.lua could take (a settle goes at once only at 0). */
   settles: number
-  /** When (performance.now()) the last turn that sent its reserves, or its settles, in a batch ended (-Infinity: none). */
+  /** When (performance.now()) the last turn that sent queued reserves, or settles, of it ended (-Infinity: none). */
   reservesBatchedAt: number
   settlesBatchedAt: number
 }
