@@ -3,6 +3,8 @@
 // server's whole CPU time (reading the query and writing the reply too, /proc schedstat), each per request.
 //   node bench/redis-time.mjs [--dist=OLD/dist --dist=dist …] [--floor] [--shape=bench|plain]
 //                             [--requests=20000] [--rounds=4] [--inflight=32] [--callgrind [--whole] [--keep]]
+//                             [--shape=guard (a loop check with the key's guard on, every request a new step of one of
+//                             50 conversations, as an agent's)]
 // Each round runs every side once, in turn (floor last), `--requests` requests each with `--inflight` in flight on
 // one connection, through that build's own createBudgetStore (exactly the calls the proxy makes), on a key with a
 // daily limit: shape bench with a loop check and the guard off (loop_limit 0), as the bench's requests; plain
@@ -39,7 +41,7 @@ const rounds = Number(args('rounds')[0] ?? '4')
 const inflight = Number(args('inflight')[0] ?? '32')
 const layout = args('layout')[0] ?? 'string'
 if (!['string', 'hash'].includes(layout)) throw new Error('--layout is string or hash')
-if (!['bench', 'plain'].includes(shape)) throw new Error('--shape is bench or plain')
+if (!['bench', 'plain', 'guard'].includes(shape)) throw new Error('--shape is bench, plain or guard')
 const watchdog = setTimeout(() => process.exit(1), 10 * 60_000)
 
 const dir = mkdtempSync(join(tmpdir(), 'redis-time-'))
@@ -131,11 +133,13 @@ async function storeSide(dist, url) {
   }
   const hex = (s) => createHash('sha256').update(s).digest('hex').slice(0, 16)
   const loop = shape === 'bench' ? { scope: `c:${hex('conv')}`, step: hex('step') } : null
+  const loopOf = shape === 'guard' ? (i) => ({ scope: `c:${hex(`conv${i % 50}`)}`, step: hex(`step${i}`) }) : () => loop
   let id = 0
   return {
     name: dist,
     run: (n) => closedLoop(n, async () => {
-      const r = await store.reserve({ keyHash: record.hash, provider: 'openai', requestId: `t${id++}`, minMicros: 1_000, maxMicros: 2_000_000, session: null, loop })
+      const i = id++
+      const r = await store.reserve({ keyHash: record.hash, provider: 'openai', requestId: `t${i}`, minMicros: 1_000, maxMicros: 2_000_000, session: null, loop: loopOf(i) })
       if (!r.ok) throw new Error(`refused: ${r.reason}`)
       await store.settle(r.reservation, 600_000)
     }),

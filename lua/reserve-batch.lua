@@ -1,32 +1,38 @@
 --[[
 reserve-batch: admit several requests of one key in one call, each exactly as reserve.lua would admit it on its own,
 in order, when the key is on the string layout and its current periods are the ones named (ARGV[1]): the request
-has no session, and no loop check in force (none asked, or the key's guard off: loop_limit '0'). Any other item (a
-refusal of any kind, a used request id, a key not on the string layout, periods turned since, a loop guard in force)
-is left untouched, holding nothing, for reserve.lua, which answers it as it answers any request.
+has no session; a loop check, with the key's guard in force, is read, refused and recorded as reserve.lua's steps 3a
+and 7b do (the same keys, the same writes). Any other item (a refusal of any kind, a used request id, a key not on the
+string layout, periods turned since) is left untouched, holding nothing, for reserve.lua, which answers it as it
+answers any request.
 
 KEYS[1]     key record            lp:{h}:key (reserve.lua)
 KEYS[2]     current periods       lp:{h}:cur (reserve.lua's string layout)
 KEYS[3..]   the reservation records lp:{h}:r:<requestId>, one an item
+KEYS[..]    then the loop state of each item asking a loop check, in order: lp:{h}:loop:<scope> (reserve.lua's last key)
 ARGV[1]     the five current period ids, minute to monthly, space separated (reserve.lua's ARGV[5])
 ARGV[2]     current time, ISO 8601, of those periods (each admitted record's created_at)
 ARGV[3]     one character an item: '1' when it asks a loop check, else '0'
 ARGV[4..]   each item's provider id, minMicros, maxMicros, in KEYS' order
+ARGV[..]    then each loop check's step (16 hex chars) and its time, ms since the epoch (reserve.lua's last two)
 
 Returns a list, one value an item: what reserve.lua would have answered admitting it (remainingMicros, an integer,
--1 when nothing is limited; or '<grantedMicros> <remainingMicros> ' when a limit shrank the grant), or nil (untouched:
-reserve it with reserve.lua).
+-1 when nothing is limited; or '<grantedMicros> <remainingMicros> <loopSinceMs>', either of the last two possibly
+empty), or nil (untouched: reserve it with reserve.lua).
+(A previous release's reserve-batch.lua, its own script, takes no loop keys and leaves every item with a guard in force.)
 ]]
 
 local format = string.format
 -- RESERVATION_TTL_SECONDS, as reserve.lua (test/unit/lua-ttl-constants.test.ts holds them equal).
 local recordTtl = '3024000'
-local items = #KEYS - 2
+-- The loop rule's constants, as reserve.lua has them (test/unit/lua-loop-constants.test.ts holds them equal).
+local defaultLoopLimit, defaultLoopWindow, stepsKept, stepsAfterTrim, inFlightTolerated = 10, 600, 256, 192, 1
+local items = #ARGV[3]
 local out = {}
 
 -- 1. The key, read once: active, on the string layout, limited or marked unlimited; else every item is reserve.lua's.
 local rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
-  'lim:monthly', 'unlimited', 'rpm', 'layout', 'loop_limit')
+  'lim:monthly', 'unlimited', 'rpm', 'layout', 'loop_limit', 'loop_window')
 local v
 if rec[1] == '1' and rec[10] == '1' and (rec[8] == '1' or rec[3] or rec[4] or rec[5] or rec[6] or rec[7]) then
   v = redis.call('GET', KEYS[2])
@@ -46,18 +52,148 @@ requests = requests + 0
 local limits = {rec[3] and tonumber(rec[3]), rec[4] and tonumber(rec[4]), rec[5] and tonumber(rec[5]),
   rec[6] and tonumber(rec[6]), rec[7] and tonumber(rec[7])}
 local rpm = rec[9] and tonumber(rec[9])
-local guardOff = rec[11] == '0'
 local providers = ',' .. (rec[2] or '') .. ','
+-- The key's loop limit (no session lowers it here): 0 is the guard off, when a loop check reads and records nothing.
+local loopLimit = 0
+if rec[11] ~= '0' then loopLimit = rec[11] and tonumber(rec[11]) or defaultLoopLimit end
+local loopWindowMs = (rec[12] and tonumber(rec[12]) or defaultLoopWindow) * 1000
+-- KEYS[1] is 'lp:{h}:key': what follows the key's tag starts 2 characters before its end.
+local tagEnd = #KEYS[1] - 2
 
--- 2. Each item in order, against what the items before it hold: admitted as reserve.lua steps 1 to 6 admit (its record
---    'kept <grant> <provider> <created_at>', SET NX with its TTL; the grant held in all five periods, the request counted
---    in the minute), or left untouched.
+-- reserve.lua's step 3a for one loop check: its step's entry read, as a table of reserve.lua's loop locals.
+local function readLoop(loopKey, step, nowText)
+  local nowMs = nowText + 0
+  local l = {key = loopKey, step = step, nowMs = nowMs, count = 0, since = nowMs, sinceText = nowText, inFlight = 0,
+    newSince = true}
+  local got = redis.call('HMGET', loopKey, step, '#e')
+  local entry = got[1]
+  l.isNew, l.expires = not entry, got[2] and got[2] + 0
+  if l.expires and l.expires < 0 then l.expires, l.aged = -l.expires, true end
+  if entry then
+    local c, since, rest = string.match(entry, '^(%d+):(%d+)(.*)$')
+    local sinceMs = c and since + 0
+    if c and nowMs < sinceMs + loopWindowMs then
+      l.count, l.since, l.sinceText, l.newSince = c + 0, sinceMs, since, false
+      local mark = string.byte(rest, 1)
+      if mark == 35 then l.first, l.inFlight = string.sub(rest, 2), nil
+      elseif mark == 58 then l.inFlight = tonumber(string.sub(rest, 2)) or 0
+      else l.inFlight = nil end
+    elseif c then
+      l.stale = since
+    end
+  end
+  return l
+end
+
+-- reserve.lua's step 7b for an admitted loop check, whose reservation record is recordName: returns loopBookedSince.
+local function recordLoop(l, recordName)
+  local loopKey, step, nowMs, loopCount, loopInFlight, loopFirst, loopAged = l.key, l.step, l.nowMs, l.count, l.inFlight,
+    l.first, l.aged
+  local loopBookedSince = ''
+  local ttl = loopWindowMs + (loopWindowMs - loopWindowMs % 8) / 8
+  local extend = not l.expires or l.expires < l.since + loopWindowMs
+  local expires
+  if extend then
+    expires = format('%d', nowMs + ttl)
+    if loopAged then expires = '-' .. expires end
+  end
+  if l.newSince then
+    local value = '1:' .. l.sinceText .. '#' .. string.sub(recordName, #KEYS[1])
+    if extend then redis.call('HSET', loopKey, step, value, '#e', expires)
+    else redis.call('HSET', loopKey, step, value) end
+  else
+    local flight = step .. ':' .. l.sinceText
+    local flightKnown = loopInFlight ~= nil
+    if not flightKnown then loopInFlight = redis.call('HINCRBY', loopKey, flight, '1') - 1 end
+    if loopFirst and loopInFlight == inFlightTolerated then
+      local first = redis.pcall('GET', string.sub(recordName, 1, #KEYS[1] - 1) .. loopFirst)
+      local mark = type(first) == 'string' and string.byte(first, 1)
+      if mark == 104 or mark == 107 then loopInFlight = loopInFlight + 1 end
+    end
+    local counted = loopInFlight <= inFlightTolerated
+    if counted then loopCount = loopCount + 1 end
+    local value = format('%d', loopCount) .. ':' .. l.sinceText
+    if loopFirst then value = value .. '#' .. loopFirst end
+    local flightValue = flightKnown and format('%d', loopInFlight + 1)
+    if extend then
+      if flightKnown then redis.call('HSET', loopKey, step, value, flight, flightValue, '#e', expires)
+      else redis.call('HSET', loopKey, step, value, '#e', expires) end
+    elseif flightKnown then
+      redis.call('HSET', loopKey, step, value, flight, flightValue)
+    elseif counted then
+      redis.call('HSET', loopKey, step, value)
+    end
+    loopBookedSince = l.sinceText
+  end
+  if l.stale then redis.call('HDEL', loopKey, step .. ':' .. l.stale) end
+  local loopAgeKey
+  if loopAged or (l.isNew and string.byte(step, -1) == 48) then
+    loopAgeKey = string.sub(KEYS[1], 1, #KEYS[1] - 3) .. 'loopt' .. string.sub(loopKey, #KEYS[1] + 2)
+  end
+  if loopAged and l.newSince then redis.call('ZADD', loopAgeKey, l.sinceText, step) end
+  if l.isNew and string.byte(step, -1) == 48 then
+    local size
+    if loopAged then size = redis.call('ZCARD', loopAgeKey) else size = redis.call('HLEN', loopKey) - 1 end
+    if size > stepsKept and not loopAged then
+      local all = redis.call('HGETALL', loopKey)
+      local index, oldMark = {}, false
+      for i = 1, #all, 2 do
+        local since = string.match(all[i + 1], '^%d+:(%d+)')
+        if since and not string.find(all[i], '[#:]') then
+          index[#index + 1] = since
+          index[#index + 1] = all[i]
+        elseif all[i] == '#z' then
+          oldMark = true
+        end
+      end
+      size = #index / 2
+      if size > stepsKept then
+        redis.call('ZADD', loopAgeKey, unpack(index))
+        redis.call('HSET', loopKey, '#e', format('-%064d', nowMs + ttl))
+        if oldMark then redis.call('HDEL', loopKey, '#z') end
+        loopAged, extend = true, true
+      end
+    end
+    if size > stepsKept then
+      local drop = redis.call('ZRANGEBYSCORE', loopAgeKey, '-inf', format('%d', nowMs - loopWindowMs), 'WITHSCORES')
+      local over = size - #drop / 2 - stepsAfterTrim
+      if over > 0 then drop = redis.call('ZRANGE', loopAgeKey, 0, #drop / 2 + over - 1, 'WITHSCORES') end
+      if #drop > 0 then
+        local fields = {}
+        for i = 1, #drop, 2 do
+          fields[#fields + 1] = drop[i]
+          fields[#fields + 1] = drop[i] .. ':' .. drop[i + 1]
+        end
+        redis.call('HDEL', loopKey, unpack(fields))
+        redis.call('ZREMRANGEBYRANK', loopAgeKey, 0, #drop / 2 - 1)
+      end
+    end
+  end
+  if extend then
+    redis.call('PEXPIRE', loopKey, ttl)
+    if loopAged then redis.call('PEXPIRE', loopAgeKey, ttl) end
+  end
+  return loopBookedSince
+end
+
+-- 2. Each item in order, against what the items before it hold: admitted as reserve.lua steps 1 to 7b admit (its record
+--    'kept <grant> <provider> <created_at>', and ' loop:<scope>#<sinceMs>#<step>' when its step is booked, SET NX with
+--    its TTL; the grant held in all five periods, the request counted in the minute; its loop step recorded), or left
+--    untouched.
 local admitted = false
+local loops, loopArgs = 0, 4 + 3 * items
 for i = 1, items do
   local at = 3 * i + 1
   local provider = ARGV[at]
+  local loop
+  if string.byte(ARGV[3], i) == 49 then
+    local loopKey = KEYS[2 + items + loops + 1]
+    local step, nowText = ARGV[loopArgs + 2 * loops], ARGV[loopArgs + 2 * loops + 1]
+    loops = loops + 1
+    if loopLimit ~= 0 then loop = readLoop(loopKey, step, nowText) end
+  end
   local ok = (rec[2] == provider or string.find(providers, ',' .. provider .. ',', 1, true)) and
-    (guardOff or string.byte(ARGV[3], i) ~= 49) and not (rpm and requests >= rpm)
+    not (loop and loop.count > loopLimit) and not (rpm and requests >= rpm)
   local minMicros, maxMicros = ARGV[at + 1] + 0, ARGV[at + 2] + 0
   local grant, room = maxMicros, nil
   if ok then
@@ -73,13 +209,22 @@ for i = 1, items do
   end
   local grantArg = ARGV[at + 2]
   if grant ~= maxMicros then grantArg = format('%d', grant) end
-  if ok and redis.call('SET', KEYS[i + 2], 'kept ' .. grantArg .. ' ' .. provider .. ' ' .. ARGV[2], 'EX', recordTtl, 'NX') then
+  local record = 'kept ' .. grantArg .. ' ' .. provider .. ' ' .. ARGV[2]
+  -- The window's first request of a step is not booked: its record itself tells whether it is in flight (7b).
+  if loop and not loop.newSince then
+    record = record .. ' ' .. string.sub(loop.key, tagEnd) .. '#' .. loop.sinceText .. '#' .. loop.step
+  end
+  if ok and redis.call('SET', KEYS[i + 2], record, 'EX', recordTtl, 'NX') then
     for w = 1, 5 do held[w] = held[w] + grant end
     requests, admitted = requests + 1, true
-    if grant == maxMicros then
+    local booked = ''
+    if loop then booked = recordLoop(loop, KEYS[i + 2]) end
+    if grant == maxMicros and booked == '' then
       out[i] = room and room - grant or -1
+    elseif room then
+      out[i] = grantArg .. ' ' .. format('%d', room - grant) .. ' ' .. booked
     else
-      out[i] = grantArg .. ' ' .. format('%d', room - grant) .. ' '
+      out[i] = grantArg .. '  ' .. booked
     end
   else
     out[i] = false

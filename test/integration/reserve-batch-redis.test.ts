@@ -1,12 +1,16 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { script } from '../../src/budget/redis/script-command.js'
+import { createBudgetStore } from '../../src/budget/redis/store.js'
 import { curKey, loopKeyStart, recordKey, reservationKey } from '../../src/budget/redis/redis-keys.js'
 import type { ReserveInput, ReserveResult } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
 import { startTestStore, type TestStore } from '../support/stores.js'
 
-// The string layout's reserves of one key without a session, issued in one event-loop turn, go to Redis as one
-// reserve-batch.lua call, which admits each as reserve.lua would, in order, and leaves any other item to reserve.lua.
+// The string layout's reserves of one key without a session: one goes to Redis at once when none of its key's is
+// queued or unanswered (nor a settle of the key waiting for the turn's end); the others issued in that event-loop turn
+// go as one reserve-batch.lua call, which admits each as reserve.lua would, in order, and leaves any other item to
+// reserve.lua.
 
 describe('redis store, string layout: a key\'s reserves of one turn in one call', () => {
   let server: TestStore
@@ -49,13 +53,25 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
     })
     const records = []
     for (const i of inputs) records.push([await f.redis.get(reservationKey(hash, i.requestId)), await f.redis.ttl(reservationKey(hash, i.requestId))])
-    return { answers, records, cur: await f.redis.get(curKey(hash)), curTtl: await f.redis.ttl(curKey(hash)) }
+    // Each loop scope's steps (and its steps by age), and whether each lives.
+    const loops = []
+    for (const scope of new Set(inputs.flatMap((i) => (i.loop == null ? [] : [i.loop.scope])))) {
+      const key = loopKeyStart(hash) + scope
+      const aged = key.replace(':loop:', ':loopt:')
+      loops.push([await f.redis.hgetall(key), (await f.redis.pttl(key)) > 0, await f.redis.zrange(aged, 0, -1, 'WITHSCORES')])
+    }
+    return { answers, records, loops, cur: await f.redis.get(curKey(hash)), curTtl: await f.redis.ttl(curKey(hash)) }
   }
 
-  /** The same requests on a fresh key of `change`: reserved together, and one at a time (request ids made alike). */
-  async function togetherAndAlone(change: Parameters<BudgetFixture['newKey']>[0], make: (hash: string, i: number) => ReserveInput, n: number) {
+  /**
+   * The same requests on a fresh key of `change`: reserved together (the first at once, the rest in the turn's call),
+   * and one at a time (request ids made alike).
+   */
+  async function togetherAndAlone(change: Parameters<BudgetFixture['newKey']>[0], make: (hash: string, i: number) => ReserveInput, n: number, seed?: (hash: string) => Promise<void>) {
     const together = await primedKey(change)
     const alone = await primedKey(change)
+    await seed?.(together)
+    await seed?.(alone)
     const inputsTogether = Array.from({ length: n }, (_, i) => make(together, i))
     const inputsAlone = inputsTogether.map((x) => ({ ...x, keyHash: alone }))
     const before = await scriptCalls()
@@ -66,9 +82,73 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
     return { calls, together: await outcome(together, inputsTogether, resultsTogether), alone: await outcome(alone, inputsAlone, resultsAlone) }
   }
 
+  it('a lone reserve is sent at once, before the turn ends, as one reserve.lua call; so is the next once it is answered', async () => {
+    const hash = await primedKey({ limits: { daily: 1_000 } })
+    const reserveScript = script('reserve')
+    for (const micros of [100, 200]) {
+      const before = await scriptCalls()
+      const send = vi.spyOn(f.redis, 'sendCommand')
+      let sent: unknown[]
+      let pending: Promise<ReserveResult>
+      try {
+        pending = f.store.reserve(input(hash, micros))
+        sent = send.mock.calls.map(([command]) => command.args[0])
+      } finally {
+        send.mockRestore()
+      }
+      expect(sent).toHaveLength(1)
+      expect([reserveScript.sha, reserveScript.lua]).toContain(sent[0])
+      expect((await pending).ok).toBe(true)
+      expect(await scriptCalls()).toBe(before + 1)
+    }
+    expect(await f.period(hash, 'daily')).toEqual({ spent: 0, held: 300 })
+  })
+
+  it('within the hold after a turn that batched a key\'s reserves, a lone reserve of the key waits for its turn\'s end', async () => {
+    for (const [holdMs, sentAtOnce] of [[60_000, 0], [0, 1]] as const) {
+      const store = createBudgetStore(f.redis, { now: () => f.clock.now(), batchedHoldMs: holdMs })
+      const hash = await primedKey({ limits: { daily: 1_000 } })
+      // The first at once, the other two in the turn's call.
+      expect((await Promise.all([10, 20, 30].map((micros) => store.reserve(input(hash, micros))))).map((r) => r.ok)).toEqual([true, true, true])
+      const before = await scriptCalls()
+      const send = vi.spyOn(f.redis, 'sendCommand')
+      let sent: number
+      let pending: Promise<ReserveResult>
+      try {
+        pending = store.reserve(input(hash, 40))
+        sent = send.mock.calls.length
+      } finally {
+        send.mockRestore()
+      }
+      expect(sent, `hold ${holdMs}`).toBe(sentAtOnce)
+      expect((await pending).ok).toBe(true)
+      expect(await scriptCalls()).toBe(before + 1)
+      expect(await f.period(hash, 'daily')).toEqual({ spent: 0, held: 100 })
+    }
+  })
+
+  it('a reserve issued after a settle of its key waiting for the turn\'s end waits too: the release is sent first', async () => {
+    const hash = await primedKey({ limits: { daily: 1_000 } })
+    const full = await f.reserved(hash, 1_000)
+    const settled = f.store.settle(full, 0)
+    const reserved = f.store.reserve(input(hash, 600))
+    expect(await settled).toEqual({ chargedMicros: 0, alreadySettled: false })
+    expect(await reserved).toMatchObject({ ok: true, reservation: { reservedMicros: 600, remainingMicros: 400 } })
+  })
+
+  it('a reserve issued before a settle of its key in one turn is answered in the order issued: refused while the hold is on', async () => {
+    const hash = await primedKey({ limits: { daily: 1_000 } })
+    const full = await f.reserved(hash, 1_000)
+    const reserved = f.store.reserve(input(hash, 600))
+    const settled = f.store.settle(full, 0)
+    expect(await reserved).toMatchObject({ ok: false, reason: 'budget_exceeded', window: 'daily', limitMicros: 1_000, heldMicros: 1_000 })
+    expect(await settled).toEqual({ chargedMicros: 0, alreadySettled: false })
+    expect(await f.period(hash, 'daily')).toEqual({ spent: 0, held: 0 })
+  })
+
   it('admits each as its own reserve would, in order, in one call: grants shrunk by a limit, the string held as alone', async () => {
     const run = await togetherAndAlone({ limits: { daily: 1_000, monthly: 5_000 } }, (hash) => input(hash, 400, { minMicros: 100 }), 3)
-    expect(run.calls).toBe(1)
+    expect(run.calls).toBe(2)
     expect(run.together).toEqual(run.alone)
     expect((run.together as { answers: unknown[] }).answers).toEqual([
       expect.objectContaining({ reservedMicros: 400, remainingMicros: 600 }),
@@ -82,11 +162,12 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
     await f.redis.hset(recordKey(hash), 'providers', 'anthropic,openai')
     const loop = { scope: 'c:0123456789abcdef', step: 'fedcba9876543210' }
     const before = await scriptCalls()
-    const results = await Promise.all([f.store.reserve(input(hash, 10)), f.store.reserve(input(hash, 20, { provider: 'anthropic', loop }))])
-    expect(await scriptCalls()).toBe(before + 1)
-    expect(results.map((r) => r.ok && [r.reservation.reservedMicros, r.reservation.remainingMicros])).toEqual([[10, null], [20, null]])
+    // The first goes at once; the other two, in the turn's call.
+    const results = await Promise.all([f.store.reserve(input(hash, 5)), f.store.reserve(input(hash, 10)), f.store.reserve(input(hash, 20, { provider: 'anthropic', loop }))])
+    expect(await scriptCalls()).toBe(before + 2)
+    expect(results.map((r) => r.ok && [r.reservation.reservedMicros, r.reservation.remainingMicros])).toEqual([[5, null], [10, null], [20, null]])
     expect(await f.redis.exists(loopKeyStart(hash) + loop.scope)).toBe(0)
-    expect((await f.redis.get(curKey(hash)))?.split(' ').slice(0, 11)).toEqual(['0', '30', '0', '30', '0', '30', '0', '30', '0', '30', '3'])
+    expect((await f.redis.get(curKey(hash)))?.split(' ').slice(0, 11)).toEqual(['0', '35', '0', '35', '0', '35', '0', '35', '0', '35', '4'])
   })
 
   it('leaves to reserve.lua every item it cannot admit, each answered as a reserve alone answers it', async () => {
@@ -96,8 +177,8 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
       if (i === 3 || i === 4) return input(hash, 10, { requestId: 'used-twice' })
       return input(hash, 10)
     }, 6)
-    // The call, then reserve.lua for the three it left.
-    expect(run.calls).toBe(4)
+    // The first at once, the call, then reserve.lua for the three it left.
+    expect(run.calls).toBe(5)
     expect(run.together).toEqual(run.alone)
     expect((run.together as { answers: unknown[] }).answers).toEqual([
       expect.objectContaining({ reservedMicros: 10 }),
@@ -112,7 +193,7 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
   it('admits no more than the minute\'s rpm: the rest are reserve.lua\'s, refused as alone', async () => {
     // The minute's first request was the key's priming one: the fourth here is over the rpm.
     const run = await togetherAndAlone({ limits: { daily: 1_000 }, rpm: 4 }, (hash) => input(hash, 10), 5)
-    expect(run.calls).toBe(3)
+    expect(run.calls).toBe(4)
     expect(run.together).toEqual(run.alone)
     expect((run.together as { answers: unknown[] }).answers.slice(2)).toEqual([
       expect.objectContaining({ reservedMicros: 10 }),
@@ -121,11 +202,49 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
     ])
   })
 
-  it('a loop check with the key\'s guard in force is reserve.lua\'s: the step is recorded, as alone', async () => {
-    const loop = { scope: 'c:0123456789abcdef', step: 'fedcba9876543210' }
-    const run = await togetherAndAlone({ limits: { daily: 1_000 }, loopLimit: 5 }, (hash, i) => input(hash, 10, i === 1 ? { loop } : {}), 2)
-    expect(run.calls).toBe(2)
+  it('loop checks with the key\'s guard in force: read, recorded and refused in the call as alone', async () => {
+    const scope = 'c:0123456789abcdef'
+    const seen = { scope, step: 'fedcba9876543210' }
+    const repeated = { scope, step: '0123456789abcdef' }
+    const other = { scope: 'c:fedcba9876543210', step: '1111111111111111' }
+    // A new step whose hash ends in 0: its scope's size is counted.
+    const sized = { scope, step: 'aaaaaaaaaaaaaaa0' }
+    // Last seen a window and more ago, with one in flight then.
+    const stale = { scope, step: 'bbbbbbbbbbbbbbbb' }
+    // Two new steps whose hash ends in 0 in a scope past its 256 steps: indexed by age and trimmed, then trimmed again.
+    const big = 'c:aaaaaaaaaaaaaaaa'
+    const sizedBig = [{ scope: big, step: 'ccccccccccccccc0' }, { scope: big, step: 'ddddddddddddddd0' }]
+    // `seen` repeated three times already (each settled): over the limit of 2.
+    const seed = async (hash: string): Promise<void> => {
+      for (let i = 0; i < 3; i++) await f.store.settle(await f.reserved(hash, 10, { loop: seen, requestId: `seed-${i}` }), 10)
+      const old = f.clock.now() - 700_000
+      await f.redis.hset(loopKeyStart(hash) + scope, stale.step, `1:${old}#gone`, `${stale.step}:${old}`, '1')
+      const steps: string[] = []
+      for (let i = 0; i < 300; i++) steps.push(i.toString(16).padStart(16, '0'), `1:${f.clock.now() - 3_000 * i}`)
+      await f.redis.hset(loopKeyStart(hash) + big, ...steps, '#e', String(f.clock.now() + 675_000))
+    }
+    const loops = [null, seen, repeated, repeated, repeated, other, null, sized, stale, sizedBig[0], sizedBig[1]]
+    const run = await togetherAndAlone({ limits: { daily: 1_000 }, loopLimit: 2 }, (hash, i) => {
+      const loop = loops[i]
+      return input(hash, 10, loop == null ? {} : { loop })
+    }, loops.length, seed)
+    // The first at once, the call, then reserve.lua for the loop it refused.
+    expect(run.calls).toBe(3)
     expect(run.together).toEqual(run.alone)
+    const { answers } = run.together as { answers: unknown[] }
+    expect(answers[1]).toEqual({ ok: false, reason: 'loop_detected' })
+    // The step's later requests are booked in its scope; its first, and a new step's, are not.
+    const booked = (i: number): unknown => (answers[i] as { booked: string[] }).booked.length
+    expect([2, 3, 4, 5, 7, 8, 9, 10].map(booked)).toEqual([5, 6, 6, 5, 5, 5, 5, 5])
+    const [steps] = (run.together as { loops: [Record<string, string>][] }).loops[0] as [Record<string, string>]
+    // Counted twice (its third came with two of it in flight); its two later requests in flight.
+    expect(steps[repeated.step]).toMatch(/^2:\d+#/)
+    expect(Object.entries(steps).filter(([field]) => field.startsWith(`${repeated.step}:`)).map(([, n]) => n)).toEqual(['2'])
+    // The stale window's in flight gone; the big scope trimmed to 192 steps and indexed by age.
+    expect(Object.keys(steps).filter((field) => field.startsWith(`${stale.step}:`))).toEqual([])
+    const [bigSteps, , aged] = (run.together as { loops: [Record<string, string>, boolean, string[]][] }).loops[2] as [Record<string, string>, boolean, string[]]
+    expect(Object.keys(bigSteps).filter((field) => !field.startsWith('#'))).toHaveLength(193)
+    expect(aged).toHaveLength(2 * 193)
   })
 
   it('requests with a session are reserve.lua\'s, each: the session counts its steps and holds, its limits hold', async () => {
@@ -142,20 +261,22 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
     const revoked = await primedKey({ limits: { daily: 1_000 } })
     await f.redis.hset(recordKey(revoked), 'active', '0')
     const before = await scriptCalls()
-    expect(await Promise.all([f.store.reserve(input(revoked, 10)), f.store.reserve(input(revoked, 20))])).toEqual([
+    expect(await Promise.all([f.store.reserve(input(revoked, 5)), f.store.reserve(input(revoked, 10)), f.store.reserve(input(revoked, 20))])).toEqual([
+      { ok: false, reason: 'key_revoked' },
       { ok: false, reason: 'key_revoked' },
       { ok: false, reason: 'key_revoked' },
     ])
-    expect(await scriptCalls()).toBe(before + 3)
+    // The first at once, the call, then reserve.lua for each it left.
+    expect(await scriptCalls()).toBe(before + 4)
 
     const hashLayout = await f.newKey({ limits: { daily: 1_000 } })
     await f.redis.hdel(recordKey(hashLayout), 'layout')
     const beforeHash = await scriptCalls()
-    const results = await Promise.all([f.store.reserve(input(hashLayout, 10)), f.store.reserve(input(hashLayout, 20))])
-    expect(results.map((r) => r.ok)).toEqual([true, true])
-    expect(await scriptCalls()).toBe(beforeHash + 3)
+    const results = await Promise.all([f.store.reserve(input(hashLayout, 5)), f.store.reserve(input(hashLayout, 10)), f.store.reserve(input(hashLayout, 20))])
+    expect(results.map((r) => r.ok)).toEqual([true, true, true])
+    expect(await scriptCalls()).toBe(beforeHash + 4)
     expect(await f.redis.exists(curKey(hashLayout))).toBe(0)
-    expect(await f.period(hashLayout, 'daily')).toEqual({ spent: 0, held: 30 })
+    expect(await f.period(hashLayout, 'daily')).toEqual({ spent: 0, held: 35 })
   })
 
   it('a batch that failed rejects each item; an item it admitted is held under its id, which a retry finds used', async () => {
@@ -164,15 +285,17 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
       slow.clock.set(new Date(f.clock.now()).toISOString())
       const hash = await slow.newKey({ limits: { daily: 10_000 } })
       await slow.store.settle(await slow.reserved(hash, 1), 0)
+      const first = input(hash, 50)
       const a = input(hash, 100)
       const b = input(hash, 200)
       const before = await scriptCalls()
       await f.redis.call('CLIENT', 'PAUSE', '1000', 'WRITE')
-      const failed = await Promise.allSettled([slow.store.reserve(a), slow.store.reserve(b)])
-      expect(failed.map((r) => r.status === 'rejected' && r.reason instanceof StoreUnavailableError)).toEqual([true, true])
-      for (let waited = 0; waited < 5_000 && (await scriptCalls()) === before; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50))
-      expect(await scriptCalls()).toBe(before + 1)
-      expect(await slow.period(hash, 'daily')).toEqual({ spent: 0, held: 300 })
+      // The first at once, a and b in the turn's call.
+      const failed = await Promise.allSettled([slow.store.reserve(first), slow.store.reserve(a), slow.store.reserve(b)])
+      expect(failed.map((r) => r.status === 'rejected' && r.reason instanceof StoreUnavailableError)).toEqual([true, true, true])
+      for (let waited = 0; waited < 5_000 && (await scriptCalls()) < before + 2; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50))
+      expect(await scriptCalls()).toBe(before + 2)
+      expect(await slow.period(hash, 'daily')).toEqual({ spent: 0, held: 350 })
       await expect(slow.store.reserve(a)).rejects.toBeInstanceOf(StoreUnavailableError)
     } finally {
       await slow.close()

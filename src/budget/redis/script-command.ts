@@ -45,7 +45,8 @@ export function script(name: string): Script {
  * strings as Buffers); as `.then(read)` would, without a second promise. A Redis that lost its script cache
  * (NOSCRIPT: restart, flush) gets it again. Any failure (Redis gone, timed out, an error reply) rejects with
  * StoreUnavailableError, so the store fails closed; so does what `read` throws (a StoreUnavailableError as it is).
- * `observer` (with the call's start, performance.now()) hears of its end, success or failure, once, under the script's name.
+ * `observer` (with the call's start, performance.now()) hears of its end, success or failure, once, under the script's name;
+ * so does `ended`, with `context`, before any reaction to the promise runs.
  */
 export function evalScript<T, C>(
   redis: RedisClient,
@@ -56,8 +57,9 @@ export function evalScript<T, C>(
   context: C,
   observer: StoreCallObserver | null = null,
   startedMs = 0,
+  ended: ((context: C) => void) | null = null,
 ): Promise<T> {
-  const command = new ScriptCommand(redis, script, numberOfKeys, keysThenArgs, true, read, context, observer, startedMs)
+  const command = new ScriptCommand(redis, script, numberOfKeys, keysThenArgs, true, read, context, observer, startedMs, ended)
   redis.sendCommand(command)
   return command.promise as Promise<T>
 }
@@ -104,6 +106,8 @@ class ScriptCommand<T, C> extends Command implements DeadlineCommand {
     /** Told of the call's end once, then dropped (a reply after a timeout is not a second end). */
     private observer: StoreCallObserver | null,
     private readonly startedMs: number,
+    /** Told of the call's end once, with its context, then dropped. */
+    private onEnd: ((context: C) => void) | null,
   ) {
     super('evalsha', NO_ARGS, COMMAND_OPTIONS)
     this.argCount = 2 + countArgs(parts)
@@ -155,7 +159,7 @@ class ScriptCommand<T, C> extends Command implements DeadlineCommand {
           if (this.resendOnNoScript && err.message.includes('NOSCRIPT')) {
             this.script.sentOn = new WeakSet()
             // The call goes on as `again`, which tells the observer of its end.
-            const again = new ScriptCommand(this.redis, this.script, this.numberOfKeys, this.parts, false, this.read, this.context, this.observer, this.startedMs)
+            const again = new ScriptCommand(this.redis, this.script, this.numberOfKeys, this.parts, false, this.read, this.context, this.observer, this.startedMs, this.onEnd)
             this.redis.sendCommand(again)
             again.promise.then(this.fulfil, this.fail)
             return
@@ -169,6 +173,11 @@ class ScriptCommand<T, C> extends Command implements DeadlineCommand {
   }
 
   private ended(failed: boolean): void {
+    const onEnd = this.onEnd
+    if (onEnd !== null) {
+      this.onEnd = null
+      onEnd(this.context)
+    }
     const observer = this.observer
     if (observer === null) return
     this.observer = null

@@ -36,12 +36,18 @@ interface BudgetStoreOptions {
   now?: () => number
   /** Idle lifetime of a session, refreshed by each of its requests. Default 86 400 (one day). */
   sessionTtlSeconds?: number
+  /**
+   * How long (ms) after a turn that sent queued reserves (or settles) of a key its next ones still wait for their turn's
+   * end even when none is in flight: under load a turn's first reserve sent alone costs a call of its own. Default 2.
+   */
+  batchedHoldMs?: number
 }
 
 /** Returns the store (no Redis round trip happens here). */
 export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions = {}): BudgetStore {
   const now = opts.now ?? Date.now
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
+  const batchedHoldMs = opts.batchedHoldMs ?? BATCHED_HOLD_MS
   const scripts = { reserve: script('reserve'), reserveBatch: script('reserve-batch'), extend: script('extend'), settle: script('settle'), settleBatch: script('settle-batch'), abandon: script('abandon') }
   // Told of each reserve, extend and settle as its command ends (observeCalls); abandon's own settle is not one.
   let observer: StoreCallObserver | null = null
@@ -84,22 +90,31 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       const periods = currentPeriods(nowMs)
       const fixed = fixedKeys(hash, periods)
       const inHashes = passPeriods(fixed.minute)
-      // Without a session, on a store marked for the string layout (nearly always): waits for the turn's other reserves
-      // of its key, sent as one reserve-batch.lua call.
+      // Without a session, on a store marked for the string layout (nearly always): sent at once when none of its key's
+      // reserves is queued or unanswered, none was queued within batchedHoldMs (a key under load keeps batching)
+      // and no settle of the key waits for the turn's end (sent first, its release would leave room); else it waits for
+      // the turn's other reserves of its key, sent as one reserve-batch.lua call.
       if (session === null && !inHashes) {
+        if (fixed.reserves === 0 && performance.now() - fixed.reservesBatchedAt >= batchedHoldMs && (waiting.size === 0 || !waiting.has(fixed))) {
+          // Counted once sent: a call that ends at once (a client that refuses commands offline) was counted down first.
+          const sent = reserveWith(input, nowMs, periods, fixed, false, started, reserveEnded)
+          fixed.reserves++
+          return sent
+        }
+        fixed.reserves++
         return new Promise((resolve, reject) => {
           queueReserve({ input, nowMs, periods, started, fixed, resolve, reject })
         })
       }
-      return reserveWith(input, nowMs, periods, fixed, inHashes, started)
+      return reserveWith(input, nowMs, periods, fixed, inHashes, started, null)
     } catch (err) {
       observer?.('reserve', started, true)
       return Promise.reject(err as Error)
     }
   }
 
-  /** reserve.lua's call for a checked input, in the periods of `nowMs`. */
-  function reserveWith(input: ReserveInput, nowMs: number, periods: Period[], fixed: FixedKeys, inHashes: boolean, started: number): Promise<ReserveResult> {
+  /** reserve.lua's call for a checked input, in the periods of `nowMs`; `ended` hears of its end (reserveEnded, or null). */
+  function reserveWith(input: ReserveInput, nowMs: number, periods: Period[], fixed: FixedKeys, inHashes: boolean, started: number, ended: ((call: ReserveCall) => void) | null): Promise<ReserveResult> {
     const { keyHash: hash, session } = input
     const loop = input.loop ?? null
     // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
@@ -131,8 +146,8 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       args[at++] = loop.step
       args[at++] = nowMs
     }
-    const call: ReserveCall = { hash, requestId: input.requestId, maxMicros: input.maxMicros, periods, periodKeys: fixed.periodKeys, sessionKeyName, loop, loopStart: fixed.loopStart }
-    return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call, observer, started)
+    const call: ReserveCall = { hash, requestId: input.requestId, maxMicros: input.maxMicros, periods, fixed, sessionKeyName, loop }
+    return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call, observer, started, ended)
   }
 
   // Reserves (without a session) waiting for the event loop's turn to end, by their key's keys of the minute: a key's
@@ -152,8 +167,9 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   /** An item reserved with reserve.lua, as a reserve not batched is. */
   function reserveAlone(item: QueuedReserve): void {
     try {
-      reserveWith(item.input, item.nowMs, item.periods, item.fixed, false, item.started).then(item.resolve, item.reject)
+      reserveWith(item.input, item.nowMs, item.periods, item.fixed, false, item.started, reserveEnded).then(item.resolve, item.reject)
     } catch (err) {
+      item.fixed.reserves--
       observer?.('reserve', item.started, true)
       item.reject(err as Error)
     }
@@ -162,21 +178,36 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   /** Items of one key, admitted in one call as reserve.lua would each; any it leaves untouched, with reserve.lua. */
   function reserveBatch(fixed: FixedKeys, items: QueuedReserve[]): void {
     const n = items.length
-    const args = new Array<ScriptArg>(4 + 4 * n)
+    let loops = 0
+    for (let i = 0; i < n; i++) if ((items[i] as QueuedReserve).input.loop != null) loops++
+    // KEYS: the record and string, each item's record, each loop check's scope; ARGV: the periods, the time, the flags,
+    // each item's three, each loop check's two.
+    const argvAt = 1 + n + loops
+    const args = new Array<ScriptArg>(argvAt + 3 + 3 * n + 2 * loops)
     args[0] = fixed.recordAndCur
     let flags = ''
+    let loop = 0
     for (let i = 0; i < n; i++) {
-      const { input } = items[i] as QueuedReserve
+      const item = items[i] as QueuedReserve
+      const { input } = item
       args[1 + i] = joinArg(fixed.reservationStart, input.requestId)
-      flags += input.loop == null ? '0' : '1'
-      args[4 + n + 3 * i] = input.provider
-      args[5 + n + 3 * i] = input.minMicros
-      args[6 + n + 3 * i] = input.maxMicros
+      args[argvAt + 3 + 3 * i] = input.provider
+      args[argvAt + 4 + 3 * i] = input.minMicros
+      args[argvAt + 5 + 3 * i] = input.maxMicros
+      if (input.loop == null) {
+        flags += '0'
+        continue
+      }
+      flags += '1'
+      args[1 + n + loop] = joinArg(fixed.loopStart, input.loop.scope)
+      args[argvAt + 3 + 3 * n + 2 * loop] = input.loop.step
+      args[argvAt + 4 + 3 * n + 2 * loop] = item.nowMs
+      loop++
     }
-    args[1 + n] = fixed.periodIds
-    args[2 + n] = isoTime((items[0] as QueuedReserve).nowMs)
-    args[3 + n] = flags
-    evalScript(redis, scripts.reserveBatch, 2 + n, args, readReserveBatch, n).then(
+    args[argvAt] = fixed.periodIds
+    args[argvAt + 1] = isoTime((items[0] as QueuedReserve).nowMs)
+    args[argvAt + 2] = flags
+    evalScript(redis, scripts.reserveBatch, 2 + n + loops, args, readReserveBatch, n).then(
       (replies) => {
         for (let i = 0; i < n; i++) {
           const item = items[i] as QueuedReserve
@@ -186,9 +217,10 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
             continue
           }
           const { input } = item
+          fixed.reserves--
           let result: ReserveResult
           try {
-            result = readReserve(reply, { hash: input.keyHash, requestId: input.requestId, maxMicros: input.maxMicros, periods: item.periods, periodKeys: fixed.periodKeys, sessionKeyName: null, loop: input.loop ?? null, loopStart: fixed.loopStart })
+            result = readReserve(reply, { hash: input.keyHash, requestId: input.requestId, maxMicros: input.maxMicros, periods: item.periods, fixed, sessionKeyName: null, loop: input.loop ?? null })
           } catch (err) {
             observer?.('reserve', item.started, true)
             item.reject(err as Error)
@@ -202,6 +234,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
         // Each item was admitted, or not touched: an admitted one's hold is released by the caller's abandon, as a
         // reserve's whose reply was lost.
         for (const item of items) {
+          fixed.reserves--
           observer?.('reserve', item.started, true)
           item.reject(err as Error)
         }
@@ -247,14 +280,22 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       assertMicros('actualMicros', actualMicros)
       const booked = bookedParts(reservation)
       const fixed = fixedKeys(reservation.keyHash, currentPeriods(now()))
-      // Booked in the string layout's current periods, with no session or loop step (nearly always): waits for the
-      // turn's other settles of its key, sent as one settle-batch.lua call.
+      // Booked in the string layout's current periods, with no session or loop step (nearly always): sent at once when
+      // none of its key's settles is queued or unanswered and none was queued within batchedHoldMs; else it
+      // waits for the turn's other settles of its key, sent as one settle-batch.lua call.
       if (booked.keys.length === 5 && !passPeriods(fixed.minute) && samePeriods(booked.keys, fixed.periodKeys)) {
+        if (fixed.settles === 0 && performance.now() - fixed.settlesBatchedAt >= batchedHoldMs) {
+          // Counted once sent, as a reserve sent at once.
+          const sent = settleWith(reservation, actualMicros, observer, started, fixed)
+          fixed.settles++
+          return sent
+        }
+        fixed.settles++
         return new Promise((resolve, reject) => {
           queueSettle({ reservation, actualMicros, started, fixed, resolve, reject })
         })
       }
-      return settleWith(reservation, actualMicros, observer, started)
+      return settleWith(reservation, actualMicros, observer, started, null)
     } catch (err) {
       observer?.('settle', started, true)
       return Promise.reject(err as Error)
@@ -281,8 +322,11 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     // The maps are emptied once sent, not replaced (nothing is queued while this runs): a turn with one request
     // allocates no map, nor a slice of a line of one.
     flushQueued = false
+    let at = Number.NaN
     try {
+      // A key with one waiting had another queued or unanswered: loaded, as one whose several went in a batch.
       for (const [fixed, line] of waiting) {
+        fixed.settlesBatchedAt = Number.isNaN(at) ? (at = performance.now()) : at
         if (line.length === 1) settleAlone(line[0] as QueuedSettle)
         else for (let from = 0; from < line.length; from += SETTLE_BATCH_MAX) {
           const items = line.length <= SETTLE_BATCH_MAX ? line : line.slice(from, from + SETTLE_BATCH_MAX)
@@ -291,6 +335,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
         }
       }
       for (const [fixed, line] of reserving) {
+        fixed.reservesBatchedAt = Number.isNaN(at) ? (at = performance.now()) : at
         if (line.length === 1) reserveAlone(line[0] as QueuedReserve)
         else for (let from = 0; from < line.length; from += RESERVE_BATCH_MAX) {
           const items = line.length <= RESERVE_BATCH_MAX ? line : line.slice(from, from + RESERVE_BATCH_MAX)
@@ -307,8 +352,9 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   /** An item settled with settle.lua, as an unbatched settle is. */
   function settleAlone(item: QueuedSettle): void {
     try {
-      settleWith(item.reservation, item.actualMicros, observer, item.started).then(item.resolve, item.reject)
+      settleWith(item.reservation, item.actualMicros, observer, item.started, item.fixed).then(item.resolve, item.reject)
     } catch (err) {
+      item.fixed.settles--
       observer?.('settle', item.started, true)
       item.reject(err as Error)
     }
@@ -332,6 +378,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
           if (charged < 0) {
             settleAlone(item)
           } else {
+            fixed.settles--
             observer?.('settle', item.started, false)
             item.resolve({ chargedMicros: charged, alreadySettled: false })
           }
@@ -340,6 +387,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       (err: unknown) => {
         // Each item was settled, or not touched: the caller's retry settles it, or finds it settled.
         for (const item of items) {
+          fixed.settles--
           observer?.('settle', item.started, true)
           item.reject(err as Error)
         }
@@ -347,8 +395,11 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     )
   }
 
-  /** settle's call, told to `callObserver` (abandon's release is not a settle call of its own); throws on bad arguments. */
-  function settleWith(reservation: Reservation, actualMicros: Micros, callObserver: StoreCallObserver | null, started: number): Promise<SettleResult> {
+  /**
+   * settle's call, told to `callObserver` (abandon's release is not a settle call of its own), and counted down in
+   * `counted`'s settles at its end (null: not counted); throws on bad arguments.
+   */
+  function settleWith(reservation: Reservation, actualMicros: Micros, callObserver: StoreCallObserver | null, started: number, counted: FixedKeys | null): Promise<SettleResult> {
     assertMicros('actualMicros', actualMicros)
     const nowMs = now()
     const booked = bookedParts(reservation)
@@ -369,7 +420,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     args[at++] = actualMicros
     if (!inHashes) args[at++] = bookedIds(booked, fixed)
     if (loop !== null) args[at++] = loop.inFlightField
-    return evalScript(redis, scripts.settle, keyCount, args, readSettle, null, callObserver, started)
+    return evalScript(redis, scripts.settle, keyCount, args, readSettle, counted, callObserver, started, counted === null ? null : settleEnded)
   }
 
   async function abandon(keyHash: string, requestId: string): Promise<void> {
@@ -379,7 +430,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     if (!HELD.equals(reply[0])) return
     // The reserve did run: release its hold (settle at 0) in the keys it booked.
     const bookedKeys = recordedKeys(keyHash, String(reply[2] ?? ''), String(reply[3] ?? ''))
-    await settleWith({ keyHash, requestId, reservedMicros: int(reply[1]), bookedKeys }, 0, null, 0)
+    await settleWith({ keyHash, requestId, reservedMicros: int(reply[1]), bookedKeys }, 0, null, 0, null)
   }
 
   async function ping(): Promise<void> {
@@ -403,11 +454,21 @@ interface ReserveCall {
   requestId: string
   maxMicros: Micros
   periods: Period[]
-  periodKeys: FixedKeys['periodKeys']
+  /** Its key's keys of the minute: the periods it books, the start of its loop scope's key. */
+  fixed: FixedKeys
   sessionKeyName: string | null
-  /** The loop check and the start of its scope's key: a recorded step is booked as `<scope key>#<sinceMs>#<step>`. */
+  /** The loop check: a recorded step is booked as `<loop scope key>#<sinceMs>#<step>`. */
   loop: LoopCheck | null
-  loopStart: EncodedStart
+}
+
+/** A reserve counted in its key's `reserves` has its answer. */
+function reserveEnded(call: ReserveCall): void {
+  call.fixed.reserves--
+}
+
+/** A settle counted in its key's `settles` has its answer. */
+function settleEnded(fixed: FixedKeys | null): void {
+  if (fixed !== null) fixed.settles--
 }
 
 function readReserve(raw: unknown, call: ReserveCall): ReserveResult {
@@ -415,7 +476,7 @@ function readReserve(raw: unknown, call: ReserveCall): ReserveResult {
   // tells whether it is in flight): the reply is what remains (-1: nothing is limited).
   if (typeof raw === 'number') {
     const remainingMicros = raw >= 0 ? raw : null
-    const reservation = { keyHash: call.hash, requestId: call.requestId, reservedMicros: call.maxMicros, bookedKeys: bookedList(call.periodKeys, call.sessionKeyName, null), remainingMicros }
+    const reservation = { keyHash: call.hash, requestId: call.requestId, reservedMicros: call.maxMicros, bookedKeys: bookedList(call.fixed.periodKeys, call.sessionKeyName, null), remainingMicros }
     return { ok: true, reservation }
   }
   if (Buffer.isBuffer(raw)) return readAdmitted(raw, call)
@@ -434,8 +495,8 @@ function readAdmitted(reply: Buffer, call: ReserveCall): ReserveResult {
   if (second < 0) throw unexpected('reserve', reply)
   const { loop } = call
   // The reply names the step's sinceMs when it was recorded; the caller knows its scope's key and the step.
-  const booked = loop === null || second + 1 === reply.length ? null : `${call.loopStart.text}${loop.scope}#${reply.toString('utf8', second + 1)}#${loop.step}`
-  const bookedKeys = bookedList(call.periodKeys, call.sessionKeyName, booked)
+  const booked = loop === null || second + 1 === reply.length ? null : `${call.fixed.loopStart.text}${loop.scope}#${reply.toString('utf8', second + 1)}#${loop.step}`
+  const bookedKeys = bookedList(call.fixed.periodKeys, call.sessionKeyName, booked)
   const remainingMicros = second === first + 1 ? null : intIn(reply, first + 1, second)
   return { ok: true, reservation: { keyHash: call.hash, requestId: call.requestId, reservedMicros: intIn(reply, 0, first), bookedKeys, remainingMicros } }
 }
@@ -463,6 +524,9 @@ interface QueuedReserve {
   resolve: (result: ReserveResult) => void
   reject: (err: Error) => void
 }
+
+/** batchedHoldMs's default: about two turns of a loaded event loop. */
+const BATCHED_HOLD_MS = 2
 
 /** The most reserves one reserve-batch.lua call takes (a longer line is sent in several). */
 const RESERVE_BATCH_MAX = 64
@@ -620,6 +684,13 @@ interface FixedKeys {
   /** The starts of the key's reservation record and loop state keys (a request id or scope follows). */
   reservationStart: EncodedStart
   loopStart: EncodedStart
+  /** Its reserves without a session sent at once or queued, and not answered yet (a reserve goes at once only at 0). */
+  reserves: number
+  /** Likewise its settles that settle-batch.lua could take (a settle goes at once only at 0). */
+  settles: number
+  /** When (performance.now()) the last turn that sent queued reserves, or settles, of it ended (-Infinity: none). */
+  reservesBatchedAt: number
+  settlesBatchedAt: number
 }
 
 /** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
@@ -656,6 +727,10 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     today: todayKey,
     reservationStart: encodeStart(reservationKeyStart(hash)),
     loopStart: encodeStart(loopKeyStart(hash)),
+    reserves: 0,
+    settles: 0,
+    reservesBatchedAt: Number.NEGATIVE_INFINITY,
+    settlesBatchedAt: Number.NEGATIVE_INFINITY,
   }
   fixedByHash.set(hash, fresh)
   return fresh
