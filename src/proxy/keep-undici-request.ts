@@ -1,0 +1,109 @@
+import { channel, subscribe, unsubscribe } from 'node:diagnostics_channel'
+import { createRequire } from 'node:module'
+
+/**
+ * A blank example of undici's Request, the object its dispatch API makes for each upstream call, for ./keep-shapes.ts.
+ * No Request outlives its call (./upstream.ts lets go of it: it holds the provider credential and the body), so a
+ * quiet period's full collection drops its hidden classes, and with them the optimized code of undici's client
+ * (its Request's constructor and handlers, writeH1, the HTTP parser's callbacks: about half of the functions a quiet
+ * period deoptimized; bench/idle-retier.mjs --names). The last call's Request is seen on undici's
+ * `undici:request:create` channel, subscribed only while examples are kept, and `blankCopy` builds a new one through
+ * the same constructor with the same kinds of values and none of its data: path `/`, every header value empty but
+ * those undici reads into fields (host, content-length, content-type), a body of `blankBody`'s bytes.
+ */
+export interface UndiciRequestKeeper {
+  /** Starts (or stops) watching for undici's requests; `wanted` says whether the one just made is to be copied. */
+  watch(on: boolean, wanted?: () => boolean): void
+  /** A blank copy of the last request wanted (null: none since the last copy, or one not copied: see `blankCopy`). */
+  blankCopy(blankBody: Buffer): object | null
+}
+
+/** The fields of undici's Request (undici/lib/core/request.js) a copy is made from. */
+interface UndiciRequest {
+  origin: string
+  method: string
+  headers: string[]
+  body: unknown
+  host: string | null
+  contentLength: number | null
+  headersTimeout: number | undefined
+  bodyTimeout: number | undefined
+  idempotent: boolean
+  blocking: boolean
+  reset: boolean | null
+  expectContinue: boolean
+  typeOfService: number | undefined
+  upgrade: string | null
+}
+
+const requireHere = createRequire(import.meta.url)
+/** The class undici's Agent constructs (the same module instance: a copy made through another would have other maps). */
+const Request = requireHere('undici/lib/core/request.js') as new (origin: string, options: object, handler: object) => object
+const CREATED = 'undici:request:create'
+/** Headers whose value undici reads into a field of its own (a number, a server name): an empty one would fail or change it. */
+const READ_HEADERS = new Set(['host', 'content-length', 'content-type'])
+
+export function createUndiciRequestKeeper(): UndiciRequestKeeper {
+  let source: UndiciRequest | null = null
+  let wanted: () => boolean = () => true
+  let copying = false
+  const onCreated = (message: unknown): void => {
+    const { request } = message as { request: unknown }
+    // Node's own fetch publishes its bundled undici's requests here too: another class.
+    if (!copying && request instanceof Request && wanted()) source = request as UndiciRequest
+  }
+  let watching = false
+  return {
+    watch(on, isWanted = () => true) {
+      wanted = isWanted
+      if (on && !watching) subscribe(CREATED, onCreated)
+      if (!on && watching) unsubscribe(CREATED, onCreated)
+      watching = on
+      if (!on) source = null
+    },
+    blankCopy(blankBody) {
+      const request = source
+      source = null
+      if (!watching) return null
+      // Only a Buffer body (or none) is copied: a stream body adds fields of its own.
+      if (request === null || (request.body !== null && !Buffer.isBuffer(request.body)) || request.upgrade !== null) return null
+      // Another subscriber (tracing) would see the copy as a request made: none is made then.
+      unsubscribe(CREATED, onCreated)
+      const observed = channel(CREATED).hasSubscribers
+      subscribe(CREATED, onCreated)
+      if (observed) return null
+      // The module's own symbol for its handler, found by its description.
+      const handler = Object.getOwnPropertySymbols(request).find((symbol) => symbol.description === 'handler')
+      if (handler === undefined) return null
+      const headers: string[] = []
+      for (let i = 0; i + 1 < request.headers.length; i += 2) {
+        const name = request.headers[i]!
+        headers.push(name, READ_HEADERS.has(name.toLowerCase()) ? request.headers[i + 1]! : '')
+      }
+      if (request.host !== null) headers.push('host', request.host)
+      if (request.contentLength !== null) headers.push('content-length', String(request.contentLength))
+      copying = true
+      try {
+        return new Request(
+          request.origin,
+          {
+            path: '/',
+            method: request.method,
+            headers,
+            body: request.body === null ? undefined : blankBody,
+            headersTimeout: request.headersTimeout,
+            bodyTimeout: request.bodyTimeout,
+            idempotent: request.idempotent,
+            blocking: request.blocking,
+            reset: request.reset ?? undefined,
+            expectContinue: request.expectContinue,
+            typeOfService: request.typeOfService,
+          },
+          (request as unknown as Record<symbol, object>)[handler]!,
+        )
+      } finally {
+        copying = false
+      }
+    },
+  }
+}
