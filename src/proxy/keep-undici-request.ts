@@ -40,6 +40,11 @@ const requireHere = createRequire(import.meta.url)
 /** The class undici's Agent constructs (the same module instance: a copy made through another would have other maps). */
 const Request = requireHere('undici/lib/core/request.js') as new (origin: string, options: object, handler: object) => object
 const CREATED = 'undici:request:create'
+/** Subscribers of CREATED (Node's Channel keeps them in `_subscribers` while it has any); -1: not known. */
+const subscribers = (): number => {
+  const list = (channel(CREATED) as unknown as { _subscribers?: unknown })._subscribers
+  return Array.isArray(list) ? list.length : -1
+}
 /** Headers whose value undici reads into a field of its own (a number, a server name): an empty one would fail or change it. */
 const READ_HEADERS = new Set(['host', 'content-length', 'content-type'])
 
@@ -67,11 +72,9 @@ export function createUndiciRequestKeeper(): UndiciRequestKeeper {
       if (!watching) return null
       // Only a Buffer body (or none) is copied: a stream body adds fields of its own.
       if (request === null || (request.body !== null && !Buffer.isBuffer(request.body)) || request.upgrade !== null) return null
-      // Another subscriber (tracing) would see the copy as a request made: none is made then.
-      unsubscribe(CREATED, onCreated)
-      const observed = channel(CREATED).hasSubscribers
-      subscribe(CREATED, onCreated)
-      if (observed) return null
+      // Another subscriber (tracing) would see the copy as a request made: none is made then. Counted, not tried by
+      // unsubscribing: a channel's last unsubscribe swaps its prototype, deoptimizing the code that checks it.
+      if (subscribers() !== 1) return null
       // The module's own symbol for its handler, found by its description.
       const handler = Object.getOwnPropertySymbols(request).find((symbol) => symbol.description === 'handler')
       if (handler === undefined) return null

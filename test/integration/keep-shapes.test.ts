@@ -260,6 +260,31 @@ describe('the examples kept through the idle release', () => {
     for (const secret of ['sk-up-secret', 'Say hello.', 'gpt-test', 'chat/completions', key]) expect(held).not.toContain(secret)
   })
 
+  it("makes no copy of undici's request while another subscriber (a tracer) would see it made", async () => {
+    const admin = createKeyAdmin(client)
+    const { key, record } = await admin.createKey('keep-shapes-traced', ['openai'])
+    await admin.setBudget(record.hash, { limits: { daily: 1_000_000_000 } })
+    await chat(key, 'Say hello.')
+    blankKept()
+    const before = kept.upstreamRequest
+    expect(before).toBeInstanceOf(UndiciRequest)
+    const seen: object[] = []
+    const tracer = (message: unknown): void => {
+      const { request } = message as { request: object }
+      if (request instanceof UndiciRequest) seen.push(request)
+    }
+    subscribe('undici:request:create', tracer)
+    try {
+      await chat(key, 'Say hello.')
+      blankKept()
+    } finally {
+      unsubscribe('undici:request:create', tracer)
+    }
+    // The tracer saw the one request sent, and the example from before stays.
+    expect(seen).toHaveLength(1)
+    expect(kept.upstreamRequest).toBe(before)
+  })
+
   it('keeps nothing while another request is in flight, then the last request once none is', async () => {
     const admin = createKeyAdmin(client)
     const { key, record } = await admin.createKey('keep-shapes-overlap', ['openai'])
