@@ -8,31 +8,25 @@ import { createRequire } from 'node:module'
  * (its Request's constructor and handlers, writeH1, the HTTP parser's callbacks: about half of the functions a quiet
  * period deoptimized; bench/idle-retier.mjs --names). The last call's Request is seen on undici's
  * `undici:request:create` channel, subscribed only while examples are kept, and `blankCopy` builds a new one through
- * the same constructor with the same kinds of values and none of its data: path `/`, every header value empty but
- * those undici reads into fields (host, content-length, content-type), a body of `blankBody`'s bytes.
+ * the same constructor with options of the same hidden class and none of its data: path `/`, the last upstream
+ * headers with every value empty but those undici reads into fields (host, content-length, content-type), a body of
+ * `blankBody`'s bytes.
  */
 export interface UndiciRequestKeeper {
   /** Starts (or stops) watching for undici's requests; `wanted` says whether the one just made is to be copied. */
   watch(on: boolean, wanted?: () => boolean): void
-  /** A blank copy of the last request wanted (null: none since the last copy, or one not copied: see `blankCopy`). */
-  blankCopy(blankBody: Buffer): object | null
+  /**
+   * A blank copy of the last request wanted, sent `blankHeaders` (its upstream headers' keys: see `readHeaderValues`)
+   * and `blankBody` (null: none since the last copy, or one not copied).
+   */
+  blankCopy(blankBody: Buffer, blankHeaders: Record<string, string>): object | null
 }
 
 /** The fields of undici's Request (undici/lib/core/request.js) a copy is made from. */
 interface UndiciRequest {
   origin: string
   method: string
-  headers: string[]
   body: unknown
-  host: string | null
-  contentLength: number | null
-  headersTimeout: number | undefined
-  bodyTimeout: number | undefined
-  idempotent: boolean
-  blocking: boolean
-  reset: boolean | null
-  expectContinue: boolean
-  typeOfService: number | undefined
   upgrade: string | null
 }
 
@@ -47,6 +41,13 @@ const subscribers = (): number => {
 }
 /** Headers whose value undici reads into a field of its own (a number, a server name): an empty one would fail or change it. */
 const READ_HEADERS = new Set(['host', 'content-length', 'content-type'])
+
+/** `headers`' keys in their order (built as ./keep-shapes.ts's blank headers are), each value empty but READ_HEADERS'. */
+export function readHeaderValues(headers: Record<string, string>): Record<string, string> {
+  const copy: Record<string, string> = {}
+  for (const name in headers) copy[name] = READ_HEADERS.has(name.toLowerCase()) ? headers[name]! : ''
+  return copy
+}
 
 export function createUndiciRequestKeeper(): UndiciRequestKeeper {
   let source: UndiciRequest | null = null
@@ -66,7 +67,7 @@ export function createUndiciRequestKeeper(): UndiciRequestKeeper {
       watching = on
       if (!on) source = null
     },
-    blankCopy(blankBody) {
+    blankCopy(blankBody, blankHeaders) {
       const request = source
       source = null
       if (!watching) return null
@@ -78,32 +79,12 @@ export function createUndiciRequestKeeper(): UndiciRequestKeeper {
       // The module's own symbol for its handler, found by its description.
       const handler = Object.getOwnPropertySymbols(request).find((symbol) => symbol.description === 'handler')
       if (handler === undefined) return null
-      const headers: string[] = []
-      for (let i = 0; i + 1 < request.headers.length; i += 2) {
-        const name = request.headers[i]!
-        headers.push(name, READ_HEADERS.has(name.toLowerCase()) ? request.headers[i + 1]! : '')
-      }
-      if (request.host !== null) headers.push('host', request.host)
-      if (request.contentLength !== null) headers.push('content-length', String(request.contentLength))
       copying = true
       try {
-        return new Request(
-          request.origin,
-          {
-            path: '/',
-            method: request.method,
-            headers,
-            body: request.body === null ? undefined : blankBody,
-            headersTimeout: request.headersTimeout,
-            bodyTimeout: request.bodyTimeout,
-            idempotent: request.idempotent,
-            blocking: request.blocking,
-            reset: request.reset ?? undefined,
-            expectContinue: request.expectContinue,
-            typeOfService: request.typeOfService,
-          },
-          (request as unknown as Record<symbol, object>)[handler]!,
-        )
+        // Options of the keys, order and kinds of ./upstream.ts's dispatch options: the constructor's optimized code
+        // checks their hidden class (another one deoptimized it at each release).
+        const options = { origin: request.origin, path: '/', method: request.method, headers: blankHeaders, body: request.body === null ? null : blankBody }
+        return new Request(request.origin, options, (request as unknown as Record<symbol, object>)[handler]!)
       } finally {
         copying = false
       }
