@@ -3,6 +3,7 @@ import { serialize } from 'node:v8'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { withPlannedInput } from '../pricing/cost.js'
 import type { GateEntry } from './key-gate.js'
+import { createUndiciRequestKeeper, readHeaderValues } from './keep-undici-request.js'
 
 /**
  * One example of each per-request object, kept through the idle release. V8 holds an object type's hidden classes
@@ -35,6 +36,7 @@ export const kept: Kept = {
   chunk: null,
   resource: null,
   tick: null,
+  upstreamRequest: null,
 }
 
 interface Kept {
@@ -72,6 +74,8 @@ interface Kept {
   /** An AsyncResource (Fastify makes one a request) and a process.nextTick entry, made at `blankKept`: they hold a no-op. */
   resource: object | null
   tick: object | null
+  /** A blank copy of undici's Request of the last upstream call (./keep-undici-request.ts), made at `blankKept`. */
+  upstreamRequest: object | null
 }
 
 /** A request body until `blankKept` makes its blank copy (the body itself is let go then). */
@@ -101,6 +105,10 @@ let bodies = 0
 let usages = 0
 let headerSets = 0
 let pickings = 0
+let undiciCreations = 0
+/** undici's last Request, copied blank at `blankKept`: watched with at most its own request in flight, or as a sample. */
+const undiciRequest = createUndiciRequestKeeper()
+const wantUndiciRequest = (): boolean => keeping && (load.count <= 1 || (undiciCreations = (undiciCreations + 1) & SAMPLE) === 0)
 /** The body `blankKept` copies; it holds the client's text until then. */
 let bodySource: BodySource | null = null
 /** The upstream headers `blankKept` copies; they hold the provider credential until then. */
@@ -112,6 +120,7 @@ let pickedSource: object | null = null
 export function keepShapes(on: boolean, inflight: { readonly count: number } = IDLE): void {
   keeping = on
   load = inflight
+  undiciRequest.watch(on, wantUndiciRequest)
   if (!on) {
     kept.request = null
     kept.reply = null
@@ -130,6 +139,7 @@ export function keepShapes(on: boolean, inflight: { readonly count: number } = I
     kept.chunk = null
     kept.resource = null
     kept.tick = null
+    kept.upstreamRequest = null
     bodySource = null
     headersSource = null
     pickedSource = null
@@ -205,6 +215,12 @@ export function blankKept(): void {
   kept.timeout = timeout
   kept.immediate = setImmediate(noop)
   kept.chunk ??= serialize(0)
+  try {
+    // Its body is the kept Buffer: one made in C++, as an HTTP/1 parser's chunk, the body of a small request.
+    if (headersSource !== null) kept.upstreamRequest = undiciRequest.blankCopy(kept.chunk, readHeaderValues(headersSource)) ?? kept.upstreamRequest
+  } catch {
+    // A request undici's constructor refuses copied blank: none.
+  }
   kept.resource = new AsyncResource('keep-shapes')
   // Queued through the release; its callback then keeps it (the resource a nextTick callback runs in is its entry).
   process.nextTick(keepTick)

@@ -1,3 +1,5 @@
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
+import { createRequire } from 'node:module'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -22,6 +24,10 @@ import { startRedis, type TestRedis } from '../support/redis.js'
 // so WeakRefs can watch what it kept and what it must let go.
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void
+setFlagsFromString('--allow-natives-syntax')
+// eslint-disable-next-line @typescript-eslint/no-implied-eval -- V8's intrinsic: whether two objects share a hidden class.
+const sameHiddenClass = new Function('a', 'b', 'return %HaveSameMap(a, b)') as (a: object, b: object) => boolean
+const UndiciRequest = createRequire(import.meta.url)('undici/lib/core/request.js') as new (...args: never[]) => object
 
 let redis: TestRedis
 let upstream: FaultUpstream
@@ -218,6 +224,65 @@ describe('the examples kept through the idle release', () => {
     // What Fastify, the key gate and Node parsed of the URL and headers: no key, no key hash, no path.
     const held = reachableText([request.params, request.query, request.loopersKey, request.raw.url, request.raw.headers, request.raw.rawHeaders])
     for (const secret of [key, record.hash, 'sk-up-secret', 'v1/chat/completions']) expect(held).not.toContain(secret)
+  })
+
+  it("keeps a blank copy of undici's last request, of its hidden class, with neither its credential nor its body", async () => {
+    const admin = createKeyAdmin(client)
+    const { key, record } = await admin.createKey('keep-shapes-undici', ['openai'])
+    await admin.setBudget(record.hash, { limits: { daily: 1_000_000_000 } })
+    const made: object[] = []
+    // This file's fetch is Node's, whose bundled undici publishes here too.
+    const onCreated = (message: unknown): void => {
+      const { request } = message as { request: object }
+      if (request instanceof UndiciRequest) made.push(request)
+    }
+    subscribe('undici:request:create', onCreated)
+    try {
+      await chat(key, 'Say hello.')
+    } finally {
+      unsubscribe('undici:request:create', onCreated)
+    }
+    expect(made).toHaveLength(1)
+    const real = made[0]!
+    blankKept()
+    await lastResortCollection()
+    const copy = kept.upstreamRequest
+    expect(copy).toBeInstanceOf(UndiciRequest)
+    expect(copy).not.toBe(real)
+    // The hidden class the optimized code of undici's client checks for: the request's own.
+    expect(sameHiddenClass(copy!, real)).toBe(true)
+    const fields = Object.fromEntries(Object.entries(copy!))
+    expect(fields).toMatchObject({ method: 'POST', path: '/', contentType: 'application/json' })
+    expect(fields.headers).toContain('authorization')
+    expect(reachableText(real)).toContain('sk-up-secret')
+    // Its own fields (its handler is the kept upstream call): no credential, prompt, model or path.
+    const held = reachableText(fields)
+    for (const secret of ['sk-up-secret', 'Say hello.', 'gpt-test', 'chat/completions', key]) expect(held).not.toContain(secret)
+  })
+
+  it("makes no copy of undici's request while another subscriber (a tracer) would see it made", async () => {
+    const admin = createKeyAdmin(client)
+    const { key, record } = await admin.createKey('keep-shapes-traced', ['openai'])
+    await admin.setBudget(record.hash, { limits: { daily: 1_000_000_000 } })
+    await chat(key, 'Say hello.')
+    blankKept()
+    const before = kept.upstreamRequest
+    expect(before).toBeInstanceOf(UndiciRequest)
+    const seen: object[] = []
+    const tracer = (message: unknown): void => {
+      const { request } = message as { request: object }
+      if (request instanceof UndiciRequest) seen.push(request)
+    }
+    subscribe('undici:request:create', tracer)
+    try {
+      await chat(key, 'Say hello.')
+      blankKept()
+    } finally {
+      unsubscribe('undici:request:create', tracer)
+    }
+    // The tracer saw the one request sent, and the example from before stays.
+    expect(seen).toHaveLength(1)
+    expect(kept.upstreamRequest).toBe(before)
   })
 
   it('keeps nothing while another request is in flight, then the last request once none is', async () => {

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
-import { interleave, sliceOrder, summarizeSlices } from '../../bench/interleave.mjs'
+import { countedCpuMs, interleave, sliceOrder, summarizeSlices } from '../../bench/interleave.mjs'
 import { createPool } from '../../bench/load.mjs'
 import { figures } from '../../bench/report.mjs'
 
@@ -39,6 +39,43 @@ describe('interleaved CPU per request', () => {
     expect(sides.proxied?.usPerRequest).toBeNull()
     expect(ratio).toBeNull()
     expect(pairs).toEqual([null])
+  })
+})
+
+describe('the CPU an interleaved phase counts', () => {
+  // Each slice: its side, requests served, every side's CPU over the slice and over its first TAIL_MS.
+  const slice = (side: string, ok: number, cpu: [number, number], tail: [number, number]) => ({
+    side,
+    ok,
+    cpuMs: { proxied: cpu[0], floor: cpu[1] },
+    tailCpuMs: { proxied: tail[0], floor: tail[1] },
+  })
+
+  it("counts a side's own slices and the start of the other's slice after each, not its idle release further on", () => {
+    const slices = [
+      slice('proxied', 500, [150, 2], [40, 1]),
+      slice('floor', 500, [30, 100], [4, 30]), // the proxy's 30 ms: 4 in the first 250 ms, then a lull's collection
+      slice('floor', 500, [1, 100], [0, 30]),
+      slice('proxied', 500, [140, 3], [40, 1]),
+      slice('proxied', 500, [150, 2], [40, 1]),
+      slice('floor', 500, [2, 100], [2, 30]),
+    ]
+    expect(countedCpuMs(slices)).toEqual({ proxied: 150 + 4 + 140 + 150 + 2, floor: 100 + 100 + 1 + 100 })
+    const { sides, ratio, countedRatio } = summarizeSlices(slices)
+    expect(sides.proxied?.countedUsPerRequest).toBeCloseTo((446 * 1000) / 1500, 9)
+    expect(sides.floor?.countedUsPerRequest).toBeCloseTo((301 * 1000) / 1500, 9)
+    expect(countedRatio).toBeCloseTo(446 / 301, 9)
+    // The whole phase's figure stays beside it: the lull's collection in it.
+    expect(ratio).toBeCloseTo((150 + 30 + 1 + 140 + 150 + 2) / (2 + 100 + 100 + 3 + 2 + 100), 9)
+  })
+
+  it('has no counted figure for slices read without a tail', () => {
+    const plain = [
+      { side: 'proxied', ok: 500, cpuMs: { proxied: 150, floor: 2 } },
+      { side: 'floor', ok: 500, cpuMs: { proxied: 1, floor: 100 } },
+    ]
+    expect(countedCpuMs(plain)).toBeNull()
+    expect(summarizeSlices(plain).countedRatio).toBeUndefined()
   })
 })
 
@@ -125,6 +162,18 @@ describe('the latency report with interleaved CPU', () => {
     expect(own?.target).toBeNull()
     expect(row('proxy CPU per request, interleaved')?.median).toBe(220)
     expect(row('proxy CPU per request, interleaved')?.floor).toBe(200)
+  })
+
+  it("judges the counted CPU's ratio where a phase has one, the whole phase's beside it unjudged", () => {
+    const counted = (t: ReturnType<typeof trial>, c: number) => ({ ...t, interleaved: { ...t.interleaved, countedRatio: c, sides: { proxied: { usPerRequest: 1, countedUsPerRequest: c * 100 }, floor: { usPerRequest: 1, countedUsPerRequest: 100 } } } })
+    const withCounted = figures({ latency: { byRate: { 1000: [counted(trial(280, 200, 220, 200), 1.2), counted(trial(200, 200, 224, 200), 1.3), counted(trial(240, 200, 216, 200), 1.25)] } } })
+    const judged = withCounted.find((r) => r.metric === "CPU per request ÷ floor's")
+    expect(judged?.median).toBeCloseTo(1.25, 9)
+    expect(judged?.status).toBe('MISS')
+    const whole = withCounted.find((r) => r.metric === "CPU per request ÷ floor's, over the whole interleaved phase")
+    expect(whole?.median).toBeCloseTo(1.1, 9)
+    expect(whole?.target).toBeNull()
+    expect(withCounted.find((r) => r.metric === 'proxy CPU per request, interleaved')?.median).toBe(125)
   })
 
   it('judges the own runs when a series has no interleaved phase', () => {
