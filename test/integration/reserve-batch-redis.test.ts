@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { script } from '../../src/budget/redis/script-command.js'
 import { createBudgetStore } from '../../src/budget/redis/store.js'
 import { curKey, loopKeyStart, recordKey, reservationKey } from '../../src/budget/redis/redis-keys.js'
-import type { ReserveInput, ReserveResult } from '../../src/budget/types.js'
+import type { Reservation, ReserveInput, ReserveResult } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
 import { startTestStore, type TestStore } from '../support/stores.js'
@@ -125,6 +125,41 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
       expect(await scriptCalls()).toBe(before + 1)
       expect(await f.period(hash, 'daily')).toEqual({ spent: 0, held: 100 })
     }
+  })
+
+  it('the hold runs from the answer of a key\'s batched reserves or settles too, for either: the next settle or reserve of the key waits for its turn\'s end', async () => {
+    const store = createBudgetStore(f.redis, { now: () => f.clock.now(), batchedHoldMs: 60_000 })
+    /** How many commands `call` sent before its turn ended, and its answer. */
+    const sentAtOnce = async <T>(call: () => Promise<T>): Promise<[number, T]> => {
+      const send = vi.spyOn(f.redis, 'sendCommand')
+      let sent: number
+      let pending: Promise<T>
+      try {
+        pending = call()
+        sent = send.mock.calls.length
+      } finally {
+        send.mockRestore()
+      }
+      return [sent, await pending]
+    }
+    const held = (results: ReserveResult[]) => results.map((r) => {
+      if (!r.ok) throw new Error(r.reason)
+      return r.reservation
+    })
+    // Reserves of one turn (the first at once, the other two in the turn's call), none of the key's settles batched:
+    // once they are answered, a settle of the key waits.
+    const hash = await primedKey({ limits: { daily: 1_000 } })
+    const reserved = held(await Promise.all([10, 20, 30].map((micros) => store.reserve(input(hash, micros)))))
+    expect(await sentAtOnce(() => store.settle(reserved[0] as Reservation, 10))).toEqual([0, { chargedMicros: 10, alreadySettled: false }])
+    // Reserves one at a time (each at once), then their settles in one turn (the first at once, the others in the
+    // turn's call): once they are answered, a reserve of the key waits.
+    const other = await primedKey({ limits: { daily: 1_000 } })
+    const alone: Reservation[] = []
+    for (const micros of [10, 20, 30]) alone.push(...held([await store.reserve(input(other, micros))]))
+    await Promise.all(alone.map((r) => store.settle(r, 0)))
+    const [sent, result] = await sentAtOnce(() => store.reserve(input(other, 40)))
+    expect([sent, result.ok]).toEqual([0, true])
+    expect(await f.period(other, 'daily')).toEqual({ spent: 0, held: 40 })
   })
 
   it('a reserve issued after a settle of its key waiting for the turn\'s end waits too: the release is sent first', async () => {
