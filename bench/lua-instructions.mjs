@@ -18,7 +18,8 @@
 //   extend       as plain, and each reservation extended once (a stream outgrowing its hold) before the settles:
 //                an extend-extend phase between reserve and settle
 // --together=N issues a phase's settles N at a time in one event-loop turn (default 1, one at a time): a build that
-// sends a key's settles of one turn as one call (lua/settle-batch.lua) is counted per settle all the same.
+// sends a key's settles of one turn as one call (lua/settle-batch.lua) is counted per settle all the same;
+// --together-reserves issues the reserves so too (lua/reserve-batch.lua; a session's are never batched).
 // --layout=hash keeps a build that has both Redis layouts of a key's current periods (lua/reserve.lua) on the hash
 // layout; by default its keys are on the string layout, as on a fresh store (an older build has only hashes). The
 // store's marker (lp:layout) is as on such a store: '1' for the string layout, none (an upgraded store) for the hash.
@@ -41,6 +42,8 @@ const keep = args('keep')[0] ?? null
 const layout = args('layout')[0] ?? 'string'
 const together = Number(args('together')[0] ?? '1')
 if (!(Number.isInteger(together) && together >= 1)) throw new Error('--together is a whole number, 1 or more')
+// Sessions are never batched; with --together-reserves, every other shape's reserves go `together` at a time too.
+const reserveTogether = process.argv.includes('--together-reserves') ? together : 1
 if (!['string', 'hash'].includes(layout)) throw new Error('--layout is string or hash')
 const SHAPES = ['plain', 'bench', 'loop', 'repeat', 'again', 'full', 'session', 'sessionloop', 'extend']
 const shapes = args('shapes')[0]?.split(',') ?? SHAPES
@@ -83,7 +86,8 @@ async function count(dist, keepDir) {
     if (layout === 'string') await redis.set('lp:layout', '1')
     let clock = START_MS
     const now = () => clock
-    const store = createBudgetStore(redis, { now })
+    // No hold after a batched turn (a build with one): only a group's first reserve or settle of a phase goes alone.
+    const store = createBudgetStore(redis, { now, batchedHoldMs: Number.POSITIVE_INFINITY })
     const admin = createKeyAdmin(redis, { now })
     const dumps = []
     const dump = (name) => {
@@ -124,10 +128,13 @@ async function count(dist, keepDir) {
         dump(`fill-${shape}`)
       }
       const reservations = []
-      for (let i = 0; i < calls; i++) {
-        const r = await store.reserve(input(shape, keyHash, i, hex))
-        if (!r.ok) throw new Error(`${shape}: refused ${r.reason}`)
-        reservations.push(r.reservation)
+      for (let i = 0; i < calls; i += reserveTogether) {
+        const group = []
+        for (let j = i; j < Math.min(calls, i + reserveTogether); j++) group.push(store.reserve(input(shape, keyHash, j, hex)))
+        for (const r of await Promise.all(group)) {
+          if (!r.ok) throw new Error(`${shape}: refused ${r.reason}`)
+          reservations.push(r.reservation)
+        }
         clock++
       }
       dump(`reserve-${shape}`)

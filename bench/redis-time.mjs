@@ -1,6 +1,7 @@
 // Redis's time per request (a reserve and its settle) of each build's store, and of the floor's two scripts, timed
 // against one plain redis-server (no valgrind): what `INFO commandstats` counts inside EVALSHA (usec) and the
-// server's whole CPU time (reading the query and writing the reply too, /proc schedstat), each per request.
+// server's whole CPU time (reading the query and writing the reply too, /proc schedstat), each per request; and this
+// process's CPU time a request while a side runs (its store's calls, ioredis, the socket: the proxy's side of it).
 //   node bench/redis-time.mjs [--dist=OLD/dist --dist=dist …] [--floor] [--shape=bench|plain]
 //                             [--requests=20000] [--rounds=4] [--inflight=32] [--callgrind [--whole] [--keep]]
 //                             [--shape=guard (a loop check with the key's guard on, every request a new step of one of
@@ -55,7 +56,7 @@ try {
   clients.push(admin)
   if (layout === 'string') await admin.set('lp:layout', '1')
   else await admin.del('lp:layout')
-  const results = sides.map(() => ({ usec: [], cpu: [], instructions: [], calls: [] }))
+  const results = sides.map(() => ({ usec: [], cpu: [], client: [], instructions: [], calls: [] }))
   let dumps = 0
   for (let round = 0; round < rounds; round++) {
     for (const [i, side] of sides.entries()) {
@@ -63,7 +64,9 @@ try {
       if (callgrind) execFileSync('callgrind_control', ['--zero', String(server.pid)], { stdio: 'ignore' })
       const before = await evalsha(admin)
       const cpuBefore = cpuSeconds(server.pid)
+      const clientBefore = process.cpuUsage()
       await side.run(requests)
+      const client = process.cpuUsage(clientBefore)
       const cpuAfter = cpuSeconds(server.pid)
       const after = await evalsha(admin)
       if (callgrind) {
@@ -73,6 +76,7 @@ try {
       }
       results[i].usec.push((after.usec - before.usec) / requests)
       results[i].cpu.push(((cpuAfter - cpuBefore) * 1e6) / requests)
+      results[i].client.push((client.user + client.system) / requests)
       // A reserve and a settle each, or fewer (a build that sends a key's reserves, or settles, of one turn as one call:
       // at most 64 each).
       const calls = after.calls - before.calls
@@ -89,8 +93,8 @@ try {
     for (const [i, side] of sides.entries()) process.stdout.write(`${side.name.padEnd(48)}${`${show(results[i].instructions, 1000)}k`.padStart(26)}${show(results[i].calls, 1, 2).padStart(22)}\n`)
   } else {
     process.stdout.write(`Redis µs per request (reserve + settle), shape ${shape}, ${requests} requests × ${rounds} rounds, ${inflight} in flight\n`)
-    process.stdout.write(`${'side'.padEnd(48)}${'EVALSHA usec'.padStart(22)}${'server CPU µs'.padStart(22)}${'EVALSHA a request'.padStart(22)}\n`)
-    for (const [i, side] of sides.entries()) process.stdout.write(`${side.name.padEnd(48)}${show(results[i].usec).padStart(22)}${show(results[i].cpu).padStart(22)}${show(results[i].calls, 1, 2).padStart(22)}\n`)
+    process.stdout.write(`${'side'.padEnd(48)}${'EVALSHA usec'.padStart(22)}${'server CPU µs'.padStart(22)}${'client CPU µs'.padStart(22)}${'EVALSHA a request'.padStart(22)}\n`)
+    for (const [i, side] of sides.entries()) process.stdout.write(`${side.name.padEnd(48)}${show(results[i].usec).padStart(22)}${show(results[i].cpu).padStart(22)}${show(results[i].client).padStart(22)}${show(results[i].calls, 1, 2).padStart(22)}\n`)
   }
 } finally {
   for (const c of clients) c.disconnect()

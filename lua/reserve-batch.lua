@@ -2,23 +2,25 @@
 reserve-batch: admit several requests of one key in one call, each exactly as reserve.lua would admit it on its own,
 in order, when the key is on the string layout and its current periods are the ones named (ARGV[1]): the request
 has no session; a loop check, with the key's guard in force, is read, refused and recorded as reserve.lua's steps 3a
-and 7b do (the same keys, the same writes). Any other item (a refusal of any kind, a used request id, a key not on the
-string layout, periods turned since) is left untouched, holding nothing, for reserve.lua, which answers it as it
-answers any request.
+and 7b do (the same keys, the same writes); a loop check sent without its key and arguments (its caller last saw the
+guard off) is admitted as no check while the guard is off. Any other item (such a check with the guard in force, a
+refusal of any kind, a used request id, a key not on the string layout, periods turned since) is left untouched,
+holding nothing, for reserve.lua, which answers it as it answers any request.
 
 KEYS[1]     key record            lp:{h}:key (reserve.lua)
 KEYS[2]     current periods       lp:{h}:cur (reserve.lua's string layout)
 KEYS[3..]   the reservation records lp:{h}:r:<requestId>, one an item
-KEYS[..]    then the loop state of each item asking a loop check, in order: lp:{h}:loop:<scope> (reserve.lua's last key)
+KEYS[..]    then the loop state of each item flagged '1', in order: lp:{h}:loop:<scope> (reserve.lua's last key)
 ARGV[1]     the five current period ids, minute to monthly, space separated (reserve.lua's ARGV[5])
 ARGV[2]     current time, ISO 8601, of those periods (each admitted record's created_at)
-ARGV[3]     one character an item: '1' when it asks a loop check, else '0'
+ARGV[3]     one character an item: '1' when it asks a loop check, '2' when it asks one without its key and arguments,
+            else '0'
 ARGV[4..]   each item's provider id, minMicros, maxMicros, in KEYS' order
-ARGV[..]    then each loop check's step (16 hex chars) and its time, ms since the epoch (reserve.lua's last two)
+ARGV[..]    then each '1' item's step (16 hex chars) and its time, ms since the epoch (reserve.lua's last two)
 
 Returns a list, one value an item: what reserve.lua would have answered admitting it (remainingMicros, an integer,
 -1 when nothing is limited; or '<grantedMicros> <remainingMicros> <loopSinceMs>', either of the last two possibly
-empty), or nil (untouched: reserve it with reserve.lua).
+empty), or nil (untouched: reserve it with reserve.lua); then 1 when the key's loop guard is in force, else 0.
 (A previous release's reserve-batch.lua, its own script, takes no loop keys and leaves every item with a guard in force.)
 ]]
 
@@ -33,6 +35,11 @@ local out = {}
 -- 1. The key, read once: active, on the string layout, limited or marked unlimited; else every item is reserve.lua's.
 local rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
   'lim:monthly', 'unlimited', 'rpm', 'layout', 'loop_limit', 'loop_window')
+-- The key's loop limit (no session lowers it here): 0 is the guard off, when a loop check reads and records nothing.
+local loopLimit = 0
+if rec[11] ~= '0' then loopLimit = rec[11] and tonumber(rec[11]) or defaultLoopLimit end
+local guard = 0
+if loopLimit ~= 0 then guard = 1 end
 local v
 if rec[1] == '1' and rec[10] == '1' and (rec[8] == '1' or rec[3] or rec[4] or rec[5] or rec[6] or rec[7]) then
   v = redis.call('GET', KEYS[2])
@@ -44,6 +51,7 @@ if v then
 end
 if ids ~= ARGV[1] then
   for i = 1, items do out[i] = false end
+  out[items + 1] = guard
   return out
 end
 local spent = {s1 + 0, s2 + 0, s3 + 0, s4 + 0, s5 + 0}
@@ -53,9 +61,6 @@ local limits = {rec[3] and tonumber(rec[3]), rec[4] and tonumber(rec[4]), rec[5]
   rec[6] and tonumber(rec[6]), rec[7] and tonumber(rec[7])}
 local rpm = rec[9] and tonumber(rec[9])
 local providers = ',' .. (rec[2] or '') .. ','
--- The key's loop limit (no session lowers it here): 0 is the guard off, when a loop check reads and records nothing.
-local loopLimit = 0
-if rec[11] ~= '0' then loopLimit = rec[11] and tonumber(rec[11]) or defaultLoopLimit end
 local loopWindowMs = (rec[12] and tonumber(rec[12]) or defaultLoopWindow) * 1000
 -- KEYS[1] is 'lp:{h}:key': what follows the key's tag starts 2 characters before its end.
 local tagEnd = #KEYS[1] - 2
@@ -186,13 +191,16 @@ for i = 1, items do
   local at = 3 * i + 1
   local provider = ARGV[at]
   local loop
-  if string.byte(ARGV[3], i) == 49 then
+  local flag = string.byte(ARGV[3], i)
+  if flag == 49 then
     local loopKey = KEYS[2 + items + loops + 1]
     local step, nowText = ARGV[loopArgs + 2 * loops], ARGV[loopArgs + 2 * loops + 1]
     loops = loops + 1
     if loopLimit ~= 0 then loop = readLoop(loopKey, step, nowText) end
   end
-  local ok = (rec[2] == provider or string.find(providers, ',' .. provider .. ',', 1, true)) and
+  -- A check sent without its arguments while the guard is in force: reserve.lua's, never admitted unchecked.
+  local ok = not (flag == 50 and loopLimit ~= 0) and
+    (rec[2] == provider or string.find(providers, ',' .. provider .. ',', 1, true)) and
     not (loop and loop.count > loopLimit) and not (rpm and requests >= rpm)
   local minMicros, maxMicros = ARGV[at + 1] + 0, ARGV[at + 2] + 0
   local grant, room = maxMicros, nil
@@ -236,4 +244,5 @@ if admitted then
   redis.call('SET', KEYS[2], format('%d %d %d %d %d %d %d %d %d %d %d ', spent[1], held[1], spent[2], held[2], spent[3],
     held[3], spent[4], held[4], spent[5], held[5], requests) .. ids, 'KEEPTTL')
 end
+out[items + 1] = guard
 return out

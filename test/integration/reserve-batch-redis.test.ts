@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { script } from '../../src/budget/redis/script-command.js'
 import { createBudgetStore } from '../../src/budget/redis/store.js'
 import { curKey, loopKeyStart, recordKey, reservationKey } from '../../src/budget/redis/redis-keys.js'
-import type { ReserveInput, ReserveResult } from '../../src/budget/types.js'
+import type { Reservation, ReserveInput, ReserveResult } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
 import { startTestStore, type TestStore } from '../support/stores.js'
@@ -127,6 +127,41 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
     }
   })
 
+  it('the hold runs from the answer of a key\'s batched reserves or settles too, for either: the next settle or reserve of the key waits for its turn\'s end', async () => {
+    const store = createBudgetStore(f.redis, { now: () => f.clock.now(), batchedHoldMs: 60_000 })
+    /** How many commands `call` sent before its turn ended, and its answer. */
+    const sentAtOnce = async <T>(call: () => Promise<T>): Promise<[number, T]> => {
+      const send = vi.spyOn(f.redis, 'sendCommand')
+      let sent: number
+      let pending: Promise<T>
+      try {
+        pending = call()
+        sent = send.mock.calls.length
+      } finally {
+        send.mockRestore()
+      }
+      return [sent, await pending]
+    }
+    const held = (results: ReserveResult[]) => results.map((r) => {
+      if (!r.ok) throw new Error(r.reason)
+      return r.reservation
+    })
+    // Reserves of one turn (the first at once, the other two in the turn's call), none of the key's settles batched:
+    // once they are answered, a settle of the key waits.
+    const hash = await primedKey({ limits: { daily: 1_000 } })
+    const reserved = held(await Promise.all([10, 20, 30].map((micros) => store.reserve(input(hash, micros)))))
+    expect(await sentAtOnce(() => store.settle(reserved[0] as Reservation, 10))).toEqual([0, { chargedMicros: 10, alreadySettled: false }])
+    // Reserves one at a time (each at once), then their settles in one turn (the first at once, the others in the
+    // turn's call): once they are answered, a reserve of the key waits.
+    const other = await primedKey({ limits: { daily: 1_000 } })
+    const alone: Reservation[] = []
+    for (const micros of [10, 20, 30]) alone.push(...held([await store.reserve(input(other, micros))]))
+    await Promise.all(alone.map((r) => store.settle(r, 0)))
+    const [sent, result] = await sentAtOnce(() => store.reserve(input(other, 40)))
+    expect([sent, result.ok]).toEqual([0, true])
+    expect(await f.period(other, 'daily')).toEqual({ spent: 0, held: 40 })
+  })
+
   it('a reserve issued after a settle of its key waiting for the turn\'s end waits too: the release is sent first', async () => {
     const hash = await primedKey({ limits: { daily: 1_000 } })
     const full = await f.reserved(hash, 1_000)
@@ -245,6 +280,54 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
     const [bigSteps, , aged] = (run.together as { loops: [Record<string, string>, boolean, string[]][] }).loops[2] as [Record<string, string>, boolean, string[]]
     expect(Object.keys(bigSteps).filter((field) => !field.startsWith('#'))).toHaveLength(193)
     expect(aged).toHaveLength(2 * 193)
+  })
+
+  it('a key whose guard a batch found off sends its checks without their arguments; turned on since, each is still checked and refused', async () => {
+    const seen = { scope: 'c:0123456789abcdef', step: 'fedcba9876543210' }
+    const batchScript = script('reserve-batch')
+    /** The arguments of each reserve-batch.lua call sent while `run`'s reserves are answered. */
+    const batchesOf = async (run: () => Promise<unknown>): Promise<(string | number)[][]> => {
+      const send = vi.spyOn(f.redis, 'sendCommand')
+      try {
+        await run()
+        return send.mock.calls.map(([command]) => command.args as (string | number)[]).filter((args) => args[0] === batchScript.sha || args[0] === batchScript.lua)
+      } finally {
+        send.mockRestore()
+      }
+    }
+    const seed = async (hash: string): Promise<void> => {
+      // With the guard off: the first at once, the other two in the turn's call, whose reply tells the guard is off.
+      expect((await Promise.all([1, 2, 3].map((i) => f.store.reserve(input(hash, 10, { loop: seen, requestId: `off-${i}` }))))).map((r) => r.ok)).toEqual([true, true, true])
+      await f.admin.setBudget(hash, { loopLimit: 2 })
+      // `seen` three times more, each settled: over the limit of 2.
+      for (let i = 0; i < 3; i++) await f.store.settle(await f.reserved(hash, 10, { loop: seen, requestId: `on-${i}` }), 10)
+    }
+    const run = await togetherAndAlone({ limits: { daily: 1_000 }, loopLimit: 0 }, (hash, i) => input(hash, 10, { loop: seen, requestId: `again-${i}` }), 3, seed)
+    // The first at once, the call, then reserve.lua for the two it left.
+    expect(run.calls).toBe(4)
+    expect(run.together).toEqual(run.alone)
+    expect((run.together as { answers: unknown[] }).answers).toEqual([1, 2, 3].map(() => ({ ok: false, reason: 'loop_detected' })))
+    // The guard off: a batch's checks flagged '2', without their scope, step and time; in force, with them again.
+    const store = createBudgetStore(f.redis, { now: () => f.clock.now(), batchedHoldMs: 0 })
+    const hash = await primedKey({ limits: { daily: 1_000 }, loopLimit: 0 })
+    const scopeKey = loopKeyStart(hash) + seen.scope
+    // Three new steps: the first at once, the other two in the turn's call; what that call was sent, and the answers.
+    const three = async (tag: string): Promise<unknown[]> => {
+      let results: ReserveResult[] = []
+      const batches = await batchesOf(async () => {
+        results = await Promise.all([1, 2, 3].map((i) => store.reserve(input(hash, 10, { loop: { scope: seen.scope, step: `${tag}${i}`.padStart(16, '0') }, requestId: `${tag}-${i}` }))))
+      })
+      return [batches.map((args) => [args[1], args.includes(scopeKey), args.filter((a) => a === '11' || a === '22')]), results.map((r) => r.ok && r.reservation.bookedKeys.length)]
+    }
+    expect(await three('a')).toEqual([[[6, true, ['11']]], [5, 5, 5]])
+    expect(await three('b')).toEqual([[[4, false, ['22']]], [5, 5, 5]])
+    expect(await f.redis.hlen(scopeKey)).toBe(0)
+    await f.admin.setBudget(hash, { loopLimit: 5 })
+    // Left to reserve.lua, which records each step; the call's reply tells the guard is in force.
+    expect(await three('c')).toEqual([[[4, false, ['22']]], [5, 5, 5]])
+    expect(await f.redis.hlen(scopeKey)).toBe(4)
+    expect(await three('d')).toEqual([[[6, true, ['11']]], [5, 5, 5]])
+    expect(await f.redis.hlen(scopeKey)).toBe(7)
   })
 
   it('requests with a session are reserve.lua\'s, each: the session counts its steps and holds, its limits hold', async () => {
