@@ -24,8 +24,10 @@
 // With --names (--idle=14000 --release-ms=5000, against the build before keeping requests with a URL key and the
 // picked usage members): a one-line chat's first quiet period marked 30-32 functions (40-44 before; the usage readers
 // gone), a Gemini `?key=` chat's 30-43 (101-106: its request, reply, router and Node's server side were never kept).
-// Left in both: UpstreamCall's handlers and forwardMetered, undici's Request and client write path, Node's
-// IncomingMessage/ReadableState construction and socket write path; a stream's adds its parser and meter (45).
+// Then (a blank copy of undici's last Request kept through the release, src/proxy/keep-undici-request.ts): a one-line
+// chat's quiet period 9-16 (25-31 before it; undici's group 9-15 -> 0), a stream's 25 (39-43); a stream's functions
+// TurboFan optimized anew after it 67-68 (103-104). Left: Node's IncomingMessage/ReadableState construction and socket
+// write path (clearBuffer, writevGeneric, Socket._writeGeneric); a stream's adds its parser and meter (14).
 // Loads 127.0.0.1 only, bounded in count and time; stops every process it starts.
 import { copyFileSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
