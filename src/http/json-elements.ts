@@ -206,12 +206,17 @@ function commonString(raw: Buffer, start: number, end: number): string | null {
 
 /** A member not looked for yet. */
 const UNREAD = Symbol('unread')
+/**
+ * Elements whose member read first is kept (a tool's `type`, read by each check): the first this many. A conversation's
+ * items read by role from its far end are read once each, and no list as long as the conversation is made for them.
+ */
+const KEPT_READS = 64
 
 /** Elements given as spans of `raw` (pairs of start, end), never parsed whole; the member read first, looked for once in each. */
 class SpanElements implements Elements {
   readonly length: number
   readonly spanned = true
-  /** The member read first (a tool's `type`), and each element's value of it (UNREAD until looked for). */
+  /** The member read first (a tool's `type`), and the first KEPT_READS elements' values of it (UNREAD until looked for). */
   private readName: string | null = null
   private readValues: unknown[] | null = null
   /** The elements parsed whole so far (a conversation's items the fingerprint hashes: a few of many). */
@@ -267,9 +272,9 @@ class SpanElements implements Elements {
   member(index: number, name: string): unknown {
     if (this.readName === null) {
       this.readName = name
-      this.readValues = new Array<unknown>(this.length).fill(UNREAD)
+      this.readValues = new Array<unknown>(Math.min(this.length, KEPT_READS)).fill(UNREAD)
     }
-    const values = name === this.readName ? this.readValues : null
+    const values = name === this.readName && index < KEPT_READS ? this.readValues : null
     if (values !== null && values[index] !== UNREAD) return values[index]
     const start = this.memberStart(index, name)
     const value = start < 0 ? undefined : spanValue(this.raw, start)

@@ -87,6 +87,25 @@ const HEX = new Uint8Array(256)
 for (const c of '0123456789abcdefABCDEF') HEX[c.charCodeAt(0)] = 1
 const LETTER_U = 0x75
 
+// What a byte outside a string begins, told by one load rather than a chain of compares (a quote, the most common,
+// was the fifth compare): space, a string, a colon, a comma, a container opened or closed; 0 for the rest (a number,
+// a literal, or a byte JSON refuses there).
+const SPACE = 1
+const STRING = 2
+const COLON_BYTE = 3
+const COMMA_BYTE = 4
+const OPENS = 5
+const CLOSES_CONTAINER = 6
+const BYTE_KINDS = new Uint8Array(256)
+for (const c of [0x20, 0x0a, 0x0d, 0x09]) BYTE_KINDS[c] = SPACE
+BYTE_KINDS[QUOTE] = STRING
+BYTE_KINDS[COLON] = COLON_BYTE
+BYTE_KINDS[COMMA] = COMMA_BYTE
+BYTE_KINDS[OPEN_OBJECT] = OPENS
+BYTE_KINDS[OPEN_ARRAY] = OPENS
+BYTE_KINDS[CLOSE_OBJECT] = CLOSES_CONTAINER
+BYTE_KINDS[CLOSE_ARRAY] = CLOSES_CONTAINER
+
 const isDigit = (c: number | undefined): boolean => c !== undefined && c >= ZERO && c <= NINE
 
 /** Where a validating scan over one body stands between two slices. */
@@ -263,10 +282,11 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
   // Keys are checked for a repeat until one is found, and strings for a word until one is seen.
   let checking = scan.duplicate === null
   let looking = checking && words !== null && !wordSeen
+  const length = raw.length
   const stop = i + sliceBytes
   let steps = 0
   let first = true
-  while (i < raw.length) {
+  while (i < length) {
     if (!first && (i >= stop || ++steps >= sliceSteps)) {
       scan.i = i
       scan.top = top
@@ -277,11 +297,12 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
     }
     first = false
     const c = raw[i] as number
-    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) {
+    const kind = BYTE_KINDS[c] as number
+    if (kind === SPACE) {
       i++
       continue
     }
-    if (c === QUOTE) {
+    if (kind === STRING) {
       // The closing quote: past each escape, to the next special byte; a control byte or the body's end refuses it.
       // A held body's in one wasm call; else one call of specialByte (its only one, which TurboFan then inlines) after
       // the opening quote and each escape.
@@ -290,19 +311,19 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       // A valid string has a backslash only where it has an escape: isPlainShortKey's walk, answered from what the scan saw.
       let escaped = false
       if (held) {
-        const found = stringEnd(from, raw.length)
+        const found = stringEnd(from, length)
         if (found < 0) return INVALID
         end = found >> 1
         escaped = (found & 1) !== 0
       } else {
         for (;;) {
           end = specialByte(raw, view, from)
-          if (end >= raw.length || raw[end] !== BACKSLASH) break
+          if (end >= length || raw[end] !== BACKSLASH) break
           escaped = true
           from = escapeEnd(raw, end)
           if (from < 0) return INVALID
         }
-        if (end >= raw.length || raw[end] !== QUOTE) return INVALID
+        if (end >= length || raw[end] !== QUOTE) return INVALID
       }
       if (next === KEY || next === KEY_OR_CLOSE) {
         if (checking) {
@@ -355,13 +376,13 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       }
       continue
     }
-    if (c === COLON) {
+    if (kind === COLON_BYTE) {
       if (next !== COLON_NEXT) return INVALID
       next = VALUE
-    } else if (c === COMMA) {
+    } else if (kind === COMMA_BYTE) {
       if (next !== COMMA_OR_CLOSE) return INVALID
       next = top === null ? VALUE : KEY
-    } else if (c === OPEN_OBJECT || c === OPEN_ARRAY) {
+    } else if (kind === OPENS) {
       if (next !== VALUE && next !== VALUE_OR_CLOSE) return INVALID
       if (stack.length <= 2) valueBegins(scan, i, top)
       if (stack.length === 0) scan.object = c === OPEN_OBJECT
@@ -375,7 +396,7 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
         top = null
         next = VALUE_OR_CLOSE
       }
-    } else if (c === CLOSE_OBJECT || c === CLOSE_ARRAY) {
+    } else if (kind === CLOSES_CONTAINER) {
       const closes = c === CLOSE_OBJECT ? top !== null && (next === KEY_OR_CLOSE || next === COMMA_OR_CLOSE) : top === null && stack.length > 0 && (next === VALUE_OR_CLOSE || next === COMMA_OR_CLOSE)
       if (!closes) return INVALID
       if (top !== null && spareFrames.length < MAX_SPARE_FRAMES) {

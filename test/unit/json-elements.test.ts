@@ -146,6 +146,22 @@ describe('elementsOf', () => {
     )
   })
 
+  it('reads each member of a long array as JSON.parse does, in any order, again and again (reads kept for its first elements only)', () => {
+    // A conversation's roles read from its far end, then tools' types read by each check: every read, first or
+    // repeated, is of its own element, past the elements whose reads are kept as well as among them.
+    const items = Array.from({ length: 300 }, (_, i) => (i % 7 === 0 ? { role: `r${i}`, type: i } : i % 5 === 0 ? { type: `t${i}` } : { role: `r${i}` }))
+    const text = JSON.stringify(items)
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.nat(299), fc.constantFrom('role', 'type')), { minLength: 1, maxLength: 200 }), (reads) => {
+        // A body read afresh each run: its reads start unkept.
+        const elements = elementsOf(lazyBody(`"messages":${text}`), 'messages') as Elements
+        expect(elements.spanned).toBe(true)
+        for (const [index, name] of [...reads, ...reads]) expect(elements.member(index, name)).toEqual((items[index] as Record<string, unknown>)[name])
+      }),
+      { numRuns: 200 },
+    )
+  })
+
   it('reads what JSON.parse reads from an array inside an object member (Bedrock `toolConfig.tools`)', () => {
     const config = fc.oneof({ weight: 4, arbitrary: fc.tuple(object, fc.array(tool, { maxLength: 5 })).map(([map, tools]) => new Map([...map, ['tools', [...tools, LONG_TOOL]]])) }, object, leaf)
     fc.assert(
