@@ -16,7 +16,10 @@
 // when it gave up). The lone requests are many because a lone request runs code the closed-loop warm-up hardly does
 // (a key's lone reserve and settle are sent at once, not batched): with 50 a round, the proxy's isolated phase still
 // ran ioredis's sendCommand and Command, reserveWith, settleWith, ScriptCommand in Sparkplug code (7.5k instructions a
-// request of their own, and the inline-cache builtins they call), after rounds that compiled under 50 a request. Under valgrind the compiler threads lag far behind: a side counted right after a warm-up of 6,000 may still run
+// request of their own, and the inline-cache builtins they call), after rounds that compiled under 50 a request.
+// The build of session 33's start, isolated, proxy against floor: with 50 lone a round 348k against 301k and 349k
+// against 303k (1.16×, 1.15×; LoadIC and KeyedLoadIC 40k a request); with 400, 311k against 306k (1.01×; 26k against
+// the floor's 28k; Sparkplug code 2.0k a request, reserveWith and settleWith still there after 1,600 lone requests). Under valgrind the compiler threads lag far behind: a side counted right after a warm-up of 6,000 may still run
 // functions in baseline code and finish TurboFan jobs on its main thread, and that tier-up was read as its working
 // set. Each phase's compiler instructions a request are in the output (compile_ir_per_request).
 // --cli: the proxy build (e.g. an older dist/cli.js for an A/B); --keep=DIR keeps the dumps (callgrind_annotate them);
