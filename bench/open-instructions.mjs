@@ -10,10 +10,16 @@
 // and the code a request runs: distinct instructions and distinct 64-byte code lines executed over the phase, and
 // the functions with any instruction (JIT code and builtins are nameless addresses to valgrind, each counted).
 //   npm run build && node bench/open-instructions.mjs [--cli=dist/cli.js] [--warmup=6000] [--isolated=200] [--gap=20]
-//     [--batched=2000] [--concurrency=64] [--settle-rounds=8] [--cache-sim] [--keep=DIR [--names]]
-// After its warm-up each side is settled: rounds of 50 lone and 1,000 batched requests, counted, until a round's main
-// thread runs under 50 instructions a request in V8's compilers (--settle-rounds at most; the log says when it gave
-// up). Under valgrind the compiler threads lag far behind: a side counted right after a warm-up of 6,000 may still run
+//     [--batched=2000] [--concurrency=64] [--settle-rounds=8] [--settle-lone=400] [--cache-sim] [--keep=DIR [--names]]
+// After its warm-up each side is settled: rounds of --settle-lone lone and 1,000 batched requests, counted, until a
+// round's main thread runs under 50 instructions a request in V8's compilers (--settle-rounds at most; the log says
+// when it gave up). The lone requests are many because a lone request runs code the closed-loop warm-up hardly does
+// (a key's lone reserve and settle are sent at once, not batched): with 50 a round, the proxy's isolated phase still
+// ran ioredis's sendCommand and Command, reserveWith, settleWith, ScriptCommand in Sparkplug code (7.5k instructions a
+// request of their own, and the inline-cache builtins they call), after rounds that compiled under 50 a request.
+// The build of session 33's start, isolated, proxy against floor: with 50 lone a round 348k against 301k and 349k
+// against 303k (1.16×, 1.15×; LoadIC and KeyedLoadIC 40k a request); with 400, 311k against 306k (1.01×; 26k against
+// the floor's 28k; Sparkplug code 2.0k a request, reserveWith and settleWith still there after 1,600 lone requests). Under valgrind the compiler threads lag far behind: a side counted right after a warm-up of 6,000 may still run
 // functions in baseline code and finish TurboFan jobs on its main thread, and that tier-up was read as its working
 // set. Each phase's compiler instructions a request are in the output (compile_ir_per_request).
 // --cli: the proxy build (e.g. an older dist/cli.js for an A/B); --keep=DIR keeps the dumps (callgrind_annotate them);
@@ -53,7 +59,7 @@ const GAP_MS = Number(option('gap', 20))
 const BATCHED = Number(option('batched', 2000))
 const CONCURRENCY = Number(option('concurrency', 64))
 const SETTLE_ROUNDS = Number(option('settle-rounds', 8))
-const SETTLE_LONE = 50
+const SETTLE_LONE = Number(option('settle-lone', 400))
 const SETTLE_BATCHED = 1000
 const cacheSim = process.argv.includes('--cache-sim')
 const keep = option('keep', null)

@@ -327,3 +327,37 @@ async function scanRest(scan: KeyScan, sliceBytes: number, sliceSteps: number): 
     if (found !== NOT_DONE) return found
   }
 }
+
+const COLON = 0x3a
+
+/**
+ * The KeyReport of `raw` (valid JSON) told from `json`, its JSON.parse, without a scan, when the members prove it;
+ * null when they do not (scan then). Each member of `raw` has one colon outside strings and a repeated key leaves
+ * one member fewer in `json`: when `json`'s objects own as many keys in all as `raw` has colons, no key repeats.
+ * A colon in a string makes them differ too (null). `words`: as scanKeys's, as strings.
+ */
+export function keyReportOfParsed(raw: Buffer, json: unknown, words: ReadonlySet<string>): KeyReport | null {
+  let colons = 0
+  for (let i = 0; i < raw.length; i++) if (raw[i] === COLON) colons++
+  const tally = { members: 0, wordSeen: false }
+  countMembers(json, words, tally)
+  return tally.members === colons ? { duplicate: null, wordSeen: tally.wordSeen } : null
+}
+
+/** Adds the own keys of every object in `node` to `tally.members`, and notes a key or a `type`'s value in `words`. */
+function countMembers(node: unknown, words: ReadonlySet<string>, tally: { members: number; wordSeen: boolean }): void {
+  if (typeof node !== 'object' || node === null) return
+  if (Array.isArray(node)) {
+    for (let k = 0; k < node.length; k++) countMembers(node[k], words, tally)
+    return
+  }
+  // Own keys only: an enumerable key someone put on Object.prototype must not stand in for a repeated one.
+  const keys = Object.keys(node)
+  tally.members += keys.length
+  for (let k = 0; k < keys.length; k++) {
+    const key = keys[k] as string
+    const value = (node as Record<string, unknown>)[key]
+    if (!tally.wordSeen && (words.has(key) || (key === 'type' && typeof value === 'string' && words.has(value)))) tally.wordSeen = true
+    if (typeof value === 'object' && value !== null) countMembers(value, words, tally)
+  }
+}
