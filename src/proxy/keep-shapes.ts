@@ -3,6 +3,7 @@ import { serialize } from 'node:v8'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { withPlannedInput } from '../pricing/cost.js'
 import type { GateEntry } from './key-gate.js'
+import { createWritevExample } from './keep-node-write.js'
 
 /**
  * One example of each per-request object, kept through the idle release. V8 holds an object type's hidden classes
@@ -35,6 +36,7 @@ export const kept: Kept = {
   chunk: null,
   resource: null,
   tick: null,
+  writev: null,
 }
 
 interface Kept {
@@ -72,6 +74,8 @@ interface Kept {
   /** An AsyncResource (Fastify makes one a request) and a process.nextTick entry, made at `blankKept`: they hold a no-op. */
   resource: object | null
   tick: object | null
+  /** Node's writev array (./keep-node-write.ts), made at the first `blankKept`. */
+  writev: object | null
 }
 
 /** A request body until `blankKept` makes its blank copy (the body itself is let go then). */
@@ -130,6 +134,7 @@ export function keepShapes(on: boolean, inflight: { readonly count: number } = I
     kept.chunk = null
     kept.resource = null
     kept.tick = null
+    kept.writev = null
     bodySource = null
     headersSource = null
     pickedSource = null
@@ -205,6 +210,7 @@ export function blankKept(): void {
   kept.timeout = timeout
   kept.immediate = setImmediate(noop)
   kept.chunk ??= serialize(0)
+  kept.writev ??= createWritevExample()
   kept.resource = new AsyncResource('keep-shapes')
   // Queued through the release; its callback then keeps it (the resource a nextTick callback runs in is its entry).
   process.nextTick(keepTick)
