@@ -1,7 +1,8 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { createServer, connect, type Server, type Socket } from 'node:net'
-import { setFlagsFromString } from 'node:v8'
+import { randomUUID } from 'node:crypto'
+import { getHeapSnapshot, setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Agent } from 'undici'
@@ -31,6 +32,25 @@ afterAll(async () => {
   socket.destroy()
   await new Promise<void>((resolve) => server.close(() => resolve()))
 })
+
+/**
+ * Whether a string in this process's heap contains the text `encoded` holds in base64: decoded only once the snapshot
+ * is taken, so the search itself is not found.
+ */
+async function heapHolds(encoded: string): Promise<boolean> {
+  const snapshot = getHeapSnapshot()
+  const text = Buffer.from(encoded, 'base64').toString()
+  let tail = ''
+  for await (const chunk of snapshot) {
+    const piece = tail + (chunk as Buffer).toString('latin1')
+    if (piece.includes(text)) {
+      snapshot.destroy()
+      return true
+    }
+    tail = piece.slice(-text.length)
+  }
+  return false
+}
 
 /** The array a corked write of `chunks` hands the socket's `_writev` (Node's own, called through). */
 async function writevArray(chunks: Array<Buffer | string>): Promise<WeakRef<object>> {
@@ -109,11 +129,14 @@ describe('createUpstreamSocketKeeper', () => {
     await new Promise<void>((resolve) => upstream.close(() => resolve()))
   })
 
+  // Made at run time and held only in base64, so no source text or test variable holds it.
+  const credential = Buffer.from(`sk-${randomUUID()}`).toString('base64')
+
   /** One call through undici's Agent, as ./upstream.ts makes them; WeakRefs to the body sent and the chunks read. */
   async function call(agent: Agent): Promise<Array<WeakRef<object>>> {
     const body = Buffer.from('{"key":"sk-client-secret"}')
     const refs: Array<WeakRef<object>> = [new WeakRef(body)]
-    const answer = await agent.request({ origin, path: '/v1/chat', method: 'POST', headers: { authorization: 'Bearer sk-provider-key' }, body })
+    const answer = await agent.request({ origin, path: '/v1/chat', method: 'POST', headers: { authorization: `Bearer ${Buffer.from(credential, 'base64').toString()}` }, body })
     for await (const chunk of answer.body) refs.push(new WeakRef(chunk as Buffer))
     return refs
   }
@@ -143,6 +166,8 @@ describe('createUpstreamSocketKeeper', () => {
     gc({ type: 'major', execution: 'sync', flavor: 'last-resort' })
     expect(refs.map((ref) => ref.deref())).toEqual(refs.map(() => undefined))
     expect(keeper.closed()).toBe(socket)
+    // Nothing at all holds the credential sent in the header undici wrote (a string: no WeakRef can watch it).
+    expect(await heapHolds(credential)).toBe(false)
     await agent.close()
   })
 
