@@ -3,7 +3,7 @@ import { serialize } from 'node:v8'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { withPlannedInput } from '../pricing/cost.js'
 import type { GateEntry } from './key-gate.js'
-import { createUpstreamSocketKeeper, createWritevExample } from './keep-node-write.js'
+import { createWritevExample } from './keep-node-write.js'
 
 /**
  * One example of each per-request object, kept through the idle release. V8 holds an object type's hidden classes
@@ -37,7 +37,6 @@ export const kept: Kept = {
   resource: null,
   tick: null,
   writev: null,
-  socket: null,
 }
 
 interface Kept {
@@ -77,8 +76,6 @@ interface Kept {
   tick: object | null
   /** Node's writev array (./keep-node-write.ts), made at the first `blankKept`. */
   writev: object | null
-  /** The last upstream socket, once closed (./keep-node-write.ts). */
-  socket: object | null
 }
 
 /** A request body until `blankKept` makes its blank copy (the body itself is let go then). */
@@ -86,7 +83,6 @@ interface BodySource {
   blankCopy(): object
 }
 
-const upstreamSockets = createUpstreamSocketKeeper()
 /** Whether examples are kept: only while the idle release runs (off, nothing would blank them). */
 let keeping = false
 const IDLE = { count: 0 }
@@ -119,7 +115,6 @@ let pickedSource: object | null = null
 /** Turns keeping on or off; `inflight` is what gates it (none: always idle). */
 export function keepShapes(on: boolean, inflight: { readonly count: number } = IDLE): void {
   keeping = on
-  upstreamSockets.watch(on)
   load = inflight
   if (!on) {
     kept.request = null
@@ -140,7 +135,6 @@ export function keepShapes(on: boolean, inflight: { readonly count: number } = I
     kept.resource = null
     kept.tick = null
     kept.writev = null
-    kept.socket = null
     bodySource = null
     headersSource = null
     pickedSource = null
@@ -217,7 +211,6 @@ export function blankKept(): void {
   kept.immediate = setImmediate(noop)
   kept.chunk ??= serialize(0)
   kept.writev ??= createWritevExample()
-  kept.socket = upstreamSockets.closed() ?? kept.socket
   kept.resource = new AsyncResource('keep-shapes')
   // Queued through the release; its callback then keeps it (the resource a nextTick callback runs in is its entry).
   process.nextTick(keepTick)
