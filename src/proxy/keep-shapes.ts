@@ -4,6 +4,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { withPlannedInput } from '../pricing/cost.js'
 import type { GateEntry } from './key-gate.js'
 import { createUndiciRequestKeeper, readHeaderValues } from './keep-undici-request.js'
+import { createWritevExample } from './keep-node-write.js'
 
 /**
  * One example of each per-request object, kept through the idle release. V8 holds an object type's hidden classes
@@ -37,6 +38,7 @@ export const kept: Kept = {
   resource: null,
   tick: null,
   upstreamRequest: null,
+  writev: null,
 }
 
 interface Kept {
@@ -76,6 +78,8 @@ interface Kept {
   tick: object | null
   /** A blank copy of undici's Request of the last upstream call (./keep-undici-request.ts), made at `blankKept`. */
   upstreamRequest: object | null
+  /** Node's writev array (./keep-node-write.ts), made at the first `blankKept`. */
+  writev: object | null
 }
 
 /** A request body until `blankKept` makes its blank copy (the body itself is let go then). */
@@ -140,6 +144,7 @@ export function keepShapes(on: boolean, inflight: { readonly count: number } = I
     kept.resource = null
     kept.tick = null
     kept.upstreamRequest = null
+    kept.writev = null
     bodySource = null
     headersSource = null
     pickedSource = null
@@ -221,6 +226,7 @@ export function blankKept(): void {
   } catch {
     // A request undici's constructor refuses copied blank: none.
   }
+  kept.writev ??= createWritevExample()
   kept.resource = new AsyncResource('keep-shapes')
   // Queued through the release; its callback then keeps it (the resource a nextTick callback runs in is its entry).
   process.nextTick(keepTick)

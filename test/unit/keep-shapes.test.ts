@@ -315,7 +315,7 @@ describe('the blank copies kept at blankKept', () => {
     keepPicked({ usage: { completion_tokens: 1 } })
     blankKept()
     await new Promise<void>((resolve) => process.nextTick(resolve))
-    expect(Object.values(kept).filter((example) => example !== null).length).toBe(10)
+    expect(Object.values(kept).filter((example) => example !== null).length).toBe(11)
     keepShapes(false)
     expect(Object.values(kept).every((example) => example === null)).toBe(true)
     // A body kept before turning off is not copied at the next blankKept.
