@@ -121,6 +121,9 @@ const COMMA = 0x2c
 const LETTER_F = 0x66
 const LETTER_N = 0x6e
 const LETTER_T = 0x74
+const MINUS = 0x2d
+const ZERO = 0x30
+const NINE = 0x39
 
 /** Whether the key whose quotes are at `start` and `end` is `name` once decoded (`"t\u0079pe"` is `type`). */
 function keyIs(raw: Buffer, start: number, end: number, name: string): boolean {
@@ -165,10 +168,13 @@ function spanValue(raw: Buffer, start: number): unknown {
   return valueOf(raw, start, raw[start] === QUOTE ? stringEnd(raw, start) + 1 : valueEnd(raw, start))
 }
 
-/** spanValue of the value `raw` holds in [start, end). */
-function valueOf(raw: Buffer, start: number, end: number): unknown {
-  // A literal is known by its first byte (valid JSON): no parse.
-  switch (raw[start]) {
+/**
+ * The value of valid JSON `raw` holds in [start, end), as JSON.parse gives it: a literal known by its first byte, a
+ * number by Number (the same correctly rounded double, -0 included), a string without escapes sliced; else parsed.
+ */
+export function valueOf(raw: Buffer, start: number, end: number): unknown {
+  const first = raw[start] as number
+  switch (first) {
     case LETTER_T:
       return true
     case LETTER_F:
@@ -176,7 +182,9 @@ function valueOf(raw: Buffer, start: number, end: number): unknown {
     case LETTER_N:
       return null
   }
-  if (raw[start] === QUOTE) {
+  if (first === MINUS || (first >= ZERO && first <= NINE)) return Number(raw.toString('latin1', start, end))
+  if (first === QUOTE) {
+    // Invalid UTF-8 decodes to U+FFFD alike in the slice and in the whole: the quotes around it are never swallowed.
     let escaped = false
     for (let k = start + 1; k < end - 1 && !escaped; k++) escaped = raw[k] === BACKSLASH
     if (!escaped) return commonString(raw, start + 1, end - 1) ?? raw.toString('utf8', start + 1, end - 1)

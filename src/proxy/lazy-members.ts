@@ -1,4 +1,4 @@
-import { LAZY_SPANS, type LazySpans } from '../http/json-elements.js'
+import { LAZY_SPANS, valueOf, type LazySpans } from '../http/json-elements.js'
 import type { MemberSpan } from '../http/json-members.js'
 import type { Json } from '../providers/body.js'
 
@@ -9,35 +9,12 @@ import type { Json } from '../providers/body.js'
  */
 
 const QUOTE = 0x22
-const BACKSLASH = 0x5c
-const MINUS = 0x2d
-const ZERO = 0x30
-const NINE = 0x39
-// A string up to this long is searched for a backslash in JavaScript; a longer one is parsed (a native search).
+// A longer string is parsed: JSON.parse's native search for an escape beats a walk in JavaScript.
 const SLICED_STRING_BYTES = 64
 
-/**
- * The value of valid JSON in [start, end), as JSON.parse gives it: a literal known by its first byte, a number by
- * Number (the same correctly rounded double, -0 included), a short string without escapes sliced; else parsed.
- */
-function parseSpan(raw: Buffer, start: number, end: number): unknown {
-  const first = raw[start] as number
-  if (first === QUOTE && end - start <= SLICED_STRING_BYTES) {
-    let k = start + 1
-    while (k < end - 1 && raw[k] !== BACKSLASH) k++
-    // Invalid UTF-8 decodes to U+FFFD alike in the slice and in the whole: the quotes around it are never swallowed.
-    if (k === end - 1) return raw.toString('utf8', start + 1, end - 1)
-  } else if (first === MINUS || (first >= ZERO && first <= NINE)) {
-    return Number(raw.toString('latin1', start, end))
-  } else if (first === 0x74) {
-    return true
-  } else if (first === 0x66) {
-    return false
-  } else if (first === 0x6e) {
-    return null
-  }
-  return JSON.parse(raw.toString('utf8', start, end))
-}
+/** The value of valid JSON in [start, end), as JSON.parse gives it (json-elements' valueOf: no parse for a literal, a number or a short plain string). */
+const parseSpan = (raw: Buffer, start: number, end: number): unknown =>
+  raw[start] === QUOTE && end - start > SLICED_STRING_BYTES ? JSON.parse(raw.toString('utf8', start, end)) : valueOf(raw, start, end)
 
 /** Sets own data member `key` of `json`, as JSON.parse makes it: an assignment to `__proto__` would set the prototype. */
 function setMember(json: Json, key: string, value: unknown): void {
