@@ -334,11 +334,25 @@ const COLON = 0x3a
  * The KeyReport of `raw` (valid JSON) told from `json`, its JSON.parse, without a scan, when the members prove it;
  * null when they do not (scan then). Each member of `raw` has one colon outside strings and a repeated key leaves
  * one member fewer in `json`: when `json`'s objects own as many keys in all as `raw` has colons, no key repeats.
- * A colon in a string makes them differ too (null). `words`: as scanKeys's, as strings.
+ * A colon in a string declines at once (null), before the members are counted. `words`: as scanKeys's, as strings.
  */
 export function keyReportOfParsed(raw: Buffer, json: unknown, words: ReadonlySet<string>): KeyReport | null {
+  // Every colon of `raw` is counted or declines: a string misread can only decline, never leave a colon out (an
+  // escape's next byte, skipped, is never one).
   let colons = 0
-  for (let i = 0; i < raw.length; i++) if (raw[i] === COLON) colons++
+  const n = raw.length
+  for (let i = 0; i < n; i++) {
+    const c = raw[i]
+    if (c === COLON) colons++
+    else if (c === QUOTE) {
+      for (i++; i < n; i++) {
+        const s = raw[i]
+        if (s === QUOTE) break
+        if (s === COLON) return null
+        if (s === BACKSLASH) i++
+      }
+    }
+  }
   const tally = { members: 0, wordSeen: false }
   countMembers(json, words, tally)
   return tally.members === colons ? { duplicate: null, wordSeen: tally.wordSeen } : null

@@ -43,6 +43,29 @@ describe('a key report told from the parsed body', () => {
     expect(counted('{"url":"https://example.com"}')).toBeNull()
   })
 
+  it('declines at the first string holding a colon, before it walks the parsed body', () => {
+    const text = '{"url":"https://example.com","a":{"b":1}}'
+    // A parsed body whose walk throws: declining must not reach it.
+    const untouchable = new Proxy({}, { ownKeys: () => { throw new Error('walked') }, get: () => { throw new Error('walked') } })
+    expect(keyReportOfParsed(Buffer.from(text), untouchable, WORD_STRINGS)).toBeNull()
+  })
+
+  it.each([
+    ['an escaped quote', '{"a":"\\"","b":1}'],
+    ['an escaped backslash before the closing quote', '{"a":"\\\\","b":{"c":"\\\"x"}}'],
+  ])('reads strings with %s to their end: vouched for, as the scan has it', (_name, text) => {
+    expect(counted(text)).toEqual({ duplicate: null, wordSeen: false })
+    expect(scanned(text).duplicate).toBeNull()
+  })
+
+  it.each([
+    ['after an escaped quote', '{"a":"\\":1","a":2}'],
+    ['in a key', '{"a:b":1,"a:b":2}'],
+  ])('declines a colon in a string %s, and the scan refuses the repeat', (_name, text) => {
+    expect(counted(text)).toBeNull()
+    expect(scanned(text).duplicate).not.toBeNull()
+  })
+
   it('counts own keys only: an enumerable key on Object.prototype does not stand in for a repeat', () => {
     // One object, one repeat: an inherited key counted would make up for it exactly.
     const text = '{"a":1,"a":2}'
