@@ -10,10 +10,20 @@
 //   node bench/thread-work.mjs [--a=dist/cli.js] [--b=OTHER/dist/cli.js] [--no-floor] [--rate=1000] [--phases=6]
 //                              [--duration=5000] [--gap=0] [--warm=12000] [--flags-a=… --flags-b=… (more node flags
 //                              for a side)] [--lines (each phase's and quiet's reasons: incremental marking, deopts,
-//                              code thrown away; the functions TurboFan compiled)]
+//                              code thrown away; the functions TurboFan compiled)] [--close-late (the latency scenario's
+//                              order: a side's pool stays open through the quiet after its phase and is closed just
+//                              before its next, whose new pool is primed with 64 requests at once, unmeasured)]
+// Measured (--no-floor --phases=12 --close-late; the lull collection at 12 MiB with a 64 MiB old-space floor
+// against 32 MiB and 128 MiB): the lull's full collection came before 6 of 12 phases and threw away 0-23 optimized
+// functions each (51 in all: ioredis' Command, sendCommand, returnReply, traceCommand; IncomingMessage and the
+// Readable/ReadableState/Stream/EventEmitter constructors it inlines; forwardMetered; once Node's HTTP write path
+// and llhttp's callbacks), 258 TurboFan jobs and 693 ms of V8 worker CPU in the phases; after: 2 of 12, 2 thrown,
+// 123 jobs, 494 ms, and no mark-compact of V8's own in a phase either way. With no lull collection at all (64 MiB
+// floor) nothing was thrown but V8's own mark-compact came inside 3 of 10 phases. A one-line chat's lull collection
+// after a closed loop (idle-retier.mjs) threw none: what dies is the open loop's last requests' objects.
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { closedLoop, createPool, openLoop } from './load.mjs'
+import { closedLoop, createPool, openLoop, primeConnections } from './load.mjs'
 import { createBenchKey, ROOT, sleep, startBenchStack, startProxy, startTracedFloor } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
 import { ONE_LINE_BODY } from './body-option.mjs'
@@ -26,6 +36,7 @@ const durationMs = Number(arg('duration', '5000'))
 const warm = Number(arg('warm', '12000'))
 const showLines = process.argv.includes('--lines')
 const gapMs = Number(arg('gap', '0'))
+const closeLate = process.argv.includes('--close-late')
 const builds = { a: resolve(arg('a', join(ROOT, 'dist/cli.js'))), b: arg('b', null) === null ? null : resolve(arg('b', '')) }
 const TRACES = ['--trace-gc-nvp', '--trace-incremental-marking', '--trace-opt', '--trace-deopt']
 /** ms the thread `tid` of `pid` has waited for a core so far (schedstat's second field). */
@@ -59,6 +70,8 @@ function traceCounts(text) {
   return c
 }
 
+/** --close-late: each side's pool of its last phase, still open. */
+const openPools = {}
 const { pinning, dir, started, redis, fake, close } = await startBenchStack('loopers-thread-work-', { watchdogMs: 30 * 60_000, fake: { completionTokens: 16 } })
 try {
   const sides = {}
@@ -114,7 +127,12 @@ try {
         for (const [reason, n] of gap.deoptReasons) process.stdout.write(`        ${name} quiet before phase ${p + 1}: ×${n} ${reason}\n`)
         if (gap.thrown > 0) process.stdout.write(`        ${name} quiet before phase ${p + 1}, thrown away: ${[...gap.thrownNames].map(([f, n]) => (n > 1 ? `${f}×${n}` : f)).join(', ')}\n`)
       }
+      if (closeLate) await openPools[name]?.close().catch(() => undefined)
       const pool = createPool(side.url, 256)
+      if (closeLate) {
+        openPools[name] = pool
+        await primeConnections({ origin: side.url, request, pool, connections: 64 })
+      }
       await sleep(200)
       const before = threadGroupsCpuMs(side.pid)
       const waitBefore = waitedMs(side.pid)
@@ -122,7 +140,7 @@ try {
       const cpu = groupDelta(before, threadGroupsCpuMs(side.pid))
       const mainWait = waitedMs(side.pid) - waitBefore
       // openLoop may have destroyed a pool whose requests outlived its drain.
-      await pool.close().catch(() => undefined)
+      if (!closeLate) await pool.close().catch(() => undefined)
       await sleep(100)
       const c = traceCounts(side.take())
       const t = totals[name]
@@ -154,6 +172,7 @@ try {
     process.stdout.write(`${name.padEnd(6)} main ${per(t.main)} µs, workers ${per(t.workers)} µs (${t.workers.toFixed(0)} ms), main waited ${t.mainWait.toFixed(0)} ms, quiet: ${t.quietGcs} full GCs threw ${t.quietThrown}, TF ${t.tfJobs} jobs ${t.tfMs.toFixed(0)} ms, IM ${t.im}, MC ${t.mc}, deopts ${t.deopts}, p99 ${t.p99s.map((v) => v.toFixed(1)).join(' ')} ms${name === 'floor' ? '' : ` (${builds[name]} ${flagsOf(name).join(' ')})`}\n`)
   }
 } finally {
+  for (const pool of Object.values(openPools)) await pool.close().catch(() => undefined)
   await close()
 }
 

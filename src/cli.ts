@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=1048576 node --max-semi-space-size=16 --min-semi-space-size=4 --no-memory-reducer --initial-old-space-size=64 --no-maglev --v8-pool-size=2 --flush-baseline-code
+#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=1048576 node --max-semi-space-size=16 --min-semi-space-size=4 --no-memory-reducer --initial-old-space-size=128 --no-maglev --v8-pool-size=2 --flush-baseline-code
 
 /** Entry of the `loopers` binary: runs the CLI, then lets the process end (or keeps it up for `serve`). */
 
@@ -13,9 +13,12 @@
 // bench could find: an idle proxy gives memory back through src/idle-release.ts, after 30 s of quiet, instead.
 // After each full collection V8 sets old space's limit to ~1.6× what survived (~40 MiB for the proxy's ~24) and
 // starts the next one once less room is left than the young generation holds, so any burst of survivors (a
-// 10 MiB body being read) brought a mark-compact while small requests waited. 64 MiB is also the limit's floor
-// (`--initial-old-space-size`): a big body no longer brings one (1 of 46 counts of one did, against 20 of 22)
-// at no RSS or CPU per request a bench could tell apart.
+// 10 MiB body being read) brought a mark-compact while small requests waited. 64 MiB as the limit's floor
+// (`--initial-old-space-size`) took that away (1 of 46 counts of one did, against 20 of 22); 128 MiB lets the idle
+// release's lull collection (src/server.ts) wait for 32 MiB of growth rather than 12 with V8's own still further
+// off: each in a quiet period throws away optimized code the next burst recompiles (half as many TurboFan jobs
+// and ~30% less V8 worker CPU in 12 runs of 5,000 requests, bench/thread-work.mjs --close-late; 1,000 streams
+// 134 MiB).
 // No Maglev (V8's tier between baseline code and TurboFan): it compiles on background threads, whose malloc
 // arenas keep what those compilations used: ~10 MiB more resident with 1,000 streams open (peak 163-170 MiB
 // with it, 152-159 without). Hot code still reaches TurboFan: CPU per streamed chunk is unchanged, per small

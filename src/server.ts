@@ -189,9 +189,13 @@ const STARTUP_STORE_WAIT_MS = 2_000
 const IDLE_RELEASE_ROUNDS = 4
 
 /**
- * Old-generation growth that makes the release a lull after traffic a full collection: ~7,500 of the bench's small
- * requests (~1.6 KiB of each outlives two scavenges at 1,000 req/s: bench/gc-promote.mjs). V8 starts its own once
- * ~32 MiB more than the last one kept is held (its limit's floor is the launcher's 64 MiB), so a burst of up to
- * ~12,000 more requests before the next lull still meets none.
+ * Old-generation growth that makes the release a lull after traffic a full collection: ~20,000-28,000 of the bench's
+ * small requests (~1.2-1.7 KiB of each reaches the old generation at 1,000 req/s: bench/gc-promote.mjs,
+ * bench/thread-work.mjs). V8 starts its own once ~50 MiB more than the last one kept is held (its limit's floor is the
+ * launcher's 128 MiB; the first came ~45,000 requests after a warm-up's), so a burst of up to ~12,000 more requests
+ * before the next lull still meets none. Each such collection in a quiet period throws away the optimized code that
+ * embedded objects only the last requests held (0-23 functions, recompiled in the next burst; V8's own under load
+ * throws none): at 12 MiB with a 64 MiB floor, a lull before about every other run of 5,000 requests had one
+ * (bench/thread-work.mjs --close-late).
  */
-const LULL_COLLECT_BYTES = 12 * 2 ** 20
+const LULL_COLLECT_BYTES = 32 * 2 ** 20

@@ -349,7 +349,7 @@ describe('the image, run here without a Docker engine', () => {
       await waitForHealth(`http://127.0.0.1:${port}/health`, exited, () => output)
       // `exec` replaced the shell: the signals docker stop sends reach node itself (with the launcher's flags).
       const argv = readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0')
-      expect(argv.slice(1, 9)).toEqual(['--max-semi-space-size=16', '--min-semi-space-size=4', '--no-memory-reducer', '--initial-old-space-size=64', '--no-maglev', '--v8-pool-size=2', '--flush-baseline-code', inImage('/app/dist/cli.js')])
+      expect(argv.slice(1, 9)).toEqual(['--max-semi-space-size=16', '--min-semi-space-size=4', '--no-memory-reducer', '--initial-old-space-size=128', '--no-maglev', '--v8-pool-size=2', '--flush-baseline-code', inImage('/app/dist/cli.js')])
       expect(readFileSync(`/proc/${child.pid}/environ`, 'utf8').split('\0')).toContain('MALLOC_MMAP_THRESHOLD_=1048576')
       const probe = await run(dockerHealthcheck.command[0]!, dockerHealthcheck.command.slice(1), { PORT: String(port) })
       expect(probe.code, probe.stderr).toBe(0)

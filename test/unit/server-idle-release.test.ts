@@ -10,7 +10,7 @@ vi.mock('../../src/idle-release.js', async (importOriginal) => {
 type Options = Parameters<typeof idleRelease.startIdleRelease>[0]
 
 /**
- * The server's lull after traffic is a full collection once the old generation has grown 12 MiB since the last full
+ * The server's lull after traffic is a full collection once the old generation has grown 32 MiB since the last full
  * one, a scavenge below that (README, LOOPERS_IDLE_RELEASE_MS): the options `startServer` gives the idle release,
  * replayed with a stubbed heap reading and stubbed collections.
  */
@@ -24,7 +24,7 @@ afterEach(async () => {
   proxy = null
 })
 
-it("makes the lull's release a full collection once the old generation grew 12 MiB, a scavenge below", async () => {
+it("makes the lull's release a full collection once the old generation grew 32 MiB, a scavenge below", async () => {
   const started = vi.mocked(idleRelease.startIdleRelease)
   started.mockClear()
   proxy = await startProxy({ LOOPERS_IDLE_RELEASE_MS: '30000' })
@@ -54,7 +54,7 @@ it("makes the lull's release a full collection once the old generation grew 12 M
     await vi.advanceTimersByTimeAsync(2_000)
   }
   expect(log).toEqual(['reducing']) // at start-up, before listening
-  await lull(12 * MIB - 1)
+  await lull(32 * MIB - 1)
   expect(log).toEqual(['reducing', 'scavenge'])
   await lull(1)
   expect(log).toEqual(['reducing', 'scavenge', 'full'])
