@@ -1,6 +1,6 @@
 import { Command } from 'ioredis'
 import { describe, expect, it } from 'vitest'
-import { encodeArgs, encodeStart, joinArg, respOf, writeCommand, type ScriptArg } from '../../src/budget/redis/script-args.js'
+import { argList, encodeArgs, encodeStart, joinArg, respOf, writeCommand, type ScriptArg } from '../../src/budget/redis/script-args.js'
 
 /** What ioredis itself writes for the same command and arguments. */
 function ioredisWrites(name: string, args: (string | number)[]): string {
@@ -21,5 +21,19 @@ describe('writeCommand', () => {
       kept.push({ bytes, expected: ioredisWrites(name, [first, 2, `lp:{${i}}:key`, 86_400, `lp:{ab}:r:${text}`, i, 'y'.repeat(i % 300)]) })
     }
     for (const { bytes, expected } of kept) expect(bytes.toString()).toBe(expected)
+  })
+})
+
+describe('argList', () => {
+  it.each([0, 1, 10, 452, 512, 513, 2_000])('gives a new list of %i empty slots each call, whatever an earlier one was given', (length) => {
+    const first = argList(length)
+    expect(first).toHaveLength(length)
+    first.fill('written')
+    first.push('pushed')
+    const second = argList(length)
+    expect(second).not.toBe(first)
+    expect(second).toHaveLength(length)
+    for (let i = 0; i < length; i++) expect(second[i]).toBeUndefined()
+    expect(argList(length + 1)[length]).toBeUndefined()
   })
 })

@@ -7,7 +7,7 @@ import { StoreUnavailableError } from '../../errors.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
-import { encodeArgs, encodeStart, joinArg, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-args.js'
+import { argList, encodeArgs, encodeStart, joinArg, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-args.js'
 import { evalScript, script } from './script-command.js'
 import { ALREADY, DUPLICATE, HELD, int, intIn, NOT_HELD, OK, refusal, replyOf, unexpected } from './script-replies.js'
 import { curKey, dayKey, LAYOUT_KEY, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
@@ -104,7 +104,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
         }
         fixed.reserves++
         return new Promise((resolve, reject) => {
-          queueReserve({ input, nowMs, periods, started, fixed, resolve, reject })
+          queueReserve(new QueuedReserve(input, nowMs, periods, started, fixed, resolve, reject))
         })
       }
       return reserveWith(input, nowMs, periods, fixed, inHashes, started, null)
@@ -121,7 +121,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
     // Written into a list of its final length: pushing onto a short one copies it into a longer one.
     const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
-    const args = new Array<ScriptArg>((inHashes ? 6 : 7) + (session === null ? 0 : 5) + (loop === null ? 0 : 3))
+    const args = argList((inHashes ? 6 : 7) + (session === null ? 0 : 5) + (loop === null ? 0 : 3))
     let at = 0
     args[at++] = inHashes ? recordAndPeriods(fixed) : fixed.recordAndCur
     args[at++] = joinArg(fixed.reservationStart, input.requestId)
@@ -147,7 +147,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       args[at++] = loop.step
       args[at++] = nowMs
     }
-    const call: ReserveCall = { hash, requestId: input.requestId, maxMicros: input.maxMicros, periods, fixed, sessionKeyName, loop }
+    const call = new ReserveCall(hash, input.requestId, input.maxMicros, periods, fixed, sessionKeyName, loop)
     return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call, observer, started, ended)
   }
 
@@ -187,7 +187,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     // KEYS: the record and string, each item's record, each loop check's scope; ARGV: the periods, the time, the flags,
     // each item's three, each loop check's two.
     const argvAt = 1 + n + loops
-    const args = new Array<ScriptArg>(argvAt + 3 + 3 * n + 2 * loops)
+    const args = argList(argvAt + 3 + 3 * n + 2 * loops)
     args[0] = fixed.recordAndCur
     let flags = ''
     let loop = 0
@@ -232,7 +232,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
           fixed.reserves--
           let result: ReserveResult
           try {
-            result = readReserve(reply, { hash: input.keyHash, requestId: input.requestId, maxMicros: input.maxMicros, periods: item.periods, fixed, sessionKeyName: null, loop: input.loop ?? null })
+            result = readReserve(reply, new ReserveCall(input.keyHash, input.requestId, input.maxMicros, item.periods, fixed, null, input.loop ?? null))
           } catch (err) {
             observer?.('reserve', item.started, true)
             item.reject(err as Error)
@@ -304,7 +304,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
         }
         fixed.settles++
         return new Promise((resolve, reject) => {
-          queueSettle({ reservation, actualMicros, started, fixed, resolve, reject })
+          queueSettle(new QueuedSettle(reservation, actualMicros, started, fixed, resolve, reject))
         })
       }
       return settleWith(reservation, actualMicros, observer, started, null)
@@ -374,7 +374,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
 
   /** Items of one key booked in its current string, settled in one call; any it leaves untouched, with settle.lua. */
   function settleBatch(fixed: FixedKeys, items: QueuedSettle[]): void {
-    const args = new Array<ScriptArg>(2 + 2 * items.length)
+    const args = argList(2 + 2 * items.length)
     args[0] = fixed.curAndToday
     for (let i = 0; i < items.length; i++) {
       const item = items[i] as QueuedSettle
@@ -425,7 +425,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const inHashes = passPeriods(fixed.minute)
     const keyCount = (inHashes ? 7 : 3) + (booked.session === undefined ? 0 : 1) + (loop === null ? 0 : 1)
     // Written into a list of its final length (see reserve): the keys, as few arguments as encoded, then ARGV.
-    const args = new Array<ScriptArg>(keyCount - (inHashes ? 5 : 1) + (loop === null ? 1 : 2) + (inHashes ? 0 : 1))
+    const args = argList(keyCount - (inHashes ? 5 : 1) + (loop === null ? 1 : 2) + (inHashes ? 0 : 1))
     let at = 0
     args[at++] = inHashes ? bookedAndToday(booked, fixed) : fixed.curAndToday
     args[at++] = record
@@ -462,17 +462,19 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   return { reserve, extend, settle, abandon, ping, observeCalls }
 }
 
-/** What a reserve's reply is read with: its request and the keys it booked. */
-interface ReserveCall {
-  hash: string
-  requestId: string
-  maxMicros: Micros
-  periods: Period[]
-  /** Its key's keys of the minute: the periods it books, the start of its loop scope's key. */
-  fixed: FixedKeys
-  sessionKeyName: string | null
-  /** The loop check: a recorded step is booked as `<loop scope key>#<sinceMs>#<step>`. */
-  loop: LoopCheck | null
+/** What a reserve's reply is read with: its request and the keys it booked. A class: see QueuedSettle. */
+class ReserveCall {
+  constructor(
+    readonly hash: string,
+    readonly requestId: string,
+    readonly maxMicros: Micros,
+    readonly periods: Period[],
+    /** Its key's keys of the minute: the periods it books, the start of its loop scope's key. */
+    readonly fixed: FixedKeys,
+    readonly sessionKeyName: string | null,
+    /** The loop check: a recorded step is booked as `<loop scope key>#<sinceMs>#<step>`. */
+    readonly loop: LoopCheck | null,
+  ) {}
 }
 
 /** A reserve counted in its key's `reserves` has its answer. */
@@ -515,28 +517,34 @@ function readAdmitted(reply: Buffer, call: ReserveCall): ReserveResult {
   return { ok: true, reservation: { keyHash: call.hash, requestId: call.requestId, reservedMicros: intIn(reply, 0, first), bookedKeys, remainingMicros } }
 }
 
+// Per-call records are class instances, not object literals: a literal's allocation site may be tenured (see argList).
+
 /** A settle waiting to be sent with its key's others (settle-batch.lua). */
-interface QueuedSettle {
-  reservation: Reservation
-  actualMicros: Micros
-  /** When its settle call began (performance.now()), for the observer. */
-  started: number
-  fixed: FixedKeys
-  resolve: (result: SettleResult) => void
-  reject: (err: Error) => void
+class QueuedSettle {
+  constructor(
+    readonly reservation: Reservation,
+    readonly actualMicros: Micros,
+    /** When its settle call began (performance.now()), for the observer. */
+    readonly started: number,
+    readonly fixed: FixedKeys,
+    readonly resolve: (result: SettleResult) => void,
+    readonly reject: (err: Error) => void,
+  ) {}
 }
 
 /** A reserve without a session waiting to be sent with its key's others (reserve-batch.lua). */
-interface QueuedReserve {
-  input: ReserveInput
-  /** Its time and periods, as reserve.lua would have been given them. */
-  nowMs: number
-  periods: Period[]
-  /** When its reserve call began (performance.now()), for the observer. */
-  started: number
-  fixed: FixedKeys
-  resolve: (result: ReserveResult) => void
-  reject: (err: Error) => void
+class QueuedReserve {
+  constructor(
+    readonly input: ReserveInput,
+    /** Its time and periods, as reserve.lua would have been given them. */
+    readonly nowMs: number,
+    readonly periods: Period[],
+    /** When its reserve call began (performance.now()), for the observer. */
+    readonly started: number,
+    readonly fixed: FixedKeys,
+    readonly resolve: (result: ReserveResult) => void,
+    readonly reject: (err: Error) => void,
+  ) {}
 }
 
 /** batchedHoldMs's default: about two turns of a loaded event loop. */
@@ -599,11 +607,14 @@ function recordedKeys(hash: string, booked: string, createdAt: string): string[]
   return [...periods, ...entries.map((entry) => suffixKey(hash, entry))]
 }
 
-interface BookedParts {
-  /** The booked keys; the first five are the periods. */
-  keys: readonly string[]
-  session: string | undefined
-  loop: string | undefined
+/** A class: see QueuedSettle. */
+class BookedParts {
+  constructor(
+    /** The booked keys; the first five are the periods. */
+    readonly keys: readonly string[],
+    readonly session: string | undefined,
+    readonly loop: string | undefined,
+  ) {}
 }
 
 /**
@@ -622,7 +633,7 @@ function bookedParts(r: Reservation): BookedParts {
   if (keys.length < 5 || keys.length - 5 !== (loop === undefined ? 0 : 1) + (session === undefined ? 0 : 1)) {
     throw new RangeError(`reservation ${r.requestId} has ${keys.length} booked keys, expected five periods, a session and a loop step at most`)
   }
-  return { keys, session, loop }
+  return new BookedParts(keys, session, loop)
 }
 
 /** The ids of a reservation's five booked periods, space separated, as the scripts take them (nearly always the current ones, encoded). */
