@@ -1,5 +1,6 @@
 // The summary lines of bench/ab.mjs: per side and per trial results in, printable lines out. A trial in which a side
 // served nothing has no CPU per request and no latency: it is named as a failure and left out of every median and ratio.
+import { summarize } from './load.mjs'
 
 /** Median of the numbers in `xs` (nulls dropped; the lower middle of an even count); null when none. */
 export function median(xs) {
@@ -13,6 +14,40 @@ export function range(xs, digits, unit = '') {
   const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x))
   return v.length === 0 ? '—' : `${fixed(median(v), digits)}${unit} (${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)})`
 }
+/**
+ * Median of the ratios in `xs` (nulls dropped) such that swapping the sides gives its reciprocal: the middle one, or
+ * the geometric mean of the two middles of an even count (the lower middle read the second side cheaper in both
+ * directions of an A/B); null when none.
+ */
+export function ratioMedian(xs) {
+  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x) && x > 0).sort((a, b) => a - b)
+  if (v.length === 0) return null
+  const mid = (v.length - 1) / 2
+  return Math.sqrt(v[Math.floor(mid)] * v[Math.ceil(mid)])
+}
+/** "median (min–max)" of the ratios in `xs`, the median as ratioMedian's; "—" when none. */
+export function ratioRange(xs, digits) {
+  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x) && x > 0)
+  return v.length === 0 ? '—' : `${ratioMedian(v).toFixed(digits)} (${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)})`
+}
+
+/**
+ * One load run from `runs` of the same side (each kept with openLoop's or closedLoop's `keepLatencies`): requests and
+ * errors summed, the rate over their summed time, latency percentiles over every answered request of all of them.
+ */
+export function mergeRuns(runs) {
+  const ok = runs.reduce((n, r) => n + r.ok, 0)
+  const elapsedMs = runs.reduce((ms, r) => ms + r.elapsedMs, 0)
+  return {
+    ok,
+    non2xx: runs.reduce((n, r) => n + r.non2xx, 0),
+    transportErrors: runs.reduce((n, r) => n + r.transportErrors, 0),
+    achievedRate: elapsedMs > 0 ? ok / (elapsedMs / 1000) : 0,
+    elapsedMs,
+    latencyMs: summarize(runs.flatMap((r) => r.latencies)),
+  }
+}
+
 /** a ÷ b per trial, null where either is missing or b is not positive. */
 const ratios = (as, bs) => as.map((a, i) => (typeof a === 'number' && typeof bs[i] === 'number' && bs[i] > 0 ? a / bs[i] : null))
 
@@ -45,7 +80,7 @@ export function abReportLines(per) {
   }
   for (const field of ['us', 'p50', 'p99']) {
     const what = field === 'us' ? 'CPU/request' : `latency ${field}`
-    lines.push(`b ÷ a ${what}: median ${range(ratios(of('b', field), of('a', field)), 3)}`)
+    lines.push(`b ÷ a ${what}: median ${ratioRange(ratios(of('b', field), of('a', field)), 3)}`)
   }
   return lines
 }

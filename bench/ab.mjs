@@ -2,7 +2,9 @@
 // proxy core, fed the bench's non-streamed chat request in turn (order rotating every trial), so machine
 // noise hits both builds alike. Prints CPU per request of each side, per trial and as medians with spread.
 //   node bench/ab.mjs --a=OLD/dist/cli.js [--b=dist/cli.js] [--mode=closed|open] [--rate=1000] [--concurrency=64]
-//                     [--trials=6] [--duration=4000] [--together] [--prof=DIR (B and the floor under --cpu-prof; or --import=MODULE, preloaded in all three)]
+//                     [--trials=6] [--duration=4000] [--together (a and b loaded at once; each trial two halves, each side
+//                     sending first in one; a and b started again, the other first, for each of --pairs=2 parts of the
+//                     trials)] [--prof=DIR (B and the floor under --cpu-prof; or --import=MODULE, preloaded in all three)]
 //                     [--store=redis|sqlite (sqlite: each proxy, and the floor, on its own embedded store file)]
 //                     [--log-a=warn] [--log-b=warn] (each side's LOG_LEVEL: --log-a=info --log-b=warn with one build for the cost of info)
 //                     [--body=BYTES (every side, the floor included, sends a realistic agent request about BYTES long
@@ -20,7 +22,7 @@ import { closedLoop, createPool, openLoop } from './load.mjs'
 import { createBenchKey, threadsCpuMs, ROOT, sleep, startBenchStack, startFloor, startProxy } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
 import { bodyOption, guardOn, ONE_LINE_BODY } from './body-option.mjs'
-import { abReportLines, range } from './ab-report.mjs'
+import { abReportLines, mergeRuns, ratioRange } from './ab-report.mjs'
 import { groupDelta, startPerfRecord, startPerfStat, threadGroupsCpuMs } from './thread-probe.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
@@ -53,11 +55,11 @@ try {
   // On the embedded store each proxy has a file of its own (named by LOOPERS_DB, no REDIS_URL).
   const proxyStore = (name) => (sqlite ? { redisUrl: null, extraEnv: { LOOPERS_DB: join(dir, `${name}.db`), ...body.proxyEnv(fake.url) } } : { redisUrl: redis.url, extraEnv: body.proxyEnv(fake.url) })
   const floorStore = sqlite ? { store: 'sqlite', dbPath: join(dir, 'floor.db') } : { store: 'redis', redisUrl: redis.url }
-  const sides = {
-    floor: await startFloor({ pin: pinning.used, upstreamUrl: fake.url, ...floorStore, nodeArgs: profFlags(`${profDir}/floor`) }),
-    a: await startProxy({ pin: pinning.used, ...proxyStore('a'), upstreamUrl: fake.url, dir, name: 'a', logLevel: logLevels.a, cliPath: builds.a, nodeOptions: arg('import', null) === null ? [] : ['--import', arg('import')] }),
-    b: await startProxy({ pin: pinning.used, ...proxyStore('b'), upstreamUrl: fake.url, dir, name: 'b', logLevel: logLevels.b, cliPath: builds.b, nodeOptions: profFlags(profDir) }),
-  }
+  const nodeOptions = { a: arg('import', null) === null ? [] : ['--import', arg('import')], b: profFlags(profDir) }
+  const startSide = (n) => startProxy({ pin: pinning.used, ...proxyStore(n), upstreamUrl: fake.url, dir, name: n, logLevel: logLevels[n], cliPath: builds[n], nodeOptions: nodeOptions[n] })
+  const sides = { floor: await startFloor({ pin: pinning.used, upstreamUrl: fake.url, ...floorStore, nodeArgs: profFlags(`${profDir}/floor`) }) }
+  sides.a = await startSide('a')
+  sides.b = await startSide('b')
   started.push(...Object.values(sides))
   const keys = sqlite
     ? { a: await createSqliteBenchKey(join(dir, 'a.db'), guard, body.providers), b: await createSqliteBenchKey(join(dir, 'b.db'), guard, body.providers) }
@@ -73,34 +75,74 @@ try {
   process.stdout.write(`pids: ${names.map((n) => `${n} ${sides[n].pid}`).join(', ')}\n`)
   const run = async (n, ms) => {
     const r = await (mode === 'closed'
-      ? closedLoop({ origin: sides[n].url, request: requests[n], concurrency, durationMs: ms, pool: pools[n] })
-      : openLoop({ origin: sides[n].url, request: requests[n], rate, durationMs: ms, pool: pools[n] }))
+      ? closedLoop({ origin: sides[n].url, request: requests[n], concurrency, durationMs: ms, pool: pools[n], keepLatencies: together })
+      : openLoop({ origin: sides[n].url, request: requests[n], rate, durationMs: ms, pool: pools[n], keepLatencies: together }))
     served[n] += r.ok
     return r
   }
-  for (const n of names) {
+  const warm = async (n) => {
     if (warmRequests > 0) await closedLoop({ origin: sides[n].url, request: requests[n], concurrency: 64, durationMs: 30_000, maxRequests: warmRequests, pool: pools[n] })
     await run(n, 2_000)
   }
+  for (const n of names) await warm(n)
+  /** Stops a and b and starts each again, in `order`, with new pools, warmed as at the start. */
+  const restart = async (order) => {
+    for (const n of order) {
+      await pools[n].close()
+      await sides[n].stop()
+    }
+    for (const n of order) {
+      sides[n] = await startSide(n)
+      started.push(sides[n])
+      pools[n] = createPool(sides[n].url, mode === 'closed' ? concurrency : 256)
+    }
+    for (const n of order) await warm(n)
+    process.stdout.write(`restarted ${order.join(' then ')}: pids ${order.map((n) => `${n} ${sides[n].pid}`).join(', ')}\n`)
+  }
   const per = Object.fromEntries(names.map((n) => [n, []]))
   if (together) {
-    // Both builds loaded at once on the same core: whatever else the machine does hits both alike.
+    // Both builds loaded at once on the same core: whatever else the machine does hits both alike. The side whose
+    // load starts first in a turn (its requests sent first, so its process woken first) read dearer in A/A runs (open
+    // loop at 500/s: b ÷ a 0.987 in the halves a started, 1.003 in those b started, means over 6), so each trial is
+    // two halves, one started by each side, and each side's CPU per request is taken over both halves.
+    // A process's own luck (its layout, its heap) held through a run: A/A runs read b ÷ a 0.97 in one run and 1.06 in
+    // another, every trial alike, so a and b are started again (b first this time, and so on) for each of --pairs
+    // parts of the trials.
+    const pairs = Math.max(1, Math.min(trials, Number(arg('pairs', trials >= 2 ? '2' : '1'))))
     const ratios = []
     for (let t = 0; t < trials; t++) {
-      await sleep(300)
-      const before = { a: threadsCpuMs(sides.a.pid) / 1000, b: threadsCpuMs(sides.b.pid) / 1000 }
-      const [ra, rb] = await Promise.all([run('a', durationMs), run('b', durationMs)])
+      const part = Math.floor((t * pairs) / trials)
+      if (t > 0 && part !== Math.floor(((t - 1) * pairs) / trials)) await restart(part % 2 === 0 ? ['a', 'b'] : ['b', 'a'])
+      const cpuUs = { a: 0, b: 0 }
+      const runs = { a: [], b: [] }
+      const halves = []
+      for (const first of t % 2 === 0 ? ['a', 'b'] : ['b', 'a']) {
+        await sleep(300)
+        const order = first === 'a' ? ['a', 'b'] : ['b', 'a']
+        const before = { a: threadsCpuMs(sides.a.pid), b: threadsCpuMs(sides.b.pid) }
+        const [r0, r1] = await Promise.all(order.map((n) => run(n, durationMs / 2)))
+        const half = { [order[0]]: r0, [order[1]]: r1 }
+        const used = { a: threadsCpuMs(sides.a.pid) - before.a, b: threadsCpuMs(sides.b.pid) - before.b }
+        for (const n of ['a', 'b']) {
+          cpuUs[n] += used[n] * 1000
+          runs[n].push(half[n])
+        }
+        halves.push({ first, ratio: half.a.ok > 0 && half.b.ok > 0 ? used.b / half.b.ok / (used.a / half.a.ok) : null })
+      }
+      const ra = mergeRuns(runs.a)
+      const rb = mergeRuns(runs.b)
       // A side that served nothing in a trial has no CPU per request: the trial is named a failure, never a ratio.
-      const perRequest = (n, r) => (r.ok > 0 ? ((threadsCpuMs(sides[n].pid) / 1000 - before[n]) * 1e6) / r.ok : null)
+      const perRequest = (n, r) => (r.ok > 0 ? cpuUs[n] / r.ok : null)
       const us = { a: perRequest('a', ra), b: perRequest('b', rb) }
       const ratio = us.a === null || us.b === null ? null : us.b / us.a
       ratios.push(ratio)
       const ms = (r) => `p50 ${r.latencyMs.p50?.toFixed(1) ?? '—'} p99 ${r.latencyMs.p99?.toFixed(1) ?? '—'} ms`
       const side = (n, r) => (us[n] === null ? `${n} served nothing (${r.non2xx + r.transportErrors} errors)` : `${n} ${us[n].toFixed(0)} µs ${Math.round(r.achievedRate)}/s ${ms(r)}`)
       process.stdout.write(`together ${t + 1}: ${side('a', ra)} | ${side('b', rb)} | b ÷ a ${ratio === null ? '—' : ratio.toFixed(3)}\n`)
+      process.stdout.write(`  halves: ${halves.map((h) => `${h.first} first b ÷ a ${h.ratio === null ? '—' : h.ratio.toFixed(3)}`).join(', ')}\n`)
     }
     const failed = ratios.filter((x) => x === null).length
-    process.stdout.write(`together b ÷ a CPU/request: median ${range(ratios, 3)}${failed === 0 ? '' : `; ${failed} trial(s) where a side served nothing, left out`}\n`)
+    process.stdout.write(`together b ÷ a CPU/request: median ${ratioRange(ratios, 3)}${failed === 0 ? '' : `; ${failed} trial(s) where a side served nothing, left out`}\n`)
   }
   for (let t = 0; t < (together ? 0 : trials); t++) {
     const line = []

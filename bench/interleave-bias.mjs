@@ -8,7 +8,7 @@
 // 1 ms or more that fell outside its own slices (its idle release's lull: bench/gc-record.mjs).
 //   npm run build && node bench/interleave-bias.mjs [--cli=dist/cli.js] [--rate=1000] [--rounds=3] [--slices=10]
 //     [--slice-ms=500] [--long-slices=4] [--long-ms=2500] [--steady-from-ms=150] [--phases=pf,long,pp,ff,own (and pp2,
-//     ff2: the A/A pairs the other way round)]
+//     ff2: the A/A pairs the other way round; ppa, ffa, ppa2, ffa2: the A/A pairs in alternating slices)]
 // Loads 127.0.0.1 only, bounded in count and time; stops every process it starts.
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -58,16 +58,16 @@ try {
     }
     return text.split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((r) => r.at >= from && r.at <= to)
   }
-  const phase = async (label, a, b, n, ms) => {
+  const phase = async (label, a, b, n, ms, order = 'mirrored') => {
     const from = Date.now()
-    const run = await interleave({ targets: { [a]: target(a), [b]: target(b) }, rate, sliceMs: ms, slices: n, a, b, steadyFromMs })
+    const run = await interleave({ targets: { [a]: target(a), [b]: target(b) }, rate, sliceMs: ms, slices: n, a, b, steadyFromMs, order })
     const to = Date.now()
     // A side's own slices, in epoch ms: its collections outside them came while it was idle.
     const own = (side) => run.slices.filter((s) => s.side === side)
     const ownOnly = (side) => (own(side).reduce((t, s) => t + s.cpuMs[side], 0) * 1000) / own(side).reduce((t, s) => t + s.ok, 0)
     const idleCpu = (side) => run.sides[side].cpuMs * (1 - run.sides[side].ownSliceShare)
     return {
-      phase: label, a, b, slices: n, slice_ms: ms,
+      phase: label, a, b, slices: n, slice_ms: ms, order,
       ratio: run.ratio, counted_ratio: run.countedRatio ?? null, own_slices_ratio: ownOnly(a) / ownOnly(b), steady_ratio: run.steadyRatio ?? null,
       us: Object.fromEntries([a, b].map((s) => [s, { whole: run.sides[s].usPerRequest, counted: run.sides[s].countedUsPerRequest ?? null, own_slices: ownOnly(s), steady: run.sides[s].steadyUsPerRequest ?? null, idle_cpu_ms: idleCpu(s) }])),
       gcs_ge_1ms: Object.fromEntries([a, b].map((s) => [s, gcs(s, from, to).length])),
@@ -88,6 +88,11 @@ try {
     // The A/A pairs with the other process first and in the `a` slot: a side's bias (its process) from a slot's.
     pp2: () => phase('proxy2/proxy', 'proxy2', 'proxy', slices, sliceMs),
     ff2: () => phase('floor2/floor', 'floor2', 'floor', slices, sliceMs),
+    // The A/A pairs in alternating slices (A B A B …): neither side idle for two slices (1 s at 500 ms: the proxy's lull).
+    ppa: () => phase('proxy/proxy alternate', 'proxy', 'proxy2', slices, sliceMs, 'alternate'),
+    ffa: () => phase('floor/floor alternate', 'floor', 'floor2', slices, sliceMs, 'alternate'),
+    ppa2: () => phase('proxy2/proxy alternate', 'proxy2', 'proxy', slices, sliceMs, 'alternate'),
+    ffa2: () => phase('floor2/floor alternate', 'floor2', 'floor', slices, sliceMs, 'alternate'),
     own: async () => {
       const p = await ownRun('proxy')
       const f = await ownRun('floor')

@@ -1,7 +1,7 @@
 /** Types of bench/interleave.mjs for its tests. */
 export type Slice = { side: string; ok: number; cpuMs: Record<string, number>; tailCpuMs?: Record<string, number> }
 export type SideFigures = { served: number; slices: number; cpuMs: number; usPerRequest: number | null; ownSliceShare: number | null; countedUsPerRequest?: number | null; steadyUsPerRequest?: number | null }
-export function sliceOrder(names: string[], slices: number): string[]
+export function sliceOrder(names: string[], slices: number, order?: 'mirrored' | 'alternate'): string[]
 export function summarizeSlices(
   slices: Slice[],
   between?: Record<string, number>,
@@ -19,4 +19,6 @@ export function interleave(options: {
   a?: string
   b?: string
   steadyFromMs?: number | null
-}): Promise<{ rate: number; sliceMs: number; slicesPerSide: number; sides: Record<string, SideFigures>; ratio: number | null; countedRatio?: number; steadyRatio?: number; pairs: (number | null)[]; slices: (Slice & { errors: number; p99: number | null })[] }>
+  order?: 'mirrored' | 'alternate'
+  leadIn?: number
+}): Promise<{ rate: number; sliceMs: number; slicesPerSide: number; order: 'mirrored' | 'alternate'; sides: Record<string, SideFigures>; ratio: number | null; countedRatio?: number; steadyRatio?: number; pairs: (number | null)[]; slices: (Slice & { errors: number; p99: number | null })[] }>

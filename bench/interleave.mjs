@@ -14,11 +14,14 @@ import { performance } from 'node:perf_hooks'
 import { openLoop } from './load.mjs'
 import { threadsCpuMs } from './procs.mjs'
 
-/** The order of `slices` slices of each of `names`: mirrored pairs, names then names reversed, and so on. */
-export function sliceOrder(names, slices) {
-  const order = []
-  for (let k = 0; k < slices; k++) order.push(...(k % 2 === 0 ? names : [...names].reverse()))
-  return order
+/**
+ * The order of `slices` slices of each of `names`: 'mirrored', names then names reversed, and so on (each side runs
+ * two slices back to back, then waits two); 'alternate', names again and again (no side waits more than one slice).
+ */
+export function sliceOrder(names, slices, order = 'mirrored') {
+  const out = []
+  for (let k = 0; k < slices; k++) out.push(...(k % 2 === 0 || order === 'alternate' ? names : [...names].reverse()))
+  return out
 }
 
 /**
@@ -88,15 +91,19 @@ export const TAIL_MS = 250
  * in sliceOrder, reading every side's CPU (all threads, schedstat) at each slice's edges; resolves with
  * summarizeSlices' figures and the slices themselves; each slice's CPU is also read TAIL_MS into it (`tailCpuMs`). With `steadyFromMs`, each slice's CPU is also read
  * `steadyFromMs` after its first send and at its last (`steady`: { ms, cpuMs }): the slice's steady state, without
- * what its start from idle and its drain cost.
+ * what its start from idle and its drain cost. `leadIn`: slices of each side, in the order of `targets`, served unmeasured
+ * first, so each side enters the measured slices from the same state whatever it did before (a run of its own, or none).
  */
-export async function interleave({ targets, rate, sliceMs, slices, a = 'proxied', b = 'floor', steadyFromMs = null }) {
+export async function interleave({ targets, rate, sliceMs, slices, a = 'proxied', b = 'floor', steadyFromMs = null, order = 'mirrored', leadIn = 0 }) {
   const names = Object.keys(targets)
+  for (let k = 0; k < leadIn; k++) {
+    for (const side of names) await openLoop({ origin: targets[side].url, request: targets[side].request, rate, durationMs: sliceMs, pool: targets[side].pool })
+  }
   const readAll = () => Object.fromEntries(names.map((side) => [side, threadsCpuMs(targets[side].pid)]))
   const between = Object.fromEntries(names.map((side) => [side, 0]))
   const runs = []
   let last = readAll()
-  for (const side of sliceOrder(names, slices)) {
+  for (const side of sliceOrder(names, slices, order)) {
     const { url, request, pool } = targets[side]
     const before = readAll()
     for (const n of names) between[n] += before[n] - last[n]
@@ -113,7 +120,7 @@ export async function interleave({ targets, rate, sliceMs, slices, a = 'proxied'
       ...(steady === null ? {} : { steady: steady.read() }),
     })
   }
-  return { rate, sliceMs, slicesPerSide: slices, ...summarizeSlices(runs, between, a, b, rate), slices: runs }
+  return { rate, sliceMs, slicesPerSide: slices, order, ...summarizeSlices(runs, between, a, b, rate), slices: runs }
 }
 
 /**

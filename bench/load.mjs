@@ -99,7 +99,7 @@ function createTally() {
   return tally
 }
 
-function report(tally, extra) {
+function report(tally, extra, keepLatencies = false) {
   const non2xx = Object.entries(tally.statuses).reduce((n, [s, c]) => (Number(s) >= 200 && Number(s) <= 299 ? n : n + c), 0)
   return {
     ...extra,
@@ -112,6 +112,7 @@ function report(tally, extra) {
     latencyMs: summarize(tally.latencies),
     ttfbMs: summarize(tally.ttfb),
     readsPerResponse: tally.ok === 0 ? null : tally.reads / tally.ok,
+    ...(keepLatencies ? { latencies: tally.latencies } : {}),
   }
 }
 
@@ -143,9 +144,10 @@ async function drain(pending, pool, ms, ownPool) {
 
 /**
  * Open loop: `rate` requests per second for `durationMs`, latency from each scheduled send time.
- * `request` is { path, method?, headers, body }. Returns percentiles, achieved rate and errors.
+ * `request` is { path, method?, headers, body }, or a function of the request's index (0, 1, …) giving one. Returns percentiles, achieved rate and errors (and every answered
+ * request's latency in `latencies` with `keepLatencies`, to merge runs).
  */
-export async function openLoop({ origin, request, rate, durationMs, pool, connections = 256, drainMs = DEFAULT_DRAIN_MS }) {
+export async function openLoop({ origin, request, rate, durationMs, pool, connections = 256, drainMs = DEFAULT_DRAIN_MS, keepLatencies = false }) {
   const own = pool === undefined
   const dispatcher = pool ?? createPool(origin, connections)
   const connects = countConnects(dispatcher)
@@ -162,7 +164,7 @@ export async function openLoop({ origin, request, rate, durationMs, pool, connec
       while (i < total && start + i * interval <= now) {
         const due = start + i * interval
         lags.push(now - due)
-        pending.push(send(dispatcher, request).then((outcome) => tally.add(outcome, due)))
+        pending.push(send(dispatcher, typeof request === 'function' ? request(i) : request).then((outcome) => tally.add(outcome, due)))
         i++
       }
       if (i >= total) return resolve()
@@ -185,11 +187,11 @@ export async function openLoop({ origin, request, rate, durationMs, pool, connec
     startedAtMs: performance.timeOrigin + start,
     slowest: slowestRequests(tally.latencies, tally.sentAt, start),
     elapsedMs: elapsed,
-  })
+  }, keepLatencies)
 }
 
-/** Closed loop: `concurrency` workers back to back for `durationMs` (at most `maxRequests` in all). */
-export async function closedLoop({ origin, request, concurrency, durationMs, pool, maxRequests = 10_000_000, drainMs = DEFAULT_DRAIN_MS }) {
+/** Closed loop: `concurrency` workers back to back for `durationMs` (at most `maxRequests` in all); `request` as openLoop's. */
+export async function closedLoop({ origin, request, concurrency, durationMs, pool, maxRequests = 10_000_000, drainMs = DEFAULT_DRAIN_MS, keepLatencies = false }) {
   const own = pool === undefined
   const dispatcher = pool ?? createPool(origin, concurrency)
   const connects = countConnects(dispatcher)
@@ -199,15 +201,16 @@ export async function closedLoop({ origin, request, concurrency, durationMs, poo
   let issued = 0
   const worker = async () => {
     while (performance.now() < end && issued < maxRequests) {
+      const next = typeof request === 'function' ? request(issued) : request
       issued++
       const sentAt = performance.now()
-      tally.add(await send(dispatcher, request), sentAt)
+      tally.add(await send(dispatcher, next), sentAt)
     }
   }
   const workers = Array.from({ length: concurrency }, worker)
   await drain(workers, dispatcher, durationMs + drainMs, own)
   const elapsed = performance.now() - start
-  return report(tally, { mode: 'closed', connects: connects(), concurrency, sent: issued, achievedRate: tally.ok / (elapsed / 1000), elapsedMs: elapsed })
+  return report(tally, { mode: 'closed', connects: connects(), concurrency, sent: issued, achievedRate: tally.ok / (elapsed / 1000), elapsedMs: elapsed }, keepLatencies)
 }
 
 /** Sends every request of `requests` at once (one connection each); latency from the common start. */

@@ -76,8 +76,8 @@ const PRIMED_CONNECTIONS = 64
 
 /**
  * After a trial's latency runs, the proxy's and the floor's CPU per request is measured again with the two interleaved
- * (bench/interleave.mjs): this many slices of each, CPU_SLICE_MS long, in mirrored pairs, the first side alternating
- * between trials. Read from each side's own back-to-back run, A/A ratios (`--aa`, same build both sides, host load 9 on
+ * (bench/interleave.mjs): this many slices of each, CPU_SLICE_MS long, in CPU_ORDER after CPU_LEAD_IN, the first side
+ * alternating between trials. Read from each side's own back-to-back run, A/A ratios (`--aa`, same build both sides, host load 9 on
  * two cores) spread 0.62-1.55 (proxy against proxy) and 0.65-1.36 (floor against floor) over 10 trials; interleaved, in
  * the same trials, 0.82-1.10 and 0.86-1.21. Each slice's start from idle and its drain cost both sides alike (a 500 ms
  * slice read 3.7 % above its steady state for the proxy, 2.8 % for the floor: node bench/interleave-bias.mjs), within
@@ -86,6 +86,19 @@ const PRIMED_CONNECTIONS = 64
  */
 const CPU_SLICES = 10
 const CPU_SLICE_MS = 500
+/**
+ * Slices of each side served unmeasured before the measured ones: the trial's latency runs leave one side just loaded
+ * and the other idle for 5-10 s (their order rotates between trials), so without them each side entered its first
+ * measured slices from a state that differed from trial to trial.
+ */
+const CPU_LEAD_IN = 1
+/**
+ * Slices alternate plainly (A B A B …), the first side alternating between trials: in mirrored pairs (A B B A …) each
+ * side waited two slices (1 s: the proxy's lull release) every other time. A/A phases (node bench/interleave-bias.mjs
+ * --phases=pp,ppa,ff,ffa, three rounds) read proxy/proxy 1.006-1.091 and floor/floor 0.975-1.205 mirrored,
+ * 1.011-1.036 and 0.984-1.070 alternating.
+ */
+const CPU_ORDER = 'alternate'
 const QUICK_CPU_SLICES = 4
 const QUICK_CPU_SLICE_MS = 250
 
@@ -248,7 +261,7 @@ export async function latency(ctx, { rates = LATENCY_RATES, proxy = ctx.proxy, f
           const cpuTargets = Object.fromEntries(cpuSides.map((side) => [side, { url: targets[side].url, pid: targets[side].pid, request: pair[side], pool: pools[side] }]))
           const slices = ctx.cpuSlices?.slices ?? (ctx.quick ? QUICK_CPU_SLICES : CPU_SLICES)
           const sliceMs = ctx.cpuSlices?.sliceMs ?? (ctx.quick ? QUICK_CPU_SLICE_MS : CPU_SLICE_MS)
-          trial.interleaved = await interleave({ targets: cpuTargets, rate, sliceMs, slices })
+          trial.interleaved = await interleave({ targets: cpuTargets, rate, sliceMs, slices, order: CPU_ORDER, leadIn: CPU_LEAD_IN })
           for (const side of cpuSides) servedAt[side] = performance.now()
         }
         // A run's stalls are flagged beside what the trial's other runs saw of the same threads.

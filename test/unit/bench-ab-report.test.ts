@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { type AbTrial, abReportLines, median } from '../../bench/ab-report.mjs'
+import { type AbTrial, abReportLines, median, mergeRuns, ratioMedian, ratioRange } from '../../bench/ab-report.mjs'
 
 // Issue 12: bench/ab.mjs decides A/B verdicts; a trial in which a side served nothing must be reported, not crash
 // the report or pass as a CPU figure.
@@ -25,7 +25,8 @@ describe('the A/B report', () => {
     expect(b).toContain('÷ floor 1.20 (1.20–1.30)')
     expect(b).toContain('errors 4000; served nothing in trial 2 (4000 errors), left out')
     expect(lines.find((l) => l.startsWith('a:'))).not.toContain('served nothing')
-    expect(lines).toContain('b ÷ a CPU/request: median 0.800 (0.800–0.867)')
+    // The two trials' ratios 0.800 and 0.867: their geometric mean, the reciprocal of a ÷ b's.
+    expect(lines).toContain('b ÷ a CPU/request: median 0.833 (0.800–0.867)')
     expect(lines).toContain('b ÷ a latency p99: median 1.000 (1.000–1.000)')
   })
 
@@ -43,5 +44,30 @@ describe('the A/B report', () => {
       b: [withGroups(trial(270), 210), withGroups(empty(7), 0)],
     })
     expect(lines).toContain('main µs/request: floor 150.0 (150.0–150.0) | a 240.0 (240.0–240.0) ÷ floor 1.60 | b 210.0 (210.0–210.0) ÷ floor 1.40')
+  })
+})
+
+describe('the median of an A/B ratio', () => {
+  it('reads the reciprocal with the sides swapped, for an even count too', () => {
+    const bOverA = [0.94, 1.02, 0.97, 1.05, 0.99, 1.01]
+    const aOverB = bOverA.map((r) => 1 / r)
+    expect(ratioMedian(bOverA)).toBeCloseTo(Math.sqrt(0.99 * 1.01), 12)
+    expect((ratioMedian(bOverA) ?? 0) * (ratioMedian(aOverB) ?? 0)).toBeCloseTo(1, 12)
+    expect(ratioMedian([1.1, null, 0.9, 1.0])).toBe(1.0)
+    expect(ratioMedian([null])).toBeNull()
+    expect(ratioRange([0.9, 1.1], 3)).toBe('0.995 (0.900–1.100)')
+    expect(ratioRange([null], 3)).toBe('—')
+  })
+})
+
+describe('runs merged into one', () => {
+  it('sums requests, errors and time, and takes percentiles over every request of both', () => {
+    const first = { ok: 4, non2xx: 1, transportErrors: 0, elapsedMs: 1000, latencies: [1, 2, 3, 4] }
+    const second = { ok: 6, non2xx: 0, transportErrors: 2, elapsedMs: 1000, latencies: [5, 6, 7, 8, 9, 10] }
+    const merged = mergeRuns([first, second])
+    expect(merged).toMatchObject({ ok: 10, non2xx: 1, transportErrors: 2, elapsedMs: 2000, achievedRate: 5 })
+    expect(merged.latencyMs.p50).toBe(5)
+    expect(merged.latencyMs.p99).toBe(10)
+    expect(merged.latencyMs.count).toBe(10)
   })
 })

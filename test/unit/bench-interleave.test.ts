@@ -13,6 +13,10 @@ describe('slice order', () => {
     expect(sliceOrder(['proxied', 'floor'], 4)).toEqual(['proxied', 'floor', 'floor', 'proxied', 'proxied', 'floor', 'floor', 'proxied'])
     expect(sliceOrder(['a', 'b', 'c'], 2)).toEqual(['a', 'b', 'c', 'c', 'b', 'a'])
   })
+
+  it('alternates plainly when asked, so no side waits two slices in a row', () => {
+    expect(sliceOrder(['proxied', 'floor'], 3, 'alternate')).toEqual(['proxied', 'floor', 'proxied', 'floor', 'proxied', 'floor'])
+  })
 })
 
 describe('interleaved CPU per request', () => {
@@ -109,6 +113,42 @@ describe('an interleaved phase against live servers', () => {
       expect(phase.sides.floor?.served).toBe(80)
       expect(phase.sides.proxied?.usPerRequest).toBeGreaterThan(0)
       expect(Math.abs((phase.ratio ?? 0) - 1)).toBeLessThan(0.02)
+    } finally {
+      await Promise.all(Object.values(pools).map((pool) => pool.close()))
+    }
+  })
+})
+
+describe('an interleaved phase with a lead-in', () => {
+  const servers: Server[] = []
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((server) => new Promise((resolve) => server.close(resolve))))
+  })
+
+  it('serves a slice of each side unmeasured first, and counts only the measured slices', async () => {
+    const received = { proxied: 0, floor: 0 }
+    const start = async (side: 'proxied' | 'floor') => {
+      const server = createServer((req, res) => {
+        req.resume()
+        req.on('end', () => {
+          received[side]++
+          res.end('{}')
+        })
+      })
+      servers.push(server)
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    }
+    const request = { path: '/', headers: { 'content-type': 'application/json' }, body: '{}' }
+    const urls = { proxied: await start('proxied'), floor: await start('floor') }
+    const pools = { proxied: createPool(urls.proxied, 8), floor: createPool(urls.floor, 8) }
+    try {
+      const targets = Object.fromEntries((['proxied', 'floor'] as const).map((side) => [side, { url: urls[side], pid: process.pid, request, pool: pools[side] }]))
+      const phase = await interleave({ targets, rate: 200, sliceMs: 100, slices: 2, leadIn: 1 })
+      expect(received).toEqual({ proxied: 60, floor: 60 })
+      expect(phase.slices).toHaveLength(4)
+      expect(phase.sides.proxied?.served).toBe(40)
+      expect(phase.sides.floor?.served).toBe(40)
     } finally {
       await Promise.all(Object.values(pools).map((pool) => pool.close()))
     }
