@@ -15,6 +15,8 @@
 // and settles under its 2 ms hold: 2.0 isolated), timers 2.0-2.1 against 2.0 (fired 0.01 each), I/O callbacks entered
 // (TCPWRAP) 1.4-2.3 against 1.4-2.8, heap bytes 26-29k against 33-41k, at 500 and 1,000 req/s. So the proxy schedules
 // less a request than the floor in the open loop: its extra main-thread CPU there is not timers, ticks or promises.
+// After a lone call queued by the hold alone stopped renewing it (session 34, one run each): immediates at 1,000 req/s
+// 3.61 -> 3.23, at 500 2.09 -> 2.05; EVALSHA a request unchanged (bench/redis-delay.mjs: 1.99, 2.00).
 // Main-thread CPU (--no-hooks) on this shared VM spread too far to read a ratio from one run (proxy 352 / 209 µs,
 // floor 202 / 148 µs at 500 / 1,000 req/s; closed 71 against 87).
 // Loads 127.0.0.1 only, bounded; stops every process it starts.

@@ -127,6 +127,37 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
     }
   })
 
+  it('a lone reserve that waited out the hold alone renews nothing: past the batch\'s hold, the next is sent at once', async () => {
+    const holdMs = 400
+    const store = createBudgetStore(f.redis, { now: () => f.clock.now(), batchedHoldMs: holdMs })
+    const hash = await primedKey({ limits: { daily: 1_000 } })
+    // The first at once, the other two in the turn's call: the hold runs from that batch's answer, at the latest now.
+    expect((await Promise.all([10, 20, 30].map((micros) => store.reserve(input(hash, micros))))).map((r) => r.ok)).toEqual([true, true, true])
+    const batched = performance.now()
+    /** Sends one reserve of the key; the commands sent before it returned. */
+    async function lone(micros: number): Promise<number> {
+      const send = vi.spyOn(f.redis, 'sendCommand')
+      let sent: number
+      let pending: Promise<ReserveResult>
+      try {
+        pending = store.reserve(input(hash, micros))
+        sent = send.mock.calls.length
+      } finally {
+        send.mockRestore()
+      }
+      expect((await pending).ok).toBe(true)
+      return sent
+    }
+    // Within the batch's hold: it waits for its turn's end, and goes alone.
+    await new Promise((resolve) => setTimeout(resolve, holdMs / 2))
+    expect(performance.now() - batched).toBeLessThan(holdMs)
+    expect(await lone(40)).toBe(0)
+    // Past the batch's hold, within what the lone one's turn would have renewed: the key is not loaded, sent at once.
+    while (performance.now() - batched < holdMs + 20) await new Promise((resolve) => setTimeout(resolve, 10))
+    expect(await lone(50)).toBe(1)
+    expect(await f.period(hash, 'daily')).toEqual({ spent: 0, held: 150 })
+  })
+
   it('the hold runs from the answer of a key\'s batched reserves or settles too, for either: the next settle or reserve of the key waits for its turn\'s end', async () => {
     const store = createBudgetStore(f.redis, { now: () => f.clock.now(), batchedHoldMs: 60_000 })
     /** How many commands `call` sent before its turn ended, and its answer. */

@@ -94,6 +94,38 @@ describe('redis store, string layout: a key\'s settles of one turn in one call',
     }
   })
 
+  it('a lone settle that waited out the hold alone renews nothing: past the batch\'s hold, the next is sent at once', async () => {
+    const holdMs = 400
+    const store = createBudgetStore(f.redis, { now: () => f.clock.now(), batchedHoldMs: holdMs })
+    const hash = await f.newKey({ limits: { daily: 10_000 } })
+    const rs = await reservedAll(hash, [100, 200, 300, 400, 500])
+    // The first at once, the other two in the turn's call: the hold runs from that batch's answer, at the latest now.
+    await Promise.all(rs.slice(0, 3).map((r) => store.settle(r, 10)))
+    const batched = performance.now()
+    /** Settles one; the commands sent before it returned. */
+    async function lone(r: Reservation): Promise<number> {
+      const send = vi.spyOn(f.redis, 'sendCommand')
+      let sent: number
+      let pending: Promise<unknown>
+      try {
+        pending = store.settle(r, 10)
+        sent = send.mock.calls.length
+      } finally {
+        send.mockRestore()
+      }
+      expect(await pending).toEqual({ chargedMicros: 10, alreadySettled: false })
+      return sent
+    }
+    // Within the batch's hold: it waits for its turn's end, and goes alone.
+    await new Promise((resolve) => setTimeout(resolve, holdMs / 2))
+    expect(performance.now() - batched).toBeLessThan(holdMs)
+    expect(await lone(rs[3] as Reservation)).toBe(0)
+    // Past the batch's hold, within what the lone one's turn would have renewed: the key is not loaded, sent at once.
+    while (performance.now() - batched < holdMs + 20) await new Promise((resolve) => setTimeout(resolve, 10))
+    expect(await lone(rs[4] as Reservation)).toBe(1)
+    for (const w of WINDOW_NAMES) expect(await f.period(hash, w), w).toEqual({ spent: 50, held: 0 })
+  })
+
   it('settles each as its own settle would, those after the first in one call, and once: settled again, each reports its first charge', async () => {
     const hash = await f.newKey({ limits: { daily: 10_000 } })
     const rs = await reservedAll(hash, [100, 200, 300, 400, 500])
