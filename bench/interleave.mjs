@@ -1,9 +1,10 @@
 // CPU per request of two or more sides measured fairly on a shared host: each side's open loop runs in short slices,
-// the sides alternating in mirrored pairs (A B, B A, A B, …), so a drift of the host's state (another tenant's load,
+// the sides alternating (A B A B …, `order: 'alternate'`, as the bench runs it, after `leadIn` unmeasured slices of each)
+// or in mirrored pairs (A B, B A, A B, …), so a drift of the host's state (another tenant's load,
 // Redis's or the fake's state left by the previous run, which side goes first) lands on every side alike. Each side's
 // CPU is counted over its own slices and the first TAIL_MS of the slice after each (what its last requests left to
 // do), not over the rest of the phase: a side idle for two slices (1 s at 500 ms) meets the proxy's idle release there
-// (its 1 s lull: a scavenge, or a full collection once the old generation has grown 12 MiB; src/idle-release.ts), a
+// (its 1 s lull: a scavenge, or a full collection once the old generation has grown 32 MiB; src/idle-release.ts), a
 // cost continuous load never pays, which the whole phase counted: the proxy used 3-19 ms of CPU between its slices in
 // a phase (the floor 2-4), and one A/A of two proxies read 0.852 over the whole phase, 0.882 over its own slices,
 // where one proxy took a 49 ms lull collection between them (node bench/interleave-bias.mjs). The whole phase's
@@ -120,7 +121,7 @@ export async function interleave({ targets, rate, sliceMs, slices, a = 'proxied'
       ...(steady === null ? {} : { steady: steady.read() }),
     })
   }
-  return { rate, sliceMs, slicesPerSide: slices, order, ...summarizeSlices(runs, between, a, b, rate), slices: runs }
+  return { rate, sliceMs, slicesPerSide: slices, order, leadIn, ...summarizeSlices(runs, between, a, b, rate), slices: runs }
 }
 
 /**

@@ -69,7 +69,8 @@ export function figures(results) {
         if (inter === null) out.push(figure(name, 'CPU per request ÷ floor\'s', sequential, 'ratio', { op: '<=', limit: 1.1 }, `per trial; ${floorNote}${rewarmNote}`))
         else {
           const pairs = spread(inter.flatMap((i) => i.pairs))
-          const how = `${inter[0].slicesPerSide} slices of ${inter[0].sliceMs} ms each at ${inter[0].rate} req/s, alternating in mirrored pairs (bench/interleave.mjs)`
+          const order = inter[0].order === 'alternate' ? `alternating${inter[0].leadIn > 0 ? ` after ${inter[0].leadIn} unmeasured slice(s) of each` : ''}` : 'alternating in mirrored pairs'
+          const how = `${inter[0].slicesPerSide} slices of ${inter[0].sliceMs} ms each at ${inter[0].rate} req/s, ${order} (bench/interleave.mjs)`
           // Results before the counted CPU (bench/interleave.mjs) have the whole phase's ratio only.
           const counted = inter.every((i) => i.countedRatio != null)
           out.push(figure(name, 'CPU per request ÷ floor\'s', inter.map((i) => (counted ? i.countedRatio : i.ratio)), 'ratio', { op: '<=', limit: 1.1 }, `per trial, interleaved: ${how}; ${counted ? 'each side\'s CPU in its own slices and the first 250 ms after each; ' : ''}one slice pair alone read ${num(pairs.min)}–${num(pairs.max)}; ${floorNote}${rewarmNote}`))

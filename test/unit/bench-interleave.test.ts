@@ -216,6 +216,13 @@ describe('the latency report with interleaved CPU', () => {
     expect(withCounted.find((r) => r.metric === 'proxy CPU per request, interleaved')?.median).toBe(125)
   })
 
+  it('names the slices\' order the phase ran in', () => {
+    expect(row("CPU per request ÷ floor's")?.note).toContain('each at 1000 req/s, alternating in mirrored pairs (bench/interleave.mjs)')
+    const alternating = (t: ReturnType<typeof trial>) => ({ ...t, interleaved: { ...t.interleaved, order: 'alternate', leadIn: 1 } })
+    const plain = figures({ latency: { byRate: { 1000: [alternating(trial(280, 200, 220, 200)), alternating(trial(200, 200, 224, 200))] } } })
+    expect(plain.find((r) => r.metric === "CPU per request ÷ floor's")?.note).toContain('each at 1000 req/s, alternating after 1 unmeasured slice(s) of each (bench/interleave.mjs)')
+  })
+
   it('judges the own runs when a series has no interleaved phase', () => {
     const { interleaved: _, ...plain } = trial(280, 200, 220, 200)
     const old = figures({ latency: { byRate: { 1000: [plain, plain] } } })
