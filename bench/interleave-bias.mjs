@@ -8,7 +8,8 @@
 // 1 ms or more that fell outside its own slices (its idle release's lull: bench/gc-record.mjs).
 //   npm run build && node bench/interleave-bias.mjs [--cli=dist/cli.js] [--rate=1000] [--rounds=3] [--slices=10]
 //     [--slice-ms=500] [--long-slices=4] [--long-ms=2500] [--steady-from-ms=150] [--phases=pf,long,pp,ff,own (and pp2,
-//     ff2: the A/A pairs the other way round; ppa, ffa, ppa2, ffa2: the A/A pairs in alternating slices)]
+//     ff2: the A/A pairs the other way round; pfa: proxy against floor in alternating slices; ppa, ffa, ppa2, ffa2: the A/A
+//     pairs in alternating slices)]
 // Loads 127.0.0.1 only, bounded in count and time; stops every process it starts.
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -83,6 +84,8 @@ try {
   const allKinds = {
     pf: () => phase('proxy/floor', 'proxy', 'floor', slices, sliceMs),
     long: () => phase('proxy/floor long', 'proxy', 'floor', longSlices, longMs),
+    // Proxy against floor as the bench interleaves them since session 34: alternating slices (A B A B …).
+    pfa: () => phase('proxy/floor alternate', 'proxy', 'floor', slices, sliceMs, 'alternate'),
     pp: () => phase('proxy/proxy', 'proxy', 'proxy2', slices, sliceMs),
     ff: () => phase('floor/floor', 'floor', 'floor2', slices, sliceMs),
     // The A/A pairs with the other process first and in the `a` slot: a side's bias (its process) from a slot's.
