@@ -63,7 +63,9 @@ rows.push(['settle.lua', readFileSync(join(ROOT, 'lua/settle.lua'), 'utf8'), 'se
 rows.push(['floor-call', 'return 0', 'floor'])
 rows.push(['floor', `redis.call('HINCRBY', KEYS[1], 'held', ARGV[1]) redis.call('EXPIRE', KEYS[1], 86400) return {'ok', ARGV[1]}`, 'floor'])
 // --rows=FILE adds rows of one's own: a JSON list of [name, script text, shape?], each sent a settle's keys and
-// arguments (shape 'nocur': without the current string's key, for a script that names it from today's history key).
+// arguments (shape 'nocur': without the current string's key, for a script that names it from today's history key;
+// shape 'reserve': a plain reserve's, as reserve.lua's header gives them, a new request id each call; with --lone the
+// string holds nothing before each, as when none other of the key is in flight).
 for (const file of args('rows')) for (const [name, lua, shape] of JSON.parse(readFileSync(file, 'utf8'))) rows.push([name, lua, shape ?? 'settle'])
 const only = args('only')[0]?.split(',') ?? null
 const chosen = only === null ? rows : rows.filter(([name]) => only.includes(name))
@@ -112,14 +114,17 @@ try {
     const sha = await redis.script('LOAD', lua)
     const keysOf = (i) => shape === 'none' ? [] : shape === 'floor'
       ? ['floor:rec', 'floor:m', 'floor:h', 'floor:d', 'floor:w', 'floor:mo', 'floor:s', `floor:r:${i}`]
-      : shape === 'nocur' ? [today, `lp:{${hash}}:r:${name}-${i}`] : [`lp:{${hash}}:cur`, today, `lp:{${hash}}:r:${name}-${i}`]
-    const argvOf = () => shape === 'none' || shape === 'keys' ? [] : shape === 'floor' ? ['-1000'] : shape === 'charge' ? ['600000'] : ['600000', ids]
+      : shape === 'nocur' ? [today, `lp:{${hash}}:r:${name}-${i}`]
+        : shape === 'reserve' ? [`lp:{${hash}}:key`, `lp:{${hash}}:cur`, `lp:{${hash}}:r:${name}-new-${i}`]
+          : [`lp:{${hash}}:cur`, today, `lp:{${hash}}:r:${name}-${i}`]
+    const argvOf = () => shape === 'none' || shape === 'keys' ? [] : shape === 'floor' ? ['-1000'] : shape === 'charge' ? ['600000']
+      : shape === 'reserve' ? ['openai', '1000', '2000000', new Date(clock).toISOString(), ids] : ['600000', ids]
     await redis.evalsha(sha, keysOf(calls).length, ...keysOf(calls), ...argvOf())
     dump(`skip-${name}`)
     for (let i = 0; i < calls; i++) {
-      if (lone && shape === 'settle') {
+      if (lone && (shape === 'settle' || shape === 'reserve')) {
         const parts = (await redis.get(`lp:{${hash}}:cur`)).split(' ')
-        for (let w = 0; w < 5; w++) parts[2 * w + 1] = '2000000'
+        for (let w = 0; w < 5; w++) parts[2 * w + 1] = shape === 'settle' ? '2000000' : '0'
         await redis.set(`lp:{${hash}}:cur`, parts.join(' '), 'KEEPTTL')
       }
       await redis.evalsha(sha, keysOf(i).length, ...keysOf(i), ...argvOf())
