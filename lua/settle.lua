@@ -72,9 +72,11 @@ elseif not marked then
 end
 
 -- 2. What is held is the record's amount (it includes every extension). No record: nothing to
---    release, but the request did run, so its cost is still charged.
+--    release, but the request did run, so its cost is still charged. A 'kept' hold's is read as a number after the
+--    string (step 3), only where it is reckoned with: a hold alone in flight without a session never is (reading a
+--    text as a number costs ~1k instructions, strtod).
 local reserved = 0
-if state == 'held' or state == 'kept' then reserved = (amount or 0) + 0 end
+if state == 'held' then reserved = (amount or 0) + 0 end
 local actual = ARGV[1] + 0
 
 -- 3. Each booked period: charge `actual`, release up to `reserved` (held never goes below zero). Where it lives: in
@@ -107,6 +109,8 @@ if state == 'kept' then
         string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
     end
   end
+  -- Read below unless the string holds exactly this hold in every window and no session is to be released.
+  if sameHeld ~= amount or hasSession then reserved = amount + 0 end
 end
 -- A hold booked in the period hashes passed (nearly always, on a store not marked): each released in its hash, as before
 -- the string layout, until one holds a tombstone (the key switched since: nothing was written there); from that period
@@ -138,17 +142,21 @@ end
 if from == 6 then
   -- (Every period released above.)
 elseif sameHeld then
-  -- Held exactly this hold (a request alone in flight): none left.
-  local held = '0'
+  -- Held exactly this hold (a request alone in flight): none left, and the pattern a constant (joining one costs a
+  -- settle ~1.5k instructions, bench/settle-split.mjs --lone).
+  local held, pattern = '0', '%d 0 %d 0 %d 0 %d 0 %d 0 '
   if sameHeld ~= amount then
     local left = sameHeld - reserved
-    if left > 0 then held = string.format('%d', left) end
+    if left > 0 then
+      held = string.format('%d', left)
+      pattern = '%d ' .. held .. ' %d ' .. held .. ' %d ' .. held .. ' %d ' .. held .. ' %d ' .. held .. ' '
+    end
   end
   local value
   if actual > 0 then
     -- One format of the five spent, the held's text in its pattern (digits only): one call where five were.
-    value = string.format('%d ' .. held .. ' %d ' .. held .. ' %d ' .. held .. ' %d ' .. held .. ' %d ' .. held .. ' ',
-      s1 + actual, s2 + actual, s3 + actual, s4 + actual, s5 + actual) .. curRequests .. ' ' .. curIds
+    value = string.format(pattern, s1 + actual, s2 + actual, s3 + actual, s4 + actual, s5 + actual) .. curRequests .. ' ' ..
+      curIds
   else
     value = s1 .. ' ' .. held .. ' ' .. s2 .. ' ' .. held .. ' ' .. s3 .. ' ' .. held .. ' ' .. s4 .. ' ' .. held .. ' ' .. s5 ..
       ' ' .. held .. ' ' .. curRequests .. ' ' .. curIds
