@@ -110,7 +110,7 @@ if state == 'kept' then
     end
   end
   -- Read below unless the string holds exactly this hold in every window and no session is to be released.
-  if sameHeld ~= amount or hasSession then reserved = amount + 0 end
+  if sameHeld ~= amount or hasSession then reserved = (amount or 0) + 0 end
 end
 -- A hold booked in the period hashes passed (nearly always, on a store not marked): each released in its hash, as before
 -- the string layout, until one holds a tombstone (the key switched since: nothing was written there); from that period
