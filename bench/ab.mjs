@@ -12,7 +12,8 @@
 //                     stream)] [--shape=chat|anthropic (with --body: the agent request as OpenAI chat or as Anthropic Messages, to /anthropic/v1/messages)] [--usage (with --stream: the client asks for usage itself, so every side is served the same answer)] [--guard (the key keeps the
 //                     default loop guard, off on the bench key; see bench/body-option.mjs)]
 //                     [--warm=N (each side first serves N requests closed loop, 64 at a time: 12000 passes V8's tier-up, as the bench does)]
-//                     [--threads (per side, CPU per request of each thread group: main, V8 workers, libuv pool, worker threads; see bench/thread-probe.mjs)]
+//                     [--threads (per side, CPU per request of each thread group: main, V8 workers, libuv pool, worker threads; and
+//                     the main thread's user and system time, timeslices and context switches a request; see bench/thread-probe.mjs)]
 //                     [--perf=EVENT,… (per side, `perf stat -e EVENT,… -p PID` over each trial, reported per request; e.g.
 //                     context-switches,raw_syscalls:sys_enter,sched:sched_waking,syscalls:sys_enter_epoll_wait)]
 //                     [--record=DIR (first trial only: `perf record -g` of each side's every thread into DIR/SIDE.data;
@@ -23,7 +24,7 @@ import { createBenchKey, threadsCpuMs, ROOT, sleep, startBenchStack, startFloor,
 import { requestPair } from './scenarios.mjs'
 import { bodyOption, guardOn, ONE_LINE_BODY } from './body-option.mjs'
 import { abReportLines, mergeRuns, ratioRange } from './ab-report.mjs'
-import { groupDelta, startPerfRecord, startPerfStat, threadGroupsCpuMs } from './thread-probe.mjs'
+import { groupDelta, mainDelta, mainThreadCounts, startPerfRecord, startPerfStat, threadGroupsCpuMs } from './thread-probe.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const mode = arg('mode', 'closed')
@@ -152,12 +153,20 @@ try {
       const record = recordDir === null || t > 0 ? null : startPerfRecord(sides[n].pid, join(resolve(recordDir), `${n}.data`))
       if (perf !== null || record !== null) await sleep(100)
       const groupsBefore = threads ? threadGroupsCpuMs(sides[n].pid) : null
+      const mainBefore = threads ? mainThreadCounts(sides[n].pid) : null
       const before = threadsCpuMs(sides[n].pid) / 1000
       const r = await run(n, durationMs)
       const us = r.ok > 0 ? ((threadsCpuMs(sides[n].pid) / 1000 - before) * 1e6) / r.ok : null
       const perRequest = (counts, scale) => Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, (v * scale) / Math.max(1, r.ok)]))
       const groups = groupsBefore === null ? null : perRequest(groupDelta(groupsBefore, threadGroupsCpuMs(sides[n].pid)), 1000)
-      const counts = perf === null ? null : perRequest(await perf.stop(), 1)
+      // The main thread's user and system time (µs a request, with the groups) and its timeslices and switches (a request, with the counts).
+      const main = mainBefore === null ? null : mainDelta(mainBefore, mainThreadCounts(sides[n].pid))
+      if (main !== null) {
+        groups['main-user'] = (main['main-user-ms'] * 1000) / Math.max(1, r.ok)
+        groups['main-sys'] = (main['main-sys-ms'] * 1000) / Math.max(1, r.ok)
+      }
+      const mainCounts = main === null ? {} : perRequest(Object.fromEntries(Object.entries(main).filter(([k]) => !k.endsWith('-ms'))), 1)
+      const counts = perf === null && main === null ? null : { ...(perf === null ? {} : perRequest(await perf.stop(), 1)), ...mainCounts }
       await record?.stop()
       const errors = r.non2xx + r.transportErrors
       per[n].push({ us, rps: r.achievedRate, p50: r.latencyMs.p50, p99: r.latencyMs.p99, errors, served: r.ok, groups, counts })

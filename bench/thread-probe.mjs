@@ -31,6 +31,32 @@ export function groupDelta(before, after) {
   return out
 }
 
+/**
+ * The main thread's own counters (its tid is the pid): user and system CPU ms (/proc/PID/stat utime and stime, in
+ * 10 ms ticks: read over thousands of requests), timeslices run (schedstat's third field: one a wake-up or a
+ * preemption), and voluntary and involuntary context switches (/proc/PID/status). For mainDelta.
+ */
+export function mainThreadCounts(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // Fields after the command name's closing parenthesis: state is field 3, utime 14 and stime 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  const tickMs = 10
+  const status = readFileSync(`/proc/${pid}/task/${pid}/status`, 'utf8')
+  const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN)
+  return {
+    'main-user-ms': Number(fields[11]) * tickMs,
+    'main-sys-ms': Number(fields[12]) * tickMs,
+    'main-timeslices': Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[2]),
+    'main-voluntary-switches': field('voluntary_ctxt_switches'),
+    'main-involuntary-switches': field('nonvoluntary_ctxt_switches'),
+  }
+}
+
+/** Each of mainThreadCounts' counters between two readings. */
+export function mainDelta(before, after) {
+  return Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - before[k]]))
+}
+
 /** Starts `perf stat -e EVENTS -p PID`; `stop()` resolves { event: count } once perf has printed its counts. */
 export function startPerfStat(pid, events) {
   const child = spawn('perf', ['stat', '-x', ',', '-e', events.join(','), '-p', String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] })
