@@ -26,6 +26,7 @@ import { parseSchedstat } from './pile-up.mjs'
 import { createBenchKey, detectPinning, OTHERS_CORE, pinSelf, ROOT, sleep, startFake, startFloor, startProxy, startRedis } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
 import { ONE_LINE_BODY } from './body-option.mjs'
+import { addCauses, CAUSES, causesOf, createTally } from './tail-count.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const cliPath = resolve(arg('cli', join(ROOT, 'dist/cli.js')))
@@ -37,7 +38,6 @@ const warm = Number(arg('warm', '12000'))
 const proxyFlags = arg('node', '').split(',').filter(Boolean)
 const only = arg('sides', 'proxy,floor').split(',')
 const PROBE = join(ROOT, 'bench/tail-probe.mjs')
-const CAUSES = ['gc', 'workers', 'wait', 'own', 'gen', 'redis', 'fake', 'lull']
 
 const pinning = detectPinning()
 if (pinning.used) pinSelf(OTHERS_CORE)
@@ -99,7 +99,7 @@ try {
       const p = (q) => run.sorted[Math.ceil(q * run.sorted.length) - 1]
       const p95 = p(0.95)
       const p99 = p(0.99)
-      const side = (counts[name] ??= { runs: 0, lullRuns: 0, workersMs: 0, gcMs: 0, p99s: [], tail99: tally(), tail95: tally(), all: tally() })
+      const side = (counts[name] ??= { runs: 0, lullRuns: 0, workersMs: 0, gcMs: 0, p99s: [], tail99: createTally(), tail95: createTally(), all: createTally() })
       side.runs++
       if (lull) side.lullRuns++
       side.p99s.push(Number(p99.toFixed(2)))
@@ -107,13 +107,10 @@ try {
       side.workersMs += lines.filter(inRun).reduce((s, l) => s + (l.workersMs ?? 0), 0)
       side.gcMs += lines.filter(inRun).reduce((s, l) => s + (l.gcMs ?? 0), 0)
       for (const q of run.requests) {
-        const hit = new Set()
-        for (const cause of CAUSES.slice(0, -1)) if (events[cause].some((e) => e.to >= q.due && e.from <= q.due + q.ms)) hit.add(cause)
-        if (q.lateMs >= 1) hit.add('gen')
-        if (lull) hit.add('lull')
-        add(side.all, hit)
-        if (q.ms >= p95) add(side.tail95, hit)
-        if (q.ms >= p99) add(side.tail99, hit)
+        const hit = causesOf(q, events, lull)
+        addCauses(side.all, hit)
+        if (q.ms >= p95) addCauses(side.tail95, hit)
+        if (q.ms >= p99) addCauses(side.tail99, hit)
       }
       process.stdout.write(`round ${r + 1} ${name}: p95 ${p95.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms${lull ? ', after a quiet-period mark-compact' : ''}\n`)
     }
@@ -127,18 +124,6 @@ try {
   rmSync(dir, { recursive: true, force: true })
 }
 process.exit(0)
-
-function tally() {
-  return { n: 0, none: 0, share: Object.fromEntries(CAUSES.map((c) => [c, 0])), first: Object.fromEntries(CAUSES.map((c) => [c, 0])) }
-}
-
-function add(t, hit) {
-  t.n++
-  for (const c of hit) t.share[c]++
-  const first = CAUSES.find((c) => hit.has(c))
-  if (first === undefined) t.none++
-  else t.first[first]++
-}
 
 function report() {
   const pct = (k, n) => (n === 0 ? '-' : `${((100 * k) / n).toFixed(0)}%`)
