@@ -161,6 +161,7 @@ try {
       if (showLines) {
         for (const reason of c.imStarts) process.stdout.write(`        incremental marking: ${reason}\n`)
         for (const [reason, n] of c.deoptReasons) process.stdout.write(`        ×${n} ${reason}\n`)
+        if (c.thrownNames.size > 0) process.stdout.write(`        thrown away: ${[...c.thrownNames].map(([f, n]) => (n > 1 ? `${f}×${n}` : f)).join(', ')}\n`)
         const top = [...c.compiled].sort((x, y) => y[1] - x[1]).slice(0, 12)
         if (top.length > 0) process.stdout.write(`        TurboFan: ${top.map(([f, n]) => `${f}×${n}`).join(', ')}\n`)
       }
