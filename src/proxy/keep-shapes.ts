@@ -3,7 +3,7 @@ import { serialize } from 'node:v8'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { withPlannedInput } from '../pricing/cost.js'
 import type { GateEntry } from './key-gate.js'
-import { createUndiciRequestKeeper, readHeaderValues } from './keep-undici-request.js'
+import { createUndiciRequestKeeper, blankHeadersKeepingRead } from './keep-undici-request.js'
 import { createWritevExample } from './keep-node-write.js'
 
 /**
@@ -222,7 +222,7 @@ export function blankKept(): void {
   kept.chunk ??= serialize(0)
   try {
     // Its body is the kept Buffer: one made in C++, as an HTTP/1 parser's chunk, the body of a small request.
-    if (headersSource !== null) kept.upstreamRequest = undiciRequest.blankCopy(kept.chunk, readHeaderValues(headersSource)) ?? kept.upstreamRequest
+    if (headersSource !== null) kept.upstreamRequest = undiciRequest.blankCopy(kept.chunk, blankHeadersKeepingRead(headersSource)) ?? kept.upstreamRequest
   } catch {
     // A request undici's constructor refuses copied blank: none.
   }

@@ -16,7 +16,7 @@ export interface UndiciRequestKeeper {
   /** Starts (or stops) watching for undici's requests; `wanted` says whether the one just made is to be copied. */
   watch(on: boolean, wanted?: () => boolean): void
   /**
-   * A blank copy of the last request wanted, sent `blankHeaders` (its upstream headers' keys: see `readHeaderValues`)
+   * A blank copy of the last request wanted, sent `blankHeaders` (its upstream headers' keys: see `blankHeadersKeepingRead`)
    * and `blankBody` (null: none since the last copy, or one not copied).
    */
   blankCopy(blankBody: Buffer, blankHeaders: Record<string, string>): object | null
@@ -43,7 +43,7 @@ const subscribers = (): number => {
 const READ_HEADERS = new Set(['host', 'content-length', 'content-type'])
 
 /** `headers`' keys in their order (built as ./keep-shapes.ts's blank headers are), each value empty but READ_HEADERS'. */
-export function readHeaderValues(headers: Record<string, string>): Record<string, string> {
+export function blankHeadersKeepingRead(headers: Record<string, string>): Record<string, string> {
   const copy: Record<string, string> = {}
   for (const name in headers) copy[name] = READ_HEADERS.has(name.toLowerCase()) ? headers[name]! : ''
   return copy
