@@ -14,9 +14,10 @@ export function createLoopCheck(fingerprint: () => LoopFingerprint | null, sessi
   let check: LoopCheck | null = null
   return () => {
     if (done) return check
-    done = true
+    // A fingerprint that throws throws again when asked again: never read as "no conversation".
     const found = fingerprint()
     check = found === null ? null : { scope: loopScope(sessionId, found), step: found.step }
+    done = true
     return check
   }
 }

@@ -123,6 +123,21 @@ describe.each(STORE_KINDS)('%s store: a loop check\'s fingerprint is computed on
     expect(await together([1, 2, 3].map(() => input(hash, 10, { loop: none() })))).toEqual([true, true, true])
   })
 
+  it('a fingerprint that throws with a limit in force fails its request alone (nothing held), alone or together', async () => {
+    f.clock.set('2026-05-04T12:06:30.000Z')
+    const hash = await f.newKey({ loopLimit: 1 })
+    const broken = () => createLoopCheck(() => {
+      throw new Error('unreadable body')
+    }, null)
+    // The key's guard found in force.
+    expect(await sequential(input(hash, 10, { loop: source(fp(6, 1)) }))).toBe(true)
+    await expect(f.store.reserve(input(hash, 10, { loop: broken() }))).rejects.toThrow('unreadable body')
+    const results = await Promise.allSettled([source(fp(6, 2)), broken(), source(fp(6, 3))].map((loop) => f.store.reserve(input(hash, 10, { loop }))))
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled'])
+    for (const r of results) if (r.status === 'fulfilled' && r.value.ok) await f.store.settle(r.value.reservation, 10)
+    expect(await f.period(hash, 'daily')).toEqual({ spent: 30, held: 0 })
+  })
+
   it.runIf(kind === 'redis')('redis: a check asked without its scope and step is answered loop_needed, sent again with them and booked as one sent so', async () => {
     f.clock.set('2026-05-04T12:05:30.000Z')
     const reserveScript = script('reserve')

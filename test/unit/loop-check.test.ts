@@ -43,4 +43,16 @@ describe('a loop check as a source', () => {
     // A session scope needs that session.
     expect(() => loopCheckOf(input(createLoopCheck(() => fingerprint, 'sess-1')))).toThrow(RangeError)
   })
+
+  it('a fingerprint that throws throws again when asked again: never read as no conversation', () => {
+    let calls = 0
+    const source = createLoopCheck(() => {
+      calls++
+      if (calls === 1) throw new Error('unreadable')
+      return fingerprint
+    }, null)
+    expect(() => source()).toThrow('unreadable')
+    expect(source()).toEqual({ scope: `c:${fingerprint.conversation}`, step: fingerprint.step })
+    expect(calls).toBe(2)
+  })
 })

@@ -217,7 +217,13 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
           item.asked = true
           continue
         }
-        item.loop = loopCheckOf(item.input)
+        try {
+          item.loop = loopCheckOf(item.input)
+        } catch {
+          // Sent as asked: reserve.lua's, which computes it again (and rejects the item) should a limit be in force.
+          item.asked = true
+          continue
+        }
       } else if (!guardOff) {
         item.loop = source
       } else {
