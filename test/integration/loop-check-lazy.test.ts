@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { script } from '../../src/budget/redis/script-command.js'
+import { createBudgetStore } from '../../src/budget/redis/store.js'
 import type { LoopCheckSource, ReserveInput, ReserveResult } from '../../src/budget/types.js'
 import { createLoopCheck } from '../../src/loop/check.js'
 import type { LoopFingerprint } from '../../src/loop/types.js'
@@ -174,5 +175,15 @@ describe.each(STORE_KINDS)('%s store: a loop check\'s fingerprint is computed on
     await f.store.settle(a.reservation, 10)
     await f.store.settle(b.reservation, 10)
     expect(await f.period(hash, 'daily')).toEqual({ spent: 20, held: 0 })
+    // One reserve observed once, sent again or not (metrics count reserves, not script calls).
+    const store = createBudgetStore(f.redis, { now: () => f.clock.now() })
+    const observed: [string, boolean][] = []
+    store.observeCalls((op, _started, failed) => observed.push([op, failed]))
+    const fresh = await f.newKey({ loopLimit: 3 })
+    const sent = await lastArgs(async () => {
+      for (let i = 0; i < 2; i++) expect((await store.reserve(input(fresh, 10, { loop: source(fp(5, 2)) }))).ok).toBe(true)
+    })
+    expect(sent).toHaveLength(3)
+    expect(observed).toEqual([['reserve', false], ['reserve', false]])
   })
 })

@@ -162,7 +162,8 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
 
   /**
    * A reserve whose check was asked without its scope and step, answered 'loop_needed' (a limit is in force; nothing
-   * was written): sent again with its check computed, the same request id, time and periods. Each call is observed.
+   * was written): sent again with its check computed, the same request id, time and periods. The observer hears of the
+   * second call's end (timed from the first's start), not of the first's (evalScript).
    */
   function resendChecked(call: ReserveCall, asked: AskedLoop): Promise<ReserveResult> {
     const { input, ended } = asked
