@@ -18,8 +18,8 @@ KEYS[#KEYS] loop state of a scope lp:{h}:loop:<scope> (field <step> = '<count>:<
                                   the window's first request, in flight while its record is held; field <step>:<sinceMs>
                                   = the step's other requests in flight, once there were any; '#e' = when the scope
                                   expires, ms, negated once its steps by age index it), only for a loop check (#ARGV
-                                  is 7 or 11). (The previous release's '<count>:<sinceMs>' has all in flight in the
-                                  field.)
+                                  is 7 or 11; not for a check asked without its scope and step). (The previous
+                                  release's '<count>:<sinceMs>' has all in flight in the field.)
             (only the keys a request can touch are passed, and their arguments: each costs Redis time)
 Not passed (in the key's {tag}, so in its slot; named here from KEYS[1] or KEYS[#KEYS]):
             the period hashes lp:{h}:w:<window>:<period id> (spent, held; the minute's also requests), the hash
@@ -41,6 +41,9 @@ With a session, ARGV[6..9]:
 With a loop check, the last two:
             the request's loop step (16 hex chars); current time, ms since the epoch, an integer (loop windows;
             its text is a new step's sinceMs)
+or, with a loop check asked without its scope and step (its caller computes them only when a limit may be in force),
+the last one: '?'. Admitted as no check while no limit is in force (the key's loop_limit '0' and no session limit);
+otherwise answered {'loop_needed'} with nothing written, and the caller sends the request again with its check.
 
 Returns one of
   remainingMicros                                admitted with maxMicros, no loop step booked (nearly always: the
@@ -63,6 +66,8 @@ Returns one of
   {'session_budget_exceeded', budgetMicros, spentPlusHeldMicros, heldMicros}
   {'rate_limited', rpm, requestsThisMinute}
   {'loop_detected', step, repeats, loopLimit}
+  {'loop_needed'}                                a check asked without its scope and step while a limit is in force
+                                                 (nothing written: the same request id is sent again with them)
 ]]
 
 -- Lua numbers are doubles; how Redis turns one into a command argument differs between versions
@@ -75,7 +80,7 @@ Returns one of
 local format = string.format
 
 -- A session's and a loop check's keys and arguments, passed only when the request has them (nil without): told by
--- the arguments' count, 5 plus 4 for a session and 2 for a loop check.
+-- the arguments' count, 5 plus 4 for a session and 2 for a loop check (1 for one asked without its scope and step).
 -- The period hashes passed (KEYS[2..6]): the reservation record is KEYS[7], ARGV[5] is not passed (the ids are read
 -- from the hashes' names, and the string's name made, only for a key on the string layout), and every argument after
 -- it comes one place earlier.
@@ -83,6 +88,7 @@ local periodsPassed = #KEYS >= 7
 local curName, recordName, periodIds, o = KEYS[2], KEYS[3], ARGV[5], 1
 if periodsPassed then curName, recordName, periodIds, o = nil, KEYS[7], nil, 0 end
 local hasSession, hasLoop = #ARGV - o >= 8, #ARGV - o == 6 or #ARGV - o == 10
+local loopAsked = #ARGV - o == 5 or #ARGV - o == 9
 local sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit
 if hasSession then
   sessionKey, askedBudget, askedMaxSteps, sessionTtl, askedLoopLimit = KEYS[periodsPassed and 8 or 4], ARGV[o + 5],
@@ -112,7 +118,7 @@ local rec
 if hasSession then
   rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
     'lim:monthly', 'unlimited', 'rpm', 'layout', 'loop_limit', 'loop_window', 'session_budget', 'session_max_steps')
-elseif hasLoop then
+elseif hasLoop or loopAsked then
   rec = redis.call('HMGET', KEYS[1], 'active', 'providers', 'lim:minute', 'lim:hourly', 'lim:daily', 'lim:weekly',
     'lim:monthly', 'unlimited', 'rpm', 'layout', 'loop_limit', 'loop_window')
 else
@@ -171,13 +177,16 @@ end
 --     With the guard off (no limit in force) nothing is read or recorded.
 local refusal
 local loopCount, loopSince, loopSinceText, loopInFlight, loopWindowMs, loopLimit, loopNewSince, loopIsNew, loopExpires, loopAged, loopStale, loopFirst
-if hasLoop then
+if hasLoop or loopAsked then
   -- The guard off on the key ('0', as on the bench's) told by one comparison, without a conversion.
   local keyLoop = 0
   if rec[11] ~= '0' then keyLoop = rec[11] and tonumber(rec[11]) or defaultLoopLimit end
   loopLimit = sessionLoop
   if keyLoop ~= 0 and not (sessionLoop and sessionLoop < keyLoop) then loopLimit = keyLoop end
-  if not loopLimit then hasLoop = false end
+  if not loopLimit then hasLoop = false
+  -- Asked without its scope and step while a limit is in force (the key's, or a session's): never admitted unchecked.
+  -- Nothing is written yet; the caller sends it again with them.
+  elseif loopAsked then return {'loop_needed'} end
 end
 if hasLoop then
   loopWindowMs = (rec[12] and tonumber(rec[12]) or defaultLoopWindow) * 1000

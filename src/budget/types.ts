@@ -47,6 +47,14 @@ export interface LoopCheck {
   step: string
 }
 
+/**
+ * A conversation request's loop check, computed when a store first calls it (each call after the first returns the
+ * same): null when the body holds no conversation. A store calls it only when a loop limit may be in force for the
+ * request (the key's, or its session's), so a key whose guard is off pays no fingerprint (`createLoopCheck`,
+ * src/loop/check.ts).
+ */
+export type LoopCheckSource = () => LoopCheck | null
+
 export interface ReserveInput {
   keyHash: string
   provider: ProviderId
@@ -57,8 +65,11 @@ export interface ReserveInput {
   /** The worst case; grant as much of it as fits, at least `minMicros`. */
   maxMicros: Micros
   session: SessionRequest | null
-  /** The loop fingerprint of a conversation request; null/absent: no loop check. */
-  loop?: LoopCheck | null
+  /**
+   * The loop check of a conversation request, as computed or as a source computed only when a limit may be in force;
+   * null/absent: no loop check.
+   */
+  loop?: LoopCheck | LoopCheckSource | null
 }
 
 /** A held reservation. `reservedMicros` grows with each successful extend. */

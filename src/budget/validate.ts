@@ -4,7 +4,7 @@
  */
 import type { Micros } from '../money.js'
 import { DEFAULT_LOOP_WINDOW_SECONDS } from '../loop/rule.js'
-import type { ReserveInput } from './types.js'
+import type { LoopCheck, ReserveInput, SessionRequest } from './types.js'
 
 /** Held reservation records outlive the longest period (31-day month + 1-day grace), so no hold expires early. */
 export const RESERVATION_TTL_SECONDS = 35 * 86_400
@@ -31,11 +31,15 @@ export function assertReserveInput(input: ReserveInput): void {
   if (session?.maxSteps != null) assertMicros('session.maxSteps', session.maxSteps)
   if (session?.loopLimit != null) assertMicros('session.loopLimit', session.loopLimit)
   const { loop } = input
-  if (loop != null) {
-    if (!isHex16(loop.step, 0)) throw new RangeError('loop.step must be 16 hex chars')
-    if (!isLoopScope(loop.scope)) throw new RangeError('loop.scope must be s:<session id> or c:<16 hex chars>')
-    if (loop.scope.startsWith('s:') && loop.scope !== `s:${session?.id ?? ''}`) throw new RangeError('a session loop scope needs that session')
-  }
+  // A source's check is checked when a store computes it (assertLoopCheck).
+  if (loop != null && typeof loop !== 'function') assertLoopCheck(loop, session)
+}
+
+/** Throws a RangeError unless `loop` is a loop check a request of `session` may make. */
+export function assertLoopCheck(loop: LoopCheck, session: SessionRequest | null): void {
+  if (!isHex16(loop.step, 0)) throw new RangeError('loop.step must be 16 hex chars')
+  if (!isLoopScope(loop.scope)) throw new RangeError('loop.scope must be s:<session id> or c:<16 hex chars>')
+  if (loop.scope.startsWith('s:') && loop.scope !== `s:${session?.id ?? ''}`) throw new RangeError('a session loop scope needs that session')
 }
 
 // Checked by character, not by regular expression: the loop's step and scope are checked on every reserve.

@@ -14,7 +14,7 @@ import {
   ProxyError,
   StoreUnavailableError,
 } from '../errors.js'
-import { loopScope } from '../loop/rule.js'
+import { createLoopCheck } from '../loop/check.js'
 import { unsafePathReason } from '../http/upstream-url.js'
 import { isProxyKey } from '../keys.js'
 import { logRequest } from '../logger.js'
@@ -168,7 +168,8 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
     const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
     // From here on the pipeline holds the bytes, only while it needs them.
     request.body = undefined
-    const reading = readRequestBody(raw, adapter.loopShape?.(route) ?? null, counter)
+    const shape = adapter.loopShape?.(route) ?? null
+    const reading = readRequestBody(raw, shape, counter)
     // A small body is read in this turn: no await (a promise hop) on it.
     const read = reading instanceof Promise ? await reading : reading
     const body = read.json
@@ -193,11 +194,11 @@ export function createPipeline(deps: PipelineDeps, gate: Pick<KeyGate, 'forget'>
     const referenced = (extra?.tokens ?? 0) + (scan.fetchesContent ? REFERENCED_CONTEXT_TOKENS : 0)
     const feeMicros = extra === undefined ? 0 : toolFees(adapter.id, extra.toolCalls)
     const bound = Math.min(adapter.boundInputTokens(route, body, raw, price.tokensPerMedia, scan) + referenced, Number.MAX_SAFE_INTEGER)
-    // The loop guard reads the conversation's opening and newest step (bounded work, src/loop/README.md).
-    const fingerprint = read.fingerprint()
-    // Requests of one step fired at once (a load test, a batch) are not repeats: the store counts a repeat
-    // only while at most one request of its step is in flight, and settle ends each (src/loop/README.md).
-    const loop = fingerprint === null ? null : { scope: loopScope(session?.id ?? null, fingerprint), step: fingerprint.step }
+    // The loop guard reads the conversation's opening and newest step (bounded work, src/loop/README.md), only when
+    // the store finds a limit in force: a key whose guard is off pays no fingerprint. Requests of one step fired at
+    // once (a load test, a batch) are not repeats: the store counts a repeat only while at most one request of its
+    // step is in flight, and settle ends each.
+    const loop = shape === null ? null : createLoopCheck(() => read.fingerprint(), session?.id ?? null)
     const requestId = newRequestId()
     const planned = planReservation(facts, price, bound, config.streamSliceTokens, feeMicros)
     const reserveInput = { keyHash, provider: adapter.id, requestId, session, loop, minMicros: planned.minMicros, maxMicros: planned.maxMicros }

@@ -4,6 +4,7 @@ import { createBudgetStore } from '../../src/budget/redis/store.js'
 import { curKey, loopKeyStart, recordKey, reservationKey } from '../../src/budget/redis/redis-keys.js'
 import type { Reservation, ReserveInput, ReserveResult } from '../../src/budget/types.js'
 import { StoreUnavailableError } from '../../src/errors.js'
+import { loopCheckOf } from '../../src/loop/check.js'
 import { createBudgetFixture, reserveInput as input, type BudgetFixture } from '../support/budget-fixture.js'
 import { startTestStore, type TestStore } from '../support/stores.js'
 
@@ -55,7 +56,7 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
     for (const i of inputs) records.push([await f.redis.get(reservationKey(hash, i.requestId)), await f.redis.ttl(reservationKey(hash, i.requestId))])
     // Each loop scope's steps (and its steps by age), and whether each lives.
     const loops = []
-    for (const scope of new Set(inputs.flatMap((i) => (i.loop == null ? [] : [i.loop.scope])))) {
+    for (const scope of new Set(inputs.flatMap((i) => loopCheckOf(i)?.scope ?? []))) {
       const key = loopKeyStart(hash) + scope
       const aged = key.replace(':loop:', ':loopt:')
       loops.push([await f.redis.hgetall(key), (await f.redis.pttl(key)) > 0, await f.redis.zrange(aged, 0, -1, 'WITHSCORES')])

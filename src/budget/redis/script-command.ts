@@ -45,7 +45,8 @@ export function script(name: string): Script {
  * strings as Buffers); as `.then(read)` would, without a second promise. A Redis that lost its script cache
  * (NOSCRIPT: restart, flush) gets it again. Any failure (Redis gone, timed out, an error reply) rejects with
  * StoreUnavailableError, so the store fails closed; so does what `read` throws (a StoreUnavailableError as it is).
- * `observer` (with the call's start, performance.now()) hears of its end, success or failure, once, under the script's name;
+ * `observer` (with the call's start, performance.now()) hears of its end, success or failure, once, under the script's name
+ * (unless `read` answers with a promise: a call sent again, which tells the observer itself);
  * so does `ended`, with `context`, before any reaction to the promise runs.
  */
 export function evalScript<T, C>(
@@ -141,8 +142,11 @@ class ScriptCommand<T, C> extends Command implements DeadlineCommand {
         writable: true,
         value(this: ScriptCommand<unknown, unknown>, reply: Buffer | Buffer[]): void {
           try {
-            this.fulfil(this.read(this.transformReply(reply), this.context))
+            const value = this.read(this.transformReply(reply), this.context)
+            this.fulfil(value)
             this.isResolved = true
+            // A reply read as another call's promise (a reserve sent again, store.ts): that call tells the observer.
+            if (value instanceof Promise) this.observer = null
             this.ended(false)
             keepCommand(this)
           } catch (err) {

@@ -15,6 +15,8 @@ export const DUPLICATE = Buffer.from('duplicate')
 export const NOT_HELD = Buffer.from('not_held')
 export const ALREADY = Buffer.from('already')
 export const HELD = Buffer.from('held')
+/** reserve.lua: a loop check asked without its scope and step found a limit in force. */
+export const LOOP_NEEDED = Buffer.from('loop_needed')
 
 /** A script's reply: a list that starts with its outcome; `what` names the script in the error. */
 export function replyOf(raw: unknown, what: string): Reply {

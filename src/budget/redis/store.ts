@@ -9,7 +9,7 @@ import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
 import { argList, encodeArgs, encodeStart, joinArg, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-args.js'
 import { evalScript, script } from './script-command.js'
-import { ALREADY, DUPLICATE, HELD, int, intIn, NOT_HELD, OK, refusal, replyOf, unexpected } from './script-replies.js'
+import { ALREADY, DUPLICATE, HELD, int, intIn, LOOP_NEEDED, NOT_HELD, OK, refusal, replyOf, unexpected } from './script-replies.js'
 import { curKey, dayKey, LAYOUT_KEY, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
 import type {
   BudgetStore,
@@ -29,6 +29,7 @@ import {
   SETTLED_RECORD_TTL_SECONDS,
 } from '../validate.js'
 import { dayOf } from '../history.js'
+import { loopCheckOf } from '../../loop/check.js'
 import { currentPeriods, PERIOD_GRACE_SECONDS, type Period } from '../windows.js'
 
 interface BudgetStoreOptions {
@@ -117,11 +118,16 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   /** reserve.lua's call for a checked input, in the periods of `nowMs`; `ended` hears of its end (reserveEnded, or null). */
   function reserveWith(input: ReserveInput, nowMs: number, periods: Period[], fixed: FixedKeys, inHashes: boolean, started: number, ended: ((call: ReserveCall) => void) | null): Promise<ReserveResult> {
     const { keyHash: hash, session } = input
-    const loop = input.loop ?? null
+    // A check's source is computed only when a limit may be in force: the key's guard was found in force, or the request
+    // asks a session limit. Else it is asked without its scope and step, and reserve.lua answers 'loop_needed' if a
+    // limit is in force after all (resendChecked).
+    const source = input.loop
+    const asked = typeof source === 'function' && !fixed.loopGuardOn && session?.loopLimit == null
+    const loop = asked ? null : loopCheckOf(input)
     // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
     // Written into a list of its final length: pushing onto a short one copies it into a longer one.
     const sessionKeyName = session === null ? null : sessionKey(hash, session.id)
-    const args = argList((inHashes ? 6 : 7) + (session === null ? 0 : 5) + (loop === null ? 0 : 3))
+    const args = argList((inHashes ? 6 : 7) + (session === null ? 0 : 5) + (loop === null ? (asked ? 1 : 0) : 3))
     let at = 0
     args[at++] = inHashes ? recordAndPeriods(fixed) : fixed.recordAndCur
     args[at++] = joinArg(fixed.reservationStart, input.requestId)
@@ -146,9 +152,27 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     if (loop !== null) {
       args[at++] = loop.step
       args[at++] = nowMs
+    } else if (asked) {
+      args[at++] = LOOP_ASKED
     }
     const call = new ReserveCall(hash, input.requestId, input.maxMicros, periods, fixed, sessionKeyName, loop)
+    if (asked) call.asked = new AskedLoop(input, nowMs, inHashes, started, ended, resendChecked)
     return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call, observer, started, ended)
+  }
+
+  /**
+   * A reserve whose check was asked without its scope and step, answered 'loop_needed' (a limit is in force; nothing
+   * was written): sent again with its check computed, the same request id, time and periods. The observer hears of the
+   * second call's end (timed from the first's start), not of the first's (evalScript).
+   */
+  function resendChecked(call: ReserveCall, asked: AskedLoop): Promise<ReserveResult> {
+    const { input, ended } = asked
+    // The key's own guard is in force (a session's limit says nothing of the key's other requests).
+    if (input.session === null) call.fixed.loopGuardOn = true
+    const sent = reserveWith({ ...input, loop: loopCheckOf(input) }, asked.nowMs, call.periods, call.fixed, asked.inHashes, asked.started, ended)
+    // Counted once sent, as reserve counts it (the first call's end counts its own down).
+    if (ended !== null) call.fixed.reserves++
+    return sent
   }
 
   // Reserves (without a session) waiting for the event loop's turn to end, by their key's keys of the minute: a key's
@@ -179,11 +203,36 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   /** Items of one key, admitted in one call as reserve.lua would each; any it leaves untouched, with reserve.lua. */
   function reserveBatch(fixed: FixedKeys, items: QueuedReserve[]): void {
     const n = items.length
-    // A loop check of a key whose guard the last batch found off goes without its scope, step and time ('2'): the
-    // script leaves it to reserve.lua should the guard be in force after all.
+    // A loop check goes without its scope, step and time ('2') when the key's guard was last found off (a check given
+    // computed) or was not found in force (a check's source, computed only then): the script leaves it to reserve.lua
+    // should the guard be in force after all.
     const guardOff = fixed.loopGuardOff
+    const guardOn = fixed.loopGuardOn
     let loops = 0
-    if (!guardOff) for (let i = 0; i < n; i++) if ((items[i] as QueuedReserve).input.loop != null) loops++
+    for (let i = 0; i < n; i++) {
+      const item = items[i] as QueuedReserve
+      const source = item.input.loop
+      if (source == null) continue
+      if (typeof source === 'function') {
+        if (!guardOn) {
+          item.asked = true
+          continue
+        }
+        try {
+          item.loop = loopCheckOf(item.input)
+        } catch {
+          // Sent as asked: reserve.lua's, which computes it again (and rejects the item) should a limit be in force.
+          item.asked = true
+          continue
+        }
+      } else if (!guardOff) {
+        item.loop = source
+      } else {
+        item.asked = true
+        continue
+      }
+      if (item.loop !== null) loops++
+    }
     // KEYS: the record and string, each item's record, each loop check's scope; ARGV: the periods, the time, the flags,
     // each item's three, each loop check's two.
     const argvAt = 1 + n + loops
@@ -198,17 +247,18 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       args[argvAt + 3 + 3 * i] = input.provider
       args[argvAt + 4 + 3 * i] = input.minMicros
       args[argvAt + 5 + 3 * i] = input.maxMicros
-      if (input.loop == null) {
-        flags += '0'
-        continue
-      }
-      if (guardOff) {
+      if (item.asked) {
         flags += '2'
         continue
       }
+      const check = item.loop
+      if (check === null) {
+        flags += '0'
+        continue
+      }
       flags += '1'
-      args[1 + n + loop] = joinArg(fixed.loopStart, input.loop.scope)
-      args[argvAt + 3 + 3 * n + 2 * loop] = input.loop.step
+      args[1 + n + loop] = joinArg(fixed.loopStart, check.scope)
+      args[argvAt + 3 + 3 * n + 2 * loop] = check.step
       args[argvAt + 4 + 3 * n + 2 * loop] = item.nowMs
       loop++
     }
@@ -218,6 +268,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     evalScript(redis, scripts.reserveBatch, 2 + n + loops, args, readReserveBatch, n).then(
       (replies) => {
         fixed.loopGuardOff = replies[n] === 0
+        fixed.loopGuardOn = replies[n] === 1
         // Held from the answer too: with Redis slower than the hold, the settles (and reserves) it sets off would each
         // turn send one alone (at 8 in flight under callgrind, EVALSHA a request 0.73 against 0.28).
         fixed.reservesBatchedAt = fixed.settlesBatchedAt = performance.now()
@@ -232,7 +283,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
           fixed.reserves--
           let result: ReserveResult
           try {
-            result = readReserve(reply, new ReserveCall(input.keyHash, input.requestId, input.maxMicros, item.periods, fixed, null, input.loop ?? null))
+            result = readReserve(reply, new ReserveCall(input.keyHash, input.requestId, input.maxMicros, item.periods, fixed, null, item.loop))
           } catch (err) {
             observer?.('reserve', item.started, true)
             item.reject(err as Error)
@@ -477,7 +528,25 @@ class ReserveCall {
     /** The loop check: a recorded step is booked as `<loop scope key>#<sinceMs>#<step>`. */
     readonly loop: LoopCheck | null,
   ) {}
+
+  /** Set when its check was asked without its scope and step: how to send it again on 'loop_needed'. */
+  asked: AskedLoop | null = null
 }
+
+/** A reserve sent with its loop check asked ('?'): what sending it again with its check takes. A class: see QueuedSettle. */
+class AskedLoop {
+  constructor(
+    readonly input: ReserveInput,
+    readonly nowMs: number,
+    readonly inHashes: boolean,
+    readonly started: number,
+    readonly ended: ((call: ReserveCall) => void) | null,
+    readonly resend: (call: ReserveCall, asked: AskedLoop) => Promise<ReserveResult>,
+  ) {}
+}
+
+/** reserve.lua's last argument for a loop check asked without its scope and step. */
+const LOOP_ASKED = '?'
 
 /** A reserve counted in its key's `reserves` has its answer. */
 function reserveEnded(call: ReserveCall): void {
@@ -501,6 +570,11 @@ function readReserve(raw: unknown, call: ReserveCall): ReserveResult {
   const reply = replyOf(raw, 'reserve')
   // A reused request id means a caller bug or a racing abandon; admitting it could double-book.
   if (DUPLICATE.equals(reply[0])) throw new StoreUnavailableError(`request id ${call.requestId} was already used`)
+  // A limit is in force for a check asked without its scope and step: the call's promise follows the one sent again.
+  if (LOOP_NEEDED.equals(reply[0])) {
+    if (call.asked === null) throw unexpected('reserve', reply)
+    return call.asked.resend(call, call.asked) as unknown as ReserveResult
+  }
   return refusal(reply, call.periods)
 }
 
@@ -547,6 +621,10 @@ class QueuedReserve {
     readonly resolve: (result: ReserveResult) => void,
     readonly reject: (err: Error) => void,
   ) {}
+
+  /** Set by reserveBatch: its loop check as sent (computed, or given), or null; or asked without it ('2'). */
+  loop: LoopCheck | null = null
+  asked = false
 }
 
 /** batchedHoldMs's default: about two turns of a loaded event loop. */
@@ -723,6 +801,12 @@ interface FixedKeys {
   settlesBatchedAt: number
   /** Whether the last reserve-batch.lua reply of the key found its loop guard off (then its checks go without arguments). */
   loopGuardOff: boolean
+  /**
+   * Whether a reply of this minute found the key's loop guard in force (reserve-batch.lua's, or reserve.lua's
+   * 'loop_needed' without a session): only then is a check's source computed before it is sent. A memory either way
+   * only decides what is sent: the script decides what is checked.
+   */
+  loopGuardOn: boolean
 }
 
 /** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
@@ -764,6 +848,7 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     reservesBatchedAt: Number.NEGATIVE_INFINITY,
     settlesBatchedAt: Number.NEGATIVE_INFINITY,
     loopGuardOff: false,
+    loopGuardOn: false,
   }
   fixedByHash.set(hash, fresh)
   return fresh

@@ -38,6 +38,7 @@ import { createScopeSizes } from './scope-sizes.js'
 import { createPeriodReads } from './period-reads.js'
 import { createPeriodWrites } from './period-writes.js'
 import * as rows from './rows.js'
+import { loopCheckOf } from '../../loop/check.js'
 import { checksScopeSize, effectiveLoopLimit, LOOP_IN_FLIGHT_TOLERATED, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../loop/rule.js'
 
 interface SqliteStoreOptions {
@@ -229,8 +230,9 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
 
     // The loop guard (src/loop/README.md): a step repeated more than the limit within its window is refused.
     // With the guard off (no limit in force) nothing is read or recorded.
-    const loop = input.loop ?? null
-    const loopLimit = loop === null ? null : effectiveLoopLimit(key.loop_limit, s?.loop_limit ?? null)
+    const loopLimit = input.loop == null ? null : effectiveLoopLimit(key.loop_limit, s?.loop_limit ?? null)
+    // Its fingerprint is computed only with a limit in force: a key whose guard is off (and no session's) pays none.
+    const loop = loopLimit === null ? null : loopCheckOf(input)
     // The step's entry as read (live) or started over (absent or past its window): count, first sighting, requests in
     // flight (booked: the first request of the entry's window aside when it has `loopFirst`), and its row's layout.
     let loopCount = 0
