@@ -5,6 +5,7 @@ import {
   LINEAR_KEY_BYTES,
   MAX_SPARE_FRAMES,
   mayBeWord,
+  openFrame,
   SCAN_SLICE_BYTES,
   SCAN_SLICE_STEPS,
   seen,
@@ -390,7 +391,7 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       // (~50 instructions each, 3 % of a 33 KB agent body's scan); a store at the length it compiles inline.
       stack[stack.length] = top
       if (c === OPEN_OBJECT) {
-        top = spareFrames.pop() ?? { quotes: [], keys: 0, set: null, expectKey: true }
+        top = openFrame()
         next = KEY_OR_CLOSE
       } else {
         top = null
