@@ -46,6 +46,8 @@ export const LINEAR_KEY_BYTES = 32
 // packed (a hole, or an array that grows, would make each load or store check for one).
 const NO_QUOTES: number[] = []
 for (let k = 0; k < 2 * LINEAR_KEYS; k++) NO_QUOTES.push(0)
+// Tried and dropped, counted by callgrind over a 33 KB agent body's validating scan: the quotes as an Int32Array (each
+// access checks its buffer; the scan then left valueEnds out of line), its self instructions 297.4k -> 298.8k + 3.6k.
 
 /**
  * A frame for an object opened: a spare one, or a new one whose `quotes` hold the linear case's LINEAR_KEYS keys, so
