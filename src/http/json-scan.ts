@@ -5,6 +5,7 @@ import {
   LINEAR_KEY_BYTES,
   MAX_SPARE_FRAMES,
   mayBeWord,
+  openFrame,
   SCAN_SLICE_BYTES,
   SCAN_SLICE_STEPS,
   seen,
@@ -283,11 +284,13 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
   let checking = scan.duplicate === null
   let looking = checking && words !== null && !wordSeen
   const length = raw.length
-  const stop = i + sliceBytes
+  // The first step of a slice always runs (a slice makes progress however small its budget), with no flag kept for it:
+  // one live value fewer across the calls a step makes.
+  const stop = i + Math.max(1, sliceBytes)
+  const maxSteps = Math.max(1, sliceSteps)
   let steps = 0
-  let first = true
   while (i < length) {
-    if (!first && (i >= stop || ++steps >= sliceSteps)) {
+    if (i >= stop || ++steps > maxSteps) {
       scan.i = i
       scan.top = top
       scan.next = next
@@ -295,7 +298,6 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       scan.afterType = afterType
       return NOT_DONE
     }
-    first = false
     const c = raw[i] as number
     const kind = BYTE_KINDS[c] as number
     if (kind === SPACE) {
@@ -390,7 +392,7 @@ function scanSlice(scan: Scan, sliceBytes: number, sliceSteps: number): null | t
       // (~50 instructions each, 3 % of a 33 KB agent body's scan); a store at the length it compiles inline.
       stack[stack.length] = top
       if (c === OPEN_OBJECT) {
-        top = spareFrames.pop() ?? { quotes: [], keys: 0, set: null, expectKey: true }
+        top = openFrame()
         next = KEY_OR_CLOSE
       } else {
         top = null
