@@ -20,6 +20,8 @@ export interface LoopFixture {
   description: string
   /** Index of the first request the default rule refuses; null for a healthy transcript. */
   tripsAt: number | null
+  /** The fixture's shape name (`openai-chat`, `responses`, `anthropic`, `gemini`, `bedrock-converse`). */
+  shapeName: string
   shape: LoopShape
   requests: LoopFixtureRequest[]
 }
@@ -68,7 +70,7 @@ export function loadLoopFixtures(): LoopFixture[] {
     .sort()
     .map((file) => {
       const data = JSON.parse(readFileSync(new URL(file, DIR), 'utf8')) as FixtureFile
-      return { name: file.replace(/\.json$/, ''), description: data.description, tripsAt: data.tripsAt, shape: shapeFor(data.shape), requests: requestsOf(data) }
+      return { name: file.replace(/\.json$/, ''), description: data.description, tripsAt: data.tripsAt, shapeName: data.shape, shape: shapeFor(data.shape), requests: requestsOf(data) }
     })
 }
 
