@@ -122,7 +122,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     // asks a session limit. Else it is asked without its scope and step, and reserve.lua answers 'loop_needed' if a
     // limit is in force after all (resendChecked).
     const source = input.loop
-    const asked = typeof source === 'function' && !fixed.loopGuardOn && session?.loopLimit == null
+    const asked = typeof source === 'function' && fixed.loopGuard !== true && session?.loopLimit == null
     const loop = asked ? null : loopCheckOf(input)
     // Only the keys the request can touch, and their arguments: the common ones, then a session's, then a loop check's.
     // Written into a list of its final length: pushing onto a short one copies it into a longer one.
@@ -168,7 +168,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   function resendChecked(call: ReserveCall, asked: AskedLoop): Promise<ReserveResult> {
     const { input, ended } = asked
     // The key's own guard is in force (a session's limit says nothing of the key's other requests).
-    if (input.session === null) call.fixed.loopGuardOn = true
+    if (input.session === null) call.fixed.loopGuard = true
     const sent = reserveWith({ ...input, loop: loopCheckOf(input) }, asked.nowMs, call.periods, call.fixed, asked.inHashes, asked.started, ended)
     // Counted once sent, as reserve counts it (the first call's end counts its own down).
     if (ended !== null) call.fixed.reserves++
@@ -206,8 +206,8 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     // A loop check goes without its scope, step and time ('2') when the key's guard was last found off (a check given
     // computed) or was not found in force (a check's source, computed only then): the script leaves it to reserve.lua
     // should the guard be in force after all.
-    const guardOff = fixed.loopGuardOff
-    const guardOn = fixed.loopGuardOn
+    const guardOff = fixed.loopGuard === false
+    const guardOn = fixed.loopGuard === true
     let loops = 0
     for (let i = 0; i < n; i++) {
       const item = items[i] as QueuedReserve
@@ -267,8 +267,8 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     args[argvAt + 2] = flags
     evalScript(redis, scripts.reserveBatch, 2 + n + loops, args, readReserveBatch, n).then(
       (replies) => {
-        fixed.loopGuardOff = replies[n] === 0
-        fixed.loopGuardOn = replies[n] === 1
+        const guard = replies[n]
+        fixed.loopGuard = guard === 0 ? false : guard === 1 ? true : null
         // Held from the answer too: with Redis slower than the hold, the settles (and reserves) it sets off would each
         // turn send one alone (at 8 in flight under callgrind, EVALSHA a request 0.73 against 0.28).
         fixed.reservesBatchedAt = fixed.settlesBatchedAt = performance.now()
@@ -799,14 +799,13 @@ interface FixedKeys {
    */
   reservesBatchedAt: number
   settlesBatchedAt: number
-  /** Whether the last reserve-batch.lua reply of the key found its loop guard off (then its checks go without arguments). */
-  loopGuardOff: boolean
   /**
-   * Whether a reply of this minute found the key's loop guard in force (reserve-batch.lua's, or reserve.lua's
-   * 'loop_needed' without a session): only then is a check's source computed before it is sent. A memory either way
-   * only decides what is sent: the script decides what is checked.
+   * The key's loop guard as the last reply of this minute found it: false off (reserve-batch.lua's reply; its checks
+   * then go without arguments), true in force (reserve-batch.lua's, or reserve.lua's 'loop_needed' without a session:
+   * only then is a check's source computed before it is sent), null not known. It decides only what is sent: the
+   * script decides what is checked.
    */
-  loopGuardOn: boolean
+  loopGuard: boolean | null
 }
 
 /** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
@@ -847,8 +846,7 @@ function fixedKeys(hash: string, periods: readonly Period[]): FixedKeys {
     settles: 0,
     reservesBatchedAt: Number.NEGATIVE_INFINITY,
     settlesBatchedAt: Number.NEGATIVE_INFINITY,
-    loopGuardOff: false,
-    loopGuardOn: false,
+    loopGuard: null,
   }
   fixedByHash.set(hash, fresh)
   return fresh
