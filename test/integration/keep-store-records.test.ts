@@ -1,5 +1,6 @@
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
+import { Command } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createKeyAdmin } from '../../src/budget/redis/admin.js'
 import { createRedisClient, type RedisClient } from '../../src/budget/redis/redis-client.js'
@@ -109,6 +110,9 @@ describe("the Redis store's kept examples", () => {
     expect(sameHiddenClass(records.call, sessionCall)).toBe(true)
     expect(sameHiddenClass(records.call.asked!, askedCall.asked!)).toBe(true)
     expect(sameHiddenClass(kept.command!, live!)).toBe(true)
+    // And ioredis' own last command of the store (the layout marker's read): of a constant key.
+    expect(records.layoutRead).toBeInstanceOf(Command)
+    expect((records.layoutRead as Command).args).toEqual(['lp:layout'])
 
     // Nothing of the requests: no key hash, request id, session, amount or body; not their input or its loop source.
     const held = reachable([kept.command, kept.records])
@@ -119,6 +123,9 @@ describe("the Redis store's kept examples", () => {
     expect(held.objects.has(withSession)).toBe(false)
     const numbers = JSON.stringify(records, (_, value: unknown) => (typeof value === 'function' ? undefined : value))
     expect(numbers).not.toMatch(/1000|500/)
+    // The kept reservation's remaining figure is of the live ones' kind (a number: the key is limited), not null.
+    expect(result.ok && typeof result.reservation.remainingMicros).toBe('number')
+    expect(records.queuedSettle.reservation.remainingMicros).toBe(0)
   })
 
   it('are replaced at each release, one of each, the ones before let go', async () => {
@@ -129,7 +136,7 @@ describe("the Redis store's kept examples", () => {
       blankKept()
       sets.push(new WeakRef(kept.records!))
       commands.push(new WeakRef(kept.command!))
-      expect(Object.keys(kept.records!).sort()).toEqual(['booked', 'call', 'joined', 'queuedReserve', 'queuedSettle'])
+      expect(Object.keys(kept.records!).sort()).toEqual(['booked', 'call', 'joined', 'layoutRead', 'queuedReserve', 'queuedSettle'])
       for (const record of Object.values(kept.records!)) expect(Array.isArray(record)).toBe(false)
     }
     await new Promise((resolve) => setImmediate(resolve))

@@ -3,6 +3,7 @@
  * window period and the session of a key. Refusals are typed results; any Redis fault (unreachable,
  * timeout, error reply) is rethrown as StoreUnavailableError so the proxy fails closed.
  */
+import { Command } from 'ioredis'
 import { StoreUnavailableError } from '../../errors.js'
 import { keepRecords } from '../../proxy/keep-shapes.js'
 import { isKeyHash } from '../../keys.js'
@@ -70,7 +71,11 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   function readLayout(stamp: number): void {
     layoutReadAt = stamp
     if (Number.isNaN(stamp)) return
-    redis.get(LAYOUT_KEY).then((marker) => { periodsInHashes = marker !== '1' }, () => { /* kept as it was: either is correct */ })
+    // As redis.get sends it; the command is kept as ioredis' last own command (of a constant key: no request's data).
+    const command = new Command('get', [LAYOUT_KEY], LAYOUT_READ)
+    layoutRead = command
+    const marked = redis.sendCommand(command) as Promise<unknown>
+    marked.then((marker) => { periodsInHashes = marker !== '1' }, () => { /* kept as it was: either is correct */ })
   }
 
   // The minute's re-read given V8's feedback now, so that the first minute's turn is no new path for the optimized
@@ -528,11 +533,26 @@ function settleEnded(fixed: FixedKeys | null): void {
   if (fixed !== null) fixed.settles--
 }
 
+/** The layout marker's read, answered as text (ioredis' `get`). */
+const LAYOUT_READ = { replyEncoding: 'utf8' } as const
+/**
+ * The last layout read sent: a command of ioredis' own class, whose hidden class its optimized send and reply paths
+ * embed beside the script commands' (kept with the blank records through a quiet period).
+ */
+let layoutRead: Command | null = null
+
+/**
+ * Whether the last reservation read had a remaining figure (not the figure): the blank one kept is given the same kind
+ * (a null where the live ones hold numbers changes the field's representation, a deopt of the code that reads it).
+ */
+let remainingRead = false
+
 function readReserve(raw: unknown, call: ReserveCall): ReserveResult {
   // Admitted with the maximum asked, no loop step booked (a step's first request in its window is not: its record
   // tells whether it is in flight): the reply is what remains (-1: nothing is limited).
   if (typeof raw === 'number') {
     const remainingMicros = raw >= 0 ? raw : null
+    remainingRead = raw >= 0
     const reservation = { keyHash: call.hash, requestId: call.requestId, reservedMicros: call.maxMicros, bookedKeys: bookedList(call.fixed.periodKeys, call.sessionKeyName, null), remainingMicros }
     return { ok: true, reservation }
   }
@@ -560,6 +580,7 @@ function readAdmitted(reply: Buffer, call: ReserveCall): ReserveResult {
   const booked = loop === null || second + 1 === reply.length ? null : `${call.fixed.loopStart.text}${loop.scope}#${reply.toString('utf8', second + 1)}#${loop.step}`
   const bookedKeys = bookedList(call.fixed.periodKeys, call.sessionKeyName, booked)
   const remainingMicros = second === first + 1 ? null : intIn(reply, first + 1, second)
+  remainingRead = remainingMicros !== null
   return { ok: true, reservation: { keyHash: call.hash, requestId: call.requestId, reservedMicros: intIn(reply, 0, first), bookedKeys, remainingMicros } }
 }
 
@@ -786,4 +807,4 @@ function resendNone(): Promise<ReserveResult> {
 // Blank examples of the records, made at each idle release once a key's call has been made (before, there is no hidden
 // class to keep, and a blank made first would set its fields' kinds): through a quiet period's full collection their
 // hidden classes, which the store's optimized code embeds, stay alive (../../proxy/keep-shapes.ts).
-keepRecords({ blankCopy: () => (fixedByHash.size === 0 ? null : blankRecords(BLANK_FIXED, BLANK_PERIODS, resendNone)) })
+keepRecords({ blankCopy: () => (fixedByHash.size === 0 ? null : blankRecords(BLANK_FIXED, BLANK_PERIODS, resendNone, remainingRead ? 0 : null, layoutRead)) })
