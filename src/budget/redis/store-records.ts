@@ -125,8 +125,6 @@ export interface BlankRecords {
   queuedSettle: QueuedSettle
   booked: BookedParts
   joined: object
-  /** ioredis' own last command of the store, a layout read (of a constant key), or null: kept as it is. */
-  layoutRead: object | null
 }
 
 /**
@@ -136,7 +134,7 @@ export interface BlankRecords {
  * functions no-ops (closures of the same kind as the live ones': an arrow for a promise's resolve or reject or a loop
  * check's source, a function declaration for `resend`).
  */
-export function blankRecords(fixed: FixedKeys, periods: Period[], resend: AskedLoop['resend'], remainingMicros: 0 | null, layoutRead: object | null): BlankRecords {
+export function blankRecords(fixed: FixedKeys, periods: Period[], resend: AskedLoop['resend'], remainingMicros: 0 | null): BlankRecords {
   // As the pipeline builds a reserve's input (../../proxy/pipeline.ts): the same keys in the same order, one hidden class.
   const input: ReserveInput = { keyHash: '', provider: 'openai', requestId: '', session: null, loop: noLoop, minMicros: 0, maxMicros: 0 }
   // As readReserve builds a reservation (./store.ts), its remaining figure of the kind the last one read had (0 or null).
@@ -148,7 +146,6 @@ export function blankRecords(fixed: FixedKeys, periods: Period[], resend: AskedL
     queuedSettle: new QueuedSettle(reservation, 0, 0, fixed, noop, noop),
     booked: new BookedParts(fixed.periodKeys, undefined, undefined),
     joined: joinArg(fixed.reservationStart, ''),
-    layoutRead,
   }
 }
 

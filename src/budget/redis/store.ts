@@ -3,7 +3,6 @@
  * window period and the session of a key. Refusals are typed results; any Redis fault (unreachable,
  * timeout, error reply) is rethrown as StoreUnavailableError so the proxy fails closed.
  */
-import { Command } from 'ioredis'
 import { StoreUnavailableError } from '../../errors.js'
 import { keepRecords } from '../../proxy/keep-shapes.js'
 import { isKeyHash } from '../../keys.js'
@@ -52,7 +51,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   const now = opts.now ?? Date.now
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
   const batchedHoldMs = opts.batchedHoldMs ?? BATCHED_HOLD_MS
-  const scripts = { reserve: script('reserve'), reserveBatch: script('reserve-batch'), extend: script('extend'), settle: script('settle'), settleBatch: script('settle-batch'), abandon: script('abandon') }
+  const scripts = { reserve: script('reserve'), reserveBatch: script('reserve-batch'), extend: script('extend'), settle: script('settle'), settleBatch: script('settle-batch'), abandon: script('abandon'), layout: script('layout') }
   // Told of each reserve, extend and settle as its command ends (observeCalls); abandon's own settle is not one.
   let observer: StoreCallObserver | null = null
   // Whether the store is not marked for the string layout (LAYOUT_KEY), read once a minute of the clock without
@@ -71,11 +70,9 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   function readLayout(stamp: number): void {
     layoutReadAt = stamp
     if (Number.isNaN(stamp)) return
-    // As redis.get sends it; the command is kept as ioredis' last own command (of a constant key: no request's data).
-    const command = new Command('get', [LAYOUT_KEY], LAYOUT_READ)
-    layoutRead = command
-    const marked = redis.sendCommand(command) as Promise<unknown>
-    marked.then((marker) => { periodsInHashes = marker !== '1' }, () => { /* kept as it was: either is correct */ })
+    // A script, not ioredis' get: a command of ioredis' own class sent with a timeout ends with its properties in a
+    // dictionary, so the hidden class its optimized send and reply paths embed for it lives only while one waits.
+    evalScript(redis, scripts.layout, 1, [LAYOUT_KEY], readMarker, null).then((stringLayout) => { periodsInHashes = !stringLayout }, () => { /* kept as it was: either is correct */ })
   }
 
   // The minute's re-read given V8's feedback now, so that the first minute's turn is no new path for the optimized
@@ -533,13 +530,13 @@ function settleEnded(fixed: FixedKeys | null): void {
   if (fixed !== null) fixed.settles--
 }
 
-/** The layout marker's read, answered as text (ioredis' `get`). */
-const LAYOUT_READ = { replyEncoding: 'utf8' } as const
-/**
- * The last layout read sent: a command of ioredis' own class, whose hidden class its optimized send and reply paths
- * embed beside the script commands' (kept with the blank records through a quiet period).
- */
-let layoutRead: Command | null = null
+/** Whether layout.lua's reply is the marker of the string layout ('1'). */
+function readMarker(raw: unknown): boolean {
+  if (raw !== null && !Buffer.isBuffer(raw)) throw unexpected('layout', raw)
+  return raw !== null && raw.length === 1 && raw[0] === STRING_LAYOUT_MARK
+}
+
+const STRING_LAYOUT_MARK = 0x31
 
 /**
  * Whether the last reservation read had a remaining figure (not the figure): the blank one kept is given the same kind
@@ -807,4 +804,4 @@ function resendNone(): Promise<ReserveResult> {
 // Blank examples of the records, made at each idle release once a key's call has been made (before, there is no hidden
 // class to keep, and a blank made first would set its fields' kinds): through a quiet period's full collection their
 // hidden classes, which the store's optimized code embeds, stay alive (../../proxy/keep-shapes.ts).
-keepRecords({ blankCopy: () => (fixedByHash.size === 0 ? null : blankRecords(BLANK_FIXED, BLANK_PERIODS, resendNone, remainingRead ? 0 : null, layoutRead)) })
+keepRecords({ blankCopy: () => (fixedByHash.size === 0 ? null : blankRecords(BLANK_FIXED, BLANK_PERIODS, resendNone, remainingRead ? 0 : null)) })
