@@ -32,9 +32,9 @@ beforeAll(async () => {
   client = createRedisClient({ url: redis.url, clusterNodes: null, commandTimeoutMs: 2_000 })
   await waitReady(client)
   const send = client.sendCommand.bind(client)
-  client.sendCommand = ((command: { context: unknown }) => {
-    sent.push(command)
-    return send(command as never)
+  client.sendCommand = ((command: Parameters<typeof send>[0]) => {
+    sent.push(command as unknown as { context: unknown })
+    return send(command)
   }) as typeof client.sendCommand
   const admin = createKeyAdmin(client)
   const { record } = await admin.createKey('keep-store-records', ['openai'])
