@@ -39,6 +39,7 @@ export const kept: Kept = {
   tick: null,
   upstreamRequest: null,
   writev: null,
+  records: null,
 }
 
 interface Kept {
@@ -51,8 +52,11 @@ interface Kept {
   answer: object | null
   /** The last SentOnce once it handed its bytes over (./upstream.ts). */
   sent: object | null
-  /** The last Redis script command answered (../budget/redis/script-command.ts). */
-  command: object | null
+  /**
+   * The last Redis script command answered (../budget/redis/script-command.ts), replaced at `blankKept` by a blank
+   * copy (its keys, arguments and reply context hold a request's ids and, for a reserve, its input).
+   */
+  command: BlankSource | null
   /** Node's timer objects, one of each made just before each release (`blankKept`): run or cleared, they hold nothing. */
   immediate: object | null
   timeout: object | null
@@ -80,11 +84,21 @@ interface Kept {
   upstreamRequest: object | null
   /** Node's writev array (./keep-node-write.ts), made at the first `blankKept`. */
   writev: object | null
+  /**
+   * Blank examples of the Redis store's per-call records (../budget/redis/store-records.ts), made anew at each
+   * `blankKept` by the store that registered them (`keepRecords`): one set, replaced.
+   */
+  records: object | null
 }
 
-/** A request body until `blankKept` makes its blank copy (the body itself is let go then). */
-interface BodySource {
+/** A live example until `blankKept` makes its blank copy (the example itself is let go then). */
+interface BlankSource {
   blankCopy(): object
+}
+
+/** A maker of blank examples registered once; null: none to make yet. */
+interface RecordsSource {
+  blankCopy(): object | null
 }
 
 /** Whether examples are kept: only while the idle release runs (off, nothing would blank them). */
@@ -114,11 +128,13 @@ let undiciCreations = 0
 const undiciRequest = createUndiciRequestKeeper()
 const wantUndiciRequest = (): boolean => keeping && (load.count <= 1 || (undiciCreations = (undiciCreations + 1) & SAMPLE) === 0)
 /** The body `blankKept` copies; it holds the client's text until then. */
-let bodySource: BodySource | null = null
+let bodySource: BlankSource | null = null
 /** The upstream headers `blankKept` copies; they hold the provider credential until then. */
 let headersSource: Record<string, string> | null = null
 /** The answer's members `blankKept` copies; they hold what the provider answered until then. */
 let pickedSource: object | null = null
+/** What makes the Redis store's blank records (../budget/redis/store.ts registers it as it loads). */
+let recordsSource: RecordsSource | null = null
 
 /** Turns keeping on or off; `inflight` is what gates it (none: always idle). */
 export function keepShapes(on: boolean, inflight: { readonly count: number } = IDLE): void {
@@ -145,10 +161,16 @@ export function keepShapes(on: boolean, inflight: { readonly count: number } = I
     kept.tick = null
     kept.upstreamRequest = null
     kept.writev = null
+    kept.records = null
     bodySource = null
     headersSource = null
     pickedSource = null
   }
+}
+
+/** Registers what makes the store's blank records at each `blankKept` (null: none); the last registered is used. */
+export function keepRecords(source: RecordsSource | null): void {
+  recordsSource = source
 }
 
 /**
@@ -175,12 +197,12 @@ export function keepSent(sent: object): void {
   if (keeping && (load.count <= 1 || (sents = (sents + 1) & SAMPLE) === 0)) kept.sent = sent
 }
 
-export function keepCommand(command: object): void {
+export function keepCommand(command: BlankSource): void {
   if (keeping && (load.count <= 1 || (commands = (commands + 1) & SAMPLE) === 0)) kept.command = command
 }
 
 /** A small body read whole, copied blank at `blankKept`: kept with at most its own request in flight, or as a sample. */
-export function keepBody(body: BodySource): void {
+export function keepBody(body: BlankSource): void {
   if (keeping && (load.count <= 1 || (bodies = (bodies + 1) & SAMPLE) === 0)) bodySource = body
 }
 
@@ -227,6 +249,9 @@ export function blankKept(): void {
     // A request undici's constructor refuses copied blank: none.
   }
   kept.writev ??= createWritevExample()
+  // The command's blank copy, and the records' anew: each replaces the one before (a set of one each).
+  if (kept.command !== null) kept.command = kept.command.blankCopy() as BlankSource
+  if (recordsSource !== null) kept.records = recordsSource.blankCopy() ?? kept.records
   kept.resource = new AsyncResource('keep-shapes')
   // Queued through the release; its callback then keeps it (the resource a nextTick callback runs in is its entry).
   process.nextTick(keepTick)

@@ -118,14 +118,14 @@ describe('keepRequest and blankKept', () => {
     keepRequest(request, reply, {})
     keepCall(call, {})
     keepSent({})
-    keepCommand({})
+    keepCommand(commandLike())
     expect(Object.values(kept).every((example) => example === null)).toBe(true)
     inflight.count = 1
     keepRequest(request, reply, {})
     expect(kept.request).toBeNull()
     keepCall(call, {})
     keepSent({})
-    keepCommand({})
+    keepCommand(commandLike())
     expect(kept.call).toBe(call)
     expect(kept.sent).not.toBeNull()
     expect(kept.command).not.toBeNull()
@@ -140,7 +140,7 @@ describe('keepRequest and blankKept', () => {
     for (let i = 0; i < 4 * 1024; i++) {
       const call = {}
       const sent = {}
-      const command = {}
+      const command = commandLike()
       keepCall(call, null)
       keepSent(sent)
       keepCommand(command)
@@ -151,6 +151,11 @@ describe('keepRequest and blankKept', () => {
     expect(stored).toEqual({ call: 4, sent: 4, command: 4 })
   })
 })
+
+/** A script command as keepCommand is given one: it makes its blank copy at blankKept. */
+function commandLike(): { blankCopy(): object } {
+  return { blankCopy: () => ({}) }
+}
 
 // What a client sent, in a body and headers: none of it may be in a kept example once blankKept ran.
 const SECRETS = ['Say hello to Ada.', 'sk-up-secret', 'lp-secret', 'gpt-secret-model', 'u-4242', 'search_web', 'web-search']

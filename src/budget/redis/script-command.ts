@@ -11,7 +11,7 @@ import { keepCommand } from '../../proxy/keep-shapes.js'
 import type { StoreCallObserver } from '../types.js'
 import { Deadlines, type DeadlineCommand } from './command-deadlines.js'
 import type { RedisClient } from './redis-client.js'
-import { countArgs, putArgValues, respOf, writeCommand, type ScriptArg } from './script-args.js'
+import { argList, countArgs, putArgValues, respOf, writeCommand, type ScriptArg } from './script-args.js'
 
 interface Script {
   /** Its file's name, which names it in errors. */
@@ -174,6 +174,14 @@ class ScriptCommand<T, C> extends Command implements DeadlineCommand {
         },
       },
     })
+  }
+
+  /**
+   * A command of the same hidden class that was never sent and holds none of this one's data (keys, arguments, reply
+   * context, observer): what the idle release keeps (../../proxy/keep-shapes.ts). Its promise never settles.
+   */
+  blankCopy(): ScriptCommand<T, C> {
+    return new ScriptCommand(this.redis, this.script, 0, argList(0), true, this.read, null as C, null, 0, null)
   }
 
   private ended(failed: boolean): void {

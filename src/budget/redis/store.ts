@@ -4,17 +4,18 @@
  * timeout, error reply) is rethrown as StoreUnavailableError so the proxy fails closed.
  */
 import { StoreUnavailableError } from '../../errors.js'
+import { keepRecords } from '../../proxy/keep-shapes.js'
 import { isKeyHash } from '../../keys.js'
 import type { Micros } from '../../money.js'
 import type { RedisClient } from './redis-client.js'
-import { argList, encodeArgs, encodeStart, joinArg, type EncodedArgs, type EncodedStart, type ScriptArg } from './script-args.js'
+import { argList, encodeArgs, encodeStart, joinArg, type EncodedArgs, type ScriptArg } from './script-args.js'
 import { evalScript, script } from './script-command.js'
+import { AskedLoop, blankRecords, BookedParts, QueuedReserve, QueuedSettle, ReserveCall, type FixedKeys } from './store-records.js'
 import { ALREADY, DUPLICATE, HELD, int, intIn, LOOP_NEEDED, NOT_HELD, OK, refusal, replyOf, unexpected } from './script-replies.js'
 import { curKey, dayKey, LAYOUT_KEY, loopKeyStart, noSessionKey, periodKey, recordKey, reservationKey, reservationKeyStart, sessionKey, suffixKey } from './redis-keys.js'
 import type {
   BudgetStore,
   ExtendResult,
-  LoopCheck,
   Reservation,
   ReserveInput,
   ReserveResult,
@@ -50,7 +51,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   const now = opts.now ?? Date.now
   const sessionTtlSeconds = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
   const batchedHoldMs = opts.batchedHoldMs ?? BATCHED_HOLD_MS
-  const scripts = { reserve: script('reserve'), reserveBatch: script('reserve-batch'), extend: script('extend'), settle: script('settle'), settleBatch: script('settle-batch'), abandon: script('abandon') }
+  const scripts = { reserve: script('reserve'), reserveBatch: script('reserve-batch'), extend: script('extend'), settle: script('settle'), settleBatch: script('settle-batch'), abandon: script('abandon'), layout: script('layout') }
   // Told of each reserve, extend and settle as its command ends (observeCalls); abandon's own settle is not one.
   let observer: StoreCallObserver | null = null
   // Whether the store is not marked for the string layout (LAYOUT_KEY), read once a minute of the clock without
@@ -69,7 +70,9 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   function readLayout(stamp: number): void {
     layoutReadAt = stamp
     if (Number.isNaN(stamp)) return
-    redis.get(LAYOUT_KEY).then((marker) => { periodsInHashes = marker !== '1' }, () => { /* kept as it was: either is correct */ })
+    // A script, not ioredis' get: a command of ioredis' own class sent with a timeout ends with its properties in a
+    // dictionary, so the hidden class its optimized send and reply paths embed for it lives only while one waits.
+    evalScript(redis, scripts.layout, 1, [LAYOUT_KEY], readMarker, null).then((stringLayout) => { periodsInHashes = !stringLayout }, () => { /* kept as it was: either is correct */ })
   }
 
   // The minute's re-read given V8's feedback now, so that the first minute's turn is no new path for the optimized
@@ -155,8 +158,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     } else if (asked) {
       args[at++] = LOOP_ASKED
     }
-    const call = new ReserveCall(hash, input.requestId, input.maxMicros, periods, fixed, sessionKeyName, loop)
-    if (asked) call.asked = new AskedLoop(input, nowMs, inHashes, started, ended, resendChecked)
+    const call = new ReserveCall(hash, input.requestId, input.maxMicros, periods, fixed, sessionKeyName, loop, asked ? new AskedLoop(input, nowMs, inHashes, started, ended, resendChecked) : null)
     return evalScript(redis, scripts.reserve, keyCount, args, readReserve, call, observer, started, ended)
   }
 
@@ -283,7 +285,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
           fixed.reserves--
           let result: ReserveResult
           try {
-            result = readReserve(reply, new ReserveCall(input.keyHash, input.requestId, input.maxMicros, item.periods, fixed, null, item.loop))
+            result = readReserve(reply, new ReserveCall(input.keyHash, input.requestId, input.maxMicros, item.periods, fixed, null, item.loop, null))
           } catch (err) {
             observer?.('reserve', item.started, true)
             item.reject(err as Error)
@@ -515,36 +517,6 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
   return { reserve, extend, settle, abandon, ping, observeCalls }
 }
 
-/** What a reserve's reply is read with: its request and the keys it booked. A class: see QueuedSettle. */
-class ReserveCall {
-  constructor(
-    readonly hash: string,
-    readonly requestId: string,
-    readonly maxMicros: Micros,
-    readonly periods: Period[],
-    /** Its key's keys of the minute: the periods it books, the start of its loop scope's key. */
-    readonly fixed: FixedKeys,
-    readonly sessionKeyName: string | null,
-    /** The loop check: a recorded step is booked as `<loop scope key>#<sinceMs>#<step>`. */
-    readonly loop: LoopCheck | null,
-  ) {}
-
-  /** Set when its check was asked without its scope and step: how to send it again on 'loop_needed'. */
-  asked: AskedLoop | null = null
-}
-
-/** A reserve sent with its loop check asked ('?'): what sending it again with its check takes. A class: see QueuedSettle. */
-class AskedLoop {
-  constructor(
-    readonly input: ReserveInput,
-    readonly nowMs: number,
-    readonly inHashes: boolean,
-    readonly started: number,
-    readonly ended: ((call: ReserveCall) => void) | null,
-    readonly resend: (call: ReserveCall, asked: AskedLoop) => Promise<ReserveResult>,
-  ) {}
-}
-
 /** reserve.lua's last argument for a loop check asked without its scope and step. */
 const LOOP_ASKED = '?'
 
@@ -558,11 +530,26 @@ function settleEnded(fixed: FixedKeys | null): void {
   if (fixed !== null) fixed.settles--
 }
 
+/** Whether layout.lua's reply is the marker of the string layout ('1'). */
+function readMarker(raw: unknown): boolean {
+  if (raw !== null && !Buffer.isBuffer(raw)) throw unexpected('layout', raw)
+  return raw !== null && raw.length === 1 && raw[0] === STRING_LAYOUT_MARK
+}
+
+const STRING_LAYOUT_MARK = 0x31
+
+/**
+ * Whether the last reservation read had a remaining figure (not the figure): the blank one kept is given the same kind
+ * (a null where the live ones hold numbers changes the field's representation, a deopt of the code that reads it).
+ */
+let remainingRead = false
+
 function readReserve(raw: unknown, call: ReserveCall): ReserveResult {
   // Admitted with the maximum asked, no loop step booked (a step's first request in its window is not: its record
   // tells whether it is in flight): the reply is what remains (-1: nothing is limited).
   if (typeof raw === 'number') {
     const remainingMicros = raw >= 0 ? raw : null
+    remainingRead = raw >= 0
     const reservation = { keyHash: call.hash, requestId: call.requestId, reservedMicros: call.maxMicros, bookedKeys: bookedList(call.fixed.periodKeys, call.sessionKeyName, null), remainingMicros }
     return { ok: true, reservation }
   }
@@ -590,41 +577,8 @@ function readAdmitted(reply: Buffer, call: ReserveCall): ReserveResult {
   const booked = loop === null || second + 1 === reply.length ? null : `${call.fixed.loopStart.text}${loop.scope}#${reply.toString('utf8', second + 1)}#${loop.step}`
   const bookedKeys = bookedList(call.fixed.periodKeys, call.sessionKeyName, booked)
   const remainingMicros = second === first + 1 ? null : intIn(reply, first + 1, second)
+  remainingRead = remainingMicros !== null
   return { ok: true, reservation: { keyHash: call.hash, requestId: call.requestId, reservedMicros: intIn(reply, 0, first), bookedKeys, remainingMicros } }
-}
-
-// Per-call records are class instances, not object literals: a literal's allocation site may be tenured (see argList).
-
-/** A settle waiting to be sent with its key's others (settle-batch.lua). */
-class QueuedSettle {
-  constructor(
-    readonly reservation: Reservation,
-    readonly actualMicros: Micros,
-    /** When its settle call began (performance.now()), for the observer. */
-    readonly started: number,
-    readonly fixed: FixedKeys,
-    readonly resolve: (result: SettleResult) => void,
-    readonly reject: (err: Error) => void,
-  ) {}
-}
-
-/** A reserve without a session waiting to be sent with its key's others (reserve-batch.lua). */
-class QueuedReserve {
-  constructor(
-    readonly input: ReserveInput,
-    /** Its time and periods, as reserve.lua would have been given them. */
-    readonly nowMs: number,
-    readonly periods: Period[],
-    /** When its reserve call began (performance.now()), for the observer. */
-    readonly started: number,
-    readonly fixed: FixedKeys,
-    readonly resolve: (result: ReserveResult) => void,
-    readonly reject: (err: Error) => void,
-  ) {}
-
-  /** Set by reserveBatch: its loop check as sent (computed, or given), or null; or asked without it ('2'). */
-  loop: LoopCheck | null = null
-  asked = false
 }
 
 /** batchedHoldMs's default: about two turns of a loaded event loop. */
@@ -685,16 +639,6 @@ function recordedKeys(hash: string, booked: string, createdAt: string): string[]
   if (Number.isNaN(at)) throw unexpected('abandon', { booked, createdAt })
   const periods = currentPeriods(at).map((p) => periodKey(hash, p.window, p.id))
   return [...periods, ...entries.map((entry) => suffixKey(hash, entry))]
-}
-
-/** A class: see QueuedSettle. */
-class BookedParts {
-  constructor(
-    /** The booked keys; the first five are the periods. */
-    readonly keys: readonly string[],
-    readonly session: string | undefined,
-    readonly loop: string | undefined,
-  ) {}
 }
 
 /**
@@ -768,44 +712,6 @@ function bookedLoop(booked: BookedParts): { key: string; inFlightField: string }
   if (loop === undefined) return null
   const [key, sinceMs, step] = loop.split('#') as [string, string, string]
   return { key, inFlightField: `${step}:${sinceMs}` }
-}
-
-interface FixedKeys {
-  minute: number
-  record: string
-  periodKeys: readonly [string, string, string, string, string]
-  /** The record then the five period hashes, and the five then today's history counter, encoded (null until needed). */
-  recordAndPeriods: EncodedArgs | null
-  periodsAndToday: EncodedArgs | null
-  /** The five current period ids, space separated, encoded as one argument (reserve's ARGV[5]). */
-  periodIds: EncodedArgs
-  /** The record then the current periods' string, encoded for reserve's and extend's first two KEYS. */
-  recordAndCur: EncodedArgs
-  /** The current periods' string then today's history counter, encoded for settle's first two KEYS. */
-  curAndToday: EncodedArgs
-  noSession: string
-  /** The spend history counter of the minute's UTC day. */
-  today: string
-  /** The starts of the key's reservation record and loop state keys (a request id or scope follows). */
-  reservationStart: EncodedStart
-  loopStart: EncodedStart
-  /** Its reserves without a session sent at once or queued, and not answered yet (a reserve goes at once only at 0). */
-  reserves: number
-  /** Likewise its settles that settle-batch.lua could take (a settle goes at once only at 0). */
-  settles: number
-  /**
-   * When (performance.now()) the last turn that sent queued reserves, or settles, of it ended, or a batch of either was
-   * answered (-Infinity: none).
-   */
-  reservesBatchedAt: number
-  settlesBatchedAt: number
-  /**
-   * The key's loop guard as the last reply of this minute found it: false off (reserve-batch.lua's reply; its checks
-   * then go without arguments), true in force (reserve-batch.lua's, or reserve.lua's 'loop_needed' without a session:
-   * only then is a check's source computed before it is sent), null not known. It decides only what is sent: the
-   * script decides what is checked.
-   */
-  loopGuard: boolean | null
 }
 
 /** Keys of a key hash that change only with the minute; a few thousand keys at most are kept. */
@@ -885,4 +791,17 @@ const WARM_CALLS = 64
 // The minute's rebuild of a key's keys (and the periods') given V8's feedback at load: with the first minute's turn as
 // its first use with feedback, optimized fixedKeys and reserve deoptimized there, in every young process.
 for (let i = 0; i < WARM_CALLS; i++) fixedKeys(WARM_HASH, currentPeriods(i * 60_000))
+/** The warm-up's last keys and periods: what the blank records hold (no key has them). */
+const BLANK_FIXED = fixedByHash.get(WARM_HASH) as FixedKeys
+const BLANK_PERIODS = currentPeriods(0)
 fixedByHash.delete(WARM_HASH)
+
+/** A blank AskedLoop's `resend`: a function declaration, as each store's resendChecked is (one hidden class). */
+function resendNone(): Promise<ReserveResult> {
+  return Promise.reject(new Error('a blank example is never sent'))
+}
+
+// Blank examples of the records, made at each idle release once a key's call has been made (before, there is no hidden
+// class to keep, and a blank made first would set its fields' kinds): through a quiet period's full collection their
+// hidden classes, which the store's optimized code embeds, stay alive (../../proxy/keep-shapes.ts).
+keepRecords({ blankCopy: () => (fixedByHash.size === 0 ? null : blankRecords(BLANK_FIXED, BLANK_PERIODS, resendNone, remainingRead ? 0 : null)) })
