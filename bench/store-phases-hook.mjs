@@ -1,7 +1,8 @@
 // Preloaded (`node --import`) into a proxy by bench/store-phases.mjs, never in production: times the budget store's
 // calls inside the process. Every store call, either store: from the call to its end (the store's own call observer,
 // as metrics.ts hears it). On the embedded store also each phase of a commit: the wait from a work's queueing to the
-// group commit's turn (setImmediate), BEGIN IMMEDIATE, the works' statements, the deferred writes, and COMMIT (the WAL
+// group commit's turn (setImmediate), and how much of it the caller's own code after the call took (until a microtask
+// queued at the call runs), BEGIN IMMEDIATE, the works' statements, the deferred writes, and COMMIT (the WAL
 // write), each with the batch's size. It does so by rewriting two compiled files as they load (dist/metrics.js and
 // dist/budget/sqlite/database.js: one timing line at each phase; nothing else changes). SIGUSR2 starts a window
 // (samples dropped); the next SIGUSR2 appends the window's samples to the file LOOPERS_BENCH_PHASES_FILE names as
@@ -18,7 +19,11 @@ const MAX_SAMPLES = 200_000
 const REWRITES = {
   '/dist/metrics.js': [['store.observeCalls((op, startedMs, failed) => (', 'store.observeCalls((op, startedMs, failed) => (globalThis.__lpPhases.call(op, startedMs, failed), ']],
   '/dist/budget/sqlite/database.js': [
-    ['queue.push({ what,', 'queue.push({ queuedMs: performance.now(), what,'],
+    // syncEndMs: when the caller's own synchronous code after the call has ended (a microtask queued at the call runs then).
+    [
+      'queue.push({ what, work, resolve: resolve, reject, observer: observer, startedMs });',
+      '{ const q = { queuedMs: performance.now(), syncEndMs: 0, what, work, resolve: resolve, reject, observer: observer, startedMs }; queueMicrotask(() => { q.syncEndMs = performance.now(); }); queue.push(q); }',
+    ],
     ['const flush = () => {\n', 'const flush = () => {\n        globalThis.__lpPhases.turn(queue);\n'],
     ['    c.begin.run();\n', '    const t0 = performance.now();\n    c.begin.run();\n    const t1 = performance.now();\n'],
     ['const result = work();\n', 'const result = work();\n        const t2 = performance.now();\n'],
@@ -41,7 +46,7 @@ if (isMainThread && file !== undefined) {
       const now = performance.now()
       const size = Math.min(queue.length, 64)
       batch = { what: size === 1 ? queue[0].what : 'batch', size }
-      for (let i = 0; i < size; i++) push(samples.waits, [queue[i].what, size, now - queue[i].queuedMs])
+      for (let i = 0; i < size; i++) push(samples.waits, [queue[i].what, size, now - queue[i].queuedMs, queue[i].syncEndMs === 0 ? null : queue[i].syncEndMs - queue[i].queuedMs])
     },
     tx(t0, t1, t2, t3, t4) {
       push(samples.txs, [batch.what, batch.size, t1 - t0, t2 - t1, t3 - t2, t4 - t3])

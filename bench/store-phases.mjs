@@ -3,7 +3,8 @@
 // in production), each first warmed (12,000 requests, 64 at a time), then TRIALS open-loop runs each at RATE,
 // alternating trial by trial (order alternating). Prints per store the median and p90 of each store call (reserve,
 // settle: from the call to its end), and on the embedded store each phase of a lone request's commit (the wait for
-// the group commit's turn, BEGIN IMMEDIATE, statements, deferred writes, COMMIT) and the batches' sizes.
+// the group commit's turn, split into the caller's own code after the call and what follows it, BEGIN IMMEDIATE,
+// statements, deferred writes, COMMIT) and the batches' sizes.
 //   node bench/store-phases.mjs [--build=dist/cli.js] [--rate=300] [--trials=5] [--duration=5000]
 // Bounded: the stack's watchdog (10 min); every process it starts is stopped.
 import { readFileSync } from 'node:fs'
@@ -81,7 +82,10 @@ try {
     if (all.txs.length === 0) continue
     for (const op of ['reserve', 'settle']) {
       const alone = all.txs.filter(([what]) => what === op)
-      console.log(line(`${op} alone: queued to its turn`, all.waits.filter(([what, size]) => what === op && size === 1).map(([, , ms]) => ms)))
+      const lone = all.waits.filter(([what, size]) => what === op && size === 1)
+      console.log(line(`${op} alone: queued to its turn`, lone.map(([, , ms]) => ms)))
+      console.log(line(`${op} alone: of it, the caller's own code`, lone.filter((w) => w[3] !== null).map((w) => w[3])))
+      console.log(line(`${op} alone: of it, after the caller's code`, lone.filter((w) => w[3] !== null).map((w) => w[2] - w[3])))
       for (const [i, phase] of ['BEGIN IMMEDIATE', 'statements', 'deferred writes', 'COMMIT'].entries()) console.log(line(`${op} alone: ${phase}`, alone.map((r) => r[2 + i])))
     }
     const sizes = all.waits.map(([, size]) => size)
