@@ -222,6 +222,8 @@ async function printCurve(sides, request) {
   process.stdout.write(`requests (each side) | main-thread µs a request: proxy, floor, ratio | TurboFan jobs done, refused (queue full), deopts: proxy; floor\n`)
   for (let b = 0; b < curve; b++) {
     const before = Object.fromEntries(names.map((n) => [n, mainThreadMs(sides[n].pid)]))
+    // A pool openLoop destroyed (its stragglers outlived the drain) is replaced before the next bucket.
+    for (const n of names) if (pools[n].destroyed) pools[n] = createPool(sides[n].url, 256)
     const runs = await Promise.all(names.map((n) => openLoop({ origin: sides[n].url, request, rate, durationMs, pool: pools[n] })))
     const us = names.map((n, i) => (1000 * (mainThreadMs(sides[n].pid) - before[n])) / Math.max(1, runs[i].ok))
     const counts = names.map((n) => {
@@ -234,7 +236,12 @@ async function printCurve(sides, request) {
     served += runs[0].ok
     process.stdout.write(`${String(served).padStart(8)} | ${us[0].toFixed(0).padStart(5)} ${us[1].toFixed(0).padStart(5)} ${(us[0] / us[1]).toFixed(3)} | ${counts.join('; ')}\n`)
   }
-  await Promise.all(Object.values(pools).map((p) => p.close()))
+  await Promise.all(Object.values(pools).map(closePool))
+}
+
+/** Closes `pool`, or nothing when openLoop destroyed it already (close would reject with undici's ClientDestroyedError). */
+async function closePool(pool) {
+  if (!pool.destroyed) await pool.close()
 }
 
 /** Counts --trace-opt / --trace-deopt lines per function (and deopt reasons) in `text`. */
@@ -277,8 +284,10 @@ async function main() {
     for (let round = 0; round < rounds; round++) {
       for (const name of round % 2 === 0 ? ['proxy', 'floor'] : ['floor', 'proxy']) {
         const side = sides[name]
-        const pool = createPool(side.url, 256)
+        let pool = createPool(side.url, 256)
         await openLoop({ origin: side.url, request, rate: warmUpRate, durationMs: warmUpMs, pool })
+        // Under load the warm-up's stragglers may outlive its drain, and openLoop destroys the pool: measure on a new one.
+        if (pool.destroyed) pool = createPool(side.url, 256)
         const data = join(out, `${name}-${round}.data`)
         const perf = spawn('perf', ['record', '-q', '-F', String(freq), '-g', '-p', String(side.pid), '-o', data], { stdio: ['ignore', 'ignore', 'inherit'] })
         const statFile = join(out, `${name}-${round}.stat`)
@@ -296,7 +305,7 @@ async function main() {
         await perfExited
         readStat(statFile, side.pid, events[name])
         served[name] += r.ok
-        await pool.close()
+        await closePool(pool)
         readSamples(data, side.pid, tally[name])
       }
     }

@@ -1,11 +1,18 @@
 /**
  * What the server's shutdown stops at once: every open request and stream joins a list, and one listener on the
  * shutdown signal stops them all (an AbortSignal listener each would be added and removed per request, scanning
- * the signal's listeners). A linked list rather than a Set: a long-lived Set reallocates its table in the old
+ * the signal's listeners). Items sit in the slots of one array, a slot freed when its item leaves and taken by the
+ * next: listing an item allocates nothing. Not an entry object per item: one that lives exactly as long as a request
+ * straddles scavenges, and V8 changes its allocation site's tenuring, throwing away every optimized function that
+ * inlined it (bench/thread-work.mjs --lines). Not a Set: a long-lived Set reallocates its table in the old
  * generation as items come and go, garbage only a full collection reclaims.
  */
 export class ShutdownList<T> {
-  private newest: ShutdownEntry<T> | null = null
+  /** Each slot's item, null when free; grows only past the most items ever listed at once. */
+  private readonly items: (T | null)[] = []
+  /** The free slots, a stack of `free` of them (a typed array: popping an Array trims and regrows its store). */
+  private freeSlots = new Int32Array(16)
+  private free = 0
 
   /** `stop` is called once for each item listed when `signal` fires. */
   constructor(
@@ -20,36 +27,38 @@ export class ShutdownList<T> {
     return this.signal.aborted
   }
 
-  /** Lists `item` until `remove` is called with what this returns. */
-  add(item: T): ShutdownEntry<T> {
-    const entry: ShutdownEntry<T> = { item, older: this.newest, newer: null }
-    if (this.newest !== null) this.newest.newer = entry
-    this.newest = entry
-    return entry
+  /** How many items are listed now. */
+  get size(): number {
+    return this.items.length - this.free
   }
 
-  /** Takes an entry out of the list, and its links out of it (a promoted entry keeps no younger one alive). */
-  remove(entry: ShutdownEntry<T>): void {
-    if (entry.newer === null) {
-      // The newest, or already removed (then it is not the list's head either).
-      if (this.newest === entry) this.newest = entry.older
-    } else entry.newer.older = entry.older
-    if (entry.older !== null) entry.older.newer = entry.newer
-    entry.older = null
-    entry.newer = null
+  /** Lists `item` until `remove` is called with the slot this returns and the item. */
+  add(item: T): ShutdownSlot {
+    if (this.free === 0) return this.items.push(item) - 1
+    const slot = this.freeSlots[--this.free]!
+    this.items[slot] = item
+    return slot
+  }
+
+  /** Takes `item` out of `slot`; nothing when it left already (the slot free, or another item's since). */
+  remove(slot: ShutdownSlot, item: T): void {
+    if (this.items[slot] !== item) return
+    this.items[slot] = null
+    if (this.free === this.freeSlots.length) {
+      const grown = new Int32Array(this.freeSlots.length * 2)
+      grown.set(this.freeSlots)
+      this.freeSlots = grown
+    }
+    this.freeSlots[this.free++] = slot
   }
 
   private stopAll(): void {
-    // Listed first: stopping an item may remove its entry at once.
-    const items: T[] = []
-    for (let entry = this.newest; entry !== null; entry = entry.older) items.push(entry.item)
-    for (const item of items) this.stop(item)
+    // Listed first: stopping an item may remove it at once.
+    const listed: T[] = []
+    for (const item of this.items) if (item !== null) listed.push(item)
+    for (const item of listed) this.stop(item)
   }
 }
 
-/** One listed item, linked to the items listed just before and after it while it is listed. */
-export interface ShutdownEntry<T> {
-  readonly item: T
-  older: ShutdownEntry<T> | null
-  newer: ShutdownEntry<T> | null
-}
+/** Where an item is listed: what `add` returns and `remove` takes. */
+export type ShutdownSlot = number

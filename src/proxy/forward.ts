@@ -48,10 +48,10 @@ export function createForwarder(deps: ForwardDeps & Pick<SettlementDeps, 'releas
     }
     // Its 'close' already came: nothing left to watch.
     if (raw.closed) return signal
-    const entry = open.add(signal)
+    const slot = open.add(signal)
     // A response closes once: `on`, not `once` and the wrapper it builds per request.
     raw.on('close', () => {
-      open.remove(entry)
+      open.remove(slot, signal)
       if (!raw.writableEnded) signal.abort()
     })
     return signal

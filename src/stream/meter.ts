@@ -1,5 +1,5 @@
 import type { Micros } from '../money.js'
-import { ShutdownList, type ShutdownEntry } from '../http/shutdown-list.js'
+import { ShutdownList, type ShutdownSlot } from '../http/shutdown-list.js'
 import type { ErrorInfo, StreamParser } from '../providers/types.js'
 import type { SourceReader, StreamSource } from './source.js'
 
@@ -83,7 +83,7 @@ class StreamMeter implements SourceReader, Stoppable {
   private clientClosed: boolean
   private stopped = false
   // Its place in the server's list of streams to stop, while open.
-  private stopEntry: ShutdownEntry<Stoppable> | null = null
+  private stopSlot: ShutdownSlot = -1
   // Bytes of whole frames written to the client, so a parser can end its format after exactly those.
   private forwardedBytes = 0
   // Frames of the current read not yet forwarded (the parser's rest once the upstream ended).
@@ -148,7 +148,7 @@ class StreamMeter implements SourceReader, Stoppable {
     // `on`, not `once`: it fires at most once and finish() removes it; `once` would add a wrapper.
     this.client.on('close', this.onClientClose)
     if (options.stop?.stopped) this.stop()
-    else if (options.stop !== undefined) this.stopEntry = options.stop.add(this)
+    else if (options.stop !== undefined) this.stopSlot = options.stop.add(this)
     this.upstream.read(this)
   }
 
@@ -240,8 +240,8 @@ class StreamMeter implements SourceReader, Stoppable {
     if (this.done) return
     this.done = true
     this.client.off('close', this.onClientClose)
-    if (this.stopEntry !== null) this.options.stop?.remove(this.stopEntry)
-    this.stopEntry = null
+    if (this.stopSlot !== -1) this.options.stop?.remove(this.stopSlot, this)
+    this.stopSlot = -1
     this.upstream.destroy()
     this.resolve(outcome)
   }

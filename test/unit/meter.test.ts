@@ -161,6 +161,30 @@ describe('stream meter, reading by events', () => {
     expect(client.text()).toBe(event('a'))
   })
 
+  it('leaves nothing on the shared stop once streams end, whether completed or closed by their client', async () => {
+    const shutdown = new AbortController()
+    const stop = createStreamStop(shutdown.signal)
+    const runs = Array.from({ length: 40 }, (_, i) => {
+      const upstream = new Readable({ read() {} })
+      const client = new RecordingSink()
+      const metered = meterStream({ ...options(upstream, client, async () => null, 1_000), stop, stopError: () => budget })
+      upstream.push(Buffer.from(event('a')))
+      return { i, upstream, client, metered }
+    })
+    expect(stop.size).toBe(40)
+    // Every third one's client goes away; the rest end, in an order other than they began.
+    for (const { i, upstream, client } of [...runs].reverse()) {
+      if (i % 3 === 0) {
+        client.destroyed = true
+        client.emit('close')
+      } else upstream.push(null)
+    }
+    const outcomes = await Promise.all(runs.map((run) => run.metered.then((r) => r.outcome)))
+    expect(outcomes.filter((o) => o === 'client_closed')).toHaveLength(14)
+    expect(outcomes.filter((o) => o === 'completed')).toHaveLength(26)
+    expect(stop.size).toBe(0)
+  })
+
   it('cuts every open stream with the stop error when the shared stop fires, not one that ended before, and a stream started after it at once', async () => {
     const shutdown = new AbortController()
     const stop = createStreamStop(shutdown.signal)
@@ -175,22 +199,28 @@ describe('stream meter, reading by events', () => {
     done.upstream.push(Buffer.from(event('x')))
     done.upstream.push(null)
     expect((await done.metered).outcome).toBe('completed')
+    // An ended stream leaves nothing listed.
+    expect(stop.size).toBe(0)
     // Streams that end while others stay open (oldest, middle, newest) leave the others to the stop.
     const [oldest, first, middle, second, newest] = [open(), open(), open(), open(), open()]
+    expect(stop.size).toBe(5)
     const streams = [first!, second!]
     for (const { upstream } of streams) upstream.push(Buffer.from(event('a')))
     for (const ended of [middle!, oldest!, newest!]) {
       ended.upstream.push(null)
       expect((await ended.metered).outcome).toBe('completed')
     }
+    expect(stop.size).toBe(2)
     setTimeout(() => shutdown.abort(), 2)
     for (const { upstream, client, metered } of streams) {
       expect((await metered).outcome).toBe('shutdown')
       expect(upstream.destroyed).toBe(true)
       expect(client.text()).toBe(event('a') + compatCutoffFrame(chat, stopError).toString())
     }
+    expect(stop.size).toBe(0)
     const late = open()
     expect((await late.metered).outcome).toBe('shutdown')
+    expect(stop.size).toBe(0)
     expect(late.client.text()).toBe(compatCutoffFrame(chat, stopError).toString())
   })
 
