@@ -211,8 +211,8 @@ export function mayBeWord(raw: Buffer, start: number, end: number, words: WordSe
   return mayBeSpelledWord(raw, start, end, words, plain)
 }
 
-/** mayBeWord past its first test. */
-function mayBeSpelledWord(raw: Buffer, start: number, end: number, words: WordSet, plain: boolean): boolean {
+/** mayBeWord past its first test: the validating scan writes that test out and calls this only past it. */
+export function mayBeSpelledWord(raw: Buffer, start: number, end: number, words: WordSet, plain: boolean): boolean {
   if (isWord(raw, start, end, words)) return true
   const length = end - start - 1
   if (plain || length <= words.min || length > 6 * words.max) return false

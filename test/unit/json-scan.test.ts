@@ -103,6 +103,28 @@ function expectTypeKeys(raw: Buffer, elements: readonly number[], typeKeys: read
   })
 }
 
+/** The scan of `raw` (valid JSON, no repeated key; sliced or not): each array member's element spans and typeKeys against JSON.parse. */
+async function expectSpans(raw: Buffer): Promise<void> {
+  expectSpansOf(raw, await scanJson(raw, WORDS))
+}
+
+function expectSpansOf(raw: Buffer, scan: JsonScan): void {
+  expect(scan.ok).toBe(true)
+  const parsed = JSON.parse(raw.toString('utf8')) as Record<string, unknown>
+  expect(scan.ok && scan.members.map((m) => m.key)).toEqual(Object.keys(parsed))
+  for (const member of scan.ok ? scan.members : []) {
+    const value = parsed[member.key]
+    if (!Array.isArray(value)) {
+      expect(member.elements).toBeNull()
+      continue
+    }
+    const elements = member.elements as number[]
+    expect(elements.length).toBe(2 * value.length)
+    value.forEach((element, e) => expect(JSON.parse(raw.toString('utf8', elements[2 * e], elements[2 * e + 1]))).toEqual(element))
+    expectTypeKeys(raw, elements, member.typeKeys, value)
+  }
+}
+
 // Bytes that matter to the grammar: structure, whitespace (JSON's and not), escapes, number and literal letters,
 // control bytes, DEL, UTF-8 lead and continuation bytes, a BOM's.
 const INTERESTING = Buffer.from([
@@ -321,6 +343,46 @@ describe('validating JSON scan', () => {
     // Members with no element `type` key, and members that are no array, note none.
     expect([model?.typeKeys, messages?.typeKeys, tool?.typeKeys]).toEqual([null, null, null])
     check(raw)
+  })
+
+  it('gives each array its own element spans: longer than the span buffer kept, then shorter, several in one body', async () => {
+    // 10,000 spans, more than a scan keeps for the next (MAX_SPARE_SPANS); then bodies whose arrays are shorter than
+    // the buffer a scan before left, so that a span past the count, or one not copied out, would show.
+    const numbers = (n: number) => `[${Array.from({ length: n }, (_, k) => k).join(',')}]`
+    const objects = (n: number) => `[${Array.from({ length: n }, (_, k) => (k % 3 === 0 ? `{"type":"t${k}"}` : k % 3 === 1 ? `{"t\\u0079pe":${k}}` : `{"k":[${k}]}`)).join(',')}]`
+    const bodies = [
+      `{"a":${numbers(5_000)},"b":${objects(7)},"c":[]}`,
+      `{"m":${objects(600)},"n":[true,false],"o":"x","p":${objects(2)}}`,
+      `{"q":${numbers(3)},"r":{"s":${numbers(9)}},"t":${objects(1)}}`,
+      `{"u":[],"v":${numbers(1)}}`,
+    ]
+    // The first two are longer than a slice of the scan or the key scan: checked here; check() takes the others.
+    for (const body of [...bodies, ...[...bodies].reverse()]) await expectSpans(Buffer.from(body))
+    for (const body of bodies.slice(2)) check(Buffer.from(body))
+  })
+
+  it('gives each body its own element spans when sliced scans of bodies with long arrays take turns', async () => {
+    const numbers = (n: number, from: number) => `[${Array.from({ length: n }, (_, k) => from + k).join(',')}]`
+    const bodies = [900, 40, 2_500, 7].map((n, b) => Buffer.from(`{"x":${numbers(n, 100 * b)},"pad":"${' '.repeat(1_100)}","y":${numbers(n >> 1, b)}}`))
+    const sliced = await Promise.all(bodies.map((raw) => scanJson(raw, WORDS, 256, 16)))
+    sliced.forEach((scan, b) => expectSpansOf(bodies[b] as Buffer, scan))
+  })
+
+  it.each([
+    ['a word as a key', '{"a":{"image":1}}', true],
+    ['a word as a key spelled with an escape', '{"a":{"im\\u0061ge":1}}', true],
+    ['a word as a key spelled with an escape from its first byte', '{"a":{"\\u0069mage":1}}', true],
+    ['a word as a key with an escape that spells no word', '{"a":{"ima\\nge":1}}', false],
+    ['a key of a word\'s length and first byte but not its last', '{"a":{"imagx":1}}', false],
+    ['a key of a word\'s length and last byte but not its first', '{"a":{"xmage":1}}', false],
+    ['a word as a `type` key\'s value', '{"a":[{"type":"image"}]}', true],
+    ['a word as another key\'s value', '{"a":[{"name":"image"}]}', false],
+  ])('tells whether a key scan would meet a word: %s', (_, body, seen) => {
+    for (const raw of [Buffer.from(body), Buffer.concat([HELD_PAD, Buffer.from(body)])]) {
+      const scan = scanJson(raw, WORDS) as JsonScan & { ok: true }
+      expect(scan.keys.wordSeen).toBe(seen)
+    }
+    check(Buffer.from(body))
   })
 
   it('reports a repeated key only for a body that is JSON, as a JSON object', () => {
