@@ -68,11 +68,11 @@ export class Bulk {
     this.bytes += bytes.copy(this.room(end - start), this.bytes, start, end)
   }
 
-  /** SHA-256 of what was added, as 64 hex chars; null when nothing was. Empties it. */
+  /** SHA-256 of what was added, as 32 chars of one byte each ('binary', latin1); null when nothing was. Empties it. */
   sha256(): string | null {
     if (this.high !== 0) this.endHigh()
     if (this.buffer === null || this.bytes === 0) return null
-    const sha = hash('sha256', this.buffer.subarray(0, this.bytes))
+    const sha = hash('sha256', this.buffer.subarray(0, this.bytes), 'binary')
     if (this.buffer.length > KEPT_BYTES) this.buffer = null
     else wipe(this.buffer, this.bytes)
     this.bytes = 0
