@@ -65,18 +65,22 @@ function checkAt(bytes: Buffer, offsets: number): void {
     if (scan.keys.duplicate === null) expect(scan.keys.wordSeen).toBe((scanKeys(raw, WORDS) as { wordSeen: boolean }).wordSeen)
     expect(scan.members.map(({ key, keyStart, valueStart, valueEnd }) => ({ key, keyStart, valueStart, valueEnd }))).toEqual(topLevelMembers(raw))
     if (scan.keys.duplicate !== null) continue
-    const parsed = JSON.parse(raw.toString('utf8')) as Record<string, unknown>
-    for (const member of scan.members) {
-      const value = parsed[member.key]
-      if (!Array.isArray(value)) {
-        expect(member.elements).toBeNull()
-        continue
-      }
-      const elements = member.elements as number[]
-      expect(elements.length).toBe(2 * value.length)
-      value.forEach((element, e) => expect(JSON.parse(raw.toString('utf8', elements[2 * e], elements[2 * e + 1]))).toEqual(element))
-      expectTypeKeys(raw, elements, member.typeKeys, value)
+    expectMemberSpans(raw, scan.members, JSON.parse(raw.toString('utf8')) as Record<string, unknown>)
+  }
+}
+
+/** Each member's element spans (an array's) and typeKeys against `parsed`, JSON.parse's reading of `raw`. */
+function expectMemberSpans(raw: Buffer, members: (JsonScan & { ok: true })['members'], parsed: Record<string, unknown>): void {
+  for (const member of members) {
+    const value = parsed[member.key]
+    if (!Array.isArray(value)) {
+      expect(member.elements).toBeNull()
+      continue
     }
+    const elements = member.elements as number[]
+    expect(elements.length).toBe(2 * value.length)
+    value.forEach((element, e) => expect(JSON.parse(raw.toString('utf8', elements[2 * e], elements[2 * e + 1]))).toEqual(element))
+    expectTypeKeys(raw, elements, member.typeKeys, value)
   }
 }
 
@@ -112,17 +116,7 @@ function expectSpansOf(raw: Buffer, scan: JsonScan): void {
   expect(scan.ok).toBe(true)
   const parsed = JSON.parse(raw.toString('utf8')) as Record<string, unknown>
   expect(scan.ok && scan.members.map((m) => m.key)).toEqual(Object.keys(parsed))
-  for (const member of scan.ok ? scan.members : []) {
-    const value = parsed[member.key]
-    if (!Array.isArray(value)) {
-      expect(member.elements).toBeNull()
-      continue
-    }
-    const elements = member.elements as number[]
-    expect(elements.length).toBe(2 * value.length)
-    value.forEach((element, e) => expect(JSON.parse(raw.toString('utf8', elements[2 * e], elements[2 * e + 1]))).toEqual(element))
-    expectTypeKeys(raw, elements, member.typeKeys, value)
-  }
+  expectMemberSpans(raw, scan.ok ? scan.members : [], parsed)
 }
 
 // Bytes that matter to the grammar: structure, whitespace (JSON's and not), escapes, number and literal letters,
