@@ -1,11 +1,10 @@
 import { createHash } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { fingerprintRequest } from '../../src/loop/fingerprint.js'
 import { LOOP_SHAPES } from '../../src/loop/shapes/index.js'
-import type { LoopFingerprint, LoopShape } from '../../src/loop/types.js'
+import type { LoopShape } from '../../src/loop/types.js'
 import type { Json } from '../../src/providers/body.js'
-import { LAZY_MIN_BYTES, readLazyBody, readParsedBody } from '../../src/proxy/request-body.js'
 import { agentBody } from '../../bench/agent-body.mjs'
+import { fingerprintWays } from '../support/fingerprint-ways.js'
 import { loadLoopFixtures } from '../support/loop-fixtures.js'
 
 // Issue 12: a fingerprint is compared across processes and releases (a restarted proxy, a rolling upgrade), so no
@@ -229,19 +228,9 @@ const EXPECTED_FIXTURES: Record<string, string> = {
   'loop-responses-function-call': '20f2fcfff327f2d7',
 }
 
-/** `raw` (JSON text of an object) with a member no shape reads first, making it at least LAZY_MIN_BYTES: read lazily. */
-function padded(raw: string): Buffer {
-  const pad = Math.max(0, LAZY_MIN_BYTES - raw.length)
-  return Buffer.from(`{"pad":"${'p'.repeat(pad)}",${raw.slice(1)}`)
-}
-
-const show = (fp: LoopFingerprint | null): string => (fp === null ? 'null' : `${fp.conversation}/${fp.step}`)
-
 /** The fingerprint of `raw` read each way the proxy reads a body; throws when two ways disagree. */
 async function fingerprintsOf(shape: LoopShape, raw: string): Promise<string> {
-  const worker = show(fingerprintRequest(shape, JSON.parse(raw) as Json))
-  const parsed = show((await readParsedBody(Buffer.from(raw), shape)).fingerprint())
-  const lazy = show((await readLazyBody(padded(raw), shape)).fingerprint())
+  const { worker, parsed, lazy } = await fingerprintWays(shape, raw)
   expect({ parsed, lazy }).toEqual({ parsed: worker, lazy: worker })
   return worker
 }

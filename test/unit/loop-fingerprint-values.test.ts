@@ -1,9 +1,8 @@
 import { describe, expect, it } from 'vitest'
-import { fingerprintRequest } from '../../src/loop/fingerprint.js'
 import { LOOP_SHAPES } from '../../src/loop/shapes/index.js'
-import type { LoopFingerprint, LoopShape } from '../../src/loop/types.js'
+import type { LoopShape } from '../../src/loop/types.js'
 import type { Json } from '../../src/providers/body.js'
-import { LAZY_MIN_BYTES, readLazyBody, readParsedBody } from '../../src/proxy/request-body.js'
+import { fingerprintWays } from '../support/fingerprint-ways.js'
 
 // Issue 12: fingerprints are stored across a rolling upgrade, so a change to how one is computed must not move it
 // (loop-fingerprint-golden.test.ts holds the agent bodies, the edge bodies of every shape and the loop fixtures). This
@@ -129,22 +128,12 @@ const EXPECTED: Record<string, string> = {
   'characters spent 2037': '902172d74a7e8141/2d1ad39135c55451',
 }
 
-/** `raw` (JSON text of an object) with a member no shape reads first, making it at least LAZY_MIN_BYTES: read lazily. */
-function padded(raw: string): Buffer {
-  const pad = Math.max(0, LAZY_MIN_BYTES - raw.length)
-  return Buffer.from(`{"pad":"${'p'.repeat(pad)}",${raw.slice(1)}`)
-}
-
-const show = (fp: LoopFingerprint | null): string => (fp === null ? 'null' : `${fp.conversation}/${fp.step}`)
-
 describe('loop fingerprints stay what they were, wherever a string is read from its bytes', () => {
   it('of each body, read each way the proxy reads one', async () => {
     const seen: Record<string, string> = {}
     for (const [name, shapeName, raw] of CORPUS) {
       const shape = LOOP_SHAPES[shapeName] as LoopShape
-      const worker = show(fingerprintRequest(shape, JSON.parse(raw) as Json))
-      const parsed = show((await readParsedBody(Buffer.from(raw), shape)).fingerprint())
-      const lazy = show((await readLazyBody(padded(raw), shape)).fingerprint())
+      const { worker, parsed, lazy } = await fingerprintWays(shape, raw)
       seen[`${name} (parsed whole)`] = worker
       seen[`${name} (parsed)`] = parsed
       seen[`${name} (lazy)`] = lazy
