@@ -224,6 +224,17 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
     ])
   })
 
+  it('a turn\'s line past a call\'s 64 goes in several: 64, 64, then the last alone, each admitted as alone, in order', async () => {
+    // 131 reserves: the first at once, then a line of 130: two calls of 64 and one reserve.lua call for the last.
+    const run = await togetherAndAlone({ limits: { daily: 10_000_000 } }, (hash, i) => input(hash, 100 + i), 131)
+    expect(run.calls).toBe(4)
+    expect(run.together).toEqual(run.alone)
+    const answers = (run.together as { answers: Array<{ reservedMicros: number; remainingMicros: number }> }).answers
+    // Admitted in the order issued: each remaining figure the one before's less its grant.
+    expect(answers.map((a) => a.reservedMicros)).toEqual(Array.from({ length: 131 }, (_, i) => 100 + i))
+    expect(answers.at(-1)?.remainingMicros).toBe(10_000_000 - 131 * 100 - (130 * 131) / 2)
+  })
+
   it('an unlimited key, several providers, a loop check with the key\'s guard off: admitted in the call, as alone', async () => {
     const hash = await primedKey({ loopLimit: 0 })
     await f.redis.hset(recordKey(hash), 'providers', 'anthropic,openai')
