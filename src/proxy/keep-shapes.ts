@@ -23,6 +23,7 @@ export const kept: Kept = {
   request: null,
   reply: null,
   summary: null,
+  handle: null,
   call: null,
   answer: null,
   sent: null,
@@ -47,6 +48,12 @@ interface Kept {
   request: FastifyRequest | null
   reply: FastifyReply | null
   summary: object | null
+  /**
+   * The kept request's connection's TCP handle (Node's socket drops it when the connection closes): once every client
+   * has closed its connection no other lives, and the socket code that reads, writes and ends through it embeds its
+   * hidden class (onStreamRead, Socket._read, writevGeneric, Socket._destroy…).
+   */
+  handle: object | null
   /** The last upstream call that completed (its UpstreamBody with it) and its Answer (./upstream.ts). */
   call: object | null
   answer: object | null
@@ -145,6 +152,7 @@ export function keepShapes(on: boolean, inflight: { readonly count: number } = I
     kept.request = null
     kept.reply = null
     kept.summary = null
+    kept.handle = null
     kept.call = null
     kept.answer = null
     kept.sent = null
@@ -184,6 +192,8 @@ export function keepRequest(request: FastifyRequest, reply: FastifyReply, summar
   kept.request = request
   kept.reply = reply
   kept.summary = summary
+  // Taken while its connection may be open (a closed socket has none); it holds none open, and a closed one is an object.
+  kept.handle = (request.raw.socket as unknown as { _handle?: object | null } | null)?._handle ?? kept.handle
 }
 
 // An upstream call, SentOnce or script command is kept with at most its own request in flight, or as a sample.

@@ -1,5 +1,7 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
+import { Agent, request as httpRequest } from 'node:http'
 import { createRequire } from 'node:module'
+import type { Socket } from 'node:net'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -224,6 +226,44 @@ describe('the examples kept through the idle release', () => {
     // What Fastify, the key gate and Node parsed of the URL and headers: no key, no key hash, no path.
     const held = reachableText([request.params, request.query, request.loopersKey, request.raw.url, request.raw.headers, request.raw.rawHeaders])
     for (const secret of [key, record.hash, 'sk-up-secret', 'v1/chat/completions']) expect(held).not.toContain(secret)
+  })
+
+  it("keeps the kept request's connection's TCP handle once the client closed it, through a last-resort collection", async () => {
+    const admin = createKeyAdmin(client)
+    const { key, record } = await admin.createKey('keep-shapes-handle', ['openai'])
+    await admin.setBudget(record.hash, { limits: { daily: 1_000_000_000 } })
+    const handles: Array<WeakRef<object>> = []
+    const onConnection = (socket: Socket): void => {
+      handles.push(new WeakRef((socket as unknown as { _handle: object })._handle))
+    }
+    app.server.on('connection', onConnection)
+    // A keep-alive connection of its own, which the client closes once answered (as an idle client's pool does).
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+    try {
+      const body = JSON.stringify({ model: 'gpt-test', max_tokens: 16, messages: [{ role: 'user', content: 'Say hello.' }] })
+      await new Promise<void>((resolve, reject) => {
+        const sent = httpRequest(`${url}/openai/v1/chat/completions`, { method: 'POST', agent, headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'x-loopers-provider-key': 'sk-up-secret' } }, (response) => {
+          expect(response.statusCode).toBe(200)
+          response.resume()
+          response.on('end', resolve)
+        })
+        sent.on('error', reject)
+        sent.end(body)
+      })
+      await inflight.drained()
+    } finally {
+      app.server.off('connection', onConnection)
+      agent.destroy()
+    }
+    expect(handles).toHaveLength(1)
+    expect(kept.request).toBe(requests.at(-1)!.deref())
+    expect(kept.handle).toBe(handles[0]!.deref())
+    // Closed by the client: the socket let go of its handle; the example holds no connection open.
+    await until(() => kept.request!.raw.socket.destroyed && (kept.request!.raw.socket as unknown as { _handle: unknown })._handle === null)
+    blankKept()
+    await lastResortCollection()
+    expect(handles[0]!.deref()).toBeDefined()
+    expect(kept.handle).toBe(handles[0]!.deref())
   })
 
   it("keeps a blank copy of undici's last request, of its hidden class, with neither its credential nor its body", async () => {

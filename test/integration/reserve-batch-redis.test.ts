@@ -224,6 +224,23 @@ describe('redis store, string layout: a key\'s reserves of one turn in one call'
     ])
   })
 
+  it('a turn\'s line past a call\'s 64 goes in several: 64, 64, then the last alone, each admitted as alone, in order', async () => {
+    // 131 reserves: the first at once, then a line of 130: two calls of 64 and one reserve.lua call for the last.
+    const run = await togetherAndAlone({ limits: { daily: 10_000_000 } }, (hash, i) => input(hash, 100 + i), 131)
+    expect(run.calls).toBe(4)
+    // Read 131 records apart (seconds under load): the same but for TTLs a second apart at most.
+    type Outcome = { records: Array<[unknown, number]>; curTtl: number }
+    const untimed = (x: Outcome): unknown => ({ ...x, records: x.records.map(([record]) => record), curTtl: null })
+    const ttls = (x: Outcome): number[] => [...x.records.map(([, ttl]) => ttl), x.curTtl]
+    const [a, b] = [run.together as Outcome, run.alone as Outcome]
+    expect(untimed(a)).toEqual(untimed(b))
+    expect(ttls(a).every((ttl, i) => ttl > 0 && Math.abs(ttl - (ttls(b)[i] as number)) <= 1)).toBe(true)
+    const answers = (run.together as { answers: Array<{ reservedMicros: number; remainingMicros: number }> }).answers
+    // Admitted in the order issued: each remaining figure the one before's less its grant.
+    expect(answers.map((a) => a.reservedMicros)).toEqual(Array.from({ length: 131 }, (_, i) => 100 + i))
+    expect(answers.at(-1)?.remainingMicros).toBe(10_000_000 - 131 * 100 - (130 * 131) / 2)
+  })
+
   it('an unlimited key, several providers, a loop check with the key\'s guard off: admitted in the call, as alone', async () => {
     const hash = await primedKey({ loopLimit: 0 })
     await f.redis.hset(recordKey(hash), 'providers', 'anthropic,openai')

@@ -163,6 +163,30 @@ describe('redis store, string layout: a key\'s settles of one turn in one call',
     expect(await f.period(together, 'monthly')).toEqual({ spent: 123_565, held: 33 })
   })
 
+  it('a turn\'s line past a call\'s 64 goes in several: 64, 64, then the last alone, storing what settling each alone stores', async () => {
+    const amounts = Array.from({ length: 131 }, (_, i) => 100 + i)
+    const actual = amounts.map((a, i) => a - (i % 7))
+    const together = await f.newKey({ limits: { daily: 10_000_000 } })
+    const alone = await f.newKey({ limits: { daily: 10_000_000 } })
+    const rsTogether = await reservedAll(together, amounts)
+    const rsAlone = await reservedAll(alone, amounts)
+    const before = await scriptCalls()
+    const results = await Promise.all(rsTogether.map((r, i) => f.store.settle(r, actual[i] as number)))
+    // The first at once, then a line of 130: two calls of 64 and one settle.lua call for the last.
+    expect(await scriptCalls()).toBe(before + 4)
+    expect(results).toEqual(actual.map((chargedMicros) => ({ chargedMicros, alreadySettled: false })))
+    for (const [i, r] of rsAlone.entries()) await f.store.settle(r, actual[i] as number)
+    type Stored = { cur: unknown; records: Array<[unknown, number]>; history: unknown; historyTtl: number }
+    const [a, b] = [(await stored(together, rsTogether)) as Stored, (await stored(alone, rsAlone)) as Stored]
+    // Read 131 records apart (seconds under load): the same but for TTLs a second apart at most.
+    const untimed = (x: Stored): unknown => ({ ...x, records: x.records.map(([record]) => record), historyTtl: null })
+    expect(untimed(a)).toEqual(untimed(b))
+    const ttls = (x: Stored): number[] => [...x.records.map(([, ttl]) => ttl), x.historyTtl]
+    expect(ttls(a).every((ttl, i) => ttl > 0 && Math.abs(ttl - (ttls(b)[i] as number)) <= 1)).toBe(true)
+    const spent = actual.reduce((sum, a) => sum + a, 0)
+    expect(await f.period(together, 'monthly')).toEqual({ spent, held: 0 })
+  })
+
   it('leaves to settle.lua the items it cannot settle in the string, each answered as a settle alone answers it', async () => {
     const hash = await f.newKey({ limits: { daily: 10_000 } })
     const [first, settledBefore, noRecord, twice, overspent] = await reservedAll(hash, [100, 100, 100, 100, 100]) as [Reservation, Reservation, Reservation, Reservation, Reservation]

@@ -204,9 +204,12 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     }
   }
 
-  /** Items of one key, admitted in one call as reserve.lua would each; any it leaves untouched, with reserve.lua. */
-  function reserveBatch(fixed: FixedKeys, items: QueuedReserve[]): void {
-    const n = items.length
+  /**
+   * Items `from` to `to` of a line of one key, admitted in one call as reserve.lua would each; any it leaves
+   * untouched, with reserve.lua.
+   */
+  function reserveBatch(fixed: FixedKeys, line: QueuedReserve[], from: number, to: number): void {
+    const n = to - from
     // A loop check goes without its scope, step and time ('2') when the key's guard was last found off (a check given
     // computed) or was not found in force (a check's source, computed only then): the script leaves it to reserve.lua
     // should the guard be in force after all.
@@ -214,7 +217,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     const guardOn = fixed.loopGuard === true
     let loops = 0
     for (let i = 0; i < n; i++) {
-      const item = items[i] as QueuedReserve
+      const item = line[from + i] as QueuedReserve
       const source = item.input.loop
       if (source == null) continue
       if (typeof source === 'function') {
@@ -245,7 +248,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     let flags = ''
     let loop = 0
     for (let i = 0; i < n; i++) {
-      const item = items[i] as QueuedReserve
+      const item = line[from + i] as QueuedReserve
       const { input } = item
       args[1 + i] = joinArg(fixed.reservationStart, input.requestId)
       args[argvAt + 3 + 3 * i] = input.provider
@@ -267,7 +270,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       loop++
     }
     args[argvAt] = fixed.periodIds
-    args[argvAt + 1] = isoTime((items[0] as QueuedReserve).nowMs)
+    args[argvAt + 1] = isoTime((line[from] as QueuedReserve).nowMs)
     args[argvAt + 2] = flags
     evalScript(redis, scripts.reserveBatch, 2 + n + loops, args, readReserveBatch, n).then(
       (replies) => {
@@ -277,7 +280,7 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
         // turn send one alone (at 8 in flight under callgrind, EVALSHA a request 0.73 against 0.28).
         fixed.reservesBatchedAt = fixed.settlesBatchedAt = performance.now()
         for (let i = 0; i < n; i++) {
-          const item = items[i] as QueuedReserve
+          const item = line[from + i] as QueuedReserve
           const reply = replies[i]
           if (reply === null) {
             reserveAlone(item)
@@ -300,7 +303,8 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       (err: unknown) => {
         // Each item was admitted, or not touched: an admitted one's hold is released by the caller's abandon, as a
         // reserve's whose reply was lost.
-        for (const item of items) {
+        for (let i = from; i < to; i++) {
+          const item = line[i] as QueuedReserve
           fixed.reserves--
           observer?.('reserve', item.started, true)
           item.reject(err as Error)
@@ -395,22 +399,24 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       // A key with several waiting, or one and another unanswered, is loaded: it holds. One waiting for the hold alone
       // renews nothing, or a key whose calls come a little under the hold apart would queue each for good (the open
       // loop at 500 req/s: every reserve and settle a turn's hop, two paths run where the floor runs one).
+      // A line past a batch's most goes in several calls, each a range of it: one path for every line (a slice taken
+      // only for a long one had no feedback from a warm-up whose lines never were, and deoptimized this function).
       for (const [fixed, line] of waiting) {
-        if (line.length > 1 || fixed.settles > 1) fixed.settlesBatchedAt = Number.isNaN(at) ? (at = performance.now()) : at
-        if (line.length === 1) settleAlone(line[0] as QueuedSettle)
-        else for (let from = 0; from < line.length; from += SETTLE_BATCH_MAX) {
-          const items = line.length <= SETTLE_BATCH_MAX ? line : line.slice(from, from + SETTLE_BATCH_MAX)
-          if (items.length === 1) settleAlone(items[0] as QueuedSettle)
-          else settleBatch(fixed, items)
+        const n = line.length
+        if (n > 1 || fixed.settles > 1) fixed.settlesBatchedAt = Number.isNaN(at) ? (at = performance.now()) : at
+        for (let from = 0; from < n; from += SETTLE_BATCH_MAX) {
+          const to = Math.min(n, from + SETTLE_BATCH_MAX)
+          if (to - from === 1) settleAlone(line[from] as QueuedSettle)
+          else settleBatch(fixed, line, from, to)
         }
       }
       for (const [fixed, line] of reserving) {
-        if (line.length > 1 || fixed.reserves > 1) fixed.reservesBatchedAt = Number.isNaN(at) ? (at = performance.now()) : at
-        if (line.length === 1) reserveAlone(line[0] as QueuedReserve)
-        else for (let from = 0; from < line.length; from += RESERVE_BATCH_MAX) {
-          const items = line.length <= RESERVE_BATCH_MAX ? line : line.slice(from, from + RESERVE_BATCH_MAX)
-          if (items.length === 1) reserveAlone(items[0] as QueuedReserve)
-          else reserveBatch(fixed, items)
+        const n = line.length
+        if (n > 1 || fixed.reserves > 1) fixed.reservesBatchedAt = Number.isNaN(at) ? (at = performance.now()) : at
+        for (let from = 0; from < n; from += RESERVE_BATCH_MAX) {
+          const to = Math.min(n, from + RESERVE_BATCH_MAX)
+          if (to - from === 1) reserveAlone(line[from] as QueuedReserve)
+          else reserveBatch(fixed, line, from, to)
         }
       }
     } finally {
@@ -430,22 +436,26 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     }
   }
 
-  /** Items of one key booked in its current string, settled in one call; any it leaves untouched, with settle.lua. */
-  function settleBatch(fixed: FixedKeys, items: QueuedSettle[]): void {
-    const args = argList(2 + 2 * items.length)
+  /**
+   * Items `from` to `to` of a line of one key booked in its current string, settled in one call; any it leaves
+   * untouched, with settle.lua.
+   */
+  function settleBatch(fixed: FixedKeys, line: QueuedSettle[], from: number, to: number): void {
+    const n = to - from
+    const args = argList(2 + 2 * n)
     args[0] = fixed.curAndToday
-    for (let i = 0; i < items.length; i++) {
-      const item = items[i] as QueuedSettle
+    for (let i = 0; i < n; i++) {
+      const item = line[from + i] as QueuedSettle
       args[1 + i] = joinArg(fixed.reservationStart, item.reservation.requestId)
-      args[2 + items.length + i] = item.actualMicros
+      args[2 + n + i] = item.actualMicros
     }
-    args[1 + items.length] = fixed.periodIds
-    evalScript(redis, scripts.settleBatch, 2 + items.length, args, readSettleBatch, items.length).then(
+    args[1 + n] = fixed.periodIds
+    evalScript(redis, scripts.settleBatch, 2 + n, args, readSettleBatch, n).then(
       (charges) => {
         // Held from the answer too, as a reserve batch's.
         fixed.reservesBatchedAt = fixed.settlesBatchedAt = performance.now()
-        for (let i = 0; i < items.length; i++) {
-          const item = items[i] as QueuedSettle
+        for (let i = 0; i < n; i++) {
+          const item = line[from + i] as QueuedSettle
           const charged = charges[i] as number
           if (charged < 0) {
             settleAlone(item)
@@ -458,7 +468,8 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       },
       (err: unknown) => {
         // Each item was settled, or not touched: the caller's retry settles it, or finds it settled.
-        for (const item of items) {
+        for (let i = from; i < to; i++) {
+          const item = line[i] as QueuedSettle
           fixed.settles--
           observer?.('settle', item.started, true)
           item.reject(err as Error)
