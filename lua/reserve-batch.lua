@@ -98,10 +98,8 @@ local function recordLoop(l, recordName)
   local ttl = loopWindowMs + (loopWindowMs - loopWindowMs % 8) / 8
   local extend = not l.expires or l.expires < l.since + loopWindowMs
   local expires
-  if extend then
-    expires = format('%d', nowMs + ttl)
-    if loopAged then expires = '-' .. expires end
-  end
+  -- 65 characters, as reserve.lua writes it (a hash table from the scope's first write).
+  if extend then expires = format(loopAged and '-%064d' or '%065d', nowMs + ttl) end
   if l.newSince then
     local value = '1:' .. l.sinceText .. '#' .. string.sub(recordName, #KEYS[1])
     if extend then redis.call('HSET', loopKey, step, value, '#e', expires)
