@@ -130,11 +130,12 @@ local function recordLoop(l, recordName)
   end
   if l.stale then redis.call('HDEL', loopKey, step .. ':' .. l.stale) end
   local loopAgeKey
-  if loopAged or (l.isNew and string.byte(step, -1) == 48) then
+  local checksSize = l.isNew and string.byte(step, -1) == 48
+  if loopAged or checksSize then
     loopAgeKey = string.sub(KEYS[1], 1, #KEYS[1] - 3) .. 'loopt' .. string.sub(loopKey, #KEYS[1] + 2)
   end
   if loopAged and l.newSince then redis.call('ZADD', loopAgeKey, l.sinceText, step) end
-  if l.isNew and string.byte(step, -1) == 48 then
+  if checksSize then
     local size
     if loopAged then size = redis.call('ZCARD', loopAgeKey) else size = redis.call('HLEN', loopKey) - 1 end
     if size > stepsKept and not loopAged then

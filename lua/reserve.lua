@@ -191,8 +191,9 @@ if hasLoop or loopAsked then
 end
 if hasLoop then
   loopWindowMs = (rec[12] and tonumber(rec[12]) or defaultLoopWindow) * 1000
-  nowMs = ARGV[#ARGV] + 0
-  loopCount, loopSince, loopSinceText, loopInFlight, loopNewSince = 0, nowMs, ARGV[#ARGV], 0, true
+  loopSinceText = ARGV[#ARGV]
+  nowMs = loopSinceText + 0
+  loopCount, loopSince, loopInFlight, loopNewSince = 0, nowMs, 0, true
   local got = redis.call('HMGET', loopKey, step, '#e')
   local entry = got[1]
   loopIsNew, loopExpires = not entry, got[2] and got[2] + 0
@@ -541,11 +542,13 @@ if hasLoop then
   if loopStale then redis.call('HDEL', loopKey, step .. ':' .. loopStale) end
   -- The scope's steps by age, touched below only by an indexed scope or a size check (whose index, when it makes one,
   -- sets loopAged there): 'lp:{h}:loopt:<scope>' from 'lp:{h}:loop:<scope>' (KEYS[1] is 'lp:{h}:key').
-  if loopAged or (loopIsNew and string.byte(step, -1) == 48) then
+  -- A new step whose hash ends in '0' counts its scope (read once: each Lua call costs Redis ~1k instructions).
+  local checksSize = loopIsNew and string.byte(step, -1) == 48
+  if loopAged or checksSize then
     loopAgeKey = string.sub(KEYS[1], 1, #KEYS[1] - 3) .. 'loopt' .. string.sub(loopKey, #KEYS[1] + 2)
   end
   if loopAged and loopNewSince then redis.call('ZADD', loopAgeKey, loopSinceText, step) end
-  if loopIsNew and string.byte(step, -1) == 48 then
+  if checksSize then
     local size
     -- Unindexed, the scope holds '#e', each step's entry and the in flight fields of some (most have none): the fields
     -- but '#e' are at least its steps, and counted exactly below only when they pass stepsKept.
