@@ -8,6 +8,8 @@
 //   plain        no session, no loop check
 //   bench        a loop check on a key with the guard off (loop_limit 0), as the bench's requests
 //   loop         the guard on, 50 conversations of 20 new steps (an agent)
+//   loop40       the guard on, conversations of 40 new steps (bench/loop-guard.mjs --scopes=growing's)
+//   loop120      the guard on, conversations of 120 new steps (a long agent run, within a scope's 256)
 //   repeat       the guard on, each step sent 5 times (all in flight: the 3rd to 5th are not counted)
 //   again        the guard on, every request a step its conversation sent once before, settled (a sequential
 //                agent's repeat), after that first request of each step (not counted)
@@ -45,7 +47,7 @@ if (!(Number.isInteger(together) && together >= 1)) throw new Error('--together 
 // Sessions are never batched; with --together-reserves, every other shape's reserves go `together` at a time too.
 const reserveTogether = process.argv.includes('--together-reserves') ? together : 1
 if (!['string', 'hash'].includes(layout)) throw new Error('--layout is string or hash')
-const SHAPES = ['plain', 'bench', 'loop', 'repeat', 'again', 'full', 'session', 'sessionloop', 'extend']
+const SHAPES = ['plain', 'bench', 'loop', 'loop40', 'loop120', 'repeat', 'again', 'full', 'session', 'sessionloop', 'extend']
 const shapes = args('shapes')[0]?.split(',') ?? SHAPES
 for (const s of shapes) if (!SHAPES.includes(s)) throw new Error(`unknown shape ${s}: one of ${SHAPES.join(', ')}`)
 // A fixed future instant (the same key names and texts every run), one ms a call: every call in one minute.
@@ -175,6 +177,8 @@ function input(shape, keyHash, i, hex) {
   switch (shape) {
     case 'bench': return { ...base, loop: { scope: `c:${hex('conv')}`, step: hex('step') } }
     case 'loop': return { ...base, loop: { scope: `c:${hex(`conv${Math.floor(i / 20)}`)}`, step: hex(`step${i}`) } }
+    case 'loop40': return { ...base, loop: { scope: `c:${hex(`conv40-${Math.floor(i / 40)}`)}`, step: hex(`step${i}`) } }
+    case 'loop120': return { ...base, loop: { scope: `c:${hex(`conv120-${Math.floor(i / 120)}`)}`, step: hex(`step${i}`) } }
     case 'full': return { ...base, loop: { scope: `c:${hex('full')}`, step: hex(`step${i}`) } }
     case 'again': return { ...base, loop: { scope: `c:${hex(`conv${Math.floor(i / 20)}`)}`, step: hex(`step${i}`) } }
     case 'repeat': return { ...base, loop: { scope: `c:${hex(`conv${Math.floor(i / 5)}`)}`, step: hex(`step${Math.floor(i / 5)}`) } }

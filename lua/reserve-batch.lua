@@ -98,10 +98,8 @@ local function recordLoop(l, recordName)
   local ttl = loopWindowMs + (loopWindowMs - loopWindowMs % 8) / 8
   local extend = not l.expires or l.expires < l.since + loopWindowMs
   local expires
-  if extend then
-    expires = format('%d', nowMs + ttl)
-    if loopAged then expires = '-' .. expires end
-  end
+  -- 65 characters, as reserve.lua writes it (a hash table from the scope's first write).
+  if extend then expires = format(loopAged and '-%064d' or '%065d', nowMs + ttl) end
   if l.newSince then
     local value = '1:' .. l.sinceText .. '#' .. string.sub(recordName, #KEYS[1])
     if extend then redis.call('HSET', loopKey, step, value, '#e', expires)
@@ -132,11 +130,12 @@ local function recordLoop(l, recordName)
   end
   if l.stale then redis.call('HDEL', loopKey, step .. ':' .. l.stale) end
   local loopAgeKey
-  if loopAged or (l.isNew and string.byte(step, -1) == 48) then
+  local checksSize = l.isNew and string.byte(step, -1) == 48
+  if loopAged or checksSize then
     loopAgeKey = string.sub(KEYS[1], 1, #KEYS[1] - 3) .. 'loopt' .. string.sub(loopKey, #KEYS[1] + 2)
   end
   if loopAged and l.newSince then redis.call('ZADD', loopAgeKey, l.sinceText, step) end
-  if l.isNew and string.byte(step, -1) == 48 then
+  if checksSize then
     local size
     if loopAged then size = redis.call('ZCARD', loopAgeKey) else size = redis.call('HLEN', loopKey) - 1 end
     if size > stepsKept and not loopAged then
