@@ -7,8 +7,8 @@
 // Time, not counts: read the proxy − floor column against the load average, and repeat it. Measured (a loaded 2-core
 // host, 128 KiB): the proxy's main thread ~+250 µs a request, its V8 workers ~+50–130 µs (no profiler: --profile=0);
 // of the main thread's gap the validating scan ~90 µs, collections +13–56, the rest spread over undici, Node and the store.
-//   npm run build && node bench/agent-phases.mjs [--cli=dist/cli.js] [--body=131072] [--trials=3] [--duration=4000] [--warm=6000] [--top=30] [--profile=0] [--trace] [--node-flags='…']
-import { readdirSync, readFileSync, rmSync } from 'node:fs'
+//   npm run build && node bench/agent-phases.mjs [--cli=dist/cli.js] [--body=131072] [--trials=3] [--duration=4000] [--warm=6000] [--top=30] [--profile=0] [--trace] [--trace-out=DIR] [--node-flags='…']
+import { appendFileSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { bodyOption } from './body-option.mjs'
@@ -26,13 +26,20 @@ const top = Number(arg('top', '30'))
 const profiling = arg('profile', '1') !== '0'
 // --trace: both sides run with V8's --trace-gc, --trace-opt and --trace-deopt; the collections of the measured
 // requests are counted by kind and reason, and the functions TurboFan compiled (and deoptimized) meanwhile.
-const tracing = process.argv.includes('--trace')
+const tracing = process.argv.includes('--trace') || process.argv.some((a) => a.startsWith('--trace-out='))
+// --trace-out=DIR: with the traces on, each side's trace lines of the measured requests are also written whole to
+// DIR/<side>.trace (to read what TurboFan compiled and why, line by line), and all a side printed to DIR/<side>.all.trace.
+const traceOut = arg('trace-out', null)
 // --node-flags='…': node flags for the proxy after the launcher's (a flag's effect on this split).
 const proxyFlags = arg('node-flags', '').split(/\s+/).filter(Boolean)
 if (tracing) process.env.LOOPERS_BENCH_TRACE = '1'
 const cli = resolve(arg('cli', join(ROOT, 'dist/cli.js')))
 const PROBE = join(ROOT, 'bench/cpu-probe.mjs')
 const body = bodyOption()
+if (traceOut !== null) {
+  mkdirSync(traceOut, { recursive: true })
+  for (const n of ['floor', 'proxy']) for (const file of [`${n}.trace`, `${n}.all.trace`]) rmSync(join(traceOut, file), { force: true })
+}
 
 /** CPU ms of each thread name of `pid` (comm: `node` is the main thread, `V8 DefaultWorke` V8's workers, …), from schedstat. */
 function cpuByThreadName(pid) {
@@ -119,7 +126,9 @@ try {
       const r = await run(n, durationMs)
       const total = totals[n]
       if (tracing) {
-        for (const line of printed(n).slice(printed0).split('\n')) {
+        const traced = printed(n).slice(printed0)
+        if (traceOut !== null) appendFileSync(join(traceOut, `${n}.trace`), traced)
+        for (const line of traced.split('\n')) {
           const gc = /ms: (Scavenge|Mark-Compact(?: \(reduce\))?|Minor Mark-Sweep)\b.*\(average mu = [\d.]+, current mu = [\d.]+\) ([^;]*)/.exec(line)
           const opt = /completed (?:compiling|optimizing) (?:method )?0x[0-9a-f]+ <JSFunction ([^ >]*)/.exec(line) ?? /^\[bailout \(kind: ([^)]*)\).*<JSFunction ([^ >]*)/.exec(line)
           if (opt !== null) {
@@ -162,6 +171,7 @@ try {
       process.stdout.write(`${n}: ${compiles.reduce((a, c) => a + c[1], 0)} compiles and deoptimizations; most: ${compiles.slice(0, 15).map(([w, c]) => `${w} ×${c}`).join(', ')}\n`)
     }
   }
+  if (traceOut !== null) for (const n of names) appendFileSync(join(traceOut, `${n}.all.trace`), printed(n))
   if (tracing) for (const n of names) process.stdout.write(`${n}'s last mark-compact: ${totals[n].lastMarkCompact ?? 'none'}\n`)
   const keys = new Set([...totals.proxy.charged.keys(), ...totals.floor.charged.keys()])
   const rows = [...keys].map((k) => [k, per('proxy', totals.proxy.charged.get(k) ?? 0), per('floor', totals.floor.charged.get(k) ?? 0)])

@@ -110,8 +110,14 @@ BYTE_KINDS[CLOSE_ARRAY] = CLOSES_CONTAINER
 
 const isDigit = (c: number | undefined): boolean => c !== undefined && c >= ZERO && c <= NINE
 
-/** Where a validating scan over one body stands between two slices. */
-interface Scan {
+/**
+ * Where a validating scan over one body stands between two slices. A class, its arrays made by Array.of and its
+ * typeKeys copied from NO_KEYS, with no literal or `new Array`: what a scan makes lives as long as the request that
+ * reads it, and V8 tenures an allocation site whose objects it saw survive (each later one then starts in the old
+ * generation, garbage only a full collection frees) and throws away the code that allocates there when it changes
+ * its mind: elementKey's `new Array` did, about once a run (bench/agent-phases.mjs --trace-out).
+ */
+class Scan {
   raw: Buffer
   /** viewOf(raw). */
   view: DataView
@@ -142,7 +148,45 @@ interface Scan {
   typeKeys: number[] | null
   /** Where this scan writes element spans: the spare buffer when it was free at the scan's start, else its own. */
   spans: number[]
+
+  constructor(raw: Buffer, words: WordSet | null) {
+    this.raw = raw
+    this.view = viewOf(raw)
+    this.hold = raw.length >= HELD_MIN_BYTES ? holdBody(raw, 0, 0) : 0
+    this.i = 0
+    this.next = VALUE
+    this.top = null
+    this.stack = Array.of<Frame>()
+    this.object = false
+    this.words = words
+    this.wordSeen = false
+    this.afterType = false
+    this.duplicate = null
+    this.members = Array.of<ScannedMember>()
+    this.key = ''
+    this.keyStart = 0
+    this.valueStart = 0
+    this.elements = null
+    this.spanCount = 0
+    this.typeKeys = null
+    this.spans = spareSpans ?? Array.of<number>()
+  }
 }
+
+/** A top-level member's span as the scan found it (a class for the reason Scan is one). */
+class Member implements ScannedMember {
+  constructor(
+    public key: string,
+    public keyStart: number,
+    public valueStart: number,
+    public valueEnd: number,
+    public elements: number[] | null,
+    public typeKeys: number[] | null,
+  ) {}
+}
+
+/** Never written: the source of a typeKeys array's first entries (a copy has no allocation site; see Scan). */
+const NO_KEYS: readonly number[] = Array.from({ length: 256 }, () => NO_KEY)
 
 /**
  * A span buffer that outlives its scan, so that an array's spans are stored into room already there rather than
@@ -273,7 +317,7 @@ function valueSpan(scan: Scan, start: number, end: number, top: Frame): void {
 function elementKey(scan: Scan, start: number, escaped: boolean): void {
   // The elements begun so far, the last being read: its start is noted, not yet its end.
   const count = (scan.spanCount + 1) >> 1
-  const keys = (scan.typeKeys ??= new Array<number>(count).fill(NO_KEY))
+  const keys = (scan.typeKeys ??= count <= NO_KEYS.length ? NO_KEYS.slice(0, count) : Array.from({ length: count }, () => NO_KEY))
   if (keys[count - 1] === NO_KEY) keys[count - 1] = escaped ? ESCAPED_KEY : start
 }
 
@@ -282,7 +326,7 @@ function valueEnds(scan: Scan, end: number, top: Frame): void {
   const depth = scan.stack.length
   if (depth === 1 && top !== null) {
     const elements = scan.elements === null ? null : scan.elements.slice(0, scan.spanCount)
-    scan.members.push({ key: scan.key, keyStart: scan.keyStart, valueStart: scan.valueStart, valueEnd: end, elements, typeKeys: scan.typeKeys })
+    scan.members.push(new Member(scan.key, scan.keyStart, scan.valueStart, end, elements, scan.typeKeys))
     scan.elements = null
     scan.typeKeys = null
   } else if (depth === 2 && top === null && scan.elements !== null) {
@@ -464,28 +508,7 @@ function verdict(scan: Scan, end: null | typeof INVALID): JsonScan {
  * or `sliceSteps` steps, as scanKeys does; a body scanned within its first slice is answered without a promise.
  */
 export function scanJson(raw: Buffer, words: WordSet | null, sliceBytes = SCAN_SLICE_BYTES, sliceSteps = SCAN_SLICE_STEPS): JsonScan | Promise<JsonScan> {
-  const scan: Scan = {
-    raw,
-    view: viewOf(raw),
-    hold: raw.length >= HELD_MIN_BYTES ? holdBody(raw, 0, 0) : 0,
-    i: 0,
-    next: VALUE,
-    top: null,
-    stack: [],
-    object: false,
-    words,
-    wordSeen: false,
-    afterType: false,
-    duplicate: null,
-    members: [],
-    key: '',
-    keyStart: 0,
-    valueStart: 0,
-    elements: null,
-    spanCount: 0,
-    typeKeys: null,
-    spans: spareSpans ?? [],
-  }
+  const scan = new Scan(raw, words)
   spareSpans = null
   const end = scanSlice(scan, sliceBytes, sliceSteps)
   if (end !== NOT_DONE) return verdict(scan, end)

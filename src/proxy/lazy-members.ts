@@ -28,9 +28,18 @@ function setMember(json: Json, key: string, value: unknown): void {
  * clones all leave out (so the providers' element readers find the spans: http/json-elements.ts). Not a WeakMap: a
  * weak table keyed by short-lived bodies lives in the old generation and costs a full collection every few thousand requests.
  */
-interface LazyState extends LazySpans {
-  values: Map<string, unknown>
-  materialized: Set<string>
+class LazyState implements LazySpans {
+  readonly spans: LazySpans['spans'] = new Map()
+  readonly values = new Map<string, unknown>()
+  reader: LazySpans['reader'] = null
+  readerKey: string | null = null
+
+  // A class, not an object literal: a state lives as long as its request, and V8 may tenure a literal's allocation
+  // site whose objects it saw survive, after which every state would start in the old generation holding `raw`.
+  constructor(
+    readonly raw: Buffer,
+    readonly materialized: Set<string>,
+  ) {}
 }
 
 /**
@@ -87,7 +96,7 @@ export function defineMembers(json: Json, raw: Buffer, members: readonly MemberS
       continue
     }
     if (state === null) {
-      state = { raw, spans: new Map(), values: new Map(), materialized, reader: null, readerKey: null }
+      state = new LazyState(raw, materialized)
       Object.defineProperty(json, LAZY_SPANS, { value: state })
     }
     state.spans.set(member.key, member)

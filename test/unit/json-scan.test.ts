@@ -339,6 +339,19 @@ describe('validating JSON scan', () => {
     check(raw)
   })
 
+  it('notes an element\'s `type` key first met after hundreds of elements, and each body its own typeKeys after it', async () => {
+    // Elements before the first `type` key start as NO_KEY copies of a kept run (json-scan.ts NO_KEYS): every one
+    // must be NO_KEY however many there are, and a later body must not see what an earlier one noted.
+    for (const before of [0, 1, 255, 256, 257, 700]) {
+      const elements = [...Array.from({ length: before }, (_, k) => `{"n":${k}}`), '{"type":"t"}', '{"n":0}', '{"type":"u"}']
+      const raw = Buffer.from(`{"model":"m","tools":[${elements.join(',')}]}`)
+      const scan = (await scanJson(raw, WORDS, 4096)) as JsonScan & { ok: true }
+      expect(scan.members[1]?.typeKeys?.length).toBe(before + 3)
+      expect(scan.members[1]?.typeKeys?.slice(0, before).every((k) => k === NO_KEY)).toBe(true)
+      await expectSpans(raw)
+    }
+  })
+
   it('gives each array its own element spans: longer than the span buffer kept, then shorter, several in one body', async () => {
     // 10,000 spans, more than a scan keeps for the next (MAX_SPARE_SPANS); then bodies whose arrays are shorter than
     // the buffer a scan before left, so that a span past the count, or one not copied out, would show.
