@@ -95,8 +95,9 @@ export function reservationKeyStart(hash: string): string {
  * Followed by a scope (`s:<session>` or `c:<conversation>`): the loop guard's state of that scope, field
  * <step> = "<count>:<sinceMs>#<request id of the window's first request>" (in flight while its reservation record is
  * held), field <step>:<sinceMs> = its other requests in flight (the previous release's "<count>:<sinceMs>": all of
- * them), '#e' = when the scope expires (ms), negated once the scope is indexed by age (the previous release marked
- * that with a field '#z'). The index by age, `lp:{<hash>}:loopt:<scope>` (a sorted set: member <step>, score its
+ * them), '#e' = when the scope expires (ms; written 65 characters long, zero-padded, so the scope is a hash table from
+ * its first write rather than a listpack each lookup scans), negated once the scope is indexed by age (the previous
+ * release marked that with a field '#z'). The index by age, `lp:{<hash>}:loopt:<scope>` (a sorted set: member <step>, score its
  * sinceMs, read by the trim), is named by reserve.lua itself from this key, on the rare paths that touch it (a key
  * passed would cost every loop check Redis time).
  */
