@@ -3,7 +3,9 @@
 // so the machine's load moves both alike. Also counts what load does not move: JSON.parse calls and characters, the
 // work the digest's definition fixes (SHA-256 calls and bytes, units mixed into the lanes), and V8 heap bytes
 // allocated (summed over collections, as bench/alloc-probe.mjs sums them).
-// `npm run build && node bench/lazy-fingerprint.mjs [--bytes=32768] [--seconds=4] [--other=OLD/dist] [--shape=chat|anthropic]`
+// `npm run build && node bench/lazy-fingerprint.mjs [--bytes=32768] [--seconds=4] [--other=OLD/dist] [--shape=chat|anthropic] [--lazy-only]`
+// (--lazy-only: rounds time the lazy body's fingerprint alone, so more of them fit; with --other a last line gives the
+// median, quartiles and range of this build's CPU time ÷ the other's over the rounds, each ratio of two adjacent runs)
 // (--shape: bench/agent-body.mjs's chat body, the default, or its Anthropic Messages body; both the messages shape)
 // prints one JSON line per build: microseconds per fingerprint (median of rounds, min–max) on the lazy and the
 // parsed body, the lazy one's also in CPU time (process.cpuUsage: not charged for other processes' turns, so it moves
@@ -21,6 +23,7 @@ const bytes = Number(arg('bytes', '32768'))
 const seconds = Number(arg('seconds', '4'))
 const dists = [resolve('dist'), ...(arg('other', null) === null ? [] : [resolve(arg('other'))])]
 const POOL = 256
+const lazyOnly = process.argv.includes('--lazy-only')
 
 const raw = Buffer.from(agentBody({ bytes, shape: arg('shape', 'chat') }))
 const builds = []
@@ -106,7 +109,7 @@ for (const build of builds) {
 const end = performance.now() + seconds * 1000
 while (performance.now() < end) {
   for (const build of builds) {
-    for (const kind of ['lazy', 'parsed']) {
+    for (const kind of lazyOnly ? ['lazy'] : ['lazy', 'parsed']) {
       const bodies = await build[kind]()
       const start = performance.now()
       const cpu = process.cpuUsage()
@@ -115,6 +118,7 @@ while (performance.now() < end) {
       build.rounds[kind].push(((performance.now() - start) * 1000) / bodies.length)
       if (kind === 'lazy') build.rounds.lazyCpu.push((used.user + used.system) / bodies.length)
     }
+    if (lazyOnly) continue
     // A body read in several slices gives a promise: its turns between slices are timed too.
     const start = performance.now()
     for (let i = 0; i < POOL; i++) {
@@ -130,6 +134,13 @@ for (const { dist, rounds, parses, hashed, alloc } of builds) {
     return `${round(values[values.length >> 1])} (${round(values[0])}–${round(values[values.length - 1])})`
   }
   process.stdout.write(`${JSON.stringify({ build: dist, body_bytes: raw.length, rounds: rounds.lazy.length, lazy_us: stats(rounds.lazy), lazy_cpu_us: stats(rounds.lazyCpu), parsed_us: stats(rounds.parsed), read_us: stats(rounds.read), lazy_parse_calls: parses.calls, lazy_parse_chars: parses.chars, ...hashed, lazy_heap_bytes: alloc.lazy, parsed_heap_bytes: alloc.parsed })}\n`)
+}
+
+if (builds.length === 2) {
+  const [a, b] = builds.map((build) => build.rounds.lazyCpu)
+  const ratios = a.map((cpu, i) => cpu / b[i]).sort((x, y) => x - y)
+  const at = (q) => Math.round(ratios[Math.min(ratios.length - 1, Math.floor(q * ratios.length))] * 1000) / 1000
+  process.stdout.write(`${JSON.stringify({ lazy_cpu_ratio: at(0.5), quartiles: [at(0.25), at(0.75)], range: [at(0), at(1)], rounds: ratios.length })}\n`)
 }
 
 function round(value) {
