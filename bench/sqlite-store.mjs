@@ -12,7 +12,9 @@
 // as bench/loop-guard.mjs sends them. --count: before timing, each side's SQLite statement runs and heap bytes
 // allocated per request (4,000 requests a side; the bench's own request objects counted alike on every side), and
 // the WAL frames (pages) each side's commits write per request, the floor's too: the commit's page writes, which load
-// does not move. --instructions: instead of timing, each side's SQLite instructions per request (inside sqlite3_step: the
+// does not move; one at a time (no --inflight), how many pages a reserve's commit and a settle's write (the share of
+// requests writing each number), and with --loop the loop_steps table's layout (SQLite's dbstat: pages, rows, payload
+// bytes a row, how full its pages are). --instructions: instead of timing, each side's SQLite instructions per request (inside sqlite3_step: the
 // statements and their commits as SQLite runs them, WAL checkpoints left out; JS not counted), under `valgrind
 // --tool=callgrind`, which machine load does not move: this script run again per side with N and 2N requests (after the
 // same 500 one at a time; --inflight=K: K at a time, as the group commit serves them at peak), the difference over N. Random key hashes and request ids move it by a few thousand from run to run.
@@ -93,6 +95,21 @@ function walFrames(path) {
   }
 }
 
+/**
+ * The layout of `table` (with its indexes) in the file `db` holds (SQLite's dbstat): rows, leaf and interior pages,
+ * payload bytes a row, how full its leaves are. Null when this SQLite has no dbstat.
+ */
+function layoutOf(db, table) {
+  try {
+    const rows = db.prepare(`SELECT pagetype, count(*) AS pages, sum(ncell) AS cells, sum(payload) AS payload, sum(unused) AS unused FROM dbstat WHERE name = ? GROUP BY pagetype`).all(table)
+    const out = {}
+    for (const r of rows) out[r.pagetype] = { pages: r.pages, cells: r.cells, payload_per_cell: Number((r.payload / Math.max(1, r.cells)).toFixed(1)), fill: Number((1 - r.unused / (r.pages * 4096)).toFixed(2)) }
+    return out
+  } catch (err) {
+    return { error: err.message }
+  }
+}
+
 if (INSTRUCTIONS) {
   const { spawnSync } = await import('node:child_process')
   const script = new URL(import.meta.url).pathname
@@ -148,9 +165,13 @@ try {
       n++
       const r = await store.reserve({ keyHash: record.hash, provider: 'openai', requestId: newId(), minMicros: 10, maxMicros: 100, session: session(), loop: loop() })
       if (!r.ok) throw new Error(`refused: ${r.reason}`)
+      request.reserved?.()
       await store.settle(r.reservation, 50)
     }
     request.path = path
+    // --count: called between a request's reserve and its settle (their commits' pages told apart), and the table's layout.
+    request.reserved = null
+    request.layout = () => layoutOf(db, 'loop_steps')
     return request
   }
   const here = new URL('..', import.meta.url).pathname.replace(/\/$/, '')
@@ -221,6 +242,17 @@ try {
         wal.close()
         continue
       }
+      // Pages of each request's reserve and settle commits (one at a time only: in flight, commits serve several).
+      const reserveFrames = new Map()
+      const settleFrames = new Map()
+      let before = 0
+      if (INFLIGHT === 1) {
+        sides[side].reserved = () => {
+          wal.tick()
+          reserveFrames.set(wal.frames - before, (reserveFrames.get(wal.frames - before) ?? 0) + 1)
+          before = wal.frames
+        }
+      }
       calls = 0
       const profiler = new v8.GCProfiler()
       let allocated = 0
@@ -230,8 +262,13 @@ try {
         for (let i = lane; i < 4000; i += INFLIGHT) {
           await sides[side]()
           wal.tick()
+          if (INFLIGHT === 1) {
+            settleFrames.set(wal.frames - before, (settleFrames.get(wal.frames - before) ?? 0) + 1)
+            before = wal.frames
+          }
         }
       }))
+      sides[side].reserved = null
       for (const gc of profiler.stop().statistics) {
         allocated += gc.beforeGC.heapStatistics.usedHeapSize - last
         last = gc.afterGC.heapStatistics.usedHeapSize
@@ -241,6 +278,11 @@ try {
       bytes[side] = Math.round(allocated / 4000)
       frames[side] = Number((wal.frames / 4000).toFixed(3))
       wal.close()
+      if (INFLIGHT === 1) {
+        const share = (m) => Object.fromEntries([...m].sort((a, b) => a[0] - b[0]).map(([k, v]) => [k, Number((v / 4000).toFixed(3))]))
+        console.error(`${side}: pages a reserve commit writes (share of requests): ${JSON.stringify(share(reserveFrames))}; a settle's: ${JSON.stringify(share(settleFrames))}`)
+      }
+      if (LOOP !== null) console.error(`${side}: loop_steps ${JSON.stringify(sides[side].layout())}`)
     }
     console.error(
       `statements per request: ${JSON.stringify(counts)}; heap bytes allocated per request: ${JSON.stringify(bytes)}; WAL frames (pages written) per request: ${JSON.stringify(frames)}`,
