@@ -640,10 +640,20 @@ function takeSettlers(resolve: (value: never) => void, reject: (err: Error) => v
 }
 /** reserve-batch.lua's reply: one an item, reserve.lua's admitted reply or null (untouched); then 1 (the key's loop guard in force) or 0. */
 function readReserveBatch(raw: unknown, items: number): unknown[] {
-  if (!Array.isArray(raw) || raw.length !== items + 1 || !raw.every((v, i) => (i === items ? v === 0 || v === 1 : v === null || typeof v === 'number' || Buffer.isBuffer(v)))) {
-    throw unexpected('reserve-batch', raw)
-  }
+  if (!Array.isArray(raw) || raw.length !== items + 1 || !isReserveBatchReply(raw, items)) throw unexpected('reserve-batch', raw)
   return raw as unknown[]
+}
+
+/**
+ * Whether each item's reply is null, an integer or bytes, and the last 0 or 1. A loop, as isSettleBatchReply, not a
+ * callback made per call (whose optimized code a quiet period's full collection drops: see takeSettlers).
+ */
+function isReserveBatchReply(raw: unknown[], items: number): boolean {
+  for (let i = 0; i < items; i++) {
+    const v = raw[i]
+    if (v !== null && typeof v !== 'number' && !Buffer.isBuffer(v)) return false
+  }
+  return raw[items] === 0 || raw[items] === 1
 }
 
 /** The most settles one settle-batch.lua call takes (a longer line is sent in several). */
@@ -651,10 +661,14 @@ const SETTLE_BATCH_MAX = 64
 
 /** settle-batch.lua's reply: one integer an item, its charge or -1 (untouched). */
 function readSettleBatch(raw: unknown, items: number): number[] {
-  if (!Array.isArray(raw) || raw.length !== items || !raw.every((v) => typeof v === 'number' && Number.isSafeInteger(v) && v >= -1)) {
-    throw unexpected('settle-batch', raw)
-  }
+  if (!Array.isArray(raw) || raw.length !== items || !isSettleBatchReply(raw)) throw unexpected('settle-batch', raw)
   return raw as number[]
+}
+
+/** Whether each item's reply is an integer of -1 or more. */
+function isSettleBatchReply(raw: unknown[]): boolean {
+  for (const v of raw) if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < -1) return false
+  return true
 }
 
 /** Settled now: the charge, an integer; settled before: `['already', charge]`. */
