@@ -13,6 +13,7 @@
 //                              code thrown away; the functions TurboFan compiled)] [--close-late (the latency scenario's
 //                              order: a side's pool stays open through the quiet after its phase and is closed just
 //                              before its next, whose new pool is primed with 64 requests at once, unmeasured)]
+//                              [--keep-log=DIR (each side's whole trace, copied there as NAME.log)]
 // Measured (--no-floor --phases=12 --close-late; the lull collection at 12 MiB with a 64 MiB old-space floor
 // against 32 MiB and 128 MiB): the lull's full collection came before 6 of 12 phases and threw away 0-23 optimized
 // functions each (51 in all: ioredis' Command, sendCommand, returnReply, traceCommand; IncomingMessage and the
@@ -21,7 +22,7 @@
 // 123 jobs, 494 ms, and no mark-compact of V8's own in a phase either way. With no lull collection at all (64 MiB
 // floor) nothing was thrown but V8's own mark-compact came inside 3 of 10 phases. A one-line chat's lull collection
 // after a closed loop (idle-retier.mjs) threw none: what dies is the open loop's last requests' objects.
-import { readFileSync } from 'node:fs'
+import { copyFileSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool, openLoop, primeConnections } from './load.mjs'
 import { createBenchKey, ROOT, sleep, startBenchStack, startProxy, startTracedFloor } from './procs.mjs'
@@ -172,6 +173,7 @@ try {
     const per = (ms) => ((ms * 1000) / Math.max(1, t.requests)).toFixed(1)
     process.stdout.write(`${name.padEnd(6)} main ${per(t.main)} µs, workers ${per(t.workers)} µs (${t.workers.toFixed(0)} ms), main waited ${t.mainWait.toFixed(0)} ms, quiet: ${t.quietGcs} full GCs threw ${t.quietThrown}, TF ${t.tfJobs} jobs ${t.tfMs.toFixed(0)} ms, IM ${t.im}, MC ${t.mc}, deopts ${t.deopts}, p99 ${t.p99s.map((v) => v.toFixed(1)).join(' ')} ms${name === 'floor' ? '' : ` (${builds[name]} ${flagsOf(name).join(' ')})`}\n`)
   }
+  if (arg('keep-log', null) !== null) for (const name of names) if (sides[name].logFile) copyFileSync(sides[name].logFile, join(resolve(arg('keep-log')), `${name}.log`))
 } finally {
   for (const pool of Object.values(openPools)) await pool.close().catch(() => undefined)
   await close()

@@ -107,9 +107,12 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
           return sent
         }
         fixed.reserves++
-        return new Promise((resolve, reject) => {
-          queueReserve(new QueuedReserve(input, nowMs, periods, started, fixed, resolve, reject))
-        })
+        const queued = new Promise<ReserveResult>(takeSettlers)
+        const resolve = takenResolve
+        const reject = takenReject
+        takenResolve = takenReject = NOTHING_TAKEN
+        queueReserve(new QueuedReserve(input, nowMs, periods, started, fixed, resolve, reject))
+        return queued
       }
       return reserveWith(input, nowMs, periods, fixed, inHashes, started, null)
     } catch (err) {
@@ -272,45 +275,55 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
     args[argvAt] = fixed.periodIds
     args[argvAt + 1] = isoTime((line[from] as QueuedReserve).nowMs)
     args[argvAt + 2] = flags
-    evalScript(redis, scripts.reserveBatch, 2 + n + loops, args, readReserveBatch, n).then(
-      (replies) => {
-        const guard = replies[n]
-        fixed.loopGuard = guard === 0 ? false : guard === 1 ? true : null
-        // Held from the answer too: with Redis slower than the hold, the settles (and reserves) it sets off would each
-        // turn send one alone (at 8 in flight under callgrind, EVALSHA a request 0.73 against 0.28).
-        fixed.reservesBatchedAt = fixed.settlesBatchedAt = performance.now()
-        for (let i = 0; i < n; i++) {
-          const item = line[from + i] as QueuedReserve
-          const reply = replies[i]
-          if (reply === null) {
-            reserveAlone(item)
-            continue
-          }
-          const { input } = item
-          fixed.reserves--
-          let result: ReserveResult
-          try {
-            result = readReserve(reply, new ReserveCall(input.keyHash, input.requestId, input.maxMicros, item.periods, fixed, null, item.loop, null))
-          } catch (err) {
-            observer?.('reserve', item.started, true)
-            item.reject(err as Error)
-            continue
-          }
-          observer?.('reserve', item.started, false)
-          item.resolve(result)
-        }
-      },
-      (err: unknown) => {
-        // Each item was admitted, or not touched: an admitted one's hold is released by the caller's abandon, as a
-        // reserve's whose reply was lost.
-        for (let i = from; i < to; i++) {
-          const item = line[i] as QueuedReserve
-          fixed.reserves--
-          observer?.('reserve', item.started, true)
-          item.reject(err as Error)
-        }
-      },
-    )
+    void answerReserveBatch(evalScript(redis, scripts.reserveBatch, 2 + n + loops, args, readReserveBatch, n), fixed, line, from, to)
+  }
+
+  /**
+   * Hands each of a reserve batch's items its reply (a null one: sent alone) or, when the call failed, its error. An
+   * async function rather than a callback made per batch: V8 keeps a callback's optimized code only while one such
+   * callback lives, so a quiet period's full collection dropped it and the next burst compiled it again.
+   */
+  async function answerReserveBatch(sent: Promise<unknown[]>, fixed: FixedKeys, line: QueuedReserve[], from: number, to: number): Promise<void> {
+    const n = to - from
+    let replies: unknown[]
+    try {
+      replies = await sent
+    } catch (err) {
+      // Each item was admitted, or not touched: an admitted one's hold is released by the caller's abandon, as a
+      // reserve's whose reply was lost.
+      for (let i = from; i < to; i++) {
+        const item = line[i] as QueuedReserve
+        fixed.reserves--
+        observer?.('reserve', item.started, true)
+        item.reject(err as Error)
+      }
+      return
+    }
+    const guard = replies[n]
+    fixed.loopGuard = guard === 0 ? false : guard === 1 ? true : null
+    // Held from the answer too: with Redis slower than the hold, the settles (and reserves) it sets off would each
+    // turn send one alone (at 8 in flight under callgrind, EVALSHA a request 0.73 against 0.28).
+    fixed.reservesBatchedAt = fixed.settlesBatchedAt = performance.now()
+    for (let i = 0; i < n; i++) {
+      const item = line[from + i] as QueuedReserve
+      const reply = replies[i]
+      if (reply === null) {
+        reserveAlone(item)
+        continue
+      }
+      const { input } = item
+      fixed.reserves--
+      let result: ReserveResult
+      try {
+        result = readReserve(reply, new ReserveCall(input.keyHash, input.requestId, input.maxMicros, item.periods, fixed, null, item.loop, null))
+      } catch (err) {
+        observer?.('reserve', item.started, true)
+        item.reject(err as Error)
+        continue
+      }
+      observer?.('reserve', item.started, false)
+      item.resolve(result)
+    }
   }
 
   function extend(reservation: Reservation, minMicros: Micros, wantMicros: Micros): Promise<ExtendResult> {
@@ -362,9 +375,12 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
           return sent
         }
         fixed.settles++
-        return new Promise((resolve, reject) => {
-          queueSettle(new QueuedSettle(reservation, actualMicros, started, fixed, resolve, reject))
-        })
+        const queued = new Promise<SettleResult>(takeSettlers)
+        const resolve = takenResolve
+        const reject = takenReject
+        takenResolve = takenReject = NOTHING_TAKEN
+        queueSettle(new QueuedSettle(reservation, actualMicros, started, fixed, resolve, reject))
+        return queued
       }
       return settleWith(reservation, actualMicros, observer, started, null)
     } catch (err) {
@@ -450,32 +466,38 @@ export function createBudgetStore(redis: RedisClient, opts: BudgetStoreOptions =
       args[2 + n + i] = item.actualMicros
     }
     args[1 + n] = fixed.periodIds
-    evalScript(redis, scripts.settleBatch, 2 + n, args, readSettleBatch, n).then(
-      (charges) => {
-        // Held from the answer too, as a reserve batch's.
-        fixed.reservesBatchedAt = fixed.settlesBatchedAt = performance.now()
-        for (let i = 0; i < n; i++) {
-          const item = line[from + i] as QueuedSettle
-          const charged = charges[i] as number
-          if (charged < 0) {
-            settleAlone(item)
-          } else {
-            fixed.settles--
-            observer?.('settle', item.started, false)
-            item.resolve({ chargedMicros: charged, alreadySettled: false })
-          }
-        }
-      },
-      (err: unknown) => {
-        // Each item was settled, or not touched: the caller's retry settles it, or finds it settled.
-        for (let i = from; i < to; i++) {
-          const item = line[i] as QueuedSettle
-          fixed.settles--
-          observer?.('settle', item.started, true)
-          item.reject(err as Error)
-        }
-      },
-    )
+    void answerSettleBatch(evalScript(redis, scripts.settleBatch, 2 + n, args, readSettleBatch, n), fixed, line, from, to)
+  }
+
+  /** Hands each of a settle batch's items its charge (a negative one: settled alone) or its error, as answerReserveBatch. */
+  async function answerSettleBatch(sent: Promise<number[]>, fixed: FixedKeys, line: QueuedSettle[], from: number, to: number): Promise<void> {
+    const n = to - from
+    let charges: number[]
+    try {
+      charges = await sent
+    } catch (err) {
+      // Each item was settled, or not touched: the caller's retry settles it, or finds it settled.
+      for (let i = from; i < to; i++) {
+        const item = line[i] as QueuedSettle
+        fixed.settles--
+        observer?.('settle', item.started, true)
+        item.reject(err as Error)
+      }
+      return
+    }
+    // Held from the answer too, as a reserve batch's.
+    fixed.reservesBatchedAt = fixed.settlesBatchedAt = performance.now()
+    for (let i = 0; i < n; i++) {
+      const item = line[from + i] as QueuedSettle
+      const charged = charges[i] as number
+      if (charged < 0) {
+        settleAlone(item)
+      } else {
+        fixed.settles--
+        observer?.('settle', item.started, false)
+        item.resolve({ chargedMicros: charged, alreadySettled: false })
+      }
+    }
   }
 
   /**
@@ -601,12 +623,37 @@ const BATCHED_HOLD_MS = 2
 /** The most reserves one reserve-batch.lua call takes (a longer line is sent in several). */
 const RESERVE_BATCH_MAX = 64
 
+
+/** What takenResolve and takenReject hold between two queued calls, so that neither keeps a promise (or its caller). */
+const NOTHING_TAKEN = (): void => {}
+/** The settlers of the promise takeSettlers last ran for, until the queued item that holds them is made. */
+let takenResolve: (value: unknown) => void = NOTHING_TAKEN
+let takenReject: (err: Error) => void = NOTHING_TAKEN
+
+/**
+ * The executor of a queued reserve's or settle's promise, made once: an executor made per call is a function of its
+ * own whose optimized code V8 keeps only while one such function lives, so a quiet period's full collection dropped it.
+ */
+function takeSettlers(resolve: (value: never) => void, reject: (err: Error) => void): void {
+  takenResolve = resolve as (value: unknown) => void
+  takenReject = reject
+}
 /** reserve-batch.lua's reply: one an item, reserve.lua's admitted reply or null (untouched); then 1 (the key's loop guard in force) or 0. */
 function readReserveBatch(raw: unknown, items: number): unknown[] {
-  if (!Array.isArray(raw) || raw.length !== items + 1 || !raw.every((v, i) => (i === items ? v === 0 || v === 1 : v === null || typeof v === 'number' || Buffer.isBuffer(v)))) {
-    throw unexpected('reserve-batch', raw)
-  }
+  if (!Array.isArray(raw) || raw.length !== items + 1 || !isReserveBatchReply(raw, items)) throw unexpected('reserve-batch', raw)
   return raw as unknown[]
+}
+
+/**
+ * Whether each item's reply is null, an integer or bytes, and the last 0 or 1. A loop, as isSettleBatchReply, not a
+ * callback made per call (whose optimized code a quiet period's full collection drops: see takeSettlers).
+ */
+function isReserveBatchReply(raw: unknown[], items: number): boolean {
+  for (let i = 0; i < items; i++) {
+    const v = raw[i]
+    if (v !== null && typeof v !== 'number' && !Buffer.isBuffer(v)) return false
+  }
+  return raw[items] === 0 || raw[items] === 1
 }
 
 /** The most settles one settle-batch.lua call takes (a longer line is sent in several). */
@@ -614,10 +661,14 @@ const SETTLE_BATCH_MAX = 64
 
 /** settle-batch.lua's reply: one integer an item, its charge or -1 (untouched). */
 function readSettleBatch(raw: unknown, items: number): number[] {
-  if (!Array.isArray(raw) || raw.length !== items || !raw.every((v) => typeof v === 'number' && Number.isSafeInteger(v) && v >= -1)) {
-    throw unexpected('settle-batch', raw)
-  }
+  if (!Array.isArray(raw) || raw.length !== items || !isSettleBatchReply(raw)) throw unexpected('settle-batch', raw)
   return raw as number[]
+}
+
+/** Whether each item's reply is an integer of -1 or more. */
+function isSettleBatchReply(raw: unknown[]): boolean {
+  for (const v of raw) if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < -1) return false
+  return true
 }
 
 /** Settled now: the charge, an integer; settled before: `['already', charge]`. */
