@@ -623,7 +623,6 @@ const BATCHED_HOLD_MS = 2
 /** The most reserves one reserve-batch.lua call takes (a longer line is sent in several). */
 const RESERVE_BATCH_MAX = 64
 
-
 /** What takenResolve and takenReject hold between two queued calls, so that neither keeps a promise (or its caller). */
 const NOTHING_TAKEN = (): void => {}
 /** The settlers of the promise takeSettlers last ran for, until the queued item that holds them is made. */
@@ -638,6 +637,7 @@ function takeSettlers(resolve: (value: never) => void, reject: (err: Error) => v
   takenResolve = resolve as (value: unknown) => void
   takenReject = reject
 }
+
 /** reserve-batch.lua's reply: one an item, reserve.lua's admitted reply or null (untouched); then 1 (the key's loop guard in force) or 0. */
 function readReserveBatch(raw: unknown, items: number): unknown[] {
   if (!Array.isArray(raw) || raw.length !== items + 1 || !isReserveBatchReply(raw, items)) throw unexpected('reserve-batch', raw)
