@@ -156,13 +156,13 @@ class Scan {
     this.i = 0
     this.next = VALUE
     this.top = null
-    this.stack = Array.of<Frame>()
+    this.stack = NO_FRAMES.slice()
     this.object = false
     this.words = words
     this.wordSeen = false
     this.afterType = false
     this.duplicate = null
-    this.members = Array.of<ScannedMember>()
+    this.members = NO_MEMBERS.slice()
     this.key = ''
     this.keyStart = 0
     this.valueStart = 0
@@ -184,6 +184,16 @@ class Member implements ScannedMember {
     public typeKeys: number[] | null,
   ) {}
 }
+
+/**
+ * Never written, and empty: the sources of a scan's stack and members, copied. Array.of made each one with small-integer
+ * elements that its first frame or member turned into an array of objects, so the scan's stores and pops met both
+ * kinds (scanSlice +3.9 % instructions on a 33 KB agent body); a copy of an empty array of objects starts as one.
+ */
+const NO_FRAMES: Frame[] = [null]
+NO_FRAMES.pop()
+const NO_MEMBERS: ScannedMember[] = [new Member('', 0, 0, 0, null, null)]
+NO_MEMBERS.pop()
 
 /** Never written: the source of a typeKeys array's first entries (a copy has no allocation site; see Scan). */
 const NO_KEYS: readonly number[] = Array.from({ length: 256 }, () => NO_KEY)
