@@ -14,6 +14,8 @@
 //                              order: a side's pool stays open through the quiet after its phase and is closed just
 //                              before its next, whose new pool is primed with 64 requests at once, unmeasured)]
 //                              [--keep-log=DIR (each side's whole trace, copied there as NAME.log)]
+//                              [--body=BYTES [--shape=chat|anthropic] (every side sends a coding agent's request about
+//                              BYTES long, a new step each, as ab.mjs --body does: bench/body-option.mjs)]
 // Measured (--no-floor --phases=12 --close-late; the lull collection at 12 MiB with a 64 MiB old-space floor
 // against 32 MiB and 128 MiB): the lull's full collection came before 6 of 12 phases and threw away 0-23 optimized
 // functions each (51 in all: ioredis' Command, sendCommand, returnReply, traceCommand; IncomingMessage and the
@@ -27,7 +29,7 @@ import { join, resolve } from 'node:path'
 import { closedLoop, createPool, openLoop, primeConnections } from './load.mjs'
 import { createBenchKey, ROOT, sleep, startBenchStack, startProxy, startTracedFloor } from './procs.mjs'
 import { requestPair } from './scenarios.mjs'
-import { ONE_LINE_BODY } from './body-option.mjs'
+import { bodyOption, ONE_LINE_BODY } from './body-option.mjs'
 import { groupDelta, threadGroupsCpuMs } from './thread-probe.mjs'
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
@@ -73,12 +75,13 @@ function traceCounts(text) {
 
 /** --close-late: each side's pool of its last phase, still open. */
 const openPools = {}
-const { pinning, dir, started, redis, fake, close } = await startBenchStack('loopers-thread-work-', { watchdogMs: 30 * 60_000, fake: { completionTokens: 16 } })
+const body = bodyOption()
+const { pinning, dir, started, redis, fake, close } = await startBenchStack('loopers-thread-work-', { watchdogMs: 30 * 60_000, fake: { completionTokens: 16, ...body.fake } })
 try {
   const sides = {}
   for (const name of ['a', 'b']) {
     if (builds[name] === null) continue
-    const proxy = await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name, cliPath: builds[name], nodeOptions: [...TRACES, ...flagsOf(name)] })
+    const proxy = await startProxy({ pin: pinning.used, redisUrl: redis.url, upstreamUrl: fake.url, dir, name, cliPath: builds[name], nodeOptions: [...TRACES, ...flagsOf(name)], extraEnv: body.proxyEnv(fake.url) })
     started.push(proxy)
     let read = 0
     sides[name] = {
@@ -107,7 +110,8 @@ try {
     }
   }
   const names = Object.keys(sides)
-  const request = requestPair(await createBenchKey(redis.url, 'bench-thread-work'), ONE_LINE_BODY).proxied
+  const request = body.request(requestPair(await createBenchKey(redis.url, 'bench-thread-work', false, body.providers), ONE_LINE_BODY).proxied)
+  process.stdout.write(`${body.label}\n`)
   for (const name of names) {
     const pool = createPool(sides[name].url, 256)
     await closedLoop({ origin: sides[name].url, request, concurrency: 64, durationMs: 30_000, maxRequests: warm, pool })

@@ -2,7 +2,10 @@
  * The validating scan's walk over a string, sixteen bytes a compare in WebAssembly SIMD: from after an opening quote
  * to its closing quote, past each escape (checked as JSON.parse checks it). The module is written here byte by byte
  * (no toolchain) and compiled once, by the first body held: one function, `stringEnd`, over a body copied into the module's memory.
- * The memory grows to fit the largest body held, up to MAX_HELD_BYTES, and is kept (at most ~1 MiB at idle).
+ * The memory is made at its full size (room for MAX_HELD_BYTES) and never grows: growing a wasm memory detaches its
+ * old ArrayBuffer, which invalidates V8's ArrayBufferDetaching protector for the whole process (every optimized
+ * typed-array access, a Buffer's included, then checks for a detached buffer, and the code that relied on it is
+ * thrown away). Its pages are resident only once a body has touched them: at most ~1 MiB at idle, as before.
  */
 
 /** The largest body held in wasm memory: the largest a validating scan reads (BIG_BODY_BYTES); a larger one stays on the JS path. */
@@ -19,6 +22,8 @@ const BASE = 576
 // Past a body's last byte the function loads up to 21 bytes (an escape's six, then sixteen) of whatever the memory holds.
 const TAIL_BYTES = 32
 const PAGE_BYTES = 65536
+/** The memory's pages from the start: the tables, the largest body held and its tail, so holdBody never grows it. */
+const MEMORY_PAGES = Math.ceil((BASE + MAX_HELD_BYTES + TAIL_BYTES) / PAGE_BYTES)
 // Escape table entries: 0 where JSON has no such escape.
 const SIMPLE = 1
 const UNICODE = 2
@@ -192,7 +197,7 @@ function moduleBytes(): Uint8Array {
     0x01, 0x00, 0x00, 0x00, // version 1
     ...section(1, vector([type])), // types
     ...section(3, vector([leb(0)])), // functions: one, of type 0
-    ...section(5, vector([[0x00, ...leb(1)]])), // memories: one, of one page at first, no maximum
+    ...section(5, vector([[0x00, ...leb(MEMORY_PAGES)]])), // memories: one, of MEMORY_PAGES at first, no maximum
     ...section(7, vector([[...name('stringEnd'), 0x00, ...leb(0)], [...name('memory'), 0x02, ...leb(0)]])), // exports
     ...section(10, vector([[...leb(STRING_END.length), ...STRING_END]])), // code
     ...section(11, vector([[0x00, ...constant(0), END, ...leb(BASE), ...tables()]])), // data: the tables, at 0
@@ -235,6 +240,7 @@ export function holdBody(raw: Buffer, from: number, hold: number): number {
   if (hold !== 0 && hold === holder) return hold
   const held = memory ?? instantiate()
   const needed = BASE + raw.length + TAIL_BYTES
+  // Never true (MEMORY_PAGES hold the largest body): kept so that a smaller memory would still be correct.
   if (bytes.length < needed) {
     held.grow(Math.ceil((needed - bytes.length) / PAGE_BYTES))
     bytes = new Uint8Array(held.buffer)
@@ -242,6 +248,11 @@ export function holdBody(raw: Buffer, from: number, hold: number): number {
   bytes.set(raw.subarray(from), BASE + from)
   holder = hold !== 0 ? hold : ++holds
   return holder
+}
+
+/** The memory's ArrayBuffer (null before the first hold): one for the process's life, never detached. */
+export function heldMemory(): ArrayBuffer | null {
+  return memory === null ? null : memory.buffer
 }
 
 /** The module's instance, made once: sets `stringEnd` and the memory, and gives the memory. */

@@ -392,6 +392,20 @@ describe('validating JSON scan', () => {
     check(Buffer.from(body))
   })
 
+  it('refuses a body of 2^31 bytes or more before reading it (its indices are small integers)', () => {
+    const huge = { length: 2 ** 31 } as unknown as Buffer
+    expect(() => scanJson(huge, WORDS)).toThrow(RangeError)
+  })
+
+  it('reads no bound into slice sizes of NaN or Infinity, and rounds a fractional one as the comparisons would', async () => {
+    const raw = Buffer.from(agentBody({ bytes: 4096, step: 0 }))
+    const whole = scanJson(raw, WORDS)
+    expect(whole).not.toBeInstanceOf(Promise)
+    for (const unbounded of [Number.NaN, Number.POSITIVE_INFINITY]) expect(scanJson(raw, WORDS, unbounded, unbounded)).toEqual(whole)
+    expect(await scanJson(raw, WORDS, 2.5, 1.5)).toEqual(whole)
+    expect(await scanJson(raw, WORDS, 0, 0)).toEqual(whole)
+  })
+
   it('reports a repeated key only for a body that is JSON, as a JSON object', () => {
     expect(scanJson(Buffer.from('{"a":1,"a":2}'), WORDS)).toMatchObject({ ok: true, keys: { duplicate: 'a', wordSeen: true } })
     expect(scanJson(Buffer.from('{"a":1,"a":2,}'), WORDS)).toEqual({ ok: false, problem: 'not_json' })

@@ -1,5 +1,5 @@
 import fc from 'fast-check'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { holdBody, MAX_HELD_BYTES, stringEnd } from '../../src/http/json-simd.js'
 
 // Issue 12: the wasm walk over a string must end where the scan's JS walk ends it, a byte at a time: at every
@@ -109,6 +109,21 @@ describe('wasm string walk', () => {
     raw[MAX_HELD_BYTES - 1] = 0x22
     expect(endOf(raw, 5)).toBe(2 * (MAX_HELD_BYTES - 1))
     expect(holdBody(Buffer.alloc(MAX_HELD_BYTES + 1), 0, 0)).toBe(0)
+  })
+
+  it('holds the largest body in the memory it made at first: never grown, so its buffer is never detached', async () => {
+    // A module of its own: this file's other tests have held bodies of every size already.
+    vi.resetModules()
+    const simd = await import('../../src/http/json-simd.js')
+    simd.holdBody(Buffer.from('"a"'), 0, 0)
+    const first = simd.heldMemory() as ArrayBuffer
+    const raw = Buffer.alloc(MAX_HELD_BYTES, 0x61)
+    raw[MAX_HELD_BYTES - 1] = 0x22
+    expect(simd.holdBody(raw, 0, 0)).not.toBe(0)
+    expect(simd.stringEnd(0, raw.length)).toBe(2 * (MAX_HELD_BYTES - 1))
+    // A grown memory's old ArrayBuffer is detached (byteLength 0), and V8 then checks every typed-array access for it.
+    expect(simd.heldMemory()).toBe(first)
+    expect(first.byteLength).toBeGreaterThanOrEqual(MAX_HELD_BYTES)
   })
 
   it('keeps a hold until another is made, then recopies from where it is asked', () => {
