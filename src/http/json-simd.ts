@@ -250,11 +250,6 @@ export function holdBody(raw: Buffer, from: number, hold: number): number {
   return holder
 }
 
-/** The memory's ArrayBuffer (null before the first hold): one for the process's life, never detached. */
-export function heldMemory(): ArrayBuffer | null {
-  return memory === null ? null : memory.buffer
-}
-
 /** The module's instance, made once: sets `stringEnd` and the memory, and gives the memory. */
 function instantiate(): Exports['memory'] {
   const api = (globalThis as unknown as { WebAssembly: Wasm }).WebAssembly
