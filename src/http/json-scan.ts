@@ -111,11 +111,12 @@ BYTE_KINDS[CLOSE_ARRAY] = CLOSES_CONTAINER
 const isDigit = (c: number | undefined): boolean => c !== undefined && c >= ZERO && c <= NINE
 
 /**
- * Where a validating scan over one body stands between two slices. A class, its arrays made by Array.of and its
- * typeKeys copied from NO_KEYS, with no literal or `new Array`: what a scan makes lives as long as the request that
- * reads it, and V8 tenures an allocation site whose objects it saw survive (each later one then starts in the old
- * generation, garbage only a full collection frees) and throws away the code that allocates there when it changes
- * its mind: elementKey's `new Array` did, about once a run (bench/agent-phases.mjs --trace-out).
+ * Where a validating scan over one body stands between two slices. A class, its arrays copied from never-written
+ * ones of their kind (stack, members, typeKeys: NO_FRAMES, NO_MEMBERS, NO_KEYS) or made by Array.of (spans), with no
+ * literal or `new Array`: what a scan makes lives as long as the request that reads it, and V8 tenures an allocation
+ * site whose objects it saw survive (each later one then starts in the old generation, garbage only a full collection
+ * frees) and throws away the code that allocates there when it changes its mind: elementKey's `new Array` did, about
+ * once a run (bench/agent-phases.mjs --trace-out).
  */
 class Scan {
   raw: Buffer
