@@ -208,7 +208,7 @@ let spareSpans: number[] | null = []
 const MAX_SPARE_SPANS = 8192
 
 /** The longest body scanJson reads: its indices are small integers (the proxy scans bodies under BIG_BODY_BYTES). */
-export const MAX_SCAN_BYTES = 0x7fffffff
+const MAX_SCAN_BYTES = 0x7fffffff
 /** A slice's most steps: NaN or Infinity steps mean no bound, and a body has fewer steps than bytes. */
 const MAX_STEPS = 0x7fffffff
 
