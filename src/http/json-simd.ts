@@ -208,7 +208,7 @@ function moduleBytes(): Uint8Array {
 /** The few members of the WebAssembly API used here (the project's TypeScript lib has no declarations for it). */
 interface Wasm {
   Module: new (bytes: Uint8Array) => object
-  Instance: new (module: object) => { exports: { stringEnd: (k: number, length: number) => number; memory: { buffer: ArrayBuffer; grow(pages: number): number } } }
+  Instance: new (module: object) => { exports: { stringEnd: (k: number, length: number) => number; memory: { buffer: ArrayBuffer } } }
 }
 type Exports = InstanceType<Wasm['Instance']>['exports']
 
@@ -238,24 +238,18 @@ let holds = 0
 export function holdBody(raw: Buffer, from: number, hold: number): number {
   if (raw.length > MAX_HELD_BYTES) return 0
   if (hold !== 0 && hold === holder) return hold
-  const held = memory ?? instantiate()
-  const needed = BASE + raw.length + TAIL_BYTES
-  // Never true (MEMORY_PAGES hold the largest body): kept so that a smaller memory would still be correct.
-  if (bytes.length < needed) {
-    held.grow(Math.ceil((needed - bytes.length) / PAGE_BYTES))
-    bytes = new Uint8Array(held.buffer)
-  }
+  // The memory was made with room for MAX_HELD_BYTES and its tail (MEMORY_PAGES): it is never grown.
+  if (memory === null) instantiate()
   bytes.set(raw.subarray(from), BASE + from)
   holder = hold !== 0 ? hold : ++holds
   return holder
 }
 
-/** The module's instance, made once: sets `stringEnd` and the memory, and gives the memory. */
-function instantiate(): Exports['memory'] {
+/** The module's instance, made once: sets `stringEnd`, the memory and its bytes. */
+function instantiate(): void {
   const api = (globalThis as unknown as { WebAssembly: Wasm }).WebAssembly
   const { exports } = new api.Instance(new api.Module(moduleBytes()))
   memory = exports.memory
   bytes = new Uint8Array(memory.buffer)
   stringEnd = exports.stringEnd
-  return memory
 }
