@@ -1,5 +1,6 @@
 // Reading V8's --trace-gc-nvp lines for bench/scavenge-nvp.mjs: one collection's name=value pairs, the part of a
 // scavenge's main-thread time its own phases do not account for, and a pause distribution.
+import { summarize } from './load.mjs'
 
 /** The name=value pairs of one --trace-gc-nvp line (numbers where they parse, a trailing % dropped), or null for another line. */
 export function parseNvp(line) {
@@ -27,9 +28,8 @@ export function joinWaitMs(fields) {
   return Math.max(0, (typeof fields.scavenge === 'number' ? fields.scavenge : 0) - phases)
 }
 
-/** Pause distribution of `pauses` (ms): count, p50, p99, max, and how many reached `longMs`; nearest-rank quantiles. */
+/** Pause distribution of `pauses` (ms): count, p50, p99, max (load.mjs's nearest-rank `summarize`; 0 when none), and how many reached `longMs`. */
 export function pauseStats(pauses, longMs = 1) {
-  const sorted = [...pauses].sort((a, b) => a - b)
-  const at = (q) => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)])
-  return { n: sorted.length, p50: at(0.5), p99: at(0.99), max: sorted.at(-1) ?? 0, long: sorted.filter((p) => p >= longMs).length }
+  const { count, p50, p99, max } = summarize(pauses)
+  return { n: count, p50: p50 ?? 0, p99: p99 ?? 0, max: max ?? 0, long: pauses.filter((p) => p >= longMs).length }
 }
