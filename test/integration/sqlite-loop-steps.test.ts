@@ -149,6 +149,27 @@ describe('sqlite loop steps', () => {
     expect(db.statement('SELECT count(*) AS n FROM loop_steps').get()).toEqual({ n: 7 })
   })
 
+  it("a session's loop limit on a key whose guard is off: computed before the transaction only when this request asks it", async () => {
+    const { db, admin, store, hash } = stack
+    await admin.setBudget(hash, { loopLimit: 0 })
+    const computedIn: number[] = []
+    const input = (loopLimit?: number): ReserveInput =>
+      reserveInput(hash, 100, {
+        session: { id: 'sess-early', budgetMicros: null, maxSteps: null, ...(loopLimit === undefined ? {} : { loopLimit }) },
+        loop: createLoopCheck(() => {
+          computedIn.push(db.transactionSerial())
+          return { conversation: '6'.padStart(16, '0'), step: STEP }
+        }, 'sess-early'),
+      })
+    // The key's row read (guard off) by a request without a check.
+    await store.settle(await admitted(store, reserveInput(hash, 100)), 50)
+    // Asked by the request: before. Kept by the session only (read inside): inside, and still counted.
+    await store.settle(await admitted(store, input(1)), 50)
+    await store.settle(await admitted(store, input()), 50)
+    expect(await store.reserve(input())).toMatchObject({ ok: false, reason: 'loop_detected' })
+    expect(computedIn.map((serial) => serial === -1)).toEqual([true, false, false])
+  })
+
   it('a new step whose request another check refuses records nothing', async () => {
     const { db, store, hash } = stack
     const p = place(hash, SCOPE, STEP)

@@ -348,16 +348,16 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   }
 
   /**
-   * Computes a loop check's source now, before its transaction, when the key's row as last read (or the session
-   * limit the request asks) puts a limit in force: the fingerprint then runs outside the write lock rather than
-   * inside the group commit's transaction, which only reads the computed check. The transaction decides as before
-   * (a key read anew, a session's stored limit): a row found changed since only costs a fingerprint computed
+   * Computes a loop check's source now, before its transaction, when the key's row as last read puts a limit in force
+   * (its own, or the one this request asks for its session): the fingerprint then runs outside the write lock rather
+   * than inside the group commit's transaction, which only reads the computed check. The transaction decides as
+   * before (the key read anew, a session's stored limit): a row changed since only costs a fingerprint computed
    * unused, and one that throws throws again inside, failing its request as it did.
    */
   function fingerprintEarly(input: ReserveInput, source: LoopCheckSource): void {
     const key = keys.lastRead(input.keyHash)
-    if (key === undefined ? input.session?.loopLimit == null : key.active !== 1) return
-    if (effectiveLoopLimit(key === undefined ? 0 : key.loop_limit, input.session?.loopLimit ?? null) === null) return
+    if (key === undefined || key.active !== 1) return
+    if (effectiveLoopLimit(key.loop_limit, input.session?.loopLimit ?? null) === null) return
     try {
       source()
     } catch {
