@@ -20,7 +20,16 @@
 // same 500 one at a time; --inflight=K: K at a time, as the group commit serves them at peak), the difference over N. Random key hashes and request ids move it by a few thousand from run to run.
 // Measured (4,000), after a trimmed scope's order was kept against the build before: --loop=one 157.5k against 164.2k,
 // growing 152.3k against 153.7k, guard off 142.5k against 141.6k.
-// Run: `npm run build && node bench/sqlite-store.mjs [--requests=N] [--trials=T] [--session] [--checkpointer] [--base=DIR] [--inflight=N]`.
+// --fingerprint (with --loop): each request's loop check is a source, as the proxy gives it, computing the fingerprint
+// of bench/loop-guard.mjs's body (read lazily, as the proxy reads it) with that side's build when the store asks it;
+// --lock: beside the CPU, how long each side's transactions hold the write lock a request (BEGIN IMMEDIATE to the
+// end of COMMIT, timed by wrapping node:sqlite's run on both sides alike), what another process on the file waits.
+// Measured (--loop=one --inflight=8 --checkpointer --lock, 6 trials, against the build before, load ~6): with
+// --fingerprint, the lock held 98.0 → 58.7 and 77.1 → 51.6 µs a request once the fingerprint of a key found guarded
+// ran before BEGIN (CPU the same: saved +3.4 and −2.9 µs, trials −10.5 to +12.2); checks given (no --fingerprint)
+// 22.3 → 22.0, guard off 26.8 → 26.2.
+// Run: `npm run build && node bench/sqlite-store.mjs [--requests=N] [--trials=T] [--session] [--checkpointer] [--base=DIR] [--inflight=N]
+//        [--loop=one|growing [--fingerprint]] [--lock] [--count | --instructions]`.
 import { randomUUID } from 'node:crypto'
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -39,6 +48,9 @@ const BASE = option('base', null)
 const INFLIGHT = Number(option('inflight', 1))
 const LOOP = option('loop', null)
 if (LOOP !== null && !['one', 'growing'].includes(LOOP)) throw new Error(`--loop must be one or growing, not ${LOOP}`)
+const FINGERPRINT = flag('fingerprint')
+if (FINGERPRINT && LOOP === null) throw new Error('--fingerprint needs --loop')
+const LOCK = flag('lock')
 const COUNT = flag('count')
 const INSTRUCTIONS = flag('instructions')
 // Set on the runs --instructions starts: only that side's requests, no floor, no timing.
@@ -159,8 +171,9 @@ try {
     let n = 0
     const session = () => (SESSION ? { id: `s${n % 50}`, budgetMicros: null, maxSteps: null } : null)
     // A new step every request (a 16-hex-digit hash, as the fingerprint makes; one in 16 ends in 0).
-    const loop = () =>
+    const given = () =>
       LOOP === null ? null : { scope: `c:${(LOOP === 'one' ? 0 : Math.floor(n / 40)).toString(16).padStart(16, '0')}`, step: (n * 2654435761 % 2 ** 48).toString(16).padStart(16, '0') }
+    const loop = FINGERPRINT ? await fingerprintSource(root) : given
     const request = async () => {
       n++
       const r = await store.reserve({ keyHash: record.hash, provider: 'openai', requestId: newId(), minMicros: 10, maxMicros: 100, session: session(), loop: loop() })
@@ -173,6 +186,22 @@ try {
     request.reserved = null
     request.layout = () => layoutOf(db, 'loop_steps')
     return request
+  }
+  /**
+   * --fingerprint: a request's loop check as a source the build at `root` makes, as its pipeline does, over the body of
+   * bench/loop-guard.mjs's request `i` (read lazily before the call, as the proxy reads it); a new step each request.
+   */
+  async function fingerprintSource(root) {
+    const { readLazyBody } = await import(`${root}/dist/proxy/request-body.js`)
+    const { messagesShape } = await import(`${root}/dist/loop/shapes/messages.js`)
+    const { createLoopCheck } = await import(`${root}/dist/loop/check.js`)
+    const { body } = await import('./loop-guard.mjs')
+    let i = 0
+    return () => {
+      const read = readLazyBody(Buffer.from(body(i++, LOOP)), messagesShape)
+      if (read instanceof Promise) throw new Error('the body was read in slices: not what this bench times')
+      return createLoopCheck(() => read.fingerprint(), null)
+    }
   }
   const here = new URL('..', import.meta.url).pathname.replace(/\/$/, '')
   if (ONLY !== null) {
@@ -288,6 +317,28 @@ try {
       `statements per request: ${JSON.stringify(counts)}; heap bytes allocated per request: ${JSON.stringify(bytes)}; WAL frames (pages written) per request: ${JSON.stringify(frames)}`,
     )
   }
+  // --lock: the write lock's hold (ms) summed per side, the side whose block runs now.
+  const held = Object.fromEntries(names.map((side) => [side, 0]))
+  let holder = null
+  if (LOCK) {
+    const { StatementSync } = await import('node:sqlite')
+    const { run } = StatementSync.prototype
+    let begun = 0
+    StatementSync.prototype.run = function (...args) {
+      const sql = this.sourceSQL
+      if (sql === 'BEGIN IMMEDIATE' || sql === 'BEGIN IMMEDIATE;') {
+        const result = run.apply(this, args)
+        begun = performance.now()
+        return result
+      }
+      if (sql !== 'COMMIT' && sql !== 'COMMIT;') return run.apply(this, args)
+      try {
+        return run.apply(this, args)
+      } finally {
+        if (holder !== null) held[holder] += performance.now() - begun
+      }
+    }
+  }
   const perTrial = Object.fromEntries(names.map((side) => [side, []]))
   for (let t = 0; t < TRIALS; t++) {
     const ms = Object.fromEntries(names.map((side) => [side, 0]))
@@ -298,11 +349,13 @@ try {
     const order = t % 2 === 0 ? rotated : rotated.reverse()
     for (let done = 0; done < N; done += BLOCK) {
       for (const side of order) {
+        holder = side
         const before = cpuMs()
         await Promise.all(Array.from({ length: INFLIGHT }, async (_, lane) => {
           for (let i = lane; i < BLOCK; i += INFLIGHT) await sides[side]()
         }))
         ms[side] += cpuMs() - before
+        holder = null
       }
     }
     for (const side of Object.keys(ms)) perTrial[side].push((ms[side] * 1000) / N)
@@ -320,6 +373,7 @@ try {
     out.saved_us_per_trial = perTrial.store.map((x, i) => Number((perTrial.base[i] - x).toFixed(1)))
     out.saved_us = Number(median(out.saved_us_per_trial).toFixed(1))
   }
+  if (LOCK) for (const side of names.filter((x) => x !== 'floor')) out[`${side}_lock_held_us_per_request`] = Number(((held[side] * 1000) / (N * TRIALS)).toFixed(1))
   for (const side of names) out[`${side}_trials`] = perTrial[side].map((x) => Number(x.toFixed(1)))
   console.log(JSON.stringify(out))
 } finally {

@@ -8,6 +8,7 @@ import { startHousekeeping } from '../../src/budget/sqlite/housekeeping.js'
 import { loopPlace, type LoopPlace } from '../../src/budget/sqlite/rows.js'
 import { createSqliteBudgetStore } from '../../src/budget/sqlite/store.js'
 import type { BudgetStore, KeyAdmin, Reservation, ReserveInput } from '../../src/budget/types.js'
+import { createLoopCheck } from '../../src/loop/check.js'
 import { checksScopeSize, DEFAULT_LOOP_LIMIT, LOOP_STEPS_AFTER_TRIM, LOOP_STEPS_PER_SCOPE } from '../../src/loop/rule.js'
 import { reserveInput } from '../support/budget-fixture.js'
 import { loopRowLayout, loopRowState } from '../support/sqlite-loop-row.js'
@@ -107,6 +108,66 @@ describe('sqlite loop steps', () => {
     db.statement('UPDATE loop_steps SET tag = ? WHERE scope = ? AND step = ? AND step_low = ?').run((p.tag + 1) % 2 ** 32, p.scope, p.step, p.stepLow)
     await store.settle(r, 50)
     expect(db.statement('SELECT inflight FROM loop_steps WHERE scope = ?').get(p.scope)).toEqual({ inflight: 1 })
+  })
+
+  it("a key whose guard the last transaction found in force has its fingerprint computed before the reserve's transaction", async () => {
+    const { db, admin, store, hash } = stack
+    // Where each fingerprint was computed: -1 outside a transaction, else the transaction's serial.
+    const computedIn: number[] = []
+    let step = 0
+    const input = (): ReserveInput =>
+      reserveInput(hash, 100, {
+        loop: createLoopCheck(() => {
+          computedIn.push(db.transactionSerial())
+          return { conversation: '5'.padStart(16, '0'), step: (++step).toString(16).padStart(16, '0') }
+        }, null),
+      })
+    const settleAll = async (inputs: ReserveInput[]): Promise<void> => {
+      for (const r of await Promise.all(inputs.map((x) => admitted(store, x)))) await store.settle(r, 50)
+    }
+    // The key's row not read since it was written: computed inside, where the guard is decided.
+    await settleAll([input()])
+    expect(computedIn).toEqual([expect.any(Number)])
+    expect(computedIn[0]).toBeGreaterThanOrEqual(0)
+    // Read in force since: before the transaction, alone and several in one commit.
+    computedIn.length = 0
+    await settleAll([input()])
+    await settleAll([input(), input(), input()])
+    expect(computedIn).toEqual([-1, -1, -1, -1])
+    // Switched off by this process: never computed, even by the first request after the switch.
+    await admin.setBudget(hash, { loopLimit: 0 })
+    computedIn.length = 0
+    await settleAll([input(), input()])
+    await settleAll([input()])
+    expect(computedIn).toEqual([])
+    // On again: the first request's computed inside, as the key is read anew; the later ones before.
+    await admin.setBudget(hash, { loopLimit: 3 })
+    await settleAll([input()])
+    await settleAll([input()])
+    expect(computedIn.map((serial) => serial === -1)).toEqual([false, true])
+    // Every one recorded its step in the scope: the steps computed outside are the ones checked.
+    expect(db.statement('SELECT count(*) AS n FROM loop_steps').get()).toEqual({ n: 7 })
+  })
+
+  it("a session's loop limit on a key whose guard is off: computed before the transaction only when this request asks it", async () => {
+    const { db, admin, store, hash } = stack
+    await admin.setBudget(hash, { loopLimit: 0 })
+    const computedIn: number[] = []
+    const input = (loopLimit?: number): ReserveInput =>
+      reserveInput(hash, 100, {
+        session: { id: 'sess-early', budgetMicros: null, maxSteps: null, ...(loopLimit === undefined ? {} : { loopLimit }) },
+        loop: createLoopCheck(() => {
+          computedIn.push(db.transactionSerial())
+          return { conversation: '6'.padStart(16, '0'), step: STEP }
+        }, 'sess-early'),
+      })
+    // The key's row read (guard off) by a request without a check.
+    await store.settle(await admitted(store, reserveInput(hash, 100)), 50)
+    // Asked by the request: before. Kept by the session only (read inside): inside, and still counted.
+    await store.settle(await admitted(store, input(1)), 50)
+    await store.settle(await admitted(store, input()), 50)
+    expect(await store.reserve(input())).toMatchObject({ ok: false, reason: 'loop_detected' })
+    expect(computedIn.map((serial) => serial === -1)).toEqual([true, false, false])
   })
 
   it('a new step whose request another check refuses records nothing', async () => {

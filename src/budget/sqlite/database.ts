@@ -80,6 +80,11 @@ export interface Db {
    * transaction it moves on every call.
    */
   keysVersion(): number
+  /**
+   * Outside a transaction, without a read: keysVersion as the last transaction left it, moved by this connection's
+   * writes to keys since (another connection's commit shows only in the next transaction's keysVersion).
+   */
+  keysVersionSeen(): number
   /** The open transaction's serial (each BEGIN takes a new one), or -1 outside a transaction. */
   transactionSerial(): number
   /** Runs a read (no transaction); faults become StoreUnavailableError. */
@@ -346,6 +351,13 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
           keysVersion++
         }
       }
+      if (keyWrites !== keyWritesSeen) {
+        keyWritesSeen = keyWrites
+        keysVersion++
+      }
+      return keysVersion
+    },
+    keysVersionSeen() {
       if (keyWrites !== keyWritesSeen) {
         keyWritesSeen = keyWrites
         keysVersion++

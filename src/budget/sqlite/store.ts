@@ -12,6 +12,7 @@ import {
   type WindowName,
   type BudgetStore,
   type ExtendResult,
+  type LoopCheckSource,
   type Refusal,
   type Reservation,
   type ReserveInput,
@@ -141,7 +142,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
 
   const periodReads = createPeriodReads(db)
   const periodWrites = createPeriodWrites(db, GRACE_MS, periodReads.written)
-  const readKey = createKeyCache(db)
+  const keys = createKeyCache(db)
   const scopeSizes = createScopeSizes(db)
   // The loop step's place of the reserve and of the settle running now (filled per call, never kept).
   const reservePlace: rows.LoopPlace = { scope: 0, step: 0, stepLow: 0, tag: 0 }
@@ -154,7 +155,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
   }
 
   function checkKey(hash: string, provider: string): KeyCheck {
-    const key = readKey(hash)
+    const key = keys.read(hash)
     if (key === undefined) return { ok: false, reason: 'invalid_key' }
     if (key.active !== 1) return { ok: false, reason: 'key_revoked' }
     if (!allowsProvider(key.providers, provider)) return { ok: false, reason: 'provider_not_allowed' }
@@ -346,6 +347,24 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
     return { ok: true, reservation: { keyHash: hash, requestId: input.requestId, reservedMicros: grant, bookedKeys, remainingMicros } }
   }
 
+  /**
+   * Computes a loop check's source now, before its transaction, when the key's row as last read puts a limit in force
+   * (its own, or the one this request asks for its session): the fingerprint then runs outside the write lock rather
+   * than inside the group commit's transaction, which only reads the computed check. The transaction decides as
+   * before (the key read anew, a session's stored limit): a row changed since only costs a fingerprint computed
+   * unused, and one that throws throws again inside, failing its request as it did.
+   */
+  function fingerprintEarly(input: ReserveInput, source: LoopCheckSource): void {
+    const key = keys.lastRead(input.keyHash)
+    if (key === undefined || key.active !== 1) return
+    if (effectiveLoopLimit(key.loop_limit, input.session?.loopLimit ?? null) === null) return
+    try {
+      source()
+    } catch {
+      // Left to the transaction, which asks it again.
+    }
+  }
+
   // The key hash a reserve last found well formed: a key's requests come one after another, and the check is a regex.
   let wellFormedHash = ''
   // reserve and settle are plain functions resolving with their transaction's own promise: no async frame or await
@@ -363,6 +382,7 @@ export function createSqliteBudgetStore(db: Db, opts: SqliteStoreOptions = {}): 
         wellFormedHash = input.keyHash
       }
       const nowMs = now()
+      if (typeof input.loop === 'function') fingerprintEarly(input, input.loop)
       return db.transaction('reserve', () => reserveTx(input, nowMs), observer, started)
     } catch (err) {
       observer?.('reserve', started, true)
