@@ -68,8 +68,9 @@ local tagEnd = #KEYS[1] - 2
 -- reserve.lua's step 3a for one loop check: its step's entry read, as a table of reserve.lua's loop locals.
 local function readLoop(loopKey, step, nowText)
   local nowMs = nowText + 0
+  -- Every member named here (false for none): a member added later makes Lua grow the table's hash part and rehash it.
   local l = {key = loopKey, step = step, nowMs = nowMs, count = 0, since = nowMs, sinceText = nowText, inFlight = 0,
-    newSince = true}
+    newSince = true, isNew = false, expires = false, aged = false, first = false, stale = false}
   local got = redis.call('HMGET', loopKey, step, '#e')
   local entry = got[1]
   l.isNew, l.expires = not entry, got[2] and got[2] + 0
