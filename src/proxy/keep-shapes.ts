@@ -3,7 +3,7 @@ import { serialize } from 'node:v8'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { withPlannedInput } from '../pricing/cost.js'
 import type { GateEntry } from './key-gate.js'
-import { createUndiciRequestKeeper, blankHeadersKeepingRead } from './keep-undici-request.js'
+import { createUndiciRequestKeeper, blankHeadersKeepingRead, destroyOneSocket } from './keep-undici-request.js'
 import { createWritevExample } from './keep-node-write.js'
 
 /**
@@ -143,8 +143,12 @@ let pickedSource: object | null = null
 /** What makes the Redis store's blank records (../budget/redis/store.ts registers it as it loads). */
 let recordsSource: RecordsSource | null = null
 
-/** Turns keeping on or off; `inflight` is what gates it (none: always idle). */
+/**
+ * Turns keeping on or off; `inflight` is what gates it (none: always idle). The first call (the server's, before any
+ * request) also destroys one socket as undici ends an idle connection (./keep-undici-request.ts's destroyOneSocket).
+ */
 export function keepShapes(on: boolean, inflight: { readonly count: number } = IDLE): void {
+  destroyOneSocket()
   keeping = on
   load = inflight
   undiciRequest.watch(on, wantUndiciRequest)

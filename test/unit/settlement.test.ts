@@ -92,3 +92,29 @@ describe('a settlement', () => {
     expect(retried.errors).toHaveLength(0)
   })
 })
+
+// A quiet period's full collection keeps a function's optimized code only while one function made by its expression
+// lives: a reaction made per settlement was compiled again after each quiet period (bench/thread-work.mjs --keep-log).
+describe("a settlement's reactions", () => {
+  it('are no function made per settlement: the store promise is handed bound functions only', async () => {
+    const handed: unknown[] = []
+    const answer = { chargedMicros: 10, alreadySettled: false }
+    const s = settlementWith(() => {
+      const promise = Promise.resolve(answer)
+      const then = promise.then
+      // This promise's own `then`: records what the settlement hands it.
+      promise.then = function (this: Promise<typeof answer>, ...callbacks: unknown[]) {
+        handed.push(...callbacks)
+        return Reflect.apply(then, this, callbacks) as Promise<never>
+      } as typeof then
+      return promise
+    })
+    await s.settle(reservation, 10, createSummary())
+    await s.settle(reservation, 10, createSummary())
+    expect(handed).toHaveLength(4)
+    // A bound function's source is native; a closure made in the settlement would show its own.
+    const made = handed.filter((fn) => typeof fn !== 'function' || !Function.prototype.toString.call(fn).includes('[native code]')).map(String)
+    expect(made).toEqual([])
+    expect(s.order).toEqual(['released k', 'released k'])
+  })
+})

@@ -727,9 +727,11 @@ function bookedParts(r: Reservation): BookedParts {
 
 /** The ids of a reservation's five booked periods, space separated, as the scripts take them (nearly always the current ones, encoded). */
 function bookedIds(booked: BookedParts, fixed: FixedKeys): ScriptArg {
-  const periods = booked.keys
-  if (samePeriods(periods, fixed.periodKeys)) return fixed.periodIds
-  return [0, 1, 2, 3, 4].map((i) => periodIdOf(periods[i] as string)).join(' ')
+  const p = booked.keys
+  if (samePeriods(p, fixed.periodKeys)) return fixed.periodIds
+  // Written out, not mapped and joined: TurboFan's inlined map makes a holey array where the interpreter's made a packed
+  // one, so the join's map check deoptimized settle at the first minute's turn its optimized code met.
+  return `${periodIdOf(p[0] as string)} ${periodIdOf(p[1] as string)} ${periodIdOf(p[2] as string)} ${periodIdOf(p[3] as string)} ${periodIdOf(p[4] as string)}`
 }
 
 /** The record then the five current period hashes, encoded once a key's minute needs them (reserve's first six KEYS). */
