@@ -33,3 +33,38 @@ export function pauseStats(pauses, longMs = 1) {
   const { count, p50, p99, max } = summarize(pauses)
   return { n: count, p50: p50 ?? 0, p99: p99 ?? 0, max: max ?? 0, long: pauses.filter((p) => p >= longMs).length }
 }
+
+/** The median of `pick` over `list` (load.mjs's nearest-rank p50; 0 when none): a pile-up's few scavenges do not move it as they move the mean. */
+export function medianOf(list, pick) {
+  return summarize(list.map((item) => { const value = pick(item); return typeof value === 'number' ? value : 0 })).p50 ?? 0
+}
+
+/**
+ * Of the bytes each scavenge kept in the young generation (`new_space_survived`), the share the next scavenge promoted
+ * (the sum over consecutive pairs, 0–1; null with fewer than two scavenges or nothing kept). A request's objects are
+ * done long before the next scavenge, so a high share says something still held them: what the nursery keeps should
+ * mostly be dead by then.
+ */
+export function carriedOver(scavenges) {
+  let kept = 0
+  let promoted = 0
+  for (let i = 1; i < scavenges.length; i++) {
+    kept += Number(scavenges[i - 1].new_space_survived ?? 0)
+    promoted += Number(scavenges[i].promoted ?? 0)
+  }
+  return kept > 0 ? promoted / kept : null
+}
+
+/** `NAME=VALUE,NAME=VALUE` as an environment (a value may hold `=`; empty text: none). */
+export function envPairs(text) {
+  const env = {}
+  for (const pair of text.split(',')) {
+    const eq = pair.indexOf('=')
+    if (eq <= 0) {
+      if (pair.trim() !== '') throw new Error(`not NAME=VALUE: ${pair}`)
+      continue
+    }
+    env[pair.slice(0, eq)] = pair.slice(eq + 1)
+  }
+  return env
+}

@@ -9,7 +9,8 @@
 //                             mark-compact's line with V8's reason for it; no bytes promoted)]
 //                             [--gap=MS (quiet after each phase, as between the bench's runs: full collections in it counted apart)]
 //                             [--keep-pool (one client pool a side for every phase, instead of a new one a phase as the bench's runs)]
-import { readFileSync } from 'node:fs'
+//                             [--keep-log=DIR (each side's whole trace, copied there as a.log and b.log)]
+import { copyFileSync, mkdirSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { closedLoop, createPool, openLoop } from './load.mjs'
 import { createBenchKey, ROOT, sleep, startBenchStack, startProxy } from './procs.mjs'
@@ -92,6 +93,10 @@ try {
       for (const g of gcs) if (g.kind === 'trace') process.stdout.write(`      ${name}: ${g.line}\n`)
       process.stdout.write(`${String(p + 1).padStart(5)} ${name.padEnd(5)} ${String(state[name].served).padStart(7)} ${String(scavenges.length).padStart(10)} ${(promoted / Math.max(1, run.ok)).toFixed(0).padStart(17)} ${String(mcs.length).padStart(14)} ${longest.toFixed(1).padStart(19)} ${String(growth).padStart(17)}${inGap}\n`)
     }
+  }
+  if (arg('keep-log', null) !== null) {
+    mkdirSync(resolve(arg('keep-log')), { recursive: true })
+    for (const name of Object.keys(sides)) copyFileSync(sides[name].logFile, join(resolve(arg('keep-log')), `${name}.log`))
   }
   for (const name of Object.keys(sides)) process.stdout.write(`${name} (${builds[name]}): first mark-compact after ${state[name].firstMarkCompactAt ?? `none in ${state[name].served}`} requests\n`)
 } finally {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { joinWaitMs, parseNvp, pauseStats } from '../../bench/gc-nvp.mjs'
+import { carriedOver, envPairs, joinWaitMs, medianOf, parseNvp, pauseStats } from '../../bench/gc-nvp.mjs'
 
 // Issue 12: bench/scavenge-nvp.mjs reads each scavenge of the open loop from V8's --trace-gc-nvp lines and splits its
 // pause into the main thread's own phases and its wait for V8's workers; a field read wrong would name the wrong cause.
@@ -32,5 +32,34 @@ describe('gc nvp', () => {
     expect(pauseStats(pauses)).toEqual({ n: 100, p50: 5, p99: 9.9, max: 10, long: 91 })
     expect(pauseStats([3, 1, 2])).toEqual({ n: 3, p50: 2, p99: 3, max: 3, long: 3 })
     expect(pauseStats([])).toEqual({ n: 0, p50: 0, p99: 0, max: 0, long: 0 })
+  })
+})
+
+describe('gc nvp: bytes a scavenge', () => {
+  it('takes the nearest-rank median of a field, a missing or non-numeric field as 0', () => {
+    const scavenges = [{ promoted: 10 }, { promoted: 30 }, { promoted: 20 }, { promoted: 9000 }, {}]
+    expect(medianOf(scavenges, (s) => s.promoted)).toBe(20)
+    expect(medianOf([{ promoted: 'x' }, { promoted: 4 }, { promoted: 8 }], (s) => s.promoted)).toBe(4)
+    expect(medianOf([], (s: { promoted?: number }) => s.promoted)).toBe(0)
+  })
+
+  it("reads the share of one scavenge's survivors promoted by the next, summed over consecutive pairs", () => {
+    const run = [
+      { new_space_survived: 100, promoted: 999 },
+      { new_space_survived: 300, promoted: 80 },
+      { new_space_survived: 50, promoted: 60 },
+    ]
+    // (80 + 60) / (100 + 300): the first scavenge's promoted and the last one's survivors have no partner.
+    expect(carriedOver(run)).toBeCloseTo(140 / 400, 9)
+    expect(carriedOver([{ new_space_survived: 100, promoted: 5 }])).toBeNull()
+    expect(carriedOver([{ new_space_survived: 0, promoted: 0 }, { new_space_survived: 0, promoted: 7 }])).toBeNull()
+  })
+
+  it('reads NAME=VALUE pairs as an environment, a value keeping its own =, and refuses a pair with no name', () => {
+    expect(envPairs('LOOPERS_IDLE_RELEASE_MS=0,NODE_OPTIONS=--max-semi-space-size=8')).toEqual({ LOOPERS_IDLE_RELEASE_MS: '0', NODE_OPTIONS: '--max-semi-space-size=8' })
+    expect(envPairs('')).toEqual({})
+    expect(envPairs('A=')).toEqual({ A: '' })
+    expect(() => envPairs('A=1,oops')).toThrow(/NAME=VALUE/)
+    expect(() => envPairs('=1')).toThrow(/NAME=VALUE/)
   })
 })
