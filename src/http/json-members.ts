@@ -1,4 +1,4 @@
-import { stringEnd } from './json-keys.js'
+import { byteTable, stringEnd } from './json-keys.js'
 import { SHARE_SLICE_BYTES, take } from './turn-share.js'
 
 /**
@@ -44,14 +44,14 @@ function afterString(raw: Buffer, start: number): number {
 const OPENS_STRING = 1
 const OPENS = 2
 const CLOSES = 3
-const STRUCTURE = new Uint8Array(256)
+const STRUCTURE = byteTable()
 STRUCTURE[QUOTE] = OPENS_STRING
 STRUCTURE[OPEN_OBJECT] = OPENS
 STRUCTURE[OPEN_ARRAY] = OPENS
 STRUCTURE[CLOSE_OBJECT] = CLOSES
 STRUCTURE[CLOSE_ARRAY] = CLOSES
 // Bytes that end a number or a literal: a comma, a closing bracket or a space.
-const ENDS_SCALAR = new Uint8Array(256)
+const ENDS_SCALAR = byteTable()
 for (const c of [COMMA, CLOSE_OBJECT, CLOSE_ARRAY, 0x20, 0x0a, 0x0d, 0x09]) ENDS_SCALAR[c] = 1
 
 /**

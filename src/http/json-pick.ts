@@ -5,6 +5,8 @@
  * members; anything it cannot vouch for is parsed whole, as JSON.parse has it.
  */
 
+import { byteTable } from './json-keys.js'
+
 const QUOTE = 0x22
 const BACKSLASH = 0x5c
 const OPEN_OBJECT = 0x7b
@@ -31,10 +33,10 @@ interface Walk {
 }
 
 /** Per byte: 1 for JSON whitespace. */
-const SPACE = new Uint8Array(256)
+const SPACE = byteTable()
 for (const c of [0x20, 0x0a, 0x0d, 0x09]) SPACE[c] = 1
 /** Per byte: 1 for what ends a run of plain bytes in a string: a quote, a backslash, a control character. */
-const STRING_STOP = new Uint8Array(256)
+const STRING_STOP = byteTable()
 for (let c = 0; c < 0x20; c++) STRING_STOP[c] = 1
 STRING_STOP[QUOTE] = 1
 STRING_STOP[BACKSLASH] = 1

@@ -1,5 +1,6 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import {
+  byteTable,
   isTypeKey,
   keyText,
   LINEAR_KEY_BYTES,
@@ -77,15 +78,15 @@ const PLAIN = 0
 const CLOSES = 1
 const ESCAPES = 2
 const CONTROL = 3
-const STRING_BYTES = new Uint8Array(256)
+const STRING_BYTES = byteTable()
 for (let c = 0; c < 0x20; c++) STRING_BYTES[c] = CONTROL
 STRING_BYTES[QUOTE] = CLOSES
 STRING_BYTES[BACKSLASH] = ESCAPES
 
 /** The bytes that may follow a backslash: `" \ / b f n r t` (and `u` with four hex digits). */
-const SIMPLE_ESCAPES = new Uint8Array(256)
+const SIMPLE_ESCAPES = byteTable()
 for (const c of '"\\/bfnrt') SIMPLE_ESCAPES[c.charCodeAt(0)] = 1
-const HEX = new Uint8Array(256)
+const HEX = byteTable()
 for (const c of '0123456789abcdefABCDEF') HEX[c.charCodeAt(0)] = 1
 const LETTER_U = 0x75
 
@@ -98,7 +99,7 @@ const COLON_BYTE = 3
 const COMMA_BYTE = 4
 const OPENS = 5
 const CLOSES_CONTAINER = 6
-const BYTE_KINDS = new Uint8Array(256)
+const BYTE_KINDS = byteTable()
 for (const c of [0x20, 0x0a, 0x0d, 0x09]) BYTE_KINDS[c] = SPACE
 BYTE_KINDS[QUOTE] = STRING
 BYTE_KINDS[COLON] = COLON_BYTE
