@@ -138,6 +138,14 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
   let dataVersionStatement: StatementSync | null = null
   let keyWrites = 0
   let keyWritesSeen = 0
+  /** keysVersion, moved on by this connection's writes to keys since it last looked (no read of the database). */
+  const keysVersionSeen = (): number => {
+    if (keyWrites !== keyWritesSeen) {
+      keyWritesSeen = keyWrites
+      keysVersion++
+    }
+    return keysVersion
+  }
   const report = (next: 'ready' | 'down', err?: Error): void => {
     if (next === status) return
     status = next
@@ -351,19 +359,9 @@ export function createDb(path: string, opts: DbOptions = {}): Db {
           keysVersion++
         }
       }
-      if (keyWrites !== keyWritesSeen) {
-        keyWritesSeen = keyWrites
-        keysVersion++
-      }
-      return keysVersion
+      return keysVersionSeen()
     },
-    keysVersionSeen() {
-      if (keyWrites !== keyWritesSeen) {
-        keyWritesSeen = keyWrites
-        keysVersion++
-      }
-      return keysVersion
-    },
+    keysVersionSeen,
     transactionSerial: () => (inTx ? serial : -1),
     read: (what, work) => guard(what, () => work()),
     deferUntilCommit(next) {
